@@ -1,0 +1,88 @@
+//! The election lock: a dedicated file in the data directory, taken with an OS file lock.
+//!
+//! The lock file is never deleted: deleting it would let two processes lock two different
+//! inodes under the same name and both believe they lead. The OS releases the lock the
+//! instant its holder dies (also on `kill -9`), which is what lets a follower take over.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Name of the lock file inside the data directory.
+pub const LOCK_FILE_NAME: &str = "party.lock";
+
+/// Failure to take the election lock for a reason other than "someone else holds it".
+#[derive(Debug, thiserror::Error)]
+#[error("cannot use lock file {path}: {source}")]
+pub struct LockError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// The held election lock. Dropping it releases the lock; the file stays.
+#[derive(Debug)]
+pub struct ElectionLock {
+    // Holding the open file is what holds the lock.
+    _file: File,
+    path: PathBuf,
+}
+
+impl ElectionLock {
+    /// Tries once, without waiting, to take the lock of the data directory `dir`.
+    ///
+    /// Returns `Ok(None)` when another handle (in this or another process) holds it.
+    pub fn try_acquire(dir: &Path) -> Result<Option<ElectionLock>, LockError> {
+        let path = dir.join(LOCK_FILE_NAME);
+        let error = |source| LockError {
+            path: path.clone(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(error)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(ElectionLock { _file: file, path })),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(source)) => Err(error(source)),
+        }
+    }
+
+    /// Path of the lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_handle_is_refused_until_the_first_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ElectionLock::try_acquire(dir.path()).unwrap();
+        assert!(first.is_some(), "a fresh directory must be lockable");
+        assert!(
+            ElectionLock::try_acquire(dir.path()).unwrap().is_none(),
+            "a second open of the lock file must see it busy"
+        );
+        drop(first);
+        let again = ElectionLock::try_acquire(dir.path()).unwrap();
+        assert!(again.is_some(), "dropping the holder must release the lock");
+        assert!(again.unwrap().path().exists(), "the lock file is never deleted");
+    }
+
+    #[test]
+    fn missing_directory_is_a_typed_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("does/not/exist");
+        let err = ElectionLock::try_acquire(&missing).unwrap_err();
+        assert_eq!(err.source.kind(), io::ErrorKind::NotFound);
+        assert!(err.path.starts_with(&missing));
+    }
+}

@@ -1,0 +1,12 @@
+//! party-proto: every decision of party, and no IO.
+//!
+//! In the style of quinn-proto and str0m: inputs go in through `handle_input(now, input)`,
+//! actions come out of `poll_output()`, and `poll_timeout()` says when the machine next
+//! wants to be woken. Time, ids and randomness are parameters, so the same inputs always
+//! give the same outputs — which is what lets the simulator replay a failover from a seed.
+
+pub mod ids;
+pub mod time;
+
+pub use ids::{ClientId, IterId, RequestId, WriteSeq};
+pub use time::Timestamp;
