@@ -74,7 +74,10 @@ mod tests {
         drop(first);
         let again = ElectionLock::try_acquire(dir.path()).unwrap();
         assert!(again.is_some(), "dropping the holder must release the lock");
-        assert!(again.unwrap().path().exists(), "the lock file is never deleted");
+        assert!(
+            again.unwrap().path().exists(),
+            "the lock file is never deleted"
+        );
     }
 
     #[test]

@@ -46,7 +46,10 @@ mod tests {
             Duration::from_millis(8)
         );
         assert_eq!(Timestamp::ZERO.saturating_since(t), Duration::ZERO);
-        assert_eq!(t.saturating_since(Timestamp::ZERO), Duration::from_millis(5));
+        assert_eq!(
+            t.saturating_since(Timestamp::ZERO),
+            Duration::from_millis(5)
+        );
         assert_eq!(
             (t + Duration::MAX).since_epoch(),
             Duration::MAX,

@@ -5,7 +5,9 @@ use std::process::Command;
 fn dependency_tree(package: &str) -> String {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let output = Command::new(cargo)
-        .args(["tree", "--edges", "normal", "--prefix", "none", "-p", package])
+        .args([
+            "tree", "--edges", "normal", "--prefix", "none", "-p", package,
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo tree runs");

@@ -1,0 +1,50 @@
+//! The typed error codes an operation can end with. They travel on the wire from leader to
+//! follower, and the client session also produces some of them itself (connection lost,
+//! closed, timed out), so a caller sees one vocabulary whichever process served it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::ProtocolId;
+
+/// Why an operation failed. Only append variants: the numbering is part of the wire format.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The thing the request names does not exist (for example an iterator the leader has
+    /// already dropped). A missing key is not an error: `get` answers `None`.
+    #[error("not found")]
+    NotFound,
+    /// The store is locked by a process that is not part of this party.
+    #[error("the store is locked by another process")]
+    Locked,
+    /// The handle was closed before the operation completed.
+    #[error("the handle is closed")]
+    Closed,
+    /// The connection to the leader was lost while the operation was in flight and the
+    /// handle does not retry (`retry = false`).
+    #[error("the connection to the leader was lost")]
+    ConnectionLost,
+    /// The two ends speak different protocols or versions.
+    #[error("protocol mismatch: expected {expected}, got {got}")]
+    ProtocolMismatch {
+        expected: ProtocolId,
+        got: ProtocolId,
+    },
+    /// A message was larger than the frame-size cap.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge { len: u64, max: u64 },
+    /// The store itself failed; the message is the store's own.
+    #[error("backend error: {0}")]
+    Backend(String),
+    /// The operation did not complete within the handle's request timeout.
+    #[error("the operation timed out")]
+    TimedOut,
+    /// The peer sent something that is not a valid message at this point.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// The connection already has as many requests in flight as the leader allows.
+    #[error("too many requests in flight on this connection (limit {limit})")]
+    TooManyRequests { limit: u32 },
+    /// The connection already has as many open iterators as the leader allows.
+    #[error("too many open iterators on this connection (limit {limit})")]
+    TooManyIterators { limit: u32 },
+}

@@ -1,0 +1,167 @@
+//! Key ranges and iterator options, with level's gt/gte/lt/lte vocabulary expressed as
+//! [`Bound`]s, and the exclusive-bound resume that gives iterators no duplicate and no skip
+//! across a failover.
+
+use std::ops::Bound;
+
+use serde::{Deserialize, Serialize};
+
+/// A key range: every key `k` with `start ≤/< k ≤/< end`. Unbounded on both sides by default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRange {
+    pub start: Bound<Vec<u8>>,
+    pub end: Bound<Vec<u8>>,
+}
+
+impl Default for KeyRange {
+    fn default() -> Self {
+        KeyRange::all()
+    }
+}
+
+impl KeyRange {
+    /// Every key.
+    pub fn all() -> Self {
+        KeyRange {
+            start: Bound::Unbounded,
+            end: Bound::Unbounded,
+        }
+    }
+
+    pub fn contains(&self, key: &[u8]) -> bool {
+        let above_start = match &self.start {
+            Bound::Unbounded => true,
+            Bound::Included(start) => key >= start.as_slice(),
+            Bound::Excluded(start) => key > start.as_slice(),
+        };
+        let below_end = match &self.end {
+            Bound::Unbounded => true,
+            Bound::Included(end) => key <= end.as_slice(),
+            Bound::Excluded(end) => key < end.as_slice(),
+        };
+        above_start && below_end
+    }
+
+    /// The part of this range that a forward iterator still has to read after delivering
+    /// `key`: everything strictly greater. A bound that is already tighter is kept.
+    pub fn after(&self, key: &[u8]) -> KeyRange {
+        let start = match &self.start {
+            Bound::Excluded(start) if start.as_slice() >= key => self.start.clone(),
+            Bound::Included(start) if start.as_slice() > key => self.start.clone(),
+            _ => Bound::Excluded(key.to_vec()),
+        };
+        KeyRange {
+            start,
+            end: self.end.clone(),
+        }
+    }
+
+    /// The part of this range that a reverse iterator still has to read after delivering
+    /// `key`: everything strictly smaller.
+    pub fn before(&self, key: &[u8]) -> KeyRange {
+        let end = match &self.end {
+            Bound::Excluded(end) if end.as_slice() <= key => self.end.clone(),
+            Bound::Included(end) if end.as_slice() < key => self.end.clone(),
+            _ => Bound::Excluded(key.to_vec()),
+        };
+        KeyRange {
+            start: self.start.clone(),
+            end,
+        }
+    }
+}
+
+/// What an iterator reads: a range, a direction, an optional limit, and which halves of each
+/// entry the caller wants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IterOptions {
+    pub range: KeyRange,
+    pub reverse: bool,
+    /// At most this many entries in total; `None` for no limit.
+    pub limit: Option<u64>,
+    /// The caller wants keys. Keys travel on the wire regardless, because resuming after a
+    /// failover needs the last key delivered.
+    pub keys: bool,
+    /// The caller wants values; when false the leader sends empty values.
+    pub values: bool,
+}
+
+impl Default for IterOptions {
+    fn default() -> Self {
+        IterOptions {
+            range: KeyRange::all(),
+            reverse: false,
+            limit: None,
+            keys: true,
+            values: true,
+        }
+    }
+}
+
+impl IterOptions {
+    /// The options that continue this iteration on a new leader after the caller has been
+    /// given `delivered` entries, the last of which had key `last_key`.
+    pub fn resume_after(&self, last_key: &[u8], delivered: u64) -> IterOptions {
+        let range = if self.reverse {
+            self.range.before(last_key)
+        } else {
+            self.range.after(last_key)
+        };
+        IterOptions {
+            range,
+            limit: self.limit.map(|limit| limit.saturating_sub(delivered)),
+            ..self.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(start: Bound<&[u8]>, end: Bound<&[u8]>) -> KeyRange {
+        KeyRange {
+            start: start.map(<[u8]>::to_vec),
+            end: end.map(<[u8]>::to_vec),
+        }
+    }
+
+    #[test]
+    fn resume_is_exclusive_even_for_prefix_keys() {
+        let all = KeyRange::all();
+        let forward = all.after(b"a");
+        assert!(!forward.contains(b"a"));
+        assert!(
+            forward.contains(b"a\x00"),
+            "a longer key with the prefix follows"
+        );
+        let reverse = all.before(b"ab");
+        assert!(!reverse.contains(b"ab"));
+        assert!(
+            reverse.contains(b"a"),
+            "a prefix of the last key is still to come"
+        );
+        assert!(reverse.contains(b"aa\xff"));
+    }
+
+    #[test]
+    fn resume_keeps_a_tighter_existing_bound() {
+        let r = range(Bound::Excluded(b"m"), Bound::Included(b"q"));
+        assert_eq!(r.after(b"c").start, Bound::Excluded(b"m".to_vec()));
+        assert_eq!(r.before(b"z").end, Bound::Included(b"q".to_vec()));
+        assert_eq!(r.after(b"n").start, Bound::Excluded(b"n".to_vec()));
+    }
+
+    #[test]
+    fn resume_reduces_the_limit_by_what_was_delivered() {
+        let options = IterOptions {
+            limit: Some(5),
+            reverse: true,
+            ..IterOptions::default()
+        };
+        let resumed = options.resume_after(b"k", 3);
+        assert_eq!(resumed.limit, Some(2));
+        assert_eq!(resumed.range.end, Bound::Excluded(b"k".to_vec()));
+        assert!(resumed.reverse);
+    }
+}

@@ -1,0 +1,201 @@
+//! Length-prefixed frames: a 4-byte little-endian body length, then a postcard body.
+//!
+//! The decoder takes bytes in any chunking. A frame that arrives whole is decoded straight
+//! from the caller's buffer; only a frame split across reads is copied, and only after its
+//! header has passed the size cap, so the decoder never holds more than one frame.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::ErrorCode;
+
+/// Bytes in a frame header.
+pub const HEADER_LEN: usize = 4;
+
+/// The default cap on a frame body: 64 MiB.
+pub const DEFAULT_MAX_FRAME_LEN: u32 = 64 * 1024 * 1024;
+
+/// Why bytes could not be turned into a message, or a message into a frame. Every variant
+/// means the connection can no longer be trusted and must be closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge { len: u64, max: u64 },
+    #[error("frame does not decode: {0}")]
+    Malformed(#[source] postcard::Error),
+    #[error("frame has {extra} bytes after its message")]
+    TrailingBytes { extra: usize },
+    #[error("message does not encode: {0}")]
+    Encode(#[source] postcard::Error),
+}
+
+impl From<FrameError> for ErrorCode {
+    fn from(error: FrameError) -> ErrorCode {
+        match error {
+            FrameError::TooLarge { len, max } => ErrorCode::FrameTooLarge { len, max },
+            other => ErrorCode::Malformed(other.to_string()),
+        }
+    }
+}
+
+/// Appends `message` to `out` as one frame. On error `out` is left as it was.
+pub fn encode_frame<M: Serialize>(
+    message: &M,
+    max_frame_len: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
+    let frame_start = out.len();
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    let body_len = match postcard::to_io(message, &mut *out) {
+        Ok(_) => out.len() - frame_start - HEADER_LEN,
+        Err(error) => {
+            out.truncate(frame_start);
+            return Err(FrameError::Encode(error));
+        }
+    };
+    match u32::try_from(body_len) {
+        Ok(len) if len <= max_frame_len => {
+            out[frame_start..frame_start + HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+            Ok(())
+        }
+        _ => {
+            out.truncate(frame_start);
+            Err(FrameError::TooLarge {
+                len: body_len as u64,
+                max: u64::from(max_frame_len),
+            })
+        }
+    }
+}
+
+/// Turns a byte stream back into messages.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    max_frame_len: u32,
+    /// The start of a frame that did not arrive whole; empty between frames.
+    partial: Vec<u8>,
+    /// The first error; once set, the stream is not read any further.
+    failed: Option<FrameError>,
+}
+
+impl FrameDecoder {
+    pub fn new(max_frame_len: u32) -> Self {
+        FrameDecoder {
+            max_frame_len,
+            partial: Vec::new(),
+            failed: None,
+        }
+    }
+
+    /// Decodes the next message from `input`, advancing `input` past the bytes used.
+    ///
+    /// Returns `Ok(None)` once `input` is used up without completing a frame (the start of
+    /// that frame is kept for the next call). After an error every call returns that error.
+    pub fn decode<M: DeserializeOwned>(
+        &mut self,
+        input: &mut &[u8],
+    ) -> Result<Option<M>, FrameError> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+        let result = self.decode_unchecked(input);
+        if let Err(error) = &result {
+            self.failed = Some(error.clone());
+            self.partial = Vec::new();
+        }
+        result
+    }
+
+    /// Bytes held from a frame that has not arrived whole.
+    pub fn buffered_len(&self) -> usize {
+        self.partial.len()
+    }
+
+    fn decode_unchecked<M: DeserializeOwned>(
+        &mut self,
+        input: &mut &[u8],
+    ) -> Result<Option<M>, FrameError> {
+        if self.partial.is_empty() && input.len() >= HEADER_LEN {
+            let body_len = self.checked_body_len(&input[..HEADER_LEN])?;
+            if let Some(body) = input.get(HEADER_LEN..HEADER_LEN + body_len) {
+                *input = &input[HEADER_LEN + body_len..];
+                return decode_body(body).map(Some);
+            }
+        }
+
+        let header_missing = HEADER_LEN.saturating_sub(self.partial.len());
+        if header_missing > 0 {
+            self.take(input, header_missing);
+            if self.partial.len() < HEADER_LEN {
+                return Ok(None);
+            }
+        }
+        let body_len = self.checked_body_len(&self.partial[..HEADER_LEN])?;
+        let body_missing = HEADER_LEN + body_len - self.partial.len();
+        self.take(input, body_missing);
+        if self.partial.len() < HEADER_LEN + body_len {
+            return Ok(None);
+        }
+        let frame = std::mem::take(&mut self.partial);
+        decode_body(&frame[HEADER_LEN..]).map(Some)
+    }
+
+    fn take(&mut self, input: &mut &[u8], wanted: usize) {
+        let (taken, rest) = input.split_at(wanted.min(input.len()));
+        self.partial.extend_from_slice(taken);
+        *input = rest;
+    }
+
+    fn checked_body_len(&self, header: &[u8]) -> Result<usize, FrameError> {
+        let mut len_bytes = [0; HEADER_LEN];
+        len_bytes.copy_from_slice(header);
+        let len = u32::from_le_bytes(len_bytes);
+        if len > self.max_frame_len {
+            return Err(FrameError::TooLarge {
+                len: u64::from(len),
+                max: u64::from(self.max_frame_len),
+            });
+        }
+        // A u32 always fits in usize on the 32- and 64-bit targets party builds for.
+        Ok(len as usize)
+    }
+}
+
+fn decode_body<M: DeserializeOwned>(body: &[u8]) -> Result<M, FrameError> {
+    let (message, rest) = postcard::take_from_bytes(body).map_err(FrameError::Malformed)?;
+    if !rest.is_empty() {
+        return Err(FrameError::TrailingBytes { extra: rest.len() });
+    }
+    Ok(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_over_the_cap_fails_before_any_body_arrives() {
+        let mut decoder = FrameDecoder::new(16);
+        let mut input: &[u8] = &17u32.to_le_bytes();
+        let error = decoder.decode::<u8>(&mut input).unwrap_err();
+        assert_eq!(error, FrameError::TooLarge { len: 17, max: 16 });
+        assert_eq!(decoder.buffered_len(), 0);
+        let mut more: &[u8] = &[1, 0, 0, 0, 7];
+        assert_eq!(decoder.decode::<u8>(&mut more), Err(error), "errors stick");
+    }
+
+    #[test]
+    fn encoding_over_the_cap_leaves_the_buffer_untouched() {
+        let mut out = vec![9];
+        let error = encode_frame(&vec![0u8; 100], 10, &mut out).unwrap_err();
+        assert!(matches!(error, FrameError::TooLarge { max: 10, .. }));
+        assert_eq!(out, vec![9]);
+    }
+
+    #[test]
+    fn trailing_bytes_inside_a_frame_are_refused() {
+        let mut input: &[u8] = &[2, 0, 0, 0, 5, 6];
+        let error = FrameDecoder::new(16).decode::<u8>(&mut input).unwrap_err();
+        assert_eq!(error, FrameError::TrailingBytes { extra: 1 });
+    }
+}

@@ -1,0 +1,51 @@
+//! The handshake: the first frame each way. The client says who it is and which protocol it
+//! speaks; the leader answers `Welcome` or `Rejected` and closes.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::ClientId;
+
+/// Marks a party connection, so that a stray program talking to the socket is refused
+/// with a clear error instead of being misread.
+pub const MAGIC: [u8; 4] = *b"PRTY";
+
+/// Bumped whenever a change would make an old peer misread a message.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Which protocol a peer speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtocolId {
+    pub magic: [u8; 4],
+    pub version: u16,
+}
+
+impl ProtocolId {
+    /// The protocol this build speaks.
+    pub const CURRENT: ProtocolId = ProtocolId {
+        magic: MAGIC,
+        version: PROTOCOL_VERSION,
+    };
+}
+
+impl fmt::Display for ProtocolId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} v{}", self.magic.escape_ascii(), self.version)
+    }
+}
+
+/// The client's first frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: ProtocolId,
+    pub client_id: ClientId,
+}
+
+/// The leader's answer to an accepted [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub protocol: ProtocolId,
+    /// The leader's operating-system process id, for status displays.
+    pub leader_pid: u32,
+}

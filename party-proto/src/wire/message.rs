@@ -1,0 +1,120 @@
+//! The messages of the protocol. Only append variants to these enums: postcard numbers them
+//! by position, so reordering would make old and new peers misread each other.
+
+use serde::{Deserialize, Serialize};
+
+use super::handshake::{Hello, Welcome};
+use crate::error::ErrorCode;
+use crate::ids::{IterId, RequestId, WriteSeq};
+use crate::range::{IterOptions, KeyRange};
+
+/// Everything a follower sends to the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMessage {
+    /// The first frame of every connection.
+    Hello(Hello),
+    /// A read; answered by one [`ServerMessage::Reply`].
+    Read { id: RequestId, op: ReadOp },
+    /// A write, stamped with the client's sequence number so that a re-send after a failover
+    /// is applied at most once; answered by one [`ServerMessage::Reply`].
+    Write {
+        id: RequestId,
+        seq: WriteSeq,
+        op: WriteOp,
+    },
+    /// Opens an iterator and grants it `credits` entries.
+    IterOpen {
+        iter: IterId,
+        options: IterOptions,
+        credits: u32,
+    },
+    /// Lets the leader send `credits` more entries of an open iterator.
+    IterNext { iter: IterId, credits: u32 },
+    /// The caller is done with an iterator; the leader drops it without answering.
+    IterClose { iter: IterId },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadOp {
+    Get {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
+    GetMany {
+        #[serde(with = "super::bytes::seq")]
+        keys: Vec<Vec<u8>>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteOp {
+    Put {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    Del {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
+    /// Applied atomically: all of it or none of it.
+    Batch { ops: Vec<BatchOp> },
+    /// Deletes every key in the range.
+    Clear { range: KeyRange },
+}
+
+/// One step of an atomic batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BatchOp {
+    Put {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    Del {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
+}
+
+/// Everything the leader sends to a follower.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMessage {
+    /// The handshake was accepted.
+    Welcome(Welcome),
+    /// The handshake was refused; the leader closes the connection after this.
+    Rejected(ErrorCode),
+    /// The one answer to a read or a write.
+    Reply {
+        id: RequestId,
+        result: Result<Response, ErrorCode>,
+    },
+    /// Entries of an iterator, never more than it has credits for.
+    IterData { iter: IterId, entries: Vec<Entry> },
+    /// The iterator has delivered its last entry; the leader has dropped it.
+    IterEnd { iter: IterId },
+    /// The iterator failed; the leader has dropped it.
+    IterFailed { iter: IterId, error: ErrorCode },
+}
+
+/// The successful result of a read or write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to `Get`: the value, or `None` when the key is missing.
+    Value(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
+    /// Answer to `GetMany`, one slot per key in the order asked.
+    Values(#[serde(with = "super::bytes::optional_seq")] Vec<Option<Vec<u8>>>),
+    /// Answer to every write.
+    Written,
+}
+
+/// One key-value pair of an iterator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+}

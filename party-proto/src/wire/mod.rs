@@ -1,0 +1,11 @@
+//! The wire format: postcard-encoded messages in length-prefixed frames, opened by a
+//! handshake that names the protocol and the client.
+
+mod bytes;
+pub mod frame;
+pub mod handshake;
+pub mod message;
+
+pub use frame::{encode_frame, FrameDecoder, FrameError, DEFAULT_MAX_FRAME_LEN};
+pub use handshake::{Hello, ProtocolId, Welcome, MAGIC, PROTOCOL_VERSION};
+pub use message::{BatchOp, ClientMessage, Entry, ReadOp, Response, ServerMessage, WriteOp};

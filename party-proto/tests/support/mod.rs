@@ -1,0 +1,197 @@
+//! proptest strategies shared by party-proto's property tests.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::ops::Bound;
+
+use party_proto::wire::{
+    BatchOp, ClientMessage, Entry, Hello, ProtocolId, ReadOp, Response, ServerMessage, Welcome,
+    WriteOp,
+};
+use party_proto::{ClientId, ErrorCode, IterId, IterOptions, KeyRange, RequestId, WriteSeq};
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+/// Keys at the byte edges: the empty key, 0x00, 0xff, and keys that are prefixes of others.
+pub fn edge_key() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        Just(vec![]),
+        Just(vec![0x00]),
+        Just(vec![0xff]),
+        Just(vec![0x00, 0x00]),
+        Just(vec![0xff, 0xff]),
+        Just(b"a".to_vec()),
+        Just(b"ab".to_vec()),
+        Just(b"ab\x00".to_vec()),
+        Just(b"ab\xff".to_vec()),
+        vec(
+            prop_oneof![Just(0u8), Just(0xff), Just(b'a'), Just(b'b'), any::<u8>()],
+            0..5
+        ),
+    ]
+}
+
+pub fn bytes() -> impl Strategy<Value = Vec<u8>> {
+    vec(any::<u8>(), 0..40)
+}
+
+pub fn bound() -> impl Strategy<Value = Bound<Vec<u8>>> {
+    prop_oneof![
+        Just(Bound::Unbounded),
+        edge_key().prop_map(Bound::Included),
+        edge_key().prop_map(Bound::Excluded),
+    ]
+}
+
+pub fn key_range() -> impl Strategy<Value = KeyRange> {
+    (bound(), bound()).prop_map(|(start, end)| KeyRange { start, end })
+}
+
+pub fn iter_options() -> impl Strategy<Value = IterOptions> {
+    (
+        key_range(),
+        any::<bool>(),
+        prop::option::of(0u64..30),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(range, reverse, limit, keys, values)| IterOptions {
+            range,
+            reverse,
+            limit,
+            keys,
+            values,
+        })
+}
+
+pub fn protocol() -> impl Strategy<Value = ProtocolId> {
+    (any::<[u8; 4]>(), any::<u16>()).prop_map(|(magic, version)| ProtocolId { magic, version })
+}
+
+pub fn error_code() -> impl Strategy<Value = ErrorCode> {
+    prop_oneof![
+        Just(ErrorCode::NotFound),
+        Just(ErrorCode::Locked),
+        Just(ErrorCode::Closed),
+        Just(ErrorCode::ConnectionLost),
+        (protocol(), protocol())
+            .prop_map(|(expected, got)| ErrorCode::ProtocolMismatch { expected, got }),
+        (any::<u64>(), any::<u64>()).prop_map(|(len, max)| ErrorCode::FrameTooLarge { len, max }),
+        ".*".prop_map(ErrorCode::Backend),
+        Just(ErrorCode::TimedOut),
+        ".*".prop_map(ErrorCode::Malformed),
+        any::<u32>().prop_map(|limit| ErrorCode::TooManyRequests { limit }),
+        any::<u32>().prop_map(|limit| ErrorCode::TooManyIterators { limit }),
+    ]
+}
+
+pub fn read_op() -> impl Strategy<Value = ReadOp> {
+    prop_oneof![
+        edge_key().prop_map(|key| ReadOp::Get { key }),
+        vec(edge_key(), 0..5).prop_map(|keys| ReadOp::GetMany { keys }),
+    ]
+}
+
+pub fn batch_op() -> impl Strategy<Value = BatchOp> {
+    prop_oneof![
+        (edge_key(), bytes()).prop_map(|(key, value)| BatchOp::Put { key, value }),
+        edge_key().prop_map(|key| BatchOp::Del { key }),
+    ]
+}
+
+pub fn write_op() -> impl Strategy<Value = WriteOp> {
+    prop_oneof![
+        (edge_key(), bytes()).prop_map(|(key, value)| WriteOp::Put { key, value }),
+        edge_key().prop_map(|key| WriteOp::Del { key }),
+        vec(batch_op(), 0..5).prop_map(|ops| WriteOp::Batch { ops }),
+        key_range().prop_map(|range| WriteOp::Clear { range }),
+    ]
+}
+
+pub fn client_message() -> impl Strategy<Value = ClientMessage> {
+    prop_oneof![
+        (protocol(), any::<u128>()).prop_map(|(protocol, id)| ClientMessage::Hello(Hello {
+            protocol,
+            client_id: ClientId(id),
+        })),
+        (any::<u64>(), read_op()).prop_map(|(id, op)| ClientMessage::Read {
+            id: RequestId(id),
+            op
+        }),
+        (any::<u64>(), any::<u64>(), write_op()).prop_map(|(id, seq, op)| ClientMessage::Write {
+            id: RequestId(id),
+            seq: WriteSeq(seq),
+            op
+        }),
+        (any::<u64>(), iter_options(), any::<u32>()).prop_map(|(iter, options, credits)| {
+            ClientMessage::IterOpen {
+                iter: IterId(iter),
+                options,
+                credits,
+            }
+        }),
+        (any::<u64>(), any::<u32>()).prop_map(|(iter, credits)| ClientMessage::IterNext {
+            iter: IterId(iter),
+            credits
+        }),
+        any::<u64>().prop_map(|iter| ClientMessage::IterClose { iter: IterId(iter) }),
+    ]
+}
+
+pub fn response() -> impl Strategy<Value = Response> {
+    prop_oneof![
+        prop::option::of(bytes()).prop_map(Response::Value),
+        vec(prop::option::of(bytes()), 0..5).prop_map(Response::Values),
+        Just(Response::Written),
+    ]
+}
+
+pub fn entry() -> impl Strategy<Value = Entry> {
+    (edge_key(), bytes()).prop_map(|(key, value)| Entry { key, value })
+}
+
+pub fn server_message() -> impl Strategy<Value = ServerMessage> {
+    prop_oneof![
+        (protocol(), any::<u32>()).prop_map(|(protocol, leader_pid)| ServerMessage::Welcome(
+            Welcome {
+                protocol,
+                leader_pid
+            }
+        )),
+        error_code().prop_map(ServerMessage::Rejected),
+        (
+            any::<u64>(),
+            prop_oneof![response().prop_map(Ok), error_code().prop_map(Err)]
+        )
+            .prop_map(|(id, result)| ServerMessage::Reply {
+                id: RequestId(id),
+                result
+            }),
+        (any::<u64>(), vec(entry(), 0..5)).prop_map(|(iter, entries)| ServerMessage::IterData {
+            iter: IterId(iter),
+            entries
+        }),
+        any::<u64>().prop_map(|iter| ServerMessage::IterEnd { iter: IterId(iter) }),
+        (any::<u64>(), error_code()).prop_map(|(iter, error)| ServerMessage::IterFailed {
+            iter: IterId(iter),
+            error
+        }),
+    ]
+}
+
+/// Cut points that split a byte string into chunks, some of them empty.
+pub fn chunking() -> impl Strategy<Value = Vec<usize>> {
+    vec(0usize..64, 0..40)
+}
+
+/// Splits `bytes` at the sizes in `sizes` (cycled), then the rest in one piece.
+pub fn split<'a>(bytes: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
+    let mut chunks = Vec::new();
+    let mut rest = bytes;
+    for &size in sizes {
+        let (chunk, tail) = rest.split_at(size.min(rest.len()));
+        chunks.push(chunk);
+        rest = tail;
+    }
+    chunks.push(rest);
+    chunks
+}

@@ -1,0 +1,114 @@
+//! The wire format under arbitrary messages, chunkings and garbage.
+
+mod support;
+
+use party_proto::wire::{encode_frame, ClientMessage, FrameDecoder, FrameError, ServerMessage};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use support::*;
+
+const CAP: u32 = 1 << 16;
+
+fn round_trip<M>(messages: &[M], sizes: &[usize]) -> Vec<M>
+where
+    M: Serialize + DeserializeOwned,
+{
+    let mut stream = Vec::new();
+    for message in messages {
+        encode_frame(message, CAP, &mut stream).expect("encodes");
+    }
+    let mut decoder = FrameDecoder::new(CAP);
+    let mut decoded = Vec::new();
+    for mut chunk in split(&stream, sizes) {
+        while let Some(message) = decoder.decode(&mut chunk).expect("decodes") {
+            decoded.push(message);
+        }
+        assert!(chunk.is_empty(), "Ok(None) means the chunk was used up");
+    }
+    assert_eq!(decoder.buffered_len(), 0, "no partial frame left over");
+    decoded
+}
+
+proptest! {
+    #[test]
+    fn client_messages_survive_any_chunking(
+        messages in vec(client_message(), 0..8),
+        sizes in chunking(),
+    ) {
+        prop_assert_eq!(round_trip(&messages, &sizes), messages);
+    }
+
+    #[test]
+    fn server_messages_survive_any_chunking(
+        messages in vec(server_message(), 0..8),
+        sizes in chunking(),
+    ) {
+        prop_assert_eq!(round_trip(&messages, &sizes), messages);
+    }
+
+    #[test]
+    fn garbage_gives_a_typed_error_or_messages_never_a_panic(
+        garbage in vec(any::<u8>(), 0..2048),
+        sizes in chunking(),
+        max in 0u32..512,
+    ) {
+        let mut decoder = FrameDecoder::new(max);
+        let mut first_error = None;
+        for mut chunk in split(&garbage, &sizes) {
+            loop {
+                match decoder.decode::<ClientMessage>(&mut chunk) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(error) => {
+                        if let FrameError::TooLarge { len, .. } = error {
+                            prop_assert!(len > u64::from(max));
+                        }
+                        first_error.get_or_insert(error);
+                        break;
+                    }
+                }
+                prop_assert!(
+                    decoder.buffered_len() <= 4 + max as usize,
+                    "the decoder holds at most one frame"
+                );
+            }
+            prop_assert!(decoder.buffered_len() <= 4 + max as usize);
+        }
+        if let Some(error) = first_error {
+            let mut more: &[u8] = &[0, 0, 0, 0];
+            prop_assert_eq!(decoder.decode::<ClientMessage>(&mut more), Err(error));
+        }
+    }
+
+    #[test]
+    fn a_valid_stream_with_one_corrupted_frame_fails_there(
+        messages in vec(server_message(), 1..6),
+        victim in any::<prop::sample::Index>(),
+    ) {
+        let victim = victim.index(messages.len());
+        let mut stream = Vec::new();
+        let mut victim_start = 0;
+        for (i, message) in messages.iter().enumerate() {
+            if i == victim {
+                victim_start = stream.len();
+            }
+            encode_frame(message, CAP, &mut stream).unwrap();
+        }
+        // A header that claims more than the cap.
+        stream[victim_start..victim_start + 4].copy_from_slice(&(CAP + 1).to_le_bytes());
+        let mut decoder = FrameDecoder::new(CAP);
+        let mut input = stream.as_slice();
+        let mut decoded = 0;
+        let error = loop {
+            match decoder.decode::<ServerMessage>(&mut input) {
+                Ok(Some(_)) => decoded += 1,
+                Ok(None) => panic!("stream ended without the error"),
+                Err(error) => break error,
+            }
+        };
+        prop_assert_eq!(decoded, victim, "every frame before the corrupted one decodes");
+        prop_assert_eq!(error, FrameError::TooLarge { len: u64::from(CAP) + 1, max: u64::from(CAP) });
+    }
+}
