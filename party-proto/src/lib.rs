@@ -5,12 +5,15 @@
 //! wants to be woken. Time, ids and randomness are parameters, so the same inputs always
 //! give the same outputs — which is what lets the simulator replay a failover from a seed.
 
+pub mod election;
 pub mod error;
 pub mod ids;
+pub mod jitter;
 pub mod range;
 pub mod time;
 pub mod wire;
 
+pub use election::{Election, ElectionConfig, ElectionInput, ElectionOutput, Role};
 pub use error::ErrorCode;
 pub use ids::{ClientId, IterId, RequestId, WriteSeq};
 pub use range::{IterOptions, KeyRange};

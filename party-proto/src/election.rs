@@ -1,0 +1,351 @@
+//! Who leads: the election machine of one process.
+//!
+//! ```text
+//!            TryLock ──busy──▶ Connect ──ok──▶ Follower ──disconnected──┐
+//!               ▲                 │ failed                               │
+//!               │◀── wait (jittered backoff) ◀┘                          │
+//!               │◀───────────────────────────────────────────────────────┘
+//!               └─acquired─▶ OpenStore ─▶ Bind ─▶ Leader ──lock lost──▶ StepDown, TryLock
+//! ```
+//!
+//! The only wait on the normal path is after a failed connect (the lock holder has not bound
+//! its socket yet); losing a leader goes straight to the lock. The driver may fire the timer
+//! early when it sees the socket appear.
+//!
+//! At most one action that expects an answer (try the lock, open the store, bind, connect)
+//! is outstanding at a time. A close that comes while one is outstanding waits for its
+//! answer and then gives back whatever that answer handed over, so the driver is never told
+//! to release something it might not hold yet.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::jitter::Backoff;
+use crate::time::Timestamp;
+
+/// The role a process plays right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Looking for a leader or trying to become one.
+    Electing,
+    Leader,
+    Follower,
+    Closed,
+}
+
+/// What happened, as seen by the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionInput {
+    /// Answer to [`ElectionOutput::TryLock`]: this process now holds the lock.
+    LockAcquired,
+    /// Answer to [`ElectionOutput::TryLock`]: another process holds the lock.
+    LockBusy,
+    /// Answer to [`ElectionOutput::OpenStore`].
+    StoreOpened,
+    /// Answer to [`ElectionOutput::OpenStore`]; the driver keeps the cause to report.
+    StoreOpenFailed,
+    /// Answer to [`ElectionOutput::Bind`].
+    SocketBound,
+    /// Answer to [`ElectionOutput::Bind`]; the driver keeps the cause to report.
+    BindFailed,
+    /// Answer to [`ElectionOutput::Connect`].
+    Connected,
+    /// Answer to [`ElectionOutput::Connect`]: nobody is listening yet.
+    ConnectFailed,
+    /// The follower's connection to the leader closed.
+    Disconnected,
+    /// The leader learned it no longer holds the lock (only a virtual lock can do this).
+    LockLost,
+    /// The wait asked for by [`Election::poll_timeout`] is over, or the driver saw a reason
+    /// to look again early.
+    TimerFired,
+    /// The handle is closing.
+    CloseRequested,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionOutput {
+    /// Try once, without waiting, to take the lock; answer `LockAcquired` or `LockBusy`.
+    TryLock,
+    /// Open the store (the lock is held); answer `StoreOpened` or `StoreOpenFailed`.
+    OpenStore,
+    /// Remove any stale socket and bind it; answer `SocketBound` or `BindFailed`.
+    Bind,
+    /// Leadership is complete: accept followers and serve.
+    Serve,
+    /// Connect to the leader's socket; answer `Connected` or `ConnectFailed`.
+    Connect,
+    /// Give up leadership: stop serving, unbind, close the store, release the lock — each
+    /// only if held, in that order.
+    StepDown,
+    /// Close the connection to the leader.
+    Disconnect,
+    /// The election cannot go on (the store or the socket could not be set up while the
+    /// lock was held). The machine is closed; the driver reports the cause it kept.
+    Failed(ElectionFailure),
+}
+
+/// Why an election gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionFailure {
+    StoreOpen,
+    Bind,
+}
+
+/// Timing of retries.
+#[derive(Debug, Clone)]
+pub struct ElectionConfig {
+    /// First wait after a failed connect.
+    pub initial_backoff: Duration,
+    /// Longest wait after failed connects.
+    pub max_backoff: Duration,
+}
+
+impl Default for ElectionConfig {
+    fn default() -> Self {
+        ElectionConfig {
+            initial_backoff: Duration::from_micros(500),
+            max_backoff: Duration::from_millis(50),
+        }
+    }
+}
+
+/// An action whose answer is still to come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaiting {
+    Lock,
+    Store,
+    Bind,
+    Connect,
+}
+
+/// Where an unwinding goes once the awaited answer is in and given back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Then {
+    Close,
+    Elect,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for the answer to an action.
+    Electing(Awaiting),
+    /// Waiting out a backoff before trying the lock again.
+    Backoff {
+        until: Timestamp,
+    },
+    Leader,
+    Follower,
+    /// The election was abandoned (close, or the lock lost) while an action was out: once
+    /// its answer is in, everything held is given back and the machine moves on.
+    Unwinding {
+        awaiting: Awaiting,
+        then: Then,
+    },
+    Closed,
+}
+
+/// What the driver holds on this machine's behalf, as told by its answers.
+#[derive(Debug, Clone, Copy, Default)]
+struct Held {
+    lock: bool,
+    store: bool,
+    socket: bool,
+    connection: bool,
+}
+
+/// The election machine of one process. See the module documentation.
+#[derive(Debug)]
+pub struct Election {
+    state: State,
+    held: Held,
+    backoff: Backoff,
+    outputs: VecDeque<ElectionOutput>,
+}
+
+impl Election {
+    /// A new machine that starts by trying the lock. `seed` jitters its waits.
+    pub fn new(config: ElectionConfig, seed: u64) -> Self {
+        Election {
+            state: State::Electing(Awaiting::Lock),
+            held: Held::default(),
+            backoff: Backoff::new(config.initial_backoff, config.max_backoff, seed),
+            outputs: VecDeque::from([ElectionOutput::TryLock]),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        match self.state {
+            State::Electing(_) | State::Backoff { .. } => Role::Electing,
+            State::Leader => Role::Leader,
+            State::Follower => Role::Follower,
+            State::Unwinding {
+                then: Then::Elect, ..
+            } => Role::Electing,
+            State::Unwinding {
+                then: Then::Close, ..
+            }
+            | State::Closed => Role::Closed,
+        }
+    }
+
+    /// True once nothing more will come out of the machine.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed && self.outputs.is_empty()
+    }
+
+    /// Feeds one event. Answers that the machine is not waiting for are ignored.
+    pub fn handle_input(&mut self, now: Timestamp, input: ElectionInput) {
+        use ElectionInput as In;
+        if let Some(awaiting) = self.awaiting() {
+            if let Some(success) = answers(awaiting, input) {
+                self.record_answer(awaiting, success);
+            }
+        }
+        if input == In::LockLost {
+            self.held.lock = false;
+        }
+        self.state = match (self.state, input) {
+            (State::Closed, _) => State::Closed,
+
+            // A close wins over a re-election.
+            (State::Unwinding { awaiting, .. }, In::CloseRequested) => State::Unwinding {
+                awaiting,
+                then: Then::Close,
+            },
+            (State::Unwinding { awaiting, then }, answer)
+                if answers(awaiting, answer).is_some() =>
+            {
+                self.give_back();
+                match then {
+                    Then::Close => State::Closed,
+                    Then::Elect => self.ask(Awaiting::Lock),
+                }
+            }
+            (State::Unwinding { .. }, In::LockLost) => self.state,
+            (State::Electing(awaiting), In::CloseRequested) => State::Unwinding {
+                awaiting,
+                then: Then::Close,
+            },
+            (State::Electing(awaiting @ (Awaiting::Store | Awaiting::Bind)), In::LockLost) => {
+                State::Unwinding {
+                    awaiting,
+                    then: Then::Elect,
+                }
+            }
+            (State::Backoff { .. } | State::Leader | State::Follower, In::CloseRequested) => {
+                self.give_back();
+                State::Closed
+            }
+
+            (State::Electing(Awaiting::Lock), In::LockAcquired) => self.ask(Awaiting::Store),
+            (State::Electing(Awaiting::Lock), In::LockBusy) => self.ask(Awaiting::Connect),
+            (State::Electing(Awaiting::Store), In::StoreOpened) => self.ask(Awaiting::Bind),
+            (State::Electing(Awaiting::Store), In::StoreOpenFailed) => {
+                self.fail(ElectionFailure::StoreOpen)
+            }
+            (State::Electing(Awaiting::Bind), In::SocketBound) => {
+                self.backoff.reset();
+                self.emit(ElectionOutput::Serve);
+                State::Leader
+            }
+            (State::Electing(Awaiting::Bind), In::BindFailed) => self.fail(ElectionFailure::Bind),
+            (State::Electing(Awaiting::Connect), In::Connected) => {
+                self.backoff.reset();
+                State::Follower
+            }
+            (State::Electing(Awaiting::Connect), In::ConnectFailed) => State::Backoff {
+                until: now + self.backoff.next_wait(),
+            },
+            (State::Backoff { .. }, In::TimerFired) => self.ask(Awaiting::Lock),
+            (State::Follower, In::Disconnected) => {
+                self.held.connection = false;
+                self.ask(Awaiting::Lock)
+            }
+            (State::Leader, In::LockLost) => {
+                self.give_back();
+                self.ask(Awaiting::Lock)
+            }
+            (state, _) => state,
+        };
+    }
+
+    /// The next action for the driver, in order.
+    pub fn poll_output(&mut self) -> Option<ElectionOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When the machine wants [`ElectionInput::TimerFired`], if it does.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        match self.state {
+            State::Backoff { until } => Some(until),
+            _ => None,
+        }
+    }
+
+    fn awaiting(&self) -> Option<Awaiting> {
+        match self.state {
+            State::Electing(awaiting) | State::Unwinding { awaiting, .. } => Some(awaiting),
+            _ => None,
+        }
+    }
+
+    fn record_answer(&mut self, awaiting: Awaiting, success: bool) {
+        if success {
+            match awaiting {
+                Awaiting::Lock => self.held.lock = true,
+                Awaiting::Store => self.held.store = true,
+                Awaiting::Bind => self.held.socket = true,
+                Awaiting::Connect => self.held.connection = true,
+            }
+        }
+    }
+
+    /// Asks the driver to give back everything it holds for this machine.
+    fn give_back(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        if held.lock || held.store || held.socket {
+            self.emit(ElectionOutput::StepDown);
+        }
+        if held.connection {
+            self.emit(ElectionOutput::Disconnect);
+        }
+    }
+
+    fn emit(&mut self, output: ElectionOutput) {
+        self.outputs.push_back(output);
+    }
+
+    fn ask(&mut self, awaiting: Awaiting) -> State {
+        self.emit(match awaiting {
+            Awaiting::Lock => ElectionOutput::TryLock,
+            Awaiting::Store => ElectionOutput::OpenStore,
+            Awaiting::Bind => ElectionOutput::Bind,
+            Awaiting::Connect => ElectionOutput::Connect,
+        });
+        State::Electing(awaiting)
+    }
+
+    fn fail(&mut self, failure: ElectionFailure) -> State {
+        self.give_back();
+        self.emit(ElectionOutput::Failed(failure));
+        State::Closed
+    }
+}
+
+/// Whether `input` answers `awaiting`, and if so whether it handed something over.
+fn answers(awaiting: Awaiting, input: ElectionInput) -> Option<bool> {
+    use ElectionInput as In;
+    match (awaiting, input) {
+        (Awaiting::Lock, In::LockAcquired)
+        | (Awaiting::Store, In::StoreOpened)
+        | (Awaiting::Bind, In::SocketBound)
+        | (Awaiting::Connect, In::Connected) => Some(true),
+        (Awaiting::Lock, In::LockBusy)
+        | (Awaiting::Store, In::StoreOpenFailed)
+        | (Awaiting::Bind, In::BindFailed)
+        | (Awaiting::Connect, In::ConnectFailed) => Some(false),
+        _ => None,
+    }
+}

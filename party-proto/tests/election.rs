@@ -1,0 +1,265 @@
+//! The election machine against a model of what the driver holds. Whatever the order of
+//! answers, disconnects, lost locks, timers, closes and stray answers, the machine never
+//! asks for an action that is illegal in the state the driver is in.
+
+use std::time::Duration;
+
+use party_proto::election::{Election, ElectionConfig, ElectionInput, ElectionOutput, Role};
+use party_proto::Timestamp;
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// The outstanding action completes, successfully or not.
+    Answer(bool),
+    /// The leader's connection drops.
+    Disconnect,
+    /// The (virtual) lock is taken away from the leader.
+    LoseLock,
+    /// Time passes; the timer fires if due, or early if `early`.
+    Time {
+        millis: u64,
+        early: bool,
+    },
+    Close,
+    /// An answer to an action that is not outstanding.
+    Stray(ElectionInput),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    use ElectionInput::*;
+    prop_oneof![
+        6 => any::<bool>().prop_map(Step::Answer),
+        1 => Just(Step::Disconnect),
+        1 => Just(Step::LoseLock),
+        2 => (0u64..100, any::<bool>()).prop_map(|(millis, early)| Step::Time { millis, early }),
+        1 => Just(Step::Close),
+        1 => prop::sample::select(vec![
+            LockAcquired, LockBusy, StoreOpened, StoreOpenFailed,
+            SocketBound, BindFailed, Connected, ConnectFailed,
+        ]).prop_map(Step::Stray),
+    ]
+}
+
+/// What the driver holds, and the action whose answer is due.
+#[derive(Debug, Default)]
+struct World {
+    lock: bool,
+    store: bool,
+    bound: bool,
+    serving: bool,
+    connected: bool,
+    outstanding: Option<ElectionOutput>,
+    failed: bool,
+}
+
+impl World {
+    fn holds_leadership(&self) -> bool {
+        self.lock || self.store || self.bound || self.serving
+    }
+
+    /// Carries out every output, failing on one that is illegal now.
+    fn run(&mut self, election: &mut Election) -> Result<(), TestCaseError> {
+        use ElectionOutput::*;
+        while let Some(output) = election.poll_output() {
+            prop_assert!(!self.failed, "{output:?} after Failed");
+            let asks_answer = matches!(output, TryLock | OpenStore | Bind | Connect);
+            prop_assert!(
+                !asks_answer || self.outstanding.is_none(),
+                "{output:?} while {:?} is outstanding",
+                self.outstanding
+            );
+            match output {
+                TryLock => prop_assert!(!self.lock && !self.connected, "TryLock in {self:?}"),
+                OpenStore => prop_assert!(self.lock && !self.store, "OpenStore in {self:?}"),
+                Bind => prop_assert!(self.lock && self.store && !self.bound, "Bind in {self:?}"),
+                Serve => {
+                    prop_assert!(
+                        self.lock && self.store && self.bound && !self.serving,
+                        "Serve in {self:?}"
+                    );
+                    self.serving = true;
+                }
+                Connect => prop_assert!(
+                    !self.holds_leadership() && !self.connected,
+                    "Connect in {self:?}"
+                ),
+                StepDown => {
+                    prop_assert!(self.holds_leadership(), "StepDown holding nothing");
+                    self.lock = false;
+                    self.store = false;
+                    self.bound = false;
+                    self.serving = false;
+                }
+                Disconnect => {
+                    prop_assert!(self.connected, "Disconnect while not connected");
+                    self.connected = false;
+                }
+                Failed(_) => {
+                    prop_assert_eq!(election.role(), Role::Closed);
+                    self.failed = true;
+                }
+            }
+            if asks_answer {
+                self.outstanding = Some(output);
+            }
+        }
+        Ok(())
+    }
+
+    /// The answer to the outstanding action, applied to the world.
+    fn answer(&mut self, success: bool) -> Option<ElectionInput> {
+        use ElectionInput::*;
+        let input = match (self.outstanding.take()?, success) {
+            (ElectionOutput::TryLock, true) => {
+                self.lock = true;
+                LockAcquired
+            }
+            (ElectionOutput::TryLock, false) => LockBusy,
+            (ElectionOutput::OpenStore, true) => {
+                self.store = true;
+                StoreOpened
+            }
+            (ElectionOutput::OpenStore, false) => StoreOpenFailed,
+            (ElectionOutput::Bind, true) => {
+                self.bound = true;
+                SocketBound
+            }
+            (ElectionOutput::Bind, false) => BindFailed,
+            (ElectionOutput::Connect, true) => {
+                self.connected = true;
+                Connected
+            }
+            (ElectionOutput::Connect, false) => ConnectFailed,
+            (other, _) => unreachable!("{other:?} expects no answer"),
+        };
+        Some(input)
+    }
+
+    fn answers_outstanding(&self, input: ElectionInput) -> bool {
+        use ElectionInput::*;
+        matches!(
+            (self.outstanding, input),
+            (Some(ElectionOutput::TryLock), LockAcquired | LockBusy)
+                | (
+                    Some(ElectionOutput::OpenStore),
+                    StoreOpened | StoreOpenFailed
+                )
+                | (Some(ElectionOutput::Bind), SocketBound | BindFailed)
+                | (Some(ElectionOutput::Connect), Connected | ConnectFailed)
+        )
+    }
+}
+
+fn check_role(election: &Election, world: &World) -> Result<(), TestCaseError> {
+    match election.role() {
+        Role::Leader => prop_assert!(world.serving && world.lock, "Leader without serving"),
+        Role::Follower => prop_assert!(world.connected, "Follower without a connection"),
+        Role::Electing => prop_assert!(
+            world.outstanding.is_some() || election.poll_timeout().is_some(),
+            "electing with nothing to wait for: stuck"
+        ),
+        Role::Closed => {}
+    }
+    prop_assert!(!(world.holds_leadership() && world.connected));
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn no_illegal_output_for_any_event_sequence(
+        seed in any::<u64>(),
+        steps in prop::collection::vec(step(), 0..60),
+    ) {
+        let mut election = Election::new(ElectionConfig::default(), seed);
+        let mut world = World::default();
+        let mut now = Timestamp::ZERO;
+        world.run(&mut election)?;
+        for step in steps {
+            let input = match step {
+                Step::Answer(success) => world.answer(success),
+                Step::Disconnect if world.connected => {
+                    world.connected = false;
+                    Some(ElectionInput::Disconnected)
+                }
+                Step::LoseLock if world.lock => {
+                    world.lock = false;
+                    Some(ElectionInput::LockLost)
+                }
+                Step::Time { millis, early } => {
+                    now = now + Duration::from_millis(millis);
+                    let due = election.poll_timeout().is_some_and(|at| at <= now);
+                    (due || early).then_some(ElectionInput::TimerFired)
+                }
+                Step::Close => Some(ElectionInput::CloseRequested),
+                Step::Stray(input) if !world.answers_outstanding(input) => Some(input),
+                _ => None,
+            };
+            if let Some(input) = input {
+                election.handle_input(now, input);
+            }
+            world.run(&mut election)?;
+            check_role(&election, &world)?;
+        }
+
+        // However it got here, a close ends with nothing held.
+        election.handle_input(now, ElectionInput::CloseRequested);
+        world.run(&mut election)?;
+        while let Some(input) = world.answer(true) {
+            election.handle_input(now, input);
+            world.run(&mut election)?;
+        }
+        prop_assert!(election.is_closed());
+        prop_assert!(!world.holds_leadership() && !world.connected, "close left {world:?}");
+    }
+}
+
+#[test]
+fn losing_the_leader_goes_straight_to_the_lock_without_waiting() {
+    let mut election = Election::new(ElectionConfig::default(), 1);
+    let now = Timestamp::ZERO;
+    assert_eq!(election.poll_output(), Some(ElectionOutput::TryLock));
+    election.handle_input(now, ElectionInput::LockBusy);
+    assert_eq!(election.poll_output(), Some(ElectionOutput::Connect));
+    election.handle_input(now, ElectionInput::Connected);
+    assert_eq!(election.role(), Role::Follower);
+    election.handle_input(now, ElectionInput::Disconnected);
+    assert_eq!(election.poll_output(), Some(ElectionOutput::TryLock));
+    assert_eq!(election.poll_timeout(), None);
+    election.handle_input(now, ElectionInput::LockAcquired);
+    election.handle_input(now, ElectionInput::StoreOpened);
+    election.handle_input(now, ElectionInput::SocketBound);
+    let outputs: Vec<_> = std::iter::from_fn(|| election.poll_output()).collect();
+    assert_eq!(
+        outputs,
+        [
+            ElectionOutput::OpenStore,
+            ElectionOutput::Bind,
+            ElectionOutput::Serve
+        ]
+    );
+    assert_eq!(election.role(), Role::Leader);
+}
+
+#[test]
+fn a_failed_connect_waits_a_bounded_jittered_time_then_tries_the_lock() {
+    let config = ElectionConfig::default();
+    let max = config.max_backoff;
+    let mut election = Election::new(config, 99);
+    let mut now = Timestamp::ZERO;
+    for _ in 0..20 {
+        assert_eq!(election.poll_output(), Some(ElectionOutput::TryLock));
+        election.handle_input(now, ElectionInput::LockBusy);
+        assert_eq!(election.poll_output(), Some(ElectionOutput::Connect));
+        election.handle_input(now, ElectionInput::ConnectFailed);
+        let at = election
+            .poll_timeout()
+            .expect("a wait after a failed connect");
+        let wait = at.saturating_since(now);
+        assert!(wait > Duration::ZERO && wait <= max, "wait {wait:?}");
+        now = at;
+        election.handle_input(now, ElectionInput::TimerFired);
+    }
+}
