@@ -5,6 +5,7 @@
 //! wants to be woken. Time, ids and randomness are parameters, so the same inputs always
 //! give the same outputs — which is what lets the simulator replay a failover from a seed.
 
+pub mod client;
 pub mod election;
 pub mod error;
 pub mod ids;
@@ -13,6 +14,7 @@ pub mod range;
 pub mod time;
 pub mod wire;
 
+pub use client::{ClientConfig, ClientInput, ClientOutput, ClientSession, IterPoll};
 pub use election::{Election, ElectionConfig, ElectionInput, ElectionOutput, Role};
 pub use error::ErrorCode;
 pub use ids::{ClientId, IterId, RequestId, WriteSeq};

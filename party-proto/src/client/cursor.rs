@@ -1,0 +1,182 @@
+//! The follower's side of one iterator: what has reached the caller, what is buffered, how
+//! many more entries the leader may send, and how to resume on a new leader.
+//!
+//! The cursor remembers the last key *delivered to the caller*, not the last key received.
+//! After a failover it drops what it had buffered and re-opens from an exclusive bound on
+//! that key, so the caller sees no entry twice and misses none — also when keys are
+//! prefixes of each other, and in reverse.
+
+use std::collections::VecDeque;
+
+use crate::error::ErrorCode;
+use crate::ids::IterId;
+use crate::range::IterOptions;
+use crate::wire::{ClientMessage, Entry};
+
+/// What the caller gets when it asks an iterator for entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IterPoll {
+    /// The next entries, in order. With `keys: false` or `values: false` in the options the
+    /// unwanted half of each entry is empty.
+    Entries(Vec<Entry>),
+    /// Nothing yet; [`super::ClientOutput::IterReady`] says when to ask again.
+    Pending,
+    /// Every entry has been delivered; the iterator is gone.
+    Done,
+    /// The iterator failed; it is gone.
+    Failed(ErrorCode),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Status {
+    /// Must be (re-)opened on the next connection.
+    Unopened,
+    /// Open on the current connection.
+    Open,
+    /// The leader sent its end; the buffer holds what is left.
+    Ended,
+    Failed(ErrorCode),
+}
+
+#[derive(Debug)]
+pub(crate) struct Cursor {
+    options: IterOptions,
+    /// How many entries the leader may send without asking: the buffer never holds more.
+    window: u32,
+    delivered: u64,
+    last_key: Option<Vec<u8>>,
+    buffer: VecDeque<Entry>,
+    /// Entries the leader may still send on the current opening.
+    credits: u32,
+    status: Status,
+}
+
+impl Cursor {
+    pub(crate) fn new(options: IterOptions, window: u32) -> Self {
+        let status = if options.limit == Some(0) {
+            Status::Ended
+        } else {
+            Status::Unopened
+        };
+        Cursor {
+            options,
+            window: window.max(1),
+            delivered: 0,
+            last_key: None,
+            buffer: VecDeque::new(),
+            credits: 0,
+            status,
+        }
+    }
+
+    /// The message that opens the rest of this iteration on a new connection, if it needs
+    /// one.
+    pub(crate) fn open(&mut self, iter: IterId) -> Option<ClientMessage> {
+        if self.status != Status::Unopened {
+            return None;
+        }
+        let options = match &self.last_key {
+            Some(key) => self.options.resume_after(key, self.delivered),
+            None => self.options.clone(),
+        };
+        self.status = Status::Open;
+        self.credits = self.window;
+        Some(ClientMessage::IterOpen {
+            iter,
+            options,
+            credits: self.window,
+        })
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.status == Status::Open
+    }
+
+    /// The connection dropped. With `retry`, undelivered entries are dropped and the cursor
+    /// waits to re-open; without, an iterator that was reading from the lost leader fails,
+    /// since it cannot continue on the same snapshot.
+    pub(crate) fn connection_lost(&mut self, retry: bool) {
+        if !self.is_open() {
+            return;
+        }
+        if retry {
+            self.buffer.clear();
+            self.credits = 0;
+            self.status = Status::Unopened;
+        } else {
+            self.fail(ErrorCode::ConnectionLost);
+        }
+    }
+
+    pub(crate) fn receive(&mut self, entries: Vec<Entry>) {
+        let count = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+        self.credits = self.credits.saturating_sub(count);
+        self.buffer.extend(entries);
+    }
+
+    pub(crate) fn end(&mut self) {
+        if self.is_open() {
+            self.status = Status::Ended;
+        }
+    }
+
+    pub(crate) fn fail(&mut self, error: ErrorCode) {
+        self.buffer.clear();
+        self.status = Status::Failed(error);
+    }
+
+    /// Hands up to `max` entries to the caller, and the credits to grant the leader, if the
+    /// buffer and the outstanding credits have fallen to half the window.
+    pub(crate) fn take(&mut self, max: usize) -> (IterPoll, Option<u32>) {
+        if let Status::Failed(error) = &self.status {
+            return (IterPoll::Failed(error.clone()), None);
+        }
+        let remaining = self.options.limit.map_or(usize::MAX, |limit| {
+            usize::try_from(limit.saturating_sub(self.delivered)).unwrap_or(usize::MAX)
+        });
+        let count = max.min(self.buffer.len()).min(remaining);
+        if count == 0 {
+            let poll = if remaining == 0 || self.status == Status::Ended {
+                IterPoll::Done
+            } else {
+                IterPoll::Pending
+            };
+            return (poll, None);
+        }
+        let mut entries: Vec<Entry> = self.buffer.drain(..count).collect();
+        self.delivered += count as u64;
+        self.last_key = entries.last().map(|entry| entry.key.clone());
+        if !self.options.keys || !self.options.values {
+            for entry in &mut entries {
+                if !self.options.keys {
+                    entry.key = Vec::new();
+                }
+                if !self.options.values {
+                    entry.value = Vec::new();
+                }
+            }
+        }
+        (IterPoll::Entries(entries), self.credits_to_grant())
+    }
+
+    fn credits_to_grant(&mut self) -> Option<u32> {
+        if !self.is_open() {
+            return None;
+        }
+        let in_hand = self.credits as usize + self.buffer.len();
+        let window = self.window as usize;
+        if in_hand > window / 2 {
+            return None;
+        }
+        let grant = u32::try_from(window - in_hand).unwrap_or(u32::MAX);
+        self.credits += grant;
+        Some(grant)
+    }
+
+    /// Whether the caller has everything: the limit is reached, or the leader ended and the
+    /// buffer is empty.
+    pub(crate) fn is_finished(&self) -> bool {
+        let limit_reached = self.options.limit.is_some_and(|l| self.delivered >= l);
+        limit_reached || (self.status == Status::Ended && self.buffer.is_empty())
+    }
+}

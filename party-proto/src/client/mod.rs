@@ -1,0 +1,365 @@
+//! The follower's session: everything a handle decides about its requests, whoever serves
+//! them.
+//!
+//! Requests and iterators are accepted at any time — before a leader is known, while
+//! connected, during a failover — and each request completes exactly once from the caller's
+//! point of view. The driver reports the connection (`Connected`, `Message`, `Disconnected`)
+//! and carries out [`ClientOutput::Send`]; it must report every message of a connection
+//! before that connection's `Disconnected`.
+//!
+//! Writes carry this client's id (sent once, in the handshake) and a sequence number that
+//! stays the same when the write is re-sent, so a leader applies it at most once.
+
+mod cursor;
+mod pending;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use cursor::Cursor;
+pub use cursor::IterPoll;
+use pending::{PendingTable, RequestOp};
+
+use crate::error::ErrorCode;
+use crate::ids::{ClientId, IterId, RequestId, WriteSeq};
+use crate::range::IterOptions;
+use crate::time::Timestamp;
+use crate::wire::{ClientMessage, Hello, ProtocolId, ReadOp, Response, ServerMessage, WriteOp};
+
+/// How a client session behaves.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Re-send in-flight requests and resume iterators after a lost connection (true), or
+    /// fail them with [`ErrorCode::ConnectionLost`] (false). Requests issued while no
+    /// connection is up wait for one either way.
+    pub retry: bool,
+    /// Fail a request with [`ErrorCode::TimedOut`] once it has waited this long.
+    pub request_timeout: Option<Duration>,
+    /// How many entries an iterator may have buffered or on their way at once.
+    pub iter_window: u32,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            retry: true,
+            request_timeout: None,
+            iter_window: 256,
+        }
+    }
+}
+
+/// What happened on the connection to the leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientInput {
+    /// A connection to the leader is up; nothing has been sent on it yet.
+    Connected,
+    /// A message arrived on the current connection.
+    Message(ServerMessage),
+    /// The current connection is gone.
+    Disconnected,
+    /// The handle is closing: everything outstanding fails with [`ErrorCode::Closed`].
+    Close,
+}
+
+/// What the driver must do or tell the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientOutput {
+    /// Send this on the current connection.
+    Send(ClientMessage),
+    /// The one and only outcome of a request.
+    Completed {
+        id: RequestId,
+        result: Result<Response, ErrorCode>,
+    },
+    /// The iterator has something new for [`ClientSession::iter_take`]: entries, its end or
+    /// its failure.
+    IterReady { iter: IterId },
+}
+
+/// The follower's session. See the module documentation.
+#[derive(Debug)]
+pub struct ClientSession {
+    client_id: ClientId,
+    config: ClientConfig,
+    next_request: u64,
+    next_seq: u64,
+    next_iter: u64,
+    connected: bool,
+    leader_pid: Option<u32>,
+    pending: PendingTable,
+    cursors: BTreeMap<IterId, Cursor>,
+    closed: bool,
+    outputs: VecDeque<ClientOutput>,
+}
+
+impl ClientSession {
+    pub fn new(client_id: ClientId, config: ClientConfig) -> Self {
+        ClientSession {
+            client_id,
+            config,
+            next_request: 0,
+            next_seq: 0,
+            next_iter: 0,
+            connected: false,
+            leader_pid: None,
+            pending: PendingTable::default(),
+            cursors: BTreeMap::new(),
+            closed: false,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    pub fn client_id(&self) -> ClientId {
+        self.client_id
+    }
+
+    /// The process id the current leader gave in its welcome.
+    pub fn leader_pid(&self) -> Option<u32> {
+        self.leader_pid
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Requests that have not completed yet.
+    pub fn pending_requests(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Issues a read; its outcome comes as [`ClientOutput::Completed`].
+    pub fn read(&mut self, now: Timestamp, op: ReadOp) -> RequestId {
+        self.submit(now, RequestOp::Read(op))
+    }
+
+    /// Issues a write with the next sequence number of this client.
+    pub fn write(&mut self, now: Timestamp, op: WriteOp) -> RequestId {
+        self.next_seq += 1;
+        self.submit(now, RequestOp::Write(WriteSeq(self.next_seq), op))
+    }
+
+    /// Opens an iterator; ask for its entries with [`ClientSession::iter_take`].
+    pub fn open_iter(&mut self, options: IterOptions) -> IterId {
+        let iter = IterId(self.next_iter);
+        self.next_iter += 1;
+        let mut cursor = Cursor::new(options, self.config.iter_window);
+        if self.closed {
+            cursor.fail(ErrorCode::Closed);
+        } else if self.connected {
+            self.send_opening(iter, &mut cursor);
+        }
+        self.cursors.insert(iter, cursor);
+        iter
+    }
+
+    /// Takes up to `max` entries from an iterator. An iterator that is done or failed is
+    /// forgotten after saying so once.
+    pub fn iter_take(&mut self, iter: IterId, max: usize) -> IterPoll {
+        let Some(cursor) = self.cursors.get_mut(&iter) else {
+            return IterPoll::Failed(ErrorCode::NotFound);
+        };
+        let (poll, grant) = cursor.take(max);
+        let open_here = self.connected && cursor.is_open();
+        let finished = cursor.is_finished();
+        if let (Some(credits), true, false) = (grant, open_here, finished) {
+            self.send(ClientMessage::IterNext { iter, credits });
+        }
+        if matches!(poll, IterPoll::Done | IterPoll::Failed(_)) {
+            self.cursors.remove(&iter);
+        }
+        if finished && open_here {
+            // The caller has all it asked for; the leader can drop its side now.
+            self.send(ClientMessage::IterClose { iter });
+            if let Some(cursor) = self.cursors.get_mut(&iter) {
+                cursor.end();
+            }
+        }
+        poll
+    }
+
+    /// The caller is done with an iterator before its end.
+    pub fn close_iter(&mut self, iter: IterId) {
+        if let Some(cursor) = self.cursors.remove(&iter) {
+            if self.connected && cursor.is_open() {
+                self.send(ClientMessage::IterClose { iter });
+            }
+        }
+    }
+
+    pub fn handle_input(&mut self, now: Timestamp, input: ClientInput) {
+        self.handle_timeout(now);
+        if self.closed {
+            return;
+        }
+        match input {
+            ClientInput::Connected => self.connected(),
+            ClientInput::Message(message) => self.receive(message),
+            ClientInput::Disconnected => self.disconnected(),
+            ClientInput::Close => self.close(),
+        }
+    }
+
+    /// Fails requests whose time is up.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        for id in self.pending.take_expired(now) {
+            self.complete(id, Err(ErrorCode::TimedOut));
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<ClientOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`ClientSession::handle_timeout`] next has work.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.pending.next_deadline()
+    }
+
+    fn submit(&mut self, now: Timestamp, op: RequestOp) -> RequestId {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        if self.closed {
+            self.complete(id, Err(ErrorCode::Closed));
+            return id;
+        }
+        let deadline = self.config.request_timeout.map(|timeout| now + timeout);
+        self.pending.insert(id, op, deadline);
+        if self.connected {
+            if let Some(message) = self.pending.mark_sent(id) {
+                self.send(message);
+            }
+        }
+        id
+    }
+
+    fn connected(&mut self) {
+        if self.connected {
+            // A second Connected without a Disconnected: treat the first as lost.
+            self.disconnected();
+        }
+        self.connected = true;
+        self.send(ClientMessage::Hello(Hello {
+            protocol: ProtocolId::CURRENT,
+            client_id: self.client_id,
+        }));
+        for message in self.pending.send_unsent() {
+            self.send(message);
+        }
+        let mut cursors = std::mem::take(&mut self.cursors);
+        for (iter, cursor) in &mut cursors {
+            self.send_opening(*iter, cursor);
+        }
+        self.cursors = cursors;
+    }
+
+    fn send_opening(&mut self, iter: IterId, cursor: &mut Cursor) {
+        if let Some(message) = cursor.open(iter) {
+            self.send(message);
+        }
+    }
+
+    fn receive(&mut self, message: ServerMessage) {
+        if !self.connected {
+            return;
+        }
+        match message {
+            ServerMessage::Welcome(welcome) => self.leader_pid = Some(welcome.leader_pid),
+            ServerMessage::Rejected(error) => {
+                // The leader refuses this client on every connection alike: fail what was
+                // sent rather than re-send it into the same refusal.
+                for id in self.pending.sent() {
+                    self.pending.remove(id);
+                    self.complete(id, Err(error.clone()));
+                }
+                self.fail_open_cursors(error);
+            }
+            ServerMessage::Reply { id, result } => {
+                if self.pending.remove(id) {
+                    self.complete(id, result);
+                }
+            }
+            ServerMessage::IterData { iter, entries } => {
+                self.with_open_cursor(iter, |cursor| cursor.receive(entries));
+            }
+            ServerMessage::IterEnd { iter } => {
+                self.with_open_cursor(iter, Cursor::end);
+            }
+            ServerMessage::IterFailed { iter, error } => {
+                self.with_open_cursor(iter, |cursor| cursor.fail(error));
+            }
+        }
+    }
+
+    fn with_open_cursor(&mut self, iter: IterId, f: impl FnOnce(&mut Cursor)) {
+        if let Some(cursor) = self.cursors.get_mut(&iter) {
+            if cursor.is_open() {
+                f(cursor);
+                self.outputs.push_back(ClientOutput::IterReady { iter });
+            }
+        }
+    }
+
+    fn fail_open_cursors(&mut self, error: ErrorCode) {
+        let open: Vec<IterId> = self
+            .cursors
+            .iter()
+            .filter(|(_, cursor)| cursor.is_open())
+            .map(|(iter, _)| *iter)
+            .collect();
+        for iter in open {
+            self.with_open_cursor(iter, |cursor| cursor.fail(error.clone()));
+        }
+    }
+
+    fn disconnected(&mut self) {
+        if !std::mem::take(&mut self.connected) {
+            return;
+        }
+        self.leader_pid = None;
+        if self.config.retry {
+            self.pending.mark_all_unsent();
+        } else {
+            for id in self.pending.sent() {
+                self.pending.remove(id);
+                self.complete(id, Err(ErrorCode::ConnectionLost));
+            }
+        }
+        let retry = self.config.retry;
+        let mut affected = Vec::new();
+        for (iter, cursor) in &mut self.cursors {
+            if cursor.is_open() {
+                cursor.connection_lost(retry);
+                affected.push(*iter);
+            }
+        }
+        if !retry {
+            for iter in affected {
+                self.outputs.push_back(ClientOutput::IterReady { iter });
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        self.closed = true;
+        self.connected = false;
+        for id in self.pending.ids() {
+            self.pending.remove(id);
+            self.complete(id, Err(ErrorCode::Closed));
+        }
+        for (iter, cursor) in &mut self.cursors {
+            cursor.fail(ErrorCode::Closed);
+            self.outputs
+                .push_back(ClientOutput::IterReady { iter: *iter });
+        }
+    }
+
+    fn complete(&mut self, id: RequestId, result: Result<Response, ErrorCode>) {
+        self.outputs
+            .push_back(ClientOutput::Completed { id, result });
+    }
+
+    fn send(&mut self, message: ClientMessage) {
+        self.outputs.push_back(ClientOutput::Send(message));
+    }
+}

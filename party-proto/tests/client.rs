@@ -1,0 +1,368 @@
+//! The follower's session under any interleaving of requests, replies, disconnects,
+//! reconnects, timeouts and close.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use party_proto::wire::{ClientMessage, ReadOp, Response, ServerMessage, WriteOp};
+use party_proto::{
+    ClientConfig, ClientId, ClientInput, ClientOutput, ClientSession, ErrorCode, RequestId,
+    Timestamp, WriteSeq,
+};
+use proptest::prelude::*;
+use support::edge_key;
+
+#[derive(Debug, Clone)]
+enum Action {
+    Read(Vec<u8>),
+    Write(Vec<u8>),
+    Connect,
+    Disconnect,
+    /// The leader answers one of the requests it has, chosen by index, with success or not.
+    Reply(prop::sample::Index, bool),
+    /// A buggy or confused leader answers an id twice or one it never got.
+    StrayReply(u64),
+    Time(u64),
+    Close,
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        4 => edge_key().prop_map(Action::Read),
+        4 => edge_key().prop_map(Action::Write),
+        2 => Just(Action::Connect),
+        2 => Just(Action::Disconnect),
+        6 => (any::<prop::sample::Index>(), any::<bool>()).prop_map(|(i, ok)| Action::Reply(i, ok)),
+        1 => (0u64..40).prop_map(Action::StrayReply),
+        1 => (0u64..30).prop_map(Action::Time),
+        1 => Just(Action::Close),
+    ]
+}
+
+/// What the test knows about each request it issued.
+#[derive(Debug)]
+struct Issued {
+    at: Timestamp,
+    write: Option<Vec<u8>>,
+    completions: Vec<Result<Response, ErrorCode>>,
+}
+
+/// The leader's side, as the test plays it.
+#[derive(Debug, Default)]
+struct Leader {
+    connected: bool,
+    /// Requests received on the current connection and not yet answered, in arrival order.
+    unanswered: Vec<RequestId>,
+    /// What the leader answered, per request, on the connection it answered on.
+    answers: HashMap<RequestId, Result<Response, ErrorCode>>,
+    /// Requests that were sent on a connection that then dropped before an answer.
+    lost_in_flight: BTreeSet<RequestId>,
+    /// Every sequence number each write was sent with.
+    seqs: HashMap<RequestId, BTreeSet<WriteSeq>>,
+    /// Messages on the current connection, to check their order.
+    log: Vec<ClientMessage>,
+}
+
+struct Harness {
+    session: ClientSession,
+    leader: Leader,
+    issued: BTreeMap<RequestId, Issued>,
+    now: Timestamp,
+    closed_at: Option<Timestamp>,
+    retry: bool,
+    timeout: Option<Duration>,
+}
+
+impl Harness {
+    fn new(retry: bool, timeout: Option<Duration>) -> Self {
+        let config = ClientConfig {
+            retry,
+            request_timeout: timeout,
+            ..ClientConfig::default()
+        };
+        Harness {
+            session: ClientSession::new(ClientId(7), config),
+            leader: Leader::default(),
+            issued: BTreeMap::new(),
+            now: Timestamp::ZERO,
+            closed_at: None,
+            retry,
+            timeout,
+        }
+    }
+
+    fn input(&mut self, input: ClientInput) -> Result<(), TestCaseError> {
+        self.session.handle_input(self.now, input);
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Result<(), TestCaseError> {
+        while let Some(output) = self.session.poll_output() {
+            match output {
+                ClientOutput::Send(message) => self.leader_receives(message)?,
+                ClientOutput::Completed { id, result } => self.completed(id, result)?,
+                ClientOutput::IterReady { .. } => prop_assert!(false, "no iterators here"),
+            }
+        }
+        Ok(())
+    }
+
+    fn leader_receives(&mut self, message: ClientMessage) -> Result<(), TestCaseError> {
+        prop_assert!(self.leader.connected, "sent {message:?} with no connection");
+        prop_assert!(
+            self.leader.log.is_empty() == matches!(message, ClientMessage::Hello(_)),
+            "Hello must open every connection and come once: {message:?}"
+        );
+        match &message {
+            ClientMessage::Read { id, .. } => self.leader.unanswered.push(*id),
+            ClientMessage::Write { id, seq, .. } => {
+                self.leader.unanswered.push(*id);
+                self.leader.seqs.entry(*id).or_default().insert(*seq);
+            }
+            ClientMessage::Hello(hello) => prop_assert_eq!(hello.client_id, ClientId(7)),
+            other => prop_assert!(false, "unexpected {other:?}"),
+        }
+        self.leader.log.push(message);
+        Ok(())
+    }
+
+    fn completed(
+        &mut self,
+        id: RequestId,
+        result: Result<Response, ErrorCode>,
+    ) -> Result<(), TestCaseError> {
+        let issued = self.issued.get_mut(&id);
+        prop_assert!(issued.is_some(), "completion for unknown {id:?}");
+        let issued = issued.unwrap();
+        prop_assert!(issued.completions.is_empty(), "{id:?} completed twice");
+        match &result {
+            Err(ErrorCode::ConnectionLost) => {
+                prop_assert!(!self.retry, "ConnectionLost with retry on");
+                prop_assert!(
+                    self.leader.lost_in_flight.contains(&id),
+                    "ConnectionLost for {id:?}, which was not in flight on a lost connection"
+                );
+            }
+            Err(ErrorCode::Closed) => prop_assert!(self.closed_at.is_some()),
+            Err(ErrorCode::TimedOut) => {
+                let timeout = self.timeout.expect("timed out without a timeout");
+                prop_assert!(self.now.saturating_since(issued.at) >= timeout);
+            }
+            answer => prop_assert_eq!(Some(answer), self.leader.answers.get(&id)),
+        }
+        issued.completions.push(result);
+        Ok(())
+    }
+
+    fn run(&mut self, action: Action) -> Result<(), TestCaseError> {
+        match action {
+            Action::Read(key) => {
+                let id = self.session.read(self.now, ReadOp::Get { key });
+                self.issue(id, None);
+            }
+            Action::Write(key) => {
+                let id = self
+                    .session
+                    .write(self.now, WriteOp::Del { key: key.clone() });
+                self.issue(id, Some(key));
+            }
+            Action::Connect if !self.leader.connected => {
+                self.leader.connected = true;
+                self.leader.log.clear();
+                self.input(ClientInput::Connected)?;
+            }
+            Action::Disconnect if self.leader.connected => {
+                self.leader.connected = false;
+                let lost = std::mem::take(&mut self.leader.unanswered);
+                self.leader.lost_in_flight.extend(lost);
+                self.check_write_order()?;
+                self.input(ClientInput::Disconnected)?;
+            }
+            Action::Reply(index, ok) if !self.leader.unanswered.is_empty() => {
+                self.reply(index.index(self.leader.unanswered.len()), ok)?;
+            }
+            Action::StrayReply(n) if self.leader.connected => {
+                let id = RequestId(n);
+                let answered_here = self.leader.answers.contains_key(&id);
+                let pending = self.leader.unanswered.contains(&id);
+                if !pending && (answered_here || !self.issued.contains_key(&id)) {
+                    let result = Ok(Response::Written);
+                    self.input(ClientInput::Message(ServerMessage::Reply { id, result }))?;
+                }
+            }
+            Action::Time(millis) => {
+                self.now = self.now + Duration::from_millis(millis);
+                if self.session.poll_timeout().is_some_and(|at| at <= self.now) {
+                    self.session.handle_timeout(self.now);
+                    self.drain()?;
+                }
+            }
+            Action::Close if self.closed_at.is_none() => {
+                self.closed_at = Some(self.now);
+                self.leader.connected = false;
+                self.input(ClientInput::Close)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The leader answers the `i`-th request it has not answered yet.
+    fn reply(&mut self, i: usize, ok: bool) -> Result<(), TestCaseError> {
+        let id = self.leader.unanswered.remove(i);
+        let result = if ok {
+            Ok(Response::Value(Some(id.0.to_le_bytes().to_vec())))
+        } else {
+            Err(ErrorCode::Backend(format!("failed {}", id.0)))
+        };
+        self.leader.answers.insert(id, result.clone());
+        self.input(ClientInput::Message(ServerMessage::Reply { id, result }))
+    }
+
+    fn issue(&mut self, id: RequestId, write: Option<Vec<u8>>) {
+        let issued = Issued {
+            at: self.now,
+            write,
+            completions: Vec::new(),
+        };
+        assert!(
+            self.issued.insert(id, issued).is_none(),
+            "request ids are unique"
+        );
+    }
+
+    /// On one connection, writes travel in sequence order.
+    fn check_write_order(&self) -> Result<(), TestCaseError> {
+        let seqs: Vec<u64> = self
+            .leader
+            .log
+            .iter()
+            .filter_map(|m| match m {
+                ClientMessage::Write { seq, .. } => Some(seq.0),
+                _ => None,
+            })
+            .collect();
+        prop_assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "writes out of order: {seqs:?}"
+        );
+        Ok(())
+    }
+}
+
+fn run_case(
+    retry: bool,
+    timeout: Option<Duration>,
+    actions: Vec<Action>,
+) -> Result<(), TestCaseError> {
+    let mut h = Harness::new(retry, timeout);
+    for action in actions {
+        h.run(action)?;
+        h.drain()?;
+    }
+    h.check_write_order()?;
+
+    // Every write kept one sequence number through all its re-sends, and numbers follow
+    // issue order.
+    let mut write_seqs = Vec::new();
+    for (id, issued) in &h.issued {
+        if issued.write.is_some() {
+            if let Some(seqs) = h.leader.seqs.get(id) {
+                prop_assert_eq!(
+                    seqs.len(),
+                    1,
+                    "{:?} re-sent with another seq: {:?}",
+                    id,
+                    seqs
+                );
+                write_seqs.push(*seqs.first().unwrap());
+            }
+        }
+    }
+    prop_assert!(write_seqs.windows(2).all(|w| w[0] < w[1]));
+
+    // Settle: if open, connect and answer everything; then close. Every request ends once.
+    if h.closed_at.is_none() {
+        h.run(Action::Connect)?;
+        while !h.leader.unanswered.is_empty() {
+            h.reply(0, true)?;
+        }
+        prop_assert_eq!(h.session.pending_requests(), 0, "answered all, yet pending");
+        h.run(Action::Close)?;
+    }
+    for (id, issued) in &h.issued {
+        prop_assert_eq!(
+            issued.completions.len(),
+            1,
+            "{:?} completed {:?}",
+            id,
+            issued.completions
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn with_retry_every_request_completes_exactly_once(
+        actions in prop::collection::vec(action(), 0..80),
+        timeout in prop::option::of(5u64..50),
+    ) {
+        run_case(true, timeout.map(Duration::from_millis), actions)?;
+    }
+
+    #[test]
+    fn without_retry_in_flight_requests_fail_with_connection_lost(
+        actions in prop::collection::vec(action(), 0..80),
+        timeout in prop::option::of(5u64..50),
+    ) {
+        run_case(false, timeout.map(Duration::from_millis), actions)?;
+    }
+}
+
+#[test]
+fn requests_issued_before_any_leader_wait_also_without_retry() {
+    for retry in [true, false] {
+        let config = ClientConfig {
+            retry,
+            ..ClientConfig::default()
+        };
+        let mut session = ClientSession::new(ClientId(1), config);
+        let now = Timestamp::ZERO;
+        let id = session.write(
+            now,
+            WriteOp::Put {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            },
+        );
+        // A connection that fails before anything is sent on it loses nothing.
+        session.handle_input(now, ClientInput::Connected);
+        let sent: Vec<_> = std::iter::from_fn(|| session.poll_output()).collect();
+        assert_eq!(sent.len(), 2, "hello and the queued write: {sent:?}");
+        session.handle_input(now, ClientInput::Disconnected);
+        let after_loss: Vec<_> = std::iter::from_fn(|| session.poll_output()).collect();
+        if retry {
+            assert!(after_loss.is_empty());
+        } else {
+            assert_eq!(
+                after_loss,
+                [ClientOutput::Completed {
+                    id,
+                    result: Err(ErrorCode::ConnectionLost)
+                }]
+            );
+            continue;
+        }
+        session.handle_input(now, ClientInput::Connected);
+        let resent: Vec<_> = std::iter::from_fn(|| session.poll_output()).collect();
+        assert!(
+            matches!(&resent[1], ClientOutput::Send(ClientMessage::Write { id: i, seq: WriteSeq(1), .. }) if *i == id),
+            "re-sent with the same sequence number: {resent:?}"
+        );
+    }
+}
