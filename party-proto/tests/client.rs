@@ -50,7 +50,7 @@ struct Issued {
 }
 
 /// The leader's side, as the test plays it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Leader {
     connected: bool,
     /// Requests received on the current connection and not yet answered, in arrival order.
@@ -63,6 +63,9 @@ struct Leader {
     seqs: HashMap<RequestId, BTreeSet<WriteSeq>>,
     /// Messages on the current connection, to check their order.
     log: Vec<ClientMessage>,
+    /// The highest `oldest_pending` the client has announced: it promised never to send a
+    /// write below it again.
+    floor: WriteSeq,
 }
 
 struct Harness {
@@ -84,7 +87,15 @@ impl Harness {
         };
         Harness {
             session: ClientSession::new(ClientId(7), config),
-            leader: Leader::default(),
+            leader: Leader {
+                connected: false,
+                unanswered: Vec::new(),
+                answers: HashMap::new(),
+                lost_in_flight: BTreeSet::new(),
+                seqs: HashMap::new(),
+                log: Vec::new(),
+                floor: WriteSeq(0),
+            },
             issued: BTreeMap::new(),
             now: Timestamp::ZERO,
             closed_at: None,
@@ -117,7 +128,19 @@ impl Harness {
         );
         match &message {
             ClientMessage::Read { id, .. } => self.leader.unanswered.push(*id),
-            ClientMessage::Write { id, seq, .. } => {
+            ClientMessage::Write {
+                id,
+                seq,
+                oldest_pending,
+                ..
+            } => {
+                prop_assert!(oldest_pending <= seq, "oldest pending above its own write");
+                prop_assert!(
+                    *seq >= self.leader.floor,
+                    "{seq:?} sent after the client announced nothing below {:?} is pending",
+                    self.leader.floor
+                );
+                self.leader.floor = self.leader.floor.max(*oldest_pending);
                 self.leader.unanswered.push(*id);
                 self.leader.seqs.entry(*id).or_default().insert(*seq);
             }

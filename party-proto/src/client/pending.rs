@@ -18,12 +18,13 @@ pub(crate) enum RequestOp {
 }
 
 impl RequestOp {
-    pub(crate) fn message(&self, id: RequestId) -> ClientMessage {
+    fn message(&self, id: RequestId, oldest_pending: Option<WriteSeq>) -> ClientMessage {
         match self {
             RequestOp::Read(op) => ClientMessage::Read { id, op: op.clone() },
             RequestOp::Write(seq, op) => ClientMessage::Write {
                 id,
                 seq: *seq,
+                oldest_pending: oldest_pending.unwrap_or(*seq),
                 op: op.clone(),
             },
         }
@@ -42,12 +43,17 @@ struct Pending {
 pub(crate) struct PendingTable {
     requests: BTreeMap<RequestId, Pending>,
     deadlines: BTreeSet<(Timestamp, RequestId)>,
+    /// Sequence numbers of the pending writes.
+    writes: BTreeSet<WriteSeq>,
 }
 
 impl PendingTable {
     pub(crate) fn insert(&mut self, id: RequestId, op: RequestOp, deadline: Option<Timestamp>) {
         if let Some(deadline) = deadline {
             self.deadlines.insert((deadline, id));
+        }
+        if let RequestOp::Write(seq, _) = &op {
+            self.writes.insert(*seq);
         }
         self.requests.insert(
             id,
@@ -61,9 +67,10 @@ impl PendingTable {
 
     /// Marks one request as sent and returns its message.
     pub(crate) fn mark_sent(&mut self, id: RequestId) -> Option<ClientMessage> {
+        let oldest_pending = self.writes.first().copied();
         let pending = self.requests.get_mut(&id)?;
         pending.sent = true;
-        Some(pending.op.message(id))
+        Some(pending.op.message(id, oldest_pending))
     }
 
     pub(crate) fn remove(&mut self, id: RequestId) -> bool {
@@ -71,6 +78,9 @@ impl PendingTable {
             Some(pending) => {
                 if let Some(deadline) = pending.deadline {
                     self.deadlines.remove(&(deadline, id));
+                }
+                if let RequestOp::Write(seq, _) = pending.op {
+                    self.writes.remove(&seq);
                 }
                 true
             }
@@ -80,12 +90,13 @@ impl PendingTable {
 
     /// Marks every unsent request as sent, and returns their messages in issue order.
     pub(crate) fn send_unsent(&mut self) -> Vec<ClientMessage> {
+        let oldest_pending = self.writes.first().copied();
         self.requests
             .iter_mut()
             .filter(|(_, pending)| !pending.sent)
             .map(|(id, pending)| {
                 pending.sent = true;
-                pending.op.message(*id)
+                pending.op.message(*id, oldest_pending)
             })
             .collect()
     }

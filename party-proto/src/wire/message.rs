@@ -20,6 +20,10 @@ pub enum ClientMessage {
     Write {
         id: RequestId,
         seq: WriteSeq,
+        /// The lowest sequence number of this client's writes still waiting for an answer
+        /// when this was sent: the client never re-sends anything below it, so the leader
+        /// may forget what it kept about those.
+        oldest_pending: WriteSeq,
         op: WriteOp,
     },
     /// Opens an iterator and grants it `credits` entries.

@@ -117,10 +117,13 @@ pub fn client_message() -> impl Strategy<Value = ClientMessage> {
             id: RequestId(id),
             op
         }),
-        (any::<u64>(), any::<u64>(), write_op()).prop_map(|(id, seq, op)| ClientMessage::Write {
-            id: RequestId(id),
-            seq: WriteSeq(seq),
-            op
+        (any::<u64>(), any::<u64>(), any::<u64>(), write_op()).prop_map(|(id, seq, oldest, op)| {
+            ClientMessage::Write {
+                id: RequestId(id),
+                seq: WriteSeq(seq),
+                oldest_pending: WriteSeq(oldest),
+                op,
+            }
         }),
         (any::<u64>(), iter_options(), any::<u32>()).prop_map(|(iter, options, credits)| {
             ClientMessage::IterOpen {
