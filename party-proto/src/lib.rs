@@ -11,6 +11,7 @@ pub mod error;
 pub mod ids;
 pub mod jitter;
 pub mod range;
+pub mod server;
 pub mod time;
 pub mod wire;
 
@@ -19,4 +20,8 @@ pub use election::{Election, ElectionConfig, ElectionInput, ElectionOutput, Role
 pub use error::ErrorCode;
 pub use ids::{ClientId, IterId, RequestId, WriteSeq};
 pub use range::{IterOptions, KeyRange};
+pub use server::{
+    Admission, DedupRecord, DedupTable, ServerConfig, ServerInput, ServerOutput, ServerSession,
+    WriteStamp,
+};
 pub use time::Timestamp;

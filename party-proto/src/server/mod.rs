@@ -1,0 +1,8 @@
+//! The leader's side: one [`ServerSession`] per follower connection, and one [`DedupTable`]
+//! for the whole leader, consulted by its single writer.
+
+pub mod dedup;
+pub mod session;
+
+pub use dedup::{Admission, DedupRecord, DedupTable, WriteStamp};
+pub use session::{ServerConfig, ServerInput, ServerOutput, ServerSession};

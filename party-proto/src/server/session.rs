@@ -1,0 +1,400 @@
+//! The leader's session with one follower connection: the handshake, requests handed to the
+//! driver to run against the store, and iterators paced by the follower's credits.
+//!
+//! The session never holds entries of its own: it asks the driver to pull at most as many
+//! entries from a store iterator as the follower has granted credits for, and passes them on
+//! at once, so a slow or stalled follower costs the leader at most its credits (capped by
+//! [`ServerConfig::max_iter_credits`]) per iterator.
+//!
+//! Driver contract: carry out [`ServerOutput::Write`]s of one connection in the order they
+//! are emitted (writes of one client must reach the dedup table in sequence order), and
+//! after [`ServerOutput::Close`] drop the connection and every store iterator it had.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use super::dedup::WriteStamp;
+use crate::error::ErrorCode;
+use crate::ids::{ClientId, IterId, RequestId};
+use crate::range::IterOptions;
+use crate::time::Timestamp;
+use crate::wire::{
+    ClientMessage, Entry, FrameError, ProtocolId, ReadOp, Response, ServerMessage, Welcome, WriteOp,
+};
+
+/// Limits and identity of the leader's sessions.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The leader's process id, given to followers in the welcome.
+    pub leader_pid: u32,
+    /// A connection that has not said hello by then is closed.
+    pub handshake_timeout: Duration,
+    /// Requests one connection may have running at once; more are refused one by one.
+    pub max_in_flight: u32,
+    /// Iterators one connection may have open at once.
+    pub max_iterators: u32,
+    /// The most entries one iterator may have granted and not yet received.
+    pub max_iter_credits: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            leader_pid: 0,
+            handshake_timeout: Duration::from_secs(10),
+            max_in_flight: 4096,
+            max_iterators: 256,
+            max_iter_credits: 4096,
+        }
+    }
+}
+
+/// What happened on the connection or in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerInput {
+    /// A message from the follower.
+    Message(ClientMessage),
+    /// The bytes from the follower do not decode; the connection cannot go on.
+    BadFrame(FrameError),
+    /// The store finished a [`ServerOutput::Read`] or [`ServerOutput::Write`].
+    Completed {
+        id: RequestId,
+        result: Result<Response, ErrorCode>,
+    },
+    /// Answer to [`ServerOutput::IterPull`]: the next entries, and whether the store
+    /// iterator is exhausted.
+    IterChunk {
+        iter: IterId,
+        entries: Vec<Entry>,
+        exhausted: bool,
+    },
+    /// A store iterator failed.
+    IterFailed { iter: IterId, error: ErrorCode },
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerOutput {
+    /// Send this to the follower.
+    Send(ServerMessage),
+    /// Run a read against the store; answer with `Completed`.
+    Read { id: RequestId, op: ReadOp },
+    /// Run a write through the dedup table and the store; answer with `Completed`.
+    Write {
+        id: RequestId,
+        stamp: WriteStamp,
+        op: WriteOp,
+    },
+    /// Open a store iterator (on a snapshot where the store has them).
+    IterOpen { iter: IterId, options: IterOptions },
+    /// Read up to `max` more entries from a store iterator; answer with `IterChunk`.
+    IterPull { iter: IterId, max: u32 },
+    /// Drop a store iterator.
+    IterDrop { iter: IterId },
+    /// Close the connection after sending what was queued; the error says why, for the log.
+    Close(ErrorCode),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitingHello { deadline: Timestamp },
+    Ready { client: ClientId },
+    Closed,
+}
+
+#[derive(Debug)]
+struct ServedIter {
+    values: bool,
+    /// Entries the follower has granted and not yet been sent.
+    credits: u32,
+    /// A pull is out and its chunk has not come back.
+    pulling: bool,
+    /// Entries still allowed by the iterator's limit.
+    remaining: Option<u64>,
+}
+
+/// The leader's session with one connection. See the module documentation.
+#[derive(Debug)]
+pub struct ServerSession {
+    config: ServerConfig,
+    phase: Phase,
+    in_flight: HashSet<RequestId>,
+    iters: HashMap<IterId, ServedIter>,
+    outputs: VecDeque<ServerOutput>,
+}
+
+impl ServerSession {
+    /// A session for a connection accepted at `now`.
+    pub fn new(now: Timestamp, config: ServerConfig) -> Self {
+        let deadline = now + config.handshake_timeout;
+        ServerSession {
+            config,
+            phase: Phase::AwaitingHello { deadline },
+            in_flight: HashSet::new(),
+            iters: HashMap::new(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The client this connection speaks for, once it has said hello.
+    pub fn client_id(&self) -> Option<ClientId> {
+        match self.phase {
+            Phase::Ready { client } => Some(client),
+            _ => None,
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    pub fn handle_input(&mut self, now: Timestamp, input: ServerInput) {
+        self.handle_timeout(now);
+        if self.phase == Phase::Closed {
+            return;
+        }
+        match input {
+            ServerInput::Message(message) => self.receive(message),
+            ServerInput::BadFrame(error) => self.close(error.into()),
+            ServerInput::Completed { id, result } => {
+                if self.in_flight.remove(&id) {
+                    self.send(ServerMessage::Reply { id, result });
+                }
+            }
+            ServerInput::IterChunk {
+                iter,
+                entries,
+                exhausted,
+            } => self.chunk(iter, entries, exhausted),
+            ServerInput::IterFailed { iter, error } => {
+                if self.iters.remove(&iter).is_some() {
+                    self.send(ServerMessage::IterFailed { iter, error });
+                    self.outputs.push_back(ServerOutput::IterDrop { iter });
+                }
+            }
+        }
+    }
+
+    /// Closes a connection that has not said hello in time.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        if let Phase::AwaitingHello { deadline } = self.phase {
+            if now >= deadline {
+                self.close(ErrorCode::TimedOut);
+            }
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<ServerOutput> {
+        self.outputs.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        match self.phase {
+            Phase::AwaitingHello { deadline } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    fn receive(&mut self, message: ClientMessage) {
+        match (self.phase, message) {
+            (Phase::AwaitingHello { .. }, ClientMessage::Hello(hello)) => {
+                if hello.protocol == ProtocolId::CURRENT {
+                    self.phase = Phase::Ready {
+                        client: hello.client_id,
+                    };
+                    self.send(ServerMessage::Welcome(Welcome {
+                        protocol: ProtocolId::CURRENT,
+                        leader_pid: self.config.leader_pid,
+                    }));
+                } else {
+                    let error = ErrorCode::ProtocolMismatch {
+                        expected: ProtocolId::CURRENT,
+                        got: hello.protocol,
+                    };
+                    self.send(ServerMessage::Rejected(error.clone()));
+                    self.close(error);
+                }
+            }
+            (Phase::Ready { client }, message) => self.serve(client, message),
+            (_, message) => self.close(protocol_violation(&message, "before hello")),
+        }
+    }
+
+    fn serve(&mut self, client: ClientId, message: ClientMessage) {
+        match message {
+            ClientMessage::Hello(_) => self.close(protocol_violation(&message, "a second time")),
+            ClientMessage::Read { id, op } => {
+                if self.admit(id) {
+                    self.outputs.push_back(ServerOutput::Read { id, op });
+                }
+            }
+            ClientMessage::Write {
+                id,
+                seq,
+                oldest_pending,
+                op,
+            } => {
+                if self.admit(id) {
+                    let stamp = WriteStamp {
+                        client,
+                        seq,
+                        oldest_pending,
+                    };
+                    self.outputs
+                        .push_back(ServerOutput::Write { id, stamp, op });
+                }
+            }
+            ClientMessage::IterOpen {
+                iter,
+                options,
+                credits,
+            } => self.open_iter(iter, options, credits),
+            ClientMessage::IterNext { iter, credits } => match self.iters.get_mut(&iter) {
+                Some(served) => {
+                    served.credits = served
+                        .credits
+                        .saturating_add(credits)
+                        .min(self.config.max_iter_credits);
+                    self.pull(iter);
+                }
+                // It may have ended while the credits were on their way; the follower
+                // ignores this for an iterator it already saw end.
+                None => self.send(ServerMessage::IterFailed {
+                    iter,
+                    error: ErrorCode::NotFound,
+                }),
+            },
+            ClientMessage::IterClose { iter } => {
+                if self.iters.remove(&iter).is_some() {
+                    self.outputs.push_back(ServerOutput::IterDrop { iter });
+                }
+            }
+        }
+    }
+
+    /// Takes a request into flight, or refuses it.
+    fn admit(&mut self, id: RequestId) -> bool {
+        if self.in_flight.contains(&id) {
+            self.close(ErrorCode::Malformed(format!(
+                "request id {} reused while in flight",
+                id.0
+            )));
+            false
+        } else if self.in_flight.len() >= self.config.max_in_flight as usize {
+            let limit = self.config.max_in_flight;
+            self.send(ServerMessage::Reply {
+                id,
+                result: Err(ErrorCode::TooManyRequests { limit }),
+            });
+            false
+        } else {
+            self.in_flight.insert(id);
+            true
+        }
+    }
+
+    fn open_iter(&mut self, iter: IterId, options: IterOptions, credits: u32) {
+        if self.iters.contains_key(&iter) {
+            self.close(ErrorCode::Malformed(format!(
+                "iterator {} opened twice",
+                iter.0
+            )));
+            return;
+        }
+        if self.iters.len() >= self.config.max_iterators as usize {
+            let limit = self.config.max_iterators;
+            self.send(ServerMessage::IterFailed {
+                iter,
+                error: ErrorCode::TooManyIterators { limit },
+            });
+            return;
+        }
+        if options.limit == Some(0) {
+            self.send(ServerMessage::IterEnd { iter });
+            return;
+        }
+        let served = ServedIter {
+            values: options.values,
+            credits: credits.min(self.config.max_iter_credits),
+            pulling: false,
+            remaining: options.limit,
+        };
+        self.iters.insert(iter, served);
+        self.outputs
+            .push_back(ServerOutput::IterOpen { iter, options });
+        self.pull(iter);
+    }
+
+    fn pull(&mut self, iter: IterId) {
+        let Some(served) = self.iters.get_mut(&iter) else {
+            return;
+        };
+        if served.pulling || served.credits == 0 {
+            return;
+        }
+        let allowed = served
+            .remaining
+            .map_or(u32::MAX, |r| u32::try_from(r).unwrap_or(u32::MAX));
+        served.pulling = true;
+        let max = served.credits.min(allowed);
+        self.outputs.push_back(ServerOutput::IterPull { iter, max });
+    }
+
+    fn chunk(&mut self, iter: IterId, mut entries: Vec<Entry>, exhausted: bool) {
+        let Some(served) = self.iters.get_mut(&iter).filter(|served| served.pulling) else {
+            // Closed by the follower while the pull was out, or not asked for.
+            return;
+        };
+        served.pulling = false;
+        // Never send past the credits or the limit, whatever the store returned.
+        let allowed = served.remaining.map_or(served.credits as usize, |r| {
+            (served.credits as usize).min(usize::try_from(r).unwrap_or(usize::MAX))
+        });
+        let overflow = entries.len() > allowed;
+        entries.truncate(allowed);
+        let count = entries.len();
+        served.credits -= count as u32;
+        if let Some(remaining) = &mut served.remaining {
+            *remaining -= count as u64;
+        }
+        if !served.values {
+            for entry in &mut entries {
+                entry.value = Vec::new();
+            }
+        }
+        let finished = (exhausted && !overflow) || served.remaining == Some(0);
+        if count > 0 {
+            self.send(ServerMessage::IterData { iter, entries });
+        }
+        if finished {
+            self.iters.remove(&iter);
+            self.send(ServerMessage::IterEnd { iter });
+            self.outputs.push_back(ServerOutput::IterDrop { iter });
+        } else {
+            self.pull(iter);
+        }
+    }
+
+    fn close(&mut self, error: ErrorCode) {
+        self.phase = Phase::Closed;
+        self.in_flight.clear();
+        self.iters.clear();
+        self.outputs.push_back(ServerOutput::Close(error));
+    }
+
+    fn send(&mut self, message: ServerMessage) {
+        self.outputs.push_back(ServerOutput::Send(message));
+    }
+}
+
+fn protocol_violation(message: &ClientMessage, when: &str) -> ErrorCode {
+    let name = match message {
+        ClientMessage::Hello(_) => "Hello",
+        ClientMessage::Read { .. } => "Read",
+        ClientMessage::Write { .. } => "Write",
+        ClientMessage::IterOpen { .. } => "IterOpen",
+        ClientMessage::IterNext { .. } => "IterNext",
+        ClientMessage::IterClose { .. } => "IterClose",
+    };
+    ErrorCode::Malformed(format!("{name} {when}"))
+}

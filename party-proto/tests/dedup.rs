@@ -1,0 +1,226 @@
+//! Exactly-once writes through the dedup table, with failed batches, lost replies, re-sends
+//! and leader crashes: no write is applied twice, and no write is acknowledged unless it
+//! was applied.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use party_proto::{Admission, ClientId, DedupRecord, DedupTable, WriteSeq, WriteStamp};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Action {
+    /// Client `c` issues a new write.
+    Write(usize),
+    /// Client `c` (re)connects and re-sends every write it has no answer for, in order,
+    /// before anything new — as the client session does.
+    Resend(usize),
+    /// The writer commits the group; the batch succeeds or fails; the replies reach the
+    /// clients or are lost.
+    Commit { success: bool, replies_lost: bool },
+    /// The leader dies: the group is gone, every client loses its connection, and the next
+    /// leader loads the stored records.
+    Crash,
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        4 => (0usize..2).prop_map(Action::Write),
+        2 => (0usize..2).prop_map(Action::Resend),
+        3 => (any::<bool>(), any::<bool>())
+            .prop_map(|(success, replies_lost)| Action::Commit { success, replies_lost }),
+        1 => Just(Action::Crash),
+    ]
+}
+
+#[derive(Default)]
+struct Client {
+    connected: bool,
+    next_seq: u64,
+    /// Writes without an answer, which the client will re-send.
+    pending: BTreeSet<u64>,
+}
+
+impl Client {
+    fn stamp(&self, id: usize, seq: u64) -> WriteStamp {
+        WriteStamp {
+            client: ClientId(id as u128),
+            seq: WriteSeq(seq),
+            oldest_pending: WriteSeq(*self.pending.first().unwrap_or(&seq)),
+        }
+    }
+}
+
+struct World {
+    clients: Vec<Client>,
+    table: DedupTable,
+    /// What the store holds: data (as applied sequence numbers) and records.
+    applied: Vec<(usize, u64)>,
+    records: BTreeMap<ClientId, DedupRecord>,
+    /// The group being built: writes to apply, and writes answered with its outcome.
+    group: Vec<(usize, u64)>,
+    waiting_on_group: Vec<(usize, u64)>,
+    acknowledged: HashMap<(usize, u64), u32>,
+}
+
+impl World {
+    fn deliver(&mut self, c: usize, seq: u64) {
+        let stamp = self.clients[c].stamp(c, seq);
+        match self.table.admit(stamp) {
+            Admission::Apply => self.group.push((c, seq)),
+            Admission::InGroup => self.waiting_on_group.push((c, seq)),
+            Admission::AlreadyApplied => self.answer(c, seq, true, false),
+        }
+    }
+
+    fn answer(&mut self, c: usize, seq: u64, success: bool, lost: bool) {
+        if lost {
+            return;
+        }
+        // A client takes the first answer to a write and ignores any later one.
+        let first_answer = self.clients[c].pending.remove(&seq);
+        if first_answer && success {
+            *self.acknowledged.entry((c, seq)).or_default() += 1;
+        }
+    }
+
+    fn run(&mut self, action: Action) {
+        match action {
+            Action::Write(c) => {
+                let client = &mut self.clients[c];
+                client.next_seq += 1;
+                let seq = client.next_seq;
+                client.pending.insert(seq);
+                if client.connected {
+                    self.deliver(c, seq);
+                }
+            }
+            Action::Resend(c) => {
+                self.clients[c].connected = true;
+                let pending: Vec<u64> = self.clients[c].pending.iter().copied().collect();
+                for seq in pending {
+                    self.deliver(c, seq);
+                }
+            }
+            Action::Commit {
+                success,
+                replies_lost,
+            } => {
+                if success {
+                    self.records.extend(self.table.group_records());
+                    self.applied.extend(self.group.iter().copied());
+                    self.table.commit_group();
+                } else {
+                    self.table.abort_group();
+                }
+                let answered: Vec<_> = self
+                    .group
+                    .drain(..)
+                    .chain(self.waiting_on_group.drain(..))
+                    .collect();
+                for (c, seq) in answered {
+                    self.answer(c, seq, success, replies_lost);
+                }
+            }
+            Action::Crash => {
+                self.group.clear();
+                self.waiting_on_group.clear();
+                for client in &mut self.clients {
+                    client.connected = false;
+                }
+                self.table = DedupTable::from_records(self.records.clone());
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    #[test]
+    fn applied_at_most_once_and_acknowledged_only_if_applied(
+        actions in prop::collection::vec(action(), 0..80),
+    ) {
+        let mut world = World {
+            clients: vec![Client { connected: true, ..Client::default() }, Client::default()],
+            table: DedupTable::default(),
+            applied: Vec::new(),
+            records: BTreeMap::new(),
+            group: Vec::new(),
+            waiting_on_group: Vec::new(),
+            acknowledged: HashMap::new(),
+        };
+        for action in actions {
+            world.run(action);
+        }
+        let mut seen = BTreeSet::new();
+        for write in &world.applied {
+            prop_assert!(seen.insert(*write), "{write:?} applied twice");
+        }
+        for (write, times) in &world.acknowledged {
+            prop_assert_eq!(*times, 1, "{:?} acknowledged {} times", write, times);
+            prop_assert!(seen.contains(write), "{write:?} acknowledged but never applied");
+        }
+        // Settle: every client re-sends until all its writes are answered; then each write
+        // it ever issued was applied exactly once.
+        for c in 0..2 {
+            world.run(Action::Resend(c));
+        }
+        world.run(Action::Commit { success: true, replies_lost: false });
+        for (c, client) in world.clients.iter().enumerate() {
+            prop_assert!(client.pending.is_empty());
+            for seq in 1..=client.next_seq {
+                let acked = world.acknowledged.contains_key(&(c, seq));
+                let applied = seen.contains(&(c, seq)) || world.applied.contains(&(c, seq));
+                prop_assert!(!acked || applied);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_failed_write_below_a_later_success_is_applied_when_re_sent() {
+    let client = ClientId(1);
+    let stamp = |seq, oldest| WriteStamp {
+        client,
+        seq: WriteSeq(seq),
+        oldest_pending: WriteSeq(oldest),
+    };
+    let mut table = DedupTable::default();
+    assert_eq!(table.admit(stamp(1, 1)), Admission::Apply);
+    table.abort_group();
+    assert_eq!(table.admit(stamp(2, 1)), Admission::Apply);
+    let records = table.group_records();
+    assert_eq!(
+        records,
+        vec![(
+            client,
+            DedupRecord {
+                applied_through: WriteSeq(2),
+                failed: vec![WriteSeq(1)]
+            }
+        )]
+    );
+    table.commit_group();
+
+    // The answer to write 1 was lost with the leader; the next leader loads the record.
+    let mut next = DedupTable::from_records(records);
+    assert_eq!(
+        next.admit(stamp(1, 1)),
+        Admission::Apply,
+        "failed, so not applied yet"
+    );
+    assert_eq!(next.admit(stamp(2, 1)), Admission::AlreadyApplied);
+    next.commit_group();
+    // Once the client says nothing below 3 is pending, the failure is forgotten.
+    assert_eq!(next.admit(stamp(3, 3)), Admission::Apply);
+    assert_eq!(
+        next.group_records(),
+        vec![(
+            client,
+            DedupRecord {
+                applied_through: WriteSeq(3),
+                failed: vec![]
+            }
+        )]
+    );
+}
