@@ -1,0 +1,308 @@
+//! The leader's session under any input: valid and invalid messages, completions, store
+//! chunks, bad frames and timeouts. It never panics, serves nothing before a valid hello or
+//! after closing, answers each request once, and never sends or pulls past the credits.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use party_proto::wire::{
+    ClientMessage, Entry, FrameError, Hello, ProtocolId, ReadOp, Response, ServerMessage, WriteOp,
+};
+use party_proto::{
+    ClientId, ErrorCode, IterId, IterOptions, RequestId, ServerConfig, ServerInput, ServerOutput,
+    ServerSession, Timestamp, WriteSeq,
+};
+use proptest::prelude::*;
+use support::{edge_key, error_code, iter_options};
+
+const CONFIG: ServerConfig = ServerConfig {
+    leader_pid: 42,
+    handshake_timeout: Duration::from_millis(100),
+    max_in_flight: 3,
+    max_iterators: 2,
+    max_iter_credits: 6,
+};
+
+#[derive(Debug, Clone)]
+enum Action {
+    Message(ClientMessage),
+    Complete(u64, bool),
+    /// The store answers an outstanding pull with this many entries (possibly more than
+    /// asked, which the session must not pass on).
+    Chunk(u64, usize, bool),
+    StoreFails(u64),
+    BadFrame,
+    Time(u64),
+}
+
+fn small_message() -> impl Strategy<Value = ClientMessage> {
+    let hello = prop_oneof![
+        4 => Just(ProtocolId::CURRENT),
+        1 => Just(ProtocolId { version: ProtocolId::CURRENT.version + 1, ..ProtocolId::CURRENT }),
+        1 => Just(ProtocolId { magic: *b"HTTP", ..ProtocolId::CURRENT }),
+    ]
+    .prop_map(|protocol| {
+        ClientMessage::Hello(Hello {
+            protocol,
+            client_id: ClientId(5),
+        })
+    });
+    prop_oneof![
+        1 => hello,
+        3 => (0u64..6, edge_key()).prop_map(|(id, key)| ClientMessage::Read {
+            id: RequestId(id),
+            op: ReadOp::Get { key },
+        }),
+        3 => (0u64..6, 1u64..9, edge_key()).prop_map(|(id, seq, key)| ClientMessage::Write {
+            id: RequestId(id),
+            seq: WriteSeq(seq),
+            oldest_pending: WriteSeq(seq),
+            op: WriteOp::Del { key },
+        }),
+        2 => (0u64..4, iter_options(), 0u32..10).prop_map(|(iter, options, credits)| {
+            ClientMessage::IterOpen { iter: IterId(iter), options, credits }
+        }),
+        2 => (0u64..4, 0u32..10)
+            .prop_map(|(iter, credits)| ClientMessage::IterNext { iter: IterId(iter), credits }),
+        1 => (0u64..4).prop_map(|iter| ClientMessage::IterClose { iter: IterId(iter) }),
+    ]
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        8 => small_message().prop_map(Action::Message),
+        3 => (0u64..6, any::<bool>()).prop_map(|(id, ok)| Action::Complete(id, ok)),
+        4 => (0u64..4, 0usize..9, any::<bool>()).prop_map(|(i, n, end)| Action::Chunk(i, n, end)),
+        1 => (0u64..4).prop_map(Action::StoreFails),
+        1 => Just(Action::BadFrame),
+        1 => (0u64..80).prop_map(Action::Time),
+    ]
+}
+
+/// What the test has seen the session do, to judge each new output against.
+#[derive(Default)]
+struct Observed {
+    welcomed: bool,
+    closed: bool,
+    /// Requests handed to the store and not yet completed.
+    running: HashSet<RequestId>,
+    /// Answers the store gave, to match against the replies.
+    completed: HashMap<RequestId, Result<Response, ErrorCode>>,
+    /// Per open store iterator: credits granted by the client minus entries sent, the
+    /// options, and the pull that is out.
+    open: HashMap<IterId, (i64, IterOptions, Option<u32>)>,
+    granted: HashMap<IterId, i64>,
+}
+
+fn check(session: &mut ServerSession, seen: &mut Observed) -> Result<(), TestCaseError> {
+    while let Some(output) = session.poll_output() {
+        prop_assert!(!seen.closed, "{output:?} after Close");
+        let serving = matches!(
+            output,
+            ServerOutput::Read { .. }
+                | ServerOutput::Write { .. }
+                | ServerOutput::IterOpen { .. }
+                | ServerOutput::IterPull { .. }
+        );
+        prop_assert!(!serving || seen.welcomed, "{output:?} before a valid hello");
+        match output {
+            ServerOutput::Send(ServerMessage::Welcome(welcome)) => {
+                prop_assert_eq!(welcome.leader_pid, 42);
+                seen.welcomed = true;
+            }
+            ServerOutput::Send(ServerMessage::Reply { id, result }) => {
+                match seen.completed.remove(&id) {
+                    Some(expected) => prop_assert_eq!(result, expected),
+                    None => prop_assert_eq!(result, Err(ErrorCode::TooManyRequests { limit: 3 })),
+                }
+            }
+            ServerOutput::Send(ServerMessage::IterData { iter, entries }) => {
+                let open = seen.open.get_mut(&iter);
+                prop_assert!(open.is_some(), "data for an iterator that is not open");
+                let (credits, options, _) = open.unwrap();
+                *credits -= entries.len() as i64;
+                prop_assert!(*credits >= 0, "sent past the credits");
+                if !options.values {
+                    prop_assert!(entries.iter().all(|e| e.value.is_empty()));
+                }
+            }
+            ServerOutput::Send(_) => {}
+            ServerOutput::Read { id, .. } | ServerOutput::Write { id, .. } => {
+                prop_assert!(seen.running.insert(id), "{id:?} run twice at once");
+                prop_assert!(seen.running.len() <= 3, "more in flight than allowed");
+            }
+            ServerOutput::IterOpen { iter, options } => {
+                prop_assert!(seen.open.len() < 2, "more iterators than allowed");
+                let granted = seen.granted.remove(&iter).unwrap_or(0);
+                seen.open.insert(iter, (granted, options, None));
+            }
+            ServerOutput::IterPull { iter, max } => {
+                let open = seen.open.get_mut(&iter);
+                prop_assert!(open.is_some(), "pull from an iterator that is not open");
+                let (credits, _, pull) = open.unwrap();
+                prop_assert!(pull.is_none(), "two pulls out at once");
+                prop_assert!(
+                    max > 0 && i64::from(max) <= *credits,
+                    "pull past the credits"
+                );
+                prop_assert!(max <= 6, "the leader holds more than max_iter_credits");
+                *pull = Some(max);
+            }
+            ServerOutput::IterDrop { iter } => {
+                prop_assert!(
+                    seen.open.remove(&iter).is_some(),
+                    "drop of an unopened iterator"
+                );
+            }
+            ServerOutput::Close(_) => seen.closed = true,
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    #[test]
+    fn serves_safely_whatever_arrives(actions in prop::collection::vec(action(), 0..60)) {
+        let mut now = Timestamp::ZERO;
+        let mut session = ServerSession::new(now, CONFIG);
+        let mut seen = Observed::default();
+        for action in actions {
+            let input = match action {
+                Action::Message(message) => {
+                    // Credits the client grants, to bound what may be sent.
+                    match &message {
+                        ClientMessage::IterOpen { iter, credits, .. } if !seen.open.contains_key(iter) => {
+                            seen.granted.insert(*iter, i64::from(*credits));
+                        }
+                        ClientMessage::IterNext { iter, credits } => {
+                            if let Some((granted, ..)) = seen.open.get_mut(iter) {
+                                *granted += i64::from(*credits);
+                            }
+                        }
+                        _ => {}
+                    }
+                    Some(ServerInput::Message(message))
+                }
+                Action::Complete(id, ok) => {
+                    let id = RequestId(id);
+                    seen.running.remove(&id).then(|| {
+                        let result = if ok { Ok(Response::Written) } else { Err(ErrorCode::Backend("disk".into())) };
+                        seen.completed.insert(id, result.clone());
+                        ServerInput::Completed { id, result }
+                    })
+                }
+                Action::Chunk(iter, n, exhausted) => {
+                    let iter = IterId(iter);
+                    let out = seen.open.get_mut(&iter).and_then(|(_, _, pull)| pull.take());
+                    out.map(|_| ServerInput::IterChunk {
+                        iter,
+                        entries: (0..n).map(|i| Entry { key: vec![i as u8], value: vec![1] }).collect(),
+                        exhausted,
+                    })
+                }
+                Action::StoreFails(iter) => Some(ServerInput::IterFailed {
+                    iter: IterId(iter),
+                    error: ErrorCode::Backend("io".into()),
+                }),
+                Action::BadFrame => Some(ServerInput::BadFrame(FrameError::TooLarge { len: 1 << 30, max: 1 << 26 })),
+                Action::Time(millis) => {
+                    now = now + Duration::from_millis(millis);
+                    session.handle_timeout(now);
+                    None
+                }
+            };
+            if let Some(input) = input {
+                session.handle_input(now, input);
+            }
+            check(&mut session, &mut seen)?;
+        }
+        if !seen.welcomed && !seen.closed {
+            prop_assert!(session.poll_timeout().is_some(), "a silent peer must time out");
+        }
+    }
+
+    #[test]
+    fn arbitrary_messages_never_panic(
+        messages in prop::collection::vec(support::client_message(), 0..30),
+        errors in prop::collection::vec(error_code(), 0..3),
+    ) {
+        let mut session = ServerSession::new(Timestamp::ZERO, ServerConfig::default());
+        for message in messages {
+            session.handle_input(Timestamp::ZERO, ServerInput::Message(message));
+            while session.poll_output().is_some() {}
+        }
+        for (i, error) in errors.into_iter().enumerate() {
+            session.handle_input(Timestamp::ZERO, ServerInput::IterFailed { iter: IterId(i as u64), error });
+        }
+    }
+}
+
+#[test]
+fn a_stalled_reader_costs_the_leader_only_its_credits() {
+    let mut session = ServerSession::new(Timestamp::ZERO, CONFIG);
+    let now = Timestamp::ZERO;
+    let hello = Hello {
+        protocol: ProtocolId::CURRENT,
+        client_id: ClientId(1),
+    };
+    session.handle_input(now, ServerInput::Message(ClientMessage::Hello(hello)));
+    let iter = IterId(0);
+    session.handle_input(
+        now,
+        ServerInput::Message(ClientMessage::IterOpen {
+            iter,
+            options: IterOptions::default(),
+            credits: 1000,
+        }),
+    );
+    let mut pulled = 0u32;
+    let mut sent = 0usize;
+    for _ in 0..50 {
+        let outputs: Vec<_> = std::iter::from_fn(|| session.poll_output()).collect();
+        let mut next_pull = None;
+        for output in outputs {
+            match output {
+                ServerOutput::IterPull { max, .. } => next_pull = Some(max),
+                ServerOutput::Send(ServerMessage::IterData { entries, .. }) => {
+                    sent += entries.len()
+                }
+                _ => {}
+            }
+        }
+        let Some(max) = next_pull else { break };
+        pulled += max;
+        let entries = (0..max)
+            .map(|i| Entry {
+                key: vec![i as u8],
+                value: vec![],
+            })
+            .collect();
+        session.handle_input(
+            now,
+            ServerInput::IterChunk {
+                iter,
+                entries,
+                exhausted: false,
+            },
+        );
+    }
+    let trailing: usize = std::iter::from_fn(|| session.poll_output())
+        .map(|o| match o {
+            ServerOutput::Send(ServerMessage::IterData { entries, .. }) => entries.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(
+        pulled, 6,
+        "the 1000 credits asked for are capped at max_iter_credits"
+    );
+    assert_eq!(
+        sent + trailing,
+        6,
+        "and nothing more is read until the follower grants more"
+    );
+}
