@@ -26,14 +26,17 @@ impl MemoryStore {
         self.entries.remove(key);
     }
 
-    /// Entries with keys between `start` and `end`, in key order.
+    /// Entries with keys between `start` and `end`, in key order. A range whose start lies
+    /// after its end is empty (std's `BTreeMap::range` would panic on it).
     pub fn range<'a>(
         &'a self,
         start: Bound<&'a [u8]>,
         end: Bound<&'a [u8]>,
     ) -> impl DoubleEndedIterator<Item = (&'a [u8], &'a [u8])> + 'a {
-        self.entries
-            .range::<[u8], _>((start, end))
+        let bounds = (!is_empty_range(start, end)).then_some((start, end));
+        bounds
+            .into_iter()
+            .flat_map(|bounds| self.entries.range::<[u8], _>(bounds))
             .map(|(k, v)| (k.as_slice(), v.as_slice()))
     }
 
@@ -43,6 +46,15 @@ impl MemoryStore {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+fn is_empty_range(start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
+    match (start, end) {
+        (Bound::Included(s), Bound::Included(e)) => s > e,
+        (Bound::Included(s) | Bound::Excluded(s), Bound::Excluded(e))
+        | (Bound::Excluded(s), Bound::Included(e)) => s >= e,
+        _ => false,
     }
 }
 
@@ -74,5 +86,18 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(reverse, vec![&b"a"[..], b"\x00", b""]);
+    }
+
+    #[test]
+    fn inverted_and_empty_ranges_yield_nothing_instead_of_panicking() {
+        let mut store = MemoryStore::new();
+        store.put(b"a".to_vec(), b"1".to_vec());
+        store.put(b"b".to_vec(), b"2".to_vec());
+        let count = |start, end| store.range(start, end).count();
+        assert_eq!(count(Bound::Included(&b"b"[..]), Bound::Included(&b"a"[..])), 0);
+        assert_eq!(count(Bound::Excluded(&b"a"[..]), Bound::Excluded(&b"a"[..])), 0);
+        assert_eq!(count(Bound::Excluded(&b"a"[..]), Bound::Included(&b"a"[..])), 0);
+        assert_eq!(count(Bound::Included(&b"a"[..]), Bound::Included(&b"a"[..])), 1);
+        assert_eq!(count(Bound::Included(&b"a"[..]), Bound::Excluded(&b"b"[..])), 1);
     }
 }
