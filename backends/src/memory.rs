@@ -94,10 +94,25 @@ mod tests {
         store.put(b"a".to_vec(), b"1".to_vec());
         store.put(b"b".to_vec(), b"2".to_vec());
         let count = |start, end| store.range(start, end).count();
-        assert_eq!(count(Bound::Included(&b"b"[..]), Bound::Included(&b"a"[..])), 0);
-        assert_eq!(count(Bound::Excluded(&b"a"[..]), Bound::Excluded(&b"a"[..])), 0);
-        assert_eq!(count(Bound::Excluded(&b"a"[..]), Bound::Included(&b"a"[..])), 0);
-        assert_eq!(count(Bound::Included(&b"a"[..]), Bound::Included(&b"a"[..])), 1);
-        assert_eq!(count(Bound::Included(&b"a"[..]), Bound::Excluded(&b"b"[..])), 1);
+        assert_eq!(
+            count(Bound::Included(&b"b"[..]), Bound::Included(&b"a"[..])),
+            0
+        );
+        assert_eq!(
+            count(Bound::Excluded(&b"a"[..]), Bound::Excluded(&b"a"[..])),
+            0
+        );
+        assert_eq!(
+            count(Bound::Excluded(&b"a"[..]), Bound::Included(&b"a"[..])),
+            0
+        );
+        assert_eq!(
+            count(Bound::Included(&b"a"[..]), Bound::Included(&b"a"[..])),
+            1
+        );
+        assert_eq!(
+            count(Bound::Included(&b"a"[..]), Bound::Excluded(&b"b"[..])),
+            1
+        );
     }
 }
