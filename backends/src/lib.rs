@@ -1,9 +1,140 @@
-//! Storage backends for party.
+//! Storage backends for party: the leader serves every operation from one of these.
 //!
-//! The leader serves every operation from one of these stores. Today the crate holds the
-//! in-memory store that the simulator and tests use; the `Backend` trait and the fjall,
-//! sled and rocksdb stores build on it.
+//! Pick the store by cargo feature: `fjall` (default), `sled`, `rocksdb`. The in-memory
+//! store is always there, for the simulator and tests.
+//!
+//! # Why the trait is blocking
+//!
+//! [`Backend`] is a plain blocking trait, called only from party-core's store threads, never
+//! from its async tasks: that is the blocking/async split. The embedded stores are blocking
+//! libraries, and the leader's speed comes from serving a whole queue of requests per trip
+//! to a store thread (one group commit for all queued writes) rather than one async hop per
+//! operation. A network-backed store (etcd, TiKV) fits the same trait by blocking on its own
+//! client inside those threads, where blocking costs no async worker.
 
-pub mod memory;
+mod batch;
+mod error;
+mod iter;
+mod memory;
+pub mod records;
 
-pub use memory::MemoryStore;
+#[cfg(feature = "fjall")]
+mod fjall;
+#[cfg(feature = "rocksdb")]
+mod rocksdb;
+#[cfg(feature = "sled")]
+mod sled;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use party_proto::{ClientId, DedupRecord, IterOptions, KeyRange};
+
+pub use batch::{resolve, WriteBatch};
+pub use error::{BackendError, OpenError, StoreError};
+pub use iter::{Chunks, EntryIter};
+pub use memory::MemoryBackend;
+
+#[cfg(feature = "fjall")]
+pub use crate::fjall::{FjallBackend, MAX_KEY_LEN as FJALL_MAX_KEY_LEN};
+#[cfg(feature = "rocksdb")]
+pub use crate::rocksdb::RocksBackend;
+#[cfg(feature = "sled")]
+pub use crate::sled::SledBackend;
+
+/// A store the leader serves from. See the crate documentation for why it blocks.
+///
+/// Writes happen only through [`Backend::write`]: one call is one atomic commit, durable
+/// against the death of the process (not necessarily against power loss) when it returns.
+pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
+    /// The store's name, for errors and status displays.
+    fn name(&self) -> &'static str;
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError>;
+
+    /// One answer per key, in the order asked.
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        keys.iter().map(|key| self.get(key)).collect()
+    }
+
+    /// Applies the writes and stores the dedup records, all or nothing, in one commit.
+    fn write(&self, batch: &WriteBatch) -> Result<(), BackendError>;
+
+    /// The entries in `range`, in key order or reversed. Where the store has snapshots the
+    /// iterator reads one, taken now.
+    fn iter(&self, range: &KeyRange, reverse: bool) -> Result<EntryIter, BackendError>;
+
+    /// Every stored dedup record, for a new leader's dedup table.
+    fn dedup_records(&self) -> Result<Vec<(ClientId, DedupRecord)>, BackendError>;
+
+    /// An iterator for `options`, read in chunks up to its limit.
+    fn chunks(&self, options: &IterOptions) -> Result<Chunks, BackendError> {
+        let entries = self.iter(&options.range, options.reverse)?;
+        Ok(Chunks::new(entries, options.limit))
+    }
+}
+
+/// The stores that live in a directory, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Fjall,
+    Sled,
+    Rocksdb,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Fjall => "fjall",
+            BackendKind::Sled => "sled",
+            BackendKind::Rocksdb => "rocksdb",
+        }
+    }
+
+    /// Opens (creating if needed) this kind of store at `path`.
+    pub fn open(self, path: &Path) -> Result<Arc<dyn Backend>, OpenError> {
+        let not_compiled = OpenError::NotCompiled {
+            backend: self.name(),
+        };
+        match self {
+            #[cfg(feature = "fjall")]
+            BackendKind::Fjall => Ok(Arc::new(FjallBackend::open(path)?)),
+            #[cfg(feature = "sled")]
+            BackendKind::Sled => Ok(Arc::new(SledBackend::open(path)?)),
+            #[cfg(feature = "rocksdb")]
+            BackendKind::Rocksdb => Ok(Arc::new(RocksBackend::open(path)?)),
+            #[allow(unreachable_patterns)]
+            _ => {
+                let _ = path;
+                Err(not_compiled)
+            }
+        }
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = UnknownBackend;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "fjall" => Ok(BackendKind::Fjall),
+            "sled" => Ok(BackendKind::Sled),
+            "rocksdb" => Ok(BackendKind::Rocksdb),
+            other => Err(UnknownBackend(other.to_owned())),
+        }
+    }
+}
+
+/// A backend name that is not fjall, sled or rocksdb.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown backend {0:?}: expected fjall, sled or rocksdb")]
+pub struct UnknownBackend(pub String);
+
+/// Turns a store's error into a [`BackendError`] naming the store.
+pub(crate) fn store_error<E>(backend: &'static str) -> impl Fn(E) -> BackendError
+where
+    E: Into<StoreError>,
+{
+    move |error| BackendError::store(backend, error)
+}

@@ -1,118 +1,98 @@
-//! An in-memory ordered store: the simulator's and the tests' backend.
+//! The in-memory store: the simulator's and the tests' backend. Its iterators copy their
+//! range when opened, which makes them snapshots.
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
+use std::sync::{Mutex, MutexGuard};
 
-/// An ordered map from byte keys to byte values, kept in memory.
-#[derive(Debug, Default, Clone)]
-pub struct MemoryStore {
-    entries: BTreeMap<Vec<u8>, Vec<u8>>,
+use party_proto::wire::Entry;
+use party_proto::{ClientId, DedupRecord, KeyRange};
+
+use crate::batch::{resolve, WriteBatch};
+use crate::error::BackendError;
+use crate::iter::EntryIter;
+use crate::Backend;
+
+#[derive(Debug, Default)]
+struct State {
+    data: BTreeMap<Vec<u8>, Vec<u8>>,
+    records: BTreeMap<ClientId, DedupRecord>,
 }
 
-impl MemoryStore {
+/// An ordered map from byte keys to byte values, kept in memory.
+#[derive(Debug, Default)]
+pub struct MemoryBackend {
+    state: Mutex<State>,
+}
+
+impl MemoryBackend {
     pub fn new() -> Self {
         Self::default()
     }
 
-    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.entries.get(key).map(Vec::as_slice)
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated: every write
+        // below is computed first and applied with infallible inserts.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
 
-    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.entries.insert(key, value);
-    }
-
-    pub fn del(&mut self, key: &[u8]) {
-        self.entries.remove(key);
-    }
-
-    /// Entries with keys between `start` and `end`, in key order. A range whose start lies
-    /// after its end is empty (std's `BTreeMap::range` would panic on it).
-    pub fn range<'a>(
-        &'a self,
-        start: Bound<&'a [u8]>,
-        end: Bound<&'a [u8]>,
-    ) -> impl DoubleEndedIterator<Item = (&'a [u8], &'a [u8])> + 'a {
-        let bounds = (!is_empty_range(start, end)).then_some((start, end));
+impl State {
+    fn range(&self, range: &KeyRange) -> impl DoubleEndedIterator<Item = (&Vec<u8>, &Vec<u8>)> {
+        let bounds = (!range.is_empty()).then(|| (range.start.clone(), range.end.clone()));
         bounds
             .into_iter()
-            .flat_map(|bounds| self.entries.range::<[u8], _>(bounds))
-            .map(|(k, v)| (k.as_slice(), v.as_slice()))
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+            .flat_map(|bounds| self.data.range(bounds))
     }
 }
 
-fn is_empty_range(start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
-    match (start, end) {
-        (Bound::Included(s), Bound::Included(e)) => s > e,
-        (Bound::Included(s) | Bound::Excluded(s), Bound::Excluded(e))
-        | (Bound::Excluded(s), Bound::Included(e)) => s >= e,
-        _ => false,
+impl Backend for MemoryBackend {
+    fn name(&self) -> &'static str {
+        "memory"
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        Ok(self.state().data.get(key).cloned())
+    }
 
-    #[test]
-    fn put_get_del_and_ordered_ranges() {
-        let mut store = MemoryStore::new();
-        for key in [&b"b"[..], b"", b"a\xff", b"a", b"\x00"] {
-            store.put(key.to_vec(), [key, b"!"].concat());
+    fn write(&self, batch: &WriteBatch) -> Result<(), BackendError> {
+        let mut state = self.state();
+        let effect = resolve(&batch.ops, |range| {
+            Ok(state.range(range).map(|(k, _)| k.clone()).collect())
+        })?;
+        for (key, value) in effect {
+            match value {
+                Some(value) => state.data.insert(key, value),
+                None => state.data.remove(&key),
+            };
         }
-        assert_eq!(store.get(b"a"), Some(&b"a!"[..]));
-        assert_eq!(store.get(b"zz"), None);
-        store.del(b"b");
-        assert_eq!(store.get(b"b"), None);
-        assert_eq!(store.len(), 4);
-
-        let keys: Vec<&[u8]> = store
-            .range(Bound::Excluded(b""), Bound::Unbounded)
-            .map(|(k, _)| k)
-            .collect();
-        assert_eq!(keys, vec![&b"\x00"[..], b"a", b"a\xff"]);
-
-        let reverse: Vec<&[u8]> = store
-            .range(Bound::Unbounded, Bound::Excluded(b"a\xff"))
-            .rev()
-            .map(|(k, _)| k)
-            .collect();
-        assert_eq!(reverse, vec![&b"a"[..], b"\x00", b""]);
+        state.records.extend(batch.records.iter().cloned());
+        Ok(())
     }
 
-    #[test]
-    fn inverted_and_empty_ranges_yield_nothing_instead_of_panicking() {
-        let mut store = MemoryStore::new();
-        store.put(b"a".to_vec(), b"1".to_vec());
-        store.put(b"b".to_vec(), b"2".to_vec());
-        let count = |start, end| store.range(start, end).count();
-        assert_eq!(
-            count(Bound::Included(&b"b"[..]), Bound::Included(&b"a"[..])),
-            0
-        );
-        assert_eq!(
-            count(Bound::Excluded(&b"a"[..]), Bound::Excluded(&b"a"[..])),
-            0
-        );
-        assert_eq!(
-            count(Bound::Excluded(&b"a"[..]), Bound::Included(&b"a"[..])),
-            0
-        );
-        assert_eq!(
-            count(Bound::Included(&b"a"[..]), Bound::Included(&b"a"[..])),
-            1
-        );
-        assert_eq!(
-            count(Bound::Included(&b"a"[..]), Bound::Excluded(&b"b"[..])),
-            1
-        );
+    fn iter(&self, range: &KeyRange, reverse: bool) -> Result<EntryIter, BackendError> {
+        let state = self.state();
+        let entry = |(key, value): (&Vec<u8>, &Vec<u8>)| {
+            Ok(Entry {
+                key: key.clone(),
+                value: value.clone(),
+            })
+        };
+        let entries: Vec<_> = if reverse {
+            state.range(range).rev().map(entry).collect()
+        } else {
+            state.range(range).map(entry).collect()
+        };
+        Ok(Box::new(entries.into_iter()))
+    }
+
+    fn dedup_records(&self) -> Result<Vec<(ClientId, DedupRecord)>, BackendError> {
+        Ok(self
+            .state()
+            .records
+            .iter()
+            .map(|(client, record)| (*client, record.clone()))
+            .collect())
     }
 }

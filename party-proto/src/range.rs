@@ -42,6 +42,35 @@ impl KeyRange {
         above_start && below_end
     }
 
+    /// True when no key can lie in the range (its start is after its end, or they meet at
+    /// an excluded key).
+    pub fn is_empty(&self) -> bool {
+        match (&self.start, &self.end) {
+            (Bound::Included(start), Bound::Included(end)) => start > end,
+            (Bound::Included(start) | Bound::Excluded(start), Bound::Excluded(end))
+            | (Bound::Excluded(start), Bound::Included(end)) => start >= end,
+            _ => false,
+        }
+    }
+
+    /// The same range as `[lower, upper)`: an inclusive lower key and an exclusive upper
+    /// key, `None` for unbounded. Uses that the key right after `k` in byte order is
+    /// `k ++ [0x00]`, so it is exact for every range.
+    pub fn half_open(&self) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+        let successor = |key: &Vec<u8>| [key.as_slice(), &[0]].concat();
+        let lower = match &self.start {
+            Bound::Unbounded => None,
+            Bound::Included(key) => Some(key.clone()),
+            Bound::Excluded(key) => Some(successor(key)),
+        };
+        let upper = match &self.end {
+            Bound::Unbounded => None,
+            Bound::Included(key) => Some(successor(key)),
+            Bound::Excluded(key) => Some(key.clone()),
+        };
+        (lower, upper)
+    }
+
     /// The part of this range that a forward iterator still has to read after delivering
     /// `key`: everything strictly greater. A bound that is already tighter is kept.
     pub fn after(&self, key: &[u8]) -> KeyRange {
@@ -142,6 +171,24 @@ mod tests {
             "a prefix of the last key is still to come"
         );
         assert!(reverse.contains(b"aa\xff"));
+    }
+
+    #[test]
+    fn empty_ranges_and_their_half_open_form() {
+        let key = |k: &[u8]| k.to_vec();
+        assert!(range(Bound::Included(b"b"), Bound::Included(b"a")).is_empty());
+        assert!(range(Bound::Excluded(b"a"), Bound::Excluded(b"a")).is_empty());
+        assert!(range(Bound::Excluded(b"a"), Bound::Included(b"a")).is_empty());
+        assert!(!range(Bound::Included(b"a"), Bound::Included(b"a")).is_empty());
+        assert!(!KeyRange::all().is_empty());
+        let r = range(Bound::Excluded(b"a"), Bound::Included(b"b"));
+        assert_eq!(r.half_open(), (Some(key(b"a\x00")), Some(key(b"b\x00"))));
+        for probe in [&b"a"[..], b"a\x00", b"ab", b"b", b"b\x00"] {
+            let (lower, upper) = r.half_open();
+            let in_half_open = lower.is_none_or(|l| probe >= l.as_slice())
+                && upper.is_none_or(|u| probe < u.as_slice());
+            assert_eq!(in_half_open, r.contains(probe), "{probe:?}");
+        }
     }
 
     #[test]

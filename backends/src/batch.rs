@@ -1,0 +1,71 @@
+//! What the leader's writer hands a store: the writes of one group, applied all or nothing
+//! together with the dedup records that make them exactly-once.
+
+use std::collections::BTreeMap;
+
+use party_proto::wire::{BatchOp, WriteOp};
+use party_proto::{ClientId, DedupRecord, KeyRange};
+
+use crate::error::BackendError;
+
+/// One atomic, durable commit: the writes in order, and the dedup records to store with
+/// them in the same commit.
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    pub ops: Vec<WriteOp>,
+    pub records: Vec<(ClientId, DedupRecord)>,
+}
+
+impl WriteBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, op: WriteOp) -> &mut Self {
+        self.ops.push(op);
+        self
+    }
+}
+
+/// The net effect of `ops` applied in order: for each touched key, its final value or `None`
+/// for deleted. `scan` lists the keys the store holds in a range, for `Clear`.
+///
+/// Every store applies this as one native atomic batch, so clear, batch and group commit
+/// behave the same on all of them.
+pub fn resolve(
+    ops: &[WriteOp],
+    mut scan: impl FnMut(&KeyRange) -> Result<Vec<Vec<u8>>, BackendError>,
+) -> Result<BTreeMap<Vec<u8>, Option<Vec<u8>>>, BackendError> {
+    let mut effect: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    for op in ops {
+        match op {
+            WriteOp::Put { key, value } => {
+                effect.insert(key.clone(), Some(value.clone()));
+            }
+            WriteOp::Del { key } => {
+                effect.insert(key.clone(), None);
+            }
+            WriteOp::Batch { ops } => {
+                for op in ops {
+                    match op {
+                        BatchOp::Put { key, value } => {
+                            effect.insert(key.clone(), Some(value.clone()))
+                        }
+                        BatchOp::Del { key } => effect.insert(key.clone(), None),
+                    };
+                }
+            }
+            WriteOp::Clear { range } => {
+                for (key, value) in effect.iter_mut() {
+                    if range.contains(key) {
+                        *value = None;
+                    }
+                }
+                for key in scan(range)? {
+                    effect.insert(key, None);
+                }
+            }
+        }
+    }
+    Ok(effect)
+}

@@ -1,0 +1,66 @@
+//! Typed errors of the stores. Callers match on variants, never on messages.
+
+use std::path::PathBuf;
+
+/// The store's own error, kept whole for its message and source chain.
+pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another process holds the store open.
+    #[error("the {backend} store at {} is locked by another process", path.display())]
+    Locked {
+        backend: &'static str,
+        path: PathBuf,
+    },
+    /// The store is not compiled into this build (enable its cargo feature).
+    #[error("the {backend} backend is not compiled in; enable the `{backend}` cargo feature")]
+    NotCompiled { backend: &'static str },
+    /// The store failed to open for a reason of its own.
+    #[error("cannot open the {backend} store at {}: {source}", path.display())]
+    Store {
+        backend: &'static str,
+        path: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// Why an operation on an open store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The store failed (IO error, disk full, poisoned after an earlier fatal error, …).
+    #[error("{backend} store error: {source}")]
+    Store {
+        backend: &'static str,
+        #[source]
+        source: StoreError,
+    },
+    /// The key is longer than this store can hold.
+    #[error("key of {len} bytes is longer than the {backend} store allows ({max} bytes)")]
+    KeyTooLarge {
+        backend: &'static str,
+        len: usize,
+        max: usize,
+    },
+    /// A dedup record in the reserved namespace does not decode: the store was written by
+    /// something else, or is damaged.
+    #[error("corrupt dedup record for key {key:02x?}: {reason}")]
+    CorruptRecord { key: Vec<u8>, reason: String },
+}
+
+impl BackendError {
+    pub(crate) fn store(backend: &'static str, source: impl Into<StoreError>) -> Self {
+        BackendError::Store {
+            backend,
+            source: source.into(),
+        }
+    }
+}
+
+impl From<BackendError> for party_proto::ErrorCode {
+    fn from(error: BackendError) -> Self {
+        party_proto::ErrorCode::Backend(error.to_string())
+    }
+}

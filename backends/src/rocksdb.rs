@@ -1,0 +1,166 @@
+//! RocksDB.
+//!
+//! Data lives in the default column family, dedup records in `party_dedup`; one
+//! `WriteBatch` covers both, so they commit atomically. RocksDB writes each batch to its
+//! write-ahead log before returning (without fsync), which survives `kill -9`; one batch per
+//! group of writes keeps it to one WAL write per group. Iterators read the implicit snapshot
+//! RocksDB takes when an iterator is created.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use party_proto::wire::Entry;
+use party_proto::{ClientId, DedupRecord, KeyRange};
+use rocksdb::{DBIteratorWithThreadMode, IteratorMode, Options, ReadOptions, DB};
+
+use crate::batch::{resolve, WriteBatch};
+use crate::error::{BackendError, OpenError};
+use crate::iter::EntryIter;
+use crate::{records, store_error, Backend};
+
+const NAME: &str = "rocksdb";
+
+type DbIter<'db> = DBIteratorWithThreadMode<'db, DB>;
+
+self_cell::self_cell!(
+    /// A RocksDB iterator together with the database it reads, so it can outlive the call
+    /// that opened it.
+    struct OwnedIter {
+        owner: Arc<DB>,
+        #[not_covariant]
+        dependent: DbIter,
+    }
+);
+
+impl Iterator for OwnedIter {
+    type Item = Result<Entry, BackendError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.with_dependent_mut(|_, iter| iter.next()).map(|item| {
+            let (key, value) = item.map_err(store_error(NAME))?;
+            Ok(Entry {
+                key: key.into_vec(),
+                value: value.into_vec(),
+            })
+        })
+    }
+}
+
+/// A RocksDB database opened for party.
+pub struct RocksBackend {
+    db: Arc<DB>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RocksBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksBackend")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RocksBackend {
+    pub fn open(path: &Path) -> Result<Self, OpenError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        let db = DB::open_cf(&options, path, [records::NAMESPACE]).map_err(|error| {
+            // RocksDB reports a held LOCK file only in its message.
+            let message = error.to_string();
+            if message.contains("While lock file")
+                || message.contains("lock hold by current process")
+            {
+                OpenError::Locked {
+                    backend: NAME,
+                    path: path.to_owned(),
+                }
+            } else {
+                OpenError::Store {
+                    backend: NAME,
+                    path: path.to_owned(),
+                    source: error.into(),
+                }
+            }
+        })?;
+        Ok(RocksBackend {
+            db: Arc::new(db),
+            path: path.to_owned(),
+        })
+    }
+
+    fn records_family(&self) -> Result<&rocksdb::ColumnFamily, BackendError> {
+        self.db
+            .cf_handle(records::NAMESPACE)
+            .ok_or_else(|| BackendError::store(NAME, "the dedup column family is missing"))
+    }
+}
+
+impl Backend for RocksBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        self.db.get(key).map_err(store_error(NAME))
+    }
+
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        self.db
+            .multi_get(keys)
+            .into_iter()
+            .map(|value| value.map_err(store_error(NAME)))
+            .collect()
+    }
+
+    fn write(&self, batch: &WriteBatch) -> Result<(), BackendError> {
+        let effect = resolve(&batch.ops, |range| {
+            self.iter(range, false)?
+                .map(|entry| entry.map(|e| e.key))
+                .collect()
+        })?;
+        let mut commit = rocksdb::WriteBatch::default();
+        for (key, value) in effect {
+            match value {
+                Some(value) => commit.put(key, value),
+                None => commit.delete(key),
+            }
+        }
+        let family = self.records_family()?;
+        for (client, record) in &batch.records {
+            commit.put_cf(family, records::key(*client), records::value(record));
+        }
+        self.db.write(commit).map_err(store_error(NAME))
+    }
+
+    fn iter(&self, range: &KeyRange, reverse: bool) -> Result<EntryIter, BackendError> {
+        if range.is_empty() {
+            return Ok(Box::new(std::iter::empty()));
+        }
+        let (lower, upper) = range.half_open();
+        let mut read = ReadOptions::default();
+        if let Some(lower) = lower {
+            read.set_iterate_lower_bound(lower);
+        }
+        if let Some(upper) = upper {
+            read.set_iterate_upper_bound(upper);
+        }
+        let mode = if reverse {
+            IteratorMode::End
+        } else {
+            IteratorMode::Start
+        };
+        let iter = OwnedIter::new(self.db.clone(), |db| db.iterator_opt(mode, read));
+        Ok(Box::new(iter))
+    }
+
+    fn dedup_records(&self) -> Result<Vec<(ClientId, DedupRecord)>, BackendError> {
+        self.db
+            .iterator_cf(self.records_family()?, IteratorMode::Start)
+            .map(|item| {
+                let (key, value) = item.map_err(store_error(NAME))?;
+                records::decode(&key, &value)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,499 @@
+//! One conformance suite for every compiled-in store: memory always, fjall by default, sled
+//! and rocksdb with their features. Each `conformance!` line below runs the whole suite
+//! against one store; the stores on disk also run the crash and lock tests against a real
+//! child process (`party-backend-writer`) killed with SIGKILL.
+
+use std::io::{BufRead, BufReader};
+use std::ops::Bound;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use party_backends::{Backend, BackendKind, MemoryBackend, OpenError, WriteBatch};
+use party_proto::wire::{BatchOp, WriteOp};
+use party_proto::{ClientId, DedupRecord, IterOptions, KeyRange, WriteSeq};
+
+/// Keys at the byte edges: the empty key, 0x00, 0xff, and keys that are prefixes of others.
+const EDGE_KEYS: &[&[u8]] = &[
+    b"",
+    b"\x00",
+    b"\x00\x00",
+    b"\x01",
+    b"a",
+    b"a\x00",
+    b"ab",
+    b"ab\xff",
+    b"b",
+    b"\xff",
+    b"\xff\xff",
+];
+
+/// Bound keys: some of the edge keys, and some keys that are not in the store.
+const PROBES: &[&[u8]] = &[
+    b"",
+    b"\x00",
+    b"a",
+    b"a\x00",
+    b"aa",
+    b"ab",
+    b"\xff",
+    b"\xff\xff",
+    b"zz",
+];
+
+fn put(key: &[u8], value: &[u8]) -> WriteOp {
+    WriteOp::Put {
+        key: key.to_vec(),
+        value: value.to_vec(),
+    }
+}
+
+fn write(store: &dyn Backend, ops: Vec<WriteOp>) {
+    store
+        .write(&WriteBatch {
+            ops,
+            records: Vec::new(),
+        })
+        .expect("write");
+}
+
+fn value_of(key: &[u8]) -> Vec<u8> {
+    [b"v:", key].concat()
+}
+
+fn fill_edge_keys(store: &dyn Backend) {
+    write(
+        store,
+        EDGE_KEYS.iter().map(|k| put(k, &value_of(k))).collect(),
+    );
+}
+
+fn keys(entries: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<Vec<u8>> {
+    entries.into_iter().map(|(k, _)| k).collect()
+}
+
+/// Reads everything `options` selects, `chunk` entries at a time.
+fn read_all(store: &dyn Backend, options: &IterOptions, chunk: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut chunks = store.chunks(options).expect("iterator opens");
+    let mut all = Vec::new();
+    loop {
+        let (entries, exhausted) = chunks.next_chunk(chunk).expect("chunk reads");
+        assert!(entries.len() <= chunk, "a chunk larger than asked");
+        all.extend(entries.into_iter().map(|e| (e.key, e.value)));
+        if exhausted {
+            return all;
+        }
+    }
+}
+
+fn bounds() -> Vec<Bound<Vec<u8>>> {
+    let mut bounds = vec![Bound::Unbounded];
+    for probe in PROBES {
+        bounds.push(Bound::Included(probe.to_vec()));
+        bounds.push(Bound::Excluded(probe.to_vec()));
+    }
+    bounds
+}
+
+pub fn byte_order_at_the_edges(store: &dyn Backend) {
+    fill_edge_keys(store);
+    let mut sorted: Vec<Vec<u8>> = EDGE_KEYS.iter().map(|k| k.to_vec()).collect();
+    sorted.sort();
+    let read = keys(read_all(store, &IterOptions::default(), 3));
+    assert_eq!(read, sorted, "plain byte order, the empty key first");
+    assert_eq!(
+        store.get(b"").unwrap(),
+        Some(value_of(b"")),
+        "the empty key is a key"
+    );
+}
+
+pub fn range_matrix_forward_and_reverse_with_limits(store: &dyn Backend) {
+    fill_edge_keys(store);
+    let mut all: Vec<Vec<u8>> = EDGE_KEYS.iter().map(|k| k.to_vec()).collect();
+    all.sort();
+    let mut case = 0usize;
+    for start in bounds() {
+        for end in bounds() {
+            let range = KeyRange {
+                start: start.clone(),
+                end: end.clone(),
+            };
+            for reverse in [false, true] {
+                for limit in [None, Some(0), Some(1), Some(3)] {
+                    case += 1;
+                    let options = IterOptions {
+                        range: range.clone(),
+                        reverse,
+                        limit,
+                        ..IterOptions::default()
+                    };
+                    let mut want: Vec<Vec<u8>> =
+                        all.iter().filter(|k| range.contains(k)).cloned().collect();
+                    if reverse {
+                        want.reverse();
+                    }
+                    want.truncate(limit.map_or(usize::MAX, |l| l as usize));
+                    let chunk = [1, 2, 5, 100][case % 4];
+                    let got = read_all(store, &options, chunk);
+                    assert!(got.iter().all(|(k, v)| *v == value_of(k)));
+                    assert_eq!(
+                        keys(got),
+                        want,
+                        "{start:?}..{end:?} reverse={reverse} limit={limit:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+pub fn get_many_answers_each_key_in_order(store: &dyn Backend) {
+    write(store, vec![put(b"a", b"1"), put(b"c", b"3")]);
+    let asked = vec![
+        b"c".to_vec(),
+        b"b".to_vec(),
+        b"a".to_vec(),
+        b"c".to_vec(),
+        vec![],
+    ];
+    assert_eq!(
+        store.get_many(&asked).unwrap(),
+        vec![
+            Some(b"3".to_vec()),
+            None,
+            Some(b"1".to_vec()),
+            Some(b"3".to_vec()),
+            None
+        ]
+    );
+    assert_eq!(store.get_many(&[]).unwrap(), Vec::<Option<Vec<u8>>>::new());
+}
+
+pub fn clear_removes_the_range_in_order_with_other_writes(store: &dyn Backend) {
+    fill_edge_keys(store);
+    let range = KeyRange {
+        start: Bound::Included(b"a".to_vec()),
+        end: Bound::Excluded(b"b".to_vec()),
+    };
+    // Within one commit: a put inside the range before the clear is cleared, one after it
+    // stays, and a delete outside the range still applies.
+    write(
+        store,
+        vec![
+            put(b"aa", b"cleared"),
+            WriteOp::Clear { range },
+            put(b"ab\x00", b"kept"),
+            WriteOp::Del {
+                key: b"\x01".to_vec(),
+            },
+        ],
+    );
+    let want: Vec<Vec<u8>> = [
+        &b""[..],
+        b"\x00",
+        b"\x00\x00",
+        b"ab\x00",
+        b"b",
+        b"\xff",
+        b"\xff\xff",
+    ]
+    .iter()
+    .map(|k| k.to_vec())
+    .collect();
+    assert_eq!(keys(read_all(store, &IterOptions::default(), 4)), want);
+    // An inverted range clears nothing.
+    let inverted = KeyRange {
+        start: Bound::Included(b"z".to_vec()),
+        end: Bound::Included(b"a".to_vec()),
+    };
+    write(store, vec![WriteOp::Clear { range: inverted }]);
+    assert_eq!(keys(read_all(store, &IterOptions::default(), 100)), want);
+}
+
+pub fn batch_applies_in_order(store: &dyn Backend) {
+    let ops = vec![
+        BatchOp::Put {
+            key: b"k".to_vec(),
+            value: b"1".to_vec(),
+        },
+        BatchOp::Del { key: b"k".to_vec() },
+        BatchOp::Put {
+            key: b"j".to_vec(),
+            value: b"2".to_vec(),
+        },
+        BatchOp::Put {
+            key: b"j".to_vec(),
+            value: b"3".to_vec(),
+        },
+    ];
+    write(store, vec![WriteOp::Batch { ops }]);
+    assert_eq!(store.get(b"k").unwrap(), None);
+    assert_eq!(store.get(b"j").unwrap(), Some(b"3".to_vec()));
+}
+
+pub fn dedup_records_are_stored_with_the_write_and_never_seen_as_data(store: &dyn Backend) {
+    let record = |seq| DedupRecord {
+        applied_through: WriteSeq(seq),
+        failed: vec![WriteSeq(seq - 1)],
+    };
+    let batch = WriteBatch {
+        ops: vec![put(b"k", b"v")],
+        records: vec![(ClientId(1), record(5)), (ClientId(u128::MAX), record(9))],
+    };
+    store.write(&batch).unwrap();
+    let mut records = store.dedup_records().unwrap();
+    records.sort_by_key(|(client, _)| *client);
+    assert_eq!(
+        records,
+        vec![(ClientId(1), record(5)), (ClientId(u128::MAX), record(9))]
+    );
+    // A newer record replaces the older one of the same client: one record per client.
+    let newer = WriteBatch {
+        ops: vec![],
+        records: vec![(ClientId(1), record(6))],
+    };
+    store.write(&newer).unwrap();
+    let records = store.dedup_records().unwrap();
+    assert_eq!(records.len(), 2);
+    assert!(records.contains(&(ClientId(1), record(6))));
+    let data = read_all(store, &IterOptions::default(), 10);
+    assert_eq!(
+        data,
+        vec![(b"k".to_vec(), b"v".to_vec())],
+        "records are not data"
+    );
+}
+
+pub fn an_iterator_reads_the_store_as_it_was_when_opened(store: &dyn Backend) {
+    write(store, vec![put(b"a", b"1"), put(b"b", b"2")]);
+    let mut chunks = store.chunks(&IterOptions::default()).unwrap();
+    write(
+        store,
+        vec![put(b"c", b"3"), WriteOp::Del { key: b"b".to_vec() }],
+    );
+    let (entries, _) = chunks.next_chunk(10).unwrap();
+    let read: Vec<Vec<u8>> = entries.into_iter().map(|e| e.key).collect();
+    assert_eq!(read, vec![b"a".to_vec(), b"b".to_vec()]);
+}
+
+fn writer(kind: BackendKind, path: &Path, mode: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_party-backend-writer"))
+        .args([kind.name(), path.to_str().unwrap(), mode])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn party-backend-writer")
+}
+
+/// The second opener, in another process, gets `Locked`; once the holder dies it opens.
+pub fn a_second_opener_gets_locked(kind: BackendKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut holder = writer(kind, dir.path(), "hold");
+    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let error = kind
+        .open(dir.path())
+        .expect_err("the store is held by the child");
+    assert!(matches!(error, OpenError::Locked { .. }), "{error}");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    kind.open(dir.path())
+        .expect("free again once the holder is dead");
+}
+
+fn acked(line: std::io::Result<String>) -> u64 {
+    let line = line.expect("writer output");
+    line.strip_prefix("acked ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected writer output {line:?}"))
+}
+
+/// A child commits numbered batches (20 keys and a dedup record each) and is killed with
+/// SIGKILL mid-stream. After reopening: every batch is all or nothing, every acknowledged
+/// batch is there, and the dedup record names exactly the last batch that is there.
+pub fn batches_survive_kill_9_whole_or_not_at_all(kind: BackendKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = writer(kind, dir.path(), "batches");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut last_acked = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while last_acked < 40 && Instant::now() < deadline {
+        last_acked = acked(lines.next().expect("the writer died early"));
+    }
+    assert!(
+        last_acked >= 40,
+        "the writer committed only {last_acked} batches in time"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for line in lines {
+        last_acked = acked(line);
+    }
+
+    let store = kind.open(dir.path()).expect("reopens after kill -9");
+    let mut present = Vec::new();
+    for i in 1..=last_acked + 1 {
+        let range = KeyRange {
+            start: Bound::Included(format!("batch/{i:08}/").into_bytes()),
+            end: Bound::Excluded(format!("batch/{:08}/", i + 1).into_bytes()),
+        };
+        let options = IterOptions {
+            range,
+            ..IterOptions::default()
+        };
+        let count = read_all(&*store, &options, 64).len();
+        assert!(
+            count == 0 || count == 20,
+            "batch {i} is torn: {count} of 20 keys"
+        );
+        if count == 20 {
+            present.push(i);
+        }
+    }
+    let last = present.last().copied().unwrap_or(0);
+    assert!(
+        last >= last_acked,
+        "acknowledged batch {last_acked} was lost (last present {last})"
+    );
+    assert_eq!(
+        present,
+        (1..=last).collect::<Vec<_>>(),
+        "a gap in the batches"
+    );
+    let record = DedupRecord {
+        applied_through: WriteSeq(last),
+        failed: vec![],
+    };
+    assert_eq!(
+        store.dedup_records().unwrap(),
+        vec![(ClientId(7), record)],
+        "the dedup record commits with its batch"
+    );
+}
+
+macro_rules! conformance {
+    ($module:ident, $open:expr) => {
+        mod $module {
+            use super::*;
+
+            fn with_store(test: fn(&dyn Backend)) {
+                let dir = tempfile::tempdir().unwrap();
+                let open: fn(&Path) -> Arc<dyn Backend> = $open;
+                test(&*open(dir.path()));
+            }
+
+            #[test]
+            fn byte_order_at_the_edges() {
+                with_store(super::byte_order_at_the_edges);
+            }
+            #[test]
+            fn range_matrix_forward_and_reverse_with_limits() {
+                with_store(super::range_matrix_forward_and_reverse_with_limits);
+            }
+            #[test]
+            fn get_many_answers_each_key_in_order() {
+                with_store(super::get_many_answers_each_key_in_order);
+            }
+            #[test]
+            fn clear_removes_the_range_in_order_with_other_writes() {
+                with_store(super::clear_removes_the_range_in_order_with_other_writes);
+            }
+            #[test]
+            fn batch_applies_in_order() {
+                with_store(super::batch_applies_in_order);
+            }
+            #[test]
+            fn dedup_records_are_stored_with_the_write_and_never_seen_as_data() {
+                with_store(super::dedup_records_are_stored_with_the_write_and_never_seen_as_data);
+            }
+        }
+    };
+    ($module:ident, $open:expr, on disk $kind:expr) => {
+        conformance!($module, $open);
+        mod on_disk {
+            use super::*;
+
+            #[test]
+            fn a_second_opener_gets_locked() {
+                super::super::a_second_opener_gets_locked($kind);
+            }
+            #[test]
+            fn batches_survive_kill_9_whole_or_not_at_all() {
+                super::super::batches_survive_kill_9_whole_or_not_at_all($kind);
+            }
+        }
+    };
+}
+
+/// The stores with snapshot iterators (all but sled) also run this.
+fn snapshot_test(kind: BackendKind) {
+    let dir = tempfile::tempdir().unwrap();
+    an_iterator_reads_the_store_as_it_was_when_opened(&*kind.open(dir.path()).unwrap());
+}
+
+conformance!(memory, |_| Arc::new(MemoryBackend::new()));
+
+#[test]
+fn memory_iterators_are_snapshots() {
+    an_iterator_reads_the_store_as_it_was_when_opened(&MemoryBackend::new());
+}
+
+#[cfg(feature = "fjall")]
+mod fjall {
+    use super::*;
+    conformance!(suite, |dir| BackendKind::Fjall.open(dir).unwrap(), on disk BackendKind::Fjall);
+
+    #[test]
+    fn iterators_are_snapshots() {
+        snapshot_test(BackendKind::Fjall);
+    }
+
+    #[test]
+    fn a_key_too_long_for_fjall_is_a_typed_error_and_nothing_of_its_batch_applies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BackendKind::Fjall.open(dir.path()).unwrap();
+        let max = party_backends::FJALL_MAX_KEY_LEN;
+        let batch = WriteBatch {
+            ops: vec![put(b"fine", b"1"), put(&vec![b'x'; max + 1], b"2")],
+            records: vec![(
+                ClientId(1),
+                DedupRecord {
+                    applied_through: WriteSeq(1),
+                    failed: vec![],
+                },
+            )],
+        };
+        let error = store.write(&batch).unwrap_err();
+        assert!(
+            matches!(error, party_backends::BackendError::KeyTooLarge { len, .. } if len == max + 1),
+            "{error}"
+        );
+        assert_eq!(store.get(b"fine").unwrap(), None, "all or nothing");
+        assert!(store.dedup_records().unwrap().is_empty());
+        assert_eq!(store.get(&vec![b'x'; max + 1]).unwrap(), None);
+        write(&*store, vec![put(&vec![b'y'; max], b"longest")]);
+        assert_eq!(
+            store.get(&vec![b'y'; max]).unwrap(),
+            Some(b"longest".to_vec())
+        );
+    }
+}
+
+#[cfg(feature = "sled")]
+mod sled {
+    use super::*;
+    conformance!(suite, |dir| BackendKind::Sled.open(dir).unwrap(), on disk BackendKind::Sled);
+}
+
+#[cfg(feature = "rocksdb")]
+mod rocksdb {
+    use super::*;
+    conformance!(suite, |dir| BackendKind::Rocksdb.open(dir).unwrap(), on disk BackendKind::Rocksdb);
+
+    #[test]
+    fn iterators_are_snapshots() {
+        snapshot_test(BackendKind::Rocksdb);
+    }
+}
