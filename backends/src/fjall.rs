@@ -1,35 +1,38 @@
 //! fjall: the default store.
 //!
-//! Data lives in the keyspace `data`, dedup records in `party_dedup`; a batch spans both and
-//! commits atomically through fjall's single journal. fjall refuses the empty key, so every
-//! data key is stored behind a one-byte prefix (which keeps the order), and keys longer than
-//! [`MAX_KEY_LEN`] are refused with a typed error. Each commit hands the journal to the
-//! OS (`PersistMode::Buffer`, fjall's default for batches), which is what survives `kill -9`;
-//! one commit per group of writes keeps that to one flush per group. Iterators are fjall
-//! snapshots.
+//! Pinned to fjall 2.11 because it rotates its journal with every memtable, so a small
+//! memtable bounds what a new leader has to replay after a crash. fjall 3.1 rotates the
+//! journal only past a fixed 64 MB, which makes a reopen after `kill -9` take up to ~0.7 s
+//! (measured by `benches/reopen.rs`).
 //!
-//! Reopening replays the journal that was not yet flushed into tables, so a small memtable
-//! keeps a new leader's open fast after a crash (see the reopen benchmark).
+//! Layout of the store directory: `store.lock`, held with an OS lock while open (fjall 2
+//! takes no lock of its own, and this is the second guard behind party's election lock),
+//! and the fjall keyspace in `fjall/`, with data in the partition `data` and dedup records
+//! in `party_dedup`. A batch spans both partitions and commits atomically through fjall's
+//! journal; each commit hands the journal to the OS (`PersistMode::Buffer`), which survives
+//! `kill -9`, and one commit per group of writes keeps that to one flush per group.
+//! Iterators are fjall snapshots.
+//!
+//! fjall refuses the empty key, so every data key is stored behind a one-byte prefix (which
+//! keeps the order); keys longer than [`MAX_KEY_LEN`] get a typed error.
 
+use std::fs::{File, TryLockError};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
+use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, Snapshot};
 use party_proto::wire::Entry;
 use party_proto::{ClientId, DedupRecord, KeyRange};
 
 use crate::batch::{resolve, WriteBatch};
-use crate::error::{BackendError, OpenError};
+use crate::error::{BackendError, OpenError, StoreError};
 use crate::iter::EntryIter;
 use crate::{records, store_error, Backend};
 
 const NAME: &str = "fjall";
 
-/// Memtable size of the data keyspace: bounds the journal a reopen has to replay.
-const MAX_MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
-
-/// fjall's smallest allowed journal budget.
-const MAX_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
+/// Memtable size of the data partition: bounds the journal a reopen has to replay.
+const MAX_MEMTABLE_BYTES: u32 = 2 * 1024 * 1024;
 
 /// The longest key party can store in fjall: fjall's 65535 bytes less the prefix.
 pub const MAX_KEY_LEN: usize = u16::MAX as usize - 1;
@@ -59,12 +62,14 @@ fn checked_key(key: &[u8]) -> Result<Vec<u8>, BackendError> {
     Ok(stored_key(key))
 }
 
-/// A fjall database opened for party.
+/// A fjall keyspace opened for party.
 pub struct FjallBackend {
-    db: Database,
-    data: Keyspace,
-    records: Keyspace,
+    keyspace: Keyspace,
+    data: PartitionHandle,
+    records: PartitionHandle,
     path: PathBuf,
+    // Declared last: released only after fjall has shut down.
+    _lock: File,
 }
 
 impl std::fmt::Debug for FjallBackend {
@@ -77,41 +82,107 @@ impl std::fmt::Debug for FjallBackend {
 
 impl FjallBackend {
     pub fn open(path: &Path) -> Result<Self, OpenError> {
-        let open_error = |error: fjall::Error| match error {
-            fjall::Error::Locked => OpenError::Locked {
-                backend: NAME,
-                path: path.to_owned(),
-            },
-            other => OpenError::Store {
-                backend: NAME,
-                path: path.to_owned(),
-                source: other.into(),
-            },
+        let failed = |source: StoreError| OpenError::Store {
+            backend: NAME,
+            path: path.to_owned(),
+            source,
         };
-        let db = Database::builder(path)
-            .max_journaling_size(MAX_JOURNAL_BYTES)
+        std::fs::create_dir_all(path).map_err(|e| failed(e.into()))?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path.join("store.lock"))
+            .map_err(|e| failed(e.into()))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(OpenError::Locked {
+                    backend: NAME,
+                    path: path.to_owned(),
+                })
+            }
+            Err(TryLockError::Error(e)) => return Err(failed(e.into())),
+        }
+        let keyspace = Config::new(path.join("fjall"))
             .open()
-            .map_err(open_error)?;
-        let options = || KeyspaceCreateOptions::default().max_memtable_size(MAX_MEMTABLE_BYTES);
-        let data = db.keyspace("data", options).map_err(open_error)?;
-        let records = db
-            .keyspace(records::NAMESPACE, KeyspaceCreateOptions::default)
-            .map_err(open_error)?;
+            .map_err(|e| failed(e.into()))?;
+        let data_options = PartitionCreateOptions::default().max_memtable_size(MAX_MEMTABLE_BYTES);
+        let data = keyspace
+            .open_partition("data", data_options)
+            .map_err(|e| failed(e.into()))?;
+        let records = keyspace
+            .open_partition(records::NAMESPACE, PartitionCreateOptions::default())
+            .map_err(|e| failed(e.into()))?;
         Ok(FjallBackend {
-            db,
+            keyspace,
             data,
             records,
             path: path.to_owned(),
+            _lock: lock,
         })
     }
 }
 
-fn data_entry(guard: fjall::Guard) -> Result<Entry, BackendError> {
-    let (key, value) = guard.into_inner().map_err(store_error(NAME))?;
-    Ok(Entry {
-        key: key.get(1..).unwrap_or_default().to_vec(),
-        value: value.to_vec(),
-    })
+/// Entries read from one fjall snapshot, a buffer at a time.
+///
+/// fjall 2's range iterators are not `Send`, so instead of holding one this keeps the
+/// snapshot (which is) and the part of the range still to read, and refills its buffer
+/// from a short-lived range iterator that resumes after the last key read.
+struct SnapshotIter {
+    snapshot: Snapshot,
+    rest: Option<KeyRange>,
+    reverse: bool,
+    buffer: std::vec::IntoIter<Entry>,
+}
+
+/// Entries read from the snapshot per refill.
+const REFILL: usize = 256;
+
+impl SnapshotIter {
+    fn refill(&mut self) -> Result<(), BackendError> {
+        let Some(rest) = self.rest.take() else {
+            return Ok(());
+        };
+        let bounds = (stored_bound(&rest.start), stored_bound(&rest.end));
+        let range = self.snapshot.range(bounds);
+        let items: Vec<_> = if self.reverse {
+            range.rev().take(REFILL).collect()
+        } else {
+            range.take(REFILL).collect()
+        };
+        let mut entries = Vec::with_capacity(items.len());
+        for item in items {
+            let (key, value) = item.map_err(store_error(NAME))?;
+            entries.push(Entry {
+                key: key.get(1..).unwrap_or_default().to_vec(),
+                value: value.to_vec(),
+            });
+        }
+        if entries.len() == REFILL {
+            let last = &entries[REFILL - 1].key;
+            self.rest = Some(if self.reverse {
+                rest.before(last)
+            } else {
+                rest.after(last)
+            });
+        }
+        self.buffer = entries.into_iter();
+        Ok(())
+    }
+}
+
+impl Iterator for SnapshotIter {
+    type Item = Result<Entry, BackendError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buffer.len() == 0 {
+            if let Err(error) = self.refill() {
+                return Some(Err(error));
+            }
+        }
+        self.buffer.next().map(Ok)
+    }
 }
 
 impl Backend for FjallBackend {
@@ -133,7 +204,7 @@ impl Backend for FjallBackend {
                 .map(|entry| entry.map(|e| e.key))
                 .collect()
         })?;
-        let mut commit = self.db.batch();
+        let mut commit = self.keyspace.batch();
         for (key, value) in effect {
             let key = checked_key(&key)?;
             match value {
@@ -151,20 +222,19 @@ impl Backend for FjallBackend {
         if range.is_empty() {
             return Ok(Box::new(std::iter::empty()));
         }
-        let bounds = (stored_bound(&range.start), stored_bound(&range.end));
-        let entries = self.db.snapshot().range(&self.data, bounds);
-        Ok(if reverse {
-            Box::new(entries.rev().map(data_entry))
-        } else {
-            Box::new(entries.map(data_entry))
-        })
+        Ok(Box::new(SnapshotIter {
+            snapshot: self.data.snapshot(),
+            rest: Some(range.clone()),
+            reverse,
+            buffer: Vec::new().into_iter(),
+        }))
     }
 
     fn dedup_records(&self) -> Result<Vec<(ClientId, DedupRecord)>, BackendError> {
         self.records
             .iter()
-            .map(|guard| {
-                let (key, value) = guard.into_inner().map_err(store_error(NAME))?;
+            .map(|item| {
+                let (key, value) = item.map_err(store_error(NAME))?;
                 records::decode(&key, &value)
             })
             .collect()

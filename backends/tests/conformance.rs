@@ -149,6 +149,37 @@ pub fn range_matrix_forward_and_reverse_with_limits(store: &dyn Backend) {
     }
 }
 
+/// Long enough to cross every store's internal buffering.
+pub fn long_ranges_read_every_entry_once(store: &dyn Backend) {
+    let all: Vec<Vec<u8>> = (0..1000u32).map(|n| n.to_be_bytes().to_vec()).collect();
+    write(store, all.iter().map(|k| put(k, &value_of(k))).collect());
+    for reverse in [false, true] {
+        let mut want = all.clone();
+        if reverse {
+            want.reverse();
+        }
+        let options = IterOptions {
+            reverse,
+            ..IterOptions::default()
+        };
+        assert_eq!(
+            keys(read_all(store, &options, 7)),
+            want,
+            "reverse={reverse}"
+        );
+        let limited = IterOptions {
+            limit: Some(300),
+            ..options
+        };
+        want.truncate(300);
+        assert_eq!(
+            keys(read_all(store, &limited, 64)),
+            want,
+            "limited reverse={reverse}"
+        );
+    }
+}
+
 pub fn get_many_answers_each_key_in_order(store: &dyn Backend) {
     write(store, vec![put(b"a", b"1"), put(b"c", b"3")]);
     let asked = vec![
@@ -391,6 +422,10 @@ macro_rules! conformance {
             #[test]
             fn range_matrix_forward_and_reverse_with_limits() {
                 with_store(super::range_matrix_forward_and_reverse_with_limits);
+            }
+            #[test]
+            fn long_ranges_read_every_entry_once() {
+                with_store(super::long_ranges_read_every_entry_once);
             }
             #[test]
             fn get_many_answers_each_key_in_order() {

@@ -1,12 +1,13 @@
-//! A tool for the crash tests of the conformance suite: it opens a store and either holds it
-//! open (`hold`) or commits numbered batches until it is killed (`batches`), printing each
+//! A tool for the crash tests and the reopen benchmark: it opens a store and either holds it
+//! open (`hold`), commits numbered batches until it is killed (`batches`), printing each
 //! batch number only after its commit has returned — the point at which a leader would
-//! acknowledge it.
+//! acknowledge it — or writes `count` keys of 100 bytes, 100 per commit, prints `filled` and
+//! waits to be killed (`fill <count>`).
 //!
 //! Batch `i` puts the keys `batch/<i>/<j>` for `j` in `0..KEYS_PER_BATCH` and stores the
 //! dedup record `applied_through = i` for client [`CLIENT`], all in one commit.
 //!
-//! Usage: `party-backend-writer <fjall|sled|rocksdb> <path> <hold|batches>`
+//! Usage: `party-backend-writer <fjall|sled|rocksdb> <path> <hold|batches|fill COUNT>`
 
 use std::io::Write;
 use std::path::Path;
@@ -22,9 +23,19 @@ const CLIENT: ClientId = ClientId(7);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [kind, path, mode] = args.as_slice() else {
-        eprintln!("usage: party-backend-writer <fjall|sled|rocksdb> <path> <hold|batches>");
-        return ExitCode::from(2);
+    let (kind, path, mode) = match args.as_slice() {
+        [kind, path, mode] => (kind, path, mode.as_str()),
+        [kind, path, mode, count] if mode == "fill" => (kind, path, count.as_str()),
+        _ => {
+            eprintln!(
+                "usage: party-backend-writer <fjall|sled|rocksdb> <path> <hold|batches|fill COUNT>"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let mode = match mode.parse() {
+        Ok(count) => Mode::Fill(count),
+        Err(_) => Mode::Named(mode),
     };
     match run(kind, Path::new(path), mode) {
         Ok(()) => ExitCode::SUCCESS,
@@ -35,18 +46,40 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(kind: &str, path: &Path, mode: &str) -> Result<(), Box<dyn std::error::Error>> {
+enum Mode<'a> {
+    Named(&'a str),
+    Fill(u64),
+}
+
+fn run(kind: &str, path: &Path, mode: Mode) -> Result<(), Box<dyn std::error::Error>> {
     let store = BackendKind::from_str(kind)?.open(path)?;
     let mut out = std::io::stdout().lock();
     match mode {
-        "hold" => {
+        Mode::Named("hold") => {
             writeln!(out, "ready")?;
             out.flush()?;
-            loop {
-                std::thread::park();
-            }
+            park_forever()
         }
-        "batches" => {
+        Mode::Fill(count) => {
+            let keys: Vec<u64> = (0..count).collect();
+            for group in keys.chunks(100) {
+                let ops = group
+                    .iter()
+                    .map(|n| WriteOp::Put {
+                        key: format!("fill/{n:010}").into_bytes(),
+                        value: vec![b'v'; 100],
+                    })
+                    .collect();
+                store.write(&WriteBatch {
+                    ops,
+                    records: Vec::new(),
+                })?;
+            }
+            writeln!(out, "filled")?;
+            out.flush()?;
+            park_forever()
+        }
+        Mode::Named("batches") => {
             for i in 1u64.. {
                 let ops = (0..KEYS_PER_BATCH)
                     .map(|j| BatchOp::Put {
@@ -68,6 +101,12 @@ fn run(kind: &str, path: &Path, mode: &str) -> Result<(), Box<dyn std::error::Er
             }
             Ok(())
         }
-        other => Err(format!("unknown mode {other:?}").into()),
+        Mode::Named(other) => Err(format!("unknown mode {other:?}").into()),
+    }
+}
+
+fn park_forever() -> ! {
+    loop {
+        std::thread::park();
     }
 }
