@@ -52,7 +52,14 @@ fn sim_drives_proto_directly_never_core() {
     let tree = dependency_tree("party-sim");
     let names = crate_names(&tree);
     assert!(names.contains(&"party-proto"));
-    for forbidden in ["party-core", "tokio", "interprocess"] {
+    for forbidden in [
+        "party-core",
+        "tokio",
+        "interprocess",
+        "fjall",
+        "sled",
+        "rocksdb",
+    ] {
         assert!(
             !names.contains(&forbidden),
             "party-sim must not depend on {forbidden}:\n{tree}"
