@@ -7,6 +7,7 @@ use party_proto::wire::{BatchOp, WriteOp};
 use party_proto::{ClientId, DedupRecord, KeyRange};
 
 use crate::error::BackendError;
+use crate::Backend;
 
 /// One atomic, durable commit: the writes in order, and the dedup records to store with
 /// them in the same commit.
@@ -68,4 +69,17 @@ pub fn resolve(
         }
     }
     Ok(effect)
+}
+
+/// [`resolve`] for a store that lists a `Clear` range with its own iterator.
+pub(crate) fn resolve_in(
+    store: &dyn Backend,
+    ops: &[WriteOp],
+) -> Result<BTreeMap<Vec<u8>, Option<Vec<u8>>>, BackendError> {
+    resolve(ops, |range| {
+        store
+            .iter(range, false)?
+            .map(|entry| entry.map(|e| e.key))
+            .collect()
+    })
 }

@@ -27,6 +27,29 @@ pub enum OpenError {
     },
 }
 
+impl OpenError {
+    /// The error for a failed open, `Locked` when the store said another process holds it.
+    pub(crate) fn from_store(
+        backend: &'static str,
+        path: &std::path::Path,
+        locked: bool,
+        source: impl Into<StoreError>,
+    ) -> Self {
+        if locked {
+            OpenError::Locked {
+                backend,
+                path: path.to_owned(),
+            }
+        } else {
+            OpenError::Store {
+                backend,
+                path: path.to_owned(),
+                source: source.into(),
+            }
+        }
+    }
+}
+
 /// Why an operation on an open store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {

@@ -24,7 +24,7 @@ use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, Snapshot}
 use party_proto::wire::Entry;
 use party_proto::{ClientId, DedupRecord, KeyRange};
 
-use crate::batch::{resolve, WriteBatch};
+use crate::batch::{resolve_in, WriteBatch};
 use crate::error::{BackendError, OpenError, StoreError};
 use crate::iter::EntryIter;
 use crate::{records, store_error, Backend};
@@ -199,11 +199,7 @@ impl Backend for FjallBackend {
     }
 
     fn write(&self, batch: &WriteBatch) -> Result<(), BackendError> {
-        let effect = resolve(&batch.ops, |range| {
-            self.iter(range, false)?
-                .map(|entry| entry.map(|e| e.key))
-                .collect()
-        })?;
+        let effect = resolve_in(self, &batch.ops)?;
         let mut commit = self.keyspace.batch();
         for (key, value) in effect {
             let key = checked_key(&key)?;

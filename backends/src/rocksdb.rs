@@ -13,7 +13,7 @@ use party_proto::wire::Entry;
 use party_proto::{ClientId, DedupRecord, KeyRange};
 use rocksdb::{DBIteratorWithThreadMode, IteratorMode, Options, ReadOptions, DB};
 
-use crate::batch::{resolve, WriteBatch};
+use crate::batch::{resolve_in, WriteBatch};
 use crate::error::{BackendError, OpenError};
 use crate::iter::EntryIter;
 use crate::{records, store_error, Backend};
@@ -68,20 +68,9 @@ impl RocksBackend {
         let db = DB::open_cf(&options, path, [records::NAMESPACE]).map_err(|error| {
             // RocksDB reports a held LOCK file only in its message.
             let message = error.to_string();
-            if message.contains("While lock file")
-                || message.contains("lock hold by current process")
-            {
-                OpenError::Locked {
-                    backend: NAME,
-                    path: path.to_owned(),
-                }
-            } else {
-                OpenError::Store {
-                    backend: NAME,
-                    path: path.to_owned(),
-                    source: error.into(),
-                }
-            }
+            let locked = message.contains("While lock file")
+                || message.contains("lock hold by current process");
+            OpenError::from_store(NAME, path, locked, error)
         })?;
         Ok(RocksBackend {
             db: Arc::new(db),
@@ -114,11 +103,7 @@ impl Backend for RocksBackend {
     }
 
     fn write(&self, batch: &WriteBatch) -> Result<(), BackendError> {
-        let effect = resolve(&batch.ops, |range| {
-            self.iter(range, false)?
-                .map(|entry| entry.map(|e| e.key))
-                .collect()
-        })?;
+        let effect = resolve_in(self, &batch.ops)?;
         let mut commit = rocksdb::WriteBatch::default();
         for (key, value) in effect {
             match value {

@@ -15,7 +15,7 @@ use party_proto::{ClientId, DedupRecord, KeyRange};
 use sled::transaction::{ConflictableTransactionResult, TransactionError};
 use sled::{Batch, Db, IVec, Transactional, Tree};
 
-use crate::batch::{resolve, WriteBatch};
+use crate::batch::{resolve_in, WriteBatch};
 use crate::error::{BackendError, OpenError};
 use crate::iter::EntryIter;
 use crate::{records, store_error, Backend};
@@ -37,18 +37,7 @@ impl SledBackend {
             // sled reports a held lock only as an `Other` IO error with this text.
             let locked = matches!(&error, sled::Error::Io(io)
                 if io.to_string().contains("could not acquire lock"));
-            if locked {
-                OpenError::Locked {
-                    backend: NAME,
-                    path: path.to_owned(),
-                }
-            } else {
-                OpenError::Store {
-                    backend: NAME,
-                    path: path.to_owned(),
-                    source: error.into(),
-                }
-            }
+            OpenError::from_store(NAME, path, locked, error)
         };
         let db = sled::Config::new().path(path).open().map_err(open_error)?;
         let data = db.open_tree("data").map_err(open_error)?;
@@ -86,11 +75,7 @@ impl Backend for SledBackend {
     }
 
     fn write(&self, batch: &WriteBatch) -> Result<(), BackendError> {
-        let effect = resolve(&batch.ops, |range| {
-            self.iter(range, false)?
-                .map(|entry| entry.map(|e| e.key))
-                .collect()
-        })?;
+        let effect = resolve_in(self, &batch.ops)?;
         let mut data = Batch::default();
         for (key, value) in effect {
             match value {
