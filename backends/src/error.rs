@@ -27,6 +27,7 @@ pub enum OpenError {
     },
 }
 
+#[cfg(any(feature = "sled", feature = "rocksdb"))]
 impl OpenError {
     /// The error for a failed open, `Locked` when the store said another process holds it.
     pub(crate) fn from_store(

@@ -1,7 +1,29 @@
-//! party-core: the crate users embed.
+//! party-core: open one key-value store from many processes at once.
 //!
-//! It drives the sans-IO machines of [`party_proto`] with real IO: a file lock decides who
-//! leads, the leader serves a [`party_backends`] store over a local socket in the data
-//! directory, and everyone else follows over that socket.
+//! The first process to take the data directory's lock becomes the leader: it opens the
+//! store and serves the others over a local socket in the directory. The others follow and
+//! send every operation there. When the leader dies, a follower takes over, and in-flight
+//! operations complete on the new leader — writes exactly once, iterators with no entry
+//! repeated or missed. Callers see one API whatever their role.
+//!
+//! All decisions are made by the sans-IO machines of [`party_proto`]; this crate does the IO:
+//! a file lock, tokio, interprocess local sockets, and a [`party_backends`] store.
 
+mod clock;
+mod db;
+mod driver;
+mod error;
+mod leader;
+mod link;
 pub mod lock;
+mod options;
+mod paths;
+mod store;
+
+pub use db::{open, Db, Iter};
+pub use driver::RoleState;
+pub use error::Error;
+pub use options::Options;
+pub use party_backends::BackendKind;
+pub use party_proto::wire::{BatchOp, Entry};
+pub use party_proto::{IterOptions, KeyRange, Role};

@@ -38,13 +38,11 @@ impl ElectionLock {
             path: path.clone(),
             source,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(error)?;
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&path).map_err(error)?;
         match file.try_lock() {
             Ok(()) => Ok(Some(ElectionLock { _file: file, path })),
             Err(TryLockError::WouldBlock) => Ok(None),

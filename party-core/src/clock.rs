@@ -1,0 +1,21 @@
+//! The driver's side of "time is a parameter": one epoch per process, from which every
+//! `Timestamp` handed to the sans-IO machines is measured.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use party_proto::Timestamp;
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+pub(crate) fn now() -> Timestamp {
+    Timestamp::from_epoch(epoch().elapsed())
+}
+
+/// The tokio instant of a machine's timeout.
+pub(crate) fn instant(at: Timestamp) -> tokio::time::Instant {
+    (epoch() + at.since_epoch()).into()
+}

@@ -1,0 +1,280 @@
+//! The handle users hold: [`open`] a data directory, then read and write whatever role the
+//! process ends up playing.
+
+use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use party_proto::wire::{BatchOp, Entry, ReadOp, Response, WriteOp};
+use party_proto::{ClientId, IterId, IterOptions, IterPoll, KeyRange, Role};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tokio::sync::{oneshot, watch};
+
+use crate::driver::{Command, Driver, RoleState};
+use crate::error::Error;
+use crate::options::Options;
+use crate::paths::Layout;
+
+/// Opens the data directory `dir` (creating it if needed) and joins its party.
+///
+/// Returns at once: the handle becomes leader or follower in the background, and operations
+/// issued before then are queued. [`Db::ready`] waits for the role and reports an open that
+/// failed. Must be called within a tokio runtime; [`crate::BlockingDb`] brings its own.
+pub async fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db, Error> {
+    let layout = Layout::new(dir.as_ref(), &options)?;
+    let (commands, receiver) = unbounded_channel();
+    let client_id = ClientId(u128::from(random_u64()) << 64 | u128::from(random_u64()));
+    let (driver, role) = Driver::new(layout.clone(), options, client_id, random_u64());
+    tokio::spawn(driver.run(receiver));
+    Ok(Db {
+        inner: Arc::new(Inner {
+            commands,
+            role,
+            dir: layout.dir,
+            socket: layout.socket,
+        }),
+    })
+}
+
+/// Process-seeded randomness, for client ids and election jitter: std's `RandomState` keys
+/// come from the OS, and each call mixes in a fresh per-thread key.
+fn random_u64() -> u64 {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+struct Inner {
+    commands: UnboundedSender<Command>,
+    role: watch::Receiver<RoleState>,
+    dir: PathBuf,
+    socket: PathBuf,
+}
+
+/// A handle on a party's store. Clones share one handle; it closes when [`Db::close`] is
+/// called or the last clone is dropped, failing what is still pending with
+/// [`Error::Closed`].
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("dir", &self.inner.dir)
+            .field("role", &self.role())
+            .finish()
+    }
+}
+
+impl Db {
+    /// Waits until this handle leads or follows; fails if it cannot join the party.
+    pub async fn ready(&self) -> Result<Role, Error> {
+        let mut role = self.inner.role.clone();
+        let state = role
+            .wait_for(|state| state.role != Role::Electing || state.failure.is_some())
+            .await
+            .map_err(|_| Error::Closed)?;
+        match &state.failure {
+            Some(failure) => Err(Error::ElectionFailed(failure.clone())),
+            None => Ok(state.role),
+        }
+    }
+
+    /// The role right now.
+    pub fn role(&self) -> Role {
+        self.inner.role.borrow().role
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.role() == Role::Leader
+    }
+
+    /// The leader's process id, once known.
+    pub fn leader_pid(&self) -> Option<u32> {
+        self.inner.role.borrow().leader_pid
+    }
+
+    /// Every change of role (the level-party `leader` event and more).
+    pub fn watch_role(&self) -> watch::Receiver<RoleState> {
+        self.inner.role.clone()
+    }
+
+    /// The data directory, resolved.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The leader's socket for this directory.
+    pub fn socket_path(&self) -> &Path {
+        &self.inner.socket
+    }
+
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, Error> {
+        let key = key.as_ref().to_vec();
+        match self.read(ReadOp::Get { key }).await? {
+            Response::Value(value) => Ok(value),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// One answer per key, in the order asked.
+    pub async fn get_many<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+    ) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        let keys = keys.iter().map(|key| key.as_ref().to_vec()).collect();
+        match self.read(ReadOp::GetMany { keys }).await? {
+            Response::Values(values) => Ok(values),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), Error> {
+        let key = key.as_ref().to_vec();
+        let value = value.as_ref().to_vec();
+        self.write(WriteOp::Put { key, value }).await
+    }
+
+    pub async fn del(&self, key: impl AsRef<[u8]>) -> Result<(), Error> {
+        let key = key.as_ref().to_vec();
+        self.write(WriteOp::Del { key }).await
+    }
+
+    /// Applies all the operations atomically, in order.
+    pub async fn batch(&self, ops: Vec<BatchOp>) -> Result<(), Error> {
+        self.write(WriteOp::Batch { ops }).await
+    }
+
+    /// Deletes every key in `range`.
+    pub async fn clear(&self, range: KeyRange) -> Result<(), Error> {
+        self.write(WriteOp::Clear { range }).await
+    }
+
+    /// Iterates over the entries `options` select.
+    pub async fn iter(&self, options: IterOptions) -> Result<Iter, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::IterOpen { options, reply })?;
+        let iter = answer.await.map_err(|_| Error::Closed)?;
+        Ok(Iter {
+            db: self.clone(),
+            iter,
+            buffered: VecDeque::new(),
+            done: false,
+        })
+    }
+
+    /// Closes the handle (for every clone): pending operations fail with
+    /// [`Error::Closed`]; a leader hands over to a follower.
+    pub async fn close(&self) -> Result<(), Error> {
+        let (reply, answer) = oneshot::channel();
+        if self.send(Command::Close { reply }).is_ok() {
+            let _ = answer.await;
+        }
+        Ok(())
+    }
+
+    async fn read(&self, op: ReadOp) -> Result<Response, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Read { op, reply })?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<(), Error> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Write { op, reply })?;
+        match answer.await.map_err(|_| Error::Closed)?? {
+            Response::Written => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn send(&self, command: Command) -> Result<(), Error> {
+        self.inner.commands.send(command).map_err(|_| Error::Closed)
+    }
+}
+
+fn unexpected(response: Response) -> Error {
+    Error::Protocol(format!("unexpected answer {response:?}"))
+}
+
+/// Entries of an iteration, in order. Survives failovers with no entry repeated or missed
+/// (with `retry`); dropping it tells the leader to stop.
+pub struct Iter {
+    db: Db,
+    iter: IterId,
+    buffered: VecDeque<Entry>,
+    done: bool,
+}
+
+impl std::fmt::Debug for Iter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Iter")
+            .field("iter", &self.iter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iter {
+    /// The next entry, `None` after the last.
+    pub async fn next(&mut self) -> Option<Result<Entry, Error>> {
+        if self.buffered.is_empty() {
+            match self.next_chunk(usize::MAX).await {
+                Ok(Some(entries)) => self.buffered.extend(entries),
+                Ok(None) => return None,
+                Err(error) => return Some(Err(error)),
+            }
+        }
+        self.buffered.pop_front().map(Ok)
+    }
+
+    /// Up to `max` next entries (at least one), `None` after the last.
+    pub async fn next_chunk(&mut self, max: usize) -> Result<Option<Vec<Entry>>, Error> {
+        if let Some(first) = self.buffered.pop_front() {
+            let mut entries = vec![first];
+            let more = max.saturating_sub(1).min(self.buffered.len());
+            entries.extend(self.buffered.drain(..more));
+            return Ok(Some(entries));
+        }
+        if self.done {
+            return Ok(None);
+        }
+        let (reply, answer) = oneshot::channel();
+        let iter = self.iter;
+        self.db.send(Command::IterTake { iter, max, reply })?;
+        match answer.await.map_err(|_| Error::Closed)? {
+            IterPoll::Entries(entries) => Ok(Some(entries)),
+            IterPoll::Done => {
+                self.done = true;
+                Ok(None)
+            }
+            IterPoll::Failed(error) => {
+                self.done = true;
+                Err(error.into())
+            }
+            IterPoll::Pending => Err(Error::Protocol(
+                "iterator answered while still pending".into(),
+            )),
+        }
+    }
+
+    /// Reads the rest of the iteration.
+    pub async fn collect(mut self) -> Result<Vec<Entry>, Error> {
+        let mut all = Vec::new();
+        while let Some(entries) = self.next_chunk(usize::MAX).await? {
+            all.extend(entries);
+        }
+        Ok(all)
+    }
+}
+
+impl Drop for Iter {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.db.send(Command::IterClose { iter: self.iter });
+        }
+    }
+}

@@ -1,0 +1,567 @@
+//! The driver loop of one handle: it feeds the election machine and the client session of
+//! `party-proto` with real events (lock, store, socket, commands from the [`crate::Db`]) and
+//! carries out what they decide.
+//!
+//! Every operation goes through the client session, whatever the role. As a follower the
+//! session's messages go to the leader's socket. As leader they go to an in-process
+//! [`ServerSession`] (no encoding, no socket) and from there to the same store thread the
+//! followers use — so a handle that becomes leader with writes in flight still has them
+//! applied exactly once, and its iterators resume, exactly as over a socket.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use interprocess::local_socket::tokio::Listener;
+use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+use party_backends::Backend;
+use party_proto::wire::{encode_frame, ReadOp, Response, WriteOp, DEFAULT_MAX_FRAME_LEN};
+use party_proto::{
+    ClientConfig, ClientId, ClientInput, ClientOutput, ClientSession, DedupTable, Election,
+    ElectionConfig, ElectionInput, ElectionOutput, IterId, IterOptions, IterPoll, RequestId, Role,
+    ServerConfig, ServerInput, ServerSession,
+};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::{oneshot, watch};
+
+use crate::clock;
+use crate::error::Error;
+use crate::leader::{self, Leader};
+use crate::link::{Link, LinkEvent};
+use crate::lock::ElectionLock;
+use crate::options::Options;
+use crate::paths::Layout;
+use crate::store::{ConnId, StoreQueue};
+
+/// What a [`crate::Db`] asks of its driver.
+pub(crate) enum Command {
+    Read {
+        op: ReadOp,
+        reply: oneshot::Sender<Result<Response, Error>>,
+    },
+    Write {
+        op: WriteOp,
+        reply: oneshot::Sender<Result<Response, Error>>,
+    },
+    IterOpen {
+        options: IterOptions,
+        reply: oneshot::Sender<IterId>,
+    },
+    IterTake {
+        iter: IterId,
+        max: usize,
+        reply: oneshot::Sender<IterPoll>,
+    },
+    IterClose {
+        iter: IterId,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// What a handle publishes about its role.
+#[derive(Debug, Clone)]
+pub struct RoleState {
+    pub role: Role,
+    /// The leader's process id, once known.
+    pub leader_pid: Option<u32>,
+    /// Why the handle could not join the party, if it could not.
+    pub failure: Option<Arc<Error>>,
+}
+
+/// The leader's own handle, connected to its server in-process.
+struct LocalLink {
+    conn: ConnId,
+    server: ServerSession,
+    queue: StoreQueue,
+    to: UnboundedSender<ServerInput>,
+    events: UnboundedReceiver<ServerInput>,
+}
+
+/// What a handle holds while it becomes or is leader.
+#[derive(Default)]
+struct Leadership {
+    lock: Option<ElectionLock>,
+    store: Option<(Arc<dyn Backend>, DedupTable)>,
+    listener: Option<Listener>,
+    leader: Option<Leader>,
+}
+
+pub(crate) struct Driver {
+    layout: Layout,
+    options: Options,
+    election: Election,
+    session: ClientSession,
+    waiters: HashMap<RequestId, oneshot::Sender<Result<Response, Error>>>,
+    iter_waiters: HashMap<IterId, (usize, oneshot::Sender<IterPoll>)>,
+    role: watch::Sender<RoleState>,
+    failure: Option<Arc<Error>>,
+    /// The cause of the election failure the machine is about to report.
+    failure_cause: Option<Error>,
+    closers: Vec<oneshot::Sender<()>>,
+    closing: bool,
+    leadership: Leadership,
+    local: Option<LocalLink>,
+    link: Option<Link>,
+    link_count: u64,
+    link_events: UnboundedReceiver<(u64, LinkEvent)>,
+    link_events_tx: UnboundedSender<(u64, LinkEvent)>,
+    out: Vec<u8>,
+}
+
+impl Driver {
+    pub fn new(
+        layout: Layout,
+        options: Options,
+        client_id: ClientId,
+        seed: u64,
+    ) -> (Driver, watch::Receiver<RoleState>) {
+        let (role, role_rx) = watch::channel(RoleState {
+            role: Role::Electing,
+            leader_pid: None,
+            failure: None,
+        });
+        let config = ClientConfig {
+            retry: options.retry,
+            request_timeout: options.request_timeout,
+            iter_window: options.iter_window,
+        };
+        let (link_events_tx, link_events) = unbounded_channel();
+        let driver = Driver {
+            layout,
+            election: Election::new(ElectionConfig::default(), seed),
+            session: ClientSession::new(client_id, config),
+            options,
+            waiters: HashMap::new(),
+            iter_waiters: HashMap::new(),
+            role,
+            failure: None,
+            failure_cause: None,
+            closers: Vec::new(),
+            closing: false,
+            leadership: Leadership::default(),
+            local: None,
+            link: None,
+            link_count: 0,
+            link_events,
+            link_events_tx,
+            out: Vec::new(),
+        };
+        (driver, role_rx)
+    }
+
+    pub async fn run(mut self, mut commands: UnboundedReceiver<Command>) {
+        loop {
+            self.run_election().await;
+            self.pump();
+            self.publish_role();
+            if self.closing && self.election.is_closed() {
+                break;
+            }
+            let timeout = [
+                self.election.poll_timeout(),
+                self.session.poll_timeout(),
+                self.local.as_ref().and_then(|l| l.server.poll_timeout()),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            tokio::select! {
+                command = commands.recv(), if !self.closing => match command {
+                    Some(command) => self.command(command),
+                    None => self.close(),
+                },
+                Some((number, event)) = self.link_events.recv() => self.link_event(number, event),
+                Some(input) = recv_local(&mut self.local) => {
+                    if let Some(local) = &mut self.local {
+                        local.server.handle_input(clock::now(), input);
+                    }
+                }
+                _ = leader::sleep_until(timeout) => {
+                    let now = clock::now();
+                    if self.election.poll_timeout().is_some_and(|at| at <= now) {
+                        self.election.handle_input(now, ElectionInput::TimerFired);
+                    }
+                    self.session.handle_timeout(now);
+                    if let Some(local) = &mut self.local {
+                        local.server.handle_timeout(now);
+                    }
+                }
+            }
+        }
+        self.publish_role();
+        for closer in self.closers.drain(..) {
+            let _ = closer.send(());
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        let now = clock::now();
+        match command {
+            Command::Read { op, reply } => match &self.failure {
+                Some(failure) => drop(reply.send(Err(Error::ElectionFailed(failure.clone())))),
+                None => {
+                    let id = self.session.read(now, op);
+                    self.waiters.insert(id, reply);
+                }
+            },
+            Command::Write { op, reply } => match &self.failure {
+                Some(failure) => drop(reply.send(Err(Error::ElectionFailed(failure.clone())))),
+                None => {
+                    let id = self.session.write(now, op);
+                    self.waiters.insert(id, reply);
+                }
+            },
+            Command::IterOpen { options, reply } => {
+                let _ = reply.send(self.session.open_iter(options));
+            }
+            Command::IterTake { iter, max, reply } => match self.session.iter_take(iter, max) {
+                IterPoll::Pending if self.failure.is_none() => {
+                    self.iter_waiters.insert(iter, (max, reply));
+                }
+                IterPoll::Pending => {
+                    drop(reply.send(IterPoll::Failed(party_proto::ErrorCode::Closed)))
+                }
+                poll => drop(reply.send(poll)),
+            },
+            Command::IterClose { iter } => {
+                self.iter_waiters.remove(&iter);
+                self.session.close_iter(iter);
+            }
+            Command::Close { reply } => {
+                self.closers.push(reply);
+                self.close();
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        let now = clock::now();
+        self.session.handle_input(now, ClientInput::Close);
+        self.election
+            .handle_input(now, ElectionInput::CloseRequested);
+    }
+
+    fn link_event(&mut self, number: u64, event: LinkEvent) {
+        if self.link.as_ref().map(|link| link.number) != Some(number) {
+            return; // from a connection already given up
+        }
+        let now = clock::now();
+        match event {
+            LinkEvent::Message(message) => {
+                self.session
+                    .handle_input(now, ClientInput::Message(message));
+            }
+            LinkEvent::Closed(failure) => {
+                if let Some(error) = failure {
+                    tracing::warn!("the leader sent bytes that do not decode: {error}");
+                }
+                self.link = None;
+                self.session.handle_input(now, ClientInput::Disconnected);
+                self.election.handle_input(now, ElectionInput::Disconnected);
+            }
+        }
+    }
+
+    /// Carries out election outputs until there are none.
+    async fn run_election(&mut self) {
+        while let Some(output) = self.election.poll_output() {
+            let input = match output {
+                ElectionOutput::TryLock => Some(self.try_lock()),
+                ElectionOutput::OpenStore => Some(self.open_store().await),
+                ElectionOutput::Bind => Some(self.bind()),
+                ElectionOutput::Serve => {
+                    self.serve();
+                    None
+                }
+                ElectionOutput::Connect => Some(self.connect().await),
+                ElectionOutput::StepDown => {
+                    self.step_down().await;
+                    None
+                }
+                ElectionOutput::Disconnect => {
+                    self.link = None;
+                    None
+                }
+                ElectionOutput::Failed(reason) => {
+                    let cause = self
+                        .failure_cause
+                        .take()
+                        .unwrap_or(Error::Protocol(format!("the election failed ({reason:?})")));
+                    self.fail(cause);
+                    None
+                }
+            };
+            if let Some(input) = input {
+                self.election.handle_input(clock::now(), input);
+            }
+        }
+    }
+
+    fn try_lock(&mut self) -> ElectionInput {
+        match ElectionLock::try_acquire(&self.layout.dir) {
+            Ok(Some(lock)) => {
+                self.leadership.lock = Some(lock);
+                ElectionInput::LockAcquired
+            }
+            Ok(None) => ElectionInput::LockBusy,
+            Err(error) => {
+                // Without the lock file there is no party to join: give up.
+                self.failure_cause = Some(Error::Io {
+                    context: "cannot use the lock file in",
+                    path: self.layout.dir.clone(),
+                    source: error.source,
+                });
+                let failure = self.failure_cause.take().expect("just set");
+                self.election
+                    .handle_input(clock::now(), ElectionInput::CloseRequested);
+                self.fail(failure);
+                ElectionInput::LockBusy
+            }
+        }
+    }
+
+    async fn open_store(&mut self) -> ElectionInput {
+        let kind = self.options.backend;
+        let path = self.layout.store.clone();
+        let opened = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+            let store = kind.open(&path).map_err(Error::Open)?;
+            let records = store.dedup_records()?;
+            Ok((store, DedupTable::from_records(records)))
+        })
+        .await
+        .unwrap_or_else(|_| Err(Error::Backend("opening the store panicked".into())));
+        match opened {
+            Ok(opened) => {
+                self.leadership.store = Some(opened);
+                ElectionInput::StoreOpened
+            }
+            Err(error) => {
+                self.failure_cause = Some(error);
+                ElectionInput::StoreOpenFailed
+            }
+        }
+    }
+
+    fn bind(&mut self) -> ElectionInput {
+        let socket = self.layout.socket.as_path();
+        // Only the lock holder gets here, so a socket file left behind is stale.
+        let _ = std::fs::remove_file(socket);
+        let bound = socket
+            .to_fs_name::<GenericFilePath>()
+            .and_then(|name| ListenerOptions::new().name(name).create_tokio())
+            .and_then(|listener| owner_only(socket).map(|()| listener));
+        match bound {
+            Ok(listener) => {
+                self.leadership.listener = Some(listener);
+                ElectionInput::SocketBound
+            }
+            Err(source) => {
+                self.failure_cause = Some(Error::Io {
+                    context: "cannot bind the leader's socket",
+                    path: socket.to_owned(),
+                    source,
+                });
+                ElectionInput::BindFailed
+            }
+        }
+    }
+
+    fn serve(&mut self) {
+        let (Some((store, dedup)), Some(listener)) = (
+            self.leadership.store.take(),
+            self.leadership.listener.take(),
+        ) else {
+            tracing::error!("told to serve without a store and a socket");
+            return;
+        };
+        let config = ServerConfig {
+            leader_pid: std::process::id(),
+            ..ServerConfig::default()
+        };
+        let leader = match Leader::start(store, dedup, listener, config.clone()) {
+            Ok(leader) => leader,
+            Err(error) => {
+                tracing::error!("cannot start serving: {error}");
+                return;
+            }
+        };
+        let (to, events) = unbounded_channel();
+        self.local = Some(LocalLink {
+            conn: leader.conn_id(),
+            server: ServerSession::new(clock::now(), config),
+            queue: leader.queue().clone(),
+            to,
+            events,
+        });
+        self.leadership.leader = Some(leader);
+        self.session
+            .handle_input(clock::now(), ClientInput::Connected);
+    }
+
+    async fn connect(&mut self) -> ElectionInput {
+        self.link_count += 1;
+        let events = self.link_events_tx.clone();
+        match Link::connect(&self.layout.socket, self.link_count, events).await {
+            Ok(link) => {
+                self.link = Some(link);
+                self.session
+                    .handle_input(clock::now(), ClientInput::Connected);
+                ElectionInput::Connected
+            }
+            Err(error) => {
+                tracing::debug!("no leader at {}: {error}", self.layout.socket.display());
+                ElectionInput::ConnectFailed
+            }
+        }
+    }
+
+    /// Gives up leadership in the safe order: stop serving (which unbinds the socket),
+    /// close the store, release the lock.
+    async fn step_down(&mut self) {
+        if self.local.take().is_some() {
+            self.session
+                .handle_input(clock::now(), ClientInput::Disconnected);
+        }
+        if let Some(leader) = self.leadership.leader.take() {
+            leader.stop().await;
+        }
+        self.leadership.listener = None;
+        self.leadership.store = None;
+        self.leadership.lock = None;
+    }
+
+    /// The handle cannot join the party: every pending and later operation fails.
+    fn fail(&mut self, cause: Error) {
+        tracing::error!("{cause}");
+        let failure = Arc::new(cause);
+        for (_, waiter) in self.waiters.drain() {
+            let _ = waiter.send(Err(Error::ElectionFailed(failure.clone())));
+        }
+        for (_, (_, waiter)) in self.iter_waiters.drain() {
+            let _ = waiter.send(IterPoll::Failed(party_proto::ErrorCode::Closed));
+        }
+        self.session.handle_input(clock::now(), ClientInput::Close);
+        self.failure = Some(failure);
+    }
+
+    /// Moves messages between the client session, the local server and the store until
+    /// nothing moves, then sends what is for the leader's socket in one write.
+    fn pump(&mut self) {
+        let now = clock::now();
+        loop {
+            let mut moved = false;
+            while let Some(output) = self.session.poll_output() {
+                moved = true;
+                match output {
+                    ClientOutput::Send(message) => {
+                        if let Some(local) = &mut self.local {
+                            local
+                                .server
+                                .handle_input(now, ServerInput::Message(message));
+                        } else if self.link.is_some() {
+                            if let Err(error) =
+                                encode_frame(&message, DEFAULT_MAX_FRAME_LEN, &mut self.out)
+                            {
+                                tracing::warn!("cannot send a request: {error}");
+                            }
+                        }
+                    }
+                    ClientOutput::Completed { id, result } => {
+                        if let Some(waiter) = self.waiters.remove(&id) {
+                            let _ = waiter.send(result.map_err(Error::from));
+                        }
+                    }
+                    ClientOutput::IterReady { iter } => {
+                        if let Some((max, waiter)) = self.iter_waiters.remove(&iter) {
+                            match self.session.iter_take(iter, max) {
+                                IterPoll::Pending => {
+                                    self.iter_waiters.insert(iter, (max, waiter));
+                                }
+                                poll => drop(waiter.send(poll)),
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(local) = &mut self.local {
+                let mut replies = Vec::new();
+                let closing = leader::run_outputs(
+                    &mut local.server,
+                    local.conn,
+                    &local.queue,
+                    &local.to,
+                    |message| {
+                        replies.push(message);
+                        true
+                    },
+                );
+                if closing {
+                    tracing::error!("the leader's own session closed itself");
+                }
+                for message in replies {
+                    moved = true;
+                    self.session
+                        .handle_input(now, ClientInput::Message(message));
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        if !self.out.is_empty() {
+            let bytes = std::mem::take(&mut self.out);
+            if let Some(link) = &self.link {
+                link.send(bytes);
+            }
+        }
+    }
+
+    fn publish_role(&mut self) {
+        let role = self.election.role();
+        let leader_pid = match role {
+            Role::Leader => Some(std::process::id()),
+            Role::Follower => self.session.leader_pid(),
+            Role::Electing | Role::Closed => None,
+        };
+        let failure = self.failure.clone();
+        self.role.send_if_modified(|state| {
+            let changed = state.role != role
+                || state.leader_pid != leader_pid
+                || state.failure.is_some() != failure.is_some();
+            if changed {
+                *state = RoleState {
+                    role,
+                    leader_pid,
+                    failure,
+                };
+            }
+            changed
+        });
+    }
+}
+
+async fn recv_local(local: &mut Option<LocalLink>) -> Option<ServerInput> {
+    match local {
+        Some(local) => local.events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Restricts the socket to its owner.
+fn owner_only(path: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
+    }
+}

@@ -1,0 +1,83 @@
+//! The one error type of party-core: a variant per cause a caller can act on.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use party_backends::{BackendError, OpenError};
+use party_proto::wire::ProtocolId;
+use party_proto::ErrorCode;
+
+/// Why an operation or an open failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The handle was closed (or dropped) before the operation completed.
+    #[error("the handle is closed")]
+    Closed,
+    /// The leader went away while the operation was in flight, and the handle was opened
+    /// with `retry = false`.
+    #[error("the connection to the leader was lost")]
+    ConnectionLost,
+    /// The leader speaks another protocol or version of party.
+    #[error("protocol mismatch: this build speaks {expected}, the leader {got}")]
+    ProtocolMismatch {
+        expected: ProtocolId,
+        got: ProtocolId,
+    },
+    /// The operation did not complete within the handle's request timeout.
+    #[error("the operation timed out")]
+    TimedOut,
+    /// The leader refused the request because a limit was reached.
+    #[error("the leader refused the request: {0}")]
+    LimitReached(ErrorCode),
+    /// The store failed; the message is the store's own.
+    #[error("store error: {0}")]
+    Backend(String),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Open(OpenError),
+    /// A value could not be encoded or decoded with the handle's codec.
+    #[error("codec error: {0}")]
+    Codec(String),
+    /// This handle could not become leader or follower (its store or socket could not be
+    /// set up while it held the lock); every operation of the handle fails with this.
+    #[error("the handle could not join the party: {0}")]
+    ElectionFailed(Arc<Error>),
+    /// The leader or the follower broke the protocol; the connection was closed.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The data directory or the socket could not be used.
+    #[error("{context} {}: {source}", path.display())]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<ErrorCode> for Error {
+    fn from(code: ErrorCode) -> Self {
+        match code {
+            ErrorCode::Closed => Error::Closed,
+            ErrorCode::ConnectionLost => Error::ConnectionLost,
+            ErrorCode::ProtocolMismatch { expected, got } => {
+                Error::ProtocolMismatch { expected, got }
+            }
+            ErrorCode::TimedOut => Error::TimedOut,
+            ErrorCode::Backend(message) => Error::Backend(message),
+            ErrorCode::Locked => Error::Backend("the store is locked".into()),
+            limit @ (ErrorCode::TooManyRequests { .. } | ErrorCode::TooManyIterators { .. }) => {
+                Error::LimitReached(limit)
+            }
+            other @ (ErrorCode::NotFound
+            | ErrorCode::Malformed(_)
+            | ErrorCode::FrameTooLarge { .. }) => Error::Protocol(other.to_string()),
+        }
+    }
+}
+
+impl From<BackendError> for Error {
+    fn from(error: BackendError) -> Self {
+        Error::Backend(error.to_string())
+    }
+}

@@ -1,0 +1,84 @@
+//! Where a party keeps its files: everything in the data directory, except a socket whose
+//! path would be too long for a Unix socket.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+use crate::options::Options;
+
+/// The longest socket path used as is. Unix allows 107 bytes in `sun_path`; a margin keeps
+/// clear of platforms with less.
+const MAX_SOCKET_PATH: usize = 100;
+
+/// The files of one data directory.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    pub dir: PathBuf,
+    pub store: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Layout {
+    /// Creates the data directory if needed and lays out its files.
+    pub fn new(dir: &Path, options: &Options) -> Result<Layout, Error> {
+        let io = |context, source| Error::Io {
+            context,
+            path: dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| io("cannot create the data directory", e))?;
+        let dir = dir
+            .canonicalize()
+            .map_err(|e| io("cannot resolve the data directory", e))?;
+        let socket = match &options.socket_path {
+            Some(path) => path.clone(),
+            None => default_socket(&dir),
+        };
+        Ok(Layout {
+            store: dir.join(options.backend.name()),
+            socket,
+            dir,
+        })
+    }
+}
+
+/// `<dir>/party.sock`, or for a deep directory `/tmp/party-<hash of dir>.sock`: every
+/// process of the directory derives the same name from the canonical path, without
+/// anything to record or any environment variable that could differ between them.
+fn default_socket(dir: &Path) -> PathBuf {
+    let socket = dir.join("party.sock");
+    if socket.as_os_str().len() <= MAX_SOCKET_PATH {
+        return socket;
+    }
+    PathBuf::from(format!(
+        "/tmp/party-{:016x}.sock",
+        fnv1a(dir.as_os_str().as_encoded_bytes())
+    ))
+}
+
+/// FNV-1a, 64 bit: stable across Rust versions, unlike std's `DefaultHasher`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_dirs_keep_the_socket_inside_deep_ones_get_a_stable_short_path() {
+        let short = Path::new("/data/app");
+        assert_eq!(default_socket(short), Path::new("/data/app/party.sock"));
+        let deep = PathBuf::from(format!("/data/{}", "d/".repeat(60)));
+        let socket = default_socket(&deep);
+        assert!(socket.as_os_str().len() <= MAX_SOCKET_PATH, "{socket:?}");
+        assert_eq!(
+            socket,
+            default_socket(&deep),
+            "every process derives the same path"
+        );
+        assert_ne!(socket, default_socket(&deep.join("other")));
+    }
+}
