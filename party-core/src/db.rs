@@ -3,6 +3,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -113,45 +114,74 @@ impl Db {
         &self.inner.socket
     }
 
-    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, Error> {
-        let key = key.as_ref().to_vec();
-        match self.read(ReadOp::Get { key }).await? {
-            Response::Value(value) => Ok(value),
-            other => Err(unexpected(other)),
+    // The operations below are issued when called, not when first polled: calls made one
+    // after another reach the leader in that order, even if their futures are awaited
+    // together or in another order. The futures own what they need ('static).
+
+    pub fn get(
+        &self,
+        key: impl AsRef<[u8]>,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, Error>> + Send + 'static {
+        let answer = self.read(ReadOp::Get {
+            key: key.as_ref().to_vec(),
+        });
+        async move {
+            match answer?.await.map_err(|_| Error::Closed)?? {
+                Response::Value(value) => Ok(value),
+                other => Err(unexpected(other)),
+            }
         }
     }
 
     /// One answer per key, in the order asked.
-    pub async fn get_many<K: AsRef<[u8]>>(
+    pub fn get_many<K: AsRef<[u8]>>(
         &self,
         keys: &[K],
-    ) -> Result<Vec<Option<Vec<u8>>>, Error> {
+    ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, Error>> + Send + 'static {
         let keys = keys.iter().map(|key| key.as_ref().to_vec()).collect();
-        match self.read(ReadOp::GetMany { keys }).await? {
-            Response::Values(values) => Ok(values),
-            other => Err(unexpected(other)),
+        let answer = self.read(ReadOp::GetMany { keys });
+        async move {
+            match answer?.await.map_err(|_| Error::Closed)?? {
+                Response::Values(values) => Ok(values),
+                other => Err(unexpected(other)),
+            }
         }
     }
 
-    pub async fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), Error> {
-        let key = key.as_ref().to_vec();
-        let value = value.as_ref().to_vec();
-        self.write(WriteOp::Put { key, value }).await
+    pub fn put(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        self.write(WriteOp::Put {
+            key: key.as_ref().to_vec(),
+            value: value.as_ref().to_vec(),
+        })
     }
 
-    pub async fn del(&self, key: impl AsRef<[u8]>) -> Result<(), Error> {
-        let key = key.as_ref().to_vec();
-        self.write(WriteOp::Del { key }).await
+    pub fn del(
+        &self,
+        key: impl AsRef<[u8]>,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        self.write(WriteOp::Del {
+            key: key.as_ref().to_vec(),
+        })
     }
 
     /// Applies all the operations atomically, in order.
-    pub async fn batch(&self, ops: Vec<BatchOp>) -> Result<(), Error> {
-        self.write(WriteOp::Batch { ops }).await
+    pub fn batch(
+        &self,
+        ops: Vec<BatchOp>,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        self.write(WriteOp::Batch { ops })
     }
 
     /// Deletes every key in `range`.
-    pub async fn clear(&self, range: KeyRange) -> Result<(), Error> {
-        self.write(WriteOp::Clear { range }).await
+    pub fn clear(
+        &self,
+        range: KeyRange,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        self.write(WriteOp::Clear { range })
     }
 
     /// Iterates over the entries `options` select.
@@ -177,18 +207,21 @@ impl Db {
         Ok(())
     }
 
-    async fn read(&self, op: ReadOp) -> Result<Response, Error> {
+    fn read(&self, op: ReadOp) -> Result<Answer, Error> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Read { op, reply })?;
-        answer.await.map_err(|_| Error::Closed)?
+        Ok(answer)
     }
 
-    async fn write(&self, op: WriteOp) -> Result<(), Error> {
+    fn write(&self, op: WriteOp) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Write { op, reply })?;
-        match answer.await.map_err(|_| Error::Closed)?? {
-            Response::Written => Ok(()),
-            other => Err(unexpected(other)),
+        let sent = self.send(Command::Write { op, reply });
+        async move {
+            sent?;
+            match answer.await.map_err(|_| Error::Closed)?? {
+                Response::Written => Ok(()),
+                other => Err(unexpected(other)),
+            }
         }
     }
 
@@ -196,6 +229,9 @@ impl Db {
         self.inner.commands.send(command).map_err(|_| Error::Closed)
     }
 }
+
+/// Where the answer to an issued operation arrives.
+type Answer = oneshot::Receiver<Result<Response, Error>>;
 
 fn unexpected(response: Response) -> Error {
     Error::Protocol(format!("unexpected answer {response:?}"))

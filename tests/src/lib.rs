@@ -1,2 +1,159 @@
-//! Helpers shared by party's cross-crate integration tests live here; the tests themselves
-//! are in `tests/tests/`.
+//! Helpers for party's real-process tests: a [`Node`] is a `party-node` child process with
+//! one handle, driven line by line.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// How long any single answer may take before a test fails instead of hanging.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A `party-node` process. Dropping it kills it (SIGKILL).
+#[derive(Debug)]
+pub struct Node {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+    /// Answer lines read while waiting for something else.
+    pending: VecDeque<String>,
+    role: String,
+}
+
+impl Node {
+    /// Starts `party-node DIR ARGS…` from the binary at `exe`.
+    pub fn spawn(exe: &str, dir: &Path, args: &[&str]) -> Node {
+        let mut child = Command::new(exe)
+            .arg(dir)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn party-node");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Node {
+            child,
+            stdin,
+            lines,
+            pending: VecDeque::new(),
+            role: "electing".into(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last role the node reported.
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+
+    /// Sends a command without waiting for its answer.
+    pub fn submit(&mut self, command: &str) {
+        writeln!(self.stdin, "{command}").expect("node stdin");
+        self.stdin.flush().expect("node stdin");
+    }
+
+    /// Sends a command and returns its answer line.
+    pub fn send(&mut self, command: &str) -> String {
+        self.submit(command);
+        self.answer()
+    }
+
+    /// The next answer line (role lines are recorded, not returned).
+    pub fn answer(&mut self) -> String {
+        if let Some(line) = self.pending.pop_front() {
+            return line;
+        }
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            let line = self
+                .next_line(deadline)
+                .expect("the node did not answer in time");
+            if !self.note_role(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// The next answer if one has arrived, without waiting.
+    pub fn try_answer(&mut self) -> Option<String> {
+        self.poll_roles();
+        self.pending.pop_front()
+    }
+
+    /// Waits until the node reports `role`; false if it has not within `timeout`.
+    pub fn wait_role(&mut self, role: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.role != role {
+            let Some(line) = self.next_line(deadline) else {
+                return false;
+            };
+            if !self.note_role(&line) {
+                self.pending.push_back(line);
+            }
+        }
+        true
+    }
+
+    /// Reads role lines already printed, without waiting.
+    pub fn poll_roles(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            if !self.note_role(&line) {
+                self.pending.push_back(line);
+            }
+        }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.role = "dead".into();
+    }
+
+    /// Waits for the process to end by itself.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait for node")
+    }
+
+    fn next_line(&mut self, deadline: Instant) -> Option<String> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.lines.recv_timeout(left) {
+            Ok(line) => Some(line),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => panic!("node {} exited", self.pid()),
+        }
+    }
+
+    fn note_role(&mut self, line: &str) -> bool {
+        match line.strip_prefix("role ") {
+            Some(rest) => {
+                self.role = rest.split_whitespace().next().unwrap_or("").to_owned();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

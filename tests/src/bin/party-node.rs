@@ -1,0 +1,197 @@
+//! A test node: one party handle driven line by line from stdin, for the multi-process
+//! tests. Every command prints exactly one answer line (`ok …`, `none`, or `err KIND …`);
+//! role changes are printed as `role NAME PID` lines whenever they happen.
+//!
+//! Usage: `party-node DIR [--no-retry] [--put-first KEY VALUE]`
+//!
+//! Commands (keys and values are words without spaces):
+//! - `ready` → `ok ROLE`
+//! - `put K V`, `del K` → `ok`; `get K` → `ok V` or `none`
+//! - `burst PREFIX N`: N writes issued at once, in order, each a batch putting
+//!   `PREFIX/<i>` = i and `PREFIX/last` = i → `ok N` when all are acknowledged, or the
+//!   first error
+//! - `fill-edge N`: writes N keys (4-byte big-endian numbers) and keys at the byte edges
+//!   (empty, 0x00, 0xff, 0xffff, and prefixes of one another), each with itself as value
+//! - `scan FORWARD|REVERSE PAUSE_MS`: reads the whole store 50 entries at a time, pausing
+//!   between chunks → `ok COUNT HEXKEY,HEXKEY,…`
+//! - `open-iter` then `next-chunk N`: an iterator read by hand → `ok COUNT` or `err …`
+//! - `close` → `ok` after the handle closed; `exit` → ends the process without closing
+
+use std::time::Duration;
+
+use party_core::{open, BatchOp, Db, Error, Iter, IterOptions, Options, Role};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(dir) = args.first() else {
+        eprintln!("usage: party-node DIR [--no-retry] [--put-first KEY VALUE]");
+        std::process::exit(2);
+    };
+    let options = Options {
+        retry: !args.iter().any(|a| a == "--no-retry"),
+        ..Options::default()
+    };
+    let db = match open(dir, options).await {
+        Ok(db) => db,
+        Err(error) => {
+            println!("err open {error}");
+            std::process::exit(1);
+        }
+    };
+    // Issued before the role is settled: queued until it is.
+    let first_put = args.iter().position(|a| a == "--put-first").map(|i| {
+        let db = db.clone();
+        let (key, value) = (args[i + 1].clone(), args[i + 2].clone());
+        tokio::spawn(async move { db.put(key, value).await })
+    });
+    tokio::spawn(print_roles(db.clone()));
+    if let Some(put) = first_put {
+        match put.await.expect("put task") {
+            Ok(()) => println!("ok put-first"),
+            Err(error) => println!("err {}", describe(&error)),
+        }
+    }
+
+    let mut iter: Option<Iter> = None;
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let answer = match words.as_slice() {
+            ["ready"] => db
+                .ready()
+                .await
+                .map(|role| format!("ok {}", role_name(role))),
+            ["put", key, value] => db.put(key, value).await.map(|()| "ok".into()),
+            ["del", key] => db.del(key).await.map(|()| "ok".into()),
+            ["get", key] => db.get(key).await.map(|value| match value {
+                Some(value) => format!("ok {}", String::from_utf8_lossy(&value)),
+                None => "none".into(),
+            }),
+            ["burst", prefix, count] => burst(&db, prefix, count.parse().unwrap_or(0)).await,
+            ["fill-edge", count] => fill_edge(&db, count.parse().unwrap_or(0)).await,
+            ["scan", direction, pause] => {
+                scan(&db, *direction == "REVERSE", pause.parse().unwrap_or(0)).await
+            }
+            ["open-iter"] => db.iter(IterOptions::default()).await.map(|opened| {
+                iter = Some(opened);
+                "ok".into()
+            }),
+            ["next-chunk", max] => match &mut iter {
+                Some(iter) => iter
+                    .next_chunk(max.parse().unwrap_or(1))
+                    .await
+                    .map(|chunk| format!("ok {}", chunk.map_or(0, |c| c.len()))),
+                None => Ok("err usage no iterator".into()),
+            },
+            ["close"] => db.close().await.map(|()| "ok".into()),
+            ["exit"] => std::process::exit(0),
+            _ => Ok(format!("err usage {line}")),
+        };
+        match answer {
+            Ok(line) => println!("{line}"),
+            Err(error) => println!("err {}", describe(&error)),
+        }
+    }
+}
+
+/// Issues all the writes at once, in order (operations are issued when called), then waits
+/// for every answer.
+async fn burst(db: &Db, prefix: &str, count: u64) -> Result<String, Error> {
+    let writes: Vec<_> = (1..=count)
+        .map(|i| {
+            let value = i.to_string().into_bytes();
+            db.batch(vec![
+                BatchOp::Put {
+                    key: format!("{prefix}/{i:06}").into_bytes(),
+                    value: value.clone(),
+                },
+                BatchOp::Put {
+                    key: format!("{prefix}/last").into_bytes(),
+                    value,
+                },
+            ])
+        })
+        .collect();
+    for write in writes {
+        write.await?;
+    }
+    Ok(format!("ok {count}"))
+}
+
+/// The keys `fill-edge` writes, also used by the tests to know what a scan must return.
+async fn fill_edge(db: &Db, count: u32) -> Result<String, Error> {
+    let edges: [&[u8]; 8] = [
+        b"",
+        b"\x00",
+        b"\x00\x00",
+        b"\xff",
+        b"\xff\xff",
+        b"a",
+        b"a\x00",
+        b"ab",
+    ];
+    let mut keys: Vec<Vec<u8>> = edges.iter().map(|k| k.to_vec()).collect();
+    keys.extend((0..count).map(|n| n.to_be_bytes().to_vec()));
+    let total = keys.len();
+    for chunk in keys.chunks(500) {
+        let ops = chunk
+            .iter()
+            .map(|key| BatchOp::Put {
+                key: key.clone(),
+                value: key.clone(),
+            })
+            .collect();
+        db.batch(ops).await?;
+    }
+    Ok(format!("ok {total}"))
+}
+
+async fn scan(db: &Db, reverse: bool, pause_ms: u64) -> Result<String, Error> {
+    let options = IterOptions {
+        reverse,
+        ..IterOptions::default()
+    };
+    let mut iter = db.iter(options).await?;
+    let mut keys = Vec::new();
+    while let Some(chunk) = iter.next_chunk(50).await? {
+        keys.extend(chunk.into_iter().map(|entry| hex(&entry.key)));
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+    }
+    Ok(format!("ok {} {}", keys.len(), keys.join(",")))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn print_roles(db: Db) {
+    let mut roles = db.watch_role();
+    loop {
+        let role = roles.borrow_and_update().role;
+        println!("role {} {}", role_name(role), std::process::id());
+        if roles.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Electing => "electing",
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Closed => "closed",
+    }
+}
+
+fn describe(error: &Error) -> String {
+    let kind = match error {
+        Error::Closed => "closed",
+        Error::ConnectionLost => "connection_lost",
+        Error::TimedOut => "timed_out",
+        _ => "other",
+    };
+    format!("{kind} {error}")
+}

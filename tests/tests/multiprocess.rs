@@ -1,0 +1,260 @@
+//! party across real processes: `party-node` children, leaders killed with SIGKILL.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use party_tests::Node;
+
+const NODE: &str = env!("CARGO_BIN_EXE_party-node");
+const SETTLE: Duration = Duration::from_secs(30);
+
+fn node(dir: &std::path::Path, args: &[&str]) -> Node {
+    Node::spawn(NODE, dir, args)
+}
+
+fn leader_and_follower(dir: &std::path::Path) -> (Node, Node) {
+    let mut leader = node(dir, &[]);
+    assert_eq!(leader.send("ready"), "ok leader");
+    let mut follower = node(dir, &[]);
+    assert_eq!(follower.send("ready"), "ok follower");
+    (leader, follower)
+}
+
+#[test]
+fn two_processes_put_and_get_through_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut leader, mut follower) = leader_and_follower(dir.path());
+    assert_eq!(leader.send("put a 1"), "ok");
+    assert_eq!(follower.send("get a"), "ok 1");
+    assert_eq!(follower.send("put b 2"), "ok");
+    assert_eq!(leader.send("get b"), "ok 2");
+    assert_eq!(follower.send("get nothing"), "none");
+}
+
+#[test]
+fn two_directories_do_not_interfere() {
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = node(one.path(), &[]);
+    let mut b = node(two.path(), &[]);
+    assert_eq!(a.send("ready"), "ok leader");
+    assert_eq!(
+        b.send("ready"),
+        "ok leader",
+        "a second directory has its own leader"
+    );
+    assert_eq!(a.send("put k from-one"), "ok");
+    assert_eq!(b.send("get k"), "none");
+}
+
+/// level-party's conformance scenario, made stricter: 300 writes in flight when the leader
+/// is killed, each a batch that also sets `p/last`. All land, and exactly once: a write
+/// applied again after the failover would leave an older `p/last` than the newest.
+#[test]
+fn leader_killed_with_300_writes_in_flight_all_land_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut leader, mut writer) = leader_and_follower(dir.path());
+    let mut standby = node(dir.path(), &[]);
+    assert_eq!(standby.send("ready"), "ok follower");
+    writer.submit("burst p 300");
+    std::thread::sleep(Duration::from_millis(5));
+    leader.kill();
+    assert_eq!(
+        writer.answer(),
+        "ok 300",
+        "every write of the burst is acknowledged"
+    );
+    assert_eq!(writer.send("get p/last"), "ok 300");
+    assert_eq!(standby.send("get p/last"), "ok 300");
+    for i in [1, 150, 300] {
+        assert_eq!(standby.send(&format!("get p/{i:06}")), format!("ok {i}"));
+    }
+    let scan = writer.send("scan FORWARD 0");
+    assert!(
+        scan.starts_with("ok 301 "),
+        "300 keys and p/last: {}",
+        &scan[..20.min(scan.len())]
+    );
+}
+
+#[test]
+fn ten_processes_each_put_one_key_and_exit_and_a_fresh_handle_sees_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut children: Vec<Node> = (0..10).map(|_| node(dir.path(), &[])).collect();
+    for (i, child) in children.iter_mut().enumerate() {
+        child.submit(&format!("put key{i} value{i}"));
+        child.submit("close");
+        child.submit("exit");
+    }
+    for child in &mut children {
+        assert_eq!(child.answer(), "ok");
+        assert_eq!(child.answer(), "ok");
+        assert!(child.wait_exit().success());
+    }
+    let mut fresh = node(dir.path(), &[]);
+    for i in 0..10 {
+        assert_eq!(fresh.send(&format!("get key{i}")), format!("ok value{i}"));
+    }
+}
+
+#[test]
+fn a_put_issued_before_the_role_is_settled_is_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut leader = node(dir.path(), &[]);
+    assert_eq!(leader.send("ready"), "ok leader");
+    let mut early = node(dir.path(), &["--put-first", "early", "bird"]);
+    assert_eq!(early.answer(), "ok put-first");
+    assert_eq!(leader.send("get early"), "ok bird");
+}
+
+#[test]
+fn without_retry_an_iterator_on_a_killed_leader_fails_with_connection_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut leader = node(dir.path(), &[]);
+    assert_eq!(leader.send("ready"), "ok leader");
+    assert_eq!(leader.send("burst k 2000"), "ok 2000");
+    let mut reader = node(dir.path(), &["--no-retry"]);
+    assert_eq!(reader.send("ready"), "ok follower");
+    assert_eq!(reader.send("open-iter"), "ok");
+    assert_eq!(reader.send("next-chunk 10"), "ok 10");
+    leader.kill();
+    let mut answer = reader.send("next-chunk 1000");
+    // Entries already buffered from the dead leader's snapshot may still be handed out
+    // until the loss is noticed; after that the iterator fails.
+    while answer.starts_with("ok ") && answer != "ok 0" {
+        answer = reader.send("next-chunk 1000");
+    }
+    assert!(answer.starts_with("err connection_lost"), "{answer}");
+    assert_eq!(
+        reader.send("put after loss"),
+        "ok",
+        "new operations go to the new leader"
+    );
+}
+
+#[test]
+fn a_rogue_client_sending_garbage_does_not_disturb_the_others() {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut leader, mut follower) = leader_and_follower(dir.path());
+    let socket = dir.path().canonicalize().unwrap().join("party.sock");
+    let mut rogue = UnixStream::connect(&socket).expect("connect to the leader's socket");
+    rogue
+        .write_all(b"GET / HTTP/1.1\r\nHost: party\r\n\r\n")
+        .unwrap();
+    let mut huge = UnixStream::connect(&socket).unwrap();
+    huge.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    assert_eq!(follower.send("put still fine"), "ok");
+    assert_eq!(leader.send("get still"), "ok fine");
+    assert_eq!(leader.role(), "leader");
+}
+
+#[test]
+fn a_data_directory_too_deep_for_a_unix_socket_path_still_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("a-long-directory-name/".repeat(6));
+    assert!(deep.join("party.sock").as_os_str().len() > 108);
+    let (mut leader, mut follower) = leader_and_follower(&deep);
+    assert_eq!(follower.send("put deep yes"), "ok");
+    assert_eq!(leader.send("get deep"), "ok yes");
+}
+
+/// Six handles in six processes: each round every live one puts its key and its neighbour
+/// reads it, then the first live one closes — until one is left.
+#[test]
+fn six_handles_close_one_by_one_while_each_puts_and_its_neighbour_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Node> = (0..6).map(|_| node(dir.path(), &[])).collect();
+    for round in 0..6 {
+        let alive: Vec<usize> = (round..6).collect();
+        for &i in &alive {
+            assert_eq!(nodes[i].send(&format!("put n{i} r{round}")), "ok");
+        }
+        for (pos, &i) in alive.iter().enumerate() {
+            let neighbour = alive[(pos + 1) % alive.len()];
+            assert_eq!(
+                nodes[neighbour].send(&format!("get n{i}")),
+                format!("ok r{round}")
+            );
+        }
+        // Close without waiting for the others to notice.
+        nodes[round].submit("close");
+    }
+    let mut last = node(dir.path(), &[]);
+    let keys: BTreeSet<String> = (0..6).map(|i| last.send(&format!("get n{i}"))).collect();
+    assert_eq!(keys.len(), 6);
+}
+
+/// Keys `fill-edge 10000` writes, hex-encoded, in byte order.
+fn edge_keys_hex(count: u32) -> Vec<String> {
+    let edges: [&[u8]; 8] = [
+        b"",
+        b"\x00",
+        b"\x00\x00",
+        b"\xff",
+        b"\xff\xff",
+        b"a",
+        b"a\x00",
+        b"ab",
+    ];
+    let mut keys: BTreeSet<Vec<u8>> = edges.iter().map(|k| k.to_vec()).collect();
+    keys.extend((0..count).map(|n| n.to_be_bytes().to_vec()));
+    keys.iter()
+        .map(|key| key.iter().map(|b| format!("{b:02x}")).collect())
+        .collect()
+}
+
+/// A follower scans 10 000 entries (with byte-edge keys) slowly while the test kills
+/// whichever standby process leads, again and again. The scan returns every key once, in
+/// order — forward and reverse. (The scanner itself may win an election; then the scan
+/// goes on locally and the kills stop.)
+#[test]
+fn an_iterator_survives_repeated_leader_kills_forward_and_reverse() {
+    for direction in ["FORWARD", "REVERSE"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut standbys = vec![node(dir.path(), &[])];
+        assert_eq!(standbys[0].send("ready"), "ok leader");
+        assert_eq!(standbys[0].send("fill-edge 10000"), "ok 10008");
+        standbys.extend((0..3).map(|_| node(dir.path(), &[])));
+        let mut scanner = node(dir.path(), &[]);
+        assert_eq!(scanner.send("ready"), "ok follower");
+        scanner.submit(&format!("scan {direction} 3"));
+
+        let mut kills = 0;
+        let answer = loop {
+            if let Some(answer) = scanner.try_answer() {
+                break answer;
+            }
+            std::thread::sleep(Duration::from_millis(40));
+            for standby in &mut standbys {
+                standby.poll_roles();
+            }
+            if let Some(leader) = standbys.iter_mut().find(|s| s.role() == "leader") {
+                leader.kill();
+                kills += 1;
+                standbys.retain(|s| s.role() != "dead");
+                standbys.push(node(dir.path(), &[]));
+            }
+        };
+        let mut want = edge_keys_hex(10_000);
+        if direction == "REVERSE" {
+            want.reverse();
+        }
+        let (count, keys) = answer
+            .strip_prefix("ok ")
+            .and_then(|rest| rest.split_once(' '))
+            .unwrap_or_else(|| panic!("scan failed: {answer}"));
+        let keys: Vec<&str> = keys.split(',').collect();
+        assert_eq!(count, want.len().to_string());
+        assert!(
+            keys == want,
+            "{direction}: keys differ after {kills} leader kills"
+        );
+        assert!(
+            kills >= 1,
+            "{direction}: no leader was killed during the scan"
+        );
+        eprintln!("{direction}: scan of {count} entries survived {kills} leader kills");
+    }
+}
