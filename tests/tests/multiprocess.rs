@@ -6,7 +6,6 @@ use std::time::Duration;
 use party_tests::Node;
 
 const NODE: &str = env!("CARGO_BIN_EXE_party-node");
-const SETTLE: Duration = Duration::from_secs(30);
 
 fn node(dir: &std::path::Path, args: &[&str]) -> Node {
     Node::spawn(NODE, dir, args)
