@@ -13,6 +13,7 @@ use party_proto::{ClientId, IterId, IterOptions, IterPoll, KeyRange, Role};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::sync::{oneshot, watch};
 
+use crate::codec::{Codec, Typed};
 use crate::driver::{Command, Driver, RoleState};
 use crate::error::Error;
 use crate::options::Options;
@@ -72,17 +73,23 @@ impl std::fmt::Debug for Db {
 }
 
 impl Db {
-    /// Waits until this handle leads or follows; fails if it cannot join the party.
+    /// Waits until this handle leads or follows (welcomed by the leader); fails if it cannot
+    /// join the party or the leader refuses it.
     pub async fn ready(&self) -> Result<Role, Error> {
         let mut role = self.inner.role.clone();
         let state = role
-            .wait_for(|state| state.role != Role::Electing || state.failure.is_some())
+            .wait_for(|state| {
+                state.role != Role::Electing || state.failure.is_some() || state.rejected.is_some()
+            })
             .await
             .map_err(|_| Error::Closed)?;
-        match &state.failure {
-            Some(failure) => Err(Error::ElectionFailed(failure.clone())),
-            None => Ok(state.role),
+        if let Some(failure) = &state.failure {
+            return Err(Error::ElectionFailed(failure.clone()));
         }
+        if let Some(reason) = &state.rejected {
+            return Err(reason.clone().into());
+        }
+        Ok(state.role)
     }
 
     /// The role right now.
@@ -182,6 +189,11 @@ impl Db {
         range: KeyRange,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         self.write(WriteOp::Clear { range })
+    }
+
+    /// This handle with values encoded by `codec` (keys stay bytes).
+    pub fn with_codec<C: Codec>(&self, codec: C) -> Typed<C> {
+        Typed::new(self.clone(), codec)
     }
 
     /// Iterates over the entries `options` select.

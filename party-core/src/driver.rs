@@ -14,11 +14,13 @@ use std::sync::Arc;
 use interprocess::local_socket::tokio::Listener;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use party_backends::Backend;
-use party_proto::wire::{encode_frame, ReadOp, Response, WriteOp, DEFAULT_MAX_FRAME_LEN};
+use party_proto::wire::{
+    encode_frame, ReadOp, Response, ServerMessage, WriteOp, DEFAULT_MAX_FRAME_LEN,
+};
 use party_proto::{
     ClientConfig, ClientId, ClientInput, ClientOutput, ClientSession, DedupTable, Election,
-    ElectionConfig, ElectionInput, ElectionOutput, IterId, IterOptions, IterPoll, RequestId, Role,
-    ServerConfig, ServerInput, ServerSession,
+    ElectionConfig, ElectionInput, ElectionOutput, ErrorCode, IterId, IterOptions, IterPoll,
+    RequestId, Role, ServerConfig, ServerInput, ServerSession,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::{oneshot, watch};
@@ -59,7 +61,8 @@ pub(crate) enum Command {
     },
 }
 
-/// What a handle publishes about its role.
+/// What a handle publishes about its role. A handle counts as a follower once the leader
+/// has welcomed it (so its protocol is known to match), not merely once connected.
 #[derive(Debug, Clone)]
 pub struct RoleState {
     pub role: Role,
@@ -67,6 +70,8 @@ pub struct RoleState {
     pub leader_pid: Option<u32>,
     /// Why the handle could not join the party, if it could not.
     pub failure: Option<Arc<Error>>,
+    /// Why the last leader refused this handle (a protocol mismatch), until one welcomes it.
+    pub rejected: Option<ErrorCode>,
 }
 
 /// The leader's own handle, connected to its server in-process.
@@ -96,6 +101,7 @@ pub(crate) struct Driver {
     iter_waiters: HashMap<IterId, (usize, oneshot::Sender<IterPoll>)>,
     role: watch::Sender<RoleState>,
     failure: Option<Arc<Error>>,
+    rejected: Option<ErrorCode>,
     /// The cause of the election failure the machine is about to report.
     failure_cause: Option<Error>,
     closers: Vec<oneshot::Sender<()>>,
@@ -120,6 +126,7 @@ impl Driver {
             role: Role::Electing,
             leader_pid: None,
             failure: None,
+            rejected: None,
         });
         let config = ClientConfig {
             retry: options.retry,
@@ -136,6 +143,7 @@ impl Driver {
             iter_waiters: HashMap::new(),
             role,
             failure: None,
+            rejected: None,
             failure_cause: None,
             closers: Vec::new(),
             closing: false,
@@ -219,9 +227,7 @@ impl Driver {
                 IterPoll::Pending if self.failure.is_none() => {
                     self.iter_waiters.insert(iter, (max, reply));
                 }
-                IterPoll::Pending => {
-                    drop(reply.send(IterPoll::Failed(party_proto::ErrorCode::Closed)))
-                }
+                IterPoll::Pending => drop(reply.send(IterPoll::Failed(ErrorCode::Closed))),
                 poll => drop(reply.send(poll)),
             },
             Command::IterClose { iter } => {
@@ -253,6 +259,11 @@ impl Driver {
         let now = clock::now();
         match event {
             LinkEvent::Message(message) => {
+                match &message {
+                    ServerMessage::Welcome(_) => self.rejected = None,
+                    ServerMessage::Rejected(reason) => self.rejected = Some(reason.clone()),
+                    _ => {}
+                }
                 self.session
                     .handle_input(now, ClientInput::Message(message));
             }
@@ -443,7 +454,7 @@ impl Driver {
             let _ = waiter.send(Err(Error::ElectionFailed(failure.clone())));
         }
         for (_, (_, waiter)) in self.iter_waiters.drain() {
-            let _ = waiter.send(IterPoll::Failed(party_proto::ErrorCode::Closed));
+            let _ = waiter.send(IterPoll::Failed(ErrorCode::Closed));
         }
         self.session.handle_input(clock::now(), ClientInput::Close);
         self.failure = Some(failure);
@@ -522,22 +533,27 @@ impl Driver {
     }
 
     fn publish_role(&mut self) {
-        let role = self.election.role();
-        let leader_pid = match role {
-            Role::Leader => Some(std::process::id()),
-            Role::Follower => self.session.leader_pid(),
-            Role::Electing | Role::Closed => None,
+        let (role, leader_pid) = match self.election.role() {
+            Role::Leader => (Role::Leader, Some(std::process::id())),
+            Role::Follower => match self.session.leader_pid() {
+                Some(pid) => (Role::Follower, Some(pid)),
+                None => (Role::Electing, None),
+            },
+            other => (other, None),
         };
         let failure = self.failure.clone();
+        let rejected = self.rejected.clone();
         self.role.send_if_modified(|state| {
             let changed = state.role != role
                 || state.leader_pid != leader_pid
-                || state.failure.is_some() != failure.is_some();
+                || state.failure.is_some() != failure.is_some()
+                || state.rejected != rejected;
             if changed {
                 *state = RoleState {
                     role,
                     leader_pid,
                     failure,
+                    rejected,
                 };
             }
             changed

@@ -42,6 +42,10 @@ pub enum Error {
     /// set up while it held the lock); every operation of the handle fails with this.
     #[error("the handle could not join the party: {0}")]
     ElectionFailed(Arc<Error>),
+    /// A [`crate::BlockingDb`] was used from inside an async runtime, where blocking would
+    /// stall it: use [`crate::Db`] there.
+    #[error("a BlockingDb was used inside an async runtime; use Db there")]
+    BlockingInRuntime,
     /// The leader or the follower broke the protocol; the connection was closed.
     #[error("protocol violation: {0}")]
     Protocol(String),

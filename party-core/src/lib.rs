@@ -9,7 +9,9 @@
 //! All decisions are made by the sans-IO machines of [`party_proto`]; this crate does the IO:
 //! a file lock, tokio, interprocess local sockets, and a [`party_backends`] store.
 
+mod blocking;
 mod clock;
+mod codec;
 mod db;
 mod driver;
 mod error;
@@ -20,6 +22,8 @@ mod options;
 mod paths;
 mod store;
 
+pub use blocking::{BlockingDb, BlockingIter};
+pub use codec::{Codec, Json, Raw, Typed, Utf8};
 pub use db::{open, Db, Iter};
 pub use driver::RoleState;
 pub use error::Error;

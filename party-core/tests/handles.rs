@@ -44,3 +44,260 @@ async fn two_handles_one_leads_one_follows_and_both_see_every_write() {
     second.clear(KeyRange::all()).await.unwrap();
     assert_eq!(first.get("b").await.unwrap(), None);
 }
+
+/// Holds the directory's election lock without serving: handles can find no leader.
+fn hold_lock(dir: &std::path::Path) -> party_core::lock::ElectionLock {
+    party_core::lock::ElectionLock::try_acquire(dir)
+        .unwrap()
+        .expect("the directory is free")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_values_on_both_roles() {
+    use party_core::Json;
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Point {
+        x: i32,
+        tags: Vec<String>,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), Options::default()).await.unwrap();
+    assert_eq!(leader.ready().await.unwrap(), Role::Leader);
+    let follower = open(dir.path(), Options::default()).await.unwrap();
+    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+    let (leader, follower) = (
+        leader.with_codec(Json::<Point>::default()),
+        follower.with_codec(Json::<Point>::default()),
+    );
+    let p = Point {
+        x: -3,
+        tags: vec!["a".into()],
+    };
+    follower.put("p", &p).await.unwrap();
+    assert_eq!(leader.get("p").await.unwrap(), Some(p));
+    leader
+        .put("q", &Point { x: 9, tags: vec![] })
+        .await
+        .unwrap();
+    let entries = follower.entries(IterOptions::default()).await.unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[1].1.x, 9);
+    // A stored value that is not JSON is a typed codec error, not a panic.
+    leader.db().put("bad", "not json").await.unwrap();
+    assert!(matches!(
+        follower.get("bad").await,
+        Err(party_core::Error::Codec(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_reads_with_every_bound_reverse_and_limit_through_a_follower() {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), Options::default()).await.unwrap();
+    leader.ready().await.unwrap();
+    for key in ["a", "b", "c", "d", "e"] {
+        leader.put(key, key).await.unwrap();
+    }
+    let follower = open(dir.path(), Options::default()).await.unwrap();
+    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+    let keys = |entries: Vec<party_core::Entry>| -> String {
+        entries
+            .into_iter()
+            .map(|e| String::from_utf8(e.key).unwrap())
+            .collect()
+    };
+    let cases = [
+        (Excluded("b"), Unbounded, false, None, "cde"), // gt
+        (Included("b"), Excluded("d"), false, None, "bc"), // gte, lt
+        (Unbounded, Included("c"), true, None, "cba"),  // lte, reverse
+        (Included("a"), Unbounded, true, Some(2), "ed"), // reverse, limit
+        (Excluded("a"), Excluded("e"), false, Some(2), "bc"),
+        (Included("d"), Excluded("b"), false, None, ""), // inverted: empty
+    ];
+    for (start, end, reverse, limit, want) in cases {
+        let range = KeyRange {
+            start: start.map(|k: &str| k.as_bytes().to_vec()),
+            end: end.map(|k: &str| k.as_bytes().to_vec()),
+        };
+        let options = IterOptions {
+            range,
+            reverse,
+            limit,
+            ..IterOptions::default()
+        };
+        let got = keys(
+            follower
+                .iter(options)
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap(),
+        );
+        assert_eq!(
+            got, want,
+            "{start:?}..{end:?} reverse={reverse} limit={limit:?}"
+        );
+    }
+    let values_only = IterOptions {
+        keys: false,
+        ..IterOptions::default()
+    };
+    let entries = follower
+        .iter(values_only)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert!(entries.iter().all(|e| e.key.is_empty()) && entries[0].value == b"a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_before_any_leader_exists_resolves_once_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let squatter = hold_lock(dir.path());
+    let db = open(dir.path(), Options::default()).await.unwrap();
+    let pending = tokio::spawn(db.get("k"));
+    let put = tokio::spawn(db.put("k", "v"));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!pending.is_finished(), "there is no leader yet");
+    drop(squatter);
+    assert_eq!(
+        pending.await.unwrap().unwrap(),
+        None,
+        "issued before the put"
+    );
+    put.await.unwrap().unwrap();
+    assert_eq!(db.get("k").await.unwrap(), Some(b"v".to_vec()));
+    assert!(db.is_leader());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_fails_pending_operations_and_iterators_with_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let _squatter = hold_lock(dir.path());
+    let db = open(dir.path(), Options::default()).await.unwrap();
+    let get = tokio::spawn(db.get("k"));
+    let mut iter = db.iter(IterOptions::default()).await.unwrap();
+    let next = tokio::spawn(async move { iter.next().await });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    db.close().await.unwrap();
+    assert!(matches!(get.await.unwrap(), Err(party_core::Error::Closed)));
+    assert!(matches!(
+        next.await.unwrap(),
+        Some(Err(party_core::Error::Closed))
+    ));
+    assert!(matches!(
+        db.put("k", "v").await,
+        Err(party_core::Error::Closed)
+    ));
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lock_file_and_the_socket_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), Options::default()).await.unwrap();
+    db.ready().await.unwrap();
+    for file in [db.dir().join("party.lock"), db.socket_path().to_owned()] {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
+}
+
+#[test]
+fn the_blocking_handle_outside_and_inside_a_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = party_core::BlockingDb::open(dir.path(), Options::default()).unwrap();
+    assert!(db.is_leader());
+    db.put("a", "1").unwrap();
+    db.put("b", "2").unwrap();
+    assert_eq!(db.get("a").unwrap(), Some(b"1".to_vec()));
+    let keys: Vec<Vec<u8>> = db
+        .iter(IterOptions {
+            reverse: true,
+            ..IterOptions::default()
+        })
+        .unwrap()
+        .map(|entry| entry.unwrap().key)
+        .collect();
+    assert_eq!(keys, vec![b"b".to_vec(), b"a".to_vec()]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let inside = runtime.block_on(async { db.get("a") });
+    assert!(matches!(inside, Err(party_core::Error::BlockingInRuntime)));
+    drop(db);
+    // Dropping the last handle closed it properly: the directory is free at once.
+    let again = party_core::BlockingDb::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(again.get("b").unwrap(), Some(b"2".to_vec()));
+}
+
+/// A fake leader: holds the lock, accepts on the socket, reads whatever comes and answers
+/// each connection with `reply`.
+#[cfg(unix)]
+fn fake_leader(dir: &std::path::Path, reply: Vec<u8>) -> party_core::lock::ElectionLock {
+    use std::io::{Read, Write};
+    let lock = hold_lock(dir);
+    let listener = std::os::unix::net::UnixListener::bind(dir.join("party.sock")).unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut first = [0u8; 64];
+            let _ = stream.read(&mut first);
+            let _ = stream.write_all(&reply);
+        }
+    });
+    lock
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_speaking_another_version_is_a_protocol_mismatch() {
+    use party_proto::wire::{encode_frame, ProtocolId, ServerMessage};
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    let theirs = ProtocolId {
+        version: ProtocolId::CURRENT.version + 1,
+        ..ProtocolId::CURRENT
+    };
+    let mut reply = Vec::new();
+    let rejected = ServerMessage::Rejected(party_proto::ErrorCode::ProtocolMismatch {
+        expected: theirs,
+        got: ProtocolId::CURRENT,
+    });
+    encode_frame(&rejected, 1 << 20, &mut reply).unwrap();
+    let _leader = fake_leader(&dir, reply);
+    let db = open(&dir, Options::default()).await.unwrap();
+    let result = db.get("k").await;
+    assert!(
+        matches!(result, Err(party_core::Error::ProtocolMismatch { expected, .. }) if expected == theirs),
+        "{result:?}"
+    );
+    let ready = db.ready().await;
+    assert!(
+        matches!(ready, Err(party_core::Error::ProtocolMismatch { .. })),
+        "{ready:?}"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_from_the_leader_loses_the_connection_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    let _leader = fake_leader(
+        &dir,
+        b"\x05\x00\x00\x00\xff\xff\xff\xff\xffHTTP/1.1 400".to_vec(),
+    );
+    let options = Options {
+        retry: false,
+        ..Options::default()
+    };
+    let db = open(&dir, options).await.unwrap();
+    let result = db.get("k").await;
+    assert!(
+        matches!(result, Err(party_core::Error::ConnectionLost)),
+        "{result:?}"
+    );
+}

@@ -1,0 +1,149 @@
+//! The same handle for programs without an async runtime: every call blocks until done.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use party_proto::wire::{BatchOp, Entry};
+use party_proto::{IterOptions, KeyRange, Role};
+use tokio::runtime::Runtime;
+
+use crate::db::{open, Db, Iter};
+use crate::error::Error;
+use crate::options::Options;
+
+/// A blocking [`Db`], with a small runtime of its own. Calling it from inside an async
+/// runtime returns [`Error::BlockingInRuntime`] instead of stalling that runtime.
+#[derive(Debug, Clone)]
+pub struct BlockingDb {
+    db: Db,
+    runtime: Arc<OwnRuntime>,
+}
+
+/// The handle's runtime. When the last user goes, the handle is closed on it first: just
+/// dropping the runtime would cut the leader's step-down short, releasing the lock before
+/// the store is closed.
+#[derive(Debug)]
+struct OwnRuntime {
+    runtime: Runtime,
+    db: Db,
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if outside_runtime().is_ok() {
+            let _ = self.runtime.block_on(self.db.close());
+        }
+    }
+}
+
+impl BlockingDb {
+    /// Opens `dir` and waits until the handle leads or follows.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<BlockingDb, Error> {
+        outside_runtime()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("party")
+            .enable_all()
+            .build()
+            .map_err(|source| Error::Io {
+                context: "cannot start a runtime for",
+                path: dir.as_ref().to_owned(),
+                source,
+            })?;
+        let db = runtime.block_on(async {
+            let db = open(dir, options).await?;
+            db.ready().await?;
+            Ok::<_, Error>(db)
+        })?;
+        Ok(BlockingDb {
+            runtime: Arc::new(OwnRuntime {
+                runtime,
+                db: db.clone(),
+            }),
+            db,
+        })
+    }
+
+    /// The async handle underneath.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn role(&self) -> Role {
+        self.db.role()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.db.is_leader()
+    }
+
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, Error> {
+        self.block_on(self.db.get(key))
+    }
+
+    pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        self.block_on(self.db.get_many(keys))
+    }
+
+    pub fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), Error> {
+        self.block_on(self.db.put(key, value))
+    }
+
+    pub fn del(&self, key: impl AsRef<[u8]>) -> Result<(), Error> {
+        self.block_on(self.db.del(key))
+    }
+
+    pub fn batch(&self, ops: Vec<BatchOp>) -> Result<(), Error> {
+        self.block_on(self.db.batch(ops))
+    }
+
+    pub fn clear(&self, range: KeyRange) -> Result<(), Error> {
+        self.block_on(self.db.clear(range))
+    }
+
+    /// An iterator whose `next` blocks.
+    pub fn iter(&self, options: IterOptions) -> Result<BlockingIter, Error> {
+        let iter = self.block_on(self.db.iter(options))?;
+        Ok(BlockingIter {
+            iter,
+            runtime: self.runtime.clone(),
+        })
+    }
+
+    pub fn close(&self) -> Result<(), Error> {
+        self.block_on(self.db.close())
+    }
+
+    fn block_on<T>(
+        &self,
+        future: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        outside_runtime()?;
+        self.runtime.runtime.block_on(future)
+    }
+}
+
+fn outside_runtime() -> Result<(), Error> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => Err(Error::BlockingInRuntime),
+        Err(_) => Ok(()),
+    }
+}
+
+/// A blocking [`Iter`]: a plain [`Iterator`] of entries.
+#[derive(Debug)]
+pub struct BlockingIter {
+    iter: Iter,
+    runtime: Arc<OwnRuntime>,
+}
+
+impl Iterator for BlockingIter {
+    type Item = Result<Entry, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Err(error) = outside_runtime() {
+            return Some(Err(error));
+        }
+        self.runtime.runtime.block_on(self.iter.next())
+    }
+}
