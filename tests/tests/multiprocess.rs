@@ -1,4 +1,6 @@
-//! party across real processes: `party-node` children, leaders killed with SIGKILL.
+//! party across real processes: `party-node` children, leaders killed with SIGKILL. Every
+//! scenario runs on fjall, and on sled and rocksdb when their features are on (see the
+//! `on_store!` lines at the end).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -7,22 +9,22 @@ use party_tests::Node;
 
 const NODE: &str = env!("CARGO_BIN_EXE_party-node");
 
-fn node(dir: &std::path::Path, args: &[&str]) -> Node {
-    Node::spawn(NODE, dir, args)
+fn node(store: &str, dir: &std::path::Path, args: &[&str]) -> Node {
+    let args: Vec<&str> = ["--backend", store].iter().chain(args).copied().collect();
+    Node::spawn(NODE, dir, &args)
 }
 
-fn leader_and_follower(dir: &std::path::Path) -> (Node, Node) {
-    let mut leader = node(dir, &[]);
+fn leader_and_follower(store: &str, dir: &std::path::Path) -> (Node, Node) {
+    let mut leader = node(store, dir, &[]);
     assert_eq!(leader.send("ready"), "ok leader");
-    let mut follower = node(dir, &[]);
+    let mut follower = node(store, dir, &[]);
     assert_eq!(follower.send("ready"), "ok follower");
     (leader, follower)
 }
 
-#[test]
-fn two_processes_put_and_get_through_each_other() {
+fn two_processes_put_and_get_through_each_other(store: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut leader, mut follower) = leader_and_follower(dir.path());
+    let (mut leader, mut follower) = leader_and_follower(store, dir.path());
     assert_eq!(leader.send("put a 1"), "ok");
     assert_eq!(follower.send("get a"), "ok 1");
     assert_eq!(follower.send("put b 2"), "ok");
@@ -30,11 +32,10 @@ fn two_processes_put_and_get_through_each_other() {
     assert_eq!(follower.send("get nothing"), "none");
 }
 
-#[test]
-fn two_directories_do_not_interfere() {
+fn two_directories_do_not_interfere(store: &str) {
     let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut a = node(one.path(), &[]);
-    let mut b = node(two.path(), &[]);
+    let mut a = node(store, one.path(), &[]);
+    let mut b = node(store, two.path(), &[]);
     assert_eq!(a.send("ready"), "ok leader");
     assert_eq!(
         b.send("ready"),
@@ -48,11 +49,10 @@ fn two_directories_do_not_interfere() {
 /// level-party's conformance scenario, made stricter: 300 writes in flight when the leader
 /// is killed, each a batch that also sets `p/last`. All land, and exactly once: a write
 /// applied again after the failover would leave an older `p/last` than the newest.
-#[test]
-fn leader_killed_with_300_writes_in_flight_all_land_exactly_once() {
+fn leader_killed_with_300_writes_in_flight_all_land_exactly_once(store: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut leader, mut writer) = leader_and_follower(dir.path());
-    let mut standby = node(dir.path(), &[]);
+    let (mut leader, mut writer) = leader_and_follower(store, dir.path());
+    let mut standby = node(store, dir.path(), &[]);
     assert_eq!(standby.send("ready"), "ok follower");
     writer.submit("burst p 300");
     std::thread::sleep(Duration::from_millis(5));
@@ -75,10 +75,9 @@ fn leader_killed_with_300_writes_in_flight_all_land_exactly_once() {
     );
 }
 
-#[test]
-fn ten_processes_each_put_one_key_and_exit_and_a_fresh_handle_sees_all() {
+fn ten_processes_each_put_one_key_and_exit_and_a_fresh_handle_sees_all(store: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let mut children: Vec<Node> = (0..10).map(|_| node(dir.path(), &[])).collect();
+    let mut children: Vec<Node> = (0..10).map(|_| node(store, dir.path(), &[])).collect();
     for (i, child) in children.iter_mut().enumerate() {
         child.submit(&format!("put key{i} value{i}"));
         child.submit("close");
@@ -89,29 +88,27 @@ fn ten_processes_each_put_one_key_and_exit_and_a_fresh_handle_sees_all() {
         assert_eq!(child.answer(), "ok");
         assert!(child.wait_exit().success());
     }
-    let mut fresh = node(dir.path(), &[]);
+    let mut fresh = node(store, dir.path(), &[]);
     for i in 0..10 {
         assert_eq!(fresh.send(&format!("get key{i}")), format!("ok value{i}"));
     }
 }
 
-#[test]
-fn a_put_issued_before_the_role_is_settled_is_applied() {
+fn a_put_issued_before_the_role_is_settled_is_applied(store: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let mut leader = node(dir.path(), &[]);
+    let mut leader = node(store, dir.path(), &[]);
     assert_eq!(leader.send("ready"), "ok leader");
-    let mut early = node(dir.path(), &["--put-first", "early", "bird"]);
+    let mut early = node(store, dir.path(), &["--put-first", "early", "bird"]);
     assert_eq!(early.answer(), "ok put-first");
     assert_eq!(leader.send("get early"), "ok bird");
 }
 
-#[test]
-fn without_retry_an_iterator_on_a_killed_leader_fails_with_connection_lost() {
+fn without_retry_an_iterator_on_a_killed_leader_fails_with_connection_lost(store: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let mut leader = node(dir.path(), &[]);
+    let mut leader = node(store, dir.path(), &[]);
     assert_eq!(leader.send("ready"), "ok leader");
     assert_eq!(leader.send("burst k 2000"), "ok 2000");
-    let mut reader = node(dir.path(), &["--no-retry"]);
+    let mut reader = node(store, dir.path(), &["--no-retry"]);
     assert_eq!(reader.send("ready"), "ok follower");
     assert_eq!(reader.send("open-iter"), "ok");
     assert_eq!(reader.send("next-chunk 10"), "ok 10");
@@ -130,13 +127,12 @@ fn without_retry_an_iterator_on_a_killed_leader_fails_with_connection_lost() {
     );
 }
 
-#[test]
-fn a_rogue_client_sending_garbage_does_not_disturb_the_others() {
+fn a_rogue_client_sending_garbage_does_not_disturb_the_others(store: &str) {
     use std::io::Write;
     use std::os::unix::net::UnixStream;
 
     let dir = tempfile::tempdir().unwrap();
-    let (mut leader, mut follower) = leader_and_follower(dir.path());
+    let (mut leader, mut follower) = leader_and_follower(store, dir.path());
     let socket = dir.path().canonicalize().unwrap().join("party.sock");
     let mut rogue = UnixStream::connect(&socket).expect("connect to the leader's socket");
     rogue
@@ -149,22 +145,20 @@ fn a_rogue_client_sending_garbage_does_not_disturb_the_others() {
     assert_eq!(leader.role(), "leader");
 }
 
-#[test]
-fn a_data_directory_too_deep_for_a_unix_socket_path_still_works() {
+fn a_data_directory_too_deep_for_a_unix_socket_path_still_works(store: &str) {
     let dir = tempfile::tempdir().unwrap();
     let deep = dir.path().join("a-long-directory-name/".repeat(6));
     assert!(deep.join("party.sock").as_os_str().len() > 108);
-    let (mut leader, mut follower) = leader_and_follower(&deep);
+    let (mut leader, mut follower) = leader_and_follower(store, &deep);
     assert_eq!(follower.send("put deep yes"), "ok");
     assert_eq!(leader.send("get deep"), "ok yes");
 }
 
 /// Six handles in six processes: each round every live one puts its key and its neighbour
 /// reads it, then the first live one closes — until one is left.
-#[test]
-fn six_handles_close_one_by_one_while_each_puts_and_its_neighbour_reads() {
+fn six_handles_close_one_by_one_while_each_puts_and_its_neighbour_reads(store: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<Node> = (0..6).map(|_| node(dir.path(), &[])).collect();
+    let mut nodes: Vec<Node> = (0..6).map(|_| node(store, dir.path(), &[])).collect();
     for round in 0..6 {
         let alive: Vec<usize> = (round..6).collect();
         for &i in &alive {
@@ -180,7 +174,7 @@ fn six_handles_close_one_by_one_while_each_puts_and_its_neighbour_reads() {
         // Close without waiting for the others to notice.
         nodes[round].submit("close");
     }
-    let mut last = node(dir.path(), &[]);
+    let mut last = node(store, dir.path(), &[]);
     let keys: BTreeSet<String> = (0..6).map(|i| last.send(&format!("get n{i}"))).collect();
     assert_eq!(keys.len(), 6);
 }
@@ -208,15 +202,14 @@ fn edge_keys_hex(count: u32) -> Vec<String> {
 /// whichever standby process leads, again and again. The scan returns every key once, in
 /// order — forward and reverse. (The scanner itself may win an election; then the scan
 /// goes on locally and the kills stop.)
-#[test]
-fn an_iterator_survives_repeated_leader_kills_forward_and_reverse() {
+fn an_iterator_survives_repeated_leader_kills_forward_and_reverse(store: &str) {
     for direction in ["FORWARD", "REVERSE"] {
         let dir = tempfile::tempdir().unwrap();
-        let mut standbys = vec![node(dir.path(), &[])];
+        let mut standbys = vec![node(store, dir.path(), &[])];
         assert_eq!(standbys[0].send("ready"), "ok leader");
         assert_eq!(standbys[0].send("fill-edge 10000"), "ok 10008");
-        standbys.extend((0..3).map(|_| node(dir.path(), &[])));
-        let mut scanner = node(dir.path(), &[]);
+        standbys.extend((0..3).map(|_| node(store, dir.path(), &[])));
+        let mut scanner = node(store, dir.path(), &[]);
         assert_eq!(scanner.send("ready"), "ok follower");
         scanner.submit(&format!("scan {direction} 3"));
 
@@ -233,7 +226,7 @@ fn an_iterator_survives_repeated_leader_kills_forward_and_reverse() {
                 leader.kill();
                 kills += 1;
                 standbys.retain(|s| s.role() != "dead");
-                standbys.push(node(dir.path(), &[]));
+                standbys.push(node(store, dir.path(), &[]));
             }
         };
         let mut want = edge_keys_hex(10_000);
@@ -257,3 +250,58 @@ fn an_iterator_survives_repeated_leader_kills_forward_and_reverse() {
         eprintln!("{direction}: scan of {count} entries survived {kills} leader kills");
     }
 }
+
+macro_rules! on_store {
+    ($module:ident, $store:literal) => {
+        mod $module {
+            #[test]
+            fn two_processes_put_and_get_through_each_other() {
+                super::two_processes_put_and_get_through_each_other($store);
+            }
+            #[test]
+            fn two_directories_do_not_interfere() {
+                super::two_directories_do_not_interfere($store);
+            }
+            #[test]
+            fn leader_killed_with_300_writes_in_flight_all_land_exactly_once() {
+                super::leader_killed_with_300_writes_in_flight_all_land_exactly_once($store);
+            }
+            #[test]
+            fn ten_processes_each_put_one_key_and_exit_and_a_fresh_handle_sees_all() {
+                super::ten_processes_each_put_one_key_and_exit_and_a_fresh_handle_sees_all($store);
+            }
+            #[test]
+            fn a_put_issued_before_the_role_is_settled_is_applied() {
+                super::a_put_issued_before_the_role_is_settled_is_applied($store);
+            }
+            #[test]
+            fn without_retry_an_iterator_on_a_killed_leader_fails_with_connection_lost() {
+                super::without_retry_an_iterator_on_a_killed_leader_fails_with_connection_lost(
+                    $store,
+                );
+            }
+            #[test]
+            fn a_rogue_client_sending_garbage_does_not_disturb_the_others() {
+                super::a_rogue_client_sending_garbage_does_not_disturb_the_others($store);
+            }
+            #[test]
+            fn a_data_directory_too_deep_for_a_unix_socket_path_still_works() {
+                super::a_data_directory_too_deep_for_a_unix_socket_path_still_works($store);
+            }
+            #[test]
+            fn six_handles_close_one_by_one_while_each_puts_and_its_neighbour_reads() {
+                super::six_handles_close_one_by_one_while_each_puts_and_its_neighbour_reads($store);
+            }
+            #[test]
+            fn an_iterator_survives_repeated_leader_kills_forward_and_reverse() {
+                super::an_iterator_survives_repeated_leader_kills_forward_and_reverse($store);
+            }
+        }
+    };
+}
+
+on_store!(fjall, "fjall");
+#[cfg(feature = "sled")]
+on_store!(sled, "sled");
+#[cfg(feature = "rocksdb")]
+on_store!(rocksdb, "rocksdb");

@@ -2,7 +2,7 @@
 //! tests. Every command prints exactly one answer line (`ok …`, `none`, or `err KIND …`);
 //! role changes are printed as `role NAME PID` lines whenever they happen.
 //!
-//! Usage: `party-node DIR [--no-retry] [--put-first KEY VALUE]`
+//! Usage: `party-node DIR [--backend NAME] [--no-retry] [--put-first KEY VALUE]`
 //!
 //! Commands (keys and values are words without spaces):
 //! - `ready` → `ok ROLE`
@@ -26,13 +26,22 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(dir) = args.first() else {
-        eprintln!("usage: party-node DIR [--no-retry] [--put-first KEY VALUE]");
+        eprintln!("usage: party-node DIR [--backend NAME] [--no-retry] [--put-first KEY VALUE]");
         std::process::exit(2);
     };
-    let options = Options {
+    let mut options = Options {
         retry: !args.iter().any(|a| a == "--no-retry"),
         ..Options::default()
     };
+    if let Some(i) = args.iter().position(|a| a == "--backend") {
+        match args.get(i + 1).map(|name| name.parse()) {
+            Some(Ok(backend)) => options.backend = backend,
+            _ => {
+                println!("err usage --backend needs fjall, sled or rocksdb");
+                std::process::exit(2);
+            }
+        }
+    }
     let db = match open(dir, options).await {
         Ok(db) => db,
         Err(error) => {
