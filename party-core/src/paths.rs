@@ -42,9 +42,19 @@ impl Layout {
     }
 }
 
+/// On Windows: the named pipe `\\.\pipe\party\<absolute dir>`, without the `\\?\`
+/// prefix that `canonicalize` puts on Windows paths.
+#[cfg(windows)]
+fn default_socket(dir: &Path) -> PathBuf {
+    let dir = dir.display().to_string();
+    let dir = dir.strip_prefix(r"\\?\").unwrap_or(&dir);
+    PathBuf::from(format!(r"\\.\pipe\party\{dir}"))
+}
+
 /// `<dir>/party.sock`, or for a deep directory `/tmp/party-<hash of dir>.sock`: every
 /// process of the directory derives the same name from the canonical path, without
 /// anything to record or any environment variable that could differ between them.
+#[cfg(not(windows))]
 fn default_socket(dir: &Path) -> PathBuf {
     let socket = dir.join("party.sock");
     if socket.as_os_str().len() <= MAX_SOCKET_PATH {
@@ -57,13 +67,14 @@ fn default_socket(dir: &Path) -> PathBuf {
 }
 
 /// FNV-1a, 64 bit: stable across Rust versions, unlike std's `DefaultHasher`.
+#[cfg(not(windows))]
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(windows)))]
 mod tests {
     use super::*;
 
