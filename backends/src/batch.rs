@@ -7,7 +7,6 @@ use party_proto::wire::{BatchOp, WriteOp};
 use party_proto::{ClientId, DedupRecord, KeyRange};
 
 use crate::error::BackendError;
-use crate::Backend;
 
 /// One atomic, durable commit: the writes in order, and the dedup records to store with
 /// them in the same commit.
@@ -72,8 +71,9 @@ pub fn resolve(
 }
 
 /// [`resolve`] for a store that lists a `Clear` range with its own iterator.
+#[cfg(any(feature = "fjall", feature = "sled", feature = "rocksdb"))]
 pub(crate) fn resolve_in(
-    store: &dyn Backend,
+    store: &dyn crate::Backend,
     ops: &[WriteOp],
 ) -> Result<BTreeMap<Vec<u8>, Option<Vec<u8>>>, BackendError> {
     resolve(ops, |range| {

@@ -74,6 +74,7 @@ pub enum BackendError {
     CorruptRecord { key: Vec<u8>, reason: String },
 }
 
+#[cfg(any(feature = "fjall", feature = "sled", feature = "rocksdb"))]
 impl BackendError {
     pub(crate) fn store(backend: &'static str, source: impl Into<StoreError>) -> Self {
         BackendError::Store {

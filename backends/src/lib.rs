@@ -132,6 +132,7 @@ impl FromStr for BackendKind {
 pub struct UnknownBackend(pub String);
 
 /// Turns a store's error into a [`BackendError`] naming the store.
+#[cfg(any(feature = "fjall", feature = "sled", feature = "rocksdb"))]
 pub(crate) fn store_error<E>(backend: &'static str) -> impl Fn(E) -> BackendError
 where
     E: Into<StoreError>,

@@ -128,10 +128,14 @@ impl Driver {
             failure: None,
             rejected: None,
         });
+        // The update fills the simulator-only fields that exist when a build of the whole
+        // workspace turns on party-proto's `bug-injection` feature.
+        #[allow(clippy::needless_update)]
         let config = ClientConfig {
             retry: options.retry,
             request_timeout: options.request_timeout,
             iter_window: options.iter_window,
+            ..ClientConfig::default()
         };
         let (link_events_tx, link_events) = unbounded_channel();
         let driver = Driver {

@@ -100,6 +100,9 @@ pub struct ElectionConfig {
     pub initial_backoff: Duration,
     /// Longest wait after failed connects.
     pub max_backoff: Duration,
+    /// Bugs to re-create, for the simulator.
+    #[cfg(feature = "bug-injection")]
+    pub bugs: crate::bugs::Bugs,
 }
 
 impl Default for ElectionConfig {
@@ -107,6 +110,8 @@ impl Default for ElectionConfig {
         ElectionConfig {
             initial_backoff: Duration::from_micros(500),
             max_backoff: Duration::from_millis(50),
+            #[cfg(feature = "bug-injection")]
+            bugs: crate::bugs::Bugs::default(),
         }
     }
 }
@@ -158,6 +163,8 @@ struct Held {
 /// The election machine of one process. See the module documentation.
 #[derive(Debug)]
 pub struct Election {
+    #[cfg(feature = "bug-injection")]
+    bugs: crate::bugs::Bugs,
     state: State,
     held: Held,
     backoff: Backoff,
@@ -168,6 +175,8 @@ impl Election {
     /// A new machine that starts by trying the lock. `seed` jitters its waits.
     pub fn new(config: ElectionConfig, seed: u64) -> Self {
         Election {
+            #[cfg(feature = "bug-injection")]
+            bugs: config.bugs,
             state: State::Electing(Awaiting::Lock),
             held: Held::default(),
             backoff: Backoff::new(config.initial_backoff, config.max_backoff, seed),
@@ -198,6 +207,10 @@ impl Election {
     /// Feeds one event. Answers that the machine is not waiting for are ignored.
     pub fn handle_input(&mut self, now: Timestamp, input: ElectionInput) {
         use ElectionInput as In;
+        #[cfg(feature = "bug-injection")]
+        if self.bugs.ignore_lock_loss && input == In::LockLost && self.state == State::Leader {
+            return;
+        }
         if let Some(awaiting) = self.awaiting() {
             if let Some(success) = answers(awaiting, input) {
                 self.record_answer(awaiting, success);

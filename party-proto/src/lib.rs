@@ -5,6 +5,8 @@
 //! wants to be woken. Time, ids and randomness are parameters, so the same inputs always
 //! give the same outputs — which is what lets the simulator replay a failover from a seed.
 
+#[cfg(feature = "bug-injection")]
+pub mod bugs;
 pub mod client;
 pub mod election;
 pub mod error;

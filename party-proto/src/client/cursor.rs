@@ -49,6 +49,8 @@ pub(crate) struct Cursor {
     /// Entries the leader may still send on the current opening.
     credits: u32,
     status: Status,
+    #[cfg(feature = "bug-injection")]
+    bugs: crate::bugs::Bugs,
 }
 
 impl Cursor {
@@ -66,7 +68,14 @@ impl Cursor {
             buffer: VecDeque::new(),
             credits: 0,
             status,
+            #[cfg(feature = "bug-injection")]
+            bugs: crate::bugs::Bugs::default(),
         }
+    }
+
+    #[cfg(feature = "bug-injection")]
+    pub(crate) fn inject(&mut self, bugs: crate::bugs::Bugs) {
+        self.bugs = bugs;
     }
 
     /// The message that opens the rest of this iteration on a new connection, if it needs
@@ -78,6 +87,24 @@ impl Cursor {
         let options = match &self.last_key {
             Some(key) => self.options.resume_after(key, self.delivered),
             None => self.options.clone(),
+        };
+        #[cfg(feature = "bug-injection")]
+        let options = match &self.last_key {
+            Some(key) if self.bugs.inclusive_resume => {
+                let mut inclusive = options;
+                let bound = std::ops::Bound::Included(key.clone());
+                if self.options.reverse {
+                    inclusive.range.end = bound;
+                } else {
+                    inclusive.range.start = bound;
+                }
+                inclusive.limit = self
+                    .options
+                    .limit
+                    .map(|l| l.saturating_sub(self.delivered) + 1);
+                inclusive
+            }
+            _ => options,
         };
         self.status = Status::Open;
         self.credits = self.window;

@@ -37,6 +37,9 @@ pub struct ClientConfig {
     pub request_timeout: Option<Duration>,
     /// How many entries an iterator may have buffered or on their way at once.
     pub iter_window: u32,
+    /// Bugs to re-create, for the simulator.
+    #[cfg(feature = "bug-injection")]
+    pub bugs: crate::bugs::Bugs,
 }
 
 impl Default for ClientConfig {
@@ -45,6 +48,8 @@ impl Default for ClientConfig {
             retry: true,
             request_timeout: None,
             iter_window: 256,
+            #[cfg(feature = "bug-injection")]
+            bugs: crate::bugs::Bugs::default(),
         }
     }
 }
@@ -143,7 +148,10 @@ impl ClientSession {
     pub fn open_iter(&mut self, options: IterOptions) -> IterId {
         let iter = IterId(self.next_iter);
         self.next_iter += 1;
+        #[cfg_attr(not(feature = "bug-injection"), allow(unused_mut))]
         let mut cursor = Cursor::new(options, self.config.iter_window);
+        #[cfg(feature = "bug-injection")]
+        cursor.inject(self.config.bugs);
         if self.closed {
             cursor.fail(ErrorCode::Closed);
         } else if self.connected {
