@@ -8,6 +8,36 @@
 //!
 //! All decisions are made by the sans-IO machines of [`party_proto`]; this crate does the IO:
 //! a file lock, tokio, interprocess local sockets, and a [`party_backends`] store.
+//!
+//! ```
+//! # #[tokio::main] async fn main() -> Result<(), party_core::Error> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! use party_core::{open, IterOptions, Json, Options};
+//!
+//! let db = open(dir.path(), Options::default()).await?;
+//! db.put("greeting", "hello").await?;
+//! assert_eq!(db.get("greeting").await?, Some(b"hello".to_vec()));
+//!
+//! // Values through a codec, like level's valueEncoding.
+//! let scores = db.with_codec(Json::<Vec<u32>>::default());
+//! scores.put("alice", &vec![3, 5]).await?;
+//! assert_eq!(scores.get("alice").await?, Some(vec![3, 5]));
+//!
+//! let all = db.iter(IterOptions::default()).await?.collect().await?;
+//! assert_eq!(all.len(), 2);
+//! db.close().await
+//! # }
+//! ```
+//!
+//! Programs without an async runtime use [`BlockingDb`]:
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! let db = party_core::BlockingDb::open(dir.path(), party_core::Options::default())?;
+//! db.put("k", "v")?;
+//! assert_eq!(db.get("k")?, Some(b"v".to_vec()));
+//! # Ok::<(), party_core::Error>(())
+//! ```
 
 mod blocking;
 mod clock;
