@@ -140,6 +140,38 @@ fn a_rogue_client_sending_garbage_does_not_disturb_the_others(store: &str) {
         .unwrap();
     let mut huge = UnixStream::connect(&socket).unwrap();
     huge.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    // A well-formed hello from another protocol version is answered with Rejected.
+    {
+        use party_proto::wire::{
+            encode_frame, ClientMessage, FrameDecoder, Hello, ProtocolId, ServerMessage,
+        };
+        use std::io::Read;
+        let mut other_version = UnixStream::connect(&socket).unwrap();
+        let protocol = ProtocolId {
+            version: ProtocolId::CURRENT.version + 1,
+            ..ProtocolId::CURRENT
+        };
+        let hello = ClientMessage::Hello(Hello {
+            protocol,
+            client_id: party_proto::ClientId(1),
+        });
+        let mut frame = Vec::new();
+        encode_frame(&hello, 1 << 20, &mut frame).unwrap();
+        other_version.write_all(&frame).unwrap();
+        let mut reply = Vec::new();
+        other_version.read_to_end(&mut reply).unwrap();
+        let answer: ServerMessage = FrameDecoder::new(1 << 20)
+            .decode(&mut reply.as_slice())
+            .unwrap()
+            .expect("a whole frame before the leader closed");
+        assert!(
+            matches!(
+                answer,
+                ServerMessage::Rejected(party_proto::ErrorCode::ProtocolMismatch { .. })
+            ),
+            "{answer:?}"
+        );
+    }
     assert_eq!(follower.send("put still fine"), "ok");
     assert_eq!(leader.send("get still"), "ok fine");
     assert_eq!(leader.role(), "leader");
