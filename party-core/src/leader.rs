@@ -1,7 +1,6 @@
 //! Serving as leader: the store thread, the accept loop, and one task per follower
 //! connection running a [`ServerSession`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use interprocess::local_socket::tokio::prelude::*;
@@ -18,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock;
 use crate::store::{self, ConnId, StoreJob, StoreQueue};
+use crate::sync::ConnIds;
 
 /// A running leadership: stop it with [`Leader::stop`].
 pub(crate) struct Leader {
@@ -25,7 +25,7 @@ pub(crate) struct Leader {
     store_thread: std::thread::JoinHandle<()>,
     cancel: CancellationToken,
     tasks: TaskTracker,
-    next_conn: Arc<AtomicU64>,
+    conn_ids: ConnIds,
 }
 
 impl Leader {
@@ -42,21 +42,21 @@ impl Leader {
             .spawn(move || store::run(store, dedup, jobs))?;
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let next_conn = Arc::new(AtomicU64::new(0));
+        let conn_ids = ConnIds::default();
         tasks.spawn(accept_loop(
             listener,
             queue.clone(),
             config,
             cancel.clone(),
             tasks.clone(),
-            next_conn.clone(),
+            conn_ids.clone(),
         ));
         Ok(Leader {
             queue,
             store_thread,
             cancel,
             tasks,
-            next_conn,
+            conn_ids,
         })
     }
 
@@ -67,7 +67,7 @@ impl Leader {
 
     /// A fresh connection number, for the leader's own handle.
     pub fn conn_id(&self) -> ConnId {
-        self.next_conn.fetch_add(1, Ordering::Relaxed)
+        self.conn_ids.next()
     }
 
     /// Stops accepting, closes every follower connection, and waits for the store thread
@@ -92,7 +92,7 @@ async fn accept_loop(
     config: ServerConfig,
     cancel: CancellationToken,
     tasks: TaskTracker,
-    next_conn: Arc<AtomicU64>,
+    conn_ids: ConnIds,
 ) {
     loop {
         let stream = tokio::select! {
@@ -105,7 +105,7 @@ async fn accept_loop(
                 }
             },
         };
-        let conn = next_conn.fetch_add(1, Ordering::Relaxed);
+        let conn = conn_ids.next();
         tasks.spawn(serve(
             stream,
             conn,

@@ -39,25 +39,47 @@
 //! # Ok::<(), party_core::Error>(())
 //! ```
 
+// Under `--cfg loom` only the shared-memory pieces build (tokio leaves out the sockets
+// then); `tests/loom.rs` models them. See `sync.rs`.
+#[cfg(loom)]
+pub mod sync;
+#[cfg(not(loom))]
+mod sync;
+
+#[cfg(not(loom))]
 mod blocking;
+#[cfg(not(loom))]
 mod clock;
+#[cfg(not(loom))]
 mod codec;
+#[cfg(not(loom))]
 mod db;
+#[cfg(not(loom))]
 mod driver;
+#[cfg(not(loom))]
 mod error;
+#[cfg(not(loom))]
 mod leader;
+#[cfg(not(loom))]
 mod link;
+#[cfg(not(loom))]
 pub mod lock;
+#[cfg(not(loom))]
 mod options;
+#[cfg(not(loom))]
 mod paths;
+#[cfg(not(loom))]
 mod store;
 
-pub use blocking::{BlockingDb, BlockingIter};
-pub use codec::{Codec, Json, Raw, Typed, Utf8};
-pub use db::{open, Db, Iter};
-pub use driver::RoleState;
-pub use error::Error;
-pub use options::Options;
-pub use party_backends::BackendKind;
-pub use party_proto::wire::{BatchOp, Entry};
-pub use party_proto::{IterOptions, KeyRange, Role};
+#[cfg(not(loom))]
+pub use {
+    blocking::{BlockingDb, BlockingIter},
+    codec::{Codec, Json, Raw, Typed, Utf8},
+    db::{open, Db, Iter},
+    driver::RoleState,
+    error::Error,
+    options::Options,
+    party_backends::BackendKind,
+    party_proto::wire::{BatchOp, Entry},
+    party_proto::{IterOptions, KeyRange, Role},
+};

@@ -69,11 +69,10 @@ pub(crate) fn run(store: Arc<dyn Backend>, dedup: DedupTable, jobs: Receiver<Sto
         dedup,
         iters: HashMap::new(),
     };
-    while let Ok(first) = jobs.recv() {
-        let mut round = vec![first];
-        round.extend(jobs.try_iter().take(MAX_ROUND - 1));
+    crate::sync::rounds(&jobs, MAX_ROUND, |round| {
         worker.round(round);
-    }
+        std::ops::ControlFlow::Continue(())
+    });
 }
 
 struct PendingWrite {

@@ -1,3 +1,4 @@
+#![cfg(not(loom))]
 //! Several handles on one directory within one process: the fast checks of the API. The
 //! real-process tests live in the workspace's `tests/` crate.
 
