@@ -8,6 +8,24 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+/// The keys `party-node fill-edge N` writes: keys at the byte edges (empty, 0x00, 0xff,
+/// prefixes of one another) and N 4-byte big-endian numbers, in no particular order.
+pub fn edge_and_numbered_keys(count: u32) -> Vec<Vec<u8>> {
+    let edges: [&[u8]; 8] = [
+        b"",
+        b"\x00",
+        b"\x00\x00",
+        b"\xff",
+        b"\xff\xff",
+        b"a",
+        b"a\x00",
+        b"ab",
+    ];
+    let mut keys: Vec<Vec<u8>> = edges.iter().map(|k| k.to_vec()).collect();
+    keys.extend((0..count).map(|n| n.to_be_bytes().to_vec()));
+    keys
+}
+
 /// How long any single answer may take before a test fails instead of hanging.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
