@@ -213,18 +213,9 @@ fn six_handles_close_one_by_one_while_each_puts_and_its_neighbour_reads(store: &
 
 /// Keys `fill-edge 10000` writes, hex-encoded, in byte order.
 fn edge_keys_hex(count: u32) -> Vec<String> {
-    let edges: [&[u8]; 8] = [
-        b"",
-        b"\x00",
-        b"\x00\x00",
-        b"\xff",
-        b"\xff\xff",
-        b"a",
-        b"a\x00",
-        b"ab",
-    ];
-    let mut keys: BTreeSet<Vec<u8>> = edges.iter().map(|k| k.to_vec()).collect();
-    keys.extend((0..count).map(|n| n.to_be_bytes().to_vec()));
+    let keys: BTreeSet<Vec<u8>> = party_tests::edge_and_numbered_keys(count)
+        .into_iter()
+        .collect();
     keys.iter()
         .map(|key| key.iter().map(|b| format!("{b:02x}")).collect())
         .collect()

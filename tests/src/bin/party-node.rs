@@ -129,20 +129,9 @@ async fn burst(db: &Db, prefix: &str, count: u64) -> Result<String, Error> {
     Ok(format!("ok {count}"))
 }
 
-/// The keys `fill-edge` writes, also used by the tests to know what a scan must return.
+/// Writes [`party_tests::edge_and_numbered_keys`], each with itself as value.
 async fn fill_edge(db: &Db, count: u32) -> Result<String, Error> {
-    let edges: [&[u8]; 8] = [
-        b"",
-        b"\x00",
-        b"\x00\x00",
-        b"\xff",
-        b"\xff\xff",
-        b"a",
-        b"a\x00",
-        b"ab",
-    ];
-    let mut keys: Vec<Vec<u8>> = edges.iter().map(|k| k.to_vec()).collect();
-    keys.extend((0..count).map(|n| n.to_be_bytes().to_vec()));
+    let keys = party_tests::edge_and_numbered_keys(count);
     let total = keys.len();
     for chunk in keys.chunks(500) {
         let ops = chunk
