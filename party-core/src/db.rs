@@ -8,6 +8,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use party_backends::BackendKind;
 use party_proto::wire::{BatchOp, Entry, ReadOp, Response, WriteOp};
 use party_proto::{ClientId, IterId, IterOptions, IterPoll, KeyRange, Role};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
@@ -27,12 +28,14 @@ use crate::paths::Layout;
 pub async fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db, Error> {
     let layout = Layout::new(dir.as_ref(), &options)?;
     let (commands, receiver) = unbounded_channel();
+    let backend = options.backend;
     let client_id = ClientId(u128::from(random_u64()) << 64 | u128::from(random_u64()));
     let (driver, role) = Driver::new(layout.clone(), options, client_id, random_u64());
     tokio::spawn(driver.run(receiver));
     Ok(Db {
         inner: Arc::new(Inner {
             commands,
+            backend,
             role,
             dir: layout.dir,
             socket: layout.socket,
@@ -50,6 +53,7 @@ fn random_u64() -> u64 {
 
 struct Inner {
     commands: UnboundedSender<Command>,
+    backend: BackendKind,
     role: watch::Receiver<RoleState>,
     dir: PathBuf,
     socket: PathBuf,
@@ -191,6 +195,23 @@ impl Db {
         self.write(WriteOp::Clear { range })
     }
 
+    /// The handle's role, the leader, and how many followers it serves (asked of the
+    /// leader, so this waits for one).
+    pub async fn status(&self) -> Result<Status, Error> {
+        let answer = self.read(ReadOp::Status)?;
+        let followers = match answer.await.map_err(|_| Error::Closed)?? {
+            Response::Status(status) => status.followers,
+            other => return Err(unexpected(other)),
+        };
+        Ok(Status {
+            role: self.role(),
+            leader_pid: self.leader_pid(),
+            followers,
+            backend: self.inner.backend,
+            socket: self.inner.socket.clone(),
+        })
+    }
+
     /// This handle with values encoded by `codec` (keys stay bytes).
     pub fn with_codec<C: Codec>(&self, codec: C) -> Typed<C> {
         Typed::new(self.clone(), codec)
@@ -240,6 +261,17 @@ impl Db {
     fn send(&self, command: Command) -> Result<(), Error> {
         self.inner.commands.send(command).map_err(|_| Error::Closed)
     }
+}
+
+/// What [`Db::status`] reports.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub role: Role,
+    pub leader_pid: Option<u32>,
+    /// Followers connected to the leader (not counting the leader's own handle).
+    pub followers: u32,
+    pub backend: BackendKind,
+    pub socket: PathBuf,
 }
 
 /// Where the answer to an issued operation arrives.

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock;
 use crate::store::{self, ConnId, StoreJob, StoreQueue};
-use crate::sync::ConnIds;
+use crate::sync::{ConnIds, Followers};
 
 /// A running leadership: stop it with [`Leader::stop`].
 pub(crate) struct Leader {
@@ -37,9 +37,11 @@ impl Leader {
         config: ServerConfig,
     ) -> std::io::Result<Leader> {
         let (queue, jobs) = std::sync::mpsc::channel();
+        let followers = Followers::default();
+        let counted = followers.clone();
         let store_thread = std::thread::Builder::new()
             .name("party-store".into())
-            .spawn(move || store::run(store, dedup, jobs))?;
+            .spawn(move || store::run(store, dedup, counted, jobs))?;
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let conn_ids = ConnIds::default();
@@ -50,6 +52,7 @@ impl Leader {
             cancel.clone(),
             tasks.clone(),
             conn_ids.clone(),
+            followers,
         ));
         Ok(Leader {
             queue,
@@ -93,6 +96,7 @@ async fn accept_loop(
     cancel: CancellationToken,
     tasks: TaskTracker,
     conn_ids: ConnIds,
+    followers: Followers,
 ) {
     loop {
         let stream = tokio::select! {
@@ -106,13 +110,12 @@ async fn accept_loop(
             },
         };
         let conn = conn_ids.next();
-        tasks.spawn(serve(
-            stream,
-            conn,
-            queue.clone(),
-            config.clone(),
-            cancel.clone(),
-        ));
+        let follower = followers.join();
+        let served = serve(stream, conn, queue.clone(), config.clone(), cancel.clone());
+        tasks.spawn(async move {
+            served.await;
+            drop(follower);
+        });
     }
 }
 

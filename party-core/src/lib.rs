@@ -75,7 +75,7 @@ mod store;
 pub use {
     blocking::{BlockingDb, BlockingIter},
     codec::{Codec, Json, Raw, Typed, Utf8},
-    db::{open, Db, Iter},
+    db::{open, Db, Iter, Status},
     driver::RoleState,
     error::Error,
     options::Options,

@@ -12,11 +12,13 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 
 use party_backends::{Backend, Chunks, WriteBatch};
-use party_proto::wire::{ReadOp, Response, WriteOp};
+use party_proto::wire::{LeaderStatus, ReadOp, Response, WriteOp};
 use party_proto::{
     Admission, DedupTable, ErrorCode, IterId, IterOptions, RequestId, ServerInput, WriteStamp,
 };
 use tokio::sync::mpsc::UnboundedSender;
+
+use crate::sync::Followers;
 
 /// Numbers a connection to the leader (the leader's own handle is one too).
 pub(crate) type ConnId = u64;
@@ -63,10 +65,16 @@ pub(crate) enum StoreJob {
 const MAX_ROUND: usize = 1024;
 
 /// Runs jobs until every sender is gone, then returns (dropping the store).
-pub(crate) fn run(store: Arc<dyn Backend>, dedup: DedupTable, jobs: Receiver<StoreJob>) {
+pub(crate) fn run(
+    store: Arc<dyn Backend>,
+    dedup: DedupTable,
+    followers: Followers,
+    jobs: Receiver<StoreJob>,
+) {
     let mut worker = Worker {
         store,
         dedup,
+        followers,
         iters: HashMap::new(),
     };
     crate::sync::rounds(&jobs, MAX_ROUND, |round| {
@@ -85,6 +93,7 @@ struct PendingWrite {
 struct Worker {
     store: Arc<dyn Backend>,
     dedup: DedupTable,
+    followers: Followers,
     iters: HashMap<(ConnId, IterId), Chunks>,
 }
 
@@ -113,6 +122,9 @@ impl Worker {
                 let result = match op {
                     ReadOp::Get { key } => self.store.get(&key).map(Response::Value),
                     ReadOp::GetMany { keys } => self.store.get_many(&keys).map(Response::Values),
+                    ReadOp::Status => Ok(Response::Status(LeaderStatus {
+                        followers: u32::try_from(self.followers.count()).unwrap_or(u32::MAX),
+                    })),
                 };
                 let result = result.map_err(ErrorCode::from);
                 let _ = to.send(ServerInput::Completed { id, result });

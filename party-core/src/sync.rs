@@ -3,20 +3,21 @@
 //!
 //! There is little of it by design: the driver owns the pending requests and the id
 //! allocators of a handle alone, and hand-offs go through std and tokio channels. What is
-//! ours: the connection numbers the accept loop and the driver draw from, and the store
+//! ours: the connection numbers the accept loop and the driver draw from, the count of
+//! connected followers (kept by connection tasks, read by the store thread), and the store
 //! thread's intake loop.
 
 use std::ops::ControlFlow;
 
 #[cfg(loom)]
 use loom::sync::{
-    atomic::{AtomicU64, Ordering},
+    atomic::{AtomicU64, AtomicUsize, Ordering},
     mpsc::Receiver,
     Arc,
 };
 #[cfg(not(loom))]
 use std::sync::{
-    atomic::{AtomicU64, Ordering},
+    atomic::{AtomicU64, AtomicUsize, Ordering},
     mpsc::Receiver,
     Arc,
 };
@@ -29,6 +30,31 @@ impl ConnIds {
     pub fn next(&self) -> u64 {
         // Only uniqueness matters, not ordering with other memory.
         self.0.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// How many followers are connected to the leader.
+#[derive(Debug, Clone, Default)]
+pub struct Followers(Arc<AtomicUsize>);
+
+/// One connected follower; counted until dropped.
+#[derive(Debug)]
+pub struct Follower(Arc<AtomicUsize>);
+
+impl Followers {
+    pub fn join(&self) -> Follower {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Follower(self.0.clone())
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -302,3 +302,26 @@ async fn garbage_from_the_leader_loses_the_connection_without_a_panic() {
         "{result:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_counts_the_followers_the_leader_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), Options::default()).await.unwrap();
+    leader.ready().await.unwrap();
+    assert_eq!(leader.status().await.unwrap().followers, 0);
+    let follower = open(dir.path(), Options::default()).await.unwrap();
+    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+    let status = follower.status().await.unwrap();
+    assert_eq!((status.role, status.followers), (Role::Follower, 1));
+    assert_eq!(status.leader_pid, Some(std::process::id()));
+    follower.close().await.unwrap();
+    let mut followers = leader.status().await.unwrap().followers;
+    for _ in 0..100 {
+        if followers == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        followers = leader.status().await.unwrap().followers;
+    }
+    assert_eq!(followers, 0, "a closed follower is no longer counted");
+}

@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 
 use loom::sync::mpsc::channel;
 use loom::thread;
-use party_core::sync::{rounds, ConnIds};
+use party_core::sync::{rounds, ConnIds, Followers};
 
 #[test]
 fn connection_numbers_are_unique_across_threads() {
@@ -18,6 +18,22 @@ fn connection_numbers_are_unique_across_threads() {
         let theirs = drawn.join().unwrap();
         assert!(!theirs.contains(&mine));
         assert_ne!(theirs[0], theirs[1]);
+    });
+}
+
+#[test]
+fn the_follower_count_returns_to_zero_whatever_the_interleaving() {
+    loom::model(|| {
+        let followers = Followers::default();
+        let shared = followers.clone();
+        let connection = thread::spawn(move || {
+            let _joined = shared.join();
+        });
+        let here = followers.join();
+        assert!(followers.count() >= 1, "this follower is counted");
+        drop(here);
+        connection.join().unwrap();
+        assert_eq!(followers.count(), 0);
     });
 }
 

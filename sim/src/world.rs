@@ -15,7 +15,8 @@ use std::time::Duration;
 use party_backends::{resolve, Backend, Chunks, MemoryBackend, WriteBatch};
 use party_proto::jitter::SplitMix64;
 use party_proto::wire::{
-    encode_frame, BatchOp, ClientMessage, FrameDecoder, ReadOp, Response, ServerMessage, WriteOp,
+    encode_frame, BatchOp, ClientMessage, FrameDecoder, LeaderStatus, ReadOp, Response,
+    ServerMessage, WriteOp,
 };
 use party_proto::{
     Admission, ClientConfig, ClientId, ClientInput, ClientOutput, ClientSession, DedupTable,
@@ -993,8 +994,10 @@ impl World {
                 op.outcome = match result {
                     Ok(Response::Value(value)) => Outcome::Read(value),
                     Ok(Response::Written) => Outcome::Written,
-                    Ok(Response::Values(_)) => {
-                        Outcome::Failed(party_proto::ErrorCode::Malformed("get_many".into()))
+                    Ok(Response::Values(_) | Response::Status(_)) => {
+                        Outcome::Failed(party_proto::ErrorCode::Malformed(
+                            "an answer the workload never asks for".into(),
+                        ))
                     }
                     Err(error) => Outcome::Failed(error),
                 };
@@ -1041,6 +1044,11 @@ impl World {
                 let result = match op {
                     ReadOp::Get { key } => self.store.get(&key).map(Response::Value),
                     ReadOp::GetMany { keys } => self.store.get_many(&keys).map(Response::Values),
+                    ReadOp::Status => {
+                        let leading = self.processes[process].leading.as_ref();
+                        let followers = leading.map_or(0, |l| l.sessions.len() as u32);
+                        Ok(Response::Status(LeaderStatus { followers }))
+                    }
                 };
                 ServerInput::Completed {
                     id,

@@ -48,6 +48,8 @@ pub enum ReadOp {
         #[serde(with = "super::bytes::seq")]
         keys: Vec<Vec<u8>>,
     },
+    /// How the leader is doing; answered with [`Response::Status`].
+    Status,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +114,15 @@ pub enum Response {
     Values(#[serde(with = "super::bytes::optional_seq")] Vec<Option<Vec<u8>>>),
     /// Answer to every write.
     Written,
+    /// Answer to [`ReadOp::Status`].
+    Status(LeaderStatus),
+}
+
+/// What the leader reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderStatus {
+    /// Follower connections open right now.
+    pub followers: u32,
 }
 
 /// One key-value pair of an iterator.

@@ -8,4 +8,6 @@ pub mod message;
 
 pub use frame::{encode_frame, FrameDecoder, FrameError, DEFAULT_MAX_FRAME_LEN};
 pub use handshake::{Hello, ProtocolId, Welcome, MAGIC, PROTOCOL_VERSION};
-pub use message::{BatchOp, ClientMessage, Entry, ReadOp, Response, ServerMessage, WriteOp};
+pub use message::{
+    BatchOp, ClientMessage, Entry, LeaderStatus, ReadOp, Response, ServerMessage, WriteOp,
+};

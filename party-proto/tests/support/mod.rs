@@ -4,8 +4,8 @@
 use std::ops::Bound;
 
 use party_proto::wire::{
-    BatchOp, ClientMessage, Entry, Hello, ProtocolId, ReadOp, Response, ServerMessage, Welcome,
-    WriteOp,
+    BatchOp, ClientMessage, Entry, Hello, LeaderStatus, ProtocolId, ReadOp, Response,
+    ServerMessage, Welcome, WriteOp,
 };
 use party_proto::{ClientId, ErrorCode, IterId, IterOptions, KeyRange, RequestId, WriteSeq};
 use proptest::collection::vec;
@@ -88,6 +88,7 @@ pub fn read_op() -> impl Strategy<Value = ReadOp> {
     prop_oneof![
         edge_key().prop_map(|key| ReadOp::Get { key }),
         vec(edge_key(), 0..5).prop_map(|keys| ReadOp::GetMany { keys }),
+        Just(ReadOp::Status),
     ]
 }
 
@@ -145,6 +146,7 @@ pub fn response() -> impl Strategy<Value = Response> {
         prop::option::of(bytes()).prop_map(Response::Value),
         vec(prop::option::of(bytes()), 0..5).prop_map(Response::Values),
         Just(Response::Written),
+        any::<u32>().prop_map(|followers| Response::Status(LeaderStatus { followers })),
     ]
 }
 
