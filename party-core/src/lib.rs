@@ -79,7 +79,7 @@ pub use {
     driver::RoleState,
     error::Error,
     options::Options,
-    party_backends::BackendKind,
+    party_backends::{BackendKind, OpenError, UnknownBackend},
     party_proto::wire::{BatchOp, Entry},
     party_proto::{IterOptions, KeyRange, Role},
 };

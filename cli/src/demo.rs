@@ -1,0 +1,339 @@
+//! `party demo`: level-party's README scenario, live, with a leader killed mid-run.
+//!
+//! Four writer processes and one reader process of this same binary open one directory.
+//! Each writer commits `w<N>/<seq>` and `w<N>/last` together every 20 ms and reports each
+//! acknowledged write; the reader prints the writers' `last` values every 100 ms. After a
+//! second the demo kills the leader with SIGKILL, shows who took over and how long writes
+//! paused, lets the survivors go on, stops them, and checks with a fresh handle that every
+//! acknowledged write is there. Exit code 0 only if none is missing.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use party_core::{open, BackendKind, BatchOp, Options};
+
+const WRITERS: usize = 4;
+const WRITE_EVERY: Duration = Duration::from_millis(20);
+const READ_EVERY: Duration = Duration::from_millis(100);
+const BEFORE_KILL: Duration = Duration::from_millis(1200);
+const AFTER_KILL: Duration = Duration::from_millis(1200);
+
+/// What this process is in the demo.
+pub enum Role {
+    Orchestrator,
+    Writer,
+    Reader,
+}
+
+/// Recognises `demo` and the hidden child roles as the first argument.
+pub fn role(first: &str) -> Option<Role> {
+    match first {
+        "demo" => Some(Role::Orchestrator),
+        "__demo-writer" => Some(Role::Writer),
+        "__demo-reader" => Some(Role::Reader),
+        _ => None,
+    }
+}
+
+pub async fn main(role: Role, args: &[String]) -> ExitCode {
+    let result = match role {
+        Role::Orchestrator => orchestrate(args).await,
+        Role::Writer => writer(args).await,
+        Role::Reader => reader(args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("party demo: {message}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn backend_arg(args: &[String]) -> Result<BackendKind, String> {
+    match args.iter().position(|a| a == "--backend") {
+        Some(i) => args
+            .get(i + 1)
+            .ok_or("--backend needs a name")?
+            .parse()
+            .map_err(|e: party_core::UnknownBackend| e.to_string()),
+        None => Ok(Options::default().backend),
+    }
+}
+
+fn options(backend: BackendKind) -> Options {
+    Options {
+        backend,
+        ..Options::default()
+    }
+}
+
+/// `__demo-writer DIR ID BACKEND`: writes until killed, one line per acknowledged write:
+/// `acked ID SEQ ROLE`.
+async fn writer(args: &[String]) -> Result<ExitCode, String> {
+    let [_, dir, id, backend] = args else {
+        return Err("usage: __demo-writer DIR ID BACKEND".into());
+    };
+    let backend = backend
+        .parse()
+        .map_err(|e: party_core::UnknownBackend| e.to_string())?;
+    let db = open(dir, options(backend))
+        .await
+        .map_err(|e| e.to_string())?;
+    for seq in 1u64.. {
+        let value = seq.to_string().into_bytes();
+        let ops = vec![
+            BatchOp::Put {
+                key: format!("w{id}/{seq:06}").into_bytes(),
+                value: value.clone(),
+            },
+            BatchOp::Put {
+                key: format!("w{id}/last").into_bytes(),
+                value,
+            },
+        ];
+        db.batch(ops).await.map_err(|e| e.to_string())?;
+        println!("acked {id} {seq} {}", crate::command::role_name(db.role()));
+        tokio::time::sleep(WRITE_EVERY).await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `__demo-reader DIR BACKEND`: prints the writers' last values, like level-party's get.js.
+async fn reader(args: &[String]) -> Result<ExitCode, String> {
+    let [_, dir, backend] = args else {
+        return Err("usage: __demo-reader DIR BACKEND".into());
+    };
+    let backend = backend
+        .parse()
+        .map_err(|e: party_core::UnknownBackend| e.to_string())?;
+    let db = open(dir, options(backend))
+        .await
+        .map_err(|e| e.to_string())?;
+    let keys: Vec<String> = (0..WRITERS).map(|id| format!("w{id}/last")).collect();
+    loop {
+        let values = db.get_many(&keys).await.map_err(|e| e.to_string())?;
+        let shown: Vec<String> = values
+            .iter()
+            .enumerate()
+            .map(|(id, v)| {
+                format!(
+                    "w{id}={}",
+                    v.as_deref()
+                        .map_or("-".into(), |v| String::from_utf8_lossy(v).into_owned())
+                )
+            })
+            .collect();
+        println!("read {}", shown.join(" "));
+        tokio::time::sleep(READ_EVERY).await;
+    }
+}
+
+/// One line from a child, when it arrived.
+struct Line {
+    from: usize,
+    at: Instant,
+    text: String,
+}
+
+fn spawn(args: &[&str], from: usize, lines: &Sender<Line>) -> Result<Child, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start a demo process: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let lines = lines.clone();
+    std::thread::spawn(move || {
+        for text in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(Line {
+                from,
+                at: Instant::now(),
+                text,
+            });
+        }
+    });
+    Ok(child)
+}
+
+#[derive(Default)]
+struct Writer {
+    pid: u32,
+    acked: Vec<u64>,
+    role: String,
+    killed: bool,
+    /// Has acknowledged a write since the leader was killed.
+    resumed: bool,
+}
+
+/// Reads the children's lines until `until`: records each writer's acknowledged writes and
+/// role, prints the reader's lines, and — after a kill at `killed_at` — each writer's pause
+/// until its first acknowledged write.
+fn take_lines(
+    lines: &Receiver<Line>,
+    writers: &mut [Writer],
+    until: Instant,
+    killed_at: Option<Instant>,
+    pauses: &mut Vec<Duration>,
+) {
+    while let Ok(line) = lines.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        let words: Vec<&str> = line.text.split_whitespace().collect();
+        match words.as_slice() {
+            ["acked", _, seq, role] if line.from < WRITERS => {
+                let writer = &mut writers[line.from];
+                writer.role = (*role).to_owned();
+                if let Ok(seq) = seq.parse() {
+                    writer.acked.push(seq);
+                }
+                if let Some(killed_at) = killed_at.filter(|at| line.at > *at && !writer.resumed) {
+                    writer.resumed = true;
+                    pauses.push(line.at - killed_at);
+                }
+            }
+            ["read", ..] => println!("  {}", line.text),
+            _ => {}
+        }
+        if Instant::now() >= until {
+            break;
+        }
+    }
+}
+
+async fn orchestrate(args: &[String]) -> Result<ExitCode, String> {
+    let backend = backend_arg(args)?;
+    let given = args
+        .iter()
+        .skip(1)
+        .find(|a| !a.starts_with("--") && a.parse::<BackendKind>().is_err());
+    let temporary;
+    let dir: PathBuf = match given {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            temporary = std::env::temp_dir().join(format!("party-demo-{}", std::process::id()));
+            temporary.clone()
+        }
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let dir_text = dir.to_str().ok_or("the directory is not UTF-8")?.to_owned();
+    println!(
+        "party demo in {} on {}: {WRITERS} writers, 1 reader",
+        dir.display(),
+        backend.name()
+    );
+
+    let (sender, lines) = channel();
+    let mut children = Vec::new();
+    let mut writers: Vec<Writer> = (0..WRITERS).map(|_| Writer::default()).collect();
+    for (id, writer) in writers.iter_mut().enumerate() {
+        let child = spawn(
+            &["__demo-writer", &dir_text, &id.to_string(), backend.name()],
+            id,
+            &sender,
+        )?;
+        writer.pid = child.id();
+        children.push(child);
+    }
+    children.push(spawn(
+        &["__demo-reader", &dir_text, backend.name()],
+        WRITERS,
+        &sender,
+    )?);
+
+    let mut pauses = Vec::new();
+    take_lines(
+        &lines,
+        &mut writers,
+        Instant::now() + BEFORE_KILL,
+        None,
+        &mut pauses,
+    );
+    let Some(leader) = writers.iter().position(|w| w.role == "leader") else {
+        kill_all(&mut children);
+        return Err("no writer became leader within a second".into());
+    };
+    let killed_at = Instant::now();
+    children[leader]
+        .kill()
+        .map_err(|e| format!("cannot kill the leader: {e}"))?;
+    let _ = children[leader].wait();
+    writers[leader].killed = true;
+    println!(
+        "  >>> SIGKILL to the leader: writer {leader} (pid {})",
+        writers[leader].pid
+    );
+
+    take_lines(
+        &lines,
+        &mut writers,
+        Instant::now() + AFTER_KILL,
+        Some(killed_at),
+        &mut pauses,
+    );
+    kill_all(&mut children);
+    let took_over = writers.iter().position(|w| !w.killed && w.role == "leader");
+    drop(lines);
+
+    // Every acknowledged write must be in the store, as a fresh handle sees it.
+    let db = open(&dir, options(backend))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut acked = 0;
+    let mut missing = Vec::new();
+    for (id, writer) in writers.iter().enumerate() {
+        for seq in &writer.acked {
+            acked += 1;
+            if db
+                .get(format!("w{id}/{seq:06}"))
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
+                missing.push(format!("w{id}/{seq:06}"));
+            }
+        }
+    }
+    db.close().await.map_err(|e| e.to_string())?;
+    pauses.sort();
+    println!();
+    match took_over {
+        Some(new) => println!(
+            "leader killed: writer {leader}; writer {new} (pid {}) took over",
+            writers[new].pid
+        ),
+        None => println!("leader killed: writer {leader}; the reader took over"),
+    }
+    if let (Some(first), Some(last)) = (pauses.first(), pauses.last()) {
+        println!(
+            "writes paused after the kill: {:.1} ms to {:.1} ms (writers write every {} ms)",
+            first.as_secs_f64() * 1e3,
+            last.as_secs_f64() * 1e3,
+            WRITE_EVERY.as_millis()
+        );
+    }
+    println!(
+        "acknowledged writes: {acked}; missing after the failover: {}",
+        missing.len()
+    );
+    if given.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if missing.is_empty() && acked > 0 {
+        println!("OK: nothing acknowledged was lost");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("FAILED: missing {:?}", &missing[..missing.len().min(10)]);
+        Ok(ExitCode::from(3))
+    }
+}
+
+fn kill_all(children: &mut [Child]) {
+    for child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

@@ -1,0 +1,114 @@
+//! `party`: use a party data directory from the shell.
+//!
+//! `party [--backend B] [--encoding utf8|json|hex] [--no-retry] DIR COMMAND`, where COMMAND
+//! is get, put, del, batch, clear, scan, status or shell; and `party demo [DIR]`.
+//! Exit codes: 0 ok, 1 key not found (get), 2 usage, 3 any other error (one line on stderr).
+
+mod command;
+mod demo;
+mod encoding;
+mod shell;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use party_core::{open, BackendKind, Options};
+
+use command::{Failure, Op, Outcome};
+use encoding::Encoding;
+
+/// Open one key-value store from many processes at once.
+#[derive(Debug, Parser)]
+#[command(
+    name = "party",
+    version,
+    after_help = "Also: party demo [--backend B] [DIR]"
+)]
+struct Cli {
+    /// The store, if more than one is compiled in: fjall, sled or rocksdb.
+    #[arg(long, value_parser = parse_backend)]
+    backend: Option<BackendKind>,
+    /// How keys and values are written and printed.
+    #[arg(long, value_enum, default_value = "utf8")]
+    encoding: Encoding,
+    /// Fail in-flight operations when the leader is lost instead of re-sending them.
+    #[arg(long)]
+    no_retry: bool,
+    /// The data directory (created if missing).
+    dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Op(Op),
+    /// Keep one handle open and run commands from stdin, one per line.
+    Shell {
+        /// Print one JSON object per command (see the README for the schema).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_backend(name: &str) -> Result<BackendKind, String> {
+    name.parse()
+        .map_err(|e: party_core::UnknownBackend| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("party: cannot start: {error}");
+            return ExitCode::from(3);
+        }
+    };
+    if let Some(role) = args.get(1).and_then(|a| demo::role(a)) {
+        return runtime.block_on(demo::main(role, &args[1..]));
+    }
+    let cli = Cli::parse();
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let mut options = Options {
+        retry: !cli.no_retry,
+        ..Options::default()
+    };
+    if let Some(backend) = cli.backend {
+        options.backend = backend;
+    }
+    let result = async {
+        let db = open(&cli.dir, options).await?;
+        db.ready().await?;
+        let outcome = match &cli.command {
+            Command::Op(op) => {
+                let outcome =
+                    command::run(&db, cli.encoding, op, &mut std::io::stdin().lock()).await;
+                outcome.map(Some)
+            }
+            Command::Shell { json } => shell::run(&db, cli.encoding, *json).await.map(|()| None),
+        };
+        db.close().await?;
+        outcome
+    };
+    match result.await {
+        Ok(Some(Outcome::Value(None))) => ExitCode::from(1),
+        Ok(Some(outcome)) => {
+            for line in command::text(&outcome, cli.encoding) {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(failure) => {
+            let failure: Failure = failure;
+            eprintln!("party: {} ({})", failure.message, failure.kind);
+            ExitCode::from(failure.exit_code())
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The `party` command through real processes.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+
+const PARTY: &str = env!("CARGO_BIN_EXE_party");
+
+fn party(args: &[&str]) -> Output {
+    Command::new(PARTY).args(args).output().expect("run party")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn put_in_one_process_get_in_another_and_the_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    assert!(party(&[dir, "put", "greeting", "hello"]).status.success());
+    let got = party(&[dir, "get", "greeting"]);
+    assert_eq!(
+        (got.status.code(), stdout(&got).as_str()),
+        (Some(0), "hello\n")
+    );
+
+    let missing = party(&[dir, "get", "nothing"]);
+    assert_eq!(missing.status.code(), Some(1), "a missing key exits 1");
+    assert!(stdout(&missing).is_empty());
+
+    let usage = party(&[dir, "frobnicate"]);
+    assert_eq!(usage.status.code(), Some(2), "bad usage exits 2");
+    let bad_hex = party(&["--encoding", "hex", dir, "get", "zz"]);
+    assert_eq!(bad_hex.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_hex.stderr).contains("(usage)"));
+
+    let json = party(&["--encoding", "json", dir, "put", "doc", r#"{"a": [1, 2]}"#]);
+    assert!(json.status.success());
+    let not_json = party(&["--encoding", "json", dir, "put", "doc", "{oops"]);
+    assert_eq!(not_json.status.code(), Some(2));
+    assert_eq!(
+        stdout(&party(&["--encoding", "json", dir, "get", "doc"])),
+        "{\"a\":[1,2]}\n"
+    );
+
+    let batch = Command::new(PARTY)
+        .args([dir, "batch"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    batch
+        .stdin
+        .as_ref()
+        .unwrap()
+        .write_all(b"put a 1\nput b 2\ndel greeting\n")
+        .unwrap();
+    assert!(batch.wait_with_output().unwrap().status.success());
+    let scan = party(&[dir, "scan", "--gte", "a", "--lt", "c"]);
+    assert_eq!(stdout(&scan), "a\t1\nb\t2\n");
+    let reverse = party(&[dir, "scan", "--reverse", "--limit", "2", "--keys-only"]);
+    assert_eq!(stdout(&reverse), "doc\nb\n");
+    assert!(party(&[dir, "clear", "--lte", "b"]).status.success());
+    assert_eq!(stdout(&party(&[dir, "scan", "--keys-only"])), "doc\n");
+}
+
+#[test]
+fn a_directory_that_cannot_be_created_is_a_clear_error() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let inside_a_file = file.path().join("data");
+    let output = party(&[inside_a_file.to_str().unwrap(), "get", "k"]);
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("party: cannot create the data directory"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line naming the cause");
+}
+
+struct Shell {
+    child: std::process::Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl Shell {
+    fn start(dir: &str) -> Shell {
+        let mut child = Command::new(PARTY)
+            .args([dir, "shell", "--json"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Shell { child, lines }
+    }
+
+    fn send(&mut self, command: &str) -> serde_json::Value {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{command}").unwrap();
+        stdin.flush().unwrap();
+        let line = self.lines.next().expect("one line per command").unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn two_json_shells_the_leaders_is_killed_and_the_other_sees_every_acked_put() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    let mut first = Shell::start(dir);
+    assert_eq!(first.send("status")["role"], "leader");
+    let mut second = Shell::start(dir);
+    let status = second.send("status");
+    assert_eq!(
+        (status["role"].as_str(), status["followers"].as_u64()),
+        (Some("follower"), Some(1))
+    );
+    assert_eq!(status["leader_pid"], first.child.id());
+
+    for i in 0..20 {
+        let shell = if i % 2 == 0 { &mut first } else { &mut second };
+        assert_eq!(
+            shell.send(&format!("put k{i} v{i}")),
+            serde_json::json!({"ok": true})
+        );
+    }
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    for i in 0..20 {
+        assert_eq!(second.send(&format!("get k{i}"))["value"], format!("v{i}"));
+    }
+    assert_eq!(
+        second.send("get nope"),
+        serde_json::json!({"ok": true, "value": null})
+    );
+    assert_eq!(second.send("status")["role"], "leader");
+    let scan = second.send("scan --gte k1 --lt k11");
+    assert_eq!(
+        scan,
+        serde_json::json!({"ok": true, "entries": [["k1", "v1"], ["k10", "v10"]]})
+    );
+    let error = second.send("get");
+    assert_eq!(error["ok"], false);
+    assert_eq!(error["error"]["kind"], "usage");
+}
+
+#[test]
+fn the_demo_exits_0() {
+    let output = party(&["demo"]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains("SIGKILL to the leader"), "{text}");
+    assert!(text.contains("missing after the failover: 0"), "{text}");
+}
