@@ -9,6 +9,7 @@ mod demo;
 mod encoding;
 mod shell;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -99,8 +100,12 @@ async fn run(cli: Cli) -> ExitCode {
     match result.await {
         Ok(Some(Outcome::Value(None))) => ExitCode::from(1),
         Ok(Some(outcome)) => {
+            let mut out = std::io::stdout().lock();
             for line in command::text(&outcome, cli.encoding) {
-                println!("{line}");
+                // A reader that went away (`| head`) is no error of ours.
+                if writeln!(out, "{line}").is_err() {
+                    break;
+                }
             }
             ExitCode::SUCCESS
         }
