@@ -160,3 +160,39 @@ fn the_demo_exits_0() {
     assert!(text.contains("SIGKILL to the leader"), "{text}");
     assert!(text.contains("missing after the failover: 0"), "{text}");
 }
+
+/// The README's CLI example, run as it stands, with this build's `party` first on PATH.
+#[test]
+fn the_readme_cli_example_runs() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let marker = "<!-- tested: the CLI test runs this block as a script -->";
+    let block = readme
+        .split_once(marker)
+        .and_then(|(_, rest)| rest.split_once("```sh\n"))
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block)
+        .expect("the README has the marked CLI block");
+    let dir = tempfile::tempdir().unwrap();
+    let bin = std::path::Path::new(PARTY).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Command::new("sh")
+        .args(["-e", "-c", block])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let printed = stdout(&output);
+    assert!(
+        output.status.success(),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(printed.starts_with("hello\n"), "{printed}");
+    assert!(printed.contains("a\t1\nb\t2\n"), "{printed}");
+    assert!(printed.contains("role: leader"), "{printed}");
+}

@@ -83,3 +83,8 @@ pub use {
     party_proto::wire::{BatchOp, Entry},
     party_proto::{IterOptions, KeyRange, Role},
 };
+
+/// The README's Rust examples, compiled by `cargo test` as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
