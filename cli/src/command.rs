@@ -63,6 +63,51 @@ pub struct ScanArgs {
     values_only: bool,
 }
 
+impl ScanArgs {
+    pub fn options(&self, encoding: Encoding) -> Result<IterOptions, Failure> {
+        Ok(IterOptions {
+            range: self.range.range(encoding)?,
+            reverse: self.reverse,
+            limit: self.limit,
+            keys: !self.values_only,
+            values: !self.keys_only,
+        })
+    }
+}
+
+/// Streams a scan to stdout chunk by chunk, so a large one needs no memory for the whole
+/// result; on a terminal, a progress count goes to stderr.
+pub async fn stream_scan(db: &Db, encoding: Encoding, scan: &ScanArgs) -> Result<(), Failure> {
+    use std::io::{IsTerminal, Write};
+    let mut iter = db.iter(scan.options(encoding)?).await?;
+    let progress = std::io::stderr().is_terminal();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut count = 0u64;
+    while let Some(chunk) = iter.next_chunk(1024).await? {
+        count += chunk.len() as u64;
+        let entries = chunk.into_iter().map(|e| (e.key, e.value)).collect();
+        let outcome = Outcome::Entries {
+            entries,
+            keys: !scan.values_only,
+            values: !scan.keys_only,
+        };
+        for line in text(&outcome, encoding) {
+            if writeln!(out, "{line}").is_err() {
+                return Ok(()); // the reader went away (`| head`)
+            }
+        }
+        if progress && count % 10_240 < 1024 {
+            let _ = out.flush();
+            eprint!("\r{count} entries");
+        }
+    }
+    let _ = out.flush();
+    if progress && count >= 10_240 {
+        eprintln!("\r{count} entries");
+    }
+    Ok(())
+}
+
 /// How an operation ended.
 #[derive(Debug)]
 pub enum Outcome {
@@ -209,14 +254,7 @@ pub async fn run(
             Outcome::Done
         }
         Op::Scan(scan) => {
-            let options = IterOptions {
-                range: scan.range.range(encoding)?,
-                reverse: scan.reverse,
-                limit: scan.limit,
-                keys: !scan.values_only,
-                values: !scan.keys_only,
-            };
-            let entries = db.iter(options).await?.collect().await?;
+            let entries = db.iter(scan.options(encoding)?).await?.collect().await?;
             Outcome::Entries {
                 entries: entries.into_iter().map(|e| (e.key, e.value)).collect(),
                 keys: !scan.values_only,

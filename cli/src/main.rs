@@ -87,6 +87,9 @@ async fn run(cli: Cli) -> ExitCode {
         let db = open(&cli.dir, options).await?;
         db.ready().await?;
         let outcome = match &cli.command {
+            Command::Op(Op::Scan(scan)) => command::stream_scan(&db, cli.encoding, scan)
+                .await
+                .map(|()| None),
             Command::Op(op) => {
                 let outcome =
                     command::run(&db, cli.encoding, op, &mut std::io::stdin().lock()).await;
