@@ -1,0 +1,49 @@
+//! The README's simulator commands, run as they stand (with this build's party-sim).
+
+use std::process::Command;
+
+#[test]
+fn the_readme_simulator_commands_do_what_the_readme_says() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let block = readme
+        .split_once("## The simulator")
+        .and_then(|(_, rest)| rest.split_once("```sh\n"))
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block)
+        .expect("the README has a simulator block");
+    let mut ran = 0;
+    for line in block.lines() {
+        let command = line.split('#').next().unwrap_or("").trim();
+        let Some(args) = command.strip_prefix("cargo run --release -p party-sim -- ") else {
+            continue;
+        };
+        let mut args: Vec<&str> = args.split_whitespace().collect();
+        if let Some(seed) = args.iter().position(|a| *a == "--seed") {
+            args.insert(seed + 2, "--quiet");
+        }
+        let output = Command::new(env!("CARGO_BIN_EXE_party-sim"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let printed = String::from_utf8_lossy(&output.stdout);
+        if args.contains(&"--inject") {
+            assert!(
+                !output.status.success(),
+                "{command}: an injected bug must fail seeds"
+            );
+            assert!(
+                printed.contains("FAILED") && printed.contains("replay: party-sim --seed"),
+                "{printed}"
+            );
+        } else {
+            assert!(output.status.success(), "{command}:\n{printed}");
+            assert!(
+                printed.contains("0 failed") || printed.contains("trace hash"),
+                "{printed}"
+            );
+        }
+        ran += 1;
+    }
+    assert_eq!(ran, 3, "every simulator command of the README ran");
+}
