@@ -4,6 +4,7 @@
 //! is get, put, del, batch, clear, scan, status or shell; and `party demo [DIR]`.
 //! Exit codes: 0 ok, 1 key not found (get), 2 usage, 3 any other error (one line on stderr).
 
+mod bench;
 mod command;
 mod demo;
 mod encoding;
@@ -71,6 +72,18 @@ fn main() -> ExitCode {
     if let Some(role) = args.get(1).and_then(|a| demo::role(a)) {
         return runtime.block_on(demo::main(role, &args[1..]));
     }
+    let benched = match args.get(1).map(String::as_str) {
+        Some("bench") => Some(runtime.block_on(bench_main(&args[1..]))),
+        Some("__bench-echo") => Some(bench::echo(&args[1..])),
+        Some("__bench-node") => Some(runtime.block_on(bench::node(&args[1..]))),
+        _ => None,
+    };
+    if let Some(result) = benched {
+        return result.unwrap_or_else(|message| {
+            eprintln!("party bench: {message}");
+            ExitCode::from(3)
+        });
+    }
     let cli = Cli::parse();
     runtime.block_on(run(cli))
 }
@@ -119,4 +132,15 @@ async fn run(cli: Cli) -> ExitCode {
             ExitCode::from(failure.exit_code())
         }
     }
+}
+
+/// `party bench [--backend B] [--json] [--quick]`.
+async fn bench_main(args: &[String]) -> Result<ExitCode, String> {
+    let backend = match args.iter().position(|a| a == "--backend") {
+        Some(i) => parse_backend(args.get(i + 1).ok_or("--backend needs a name")?)?,
+        None => Options::default().backend,
+    };
+    let json = args.iter().any(|a| a == "--json");
+    let quick = args.iter().any(|a| a == "--quick");
+    bench::run(backend, json, quick).await
 }

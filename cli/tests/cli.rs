@@ -196,3 +196,39 @@ fn the_readme_cli_example_runs() {
     assert!(printed.contains("a\t1\nb\t2\n"), "{printed}");
     assert!(printed.contains("role: leader"), "{printed}");
 }
+
+/// The benchmark harness runs and reports every measurement (its numbers are not checked:
+/// speed lives in the benchmark, not in tests).
+#[test]
+fn bench_quick_reports_every_measurement_as_json() {
+    let output = party(&["bench", "--quick", "--json"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON object");
+    for path in [
+        "/baseline/rtt_p50_us",
+        "/baseline/pipelined_msgs_per_s",
+        "/in_process/get_ops_per_s",
+        "/one_follower/sync_get/p50_us",
+        "/one_follower/pipelined/256/put_ops_per_s",
+        "/one_follower/scan_entries_per_s",
+        "/four_followers_get_ops_per_s",
+        "/failover/all_followers_back_p99_ms",
+        "/ratios/follower_sync_p50_vs_socket_p50",
+    ] {
+        let value = report.pointer(path).and_then(serde_json::Value::as_f64);
+        assert!(
+            value.is_some_and(|v| v.is_finite() && v > 0.0),
+            "{path}: {:?}",
+            report.pointer(path)
+        );
+    }
+    assert!(report
+        .pointer("/memory_kib/idle_follower_rss")
+        .and_then(serde_json::Value::as_u64)
+        .is_some());
+}

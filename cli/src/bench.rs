@@ -1,0 +1,656 @@
+//! `party bench`: what a user cares about, measured side by side in one run on this machine.
+//!
+//! - baseline: a raw local-socket ping-pong with party's framing (a child echoes a get's
+//!   reply for every request), sequential round trips and pipelined messages per second;
+//! - in-process: this process as leader, gets and puts through its own handle;
+//! - one follower: this process following a child leader, sequential and pipelined;
+//! - four followers at once (child processes), aggregate gets per second;
+//! - failover: the leader SIGKILLed repeatedly with three followers reading; the time until
+//!   every follower has completed an operation again;
+//! - memory: resident size of a follower, and of a leader with eight idle followers.
+//!
+//! Speed is only ever measured here, never asserted in tests.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use party_core::{open, BackendKind, Db, IterOptions, Options, Role};
+use party_proto::wire::{
+    encode_frame, ClientMessage, FrameDecoder, ReadOp, Response, ServerMessage,
+};
+use party_proto::RequestId;
+use serde_json::{json, Value};
+
+const KEYS: u64 = 100_000;
+const VALUE: [u8; 100] = [b'v'; 100];
+const CAP: u32 = 1 << 26;
+
+fn key(n: u64) -> [u8; 16] {
+    let mut key = [b'k'; 16];
+    key[8..].copy_from_slice(&n.to_be_bytes());
+    key
+}
+
+fn micros_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Percentile of sorted durations, in microseconds.
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index].as_secs_f64() * 1e6
+}
+
+fn spawn_self(args: &[&str]) -> Result<Child, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    Command::new(exe)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start a bench process: {e}"))
+}
+
+fn first_line(child: &mut Child) -> Result<String, String> {
+    let stdout = child.stdout.as_mut().ok_or("no stdout")?;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while stdout.read(&mut byte).map_err(|e| e.to_string())? == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn stop(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+// ---- child roles --------------------------------------------------------------------
+
+/// `__bench-echo SOCKET`: answers every request frame with a get's reply frame.
+pub fn echo(args: &[String]) -> Result<ExitCode, String> {
+    let [_, socket] = args else {
+        return Err("usage: __bench-echo SOCKET".into());
+    };
+    let listener = UnixListener::bind(socket).map_err(|e| e.to_string())?;
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    let (mut stream, _) = listener.accept().map_err(|e| e.to_string())?;
+    let mut decoder = FrameDecoder::new(CAP);
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut out = Vec::new();
+    loop {
+        let n = stream.read(&mut buffer).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut input = &buffer[..n];
+        while let Some(message) = decoder
+            .decode::<ClientMessage>(&mut input)
+            .map_err(|e| e.to_string())?
+        {
+            if let ClientMessage::Read { id, .. } = message {
+                let reply = ServerMessage::Reply {
+                    id,
+                    result: Ok(Response::Value(Some(VALUE.to_vec()))),
+                };
+                encode_frame(&reply, CAP, &mut out).map_err(|e| e.to_string())?;
+            }
+        }
+        stream.write_all(&out).map_err(|e| e.to_string())?;
+        out.clear();
+    }
+}
+
+/// `__bench-node DIR BACKEND MODE`: a handle that prints `ready ROLE` once settled, then
+/// `idle` (waits), `load SECONDS` (64 gets in flight, prints `ops N`), or `watch` (one get at
+/// a time forever, printing `gap FROM TO` in wall-clock microseconds after every stall over
+/// a millisecond, and `role NAME` on every change).
+pub async fn node(args: &[String]) -> Result<ExitCode, String> {
+    let [_, dir, backend, mode @ ..] = args else {
+        return Err("usage: __bench-node DIR BACKEND MODE".into());
+    };
+    let backend: BackendKind = backend
+        .parse()
+        .map_err(|e: party_core::UnknownBackend| e.to_string())?;
+    let db = open(
+        dir,
+        Options {
+            backend,
+            ..Options::default()
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let role = db.ready().await.map_err(|e| e.to_string())?;
+    println!("ready {}", crate::command::role_name(role));
+    let _ = std::io::stdout().flush();
+    match mode {
+        [m] if m == "idle" => {
+            let _ = std::io::stdin().read(&mut [0u8; 1]);
+        }
+        [m, seconds] if m == "load" => {
+            let seconds: f64 = seconds.parse().map_err(|_| "load SECONDS")?;
+            let ops = pipelined(&db, Duration::from_secs_f64(seconds), 64, false)
+                .await?
+                .0;
+            println!("ops {ops}");
+        }
+        [m] if m == "watch" => {
+            let mut roles = db.watch_role();
+            let mut last = micros_now();
+            let mut n = 0u64;
+            loop {
+                db.get(key(n % KEYS)).await.map_err(|e| e.to_string())?;
+                n += 1;
+                let now = micros_now();
+                if now - last > 1_000 {
+                    println!("gap {last} {now}");
+                }
+                if roles.has_changed().unwrap_or(false) {
+                    println!(
+                        "role {}",
+                        crate::command::role_name(roles.borrow_and_update().role)
+                    );
+                }
+                let _ = std::io::stdout().flush();
+                last = now;
+            }
+        }
+        _ => return Err("MODE is idle, load SECONDS or watch".into()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---- measurements ---------------------------------------------------------------------
+
+/// Operations per second with `depth` in flight for `duration`: gets, or puts.
+async fn pipelined(
+    db: &Db,
+    duration: Duration,
+    depth: usize,
+    puts: bool,
+) -> Result<(u64, f64), String> {
+    let start = Instant::now();
+    let mut in_flight = std::collections::VecDeque::new();
+    let mut done = 0u64;
+    let mut n = 0u64;
+    while start.elapsed() < duration {
+        while in_flight.len() < depth {
+            let op: std::pin::Pin<
+                Box<dyn std::future::Future<Output = Result<(), party_core::Error>> + Send>,
+            > = if puts {
+                Box::pin(db.put(key(n % KEYS), VALUE))
+            } else {
+                let get = db.get(key(n % KEYS));
+                Box::pin(async move { get.await.map(|_| ()) })
+            };
+            in_flight.push_back(op);
+            n += 1;
+        }
+        if let Some(op) = in_flight.pop_front() {
+            op.await.map_err(|e| e.to_string())?;
+            done += 1;
+        }
+    }
+    for op in in_flight {
+        op.await.map_err(|e| e.to_string())?;
+        done += 1;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok((done, done as f64 / seconds))
+}
+
+/// Sequential round trips: (p50 µs, p99 µs, ops/s).
+async fn sequential(db: &Db, count: u64, puts: bool) -> Result<(f64, f64, f64), String> {
+    let mut times = Vec::with_capacity(count as usize);
+    let start = Instant::now();
+    for n in 0..count {
+        let began = Instant::now();
+        if puts {
+            db.put(key(n % KEYS), VALUE)
+                .await
+                .map_err(|e| e.to_string())?;
+        } else {
+            db.get(key(n % KEYS)).await.map_err(|e| e.to_string())?;
+        }
+        times.push(began.elapsed());
+    }
+    let rate = count as f64 / start.elapsed().as_secs_f64();
+    times.sort();
+    Ok((percentile(&times, 0.5), percentile(&times, 0.99), rate))
+}
+
+fn socket_baseline(dir: &Path) -> Result<Value, String> {
+    let socket = dir.join("echo.sock");
+    let mut echo = spawn_self(&["__bench-echo", socket.to_str().ok_or("path")?])?;
+    if first_line(&mut echo)? != "ready" {
+        return Err("the echo process did not start".into());
+    }
+    let mut stream = UnixStream::connect(&socket).map_err(|e| e.to_string())?;
+    let mut reader = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut decoder = FrameDecoder::new(CAP);
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut frame = Vec::new();
+    let request = |id: u64, frame: &mut Vec<u8>| {
+        let message = ClientMessage::Read {
+            id: RequestId(id),
+            op: ReadOp::Get {
+                key: key(id).to_vec(),
+            },
+        };
+        encode_frame(&message, CAP, frame).map(|_| ())
+    };
+    let mut read_replies = |count: usize, reader: &mut UnixStream| -> Result<(), String> {
+        let mut got = 0;
+        while got < count {
+            let n = reader.read(&mut buffer).map_err(|e| e.to_string())?;
+            let mut input = &buffer[..n];
+            while decoder
+                .decode::<ServerMessage>(&mut input)
+                .map_err(|e| e.to_string())?
+                .is_some()
+            {
+                got += 1;
+            }
+        }
+        Ok(())
+    };
+    let mut times = Vec::new();
+    for id in 0..20_000u64 {
+        frame.clear();
+        request(id, &mut frame).map_err(|e| e.to_string())?;
+        let began = Instant::now();
+        stream.write_all(&frame).map_err(|e| e.to_string())?;
+        read_replies(1, &mut reader)?;
+        times.push(began.elapsed());
+    }
+    times.sort();
+    // Pipelined: a writer thread keeps sending while this thread reads.
+    let total = 200_000u64;
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let sender = std::thread::spawn(move || -> Result<(), String> {
+        let mut batch = Vec::new();
+        for id in 0..total {
+            request(id, &mut batch).map_err(|e| e.to_string())?;
+            if batch.len() > 16 * 1024 {
+                writer.write_all(&batch).map_err(|e| e.to_string())?;
+                batch.clear();
+            }
+        }
+        writer.write_all(&batch).map_err(|e| e.to_string())
+    });
+    read_replies(total as usize, &mut reader)?;
+    sender.join().map_err(|_| "sender panicked")??;
+    let pipelined = total as f64 / start.elapsed().as_secs_f64();
+    stop(echo);
+    Ok(json!({
+        "rtt_p50_us": percentile(&times, 0.5),
+        "rtt_p99_us": percentile(&times, 0.99),
+        "pipelined_msgs_per_s": pipelined,
+    }))
+}
+
+/// Writes the benchmark's 100 000 keys, 256 in flight.
+async fn fill(db: &Db) -> Result<(), String> {
+    let mut pending = std::collections::VecDeque::new();
+    for n in 0..KEYS {
+        pending.push_back(db.put(key(n), VALUE));
+        if pending.len() >= 256 {
+            pending
+                .pop_front()
+                .expect("non-empty")
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    for put in pending {
+        put.await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn leader_child(dir: &Path, backend: BackendKind, mode: &[&str]) -> Result<Child, String> {
+    let mut args = vec!["__bench-node", dir.to_str().ok_or("path")?, backend.name()];
+    args.extend_from_slice(mode);
+    spawn_self(&args)
+}
+
+pub async fn run(backend: BackendKind, as_json: bool, quick: bool) -> Result<ExitCode, String> {
+    let base = std::env::temp_dir().join(format!("party-bench-{}", std::process::id()));
+    let result = measure(&base, backend, quick).await;
+    let _ = std::fs::remove_dir_all(&base);
+    let report = result?;
+    if as_json {
+        println!("{report}");
+    } else {
+        print_table(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value, String> {
+    let span = Duration::from_millis(if quick { 300 } else { 2000 });
+    let kills = if quick { 3 } else { 20 };
+    std::fs::create_dir_all(base).map_err(|e| e.to_string())?;
+    eprintln!("bench: raw socket baseline…");
+    let baseline = socket_baseline(base)?;
+
+    eprintln!("bench: leader in-process…");
+    let local_dir = base.join("local");
+    let db = open(
+        &local_dir,
+        Options {
+            backend,
+            ..Options::default()
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if db.ready().await.map_err(|e| e.to_string())? != Role::Leader {
+        return Err("the in-process handle did not lead".into());
+    }
+    fill(&db).await?;
+    let local_get = pipelined(&db, span, 256, false).await?.1;
+    let local_put = pipelined(&db, span, 256, true).await?.1;
+    db.close().await.map_err(|e| e.to_string())?;
+
+    eprintln!("bench: one follower…");
+    let shared = base.join("shared");
+    let mut leader = leader_child(&shared, backend, &["idle"])?;
+    if first_line(&mut leader)? != "ready leader" {
+        return Err("the leader process did not lead".into());
+    }
+    let db = open(
+        &shared,
+        Options {
+            backend,
+            ..Options::default()
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if db.ready().await.map_err(|e| e.to_string())? != Role::Follower {
+        return Err("this process did not follow".into());
+    }
+    fill(&db).await?;
+    let count = if quick { 2_000 } else { 20_000 };
+    let (get_p50, get_p99, get_rate) = sequential(&db, count, false).await?;
+    let (put_p50, put_p99, put_rate) = sequential(&db, count, true).await?;
+    let mut depths = serde_json::Map::new();
+    for depth in [16, 64, 256] {
+        let get = pipelined(&db, span, depth, false).await?.1;
+        let put = pipelined(&db, span, depth, true).await?.1;
+        depths.insert(
+            depth.to_string(),
+            json!({"get_ops_per_s": get, "put_ops_per_s": put}),
+        );
+    }
+    let start = Instant::now();
+    let scanned = db
+        .iter(IterOptions::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .len();
+    let scan_rate = scanned as f64 / start.elapsed().as_secs_f64();
+    let follower_rss = rss_kib(std::process::id());
+    db.close().await.map_err(|e| e.to_string())?;
+
+    eprintln!("bench: four followers…");
+    let seconds = span.as_secs_f64().to_string();
+    let mut loaders = Vec::new();
+    for _ in 0..4 {
+        loaders.push(leader_child(&shared, backend, &["load", &seconds])?);
+    }
+    let mut aggregate = 0u64;
+    for mut loader in loaders {
+        let _ready = first_line(&mut loader)?;
+        let ops = first_line(&mut loader)?;
+        aggregate += ops
+            .strip_prefix("ops ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let _ = loader.wait();
+    }
+    let aggregate_rate = aggregate as f64 / span.as_secs_f64();
+
+    eprintln!("bench: memory with 8 idle followers…");
+    let idle: Vec<Child> = (0..8)
+        .map(|_| leader_child(&shared, backend, &["idle"]))
+        .collect::<Result<_, _>>()?;
+    let mut idle = idle;
+    for child in &mut idle {
+        first_line(child)?;
+    }
+    let leader_rss = rss_kib(leader.id());
+    let idle_rss = idle.first().and_then(|c| rss_kib(c.id()));
+    for child in idle {
+        stop(child);
+    }
+    stop(leader);
+
+    eprintln!("bench: failover ×{kills}…");
+    let failover = failovers(base, backend, kills).await?;
+
+    let socket_p50 = baseline["rtt_p50_us"].as_f64().unwrap_or(f64::NAN);
+    let follower_get_256 = depths["256"]["get_ops_per_s"].as_f64().unwrap_or(f64::NAN);
+    let follower_put_256 = depths["256"]["put_ops_per_s"].as_f64().unwrap_or(f64::NAN);
+    Ok(json!({
+        "backend": backend.name(),
+        "baseline": baseline,
+        "in_process": {"get_ops_per_s": local_get, "put_ops_per_s": local_put},
+        "one_follower": {
+            "sync_get": {"p50_us": get_p50, "p99_us": get_p99, "ops_per_s": get_rate},
+            "sync_put": {"p50_us": put_p50, "p99_us": put_p99, "ops_per_s": put_rate},
+            "pipelined": depths,
+            "scan_entries_per_s": scan_rate,
+        },
+        "four_followers_get_ops_per_s": aggregate_rate,
+        "failover": failover,
+        "memory_kib": {"follower_rss": follower_rss, "idle_follower_rss": idle_rss, "leader_rss_with_8_idle_followers": leader_rss},
+        "ratios": {
+            "follower_pipelined_get_vs_in_process": follower_get_256 / local_get,
+            "follower_pipelined_put_vs_in_process": follower_put_256 / local_put,
+            "follower_sync_p50_vs_socket_p50": get_p50 / socket_p50,
+        },
+    }))
+}
+
+/// Kills the leader `kills` times while three followers read; measures, per kill, the time
+/// until every follower has completed a get again.
+async fn failovers(base: &Path, backend: BackendKind, kills: usize) -> Result<Value, String> {
+    let dir = base.join("failover");
+    let mut leader = leader_child(&dir, backend, &["idle"])?;
+    if first_line(&mut leader)? != "ready leader" {
+        return Err("the failover leader did not lead".into());
+    }
+    let keys = open(
+        &dir,
+        Options {
+            backend,
+            ..Options::default()
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    fill(&keys).await?;
+    keys.close().await.map_err(|e| e.to_string())?;
+    let (lines_tx, lines) = std::sync::mpsc::channel::<(usize, String)>();
+    let mut watchers: Vec<Option<Child>> = Vec::new();
+    let spawn_watcher = |index: usize, watchers: &mut Vec<Option<Child>>| -> Result<(), String> {
+        let mut child = leader_child(&dir, backend, &["watch"])?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let tx = lines_tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send((index, line)).is_err() {
+                    return;
+                }
+            }
+        });
+        if index < watchers.len() {
+            watchers[index] = Some(child);
+        } else {
+            watchers.push(Some(child));
+        }
+        Ok(())
+    };
+    for index in 0..3 {
+        spawn_watcher(index, &mut watchers)?;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut recoveries = Vec::new();
+    let mut current_leader: Option<usize> = None; // None: the first, separate leader process
+    let mut is_leader = [false; 3];
+    for _ in 0..kills {
+        while let Ok((index, line)) = lines.try_recv() {
+            if let Some(role) = line.strip_prefix("role ") {
+                is_leader[index] = role == "leader";
+            }
+        }
+        let killed_at = micros_now();
+        match current_leader {
+            None => {
+                let _ = leader.kill();
+                let _ = leader.wait();
+            }
+            Some(index) => {
+                if let Some(child) = watchers[index].take() {
+                    stop(child);
+                }
+            }
+        }
+        let followers: Vec<usize> = (0..3).filter(|i| Some(*i) != current_leader).collect();
+        let mut recovered = std::collections::BTreeMap::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while recovered.len() < followers.len() && Instant::now() < deadline {
+            let Ok((index, line)) = lines.recv_timeout(Duration::from_millis(100)) else {
+                continue;
+            };
+            if let Some(role) = line.strip_prefix("role ") {
+                is_leader[index] = role == "leader";
+            }
+            let mut words = line.split_whitespace();
+            if let (Some("gap"), Some(_), Some(to)) = (
+                words.next(),
+                words.next(),
+                words.next().and_then(|t| t.parse::<u64>().ok()),
+            ) {
+                if followers.contains(&index) && to > killed_at {
+                    recovered.entry(index).or_insert(to - killed_at);
+                }
+            }
+        }
+        // Followers that never stalled recovered at once.
+        let worst = followers
+            .iter()
+            .map(|i| recovered.get(i).copied().unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        recoveries.push(Duration::from_micros(worst));
+        if let Some(index) = current_leader {
+            spawn_watcher(index, &mut watchers)?;
+        }
+        std::thread::sleep(Duration::from_millis(150));
+        while let Ok((index, line)) = lines.try_recv() {
+            if let Some(role) = line.strip_prefix("role ") {
+                is_leader[index] = role == "leader";
+            }
+        }
+        current_leader = is_leader.iter().position(|l| *l);
+        if current_leader.is_none() {
+            return Err("no follower took over".into());
+        }
+    }
+    for child in watchers.into_iter().flatten() {
+        stop(child);
+    }
+    recoveries.sort();
+    Ok(json!({
+        "kills": kills,
+        "all_followers_back_p50_ms": percentile(&recoveries, 0.5) / 1000.0,
+        "all_followers_back_p99_ms": percentile(&recoveries, 0.99) / 1000.0,
+    }))
+}
+
+fn print_table(report: &Value) {
+    let number = |v: &Value| v.as_f64().map_or("-".into(), |n| format!("{n:.1}"));
+    let rate = |v: &Value| v.as_f64().map_or("-".into(), |n| format!("{:.0}", n));
+    println!(
+        "party bench on {}",
+        report["backend"].as_str().unwrap_or("?")
+    );
+    let b = &report["baseline"];
+    println!(
+        "raw socket ping-pong        p50 {} µs  p99 {} µs  pipelined {} msg/s",
+        number(&b["rtt_p50_us"]),
+        number(&b["rtt_p99_us"]),
+        rate(&b["pipelined_msgs_per_s"])
+    );
+    let l = &report["in_process"];
+    println!(
+        "leader in-process           get {} ops/s  put {} ops/s",
+        rate(&l["get_ops_per_s"]),
+        rate(&l["put_ops_per_s"])
+    );
+    let f = &report["one_follower"];
+    println!(
+        "follower sync get           p50 {} µs  p99 {} µs  {} ops/s",
+        number(&f["sync_get"]["p50_us"]),
+        number(&f["sync_get"]["p99_us"]),
+        rate(&f["sync_get"]["ops_per_s"])
+    );
+    println!(
+        "follower sync put           p50 {} µs  p99 {} µs  {} ops/s",
+        number(&f["sync_put"]["p50_us"]),
+        number(&f["sync_put"]["p99_us"]),
+        rate(&f["sync_put"]["ops_per_s"])
+    );
+    for depth in ["16", "64", "256"] {
+        let d = &f["pipelined"][depth];
+        println!(
+            "follower pipelined {depth:>3}      get {} ops/s  put {} ops/s",
+            rate(&d["get_ops_per_s"]),
+            rate(&d["put_ops_per_s"])
+        );
+    }
+    println!(
+        "follower full scan          {} entries/s",
+        rate(&f["scan_entries_per_s"])
+    );
+    println!(
+        "four followers              {} get ops/s",
+        rate(&report["four_followers_get_ops_per_s"])
+    );
+    let o = &report["failover"];
+    println!(
+        "failover ×{}                 all followers back p50 {} ms  p99 {} ms",
+        o["kills"],
+        number(&o["all_followers_back_p50_ms"]),
+        number(&o["all_followers_back_p99_ms"])
+    );
+    let m = &report["memory_kib"];
+    println!("memory                      follower {} KiB  idle follower {} KiB  leader with 8 idle followers {} KiB", m["follower_rss"], m["idle_follower_rss"], m["leader_rss_with_8_idle_followers"]);
+    let r = &report["ratios"];
+    println!("ratios                      pipelined get follower/in-process {}  put {}  sync p50 follower/socket {}", number(&r["follower_pipelined_get_vs_in_process"]), number(&r["follower_pipelined_put_vs_in_process"]), number(&r["follower_sync_p50_vs_socket_p50"]));
+}
