@@ -126,18 +126,7 @@ pub async fn node(args: &[String]) -> Result<ExitCode, String> {
     let [_, dir, backend, mode @ ..] = args else {
         return Err("usage: __bench-node DIR BACKEND MODE".into());
     };
-    let backend: BackendKind = backend
-        .parse()
-        .map_err(|e: party_core::UnknownBackend| e.to_string())?;
-    let db = open(
-        dir,
-        Options {
-            backend,
-            ..Options::default()
-        },
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let db = crate::open_child(dir, backend).await?;
     let role = db.ready().await.map_err(|e| e.to_string())?;
     println!("ready {}", crate::command::role_name(role));
     let _ = std::io::stdout().flush();
@@ -327,6 +316,18 @@ async fn fill(db: &Db) -> Result<(), String> {
     Ok(())
 }
 
+/// A child process that leads `dir` and idles.
+fn start_leader(dir: &Path, backend: BackendKind) -> Result<Child, String> {
+    let mut leader = leader_child(dir, backend, &["idle"])?;
+    if first_line(&mut leader)? != "ready leader" {
+        return Err(format!(
+            "the process started to lead {} did not",
+            dir.display()
+        ));
+    }
+    Ok(leader)
+}
+
 fn leader_child(dir: &Path, backend: BackendKind, mode: &[&str]) -> Result<Child, String> {
     let mut args = vec!["__bench-node", dir.to_str().ok_or("path")?, backend.name()];
     args.extend_from_slice(mode);
@@ -374,10 +375,7 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
 
     eprintln!("bench: one follower…");
     let shared = base.join("shared");
-    let mut leader = leader_child(&shared, backend, &["idle"])?;
-    if first_line(&mut leader)? != "ready leader" {
-        return Err("the leader process did not lead".into());
-    }
+    let leader = start_leader(&shared, backend)?;
     let db = open(
         &shared,
         Options {
@@ -480,10 +478,7 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
 /// until every follower has completed a get again.
 async fn failovers(base: &Path, backend: BackendKind, kills: usize) -> Result<Value, String> {
     let dir = base.join("failover");
-    let mut leader = leader_child(&dir, backend, &["idle"])?;
-    if first_line(&mut leader)? != "ready leader" {
-        return Err("the failover leader did not lead".into());
-    }
+    let mut leader = start_leader(&dir, backend)?;
     let keys = open(
         &dir,
         Options {

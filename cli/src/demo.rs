@@ -55,11 +55,7 @@ pub async fn main(role: Role, args: &[String]) -> ExitCode {
 
 fn backend_arg(args: &[String]) -> Result<BackendKind, String> {
     match args.iter().position(|a| a == "--backend") {
-        Some(i) => args
-            .get(i + 1)
-            .ok_or("--backend needs a name")?
-            .parse()
-            .map_err(|e: party_core::UnknownBackend| e.to_string()),
+        Some(i) => crate::parse_backend(args.get(i + 1).ok_or("--backend needs a name")?),
         None => Ok(Options::default().backend),
     }
 }
@@ -77,12 +73,7 @@ async fn writer(args: &[String]) -> Result<ExitCode, String> {
     let [_, dir, id, backend] = args else {
         return Err("usage: __demo-writer DIR ID BACKEND".into());
     };
-    let backend = backend
-        .parse()
-        .map_err(|e: party_core::UnknownBackend| e.to_string())?;
-    let db = open(dir, options(backend))
-        .await
-        .map_err(|e| e.to_string())?;
+    let db = crate::open_child(dir, backend).await?;
     for seq in 1u64.. {
         let value = seq.to_string().into_bytes();
         let ops = vec![
@@ -107,12 +98,7 @@ async fn reader(args: &[String]) -> Result<ExitCode, String> {
     let [_, dir, backend] = args else {
         return Err("usage: __demo-reader DIR BACKEND".into());
     };
-    let backend = backend
-        .parse()
-        .map_err(|e: party_core::UnknownBackend| e.to_string())?;
-    let db = open(dir, options(backend))
-        .await
-        .map_err(|e| e.to_string())?;
+    let db = crate::open_child(dir, backend).await?;
     let keys: Vec<String> = (0..WRITERS).map(|id| format!("w{id}/last")).collect();
     loop {
         let values = db.get_many(&keys).await.map_err(|e| e.to_string())?;

@@ -55,7 +55,17 @@ enum Command {
     },
 }
 
-fn parse_backend(name: &str) -> Result<BackendKind, String> {
+/// Opens DIR on the named store, for the demo's and the bench's child processes.
+pub(crate) async fn open_child(dir: &str, backend: &str) -> Result<party_core::Db, String> {
+    let backend = parse_backend(backend)?;
+    let options = Options {
+        backend,
+        ..Options::default()
+    };
+    open(dir, options).await.map_err(|e| e.to_string())
+}
+
+pub(crate) fn parse_backend(name: &str) -> Result<BackendKind, String> {
     name.parse()
         .map_err(|e: party_core::UnknownBackend| e.to_string())
 }
