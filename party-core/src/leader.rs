@@ -140,7 +140,13 @@ async fn serve(
                 .is_ok()
         });
         if !out.is_empty() {
-            if send.write_all(&out).await.is_err() {
+            // A follower that stops reading fills its socket; the leader must still be
+            // able to stop.
+            let written = tokio::select! {
+                written = send.write_all(&out) => written.is_ok(),
+                _ = cancel.cancelled() => false,
+            };
+            if !written {
                 break;
             }
             out.clear();

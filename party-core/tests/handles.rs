@@ -325,3 +325,39 @@ async fn status_counts_the_followers_the_leader_serves() {
     }
     assert_eq!(followers, 0, "a closed follower is no longer counted");
 }
+
+/// A follower that sends requests but never reads the replies must not keep the leader from
+/// closing (its connection task used to block in a write the leader could not cancel).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_never_reads_does_not_keep_the_leader_from_closing() {
+    use party_proto::wire::{encode_frame, ClientMessage, Hello, ProtocolId, ReadOp};
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), Options::default()).await.unwrap();
+    leader.ready().await.unwrap();
+    leader.put("k", vec![b'v'; 64 * 1024]).await.unwrap();
+    let mut stalled = std::os::unix::net::UnixStream::connect(leader.socket_path()).unwrap();
+    let mut frames = Vec::new();
+    let hello = Hello {
+        protocol: ProtocolId::CURRENT,
+        client_id: party_proto::ClientId(9),
+    };
+    encode_frame(&ClientMessage::Hello(hello), 1 << 20, &mut frames).unwrap();
+    for id in 0..200 {
+        let get = ClientMessage::Read {
+            id: party_proto::RequestId(id),
+            op: ReadOp::Get { key: b"k".to_vec() },
+        };
+        encode_frame(&get, 1 << 20, &mut frames).unwrap();
+    }
+    stalled.write_all(&frames).unwrap();
+    // 200 replies of 64 KiB fill the socket while nobody reads them.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), leader.close()).await;
+    assert!(
+        closed.is_ok(),
+        "the leader hung closing behind a stalled follower"
+    );
+    drop(stalled);
+}
