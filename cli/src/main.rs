@@ -5,6 +5,7 @@
 //! Exit codes: 0 ok, 1 key not found (get), 2 usage, 3 any other error (one line on stderr).
 
 mod bench;
+mod chaos;
 mod command;
 mod demo;
 mod encoding;
@@ -82,15 +83,17 @@ fn main() -> ExitCode {
     if let Some(role) = args.get(1).and_then(|a| demo::role(a)) {
         return runtime.block_on(demo::main(role, &args[1..]));
     }
-    let benched = match args.get(1).map(String::as_str) {
+    let special = match args.get(1).map(String::as_str) {
         Some("bench") => Some(runtime.block_on(bench_main(&args[1..]))),
         Some("__bench-echo") => Some(bench::echo(&args[1..])),
         Some("__bench-node") => Some(runtime.block_on(bench::node(&args[1..]))),
+        Some("chaos") => Some(runtime.block_on(chaos::run(&args[1..]))),
+        Some("__chaos-worker") => Some(runtime.block_on(chaos::worker(&args[1..]))),
         _ => None,
     };
-    if let Some(result) = benched {
+    if let Some(result) = special {
         return result.unwrap_or_else(|message| {
-            eprintln!("party bench: {message}");
+            eprintln!("party {}: {message}", args[1].trim_start_matches('_'));
             ExitCode::from(3)
         });
     }

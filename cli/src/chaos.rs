@@ -1,0 +1,289 @@
+//! `party chaos`: real processes under SIGKILL, checked for what the simulator checks on
+//! virtual ones.
+//!
+//! N worker processes share one directory. Each owns a register (`reg/<worker>`) that only it
+//! writes, with increasing values, and writes a unique key (`uniq/<worker>/<n>`) in the same
+//! batch; between writes it reads every register and reports one that went backwards. A
+//! controller SIGKILLs the leader every 200–500 ms (and now and then a follower) and starts
+//! a new worker for each one killed; a new worker takes a register of its own, so a dead
+//! worker's write still in flight cannot pass for a step backwards.
+//!
+//! At the end: every acknowledged write is there; every register holds its last
+//! acknowledged value or a later one; no register was ever read going backwards — which is
+//! how a re-sent write applied a second time would show.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc::{channel, Sender};
+use std::time::{Duration, Instant};
+
+use party_core::{BackendKind, BatchOp, Options};
+
+/// Writes each worker keeps in flight.
+const IN_FLIGHT: usize = 8;
+
+/// `__chaos-worker DIR BACKEND REGISTER`: writes its register forever, reads all registers,
+/// prints `acked REGISTER N ROLE` per acknowledged write and `backwards REGISTER FROM TO`.
+pub async fn worker(args: &[String]) -> Result<ExitCode, String> {
+    let [_, dir, backend, register] = args else {
+        return Err("usage: __chaos-worker DIR BACKEND REGISTER".into());
+    };
+    let register: usize = register.parse().map_err(|_| "REGISTER is a number")?;
+    let db = crate::open_child(dir, backend).await?;
+    let mut seen: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    // Several writes in flight: a write applied a second time after a failover would then
+    // set the register back below a value others have already read.
+    let mut in_flight = std::collections::VecDeque::new();
+    for n in 1u64.. {
+        let value = n.to_string().into_bytes();
+        let ops = vec![
+            BatchOp::Put {
+                key: format!("reg/{register:04}").into_bytes(),
+                value: value.clone(),
+            },
+            BatchOp::Put {
+                key: format!("uniq/{register:04}/{n:08}").into_bytes(),
+                value,
+            },
+        ];
+        in_flight.push_back((n, db.batch(ops)));
+        if in_flight.len() < IN_FLIGHT {
+            continue;
+        }
+        let (acked, write) = in_flight.pop_front().expect("full");
+        write.await.map_err(|e| e.to_string())?;
+        println!(
+            "acked {register} {acked} {}",
+            crate::command::role_name(db.role())
+        );
+        let registers = party_core::IterOptions {
+            range: party_core::KeyRange {
+                start: std::ops::Bound::Included(b"reg/".to_vec()),
+                end: std::ops::Bound::Excluded(b"reg0".to_vec()),
+            },
+            ..party_core::IterOptions::default()
+        };
+        for entry in db
+            .iter(registers)
+            .await
+            .map_err(|e| e.to_string())?
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            let value: u64 = String::from_utf8_lossy(&entry.value).parse().unwrap_or(0);
+            let last = seen.entry(entry.key.clone()).or_insert(0);
+            if value < *last {
+                println!(
+                    "backwards {} {} {}",
+                    String::from_utf8_lossy(&entry.key),
+                    last,
+                    value
+                );
+            }
+            *last = (*last).max(value);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Worker {
+    child: Child,
+    register: usize,
+    role: String,
+}
+
+/// What a worker printed, with the worker's register.
+type Report = (usize, String);
+
+fn spawn_worker(
+    dir: &str,
+    backend: BackendKind,
+    register: usize,
+    reports: &Sender<Report>,
+) -> Result<Worker, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .args(["__chaos-worker", dir, backend.name(), &register.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start a worker: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let reports = reports.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if reports.send((register, line)).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(Worker {
+        child,
+        register,
+        role: String::new(),
+    })
+}
+
+/// `party chaos [--backend B] [--processes N] [--seconds S] [DIR]`.
+pub async fn run(args: &[String]) -> Result<ExitCode, String> {
+    let value_of = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    let backend = match value_of("--backend") {
+        Some(name) => crate::parse_backend(name)?,
+        None => Options::default().backend,
+    };
+    let processes: usize = value_of("--processes")
+        .map_or(Ok(4), |n| n.parse())
+        .map_err(|_| "--processes N")?;
+    let seconds: f64 = value_of("--seconds")
+        .map_or(Ok(15.0), |s| s.parse())
+        .map_err(|_| "--seconds S")?;
+    let flags = ["--backend", "--processes", "--seconds"];
+    let given = args
+        .iter()
+        .enumerate()
+        .skip(1)
+        .find(|(i, a)| !a.starts_with("--") && !flags.contains(&args[i - 1].as_str()))
+        .map(|(_, dir)| PathBuf::from(dir));
+    let dir = given.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("party-chaos-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let dir_text = dir.to_str().ok_or("the directory is not UTF-8")?.to_owned();
+    println!(
+        "party chaos in {} on {}: {processes} processes for {seconds} s",
+        dir.display(),
+        backend.name()
+    );
+
+    let (sender, reports) = channel();
+    let mut workers = Vec::new();
+    for register in 0..processes {
+        workers.push(spawn_worker(&dir_text, backend, register, &sender)?);
+    }
+    let mut next_register = processes;
+    let mut acked: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut backwards = Vec::new();
+    let mut kills = 0;
+    let mut rng = u64::from(std::process::id()) | 1;
+    let mut random = move |low: u64, high: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        low + rng % (high - low)
+    };
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut next_kill = Instant::now() + Duration::from_millis(random(200, 500));
+    while Instant::now() < end {
+        while let Ok((register, line)) = reports.recv_timeout(Duration::from_millis(5)) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["acked", _, n, role] => {
+                    if let Ok(n) = n.parse() {
+                        acked.insert(register, n);
+                    }
+                    if let Some(worker) = workers.iter_mut().find(|w| w.register == register) {
+                        worker.role = (*role).to_owned();
+                    }
+                }
+                ["backwards", ..] => backwards.push(line.clone()),
+                _ => {}
+            }
+            if Instant::now() >= next_kill {
+                break;
+            }
+        }
+        if Instant::now() < next_kill {
+            continue;
+        }
+        next_kill = Instant::now() + Duration::from_millis(random(200, 500));
+        // Mostly the leader; now and then a follower.
+        let victim = if random(0, 5) == 0 {
+            workers.iter().position(|w| w.role == "follower")
+        } else {
+            workers.iter().position(|w| w.role == "leader")
+        };
+        if let Some(index) = victim {
+            let mut worker = workers.remove(index);
+            let _ = worker.child.kill();
+            let _ = worker.child.wait();
+            kills += 1;
+            workers.push(spawn_worker(&dir_text, backend, next_register, &sender)?);
+            next_register += 1;
+        }
+    }
+    for mut worker in workers {
+        let _ = worker.child.kill();
+        let _ = worker.child.wait();
+    }
+    drop(sender);
+    while let Ok((register, line)) = reports.recv_timeout(Duration::from_millis(200)) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["acked", _, n, _] => {
+                if let Ok(n) = n.parse() {
+                    acked.insert(register, n);
+                }
+            }
+            ["backwards", ..] => backwards.push(line.clone()),
+            _ => {}
+        }
+    }
+
+    // Every acknowledged write must be there, and no register behind its last ack.
+    let db = party_core::open(
+        &dir,
+        Options {
+            backend,
+            ..Options::default()
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut missing = Vec::new();
+    let mut total = 0u64;
+    for (register, last) in &acked {
+        total += last;
+        let keys: Vec<String> = (1..=*last)
+            .map(|n| format!("uniq/{register:04}/{n:08}"))
+            .collect();
+        for (key, value) in keys
+            .iter()
+            .zip(db.get_many(&keys).await.map_err(|e| e.to_string())?)
+        {
+            if value.is_none() {
+                missing.push(key.clone());
+            }
+        }
+        let stored = db
+            .get(format!("reg/{register:04}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let stored: u64 = stored.map_or(0, |v| String::from_utf8_lossy(&v).parse().unwrap_or(0));
+        if stored < *last {
+            missing.push(format!(
+                "reg/{register:04} = {stored} < acknowledged {last}"
+            ));
+        }
+    }
+    db.close().await.map_err(|e| e.to_string())?;
+    if given.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let violations = missing.len() + backwards.len();
+    println!("kills survived: {kills}; writes acknowledged: {total}; violations: {violations}");
+    for line in missing.iter().chain(&backwards).take(10) {
+        println!("  {line}");
+    }
+    Ok(if violations == 0 && kills > 0 && total > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
