@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use party_core::{open, BackendKind, Db, IterOptions, Options, Role};
+use party_core::{BackendKind, Db, IterOptions, Role};
 use party_proto::wire::{
     encode_frame, ClientMessage, FrameDecoder, ReadOp, Response, ServerMessage,
 };
@@ -356,15 +356,7 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
 
     eprintln!("bench: leader in-process…");
     let local_dir = base.join("local");
-    let db = open(
-        &local_dir,
-        Options {
-            backend,
-            ..Options::default()
-        },
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let db = crate::open_on(&local_dir, backend).await?;
     if db.ready().await.map_err(|e| e.to_string())? != Role::Leader {
         return Err("the in-process handle did not lead".into());
     }
@@ -376,15 +368,7 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
     eprintln!("bench: one follower…");
     let shared = base.join("shared");
     let leader = start_leader(&shared, backend)?;
-    let db = open(
-        &shared,
-        Options {
-            backend,
-            ..Options::default()
-        },
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let db = crate::open_on(&shared, backend).await?;
     if db.ready().await.map_err(|e| e.to_string())? != Role::Follower {
         return Err("this process did not follow".into());
     }
@@ -479,15 +463,7 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
 async fn failovers(base: &Path, backend: BackendKind, kills: usize) -> Result<Value, String> {
     let dir = base.join("failover");
     let mut leader = start_leader(&dir, backend)?;
-    let keys = open(
-        &dir,
-        Options {
-            backend,
-            ..Options::default()
-        },
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let keys = crate::open_on(&dir, backend).await?;
     fill(&keys).await?;
     keys.close().await.map_err(|e| e.to_string())?;
     let (lines_tx, lines) = std::sync::mpsc::channel::<(usize, String)>();

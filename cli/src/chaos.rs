@@ -237,15 +237,7 @@ pub async fn run(args: &[String]) -> Result<ExitCode, String> {
     }
 
     // Every acknowledged write must be there, and no register behind its last ack.
-    let db = party_core::open(
-        &dir,
-        Options {
-            backend,
-            ..Options::default()
-        },
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let db = crate::open_on(&dir, backend).await?;
     let mut missing = Vec::new();
     let mut total = 0u64;
     for (register, last) in &acked {

@@ -13,7 +13,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
 
-use party_core::{open, BackendKind, BatchOp, Options};
+use party_core::{BackendKind, BatchOp, Options};
 
 const WRITERS: usize = 4;
 const WRITE_EVERY: Duration = Duration::from_millis(20);
@@ -57,13 +57,6 @@ fn backend_arg(args: &[String]) -> Result<BackendKind, String> {
     match args.iter().position(|a| a == "--backend") {
         Some(i) => crate::parse_backend(args.get(i + 1).ok_or("--backend needs a name")?),
         None => Ok(Options::default().backend),
-    }
-}
-
-fn options(backend: BackendKind) -> Options {
-    Options {
-        backend,
-        ..Options::default()
     }
 }
 
@@ -265,9 +258,7 @@ async fn orchestrate(args: &[String]) -> Result<ExitCode, String> {
     drop(lines);
 
     // Every acknowledged write must be in the store, as a fresh handle sees it.
-    let db = open(&dir, options(backend))
-        .await
-        .map_err(|e| e.to_string())?;
+    let db = crate::open_on(&dir, backend).await?;
     let mut acked = 0;
     let mut missing = Vec::new();
     for (id, writer) in writers.iter().enumerate() {

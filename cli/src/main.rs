@@ -56,14 +56,21 @@ enum Command {
     },
 }
 
-/// Opens DIR on the named store, for the demo's and the bench's child processes.
-pub(crate) async fn open_child(dir: &str, backend: &str) -> Result<party_core::Db, String> {
-    let backend = parse_backend(backend)?;
+/// Opens `dir` on `backend`, for the demo, the bench and the chaos run.
+pub(crate) async fn open_on(
+    dir: impl AsRef<std::path::Path>,
+    backend: BackendKind,
+) -> Result<party_core::Db, String> {
     let options = Options {
         backend,
         ..Options::default()
     };
     open(dir, options).await.map_err(|e| e.to_string())
+}
+
+/// Opens DIR on the named store, for the child processes of the demo, the bench and chaos.
+pub(crate) async fn open_child(dir: &str, backend: &str) -> Result<party_core::Db, String> {
+    open_on(dir, parse_backend(backend)?).await
 }
 
 pub(crate) fn parse_backend(name: &str) -> Result<BackendKind, String> {
