@@ -326,15 +326,13 @@ impl Driver {
             Ok(None) => ElectionInput::LockBusy,
             Err(error) => {
                 // Without the lock file there is no party to join: give up.
-                self.failure_cause = Some(Error::Io {
+                self.election
+                    .handle_input(clock::now(), ElectionInput::CloseRequested);
+                self.fail(Error::Io {
                     context: "cannot use the lock file in",
                     path: self.layout.dir.clone(),
                     source: error.source,
                 });
-                let failure = self.failure_cause.take().expect("just set");
-                self.election
-                    .handle_input(clock::now(), ElectionInput::CloseRequested);
-                self.fail(failure);
                 ElectionInput::LockBusy
             }
         }

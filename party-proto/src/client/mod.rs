@@ -115,17 +115,9 @@ impl ClientSession {
         }
     }
 
-    pub fn client_id(&self) -> ClientId {
-        self.client_id
-    }
-
     /// The process id the current leader gave in its welcome.
     pub fn leader_pid(&self) -> Option<u32> {
         self.leader_pid
-    }
-
-    pub fn is_connected(&self) -> bool {
-        self.connected
     }
 
     /// Requests that have not completed yet.

@@ -121,20 +121,6 @@ impl DedupTable {
         }
     }
 
-    /// The newest sequence number applied for `client`.
-    pub fn applied_through(&self, client: ClientId) -> WriteSeq {
-        WriteSeq(self.clients.get(&client).map_or(0, |w| w.applied_through))
-    }
-
-    /// How many clients the table remembers.
-    pub fn len(&self) -> usize {
-        self.clients.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.clients.is_empty()
-    }
-
     fn after_commit(&self, client: &ClientId, group: &BTreeSet<u64>) -> DedupRecord {
         let current = self.clients.get(client).cloned().unwrap_or_default();
         let newest = group.last().copied().unwrap_or(0);
