@@ -20,7 +20,7 @@ use std::fs::{File, TryLockError};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
-use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, Snapshot};
+use fjall::{AbstractTree, Config, Keyspace, PartitionCreateOptions, PartitionHandle, Snapshot};
 use party_proto::wire::Entry;
 use party_proto::{ClientId, DedupRecord, KeyRange};
 
@@ -33,6 +33,9 @@ const NAME: &str = "fjall";
 
 /// Memtable size of the data partition: bounds the journal a reopen has to replay.
 const MAX_MEMTABLE_BYTES: u32 = 2 * 1024 * 1024;
+
+/// Memtables smaller than this are not worth sealing at a checkpoint.
+const CHECKPOINT_MIN_BYTES: usize = 64 * 1024;
 
 /// The longest key party can store in fjall: fjall's 65535 bytes less the prefix.
 pub const MAX_KEY_LEN: usize = u16::MAX as usize - 1;
@@ -212,6 +215,19 @@ impl Backend for FjallBackend {
             commit.insert(&self.records, records::key(*client), records::value(record));
         }
         commit.commit().map_err(store_error(NAME))
+    }
+
+    /// Seals both memtables: fjall flushes them in the background and then retires their
+    /// journal, which an open after a crash would otherwise replay (about 6 ms per MiB here).
+    /// Small memtables are left alone, as they replay fast and each rotation makes a table.
+    fn checkpoint(&self) -> Result<(), BackendError> {
+        let unflushed = self.data.tree.active_memtable_size() as usize
+            + self.records.tree.active_memtable_size() as usize;
+        if unflushed >= CHECKPOINT_MIN_BYTES {
+            self.data.rotate_memtable().map_err(store_error(NAME))?;
+            self.records.rotate_memtable().map_err(store_error(NAME))?;
+        }
+        Ok(())
     }
 
     fn iter(&self, range: &KeyRange, reverse: bool) -> Result<EntryIter, BackendError> {

@@ -68,6 +68,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Every stored dedup record, for a new leader's dedup table.
     fn dedup_records(&self) -> Result<Vec<(ClientId, DedupRecord)>, BackendError>;
 
+    /// Called by the leader when writes pause. Persists what a reopen after a crash would
+    /// otherwise have to replay from the store's log, so that the next leader takes over
+    /// quickly. Stores without such a log keep the default, which does nothing.
+    fn checkpoint(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     /// An iterator for `options`, read in chunks up to its limit.
     fn chunks(&self, options: &IterOptions) -> Result<Chunks, BackendError> {
         let entries = self.iter(&options.range, options.reverse)?;

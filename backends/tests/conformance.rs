@@ -404,6 +404,43 @@ pub fn batches_survive_kill_9_whole_or_not_at_all(kind: BackendKind) {
     );
 }
 
+/// Writes `count` keys of 100 bytes, 100 per commit, with a dedup record on each commit.
+fn fill_numbered(store: &dyn Backend, count: u64) {
+    for first in (0..count).step_by(100) {
+        let batch = WriteBatch {
+            ops: (first..(first + 100).min(count))
+                .map(|n| put(format!("n/{n:08}").as_bytes(), &[b'v'; 100]))
+                .collect(),
+            records: vec![(
+                ClientId(3),
+                DedupRecord {
+                    applied_through: WriteSeq(first / 100 + 1),
+                    failed: vec![],
+                },
+            )],
+        };
+        store.write(&batch).unwrap();
+    }
+}
+
+/// A checkpoint between writes loses nothing, and the store reopens whole.
+pub fn a_checkpoint_keeps_every_write(kind: BackendKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = kind.open(dir.path()).unwrap();
+    fill_numbered(&*store, 5_000);
+    store.checkpoint().unwrap();
+    write(&*store, vec![put(b"after", b"checkpoint")]);
+    store.checkpoint().unwrap();
+    drop(store);
+    let store = kind.open(dir.path()).unwrap();
+    assert_eq!(read_all(&*store, &IterOptions::default(), 512).len(), 5_001);
+    assert_eq!(store.get(b"after").unwrap(), Some(b"checkpoint".to_vec()));
+    assert_eq!(
+        store.dedup_records().unwrap()[0].1.applied_through,
+        WriteSeq(50)
+    );
+}
+
 macro_rules! conformance {
     ($module:ident, $open:expr) => {
         mod $module {
@@ -458,6 +495,10 @@ macro_rules! conformance {
             fn batches_survive_kill_9_whole_or_not_at_all() {
                 super::super::batches_survive_kill_9_whole_or_not_at_all($kind);
             }
+            #[test]
+            fn a_checkpoint_keeps_every_write() {
+                super::super::a_checkpoint_keeps_every_write($kind);
+            }
         }
     };
 }
@@ -483,6 +524,37 @@ mod fjall {
     #[test]
     fn iterators_are_snapshots() {
         snapshot_test(BackendKind::Fjall);
+    }
+
+    fn journals(dir: &Path) -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(dir.join("fjall/journals"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect()
+    }
+
+    /// What a reopen after a crash replays is the journal holding unflushed writes: a
+    /// checkpoint retires it.
+    #[test]
+    fn a_checkpoint_retires_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BackendKind::Fjall.open(dir.path()).unwrap();
+        fill_numbered(&*store, 5_000);
+        let holding_the_writes = journals(dir.path());
+        store.checkpoint().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let retired = || {
+            let now = journals(dir.path());
+            holding_the_writes.iter().all(|old| !now.contains(old))
+        };
+        while !retired() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            retired(),
+            "journals {holding_the_writes:?} are still there: {:?}",
+            journals(dir.path())
+        );
     }
 
     #[test]

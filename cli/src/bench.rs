@@ -121,7 +121,8 @@ pub fn echo(args: &[String]) -> Result<ExitCode, String> {
 /// `__bench-node DIR BACKEND MODE`: a handle that prints `ready ROLE` once settled, then
 /// `idle` (waits), `load SECONDS` (64 gets in flight, prints `ops N`), or `watch` (one get at
 /// a time forever, printing `gap FROM TO` in wall-clock microseconds after every stall over
-/// a millisecond, and `role NAME` on every change).
+/// a millisecond, `role NAME` on every change, and `opened MICROS` with the store's open
+/// time when it takes over).
 pub async fn node(args: &[String]) -> Result<ExitCode, String> {
     let [_, dir, backend, mode @ ..] = args else {
         return Err("usage: __bench-node DIR BACKEND MODE".into());
@@ -153,10 +154,11 @@ pub async fn node(args: &[String]) -> Result<ExitCode, String> {
                     println!("gap {last} {now}");
                 }
                 if roles.has_changed().unwrap_or(false) {
-                    println!(
-                        "role {}",
-                        crate::command::role_name(roles.borrow_and_update().role)
-                    );
+                    let state = roles.borrow_and_update().clone();
+                    println!("role {}", crate::command::role_name(state.role));
+                    if let Some(open) = state.store_open_time {
+                        println!("opened {}", open.as_micros());
+                    }
                 }
                 let _ = std::io::stdout().flush();
                 last = now;
@@ -417,6 +419,7 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
     let aggregate_rate = aggregate as f64 / span.as_secs_f64();
 
     eprintln!("bench: memory with 8 idle followers…");
+    let leader_rss_alone = rss_kib(leader.id());
     let idle: Vec<Child> = (0..8)
         .map(|_| leader_child(&shared, backend, &["idle"]))
         .collect::<Result<_, _>>()?;
@@ -449,7 +452,13 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
         },
         "four_followers_get_ops_per_s": aggregate_rate,
         "failover": failover,
-        "memory_kib": {"follower_rss": follower_rss, "idle_follower_rss": idle_rss, "leader_rss_with_8_idle_followers": leader_rss},
+        "memory_kib": {
+            "follower_rss": follower_rss,
+            "idle_follower_rss": idle_rss,
+            "leader_rss_alone": leader_rss_alone,
+            "leader_rss_with_8_idle_followers": leader_rss,
+            "leader_rss_per_idle_follower": leader_rss.zip(leader_rss_alone).map(|(with, alone)| (with as f64 - alone as f64) / 8.0),
+        },
         "ratios": {
             "follower_pipelined_get_vs_in_process": follower_get_256 / local_get,
             "follower_pipelined_put_vs_in_process": follower_put_256 / local_put,
@@ -491,6 +500,7 @@ async fn failovers(base: &Path, backend: BackendKind, kills: usize) -> Result<Va
     }
     std::thread::sleep(Duration::from_millis(300));
     let mut recoveries = Vec::new();
+    let mut opens = Vec::new();
     let mut current_leader: Option<usize> = None; // None: the first, separate leader process
     let mut is_leader = [false; 3];
     for _ in 0..kills {
@@ -520,6 +530,9 @@ async fn failovers(base: &Path, backend: BackendKind, kills: usize) -> Result<Va
             };
             if let Some(role) = line.strip_prefix("role ") {
                 is_leader[index] = role == "leader";
+            }
+            if let Some(micros) = line.strip_prefix("opened ").and_then(|m| m.parse().ok()) {
+                opens.push(Duration::from_micros(micros));
             }
             let mut words = line.split_whitespace();
             if let (Some("gap"), Some(_), Some(to)) = (
@@ -557,10 +570,13 @@ async fn failovers(base: &Path, backend: BackendKind, kills: usize) -> Result<Va
         stop(child);
     }
     recoveries.sort();
+    opens.sort();
     Ok(json!({
         "kills": kills,
         "all_followers_back_p50_ms": percentile(&recoveries, 0.5) / 1000.0,
         "all_followers_back_p99_ms": percentile(&recoveries, 0.99) / 1000.0,
+        "new_leader_store_open_p50_ms": percentile(&opens, 0.5) / 1000.0,
+        "new_leader_store_open_p99_ms": percentile(&opens, 0.99) / 1000.0,
     }))
 }
 
@@ -615,13 +631,15 @@ fn print_table(report: &Value) {
     );
     let o = &report["failover"];
     println!(
-        "failover ×{}                 all followers back p50 {} ms  p99 {} ms",
+        "failover ×{}                 all followers back p50 {} ms  p99 {} ms; new leader's store open p50 {} ms  p99 {} ms",
         o["kills"],
         number(&o["all_followers_back_p50_ms"]),
-        number(&o["all_followers_back_p99_ms"])
+        number(&o["all_followers_back_p99_ms"]),
+        number(&o["new_leader_store_open_p50_ms"]),
+        number(&o["new_leader_store_open_p99_ms"])
     );
     let m = &report["memory_kib"];
-    println!("memory                      follower {} KiB  idle follower {} KiB  leader with 8 idle followers {} KiB", m["follower_rss"], m["idle_follower_rss"], m["leader_rss_with_8_idle_followers"]);
+    println!("memory                      follower {} KiB  idle follower {} KiB  leader alone {} KiB, with 8 idle followers {} KiB ({} KiB each)", m["follower_rss"], m["idle_follower_rss"], m["leader_rss_alone"], m["leader_rss_with_8_idle_followers"], number(&m["leader_rss_per_idle_follower"]));
     let r = &report["ratios"];
     println!("ratios                      pipelined get follower/in-process {}  put {}  sync p50 follower/socket {}", number(&r["follower_pipelined_get_vs_in_process"]), number(&r["follower_pipelined_put_vs_in_process"]), number(&r["follower_sync_p50_vs_socket_p50"]));
 }

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use interprocess::local_socket::tokio::Listener;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
@@ -72,6 +73,9 @@ pub struct RoleState {
     pub failure: Option<Arc<Error>>,
     /// Why the last leader refused this handle (a protocol mismatch), until one welcomes it.
     pub rejected: Option<ErrorCode>,
+    /// While this handle leads: how long it took to open the store (the bulk of a takeover,
+    /// as the store replays what the previous leader left unflushed).
+    pub store_open_time: Option<Duration>,
 }
 
 /// The leader's own handle, connected to its server in-process.
@@ -104,6 +108,7 @@ pub(crate) struct Driver {
     rejected: Option<ErrorCode>,
     /// The cause of the election failure the machine is about to report.
     failure_cause: Option<Error>,
+    store_open_time: Option<Duration>,
     closers: Vec<oneshot::Sender<()>>,
     closing: bool,
     leadership: Leadership,
@@ -127,6 +132,7 @@ impl Driver {
             leader_pid: None,
             failure: None,
             rejected: None,
+            store_open_time: None,
         });
         // The update fills the simulator-only fields that exist when a build of the whole
         // workspace turns on party-proto's `bug-injection` feature.
@@ -149,6 +155,7 @@ impl Driver {
             failure: None,
             rejected: None,
             failure_cause: None,
+            store_open_time: None,
             closers: Vec::new(),
             closing: false,
             leadership: Leadership::default(),
@@ -341,6 +348,7 @@ impl Driver {
     async fn open_store(&mut self) -> ElectionInput {
         let kind = self.options.backend;
         let path = self.layout.store.clone();
+        let started = Instant::now();
         let opened = tokio::task::spawn_blocking(move || -> Result<_, Error> {
             let store = kind.open(&path).map_err(Error::Open)?;
             let records = store.dedup_records()?;
@@ -350,6 +358,7 @@ impl Driver {
         .unwrap_or_else(|_| Err(Error::Backend("opening the store panicked".into())));
         match opened {
             Ok(opened) => {
+                self.store_open_time = Some(started.elapsed());
                 self.leadership.store = Some(opened);
                 ElectionInput::StoreOpened
             }
@@ -545,8 +554,10 @@ impl Driver {
         };
         let failure = self.failure.clone();
         let rejected = self.rejected.clone();
+        let store_open_time = self.store_open_time.filter(|_| role == Role::Leader);
         self.role.send_if_modified(|state| {
             let changed = state.role != role
+                || state.store_open_time != store_open_time
                 || state.leader_pid != leader_pid
                 || state.failure.is_some() != failure.is_some()
                 || state.rejected != rejected;
@@ -556,6 +567,7 @@ impl Driver {
                     leader_pid,
                     failure,
                     rejected,
+                    store_open_time,
                 };
             }
             changed

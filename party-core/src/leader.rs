@@ -45,6 +45,7 @@ impl Leader {
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let conn_ids = ConnIds::default();
+        tasks.spawn(tick(queue.clone(), cancel.clone()));
         tasks.spawn(accept_loop(
             listener,
             queue.clone(),
@@ -85,6 +86,22 @@ impl Leader {
         let joined = tokio::task::spawn_blocking(move || thread.join()).await;
         if !matches!(joined, Ok(Ok(()))) {
             tracing::error!("the store thread panicked");
+        }
+    }
+}
+
+/// Paces the store thread's checkpoints.
+async fn tick(queue: StoreQueue, cancel: CancellationToken) {
+    let mut ticks = tokio::time::interval(store::QUIET_PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticks.tick() => {
+                if queue.send(StoreJob::Tick).is_err() {
+                    return;
+                }
+            }
         }
     }
 }

@@ -59,7 +59,14 @@ pub(crate) enum StoreJob {
     Disconnected {
         conn: ConnId,
     },
+    /// Sent every [`QUIET_PERIOD`]: a checkpoint is due if nothing was written since the
+    /// last tick.
+    Tick,
 }
+
+/// How long writes must pause before the store is checkpointed, so that a leader killed
+/// while quiet leaves its successor little to replay.
+pub(crate) const QUIET_PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Most jobs taken in one round; bounds the size of a write group.
 const MAX_ROUND: usize = 1024;
@@ -76,6 +83,9 @@ pub(crate) fn run(
         dedup,
         followers,
         iters: HashMap::new(),
+        // What the store replayed when it opened is not checkpointed yet.
+        unsaved: true,
+        wrote_since_tick: false,
     };
     crate::sync::rounds(&jobs, MAX_ROUND, |round| {
         worker.round(round);
@@ -95,6 +105,9 @@ struct Worker {
     dedup: DedupTable,
     followers: Followers,
     iters: HashMap<(ConnId, IterId), Chunks>,
+    /// Written since the last checkpoint.
+    unsaved: bool,
+    wrote_since_tick: bool,
 }
 
 impl Worker {
@@ -177,6 +190,15 @@ impl Worker {
                 self.iters.remove(&(conn, iter));
             }
             StoreJob::Disconnected { conn } => self.iters.retain(|(c, _), _| *c != conn),
+            StoreJob::Tick => {
+                if self.unsaved && !self.wrote_since_tick {
+                    match self.store.checkpoint() {
+                        Ok(()) => self.unsaved = false,
+                        Err(error) => tracing::warn!("checkpoint failed: {error}"),
+                    }
+                }
+                self.wrote_since_tick = false;
+            }
             StoreJob::Write { .. } => unreachable!("writes are grouped by round()"),
         }
     }
@@ -185,6 +207,8 @@ impl Worker {
         if writes.is_empty() {
             return;
         }
+        self.unsaved = true;
+        self.wrote_since_tick = true;
         let mut batch = WriteBatch::new();
         let mut applied = Vec::new();
         let mut in_group = Vec::new();

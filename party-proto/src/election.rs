@@ -98,7 +98,9 @@ pub enum ElectionFailure {
 pub struct ElectionConfig {
     /// First wait after a failed connect.
     pub initial_backoff: Duration,
-    /// Longest wait after failed connects.
+    /// Longest wait after failed connects. It bounds how late a follower notices a new
+    /// leader that is still opening its store, so it is short: a failed connect to a missing
+    /// socket is one cheap syscall.
     pub max_backoff: Duration,
     /// Bugs to re-create, for the simulator.
     #[cfg(feature = "bug-injection")]
@@ -108,8 +110,8 @@ pub struct ElectionConfig {
 impl Default for ElectionConfig {
     fn default() -> Self {
         ElectionConfig {
-            initial_backoff: Duration::from_micros(500),
-            max_backoff: Duration::from_millis(50),
+            initial_backoff: Duration::from_micros(250),
+            max_backoff: Duration::from_millis(2),
             #[cfg(feature = "bug-injection")]
             bugs: crate::bugs::Bugs::default(),
         }
