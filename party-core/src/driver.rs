@@ -26,6 +26,7 @@ use party_proto::{
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::{oneshot, watch};
 
+use crate::access::StoreAccess;
 use crate::clock;
 use crate::error::Error;
 use crate::leader::{self, Leader};
@@ -33,7 +34,6 @@ use crate::link::{Link, LinkEvent};
 use crate::lock::ElectionLock;
 use crate::options::Options;
 use crate::paths::Layout;
-use crate::store::{ConnId, StoreQueue};
 
 /// What a [`crate::Db`] asks of its driver.
 pub(crate) enum Command {
@@ -80,11 +80,8 @@ pub struct RoleState {
 
 /// The leader's own handle, connected to its server in-process.
 struct LocalLink {
-    conn: ConnId,
     server: ServerSession,
-    queue: StoreQueue,
-    to: UnboundedSender<ServerInput>,
-    events: UnboundedReceiver<ServerInput>,
+    access: StoreAccess,
 }
 
 /// What a handle holds while it becomes or is leader.
@@ -412,13 +409,9 @@ impl Driver {
                 return;
             }
         };
-        let (to, events) = unbounded_channel();
         self.local = Some(LocalLink {
-            conn: leader.conn_id(),
             server: ServerSession::new(clock::now(), config),
-            queue: leader.queue().clone(),
-            to,
-            events,
+            access: leader.access(),
         });
         self.leadership.leader = Some(leader);
         self.session
@@ -512,16 +505,10 @@ impl Driver {
             }
             if let Some(local) = &mut self.local {
                 let mut replies = Vec::new();
-                let closing = leader::run_outputs(
-                    &mut local.server,
-                    local.conn,
-                    &local.queue,
-                    &local.to,
-                    |message| {
-                        replies.push(message);
-                        true
-                    },
-                );
+                let closing = local.access.run_outputs(&mut local.server, |message| {
+                    replies.push(message);
+                    true
+                });
                 if closing {
                     tracing::error!("the leader's own session closed itself");
                 }
@@ -577,7 +564,7 @@ impl Driver {
 
 async fn recv_local(local: &mut Option<LocalLink>) -> Option<ServerInput> {
     match local {
-        Some(local) => local.events.recv().await,
+        Some(local) => local.access.next_reply().await,
         None => std::future::pending().await,
     }
 }

@@ -6,21 +6,20 @@ use std::sync::Arc;
 use interprocess::local_socket::tokio::prelude::*;
 use interprocess::local_socket::tokio::{Listener, Stream};
 use party_backends::Backend;
-use party_proto::wire::{
-    encode_frame, ClientMessage, FrameDecoder, ServerMessage, DEFAULT_MAX_FRAME_LEN,
-};
-use party_proto::{DedupTable, ServerConfig, ServerInput, ServerOutput, ServerSession};
+use party_proto::wire::{encode_frame, ClientMessage, FrameDecoder, DEFAULT_MAX_FRAME_LEN};
+use party_proto::{DedupTable, ServerConfig, ServerInput, ServerSession};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access::StoreAccess;
 use crate::clock;
-use crate::store::{self, ConnId, StoreJob, StoreQueue};
+use crate::store::{self, StoreJob, StoreQueue};
 use crate::sync::{ConnIds, Followers};
 
 /// A running leadership: stop it with [`Leader::stop`].
 pub(crate) struct Leader {
+    store: Arc<dyn Backend>,
     queue: StoreQueue,
     store_thread: std::thread::JoinHandle<()>,
     cancel: CancellationToken,
@@ -39,15 +38,17 @@ impl Leader {
         let (queue, jobs) = std::sync::mpsc::channel();
         let followers = Followers::default();
         let counted = followers.clone();
+        let served = store.clone();
         let store_thread = std::thread::Builder::new()
             .name("party-store".into())
-            .spawn(move || store::run(store, dedup, counted, jobs))?;
+            .spawn(move || store::run(served, dedup, counted, jobs))?;
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let conn_ids = ConnIds::default();
         tasks.spawn(tick(queue.clone(), cancel.clone()));
         tasks.spawn(accept_loop(
             listener,
+            store.clone(),
             queue.clone(),
             config,
             cancel.clone(),
@@ -56,6 +57,7 @@ impl Leader {
             followers,
         ));
         Ok(Leader {
+            store,
             queue,
             store_thread,
             cancel,
@@ -64,14 +66,9 @@ impl Leader {
         })
     }
 
-    /// The queue of the store thread, for the leader's own handle.
-    pub fn queue(&self) -> &StoreQueue {
-        &self.queue
-    }
-
-    /// A fresh connection number, for the leader's own handle.
-    pub fn conn_id(&self) -> ConnId {
-        self.conn_ids.next()
+    /// A way to the store for the leader's own handle.
+    pub fn access(&self) -> StoreAccess {
+        StoreAccess::new(self.conn_ids.next(), self.store.clone(), self.queue.clone())
     }
 
     /// Stops accepting, closes every follower connection, and waits for the store thread
@@ -108,6 +105,7 @@ async fn tick(queue: StoreQueue, cancel: CancellationToken) {
 
 async fn accept_loop(
     listener: Listener,
+    store: Arc<dyn Backend>,
     queue: StoreQueue,
     config: ServerConfig,
     cancel: CancellationToken,
@@ -126,9 +124,9 @@ async fn accept_loop(
                 }
             },
         };
-        let conn = conn_ids.next();
+        let access = StoreAccess::new(conn_ids.next(), store.clone(), queue.clone());
         let follower = followers.join();
-        let served = serve(stream, conn, queue.clone(), config.clone(), cancel.clone());
+        let served = serve(stream, access, config.clone(), cancel.clone());
         tasks.spawn(async move {
             served.await;
             drop(follower);
@@ -139,19 +137,18 @@ async fn accept_loop(
 /// Serves one follower until it leaves, breaks the protocol, or the leader stops.
 async fn serve(
     stream: Stream,
-    conn: ConnId,
-    queue: StoreQueue,
+    mut access: StoreAccess,
     config: ServerConfig,
     cancel: CancellationToken,
 ) {
+    let conn = access.conn();
     let (mut recv, mut send) = (&stream, &stream);
-    let (to, mut events) = unbounded_channel::<ServerInput>();
     let mut session = ServerSession::new(clock::now(), config);
     let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
     let mut buffer = vec![0u8; 64 * 1024];
     let mut out = Vec::new();
     loop {
-        let closing = run_outputs(&mut session, conn, &queue, &to, |message| {
+        let closing = access.run_outputs(&mut session, |message| {
             encode_frame(&message, DEFAULT_MAX_FRAME_LEN, &mut out)
                 .inspect_err(|error| tracing::warn!("connection {conn}: cannot send: {error}"))
                 .is_ok()
@@ -193,69 +190,15 @@ async fn serve(
                     }
                 }
             }
-            Some(event) = events.recv() => {
+            Some(event) = access.next_reply() => {
                 session.handle_input(clock::now(), event);
-                while let Ok(event) = events.try_recv() {
+                while let Some(event) = access.try_next_reply() {
                     session.handle_input(clock::now(), event);
                 }
             }
             _ = sleep_until(timeout) => session.handle_timeout(clock::now()),
         }
     }
-    let _ = queue.send(StoreJob::Disconnected { conn });
-}
-
-/// Carries out a session's outputs: messages to `send` (which says whether it could), work
-/// to the store. True when the connection is to be closed.
-pub(crate) fn run_outputs(
-    session: &mut ServerSession,
-    conn: ConnId,
-    queue: &StoreQueue,
-    to: &UnboundedSender<ServerInput>,
-    mut send: impl FnMut(ServerMessage) -> bool,
-) -> bool {
-    let mut closing = false;
-    while let Some(output) = session.poll_output() {
-        let job = match output {
-            ServerOutput::Send(message) => {
-                closing |= !send(message);
-                continue;
-            }
-            ServerOutput::Close(reason) => {
-                tracing::warn!("closing connection {conn}: {reason}");
-                closing = true;
-                continue;
-            }
-            ServerOutput::Read { id, op } => StoreJob::Read {
-                id,
-                op,
-                to: to.clone(),
-            },
-            ServerOutput::Write { id, stamp, op } => StoreJob::Write {
-                id,
-                stamp,
-                op,
-                to: to.clone(),
-            },
-            ServerOutput::IterOpen { iter, options } => StoreJob::IterOpen {
-                conn,
-                iter,
-                options,
-                to: to.clone(),
-            },
-            ServerOutput::IterPull { iter, max } => StoreJob::IterPull {
-                conn,
-                iter,
-                max,
-                to: to.clone(),
-            },
-            ServerOutput::IterDrop { iter } => StoreJob::IterDrop { conn, iter },
-        };
-        // The store thread outlives every connection; a failed send means it is gone
-        // and the leader is stopping anyway.
-        let _ = queue.send(job);
-    }
-    closing
 }
 
 /// Sleeps until `at`, or forever when there is no timeout.

@@ -47,6 +47,8 @@ pub mod sync;
 mod sync;
 
 #[cfg(not(loom))]
+mod access;
+#[cfg(not(loom))]
 mod blocking;
 #[cfg(not(loom))]
 mod clock;

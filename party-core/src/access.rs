@@ -1,0 +1,148 @@
+//! One connection's way to the store: a follower's connection, or the leader's own handle.
+//!
+//! The work a connection's [`ServerSession`] asks for goes to the store thread in the order
+//! asked, with one exception: a point read runs at once, on the connection's own task, when
+//! none of the connection's writes is still waiting on the store thread. It then still sees
+//! every write its connection sent before it (and, like any read, every acknowledged write),
+//! and it skips two hand-offs between threads, which cost more than the read itself here.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use party_backends::Backend;
+use party_proto::wire::{ReadOp, Response, ServerMessage};
+use party_proto::{ErrorCode, RequestId, ServerInput, ServerOutput, ServerSession};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+use crate::clock;
+use crate::store::{ConnId, ReplyTo, StoreJob, StoreQueue};
+
+pub(crate) struct StoreAccess {
+    conn: ConnId,
+    backend: Arc<dyn Backend>,
+    queue: StoreQueue,
+    to: ReplyTo,
+    replies: UnboundedReceiver<ServerInput>,
+    /// Writes sent to the store thread and not answered yet.
+    queued_writes: HashSet<RequestId>,
+}
+
+impl StoreAccess {
+    pub fn new(conn: ConnId, backend: Arc<dyn Backend>, queue: StoreQueue) -> StoreAccess {
+        let (to, replies) = unbounded_channel();
+        StoreAccess {
+            conn,
+            backend,
+            queue,
+            to,
+            replies,
+            queued_writes: HashSet::new(),
+        }
+    }
+
+    pub fn conn(&self) -> ConnId {
+        self.conn
+    }
+
+    /// Carries out a session's outputs: messages to `send` (which says whether it could),
+    /// work to the store. True when the connection is to be closed.
+    pub fn run_outputs(
+        &mut self,
+        session: &mut ServerSession,
+        mut send: impl FnMut(ServerMessage) -> bool,
+    ) -> bool {
+        let conn = self.conn;
+        let mut closing = false;
+        while let Some(output) = session.poll_output() {
+            let job = match output {
+                ServerOutput::Send(message) => {
+                    closing |= !send(message);
+                    continue;
+                }
+                ServerOutput::Close(reason) => {
+                    tracing::warn!("closing connection {conn}: {reason}");
+                    closing = true;
+                    continue;
+                }
+                ServerOutput::Read { id, op } => match self.read_here(op) {
+                    Ok(result) => {
+                        session.handle_input(clock::now(), ServerInput::Completed { id, result });
+                        continue;
+                    }
+                    Err(op) => StoreJob::Read {
+                        id,
+                        op,
+                        to: self.to.clone(),
+                    },
+                },
+                ServerOutput::Write { id, stamp, op } => {
+                    self.queued_writes.insert(id);
+                    StoreJob::Write {
+                        id,
+                        stamp,
+                        op,
+                        to: self.to.clone(),
+                    }
+                }
+                ServerOutput::IterOpen { iter, options } => StoreJob::IterOpen {
+                    conn,
+                    iter,
+                    options,
+                    to: self.to.clone(),
+                },
+                ServerOutput::IterPull { iter, max } => StoreJob::IterPull {
+                    conn,
+                    iter,
+                    max,
+                    to: self.to.clone(),
+                },
+                ServerOutput::IterDrop { iter } => StoreJob::IterDrop { conn, iter },
+            };
+            // The store thread outlives every connection; a failed send means it is gone
+            // and the leader is stopping anyway.
+            let _ = self.queue.send(job);
+        }
+        closing
+    }
+
+    /// Runs a point read now if that keeps the connection's order; gives the read back
+    /// otherwise.
+    fn read_here(&self, op: ReadOp) -> Result<Result<Response, ErrorCode>, ReadOp> {
+        if !self.queued_writes.is_empty() {
+            return Err(op);
+        }
+        let result = match op {
+            ReadOp::Get { key } => self.backend.get(&key).map(Response::Value),
+            ReadOp::GetMany { keys } => self.backend.get_many(&keys).map(Response::Values),
+            // The follower count lives with the store thread.
+            status @ ReadOp::Status => return Err(status),
+        };
+        Ok(result.map_err(ErrorCode::from))
+    }
+
+    /// The store thread's next answer for this connection; `None` once it is gone.
+    pub async fn next_reply(&mut self) -> Option<ServerInput> {
+        let reply = self.replies.recv().await;
+        self.settle(reply)
+    }
+
+    /// An answer already waiting, if any.
+    pub fn try_next_reply(&mut self) -> Option<ServerInput> {
+        let reply = self.replies.try_recv().ok();
+        self.settle(reply)
+    }
+
+    fn settle(&mut self, reply: Option<ServerInput>) -> Option<ServerInput> {
+        if let Some(ServerInput::Completed { id, .. }) = &reply {
+            self.queued_writes.remove(id);
+        }
+        reply
+    }
+}
+
+impl Drop for StoreAccess {
+    /// The connection is gone: its iterators can go too.
+    fn drop(&mut self) {
+        let _ = self.queue.send(StoreJob::Disconnected { conn: self.conn });
+    }
+}
