@@ -16,6 +16,29 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::clock;
 use crate::store::{ConnId, ReplyTo, StoreJob, StoreQueue};
+use crate::sync::ConnIds;
+
+/// Hands out a [`StoreAccess`] to each new connection, numbered uniquely.
+#[derive(Clone)]
+pub(crate) struct Accesses {
+    pub backend: Arc<dyn Backend>,
+    pub queue: StoreQueue,
+    pub conn_ids: ConnIds,
+}
+
+impl Accesses {
+    pub fn open(&self) -> StoreAccess {
+        let (to, replies) = unbounded_channel();
+        StoreAccess {
+            conn: self.conn_ids.next(),
+            backend: self.backend.clone(),
+            queue: self.queue.clone(),
+            to,
+            replies,
+            queued_writes: HashSet::new(),
+        }
+    }
+}
 
 pub(crate) struct StoreAccess {
     conn: ConnId,
@@ -28,18 +51,6 @@ pub(crate) struct StoreAccess {
 }
 
 impl StoreAccess {
-    pub fn new(conn: ConnId, backend: Arc<dyn Backend>, queue: StoreQueue) -> StoreAccess {
-        let (to, replies) = unbounded_channel();
-        StoreAccess {
-            conn,
-            backend,
-            queue,
-            to,
-            replies,
-            queued_writes: HashSet::new(),
-        }
-    }
-
     pub fn conn(&self) -> ConnId {
         self.conn
     }

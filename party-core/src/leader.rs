@@ -12,19 +12,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::access::StoreAccess;
+use crate::access::{Accesses, StoreAccess};
 use crate::clock;
 use crate::store::{self, StoreJob, StoreQueue};
 use crate::sync::{ConnIds, Followers};
 
 /// A running leadership: stop it with [`Leader::stop`].
 pub(crate) struct Leader {
-    store: Arc<dyn Backend>,
-    queue: StoreQueue,
+    accesses: Accesses,
     store_thread: std::thread::JoinHandle<()>,
     cancel: CancellationToken,
     tasks: TaskTracker,
-    conn_ids: ConnIds,
 }
 
 impl Leader {
@@ -44,31 +42,31 @@ impl Leader {
             .spawn(move || store::run(served, dedup, counted, jobs))?;
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let conn_ids = ConnIds::default();
         tasks.spawn(tick(queue.clone(), cancel.clone()));
+        let accesses = Accesses {
+            backend: store,
+            queue,
+            conn_ids: ConnIds::default(),
+        };
         tasks.spawn(accept_loop(
             listener,
-            store.clone(),
-            queue.clone(),
+            accesses.clone(),
             config,
             cancel.clone(),
             tasks.clone(),
-            conn_ids.clone(),
             followers,
         ));
         Ok(Leader {
-            store,
-            queue,
+            accesses,
             store_thread,
             cancel,
             tasks,
-            conn_ids,
         })
     }
 
     /// A way to the store for the leader's own handle.
     pub fn access(&self) -> StoreAccess {
-        StoreAccess::new(self.conn_ids.next(), self.store.clone(), self.queue.clone())
+        self.accesses.open()
     }
 
     /// Stops accepting, closes every follower connection, and waits for the store thread
@@ -78,7 +76,7 @@ impl Leader {
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
-        drop(self.queue);
+        drop(self.accesses);
         let thread = self.store_thread;
         let joined = tokio::task::spawn_blocking(move || thread.join()).await;
         if !matches!(joined, Ok(Ok(()))) {
@@ -105,12 +103,10 @@ async fn tick(queue: StoreQueue, cancel: CancellationToken) {
 
 async fn accept_loop(
     listener: Listener,
-    store: Arc<dyn Backend>,
-    queue: StoreQueue,
+    accesses: Accesses,
     config: ServerConfig,
     cancel: CancellationToken,
     tasks: TaskTracker,
-    conn_ids: ConnIds,
     followers: Followers,
 ) {
     loop {
@@ -124,9 +120,8 @@ async fn accept_loop(
                 }
             },
         };
-        let access = StoreAccess::new(conn_ids.next(), store.clone(), queue.clone());
         let follower = followers.join();
-        let served = serve(stream, access, config.clone(), cancel.clone());
+        let served = serve(stream, accesses.open(), config.clone(), cancel.clone());
         tasks.spawn(async move {
             served.await;
             drop(follower);
