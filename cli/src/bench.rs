@@ -137,9 +137,14 @@ pub async fn node(args: &[String]) -> Result<ExitCode, String> {
         }
         [m, seconds] if m == "load" => {
             let seconds: f64 = seconds.parse().map_err(|_| "load SECONDS")?;
-            let ops = pipelined(&db, Duration::from_secs_f64(seconds), 64, false)
-                .await?
-                .0;
+            let ops = on_runtime(pipelined(
+                db.clone(),
+                Duration::from_secs_f64(seconds),
+                64,
+                false,
+            ))
+            .await?
+            .0;
             println!("ops {ops}");
         }
         [m] if m == "watch" => {
@@ -171,9 +176,21 @@ pub async fn node(args: &[String]) -> Result<ExitCode, String> {
 
 // ---- measurements ---------------------------------------------------------------------
 
+/// Runs a measurement loop as a task on the runtime, where an async program's work runs,
+/// rather than on the thread blocked in `block_on`: waking that thread for every reply is
+/// a futex round trip (~40 µs here when the other core idles), which would be counted as
+/// party's. The report also gives the sequential get from that thread, for comparison.
+async fn on_runtime<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, String>> + Send + 'static,
+) -> Result<T, String> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| format!("a measurement task failed: {e}"))?
+}
+
 /// Operations per second with `depth` in flight for `duration`: gets, or puts.
 async fn pipelined(
-    db: &Db,
+    db: Db,
     duration: Duration,
     depth: usize,
     puts: bool,
@@ -209,7 +226,7 @@ async fn pipelined(
 }
 
 /// Sequential round trips: (p50 µs, p99 µs, ops/s).
-async fn sequential(db: &Db, count: u64, puts: bool) -> Result<(f64, f64, f64), String> {
+async fn sequential(db: Db, count: u64, puts: bool) -> Result<(f64, f64, f64), String> {
     let mut times = Vec::with_capacity(count as usize);
     let start = Instant::now();
     for n in 0..count {
@@ -363,8 +380,8 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
         return Err("the in-process handle did not lead".into());
     }
     fill(&db).await?;
-    let local_get = pipelined(&db, span, 256, false).await?.1;
-    let local_put = pipelined(&db, span, 256, true).await?.1;
+    let local_get = on_runtime(pipelined(db.clone(), span, 256, false)).await?.1;
+    let local_put = on_runtime(pipelined(db.clone(), span, 256, true)).await?.1;
     db.close().await.map_err(|e| e.to_string())?;
 
     eprintln!("bench: one follower…");
@@ -376,12 +393,15 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
     }
     fill(&db).await?;
     let count = if quick { 2_000 } else { 20_000 };
-    let (get_p50, get_p99, get_rate) = sequential(&db, count, false).await?;
-    let (put_p50, put_p99, put_rate) = sequential(&db, count, true).await?;
+    let (get_p50, get_p99, get_rate) = on_runtime(sequential(db.clone(), count, false)).await?;
+    let (put_p50, put_p99, put_rate) = on_runtime(sequential(db.clone(), count, true)).await?;
+    let (main_thread_get_p50, _, _) = sequential(db.clone(), count, false).await?;
     let mut depths = serde_json::Map::new();
     for depth in [16, 64, 256] {
-        let get = pipelined(&db, span, depth, false).await?.1;
-        let put = pipelined(&db, span, depth, true).await?.1;
+        let get = on_runtime(pipelined(db.clone(), span, depth, false))
+            .await?
+            .1;
+        let put = on_runtime(pipelined(db.clone(), span, depth, true)).await?.1;
         depths.insert(
             depth.to_string(),
             json!({"get_ops_per_s": get, "put_ops_per_s": put}),
@@ -447,6 +467,7 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
         "one_follower": {
             "sync_get": {"p50_us": get_p50, "p99_us": get_p99, "ops_per_s": get_rate},
             "sync_put": {"p50_us": put_p50, "p99_us": put_p99, "ops_per_s": put_rate},
+            "sync_get_from_block_on_thread_p50_us": main_thread_get_p50,
             "pipelined": depths,
             "scan_entries_per_s": scan_rate,
         },
@@ -612,6 +633,10 @@ fn print_table(report: &Value) {
         number(&f["sync_put"]["p50_us"]),
         number(&f["sync_put"]["p99_us"]),
         rate(&f["sync_put"]["ops_per_s"])
+    );
+    println!(
+        "follower sync get, caller on the block_on thread  p50 {} µs",
+        number(&f["sync_get_from_block_on_thread_p50_us"])
     );
     for depth in ["16", "64", "256"] {
         let d = &f["pipelined"][depth];

@@ -23,14 +23,14 @@ use party_proto::{
     ElectionConfig, ElectionInput, ElectionOutput, ErrorCode, IterId, IterOptions, IterPoll,
     RequestId, Role, ServerConfig, ServerInput, ServerSession,
 };
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{oneshot, watch};
 
 use crate::access::StoreAccess;
 use crate::clock;
 use crate::error::Error;
 use crate::leader::{self, Leader};
-use crate::link::{Link, LinkEvent};
+use crate::link::{Link, LinkEnd, Received};
 use crate::lock::ElectionLock;
 use crate::options::Options;
 use crate::paths::Layout;
@@ -111,9 +111,6 @@ pub(crate) struct Driver {
     leadership: Leadership,
     local: Option<LocalLink>,
     link: Option<Link>,
-    link_count: u64,
-    link_events: UnboundedReceiver<(u64, LinkEvent)>,
-    link_events_tx: UnboundedSender<(u64, LinkEvent)>,
     out: Vec<u8>,
 }
 
@@ -140,7 +137,6 @@ impl Driver {
             iter_window: options.iter_window,
             ..ClientConfig::default()
         };
-        let (link_events_tx, link_events) = unbounded_channel();
         let driver = Driver {
             layout,
             election: Election::new(ElectionConfig::default(), seed),
@@ -158,9 +154,6 @@ impl Driver {
             leadership: Leadership::default(),
             local: None,
             link: None,
-            link_count: 0,
-            link_events,
-            link_events_tx,
             out: Vec::new(),
         };
         (driver, role_rx)
@@ -182,12 +175,19 @@ impl Driver {
             .into_iter()
             .flatten()
             .min();
+            // Everything already waiting is taken in one go, so that one pump (and one
+            // socket write) serves a whole burst of operations or replies.
             tokio::select! {
                 command = commands.recv(), if !self.closing => match command {
-                    Some(command) => self.command(command),
+                    Some(command) => {
+                        self.command(command);
+                        while let Ok(command) = commands.try_recv() {
+                            self.command(command);
+                        }
+                    }
                     None => self.close(),
                 },
-                Some((number, event)) = self.link_events.recv() => self.link_event(number, event),
+                received = receive(&mut self.link) => self.received(received),
                 Some(input) = recv_local(&mut self.local) => {
                     if let Some(local) = &mut self.local {
                         local.server.handle_input(clock::now(), input);
@@ -260,29 +260,24 @@ impl Driver {
             .handle_input(now, ElectionInput::CloseRequested);
     }
 
-    fn link_event(&mut self, number: u64, event: LinkEvent) {
-        if self.link.as_ref().map(|link| link.number) != Some(number) {
-            return; // from a connection already given up
-        }
+    fn received(&mut self, received: Received) {
         let now = clock::now();
-        match event {
-            LinkEvent::Message(message) => {
-                match &message {
-                    ServerMessage::Welcome(_) => self.rejected = None,
-                    ServerMessage::Rejected(reason) => self.rejected = Some(reason.clone()),
-                    _ => {}
-                }
-                self.session
-                    .handle_input(now, ClientInput::Message(message));
+        for message in received.messages {
+            match &message {
+                ServerMessage::Welcome(_) => self.rejected = None,
+                ServerMessage::Rejected(reason) => self.rejected = Some(reason.clone()),
+                _ => {}
             }
-            LinkEvent::Closed(failure) => {
-                if let Some(error) = failure {
-                    tracing::warn!("the leader sent bytes that do not decode: {error}");
-                }
-                self.link = None;
-                self.session.handle_input(now, ClientInput::Disconnected);
-                self.election.handle_input(now, ElectionInput::Disconnected);
+            self.session
+                .handle_input(now, ClientInput::Message(message));
+        }
+        if let Some(end) = received.end {
+            if let LinkEnd::Garbage(error) = end {
+                tracing::warn!("the leader sent bytes that do not decode: {error}");
             }
+            self.link = None;
+            self.session.handle_input(now, ClientInput::Disconnected);
+            self.election.handle_input(now, ElectionInput::Disconnected);
         }
     }
 
@@ -419,9 +414,7 @@ impl Driver {
     }
 
     async fn connect(&mut self) -> ElectionInput {
-        self.link_count += 1;
-        let events = self.link_events_tx.clone();
-        match Link::connect(&self.layout.socket, self.link_count, events).await {
+        match Link::connect(&self.layout.socket).await {
             Ok(link) => {
                 self.link = Some(link);
                 self.session
@@ -559,6 +552,13 @@ impl Driver {
             }
             changed
         });
+    }
+}
+
+async fn receive(link: &mut Option<Link>) -> Received {
+    match link {
+        Some(link) => link.receive().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,5 +1,6 @@
-//! A follower's connection to the leader: a reader task and a writer task, so that a deep
-//! pipeline of requests can never deadlock on full socket buffers.
+//! A follower's connection to the leader. The driver reads it directly (one task hop less
+//! per burst of replies); writes go through a writer task, so that a deep pipeline of
+//! requests can never deadlock on full socket buffers while replies wait to be read.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,70 +13,80 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::task::JoinHandle;
 
-/// What the reader task reports, tagged with the link's number.
+/// What one read of the connection gave.
+#[derive(Debug, Default)]
+pub(crate) struct Received {
+    pub messages: Vec<ServerMessage>,
+    /// Set when the connection is gone after these messages.
+    pub end: Option<LinkEnd>,
+}
+
 #[derive(Debug)]
-pub(crate) enum LinkEvent {
-    Message(ServerMessage),
-    /// The connection is gone; with the decode error if the leader sent garbage.
-    Closed(Option<FrameError>),
+pub(crate) enum LinkEnd {
+    Closed,
+    /// The leader sent bytes that do not decode.
+    Garbage(FrameError),
 }
 
 /// An open connection to the leader. Dropping it closes the connection.
 pub(crate) struct Link {
-    pub number: u64,
+    stream: Arc<Stream>,
+    decoder: FrameDecoder,
+    buffer: Vec<u8>,
     writer: UnboundedSender<Vec<u8>>,
-    tasks: [JoinHandle<()>; 2],
+    writer_task: JoinHandle<()>,
 }
 
 impl Link {
-    /// Connects to the leader's socket; events go to `events` tagged with `number`.
-    pub async fn connect(
-        socket: &Path,
-        number: u64,
-        events: UnboundedSender<(u64, LinkEvent)>,
-    ) -> std::io::Result<Link> {
+    pub async fn connect(socket: &Path) -> std::io::Result<Link> {
         let name = socket.to_fs_name::<GenericFilePath>()?;
         let stream = Arc::new(Stream::connect(name).await?);
-        let reading = stream.clone();
-        let reader = tokio::spawn(async move {
-            let mut recv = &*reading;
-            let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
-            let mut buffer = vec![0u8; 64 * 1024];
-            let failure = loop {
-                let n = match recv.read(&mut buffer).await {
-                    Ok(0) | Err(_) => break None,
-                    Ok(n) => n,
-                };
-                let mut input = &buffer[..n];
-                let decoded = loop {
-                    match decoder.decode::<ServerMessage>(&mut input) {
-                        Ok(Some(message)) => {
-                            let _ = events.send((number, LinkEvent::Message(message)));
-                        }
-                        Ok(None) => break None,
-                        Err(error) => break Some(error),
-                    }
-                };
-                if decoded.is_some() {
-                    break decoded;
-                }
-            };
-            let _ = events.send((number, LinkEvent::Closed(failure)));
-        });
         let (writer, mut frames) = unbounded_channel::<Vec<u8>>();
+        let writing = stream.clone();
         let writer_task = tokio::spawn(async move {
-            let mut send = &*stream;
-            while let Some(bytes) = frames.recv().await {
+            let mut send = &*writing;
+            while let Some(mut bytes) = frames.recv().await {
+                // Frames queued meanwhile go out in the same write.
+                while let Ok(more) = frames.try_recv() {
+                    bytes.extend_from_slice(&more);
+                }
                 if send.write_all(&bytes).await.is_err() {
                     return;
                 }
             }
         });
         Ok(Link {
-            number,
+            stream,
+            decoder: FrameDecoder::new(DEFAULT_MAX_FRAME_LEN),
+            buffer: vec![0u8; 64 * 1024],
             writer,
-            tasks: [reader, writer_task],
+            writer_task,
         })
+    }
+
+    /// Waits for what the leader sends next: every whole message of one read. Cancel-safe:
+    /// nothing is lost when the future is dropped before it completes.
+    pub async fn receive(&mut self) -> Received {
+        let mut recv = &*self.stream;
+        let mut received = Received::default();
+        let n = match recv.read(&mut self.buffer).await {
+            Ok(0) | Err(_) => {
+                received.end = Some(LinkEnd::Closed);
+                return received;
+            }
+            Ok(n) => n,
+        };
+        let mut input = &self.buffer[..n];
+        loop {
+            match self.decoder.decode::<ServerMessage>(&mut input) {
+                Ok(Some(message)) => received.messages.push(message),
+                Ok(None) => return received,
+                Err(error) => {
+                    received.end = Some(LinkEnd::Garbage(error));
+                    return received;
+                }
+            }
+        }
     }
 
     /// Queues bytes (whole frames) for the leader.
@@ -86,8 +97,6 @@ impl Link {
 
 impl Drop for Link {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.writer_task.abort();
     }
 }

@@ -30,7 +30,7 @@ impl Default for Options {
             retry: true,
             request_timeout: None,
             socket_path: None,
-            iter_window: 256,
+            iter_window: 1024,
         }
     }
 }
