@@ -140,7 +140,7 @@ struct SnapshotIter {
 }
 
 /// Entries read from the snapshot per refill.
-const REFILL: usize = 256;
+const REFILL: usize = 1024;
 
 impl SnapshotIter {
     fn refill(&mut self) -> Result<(), BackendError> {

@@ -225,6 +225,25 @@ async fn pipelined(
     Ok((done, done as f64 / seconds))
 }
 
+/// Entries per second of a full scan: the median of `runs` scans (one takes ~0.1 s).
+async fn full_scans(db: Db, runs: usize) -> Result<f64, String> {
+    let mut rates = Vec::new();
+    for _ in 0..runs {
+        let start = Instant::now();
+        let scanned = db
+            .iter(IterOptions::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .len();
+        rates.push(scanned as f64 / start.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(rates[rates.len() / 2])
+}
+
 /// Sequential round trips: (p50 µs, p99 µs, ops/s).
 async fn sequential(db: Db, count: u64, puts: bool) -> Result<(f64, f64, f64), String> {
     let mut times = Vec::with_capacity(count as usize);
@@ -401,22 +420,15 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
         let get = on_runtime(pipelined(db.clone(), span, depth, false))
             .await?
             .1;
-        let put = on_runtime(pipelined(db.clone(), span, depth, true)).await?.1;
+        let put = on_runtime(pipelined(db.clone(), span, depth, true))
+            .await?
+            .1;
         depths.insert(
             depth.to_string(),
             json!({"get_ops_per_s": get, "put_ops_per_s": put}),
         );
     }
-    let start = Instant::now();
-    let scanned = db
-        .iter(IterOptions::default())
-        .await
-        .map_err(|e| e.to_string())?
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .len();
-    let scan_rate = scanned as f64 / start.elapsed().as_secs_f64();
+    let scan_rate = on_runtime(full_scans(db.clone(), if quick { 1 } else { 5 })).await?;
     let follower_rss = rss_kib(std::process::id());
     db.close().await.map_err(|e| e.to_string())?;
 

@@ -72,6 +72,33 @@ async fn a_read_sees_the_writes_its_handle_issued_before_it() {
     }
 }
 
+/// Far more in flight than socket buffers hold: the follower's writes must go out whole and
+/// in order while the replies are read, or both sides stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_deeper_than_the_socket_buffers_completes_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), Options::default()).await.unwrap();
+    assert_eq!(leader.ready().await.unwrap(), Role::Leader);
+    // Without retries a torn or reordered stream shows as a failed write.
+    let no_retry = Options {
+        retry: false,
+        ..Options::default()
+    };
+    let follower = open(dir.path(), no_retry).await.unwrap();
+    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+    let value = |n: u32| vec![(n % 251) as u8; 16 * 1024];
+    let writes: Vec<_> = (0..2_000u32)
+        .map(|n| follower.put(format!("k{}", n % 100), value(n)))
+        .collect();
+    for write in writes {
+        write.await.unwrap();
+    }
+    for n in 1_900..2_000u32 {
+        let key = format!("k{}", n % 100);
+        assert_eq!(leader.get(&key).await.unwrap(), Some(value(n)), "{key}");
+    }
+}
+
 /// Holds the directory's election lock without serving: handles can find no leader.
 fn hold_lock(dir: &std::path::Path) -> party_core::lock::ElectionLock {
     party_core::lock::ElectionLock::try_acquire(dir)
