@@ -428,7 +428,7 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
             json!({"get_ops_per_s": get, "put_ops_per_s": put}),
         );
     }
-    let scan_rate = on_runtime(full_scans(db.clone(), if quick { 1 } else { 5 })).await?;
+    let scan_rate = on_runtime(full_scans(db.clone(), if quick { 3 } else { 5 })).await?;
     let follower_rss = rss_kib(std::process::id());
     db.close().await.map_err(|e| e.to_string())?;
 
