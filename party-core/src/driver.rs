@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 use interprocess::local_socket::tokio::Listener;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use party_backends::Backend;
-use party_proto::wire::{
-    encode_frame, ReadOp, Response, ServerMessage, WriteOp, DEFAULT_MAX_FRAME_LEN,
-};
+use party_proto::wire::{encode_frame, ReadOp, Response, ServerMessage, WriteOp};
 use party_proto::{
     ClientConfig, ClientId, ClientInput, ClientOutput, ClientSession, DedupTable, Election,
     ElectionConfig, ElectionInput, ElectionOutput, ErrorCode, IterId, IterOptions, IterPoll,
@@ -29,7 +27,8 @@ use tokio::sync::{oneshot, watch};
 use crate::access::StoreAccess;
 use crate::clock;
 use crate::error::Error;
-use crate::leader::{self, Leader};
+use crate::headroom::Headroom;
+use crate::leader::{self, ConnectionConfig, Leader, Serving};
 use crate::link::{Link, LinkEnd, Received};
 use crate::lock::ElectionLock;
 use crate::options::Options;
@@ -214,15 +213,15 @@ impl Driver {
     fn command(&mut self, command: Command) {
         let now = clock::now();
         match command {
-            Command::Read { op, reply } => match &self.failure {
-                Some(failure) => drop(reply.send(Err(Error::ElectionFailed(failure.clone())))),
+            Command::Read { op, reply } => match self.refusal(op.request_len_bound()) {
+                Some(error) => drop(reply.send(Err(error))),
                 None => {
                     let id = self.session.read(now, op);
                     self.waiters.insert(id, reply);
                 }
             },
-            Command::Write { op, reply } => match &self.failure {
-                Some(failure) => drop(reply.send(Err(Error::ElectionFailed(failure.clone())))),
+            Command::Write { op, reply } => match self.refusal(op.request_len_bound()) {
+                Some(error) => drop(reply.send(Err(error))),
                 None => {
                     let id = self.session.write(now, op);
                     self.waiters.insert(id, reply);
@@ -247,6 +246,15 @@ impl Driver {
                 self.close();
             }
         }
+    }
+
+    /// Why a request of up to `len` bytes cannot be sent, if it cannot.
+    fn refusal(&self, len: u64) -> Option<Error> {
+        if let Some(failure) = &self.failure {
+            return Some(Error::ElectionFailed(failure.clone()));
+        }
+        let max = u64::from(self.options.limits.max_frame_len);
+        (len > max).then_some(Error::TooLarge { len, max })
     }
 
     fn close(&mut self) {
@@ -393,11 +401,25 @@ impl Driver {
             tracing::error!("told to serve without a store and a socket");
             return;
         };
+        let limits = &self.options.limits;
         let config = ServerConfig {
             leader_pid: std::process::id(),
+            max_in_flight: limits.max_in_flight,
+            max_iterators: limits.max_iterators,
             ..ServerConfig::default()
         };
-        let leader = match Leader::start(store, dedup, listener, config.clone()) {
+        let serving = Serving {
+            connection: ConnectionConfig {
+                session: config.clone(),
+                max_frame_len: limits.max_frame_len,
+                max_connections: limits.max_connections,
+            },
+            headroom: Headroom {
+                path: self.layout.store.clone(),
+                reserve: limits.min_free_space,
+            },
+        };
+        let leader = match Leader::start(store, dedup, listener, serving) {
             Ok(leader) => leader,
             Err(error) => {
                 tracing::error!("cannot start serving: {error}");
@@ -414,7 +436,7 @@ impl Driver {
     }
 
     async fn connect(&mut self) -> ElectionInput {
-        match Link::connect(&self.layout.socket).await {
+        match Link::connect(&self.layout.socket, self.options.limits.max_frame_len).await {
             Ok(link) => {
                 self.link = Some(link);
                 self.session
@@ -472,9 +494,11 @@ impl Driver {
                                 .server
                                 .handle_input(now, ServerInput::Message(message));
                         } else if self.link.is_some() {
-                            if let Err(error) =
-                                encode_frame(&message, DEFAULT_MAX_FRAME_LEN, &mut self.out)
-                            {
+                            if let Err(error) = encode_frame(
+                                &message,
+                                self.options.limits.max_frame_len,
+                                &mut self.out,
+                            ) {
                                 tracing::warn!("cannot send a request: {error}");
                             }
                         }

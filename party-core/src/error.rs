@@ -26,12 +26,23 @@ pub enum Error {
     /// The operation did not complete within the handle's request timeout.
     #[error("the operation timed out")]
     TimedOut,
+    /// The request does not fit in one message ([`crate::Limits::max_frame_len`]); it was
+    /// not sent.
+    #[error("the request needs up to {len} bytes, more than the {max}-byte message limit")]
+    TooLarge { len: u64, max: u64 },
     /// The leader refused the request because a limit was reached.
     #[error("the leader refused the request: {0}")]
     LimitReached(ErrorCode),
     /// The store failed; the message is the store's own.
     #[error("store error: {0}")]
     Backend(String),
+    /// The store's disk has less free space than the leader keeps in reserve
+    /// ([`crate::Limits::min_free_space`]); the write was not applied. Free some space.
+    #[error("the store's disk is full: {free} bytes free, {reserve} kept in reserve")]
+    StoreFull { free: u64, reserve: u64 },
+    /// The store's file system is read-only; the write was not applied.
+    #[error("the store's file system is read-only")]
+    StoreReadOnly,
     /// The store could not be opened.
     #[error(transparent)]
     Open(OpenError),
@@ -70,9 +81,11 @@ impl From<ErrorCode> for Error {
             ErrorCode::TimedOut => Error::TimedOut,
             ErrorCode::Backend(message) => Error::Backend(message),
             ErrorCode::Locked => Error::Backend("the store is locked".into()),
-            limit @ (ErrorCode::TooManyRequests { .. } | ErrorCode::TooManyIterators { .. }) => {
-                Error::LimitReached(limit)
-            }
+            limit @ (ErrorCode::TooManyRequests { .. }
+            | ErrorCode::TooManyIterators { .. }
+            | ErrorCode::TooManyConnections { .. }) => Error::LimitReached(limit),
+            ErrorCode::StoreFull { free, reserve } => Error::StoreFull { free, reserve },
+            ErrorCode::StoreReadOnly => Error::StoreReadOnly,
             other @ (ErrorCode::NotFound
             | ErrorCode::Malformed(_)
             | ErrorCode::FrameTooLarge { .. }) => Error::Protocol(other.to_string()),

@@ -6,16 +6,33 @@ use std::sync::Arc;
 use interprocess::local_socket::tokio::prelude::*;
 use interprocess::local_socket::tokio::{Listener, Stream};
 use party_backends::Backend;
-use party_proto::wire::{encode_frame, ClientMessage, FrameDecoder, DEFAULT_MAX_FRAME_LEN};
-use party_proto::{DedupTable, ServerConfig, ServerInput, ServerSession};
+use party_proto::wire::{
+    encode_frame, ClientMessage, FrameDecoder, ServerMessage, DEFAULT_MAX_FRAME_LEN,
+};
+use party_proto::{DedupTable, ErrorCode, ServerConfig, ServerInput, ServerSession};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access::{Accesses, StoreAccess};
 use crate::clock;
+use crate::headroom::Headroom;
 use crate::store::{self, StoreJob, StoreQueue};
 use crate::sync::{ConnIds, Followers};
+
+/// How a leader serves: its limits, and its store's disk.
+pub(crate) struct Serving {
+    pub connection: ConnectionConfig,
+    pub headroom: Headroom,
+}
+
+/// What every follower connection is served with.
+#[derive(Clone)]
+pub(crate) struct ConnectionConfig {
+    pub session: ServerConfig,
+    pub max_frame_len: u32,
+    pub max_connections: u32,
+}
 
 /// A running leadership: stop it with [`Leader::stop`].
 pub(crate) struct Leader {
@@ -31,7 +48,7 @@ impl Leader {
         store: Arc<dyn Backend>,
         dedup: DedupTable,
         listener: Listener,
-        config: ServerConfig,
+        serving: Serving,
     ) -> std::io::Result<Leader> {
         let (queue, jobs) = std::sync::mpsc::channel();
         let followers = Followers::default();
@@ -39,7 +56,7 @@ impl Leader {
         let served = store.clone();
         let store_thread = std::thread::Builder::new()
             .name("party-store".into())
-            .spawn(move || store::run(served, dedup, counted, jobs))?;
+            .spawn(move || store::run(served, dedup, counted, serving.headroom, jobs))?;
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(tick(queue.clone(), cancel.clone()));
@@ -51,7 +68,7 @@ impl Leader {
         tasks.spawn(accept_loop(
             listener,
             accesses.clone(),
-            config,
+            serving.connection,
             cancel.clone(),
             tasks.clone(),
             followers,
@@ -104,7 +121,7 @@ async fn tick(queue: StoreQueue, cancel: CancellationToken) {
 async fn accept_loop(
     listener: Listener,
     accesses: Accesses,
-    config: ServerConfig,
+    config: ConnectionConfig,
     cancel: CancellationToken,
     tasks: TaskTracker,
     followers: Followers,
@@ -120,6 +137,10 @@ async fn accept_loop(
                 }
             },
         };
+        if followers.count() >= config.max_connections as usize {
+            tasks.spawn(refuse(stream, config.max_connections, cancel.clone()));
+            continue;
+        }
         let follower = followers.join();
         let served = serve(stream, accesses.open(), config.clone(), cancel.clone());
         tasks.spawn(async move {
@@ -129,22 +150,36 @@ async fn accept_loop(
     }
 }
 
+/// Tells a follower over the connection limit why it is turned away, and hangs up.
+async fn refuse(stream: Stream, limit: u32, cancel: CancellationToken) {
+    let refusal = ServerMessage::Rejected(ErrorCode::TooManyConnections { limit });
+    let mut frame = Vec::new();
+    if encode_frame(&refusal, DEFAULT_MAX_FRAME_LEN, &mut frame).is_ok() {
+        let mut send = &stream;
+        tokio::select! {
+            _ = send.write_all(&frame) => {}
+            _ = cancel.cancelled() => {}
+        }
+    }
+    tracing::warn!("refused a follower: {limit} connections already served");
+}
+
 /// Serves one follower until it leaves, breaks the protocol, or the leader stops.
 async fn serve(
     stream: Stream,
     mut access: StoreAccess,
-    config: ServerConfig,
+    config: ConnectionConfig,
     cancel: CancellationToken,
 ) {
     let conn = access.conn();
     let (mut recv, mut send) = (&stream, &stream);
-    let mut session = ServerSession::new(clock::now(), config);
-    let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
+    let mut session = ServerSession::new(clock::now(), config.session);
+    let mut decoder = FrameDecoder::new(config.max_frame_len);
     let mut buffer = vec![0u8; 64 * 1024];
     let mut out = Vec::new();
     loop {
         let closing = access.run_outputs(&mut session, |message| {
-            encode_frame(&message, DEFAULT_MAX_FRAME_LEN, &mut out)
+            encode_frame(&message, config.max_frame_len, &mut out)
                 .inspect_err(|error| tracing::warn!("connection {conn}: cannot send: {error}"))
                 .is_ok()
         });

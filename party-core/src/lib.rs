@@ -61,6 +61,8 @@ mod driver;
 #[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
+mod headroom;
+#[cfg(not(loom))]
 mod leader;
 #[cfg(not(loom))]
 mod link;
@@ -80,10 +82,10 @@ pub use {
     db::{open, Db, Iter, Status},
     driver::RoleState,
     error::Error,
-    options::Options,
+    options::{Limits, Options},
     party_backends::{BackendKind, OpenError, UnknownBackend},
     party_proto::wire::{BatchOp, Entry},
-    party_proto::{IterOptions, KeyRange, Role},
+    party_proto::{ErrorCode, IterOptions, KeyRange, Role},
 };
 
 /// The README's Rust examples, compiled by `cargo test` as doctests.

@@ -12,7 +12,7 @@ use std::task::{Context, Poll, Waker};
 use interprocess::local_socket::tokio::prelude::*;
 use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::{GenericFilePath, ToFsName};
-use party_proto::wire::{FrameDecoder, FrameError, ServerMessage, DEFAULT_MAX_FRAME_LEN};
+use party_proto::wire::{FrameDecoder, FrameError, ServerMessage};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::task::JoinHandle;
@@ -44,7 +44,8 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    pub async fn connect(socket: &Path) -> std::io::Result<Link> {
+    /// Connects to the leader's socket; replies over `max_frame_len` bytes break the link.
+    pub async fn connect(socket: &Path, max_frame_len: u32) -> std::io::Result<Link> {
         let name = socket.to_fs_name::<GenericFilePath>()?;
         let stream = Arc::new(Stream::connect(name).await?);
         let (writer, mut frames) = unbounded_channel::<Vec<u8>>();
@@ -68,7 +69,7 @@ impl Link {
         });
         Ok(Link {
             stream,
-            decoder: FrameDecoder::new(DEFAULT_MAX_FRAME_LEN),
+            decoder: FrameDecoder::new(max_frame_len),
             buffer: vec![0u8; 64 * 1024],
             writer,
             with_writer,

@@ -5,7 +5,8 @@
 //! arrive together form one group: each is admitted against the [`DedupTable`], and the
 //! group commits as one atomic batch together with its dedup records — one flush for the
 //! whole group. If a group fails, its writes are retried one by one, so one bad write (a key
-//! too long for the store, say) fails alone.
+//! too long for the store, say) fails alone. A group meets a full or read-only disk before
+//! it reaches the store (see [`Headroom`]).
 
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, Sender};
@@ -18,6 +19,7 @@ use party_proto::{
 };
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::headroom::Headroom;
 use crate::sync::Followers;
 
 /// Numbers a connection to the leader (the leader's own handle is one too).
@@ -76,12 +78,14 @@ pub(crate) fn run(
     store: Arc<dyn Backend>,
     dedup: DedupTable,
     followers: Followers,
+    headroom: Headroom,
     jobs: Receiver<StoreJob>,
 ) {
     let mut worker = Worker {
         store,
         dedup,
         followers,
+        headroom,
         iters: HashMap::new(),
         // What the store replayed when it opened is not checkpointed yet.
         unsaved: true,
@@ -104,6 +108,7 @@ struct Worker {
     store: Arc<dyn Backend>,
     dedup: DedupTable,
     followers: Followers,
+    headroom: Headroom,
     iters: HashMap<(ConnId, IterId), Chunks>,
     /// Written since the last checkpoint.
     unsaved: bool,
@@ -220,6 +225,15 @@ impl Worker {
                 }
                 Admission::InGroup => in_group.push(write),
                 Admission::AlreadyApplied => reply(&write, Ok(Response::Written)),
+            }
+        }
+        if !applied.is_empty() {
+            if let Err(error) = self.headroom.check() {
+                self.dedup.abort_group();
+                for write in applied.iter().chain(&in_group) {
+                    reply(write, Err(error.clone()));
+                }
+                return;
             }
         }
         batch.records = self.dedup.group_records();

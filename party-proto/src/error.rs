@@ -47,4 +47,14 @@ pub enum ErrorCode {
     /// The connection already has as many open iterators as the leader allows.
     #[error("too many open iterators on this connection (limit {limit})")]
     TooManyIterators { limit: u32 },
+    /// The leader already serves as many connections as it allows.
+    #[error("the leader serves too many connections (limit {limit})")]
+    TooManyConnections { limit: u32 },
+    /// The store's disk has less free space than the leader keeps in reserve; the write was
+    /// not applied.
+    #[error("the store's disk is full: {free} bytes free, {reserve} kept in reserve")]
+    StoreFull { free: u64, reserve: u64 },
+    /// The store's file system is mounted read-only; the write was not applied.
+    #[error("the store's file system is read-only")]
+    StoreReadOnly,
 }

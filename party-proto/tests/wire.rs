@@ -3,6 +3,7 @@
 mod support;
 
 use party_proto::wire::{encode_frame, ClientMessage, FrameDecoder, FrameError, ServerMessage};
+use party_proto::{RequestId, WriteSeq};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
@@ -32,6 +33,31 @@ where
 }
 
 proptest! {
+    /// The bound a handle checks against its frame limit before sending must hold.
+    #[test]
+    fn a_request_frame_never_exceeds_its_operations_bound(
+        read in read_op(),
+        write in write_op(),
+        id in any::<u64>(),
+        seq in any::<u64>(),
+        oldest in any::<u64>(),
+    ) {
+        let mut frame = Vec::new();
+        let bound = read.request_len_bound();
+        encode_frame(&ClientMessage::Read { id: RequestId(id), op: read }, u32::MAX, &mut frame).unwrap();
+        prop_assert!(frame.len() as u64 <= bound, "read: {} > {}", frame.len(), bound);
+        frame.clear();
+        let bound = write.request_len_bound();
+        let message = ClientMessage::Write {
+            id: RequestId(id),
+            seq: WriteSeq(seq),
+            oldest_pending: WriteSeq(oldest),
+            op: write,
+        };
+        encode_frame(&message, u32::MAX, &mut frame).unwrap();
+        prop_assert!(frame.len() as u64 <= bound, "write: {} > {}", frame.len(), bound);
+    }
+
     #[test]
     fn client_messages_survive_any_chunking(
         messages in vec(client_message(), 0..8),

@@ -70,6 +70,57 @@ pub enum WriteOp {
     Clear { range: KeyRange },
 }
 
+/// Most bytes a request adds around its operation: the frame header, the message's tag,
+/// id, sequence numbers and the operation's tag.
+const REQUEST_OVERHEAD: u64 = 64;
+
+/// Most bytes a byte string takes: a length varint and the bytes.
+fn bytes_len(bytes: &[u8]) -> u64 {
+    bytes.len() as u64 + 10
+}
+
+fn bound_len(bound: &std::ops::Bound<Vec<u8>>) -> u64 {
+    match bound {
+        std::ops::Bound::Included(key) | std::ops::Bound::Excluded(key) => 1 + bytes_len(key),
+        std::ops::Bound::Unbounded => 1,
+    }
+}
+
+impl ReadOp {
+    /// At least the size of the frame that carries this operation, to check it against a
+    /// frame limit before sending.
+    pub fn request_len_bound(&self) -> u64 {
+        REQUEST_OVERHEAD
+            + match self {
+                ReadOp::Get { key } => bytes_len(key),
+                ReadOp::GetMany { keys } => 10 + keys.iter().map(|k| bytes_len(k)).sum::<u64>(),
+                ReadOp::Status => 0,
+            }
+    }
+}
+
+impl WriteOp {
+    /// At least the size of the frame that carries this operation, to check it against a
+    /// frame limit before sending.
+    pub fn request_len_bound(&self) -> u64 {
+        REQUEST_OVERHEAD
+            + match self {
+                WriteOp::Put { key, value } => bytes_len(key) + bytes_len(value),
+                WriteOp::Del { key } => bytes_len(key),
+                WriteOp::Batch { ops } => {
+                    10 + ops
+                        .iter()
+                        .map(|op| match op {
+                            BatchOp::Put { key, value } => 5 + bytes_len(key) + bytes_len(value),
+                            BatchOp::Del { key } => 5 + bytes_len(key),
+                        })
+                        .sum::<u64>()
+                }
+                WriteOp::Clear { range } => bound_len(&range.start) + bound_len(&range.end),
+            }
+    }
+}
+
 /// One step of an atomic batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BatchOp {

@@ -81,6 +81,10 @@ pub fn error_code() -> impl Strategy<Value = ErrorCode> {
         ".*".prop_map(ErrorCode::Malformed),
         any::<u32>().prop_map(|limit| ErrorCode::TooManyRequests { limit }),
         any::<u32>().prop_map(|limit| ErrorCode::TooManyIterators { limit }),
+        any::<u32>().prop_map(|limit| ErrorCode::TooManyConnections { limit }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(free, reserve)| ErrorCode::StoreFull { free, reserve }),
+        Just(ErrorCode::StoreReadOnly),
     ]
 }
 

@@ -1,0 +1,145 @@
+#![cfg(not(loom))]
+//! Each limit of `Options::limits`, gone past through the public API: a typed error for that
+//! request, iterator or connection, and the leader goes on serving everyone else.
+
+use party_core::{open, Db, Error, ErrorCode, IterOptions, Limits, Options, Role};
+
+async fn leader_with(dir: &std::path::Path, limits: Limits) -> Db {
+    let options = Options {
+        limits,
+        ..Options::default()
+    };
+    let leader = open(dir, options).await.unwrap();
+    assert_eq!(leader.ready().await.unwrap(), Role::Leader);
+    leader
+}
+
+async fn follower(dir: &std::path::Path) -> Db {
+    let follower = open(dir, Options::default()).await.unwrap();
+    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+    follower
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_past_the_limit_is_refused_and_the_others_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_connections: 1,
+        ..Limits::default()
+    };
+    let leader = leader_with(dir.path(), limits).await;
+    let first = follower(dir.path()).await;
+    let second = open(dir.path(), Options::default()).await.unwrap();
+    let refused = second.ready().await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            Error::LimitReached(ErrorCode::TooManyConnections { limit: 1 })
+        ),
+        "{refused:?}"
+    );
+    first.put("k", "v").await.unwrap();
+    assert_eq!(leader.get("k").await.unwrap(), Some(b"v".to_vec()));
+    // A slot that frees up is taken by the refused handle, which keeps trying.
+    first.close().await.unwrap();
+    let mut role = second.watch_role();
+    // (A borrow of the role must not be held on: it would block the handle's driver.)
+    let welcomed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        role.wait_for(|state| state.role == Role::Follower),
+    )
+    .await
+    .is_ok_and(|changed| changed.is_ok());
+    assert!(welcomed, "the refused handle never got in");
+    assert_eq!(second.get("k").await.unwrap(), Some(b"v".to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_in_flight_limit_fail_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_in_flight: 4,
+        ..Limits::default()
+    };
+    let leader = leader_with(dir.path(), limits).await;
+    leader.put("k", "v").await.unwrap();
+    let follower = follower(dir.path()).await;
+    // Writes wait on the store thread, so a burst of them is in flight at once.
+    let burst: Vec<_> = (0..200)
+        .map(|n| follower.put(format!("b{n}"), "x"))
+        .collect();
+    let (mut written, mut refused) = (0, 0);
+    for put in burst {
+        match put.await {
+            Ok(()) => written += 1,
+            Err(Error::LimitReached(ErrorCode::TooManyRequests { limit: 4 })) => refused += 1,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(refused > 0, "the burst never met the limit");
+    assert!(written >= 4, "only {written} writes went through");
+    assert_eq!(follower.get("k").await.unwrap(), Some(b"v".to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iterator_past_the_limit_fails_and_the_open_ones_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_iterators: 2,
+        ..Limits::default()
+    };
+    let leader = leader_with(dir.path(), limits).await;
+    // More than an iterator's window, so the first two stay open on the leader.
+    let entries = 3 * Options::default().iter_window as usize;
+    let puts: Vec<_> = (0..entries)
+        .map(|n| leader.put(format!("k{n:05}"), "v"))
+        .collect();
+    for put in puts {
+        put.await.unwrap();
+    }
+    let follower = follower(dir.path()).await;
+    let mut open_ones = Vec::new();
+    for _ in 0..2 {
+        let mut iter = follower.iter(IterOptions::default()).await.unwrap();
+        assert!(iter.next().await.unwrap().is_ok());
+        open_ones.push(iter);
+    }
+    let mut third = follower.iter(IterOptions::default()).await.unwrap();
+    let refused = third.next().await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            Error::LimitReached(ErrorCode::TooManyIterators { limit: 2 })
+        ),
+        "{refused:?}"
+    );
+    for iter in open_ones {
+        assert_eq!(iter.collect().await.unwrap().len(), entries - 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_the_frame_limit_is_refused_before_it_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_frame_len: 1024,
+        ..Limits::default()
+    };
+    let leader = leader_with(dir.path(), limits.clone()).await;
+    let options = Options {
+        limits,
+        ..Options::default()
+    };
+    let follower = open(dir.path(), options).await.unwrap();
+    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+    for db in [&leader, &follower] {
+        let too_large = db.put("big", vec![0u8; 2000]).await.unwrap_err();
+        assert!(
+            matches!(too_large, Error::TooLarge { max: 1024, len } if len > 2000),
+            "{too_large:?}"
+        );
+        db.put("small", vec![1u8; 100]).await.unwrap();
+    }
+    assert_eq!(leader.get("big").await.unwrap(), None);
+    assert_eq!(follower.get("small").await.unwrap(), Some(vec![1u8; 100]));
+}
