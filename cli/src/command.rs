@@ -157,6 +157,7 @@ impl From<Error> for Failure {
             Error::TooLarge { .. } => "too_large",
             Error::StoreFull { .. } => "store_full",
             Error::StoreReadOnly => "store_read_only",
+            Error::OtherUser { .. } => "permission_denied",
             Error::Backend(_) => "backend",
             Error::Open(party_core::OpenError::Locked { .. }) => "locked",
             Error::Open(_) => "open",

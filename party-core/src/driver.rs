@@ -413,6 +413,7 @@ impl Driver {
                 session: config.clone(),
                 max_frame_len: limits.max_frame_len,
                 max_connections: limits.max_connections,
+                owner: owner_of(&self.layout.socket),
             },
             headroom: Headroom {
                 path: self.layout.store.clone(),
@@ -590,6 +591,20 @@ async fn recv_local(local: &mut Option<LocalLink>) -> Option<ServerInput> {
     match local {
         Some(local) => local.access.next_reply().await,
         None => std::future::pending().await,
+    }
+}
+
+/// The user owning `path` (for the socket: the user this process runs as).
+fn owner_of(path: &std::path::Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|metadata| metadata.uid())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 

@@ -30,6 +30,9 @@ pub enum Error {
     /// not sent.
     #[error("the request needs up to {len} bytes, more than the {max}-byte message limit")]
     TooLarge { len: u64, max: u64 },
+    /// The leader serves only processes of its own user, and this one runs as another.
+    #[error("the leader serves only its own user; this process runs as uid {uid}")]
+    OtherUser { uid: u32 },
     /// The leader refused the request because a limit was reached.
     #[error("the leader refused the request: {0}")]
     LimitReached(ErrorCode),
@@ -86,6 +89,7 @@ impl From<ErrorCode> for Error {
             | ErrorCode::TooManyConnections { .. }) => Error::LimitReached(limit),
             ErrorCode::StoreFull { free, reserve } => Error::StoreFull { free, reserve },
             ErrorCode::StoreReadOnly => Error::StoreReadOnly,
+            ErrorCode::OtherUser { uid } => Error::OtherUser { uid },
             other @ (ErrorCode::NotFound
             | ErrorCode::Malformed(_)
             | ErrorCode::FrameTooLarge { .. }) => Error::Protocol(other.to_string()),

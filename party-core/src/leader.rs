@@ -32,6 +32,9 @@ pub(crate) struct ConnectionConfig {
     pub session: ServerConfig,
     pub max_frame_len: u32,
     pub max_connections: u32,
+    /// The user the leader runs as; followers of other users are refused. The socket's
+    /// owner-only mode already keeps them out; this holds if the mode is loosened.
+    pub owner: Option<u32>,
 }
 
 /// A running leadership: stop it with [`Leader::stop`].
@@ -137,8 +140,14 @@ async fn accept_loop(
                 }
             },
         };
+        if let Some(uid) = other_user(&stream, config.owner) {
+            tasks.spawn(refuse(stream, ErrorCode::OtherUser { uid }, cancel.clone()));
+            continue;
+        }
         if followers.count() >= config.max_connections as usize {
-            tasks.spawn(refuse(stream, config.max_connections, cancel.clone()));
+            let limit = config.max_connections;
+            let refusal = ErrorCode::TooManyConnections { limit };
+            tasks.spawn(refuse(stream, refusal, cancel.clone()));
             continue;
         }
         let follower = followers.join();
@@ -150,18 +159,37 @@ async fn accept_loop(
     }
 }
 
-/// Tells a follower over the connection limit why it is turned away, and hangs up.
-async fn refuse(stream: Stream, limit: u32, cancel: CancellationToken) {
-    let refusal = ServerMessage::Rejected(ErrorCode::TooManyConnections { limit });
+/// The peer's user, when it is not `owner`.
+fn other_user(stream: &Stream, owner: Option<u32>) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        let uid = stream.peer_creds().ok()?.euid()?;
+        (owner.is_some() && Some(uid) != owner).then_some(uid)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (stream, owner);
+        None
+    }
+}
+
+/// Tells a follower why it is turned away, and hangs up.
+async fn refuse(stream: Stream, reason: ErrorCode, cancel: CancellationToken) {
+    tracing::warn!("refused a follower: {reason}");
     let mut frame = Vec::new();
-    if encode_frame(&refusal, DEFAULT_MAX_FRAME_LEN, &mut frame).is_ok() {
+    if encode_frame(
+        &ServerMessage::Rejected(reason),
+        DEFAULT_MAX_FRAME_LEN,
+        &mut frame,
+    )
+    .is_ok()
+    {
         let mut send = &stream;
         tokio::select! {
             _ = send.write_all(&frame) => {}
             _ = cancel.cancelled() => {}
         }
     }
-    tracing::warn!("refused a follower: {limit} connections already served");
 }
 
 /// Serves one follower until it leaves, breaks the protocol, or the leader stops.

@@ -54,6 +54,9 @@ pub enum ErrorCode {
     /// not applied.
     #[error("the store's disk is full: {free} bytes free, {reserve} kept in reserve")]
     StoreFull { free: u64, reserve: u64 },
+    /// The leader serves only processes of its own user, and this one runs as another.
+    #[error("the leader serves only its own user; this process runs as uid {uid}")]
+    OtherUser { uid: u32 },
     /// The store's file system is mounted read-only; the write was not applied.
     #[error("the store's file system is read-only")]
     StoreReadOnly,
