@@ -79,6 +79,9 @@ async fn main() {
                 None => "none".into(),
             }),
             ["burst", prefix, count] => burst(&db, prefix, count.parse().unwrap_or(0)).await,
+            ["fill-big", count, size] => {
+                fill_big(&db, count.parse().unwrap_or(0), size.parse().unwrap_or(0)).await
+            }
             ["fill-edge", count] => fill_edge(&db, count.parse().unwrap_or(0)).await,
             ["scan", direction, pause] => {
                 scan(&db, *direction == "REVERSE", pause.parse().unwrap_or(0)).await
@@ -103,6 +106,21 @@ async fn main() {
             Err(error) => println!("err {}", describe(&error)),
         }
     }
+}
+
+/// Writes `count` keys `big/NNNNNN` of `size` bytes each, 256 in flight.
+async fn fill_big(db: &Db, count: u64, size: usize) -> Result<String, Error> {
+    let mut in_flight = std::collections::VecDeque::new();
+    for i in 0..count {
+        in_flight.push_back(db.put(format!("big/{i:06}"), vec![b'v'; size]));
+        if in_flight.len() >= 256 {
+            in_flight.pop_front().expect("non-empty").await?;
+        }
+    }
+    for put in in_flight {
+        put.await?;
+    }
+    Ok(format!("ok {count}"))
 }
 
 /// Issues all the writes at once, in order (operations are issued when called), then waits

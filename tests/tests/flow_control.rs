@@ -1,0 +1,58 @@
+//! A follower that opens an iterator over a big store and then stops reading must not
+//! make the leader buffer the store: the leader sends no more than the iterator's credits
+//! and its memory stays flat while the follower stalls. Real processes; memory is the
+//! leader's resident size from /proc.
+
+#![cfg(target_os = "linux")]
+
+use std::time::{Duration, Instant};
+
+use party_tests::Node;
+
+const NODE: &str = env!("CARGO_BIN_EXE_party-node");
+
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmRSS in /proc status")
+}
+
+#[test]
+fn leader_memory_stays_flat_while_a_follower_stalls_mid_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut leader = Node::spawn(NODE, dir.path(), &[]);
+    assert_eq!(leader.send("ready"), "ok leader");
+    let mut writer = Node::spawn(NODE, dir.path(), &[]);
+    assert_eq!(writer.send("ready"), "ok follower");
+    // 48 MiB of entries: far more than a window of them.
+    assert_eq!(writer.send("fill-big 48000 1024"), "ok 48000");
+    std::thread::sleep(Duration::from_millis(500));
+    let before = resident_kib(leader.pid());
+
+    let mut staller = Node::spawn(NODE, dir.path(), &[]);
+    assert_eq!(staller.send("ready"), "ok follower");
+    assert_eq!(staller.send("open-iter"), "ok");
+    assert_eq!(staller.send("next-chunk 1"), "ok 1");
+    // From here the staller reads nothing more.
+    let mut highest = before;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        highest = highest.max(resident_kib(leader.pid()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let grown_mib = (highest - before.min(highest)) / 1024;
+    assert!(
+        grown_mib < 16,
+        "the leader grew by {grown_mib} MiB while a follower stalled mid-scan of 48 MiB"
+    );
+    // And it serves everyone else meanwhile.
+    assert_eq!(writer.send("put after stall"), "ok");
+    assert_eq!(leader.send("get after"), "ok stall");
+    // The stalled iterator resumes where it stopped.
+    let resumed = staller.send("next-chunk 1000000");
+    assert!(resumed.starts_with("ok ") && resumed != "ok 0", "{resumed}");
+}
