@@ -93,6 +93,7 @@ struct Worker {
     child: Child,
     register: usize,
     role: String,
+    started: Instant,
 }
 
 /// What a worker printed, with the worker's register.
@@ -124,6 +125,7 @@ fn spawn_worker(
         child,
         register,
         role: String::new(),
+        started: Instant::now(),
     })
 }
 
@@ -218,6 +220,12 @@ pub async fn run(args: &[String]) -> Result<ExitCode, String> {
             next_register += 1;
         }
     }
+    // Workers that ran for a second or more must have got writes through.
+    let settled: Vec<usize> = workers
+        .iter()
+        .filter(|w| w.started.elapsed() >= Duration::from_secs(1))
+        .map(|w| w.register)
+        .collect();
     for mut worker in workers {
         let _ = worker.child.kill();
         let _ = worker.child.wait();
@@ -265,6 +273,13 @@ pub async fn run(args: &[String]) -> Result<ExitCode, String> {
         }
     }
     db.close().await.map_err(|e| e.to_string())?;
+    for register in settled {
+        if !acked.contains_key(&register) {
+            missing.push(format!(
+                "the worker of register {register} ran a second or more without progress"
+            ));
+        }
+    }
     if given.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }

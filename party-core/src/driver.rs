@@ -350,6 +350,11 @@ impl Driver {
         let path = self.layout.store.clone();
         let started = Instant::now();
         let opened = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+            crate::paths::create_private_dir(&path).map_err(|source| Error::Io {
+                context: "cannot create the store directory",
+                path: path.clone(),
+                source,
+            })?;
             let store = kind.open(&path).map_err(Error::Open)?;
             let records = store.dedup_records()?;
             Ok((store, DedupTable::from_records(records)))

@@ -26,7 +26,7 @@ impl Layout {
             path: dir.to_owned(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(|e| io("cannot create the data directory", e))?;
+        create_private_dir(dir).map_err(|e| io("cannot create the data directory", e))?;
         let dir = dir
             .canonicalize()
             .map_err(|e| io("cannot resolve the data directory", e))?;
@@ -92,4 +92,14 @@ mod tests {
         );
         assert_ne!(socket, default_socket(&deep.join("other")));
     }
+}
+
+/// Creates `path` and its missing parents, owner-only (directories that exist keep their
+/// mode).
+pub(crate) fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
 }

@@ -251,14 +251,20 @@ async fn close_fails_pending_operations_and_iterators_with_closed() {
 
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_lock_file_and_the_socket_are_owner_only() {
+async fn the_lock_file_the_socket_and_the_directories_are_owner_only() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path(), Options::default()).await.unwrap();
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("new");
+    let db = open(&dir, Options::default()).await.unwrap();
     db.ready().await.unwrap();
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
     for file in [db.dir().join("party.lock"), db.socket_path().to_owned()] {
-        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "{}", file.display());
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    // Directories party creates keep the store's files from other users.
+    for created in [dir.clone(), dir.join("fjall")] {
+        assert_eq!(mode(&created), 0o700, "{}", created.display());
     }
 }
 
