@@ -355,7 +355,7 @@ impl Driver {
                 path: path.clone(),
                 source,
             })?;
-            let store = kind.open(&path).map_err(Error::Open)?;
+            let store = open_when_released(kind, &path).map_err(Error::Open)?;
             let records = store.dedup_records()?;
             Ok((store, DedupTable::from_records(records)))
         })
@@ -596,6 +596,26 @@ async fn recv_local(local: &mut Option<LocalLink>) -> Option<ServerInput> {
     match local {
         Some(local) => local.access.next_reply().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Opens the store, waiting a little while it is still locked: with the election lock
+/// held, that is a previous leader whose store is still shutting down (sled can let go of
+/// its file lock a moment after its last handle drops; CI met it once in a fast handover).
+/// A lock held longer than that is a foreign process, and the open fails.
+fn open_when_released(
+    kind: party_backends::BackendKind,
+    path: &std::path::Path,
+) -> Result<Arc<dyn Backend>, party_backends::OpenError> {
+    const PATIENCE: Duration = Duration::from_secs(2);
+    let started = Instant::now();
+    loop {
+        match kind.open(path) {
+            Err(party_backends::OpenError::Locked { .. }) if started.elapsed() < PATIENCE => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            opened => return opened,
+        }
     }
 }
 
