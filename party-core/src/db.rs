@@ -110,7 +110,9 @@ impl Db {
         self.inner.role.borrow().leader_pid
     }
 
-    /// Every change of role (the level-party `leader` event and more).
+    /// Every change of role (the level-party `leader` event and more). Do not hold a
+    /// borrow of it (`borrow()`, or the `Ref` that `wait_for` returns) across an await: the
+    /// handle's driver waits for it to publish the next change.
     pub fn watch_role(&self) -> watch::Receiver<RoleState> {
         self.inner.role.clone()
     }
