@@ -285,7 +285,13 @@ impl Driver {
             }
             self.link = None;
             self.session.handle_input(now, ClientInput::Disconnected);
-            self.election.handle_input(now, ElectionInput::Disconnected);
+            // A leader that refused this handle will refuse it again right away.
+            let ended = if self.rejected.is_some() {
+                ElectionInput::Refused
+            } else {
+                ElectionInput::Disconnected
+            };
+            self.election.handle_input(now, ended);
         }
     }
 

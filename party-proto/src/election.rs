@@ -54,6 +54,10 @@ pub enum ElectionInput {
     ConnectFailed,
     /// The follower's connection to the leader closed.
     Disconnected,
+    /// The follower's connection closed after the leader refused this process (a limit,
+    /// another user, another protocol): it waits [`ElectionConfig::refused_backoff`] before
+    /// trying again, rather than knocking at once.
+    Refused,
     /// The leader learned it no longer holds the lock (only a virtual lock can do this).
     LockLost,
     /// The wait asked for by [`Election::poll_timeout`] is over, or the driver saw a reason
@@ -102,6 +106,8 @@ pub struct ElectionConfig {
     /// leader that is still opening its store, so it is short: a failed connect to a missing
     /// socket is one cheap syscall.
     pub max_backoff: Duration,
+    /// Wait after the leader refused this process.
+    pub refused_backoff: Duration,
     /// Bugs to re-create, for the simulator.
     #[cfg(feature = "bug-injection")]
     pub bugs: crate::bugs::Bugs,
@@ -112,6 +118,7 @@ impl Default for ElectionConfig {
         ElectionConfig {
             initial_backoff: Duration::from_micros(250),
             max_backoff: Duration::from_millis(2),
+            refused_backoff: Duration::from_millis(250),
             #[cfg(feature = "bug-injection")]
             bugs: crate::bugs::Bugs::default(),
         }
@@ -170,6 +177,7 @@ pub struct Election {
     state: State,
     held: Held,
     backoff: Backoff,
+    refused_backoff: Duration,
     outputs: VecDeque<ElectionOutput>,
 }
 
@@ -182,6 +190,7 @@ impl Election {
             state: State::Electing(Awaiting::Lock),
             held: Held::default(),
             backoff: Backoff::new(config.initial_backoff, config.max_backoff, seed),
+            refused_backoff: config.refused_backoff,
             outputs: VecDeque::from([ElectionOutput::TryLock]),
         }
     }
@@ -277,6 +286,12 @@ impl Election {
             (State::Follower, In::Disconnected) => {
                 self.held.connection = false;
                 self.ask(Awaiting::Lock)
+            }
+            (State::Follower, In::Refused) => {
+                self.held.connection = false;
+                State::Backoff {
+                    until: now + self.refused_backoff,
+                }
             }
             (State::Leader, In::LockLost) => {
                 self.give_back();

@@ -14,6 +14,8 @@ enum Step {
     Answer(bool),
     /// The leader's connection drops.
     Disconnect,
+    /// The leader refuses the follower and hangs up.
+    Refuse,
     /// The (virtual) lock is taken away from the leader.
     LoseLock,
     /// Time passes; the timer fires if due, or early if `early`.
@@ -31,6 +33,7 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => any::<bool>().prop_map(Step::Answer),
         1 => Just(Step::Disconnect),
+        1 => Just(Step::Refuse),
         1 => Just(Step::LoseLock),
         2 => (0u64..100, any::<bool>()).prop_map(|(millis, early)| Step::Time { millis, early }),
         1 => Just(Step::Close),
@@ -184,6 +187,10 @@ proptest! {
                     world.connected = false;
                     Some(ElectionInput::Disconnected)
                 }
+                Step::Refuse if world.connected => {
+                    world.connected = false;
+                    Some(ElectionInput::Refused)
+                }
                 Step::LoseLock if world.lock => {
                     world.lock = false;
                     Some(ElectionInput::LockLost)
@@ -214,6 +221,23 @@ proptest! {
         prop_assert!(election.is_closed());
         prop_assert!(!world.holds_leadership() && !world.connected, "close left {world:?}");
     }
+}
+
+#[test]
+fn a_refused_follower_waits_before_it_tries_again() {
+    let config = ElectionConfig::default();
+    let mut election = Election::new(config.clone(), 1);
+    let now = Timestamp::ZERO;
+    assert_eq!(election.poll_output(), Some(ElectionOutput::TryLock));
+    election.handle_input(now, ElectionInput::LockBusy);
+    assert_eq!(election.poll_output(), Some(ElectionOutput::Connect));
+    election.handle_input(now, ElectionInput::Connected);
+    election.handle_input(now, ElectionInput::Refused);
+    assert_eq!(election.role(), Role::Electing);
+    assert_eq!(election.poll_output(), None, "no knocking again at once");
+    assert_eq!(election.poll_timeout(), Some(now + config.refused_backoff));
+    election.handle_input(now + config.refused_backoff, ElectionInput::TimerFired);
+    assert_eq!(election.poll_output(), Some(ElectionOutput::TryLock));
 }
 
 #[test]
