@@ -90,9 +90,10 @@ impl From<ErrorCode> for Error {
             ErrorCode::StoreFull { free, reserve } => Error::StoreFull { free, reserve },
             ErrorCode::StoreReadOnly => Error::StoreReadOnly,
             ErrorCode::OtherUser { uid } => Error::OtherUser { uid },
-            other @ (ErrorCode::NotFound
-            | ErrorCode::Malformed(_)
-            | ErrorCode::FrameTooLarge { .. }) => Error::Protocol(other.to_string()),
+            ErrorCode::FrameTooLarge { len, max } => Error::TooLarge { len, max },
+            other @ (ErrorCode::NotFound | ErrorCode::Malformed(_)) => {
+                Error::Protocol(other.to_string())
+            }
         }
     }
 }

@@ -143,3 +143,28 @@ async fn a_request_over_the_frame_limit_is_refused_before_it_is_sent() {
     assert_eq!(leader.get("big").await.unwrap(), None);
     assert_eq!(follower.get("small").await.unwrap(), Some(vec![1u8; 100]));
 }
+
+/// A follower whose own limit is larger sends a frame over the leader's: that request fails
+/// with a typed error (not a reconnect loop), and the follower goes on with smaller ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_over_the_leaders_limit_fails_with_too_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_frame_len: 1024,
+        ..Limits::default()
+    };
+    let leader = leader_with(dir.path(), limits).await;
+    let follower = follower(dir.path()).await;
+    let put = follower.put("big", vec![0u8; 4096]);
+    let too_large = tokio::time::timeout(std::time::Duration::from_secs(10), put)
+        .await
+        .expect("the big put was re-sent forever instead of failing")
+        .unwrap_err();
+    assert!(
+        matches!(too_large, Error::TooLarge { max: 1024, .. }),
+        "{too_large:?}"
+    );
+    follower.put("small", "fits").await.unwrap();
+    assert_eq!(leader.get("small").await.unwrap(), Some(b"fits".to_vec()));
+    assert_eq!(leader.get("big").await.unwrap(), None);
+}

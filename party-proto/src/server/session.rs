@@ -155,7 +155,13 @@ impl ServerSession {
         }
         match input {
             ServerInput::Message(message) => self.receive(message),
-            ServerInput::BadFrame(error) => self.close(error.into()),
+            ServerInput::BadFrame(error) => {
+                // Tell the follower why before hanging up: its requests in flight fail with
+                // this instead of being re-sent into the same refusal.
+                let error = ErrorCode::from(error);
+                self.send(ServerMessage::Rejected(error.clone()));
+                self.close(error);
+            }
             ServerInput::Completed { id, result } => {
                 if self.in_flight.remove(&id) {
                     self.send(ServerMessage::Reply { id, result });
