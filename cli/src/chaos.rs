@@ -131,6 +131,10 @@ fn spawn_worker(
 
 /// `party chaos [--backend B] [--processes N] [--seconds S] [DIR]`.
 pub async fn run(args: &[String]) -> Result<ExitCode, String> {
+    let usage = "party chaos [--backend B] [--processes N] [--seconds S] [DIR]";
+    if crate::check_options(args, &["--backend", "--processes", "--seconds"], usage)? {
+        return Ok(ExitCode::SUCCESS);
+    }
     let value_of = |flag: &str| {
         args.iter()
             .position(|a| a == flag)

@@ -155,7 +155,26 @@ async fn run(cli: Cli) -> ExitCode {
 }
 
 /// `party bench [--backend B] [--json] [--quick]`.
+/// For the commands parsed by hand (bench, chaos): `--help` prints `usage` (true: done),
+/// and an option not in `known` is an error.
+pub(crate) fn check_options(args: &[String], known: &[&str], usage: &str) -> Result<bool, String> {
+    for arg in args.iter().skip(1).filter(|a| a.starts_with('-')) {
+        if arg == "--help" || arg == "-h" {
+            println!("usage: {usage}");
+            return Ok(true);
+        }
+        if !known.contains(&arg.as_str()) {
+            return Err(format!("unknown option {arg}; usage: {usage}"));
+        }
+    }
+    Ok(false)
+}
+
 async fn bench_main(args: &[String]) -> Result<ExitCode, String> {
+    let usage = "party bench [--backend B] [--json] [--quick]";
+    if check_options(args, &["--backend", "--json", "--quick"], usage)? {
+        return Ok(ExitCode::SUCCESS);
+    }
     let backend = match args.iter().position(|a| a == "--backend") {
         Some(i) => parse_backend(args.get(i + 1).ok_or("--backend needs a name")?)?,
         None => Options::default().backend,

@@ -249,3 +249,22 @@ fn a_short_chaos_run_loses_nothing() {
     assert_eq!(output.status.code(), Some(0), "{text}");
     assert!(text.contains("violations: 0"), "{text}");
 }
+
+/// The commands with options of their own answer --help and refuse what they do not know,
+/// instead of starting a long run.
+#[test]
+fn bench_and_chaos_answer_help_and_refuse_unknown_options() {
+    for command in ["bench", "chaos"] {
+        let help = party(&[command, "--help"]);
+        assert_eq!(help.status.code(), Some(0));
+        assert!(
+            stdout(&help).starts_with(&format!("usage: party {command}")),
+            "{}",
+            stdout(&help)
+        );
+        let wrong = party(&[command, "--secnds", "1"]);
+        assert_eq!(wrong.status.code(), Some(3));
+        let stderr = String::from_utf8_lossy(&wrong.stderr);
+        assert!(stderr.contains("unknown option --secnds"), "{stderr}");
+    }
+}
