@@ -280,11 +280,16 @@ impl Driver {
                 .handle_input(now, ClientInput::Message(message));
         }
         if let Some(end) = received.end {
-            if let LinkEnd::Garbage(error) = end {
-                tracing::warn!("the leader sent bytes that do not decode: {error}");
-            }
             self.link = None;
-            self.session.handle_input(now, ClientInput::Disconnected);
+            match end {
+                LinkEnd::Closed => self.session.handle_input(now, ClientInput::Disconnected),
+                LinkEnd::Garbage(error) => {
+                    tracing::warn!("the leader sent bytes that do not decode: {error}");
+                    let error = ErrorCode::Malformed(format!("from the leader: {error}"));
+                    self.rejected = Some(error.clone());
+                    self.session.handle_input(now, ClientInput::Broken(error));
+                }
+            }
             // A leader that refused this handle will refuse it again right away.
             let ended = if self.rejected.is_some() {
                 ElectionInput::Refused

@@ -6,7 +6,9 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use party_proto::wire::{ClientMessage, ReadOp, Response, ServerMessage, WriteOp};
+use party_proto::wire::{
+    ClientMessage, ProtocolId, ReadOp, Response, ServerMessage, Welcome, WriteOp,
+};
 use party_proto::{
     ClientConfig, ClientId, ClientInput, ClientOutput, ClientSession, ErrorCode, RequestId,
     Timestamp, WriteSeq,
@@ -19,6 +21,8 @@ enum Action {
     Read(Vec<u8>),
     Write(Vec<u8>),
     Connect,
+    /// The leader welcomes the connection (until then the client sends only its hello).
+    Welcome,
     Disconnect,
     /// The leader answers one of the requests it has, chosen by index, with success or not.
     Reply(prop::sample::Index, bool),
@@ -33,6 +37,7 @@ fn action() -> impl Strategy<Value = Action> {
         4 => edge_key().prop_map(Action::Read),
         4 => edge_key().prop_map(Action::Write),
         2 => Just(Action::Connect),
+        3 => Just(Action::Welcome),
         2 => Just(Action::Disconnect),
         6 => (any::<prop::sample::Index>(), any::<bool>()).prop_map(|(i, ok)| Action::Reply(i, ok)),
         1 => (0u64..40).prop_map(Action::StrayReply),
@@ -53,6 +58,7 @@ struct Issued {
 #[derive(Debug)]
 struct Leader {
     connected: bool,
+    welcomed: bool,
     /// Requests received on the current connection and not yet answered, in arrival order.
     unanswered: Vec<RequestId>,
     /// What the leader answered, per request, on the connection it answered on.
@@ -89,6 +95,7 @@ impl Harness {
             session: ClientSession::new(ClientId(7), config),
             leader: Leader {
                 connected: false,
+                welcomed: false,
                 unanswered: Vec::new(),
                 answers: HashMap::new(),
                 lost_in_flight: BTreeSet::new(),
@@ -125,6 +132,10 @@ impl Harness {
         prop_assert!(
             self.leader.log.is_empty() == matches!(message, ClientMessage::Hello(_)),
             "Hello must open every connection and come once: {message:?}"
+        );
+        prop_assert!(
+            self.leader.welcomed || matches!(message, ClientMessage::Hello(_)),
+            "{message:?} sent before the welcome"
         );
         match &message {
             ClientMessage::Read { id, .. } => self.leader.unanswered.push(*id),
@@ -193,11 +204,21 @@ impl Harness {
             }
             Action::Connect if !self.leader.connected => {
                 self.leader.connected = true;
+                self.leader.welcomed = false;
                 self.leader.log.clear();
                 self.input(ClientInput::Connected)?;
             }
+            Action::Welcome if self.leader.connected && !self.leader.welcomed => {
+                self.leader.welcomed = true;
+                let welcome = Welcome {
+                    protocol: ProtocolId::CURRENT,
+                    leader_pid: 1,
+                };
+                self.input(ClientInput::Message(ServerMessage::Welcome(welcome)))?;
+            }
             Action::Disconnect if self.leader.connected => {
                 self.leader.connected = false;
+                self.leader.welcomed = false;
                 let lost = std::mem::take(&mut self.leader.unanswered);
                 self.leader.lost_in_flight.extend(lost);
                 self.check_write_order()?;
@@ -225,6 +246,7 @@ impl Harness {
             Action::Close if self.closed_at.is_none() => {
                 self.closed_at = Some(self.now);
                 self.leader.connected = false;
+                self.leader.welcomed = false;
                 self.input(ClientInput::Close)?;
             }
             _ => {}
@@ -309,6 +331,8 @@ fn run_case(
     // Settle: if open, connect and answer everything; then close. Every request ends once.
     if h.closed_at.is_none() {
         h.run(Action::Connect)?;
+        h.run(Action::Welcome)?;
+        h.drain()?;
         while !h.leader.unanswered.is_empty() {
             h.reply(0, true)?;
         }
@@ -363,10 +387,22 @@ fn requests_issued_before_any_leader_wait_also_without_retry() {
                 value: b"v".to_vec(),
             },
         );
-        // A connection that fails before anything is sent on it loses nothing.
+        let welcome = || {
+            ClientInput::Message(ServerMessage::Welcome(Welcome {
+                protocol: ProtocolId::CURRENT,
+                leader_pid: 1,
+            }))
+        };
+        // A connection that ends before the leader welcomes it loses nothing.
         session.handle_input(now, ClientInput::Connected);
         let sent: Vec<_> = std::iter::from_fn(|| session.poll_output()).collect();
-        assert_eq!(sent.len(), 2, "hello and the queued write: {sent:?}");
+        assert_eq!(sent.len(), 1, "only the hello before the welcome: {sent:?}");
+        session.handle_input(now, ClientInput::Disconnected);
+        assert_eq!(session.poll_output(), None, "nothing was in flight");
+        session.handle_input(now, ClientInput::Connected);
+        session.handle_input(now, welcome());
+        let sent: Vec<_> = std::iter::from_fn(|| session.poll_output()).collect();
+        assert_eq!(sent.len(), 2, "hello, then the queued write: {sent:?}");
         session.handle_input(now, ClientInput::Disconnected);
         let after_loss: Vec<_> = std::iter::from_fn(|| session.poll_output()).collect();
         if retry {
@@ -382,10 +418,46 @@ fn requests_issued_before_any_leader_wait_also_without_retry() {
             continue;
         }
         session.handle_input(now, ClientInput::Connected);
+        session.handle_input(now, welcome());
         let resent: Vec<_> = std::iter::from_fn(|| session.poll_output()).collect();
         assert!(
             matches!(&resent[1], ClientOutput::Send(ClientMessage::Write { id: i, seq: WriteSeq(1), .. }) if *i == id),
             "re-sent with the same sequence number: {resent:?}"
+        );
+    }
+}
+
+/// A leader that breaks the protocol fails what is pending (queued or sent) with the
+/// error, instead of the client waiting on, or re-sending to, the same leader.
+#[test]
+fn a_broken_connection_fails_what_is_pending_with_its_error() {
+    for retry in [true, false] {
+        let config = ClientConfig {
+            retry,
+            ..ClientConfig::default()
+        };
+        let mut session = ClientSession::new(ClientId(2), config);
+        let now = Timestamp::ZERO;
+        let id = session.read(now, ReadOp::Get { key: b"k".to_vec() });
+        session.handle_input(now, ClientInput::Connected);
+        let _hello: Vec<_> = std::iter::from_fn(|| session.poll_output()).collect();
+        let error = ErrorCode::Malformed("garbage".into());
+        session.handle_input(now, ClientInput::Broken(error.clone()));
+        let outputs: Vec<_> = std::iter::from_fn(|| session.poll_output()).collect();
+        assert_eq!(
+            outputs,
+            [ClientOutput::Completed {
+                id,
+                result: Err(error)
+            }]
+        );
+        assert_eq!(session.pending_requests(), 0);
+        session.handle_input(now, ClientInput::Connected);
+        let sent: Vec<_> = std::iter::from_fn(|| session.poll_output()).collect();
+        assert_eq!(
+            sent.len(),
+            1,
+            "only a hello on the next connection: {sent:?}"
         );
     }
 }

@@ -6,7 +6,7 @@ mod support;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 
-use party_proto::wire::{ClientMessage, Entry, ServerMessage};
+use party_proto::wire::{ClientMessage, Entry, ProtocolId, ServerMessage, Welcome};
 use party_proto::{
     ClientConfig, ClientId, ClientInput, ClientOutput, ClientSession, IterId, IterOptions,
     IterPoll, Timestamp,
@@ -175,11 +175,20 @@ impl Harness {
             Action::Connect if !self.connected => {
                 self.connected = true;
                 self.input(ClientInput::Connected)?;
+                self.input(ClientInput::Message(welcome()))?;
             }
             _ => {}
         }
         Ok(())
     }
+}
+
+/// What a leader says once it has taken a connection's hello.
+fn welcome() -> ServerMessage {
+    ServerMessage::Welcome(Welcome {
+        protocol: ProtocolId::CURRENT,
+        leader_pid: 1,
+    })
 }
 
 proptest! {
@@ -243,6 +252,7 @@ fn without_retry_a_lost_connection_fails_the_iterator() {
     let now = Timestamp::ZERO;
     let iter = session.open_iter(IterOptions::default());
     session.handle_input(now, ClientInput::Connected);
+    session.handle_input(now, ClientInput::Message(welcome()));
     let entries = vec![Entry {
         key: b"a".to_vec(),
         value: b"1".to_vec(),

@@ -63,6 +63,10 @@ pub enum ClientInput {
     Message(ServerMessage),
     /// The current connection is gone.
     Disconnected,
+    /// The current connection is gone because the leader broke the protocol (bytes that do
+    /// not decode): what is pending fails with this, as when a leader refuses the client,
+    /// rather than waiting for, or being re-sent to, the same leader.
+    Broken(ErrorCode),
     /// The handle is closing: everything outstanding fails with [`ErrorCode::Closed`].
     Close,
 }
@@ -146,7 +150,7 @@ impl ClientSession {
         cursor.inject(self.config.bugs);
         if self.closed {
             cursor.fail(ErrorCode::Closed);
-        } else if self.connected {
+        } else if self.welcomed() {
             self.send_opening(iter, &mut cursor);
         }
         self.cursors.insert(iter, cursor);
@@ -156,11 +160,12 @@ impl ClientSession {
     /// Takes up to `max` entries from an iterator. An iterator that is done or failed is
     /// forgotten after saying so once.
     pub fn iter_take(&mut self, iter: IterId, max: usize) -> IterPoll {
+        let welcomed = self.welcomed();
         let Some(cursor) = self.cursors.get_mut(&iter) else {
             return IterPoll::Failed(ErrorCode::NotFound);
         };
         let (poll, grant) = cursor.take(max);
-        let open_here = self.connected && cursor.is_open();
+        let open_here = welcomed && cursor.is_open();
         let finished = cursor.is_finished();
         if let (Some(credits), true, false) = (grant, open_here, finished) {
             self.send(ClientMessage::IterNext { iter, credits });
@@ -181,7 +186,7 @@ impl ClientSession {
     /// The caller is done with an iterator before its end.
     pub fn close_iter(&mut self, iter: IterId) {
         if let Some(cursor) = self.cursors.remove(&iter) {
-            if self.connected && cursor.is_open() {
+            if self.welcomed() && cursor.is_open() {
                 self.send(ClientMessage::IterClose { iter });
             }
         }
@@ -196,6 +201,10 @@ impl ClientSession {
             ClientInput::Connected => self.connected(),
             ClientInput::Message(message) => self.receive(message),
             ClientInput::Disconnected => self.disconnected(),
+            ClientInput::Broken(error) => {
+                self.refused(error);
+                self.disconnected();
+            }
             ClientInput::Close => self.close(),
         }
     }
@@ -225,7 +234,7 @@ impl ClientSession {
         }
         let deadline = self.config.request_timeout.map(|timeout| now + timeout);
         self.pending.insert(id, op, deadline);
-        if self.connected {
+        if self.welcomed() {
             if let Some(message) = self.pending.mark_sent(id) {
                 self.send(message);
             }
@@ -239,10 +248,21 @@ impl ClientSession {
             self.disconnected();
         }
         self.connected = true;
+        // Requests wait for the welcome: a connection that ends before it (a leader dying
+        // with our connect in its backlog, or one that refuses us) never had them, so
+        // they are not lost with it.
         self.send(ClientMessage::Hello(Hello {
             protocol: ProtocolId::CURRENT,
             client_id: self.client_id,
         }));
+    }
+
+    fn welcomed(&self) -> bool {
+        self.connected && self.leader_pid.is_some()
+    }
+
+    fn welcome(&mut self, leader_pid: u32) {
+        self.leader_pid = Some(leader_pid);
         for message in self.pending.send_unsent() {
             self.send(message);
         }
@@ -264,16 +284,8 @@ impl ClientSession {
             return;
         }
         match message {
-            ServerMessage::Welcome(welcome) => self.leader_pid = Some(welcome.leader_pid),
-            ServerMessage::Rejected(error) => {
-                // The leader refuses this client on every connection alike: fail what was
-                // sent rather than re-send it into the same refusal.
-                for id in self.pending.sent() {
-                    self.pending.remove(id);
-                    self.complete(id, Err(error.clone()));
-                }
-                self.fail_open_cursors(error);
-            }
+            ServerMessage::Welcome(welcome) => self.welcome(welcome.leader_pid),
+            ServerMessage::Rejected(error) => self.refused(error),
             ServerMessage::Reply { id, result } => {
                 if self.pending.remove(id) {
                     self.complete(id, result);
@@ -300,15 +312,23 @@ impl ClientSession {
         }
     }
 
-    fn fail_open_cursors(&mut self, error: ErrorCode) {
-        let open: Vec<IterId> = self
-            .cursors
-            .iter()
-            .filter(|(_, cursor)| cursor.is_open())
-            .map(|(iter, _)| *iter)
-            .collect();
-        for iter in open {
-            self.with_open_cursor(iter, |cursor| cursor.fail(error.clone()));
+    /// The leader refuses this client on every connection alike: fail what is pending
+    /// rather than send it into the same refusal.
+    fn refused(&mut self, error: ErrorCode) {
+        for id in self.pending.ids() {
+            self.pending.remove(id);
+            self.complete(id, Err(error.clone()));
+        }
+        self.fail_live_cursors(error);
+    }
+
+    fn fail_live_cursors(&mut self, error: ErrorCode) {
+        for (iter, cursor) in &mut self.cursors {
+            if cursor.is_live() {
+                cursor.fail(error.clone());
+                self.outputs
+                    .push_back(ClientOutput::IterReady { iter: *iter });
+            }
         }
     }
 
