@@ -11,7 +11,7 @@
 //!
 //! Speed is only ever measured here, never asserted in tests.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -512,15 +512,7 @@ async fn failovers(base: &Path, backend: BackendKind, kills: usize) -> Result<Va
     let mut watchers: Vec<Option<Child>> = Vec::new();
     let spawn_watcher = |index: usize, watchers: &mut Vec<Option<Child>>| -> Result<(), String> {
         let mut child = leader_child(&dir, backend, &["watch"])?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let tx = lines_tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send((index, line)).is_err() {
-                    return;
-                }
-            }
-        });
+        crate::forward_lines(&mut child, &lines_tx, move |line| (index, line))?;
         if index < watchers.len() {
             watchers[index] = Some(child);
         } else {

@@ -13,7 +13,6 @@
 //! how a re-sent write applied a second time would show.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc::{channel, Sender};
@@ -112,21 +111,41 @@ fn spawn_worker(
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("cannot start a worker: {e}"))?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let reports = reports.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if reports.send((register, line)).is_err() {
-                return;
-            }
-        }
-    });
+    crate::forward_lines(&mut child, reports, move |line| (register, line))?;
     Ok(Worker {
         child,
         register,
         role: String::new(),
         started: Instant::now(),
     })
+}
+
+/// What the workers reported: each register's last acknowledged write, and every read
+/// that went backwards.
+#[derive(Default)]
+struct Tally {
+    acked: BTreeMap<usize, u64>,
+    backwards: Vec<String>,
+}
+
+impl Tally {
+    /// Takes one line of the worker of `register`; gives back the role an ack names.
+    fn record(&mut self, register: usize, line: &str) -> Option<String> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["acked", _, n, role] => {
+                if let Ok(n) = n.parse() {
+                    self.acked.insert(register, n);
+                }
+                Some((*role).to_owned())
+            }
+            ["backwards", ..] => {
+                self.backwards.push(line.to_owned());
+                None
+            }
+            _ => None,
+        }
+    }
 }
 
 /// `party chaos [--backend B] [--processes N] [--seconds S] [DIR]`.
@@ -174,8 +193,7 @@ pub async fn run(args: &[String]) -> Result<ExitCode, String> {
         workers.push(spawn_worker(&dir_text, backend, register, &sender)?);
     }
     let mut next_register = processes;
-    let mut acked: BTreeMap<usize, u64> = BTreeMap::new();
-    let mut backwards = Vec::new();
+    let mut tally = Tally::default();
     let mut kills = 0;
     let mut rng = u64::from(std::process::id()) | 1;
     let mut random = move |low: u64, high: u64| {
@@ -188,18 +206,10 @@ pub async fn run(args: &[String]) -> Result<ExitCode, String> {
     let mut next_kill = Instant::now() + Duration::from_millis(random(200, 500));
     while Instant::now() < end {
         while let Ok((register, line)) = reports.recv_timeout(Duration::from_millis(5)) {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
-                ["acked", _, n, role] => {
-                    if let Ok(n) = n.parse() {
-                        acked.insert(register, n);
-                    }
-                    if let Some(worker) = workers.iter_mut().find(|w| w.register == register) {
-                        worker.role = (*role).to_owned();
-                    }
+            if let Some(role) = tally.record(register, &line) {
+                if let Some(worker) = workers.iter_mut().find(|w| w.register == register) {
+                    worker.role = role;
                 }
-                ["backwards", ..] => backwards.push(line.clone()),
-                _ => {}
             }
             if Instant::now() >= next_kill {
                 break;
@@ -236,17 +246,9 @@ pub async fn run(args: &[String]) -> Result<ExitCode, String> {
     }
     drop(sender);
     while let Ok((register, line)) = reports.recv_timeout(Duration::from_millis(200)) {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["acked", _, n, _] => {
-                if let Ok(n) = n.parse() {
-                    acked.insert(register, n);
-                }
-            }
-            ["backwards", ..] => backwards.push(line.clone()),
-            _ => {}
-        }
+        tally.record(register, &line);
     }
+    let Tally { acked, backwards } = tally;
 
     // Every acknowledged write must be there, and no register behind its last ack.
     let db = crate::open_on(&dir, backend).await?;

@@ -7,7 +7,6 @@
 //! paused, lets the survivors go on, stops them, and checks with a fresh handle that every
 //! acknowledged write is there. Exit code 0 only if none is missing.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -126,17 +125,11 @@ fn spawn(args: &[&str], from: usize, lines: &Sender<Line>) -> Result<Child, Stri
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("cannot start a demo process: {e}"))?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let lines = lines.clone();
-    std::thread::spawn(move || {
-        for text in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines.send(Line {
-                from,
-                at: Instant::now(),
-                text,
-            });
-        }
-    });
+    crate::forward_lines(&mut child, lines, move |text| Line {
+        from,
+        at: Instant::now(),
+        text,
+    })?;
     Ok(child)
 }
 

@@ -73,6 +73,32 @@ pub(crate) async fn open_child(dir: &str, backend: &str) -> Result<party_core::D
     open_on(dir, parse_backend(backend)?).await
 }
 
+/// Reads a child's output a line at a time on a thread of its own, and hands each line,
+/// made into a report by `report`, to `lines`, until either end goes away.
+pub(crate) fn forward_lines<T: Send + 'static>(
+    child: &mut std::process::Child,
+    lines: &std::sync::mpsc::Sender<T>,
+    report: impl Fn(String) -> T + Send + 'static,
+) -> Result<(), String> {
+    use std::io::BufRead;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or("the child's output is not piped")?;
+    let lines = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(report(line)).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
 pub(crate) fn parse_backend(name: &str) -> Result<BackendKind, String> {
     name.parse()
         .map_err(|e: party_core::UnknownBackend| e.to_string())

@@ -15,7 +15,7 @@ use party_proto::{ErrorCode, RequestId, ServerInput, ServerOutput, ServerSession
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::clock;
-use crate::store::{ConnId, ReplyTo, StoreJob, StoreQueue};
+use crate::store::{point_read, ConnId, ReplyTo, StoreJob, StoreQueue};
 use crate::sync::ConnIds;
 
 /// Hands out a [`StoreAccess`] to each new connection, numbered uniquely.
@@ -117,18 +117,12 @@ impl StoreAccess {
     }
 
     /// Runs a point read now if that keeps the connection's order; gives the read back
-    /// otherwise.
+    /// otherwise, and for a status read, whose follower count lives with the store thread.
     fn read_here(&self, op: ReadOp) -> Result<Result<Response, ErrorCode>, ReadOp> {
         if !self.queued_writes.is_empty() {
             return Err(op);
         }
-        let result = match op {
-            ReadOp::Get { key } => self.backend.get(&key).map(Response::Value),
-            ReadOp::GetMany { keys } => self.backend.get_many(&keys).map(Response::Values),
-            // The follower count lives with the store thread.
-            status @ ReadOp::Status => return Err(status),
-        };
-        Ok(result.map_err(ErrorCode::from))
+        point_read(&*self.backend, op)
     }
 
     /// The store thread's next answer for this connection; `None` once it is gone.

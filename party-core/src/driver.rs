@@ -556,12 +556,10 @@ impl Driver {
                 break;
             }
         }
-        if !self.out.is_empty() {
-            let bytes = std::mem::take(&mut self.out);
-            if let Some(link) = &self.link {
-                link.send(bytes);
-            }
+        if let Some(link) = &self.link {
+            link.send(&mut self.out);
         }
+        self.out.clear();
     }
 
     fn publish_role(&mut self) {

@@ -102,18 +102,21 @@ impl Link {
         }
     }
 
-    /// Sends bytes (whole frames) to the leader, in order with everything sent before.
-    pub fn send(&self, bytes: Vec<u8>) {
+    /// Sends the bytes (whole frames) in `out` to the leader, in order with everything sent
+    /// before, and leaves `out` empty (its buffer kept when the socket took it all).
+    pub fn send(&self, out: &mut Vec<u8>) {
+        if out.is_empty() {
+            return;
+        }
         // Only this method hands buffers over, so once the writer has none left, writing
         // here cannot overtake it.
-        let sent = if self.with_writer.load(Ordering::Acquire) == 0 {
-            self.write_now(&bytes)
-        } else {
-            0
-        };
-        if sent < bytes.len() {
+        if self.with_writer.load(Ordering::Acquire) == 0 {
+            let sent = self.write_now(out);
+            out.drain(..sent);
+        }
+        if !out.is_empty() {
             self.with_writer.fetch_add(1, Ordering::Relaxed);
-            let _ = self.writer.send(bytes[sent..].to_vec());
+            let _ = self.writer.send(std::mem::take(out));
         }
     }
 

@@ -137,14 +137,11 @@ impl Worker {
     fn run_job(&mut self, job: StoreJob) {
         match job {
             StoreJob::Read { id, op, to } => {
-                let result = match op {
-                    ReadOp::Get { key } => self.store.get(&key).map(Response::Value),
-                    ReadOp::GetMany { keys } => self.store.get_many(&keys).map(Response::Values),
-                    ReadOp::Status => Ok(Response::Status(LeaderStatus {
+                let result = point_read(&*self.store, op).unwrap_or_else(|_status| {
+                    Ok(Response::Status(LeaderStatus {
                         followers: u32::try_from(self.followers.count()).unwrap_or(u32::MAX),
-                    })),
-                };
-                let result = result.map_err(ErrorCode::from);
+                    }))
+                });
                 let _ = to.send(ServerInput::Completed { id, result });
             }
             StoreJob::IterOpen {
@@ -229,11 +226,7 @@ impl Worker {
         }
         if !applied.is_empty() {
             if let Err(error) = self.headroom.check() {
-                self.dedup.abort_group();
-                for write in applied.iter().chain(&in_group) {
-                    reply(write, Err(error.clone()));
-                }
-                return;
+                return self.fail_group(applied.iter().chain(&in_group), error);
             }
         }
         batch.records = self.dedup.group_records();
@@ -256,15 +249,32 @@ impl Worker {
                     self.write_group(vec![write]);
                 }
             }
-            Err(error) => {
-                self.dedup.abort_group();
-                let error = ErrorCode::from(error);
-                for write in applied.iter().chain(&in_group) {
-                    reply(write, Err(error.clone()));
-                }
-            }
+            Err(error) => self.fail_group(applied.iter().chain(&in_group), error.into()),
         }
     }
+
+    /// The group was not applied: each of its writes fails with `error` (and may be
+    /// re-sent).
+    fn fail_group<'a>(&mut self, writes: impl Iterator<Item = &'a PendingWrite>, error: ErrorCode) {
+        self.dedup.abort_group();
+        for write in writes {
+            reply(write, Err(error.clone()));
+        }
+    }
+}
+
+/// A read that needs only the store: `get` and `get_many` answered; any other read given
+/// back.
+pub(crate) fn point_read(
+    store: &dyn Backend,
+    op: ReadOp,
+) -> Result<Result<Response, ErrorCode>, ReadOp> {
+    let result = match op {
+        ReadOp::Get { key } => store.get(&key).map(Response::Value),
+        ReadOp::GetMany { keys } => store.get_many(&keys).map(Response::Values),
+        status @ ReadOp::Status => return Err(status),
+    };
+    Ok(result.map_err(ErrorCode::from))
 }
 
 fn reply(write: &PendingWrite, result: Result<Response, ErrorCode>) {

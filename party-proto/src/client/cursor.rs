@@ -200,13 +200,13 @@ impl Cursor {
         Some(grant)
     }
 
-    /// Whether the caller has everything: the limit is reached, or the leader ended and the
-    /// buffer is empty.
     /// Still to be opened, or open: neither ended nor failed.
     pub(crate) fn is_live(&self) -> bool {
         matches!(self.status, Status::Unopened | Status::Open)
     }
 
+    /// Whether the caller has everything: the limit is reached, or the leader ended and the
+    /// buffer is empty.
     pub(crate) fn is_finished(&self) -> bool {
         let limit_reached = self.options.limit.is_some_and(|l| self.delivered >= l);
         limit_reached || (self.status == Status::Ended && self.buffer.is_empty())
