@@ -155,6 +155,7 @@ impl From<Error> for Failure {
             Error::TimedOut => "timed_out",
             Error::LimitReached(_) => "limit_reached",
             Error::TooLarge { .. } => "too_large",
+            Error::ReplyTooLarge { .. } => "reply_too_large",
             Error::StoreFull { .. } => "store_full",
             Error::StoreReadOnly => "store_read_only",
             Error::OtherUser { .. } => "permission_denied",

@@ -327,7 +327,7 @@ impl Iter {
         let (reply, answer) = oneshot::channel();
         let iter = self.iter;
         self.db.send(Command::IterTake { iter, max, reply })?;
-        match answer.await.map_err(|_| Error::Closed)? {
+        match answer.await.map_err(|_| Error::Closed)?? {
             IterPoll::Entries(entries) => Ok(Some(entries)),
             IterPoll::Done => {
                 self.done = true;

@@ -51,7 +51,7 @@ pub(crate) enum Command {
     IterTake {
         iter: IterId,
         max: usize,
-        reply: oneshot::Sender<IterPoll>,
+        reply: oneshot::Sender<IterAnswer>,
     },
     IterClose {
         iter: IterId,
@@ -60,6 +60,9 @@ pub(crate) enum Command {
         reply: oneshot::Sender<()>,
     },
 }
+
+/// What an iterator's caller gets: the session's answer, or why the handle cannot serve it.
+pub(crate) type IterAnswer = Result<IterPoll, Error>;
 
 /// What a handle publishes about its role. A handle counts as a follower once the leader
 /// has welcomed it (so its protocol is known to match), not merely once connected.
@@ -98,7 +101,7 @@ pub(crate) struct Driver {
     election: Election,
     session: ClientSession,
     waiters: HashMap<RequestId, oneshot::Sender<Result<Response, Error>>>,
-    iter_waiters: HashMap<IterId, (usize, oneshot::Sender<IterPoll>)>,
+    iter_waiters: HashMap<IterId, (usize, oneshot::Sender<IterAnswer>)>,
     role: watch::Sender<RoleState>,
     failure: Option<Arc<Error>>,
     rejected: Option<ErrorCode>,
@@ -134,6 +137,7 @@ impl Driver {
             retry: options.retry,
             request_timeout: options.request_timeout,
             iter_window: options.iter_window,
+            max_frame_len: options.limits.max_frame_len,
             ..ClientConfig::default()
         };
         let driver = Driver {
@@ -213,14 +217,14 @@ impl Driver {
     fn command(&mut self, command: Command) {
         let now = clock::now();
         match command {
-            Command::Read { op, reply } => match self.refusal(op.request_len_bound()) {
+            Command::Read { op, reply } => match self.failed() {
                 Some(error) => drop(reply.send(Err(error))),
                 None => {
                     let id = self.session.read(now, op);
                     self.waiters.insert(id, reply);
                 }
             },
-            Command::Write { op, reply } => match self.refusal(op.request_len_bound()) {
+            Command::Write { op, reply } => match self.failed() {
                 Some(error) => drop(reply.send(Err(error))),
                 None => {
                     let id = self.session.write(now, op);
@@ -230,12 +234,14 @@ impl Driver {
             Command::IterOpen { options, reply } => {
                 let _ = reply.send(self.session.open_iter(options));
             }
-            Command::IterTake { iter, max, reply } => match self.session.iter_take(iter, max) {
-                IterPoll::Pending if self.failure.is_none() => {
-                    self.iter_waiters.insert(iter, (max, reply));
-                }
-                IterPoll::Pending => drop(reply.send(IterPoll::Failed(ErrorCode::Closed))),
-                poll => drop(reply.send(poll)),
+            Command::IterTake { iter, max, reply } => match self.failed() {
+                Some(error) => drop(reply.send(Err(error))),
+                None => match self.session.iter_take(iter, max) {
+                    IterPoll::Pending => {
+                        self.iter_waiters.insert(iter, (max, reply));
+                    }
+                    poll => drop(reply.send(Ok(poll))),
+                },
             },
             Command::IterClose { iter } => {
                 self.iter_waiters.remove(&iter);
@@ -248,13 +254,11 @@ impl Driver {
         }
     }
 
-    /// Why a request of up to `len` bytes cannot be sent, if it cannot.
-    fn refusal(&self, len: u64) -> Option<Error> {
-        if let Some(failure) = &self.failure {
-            return Some(Error::ElectionFailed(failure.clone()));
-        }
-        let max = u64::from(self.options.limits.max_frame_len);
-        (len > max).then_some(Error::TooLarge { len, max })
+    /// Why nothing can be served, once the handle could not join the party.
+    fn failed(&self) -> Option<Error> {
+        self.failure
+            .as_ref()
+            .map(|failure| Error::ElectionFailed(failure.clone()))
     }
 
     fn close(&mut self) {
@@ -307,10 +311,7 @@ impl Driver {
                 ElectionOutput::TryLock => Some(self.try_lock()),
                 ElectionOutput::OpenStore => Some(self.open_store().await),
                 ElectionOutput::Bind => Some(self.bind()),
-                ElectionOutput::Serve => {
-                    self.serve();
-                    None
-                }
+                ElectionOutput::Serve => self.serve(),
                 ElectionOutput::Connect => Some(self.connect().await),
                 ElectionOutput::StepDown => {
                     self.step_down().await;
@@ -343,15 +344,12 @@ impl Driver {
             }
             Ok(None) => ElectionInput::LockBusy,
             Err(error) => {
-                // Without the lock file there is no party to join: give up.
-                self.election
-                    .handle_input(clock::now(), ElectionInput::CloseRequested);
-                self.fail(Error::Io {
+                self.failure_cause = Some(Error::Io {
                     context: "cannot use the lock file in",
                     path: self.layout.dir.clone(),
                     source: error.source,
                 });
-                ElectionInput::LockBusy
+                ElectionInput::LockFailed
             }
         }
     }
@@ -409,19 +407,23 @@ impl Driver {
         }
     }
 
-    fn serve(&mut self) {
+    /// Starts serving; answers only if that failed.
+    fn serve(&mut self) -> Option<ElectionInput> {
         let (Some((store, dedup)), Some(listener)) = (
             self.leadership.store.take(),
             self.leadership.listener.take(),
         ) else {
-            tracing::error!("told to serve without a store and a socket");
-            return;
+            self.failure_cause = Some(Error::Protocol(
+                "told to serve without a store and a socket".into(),
+            ));
+            return Some(ElectionInput::ServeFailed);
         };
         let limits = &self.options.limits;
         let config = ServerConfig {
             leader_pid: std::process::id(),
             max_in_flight: limits.max_in_flight,
             max_iterators: limits.max_iterators,
+            max_frame_len: limits.max_frame_len,
             ..ServerConfig::default()
         };
         let serving = Serving {
@@ -438,9 +440,13 @@ impl Driver {
         };
         let leader = match Leader::start(store, dedup, listener, serving) {
             Ok(leader) => leader,
-            Err(error) => {
-                tracing::error!("cannot start serving: {error}");
-                return;
+            Err(source) => {
+                self.failure_cause = Some(Error::Io {
+                    context: "cannot start serving the store in",
+                    path: self.layout.store.clone(),
+                    source,
+                });
+                return Some(ElectionInput::ServeFailed);
             }
         };
         self.local = Some(LocalLink {
@@ -450,6 +456,7 @@ impl Driver {
         self.leadership.leader = Some(leader);
         self.session
             .handle_input(clock::now(), ClientInput::Connected);
+        None
     }
 
     async fn connect(&mut self) -> ElectionInput {
@@ -490,7 +497,7 @@ impl Driver {
             let _ = waiter.send(Err(Error::ElectionFailed(failure.clone())));
         }
         for (_, (_, waiter)) in self.iter_waiters.drain() {
-            let _ = waiter.send(IterPoll::Failed(ErrorCode::Closed));
+            let _ = waiter.send(Err(Error::ElectionFailed(failure.clone())));
         }
         self.session.handle_input(clock::now(), ClientInput::Close);
         self.failure = Some(failure);
@@ -511,12 +518,19 @@ impl Driver {
                                 .server
                                 .handle_input(now, ServerInput::Message(message));
                         } else if self.link.is_some() {
+                            // The session sizes every request against both ends' limits,
+                            // so this fails only on a bug; what is pending then fails too
+                            // rather than wait for a message that was never sent.
                             if let Err(error) = encode_frame(
                                 &message,
                                 self.options.limits.max_frame_len,
                                 &mut self.out,
                             ) {
-                                tracing::warn!("cannot send a request: {error}");
+                                tracing::error!("cannot send a request: {error}");
+                                self.link = None;
+                                let error = ErrorCode::Malformed(format!("unsendable: {error}"));
+                                self.session.handle_input(now, ClientInput::Broken(error));
+                                self.election.handle_input(now, ElectionInput::Refused);
                             }
                         }
                     }
@@ -531,7 +545,7 @@ impl Driver {
                                 IterPoll::Pending => {
                                     self.iter_waiters.insert(iter, (max, waiter));
                                 }
-                                poll => drop(waiter.send(poll)),
+                                poll => drop(waiter.send(Ok(poll))),
                             }
                         }
                     }

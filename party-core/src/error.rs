@@ -30,6 +30,11 @@ pub enum Error {
     /// not sent.
     #[error("the request needs up to {len} bytes, more than the {max}-byte message limit")]
     TooLarge { len: u64, max: u64 },
+    /// The answer (a read's values, or the next entry of an iterator) does not fit in one
+    /// message of the leader's limit ([`crate::Limits::max_frame_len`]): ask for less at a
+    /// time. Only this operation failed.
+    #[error("the answer needs up to {len} bytes, more than the {max}-byte message limit")]
+    ReplyTooLarge { len: u64, max: u64 },
     /// The leader serves only processes of its own user, and this one runs as another.
     #[error("the leader serves only its own user; this process runs as uid {uid}")]
     OtherUser { uid: u32 },
@@ -91,6 +96,7 @@ impl From<ErrorCode> for Error {
             ErrorCode::StoreReadOnly => Error::StoreReadOnly,
             ErrorCode::OtherUser { uid } => Error::OtherUser { uid },
             ErrorCode::FrameTooLarge { len, max } => Error::TooLarge { len, max },
+            ErrorCode::ReplyTooLarge { len, max } => Error::ReplyTooLarge { len, max },
             other @ (ErrorCode::NotFound | ErrorCode::Malformed(_)) => {
                 Error::Protocol(other.to_string())
             }

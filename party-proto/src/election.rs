@@ -40,6 +40,10 @@ pub enum ElectionInput {
     LockAcquired,
     /// Answer to [`ElectionOutput::TryLock`]: another process holds the lock.
     LockBusy,
+    /// Answer to [`ElectionOutput::TryLock`]: the lock file cannot be used at all (an IO
+    /// error, not a holder); without it there is no party to join. The driver keeps the
+    /// cause to report.
+    LockFailed,
     /// Answer to [`ElectionOutput::OpenStore`].
     StoreOpened,
     /// Answer to [`ElectionOutput::OpenStore`]; the driver keeps the cause to report.
@@ -65,6 +69,9 @@ pub enum ElectionInput {
     TimerFired,
     /// The handle is closing.
     CloseRequested,
+    /// Serving could not start after [`ElectionOutput::Serve`] (the store thread could not
+    /// be started, say); the driver keeps the cause to report.
+    ServeFailed,
 }
 
 /// What the driver must do.
@@ -93,8 +100,10 @@ pub enum ElectionOutput {
 /// Why an election gave up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ElectionFailure {
+    Lock,
     StoreOpen,
     Bind,
+    Serve,
 }
 
 /// Timing of retries.
@@ -265,6 +274,7 @@ impl Election {
 
             (State::Electing(Awaiting::Lock), In::LockAcquired) => self.ask(Awaiting::Store),
             (State::Electing(Awaiting::Lock), In::LockBusy) => self.ask(Awaiting::Connect),
+            (State::Electing(Awaiting::Lock), In::LockFailed) => self.fail(ElectionFailure::Lock),
             (State::Electing(Awaiting::Store), In::StoreOpened) => self.ask(Awaiting::Bind),
             (State::Electing(Awaiting::Store), In::StoreOpenFailed) => {
                 self.fail(ElectionFailure::StoreOpen)
@@ -293,6 +303,7 @@ impl Election {
                     until: now + self.refused_backoff,
                 }
             }
+            (State::Leader, In::ServeFailed) => self.fail(ElectionFailure::Serve),
             (State::Leader, In::LockLost) => {
                 self.give_back();
                 self.ask(Awaiting::Lock)
@@ -372,7 +383,7 @@ fn answers(awaiting: Awaiting, input: ElectionInput) -> Option<bool> {
         | (Awaiting::Store, In::StoreOpened)
         | (Awaiting::Bind, In::SocketBound)
         | (Awaiting::Connect, In::Connected) => Some(true),
-        (Awaiting::Lock, In::LockBusy)
+        (Awaiting::Lock, In::LockBusy | In::LockFailed)
         | (Awaiting::Store, In::StoreOpenFailed)
         | (Awaiting::Bind, In::BindFailed)
         | (Awaiting::Connect, In::ConnectFailed) => Some(false),

@@ -60,4 +60,8 @@ pub enum ErrorCode {
     /// The store's file system is mounted read-only; the write was not applied.
     #[error("the store's file system is read-only")]
     StoreReadOnly,
+    /// The answer to a read, or the next entry of an iterator, does not fit in one frame of
+    /// the leader's limit. Only that request or iterator fails; the connection stays up.
+    #[error("the answer needs {len} bytes, more than the {max}-byte frame limit")]
+    ReplyTooLarge { len: u64, max: u64 },
 }

@@ -24,6 +24,10 @@ enum Step {
         early: bool,
     },
     Close,
+    /// The lock file cannot be used (answers an outstanding TryLock).
+    LockError,
+    /// Serving cannot start (while serving).
+    ServeFails,
     /// An answer to an action that is not outstanding.
     Stray(ElectionInput),
 }
@@ -37,9 +41,11 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::LoseLock),
         2 => (0u64..100, any::<bool>()).prop_map(|(millis, early)| Step::Time { millis, early }),
         1 => Just(Step::Close),
+        1 => Just(Step::LockError),
+        1 => Just(Step::ServeFails),
         1 => prop::sample::select(vec![
-            LockAcquired, LockBusy, StoreOpened, StoreOpenFailed,
-            SocketBound, BindFailed, Connected, ConnectFailed,
+            LockAcquired, LockBusy, LockFailed, StoreOpened, StoreOpenFailed,
+            SocketBound, BindFailed, Connected, ConnectFailed, ServeFailed,
         ]).prop_map(Step::Stray),
     ]
 }
@@ -143,12 +149,13 @@ impl World {
         use ElectionInput::*;
         matches!(
             (self.outstanding, input),
-            (Some(ElectionOutput::TryLock), LockAcquired | LockBusy)
-                | (
-                    Some(ElectionOutput::OpenStore),
-                    StoreOpened | StoreOpenFailed
-                )
-                | (Some(ElectionOutput::Bind), SocketBound | BindFailed)
+            (
+                Some(ElectionOutput::TryLock),
+                LockAcquired | LockBusy | LockFailed
+            ) | (
+                Some(ElectionOutput::OpenStore),
+                StoreOpened | StoreOpenFailed
+            ) | (Some(ElectionOutput::Bind), SocketBound | BindFailed)
                 | (Some(ElectionOutput::Connect), Connected | ConnectFailed)
         )
     }
@@ -201,6 +208,11 @@ proptest! {
                     (due || early).then_some(ElectionInput::TimerFired)
                 }
                 Step::Close => Some(ElectionInput::CloseRequested),
+                Step::LockError if world.outstanding == Some(ElectionOutput::TryLock) => {
+                    world.outstanding = None;
+                    Some(ElectionInput::LockFailed)
+                }
+                Step::ServeFails if world.serving => Some(ElectionInput::ServeFailed),
                 Step::Stray(input) if !world.answers_outstanding(input) => Some(input),
                 _ => None,
             };

@@ -23,6 +23,7 @@ const CONFIG: ServerConfig = ServerConfig {
     max_in_flight: 3,
     max_iterators: 2,
     max_iter_credits: 6,
+    max_frame_len: party_proto::wire::DEFAULT_MAX_FRAME_LEN,
 };
 
 #[derive(Debug, Clone)]

@@ -41,7 +41,10 @@ enum Status {
 #[derive(Debug)]
 pub(crate) struct Cursor {
     options: IterOptions,
-    /// How many entries the leader may send without asking: the buffer never holds more.
+    /// The window the caller asked for.
+    wanted_window: u32,
+    /// How many entries the leader may send without asking on the current opening: the
+    /// wanted window, cut to what the leader allows. The buffer never holds more.
     window: u32,
     delivered: u64,
     last_key: Option<Vec<u8>>,
@@ -62,6 +65,7 @@ impl Cursor {
         };
         Cursor {
             options,
+            wanted_window: window.max(1),
             window: window.max(1),
             delivered: 0,
             last_key: None,
@@ -79,8 +83,8 @@ impl Cursor {
     }
 
     /// The message that opens the rest of this iteration on a new connection, if it needs
-    /// one.
-    pub(crate) fn open(&mut self, iter: IterId) -> Option<ClientMessage> {
+    /// one, granting at most `credit_cap` entries at a time (the leader's limit).
+    pub(crate) fn open(&mut self, iter: IterId, credit_cap: u32) -> Option<ClientMessage> {
         if self.status != Status::Unopened {
             return None;
         }
@@ -107,6 +111,7 @@ impl Cursor {
             _ => options,
         };
         self.status = Status::Open;
+        self.window = self.wanted_window.min(credit_cap).max(1);
         self.credits = self.window;
         Some(ClientMessage::IterOpen {
             iter,

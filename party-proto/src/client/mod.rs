@@ -24,7 +24,10 @@ use crate::error::ErrorCode;
 use crate::ids::{ClientId, IterId, RequestId, WriteSeq};
 use crate::range::IterOptions;
 use crate::time::Timestamp;
-use crate::wire::{ClientMessage, Hello, ProtocolId, ReadOp, Response, ServerMessage, WriteOp};
+use crate::wire::{
+    ClientMessage, Hello, LeaderLimits, ProtocolId, ReadOp, Response, ServerMessage, Welcome,
+    WriteOp, DEFAULT_MAX_FRAME_LEN,
+};
 
 /// How a client session behaves.
 #[derive(Debug, Clone)]
@@ -35,8 +38,13 @@ pub struct ClientConfig {
     pub retry: bool,
     /// Fail a request with [`ErrorCode::TimedOut`] once it has waited this long.
     pub request_timeout: Option<Duration>,
-    /// How many entries an iterator may have buffered or on their way at once.
+    /// How many entries an iterator may have buffered or on their way at once (at most
+    /// what the leader allows, [`LeaderLimits::max_iter_credits`]).
     pub iter_window: u32,
+    /// The largest request frame this client sends: a bigger request fails at once with
+    /// [`ErrorCode::FrameTooLarge`]. The leader's own limit, told in its welcome, applies
+    /// too.
+    pub max_frame_len: u32,
     /// Bugs to re-create, for the simulator.
     #[cfg(feature = "bug-injection")]
     pub bugs: crate::bugs::Bugs,
@@ -48,6 +56,7 @@ impl Default for ClientConfig {
             retry: true,
             request_timeout: None,
             iter_window: 256,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
             #[cfg(feature = "bug-injection")]
             bugs: crate::bugs::Bugs::default(),
         }
@@ -95,7 +104,8 @@ pub struct ClientSession {
     next_seq: u64,
     next_iter: u64,
     connected: bool,
-    leader_pid: Option<u32>,
+    /// The welcome of the current connection, once it came.
+    leader: Option<Welcome>,
     pending: PendingTable,
     cursors: BTreeMap<IterId, Cursor>,
     closed: bool,
@@ -111,7 +121,7 @@ impl ClientSession {
             next_seq: 0,
             next_iter: 0,
             connected: false,
-            leader_pid: None,
+            leader: None,
             pending: PendingTable::default(),
             cursors: BTreeMap::new(),
             closed: false,
@@ -121,7 +131,12 @@ impl ClientSession {
 
     /// The process id the current leader gave in its welcome.
     pub fn leader_pid(&self) -> Option<u32> {
-        self.leader_pid
+        self.leader.as_ref().map(|welcome| welcome.leader_pid)
+    }
+
+    /// The limits the current leader gave in its welcome.
+    pub fn leader_limits(&self) -> Option<LeaderLimits> {
+        self.leader.as_ref().map(|welcome| welcome.limits)
     }
 
     /// Requests that have not completed yet.
@@ -150,8 +165,8 @@ impl ClientSession {
         cursor.inject(self.config.bugs);
         if self.closed {
             cursor.fail(ErrorCode::Closed);
-        } else if self.welcomed() {
-            self.send_opening(iter, &mut cursor);
+        } else if let Some(limits) = self.leader_limits() {
+            self.send_opening(iter, &mut cursor, limits);
         }
         self.cursors.insert(iter, cursor);
         iter
@@ -232,14 +247,35 @@ impl ClientSession {
             self.complete(id, Err(ErrorCode::Closed));
             return id;
         }
+        let (len, max) = (op.len_bound(), u64::from(self.config.max_frame_len));
+        if len > max {
+            self.complete(id, Err(ErrorCode::FrameTooLarge { len, max }));
+            return id;
+        }
         let deadline = self.config.request_timeout.map(|timeout| now + timeout);
         self.pending.insert(id, op, deadline);
-        if self.welcomed() {
-            if let Some(message) = self.pending.mark_sent(id) {
+        self.send_ready();
+        id
+    }
+
+    /// Sends waiting requests in issue order, as many as the leader allows in flight; one
+    /// too large for the leader's frames fails here instead of being sent to be refused.
+    fn send_ready(&mut self) {
+        let Some(limits) = self.leader_limits() else {
+            return;
+        };
+        while self.pending.in_flight() < limits.max_in_flight as usize {
+            let Some((id, len)) = self.pending.next_unsent() else {
+                return;
+            };
+            let max = u64::from(limits.max_frame_len);
+            if len > max {
+                self.pending.remove(id);
+                self.complete(id, Err(ErrorCode::FrameTooLarge { len, max }));
+            } else if let Some(message) = self.pending.mark_sent(id) {
                 self.send(message);
             }
         }
-        id
     }
 
     fn connected(&mut self) {
@@ -258,23 +294,22 @@ impl ClientSession {
     }
 
     fn welcomed(&self) -> bool {
-        self.connected && self.leader_pid.is_some()
+        self.connected && self.leader.is_some()
     }
 
-    fn welcome(&mut self, leader_pid: u32) {
-        self.leader_pid = Some(leader_pid);
-        for message in self.pending.send_unsent() {
-            self.send(message);
-        }
+    fn welcome(&mut self, welcome: Welcome) {
+        let limits = welcome.limits;
+        self.leader = Some(welcome);
+        self.send_ready();
         let mut cursors = std::mem::take(&mut self.cursors);
         for (iter, cursor) in &mut cursors {
-            self.send_opening(*iter, cursor);
+            self.send_opening(*iter, cursor, limits);
         }
         self.cursors = cursors;
     }
 
-    fn send_opening(&mut self, iter: IterId, cursor: &mut Cursor) {
-        if let Some(message) = cursor.open(iter) {
+    fn send_opening(&mut self, iter: IterId, cursor: &mut Cursor, limits: LeaderLimits) {
+        if let Some(message) = cursor.open(iter, limits.max_iter_credits) {
             self.send(message);
         }
     }
@@ -284,12 +319,13 @@ impl ClientSession {
             return;
         }
         match message {
-            ServerMessage::Welcome(welcome) => self.welcome(welcome.leader_pid),
+            ServerMessage::Welcome(welcome) => self.welcome(welcome),
             ServerMessage::Rejected(error) => self.refused(error),
             ServerMessage::Reply { id, result } => {
-                if self.pending.remove(id) {
+                if self.pending.answered(id) {
                     self.complete(id, result);
                 }
+                self.send_ready();
             }
             ServerMessage::IterData { iter, entries } => {
                 self.with_open_cursor(iter, |cursor| cursor.receive(entries));
@@ -336,15 +372,14 @@ impl ClientSession {
         if !std::mem::take(&mut self.connected) {
             return;
         }
-        self.leader_pid = None;
-        if self.config.retry {
-            self.pending.mark_all_unsent();
-        } else {
+        self.leader = None;
+        if !self.config.retry {
             for id in self.pending.sent() {
                 self.pending.remove(id);
                 self.complete(id, Err(ErrorCode::ConnectionLost));
             }
         }
+        self.pending.mark_all_unsent();
         let retry = self.config.retry;
         let mut affected = Vec::new();
         for (iter, cursor) in &mut self.cursors {

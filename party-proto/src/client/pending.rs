@@ -18,6 +18,14 @@ pub(crate) enum RequestOp {
 }
 
 impl RequestOp {
+    /// At least the size of the frame that carries this request.
+    pub(crate) fn len_bound(&self) -> u64 {
+        match self {
+            RequestOp::Read(op) => op.request_len_bound(),
+            RequestOp::Write(_, op) => op.request_len_bound(),
+        }
+    }
+
     fn message(&self, id: RequestId, oldest_pending: Option<WriteSeq>) -> ClientMessage {
         match self {
             RequestOp::Read(op) => ClientMessage::Read { id, op: op.clone() },
@@ -45,6 +53,12 @@ pub(crate) struct PendingTable {
     deadlines: BTreeSet<(Timestamp, RequestId)>,
     /// Sequence numbers of the pending writes.
     writes: BTreeSet<WriteSeq>,
+    /// The requests not sent on the current connection. Requests go out in id order, so
+    /// these are always the newest ones.
+    unsent: BTreeSet<RequestId>,
+    /// Requests sent on the current connection that completed here (timed out) before the
+    /// leader answered: the leader still counts them in flight until it does.
+    abandoned: BTreeSet<RequestId>,
 }
 
 impl PendingTable {
@@ -63,6 +77,19 @@ impl PendingTable {
                 sent: false,
             },
         );
+        self.unsent.insert(id);
+    }
+
+    /// The oldest request not sent on the current connection, and the size bound of its
+    /// frame.
+    pub(crate) fn next_unsent(&self) -> Option<(RequestId, u64)> {
+        let id = *self.unsent.first()?;
+        Some((id, self.requests[&id].op.len_bound()))
+    }
+
+    /// Requests the leader has taken on the current connection and not answered.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.requests.len() - self.unsent.len() + self.abandoned.len()
     }
 
     /// Marks one request as sent and returns its message.
@@ -70,9 +97,12 @@ impl PendingTable {
         let oldest_pending = self.writes.first().copied();
         let pending = self.requests.get_mut(&id)?;
         pending.sent = true;
+        self.unsent.remove(&id);
         Some(pending.op.message(id, oldest_pending))
     }
 
+    /// Forgets a request that completed. False if it was not pending (a late or unknown
+    /// answer).
     pub(crate) fn remove(&mut self, id: RequestId) -> bool {
         match self.requests.remove(&id) {
             Some(pending) => {
@@ -82,23 +112,17 @@ impl PendingTable {
                 if let RequestOp::Write(seq, _) = pending.op {
                     self.writes.remove(&seq);
                 }
+                self.unsent.remove(&id);
                 true
             }
             None => false,
         }
     }
 
-    /// Marks every unsent request as sent, and returns their messages in issue order.
-    pub(crate) fn send_unsent(&mut self) -> Vec<ClientMessage> {
-        let oldest_pending = self.writes.first().copied();
-        self.requests
-            .iter_mut()
-            .filter(|(_, pending)| !pending.sent)
-            .map(|(id, pending)| {
-                pending.sent = true;
-                pending.op.message(*id, oldest_pending)
-            })
-            .collect()
+    /// The leader answered a request: true if it was still pending here.
+    pub(crate) fn answered(&mut self, id: RequestId) -> bool {
+        self.abandoned.remove(&id);
+        self.remove(id)
     }
 
     /// Ids of the requests sent on the current connection.
@@ -112,9 +136,11 @@ impl PendingTable {
 
     /// The connection is gone: every request is to be sent again on the next one.
     pub(crate) fn mark_all_unsent(&mut self) {
-        for pending in self.requests.values_mut() {
+        for (id, pending) in &mut self.requests {
             pending.sent = false;
+            self.unsent.insert(*id);
         }
+        self.abandoned.clear();
     }
 
     pub(crate) fn ids(&self) -> Vec<RequestId> {
@@ -130,6 +156,9 @@ impl PendingTable {
             .map(|(_, id)| *id)
             .collect();
         for id in &expired {
+            if self.requests.get(id).is_some_and(|pending| pending.sent) {
+                self.abandoned.insert(*id);
+            }
             self.remove(*id);
         }
         expired

@@ -19,7 +19,8 @@ use crate::ids::{ClientId, IterId, RequestId};
 use crate::range::IterOptions;
 use crate::time::Timestamp;
 use crate::wire::{
-    ClientMessage, Entry, FrameError, ProtocolId, ReadOp, Response, ServerMessage, Welcome, WriteOp,
+    ClientMessage, Entry, FrameError, LeaderLimits, ProtocolId, ReadOp, Response, ServerMessage,
+    Welcome, WriteOp, DEFAULT_MAX_FRAME_LEN,
 };
 
 /// Limits and identity of the leader's sessions.
@@ -35,6 +36,19 @@ pub struct ServerConfig {
     pub max_iterators: u32,
     /// The most entries one iterator may have granted and not yet received.
     pub max_iter_credits: u32,
+    /// The largest frame body read or sent: answers and iterator chunks are cut to fit.
+    pub max_frame_len: u32,
+}
+
+impl ServerConfig {
+    /// The limits a client is told in the welcome.
+    pub fn limits(&self) -> LeaderLimits {
+        LeaderLimits {
+            max_frame_len: self.max_frame_len,
+            max_in_flight: self.max_in_flight,
+            max_iter_credits: self.max_iter_credits,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -45,6 +59,7 @@ impl Default for ServerConfig {
             max_in_flight: 4096,
             max_iterators: 256,
             max_iter_credits: 4096,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
         }
     }
 }
@@ -164,6 +179,7 @@ impl ServerSession {
             }
             ServerInput::Completed { id, result } => {
                 if self.in_flight.remove(&id) {
+                    let result = self.fitted(result);
                     self.send(ServerMessage::Reply { id, result });
                 }
             }
@@ -211,6 +227,7 @@ impl ServerSession {
                     self.send(ServerMessage::Welcome(Welcome {
                         protocol: ProtocolId::CURRENT,
                         leader_pid: self.config.leader_pid,
+                        limits: self.config.limits(),
                     }));
                 } else {
                     let error = ErrorCode::ProtocolMismatch {
@@ -369,15 +386,63 @@ impl ServerSession {
             }
         }
         let finished = (exhausted && !overflow) || served.remaining == Some(0);
-        if count > 0 {
-            self.send(ServerMessage::IterData { iter, entries });
-        }
-        if finished {
+        if let Err(error) = self.send_entries(iter, entries) {
+            self.iters.remove(&iter);
+            self.send(ServerMessage::IterFailed { iter, error });
+            self.outputs.push_back(ServerOutput::IterDrop { iter });
+        } else if finished {
             self.iters.remove(&iter);
             self.send(ServerMessage::IterEnd { iter });
             self.outputs.push_back(ServerOutput::IterDrop { iter });
         } else {
             self.pull(iter);
+        }
+    }
+
+    /// An answer as it can be sent: one that would not fit in a frame becomes
+    /// [`ErrorCode::ReplyTooLarge`], so the request fails alone instead of the connection.
+    fn fitted(&self, result: Result<Response, ErrorCode>) -> Result<Response, ErrorCode> {
+        let max = u64::from(self.config.max_frame_len);
+        match result {
+            Ok(response) if response.reply_len_bound() > max => Err(ErrorCode::ReplyTooLarge {
+                len: response.reply_len_bound(),
+                max,
+            }),
+            other => other,
+        }
+    }
+
+    /// Sends entries in as many `IterData` frames as the frame limit needs; fails at the
+    /// first entry that cannot fit in a frame of its own (after sending those before it).
+    fn send_entries(&mut self, iter: IterId, entries: Vec<Entry>) -> Result<(), ErrorCode> {
+        let max = u64::from(self.config.max_frame_len);
+        // The entry count's varint is part of every frame.
+        let empty_frame = Entry::DATA_OVERHEAD + 10;
+        let mut frame = Vec::new();
+        let mut frame_len = empty_frame;
+        for entry in entries {
+            let len = entry.len_bound();
+            if empty_frame + len > max {
+                self.send_data(iter, frame);
+                return Err(ErrorCode::ReplyTooLarge {
+                    len: empty_frame + len,
+                    max,
+                });
+            }
+            if frame_len + len > max {
+                self.send_data(iter, std::mem::take(&mut frame));
+                frame_len = empty_frame;
+            }
+            frame_len += len;
+            frame.push(entry);
+        }
+        self.send_data(iter, frame);
+        Ok(())
+    }
+
+    fn send_data(&mut self, iter: IterId, entries: Vec<Entry>) {
+        if !entries.is_empty() {
+            self.send(ServerMessage::IterData { iter, entries });
         }
     }
 

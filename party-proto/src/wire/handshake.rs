@@ -12,7 +12,7 @@ use crate::ids::ClientId;
 pub const MAGIC: [u8; 4] = *b"PRTY";
 
 /// Bumped whenever a change would make an old peer misread a message.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Which protocol a peer speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,4 +48,20 @@ pub struct Welcome {
     pub protocol: ProtocolId,
     /// The leader's operating-system process id, for status displays.
     pub leader_pid: u32,
+    /// What the leader accepts, so the client never sends what would be refused.
+    pub limits: LeaderLimits,
+}
+
+/// The leader's bounds on one connection, told in the welcome: the client keeps a request
+/// too large for `max_frame_len` to itself (failing it with a typed error), holds requests
+/// beyond `max_in_flight` until earlier ones are answered, and never grants an iterator more
+/// than `max_iter_credits`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderLimits {
+    /// The largest frame body the leader reads, and sends.
+    pub max_frame_len: u32,
+    /// Requests the connection may have in flight at once.
+    pub max_in_flight: u32,
+    /// Entries one iterator may have granted and not yet received.
+    pub max_iter_credits: u32,
 }

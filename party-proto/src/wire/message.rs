@@ -121,6 +121,35 @@ impl WriteOp {
     }
 }
 
+impl Response {
+    /// At least the size of the frame that carries this answer in a
+    /// [`ServerMessage::Reply`], to check it against the frame limit before sending.
+    pub fn reply_len_bound(&self) -> u64 {
+        REQUEST_OVERHEAD
+            + match self {
+                Response::Value(value) => 1 + value.as_deref().map_or(0, bytes_len),
+                Response::Values(values) => {
+                    10 + values
+                        .iter()
+                        .map(|value| 1 + value.as_deref().map_or(0, bytes_len))
+                        .sum::<u64>()
+                }
+                Response::Written => 0,
+                Response::Status(_) => 16,
+            }
+    }
+}
+
+impl Entry {
+    /// At least the bytes this entry adds to a [`ServerMessage::IterData`] frame.
+    pub fn len_bound(&self) -> u64 {
+        bytes_len(&self.key) + bytes_len(&self.value)
+    }
+
+    /// At least the size of an [`ServerMessage::IterData`] frame before its entries.
+    pub const DATA_OVERHEAD: u64 = REQUEST_OVERHEAD;
+}
+
 /// One step of an atomic batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BatchOp {

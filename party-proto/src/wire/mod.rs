@@ -7,7 +7,7 @@ pub mod handshake;
 pub mod message;
 
 pub use frame::{encode_frame, FrameDecoder, FrameError, DEFAULT_MAX_FRAME_LEN};
-pub use handshake::{Hello, ProtocolId, Welcome, MAGIC, PROTOCOL_VERSION};
+pub use handshake::{Hello, LeaderLimits, ProtocolId, Welcome, MAGIC, PROTOCOL_VERSION};
 pub use message::{
     BatchOp, ClientMessage, Entry, LeaderStatus, ReadOp, Response, ServerMessage, WriteOp,
 };

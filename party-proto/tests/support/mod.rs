@@ -4,7 +4,7 @@
 use std::ops::Bound;
 
 use party_proto::wire::{
-    BatchOp, ClientMessage, Entry, Hello, LeaderStatus, ProtocolId, ReadOp, Response,
+    BatchOp, ClientMessage, Entry, Hello, LeaderLimits, LeaderStatus, ProtocolId, ReadOp, Response,
     ServerMessage, Welcome, WriteOp,
 };
 use party_proto::{ClientId, ErrorCode, IterId, IterOptions, KeyRange, RequestId, WriteSeq};
@@ -161,12 +161,19 @@ pub fn entry() -> impl Strategy<Value = Entry> {
 
 pub fn server_message() -> impl Strategy<Value = ServerMessage> {
     prop_oneof![
-        (protocol(), any::<u32>()).prop_map(|(protocol, leader_pid)| ServerMessage::Welcome(
-            Welcome {
-                protocol,
-                leader_pid
+        (protocol(), any::<u32>(), any::<[u32; 3]>()).prop_map(
+            |(protocol, leader_pid, [max_frame_len, max_in_flight, max_iter_credits])| {
+                ServerMessage::Welcome(Welcome {
+                    protocol,
+                    leader_pid,
+                    limits: LeaderLimits {
+                        max_frame_len,
+                        max_in_flight,
+                        max_iter_credits,
+                    },
+                })
             }
-        )),
+        ),
         error_code().prop_map(ServerMessage::Rejected),
         (
             any::<u64>(),

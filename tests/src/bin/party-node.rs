@@ -26,7 +26,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(dir) = args.first() else {
-        eprintln!("usage: party-node DIR [--backend NAME] [--no-retry] [--put-first KEY VALUE]");
+        eprintln!(
+            "usage: party-node DIR [--backend NAME] [--no-retry] [--put-first KEY VALUE] \
+             [--max-frame-len BYTES] [--iter-window ENTRIES]"
+        );
         std::process::exit(2);
     };
     let mut options = Options {
@@ -41,6 +44,12 @@ async fn main() {
                 std::process::exit(2);
             }
         }
+    }
+    if let Some(max) = number_option(&args, "--max-frame-len") {
+        options.limits.max_frame_len = max;
+    }
+    if let Some(window) = number_option(&args, "--iter-window") {
+        options.iter_window = window;
     }
     let db = match open(dir, options).await {
         Ok(db) => db,
@@ -78,6 +87,17 @@ async fn main() {
                 Some(value) => format!("ok {}", String::from_utf8_lossy(&value)),
                 None => "none".into(),
             }),
+            ["get-many", keys @ ..] => db.get_many(keys).await.map(|values| {
+                let lens: Vec<String> = values
+                    .iter()
+                    .map(|value| {
+                        value
+                            .as_ref()
+                            .map_or("none".into(), |v| v.len().to_string())
+                    })
+                    .collect();
+                format!("ok {}", lens.join(","))
+            }),
             ["burst", prefix, count] => burst(&db, prefix, count.parse().unwrap_or(0)).await,
             ["fill-big", count, size] => {
                 fill_big(&db, count.parse().unwrap_or(0), size.parse().unwrap_or(0)).await
@@ -104,6 +124,18 @@ async fn main() {
         match answer {
             Ok(line) => println!("{line}"),
             Err(error) => println!("err {}", describe(&error)),
+        }
+    }
+}
+
+/// The number after `name` in `args`; exits with a usage error if it is not one.
+fn number_option(args: &[String], name: &str) -> Option<u32> {
+    let i = args.iter().position(|a| a == name)?;
+    match args.get(i + 1).map(|n| n.parse()) {
+        Some(Ok(n)) => Some(n),
+        _ => {
+            println!("err usage {name} needs a number");
+            std::process::exit(2);
         }
     }
 }
@@ -207,6 +239,7 @@ fn describe(error: &Error) -> String {
         Error::Closed => "closed",
         Error::ConnectionLost => "connection_lost",
         Error::TimedOut => "timed_out",
+        Error::ReplyTooLarge { .. } => "reply_too_large",
         _ => "other",
     };
     format!("{kind} {error}")
