@@ -4,28 +4,11 @@
 use std::collections::BTreeMap;
 
 use party_proto::wire::{BatchOp, WriteOp};
-use party_proto::{ClientId, DedupRecord, KeyRange};
+use party_proto::KeyRange;
 
 use crate::error::BackendError;
 
-/// One atomic, durable commit: the writes in order, and the dedup records to store with
-/// them in the same commit.
-#[derive(Debug, Clone, Default)]
-pub struct WriteBatch {
-    pub ops: Vec<WriteOp>,
-    pub records: Vec<(ClientId, DedupRecord)>,
-}
-
-impl WriteBatch {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn push(&mut self, op: WriteOp) -> &mut Self {
-        self.ops.push(op);
-        self
-    }
-}
+pub use party_proto::WriteBatch;
 
 /// The net effect of `ops` applied in order: for each touched key, its final value or `None`
 /// for deleted. `scan` lists the keys the store holds in a range, for `Clear`.

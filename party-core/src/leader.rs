@@ -107,7 +107,7 @@ impl Leader {
 
 /// Paces the store thread's checkpoints.
 async fn tick(queue: StoreQueue, cancel: CancellationToken) {
-    let mut ticks = tokio::time::interval(store::QUIET_PERIOD);
+    let mut ticks = tokio::time::interval(store::TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

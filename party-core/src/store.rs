@@ -1,12 +1,10 @@
 //! The leader's store thread: every read, write and iterator of every connection (the
 //! leader's own handle included) runs here, against one [`Backend`].
 //!
-//! Jobs run in arrival order, so a read sees every write that arrived before it. Writes that
-//! arrive together form one group: each is admitted against the [`DedupTable`], and the
-//! group commits as one atomic batch together with its dedup records — one flush for the
-//! whole group. If a group fails, its writes are retried one by one, so one bad write (a key
-//! too long for the store, say) fails alone. A group meets a full or read-only disk before
-//! it reaches the store (see [`Headroom`]).
+//! Jobs run in arrival order, so a read sees every write that arrived before it. Writes go
+//! to party-proto's [`Writer`], which decides the groups, their dedup records, what a failed
+//! group becomes and when to checkpoint; this thread only carries its commits out, after
+//! checking the disk has room (see [`Headroom`]).
 
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, Sender};
@@ -15,7 +13,8 @@ use std::sync::Arc;
 use party_backends::{Backend, Chunks, WriteBatch};
 use party_proto::wire::{LeaderStatus, ReadOp, Response, WriteOp};
 use party_proto::{
-    Admission, DedupTable, ErrorCode, IterId, IterOptions, RequestId, ServerInput, WriteStamp,
+    CommitResult, DedupTable, ErrorCode, IterId, IterOptions, RequestId, ServerInput, WriteStamp,
+    Writer, WriterConfig, WriterInput, WriterOutput,
 };
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -61,14 +60,12 @@ pub(crate) enum StoreJob {
     Disconnected {
         conn: ConnId,
     },
-    /// Sent every [`QUIET_PERIOD`]: a checkpoint is due if nothing was written since the
-    /// last tick.
+    /// Sent every [`TICK`]: the writer's timer (a checkpoint once writes pause).
     Tick,
 }
 
-/// How long writes must pause before the store is checkpointed, so that a leader killed
-/// while quiet leaves its successor little to replay.
-pub(crate) const QUIET_PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
+/// How often the writer's timer is looked at.
+pub(crate) const TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Most jobs taken in one round; bounds the size of a write group.
 const MAX_ROUND: usize = 1024;
@@ -83,13 +80,10 @@ pub(crate) fn run(
 ) {
     let mut worker = Worker {
         store,
-        dedup,
+        writer: Writer::new(WriterConfig::default(), dedup),
         followers,
         headroom,
         iters: HashMap::new(),
-        // What the store replayed when it opened is not checkpointed yet.
-        unsaved: true,
-        wrote_since_tick: false,
     };
     crate::sync::rounds(&jobs, MAX_ROUND, |round| {
         worker.round(round);
@@ -97,41 +91,73 @@ pub(crate) fn run(
     });
 }
 
-struct PendingWrite {
+/// Where a write's answer goes.
+struct WriteReply {
     id: RequestId,
-    stamp: WriteStamp,
-    op: WriteOp,
     to: ReplyTo,
 }
 
 struct Worker {
     store: Arc<dyn Backend>,
-    dedup: DedupTable,
+    writer: Writer<WriteReply>,
     followers: Followers,
     headroom: Headroom,
     iters: HashMap<(ConnId, IterId), Chunks>,
-    /// Written since the last checkpoint.
-    unsaved: bool,
-    wrote_since_tick: bool,
 }
 
 impl Worker {
     fn round(&mut self, jobs: Vec<StoreJob>) {
-        let mut writes = Vec::new();
         for job in jobs {
             match job {
                 StoreJob::Write { id, stamp, op, to } => {
-                    writes.push(PendingWrite { id, stamp, op, to });
-                    continue;
+                    self.writer.write(WriteReply { id, to }, stamp, op);
                 }
                 other => {
                     // Whatever came before this job must be visible to it.
-                    self.write_group(std::mem::take(&mut writes));
+                    self.write_queued();
                     self.run_job(other);
                 }
             }
         }
-        self.write_group(writes);
+        self.write_queued();
+    }
+
+    /// Commits every write queued so far.
+    fn write_queued(&mut self) {
+        self.writer.cut();
+        self.carry_out();
+    }
+
+    /// Carries out what the writer asks until it asks nothing more.
+    fn carry_out(&mut self) {
+        while let Some(output) = self.writer.poll_output() {
+            let input = match output {
+                WriterOutput::Commit(batch) => WriterInput::Committed(self.commit(&batch)),
+                WriterOutput::Reply { to, result } => {
+                    let _ = to.to.send(ServerInput::Completed { id: to.id, result });
+                    continue;
+                }
+                WriterOutput::Checkpoint => {
+                    let done = self
+                        .store
+                        .checkpoint()
+                        .inspect_err(|error| tracing::warn!("checkpoint failed: {error}"))
+                        .is_ok();
+                    WriterInput::Checkpointed(done)
+                }
+            };
+            self.writer.handle_input(crate::clock::now(), input);
+        }
+    }
+
+    fn commit(&self, batch: &WriteBatch) -> CommitResult {
+        if let Err(error) = self.headroom.check() {
+            return CommitResult::Refused(error);
+        }
+        match self.store.write(batch) {
+            Ok(()) => CommitResult::Committed,
+            Err(error) => CommitResult::Failed(error.into()),
+        }
     }
 
     fn run_job(&mut self, job: StoreJob) {
@@ -193,72 +219,10 @@ impl Worker {
             }
             StoreJob::Disconnected { conn } => self.iters.retain(|(c, _), _| *c != conn),
             StoreJob::Tick => {
-                if self.unsaved && !self.wrote_since_tick {
-                    match self.store.checkpoint() {
-                        Ok(()) => self.unsaved = false,
-                        Err(error) => tracing::warn!("checkpoint failed: {error}"),
-                    }
-                }
-                self.wrote_since_tick = false;
+                self.writer.handle_timeout(crate::clock::now());
+                self.carry_out();
             }
             StoreJob::Write { .. } => unreachable!("writes are grouped by round()"),
-        }
-    }
-
-    fn write_group(&mut self, writes: Vec<PendingWrite>) {
-        if writes.is_empty() {
-            return;
-        }
-        self.unsaved = true;
-        self.wrote_since_tick = true;
-        let mut batch = WriteBatch::new();
-        let mut applied = Vec::new();
-        let mut in_group = Vec::new();
-        for write in writes {
-            match self.dedup.admit(write.stamp) {
-                Admission::Apply => {
-                    batch.push(write.op.clone());
-                    applied.push(write);
-                }
-                Admission::InGroup => in_group.push(write),
-                Admission::AlreadyApplied => reply(&write, Ok(Response::Written)),
-            }
-        }
-        if !applied.is_empty() {
-            if let Err(error) = self.headroom.check() {
-                return self.fail_group(applied.iter().chain(&in_group), error);
-            }
-        }
-        batch.records = self.dedup.group_records();
-        match self.store.write(&batch) {
-            Ok(()) => {
-                self.dedup.commit_group();
-                for write in applied.iter().chain(&in_group) {
-                    reply(write, Ok(Response::Written));
-                }
-            }
-            Err(error) if applied.len() > 1 => {
-                tracing::debug!(
-                    "group of {} writes failed ({error}); retrying one by one",
-                    applied.len()
-                );
-                self.dedup.abort_group();
-                // Each write alone: the good ones land, the bad one fails by itself. A
-                // duplicate from the same group is admitted again and answered with it.
-                for write in applied.into_iter().chain(in_group) {
-                    self.write_group(vec![write]);
-                }
-            }
-            Err(error) => self.fail_group(applied.iter().chain(&in_group), error.into()),
-        }
-    }
-
-    /// The group was not applied: each of its writes fails with `error` (and may be
-    /// re-sent).
-    fn fail_group<'a>(&mut self, writes: impl Iterator<Item = &'a PendingWrite>, error: ErrorCode) {
-        self.dedup.abort_group();
-        for write in writes {
-            reply(write, Err(error.clone()));
         }
     }
 }
@@ -275,13 +239,6 @@ pub(crate) fn point_read(
         status @ ReadOp::Status => return Err(status),
     };
     Ok(result.map_err(ErrorCode::from))
-}
-
-fn reply(write: &PendingWrite, result: Result<Response, ErrorCode>) {
-    let _ = write.to.send(ServerInput::Completed {
-        id: write.id,
-        result,
-    });
 }
 
 /// The channel that feeds [`run`].

@@ -9,4 +9,15 @@ pub struct Bugs {
     pub inclusive_resume: bool,
     /// A leader keeps serving after losing the lock.
     pub ignore_lock_loss: bool,
+    /// The writer applies re-sent writes again (no dedup).
+    pub no_dedup: bool,
+    /// The writer retries a failed group one by one without aborting it in the dedup
+    /// table, so every write of the group is acknowledged without being applied.
+    pub no_abort_before_retry: bool,
+    /// The writer commits the dedup records in a batch of their own, after the data.
+    pub records_apart: bool,
+    /// The client takes iterator messages for an iterator that is no longer open on the
+    /// connection (an `IterNext` crossing the leader's `IterEnd` then fails a finished
+    /// iterator).
+    pub iter_messages_when_closed: bool,
 }

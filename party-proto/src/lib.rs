@@ -16,6 +16,7 @@ pub mod range;
 pub mod server;
 pub mod time;
 pub mod wire;
+pub mod writer;
 
 pub use client::{ClientConfig, ClientInput, ClientOutput, ClientSession, IterPoll};
 pub use election::{Election, ElectionConfig, ElectionInput, ElectionOutput, Role};
@@ -27,3 +28,4 @@ pub use server::{
     WriteStamp,
 };
 pub use time::Timestamp;
+pub use writer::{CommitResult, WriteBatch, Writer, WriterConfig, WriterInput, WriterOutput};

@@ -340,8 +340,12 @@ impl ClientSession {
     }
 
     fn with_open_cursor(&mut self, iter: IterId, f: impl FnOnce(&mut Cursor)) {
+        #[cfg(feature = "bug-injection")]
+        let any_state = self.config.bugs.iter_messages_when_closed;
+        #[cfg(not(feature = "bug-injection"))]
+        let any_state = false;
         if let Some(cursor) = self.cursors.get_mut(&iter) {
-            if cursor.is_open() {
+            if any_state || cursor.is_open() {
                 f(cursor);
                 self.outputs.push_back(ClientOutput::IterReady { iter });
             }
