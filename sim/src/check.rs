@@ -6,12 +6,78 @@
 //! - Iterators: keys strictly in order (no repeat), all inside the range, and every key
 //!   present in the store for the iterator's whole life delivered.
 //!
-//! No write applied twice and at most one leader are checked while the run goes on
-//! (see `world.rs`); liveness at its end.
+//! - Outcomes: the clients retry and have no timeouts, so nothing may fail but for a fault
+//!   injected in the store; a write acknowledged must have been committed, and one that
+//!   the store failed must not have been. Writes are judged by their content (each put of
+//!   the workload writes a value of its own), not by what the writer claims.
+//!
+//! No write applied twice (by content) and at most one leader are checked while the run
+//! goes on (see `world.rs`); liveness at its end.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use party_proto::wire::{BatchOp, WriteOp};
+use party_proto::ErrorCode;
+
 use crate::history::{Op, OpKind, Outcome};
+
+/// The values a write puts, once each: the content that identifies it.
+pub fn put_values(op: &WriteOp) -> HashSet<Vec<u8>> {
+    match op {
+        WriteOp::Put { value, .. } => HashSet::from([value.clone()]),
+        WriteOp::Batch { ops } => ops
+            .iter()
+            .filter_map(|op| match op {
+                BatchOp::Put { value, .. } => Some(value.clone()),
+                BatchOp::Del { .. } => None,
+            })
+            .collect(),
+        WriteOp::Del { .. } | WriteOp::Clear { .. } => HashSet::new(),
+    }
+}
+
+/// An error only a store fault explains: the write was not applied.
+fn store_refusal(error: &ErrorCode) -> bool {
+    matches!(
+        error,
+        ErrorCode::Backend(_) | ErrorCode::StoreFull { .. } | ErrorCode::StoreReadOnly
+    )
+}
+
+/// Violations in how operations ended, against how often each value was committed.
+pub fn outcomes(
+    history: &[Op],
+    committed: &HashMap<Vec<u8>, u32>,
+    store_faults: bool,
+) -> Vec<String> {
+    let mut violations = Vec::new();
+    for (index, op) in history.iter().enumerate() {
+        if let Outcome::Failed(error) = &op.outcome {
+            if !(store_faults && store_refusal(error)) {
+                violations.push(format!(
+                    "op{index} failed with {error:?}, with retry on and no store fault to explain it"
+                ));
+            }
+        }
+        let OpKind::Write(writes) = &op.kind else {
+            continue;
+        };
+        let Some(value) = writes.iter().find_map(|(_, value)| value.clone()) else {
+            continue;
+        };
+        let times = committed.get(&value).copied().unwrap_or(0);
+        match &op.outcome {
+            Outcome::Written if times == 0 => {
+                violations.push(format!("op{index} was acknowledged but never committed"))
+            }
+            Outcome::Failed(error) if store_refusal(error) && times > 0 => {
+                violations.push(format!("op{index} failed with {error:?} but was committed"))
+            }
+            _ => {}
+        }
+    }
+    violations
+}
 
 /// What the store held over time, recorded as the leader committed: per key, when it
 /// appeared (`true`) or disappeared (`false`).

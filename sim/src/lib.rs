@@ -20,25 +20,33 @@ pub use world::RunResult;
 /// Known bug classes to re-create, proving the checks catch them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Injection {
-    /// The leader applies re-sent writes again (no dedup).
-    pub no_dedup: bool,
     /// Bugs inside the proto machines.
     pub bugs: Bugs,
 }
 
 impl Injection {
     /// The bug classes by name, as `party-sim --inject NAME` takes them.
-    pub const NAMES: [&'static str; 3] = ["no-dedup", "inclusive-resume", "ignore-lock-loss"];
+    pub const NAMES: [&'static str; 6] = [
+        "no-dedup",
+        "inclusive-resume",
+        "ignore-lock-loss",
+        "no-abort-before-retry",
+        "records-apart",
+        "iter-messages-when-closed",
+    ];
 
     pub fn named(name: &str) -> Option<Injection> {
-        let mut injection = Injection::default();
+        let mut bugs = Bugs::default();
         match name {
-            "no-dedup" => injection.no_dedup = true,
-            "inclusive-resume" => injection.bugs.inclusive_resume = true,
-            "ignore-lock-loss" => injection.bugs.ignore_lock_loss = true,
+            "no-dedup" => bugs.no_dedup = true,
+            "inclusive-resume" => bugs.inclusive_resume = true,
+            "ignore-lock-loss" => bugs.ignore_lock_loss = true,
+            "no-abort-before-retry" => bugs.no_abort_before_retry = true,
+            "records-apart" => bugs.records_apart = true,
+            "iter-messages-when-closed" => bugs.iter_messages_when_closed = true,
             _ => return None,
         }
-        Some(injection)
+        Some(Injection { bugs })
     }
 }
 

@@ -3,9 +3,10 @@
 //! seeded random generator that drives the workload and the faults.
 //!
 //! Each process has an election machine and a client session; the leader also runs a
-//! server session per connection (its own handle's included, as in party-core) and a store
-//! worker with the dedup table. Messages travel as real frames, cut into random chunks,
-//! delayed, in order within a connection and in any order across connections.
+//! server session per connection (its own handle's included, as in party-core) and
+//! party-proto's writer, whose commits go to the store through a fault layer. Messages
+//! travel as real frames, cut into random chunks, delayed, in order within a connection and
+//! in any order across connections.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
@@ -19,11 +20,11 @@ use party_proto::wire::{
     ServerMessage, WriteOp,
 };
 use party_proto::{
-    Admission, ClientConfig, ClientId, ClientInput, ClientOutput, ClientSession, DedupTable,
-    Election, ElectionConfig, ElectionInput, ElectionOutput, IterId, IterOptions, IterPoll,
-    KeyRange, RequestId, Role, ServerConfig, ServerInput, ServerOutput, ServerSession, Timestamp,
-    WriteStamp,
+    ClientConfig, ClientId, ClientInput, ClientOutput, ClientSession, DedupTable, Election,
+    ElectionConfig, ElectionInput, ElectionOutput, IterId, IterOptions, IterPoll, KeyRange,
+    RequestId, Role, ServerConfig, ServerInput, ServerOutput, ServerSession, Timestamp,
 };
+use party_proto::{CommitResult, ErrorCode, Writer, WriterConfig, WriterInput, WriterOutput};
 
 use crate::check::Timeline;
 use crate::history::{Op, OpKind, Outcome};
@@ -89,7 +90,8 @@ struct Leading {
     /// leadership, so that store replies for an earlier one find nothing.
     local_conn: ConnId,
     local: ServerSession,
-    dedup: DedupTable,
+    /// party-proto's writer, the very one party-core's store thread carries out.
+    writer: Writer<(ConnId, RequestId)>,
     iters: HashMap<(ConnId, IterId), Chunks>,
 }
 
@@ -130,7 +132,11 @@ pub struct World {
     listener: Option<ProcessId>,
     store: MemoryBackend,
     timeline: Timeline,
-    applied: HashSet<(ClientId, u64)>,
+    /// How many times each write's unique value was committed: judged by content, not by
+    /// what the writer says.
+    committed: HashMap<Vec<u8>, u32>,
+    /// Whether this seed makes the store fail and refuse commits.
+    store_faults: bool,
     history: Vec<Op>,
     ops_left: usize,
     faults_on: bool,
@@ -154,6 +160,7 @@ impl World {
     pub fn new(seed: u64, injection: Injection) -> World {
         let mut rng = SplitMix64::new(seed);
         let process_count = 3 + (rng.next_u64() % 4) as usize;
+        let store_faults = rng.next_u64().is_multiple_of(3);
         let mut world = World {
             rng,
             injection,
@@ -168,7 +175,8 @@ impl World {
             listener: None,
             store: MemoryBackend::new(),
             timeline: Timeline::default(),
-            applied: HashSet::new(),
+            committed: HashMap::new(),
+            store_faults,
             history: Vec::new(),
             ops_left: 100,
             faults_on: true,
@@ -229,6 +237,11 @@ impl World {
                 stuck.join("; ")
             ));
         }
+        self.violations.extend(crate::check::outcomes(
+            &self.history,
+            &self.committed,
+            self.store_faults,
+        ));
         let keys: Vec<Vec<u8>> = KEYS.iter().map(|k| k.to_vec()).collect();
         if let Some(violation) = crate::check::linearizability(&self.history, &keys) {
             self.violations.push(violation);
@@ -336,6 +349,7 @@ impl World {
                     for session in leading.sessions.values_mut() {
                         session.handle_timeout(now);
                     }
+                    leading.writer.handle_timeout(now);
                 }
                 self.pump(process);
             }
@@ -385,7 +399,19 @@ impl World {
         }
         self.ops_left -= 1;
         let value = format!("p{process}.{}", self.history.len()).into_bytes();
-        let kind = match self.rng.next_u64() % 20 {
+        let kind = match self.rng.next_u64() % 22 {
+            20..=21 => {
+                // A burst of writes issued together, which the leader commits as one group.
+                let count = self.rand(2, 6);
+                for n in 0..count {
+                    let value = format!("p{process}.{}.{n}", self.history.len()).into_bytes();
+                    let key = self.key();
+                    self.issue(process, OpKind::Write(vec![(key, Some(value))]), false);
+                }
+                self.pump(process);
+                self.schedule_next_workload(process);
+                return;
+            }
             0..=5 => OpKind::Get(self.key()),
             6..=10 => OpKind::Write(vec![(self.key(), Some(value))]),
             11..=12 => OpKind::Write(vec![(self.key(), None)]),
@@ -407,7 +433,11 @@ impl World {
                 ..IterOptions::default()
             }),
         };
-        self.issue(process, kind);
+        self.issue(process, kind, true);
+        self.schedule_next_workload(process);
+    }
+
+    fn schedule_next_workload(&mut self, process: ProcessId) {
         if self.ops_left > 0 {
             let next = self.rand(50, 3_000);
             self.schedule(next, Event::Workload(process));
@@ -416,7 +446,8 @@ impl World {
         }
     }
 
-    fn issue(&mut self, process: ProcessId, kind: OpKind) {
+    /// Issues one operation; `pump` false leaves it queued with the next ones.
+    fn issue(&mut self, process: ProcessId, kind: OpKind, pump: bool) {
         let index = self.history.len();
         self.trace
             .line(self.now, format_args!("p{process} op{index} {kind:?}"));
@@ -472,7 +503,9 @@ impl World {
             complete: None,
             outcome: Outcome::Unknown,
         });
-        self.pump(process);
+        if pump {
+            self.pump(process);
+        }
     }
 
     fn schedule_read(&mut self, process: ProcessId, iter: IterId) {
@@ -781,6 +814,10 @@ impl World {
     /// Moves outputs between a process's machines until nothing moves.
     fn pump(&mut self, process: ProcessId) {
         loop {
+            // A crash in the middle of a commit ends the process where it stands.
+            if !self.processes[process].alive {
+                return;
+            }
             let mut moved = false;
             while let Some(output) = self.processes[process].election.poll_output() {
                 moved = true;
@@ -809,6 +846,7 @@ impl World {
                 break;
             }
         }
+        self.write_queued(process);
         self.schedule_wake(process);
     }
 
@@ -835,6 +873,7 @@ impl World {
             next = next
                 .into_iter()
                 .chain(sessions.filter_map(|s| s.poll_timeout()))
+                .chain(leading.writer.poll_timeout())
                 .min();
         }
         let Some(at) = next else { return };
@@ -879,11 +918,15 @@ impl World {
                 };
                 let local_conn = self.next_conn;
                 self.next_conn += 1;
+                let writer_config = WriterConfig {
+                    bugs: self.injection.bugs,
+                    ..WriterConfig::default()
+                };
                 self.processes[process].leading = Some(Leading {
                     sessions: BTreeMap::new(),
                     local_conn,
                     local: ServerSession::new(now, config),
-                    dedup: DedupTable::from_records(records),
+                    writer: Writer::new(writer_config, DedupTable::from_records(records)),
                     iters: HashMap::new(),
                 });
                 self.trace.line(self.now, format_args!("p{process} leads"));
@@ -987,6 +1030,10 @@ impl World {
             }
             ClientOutput::Completed { id, result } => {
                 let Some(index) = self.processes[process].requests.remove(&id) else {
+                    self.violations.push(format!(
+                        "p{process}: request {} completed again, or was never issued",
+                        id.0
+                    ));
                     return;
                 };
                 let op = &mut self.history[index];
@@ -1041,6 +1088,9 @@ impl World {
                 return;
             }
             ServerOutput::Read { id, op } => {
+                if !self.write_queued(process) {
+                    return;
+                }
                 let result = match op {
                     ReadOp::Get { key } => self.store.get(&key).map(Response::Value),
                     ReadOp::GetMany { keys } => self.store.get_many(&keys).map(Response::Values),
@@ -1055,8 +1105,16 @@ impl World {
                     result: result.map_err(Into::into),
                 }
             }
-            ServerOutput::Write { id, stamp, op } => self.apply(process, id, stamp, op),
+            ServerOutput::Write { id, stamp, op } => {
+                if let Some(leading) = &mut self.processes[process].leading {
+                    leading.writer.write((conn, id), stamp, op);
+                }
+                return;
+            }
             ServerOutput::IterOpen { iter, options } => {
+                if !self.write_queued(process) {
+                    return;
+                }
                 let chunks = self
                     .store
                     .chunks(&options)
@@ -1067,6 +1125,9 @@ impl World {
                 return;
             }
             ServerOutput::IterPull { iter, max } => {
+                if !self.write_queued(process) {
+                    return;
+                }
                 let Some(leading) = &mut self.processes[process].leading else {
                     return;
                 };
@@ -1102,38 +1163,78 @@ impl World {
         );
     }
 
-    /// The leader's store worker for one write: dedup, commit with the record, log.
-    fn apply(
-        &mut self,
-        process: ProcessId,
-        id: RequestId,
-        stamp: WriteStamp,
-        op: WriteOp,
-    ) -> ServerInput {
-        let no_dedup = self.injection.no_dedup;
+    /// Cuts the writer's group and carries out what it asks, as party-core's store thread
+    /// does before any job that must see the writes before it. False if the process
+    /// crashed meanwhile (a crash in the middle of a commit).
+    fn write_queued(&mut self, process: ProcessId) -> bool {
+        let incarnation = self.processes[process].incarnation;
         let Some(leading) = &mut self.processes[process].leading else {
-            unreachable!("only a leader runs writes")
+            return true;
         };
-        let admission = if no_dedup {
-            Admission::Apply
-        } else {
-            leading.dedup.admit(stamp)
-        };
-        if admission != Admission::Apply {
-            return ServerInput::Completed {
-                id,
-                result: Ok(Response::Written),
+        leading.writer.cut();
+        loop {
+            let Some(leading) = &mut self.processes[process].leading else {
+                return false;
             };
+            let Some(output) = leading.writer.poll_output() else {
+                return true;
+            };
+            let input = match output {
+                WriterOutput::Commit(batch) => {
+                    let result = self.commit(process, &batch);
+                    if !self.is_current(process, incarnation) {
+                        return false;
+                    }
+                    WriterInput::Committed(result)
+                }
+                WriterOutput::Reply {
+                    to: (conn, id),
+                    result,
+                } => {
+                    let delay = self.rand(1, 300);
+                    let input = ServerInput::Completed { id, result };
+                    self.schedule(
+                        delay,
+                        Event::StoreReply {
+                            process,
+                            incarnation,
+                            conn,
+                            input,
+                        },
+                    );
+                    continue;
+                }
+                WriterOutput::Checkpoint => WriterInput::Checkpointed(true),
+            };
+            let now = self.timestamp();
+            if let Some(leading) = &mut self.processes[process].leading {
+                leading.writer.handle_input(now, input);
+            }
         }
-        let records = if no_dedup {
-            Vec::new()
-        } else {
-            leading.dedup.group_records()
-        };
-        let batch = WriteBatch {
-            ops: vec![op],
-            records,
-        };
+    }
+
+    /// The store behind its fault layer: on some seeds a commit fails or is refused (a full
+    /// disk); while faults are on, the leader may crash just before or just after a commit
+    /// lands, before anyone hears of it.
+    fn commit(&mut self, process: ProcessId, batch: &WriteBatch) -> CommitResult {
+        if self.store_faults && self.faults_on {
+            match self.rng.next_u64() % 100 {
+                0..=7 => return CommitResult::Failed(ErrorCode::Backend("injected".into())),
+                8..=10 => {
+                    return CommitResult::Refused(ErrorCode::StoreFull {
+                        free: 0,
+                        reserve: 1,
+                    })
+                }
+                _ => {}
+            }
+        }
+        if self.faults_on && self.chance(2) {
+            self.trace
+                .line(self.now, format_args!("p{process} crashes before a commit"));
+            self.crash(process);
+            return CommitResult::Failed(ErrorCode::Closed);
+        }
         let store = &self.store;
         let effect = resolve(&batch.ops, |range| {
             store
@@ -1143,26 +1244,29 @@ impl World {
         })
         .expect("the memory store cannot fail");
         self.store
-            .write(&batch)
+            .write(batch)
             .expect("the memory store cannot fail");
-        if let Some(leading) = &mut self.processes[process].leading {
-            if !no_dedup {
-                leading.dedup.commit_group();
-            }
-        }
         for (key, value) in effect {
             self.timeline.record(self.now, &key, value.is_some());
         }
-        if !self.applied.insert((stamp.client, stamp.seq.0)) {
-            self.violations.push(format!(
-                "write {:?} seq {} applied twice (by p{process})",
-                stamp.client, stamp.seq.0
-            ));
+        for op in &batch.ops {
+            for value in crate::check::put_values(op) {
+                let count = self.committed.entry(value.clone()).or_default();
+                *count += 1;
+                if *count == 2 {
+                    self.violations.push(format!(
+                        "write of {:?} applied twice (by p{process})",
+                        String::from_utf8_lossy(&value)
+                    ));
+                }
+            }
         }
-        ServerInput::Completed {
-            id,
-            result: Ok(Response::Written),
+        if self.faults_on && self.chance(2) {
+            self.trace
+                .line(self.now, format_args!("p{process} crashes after a commit"));
+            self.crash(process);
         }
+        CommitResult::Committed
     }
 
     fn check_single_leader(&mut self) {
