@@ -3,9 +3,9 @@
 //! task, so that a deep pipeline of requests never deadlocks on full socket buffers while
 //! replies wait to be read. Each task hop saved is a wakeup saved on the way of a request.
 
+use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -14,8 +14,10 @@ use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::{GenericFilePath, ToFsName};
 use party_proto::wire::{FrameDecoder, FrameError, ServerMessage};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
+
+use crate::sync::{Handed, Handover, Sink};
 
 /// What one read of the connection gave.
 #[derive(Debug, Default)]
@@ -38,8 +40,8 @@ pub(crate) struct Link {
     decoder: FrameDecoder,
     buffer: Vec<u8>,
     writer: UnboundedSender<Vec<u8>>,
-    /// Buffers handed to the writer task and not yet written out.
-    with_writer: Arc<AtomicUsize>,
+    /// Whether the writer task holds buffers not yet written out.
+    handover: Handover,
     writer_task: JoinHandle<()>,
 }
 
@@ -50,29 +52,19 @@ impl Link {
         let stream = Arc::new(Stream::connect(name).await?);
         let (writer, mut frames) = unbounded_channel::<Vec<u8>>();
         let writing = stream.clone();
-        let with_writer = Arc::new(AtomicUsize::new(0));
-        let written = with_writer.clone();
+        let handover = Handover::default();
+        let written = handover.clone();
         let writer_task = tokio::spawn(async move {
-            let mut send = &*writing;
-            while let Some(mut bytes) = frames.recv().await {
-                // Buffers queued meanwhile go out in the same write.
-                let mut buffers = 1;
-                while let Ok(more) = frames.try_recv() {
-                    bytes.extend_from_slice(&more);
-                    buffers += 1;
-                }
-                if send.write_all(&bytes).await.is_err() {
-                    return;
-                }
-                written.fetch_sub(buffers, Ordering::Release);
-            }
+            written
+                .write_handed(&mut Socket(&writing), &mut frames)
+                .await;
         });
         Ok(Link {
             stream,
             decoder: FrameDecoder::new(max_frame_len),
             buffer: vec![0u8; 64 * 1024],
             writer,
-            with_writer,
+            handover,
             writer_task,
         })
     }
@@ -105,28 +97,21 @@ impl Link {
     /// Sends the bytes (whole frames) in `out` to the leader, in order with everything sent
     /// before, and leaves `out` empty (its buffer kept when the socket took it all).
     pub fn send(&self, out: &mut Vec<u8>) {
-        if out.is_empty() {
-            return;
-        }
-        // Only this method hands buffers over, so once the writer has none left, writing
-        // here cannot overtake it.
-        if self.with_writer.load(Ordering::Acquire) == 0 {
-            let sent = self.write_now(out);
-            out.drain(..sent);
-        }
-        if !out.is_empty() {
-            self.with_writer.fetch_add(1, Ordering::Relaxed);
-            let _ = self.writer.send(std::mem::take(out));
-        }
+        self.handover.send(out, &mut Socket(&self.stream), |bytes| {
+            let _ = self.writer.send(bytes);
+        });
     }
+}
 
-    /// Writes what the socket takes without waiting; how much that was.
-    fn write_now(&self, bytes: &[u8]) -> usize {
+/// The connection as the hand-off writes to it.
+struct Socket<'a>(&'a Stream);
+
+impl Sink for Socket<'_> {
+    fn write_now(&mut self, bytes: &[u8]) -> usize {
         let mut context = Context::from_waker(Waker::noop());
-        let mut send = &*self.stream;
         let mut sent = 0;
         while sent < bytes.len() {
-            match Pin::new(&mut send).poll_write(&mut context, &bytes[sent..]) {
+            match Pin::new(&mut self.0).poll_write(&mut context, &bytes[sent..]) {
                 Poll::Ready(Ok(n)) if n > 0 => sent += n,
                 // Full, or failed: the writer task waits, or meets the error and stops
                 // (the driver then reads the end of the connection).
@@ -134,6 +119,20 @@ impl Link {
             }
         }
         sent
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> bool {
+        self.0.write_all(bytes).await.is_ok()
+    }
+}
+
+impl Handed for UnboundedReceiver<Vec<u8>> {
+    fn next(&mut self) -> impl Future<Output = Option<Vec<u8>>> {
+        self.recv()
+    }
+
+    fn queued(&mut self) -> Option<Vec<u8>> {
+        self.try_recv().ok()
     }
 }
 

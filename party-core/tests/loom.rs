@@ -2,11 +2,17 @@
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p party-core --release --test loom`.
 #![cfg(loom)]
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::ops::ControlFlow;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 
+use loom::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 use loom::sync::mpsc::channel;
+use loom::sync::{Arc, Mutex};
 use loom::thread;
-use party_core::sync::{rounds, ConnIds, Followers};
+use party_core::sync::{rounds, ConnIds, Followers, Handed, Handover, Sink};
 
 #[test]
 fn connection_numbers_are_unique_across_threads() {
@@ -73,4 +79,170 @@ fn the_store_intake_takes_every_job_once_in_order_in_bounded_rounds() {
         );
         let _ = position(0);
     });
+}
+
+/// The frames the driver sends, in order.
+const FRAMES: [&[u8]; 3] = [&[1, 2], &[3, 4], &[5, 6]];
+const TOTAL: usize = 6;
+
+/// How much of a write the socket takes at once, for each of the driver's direct writes.
+#[derive(Debug, Clone, Copy)]
+enum Take {
+    All,
+    One,
+    Nothing,
+}
+
+/// The socket as memory written with relaxed accesses only: the driver and the writer see
+/// each other's bytes only through the hand-off's own synchronisation (a real socket orders
+/// the writes in the kernel, but the hand-off must not lean on that). Two writers that race,
+/// or one that does not see what the other wrote, overwrite bytes or interleave them.
+#[derive(Debug)]
+struct Bytes {
+    len: AtomicUsize,
+    bytes: [AtomicU8; TOTAL],
+}
+
+impl Bytes {
+    fn new() -> Bytes {
+        Bytes {
+            len: AtomicUsize::new(0),
+            bytes: std::array::from_fn(|_| AtomicU8::new(0)),
+        }
+    }
+
+    fn push(&self, byte: u8) {
+        let len = self.len.load(Relaxed);
+        assert!(len < TOTAL, "more bytes written than sent");
+        self.bytes[len].store(byte, Relaxed);
+        self.len.store(len + 1, Relaxed);
+    }
+
+    fn contents(&self) -> Vec<u8> {
+        let len = self.len.load(Relaxed);
+        self.bytes[..len].iter().map(|b| b.load(Relaxed)).collect()
+    }
+}
+
+/// One side's view of the socket: the driver's direct writes take what `takes` says; the
+/// writer's waiting writes take everything, a byte at a time.
+struct Socket<'a> {
+    bytes: &'a Bytes,
+    takes: std::slice::Iter<'a, Take>,
+}
+
+impl Sink for Socket<'_> {
+    fn write_now(&mut self, bytes: &[u8]) -> usize {
+        let n = match self.takes.next().expect("a take for each direct write") {
+            Take::All => bytes.len(),
+            Take::One => 1,
+            Take::Nothing => 0,
+        };
+        for &byte in &bytes[..n] {
+            self.bytes.push(byte);
+        }
+        n
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> bool {
+        for &byte in bytes {
+            self.bytes.push(byte);
+        }
+        true
+    }
+}
+
+/// The hand-off queue (loom's channel does not model the sender going away).
+#[derive(Debug, Default)]
+struct Queue {
+    buffers: VecDeque<Vec<u8>>,
+    closed: bool,
+}
+
+struct Receiver(Arc<Mutex<Queue>>);
+
+impl Handed for Receiver {
+    async fn next(&mut self) -> Option<Vec<u8>> {
+        loop {
+            {
+                let mut queue = self.0.lock().unwrap();
+                if let Some(buffer) = queue.buffers.pop_front() {
+                    return Some(buffer);
+                }
+                if queue.closed {
+                    return None;
+                }
+            }
+            thread::yield_now();
+        }
+    }
+
+    fn queued(&mut self) -> Option<Vec<u8>> {
+        self.0.lock().unwrap().buffers.pop_front()
+    }
+}
+
+/// Runs the writer task's future on its loom thread. (Its waits are spins in `Receiver`,
+/// so it never returns `Pending`; if it did, it would spin here.)
+fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    loop {
+        match future
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(output) => return output,
+            Poll::Pending => thread::yield_now(),
+        }
+    }
+}
+
+/// The driver sends `FRAMES` through the hand-off while the writer task writes out what it
+/// was handed; whatever the interleaving, the socket holds exactly the frames, in order.
+fn frames_arrive_in_order(takes: [Take; 3]) {
+    loom::model(move || {
+        let bytes = Arc::new(Bytes::new());
+        let queue = Arc::new(Mutex::new(Queue::default()));
+        let handover = Handover::default();
+        let writer = {
+            let (bytes, queue, handover) = (bytes.clone(), queue.clone(), handover.clone());
+            thread::spawn(move || {
+                let mut socket = Socket {
+                    bytes: &bytes,
+                    takes: [].iter(),
+                };
+                block_on(handover.write_handed(&mut socket, &mut Receiver(queue)));
+            })
+        };
+        // The driver's direct writes (one per send while the writer holds nothing) take
+        // what `takes` says, in turn.
+        let mut socket = Socket {
+            bytes: &bytes,
+            takes: takes.iter(),
+        };
+        for frame in FRAMES {
+            let mut out = frame.to_vec();
+            handover.send(&mut out, &mut socket, |buffer| {
+                queue.lock().unwrap().buffers.push_back(buffer)
+            });
+            assert!(out.is_empty(), "send leaves nothing behind");
+        }
+        queue.lock().unwrap().closed = true;
+        writer.join().unwrap();
+        assert_eq!(bytes.contents(), FRAMES.concat());
+    });
+}
+
+/// Every combination of what the socket takes of the driver's direct writes: all (nothing
+/// handed over), part (the rest handed over) or nothing (all handed over).
+#[test]
+fn the_link_hand_off_neither_reorders_nor_interleaves_frames() {
+    let choices = [Take::All, Take::One, Take::Nothing];
+    for a in choices {
+        for b in choices {
+            for c in choices {
+                frames_arrive_in_order([a, b, c]);
+            }
+        }
+    }
 }
