@@ -2,6 +2,10 @@
 //! Several handles on one directory within one process: the fast checks of the API. The
 //! real-process tests live in the workspace's `tests/` crate.
 
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::task::{Context, Poll, Waker};
+
 use party_core::{open, BatchOp, IterOptions, KeyRange, Options, Role};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,22 +212,40 @@ async fn range_reads_with_every_bound_reverse_and_limit_through_a_follower() {
     assert!(entries.iter().all(|e| e.key.is_empty()) && entries[0].value == b"a");
 }
 
+/// Polls `future` once, without waiting.
+fn poll_once<F: Future>(future: Pin<&mut F>) -> Poll<F::Output> {
+    future.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+/// Returns once the handle's driver has taken every operation issued before and handed out
+/// what taking them produced. The driver answers an iterator's opening itself, in the order
+/// operations are issued, so the first opening is answered once the earlier operations are
+/// taken; the second is taken in a later round, after the driver has sent out the answers
+/// of the first. (Were the second taken in the same burst as the first, the caller's check
+/// would only come early: weaker, never wrong.)
+async fn driver_caught_up(db: &party_core::Db) {
+    for _ in 0..2 {
+        drop(db.iter(IterOptions::default()).await.unwrap());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_before_any_leader_exists_resolves_once_one_does() {
     let dir = tempfile::tempdir().unwrap();
     let squatter = hold_lock(dir.path());
     let db = open(dir.path(), Options::default()).await.unwrap();
-    let pending = tokio::spawn(db.get("k"));
-    let put = tokio::spawn(db.put("k", "v"));
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    assert!(!pending.is_finished(), "there is no leader yet");
-    drop(squatter);
-    assert_eq!(
-        pending.await.unwrap().unwrap(),
-        None,
-        "issued before the put"
+    // Operations are issued when called.
+    let mut pending = pin!(db.get("k"));
+    let put = db.put("k", "v");
+    driver_caught_up(&db).await;
+    assert_eq!(db.role(), Role::Electing, "there is no leader yet");
+    assert!(
+        poll_once(pending.as_mut()).is_pending(),
+        "the get waits for a leader"
     );
-    put.await.unwrap().unwrap();
+    drop(squatter);
+    assert_eq!(pending.await.unwrap(), None, "issued before the put");
+    put.await.unwrap();
     assert_eq!(db.get("k").await.unwrap(), Some(b"v".to_vec()));
     assert!(db.is_leader());
 }
@@ -233,16 +255,20 @@ async fn close_fails_pending_operations_and_iterators_with_closed() {
     let dir = tempfile::tempdir().unwrap();
     let _squatter = hold_lock(dir.path());
     let db = open(dir.path(), Options::default()).await.unwrap();
-    let get = tokio::spawn(db.get("k"));
+    let get = db.get("k");
     let mut iter = db.iter(IterOptions::default()).await.unwrap();
-    let next = tokio::spawn(async move { iter.next().await });
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut next = pin!(iter.next());
+    // The first poll asks the driver for entries; with no leader, none come.
+    assert!(poll_once(next.as_mut()).is_pending());
     db.close().await.unwrap();
-    assert!(matches!(get.await.unwrap(), Err(party_core::Error::Closed)));
-    assert!(matches!(
-        next.await.unwrap(),
-        Some(Err(party_core::Error::Closed))
-    ));
+    // The timeouts only bound a failure: close answers what is pending.
+    let bound = std::time::Duration::from_secs(10);
+    let get = tokio::time::timeout(bound, get).await.expect("the get");
+    assert!(matches!(get, Err(party_core::Error::Closed)));
+    let next = tokio::time::timeout(bound, next)
+        .await
+        .expect("the iterator");
+    assert!(matches!(next, Some(Err(party_core::Error::Closed))));
     assert!(matches!(
         db.put("k", "v").await,
         Err(party_core::Error::Closed)
@@ -374,15 +400,16 @@ async fn status_counts_the_followers_the_leader_serves() {
     assert_eq!((status.role, status.followers), (Role::Follower, 1));
     assert_eq!(status.leader_pid, Some(std::process::id()));
     follower.close().await.unwrap();
-    let mut followers = leader.status().await.unwrap().followers;
-    for _ in 0..100 {
-        if followers == 0 {
-            break;
+    // The leader counts a follower until its connection task reads the end of the
+    // connection, which nothing in the API signals: ask the leader (each answer a round trip
+    // through it) until it no longer counts the follower. The timeout only bounds a failure.
+    let uncounted = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while leader.status().await.unwrap().followers != 0 {
+            tokio::task::yield_now().await;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        followers = leader.status().await.unwrap().followers;
-    }
-    assert_eq!(followers, 0, "a closed follower is no longer counted");
+    })
+    .await;
+    assert!(uncounted.is_ok(), "a closed follower is still counted");
 }
 
 /// A follower that sends requests but never reads the replies must not keep the leader from
@@ -390,12 +417,17 @@ async fn status_counts_the_followers_the_leader_serves() {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_that_never_reads_does_not_keep_the_leader_from_closing() {
-    use party_proto::wire::{encode_frame, ClientMessage, Hello, ProtocolId, ReadOp};
-    use std::io::Write;
+    use party_proto::wire::{
+        encode_frame, ClientMessage, FrameDecoder, Hello, ProtocolId, ReadOp, ServerMessage,
+    };
+    use std::io::{Read, Write};
+    // One reply far larger than a socket holds (Linux's default is about 200 KiB): once the
+    // leader starts writing it, its connection task stays in that write while nobody reads.
+    const VALUE_LEN: usize = 16 << 20;
     let dir = tempfile::tempdir().unwrap();
     let leader = open(dir.path(), Options::default()).await.unwrap();
     leader.ready().await.unwrap();
-    leader.put("k", vec![b'v'; 64 * 1024]).await.unwrap();
+    leader.put("k", vec![b'v'; VALUE_LEN]).await.unwrap();
     let mut stalled = std::os::unix::net::UnixStream::connect(leader.socket_path()).unwrap();
     let mut frames = Vec::new();
     let hello = Hello {
@@ -403,16 +435,37 @@ async fn a_follower_that_never_reads_does_not_keep_the_leader_from_closing() {
         client_id: party_proto::ClientId(9),
     };
     encode_frame(&ClientMessage::Hello(hello), 1 << 20, &mut frames).unwrap();
-    for id in 0..200 {
-        let get = ClientMessage::Read {
-            id: party_proto::RequestId(id),
-            op: ReadOp::Get { key: b"k".to_vec() },
-        };
-        encode_frame(&get, 1 << 20, &mut frames).unwrap();
-    }
+    let get = ClientMessage::Read {
+        id: party_proto::RequestId(0),
+        op: ReadOp::Get { key: b"k".to_vec() },
+    };
+    encode_frame(&get, 1 << 20, &mut frames).unwrap();
     stalled.write_all(&frames).unwrap();
-    // 200 replies of 64 KiB fill the socket while nobody reads them.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The read timeout only bounds a failure.
+    stalled
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let stalled = tokio::task::spawn_blocking(move || {
+        // The welcome comes first: read it whole...
+        let mut header = [0u8; 4];
+        stalled.read_exact(&mut header).unwrap();
+        let mut welcome = header.to_vec();
+        welcome.resize(4 + u32::from_le_bytes(header) as usize, 0);
+        stalled.read_exact(&mut welcome[4..]).unwrap();
+        let message = FrameDecoder::new(1 << 20)
+            .decode::<ServerMessage>(&mut welcome.as_slice())
+            .unwrap();
+        assert!(
+            matches!(message, Some(ServerMessage::Welcome(_))),
+            "{message:?}"
+        );
+        // ...then wait for the first byte of the reply: from here the leader's connection
+        // task is blocked writing the rest, as nothing more is read.
+        stalled.read_exact(&mut [0u8; 1]).unwrap();
+        stalled
+    })
+    .await
+    .unwrap();
     let closed = tokio::time::timeout(std::time::Duration::from_secs(10), leader.close()).await;
     assert!(
         closed.is_ok(),
