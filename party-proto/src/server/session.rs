@@ -418,6 +418,12 @@ impl ServerSession {
         let max = u64::from(self.config.max_frame_len);
         // The entry count's varint is part of every frame.
         let empty_frame = Entry::DATA_OVERHEAD + 10;
+        let total: u64 = entries.iter().map(Entry::len_bound).sum();
+        if empty_frame + total <= max {
+            // The usual case: one frame, sent as it came from the store.
+            self.send_data(iter, entries);
+            return Ok(());
+        }
         let mut frame = Vec::new();
         let mut frame_len = empty_frame;
         for entry in entries {
