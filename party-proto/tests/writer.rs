@@ -33,12 +33,15 @@ fn writer() -> Writer<u32> {
     Writer::new(WriterConfig::default(), DedupTable::default())
 }
 
+/// A write's destination and its answer.
+type Answer = (u32, Result<Response, ErrorCode>);
+
 /// Carries out a writer's outputs with `store` deciding each commit; returns the commits and
 /// the replies.
 fn carry_out(
     writer: &mut Writer<u32>,
     mut store: impl FnMut(&WriteBatch) -> CommitResult,
-) -> (Vec<WriteBatch>, Vec<(u32, Result<Response, ErrorCode>)>) {
+) -> (Vec<WriteBatch>, Vec<Answer>) {
     let (mut commits, mut replies) = (Vec::new(), Vec::new());
     while let Some(output) = writer.poll_output() {
         match output {
