@@ -62,58 +62,65 @@ impl StoreAccess {
         session: &mut ServerSession,
         mut send: impl FnMut(ServerMessage) -> bool,
     ) -> bool {
-        let conn = self.conn;
         let mut closing = false;
         while let Some(output) = session.poll_output() {
-            let job = match output {
-                ServerOutput::Send(message) => {
-                    closing |= !send(message);
-                    continue;
-                }
+            match output {
+                ServerOutput::Send(message) => closing |= !send(message),
                 ServerOutput::Close(reason) => {
-                    tracing::warn!("closing connection {conn}: {reason}");
+                    tracing::warn!("closing connection {}: {reason}", self.conn);
                     closing = true;
-                    continue;
                 }
-                ServerOutput::Read { id, op } => match self.read_here(op) {
-                    Ok(result) => {
-                        session.handle_input(clock::now(), ServerInput::Completed { id, result });
-                        continue;
-                    }
-                    Err(op) => StoreJob::Read {
-                        id,
-                        op,
-                        to: self.to.clone(),
-                    },
-                },
-                ServerOutput::Write { id, stamp, op } => {
-                    self.queued_writes.insert(id);
-                    StoreJob::Write {
-                        id,
-                        stamp,
-                        op,
-                        to: self.to.clone(),
+                work => {
+                    if let Some(answer) = self.carry_out(work) {
+                        session.handle_input(clock::now(), answer);
                     }
                 }
-                ServerOutput::IterOpen { iter, options } => StoreJob::IterOpen {
-                    conn,
-                    iter,
-                    options,
-                    to: self.to.clone(),
-                },
-                ServerOutput::IterPull { iter, max } => StoreJob::IterPull {
-                    conn,
-                    iter,
-                    max,
-                    to: self.to.clone(),
-                },
-                ServerOutput::IterDrop { iter } => StoreJob::IterDrop { conn, iter },
-            };
-            // The store thread outlives every connection; a failed send means it is gone
-            // and the leader is stopping anyway.
-            let _ = self.queue.send(job);
+            }
         }
         closing
+    }
+
+    /// Hands one piece of store work to the store thread, or answers it at once (a point
+    /// read that keeps the connection's order). Messages and closes are the caller's.
+    pub fn carry_out(&mut self, work: ServerOutput) -> Option<ServerInput> {
+        let conn = self.conn;
+        let job = match work {
+            ServerOutput::Send(_) | ServerOutput::Close(_) => return None,
+            ServerOutput::Read { id, op } => match self.read_here(op) {
+                Ok(result) => return Some(ServerInput::Completed { id, result }),
+                Err(op) => StoreJob::Read {
+                    id,
+                    op,
+                    to: self.to.clone(),
+                },
+            },
+            ServerOutput::Write { id, stamp, op } => {
+                self.queued_writes.insert(id);
+                StoreJob::Write {
+                    id,
+                    stamp,
+                    op,
+                    to: self.to.clone(),
+                }
+            }
+            ServerOutput::IterOpen { iter, options } => StoreJob::IterOpen {
+                conn,
+                iter,
+                options,
+                to: self.to.clone(),
+            },
+            ServerOutput::IterPull { iter, max } => StoreJob::IterPull {
+                conn,
+                iter,
+                max,
+                to: self.to.clone(),
+            },
+            ServerOutput::IterDrop { iter } => StoreJob::IterDrop { conn, iter },
+        };
+        // The store thread outlives every connection; a failed send means it is gone and
+        // the leader is stopping anyway.
+        let _ = self.queue.send(job);
+        None
     }
 
     /// Runs a point read now if that keeps the connection's order; gives the read back

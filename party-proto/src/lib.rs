@@ -12,6 +12,7 @@ pub mod election;
 pub mod error;
 pub mod ids;
 pub mod jitter;
+pub mod process;
 pub mod range;
 pub mod server;
 pub mod time;
@@ -22,6 +23,7 @@ pub use client::{ClientConfig, ClientInput, ClientOutput, ClientSession, IterPol
 pub use election::{Election, ElectionConfig, ElectionInput, ElectionOutput, Role};
 pub use error::ErrorCode;
 pub use ids::{ClientId, IterId, RequestId, WriteSeq};
+pub use process::{Process, ProcessConfig, ProcessInput, ProcessOutput, RoleView};
 pub use range::{IterOptions, KeyRange};
 pub use server::{
     Admission, DedupRecord, DedupTable, ServerConfig, ServerInput, ServerOutput, ServerSession,

@@ -1,0 +1,232 @@
+//! The election's actions carried out: the lock file, the store, the socket, the
+//! connection to a leader, serving and stepping down. Each answers the machine with what
+//! happened, and keeps the cause of a failure for the caller.
+
+use std::time::{Duration, Instant};
+
+use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+use party_backends::Backend;
+use party_proto::{DedupTable, ElectionInput, ElectionOutput, ProcessInput};
+
+use super::Driver;
+use crate::error::Error;
+use crate::headroom::Headroom;
+use crate::leader::{ConnectionConfig, Leader, Serving};
+use crate::link::Link;
+use crate::lock::ElectionLock;
+
+impl Driver {
+    /// Carries out one election action; the machine's answer, where it expects one.
+    pub(super) async fn election_action(&mut self, action: ElectionOutput) -> Option<ProcessInput> {
+        let answer = match action {
+            ElectionOutput::TryLock => self.try_lock(),
+            ElectionOutput::OpenStore => self.open_store().await,
+            ElectionOutput::Bind => self.bind(),
+            ElectionOutput::Serve => return Some(self.serve()),
+            ElectionOutput::Connect => self.connect().await,
+            ElectionOutput::StepDown => {
+                self.step_down().await;
+                return None;
+            }
+            ElectionOutput::Disconnect => {
+                self.link = None;
+                self.out.clear();
+                return None;
+            }
+            ElectionOutput::Failed(reason) => {
+                let cause = self
+                    .failure_cause
+                    .take()
+                    .unwrap_or(Error::Protocol(format!("the election failed ({reason:?})")));
+                self.fail(cause);
+                return None;
+            }
+        };
+        Some(ProcessInput::Election(answer))
+    }
+
+    fn try_lock(&mut self) -> ElectionInput {
+        match ElectionLock::try_acquire(&self.layout.dir) {
+            Ok(Some(lock)) => {
+                self.leadership.lock = Some(lock);
+                ElectionInput::LockAcquired
+            }
+            Ok(None) => ElectionInput::LockBusy,
+            Err(error) => {
+                self.failure_cause = Some(Error::Io {
+                    context: "cannot use the lock file in",
+                    path: self.layout.dir.clone(),
+                    source: error.source,
+                });
+                ElectionInput::LockFailed
+            }
+        }
+    }
+
+    async fn open_store(&mut self) -> ElectionInput {
+        let kind = self.options.backend;
+        let path = self.layout.store.clone();
+        let started = Instant::now();
+        let opened = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+            crate::paths::create_private_dir(&path).map_err(|source| Error::Io {
+                context: "cannot create the store directory",
+                path: path.clone(),
+                source,
+            })?;
+            let store = open_when_released(kind, &path).map_err(Error::Open)?;
+            let records = store.dedup_records()?;
+            Ok((store, DedupTable::from_records(records)))
+        })
+        .await
+        .unwrap_or_else(|_| Err(Error::Backend("opening the store panicked".into())));
+        match opened {
+            Ok(opened) => {
+                self.store_open_time = Some(started.elapsed());
+                self.leadership.store = Some(opened);
+                ElectionInput::StoreOpened
+            }
+            Err(error) => {
+                self.failure_cause = Some(error);
+                ElectionInput::StoreOpenFailed
+            }
+        }
+    }
+
+    fn bind(&mut self) -> ElectionInput {
+        let socket = self.layout.socket.as_path();
+        // Only the lock holder gets here, so a socket file left behind is stale.
+        let _ = std::fs::remove_file(socket);
+        let bound = socket
+            .to_fs_name::<GenericFilePath>()
+            .and_then(|name| ListenerOptions::new().name(name).create_tokio())
+            .and_then(|listener| owner_only(socket).map(|()| listener));
+        match bound {
+            Ok(listener) => {
+                self.leadership.listener = Some(listener);
+                ElectionInput::SocketBound
+            }
+            Err(source) => {
+                self.failure_cause = Some(Error::Io {
+                    context: "cannot bind the leader's socket",
+                    path: socket.to_owned(),
+                    source,
+                });
+                ElectionInput::BindFailed
+            }
+        }
+    }
+
+    /// Starts serving: the store thread, the accept loop, and the own handle's access.
+    fn serve(&mut self) -> ProcessInput {
+        let (Some((store, dedup)), Some(listener)) = (
+            self.leadership.store.take(),
+            self.leadership.listener.take(),
+        ) else {
+            self.failure_cause = Some(Error::Protocol(
+                "told to serve without a store and a socket".into(),
+            ));
+            return ProcessInput::Election(ElectionInput::ServeFailed);
+        };
+        let limits = &self.options.limits;
+        let serving = Serving {
+            connection: ConnectionConfig {
+                session: self.server.clone(),
+                max_frame_len: limits.max_frame_len,
+                max_connections: limits.max_connections,
+                owner: owner_of(&self.layout.socket),
+            },
+            headroom: Headroom {
+                path: self.layout.store.clone(),
+                reserve: limits.min_free_space,
+            },
+        };
+        match Leader::start(store, dedup, listener, serving) {
+            Ok(leader) => {
+                self.leadership.access = Some(leader.access());
+                self.leadership.leader = Some(leader);
+                ProcessInput::Served
+            }
+            Err(source) => {
+                self.failure_cause = Some(Error::Io {
+                    context: "cannot start serving the store in",
+                    path: self.layout.store.clone(),
+                    source,
+                });
+                ProcessInput::Election(ElectionInput::ServeFailed)
+            }
+        }
+    }
+
+    async fn connect(&mut self) -> ElectionInput {
+        match Link::connect(&self.layout.socket, self.options.limits.max_frame_len).await {
+            Ok(link) => {
+                self.link = Some(link);
+                ElectionInput::Connected
+            }
+            Err(error) => {
+                tracing::debug!("no leader at {}: {error}", self.layout.socket.display());
+                ElectionInput::ConnectFailed
+            }
+        }
+    }
+
+    /// Gives up leadership in the safe order: stop serving (which unbinds the socket),
+    /// close the store, release the lock.
+    async fn step_down(&mut self) {
+        self.leadership.access = None;
+        if let Some(leader) = self.leadership.leader.take() {
+            leader.stop().await;
+        }
+        self.leadership.listener = None;
+        self.leadership.store = None;
+        self.leadership.lock = None;
+    }
+}
+
+/// Opens the store, waiting a little while it is still locked: with the election lock
+/// held, that is a previous leader whose store is still shutting down (sled can let go of
+/// its file lock a moment after its last handle drops; CI met it once in a fast handover).
+/// A lock held longer than that is a foreign process, and the open fails.
+fn open_when_released(
+    kind: party_backends::BackendKind,
+    path: &std::path::Path,
+) -> Result<std::sync::Arc<dyn Backend>, party_backends::OpenError> {
+    const PATIENCE: Duration = Duration::from_secs(2);
+    let started = Instant::now();
+    loop {
+        match kind.open(path) {
+            Err(party_backends::OpenError::Locked { .. }) if started.elapsed() < PATIENCE => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            opened => return opened,
+        }
+    }
+}
+
+/// The user owning `path` (for the socket: the user this process runs as).
+fn owner_of(path: &std::path::Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|metadata| metadata.uid())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// Restricts the socket to its owner.
+fn owner_only(path: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
+    }
+}

@@ -1,0 +1,334 @@
+//! One process of a party, whole: the election, the client session every operation of the
+//! handle goes through, and — while this process leads — the server session of its own
+//! handle, wired together. In the shape of str0m's `Rtc`: one `handle_input(now, input)`,
+//! `poll_output()`, `poll_timeout()`, and the caller's operations as methods.
+//!
+//! What the driver does not see is decided here: a leader's own operations go to its
+//! in-process server session without a socket; a connection that ends after the leader
+//! refused this process (or sent bytes that do not decode) backs off instead of knocking
+//! again at once; a process that cannot join the party fails everything pending; a leader
+//! that steps down re-sends its own operations to whoever leads next.
+//!
+//! The follower connections a leader serves and its writer are separate machines
+//! ([`crate::ServerSession`], [`crate::Writer`]): they run on other tasks and threads in
+//! party-core, and the simulator drives them the same way.
+
+use std::collections::VecDeque;
+
+use crate::client::{ClientConfig, ClientInput, ClientOutput, ClientSession, IterPoll};
+use crate::election::{
+    Election, ElectionConfig, ElectionFailure, ElectionInput, ElectionOutput, Role,
+};
+use crate::error::ErrorCode;
+use crate::ids::{ClientId, IterId, RequestId};
+use crate::range::IterOptions;
+use crate::server::{ServerConfig, ServerInput, ServerOutput, ServerSession};
+use crate::time::Timestamp;
+use crate::wire::{ClientMessage, ReadOp, Response, ServerMessage, WriteOp};
+
+/// How a process behaves.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessConfig {
+    pub election: ElectionConfig,
+    pub client: ClientConfig,
+    /// How this process serves while it leads (its own handle's session included).
+    pub server: ServerConfig,
+}
+
+/// What happened, as the driver saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessInput {
+    /// The answer to an election action: the lock, the store, the socket, a connect; or
+    /// the lock lost. (A connection's end is [`ProcessInput::LinkClosed`].)
+    Election(ElectionInput),
+    /// Serving started after [`ElectionOutput::Serve`]: the store is reachable for this
+    /// process's own handle.
+    Served,
+    /// A message from the leader on the current connection.
+    FromLeader(ServerMessage),
+    /// The connection to the leader ended.
+    LinkClosed,
+    /// The connection to the leader is unusable: it sent bytes that do not decode, or a
+    /// request could not be encoded. What is pending fails with this error.
+    LinkBroken(ErrorCode),
+    /// The store answered work of this process's own handle ([`ProcessOutput::Store`]).
+    Store(ServerInput),
+    /// The time asked for by [`Process::poll_timeout`] has come.
+    TimerFired,
+    /// The handle is closing.
+    Close,
+}
+
+/// What the driver must do or tell the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessOutput {
+    /// Carry out an election action; answer with [`ProcessInput::Election`] where the
+    /// action asks for one (and [`ProcessInput::Served`] after `Serve`).
+    Election(ElectionOutput),
+    /// Send this to the leader's socket.
+    Send(ClientMessage),
+    /// Run this against the store for this process's own handle: a read, a write, iterator
+    /// work, or the (unexpected) close of its session. Answer with [`ProcessInput::Store`].
+    Store(ServerOutput),
+    /// The one and only outcome of a request.
+    Completed {
+        id: RequestId,
+        result: Result<Response, ErrorCode>,
+    },
+    /// The iterator has something new for [`Process::iter_take`].
+    IterReady { iter: IterId },
+}
+
+/// The role of a process as callers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleView {
+    /// A process counts as a follower once the leader has welcomed it (so its protocol is
+    /// known to match), not merely once connected.
+    pub role: Role,
+    pub leader_pid: Option<u32>,
+    /// Why the last leader refused this process, until one welcomes it.
+    pub rejected: Option<ErrorCode>,
+    /// Why the election gave up, if it did.
+    pub failure: Option<ElectionFailure>,
+}
+
+/// One process. See the module documentation.
+#[derive(Debug)]
+pub struct Process {
+    election: Election,
+    client: ClientSession,
+    server_config: ServerConfig,
+    /// The session of this process's own handle while it leads.
+    local: Option<ServerSession>,
+    /// A connection to a leader is open.
+    linked: bool,
+    rejected: Option<ErrorCode>,
+    failure: Option<ElectionFailure>,
+    outputs: VecDeque<ProcessOutput>,
+}
+
+impl Process {
+    /// A process whose handle is `client_id`; `seed` jitters its waits.
+    pub fn new(client_id: ClientId, config: ProcessConfig, seed: u64) -> Self {
+        let mut process = Process {
+            election: Election::new(config.election, seed),
+            client: ClientSession::new(client_id, config.client),
+            server_config: config.server,
+            local: None,
+            linked: false,
+            rejected: None,
+            failure: None,
+            outputs: VecDeque::new(),
+        };
+        process.drive(Timestamp::ZERO);
+        process
+    }
+
+    /// Issues a read; its outcome comes as [`ProcessOutput::Completed`].
+    pub fn read(&mut self, now: Timestamp, op: ReadOp) -> RequestId {
+        let id = self.client.read(now, op);
+        self.drive(now);
+        id
+    }
+
+    /// Issues a write; its outcome comes as [`ProcessOutput::Completed`].
+    pub fn write(&mut self, now: Timestamp, op: WriteOp) -> RequestId {
+        let id = self.client.write(now, op);
+        self.drive(now);
+        id
+    }
+
+    pub fn open_iter(&mut self, now: Timestamp, options: IterOptions) -> IterId {
+        let iter = self.client.open_iter(options);
+        self.drive(now);
+        iter
+    }
+
+    /// Takes up to `max` entries from an iterator.
+    pub fn iter_take(&mut self, now: Timestamp, iter: IterId, max: usize) -> IterPoll {
+        let poll = self.client.iter_take(iter, max);
+        self.drive(now);
+        poll
+    }
+
+    pub fn close_iter(&mut self, now: Timestamp, iter: IterId) {
+        self.client.close_iter(iter);
+        self.drive(now);
+    }
+
+    pub fn handle_input(&mut self, now: Timestamp, input: ProcessInput) {
+        match input {
+            ProcessInput::Election(answer) => {
+                if answer == ElectionInput::Connected {
+                    self.linked = true;
+                    self.client.handle_input(now, ClientInput::Connected);
+                }
+                self.election.handle_input(now, answer);
+            }
+            ProcessInput::Served => {
+                self.local = Some(ServerSession::new(now, self.server_config.clone()));
+                self.client.handle_input(now, ClientInput::Connected);
+            }
+            ProcessInput::FromLeader(message) => {
+                match &message {
+                    ServerMessage::Welcome(_) => self.rejected = None,
+                    ServerMessage::Rejected(reason) => self.rejected = Some(reason.clone()),
+                    _ => {}
+                }
+                if self.linked {
+                    self.client.handle_input(now, ClientInput::Message(message));
+                }
+            }
+            ProcessInput::LinkClosed => self.link_ended(now, None),
+            ProcessInput::LinkBroken(error) => self.link_ended(now, Some(error)),
+            ProcessInput::Store(answer) => {
+                if let Some(local) = &mut self.local {
+                    local.handle_input(now, answer);
+                }
+            }
+            ProcessInput::TimerFired => {
+                if self.election.poll_timeout().is_some_and(|at| at <= now) {
+                    self.election.handle_input(now, ElectionInput::TimerFired);
+                }
+                self.client.handle_timeout(now);
+                if let Some(local) = &mut self.local {
+                    local.handle_timeout(now);
+                }
+            }
+            ProcessInput::Close => {
+                self.client.handle_input(now, ClientInput::Close);
+                self.election
+                    .handle_input(now, ElectionInput::CloseRequested);
+            }
+        }
+        self.drive(now);
+    }
+
+    pub fn poll_output(&mut self) -> Option<ProcessOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`ProcessInput::TimerFired`] is next due.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        let local = self.local.as_ref().and_then(ServerSession::poll_timeout);
+        [
+            self.election.poll_timeout(),
+            self.client.poll_timeout(),
+            local,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The role as callers see it.
+    pub fn role(&self) -> RoleView {
+        let (role, leader_pid) = match self.election.role() {
+            Role::Leader => (Role::Leader, Some(self.server_config.leader_pid)),
+            Role::Follower => match self.client.leader_pid() {
+                Some(pid) => (Role::Follower, Some(pid)),
+                None => (Role::Electing, None),
+            },
+            other => (other, None),
+        };
+        RoleView {
+            role,
+            leader_pid,
+            rejected: self.rejected.clone(),
+            failure: self.failure,
+        }
+    }
+
+    /// True once the process is closed and has nothing more to say.
+    pub fn is_closed(&self) -> bool {
+        self.election.is_closed() && self.outputs.is_empty()
+    }
+
+    /// Requests that have not completed yet.
+    pub fn pending_requests(&self) -> usize {
+        self.client.pending_requests()
+    }
+
+    fn link_ended(&mut self, now: Timestamp, broken: Option<ErrorCode>) {
+        if !std::mem::take(&mut self.linked) {
+            return;
+        }
+        match broken {
+            Some(error) => {
+                self.rejected = Some(error.clone());
+                self.client.handle_input(now, ClientInput::Broken(error));
+            }
+            None => self.client.handle_input(now, ClientInput::Disconnected),
+        }
+        // A leader that refused this process will refuse it again right away.
+        let ended = if self.rejected.is_some() {
+            ElectionInput::Refused
+        } else {
+            ElectionInput::Disconnected
+        };
+        self.election.handle_input(now, ended);
+    }
+
+    /// Moves messages between the machines until nothing moves; what is for the driver
+    /// goes to the output queue.
+    fn drive(&mut self, now: Timestamp) {
+        loop {
+            let mut moved = false;
+            while let Some(output) = self.election.poll_output() {
+                moved = true;
+                self.election_output(now, output);
+            }
+            while let Some(output) = self.client.poll_output() {
+                moved = true;
+                match output {
+                    ClientOutput::Send(message) => match &mut self.local {
+                        Some(local) => local.handle_input(now, ServerInput::Message(message)),
+                        None if self.linked => self.outputs.push_back(ProcessOutput::Send(message)),
+                        // Sent on a connection already gone: the session re-sends or fails
+                        // it, as it was told when the connection ended.
+                        None => {}
+                    },
+                    ClientOutput::Completed { id, result } => self
+                        .outputs
+                        .push_back(ProcessOutput::Completed { id, result }),
+                    ClientOutput::IterReady { iter } => {
+                        self.outputs.push_back(ProcessOutput::IterReady { iter })
+                    }
+                }
+            }
+            if let Some(local) = &mut self.local {
+                while let Some(output) = local.poll_output() {
+                    moved = true;
+                    match output {
+                        ServerOutput::Send(message) => {
+                            self.client.handle_input(now, ClientInput::Message(message))
+                        }
+                        work => self.outputs.push_back(ProcessOutput::Store(work)),
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn election_output(&mut self, now: Timestamp, output: ElectionOutput) {
+        match output {
+            // Its own operations go to whoever leads next.
+            ElectionOutput::StepDown if self.local.take().is_some() => {
+                self.client.handle_input(now, ClientInput::Disconnected);
+            }
+            ElectionOutput::Disconnect => self.linked = false,
+            ElectionOutput::Failed(reason) => {
+                self.failure = Some(reason);
+                // The driver hears of the failure before the completions it causes.
+                self.outputs.push_back(ProcessOutput::Election(output));
+                self.client.handle_input(now, ClientInput::Close);
+                return;
+            }
+            _ => {}
+        }
+        self.outputs.push_back(ProcessOutput::Election(output));
+    }
+}

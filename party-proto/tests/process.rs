@@ -1,0 +1,214 @@
+//! The whole process machine: the decisions that used to live in party-core's driver —
+//! a leader's own operations through its in-process session, a refusal or a broken
+//! connection backing off, a failed election failing what is pending, a leader that steps
+//! down handing its operations to the next one.
+
+use std::time::Duration;
+
+use party_proto::election::ElectionFailure;
+use party_proto::wire::{ClientMessage, ProtocolId, ReadOp, Response, ServerMessage, Welcome};
+use party_proto::{
+    ClientId, ElectionConfig, ElectionInput, ElectionOutput, ErrorCode, Process, ProcessConfig,
+    ProcessInput, ProcessOutput, Role, ServerConfig, ServerInput, ServerOutput, Timestamp,
+};
+
+const NOW: Timestamp = Timestamp::ZERO;
+
+fn process() -> Process {
+    let config = ProcessConfig {
+        server: ServerConfig {
+            leader_pid: 7,
+            ..ServerConfig::default()
+        },
+        ..ProcessConfig::default()
+    };
+    Process::new(ClientId(1), config, 3)
+}
+
+fn drain(process: &mut Process) -> Vec<ProcessOutput> {
+    std::iter::from_fn(|| process.poll_output()).collect()
+}
+
+fn answer(process: &mut Process, input: ElectionInput) -> Vec<ProcessOutput> {
+    process.handle_input(NOW, ProcessInput::Election(input));
+    drain(process)
+}
+
+/// Takes the lock, opens, binds and serves.
+fn leader() -> Process {
+    let mut process = process();
+    assert_eq!(
+        drain(&mut process),
+        [ProcessOutput::Election(ElectionOutput::TryLock)]
+    );
+    answer(&mut process, ElectionInput::LockAcquired);
+    answer(&mut process, ElectionInput::StoreOpened);
+    let serve = answer(&mut process, ElectionInput::SocketBound);
+    assert_eq!(serve, [ProcessOutput::Election(ElectionOutput::Serve)]);
+    process.handle_input(NOW, ProcessInput::Served);
+    assert!(drain(&mut process).is_empty(), "the welcome stays inside");
+    assert_eq!(process.role().role, Role::Leader);
+    assert_eq!(process.role().leader_pid, Some(7));
+    process
+}
+
+/// Finds the lock busy and connects.
+fn follower() -> Process {
+    let mut process = process();
+    drain(&mut process);
+    let connect = answer(&mut process, ElectionInput::LockBusy);
+    assert_eq!(connect, [ProcessOutput::Election(ElectionOutput::Connect)]);
+    let hello = answer(&mut process, ElectionInput::Connected);
+    assert!(matches!(
+        &hello[..],
+        [ProcessOutput::Send(ClientMessage::Hello(_))]
+    ));
+    assert_eq!(process.role().role, Role::Electing, "not welcomed yet");
+    process
+}
+
+fn welcome() -> ProcessInput {
+    ProcessInput::FromLeader(ServerMessage::Welcome(Welcome {
+        protocol: ProtocolId::CURRENT,
+        leader_pid: 9,
+        limits: ServerConfig::default().limits(),
+    }))
+}
+
+#[test]
+fn a_leaders_own_read_goes_to_the_store_through_its_own_session() {
+    let mut process = leader();
+    let id = process.read(NOW, ReadOp::Get { key: b"k".to_vec() });
+    let work = drain(&mut process);
+    let [ProcessOutput::Store(ServerOutput::Read { id: store_id, .. })] = work[..] else {
+        panic!("{work:?}");
+    };
+    let done = ServerInput::Completed {
+        id: store_id,
+        result: Ok(Response::Value(Some(b"v".to_vec()))),
+    };
+    process.handle_input(NOW, ProcessInput::Store(done));
+    assert_eq!(
+        drain(&mut process),
+        [ProcessOutput::Completed {
+            id,
+            result: Ok(Response::Value(Some(b"v".to_vec())))
+        }]
+    );
+}
+
+#[test]
+fn a_refusal_backs_off_instead_of_knocking_again_at_once() {
+    let mut process = follower();
+    let id = process.read(NOW, ReadOp::Get { key: b"k".to_vec() });
+    let refusal = ErrorCode::TooManyConnections { limit: 1 };
+    process.handle_input(
+        NOW,
+        ProcessInput::FromLeader(ServerMessage::Rejected(refusal.clone())),
+    );
+    process.handle_input(NOW, ProcessInput::LinkClosed);
+    let outputs = drain(&mut process);
+    assert_eq!(
+        outputs,
+        [ProcessOutput::Completed {
+            id,
+            result: Err(refusal.clone())
+        }]
+    );
+    assert_eq!(process.role().rejected, Some(refusal));
+    let wait = process.poll_timeout().expect("a backoff");
+    assert!(wait.saturating_since(NOW) >= ElectionConfig::default().refused_backoff);
+    process.handle_input(wait, ProcessInput::TimerFired);
+    assert_eq!(
+        drain(&mut process),
+        [ProcessOutput::Election(ElectionOutput::TryLock)]
+    );
+}
+
+#[test]
+fn a_connection_that_just_ends_tries_the_lock_at_once() {
+    let mut process = follower();
+    process.handle_input(NOW, welcome());
+    assert_eq!(process.role().role, Role::Follower);
+    assert_eq!(process.role().leader_pid, Some(9));
+    process.handle_input(NOW, ProcessInput::LinkClosed);
+    assert_eq!(
+        drain(&mut process),
+        [ProcessOutput::Election(ElectionOutput::TryLock)]
+    );
+}
+
+#[test]
+fn a_broken_connection_fails_what_is_pending_and_backs_off() {
+    let mut process = follower();
+    process.handle_input(NOW, welcome());
+    let sent = drain(&mut process);
+    assert!(sent.is_empty(), "{sent:?}");
+    let id = process.read(NOW, ReadOp::Get { key: b"k".to_vec() });
+    assert!(matches!(
+        &drain(&mut process)[..],
+        [ProcessOutput::Send(ClientMessage::Read { .. })]
+    ));
+    let garbage = ErrorCode::Malformed("garbage".into());
+    process.handle_input(NOW, ProcessInput::LinkBroken(garbage.clone()));
+    assert_eq!(
+        drain(&mut process),
+        [ProcessOutput::Completed {
+            id,
+            result: Err(garbage)
+        }]
+    );
+    assert!(
+        process.poll_timeout().is_some(),
+        "waits before trying again"
+    );
+}
+
+#[test]
+fn a_failed_election_is_reported_before_the_failures_it_causes() {
+    let mut process = process();
+    drain(&mut process);
+    let id = process.read(NOW, ReadOp::Get { key: b"k".to_vec() });
+    answer(&mut process, ElectionInput::LockAcquired);
+    let outputs = answer(&mut process, ElectionInput::StoreOpenFailed);
+    assert_eq!(
+        outputs,
+        [
+            ProcessOutput::Election(ElectionOutput::StepDown),
+            ProcessOutput::Election(ElectionOutput::Failed(ElectionFailure::StoreOpen)),
+            ProcessOutput::Completed {
+                id,
+                result: Err(ErrorCode::Closed)
+            },
+        ]
+    );
+    assert_eq!(process.role().failure, Some(ElectionFailure::StoreOpen));
+    assert!(process.is_closed());
+}
+
+#[test]
+fn a_leader_that_steps_down_re_sends_its_own_operations_to_the_next_one() {
+    let mut process = leader();
+    let id = process.read(NOW, ReadOp::Get { key: b"k".to_vec() });
+    assert!(matches!(
+        &drain(&mut process)[..],
+        [ProcessOutput::Store(ServerOutput::Read { .. })]
+    ));
+    let later = NOW + Duration::from_millis(1);
+    process.handle_input(later, ProcessInput::Election(ElectionInput::LockLost));
+    assert_eq!(
+        drain(&mut process),
+        [
+            ProcessOutput::Election(ElectionOutput::StepDown),
+            ProcessOutput::Election(ElectionOutput::TryLock)
+        ]
+    );
+    answer(&mut process, ElectionInput::LockBusy);
+    answer(&mut process, ElectionInput::Connected);
+    process.handle_input(later, welcome());
+    let resent = drain(&mut process);
+    assert!(
+        matches!(&resent[..], [ProcessOutput::Send(ClientMessage::Read { id: i, .. })] if *i == id),
+        "{resent:?}"
+    );
+}

@@ -1,0 +1,148 @@
+//! The faults: crashes (also in the middle of a commit), cut connections, a lock taken
+//! away, and the store's fault layer that fails or refuses commits.
+
+use super::*;
+
+impl World {
+    pub(super) fn fault(&mut self) {
+        if !self.faults_on {
+            return;
+        }
+        self.last_fault = self.now;
+        let alive: Vec<ProcessId> = (0..self.processes.len())
+            .filter(|p| self.processes[*p].alive)
+            .collect();
+        let leader = alive
+            .iter()
+            .copied()
+            .find(|p| self.processes[*p].machine.role().role == Role::Leader);
+        match self.rng.next_u64() % 10 {
+            0..=3 => {
+                if let Some(leader) = leader {
+                    self.crash(leader);
+                }
+            }
+            4..=5 => {
+                let followers: Vec<ProcessId> = alive
+                    .iter()
+                    .copied()
+                    .filter(|p| Some(*p) != leader)
+                    .collect();
+                if !followers.is_empty() {
+                    let victim = followers[(self.rng.next_u64() % followers.len() as u64) as usize];
+                    self.crash(victim);
+                }
+            }
+            6..=7 => {
+                let open: Vec<ConnId> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.open)
+                    .map(|(id, _)| *id)
+                    .collect();
+                if !open.is_empty() {
+                    let conn = open[(self.rng.next_u64() % open.len() as u64) as usize];
+                    self.trace.line(self.now, format_args!("cut conn{conn}"));
+                    self.close_conn(conn);
+                }
+            }
+            8 => {
+                if let Some(leader) = leader {
+                    // The lock is taken away, as a lease would expire.
+                    self.trace
+                        .line(self.now, format_args!("p{leader} loses the lock"));
+                    self.lock.release(leader);
+                    let now = self.timestamp();
+                    let lost = ProcessInput::Election(ElectionInput::LockLost);
+                    self.processes[leader].machine.handle_input(now, lost);
+                    self.pump(leader);
+                }
+            }
+            _ => {}
+        }
+        let next = self.rand(1_000, 15_000);
+        self.schedule(next, Event::Fault);
+    }
+
+    pub(super) fn crash(&mut self, process: ProcessId) {
+        self.kills += 1;
+        self.trace
+            .line(self.now, format_args!("p{process} crashes"));
+        let p = &mut self.processes[process];
+        p.alive = false;
+        p.leading = None;
+        p.requests.clear();
+        p.iters.clear();
+        self.lock.release(process);
+        if self.listener == Some(process) {
+            self.listener = None;
+        }
+        let conns: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.open && (c.client == process || c.server == process))
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in conns {
+            self.close_conn(conn);
+        }
+        let delay = self.rand(100, 20_000);
+        self.schedule(delay, Event::Restart(process));
+    }
+
+    /// The store behind its fault layer: on some seeds a commit fails or is refused (a full
+    /// disk); while faults are on, the leader may crash just before or just after a commit
+    /// lands, before anyone hears of it.
+    pub(super) fn commit(&mut self, process: ProcessId, batch: &WriteBatch) -> CommitResult {
+        if self.store_faults && self.faults_on {
+            match self.rng.next_u64() % 100 {
+                0..=7 => return CommitResult::Failed(ErrorCode::Backend("injected".into())),
+                8..=10 => {
+                    return CommitResult::Refused(ErrorCode::StoreFull {
+                        free: 0,
+                        reserve: 1,
+                    })
+                }
+                _ => {}
+            }
+        }
+        if self.faults_on && self.chance(2) {
+            self.trace
+                .line(self.now, format_args!("p{process} crashes before a commit"));
+            self.crash(process);
+            return CommitResult::Failed(ErrorCode::Closed);
+        }
+        let store = &self.store;
+        let effect = resolve(&batch.ops, |range| {
+            store
+                .iter(range, false)?
+                .map(|e| e.map(|e| e.key))
+                .collect()
+        })
+        .expect("the memory store cannot fail");
+        self.store
+            .write(batch)
+            .expect("the memory store cannot fail");
+        for (key, value) in effect {
+            self.timeline.record(self.now, &key, value.is_some());
+        }
+        for op in &batch.ops {
+            for value in crate::check::put_values(op) {
+                let count = self.committed.entry(value.clone()).or_default();
+                *count += 1;
+                if *count == 2 {
+                    self.violations.push(format!(
+                        "write of {:?} applied twice (by p{process})",
+                        String::from_utf8_lossy(&value)
+                    ));
+                }
+            }
+        }
+        if self.faults_on && self.chance(2) {
+            self.trace
+                .line(self.now, format_args!("p{process} crashes after a commit"));
+            self.crash(process);
+        }
+        CommitResult::Committed
+    }
+}

@@ -1,0 +1,187 @@
+//! The network: connections as byte pipes that cut frames into random chunks and deliver
+//! them late, in order within a connection and in any order across connections.
+
+use super::*;
+
+impl World {
+    pub(super) fn connect(&mut self, process: ProcessId) -> ElectionInput {
+        let Some(server) = self
+            .listener
+            .filter(|l| self.processes[*l].alive && self.processes[*l].leading.is_some())
+        else {
+            return ElectionInput::ConnectFailed;
+        };
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        self.conns.insert(
+            conn,
+            Conn {
+                client: process,
+                server,
+                open: true,
+                server_decoder: FrameDecoder::new(MAX_FRAME),
+                client_decoder: FrameDecoder::new(MAX_FRAME),
+                last_to_server: self.now,
+                last_to_client: self.now,
+            },
+        );
+        let now = self.timestamp();
+        if let Some(leading) = &mut self.processes[server].leading {
+            let session = ServerSession::new(now, server_config(server));
+            leading.sessions.insert(conn, session);
+        }
+        self.processes[process].link = Some(conn);
+        ElectionInput::Connected
+    }
+
+    pub(super) fn transmit(&mut self, conn: ConnId, to_server: bool, mut bytes: Vec<u8>) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        if !c.open {
+            return;
+        }
+        let mut last = if to_server {
+            c.last_to_server
+        } else {
+            c.last_to_client
+        };
+        while !bytes.is_empty() {
+            let cut = (self.rand(1, 64) as usize).min(bytes.len());
+            let rest = bytes.split_off(cut);
+            last = last.max(self.now) + self.rand(1, 200);
+            self.schedule_at(
+                last,
+                Event::Deliver {
+                    conn,
+                    to_server,
+                    bytes,
+                },
+            );
+            bytes = rest;
+        }
+        let c = self.conns.get_mut(&conn).expect("checked above");
+        if to_server {
+            c.last_to_server = last;
+        } else {
+            c.last_to_client = last;
+        }
+    }
+
+    /// Both ends learn the connection is gone, after what was already on its way.
+    pub(super) fn close_conn(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if !c.open {
+            return;
+        }
+        c.open = false;
+        let (to_server_at, to_client_at) = (
+            c.last_to_server.max(self.now) + 1,
+            c.last_to_client.max(self.now) + 1,
+        );
+        self.schedule_at(
+            to_server_at,
+            Event::Closed {
+                conn,
+                to_server: true,
+            },
+        );
+        self.schedule_at(
+            to_client_at,
+            Event::Closed {
+                conn,
+                to_server: false,
+            },
+        );
+    }
+
+    pub(super) fn deliver(&mut self, conn: ConnId, to_server: bool, bytes: &[u8]) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let process = if to_server { c.server } else { c.client };
+        let decoder = if to_server {
+            &mut c.server_decoder
+        } else {
+            &mut c.client_decoder
+        };
+        let mut input = bytes;
+        let mut decoded = Vec::new();
+        let mut failed = None;
+        loop {
+            if to_server {
+                match decoder.decode::<ClientMessage>(&mut input) {
+                    Ok(Some(message)) => decoded.push(Ok(message)),
+                    Ok(None) => break,
+                    Err(error) => {
+                        failed = Some(error);
+                        break;
+                    }
+                }
+            } else {
+                match decoder.decode::<ServerMessage>(&mut input) {
+                    Ok(Some(message)) => decoded.push(Err(message)),
+                    Ok(None) => break,
+                    Err(error) => {
+                        failed = Some(error);
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(error) = failed {
+            self.violations
+                .push(format!("conn{conn}: frames did not decode: {error}"));
+        }
+        if !self.processes[process].alive {
+            return;
+        }
+        let now = self.timestamp();
+        for message in decoded {
+            match message {
+                Ok(request) => {
+                    if let Some(leading) = &mut self.processes[process].leading {
+                        if let Some(session) = leading.sessions.get_mut(&conn) {
+                            session.handle_input(now, ServerInput::Message(request));
+                        }
+                    }
+                }
+                Err(reply) => {
+                    if self.processes[process].link == Some(conn) {
+                        self.processes[process]
+                            .machine
+                            .handle_input(now, ProcessInput::FromLeader(reply));
+                    }
+                }
+            }
+        }
+        self.pump(process);
+    }
+
+    pub(super) fn closed(&mut self, conn: ConnId, to_server: bool) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let process = if to_server { c.server } else { c.client };
+        if !to_server {
+            self.conns.remove(&conn);
+        }
+        if !self.processes[process].alive {
+            return;
+        }
+        let now = self.timestamp();
+        let p = &mut self.processes[process];
+        if to_server {
+            if let Some(leading) = &mut p.leading {
+                leading.sessions.remove(&conn);
+                leading.iters.retain(|(c, _), _| *c != conn);
+            }
+        } else if p.link == Some(conn) {
+            p.link = None;
+            p.machine.handle_input(now, ProcessInput::LinkClosed);
+        }
+        self.pump(process);
+    }
+}

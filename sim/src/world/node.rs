@@ -1,0 +1,352 @@
+//! One process: carrying out what its party-proto machines ask — election actions on the
+//! virtual lock, socket and store, the leader's sessions, and its writer's commits.
+
+use super::*;
+
+impl World {
+    /// Carries out what a process's machines ask until nothing moves.
+    pub(super) fn pump(&mut self, process: ProcessId) {
+        loop {
+            // A crash in the middle of a commit ends the process where it stands.
+            if !self.processes[process].alive {
+                return;
+            }
+            let mut moved = false;
+            while let Some(output) = self.processes[process].machine.poll_output() {
+                moved = true;
+                self.process_output(process, output);
+                if !self.processes[process].alive {
+                    return;
+                }
+            }
+            let conns: Vec<ConnId> = match &self.processes[process].leading {
+                Some(leading) => leading.sessions.keys().copied().collect(),
+                None => Vec::new(),
+            };
+            for conn in conns {
+                while let Some(output) = self.processes[process]
+                    .leading
+                    .as_mut()
+                    .and_then(|leading| leading.sessions.get_mut(&conn))
+                    .and_then(ServerSession::poll_output)
+                {
+                    moved = true;
+                    self.server_output(process, conn, output);
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        self.write_queued(process);
+        self.schedule_wake(process);
+    }
+
+    /// Carries out one output of a process's machine.
+    pub(super) fn process_output(&mut self, process: ProcessId, output: ProcessOutput) {
+        match output {
+            ProcessOutput::Election(action) => self.election_action(process, action),
+            ProcessOutput::Send(message) => {
+                if let Some(conn) = self.processes[process].link {
+                    let mut bytes = Vec::new();
+                    match encode_frame(&message, MAX_FRAME, &mut bytes) {
+                        Ok(()) => self.transmit(conn, true, bytes),
+                        Err(error) => self
+                            .violations
+                            .push(format!("p{process}: a request did not encode: {error}")),
+                    }
+                }
+            }
+            ProcessOutput::Store(work) => {
+                if let Some(local_conn) = self.processes[process]
+                    .leading
+                    .as_ref()
+                    .map(|l| l.local_conn)
+                {
+                    self.server_output(process, local_conn, work);
+                }
+            }
+            ProcessOutput::Completed { id, result } => {
+                let Some(index) = self.processes[process].requests.remove(&id) else {
+                    self.violations.push(format!(
+                        "p{process}: request {} completed again, or was never issued",
+                        id.0
+                    ));
+                    return;
+                };
+                let op = &mut self.history[index];
+                op.complete = Some(self.now);
+                op.outcome = match result {
+                    Ok(Response::Value(value)) => Outcome::Read(value),
+                    Ok(Response::Written) => Outcome::Written,
+                    Ok(Response::Values(_) | Response::Status(_)) => {
+                        Outcome::Failed(party_proto::ErrorCode::Malformed(
+                            "an answer the workload never asks for".into(),
+                        ))
+                    }
+                    Err(error) => Outcome::Failed(error),
+                };
+                self.trace.line(
+                    self.now,
+                    format_args!("p{process} op{index} -> {:?}", self.history[index].outcome),
+                );
+            }
+            ProcessOutput::IterReady { iter } => {
+                if self.processes[process].iters.contains_key(&iter) {
+                    self.schedule_read(process, iter);
+                }
+            }
+        }
+    }
+
+    /// Carries out an election action as the virtual OS would.
+    pub(super) fn election_action(&mut self, process: ProcessId, action: ElectionOutput) {
+        let now = self.timestamp();
+        let input = match action {
+            ElectionOutput::TryLock => Some(if self.lock.try_lock(process) {
+                ElectionInput::LockAcquired
+            } else {
+                ElectionInput::LockBusy
+            }),
+            ElectionOutput::OpenStore => Some(ElectionInput::StoreOpened),
+            ElectionOutput::Bind => {
+                // Only the lock holder binds; a listener left by another process is replaced,
+                // as a stale socket file would be.
+                self.listener = Some(process);
+                Some(ElectionInput::SocketBound)
+            }
+            ElectionOutput::Serve => {
+                let records = self
+                    .store
+                    .dedup_records()
+                    .expect("the memory store cannot fail");
+                let local_conn = self.next_conn;
+                self.next_conn += 1;
+                let writer_config = WriterConfig {
+                    bugs: self.injection.bugs,
+                    ..WriterConfig::default()
+                };
+                self.processes[process].leading = Some(Leading {
+                    sessions: BTreeMap::new(),
+                    local_conn,
+                    writer: Writer::new(writer_config, DedupTable::from_records(records)),
+                    iters: HashMap::new(),
+                });
+                self.trace.line(self.now, format_args!("p{process} leads"));
+                self.processes[process]
+                    .machine
+                    .handle_input(now, ProcessInput::Served);
+                return;
+            }
+            ElectionOutput::Connect => Some(self.connect(process)),
+            ElectionOutput::StepDown => {
+                self.trace
+                    .line(self.now, format_args!("p{process} steps down"));
+                self.processes[process].leading = None;
+                let served: Vec<ConnId> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.open && c.server == process)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for conn in served {
+                    self.close_conn(conn);
+                }
+                if self.listener == Some(process) {
+                    self.listener = None;
+                }
+                self.lock.release(process);
+                None
+            }
+            ElectionOutput::Disconnect => {
+                if let Some(conn) = self.processes[process].link.take() {
+                    self.close_conn(conn);
+                }
+                None
+            }
+            ElectionOutput::Failed(reason) => {
+                self.violations
+                    .push(format!("p{process}: the election failed: {reason:?}"));
+                None
+            }
+        };
+        if let Some(input) = input {
+            self.processes[process]
+                .machine
+                .handle_input(now, ProcessInput::Election(input));
+        }
+    }
+
+    pub(super) fn server_output(&mut self, process: ProcessId, conn: ConnId, output: ServerOutput) {
+        let reply = match output {
+            ServerOutput::Send(message) => {
+                let mut bytes = Vec::new();
+                match encode_frame(&message, MAX_FRAME, &mut bytes) {
+                    Ok(()) => self.transmit(conn, false, bytes),
+                    Err(error) => self
+                        .violations
+                        .push(format!("p{process}: a reply did not encode: {error}")),
+                }
+                return;
+            }
+            ServerOutput::Close(reason) => {
+                self.violations
+                    .push(format!("p{process} closed conn{conn}: {reason}"));
+                self.close_conn(conn);
+                return;
+            }
+            ServerOutput::Read { id, op } => {
+                if !self.write_queued(process) {
+                    return;
+                }
+                let result = match op {
+                    ReadOp::Get { key } => self.store.get(&key).map(Response::Value),
+                    ReadOp::GetMany { keys } => self.store.get_many(&keys).map(Response::Values),
+                    ReadOp::Status => {
+                        let leading = self.processes[process].leading.as_ref();
+                        let followers = leading.map_or(0, |l| l.sessions.len() as u32);
+                        Ok(Response::Status(LeaderStatus { followers }))
+                    }
+                };
+                ServerInput::Completed {
+                    id,
+                    result: result.map_err(Into::into),
+                }
+            }
+            ServerOutput::Write { id, stamp, op } => {
+                if let Some(leading) = &mut self.processes[process].leading {
+                    leading.writer.write((conn, id), stamp, op);
+                }
+                return;
+            }
+            ServerOutput::IterOpen { iter, options } => {
+                if !self.write_queued(process) {
+                    return;
+                }
+                let chunks = self
+                    .store
+                    .chunks(&options)
+                    .expect("the memory store cannot fail");
+                if let Some(leading) = &mut self.processes[process].leading {
+                    leading.iters.insert((conn, iter), chunks);
+                }
+                return;
+            }
+            ServerOutput::IterPull { iter, max } => {
+                if !self.write_queued(process) {
+                    return;
+                }
+                let Some(leading) = &mut self.processes[process].leading else {
+                    return;
+                };
+                let Some(chunks) = leading.iters.get_mut(&(conn, iter)) else {
+                    return;
+                };
+                let (entries, exhausted) = chunks
+                    .next_chunk(max as usize)
+                    .expect("the memory store cannot fail");
+                ServerInput::IterChunk {
+                    iter,
+                    entries,
+                    exhausted,
+                }
+            }
+            ServerOutput::IterDrop { iter } => {
+                if let Some(leading) = &mut self.processes[process].leading {
+                    leading.iters.remove(&(conn, iter));
+                }
+                return;
+            }
+        };
+        let incarnation = self.processes[process].incarnation;
+        let delay = self.rand(1, 300);
+        self.schedule(
+            delay,
+            Event::StoreReply {
+                process,
+                incarnation,
+                conn,
+                input: reply,
+            },
+        );
+    }
+
+    /// Cuts the writer's group and carries out what it asks, as party-core's store thread
+    /// does before any job that must see the writes before it. False if the process
+    /// crashed meanwhile (a crash in the middle of a commit).
+    pub(super) fn write_queued(&mut self, process: ProcessId) -> bool {
+        let incarnation = self.processes[process].incarnation;
+        let Some(leading) = &mut self.processes[process].leading else {
+            return true;
+        };
+        leading.writer.cut();
+        loop {
+            let Some(leading) = &mut self.processes[process].leading else {
+                return false;
+            };
+            let Some(output) = leading.writer.poll_output() else {
+                return true;
+            };
+            let input = match output {
+                WriterOutput::Commit(batch) => {
+                    let result = self.commit(process, &batch);
+                    if !self.is_current(process, incarnation) {
+                        return false;
+                    }
+                    WriterInput::Committed(result)
+                }
+                WriterOutput::Reply {
+                    to: (conn, id),
+                    result,
+                } => {
+                    let delay = self.rand(1, 300);
+                    let input = ServerInput::Completed { id, result };
+                    self.schedule(
+                        delay,
+                        Event::StoreReply {
+                            process,
+                            incarnation,
+                            conn,
+                            input,
+                        },
+                    );
+                    continue;
+                }
+                WriterOutput::Checkpoint => WriterInput::Checkpointed(true),
+            };
+            let now = self.timestamp();
+            if let Some(leading) = &mut self.processes[process].leading {
+                leading.writer.handle_input(now, input);
+            }
+        }
+    }
+
+    pub(super) fn schedule_wake(&mut self, process: ProcessId) {
+        let p = &self.processes[process];
+        if !p.alive {
+            return;
+        }
+        let mut next = p.machine.poll_timeout();
+        if let Some(leading) = &p.leading {
+            next = next
+                .into_iter()
+                .chain(leading.sessions.values().filter_map(|s| s.poll_timeout()))
+                .chain(leading.writer.poll_timeout())
+                .min();
+        }
+        let Some(at) = next else { return };
+        let at = (at.since_epoch().as_micros() as u64).max(self.now);
+        if p.wake_at.is_some_and(|wake| wake <= at) {
+            return;
+        }
+        let incarnation = p.incarnation;
+        self.processes[process].wake_at = Some(at);
+        self.schedule_at(
+            at,
+            Event::Wake {
+                process,
+                incarnation,
+            },
+        );
+    }
+}

@@ -1,0 +1,192 @@
+//! The workload: what the simulated callers do — reads, writes, bursts of writes, clears,
+//! slow iterator readers — and how their operations end in the history.
+
+use super::*;
+
+impl World {
+    pub(super) fn key(&mut self) -> Vec<u8> {
+        KEYS[(self.rng.next_u64() % KEYS.len() as u64) as usize].to_vec()
+    }
+
+    pub(super) fn bound(&mut self) -> Bound<Vec<u8>> {
+        match self.rng.next_u64() % 3 {
+            0 => Bound::Unbounded,
+            1 => Bound::Included(self.key()),
+            _ => Bound::Excluded(self.key()),
+        }
+    }
+
+    pub(super) fn workload(&mut self, process: ProcessId) {
+        if !self.processes[process].alive || self.ops_left == 0 {
+            return;
+        }
+        self.ops_left -= 1;
+        let value = format!("p{process}.{}", self.history.len()).into_bytes();
+        let kind = match self.rng.next_u64() % 22 {
+            20..=21 => {
+                // A burst of writes issued together, which the leader commits as one group.
+                let count = self.rand(2, 6);
+                for n in 0..count {
+                    let value = format!("p{process}.{}.{n}", self.history.len()).into_bytes();
+                    let key = self.key();
+                    self.issue(process, OpKind::Write(vec![(key, Some(value))]), false);
+                }
+                self.pump(process);
+                self.schedule_next_workload(process);
+                return;
+            }
+            0..=5 => OpKind::Get(self.key()),
+            6..=10 => OpKind::Write(vec![(self.key(), Some(value))]),
+            11..=12 => OpKind::Write(vec![(self.key(), None)]),
+            13..=14 => {
+                let (a, b) = (self.key(), self.key());
+                OpKind::Write(vec![(a, Some(value.clone())), (b, Some(value))])
+            }
+            15 => OpKind::Clear(KeyRange {
+                start: self.bound(),
+                end: self.bound(),
+            }),
+            _ => OpKind::Iterate(IterOptions {
+                range: KeyRange {
+                    start: self.bound(),
+                    end: self.bound(),
+                },
+                reverse: self.chance(50),
+                limit: self.chance(30).then(|| self.rand(1, 5)),
+                ..IterOptions::default()
+            }),
+        };
+        self.issue(process, kind, true);
+        self.schedule_next_workload(process);
+    }
+
+    pub(super) fn schedule_next_workload(&mut self, process: ProcessId) {
+        if self.ops_left > 0 {
+            let next = self.rand(50, 3_000);
+            self.schedule(next, Event::Workload(process));
+        } else {
+            self.faults_on = false;
+        }
+    }
+
+    /// Issues one operation; `pump` false leaves it queued with the next ones.
+    pub(super) fn issue(&mut self, process: ProcessId, kind: OpKind, pump: bool) {
+        let index = self.history.len();
+        self.trace
+            .line(self.now, format_args!("p{process} op{index} {kind:?}"));
+        let now = self.timestamp();
+        let p = &mut self.processes[process];
+        match &kind {
+            OpKind::Get(key) => {
+                let id = p.machine.read(now, ReadOp::Get { key: key.clone() });
+                p.requests.insert(id, index);
+            }
+            OpKind::Write(writes) => {
+                let ops = writes
+                    .iter()
+                    .map(|(key, value)| match value {
+                        Some(value) => BatchOp::Put {
+                            key: key.clone(),
+                            value: value.clone(),
+                        },
+                        None => BatchOp::Del { key: key.clone() },
+                    })
+                    .collect();
+                let id = p.machine.write(now, WriteOp::Batch { ops });
+                p.requests.insert(id, index);
+            }
+            OpKind::Clear(range) => {
+                let id = p.machine.write(
+                    now,
+                    WriteOp::Clear {
+                        range: range.clone(),
+                    },
+                );
+                p.requests.insert(id, index);
+            }
+            OpKind::Iterate(options) => {
+                let iter = p.machine.open_iter(now, options.clone());
+                p.iters.insert(iter, index);
+                self.history.push(Op {
+                    process,
+                    kind,
+                    invoke: self.now,
+                    complete: None,
+                    outcome: Outcome::Iterated(Vec::new()),
+                });
+                self.pump(process);
+                self.schedule_read(process, iter);
+                return;
+            }
+        }
+        self.history.push(Op {
+            process,
+            kind,
+            invoke: self.now,
+            complete: None,
+            outcome: Outcome::Unknown,
+        });
+        if pump {
+            self.pump(process);
+        }
+    }
+
+    pub(super) fn schedule_read(&mut self, process: ProcessId, iter: IterId) {
+        if self.processes[process].reading.insert(iter) {
+            let delay = self.rand(20, 1_500);
+            let incarnation = self.processes[process].incarnation;
+            self.schedule(
+                delay,
+                Event::ReadIter {
+                    process,
+                    incarnation,
+                    iter,
+                },
+            );
+        }
+    }
+
+    /// A slow reader takes a few entries at a time.
+    pub(super) fn read_iter(&mut self, process: ProcessId, iter: IterId) {
+        self.processes[process].reading.remove(&iter);
+        let max = self.rand(1, 4) as usize;
+        let Some(&index) = self.processes[process].iters.get(&iter) else {
+            return;
+        };
+        let now = self.timestamp();
+        match self.processes[process].machine.iter_take(now, iter, max) {
+            IterPoll::Entries(entries) => {
+                if let Outcome::Iterated(keys) = &mut self.history[index].outcome {
+                    keys.extend(entries.into_iter().map(|e| e.key));
+                }
+                self.schedule_read(process, iter);
+            }
+            IterPoll::Pending => {}
+            IterPoll::Done => self.end_iter(process, iter, index, None),
+            IterPoll::Failed(error) => self.end_iter(process, iter, index, Some(error)),
+        }
+        self.pump(process);
+    }
+
+    pub(super) fn end_iter(
+        &mut self,
+        process: ProcessId,
+        iter: IterId,
+        index: usize,
+        error: Option<party_proto::ErrorCode>,
+    ) {
+        self.processes[process].iters.remove(&iter);
+        let op = &mut self.history[index];
+        op.complete = Some(self.now);
+        if let Some(error) = error {
+            op.outcome = Outcome::Failed(error);
+        }
+        self.trace.line(
+            self.now,
+            format_args!(
+                "p{process} op{index} ends {:?}",
+                self.history[index].outcome
+            ),
+        );
+    }
+}
