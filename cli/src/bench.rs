@@ -158,8 +158,8 @@ pub async fn node(args: &[String]) -> Result<ExitCode, String> {
                 if now - last > 1_000 {
                     println!("gap {last} {now}");
                 }
-                if roles.has_changed().unwrap_or(false) {
-                    let state = roles.borrow_and_update().clone();
+                if roles.has_changed() {
+                    let state = roles.current();
                     println!("role {}", crate::command::role_name(state.role));
                     if let Some(open) = state.store_open_time {
                         println!("opened {}", open.as_micros());

@@ -15,10 +15,11 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::sync::{oneshot, watch};
 
 use crate::codec::{Codec, Typed};
-use crate::driver::{Command, Driver, RoleState};
+use crate::driver::{Command, Driver};
 use crate::error::Error;
 use crate::options::Options;
 use crate::paths::Layout;
+use crate::role::{RoleState, RoleWatch};
 
 /// Opens the data directory `dir` (creating it if needed) and joins its party.
 ///
@@ -80,13 +81,12 @@ impl Db {
     /// Waits until this handle leads or follows (welcomed by the leader); fails if it cannot
     /// join the party or the leader refuses it.
     pub async fn ready(&self) -> Result<Role, Error> {
-        let mut role = self.inner.role.clone();
-        let state = role
+        let state = self
+            .watch_role()
             .wait_for(|state| {
                 state.role != Role::Electing || state.failure.is_some() || state.rejected.is_some()
             })
-            .await
-            .map_err(|_| Error::Closed)?;
+            .await?;
         if let Some(failure) = &state.failure {
             return Err(Error::ElectionFailed(failure.clone()));
         }
@@ -110,11 +110,9 @@ impl Db {
         self.inner.role.borrow().leader_pid
     }
 
-    /// Every change of role (the level-party `leader` event and more). Do not hold a
-    /// borrow of it (`borrow()`, or the `Ref` that `wait_for` returns) across an await: the
-    /// handle's driver waits for it to publish the next change.
-    pub fn watch_role(&self) -> watch::Receiver<RoleState> {
-        self.inner.role.clone()
+    /// Every change of role (the level-party `leader` event and more).
+    pub fn watch_role(&self) -> RoleWatch {
+        RoleWatch::new(self.inner.role.clone())
     }
 
     /// The data directory, resolved.

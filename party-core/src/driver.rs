@@ -31,6 +31,7 @@ use crate::link::{Link, LinkEnd, Received};
 use crate::lock::ElectionLock;
 use crate::options::Options;
 use crate::paths::Layout;
+use crate::role::RoleState;
 
 /// What a [`crate::Db`] asks of its driver.
 pub(crate) enum Command {
@@ -61,22 +62,6 @@ pub(crate) enum Command {
 
 /// What an iterator's caller gets: the session's answer, or why the handle cannot serve it.
 pub(crate) type IterAnswer = Result<IterPoll, Error>;
-
-/// What a handle publishes about its role. A handle counts as a follower once the leader
-/// has welcomed it (so its protocol is known to match), not merely once connected.
-#[derive(Debug, Clone)]
-pub struct RoleState {
-    pub role: Role,
-    /// The leader's process id, once known.
-    pub leader_pid: Option<u32>,
-    /// Why the handle could not join the party, if it could not.
-    pub failure: Option<Arc<Error>>,
-    /// Why the last leader refused this handle (a protocol mismatch), until one welcomes it.
-    pub rejected: Option<ErrorCode>,
-    /// While this handle leads: how long it took to open the store (the bulk of a takeover,
-    /// as the store replays what the previous leader left unflushed).
-    pub store_open_time: Option<Duration>,
-}
 
 /// What a handle holds while it becomes or is leader.
 #[derive(Default)]
@@ -116,13 +101,7 @@ impl Driver {
         client_id: ClientId,
         seed: u64,
     ) -> (Driver, watch::Receiver<RoleState>) {
-        let (role, role_rx) = watch::channel(RoleState {
-            role: Role::Electing,
-            leader_pid: None,
-            failure: None,
-            rejected: None,
-            store_open_time: None,
-        });
+        let (role, role_rx) = watch::channel(RoleState::electing());
         // The updates fill the simulator-only fields that exist when a build of the whole
         // workspace turns on party-proto's `bug-injection` feature.
         #[allow(clippy::needless_update)]

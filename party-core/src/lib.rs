@@ -73,6 +73,8 @@ mod options;
 #[cfg(not(loom))]
 mod paths;
 #[cfg(not(loom))]
+mod role;
+#[cfg(not(loom))]
 mod store;
 
 #[cfg(not(loom))]
@@ -80,12 +82,12 @@ pub use {
     blocking::{BlockingDb, BlockingIter},
     codec::{Codec, Json, Raw, Typed, Utf8},
     db::{open, Db, Iter, Status},
-    driver::RoleState,
     error::Error,
     options::{Limits, Options},
     party_backends::{BackendKind, OpenError, UnknownBackend},
     party_proto::wire::{BatchOp, Entry},
     party_proto::{ErrorCode, IterOptions, KeyRange, Role},
+    role::{RoleState, RoleWatch},
 };
 
 /// The README's Rust examples, compiled by `cargo test` as doctests.

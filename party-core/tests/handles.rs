@@ -473,3 +473,28 @@ async fn a_follower_that_never_reads_does_not_keep_the_leader_from_closing() {
     );
     drop(stalled);
 }
+
+/// Callers get copies of the role state, never a borrow: one held across awaits cannot hold
+/// up the handle's driver, which goes on publishing (it used to deadlock the handle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_holding_the_role_state_never_blocks_the_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), Options::default()).await.unwrap();
+    assert_eq!(leader.ready().await.unwrap(), Role::Leader);
+    let follower = open(dir.path(), Options::default()).await.unwrap();
+    let mut watch = follower.watch_role();
+    let held = watch
+        .wait_for(|state| state.role == Role::Follower)
+        .await
+        .unwrap();
+    leader.close().await.unwrap();
+    let took_over = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        watch.wait_for(|state| state.role == Role::Leader),
+    )
+    .await
+    .expect("the follower never published its new role");
+    assert_eq!(took_over.unwrap().leader_pid, Some(std::process::id()));
+    follower.put("k", "v").await.unwrap();
+    assert_eq!(held.role, Role::Follower, "the copy is the caller's");
+}

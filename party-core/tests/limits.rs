@@ -43,7 +43,6 @@ async fn a_connection_past_the_limit_is_refused_and_the_others_go_on() {
     // A slot that frees up is taken by the refused handle, which keeps trying.
     first.close().await.unwrap();
     let mut role = second.watch_role();
-    // (A borrow of the role must not be held on: it would block the handle's driver.)
     let welcomed = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         role.wait_for(|state| state.role == Role::Follower),

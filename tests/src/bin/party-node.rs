@@ -216,11 +216,12 @@ fn hex(bytes: &[u8]) -> String {
 
 async fn print_roles(db: Db) {
     let mut roles = db.watch_role();
+    let mut state = roles.current();
     loop {
-        let role = roles.borrow_and_update().role;
-        println!("role {} {}", role_name(role), std::process::id());
-        if roles.changed().await.is_err() {
-            return;
+        println!("role {} {}", role_name(state.role), std::process::id());
+        match roles.changed().await {
+            Ok(next) => state = next,
+            Err(_) => return,
         }
     }
 }

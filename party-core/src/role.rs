@@ -1,0 +1,82 @@
+//! What a handle publishes about its role, and how callers follow it.
+//!
+//! The driver publishes every change; callers get copies, never a borrow of the published
+//! state, so no caller can hold up the driver (a borrow of a `tokio::sync::watch` value
+//! held across an await would block the driver's next publication, and with it the handle).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use party_proto::{ErrorCode, Role};
+use tokio::sync::watch;
+
+use crate::error::Error;
+
+/// What a handle publishes about its role. A handle counts as a follower once the leader
+/// has welcomed it (so its protocol is known to match), not merely once connected.
+#[derive(Debug, Clone)]
+pub struct RoleState {
+    pub role: Role,
+    /// The leader's process id, once known.
+    pub leader_pid: Option<u32>,
+    /// Why the handle could not join the party, if it could not.
+    pub failure: Option<Arc<Error>>,
+    /// Why the last leader refused this handle (a protocol mismatch), until one welcomes it.
+    pub rejected: Option<ErrorCode>,
+    /// While this handle leads: how long it took to open the store (the bulk of a takeover,
+    /// as the store replays what the previous leader left unflushed).
+    pub store_open_time: Option<Duration>,
+}
+
+impl RoleState {
+    pub(crate) fn electing() -> RoleState {
+        RoleState {
+            role: Role::Electing,
+            leader_pid: None,
+            failure: None,
+            rejected: None,
+            store_open_time: None,
+        }
+    }
+}
+
+/// Every change of a handle's role (the level-party `leader` event and more), from
+/// [`crate::Db::watch_role`]. It hands out copies of the state, so holding one across an
+/// await is harmless.
+#[derive(Debug, Clone)]
+pub struct RoleWatch(watch::Receiver<RoleState>);
+
+impl RoleWatch {
+    pub(crate) fn new(receiver: watch::Receiver<RoleState>) -> RoleWatch {
+        RoleWatch(receiver)
+    }
+
+    /// The state now; a later [`RoleWatch::changed`] waits for a change after this one.
+    pub fn current(&mut self) -> RoleState {
+        self.0.borrow_and_update().clone()
+    }
+
+    /// Whether the state changed since it was last seen here.
+    pub fn has_changed(&self) -> bool {
+        self.0.has_changed().unwrap_or(false)
+    }
+
+    /// Waits for the next change and returns the new state; [`Error::Closed`] once the
+    /// handle is gone.
+    pub async fn changed(&mut self) -> Result<RoleState, Error> {
+        self.0.changed().await.map_err(|_| Error::Closed)?;
+        Ok(self.current())
+    }
+
+    /// Waits until `done` holds for the state, and returns that state; [`Error::Closed`]
+    /// once the handle is gone.
+    pub async fn wait_for(
+        &mut self,
+        done: impl FnMut(&RoleState) -> bool,
+    ) -> Result<RoleState, Error> {
+        match self.0.wait_for(done).await {
+            Ok(state) => Ok(state.clone()),
+            Err(_) => Err(Error::Closed),
+        }
+    }
+}
