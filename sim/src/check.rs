@@ -2,14 +2,17 @@
 //!
 //! - Per-key linearizability with a register model: a Wing–Gong search with memoisation.
 //!   Writes whose outcome the caller never learned (crash, connection lost) may or may not
-//!   have happened; the search may place them or leave them out.
-//! - Iterators: keys strictly in order (no repeat), all inside the range, and every key
-//!   present in the store for the iterator's whole life delivered.
-//!
-//! - Outcomes: the clients retry and have no timeouts, so nothing may fail but for a fault
-//!   injected in the store; a write acknowledged must have been committed, and one that
-//!   the store failed must not have been. Writes are judged by their content (each put of
-//!   the workload writes a value of its own), not by what the writer claims.
+//!   have happened; the search may place them or leave them out. A `get_many` counts as a
+//!   read of each of its keys.
+//! - Atomicity: a `get_many` must see the store as it was after one commit (so a two-key
+//!   batch or a clear is never seen half done), at some point of its own life.
+//! - Iterators: keys strictly in order (no repeat), all inside the range, within the limit;
+//!   every key present in the store for the iterator's whole life delivered (unless the
+//!   caller closed it early); every value delivered one its key held during that life.
+//! - Outcomes: nothing fails unless a fault or the caller's settings explain it (see
+//!   [`crate::history::Excuses`]); a write acknowledged must have been committed, and one
+//!   that the store failed must not have been. Writes are judged by their content (each put
+//!   of the workload writes a value of its own), not by what the writer claims.
 //!
 //! No write applied twice (by content) and at most one leader are checked while the run
 //! goes on (see `world.rs`); liveness at its end.
@@ -45,17 +48,13 @@ fn store_refusal(error: &ErrorCode) -> bool {
 }
 
 /// Violations in how operations ended, against how often each value was committed.
-pub fn outcomes(
-    history: &[Op],
-    committed: &HashMap<Vec<u8>, u32>,
-    store_faults: bool,
-) -> Vec<String> {
+pub fn outcomes(history: &[Op], committed: &HashMap<Vec<u8>, u32>) -> Vec<String> {
     let mut violations = Vec::new();
     for (index, op) in history.iter().enumerate() {
         if let Outcome::Failed(error) = &op.outcome {
-            if !(store_faults && store_refusal(error)) {
+            if !op.excuses.allow(error) {
                 violations.push(format!(
-                    "op{index} failed with {error:?}, with retry on and no store fault to explain it"
+                    "op{index} failed with {error:?}, which no fault or setting explains"
                 ));
             }
         }
@@ -79,40 +78,77 @@ pub fn outcomes(
     violations
 }
 
-/// What the store held over time, recorded as the leader committed: per key, when it
-/// appeared (`true`) or disappeared (`false`).
+/// What the store held over time: the effect of each commit, in commit order, with its
+/// virtual time.
 #[derive(Debug, Default)]
 pub struct Timeline {
-    changes: BTreeMap<Vec<u8>, Vec<(u64, bool)>>,
+    commits: Vec<(u64, Effect)>,
 }
 
+/// What one commit left each key it touched with (`None`: deleted).
+type Effect = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// The store's whole content at one instant.
+type State = BTreeMap<Vec<u8>, Vec<u8>>;
+
 impl Timeline {
-    pub fn record(&mut self, at: u64, key: &[u8], present: bool) {
-        self.changes
-            .entry(key.to_vec())
-            .or_default()
-            .push((at, present));
+    /// A commit at `at` left each key of `effect` with its value (`None`: deleted).
+    pub fn commit(&mut self, at: u64, effect: Effect) {
+        self.commits.push((at, effect));
     }
 
-    /// Keys present at every instant from `from` to `to`. A change at `from` itself may
-    /// come before or after the operation that started then, so it does not count.
-    fn present_throughout(&self, from: u64, to: u64) -> Vec<&[u8]> {
-        self.changes
-            .iter()
-            .filter(|(_, changes)| {
-                let at_start = changes
-                    .iter()
-                    .take_while(|(t, _)| *t < from)
-                    .last()
-                    .is_some_and(|(_, present)| *present);
-                let removed_meanwhile = changes
-                    .iter()
-                    .any(|(t, present)| *t >= from && *t <= to && !present);
-                at_start && !removed_meanwhile
-            })
-            .map(|(key, _)| key.as_slice())
-            .collect()
+    /// Every state the store was in from `from` to `to`: the one before `from`, and the one
+    /// after each commit in between (a commit at `from` or `to` itself may come before or
+    /// after an operation that started or ended then, so both sides count).
+    fn states(&self, from: u64, to: u64) -> Vec<State> {
+        let mut state = State::new();
+        let mut states = Vec::new();
+        let mut started = false;
+        for (at, effect) in &self.commits {
+            if *at > to {
+                break;
+            }
+            if *at >= from && !started {
+                states.push(state.clone());
+                started = true;
+            }
+            for (key, value) in effect {
+                match value {
+                    Some(value) => state.insert(key.clone(), value.clone()),
+                    None => state.remove(key),
+                };
+            }
+            if started {
+                states.push(state.clone());
+            }
+        }
+        if !started {
+            states.push(state);
+        }
+        states
     }
+}
+
+/// Finds the first `get_many` that saw no single state of the store.
+pub fn atomic_reads(history: &[Op], timeline: &Timeline) -> Option<String> {
+    for (index, op) in history.iter().enumerate() {
+        let (OpKind::GetMany(keys), Outcome::ReadMany(values), Some(complete)) =
+            (&op.kind, &op.outcome, op.complete)
+        else {
+            continue;
+        };
+        let seen_whole = timeline.states(op.invoke, complete).iter().any(|state| {
+            keys.iter()
+                .zip(values)
+                .all(|(key, value)| state.get(key) == value.as_ref())
+        });
+        if !seen_whole {
+            return Some(format!(
+                "op{index}: get_many {keys:02x?} saw {values:?}, never the store's state at one instant"
+            ));
+        }
+    }
+    None
 }
 
 /// One operation on one key, for the register model.
@@ -147,7 +183,10 @@ pub fn linearizability(history: &[Op], keys: &[Vec<u8>]) -> Option<String> {
 fn key_ops(history: &[Op], key: &[u8]) -> Vec<KeyOp> {
     let mut ops = Vec::new();
     for op in history {
-        let known = matches!(op.outcome, Outcome::Read(_) | Outcome::Written);
+        let known = matches!(
+            op.outcome,
+            Outcome::Read(_) | Outcome::ReadMany(_) | Outcome::Written
+        );
         let complete = if known {
             op.complete.unwrap_or(u64::MAX)
         } else {
@@ -155,6 +194,12 @@ fn key_ops(history: &[Op], key: &[u8]) -> Vec<KeyOp> {
         };
         let (read, value) = match (&op.kind, &op.outcome) {
             (OpKind::Get(k), Outcome::Read(value)) if k == key => (true, value.clone()),
+            (OpKind::GetMany(keys), Outcome::ReadMany(values)) => {
+                match keys.iter().position(|k| k == key) {
+                    Some(at) => (true, values[at].clone()),
+                    None => continue,
+                }
+            }
             (OpKind::Write(writes), _) => match writes.iter().rev().find(|(k, _)| k == key) {
                 Some((_, value)) => (false, value.clone()),
                 None => continue,
@@ -235,15 +280,51 @@ fn search(
     false
 }
 
-/// Finds the first iterator that repeated, reordered, strayed outside its range or missed
-/// a key that was there all along.
+/// Finds the first iterator that repeated, reordered, strayed outside its range or its
+/// limit, missed a key that was there all along, or delivered a value its key never held
+/// while it ran.
 pub fn iterators(history: &[Op], timeline: &Timeline) -> Option<String> {
     for op in history {
-        let (OpKind::Iterate(options), Outcome::Iterated(keys), Some(complete)) =
-            (&op.kind, &op.outcome, op.complete)
+        let (
+            OpKind::Iterate(options),
+            Outcome::Iterated {
+                entries,
+                closed_early,
+            },
+            Some(complete),
+        ) = (&op.kind, &op.outcome, op.complete)
         else {
             continue;
         };
+        if options
+            .limit
+            .is_some_and(|limit| entries.len() as u64 > limit)
+        {
+            return Some(format!(
+                "iterator {options:?} went past its limit: {entries:02x?}"
+            ));
+        }
+        let states = timeline.states(op.invoke, complete);
+        if !options.keys {
+            // Values only: each must be a value some key in range held meanwhile.
+            let stray = entries
+                .iter()
+                .filter(|_| options.values)
+                .find(|(_, value)| {
+                    !states.iter().any(|state| {
+                        state
+                            .iter()
+                            .any(|(key, held)| options.range.contains(key) && held == value)
+                    })
+                });
+            if let Some((_, value)) = stray {
+                return Some(format!(
+                    "iterator {options:?} delivered the value {value:02x?}, held by no key in range"
+                ));
+            }
+            continue;
+        }
+        let keys: Vec<&Vec<u8>> = entries.iter().map(|(key, _)| key).collect();
         let in_order = keys.windows(2).all(|pair| {
             if options.reverse {
                 pair[0] > pair[1]
@@ -261,23 +342,35 @@ pub fn iterators(history: &[Op], timeline: &Timeline) -> Option<String> {
                 "iterator {options:?} delivered {stray:02x?}, outside its range"
             ));
         }
-        if options.limit.is_some_and(|limit| keys.len() as u64 > limit) {
-            return Some(format!(
-                "iterator {options:?} went past its limit: {keys:02x?}"
-            ));
+        for (key, value) in entries {
+            let held = states.iter().any(|state| match state.get(key) {
+                Some(held) => !options.values || held == value,
+                None => false,
+            });
+            if !held {
+                return Some(format!(
+                    "iterator {options:?} delivered {key:02x?} = {value:02x?}, which the key never held while it ran"
+                ));
+            }
         }
-        let cut_short = options
-            .limit
-            .is_some_and(|limit| keys.len() as u64 == limit);
-        for stable in timeline.present_throughout(op.invoke, complete) {
-            if !options.range.contains(stable) || keys.iter().any(|k| k == stable) {
+        let cut_short = *closed_early
+            || options
+                .limit
+                .is_some_and(|limit| entries.len() as u64 == limit);
+        let present_throughout = states
+            .first()
+            .into_iter()
+            .flat_map(|first| first.keys())
+            .filter(|key| states.iter().all(|state| state.contains_key(*key)));
+        for stable in present_throughout {
+            if !options.range.contains(stable) || keys.contains(&stable) {
                 continue;
             }
-            let beyond_last = keys.last().is_some_and(|last| {
+            let beyond_last = keys.last().is_none_or(|last| {
                 if options.reverse {
-                    stable < last.as_slice()
+                    stable < *last
                 } else {
-                    stable > last.as_slice()
+                    stable > *last
                 }
             });
             if !(cut_short && beyond_last) {
@@ -293,6 +386,7 @@ pub fn iterators(history: &[Op], timeline: &Timeline) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use party_proto::IterOptions;
 
     fn op(invoke: u64, complete: u64, read: bool, value: Option<&str>, required: bool) -> KeyOp {
         KeyOp {
@@ -346,5 +440,95 @@ mod tests {
             op(40, 50, true, Some("a"), true),
         ];
         assert!(!linearizable(&history));
+    }
+
+    fn bytes(text: &str) -> Vec<u8> {
+        text.as_bytes().to_vec()
+    }
+
+    /// A two-key batch committed at 10: a then b.
+    fn batch_timeline() -> Timeline {
+        let mut timeline = Timeline::default();
+        timeline.commit(
+            5,
+            BTreeMap::from([
+                (bytes("a"), Some(bytes("0"))),
+                (bytes("b"), Some(bytes("0"))),
+            ]),
+        );
+        timeline.commit(
+            10,
+            BTreeMap::from([
+                (bytes("a"), Some(bytes("1"))),
+                (bytes("b"), Some(bytes("1"))),
+            ]),
+        );
+        timeline
+    }
+
+    fn finished(kind: OpKind, outcome: Outcome) -> Op {
+        Op {
+            process: 0,
+            kind,
+            invoke: 8,
+            complete: Some(12),
+            outcome,
+            excuses: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_batch_seen_half_done_is_caught() {
+        let timeline = batch_timeline();
+        let keys = OpKind::GetMany(vec![bytes("a"), bytes("b")]);
+        let whole = finished(
+            keys.clone(),
+            Outcome::ReadMany(vec![Some(bytes("1")), Some(bytes("1"))]),
+        );
+        assert_eq!(atomic_reads(&[whole], &timeline), None);
+        let half = finished(
+            keys,
+            Outcome::ReadMany(vec![Some(bytes("1")), Some(bytes("0"))]),
+        );
+        assert!(atomic_reads(&[half], &timeline).is_some());
+    }
+
+    #[test]
+    fn an_iterator_value_its_key_never_held_is_caught() {
+        let timeline = batch_timeline();
+        let scan = |value: &str| {
+            finished(
+                OpKind::Iterate(IterOptions::default()),
+                Outcome::Iterated {
+                    entries: vec![(bytes("a"), bytes(value)), (bytes("b"), bytes("1"))],
+                    closed_early: false,
+                },
+            )
+        };
+        assert_eq!(
+            iterators(&[scan("0")], &timeline),
+            None,
+            "a held 0 until 10"
+        );
+        assert!(iterators(&[scan("2")], &timeline).is_some());
+    }
+
+    #[test]
+    fn an_iterator_closed_early_need_not_reach_the_end() {
+        let timeline = batch_timeline();
+        let partial = |closed_early| {
+            finished(
+                OpKind::Iterate(IterOptions::default()),
+                Outcome::Iterated {
+                    entries: vec![(bytes("a"), bytes("1"))],
+                    closed_early,
+                },
+            )
+        };
+        assert_eq!(iterators(&[partial(true)], &timeline), None);
+        assert!(
+            iterators(&[partial(false)], &timeline).is_some(),
+            "b was there throughout"
+        );
     }
 }

@@ -7,6 +7,8 @@ use party_proto::{ErrorCode, IterOptions, KeyRange};
 #[derive(Debug, Clone)]
 pub enum OpKind {
     Get(Vec<u8>),
+    /// Reads these keys at one instant.
+    GetMany(Vec<Vec<u8>>),
     /// Writes these keys atomically (put, del and batch all become this).
     Write(Vec<(Vec<u8>, Option<Vec<u8>>)>),
     Clear(KeyRange),
@@ -19,10 +21,50 @@ pub enum Outcome {
     /// No answer: still pending, or its process crashed first.
     Unknown,
     Read(Option<Vec<u8>>),
+    ReadMany(Vec<Option<Vec<u8>>>),
     Written,
-    /// Every key the iterator delivered, in order.
-    Iterated(Vec<Vec<u8>>),
+    /// Every entry the iterator delivered, in order (a half the options left out is
+    /// empty); `closed_early` when the caller closed it before its end.
+    Iterated {
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+        closed_early: bool,
+    },
     Failed(ErrorCode),
+}
+
+/// The failures a fault or the caller's own settings explain for an operation; any other
+/// failure is a violation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Excuses {
+    /// The client does not retry: a lost connection fails what was in flight.
+    pub connection_lost: bool,
+    /// The client has a request timeout.
+    pub timed_out: bool,
+    /// The process was closed, or its election failed, before the operation ended.
+    pub closed: bool,
+    /// The store fails or refuses commits on this seed.
+    pub store: bool,
+    /// The leader refuses connections on this seed.
+    pub refused: bool,
+    /// Garbage frames are injected on this seed.
+    pub malformed: bool,
+}
+
+impl Excuses {
+    /// Whether `error` is explained.
+    pub fn allow(&self, error: &ErrorCode) -> bool {
+        match error {
+            ErrorCode::ConnectionLost => self.connection_lost,
+            ErrorCode::TimedOut => self.timed_out,
+            ErrorCode::Closed => self.closed,
+            ErrorCode::Backend(_) | ErrorCode::StoreFull { .. } | ErrorCode::StoreReadOnly => {
+                self.store
+            }
+            ErrorCode::TooManyConnections { .. } => self.refused,
+            ErrorCode::Malformed(_) | ErrorCode::FrameTooLarge { .. } => self.malformed,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -33,4 +75,5 @@ pub struct Op {
     pub invoke: u64,
     pub complete: Option<u64>,
     pub outcome: Outcome,
+    pub excuses: Excuses,
 }

@@ -19,6 +19,7 @@ use std::ops::Bound;
 use std::time::Duration;
 
 use party_backends::{resolve, Backend, Chunks, MemoryBackend, WriteBatch};
+use party_proto::election::ElectionFailure;
 use party_proto::jitter::SplitMix64;
 use party_proto::wire::{
     encode_frame, BatchOp, ClientMessage, FrameDecoder, LeaderStatus, ReadOp, Response,
@@ -32,7 +33,7 @@ use party_proto::{
 use party_proto::{CommitResult, ErrorCode, Writer, WriterConfig, WriterInput, WriterOutput};
 
 use crate::check::Timeline;
-use crate::history::{Op, OpKind, Outcome};
+use crate::history::{Excuses, Op, OpKind, Outcome};
 use crate::lock_oracle::{LockOracle, ProcessId};
 use crate::trace::Trace;
 use crate::Injection;
@@ -73,8 +74,26 @@ enum Event {
         incarnation: u32,
         iter: IterId,
     },
+    /// The answer to an election action that takes time (opening the store, connecting)
+    /// comes now.
+    Answer {
+        process: ProcessId,
+        incarnation: u32,
+        action: ElectionOutput,
+    },
     Fault,
     Restart(ProcessId),
+}
+
+/// Which faults a seed injects beyond crashes, cut connections and lost locks.
+#[derive(Debug, Clone, Copy)]
+struct SeedFaults {
+    /// The store fails or refuses commits, and sometimes cannot be opened.
+    store: bool,
+    /// A leader sometimes refuses a connection.
+    refusals: bool,
+    /// Garbage frames are sometimes sent down a connection.
+    garbage: bool,
 }
 
 struct Conn {
@@ -114,6 +133,10 @@ struct Node {
     iters: HashMap<IterId, usize>,
     reading: HashSet<IterId>,
     wake_at: Option<u64>,
+    /// The failures its operations may meet: its client's settings and the seed's faults.
+    excuses: Excuses,
+    /// Closed by its caller, or its election failed: restarted once its machine is done.
+    closing: bool,
 }
 
 /// How one simulated run ended.
@@ -142,8 +165,7 @@ pub struct World {
     /// How many times each write's unique value was committed: judged by content, not by
     /// what the writer says.
     committed: HashMap<Vec<u8>, u32>,
-    /// Whether this seed makes the store fail and refuse commits.
-    store_faults: bool,
+    faults: SeedFaults,
     history: Vec<Op>,
     ops_left: usize,
     faults_on: bool,
@@ -167,7 +189,11 @@ impl World {
     pub fn new(seed: u64, injection: Injection) -> World {
         let mut rng = SplitMix64::new(seed);
         let process_count = 3 + (rng.next_u64() % 4) as usize;
-        let store_faults = rng.next_u64().is_multiple_of(3);
+        let faults = SeedFaults {
+            store: rng.next_u64().is_multiple_of(3),
+            refusals: rng.next_u64().is_multiple_of(5),
+            garbage: rng.next_u64().is_multiple_of(5),
+        };
         let mut world = World {
             rng,
             injection,
@@ -183,7 +209,7 @@ impl World {
             store: MemoryBackend::new(),
             timeline: Timeline::default(),
             committed: HashMap::new(),
-            store_faults,
+            faults,
             history: Vec::new(),
             ops_left: 100,
             faults_on: true,
@@ -244,11 +270,11 @@ impl World {
                 stuck.join("; ")
             ));
         }
-        self.violations.extend(crate::check::outcomes(
-            &self.history,
-            &self.committed,
-            self.store_faults,
-        ));
+        self.violations
+            .extend(crate::check::outcomes(&self.history, &self.committed));
+        if let Some(violation) = crate::check::atomic_reads(&self.history, &self.timeline) {
+            self.violations.push(violation);
+        }
         let keys: Vec<Vec<u8>> = KEYS.iter().map(|k| k.to_vec()).collect();
         if let Some(violation) = crate::check::linearizability(&self.history, &keys) {
             self.violations.push(violation);
@@ -289,13 +315,33 @@ impl World {
 
     fn fresh_node(&mut self, process: ProcessId, incarnation: u32) -> Node {
         self.next_client += 1;
+        // Windows from one entry to past the leader's credit cap of 8; some clients do not
+        // retry, some give up on a request after a while.
+        let iter_window = match self.rng.next_u64() % 5 {
+            0 => 9 + (self.rng.next_u64() % 4) as u32,
+            _ => 1 + (self.rng.next_u64() % 4) as u32,
+        };
+        let retry = !self.chance(15);
+        let request_timeout = self
+            .chance(15)
+            .then(|| Duration::from_micros(self.rand(2_000, 20_000)));
+        let excuses = Excuses {
+            connection_lost: !retry,
+            timed_out: request_timeout.is_some(),
+            closed: false,
+            store: self.faults.store,
+            refused: self.faults.refusals,
+            malformed: self.faults.garbage,
+        };
         let config = ProcessConfig {
             election: ElectionConfig {
                 bugs: self.injection.bugs,
                 ..ElectionConfig::default()
             },
             client: ClientConfig {
-                iter_window: 1 + (self.rng.next_u64() % 4) as u32,
+                retry,
+                request_timeout,
+                iter_window,
                 bugs: self.injection.bugs,
                 ..ClientConfig::default()
             },
@@ -312,6 +358,8 @@ impl World {
             iters: HashMap::new(),
             reading: HashSet::new(),
             wake_at: None,
+            excuses,
+            closing: false,
         }
     }
 
@@ -370,6 +418,16 @@ impl World {
             } => {
                 if self.is_current(process, incarnation) {
                     self.read_iter(process, iter);
+                }
+            }
+            Event::Answer {
+                process,
+                incarnation,
+                action,
+            } => {
+                if self.is_current(process, incarnation) {
+                    self.answer(process, action);
+                    self.pump(process);
                 }
             }
             Event::Fault => self.fault(),

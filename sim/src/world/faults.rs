@@ -1,5 +1,6 @@
 //! The faults: crashes (also in the middle of a commit), cut connections, a lock taken
-//! away, and the store's fault layer that fails or refuses commits.
+//! away, garbage down a connection, and the store's fault layer that fails or refuses
+//! commits.
 
 use super::*;
 
@@ -58,6 +59,22 @@ impl World {
                     self.pump(leader);
                 }
             }
+            9 if self.faults.garbage => {
+                let open: Vec<ConnId> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.open)
+                    .map(|(id, _)| *id)
+                    .collect();
+                if !open.is_empty() {
+                    let conn = open[(self.rng.next_u64() % open.len() as u64) as usize];
+                    let to_server = self.chance(50);
+                    self.trace
+                        .line(self.now, format_args!("garbage down conn{conn}"));
+                    // A frame header far over any limit, between two frames.
+                    self.transmit(conn, to_server, vec![0xff; 4]);
+                }
+            }
             _ => {}
         }
         let next = self.rand(1_000, 15_000);
@@ -94,7 +111,7 @@ impl World {
     /// disk); while faults are on, the leader may crash just before or just after a commit
     /// lands, before anyone hears of it.
     pub(super) fn commit(&mut self, process: ProcessId, batch: &WriteBatch) -> CommitResult {
-        if self.store_faults && self.faults_on {
+        if self.faults.store && self.faults_on {
             match self.rng.next_u64() % 100 {
                 0..=7 => return CommitResult::Failed(ErrorCode::Backend("injected".into())),
                 8..=10 => {
@@ -123,9 +140,7 @@ impl World {
         self.store
             .write(batch)
             .expect("the memory store cannot fail");
-        for (key, value) in effect {
-            self.timeline.record(self.now, &key, value.is_some());
-        }
+        self.timeline.commit(self.now, effect);
         for op in &batch.ops {
             for value in crate::check::put_values(op) {
                 let count = self.committed.entry(value.clone()).or_default();

@@ -25,12 +25,21 @@ impl World {
                 last_to_client: self.now,
             },
         );
+        self.processes[process].link = Some(conn);
+        if self.faults.refusals && self.faults_on && self.chance(10) {
+            // As a leader at its connection limit does: say why, and hang up.
+            let refusal = ServerMessage::Rejected(ErrorCode::TooManyConnections { limit: 1 });
+            let mut bytes = Vec::new();
+            encode_frame(&refusal, MAX_FRAME, &mut bytes).expect("a refusal encodes");
+            self.transmit(conn, false, bytes);
+            self.close_conn(conn);
+            return ElectionInput::Connected;
+        }
         let now = self.timestamp();
         if let Some(leading) = &mut self.processes[server].leading {
             let session = ServerSession::new(now, server_config(server));
             leading.sessions.insert(conn, session);
         }
-        self.processes[process].link = Some(conn);
         ElectionInput::Connected
     }
 
@@ -131,9 +140,11 @@ impl World {
                 }
             }
         }
-        if let Some(error) = failed {
-            self.violations
-                .push(format!("conn{conn}: frames did not decode: {error}"));
+        if let Some(error) = &failed {
+            if !self.faults.garbage {
+                self.violations
+                    .push(format!("conn{conn}: frames did not decode: {error}"));
+            }
         }
         if !self.processes[process].alive {
             return;
@@ -155,6 +166,22 @@ impl World {
                             .handle_input(now, ProcessInput::FromLeader(reply));
                     }
                 }
+            }
+        }
+        if let Some(error) = failed {
+            if to_server {
+                if let Some(leading) = &mut self.processes[process].leading {
+                    if let Some(session) = leading.sessions.get_mut(&conn) {
+                        session.handle_input(now, ServerInput::BadFrame(error));
+                    }
+                }
+            } else if self.processes[process].link == Some(conn) {
+                self.processes[process].link = None;
+                let broken = ErrorCode::Malformed(format!("from the leader: {error}"));
+                self.processes[process]
+                    .machine
+                    .handle_input(now, ProcessInput::LinkBroken(broken));
+                self.close_conn(conn);
             }
         }
         self.pump(process);

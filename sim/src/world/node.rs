@@ -39,7 +39,32 @@ impl World {
             }
         }
         self.write_queued(process);
+        let node = &mut self.processes[process];
+        if node.closing && node.machine.is_closed() {
+            // Closed, holding nothing: it starts again as a new process later.
+            node.alive = false;
+            let delay = self.rand(100, 5_000);
+            self.schedule(delay, Event::Restart(process));
+            return;
+        }
         self.schedule_wake(process);
+    }
+
+    /// The process is closing (by its caller, or as its election failed): what it has
+    /// pending may fail with `Closed`.
+    pub(super) fn closing(&mut self, process: ProcessId) {
+        let node = &mut self.processes[process];
+        node.closing = true;
+        node.excuses.closed = true;
+        let pending: Vec<usize> = node
+            .requests
+            .values()
+            .chain(node.iters.values())
+            .copied()
+            .collect();
+        for index in pending {
+            self.history[index].excuses.closed = true;
+        }
     }
 
     /// Carries out one output of a process's machine.
@@ -78,12 +103,11 @@ impl World {
                 op.complete = Some(self.now);
                 op.outcome = match result {
                     Ok(Response::Value(value)) => Outcome::Read(value),
+                    Ok(Response::Values(values)) => Outcome::ReadMany(values),
                     Ok(Response::Written) => Outcome::Written,
-                    Ok(Response::Values(_) | Response::Status(_)) => {
-                        Outcome::Failed(party_proto::ErrorCode::Malformed(
-                            "an answer the workload never asks for".into(),
-                        ))
-                    }
+                    Ok(Response::Status(_)) => Outcome::Failed(party_proto::ErrorCode::Malformed(
+                        "an answer the workload never asks for".into(),
+                    )),
                     Err(error) => Outcome::Failed(error),
                 };
                 self.trace.line(
@@ -101,6 +125,29 @@ impl World {
 
     /// Carries out an election action as the virtual OS would.
     pub(super) fn election_action(&mut self, process: ProcessId, action: ElectionOutput) {
+        // Opening a store and connecting take time, during which a lock can be lost or a
+        // close requested: their answers come later.
+        let delay = match action {
+            ElectionOutput::OpenStore => self.rand(0, 3_000),
+            ElectionOutput::Connect => self.rand(0, 300),
+            _ => 0,
+        };
+        if delay == 0 {
+            return self.answer(process, action);
+        }
+        let incarnation = self.processes[process].incarnation;
+        self.schedule(
+            delay,
+            Event::Answer {
+                process,
+                incarnation,
+                action,
+            },
+        );
+    }
+
+    /// Carries out an election action now, and answers the machine.
+    pub(super) fn answer(&mut self, process: ProcessId, action: ElectionOutput) {
         let now = self.timestamp();
         let input = match action {
             ElectionOutput::TryLock => Some(if self.lock.try_lock(process) {
@@ -108,6 +155,9 @@ impl World {
             } else {
                 ElectionInput::LockBusy
             }),
+            ElectionOutput::OpenStore if self.faults.store && self.faults_on && self.chance(3) => {
+                Some(ElectionInput::StoreOpenFailed)
+            }
             ElectionOutput::OpenStore => Some(ElectionInput::StoreOpened),
             ElectionOutput::Bind => {
                 // Only the lock holder binds; a listener left by another process is replaced,
@@ -165,8 +215,16 @@ impl World {
                 None
             }
             ElectionOutput::Failed(reason) => {
-                self.violations
-                    .push(format!("p{process}: the election failed: {reason:?}"));
+                if self.faults.store && reason == ElectionFailure::StoreOpen {
+                    // As a caller would after its handle failed to join: what was pending
+                    // fails, and the process starts over later.
+                    self.trace
+                        .line(self.now, format_args!("p{process} fails to open the store"));
+                    self.closing(process);
+                } else {
+                    self.violations
+                        .push(format!("p{process}: the election failed: {reason:?}"));
+                }
                 None
             }
         };
@@ -190,8 +248,11 @@ impl World {
                 return;
             }
             ServerOutput::Close(reason) => {
-                self.violations
-                    .push(format!("p{process} closed conn{conn}: {reason}"));
+                // Only garbage from the follower is a reason to hang up on it.
+                if !self.faults.garbage {
+                    self.violations
+                        .push(format!("p{process} closed conn{conn}: {reason}"));
+                }
                 self.close_conn(conn);
                 return;
             }
@@ -335,7 +396,8 @@ impl World {
                 .min();
         }
         let Some(at) = next else { return };
-        let at = (at.since_epoch().as_micros() as u64).max(self.now);
+        // The virtual clock counts whole microseconds: wake at the first one not before.
+        let at = (at.since_epoch().as_nanos().div_ceil(1_000) as u64).max(self.now);
         if p.wake_at.is_some_and(|wake| wake <= at) {
             return;
         }

@@ -1,5 +1,6 @@
-//! The workload: what the simulated callers do — reads, writes, bursts of writes, clears,
-//! slow iterator readers — and how their operations end in the history.
+//! The workload: what the simulated callers do — reads of one key or several, writes,
+//! bursts of writes, clears, slow iterator readers (of keys, values or both, some closing
+//! early), callers closing their handle — and how their operations end in the history.
 
 use super::*;
 
@@ -21,8 +22,34 @@ impl World {
             return;
         }
         self.ops_left -= 1;
+        if self.ops_left == 0 {
+            // The last operation: from here on everything pending must finish.
+            self.faults_on = false;
+        }
+        if !self.processes[process].closing && self.faults_on && self.chance(1) {
+            self.trace
+                .line(self.now, format_args!("p{process} closes its handle"));
+            self.closing(process);
+            let now = self.timestamp();
+            self.processes[process]
+                .machine
+                .handle_input(now, ProcessInput::Close);
+            self.pump(process);
+            return;
+        }
         let value = format!("p{process}.{}", self.history.len()).into_bytes();
-        let kind = match self.rng.next_u64() % 22 {
+        let kind = match self.rng.next_u64() % 24 {
+            22..=23 => {
+                let count = self.rand(2, 4) as usize;
+                let mut keys: Vec<Vec<u8>> = Vec::new();
+                while keys.len() < count {
+                    let key = self.key();
+                    if !keys.contains(&key) {
+                        keys.push(key);
+                    }
+                }
+                OpKind::GetMany(keys)
+            }
             20..=21 => {
                 // A burst of writes issued together, which the leader commits as one group.
                 let count = self.rand(2, 6);
@@ -53,7 +80,8 @@ impl World {
                 },
                 reverse: self.chance(50),
                 limit: self.chance(30).then(|| self.rand(1, 5)),
-                ..IterOptions::default()
+                keys: !self.chance(10),
+                values: !self.chance(10),
             }),
         };
         self.issue(process, kind, true);
@@ -64,8 +92,6 @@ impl World {
         if self.ops_left > 0 {
             let next = self.rand(50, 3_000);
             self.schedule(next, Event::Workload(process));
-        } else {
-            self.faults_on = false;
         }
     }
 
@@ -79,6 +105,10 @@ impl World {
         match &kind {
             OpKind::Get(key) => {
                 let id = p.machine.read(now, ReadOp::Get { key: key.clone() });
+                p.requests.insert(id, index);
+            }
+            OpKind::GetMany(keys) => {
+                let id = p.machine.read(now, ReadOp::GetMany { keys: keys.clone() });
                 p.requests.insert(id, index);
             }
             OpKind::Write(writes) => {
@@ -107,24 +137,31 @@ impl World {
             OpKind::Iterate(options) => {
                 let iter = p.machine.open_iter(now, options.clone());
                 p.iters.insert(iter, index);
+                let excuses = p.excuses;
                 self.history.push(Op {
                     process,
                     kind,
                     invoke: self.now,
                     complete: None,
-                    outcome: Outcome::Iterated(Vec::new()),
+                    outcome: Outcome::Iterated {
+                        entries: Vec::new(),
+                        closed_early: false,
+                    },
+                    excuses,
                 });
                 self.pump(process);
                 self.schedule_read(process, iter);
                 return;
             }
         }
+        let excuses = p.excuses;
         self.history.push(Op {
             process,
             kind,
             invoke: self.now,
             complete: None,
             outcome: Outcome::Unknown,
+            excuses,
         });
         if pump {
             self.pump(process);
@@ -155,11 +192,21 @@ impl World {
         };
         let now = self.timestamp();
         match self.processes[process].machine.iter_take(now, iter, max) {
-            IterPoll::Entries(entries) => {
-                if let Outcome::Iterated(keys) = &mut self.history[index].outcome {
-                    keys.extend(entries.into_iter().map(|e| e.key));
+            IterPoll::Entries(taken) => {
+                if let Outcome::Iterated { entries, .. } = &mut self.history[index].outcome {
+                    entries.extend(taken.into_iter().map(|e| (e.key, e.value)));
                 }
-                self.schedule_read(process, iter);
+                if self.chance(8) {
+                    // The caller has what it wanted.
+                    self.processes[process].machine.close_iter(now, iter);
+                    if let Outcome::Iterated { closed_early, .. } = &mut self.history[index].outcome
+                    {
+                        *closed_early = true;
+                    }
+                    self.end_iter(process, iter, index, None);
+                } else {
+                    self.schedule_read(process, iter);
+                }
             }
             IterPoll::Pending => {}
             IterPoll::Done => self.end_iter(process, iter, index, None),
