@@ -48,6 +48,9 @@ pub struct Excuses {
     pub refused: bool,
     /// Garbage frames are injected on this seed.
     pub malformed: bool,
+    /// Frames are limited to a few dozen bytes on this seed: bigger requests and answers
+    /// fail alone.
+    pub too_large: bool,
 }
 
 impl Excuses {
@@ -61,7 +64,9 @@ impl Excuses {
                 self.store
             }
             ErrorCode::TooManyConnections { .. } => self.refused,
-            ErrorCode::Malformed(_) | ErrorCode::FrameTooLarge { .. } => self.malformed,
+            ErrorCode::Malformed(_) => self.malformed,
+            ErrorCode::FrameTooLarge { .. } => self.malformed || self.too_large,
+            ErrorCode::ReplyTooLarge { .. } => self.too_large,
             _ => false,
         }
     }

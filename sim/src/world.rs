@@ -42,6 +42,9 @@ use crate::Injection;
 pub const KEYS: [&[u8]; 6] = [b"", b"\x00", b"a", b"ab", b"b", b"\xff"];
 
 const MAX_FRAME: u32 = 1 << 20;
+/// The frame limit of seeds with small frames: a hello, a get or a small iterator chunk
+/// fits, a two-key batch or a `get_many` of several values may not.
+const SMALL_FRAME: u32 = 100;
 /// After the last fault, everything pending must finish within this much virtual time.
 const LIVENESS_BOUND_US: u64 = 5_000_000;
 
@@ -94,6 +97,9 @@ struct SeedFaults {
     refusals: bool,
     /// Garbage frames are sometimes sent down a connection.
     garbage: bool,
+    /// Frames are limited to [`SMALL_FRAME`] bytes: bigger requests fail in the client,
+    /// bigger answers fail alone, iterator chunks are cut to fit.
+    small_frames: bool,
 }
 
 struct Conn {
@@ -193,6 +199,7 @@ impl World {
             store: rng.next_u64().is_multiple_of(3),
             refusals: rng.next_u64().is_multiple_of(5),
             garbage: rng.next_u64().is_multiple_of(5),
+            small_frames: rng.next_u64().is_multiple_of(5),
         };
         let mut world = World {
             rng,
@@ -332,6 +339,7 @@ impl World {
             store: self.faults.store,
             refused: self.faults.refusals,
             malformed: self.faults.garbage,
+            too_large: self.faults.small_frames,
         };
         let config = ProcessConfig {
             election: ElectionConfig {
@@ -342,10 +350,11 @@ impl World {
                 retry,
                 request_timeout,
                 iter_window,
+                max_frame_len: self.frame_limit(),
                 bugs: self.injection.bugs,
                 ..ClientConfig::default()
             },
-            server: server_config(process),
+            server: self.server_config(process),
         };
         let seed = self.rng.next_u64();
         Node {
@@ -458,14 +467,24 @@ impl World {
                 .push(format!("two leaders at {}us: {leaders:?}", self.now));
         }
     }
-}
 
-/// How a process serves while it leads: small credit caps, so flow control is exercised.
-fn server_config(process: ProcessId) -> ServerConfig {
-    ServerConfig {
-        leader_pid: process as u32,
-        max_iter_credits: 8,
-        max_frame_len: MAX_FRAME,
-        ..ServerConfig::default()
+    /// The largest frame of this seed, for every process alike.
+    fn frame_limit(&self) -> u32 {
+        if self.faults.small_frames {
+            SMALL_FRAME
+        } else {
+            MAX_FRAME
+        }
+    }
+
+    /// How a process serves while it leads: small credit caps, so flow control is
+    /// exercised.
+    fn server_config(&self, process: ProcessId) -> ServerConfig {
+        ServerConfig {
+            leader_pid: process as u32,
+            max_iter_credits: 8,
+            max_frame_len: self.frame_limit(),
+            ..ServerConfig::default()
+        }
     }
 }

@@ -48,15 +48,17 @@ impl World {
                 }
             }
             8 => {
-                if let Some(leader) = leader {
-                    // The lock is taken away, as a lease would expire.
+                // The lock is taken away, as a lease would expire: from a leader, or from a
+                // process still opening its store or binding.
+                let holder = self.lock.holder().filter(|p| self.processes[*p].alive);
+                if let Some(holder) = holder {
                     self.trace
-                        .line(self.now, format_args!("p{leader} loses the lock"));
-                    self.lock.release(leader);
+                        .line(self.now, format_args!("p{holder} loses the lock"));
+                    self.lock.release(holder);
                     let now = self.timestamp();
                     let lost = ProcessInput::Election(ElectionInput::LockLost);
-                    self.processes[leader].machine.handle_input(now, lost);
-                    self.pump(leader);
+                    self.processes[holder].machine.handle_input(now, lost);
+                    self.pump(holder);
                 }
             }
             9 if self.faults.garbage => {

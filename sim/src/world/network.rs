@@ -19,8 +19,8 @@ impl World {
                 client: process,
                 server,
                 open: true,
-                server_decoder: FrameDecoder::new(MAX_FRAME),
-                client_decoder: FrameDecoder::new(MAX_FRAME),
+                server_decoder: FrameDecoder::new(self.frame_limit()),
+                client_decoder: FrameDecoder::new(self.frame_limit()),
                 last_to_server: self.now,
                 last_to_client: self.now,
             },
@@ -36,8 +36,8 @@ impl World {
             return ElectionInput::Connected;
         }
         let now = self.timestamp();
+        let session = ServerSession::new(now, self.server_config(server));
         if let Some(leading) = &mut self.processes[server].leading {
-            let session = ServerSession::new(now, server_config(server));
             leading.sessions.insert(conn, session);
         }
         ElectionInput::Connected

@@ -74,7 +74,7 @@ impl World {
             ProcessOutput::Send(message) => {
                 if let Some(conn) = self.processes[process].link {
                     let mut bytes = Vec::new();
-                    match encode_frame(&message, MAX_FRAME, &mut bytes) {
+                    match encode_frame(&message, self.frame_limit(), &mut bytes) {
                         Ok(()) => self.transmit(conn, true, bytes),
                         Err(error) => self
                             .violations
@@ -159,6 +159,9 @@ impl World {
                 Some(ElectionInput::StoreOpenFailed)
             }
             ElectionOutput::OpenStore => Some(ElectionInput::StoreOpened),
+            ElectionOutput::Bind if self.faults.store && self.faults_on && self.chance(2) => {
+                Some(ElectionInput::BindFailed)
+            }
             ElectionOutput::Bind => {
                 // Only the lock holder binds; a listener left by another process is replaced,
                 // as a stale socket file would be.
@@ -215,11 +218,15 @@ impl World {
                 None
             }
             ElectionOutput::Failed(reason) => {
-                if self.faults.store && reason == ElectionFailure::StoreOpen {
+                if self.faults.store
+                    && matches!(reason, ElectionFailure::StoreOpen | ElectionFailure::Bind)
+                {
                     // As a caller would after its handle failed to join: what was pending
                     // fails, and the process starts over later.
-                    self.trace
-                        .line(self.now, format_args!("p{process} fails to open the store"));
+                    self.trace.line(
+                        self.now,
+                        format_args!("p{process}: the election fails ({reason:?})"),
+                    );
                     self.closing(process);
                 } else {
                     self.violations
@@ -239,7 +246,7 @@ impl World {
         let reply = match output {
             ServerOutput::Send(message) => {
                 let mut bytes = Vec::new();
-                match encode_frame(&message, MAX_FRAME, &mut bytes) {
+                match encode_frame(&message, self.frame_limit(), &mut bytes) {
                     Ok(()) => self.transmit(conn, false, bytes),
                     Err(error) => self
                         .violations
