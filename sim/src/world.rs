@@ -352,7 +352,6 @@ impl World {
                 iter_window,
                 max_frame_len: self.frame_limit(),
                 bugs: self.injection.bugs,
-                ..ClientConfig::default()
             },
             server: self.server_config(process),
         };
