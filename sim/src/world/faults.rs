@@ -35,14 +35,7 @@ impl World {
                 }
             }
             6..=7 => {
-                let open: Vec<ConnId> = self
-                    .conns
-                    .iter()
-                    .filter(|(_, c)| c.open)
-                    .map(|(id, _)| *id)
-                    .collect();
-                if !open.is_empty() {
-                    let conn = open[(self.rng.next_u64() % open.len() as u64) as usize];
+                if let Some(conn) = self.random_open_conn() {
                     self.trace.line(self.now, format_args!("cut conn{conn}"));
                     self.close_conn(conn);
                 }
@@ -62,14 +55,7 @@ impl World {
                 }
             }
             9 if self.faults.garbage => {
-                let open: Vec<ConnId> = self
-                    .conns
-                    .iter()
-                    .filter(|(_, c)| c.open)
-                    .map(|(id, _)| *id)
-                    .collect();
-                if !open.is_empty() {
-                    let conn = open[(self.rng.next_u64() % open.len() as u64) as usize];
+                if let Some(conn) = self.random_open_conn() {
                     let to_server = self.chance(50);
                     self.trace
                         .line(self.now, format_args!("garbage down conn{conn}"));

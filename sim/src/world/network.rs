@@ -29,9 +29,7 @@ impl World {
         if self.faults.refusals && self.faults_on && self.chance(10) {
             // As a leader at its connection limit does: say why, and hang up.
             let refusal = ServerMessage::Rejected(ErrorCode::TooManyConnections { limit: 1 });
-            let mut bytes = Vec::new();
-            encode_frame(&refusal, MAX_FRAME, &mut bytes).expect("a refusal encodes");
-            self.transmit(conn, false, bytes);
+            self.send(conn, false, &refusal);
             self.close_conn(conn);
             return ElectionInput::Connected;
         }
@@ -41,6 +39,37 @@ impl World {
             leading.sessions.insert(conn, session);
         }
         ElectionInput::Connected
+    }
+
+    /// One of the open connections, picked by the seed.
+    pub(super) fn random_open_conn(&mut self) -> Option<ConnId> {
+        let open: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.open)
+            .map(|(id, _)| *id)
+            .collect();
+        if open.is_empty() {
+            return None;
+        }
+        Some(open[(self.rng.next_u64() % open.len() as u64) as usize])
+    }
+
+    /// Frames `message` at the seed's limit and sends it; one the machines let grow past
+    /// the limit is a violation.
+    pub(super) fn send<M: serde::Serialize + std::fmt::Debug>(
+        &mut self,
+        conn: ConnId,
+        to_server: bool,
+        message: &M,
+    ) {
+        let mut bytes = Vec::new();
+        match encode_frame(message, self.frame_limit(), &mut bytes) {
+            Ok(()) => self.transmit(conn, to_server, bytes),
+            Err(error) => self
+                .violations
+                .push(format!("conn{conn}: {message:?} did not encode: {error}")),
+        }
     }
 
     pub(super) fn transmit(&mut self, conn: ConnId, to_server: bool, mut bytes: Vec<u8>) {

@@ -73,13 +73,7 @@ impl World {
             ProcessOutput::Election(action) => self.election_action(process, action),
             ProcessOutput::Send(message) => {
                 if let Some(conn) = self.processes[process].link {
-                    let mut bytes = Vec::new();
-                    match encode_frame(&message, self.frame_limit(), &mut bytes) {
-                        Ok(()) => self.transmit(conn, true, bytes),
-                        Err(error) => self
-                            .violations
-                            .push(format!("p{process}: a request did not encode: {error}")),
-                    }
+                    self.send(conn, true, &message);
                 }
             }
             ProcessOutput::Store(work) => {
@@ -245,13 +239,7 @@ impl World {
     pub(super) fn server_output(&mut self, process: ProcessId, conn: ConnId, output: ServerOutput) {
         let reply = match output {
             ServerOutput::Send(message) => {
-                let mut bytes = Vec::new();
-                match encode_frame(&message, self.frame_limit(), &mut bytes) {
-                    Ok(()) => self.transmit(conn, false, bytes),
-                    Err(error) => self
-                        .violations
-                        .push(format!("p{process}: a reply did not encode: {error}")),
-                }
+                self.send(conn, false, &message);
                 return;
             }
             ServerOutput::Close(reason) => {

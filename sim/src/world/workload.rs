@@ -102,14 +102,11 @@ impl World {
             .line(self.now, format_args!("p{process} op{index} {kind:?}"));
         let now = self.timestamp();
         let p = &mut self.processes[process];
-        match &kind {
-            OpKind::Get(key) => {
-                let id = p.machine.read(now, ReadOp::Get { key: key.clone() });
-                p.requests.insert(id, index);
-            }
+        let mut iter = None;
+        let request = match &kind {
+            OpKind::Get(key) => Some(p.machine.read(now, ReadOp::Get { key: key.clone() })),
             OpKind::GetMany(keys) => {
-                let id = p.machine.read(now, ReadOp::GetMany { keys: keys.clone() });
-                p.requests.insert(id, index);
+                Some(p.machine.read(now, ReadOp::GetMany { keys: keys.clone() }))
             }
             OpKind::Write(writes) => {
                 let ops = writes
@@ -122,49 +119,43 @@ impl World {
                         None => BatchOp::Del { key: key.clone() },
                     })
                     .collect();
-                let id = p.machine.write(now, WriteOp::Batch { ops });
-                p.requests.insert(id, index);
+                Some(p.machine.write(now, WriteOp::Batch { ops }))
             }
             OpKind::Clear(range) => {
-                let id = p.machine.write(
-                    now,
-                    WriteOp::Clear {
-                        range: range.clone(),
-                    },
-                );
-                p.requests.insert(id, index);
+                let range = range.clone();
+                Some(p.machine.write(now, WriteOp::Clear { range }))
             }
             OpKind::Iterate(options) => {
-                let iter = p.machine.open_iter(now, options.clone());
-                p.iters.insert(iter, index);
-                let excuses = p.excuses;
-                self.history.push(Op {
-                    process,
-                    kind,
-                    invoke: self.now,
-                    complete: None,
-                    outcome: Outcome::Iterated {
-                        entries: Vec::new(),
-                        closed_early: false,
-                    },
-                    excuses,
-                });
-                self.pump(process);
-                self.schedule_read(process, iter);
-                return;
+                let opened = p.machine.open_iter(now, options.clone());
+                p.iters.insert(opened, index);
+                iter = Some(opened);
+                None
             }
+        };
+        if let Some(id) = request {
+            p.requests.insert(id, index);
         }
+        let outcome = match iter {
+            Some(_) => Outcome::Iterated {
+                entries: Vec::new(),
+                closed_early: false,
+            },
+            None => Outcome::Unknown,
+        };
         let excuses = p.excuses;
         self.history.push(Op {
             process,
             kind,
             invoke: self.now,
             complete: None,
-            outcome: Outcome::Unknown,
+            outcome,
             excuses,
         });
-        if pump {
+        if pump || iter.is_some() {
             self.pump(process);
+        }
+        if let Some(iter) = iter {
+            self.schedule_read(process, iter);
         }
     }
 
