@@ -1,17 +1,16 @@
 //! One connection's way to the store: a follower's connection, or the leader's own handle.
 //!
 //! The work a connection's [`ServerSession`] asks for goes to the store thread in the order
-//! asked, with one exception: a point read runs at once, on the connection's own task, when
-//! none of the connection's writes is still waiting on the store thread. It then still sees
-//! every write its connection sent before it (and, like any read, every acknowledged write),
-//! and it skips two hand-offs between threads, which cost more than the read itself here.
+//! asked, with one exception: a point read the session marks as not behind any write of the
+//! connection runs at once, on the connection's own task. It then still sees every write its
+//! connection sent before it (and, like any read, every acknowledged write), and it skips two
+//! hand-offs between threads, which cost more than the read itself here.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use party_backends::Backend;
-use party_proto::wire::{ReadOp, Response, ServerMessage};
-use party_proto::{ErrorCode, RequestId, ServerInput, ServerOutput, ServerSession};
+use party_proto::wire::ServerMessage;
+use party_proto::{ServerInput, ServerOutput, ServerSession};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::clock;
@@ -35,7 +34,6 @@ impl Accesses {
             queue: self.queue.clone(),
             to,
             replies,
-            queued_writes: HashSet::new(),
         }
     }
 }
@@ -46,8 +44,6 @@ pub(crate) struct StoreAccess {
     queue: StoreQueue,
     to: ReplyTo,
     replies: UnboundedReceiver<ServerInput>,
-    /// Writes sent to the store thread and not answered yet.
-    queued_writes: HashSet<RequestId>,
 }
 
 impl StoreAccess {
@@ -86,23 +82,33 @@ impl StoreAccess {
         let conn = self.conn;
         let job = match work {
             ServerOutput::Send(_) | ServerOutput::Close(_) => return None,
-            ServerOutput::Read { id, op } => match self.read_here(op) {
-                Ok(result) => return Some(ServerInput::Completed { id, result }),
-                Err(op) => StoreJob::Read {
-                    id,
-                    op,
-                    to: self.to.clone(),
-                },
-            },
-            ServerOutput::Write { id, stamp, op } => {
-                self.queued_writes.insert(id);
-                StoreJob::Write {
-                    id,
-                    stamp,
-                    op,
-                    to: self.to.clone(),
+            ServerOutput::Read {
+                id,
+                op,
+                behind_writes,
+            } => {
+                // The session says when running at once keeps the connection's order;
+                // a status read's follower count lives with the store thread.
+                let here = if behind_writes {
+                    Err(op)
+                } else {
+                    point_read(&*self.backend, op)
+                };
+                match here {
+                    Ok(result) => return Some(ServerInput::Completed { id, result }),
+                    Err(op) => StoreJob::Read {
+                        id,
+                        op,
+                        to: self.to.clone(),
+                    },
                 }
             }
+            ServerOutput::Write { id, stamp, op } => StoreJob::Write {
+                id,
+                stamp,
+                op,
+                to: self.to.clone(),
+            },
             ServerOutput::IterOpen { iter, options } => StoreJob::IterOpen {
                 conn,
                 iter,
@@ -123,32 +129,14 @@ impl StoreAccess {
         None
     }
 
-    /// Runs a point read now if that keeps the connection's order; gives the read back
-    /// otherwise, and for a status read, whose follower count lives with the store thread.
-    fn read_here(&self, op: ReadOp) -> Result<Result<Response, ErrorCode>, ReadOp> {
-        if !self.queued_writes.is_empty() {
-            return Err(op);
-        }
-        point_read(&*self.backend, op)
-    }
-
     /// The store thread's next answer for this connection; `None` once it is gone.
     pub async fn next_reply(&mut self) -> Option<ServerInput> {
-        let reply = self.replies.recv().await;
-        self.settle(reply)
+        self.replies.recv().await
     }
 
     /// An answer already waiting, if any.
     pub fn try_next_reply(&mut self) -> Option<ServerInput> {
-        let reply = self.replies.try_recv().ok();
-        self.settle(reply)
-    }
-
-    fn settle(&mut self, reply: Option<ServerInput>) -> Option<ServerInput> {
-        if let Some(ServerInput::Completed { id, .. }) = &reply {
-            self.queued_writes.remove(id);
-        }
-        reply
+        self.replies.try_recv().ok()
     }
 }
 

@@ -307,3 +307,53 @@ fn a_stalled_reader_costs_the_leader_only_its_credits() {
         "and nothing more is read until the follower grants more"
     );
 }
+
+/// A read may run at once only when none of its connection's writes is still running: then
+/// it sees every write the connection sent before it, whatever order the store takes them in.
+#[test]
+fn a_read_behind_its_connections_write_is_marked_to_wait_for_it() {
+    use party_proto::wire::{ClientMessage, Hello, ProtocolId, ReadOp, Response, WriteOp};
+    use party_proto::{ClientId, RequestId, ServerInput, ServerOutput, WriteSeq};
+    let mut server = ServerSession::new(Timestamp::ZERO, ServerConfig::default());
+    let now = Timestamp::ZERO;
+    let hello = Hello {
+        protocol: ProtocolId::CURRENT,
+        client_id: ClientId(1),
+    };
+    server.handle_input(now, ServerInput::Message(ClientMessage::Hello(hello)));
+    let get = |id| {
+        ServerInput::Message(ClientMessage::Read {
+            id: RequestId(id),
+            op: ReadOp::Get { key: b"k".to_vec() },
+        })
+    };
+    let behind = |server: &mut ServerSession| {
+        std::iter::from_fn(|| server.poll_output())
+            .find_map(|output| match output {
+                ServerOutput::Read { behind_writes, .. } => Some(behind_writes),
+                _ => None,
+            })
+            .expect("a read")
+    };
+    server.handle_input(now, get(1));
+    assert!(!behind(&mut server), "nothing written yet");
+    let put = ClientMessage::Write {
+        id: RequestId(2),
+        seq: WriteSeq(1),
+        oldest_pending: WriteSeq(1),
+        op: WriteOp::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        },
+    };
+    server.handle_input(now, ServerInput::Message(put));
+    server.handle_input(now, get(3));
+    assert!(behind(&mut server), "the put is still running");
+    let written = ServerInput::Completed {
+        id: RequestId(2),
+        result: Ok(Response::Written),
+    };
+    server.handle_input(now, written);
+    server.handle_input(now, get(4));
+    assert!(!behind(&mut server), "the put is done");
+}

@@ -92,8 +92,15 @@ pub enum ServerInput {
 pub enum ServerOutput {
     /// Send this to the follower.
     Send(ServerMessage),
-    /// Run a read against the store; answer with `Completed`.
-    Read { id: RequestId, op: ReadOp },
+    /// Run a read against the store; answer with `Completed`. With `behind_writes` false
+    /// no write of this connection is still running, so the read sees everything the
+    /// connection wrote even if it runs at once, ahead of other connections' queued work;
+    /// with it true it must wait for those writes.
+    Read {
+        id: RequestId,
+        op: ReadOp,
+        behind_writes: bool,
+    },
     /// Run a write through the dedup table and the store; answer with `Completed`.
     Write {
         id: RequestId,
@@ -134,6 +141,8 @@ pub struct ServerSession {
     config: ServerConfig,
     phase: Phase,
     in_flight: HashSet<RequestId>,
+    /// The writes among them.
+    writes_in_flight: HashSet<RequestId>,
     iters: HashMap<IterId, ServedIter>,
     outputs: VecDeque<ServerOutput>,
 }
@@ -146,6 +155,7 @@ impl ServerSession {
             config,
             phase: Phase::AwaitingHello { deadline },
             in_flight: HashSet::new(),
+            writes_in_flight: HashSet::new(),
             iters: HashMap::new(),
             outputs: VecDeque::new(),
         }
@@ -178,6 +188,7 @@ impl ServerSession {
                 self.close(error);
             }
             ServerInput::Completed { id, result } => {
+                self.writes_in_flight.remove(&id);
                 if self.in_flight.remove(&id) {
                     let result = self.fitted(result);
                     self.send(ServerMessage::Reply { id, result });
@@ -248,7 +259,12 @@ impl ServerSession {
             ClientMessage::Hello(_) => self.close(protocol_violation(&message, "a second time")),
             ClientMessage::Read { id, op } => {
                 if self.admit(id) {
-                    self.outputs.push_back(ServerOutput::Read { id, op });
+                    let behind_writes = !self.writes_in_flight.is_empty();
+                    self.outputs.push_back(ServerOutput::Read {
+                        id,
+                        op,
+                        behind_writes,
+                    });
                 }
             }
             ClientMessage::Write {
@@ -258,6 +274,7 @@ impl ServerSession {
                 op,
             } => {
                 if self.admit(id) {
+                    self.writes_in_flight.insert(id);
                     let stamp = WriteStamp {
                         client,
                         seq,
@@ -455,6 +472,7 @@ impl ServerSession {
     fn close(&mut self, error: ErrorCode) {
         self.phase = Phase::Closed;
         self.in_flight.clear();
+        self.writes_in_flight.clear();
         self.iters.clear();
         self.outputs.push_back(ServerOutput::Close(error));
     }

@@ -251,8 +251,14 @@ impl World {
                 self.close_conn(conn);
                 return;
             }
-            ServerOutput::Read { id, op } => {
-                if !self.write_queued(process) {
+            ServerOutput::Read {
+                id,
+                op,
+                behind_writes,
+            } => {
+                // As party-core does: a read behind its connection's writes waits for them;
+                // another runs at once, ahead of writes other connections have queued.
+                if behind_writes && !self.write_queued(process) {
                     return;
                 }
                 let result = match op {
