@@ -9,7 +9,9 @@ use party_backends::Backend;
 use party_proto::wire::{
     encode_frame, ClientMessage, FrameDecoder, ServerMessage, DEFAULT_MAX_FRAME_LEN,
 };
-use party_proto::{DedupTable, ErrorCode, ServerConfig, ServerInput, ServerSession};
+use party_proto::{
+    admit_peer, DedupTable, ErrorCode, PeerFacts, ServerConfig, ServerInput, ServerSession,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -140,13 +142,13 @@ async fn accept_loop(
                 }
             },
         };
-        if let Some(uid) = other_user(&stream, config.owner) {
-            tasks.spawn(refuse(stream, ErrorCode::OtherUser { uid }, cancel.clone()));
-            continue;
-        }
-        if followers.count() >= config.max_connections as usize {
-            let limit = config.max_connections;
-            let refusal = ErrorCode::TooManyConnections { limit };
+        let peer = PeerFacts {
+            uid: peer_uid(&stream),
+            owner: config.owner,
+            connected: u32::try_from(followers.count()).unwrap_or(u32::MAX),
+            max_connections: config.max_connections,
+        };
+        if let Err(refusal) = admit_peer(peer) {
             tasks.spawn(refuse(stream, refusal, cancel.clone()));
             continue;
         }
@@ -159,16 +161,15 @@ async fn accept_loop(
     }
 }
 
-/// The peer's user, when it is not `owner`.
-fn other_user(stream: &Stream, owner: Option<u32>) -> Option<u32> {
+/// The peer's effective user, where the platform tells.
+fn peer_uid(stream: &Stream) -> Option<u32> {
     #[cfg(unix)]
     {
-        let uid = stream.peer_creds().ok()?.euid()?;
-        (owner.is_some() && Some(uid) != owner).then_some(uid)
+        stream.peer_creds().ok()?.euid()
     }
     #[cfg(not(unix))]
     {
-        let _ = (stream, owner);
+        let _ = stream;
         None
     }
 }

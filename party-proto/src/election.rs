@@ -6,6 +6,9 @@
 //!               │◀── wait (jittered backoff) ◀┘                          │
 //!               │◀───────────────────────────────────────────────────────┘
 //!               └─acquired─▶ OpenStore ─▶ Bind ─▶ Leader ──lock lost──▶ StepDown, TryLock
+//!                              │  ▲
+//!                     locked ──┘  └── wait 5 ms (for up to 2 s: a previous leader's store
+//!                                      still closing)
 //! ```
 //!
 //! The only wait on the normal path is after a failed connect (the lock holder has not bound
@@ -48,6 +51,13 @@ pub enum ElectionInput {
     StoreOpened,
     /// Answer to [`ElectionOutput::OpenStore`]; the driver keeps the cause to report.
     StoreOpenFailed,
+    /// Answer to [`ElectionOutput::OpenStore`]: the store's own lock is still held. With the
+    /// election lock in hand that is a previous leader whose store is still shutting down
+    /// (sled can let go of its file lock a moment after its last handle drops), so the open
+    /// is tried again every [`ElectionConfig::store_retry`] for up to
+    /// [`ElectionConfig::store_patience`]; a lock held longer is a foreign process, and the
+    /// election fails. The driver keeps the cause to report.
+    StoreLocked,
     /// Answer to [`ElectionOutput::Bind`].
     SocketBound,
     /// Answer to [`ElectionOutput::Bind`]; the driver keeps the cause to report.
@@ -117,6 +127,10 @@ pub struct ElectionConfig {
     pub max_backoff: Duration,
     /// Wait after the leader refused this process.
     pub refused_backoff: Duration,
+    /// How long a store still locked by a previous leader is waited for.
+    pub store_patience: Duration,
+    /// How often such a store is tried again.
+    pub store_retry: Duration,
     /// Bugs to re-create, for the simulator.
     #[cfg(feature = "bug-injection")]
     pub bugs: crate::bugs::Bugs,
@@ -128,6 +142,8 @@ impl Default for ElectionConfig {
             initial_backoff: Duration::from_micros(250),
             max_backoff: Duration::from_millis(2),
             refused_backoff: Duration::from_millis(250),
+            store_patience: Duration::from_secs(2),
+            store_retry: Duration::from_millis(5),
             #[cfg(feature = "bug-injection")]
             bugs: crate::bugs::Bugs::default(),
         }
@@ -156,6 +172,10 @@ enum State {
     Electing(Awaiting),
     /// Waiting out a backoff before trying the lock again.
     Backoff {
+        until: Timestamp,
+    },
+    /// Holding the lock, waiting to try a store that was still locked again.
+    StoreWait {
         until: Timestamp,
     },
     Leader,
@@ -187,6 +207,10 @@ pub struct Election {
     held: Held,
     backoff: Backoff,
     refused_backoff: Duration,
+    store_patience: Duration,
+    store_retry: Duration,
+    /// When the first try to open the store of this leadership was answered `StoreLocked`.
+    store_locked_since: Option<Timestamp>,
     outputs: VecDeque<ElectionOutput>,
 }
 
@@ -200,13 +224,16 @@ impl Election {
             held: Held::default(),
             backoff: Backoff::new(config.initial_backoff, config.max_backoff, seed),
             refused_backoff: config.refused_backoff,
+            store_patience: config.store_patience,
+            store_retry: config.store_retry,
+            store_locked_since: None,
             outputs: VecDeque::from([ElectionOutput::TryLock]),
         }
     }
 
     pub fn role(&self) -> Role {
         match self.state {
-            State::Electing(_) | State::Backoff { .. } => Role::Electing,
+            State::Electing(_) | State::Backoff { .. } | State::StoreWait { .. } => Role::Electing,
             State::Leader => Role::Leader,
             State::Follower => Role::Follower,
             State::Unwinding {
@@ -267,17 +294,41 @@ impl Election {
                     then: Then::Elect,
                 }
             }
-            (State::Backoff { .. } | State::Leader | State::Follower, In::CloseRequested) => {
+            (
+                State::Backoff { .. } | State::StoreWait { .. } | State::Leader | State::Follower,
+                In::CloseRequested,
+            ) => {
                 self.give_back();
                 State::Closed
             }
 
-            (State::Electing(Awaiting::Lock), In::LockAcquired) => self.ask(Awaiting::Store),
+            (State::Electing(Awaiting::Lock), In::LockAcquired) => {
+                self.store_locked_since = None;
+                self.ask(Awaiting::Store)
+            }
             (State::Electing(Awaiting::Lock), In::LockBusy) => self.ask(Awaiting::Connect),
             (State::Electing(Awaiting::Lock), In::LockFailed) => self.fail(ElectionFailure::Lock),
-            (State::Electing(Awaiting::Store), In::StoreOpened) => self.ask(Awaiting::Bind),
+            (State::Electing(Awaiting::Store), In::StoreOpened) => {
+                self.store_locked_since = None;
+                self.ask(Awaiting::Bind)
+            }
             (State::Electing(Awaiting::Store), In::StoreOpenFailed) => {
                 self.fail(ElectionFailure::StoreOpen)
+            }
+            (State::Electing(Awaiting::Store), In::StoreLocked) => {
+                let since = *self.store_locked_since.get_or_insert(now);
+                if now.saturating_since(since) < self.store_patience {
+                    State::StoreWait {
+                        until: now + self.store_retry,
+                    }
+                } else {
+                    self.fail(ElectionFailure::StoreOpen)
+                }
+            }
+            (State::StoreWait { .. }, In::TimerFired) => self.ask(Awaiting::Store),
+            (State::StoreWait { .. }, In::LockLost) => {
+                self.give_back();
+                self.ask(Awaiting::Lock)
             }
             (State::Electing(Awaiting::Bind), In::SocketBound) => {
                 self.backoff.reset();
@@ -320,7 +371,7 @@ impl Election {
     /// When the machine wants [`ElectionInput::TimerFired`], if it does.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         match self.state {
-            State::Backoff { until } => Some(until),
+            State::Backoff { until } | State::StoreWait { until } => Some(until),
             _ => None,
         }
     }
@@ -384,7 +435,7 @@ fn answers(awaiting: Awaiting, input: ElectionInput) -> Option<bool> {
         | (Awaiting::Bind, In::SocketBound)
         | (Awaiting::Connect, In::Connected) => Some(true),
         (Awaiting::Lock, In::LockBusy | In::LockFailed)
-        | (Awaiting::Store, In::StoreOpenFailed)
+        | (Awaiting::Store, In::StoreOpenFailed | In::StoreLocked)
         | (Awaiting::Bind, In::BindFailed)
         | (Awaiting::Connect, In::ConnectFailed) => Some(false),
         _ => None,

@@ -26,8 +26,8 @@ pub use ids::{ClientId, IterId, RequestId, WriteSeq};
 pub use process::{Process, ProcessConfig, ProcessInput, ProcessOutput, RoleView};
 pub use range::{IterOptions, KeyRange};
 pub use server::{
-    Admission, DedupRecord, DedupTable, ServerConfig, ServerInput, ServerOutput, ServerSession,
-    WriteStamp,
+    admit_peer, Admission, DedupRecord, DedupTable, PeerFacts, ServerConfig, ServerInput,
+    ServerOutput, ServerSession, WriteStamp,
 };
 pub use time::Timestamp;
 pub use writer::{CommitResult, WriteBatch, Writer, WriterConfig, WriterInput, WriterOutput};

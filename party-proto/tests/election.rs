@@ -26,6 +26,8 @@ enum Step {
     Close,
     /// The lock file cannot be used (answers an outstanding TryLock).
     LockError,
+    /// The store is still locked by a previous leader (answers an outstanding OpenStore).
+    StoreBusy,
     /// Serving cannot start (while serving).
     ServeFails,
     /// An answer to an action that is not outstanding.
@@ -42,9 +44,10 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (0u64..100, any::<bool>()).prop_map(|(millis, early)| Step::Time { millis, early }),
         1 => Just(Step::Close),
         1 => Just(Step::LockError),
+        1 => Just(Step::StoreBusy),
         1 => Just(Step::ServeFails),
         1 => prop::sample::select(vec![
-            LockAcquired, LockBusy, LockFailed, StoreOpened, StoreOpenFailed,
+            LockAcquired, LockBusy, LockFailed, StoreOpened, StoreOpenFailed, StoreLocked,
             SocketBound, BindFailed, Connected, ConnectFailed, ServeFailed,
         ]).prop_map(Step::Stray),
     ]
@@ -154,7 +157,7 @@ impl World {
                 LockAcquired | LockBusy | LockFailed
             ) | (
                 Some(ElectionOutput::OpenStore),
-                StoreOpened | StoreOpenFailed
+                StoreOpened | StoreOpenFailed | StoreLocked
             ) | (Some(ElectionOutput::Bind), SocketBound | BindFailed)
                 | (Some(ElectionOutput::Connect), Connected | ConnectFailed)
         )
@@ -213,6 +216,10 @@ proptest! {
                     Some(ElectionInput::LockFailed)
                 }
                 Step::ServeFails if world.serving => Some(ElectionInput::ServeFailed),
+                Step::StoreBusy if world.outstanding == Some(ElectionOutput::OpenStore) => {
+                    world.outstanding = None;
+                    Some(ElectionInput::StoreLocked)
+                }
                 Step::Stray(input) if !world.answers_outstanding(input) => Some(input),
                 _ => None,
             };
@@ -298,4 +305,55 @@ fn a_failed_connect_waits_a_bounded_jittered_time_then_tries_the_lock() {
         now = at;
         election.handle_input(now, ElectionInput::TimerFired);
     }
+}
+
+#[test]
+fn a_store_still_locked_is_tried_again_for_a_while_then_the_election_fails() {
+    let config = ElectionConfig::default();
+    let mut election = Election::new(config.clone(), 5);
+    let mut now = Timestamp::ZERO;
+    assert_eq!(election.poll_output(), Some(ElectionOutput::TryLock));
+    election.handle_input(now, ElectionInput::LockAcquired);
+    assert_eq!(election.poll_output(), Some(ElectionOutput::OpenStore));
+    election.handle_input(now, ElectionInput::StoreLocked);
+    assert_eq!(election.poll_output(), None, "it waits, holding the lock");
+    assert_eq!(election.poll_timeout(), Some(now + config.store_retry));
+    assert_eq!(election.role(), Role::Electing);
+    // Locked again and again until the patience runs out.
+    let mut tries = 1;
+    loop {
+        now = election.poll_timeout().expect("waiting to try again");
+        election.handle_input(now, ElectionInput::TimerFired);
+        assert_eq!(election.poll_output(), Some(ElectionOutput::OpenStore));
+        tries += 1;
+        election.handle_input(now, ElectionInput::StoreLocked);
+        if election.role() == Role::Closed {
+            break;
+        }
+    }
+    let outputs: Vec<_> = std::iter::from_fn(|| election.poll_output()).collect();
+    assert_eq!(
+        outputs,
+        [
+            ElectionOutput::StepDown,
+            ElectionOutput::Failed(party_proto::election::ElectionFailure::StoreOpen)
+        ]
+    );
+    let expected = config.store_patience.as_millis() / config.store_retry.as_millis();
+    assert!(
+        (expected..=expected + 1).contains(&(tries as u128)),
+        "{tries} tries"
+    );
+
+    // Released in time: it goes on to bind.
+    let mut election = Election::new(config.clone(), 5);
+    let _ = election.poll_output();
+    election.handle_input(Timestamp::ZERO, ElectionInput::LockAcquired);
+    let _ = election.poll_output();
+    election.handle_input(Timestamp::ZERO, ElectionInput::StoreLocked);
+    let retry = election.poll_timeout().unwrap();
+    election.handle_input(retry, ElectionInput::TimerFired);
+    assert_eq!(election.poll_output(), Some(ElectionOutput::OpenStore));
+    election.handle_input(retry, ElectionInput::StoreOpened);
+    assert_eq!(election.poll_output(), Some(ElectionOutput::Bind));
 }

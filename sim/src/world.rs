@@ -26,9 +26,10 @@ use party_proto::wire::{
     ServerMessage, WriteOp,
 };
 use party_proto::{
-    ClientConfig, ClientId, DedupTable, ElectionConfig, ElectionInput, ElectionOutput, IterId,
-    IterOptions, IterPoll, KeyRange, Process, ProcessConfig, ProcessInput, ProcessOutput,
-    RequestId, Role, ServerConfig, ServerInput, ServerOutput, ServerSession, Timestamp,
+    admit_peer, ClientConfig, ClientId, DedupTable, ElectionConfig, ElectionInput, ElectionOutput,
+    IterId, IterOptions, IterPoll, KeyRange, PeerFacts, Process, ProcessConfig, ProcessInput,
+    ProcessOutput, RequestId, Role, ServerConfig, ServerInput, ServerOutput, ServerSession,
+    Timestamp,
 };
 use party_proto::{CommitResult, ErrorCode, Writer, WriterConfig, WriterInput, WriterOutput};
 
@@ -93,7 +94,7 @@ enum Event {
 struct SeedFaults {
     /// The store fails or refuses commits, and sometimes cannot be opened.
     store: bool,
-    /// A leader sometimes refuses a connection.
+    /// A leader serves at most two followers and refuses the rest.
     refusals: bool,
     /// Garbage frames are sometimes sent down a connection.
     garbage: bool,

@@ -2,10 +2,9 @@
 //! connection to a leader, serving and stepping down. Each answers the machine with what
 //! happened, and keeps the cause of a failure for the caller.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
-use party_backends::Backend;
 use party_proto::{DedupTable, ElectionInput, ElectionOutput, ProcessInput};
 
 use super::Driver;
@@ -73,7 +72,7 @@ impl Driver {
                 path: path.clone(),
                 source,
             })?;
-            let store = open_when_released(kind, &path).map_err(Error::Open)?;
+            let store = kind.open(&path).map_err(Error::Open)?;
             let records = store.dedup_records()?;
             Ok((store, DedupTable::from_records(records)))
         })
@@ -86,8 +85,13 @@ impl Driver {
                 ElectionInput::StoreOpened
             }
             Err(error) => {
+                let locked = matches!(error, Error::Open(party_backends::OpenError::Locked { .. }));
                 self.failure_cause = Some(error);
-                ElectionInput::StoreOpenFailed
+                if locked {
+                    ElectionInput::StoreLocked
+                } else {
+                    ElectionInput::StoreOpenFailed
+                }
             }
         }
     }
@@ -180,26 +184,6 @@ impl Driver {
         self.leadership.listener = None;
         self.leadership.store = None;
         self.leadership.lock = None;
-    }
-}
-
-/// Opens the store, waiting a little while it is still locked: with the election lock
-/// held, that is a previous leader whose store is still shutting down (sled can let go of
-/// its file lock a moment after its last handle drops; CI met it once in a fast handover).
-/// A lock held longer than that is a foreign process, and the open fails.
-fn open_when_released(
-    kind: party_backends::BackendKind,
-    path: &std::path::Path,
-) -> Result<std::sync::Arc<dyn Backend>, party_backends::OpenError> {
-    const PATIENCE: Duration = Duration::from_secs(2);
-    let started = Instant::now();
-    loop {
-        match kind.open(path) {
-            Err(party_backends::OpenError::Locked { .. }) if started.elapsed() < PATIENCE => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            opened => return opened,
-        }
     }
 }
 

@@ -2,7 +2,9 @@
 //! for the whole leader, consulted by its single writer.
 
 pub mod dedup;
+pub mod peers;
 pub mod session;
 
 pub use dedup::{Admission, DedupRecord, DedupTable, WriteStamp};
+pub use peers::{admit_peer, PeerFacts};
 pub use session::{ServerConfig, ServerInput, ServerOutput, ServerSession};

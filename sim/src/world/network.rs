@@ -26,10 +26,20 @@ impl World {
             },
         );
         self.processes[process].link = Some(conn);
-        if self.faults.refusals && self.faults_on && self.chance(10) {
-            // As a leader at its connection limit does: say why, and hang up.
-            let refusal = ServerMessage::Rejected(ErrorCode::TooManyConnections { limit: 1 });
-            self.send(conn, false, &refusal);
+        // On seeds with refusals a leader serves at most two followers, as party-core's
+        // accept loop decides: one more is told why, and hung up on.
+        let connected = self.processes[server]
+            .leading
+            .as_ref()
+            .map_or(0, |leading| leading.sessions.len() as u32);
+        let peer = PeerFacts {
+            uid: None,
+            owner: None,
+            connected,
+            max_connections: if self.faults.refusals { 2 } else { u32::MAX },
+        };
+        if let Err(refusal) = admit_peer(peer) {
+            self.send(conn, false, &ServerMessage::Rejected(refusal));
             self.close_conn(conn);
             return ElectionInput::Connected;
         }

@@ -152,6 +152,10 @@ impl World {
             ElectionOutput::OpenStore if self.faults.store && self.faults_on && self.chance(3) => {
                 Some(ElectionInput::StoreOpenFailed)
             }
+            // A previous leader's store still closing: tried again shortly.
+            ElectionOutput::OpenStore if self.faults.store && self.chance(10) => {
+                Some(ElectionInput::StoreLocked)
+            }
             ElectionOutput::OpenStore => Some(ElectionInput::StoreOpened),
             ElectionOutput::Bind if self.faults.store && self.faults_on && self.chance(2) => {
                 Some(ElectionInput::BindFailed)
