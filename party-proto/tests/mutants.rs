@@ -520,3 +520,60 @@ fn a_chunk_that_uses_every_credit_and_exhausts_the_store_ends_the_iterator() {
         );
     }
 }
+
+#[test]
+fn a_refusal_fails_live_iterators_and_tells_the_caller() {
+    let mut session = welcomed(ClientConfig::default(), limits(1 << 20, 8, 8));
+    let open = session.open_iter(IterOptions::default());
+    let ended = session.open_iter(IterOptions::default());
+    session.handle_input(
+        NOW,
+        ClientInput::Message(ServerMessage::IterEnd { iter: ended }),
+    );
+    let queued = session.read(NOW, get(b"k"));
+    drain(&mut session);
+    let error = ErrorCode::TooManyConnections { limit: 1 };
+    session.handle_input(
+        NOW,
+        ClientInput::Message(ServerMessage::Rejected(error.clone())),
+    );
+    assert_eq!(
+        drain(&mut session),
+        [
+            ClientOutput::Completed {
+                id: queued,
+                result: Err(error.clone())
+            },
+            ClientOutput::IterReady { iter: open },
+        ],
+        "the ended iterator is not failed"
+    );
+    assert_eq!(session.iter_take(open, 1), IterPoll::Failed(error));
+    assert_eq!(session.iter_take(ended, 1), IterPoll::Done);
+}
+
+#[test]
+fn a_lost_connection_wakes_the_caller_of_an_iterator_only_when_it_fails() {
+    for retry in [false, true] {
+        let config = ClientConfig {
+            retry,
+            ..ClientConfig::default()
+        };
+        let mut session = welcomed(config, limits(1 << 20, 8, 8));
+        let open = session.open_iter(IterOptions::default());
+        drain(&mut session);
+        session.handle_input(NOW, ClientInput::Disconnected);
+        let expected = if retry {
+            vec![]
+        } else {
+            vec![ClientOutput::IterReady { iter: open }]
+        };
+        assert_eq!(drain(&mut session), expected, "retry {retry}");
+        let poll = session.iter_take(open, 1);
+        if retry {
+            assert_eq!(poll, IterPoll::Pending, "it resumes on the next leader");
+        } else {
+            assert_eq!(poll, IterPoll::Failed(ErrorCode::ConnectionLost));
+        }
+    }
+}
