@@ -5,12 +5,16 @@
 use std::time::Duration;
 
 use party_proto::wire::{
-    ClientMessage, Entry, Hello, LeaderLimits, ProtocolId, ReadOp, Response, ServerMessage, Welcome,
+    ClientMessage, Entry, Hello, LeaderLimits, ProtocolId, ReadOp, Response, ServerMessage,
+    Welcome, WriteOp,
 };
 use party_proto::{
     ClientConfig, ClientId, ClientInput, ClientOutput, ClientSession, Election, ElectionConfig,
     ElectionInput, ElectionOutput, ErrorCode, IterId, IterOptions, IterPoll, RequestId,
     ServerConfig, ServerInput, ServerOutput, ServerSession, Timestamp,
+};
+use party_proto::{
+    CommitResult, DedupTable, WriteSeq, WriteStamp, Writer, WriterConfig, WriterInput, WriterOutput,
 };
 
 const NOW: Timestamp = Timestamp::ZERO;
@@ -575,5 +579,115 @@ fn a_lost_connection_wakes_the_caller_of_an_iterator_only_when_it_fails() {
         } else {
             assert_eq!(poll, IterPoll::Failed(ErrorCode::ConnectionLost));
         }
+    }
+}
+
+fn put_stamped(writer: &mut Writer<u64>, seq: u64) {
+    let stamp = WriteStamp {
+        client: ClientId(1),
+        seq: WriteSeq(seq),
+        oldest_pending: WriteSeq(1),
+    };
+    let op = WriteOp::Put {
+        key: b"k".to_vec(),
+        value: seq.to_be_bytes().to_vec(),
+    };
+    writer.write(seq, stamp, op);
+}
+
+fn writer_outputs(writer: &mut Writer<u64>) -> Vec<WriterOutput<u64>> {
+    std::iter::from_fn(|| writer.poll_output()).collect()
+}
+
+/// The writer is idle only with nothing queued and nothing out, and it checkpoints only
+/// while idle, once, and again a quiet period after a checkpoint that failed.
+#[test]
+fn the_writer_checkpoints_only_when_idle_and_retries_a_failed_checkpoint() {
+    let quiet = WriterConfig::default().quiet_period;
+    let mut writer: Writer<u64> = Writer::new(WriterConfig::default(), DedupTable::default());
+    let later = |ms| NOW + Duration::from_millis(ms);
+    assert!(writer.is_idle());
+    put_stamped(&mut writer, 1);
+    assert!(!writer.is_idle(), "a write queued, not yet cut");
+    writer.cut();
+    assert!(matches!(
+        &writer_outputs(&mut writer)[..],
+        [WriterOutput::Commit(_)]
+    ));
+    assert!(!writer.is_idle(), "a commit is out");
+    // Due, but a commit is out: no checkpoint under it.
+    writer.handle_timeout(later(1000));
+    assert_eq!(writer_outputs(&mut writer), []);
+    writer.handle_input(later(1000), WriterInput::Committed(CommitResult::Committed));
+    assert!(matches!(
+        &writer_outputs(&mut writer)[..],
+        [WriterOutput::Reply { to: 1, .. }]
+    ));
+    assert!(writer.is_idle());
+    writer.handle_timeout(later(1000) + quiet);
+    assert_eq!(writer_outputs(&mut writer), [WriterOutput::Checkpoint]);
+    assert_eq!(writer.poll_timeout(), None, "one checkpoint at a time");
+    writer.handle_timeout(later(5000));
+    assert_eq!(writer_outputs(&mut writer), []);
+
+    // A write cut while the checkpoint runs waits for it.
+    put_stamped(&mut writer, 2);
+    writer.cut();
+    assert_eq!(writer_outputs(&mut writer), []);
+    let failed_at = later(6000);
+    writer.handle_input(failed_at, WriterInput::Checkpointed(false));
+    assert!(matches!(
+        &writer_outputs(&mut writer)[..],
+        [WriterOutput::Commit(_)]
+    ));
+    writer.handle_input(failed_at, WriterInput::Committed(CommitResult::Committed));
+    writer_outputs(&mut writer);
+    assert_eq!(writer.poll_timeout(), Some(failed_at + quiet));
+
+    // A failed checkpoint with nothing written since is tried again a quiet period later.
+    writer.handle_timeout(failed_at + quiet);
+    assert_eq!(writer_outputs(&mut writer), [WriterOutput::Checkpoint]);
+    let failed_again = failed_at + quiet + Duration::from_millis(1);
+    writer.handle_input(failed_again, WriterInput::Checkpointed(false));
+    assert_eq!(writer.poll_timeout(), Some(failed_again + quiet));
+    writer.handle_timeout(failed_again + quiet);
+    assert_eq!(writer_outputs(&mut writer), [WriterOutput::Checkpoint]);
+    writer.handle_input(failed_again + quiet, WriterInput::Checkpointed(true));
+    assert_eq!(writer.poll_timeout(), None);
+}
+
+#[test]
+fn an_iterator_blanks_only_the_halves_the_caller_does_not_want() {
+    let entry = Entry {
+        key: b"key".to_vec(),
+        value: b"value".to_vec(),
+    };
+    for (keys, values) in [(true, true), (false, true), (true, false), (false, false)] {
+        let mut session = welcomed(ClientConfig::default(), limits(1 << 20, 8, 8));
+        let iter = session.open_iter(IterOptions {
+            keys,
+            values,
+            ..IterOptions::default()
+        });
+        session.handle_input(
+            NOW,
+            ClientInput::Message(ServerMessage::IterData {
+                iter,
+                entries: vec![entry.clone()],
+            }),
+        );
+        let expected = Entry {
+            key: if keys { entry.key.clone() } else { Vec::new() },
+            value: if values {
+                entry.value.clone()
+            } else {
+                Vec::new()
+            },
+        };
+        assert_eq!(
+            session.iter_take(iter, 1),
+            IterPoll::Entries(vec![expected]),
+            "keys {keys}, values {values}"
+        );
     }
 }
