@@ -14,6 +14,18 @@ async fn leader_with(dir: &std::path::Path, limits: Limits) -> Db {
     leader
 }
 
+/// A leader and a follower, both with `limits`.
+async fn both_with(dir: &std::path::Path, limits: Limits) -> (Db, Db) {
+    let leader = leader_with(dir, limits.clone()).await;
+    let options = Options {
+        limits,
+        ..Options::default()
+    };
+    let follower = open(dir, options).await.unwrap();
+    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+    (leader, follower)
+}
+
 async fn follower(dir: &std::path::Path) -> Db {
     let follower = open(dir, Options::default()).await.unwrap();
     assert_eq!(follower.ready().await.unwrap(), Role::Follower);
@@ -118,13 +130,7 @@ async fn a_request_over_the_frame_limit_is_refused_before_it_is_sent() {
         max_frame_len: 1024,
         ..Limits::default()
     };
-    let leader = leader_with(dir.path(), limits.clone()).await;
-    let options = Options {
-        limits,
-        ..Options::default()
-    };
-    let follower = open(dir.path(), options).await.unwrap();
-    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+    let (leader, follower) = both_with(dir.path(), limits).await;
     for db in [&leader, &follower] {
         let too_large = db.put("big", vec![0u8; 2000]).await.unwrap_err();
         assert!(
@@ -172,13 +178,7 @@ async fn an_answer_over_the_frame_limit_fails_alone_on_both_roles() {
         max_frame_len: 1 << 20,
         ..Limits::default()
     };
-    let leader = leader_with(dir.path(), limits.clone()).await;
-    let options = Options {
-        limits,
-        ..Options::default()
-    };
-    let follower = open(dir.path(), options).await.unwrap();
-    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+    let (leader, follower) = both_with(dir.path(), limits).await;
     follower.put("a", vec![1u8; 700 * 1024]).await.unwrap();
     follower.put("b", vec![2u8; 700 * 1024]).await.unwrap();
     for db in [&follower, &leader] {

@@ -324,6 +324,12 @@ impl World {
                 return;
             }
         };
+        self.store_reply(process, conn, reply);
+    }
+
+    /// The store's answer reaches the connection's session a little later (and never, if
+    /// the process dies first).
+    pub(super) fn store_reply(&mut self, process: ProcessId, conn: ConnId, input: ServerInput) {
         let incarnation = self.processes[process].incarnation;
         let delay = self.rand(1, 300);
         self.schedule(
@@ -332,7 +338,7 @@ impl World {
                 process,
                 incarnation,
                 conn,
-                input: reply,
+                input,
             },
         );
     }
@@ -365,17 +371,7 @@ impl World {
                     to: (conn, id),
                     result,
                 } => {
-                    let delay = self.rand(1, 300);
-                    let input = ServerInput::Completed { id, result };
-                    self.schedule(
-                        delay,
-                        Event::StoreReply {
-                            process,
-                            incarnation,
-                            conn,
-                            input,
-                        },
-                    );
+                    self.store_reply(process, conn, ServerInput::Completed { id, result });
                     continue;
                 }
                 WriterOutput::Checkpoint => WriterInput::Checkpointed(true),
