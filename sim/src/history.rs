@@ -9,6 +9,8 @@ pub enum OpKind {
     Get(Vec<u8>),
     /// Reads these keys at one instant.
     GetMany(Vec<Vec<u8>>),
+    /// Asks the leader how it is doing.
+    Status,
     /// Writes these keys atomically (put, del and batch all become this).
     Write(Vec<(Vec<u8>, Option<Vec<u8>>)>),
     Clear(KeyRange),
@@ -22,6 +24,8 @@ pub enum Outcome {
     Unknown,
     Read(Option<Vec<u8>>),
     ReadMany(Vec<Option<Vec<u8>>>),
+    /// The leader's follower count.
+    Status(u32),
     Written,
     /// Every entry the iterator delivered, in order (a half the options left out is
     /// empty); `closed_early` when the caller closed it before its end.

@@ -99,9 +99,7 @@ impl World {
                     Ok(Response::Value(value)) => Outcome::Read(value),
                     Ok(Response::Values(values)) => Outcome::ReadMany(values),
                     Ok(Response::Written) => Outcome::Written,
-                    Ok(Response::Status(_)) => Outcome::Failed(party_proto::ErrorCode::Malformed(
-                        "an answer the workload never asks for".into(),
-                    )),
+                    Ok(Response::Status(status)) => Outcome::Status(status.followers),
                     Err(error) => Outcome::Failed(error),
                 };
                 self.trace.line(
@@ -144,6 +142,10 @@ impl World {
     pub(super) fn answer(&mut self, process: ProcessId, action: ElectionOutput) {
         let now = self.timestamp();
         let input = match action {
+            // The lock file cannot be used (an IO error, not a holder).
+            ElectionOutput::TryLock if self.faults.store && self.faults_on && self.chance(1) => {
+                Some(ElectionInput::LockFailed)
+            }
             ElectionOutput::TryLock => Some(if self.lock.try_lock(process) {
                 ElectionInput::LockAcquired
             } else {
@@ -217,7 +219,10 @@ impl World {
             }
             ElectionOutput::Failed(reason) => {
                 if self.faults.store
-                    && matches!(reason, ElectionFailure::StoreOpen | ElectionFailure::Bind)
+                    && matches!(
+                        reason,
+                        ElectionFailure::Lock | ElectionFailure::StoreOpen | ElectionFailure::Bind
+                    )
                 {
                     // As a caller would after its handle failed to join: what was pending
                     // fails, and the process starts over later.

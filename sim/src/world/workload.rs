@@ -1,4 +1,4 @@
-//! The workload: what the simulated callers do — reads of one key or several, writes,
+//! The workload: what the simulated callers do — reads of one key or several, status, writes,
 //! bursts of writes, clears, slow iterator readers (of keys, values or both, some closing
 //! early), callers closing their handle — and how their operations end in the history.
 
@@ -38,7 +38,8 @@ impl World {
             return;
         }
         let value = format!("p{process}.{}", self.history.len()).into_bytes();
-        let kind = match self.rng.next_u64() % 24 {
+        let kind = match self.rng.next_u64() % 25 {
+            24 => OpKind::Status,
             22..=23 => {
                 let count = self.rand(2, 4) as usize;
                 let mut keys: Vec<Vec<u8>> = Vec::new();
@@ -108,6 +109,7 @@ impl World {
             OpKind::GetMany(keys) => {
                 Some(p.machine.read(now, ReadOp::GetMany { keys: keys.clone() }))
             }
+            OpKind::Status => Some(p.machine.read(now, ReadOp::Status)),
             OpKind::Write(writes) => {
                 let ops = writes
                     .iter()
