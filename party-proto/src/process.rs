@@ -244,11 +244,6 @@ impl Process {
         self.election.is_closed() && self.outputs.is_empty()
     }
 
-    /// Requests that have not completed yet.
-    pub fn pending_requests(&self) -> usize {
-        self.client.pending_requests()
-    }
-
     fn link_ended(&mut self, now: Timestamp, broken: Option<ErrorCode>) {
         if !std::mem::take(&mut self.linked) {
             return;
