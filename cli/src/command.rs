@@ -14,11 +14,22 @@ use crate::encoding::Encoding;
 #[derive(Debug, Subcommand)]
 pub enum Op {
     /// Print the value of KEY (exit code 1 when there is none).
-    Get { key: String },
+    Get {
+        #[arg(allow_hyphen_values = true)]
+        key: String,
+    },
     /// Set KEY to VALUE.
-    Put { key: String, value: String },
+    Put {
+        #[arg(allow_hyphen_values = true)]
+        key: String,
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+    },
     /// Delete KEY.
-    Del { key: String },
+    Del {
+        #[arg(allow_hyphen_values = true)]
+        key: String,
+    },
     /// Apply the operations on stdin atomically, one per line: `put KEY VALUE` or `del KEY`.
     Batch,
     /// Delete every key in a range (all keys without range options).

@@ -85,8 +85,12 @@ struct Shell {
 
 impl Shell {
     fn start(dir: &str) -> Shell {
+        Shell::start_with(&[dir, "shell", "--json"])
+    }
+
+    fn start_with(args: &[&str]) -> Shell {
         let mut child = Command::new(PARTY)
-            .args([dir, "shell", "--json"])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -150,6 +154,50 @@ fn two_json_shells_the_leaders_is_killed_and_the_other_sees_every_acked_put() {
     let error = second.send("get");
     assert_eq!(error["ok"], false);
     assert_eq!(error["error"]["kind"], "usage");
+}
+
+/// Doubles go in as text and come out as text; every one must keep its exact bits, both
+/// through a follower's shell and through one-shot commands.
+#[test]
+fn json_doubles_keep_every_bit_on_the_way_in_and_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    let json_shell = ["--encoding", "json", dir, "shell", "--json"];
+    let mut leader = Shell::start_with(&json_shell);
+    assert_eq!(leader.send("status")["role"], "leader");
+    let mut follower = Shell::start_with(&json_shell);
+    assert_eq!(follower.send("status")["role"], "follower");
+    let mut bits = 0x9e37_79b9_7f4a_7c15_u64;
+    for i in 0..300 {
+        bits = bits
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        // Random bits make doubles of every magnitude; Math.random()-like ones are in [0, 1).
+        let value = if i % 2 == 0 {
+            f64::from_bits(bits)
+        } else {
+            (bits >> 11) as f64 / (1u64 << 53) as f64
+        };
+        if !value.is_finite() {
+            continue;
+        }
+        assert_eq!(follower.send(&format!("put d{i} {value:?}"))["ok"], true);
+        let got = leader.send(&format!("get d{i}"));
+        assert_eq!(
+            got["value"].as_f64().map(f64::to_bits),
+            Some(value.to_bits()),
+            "{value:?} came back as {got}"
+        );
+        if i % 50 == 1 {
+            let one_shot = party(&["--encoding", "json", dir, "get", &format!("d{i}")]);
+            let text = stdout(&one_shot);
+            assert_eq!(
+                text.trim().parse::<f64>().map(f64::to_bits),
+                Ok(value.to_bits()),
+                "{text}"
+            );
+        }
+    }
 }
 
 #[test]
