@@ -14,7 +14,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use party_core::{BackendKind, Db, IterOptions, Role};
@@ -23,6 +23,15 @@ use party_proto::wire::{
 };
 use party_proto::RequestId;
 use serde_json::{json, Value};
+
+use crate::children::{self, Worker};
+use crate::failure::Failure;
+use crate::out;
+
+/// The worker that echoes frames, for the socket baseline.
+pub const ECHO: &str = "bench-echo";
+/// The worker that holds a handle: a leader, or a loaded or watching follower.
+pub const NODE: &str = "bench-node";
 
 const KEYS: u64 = 100_000;
 const VALUE: [u8; 100] = [b'v'; 100];
@@ -49,18 +58,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[index].as_secs_f64() * 1e6
 }
 
-fn spawn_self(args: &[&str]) -> Result<Child, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    Command::new(exe)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot start a bench process: {e}"))
-}
-
-fn first_line(child: &mut Child) -> Result<String, String> {
+fn first_line(child: &mut Worker) -> Result<String, String> {
     let stdout = child.stdout.as_mut().ok_or("no stdout")?;
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
@@ -76,21 +74,15 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn stop(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 // ---- child roles --------------------------------------------------------------------
 
-/// `__bench-echo SOCKET`: answers every request frame with a get's reply frame.
-pub fn echo(args: &[String]) -> Result<ExitCode, String> {
-    let [_, socket] = args else {
-        return Err("usage: __bench-echo SOCKET".into());
+/// The echo worker `SOCKET`: answers every request frame with a get's reply frame.
+pub fn echo(args: &[String]) -> Result<ExitCode, Failure> {
+    let [socket] = args else {
+        return Err(Failure::usage("usage: bench-echo SOCKET"));
     };
     let listener = UnixListener::bind(socket).map_err(|e| e.to_string())?;
-    println!("ready");
-    let _ = std::io::stdout().flush();
+    out::line("ready")?;
     let (mut stream, _) = listener.accept().map_err(|e| e.to_string())?;
     let mut decoder = FrameDecoder::new(CAP);
     let mut buffer = vec![0u8; 64 * 1024];
@@ -118,19 +110,18 @@ pub fn echo(args: &[String]) -> Result<ExitCode, String> {
     }
 }
 
-/// `__bench-node DIR BACKEND MODE`: a handle that prints `ready ROLE` once settled, then
+/// The node worker `DIR BACKEND MODE`: a handle that prints `ready ROLE` once settled, then
 /// `idle` (waits), `load SECONDS` (64 gets in flight, prints `ops N`), or `watch` (one get at
 /// a time forever, printing `gap FROM TO` in wall-clock microseconds after every stall over
 /// a millisecond, `role NAME` on every change, and `opened MICROS` with the store's open
 /// time when it takes over).
-pub async fn node(args: &[String]) -> Result<ExitCode, String> {
-    let [_, dir, backend, mode @ ..] = args else {
-        return Err("usage: __bench-node DIR BACKEND MODE".into());
+pub async fn node(args: &[String]) -> Result<ExitCode, Failure> {
+    let [dir, backend, mode @ ..] = args else {
+        return Err(Failure::usage("usage: bench-node DIR BACKEND MODE"));
     };
     let db = crate::open_child(dir, backend).await?;
     let role = db.ready().await.map_err(|e| e.to_string())?;
-    println!("ready {}", crate::command::role_name(role));
-    let _ = std::io::stdout().flush();
+    out::line(format_args!("ready {}", crate::command::role_name(role)))?;
     match mode {
         [m] if m == "idle" => {
             let _ = std::io::stdin().read(&mut [0u8; 1]);
@@ -145,7 +136,7 @@ pub async fn node(args: &[String]) -> Result<ExitCode, String> {
             ))
             .await?
             .0;
-            println!("ops {ops}");
+            out::line(format_args!("ops {ops}"))?;
         }
         [m] if m == "watch" => {
             let mut roles = db.watch_role();
@@ -156,16 +147,18 @@ pub async fn node(args: &[String]) -> Result<ExitCode, String> {
                 n += 1;
                 let now = micros_now();
                 if now - last > 1_000 {
-                    println!("gap {last} {now}");
+                    out::line(format_args!("gap {last} {now}"))?;
                 }
                 if roles.has_changed() {
                     let state = roles.current();
-                    println!("role {}", crate::command::role_name(state.role));
+                    out::line(format_args!(
+                        "role {}",
+                        crate::command::role_name(state.role)
+                    ))?;
                     if let Some(open) = state.store_open_time {
-                        println!("opened {}", open.as_micros());
+                        out::line(format_args!("opened {}", open.as_micros()))?;
                     }
                 }
-                let _ = std::io::stdout().flush();
                 last = now;
             }
         }
@@ -264,9 +257,9 @@ async fn sequential(db: Db, count: u64, puts: bool) -> Result<(f64, f64, f64), S
     Ok((percentile(&times, 0.5), percentile(&times, 0.99), rate))
 }
 
-fn socket_baseline(dir: &Path) -> Result<Value, String> {
+fn socket_baseline(dir: &Path) -> Result<Value, Failure> {
     let socket = dir.join("echo.sock");
-    let mut echo = spawn_self(&["__bench-echo", socket.to_str().ok_or("path")?])?;
+    let mut echo = children::spawn(ECHO, &[&socket])?;
     if first_line(&mut echo)? != "ready" {
         return Err("the echo process did not start".into());
     }
@@ -327,7 +320,7 @@ fn socket_baseline(dir: &Path) -> Result<Value, String> {
     read_replies(total as usize, &mut reader)?;
     sender.join().map_err(|_| "sender panicked")??;
     let pipelined = total as f64 / start.elapsed().as_secs_f64();
-    stop(echo);
+    drop(echo);
     Ok(json!({
         "rtt_p50_us": percentile(&times, 0.5),
         "rtt_p99_us": percentile(&times, 0.99),
@@ -355,44 +348,52 @@ async fn fill(db: &Db) -> Result<(), String> {
 }
 
 /// A child process that leads `dir` and idles.
-fn start_leader(dir: &Path, backend: BackendKind) -> Result<Child, String> {
+fn start_leader(dir: &Path, backend: BackendKind) -> Result<Worker, Failure> {
     let mut leader = leader_child(dir, backend, &["idle"])?;
     if first_line(&mut leader)? != "ready leader" {
-        return Err(format!(
-            "the process started to lead {} did not",
-            dir.display()
-        ));
+        return Err(format!("the process started to lead {} did not", dir.display()).into());
     }
     Ok(leader)
 }
 
-fn leader_child(dir: &Path, backend: BackendKind, mode: &[&str]) -> Result<Child, String> {
-    let mut args = vec!["__bench-node", dir.to_str().ok_or("path")?, backend.name()];
+fn leader_child(dir: &Path, backend: BackendKind, mode: &[&str]) -> Result<Worker, Failure> {
+    let mut args = vec![dir.to_str().ok_or("path")?, backend.name()];
     args.extend_from_slice(mode);
-    spawn_self(&args)
+    children::spawn(NODE, &args)
 }
 
-pub async fn run(backend: BackendKind, as_json: bool, quick: bool) -> Result<ExitCode, String> {
-    let base = std::env::temp_dir().join(format!("party-bench-{}", std::process::id()));
-    let result = measure(&base, backend, quick).await;
-    let _ = std::fs::remove_dir_all(&base);
-    let report = result?;
+/// `party bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Shorter runs: a quick look, not figures to compare.
+    #[arg(long)]
+    quick: bool,
+}
+
+pub async fn run(
+    backend: BackendKind,
+    as_json: bool,
+    args: BenchArgs,
+) -> Result<ExitCode, Failure> {
+    children::clean_up_when_interrupted()?;
+    let base = children::TempDir::new("party-bench-")?;
+    let report = measure(base.path(), backend, args.quick).await?;
     if as_json {
-        println!("{report}");
+        out::line(report)?;
     } else {
-        print_table(&report);
+        out::line(table(&report).join("\n"))?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value, String> {
+async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value, Failure> {
     let span = Duration::from_millis(if quick { 300 } else { 2000 });
     let kills = if quick { 3 } else { 20 };
     std::fs::create_dir_all(base).map_err(|e| e.to_string())?;
-    eprintln!("bench: raw socket baseline…");
+    out::note(format_args!("bench: raw socket baseline…"));
     let baseline = socket_baseline(base)?;
 
-    eprintln!("bench: leader in-process…");
+    out::note(format_args!("bench: leader in-process…"));
     let local_dir = base.join("local");
     let db = crate::open_on(&local_dir, backend).await?;
     if db.ready().await.map_err(|e| e.to_string())? != Role::Leader {
@@ -403,7 +404,7 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
     let local_put = on_runtime(pipelined(db.clone(), span, 256, true)).await?.1;
     db.close().await.map_err(|e| e.to_string())?;
 
-    eprintln!("bench: one follower…");
+    out::note(format_args!("bench: one follower…"));
     let shared = base.join("shared");
     let leader = start_leader(&shared, backend)?;
     let db = crate::open_on(&shared, backend).await?;
@@ -432,7 +433,7 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
     let follower_rss = rss_kib(std::process::id());
     db.close().await.map_err(|e| e.to_string())?;
 
-    eprintln!("bench: four followers…");
+    out::note(format_args!("bench: four followers…"));
     let seconds = span.as_secs_f64().to_string();
     let mut loaders = Vec::new();
     for _ in 0..4 {
@@ -450,9 +451,9 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
     }
     let aggregate_rate = aggregate as f64 / span.as_secs_f64();
 
-    eprintln!("bench: memory with 8 idle followers…");
+    out::note(format_args!("bench: memory with 8 idle followers…"));
     let leader_rss_alone = rss_kib(leader.id());
-    let idle: Vec<Child> = (0..8)
+    let idle: Vec<Worker> = (0..8)
         .map(|_| leader_child(&shared, backend, &["idle"]))
         .collect::<Result<_, _>>()?;
     let mut idle = idle;
@@ -461,12 +462,10 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
     }
     let leader_rss = rss_kib(leader.id());
     let idle_rss = idle.first().and_then(|c| rss_kib(c.id()));
-    for child in idle {
-        stop(child);
-    }
-    stop(leader);
+    drop(idle);
+    drop(leader);
 
-    eprintln!("bench: failover ×{kills}…");
+    out::note(format_args!("bench: failover ×{kills}…"));
     let failover = failovers(base, backend, kills).await?;
 
     let socket_p50 = baseline["rtt_p50_us"].as_f64().unwrap_or(f64::NAN);
@@ -502,17 +501,17 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
 
 /// Kills the leader `kills` times while three followers read; measures, per kill, the time
 /// until every follower has completed a get again.
-async fn failovers(base: &Path, backend: BackendKind, kills: usize) -> Result<Value, String> {
+async fn failovers(base: &Path, backend: BackendKind, kills: usize) -> Result<Value, Failure> {
     let dir = base.join("failover");
     let mut leader = start_leader(&dir, backend)?;
     let keys = crate::open_on(&dir, backend).await?;
     fill(&keys).await?;
     keys.close().await.map_err(|e| e.to_string())?;
     let (lines_tx, lines) = std::sync::mpsc::channel::<(usize, String)>();
-    let mut watchers: Vec<Option<Child>> = Vec::new();
-    let spawn_watcher = |index: usize, watchers: &mut Vec<Option<Child>>| -> Result<(), String> {
+    let mut watchers: Vec<Option<Worker>> = Vec::new();
+    let spawn_watcher = |index: usize, watchers: &mut Vec<Option<Worker>>| -> Result<(), Failure> {
         let mut child = leader_child(&dir, backend, &["watch"])?;
-        crate::forward_lines(&mut child, &lines_tx, move |line| (index, line))?;
+        child.forward_lines(&lines_tx, move |line| (index, line))?;
         if index < watchers.len() {
             watchers[index] = Some(child);
         } else {
@@ -541,9 +540,7 @@ async fn failovers(base: &Path, backend: BackendKind, kills: usize) -> Result<Va
                 let _ = leader.wait();
             }
             Some(index) => {
-                if let Some(child) = watchers[index].take() {
-                    stop(child);
-                }
+                drop(watchers[index].take());
             }
         }
         let followers: Vec<usize> = (0..3).filter(|i| Some(*i) != current_leader).collect();
@@ -591,9 +588,7 @@ async fn failovers(base: &Path, backend: BackendKind, kills: usize) -> Result<Va
             return Err("no follower took over".into());
         }
     }
-    for child in watchers.into_iter().flatten() {
-        stop(child);
-    }
+    drop(watchers);
     recoveries.sort();
     opens.sort();
     Ok(json!({
@@ -605,70 +600,73 @@ async fn failovers(base: &Path, backend: BackendKind, kills: usize) -> Result<Va
     }))
 }
 
-fn print_table(report: &Value) {
+/// The report as a table for people, one measurement a line.
+fn table(report: &Value) -> Vec<String> {
+    let mut lines = Vec::new();
     let number = |v: &Value| v.as_f64().map_or("-".into(), |n| format!("{n:.1}"));
     let rate = |v: &Value| v.as_f64().map_or("-".into(), |n| format!("{:.0}", n));
-    println!(
+    lines.push(format!(
         "party bench on {}",
         report["backend"].as_str().unwrap_or("?")
-    );
+    ));
     let b = &report["baseline"];
-    println!(
+    lines.push(format!(
         "raw socket ping-pong        p50 {} µs  p99 {} µs  pipelined {} msg/s",
         number(&b["rtt_p50_us"]),
         number(&b["rtt_p99_us"]),
         rate(&b["pipelined_msgs_per_s"])
-    );
+    ));
     let l = &report["in_process"];
-    println!(
+    lines.push(format!(
         "leader in-process           get {} ops/s  put {} ops/s",
         rate(&l["get_ops_per_s"]),
         rate(&l["put_ops_per_s"])
-    );
+    ));
     let f = &report["one_follower"];
-    println!(
+    lines.push(format!(
         "follower sync get           p50 {} µs  p99 {} µs  {} ops/s",
         number(&f["sync_get"]["p50_us"]),
         number(&f["sync_get"]["p99_us"]),
         rate(&f["sync_get"]["ops_per_s"])
-    );
-    println!(
+    ));
+    lines.push(format!(
         "follower sync put           p50 {} µs  p99 {} µs  {} ops/s",
         number(&f["sync_put"]["p50_us"]),
         number(&f["sync_put"]["p99_us"]),
         rate(&f["sync_put"]["ops_per_s"])
-    );
-    println!(
+    ));
+    lines.push(format!(
         "follower sync get, caller on the block_on thread  p50 {} µs",
         number(&f["sync_get_from_block_on_thread_p50_us"])
-    );
+    ));
     for depth in ["16", "64", "256"] {
         let d = &f["pipelined"][depth];
-        println!(
+        lines.push(format!(
             "follower pipelined {depth:>3}      get {} ops/s  put {} ops/s",
             rate(&d["get_ops_per_s"]),
             rate(&d["put_ops_per_s"])
-        );
+        ));
     }
-    println!(
+    lines.push(format!(
         "follower full scan          {} entries/s",
         rate(&f["scan_entries_per_s"])
-    );
-    println!(
+    ));
+    lines.push(format!(
         "four followers              {} get ops/s",
         rate(&report["four_followers_get_ops_per_s"])
-    );
+    ));
     let o = &report["failover"];
-    println!(
+    lines.push(format!(
         "failover ×{}                 all followers back p50 {} ms  p99 {} ms; new leader's store open p50 {} ms  p99 {} ms",
         o["kills"],
         number(&o["all_followers_back_p50_ms"]),
         number(&o["all_followers_back_p99_ms"]),
         number(&o["new_leader_store_open_p50_ms"]),
         number(&o["new_leader_store_open_p99_ms"])
-    );
+    ));
     let m = &report["memory_kib"];
-    println!("memory                      follower {} KiB  idle follower {} KiB  leader alone {} KiB, with 8 idle followers {} KiB ({} KiB each)", m["follower_rss"], m["idle_follower_rss"], m["leader_rss_alone"], m["leader_rss_with_8_idle_followers"], number(&m["leader_rss_per_idle_follower"]));
+    lines.push(format!("memory                      follower {} KiB  idle follower {} KiB  leader alone {} KiB, with 8 idle followers {} KiB ({} KiB each)", m["follower_rss"], m["idle_follower_rss"], m["leader_rss_alone"], m["leader_rss_with_8_idle_followers"], number(&m["leader_rss_per_idle_follower"])));
     let r = &report["ratios"];
-    println!("ratios                      pipelined get follower/in-process {}  put {}  sync p50 follower/socket {}", number(&r["follower_pipelined_get_vs_in_process"]), number(&r["follower_pipelined_put_vs_in_process"]), number(&r["follower_sync_p50_vs_socket_p50"]));
+    lines.push(format!("ratios                      pipelined get follower/in-process {}  put {}  sync p50 follower/socket {}", number(&r["follower_pipelined_get_vs_in_process"]), number(&r["follower_pipelined_put_vs_in_process"]), number(&r["follower_sync_p50_vs_socket_p50"])));
+    lines
 }

@@ -14,20 +14,48 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::mpsc::{channel, Sender};
 use std::time::{Duration, Instant};
 
-use party_core::{BackendKind, BatchOp, Options};
+use party_core::{BackendKind, BatchOp};
+
+use crate::children;
+use crate::failure::Failure;
+use crate::out;
 
 /// Writes each worker keeps in flight.
 const IN_FLIGHT: usize = 8;
 
-/// `__chaos-worker DIR BACKEND REGISTER`: writes its register forever, reads all registers,
+/// The worker's name.
+pub const WORKER: &str = "chaos-worker";
+
+/// `party chaos`.
+#[derive(Debug, clap::Args)]
+pub struct ChaosArgs {
+    /// Worker processes at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    processes: u16,
+    /// How long to run, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 15.0, value_parser = positive_seconds)]
+    seconds: f64,
+    /// Run in this data directory (kept afterwards) instead of a temporary one.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds.is_finite() => Ok(seconds),
+        _ => Err(format!("{text:?} is not a positive number of seconds")),
+    }
+}
+
+/// The worker `DIR BACKEND REGISTER`: writes its register forever, reads all registers,
 /// prints `acked REGISTER N ROLE` per acknowledged write and `backwards REGISTER FROM TO`.
-pub async fn worker(args: &[String]) -> Result<ExitCode, String> {
-    let [_, dir, backend, register] = args else {
-        return Err("usage: __chaos-worker DIR BACKEND REGISTER".into());
+pub async fn worker(args: &[String]) -> Result<ExitCode, Failure> {
+    let [dir, backend, register] = args else {
+        return Err(Failure::usage("usage: chaos-worker DIR BACKEND REGISTER"));
     };
     let register: usize = register.parse().map_err(|_| "REGISTER is a number")?;
     let db = crate::open_child(dir, backend).await?;
@@ -53,10 +81,10 @@ pub async fn worker(args: &[String]) -> Result<ExitCode, String> {
         }
         let (acked, write) = in_flight.pop_front().expect("full");
         write.await.map_err(|e| e.to_string())?;
-        println!(
+        out::line(format_args!(
             "acked {register} {acked} {}",
             crate::command::role_name(db.role())
-        );
+        ))?;
         let registers = party_core::IterOptions {
             range: party_core::KeyRange {
                 start: std::ops::Bound::Included(b"reg/".to_vec()),
@@ -75,12 +103,12 @@ pub async fn worker(args: &[String]) -> Result<ExitCode, String> {
             let value: u64 = String::from_utf8_lossy(&entry.value).parse().unwrap_or(0);
             let last = seen.entry(entry.key.clone()).or_insert(0);
             if value < *last {
-                println!(
+                out::line(format_args!(
                     "backwards {} {} {}",
                     String::from_utf8_lossy(&entry.key),
                     last,
                     value
-                );
+                ))?;
             }
             *last = (*last).max(value);
         }
@@ -89,7 +117,8 @@ pub async fn worker(args: &[String]) -> Result<ExitCode, String> {
 }
 
 struct Worker {
-    child: Child,
+    /// Held only to be killed when the worker is dropped.
+    _process: children::Worker,
     register: usize,
     role: String,
     started: Instant,
@@ -103,17 +132,11 @@ fn spawn_worker(
     backend: BackendKind,
     register: usize,
     reports: &Sender<Report>,
-) -> Result<Worker, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = Command::new(exe)
-        .args(["__chaos-worker", dir, backend.name(), &register.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot start a worker: {e}"))?;
-    crate::forward_lines(&mut child, reports, move |line| (register, line))?;
+) -> Result<Worker, Failure> {
+    let mut child = children::spawn(WORKER, &[dir, backend.name(), &register.to_string()])?;
+    child.forward_lines(reports, move |line| (register, line))?;
     Ok(Worker {
-        child,
+        _process: child,
         register,
         role: String::new(),
         started: Instant::now(),
@@ -148,44 +171,24 @@ impl Tally {
     }
 }
 
-/// `party chaos [--backend B] [--processes N] [--seconds S] [DIR]`.
-pub async fn run(args: &[String]) -> Result<ExitCode, String> {
-    let usage = "party chaos [--backend B] [--processes N] [--seconds S] [DIR]";
-    if crate::check_options(args, &["--backend", "--processes", "--seconds"], usage)? {
-        return Ok(ExitCode::SUCCESS);
-    }
-    let value_of = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
+pub async fn run(backend: BackendKind, args: ChaosArgs) -> Result<ExitCode, Failure> {
+    children::clean_up_when_interrupted()?;
+    let (processes, seconds) = (usize::from(args.processes), args.seconds);
+    let temporary;
+    let dir = match args.dir {
+        Some(dir) => dir,
+        None => {
+            temporary = children::TempDir::new("party-chaos-")?;
+            temporary.path().to_owned()
+        }
     };
-    let backend = match value_of("--backend") {
-        Some(name) => crate::parse_backend(name)?,
-        None => Options::default().backend,
-    };
-    let processes: usize = value_of("--processes")
-        .map_or(Ok(4), |n| n.parse())
-        .map_err(|_| "--processes N")?;
-    let seconds: f64 = value_of("--seconds")
-        .map_or(Ok(15.0), |s| s.parse())
-        .map_err(|_| "--seconds S")?;
-    let flags = ["--backend", "--processes", "--seconds"];
-    let given = args
-        .iter()
-        .enumerate()
-        .skip(1)
-        .find(|(i, a)| !a.starts_with("--") && !flags.contains(&args[i - 1].as_str()))
-        .map(|(_, dir)| PathBuf::from(dir));
-    let dir = given.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("party-chaos-{}", std::process::id()))
-    });
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let dir_text = dir.to_str().ok_or("the directory is not UTF-8")?.to_owned();
-    println!(
+    out::line(format_args!(
         "party chaos in {} on {}: {processes} processes for {seconds} s",
         dir.display(),
         backend.name()
-    );
+    ))?;
 
     let (sender, reports) = channel();
     let mut workers = Vec::new();
@@ -226,9 +229,7 @@ pub async fn run(args: &[String]) -> Result<ExitCode, String> {
             workers.iter().position(|w| w.role == "leader")
         };
         if let Some(index) = victim {
-            let mut worker = workers.remove(index);
-            let _ = worker.child.kill();
-            let _ = worker.child.wait();
+            drop(workers.remove(index));
             kills += 1;
             workers.push(spawn_worker(&dir_text, backend, next_register, &sender)?);
             next_register += 1;
@@ -240,10 +241,7 @@ pub async fn run(args: &[String]) -> Result<ExitCode, String> {
         .filter(|w| w.started.elapsed() >= Duration::from_secs(1))
         .map(|w| w.register)
         .collect();
-    for mut worker in workers {
-        let _ = worker.child.kill();
-        let _ = worker.child.wait();
-    }
+    drop(workers);
     drop(sender);
     while let Ok((register, line)) = reports.recv_timeout(Duration::from_millis(200)) {
         tally.record(register, &line);
@@ -286,13 +284,12 @@ pub async fn run(args: &[String]) -> Result<ExitCode, String> {
             ));
         }
     }
-    if given.is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
     let violations = missing.len() + backwards.len();
-    println!("kills survived: {kills}; writes acknowledged: {total}; violations: {violations}");
+    out::line(format_args!(
+        "kills survived: {kills}; writes acknowledged: {total}; violations: {violations}"
+    ))?;
     for line in missing.iter().chain(&backwards).take(10) {
-        println!("  {line}");
+        out::line(format_args!("  {line}"))?;
     }
     Ok(if violations == 0 && kills > 0 && total > 0 {
         ExitCode::SUCCESS

@@ -1,62 +1,79 @@
 //! The operations the `party` command runs, one shot or line by line in `shell`, and how
-//! their outcomes print: as text, or as one JSON object per line.
+//! their outcomes print: as text, or as one JSON object.
 
+use std::ffi::OsString;
 use std::io::BufRead;
 use std::ops::Bound;
 
 use clap::{Args, Subcommand};
-use party_core::{BatchOp, Db, Error, IterOptions, KeyRange, Role, Status};
+use party_core::{BatchOp, Db, IterOptions, KeyRange, Role, Status};
 use serde_json::{json, Value};
 
 use crate::encoding::Encoding;
+use crate::failure::Failure;
+use crate::out;
 
 /// An operation on the store.
 #[derive(Debug, Subcommand)]
 pub enum Op {
-    /// Print the value of KEY (exit code 1 when there is none).
+    /// Print the value of KEY as it is stored (exit code 1 when there is none).
     Get {
         #[arg(allow_hyphen_values = true)]
-        key: String,
+        key: OsString,
     },
     /// Set KEY to VALUE.
     Put {
         #[arg(allow_hyphen_values = true)]
-        key: String,
+        key: OsString,
         #[arg(allow_hyphen_values = true)]
-        value: String,
+        value: OsString,
     },
     /// Delete KEY.
     Del {
         #[arg(allow_hyphen_values = true)]
-        key: String,
+        key: OsString,
     },
-    /// Apply the operations on stdin atomically, one per line: `put KEY VALUE` or `del KEY`.
-    Batch,
-    /// Delete every key in a range (all keys without range options).
-    Clear(#[command(flatten)] RangeArgs),
-    /// List entries in key order.
+    /// Apply writes atomically: `put KEY VALUE` and `del KEY`, given as arguments
+    /// (`batch put a 1 del b`) or, with none, read from stdin, quoted as in a shell.
+    Batch {
+        #[arg(allow_hyphen_values = true, value_name = "WRITE")]
+        writes: Vec<OsString>,
+    },
+    /// Delete every key in a range; every key at all only with --all.
+    Clear(ClearArgs),
+    /// List entries in key order, one per line: KEY, a tab, VALUE, each escaped so that
+    /// any bytes fit on the line (`load` reads it back).
     Scan(ScanArgs),
     /// This handle's role, the leader, the backend, the socket, the followers.
     Status,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct RangeArgs {
     /// Keys greater than K.
-    #[arg(long, value_name = "K")]
-    gt: Option<String>,
+    #[arg(long, value_name = "K", allow_hyphen_values = true)]
+    gt: Option<OsString>,
     /// Keys greater than or equal to K.
-    #[arg(long, value_name = "K")]
-    gte: Option<String>,
+    #[arg(long, value_name = "K", allow_hyphen_values = true)]
+    gte: Option<OsString>,
     /// Keys less than K.
-    #[arg(long, value_name = "K")]
-    lt: Option<String>,
+    #[arg(long, value_name = "K", allow_hyphen_values = true)]
+    lt: Option<OsString>,
     /// Keys less than or equal to K.
-    #[arg(long, value_name = "K")]
-    lte: Option<String>,
+    #[arg(long, value_name = "K", allow_hyphen_values = true)]
+    lte: Option<OsString>,
 }
 
 #[derive(Debug, Args)]
+pub struct ClearArgs {
+    #[command(flatten)]
+    range: RangeArgs,
+    /// Delete every key of the store.
+    #[arg(long, conflicts_with_all = ["gt", "gte", "lt", "lte"])]
+    all: bool,
+}
+
+#[derive(Debug, Default, Args)]
 pub struct ScanArgs {
     #[command(flatten)]
     range: RangeArgs,
@@ -75,13 +92,18 @@ pub struct ScanArgs {
 }
 
 impl ScanArgs {
-    pub fn options(&self, encoding: Encoding) -> Result<IterOptions, Failure> {
+    /// Whether keys and values are listed.
+    fn shows(&self) -> (bool, bool) {
+        (!self.values_only, !self.keys_only)
+    }
+
+    fn options(&self, encoding: Encoding) -> Result<IterOptions, Failure> {
         Ok(IterOptions {
             range: self.range.range(encoding)?,
             reverse: self.reverse,
             limit: self.limit,
-            keys: !self.values_only,
-            values: !self.keys_only,
+            keys: self.shows().0,
+            values: self.shows().1,
         })
     }
 }
@@ -96,27 +118,26 @@ pub async fn stream_scan(db: &Db, encoding: Encoding, scan: &ScanArgs) -> Result
     let mut count = 0u64;
     while let Some(chunk) = iter.next_chunk(1024).await? {
         count += chunk.len() as u64;
-        let entries = chunk.into_iter().map(|e| (e.key, e.value)).collect();
-        let outcome = Outcome::Entries {
-            entries,
-            keys: !scan.values_only,
-            values: !scan.keys_only,
-        };
-        for line in text(&outcome, encoding) {
-            if writeln!(out, "{line}").is_err() {
-                return Ok(()); // the reader went away (`| head`)
-            }
+        for entry in chunk {
+            let line = entry_line(encoding, &entry.key, &entry.value, scan.shows());
+            writeln!(out, "{line}").map_err(out::written)?;
         }
         if progress && count % 10_240 < 1024 {
-            let _ = out.flush();
-            eprint!("\r{count} entries");
+            out.flush().map_err(out::written)?;
+            out::note(format_args!("\r{count} entries"));
         }
     }
-    let _ = out.flush();
-    if progress && count >= 10_240 {
-        eprintln!("\r{count} entries");
-    }
+    out.flush().map_err(out::written)?;
     Ok(())
+}
+
+/// One entry of a listing; `shows` says whether keys and values are listed.
+fn entry_line(encoding: Encoding, key: &[u8], value: &[u8], shows: (bool, bool)) -> String {
+    match shows {
+        (true, true) => format!("{}\t{}", encoding.show_key(key), encoding.show_value(value)),
+        (true, false) => encoding.show_key(key),
+        _ => encoding.show_value(value),
+    }
 }
 
 /// How an operation ended.
@@ -130,76 +151,14 @@ pub enum Outcome {
         values: bool,
     },
     Status(Status),
-}
-
-/// A failure, with the kind scripts match on and the exit code.
-#[derive(Debug)]
-pub struct Failure {
-    pub kind: &'static str,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn usage(message: impl Into<String>) -> Failure {
-        Failure {
-            kind: "usage",
-            message: message.into(),
-        }
-    }
-
-    /// 2 for usage, 3 for everything else (1 is a missing key, which is no failure).
-    pub fn exit_code(&self) -> u8 {
-        if self.kind == "usage" {
-            2
-        } else {
-            3
-        }
-    }
-}
-
-impl From<Error> for Failure {
-    fn from(error: Error) -> Failure {
-        let kind = match &error {
-            Error::Closed => "closed",
-            Error::ConnectionLost => "connection_lost",
-            Error::ProtocolMismatch { .. } => "protocol_mismatch",
-            Error::TimedOut => "timed_out",
-            Error::LimitReached(_) => "limit_reached",
-            Error::TooLarge { .. } => "too_large",
-            Error::ReplyTooLarge { .. } => "reply_too_large",
-            Error::StoreFull { .. } => "store_full",
-            Error::StoreReadOnly => "store_read_only",
-            Error::OtherUser { .. } => "permission_denied",
-            Error::Backend(_) => "backend",
-            Error::Open(party_core::OpenError::Locked { .. }) => "locked",
-            Error::Open(_) => "open",
-            Error::Codec(_) => "codec",
-            Error::ElectionFailed(cause) => match cause.as_ref() {
-                Error::Open(party_core::OpenError::Locked { .. }) => "locked",
-                Error::Io { source, .. }
-                    if source.kind() == std::io::ErrorKind::PermissionDenied =>
-                {
-                    "permission_denied"
-                }
-                _ => "election_failed",
-            },
-            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
-                "permission_denied"
-            }
-            Error::Io { .. } => "io",
-            Error::BlockingInRuntime | Error::Protocol(_) => "protocol",
-        };
-        Failure {
-            kind,
-            message: error.to_string(),
-        }
-    }
+    /// `load` wrote this many entries.
+    Loaded(u64),
 }
 
 fn bound(
     encoding: Encoding,
-    inclusive: &Option<String>,
-    exclusive: &Option<String>,
+    inclusive: &Option<OsString>,
+    exclusive: &Option<OsString>,
 ) -> Result<Bound<Vec<u8>>, Failure> {
     match (inclusive, exclusive) {
         (Some(_), Some(_)) => Err(Failure::usage(
@@ -224,15 +183,90 @@ impl RangeArgs {
     }
 }
 
-/// Runs one operation; `batch` reads its lines from `input`.
+impl ClearArgs {
+    fn range(&self, encoding: Encoding) -> Result<KeyRange, Failure> {
+        let range = self.range.range(encoding)?;
+        let everything = range.start == Bound::Unbounded && range.end == Bound::Unbounded;
+        if everything && !self.all {
+            return Err(Failure::usage(
+                "clear without a range would delete every key: give --all to mean it",
+            ));
+        }
+        Ok(range)
+    }
+}
+
+/// Writes given as words: `put KEY VALUE` and `del KEY`, any number of them.
+pub fn parse_writes(encoding: Encoding, words: &[OsString]) -> Result<Vec<BatchOp>, Failure> {
+    let key = |word: &OsString| encoding.parse_key(word).map_err(Failure::usage);
+    let value = |word: &OsString| encoding.parse_value(word).map_err(Failure::usage);
+    let mut writes = Vec::new();
+    let mut rest = words;
+    while let Some((verb, after)) = rest.split_first() {
+        rest = match (verb.to_str(), after) {
+            (Some("put"), [k, v, after @ ..]) => {
+                writes.push(BatchOp::Put {
+                    key: key(k)?,
+                    value: value(v)?,
+                });
+                after
+            }
+            (Some("del"), [k, after @ ..]) => {
+                writes.push(BatchOp::Del { key: key(k)? });
+                after
+            }
+            _ => {
+                return Err(Failure::usage(format!(
+                    "at {}: expected `put KEY VALUE` or `del KEY`",
+                    verb.display()
+                )))
+            }
+        };
+    }
+    Ok(writes)
+}
+
+/// Splits a line into words as a POSIX shell would (quotes, backslashes), bytes kept.
+pub fn split_words(line: &[u8]) -> Result<Vec<OsString>, Failure> {
+    let words = shlex::bytes::split(line)
+        .ok_or_else(|| Failure::usage("unbalanced quotes or a trailing backslash"))?;
+    Ok(words.into_iter().map(os_string).collect())
+}
+
+#[cfg(unix)]
+fn os_string(bytes: Vec<u8>) -> OsString {
+    std::os::unix::ffi::OsStringExt::from_vec(bytes)
+}
+
+#[cfg(not(unix))]
+fn os_string(bytes: Vec<u8>) -> OsString {
+    String::from_utf8_lossy(&bytes).into_owned().into()
+}
+
+/// The writes of `batch` read from `input`, one or more per line.
+fn read_writes(encoding: Encoding, input: &mut dyn BufRead) -> Result<Vec<BatchOp>, Failure> {
+    let mut writes = Vec::new();
+    for (number, line) in input.split(b'\n').enumerate() {
+        let line = line.map_err(|e| Failure::usage(format!("cannot read the batch: {e}")))?;
+        let at_line = |failure: Failure| Failure {
+            message: format!("batch line {}: {}", number + 1, failure.message),
+            ..failure
+        };
+        let words = split_words(&line).map_err(at_line)?;
+        writes.extend(parse_writes(encoding, &words).map_err(at_line)?);
+    }
+    Ok(writes)
+}
+
+/// Runs one operation; `batch` without arguments reads its writes from `input`.
 pub async fn run(
     db: &Db,
     encoding: Encoding,
     op: &Op,
     input: &mut dyn BufRead,
 ) -> Result<Outcome, Failure> {
-    let key = |text: &str| encoding.parse_key(text).map_err(Failure::usage);
-    let value = |text: &str| encoding.parse_value(text).map_err(Failure::usage);
+    let key = |arg: &OsString| encoding.parse_key(arg).map_err(Failure::usage);
+    let value = |arg: &OsString| encoding.parse_value(arg).map_err(Failure::usage);
     Ok(match op {
         Op::Get { key: k } => Outcome::Value(db.get(key(k)?).await?),
         Op::Put { key: k, value: v } => {
@@ -243,42 +277,70 @@ pub async fn run(
             db.del(key(k)?).await?;
             Outcome::Done
         }
-        Op::Batch => {
-            let mut ops = Vec::new();
-            for line in input.lines() {
-                let line =
-                    line.map_err(|e| Failure::usage(format!("cannot read the batch: {e}")))?;
-                match line.split_whitespace().collect::<Vec<_>>().as_slice() {
-                    [] => {}
-                    ["put", k, v] => ops.push(BatchOp::Put {
-                        key: key(k)?,
-                        value: value(v)?,
-                    }),
-                    ["del", k] => ops.push(BatchOp::Del { key: key(k)? }),
-                    _ => {
-                        return Err(Failure::usage(format!(
-                            "batch line {line:?}: expected `put KEY VALUE` or `del KEY`"
-                        )))
-                    }
-                }
-            }
-            db.batch(ops).await?;
+        Op::Batch { writes } => {
+            let writes = if writes.is_empty() {
+                read_writes(encoding, input)?
+            } else {
+                parse_writes(encoding, writes)?
+            };
+            db.batch(writes).await?;
             Outcome::Done
         }
-        Op::Clear(range) => {
-            db.clear(range.range(encoding)?).await?;
+        Op::Clear(clear) => {
+            db.clear(clear.range(encoding)?).await?;
             Outcome::Done
         }
         Op::Scan(scan) => {
             let entries = db.iter(scan.options(encoding)?).await?.collect().await?;
+            let (keys, values) = scan.shows();
             Outcome::Entries {
                 entries: entries.into_iter().map(|e| (e.key, e.value)).collect(),
-                keys: !scan.values_only,
-                values: !scan.keys_only,
+                keys,
+                values,
             }
         }
         Op::Status => Outcome::Status(db.status().await?),
     })
+}
+
+/// Writes at most this many bytes of keys and values in one batch of `load`.
+const LOAD_BATCH_BYTES: usize = 1 << 20;
+
+/// `load`: the lines of a listing (`KEY<tab>VALUE`, as `scan` and `dump` print them) from
+/// `input`, put in batches; gives the number of entries written.
+pub async fn load(db: &Db, encoding: Encoding, input: &mut dyn BufRead) -> Result<u64, Failure> {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    let mut loaded = 0u64;
+    for (number, line) in input.split(b'\n').enumerate() {
+        let line = line.map_err(|e| format!("cannot read the input: {e}"))?;
+        if line.is_empty() {
+            continue;
+        }
+        let bad = |why: String| {
+            Failure::usage(format!(
+                "line {}: {why}; the {loaded} entries before it were loaded",
+                number + 1
+            ))
+        };
+        let text =
+            std::str::from_utf8(&line).map_err(|_| bad("not a listing line (not UTF-8)".into()))?;
+        let (key, value) = text
+            .split_once('\t')
+            .ok_or_else(|| bad("expected KEY, a tab, VALUE".into()))?;
+        let key = encoding.read_key(key).map_err(bad)?;
+        let value = encoding.read_value(value).map_err(bad)?;
+        bytes += key.len() + value.len();
+        batch.push(BatchOp::Put { key, value });
+        if bytes >= LOAD_BATCH_BYTES {
+            loaded += batch.len() as u64;
+            db.batch(std::mem::take(&mut batch)).await?;
+            bytes = 0;
+        }
+    }
+    loaded += batch.len() as u64;
+    db.batch(batch).await?;
+    Ok(loaded)
 }
 
 pub fn role_name(role: Role) -> &'static str {
@@ -290,41 +352,54 @@ pub fn role_name(role: Role) -> &'static str {
     }
 }
 
-/// The outcome as text lines.
-pub fn text(outcome: &Outcome, encoding: Encoding) -> Vec<String> {
+/// The outcome as text: a value as it is stored (hex with `--encoding hex`), listings one
+/// entry per line.
+pub fn text(outcome: &Outcome, encoding: Encoding) -> Vec<u8> {
+    let mut text = Vec::new();
     match outcome {
-        Outcome::Done => Vec::new(),
-        Outcome::Value(Some(value)) => vec![encoding.show_value(value)],
-        Outcome::Value(None) => Vec::new(),
+        Outcome::Done | Outcome::Value(None) | Outcome::Loaded(_) => {}
+        Outcome::Value(Some(value)) => {
+            match encoding {
+                Encoding::Hex => text.extend(hex::encode(value).into_bytes()),
+                Encoding::Utf8 | Encoding::Json => text.extend_from_slice(value),
+            }
+            text.push(b'\n');
+        }
         Outcome::Entries {
             entries,
             keys,
             values,
-        } => entries
-            .iter()
-            .map(|(k, v)| match (keys, values) {
-                (true, true) => format!("{}\t{}", encoding.show_key(k), encoding.show_value(v)),
-                (true, false) => encoding.show_key(k),
-                _ => encoding.show_value(v),
-            })
-            .collect(),
-        Outcome::Status(status) => vec![
-            format!("role: {}", role_name(status.role)),
-            format!(
-                "leader pid: {}",
-                status.leader_pid.map_or("-".into(), |p| p.to_string())
-            ),
-            format!("backend: {}", status.backend.name()),
-            format!("socket: {}", status.socket.display()),
-            format!("followers: {}", status.followers),
-        ],
+        } => {
+            for (key, value) in entries {
+                text.extend(entry_line(encoding, key, value, (*keys, *values)).into_bytes());
+                text.push(b'\n');
+            }
+        }
+        Outcome::Status(status) => {
+            let lines = [
+                format!("role: {}", role_name(status.role)),
+                format!(
+                    "leader pid: {}",
+                    status.leader_pid.map_or("-".into(), |p| p.to_string())
+                ),
+                format!("backend: {}", status.backend.name()),
+                format!("socket: {}", status.socket.display()),
+                format!("followers: {}", status.followers),
+            ];
+            for line in lines {
+                text.extend(line.into_bytes());
+                text.push(b'\n');
+            }
+        }
     }
+    text
 }
 
-/// The outcome as one JSON object (the `shell --json` schema in the README).
+/// The outcome as one JSON object (the schema in the README).
 pub fn json(outcome: &Result<Outcome, Failure>, encoding: Encoding) -> Value {
     match outcome {
         Ok(Outcome::Done) => json!({"ok": true}),
+        Ok(Outcome::Loaded(entries)) => json!({"ok": true, "loaded": entries}),
         Ok(Outcome::Value(value)) => {
             json!({"ok": true, "value": value.as_deref().map(|v| encoding.json_value(v))})
         }
@@ -336,8 +411,8 @@ pub fn json(outcome: &Result<Outcome, Failure>, encoding: Encoding) -> Value {
             let rows: Vec<Value> = entries
                 .iter()
                 .map(|(k, v)| match (keys, values) {
-                    (true, true) => json!([encoding.show_key(k), encoding.json_value(v)]),
-                    (true, false) => json!(encoding.show_key(k)),
+                    (true, true) => json!([encoding.json_bytes(k), encoding.json_value(v)]),
+                    (true, false) => encoding.json_bytes(k),
                     _ => encoding.json_value(v),
                 })
                 .collect();

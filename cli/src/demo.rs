@@ -8,11 +8,15 @@
 //! acknowledged write is there. Exit code 0 only if none is missing.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
 
-use party_core::{BackendKind, BatchOp, Options};
+use party_core::{BackendKind, BatchOp};
+
+use crate::children::{self, Worker};
+use crate::failure::Failure;
+use crate::out;
 
 const WRITERS: usize = 4;
 const WRITE_EVERY: Duration = Duration::from_millis(20);
@@ -20,50 +24,24 @@ const READ_EVERY: Duration = Duration::from_millis(100);
 const BEFORE_KILL: Duration = Duration::from_millis(1200);
 const AFTER_KILL: Duration = Duration::from_millis(1200);
 
-/// What this process is in the demo.
-pub enum Role {
-    Orchestrator,
-    Writer,
-    Reader,
+/// The worker that writes.
+pub const WRITER: &str = "demo-writer";
+/// The worker that reads.
+pub const READER: &str = "demo-reader";
+
+/// `party demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Run in this data directory (kept afterwards) instead of a temporary one.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
 }
 
-/// Recognises `demo` and the hidden child roles as the first argument.
-pub fn role(first: &str) -> Option<Role> {
-    match first {
-        "demo" => Some(Role::Orchestrator),
-        "__demo-writer" => Some(Role::Writer),
-        "__demo-reader" => Some(Role::Reader),
-        _ => None,
-    }
-}
-
-pub async fn main(role: Role, args: &[String]) -> ExitCode {
-    let result = match role {
-        Role::Orchestrator => orchestrate(args).await,
-        Role::Writer => writer(args).await,
-        Role::Reader => reader(args).await,
-    };
-    match result {
-        Ok(code) => code,
-        Err(message) => {
-            eprintln!("party demo: {message}");
-            ExitCode::from(3)
-        }
-    }
-}
-
-fn backend_arg(args: &[String]) -> Result<BackendKind, String> {
-    match args.iter().position(|a| a == "--backend") {
-        Some(i) => crate::parse_backend(args.get(i + 1).ok_or("--backend needs a name")?),
-        None => Ok(Options::default().backend),
-    }
-}
-
-/// `__demo-writer DIR ID BACKEND`: writes until killed, one line per acknowledged write:
+/// The writer `DIR ID BACKEND`: writes until killed, one line per acknowledged write:
 /// `acked ID SEQ ROLE`.
-async fn writer(args: &[String]) -> Result<ExitCode, String> {
-    let [_, dir, id, backend] = args else {
-        return Err("usage: __demo-writer DIR ID BACKEND".into());
+pub async fn writer(args: &[String]) -> Result<ExitCode, Failure> {
+    let [dir, id, backend] = args else {
+        return Err(Failure::usage("usage: demo-writer DIR ID BACKEND"));
     };
     let db = crate::open_child(dir, backend).await?;
     for seq in 1u64.. {
@@ -79,16 +57,19 @@ async fn writer(args: &[String]) -> Result<ExitCode, String> {
             },
         ];
         db.batch(ops).await.map_err(|e| e.to_string())?;
-        println!("acked {id} {seq} {}", crate::command::role_name(db.role()));
+        out::line(format_args!(
+            "acked {id} {seq} {}",
+            crate::command::role_name(db.role())
+        ))?;
         tokio::time::sleep(WRITE_EVERY).await;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `__demo-reader DIR BACKEND`: prints the writers' last values, like level-party's get.js.
-async fn reader(args: &[String]) -> Result<ExitCode, String> {
-    let [_, dir, backend] = args else {
-        return Err("usage: __demo-reader DIR BACKEND".into());
+/// The reader `DIR BACKEND`: prints the writers' last values, like level-party's get.js.
+pub async fn reader(args: &[String]) -> Result<ExitCode, Failure> {
+    let [dir, backend] = args else {
+        return Err(Failure::usage("usage: demo-reader DIR BACKEND"));
     };
     let db = crate::open_child(dir, backend).await?;
     let keys: Vec<String> = (0..WRITERS).map(|id| format!("w{id}/last")).collect();
@@ -105,7 +86,7 @@ async fn reader(args: &[String]) -> Result<ExitCode, String> {
                 )
             })
             .collect();
-        println!("read {}", shown.join(" "));
+        out::line(format_args!("read {}", shown.join(" ")))?;
         tokio::time::sleep(READ_EVERY).await;
     }
 }
@@ -117,20 +98,14 @@ struct Line {
     text: String,
 }
 
-fn spawn(args: &[&str], from: usize, lines: &Sender<Line>) -> Result<Child, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
-    let mut child = Command::new(exe)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot start a demo process: {e}"))?;
-    crate::forward_lines(&mut child, lines, move |text| Line {
+fn spawn(name: &str, args: &[&str], from: usize, lines: &Sender<Line>) -> Result<Worker, Failure> {
+    let mut worker = children::spawn(name, args)?;
+    worker.forward_lines(lines, move |text| Line {
         from,
         at: Instant::now(),
         text,
     })?;
-    Ok(child)
+    Ok(worker)
 }
 
 #[derive(Default)]
@@ -152,7 +127,7 @@ fn take_lines(
     until: Instant,
     killed_at: Option<Instant>,
     pauses: &mut Vec<Duration>,
-) {
+) -> Result<(), Failure> {
     while let Ok(line) = lines.recv_timeout(until.saturating_duration_since(Instant::now())) {
         let words: Vec<&str> = line.text.split_whitespace().collect();
         match words.as_slice() {
@@ -167,43 +142,42 @@ fn take_lines(
                     pauses.push(line.at - killed_at);
                 }
             }
-            ["read", ..] => println!("  {}", line.text),
+            ["read", ..] => out::line(format_args!("  {}", line.text))?,
             _ => {}
         }
         if Instant::now() >= until {
             break;
         }
     }
+    Ok(())
 }
 
-async fn orchestrate(args: &[String]) -> Result<ExitCode, String> {
-    let backend = backend_arg(args)?;
-    let given = args
-        .iter()
-        .skip(1)
-        .find(|a| !a.starts_with("--") && a.parse::<BackendKind>().is_err());
+pub async fn orchestrate(backend: &BackendKind, args: DemoArgs) -> Result<ExitCode, Failure> {
+    let backend = *backend;
+    children::clean_up_when_interrupted()?;
     let temporary;
-    let dir: PathBuf = match given {
-        Some(dir) => PathBuf::from(dir),
+    let dir: PathBuf = match args.dir {
+        Some(dir) => dir,
         None => {
-            temporary = std::env::temp_dir().join(format!("party-demo-{}", std::process::id()));
-            temporary.clone()
+            temporary = children::TempDir::new("party-demo-")?;
+            temporary.path().to_owned()
         }
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let dir_text = dir.to_str().ok_or("the directory is not UTF-8")?.to_owned();
-    println!(
+    out::line(format_args!(
         "party demo in {} on {}: {WRITERS} writers, 1 reader",
         dir.display(),
         backend.name()
-    );
+    ))?;
 
     let (sender, lines) = channel();
     let mut children = Vec::new();
     let mut writers: Vec<Writer> = (0..WRITERS).map(|_| Writer::default()).collect();
     for (id, writer) in writers.iter_mut().enumerate() {
         let child = spawn(
-            &["__demo-writer", &dir_text, &id.to_string(), backend.name()],
+            WRITER,
+            &[&dir_text, &id.to_string(), backend.name()],
             id,
             &sender,
         )?;
@@ -211,7 +185,8 @@ async fn orchestrate(args: &[String]) -> Result<ExitCode, String> {
         children.push(child);
     }
     children.push(spawn(
-        &["__demo-reader", &dir_text, backend.name()],
+        READER,
+        &[&dir_text, backend.name()],
         WRITERS,
         &sender,
     )?);
@@ -223,9 +198,8 @@ async fn orchestrate(args: &[String]) -> Result<ExitCode, String> {
         Instant::now() + BEFORE_KILL,
         None,
         &mut pauses,
-    );
+    )?;
     let Some(leader) = writers.iter().position(|w| w.role == "leader") else {
-        kill_all(&mut children);
         return Err("no writer became leader within a second".into());
     };
     let killed_at = Instant::now();
@@ -234,10 +208,10 @@ async fn orchestrate(args: &[String]) -> Result<ExitCode, String> {
         .map_err(|e| format!("cannot kill the leader: {e}"))?;
     let _ = children[leader].wait();
     writers[leader].killed = true;
-    println!(
+    out::line(format_args!(
         "  >>> SIGKILL to the leader: writer {leader} (pid {})",
         writers[leader].pid
-    );
+    ))?;
 
     take_lines(
         &lines,
@@ -245,8 +219,8 @@ async fn orchestrate(args: &[String]) -> Result<ExitCode, String> {
         Instant::now() + AFTER_KILL,
         Some(killed_at),
         &mut pauses,
-    );
-    kill_all(&mut children);
+    )?;
+    drop(children);
     let took_over = writers.iter().position(|w| !w.killed && w.role == "leader");
     drop(lines);
 
@@ -269,41 +243,36 @@ async fn orchestrate(args: &[String]) -> Result<ExitCode, String> {
     }
     db.close().await.map_err(|e| e.to_string())?;
     pauses.sort();
-    println!();
+    out::line("")?;
     match took_over {
-        Some(new) => println!(
+        Some(new) => out::line(format_args!(
             "leader killed: writer {leader}; writer {new} (pid {}) took over",
             writers[new].pid
-        ),
-        None => println!("leader killed: writer {leader}; the reader took over"),
+        ))?,
+        None => out::line(format_args!(
+            "leader killed: writer {leader}; the reader took over"
+        ))?,
     }
     if let (Some(first), Some(last)) = (pauses.first(), pauses.last()) {
-        println!(
+        out::line(format_args!(
             "writes paused after the kill: {:.1} ms to {:.1} ms (writers write every {} ms)",
             first.as_secs_f64() * 1e3,
             last.as_secs_f64() * 1e3,
             WRITE_EVERY.as_millis()
-        );
+        ))?;
     }
-    println!(
+    out::line(format_args!(
         "acknowledged writes: {acked}; missing after the failover: {}",
         missing.len()
-    );
-    if given.is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    ))?;
     if missing.is_empty() && acked > 0 {
-        println!("OK: nothing acknowledged was lost");
+        out::line("OK: nothing acknowledged was lost")?;
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("FAILED: missing {:?}", &missing[..missing.len().min(10)]);
+        out::line(format_args!(
+            "FAILED: missing {:?}",
+            &missing[..missing.len().min(10)]
+        ))?;
         Ok(ExitCode::from(3))
-    }
-}
-
-fn kill_all(children: &mut [Child]) {
-    for child in children {
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }

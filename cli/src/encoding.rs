@@ -1,7 +1,15 @@
 //! How keys and values are written on the command line and printed: UTF-8 text, hex, or
 //! JSON values (keys stay text with JSON).
+//!
+//! Arguments are taken as the bytes they are (a key need not be UTF-8). Listings (`scan`,
+//! `dump`) print one entry per line, so there text escapes what would break the line:
+//! `\\`, `\t`, `\n`, `\r`, other control characters and bytes that are not UTF-8 (`\xNN`);
+//! `load` reads that form back, so any bytes round-trip.
+
+use std::ffi::OsStr;
 
 use clap::ValueEnum;
+use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Encoding {
@@ -11,97 +19,209 @@ pub enum Encoding {
 }
 
 impl Encoding {
-    pub fn parse_key(self, text: &str) -> Result<Vec<u8>, String> {
+    /// A key given as an argument.
+    pub fn parse_key(self, arg: &OsStr) -> Result<Vec<u8>, String> {
         match self {
-            Encoding::Hex => from_hex(text),
-            Encoding::Utf8 | Encoding::Json => Ok(text.as_bytes().to_vec()),
+            Encoding::Hex => from_hex(text(arg)?),
+            Encoding::Utf8 | Encoding::Json => Ok(bytes(arg)),
         }
     }
 
-    pub fn parse_value(self, text: &str) -> Result<Vec<u8>, String> {
+    /// A value given as an argument.
+    pub fn parse_value(self, arg: &OsStr) -> Result<Vec<u8>, String> {
         match self {
-            Encoding::Hex => from_hex(text),
-            Encoding::Utf8 => Ok(text.as_bytes().to_vec()),
+            Encoding::Hex => from_hex(text(arg)?),
+            Encoding::Utf8 => Ok(bytes(arg)),
+            Encoding::Json => normal_json(text(arg)?),
+        }
+    }
+
+    /// A key as a listing prints it.
+    pub fn show_key(self, key: &[u8]) -> String {
+        match self {
+            Encoding::Hex => hex::encode(key),
+            Encoding::Utf8 | Encoding::Json => escape(key),
+        }
+    }
+
+    /// A value as a listing prints it.
+    pub fn show_value(self, value: &[u8]) -> String {
+        match self {
+            Encoding::Hex => hex::encode(value),
+            Encoding::Utf8 | Encoding::Json => escape(value),
+        }
+    }
+
+    /// A key as a listing printed it.
+    pub fn read_key(self, shown: &str) -> Result<Vec<u8>, String> {
+        match self {
+            Encoding::Hex => from_hex(shown),
+            Encoding::Utf8 | Encoding::Json => unescape(shown),
+        }
+    }
+
+    /// A value as a listing printed it.
+    pub fn read_value(self, shown: &str) -> Result<Vec<u8>, String> {
+        match self {
+            Encoding::Hex => from_hex(shown),
+            Encoding::Utf8 => unescape(shown),
             Encoding::Json => {
-                let value: serde_json::Value =
-                    serde_json::from_str(text).map_err(|e| format!("value is not JSON: {e}"))?;
-                Ok(value.to_string().into_bytes())
+                let text = unescape(shown)?;
+                normal_json(std::str::from_utf8(&text).map_err(|_| "value is not JSON")?)
             }
         }
     }
 
-    pub fn show_key(self, key: &[u8]) -> String {
-        match self {
-            Encoding::Hex => to_hex(key),
-            Encoding::Utf8 | Encoding::Json => String::from_utf8_lossy(key).into_owned(),
+    /// Bytes in a JSON answer: a string when they are UTF-8 (hex: the hex string), else
+    /// `{"hex": "..."}`, so that no byte is lost.
+    pub fn json_bytes(self, bytes: &[u8]) -> Value {
+        match (self, std::str::from_utf8(bytes)) {
+            (Encoding::Hex, _) => Value::String(hex::encode(bytes)),
+            (_, Ok(text)) => Value::String(text.to_owned()),
+            (_, Err(_)) => serde_json::json!({ "hex": hex::encode(bytes) }),
         }
     }
 
-    pub fn show_value(self, value: &[u8]) -> String {
+    /// A value in a JSON answer: with the JSON encoding the value itself, else as bytes.
+    pub fn json_value(self, value: &[u8]) -> Value {
         match self {
-            Encoding::Hex => to_hex(value),
-            Encoding::Utf8 | Encoding::Json => String::from_utf8_lossy(value).into_owned(),
-        }
-    }
-
-    /// The value as JSON for `shell --json`: a JSON value as itself, otherwise a string.
-    pub fn json_value(self, value: &[u8]) -> serde_json::Value {
-        match self {
-            Encoding::Json => serde_json::from_slice(value)
-                .unwrap_or_else(|_| serde_json::Value::String(self.show_value(value))),
-            _ => serde_json::Value::String(self.show_value(value)),
+            Encoding::Json => {
+                serde_json::from_slice(value).unwrap_or_else(|_| self.json_bytes(value))
+            }
+            _ => self.json_bytes(value),
         }
     }
 }
 
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The bytes of an argument, as the operating system gave them.
+pub fn bytes(arg: &OsStr) -> Vec<u8> {
+    arg.as_encoded_bytes().to_vec()
+}
+
+fn text(arg: &OsStr) -> Result<&str, String> {
+    arg.to_str()
+        .ok_or_else(|| format!("{} is not UTF-8 text", arg.display()))
 }
 
 fn from_hex(text: &str) -> Result<Vec<u8>, String> {
-    if !text.len().is_multiple_of(2) {
-        return Err(format!("{text:?} is not hex: odd length"));
+    hex::decode(text).map_err(|e| format!("{text:?} is not hex: {e}"))
+}
+
+/// JSON text checked and written compactly; numbers keep every bit.
+fn normal_json(text: &str) -> Result<Vec<u8>, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("value is not JSON: {e}"))?;
+    Ok(value.to_string().into_bytes())
+}
+
+/// Bytes as one line of text that [`unescape`] reads back exactly.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut shown = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => shown.push_str("\\\\"),
+                '\t' => shown.push_str("\\t"),
+                '\n' => shown.push_str("\\n"),
+                '\r' => shown.push_str("\\r"),
+                c if c.is_control() => {
+                    let mut utf8 = [0u8; 4];
+                    for byte in c.encode_utf8(&mut utf8).bytes() {
+                        shown.push_str(&format!("\\x{byte:02x}"));
+                    }
+                }
+                c => shown.push(c),
+            }
+        }
+        for byte in chunk.invalid() {
+            shown.push_str(&format!("\\x{byte:02x}"));
+        }
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            text.get(i..i + 2)
-                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-                .ok_or_else(|| format!("{text:?} is not hex"))
-        })
-        .collect()
+    shown
+}
+
+/// The bytes [`escape`] showed.
+pub fn unescape(shown: &str) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::with_capacity(shown.len());
+    let mut rest = shown.as_bytes();
+    while let Some((&byte, after)) = rest.split_first() {
+        rest = after;
+        if byte != b'\\' {
+            bytes.push(byte);
+            continue;
+        }
+        let (escaped, after) = rest
+            .split_first()
+            .ok_or_else(|| format!("{shown:?} ends in a lone backslash"))?;
+        rest = after;
+        match escaped {
+            b'\\' => bytes.push(b'\\'),
+            b't' => bytes.push(b'\t'),
+            b'n' => bytes.push(b'\n'),
+            b'r' => bytes.push(b'\r'),
+            b'x' => {
+                let digits = rest
+                    .get(..2)
+                    .and_then(|digits| std::str::from_utf8(digits).ok())
+                    .ok_or_else(|| format!("{shown:?}: \\x needs two hex digits"))?;
+                bytes.extend(from_hex(digits)?);
+                rest = &rest[2..];
+            }
+            other => {
+                return Err(format!(
+                    "{shown:?}: unknown escape \\{}",
+                    char::from(*other)
+                ))
+            }
+        }
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
-    fn hex_round_trips_and_rejects_garbage() {
-        let bytes = vec![0x00, 0xff, 0x61];
-        assert_eq!(
-            Encoding::Hex.parse_key(&Encoding::Hex.show_key(&bytes)),
-            Ok(bytes)
-        );
-        assert_eq!(Encoding::Hex.parse_key(""), Ok(vec![]));
-        assert!(Encoding::Hex.parse_key("abc").is_err());
-        assert!(Encoding::Hex.parse_key("zz").is_err());
-        assert!(
-            Encoding::Hex.parse_key("é1").is_err(),
-            "multi-byte text must not panic"
-        );
+    fn hex_is_strict() {
+        let hex = |text: &str| Encoding::Hex.parse_key(OsStr::new(text));
+        assert_eq!(hex("00ff61"), Ok(vec![0x00, 0xff, 0x61]));
+        assert_eq!(hex(""), Ok(vec![]));
+        for garbage in ["abc", "zz", "+f+f", "-1", " f", "é1"] {
+            assert!(hex(garbage).is_err(), "{garbage:?} must not pass as hex");
+        }
     }
 
     #[test]
     fn json_values_are_validated_and_normalised() {
-        assert_eq!(
-            Encoding::Json.parse_value(r#"{ "a" : 1 }"#),
-            Ok(br#"{"a":1}"#.to_vec())
-        );
-        assert!(Encoding::Json.parse_value("not json").is_err());
+        let json = |text: &str| Encoding::Json.parse_value(OsStr::new(text));
+        assert_eq!(json(r#"{ "a" : 1 }"#), Ok(br#"{"a":1}"#.to_vec()));
+        assert!(json("not json").is_err());
         assert_eq!(
             Encoding::Json.json_value(b"[1,2]"),
             serde_json::json!([1, 2])
         );
+    }
+
+    #[test]
+    fn escaping_keeps_a_listing_line_whole() {
+        assert_eq!(
+            escape(b"a\tb\\c\nd\r\x00\x7f\xff\xc3\xa9"),
+            "a\\tb\\\\c\\nd\\r\\x00\\x7f\\xffé"
+        );
+        assert!(unescape("ends\\").is_err());
+        assert!(unescape("\\q").is_err());
+        assert!(unescape("\\x4").is_err());
+        assert!(unescape("\\x+f").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_round_trip_through_a_listing(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let shown = escape(&bytes);
+            prop_assert!(!shown.contains(['\t', '\n', '\r']));
+            prop_assert_eq!(unescape(&shown), Ok(bytes.clone()));
+            prop_assert_eq!(Encoding::Hex.read_value(&Encoding::Hex.show_value(&bytes)), Ok(bytes));
+        }
     }
 }

@@ -1,102 +1,106 @@
 //! `party`: use a party data directory from the shell.
 //!
-//! `party [--backend B] [--encoding utf8|json|hex] [--no-retry] DIR COMMAND`, where COMMAND
-//! is get, put, del, batch, clear, scan, status or shell; and `party demo [DIR]`.
-//! Exit codes: 0 ok, 1 key not found (get), 2 usage, 3 any other error (one line on stderr).
+//! `party [OPTIONS] DIR COMMAND` runs one command on the store in DIR (get, put, del,
+//! batch, clear, scan, dump, load, status, shell); `party demo`, `party bench` and
+//! `party chaos` run the tools. Exit codes: 0 ok, 1 key not found (get), 2 usage, 3 any
+//! other error (one line on stderr), 128 + N after signal N.
 
 mod bench;
 mod chaos;
+mod children;
 mod command;
 mod demo;
 mod encoding;
+mod failure;
+mod out;
 mod shell;
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use party_core::{open, BackendKind, Options};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use party_core::{open, BackendKind, Db, Options};
 
-use command::{Failure, Op, Outcome};
+use command::{Op, Outcome, ScanArgs};
 use encoding::Encoding;
+use failure::Failure;
 
 /// Open one key-value store from many processes at once.
 #[derive(Debug, Parser)]
 #[command(
     name = "party",
     version,
-    after_help = "Also: party demo [--backend B] [DIR]"
+    override_usage = "party [OPTIONS] DIR COMMAND [ARGS]\n       party [OPTIONS] demo|bench|chaos [ARGS]",
+    after_help = "DIR commands: get, put, del, batch, clear, scan, dump, load, status, shell \
+                  (`party DIR --help` lists them). A directory named like a tool is ./demo.",
+    disable_help_subcommand = true,
+    subcommand_value_name = "TOOL"
 )]
 struct Cli {
-    /// The store, if more than one is compiled in: fjall, sled or rocksdb.
-    #[arg(long, value_parser = parse_backend)]
-    backend: Option<BackendKind>,
-    /// How keys and values are written and printed.
-    #[arg(long, value_enum, default_value = "utf8")]
-    encoding: Encoding,
-    /// Fail in-flight operations when the leader is lost instead of re-sending them.
-    #[arg(long)]
-    no_retry: bool,
-    /// The data directory (created if missing).
-    dir: PathBuf,
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
-    command: Command,
+    command: Top,
+}
+
+/// Options that apply wherever they are given.
+#[derive(Debug, Clone, Default, Args)]
+struct Global {
+    /// The store, if more than one is compiled in: fjall, sled or rocksdb.
+    #[arg(long, global = true, value_parser = parse_backend)]
+    backend: Option<BackendKind>,
+    /// How keys and values are written and printed [default: utf8].
+    #[arg(long, global = true, value_enum)]
+    encoding: Option<Encoding>,
+    /// Fail in-flight operations when the leader is lost instead of re-sending them.
+    #[arg(long, global = true)]
+    no_retry: bool,
+    /// Answer with one JSON object (the schema is in the README).
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl Global {
+    fn backend(&self) -> BackendKind {
+        self.backend.unwrap_or(Options::default().backend)
+    }
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+enum Top {
+    /// level-party's README scenario, live: writers and a reader, the leader killed.
+    Demo(demo::DemoArgs),
+    /// Measure party against a raw socket and in-process use, on this machine.
+    Bench(bench::BenchArgs),
+    /// Real processes under SIGKILL, checked for lost and repeated writes.
+    Chaos(chaos::ChaosArgs),
+}
+
+/// Run COMMAND on the store in DIR.
+#[derive(Debug, Parser)]
+#[command(name = "party", override_usage = "party [OPTIONS] DIR COMMAND [ARGS]")]
+struct DirCli {
+    #[command(flatten)]
+    global: Global,
+    /// The data directory (created if missing).
+    dir: PathBuf,
+    #[command(subcommand)]
+    command: DirCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum DirCommand {
     #[command(flatten)]
     Op(Op),
+    /// Print every entry in the form `load` reads back (as `scan` prints them).
+    Dump,
+    /// Put the entries of a listing read from stdin (as `scan` and `dump` print them),
+    /// in batches.
+    Load,
     /// Keep one handle open and run commands from stdin, one per line.
-    Shell {
-        /// Print one JSON object per command (see the README for the schema).
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-/// Opens `dir` on `backend`, for the demo, the bench and the chaos run.
-pub(crate) async fn open_on(
-    dir: impl AsRef<std::path::Path>,
-    backend: BackendKind,
-) -> Result<party_core::Db, String> {
-    let options = Options {
-        backend,
-        ..Options::default()
-    };
-    open(dir, options).await.map_err(|e| e.to_string())
-}
-
-/// Opens DIR on the named store, for the child processes of the demo, the bench and chaos.
-pub(crate) async fn open_child(dir: &str, backend: &str) -> Result<party_core::Db, String> {
-    open_on(dir, parse_backend(backend)?).await
-}
-
-/// Reads a child's output a line at a time on a thread of its own, and hands each line,
-/// made into a report by `report`, to `lines`, until either end goes away.
-pub(crate) fn forward_lines<T: Send + 'static>(
-    child: &mut std::process::Child,
-    lines: &std::sync::mpsc::Sender<T>,
-    report: impl Fn(String) -> T + Send + 'static,
-) -> Result<(), String> {
-    use std::io::BufRead;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or("the child's output is not piped")?;
-    let lines = lines.clone();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if lines.send(report(line)).is_err() {
-                return;
-            }
-        }
-    });
-    Ok(())
+    Shell,
 }
 
 pub(crate) fn parse_backend(name: &str) -> Result<BackendKind, String> {
@@ -104,108 +108,249 @@ pub(crate) fn parse_backend(name: &str) -> Result<BackendKind, String> {
         .map_err(|e: party_core::UnknownBackend| e.to_string())
 }
 
+/// Opens `dir` on `backend`, for the demo, the bench and the chaos run.
+pub(crate) async fn open_on(
+    dir: impl AsRef<std::path::Path>,
+    backend: BackendKind,
+) -> Result<Db, String> {
+    let options = Options {
+        backend,
+        ..Options::default()
+    };
+    open(dir, options).await.map_err(|e| e.to_string())
+}
+
+/// Opens DIR on the named store, for the workers of the demo, the bench and chaos.
+pub(crate) async fn open_child(dir: &str, backend: &str) -> Result<Db, String> {
+    open_on(dir, parse_backend(backend)?).await
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("party: cannot start: {error}");
+            out::note(format_args!("party: cannot start: {error}"));
             return ExitCode::from(3);
         }
     };
-    if let Some(role) = args.get(1).and_then(|a| demo::role(a)) {
-        return runtime.block_on(demo::main(role, &args[1..]));
+    match std::env::var_os(children::WORKER) {
+        Some(name) => runtime.block_on(worker(name)),
+        None => runtime.block_on(command_line()),
     }
-    let special = match args.get(1).map(String::as_str) {
-        Some("bench") => Some(runtime.block_on(bench_main(&args[1..]))),
-        Some("__bench-echo") => Some(bench::echo(&args[1..])),
-        Some("__bench-node") => Some(runtime.block_on(bench::node(&args[1..]))),
-        Some("chaos") => Some(runtime.block_on(chaos::run(&args[1..]))),
-        Some("__chaos-worker") => Some(runtime.block_on(chaos::worker(&args[1..]))),
-        _ => None,
-    };
-    if let Some(result) = special {
-        return result.unwrap_or_else(|message| {
-            eprintln!("party {}: {message}", args[1].trim_start_matches('_'));
-            ExitCode::from(3)
-        });
-    }
-    let cli = Cli::parse();
-    runtime.block_on(run(cli))
 }
 
-async fn run(cli: Cli) -> ExitCode {
-    let mut options = Options {
-        retry: !cli.no_retry,
-        ..Options::default()
+/// This process is a worker of the demo, the bench or chaos.
+async fn worker(name: OsString) -> ExitCode {
+    let args: Result<Vec<String>, _> = std::env::args_os()
+        .skip(1)
+        .map(OsString::into_string)
+        .collect();
+    let Ok(args) = args else {
+        out::note("party worker: the arguments are not UTF-8");
+        return ExitCode::from(2);
     };
-    if let Some(backend) = cli.backend {
-        options.backend = backend;
-    }
-    let result = async {
-        let db = open(&cli.dir, options).await?;
-        db.ready().await?;
-        let outcome = match &cli.command {
-            Command::Op(Op::Scan(scan)) => command::stream_scan(&db, cli.encoding, scan)
-                .await
-                .map(|()| None),
-            Command::Op(op) => {
-                let outcome =
-                    command::run(&db, cli.encoding, op, &mut std::io::stdin().lock()).await;
-                outcome.map(Some)
-            }
-            Command::Shell { json } => shell::run(&db, cli.encoding, *json).await.map(|()| None),
+    let result = match name.to_str().unwrap_or_default() {
+        demo::WRITER => demo::writer(&args).await,
+        demo::READER => demo::reader(&args).await,
+        bench::ECHO => bench::echo(&args),
+        bench::NODE => bench::node(&args).await,
+        chaos::WORKER => chaos::worker(&args).await,
+        other => Err(Failure::usage(format!("no worker is named {other:?}"))),
+    };
+    finish(&format!("party {}", name.display()), result)
+}
+
+async fn command_line() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if !names_a_tool(&args) {
+        return match DirCli::try_parse_from(&args) {
+            Ok(dir) => store_command(dir.global, dir.dir, dir.command).await,
+            Err(error) => usage_error(&error),
         };
-        db.close().await?;
-        outcome
+    }
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
     };
-    match result.await {
-        Ok(Some(Outcome::Value(None))) => ExitCode::from(1),
-        Ok(Some(outcome)) => {
-            let mut out = std::io::stdout().lock();
-            for line in command::text(&outcome, cli.encoding) {
-                // A reader that went away (`| head`) is no error of ours.
-                if writeln!(out, "{line}").is_err() {
-                    break;
-                }
+    let global = cli.global;
+    match cli.command {
+        Top::Demo(args) => finish(
+            "party demo",
+            demo::orchestrate(&global.backend(), args).await,
+        ),
+        Top::Bench(args) => finish(
+            "party bench",
+            bench::run(global.backend(), global.json, args).await,
+        ),
+        Top::Chaos(args) => finish("party chaos", chaos::run(global.backend(), args).await),
+    }
+}
+
+/// Whether the first word after the options names a tool, or there is none (then the top
+/// level answers: its help, its version, or how to use it); otherwise it is a DIR. A word
+/// that is not UTF-8 is a DIR.
+fn names_a_tool(args: &[OsString]) -> bool {
+    let top = Cli::command();
+    // For an option of the top level: whether the next word is its value.
+    let option = |text: &str| {
+        let name = text.strip_prefix("--")?.split('=').next()?;
+        let arg = top
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some(name))?;
+        Some(arg.get_action().takes_values() && !text.contains('='))
+    };
+    let mut words = args.iter().skip(1);
+    while let Some(word) = words.next() {
+        let Some(text) = word.to_str() else {
+            return false;
+        };
+        match option(text) {
+            Some(true) => {
+                words.next();
             }
-            ExitCode::SUCCESS
+            Some(false) => {}
+            None if text.starts_with('-') => return true,
+            None => return top.find_subcommand(text).is_some(),
         }
-        Ok(None) => ExitCode::SUCCESS,
+    }
+    true
+}
+
+/// Prints clap's message (help, version or a usage error) and gives its exit code; when
+/// a tool's name was meant as a directory, says how to write that.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    let _ = error.print();
+    if error.exit_code() != 0 {
+        let tool = std::env::args_os()
+            .skip(1)
+            .find(|arg| !arg.as_encoded_bytes().starts_with(b"-"))
+            .filter(|arg| ["demo", "bench", "chaos"].contains(&arg.to_str().unwrap_or_default()))
+            .filter(|arg| std::path::Path::new(arg).exists());
+        if let Some(tool) = tool {
+            out::note(format_args!(
+                "note: `{0}` is the {0} tool; for the directory named {0}, write ./{0}",
+                tool.display()
+            ));
+        }
+    }
+    ExitCode::from(error.exit_code().clamp(0, 255) as u8)
+}
+
+/// The exit code of a tool or worker, its failure reported on stderr.
+fn finish(who: &str, result: Result<ExitCode, Failure>) -> ExitCode {
+    match result {
+        Ok(code) => code,
         Err(failure) => {
-            let failure: Failure = failure;
-            eprintln!("party: {} ({})", failure.message, failure.kind);
+            if !failure.is_stdout_closed() {
+                out::note(format_args!("{who}: {}", failure.message));
+            }
             ExitCode::from(failure.exit_code())
         }
     }
 }
 
-/// `party bench [--backend B] [--json] [--quick]`.
-/// For the commands parsed by hand (bench, chaos): `--help` prints `usage` (true: done),
-/// and an option not in `known` is an error.
-pub(crate) fn check_options(args: &[String], known: &[&str], usage: &str) -> Result<bool, String> {
-    for arg in args.iter().skip(1).filter(|a| a.starts_with('-')) {
-        if arg == "--help" || arg == "-h" {
-            println!("usage: {usage}");
-            return Ok(true);
-        }
-        if !known.contains(&arg.as_str()) {
-            return Err(format!("unknown option {arg}; usage: {usage}"));
-        }
-    }
-    Ok(false)
+async fn store_command(global: Global, dir: PathBuf, command: DirCommand) -> ExitCode {
+    let encoding = global.encoding.unwrap_or(Encoding::Utf8);
+    let mut options = Options {
+        retry: !global.no_retry,
+        ..Options::default()
+    };
+    options.backend = global.backend();
+    let db = match open(&dir, options).await {
+        Ok(db) => db,
+        Err(error) => return report(Err(error.into()), encoding, global.json),
+    };
+    let outcome = async {
+        db.ready().await?;
+        run_store_command(&db, &command, encoding, global.json).await
+    };
+    let outcome = tokio::select! {
+        outcome = outcome => outcome,
+        signal = interrupted() => Err(signal),
+    };
+    let _ = db.close().await;
+    report(outcome, encoding, global.json)
 }
 
-async fn bench_main(args: &[String]) -> Result<ExitCode, String> {
-    let usage = "party bench [--backend B] [--json] [--quick]";
-    if check_options(args, &["--backend", "--json", "--quick"], usage)? {
-        return Ok(ExitCode::SUCCESS);
-    }
-    let backend = match args.iter().position(|a| a == "--backend") {
-        Some(i) => parse_backend(args.get(i + 1).ok_or("--backend needs a name")?)?,
-        None => Options::default().backend,
+/// A failure for the first SIGINT, SIGTERM or SIGHUP; never, if they cannot be watched.
+async fn interrupted() -> Failure {
+    use tokio::signal::unix::{signal, SignalKind};
+    let watch = |kind| async move {
+        match signal(kind) {
+            Ok(mut stream) => stream.recv().await,
+            Err(_) => std::future::pending().await,
+        }
     };
-    let json = args.iter().any(|a| a == "--json");
-    let quick = args.iter().any(|a| a == "--quick");
-    bench::run(backend, json, quick).await
+    let name = tokio::select! {
+        _ = watch(SignalKind::interrupt()) => "SIGINT",
+        _ = watch(SignalKind::terminate()) => "SIGTERM",
+        _ = watch(SignalKind::hangup()) => "SIGHUP",
+    };
+    Failure::interrupted(name)
+}
+
+/// Runs a command; what is left to print is in the outcome (`None`: printed already).
+async fn run_store_command(
+    db: &Db,
+    command: &DirCommand,
+    encoding: Encoding,
+    json: bool,
+) -> Result<Option<Outcome>, Failure> {
+    let stdin = || std::io::stdin().lock();
+    match command {
+        DirCommand::Op(Op::Scan(scan)) if !json => command::stream_scan(db, encoding, scan)
+            .await
+            .map(|()| None),
+        DirCommand::Dump if !json => command::stream_scan(db, encoding, &ScanArgs::default())
+            .await
+            .map(|()| None),
+        DirCommand::Dump => {
+            command::run(db, encoding, &Op::Scan(ScanArgs::default()), &mut stdin())
+                .await
+                .map(Some)
+        }
+        DirCommand::Op(op) => command::run(db, encoding, op, &mut stdin()).await.map(Some),
+        DirCommand::Load => command::load(db, encoding, &mut stdin())
+            .await
+            .map(|n| Some(Outcome::Loaded(n))),
+        DirCommand::Shell => shell::run(db, encoding, json).await.map(|()| None),
+    }
+}
+
+/// Prints an outcome (or its failure) and gives the exit code.
+fn report(outcome: Result<Option<Outcome>, Failure>, encoding: Encoding, json: bool) -> ExitCode {
+    let code = match &outcome {
+        Ok(Some(Outcome::Value(None))) => ExitCode::from(1),
+        Ok(_) => ExitCode::SUCCESS,
+        Err(failure) => ExitCode::from(failure.exit_code()),
+    };
+    let printed = match outcome {
+        Ok(None) => Ok(()),
+        Err(failure) if failure.is_stdout_closed() => Ok(()),
+        outcome if json => {
+            let outcome = outcome.map(|o| o.unwrap_or(Outcome::Done));
+            out::line(command::json(&outcome, encoding))
+        }
+        Ok(Some(outcome)) => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&command::text(&outcome, encoding))
+                .and_then(|()| stdout.flush())
+                .map_err(out::written)
+        }
+        Err(failure) => {
+            out::note(format_args!(
+                "party: {} ({})",
+                failure.message, failure.kind
+            ));
+            Ok(())
+        }
+    };
+    match printed {
+        Err(failure) if !failure.is_stdout_closed() => {
+            out::note(format_args!("party: {}", failure.message));
+            ExitCode::from(3)
+        }
+        _ => code,
+    }
 }

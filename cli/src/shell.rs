@@ -1,90 +1,278 @@
-//! `party shell`: one handle kept open, commands read line by line in the one-shot syntax.
-//! With `--json` every command prints exactly one JSON object on one line; otherwise
-//! results print as text, with a prompt and history when stdin is a terminal.
+//! `party shell`: one handle kept open, commands read line by line in the one-shot syntax,
+//! quoted as in a POSIX shell. Every line gets an answer: a bad one an error, and the
+//! shell goes on. With `--json` every line gets exactly one JSON object on one line;
+//! otherwise results print as text, and on a terminal with a prompt, completion, Ctrl-C
+//! to drop the line, and a history kept across sessions.
 
+use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use party_core::Db;
+use rustyline::completion::{Completer, Pair};
+use rustyline::error::ReadlineError;
+use rustyline::history::FileHistory;
 
-use crate::command::{self, Failure, Op, Outcome};
+use crate::command::{self, Op, Outcome};
 use crate::encoding::Encoding;
+use crate::failure::Failure;
+use crate::out;
 
-/// One shell line: an operation in the one-shot syntax.
+/// Commands, one a line, as after `party DIR`; words quoted as in a shell.
 #[derive(Debug, Parser)]
-#[command(no_binary_name = true, disable_help_flag = true)]
+#[command(
+    no_binary_name = true,
+    disable_help_flag = true,
+    disable_help_subcommand = true,
+    name = "",
+    after_help = "Also: help, exit (or quit, or Ctrl-D). Quote words with spaces: put \"a b\" \"c d\"."
+)]
 struct Line {
     #[command(subcommand)]
     op: Op,
 }
 
+/// What the shell does with one line.
+enum Step {
+    Skip,
+    Exit,
+    Help,
+    Run(Op),
+}
+
+fn step(line: &[u8]) -> Result<Step, Failure> {
+    let words = command::split_words(line)?;
+    let first = words.first().and_then(|word| word.to_str());
+    Ok(match first {
+        None => Step::Skip,
+        Some("exit" | "quit") if words.len() == 1 => Step::Exit,
+        Some("help") if words.len() == 1 => Step::Help,
+        _ => match Line::try_parse_from(&words) {
+            Ok(Line {
+                op: Op::Batch { writes },
+            }) if writes.is_empty() => {
+                return Err(Failure::usage(
+                    "give the writes on the line: batch put KEY VALUE del KEY ...",
+                ))
+            }
+            Ok(Line { op }) => Step::Run(op),
+            Err(error) => return Err(Failure::usage(first_line(&error.to_string()))),
+        },
+    })
+}
+
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("bad command");
+    line.trim_start_matches("error: ").to_owned()
+}
+
+fn help_text() -> String {
+    Line::command().render_long_help().to_string()
+}
+
 pub async fn run(db: &Db, encoding: Encoding, json: bool) -> Result<(), Failure> {
-    let interactive = std::io::stdin().is_terminal() && !json;
-    let mut editor = if interactive {
-        rustyline::DefaultEditor::new().ok()
+    let mut input = if std::io::stdin().is_terminal() && !json {
+        Input::terminal()
     } else {
-        None
+        Input::Lines(std::io::stdin().lock())
     };
-    let mut stdin = std::io::stdin().lock();
-    loop {
-        let line = match &mut editor {
-            Some(editor) => match editor.readline("party> ") {
-                Ok(line) => {
-                    let _ = editor.add_history_entry(line.as_str());
-                    line
-                }
-                Err(_) => return Ok(()),
-            },
-            None => {
-                let mut line = String::new();
-                match stdin.read_line(&mut line) {
-                    Ok(0) | Err(_) => return Ok(()),
-                    Ok(_) => line,
-                }
+    while let Some(line) = input.next_line()? {
+        let outcome = match step(&line) {
+            Ok(Step::Skip) => continue,
+            Ok(Step::Exit) => break,
+            Ok(Step::Help) if json => {
+                out::line(serde_json::json!({"ok": true, "help": help_text()}))?;
+                continue;
             }
-        };
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words.is_empty() {
-            continue;
-        }
-        if matches!(words.as_slice(), ["exit"] | ["quit"]) {
-            return Ok(());
-        }
-        let outcome = match Line::try_parse_from(&words) {
-            Ok(Line { op: Op::Batch }) => {
-                Err(Failure::usage("batch is not available in the shell"))
+            Ok(Step::Help) => {
+                out::line(help_text())?;
+                continue;
             }
-            Ok(parsed) => command::run(db, encoding, &parsed.op, &mut std::io::empty()).await,
-            Err(error) => Err(Failure::usage(
-                error
-                    .to_string()
-                    .lines()
-                    .next()
-                    .unwrap_or("bad command")
-                    .to_owned(),
-            )),
+            Ok(Step::Run(op)) => command::run(db, encoding, &op, &mut std::io::empty()).await,
+            Err(failure) => Err(failure),
         };
-        let mut out = std::io::stdout().lock();
-        if json {
-            let _ = writeln!(out, "{}", command::json(&outcome, encoding));
-        } else {
-            match &outcome {
-                Ok(Outcome::Value(None)) => {
-                    let _ = writeln!(out, "(not found)");
-                }
-                Ok(Outcome::Done) => {
-                    let _ = writeln!(out, "ok");
-                }
-                Ok(outcome) => {
-                    for line in command::text(outcome, encoding) {
-                        let _ = writeln!(out, "{line}");
+        answer(&outcome, encoding, json)?;
+    }
+    input.save_history();
+    Ok(())
+}
+
+fn answer(
+    outcome: &Result<Outcome, Failure>,
+    encoding: Encoding,
+    json: bool,
+) -> Result<(), Failure> {
+    if json {
+        return out::line(command::json(outcome, encoding));
+    }
+    match outcome {
+        Ok(Outcome::Value(None)) => out::line("(not found)"),
+        Ok(Outcome::Done) => out::line("ok"),
+        Ok(outcome) => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&command::text(outcome, encoding))
+                .and_then(|()| stdout.flush())
+                .map_err(out::written)
+        }
+        Err(failure) => out::line(format_args!(
+            "error ({}): {}",
+            failure.kind, failure.message
+        )),
+    }
+}
+
+/// Where the shell's lines come from.
+enum Input {
+    /// A person at a terminal.
+    Terminal {
+        editor: Box<rustyline::Editor<Commands, FileHistory>>,
+        history: Option<PathBuf>,
+    },
+    /// A script or a program: lines as bytes, whatever they hold.
+    Lines(std::io::StdinLock<'static>),
+}
+
+impl Input {
+    fn terminal() -> Input {
+        let Ok(mut editor) = rustyline::Editor::<Commands, FileHistory>::new() else {
+            return Input::Lines(std::io::stdin().lock());
+        };
+        editor.set_helper(Some(Commands));
+        let history = history_file();
+        if let Some(path) = &history {
+            let _ = editor.load_history(path);
+        }
+        Input::Terminal {
+            editor: Box::new(editor),
+            history,
+        }
+    }
+
+    /// The next line, without its end; `None` at the end of the input.
+    fn next_line(&mut self) -> Result<Option<Vec<u8>>, Failure> {
+        match self {
+            Input::Terminal { editor, .. } => loop {
+                match editor.readline("party> ") {
+                    Ok(line) => {
+                        let _ = editor.add_history_entry(line.as_str());
+                        return Ok(Some(line.into_bytes()));
                     }
+                    // Ctrl-C drops the line being typed, as in a shell.
+                    Err(ReadlineError::Interrupted) => continue,
+                    Err(ReadlineError::Eof) => return Ok(None),
+                    Err(error) => return Err(format!("cannot read the terminal: {error}").into()),
                 }
-                Err(failure) => {
-                    let _ = writeln!(out, "error ({}): {}", failure.kind, failure.message);
+            },
+            Input::Lines(stdin) => {
+                let mut line = Vec::new();
+                match stdin.read_until(b'\n', &mut line) {
+                    Ok(0) => Ok(None),
+                    Ok(_) => {
+                        if line.ends_with(b"\n") {
+                            line.pop();
+                        }
+                        if line.ends_with(b"\r") {
+                            line.pop();
+                        }
+                        Ok(Some(line))
+                    }
+                    Err(error) => Err(format!("cannot read stdin: {error}").into()),
                 }
             }
         }
-        let _ = out.flush();
+    }
+
+    fn save_history(&mut self) {
+        if let Input::Terminal {
+            editor,
+            history: Some(path),
+        } = self
+        {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            if let Err(error) = editor.save_history(path) {
+                out::note(format_args!(
+                    "party shell: cannot save the history in {}: {error}",
+                    path.display()
+                ));
+            }
+        }
+    }
+}
+
+/// `$PARTY_HISTORY`, else `$XDG_STATE_HOME/party/history`, else
+/// `~/.local/state/party/history`.
+fn history_file() -> Option<PathBuf> {
+    let var = |name| std::env::var_os(name).filter(|value: &OsString| !value.is_empty());
+    if let Some(file) = var("PARTY_HISTORY") {
+        return Some(file.into());
+    }
+    let state = var("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| var("HOME").map(|home| PathBuf::from(home).join(".local/state")))?;
+    Some(state.join("party").join("history"))
+}
+
+/// Completes the first word of a line with the shell's command names.
+struct Commands;
+
+impl Completer for Commands {
+    type Candidate = Pair;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _: &rustyline::Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let typed = &line[..pos];
+        if typed.contains(char::is_whitespace) {
+            return Ok((pos, Vec::new()));
+        }
+        let names = Line::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .chain(["help", "exit"].map(String::from))
+            .filter(|name| name.starts_with(typed))
+            .map(|name| Pair {
+                display: name.clone(),
+                replacement: name,
+            })
+            .collect();
+        Ok((0, names))
+    }
+}
+
+impl rustyline::hint::Hinter for Commands {
+    type Hint = String;
+}
+impl rustyline::highlight::Highlighter for Commands {}
+impl rustyline::validate::Validator for Commands {}
+impl rustyline::Helper for Commands {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_split_like_a_shell_and_bad_ones_are_answered() {
+        let Ok(Step::Run(Op::Put { key, value })) = step(br#"put "a b" 'c d'"#) else {
+            panic!("a quoted put is one put");
+        };
+        assert_eq!((key.to_str(), value.to_str()), (Some("a b"), Some("c d")));
+        assert!(matches!(step(b"   "), Ok(Step::Skip)));
+        assert!(matches!(step(b"help"), Ok(Step::Help)));
+        assert!(matches!(step(b"quit"), Ok(Step::Exit)));
+        assert!(matches!(
+            step(b"batch put a 1 del b"),
+            Ok(Step::Run(Op::Batch { .. }))
+        ));
+        for bad in [&b"put \"a"[..], b"frobnicate", b"batch", b"get"] {
+            assert_eq!(step(bad).err().map(|f| f.kind), Some("usage"), "{bad:?}");
+        }
+        assert!(help_text().contains("scan"));
     }
 }

@@ -298,21 +298,174 @@ fn a_short_chaos_run_loses_nothing() {
     assert!(text.contains("violations: 0"), "{text}");
 }
 
-/// The commands with options of their own answer --help and refuse what they do not know,
-/// instead of starting a long run.
+/// The tools are clap subcommands: --help answers without starting a run, bad usage
+/// exits 2, and a directory named like a tool is reached as ./NAME, never by accident.
 #[test]
-fn bench_and_chaos_answer_help_and_refuse_unknown_options() {
-    for command in ["bench", "chaos"] {
-        let help = party(&[command, "--help"]);
+fn tools_answer_help_and_refuse_bad_usage_with_exit_2() {
+    for tool in ["bench", "chaos", "demo"] {
+        let help = party(&[tool, "--help"]);
         assert_eq!(help.status.code(), Some(0));
         assert!(
-            stdout(&help).starts_with(&format!("usage: party {command}")),
+            stdout(&help).contains(&format!("Usage: party {tool}")),
             "{}",
             stdout(&help)
         );
-        let wrong = party(&[command, "--secnds", "1"]);
-        assert_eq!(wrong.status.code(), Some(3));
-        let stderr = String::from_utf8_lossy(&wrong.stderr);
-        assert!(stderr.contains("unknown option --secnds"), "{stderr}");
     }
+    for bad in [
+        &["chaos", "--secnds", "1"][..],
+        &["chaos", "--seconds"],
+        &["chaos", "--seconds", "abc"],
+        &["chaos", "--processes", "0"],
+        &["bench", "--bogus"],
+        &["demo", "extra"],
+        &[],
+    ] {
+        let output = party(bad);
+        assert_eq!(output.status.code(), Some(2), "{bad:?}");
+        assert!(output.stdout.is_empty(), "{bad:?}: nothing ran");
+    }
+
+    let cwd = tempfile::tempdir().unwrap();
+    let run_in = |args: &[&str]| {
+        Command::new(PARTY)
+            .args(args)
+            .current_dir(cwd.path())
+            .output()
+            .unwrap()
+    };
+    std::fs::create_dir(cwd.path().join("demo")).unwrap();
+    let meant_a_directory = run_in(&["demo", "put", "k", "v"]);
+    assert_eq!(meant_a_directory.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&meant_a_directory.stderr);
+    assert!(stderr.contains("./demo"), "{stderr}");
+    assert!(run_in(&["./demo", "put", "k", "v"]).status.success());
+    assert_eq!(stdout(&run_in(&["./demo", "get", "k"])), "v\n");
+
+    // The workers of the tools are not reachable by a directory name.
+    for name in [
+        "__demo-writer",
+        "demo-writer",
+        "__chaos-worker",
+        "chaos-worker",
+        "__bench-node",
+    ] {
+        assert!(run_in(&[name, "put", "k", name]).status.success(), "{name}");
+        assert_eq!(stdout(&run_in(&[name, "get", "k"])), format!("{name}\n"));
+    }
+}
+
+/// Arguments are bytes: keys and values that are not UTF-8 are stored as given, and an
+/// encoding that needs text refuses them with a usage error, never a panic.
+#[test]
+#[cfg(unix)]
+fn arguments_that_are_not_utf8_are_bytes_not_a_panic() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = OsStr::from_bytes(b"k\xff");
+    let value = OsStr::from_bytes(b"v\xfe\n");
+    let put = Command::new(PARTY)
+        .arg(dir.path())
+        .args([OsStr::new("put"), key, value])
+        .output()
+        .unwrap();
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let get = Command::new(PARTY)
+        .arg(dir.path())
+        .args([OsStr::new("get"), key])
+        .output()
+        .unwrap();
+    assert_eq!(
+        get.stdout, b"v\xfe\n\n",
+        "the value as stored, then a newline"
+    );
+    for encoding in ["hex", "json"] {
+        let refused = Command::new(PARTY)
+            .args(["--encoding", encoding])
+            .arg(dir.path())
+            .args([OsStr::new("put"), OsStr::new("k"), value])
+            .output()
+            .unwrap();
+        assert_eq!(refused.status.code(), Some(2), "{encoding}");
+    }
+    let strange_dir = dir.path().join(OsStr::from_bytes(b"d\xff"));
+    let put = Command::new(PARTY)
+        .arg(&strange_dir)
+        .args(["put", "a", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+}
+
+/// A reader that stops early (`| head`) ends the command quietly: no panic, no message,
+/// no child process or temporary directory left behind.
+#[test]
+fn a_closed_stdout_ends_commands_quietly_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let temp = dir.path().join("tmp");
+    std::fs::create_dir(&temp).unwrap();
+    let mut load = Command::new(PARTY)
+        .arg(&data)
+        .arg("load")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let listing: String = (0..20_000)
+        .map(|n| format!("key{n:05}\tvalue {n}\n"))
+        .collect();
+    load.stdin
+        .take()
+        .unwrap()
+        .write_all(listing.as_bytes())
+        .unwrap();
+    assert!(load.wait().unwrap().success());
+
+    for args in [&["scan"][..], &["dump"], &["--json", "scan"]] {
+        let output = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                r#"set -o pipefail; "$0" "$1" {} | head -1"#,
+                args.join(" ")
+            ))
+            .arg(PARTY)
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        assert!(
+            output.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // The demo's first lines, then nothing: it stops, kills its workers, removes its
+    // directory.
+    let mut demo = Command::new(PARTY)
+        .arg("demo")
+        .env("TMPDIR", &temp)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(demo.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("party demo in"), "{first}");
+    let status = demo.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(demo.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(&temp).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::access::{Accesses, StoreAccess};
 use crate::clock;
 use crate::headroom::Headroom;
+use crate::lock::ElectionLock;
 use crate::store::{self, StoreJob, StoreQueue};
 use crate::sync::{ConnIds, Followers};
 
@@ -43,6 +44,8 @@ pub(crate) struct ConnectionConfig {
 pub(crate) struct Leader {
     accesses: Accesses,
     store_thread: std::thread::JoinHandle<()>,
+    /// Tells that the store thread has done its last job (and closes the store next).
+    drained: tokio::sync::oneshot::Receiver<()>,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -59,9 +62,10 @@ impl Leader {
         let followers = Followers::default();
         let counted = followers.clone();
         let served = store.clone();
+        let (done, drained) = tokio::sync::oneshot::channel();
         let store_thread = std::thread::Builder::new()
             .name("party-store".into())
-            .spawn(move || store::run(served, dedup, counted, serving.headroom, jobs))?;
+            .spawn(move || store::run(served, dedup, counted, serving.headroom, jobs, done))?;
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(tick(queue.clone(), cancel.clone()));
@@ -81,6 +85,7 @@ impl Leader {
         Ok(Leader {
             accesses,
             store_thread,
+            drained,
             cancel,
             tasks,
         })
@@ -92,17 +97,30 @@ impl Leader {
     }
 
     /// Stops accepting, closes every follower connection, and waits for the store thread
-    /// to finish its queue and close the store. The socket file is removed when the
-    /// listener drops.
-    pub async fn stop(self) {
+    /// to finish its queue. The socket file is removed when the listener drops.
+    ///
+    /// Closing the store can take a while after that (fjall's background threads need up
+    /// to 250 ms to notice), so it is left to the store thread, and `lock` is released
+    /// only once the store is closed: until then no other process may open it. A process
+    /// that exits meanwhile loses nothing, since every commit is already with the OS, and
+    /// its exit releases the lock at once.
+    pub async fn stop(self, lock: Option<ElectionLock>) {
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
         drop(self.accesses);
-        let thread = self.store_thread;
-        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
-        if !matches!(joined, Ok(Ok(()))) {
+        if self.drained.await.is_err() {
             tracing::error!("the store thread panicked");
+        }
+        let thread = self.store_thread;
+        let released = std::thread::Builder::new()
+            .name("party-release".into())
+            .spawn(move || {
+                let _ = thread.join();
+                drop(lock);
+            });
+        if let Err(error) = released {
+            tracing::error!("cannot start the thread that releases the store: {error}");
         }
     }
 }

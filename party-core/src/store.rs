@@ -70,13 +70,14 @@ pub(crate) const TICK: std::time::Duration = std::time::Duration::from_millis(10
 /// Most jobs taken in one round; bounds the size of a write group.
 const MAX_ROUND: usize = 1024;
 
-/// Runs jobs until every sender is gone, then returns (dropping the store).
+/// Runs jobs until every sender is gone, then tells `drained` and closes the store.
 pub(crate) fn run(
     store: Arc<dyn Backend>,
     dedup: DedupTable,
     followers: Followers,
     headroom: Headroom,
     jobs: Receiver<StoreJob>,
+    drained: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut worker = Worker {
         store,
@@ -89,6 +90,8 @@ pub(crate) fn run(
         worker.round(round);
         std::ops::ControlFlow::Continue(())
     });
+    let _ = drained.send(());
+    drop(worker);
 }
 
 /// Where a write's answer goes.

@@ -178,12 +178,15 @@ impl Driver {
     /// close the store, release the lock.
     async fn step_down(&mut self) {
         self.leadership.access = None;
-        if let Some(leader) = self.leadership.leader.take() {
-            leader.stop().await;
-        }
+        let lock = self.leadership.lock.take();
         self.leadership.listener = None;
-        self.leadership.store = None;
-        self.leadership.lock = None;
+        match self.leadership.leader.take() {
+            Some(leader) => leader.stop(lock).await,
+            None => {
+                self.leadership.store = None;
+                drop(lock);
+            }
+        }
     }
 }
 

@@ -1,0 +1,29 @@
+//! Writing to stdout and stderr: a reader that went away (`| head`) ends the command
+//! quietly, never with a panic.
+
+use std::fmt::Display;
+use std::io::Write;
+
+use crate::failure::Failure;
+
+/// Writes one line to stdout, flushed, so that a parent reading it sees it at once.
+pub fn line(text: impl Display) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(written)
+}
+
+/// What a failed write to stdout means for the command.
+pub fn written(error: std::io::Error) -> Failure {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        Failure::stdout_closed()
+    } else {
+        Failure::from(format!("cannot write to stdout: {error}"))
+    }
+}
+
+/// A note for people on stderr (progress, warnings); one that cannot be written is dropped.
+pub fn note(text: impl Display) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
