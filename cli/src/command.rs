@@ -76,13 +76,12 @@ pub struct ScanArgs {
 
 impl ScanArgs {
     pub fn options(&self, encoding: Encoding) -> Result<IterOptions, Failure> {
-        Ok(IterOptions {
-            range: self.range.range(encoding)?,
-            reverse: self.reverse,
-            limit: self.limit,
-            keys: !self.values_only,
-            values: !self.keys_only,
-        })
+        Ok(IterOptions::default()
+            .range(self.range.range(encoding)?)
+            .reverse(self.reverse)
+            .limit(self.limit)
+            .keys(!self.values_only)
+            .values(!self.keys_only))
     }
 }
 
@@ -164,18 +163,20 @@ impl From<Error> for Failure {
             Error::ConnectionLost => "connection_lost",
             Error::ProtocolMismatch { .. } => "protocol_mismatch",
             Error::TimedOut => "timed_out",
-            Error::LimitReached(_) => "limit_reached",
+            Error::LimitReached { .. } => "limit_reached",
             Error::TooLarge { .. } => "too_large",
             Error::ReplyTooLarge { .. } => "reply_too_large",
             Error::StoreFull { .. } => "store_full",
             Error::StoreReadOnly => "store_read_only",
             Error::OtherUser { .. } => "permission_denied",
-            Error::Backend(_) => "backend",
-            Error::Open(party_core::OpenError::Locked { .. }) => "locked",
+            Error::KeyTooLarge { .. } => "key_too_large",
+            Error::IteratorGone => "iterator_gone",
+            Error::Backend { .. } => "backend",
+            Error::Locked { .. } => "locked",
             Error::Open(_) => "open",
             Error::Codec(_) => "codec",
             Error::ElectionFailed(cause) => match cause.as_ref() {
-                Error::Open(party_core::OpenError::Locked { .. }) => "locked",
+                Error::Locked { .. } => "locked",
                 Error::Io { source, .. }
                     if source.kind() == std::io::ErrorKind::PermissionDenied =>
                 {
@@ -188,6 +189,7 @@ impl From<Error> for Failure {
             }
             Error::Io { .. } => "io",
             Error::BlockingInRuntime | Error::Protocol(_) => "protocol",
+            _ => "other",
         };
         Failure {
             kind,
@@ -282,12 +284,7 @@ pub async fn run(
 }
 
 pub fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Electing => "electing",
-        Role::Leader => "leader",
-        Role::Follower => "follower",
-        Role::Closed => "closed",
-    }
+    role.name()
 }
 
 /// The outcome as text lines.

@@ -61,10 +61,7 @@ pub(crate) async fn open_on(
     dir: impl AsRef<std::path::Path>,
     backend: BackendKind,
 ) -> Result<party_core::Db, String> {
-    let options = Options {
-        backend,
-        ..Options::default()
-    };
+    let options = Options::default().backend(backend);
     open(dir, options).await.map_err(|e| e.to_string())
 }
 
@@ -135,10 +132,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    let mut options = Options {
-        retry: !cli.no_retry,
-        ..Options::default()
-    };
+    let mut options = Options::default().retry(!cli.no_retry);
     if let Some(backend) = cli.backend {
         options.backend = backend;
     }
