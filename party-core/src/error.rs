@@ -181,3 +181,28 @@ impl From<OpenError> for Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_store_error_raised_here_keeps_the_stores_error_as_source() {
+        let corrupt = BackendError::CorruptRecord {
+            key: vec![1],
+            reason: "truncated".into(),
+        };
+        let error = Error::from(corrupt);
+        assert!(matches!(error, Error::Backend { .. }), "{error:?}");
+        let source = error.source().expect("the store's error is the source");
+        assert!(
+            matches!(
+                source.downcast_ref::<BackendError>(),
+                Some(BackendError::CorruptRecord { .. })
+            ),
+            "{source:?}"
+        );
+    }
+}
