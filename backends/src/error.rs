@@ -86,6 +86,12 @@ impl BackendError {
 
 impl From<BackendError> for party_proto::ErrorCode {
     fn from(error: BackendError) -> Self {
-        party_proto::ErrorCode::Backend(error.to_string())
+        match error {
+            BackendError::KeyTooLarge { len, max, .. } => party_proto::ErrorCode::KeyTooLarge {
+                len: len as u64,
+                max: max as u64,
+            },
+            other => party_proto::ErrorCode::Backend(other.to_string()),
+        }
     }
 }

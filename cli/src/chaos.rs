@@ -85,13 +85,8 @@ pub async fn worker(args: &[String]) -> Result<ExitCode, Failure> {
             "acked {register} {acked} {}",
             crate::command::role_name(db.role())
         ))?;
-        let registers = party_core::IterOptions {
-            range: party_core::KeyRange {
-                start: std::ops::Bound::Included(b"reg/".to_vec()),
-                end: std::ops::Bound::Excluded(b"reg0".to_vec()),
-            },
-            ..party_core::IterOptions::default()
-        };
+        let registers = party_core::IterOptions::default()
+            .range(party_core::KeyRange::all().gte("reg/").lt("reg0"));
         for entry in db
             .iter(registers)
             .await

@@ -98,13 +98,13 @@ impl ScanArgs {
     }
 
     fn options(&self, encoding: Encoding) -> Result<IterOptions, Failure> {
-        Ok(IterOptions {
-            range: self.range.range(encoding)?,
-            reverse: self.reverse,
-            limit: self.limit,
-            keys: self.shows().0,
-            values: self.shows().1,
-        })
+        let (keys, values) = self.shows();
+        Ok(IterOptions::default()
+            .range(self.range.range(encoding)?)
+            .reverse(self.reverse)
+            .limit(self.limit)
+            .keys(keys)
+            .values(values))
     }
 }
 
@@ -344,12 +344,7 @@ pub async fn load(db: &Db, encoding: Encoding, input: &mut dyn BufRead) -> Resul
 }
 
 pub fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Electing => "electing",
-        Role::Leader => "leader",
-        Role::Follower => "follower",
-        Role::Closed => "closed",
-    }
+    role.name()
 }
 
 /// The outcome as text: a value as it is stored (hex with `--encoding hex`), listings one

@@ -83,18 +83,20 @@ impl From<Error> for Failure {
             Error::ConnectionLost => "connection_lost",
             Error::ProtocolMismatch { .. } => "protocol_mismatch",
             Error::TimedOut => "timed_out",
-            Error::LimitReached(_) => "limit_reached",
+            Error::LimitReached { .. } => "limit_reached",
             Error::TooLarge { .. } => "too_large",
             Error::ReplyTooLarge { .. } => "reply_too_large",
             Error::StoreFull { .. } => "store_full",
             Error::StoreReadOnly => "store_read_only",
             Error::OtherUser { .. } => "permission_denied",
-            Error::Backend(_) => "backend",
-            Error::Open(party_core::OpenError::Locked { .. }) => "locked",
+            Error::KeyTooLarge { .. } => "key_too_large",
+            Error::IteratorGone => "iterator_gone",
+            Error::Backend { .. } => "backend",
+            Error::Locked { .. } => "locked",
             Error::Open(_) => "open",
             Error::Codec(_) => "codec",
             Error::ElectionFailed(cause) => match cause.as_ref() {
-                Error::Open(party_core::OpenError::Locked { .. }) => "locked",
+                Error::Locked { .. } => "locked",
                 Error::Io { source, .. }
                     if source.kind() == std::io::ErrorKind::PermissionDenied =>
                 {
@@ -107,6 +109,7 @@ impl From<Error> for Failure {
             }
             Error::Io { .. } => "io",
             Error::BlockingInRuntime | Error::Protocol(_) => "protocol",
+            _ => "other",
         };
         Failure {
             kind,

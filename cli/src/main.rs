@@ -113,10 +113,7 @@ pub(crate) async fn open_on(
     dir: impl AsRef<std::path::Path>,
     backend: BackendKind,
 ) -> Result<Db, String> {
-    let options = Options {
-        backend,
-        ..Options::default()
-    };
+    let options = Options::default().backend(backend);
     open(dir, options).await.map_err(|e| e.to_string())
 }
 
@@ -251,11 +248,9 @@ fn finish(who: &str, result: Result<ExitCode, Failure>) -> ExitCode {
 
 async fn store_command(global: Global, dir: PathBuf, command: DirCommand) -> ExitCode {
     let encoding = global.encoding.unwrap_or(Encoding::Utf8);
-    let mut options = Options {
-        retry: !global.no_retry,
-        ..Options::default()
-    };
-    options.backend = global.backend();
+    let options = Options::default()
+        .retry(!global.no_retry)
+        .backend(global.backend());
     let db = match open(&dir, options).await {
         Ok(db) => db,
         Err(error) => return report(Err(error.into()), encoding, global.json),

@@ -3,13 +3,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use party_proto::wire::{BatchOp, Entry};
-use party_proto::{IterOptions, KeyRange, Role};
 use tokio::runtime::Runtime;
 
+use crate::data::{BatchOp, Entry, IterOptions, KeyRange};
 use crate::db::{open, Db, Iter};
 use crate::error::Error;
 use crate::options::Options;
+use crate::role::Role;
 
 /// A blocking [`Db`], with a small runtime of its own. Calling it from inside an async
 /// runtime returns [`Error::BlockingInRuntime`] instead of stalling that runtime.

@@ -3,10 +3,10 @@
 
 use std::marker::PhantomData;
 
-use party_proto::IterOptions;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::data::IterOptions;
 use crate::db::{Db, Iter};
 use crate::error::Error;
 
@@ -41,7 +41,7 @@ impl Codec for Utf8 {
         Ok(value.as_bytes().to_vec())
     }
     fn decode(&self, bytes: &[u8]) -> Result<String, Error> {
-        String::from_utf8(bytes.to_vec()).map_err(|e| Error::Codec(e.to_string()))
+        String::from_utf8(bytes.to_vec()).map_err(|e| Error::Codec(Box::new(e)))
     }
 }
 
@@ -58,10 +58,10 @@ impl<T> Default for Json<T> {
 impl<T: Serialize + DeserializeOwned + 'static> Codec for Json<T> {
     type Value = T;
     fn encode(&self, value: &T) -> Result<Vec<u8>, Error> {
-        serde_json::to_vec(value).map_err(|e| Error::Codec(e.to_string()))
+        serde_json::to_vec(value).map_err(|e| Error::Codec(Box::new(e)))
     }
     fn decode(&self, bytes: &[u8]) -> Result<T, Error> {
-        serde_json::from_slice(bytes).map_err(|e| Error::Codec(e.to_string()))
+        serde_json::from_slice(bytes).map_err(|e| Error::Codec(Box::new(e)))
     }
 }
 

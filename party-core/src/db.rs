@@ -9,17 +9,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use party_backends::BackendKind;
-use party_proto::wire::{BatchOp, Entry, ReadOp, Response, WriteOp};
-use party_proto::{ClientId, IterId, IterOptions, IterPoll, KeyRange, Role};
+use party_proto::wire::{self, ReadOp, Response, WriteOp};
+use party_proto::{ClientId, IterId, IterPoll};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::sync::{oneshot, watch};
 
 use crate::codec::{Codec, Typed};
+use crate::data::{BatchOp, Entry, IterOptions, KeyRange};
 use crate::driver::{Command, Driver};
 use crate::error::Error;
 use crate::options::Options;
 use crate::paths::Layout;
-use crate::role::{RoleState, RoleWatch};
+use crate::role::{Role, RoleState, RoleWatch};
 
 /// Opens the data directory `dir` (creating it if needed) and joins its party.
 ///
@@ -90,8 +91,8 @@ impl Db {
         if let Some(failure) = &state.failure {
             return Err(Error::ElectionFailed(failure.clone()));
         }
-        if let Some(reason) = &state.rejected {
-            return Err(reason.clone().into());
+        if let Some(reason) = state.rejected() {
+            return Err(reason);
         }
         Ok(state.role)
     }
@@ -184,6 +185,7 @@ impl Db {
         &self,
         ops: Vec<BatchOp>,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        let ops = ops.into_iter().map(wire::BatchOp::from).collect();
         self.write(WriteOp::Batch { ops })
     }
 
@@ -192,7 +194,9 @@ impl Db {
         &self,
         range: KeyRange,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
-        self.write(WriteOp::Clear { range })
+        self.write(WriteOp::Clear {
+            range: range.into(),
+        })
     }
 
     /// The handle's role, the leader, and how many followers it serves (asked of the
@@ -220,7 +224,10 @@ impl Db {
     /// Iterates over the entries `options` select.
     pub async fn iter(&self, options: IterOptions) -> Result<Iter, Error> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::IterOpen { options, reply })?;
+        self.send(Command::IterOpen {
+            options: options.into(),
+            reply,
+        })?;
         let iter = answer.await.map_err(|_| Error::Closed)?;
         Ok(Iter {
             db: self.clone(),
@@ -265,6 +272,7 @@ impl Db {
 
 /// What [`Db::status`] reports.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Status {
     pub role: Role,
     pub leader_pid: Option<u32>,
@@ -326,7 +334,8 @@ impl Iter {
         let iter = self.iter;
         self.db.send(Command::IterTake { iter, max, reply })?;
         match answer.await.map_err(|_| Error::Closed)?? {
-            IterPoll::Entries(entries) => Ok(Some(entries)),
+            // Reuses the wire's allocation: the two entry types have the same layout.
+            IterPoll::Entries(entries) => Ok(Some(entries.into_iter().map(Entry::from).collect())),
             IterPoll::Done => {
                 self.done = true;
                 Ok(None)

@@ -17,8 +17,7 @@ use std::time::Duration;
 use party_proto::wire::{encode_frame, ReadOp, Response, WriteOp};
 use party_proto::{
     ClientConfig, ClientId, ElectionConfig, ErrorCode, IterId, IterOptions, IterPoll, Process,
-    ProcessConfig, ProcessInput, ProcessOutput, RequestId, Role, ServerConfig, ServerInput,
-    ServerOutput,
+    ProcessConfig, ProcessInput, ProcessOutput, RequestId, ServerConfig, ServerInput, ServerOutput,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{oneshot, watch};
@@ -31,7 +30,7 @@ use crate::link::{Link, LinkEnd, Received};
 use crate::lock::ElectionLock;
 use crate::options::Options;
 use crate::paths::Layout;
-use crate::role::RoleState;
+use crate::role::{Role, RoleState};
 
 /// What a [`crate::Db`] asks of its driver.
 pub(crate) enum Command {
@@ -328,17 +327,18 @@ impl Driver {
 
     fn publish_role(&mut self) {
         let view = self.process.role();
+        let role = Role::from(view.role);
         let failure = self.failure.clone();
-        let store_open_time = self.store_open_time.filter(|_| view.role == Role::Leader);
+        let store_open_time = self.store_open_time.filter(|_| role == Role::Leader);
         self.role.send_if_modified(|state| {
-            let changed = state.role != view.role
+            let changed = state.role != role
                 || state.store_open_time != store_open_time
                 || state.leader_pid != view.leader_pid
                 || state.failure.is_some() != failure.is_some()
                 || state.rejected != view.rejected;
             if changed {
                 *state = RoleState {
-                    role: view.role,
+                    role,
                     leader_pid: view.leader_pid,
                     failure,
                     rejected: view.rejected,

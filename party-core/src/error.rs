@@ -1,28 +1,27 @@
 //! The one error type of party-core: a variant per cause a caller can act on.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use party_backends::{BackendError, OpenError};
-use party_proto::wire::ProtocolId;
 use party_proto::ErrorCode;
 
 /// Why an operation or an open failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The handle was closed (or dropped) before the operation completed.
     #[error("the handle is closed")]
     Closed,
     /// The leader went away while the operation was in flight, and the handle was opened
-    /// with `retry = false`.
+    /// with `retry(false)`.
     #[error("the connection to the leader was lost")]
     ConnectionLost,
-    /// The leader speaks another protocol or version of party.
-    #[error("protocol mismatch: this build speaks {expected}, the leader {got}")]
-    ProtocolMismatch {
-        expected: ProtocolId,
-        got: ProtocolId,
-    },
+    /// The leader speaks another version of the party protocol: every process of one data
+    /// directory needs the same party version.
+    #[error("protocol mismatch: this build speaks version {ours}, the leader version {leader}")]
+    ProtocolMismatch { ours: u16, leader: u16 },
     /// The operation did not complete within the handle's request timeout.
     #[error("the operation timed out")]
     TimedOut,
@@ -35,15 +34,33 @@ pub enum Error {
     /// time. Only this operation failed.
     #[error("the answer needs up to {len} bytes, more than the {max}-byte message limit")]
     ReplyTooLarge { len: u64, max: u64 },
+    /// A key is longer than the store allows (fjall: 65 534 bytes); the write was not
+    /// applied.
+    #[error("a key of {len} bytes is longer than the store allows ({max} bytes)")]
+    KeyTooLarge { len: u64, max: u64 },
     /// The leader serves only processes of its own user, and this one runs as another.
     #[error("the leader serves only its own user; this process runs as uid {uid}")]
     OtherUser { uid: u32 },
-    /// The leader refused the request because a limit was reached.
-    #[error("the leader refused the request: {0}")]
-    LimitReached(ErrorCode),
-    /// The store failed; the message is the store's own.
-    #[error("store error: {0}")]
-    Backend(String),
+    /// The leader refused the request, iterator or connection because one of its
+    /// [`crate::Limits`] was reached. Only this one failed; it may succeed later.
+    #[error("the leader's limit of {max} {limit} was reached")]
+    LimitReached { limit: Limit, max: u32 },
+    /// The leader no longer knows this iterator, so it cannot go on: open a new one after
+    /// the last key received.
+    #[error("the leader no longer knows this iterator")]
+    IteratorGone,
+    /// Another program (not a party handle) has the store open, so this handle cannot
+    /// lead. It fails the election, so it arrives inside [`Error::ElectionFailed`].
+    #[error("the store at {} is locked by another program", path.display())]
+    Locked { path: PathBuf },
+    /// The store failed. `source` is the store's own error when it failed in this process
+    /// outside a request; from a request, only its message crosses the session.
+    #[error("store error: {message}")]
+    Backend {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The store's disk has less free space than the leader keeps in reserve
     /// ([`crate::Limits::min_free_space`]); the write was not applied. Free some space.
     #[error("the store's disk is full: {free} bytes free, {reserve} kept in reserve")]
@@ -51,16 +68,16 @@ pub enum Error {
     /// The store's file system is read-only; the write was not applied.
     #[error("the store's file system is read-only")]
     StoreReadOnly,
-    /// The store could not be opened.
+    /// The store could not be opened (it is not compiled in, or failed to open).
     #[error(transparent)]
     Open(OpenError),
     /// A value could not be encoded or decoded with the handle's codec.
     #[error("codec error: {0}")]
-    Codec(String),
+    Codec(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// This handle could not become leader or follower (its store or socket could not be
     /// set up while it held the lock); every operation of the handle fails with this.
     #[error("the handle could not join the party: {0}")]
-    ElectionFailed(Arc<Error>),
+    ElectionFailed(#[source] Arc<Error>),
     /// A [`crate::BlockingDb`] was used from inside an async runtime, where blocking would
     /// stall it: use [`crate::Db`] there.
     #[error("a BlockingDb was used inside an async runtime; use Db there")]
@@ -78,26 +95,63 @@ pub enum Error {
     },
 }
 
+/// Which of the leader's [`crate::Limits`] refused an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limit {
+    /// [`crate::Limits::max_connections`]: this handle was not let in.
+    Connections,
+    /// [`crate::Limits::max_in_flight`]: only a peer that ignores the leader's cap meets it.
+    InFlight,
+    /// [`crate::Limits::max_iterators`]: this iterator was not opened.
+    Iterators,
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Limit::Connections => "connections",
+            Limit::InFlight => "requests in flight per connection",
+            Limit::Iterators => "open iterators per connection",
+        })
+    }
+}
+
 impl From<ErrorCode> for Error {
     fn from(code: ErrorCode) -> Self {
         match code {
             ErrorCode::Closed => Error::Closed,
             ErrorCode::ConnectionLost => Error::ConnectionLost,
-            ErrorCode::ProtocolMismatch { expected, got } => {
-                Error::ProtocolMismatch { expected, got }
-            }
+            // Only a leader refuses a hello, so `expected` is the leader's and `got` ours.
+            ErrorCode::ProtocolMismatch { expected, got } => Error::ProtocolMismatch {
+                ours: got.version,
+                leader: expected.version,
+            },
             ErrorCode::TimedOut => Error::TimedOut,
-            ErrorCode::Backend(message) => Error::Backend(message),
-            ErrorCode::Locked => Error::Backend("the store is locked".into()),
-            limit @ (ErrorCode::TooManyRequests { .. }
-            | ErrorCode::TooManyIterators { .. }
-            | ErrorCode::TooManyConnections { .. }) => Error::LimitReached(limit),
+            ErrorCode::Backend(message) => Error::Backend {
+                message,
+                source: None,
+            },
+            ErrorCode::KeyTooLarge { len, max } => Error::KeyTooLarge { len, max },
+            ErrorCode::TooManyRequests { limit } => Error::LimitReached {
+                limit: Limit::InFlight,
+                max: limit,
+            },
+            ErrorCode::TooManyIterators { limit } => Error::LimitReached {
+                limit: Limit::Iterators,
+                max: limit,
+            },
+            ErrorCode::TooManyConnections { limit } => Error::LimitReached {
+                limit: Limit::Connections,
+                max: limit,
+            },
             ErrorCode::StoreFull { free, reserve } => Error::StoreFull { free, reserve },
             ErrorCode::StoreReadOnly => Error::StoreReadOnly,
             ErrorCode::OtherUser { uid } => Error::OtherUser { uid },
             ErrorCode::FrameTooLarge { len, max } => Error::TooLarge { len, max },
             ErrorCode::ReplyTooLarge { len, max } => Error::ReplyTooLarge { len, max },
-            other @ (ErrorCode::NotFound | ErrorCode::Malformed(_)) => {
+            ErrorCode::NotFound => Error::IteratorGone,
+            other @ (ErrorCode::Locked | ErrorCode::Malformed(_)) => {
                 Error::Protocol(other.to_string())
             }
         }
@@ -106,6 +160,49 @@ impl From<ErrorCode> for Error {
 
 impl From<BackendError> for Error {
     fn from(error: BackendError) -> Self {
-        Error::Backend(error.to_string())
+        match error {
+            BackendError::KeyTooLarge { len, max, .. } => Error::KeyTooLarge {
+                len: len as u64,
+                max: max as u64,
+            },
+            other => Error::Backend {
+                message: other.to_string(),
+                source: Some(Box::new(other)),
+            },
+        }
+    }
+}
+
+impl From<OpenError> for Error {
+    fn from(error: OpenError) -> Self {
+        match error {
+            OpenError::Locked { path, .. } => Error::Locked { path },
+            other => Error::Open(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_store_error_raised_here_keeps_the_stores_error_as_source() {
+        let corrupt = BackendError::CorruptRecord {
+            key: vec![1],
+            reason: "truncated".into(),
+        };
+        let error = Error::from(corrupt);
+        assert!(matches!(error, Error::Backend { .. }), "{error:?}");
+        let source = error.source().expect("the store's error is the source");
+        assert!(
+            matches!(
+                source.downcast_ref::<BackendError>(),
+                Some(BackendError::CorruptRecord { .. })
+            ),
+            "{source:?}"
+        );
     }
 }

@@ -55,6 +55,8 @@ mod clock;
 #[cfg(not(loom))]
 mod codec;
 #[cfg(not(loom))]
+mod data;
+#[cfg(not(loom))]
 mod db;
 #[cfg(not(loom))]
 mod driver;
@@ -81,13 +83,12 @@ mod store;
 pub use {
     blocking::{BlockingDb, BlockingIter},
     codec::{Codec, Json, Raw, Typed, Utf8},
+    data::{BatchOp, Entry, IterOptions, KeyRange},
     db::{open, Db, Iter, Status},
-    error::Error,
+    error::{Error, Limit},
     options::{Limits, Options},
     party_backends::{BackendKind, OpenError, UnknownBackend},
-    party_proto::wire::{BatchOp, Entry},
-    party_proto::{ErrorCode, IterOptions, KeyRange, Role},
-    role::{RoleState, RoleWatch},
+    role::{Role, RoleState, RoleWatch},
 };
 
 /// The README's Rust examples, compiled by `cargo test` as doctests.

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use party_backends::BackendKind;
 
-/// Options for [`crate::open`]. `Options::default()` is what most programs want.
+/// Options for [`crate::open`]. `Options::default()` is what most programs want; the
+/// setters chain: `Options::default().retry(false).iter_window(256)`.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Options {
     /// The store the leader serves from (must be compiled in by its cargo feature). All
     /// processes of one data directory must use the same.
@@ -29,8 +31,10 @@ pub struct Options {
 /// Bounds on what a leader accepts, each with a default that suits most programs. Going
 /// past one fails that request, iterator or connection with a typed error
 /// ([`crate::Error::LimitReached`], [`crate::Error::TooLarge`], [`crate::Error::StoreFull`])
-/// and the leader goes on serving everything else.
+/// and the leader goes on serving everything else. The setters chain:
+/// `Limits::default().max_frame_len(1 << 20)`.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Limits {
     /// The largest message (one request, reply or iterator chunk), in bytes. Default 64 MiB.
     pub max_frame_len: u32,
@@ -55,6 +59,76 @@ impl Default for Limits {
             max_iterators: server.max_iterators,
             min_free_space: 64 * 1024 * 1024,
         }
+    }
+}
+
+impl Limits {
+    /// The largest message, in bytes.
+    pub fn max_frame_len(mut self, bytes: u32) -> Self {
+        self.max_frame_len = bytes;
+        self
+    }
+
+    /// Follower connections served at once.
+    pub fn max_connections(mut self, connections: u32) -> Self {
+        self.max_connections = connections;
+        self
+    }
+
+    /// Requests one connection may have running at once.
+    pub fn max_in_flight(mut self, requests: u32) -> Self {
+        self.max_in_flight = requests;
+        self
+    }
+
+    /// Iterators one connection may have open at once.
+    pub fn max_iterators(mut self, iterators: u32) -> Self {
+        self.max_iterators = iterators;
+        self
+    }
+
+    /// Free space kept on the store's disk, in bytes.
+    pub fn min_free_space(mut self, bytes: u64) -> Self {
+        self.min_free_space = bytes;
+        self
+    }
+}
+
+impl Options {
+    /// The store the leader serves from.
+    pub fn backend(mut self, backend: BackendKind) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Whether in-flight operations survive a failover (true) or fail with `ConnectionLost`.
+    pub fn retry(mut self, retry: bool) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// How long an operation may wait before it fails with `TimedOut`; `None` for ever.
+    pub fn request_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Where the leader's socket lives, instead of `<dir>/party.sock`.
+    pub fn socket_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.socket_path = Some(path.into());
+        self
+    }
+
+    /// How many entries an iterator may have buffered or on their way at once.
+    pub fn iter_window(mut self, entries: u32) -> Self {
+        self.iter_window = entries;
+        self
+    }
+
+    /// What this handle allows while it leads, and the largest message it sends.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 }
 

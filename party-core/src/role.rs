@@ -7,22 +7,58 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use party_proto::{ErrorCode, Role};
+use party_proto::ErrorCode;
 use tokio::sync::watch;
 
 use crate::error::Error;
 
+/// The role a handle plays right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Role {
+    /// Looking for a leader or trying to become one.
+    Electing,
+    Leader,
+    Follower,
+    Closed,
+}
+
+impl Role {
+    /// The role in lower case, as status displays print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Electing => "electing",
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Closed => "closed",
+        }
+    }
+}
+
+impl From<party_proto::Role> for Role {
+    fn from(role: party_proto::Role) -> Self {
+        match role {
+            party_proto::Role::Electing => Role::Electing,
+            party_proto::Role::Leader => Role::Leader,
+            party_proto::Role::Follower => Role::Follower,
+            party_proto::Role::Closed => Role::Closed,
+        }
+    }
+}
+
 /// What a handle publishes about its role. A handle counts as a follower once the leader
 /// has welcomed it (so its protocol is known to match), not merely once connected.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RoleState {
     pub role: Role,
     /// The leader's process id, once known.
     pub leader_pid: Option<u32>,
     /// Why the handle could not join the party, if it could not.
     pub failure: Option<Arc<Error>>,
-    /// Why the last leader refused this handle (a protocol mismatch), until one welcomes it.
-    pub rejected: Option<ErrorCode>,
+    /// Kept as the wire's code, which is `Clone` where [`Error`] is not, so that every
+    /// [`RoleState::rejected`] call can hand out an owned error.
+    pub(crate) rejected: Option<ErrorCode>,
     /// While this handle leads: how long it took to open the store (the bulk of a takeover,
     /// as the store replays what the previous leader left unflushed).
     pub store_open_time: Option<Duration>,
@@ -37,6 +73,12 @@ impl RoleState {
             rejected: None,
             store_open_time: None,
         }
+    }
+
+    /// Why the last leader refused this handle (a protocol mismatch, too many connections,
+    /// another user), until one welcomes it.
+    pub fn rejected(&self) -> Option<Error> {
+        self.rejected.clone().map(Error::from)
     }
 }
 

@@ -2,13 +2,10 @@
 //! Each limit of `Options::limits`, gone past through the public API: a typed error for that
 //! request, iterator or connection, and the leader goes on serving everyone else.
 
-use party_core::{open, Db, Error, ErrorCode, IterOptions, Limits, Options, Role};
+use party_core::{open, Db, Error, IterOptions, Limit, Limits, Options, Role};
 
 async fn leader_with(dir: &std::path::Path, limits: Limits) -> Db {
-    let options = Options {
-        limits,
-        ..Options::default()
-    };
+    let options = Options::default().limits(limits);
     let leader = open(dir, options).await.unwrap();
     assert_eq!(leader.ready().await.unwrap(), Role::Leader);
     leader
@@ -17,10 +14,7 @@ async fn leader_with(dir: &std::path::Path, limits: Limits) -> Db {
 /// A leader and a follower, both with `limits`.
 async fn both_with(dir: &std::path::Path, limits: Limits) -> (Db, Db) {
     let leader = leader_with(dir, limits.clone()).await;
-    let options = Options {
-        limits,
-        ..Options::default()
-    };
+    let options = Options::default().limits(limits);
     let follower = open(dir, options).await.unwrap();
     assert_eq!(follower.ready().await.unwrap(), Role::Follower);
     (leader, follower)
@@ -35,10 +29,7 @@ async fn follower(dir: &std::path::Path) -> Db {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_past_the_limit_is_refused_and_the_others_go_on() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = Limits {
-        max_connections: 1,
-        ..Limits::default()
-    };
+    let limits = Limits::default().max_connections(1);
     let leader = leader_with(dir.path(), limits).await;
     let first = follower(dir.path()).await;
     let second = open(dir.path(), Options::default()).await.unwrap();
@@ -46,7 +37,10 @@ async fn a_connection_past_the_limit_is_refused_and_the_others_go_on() {
     assert!(
         matches!(
             refused,
-            Error::LimitReached(ErrorCode::TooManyConnections { limit: 1 })
+            Error::LimitReached {
+                limit: Limit::Connections,
+                max: 1
+            }
         ),
         "{refused:?}"
     );
@@ -70,10 +64,7 @@ async fn a_connection_past_the_limit_is_refused_and_the_others_go_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_past_the_in_flight_limit_wait_their_turn() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = Limits {
-        max_in_flight: 4,
-        ..Limits::default()
-    };
+    let limits = Limits::default().max_in_flight(4);
     let leader = leader_with(dir.path(), limits).await;
     leader.put("k", "v").await.unwrap();
     let follower = follower(dir.path()).await;
@@ -89,10 +80,7 @@ async fn requests_past_the_in_flight_limit_wait_their_turn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_iterator_past_the_limit_fails_and_the_open_ones_still_read() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = Limits {
-        max_iterators: 2,
-        ..Limits::default()
-    };
+    let limits = Limits::default().max_iterators(2);
     let leader = leader_with(dir.path(), limits).await;
     // More than an iterator's window, so the first two stay open on the leader.
     let entries = 3 * Options::default().iter_window as usize;
@@ -114,7 +102,10 @@ async fn an_iterator_past_the_limit_fails_and_the_open_ones_still_read() {
     assert!(
         matches!(
             refused,
-            Error::LimitReached(ErrorCode::TooManyIterators { limit: 2 })
+            Error::LimitReached {
+                limit: Limit::Iterators,
+                max: 2
+            }
         ),
         "{refused:?}"
     );
@@ -126,10 +117,7 @@ async fn an_iterator_past_the_limit_fails_and_the_open_ones_still_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_over_the_frame_limit_is_refused_before_it_is_sent() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = Limits {
-        max_frame_len: 1024,
-        ..Limits::default()
-    };
+    let limits = Limits::default().max_frame_len(1024);
     let (leader, follower) = both_with(dir.path(), limits).await;
     for db in [&leader, &follower] {
         let too_large = db.put("big", vec![0u8; 2000]).await.unwrap_err();
@@ -148,10 +136,7 @@ async fn a_request_over_the_frame_limit_is_refused_before_it_is_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_over_the_leaders_limit_fails_with_too_large() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = Limits {
-        max_frame_len: 1024,
-        ..Limits::default()
-    };
+    let limits = Limits::default().max_frame_len(1024);
     let leader = leader_with(dir.path(), limits).await;
     let follower = follower(dir.path()).await;
     let put = follower.put("big", vec![0u8; 4096]);
@@ -174,10 +159,7 @@ async fn a_frame_over_the_leaders_limit_fails_with_too_large() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_over_the_frame_limit_fails_alone_on_both_roles() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = Limits {
-        max_frame_len: 1 << 20,
-        ..Limits::default()
-    };
+    let limits = Limits::default().max_frame_len(1 << 20);
     let (leader, follower) = both_with(dir.path(), limits).await;
     follower.put("a", vec![1u8; 700 * 1024]).await.unwrap();
     follower.put("b", vec![2u8; 700 * 1024]).await.unwrap();
@@ -211,10 +193,7 @@ async fn an_answer_over_the_frame_limit_fails_alone_on_both_roles() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_iterator_window_over_the_credit_cap_reads_everything_on_both_roles() {
     let dir = tempfile::tempdir().unwrap();
-    let options = Options {
-        iter_window: 10_000,
-        ..Options::default()
-    };
+    let options = Options::default().iter_window(10_000);
     let leader = open(dir.path(), options.clone()).await.unwrap();
     assert_eq!(leader.ready().await.unwrap(), Role::Leader);
     let follower = open(dir.path(), options).await.unwrap();

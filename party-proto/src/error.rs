@@ -13,7 +13,9 @@ pub enum ErrorCode {
     /// already dropped). A missing key is not an error: `get` answers `None`.
     #[error("not found")]
     NotFound,
-    /// The store is locked by a process that is not part of this party.
+    /// The store is locked by a process that is not part of this party. No leader sends it:
+    /// a store locked that way fails the election of the process that tried to lead, which
+    /// reports it itself. Kept for the numbering of the variants after it.
     #[error("the store is locked by another process")]
     Locked,
     /// The handle was closed before the operation completed.
@@ -64,4 +66,9 @@ pub enum ErrorCode {
     /// the leader's limit. Only that request or iterator fails; the connection stays up.
     #[error("the answer needs {len} bytes, more than the {max}-byte frame limit")]
     ReplyTooLarge { len: u64, max: u64 },
+    /// The key is longer than the leader's store allows; the write was not applied. A
+    /// variant of its own (not [`ErrorCode::Backend`]) so that a follower can tell it apart
+    /// exactly as the leader's own handle does.
+    #[error("key of {len} bytes is longer than the store allows ({max} bytes)")]
+    KeyTooLarge { len: u64, max: u64 },
 }

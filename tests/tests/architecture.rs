@@ -49,6 +49,32 @@ fn proto_reaches_no_io_runtime_and_no_store() {
     }
 }
 
+/// The wire's types stay inside party-core: its API has types of its own, so the protocol
+/// can change without breaking callers.
+#[test]
+fn party_core_reexports_nothing_of_party_proto() {
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../party-core/src/lib.rs");
+    let code = code_only(&std::fs::read_to_string(&lib).unwrap());
+    let mut exported = Vec::new();
+    for (at, _) in code.match_indices("pub use ") {
+        let tree = &code[at + "pub use ".len()..];
+        let tree = tree[..tree.find(';').unwrap()]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        use_paths("", &tree, &mut exported);
+    }
+    assert!(
+        exported.iter().any(|path| path.ends_with("error::Error")),
+        "sanity: {exported:?}"
+    );
+    let wire: Vec<_> = exported
+        .iter()
+        .filter(|path| occurs(path, "party_proto"))
+        .collect();
+    assert!(wire.is_empty(), "party-core re-exports {wire:?}");
+}
+
 #[test]
 fn sim_drives_proto_directly_never_core() {
     let tree = dependency_tree("party-sim");

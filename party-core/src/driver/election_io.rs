@@ -72,12 +72,17 @@ impl Driver {
                 path: path.clone(),
                 source,
             })?;
-            let store = kind.open(&path).map_err(Error::Open)?;
+            let store = kind.open(&path)?;
             let records = store.dedup_records()?;
             Ok((store, DedupTable::from_records(records)))
         })
         .await
-        .unwrap_or_else(|_| Err(Error::Backend("opening the store panicked".into())));
+        .unwrap_or_else(|panic| {
+            Err(Error::Backend {
+                message: "opening the store panicked".into(),
+                source: Some(Box::new(panic)),
+            })
+        });
         match opened {
             Ok(opened) => {
                 self.store_open_time = Some(started.elapsed());
@@ -85,7 +90,7 @@ impl Driver {
                 ElectionInput::StoreOpened
             }
             Err(error) => {
-                let locked = matches!(error, Error::Open(party_backends::OpenError::Locked { .. }));
+                let locked = matches!(error, Error::Locked { .. });
                 self.failure_cause = Some(error);
                 if locked {
                     ElectionInput::StoreLocked

@@ -86,6 +86,7 @@ pub fn error_code() -> impl Strategy<Value = ErrorCode> {
             .prop_map(|(free, reserve)| ErrorCode::StoreFull { free, reserve }),
         Just(ErrorCode::StoreReadOnly),
         any::<u32>().prop_map(|uid| ErrorCode::OtherUser { uid }),
+        (any::<u64>(), any::<u64>()).prop_map(|(len, max)| ErrorCode::KeyTooLarge { len, max }),
     ]
 }
 

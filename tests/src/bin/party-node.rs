@@ -32,10 +32,7 @@ async fn main() {
         );
         std::process::exit(2);
     };
-    let mut options = Options {
-        retry: !args.iter().any(|a| a == "--no-retry"),
-        ..Options::default()
-    };
+    let mut options = Options::default().retry(!args.iter().any(|a| a == "--no-retry"));
     if let Some(i) = args.iter().position(|a| a == "--backend") {
         match args.get(i + 1).map(|name| name.parse()) {
             Some(Ok(backend)) => options.backend = backend,
@@ -197,10 +194,7 @@ async fn fill_edge(db: &Db, count: u32) -> Result<String, Error> {
 }
 
 async fn scan(db: &Db, reverse: bool, pause_ms: u64) -> Result<String, Error> {
-    let options = IterOptions {
-        reverse,
-        ..IterOptions::default()
-    };
+    let options = IterOptions::default().reverse(reverse);
     let mut iter = db.iter(options).await?;
     let mut keys = Vec::new();
     while let Some(chunk) = iter.next_chunk(50).await? {
@@ -227,12 +221,7 @@ async fn print_roles(db: Db) {
 }
 
 fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Electing => "electing",
-        Role::Leader => "leader",
-        Role::Follower => "follower",
-        Role::Closed => "closed",
-    }
+    role.name()
 }
 
 fn describe(error: &Error) -> String {

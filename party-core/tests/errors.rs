@@ -1,0 +1,191 @@
+#![cfg(not(loom))]
+//! Each cause a caller can act on arrives as its own variant, the same on the leader's own
+//! handle and on a follower, with the underlying error as its source where there is one.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use party_core::{
+    open, BackendKind, BatchOp, Error, IterOptions, Json, KeyRange, Limits, Options, Role,
+};
+
+/// The longest key party stores in fjall (fjall's 65 535 bytes less party's prefix).
+const FJALL_MAX_KEY: u64 = 65_534;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_over_the_stores_limit_is_key_too_large_on_the_leader_and_on_a_follower() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options::default().backend(BackendKind::Fjall);
+    let leader = open(dir.path(), options.clone()).await.unwrap();
+    assert_eq!(leader.ready().await.unwrap(), Role::Leader);
+    let follower = open(dir.path(), options).await.unwrap();
+    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+    let long = vec![b'k'; FJALL_MAX_KEY as usize + 1];
+    for db in [&leader, &follower] {
+        let put = db.put(&long, "v").await.unwrap_err();
+        assert!(
+            matches!(put, Error::KeyTooLarge { len, max } if len == FJALL_MAX_KEY + 1 && max == FJALL_MAX_KEY),
+            "{put:?}"
+        );
+        // A batch fails whole: its good key is not written either.
+        let ops = vec![
+            BatchOp::Put {
+                key: b"good".to_vec(),
+                value: b"v".to_vec(),
+            },
+            BatchOp::Put {
+                key: long.clone(),
+                value: b"v".to_vec(),
+            },
+        ];
+        let batch = db.batch(ops).await.unwrap_err();
+        assert!(matches!(batch, Error::KeyTooLarge { .. }), "{batch:?}");
+        assert_eq!(db.get("good").await.unwrap(), None);
+    }
+    // The longest allowed key still goes in, from either handle.
+    let longest = vec![b'k'; FJALL_MAX_KEY as usize];
+    follower.put(&longest, "v").await.unwrap();
+    assert_eq!(leader.get(&longest).await.unwrap(), Some(b"v".to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_held_by_another_program_is_locked_and_named_as_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    // Another program with the store open, outside party's election lock.
+    let store = dir.join(BackendKind::Fjall.name());
+    let _held = BackendKind::Fjall.open(&store).unwrap();
+    let db = open(&dir, Options::default().backend(BackendKind::Fjall))
+        .await
+        .unwrap();
+    let failed = db.ready().await.unwrap_err();
+    let Error::ElectionFailed(cause) = &failed else {
+        panic!("{failed:?}");
+    };
+    assert!(
+        matches!(cause.as_ref(), Error::Locked { path } if *path == store),
+        "{cause:?}"
+    );
+    let source = failed.source().expect("the cause is the source");
+    assert_eq!(source.to_string(), cause.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_the_codec_cannot_decode_keeps_the_decoders_error_as_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), Options::default()).await.unwrap();
+    db.put("n", "not json").await.unwrap();
+    let error = db
+        .with_codec(Json::<u32>::default())
+        .get("n")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Codec(_)), "{error:?}");
+    let source = error.source().expect("the decoder's error is the source");
+    assert!(source.is::<serde_json::Error>(), "{source:?}");
+}
+
+/// Every setter chains, and what it set reads back from the fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_are_built_by_chained_setters() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("elsewhere.sock");
+    let limits = Limits::default()
+        .max_frame_len(1 << 20)
+        .max_connections(8)
+        .max_in_flight(16)
+        .max_iterators(4)
+        .min_free_space(0);
+    let options = Options::default()
+        .backend(BackendKind::Fjall)
+        .retry(false)
+        .request_timeout(Some(Duration::from_secs(30)))
+        .iter_window(2)
+        .socket_path(&socket)
+        .limits(limits);
+    assert!(!options.retry);
+    assert_eq!(options.request_timeout, Some(Duration::from_secs(30)));
+    assert_eq!(options.iter_window, 2);
+    assert_eq!(options.limits.max_frame_len, 1 << 20);
+    assert_eq!(
+        (options.limits.max_connections, options.limits.max_in_flight),
+        (8, 16)
+    );
+    assert_eq!(
+        (options.limits.max_iterators, options.limits.min_free_space),
+        (4, 0)
+    );
+    let db = open(dir.path(), options).await.unwrap();
+    assert_eq!(db.ready().await.unwrap(), Role::Leader);
+    assert_eq!(db.socket_path(), socket);
+    for key in ["a", "b", "c", "d", "e"] {
+        db.put(key, key).await.unwrap();
+    }
+    // A window of 2 still reads every entry the options select.
+    let range = KeyRange::all().gt("a").lte("d");
+    let options = IterOptions::default()
+        .range(range)
+        .reverse(true)
+        .limit(Some(2))
+        .values(false);
+    let entries = db.iter(options).await.unwrap().collect().await.unwrap();
+    let keys: Vec<_> = entries.iter().map(|entry| entry.key.as_slice()).collect();
+    assert_eq!(keys, [b"d", b"c"]);
+    assert!(entries.iter().all(|entry| entry.value.is_empty()));
+}
+
+/// A leader that forgets an iterator (here a fake one that answers its opening with "not
+/// found") fails it with `IteratorGone`, which says to open a new one.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iterator_the_leader_no_longer_knows_is_gone() {
+    use party_proto::wire::{
+        encode_frame, ClientMessage, FrameDecoder, LeaderLimits, ProtocolId, ServerMessage, Welcome,
+    };
+    use party_proto::ErrorCode;
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    let _lock = party_core::lock::ElectionLock::try_acquire(&dir)
+        .unwrap()
+        .expect("the directory is free");
+    let listener = std::os::unix::net::UnixListener::bind(dir.join("party.sock")).unwrap();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut decoder = FrameDecoder::new(1 << 20);
+        let mut buffer = [0u8; 4096];
+        loop {
+            let read = stream.read(&mut buffer).unwrap();
+            if read == 0 {
+                return;
+            }
+            let mut input = &buffer[..read];
+            while let Some(message) = decoder.decode::<ClientMessage>(&mut input).unwrap() {
+                let reply = match message {
+                    ClientMessage::Hello(_) => ServerMessage::Welcome(Welcome {
+                        protocol: ProtocolId::CURRENT,
+                        leader_pid: std::process::id(),
+                        limits: LeaderLimits {
+                            max_frame_len: 1 << 20,
+                            max_in_flight: 16,
+                            max_iter_credits: 16,
+                        },
+                    }),
+                    ClientMessage::IterOpen { iter, .. } => ServerMessage::IterFailed {
+                        iter,
+                        error: ErrorCode::NotFound,
+                    },
+                    _ => continue,
+                };
+                let mut frame = Vec::new();
+                encode_frame(&reply, 1 << 20, &mut frame).unwrap();
+                stream.write_all(&frame).unwrap();
+            }
+        }
+    });
+    let db = open(&dir, Options::default()).await.unwrap();
+    assert_eq!(db.ready().await.unwrap(), Role::Follower);
+    let mut iter = db.iter(IterOptions::default()).await.unwrap();
+    let gone = iter.next().await.unwrap().unwrap_err();
+    assert!(matches!(gone, Error::IteratorGone), "{gone:?}");
+}
