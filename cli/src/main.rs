@@ -263,7 +263,8 @@ async fn store_command(global: Global, dir: PathBuf, command: DirCommand) -> Exi
         outcome = outcome => outcome,
         signal = interrupted() => Err(signal),
     };
-    let _ = db.close().await;
+    // This process exits next, which releases the store at once.
+    let _ = db.close_before_exit().await;
     report(outcome, encoding, global.json)
 }
 

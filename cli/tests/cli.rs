@@ -1,17 +1,11 @@
 //! The `party` command through real processes.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-const PARTY: &str = env!("CARGO_BIN_EXE_party");
-
-fn party(args: &[&str]) -> Output {
-    Command::new(PARTY).args(args).output().expect("run party")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use common::{party, stdout, Shell, PARTY};
 
 #[test]
 fn put_in_one_process_get_in_another_and_the_exit_codes() {
@@ -76,43 +70,6 @@ fn a_directory_that_cannot_be_created_is_a_clear_error() {
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "one line naming the cause");
-}
-
-struct Shell {
-    child: std::process::Child,
-    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
-}
-
-impl Shell {
-    fn start(dir: &str) -> Shell {
-        Shell::start_with(&[dir, "shell", "--json"])
-    }
-
-    fn start_with(args: &[&str]) -> Shell {
-        let mut child = Command::new(PARTY)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        Shell { child, lines }
-    }
-
-    fn send(&mut self, command: &str) -> serde_json::Value {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        writeln!(stdin, "{command}").unwrap();
-        stdin.flush().unwrap();
-        let line = self.lines.next().expect("one line per command").unwrap();
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
-    }
-}
-
-impl Drop for Shell {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

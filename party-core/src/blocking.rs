@@ -114,6 +114,11 @@ impl BlockingDb {
         self.block_on(self.db.close())
     }
 
+    /// See [`crate::Db::close_before_exit`].
+    pub fn close_before_exit(&self) -> Result<(), Error> {
+        self.block_on(self.db.close_before_exit())
+    }
+
     fn block_on<T>(
         &self,
         future: impl std::future::Future<Output = Result<T, Error>>,

@@ -238,10 +238,24 @@ impl Db {
     }
 
     /// Closes the handle (for every clone): pending operations fail with
-    /// [`Error::Closed`]; a leader hands over to a follower.
+    /// [`Error::Closed`]; a leader hands over to a follower. Returns once the store is
+    /// closed and its lock released, so that anything may use the directory next.
     pub async fn close(&self) -> Result<(), Error> {
+        self.close_and_wait(true).await
+    }
+
+    /// Closes the handle as [`Db::close`] does, but returns as soon as the handle has
+    /// stopped: a leader's last writes are committed and its followers are taking over,
+    /// while the store closes in the background (fjall takes up to 250 ms) and keeps its
+    /// lock until then. For a process about to exit, which then releases the lock at
+    /// once and loses nothing: every commit is already with the operating system.
+    pub async fn close_before_exit(&self) -> Result<(), Error> {
+        self.close_and_wait(false).await
+    }
+
+    async fn close_and_wait(&self, released: bool) -> Result<(), Error> {
         let (reply, answer) = oneshot::channel();
-        if self.send(Command::Close { reply }).is_ok() {
+        if self.send(Command::Close { reply, released }).is_ok() {
             let _ = answer.await;
         }
         Ok(())

@@ -56,6 +56,9 @@ pub(crate) enum Command {
     },
     Close {
         reply: oneshot::Sender<()>,
+        /// Answer only once the store is closed and its lock released (see [`Db::close`]),
+        /// not as soon as the handle has stopped.
+        released: bool,
     },
 }
 
@@ -86,8 +89,11 @@ pub(crate) struct Driver {
     /// The cause of the election failure the machine is about to report.
     failure_cause: Option<Error>,
     store_open_time: Option<Duration>,
-    closers: Vec<oneshot::Sender<()>>,
+    /// Who waits for the handle to close, and whether also for the store's release.
+    closers: Vec<(oneshot::Sender<()>, bool)>,
     closing: bool,
+    /// Store threads of past leaderships that may still be closing their store.
+    releasing: Vec<std::thread::JoinHandle<()>>,
     leadership: Leadership,
     link: Option<Link>,
     out: Vec<u8>,
@@ -137,6 +143,7 @@ impl Driver {
             store_open_time: None,
             closers: Vec::new(),
             closing: false,
+            releasing: Vec::new(),
             leadership: Leadership::default(),
             link: None,
             out: Vec::new(),
@@ -174,8 +181,22 @@ impl Driver {
             }
         }
         self.publish_role();
-        for closer in self.closers.drain(..) {
+        let (waiting, stopped): (Vec<_>, Vec<_>) =
+            self.closers.drain(..).partition(|(_, released)| *released);
+        for (closer, _) in stopped {
             let _ = closer.send(());
+        }
+        if !waiting.is_empty() {
+            let releasing = std::mem::take(&mut self.releasing);
+            let _ = tokio::task::spawn_blocking(move || {
+                for thread in releasing {
+                    let _ = thread.join();
+                }
+            })
+            .await;
+            for (closer, _) in waiting {
+                let _ = closer.send(());
+            }
         }
     }
 
@@ -212,8 +233,8 @@ impl Driver {
                 self.iter_waiters.remove(&iter);
                 self.process.close_iter(now, iter);
             }
-            Command::Close { reply } => {
-                self.closers.push(reply);
+            Command::Close { reply, released } => {
+                self.closers.push((reply, released));
                 self.close();
             }
         }

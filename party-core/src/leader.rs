@@ -51,10 +51,13 @@ pub(crate) struct Leader {
 }
 
 impl Leader {
-    /// Starts the store thread and accepts followers on `listener`.
+    /// Starts the store thread and accepts followers on `listener`. The store thread takes
+    /// `lock` and holds it until it has closed the store; if it cannot start, the lock
+    /// stays where it was.
     pub fn start(
         store: Arc<dyn Backend>,
         dedup: DedupTable,
+        lock: &mut Option<ElectionLock>,
         listener: Listener,
         serving: Serving,
     ) -> std::io::Result<Leader> {
@@ -63,9 +66,14 @@ impl Leader {
         let counted = followers.clone();
         let served = store.clone();
         let (done, drained) = tokio::sync::oneshot::channel();
+        let (hold, held) = std::sync::mpsc::channel();
         let store_thread = std::thread::Builder::new()
             .name("party-store".into())
-            .spawn(move || store::run(served, dedup, counted, serving.headroom, jobs, done))?;
+            .spawn(move || {
+                store::run(served, dedup, counted, serving.headroom, jobs, done);
+                drop(held.recv());
+            })?;
+        let _ = hold.send(lock.take());
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(tick(queue.clone(), cancel.clone()));
@@ -100,11 +108,11 @@ impl Leader {
     /// to finish its queue. The socket file is removed when the listener drops.
     ///
     /// Closing the store can take a while after that (fjall's background threads need up
-    /// to 250 ms to notice), so it is left to the store thread, and `lock` is released
+    /// to 250 ms to notice), so it is left to the store thread, which releases the lock
     /// only once the store is closed: until then no other process may open it. A process
     /// that exits meanwhile loses nothing, since every commit is already with the OS, and
-    /// its exit releases the lock at once.
-    pub async fn stop(self, lock: Option<ElectionLock>) {
+    /// its exit releases the lock at once. Gives the store thread, to wait for the release.
+    pub async fn stop(self) -> std::thread::JoinHandle<()> {
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
@@ -112,16 +120,7 @@ impl Leader {
         if self.drained.await.is_err() {
             tracing::error!("the store thread panicked");
         }
-        let thread = self.store_thread;
-        let released = std::thread::Builder::new()
-            .name("party-release".into())
-            .spawn(move || {
-                let _ = thread.join();
-                drop(lock);
-            });
-        if let Err(error) = released {
-            tracing::error!("cannot start the thread that releases the store: {error}");
-        }
+        self.store_thread
     }
 }
 

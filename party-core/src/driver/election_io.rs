@@ -149,7 +149,7 @@ impl Driver {
                 reserve: limits.min_free_space,
             },
         };
-        match Leader::start(store, dedup, listener, serving) {
+        match Leader::start(store, dedup, &mut self.leadership.lock, listener, serving) {
             Ok(leader) => {
                 self.leadership.access = Some(leader.access());
                 self.leadership.leader = Some(leader);
@@ -180,18 +180,17 @@ impl Driver {
     }
 
     /// Gives up leadership in the safe order: stop serving (which unbinds the socket),
-    /// close the store, release the lock.
+    /// close the store, release the lock. A serving leader's store thread does the last
+    /// two; it is kept, so that closing the handle can wait for them.
     async fn step_down(&mut self) {
         self.leadership.access = None;
-        let lock = self.leadership.lock.take();
-        self.leadership.listener = None;
-        match self.leadership.leader.take() {
-            Some(leader) => leader.stop(lock).await,
-            None => {
-                self.leadership.store = None;
-                drop(lock);
-            }
+        if let Some(leader) = self.leadership.leader.take() {
+            self.releasing.retain(|thread| !thread.is_finished());
+            self.releasing.push(leader.stop().await);
         }
+        self.leadership.listener = None;
+        self.leadership.store = None;
+        self.leadership.lock = None;
     }
 }
 

@@ -1,0 +1,125 @@
+//! `party DIR shell` through real processes: every line answered, quoting, batch, help,
+//! and at a terminal Ctrl-C, history and completion.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{Shell, PARTY};
+use serde_json::json;
+
+/// No line is ever dropped: one that cannot be read as a command (bad quoting, not UTF-8,
+/// unknown) gets an error and the lines after it still run.
+#[test]
+fn a_json_shell_answers_every_line_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut shell = Shell::start(dir.path().to_str().unwrap());
+    assert_eq!(shell.send(r#"put "a b" 'c d'"#), json!({"ok": true}));
+    assert_eq!(shell.send(r#"get "a b""#)["value"], "c d");
+    // A line that is not UTF-8 is bytes like any other.
+    assert_eq!(shell.send_bytes(b"put k\xff v\xfe"), json!({"ok": true}));
+    assert_eq!(
+        shell.send_bytes(b"get k\xff")["value"],
+        json!({"hex": "76fe"})
+    );
+    for bad in [
+        "put \"unclosed",
+        "frobnicate",
+        "get",
+        "batch",
+        "batch put a",
+    ] {
+        let answer = shell.send(bad);
+        assert_eq!(answer["ok"], false, "{bad}: {answer}");
+        assert_eq!(answer["error"]["kind"], "usage", "{bad}: {answer}");
+    }
+    assert_eq!(
+        shell.send(r#"batch put x "1 2" del "a b" put -y -3"#),
+        json!({"ok": true})
+    );
+    let help = shell.send("help");
+    assert_eq!(help["ok"], true);
+    assert!(help["help"].as_str().unwrap().contains("batch"), "{help}");
+    assert_eq!(
+        shell.send("scan"),
+        json!({"ok": true, "entries": [["-y", "-3"], [{"hex": "6bff"}, {"hex": "76fe"}], ["x", "1 2"]]})
+    );
+    let stdin = shell.child.stdin.take().unwrap();
+    drop(stdin);
+    assert!(shell.child.wait().unwrap().success());
+}
+
+/// Runs `party DIR shell` at a terminal (`script` gives it one) and types each group of
+/// `keys` at a fresh prompt; gives what the terminal showed.
+fn at_a_terminal(dir: &std::path::Path, history: &std::path::Path, keys: &[&[u8]]) -> String {
+    let command = format!("{PARTY} {} shell", dir.display());
+    let mut script = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env("PARTY_HISTORY", history)
+        .env("TERM", "xterm")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux");
+    let mut stdin = script.stdin.take().unwrap();
+    let mut output = script.stdout.take().unwrap();
+    let (chunks, shown) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n @ 1..) = std::io::Read::read(&mut output, &mut buffer) {
+            if chunks.send(buffer[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut screen = String::new();
+    for (typed, group) in keys.iter().enumerate() {
+        // Keys typed while a command runs would meet the terminal in its ordinary mode,
+        // where Ctrl-C is a signal: type only at a prompt.
+        while screen.matches("party> ").count() <= typed {
+            let chunk = shown.recv().expect("the shell showed its prompt");
+            screen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        stdin.write_all(group).unwrap();
+        stdin.flush().unwrap();
+    }
+    drop(stdin);
+    assert!(script.wait().unwrap().success(), "{screen}");
+    while let Ok(chunk) = shown.recv() {
+        screen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    screen
+}
+
+#[test]
+fn at_a_terminal_ctrl_c_drops_the_line_and_history_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("history");
+    let data = dir.path().join("data");
+    let shown = at_a_terminal(
+        &data,
+        &history,
+        &[
+            b"put kept 1\r",
+            b"put dropped 2\x03",
+            b"sta\t\r",
+            b"get dropped\r",
+            b"\x04",
+        ],
+    );
+    assert!(
+        shown.contains("role: leader"),
+        "completion gave status: {shown}"
+    );
+    assert!(
+        shown.contains("(not found)"),
+        "Ctrl-C dropped the put: {shown}"
+    );
+    let kept = std::fs::read_to_string(&history).unwrap();
+    assert!(kept.contains("put kept 1"), "{kept}");
+    assert!(!kept.contains("dropped 2"), "{kept}");
+    // A new session starts with that history: the up arrow brings the last line back.
+    let again = at_a_terminal(&data, &history, &[b"\x1b[A\r", b"\x04"]);
+    assert!(again.contains("(not found)"), "{again}");
+}
