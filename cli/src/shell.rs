@@ -6,7 +6,7 @@
 
 use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{CommandFactory, Parser};
 use party_core::Db;
@@ -72,12 +72,8 @@ fn help_text() -> String {
 }
 
 pub async fn run(db: &Db, encoding: Encoding, json: bool) -> Result<(), Failure> {
-    let mut input = if std::io::stdin().is_terminal() && !json {
-        Input::terminal()
-    } else {
-        Input::Lines(std::io::stdin().lock())
-    };
-    while let Some(line) = input.next_line()? {
+    let mut lines = Lines::start(json);
+    while let Some(line) = lines.next().await? {
         let outcome = match step(&line) {
             Ok(Step::Skip) => continue,
             Ok(Step::Exit) => break,
@@ -94,8 +90,46 @@ pub async fn run(db: &Db, encoding: Encoding, json: bool) -> Result<(), Failure>
         };
         answer(&outcome, encoding, json)?;
     }
-    input.save_history();
     Ok(())
+}
+
+/// The shell's lines, read on a thread of their own: waiting for input must not keep the
+/// process from handling a signal (a leader hands over on SIGTERM).
+struct Lines {
+    ask: std::sync::mpsc::Sender<()>,
+    lines: tokio::sync::mpsc::Receiver<Result<Option<Vec<u8>>, Failure>>,
+}
+
+impl Lines {
+    fn start(json: bool) -> Lines {
+        let (ask, asked) = std::sync::mpsc::channel::<()>();
+        let (send, lines) = tokio::sync::mpsc::channel(1);
+        std::thread::spawn(move || {
+            let mut input = if std::io::stdin().is_terminal() && !json {
+                Input::terminal()
+            } else {
+                Input::Lines(std::io::stdin().lock())
+            };
+            // A line is read only when asked for, so that a prompt shows only once the
+            // answer to the line before it has been printed.
+            while asked.recv().is_ok() {
+                let line = input.next_line();
+                let more = matches!(line, Ok(Some(_)));
+                if send.blocking_send(line).is_err() || !more {
+                    return;
+                }
+            }
+        });
+        Lines { ask, lines }
+    }
+
+    /// The next line, without its end; `None` at the end of the input.
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, Failure> {
+        if self.ask.send(()).is_err() {
+            return Ok(None);
+        }
+        self.lines.recv().await.unwrap_or(Ok(None))
+    }
 }
 
 fn answer(
@@ -153,10 +187,11 @@ impl Input {
     /// The next line, without its end; `None` at the end of the input.
     fn next_line(&mut self) -> Result<Option<Vec<u8>>, Failure> {
         match self {
-            Input::Terminal { editor, .. } => loop {
+            Input::Terminal { editor, history } => loop {
                 match editor.readline("party> ") {
                     Ok(line) => {
                         let _ = editor.add_history_entry(line.as_str());
+                        save_history(editor, history.as_deref());
                         return Ok(Some(line.into_bytes()));
                     }
                     // Ctrl-C drops the line being typed, as in a shell.
@@ -183,23 +218,19 @@ impl Input {
             }
         }
     }
+}
 
-    fn save_history(&mut self) {
-        if let Input::Terminal {
-            editor,
-            history: Some(path),
-        } = self
-        {
-            if let Some(dir) = path.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            if let Err(error) = editor.save_history(path) {
-                out::note(format_args!(
-                    "party shell: cannot save the history in {}: {error}",
-                    path.display()
-                ));
-            }
-        }
+/// Keeps the history after every line, so that no way of ending the shell loses it.
+fn save_history(editor: &mut rustyline::Editor<Commands, FileHistory>, path: Option<&Path>) {
+    let Some(path) = path else { return };
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(error) = editor.save_history(path) {
+        out::note(format_args!(
+            "party shell: cannot save the history in {}: {error}",
+            path.display()
+        ));
     }
 }
 

@@ -45,6 +45,11 @@ impl Shell {
         stdin.write_all(command).unwrap();
         stdin.write_all(b"\n").unwrap();
         stdin.flush().unwrap();
+        self.answer()
+    }
+
+    /// The next answer, to a command sent before.
+    pub fn answer(&mut self) -> serde_json::Value {
         let line = self.lines.next().expect("one line per command").unwrap();
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
     }
