@@ -47,3 +47,20 @@ fn the_readme_simulator_commands_do_what_the_readme_says() {
     }
     assert_eq!(ran, 3, "every simulator command of the README ran");
 }
+
+/// A reader that stops early (`party-sim --seed N | head`) ends the run quietly.
+#[test]
+fn a_closed_stdout_ends_the_run_quietly() {
+    let output = Command::new("bash")
+        .args(["-c", r#"set -o pipefail; "$0" --seed 7 | head -1"#])
+        .arg(env!("CARGO_BIN_EXE_party-sim"))
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(output.stdout.iter().filter(|b| **b == b'\n').count(), 1);
+    assert!(
+        output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

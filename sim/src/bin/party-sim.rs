@@ -1,5 +1,6 @@
 //! `party-sim`: run the simulator on one seed (with its trace) or sweep a range of seeds.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -16,9 +17,9 @@ struct Args {
     /// Sweep seeds A..B (B excluded) and report the failing ones.
     #[arg(long, value_parser = parse_range)]
     seeds: Option<(u64, u64)>,
-    /// Re-create a known bug class: no-dedup, inclusive-resume or ignore-lock-loss.
+    /// Re-create a known bug class (see the README for their names).
     #[arg(long, value_parser = parse_injection)]
-    inject: Option<Injection>,
+    inject: Option<(String, Injection)>,
     /// Print only the summary of a single seed, not its trace.
     #[arg(long)]
     quiet: bool,
@@ -34,45 +35,52 @@ fn parse_range(text: &str) -> Result<(u64, u64), String> {
     Ok((a, b))
 }
 
-fn parse_injection(name: &str) -> Result<Injection, String> {
-    Injection::named(name)
-        .ok_or_else(|| format!("unknown bug class {name:?}; one of {:?}", Injection::NAMES))
+fn parse_injection(name: &str) -> Result<(String, Injection), String> {
+    let injection = Injection::named(name)
+        .ok_or_else(|| format!("unknown bug class {name:?}; one of {:?}", Injection::NAMES))?;
+    Ok((name.to_owned(), injection))
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let injection = args.inject.unwrap_or_default();
-    let inject_flag = match args.inject {
-        Some(_) => format!(
-            " --inject {}",
-            std::env::args()
-                .skip_while(|a| a != "--inject")
-                .nth(1)
-                .unwrap_or_default()
-        ),
+    let mut out = std::io::stdout().lock();
+    match report(&args, &mut out) {
+        Ok(all_passed) if all_passed => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        // The reader went away (`| head`): nothing more to say.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("party-sim: cannot write to stdout: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs what `args` ask for and prints it; whether every seed passed.
+fn report(args: &Args, out: &mut impl Write) -> std::io::Result<bool> {
+    let injection = args.inject.as_ref().map(|(_, i)| *i).unwrap_or_default();
+    let inject_flag = match &args.inject {
+        Some((name, _)) => format!(" --inject {name}"),
         None => String::new(),
     };
     if let Some(seed) = args.seed {
         let result = run(seed, injection);
         if !args.quiet {
             for line in result.trace.lines() {
-                println!("{line}");
+                writeln!(out, "{line}")?;
             }
         }
-        println!(
+        writeln!(
+            out,
             "seed {seed}: {} operations, {} crashes, trace hash {:016x}",
             result.ops,
             result.kills,
             result.trace.hash()
-        );
+        )?;
         for violation in &result.violations {
-            println!("VIOLATION: {violation}");
+            writeln!(out, "VIOLATION: {violation}")?;
         }
-        return if result.violations.is_empty() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        };
+        return Ok(result.violations.is_empty());
     }
     let (from, to) = args.seeds.unwrap_or((0, 1000));
     let started = Instant::now();
@@ -80,21 +88,19 @@ fn main() -> ExitCode {
     for seed in from..to {
         let result = run(seed, injection);
         if let Some(first) = result.violations.first() {
-            println!("seed {seed} FAILED: {first}");
-            println!("  replay: party-sim --seed {seed}{inject_flag}");
+            writeln!(out, "seed {seed} FAILED: {first}")?;
+            writeln!(out, "  replay: party-sim --seed {seed}{inject_flag}")?;
+            out.flush()?;
             failing.push(seed);
         }
     }
     let seconds = started.elapsed().as_secs_f64();
     let count = to - from;
-    println!(
+    writeln!(
+        out,
         "{count} seeds, {} failed, {:.0} seeds/s ({seconds:.1} s)",
         failing.len(),
         count as f64 / seconds
-    );
-    if failing.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    )?;
+    Ok(failing.is_empty())
 }
