@@ -20,7 +20,7 @@ use crate::driver::{Command, Driver};
 use crate::error::Error;
 use crate::options::Options;
 use crate::paths::Layout;
-use crate::role::{Role, RoleState, RoleWatch};
+use crate::role::{Role, RoleState, RoleWatch, Takeover};
 
 /// Opens the data directory `dir` (creating it if needed) and joins its party.
 ///
@@ -207,12 +207,16 @@ impl Db {
             Response::Status(status) => status.followers,
             other => return Err(unexpected(other)),
         };
+        let state = self.watch_role().current();
         Ok(Status {
-            role: self.role(),
-            leader_pid: self.leader_pid(),
+            role: state.role,
+            leader_pid: state.leader_pid,
             followers,
             backend: self.inner.backend,
             socket: self.inner.socket.clone(),
+            term: state.term,
+            failovers: state.failovers,
+            last_takeover: state.last_takeover,
         })
     }
 
@@ -294,6 +298,13 @@ pub struct Status {
     pub followers: u32,
     pub backend: BackendKind,
     pub socket: PathBuf,
+    /// The generation of the leader serving this handle: one more with every new leader
+    /// of the directory.
+    pub term: Option<u64>,
+    /// Failovers this handle has lived through.
+    pub failovers: u64,
+    /// The last of them: why, and how long the handle was without a leader.
+    pub last_takeover: Option<Takeover>,
 }
 
 /// Where the answer to an issued operation arrives.

@@ -30,7 +30,7 @@ use crate::link::{Link, LinkEnd, Received};
 use crate::lock::ElectionLock;
 use crate::options::Options;
 use crate::paths::Layout;
-use crate::role::{Role, RoleState};
+use crate::role::{Role, RoleState, Takeover};
 
 /// What a [`crate::Db`] asks of its driver.
 pub(crate) enum Command {
@@ -351,23 +351,68 @@ impl Driver {
         let role = Role::from(view.role);
         let failure = self.failure.clone();
         let store_open_time = self.store_open_time.filter(|_| role == Role::Leader);
+        let last_takeover = view.takeovers.last.map(Takeover::from);
+        let failovers = view.takeovers.count;
         self.role.send_if_modified(|state| {
             let changed = state.role != role
                 || state.store_open_time != store_open_time
                 || state.leader_pid != view.leader_pid
                 || state.failure.is_some() != failure.is_some()
-                || state.rejected != view.rejected;
+                || state.rejected != view.rejected
+                || state.term != view.term
+                || state.failovers != failovers;
             if changed {
+                log_change(state, role, &view, store_open_time);
                 *state = RoleState {
                     role,
                     leader_pid: view.leader_pid,
                     failure,
                     rejected: view.rejected,
                     store_open_time,
+                    term: view.term,
+                    failovers,
+                    last_takeover,
                 };
             }
             changed
         });
+    }
+}
+
+/// Tells, at info level, what a change of role means: who leads now, in which generation,
+/// and, after a failover, why and how long the handle was without a leader.
+fn log_change(
+    before: &RoleState,
+    role: Role,
+    view: &party_proto::RoleView,
+    store_open_time: Option<Duration>,
+) {
+    if view.takeovers.count > before.failovers {
+        if let Some(takeover) = view.takeovers.last.map(Takeover::from) {
+            tracing::info!(
+                cause = takeover.cause.name(),
+                paused_ms = takeover.paused.as_secs_f64() * 1e3,
+                "take-over after a {}: served again after {:.1} ms",
+                takeover.cause.name(),
+                takeover.paused.as_secs_f64() * 1e3,
+            );
+        }
+    }
+    if role == before.role && view.term == before.term {
+        return;
+    }
+    match role {
+        Role::Leader => tracing::info!(
+            term = view.term,
+            store_open_ms = store_open_time.map(|t| t.as_secs_f64() * 1e3),
+            "leading"
+        ),
+        Role::Follower => {
+            tracing::info!(term = view.term, leader_pid = view.leader_pid, "following")
+        }
+        Role::Electing if before.role != Role::Electing => tracing::info!("electing"),
+        Role::Closed => tracing::info!("closed"),
+        _ => {}
     }
 }
 

@@ -6,11 +6,13 @@ use std::sync::Arc;
 use interprocess::local_socket::tokio::prelude::*;
 use interprocess::local_socket::tokio::{Listener, Stream};
 use party_backends::Backend;
+use party_proto::wire::LeaveCause;
 use party_proto::wire::{
     encode_frame, ClientMessage, FrameDecoder, ServerMessage, DEFAULT_MAX_FRAME_LEN,
 };
 use party_proto::{
-    admit_peer, DedupTable, ErrorCode, PeerFacts, ServerConfig, ServerInput, ServerSession,
+    admit_peer, DedupTable, ErrorCode, PeerFacts, ServerConfig, ServerInput, ServerOutput,
+    ServerSession,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -47,8 +49,14 @@ pub(crate) struct Leader {
     /// Tells that the store thread has done its last job (and closes the store next).
     drained: tokio::sync::oneshot::Receiver<()>,
     cancel: CancellationToken,
+    /// Why the leader stops, for the connections to tell their followers; set before
+    /// `cancel`.
+    leaving: Leaving,
     tasks: TaskTracker,
 }
+
+/// Why the leader stops, once it does.
+type Leaving = Arc<std::sync::OnceLock<LeaveCause>>;
 
 impl Leader {
     /// Starts the store thread and accepts followers on `listener`. The store thread takes
@@ -75,6 +83,7 @@ impl Leader {
             })?;
         let _ = hold.send(lock.take());
         let cancel = CancellationToken::new();
+        let leaving = Leaving::default();
         let tasks = TaskTracker::new();
         tasks.spawn(tick(queue.clone(), cancel.clone()));
         let accesses = Accesses {
@@ -87,6 +96,7 @@ impl Leader {
             accesses.clone(),
             serving.connection,
             cancel.clone(),
+            leaving.clone(),
             tasks.clone(),
             followers,
         ));
@@ -95,6 +105,7 @@ impl Leader {
             store_thread,
             drained,
             cancel,
+            leaving,
             tasks,
         })
     }
@@ -112,7 +123,8 @@ impl Leader {
     /// only once the store is closed: until then no other process may open it. A process
     /// that exits meanwhile loses nothing, since every commit is already with the OS, and
     /// its exit releases the lock at once. Gives the store thread, to wait for the release.
-    pub async fn stop(self) -> std::thread::JoinHandle<()> {
+    pub async fn stop(self, cause: LeaveCause) -> std::thread::JoinHandle<()> {
+        let _ = self.leaving.set(cause);
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
@@ -145,6 +157,7 @@ async fn accept_loop(
     accesses: Accesses,
     config: ConnectionConfig,
     cancel: CancellationToken,
+    leaving: Leaving,
     tasks: TaskTracker,
     followers: Followers,
 ) {
@@ -170,7 +183,13 @@ async fn accept_loop(
             continue;
         }
         let follower = followers.join();
-        let served = serve(stream, accesses.open(), config.clone(), cancel.clone());
+        let served = serve(
+            stream,
+            accesses.open(),
+            config.clone(),
+            cancel.clone(),
+            leaving.clone(),
+        );
         tasks.spawn(async move {
             served.await;
             drop(follower);
@@ -216,6 +235,7 @@ async fn serve(
     mut access: StoreAccess,
     config: ConnectionConfig,
     cancel: CancellationToken,
+    leaving: Leaving,
 ) {
     let conn = access.conn();
     let (mut recv, mut send) = (&stream, &stream);
@@ -246,7 +266,12 @@ async fn serve(
         }
         let timeout = session.poll_timeout();
         tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = cancel.cancelled() => {
+                if let Some(cause) = leaving.get() {
+                    say_leaving(&mut session, *cause, &stream, config.max_frame_len).await;
+                }
+                break;
+            }
             read = recv.read(&mut buffer) => {
                 let n = match read {
                     Ok(0) | Err(_) => break,
@@ -276,6 +301,28 @@ async fn serve(
         }
     }
 }
+
+/// Tells the follower why the leader goes, so that it can tell a hand-over from a crash;
+/// a follower that does not read is not waited for long.
+async fn say_leaving(
+    session: &mut ServerSession,
+    cause: LeaveCause,
+    stream: &Stream,
+    max_frame_len: u32,
+) {
+    session.handle_input(clock::now(), ServerInput::Leave(cause));
+    let mut out = Vec::new();
+    while let Some(output) = session.poll_output() {
+        if let ServerOutput::Send(message) = output {
+            let _ = encode_frame(&message, max_frame_len, &mut out);
+        }
+    }
+    let mut send = stream;
+    let _ = tokio::time::timeout(SAY_LEAVING_WITHIN, send.write_all(&out)).await;
+}
+
+/// How long a leader that stops waits for a follower's socket to take its last words.
+const SAY_LEAVING_WITHIN: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Sleeps until `at`, or forever when there is no timeout.
 pub(crate) async fn sleep_until(at: Option<party_proto::Timestamp>) {

@@ -78,6 +78,8 @@ mod paths;
 mod role;
 #[cfg(not(loom))]
 mod store;
+#[cfg(not(loom))]
+mod term;
 
 #[cfg(not(loom))]
 pub use {
@@ -88,7 +90,7 @@ pub use {
     error::{Error, Limit},
     options::{Limits, Options},
     party_backends::{BackendKind, OpenError, UnknownBackend},
-    role::{Role, RoleState, RoleWatch},
+    role::{Role, RoleState, RoleWatch, Takeover, TakeoverCause},
 };
 
 /// The README's Rust examples, compiled by `cargo test` as doctests.

@@ -62,6 +62,59 @@ pub struct RoleState {
     /// While this handle leads: how long it took to open the store (the bulk of a takeover,
     /// as the store replays what the previous leader left unflushed).
     pub store_open_time: Option<Duration>,
+    /// The generation of the leader serving this handle (one more with every new leader
+    /// of the directory), once known.
+    pub term: Option<u64>,
+    /// Failovers this handle has lived through: it lost its leader and was served again.
+    pub failovers: u64,
+    /// The last of those failovers.
+    pub last_takeover: Option<Takeover>,
+}
+
+/// One failover, as a handle lived through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Takeover {
+    pub cause: TakeoverCause,
+    /// From losing the leader to being served again, by the next leader or as it.
+    pub paused: Duration,
+}
+
+/// Why a handle's leader went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TakeoverCause {
+    /// The connection ended without a word: the leader crashed or was killed.
+    Crash,
+    /// The leader was closed and said so: a hand-over.
+    HandOver,
+    /// The leader lost its lock file.
+    LockLost,
+}
+
+impl TakeoverCause {
+    /// The cause in lower case, as status displays print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TakeoverCause::Crash => "crash",
+            TakeoverCause::HandOver => "hand-over",
+            TakeoverCause::LockLost => "lock lost",
+        }
+    }
+}
+
+impl From<party_proto::Takeover> for Takeover {
+    fn from(takeover: party_proto::Takeover) -> Self {
+        let cause = match takeover.cause {
+            party_proto::TakeoverCause::Crash => TakeoverCause::Crash,
+            party_proto::TakeoverCause::HandOver => TakeoverCause::HandOver,
+            party_proto::TakeoverCause::LockLost => TakeoverCause::LockLost,
+        };
+        Takeover {
+            cause,
+            paused: takeover.paused,
+        }
+    }
 }
 
 impl RoleState {
@@ -72,6 +125,9 @@ impl RoleState {
             failure: None,
             rejected: None,
             store_open_time: None,
+            term: None,
+            failovers: 0,
+            last_takeover: None,
         }
     }
 

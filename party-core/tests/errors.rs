@@ -165,6 +165,7 @@ async fn an_iterator_the_leader_no_longer_knows_is_gone() {
                     ClientMessage::Hello(_) => ServerMessage::Welcome(Welcome {
                         protocol: ProtocolId::CURRENT,
                         leader_pid: std::process::id(),
+                        term: 1,
                         limits: LeaderLimits {
                             max_frame_len: 1 << 20,
                             max_in_flight: 16,

@@ -15,6 +15,7 @@ pub mod jitter;
 pub mod process;
 pub mod range;
 pub mod server;
+pub mod takeover;
 pub mod time;
 pub mod wire;
 pub mod writer;
@@ -29,5 +30,6 @@ pub use server::{
     admit_peer, Admission, DedupRecord, DedupTable, PeerFacts, ServerConfig, ServerInput,
     ServerOutput, ServerSession, WriteStamp,
 };
+pub use takeover::{Takeover, TakeoverCause, Takeovers};
 pub use time::Timestamp;
 pub use writer::{CommitResult, WriteBatch, Writer, WriterConfig, WriterInput, WriterOutput};

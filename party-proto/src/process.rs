@@ -23,6 +23,7 @@ use crate::error::ErrorCode;
 use crate::ids::{ClientId, IterId, RequestId};
 use crate::range::IterOptions;
 use crate::server::{ServerConfig, ServerInput, ServerOutput, ServerSession};
+use crate::takeover::{TakeoverCause, Takeovers};
 use crate::time::Timestamp;
 use crate::wire::{ClientMessage, ReadOp, Response, ServerMessage, WriteOp};
 
@@ -42,8 +43,9 @@ pub enum ProcessInput {
     /// the lock lost. (A connection's end is [`ProcessInput::LinkClosed`].)
     Election(ElectionInput),
     /// Serving started after [`ElectionOutput::Serve`]: the store is reachable for this
-    /// process's own handle.
-    Served,
+    /// process's own handle. `term` is this leadership's generation (the last one of the
+    /// directory plus one), as the driver counted it.
+    Served { term: u64 },
     /// A message from the leader on the current connection.
     FromLeader(ServerMessage),
     /// The connection to the leader ended.
@@ -90,6 +92,10 @@ pub struct RoleView {
     pub rejected: Option<ErrorCode>,
     /// Why the election gave up, if it did.
     pub failure: Option<ElectionFailure>,
+    /// The generation of the leader serving this process, once known.
+    pub term: Option<u64>,
+    /// The failovers this process has lived through.
+    pub takeovers: Takeovers,
 }
 
 /// One process. See the module documentation.
@@ -104,6 +110,10 @@ pub struct Process {
     linked: bool,
     rejected: Option<ErrorCode>,
     failure: Option<ElectionFailure>,
+    /// The leader said it was leaving, and why.
+    leaving: Option<TakeoverCause>,
+    takeovers: Takeovers,
+    closing: bool,
     outputs: VecDeque<ProcessOutput>,
 }
 
@@ -118,6 +128,9 @@ impl Process {
             linked: false,
             rejected: None,
             failure: None,
+            leaving: None,
+            takeovers: Takeovers::default(),
+            closing: false,
             outputs: VecDeque::new(),
         };
         process.drive(Timestamp::ZERO);
@@ -165,14 +178,22 @@ impl Process {
                 }
                 self.election.handle_input(now, answer);
             }
-            ProcessInput::Served => {
+            ProcessInput::Served { term } => {
+                self.server_config.term = term;
                 self.local = Some(ServerSession::new(now, self.server_config.clone()));
                 self.client.handle_input(now, ClientInput::Connected);
+                self.takeovers.served(now);
             }
             ProcessInput::FromLeader(message) => {
                 match &message {
-                    ServerMessage::Welcome(_) => self.rejected = None,
+                    ServerMessage::Welcome(_) => {
+                        self.rejected = None;
+                        if self.linked {
+                            self.takeovers.served(now);
+                        }
+                    }
                     ServerMessage::Rejected(reason) => self.rejected = Some(reason.clone()),
+                    ServerMessage::Leaving(cause) => self.leaving = Some((*cause).into()),
                     _ => {}
                 }
                 if self.linked {
@@ -196,6 +217,7 @@ impl Process {
                 }
             }
             ProcessInput::Close => {
+                self.closing = true;
                 self.client.handle_input(now, ClientInput::Close);
                 self.election
                     .handle_input(now, ElectionInput::CloseRequested);
@@ -231,11 +253,18 @@ impl Process {
             },
             other => (other, None),
         };
+        let term = match role {
+            Role::Leader => Some(self.server_config.term),
+            Role::Follower => self.client.leader_term(),
+            _ => None,
+        };
         RoleView {
             role,
             leader_pid,
             rejected: self.rejected.clone(),
             failure: self.failure,
+            term,
+            takeovers: self.takeovers.clone(),
         }
     }
 
@@ -247,6 +276,10 @@ impl Process {
     fn link_ended(&mut self, now: Timestamp, broken: Option<ErrorCode>) {
         if !std::mem::take(&mut self.linked) {
             return;
+        }
+        let cause = self.leaving.take().unwrap_or(TakeoverCause::Crash);
+        if self.client.leader_pid().is_some() && !self.closing {
+            self.takeovers.leader_lost(now, cause);
         }
         match broken {
             Some(error) => {
@@ -312,6 +345,9 @@ impl Process {
         match output {
             // Its own operations go to whoever leads next.
             ElectionOutput::StepDown if self.local.take().is_some() => {
+                if !self.closing {
+                    self.takeovers.leader_lost(now, TakeoverCause::LockLost);
+                }
                 self.client.handle_input(now, ClientInput::Disconnected);
             }
             ElectionOutput::Disconnect => self.linked = false,

@@ -213,6 +213,7 @@ impl Harness {
                 let welcome = Welcome {
                     protocol: ProtocolId::CURRENT,
                     leader_pid: 1,
+                    term: 1,
                     limits: party_proto::ServerConfig::default().limits(),
                 };
                 self.input(ClientInput::Message(ServerMessage::Welcome(welcome)))?;
@@ -392,6 +393,7 @@ fn requests_issued_before_any_leader_wait_also_without_retry() {
             ClientInput::Message(ServerMessage::Welcome(Welcome {
                 protocol: ProtocolId::CURRENT,
                 leader_pid: 1,
+                term: 1,
                 limits: party_proto::ServerConfig::default().limits(),
             }))
         };

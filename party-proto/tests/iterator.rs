@@ -188,6 +188,7 @@ fn welcome() -> ServerMessage {
     ServerMessage::Welcome(Welcome {
         protocol: ProtocolId::CURRENT,
         leader_pid: 1,
+        term: 1,
         limits: party_proto::ServerConfig::default().limits(),
     })
 }

@@ -23,6 +23,7 @@ fn welcomed(config: ClientConfig, limits: LeaderLimits) -> ClientSession {
     let welcome = Welcome {
         protocol: ProtocolId::CURRENT,
         leader_pid: 1,
+        term: 1,
         limits,
     };
     session.handle_input(NOW, ClientInput::Message(ServerMessage::Welcome(welcome)));

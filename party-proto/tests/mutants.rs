@@ -31,6 +31,7 @@ fn welcome(leader_pid: u32, limits: LeaderLimits) -> ClientInput {
     ClientInput::Message(ServerMessage::Welcome(Welcome {
         protocol: ProtocolId::CURRENT,
         leader_pid,
+        term: 1,
         limits,
     }))
 }
@@ -294,6 +295,7 @@ fn election_is_closed_only_once_closed_and_drained() {
 
 const SERVER: ServerConfig = ServerConfig {
     leader_pid: 9,
+    term: 1,
     handshake_timeout: Duration::from_millis(100),
     max_in_flight: 8,
     max_iterators: 4,

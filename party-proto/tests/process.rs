@@ -45,7 +45,7 @@ fn leader() -> Process {
     answer(&mut process, ElectionInput::StoreOpened);
     let serve = answer(&mut process, ElectionInput::SocketBound);
     assert_eq!(serve, [ProcessOutput::Election(ElectionOutput::Serve)]);
-    process.handle_input(NOW, ProcessInput::Served);
+    process.handle_input(NOW, ProcessInput::Served { term: 1 });
     assert!(drain(&mut process).is_empty(), "the welcome stays inside");
     assert_eq!(process.role().role, Role::Leader);
     assert_eq!(process.role().leader_pid, Some(7));
@@ -71,6 +71,7 @@ fn welcome() -> ProcessInput {
     ProcessInput::FromLeader(ServerMessage::Welcome(Welcome {
         protocol: ProtocolId::CURRENT,
         leader_pid: 9,
+        term: 1,
         limits: ServerConfig::default().limits(),
     }))
 }

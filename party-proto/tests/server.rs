@@ -19,6 +19,7 @@ use support::{edge_key, error_code, iter_options};
 
 const CONFIG: ServerConfig = ServerConfig {
     leader_pid: 42,
+    term: 1,
     handshake_timeout: Duration::from_millis(100),
     max_in_flight: 3,
     max_iterators: 2,

@@ -21,10 +21,12 @@ use std::time::Duration;
 use party_backends::{resolve, Backend, Chunks, MemoryBackend, WriteBatch};
 use party_proto::election::ElectionFailure;
 use party_proto::jitter::SplitMix64;
+use party_proto::wire::LeaveCause;
 use party_proto::wire::{
     encode_frame, BatchOp, ClientMessage, FrameDecoder, LeaderStatus, ReadOp, Response,
     ServerMessage, WriteOp,
 };
+use party_proto::TakeoverCause;
 use party_proto::{
     admit_peer, ClientConfig, ClientId, DedupTable, ElectionConfig, ElectionInput, ElectionOutput,
     IterId, IterOptions, IterPoll, KeyRange, PeerFacts, Process, ProcessConfig, ProcessInput,
@@ -113,9 +115,14 @@ struct Conn {
     /// Last delivery time each way, so a connection stays in order.
     last_to_server: u64,
     last_to_client: u64,
+    /// How the client's leader went, as far as this connection tells: a crash, unless the
+    /// leader stepped down and said why.
+    ended_by: TakeoverCause,
 }
 
 struct Leading {
+    /// This leadership's generation.
+    term: u64,
     /// The sessions of follower connections.
     sessions: BTreeMap<ConnId, ServerSession>,
     /// Names the store work of the leader's own handle (its session lives in its
@@ -144,6 +151,11 @@ struct Node {
     excuses: Excuses,
     /// Closed by its caller, or its election failed: restarted once its machine is done.
     closing: bool,
+    /// Failovers its machine has told of so far.
+    takeovers_seen: u64,
+    /// Why it lost the leader it had, as the world knows; the machine must say the same
+    /// when it is served again.
+    lost_leader: Option<TakeoverCause>,
 }
 
 /// How one simulated run ended.
@@ -181,6 +193,8 @@ pub struct World {
     violations: Vec<String>,
     trace: Trace,
     next_client: u128,
+    /// The directory's leader generation: the last leader's.
+    term: u64,
 }
 
 impl std::fmt::Debug for World {
@@ -226,6 +240,7 @@ impl World {
             violations: Vec::new(),
             trace: Trace::default(),
             next_client: u128::from(seed) << 32,
+            term: 0,
         };
         for process in 0..process_count {
             let fresh = world.fresh_node(process, 0);
@@ -369,6 +384,8 @@ impl World {
             wake_at: None,
             excuses,
             closing: false,
+            takeovers_seen: 0,
+            lost_leader: None,
         }
     }
 
@@ -480,8 +497,10 @@ impl World {
     /// How a process serves while it leads: small credit caps, so flow control is
     /// exercised.
     fn server_config(&self, process: ProcessId) -> ServerConfig {
+        let leading = self.processes.get(process).and_then(|p| p.leading.as_ref());
         ServerConfig {
             leader_pid: process as u32,
+            term: leading.map_or(0, |leading| leading.term),
             max_iter_credits: 8,
             max_frame_len: self.frame_limit(),
             ..ServerConfig::default()

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+use party_proto::wire::LeaveCause;
 use party_proto::{DedupTable, ElectionInput, ElectionOutput, ProcessInput};
 
 use super::Driver;
@@ -136,6 +137,8 @@ impl Driver {
             ));
             return ProcessInput::Election(ElectionInput::ServeFailed);
         };
+        let term = crate::term::next(&self.layout.dir);
+        self.server.term = term;
         let limits = &self.options.limits;
         let serving = Serving {
             connection: ConnectionConfig {
@@ -153,7 +156,7 @@ impl Driver {
             Ok(leader) => {
                 self.leadership.access = Some(leader.access());
                 self.leadership.leader = Some(leader);
-                ProcessInput::Served
+                ProcessInput::Served { term }
             }
             Err(source) => {
                 self.failure_cause = Some(Error::Io {
@@ -185,8 +188,14 @@ impl Driver {
     async fn step_down(&mut self) {
         self.leadership.access = None;
         if let Some(leader) = self.leadership.leader.take() {
+            // A leader steps down because its handle closes, or because it lost its lock.
+            let cause = if self.closing {
+                LeaveCause::Closing
+            } else {
+                LeaveCause::LockLost
+            };
             self.releasing.retain(|thread| !thread.is_finished());
-            self.releasing.push(leader.stop().await);
+            self.releasing.push(leader.stop(cause).await);
         }
         self.leadership.listener = None;
         self.leadership.store = None;

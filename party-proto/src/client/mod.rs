@@ -134,6 +134,11 @@ impl ClientSession {
         self.leader.as_ref().map(|welcome| welcome.leader_pid)
     }
 
+    /// The current leader's generation, once it has welcomed this session.
+    pub fn leader_term(&self) -> Option<u64> {
+        self.leader.as_ref().map(|welcome| welcome.term)
+    }
+
     /// The limits the current leader gave in its welcome.
     pub fn leader_limits(&self) -> Option<LeaderLimits> {
         self.leader.as_ref().map(|welcome| welcome.limits)
@@ -336,6 +341,9 @@ impl ClientSession {
             ServerMessage::IterFailed { iter, error } => {
                 self.with_open_cursor(iter, |cursor| cursor.fail(error));
             }
+            // What is in flight is settled when the connection ends, as after a crash;
+            // the process notes why the leader went.
+            ServerMessage::Leaving(_) => {}
         }
     }
 

@@ -19,8 +19,8 @@ use crate::ids::{ClientId, IterId, RequestId};
 use crate::range::IterOptions;
 use crate::time::Timestamp;
 use crate::wire::{
-    ClientMessage, Entry, FrameError, LeaderLimits, ProtocolId, ReadOp, Response, ServerMessage,
-    Welcome, WriteOp, DEFAULT_MAX_FRAME_LEN,
+    ClientMessage, Entry, FrameError, LeaderLimits, LeaveCause, ProtocolId, ReadOp, Response,
+    ServerMessage, Welcome, WriteOp, DEFAULT_MAX_FRAME_LEN,
 };
 
 /// Limits and identity of the leader's sessions.
@@ -28,6 +28,8 @@ use crate::wire::{
 pub struct ServerConfig {
     /// The leader's process id, given to followers in the welcome.
     pub leader_pid: u32,
+    /// The leader's generation, given to followers in the welcome.
+    pub term: u64,
     /// A connection that has not said hello by then is closed.
     pub handshake_timeout: Duration,
     /// Requests one connection may have running at once; more are refused one by one.
@@ -55,6 +57,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             leader_pid: 0,
+            term: 0,
             handshake_timeout: Duration::from_secs(10),
             max_in_flight: 4096,
             max_iterators: 256,
@@ -85,6 +88,8 @@ pub enum ServerInput {
     },
     /// A store iterator failed.
     IterFailed { iter: IterId, error: ErrorCode },
+    /// The leader stops leading: the follower is told why before the connection closes.
+    Leave(LeaveCause),
 }
 
 /// What the driver must do.
@@ -205,6 +210,11 @@ impl ServerSession {
                     self.outputs.push_back(ServerOutput::IterDrop { iter });
                 }
             }
+            ServerInput::Leave(cause) => {
+                if matches!(self.phase, Phase::Ready { .. }) {
+                    self.send(ServerMessage::Leaving(cause));
+                }
+            }
         }
     }
 
@@ -238,6 +248,7 @@ impl ServerSession {
                     self.send(ServerMessage::Welcome(Welcome {
                         protocol: ProtocolId::CURRENT,
                         leader_pid: self.config.leader_pid,
+                        term: self.config.term,
                         limits: self.config.limits(),
                     }));
                 } else {

@@ -12,7 +12,7 @@ use crate::ids::ClientId;
 pub const MAGIC: [u8; 4] = *b"PRTY";
 
 /// Bumped whenever a change would make an old peer misread a message.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Which protocol a peer speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +48,8 @@ pub struct Welcome {
     pub protocol: ProtocolId,
     /// The leader's operating-system process id, for status displays.
     pub leader_pid: u32,
+    /// The leader's generation: one more than the leader before it, in this directory.
+    pub term: u64,
     /// What the leader accepts, so the client never sends what would be refused.
     pub limits: LeaderLimits,
 }

@@ -183,6 +183,18 @@ pub enum ServerMessage {
     IterEnd { iter: IterId },
     /// The iterator failed; the leader has dropped it.
     IterFailed { iter: IterId, error: ErrorCode },
+    /// The leader is about to close this connection and stop leading, for this cause; a
+    /// connection that ends without it ends in a crash.
+    Leaving(LeaveCause),
+}
+
+/// Why a leader stops leading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaveCause {
+    /// Its handle is closing.
+    Closing,
+    /// It lost its lock.
+    LockLost,
 }
 
 /// The successful result of a read or write.

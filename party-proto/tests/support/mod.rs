@@ -4,8 +4,8 @@
 use std::ops::Bound;
 
 use party_proto::wire::{
-    BatchOp, ClientMessage, Entry, Hello, LeaderLimits, LeaderStatus, ProtocolId, ReadOp, Response,
-    ServerMessage, Welcome, WriteOp,
+    BatchOp, ClientMessage, Entry, Hello, LeaderLimits, LeaderStatus, LeaveCause, ProtocolId,
+    ReadOp, Response, ServerMessage, Welcome, WriteOp,
 };
 use party_proto::{ClientId, ErrorCode, IterId, IterOptions, KeyRange, RequestId, WriteSeq};
 use proptest::collection::vec;
@@ -162,11 +162,12 @@ pub fn entry() -> impl Strategy<Value = Entry> {
 
 pub fn server_message() -> impl Strategy<Value = ServerMessage> {
     prop_oneof![
-        (protocol(), any::<u32>(), any::<[u32; 3]>()).prop_map(
-            |(protocol, leader_pid, [max_frame_len, max_in_flight, max_iter_credits])| {
+        (protocol(), any::<u32>(), any::<u64>(), any::<[u32; 3]>()).prop_map(
+            |(protocol, leader_pid, term, [max_frame_len, max_in_flight, max_iter_credits])| {
                 ServerMessage::Welcome(Welcome {
                     protocol,
                     leader_pid,
+                    term,
                     limits: LeaderLimits {
                         max_frame_len,
                         max_in_flight,
@@ -193,6 +194,8 @@ pub fn server_message() -> impl Strategy<Value = ServerMessage> {
             iter: IterId(iter),
             error
         }),
+        prop_oneof![Just(LeaveCause::Closing), Just(LeaveCause::LockLost)]
+            .prop_map(ServerMessage::Leaving),
     ]
 }
 

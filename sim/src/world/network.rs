@@ -23,6 +23,7 @@ impl World {
                 client_decoder: FrameDecoder::new(self.frame_limit()),
                 last_to_server: self.now,
                 last_to_client: self.now,
+                ended_by: TakeoverCause::Crash,
             },
         );
         self.processes[process].link = Some(conn);
@@ -216,6 +217,7 @@ impl World {
                 }
             } else if self.processes[process].link == Some(conn) {
                 self.processes[process].link = None;
+                self.leader_lost(process, TakeoverCause::Crash);
                 let broken = ErrorCode::Malformed(format!("from the leader: {error}"));
                 self.processes[process]
                     .machine
@@ -231,6 +233,7 @@ impl World {
             return;
         };
         let process = if to_server { c.server } else { c.client };
+        let ended_by = c.ended_by;
         if !to_server {
             self.conns.remove(&conn);
         }
@@ -246,6 +249,8 @@ impl World {
             }
         } else if p.link == Some(conn) {
             p.link = None;
+            self.leader_lost(process, ended_by);
+            let p = &mut self.processes[process];
             p.machine.handle_input(now, ProcessInput::LinkClosed);
         }
         self.pump(process);

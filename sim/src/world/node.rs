@@ -39,6 +39,7 @@ impl World {
             }
         }
         self.write_queued(process);
+        self.check_takeovers(process);
         let node = &mut self.processes[process];
         if node.closing && node.machine.is_closed() {
             // Closed, holding nothing: it starts again as a new process later.
@@ -48,6 +49,34 @@ impl World {
             return;
         }
         self.schedule_wake(process);
+    }
+
+    /// `process` lost the leader it had (if it had one and is not closing), for `cause`:
+    /// its machine must say so once it is served again.
+    pub(super) fn leader_lost(&mut self, process: ProcessId, cause: TakeoverCause) {
+        let node = &mut self.processes[process];
+        let had_leader = matches!(node.machine.role().role, Role::Leader | Role::Follower);
+        if had_leader && !node.closing {
+            node.lost_leader.get_or_insert(cause);
+        }
+    }
+
+    /// Each failover a process's machine tells of must have the cause the world knows.
+    fn check_takeovers(&mut self, process: ProcessId) {
+        let node = &mut self.processes[process];
+        let takeovers = node.machine.role().takeovers;
+        if takeovers.count == node.takeovers_seen {
+            return;
+        }
+        node.takeovers_seen = takeovers.count;
+        let told = takeovers.last.map(|takeover| takeover.cause);
+        let known = node.lost_leader.take();
+        if told != known {
+            self.violations.push(format!(
+                "p{process} at {}us tells of a failover after {told:?}; its leader went by {known:?}",
+                self.now
+            ));
+        }
     }
 
     /// The process is closing (by its caller, or as its election failed): what it has
@@ -179,7 +208,10 @@ impl World {
                     bugs: self.injection.bugs,
                     ..WriterConfig::default()
                 };
+                self.term += 1;
+                let term = self.term;
                 self.processes[process].leading = Some(Leading {
+                    term,
                     sessions: BTreeMap::new(),
                     local_conn,
                     writer: Writer::new(writer_config, DedupTable::from_records(records)),
@@ -188,14 +220,37 @@ impl World {
                 self.trace.line(self.now, format_args!("p{process} leads"));
                 self.processes[process]
                     .machine
-                    .handle_input(now, ProcessInput::Served);
+                    .handle_input(now, ProcessInput::Served { term });
                 return;
             }
             ElectionOutput::Connect => Some(self.connect(process)),
             ElectionOutput::StepDown => {
                 self.trace
                     .line(self.now, format_args!("p{process} steps down"));
-                self.processes[process].leading = None;
+                // As party-core's leader: its connections are told why, then closed.
+                let (cause, told) = if self.processes[process].closing {
+                    (LeaveCause::Closing, TakeoverCause::HandOver)
+                } else {
+                    (LeaveCause::LockLost, TakeoverCause::LockLost)
+                };
+                let leading = self.processes[process].leading.take();
+                if leading.is_some() && cause == LeaveCause::LockLost {
+                    // Its machine no longer says it leads by now: the world knows it did.
+                    self.processes[process]
+                        .lost_leader
+                        .get_or_insert(TakeoverCause::LockLost);
+                }
+                for (conn, mut session) in leading.map(|l| l.sessions).unwrap_or_default() {
+                    session.handle_input(self.timestamp(), ServerInput::Leave(cause));
+                    while let Some(output) = session.poll_output() {
+                        if let ServerOutput::Send(message) = output {
+                            self.send(conn, false, &message);
+                        }
+                    }
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.ended_by = told;
+                    }
+                }
                 let served: Vec<ConnId> = self
                     .conns
                     .iter()

@@ -1,0 +1,30 @@
+//! The leader's generation, counted in a file of the data directory: each new leader
+//! writes one more than the last. Only the lock holder writes it, so there is no race; it
+//! is for status displays and logs, so a file that cannot be read or written costs a
+//! warning, not the leadership.
+
+use std::path::Path;
+
+/// Name of the generation file inside the data directory.
+pub const TERM_FILE_NAME: &str = "party.term";
+
+/// Counts one more leader of `dir`, and gives its generation.
+pub(crate) fn next(dir: &Path) -> u64 {
+    let path = dir.join(TERM_FILE_NAME);
+    let last = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let term = last.saturating_add(1);
+    // Written aside and renamed, so that a crash leaves the old count or the new one.
+    let written = path.with_extension("term.new");
+    let saved = std::fs::write(&written, format!("{term}\n"))
+        .and_then(|()| std::fs::rename(&written, &path));
+    if let Err(error) = saved {
+        tracing::warn!(
+            "cannot count the leader's generation in {}: {error}",
+            path.display()
+        );
+    }
+    term
+}

@@ -1,0 +1,66 @@
+//! A handle's view of failovers: how many it has lived through, why the last one happened
+//! and how long the handle was without a leader. Pure bookkeeping for status displays and
+//! logs; no decision depends on it.
+
+use std::time::Duration;
+
+use crate::time::Timestamp;
+use crate::wire::LeaveCause;
+
+/// Why a handle's leader went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeoverCause {
+    /// The connection ended without a word: the leader crashed or was killed.
+    Crash,
+    /// The leader said it was closing: a hand-over.
+    HandOver,
+    /// The leader lost its lock (this handle's own, or the one it followed said so).
+    LockLost,
+}
+
+impl From<LeaveCause> for TakeoverCause {
+    fn from(cause: LeaveCause) -> Self {
+        match cause {
+            LeaveCause::Closing => TakeoverCause::HandOver,
+            LeaveCause::LockLost => TakeoverCause::LockLost,
+        }
+    }
+}
+
+/// One failover as the handle saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Takeover {
+    pub cause: TakeoverCause,
+    /// From losing the leader to being served again (by a new leader or as the leader).
+    pub paused: Duration,
+}
+
+/// The failovers of one handle.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Takeovers {
+    /// Failovers completed: the handle lost its leader and was served again.
+    pub count: u64,
+    pub last: Option<Takeover>,
+    /// The leader is gone since then, for this cause; not served again yet.
+    lost: Option<(Timestamp, TakeoverCause)>,
+}
+
+impl Takeovers {
+    /// The handle lost the leader it had. A second loss before it is served again (the
+    /// next leader died in turn) counts from the first.
+    pub fn leader_lost(&mut self, now: Timestamp, cause: TakeoverCause) {
+        self.lost.get_or_insert((now, cause));
+    }
+
+    /// The handle is served again; gives the failover this completes, if it does.
+    pub fn served(&mut self, now: Timestamp) -> Option<Takeover> {
+        let (since, cause) = self.lost.take()?;
+        let takeover = Takeover {
+            cause,
+            paused: now.saturating_since(since),
+        };
+        self.count += 1;
+        self.last = Some(takeover);
+        Some(takeover)
+    }
+}
