@@ -380,6 +380,19 @@ pub fn text(outcome: &Outcome, encoding: Encoding) -> Vec<u8> {
                 format!("backend: {}", status.backend.name()),
                 format!("socket: {}", status.socket.display()),
                 format!("followers: {}", status.followers),
+                format!(
+                    "term: {}",
+                    status.term.map_or("-".into(), |t| t.to_string())
+                ),
+                format!("failovers: {}", status.failovers),
+                format!(
+                    "last take-over: {}",
+                    status.last_takeover.map_or("-".into(), |t| format!(
+                        "after a {}, served again in {:.1} ms",
+                        t.cause.name(),
+                        t.paused.as_secs_f64() * 1e3
+                    ))
+                ),
             ];
             for line in lines {
                 text.extend(line.into_bytes());
@@ -420,6 +433,12 @@ pub fn json(outcome: &Result<Outcome, Failure>, encoding: Encoding) -> Value {
             "backend": status.backend.name(),
             "socket": status.socket.display().to_string(),
             "followers": status.followers,
+            "term": status.term,
+            "failovers": status.failovers,
+            "last_takeover": status.last_takeover.map(|t| json!({
+                "cause": t.cause.name(),
+                "paused_ms": t.paused.as_secs_f64() * 1e3,
+            })),
         }),
         Err(failure) => {
             json!({"ok": false, "error": {"kind": failure.kind, "message": failure.message}})

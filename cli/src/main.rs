@@ -123,6 +123,7 @@ pub(crate) async fn open_child(dir: &str, backend: &str) -> Result<Db, String> {
 }
 
 fn main() -> ExitCode {
+    log_as_rust_log_says();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -134,6 +135,19 @@ fn main() -> ExitCode {
         Some(name) => runtime.block_on(worker(name)),
         None => runtime.block_on(command_line()),
     }
+}
+
+/// Logs to stderr what `RUST_LOG` asks for (e.g. `RUST_LOG=info` for elections and
+/// failovers, `debug` for more); warnings and errors without it.
+fn log_as_rust_log_says() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
 }
 
 /// This process is a worker of the demo, the bench or chaos.

@@ -102,7 +102,12 @@ fn two_json_shells_the_leaders_is_killed_and_the_other_sees_every_acked_put() {
         second.send("get nope"),
         serde_json::json!({"ok": true, "value": null})
     );
-    assert_eq!(second.send("status")["role"], "leader");
+    let status = second.send("status");
+    assert_eq!(status["role"], "leader");
+    assert_eq!(status["term"], 2, "the second leader of the directory");
+    assert_eq!(status["failovers"], 1);
+    assert_eq!(status["last_takeover"]["cause"], "crash");
+    assert!(status["last_takeover"]["paused_ms"].as_f64().is_some());
     let scan = second.send("scan --gte k1 --lt k11");
     assert_eq!(
         scan,
@@ -155,6 +160,35 @@ fn json_doubles_keep_every_bit_on_the_way_in_and_out() {
             );
         }
     }
+}
+
+/// RUST_LOG reaches party's tracing: elections and their generations at info level;
+/// without it, a command that works says nothing on stderr.
+#[test]
+fn rust_log_shows_elections_and_quiet_is_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    let logged = Command::new(PARTY)
+        .args([dir, "put", "a", "1"])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(logged.status.success());
+    let stderr = String::from_utf8_lossy(&logged.stderr);
+    assert!(
+        stderr.contains("leading") && stderr.contains("term=1"),
+        "{stderr}"
+    );
+    let quiet = Command::new(PARTY)
+        .args([dir, "get", "a"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
 }
 
 #[test]

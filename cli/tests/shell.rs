@@ -155,7 +155,13 @@ fn sigterm_to_a_leading_shell_hands_over_without_failing_an_operation() {
     }
     let status = leader.child.wait().unwrap();
     assert_eq!(status.code(), Some(143), "the leader handled SIGTERM");
-    assert_eq!(follower.send("status")["role"], "leader");
+    let status = follower.send("status");
+    assert_eq!(status["role"], "leader");
+    assert_eq!(status["last_takeover"]["cause"], "hand-over", "{status}");
+    assert_eq!(
+        (status["term"].as_u64(), status["failovers"].as_u64()),
+        (Some(2), Some(1))
+    );
     let scan = follower.send("scan --keys-only");
     assert_eq!(scan["entries"].as_array().map(Vec::len), Some(writes));
 }

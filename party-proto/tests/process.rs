@@ -213,3 +213,74 @@ fn a_leader_that_steps_down_re_sends_its_own_operations_to_the_next_one() {
         "{resent:?}"
     );
 }
+
+fn at(millis: u64) -> Timestamp {
+    NOW + Duration::from_millis(millis)
+}
+
+/// Each failover is counted once the handle is served again, with why its leader went
+/// and how long it was without one; a closing handle counts none.
+#[test]
+fn failovers_are_counted_with_their_cause_and_pause() {
+    use party_proto::wire::LeaveCause;
+    use party_proto::TakeoverCause;
+    let cause = |process: &Process| process.role().takeovers.last.map(|t| t.cause);
+
+    // A connection that ends without a word: a crash.
+    let mut process = follower();
+    process.handle_input(NOW, welcome());
+    assert_eq!(process.role().term, Some(1));
+    process.handle_input(at(2), ProcessInput::LinkClosed);
+    assert_eq!(process.role().takeovers.count, 0, "not served again yet");
+    drain(&mut process);
+    answer(&mut process, ElectionInput::LockBusy);
+    answer(&mut process, ElectionInput::Connected);
+    process.handle_input(at(7), welcome());
+    let takeovers = process.role().takeovers;
+    assert_eq!(takeovers.count, 1);
+    assert_eq!(cause(&process), Some(TakeoverCause::Crash));
+    assert_eq!(
+        takeovers.last.map(|t| t.paused),
+        Some(Duration::from_millis(5))
+    );
+
+    // The leader says it is leaving: a hand-over, even if the next leader dies in turn
+    // before serving (the pause counts from the first loss).
+    let leaving = ServerMessage::Leaving(LeaveCause::Closing);
+    process.handle_input(at(10), ProcessInput::FromLeader(leaving));
+    process.handle_input(at(10), ProcessInput::LinkClosed);
+    drain(&mut process);
+    answer(&mut process, ElectionInput::LockBusy);
+    answer(&mut process, ElectionInput::Connected);
+    process.handle_input(at(11), ProcessInput::LinkClosed);
+    drain(&mut process);
+    answer(&mut process, ElectionInput::LockAcquired);
+    answer(&mut process, ElectionInput::StoreOpened);
+    answer(&mut process, ElectionInput::SocketBound);
+    process.handle_input(at(13), ProcessInput::Served { term: 5 });
+    assert_eq!(process.role().takeovers.count, 2);
+    assert_eq!(cause(&process), Some(TakeoverCause::HandOver));
+    assert_eq!(
+        process.role().takeovers.last.map(|t| t.paused),
+        Some(Duration::from_millis(3))
+    );
+    assert_eq!(
+        process.role().term,
+        Some(5),
+        "as leader, its own generation"
+    );
+
+    // Its own lock lost: it steps down, and counts that once served again.
+    process.handle_input(at(20), ProcessInput::Election(ElectionInput::LockLost));
+    drain(&mut process);
+    answer(&mut process, ElectionInput::LockBusy);
+    answer(&mut process, ElectionInput::Connected);
+    process.handle_input(at(24), welcome());
+    assert_eq!(process.role().takeovers.count, 3);
+    assert_eq!(cause(&process), Some(TakeoverCause::LockLost));
+
+    // Closing is no failover.
+    process.handle_input(at(30), ProcessInput::Close);
+    process.handle_input(at(30), ProcessInput::LinkClosed);
+    assert_eq!(process.role().takeovers.count, 3);
+}
