@@ -33,7 +33,9 @@ pub async fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db, Error> 
     let backend = options.backend;
     let client_id = ClientId(u128::from(random_u64()) << 64 | u128::from(random_u64()));
     let (driver, role) = Driver::new(layout.clone(), options, client_id, random_u64());
-    tokio::spawn(driver.run(receiver));
+    // Every event of this handle names its directory: a program may open several.
+    let span = tracing::info_span!("party", dir = %layout.dir.display());
+    tokio::spawn(tracing::Instrument::instrument(driver.run(receiver), span));
     Ok(Db {
         inner: Arc::new(Inner {
             commands,

@@ -18,6 +18,7 @@ use crate::lock::ElectionLock;
 impl Driver {
     /// Carries out one election action; the machine's answer, where it expects one.
     pub(super) async fn election_action(&mut self, action: ElectionOutput) -> Option<ProcessInput> {
+        tracing::debug!(?action, "election");
         let answer = match action {
             ElectionOutput::TryLock => self.try_lock(),
             ElectionOutput::OpenStore => self.open_store().await,
