@@ -234,6 +234,7 @@ fn the_readme_cli_example_runs() {
     assert!(printed.starts_with("hello\n"), "{printed}");
     assert!(printed.contains("a\t1\nb\t2\n"), "{printed}");
     assert!(printed.contains("role: leader"), "{printed}");
+    assert!(printed.ends_with("\n2\n"), "the copy has b: {printed}");
 }
 
 /// The benchmark harness runs and reports every measurement (its numbers are not checked:
