@@ -468,6 +468,9 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
     out::note(format_args!("bench: failover ×{kills}…"));
     let failover = failovers(base, backend, kills).await?;
 
+    out::note(format_args!("bench: one-shot commands…"));
+    let one_shot = one_shot_commands(base, backend, if quick { 3 } else { 15 })?;
+
     let socket_p50 = baseline["rtt_p50_us"].as_f64().unwrap_or(f64::NAN);
     let follower_get_256 = depths["256"]["get_ops_per_s"].as_f64().unwrap_or(f64::NAN);
     let follower_put_256 = depths["256"]["put_ops_per_s"].as_f64().unwrap_or(f64::NAN);
@@ -484,6 +487,7 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
         },
         "four_followers_get_ops_per_s": aggregate_rate,
         "failover": failover,
+        "one_shot": one_shot,
         "memory_kib": {
             "follower_rss": follower_rss,
             "idle_follower_rss": idle_rss,
@@ -495,7 +499,67 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
             "follower_pipelined_get_vs_in_process": follower_get_256 / local_get,
             "follower_pipelined_put_vs_in_process": follower_put_256 / local_put,
             "follower_sync_p50_vs_socket_p50": get_p50 / socket_p50,
+            "one_shot_put_vs_process_start": one_shot["put_as_leader_p50_ms"].as_f64().unwrap_or(f64::NAN)
+                / one_shot["process_start_p50_ms"].as_f64().unwrap_or(f64::NAN),
         },
+    }))
+}
+
+/// `party DIR put` as a shell script runs it: a new process that leads, writes, and exits;
+/// against the same program asked only for its version. Then ten at once on one directory.
+fn one_shot_commands(base: &Path, backend: BackendKind, runs: usize) -> Result<Value, Failure> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let dir = base.join("one-shot");
+    let command = |args: &[&str]| {
+        let mut command = std::process::Command::new(&exe);
+        command
+            .arg("--backend")
+            .arg(backend.name())
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        command
+    };
+    let dir_text = dir.to_str().ok_or("path")?;
+    let timed = |args: &[&str]| -> Result<Duration, Failure> {
+        let started = Instant::now();
+        let status = command(args)
+            .status()
+            .map_err(|e| format!("cannot run {args:?}: {e}"))?;
+        if !status.success() {
+            return Err(format!("{args:?} failed: {status}").into());
+        }
+        Ok(started.elapsed())
+    };
+    timed(&[dir_text, "put", "created", "first"])?;
+    let mut starts = Vec::new();
+    let mut puts = Vec::new();
+    for run in 0..runs {
+        starts.push(timed(&["--version"])?);
+        puts.push(timed(&[dir_text, "put", "k", &run.to_string()])?);
+    }
+    let mut together = Vec::new();
+    for _ in 0..runs.min(5) {
+        let started = Instant::now();
+        let children = (0..10)
+            .map(|n| command(&[dir_text, "put", &format!("k{n}"), "v"]).spawn())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("cannot start a one-shot put: {e}"))?;
+        for mut child in children {
+            let status = child.wait().map_err(|e| e.to_string())?;
+            if !status.success() {
+                return Err(format!("a concurrent one-shot put failed: {status}").into());
+            }
+        }
+        together.push(started.elapsed());
+    }
+    starts.sort();
+    puts.sort();
+    together.sort();
+    Ok(json!({
+        "process_start_p50_ms": percentile(&starts, 0.5) / 1000.0,
+        "put_as_leader_p50_ms": percentile(&puts, 0.5) / 1000.0,
+        "ten_concurrent_puts_p50_ms": percentile(&together, 0.5) / 1000.0,
     }))
 }
 
@@ -663,6 +727,13 @@ fn table(report: &Value) -> Vec<String> {
         number(&o["all_followers_back_p99_ms"]),
         number(&o["new_leader_store_open_p50_ms"]),
         number(&o["new_leader_store_open_p99_ms"])
+    ));
+    let c = &report["one_shot"];
+    lines.push(format!(
+        "one-shot put                leading, as a new process: p50 {} ms (the process alone: {} ms); ten at once: {} ms",
+        number(&c["put_as_leader_p50_ms"]),
+        number(&c["process_start_p50_ms"]),
+        number(&c["ten_concurrent_puts_p50_ms"])
     ));
     let m = &report["memory_kib"];
     lines.push(format!("memory                      follower {} KiB  idle follower {} KiB  leader alone {} KiB, with 8 idle followers {} KiB ({} KiB each)", m["follower_rss"], m["idle_follower_rss"], m["leader_rss_alone"], m["leader_rss_with_8_idle_followers"], number(&m["leader_rss_per_idle_follower"])));

@@ -258,6 +258,9 @@ fn bench_quick_reports_every_measurement_as_json() {
         "/one_follower/scan_entries_per_s",
         "/four_followers_get_ops_per_s",
         "/ratios/follower_sync_p50_vs_socket_p50",
+        "/one_shot/put_as_leader_p50_ms",
+        "/one_shot/process_start_p50_ms",
+        "/one_shot/ten_concurrent_puts_p50_ms",
     ] {
         let value = report.pointer(path).and_then(serde_json::Value::as_f64);
         assert!(

@@ -78,7 +78,9 @@ fn at_a_terminal(dir: &std::path::Path, history: &std::path::Path, keys: &[&[u8]
         // Keys typed while a command runs would meet the terminal in its ordinary mode,
         // where Ctrl-C is a signal: type only at a prompt.
         while screen.matches("party> ").count() <= typed {
-            let chunk = shown.recv().expect("the shell showed its prompt");
+            let chunk = shown.recv().unwrap_or_else(|_| {
+                panic!("no prompt for {:?}; the terminal showed: {screen}", group)
+            });
             screen.push_str(&String::from_utf8_lossy(&chunk));
         }
         stdin.write_all(group).unwrap();
