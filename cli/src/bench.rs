@@ -121,7 +121,7 @@ pub async fn node(args: &[String]) -> Result<ExitCode, Failure> {
     };
     let db = crate::open_child(dir, backend).await?;
     let role = db.ready().await.map_err(|e| e.to_string())?;
-    out::line(format_args!("ready {}", crate::command::role_name(role)))?;
+    out::line(format_args!("ready {}", role.name()))?;
     match mode {
         [m] if m == "idle" => {
             let _ = std::io::stdin().read(&mut [0u8; 1]);
@@ -151,10 +151,7 @@ pub async fn node(args: &[String]) -> Result<ExitCode, Failure> {
                 }
                 if roles.has_changed() {
                     let state = roles.current();
-                    out::line(format_args!(
-                        "role {}",
-                        crate::command::role_name(state.role)
-                    ))?;
+                    out::line(format_args!("role {}", state.role.name()))?;
                     if let Some(open) = state.store_open_time {
                         out::line(format_args!("opened {}", open.as_micros()))?;
                     }

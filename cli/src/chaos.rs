@@ -83,7 +83,7 @@ pub async fn worker(args: &[String]) -> Result<ExitCode, Failure> {
         write.await.map_err(|e| e.to_string())?;
         out::line(format_args!(
             "acked {register} {acked} {}",
-            crate::command::role_name(db.role())
+            db.role().name()
         ))?;
         let registers = party_core::IterOptions::default()
             .range(party_core::KeyRange::all().gte("reg/").lt("reg0"));

@@ -50,10 +50,11 @@ impl DerefMut for Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        // Forgotten before it is reaped: a reaped pid may be reused by another process.
         let pid = self.0.id();
         left_over().pids.retain(|p| *p != pid);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

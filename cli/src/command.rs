@@ -6,7 +6,7 @@ use std::io::BufRead;
 use std::ops::Bound;
 
 use clap::{Args, Subcommand};
-use party_core::{BatchOp, Db, IterOptions, KeyRange, Role, Status};
+use party_core::{BatchOp, Db, IterOptions, KeyRange, Status};
 use serde_json::{json, Value};
 
 use crate::encoding::Encoding;
@@ -124,8 +124,11 @@ pub async fn stream_scan(db: &Db, encoding: Encoding, scan: &ScanArgs) -> Result
         }
         if progress && count % 10_240 < 1024 {
             out.flush().map_err(out::written)?;
-            out::note(format_args!("\r{count} entries"));
+            out::progress(format_args!("{count} entries"));
         }
+    }
+    if progress && count >= 10_240 {
+        out::note(format_args!("\r{count} entries"));
     }
     out.flush().map_err(out::written)?;
     Ok(())
@@ -303,8 +306,10 @@ pub async fn run(
     })
 }
 
-/// Writes at most this many bytes of keys and values in one batch of `load`.
+/// Writes about this many bytes in one batch of `load`, each write counted with its keys,
+/// its value and what framing it costs.
 const LOAD_BATCH_BYTES: usize = 1 << 20;
+const LOAD_WRITE_COST: usize = 32;
 
 /// `load`: the lines of a listing (`KEY<tab>VALUE`, as `scan` and `dump` print them) from
 /// `input`, put in batches; gives the number of entries written.
@@ -313,7 +318,11 @@ pub async fn load(db: &Db, encoding: Encoding, input: &mut dyn BufRead) -> Resul
     let mut bytes = 0;
     let mut loaded = 0u64;
     for (number, line) in input.split(b'\n').enumerate() {
-        let line = line.map_err(|e| format!("cannot read the input: {e}"))?;
+        let mut line = line.map_err(|e| format!("cannot read the input: {e}"))?;
+        // A listing escapes every carriage return: one at the end came with a CRLF file.
+        if line.ends_with(b"\r") {
+            line.pop();
+        }
         if line.is_empty() {
             continue;
         }
@@ -330,7 +339,7 @@ pub async fn load(db: &Db, encoding: Encoding, input: &mut dyn BufRead) -> Resul
             .ok_or_else(|| bad("expected KEY, a tab, VALUE".into()))?;
         let key = encoding.read_key(key).map_err(bad)?;
         let value = encoding.read_value(value).map_err(bad)?;
-        bytes += key.len() + value.len();
+        bytes += key.len() + value.len() + LOAD_WRITE_COST;
         batch.push(BatchOp::Put { key, value });
         if bytes >= LOAD_BATCH_BYTES {
             loaded += batch.len() as u64;
@@ -341,10 +350,6 @@ pub async fn load(db: &Db, encoding: Encoding, input: &mut dyn BufRead) -> Resul
     loaded += batch.len() as u64;
     db.batch(batch).await?;
     Ok(loaded)
-}
-
-pub fn role_name(role: Role) -> &'static str {
-    role.name()
 }
 
 /// The outcome as text: a value as it is stored (hex with `--encoding hex`), listings one
@@ -372,7 +377,7 @@ pub fn text(outcome: &Outcome, encoding: Encoding) -> Vec<u8> {
         }
         Outcome::Status(status) => {
             let lines = [
-                format!("role: {}", role_name(status.role)),
+                format!("role: {}", status.role.name()),
                 format!(
                     "leader pid: {}",
                     status.leader_pid.map_or("-".into(), |p| p.to_string())
@@ -388,7 +393,7 @@ pub fn text(outcome: &Outcome, encoding: Encoding) -> Vec<u8> {
                 format!(
                     "last take-over: {}",
                     status.last_takeover.map_or("-".into(), |t| format!(
-                        "after a {}, served again in {:.1} ms",
+                        "after {}, served again in {:.1} ms",
                         t.cause.name(),
                         t.paused.as_secs_f64() * 1e3
                     ))
@@ -428,7 +433,7 @@ pub fn json(outcome: &Result<Outcome, Failure>, encoding: Encoding) -> Value {
         }
         Ok(Outcome::Status(status)) => json!({
             "ok": true,
-            "role": role_name(status.role),
+            "role": status.role.name(),
             "leader_pid": status.leader_pid,
             "backend": status.backend.name(),
             "socket": status.socket.display().to_string(),

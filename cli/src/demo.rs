@@ -57,10 +57,7 @@ pub async fn writer(args: &[String]) -> Result<ExitCode, Failure> {
             },
         ];
         db.batch(ops).await.map_err(|e| e.to_string())?;
-        out::line(format_args!(
-            "acked {id} {seq} {}",
-            crate::command::role_name(db.role())
-        ))?;
+        out::line(format_args!("acked {id} {seq} {}", db.role().name()))?;
         tokio::time::sleep(WRITE_EVERY).await;
     }
     Ok(ExitCode::SUCCESS)

@@ -32,7 +32,7 @@ impl Encoding {
         match self {
             Encoding::Hex => from_hex(text(arg)?),
             Encoding::Utf8 => Ok(bytes(arg)),
-            Encoding::Json => normal_json(text(arg)?),
+            Encoding::Json => checked_json(text(arg)?),
         }
     }
 
@@ -67,7 +67,7 @@ impl Encoding {
             Encoding::Utf8 => unescape(shown),
             Encoding::Json => {
                 let text = unescape(shown)?;
-                normal_json(std::str::from_utf8(&text).map_err(|_| "value is not JSON")?)
+                checked_json(std::str::from_utf8(&text).map_err(|_| "value is not JSON")?)
             }
         }
     }
@@ -107,10 +107,11 @@ fn from_hex(text: &str) -> Result<Vec<u8>, String> {
     hex::decode(text).map_err(|e| format!("{text:?} is not hex: {e}"))
 }
 
-/// JSON text checked and written compactly; numbers keep every bit.
-fn normal_json(text: &str) -> Result<Vec<u8>, String> {
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("value is not JSON: {e}"))?;
-    Ok(value.to_string().into_bytes())
+/// JSON text, checked and kept as written: rewriting it would reorder object keys and
+/// round integers beyond 64 bits.
+fn checked_json(text: &str) -> Result<Vec<u8>, String> {
+    serde_json::from_str::<Value>(text).map_err(|e| format!("value is not JSON: {e}"))?;
+    Ok(text.as_bytes().to_vec())
 }
 
 /// Bytes as one line of text that [`unescape`] reads back exactly.
@@ -193,9 +194,15 @@ mod tests {
     }
 
     #[test]
-    fn json_values_are_validated_and_normalised() {
+    fn json_values_are_checked_and_kept_as_written() {
         let json = |text: &str| Encoding::Json.parse_value(OsStr::new(text));
-        assert_eq!(json(r#"{ "a" : 1 }"#), Ok(br#"{"a":1}"#.to_vec()));
+        for written in [
+            r#"{ "z" : 1, "a": 2 }"#,
+            "123456789012345678901234567890",
+            "-0",
+        ] {
+            assert_eq!(json(written), Ok(written.as_bytes().to_vec()));
+        }
         assert!(json("not json").is_err());
         assert_eq!(
             Encoding::Json.json_value(b"[1,2]"),

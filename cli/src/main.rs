@@ -273,13 +273,37 @@ async fn store_command(global: Global, dir: PathBuf, command: DirCommand) -> Exi
         db.ready().await?;
         run_store_command(&db, &command, encoding, global.json).await
     };
+    let terminal = TerminalMode::save();
     let outcome = tokio::select! {
         outcome = outcome => outcome,
-        signal = interrupted() => Err(signal),
+        signal = interrupted() => {
+            // The shell's line editor may have the terminal in raw mode right now.
+            terminal.restore();
+            Err(signal)
+        }
     };
     // This process exits next, which releases the store at once.
     let _ = db.close_before_exit().await;
     report(outcome, encoding, global.json)
+}
+
+/// The terminal's settings on stdin as the command found them, if stdin is a terminal.
+struct TerminalMode(Option<rustix::termios::Termios>);
+
+impl TerminalMode {
+    fn save() -> TerminalMode {
+        TerminalMode(rustix::termios::tcgetattr(std::io::stdin()).ok())
+    }
+
+    fn restore(&self) {
+        if let Some(mode) = &self.0 {
+            let _ = rustix::termios::tcsetattr(
+                std::io::stdin(),
+                rustix::termios::OptionalActions::Now,
+                mode,
+            );
+        }
+    }
 }
 
 /// A failure for the first SIGINT, SIGTERM or SIGHUP; never, if they cannot be watched.

@@ -23,6 +23,12 @@ pub fn written(error: std::io::Error) -> Failure {
     }
 }
 
+/// A progress count on stderr, written over the last one; dropped if it cannot be written.
+pub fn progress(text: impl Display) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = write!(stderr, "\r{text}").and_then(|()| stderr.flush());
+}
+
 /// A note for people on stderr (progress, warnings); one that cannot be written is dropped.
 pub fn note(text: impl Display) {
     let _ = writeln!(std::io::stderr().lock(), "{text}");

@@ -34,7 +34,8 @@ fn put_in_one_process_get_in_another_and_the_exit_codes() {
     assert_eq!(not_json.status.code(), Some(2));
     assert_eq!(
         stdout(&party(&["--encoding", "json", dir, "get", "doc"])),
-        "{\"a\":[1,2]}\n"
+        "{\"a\": [1, 2]}\n",
+        "stored as written"
     );
 
     let batch = Command::new(PARTY)

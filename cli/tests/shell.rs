@@ -159,7 +159,7 @@ fn sigterm_to_a_leading_shell_hands_over_without_failing_an_operation() {
     assert_eq!(status.code(), Some(143), "the leader handled SIGTERM");
     let status = follower.send("status");
     assert_eq!(status["role"], "leader");
-    assert_eq!(status["last_takeover"]["cause"], "hand-over", "{status}");
+    assert_eq!(status["last_takeover"]["cause"], "hand_over", "{status}");
     assert_eq!(
         (status["term"].as_u64(), status["failovers"].as_u64()),
         (Some(2), Some(1))

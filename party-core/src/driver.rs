@@ -181,6 +181,13 @@ impl Driver {
             }
         }
         self.publish_role();
+        // A close asked for while closing (by another clone of the handle) waits too, as
+        // its kind of close says; anything else asked meanwhile fails as closed.
+        while let Ok(command) = commands.try_recv() {
+            if let Command::Close { reply, released } = command {
+                self.closers.push((reply, released));
+            }
+        }
         let (waiting, stopped): (Vec<_>, Vec<_>) =
             self.closers.drain(..).partition(|(_, released)| *released);
         for (closer, _) in stopped {
@@ -392,7 +399,7 @@ fn log_change(
             tracing::info!(
                 cause = takeover.cause.name(),
                 paused_ms = takeover.paused.as_secs_f64() * 1e3,
-                "take-over after a {}: served again after {:.1} ms",
+                "take-over after {}: served again after {:.1} ms",
                 takeover.cause.name(),
                 takeover.paused.as_secs_f64() * 1e3,
             );

@@ -78,8 +78,16 @@ impl Leader {
         let store_thread = std::thread::Builder::new()
             .name("party-store".into())
             .spawn(move || {
-                store::run(served, dedup, counted, serving.headroom, jobs, done);
-                drop(held.recv());
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    store::run(served, dedup, counted, serving.headroom, jobs, done)
+                }));
+                let lock = held.recv();
+                if ran.is_err() {
+                    // The store may still be open through the leader's other handles to
+                    // it: the lock stays taken until this process exits.
+                    tracing::error!("the store thread panicked; the store stays locked");
+                    std::mem::forget(lock);
+                }
             })?;
         let _ = hold.send(lock.take());
         let cancel = CancellationToken::new();
@@ -129,9 +137,8 @@ impl Leader {
         self.tasks.close();
         self.tasks.wait().await;
         drop(self.accesses);
-        if self.drained.await.is_err() {
-            tracing::error!("the store thread panicked");
-        }
+        // An error here is a panic, which the store thread reports itself.
+        let _ = self.drained.await;
         self.store_thread
     }
 }
@@ -251,30 +258,28 @@ async fn serve(
         });
         if !out.is_empty() {
             // A follower that stops reading fills its socket; the leader must still be
-            // able to stop.
+            // able to stop. A write that is ready goes first: cut short, it would leave
+            // half a frame, after which nothing more may be said.
             let written = tokio::select! {
+                biased;
                 written = send.write_all(&out) => written.is_ok(),
                 _ = cancel.cancelled() => false,
             };
             if !written {
-                break;
+                return;
             }
             out.clear();
         }
         if closing {
-            break;
+            return;
         }
         let timeout = session.poll_timeout();
         tokio::select! {
-            _ = cancel.cancelled() => {
-                if let Some(cause) = leaving.get() {
-                    say_leaving(&mut session, *cause, &stream, config.max_frame_len).await;
-                }
-                break;
-            }
+            biased;
+            _ = cancel.cancelled() => break,
             read = recv.read(&mut buffer) => {
                 let n = match read {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
                 let mut input = &buffer[..n];
@@ -299,6 +304,10 @@ async fn serve(
             }
             _ = sleep_until(timeout) => session.handle_timeout(clock::now()),
         }
+    }
+    // Stopped between two frames: the follower is told why.
+    if let Some(cause) = leaving.get() {
+        say_leaving(&mut session, *cause, &stream, config.max_frame_len).await;
     }
 }
 

@@ -93,12 +93,12 @@ pub enum TakeoverCause {
 }
 
 impl TakeoverCause {
-    /// The cause in lower case, as status displays print it.
+    /// The cause in snake case, as status displays and JSON answers give it.
     pub fn name(self) -> &'static str {
         match self {
             TakeoverCause::Crash => "crash",
-            TakeoverCause::HandOver => "hand-over",
-            TakeoverCause::LockLost => "lock lost",
+            TakeoverCause::HandOver => "hand_over",
+            TakeoverCause::LockLost => "lock_lost",
         }
     }
 }

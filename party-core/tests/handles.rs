@@ -485,3 +485,22 @@ async fn a_caller_holding_the_role_state_never_blocks_the_handle() {
     follower.put("k", "v").await.unwrap();
     assert_eq!(held.role, Role::Follower, "the copy is the caller's");
 }
+
+/// `close` returns once the store is closed and its lock released, so that anything may
+/// use the directory next; `close_before_exit` returns once the handle has stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_returns_with_the_lock_released() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..3 {
+        let db = open(dir.path(), Options::default()).await.unwrap();
+        assert_eq!(db.ready().await.unwrap(), Role::Leader);
+        db.put("k", "v").await.unwrap();
+        db.close().await.unwrap();
+        let lock = party_core::lock::ElectionLock::try_acquire(dir.path()).unwrap();
+        assert!(lock.is_some(), "the lock is free once close returns");
+    }
+    let db = open(dir.path(), Options::default()).await.unwrap();
+    assert_eq!(db.ready().await.unwrap(), Role::Leader);
+    db.close_before_exit().await.unwrap();
+    assert!(matches!(db.get("k").await, Err(party_core::Error::Closed)));
+}

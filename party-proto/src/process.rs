@@ -193,7 +193,9 @@ impl Process {
                         }
                     }
                     ServerMessage::Rejected(reason) => self.rejected = Some(reason.clone()),
-                    ServerMessage::Leaving(cause) => self.leaving = Some((*cause).into()),
+                    ServerMessage::Leaving(cause) if self.linked => {
+                        self.leaving = Some((*cause).into());
+                    }
                     _ => {}
                 }
                 if self.linked {
