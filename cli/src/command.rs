@@ -446,7 +446,7 @@ pub fn json(outcome: &Result<Outcome, Failure>, encoding: Encoding) -> Value {
             })),
         }),
         Err(failure) => {
-            json!({"ok": false, "error": {"kind": failure.kind, "message": failure.message}})
+            json!({"ok": false, "error": {"kind": failure.kind.name(), "message": failure.message}})
         }
     }
 }

@@ -2,20 +2,114 @@
 
 use party_core::Error;
 
+/// The kinds of failure, by the names scripts match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The command line or a line of input is not what the command takes.
+    Usage,
+    /// Stdout's reader went away (`| head`): the command ends, quietly.
+    StdoutClosed,
+    /// SIGHUP stopped the command.
+    HungUp,
+    /// SIGINT stopped the command.
+    Interrupted,
+    /// SIGTERM stopped the command.
+    Terminated,
+    /// The demo, the bench or chaos failed; the message says how.
+    Failed,
+    /// [`party_core::Error`]'s cause of that name.
+    Closed,
+    /// [`party_core::Error`]'s cause of that name.
+    ConnectionLost,
+    /// [`party_core::Error`]'s cause of that name.
+    ProtocolMismatch,
+    /// [`party_core::Error`]'s cause of that name.
+    TimedOut,
+    /// [`party_core::Error`]'s cause of that name.
+    LimitReached,
+    /// [`party_core::Error`]'s cause of that name.
+    TooLarge,
+    /// [`party_core::Error`]'s cause of that name.
+    ReplyTooLarge,
+    /// [`party_core::Error`]'s cause of that name.
+    StoreFull,
+    /// [`party_core::Error`]'s cause of that name.
+    StoreReadOnly,
+    /// [`party_core::Error`]'s cause of that name.
+    PermissionDenied,
+    /// [`party_core::Error`]'s cause of that name.
+    KeyTooLarge,
+    /// [`party_core::Error`]'s cause of that name.
+    IteratorGone,
+    /// [`party_core::Error`]'s cause of that name.
+    Backend,
+    /// [`party_core::Error`]'s cause of that name.
+    Locked,
+    /// [`party_core::Error`]'s cause of that name.
+    Open,
+    /// [`party_core::Error`]'s cause of that name.
+    Codec,
+    /// [`party_core::Error`]'s cause of that name.
+    ElectionFailed,
+    /// [`party_core::Error`]'s cause of that name.
+    Io,
+    /// [`party_core::Error`]'s cause of that name.
+    Protocol,
+    /// A cause this build of the command does not know by name.
+    Other,
+}
+
+impl Kind {
+    /// The name scripts match on (in `error (KIND)` lines and JSON answers).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Usage => "usage",
+            Kind::StdoutClosed => "stdout_closed",
+            Kind::HungUp => "hung_up",
+            Kind::Interrupted => "interrupted",
+            Kind::Terminated => "terminated",
+            Kind::Failed => "failed",
+            Kind::Closed => "closed",
+            Kind::ConnectionLost => "connection_lost",
+            Kind::ProtocolMismatch => "protocol_mismatch",
+            Kind::TimedOut => "timed_out",
+            Kind::LimitReached => "limit_reached",
+            Kind::TooLarge => "too_large",
+            Kind::ReplyTooLarge => "reply_too_large",
+            Kind::StoreFull => "store_full",
+            Kind::StoreReadOnly => "store_read_only",
+            Kind::PermissionDenied => "permission_denied",
+            Kind::KeyTooLarge => "key_too_large",
+            Kind::IteratorGone => "iterator_gone",
+            Kind::Backend => "backend",
+            Kind::Locked => "locked",
+            Kind::Open => "open",
+            Kind::Codec => "codec",
+            Kind::ElectionFailed => "election_failed",
+            Kind::Io => "io",
+            Kind::Protocol => "protocol",
+            Kind::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A failure, with the kind scripts match on and the exit code.
 #[derive(Debug)]
 pub struct Failure {
-    pub kind: &'static str,
+    pub kind: Kind,
     pub message: String,
 }
-
-/// The kind of a failure to write to stdout because its reader went away (`| head`).
-const STDOUT_CLOSED: &str = "stdout_closed";
 
 impl Failure {
     pub fn usage(message: impl Into<String>) -> Failure {
         Failure {
-            kind: "usage",
+            kind: Kind::Usage,
             message: message.into(),
         }
     }
@@ -23,7 +117,7 @@ impl Failure {
     /// Stdout's reader went away: the command ends, quietly.
     pub fn stdout_closed() -> Failure {
         Failure {
-            kind: STDOUT_CLOSED,
+            kind: Kind::StdoutClosed,
             message: "stdout is closed".into(),
         }
     }
@@ -31,9 +125,9 @@ impl Failure {
     /// The process got `signal` (SIGINT, SIGTERM or SIGHUP) and stopped.
     pub fn interrupted(signal: &str) -> Failure {
         let kind = match signal {
-            "SIGINT" => "interrupted",
-            "SIGTERM" => "terminated",
-            _ => "hung_up",
+            "SIGINT" => Kind::Interrupted,
+            "SIGTERM" => Kind::Terminated,
+            _ => Kind::HungUp,
         };
         Failure {
             kind,
@@ -42,7 +136,7 @@ impl Failure {
     }
 
     pub fn is_stdout_closed(&self) -> bool {
-        self.kind == STDOUT_CLOSED
+        self.kind == Kind::StdoutClosed
     }
 
     /// 2 for usage, 0 when stdout went away (the reader wanted no more), 128 + the
@@ -50,11 +144,11 @@ impl Failure {
     /// a missing key, which is no failure).
     pub fn exit_code(&self) -> u8 {
         match self.kind {
-            "usage" => 2,
-            STDOUT_CLOSED => 0,
-            "hung_up" => 129,
-            "interrupted" => 130,
-            "terminated" => 143,
+            Kind::Usage => 2,
+            Kind::StdoutClosed => 0,
+            Kind::HungUp => 129,
+            Kind::Interrupted => 130,
+            Kind::Terminated => 143,
             _ => 3,
         }
     }
@@ -64,7 +158,7 @@ impl Failure {
 impl From<String> for Failure {
     fn from(message: String) -> Failure {
         Failure {
-            kind: "failed",
+            kind: Kind::Failed,
             message,
         }
     }
@@ -79,37 +173,37 @@ impl From<&str> for Failure {
 impl From<Error> for Failure {
     fn from(error: Error) -> Failure {
         let kind = match &error {
-            Error::Closed => "closed",
-            Error::ConnectionLost => "connection_lost",
-            Error::ProtocolMismatch { .. } => "protocol_mismatch",
-            Error::TimedOut => "timed_out",
-            Error::LimitReached { .. } => "limit_reached",
-            Error::TooLarge { .. } => "too_large",
-            Error::ReplyTooLarge { .. } => "reply_too_large",
-            Error::StoreFull { .. } => "store_full",
-            Error::StoreReadOnly => "store_read_only",
-            Error::OtherUser { .. } => "permission_denied",
-            Error::KeyTooLarge { .. } => "key_too_large",
-            Error::IteratorGone => "iterator_gone",
-            Error::Backend { .. } => "backend",
-            Error::Locked { .. } => "locked",
-            Error::Open(_) => "open",
-            Error::Codec(_) => "codec",
+            Error::Closed => Kind::Closed,
+            Error::ConnectionLost => Kind::ConnectionLost,
+            Error::ProtocolMismatch { .. } => Kind::ProtocolMismatch,
+            Error::TimedOut => Kind::TimedOut,
+            Error::LimitReached { .. } => Kind::LimitReached,
+            Error::TooLarge { .. } => Kind::TooLarge,
+            Error::ReplyTooLarge { .. } => Kind::ReplyTooLarge,
+            Error::StoreFull { .. } => Kind::StoreFull,
+            Error::StoreReadOnly => Kind::StoreReadOnly,
+            Error::OtherUser { .. } => Kind::PermissionDenied,
+            Error::KeyTooLarge { .. } => Kind::KeyTooLarge,
+            Error::IteratorGone => Kind::IteratorGone,
+            Error::Backend { .. } => Kind::Backend,
+            Error::Locked { .. } => Kind::Locked,
+            Error::Open(_) => Kind::Open,
+            Error::Codec(_) => Kind::Codec,
             Error::ElectionFailed(cause) => match cause.as_ref() {
-                Error::Locked { .. } => "locked",
+                Error::Locked { .. } => Kind::Locked,
                 Error::Io { source, .. }
                     if source.kind() == std::io::ErrorKind::PermissionDenied =>
                 {
-                    "permission_denied"
+                    Kind::PermissionDenied
                 }
-                _ => "election_failed",
+                _ => Kind::ElectionFailed,
             },
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
-                "permission_denied"
+                Kind::PermissionDenied
             }
-            Error::Io { .. } => "io",
-            Error::BlockingInRuntime | Error::Protocol(_) => "protocol",
-            _ => "other",
+            Error::Io { .. } => Kind::Io,
+            Error::BlockingInRuntime | Error::Protocol(_) => Kind::Protocol,
+            _ => Kind::Other,
         };
         Failure {
             kind,

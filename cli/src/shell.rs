@@ -302,7 +302,11 @@ mod tests {
             Ok(Step::Run(Op::Batch { .. }))
         ));
         for bad in [&b"put \"a"[..], b"frobnicate", b"batch", b"get"] {
-            assert_eq!(step(bad).err().map(|f| f.kind), Some("usage"), "{bad:?}");
+            assert_eq!(
+                step(bad).err().map(|f| f.kind),
+                Some(crate::failure::Kind::Usage),
+                "{bad:?}"
+            );
         }
         assert!(help_text().contains("scan"));
     }
