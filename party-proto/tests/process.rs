@@ -284,3 +284,64 @@ fn failovers_are_counted_with_their_cause_and_pause() {
     process.handle_input(at(30), ProcessInput::LinkClosed);
     assert_eq!(process.role().takeovers.count, 3);
 }
+
+/// Closing an iterator tells the leader, so that it drops its side.
+#[test]
+fn closing_an_iterator_tells_the_leader() {
+    let mut process = follower();
+    process.handle_input(NOW, welcome());
+    drain(&mut process);
+    let iter = process.open_iter(NOW, party_proto::IterOptions::default());
+    assert!(matches!(
+        &drain(&mut process)[..],
+        [ProcessOutput::Send(ClientMessage::IterOpen { .. })]
+    ));
+    process.close_iter(NOW, iter);
+    assert_eq!(
+        drain(&mut process),
+        [ProcessOutput::Send(ClientMessage::IterClose { iter })]
+    );
+}
+
+/// A leader that welcomes the process clears the refusal of the one before: the next
+/// connection that ends is an ordinary end (the lock at once), not a refusal (a wait).
+#[test]
+fn a_welcome_clears_an_earlier_refusal() {
+    let mut process = follower();
+    let refusal = ErrorCode::TooManyConnections { limit: 1 };
+    process.handle_input(
+        NOW,
+        ProcessInput::FromLeader(ServerMessage::Rejected(refusal)),
+    );
+    process.handle_input(NOW, ProcessInput::LinkClosed);
+    assert!(process.role().rejected.is_some());
+    let later = process.poll_timeout().expect("a backoff");
+    drain(&mut process);
+    process.handle_input(later, ProcessInput::TimerFired);
+    drain(&mut process);
+    answer(&mut process, ElectionInput::LockBusy);
+    answer(&mut process, ElectionInput::Connected);
+    process.handle_input(later, welcome());
+    assert_eq!(process.role().rejected, None);
+    drain(&mut process);
+    process.handle_input(later, ProcessInput::LinkClosed);
+    assert_eq!(
+        drain(&mut process),
+        [ProcessOutput::Election(ElectionOutput::TryLock)]
+    );
+}
+
+/// A process is closed only once its election is and the driver has taken every output.
+#[test]
+fn a_process_is_closed_only_when_closed_and_drained() {
+    let mut process = follower();
+    process.handle_input(NOW, welcome());
+    drain(&mut process);
+    assert!(!process.is_closed(), "a live follower with nothing to say");
+    let mut process = leader();
+    process.handle_input(NOW, ProcessInput::Close);
+    assert!(!process.is_closed(), "its step-down is not taken yet");
+    let outputs = drain(&mut process);
+    assert!(outputs.contains(&ProcessOutput::Election(ElectionOutput::StepDown)));
+    assert!(process.is_closed());
+}
