@@ -504,3 +504,43 @@ async fn close_returns_with_the_lock_released() {
     db.close_before_exit().await.unwrap();
     assert!(matches!(db.get("k").await, Err(party_core::Error::Closed)));
 }
+
+/// Holds the lock and the socket, accepts connections and never says a word: a stuck
+/// leader, or another program on the socket.
+fn mute_leader(dir: &std::path::Path) -> party_core::lock::ElectionLock {
+    let lock = hold_lock(dir);
+    let listener = std::os::unix::net::UnixListener::bind(dir.join("party.sock")).unwrap();
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().flatten().collect();
+        drop(held);
+    });
+    lock
+}
+
+/// A peer that accepts and never welcomes is no leader: the handle gives up on it (the
+/// role says why), tries again later, and serves its operations once a real leader can
+/// be found or become, instead of waiting for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_welcomes_is_no_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    let lock = mute_leader(&dir);
+    let db = open(&dir, Options::default()).await.unwrap();
+    let get = tokio::spawn({
+        let db = db.clone();
+        async move { db.get("k").await }
+    });
+    let mut roles = db.watch_role();
+    let state = roles
+        .wait_for(|state| matches!(state.rejected(), Some(party_core::Error::TimedOut)))
+        .await
+        .unwrap();
+    assert_eq!(state.role, Role::Electing);
+    drop(lock);
+    assert_eq!(
+        get.await.unwrap().unwrap(),
+        None,
+        "served once it could lead"
+    );
+    assert_eq!(db.role(), Role::Leader);
+}

@@ -104,6 +104,9 @@ pub struct Process {
     election: Election,
     client: ClientSession,
     server_config: ServerConfig,
+    welcome_timeout: std::time::Duration,
+    /// When the peer just connected to must have welcomed this process.
+    welcome_due: Option<Timestamp>,
     /// The session of this process's own handle while it leads.
     local: Option<ServerSession>,
     /// A connection to a leader is open.
@@ -120,10 +123,13 @@ pub struct Process {
 impl Process {
     /// A process whose handle is `client_id`; `seed` jitters its waits.
     pub fn new(client_id: ClientId, config: ProcessConfig, seed: u64) -> Self {
+        let welcome_timeout = config.client.welcome_timeout;
         let mut process = Process {
             election: Election::new(config.election, seed),
             client: ClientSession::new(client_id, config.client),
             server_config: config.server,
+            welcome_timeout,
+            welcome_due: None,
             local: None,
             linked: false,
             rejected: None,
@@ -174,6 +180,7 @@ impl Process {
             ProcessInput::Election(answer) => {
                 if answer == ElectionInput::Connected {
                     self.linked = true;
+                    self.welcome_due = Some(now + self.welcome_timeout);
                     self.client.handle_input(now, ClientInput::Connected);
                 }
                 self.election.handle_input(now, answer);
@@ -185,6 +192,12 @@ impl Process {
                 self.takeovers.served(now);
             }
             ProcessInput::FromLeader(message) => {
+                if matches!(
+                    message,
+                    ServerMessage::Welcome(_) | ServerMessage::Rejected(_)
+                ) {
+                    self.welcome_due = None;
+                }
                 match &message {
                     ServerMessage::Welcome(_) => {
                         self.rejected = None;
@@ -210,6 +223,9 @@ impl Process {
                 }
             }
             ProcessInput::TimerFired => {
+                if self.linked && self.welcome_due.is_some_and(|due| due <= now) {
+                    self.unwelcomed(now);
+                }
                 if self.election.poll_timeout().is_some_and(|at| at <= now) {
                     self.election.handle_input(now, ElectionInput::TimerFired);
                 }
@@ -239,6 +255,7 @@ impl Process {
             self.election.poll_timeout(),
             self.client.poll_timeout(),
             local,
+            self.welcome_due.filter(|_| self.linked),
         ]
         .into_iter()
         .flatten()
@@ -275,7 +292,18 @@ impl Process {
         self.election.is_closed() && self.outputs.is_empty()
     }
 
+    /// The peer connected to never welcomed this process: whatever it is, it is no leader.
+    /// The connection is dropped and the election backs off, as after a refusal; nothing
+    /// was sent on it but the hello, so nothing pending fails.
+    fn unwelcomed(&mut self, now: Timestamp) {
+        self.outputs
+            .push_back(ProcessOutput::Election(ElectionOutput::Disconnect));
+        self.rejected = Some(ErrorCode::TimedOut);
+        self.link_ended(now, None);
+    }
+
     fn link_ended(&mut self, now: Timestamp, broken: Option<ErrorCode>) {
+        self.welcome_due = None;
         if !std::mem::take(&mut self.linked) {
             return;
         }

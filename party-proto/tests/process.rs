@@ -345,3 +345,40 @@ fn a_process_is_closed_only_when_closed_and_drained() {
     assert!(outputs.contains(&ProcessOutput::Election(ElectionOutput::StepDown)));
     assert!(process.is_closed());
 }
+
+/// A peer that never welcomes is no leader: at the deadline the connection is dropped,
+/// the election waits as after a refusal, and what is pending waits for a real leader.
+#[test]
+fn a_peer_that_never_welcomes_is_dropped_at_the_deadline() {
+    let mut process = follower();
+    let id = process.read(NOW, ReadOp::Get { key: b"k".to_vec() });
+    assert!(
+        drain(&mut process).is_empty(),
+        "requests wait for the welcome"
+    );
+    let due = NOW + party_proto::ClientConfig::default().welcome_timeout;
+    assert_eq!(process.poll_timeout(), Some(due));
+    process.handle_input(due, ProcessInput::TimerFired);
+    assert_eq!(
+        drain(&mut process),
+        [ProcessOutput::Election(ElectionOutput::Disconnect)],
+        "no completion, and no knocking again at once"
+    );
+    assert_eq!(process.role().rejected, Some(ErrorCode::TimedOut));
+    let retry = process.poll_timeout().expect("a backoff");
+    assert!(retry > due);
+    process.handle_input(retry, ProcessInput::TimerFired);
+    assert_eq!(
+        drain(&mut process),
+        [ProcessOutput::Election(ElectionOutput::TryLock)]
+    );
+    answer(&mut process, ElectionInput::LockBusy);
+    answer(&mut process, ElectionInput::Connected);
+    process.handle_input(retry, welcome());
+    let sent = drain(&mut process);
+    assert!(
+        matches!(&sent[..], [ProcessOutput::Send(ClientMessage::Read { id: i, .. })] if *i == id),
+        "{sent:?}"
+    );
+    assert_eq!(process.role().rejected, None);
+}

@@ -103,7 +103,13 @@ struct SeedFaults {
     /// Frames are limited to [`SMALL_FRAME`] bytes: bigger requests fail in the client,
     /// bigger answers fail alone, iterator chunks are cut to fit.
     small_frames: bool,
+    /// A connection is now and then accepted by something that never answers (a leader
+    /// stuck, or a process of another program on the socket).
+    mute_peers: bool,
 }
+
+/// How long a simulated client waits for a welcome, in virtual milliseconds.
+const WELCOME_TIMEOUT_MS: u64 = 50;
 
 struct Conn {
     client: ProcessId,
@@ -215,6 +221,7 @@ impl World {
             refusals: rng.next_u64().is_multiple_of(5),
             garbage: rng.next_u64().is_multiple_of(5),
             small_frames: rng.next_u64().is_multiple_of(5),
+            mute_peers: rng.next_u64().is_multiple_of(5),
         };
         let mut world = World {
             rng,
@@ -367,6 +374,7 @@ impl World {
                 request_timeout,
                 iter_window,
                 max_frame_len: self.frame_limit(),
+                welcome_timeout: Duration::from_millis(WELCOME_TIMEOUT_MS),
                 bugs: self.injection.bugs,
             },
             server: self.server_config(process),

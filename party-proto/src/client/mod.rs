@@ -45,6 +45,10 @@ pub struct ClientConfig {
     /// [`ErrorCode::FrameTooLarge`]. The leader's own limit, told in its welcome, applies
     /// too.
     pub max_frame_len: u32,
+    /// A peer that has not welcomed this client by then after it connected is no leader
+    /// (it may not speak party at all): the connection is dropped and the election
+    /// tries again after a while, as after a refusal.
+    pub welcome_timeout: Duration,
     /// Bugs to re-create, for the simulator.
     #[cfg(feature = "bug-injection")]
     pub bugs: crate::bugs::Bugs,
@@ -57,6 +61,7 @@ impl Default for ClientConfig {
             request_timeout: None,
             iter_window: 256,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            welcome_timeout: Duration::from_secs(2),
             #[cfg(feature = "bug-injection")]
             bugs: crate::bugs::Bugs::default(),
         }

@@ -44,6 +44,12 @@ impl World {
             self.close_conn(conn);
             return ElectionInput::Connected;
         }
+        if self.faults.mute_peers && self.faults_on && self.chance(10) {
+            // Accepted, and never answered: no session reads what the client sends.
+            self.trace
+                .line(self.now, format_args!("conn{conn} is never answered"));
+            return ElectionInput::Connected;
+        }
         let now = self.timestamp();
         let session = ServerSession::new(now, self.server_config(server));
         if let Some(leading) = &mut self.processes[server].leading {
