@@ -71,6 +71,16 @@ fn a_directory_that_cannot_be_created_is_a_clear_error() {
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "one line naming the cause");
+
+    // A DIR that is a file is not one, said so.
+    let output = party(&[file.path().to_str().unwrap(), "get", "k"]);
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("party: cannot use as the data directory")
+            && stderr.contains("not a directory"),
+        "{stderr}"
+    );
 }
 
 #[test]

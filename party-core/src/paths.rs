@@ -26,6 +26,10 @@ impl Layout {
             path: dir.to_owned(),
             source,
         };
+        if dir.exists() && !dir.is_dir() {
+            let not_a_dir = std::io::Error::from(std::io::ErrorKind::NotADirectory);
+            return Err(io("cannot use as the data directory", not_a_dir));
+        }
         create_private_dir(dir).map_err(|e| io("cannot create the data directory", e))?;
         let dir = dir
             .canonicalize()
