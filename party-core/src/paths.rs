@@ -36,7 +36,8 @@ impl Layout {
             .map_err(|e| io("cannot resolve the data directory", e))?;
         let socket = match &options.socket_path {
             Some(path) => path.clone(),
-            None => default_socket(&dir),
+            None => default_socket(&dir)
+                .map_err(|e| io("cannot make a private place for the socket of", e))?,
         };
         Ok(Layout {
             store: dir.join(options.backend.name()),
@@ -49,25 +50,57 @@ impl Layout {
 /// On Windows: the named pipe `\\.\pipe\party\<absolute dir>`, without the `\\?\`
 /// prefix that `canonicalize` puts on Windows paths.
 #[cfg(windows)]
-fn default_socket(dir: &Path) -> PathBuf {
+fn default_socket(dir: &Path) -> std::io::Result<PathBuf> {
     let dir = dir.display().to_string();
     let dir = dir.strip_prefix(r"\\?\").unwrap_or(&dir);
-    PathBuf::from(format!(r"\\.\pipe\party\{dir}"))
+    Ok(PathBuf::from(format!(r"\\.\pipe\party\{dir}")))
 }
 
-/// `<dir>/party.sock`, or for a deep directory `/tmp/party-<hash of dir>.sock`: every
-/// process of the directory derives the same name from the canonical path, without
-/// anything to record or any environment variable that could differ between them.
+/// `<dir>/party.sock`, or for a deep directory `<private>/<hash of dir>.sock` in this user's
+/// private socket directory (see [`private_socket_dir`]): every process of the directory
+/// derives the same name from the canonical path, without anything to record or any
+/// environment variable that could differ between them.
 #[cfg(not(windows))]
-fn default_socket(dir: &Path) -> PathBuf {
+fn default_socket(dir: &Path) -> std::io::Result<PathBuf> {
     let socket = dir.join("party.sock");
     if socket.as_os_str().len() <= MAX_SOCKET_PATH {
-        return socket;
+        return Ok(socket);
     }
-    PathBuf::from(format!(
-        "/tmp/party-{:016x}.sock",
+    let private = private_socket_dir(Path::new("/tmp"), rustix::process::geteuid().as_raw())?;
+    Ok(private.join(format!(
+        "{:016x}.sock",
         fnv1a(dir.as_os_str().as_encoded_bytes())
-    ))
+    )))
+}
+
+/// Names tried for a user's private socket directory before giving up.
+#[cfg(not(windows))]
+const PRIVATE_DIR_NAMES: u32 = 16;
+
+/// The first of `<base>/party-<uid>-0`, `-1`, … that is this user's alone (a directory, not
+/// a link, owned by `uid`, closed to everyone else), created if missing. In a
+/// world-writable `/tmp` another user could create or bind a name first: such a name is
+/// skipped, so that user can neither block the socket nor be reached by a follower, and
+/// every process of `uid` still settles on the same directory.
+#[cfg(not(windows))]
+fn private_socket_dir(base: &Path, uid: u32) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    for n in 0..PRIVATE_DIR_NAMES {
+        let path = base.join(format!("party-{uid}-{n}"));
+        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => return Ok(path),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(error),
+        }
+        let found = std::fs::symlink_metadata(&path)?;
+        if found.is_dir() && found.uid() == uid && found.mode() & 0o077 == 0 {
+            return Ok(path);
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "every private socket directory name in {} is taken by someone else",
+        base.display()
+    )))
 }
 
 /// FNV-1a, 64 bit: stable across Rust versions, unlike std's `DefaultHasher`.
@@ -85,16 +118,62 @@ mod tests {
     #[test]
     fn short_dirs_keep_the_socket_inside_deep_ones_get_a_stable_short_path() {
         let short = Path::new("/data/app");
-        assert_eq!(default_socket(short), Path::new("/data/app/party.sock"));
+        assert_eq!(
+            default_socket(short).unwrap(),
+            Path::new("/data/app/party.sock")
+        );
         let deep = PathBuf::from(format!("/data/{}", "d/".repeat(60)));
-        let socket = default_socket(&deep);
+        let socket = default_socket(&deep).unwrap();
         assert!(socket.as_os_str().len() <= MAX_SOCKET_PATH, "{socket:?}");
         assert_eq!(
             socket,
-            default_socket(&deep),
+            default_socket(&deep).unwrap(),
             "every process derives the same path"
         );
-        assert_ne!(socket, default_socket(&deep.join("other")));
+        assert_ne!(socket, default_socket(&deep.join("other")).unwrap());
+    }
+
+    /// Names another user could have planted in a shared `/tmp` are skipped: one open to
+    /// others, a link, a file, one owned by someone else.
+    #[test]
+    fn the_private_socket_directory_skips_what_is_not_this_users_alone() {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let base = tempfile::tempdir().unwrap();
+        let base = base.path();
+        let uid = rustix::process::geteuid().as_raw();
+        let name = |n: u32| base.join(format!("party-{uid}-{n}"));
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(name(0))
+            .unwrap();
+        std::fs::set_permissions(name(0), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink(name(0), name(1)).unwrap();
+        std::fs::write(name(2), b"").unwrap();
+        let mut first_free = 3;
+        if std::os::unix::fs::chown(base, Some(uid), None).is_ok() && uid == 0 {
+            // As root, also a directory of another user (nobody), closed like ours.
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(name(3))
+                .unwrap();
+            std::os::unix::fs::chown(name(3), Some(65534), None).unwrap();
+            first_free = 4;
+        }
+        let private = private_socket_dir(base, uid).unwrap();
+        assert_eq!(private, name(first_free));
+        let mode = std::fs::metadata(&private).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert_eq!(
+            private_socket_dir(base, uid).unwrap(),
+            private,
+            "found again"
+        );
+        for n in first_free + 1..PRIVATE_DIR_NAMES {
+            std::fs::write(name(n), b"").unwrap();
+        }
+        std::fs::remove_dir(&private).unwrap();
+        std::fs::write(&private, b"").unwrap();
+        assert!(private_socket_dir(base, uid).is_err(), "every name taken");
     }
 }
 
