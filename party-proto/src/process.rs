@@ -189,7 +189,7 @@ impl Process {
                 self.server_config.term = term;
                 self.local = Some(ServerSession::new(now, self.server_config.clone()));
                 self.client.handle_input(now, ClientInput::Connected);
-                self.takeovers.served(now);
+                self.takeovers.served(now, Some(term));
             }
             ProcessInput::FromLeader(message) => {
                 if matches!(
@@ -199,10 +199,10 @@ impl Process {
                     self.welcome_due = None;
                 }
                 match &message {
-                    ServerMessage::Welcome(_) => {
+                    ServerMessage::Welcome(welcome) => {
                         self.rejected = None;
                         if self.linked {
-                            self.takeovers.served(now);
+                            self.takeovers.served(now, Some(welcome.term));
                         }
                     }
                     ServerMessage::Rejected(reason) => self.rejected = Some(reason.clone()),
@@ -309,7 +309,8 @@ impl Process {
         }
         let cause = self.leaving.take().unwrap_or(TakeoverCause::Crash);
         if self.client.leader_pid().is_some() && !self.closing {
-            self.takeovers.leader_lost(now, cause);
+            self.takeovers
+                .leader_lost(now, cause, self.client.leader_term());
         }
         match broken {
             Some(error) => {
@@ -376,7 +377,9 @@ impl Process {
             // Its own operations go to whoever leads next.
             ElectionOutput::StepDown if self.local.take().is_some() => {
                 if !self.closing {
-                    self.takeovers.leader_lost(now, TakeoverCause::LockLost);
+                    let term = Some(self.server_config.term);
+                    self.takeovers
+                        .leader_lost(now, TakeoverCause::LockLost, term);
                 }
                 self.client.handle_input(now, ClientInput::Disconnected);
             }

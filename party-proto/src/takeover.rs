@@ -41,20 +41,25 @@ pub struct Takeovers {
     /// Failovers completed: the handle lost its leader and was served again.
     pub count: u64,
     pub last: Option<Takeover>,
-    /// The leader is gone since then, for this cause; not served again yet.
-    lost: Option<(Timestamp, TakeoverCause)>,
+    /// The leader of this term is gone since then, for this cause; not served again yet.
+    lost: Option<(Timestamp, TakeoverCause, Option<u64>)>,
 }
 
 impl Takeovers {
-    /// The handle lost the leader it had. A second loss before it is served again (the
-    /// next leader died in turn) counts from the first.
-    pub fn leader_lost(&mut self, now: Timestamp, cause: TakeoverCause) {
-        self.lost.get_or_insert((now, cause));
+    /// The handle lost the leader it had, of generation `term`. A second loss before it is
+    /// served again (the next leader died in turn) counts from the first.
+    pub fn leader_lost(&mut self, now: Timestamp, cause: TakeoverCause, term: Option<u64>) {
+        self.lost.get_or_insert((now, cause, term));
     }
 
-    /// The handle is served again; gives the failover this completes, if it does.
-    pub fn served(&mut self, now: Timestamp) -> Option<Takeover> {
-        let (since, cause) = self.lost.take()?;
+    /// The handle is served again, by the leader of generation `term`; gives the failover
+    /// this completes, if it does. Served again by the leader it lost (its connection
+    /// broke, the leader lives on), it lived through no failover.
+    pub fn served(&mut self, now: Timestamp, term: Option<u64>) -> Option<Takeover> {
+        let (since, cause, lost_term) = self.lost.take()?;
+        if lost_term.is_some() && lost_term == term {
+            return None;
+        }
         let takeover = Takeover {
             cause,
             paused: now.saturating_since(since),

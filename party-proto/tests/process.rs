@@ -68,10 +68,15 @@ fn follower() -> Process {
 }
 
 fn welcome() -> ProcessInput {
+    welcome_from(1)
+}
+
+/// The welcome of the leader of generation `term`.
+fn welcome_from(term: u64) -> ProcessInput {
     ProcessInput::FromLeader(ServerMessage::Welcome(Welcome {
         protocol: ProtocolId::CURRENT,
         leader_pid: 9,
-        term: 1,
+        term,
         limits: ServerConfig::default().limits(),
     }))
 }
@@ -235,7 +240,7 @@ fn failovers_are_counted_with_their_cause_and_pause() {
     drain(&mut process);
     answer(&mut process, ElectionInput::LockBusy);
     answer(&mut process, ElectionInput::Connected);
-    process.handle_input(at(7), welcome());
+    process.handle_input(at(7), welcome_from(2));
     let takeovers = process.role().takeovers;
     assert_eq!(takeovers.count, 1);
     assert_eq!(cause(&process), Some(TakeoverCause::Crash));
@@ -275,7 +280,7 @@ fn failovers_are_counted_with_their_cause_and_pause() {
     drain(&mut process);
     answer(&mut process, ElectionInput::LockBusy);
     answer(&mut process, ElectionInput::Connected);
-    process.handle_input(at(24), welcome());
+    process.handle_input(at(24), welcome_from(6));
     assert_eq!(process.role().takeovers.count, 3);
     assert_eq!(cause(&process), Some(TakeoverCause::LockLost));
 
@@ -381,4 +386,23 @@ fn a_peer_that_never_welcomes_is_dropped_at_the_deadline() {
         "{sent:?}"
     );
     assert_eq!(process.role().rejected, None);
+}
+
+/// A connection that breaks while its leader lives on is no failover: served again by the
+/// leader of the same generation, the handle counts none.
+#[test]
+fn served_again_by_the_same_leader_is_no_failover() {
+    let mut process = follower();
+    process.handle_input(NOW, welcome());
+    let broken = ErrorCode::Malformed("garbage".into());
+    process.handle_input(at(1), ProcessInput::LinkBroken(broken));
+    let retry = process.poll_timeout().expect("a backoff");
+    drain(&mut process);
+    process.handle_input(retry, ProcessInput::TimerFired);
+    drain(&mut process);
+    answer(&mut process, ElectionInput::LockBusy);
+    answer(&mut process, ElectionInput::Connected);
+    process.handle_input(retry, welcome());
+    assert_eq!(process.role().takeovers.count, 0);
+    assert_eq!(process.role().takeovers.last, None);
 }

@@ -161,7 +161,7 @@ struct Node {
     takeovers_seen: u64,
     /// Why it lost the leader it had, as the world knows; the machine must say the same
     /// when it is served again.
-    lost_leader: Option<TakeoverCause>,
+    lost_leader: Option<(TakeoverCause, Option<u64>)>,
 }
 
 /// How one simulated run ended.

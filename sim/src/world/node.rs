@@ -52,25 +52,49 @@ impl World {
     }
 
     /// `process` lost the leader it had (if it had one and is not closing), for `cause`:
-    /// its machine must say so once it is served again.
+    /// its machine must say so once it is served again by another.
     pub(super) fn leader_lost(&mut self, process: ProcessId, cause: TakeoverCause) {
         let node = &mut self.processes[process];
-        let had_leader = matches!(node.machine.role().role, Role::Leader | Role::Follower);
+        let role = node.machine.role();
+        let had_leader = matches!(role.role, Role::Leader | Role::Follower);
         if had_leader && !node.closing {
-            node.lost_leader.get_or_insert(cause);
+            node.lost_leader.get_or_insert((cause, role.term));
         }
     }
 
     /// Each failover a process's machine tells of must have the cause the world knows.
     fn check_takeovers(&mut self, process: ProcessId) {
         let node = &mut self.processes[process];
-        let takeovers = node.machine.role().takeovers;
+        let role = node.machine.role();
+        let takeovers = role.takeovers;
+        let served = matches!(role.role, Role::Leader | Role::Follower);
         if takeovers.count == node.takeovers_seen {
+            match node.lost_leader {
+                // Served again by the very leader it lost (only its connection broke):
+                // no failover.
+                Some((_, term)) if served && term == role.term => node.lost_leader = None,
+                Some((cause, _)) if served => {
+                    let violation = format!(
+                        "p{process} at {}us is served by a new leader and tells of no failover after {cause:?}",
+                        self.now
+                    );
+                    node.lost_leader = None;
+                    self.violations.push(violation);
+                }
+                _ => {}
+            }
             return;
         }
         node.takeovers_seen = takeovers.count;
         let told = takeovers.last.map(|takeover| takeover.cause);
-        let known = node.lost_leader.take();
+        let lost = node.lost_leader.take();
+        if lost.is_some_and(|(_, term)| term.is_some() && term == role.term) {
+            self.violations.push(format!(
+                "p{process} at {}us tells of a failover, served again by the leader it lost",
+                self.now
+            ));
+        }
+        let known = lost.map(|(cause, _)| cause);
         if told != known {
             self.violations.push(format!(
                 "p{process} at {}us tells of a failover after {told:?}; its leader went by {known:?}",
@@ -234,11 +258,13 @@ impl World {
                     (LeaveCause::LockLost, TakeoverCause::LockLost)
                 };
                 let leading = self.processes[process].leading.take();
-                if leading.is_some() && cause == LeaveCause::LockLost {
-                    // Its machine no longer says it leads by now: the world knows it did.
-                    self.processes[process]
-                        .lost_leader
-                        .get_or_insert(TakeoverCause::LockLost);
+                if let Some(term) = leading.as_ref().map(|l| l.term) {
+                    if cause == LeaveCause::LockLost {
+                        // Its machine no longer says it leads by now: the world knows it did.
+                        self.processes[process]
+                            .lost_leader
+                            .get_or_insert((TakeoverCause::LockLost, Some(term)));
+                    }
                 }
                 for (conn, mut session) in leading.map(|l| l.sessions).unwrap_or_default() {
                     session.handle_input(self.timestamp(), ServerInput::Leave(cause));
