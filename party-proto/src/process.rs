@@ -25,7 +25,7 @@ use crate::range::IterOptions;
 use crate::server::{ServerConfig, ServerInput, ServerOutput, ServerSession};
 use crate::takeover::{TakeoverCause, Takeovers};
 use crate::time::Timestamp;
-use crate::wire::{ClientMessage, ReadOp, Response, ServerMessage, WriteOp};
+use crate::wire::{ClientMessage, LeaveCause, ReadOp, Response, ServerMessage, WriteOp};
 
 /// How a process behaves.
 #[derive(Debug, Clone, Default)]
@@ -284,6 +284,16 @@ impl Process {
             failure: self.failure,
             term,
             takeovers: self.takeovers.clone(),
+        }
+    }
+
+    /// Why this process stops leading when its election steps down: its handle is closing,
+    /// or (else) it lost its lock. Its followers are told so.
+    pub fn leave_cause(&self) -> LeaveCause {
+        if self.closing {
+            LeaveCause::Closing
+        } else {
+            LeaveCause::LockLost
         }
     }
 

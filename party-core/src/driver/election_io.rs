@@ -5,7 +5,6 @@
 use std::time::Instant;
 
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
-use party_proto::wire::LeaveCause;
 use party_proto::{DedupTable, ElectionInput, ElectionOutput, ProcessInput};
 
 use super::Driver;
@@ -189,12 +188,7 @@ impl Driver {
     async fn step_down(&mut self) {
         self.leadership.access = None;
         if let Some(leader) = self.leadership.leader.take() {
-            // A leader steps down because its handle closes, or because it lost its lock.
-            let cause = if self.closing {
-                LeaveCause::Closing
-            } else {
-                LeaveCause::LockLost
-            };
+            let cause = self.process.leave_cause();
             self.releasing.retain(|thread| !thread.is_finished());
             self.releasing.push(leader.stop(cause).await);
         }

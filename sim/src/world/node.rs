@@ -252,11 +252,8 @@ impl World {
                 self.trace
                     .line(self.now, format_args!("p{process} steps down"));
                 // As party-core's leader: its connections are told why, then closed.
-                let (cause, told) = if self.processes[process].closing {
-                    (LeaveCause::Closing, TakeoverCause::HandOver)
-                } else {
-                    (LeaveCause::LockLost, TakeoverCause::LockLost)
-                };
+                let cause = self.processes[process].machine.leave_cause();
+                let told = TakeoverCause::from(cause);
                 let leading = self.processes[process].leading.take();
                 if let Some(term) = leading.as_ref().map(|l| l.term) {
                     if cause == LeaveCause::LockLost {
