@@ -40,6 +40,8 @@ pub enum Kind {
     /// [`party_core::Error`]'s cause of that name.
     KeyTooLarge,
     /// [`party_core::Error`]'s cause of that name.
+    LeaderOfOtherUser,
+    /// [`party_core::Error`]'s cause of that name.
     IteratorGone,
     /// [`party_core::Error`]'s cause of that name.
     Backend,
@@ -80,6 +82,7 @@ impl Kind {
             Kind::StoreReadOnly => "store_read_only",
             Kind::PermissionDenied => "permission_denied",
             Kind::KeyTooLarge => "key_too_large",
+            Kind::LeaderOfOtherUser => "leader_of_other_user",
             Kind::IteratorGone => "iterator_gone",
             Kind::Backend => "backend",
             Kind::Locked => "locked",
@@ -183,6 +186,7 @@ impl From<Error> for Failure {
             Error::StoreFull { .. } => Kind::StoreFull,
             Error::StoreReadOnly => Kind::StoreReadOnly,
             Error::OtherUser { .. } => Kind::PermissionDenied,
+            Error::LeaderOfOtherUser { .. } => Kind::LeaderOfOtherUser,
             Error::KeyTooLarge { .. } => Kind::KeyTooLarge,
             Error::IteratorGone => Kind::IteratorGone,
             Error::Backend { .. } => Kind::Backend,

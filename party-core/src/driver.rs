@@ -129,6 +129,7 @@ impl Driver {
             election: ElectionConfig::default(),
             client,
             server: server.clone(),
+            user: this_user(),
         };
         let driver = Driver {
             layout,
@@ -383,6 +384,18 @@ impl Driver {
             }
             changed
         });
+    }
+}
+
+/// The user this process runs as, where the platform tells.
+fn this_user() -> Option<u32> {
+    #[cfg(unix)]
+    {
+        Some(rustix::process::geteuid().as_raw())
+    }
+    #[cfg(not(unix))]
+    {
+        None
     }
 }
 

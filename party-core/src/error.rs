@@ -41,6 +41,11 @@ pub enum Error {
     /// The leader serves only processes of its own user, and this one runs as another.
     #[error("the leader serves only its own user; this process runs as uid {uid}")]
     OtherUser { uid: u32 },
+    /// What serves the directory's socket runs as another user (uid): this handle refused
+    /// it as its leader and sent it nothing. Every pending operation fails with this; the
+    /// handle tries again later.
+    #[error("the process serving the socket runs as uid {uid}, another user: refused as leader")]
+    LeaderOfOtherUser { uid: u32 },
     /// The leader refused the request, iterator or connection because one of its
     /// [`crate::Limits`] was reached. Only this one failed; it may succeed later.
     #[error("the leader's limit of {max} {limit} was reached")]
@@ -148,6 +153,7 @@ impl From<ErrorCode> for Error {
             ErrorCode::StoreFull { free, reserve } => Error::StoreFull { free, reserve },
             ErrorCode::StoreReadOnly => Error::StoreReadOnly,
             ErrorCode::OtherUser { uid } => Error::OtherUser { uid },
+            ErrorCode::LeaderOfOtherUser { uid } => Error::LeaderOfOtherUser { uid },
             ErrorCode::FrameTooLarge { len, max } => Error::TooLarge { len, max },
             ErrorCode::ReplyTooLarge { len, max } => Error::ReplyTooLarge { len, max },
             ErrorCode::NotFound => Error::IteratorGone,

@@ -205,7 +205,7 @@ async fn accept_loop(
 }
 
 /// The peer's effective user, where the platform tells.
-fn peer_uid(stream: &Stream) -> Option<u32> {
+pub(crate) fn peer_uid(stream: &Stream) -> Option<u32> {
     #[cfg(unix)]
     {
         stream.peer_creds().ok()?.euid()

@@ -69,6 +69,11 @@ impl Link {
         })
     }
 
+    /// The user the process at the other end runs as, where the platform tells.
+    pub fn peer_uid(&self) -> Option<u32> {
+        crate::leader::peer_uid(&self.stream)
+    }
+
     /// Waits for what the leader sends next: every whole message of one read. Cancel-safe:
     /// nothing is lost when the future is dropped before it completes.
     pub async fn receive(&mut self) -> Received {

@@ -71,4 +71,8 @@ pub enum ErrorCode {
     /// exactly as the leader's own handle does.
     #[error("key of {len} bytes is longer than the store allows ({max} bytes)")]
     KeyTooLarge { len: u64, max: u64 },
+    /// What serves the directory's socket runs as another user (uid): this process refuses
+    /// it as its leader and tells it nothing. Decided by the follower, never sent.
+    #[error("the process serving the socket runs as uid {uid}, another user")]
+    LeaderOfOtherUser { uid: u32 },
 }

@@ -27,8 +27,8 @@ pub use ids::{ClientId, IterId, RequestId, WriteSeq};
 pub use process::{Process, ProcessConfig, ProcessInput, ProcessOutput, RoleView};
 pub use range::{IterOptions, KeyRange};
 pub use server::{
-    admit_peer, Admission, DedupRecord, DedupTable, PeerFacts, ServerConfig, ServerInput,
-    ServerOutput, ServerSession, WriteStamp,
+    admit_leader, admit_peer, Admission, DedupRecord, DedupTable, PeerFacts, ServerConfig,
+    ServerInput, ServerOutput, ServerSession, WriteStamp,
 };
 pub use takeover::{Takeover, TakeoverCause, Takeovers};
 pub use time::Timestamp;

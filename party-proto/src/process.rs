@@ -22,7 +22,7 @@ use crate::election::{
 use crate::error::ErrorCode;
 use crate::ids::{ClientId, IterId, RequestId};
 use crate::range::IterOptions;
-use crate::server::{ServerConfig, ServerInput, ServerOutput, ServerSession};
+use crate::server::{admit_leader, ServerConfig, ServerInput, ServerOutput, ServerSession};
 use crate::takeover::{TakeoverCause, Takeovers};
 use crate::time::Timestamp;
 use crate::wire::{ClientMessage, LeaveCause, ReadOp, Response, ServerMessage, WriteOp};
@@ -34,6 +34,9 @@ pub struct ProcessConfig {
     pub client: ClientConfig,
     /// How this process serves while it leads (its own handle's session included).
     pub server: ServerConfig,
+    /// The user this process runs as, where the platform tells: a leader of another user
+    /// is refused.
+    pub user: Option<u32>,
 }
 
 /// What happened, as the driver saw it.
@@ -46,6 +49,10 @@ pub enum ProcessInput {
     /// process's own handle. `term` is this leadership's generation (the last one of the
     /// directory plus one), as the driver counted it.
     Served { term: u64 },
+    /// Answer to [`ElectionOutput::Connect`]: connected, to a process running as
+    /// `peer_uid` where the platform tells. (`Election(ElectionInput::Connected)` is the
+    /// same with the user unknown.)
+    Connected { peer_uid: Option<u32> },
     /// A message from the leader on the current connection.
     FromLeader(ServerMessage),
     /// The connection to the leader ended.
@@ -105,6 +112,7 @@ pub struct Process {
     client: ClientSession,
     server_config: ServerConfig,
     welcome_timeout: std::time::Duration,
+    user: Option<u32>,
     /// When the peer just connected to must have welcomed this process.
     welcome_due: Option<Timestamp>,
     /// The session of this process's own handle while it leads.
@@ -129,6 +137,7 @@ impl Process {
             client: ClientSession::new(client_id, config.client),
             server_config: config.server,
             welcome_timeout,
+            user: config.user,
             welcome_due: None,
             local: None,
             linked: false,
@@ -177,13 +186,15 @@ impl Process {
 
     pub fn handle_input(&mut self, now: Timestamp, input: ProcessInput) {
         match input {
-            ProcessInput::Election(answer) => {
-                if answer == ElectionInput::Connected {
-                    self.linked = true;
-                    self.welcome_due = Some(now + self.welcome_timeout);
-                    self.client.handle_input(now, ClientInput::Connected);
+            ProcessInput::Election(answer) => self.election_answer(now, answer),
+            ProcessInput::Connected { peer_uid } => {
+                self.election_answer(now, ElectionInput::Connected);
+                if let Err(refusal) = admit_leader(peer_uid, self.user) {
+                    // Nothing but the hello was queued for it, and that is never sent.
+                    self.outputs
+                        .push_back(ProcessOutput::Election(ElectionOutput::Disconnect));
+                    self.link_ended(now, Some(refusal));
                 }
-                self.election.handle_input(now, answer);
             }
             ProcessInput::Served { term } => {
                 self.server_config.term = term;
@@ -300,6 +311,15 @@ impl Process {
     /// True once the process is closed and has nothing more to say.
     pub fn is_closed(&self) -> bool {
         self.election.is_closed() && self.outputs.is_empty()
+    }
+
+    fn election_answer(&mut self, now: Timestamp, answer: ElectionInput) {
+        if answer == ElectionInput::Connected {
+            self.linked = true;
+            self.welcome_due = Some(now + self.welcome_timeout);
+            self.client.handle_input(now, ClientInput::Connected);
+        }
+        self.election.handle_input(now, answer);
     }
 
     /// The peer connected to never welcomed this process: whatever it is, it is no leader.

@@ -406,3 +406,53 @@ fn served_again_by_the_same_leader_is_no_failover() {
     assert_eq!(process.role().takeovers.count, 0);
     assert_eq!(process.role().takeovers.last, None);
 }
+
+/// A leader of another user is refused before it hears a word: the connection is
+/// dropped, what is pending fails with the typed refusal, and the election waits.
+#[test]
+fn a_leader_of_another_user_is_refused_before_the_hello() {
+    let config = ProcessConfig {
+        user: Some(1000),
+        ..ProcessConfig::default()
+    };
+    let mut process = Process::new(ClientId(1), config, 3);
+    drain(&mut process);
+    let id = process.read(NOW, ReadOp::Get { key: b"k".to_vec() });
+    answer(&mut process, ElectionInput::LockBusy);
+    process.handle_input(NOW, ProcessInput::Connected { peer_uid: Some(0) });
+    let refusal = ErrorCode::LeaderOfOtherUser { uid: 0 };
+    assert_eq!(
+        drain(&mut process),
+        [
+            ProcessOutput::Election(ElectionOutput::Disconnect),
+            ProcessOutput::Completed {
+                id,
+                result: Err(refusal.clone())
+            }
+        ],
+        "no hello sent"
+    );
+    assert_eq!(process.role().rejected, Some(refusal));
+    assert!(process.poll_timeout().is_some(), "it tries again later");
+    // Its own user's leader is served.
+    let mut process = Process::new(
+        ClientId(2),
+        ProcessConfig {
+            user: Some(1000),
+            ..ProcessConfig::default()
+        },
+        3,
+    );
+    drain(&mut process);
+    answer(&mut process, ElectionInput::LockBusy);
+    process.handle_input(
+        NOW,
+        ProcessInput::Connected {
+            peer_uid: Some(1000),
+        },
+    );
+    assert!(matches!(
+        &drain(&mut process)[..],
+        [ProcessOutput::Send(ClientMessage::Hello(_))]
+    ));
+}

@@ -55,6 +55,8 @@ pub struct Excuses {
     /// Frames are limited to a few dozen bytes on this seed: bigger requests and answers
     /// fail alone.
     pub too_large: bool,
+    /// Connections may reach a process of another user on this seed.
+    pub foreign: bool,
 }
 
 impl Excuses {
@@ -68,6 +70,7 @@ impl Excuses {
                 self.store
             }
             ErrorCode::TooManyConnections { .. } => self.refused,
+            ErrorCode::LeaderOfOtherUser { .. } => self.foreign,
             ErrorCode::Malformed(_) => self.malformed,
             ErrorCode::FrameTooLarge { .. } => self.malformed || self.too_large,
             ErrorCode::ReplyTooLarge { .. } => self.too_large,

@@ -106,7 +106,13 @@ struct SeedFaults {
     /// A connection is now and then accepted by something that never answers (a leader
     /// stuck, or a process of another program on the socket).
     mute_peers: bool,
+    /// A connection is now and then answered by a process of another user, which a
+    /// follower must refuse before it says a word.
+    foreign_peers: bool,
 }
+
+/// The user every simulated process runs as; a foreign peer runs as another.
+const SIM_USER: u32 = 1000;
 
 /// How long a simulated client waits for a welcome, in virtual milliseconds.
 const WELCOME_TIMEOUT_MS: u64 = 50;
@@ -124,6 +130,8 @@ struct Conn {
     /// How the client's leader went, as far as this connection tells: a crash, unless the
     /// leader stepped down and said why.
     ended_by: TakeoverCause,
+    /// The client reached a process of another user here.
+    foreign: bool,
 }
 
 struct Leading {
@@ -222,6 +230,7 @@ impl World {
             garbage: rng.next_u64().is_multiple_of(5),
             small_frames: rng.next_u64().is_multiple_of(5),
             mute_peers: rng.next_u64().is_multiple_of(5),
+            foreign_peers: rng.next_u64().is_multiple_of(5),
         };
         let mut world = World {
             rng,
@@ -363,8 +372,10 @@ impl World {
             refused: self.faults.refusals,
             malformed: self.faults.garbage,
             too_large: self.faults.small_frames,
+            foreign: self.faults.foreign_peers,
         };
         let config = ProcessConfig {
+            user: Some(SIM_USER),
             election: ElectionConfig {
                 bugs: self.injection.bugs,
                 ..ElectionConfig::default()

@@ -41,9 +41,11 @@ async fn a_follower_running_as_another_user_is_refused_and_the_rest_go_on() {
         .map(Result::unwrap)
         .find(|line| !line.starts_with("role "))
         .expect("an answer to ready");
+    // Both sides refuse: the follower first, as it checks the leader's user before it says
+    // a word (the leader's own check of its followers, `admit_peer`, has tests of its own).
     assert_eq!(
         answer,
-        format!("err other the leader serves only its own user; this process runs as uid {NOBODY}")
+        "err other the process serving the socket runs as uid 0, another user: refused as leader"
     );
     stranger.kill().unwrap();
     stranger.wait().unwrap();
@@ -52,4 +54,41 @@ async fn a_follower_running_as_another_user_is_refused_and_the_rest_go_on() {
     assert_eq!(follower.ready().await.unwrap(), Role::Follower);
     follower.put("k", "v").await.unwrap();
     assert_eq!(leader.get("k").await.unwrap(), Some(b"v".to_vec()));
+}
+
+/// A follower refuses a leader that runs as another user before it says a word, with a
+/// typed error, even where the socket lets it in (root may connect to anyone's socket).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_running_as_another_user_is_refused_by_its_follower() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut stranger = Command::new(NODE)
+        .arg(dir.path())
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("this test runs a child as nobody: run it as root (CI does)");
+    let mut stdin = stranger.stdin.take().unwrap();
+    writeln!(stdin, "ready").unwrap();
+    let answer = BufReader::new(stranger.stdout.take().unwrap())
+        .lines()
+        .map(Result::unwrap)
+        .find(|line| !line.starts_with("role "))
+        .expect("an answer to ready");
+    assert_eq!(answer, "ok leader");
+
+    let handle = open(dir.path(), Options::default()).await.unwrap();
+    let refused = handle.get("k").await;
+    assert!(
+        matches!(refused, Err(party_core::Error::LeaderOfOtherUser { uid }) if uid == NOBODY),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        handle.ready().await,
+        Err(party_core::Error::LeaderOfOtherUser { .. })
+    ));
+    stranger.kill().unwrap();
+    stranger.wait().unwrap();
 }

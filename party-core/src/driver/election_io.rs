@@ -23,7 +23,7 @@ impl Driver {
             ElectionOutput::OpenStore => self.open_store().await,
             ElectionOutput::Bind => self.bind(),
             ElectionOutput::Serve => return Some(self.serve()),
-            ElectionOutput::Connect => self.connect().await,
+            ElectionOutput::Connect => return Some(self.connect().await),
             ElectionOutput::StepDown => {
                 self.step_down().await;
                 return None;
@@ -169,15 +169,17 @@ impl Driver {
         }
     }
 
-    async fn connect(&mut self) -> ElectionInput {
+    /// Connects, and tells the machine who answered (whether to trust it is its call).
+    async fn connect(&mut self) -> ProcessInput {
         match Link::connect(&self.layout.socket, self.options.limits.max_frame_len).await {
             Ok(link) => {
+                let peer_uid = link.peer_uid();
                 self.link = Some(link);
-                ElectionInput::Connected
+                ProcessInput::Connected { peer_uid }
             }
             Err(error) => {
                 tracing::debug!("no leader at {}: {error}", self.layout.socket.display());
-                ElectionInput::ConnectFailed
+                ProcessInput::Election(ElectionInput::ConnectFailed)
             }
         }
     }

@@ -6,5 +6,5 @@ pub mod peers;
 pub mod session;
 
 pub use dedup::{Admission, DedupRecord, DedupTable, WriteStamp};
-pub use peers::{admit_peer, PeerFacts};
+pub use peers::{admit_leader, admit_peer, PeerFacts};
 pub use session::{ServerConfig, ServerInput, ServerOutput, ServerSession};

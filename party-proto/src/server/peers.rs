@@ -1,5 +1,5 @@
-//! Who a leader serves: a new connection is admitted or refused on facts the driver
-//! gathers (the peer's user, how many followers are connected).
+//! Who serves whom: a leader admits or refuses a new connection, and a follower its
+//! leader, on facts the driver gathers (the peer's user, how many followers are connected).
 
 use crate::error::ErrorCode;
 
@@ -31,6 +31,16 @@ pub fn admit_peer(peer: PeerFacts) -> Result<(), ErrorCode> {
         });
     }
     Ok(())
+}
+
+/// Whether the process that accepted this one's connection may be its leader: not if it
+/// runs as another user (`peer_uid`) than this process (`user`). Where the platform does
+/// not tell, there is nothing to judge.
+pub fn admit_leader(peer_uid: Option<u32>, user: Option<u32>) -> Result<(), ErrorCode> {
+    match (peer_uid, user) {
+        (Some(uid), Some(user)) if uid != user => Err(ErrorCode::LeaderOfOtherUser { uid }),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

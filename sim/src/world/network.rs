@@ -24,6 +24,7 @@ impl World {
                 last_to_server: self.now,
                 last_to_client: self.now,
                 ended_by: TakeoverCause::Crash,
+                foreign: false,
             },
         );
         self.processes[process].link = Some(conn);
@@ -42,6 +43,15 @@ impl World {
         if let Err(refusal) = admit_peer(peer) {
             self.send(conn, false, &ServerMessage::Rejected(refusal));
             self.close_conn(conn);
+            return ElectionInput::Connected;
+        }
+        if self.faults.foreign_peers && self.faults_on && self.chance(10) {
+            // Another user's process answered: the client must refuse it unheard.
+            self.trace
+                .line(self.now, format_args!("conn{conn} reaches another user"));
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.foreign = true;
+            }
             return ElectionInput::Connected;
         }
         if self.faults.mute_peers && self.faults_on && self.chance(10) {
@@ -157,6 +167,13 @@ impl World {
             return;
         };
         let process = if to_server { c.server } else { c.client };
+        if c.foreign && to_server {
+            self.violations.push(format!(
+                "conn{conn}: p{} told a process of another user something",
+                c.client
+            ));
+            return;
+        }
         let decoder = if to_server {
             &mut c.server_decoder
         } else {

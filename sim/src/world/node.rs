@@ -247,7 +247,21 @@ impl World {
                     .handle_input(now, ProcessInput::Served { term });
                 return;
             }
-            ElectionOutput::Connect => Some(self.connect(process)),
+            ElectionOutput::Connect => {
+                let answer = self.connect(process);
+                if answer == ElectionInput::Connected {
+                    let foreign = self.processes[process]
+                        .link
+                        .and_then(|conn| self.conns.get(&conn))
+                        .is_some_and(|c| c.foreign);
+                    let peer_uid = Some(if foreign { 0 } else { SIM_USER });
+                    self.processes[process]
+                        .machine
+                        .handle_input(now, ProcessInput::Connected { peer_uid });
+                    return;
+                }
+                Some(answer)
+            }
             ElectionOutput::StepDown => {
                 self.trace
                     .line(self.now, format_args!("p{process} steps down"));
