@@ -201,6 +201,17 @@ async fn command_line() -> ExitCode {
 /// level answers: its help, its version, or how to use it); otherwise it is a DIR. A word
 /// that is not UTF-8 is a DIR.
 fn names_a_tool(args: &[OsString]) -> bool {
+    match first_word(args) {
+        Some(word) => word.to_str().is_some_and(|text| {
+            text.starts_with('-') || Cli::command().find_subcommand(text).is_some()
+        }),
+        None => true,
+    }
+}
+
+/// The first word after the top level's options and their values: a DIR, a tool's name,
+/// or an option the top level does not know.
+fn first_word(args: &[OsString]) -> Option<&OsString> {
     let top = Cli::command();
     // For an option of the top level: whether the next word is its value.
     let option = |text: &str| {
@@ -212,19 +223,15 @@ fn names_a_tool(args: &[OsString]) -> bool {
     };
     let mut words = args.iter().skip(1);
     while let Some(word) = words.next() {
-        let Some(text) = word.to_str() else {
-            return false;
-        };
-        match option(text) {
-            Some(true) => {
+        match word.to_str().map(option) {
+            Some(Some(true)) => {
                 words.next();
             }
-            Some(false) => {}
-            None if text.starts_with('-') => return true,
-            None => return top.find_subcommand(text).is_some(),
+            Some(Some(false)) => {}
+            _ => return Some(word),
         }
     }
-    true
+    None
 }
 
 /// Prints clap's message (help, version or a usage error) and gives its exit code; when
@@ -232,11 +239,11 @@ fn names_a_tool(args: &[OsString]) -> bool {
 fn usage_error(error: &clap::Error) -> ExitCode {
     let _ = error.print();
     if error.exit_code() != 0 {
-        let tool = std::env::args_os()
-            .skip(1)
-            .find(|arg| !arg.as_encoded_bytes().starts_with(b"-"))
-            .filter(|arg| ["demo", "bench", "chaos"].contains(&arg.to_str().unwrap_or_default()))
-            .filter(|arg| std::path::Path::new(arg).exists());
+        let args: Vec<OsString> = std::env::args_os().collect();
+        let tool = first_word(&args)
+            .filter(|word| names_a_tool(&args) && !word.as_encoded_bytes().starts_with(b"-"))
+            .filter(|word| std::path::Path::new(word).exists())
+            .cloned();
         if let Some(tool) = tool {
             out::note(format_args!(
                 "note: `{0}` is the {0} tool; for the directory named {0}, write ./{0}",

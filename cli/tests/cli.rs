@@ -340,10 +340,14 @@ fn tools_answer_help_and_refuse_bad_usage_with_exit_2() {
             .unwrap()
     };
     std::fs::create_dir(cwd.path().join("demo")).unwrap();
-    let meant_a_directory = run_in(&["demo", "put", "k", "v"]);
-    assert_eq!(meant_a_directory.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&meant_a_directory.stderr);
-    assert!(stderr.contains("./demo"), "{stderr}");
+    for meant_a_directory in [
+        run_in(&["demo", "put", "k", "v"]),
+        run_in(&["--encoding", "hex", "demo", "put", "00", "00"]),
+    ] {
+        assert_eq!(meant_a_directory.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&meant_a_directory.stderr);
+        assert!(stderr.contains("./demo"), "{stderr}");
+    }
     assert!(run_in(&["./demo", "put", "k", "v"]).status.success());
     assert_eq!(stdout(&run_in(&["./demo", "get", "k"])), "v\n");
 
