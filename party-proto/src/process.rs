@@ -7,7 +7,9 @@
 //! in-process server session without a socket; a connection that ends after the leader
 //! refused this process (or sent bytes that do not decode) backs off instead of knocking
 //! again at once; a process that cannot join the party fails everything pending; a leader
-//! that steps down re-sends its own operations to whoever leads next.
+//! that steps down re-sends its own operations to whoever leads next; a peer of another
+//! user, or one that never welcomes, is no leader; and the handle's failovers are counted
+//! with their cause (a crash, a hand-over its leader announced, a lock lost).
 //!
 //! The follower connections a leader serves and its writer are separate machines
 //! ([`crate::ServerSession`], [`crate::Writer`]): they run on other tasks and threads in
