@@ -42,6 +42,8 @@ pub enum Kind {
     /// [`party_core::Error`]'s cause of that name.
     LeaderOfOtherUser,
     /// [`party_core::Error`]'s cause of that name.
+    WrongBackend,
+    /// [`party_core::Error`]'s cause of that name.
     IteratorGone,
     /// [`party_core::Error`]'s cause of that name.
     Backend,
@@ -83,6 +85,7 @@ impl Kind {
             Kind::PermissionDenied => "permission_denied",
             Kind::KeyTooLarge => "key_too_large",
             Kind::LeaderOfOtherUser => "leader_of_other_user",
+            Kind::WrongBackend => "wrong_backend",
             Kind::IteratorGone => "iterator_gone",
             Kind::Backend => "backend",
             Kind::Locked => "locked",
@@ -193,8 +196,10 @@ impl From<Error> for Failure {
             Error::Locked { .. } => Kind::Locked,
             Error::Open(_) => Kind::Open,
             Error::Codec(_) => Kind::Codec,
+            Error::WrongBackend { .. } => Kind::WrongBackend,
             Error::ElectionFailed(cause) => match cause.as_ref() {
                 Error::Locked { .. } => Kind::Locked,
+                Error::WrongBackend { .. } => Kind::WrongBackend,
                 Error::Io { source, .. }
                     if source.kind() == std::io::ErrorKind::PermissionDenied =>
                 {

@@ -41,6 +41,14 @@ pub enum Error {
     /// The leader serves only processes of its own user, and this one runs as another.
     #[error("the leader serves only its own user; this process runs as uid {uid}")]
     OtherUser { uid: u32 },
+    /// The data directory holds a store of another kind than this handle is configured for
+    /// (see [`crate::Options::backend`]): it cannot lead, lest it serve an empty store of
+    /// its own.
+    #[error("the data directory holds a {} store; this handle is configured for {}", found.name(), wanted.name())]
+    WrongBackend {
+        found: party_backends::BackendKind,
+        wanted: party_backends::BackendKind,
+    },
     /// What serves the directory's socket runs as another user (uid): this handle refused
     /// it as its leader and sent it nothing. Every pending operation fails with this; the
     /// handle tries again later.

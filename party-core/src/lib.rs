@@ -71,6 +71,8 @@ mod link;
 #[cfg(not(loom))]
 pub mod lock;
 #[cfg(not(loom))]
+mod marker;
+#[cfg(not(loom))]
 mod options;
 #[cfg(not(loom))]
 mod paths;
