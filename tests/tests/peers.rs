@@ -14,20 +14,11 @@ use party_core::{open, Options, Role};
 const NODE: &str = env!("CARGO_BIN_EXE_party-node");
 const NOBODY: u32 = 65534;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_follower_running_as_another_user_is_refused_and_the_rest_go_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let open_to_all = |path: &std::path::Path, mode| {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-    };
-    open_to_all(dir.path(), 0o777);
-    let leader = open(dir.path(), Options::default()).await.unwrap();
-    assert_eq!(leader.ready().await.unwrap(), Role::Leader);
-    open_to_all(&dir.path().join("party.lock"), 0o666);
-    open_to_all(leader.socket_path(), 0o666);
-
+/// Opens `dir` in a child running as nobody and asks it `ready`; gives the child and its
+/// answer.
+fn ready_as_nobody(dir: &std::path::Path) -> (std::process::Child, String) {
     let mut stranger = Command::new(NODE)
-        .arg(dir.path())
+        .arg(dir)
         .uid(NOBODY)
         .gid(NOBODY)
         .stdin(Stdio::piped())
@@ -41,6 +32,24 @@ async fn a_follower_running_as_another_user_is_refused_and_the_rest_go_on() {
         .map(Result::unwrap)
         .find(|line| !line.starts_with("role "))
         .expect("an answer to ready");
+    // Its stdin stays open, so the child lives on until it is killed.
+    stranger.stdin = Some(stdin);
+    (stranger, answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_running_as_another_user_is_refused_and_the_rest_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let open_to_all = |path: &std::path::Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    open_to_all(dir.path(), 0o777);
+    let leader = open(dir.path(), Options::default()).await.unwrap();
+    assert_eq!(leader.ready().await.unwrap(), Role::Leader);
+    open_to_all(&dir.path().join("party.lock"), 0o666);
+    open_to_all(leader.socket_path(), 0o666);
+
+    let (mut stranger, answer) = ready_as_nobody(dir.path());
     // Both sides refuse: the follower first, as it checks the leader's user before it says
     // a word (the leader's own check of its followers, `admit_peer`, has tests of its own).
     assert_eq!(
@@ -62,21 +71,7 @@ async fn a_follower_running_as_another_user_is_refused_and_the_rest_go_on() {
 async fn a_leader_running_as_another_user_is_refused_by_its_follower() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let mut stranger = Command::new(NODE)
-        .arg(dir.path())
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("this test runs a child as nobody: run it as root (CI does)");
-    let mut stdin = stranger.stdin.take().unwrap();
-    writeln!(stdin, "ready").unwrap();
-    let answer = BufReader::new(stranger.stdout.take().unwrap())
-        .lines()
-        .map(Result::unwrap)
-        .find(|line| !line.starts_with("role "))
-        .expect("an answer to ready");
+    let (mut stranger, answer) = ready_as_nobody(dir.path());
     assert_eq!(answer, "ok leader");
 
     let handle = open(dir.path(), Options::default()).await.unwrap();
