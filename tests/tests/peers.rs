@@ -27,13 +27,15 @@ fn ready_as_nobody(dir: &std::path::Path) -> (std::process::Child, String) {
         .expect("this test runs a child as nobody: run it as root (CI does)");
     let mut stdin = stranger.stdin.take().unwrap();
     writeln!(stdin, "ready").unwrap();
-    let answer = BufReader::new(stranger.stdout.take().unwrap())
-        .lines()
+    let mut lines = BufReader::new(stranger.stdout.take().unwrap()).lines();
+    let answer = lines
+        .by_ref()
         .map(Result::unwrap)
         .find(|line| !line.starts_with("role "))
         .expect("an answer to ready");
-    // Its stdin stays open, so the child lives on until it is killed.
+    // Its pipes stay open, so the child lives on, and may still print, until it is killed.
     stranger.stdin = Some(stdin);
+    stranger.stdout = Some(lines.into_inner().into_inner());
     (stranger, answer)
 }
 
