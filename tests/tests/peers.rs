@@ -27,15 +27,21 @@ fn ready_as_nobody(dir: &std::path::Path) -> (std::process::Child, String) {
         .expect("this test runs a child as nobody: run it as root (CI does)");
     let mut stdin = stranger.stdin.take().unwrap();
     writeln!(stdin, "ready").unwrap();
-    let mut lines = BufReader::new(stranger.stdout.take().unwrap()).lines();
-    let answer = lines
-        .by_ref()
-        .map(Result::unwrap)
-        .find(|line| !line.starts_with("role "))
-        .expect("an answer to ready");
+    let mut stdout = BufReader::new(stranger.stdout.take().unwrap());
+    let answer = loop {
+        let mut line = String::new();
+        assert_ne!(
+            stdout.read_line(&mut line).unwrap(),
+            0,
+            "an answer to ready"
+        );
+        if !line.starts_with("role ") {
+            break line.trim_end().to_owned();
+        }
+    };
     // Its pipes stay open, so the child lives on, and may still print, until it is killed.
     stranger.stdin = Some(stdin);
-    stranger.stdout = Some(lines.into_inner().into_inner());
+    stranger.stdout = Some(stdout.into_inner());
     (stranger, answer)
 }
 
