@@ -254,6 +254,12 @@ impl Process {
                     .handle_input(now, ElectionInput::CloseRequested);
             }
         }
+        if self.linked && self.client.drained() {
+            // The closing leader answered everything: let it go; nothing fails.
+            self.outputs
+                .push_back(ProcessOutput::Election(ElectionOutput::Disconnect));
+            self.link_ended(now, None);
+        }
         self.drive(now);
     }
 

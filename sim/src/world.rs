@@ -88,8 +88,21 @@ enum Event {
         action: ElectionOutput,
     },
     Fault,
-    Restart(ProcessId),
+    /// A process that ended starts again (unless that incarnation was restarted already).
+    Restart {
+        process: ProcessId,
+        incarnation: u32,
+    },
+    /// A closing leader stops waiting for its followers to let go.
+    DrainEnd {
+        process: ProcessId,
+        incarnation: u32,
+    },
 }
+
+/// How long a closing leader serves its followers' last requests, in virtual
+/// microseconds (party-core: `DRAIN_WITHIN`).
+const DRAIN_US: u64 = 200_000;
 
 /// Which faults a seed injects beyond crashes, cut connections and lost locks.
 #[derive(Debug, Clone, Copy)]
@@ -132,11 +145,16 @@ struct Conn {
     ended_by: TakeoverCause,
     /// The client reached a process of another user here.
     foreign: bool,
+    /// The generation of the leader it reached.
+    term: Option<u64>,
 }
 
 struct Leading {
     /// This leadership's generation.
     term: u64,
+    /// Stepped down while closing: serving only what its followers sent before they let
+    /// go, holding the lock, accepting no one.
+    draining: bool,
     /// The sessions of follower connections.
     sessions: BTreeMap<ConnId, ServerSession>,
     /// Names the store work of the leader's own handle (its session lives in its
@@ -476,8 +494,24 @@ impl World {
                 }
             }
             Event::Fault => self.fault(),
-            Event::Restart(process) => {
-                let incarnation = self.processes[process].incarnation + 1;
+            Event::DrainEnd {
+                process,
+                incarnation,
+            } => {
+                if self.is_current_or_draining(process, incarnation) {
+                    self.drained(process);
+                }
+            }
+            Event::Restart {
+                process,
+                incarnation,
+            } => {
+                if self.processes[process].incarnation != incarnation
+                    || self.processes[process].alive
+                {
+                    return;
+                }
+                let incarnation = incarnation + 1;
                 self.processes[process] = self.fresh_node(process, incarnation);
                 self.trace
                     .line(self.now, format_args!("p{process} restarts"));
@@ -485,6 +519,11 @@ impl World {
                 self.schedule(100, Event::Workload(process));
             }
         }
+    }
+
+    fn is_current_or_draining(&self, process: ProcessId, incarnation: u32) -> bool {
+        let p = &self.processes[process];
+        p.incarnation == incarnation && p.leading.as_ref().is_some_and(|l| l.draining)
     }
 
     fn is_current(&self, process: ProcessId, incarnation: u32) -> bool {

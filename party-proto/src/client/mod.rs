@@ -25,8 +25,8 @@ use crate::ids::{ClientId, IterId, RequestId, WriteSeq};
 use crate::range::IterOptions;
 use crate::time::Timestamp;
 use crate::wire::{
-    ClientMessage, Hello, LeaderLimits, ProtocolId, ReadOp, Response, ServerMessage, Welcome,
-    WriteOp, DEFAULT_MAX_FRAME_LEN,
+    ClientMessage, Hello, LeaderLimits, LeaveCause, ProtocolId, ReadOp, Response, ServerMessage,
+    Welcome, WriteOp, DEFAULT_MAX_FRAME_LEN,
 };
 
 /// How a client session behaves.
@@ -109,6 +109,9 @@ pub struct ClientSession {
     next_seq: u64,
     next_iter: u64,
     connected: bool,
+    /// The leader said it is closing: nothing more is sent on this connection, and once
+    /// everything sent is answered the session is drained (see [`ClientSession::drained`]).
+    draining: bool,
     /// The welcome of the current connection, once it came.
     leader: Option<Welcome>,
     pending: PendingTable,
@@ -126,6 +129,7 @@ impl ClientSession {
             next_seq: 0,
             next_iter: 0,
             connected: false,
+            draining: false,
             leader: None,
             pending: PendingTable::default(),
             cursors: BTreeMap::new(),
@@ -137,6 +141,12 @@ impl ClientSession {
     /// The process id the current leader gave in its welcome.
     pub fn leader_pid(&self) -> Option<u32> {
         self.leader.as_ref().map(|welcome| welcome.leader_pid)
+    }
+
+    /// The leader is closing and has answered everything sent to it: the connection can be
+    /// let go without failing anything, even without retries.
+    pub fn drained(&self) -> bool {
+        self.connected && self.draining && self.pending.in_flight() == 0
     }
 
     /// The current leader's generation, once it has welcomed this session.
@@ -274,6 +284,9 @@ impl ClientSession {
         let Some(limits) = self.leader_limits() else {
             return;
         };
+        if self.draining {
+            return;
+        }
         while self.pending.in_flight() < limits.max_in_flight as usize {
             let Some((id, len)) = self.pending.next_unsent() else {
                 return;
@@ -294,6 +307,7 @@ impl ClientSession {
             self.disconnected();
         }
         self.connected = true;
+        self.draining = false;
         // Requests wait for the welcome: a connection that ends before it (a leader dying
         // with our connect in its backlog, or one that refuses us) never had them, so
         // they are not lost with it.
@@ -346,9 +360,11 @@ impl ClientSession {
             ServerMessage::IterFailed { iter, error } => {
                 self.with_open_cursor(iter, |cursor| cursor.fail(error));
             }
-            // What is in flight is settled when the connection ends, as after a crash;
-            // the process notes why the leader went.
-            ServerMessage::Leaving(_) => {}
+            // A leader that closes answers what it was sent before it goes, so nothing more
+            // is sent to it; one that lost its lock goes at once, and what is in flight is
+            // settled when the connection ends, as after a crash.
+            ServerMessage::Leaving(LeaveCause::Closing) => self.draining = true,
+            ServerMessage::Leaving(LeaveCause::LockLost) => {}
         }
     }
 
@@ -389,6 +405,7 @@ impl ClientSession {
         if !std::mem::take(&mut self.connected) {
             return;
         }
+        self.draining = false;
         self.leader = None;
         if !self.config.retry {
             for id in self.pending.sent() {

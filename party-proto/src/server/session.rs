@@ -149,6 +149,9 @@ pub struct ServerSession {
     /// The writes among them.
     writes_in_flight: HashSet<RequestId>,
     iters: HashMap<IterId, ServedIter>,
+    /// The leader stops leading, for this cause: a follower that says hello afterwards is
+    /// told so right after its welcome.
+    leaving: Option<LeaveCause>,
     outputs: VecDeque<ServerOutput>,
 }
 
@@ -162,6 +165,7 @@ impl ServerSession {
             in_flight: HashSet::new(),
             writes_in_flight: HashSet::new(),
             iters: HashMap::new(),
+            leaving: None,
             outputs: VecDeque::new(),
         }
     }
@@ -211,6 +215,7 @@ impl ServerSession {
                 }
             }
             ServerInput::Leave(cause) => {
+                self.leaving = Some(cause);
                 if matches!(self.phase, Phase::Ready { .. }) {
                     self.send(ServerMessage::Leaving(cause));
                 }
@@ -251,6 +256,9 @@ impl ServerSession {
                         term: self.config.term,
                         limits: self.config.limits(),
                     }));
+                    if let Some(cause) = self.leaving {
+                        self.send(ServerMessage::Leaving(cause));
+                    }
                 } else {
                     let error = ErrorCode::ProtocolMismatch {
                         expected: ProtocolId::CURRENT,

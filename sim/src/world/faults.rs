@@ -92,7 +92,14 @@ impl World {
             self.close_conn(conn);
         }
         let delay = self.rand(100, 20_000);
-        self.schedule(delay, Event::Restart(process));
+        let incarnation = self.processes[process].incarnation;
+        self.schedule(
+            delay,
+            Event::Restart {
+                process,
+                incarnation,
+            },
+        );
     }
 
     /// The store behind its fault layer: on some seeds a commit fails or is refused (a full

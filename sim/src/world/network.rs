@@ -25,6 +25,7 @@ impl World {
                 last_to_client: self.now,
                 ended_by: TakeoverCause::Crash,
                 foreign: false,
+                term: self.processes[server].leading.as_ref().map(|l| l.term),
             },
         );
         self.processes[process].link = Some(conn);
@@ -269,6 +270,9 @@ impl World {
             if let Some(leading) = &mut p.leading {
                 leading.sessions.remove(&conn);
                 leading.iters.retain(|(c, _), _| *c != conn);
+                if leading.draining && leading.sessions.is_empty() {
+                    return self.drained(process);
+                }
             }
         } else if p.link == Some(conn) {
             p.link = None;

@@ -41,14 +41,40 @@ impl World {
         self.write_queued(process);
         self.check_takeovers(process);
         let node = &mut self.processes[process];
-        if node.closing && node.machine.is_closed() {
+        if node.closing && node.machine.is_closed() && node.leading.is_none() {
             // Closed, holding nothing: it starts again as a new process later.
             node.alive = false;
+            let incarnation = node.incarnation;
             let delay = self.rand(100, 5_000);
-            self.schedule(delay, Event::Restart(process));
+            self.schedule(
+                delay,
+                Event::Restart {
+                    process,
+                    incarnation,
+                },
+            );
             return;
         }
         self.schedule_wake(process);
+    }
+
+    /// A closing leader's drain is over (its followers let go, or its time is up): it
+    /// closes what is left, and releases the lock.
+    pub(super) fn drained(&mut self, process: ProcessId) {
+        self.trace
+            .line(self.now, format_args!("p{process} has drained"));
+        self.processes[process].leading = None;
+        let served: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.open && c.server == process)
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in served {
+            self.close_conn(conn);
+        }
+        self.lock.release(process);
+        self.pump(process);
     }
 
     /// `process` lost the leader it had (if it had one and is not closing), for `cause`:
@@ -146,6 +172,16 @@ impl World {
                     ));
                     return;
                 };
+                let lost = self.processes[process].lost_leader;
+                if result == Err(ErrorCode::ConnectionLost)
+                    && lost.is_some_and(|(cause, _)| cause == TakeoverCause::HandOver)
+                {
+                    // A leader that closes answers what it was sent before it goes.
+                    self.violations.push(format!(
+                        "p{process}: request {} lost its connection at a hand-over",
+                        id.0
+                    ));
+                }
                 let op = &mut self.history[index];
                 op.complete = Some(self.now);
                 op.outcome = match result {
@@ -236,6 +272,7 @@ impl World {
                 let term = self.term;
                 self.processes[process].leading = Some(Leading {
                     term,
+                    draining: false,
                     sessions: BTreeMap::new(),
                     local_conn,
                     writer: Writer::new(writer_config, DedupTable::from_records(records)),
@@ -268,26 +305,67 @@ impl World {
                 // As party-core's leader: its connections are told why, then closed.
                 let cause = self.processes[process].machine.leave_cause();
                 let told = TakeoverCause::from(cause);
-                let leading = self.processes[process].leading.take();
-                if let Some(term) = leading.as_ref().map(|l| l.term) {
-                    if cause == LeaveCause::LockLost {
-                        // Its machine no longer says it leads by now: the world knows it did.
-                        self.processes[process]
-                            .lost_leader
-                            .get_or_insert((TakeoverCause::LockLost, Some(term)));
+                let term = self.processes[process].leading.as_ref().map(|l| l.term);
+                if let (Some(term), LeaveCause::LockLost) = (term, cause) {
+                    // Its machine no longer says it leads by now: the world knows it did.
+                    self.processes[process]
+                        .lost_leader
+                        .get_or_insert((TakeoverCause::LockLost, Some(term)));
+                }
+                let conns: Vec<ConnId> = self.processes[process]
+                    .leading
+                    .as_ref()
+                    .map(|l| l.sessions.keys().copied().collect())
+                    .unwrap_or_default();
+                let now = self.timestamp();
+                for conn in &conns {
+                    // A connection already cut ends as it was cut.
+                    match self.conns.get_mut(conn) {
+                        Some(c) if c.open => c.ended_by = told,
+                        _ => continue,
+                    }
+                    if let Some(session) = self.processes[process]
+                        .leading
+                        .as_mut()
+                        .and_then(|l| l.sessions.get_mut(conn))
+                    {
+                        session.handle_input(now, ServerInput::Leave(cause));
                     }
                 }
-                for (conn, mut session) in leading.map(|l| l.sessions).unwrap_or_default() {
-                    session.handle_input(self.timestamp(), ServerInput::Leave(cause));
-                    while let Some(output) = session.poll_output() {
+                if self.listener == Some(process) {
+                    self.listener = None;
+                }
+                if cause == LeaveCause::Closing && !conns.is_empty() {
+                    // As party-core's leader: it answers what its followers sent before they
+                    // let go, still holding the lock, for a while at most. Its sessions'
+                    // outputs (the Leaving first) go out as the process is pumped.
+                    if let Some(leading) = &mut self.processes[process].leading {
+                        leading.draining = true;
+                    }
+                    let incarnation = self.processes[process].incarnation;
+                    self.schedule(
+                        DRAIN_US,
+                        Event::DrainEnd {
+                            process,
+                            incarnation,
+                        },
+                    );
+                    return;
+                }
+                // Its last words go out before the connections close.
+                for conn in conns {
+                    while let Some(output) = self.processes[process]
+                        .leading
+                        .as_mut()
+                        .and_then(|l| l.sessions.get_mut(&conn))
+                        .and_then(ServerSession::poll_output)
+                    {
                         if let ServerOutput::Send(message) = output {
                             self.send(conn, false, &message);
                         }
                     }
-                    if let Some(c) = self.conns.get_mut(&conn) {
-                        c.ended_by = told;
-                    }
                 }
+                self.processes[process].leading = None;
                 let served: Vec<ConnId> = self
                     .conns
                     .iter()
@@ -305,6 +383,13 @@ impl World {
             }
             ElectionOutput::Disconnect => {
                 if let Some(conn) = self.processes[process].link.take() {
+                    // Letting go of a leader that said it was closing: a hand-over.
+                    if let Some(c) = self.conns.get(&conn) {
+                        let node = &mut self.processes[process];
+                        if c.ended_by == TakeoverCause::HandOver && !node.closing {
+                            node.lost_leader.get_or_insert((c.ended_by, c.term));
+                        }
+                    }
                     self.close_conn(conn);
                 }
                 None
