@@ -250,6 +250,8 @@ async fn serve(
     let mut decoder = FrameDecoder::new(config.max_frame_len);
     let mut buffer = vec![0u8; 64 * 1024];
     let mut out = Vec::new();
+    // Set once the leader stops while closing: until then the follower is served as ever.
+    let mut draining: Option<tokio::time::Instant> = None;
     loop {
         let closing = access.run_outputs(&mut session, |message| {
             encode_frame(&message, config.max_frame_len, &mut out)
@@ -263,7 +265,7 @@ async fn serve(
             let written = tokio::select! {
                 biased;
                 written = send.write_all(&out) => written.is_ok(),
-                _ = cancel.cancelled() => false,
+                _ = stopped(&cancel, draining) => false,
             };
             if !written {
                 return;
@@ -276,7 +278,17 @@ async fn serve(
         let timeout = session.poll_timeout();
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => break,
+            _ = cancel.cancelled(), if draining.is_none() => match leaving.get() {
+                // A leader that closes tells the follower, and answers what it sent until
+                // it lets go (for a while at most): nothing fails, even without retries.
+                Some(LeaveCause::Closing) => {
+                    session.handle_input(clock::now(), ServerInput::Leave(LeaveCause::Closing));
+                    draining = Some(tokio::time::Instant::now() + DRAIN_WITHIN);
+                }
+                // One that lost its lock may no longer touch the store: it goes at once.
+                _ => break,
+            },
+            _ = until(draining) => return,
             read = recv.read(&mut buffer) => {
                 let n = match read {
                     Ok(0) | Err(_) => return,
@@ -305,7 +317,7 @@ async fn serve(
             _ = sleep_until(timeout) => session.handle_timeout(clock::now()),
         }
     }
-    // Stopped between two frames: the follower is told why.
+    // Stopped for a lost lock, between two frames: the follower is told why.
     if let Some(cause) = leaving.get() {
         say_leaving(&mut session, *cause, &stream, config.max_frame_len).await;
     }
@@ -328,6 +340,26 @@ async fn say_leaving(
     }
     let mut send = stream;
     let _ = tokio::time::timeout(SAY_LEAVING_WITHIN, send.write_all(&out)).await;
+}
+
+/// How long a closing leader serves a follower's last requests at most.
+const DRAIN_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Resolves when the connection must stop at once: the leader stops (before a drain), or
+/// the drain's time is up.
+async fn stopped(cancel: &CancellationToken, draining: Option<tokio::time::Instant>) {
+    match draining {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => cancel.cancelled().await,
+    }
+}
+
+/// Resolves when the drain's time is up; never, before a drain.
+async fn until(draining: Option<tokio::time::Instant>) {
+    match draining {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// How long a leader that stops waits for a follower's socket to take its last words.

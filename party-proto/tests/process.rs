@@ -456,3 +456,54 @@ fn a_leader_of_another_user_is_refused_before_the_hello() {
         [ProcessOutput::Send(ClientMessage::Hello(_))]
     ));
 }
+
+/// A leader that closes is drained: nothing more is sent to it, and once it has answered
+/// what it was sent the process lets it go; nothing fails, even without retries, and what
+/// waited goes to the next leader.
+#[test]
+fn a_closing_leader_is_drained_and_nothing_fails() {
+    use party_proto::wire::LeaveCause;
+    let config = ProcessConfig {
+        client: party_proto::ClientConfig {
+            retry: false,
+            ..party_proto::ClientConfig::default()
+        },
+        ..ProcessConfig::default()
+    };
+    let mut process = Process::new(ClientId(1), config, 3);
+    drain(&mut process);
+    answer(&mut process, ElectionInput::LockBusy);
+    answer(&mut process, ElectionInput::Connected);
+    process.handle_input(NOW, welcome());
+    drain(&mut process);
+    let first = process.read(NOW, ReadOp::Get { key: b"a".to_vec() });
+    assert_eq!(drain(&mut process).len(), 1, "sent");
+    let leaving = ServerMessage::Leaving(LeaveCause::Closing);
+    process.handle_input(NOW, ProcessInput::FromLeader(leaving));
+    let second = process.read(NOW, ReadOp::Get { key: b"b".to_vec() });
+    assert!(
+        drain(&mut process).is_empty(),
+        "nothing more goes to a closing leader"
+    );
+    let reply = ServerMessage::Reply {
+        id: first,
+        result: Ok(Response::Value(None)),
+    };
+    process.handle_input(at(1), ProcessInput::FromLeader(reply));
+    let outputs = drain(&mut process);
+    let answered = ProcessOutput::Completed {
+        id: first,
+        result: Ok(Response::Value(None)),
+    };
+    assert!(outputs.contains(&answered), "{outputs:?}");
+    assert!(
+        outputs.contains(&ProcessOutput::Election(ElectionOutput::Disconnect)),
+        "let go once answered: {outputs:?}"
+    );
+    assert!(
+        !outputs
+            .iter()
+            .any(|o| matches!(o, ProcessOutput::Completed { id, .. } if *id == second)),
+        "the second waits for the next leader: {outputs:?}"
+    );
+}

@@ -147,6 +147,9 @@ struct Conn {
     foreign: bool,
     /// The generation of the leader it reached.
     term: Option<u64>,
+    /// The connection was cut, or its leader crashed, while it was open (perhaps after
+    /// the leader said it was leaving, in the middle of its drain).
+    cut_short: bool,
 }
 
 struct Leading {
@@ -188,6 +191,9 @@ struct Node {
     /// Why it lost the leader it had, as the world knows; the machine must say the same
     /// when it is served again.
     lost_leader: Option<(TakeoverCause, Option<u64>)>,
+    /// The connection to the leader it lost was cut, or that leader died, before
+    /// everything was answered: what it had in flight may fail even after a hand-over.
+    cut_short: bool,
 }
 
 /// How one simulated run ended.
@@ -423,6 +429,7 @@ impl World {
             closing: false,
             takeovers_seen: 0,
             lost_leader: None,
+            cut_short: false,
         }
     }
 

@@ -37,6 +37,9 @@ impl World {
             6..=7 => {
                 if let Some(conn) = self.random_open_conn() {
                     self.trace.line(self.now, format_args!("cut conn{conn}"));
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.cut_short = true;
+                    }
                     self.close_conn(conn);
                 }
             }
@@ -89,6 +92,9 @@ impl World {
             .map(|(id, _)| *id)
             .collect();
         for conn in conns {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.cut_short |= c.server == process;
+            }
             self.close_conn(conn);
         }
         let delay = self.rand(100, 20_000);

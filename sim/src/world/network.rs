@@ -26,6 +26,7 @@ impl World {
                 ended_by: TakeoverCause::Crash,
                 foreign: false,
                 term: self.processes[server].leading.as_ref().map(|l| l.term),
+                cut_short: false,
             },
         );
         self.processes[process].link = Some(conn);
@@ -258,6 +259,7 @@ impl World {
         };
         let process = if to_server { c.server } else { c.client };
         let ended_by = c.ended_by;
+        let cut_short = c.cut_short;
         if !to_server {
             self.conns.remove(&conn);
         }
@@ -277,6 +279,7 @@ impl World {
         } else if p.link == Some(conn) {
             p.link = None;
             self.leader_lost(process, ended_by);
+            self.processes[process].cut_short |= cut_short;
             let p = &mut self.processes[process];
             p.machine.handle_input(now, ProcessInput::LinkClosed);
         }

@@ -98,13 +98,17 @@ impl World {
             match node.lost_leader {
                 // Served again by the very leader it lost (only its connection broke):
                 // no failover.
-                Some((_, term)) if served && term == role.term => node.lost_leader = None,
+                Some((_, term)) if served && term == role.term => {
+                    node.lost_leader = None;
+                    node.cut_short = false;
+                }
                 Some((cause, _)) if served => {
                     let violation = format!(
                         "p{process} at {}us is served by a new leader and tells of no failover after {cause:?}",
                         self.now
                     );
                     node.lost_leader = None;
+                    node.cut_short = false;
                     self.violations.push(violation);
                 }
                 _ => {}
@@ -114,6 +118,7 @@ impl World {
         node.takeovers_seen = takeovers.count;
         let told = takeovers.last.map(|takeover| takeover.cause);
         let lost = node.lost_leader.take();
+        node.cut_short = false;
         if lost.is_some_and(|(_, term)| term.is_some() && term == role.term) {
             self.violations.push(format!(
                 "p{process} at {}us tells of a failover, served again by the leader it lost",
@@ -172,9 +177,12 @@ impl World {
                     ));
                     return;
                 };
-                let lost = self.processes[process].lost_leader;
+                let node = &self.processes[process];
                 if result == Err(ErrorCode::ConnectionLost)
-                    && lost.is_some_and(|(cause, _)| cause == TakeoverCause::HandOver)
+                    && !node.cut_short
+                    && node
+                        .lost_leader
+                        .is_some_and(|(cause, _)| cause == TakeoverCause::HandOver)
                 {
                     // A leader that closes answers what it was sent before it goes.
                     self.violations.push(format!(
