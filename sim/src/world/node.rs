@@ -63,6 +63,12 @@ impl World {
     pub(super) fn drained(&mut self, process: ProcessId) {
         self.trace
             .line(self.now, format_args!("p{process} has drained"));
+        self.stop_serving(process);
+        self.pump(process);
+    }
+
+    /// Ends a leadership: its sessions go, its connections close, its lock is released.
+    fn stop_serving(&mut self, process: ProcessId) {
         self.processes[process].leading = None;
         let served: Vec<ConnId> = self
             .conns
@@ -74,7 +80,6 @@ impl World {
             self.close_conn(conn);
         }
         self.lock.release(process);
-        self.pump(process);
     }
 
     /// `process` lost the leader it had (if it had one and is not closing), for `cause`:
@@ -373,20 +378,7 @@ impl World {
                         }
                     }
                 }
-                self.processes[process].leading = None;
-                let served: Vec<ConnId> = self
-                    .conns
-                    .iter()
-                    .filter(|(_, c)| c.open && c.server == process)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for conn in served {
-                    self.close_conn(conn);
-                }
-                if self.listener == Some(process) {
-                    self.listener = None;
-                }
-                self.lock.release(process);
+                self.stop_serving(process);
                 None
             }
             ElectionOutput::Disconnect => {
