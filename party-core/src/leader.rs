@@ -11,8 +11,7 @@ use party_proto::wire::{
     encode_frame, ClientMessage, FrameDecoder, ServerMessage, DEFAULT_MAX_FRAME_LEN,
 };
 use party_proto::{
-    admit_peer, DedupTable, ErrorCode, PeerFacts, ServerConfig, ServerInput, ServerOutput,
-    ServerSession,
+    admit_peer, DedupTable, ErrorCode, PeerFacts, ServerConfig, ServerInput, ServerSession,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -278,16 +277,13 @@ async fn serve(
         let timeout = session.poll_timeout();
         tokio::select! {
             biased;
-            _ = cancel.cancelled(), if draining.is_none() => match leaving.get() {
-                // A leader that closes tells the follower, and answers what it sent until
-                // it lets go (for a while at most): nothing fails, even without retries.
-                Some(LeaveCause::Closing) => {
-                    session.handle_input(clock::now(), ServerInput::Leave(LeaveCause::Closing));
-                    draining = Some(tokio::time::Instant::now() + DRAIN_WITHIN);
-                }
-                // One that lost its lock may no longer touch the store: it goes at once.
-                _ => break,
-            },
+            _ = cancel.cancelled(), if draining.is_none() => {
+                // The session says whether to serve on until the follower lets go (a close)
+                // or to go at once (a lost lock); a drain is bounded here.
+                let cause = leaving.get().copied().unwrap_or(LeaveCause::LockLost);
+                session.handle_input(clock::now(), ServerInput::Leave(cause));
+                draining = Some(tokio::time::Instant::now() + DRAIN_WITHIN);
+            }
             _ = until(draining) => return,
             read = recv.read(&mut buffer) => {
                 let n = match read {
@@ -317,29 +313,6 @@ async fn serve(
             _ = sleep_until(timeout) => session.handle_timeout(clock::now()),
         }
     }
-    // Stopped for a lost lock, between two frames: the follower is told why.
-    if let Some(cause) = leaving.get() {
-        say_leaving(&mut session, *cause, &stream, config.max_frame_len).await;
-    }
-}
-
-/// Tells the follower why the leader goes, so that it can tell a hand-over from a crash;
-/// a follower that does not read is not waited for long.
-async fn say_leaving(
-    session: &mut ServerSession,
-    cause: LeaveCause,
-    stream: &Stream,
-    max_frame_len: u32,
-) {
-    session.handle_input(clock::now(), ServerInput::Leave(cause));
-    let mut out = Vec::new();
-    while let Some(output) = session.poll_output() {
-        if let ServerOutput::Send(message) = output {
-            let _ = encode_frame(&message, max_frame_len, &mut out);
-        }
-    }
-    let mut send = stream;
-    let _ = tokio::time::timeout(SAY_LEAVING_WITHIN, send.write_all(&out)).await;
 }
 
 /// How long a closing leader serves a follower's last requests at most.
@@ -361,9 +334,6 @@ async fn until(draining: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
-
-/// How long a leader that stops waits for a follower's socket to take its last words.
-const SAY_LEAVING_WITHIN: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Sleeps until `at`, or forever when there is no timeout.
 pub(crate) async fn sleep_until(at: Option<party_proto::Timestamp>) {

@@ -693,3 +693,29 @@ fn an_iterator_blanks_only_the_halves_the_caller_does_not_want() {
         );
     }
 }
+
+/// A leader that closes tells its follower and serves on; one that lost its lock tells it
+/// and hangs up at once.
+#[test]
+fn a_leaving_session_serves_on_only_when_its_leader_closes() {
+    use party_proto::wire::LeaveCause;
+    let mut server = ready_server();
+    server.handle_input(NOW, ServerInput::Leave(LeaveCause::Closing));
+    assert_eq!(
+        outputs(&mut server),
+        [ServerOutput::Send(ServerMessage::Leaving(
+            LeaveCause::Closing
+        ))]
+    );
+    assert!(!server.is_closed(), "it answers what its follower sent");
+    let mut server = ready_server();
+    server.handle_input(NOW, ServerInput::Leave(LeaveCause::LockLost));
+    assert_eq!(
+        outputs(&mut server),
+        [
+            ServerOutput::Send(ServerMessage::Leaving(LeaveCause::LockLost)),
+            ServerOutput::Close(ErrorCode::Closed)
+        ]
+    );
+    assert!(server.is_closed());
+}

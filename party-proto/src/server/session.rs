@@ -88,7 +88,8 @@ pub enum ServerInput {
     },
     /// A store iterator failed.
     IterFailed { iter: IterId, error: ErrorCode },
-    /// The leader stops leading: the follower is told why before the connection closes.
+    /// The leader stops leading: the follower is told why. Closing, the session serves on
+    /// until the follower lets go (the driver bounds the wait); its lock lost, it closes.
     Leave(LeaveCause),
 }
 
@@ -218,6 +219,11 @@ impl ServerSession {
                 self.leaving = Some(cause);
                 if matches!(self.phase, Phase::Ready { .. }) {
                     self.send(ServerMessage::Leaving(cause));
+                }
+                // A leader that closes answers what its follower sent until the follower
+                // lets go; one that lost its lock may no longer touch the store.
+                if cause == LeaveCause::LockLost {
+                    self.close(ErrorCode::Closed);
                 }
             }
         }

@@ -348,10 +348,25 @@ impl World {
                 if self.listener == Some(process) {
                     self.listener = None;
                 }
-                if cause == LeaveCause::Closing && !conns.is_empty() {
+                // Their last words go out, and each session says whether it serves on until
+                // its follower lets go (a close) or is done (a lost lock).
+                for conn in conns {
+                    while let Some(output) = self.processes[process]
+                        .leading
+                        .as_mut()
+                        .and_then(|l| l.sessions.get_mut(&conn))
+                        .and_then(ServerSession::poll_output)
+                    {
+                        self.server_output(process, conn, output);
+                    }
+                }
+                let serving_on = self.processes[process]
+                    .leading
+                    .as_ref()
+                    .is_some_and(|l| l.sessions.values().any(|s| !s.is_closed()));
+                if serving_on {
                     // As party-core's leader: it answers what its followers sent before they
-                    // let go, still holding the lock, for a while at most. Its sessions'
-                    // outputs (the Leaving first) go out as the process is pumped.
+                    // let go, still holding the lock, for a while at most.
                     if let Some(leading) = &mut self.processes[process].leading {
                         leading.draining = true;
                     }
@@ -364,19 +379,6 @@ impl World {
                         },
                     );
                     return;
-                }
-                // Its last words go out before the connections close.
-                for conn in conns {
-                    while let Some(output) = self.processes[process]
-                        .leading
-                        .as_mut()
-                        .and_then(|l| l.sessions.get_mut(&conn))
-                        .and_then(ServerSession::poll_output)
-                    {
-                        if let ServerOutput::Send(message) = output {
-                            self.send(conn, false, &message);
-                        }
-                    }
                 }
                 self.stop_serving(process);
                 None
@@ -429,8 +431,9 @@ impl World {
                 return;
             }
             ServerOutput::Close(reason) => {
-                // Only garbage from the follower is a reason to hang up on it.
-                if !self.faults.garbage {
+                // Only garbage from the follower, or a leader going, is a reason to hang up
+                // on it.
+                if !self.faults.garbage && reason != ErrorCode::Closed {
                     self.violations
                         .push(format!("p{process} closed conn{conn}: {reason}"));
                 }
