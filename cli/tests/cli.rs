@@ -479,3 +479,27 @@ fn a_closed_stdout_ends_commands_quietly_and_cleans_up() {
     let left: Vec<_> = std::fs::read_dir(&temp).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn a_process_for_another_store_is_refused_by_the_leader_and_status_names_its_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    let mut leader = Shell::start(dir);
+    assert_eq!(leader.send("put k v")["ok"], true);
+    let refused = party(&["--json", "--backend", "sled", dir, "get", "k"]);
+    assert_eq!(refused.status.code(), Some(3), "{refused:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(answer["error"]["kind"], "wrong_backend", "{answer}");
+    let status = party(&["--json", dir, "status"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        (&status["role"], &status["backend"]),
+        (&"follower".into(), &"fjall".into()),
+        "{status}"
+    );
+    assert_eq!(
+        stdout(&party(&[dir, "get", "k"])),
+        "v\n",
+        "the data is all there"
+    );
+}

@@ -214,7 +214,9 @@ impl Db {
             role: state.role,
             leader_pid: state.leader_pid,
             followers,
-            backend: self.inner.backend,
+            // The handle is served, so the leader's store is known, unless a failover
+            // happened since; every leader of the directory serves the same kind.
+            backend: state.store.unwrap_or(self.inner.backend),
             socket: self.inner.socket.clone(),
             term: state.term,
             failovers: state.failovers,
@@ -298,6 +300,8 @@ pub struct Status {
     pub leader_pid: Option<u32>,
     /// Followers connected to the leader (not counting the leader's own handle).
     pub followers: u32,
+    /// The store the leader serves (the directory's one kind: a handle configured for
+    /// another is refused).
     pub backend: BackendKind,
     pub socket: PathBuf,
     /// The generation of the leader serving this handle: one more with every new leader

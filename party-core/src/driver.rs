@@ -115,11 +115,13 @@ impl Driver {
             request_timeout: options.request_timeout,
             iter_window: options.iter_window,
             max_frame_len: options.limits.max_frame_len,
+            store: options.backend.name(),
             ..ClientConfig::default()
         };
         let limits = &options.limits;
         let server = ServerConfig {
             leader_pid: std::process::id(),
+            store: options.backend.name(),
             max_in_flight: limits.max_in_flight,
             max_iterators: limits.max_iterators,
             max_frame_len: limits.max_frame_len,
@@ -361,6 +363,10 @@ impl Driver {
         let store_open_time = self.store_open_time.filter(|_| role == Role::Leader);
         let last_takeover = view.takeovers.last.map(Takeover::from);
         let failovers = view.takeovers.count;
+        let store = self
+            .process
+            .leader_store()
+            .and_then(|name| name.parse().ok());
         self.role.send_if_modified(|state| {
             let changed = state.role != role
                 || state.store_open_time != store_open_time
@@ -368,6 +374,7 @@ impl Driver {
                 || state.failure.is_some() != failure.is_some()
                 || state.rejected != view.rejected
                 || state.term != view.term
+                || state.store != store
                 || state.failovers != failovers;
             if changed {
                 log_change(state, role, &view, store_open_time);
@@ -378,6 +385,7 @@ impl Driver {
                     rejected: view.rejected,
                     store_open_time,
                     term: view.term,
+                    store,
                     failovers,
                     last_takeover,
                 };

@@ -42,8 +42,8 @@ pub enum Error {
     #[error("the leader serves only its own user; this process runs as uid {uid}")]
     OtherUser { uid: u32 },
     /// The data directory holds a store of another kind than this handle is configured for
-    /// (see [`crate::Options::backend`]): it cannot lead, lest it serve an empty store of
-    /// its own.
+    /// (see [`crate::Options::backend`]): the leader refuses to serve it, and it cannot lead,
+    /// lest it serve an empty store of its own. Open it with the directory's kind.
     #[error("the data directory holds a {} store; this handle is configured for {}", found.name(), wanted.name())]
     WrongBackend {
         found: party_backends::BackendKind,
@@ -165,6 +165,12 @@ impl From<ErrorCode> for Error {
             ErrorCode::FrameTooLarge { len, max } => Error::TooLarge { len, max },
             ErrorCode::ReplyTooLarge { len, max } => Error::ReplyTooLarge { len, max },
             ErrorCode::NotFound => Error::IteratorGone,
+            ErrorCode::WrongStore { found, wanted } => match (found.parse(), wanted.parse()) {
+                (Ok(found), Ok(wanted)) => Error::WrongBackend { found, wanted },
+                // A store this build does not know of: only a leader built with more could
+                // name one.
+                _ => Error::Protocol(ErrorCode::WrongStore { found, wanted }.to_string()),
+            },
             other @ (ErrorCode::Locked | ErrorCode::Malformed(_)) => {
                 Error::Protocol(other.to_string())
             }

@@ -34,9 +34,7 @@ pub(crate) fn claim(dir: &Path, wanted: BackendKind) -> Result<(), Error> {
         Err(error) => return Err(io("cannot read the store marker", error)),
     };
     let found = recorded.or_else(|| store_already_there(dir, wanted));
-    if let Some(found) = found.filter(|found| *found != wanted) {
-        return Err(Error::WrongBackend { found, wanted });
-    }
+    party_proto::admit_store(found.map(BackendKind::name), wanted.name())?;
     if recorded.is_none() {
         // Written aside and renamed: a crash leaves no marker or a whole one.
         let written = path.with_extension("store.new");

@@ -65,6 +65,8 @@ pub struct RoleState {
     /// The generation of the leader serving this handle (one more with every new leader
     /// of the directory), once known.
     pub term: Option<u64>,
+    /// The kind of store the leader serves (this handle's own while it leads), once known.
+    pub store: Option<party_backends::BackendKind>,
     /// Failovers this handle has lived through: it lost its leader and was served again.
     pub failovers: u64,
     /// The last of those failovers.
@@ -126,6 +128,7 @@ impl RoleState {
             rejected: None,
             store_open_time: None,
             term: None,
+            store: None,
             failovers: 0,
             last_takeover: None,
         }

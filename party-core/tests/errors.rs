@@ -166,6 +166,7 @@ async fn an_iterator_the_leader_no_longer_knows_is_gone() {
                         protocol: ProtocolId::CURRENT,
                         leader_pid: std::process::id(),
                         term: 1,
+                        store: "fjall".into(),
                         limits: LeaderLimits {
                             max_frame_len: 1 << 20,
                             max_in_flight: 16,

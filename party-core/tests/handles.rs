@@ -420,6 +420,7 @@ async fn a_follower_that_never_reads_does_not_keep_the_leader_from_closing() {
     let hello = Hello {
         protocol: ProtocolId::CURRENT,
         client_id: party_proto::ClientId(9),
+        store: "fjall".into(),
     };
     encode_frame(&ClientMessage::Hello(hello), 1 << 20, &mut frames).unwrap();
     let get = ClientMessage::Read {

@@ -75,4 +75,8 @@ pub enum ErrorCode {
     /// it as its leader and tells it nothing. Decided by the follower, never sent.
     #[error("the process serving the socket runs as uid {uid}, another user")]
     LeaderOfOtherUser { uid: u32 },
+    /// The directory holds a store of another kind (`found`) than this process is
+    /// configured for (`wanted`): the leader refuses to serve it, and it may not lead.
+    #[error("the data directory holds a {found} store; this process is configured for {wanted}")]
+    WrongStore { found: String, wanted: String },
 }

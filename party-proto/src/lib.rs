@@ -15,6 +15,7 @@ pub mod jitter;
 pub mod process;
 pub mod range;
 pub mod server;
+pub mod store_kind;
 pub mod takeover;
 pub mod time;
 pub mod wire;
@@ -30,6 +31,7 @@ pub use server::{
     admit_leader, admit_peer, Admission, DedupRecord, DedupTable, PeerFacts, ServerConfig,
     ServerInput, ServerOutput, ServerSession, WriteStamp,
 };
+pub use store_kind::admit_store;
 pub use takeover::{Takeover, TakeoverCause, Takeovers};
 pub use time::Timestamp;
 pub use writer::{CommitResult, WriteBatch, Writer, WriterConfig, WriterInput, WriterOutput};

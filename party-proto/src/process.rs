@@ -302,7 +302,19 @@ impl Process {
             rejected: self.rejected.clone(),
             failure: self.failure,
             term,
+
             takeovers: self.takeovers.clone(),
+        }
+    }
+
+    /// The kind of store the leader serves (this process's own while it leads), once known.
+    /// Apart from [`RoleView`], which is taken on every turn of the driver, so that this
+    /// stays a borrow.
+    pub fn leader_store(&self) -> Option<&str> {
+        match self.election.role() {
+            Role::Leader => Some(self.server_config.store),
+            Role::Follower => self.client.leader_store(),
+            _ => None,
         }
     }
 

@@ -214,6 +214,7 @@ impl Harness {
                     protocol: ProtocolId::CURRENT,
                     leader_pid: 1,
                     term: 1,
+                    store: "fjall".into(),
                     limits: party_proto::ServerConfig::default().limits(),
                 };
                 self.input(ClientInput::Message(ServerMessage::Welcome(welcome)))?;
@@ -394,6 +395,7 @@ fn requests_issued_before_any_leader_wait_also_without_retry() {
                 protocol: ProtocolId::CURRENT,
                 leader_pid: 1,
                 term: 1,
+                store: "fjall".into(),
                 limits: party_proto::ServerConfig::default().limits(),
             }))
         };

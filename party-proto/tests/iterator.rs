@@ -189,6 +189,7 @@ fn welcome() -> ServerMessage {
         protocol: ProtocolId::CURRENT,
         leader_pid: 1,
         term: 1,
+        store: "fjall".into(),
         limits: party_proto::ServerConfig::default().limits(),
     })
 }

@@ -24,6 +24,7 @@ fn welcomed(config: ClientConfig, limits: LeaderLimits) -> ClientSession {
         protocol: ProtocolId::CURRENT,
         leader_pid: 1,
         term: 1,
+        store: "fjall".into(),
         limits,
     };
     session.handle_input(NOW, ClientInput::Message(ServerMessage::Welcome(welcome)));
@@ -176,6 +177,7 @@ fn ready_server(config: ServerConfig) -> ServerSession {
     let hello = party_proto::wire::Hello {
         protocol: ProtocolId::CURRENT,
         client_id: ClientId(3),
+        store: "fjall".into(),
     };
     server.handle_input(NOW, ServerInput::Message(ClientMessage::Hello(hello)));
     let welcome: Vec<_> = std::iter::from_fn(|| server.poll_output()).collect();

@@ -32,6 +32,7 @@ fn welcome(leader_pid: u32, limits: LeaderLimits) -> ClientInput {
         protocol: ProtocolId::CURRENT,
         leader_pid,
         term: 1,
+        store: "fjall".into(),
         limits,
     }))
 }
@@ -296,6 +297,7 @@ fn election_is_closed_only_once_closed_and_drained() {
 const SERVER: ServerConfig = ServerConfig {
     leader_pid: 9,
     term: 1,
+    store: "fjall",
     handshake_timeout: Duration::from_millis(100),
     max_in_flight: 8,
     max_iterators: 4,
@@ -307,6 +309,7 @@ fn hello(client: u128) -> ServerInput {
     ServerInput::Message(ClientMessage::Hello(Hello {
         protocol: ProtocolId::CURRENT,
         client_id: ClientId(client),
+        store: "fjall".into(),
     }))
 }
 

@@ -77,6 +77,7 @@ fn welcome_from(term: u64) -> ProcessInput {
         protocol: ProtocolId::CURRENT,
         leader_pid: 9,
         term,
+        store: "fjall".into(),
         limits: ServerConfig::default().limits(),
     }))
 }

@@ -20,6 +20,7 @@ use support::{edge_key, error_code, iter_options};
 const CONFIG: ServerConfig = ServerConfig {
     leader_pid: 42,
     term: 1,
+    store: "fjall",
     handshake_timeout: Duration::from_millis(100),
     max_in_flight: 3,
     max_iterators: 2,
@@ -40,15 +41,17 @@ enum Action {
 }
 
 fn small_message() -> impl Strategy<Value = ClientMessage> {
-    let hello = prop_oneof![
+    let protocol = prop_oneof![
         4 => Just(ProtocolId::CURRENT),
         1 => Just(ProtocolId { version: ProtocolId::CURRENT.version + 1, ..ProtocolId::CURRENT }),
         1 => Just(ProtocolId { magic: *b"HTTP", ..ProtocolId::CURRENT }),
-    ]
-    .prop_map(|protocol| {
+    ];
+    let store = prop_oneof![4 => Just("fjall"), 1 => Just("sled")];
+    let hello = (protocol, store).prop_map(|(protocol, store)| {
         ClientMessage::Hello(Hello {
             protocol,
             client_id: ClientId(5),
+            store: store.into(),
         })
     });
     prop_oneof![
@@ -86,6 +89,8 @@ fn action() -> impl Strategy<Value = Action> {
 /// What the test has seen the session do, to judge each new output against.
 #[derive(Default)]
 struct Observed {
+    /// The first hello: the one the session answers.
+    hello: Option<Hello>,
     welcomed: bool,
     closed: bool,
     /// Requests handed to the store and not yet completed.
@@ -112,7 +117,21 @@ fn check(session: &mut ServerSession, seen: &mut Observed) -> Result<(), TestCas
         match output {
             ServerOutput::Send(ServerMessage::Welcome(welcome)) => {
                 prop_assert_eq!(welcome.leader_pid, 42);
+                prop_assert_eq!(&welcome.store, "fjall");
+                let hello = seen.hello.as_ref();
+                prop_assert!(
+                    hello.is_some_and(|h| h.protocol == ProtocolId::CURRENT && h.store == "fjall"),
+                    "welcomed {hello:?}"
+                );
                 seen.welcomed = true;
+            }
+            ServerOutput::Send(ServerMessage::Rejected(ErrorCode::WrongStore {
+                found,
+                wanted,
+            })) => {
+                let hello = seen.hello.as_ref();
+                prop_assert!(hello.is_some_and(|h| h.store == wanted), "{hello:?}");
+                prop_assert_eq!((found.as_str(), wanted.as_str()), ("fjall", "sled"));
             }
             ServerOutput::Send(ServerMessage::Reply { id, result }) => {
                 match seen.completed.remove(&id) {
@@ -177,6 +196,9 @@ proptest! {
                 Action::Message(message) => {
                     // Credits the client grants, to bound what may be sent.
                     match &message {
+                        ClientMessage::Hello(hello) => {
+                            seen.hello.get_or_insert_with(|| hello.clone());
+                        }
                         ClientMessage::IterOpen { iter, credits, .. } if !seen.open.contains_key(iter) => {
                             seen.granted.insert(*iter, i64::from(*credits));
                         }
@@ -250,6 +272,7 @@ fn a_stalled_reader_costs_the_leader_only_its_credits() {
     let hello = Hello {
         protocol: ProtocolId::CURRENT,
         client_id: ClientId(1),
+        store: "fjall".into(),
     };
     session.handle_input(now, ServerInput::Message(ClientMessage::Hello(hello)));
     let iter = IterId(0);
@@ -320,6 +343,7 @@ fn a_read_behind_its_connections_write_is_marked_to_wait_for_it() {
     let hello = Hello {
         protocol: ProtocolId::CURRENT,
         client_id: ClientId(1),
+        store: "fjall".into(),
     };
     server.handle_input(now, ServerInput::Message(ClientMessage::Hello(hello)));
     let get = |id| {

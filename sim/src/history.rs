@@ -57,6 +57,8 @@ pub struct Excuses {
     pub too_large: bool,
     /// Connections may reach a process of another user on this seed.
     pub foreign: bool,
+    /// Processes may be configured for another store than the directory's on this seed.
+    pub other_store: bool,
 }
 
 impl Excuses {
@@ -71,6 +73,7 @@ impl Excuses {
             }
             ErrorCode::TooManyConnections { .. } => self.refused,
             ErrorCode::LeaderOfOtherUser { .. } => self.foreign,
+            ErrorCode::WrongStore { .. } => self.other_store,
             ErrorCode::Malformed(_) => self.malformed,
             ErrorCode::FrameTooLarge { .. } => self.malformed || self.too_large,
             ErrorCode::ReplyTooLarge { .. } => self.too_large,

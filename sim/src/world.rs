@@ -122,7 +122,14 @@ struct SeedFaults {
     /// A connection is now and then answered by a process of another user, which a
     /// follower must refuse before it says a word.
     foreign_peers: bool,
+    /// Some processes are configured for another kind of store than the directory holds:
+    /// no leader may serve them, and none of them may lead.
+    other_stores: bool,
 }
+
+/// The kinds of store a simulated process may be configured for: the directory holds
+/// whichever its first leader opened.
+const STORE_KINDS: [&str; 2] = ["memory", "other"];
 
 /// The user every simulated process runs as; a foreign peer runs as another.
 const SIM_USER: u32 = 1000;
@@ -186,6 +193,8 @@ struct Node {
     excuses: Excuses,
     /// Closed by its caller, or its election failed: restarted once its machine is done.
     closing: bool,
+    /// The kind of store it is configured for.
+    store: &'static str,
     /// Failovers its machine has told of so far.
     takeovers_seen: u64,
     /// Why it lost the leader it had, as the world knows; the machine must say the same
@@ -233,6 +242,8 @@ pub struct World {
     next_client: u128,
     /// The directory's leader generation: the last leader's.
     term: u64,
+    /// The kind of store the directory holds, once a leader has opened one.
+    store_kind: Option<&'static str>,
 }
 
 impl std::fmt::Debug for World {
@@ -255,6 +266,7 @@ impl World {
             small_frames: rng.next_u64().is_multiple_of(5),
             mute_peers: rng.next_u64().is_multiple_of(5),
             foreign_peers: rng.next_u64().is_multiple_of(5),
+            other_stores: rng.next_u64().is_multiple_of(5),
         };
         let mut world = World {
             rng,
@@ -281,11 +293,15 @@ impl World {
             trace: Trace::default(),
             next_client: u128::from(seed) << 32,
             term: 0,
+            store_kind: None,
         };
         for process in 0..process_count {
             let fresh = world.fresh_node(process, 0);
             world.processes.push(fresh);
-            world.trace.line(0, format_args!("p{process} starts"));
+            let store = world.processes[process].store;
+            world
+                .trace
+                .line(0, format_args!("p{process} starts, for a {store} store"));
             world.pump(process);
             let start = world.rand(0, 2_000);
             world.schedule(start, Event::Workload(process));
@@ -388,6 +404,11 @@ impl World {
         let request_timeout = self
             .chance(15)
             .then(|| Duration::from_micros(self.rand(2_000, 20_000)));
+        let store = if self.faults.other_stores && self.chance(25) {
+            STORE_KINDS[1]
+        } else {
+            STORE_KINDS[0]
+        };
         let excuses = Excuses {
             connection_lost: !retry,
             timed_out: request_timeout.is_some(),
@@ -397,6 +418,7 @@ impl World {
             malformed: self.faults.garbage,
             too_large: self.faults.small_frames,
             foreign: self.faults.foreign_peers,
+            other_store: self.faults.other_stores,
         };
         let config = ProcessConfig {
             user: Some(SIM_USER),
@@ -410,9 +432,10 @@ impl World {
                 iter_window,
                 max_frame_len: self.frame_limit(),
                 welcome_timeout: Duration::from_millis(WELCOME_TIMEOUT_MS),
+                store,
                 bugs: self.injection.bugs,
             },
-            server: self.server_config(process),
+            server: self.server_config(process, store),
         };
         let seed = self.rng.next_u64();
         Node {
@@ -427,6 +450,7 @@ impl World {
             wake_at: None,
             excuses,
             closing: false,
+            store,
             takeovers_seen: 0,
             lost_leader: None,
             cut_short: false,
@@ -520,8 +544,11 @@ impl World {
                 }
                 let incarnation = incarnation + 1;
                 self.processes[process] = self.fresh_node(process, incarnation);
-                self.trace
-                    .line(self.now, format_args!("p{process} restarts"));
+                let store = self.processes[process].store;
+                self.trace.line(
+                    self.now,
+                    format_args!("p{process} restarts, for a {store} store"),
+                );
                 self.pump(process);
                 self.schedule(100, Event::Workload(process));
             }
@@ -561,11 +588,12 @@ impl World {
 
     /// How a process serves while it leads: small credit caps, so flow control is
     /// exercised.
-    fn server_config(&self, process: ProcessId) -> ServerConfig {
+    fn server_config(&self, process: ProcessId, store: &'static str) -> ServerConfig {
         let leading = self.processes.get(process).and_then(|p| p.leading.as_ref());
         ServerConfig {
             leader_pid: process as u32,
             term: leading.map_or(0, |leading| leading.term),
+            store,
             max_iter_credits: 8,
             max_frame_len: self.frame_limit(),
             ..ServerConfig::default()

@@ -49,6 +49,9 @@ pub struct ClientConfig {
     /// (it may not speak party at all): the connection is dropped and the election
     /// tries again after a while, as after a refusal.
     pub welcome_timeout: Duration,
+    /// The kind of store this process is configured for, said in the hello: a leader
+    /// serving another refuses it.
+    pub store: &'static str,
     /// Bugs to re-create, for the simulator.
     #[cfg(feature = "bug-injection")]
     pub bugs: crate::bugs::Bugs,
@@ -62,6 +65,7 @@ impl Default for ClientConfig {
             iter_window: 256,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             welcome_timeout: Duration::from_secs(2),
+            store: "fjall",
             #[cfg(feature = "bug-injection")]
             bugs: crate::bugs::Bugs::default(),
         }
@@ -152,6 +156,11 @@ impl ClientSession {
     /// The current leader's generation, once it has welcomed this session.
     pub fn leader_term(&self) -> Option<u64> {
         self.leader.as_ref().map(|welcome| welcome.term)
+    }
+
+    /// The kind of store the current leader serves, once it has welcomed this session.
+    pub fn leader_store(&self) -> Option<&str> {
+        self.leader.as_ref().map(|welcome| welcome.store.as_str())
     }
 
     /// The limits the current leader gave in its welcome.
@@ -314,6 +323,7 @@ impl ClientSession {
         self.send(ClientMessage::Hello(Hello {
             protocol: ProtocolId::CURRENT,
             client_id: self.client_id,
+            store: self.config.store.to_owned(),
         }));
     }
 

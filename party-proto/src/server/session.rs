@@ -17,10 +17,11 @@ use super::dedup::WriteStamp;
 use crate::error::ErrorCode;
 use crate::ids::{ClientId, IterId, RequestId};
 use crate::range::IterOptions;
+use crate::store_kind::admit_store;
 use crate::time::Timestamp;
 use crate::wire::{
-    ClientMessage, Entry, FrameError, LeaderLimits, LeaveCause, ProtocolId, ReadOp, Response,
-    ServerMessage, Welcome, WriteOp, DEFAULT_MAX_FRAME_LEN,
+    ClientMessage, Entry, FrameError, Hello, LeaderLimits, LeaveCause, ProtocolId, ReadOp,
+    Response, ServerMessage, Welcome, WriteOp, DEFAULT_MAX_FRAME_LEN,
 };
 
 /// Limits and identity of the leader's sessions.
@@ -30,6 +31,9 @@ pub struct ServerConfig {
     pub leader_pid: u32,
     /// The leader's generation, given to followers in the welcome.
     pub term: u64,
+    /// The kind of store served (`fjall`, `sled`, …): a follower configured for another is
+    /// refused, and the others are told it in the welcome.
+    pub store: &'static str,
     /// A connection that has not said hello by then is closed.
     pub handshake_timeout: Duration,
     /// Requests one connection may have running at once; more are refused one by one.
@@ -58,6 +62,7 @@ impl Default for ServerConfig {
         ServerConfig {
             leader_pid: 0,
             term: 0,
+            store: "fjall",
             handshake_timeout: Duration::from_secs(10),
             max_in_flight: 4096,
             max_iterators: 256,
@@ -252,26 +257,23 @@ impl ServerSession {
     fn receive(&mut self, message: ClientMessage) {
         match (self.phase, message) {
             (Phase::AwaitingHello { .. }, ClientMessage::Hello(hello)) => {
-                if hello.protocol == ProtocolId::CURRENT {
-                    self.phase = Phase::Ready {
-                        client: hello.client_id,
-                    };
-                    self.send(ServerMessage::Welcome(Welcome {
-                        protocol: ProtocolId::CURRENT,
-                        leader_pid: self.config.leader_pid,
-                        term: self.config.term,
-                        limits: self.config.limits(),
-                    }));
-                    if let Some(cause) = self.leaving {
-                        self.send(ServerMessage::Leaving(cause));
-                    }
-                } else {
-                    let error = ErrorCode::ProtocolMismatch {
-                        expected: ProtocolId::CURRENT,
-                        got: hello.protocol,
-                    };
-                    self.send(ServerMessage::Rejected(error.clone()));
-                    self.close(error);
+                if let Err(refusal) = self.greet(&hello) {
+                    self.send(ServerMessage::Rejected(refusal.clone()));
+                    self.close(refusal);
+                    return;
+                }
+                self.phase = Phase::Ready {
+                    client: hello.client_id,
+                };
+                self.send(ServerMessage::Welcome(Welcome {
+                    protocol: ProtocolId::CURRENT,
+                    leader_pid: self.config.leader_pid,
+                    term: self.config.term,
+                    store: self.config.store.to_owned(),
+                    limits: self.config.limits(),
+                }));
+                if let Some(cause) = self.leaving {
+                    self.send(ServerMessage::Leaving(cause));
                 }
             }
             (Phase::Ready { client }, message) => self.serve(client, message),
@@ -335,6 +337,17 @@ impl ServerSession {
                 }
             }
         }
+    }
+
+    /// Whether a hello is one this leader serves: its protocol, and its store.
+    fn greet(&self, hello: &Hello) -> Result<(), ErrorCode> {
+        if hello.protocol != ProtocolId::CURRENT {
+            return Err(ErrorCode::ProtocolMismatch {
+                expected: ProtocolId::CURRENT,
+                got: hello.protocol,
+            });
+        }
+        admit_store(Some(self.config.store), &hello.store)
     }
 
     /// Takes a request into flight, or refuses it.

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::ErrorCode;
+use crate::wire::ProtocolId;
 
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 4;
@@ -25,6 +26,10 @@ pub enum FrameError {
     Malformed(#[source] postcard::Error),
     #[error("frame has {extra} bytes after its message")]
     TrailingBytes { extra: usize },
+    /// The frame does not decode, but it is a handshake (a hello or a welcome) of another
+    /// protocol or version, whose layout may differ: said so, rather than as garbage.
+    #[error("a handshake of protocol {got}")]
+    OtherProtocol { got: ProtocolId },
     #[error("message does not encode: {0}")]
     Encode(#[source] postcard::Error),
 }
@@ -33,6 +38,10 @@ impl From<FrameError> for ErrorCode {
     fn from(error: FrameError) -> ErrorCode {
         match error {
             FrameError::TooLarge { len, max } => ErrorCode::FrameTooLarge { len, max },
+            FrameError::OtherProtocol { got } => ErrorCode::ProtocolMismatch {
+                expected: ProtocolId::CURRENT,
+                got,
+            },
             other => ErrorCode::Malformed(other.to_string()),
         }
     }
@@ -162,16 +171,53 @@ impl FrameDecoder {
 }
 
 fn decode_body<M: DeserializeOwned>(body: &[u8]) -> Result<M, FrameError> {
-    let (message, rest) = postcard::take_from_bytes(body).map_err(FrameError::Malformed)?;
-    if !rest.is_empty() {
-        return Err(FrameError::TrailingBytes { extra: rest.len() });
-    }
-    Ok(message)
+    let decoded = match postcard::take_from_bytes(body) {
+        Ok((message, [])) => return Ok(message),
+        Ok((_, rest)) => FrameError::TrailingBytes { extra: rest.len() },
+        Err(error) => FrameError::Malformed(error),
+    };
+    Err(handshake_protocol(body)
+        .filter(|got| *got != ProtocolId::CURRENT)
+        .map_or(decoded, |got| FrameError::OtherProtocol { got }))
+}
+
+/// The protocol named by a frame that starts as a handshake does in every version: the
+/// first variant (`Hello` from a client, `Welcome` from a leader), its protocol id first.
+fn handshake_protocol(body: &[u8]) -> Option<ProtocolId> {
+    let (variant, rest) = postcard::take_from_bytes::<u32>(body).ok()?;
+    let (protocol, _) = postcard::take_from_bytes::<ProtocolId>(rest).ok()?;
+    (variant == 0 && protocol.magic == crate::wire::MAGIC).then_some(protocol)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hello of another version whose layout differs is still told apart from garbage,
+    /// so both ends can say "protocol mismatch" whatever the next version adds to it.
+    #[test]
+    fn a_handshake_of_another_layout_is_named_by_its_protocol() {
+        let old = ProtocolId {
+            version: 4,
+            ..ProtocolId::CURRENT
+        };
+        // A hello of version 4: a protocol id and a client id, nothing after.
+        let mut frame = Vec::new();
+        encode_frame(&(0u32, old, 7u128), 1024, &mut frame).unwrap();
+        let mut input = frame.as_slice();
+        let error = FrameDecoder::new(1024)
+            .decode::<crate::wire::ClientMessage>(&mut input)
+            .unwrap_err();
+        assert_eq!(error, FrameError::OtherProtocol { got: old });
+        // The same bytes claiming this very version are malformed, not a mismatch.
+        let mut frame = Vec::new();
+        encode_frame(&(0u32, ProtocolId::CURRENT, 7u128), 1024, &mut frame).unwrap();
+        let mut input = frame.as_slice();
+        let error = FrameDecoder::new(1024)
+            .decode::<crate::wire::ClientMessage>(&mut input)
+            .unwrap_err();
+        assert!(matches!(error, FrameError::Malformed(_)), "{error:?}");
+    }
 
     #[test]
     fn a_header_over_the_cap_fails_before_any_body_arrives() {

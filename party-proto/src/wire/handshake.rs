@@ -12,7 +12,7 @@ use crate::ids::ClientId;
 pub const MAGIC: [u8; 4] = *b"PRTY";
 
 /// Bumped whenever a change would make an old peer misread a message.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Which protocol a peer speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +40,9 @@ impl fmt::Display for ProtocolId {
 pub struct Hello {
     pub protocol: ProtocolId,
     pub client_id: ClientId,
+    /// The kind of store this process is configured for (`fjall`, `sled`, …): a leader
+    /// serving another refuses it.
+    pub store: String,
 }
 
 /// The leader's answer to an accepted [`Hello`].
@@ -50,6 +53,8 @@ pub struct Welcome {
     pub leader_pid: u32,
     /// The leader's generation: one more than the leader before it, in this directory.
     pub term: u64,
+    /// The kind of store the leader serves.
+    pub store: String,
     /// What the leader accepts, so the client never sends what would be refused.
     pub limits: LeaderLimits,
 }

@@ -87,6 +87,8 @@ pub fn error_code() -> impl Strategy<Value = ErrorCode> {
         Just(ErrorCode::StoreReadOnly),
         any::<u32>().prop_map(|uid| ErrorCode::OtherUser { uid }),
         (any::<u64>(), any::<u64>()).prop_map(|(len, max)| ErrorCode::KeyTooLarge { len, max }),
+        any::<u32>().prop_map(|uid| ErrorCode::LeaderOfOtherUser { uid }),
+        (".*", ".*").prop_map(|(found, wanted)| ErrorCode::WrongStore { found, wanted }),
     ]
 }
 
@@ -116,10 +118,13 @@ pub fn write_op() -> impl Strategy<Value = WriteOp> {
 
 pub fn client_message() -> impl Strategy<Value = ClientMessage> {
     prop_oneof![
-        (protocol(), any::<u128>()).prop_map(|(protocol, id)| ClientMessage::Hello(Hello {
-            protocol,
-            client_id: ClientId(id),
-        })),
+        (protocol(), any::<u128>(), ".{0,8}").prop_map(|(protocol, id, store)| {
+            ClientMessage::Hello(Hello {
+                protocol,
+                client_id: ClientId(id),
+                store,
+            })
+        }),
         (any::<u64>(), read_op()).prop_map(|(id, op)| ClientMessage::Read {
             id: RequestId(id),
             op
@@ -162,20 +167,34 @@ pub fn entry() -> impl Strategy<Value = Entry> {
 
 pub fn server_message() -> impl Strategy<Value = ServerMessage> {
     prop_oneof![
-        (protocol(), any::<u32>(), any::<u64>(), any::<[u32; 3]>()).prop_map(
-            |(protocol, leader_pid, term, [max_frame_len, max_in_flight, max_iter_credits])| {
-                ServerMessage::Welcome(Welcome {
+        (
+            protocol(),
+            any::<u32>(),
+            any::<u64>(),
+            ".{0,8}",
+            any::<[u32; 3]>()
+        )
+            .prop_map(
+                |(
                     protocol,
                     leader_pid,
                     term,
-                    limits: LeaderLimits {
-                        max_frame_len,
-                        max_in_flight,
-                        max_iter_credits,
-                    },
-                })
-            }
-        ),
+                    store,
+                    [max_frame_len, max_in_flight, max_iter_credits],
+                )| {
+                    ServerMessage::Welcome(Welcome {
+                        protocol,
+                        leader_pid,
+                        term,
+                        store,
+                        limits: LeaderLimits {
+                            max_frame_len,
+                            max_in_flight,
+                            max_iter_credits,
+                        },
+                    })
+                }
+            ),
         error_code().prop_map(ServerMessage::Rejected),
         (
             any::<u64>(),

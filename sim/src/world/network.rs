@@ -63,7 +63,10 @@ impl World {
             return ElectionInput::Connected;
         }
         let now = self.timestamp();
-        let session = ServerSession::new(now, self.server_config(server));
+        let session = ServerSession::new(
+            now,
+            self.server_config(server, self.processes[server].store),
+        );
         if let Some(leading) = &mut self.processes[server].leading {
             leading.sessions.insert(conn, session);
         }

@@ -195,6 +195,13 @@ impl World {
                         id.0
                     ));
                 }
+                if result.is_ok() && Some(node.store) != self.store_kind {
+                    self.violations.push(format!(
+                        "p{process}: request {} served to a process configured for a {} store, \
+                         the directory's is {:?}",
+                        id.0, node.store, self.store_kind
+                    ));
+                }
                 let op = &mut self.history[index];
                 op.complete = Some(self.now);
                 op.outcome = match result {
@@ -253,6 +260,14 @@ impl World {
             } else {
                 ElectionInput::LockBusy
             }),
+            // As party-core's store marker: the directory holds one kind, recorded by the
+            // first leader to open it.
+            ElectionOutput::OpenStore
+                if party_proto::admit_store(self.store_kind, self.processes[process].store)
+                    .is_err() =>
+            {
+                Some(ElectionInput::StoreOpenFailed)
+            }
             ElectionOutput::OpenStore if self.faults.store && self.faults_on && self.chance(3) => {
                 Some(ElectionInput::StoreOpenFailed)
             }
@@ -260,7 +275,10 @@ impl World {
             ElectionOutput::OpenStore if self.faults.store && self.chance(10) => {
                 Some(ElectionInput::StoreLocked)
             }
-            ElectionOutput::OpenStore => Some(ElectionInput::StoreOpened),
+            ElectionOutput::OpenStore => {
+                self.store_kind.get_or_insert(self.processes[process].store);
+                Some(ElectionInput::StoreOpened)
+            }
             ElectionOutput::Bind if self.faults.store && self.faults_on && self.chance(2) => {
                 Some(ElectionInput::BindFailed)
             }
@@ -397,12 +415,13 @@ impl World {
                 None
             }
             ElectionOutput::Failed(reason) => {
-                if self.faults.store
-                    && matches!(
-                        reason,
-                        ElectionFailure::Lock | ElectionFailure::StoreOpen | ElectionFailure::Bind
-                    )
-                {
+                let faulty = matches!(
+                    reason,
+                    ElectionFailure::Lock | ElectionFailure::StoreOpen | ElectionFailure::Bind
+                );
+                let other_store = reason == ElectionFailure::StoreOpen
+                    && Some(self.processes[process].store) != self.store_kind;
+                if (self.faults.store && faulty) || other_store {
                     // As a caller would after its handle failed to join: what was pending
                     // fails, and the process starts over later.
                     self.trace.line(
@@ -431,9 +450,14 @@ impl World {
                 return;
             }
             ServerOutput::Close(reason) => {
-                // Only garbage from the follower, or a leader going, is a reason to hang up
-                // on it.
-                if !self.faults.garbage && reason != ErrorCode::Closed {
+                // Only garbage from the follower, a follower configured for another store,
+                // or a leader going, is a reason to hang up on it.
+                let expected = match reason {
+                    ErrorCode::Closed => true,
+                    ErrorCode::WrongStore { .. } => self.faults.other_stores,
+                    _ => self.faults.garbage,
+                };
+                if !expected {
                     self.violations
                         .push(format!("p{process} closed conn{conn}: {reason}"));
                 }
