@@ -4,7 +4,6 @@
 #![cfg(feature = "sled")]
 
 use party_core::{open, BackendKind, Error, Options, Role};
-use party_tests::Node;
 
 fn wrong_backend(error: &Error) -> bool {
     matches!(
