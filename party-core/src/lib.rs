@@ -71,8 +71,6 @@ mod link;
 #[cfg(not(loom))]
 pub mod lock;
 #[cfg(not(loom))]
-mod marker;
-#[cfg(not(loom))]
 mod options;
 #[cfg(not(loom))]
 mod paths;
@@ -80,6 +78,8 @@ mod paths;
 mod role;
 #[cfg(not(loom))]
 mod store;
+#[cfg(not(loom))]
+mod store_dir;
 #[cfg(not(loom))]
 mod term;
 

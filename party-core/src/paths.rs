@@ -40,7 +40,7 @@ impl Layout {
                 .map_err(|e| io("cannot make a private place for the socket of", e))?,
         };
         Ok(Layout {
-            store: dir.join(options.backend.name()),
+            store: crate::store_dir::store_path(&dir, options.backend),
             socket,
             dir,
         })

@@ -43,9 +43,23 @@ pub struct Node {
 impl Node {
     /// Starts `party-node DIR ARGS…` from the binary at `exe`.
     pub fn spawn(exe: &str, dir: &Path, args: &[&str]) -> Node {
-        let mut child = Command::new(exe)
-            .arg(dir)
-            .args(args)
+        let mut command = Command::new(exe);
+        command.arg(dir).args(args);
+        Node::spawn_command(command)
+    }
+
+    /// Starts `party-node DIR ARGS…` as the user `uid` (and group of the same number),
+    /// which needs root.
+    #[cfg(unix)]
+    pub fn spawn_as(uid: u32, exe: &str, dir: &Path, args: &[&str]) -> Node {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(exe);
+        command.arg(dir).args(args).uid(uid).gid(uid);
+        Node::spawn_command(command)
+    }
+
+    fn spawn_command(mut command: Command) -> Node {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -95,3 +95,101 @@ async fn a_leader_running_as_another_user_is_refused_by_its_follower() {
     stranger.kill().unwrap();
     stranger.wait().unwrap();
 }
+
+const SQUATTER: &str = env!("CARGO_BIN_EXE_party-squatter");
+
+/// A user of its own for the next test (no account has it), so that its private socket
+/// directories in `/tmp` are the test's alone.
+const OWNER: u32 = 4242;
+
+/// A child killed when dropped, so that a failing test leaves no process behind.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn remove_private_dirs_of_owner() {
+    let prefix = format!("party-{OWNER}-");
+    for entry in std::fs::read_dir("/tmp").unwrap().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            std::fs::remove_dir_all(entry.path()).unwrap();
+        }
+    }
+}
+
+/// Another user can neither block a directory's socket nor hear a byte of its processes. A
+/// data directory too deep for a socket path has its socket in its user's private
+/// directory, `/tmp/party-<uid>-N`; another user who takes that name first (a directory
+/// open to everyone, with a socket listening at the very path the processes would use) is
+/// passed over, and cannot reach the socket they use instead.
+#[test]
+fn another_user_squatting_the_socket_place_in_tmp_neither_blocks_nor_hears_the_party() {
+    use party_tests::Node;
+    remove_private_dirs_of_owner();
+    let base = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(base.path(), Some(OWNER), Some(OWNER)).unwrap();
+    let deep = base.path().join("a-long-directory-name/".repeat(6));
+
+    // Where the socket would go: asked of a first process, then its place given up.
+    let mut first = Node::spawn_as(OWNER, NODE, &deep, &[]);
+    assert_eq!(first.send("ready"), "ok leader");
+    let answer = first.send("socket");
+    let place = answer.strip_prefix("ok ").unwrap().to_owned();
+    assert!(
+        place.starts_with(&format!("/tmp/party-{OWNER}-0/")),
+        "{place}"
+    );
+    first.kill();
+    remove_private_dirs_of_owner();
+
+    // The other user takes that very place.
+    let mut squatter = Killed(
+        Command::new(SQUATTER)
+            .args(["listen", &place])
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut heard = BufReader::new(squatter.0.stdout.take().unwrap()).lines();
+    assert_eq!(heard.next().unwrap().unwrap(), "listening");
+
+    // The owner's processes pass it over, and serve each other as ever.
+    let mut leader = Node::spawn_as(OWNER, NODE, &deep, &[]);
+    assert_eq!(leader.send("ready"), "ok leader");
+    let mut follower = Node::spawn_as(OWNER, NODE, &deep, &[]);
+    assert_eq!(follower.send("ready"), "ok follower");
+    assert_eq!(follower.send("put k v"), "ok");
+    assert_eq!(leader.send("get k"), "ok v");
+    let answer = leader.send("socket");
+    let used = answer.strip_prefix("ok ").unwrap();
+    assert!(
+        used.starts_with(&format!("/tmp/party-{OWNER}-1/")),
+        "{used}"
+    );
+
+    // The other user cannot reach the socket they use.
+    let reach = Command::new(SQUATTER)
+        .args(["connect", used])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&reach.stdout),
+        "refused PermissionDenied\n"
+    );
+
+    // And heard nothing: a connection of the test's own, three bytes, is its first.
+    let mut knock = std::os::unix::net::UnixStream::connect(&place).unwrap();
+    knock.write_all(b"abc").unwrap();
+    drop(knock);
+    assert_eq!(heard.next().unwrap().unwrap(), "connection 1 3");
+    drop((squatter, leader, follower));
+    remove_private_dirs_of_owner();
+}

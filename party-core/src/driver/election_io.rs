@@ -65,17 +65,10 @@ impl Driver {
 
     async fn open_store(&mut self) -> ElectionInput {
         let kind = self.options.backend;
-        let path = self.layout.store.clone();
         let dir = self.layout.dir.clone();
         let started = Instant::now();
         let opened = tokio::task::spawn_blocking(move || -> Result<_, Error> {
-            crate::marker::claim(&dir, kind)?;
-            crate::paths::create_private_dir(&path).map_err(|source| Error::Io {
-                context: "cannot create the store directory",
-                path: path.clone(),
-                source,
-            })?;
-            let store = kind.open(&path)?;
+            let store = crate::store_dir::open(&dir, kind)?;
             let records = store.dedup_records()?;
             Ok((store, DedupTable::from_records(records)))
         })

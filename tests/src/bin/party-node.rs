@@ -15,6 +15,7 @@
 //! - `scan FORWARD|REVERSE PAUSE_MS`: reads the whole store 50 entries at a time, pausing
 //!   between chunks → `ok COUNT HEXKEY,HEXKEY,…`
 //! - `open-iter` then `next-chunk N`: an iterator read by hand → `ok COUNT` or `err …`
+//! - `socket` → `ok PATH`: where the directory's socket is
 //! - `close` → `ok` after the handle closed; `exit` → ends the process without closing
 
 use std::time::Duration;
@@ -114,6 +115,7 @@ async fn main() {
                     .map(|chunk| format!("ok {}", chunk.map_or(0, |c| c.len()))),
                 None => Ok("err usage no iterator".into()),
             },
+            ["socket"] => Ok(format!("ok {}", db.socket_path().display())),
             ["close"] => db.close().await.map(|()| "ok".into()),
             ["exit"] => std::process::exit(0),
             _ => Ok(format!("err usage {line}")),

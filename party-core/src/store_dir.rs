@@ -1,0 +1,183 @@
+//! The one store of a data directory: which kind it is, recorded in `<dir>/party.store`, and
+//! its creation, which a crash cannot leave half done.
+//!
+//! A handle configured for another kind must never lead from an empty store of its own,
+//! where all the data would seem lost (party-proto's [`party_proto::admit_store`] decides).
+//! A new store is built beside its place (`<dir>/<kind>.new`) and renamed into it once
+//! whole, and the marker is written after that: a first process killed at any moment of
+//! its start leaves no store (made afresh by the next), or a whole one; and whichever is
+//! there names the directory's kind, marker or not.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use party_backends::{Backend, BackendKind};
+
+use crate::error::Error;
+use crate::paths::create_private_dir;
+
+/// Name of the store marker inside the data directory.
+pub const STORE_MARKER_NAME: &str = "party.store";
+
+/// The marker's first line; a later format changes it.
+const FORMAT: &str = "party-store 1";
+
+/// Opens the store of `dir` for a leader configured for `wanted`, creating it if the
+/// directory has none yet; `WrongBackend` if the directory holds another kind.
+pub(crate) fn open(dir: &Path, wanted: BackendKind) -> Result<Arc<dyn Backend>, Error> {
+    let marker = dir.join(STORE_MARKER_NAME);
+    let recorded = read_marker(&marker)?;
+    let found = recorded.or_else(|| store_already_there(dir, wanted));
+    party_proto::admit_store(found.map(BackendKind::name), wanted.name())?;
+    let path = store_path(dir, wanted);
+    if !path.is_dir() {
+        create(wanted, &path)?;
+    }
+    if recorded.is_none() {
+        write_atomically(
+            &marker,
+            format!("{FORMAT}\nkind {}\n", wanted.name()).as_bytes(),
+        )
+        .map_err(|e| io("cannot write the store marker", &marker, e))?;
+    }
+    Ok(wanted.open(&path)?)
+}
+
+/// Where the store of `kind` lives in `dir`.
+pub(crate) fn store_path(dir: &Path, kind: BackendKind) -> PathBuf {
+    dir.join(kind.name())
+}
+
+/// Builds a new store of `kind` aside, closes it, and renames it to `path`. What a crash
+/// left aside before is thrown away: it never served anything.
+fn create(kind: BackendKind, path: &Path) -> Result<(), Error> {
+    let aside = beside(path);
+    match std::fs::remove_dir_all(&aside) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io("cannot remove an unfinished store", &aside, error));
+        }
+        _ => {}
+    }
+    create_private_dir(&aside).map_err(|e| io("cannot create the store directory", &aside, e))?;
+    drop(kind.open(&aside)?);
+    std::fs::rename(&aside, path)
+        .and_then(|()| sync_parent(path))
+        .map_err(|e| io("cannot put the new store in place", path, e))
+}
+
+fn read_marker(path: &Path) -> Result<Option<BackendKind>, Error> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text).map(Some).ok_or_else(|| {
+            let garbled =
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "not a store marker");
+            io("cannot read the store marker", path, garbled)
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(io("cannot read the store marker", path, error)),
+    }
+}
+
+/// Written aside and renamed: a crash leaves no file or a whole one.
+fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let written = beside(path);
+    std::fs::write(&written, contents)?;
+    std::fs::File::open(&written)?.sync_all()?;
+    std::fs::rename(&written, path)?;
+    sync_parent(path)
+}
+
+/// `<path>.new`, where a file or directory is made before it is renamed into place.
+fn beside(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".new");
+    PathBuf::from(name)
+}
+
+/// Makes a rename into `path`'s directory durable.
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn io(context: &'static str, path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        context,
+        path: PathBuf::from(path),
+        source,
+    }
+}
+
+fn parse(text: &str) -> Option<BackendKind> {
+    let mut lines = text.lines();
+    if lines.next()? != FORMAT {
+        return None;
+    }
+    lines.next()?.strip_prefix("kind ")?.parse().ok()
+}
+
+/// For a directory from before the marker: the store in it, `wanted` first.
+fn store_already_there(dir: &Path, wanted: BackendKind) -> Option<BackendKind> {
+    [
+        wanted,
+        BackendKind::Fjall,
+        BackendKind::Sled,
+        BackendKind::Rocksdb,
+    ]
+    .into_iter()
+    .find(|kind| store_path(dir, *kind).is_dir())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(result: Result<Arc<dyn Backend>, Error>) -> Option<(BackendKind, BackendKind)> {
+        match result {
+            Err(Error::WrongBackend { found, wanted }) => Some((found, wanted)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_directory_holds_one_kind_and_other_kinds_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path(), BackendKind::Fjall).unwrap());
+        drop(open(dir.path(), BackendKind::Fjall).unwrap());
+        assert_eq!(
+            refused(open(dir.path(), BackendKind::Sled)),
+            Some((BackendKind::Fjall, BackendKind::Sled))
+        );
+        // A directory from before the marker (or whose first leader died before writing
+        // it): its store decides.
+        let old = tempfile::tempdir().unwrap();
+        std::fs::create_dir(old.path().join("sled")).unwrap();
+        assert_eq!(
+            refused(open(old.path(), BackendKind::Fjall)),
+            Some((BackendKind::Sled, BackendKind::Fjall))
+        );
+        assert!(!old.path().join("fjall").exists());
+        // A garbled marker is an error, not a fresh claim.
+        std::fs::write(old.path().join(STORE_MARKER_NAME), "what").unwrap();
+        assert!(matches!(
+            open(old.path(), BackendKind::Fjall),
+            Err(Error::Io { .. })
+        ));
+    }
+
+    /// What a first leader killed while creating its store left aside is thrown away, and
+    /// the store made afresh.
+    #[test]
+    fn an_unfinished_store_is_made_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let unfinished = dir.path().join("fjall.new");
+        std::fs::create_dir(&unfinished).unwrap();
+        std::fs::write(unfinished.join("version"), "half").unwrap();
+        let store = open(dir.path(), BackendKind::Fjall).unwrap();
+        assert_eq!(store.get(b"k").unwrap(), None);
+        assert!(!unfinished.exists());
+        assert!(dir.path().join(STORE_MARKER_NAME).exists());
+    }
+}
