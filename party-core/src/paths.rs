@@ -186,3 +186,18 @@ pub(crate) fn create_private_dir(path: &Path) -> std::io::Result<()> {
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(path)
 }
+
+/// `<path>.new`, where a file or directory is made before it is renamed into place.
+pub(crate) fn beside(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".new");
+    PathBuf::from(name)
+}
+
+/// Writes a small file aside and renames it into place, so that a crash leaves the old
+/// contents or the new ones, never a part.
+pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let written = beside(path);
+    std::fs::write(&written, contents)?;
+    std::fs::rename(&written, path)
+}

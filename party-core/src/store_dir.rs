@@ -14,7 +14,7 @@ use std::sync::Arc;
 use party_backends::{Backend, BackendKind};
 
 use crate::error::Error;
-use crate::paths::create_private_dir;
+use crate::paths::{beside, create_private_dir, write_atomically};
 
 /// Name of the store marker inside the data directory.
 pub const STORE_MARKER_NAME: &str = "party.store";
@@ -77,23 +77,7 @@ fn read_marker(path: &Path) -> Result<Option<BackendKind>, Error> {
     }
 }
 
-/// Written aside and renamed: a crash leaves no file or a whole one.
-fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let written = beside(path);
-    std::fs::write(&written, contents)?;
-    std::fs::File::open(&written)?.sync_all()?;
-    std::fs::rename(&written, path)?;
-    sync_parent(path)
-}
-
-/// `<path>.new`, where a file or directory is made before it is renamed into place.
-fn beside(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".new");
-    PathBuf::from(name)
-}
-
-/// Makes a rename into `path`'s directory durable.
+/// Makes a rename into `path`'s directory durable: the store's, once per directory.
 fn sync_parent(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     if let Some(parent) = path.parent() {

@@ -16,11 +16,7 @@ pub(crate) fn next(dir: &Path) -> u64 {
         .and_then(|text| text.trim().parse::<u64>().ok())
         .unwrap_or(0);
     let term = last.saturating_add(1);
-    // Written aside and renamed, so that a crash leaves the old count or the new one.
-    let written = path.with_extension("term.new");
-    let saved = std::fs::write(&written, format!("{term}\n"))
-        .and_then(|()| std::fs::rename(&written, &path));
-    if let Err(error) = saved {
+    if let Err(error) = crate::paths::write_atomically(&path, format!("{term}\n").as_bytes()) {
         tracing::warn!(
             "cannot count the leader's generation in {}: {error}",
             path.display()
