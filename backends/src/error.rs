@@ -68,6 +68,16 @@ pub enum BackendError {
         len: usize,
         max: usize,
     },
+    /// The batch touches more keys than the store commits at once
+    /// ([`crate::Backend::max_batch_ops`]); nothing of it was applied.
+    #[error(
+        "a batch of {ops} operations is more than the {backend} store commits at once ({max})"
+    )]
+    BatchTooLarge {
+        backend: &'static str,
+        ops: usize,
+        max: usize,
+    },
     /// A dedup record in the reserved namespace does not decode: the store was written by
     /// something else, or is damaged.
     #[error("corrupt dedup record for key {key:02x?}: {reason}")]

@@ -1,7 +1,8 @@
 //! Storage backends for party: the leader serves every operation from one of these.
 //!
-//! Pick the store by cargo feature: `fjall` (default), `sled`, `rocksdb`. The in-memory
-//! store is always there, for the simulator and tests.
+//! Pick the store by cargo feature: `fjall` (default), `sled`, `rocksdb`, `etcd` (a store
+//! in an etcd v3 cluster, shared by several hosts). The in-memory store is always there, for
+//! the simulator and tests.
 //!
 //! # Why the trait is blocking
 //!
@@ -18,6 +19,8 @@ mod iter;
 mod memory;
 pub mod records;
 
+#[cfg(feature = "etcd")]
+mod etcd;
 #[cfg(feature = "fjall")]
 mod fjall;
 #[cfg(feature = "rocksdb")]
@@ -36,6 +39,8 @@ pub use error::{BackendError, OpenError, StoreError};
 pub use iter::{Chunks, EntryIter};
 pub use memory::MemoryBackend;
 
+#[cfg(feature = "etcd")]
+pub use crate::etcd::{EtcdBackend, EtcdConfig};
 #[cfg(feature = "fjall")]
 pub use crate::fjall::{FjallBackend, MAX_KEY_LEN as FJALL_MAX_KEY_LEN};
 #[cfg(feature = "rocksdb")]
@@ -67,6 +72,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
 
     /// Every stored dedup record, for a new leader's dedup table.
     fn dedup_records(&self) -> Result<Vec<(ClientId, DedupRecord)>, BackendError>;
+
+    /// The most keys one [`Backend::write`] may touch (the group's net puts and deletes,
+    /// and its dedup records), where the store has such a limit (etcd: 128 operations per
+    /// transaction by default). A bigger batch fails whole with
+    /// [`BackendError::BatchTooLarge`], nothing of it applied.
+    fn max_batch_ops(&self) -> Option<usize> {
+        None
+    }
 
     /// Called by the leader when writes pause. Persists what a reopen after a crash would
     /// otherwise have to replay from the store's log, so that the next leader takes over

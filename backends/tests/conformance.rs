@@ -49,13 +49,17 @@ fn put(key: &[u8], value: &[u8]) -> WriteOp {
     }
 }
 
+/// Writes `ops`, in as few commits as the store allows.
 fn write(store: &dyn Backend, ops: Vec<WriteOp>) {
-    store
-        .write(&WriteBatch {
-            ops,
-            records: Vec::new(),
-        })
-        .expect("write");
+    let most = store.max_batch_ops().unwrap_or(usize::MAX);
+    for ops in ops.chunks(most) {
+        store
+            .write(&WriteBatch {
+                ops: ops.to_vec(),
+                records: Vec::new(),
+            })
+            .expect("write");
+    }
 }
 
 fn value_of(key: &[u8]) -> Vec<u8> {
@@ -178,6 +182,31 @@ pub fn long_ranges_read_every_entry_once(store: &dyn Backend) {
             "limited reverse={reverse}"
         );
     }
+}
+
+/// A store with a limit on one commit refuses a bigger batch whole, with a typed error.
+pub fn a_batch_over_the_stores_limit_fails_whole(store: &dyn Backend) {
+    let Some(most) = store.max_batch_ops() else {
+        return;
+    };
+    let batch = WriteBatch {
+        ops: (0..most).map(|n| put(&n.to_be_bytes(), b"v")).collect(),
+        records: vec![(
+            ClientId(4),
+            DedupRecord {
+                applied_through: WriteSeq(1),
+                failed: vec![],
+            },
+        )],
+    };
+    let error = store.write(&batch).unwrap_err();
+    assert!(
+        matches!(error, party_backends::BackendError::BatchTooLarge { ops, max, .. }
+            if ops == most + 1 && max == most),
+        "{error}"
+    );
+    assert_eq!(store.get(&0usize.to_be_bytes()).unwrap(), None);
+    assert!(store.dedup_records().unwrap().is_empty());
 }
 
 pub fn get_many_answers_each_key_in_order(store: &dyn Backend) {
@@ -465,6 +494,10 @@ macro_rules! conformance {
                 with_store(super::long_ranges_read_every_entry_once);
             }
             #[test]
+            fn a_batch_over_the_stores_limit_fails_whole() {
+                with_store(super::a_batch_over_the_stores_limit_fails_whole);
+            }
+            #[test]
             fn get_many_answers_each_key_in_order() {
                 with_store(super::get_many_answers_each_key_in_order);
             }
@@ -602,5 +635,112 @@ mod rocksdb {
     #[test]
     fn iterators_are_snapshots() {
         snapshot_test(BackendKind::Rocksdb);
+    }
+}
+
+/// A real three-member etcd cluster on loopback ports, started once for the whole test
+/// binary (the `etcd` binary of Debian's `etcd-server`); each test gets a prefix of its own.
+#[cfg(feature = "etcd")]
+mod etcd {
+    use super::*;
+    use party_backends::{EtcdBackend, EtcdConfig};
+    use std::sync::OnceLock;
+
+    struct Cluster {
+        endpoints: Vec<String>,
+        _members: Vec<Child>,
+        _data: tempfile::TempDir,
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// Each member runs under a shell that kills it once the test binary's end of its stdin
+    /// closes, so that no member outlives the tests, even if they are killed.
+    fn start() -> Cluster {
+        let data = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let peers: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect();
+        let token = format!("party-test-{}", std::process::id());
+        let members = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, peer))| {
+                Command::new("sh")
+                    .arg("-c")
+                    .arg(r#"etcd "$@" 2>"$0" & member=$!; read -r _; kill "$member""#)
+                    .arg(data.path().join(format!("m{i}.log")))
+                    .args(["--name", &format!("m{i}")])
+                    .arg("--data-dir")
+                    .arg(data.path().join(format!("m{i}")))
+                    .args([
+                        "--listen-client-urls",
+                        &format!("http://127.0.0.1:{client}"),
+                    ])
+                    .args([
+                        "--advertise-client-urls",
+                        &format!("http://127.0.0.1:{client}"),
+                    ])
+                    .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                    .args([
+                        "--initial-advertise-peer-urls",
+                        &format!("http://127.0.0.1:{peer}"),
+                    ])
+                    .args(["--initial-cluster", &peers.join(",")])
+                    .args(["--initial-cluster-state", "new"])
+                    .args(["--initial-cluster-token", &token])
+                    .stdin(Stdio::piped())
+                    .spawn()
+                    .expect("etcd runs (Debian package etcd-server)")
+            })
+            .collect();
+        let endpoints: Vec<String> = ports
+            .iter()
+            .map(|(client, _)| format!("http://127.0.0.1:{client}"))
+            .collect();
+        Cluster {
+            endpoints,
+            _members: members,
+            _data: data,
+        }
+    }
+
+    fn cluster() -> &'static Cluster {
+        static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+        CLUSTER.get_or_init(start)
+    }
+
+    /// The store of one test: its prefix is its temporary directory's name.
+    fn open(dir: &Path) -> Arc<dyn Backend> {
+        let config = EtcdConfig {
+            endpoints: cluster().endpoints.clone(),
+            prefix: format!("party-test/{}/", dir.display()).into_bytes(),
+        };
+        // The cluster elects its first leader within a few seconds of starting.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match EtcdBackend::connect(&config) {
+                Ok(store) => return Arc::new(store),
+                Err(error) if Instant::now() > deadline => panic!("etcd: {error}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    conformance!(suite, open);
+
+    #[test]
+    fn iterators_are_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        an_iterator_reads_the_store_as_it_was_when_opened(&*open(dir.path()));
     }
 }

@@ -1,0 +1,308 @@
+//! etcd v3, shared by the leaders of several hosts.
+//!
+//! Everything lives under one key prefix `P`: data at `P d <key>`, dedup records at
+//! `P r <client id>`. A write group is one etcd transaction with its dedup records, so it
+//! commits whole or not at all, and an acknowledged write is on a quorum of members. An
+//! iterator pages through the revision it was opened at: a real snapshot, as long as that
+//! revision is not compacted.
+//!
+//! The `Backend` trait blocks (see the crate documentation), and so does this store: each
+//! call runs the etcd client on a runtime of its own, on the calling store thread. Those
+//! threads exist to block, so no async worker of party-core ever waits on the network.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use etcd_client::{Client, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use party_proto::wire::Entry;
+use party_proto::{ClientId, DedupRecord, KeyRange};
+
+use crate::batch::{resolve, WriteBatch};
+use crate::error::{BackendError, OpenError};
+use crate::iter::EntryIter;
+use crate::{records, Backend};
+
+const NAME: &str = "etcd";
+
+/// Entries one page of an iterator asks etcd for.
+const PAGE: i64 = 512;
+
+/// Operations in one etcd transaction: the server's default `--max-txn-ops`.
+const MAX_TXN_OPS: usize = 128;
+
+/// Where a party store lives in etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// Client URLs of the cluster's members, e.g. `http://127.0.0.1:2379`.
+    pub endpoints: Vec<String>,
+    /// Every key of the store starts with this; two stores need two prefixes that are not
+    /// prefixes of one another.
+    pub prefix: Vec<u8>,
+}
+
+/// A party store in an etcd cluster.
+pub struct EtcdBackend {
+    client: Client,
+    /// One worker drives the client's connections; store threads and iterators block on it
+    /// at once.
+    runtime: Arc<tokio::runtime::Runtime>,
+    data: Vec<u8>,
+    records: Vec<u8>,
+}
+
+impl std::fmt::Debug for EtcdBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdBackend")
+            .field("data", &self.data.escape_ascii().to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+fn store_error(error: etcd_client::Error) -> BackendError {
+    BackendError::Store {
+        backend: NAME,
+        source: Box::new(error),
+    }
+}
+
+impl EtcdBackend {
+    /// Connects to the cluster; fails if no member answers.
+    pub fn connect(config: &EtcdConfig) -> Result<Self, OpenError> {
+        let open_error = |source: Box<dyn std::error::Error + Send + Sync>| OpenError::Store {
+            backend: NAME,
+            path: config.endpoints.join(",").into(),
+            source,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("party-etcd")
+            .enable_all()
+            .build()
+            .map_err(|e| open_error(Box::new(e)))?;
+        let client = runtime
+            .block_on(async {
+                let mut client = Client::connect(&config.endpoints, None).await?;
+                // A member answering proves the endpoints; an empty read costs nothing.
+                client
+                    .get(config.prefix.clone(), Some(GetOptions::new().with_limit(1)))
+                    .await?;
+                Ok::<_, etcd_client::Error>(client)
+            })
+            .map_err(|e| open_error(Box::new(e)))?;
+        Ok(EtcdBackend {
+            client,
+            runtime: Arc::new(runtime),
+            data: [config.prefix.as_slice(), b"d"].concat(),
+            records: [config.prefix.as_slice(), b"r"].concat(),
+        })
+    }
+
+    fn data_key(&self, key: &[u8]) -> Vec<u8> {
+        [self.data.as_slice(), key].concat()
+    }
+
+    /// `range` as etcd's `[key, range_end)` under the data prefix; `None` if empty.
+    fn etcd_range(&self, range: &KeyRange) -> Option<(Vec<u8>, Vec<u8>)> {
+        if range.is_empty() {
+            return None;
+        }
+        let start = match &range.start {
+            Bound::Included(key) => self.data_key(key),
+            Bound::Excluded(key) => [self.data_key(key), vec![0]].concat(),
+            Bound::Unbounded => self.data.clone(),
+        };
+        let end = match &range.end {
+            Bound::Excluded(key) => self.data_key(key),
+            Bound::Included(key) => [self.data_key(key), vec![0]].concat(),
+            Bound::Unbounded => prefix_end(&self.data),
+        };
+        (start < end).then_some((start, end))
+    }
+
+    fn block_on<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, BackendError> {
+        self.runtime.block_on(call).map_err(store_error)
+    }
+}
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // A prefix of only 0xff bytes: etcd's "to the end of the key space".
+    vec![0]
+}
+
+impl Backend for EtcdBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        let mut client = self.client.clone();
+        let response = self.block_on(client.get(self.data_key(key), None))?;
+        Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+
+    /// All keys read in one transaction: one revision, one round trip.
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let reads: Vec<TxnOp> = keys
+            .iter()
+            .map(|key| TxnOp::get(self.data_key(key), None))
+            .collect();
+        let mut client = self.client.clone();
+        let response = self.block_on(client.txn(Txn::new().and_then(reads)))?;
+        Ok(response
+            .op_responses()
+            .into_iter()
+            .map(|answer| match answer {
+                etcd_client::TxnOpResponse::Get(got) => {
+                    got.kvs().first().map(|kv| kv.value().to_vec())
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The net effect of the group and its dedup records, as one transaction.
+    fn write(&self, batch: &WriteBatch) -> Result<(), BackendError> {
+        let effect = resolve(&batch.ops, |range| {
+            self.iter(range, false)?
+                .map(|entry| entry.map(|e| e.key))
+                .collect()
+        })?;
+        let mut ops: Vec<TxnOp> = effect
+            .into_iter()
+            .map(|(key, value)| match value {
+                Some(value) => TxnOp::put(self.data_key(&key), value, None),
+                None => TxnOp::delete(self.data_key(&key), None::<DeleteOptions>),
+            })
+            .collect();
+        ops.extend(batch.records.iter().map(|(client, record)| {
+            let key = [self.records.as_slice(), &records::key(*client)].concat();
+            TxnOp::put(key, records::value(record), None)
+        }));
+        if ops.is_empty() {
+            return Ok(());
+        }
+        if ops.len() > MAX_TXN_OPS {
+            return Err(BackendError::BatchTooLarge {
+                backend: NAME,
+                ops: ops.len(),
+                max: MAX_TXN_OPS,
+            });
+        }
+        let mut client = self.client.clone();
+        self.block_on(client.txn(Txn::new().and_then(ops)))?;
+        Ok(())
+    }
+
+    fn iter(&self, range: &KeyRange, reverse: bool) -> Result<EntryIter, BackendError> {
+        let Some((start, end)) = self.etcd_range(range) else {
+            return Ok(Box::new(std::iter::empty()));
+        };
+        // The revision every page reads: the store as it is now.
+        let mut client = self.client.clone();
+        let now = self.block_on(client.get(start.clone(), None))?;
+        let revision = now.header().map_or(0, |header| header.revision());
+        let pages = Pages {
+            client: self.client.clone(),
+            runtime: self.runtime.clone(),
+            strip: self.data.len(),
+            revision,
+            start,
+            end,
+            reverse,
+            page: Vec::new().into_iter(),
+            done: false,
+        };
+        Ok(Box::new(pages))
+    }
+
+    fn max_batch_ops(&self) -> Option<usize> {
+        Some(MAX_TXN_OPS)
+    }
+
+    fn dedup_records(&self) -> Result<Vec<(ClientId, DedupRecord)>, BackendError> {
+        let options = GetOptions::new().with_range(prefix_end(&self.records));
+        let mut client = self.client.clone();
+        let response = self.block_on(client.get(self.records.clone(), Some(options)))?;
+        response
+            .kvs()
+            .iter()
+            .map(|kv| records::decode(&kv.key()[self.records.len()..], kv.value()))
+            .collect()
+    }
+}
+
+/// An iterator reading one revision of a range, a page at a time.
+struct Pages {
+    client: Client,
+    runtime: Arc<tokio::runtime::Runtime>,
+    strip: usize,
+    revision: i64,
+    /// What is left to read: `[start, end)`.
+    start: Vec<u8>,
+    end: Vec<u8>,
+    reverse: bool,
+    page: std::vec::IntoIter<Entry>,
+    done: bool,
+}
+
+impl Pages {
+    fn next_page(&mut self) -> Result<(), BackendError> {
+        let mut options = GetOptions::new()
+            .with_range(self.end.clone())
+            .with_limit(PAGE)
+            .with_revision(self.revision);
+        if self.reverse {
+            options = options.with_sort(SortTarget::Key, SortOrder::Descend);
+        }
+        let response = self
+            .runtime
+            .block_on(self.client.get(self.start.clone(), Some(options)))
+            .map_err(store_error)?;
+        let kvs = response.kvs();
+        match (kvs.last(), self.reverse) {
+            (Some(last), false) => self.start = [last.key(), &[0]].concat(),
+            (Some(last), true) => self.end = last.key().to_vec(),
+            (None, _) => {}
+        }
+        self.done = !response.more();
+        self.page = kvs
+            .iter()
+            .map(|kv| Entry {
+                key: kv.key()[self.strip..].to_vec(),
+                value: kv.value().to_vec(),
+            })
+            .collect::<Vec<_>>()
+            .into_iter();
+        Ok(())
+    }
+}
+
+impl Iterator for Pages {
+    type Item = Result<Entry, BackendError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(entry) = self.page.next() {
+                return Some(Ok(entry));
+            }
+            if self.done {
+                return None;
+            }
+            if let Err(error) = self.next_page() {
+                self.done = true;
+                return Some(Err(error));
+            }
+        }
+    }
+}
