@@ -40,7 +40,7 @@ pub use iter::{Chunks, EntryIter};
 pub use memory::MemoryBackend;
 
 #[cfg(feature = "etcd")]
-pub use crate::etcd::{EtcdBackend, EtcdConfig};
+pub use crate::etcd::{EtcdBackend, EtcdConfig, LocalCluster};
 #[cfg(feature = "fjall")]
 pub use crate::fjall::{FjallBackend, MAX_KEY_LEN as FJALL_MAX_KEY_LEN};
 #[cfg(feature = "rocksdb")]

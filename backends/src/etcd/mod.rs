@@ -10,10 +10,16 @@
 //! call runs the etcd client on a runtime of its own, on the calling store thread. Those
 //! threads exist to block, so no async worker of party-core ever waits on the network.
 
-use std::ops::Bound;
-use std::sync::Arc;
+mod cluster;
 
-use etcd_client::{Client, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use std::hash::{BuildHasher, Hasher};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Client, Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
+};
 use party_proto::wire::Entry;
 use party_proto::{ClientId, DedupRecord, KeyRange};
 
@@ -22,10 +28,16 @@ use crate::error::{BackendError, OpenError};
 use crate::iter::EntryIter;
 use crate::{records, Backend};
 
+pub use cluster::LocalCluster;
+
 const NAME: &str = "etcd";
 
 /// Entries one page of an iterator asks etcd for.
 const PAGE: i64 = 512;
+
+/// How long a request is tried again while members cannot be reached (one down, or the
+/// cluster electing its leader): longer than an etcd election takes.
+const UNREACHABLE_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Operations in one etcd transaction: the server's default `--max-txn-ops`.
 const MAX_TXN_OPS: usize = 128;
@@ -48,6 +60,11 @@ pub struct EtcdBackend {
     runtime: Arc<tokio::runtime::Runtime>,
     data: Vec<u8>,
     records: Vec<u8>,
+    /// `P c <instance>`: how many commits this instance has made, moved by each commit and
+    /// compared before it, so that a commit whose outcome was lost (etcd's leader died with
+    /// it) is tried again without ever applying twice.
+    commits_key: Vec<u8>,
+    commits: Mutex<u64>,
 }
 
 impl std::fmt::Debug for EtcdBackend {
@@ -89,11 +106,17 @@ impl EtcdBackend {
                 Ok::<_, etcd_client::Error>(client)
             })
             .map_err(|e| open_error(Box::new(e)))?;
+        // Unique to this instance: a seed the OS chose for std's hasher.
+        let instance = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
         Ok(EtcdBackend {
             client,
             runtime: Arc::new(runtime),
             data: [config.prefix.as_slice(), b"d"].concat(),
             records: [config.prefix.as_slice(), b"r"].concat(),
+            commits_key: [config.prefix.as_slice(), b"c", &instance.to_be_bytes()].concat(),
+            commits: Mutex::new(0),
         })
     }
 
@@ -119,12 +142,62 @@ impl EtcdBackend {
         (start < end).then_some((start, end))
     }
 
-    fn block_on<T>(
-        &self,
-        call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, BackendError> {
-        self.runtime.block_on(call).map_err(store_error)
+    /// Runs one request, tried again for a while if it did not get through (see
+    /// [`retryable`]).
+    fn block_on<T, F>(&self, call: impl Fn() -> F) -> Result<T, BackendError>
+    where
+        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        block_on(&self.runtime, call)
     }
+
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        let response = self.block_on(|| {
+            let mut client = self.client.clone();
+            let key = key.to_vec();
+            async move { client.get(key, None).await }
+        })?;
+        Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+}
+
+/// Whether `error` says the request may not have reached a quorum (a member down, a
+/// connection broken, etcd's leader lost with the request): then it is tried again. Safe
+/// for reads, and for writes because each compares the instance's commit count first.
+fn retryable(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            let broken = std::error::Error::source(status)
+                .is_some_and(|source| source.is::<tonic::transport::Error>());
+            broken
+                || matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                )
+        }
+        etcd_client::Error::TransportError(_) => true,
+        _ => false,
+    }
+}
+
+fn block_on<T, F>(
+    runtime: &tokio::runtime::Runtime,
+    call: impl Fn() -> F,
+) -> Result<T, BackendError>
+where
+    F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = Instant::now() + UNREACHABLE_PATIENCE;
+    runtime.block_on(async {
+        loop {
+            match call().await {
+                Err(error) if retryable(&error) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                result => return result.map_err(store_error),
+            }
+        }
+    })
 }
 
 /// The first key after every key that starts with `prefix`.
@@ -146,9 +219,7 @@ impl Backend for EtcdBackend {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        let mut client = self.client.clone();
-        let response = self.block_on(client.get(self.data_key(key), None))?;
-        Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
+        self.get_raw(&self.data_key(key))
     }
 
     /// All keys read in one transaction: one revision, one round trip.
@@ -157,8 +228,11 @@ impl Backend for EtcdBackend {
             .iter()
             .map(|key| TxnOp::get(self.data_key(key), None))
             .collect();
-        let mut client = self.client.clone();
-        let response = self.block_on(client.txn(Txn::new().and_then(reads)))?;
+        let response = self.block_on(|| {
+            let mut client = self.client.clone();
+            let txn = Txn::new().and_then(reads.clone());
+            async move { client.txn(txn).await }
+        })?;
         Ok(response
             .op_responses()
             .into_iter()
@@ -192,15 +266,46 @@ impl Backend for EtcdBackend {
         if ops.is_empty() {
             return Ok(());
         }
-        if ops.len() > MAX_TXN_OPS {
+        // One operation more moves the commit count.
+        if ops.len() + 1 > MAX_TXN_OPS {
             return Err(BackendError::BatchTooLarge {
                 backend: NAME,
                 ops: ops.len(),
-                max: MAX_TXN_OPS,
+                max: MAX_TXN_OPS - 1,
             });
         }
-        let mut client = self.client.clone();
-        self.block_on(client.txn(Txn::new().and_then(ops)))?;
+        let mut commits = self.commits.lock().unwrap_or_else(|e| e.into_inner());
+        let (before, after) = (*commits, *commits + 1);
+        let unchanged = if before == 0 {
+            Compare::version(self.commits_key.clone(), CompareOp::Equal, 0)
+        } else {
+            Compare::value(
+                self.commits_key.clone(),
+                CompareOp::Equal,
+                before.to_be_bytes(),
+            )
+        };
+        ops.push(TxnOp::put(
+            self.commits_key.clone(),
+            after.to_be_bytes(),
+            None,
+        ));
+        let response = self.block_on(|| {
+            let mut client = self.client.clone();
+            let txn = Txn::new().when([unchanged.clone()]).and_then(ops.clone());
+            async move { client.txn(txn).await }
+        })?;
+        if !response.succeeded() {
+            // Only an earlier try of this very commit moves the count: it landed.
+            let landed = self.get_raw(&self.commits_key)? == Some(after.to_be_bytes().to_vec());
+            if !landed {
+                return Err(BackendError::Store {
+                    backend: NAME,
+                    source: "another process committed as this store instance".into(),
+                });
+            }
+        }
+        *commits = after;
         Ok(())
     }
 
@@ -209,8 +314,11 @@ impl Backend for EtcdBackend {
             return Ok(Box::new(std::iter::empty()));
         };
         // The revision every page reads: the store as it is now.
-        let mut client = self.client.clone();
-        let now = self.block_on(client.get(start.clone(), None))?;
+        let now = self.block_on(|| {
+            let mut client = self.client.clone();
+            let start = start.clone();
+            async move { client.get(start, None).await }
+        })?;
         let revision = now.header().map_or(0, |header| header.revision());
         let pages = Pages {
             client: self.client.clone(),
@@ -227,13 +335,16 @@ impl Backend for EtcdBackend {
     }
 
     fn max_batch_ops(&self) -> Option<usize> {
-        Some(MAX_TXN_OPS)
+        Some(MAX_TXN_OPS - 1)
     }
 
     fn dedup_records(&self) -> Result<Vec<(ClientId, DedupRecord)>, BackendError> {
         let options = GetOptions::new().with_range(prefix_end(&self.records));
-        let mut client = self.client.clone();
-        let response = self.block_on(client.get(self.records.clone(), Some(options)))?;
+        let response = self.block_on(|| {
+            let mut client = self.client.clone();
+            let (records, options) = (self.records.clone(), options.clone());
+            async move { client.get(records, Some(options)).await }
+        })?;
         response
             .kvs()
             .iter()
@@ -265,10 +376,11 @@ impl Pages {
         if self.reverse {
             options = options.with_sort(SortTarget::Key, SortOrder::Descend);
         }
-        let response = self
-            .runtime
-            .block_on(self.client.get(self.start.clone(), Some(options)))
-            .map_err(store_error)?;
+        let response = block_on(&self.runtime, || {
+            let mut client = self.client.clone();
+            let (start, options) = (self.start.clone(), options.clone());
+            async move { client.get(start, Some(options)).await }
+        })?;
         let kvs = response.kvs();
         match (kvs.last(), self.reverse) {
             (Some(last), false) => self.start = [last.key(), &[0]].concat(),

@@ -1,0 +1,157 @@
+//! A throwaway etcd cluster on loopback ports, for tests, demos and benchmarks: members run
+//! the `etcd` binary (Debian's `etcd-server`) with their data in a temporary directory, and
+//! go when the cluster is dropped, or when the process that started them ends in any way.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{EtcdBackend, EtcdConfig};
+use crate::error::OpenError;
+
+/// How long a new cluster may take to elect its first leader.
+const STARTUP: Duration = Duration::from_secs(30);
+
+/// One member: its ports, and the process while it runs.
+#[derive(Debug)]
+struct Member {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    process: Option<Child>,
+}
+
+/// A local etcd cluster. Dropping it stops every member and deletes their data.
+#[derive(Debug)]
+pub struct LocalCluster {
+    members: Vec<Member>,
+    initial_cluster: String,
+    token: String,
+    data: PathBuf,
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl LocalCluster {
+    /// Starts `size` members and waits until the cluster serves.
+    pub fn start(size: usize) -> Result<LocalCluster, OpenError> {
+        let failed = |source: std::io::Error| OpenError::Store {
+            backend: "etcd",
+            path: PathBuf::from("a local etcd cluster"),
+            source: Box::new(source),
+        };
+        let data = std::env::temp_dir().join(format!(
+            "party-etcd-{}-{}",
+            std::process::id(),
+            free_port().map_err(failed)?
+        ));
+        let mut members = Vec::with_capacity(size);
+        for i in 0..size {
+            members.push(Member {
+                name: format!("m{i}"),
+                client_port: free_port().map_err(failed)?,
+                peer_port: free_port().map_err(failed)?,
+                process: None,
+            });
+        }
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = LocalCluster {
+            token: data.display().to_string(),
+            members,
+            initial_cluster,
+            data,
+        };
+        for i in 0..size {
+            cluster.restart(i).map_err(failed)?;
+        }
+        cluster.wait_until_serving()?;
+        Ok(cluster)
+    }
+
+    /// The members' client URLs.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .collect()
+    }
+
+    /// Kills member `i` (SIGKILL); its data stays, for [`LocalCluster::restart`].
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut process) = self.members[i].process.take() {
+            // Closing its stdin makes the member's shell kill it and wait for it.
+            drop(process.stdin.take());
+            let _ = process.wait();
+        }
+    }
+
+    /// Starts member `i` again (or for the first time), on its data.
+    pub fn restart(&mut self, i: usize) -> std::io::Result<()> {
+        self.kill(i);
+        let member = &self.members[i];
+        let dir = self.data.join(&member.name);
+        let state = if dir.exists() { "existing" } else { "new" };
+        std::fs::create_dir_all(&self.data)?;
+        // The shell kills the member once our end of its stdin closes: when this cluster
+        // is dropped, or when this process ends, even by SIGKILL.
+        let process = Command::new("sh")
+            .arg("-c")
+            .arg(r#"etcd "$@" 2>"$0" & member=$!; read -r _; kill -9 "$member"; wait "$member""#)
+            .arg(log_path(&self.data, &member.name))
+            .args(["--name", &member.name])
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--listen-client-urls", &url(member.client_port)])
+            .args(["--advertise-client-urls", &url(member.client_port)])
+            .args(["--listen-peer-urls", &url(member.peer_port)])
+            .args(["--initial-advertise-peer-urls", &url(member.peer_port)])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster-state", state])
+            .args(["--initial-cluster-token", &self.token])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.members[i].process = Some(process);
+        Ok(())
+    }
+
+    fn wait_until_serving(&self) -> Result<(), OpenError> {
+        let config = EtcdConfig {
+            endpoints: self.endpoints(),
+            prefix: b"party-cluster-check/".to_vec(),
+        };
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            match EtcdBackend::connect(&config) {
+                Ok(_) => return Ok(()),
+                Err(error) if Instant::now() > deadline => return Err(error),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+}
+
+fn url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+fn log_path(data: &Path, name: &str) -> PathBuf {
+    data.join(format!("{name}.log"))
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
