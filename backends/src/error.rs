@@ -17,6 +17,9 @@ pub enum OpenError {
     /// The store is not compiled into this build (enable its cargo feature).
     #[error("the {backend} backend is not compiled in; enable the `{backend}` cargo feature")]
     NotCompiled { backend: &'static str },
+    /// The store needs settings this handle was not given (etcd: its endpoints and prefix).
+    #[error("the {backend} store needs its settings (for etcd: endpoints and a prefix)")]
+    NotConfigured { backend: &'static str },
     /// The store failed to open for a reason of its own.
     #[error("cannot open the {backend} store at {}: {source}", path.display())]
     Store {

@@ -6,12 +6,15 @@
 //!
 //! # Why the trait is blocking
 //!
-//! [`Backend`] is a plain blocking trait, called only from party-core's store threads, never
-//! from its async tasks: that is the blocking/async split. The embedded stores are blocking
-//! libraries, and the leader's speed comes from serving a whole queue of requests per trip
-//! to a store thread (one group commit for all queued writes) rather than one async hop per
-//! operation. A network-backed store (etcd, TiKV) fits the same trait by blocking on its own
-//! client inside those threads, where blocking costs no async worker.
+//! [`Backend`] is a plain blocking trait, called from party-core's store threads: that is
+//! the blocking/async split. The embedded stores are blocking libraries, and the leader's
+//! speed comes from serving a whole queue of requests per trip to a store thread (one group
+//! commit for all queued writes) rather than one async hop per operation. The one exception
+//! is a point read of a store whose reads are fast ([`Backend::reads_fast`]): it runs on the
+//! connection's async task, as it costs less than the hand-off would. A network-backed store
+//! (etcd, TiKV) fits the same trait by blocking on its own client inside the store threads,
+//! where blocking costs no async worker, and says its reads are not fast. So the trait stays
+//! blocking (no async form), and the embedded stores pay nothing for the network ones.
 
 mod batch;
 mod error;
@@ -19,7 +22,6 @@ mod iter;
 mod memory;
 pub mod records;
 
-#[cfg(feature = "etcd")]
 mod etcd;
 #[cfg(feature = "fjall")]
 mod fjall;
@@ -39,8 +41,9 @@ pub use error::{BackendError, OpenError, StoreError};
 pub use iter::{Chunks, EntryIter};
 pub use memory::MemoryBackend;
 
+pub use crate::etcd::EtcdConfig;
 #[cfg(feature = "etcd")]
-pub use crate::etcd::{EtcdBackend, EtcdConfig, LocalCluster};
+pub use crate::etcd::{EtcdBackend, LocalCluster};
 #[cfg(feature = "fjall")]
 pub use crate::fjall::{FjallBackend, MAX_KEY_LEN as FJALL_MAX_KEY_LEN};
 #[cfg(feature = "rocksdb")]
@@ -73,6 +76,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Every stored dedup record, for a new leader's dedup table.
     fn dedup_records(&self) -> Result<Vec<(ClientId, DedupRecord)>, BackendError>;
 
+    /// Whether a point read answers in about the time of a hand-off between threads, as
+    /// the embedded stores' do: party-core then runs such reads right on the connection's
+    /// async task. A store that answers over the network says false, and every call of it
+    /// stays on the store threads, where blocking costs no async worker.
+    fn reads_fast(&self) -> bool {
+        true
+    }
+
     /// The most keys one [`Backend::write`] may touch (the group's net puts and deletes,
     /// and its dedup records), where the store has such a limit (etcd: 128 operations per
     /// transaction by default). A bigger batch fails whole with
@@ -95,12 +106,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     }
 }
 
-/// The stores that live in a directory, by name.
+/// The stores, by name: those that live in the data directory, and etcd, which lives in
+/// a cluster ([`EtcdConfig`] says where).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
     Fjall,
     Sled,
     Rocksdb,
+    Etcd,
 }
 
 impl BackendKind {
@@ -109,10 +122,17 @@ impl BackendKind {
             BackendKind::Fjall => "fjall",
             BackendKind::Sled => "sled",
             BackendKind::Rocksdb => "rocksdb",
+            BackendKind::Etcd => "etcd",
         }
     }
 
-    /// Opens (creating if needed) this kind of store at `path`.
+    /// Whether the store lives in the data directory (all but etcd).
+    pub fn is_local(self) -> bool {
+        self != BackendKind::Etcd
+    }
+
+    /// Opens (creating if needed) this kind of store at `path`; etcd, which lives
+    /// elsewhere, is opened with [`BackendKind::connect`].
     pub fn open(self, path: &Path) -> Result<Arc<dyn Backend>, OpenError> {
         let not_compiled = OpenError::NotCompiled {
             backend: self.name(),
@@ -124,11 +144,25 @@ impl BackendKind {
             BackendKind::Sled => Ok(Arc::new(SledBackend::open(path)?)),
             #[cfg(feature = "rocksdb")]
             BackendKind::Rocksdb => Ok(Arc::new(RocksBackend::open(path)?)),
+            BackendKind::Etcd => Err(OpenError::NotConfigured { backend: "etcd" }),
             #[allow(unreachable_patterns)]
             _ => {
                 let _ = path;
                 Err(not_compiled)
             }
+        }
+    }
+
+    /// Connects to the etcd store `config` names.
+    pub fn connect(config: &EtcdConfig) -> Result<Arc<dyn Backend>, OpenError> {
+        #[cfg(feature = "etcd")]
+        {
+            Ok(Arc::new(EtcdBackend::connect(config)?))
+        }
+        #[cfg(not(feature = "etcd"))]
+        {
+            let _ = config;
+            Err(OpenError::NotCompiled { backend: "etcd" })
         }
     }
 }
@@ -141,14 +175,15 @@ impl FromStr for BackendKind {
             "fjall" => Ok(BackendKind::Fjall),
             "sled" => Ok(BackendKind::Sled),
             "rocksdb" => Ok(BackendKind::Rocksdb),
+            "etcd" => Ok(BackendKind::Etcd),
             other => Err(UnknownBackend(other.to_owned())),
         }
     }
 }
 
-/// A backend name that is not fjall, sled or rocksdb.
+/// A backend name that is not fjall, sled, rocksdb or etcd.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown backend {0:?}: expected fjall, sled or rocksdb")]
+#[error("unknown backend {0:?}: expected fjall, sled, rocksdb or etcd")]
 pub struct UnknownBackend(pub String);
 
 /// Turns a store's error into a [`BackendError`] naming the store.

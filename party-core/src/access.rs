@@ -2,7 +2,8 @@
 //!
 //! The work a connection's [`ServerSession`] asks for goes to the store thread in the order
 //! asked, with one exception: a point read the session marks as not behind any write of the
-//! connection runs at once, on the connection's own task. It then still sees every write its
+//! connection runs at once, on the connection's own task, where the store's reads are fast
+//! ([`Backend::reads_fast`]; not etcd's, which would hold an async worker for a round trip). It then still sees every write its
 //! connection sent before it (and, like any read, every acknowledged write), and it skips two
 //! hand-offs between threads, which cost more than the read itself here.
 
@@ -30,6 +31,7 @@ impl Accesses {
         let (to, replies) = unbounded_channel();
         StoreAccess {
             conn: self.conn_ids.next(),
+            reads_here: self.backend.reads_fast(),
             backend: self.backend.clone(),
             queue: self.queue.clone(),
             to,
@@ -40,6 +42,8 @@ impl Accesses {
 
 pub(crate) struct StoreAccess {
     conn: ConnId,
+    /// Point reads may run on the connection's task.
+    reads_here: bool,
     backend: Arc<dyn Backend>,
     queue: StoreQueue,
     to: ReplyTo,
@@ -89,7 +93,7 @@ impl StoreAccess {
             } => {
                 // The session says when running at once keeps the connection's order;
                 // a status read's follower count lives with the store thread.
-                let here = if behind_writes {
+                let here = if behind_writes || !self.reads_here {
                     Err(op)
                 } else {
                     point_read(&*self.backend, op)

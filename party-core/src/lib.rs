@@ -91,9 +91,13 @@ pub use {
     db::{open, Db, Iter, Status},
     error::{Error, Limit},
     options::{Limits, Options},
-    party_backends::{BackendKind, OpenError, UnknownBackend},
+    party_backends::{BackendKind, EtcdConfig, OpenError, UnknownBackend},
     role::{Role, RoleState, RoleWatch, Takeover, TakeoverCause},
 };
+
+/// A throwaway etcd cluster on this machine, for tests, demos and benchmarks.
+#[cfg(all(not(loom), feature = "etcd"))]
+pub use party_backends::LocalCluster;
 
 /// The README's Rust examples, compiled by `cargo test` as doctests.
 #[cfg(doctest)]

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use party_backends::BackendKind;
+use party_backends::{BackendKind, EtcdConfig};
 
 /// Options for [`crate::open`]. `Options::default()` is what most programs want; the
 /// setters chain: `Options::default().retry(false).iter_window(256)`.
@@ -13,6 +13,8 @@ pub struct Options {
     /// The store the leader serves from (must be compiled in by its cargo feature). All
     /// processes of one data directory must use the same.
     pub backend: BackendKind,
+    /// Where the etcd store lives, for [`BackendKind::Etcd`] (set by [`Options::etcd`]).
+    pub etcd: Option<EtcdConfig>,
     /// Re-send in-flight operations and resume iterators on the new leader after a
     /// failover (true, the default), or fail them with [`crate::Error::ConnectionLost`].
     pub retry: bool,
@@ -101,6 +103,18 @@ impl Options {
         self
     }
 
+    /// Serve from an etcd cluster (the `etcd` feature): the store under `prefix` at those
+    /// endpoints. The data directories of several hosts may share one prefix: each elects
+    /// its own leader, and every leader serves the same data.
+    pub fn etcd(mut self, endpoints: Vec<String>, prefix: impl Into<Vec<u8>>) -> Self {
+        self.backend = BackendKind::Etcd;
+        self.etcd = Some(EtcdConfig {
+            endpoints,
+            prefix: prefix.into(),
+        });
+        self
+    }
+
     /// Whether in-flight operations survive a failover (true) or fail with `ConnectionLost`.
     pub fn retry(mut self, retry: bool) -> Self {
         self.retry = retry;
@@ -136,6 +150,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             backend: default_backend(),
+            etcd: None,
             retry: true,
             request_timeout: None,
             socket_path: None,

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use party_backends::{Backend, BackendKind};
+use party_backends::{Backend, BackendKind, EtcdConfig, OpenError};
 
 use crate::error::Error;
 use crate::paths::{beside, create_private_dir, write_atomically};
@@ -22,17 +22,30 @@ pub const STORE_MARKER_NAME: &str = "party.store";
 /// The marker's first line; a later format changes it.
 const FORMAT: &str = "party-store 1";
 
-/// Opens the store of `dir` for a leader configured for `wanted`, creating it if the
-/// directory has none yet; `WrongBackend` if the directory holds another kind.
-pub(crate) fn open(dir: &Path, wanted: BackendKind) -> Result<Arc<dyn Backend>, Error> {
+/// Opens the store of `dir` for a leader configured for `wanted` (etcd where `etcd`
+/// says), creating it if the directory has none yet; `WrongBackend` if the directory holds
+/// another kind.
+pub(crate) fn open(
+    dir: &Path,
+    wanted: BackendKind,
+    etcd: Option<&EtcdConfig>,
+) -> Result<Arc<dyn Backend>, Error> {
     let marker = dir.join(STORE_MARKER_NAME);
     let recorded = read_marker(&marker)?;
     let found = recorded.or_else(|| store_already_there(dir, wanted));
     party_proto::admit_store(found.map(BackendKind::name), wanted.name())?;
-    let path = store_path(dir, wanted);
-    if !path.is_dir() {
-        create(wanted, &path)?;
-    }
+    let store = if wanted.is_local() {
+        let path = store_path(dir, wanted);
+        if !path.is_dir() {
+            create(wanted, &path)?;
+        }
+        wanted.open(&path)?
+    } else {
+        let config = etcd.ok_or(OpenError::NotConfigured {
+            backend: wanted.name(),
+        })?;
+        BackendKind::connect(config)?
+    };
     if recorded.is_none() {
         write_atomically(
             &marker,
@@ -40,7 +53,7 @@ pub(crate) fn open(dir: &Path, wanted: BackendKind) -> Result<Arc<dyn Backend>, 
         )
         .map_err(|e| io("cannot write the store marker", &marker, e))?;
     }
-    Ok(wanted.open(&path)?)
+    Ok(store)
 }
 
 /// Where the store of `kind` lives in `dir`.
@@ -111,7 +124,7 @@ fn store_already_there(dir: &Path, wanted: BackendKind) -> Option<BackendKind> {
         BackendKind::Rocksdb,
     ]
     .into_iter()
-    .find(|kind| store_path(dir, *kind).is_dir())
+    .find(|kind| kind.is_local() && store_path(dir, *kind).is_dir())
 }
 
 #[cfg(test)]
@@ -128,10 +141,10 @@ mod tests {
     #[test]
     fn a_directory_holds_one_kind_and_other_kinds_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        drop(open(dir.path(), BackendKind::Fjall).unwrap());
-        drop(open(dir.path(), BackendKind::Fjall).unwrap());
+        drop(open(dir.path(), BackendKind::Fjall, None).unwrap());
+        drop(open(dir.path(), BackendKind::Fjall, None).unwrap());
         assert_eq!(
-            refused(open(dir.path(), BackendKind::Sled)),
+            refused(open(dir.path(), BackendKind::Sled, None)),
             Some((BackendKind::Fjall, BackendKind::Sled))
         );
         // A directory from before the marker (or whose first leader died before writing
@@ -139,14 +152,14 @@ mod tests {
         let old = tempfile::tempdir().unwrap();
         std::fs::create_dir(old.path().join("sled")).unwrap();
         assert_eq!(
-            refused(open(old.path(), BackendKind::Fjall)),
+            refused(open(old.path(), BackendKind::Fjall, None)),
             Some((BackendKind::Sled, BackendKind::Fjall))
         );
         assert!(!old.path().join("fjall").exists());
         // A garbled marker is an error, not a fresh claim.
         std::fs::write(old.path().join(STORE_MARKER_NAME), "what").unwrap();
         assert!(matches!(
-            open(old.path(), BackendKind::Fjall),
+            open(old.path(), BackendKind::Fjall, None),
             Err(Error::Io { .. })
         ));
     }
@@ -159,7 +172,7 @@ mod tests {
         let unfinished = dir.path().join("fjall.new");
         std::fs::create_dir(&unfinished).unwrap();
         std::fs::write(unfinished.join("version"), "half").unwrap();
-        let store = open(dir.path(), BackendKind::Fjall).unwrap();
+        let store = open(dir.path(), BackendKind::Fjall, None).unwrap();
         assert_eq!(store.get(b"k").unwrap(), None);
         assert!(!unfinished.exists());
         assert!(dir.path().join(STORE_MARKER_NAME).exists());

@@ -65,10 +65,11 @@ impl Driver {
 
     async fn open_store(&mut self) -> ElectionInput {
         let kind = self.options.backend;
+        let etcd = self.options.etcd.clone();
         let dir = self.layout.dir.clone();
         let started = Instant::now();
         let opened = tokio::task::spawn_blocking(move || -> Result<_, Error> {
-            let store = crate::store_dir::open(&dir, kind)?;
+            let store = crate::store_dir::open(&dir, kind, etcd.as_ref())?;
             let records = store.dedup_records()?;
             Ok((store, DedupTable::from_records(records)))
         })

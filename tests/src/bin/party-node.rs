@@ -2,7 +2,8 @@
 //! tests. Every command prints exactly one answer line (`ok …`, `none`, or `err KIND …`);
 //! role changes are printed as `role NAME PID` lines whenever they happen.
 //!
-//! Usage: `party-node DIR [--backend NAME] [--no-retry] [--put-first KEY VALUE]`
+//! Usage: `party-node DIR [--backend NAME] [--no-retry] [--put-first KEY VALUE]
+//! [--etcd-endpoints URL,URL… [--etcd-prefix PREFIX]]`
 //!
 //! Commands (keys and values are words without spaces):
 //! - `ready` → `ok ROLE`
@@ -29,7 +30,8 @@ async fn main() {
     let Some(dir) = args.first() else {
         eprintln!(
             "usage: party-node DIR [--backend NAME] [--no-retry] [--put-first KEY VALUE] \
-             [--max-frame-len BYTES] [--iter-window ENTRIES]"
+             [--max-frame-len BYTES] [--iter-window ENTRIES] \
+             [--etcd-endpoints URL,URL… [--etcd-prefix PREFIX]]"
         );
         std::process::exit(2);
     };
@@ -42,6 +44,14 @@ async fn main() {
                 std::process::exit(2);
             }
         }
+    }
+    if let Some(i) = args.iter().position(|a| a == "--etcd-endpoints") {
+        let endpoints: Vec<String> = args[i + 1].split(',').map(str::to_owned).collect();
+        let prefix = args
+            .iter()
+            .position(|a| a == "--etcd-prefix")
+            .map_or("party/", |j| args[j + 1].as_str());
+        options = options.etcd(endpoints, prefix);
     }
     if let Some(max) = number_option(&args, "--max-frame-len") {
         options.limits.max_frame_len = max;

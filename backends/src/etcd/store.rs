@@ -1,0 +1,403 @@
+//! The etcd store itself: requests, transactions, paged iterators.
+
+use std::hash::{BuildHasher, Hasher};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Client, Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
+};
+use party_proto::wire::Entry;
+use party_proto::{ClientId, DedupRecord, KeyRange};
+
+use crate::batch::{resolve, WriteBatch};
+use crate::error::{BackendError, OpenError};
+use crate::iter::EntryIter;
+use crate::{records, Backend};
+
+use super::EtcdConfig;
+
+const NAME: &str = "etcd";
+
+/// Entries one page of an iterator asks etcd for.
+const PAGE: i64 = 512;
+
+/// How long a request is tried again while members cannot be reached (one down, or the
+/// cluster electing its leader): longer than an etcd election takes.
+const UNREACHABLE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Operations in one etcd transaction: the server's default `--max-txn-ops`.
+const MAX_TXN_OPS: usize = 128;
+
+/// A party store in an etcd cluster.
+pub struct EtcdBackend {
+    client: Client,
+    /// One worker drives the client's connections; store threads and iterators block on it
+    /// at once.
+    runtime: Arc<tokio::runtime::Runtime>,
+    data: Vec<u8>,
+    records: Vec<u8>,
+    /// `P c <instance>`: how many commits this instance has made, moved by each commit and
+    /// compared before it, so that a commit whose outcome was lost (etcd's leader died with
+    /// it) is tried again without ever applying twice.
+    commits_key: Vec<u8>,
+    commits: Mutex<u64>,
+}
+
+impl std::fmt::Debug for EtcdBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdBackend")
+            .field("data", &self.data.escape_ascii().to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+fn store_error(error: etcd_client::Error) -> BackendError {
+    BackendError::Store {
+        backend: NAME,
+        source: Box::new(error),
+    }
+}
+
+impl EtcdBackend {
+    /// Connects to the cluster; fails if no member answers.
+    pub fn connect(config: &EtcdConfig) -> Result<Self, OpenError> {
+        let open_error = |source: Box<dyn std::error::Error + Send + Sync>| OpenError::Store {
+            backend: NAME,
+            path: config.endpoints.join(",").into(),
+            source,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("party-etcd")
+            .enable_all()
+            .build()
+            .map_err(|e| open_error(Box::new(e)))?;
+        let client = runtime
+            .block_on(async {
+                let mut client = Client::connect(&config.endpoints, None).await?;
+                // A member answering proves the endpoints; an empty read costs nothing.
+                client
+                    .get(config.prefix.clone(), Some(GetOptions::new().with_limit(1)))
+                    .await?;
+                Ok::<_, etcd_client::Error>(client)
+            })
+            .map_err(|e| open_error(Box::new(e)))?;
+        // Unique to this instance: a seed the OS chose for std's hasher.
+        let instance = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Ok(EtcdBackend {
+            client,
+            runtime: Arc::new(runtime),
+            data: [config.prefix.as_slice(), b"d"].concat(),
+            records: [config.prefix.as_slice(), b"r"].concat(),
+            commits_key: [config.prefix.as_slice(), b"c", &instance.to_be_bytes()].concat(),
+            commits: Mutex::new(0),
+        })
+    }
+
+    fn data_key(&self, key: &[u8]) -> Vec<u8> {
+        [self.data.as_slice(), key].concat()
+    }
+
+    /// `range` as etcd's `[key, range_end)` under the data prefix; `None` if empty.
+    fn etcd_range(&self, range: &KeyRange) -> Option<(Vec<u8>, Vec<u8>)> {
+        if range.is_empty() {
+            return None;
+        }
+        let start = match &range.start {
+            Bound::Included(key) => self.data_key(key),
+            Bound::Excluded(key) => [self.data_key(key), vec![0]].concat(),
+            Bound::Unbounded => self.data.clone(),
+        };
+        let end = match &range.end {
+            Bound::Excluded(key) => self.data_key(key),
+            Bound::Included(key) => [self.data_key(key), vec![0]].concat(),
+            Bound::Unbounded => prefix_end(&self.data),
+        };
+        (start < end).then_some((start, end))
+    }
+
+    /// Runs one request, tried again for a while if it did not get through (see
+    /// [`retryable`]).
+    fn block_on<T, F>(&self, call: impl Fn() -> F) -> Result<T, BackendError>
+    where
+        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        block_on(&self.runtime, call)
+    }
+
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        let response = self.block_on(|| {
+            let mut client = self.client.clone();
+            let key = key.to_vec();
+            async move { client.get(key, None).await }
+        })?;
+        Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+}
+
+/// Whether `error` says the request may not have reached a quorum (a member down, a
+/// connection broken, etcd's leader lost with the request): then it is tried again. Safe
+/// for reads, and for writes because each compares the instance's commit count first.
+fn retryable(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            let broken = std::error::Error::source(status)
+                .is_some_and(|source| source.is::<tonic::transport::Error>());
+            broken
+                || matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                )
+        }
+        etcd_client::Error::TransportError(_) => true,
+        _ => false,
+    }
+}
+
+fn block_on<T, F>(
+    runtime: &tokio::runtime::Runtime,
+    call: impl Fn() -> F,
+) -> Result<T, BackendError>
+where
+    F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = Instant::now() + UNREACHABLE_PATIENCE;
+    runtime.block_on(async {
+        loop {
+            match call().await {
+                Err(error) if retryable(&error) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                result => return result.map_err(store_error),
+            }
+        }
+    })
+}
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // A prefix of only 0xff bytes: etcd's "to the end of the key space".
+    vec![0]
+}
+
+impl Backend for EtcdBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        self.get_raw(&self.data_key(key))
+    }
+
+    /// All keys read in one transaction: one revision, one round trip.
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let reads: Vec<TxnOp> = keys
+            .iter()
+            .map(|key| TxnOp::get(self.data_key(key), None))
+            .collect();
+        let response = self.block_on(|| {
+            let mut client = self.client.clone();
+            let txn = Txn::new().and_then(reads.clone());
+            async move { client.txn(txn).await }
+        })?;
+        Ok(response
+            .op_responses()
+            .into_iter()
+            .map(|answer| match answer {
+                etcd_client::TxnOpResponse::Get(got) => {
+                    got.kvs().first().map(|kv| kv.value().to_vec())
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The net effect of the group and its dedup records, as one transaction.
+    fn write(&self, batch: &WriteBatch) -> Result<(), BackendError> {
+        let effect = resolve(&batch.ops, |range| {
+            self.iter(range, false)?
+                .map(|entry| entry.map(|e| e.key))
+                .collect()
+        })?;
+        let mut ops: Vec<TxnOp> = effect
+            .into_iter()
+            .map(|(key, value)| match value {
+                Some(value) => TxnOp::put(self.data_key(&key), value, None),
+                None => TxnOp::delete(self.data_key(&key), None::<DeleteOptions>),
+            })
+            .collect();
+        ops.extend(batch.records.iter().map(|(client, record)| {
+            let key = [self.records.as_slice(), &records::key(*client)].concat();
+            TxnOp::put(key, records::value(record), None)
+        }));
+        if ops.is_empty() {
+            return Ok(());
+        }
+        // One operation more moves the commit count.
+        if ops.len() + 1 > MAX_TXN_OPS {
+            return Err(BackendError::BatchTooLarge {
+                backend: NAME,
+                ops: ops.len(),
+                max: MAX_TXN_OPS - 1,
+            });
+        }
+        let mut commits = self.commits.lock().unwrap_or_else(|e| e.into_inner());
+        let (before, after) = (*commits, *commits + 1);
+        let unchanged = if before == 0 {
+            Compare::version(self.commits_key.clone(), CompareOp::Equal, 0)
+        } else {
+            Compare::value(
+                self.commits_key.clone(),
+                CompareOp::Equal,
+                before.to_be_bytes(),
+            )
+        };
+        ops.push(TxnOp::put(
+            self.commits_key.clone(),
+            after.to_be_bytes(),
+            None,
+        ));
+        let response = self.block_on(|| {
+            let mut client = self.client.clone();
+            let txn = Txn::new().when([unchanged.clone()]).and_then(ops.clone());
+            async move { client.txn(txn).await }
+        })?;
+        if !response.succeeded() {
+            // Only an earlier try of this very commit moves the count: it landed.
+            let landed = self.get_raw(&self.commits_key)? == Some(after.to_be_bytes().to_vec());
+            if !landed {
+                return Err(BackendError::Store {
+                    backend: NAME,
+                    source: "another process committed as this store instance".into(),
+                });
+            }
+        }
+        *commits = after;
+        Ok(())
+    }
+
+    fn iter(&self, range: &KeyRange, reverse: bool) -> Result<EntryIter, BackendError> {
+        let Some((start, end)) = self.etcd_range(range) else {
+            return Ok(Box::new(std::iter::empty()));
+        };
+        // The revision every page reads: the store as it is now.
+        let now = self.block_on(|| {
+            let mut client = self.client.clone();
+            let start = start.clone();
+            async move { client.get(start, None).await }
+        })?;
+        let revision = now.header().map_or(0, |header| header.revision());
+        let pages = Pages {
+            client: self.client.clone(),
+            runtime: self.runtime.clone(),
+            strip: self.data.len(),
+            revision,
+            start,
+            end,
+            reverse,
+            page: Vec::new().into_iter(),
+            done: false,
+        };
+        Ok(Box::new(pages))
+    }
+
+    /// A read is a round trip to a quorum.
+    fn reads_fast(&self) -> bool {
+        false
+    }
+
+    fn max_batch_ops(&self) -> Option<usize> {
+        Some(MAX_TXN_OPS - 1)
+    }
+
+    fn dedup_records(&self) -> Result<Vec<(ClientId, DedupRecord)>, BackendError> {
+        let options = GetOptions::new().with_range(prefix_end(&self.records));
+        let response = self.block_on(|| {
+            let mut client = self.client.clone();
+            let (records, options) = (self.records.clone(), options.clone());
+            async move { client.get(records, Some(options)).await }
+        })?;
+        response
+            .kvs()
+            .iter()
+            .map(|kv| records::decode(&kv.key()[self.records.len()..], kv.value()))
+            .collect()
+    }
+}
+
+/// An iterator reading one revision of a range, a page at a time.
+struct Pages {
+    client: Client,
+    runtime: Arc<tokio::runtime::Runtime>,
+    strip: usize,
+    revision: i64,
+    /// What is left to read: `[start, end)`.
+    start: Vec<u8>,
+    end: Vec<u8>,
+    reverse: bool,
+    page: std::vec::IntoIter<Entry>,
+    done: bool,
+}
+
+impl Pages {
+    fn next_page(&mut self) -> Result<(), BackendError> {
+        let mut options = GetOptions::new()
+            .with_range(self.end.clone())
+            .with_limit(PAGE)
+            .with_revision(self.revision);
+        if self.reverse {
+            options = options.with_sort(SortTarget::Key, SortOrder::Descend);
+        }
+        let response = block_on(&self.runtime, || {
+            let mut client = self.client.clone();
+            let (start, options) = (self.start.clone(), options.clone());
+            async move { client.get(start, Some(options)).await }
+        })?;
+        let kvs = response.kvs();
+        match (kvs.last(), self.reverse) {
+            (Some(last), false) => self.start = [last.key(), &[0]].concat(),
+            (Some(last), true) => self.end = last.key().to_vec(),
+            (None, _) => {}
+        }
+        self.done = !response.more();
+        self.page = kvs
+            .iter()
+            .map(|kv| Entry {
+                key: kv.key()[self.strip..].to_vec(),
+                value: kv.value().to_vec(),
+            })
+            .collect::<Vec<_>>()
+            .into_iter();
+        Ok(())
+    }
+}
+
+impl Iterator for Pages {
+    type Item = Result<Entry, BackendError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(entry) = self.page.next() {
+                return Some(Ok(entry));
+            }
+            if self.done {
+                return None;
+            }
+            if let Err(error) = self.next_page() {
+                self.done = true;
+                return Some(Err(error));
+            }
+        }
+    }
+}
