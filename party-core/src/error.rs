@@ -44,7 +44,7 @@ pub enum Error {
     /// The data directory holds a store of another kind than this handle is configured for
     /// (see [`crate::Options::backend`]): the leader refuses to serve it, and it cannot lead,
     /// lest it serve an empty store of its own. Open it with the directory's kind.
-    #[error("the data directory holds a {} store; this handle is configured for {}", found.name(), wanted.name())]
+    #[error("the data directory's store is {}; this handle is configured for {}", found.name(), wanted.name())]
     WrongBackend {
         found: party_backends::BackendKind,
         wanted: party_backends::BackendKind,

@@ -194,10 +194,28 @@ pub(crate) fn beside(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Writes a small file aside and renames it into place, so that a crash leaves the old
-/// contents or the new ones, never a part.
-pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+/// Writes a small file aside and renames it into place, so that a crash of the process
+/// leaves the old contents or the new ones, never a part. `durable` also syncs the file
+/// before the rename and the directory after it, so that a power loss does too (for what is
+/// written once; not for the term, counted at every take-over).
+pub(crate) fn write_atomically(path: &Path, contents: &[u8], durable: bool) -> std::io::Result<()> {
     let written = beside(path);
     std::fs::write(&written, contents)?;
-    std::fs::rename(&written, path)
+    if durable {
+        std::fs::File::open(&written)?.sync_all()?;
+    }
+    std::fs::rename(&written, path)?;
+    if durable {
+        sync_parent(path)?;
+    }
+    Ok(())
+}
+
+/// Makes a rename into `path`'s directory durable.
+pub(crate) fn sync_parent(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }

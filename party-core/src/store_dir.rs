@@ -6,7 +6,8 @@
 //! A new store is built beside its place (`<dir>/<kind>.new`) and renamed into it once
 //! whole, and the marker is written after that: a first process killed at any moment of
 //! its start leaves no store (made afresh by the next), or a whole one; and whichever is
-//! there names the directory's kind, marker or not.
+//! there names the directory's kind, marker or not. (etcd keeps nothing in the directory:
+//! its marker alone names it.)
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use party_backends::{Backend, BackendKind, EtcdConfig, OpenError};
 
 use crate::error::Error;
-use crate::paths::{beside, create_private_dir, write_atomically};
+use crate::paths::{beside, create_private_dir, sync_parent, write_atomically};
 
 /// Name of the store marker inside the data directory.
 pub const STORE_MARKER_NAME: &str = "party.store";
@@ -50,6 +51,7 @@ pub(crate) fn open(
         write_atomically(
             &marker,
             format!("{FORMAT}\nkind {}\n", wanted.name()).as_bytes(),
+            true,
         )
         .map_err(|e| io("cannot write the store marker", &marker, e))?;
     }
@@ -88,15 +90,6 @@ fn read_marker(path: &Path) -> Result<Option<BackendKind>, Error> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(io("cannot read the store marker", path, error)),
     }
-}
-
-/// Makes a rename into `path`'s directory durable: the store's, once per directory.
-fn sync_parent(path: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
 }
 
 fn io(context: &'static str, path: &Path, source: std::io::Error) -> Error {

@@ -16,7 +16,8 @@ pub(crate) fn next(dir: &Path) -> u64 {
         .and_then(|text| text.trim().parse::<u64>().ok())
         .unwrap_or(0);
     let term = last.saturating_add(1);
-    if let Err(error) = crate::paths::write_atomically(&path, format!("{term}\n").as_bytes()) {
+    if let Err(error) = crate::paths::write_atomically(&path, format!("{term}\n").as_bytes(), false)
+    {
         tracing::warn!(
             "cannot count the leader's generation in {}: {error}",
             path.display()

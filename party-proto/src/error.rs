@@ -77,6 +77,6 @@ pub enum ErrorCode {
     LeaderOfOtherUser { uid: u32 },
     /// The directory holds a store of another kind (`found`) than this process is
     /// configured for (`wanted`): the leader refuses to serve it, and it may not lead.
-    #[error("the data directory holds a {found} store; this process is configured for {wanted}")]
+    #[error("the data directory's store is {found}; this process is configured for {wanted}")]
     WrongStore { found: String, wanted: String },
 }

@@ -302,7 +302,6 @@ impl Process {
             rejected: self.rejected.clone(),
             failure: self.failure,
             term,
-
             takeovers: self.takeovers.clone(),
         }
     }

@@ -41,7 +41,8 @@ fn two_hosts_share_one_etcd_prefix_through_leader_kills_on_each() {
     assert_eq!(b_follower.send("put b1 2"), "ok");
     assert_eq!(a_leader.send("get b1"), "ok 2");
 
-    // A's leader dies with a burst in flight: it all lands, once, through A's new leader.
+    // A's leader dies with a burst in flight: every write of it lands, through A's new
+    // leader.
     a_follower.submit("burst a 200");
     a_leader.kill();
     assert_eq!(a_follower.answer(), "ok 200");
@@ -59,6 +60,6 @@ fn two_hosts_share_one_etcd_prefix_through_leader_kills_on_each() {
     // refused, and leads from no empty fjall store.
     let mut stray = Node::spawn(NODE, host_a.path(), &["--backend", "fjall"]);
     let refused = stray.send("ready");
-    assert!(refused.contains("etcd store"), "{refused}");
+    assert!(refused.contains("store is etcd"), "{refused}");
     assert!(!host_a.path().join("fjall").exists());
 }

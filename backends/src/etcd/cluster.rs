@@ -2,6 +2,7 @@
 //! the `etcd` binary (Debian's `etcd-server`) with their data in a temporary directory, and
 //! go when the cluster is dropped, or when the process that started them ends in any way.
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -9,6 +10,20 @@ use std::time::{Duration, Instant};
 
 use super::{EtcdBackend, EtcdConfig};
 use crate::error::OpenError;
+
+/// Runs one member: `sh -c MEMBER_SHELL LOG DIR ROOT ETCD_ARGS…`.
+const MEMBER_SHELL: &str = r#"log=$0 dir=$1 root=$2
+shift 2
+etcd "$@" 2>"$log" &
+member=$!
+read -r line
+kill -9 "$member"
+wait "$member"
+if [ "$line" != keep ]; then
+    rm -rf "$dir" "$log"
+    rmdir "$root" 2>/dev/null
+fi
+exit 0"#;
 
 /// How long a new cluster may take to elect its first leader.
 const STARTUP: Duration = Duration::from_secs(30);
@@ -77,17 +92,22 @@ impl LocalCluster {
 
     /// The members' client URLs.
     pub fn endpoints(&self) -> Vec<String> {
-        self.members
-            .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
-            .collect()
+        self.members.iter().map(|m| url(m.client_port)).collect()
     }
 
     /// Kills member `i` (SIGKILL); its data stays, for [`LocalCluster::restart`].
     pub fn kill(&mut self, i: usize) {
+        self.stop(i, true);
+    }
+
+    /// Has member `i`'s shell kill it (keeping its data or not) and waits for that.
+    fn stop(&mut self, i: usize, keep_data: bool) {
         if let Some(mut process) = self.members[i].process.take() {
-            // Closing its stdin makes the member's shell kill it and wait for it.
-            drop(process.stdin.take());
+            if let Some(mut stdin) = process.stdin.take() {
+                if keep_data {
+                    let _ = stdin.write_all(b"keep\n");
+                }
+            }
             let _ = process.wait();
         }
     }
@@ -100,11 +120,14 @@ impl LocalCluster {
         let state = if dir.exists() { "existing" } else { "new" };
         std::fs::create_dir_all(&self.data)?;
         // The shell kills the member once our end of its stdin closes: when this cluster
-        // is dropped, or when this process ends, even by SIGKILL.
+        // is dropped, or when this process ends, even by SIGKILL; then it deletes the
+        // member's data and log, unless told to keep them (for a restart).
         let process = Command::new("sh")
             .arg("-c")
-            .arg(r#"etcd "$@" 2>"$0" & member=$!; read -r _; kill -9 "$member"; wait "$member""#)
+            .arg(MEMBER_SHELL)
             .arg(log_path(&self.data, &member.name))
+            .arg(&dir)
+            .arg(&self.data)
             .args(["--name", &member.name])
             .arg("--data-dir")
             .arg(&dir)
@@ -150,7 +173,7 @@ fn log_path(data: &Path, name: &str) -> PathBuf {
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         for i in 0..self.members.len() {
-            self.kill(i);
+            self.stop(i, false);
         }
         let _ = std::fs::remove_dir_all(&self.data);
     }

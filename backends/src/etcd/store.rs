@@ -35,14 +35,46 @@ pub struct EtcdBackend {
     client: Client,
     /// One worker drives the client's connections; store threads and iterators block on it
     /// at once.
-    runtime: Arc<tokio::runtime::Runtime>,
+    runtime: Arc<ClientRuntime>,
     data: Vec<u8>,
     records: Vec<u8>,
-    /// `P c <instance>`: how many commits this instance has made, moved by each commit and
-    /// compared before it, so that a commit whose outcome was lost (etcd's leader died with
-    /// it) is tried again without ever applying twice.
-    commits_key: Vec<u8>,
-    commits: Mutex<u64>,
+    /// `P c <instance>`: this instance's commit marker. Each commit compares it with the
+    /// token of the last one and sets it to a token never used before, so that a commit tried
+    /// again (etcd's leader died with it) applies at most once, and one whose reply was lost
+    /// is known to have landed exactly when the marker holds its token.
+    marker_key: Vec<u8>,
+    marker: Mutex<Marker>,
+}
+
+/// What this instance knows of its commit marker.
+#[derive(Debug)]
+struct Marker {
+    /// The marker's value (`None`: never set), or `Err(())` after a commit whose outcome
+    /// could not be settled: read again before the next commit.
+    last: Result<Option<Vec<u8>>, ()>,
+    /// Commits tried so far: the next token.
+    tried: u64,
+}
+
+/// The client's runtime, shut down without waiting when the store goes: a store may be
+/// dropped on an async task, where waiting for a runtime's threads is not allowed.
+struct ClientRuntime(Option<tokio::runtime::Runtime>);
+
+impl ClientRuntime {
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        // Taken only by drop.
+        self.0
+            .as_ref()
+            .expect("the runtime lives as long as the store")
+    }
+}
+
+impl Drop for ClientRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for EtcdBackend {
@@ -90,11 +122,14 @@ impl EtcdBackend {
             .finish();
         Ok(EtcdBackend {
             client,
-            runtime: Arc::new(runtime),
+            runtime: Arc::new(ClientRuntime(Some(runtime))),
             data: [config.prefix.as_slice(), b"d"].concat(),
             records: [config.prefix.as_slice(), b"r"].concat(),
-            commits_key: [config.prefix.as_slice(), b"c", &instance.to_be_bytes()].concat(),
-            commits: Mutex::new(0),
+            marker_key: [config.prefix.as_slice(), b"c", &instance.to_be_bytes()].concat(),
+            marker: Mutex::new(Marker {
+                last: Ok(None),
+                tried: 0,
+            }),
         })
     }
 
@@ -126,7 +161,7 @@ impl EtcdBackend {
     where
         F: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
-        block_on(&self.runtime, call)
+        block_on(self.runtime.runtime(), call)
     }
 
     fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
@@ -200,27 +235,38 @@ impl Backend for EtcdBackend {
         self.get_raw(&self.data_key(key))
     }
 
-    /// All keys read in one transaction: one revision, one round trip.
+    /// All keys read at one revision: one transaction for up to [`MAX_TXN_OPS`] keys, the
+    /// next ones at the revision the first read.
     fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
-        let reads: Vec<TxnOp> = keys
-            .iter()
-            .map(|key| TxnOp::get(self.data_key(key), None))
-            .collect();
-        let response = self.block_on(|| {
-            let mut client = self.client.clone();
-            let txn = Txn::new().and_then(reads.clone());
-            async move { client.txn(txn).await }
-        })?;
-        Ok(response
-            .op_responses()
-            .into_iter()
-            .map(|answer| match answer {
-                etcd_client::TxnOpResponse::Get(got) => {
-                    got.kvs().first().map(|kv| kv.value().to_vec())
-                }
-                _ => None,
-            })
-            .collect())
+        let mut values = Vec::with_capacity(keys.len());
+        let mut revision = 0;
+        for chunk in keys.chunks(MAX_TXN_OPS) {
+            let at = (revision > 0).then(|| GetOptions::new().with_revision(revision));
+            let reads: Vec<TxnOp> = chunk
+                .iter()
+                .map(|key| TxnOp::get(self.data_key(key), at.clone()))
+                .collect();
+            let response = self.block_on(|| {
+                let mut client = self.client.clone();
+                let txn = Txn::new().and_then(reads.clone());
+                async move { client.txn(txn).await }
+            })?;
+            if revision == 0 {
+                revision = response.header().map_or(0, |header| header.revision());
+            }
+            values.extend(
+                response
+                    .op_responses()
+                    .into_iter()
+                    .map(|answer| match answer {
+                        etcd_client::TxnOpResponse::Get(got) => {
+                            got.kvs().first().map(|kv| kv.value().to_vec())
+                        }
+                        _ => None,
+                    }),
+            );
+        }
+        Ok(values)
     }
 
     /// The net effect of the group and its dedup records, as one transaction.
@@ -252,39 +298,40 @@ impl Backend for EtcdBackend {
                 max: MAX_TXN_OPS - 1,
             });
         }
-        let mut commits = self.commits.lock().unwrap_or_else(|e| e.into_inner());
-        let (before, after) = (*commits, *commits + 1);
-        let unchanged = if before == 0 {
-            Compare::version(self.commits_key.clone(), CompareOp::Equal, 0)
-        } else {
-            Compare::value(
-                self.commits_key.clone(),
-                CompareOp::Equal,
-                before.to_be_bytes(),
-            )
+        let mut marker = self.marker.lock().unwrap_or_else(|e| e.into_inner());
+        let last = match &marker.last {
+            Ok(last) => last.clone(),
+            Err(()) => self.get_raw(&self.marker_key)?,
         };
-        ops.push(TxnOp::put(
-            self.commits_key.clone(),
-            after.to_be_bytes(),
-            None,
-        ));
-        let response = self.block_on(|| {
+        marker.tried += 1;
+        let token = marker.tried.to_be_bytes().to_vec();
+        let unchanged = match &last {
+            None => Compare::version(self.marker_key.clone(), CompareOp::Equal, 0),
+            Some(last) => Compare::value(self.marker_key.clone(), CompareOp::Equal, last.clone()),
+        };
+        ops.push(TxnOp::put(self.marker_key.clone(), token.clone(), None));
+        let outcome = self.block_on(|| {
             let mut client = self.client.clone();
             let txn = Txn::new().when([unchanged.clone()]).and_then(ops.clone());
             async move { client.txn(txn).await }
-        })?;
-        if !response.succeeded() {
-            // Only an earlier try of this very commit moves the count: it landed.
-            let landed = self.get_raw(&self.commits_key)? == Some(after.to_be_bytes().to_vec());
-            if !landed {
-                return Err(BackendError::Store {
-                    backend: NAME,
-                    source: "another process committed as this store instance".into(),
-                });
-            }
+        });
+        if matches!(&outcome, Ok(response) if response.succeeded()) {
+            marker.last = Ok(Some(token));
+            return Ok(());
         }
-        *commits = after;
-        Ok(())
+        // The compare failed, or the reply was lost: the marker says whether an earlier
+        // try of this very commit landed.
+        if self.get_raw(&self.marker_key).ok().flatten() == Some(token.clone()) {
+            marker.last = Ok(Some(token));
+            return Ok(());
+        }
+        marker.last = Err(());
+        Err(outcome.err().unwrap_or_else(|| BackendError::Store {
+            backend: NAME,
+            source: "the store's commit marker moved: another process commits as this store \
+                     instance"
+                .into(),
+        }))
     }
 
     fn iter(&self, range: &KeyRange, reverse: bool) -> Result<EntryIter, BackendError> {
@@ -339,7 +386,7 @@ impl Backend for EtcdBackend {
 /// An iterator reading one revision of a range, a page at a time.
 struct Pages {
     client: Client,
-    runtime: Arc<tokio::runtime::Runtime>,
+    runtime: Arc<ClientRuntime>,
     strip: usize,
     revision: i64,
     /// What is left to read: `[start, end)`.
@@ -359,7 +406,7 @@ impl Pages {
         if self.reverse {
             options = options.with_sort(SortTarget::Key, SortOrder::Descend);
         }
-        let response = block_on(&self.runtime, || {
+        let response = block_on(self.runtime.runtime(), || {
             let mut client = self.client.clone();
             let (start, options) = (self.start.clone(), options.clone());
             async move { client.get(start, Some(options)).await }
@@ -399,5 +446,76 @@ impl Iterator for Pages {
                 return Some(Err(error));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etcd::LocalCluster;
+    use party_proto::wire::WriteOp;
+
+    fn put(key: &[u8]) -> WriteBatch {
+        WriteBatch {
+            ops: vec![WriteOp::Put {
+                key: key.to_vec(),
+                value: b"v".to_vec(),
+            }],
+            records: Vec::new(),
+        }
+    }
+
+    fn mod_revision(store: &EtcdBackend, key: &[u8]) -> i64 {
+        let key = store.data_key(key);
+        let response = store
+            .block_on(|| {
+                let mut client = store.client.clone();
+                let key = key.clone();
+                async move { client.get(key, None).await }
+            })
+            .unwrap();
+        response.kvs()[0].mod_revision()
+    }
+
+    /// Sets the commit marker behind the store's back, as a try whose reply was lost (or
+    /// another process) would, along with `also`.
+    fn move_marker(store: &EtcdBackend, token: u64, also: Option<&[u8]>) {
+        let mut ops = vec![TxnOp::put(
+            store.marker_key.clone(),
+            token.to_be_bytes(),
+            None,
+        )];
+        ops.extend(also.map(|key| TxnOp::put(store.data_key(key), "v", None)));
+        store
+            .block_on(|| {
+                let mut client = store.client.clone();
+                let txn = Txn::new().and_then(ops.clone());
+                async move { client.txn(txn).await }
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_commit_tried_again_applies_once_and_a_foreign_marker_refuses() {
+        let cluster = LocalCluster::start(1).unwrap();
+        let config = EtcdConfig {
+            endpoints: cluster.endpoints(),
+            prefix: b"marker/".to_vec(),
+        };
+        let store = EtcdBackend::connect(&config).unwrap();
+        store.write(&put(b"a")).unwrap();
+        // The next commit's first try landed, its reply lost: trying it again is
+        // recognised by the marker, and applies nothing more.
+        move_marker(&store, 2, Some(b"b"));
+        let landed = mod_revision(&store, b"b");
+        store.write(&put(b"b")).unwrap();
+        assert_eq!(mod_revision(&store, b"b"), landed, "applied once");
+        // Someone else moves the marker: the commit is refused whole, and the store then
+        // goes on from the marker it reads.
+        move_marker(&store, 99, None);
+        assert!(store.write(&put(b"c")).is_err());
+        assert_eq!(store.get(b"c").unwrap(), None);
+        store.write(&put(b"d")).unwrap();
+        assert_eq!(store.get(b"d").unwrap(), Some(b"v".to_vec()));
     }
 }
