@@ -48,9 +48,15 @@ struct Cli {
 /// Options that apply wherever they are given.
 #[derive(Debug, Clone, Default, Args)]
 struct Global {
-    /// The store, if more than one is compiled in: fjall, sled or rocksdb.
+    /// The store, if more than one is compiled in: fjall, sled, rocksdb or etcd.
     #[arg(long, global = true, value_parser = parse_backend)]
     backend: Option<BackendKind>,
+    /// For `--backend etcd`: the cluster's client URLs, comma-separated.
+    #[arg(long, global = true, value_delimiter = ',', value_name = "URL,…")]
+    etcd_endpoints: Vec<String>,
+    /// For `--backend etcd`: the key prefix of the store [default: party/].
+    #[arg(long, global = true, value_name = "PREFIX")]
+    etcd_prefix: Option<String>,
     /// How keys and values are written and printed [default: utf8].
     #[arg(long, global = true, value_enum)]
     encoding: Option<Encoding>,
@@ -65,6 +71,18 @@ struct Global {
 impl Global {
     fn backend(&self) -> BackendKind {
         self.backend.unwrap_or(Options::default().backend)
+    }
+
+    /// The options for a handle on DIR: the store (etcd with its settings), retries.
+    fn options(&self) -> Options {
+        let options = Options::default().retry(!self.no_retry);
+        match self.backend() {
+            BackendKind::Etcd => options.etcd(
+                self.etcd_endpoints.clone(),
+                self.etcd_prefix.as_deref().unwrap_or("party/"),
+            ),
+            other => options.backend(other),
+        }
     }
 }
 
@@ -269,10 +287,11 @@ fn finish(who: &str, result: Result<ExitCode, Failure>) -> ExitCode {
 
 async fn store_command(global: Global, dir: PathBuf, command: DirCommand) -> ExitCode {
     let encoding = global.encoding.unwrap_or(Encoding::Utf8);
-    let options = Options::default()
-        .retry(!global.no_retry)
-        .backend(global.backend());
-    let db = match open(&dir, options).await {
+    if global.backend() == BackendKind::Etcd && global.etcd_endpoints.is_empty() {
+        let failure = Failure::usage("--backend etcd needs --etcd-endpoints URL,…");
+        return report(Err(failure), encoding, global.json);
+    }
+    let db = match open(&dir, global.options()).await {
         Ok(db) => db,
         Err(error) => return report(Err(error.into()), encoding, global.json),
     };

@@ -503,3 +503,45 @@ fn a_process_for_another_store_is_refused_by_the_leader_and_status_names_its_sto
         "the data is all there"
     );
 }
+
+/// `--backend etcd`: two data directories (two hosts) on one prefix are one store.
+#[cfg(feature = "etcd")]
+#[test]
+fn two_directories_on_one_etcd_prefix_are_one_store() {
+    let cluster = party_core::LocalCluster::start(1).unwrap();
+    let endpoints = cluster.endpoints().join(",");
+    let etcd = [
+        "--backend",
+        "etcd",
+        "--etcd-endpoints",
+        &endpoints,
+        "--etcd-prefix",
+        "cli/",
+    ];
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let on = |dir: &tempfile::TempDir, command: &[&str]| {
+        let dir = dir.path().to_str().unwrap().to_owned();
+        let args: Vec<&str> = etcd
+            .iter()
+            .copied()
+            .chain([dir.as_str()])
+            .chain(command.iter().copied())
+            .collect();
+        party(&args)
+    };
+    assert!(on(&one, &["put", "k", "v"]).status.success());
+    let got = on(&two, &["get", "k"]);
+    assert_eq!((got.status.code(), stdout(&got).as_str()), (Some(0), "v\n"));
+    let status = on(&two, &["--json", "status"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["backend"], "etcd", "{status}");
+
+    let without = party(&[
+        "--backend",
+        "etcd",
+        one.path().to_str().unwrap(),
+        "get",
+        "k",
+    ]);
+    assert_eq!(without.status.code(), Some(2), "endpoints are needed");
+}
