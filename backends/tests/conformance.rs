@@ -62,6 +62,20 @@ fn write(store: &dyn Backend, ops: Vec<WriteOp>) {
     }
 }
 
+/// A batch of `ops` with the dedup record of one client that applied through `seq`.
+fn with_record(ops: Vec<WriteOp>, client: u128, seq: u64) -> WriteBatch {
+    WriteBatch {
+        ops,
+        records: vec![(
+            ClientId(client),
+            DedupRecord {
+                applied_through: WriteSeq(seq),
+                failed: vec![],
+            },
+        )],
+    }
+}
+
 fn value_of(key: &[u8]) -> Vec<u8> {
     [b"v:", key].concat()
 }
@@ -189,16 +203,11 @@ pub fn a_batch_over_the_stores_limit_fails_whole(store: &dyn Backend) {
     let Some(most) = store.max_batch_ops() else {
         return;
     };
-    let batch = WriteBatch {
-        ops: (0..most).map(|n| put(&n.to_be_bytes(), b"v")).collect(),
-        records: vec![(
-            ClientId(4),
-            DedupRecord {
-                applied_through: WriteSeq(1),
-                failed: vec![],
-            },
-        )],
-    };
+    let batch = with_record(
+        (0..most).map(|n| put(&n.to_be_bytes(), b"v")).collect(),
+        4,
+        1,
+    );
     let error = store.write(&batch).unwrap_err();
     assert!(
         matches!(error, party_backends::BackendError::BatchTooLarge { ops, max, .. }
@@ -436,18 +445,10 @@ pub fn batches_survive_kill_9_whole_or_not_at_all(kind: BackendKind) {
 /// Writes `count` keys of 100 bytes, 100 per commit, with a dedup record on each commit.
 fn fill_numbered(store: &dyn Backend, count: u64) {
     for first in (0..count).step_by(100) {
-        let batch = WriteBatch {
-            ops: (first..(first + 100).min(count))
-                .map(|n| put(format!("n/{n:08}").as_bytes(), &[b'v'; 100]))
-                .collect(),
-            records: vec![(
-                ClientId(3),
-                DedupRecord {
-                    applied_through: WriteSeq(first / 100 + 1),
-                    failed: vec![],
-                },
-            )],
-        };
+        let ops = (first..(first + 100).min(count))
+            .map(|n| put(format!("n/{n:08}").as_bytes(), &[b'v'; 100]))
+            .collect();
+        let batch = with_record(ops, 3, first / 100 + 1);
         store.write(&batch).unwrap();
     }
 }
@@ -595,16 +596,11 @@ mod fjall {
         let dir = tempfile::tempdir().unwrap();
         let store = BackendKind::Fjall.open(dir.path()).unwrap();
         let max = party_backends::FJALL_MAX_KEY_LEN;
-        let batch = WriteBatch {
-            ops: vec![put(b"fine", b"1"), put(&vec![b'x'; max + 1], b"2")],
-            records: vec![(
-                ClientId(1),
-                DedupRecord {
-                    applied_through: WriteSeq(1),
-                    failed: vec![],
-                },
-            )],
-        };
+        let batch = with_record(
+            vec![put(b"fine", b"1"), put(&vec![b'x'; max + 1], b"2")],
+            1,
+            1,
+        );
         let error = store.write(&batch).unwrap_err();
         assert!(
             matches!(error, party_backends::BackendError::KeyTooLarge { len, .. } if len == max + 1),
