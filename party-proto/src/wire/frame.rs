@@ -209,14 +209,28 @@ mod tests {
             .decode::<crate::wire::ClientMessage>(&mut input)
             .unwrap_err();
         assert_eq!(error, FrameError::OtherProtocol { got: old });
-        // The same bytes claiming this very version are malformed, not a mismatch.
-        let mut frame = Vec::new();
-        encode_frame(&(0u32, ProtocolId::CURRENT, 7u128), 1024, &mut frame).unwrap();
-        let mut input = frame.as_slice();
-        let error = FrameDecoder::new(1024)
-            .decode::<crate::wire::ClientMessage>(&mut input)
-            .unwrap_err();
-        assert!(matches!(error, FrameError::Malformed(_)), "{error:?}");
+        // The same bytes claiming this very version, or not a party magic, or not the
+        // handshake's variant, are malformed, not a mismatch.
+        let http = ProtocolId {
+            magic: *b"HTTP",
+            ..old
+        };
+        for body in [
+            (0u32, ProtocolId::CURRENT, 7u128),
+            (0u32, http, 7u128),
+            (1u32, old, 7u128),
+        ] {
+            let mut frame = Vec::new();
+            encode_frame(&body, 1024, &mut frame).unwrap();
+            let mut input = frame.as_slice();
+            let error = FrameDecoder::new(1024)
+                .decode::<crate::wire::ClientMessage>(&mut input)
+                .unwrap_err();
+            assert!(
+                !matches!(error, FrameError::OtherProtocol { .. }),
+                "{body:?}: {error:?}"
+            );
+        }
     }
 
     #[test]
