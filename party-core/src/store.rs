@@ -79,9 +79,13 @@ pub(crate) fn run(
     jobs: Receiver<StoreJob>,
     drained: tokio::sync::oneshot::Sender<()>,
 ) {
+    let config = WriterConfig {
+        max_group_ops: store.max_batch_ops(),
+        ..WriterConfig::default()
+    };
     let mut worker = Worker {
         store,
-        writer: Writer::new(WriterConfig::default(), dedup),
+        writer: Writer::new(config, dedup),
         followers,
         headroom,
         iters: HashMap::new(),

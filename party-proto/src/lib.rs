@@ -34,4 +34,6 @@ pub use server::{
 pub use store_kind::admit_store;
 pub use takeover::{Takeover, TakeoverCause, Takeovers};
 pub use time::Timestamp;
-pub use writer::{CommitResult, WriteBatch, Writer, WriterConfig, WriterInput, WriterOutput};
+pub use writer::{
+    group_cost, CommitResult, WriteBatch, Writer, WriterConfig, WriterInput, WriterOutput,
+};

@@ -16,7 +16,7 @@
 //! Once writes pause for [`WriterConfig::quiet_period`] after a commit, the writer asks for
 //! a checkpoint, so that a leader killed while quiet leaves its successor little to replay.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use crate::error::ErrorCode;
@@ -49,6 +49,10 @@ impl WriteBatch {
 pub struct WriterConfig {
     /// How long writes must pause before the store is checkpointed.
     pub quiet_period: Duration,
+    /// The most operations the store commits at once (etcd: 127), counted as
+    /// [`group_cost`] counts them: a group is cut before a write that would pass it, so
+    /// only a write too large by itself meets the store's refusal.
+    pub max_group_ops: Option<usize>,
     /// Bugs to re-create, for the simulator.
     #[cfg(feature = "bug-injection")]
     pub bugs: crate::bugs::Bugs,
@@ -58,6 +62,7 @@ impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
             quiet_period: Duration::from_millis(100),
+            max_group_ops: None,
             #[cfg(feature = "bug-injection")]
             bugs: crate::bugs::Bugs::default(),
         }
@@ -98,6 +103,15 @@ pub enum WriterOutput<T> {
     },
     /// Checkpoint the store, then answer [`WriterInput::Checkpointed`].
     Checkpoint,
+}
+
+/// The store operations a write adds to a group, before its client's dedup record: one per
+/// key it puts or deletes, and one for a clear (whose keys are found only when it commits).
+pub fn group_cost(op: &WriteOp) -> usize {
+    match op {
+        WriteOp::Batch { ops } => ops.len(),
+        WriteOp::Put { .. } | WriteOp::Del { .. } | WriteOp::Clear { .. } => 1,
+    }
 }
 
 #[derive(Debug)]
@@ -227,13 +241,30 @@ impl<T> Writer<T> {
                 records_apart: None,
             };
             let mut batch = WriteBatch::new();
-            let writes: Vec<_> = self.queue.drain(..=end).collect();
-            for queued in writes {
-                let Queued::Write(write) = queued else {
-                    continue;
+            let mut clients = HashSet::new();
+            let mut cost = 0;
+            for _ in 0..=end {
+                let Some(Queued::Write(write)) = self.queue.front() else {
+                    self.queue.pop_front();
+                    break;
+                };
+                let more =
+                    group_cost(&write.op) + usize::from(!clients.contains(&write.stamp.client));
+                let over = self
+                    .config
+                    .max_group_ops
+                    .is_some_and(|max| cost + more > max);
+                if over && !group.applied.is_empty() {
+                    // The rest, up to the cut, makes the next group.
+                    break;
+                }
+                let Some(Queued::Write(write)) = self.queue.pop_front() else {
+                    break;
                 };
                 match self.admit(write.stamp) {
                     Admission::Apply => {
+                        cost += more;
+                        clients.insert(write.stamp.client);
                         batch.push(write.op.clone());
                         group.applied.push(write);
                     }

@@ -77,6 +77,36 @@ fn writes_cut_together_commit_as_one_batch_with_their_records() {
     assert!(writer.is_idle());
 }
 
+/// A store that commits at most 4 operations at once: the writer cuts its groups between
+/// whole writes to fit (one put and its client's record cost 2, a new client 1 more), and
+/// every write is answered once, in order.
+#[test]
+fn groups_are_cut_to_the_stores_limit_between_whole_writes() {
+    let config = WriterConfig {
+        max_group_ops: Some(4),
+        ..WriterConfig::default()
+    };
+    let mut writer: Writer<u32> = Writer::new(config, DedupTable::default());
+    writer.write(10, stamp(1, 1), put(10));
+    writer.write(11, stamp(1, 2), put(11));
+    writer.write(12, stamp(2, 1), put(12));
+    writer.write(13, stamp(2, 2), put(13));
+    writer.write(14, stamp(2, 3), put(14));
+    writer.cut();
+    let (commits, replies) = carry_out(&mut writer, |batch| {
+        assert!(batch.ops.len() + batch.records.len() <= 4, "{batch:?}");
+        CommitResult::Committed
+    });
+    let groups: Vec<Vec<WriteOp>> = commits.into_iter().map(|c| c.ops).collect();
+    assert_eq!(
+        groups,
+        [vec![put(10), put(11)], vec![put(12), put(13), put(14)]]
+    );
+    let answered: Vec<u32> = replies.iter().map(|(to, _)| *to).collect();
+    assert_eq!(answered, [10, 11, 12, 13, 14]);
+    assert!(writer.is_idle());
+}
+
 #[test]
 fn a_failed_group_is_retried_one_by_one_and_the_bad_write_fails_alone() {
     let mut writer = writer();

@@ -112,6 +112,16 @@ impl World {
     /// disk); while faults are on, the leader may crash just before or just after a commit
     /// lands, before anyone hears of it.
     pub(super) fn commit(&mut self, process: ProcessId, batch: &WriteBatch) -> CommitResult {
+        let cost: usize = batch.ops.iter().map(group_cost).sum::<usize>() + batch.records.len();
+        if self.faults.small_groups && cost > SMALL_GROUP {
+            if batch.ops.len() > 1 {
+                self.violations.push(format!(
+                    "p{process}: the writer formed a group of {cost} operations, over the \
+                     store's limit of {SMALL_GROUP}"
+                ));
+            }
+            return CommitResult::Failed(ErrorCode::Backend("batch too large".into()));
+        }
         if self.faults.store && self.faults_on {
             match self.rng.next_u64() % 100 {
                 0..=7 => return CommitResult::Failed(ErrorCode::Backend("injected".into())),

@@ -296,6 +296,7 @@ impl World {
                 let local_conn = self.next_conn;
                 self.next_conn += 1;
                 let writer_config = WriterConfig {
+                    max_group_ops: self.faults.small_groups.then_some(SMALL_GROUP),
                     bugs: self.injection.bugs,
                     ..WriterConfig::default()
                 };
