@@ -100,6 +100,10 @@ impl BackendError {
 impl From<BackendError> for party_proto::ErrorCode {
     fn from(error: BackendError) -> Self {
         match error {
+            BackendError::BatchTooLarge { ops, max, .. } => party_proto::ErrorCode::BatchTooLarge {
+                ops: ops as u64,
+                max: max as u64,
+            },
             BackendError::KeyTooLarge { len, max, .. } => party_proto::ErrorCode::KeyTooLarge {
                 len: len as u64,
                 max: max as u64,

@@ -40,6 +40,8 @@ pub enum Kind {
     /// [`party_core::Error`]'s cause of that name.
     KeyTooLarge,
     /// [`party_core::Error`]'s cause of that name.
+    BatchTooLarge,
+    /// [`party_core::Error`]'s cause of that name.
     LeaderOfOtherUser,
     /// [`party_core::Error`]'s cause of that name.
     WrongBackend,
@@ -84,6 +86,7 @@ impl Kind {
             Kind::StoreReadOnly => "store_read_only",
             Kind::PermissionDenied => "permission_denied",
             Kind::KeyTooLarge => "key_too_large",
+            Kind::BatchTooLarge => "batch_too_large",
             Kind::LeaderOfOtherUser => "leader_of_other_user",
             Kind::WrongBackend => "wrong_backend",
             Kind::IteratorGone => "iterator_gone",
@@ -191,6 +194,7 @@ impl From<Error> for Failure {
             Error::OtherUser { .. } => Kind::PermissionDenied,
             Error::LeaderOfOtherUser { .. } => Kind::LeaderOfOtherUser,
             Error::KeyTooLarge { .. } => Kind::KeyTooLarge,
+            Error::BatchTooLarge { .. } => Kind::BatchTooLarge,
             Error::IteratorGone => Kind::IteratorGone,
             Error::Backend { .. } => Kind::Backend,
             Error::Locked { .. } => Kind::Locked,

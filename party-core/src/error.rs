@@ -38,6 +38,10 @@ pub enum Error {
     /// applied.
     #[error("a key of {len} bytes is longer than the store allows ({max} bytes)")]
     KeyTooLarge { len: u64, max: u64 },
+    /// One write (a batch, say) touches more keys than the store commits at once (etcd: 127
+    /// operations, its dedup record included); it was not applied. Split it.
+    #[error("a write of {ops} operations is more than the store commits at once ({max})")]
+    BatchTooLarge { ops: u64, max: u64 },
     /// The leader serves only processes of its own user, and this one runs as another.
     #[error("the leader serves only its own user; this process runs as uid {uid}")]
     OtherUser { uid: u32 },
@@ -146,6 +150,7 @@ impl From<ErrorCode> for Error {
                 source: None,
             },
             ErrorCode::KeyTooLarge { len, max } => Error::KeyTooLarge { len, max },
+            ErrorCode::BatchTooLarge { ops, max } => Error::BatchTooLarge { ops, max },
             ErrorCode::TooManyRequests { limit } => Error::LimitReached {
                 limit: Limit::InFlight,
                 max: limit,
@@ -183,6 +188,10 @@ impl From<BackendError> for Error {
         match error {
             BackendError::KeyTooLarge { len, max, .. } => Error::KeyTooLarge {
                 len: len as u64,
+                max: max as u64,
+            },
+            BackendError::BatchTooLarge { ops, max, .. } => Error::BatchTooLarge {
+                ops: ops as u64,
                 max: max as u64,
             },
             other => Error::Backend {

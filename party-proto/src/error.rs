@@ -79,4 +79,9 @@ pub enum ErrorCode {
     /// configured for (`wanted`): the leader refuses to serve it, and it may not lead.
     #[error("the data directory's store is {found}; this process is configured for {wanted}")]
     WrongStore { found: String, wanted: String },
+    /// One write touches more keys than the leader's store commits at once (etcd: 127
+    /// operations); it was not applied. Groups of several writes are cut to fit, so only a
+    /// write too large by itself meets this.
+    #[error("a write of {ops} operations is more than the store commits at once ({max})")]
+    BatchTooLarge { ops: u64, max: u64 },
 }

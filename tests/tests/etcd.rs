@@ -63,3 +63,39 @@ fn two_hosts_share_one_etcd_prefix_through_leader_kills_on_each() {
     assert!(refused.contains("store is etcd"), "{refused}");
     assert!(!host_a.path().join("fjall").exists());
 }
+
+/// A single write larger than one etcd transaction fails whole with a typed error; the
+/// largest that fits is applied.
+#[test]
+fn a_batch_over_etcds_transaction_limit_fails_whole_and_typed() {
+    use party_core::{open, BatchOp, Error, Options};
+    // Started before the runtime: its client blocks, as the store's does on its threads.
+    let cluster = LocalCluster::start(1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let batch = |n: u32| -> Vec<BatchOp> {
+        (0..n)
+            .map(|i| BatchOp::Put {
+                key: i.to_be_bytes().to_vec(),
+                value: b"v".to_vec(),
+            })
+            .collect()
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let options = Options::default().etcd(cluster.endpoints(), "big/");
+        let db = open(dir.path(), options).await.unwrap();
+        // 126 puts and the client's dedup record: 127 operations, the most that fit.
+        db.batch(batch(126)).await.unwrap();
+        let refused = db.batch(batch(127)).await;
+        assert!(
+            matches!(refused, Err(Error::BatchTooLarge { ops: 128, max: 127 })),
+            "{refused:?}"
+        );
+        assert_eq!(
+            db.get(126u32.to_be_bytes()).await.unwrap(),
+            None,
+            "nothing applied"
+        );
+        db.close().await.unwrap();
+    });
+}

@@ -51,7 +51,8 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 impl LocalCluster {
-    /// Starts `size` members and waits until the cluster serves.
+    /// Starts `size` members and waits until the cluster serves. Blocks: call it before
+    /// entering an async runtime, or where blocking is allowed.
     pub fn start(size: usize) -> Result<LocalCluster, OpenError> {
         let failed = |source: std::io::Error| OpenError::Store {
             backend: "etcd",

@@ -93,7 +93,9 @@ fn store_error(error: etcd_client::Error) -> BackendError {
 }
 
 impl EtcdBackend {
-    /// Connects to the cluster; fails if no member answers.
+    /// Connects to the cluster; fails if no member answers. Blocks, like every call of the
+    /// store: call it where blocking is allowed (a thread of its own, `spawn_blocking`),
+    /// never on an async task.
     pub fn connect(config: &EtcdConfig) -> Result<Self, OpenError> {
         let open_error = |source: Box<dyn std::error::Error + Send + Sync>| OpenError::Store {
             backend: NAME,

@@ -89,6 +89,7 @@ pub fn error_code() -> impl Strategy<Value = ErrorCode> {
         (any::<u64>(), any::<u64>()).prop_map(|(len, max)| ErrorCode::KeyTooLarge { len, max }),
         any::<u32>().prop_map(|uid| ErrorCode::LeaderOfOtherUser { uid }),
         (".*", ".*").prop_map(|(found, wanted)| ErrorCode::WrongStore { found, wanted }),
+        (any::<u64>(), any::<u64>()).prop_map(|(ops, max)| ErrorCode::BatchTooLarge { ops, max }),
     ]
 }
 

@@ -120,7 +120,10 @@ impl World {
                      store's limit of {SMALL_GROUP}"
                 ));
             }
-            return CommitResult::Failed(ErrorCode::Backend("batch too large".into()));
+            return CommitResult::Failed(ErrorCode::BatchTooLarge {
+                ops: cost as u64,
+                max: SMALL_GROUP as u64,
+            });
         }
         if self.faults.store && self.faults_on {
             match self.rng.next_u64() % 100 {
