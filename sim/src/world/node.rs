@@ -24,15 +24,7 @@ impl World {
                 None => Vec::new(),
             };
             for conn in conns {
-                while let Some(output) = self.processes[process]
-                    .leading
-                    .as_mut()
-                    .and_then(|leading| leading.sessions.get_mut(&conn))
-                    .and_then(ServerSession::poll_output)
-                {
-                    moved = true;
-                    self.server_output(process, conn, output);
-                }
+                moved |= self.carry_out_session(process, conn);
             }
             if !moved {
                 break;
@@ -370,14 +362,7 @@ impl World {
                 // Their last words go out, and each session says whether it serves on until
                 // its follower lets go (a close) or is done (a lost lock).
                 for conn in conns {
-                    while let Some(output) = self.processes[process]
-                        .leading
-                        .as_mut()
-                        .and_then(|l| l.sessions.get_mut(&conn))
-                        .and_then(ServerSession::poll_output)
-                    {
-                        self.server_output(process, conn, output);
-                    }
+                    self.carry_out_session(process, conn);
                 }
                 let serving_on = self.processes[process]
                     .leading
@@ -442,6 +427,22 @@ impl World {
                 .machine
                 .handle_input(now, ProcessInput::Election(input));
         }
+    }
+
+    /// Carries out what the session of `conn` on `process` has to say; true if it said
+    /// anything.
+    fn carry_out_session(&mut self, process: ProcessId, conn: ConnId) -> bool {
+        let mut moved = false;
+        while let Some(output) = self.processes[process]
+            .leading
+            .as_mut()
+            .and_then(|leading| leading.sessions.get_mut(&conn))
+            .and_then(ServerSession::poll_output)
+        {
+            moved = true;
+            self.server_output(process, conn, output);
+        }
+        moved
     }
 
     pub(super) fn server_output(&mut self, process: ProcessId, conn: ConnId, output: ServerOutput) {
