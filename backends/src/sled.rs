@@ -7,6 +7,14 @@
 //!
 //! sled iterators are **not snapshots**: they visit keys in order, each at most once, and
 //! see writes made while they run where those writes land ahead of them.
+//!
+//! sled 0.34 writes each snapshot of its page table to `snap.<lsn>.generating` and renames
+//! it once whole, but at the next open it reads the newest file starting with `snap.`,
+//! unfinished ones included: a process killed while writing one (sled does when it opens,
+//! so a kill in the first milliseconds of a start can) leaves a store that never opens
+//! again ("Read corrupted data at file offset None", upstream sled#1533). Such a file never
+//! held a whole snapshot, so it is removed before the store is opened: sled then recovers
+//! from the snapshot before it and its log, as it would had the kill come a moment earlier.
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +47,8 @@ impl SledBackend {
                 if io.to_string().contains("could not acquire lock"));
             OpenError::from_store(NAME, path, locked, error)
         };
+        remove_unfinished_snapshots(path)
+            .map_err(|error| OpenError::from_store(NAME, path, false, error))?;
         let db = sled::Config::new().path(path).open().map_err(open_error)?;
         let data = db.open_tree("data").map_err(open_error)?;
         let records = db.open_tree(records::NAMESPACE).map_err(open_error)?;
@@ -54,6 +64,25 @@ impl SledBackend {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Removes the snapshots sled did not finish writing (see the module documentation). Only
+/// the process about to open the store may: the leader, which holds the directory's lock.
+fn remove_unfinished_snapshots(path: &Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 fn entry(item: sled::Result<(IVec, IVec)>) -> Result<Entry, BackendError> {
