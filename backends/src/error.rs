@@ -81,6 +81,14 @@ pub enum BackendError {
         ops: usize,
         max: usize,
     },
+    /// The store cannot tell whether a write landed (its answer was lost and the store
+    /// could not be asked again): it may have been applied or not.
+    #[error("{backend} cannot tell whether the write landed: {source}")]
+    Unsettled {
+        backend: &'static str,
+        #[source]
+        source: StoreError,
+    },
     /// A dedup record in the reserved namespace does not decode: the store was written by
     /// something else, or is damaged.
     #[error("corrupt dedup record for key {key:02x?}: {reason}")]
@@ -108,6 +116,9 @@ impl From<BackendError> for party_proto::ErrorCode {
                 len: len as u64,
                 max: max as u64,
             },
+            unsettled @ BackendError::Unsettled { .. } => {
+                party_proto::ErrorCode::OutcomeUnknown(unsettled.to_string())
+            }
             other => party_proto::ErrorCode::Backend(other.to_string()),
         }
     }

@@ -242,13 +242,43 @@ impl Backend for FjallBackend {
         }))
     }
 
-    fn dedup_records(&self) -> Result<Vec<(ClientId, DedupRecord)>, BackendError> {
-        self.records
+    fn dedup_records_of(
+        &self,
+        clients: &[ClientId],
+    ) -> Result<Vec<Option<DedupRecord>>, BackendError> {
+        clients
             .iter()
-            .map(|item| {
-                let (key, value) = item.map_err(store_error(NAME))?;
-                records::decode(&key, &value)
+            .map(|client| {
+                let key = records::key(*client);
+                let value = self.records.get(key).map_err(store_error(NAME))?;
+                value
+                    .map(|value| records::decode(&key, &value).map(|(_, record)| record))
+                    .transpose()
             })
             .collect()
+    }
+
+    fn expire_dedup_records(
+        &self,
+        written_before_ms: u64,
+        after: Option<ClientId>,
+        max: usize,
+    ) -> Result<Option<ClientId>, BackendError> {
+        let Some(first) = records::first_key_after(after) else {
+            return Ok(None);
+        };
+        let stored = self
+            .records
+            .range(first..)
+            .map(|item| item.map_err(store_error(NAME)));
+        let page = records::sweep_page(stored, written_before_ms, max)?;
+        if !page.expired.is_empty() {
+            let mut removal = self.keyspace.batch();
+            for key in page.expired {
+                removal.remove(&self.records, key);
+            }
+            removal.commit().map_err(store_error(NAME))?;
+        }
+        Ok(page.last)
     }
 }

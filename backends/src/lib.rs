@@ -73,8 +73,25 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// iterator reads one, taken now.
     fn iter(&self, range: &KeyRange, reverse: bool) -> Result<EntryIter, BackendError>;
 
-    /// Every stored dedup record, for a new leader's dedup table.
-    fn dedup_records(&self) -> Result<Vec<(ClientId, DedupRecord)>, BackendError>;
+    /// The stored dedup records of `clients` (`None` for a client without one), one
+    /// answer per client in the order asked: a leader reads a client's record when the
+    /// client's first write reaches it, so taking over costs nothing per past client.
+    fn dedup_records_of(
+        &self,
+        clients: &[ClientId],
+    ) -> Result<Vec<Option<DedupRecord>>, BackendError>;
+
+    /// One page of a sweep of expired records: looks at up to `max` stored records of
+    /// clients after `after` (from the first if `None`), in client order, and removes those
+    /// whose client last wrote before `written_before_ms` and that nothing rewrote since
+    /// they were read. Returns the last client looked at when the page was full (more may
+    /// follow), `None` when the records ran out.
+    fn expire_dedup_records(
+        &self,
+        written_before_ms: u64,
+        after: Option<ClientId>,
+        max: usize,
+    ) -> Result<Option<ClientId>, BackendError>;
 
     /// Whether a point read answers in about the time of a hand-off between threads, as
     /// the embedded stores' do: party-core then runs such reads right on the connection's

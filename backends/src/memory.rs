@@ -10,7 +10,7 @@ use party_proto::{ClientId, DedupRecord, KeyRange};
 use crate::batch::{resolve, WriteBatch};
 use crate::error::BackendError;
 use crate::iter::EntryIter;
-use crate::Backend;
+use crate::{records, Backend};
 
 #[derive(Debug, Default)]
 struct State {
@@ -87,12 +87,35 @@ impl Backend for MemoryBackend {
         Ok(Box::new(entries.into_iter()))
     }
 
-    fn dedup_records(&self) -> Result<Vec<(ClientId, DedupRecord)>, BackendError> {
-        Ok(self
-            .state()
-            .records
+    fn dedup_records_of(
+        &self,
+        clients: &[ClientId],
+    ) -> Result<Vec<Option<DedupRecord>>, BackendError> {
+        let state = self.state();
+        Ok(clients
             .iter()
-            .map(|(client, record)| (*client, record.clone()))
+            .map(|client| state.records.get(client).cloned())
             .collect())
+    }
+
+    fn expire_dedup_records(
+        &self,
+        written_before_ms: u64,
+        after: Option<ClientId>,
+        max: usize,
+    ) -> Result<Option<ClientId>, BackendError> {
+        let Some(first) = records::first_key_after(after) else {
+            return Ok(None);
+        };
+        let mut state = self.state();
+        let stored = state
+            .records
+            .range(ClientId(u128::from_be_bytes(first))..)
+            .map(|(client, record)| Ok((records::key(*client), records::value(record))));
+        let page = records::sweep_page(stored, written_before_ms, max)?;
+        for key in page.expired {
+            state.records.remove(&ClientId(u128::from_be_bytes(key)));
+        }
+        Ok(page.last)
     }
 }

@@ -139,13 +139,48 @@ impl Backend for RocksBackend {
         Ok(Box::new(iter))
     }
 
-    fn dedup_records(&self) -> Result<Vec<(ClientId, DedupRecord)>, BackendError> {
-        self.db
-            .iterator_cf(self.records_family()?, IteratorMode::Start)
-            .map(|item| {
-                let (key, value) = item.map_err(store_error(NAME))?;
-                records::decode(&key, &value)
+    fn dedup_records_of(
+        &self,
+        clients: &[ClientId],
+    ) -> Result<Vec<Option<DedupRecord>>, BackendError> {
+        let family = self.records_family()?;
+        clients
+            .iter()
+            .map(|client| {
+                let key = records::key(*client);
+                let value = self.db.get_cf(family, key).map_err(store_error(NAME))?;
+                value
+                    .map(|value| records::decode(&key, &value).map(|(_, record)| record))
+                    .transpose()
             })
             .collect()
+    }
+
+    fn expire_dedup_records(
+        &self,
+        written_before_ms: u64,
+        after: Option<ClientId>,
+        max: usize,
+    ) -> Result<Option<ClientId>, BackendError> {
+        let Some(first) = records::first_key_after(after) else {
+            return Ok(None);
+        };
+        let family = self.records_family()?;
+        let stored = self
+            .db
+            .iterator_cf(
+                family,
+                IteratorMode::From(&first, rocksdb::Direction::Forward),
+            )
+            .map(|item| item.map_err(store_error(NAME)));
+        let page = records::sweep_page(stored, written_before_ms, max)?;
+        if !page.expired.is_empty() {
+            let mut removal = rocksdb::WriteBatch::default();
+            for key in page.expired {
+                removal.delete_cf(family, key);
+            }
+            self.db.write(removal).map_err(store_error(NAME))?;
+        }
+        Ok(page.last)
     }
 }

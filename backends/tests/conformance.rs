@@ -71,6 +71,7 @@ fn with_record(ops: Vec<WriteOp>, client: u128, seq: u64) -> WriteBatch {
             DedupRecord {
                 applied_through: WriteSeq(seq),
                 failed: vec![],
+                last_write_ms: seq,
             },
         )],
     }
@@ -215,7 +216,68 @@ pub fn a_batch_over_the_stores_limit_fails_whole(store: &dyn Backend) {
         "{error}"
     );
     assert_eq!(store.get(&0usize.to_be_bytes()).unwrap(), None);
-    assert!(store.dedup_records().unwrap().is_empty());
+    assert_eq!(
+        store.dedup_records_of(&[ClientId(1)]).unwrap(),
+        [None],
+        "all or nothing"
+    );
+}
+
+/// A sweep reads the records a page at a time in client order, removes those of clients
+/// that last wrote before the cutoff, and says where to go on; the data is left alone.
+pub fn expired_records_are_removed_page_by_page(store: &dyn Backend) {
+    let clients: Vec<ClientId> = (1..=10).map(ClientId).collect();
+    let records = clients
+        .iter()
+        .map(|client| {
+            let record = DedupRecord {
+                applied_through: WriteSeq(1),
+                failed: vec![],
+                last_write_ms: 10 * client.0 as u64,
+            };
+            (*client, record)
+        })
+        .collect();
+    store
+        .write(&WriteBatch {
+            ops: vec![put(b"k", b"v")],
+            records,
+        })
+        .unwrap();
+    assert_eq!(
+        store.expire_dedup_records(55, None, 4).unwrap(),
+        Some(ClientId(4))
+    );
+    assert_eq!(
+        store
+            .expire_dedup_records(55, Some(ClientId(4)), 4)
+            .unwrap(),
+        Some(ClientId(8))
+    );
+    assert_eq!(
+        store
+            .expire_dedup_records(55, Some(ClientId(8)), 4)
+            .unwrap(),
+        None,
+        "the records ran out"
+    );
+    let kept: Vec<bool> = store
+        .dedup_records_of(&clients)
+        .unwrap()
+        .iter()
+        .map(Option::is_some)
+        .collect();
+    assert_eq!(
+        kept,
+        [false, false, false, false, false, true, true, true, true, true]
+    );
+    assert_eq!(store.get(b"k").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(
+        store
+            .expire_dedup_records(55, Some(ClientId(u128::MAX)), 4)
+            .unwrap(),
+        None
+    );
 }
 
 pub fn get_many_answers_each_key_in_order(store: &dyn Backend) {
@@ -306,17 +368,17 @@ pub fn dedup_records_are_stored_with_the_write_and_never_seen_as_data(store: &dy
     let record = |seq| DedupRecord {
         applied_through: WriteSeq(seq),
         failed: vec![WriteSeq(seq - 1)],
+        last_write_ms: 1_700_000_000_000 + seq,
     };
     let batch = WriteBatch {
         ops: vec![put(b"k", b"v")],
         records: vec![(ClientId(1), record(5)), (ClientId(u128::MAX), record(9))],
     };
     store.write(&batch).unwrap();
-    let mut records = store.dedup_records().unwrap();
-    records.sort_by_key(|(client, _)| *client);
+    let asked = [ClientId(u128::MAX), ClientId(2), ClientId(1)];
     assert_eq!(
-        records,
-        vec![(ClientId(1), record(5)), (ClientId(u128::MAX), record(9))]
+        store.dedup_records_of(&asked).unwrap(),
+        [Some(record(9)), None, Some(record(5))]
     );
     // A newer record replaces the older one of the same client: one record per client.
     let newer = WriteBatch {
@@ -324,9 +386,10 @@ pub fn dedup_records_are_stored_with_the_write_and_never_seen_as_data(store: &dy
         records: vec![(ClientId(1), record(6))],
     };
     store.write(&newer).unwrap();
-    let records = store.dedup_records().unwrap();
-    assert_eq!(records.len(), 2);
-    assert!(records.contains(&(ClientId(1), record(6))));
+    assert_eq!(
+        store.dedup_records_of(&asked).unwrap(),
+        [Some(record(9)), None, Some(record(6))]
+    );
     let data = read_all(store, &IterOptions::default(), 10);
     assert_eq!(
         data,
@@ -431,13 +494,11 @@ pub fn batches_survive_kill_9_whole_or_not_at_all(kind: BackendKind) {
         (1..=last).collect::<Vec<_>>(),
         "a gap in the batches"
     );
-    let record = DedupRecord {
-        applied_through: WriteSeq(last),
-        failed: vec![],
-    };
     assert_eq!(
-        store.dedup_records().unwrap(),
-        vec![(ClientId(7), record)],
+        store.dedup_records_of(&[ClientId(7)]).unwrap()[0]
+            .as_ref()
+            .map(|record| record.applied_through),
+        Some(WriteSeq(last)),
         "the dedup record commits with its batch"
     );
 }
@@ -466,8 +527,10 @@ pub fn a_checkpoint_keeps_every_write(kind: BackendKind) {
     assert_eq!(read_all(&*store, &IterOptions::default(), 512).len(), 5_001);
     assert_eq!(store.get(b"after").unwrap(), Some(b"checkpoint".to_vec()));
     assert_eq!(
-        store.dedup_records().unwrap()[0].1.applied_through,
-        WriteSeq(50)
+        store.dedup_records_of(&[ClientId(3)]).unwrap()[0]
+            .as_ref()
+            .map(|record| record.applied_through),
+        Some(WriteSeq(50))
     );
 }
 
@@ -513,6 +576,10 @@ macro_rules! conformance {
             #[test]
             fn dedup_records_are_stored_with_the_write_and_never_seen_as_data() {
                 with_store(super::dedup_records_are_stored_with_the_write_and_never_seen_as_data);
+            }
+            #[test]
+            fn expired_records_are_removed_page_by_page() {
+                with_store(super::expired_records_are_removed_page_by_page);
             }
         }
     };
@@ -607,7 +674,7 @@ mod fjall {
             "{error}"
         );
         assert_eq!(store.get(b"fine").unwrap(), None, "all or nothing");
-        assert!(store.dedup_records().unwrap().is_empty());
+        assert_eq!(store.dedup_records_of(&[ClientId(1)]).unwrap(), [None]);
         assert_eq!(store.get(&vec![b'x'; max + 1]).unwrap(), None);
         write(&*store, vec![put(&vec![b'y'; max], b"longest")]);
         assert_eq!(

@@ -26,6 +26,8 @@ pub enum Kind {
     /// [`party_core::Error`]'s cause of that name.
     TimedOut,
     /// [`party_core::Error`]'s cause of that name.
+    OutcomeUnknown,
+    /// [`party_core::Error`]'s cause of that name.
     LimitReached,
     /// [`party_core::Error`]'s cause of that name.
     TooLarge,
@@ -79,6 +81,7 @@ impl Kind {
             Kind::ConnectionLost => "connection_lost",
             Kind::ProtocolMismatch => "protocol_mismatch",
             Kind::TimedOut => "timed_out",
+            Kind::OutcomeUnknown => "outcome_unknown",
             Kind::LimitReached => "limit_reached",
             Kind::TooLarge => "too_large",
             Kind::ReplyTooLarge => "reply_too_large",
@@ -186,6 +189,7 @@ impl From<Error> for Failure {
             Error::ConnectionLost => Kind::ConnectionLost,
             Error::ProtocolMismatch { .. } => Kind::ProtocolMismatch,
             Error::TimedOut => Kind::TimedOut,
+            Error::OutcomeUnknown { .. } => Kind::OutcomeUnknown,
             Error::LimitReached { .. } => Kind::LimitReached,
             Error::TooLarge { .. } => Kind::TooLarge,
             Error::ReplyTooLarge { .. } => Kind::ReplyTooLarge,

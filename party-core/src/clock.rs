@@ -2,7 +2,7 @@
 //! `Timestamp` handed to the sans-IO machines is measured.
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use party_proto::Timestamp;
 
@@ -13,6 +13,16 @@ fn epoch() -> Instant {
 
 pub(crate) fn now() -> Timestamp {
     Timestamp::from_epoch(epoch().elapsed())
+}
+
+/// The wall clock at the epoch, as a duration since the Unix epoch (for the writer's
+/// dedup records, which other processes read).
+pub(crate) fn wall_clock_at_epoch() -> Duration {
+    let elapsed = epoch().elapsed();
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(elapsed)
 }
 
 /// The tokio instant of a machine's timeout.

@@ -69,7 +69,7 @@ pub(crate) type IterAnswer = Result<IterPoll, Error>;
 #[derive(Default)]
 struct Leadership {
     lock: Option<ElectionLock>,
-    store: Option<(Arc<dyn party_backends::Backend>, party_proto::DedupTable)>,
+    store: Option<Arc<dyn party_backends::Backend>>,
     listener: Option<interprocess::local_socket::tokio::Listener>,
     leader: Option<Leader>,
     /// The leader's own handle's way to the store.
@@ -116,6 +116,7 @@ impl Driver {
             iter_window: options.iter_window,
             max_frame_len: options.limits.max_frame_len,
             store: options.backend.name(),
+            resend_window: options.dedup_retention / 2,
             ..ClientConfig::default()
         };
         let limits = &options.limits;

@@ -58,6 +58,13 @@ pub enum Error {
     /// handle tries again later.
     #[error("the process serving the socket runs as uid {uid}, another user: refused as leader")]
     LeaderOfOtherUser { uid: u32 },
+    /// The write may or may not have been applied: the store could not tell (a network
+    /// store's answer was lost, or the record that says whether an earlier try landed
+    /// could not be read), or it was in flight longer than the resend window
+    /// ([`crate::Options::dedup_retention`] / 2) when its connection was lost. Read the
+    /// keys to find out.
+    #[error("the write's outcome is unknown: {cause}")]
+    OutcomeUnknown { cause: String },
     /// The leader refused the request, iterator or connection because one of its
     /// [`crate::Limits`] was reached. Only this one failed; it may succeed later.
     #[error("the leader's limit of {max} {limit} was reached")]
@@ -150,6 +157,7 @@ impl From<ErrorCode> for Error {
                 source: None,
             },
             ErrorCode::KeyTooLarge { len, max } => Error::KeyTooLarge { len, max },
+            ErrorCode::OutcomeUnknown(cause) => Error::OutcomeUnknown { cause },
             ErrorCode::BatchTooLarge { ops, max } => Error::BatchTooLarge { ops, max },
             ErrorCode::TooManyRequests { limit } => Error::LimitReached {
                 limit: Limit::InFlight,

@@ -10,9 +10,7 @@ use party_proto::wire::LeaveCause;
 use party_proto::wire::{
     encode_frame, ClientMessage, FrameDecoder, ServerMessage, DEFAULT_MAX_FRAME_LEN,
 };
-use party_proto::{
-    admit_peer, DedupTable, ErrorCode, PeerFacts, ServerConfig, ServerInput, ServerSession,
-};
+use party_proto::{admit_peer, ErrorCode, PeerFacts, ServerConfig, ServerInput, ServerSession};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,6 +26,8 @@ use crate::sync::{ConnIds, Followers};
 pub(crate) struct Serving {
     pub connection: ConnectionConfig,
     pub headroom: Headroom,
+    /// How long the writer keeps clients' dedup records.
+    pub dedup_retention: std::time::Duration,
 }
 
 /// What every follower connection is served with.
@@ -63,7 +63,6 @@ impl Leader {
     /// stays where it was.
     pub fn start(
         store: Arc<dyn Backend>,
-        dedup: DedupTable,
         lock: &mut Option<ElectionLock>,
         listener: Listener,
         serving: Serving,
@@ -78,7 +77,11 @@ impl Leader {
             .name("party-store".into())
             .spawn(move || {
                 let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    store::run(served, dedup, counted, serving.headroom, jobs, done)
+                    let writing = store::Writing {
+                        headroom: serving.headroom,
+                        dedup_retention: serving.dedup_retention,
+                    };
+                    store::run(served, counted, writing, jobs, done)
                 }));
                 let lock = held.recv();
                 if ran.is_err() {

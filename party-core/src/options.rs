@@ -28,6 +28,12 @@ pub struct Options {
     /// What this handle allows while it leads, and the largest message it sends. All
     /// processes of one data directory should use the same.
     pub limits: Limits,
+    /// How long the leader keeps a client's dedup record after the client's last write
+    /// (a day by default). A write whose answer was lost in a failover is re-sent only
+    /// within half of it, so it is never applied twice; one in flight longer fails with
+    /// [`crate::Error::OutcomeUnknown`] instead. All processes of one data directory (and
+    /// of one etcd prefix) should use the same.
+    pub dedup_retention: Duration,
 }
 
 /// Bounds on what a leader accepts, each with a default that suits most programs. Going
@@ -144,6 +150,12 @@ impl Options {
         self.limits = limits;
         self
     }
+
+    /// How long a client's dedup record is kept after its last write.
+    pub fn dedup_retention(mut self, retention: Duration) -> Self {
+        self.dedup_retention = retention;
+        self
+    }
 }
 
 impl Default for Options {
@@ -156,6 +168,7 @@ impl Default for Options {
             socket_path: None,
             iter_window: 1024,
             limits: Limits::default(),
+            dedup_retention: party_proto::DEFAULT_DEDUP_RETENTION,
         }
     }
 }

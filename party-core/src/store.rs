@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 
-use party_backends::{Backend, Chunks, WriteBatch};
+use party_backends::{Backend, BackendError, Chunks, WriteBatch};
 use party_proto::wire::{LeaderStatus, ReadOp, Response, WriteOp};
 use party_proto::{
-    CommitResult, DedupTable, ErrorCode, IterId, IterOptions, RequestId, ServerInput, WriteStamp,
-    Writer, WriterConfig, WriterInput, WriterOutput,
+    CommitResult, ErrorCode, IterId, IterOptions, RequestId, ServerInput, WriteStamp, Writer,
+    WriterConfig, WriterInput, WriterOutput,
 };
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -70,24 +70,31 @@ pub(crate) const TICK: std::time::Duration = std::time::Duration::from_millis(10
 /// Most jobs taken in one round; bounds the size of a write group.
 const MAX_ROUND: usize = 1024;
 
+/// How the store thread writes.
+pub(crate) struct Writing {
+    pub headroom: Headroom,
+    pub dedup_retention: std::time::Duration,
+}
+
 /// Runs jobs until every sender is gone, then tells `drained` and closes the store.
 pub(crate) fn run(
     store: Arc<dyn Backend>,
-    dedup: DedupTable,
     followers: Followers,
-    headroom: Headroom,
+    writing: Writing,
     jobs: Receiver<StoreJob>,
     drained: tokio::sync::oneshot::Sender<()>,
 ) {
     let config = WriterConfig {
         max_group_ops: store.max_batch_ops(),
+        dedup_retention: writing.dedup_retention,
+        wall_clock_at_epoch: crate::clock::wall_clock_at_epoch(),
         ..WriterConfig::default()
     };
     let mut worker = Worker {
         store,
-        writer: Writer::new(config, dedup),
+        writer: Writer::new(config),
         followers,
-        headroom,
+        headroom: writing.headroom,
         iters: HashMap::new(),
     };
     crate::sync::rounds(&jobs, MAX_ROUND, |round| {
@@ -131,7 +138,7 @@ impl Worker {
 
     /// Commits every write queued so far.
     fn write_queued(&mut self) {
-        self.writer.cut();
+        self.writer.cut(crate::clock::now());
         self.carry_out();
     }
 
@@ -152,6 +159,22 @@ impl Worker {
                         .is_ok();
                     WriterInput::Checkpointed(done)
                 }
+                WriterOutput::LoadRecords(clients) => WriterInput::RecordsLoaded(
+                    self.store
+                        .dedup_records_of(&clients)
+                        .map(|records| clients.into_iter().zip(records).collect())
+                        .map_err(ErrorCode::from),
+                ),
+                WriterOutput::ExpireRecords {
+                    written_before_ms,
+                    after,
+                    max,
+                } => WriterInput::RecordsExpired(
+                    self.store
+                        .expire_dedup_records(written_before_ms, after, max)
+                        .inspect_err(|error| tracing::warn!("expiring dedup records: {error}"))
+                        .map_err(ErrorCode::from),
+                ),
             };
             self.writer.handle_input(crate::clock::now(), input);
         }
@@ -163,6 +186,9 @@ impl Worker {
         }
         match self.store.write(batch) {
             Ok(()) => CommitResult::Committed,
+            Err(unsettled @ BackendError::Unsettled { .. }) => {
+                CommitResult::Unsettled(unsettled.to_string())
+            }
             Err(error) => CommitResult::Failed(error.into()),
         }
     }

@@ -20,4 +20,9 @@ pub struct Bugs {
     /// connection (an `IterNext` crossing the leader's `IterEnd` then fails a finished
     /// iterator).
     pub iter_messages_when_closed: bool,
+    /// The client re-sends a write however long ago it first sent it, past the time its
+    /// dedup record may have expired.
+    pub resend_late: bool,
+    /// The writer's sweep removes every client's record, however recently it wrote.
+    pub expire_fresh: bool,
 }

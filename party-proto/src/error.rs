@@ -84,4 +84,10 @@ pub enum ErrorCode {
     /// write too large by itself meets this.
     #[error("a write of {ops} operations is more than the store commits at once ({max})")]
     BatchTooLarge { ops: u64, max: u64 },
+    /// The write may or may not have been applied: the store could not tell (its commit's
+    /// answer was lost, or the record that says whether an earlier try landed could not be
+    /// read). The cause is the store's own message. Read the keys to find out; it is not
+    /// re-sent.
+    #[error("the write's outcome is unknown: {0}")]
+    OutcomeUnknown(String),
 }

@@ -36,4 +36,5 @@ pub use takeover::{Takeover, TakeoverCause, Takeovers};
 pub use time::Timestamp;
 pub use writer::{
     group_cost, CommitResult, WriteBatch, Writer, WriterConfig, WriterInput, WriterOutput,
+    DEFAULT_DEDUP_RETENTION, EXPIRY_PAGE,
 };

@@ -15,6 +15,13 @@
 //!
 //! Once writes pause for [`WriterConfig::quiet_period`] after a commit, the writer asks for
 //! a checkpoint, so that a leader killed while quiet leaves its successor little to replay.
+//!
+//! The dedup table starts empty: before admitting the writes of a group, the writer asks
+//! for the stored records of the clients it does not know yet
+//! ([`WriterOutput::LoadRecords`]), so a new leader serves at once however many clients
+//! ever wrote. Every [`WriterConfig::dedup_retention`] / 8 it sweeps the stored records a
+//! page at a time, between groups, removing those whose client has not written for the
+//! retention ([`WriterOutput::ExpireRecords`]).
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -53,6 +60,13 @@ pub struct WriterConfig {
     /// [`group_cost`] counts them: a group is cut before a write that would pass it, so
     /// only a write too large by itself meets the store's refusal.
     pub max_group_ops: Option<usize>,
+    /// How long a client's dedup record is kept after its last write. Clients never
+    /// re-send a write older than half of it (see `ClientConfig::resend_window`).
+    pub dedup_retention: Duration,
+    /// The wall clock at the driver's epoch, as a duration since the Unix epoch: the
+    /// records' times are wall-clock times (the writers of one store may be different
+    /// processes, on different hosts with etcd), the machine's `now` is not.
+    pub wall_clock_at_epoch: Duration,
     /// Bugs to re-create, for the simulator.
     #[cfg(feature = "bug-injection")]
     pub bugs: crate::bugs::Bugs,
@@ -63,11 +77,20 @@ impl Default for WriterConfig {
         WriterConfig {
             quiet_period: Duration::from_millis(100),
             max_group_ops: None,
+            dedup_retention: DEFAULT_DEDUP_RETENTION,
+            wall_clock_at_epoch: Duration::ZERO,
             #[cfg(feature = "bug-injection")]
             bugs: crate::bugs::Bugs::default(),
         }
     }
 }
+
+/// How long dedup records are kept by default: a day.
+pub const DEFAULT_DEDUP_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// Records one page of a sweep looks at: a few milliseconds of the store thread's time,
+/// so that writes arriving meanwhile wait little.
+pub const EXPIRY_PAGE: usize = 1024;
 
 /// How the store took a [`WriterOutput::Commit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +102,10 @@ pub enum CommitResult {
     /// The batch never reached the store (its disk is full or read-only); nothing was
     /// applied, and every write would meet the same refusal.
     Refused(ErrorCode),
+    /// The store cannot tell whether the batch landed (a network store whose answer was
+    /// lost): every write of the group fails with `ErrorCode::OutcomeUnknown`, and the
+    /// clients' records are read again before their next writes.
+    Unsettled(String),
 }
 
 /// What happened, as the caller saw it.
@@ -88,6 +115,12 @@ pub enum WriterInput {
     Committed(CommitResult),
     /// Answer to [`WriterOutput::Checkpoint`]: whether it succeeded.
     Checkpointed(bool),
+    /// Answer to [`WriterOutput::LoadRecords`]: each client's stored record (`None`: it
+    /// has none), or why they could not be read.
+    RecordsLoaded(Result<Vec<(ClientId, Option<DedupRecord>)>, ErrorCode>),
+    /// Answer to [`WriterOutput::ExpireRecords`]: the last client whose record the page
+    /// looked at, `None` when no record was left after `after`; or why it failed.
+    RecordsExpired(Result<Option<ClientId>, ErrorCode>),
 }
 
 /// What the caller must do.
@@ -103,6 +136,19 @@ pub enum WriterOutput<T> {
     },
     /// Checkpoint the store, then answer [`WriterInput::Checkpointed`].
     Checkpoint,
+    /// Read these clients' stored dedup records, then answer
+    /// [`WriterInput::RecordsLoaded`].
+    LoadRecords(Vec<ClientId>),
+    /// Look at up to `max` stored records of clients after `after` (from the first if
+    /// `None`), in client order; remove those whose `last_write_ms` is before
+    /// `written_before_ms` and that no other process has changed since they were read
+    /// (another host's leader, on a shared store); then answer
+    /// [`WriterInput::RecordsExpired`].
+    ExpireRecords {
+        written_before_ms: u64,
+        after: Option<ClientId>,
+        max: usize,
+    },
 }
 
 /// The store operations a write adds to a group, before its client's dedup record: one per
@@ -135,6 +181,8 @@ struct Group<T> {
     applied: Vec<QueuedWrite<T>>,
     /// Duplicates of a write in the group: answered with it.
     in_group: Vec<QueuedWrite<T>>,
+    /// When its batch was made, by the wall clock: its records' `last_write_ms`.
+    written_ms: u64,
     /// The records still to commit, when the bug that commits them apart is re-created.
     #[cfg(feature = "bug-injection")]
     records_apart: Option<Vec<(ClientId, DedupRecord)>>,
@@ -149,21 +197,42 @@ pub struct Writer<T> {
     queue: VecDeque<Queued<T>>,
     committing: Option<Group<T>>,
     checkpointing: bool,
+    /// A [`WriterOutput::LoadRecords`] is out.
+    loading: bool,
+    expiry: Expiry,
     /// Written since the last checkpoint (what the store replayed when it opened counts).
     unsaved: bool,
     last_commit: Option<Timestamp>,
     outputs: VecDeque<WriterOutput<T>>,
 }
 
+/// Where the sweep of expired records stands.
+#[derive(Debug)]
+struct Expiry {
+    /// When the next page (of the sweep under way, or of a new one) is due.
+    due: Timestamp,
+    /// The sweep under way: its cutoff, and the last client looked at.
+    sweep: Option<(u64, Option<ClientId>)>,
+    /// A page is out.
+    out: bool,
+}
+
 impl<T> Writer<T> {
-    /// A writer over a store whose dedup records are `dedup`.
-    pub fn new(config: WriterConfig, dedup: DedupTable) -> Self {
+    /// A writer over a store, taking over from whatever wrote it before.
+    pub fn new(config: WriterConfig) -> Self {
+        let first_sweep = Timestamp::ZERO + sweep_interval(&config);
         Writer {
             config,
-            dedup,
+            dedup: DedupTable::default(),
             queue: VecDeque::new(),
             committing: None,
             checkpointing: false,
+            loading: false,
+            expiry: Expiry {
+                due: first_sweep,
+                sweep: None,
+                out: false,
+            },
             unsaved: true,
             last_commit: None,
             outputs: VecDeque::new(),
@@ -177,16 +246,25 @@ impl<T> Writer<T> {
     }
 
     /// Closes the group being formed: what was queued so far commits together.
-    pub fn cut(&mut self) {
+    pub fn cut(&mut self, now: Timestamp) {
         if matches!(self.queue.back(), Some(Queued::Write(_))) {
             self.queue.push_back(Queued::Cut);
         }
-        self.next_group();
+        self.next_group(now);
     }
 
-    /// True when no write is queued or out: a job after the writes can run.
+    /// True when no write is queued and nothing is out: a job after the writes can run.
     pub fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.committing.is_none()
+        self.queue.is_empty()
+            && self.committing.is_none()
+            && !self.loading
+            && !self.checkpointing
+            && !self.expiry.out
+    }
+
+    /// How many clients the dedup table holds in memory.
+    pub fn known_clients(&self) -> usize {
+        self.dedup.len()
     }
 
     pub fn handle_input(&mut self, now: Timestamp, input: WriterInput) {
@@ -200,15 +278,23 @@ impl<T> Writer<T> {
                     self.last_commit = Some(now);
                 }
             }
+            WriterInput::RecordsLoaded(loaded) => self.records_loaded(loaded),
+            WriterInput::RecordsExpired(result) => self.records_expired(now, result),
         }
-        self.next_group();
+        self.next_group(now);
     }
 
-    /// Asks for a checkpoint once writes have paused long enough.
+    /// Asks for a checkpoint once writes have paused long enough, and for the next page of
+    /// expired records when it is due; only between groups.
     pub fn handle_timeout(&mut self, now: Timestamp) {
-        if self.poll_timeout().is_some_and(|at| at <= now) && self.is_idle() {
+        if !self.is_idle() {
+            return;
+        }
+        if self.checkpoint_due().is_some_and(|at| at <= now) {
             self.checkpointing = true;
             self.outputs.push_back(WriterOutput::Checkpoint);
+        } else if self.expiry.due <= now {
+            self.expire_page(now);
         }
     }
 
@@ -216,17 +302,126 @@ impl<T> Writer<T> {
         self.outputs.pop_front()
     }
 
-    /// When a checkpoint is due, if one is.
+    /// When [`Writer::handle_timeout`] next has work: a checkpoint or a page of expiry.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
+        let expiry = (!self.expiry.out).then_some(self.expiry.due);
+        match (self.checkpoint_due(), expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn checkpoint_due(&self) -> Option<Timestamp> {
         if !self.unsaved || self.checkpointing {
             return None;
         }
         Some(self.last_commit.unwrap_or(Timestamp::ZERO) + self.config.quiet_period)
     }
 
+    /// The wall clock at `now`, in milliseconds since the Unix epoch.
+    fn wall_ms(&self, now: Timestamp) -> u64 {
+        let wall = self.config.wall_clock_at_epoch + now.since_epoch();
+        u64::try_from(wall.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Starts a sweep if none is under way (forgetting here what it will remove from the
+    /// store), and asks for its next page.
+    fn expire_page(&mut self, now: Timestamp) {
+        let (cutoff, after) = match self.expiry.sweep {
+            Some(sweep) => sweep,
+            None => {
+                let retention =
+                    u64::try_from(self.config.dedup_retention.as_millis()).unwrap_or(u64::MAX);
+                #[cfg_attr(not(feature = "bug-injection"), allow(unused_mut))]
+                let mut cutoff = self.wall_ms(now).saturating_sub(retention);
+                #[cfg(feature = "bug-injection")]
+                if self.config.bugs.expire_fresh {
+                    cutoff = u64::MAX;
+                }
+                self.dedup.forget_written_before(cutoff);
+                self.expiry.sweep = Some((cutoff, None));
+                (cutoff, None)
+            }
+        };
+        self.expiry.out = true;
+        self.outputs.push_back(WriterOutput::ExpireRecords {
+            written_before_ms: cutoff,
+            after,
+            max: EXPIRY_PAGE,
+        });
+    }
+
+    fn records_expired(&mut self, now: Timestamp, result: Result<Option<ClientId>, ErrorCode>) {
+        self.expiry.out = false;
+        match (result, &mut self.expiry.sweep) {
+            (Ok(Some(last)), Some((_, after))) => {
+                *after = Some(last);
+                // The next page at the next look at the timer, once the writes that came
+                // meanwhile have gone.
+                self.expiry.due = now;
+            }
+            // Done, or failed: the next sweep starts over later.
+            _ => {
+                self.expiry.sweep = None;
+                self.expiry.due = now + sweep_interval(&self.config);
+            }
+        }
+    }
+
+    fn records_loaded(&mut self, loaded: Result<Vec<(ClientId, Option<DedupRecord>)>, ErrorCode>) {
+        self.loading = false;
+        match loaded {
+            Ok(records) => {
+                for (client, record) in records {
+                    self.dedup.learn(client, record);
+                }
+            }
+            Err(error) => {
+                // Without its record a write cannot be admitted, nor said to have failed:
+                // it may be a re-send of one the last leader applied. The writes of the
+                // closed group whose clients are unknown end unknown; the others go on.
+                let error = ErrorCode::OutcomeUnknown(error.to_string());
+                let end = self.queue.iter().position(|q| matches!(q, Queued::Cut));
+                let mut kept = VecDeque::with_capacity(self.queue.len());
+                for (at, queued) in std::mem::take(&mut self.queue).into_iter().enumerate() {
+                    match queued {
+                        Queued::Write(write)
+                            if end.is_some_and(|end| at < end)
+                                && !self.dedup.knows(&write.stamp.client) =>
+                        {
+                            self.dedup.mark_uncertain(write.stamp);
+                            self.reply(write.to, Err(error.clone()));
+                        }
+                        other => kept.push_back(other),
+                    }
+                }
+                self.queue = kept;
+            }
+        }
+    }
+
+    /// The clients of the writes up to the next cut (`end`) that the table does not know.
+    fn unknown_clients(&self, end: usize) -> Vec<ClientId> {
+        let mut unknown: Vec<ClientId> = self
+            .queue
+            .iter()
+            .take(end)
+            .filter_map(|queued| match queued {
+                Queued::Write(write) if !self.dedup.knows(&write.stamp.client) => {
+                    Some(write.stamp.client)
+                }
+                _ => None,
+            })
+            .collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        unknown
+    }
+
     /// Starts the next closed group if none is out.
-    fn next_group(&mut self) {
-        while self.committing.is_none() && !self.checkpointing {
+    fn next_group(&mut self, now: Timestamp) {
+        while self.committing.is_none() && !self.checkpointing && !self.loading && !self.expiry.out
+        {
             let Some(end) = self
                 .queue
                 .iter()
@@ -234,9 +429,17 @@ impl<T> Writer<T> {
             else {
                 return;
             };
+            let unknown = self.unknown_clients(end);
+            if !unknown.is_empty() {
+                self.loading = true;
+                self.outputs.push_back(WriterOutput::LoadRecords(unknown));
+                return;
+            }
+            let written_ms = self.wall_ms(now);
             let mut group = Group {
                 applied: Vec::new(),
                 in_group: Vec::new(),
+                written_ms,
                 #[cfg(feature = "bug-injection")]
                 records_apart: None,
             };
@@ -275,7 +478,7 @@ impl<T> Writer<T> {
             if group.applied.is_empty() {
                 continue;
             }
-            batch.records = self.group_records();
+            batch.records = self.group_records(written_ms);
             #[cfg(feature = "bug-injection")]
             if self.config.bugs.records_apart {
                 group.records_apart = Some(std::mem::take(&mut batch.records));
@@ -302,7 +505,7 @@ impl<T> Writer<T> {
         }
         match result {
             CommitResult::Committed => {
-                self.dedup.commit_group();
+                self.dedup.commit_group(group.written_ms);
                 self.unsaved = true;
                 self.last_commit = Some(now);
                 for write in group.applied.into_iter().chain(group.in_group) {
@@ -326,6 +529,13 @@ impl<T> Writer<T> {
                     self.queue.push_front(Queued::Write(write));
                 }
             }
+            CommitResult::Unsettled(cause) => {
+                self.dedup.forget_group();
+                let error = ErrorCode::OutcomeUnknown(cause);
+                for write in group.applied.into_iter().chain(group.in_group) {
+                    self.reply(write.to, Err(error.clone()));
+                }
+            }
             CommitResult::Failed(error) | CommitResult::Refused(error) => {
                 self.dedup.abort_group();
                 for write in group.applied.into_iter().chain(group.in_group) {
@@ -343,15 +553,21 @@ impl<T> Writer<T> {
         self.dedup.admit(stamp)
     }
 
-    fn group_records(&self) -> Vec<(ClientId, DedupRecord)> {
+    fn group_records(&self, now_ms: u64) -> Vec<(ClientId, DedupRecord)> {
         #[cfg(feature = "bug-injection")]
         if self.config.bugs.no_dedup {
             return Vec::new();
         }
-        self.dedup.group_records()
+        self.dedup.group_records(now_ms)
     }
 
     fn reply(&mut self, to: T, result: Result<Response, ErrorCode>) {
         self.outputs.push_back(WriterOutput::Reply { to, result });
     }
+}
+
+/// How often a sweep of expired records starts: an eighth of the retention (at most an
+/// hour), so a record is gone at most that long after it expired.
+fn sweep_interval(config: &WriterConfig) -> Duration {
+    (config.dedup_retention / 8).clamp(Duration::from_millis(1), Duration::from_secs(3600))
 }

@@ -14,23 +14,43 @@ enum Action {
     /// Client `c` (re)connects and re-sends every write it has no answer for, in order,
     /// before anything new — as the client session does.
     Resend(usize),
-    /// The writer commits the group; the batch succeeds or fails; the replies reach the
-    /// clients or are lost.
-    Commit { success: bool, replies_lost: bool },
+    /// The writer commits the group; the batch succeeds, fails, or its outcome is unknown
+    /// (a network store's answer lost: it landed or not); the replies reach the clients or
+    /// are lost.
+    Commit {
+        outcome: Outcome,
+        replies_lost: bool,
+    },
     /// The leader dies: the group is gone, every client loses its connection, and the next
-    /// leader loads the stored records.
+    /// leader starts with an empty table, learning each client's stored record when its
+    /// first write arrives.
     Crash,
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Success,
+    Failure,
+    Unsettled { landed: bool },
+}
+
 fn action() -> impl Strategy<Value = Action> {
+    let outcome = prop_oneof![
+        4 => Just(Outcome::Success),
+        2 => Just(Outcome::Failure),
+        2 => any::<bool>().prop_map(|landed| Outcome::Unsettled { landed }),
+    ];
     prop_oneof![
         4 => (0usize..2).prop_map(Action::Write),
         2 => (0usize..2).prop_map(Action::Resend),
-        3 => (any::<bool>(), any::<bool>())
-            .prop_map(|(success, replies_lost)| Action::Commit { success, replies_lost }),
+        3 => (outcome, any::<bool>())
+            .prop_map(|(outcome, replies_lost)| Action::Commit { outcome, replies_lost }),
         1 => Just(Action::Crash),
     ]
 }
+
+/// The wall clock at every commit.
+const NOW_MS: u64 = 1_000;
 
 #[derive(Default)]
 struct Client {
@@ -65,20 +85,26 @@ struct World {
 impl World {
     fn deliver(&mut self, c: usize, seq: u64) {
         let stamp = self.clients[c].stamp(c, seq);
+        if !self.table.knows(&stamp.client) {
+            let record = self.records.get(&stamp.client).cloned();
+            self.table.learn(stamp.client, record);
+        }
         match self.table.admit(stamp) {
             Admission::Apply => self.group.push((c, seq)),
             Admission::InGroup => self.waiting_on_group.push((c, seq)),
-            Admission::AlreadyApplied => self.answer(c, seq, true, false),
+            Admission::AlreadyApplied => self.answer(c, seq, Some(true), false),
         }
     }
 
-    fn answer(&mut self, c: usize, seq: u64, success: bool, lost: bool) {
+    /// Answers a write: success, failure (`Some(false)`), or unknown outcome (`None`).
+    fn answer(&mut self, c: usize, seq: u64, success: Option<bool>, lost: bool) {
         if lost {
             return;
         }
-        // A client takes the first answer to a write and ignores any later one.
+        // A client takes the first answer to a write and ignores any later one, and
+        // re-sends none of them, whatever they say.
         let first_answer = self.clients[c].pending.remove(&seq);
-        if first_answer && success {
+        if first_answer && success == Some(true) {
             *self.acknowledged.entry((c, seq)).or_default() += 1;
         }
     }
@@ -102,16 +128,27 @@ impl World {
                 }
             }
             Action::Commit {
-                success,
+                outcome,
                 replies_lost,
             } => {
-                if success {
-                    self.records.extend(self.table.group_records());
+                if let Outcome::Success | Outcome::Unsettled { landed: true } = outcome {
+                    self.records.extend(self.table.group_records(NOW_MS));
                     self.applied.extend(self.group.iter().copied());
-                    self.table.commit_group();
-                } else {
-                    self.table.abort_group();
                 }
+                let success = match outcome {
+                    Outcome::Success => {
+                        self.table.commit_group(NOW_MS);
+                        Some(true)
+                    }
+                    Outcome::Failure => {
+                        self.table.abort_group();
+                        Some(false)
+                    }
+                    Outcome::Unsettled { .. } => {
+                        self.table.forget_group();
+                        None
+                    }
+                };
                 let answered: Vec<_> = self
                     .group
                     .drain(..)
@@ -127,7 +164,7 @@ impl World {
                 for client in &mut self.clients {
                     client.connected = false;
                 }
-                self.table = DedupTable::from_records(self.records.clone());
+                self.table = DedupTable::default();
             }
         }
     }
@@ -165,7 +202,7 @@ proptest! {
         for c in 0..2 {
             world.run(Action::Resend(c));
         }
-        world.run(Action::Commit { success: true, replies_lost: false });
+        world.run(Action::Commit { outcome: Outcome::Success, replies_lost: false });
         for (c, client) in world.clients.iter().enumerate() {
             prop_assert!(client.pending.is_empty());
             for seq in 1..=client.next_seq {
@@ -186,41 +223,84 @@ fn a_failed_write_below_a_later_success_is_applied_when_re_sent() {
         oldest_pending: WriteSeq(oldest),
     };
     let mut table = DedupTable::default();
+    table.learn(client, None);
     assert_eq!(table.admit(stamp(1, 1)), Admission::Apply);
     table.abort_group();
     assert_eq!(table.admit(stamp(2, 1)), Admission::Apply);
-    let records = table.group_records();
+    let records = table.group_records(NOW_MS);
     assert_eq!(
         records,
         vec![(
             client,
             DedupRecord {
                 applied_through: WriteSeq(2),
-                failed: vec![WriteSeq(1)]
+                failed: vec![WriteSeq(1)],
+                last_write_ms: NOW_MS,
             }
         )]
     );
-    table.commit_group();
+    table.commit_group(NOW_MS);
 
-    // The answer to write 1 was lost with the leader; the next leader loads the record.
-    let mut next = DedupTable::from_records(records);
+    // The answer to write 1 was lost with the leader; the next leader learns the record.
+    let mut next = DedupTable::default();
+    assert!(!next.knows(&client));
+    next.learn(client, Some(records[0].1.clone()));
     assert_eq!(
         next.admit(stamp(1, 1)),
         Admission::Apply,
         "failed, so not applied yet"
     );
     assert_eq!(next.admit(stamp(2, 1)), Admission::AlreadyApplied);
-    next.commit_group();
+    next.commit_group(NOW_MS + 1);
     // Once the client says nothing below 3 is pending, the failure is forgotten.
     assert_eq!(next.admit(stamp(3, 3)), Admission::Apply);
     assert_eq!(
-        next.group_records(),
+        next.group_records(NOW_MS + 2),
         vec![(
             client,
             DedupRecord {
                 applied_through: WriteSeq(3),
-                failed: vec![]
+                failed: vec![],
+                last_write_ms: NOW_MS + 2,
             }
         )]
     );
+}
+
+#[test]
+fn clients_that_have_not_written_since_the_cutoff_are_forgotten_the_others_kept() {
+    let stamp = |client, seq| WriteStamp {
+        client: ClientId(client),
+        seq: WriteSeq(seq),
+        oldest_pending: WriteSeq(seq),
+    };
+    let mut table = DedupTable::default();
+    for client in [1, 2, 3] {
+        table.learn(ClientId(client), None);
+    }
+    table.admit(stamp(1, 1));
+    table.commit_group(100);
+    table.admit(stamp(2, 1));
+    table.commit_group(200);
+    // Client 3 never wrote here: nothing to keep. Client 1's write in the group being
+    // built keeps it, old as its last commit is.
+    table.admit(stamp(1, 2));
+    table.forget_written_before(150);
+    assert!(table.knows(&ClientId(1)), "a write of it is in the group");
+    assert!(table.knows(&ClientId(2)), "wrote at 200, after the cutoff");
+    assert!(!table.knows(&ClientId(3)));
+    table.commit_group(300);
+    table.forget_written_before(250);
+    assert!(table.knows(&ClientId(1)));
+    assert!(!table.knows(&ClientId(2)));
+    // What the store holds stays behind what the table learned since.
+    table.learn(
+        ClientId(1),
+        Some(DedupRecord {
+            applied_through: WriteSeq(0),
+            failed: vec![],
+            last_write_ms: 0,
+        }),
+    );
+    assert_eq!(table.admit(stamp(1, 2)), Admission::AlreadyApplied);
 }

@@ -14,7 +14,7 @@ use party_proto::{
     ServerConfig, ServerInput, ServerOutput, ServerSession, Timestamp,
 };
 use party_proto::{
-    CommitResult, DedupTable, WriteSeq, WriteStamp, Writer, WriterConfig, WriterInput, WriterOutput,
+    CommitResult, WriteSeq, WriteStamp, Writer, WriterConfig, WriterInput, WriterOutput,
 };
 
 const NOW: Timestamp = Timestamp::ZERO;
@@ -609,12 +609,23 @@ fn writer_outputs(writer: &mut Writer<u64>) -> Vec<WriterOutput<u64>> {
 #[test]
 fn the_writer_checkpoints_only_when_idle_and_retries_a_failed_checkpoint() {
     let quiet = WriterConfig::default().quiet_period;
-    let mut writer: Writer<u64> = Writer::new(WriterConfig::default(), DedupTable::default());
+    let mut writer: Writer<u64> = Writer::new(WriterConfig::default());
     let later = |ms| NOW + Duration::from_millis(ms);
+    // Only the first sweep of expired records is due, an hour in.
+    let sweep = Some(NOW + Duration::from_secs(3600));
     assert!(writer.is_idle());
     put_stamped(&mut writer, 1);
     assert!(!writer.is_idle(), "a write queued, not yet cut");
-    writer.cut();
+    writer.cut(NOW);
+    assert_eq!(
+        writer_outputs(&mut writer),
+        [WriterOutput::LoadRecords(vec![ClientId(1)])]
+    );
+    assert!(!writer.is_idle(), "its client's record is being read");
+    writer.handle_input(
+        NOW,
+        WriterInput::RecordsLoaded(Ok(vec![(ClientId(1), None)])),
+    );
     assert!(matches!(
         &writer_outputs(&mut writer)[..],
         [WriterOutput::Commit(_)]
@@ -631,13 +642,13 @@ fn the_writer_checkpoints_only_when_idle_and_retries_a_failed_checkpoint() {
     assert!(writer.is_idle());
     writer.handle_timeout(later(1000) + quiet);
     assert_eq!(writer_outputs(&mut writer), [WriterOutput::Checkpoint]);
-    assert_eq!(writer.poll_timeout(), None, "one checkpoint at a time");
+    assert_eq!(writer.poll_timeout(), sweep, "one checkpoint at a time");
     writer.handle_timeout(later(5000));
     assert_eq!(writer_outputs(&mut writer), []);
 
     // A write cut while the checkpoint runs waits for it.
     put_stamped(&mut writer, 2);
-    writer.cut();
+    writer.cut(NOW);
     assert_eq!(writer_outputs(&mut writer), []);
     let failed_at = later(6000);
     writer.handle_input(failed_at, WriterInput::Checkpointed(false));
@@ -658,7 +669,7 @@ fn the_writer_checkpoints_only_when_idle_and_retries_a_failed_checkpoint() {
     writer.handle_timeout(failed_again + quiet);
     assert_eq!(writer_outputs(&mut writer), [WriterOutput::Checkpoint]);
     writer.handle_input(failed_again + quiet, WriterInput::Checkpointed(true));
-    assert_eq!(writer.poll_timeout(), None);
+    assert_eq!(writer.poll_timeout(), sweep);
 }
 
 #[test]
@@ -721,4 +732,40 @@ fn a_leaving_session_serves_on_only_when_its_leader_closes() {
         ]
     );
     assert!(server.is_closed());
+}
+
+/// A write first sent longer ago than the resend window is not sent again after a lost
+/// connection (the leader's record of it may have expired): it fails with OutcomeUnknown.
+/// A younger write, and a read of any age, are sent again.
+#[test]
+fn a_write_older_than_the_resend_window_fails_instead_of_being_sent_again() {
+    let config = ClientConfig {
+        resend_window: Duration::from_secs(10),
+        ..ClientConfig::default()
+    };
+    let mut session = welcomed(config, limits(1 << 20, 8, 8));
+    let at = |secs| NOW + Duration::from_secs(secs);
+    let old = session.write(NOW, WriteOp::Del { key: b"a".to_vec() });
+    let read = session.read(NOW, get(b"a"));
+    let young = session.write(at(5), WriteOp::Del { key: b"b".to_vec() });
+    drain(&mut session);
+    session.handle_input(at(6), ClientInput::Disconnected);
+    session.handle_input(at(9), ClientInput::Connected);
+    session.handle_input(at(10), welcome(2, limits(1 << 20, 8, 8)));
+    let outputs = drain(&mut session);
+    let unknown = |id| move |output: &ClientOutput| matches!(output, ClientOutput::Completed { id: done, result: Err(ErrorCode::OutcomeUnknown(_)) } if *done == id);
+    assert!(outputs.iter().any(unknown(old)));
+    let resent: Vec<RequestId> = sent(&outputs)
+        .iter()
+        .filter_map(|message| match message {
+            ClientMessage::Read { id, .. } | ClientMessage::Write { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resent, [read, young]);
+    // Sent again at 10 s, the young write keeps its first sending time (5 s).
+    session.handle_input(at(14), ClientInput::Disconnected);
+    session.handle_input(at(15), ClientInput::Connected);
+    session.handle_input(at(15), welcome(3, limits(1 << 20, 8, 8)));
+    assert!(drain(&mut session).iter().any(unknown(young)));
 }

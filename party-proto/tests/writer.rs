@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use party_proto::wire::{Response, WriteOp};
 use party_proto::{
-    ClientId, CommitResult, DedupTable, ErrorCode, Timestamp, WriteBatch, WriteSeq, WriteStamp,
-    Writer, WriterConfig, WriterInput, WriterOutput,
+    ClientId, CommitResult, ErrorCode, Timestamp, WriteBatch, WriteSeq, WriteStamp, Writer,
+    WriterConfig, WriterInput, WriterOutput,
 };
 use proptest::prelude::*;
 
@@ -30,14 +30,19 @@ fn put(value: u32) -> WriteOp {
 }
 
 fn writer() -> Writer<u32> {
-    Writer::new(WriterConfig::default(), DedupTable::default())
+    Writer::new(WriterConfig::default())
 }
 
 /// A write's destination and its answer.
 type Answer = (u32, Result<Response, ErrorCode>);
 
-/// Carries out a writer's outputs with `store` deciding each commit; returns the commits and
-/// the replies.
+/// The answer of a store that holds no dedup record of `clients`.
+fn no_records(clients: Vec<ClientId>) -> WriterInput {
+    WriterInput::RecordsLoaded(Ok(clients.into_iter().map(|c| (c, None)).collect()))
+}
+
+/// Carries out a writer's outputs with `store` deciding each commit (and holding no record
+/// from before); returns the commits and the replies.
 fn carry_out(
     writer: &mut Writer<u32>,
     mut store: impl FnMut(&WriteBatch) -> CommitResult,
@@ -52,6 +57,10 @@ fn carry_out(
             }
             WriterOutput::Reply { to, result } => replies.push((to, result)),
             WriterOutput::Checkpoint => writer.handle_input(NOW, WriterInput::Checkpointed(true)),
+            WriterOutput::LoadRecords(clients) => writer.handle_input(NOW, no_records(clients)),
+            WriterOutput::ExpireRecords { .. } => {
+                writer.handle_input(NOW, WriterInput::RecordsExpired(Ok(None)))
+            }
         }
     }
     (commits, replies)
@@ -64,7 +73,7 @@ fn writes_cut_together_commit_as_one_batch_with_their_records() {
         writer.write(to, stamp(1, seq), put(to));
     }
     writer.write(12, stamp(2, 1), put(12));
-    writer.cut();
+    writer.cut(NOW);
     let (commits, replies) = carry_out(&mut writer, |_| CommitResult::Committed);
     assert_eq!(commits.len(), 1);
     assert_eq!(commits[0].ops, [put(10), put(11), put(12)]);
@@ -86,13 +95,13 @@ fn groups_are_cut_to_the_stores_limit_between_whole_writes() {
         max_group_ops: Some(4),
         ..WriterConfig::default()
     };
-    let mut writer: Writer<u32> = Writer::new(config, DedupTable::default());
+    let mut writer: Writer<u32> = Writer::new(config);
     writer.write(10, stamp(1, 1), put(10));
     writer.write(11, stamp(1, 2), put(11));
     writer.write(12, stamp(2, 1), put(12));
     writer.write(13, stamp(2, 2), put(13));
     writer.write(14, stamp(2, 3), put(14));
-    writer.cut();
+    writer.cut(NOW);
     let (commits, replies) = carry_out(&mut writer, |batch| {
         assert!(batch.ops.len() + batch.records.len() <= 4, "{batch:?}");
         CommitResult::Committed
@@ -113,7 +122,7 @@ fn a_failed_group_is_retried_one_by_one_and_the_bad_write_fails_alone() {
     for to in 0..4 {
         writer.write(to, stamp(1, u64::from(to) + 1), put(to));
     }
-    writer.cut();
+    writer.cut(NOW);
     let bad = put(2);
     let (commits, replies) = carry_out(&mut writer, |batch| {
         if batch.ops.contains(&bad) {
@@ -133,7 +142,7 @@ fn a_failed_group_is_retried_one_by_one_and_the_bad_write_fails_alone() {
     );
     // The failed write may be re-sent, and is then applied.
     writer.write(20, stamp(1, 3), put(2));
-    writer.cut();
+    writer.cut(NOW);
     let (commits, replies) = carry_out(&mut writer, |_| CommitResult::Committed);
     assert_eq!(commits.len(), 1, "a failed write is not taken as applied");
     assert_eq!(replies, [(20, Ok(Response::Written))]);
@@ -145,7 +154,7 @@ fn a_refused_group_fails_whole_without_a_retry() {
     for to in 0..3 {
         writer.write(to, stamp(1, u64::from(to) + 1), put(to));
     }
-    writer.cut();
+    writer.cut(NOW);
     let full = ErrorCode::StoreFull {
         free: 1,
         reserve: 2,
@@ -160,16 +169,22 @@ fn a_refused_group_fails_whole_without_a_retry() {
 fn a_write_re_sent_after_it_was_applied_is_answered_without_a_commit() {
     let mut writer = writer();
     writer.write(1, stamp(1, 1), put(1));
-    writer.cut();
+    writer.cut(NOW);
     let (commits, _) = carry_out(&mut writer, |_| CommitResult::Committed);
-    // A new leader finds the record in the store.
-    let mut writer: Writer<u32> = Writer::new(
-        WriterConfig::default(),
-        DedupTable::from_records(commits[0].records.clone()),
-    );
+    // A new leader asks for the client's record, and finds it in the store.
+    let mut writer: Writer<u32> = Writer::new(WriterConfig::default());
     writer.write(2, stamp(1, 1), put(1));
     writer.write(3, stamp(1, 1), put(1));
-    writer.cut();
+    writer.cut(NOW);
+    assert_eq!(
+        writer.poll_output(),
+        Some(WriterOutput::LoadRecords(vec![ClientId(1)]))
+    );
+    let stored = commits[0].records[0].clone();
+    writer.handle_input(
+        NOW,
+        WriterInput::RecordsLoaded(Ok(vec![(stored.0, Some(stored.1))])),
+    );
     let (commits, replies) = carry_out(&mut writer, |_| CommitResult::Committed);
     assert!(commits.is_empty());
     assert_eq!(
@@ -184,7 +199,10 @@ fn a_checkpoint_is_asked_for_once_writes_pause() {
     let quiet = WriterConfig::default().quiet_period;
     let start = Timestamp::from_epoch(Duration::from_secs(1));
     writer.write(1, stamp(1, 1), put(1));
-    writer.cut();
+    writer.cut(NOW);
+    let load = writer.poll_output();
+    assert_eq!(load, Some(WriterOutput::LoadRecords(vec![ClientId(1)])));
+    writer.handle_input(NOW, no_records(vec![ClientId(1)]));
     let _ = writer.poll_output();
     writer.handle_input(start, WriterInput::Committed(CommitResult::Committed));
     let _ = writer.poll_output();
@@ -194,7 +212,12 @@ fn a_checkpoint_is_asked_for_once_writes_pause() {
     writer.handle_timeout(start + quiet);
     assert_eq!(writer.poll_output(), Some(WriterOutput::Checkpoint));
     writer.handle_input(start + quiet, WriterInput::Checkpointed(true));
-    assert_eq!(writer.poll_timeout(), None, "nothing written since");
+    let first_sweep = Timestamp::ZERO + Duration::from_secs(3600);
+    assert_eq!(
+        writer.poll_timeout(),
+        Some(first_sweep),
+        "nothing written since"
+    );
 }
 
 proptest! {
@@ -207,13 +230,14 @@ proptest! {
     #[test]
     fn every_write_answered_once_and_applied_iff_acknowledged(
         steps in prop::collection::vec((0u128..3, any::<bool>(), any::<bool>()), 1..40),
-        verdicts in prop::collection::vec(0u8..10, 64),
+        verdicts in prop::collection::vec(0u8..12, 64),
     ) {
         let mut writer = writer();
         let mut verdicts = verdicts.into_iter().cycle();
         let mut newest: HashMap<u128, u64> = HashMap::new();
         let mut named: HashMap<u32, (u128, u64)> = HashMap::new();
         let mut applied: HashMap<(u128, u64), u32> = HashMap::new();
+        let mut stored: HashMap<ClientId, party_proto::DedupRecord> = HashMap::new();
         let mut answered = 0;
         for (to, (client, resend, cut)) in steps.into_iter().enumerate() {
             let to = to as u32;
@@ -228,15 +252,18 @@ proptest! {
             if !cut {
                 continue;
             }
-            writer.cut();
+            writer.cut(NOW);
             // In output order: a failure answered to one copy of a re-sent write may come
             // before another copy of it is applied.
             while let Some(output) = writer.poll_output() {
                 match output {
                     WriterOutput::Commit(batch) => {
-                        let result = match verdicts.next().unwrap_or(2) {
+                        let verdict = verdicts.next().unwrap_or(2);
+                        let result = match verdict {
                             0 => CommitResult::Failed(ErrorCode::Backend("injected".into())),
                             1 => CommitResult::Refused(ErrorCode::StoreReadOnly),
+                            // The answer lost, the batch landed or not.
+                            3 => CommitResult::Unsettled("lost".into()),
                             _ => {
                                 let clients: std::collections::HashSet<_> =
                                     batch.records.iter().map(|(client, _)| client.0).collect();
@@ -247,7 +274,12 @@ proptest! {
                                     prop_assert!(clients.contains(&client), "data without its record");
                                     *applied.entry((client, seq)).or_default() += 1;
                                 }
-                                CommitResult::Committed
+                                stored.extend(batch.records.iter().cloned());
+                                if verdict == 4 {
+                                    CommitResult::Unsettled("lost".into())
+                                } else {
+                                    CommitResult::Committed
+                                }
                             }
                         };
                         writer.handle_input(NOW, WriterInput::Committed(result));
@@ -259,17 +291,32 @@ proptest! {
                         let times = applied.get(&name.unwrap()).copied().unwrap_or(0);
                         match result {
                             Ok(_) => prop_assert_eq!(times, 1, "acknowledged {:?}", name),
+                            Err(ErrorCode::OutcomeUnknown(_)) => {}
                             Err(_) => prop_assert_eq!(times, 0, "failed {:?} yet applied", name),
                         }
                     }
                     WriterOutput::Checkpoint => {
                         writer.handle_input(NOW, WriterInput::Checkpointed(true));
                     }
+                    // Some loads fail.
+                    WriterOutput::LoadRecords(clients) => {
+                        let loaded = match verdicts.next().unwrap_or(2) {
+                            0 => Err(ErrorCode::StoreReadOnly),
+                            _ => Ok(clients
+                                .into_iter()
+                                .map(|client| (client, stored.get(&client).cloned()))
+                                .collect()),
+                        };
+                        writer.handle_input(NOW, WriterInput::RecordsLoaded(loaded));
+                    }
+                    WriterOutput::ExpireRecords { .. } => {
+                        writer.handle_input(NOW, WriterInput::RecordsExpired(Ok(None)));
+                    }
                 }
             }
         }
         prop_assert!(applied.values().all(|times| *times == 1), "{:?}", applied);
-        writer.cut();
+        writer.cut(NOW);
         let (_, replies) = carry_out(&mut writer, |_| CommitResult::Committed);
         for (to, _) in replies {
             answered += 1;
@@ -277,4 +324,210 @@ proptest! {
         }
         prop_assert!(named.is_empty(), "never answered: {:?} ({} answered)", named, answered);
     }
+}
+
+/// Records are swept a page at a time, an eighth of the retention apart, only between
+/// groups; a sweep forgets in memory the clients it expires, whose next write has their
+/// record read again.
+#[test]
+fn expired_records_are_swept_page_by_page_between_groups() {
+    let config = WriterConfig {
+        dedup_retention: Duration::from_millis(800),
+        wall_clock_at_epoch: Duration::from_secs(1_000),
+        ..WriterConfig::default()
+    };
+    let at = |ms| Timestamp::from_epoch(Duration::from_millis(ms));
+    let mut writer: Writer<u32> = Writer::new(config);
+    writer.write(1, stamp(1, 1), put(1));
+    writer.cut(NOW);
+    carry_out(&mut writer, |batch| {
+        assert_eq!(
+            batch.records[0].1.last_write_ms, 1_000_000,
+            "the wall clock"
+        );
+        CommitResult::Committed
+    });
+    assert_eq!(writer.known_clients(), 1);
+
+    // A write out when the sweep is due: the sweep waits for it.
+    writer.write(2, stamp(1, 2), put(2));
+    writer.cut(at(50));
+    assert!(matches!(
+        writer.poll_output(),
+        Some(WriterOutput::Commit(_))
+    ));
+    writer.handle_timeout(at(100));
+    assert_eq!(writer.poll_output(), None);
+    writer.handle_input(at(100), WriterInput::Committed(CommitResult::Committed));
+    assert!(matches!(
+        writer.poll_output(),
+        Some(WriterOutput::Reply { to: 2, .. })
+    ));
+    writer.handle_input(at(150), WriterInput::Checkpointed(true));
+
+    writer.handle_timeout(at(150));
+    let first_page = WriterOutput::ExpireRecords {
+        written_before_ms: 1_000_150 - 800,
+        after: None,
+        max: party_proto::EXPIRY_PAGE,
+    };
+    assert_eq!(writer.poll_output(), Some(first_page));
+    assert!(!writer.is_idle(), "a page is out");
+    assert_eq!(writer.known_clients(), 1, "client 1 wrote after the cutoff");
+    writer.handle_input(at(151), WriterInput::RecordsExpired(Ok(Some(ClientId(9)))));
+    assert_eq!(
+        writer.poll_timeout(),
+        Some(at(151)),
+        "the next page at once"
+    );
+    writer.handle_timeout(at(151));
+    assert_eq!(
+        writer.poll_output(),
+        Some(WriterOutput::ExpireRecords {
+            written_before_ms: 1_000_150 - 800,
+            after: Some(ClientId(9)),
+            max: party_proto::EXPIRY_PAGE,
+        })
+    );
+    writer.handle_input(at(152), WriterInput::RecordsExpired(Ok(None)));
+    assert_eq!(
+        writer.poll_timeout(),
+        Some(at(252)),
+        "done: the next sweep later"
+    );
+
+    // Long after client 1's last write (at 1 000 050 ms, wall): the next sweep forgets it,
+    // and its next write has its record read again.
+    writer.handle_timeout(at(2_000));
+    assert!(matches!(
+        writer.poll_output(),
+        Some(WriterOutput::ExpireRecords {
+            written_before_ms: 1_001_200,
+            ..
+        })
+    ));
+    assert_eq!(writer.known_clients(), 0);
+    writer.handle_input(
+        at(2_000),
+        WriterInput::RecordsExpired(Err(ErrorCode::StoreReadOnly)),
+    );
+    assert_eq!(
+        writer.poll_timeout(),
+        Some(at(2_100)),
+        "a failed sweep starts over later"
+    );
+    writer.write(3, stamp(1, 3), put(3));
+    writer.cut(at(2_000));
+    assert_eq!(
+        writer.poll_output(),
+        Some(WriterOutput::LoadRecords(vec![ClientId(1)]))
+    );
+}
+
+/// Without its client's record a write cannot be admitted, nor said to have failed (it
+/// may be a re-send of one applied before): when the store cannot read the records, the
+/// writes of unknown clients end with OutcomeUnknown, and those of known clients go on.
+#[test]
+fn writes_whose_records_cannot_be_read_end_unknown_and_the_others_go_on() {
+    let mut writer = writer();
+    writer.write(1, stamp(3, 1), put(1));
+    writer.cut(NOW);
+    carry_out(&mut writer, |_| CommitResult::Committed);
+    writer.write(2, stamp(1, 1), put(2));
+    writer.write(3, stamp(3, 2), put(3));
+    writer.write(4, stamp(2, 1), put(4));
+    writer.cut(NOW);
+    assert_eq!(
+        writer.poll_output(),
+        Some(WriterOutput::LoadRecords(vec![ClientId(1), ClientId(2)]))
+    );
+    writer.handle_input(
+        NOW,
+        WriterInput::RecordsLoaded(Err(ErrorCode::Backend("unreachable".into()))),
+    );
+    let (commits, replies) = carry_out(&mut writer, |_| CommitResult::Committed);
+    let unknown = Err(ErrorCode::OutcomeUnknown(
+        "backend error: unreachable".into(),
+    ));
+    assert_eq!(
+        replies,
+        [
+            (2, unknown.clone()),
+            (4, unknown),
+            (3, Ok(Response::Written))
+        ]
+    );
+    assert_eq!(commits.len(), 1);
+    assert_eq!(commits[0].ops, [put(3)]);
+}
+
+/// A commit whose outcome the store cannot tell fails its writes with OutcomeUnknown and
+/// makes the writer read its clients' records again: a re-send of a write that did land
+/// is then answered from the record, not applied twice.
+#[test]
+fn after_an_unsettled_commit_the_records_are_read_again() {
+    let mut writer = writer();
+    writer.write(1, stamp(1, 1), put(1));
+    writer.cut(NOW);
+    let mut landed = Vec::new();
+    let (_, replies) = carry_out(&mut writer, |batch| {
+        landed = batch.records.clone();
+        CommitResult::Unsettled("the answer was lost".into())
+    });
+    assert_eq!(
+        replies,
+        [(
+            1,
+            Err(ErrorCode::OutcomeUnknown("the answer was lost".into()))
+        )]
+    );
+    writer.write(2, stamp(1, 1), put(1));
+    writer.cut(NOW);
+    assert_eq!(
+        writer.poll_output(),
+        Some(WriterOutput::LoadRecords(vec![ClientId(1)])),
+        "the client is read again"
+    );
+    let (client, record) = landed.remove(0);
+    writer.handle_input(
+        NOW,
+        WriterInput::RecordsLoaded(Ok(vec![(client, Some(record))])),
+    );
+    let (commits, replies) = carry_out(&mut writer, |_| CommitResult::Committed);
+    assert!(commits.is_empty(), "it landed: not applied again");
+    assert_eq!(replies, [(2, Ok(Response::Written))]);
+}
+
+/// A write answered with an unknown outcome because its client's record could not be read
+/// is remembered as such: once the record is read, a later write of the client does not
+/// cover it, and when it is re-sent (its answer lost) it is applied.
+#[test]
+fn a_write_ended_unknown_before_admission_is_applied_when_re_sent_later() {
+    let mut writer = writer();
+    writer.write(1, stamp(1, 1), put(1));
+    writer.cut(NOW);
+    assert!(matches!(
+        writer.poll_output(),
+        Some(WriterOutput::LoadRecords(_))
+    ));
+    writer.handle_input(
+        NOW,
+        WriterInput::RecordsLoaded(Err(ErrorCode::StoreReadOnly)),
+    );
+    assert!(matches!(
+        writer.poll_output(),
+        Some(WriterOutput::Reply {
+            to: 1,
+            result: Err(ErrorCode::OutcomeUnknown(_))
+        })
+    ));
+    writer.write(2, stamp(1, 2), put(2));
+    writer.cut(NOW);
+    carry_out(&mut writer, |_| CommitResult::Committed);
+    writer.write(3, stamp(1, 1), put(1));
+    writer.cut(NOW);
+    let (commits, replies) = carry_out(&mut writer, |_| CommitResult::Committed);
+    assert_eq!(commits.len(), 1, "not taken as applied");
+    assert_eq!(commits[0].ops, [put(1)]);
+    assert_eq!(replies, [(3, Ok(Response::Written))]);
 }

@@ -48,6 +48,9 @@ pub struct Excuses {
     pub closed: bool,
     /// The store fails or refuses commits on this seed.
     pub store: bool,
+    /// Writes may end with an unknown outcome on this seed: the store's answer lost, or a
+    /// write in flight longer than the resend window.
+    pub outcome_unknown: bool,
     /// The leader refuses connections on this seed.
     pub refused: bool,
     /// Garbage frames are injected on this seed.
@@ -71,6 +74,7 @@ impl Excuses {
             ErrorCode::Backend(_) | ErrorCode::StoreFull { .. } | ErrorCode::StoreReadOnly => {
                 self.store
             }
+            ErrorCode::OutcomeUnknown(_) => self.outcome_unknown,
             ErrorCode::TooManyConnections { .. } => self.refused,
             ErrorCode::LeaderOfOtherUser { .. } => self.foreign,
             ErrorCode::WrongStore { .. } => self.other_store,

@@ -26,13 +26,15 @@ pub struct Injection {
 
 impl Injection {
     /// The bug classes by name, as `party-sim --inject NAME` takes them.
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 8] = [
         "no-dedup",
         "inclusive-resume",
         "ignore-lock-loss",
         "no-abort-before-retry",
         "records-apart",
         "iter-messages-when-closed",
+        "resend-late",
+        "expire-fresh",
     ];
 
     pub fn named(name: &str) -> Option<Injection> {
@@ -44,6 +46,8 @@ impl Injection {
             "no-abort-before-retry" => bugs.no_abort_before_retry = true,
             "records-apart" => bugs.records_apart = true,
             "iter-messages-when-closed" => bugs.iter_messages_when_closed = true,
+            "resend-late" => bugs.resend_late = true,
+            "expire-fresh" => bugs.expire_fresh = true,
             _ => return None,
         }
         Some(Injection { bugs })

@@ -28,8 +28,8 @@ use party_proto::wire::{
 };
 use party_proto::TakeoverCause;
 use party_proto::{
-    admit_peer, ClientConfig, ClientId, DedupTable, ElectionConfig, ElectionInput, ElectionOutput,
-    IterId, IterOptions, IterPoll, KeyRange, PeerFacts, Process, ProcessConfig, ProcessInput,
+    admit_peer, ClientConfig, ClientId, ElectionConfig, ElectionInput, ElectionOutput, IterId,
+    IterOptions, IterPoll, KeyRange, PeerFacts, Process, ProcessConfig, ProcessInput,
     ProcessOutput, RequestId, Role, ServerConfig, ServerInput, ServerOutput, ServerSession,
     Timestamp,
 };
@@ -130,7 +130,14 @@ struct SeedFaults {
     /// The store commits at most [`SMALL_GROUP`] operations at once (as etcd has a limit):
     /// the writer must cut its groups to fit.
     small_groups: bool,
+    /// Dedup records are kept only [`SHORT_RETENTION_MS`]: records of idle clients expire
+    /// mid-run, each leader's wall clock is a little off, and writes in flight longer than
+    /// half of it fail instead of being re-sent.
+    short_retention: bool,
 }
+
+/// How long dedup records are kept on a seed with short retention, in milliseconds.
+const SHORT_RETENTION_MS: u64 = 5;
 
 /// The most operations one commit may hold on a seed with small groups.
 pub(super) const SMALL_GROUP: usize = 4;
@@ -277,6 +284,7 @@ impl World {
             other_stores: rng.next_u64().is_multiple_of(5),
             // From the seed, not the stream, so that every other seed keeps its schedule.
             small_groups: seed % 4 == 1,
+            short_retention: seed % 8 == 3,
         };
         let mut world = World {
             rng,
@@ -421,6 +429,7 @@ impl World {
         };
         let excuses = Excuses {
             connection_lost: !retry,
+            outcome_unknown: self.faults.store || self.faults.short_retention,
             timed_out: request_timeout.is_some(),
             closed: false,
             store: self.faults.store,
@@ -443,6 +452,7 @@ impl World {
                 max_frame_len: self.frame_limit(),
                 welcome_timeout: Duration::from_millis(WELCOME_TIMEOUT_MS),
                 store,
+                resend_window: self.dedup_retention() / 2,
                 bugs: self.injection.bugs,
             },
             server: self.server_config(process, store),
@@ -598,6 +608,14 @@ impl World {
 
     /// How a process serves while it leads: small credit caps, so flow control is
     /// exercised.
+    fn dedup_retention(&self) -> Duration {
+        if self.faults.short_retention {
+            Duration::from_millis(SHORT_RETENTION_MS)
+        } else {
+            party_proto::DEFAULT_DEDUP_RETENTION
+        }
+    }
+
     fn server_config(&self, process: ProcessId, store: &'static str) -> ServerConfig {
         let leading = self.processes.get(process).and_then(|p| p.leading.as_ref());
         ServerConfig {

@@ -151,6 +151,11 @@ impl Node {
         }
     }
 
+    /// SIGSTOP: the process stays, holding its lock and socket, and does nothing.
+    pub fn stop(&self) {
+        signal("STOP", self.pid());
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -188,4 +193,14 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends `kill -NAME` to `pid`.
+fn signal(name: &str, pid: u32) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} {pid}");
 }

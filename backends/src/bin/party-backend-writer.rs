@@ -90,6 +90,7 @@ fn run(kind: &str, path: &Path, mode: Mode) -> Result<(), Box<dyn std::error::Er
                 let record = DedupRecord {
                     applied_through: WriteSeq(i),
                     failed: Vec::new(),
+                    last_write_ms: i,
                 };
                 let batch = WriteBatch {
                     ops: vec![WriteOp::Batch { ops }],

@@ -52,8 +52,22 @@ struct Marker {
     /// The marker's value (`None`: never set), or `Err(())` after a commit whose outcome
     /// could not be settled: read again before the next commit.
     last: Result<Option<Vec<u8>>, ()>,
-    /// Commits tried so far: the next token.
+    /// Tokens used so far (commits and fences).
     tried: u64,
+}
+
+impl Marker {
+    /// A token this instance never used.
+    fn next_token(&mut self) -> Vec<u8> {
+        self.tried += 1;
+        self.tried.to_be_bytes().to_vec()
+    }
+}
+
+/// Whether a commit landed, once known.
+enum Settled {
+    Landed,
+    Unknown(BackendError),
 }
 
 /// The client's runtime, shut down without waiting when the store goes: a store may be
@@ -135,6 +149,14 @@ impl EtcdBackend {
         })
     }
 
+    /// The compare of a commit: the marker still holds `last` (`None`: was never set).
+    fn marker_unchanged(&self, last: &Option<Vec<u8>>) -> Compare {
+        match last {
+            None => Compare::version(self.marker_key.clone(), CompareOp::Equal, 0),
+            Some(last) => Compare::value(self.marker_key.clone(), CompareOp::Equal, last.clone()),
+        }
+    }
+
     fn data_key(&self, key: &[u8]) -> Vec<u8> {
         [self.data.as_slice(), key].concat()
     }
@@ -164,6 +186,76 @@ impl EtcdBackend {
         F: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
         block_on(self.runtime.runtime(), call)
+    }
+
+    /// Whole etcd keys read at one revision: one transaction for up to [`MAX_TXN_OPS`] keys,
+    /// the next ones at the revision the first read.
+    fn get_raw_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let mut values = Vec::with_capacity(keys.len());
+        let mut revision = 0;
+        for chunk in keys.chunks(MAX_TXN_OPS) {
+            let at = (revision > 0).then(|| GetOptions::new().with_revision(revision));
+            let reads: Vec<TxnOp> = chunk
+                .iter()
+                .map(|key| TxnOp::get(key.clone(), at.clone()))
+                .collect();
+            let response = self.block_on(|| {
+                let mut client = self.client.clone();
+                let txn = Txn::new().and_then(reads.clone());
+                async move { client.txn(txn).await }
+            })?;
+            if revision == 0 {
+                revision = response.header().map_or(0, |header| header.revision());
+            }
+            values.extend(
+                response
+                    .op_responses()
+                    .into_iter()
+                    .map(|answer| match answer {
+                        etcd_client::TxnOpResponse::Get(got) => {
+                            got.kvs().first().map(|kv| kv.value().to_vec())
+                        }
+                        _ => None,
+                    }),
+            );
+        }
+        Ok(values)
+    }
+
+    fn record_key(&self, client: ClientId) -> Vec<u8> {
+        [self.records.as_slice(), &records::key(client)].concat()
+    }
+
+    /// Removes records that still hold what the sweep read (`mod_revision`s unchanged): a
+    /// record another host's leader rewrote meanwhile stays. One transaction for the lot;
+    /// if one of them moved, each alone.
+    fn remove_unchanged(&self, stale: &[(Vec<u8>, i64)]) -> Result<(), BackendError> {
+        let remove = |stale: &[(Vec<u8>, i64)]| {
+            let unchanged: Vec<Compare> = stale
+                .iter()
+                .map(|(key, revision)| {
+                    Compare::mod_revision(key.clone(), CompareOp::Equal, *revision)
+                })
+                .collect();
+            let deletes: Vec<TxnOp> = stale
+                .iter()
+                .map(|(key, _)| TxnOp::delete(key.clone(), None::<DeleteOptions>))
+                .collect();
+            self.block_on(|| {
+                let mut client = self.client.clone();
+                let txn = Txn::new().when(unchanged.clone()).and_then(deletes.clone());
+                async move { client.txn(txn).await }
+            })
+            .map(|response| response.succeeded())
+        };
+        for chunk in stale.chunks(MAX_TXN_OPS) {
+            if !remove(chunk)? && chunk.len() > 1 {
+                for one in chunk {
+                    remove(std::slice::from_ref(one))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
@@ -237,38 +329,9 @@ impl Backend for EtcdBackend {
         self.get_raw(&self.data_key(key))
     }
 
-    /// All keys read at one revision: one transaction for up to [`MAX_TXN_OPS`] keys, the
-    /// next ones at the revision the first read.
     fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
-        let mut values = Vec::with_capacity(keys.len());
-        let mut revision = 0;
-        for chunk in keys.chunks(MAX_TXN_OPS) {
-            let at = (revision > 0).then(|| GetOptions::new().with_revision(revision));
-            let reads: Vec<TxnOp> = chunk
-                .iter()
-                .map(|key| TxnOp::get(self.data_key(key), at.clone()))
-                .collect();
-            let response = self.block_on(|| {
-                let mut client = self.client.clone();
-                let txn = Txn::new().and_then(reads.clone());
-                async move { client.txn(txn).await }
-            })?;
-            if revision == 0 {
-                revision = response.header().map_or(0, |header| header.revision());
-            }
-            values.extend(
-                response
-                    .op_responses()
-                    .into_iter()
-                    .map(|answer| match answer {
-                        etcd_client::TxnOpResponse::Get(got) => {
-                            got.kvs().first().map(|kv| kv.value().to_vec())
-                        }
-                        _ => None,
-                    }),
-            );
-        }
-        Ok(values)
+        let keys: Vec<Vec<u8>> = keys.iter().map(|key| self.data_key(key)).collect();
+        self.get_raw_many(&keys)
     }
 
     /// The net effect of the group and its dedup records, as one transaction.
@@ -286,8 +349,7 @@ impl Backend for EtcdBackend {
             })
             .collect();
         ops.extend(batch.records.iter().map(|(client, record)| {
-            let key = [self.records.as_slice(), &records::key(*client)].concat();
-            TxnOp::put(key, records::value(record), None)
+            TxnOp::put(self.record_key(*client), records::value(record), None)
         }));
         if ops.is_empty() {
             return Ok(());
@@ -305,35 +367,70 @@ impl Backend for EtcdBackend {
             Ok(last) => last.clone(),
             Err(()) => self.get_raw(&self.marker_key)?,
         };
-        marker.tried += 1;
-        let token = marker.tried.to_be_bytes().to_vec();
-        let unchanged = match &last {
-            None => Compare::version(self.marker_key.clone(), CompareOp::Equal, 0),
-            Some(last) => Compare::value(self.marker_key.clone(), CompareOp::Equal, last.clone()),
-        };
+        let token = marker.next_token();
         ops.push(TxnOp::put(self.marker_key.clone(), token.clone(), None));
         let outcome = self.block_on(|| {
             let mut client = self.client.clone();
-            let txn = Txn::new().when([unchanged.clone()]).and_then(ops.clone());
+            let txn = Txn::new()
+                .when([self.marker_unchanged(&last)])
+                .and_then(ops.clone());
             async move { client.txn(txn).await }
         });
-        if matches!(&outcome, Ok(response) if response.succeeded()) {
-            marker.last = Ok(Some(token));
-            return Ok(());
+        let settled = match outcome {
+            Ok(response) if response.succeeded() => Settled::Landed,
+            // The marker is not what it was: an earlier try of this very commit landed
+            // (its reply lost), or another process moved it and nothing landed.
+            Ok(_) => match self.get_raw(&self.marker_key) {
+                Ok(now) if now.as_ref() == Some(&token) => Settled::Landed,
+                Ok(now) => {
+                    marker.last = Ok(now);
+                    return Err(BackendError::Store {
+                        backend: NAME,
+                        source: "the store's commit marker moved: another process commits as \
+                                 this store instance"
+                            .into(),
+                    });
+                }
+                Err(error) => Settled::Unknown(error),
+            },
+            // No answer: the transaction may land now or later. Moving the marker past
+            // what it compares with settles that: if the move succeeds it never will.
+            Err(error) => {
+                let fence = marker.next_token();
+                let fenced = self.block_on(|| {
+                    let mut client = self.client.clone();
+                    let txn = Txn::new()
+                        .when([self.marker_unchanged(&last)])
+                        .and_then([TxnOp::put(self.marker_key.clone(), fence.clone(), None)]);
+                    async move { client.txn(txn).await }
+                });
+                match fenced {
+                    Ok(response) if response.succeeded() => {
+                        marker.last = Ok(Some(fence));
+                        return Err(error);
+                    }
+                    Ok(_)
+                        if self.get_raw(&self.marker_key).ok().flatten() == Some(token.clone()) =>
+                    {
+                        Settled::Landed
+                    }
+                    _ => Settled::Unknown(error),
+                }
+            }
+        };
+        match settled {
+            Settled::Landed => {
+                marker.last = Ok(Some(token));
+                Ok(())
+            }
+            Settled::Unknown(error) => {
+                marker.last = Err(());
+                Err(BackendError::Unsettled {
+                    backend: NAME,
+                    source: Box::new(error),
+                })
+            }
         }
-        // The compare failed, or the reply was lost: the marker says whether an earlier
-        // try of this very commit landed.
-        if self.get_raw(&self.marker_key).ok().flatten() == Some(token.clone()) {
-            marker.last = Ok(Some(token));
-            return Ok(());
-        }
-        marker.last = Err(());
-        Err(outcome.err().unwrap_or_else(|| BackendError::Store {
-            backend: NAME,
-            source: "the store's commit marker moved: another process commits as this store \
-                     instance"
-                .into(),
-        }))
     }
 
     fn iter(&self, range: &KeyRange, reverse: bool) -> Result<EntryIter, BackendError> {
@@ -370,18 +467,73 @@ impl Backend for EtcdBackend {
         Some(MAX_TXN_OPS - 1)
     }
 
-    fn dedup_records(&self) -> Result<Vec<(ClientId, DedupRecord)>, BackendError> {
-        let options = GetOptions::new().with_range(prefix_end(&self.records));
+    fn dedup_records_of(
+        &self,
+        clients: &[ClientId],
+    ) -> Result<Vec<Option<DedupRecord>>, BackendError> {
+        let keys: Vec<Vec<u8>> = clients.iter().map(|c| self.record_key(*c)).collect();
+        self.get_raw_many(&keys)?
+            .into_iter()
+            .zip(clients)
+            .map(|(value, client)| {
+                value
+                    .map(|value| records::decode(&records::key(*client), &value))
+                    .transpose()
+                    .map(|found| found.map(|(_, record)| record))
+            })
+            .collect()
+    }
+
+    fn expire_dedup_records(
+        &self,
+        written_before_ms: u64,
+        after: Option<ClientId>,
+        max: usize,
+    ) -> Result<Option<ClientId>, BackendError> {
+        let Some(first) = records::first_key_after(after) else {
+            return Ok(None);
+        };
+        let options = GetOptions::new()
+            .with_range(prefix_end(&self.records))
+            .with_limit(i64::try_from(max).unwrap_or(i64::MAX));
         let response = self.block_on(|| {
             let mut client = self.client.clone();
-            let (records, options) = (self.records.clone(), options.clone());
-            async move { client.get(records, Some(options)).await }
+            let (start, options) = ([self.records.as_slice(), &first].concat(), options.clone());
+            async move { client.get(start, Some(options)).await }
         })?;
-        response
-            .kvs()
-            .iter()
-            .map(|kv| records::decode(&kv.key()[self.records.len()..], kv.value()))
-            .collect()
+        let strip = self.records.len();
+        let stored = response.kvs().iter().map(|kv| {
+            let key = Revisioned {
+                key: kv.key()[strip..].to_vec(),
+                revision: kv.mod_revision(),
+            };
+            Ok((key, kv.value()))
+        });
+        let page = records::sweep_page(stored, written_before_ms, max)?;
+        let stale: Vec<(Vec<u8>, i64)> = page
+            .expired
+            .into_iter()
+            .map(|found| {
+                (
+                    [self.records.as_slice(), &found.key].concat(),
+                    found.revision,
+                )
+            })
+            .collect();
+        self.remove_unchanged(&stale)?;
+        Ok(page.last)
+    }
+}
+
+/// A record's key under the records prefix, and the revision it was read at.
+struct Revisioned {
+    key: Vec<u8>,
+    revision: i64,
+}
+
+impl AsRef<[u8]> for Revisioned {
+    fn as_ref(&self) -> &[u8] {
+        &self.key
     }
 }
 

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
-use party_proto::{DedupTable, ElectionInput, ElectionOutput, ProcessInput};
+use party_proto::{ElectionInput, ElectionOutput, ProcessInput};
 
 use super::Driver;
 use crate::error::Error;
@@ -69,9 +69,7 @@ impl Driver {
         let dir = self.layout.dir.clone();
         let started = Instant::now();
         let opened = tokio::task::spawn_blocking(move || -> Result<_, Error> {
-            let store = crate::store_dir::open(&dir, kind, etcd.as_ref())?;
-            let records = store.dedup_records()?;
-            Ok((store, DedupTable::from_records(records)))
+            crate::store_dir::open(&dir, kind, etcd.as_ref())
         })
         .await
         .unwrap_or_else(|panic| {
@@ -124,7 +122,7 @@ impl Driver {
 
     /// Starts serving: the store thread, the accept loop, and the own handle's access.
     fn serve(&mut self) -> ProcessInput {
-        let (Some((store, dedup)), Some(listener)) = (
+        let (Some(store), Some(listener)) = (
             self.leadership.store.take(),
             self.leadership.listener.take(),
         ) else {
@@ -147,8 +145,9 @@ impl Driver {
                 path: self.layout.store.clone(),
                 reserve: limits.min_free_space,
             },
+            dedup_retention: self.options.dedup_retention,
         };
-        match Leader::start(store, dedup, &mut self.leadership.lock, listener, serving) {
+        match Leader::start(store, &mut self.leadership.lock, listener, serving) {
             Ok(leader) => {
                 self.leadership.access = Some(leader.access());
                 self.leadership.leader = Some(leader);

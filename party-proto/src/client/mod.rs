@@ -52,6 +52,11 @@ pub struct ClientConfig {
     /// The kind of store this process is configured for, said in the hello: a leader
     /// serving another refuses it.
     pub store: &'static str,
+    /// A write first sent this long ago is not sent again after a lost connection: it
+    /// fails with [`ErrorCode::OutcomeUnknown`], since the leader's record of it may have
+    /// expired by then. Half the leaders' dedup retention
+    /// (`WriterConfig::dedup_retention`), leaving the other half for clocks that differ.
+    pub resend_window: Duration,
     /// Bugs to re-create, for the simulator.
     #[cfg(feature = "bug-injection")]
     pub bugs: crate::bugs::Bugs,
@@ -66,6 +71,7 @@ impl Default for ClientConfig {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             welcome_timeout: Duration::from_secs(2),
             store: "fjall",
+            resend_window: crate::writer::DEFAULT_DEDUP_RETENTION / 2,
             #[cfg(feature = "bug-injection")]
             bugs: crate::bugs::Bugs::default(),
         }
@@ -121,6 +127,8 @@ pub struct ClientSession {
     pending: PendingTable,
     cursors: BTreeMap<IterId, Cursor>,
     closed: bool,
+    /// The time of the latest input.
+    now: Timestamp,
     outputs: VecDeque<ClientOutput>,
 }
 
@@ -138,6 +146,7 @@ impl ClientSession {
             pending: PendingTable::default(),
             cursors: BTreeMap::new(),
             closed: false,
+            now: Timestamp::ZERO,
             outputs: VecDeque::new(),
         }
     }
@@ -255,6 +264,7 @@ impl ClientSession {
 
     /// Fails requests whose time is up.
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.now = self.now.max(now);
         for id in self.pending.take_expired(now) {
             self.complete(id, Err(ErrorCode::TimedOut));
         }
@@ -270,6 +280,7 @@ impl ClientSession {
     }
 
     fn submit(&mut self, now: Timestamp, op: RequestOp) -> RequestId {
+        self.now = self.now.max(now);
         let id = RequestId(self.next_request);
         self.next_request += 1;
         if self.closed {
@@ -288,7 +299,9 @@ impl ClientSession {
     }
 
     /// Sends waiting requests in issue order, as many as the leader allows in flight; one
-    /// too large for the leader's frames fails here instead of being sent to be refused.
+    /// too large for the leader's frames fails here instead of being sent to be refused,
+    /// and a write first sent longer ago than the resend window fails instead of being
+    /// sent again (see [`ClientConfig::resend_window`]).
     fn send_ready(&mut self) {
         let Some(limits) = self.leader_limits() else {
             return;
@@ -301,10 +314,24 @@ impl ClientSession {
                 return;
             };
             let max = u64::from(limits.max_frame_len);
+            #[cfg_attr(not(feature = "bug-injection"), allow(unused_mut))]
+            let mut too_old = self
+                .pending
+                .first_sent(id)
+                .is_some_and(|first| first + self.config.resend_window <= self.now);
+            #[cfg(feature = "bug-injection")]
+            {
+                too_old &= !self.config.bugs.resend_late;
+            }
             if len > max {
                 self.pending.remove(id);
                 self.complete(id, Err(ErrorCode::FrameTooLarge { len, max }));
-            } else if let Some(message) = self.pending.mark_sent(id) {
+            } else if too_old {
+                self.pending.remove(id);
+                let cause = "in flight longer than the resend window when its connection \
+                             was lost; not sent again";
+                self.complete(id, Err(ErrorCode::OutcomeUnknown(cause.into())));
+            } else if let Some(message) = self.pending.mark_sent(id, self.now) {
                 self.send(message);
             }
         }

@@ -45,6 +45,8 @@ struct Pending {
     deadline: Option<Timestamp>,
     /// Sent on the current connection.
     sent: bool,
+    /// When a write was first sent, on any connection.
+    first_sent: Option<Timestamp>,
 }
 
 #[derive(Debug, Default)]
@@ -75,6 +77,7 @@ impl PendingTable {
                 op,
                 deadline,
                 sent: false,
+                first_sent: None,
             },
         );
         self.unsent.insert(id);
@@ -92,11 +95,21 @@ impl PendingTable {
         self.requests.len() - self.unsent.len() + self.abandoned.len()
     }
 
-    /// Marks one request as sent and returns its message.
-    pub(crate) fn mark_sent(&mut self, id: RequestId) -> Option<ClientMessage> {
+    /// When a write was first sent, if it was; `None` for reads, which go again at any age.
+    pub(crate) fn first_sent(&self, id: RequestId) -> Option<Timestamp> {
+        let pending = self.requests.get(&id)?;
+        match pending.op {
+            RequestOp::Write(..) => pending.first_sent,
+            RequestOp::Read(_) => None,
+        }
+    }
+
+    /// Marks one request as sent at `now` and returns its message.
+    pub(crate) fn mark_sent(&mut self, id: RequestId, now: Timestamp) -> Option<ClientMessage> {
         let oldest_pending = self.writes.first().copied();
         let pending = self.requests.get_mut(&id)?;
         pending.sent = true;
+        pending.first_sent.get_or_insert(now);
         self.unsent.remove(&id);
         Some(pending.op.message(id, oldest_pending))
     }

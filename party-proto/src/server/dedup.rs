@@ -2,9 +2,16 @@
 //!
 //! A write is named by (client id, sequence number). The writer admits each write against
 //! this table, stores the table's new record for the client *in the same atomic batch* as the
-//! write, and only then tells the table the group committed. A new leader loads the stored
-//! records, so a write re-sent after a failover that the old leader had applied is answered
-//! from the record instead of being applied again.
+//! write, and only then tells the table the group committed. A new leader starts with an
+//! empty table and learns a client's stored record when that client's first write arrives
+//! (the writer asks the store for it), so a write re-sent after a failover that the old
+//! leader had applied is answered from the record instead of being applied again, and
+//! taking over costs the same however many clients ever wrote.
+//!
+//! Records expire: each says when its client last wrote (by the wall clock of the leader
+//! that committed it), and records older than the retention are removed from the store
+//! and forgotten here. The client never re-sends a write older than half the retention
+//! (see `ClientConfig::resend_window`), so an expired record is never needed.
 //!
 //! The record keeps the newest applied sequence number and the failed ones below it: "applied
 //! iff seq ≤ newest" would wrongly acknowledge a write that failed while a later one
@@ -33,6 +40,9 @@ pub struct DedupRecord {
     pub applied_through: WriteSeq,
     /// Sequence numbers that failed and may still be re-sent, in ascending order.
     pub failed: Vec<WriteSeq>,
+    /// When the client's newest write in this record committed: milliseconds since the
+    /// Unix epoch, by the committing leader's wall clock. The record expires by it.
+    pub last_write_ms: u64,
 }
 
 /// What to do with a write.
@@ -50,6 +60,7 @@ pub enum Admission {
 struct ClientWrites {
     applied_through: u64,
     failed: BTreeSet<u64>,
+    last_write_ms: u64,
 }
 
 /// The leader's dedup table. See the module documentation.
@@ -58,25 +69,66 @@ pub struct DedupTable {
     clients: HashMap<ClientId, ClientWrites>,
     /// Writes admitted into the group being built, per client.
     group: HashMap<ClientId, BTreeSet<u64>>,
+    /// Writes whose commit may or may not have landed, per client: the client's stored
+    /// record, once read again, says which did.
+    uncertain: HashMap<ClientId, BTreeSet<u64>>,
 }
 
 impl DedupTable {
-    /// The table as a new leader finds it in the store.
-    pub fn from_records(records: impl IntoIterator<Item = (ClientId, DedupRecord)>) -> Self {
-        let clients = records
-            .into_iter()
-            .map(|(client, record)| {
-                let writes = ClientWrites {
-                    applied_through: record.applied_through.0,
-                    failed: record.failed.iter().map(|seq| seq.0).collect(),
-                };
-                (client, writes)
-            })
-            .collect();
-        DedupTable {
-            clients,
-            group: HashMap::new(),
+    /// Whether the table holds what the store knows of `client`: only then may its writes
+    /// be admitted (a client the table never learned counts as one that never wrote).
+    /// Not after a commit of the client whose outcome is unknown, until the record is read
+    /// again.
+    pub fn knows(&self, client: &ClientId) -> bool {
+        self.clients.contains_key(client) && !self.uncertain.contains_key(client)
+    }
+
+    /// What the store holds for `client` (`None`: no record, it never wrote or its record
+    /// expired). What the table already knows of it is newer and stays, but for the writes
+    /// whose commit it was unsure of: the record says whether they landed.
+    pub fn learn(&mut self, client: ClientId, record: Option<DedupRecord>) {
+        let stored = |seq: u64| {
+            record
+                .as_ref()
+                .is_some_and(|r| seq <= r.applied_through.0 && !r.failed.contains(&WriteSeq(seq)))
+        };
+        let uncertain = self.uncertain.remove(&client).unwrap_or_default();
+        let writes = self.clients.entry(client).or_insert_with(|| match &record {
+            Some(record) => ClientWrites {
+                applied_through: record.applied_through.0,
+                failed: record.failed.iter().map(|seq| seq.0).collect(),
+                last_write_ms: record.last_write_ms,
+            },
+            None => ClientWrites::default(),
+        });
+        for seq in uncertain {
+            if stored(seq) {
+                writes.applied_through = writes.applied_through.max(seq);
+                writes.failed.remove(&seq);
+            } else {
+                // It did not land: it failed, and may be re-sent. Left out, a later write
+                // would cover it as applied.
+                writes.failed.insert(seq);
+            }
         }
+    }
+
+    /// Forgets the clients whose last write committed before `cutoff_ms` (as their records
+    /// expire from the store), but none with a write in the group being built.
+    pub fn forget_written_before(&mut self, cutoff_ms: u64) {
+        let group = &self.group;
+        self.clients.retain(|client, writes| {
+            writes.last_write_ms >= cutoff_ms || group.contains_key(client)
+        });
+    }
+
+    /// How many clients the table knows.
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
     }
 
     /// Decides about one write of the group being built.
@@ -95,23 +147,42 @@ impl DedupTable {
         }
     }
 
-    /// The records to store in the same atomic batch as the group's writes.
-    pub fn group_records(&self) -> Vec<(ClientId, DedupRecord)> {
+    /// The records to store in the same atomic batch as the group's writes, which commit
+    /// at `now_ms` (the wall clock, as in [`DedupRecord::last_write_ms`]).
+    pub fn group_records(&self, now_ms: u64) -> Vec<(ClientId, DedupRecord)> {
         self.group
             .iter()
             .filter(|(_, seqs)| !seqs.is_empty())
-            .map(|(client, seqs)| (*client, self.after_commit(client, seqs)))
+            .map(|(client, seqs)| (*client, self.after_commit(client, seqs, now_ms)))
             .collect()
     }
 
-    /// The group's batch is durable: its writes count as applied.
-    pub fn commit_group(&mut self) {
+    /// The group's batch, committed at `now_ms`, is durable: its writes count as applied.
+    pub fn commit_group(&mut self, now_ms: u64) {
         for (client, seqs) in std::mem::take(&mut self.group) {
-            let record = self.after_commit(&client, &seqs);
+            let record = self.after_commit(&client, &seqs, now_ms);
             let writes = self.clients.entry(client).or_default();
             writes.applied_through = record.applied_through.0;
             writes.failed = record.failed.iter().map(|seq| seq.0).collect();
+            writes.last_write_ms = record.last_write_ms;
         }
+    }
+
+    /// Whether the group's batch landed is unknown: its clients' records are read again
+    /// from the store, which knows, before their next writes are admitted.
+    pub fn forget_group(&mut self) {
+        for (client, seqs) in std::mem::take(&mut self.group) {
+            self.uncertain.entry(client).or_default().extend(seqs);
+        }
+    }
+
+    /// A write answered with an unknown outcome without being admitted (its client's record
+    /// could not be read): once the record is, it says whether the write had landed before.
+    pub fn mark_uncertain(&mut self, stamp: WriteStamp) {
+        self.uncertain
+            .entry(stamp.client)
+            .or_default()
+            .insert(stamp.seq.0);
     }
 
     /// The group's batch failed: none of its writes was applied, and each may be re-sent.
@@ -121,7 +192,7 @@ impl DedupTable {
         }
     }
 
-    fn after_commit(&self, client: &ClientId, group: &BTreeSet<u64>) -> DedupRecord {
+    fn after_commit(&self, client: &ClientId, group: &BTreeSet<u64>, now_ms: u64) -> DedupRecord {
         let current = self.clients.get(client).cloned().unwrap_or_default();
         let newest = group.last().copied().unwrap_or(0);
         DedupRecord {
@@ -131,6 +202,7 @@ impl DedupTable {
                 .difference(group)
                 .map(|seq| WriteSeq(*seq))
                 .collect(),
+            last_write_ms: now_ms.max(current.last_write_ms),
         }
     }
 }

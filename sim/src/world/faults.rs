@@ -125,6 +125,7 @@ impl World {
                 max: SMALL_GROUP as u64,
             });
         }
+        let mut unsettled = false;
         if self.faults.store && self.faults_on {
             match self.rng.next_u64() % 100 {
                 0..=7 => return CommitResult::Failed(ErrorCode::Backend("injected".into())),
@@ -134,6 +135,9 @@ impl World {
                         reserve: 1,
                     })
                 }
+                // The store's answer is lost (a network store): the batch landed or not.
+                11..=12 => return CommitResult::Unsettled("injected, not landed".into()),
+                13..=14 => unsettled = true,
                 _ => {}
             }
         }
@@ -172,6 +176,16 @@ impl World {
                 .line(self.now, format_args!("p{process} crashes after a commit"));
             self.crash(process);
         }
+        if unsettled {
+            return CommitResult::Unsettled("injected, landed".into());
+        }
         CommitResult::Committed
+    }
+
+    /// The store's failure to read or sweep dedup records, now and then on seeds whose
+    /// store fails.
+    pub(super) fn store_fault(&mut self) -> Option<ErrorCode> {
+        (self.faults.store && self.faults_on && self.chance(5))
+            .then(|| ErrorCode::Backend("injected".into()))
     }
 }

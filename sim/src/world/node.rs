@@ -281,14 +281,19 @@ impl World {
                 Some(ElectionInput::SocketBound)
             }
             ElectionOutput::Serve => {
-                let records = self
-                    .store
-                    .dedup_records()
-                    .expect("the memory store cannot fail");
                 let local_conn = self.next_conn;
                 self.next_conn += 1;
+                // Each leader's wall clock a little off, within an eighth of the retention:
+                // records written by one and expired by another.
+                let skew = if self.faults.short_retention {
+                    self.rand(0, SHORT_RETENTION_MS * 1_000 / 8)
+                } else {
+                    0
+                };
                 let writer_config = WriterConfig {
                     max_group_ops: self.faults.small_groups.then_some(SMALL_GROUP),
+                    dedup_retention: self.dedup_retention(),
+                    wall_clock_at_epoch: Duration::from_micros(skew),
                     bugs: self.injection.bugs,
                     ..WriterConfig::default()
                 };
@@ -299,7 +304,7 @@ impl World {
                     draining: false,
                     sessions: BTreeMap::new(),
                     local_conn,
-                    writer: Writer::new(writer_config, DedupTable::from_records(records)),
+                    writer: Writer::new(writer_config),
                     iters: HashMap::new(),
                 });
                 self.trace.line(self.now, format_args!("p{process} leads"));
@@ -559,10 +564,11 @@ impl World {
     /// crashed meanwhile (a crash in the middle of a commit).
     pub(super) fn write_queued(&mut self, process: ProcessId) -> bool {
         let incarnation = self.processes[process].incarnation;
+        let now = self.timestamp();
         let Some(leading) = &mut self.processes[process].leading else {
             return true;
         };
-        leading.writer.cut();
+        leading.writer.cut(now);
         loop {
             let Some(leading) = &mut self.processes[process].leading else {
                 return false;
@@ -586,6 +592,27 @@ impl World {
                     continue;
                 }
                 WriterOutput::Checkpoint => WriterInput::Checkpointed(true),
+                WriterOutput::LoadRecords(clients) => WriterInput::RecordsLoaded(
+                    self.store_fault()
+                        .map_or_else(|| Ok(self.store.dedup_records_of(&clients)), Err)
+                        .map(|records| {
+                            let records = records.expect("the memory store cannot fail");
+                            clients.into_iter().zip(records).collect()
+                        }),
+                ),
+                WriterOutput::ExpireRecords {
+                    written_before_ms,
+                    after,
+                    max,
+                } => WriterInput::RecordsExpired(self.store_fault().map_or_else(
+                    || {
+                        let swept = self
+                            .store
+                            .expire_dedup_records(written_before_ms, after, max);
+                        Ok(swept.expect("the memory store cannot fail"))
+                    },
+                    Err,
+                )),
             };
             let now = self.timestamp();
             if let Some(leading) = &mut self.processes[process].leading {

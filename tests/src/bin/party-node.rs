@@ -3,7 +3,7 @@
 //! role changes are printed as `role NAME PID` lines whenever they happen.
 //!
 //! Usage: `party-node DIR [--backend NAME] [--no-retry] [--put-first KEY VALUE]
-//! [--etcd-endpoints URL,URL… [--etcd-prefix PREFIX]]`
+//! [--dedup-retention-ms MS] [--etcd-endpoints URL,URL… [--etcd-prefix PREFIX]]`
 //!
 //! Commands (keys and values are words without spaces):
 //! - `ready` → `ok ROLE`
@@ -30,7 +30,7 @@ async fn main() {
     let Some(dir) = args.first() else {
         eprintln!(
             "usage: party-node DIR [--backend NAME] [--no-retry] [--put-first KEY VALUE] \
-             [--max-frame-len BYTES] [--iter-window ENTRIES] \
+             [--max-frame-len BYTES] [--iter-window ENTRIES] [--dedup-retention-ms MS] \
              [--etcd-endpoints URL,URL… [--etcd-prefix PREFIX]]"
         );
         std::process::exit(2);
@@ -55,6 +55,9 @@ async fn main() {
     }
     if let Some(max) = number_option(&args, "--max-frame-len") {
         options.limits.max_frame_len = max;
+    }
+    if let Some(ms) = number_option(&args, "--dedup-retention-ms") {
+        options = options.dedup_retention(Duration::from_millis(u64::from(ms)));
     }
     if let Some(window) = number_option(&args, "--iter-window") {
         options.iter_window = window;
@@ -242,6 +245,7 @@ fn describe(error: &Error) -> String {
         Error::ConnectionLost => "connection_lost",
         Error::TimedOut => "timed_out",
         Error::ReplyTooLarge { .. } => "reply_too_large",
+        Error::OutcomeUnknown { .. } => "outcome_unknown",
         _ => "other",
     };
     format!("{kind} {error}")
