@@ -343,6 +343,47 @@ pub fn clear_removes_the_range_in_order_with_other_writes(store: &dyn Backend) {
     assert_eq!(keys(read_all(store, &IterOptions::default(), 100)), want);
 }
 
+/// One clear removes every key of its range in one commit, however many keys (more than
+/// etcd's 128 operations of one transaction), with puts inside the range in the same
+/// commit kept or cleared by their order.
+pub fn a_clear_of_many_keys_commits_whole(store: &dyn Backend) {
+    let numbered = |n: u32| format!("n/{n:04}").into_bytes();
+    write(store, (0..300).map(|n| put(&numbered(n), b"v")).collect());
+    write(store, vec![put(b"o", b"outside")]);
+    let range = KeyRange {
+        start: Bound::Included(b"n/".to_vec()),
+        end: Bound::Excluded(b"n0".to_vec()),
+    };
+    store
+        .write(&WriteBatch {
+            ops: vec![
+                put(&numbered(5), b"before the clear"),
+                WriteOp::Clear {
+                    range: range.clone(),
+                },
+                put(&numbered(7), b"after"),
+                put(&numbered(500), b"after, new"),
+                WriteOp::Clear {
+                    range: KeyRange {
+                        start: Bound::Excluded(numbered(100)),
+                        end: Bound::Included(numbered(120)),
+                    },
+                },
+            ],
+            records: Vec::new(),
+        })
+        .unwrap();
+    let left = read_all(store, &IterOptions::default(), 64);
+    assert_eq!(
+        left,
+        [
+            (numbered(7), b"after".to_vec()),
+            (numbered(500), b"after, new".to_vec()),
+            (b"o".to_vec(), b"outside".to_vec()),
+        ]
+    );
+}
+
 pub fn batch_applies_in_order(store: &dyn Backend) {
     let ops = vec![
         BatchOp::Put {
@@ -564,6 +605,10 @@ macro_rules! conformance {
             #[test]
             fn get_many_answers_each_key_in_order() {
                 with_store(super::get_many_answers_each_key_in_order);
+            }
+            #[test]
+            fn a_clear_of_many_keys_commits_whole() {
+                with_store(super::a_clear_of_many_keys_commits_whole);
             }
             #[test]
             fn clear_removes_the_range_in_order_with_other_writes() {

@@ -6,7 +6,8 @@
 //! - one follower: this process following a child leader, sequential and pipelined;
 //! - four followers at once (child processes), aggregate gets per second;
 //! - failover: the leader SIGKILLed repeatedly with three followers reading; the time until
-//!   every follower has completed an operation again;
+//!   every follower has completed an operation again; and the same on a store whose past
+//!   holds 100 000 clients (their dedup records), which a new leader must not read;
 //! - memory: resident size of a follower, and of a leader with eight idle followers.
 //!
 //! Speed is only ever measured here, never asserted in tests.
@@ -34,6 +35,8 @@ pub const ECHO: &str = "bench-echo";
 pub const NODE: &str = "bench-node";
 
 const KEYS: u64 = 100_000;
+/// Clients that wrote once in the past of the store of the second failover measure.
+const PAST_CLIENTS: u64 = 100_000;
 const VALUE: [u8; 100] = [b'v'; 100];
 const CAP: u32 = 1 << 26;
 
@@ -463,7 +466,13 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
     drop(leader);
 
     out::note(format_args!("bench: failover ×{kills}…"));
-    let failover = failovers(base, backend, kills).await?;
+    let failover = failovers(&base.join("failover"), backend, kills).await?;
+    out::note(format_args!(
+        "bench: failover ×{kills} after {PAST_CLIENTS} past clients…"
+    ));
+    let past = base.join("failover-past");
+    with_past_clients(&past, backend, PAST_CLIENTS).await?;
+    let failover_past = failovers(&past, backend, kills).await?;
 
     out::note(format_args!("bench: one-shot commands…"));
     let one_shot = one_shot_commands(base, backend, if quick { 3 } else { 15 })?;
@@ -483,6 +492,8 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
             "scan_entries_per_s": scan_rate,
         },
         "four_followers_get_ops_per_s": aggregate_rate,
+        "failover_past_clients": PAST_CLIENTS,
+        "failover_after_past_clients": failover_past,
         "failover": failover,
         "one_shot": one_shot,
         "memory_kib": {
@@ -560,10 +571,40 @@ fn one_shot_commands(base: &Path, backend: BackendKind, runs: usize) -> Result<V
     }))
 }
 
-/// Kills the leader `kills` times while three followers read; measures, per kill, the time
-/// until every follower has completed a get again.
-async fn failovers(base: &Path, backend: BackendKind, kills: usize) -> Result<Value, Failure> {
-    let dir = base.join("failover");
+/// Leaves in the store of `dir` the dedup records of `count` clients that each wrote once,
+/// as months of short-lived processes would: written straight into the store, as their
+/// leaders did, after a first leader created it.
+async fn with_past_clients(dir: &Path, backend: BackendKind, count: u64) -> Result<(), Failure> {
+    let first = crate::open_on(dir, backend).await?;
+    first.ready().await.map_err(|e| e.to_string())?;
+    first.close().await.map_err(|e| e.to_string())?;
+    let store = backend
+        .open(&dir.join(backend.name()))
+        .map_err(|e| e.to_string())?;
+    let now_ms = micros_now() / 1000;
+    let record = party_proto::DedupRecord {
+        applied_through: party_proto::WriteSeq(1),
+        failed: Vec::new(),
+        last_write_ms: now_ms,
+    };
+    let ids: Vec<u64> = (0..count).collect();
+    for chunk in ids.chunks(10_000) {
+        let batch = party_backends::WriteBatch {
+            ops: Vec::new(),
+            records: chunk
+                .iter()
+                .map(|n| (party_proto::ClientId(u128::from(*n) << 64), record.clone()))
+                .collect(),
+        };
+        store.write(&batch).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Kills the leader of `dir` `kills` times while three followers read; measures, per kill,
+/// the time until every follower has completed a get again.
+async fn failovers(dir: &Path, backend: BackendKind, kills: usize) -> Result<Value, Failure> {
+    let dir = dir.to_owned();
     let mut leader = start_leader(&dir, backend)?;
     let keys = crate::open_on(&dir, backend).await?;
     fill(&keys).await?;
@@ -720,6 +761,15 @@ fn table(report: &Value) -> Vec<String> {
     lines.push(format!(
         "failover ×{}                 all followers back p50 {} ms  p99 {} ms; new leader's store open p50 {} ms  p99 {} ms",
         o["kills"],
+        number(&o["all_followers_back_p50_ms"]),
+        number(&o["all_followers_back_p99_ms"]),
+        number(&o["new_leader_store_open_p50_ms"]),
+        number(&o["new_leader_store_open_p99_ms"])
+    ));
+    let o = &report["failover_after_past_clients"];
+    lines.push(format!(
+        "failover, {} past clients   all followers back p50 {} ms  p99 {} ms; new leader's store open p50 {} ms  p99 {} ms",
+        report["failover_past_clients"],
         number(&o["all_followers_back_p50_ms"]),
         number(&o["all_followers_back_p99_ms"]),
         number(&o["new_leader_store_open_p50_ms"]),

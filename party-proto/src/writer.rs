@@ -402,17 +402,19 @@ impl<T> Writer<T> {
 
     /// The clients of the writes up to the next cut (`end`) that the table does not know.
     fn unknown_clients(&self, end: usize) -> Vec<ClientId> {
-        let mut unknown: Vec<ClientId> = self
-            .queue
-            .iter()
-            .take(end)
-            .filter_map(|queued| match queued {
-                Queued::Write(write) if !self.dedup.knows(&write.stamp.client) => {
-                    Some(write.stamp.client)
-                }
-                _ => None,
-            })
-            .collect();
+        let mut unknown = Vec::new();
+        let mut previous = None;
+        for queued in self.queue.iter().take(end) {
+            let Queued::Write(write) = queued else {
+                continue;
+            };
+            // Runs of one client's writes are the common case: one look for the run.
+            let client = write.stamp.client;
+            if previous != Some(client) && !self.dedup.knows(&client) {
+                unknown.push(client);
+            }
+            previous = Some(client);
+        }
         unknown.sort_unstable();
         unknown.dedup();
         unknown

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
 };
-use party_proto::wire::Entry;
+use party_proto::wire::{Entry, WriteOp};
 use party_proto::{ClientId, DedupRecord, KeyRange};
 
 use crate::batch::{resolve, WriteBatch};
@@ -188,6 +188,46 @@ impl EtcdBackend {
         block_on(self.runtime.runtime(), call)
     }
 
+    /// The writes of a group as etcd operations: each key it writes, put or deleted, then
+    /// each range it clears deleted around those keys (etcd refuses a key in two
+    /// operations of one transaction). A clear so costs a few operations however many keys
+    /// it removes, and removes what its range holds when the group commits, even keys
+    /// another host wrote a moment before.
+    fn group_ops(&self, writes: &[WriteOp]) -> Result<Vec<TxnOp>, BackendError> {
+        // The keys the group itself writes, as the writes leave them (a clear turns the
+        // earlier ones into deletes); the other keys of the cleared ranges are left to
+        // the range deletes.
+        let effect = resolve(writes, |_| Ok(Vec::new()))?;
+        let mut ops: Vec<TxnOp> = effect
+            .iter()
+            .map(|(key, value)| match value {
+                Some(value) => TxnOp::put(self.data_key(key), value.clone(), None),
+                None => TxnOp::delete(self.data_key(key), None::<DeleteOptions>),
+            })
+            .collect();
+        let written: Vec<Vec<u8>> = effect.keys().map(|key| self.data_key(key)).collect();
+        for (start, end) in merged(writes.iter().filter_map(|write| match write {
+            WriteOp::Clear { range } => self.etcd_range(range),
+            _ => None,
+        })) {
+            let inside: Vec<&Vec<u8>> = written
+                .iter()
+                .filter(|key| **key >= start && **key < end)
+                .collect();
+            let mut from = start;
+            for key in inside {
+                if from < *key {
+                    ops.push(delete_range(from, key.clone()));
+                }
+                from = [key.as_slice(), &[0]].concat();
+            }
+            if from < end {
+                ops.push(delete_range(from, end));
+            }
+        }
+        Ok(ops)
+    }
+
     /// Whole etcd keys read at one revision: one transaction for up to [`MAX_TXN_OPS`] keys,
     /// the next ones at the revision the first read.
     fn get_raw_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
@@ -307,6 +347,29 @@ where
     })
 }
 
+/// Deletes every key in `[start, end)`.
+fn delete_range(start: Vec<u8>, end: Vec<u8>) -> TxnOp {
+    TxnOp::delete(start, Some(DeleteOptions::new().with_range(end)))
+}
+
+/// The union of `[start, end)` ranges, as ranges that neither overlap nor touch, in order.
+fn merged(ranges: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut ranges: Vec<_> = ranges.collect();
+    ranges.sort();
+    let mut union: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        match union.last_mut() {
+            Some((_, last_end)) if start <= *last_end => {
+                if end > *last_end {
+                    *last_end = end;
+                }
+            }
+            _ => union.push((start, end)),
+        }
+    }
+    union
+}
+
 /// The first key after every key that starts with `prefix`.
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -336,18 +399,7 @@ impl Backend for EtcdBackend {
 
     /// The net effect of the group and its dedup records, as one transaction.
     fn write(&self, batch: &WriteBatch) -> Result<(), BackendError> {
-        let effect = resolve(&batch.ops, |range| {
-            self.iter(range, false)?
-                .map(|entry| entry.map(|e| e.key))
-                .collect()
-        })?;
-        let mut ops: Vec<TxnOp> = effect
-            .into_iter()
-            .map(|(key, value)| match value {
-                Some(value) => TxnOp::put(self.data_key(&key), value, None),
-                None => TxnOp::delete(self.data_key(&key), None::<DeleteOptions>),
-            })
-            .collect();
+        let mut ops = self.group_ops(&batch.ops)?;
         ops.extend(batch.records.iter().map(|(client, record)| {
             TxnOp::put(self.record_key(*client), records::value(record), None)
         }));
@@ -647,6 +699,22 @@ mod tests {
                 async move { client.txn(txn).await }
             })
             .unwrap();
+    }
+
+    #[test]
+    fn cleared_ranges_are_merged_where_they_overlap_or_touch() {
+        let range = |a: &[u8], b: &[u8]| (a.to_vec(), b.to_vec());
+        let ranges = [
+            range(b"m", b"p"),
+            range(b"a", b"c"),
+            range(b"b", b"d"),
+            range(b"d", b"e"),
+        ];
+        assert_eq!(
+            merged(ranges.into_iter()),
+            [range(b"a", b"e"), range(b"m", b"p")]
+        );
+        assert!(merged(std::iter::empty()).is_empty());
     }
 
     #[test]

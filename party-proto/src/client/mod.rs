@@ -310,15 +310,13 @@ impl ClientSession {
             return;
         }
         while self.pending.in_flight() < limits.max_in_flight as usize {
-            let Some((id, len)) = self.pending.next_unsent() else {
+            let Some((id, len, first_sent)) = self.pending.next_unsent() else {
                 return;
             };
             let max = u64::from(limits.max_frame_len);
             #[cfg_attr(not(feature = "bug-injection"), allow(unused_mut))]
-            let mut too_old = self
-                .pending
-                .first_sent(id)
-                .is_some_and(|first| first + self.config.resend_window <= self.now);
+            let mut too_old =
+                first_sent.is_some_and(|first| first + self.config.resend_window <= self.now);
             #[cfg(feature = "bug-injection")]
             {
                 too_old &= !self.config.bugs.resend_late;

@@ -83,25 +83,21 @@ impl PendingTable {
         self.unsent.insert(id);
     }
 
-    /// The oldest request not sent on the current connection, and the size bound of its
-    /// frame.
-    pub(crate) fn next_unsent(&self) -> Option<(RequestId, u64)> {
+    /// The oldest request not sent on the current connection, the size bound of its frame,
+    /// and when it was first sent if it is a write sent before (reads go again at any age).
+    pub(crate) fn next_unsent(&self) -> Option<(RequestId, u64, Option<Timestamp>)> {
         let id = *self.unsent.first()?;
-        Some((id, self.requests[&id].op.len_bound()))
+        let pending = &self.requests[&id];
+        let first_sent = match pending.op {
+            RequestOp::Write(..) => pending.first_sent,
+            RequestOp::Read(_) => None,
+        };
+        Some((id, pending.op.len_bound(), first_sent))
     }
 
     /// Requests the leader has taken on the current connection and not answered.
     pub(crate) fn in_flight(&self) -> usize {
         self.requests.len() - self.unsent.len() + self.abandoned.len()
-    }
-
-    /// When a write was first sent, if it was; `None` for reads, which go again at any age.
-    pub(crate) fn first_sent(&self, id: RequestId) -> Option<Timestamp> {
-        let pending = self.requests.get(&id)?;
-        match pending.op {
-            RequestOp::Write(..) => pending.first_sent,
-            RequestOp::Read(_) => None,
-        }
     }
 
     /// Marks one request as sent at `now` and returns its message.
