@@ -69,7 +69,8 @@ pub struct SweptPage<K> {
 }
 
 /// Reads up to `max` stored records, in key order, and picks those whose client last wrote
-/// before `written_before_ms`.
+/// before `written_before_ms`. A record that does not decode is left alone (and reported
+/// when its client writes), so that it cannot stop every later record from expiring.
 pub fn sweep_page<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     stored: impl Iterator<Item = Result<(K, V), BackendError>>,
     written_before_ms: u64,
@@ -82,12 +83,18 @@ pub fn sweep_page<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     let mut looked = 0;
     for item in stored.take(max) {
         let (key, value) = item?;
-        let (client, record) = decode(key.as_ref(), value.as_ref())?;
         looked += 1;
         if looked == max {
-            page.last = Some(client);
+            let id = key
+                .as_ref()
+                .try_into()
+                .map(u128::from_be_bytes)
+                .unwrap_or(u128::MAX);
+            page.last = Some(ClientId(id));
         }
-        if record.last_write_ms < written_before_ms {
+        let expired = decode(key.as_ref(), value.as_ref())
+            .is_ok_and(|(_, record)| record.last_write_ms < written_before_ms);
+        if expired {
             page.expired.push(key);
         }
     }

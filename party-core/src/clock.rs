@@ -15,14 +15,12 @@ pub(crate) fn now() -> Timestamp {
     Timestamp::from_epoch(epoch().elapsed())
 }
 
-/// The wall clock at the epoch, as a duration since the Unix epoch (for the writer's
-/// dedup records, which other processes read).
-pub(crate) fn wall_clock_at_epoch() -> Duration {
-    let elapsed = epoch().elapsed();
+/// The wall clock, as a duration since the Unix epoch (for the writer's dedup records,
+/// which other processes read). `now()` stops while the machine sleeps; this does not.
+pub(crate) fn wall_now() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
-        .saturating_sub(elapsed)
 }
 
 /// The tokio instant of a machine's timeout.

@@ -87,12 +87,14 @@ pub(crate) fn run(
     let config = WriterConfig {
         max_group_ops: store.max_batch_ops(),
         dedup_retention: writing.dedup_retention,
-        wall_clock_at_epoch: crate::clock::wall_clock_at_epoch(),
         ..WriterConfig::default()
     };
+    let now = crate::clock::now();
+    let mut writer = Writer::new(config, now);
+    writer.set_wall_clock(now, crate::clock::wall_now());
     let mut worker = Worker {
         store,
-        writer: Writer::new(config),
+        writer,
         followers,
         headroom: writing.headroom,
         iters: HashMap::new(),
@@ -252,7 +254,9 @@ impl Worker {
             }
             StoreJob::Disconnected { conn } => self.iters.retain(|(c, _), _| *c != conn),
             StoreJob::Tick => {
-                self.writer.handle_timeout(crate::clock::now());
+                let now = crate::clock::now();
+                self.writer.set_wall_clock(now, crate::clock::wall_now());
+                self.writer.handle_timeout(now);
                 self.carry_out();
             }
             StoreJob::Write { .. } => unreachable!("writes are grouped by round()"),

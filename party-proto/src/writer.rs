@@ -19,9 +19,9 @@
 //! The dedup table starts empty: before admitting the writes of a group, the writer asks
 //! for the stored records of the clients it does not know yet
 //! ([`WriterOutput::LoadRecords`]), so a new leader serves at once however many clients
-//! ever wrote. Every [`WriterConfig::dedup_retention`] / 8 it sweeps the stored records a
-//! page at a time, between groups, removing those whose client has not written for the
-//! retention ([`WriterOutput::ExpireRecords`]).
+//! ever wrote. Every [`WriterConfig::dedup_retention`] / 8 (at most an hour) it sweeps the
+//! stored records a page at a time, between groups, removing those whose client has not
+//! written for the retention ([`WriterOutput::ExpireRecords`]).
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -58,7 +58,9 @@ pub struct WriterConfig {
     pub quiet_period: Duration,
     /// The most operations the store commits at once (etcd: 127), counted as
     /// [`group_cost`] counts them: a group is cut before a write that would pass it, so
-    /// only a write too large by itself meets the store's refusal.
+    /// only a write too large by itself meets the store's refusal, or a group whose clears
+    /// cost the store more than one operation (etcd cuts a cleared range around the keys
+    /// the group writes); such a group fails and its writes are retried one by one.
     pub max_group_ops: Option<usize>,
     /// How long a client's dedup record is kept after its last write. Clients never
     /// re-send a write older than half of it (see `ClientConfig::resend_window`).
@@ -218,9 +220,9 @@ struct Expiry {
 }
 
 impl<T> Writer<T> {
-    /// A writer over a store, taking over from whatever wrote it before.
-    pub fn new(config: WriterConfig) -> Self {
-        let first_sweep = Timestamp::ZERO + sweep_interval(&config);
+    /// A writer over a store, taking over at `now` from whatever wrote it before.
+    pub fn new(config: WriterConfig, now: Timestamp) -> Self {
+        let first_sweep = now + sweep_interval(&config);
         Writer {
             config,
             dedup: DedupTable::default(),
@@ -262,6 +264,13 @@ impl<T> Writer<T> {
             && !self.expiry.out
     }
 
+    /// The wall clock reads `wall` (since the Unix epoch) at `now`: the records' times follow
+    /// it from then on. A driver whose `now` stops while the machine sleeps (a monotonic
+    /// clock) tells this now and then, so that records are not dated in the past.
+    pub fn set_wall_clock(&mut self, now: Timestamp, wall: Duration) {
+        self.config.wall_clock_at_epoch = wall.saturating_sub(now.since_epoch());
+    }
+
     /// How many clients the dedup table holds in memory.
     pub fn known_clients(&self) -> usize {
         self.dedup.len()
@@ -278,7 +287,7 @@ impl<T> Writer<T> {
                     self.last_commit = Some(now);
                 }
             }
-            WriterInput::RecordsLoaded(loaded) => self.records_loaded(loaded),
+            WriterInput::RecordsLoaded(loaded) => self.records_loaded(now, loaded),
             WriterInput::RecordsExpired(result) => self.records_expired(now, result),
         }
         self.next_group(now);
@@ -368,7 +377,11 @@ impl<T> Writer<T> {
         }
     }
 
-    fn records_loaded(&mut self, loaded: Result<Vec<(ClientId, Option<DedupRecord>)>, ErrorCode>) {
+    fn records_loaded(
+        &mut self,
+        now: Timestamp,
+        loaded: Result<Vec<(ClientId, Option<DedupRecord>)>, ErrorCode>,
+    ) {
         self.loading = false;
         match loaded {
             Ok(records) => {
@@ -389,7 +402,7 @@ impl<T> Writer<T> {
                             if end.is_some_and(|end| at < end)
                                 && !self.dedup.knows(&write.stamp.client) =>
                         {
-                            self.dedup.mark_uncertain(write.stamp);
+                            self.dedup.mark_uncertain(write.stamp, self.wall_ms(now));
                             self.reply(write.to, Err(error.clone()));
                         }
                         other => kept.push_back(other),
@@ -520,7 +533,7 @@ impl<T> Writer<T> {
                 #[cfg(not(feature = "bug-injection"))]
                 let abort = true;
                 if abort {
-                    self.dedup.abort_group();
+                    self.dedup.abort_group(self.wall_ms(now));
                 }
                 // Each write alone, ahead of everything queued since: the good ones land,
                 // the bad one fails by itself. A duplicate from the same group is admitted
@@ -532,14 +545,14 @@ impl<T> Writer<T> {
                 }
             }
             CommitResult::Unsettled(cause) => {
-                self.dedup.forget_group();
+                self.dedup.forget_group(self.wall_ms(now));
                 let error = ErrorCode::OutcomeUnknown(cause);
                 for write in group.applied.into_iter().chain(group.in_group) {
                     self.reply(write.to, Err(error.clone()));
                 }
             }
             CommitResult::Failed(error) | CommitResult::Refused(error) => {
-                self.dedup.abort_group();
+                self.dedup.abort_group(self.wall_ms(now));
                 for write in group.applied.into_iter().chain(group.in_group) {
                     self.reply(write.to, Err(error.clone()));
                 }

@@ -141,11 +141,11 @@ impl World {
                         Some(true)
                     }
                     Outcome::Failure => {
-                        self.table.abort_group();
+                        self.table.abort_group(NOW_MS);
                         Some(false)
                     }
                     Outcome::Unsettled { .. } => {
-                        self.table.forget_group();
+                        self.table.forget_group(NOW_MS);
                         None
                     }
                 };
@@ -225,7 +225,7 @@ fn a_failed_write_below_a_later_success_is_applied_when_re_sent() {
     let mut table = DedupTable::default();
     table.learn(client, None);
     assert_eq!(table.admit(stamp(1, 1)), Admission::Apply);
-    table.abort_group();
+    table.abort_group(NOW_MS);
     assert_eq!(table.admit(stamp(2, 1)), Admission::Apply);
     let records = table.group_records(NOW_MS);
     assert_eq!(
@@ -303,4 +303,35 @@ fn clients_that_have_not_written_since_the_cutoff_are_forgotten_the_others_kept(
         }),
     );
     assert_eq!(table.admit(stamp(1, 2)), Admission::AlreadyApplied);
+}
+
+/// A failure counts as the client's sign of life: a client whose last success is old but
+/// whose write just failed is not forgotten by the next sweep, so the failed write, re-sent
+/// after a later one committed, is still applied.
+#[test]
+fn a_sweep_right_after_a_failure_keeps_the_failed_write_re_sendable() {
+    let client = ClientId(1);
+    let stamp = |seq, oldest| WriteStamp {
+        client,
+        seq: WriteSeq(seq),
+        oldest_pending: WriteSeq(oldest),
+    };
+    let mut table = DedupTable::default();
+    let old = DedupRecord {
+        applied_through: WriteSeq(1),
+        failed: vec![],
+        last_write_ms: 100,
+    };
+    table.learn(client, Some(old));
+    assert_eq!(table.admit(stamp(2, 2)), Admission::Apply);
+    table.abort_group(10_000);
+    table.forget_written_before(5_000);
+    assert!(table.knows(&client), "it failed a write at 10 000");
+    assert_eq!(table.admit(stamp(3, 2)), Admission::Apply);
+    table.commit_group(10_001);
+    assert_eq!(
+        table.admit(stamp(2, 2)),
+        Admission::Apply,
+        "failed, not applied"
+    );
 }

@@ -609,7 +609,7 @@ fn writer_outputs(writer: &mut Writer<u64>) -> Vec<WriterOutput<u64>> {
 #[test]
 fn the_writer_checkpoints_only_when_idle_and_retries_a_failed_checkpoint() {
     let quiet = WriterConfig::default().quiet_period;
-    let mut writer: Writer<u64> = Writer::new(WriterConfig::default());
+    let mut writer: Writer<u64> = Writer::new(WriterConfig::default(), NOW);
     let later = |ms| NOW + Duration::from_millis(ms);
     // Only the first sweep of expired records is due, an hour in.
     let sweep = Some(NOW + Duration::from_secs(3600));

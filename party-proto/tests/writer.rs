@@ -30,7 +30,7 @@ fn put(value: u32) -> WriteOp {
 }
 
 fn writer() -> Writer<u32> {
-    Writer::new(WriterConfig::default())
+    Writer::new(WriterConfig::default(), NOW)
 }
 
 /// A write's destination and its answer.
@@ -95,7 +95,7 @@ fn groups_are_cut_to_the_stores_limit_between_whole_writes() {
         max_group_ops: Some(4),
         ..WriterConfig::default()
     };
-    let mut writer: Writer<u32> = Writer::new(config);
+    let mut writer: Writer<u32> = Writer::new(config, NOW);
     writer.write(10, stamp(1, 1), put(10));
     writer.write(11, stamp(1, 2), put(11));
     writer.write(12, stamp(2, 1), put(12));
@@ -172,7 +172,7 @@ fn a_write_re_sent_after_it_was_applied_is_answered_without_a_commit() {
     writer.cut(NOW);
     let (commits, _) = carry_out(&mut writer, |_| CommitResult::Committed);
     // A new leader asks for the client's record, and finds it in the store.
-    let mut writer: Writer<u32> = Writer::new(WriterConfig::default());
+    let mut writer: Writer<u32> = Writer::new(WriterConfig::default(), NOW);
     writer.write(2, stamp(1, 1), put(1));
     writer.write(3, stamp(1, 1), put(1));
     writer.cut(NOW);
@@ -337,7 +337,7 @@ fn expired_records_are_swept_page_by_page_between_groups() {
         ..WriterConfig::default()
     };
     let at = |ms| Timestamp::from_epoch(Duration::from_millis(ms));
-    let mut writer: Writer<u32> = Writer::new(config);
+    let mut writer: Writer<u32> = Writer::new(config, NOW);
     writer.write(1, stamp(1, 1), put(1));
     writer.cut(NOW);
     carry_out(&mut writer, |batch| {

@@ -130,14 +130,17 @@ struct SeedFaults {
     /// The store commits at most [`SMALL_GROUP`] operations at once (as etcd has a limit):
     /// the writer must cut its groups to fit.
     small_groups: bool,
-    /// Dedup records are kept only [`SHORT_RETENTION_MS`]: records of idle clients expire
-    /// mid-run, each leader's wall clock is a little off, and writes in flight longer than
-    /// half of it fail instead of being re-sent.
-    short_retention: bool,
+    /// Dedup records are kept only a few milliseconds (one of [`SHORT_RETENTIONS_MS`]):
+    /// records of idle clients expire mid-run, each leader's wall clock is a little off,
+    /// and writes in flight longer than half of it end unknown instead of being re-sent.
+    short_retention: Option<u64>,
 }
 
 /// How long dedup records are kept on a seed with short retention, in milliseconds.
-const SHORT_RETENTION_MS: u64 = 5;
+/// How long dedup records are kept on a seed with short retention, in milliseconds: the
+/// shorter, the more often a client waits past its record's life; the longer, the more
+/// re-sends happen within it.
+const SHORT_RETENTIONS_MS: [u64; 3] = [2, 5, 20];
 
 /// The most operations one commit may hold on a seed with small groups.
 pub(super) const SMALL_GROUP: usize = 4;
@@ -284,7 +287,7 @@ impl World {
             other_stores: rng.next_u64().is_multiple_of(5),
             // From the seed, not the stream, so that every other seed keeps its schedule.
             small_groups: seed % 4 == 1,
-            short_retention: seed % 8 == 3,
+            short_retention: (seed % 8 == 3).then(|| SHORT_RETENTIONS_MS[(seed / 8 % 3) as usize]),
         };
         let mut world = World {
             rng,
@@ -429,7 +432,7 @@ impl World {
         };
         let excuses = Excuses {
             connection_lost: !retry,
-            outcome_unknown: self.faults.store || self.faults.short_retention,
+            outcome_unknown: self.faults.store || self.faults.short_retention.is_some(),
             timed_out: request_timeout.is_some(),
             closed: false,
             store: self.faults.store,
@@ -609,10 +612,9 @@ impl World {
     /// How a process serves while it leads: small credit caps, so flow control is
     /// exercised.
     fn dedup_retention(&self) -> Duration {
-        if self.faults.short_retention {
-            Duration::from_millis(SHORT_RETENTION_MS)
-        } else {
-            party_proto::DEFAULT_DEDUP_RETENTION
+        match self.faults.short_retention {
+            Some(ms) => Duration::from_millis(ms),
+            None => party_proto::DEFAULT_DEDUP_RETENTION,
         }
     }
 

@@ -149,6 +149,38 @@ impl EtcdBackend {
         })
     }
 
+    /// The marker's value, settled: after a commit whose outcome is unknown, the marker is
+    /// moved to a fresh token (if it still holds what was just read), so that the commit,
+    /// had it not landed yet, never will: what the store holds is then final, and the
+    /// records read next tell the truth about it.
+    fn settle(&self, marker: &mut Marker) -> Result<Option<Vec<u8>>, BackendError> {
+        if let Ok(last) = &marker.last {
+            return Ok(last.clone());
+        }
+        for _ in 0..3 {
+            let read = self.get_raw(&self.marker_key)?;
+            let fence = marker.next_token();
+            let fenced = self.block_on(|| {
+                let mut client = self.client.clone();
+                let txn = Txn::new()
+                    .when([self.marker_unchanged(&read)])
+                    .and_then([TxnOp::put(self.marker_key.clone(), fence.clone(), None)]);
+                async move { client.txn(txn).await }
+            })?;
+            if fenced.succeeded() {
+                marker.last = Ok(Some(fence.clone()));
+                return Ok(Some(fence));
+            }
+            // Moved between the read and the fence: the unsettled commit landed just now.
+        }
+        Err(BackendError::Store {
+            backend: NAME,
+            source: "the store's commit marker keeps moving: another process commits as \
+                     this store instance"
+                .into(),
+        })
+    }
+
     /// The compare of a commit: the marker still holds `last` (`None`: was never set).
     fn marker_unchanged(&self, last: &Option<Vec<u8>>) -> Compare {
         match last {
@@ -415,10 +447,7 @@ impl Backend for EtcdBackend {
             });
         }
         let mut marker = self.marker.lock().unwrap_or_else(|e| e.into_inner());
-        let last = match &marker.last {
-            Ok(last) => last.clone(),
-            Err(()) => self.get_raw(&self.marker_key)?,
-        };
+        let last = self.settle(&mut marker)?;
         let token = marker.next_token();
         ops.push(TxnOp::put(self.marker_key.clone(), token.clone(), None));
         let outcome = self.block_on(|| {
@@ -523,6 +552,9 @@ impl Backend for EtcdBackend {
         &self,
         clients: &[ClientId],
     ) -> Result<Vec<Option<DedupRecord>>, BackendError> {
+        // A commit of this instance whose outcome is unknown must not land after the
+        // records are read: they would then deny a write that did land.
+        self.settle(&mut self.marker.lock().unwrap_or_else(|e| e.into_inner()))?;
         let keys: Vec<Vec<u8>> = clients.iter().map(|c| self.record_key(*c)).collect();
         self.get_raw_many(&keys)?
             .into_iter()

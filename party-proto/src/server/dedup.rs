@@ -60,6 +60,9 @@ pub enum Admission {
 struct ClientWrites {
     applied_through: u64,
     failed: BTreeSet<u64>,
+    /// When the client last wrote, applied or failed: a client is forgotten only once it
+    /// has been silent for the retention, failures included, so that a failed write it may
+    /// still re-send is not forgotten with it.
     last_write_ms: u64,
 }
 
@@ -69,9 +72,9 @@ pub struct DedupTable {
     clients: HashMap<ClientId, ClientWrites>,
     /// Writes admitted into the group being built, per client.
     group: HashMap<ClientId, BTreeSet<u64>>,
-    /// Writes whose commit may or may not have landed, per client: the client's stored
-    /// record, once read again, says which did.
-    uncertain: HashMap<ClientId, BTreeSet<u64>>,
+    /// Writes whose commit may or may not have landed, per client, and when the latest
+    /// was: the client's stored record, once read again, says which did.
+    uncertain: HashMap<ClientId, (BTreeSet<u64>, u64)>,
 }
 
 impl DedupTable {
@@ -92,7 +95,7 @@ impl DedupTable {
                 .as_ref()
                 .is_some_and(|r| seq <= r.applied_through.0 && !r.failed.contains(&WriteSeq(seq)))
         };
-        let uncertain = self.uncertain.remove(&client).unwrap_or_default();
+        let (uncertain, _) = self.uncertain.remove(&client).unwrap_or_default();
         let writes = self.clients.entry(client).or_insert_with(|| match &record {
             Some(record) => ClientWrites {
                 applied_through: record.applied_through.0,
@@ -113,13 +116,16 @@ impl DedupTable {
         }
     }
 
-    /// Forgets the clients whose last write committed before `cutoff_ms` (as their records
-    /// expire from the store), but none with a write in the group being built.
+    /// Forgets the clients that last wrote before `cutoff_ms` (as their records expire from
+    /// the store), but none with a write in the group being built; and writes of unknown
+    /// outcome marked before it, which their clients no longer re-send.
     pub fn forget_written_before(&mut self, cutoff_ms: u64) {
         let group = &self.group;
         self.clients.retain(|client, writes| {
             writes.last_write_ms >= cutoff_ms || group.contains_key(client)
         });
+        self.uncertain
+            .retain(|_, (_, marked_ms)| *marked_ms >= cutoff_ms);
     }
 
     /// How many clients the table knows.
@@ -168,27 +174,32 @@ impl DedupTable {
         }
     }
 
-    /// Whether the group's batch landed is unknown: its clients' records are read again
-    /// from the store, which knows, before their next writes are admitted.
-    pub fn forget_group(&mut self) {
+    /// Whether the group's batch (at `now_ms`) landed is unknown: its clients' records are
+    /// read again from the store, which knows, before their next writes are admitted.
+    pub fn forget_group(&mut self, now_ms: u64) {
         for (client, seqs) in std::mem::take(&mut self.group) {
-            self.uncertain.entry(client).or_default().extend(seqs);
+            let (uncertain, marked_ms) = self.uncertain.entry(client).or_default();
+            uncertain.extend(seqs);
+            *marked_ms = now_ms;
         }
     }
 
-    /// A write answered with an unknown outcome without being admitted (its client's record
-    /// could not be read): once the record is, it says whether the write had landed before.
-    pub fn mark_uncertain(&mut self, stamp: WriteStamp) {
-        self.uncertain
-            .entry(stamp.client)
-            .or_default()
-            .insert(stamp.seq.0);
+    /// A write answered at `now_ms` with an unknown outcome without being admitted (its
+    /// client's record could not be read): once the record is, it says whether the write
+    /// had landed before.
+    pub fn mark_uncertain(&mut self, stamp: WriteStamp, now_ms: u64) {
+        let (uncertain, marked_ms) = self.uncertain.entry(stamp.client).or_default();
+        uncertain.insert(stamp.seq.0);
+        *marked_ms = now_ms;
     }
 
-    /// The group's batch failed: none of its writes was applied, and each may be re-sent.
-    pub fn abort_group(&mut self) {
+    /// The group's batch failed at `now_ms`: none of its writes was applied, and each may be
+    /// re-sent.
+    pub fn abort_group(&mut self, now_ms: u64) {
         for (client, seqs) in std::mem::take(&mut self.group) {
-            self.clients.entry(client).or_default().failed.extend(seqs);
+            let writes = self.clients.entry(client).or_default();
+            writes.failed.extend(seqs);
+            writes.last_write_ms = writes.last_write_ms.max(now_ms);
         }
     }
 

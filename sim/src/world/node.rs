@@ -285,8 +285,8 @@ impl World {
                 self.next_conn += 1;
                 // Each leader's wall clock a little off, within an eighth of the retention:
                 // records written by one and expired by another.
-                let skew = if self.faults.short_retention {
-                    self.rand(0, SHORT_RETENTION_MS * 1_000 / 8)
+                let skew = if self.faults.short_retention.is_some() {
+                    self.rand(0, self.dedup_retention().as_micros() as u64 / 8)
                 } else {
                     0
                 };
@@ -304,7 +304,7 @@ impl World {
                     draining: false,
                     sessions: BTreeMap::new(),
                     local_conn,
-                    writer: Writer::new(writer_config),
+                    writer: Writer::new(writer_config, now),
                     iters: HashMap::new(),
                 });
                 self.trace.line(self.now, format_args!("p{process} leads"));
