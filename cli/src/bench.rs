@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use party_core::{BackendKind, Db, IterOptions, Role};
+use party_core::{Db, IterOptions, Role};
 use party_proto::wire::{
     encode_frame, ClientMessage, FrameDecoder, ReadOp, Response, ServerMessage,
 };
@@ -28,6 +28,7 @@ use serde_json::{json, Value};
 use crate::children::{self, Worker};
 use crate::failure::Failure;
 use crate::out;
+use crate::tool_store::ToolStore;
 
 /// The worker that echoes frames, for the socket baseline.
 pub const ECHO: &str = "bench-echo";
@@ -348,16 +349,17 @@ async fn fill(db: &Db) -> Result<(), String> {
 }
 
 /// A child process that leads `dir` and idles.
-fn start_leader(dir: &Path, backend: BackendKind) -> Result<Worker, Failure> {
-    let mut leader = leader_child(dir, backend, &["idle"])?;
+fn start_leader(dir: &Path, store: &ToolStore) -> Result<Worker, Failure> {
+    let mut leader = leader_child(dir, store, &["idle"])?;
     if first_line(&mut leader)? != "ready leader" {
         return Err(format!("the process started to lead {} did not", dir.display()).into());
     }
     Ok(leader)
 }
 
-fn leader_child(dir: &Path, backend: BackendKind, mode: &[&str]) -> Result<Worker, Failure> {
-    let mut args = vec![dir.to_str().ok_or("path")?, backend.name()];
+fn leader_child(dir: &Path, store: &ToolStore, mode: &[&str]) -> Result<Worker, Failure> {
+    let word = store.word();
+    let mut args = vec![dir.to_str().ok_or("path")?, &word];
     args.extend_from_slice(mode);
     children::spawn(NODE, &args)
 }
@@ -370,14 +372,10 @@ pub struct BenchArgs {
     quick: bool,
 }
 
-pub async fn run(
-    backend: BackendKind,
-    as_json: bool,
-    args: BenchArgs,
-) -> Result<ExitCode, Failure> {
+pub async fn run(store: &ToolStore, as_json: bool, args: BenchArgs) -> Result<ExitCode, Failure> {
     children::clean_up_when_interrupted()?;
     let base = children::TempDir::new("party-bench-")?;
-    let report = measure(base.path(), backend, args.quick).await?;
+    let report = measure(base.path(), store, args.quick).await?;
     if as_json {
         out::line(report)?;
     } else {
@@ -386,7 +384,7 @@ pub async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value, Failure> {
+async fn measure(base: &Path, store: &ToolStore, quick: bool) -> Result<Value, Failure> {
     let span = Duration::from_millis(if quick { 300 } else { 2000 });
     let kills = if quick { 3 } else { 20 };
     std::fs::create_dir_all(base).map_err(|e| e.to_string())?;
@@ -395,7 +393,7 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
 
     out::note(format_args!("bench: leader in-process…"));
     let local_dir = base.join("local");
-    let db = crate::open_on(&local_dir, backend).await?;
+    let db = crate::open_on(&local_dir, store).await?;
     if db.ready().await.map_err(|e| e.to_string())? != Role::Leader {
         return Err("the in-process handle did not lead".into());
     }
@@ -406,8 +404,8 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
 
     out::note(format_args!("bench: one follower…"));
     let shared = base.join("shared");
-    let leader = start_leader(&shared, backend)?;
-    let db = crate::open_on(&shared, backend).await?;
+    let leader = start_leader(&shared, store)?;
+    let db = crate::open_on(&shared, store).await?;
     if db.ready().await.map_err(|e| e.to_string())? != Role::Follower {
         return Err("this process did not follow".into());
     }
@@ -437,7 +435,7 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
     let seconds = span.as_secs_f64().to_string();
     let mut loaders = Vec::new();
     for _ in 0..4 {
-        loaders.push(leader_child(&shared, backend, &["load", &seconds])?);
+        loaders.push(leader_child(&shared, store, &["load", &seconds])?);
     }
     let mut aggregate = 0u64;
     for mut loader in loaders {
@@ -454,7 +452,7 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
     out::note(format_args!("bench: memory with 8 idle followers…"));
     let leader_rss_alone = rss_kib(leader.id());
     let idle: Vec<Worker> = (0..8)
-        .map(|_| leader_child(&shared, backend, &["idle"]))
+        .map(|_| leader_child(&shared, store, &["idle"]))
         .collect::<Result<_, _>>()?;
     let mut idle = idle;
     for child in &mut idle {
@@ -466,22 +464,22 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
     drop(leader);
 
     out::note(format_args!("bench: failover ×{kills}…"));
-    let failover = failovers(&base.join("failover"), backend, kills).await?;
+    let failover = failovers(&base.join("failover"), store, kills).await?;
     out::note(format_args!(
         "bench: failover ×{kills} after {PAST_CLIENTS} past clients…"
     ));
     let past = base.join("failover-past");
-    with_past_clients(&past, backend, PAST_CLIENTS).await?;
-    let failover_past = failovers(&past, backend, kills).await?;
+    with_past_clients(&past, store, PAST_CLIENTS).await?;
+    let failover_past = failovers(&past, store, kills).await?;
 
     out::note(format_args!("bench: one-shot commands…"));
-    let one_shot = one_shot_commands(base, backend, if quick { 3 } else { 15 })?;
+    let one_shot = one_shot_commands(base, store, if quick { 3 } else { 15 })?;
 
     let socket_p50 = baseline["rtt_p50_us"].as_f64().unwrap_or(f64::NAN);
     let follower_get_256 = depths["256"]["get_ops_per_s"].as_f64().unwrap_or(f64::NAN);
     let follower_put_256 = depths["256"]["put_ops_per_s"].as_f64().unwrap_or(f64::NAN);
     Ok(json!({
-        "backend": backend.name(),
+        "backend": store.kind().name(),
         "baseline": baseline,
         "in_process": {"get_ops_per_s": local_get, "put_ops_per_s": local_put},
         "one_follower": {
@@ -515,14 +513,13 @@ async fn measure(base: &Path, backend: BackendKind, quick: bool) -> Result<Value
 
 /// `party DIR put` as a shell script runs it: a new process that leads, writes, and exits;
 /// against the same program asked only for its version. Then ten at once on one directory.
-fn one_shot_commands(base: &Path, backend: BackendKind, runs: usize) -> Result<Value, Failure> {
+fn one_shot_commands(base: &Path, store: &ToolStore, runs: usize) -> Result<Value, Failure> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let dir = base.join("one-shot");
     let command = |args: &[&str]| {
         let mut command = std::process::Command::new(&exe);
         command
-            .arg("--backend")
-            .arg(backend.name())
+            .args(store.command_options(&dir))
             .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
@@ -574,45 +571,46 @@ fn one_shot_commands(base: &Path, backend: BackendKind, runs: usize) -> Result<V
 /// Leaves in the store of `dir` the dedup records of `count` clients that each wrote once,
 /// as months of short-lived processes would: written straight into the store, as their
 /// leaders did, after a first leader created it.
-async fn with_past_clients(dir: &Path, backend: BackendKind, count: u64) -> Result<(), Failure> {
-    let first = crate::open_on(dir, backend).await?;
+async fn with_past_clients(dir: &Path, store: &ToolStore, count: u64) -> Result<(), Failure> {
+    let first = crate::open_on(dir, store).await?;
     first.ready().await.map_err(|e| e.to_string())?;
     first.close().await.map_err(|e| e.to_string())?;
-    let store = backend
-        .open(&dir.join(backend.name()))
-        .map_err(|e| e.to_string())?;
-    let now_ms = micros_now() / 1000;
-    let record = party_proto::DedupRecord {
-        applied_through: party_proto::WriteSeq(1),
-        failed: Vec::new(),
-        last_write_ms: now_ms,
-    };
-    let ids: Vec<u64> = (0..count).collect();
-    for chunk in ids.chunks(10_000) {
-        let batch = party_backends::WriteBatch {
-            ops: Vec::new(),
-            records: chunk
-                .iter()
-                .map(|n| (party_proto::ClientId(u128::from(*n) << 64), record.clone()))
-                .collect(),
+    // The store's calls block: not on an async worker.
+    tokio::task::block_in_place(|| -> Result<(), Failure> {
+        let store = store.open_store(dir)?;
+        let now_ms = micros_now() / 1000;
+        let record = party_proto::DedupRecord {
+            applied_through: party_proto::WriteSeq(1),
+            failed: Vec::new(),
+            last_write_ms: now_ms,
         };
-        store.write(&batch).map_err(|e| e.to_string())?;
-    }
-    Ok(())
+        let ids: Vec<u64> = (0..count).collect();
+        for chunk in ids.chunks(store.max_batch_ops().unwrap_or(10_000)) {
+            let batch = party_backends::WriteBatch {
+                ops: Vec::new(),
+                records: chunk
+                    .iter()
+                    .map(|n| (party_proto::ClientId(u128::from(*n) << 64), record.clone()))
+                    .collect(),
+            };
+            store.write(&batch).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
 }
 
 /// Kills the leader of `dir` `kills` times while three followers read; measures, per kill,
 /// the time until every follower has completed a get again.
-async fn failovers(dir: &Path, backend: BackendKind, kills: usize) -> Result<Value, Failure> {
+async fn failovers(dir: &Path, store: &ToolStore, kills: usize) -> Result<Value, Failure> {
     let dir = dir.to_owned();
-    let mut leader = start_leader(&dir, backend)?;
-    let keys = crate::open_on(&dir, backend).await?;
+    let mut leader = start_leader(&dir, store)?;
+    let keys = crate::open_on(&dir, store).await?;
     fill(&keys).await?;
     keys.close().await.map_err(|e| e.to_string())?;
     let (lines_tx, lines) = std::sync::mpsc::channel::<(usize, String)>();
     let mut watchers: Vec<Option<Worker>> = Vec::new();
     let spawn_watcher = |index: usize, watchers: &mut Vec<Option<Worker>>| -> Result<(), Failure> {
-        let mut child = leader_child(&dir, backend, &["watch"])?;
+        let mut child = leader_child(&dir, store, &["watch"])?;
         child.forward_lines(&lines_tx, move |line| (index, line))?;
         if index < watchers.len() {
             watchers[index] = Some(child);

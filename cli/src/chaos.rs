@@ -18,11 +18,12 @@ use std::process::ExitCode;
 use std::sync::mpsc::{channel, Sender};
 use std::time::{Duration, Instant};
 
-use party_core::{BackendKind, BatchOp};
+use party_core::BatchOp;
 
 use crate::children;
 use crate::failure::Failure;
 use crate::out;
+use crate::tool_store::ToolStore;
 
 /// Writes each worker keeps in flight.
 const IN_FLIGHT: usize = 8;
@@ -124,11 +125,11 @@ type Report = (usize, String);
 
 fn spawn_worker(
     dir: &str,
-    backend: BackendKind,
+    store: &ToolStore,
     register: usize,
     reports: &Sender<Report>,
 ) -> Result<Worker, Failure> {
-    let mut child = children::spawn(WORKER, &[dir, backend.name(), &register.to_string()])?;
+    let mut child = children::spawn(WORKER, &[dir, &store.word(), &register.to_string()])?;
     child.forward_lines(reports, move |line| (register, line))?;
     Ok(Worker {
         _process: child,
@@ -166,7 +167,7 @@ impl Tally {
     }
 }
 
-pub async fn run(backend: BackendKind, args: ChaosArgs) -> Result<ExitCode, Failure> {
+pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure> {
     children::clean_up_when_interrupted()?;
     let (processes, seconds) = (usize::from(args.processes), args.seconds);
     let temporary;
@@ -182,13 +183,13 @@ pub async fn run(backend: BackendKind, args: ChaosArgs) -> Result<ExitCode, Fail
     out::line(format_args!(
         "party chaos in {} on {}: {processes} processes for {seconds} s",
         dir.display(),
-        backend.name()
+        store.kind().name()
     ))?;
 
     let (sender, reports) = channel();
     let mut workers = Vec::new();
     for register in 0..processes {
-        workers.push(spawn_worker(&dir_text, backend, register, &sender)?);
+        workers.push(spawn_worker(&dir_text, store, register, &sender)?);
     }
     let mut next_register = processes;
     let mut tally = Tally::default();
@@ -226,7 +227,7 @@ pub async fn run(backend: BackendKind, args: ChaosArgs) -> Result<ExitCode, Fail
         if let Some(index) = victim {
             drop(workers.remove(index));
             kills += 1;
-            workers.push(spawn_worker(&dir_text, backend, next_register, &sender)?);
+            workers.push(spawn_worker(&dir_text, store, next_register, &sender)?);
             next_register += 1;
         }
     }
@@ -244,7 +245,7 @@ pub async fn run(backend: BackendKind, args: ChaosArgs) -> Result<ExitCode, Fail
     let Tally { acked, backwards } = tally;
 
     // Every acknowledged write must be there, and no register behind its last ack.
-    let db = crate::open_on(&dir, backend).await?;
+    let db = crate::open_on(&dir, store).await?;
     let mut missing = Vec::new();
     let mut total = 0u64;
     for (register, last) in &acked {

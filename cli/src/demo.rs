@@ -12,11 +12,12 @@ use std::process::ExitCode;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
 
-use party_core::{BackendKind, BatchOp};
+use party_core::BatchOp;
 
 use crate::children::{self, Worker};
 use crate::failure::Failure;
 use crate::out;
+use crate::tool_store::ToolStore;
 
 const WRITERS: usize = 4;
 const WRITE_EVERY: Duration = Duration::from_millis(20);
@@ -149,8 +150,8 @@ fn take_lines(
     Ok(())
 }
 
-pub async fn orchestrate(backend: &BackendKind, args: DemoArgs) -> Result<ExitCode, Failure> {
-    let backend = *backend;
+pub async fn orchestrate(store: &ToolStore, args: DemoArgs) -> Result<ExitCode, Failure> {
+    let word = store.word();
     children::clean_up_when_interrupted()?;
     let temporary;
     let dir: PathBuf = match args.dir {
@@ -165,28 +166,18 @@ pub async fn orchestrate(backend: &BackendKind, args: DemoArgs) -> Result<ExitCo
     out::line(format_args!(
         "party demo in {} on {}: {WRITERS} writers, 1 reader",
         dir.display(),
-        backend.name()
+        store.kind().name()
     ))?;
 
     let (sender, lines) = channel();
     let mut children = Vec::new();
     let mut writers: Vec<Writer> = (0..WRITERS).map(|_| Writer::default()).collect();
     for (id, writer) in writers.iter_mut().enumerate() {
-        let child = spawn(
-            WRITER,
-            &[&dir_text, &id.to_string(), backend.name()],
-            id,
-            &sender,
-        )?;
+        let child = spawn(WRITER, &[&dir_text, &id.to_string(), &word], id, &sender)?;
         writer.pid = child.id();
         children.push(child);
     }
-    children.push(spawn(
-        READER,
-        &[&dir_text, backend.name()],
-        WRITERS,
-        &sender,
-    )?);
+    children.push(spawn(READER, &[&dir_text, &word], WRITERS, &sender)?);
 
     let mut pauses = Vec::new();
     take_lines(
@@ -222,7 +213,7 @@ pub async fn orchestrate(backend: &BackendKind, args: DemoArgs) -> Result<ExitCo
     drop(lines);
 
     // Every acknowledged write must be in the store, as a fresh handle sees it.
-    let db = crate::open_on(&dir, backend).await?;
+    let db = crate::open_on(&dir, store).await?;
     let mut acked = 0;
     let mut missing = Vec::new();
     for (id, writer) in writers.iter().enumerate() {

@@ -14,6 +14,7 @@ mod encoding;
 mod failure;
 mod out;
 mod shell;
+mod tool_store;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -126,18 +127,19 @@ pub(crate) fn parse_backend(name: &str) -> Result<BackendKind, String> {
         .map_err(|e: party_core::UnknownBackend| e.to_string())
 }
 
-/// Opens `dir` on `backend`, for the demo, the bench and the chaos run.
+/// Opens `dir` on `store`, for the demo, the bench and the chaos run.
 pub(crate) async fn open_on(
     dir: impl AsRef<std::path::Path>,
-    backend: BackendKind,
+    store: &tool_store::ToolStore,
 ) -> Result<Db, String> {
-    let options = Options::default().backend(backend);
+    let options = store.options(dir.as_ref());
     open(dir, options).await.map_err(|e| e.to_string())
 }
 
-/// Opens DIR on the named store, for the workers of the demo, the bench and chaos.
-pub(crate) async fn open_child(dir: &str, backend: &str) -> Result<Db, String> {
-    open_on(dir, parse_backend(backend)?).await
+/// Opens DIR on the store a worker was told of (see [`tool_store::ToolStore::word`]), for
+/// the workers of the demo, the bench and chaos.
+pub(crate) async fn open_child(dir: &str, store: &str) -> Result<Db, String> {
+    open_on(dir, &tool_store::ToolStore::from_word(store)?).await
 }
 
 fn main() -> ExitCode {
@@ -202,17 +204,26 @@ async fn command_line() -> ExitCode {
         Err(error) => return usage_error(&error),
     };
     let global = cli.global;
-    match cli.command {
-        Top::Demo(args) => finish(
-            "party demo",
-            demo::orchestrate(&global.backend(), args).await,
-        ),
-        Top::Bench(args) => finish(
-            "party bench",
-            bench::run(global.backend(), global.json, args).await,
-        ),
-        Top::Chaos(args) => finish("party chaos", chaos::run(global.backend(), args).await),
-    }
+    let tool = match &cli.command {
+        Top::Demo(_) => "party demo",
+        Top::Bench(_) => "party bench",
+        Top::Chaos(_) => "party chaos",
+    };
+    let started = tool_store::ToolStore::start(
+        global.backend(),
+        &global.etcd_endpoints,
+        global.etcd_prefix.as_deref(),
+    );
+    let (store, _cluster) = match started {
+        Ok(started) => started,
+        Err(failure) => return finish(tool, Err(failure)),
+    };
+    let result = match cli.command {
+        Top::Demo(args) => demo::orchestrate(&store, args).await,
+        Top::Bench(args) => bench::run(&store, global.json, args).await,
+        Top::Chaos(args) => chaos::run(&store, args).await,
+    };
+    finish(tool, result)
 }
 
 /// Whether the first word after the options names a tool, or there is none (then the top

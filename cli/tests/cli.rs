@@ -545,3 +545,21 @@ fn two_directories_on_one_etcd_prefix_are_one_store() {
     ]);
     assert_eq!(without.status.code(), Some(2), "endpoints are needed");
 }
+
+/// The tools on etcd start a cluster of their own when given no endpoints: chaos and the
+/// demo lose nothing acknowledged while leaders are SIGKILLed.
+#[cfg(feature = "etcd")]
+#[test]
+fn the_etcd_tools_lose_nothing_on_a_cluster_of_their_own() {
+    let chaos = party(&["--backend", "etcd", "chaos", "--seconds", "5"]);
+    let text = stdout(&chaos);
+    assert_eq!(chaos.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("on etcd") && text.contains("violations: 0"),
+        "{text}"
+    );
+    let demo = party(&["--backend", "etcd", "demo"]);
+    let text = stdout(&demo);
+    assert_eq!(demo.status.code(), Some(0), "{text}");
+    assert!(text.contains("missing after the failover: 0"), "{text}");
+}

@@ -123,19 +123,64 @@ struct Worker {
 
 impl Worker {
     fn round(&mut self, jobs: Vec<StoreJob>) {
+        // Point reads in a row are answered together, with one `get_many` (one round trip
+        // to a network store), before any write that came after them commits.
+        let mut reads = Vec::new();
         for job in jobs {
             match job {
                 StoreJob::Write { id, stamp, op, to } => {
                     self.writer.write(WriteReply { id, to }, stamp, op);
                 }
+                StoreJob::Read {
+                    id,
+                    op: op @ (ReadOp::Get { .. } | ReadOp::GetMany { .. }),
+                    to,
+                } => {
+                    if !self.writer.is_idle() {
+                        // Whatever came before this read must be visible to it.
+                        self.answer_reads(&mut reads);
+                        self.write_queued();
+                    }
+                    reads.push((id, op, to));
+                }
                 other => {
-                    // Whatever came before this job must be visible to it.
+                    self.answer_reads(&mut reads);
                     self.write_queued();
                     self.run_job(other);
                 }
             }
         }
+        self.answer_reads(&mut reads);
         self.write_queued();
+    }
+
+    /// Answers point reads with one `get_many` for all their keys.
+    fn answer_reads(&mut self, reads: &mut Vec<(RequestId, ReadOp, ReplyTo)>) {
+        if reads.is_empty() {
+            return;
+        }
+        let keys: Vec<Vec<u8>> = reads
+            .iter()
+            .flat_map(|(_, op, _)| match op {
+                ReadOp::Get { key } => std::slice::from_ref(key),
+                ReadOp::GetMany { keys } => keys.as_slice(),
+                ReadOp::Status => &[],
+            })
+            .cloned()
+            .collect();
+        let mut values = self.store.get_many(&keys).map(Vec::into_iter);
+        for (id, op, to) in reads.drain(..) {
+            let result = match &mut values {
+                Err(error) => Err(ErrorCode::Backend(error.to_string())),
+                Ok(values) => Ok(match op {
+                    ReadOp::GetMany { keys } => {
+                        Response::Values(values.by_ref().take(keys.len()).collect())
+                    }
+                    _ => Response::Value(values.next().flatten()),
+                }),
+            };
+            let _ = to.send(ServerInput::Completed { id, result });
+        }
     }
 
     /// Commits every write queued so far.
@@ -280,3 +325,85 @@ pub(crate) fn point_read(
 
 /// The channel that feeds [`run`].
 pub(crate) type StoreQueue = Sender<StoreJob>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use party_backends::MemoryBackend;
+    use party_proto::{ClientId, WriteSeq};
+
+    fn get(id: u64, key: &str, to: &ReplyTo) -> StoreJob {
+        StoreJob::Read {
+            id: RequestId(id),
+            op: ReadOp::Get {
+                key: key.as_bytes().to_vec(),
+            },
+            to: to.clone(),
+        }
+    }
+
+    /// Point reads in a row are answered together, and each sees exactly the writes that
+    /// came before it: a read before a write does not see it, a read after it does.
+    #[test]
+    fn reads_in_a_round_see_the_writes_before_them_and_none_after() {
+        let (to, mut answers) = tokio::sync::mpsc::unbounded_channel();
+        let (queue, jobs) = std::sync::mpsc::channel();
+        let write = |id: u64, seq: u64, value: &str| StoreJob::Write {
+            id: RequestId(id),
+            stamp: WriteStamp {
+                client: ClientId(1),
+                seq: WriteSeq(seq),
+                oldest_pending: WriteSeq(seq),
+            },
+            op: WriteOp::Put {
+                key: b"k".to_vec(),
+                value: value.as_bytes().to_vec(),
+            },
+            to: to.clone(),
+        };
+        for job in [
+            get(1, "k", &to),
+            get(2, "other", &to),
+            write(3, 1, "first"),
+            write(4, 2, "second"),
+            get(5, "k", &to),
+            StoreJob::Read {
+                id: RequestId(6),
+                op: ReadOp::GetMany {
+                    keys: vec![b"other".to_vec(), b"k".to_vec()],
+                },
+                to: to.clone(),
+            },
+            write(7, 3, "third"),
+            get(8, "k", &to),
+        ] {
+            queue.send(job).unwrap();
+        }
+        drop(queue);
+        let dir = tempfile::tempdir().unwrap();
+        let writing = Writing {
+            headroom: Headroom {
+                path: dir.path().to_owned(),
+                reserve: 0,
+            },
+            dedup_retention: std::time::Duration::from_secs(60),
+        };
+        let (drained, _) = tokio::sync::oneshot::channel();
+        let store: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        run(store, Followers::default(), writing, jobs, drained);
+        let mut got = std::collections::BTreeMap::new();
+        while let Ok(ServerInput::Completed { id, result }) = answers.try_recv() {
+            got.insert(id.0, result.unwrap());
+        }
+        let value = |v: &str| Response::Value(Some(v.as_bytes().to_vec()));
+        assert_eq!(got[&1], Response::Value(None));
+        assert_eq!(got[&2], Response::Value(None));
+        assert_eq!(got[&5], value("second"));
+        assert_eq!(
+            got[&6],
+            Response::Values(vec![None, Some(b"second".to_vec())])
+        );
+        assert_eq!(got[&8], value("third"));
+        assert_eq!(got.len(), 8, "every job answered once");
+    }
+}
