@@ -99,3 +99,57 @@ fn a_batch_over_etcds_transaction_limit_fails_whole_and_typed() {
         db.close().await.unwrap();
     });
 }
+
+/// Two of three members die: etcd has no quorum. Writes and reads fail with typed errors
+/// after a bounded wait (a write whose commit cannot be settled: `OutcomeUnknown`; a read:
+/// `Backend`), none hangs, and once the members are back the same handle serves again, the
+/// write of unknown outcome either there or not, never half.
+#[test]
+fn losing_etcds_quorum_fails_operations_typed_and_service_resumes_after() {
+    use party_core::{open, BatchOp, Db, Error, Options};
+    use std::time::Duration;
+    // Cluster calls block: the cluster is started and its members killed outside the runtime.
+    let mut cluster = LocalCluster::start(3).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let options = Options::default().etcd(cluster.endpoints(), "quorum/");
+    let db: Db = runtime.block_on(async {
+        let db = open(dir.path(), options).await.unwrap();
+        db.put("before", "1").await.unwrap();
+        db
+    });
+    cluster.kill(1);
+    cluster.kill(2);
+    let pair = |value: &str| {
+        ["x", "y"].map(|key| BatchOp::Put {
+            key: key.into(),
+            value: value.into(),
+        })
+    };
+    runtime.block_on(async {
+        // Bounded: a hang is the failure this test is after, not the time it takes.
+        let bound = Duration::from_secs(120);
+        let write = tokio::time::timeout(bound, db.batch(pair("lost quorum").to_vec()))
+            .await
+            .expect("the write ends");
+        assert!(
+            matches!(write, Err(Error::OutcomeUnknown { .. })),
+            "{write:?}"
+        );
+        let read = tokio::time::timeout(bound, db.get("before"))
+            .await
+            .expect("the read ends");
+        assert!(matches!(read, Err(Error::Backend { .. })), "{read:?}");
+    });
+    cluster.restart(1).unwrap();
+    cluster.restart(2).unwrap();
+    runtime.block_on(async {
+        let unknown = db.get_many(&["x", "y"]).await.unwrap();
+        assert_eq!(unknown[0], unknown[1], "all or nothing");
+        db.batch(pair("back").to_vec()).await.unwrap();
+        assert_eq!(db.get("before").await.unwrap().as_deref(), Some(&b"1"[..]));
+        let both = db.get_many(&["x", "y"]).await.unwrap();
+        assert_eq!(both, [Some(b"back".to_vec()), Some(b"back".to_vec())]);
+        db.close().await.unwrap();
+    });
+}
