@@ -89,6 +89,16 @@ pub enum BackendError {
         #[source]
         source: StoreError,
     },
+    /// The batch is larger, in bytes, than the store takes in one request (etcd: 1.5 MiB
+    /// by default); nothing of it was applied.
+    #[error(
+        "a batch of about {bytes} bytes is more than the {backend} store takes at once ({max})"
+    )]
+    RequestTooLarge {
+        backend: &'static str,
+        bytes: usize,
+        max: usize,
+    },
     /// A dedup record in the reserved namespace does not decode: the store was written by
     /// something else, or is damaged.
     #[error("corrupt dedup record for key {key:02x?}: {reason}")]
@@ -116,6 +126,12 @@ impl From<BackendError> for party_proto::ErrorCode {
                 len: len as u64,
                 max: max as u64,
             },
+            BackendError::RequestTooLarge { bytes, max, .. } => {
+                party_proto::ErrorCode::FrameTooLarge {
+                    len: bytes as u64,
+                    max: max as u64,
+                }
+            }
             unsettled @ BackendError::Unsettled { .. } => {
                 party_proto::ErrorCode::OutcomeUnknown(unsettled.to_string())
             }

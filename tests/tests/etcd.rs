@@ -64,8 +64,8 @@ fn two_hosts_share_one_etcd_prefix_through_leader_kills_on_each() {
     assert!(!host_a.path().join("fjall").exists());
 }
 
-/// A single write larger than one etcd transaction fails whole with a typed error; the
-/// largest that fits is applied.
+/// A single write larger than one etcd transaction, in operations or in bytes, fails whole
+/// with a typed error; the largest that fits is applied.
 #[test]
 fn a_batch_over_etcds_transaction_limit_fails_whole_and_typed() {
     use party_core::{open, BatchOp, Error, Options};
@@ -96,6 +96,15 @@ fn a_batch_over_etcds_transaction_limit_fails_whole_and_typed() {
             None,
             "nothing applied"
         );
+        // Over etcd's 1.5 MiB a request, in bytes: typed too, and nothing applied.
+        let big = vec![b'v'; 2 << 20];
+        let refused = db.put("big", big).await;
+        assert!(
+            matches!(refused, Err(Error::TooLarge { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(db.get("big").await.unwrap(), None);
+        db.put("fits", vec![b'v'; 1 << 20]).await.unwrap();
         db.close().await.unwrap();
     });
 }

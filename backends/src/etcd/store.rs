@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
 };
-use party_proto::wire::{Entry, WriteOp};
+use party_proto::wire::{BatchOp, Entry, WriteOp};
 use party_proto::{ClientId, DedupRecord, KeyRange};
 
 use crate::batch::{resolve, WriteBatch};
@@ -29,6 +29,10 @@ const UNREACHABLE_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Operations in one etcd transaction: the server's default `--max-txn-ops`.
 const MAX_TXN_OPS: usize = 128;
+
+/// Bytes in one etcd request: the server's default `--max-request-bytes` (1.5 MiB), less
+/// room for what a transaction adds around keys and values.
+const MAX_REQUEST_BYTES: usize = 1_572_864 - 16 * 1024;
 
 /// A party store in an etcd cluster.
 pub struct EtcdBackend {
@@ -179,6 +183,40 @@ impl EtcdBackend {
                      this store instance"
                 .into(),
         })
+    }
+
+    /// About how many bytes the transaction of `batch` takes: its keys (with their prefix)
+    /// and values, a few bytes of framing each.
+    fn request_bytes(&self, batch: &WriteBatch) -> usize {
+        let key = |key: &[u8]| self.data.len() + key.len() + 8;
+        let writes: usize = batch
+            .ops
+            .iter()
+            .map(|op| match op {
+                WriteOp::Put { key: k, value } => key(k) + value.len(),
+                WriteOp::Del { key: k } => key(k),
+                WriteOp::Batch { ops } => ops
+                    .iter()
+                    .map(|op| match op {
+                        BatchOp::Put { key: k, value } => key(k) + value.len(),
+                        BatchOp::Del { key: k } => key(k),
+                    })
+                    .sum(),
+                WriteOp::Clear { range } => {
+                    let bound = |b: &Bound<Vec<u8>>| match b {
+                        Bound::Included(k) | Bound::Excluded(k) => k.len(),
+                        Bound::Unbounded => 0,
+                    };
+                    2 * (self.data.len() + 8) + bound(&range.start) + bound(&range.end)
+                }
+            })
+            .sum();
+        let records: usize = batch
+            .records
+            .iter()
+            .map(|(_, record)| self.records.len() + 24 + records::value(record).len())
+            .sum();
+        writes + records + 2 * (self.marker_key.len() + 16)
     }
 
     /// The compare of a commit: the marker still holds `last` (`None`: was never set).
@@ -437,6 +475,14 @@ impl Backend for EtcdBackend {
         }));
         if ops.is_empty() {
             return Ok(());
+        }
+        let bytes = self.request_bytes(batch);
+        if bytes > MAX_REQUEST_BYTES {
+            return Err(BackendError::RequestTooLarge {
+                backend: NAME,
+                bytes,
+                max: MAX_REQUEST_BYTES,
+            });
         }
         // One operation more moves the commit count.
         if ops.len() + 1 > MAX_TXN_OPS {
