@@ -1,6 +1,7 @@
 //! party across real processes: `party-node` children, leaders killed with SIGKILL. Every
-//! scenario runs on fjall, and on sled and rocksdb when their features are on (see the
-//! `on_store!` lines at the end).
+//! scenario runs on fjall, and on sled, rocksdb and etcd when their features are on (see the
+//! `on_store!` lines at the end; etcd on a three-member cluster this test binary starts,
+//! each data directory under a prefix of its own).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -10,8 +11,27 @@ use party_tests::Node;
 const NODE: &str = env!("CARGO_BIN_EXE_party-node");
 
 fn node(store: &str, dir: &std::path::Path, args: &[&str]) -> Node {
-    let args: Vec<&str> = ["--backend", store].iter().chain(args).copied().collect();
-    Node::spawn(NODE, dir, &args)
+    let mut all: Vec<String> = vec!["--backend".into(), store.into()];
+    #[cfg(feature = "etcd")]
+    if store == "etcd" {
+        all.extend(etcd_options(dir));
+    }
+    all.extend(args.iter().map(|arg| arg.to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    Node::spawn(NODE, dir, &all)
+}
+
+/// Where the etcd store of `dir` lives: the binary's cluster, under the directory's path.
+#[cfg(feature = "etcd")]
+fn etcd_options(dir: &std::path::Path) -> [String; 4] {
+    static CLUSTER: std::sync::OnceLock<party_core::LocalCluster> = std::sync::OnceLock::new();
+    let cluster = CLUSTER.get_or_init(|| party_core::LocalCluster::start(3).unwrap());
+    [
+        "--etcd-endpoints".into(),
+        cluster.endpoints().join(","),
+        "--etcd-prefix".into(),
+        format!("{}/", dir.display()),
+    ]
 }
 
 fn leader_and_follower(store: &str, dir: &std::path::Path) -> (Node, Node) {
@@ -46,6 +66,16 @@ fn two_directories_do_not_interfere(store: &str) {
     assert_eq!(b.send("get k"), "none");
 }
 
+/// How many writes a burst holds for the leader to be killed in its middle: etcd commits
+/// 2000 in a few group commits, which a reader would see land all at once.
+fn burst_size(store: &str) -> u64 {
+    if store == "etcd" {
+        8000
+    } else {
+        2000
+    }
+}
+
 /// level-party's conformance scenario, made stricter: the leader is killed while a follower
 /// has a burst of 2000 writes in flight, each a batch that also sets `p/last`. All land, and
 /// the newest value wins.
@@ -54,7 +84,8 @@ fn leader_killed_with_writes_in_flight_all_land(store: &str) {
     let (mut leader, mut writer) = leader_and_follower(store, dir.path());
     let mut standby = node(store, dir.path(), &[]);
     assert_eq!(standby.send("ready"), "ok follower");
-    writer.submit("burst p 2000");
+    let burst = burst_size(store);
+    writer.submit(&format!("burst p {burst}"));
     // Kill the leader as soon as part of the burst is visible, so the rest is in flight.
     let applied_before_kill: u64 = loop {
         if let Some(value) = standby.send("get p/last").strip_prefix("ok ") {
@@ -63,21 +94,24 @@ fn leader_killed_with_writes_in_flight_all_land(store: &str) {
     };
     leader.kill();
     assert!(
-        applied_before_kill < 2000,
+        applied_before_kill < burst,
         "the whole burst landed before the kill; the test proved nothing"
     );
     assert_eq!(
         writer.answer(),
-        "ok 2000",
+        format!("ok {burst}"),
         "every write of the burst is acknowledged"
     );
-    assert_eq!(writer.send("get p/last"), "ok 2000");
-    assert_eq!(standby.send("get p/last"), "ok 2000");
-    for i in [1, 1000, 2000] {
+    assert_eq!(writer.send("get p/last"), format!("ok {burst}"));
+    assert_eq!(standby.send("get p/last"), format!("ok {burst}"));
+    for i in [1, burst / 2, burst] {
         assert_eq!(standby.send(&format!("get p/{i:06}")), format!("ok {i}"));
     }
     let scan = writer.send("scan FORWARD 0");
-    assert!(scan.starts_with("ok 2001 "), "2000 keys and p/last");
+    assert!(
+        scan.starts_with(&format!("ok {} ", burst + 1)),
+        "the burst's keys and p/last"
+    );
 }
 
 /// A leader closed on purpose (not killed) while a follower has a burst of writes in flight
@@ -89,7 +123,8 @@ fn a_leader_closing_mid_burst_and_mid_scan_fails_no_operation(store: &str) {
     assert_eq!(scanner.send("ready"), "ok follower");
     assert_eq!(writer.send("fill-edge 3000"), "ok 3008");
     scanner.submit("scan FORWARD 2");
-    writer.submit("burst p 2000");
+    let burst = burst_size(store);
+    writer.submit(&format!("burst p {burst}"));
     let applied_before_close: u64 = loop {
         if let Some(value) = leader.send("get p/last").strip_prefix("ok ") {
             break value.parse().unwrap();
@@ -97,10 +132,14 @@ fn a_leader_closing_mid_burst_and_mid_scan_fails_no_operation(store: &str) {
     };
     assert_eq!(leader.send("close"), "ok");
     assert!(
-        applied_before_close < 2000,
+        applied_before_close < burst,
         "the whole burst landed before the close; the test proved nothing"
     );
-    assert_eq!(writer.answer(), "ok 2000", "no write of the burst failed");
+    assert_eq!(
+        writer.answer(),
+        format!("ok {burst}"),
+        "no write of the burst failed"
+    );
     // A scan resumed on the new leader reads a new snapshot, so burst keys may show too;
     // every entry that was there all along shows exactly once, in order.
     let scan = scanner.answer();
@@ -112,8 +151,8 @@ fn a_leader_closing_mid_burst_and_mid_scan_fails_no_operation(store: &str) {
     assert!(keys.windows(2).all(|pair| pair[0] < pair[1]), "order");
     let burst_key = |key: &&str| key.starts_with("702f"); // "p/"
     assert_eq!(keys.iter().filter(|key| !burst_key(key)).count(), 3008);
-    assert_eq!(scanner.send("get p/last"), "ok 2000");
-    for i in [1, 1000, 2000] {
+    assert_eq!(scanner.send("get p/last"), format!("ok {burst}"));
+    for i in [1, burst / 2, burst] {
         assert_eq!(writer.send(&format!("get p/{i:06}")), format!("ok {i}"));
     }
 }
@@ -372,3 +411,5 @@ on_store!(fjall, "fjall");
 on_store!(sled, "sled");
 #[cfg(feature = "rocksdb")]
 on_store!(rocksdb, "rocksdb");
+#[cfg(feature = "etcd")]
+on_store!(etcd, "etcd");

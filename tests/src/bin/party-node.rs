@@ -195,7 +195,8 @@ async fn burst(db: &Db, prefix: &str, count: u64) -> Result<String, Error> {
 async fn fill_edge(db: &Db, count: u32) -> Result<String, Error> {
     let keys = party_tests::edge_and_numbered_keys(count);
     let total = keys.len();
-    for chunk in keys.chunks(500) {
+    // Batches every store takes whole (etcd: 127 operations, the dedup record included).
+    for chunk in keys.chunks(100) {
         let ops = chunk
             .iter()
             .map(|key| BatchOp::Put {
