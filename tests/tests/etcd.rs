@@ -162,3 +162,56 @@ fn losing_etcds_quorum_fails_operations_typed_and_service_resumes_after() {
         db.close().await.unwrap();
     });
 }
+
+/// The directory's store marker covers etcd: a directory whose store is in etcd refuses a
+/// handle configured for fjall (which would lead from an empty fjall store of its own), and
+/// a directory of fjall refuses a handle configured for etcd.
+#[test]
+fn a_directory_holds_one_store_etcd_included() {
+    use party_core::{open, BackendKind, Error, Options};
+    let cluster = LocalCluster::start(1).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let etcd = || Options::default().etcd(cluster.endpoints(), "marker/");
+    let fjall = || Options::default().backend(BackendKind::Fjall);
+    let refused = |error: &Error, found: BackendKind, wanted: BackendKind| {
+        matches!(error, Error::ElectionFailed(cause)
+            if matches!(**cause, Error::WrongBackend { found: f, wanted: w } if f == found && w == wanted))
+    };
+    runtime.block_on(async {
+        let on_etcd = tempfile::tempdir().unwrap();
+        let first = open(on_etcd.path(), etcd()).await.unwrap();
+        first.put("k", "in etcd").await.unwrap();
+        first.close().await.unwrap();
+        let other = open(on_etcd.path(), fjall()).await.unwrap();
+        let got = other.get("k").await;
+        assert!(
+            got.as_ref()
+                .is_err_and(|e| refused(e, BackendKind::Etcd, BackendKind::Fjall)),
+            "{got:?}"
+        );
+        other.close().await.unwrap();
+        assert!(
+            !on_etcd.path().join("fjall").exists(),
+            "no empty fjall store made"
+        );
+
+        let on_fjall = tempfile::tempdir().unwrap();
+        let first = open(on_fjall.path(), fjall()).await.unwrap();
+        first.put("k", "in fjall").await.unwrap();
+        first.close().await.unwrap();
+        let other = open(on_fjall.path(), etcd()).await.unwrap();
+        let got = other.get("k").await;
+        assert!(
+            got.as_ref()
+                .is_err_and(|e| refused(e, BackendKind::Fjall, BackendKind::Etcd)),
+            "{got:?}"
+        );
+        other.close().await.unwrap();
+        let back = open(on_etcd.path(), etcd()).await.unwrap();
+        assert_eq!(
+            back.get("k").await.unwrap().as_deref(),
+            Some(&b"in etcd"[..])
+        );
+        back.close().await.unwrap();
+    });
+}
