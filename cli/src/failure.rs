@@ -204,10 +204,10 @@ impl From<Error> for Failure {
             Error::Locked { .. } => Kind::Locked,
             Error::Open(_) => Kind::Open,
             Error::Codec(_) => Kind::Codec,
-            Error::WrongBackend { .. } => Kind::WrongBackend,
+            Error::WrongBackend { .. } | Error::WrongEtcdPrefix { .. } => Kind::WrongBackend,
             Error::ElectionFailed(cause) => match cause.as_ref() {
                 Error::Locked { .. } => Kind::Locked,
-                Error::WrongBackend { .. } => Kind::WrongBackend,
+                Error::WrongBackend { .. } | Error::WrongEtcdPrefix { .. } => Kind::WrongBackend,
                 Error::Io { source, .. }
                     if source.kind() == std::io::ErrorKind::PermissionDenied =>
                 {

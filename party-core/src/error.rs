@@ -53,6 +53,12 @@ pub enum Error {
         found: party_backends::BackendKind,
         wanted: party_backends::BackendKind,
     },
+    /// The data directory's store is in etcd under another key prefix (`found`) than this
+    /// handle is configured for (`wanted`, see [`crate::Options::etcd`]): it may not lead
+    /// from that prefix's store, where the data would seem lost. Open it with the
+    /// directory's prefix.
+    #[error("the data directory's store is in etcd under prefix {:?}; this handle is configured for {:?}", String::from_utf8_lossy(found), String::from_utf8_lossy(wanted))]
+    WrongEtcdPrefix { found: Vec<u8>, wanted: Vec<u8> },
     /// What serves the directory's socket runs as another user (uid): this handle refused
     /// it as its leader and sent it nothing. Every pending operation fails with this; the
     /// handle tries again later.

@@ -7,7 +7,8 @@
 //! whole, and the marker is written after that: a first process killed at any moment of
 //! its start leaves no store (made afresh by the next), or a whole one; and whichever is
 //! there names the directory's kind, marker or not. (etcd keeps nothing in the directory:
-//! its marker alone names it.)
+//! its marker alone names it, with the key prefix of its store, so that a handle
+//! configured for another prefix does not lead from that prefix's store.)
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,8 +34,20 @@ pub(crate) fn open(
 ) -> Result<Arc<dyn Backend>, Error> {
     let marker = dir.join(STORE_MARKER_NAME);
     let recorded = read_marker(&marker)?;
-    let found = recorded.or_else(|| store_already_there(dir, wanted));
+    let found = recorded
+        .as_ref()
+        .map(|marker| marker.kind)
+        .or_else(|| store_already_there(dir, wanted));
     party_proto::admit_store(found.map(BackendKind::name), wanted.name())?;
+    let recorded_prefix = recorded.as_ref().and_then(|m| m.etcd_prefix.clone());
+    if let (Some(found), Some(config)) = (&recorded_prefix, etcd) {
+        if *found != config.prefix {
+            return Err(Error::WrongEtcdPrefix {
+                found: found.clone(),
+                wanted: config.prefix.clone(),
+            });
+        }
+    }
     let store = if wanted.is_local() {
         let path = store_path(dir, wanted);
         if !path.is_dir() {
@@ -47,13 +60,14 @@ pub(crate) fn open(
         })?;
         BackendKind::connect(config)?
     };
-    if recorded.is_none() {
-        write_atomically(
-            &marker,
-            format!("{FORMAT}\nkind {}\n", wanted.name()).as_bytes(),
-            true,
-        )
-        .map_err(|e| io("cannot write the store marker", &marker, e))?;
+    let etcd_prefix = etcd.filter(|_| !wanted.is_local()).map(|c| &c.prefix);
+    if recorded.is_none() || (recorded_prefix.is_none() && etcd_prefix.is_some()) {
+        let mut contents = format!("{FORMAT}\nkind {}\n", wanted.name());
+        if let Some(prefix) = etcd_prefix {
+            contents.push_str(&format!("etcd-prefix {}\n", hex(prefix)));
+        }
+        write_atomically(&marker, contents.as_bytes(), true)
+            .map_err(|e| io("cannot write the store marker", &marker, e))?;
     }
     Ok(store)
 }
@@ -80,7 +94,14 @@ fn create(kind: BackendKind, path: &Path) -> Result<(), Error> {
         .map_err(|e| io("cannot put the new store in place", path, e))
 }
 
-fn read_marker(path: &Path) -> Result<Option<BackendKind>, Error> {
+/// What the marker says: the kind, and for etcd the key prefix (markers written before
+/// the prefix was recorded have none).
+struct Marker {
+    kind: BackendKind,
+    etcd_prefix: Option<Vec<u8>>,
+}
+
+fn read_marker(path: &Path) -> Result<Option<Marker>, Error> {
     match std::fs::read_to_string(path) {
         Ok(text) => parse(&text).map(Some).ok_or_else(|| {
             let garbled =
@@ -100,12 +121,31 @@ fn io(context: &'static str, path: &Path, source: std::io::Error) -> Error {
     }
 }
 
-fn parse(text: &str) -> Option<BackendKind> {
+fn parse(text: &str) -> Option<Marker> {
     let mut lines = text.lines();
     if lines.next()? != FORMAT {
         return None;
     }
-    lines.next()?.strip_prefix("kind ")?.parse().ok()
+    let kind = lines.next()?.strip_prefix("kind ")?.parse().ok()?;
+    let etcd_prefix = match lines.next() {
+        None => None,
+        Some(line) => Some(unhex(line.strip_prefix("etcd-prefix ")?)?),
+    };
+    Some(Marker { kind, etcd_prefix })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok())
+        .collect()
 }
 
 /// For a directory from before the marker: the store in it, `wanted` first.
@@ -155,6 +195,35 @@ mod tests {
             open(old.path(), BackendKind::Fjall, None),
             Err(Error::Io { .. })
         ));
+    }
+
+    /// A directory whose store is in etcd records the prefix: a handle configured for
+    /// another prefix is refused before it connects, one for the same prefix is not.
+    #[test]
+    fn a_directory_on_etcd_refuses_another_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(STORE_MARKER_NAME),
+            format!("{FORMAT}\nkind etcd\netcd-prefix {}\n", hex(b"app/")),
+        )
+        .unwrap();
+        let config = |prefix: &[u8]| EtcdConfig {
+            endpoints: vec!["http://127.0.0.1:1".into()],
+            prefix: prefix.to_vec(),
+        };
+        let other = open(dir.path(), BackendKind::Etcd, Some(&config(b"other/")));
+        assert!(
+            matches!(&other, Err(Error::WrongEtcdPrefix { found, wanted })
+                if found == b"app/" && wanted == b"other/"),
+            "{other:?}"
+        );
+        let same = open(dir.path(), BackendKind::Etcd, Some(&config(b"app/")));
+        assert!(
+            !matches!(same, Err(Error::WrongEtcdPrefix { .. })),
+            "the same prefix goes on (to connect)"
+        );
+        assert_eq!(unhex(&hex(b"\x00\xffa/")), Some(b"\x00\xffa/".to_vec()));
+        assert_eq!(unhex("abc"), None);
     }
 
     /// What a first leader killed while creating its store left aside is thrown away, and

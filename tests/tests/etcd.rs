@@ -164,8 +164,8 @@ fn losing_etcds_quorum_fails_operations_typed_and_service_resumes_after() {
 }
 
 /// The directory's store marker covers etcd: a directory whose store is in etcd refuses a
-/// handle configured for fjall (which would lead from an empty fjall store of its own), and
-/// a directory of fjall refuses a handle configured for etcd.
+/// handle configured for fjall (which would lead from an empty fjall store of its own) or
+/// for another etcd prefix, and a directory of fjall refuses a handle configured for etcd.
 #[test]
 fn a_directory_holds_one_store_etcd_included() {
     use party_core::{open, BackendKind, Error, Options};
@@ -213,5 +213,16 @@ fn a_directory_holds_one_store_etcd_included() {
             Some(&b"in etcd"[..])
         );
         back.close().await.unwrap();
+
+        // Nor may a handle for another prefix lead from that prefix's (empty) store.
+        let elsewhere = Options::default().etcd(cluster.endpoints(), "elsewhere/");
+        let other = open(on_etcd.path(), elsewhere).await.unwrap();
+        let got = other.get("k").await;
+        assert!(
+            matches!(&got, Err(Error::ElectionFailed(cause))
+                if matches!(**cause, Error::WrongEtcdPrefix { .. })),
+            "{got:?}"
+        );
+        other.close().await.unwrap();
     });
 }
