@@ -531,3 +531,29 @@ fn a_write_ended_unknown_before_admission_is_applied_when_re_sent_later() {
     assert_eq!(commits[0].ops, [put(1)]);
     assert_eq!(replies, [(3, Ok(Response::Written))]);
 }
+
+/// The records' times follow the wall clock the driver last told: a leader whose monotonic
+/// clock stood still while the machine slept dates its records by the wall clock anyway.
+#[test]
+fn records_are_dated_by_the_wall_clock_last_told() {
+    let mut writer: Writer<u32> = Writer::new(WriterConfig::default(), NOW);
+    let at = |secs| Timestamp::from_epoch(Duration::from_secs(secs));
+    // The machine slept: ten seconds of monotonic time, a day and ten seconds of wall time.
+    writer.set_wall_clock(at(10), Duration::from_secs(86_410));
+    writer.write(1, stamp(1, 1), put(1));
+    writer.cut(at(12));
+    let mut dated = None;
+    while let Some(output) = writer.poll_output() {
+        match output {
+            WriterOutput::LoadRecords(clients) => {
+                writer.handle_input(at(12), no_records(clients));
+            }
+            WriterOutput::Commit(batch) => {
+                dated = Some(batch.records[0].1.last_write_ms);
+                writer.handle_input(at(12), WriterInput::Committed(CommitResult::Committed));
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(dated, Some(86_412_000), "the wall clock two seconds later");
+}

@@ -134,6 +134,9 @@ struct SeedFaults {
     /// records of idle clients expire mid-run, each leader's wall clock is a little off,
     /// and writes in flight longer than half of it end unknown instead of being re-sent.
     short_retention: Option<u64>,
+    /// A process is now and then stopped for a while (as by SIGSTOP): a leader that takes
+    /// nothing in, a follower whose writes outlive their resend window.
+    pauses: bool,
 }
 
 /// How long dedup records are kept on a seed with short retention, in milliseconds.
@@ -221,6 +224,9 @@ struct Node {
     /// The connection to the leader it lost was cut, or that leader died, before
     /// everything was answered: what it had in flight may fail even after a hand-over.
     cut_short: bool,
+    /// Stopped (as by SIGSTOP, or a long pause of its runtime) until then: nothing happens
+    /// to it, and what reaches it waits.
+    paused_until: Option<u64>,
 }
 
 /// How one simulated run ended.
@@ -288,6 +294,7 @@ impl World {
             // From the seed, not the stream, so that every other seed keeps its schedule.
             small_groups: seed % 4 == 1,
             short_retention: (seed % 8 == 3).then(|| SHORT_RETENTIONS_MS[(seed / 8 % 3) as usize]),
+            pauses: seed % 8 == 3 || seed % 16 == 5,
         };
         let mut world = World {
             rng,
@@ -334,7 +341,7 @@ impl World {
 
     /// Runs until every event is spent, then checks what happened.
     pub fn run(mut self) -> RunResult {
-        while let Some(Reverse((at, _, key))) = self.queue.pop() {
+        while let Some(Reverse((at, seq, key))) = self.queue.pop() {
             let event = self
                 .events
                 .remove(&key)
@@ -343,10 +350,46 @@ impl World {
                 break;
             }
             self.now = at;
+            if let Some(until) = self.paused_until(&event) {
+                // Kept in its place among the events of that moment (by its sequence
+                // number), so that bytes sent in order arrive in order.
+                self.events.insert(key, event);
+                self.queue.push(Reverse((until, seq, key)));
+                continue;
+            }
             self.handle(event);
             self.check_single_leader();
         }
         self.finish()
+    }
+
+    /// When the process an event happens to resumes, if it is paused now.
+    fn paused_until(&self, event: &Event) -> Option<u64> {
+        let process = match event {
+            Event::Workload(process)
+            | Event::StoreReply { process, .. }
+            | Event::Wake { process, .. }
+            | Event::ReadIter { process, .. }
+            | Event::Answer { process, .. }
+            | Event::DrainEnd { process, .. }
+            | Event::Restart { process, .. } => *process,
+            Event::Deliver {
+                conn, to_server, ..
+            }
+            | Event::Closed { conn, to_server } => {
+                let c = self.conns.get(conn)?;
+                if *to_server {
+                    c.server
+                } else {
+                    c.client
+                }
+            }
+            Event::Fault => return None,
+        };
+        // Killed while stopped, it stays stopped until then too: what was sent to it
+        // before keeps its order with what comes after, and it starts again only then.
+        let node = self.processes.get(process)?;
+        node.paused_until.filter(|until| *until > self.now)
     }
 
     fn finish(mut self) -> RunResult {
@@ -477,6 +520,7 @@ impl World {
             takeovers_seen: 0,
             lost_leader: None,
             cut_short: false,
+            paused_until: None,
         }
     }
 

@@ -68,8 +68,32 @@ impl World {
             }
             _ => {}
         }
+        if self.faults.pauses && self.chance(25) && !alive.is_empty() {
+            let victim = alive[(self.rng.next_u64() % alive.len() as u64) as usize];
+            self.pause(victim);
+            // The leader dies while a follower is stopped: what the follower had in flight
+            // is re-sent when it wakes, long after it was first sent.
+            let leader = leader.filter(|l| *l != victim && self.processes[*l].alive);
+            if let Some(leader) = leader.filter(|_| self.chance(50)) {
+                self.crash(leader);
+            }
+        }
         let next = self.rand(1_000, 15_000);
         self.schedule(next, Event::Fault);
+    }
+
+    /// Stops `process` for a while: a few times the dedup retention on seeds that keep
+    /// records briefly, so that its writes in flight outlive their resend window.
+    fn pause(&mut self, process: ProcessId) {
+        let longest = match self.faults.short_retention {
+            Some(ms) => 4 * ms * 1_000,
+            None => 20_000,
+        };
+        let pause = self.rand(1_000, longest);
+        self.trace
+            .line(self.now, format_args!("p{process} paused for {pause}us"));
+        self.processes[process].paused_until = Some(self.now + pause);
+        self.last_fault = self.now + pause;
     }
 
     pub(super) fn crash(&mut self, process: ProcessId) {
