@@ -246,16 +246,9 @@ impl Backend for FjallBackend {
         &self,
         clients: &[ClientId],
     ) -> Result<Vec<Option<DedupRecord>>, BackendError> {
-        clients
-            .iter()
-            .map(|client| {
-                let key = records::key(*client);
-                let value = self.records.get(key).map_err(store_error(NAME))?;
-                value
-                    .map(|value| records::decode(&key, &value).map(|(_, record)| record))
-                    .transpose()
-            })
-            .collect()
+        records::read_each(clients, |key| {
+            self.records.get(key).map_err(store_error(NAME))
+        })
     }
 
     fn expire_dedup_records(
@@ -264,21 +257,21 @@ impl Backend for FjallBackend {
         after: Option<ClientId>,
         max: usize,
     ) -> Result<Option<ClientId>, BackendError> {
-        let Some(first) = records::first_key_after(after) else {
-            return Ok(None);
-        };
-        let stored = self
-            .records
-            .range(first..)
-            .map(|item| item.map_err(store_error(NAME)));
-        let page = records::sweep_page(stored, written_before_ms, max)?;
-        if !page.expired.is_empty() {
-            let mut removal = self.keyspace.batch();
-            for key in page.expired {
-                removal.remove(&self.records, key);
-            }
-            removal.commit().map_err(store_error(NAME))?;
-        }
-        Ok(page.last)
+        records::expire_page(
+            written_before_ms,
+            after,
+            max,
+            |first| {
+                let stored = self.records.range(*first..);
+                Ok(stored.map(|item| item.map_err(store_error(NAME))))
+            },
+            |expired| {
+                let mut removal = self.keyspace.batch();
+                for key in expired {
+                    removal.remove(&self.records, key);
+                }
+                removal.commit().map_err(store_error(NAME))
+            },
+        )
     }
 }

@@ -59,6 +59,46 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<(ClientId, DedupRecord), Backe
     Ok((ClientId(u128::from_be_bytes(id)), record))
 }
 
+/// The stored records of `clients`, each read with `get` (the value under a record key).
+pub fn read_each<V: AsRef<[u8]>>(
+    clients: &[ClientId],
+    mut get: impl FnMut(&[u8]) -> Result<Option<V>, BackendError>,
+) -> Result<Vec<Option<DedupRecord>>, BackendError> {
+    clients
+        .iter()
+        .map(|client| {
+            let key = key(*client);
+            get(&key)?
+                .map(|value| decode(&key, value.as_ref()).map(|(_, record)| record))
+                .transpose()
+        })
+        .collect()
+}
+
+/// One page of a sweep (see `Backend::expire_dedup_records`) for a store that lists its
+/// records in key order from a key (`from`) and removes some of them at once (`remove`).
+pub fn expire_page<K, V, I>(
+    written_before_ms: u64,
+    after: Option<ClientId>,
+    max: usize,
+    from: impl FnOnce(&[u8; 16]) -> Result<I, BackendError>,
+    remove: impl FnOnce(Vec<K>) -> Result<(), BackendError>,
+) -> Result<Option<ClientId>, BackendError>
+where
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+    I: Iterator<Item = Result<(K, V), BackendError>>,
+{
+    let Some(first) = first_key_after(after) else {
+        return Ok(None);
+    };
+    let page = sweep_page(from(&first)?, written_before_ms, max)?;
+    if !page.expired.is_empty() {
+        remove(page.expired)?;
+    }
+    Ok(page.last)
+}
+
 /// What one page of a sweep found.
 #[derive(Debug)]
 pub struct SweptPage<K> {

@@ -144,16 +144,9 @@ impl Backend for RocksBackend {
         clients: &[ClientId],
     ) -> Result<Vec<Option<DedupRecord>>, BackendError> {
         let family = self.records_family()?;
-        clients
-            .iter()
-            .map(|client| {
-                let key = records::key(*client);
-                let value = self.db.get_cf(family, key).map_err(store_error(NAME))?;
-                value
-                    .map(|value| records::decode(&key, &value).map(|(_, record)| record))
-                    .transpose()
-            })
-            .collect()
+        records::read_each(clients, |key| {
+            self.db.get_cf(family, key).map_err(store_error(NAME))
+        })
     }
 
     fn expire_dedup_records(
@@ -162,25 +155,23 @@ impl Backend for RocksBackend {
         after: Option<ClientId>,
         max: usize,
     ) -> Result<Option<ClientId>, BackendError> {
-        let Some(first) = records::first_key_after(after) else {
-            return Ok(None);
-        };
         let family = self.records_family()?;
-        let stored = self
-            .db
-            .iterator_cf(
-                family,
-                IteratorMode::From(&first, rocksdb::Direction::Forward),
-            )
-            .map(|item| item.map_err(store_error(NAME)));
-        let page = records::sweep_page(stored, written_before_ms, max)?;
-        if !page.expired.is_empty() {
-            let mut removal = rocksdb::WriteBatch::default();
-            for key in page.expired {
-                removal.delete_cf(family, key);
-            }
-            self.db.write(removal).map_err(store_error(NAME))?;
-        }
-        Ok(page.last)
+        records::expire_page(
+            written_before_ms,
+            after,
+            max,
+            |first| {
+                let from = IteratorMode::From(first, rocksdb::Direction::Forward);
+                let stored = self.db.iterator_cf(family, from);
+                Ok(stored.map(|item| item.map_err(store_error(NAME))))
+            },
+            |expired| {
+                let mut removal = rocksdb::WriteBatch::default();
+                for key in expired {
+                    removal.delete_cf(family, key);
+                }
+                self.db.write(removal).map_err(store_error(NAME))
+            },
+        )
     }
 }

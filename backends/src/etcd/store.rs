@@ -620,38 +620,45 @@ impl Backend for EtcdBackend {
         after: Option<ClientId>,
         max: usize,
     ) -> Result<Option<ClientId>, BackendError> {
-        let Some(first) = records::first_key_after(after) else {
-            return Ok(None);
-        };
         let options = GetOptions::new()
             .with_range(prefix_end(&self.records))
             .with_limit(i64::try_from(max).unwrap_or(i64::MAX));
-        let response = self.block_on(|| {
-            let mut client = self.client.clone();
-            let (start, options) = ([self.records.as_slice(), &first].concat(), options.clone());
-            async move { client.get(start, Some(options)).await }
-        })?;
         let strip = self.records.len();
-        let stored = response.kvs().iter().map(|kv| {
-            let key = Revisioned {
-                key: kv.key()[strip..].to_vec(),
-                revision: kv.mod_revision(),
-            };
-            Ok((key, kv.value()))
-        });
-        let page = records::sweep_page(stored, written_before_ms, max)?;
-        let stale: Vec<(Vec<u8>, i64)> = page
-            .expired
-            .into_iter()
-            .map(|found| {
-                (
-                    [self.records.as_slice(), &found.key].concat(),
-                    found.revision,
-                )
-            })
-            .collect();
-        self.remove_unchanged(&stale)?;
-        Ok(page.last)
+        records::expire_page(
+            written_before_ms,
+            after,
+            max,
+            |first| {
+                let start = [self.records.as_slice(), first].concat();
+                let response = self.block_on(|| {
+                    let mut client = self.client.clone();
+                    let (start, options) = (start.clone(), options.clone());
+                    async move { client.get(start, Some(options)).await }
+                })?;
+                let stored: Vec<_> = response
+                    .kvs()
+                    .iter()
+                    .map(|kv| {
+                        let key = Revisioned {
+                            key: kv.key()[strip..].to_vec(),
+                            revision: kv.mod_revision(),
+                        };
+                        Ok((key, kv.value().to_vec()))
+                    })
+                    .collect();
+                Ok(stored.into_iter())
+            },
+            |expired| {
+                let stale: Vec<(Vec<u8>, i64)> = expired
+                    .into_iter()
+                    .map(|found| {
+                        let key = [self.records.as_slice(), &found.key].concat();
+                        (key, found.revision)
+                    })
+                    .collect();
+                self.remove_unchanged(&stale)
+            },
+        )
     }
 }
 
