@@ -335,3 +335,29 @@ fn a_sweep_right_after_a_failure_keeps_the_failed_write_re_sendable() {
         "failed, not applied"
     );
 }
+
+/// A sweep forgets marks of unknown outcome older than its cutoff (their clients no longer
+/// re-send those writes) but keeps fresh ones: the client's record must still be read
+/// again before its next write.
+#[test]
+fn a_sweep_keeps_fresh_marks_of_unknown_outcome_and_drops_old_ones() {
+    let stamp = |client, seq| WriteStamp {
+        client: ClientId(client),
+        seq: WriteSeq(seq),
+        oldest_pending: WriteSeq(seq),
+    };
+    let mut table = DedupTable::default();
+    for client in [1, 2] {
+        table.learn(ClientId(client), None);
+        table.admit(stamp(client, 1));
+    }
+    table.commit_group(9_000);
+    table.mark_uncertain(stamp(1, 2), 10_000);
+    table.mark_uncertain(stamp(2, 2), 1_000);
+    table.forget_written_before(5_000);
+    assert!(
+        !table.knows(&ClientId(1)),
+        "a fresh mark: read the record again"
+    );
+    assert!(table.knows(&ClientId(2)), "an old mark is dropped");
+}

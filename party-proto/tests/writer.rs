@@ -557,3 +557,34 @@ fn records_are_dated_by_the_wall_clock_last_told() {
     }
     assert_eq!(dated, Some(86_412_000), "the wall clock two seconds later");
 }
+
+/// The limit counts every operation of a group: a two-key batch and its record (3), then a
+/// put (4) fit a store of 4; the next put starts the next group.
+#[test]
+fn a_group_is_cut_where_its_operations_would_pass_the_limit() {
+    let config = WriterConfig {
+        max_group_ops: Some(4),
+        ..WriterConfig::default()
+    };
+    let mut writer: Writer<u32> = Writer::new(config, NOW);
+    let pair = WriteOp::Batch {
+        ops: vec![
+            party_proto::wire::BatchOp::Put {
+                key: b"a".to_vec(),
+                value: b"1".to_vec(),
+            },
+            party_proto::wire::BatchOp::Put {
+                key: b"b".to_vec(),
+                value: b"1".to_vec(),
+            },
+        ],
+    };
+    writer.write(1, stamp(1, 1), pair.clone());
+    writer.write(2, stamp(1, 2), put(2));
+    writer.write(3, stamp(1, 3), put(3));
+    writer.cut(NOW);
+    let (commits, replies) = carry_out(&mut writer, |_| CommitResult::Committed);
+    let groups: Vec<Vec<WriteOp>> = commits.into_iter().map(|c| c.ops).collect();
+    assert_eq!(groups, [vec![pair, put(2)], vec![put(3)]]);
+    assert_eq!(replies.len(), 3);
+}
