@@ -49,6 +49,15 @@ fn action() -> impl Strategy<Value = Action> {
     ]
 }
 
+/// Client `client`'s write `seq`, re-sending nothing below `oldest`.
+fn stamp_of(client: u128, seq: u64, oldest: u64) -> WriteStamp {
+    WriteStamp {
+        client: ClientId(client),
+        seq: WriteSeq(seq),
+        oldest_pending: WriteSeq(oldest),
+    }
+}
+
 /// The wall clock at every commit.
 const NOW_MS: u64 = 1_000;
 
@@ -217,11 +226,7 @@ proptest! {
 #[test]
 fn a_failed_write_below_a_later_success_is_applied_when_re_sent() {
     let client = ClientId(1);
-    let stamp = |seq, oldest| WriteStamp {
-        client,
-        seq: WriteSeq(seq),
-        oldest_pending: WriteSeq(oldest),
-    };
+    let stamp = |seq, oldest| stamp_of(1, seq, oldest);
     let mut table = DedupTable::default();
     table.learn(client, None);
     assert_eq!(table.admit(stamp(1, 1)), Admission::Apply);
@@ -269,11 +274,7 @@ fn a_failed_write_below_a_later_success_is_applied_when_re_sent() {
 
 #[test]
 fn clients_that_have_not_written_since_the_cutoff_are_forgotten_the_others_kept() {
-    let stamp = |client, seq| WriteStamp {
-        client: ClientId(client),
-        seq: WriteSeq(seq),
-        oldest_pending: WriteSeq(seq),
-    };
+    let stamp = |client, seq| stamp_of(client, seq, seq);
     let mut table = DedupTable::default();
     for client in [1, 2, 3] {
         table.learn(ClientId(client), None);
@@ -311,11 +312,7 @@ fn clients_that_have_not_written_since_the_cutoff_are_forgotten_the_others_kept(
 #[test]
 fn a_sweep_right_after_a_failure_keeps_the_failed_write_re_sendable() {
     let client = ClientId(1);
-    let stamp = |seq, oldest| WriteStamp {
-        client,
-        seq: WriteSeq(seq),
-        oldest_pending: WriteSeq(oldest),
-    };
+    let stamp = |seq, oldest| stamp_of(1, seq, oldest);
     let mut table = DedupTable::default();
     let old = DedupRecord {
         applied_through: WriteSeq(1),
@@ -341,11 +338,7 @@ fn a_sweep_right_after_a_failure_keeps_the_failed_write_re_sendable() {
 /// again before its next write.
 #[test]
 fn a_sweep_keeps_fresh_marks_of_unknown_outcome_and_drops_old_ones() {
-    let stamp = |client, seq| WriteStamp {
-        client: ClientId(client),
-        seq: WriteSeq(seq),
-        oldest_pending: WriteSeq(seq),
-    };
+    let stamp = |client, seq| stamp_of(client, seq, seq);
     let mut table = DedupTable::default();
     for client in [1, 2] {
         table.learn(ClientId(client), None);
