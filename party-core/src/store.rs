@@ -168,10 +168,14 @@ impl Worker {
             })
             .cloned()
             .collect();
-        let mut values = self.store.get_many(&keys).map(Vec::into_iter);
+        let mut values = self
+            .store
+            .get_many(&keys)
+            .map(Vec::into_iter)
+            .map_err(ErrorCode::from);
         for (id, op, to) in reads.drain(..) {
             let result = match &mut values {
-                Err(error) => Err(ErrorCode::Backend(error.to_string())),
+                Err(error) => Err(error.clone()),
                 Ok(values) => Ok(match op {
                     ReadOp::GetMany { keys } => {
                         Response::Values(values.by_ref().take(keys.len()).collect())
