@@ -28,7 +28,9 @@ pub fn resolve(
             WriteOp::Del { key } => {
                 effect.insert(key.clone(), None);
             }
-            WriteOp::Batch { ops } => {
+            // A transaction's reads were checked by the leader's writer: what is left is
+            // its writes.
+            WriteOp::Batch { ops } | WriteOp::Transaction { writes: ops, .. } => {
                 for op in ops {
                     match op {
                         BatchOp::Put { key, value } => {

@@ -34,6 +34,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use party_proto::txn::{CheckRead, CheckValue};
 use party_proto::{ClientId, DedupRecord, IterOptions, KeyRange};
 
 pub use batch::{resolve, WriteBatch};
@@ -92,6 +93,30 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         after: Option<ClientId>,
         max: usize,
     ) -> Result<Option<ClientId>, BackendError>;
+
+    /// What `reads` read now, one answer per read in order: the leader's writer checks its
+    /// transactions' reads against these. The point reads go in one `get_many`.
+    fn read_for_checks(&self, reads: &[CheckRead]) -> Result<Vec<CheckValue>, BackendError> {
+        let keys: Vec<Vec<u8>> = reads
+            .iter()
+            .filter_map(|read| match read {
+                CheckRead::Key(key) => Some(key.clone()),
+                CheckRead::Range { .. } => None,
+            })
+            .collect();
+        let mut values = self.get_many(&keys)?.into_iter();
+        reads
+            .iter()
+            .map(|read| match read {
+                CheckRead::Key(_) => Ok(CheckValue::Value(values.next().flatten())),
+                CheckRead::Range { range, limit } => self
+                    .iter(range, false)?
+                    .take(*limit)
+                    .collect::<Result<_, _>>()
+                    .map(CheckValue::Entries),
+            })
+            .collect()
+    }
 
     /// Whether a point read answers in about the time of a hand-off between threads, as
     /// the embedded stores' do: party-core then runs such reads right on the connection's

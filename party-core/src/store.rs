@@ -216,6 +216,9 @@ impl Worker {
                         .map(|records| clients.into_iter().zip(records).collect())
                         .map_err(ErrorCode::from),
                 ),
+                WriterOutput::ReadChecks(reads) => WriterInput::ChecksRead(
+                    self.store.read_for_checks(&reads).map_err(ErrorCode::from),
+                ),
                 WriterOutput::ExpireRecords {
                     written_before_ms,
                     after,

@@ -25,4 +25,12 @@ pub struct Bugs {
     pub resend_late: bool,
     /// The writer's sweep removes every client's record, however recently it wrote.
     pub expire_fresh: bool,
+    /// The writer applies transactions without checking their reads.
+    pub skip_validation: bool,
+    /// The writer checks a transaction's reads before asking the dedup table, so a re-sent
+    /// transaction the last leader applied is answered as a conflict (its own writes
+    /// changed what it read).
+    pub dedup_after_validation: bool,
+    /// The writer applies only the first write of a transaction.
+    pub partial_apply: bool,
 }

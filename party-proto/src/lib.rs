@@ -18,6 +18,7 @@ pub mod server;
 pub mod store_kind;
 pub mod takeover;
 pub mod time;
+pub mod txn;
 pub mod wire;
 pub mod writer;
 

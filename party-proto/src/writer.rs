@@ -13,6 +13,13 @@
 //! fails alone. A group the caller refuses before it reaches the store (a full or
 //! read-only disk) fails whole, since every write would meet the same refusal.
 //!
+//! A group that holds transactions ([`WriteOp::Transaction`]) is formed only once the
+//! store has been read for their reads ([`WriterOutput::ReadChecks`]): each transaction is
+//! admitted against the dedup table first (a re-send of one the last leader applied is
+//! answered from its record, not checked again: its own writes changed what it read), and
+//! then applied if its reads still hold, or answered [`Response::Conflict`] and counted as
+//! failed. See [`crate::txn`].
+//!
 //! Once writes pause for [`WriterConfig::quiet_period`] after a commit, the writer asks for
 //! a checkpoint, so that a leader killed while quiet leaves its successor little to replay.
 //!
@@ -30,6 +37,7 @@ use crate::error::ErrorCode;
 use crate::ids::ClientId;
 use crate::server::{Admission, DedupRecord, DedupTable, WriteStamp};
 use crate::time::Timestamp;
+use crate::txn::{reads_to_check, CheckRead, CheckValue, GroupWrites, Snapshot};
 use crate::wire::{Response, WriteOp};
 
 /// One atomic, durable commit: the writes in order, and the dedup records to store with
@@ -123,6 +131,9 @@ pub enum WriterInput {
     /// Answer to [`WriterOutput::ExpireRecords`]: the last client whose record the page
     /// looked at, `None` when no record was left after `after`; or why it failed.
     RecordsExpired(Result<Option<ClientId>, ErrorCode>),
+    /// Answer to [`WriterOutput::ReadChecks`]: one value per read, in order; or why the
+    /// store could not be read.
+    ChecksRead(Result<Vec<CheckValue>, ErrorCode>),
 }
 
 /// What the caller must do.
@@ -151,6 +162,9 @@ pub enum WriterOutput<T> {
         after: Option<ClientId>,
         max: usize,
     },
+    /// Read these from the store as it is now, for the transactions of the next group,
+    /// then answer [`WriterInput::ChecksRead`].
+    ReadChecks(Vec<CheckRead>),
 }
 
 /// The store operations a write adds to a group, before its client's dedup record: one per
@@ -158,6 +172,7 @@ pub enum WriterOutput<T> {
 pub fn group_cost(op: &WriteOp) -> usize {
     match op {
         WriteOp::Batch { ops } => ops.len(),
+        WriteOp::Transaction { writes, .. } => writes.len(),
         WriteOp::Put { .. } | WriteOp::Del { .. } | WriteOp::Clear { .. } => 1,
     }
 }
@@ -201,6 +216,10 @@ pub struct Writer<T> {
     checkpointing: bool,
     /// A [`WriterOutput::LoadRecords`] is out.
     loading: bool,
+    /// The reads of a [`WriterOutput::ReadChecks`] that is out.
+    reading: Option<Vec<CheckRead>>,
+    /// What they read: the store before the next group, for its transactions.
+    snapshot: Option<Result<Snapshot, ErrorCode>>,
     expiry: Expiry,
     /// Written since the last checkpoint (what the store replayed when it opened counts).
     unsaved: bool,
@@ -230,6 +249,8 @@ impl<T> Writer<T> {
             committing: None,
             checkpointing: false,
             loading: false,
+            reading: None,
+            snapshot: None,
             expiry: Expiry {
                 due: first_sweep,
                 sweep: None,
@@ -260,6 +281,7 @@ impl<T> Writer<T> {
         self.queue.is_empty()
             && self.committing.is_none()
             && !self.loading
+            && self.reading.is_none()
             && !self.checkpointing
             && !self.expiry.out
     }
@@ -289,6 +311,11 @@ impl<T> Writer<T> {
             }
             WriterInput::RecordsLoaded(loaded) => self.records_loaded(now, loaded),
             WriterInput::RecordsExpired(result) => self.records_expired(now, result),
+            WriterInput::ChecksRead(values) => {
+                if let Some(reads) = self.reading.take() {
+                    self.snapshot = Some(values.and_then(|values| Snapshot::new(reads, values)));
+                }
+            }
         }
         self.next_group(now);
     }
@@ -435,7 +462,11 @@ impl<T> Writer<T> {
 
     /// Starts the next closed group if none is out.
     fn next_group(&mut self, now: Timestamp) {
-        while self.committing.is_none() && !self.checkpointing && !self.loading && !self.expiry.out
+        while self.committing.is_none()
+            && !self.checkpointing
+            && !self.loading
+            && self.reading.is_none()
+            && !self.expiry.out
         {
             let Some(end) = self
                 .queue
@@ -450,6 +481,19 @@ impl<T> Writer<T> {
                 self.outputs.push_back(WriterOutput::LoadRecords(unknown));
                 return;
             }
+            if self.snapshot.is_none() {
+                let reads = reads_to_check(self.queue.iter().take(end).filter_map(|q| match q {
+                    Queued::Write(write) => Some(&write.op),
+                    Queued::Cut => None,
+                }));
+                if !reads.is_empty() {
+                    self.reading = Some(reads.clone());
+                    self.outputs.push_back(WriterOutput::ReadChecks(reads));
+                    return;
+                }
+            }
+            // Good for this group only: the next one finds the store as this one leaves it.
+            let snapshot = self.snapshot.take();
             let written_ms = self.wall_ms(now);
             let mut group = Group {
                 applied: Vec::new(),
@@ -460,6 +504,7 @@ impl<T> Writer<T> {
             };
             let mut batch = WriteBatch::new();
             let mut clients = HashSet::new();
+            let mut written = GroupWrites::default();
             let mut cost = 0;
             for _ in 0..=end {
                 let Some(Queued::Write(write)) = self.queue.front() else {
@@ -472,18 +517,30 @@ impl<T> Writer<T> {
                     .config
                     .max_group_ops
                     .is_some_and(|max| cost + more > max);
-                if over && !group.applied.is_empty() {
+                // The snapshot does not show the group's own writes: a transaction that read
+                // one is checked in the next group.
+                let reads_written = match &write.op {
+                    WriteOp::Transaction { reads, .. } => written.overlap(reads),
+                    _ => false,
+                };
+                if (over || reads_written) && !group.applied.is_empty() {
                     // The rest, up to the cut, makes the next group.
                     break;
                 }
                 let Some(Queued::Write(write)) = self.queue.pop_front() else {
                     break;
                 };
-                match self.admit(write.stamp) {
+                match self.admit(&write, snapshot.as_ref()) {
                     Admission::Apply => {
+                        if let Err(refusal) = self.check(&write.op, snapshot.as_ref()) {
+                            self.dedup.reject(write.stamp, written_ms);
+                            self.reply(write.to, refusal);
+                            continue;
+                        }
                         cost += more;
                         clients.insert(write.stamp.client);
-                        batch.push(write.op.clone());
+                        written.add(&write.op);
+                        batch.push(self.applied_op(&write.op));
                         group.applied.push(write);
                     }
                     Admission::InGroup => group.in_group.push(write),
@@ -560,12 +617,64 @@ impl<T> Writer<T> {
         }
     }
 
-    fn admit(&mut self, stamp: WriteStamp) -> Admission {
+    fn admit(
+        &mut self,
+        write: &QueuedWrite<T>,
+        snapshot: Option<&Result<Snapshot, ErrorCode>>,
+    ) -> Admission {
         #[cfg(feature = "bug-injection")]
         if self.config.bugs.no_dedup {
             return Admission::Apply;
         }
-        self.dedup.admit(stamp)
+        #[cfg(feature = "bug-injection")]
+        if self.config.bugs.dedup_after_validation && self.check(&write.op, snapshot).is_err() {
+            // The re-created bug: the check comes first and the dedup table never hears of
+            // the write; its answer is the check's, and a write already applied fails it.
+            return Admission::Apply;
+        }
+        let _ = snapshot;
+        self.dedup.admit(write.stamp)
+    }
+
+    /// Whether a write admitted to the group applies: a transaction's reads must still
+    /// hold in the snapshot of the store before the group. The error is the answer to
+    /// send instead.
+    fn check(
+        &self,
+        op: &WriteOp,
+        snapshot: Option<&Result<Snapshot, ErrorCode>>,
+    ) -> Result<(), Result<Response, ErrorCode>> {
+        let WriteOp::Transaction { reads, .. } = op else {
+            return Ok(());
+        };
+        #[cfg(feature = "bug-injection")]
+        if self.config.bugs.skip_validation {
+            return Ok(());
+        }
+        match snapshot {
+            Some(Ok(snapshot)) => match snapshot.conflict(reads) {
+                None => Ok(()),
+                Some(conflict) => Err(Ok(conflict.into())),
+            },
+            Some(Err(error)) => Err(Err(error.clone())),
+            None if reads.is_empty() => Ok(()),
+            None => Err(Err(ErrorCode::Malformed(
+                "a transaction reached a group formed without its reads".into(),
+            ))),
+        }
+    }
+
+    /// The operation a write admitted to the group adds to its batch.
+    fn applied_op(&self, op: &WriteOp) -> WriteOp {
+        #[cfg(feature = "bug-injection")]
+        if let (true, WriteOp::Transaction { reads, writes }) = (self.config.bugs.partial_apply, op)
+        {
+            return WriteOp::Transaction {
+                reads: reads.clone(),
+                writes: writes.iter().take(1).cloned().collect(),
+            };
+        }
+        op.clone()
     }
 
     fn group_records(&self, now_ms: u64) -> Vec<(ClientId, DedupRecord)> {

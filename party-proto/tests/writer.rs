@@ -61,6 +61,7 @@ fn carry_out(
             WriterOutput::ExpireRecords { .. } => {
                 writer.handle_input(NOW, WriterInput::RecordsExpired(Ok(None)))
             }
+            WriterOutput::ReadChecks(_) => unreachable!("no transactions here"),
         }
     }
     (commits, replies)
@@ -312,6 +313,7 @@ proptest! {
                     WriterOutput::ExpireRecords { .. } => {
                         writer.handle_input(NOW, WriterInput::RecordsExpired(Ok(None)));
                     }
+                    WriterOutput::ReadChecks(_) => unreachable!("no transactions here"),
                 }
             }
         }

@@ -28,7 +28,7 @@ use crate::history::{Op, OpKind, Outcome};
 pub fn put_values(op: &WriteOp) -> HashSet<Vec<u8>> {
     match op {
         WriteOp::Put { value, .. } => HashSet::from([value.clone()]),
-        WriteOp::Batch { ops } => ops
+        WriteOp::Batch { ops } | WriteOp::Transaction { writes: ops, .. } => ops
             .iter()
             .filter_map(|op| match op {
                 BatchOp::Put { value, .. } => Some(value.clone()),
@@ -58,7 +58,7 @@ pub fn outcomes(history: &[Op], committed: &HashMap<Vec<u8>, u32>) -> Vec<String
                 ));
             }
         }
-        let OpKind::Write(writes) = &op.kind else {
+        let (OpKind::Write(writes) | OpKind::Transaction { writes, .. }) = &op.kind else {
             continue;
         };
         let Some(value) = writes.iter().find_map(|(_, value)| value.clone()) else {
@@ -72,6 +72,9 @@ pub fn outcomes(history: &[Op], committed: &HashMap<Vec<u8>, u32>) -> Vec<String
             Outcome::Failed(error) if store_refusal(error) && times > 0 => {
                 violations.push(format!("op{index} failed with {error:?} but was committed"))
             }
+            Outcome::Conflict { .. } if times > 0 => violations.push(format!(
+                "op{index} was answered a conflict but was committed"
+            )),
             _ => {}
         }
     }

@@ -1,6 +1,7 @@
 //! What the simulated callers did and saw: one record per operation, with its virtual
 //! invoke and completion times. The checks read this after the run.
 
+use party_proto::wire::ReadCheck;
 use party_proto::{ErrorCode, IterOptions, KeyRange};
 
 /// A caller's operation.
@@ -15,6 +16,11 @@ pub enum OpKind {
     Write(Vec<(Vec<u8>, Option<Vec<u8>>)>),
     Clear(KeyRange),
     Iterate(IterOptions),
+    /// Commits these writes if these reads still hold.
+    Transaction {
+        reads: Vec<ReadCheck>,
+        writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    },
 }
 
 /// How an operation ended, as far as its caller knows.
@@ -27,6 +33,11 @@ pub enum Outcome {
     /// The leader's follower count.
     Status(u32),
     Written,
+    /// A transaction refused: `key` holds `current` now.
+    Conflict {
+        key: Vec<u8>,
+        current: Option<Vec<u8>>,
+    },
     /// Every entry the iterator delivered, in order (a half the options left out is
     /// empty); `closed_early` when the caller closed it before its end.
     Iterated {

@@ -26,7 +26,7 @@ pub struct Injection {
 
 impl Injection {
     /// The bug classes by name, as `party-sim --inject NAME` takes them.
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 11] = [
         "no-dedup",
         "inclusive-resume",
         "ignore-lock-loss",
@@ -35,6 +35,9 @@ impl Injection {
         "iter-messages-when-closed",
         "resend-late",
         "expire-fresh",
+        "skip-validation",
+        "dedup-after-validation",
+        "partial-apply",
     ];
 
     pub fn named(name: &str) -> Option<Injection> {
@@ -48,6 +51,9 @@ impl Injection {
             "iter-messages-when-closed" => bugs.iter_messages_when_closed = true,
             "resend-late" => bugs.resend_late = true,
             "expire-fresh" => bugs.expire_fresh = true,
+            "skip-validation" => bugs.skip_validation = true,
+            "dedup-after-validation" => bugs.dedup_after_validation = true,
+            "partial-apply" => bugs.partial_apply = true,
             _ => return None,
         }
         Some(Injection { bugs })

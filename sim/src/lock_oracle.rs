@@ -8,6 +8,8 @@ pub type ProcessId = usize;
 #[derive(Debug, Default)]
 pub struct LockOracle {
     holder: Option<ProcessId>,
+    /// Counts the times the lock was taken: names one holding.
+    taken: u64,
 }
 
 impl LockOracle {
@@ -16,6 +18,7 @@ impl LockOracle {
         match self.holder {
             None => {
                 self.holder = Some(process);
+                self.taken += 1;
                 true
             }
             Some(holder) => holder == process,
@@ -31,6 +34,19 @@ impl LockOracle {
 
     pub fn holder(&self) -> Option<ProcessId> {
         self.holder
+    }
+
+    /// Names the current holding, if any: a leadership releases only the holding it was
+    /// elected with, not one its process took again after losing that one.
+    pub fn holding(&self) -> Option<(ProcessId, u64)> {
+        self.holder.map(|holder| (holder, self.taken))
+    }
+
+    /// Releases the lock if it is still `holding`.
+    pub fn release_holding(&mut self, holding: (ProcessId, u64)) {
+        if self.holding() == Some(holding) {
+            self.holder = None;
+        }
     }
 }
 
@@ -48,5 +64,19 @@ mod tests {
         lock.release(1);
         assert!(lock.try_lock(2));
         assert_eq!(lock.holder(), Some(2));
+    }
+
+    #[test]
+    fn a_holding_lost_and_taken_again_is_not_released_by_its_old_name() {
+        let mut lock = LockOracle::default();
+        assert!(lock.try_lock(1));
+        let first = lock.holding().unwrap();
+        lock.release(1);
+        assert!(lock.try_lock(1));
+        lock.release_holding(first);
+        assert_eq!(lock.holder(), Some(1), "the second holding stays");
+        let second = lock.holding().unwrap();
+        lock.release_holding(second);
+        assert_eq!(lock.holder(), None);
     }
 }

@@ -11,6 +11,7 @@
 mod faults;
 mod network;
 mod node;
+mod transactions;
 mod workload;
 
 use std::cmp::Reverse;
@@ -99,6 +100,12 @@ enum Event {
     DrainEnd {
         process: ProcessId,
         incarnation: u32,
+    },
+    /// A caller's transaction takes its next step.
+    Transaction {
+        process: ProcessId,
+        incarnation: u32,
+        step: transactions::TxnStep,
     },
 }
 
@@ -195,6 +202,9 @@ struct Leading {
     /// party-proto's writer, the very one party-core's store thread carries out.
     writer: Writer<(ConnId, RequestId)>,
     iters: HashMap<(ConnId, IterId), Chunks>,
+    /// The lock holding it was elected with: released when it stops serving, unless it
+    /// was lost meanwhile (and perhaps taken again, for the next election).
+    holding: Option<(ProcessId, u64)>,
 }
 
 /// One simulated OS process: an incarnation of party-proto's [`Process`] machine, and what
@@ -209,6 +219,8 @@ struct Node {
     requests: HashMap<RequestId, usize>,
     iters: HashMap<IterId, usize>,
     reading: HashSet<IterId>,
+    /// The transactions under way, by the history index of their pending step.
+    txns: HashMap<usize, transactions::TxnPlan>,
     wake_at: Option<u64>,
     /// The failures its operations may meet: its client's settings and the seed's faults.
     excuses: Excuses,
@@ -372,6 +384,7 @@ impl World {
             | Event::ReadIter { process, .. }
             | Event::Answer { process, .. }
             | Event::DrainEnd { process, .. }
+            | Event::Transaction { process, .. }
             | Event::Restart { process, .. } => *process,
             Event::Deliver {
                 conn, to_server, ..
@@ -513,6 +526,7 @@ impl World {
             requests: HashMap::new(),
             iters: HashMap::new(),
             reading: HashSet::new(),
+            txns: HashMap::new(),
             wake_at: None,
             excuses,
             closing: false,
@@ -592,6 +606,15 @@ impl World {
                 }
             }
             Event::Fault => self.fault(),
+            Event::Transaction {
+                process,
+                incarnation,
+                step,
+            } => {
+                if self.is_current(process, incarnation) {
+                    self.transaction_step(process, step);
+                }
+            }
             Event::DrainEnd {
                 process,
                 incarnation,

@@ -195,7 +195,7 @@ impl EtcdBackend {
             .map(|op| match op {
                 WriteOp::Put { key: k, value } => key(k) + value.len(),
                 WriteOp::Del { key: k } => key(k),
-                WriteOp::Batch { ops } => ops
+                WriteOp::Batch { ops } | WriteOp::Transaction { writes: ops, .. } => ops
                     .iter()
                     .map(|op| match op {
                         BatchOp::Put { key: k, value } => key(k) + value.len(),

@@ -193,6 +193,18 @@ impl DedupTable {
         *marked_ms = now_ms;
     }
 
+    /// A write admitted to the group being built is not applied after all (a transaction
+    /// whose reads no longer hold): it leaves the group and counts as failed, so that a
+    /// re-send of it is decided again rather than answered as applied.
+    pub fn reject(&mut self, stamp: WriteStamp, now_ms: u64) {
+        if let Some(group) = self.group.get_mut(&stamp.client) {
+            group.remove(&stamp.seq.0);
+        }
+        let writes = self.clients.entry(stamp.client).or_default();
+        writes.failed.insert(stamp.seq.0);
+        writes.last_write_ms = writes.last_write_ms.max(now_ms);
+    }
+
     /// The group's batch failed at `now_ms`: none of its writes was applied, and each may be
     /// re-sent.
     pub fn abort_group(&mut self, now_ms: u64) {

@@ -68,6 +68,42 @@ pub enum WriteOp {
     Batch { ops: Vec<BatchOp> },
     /// Deletes every key in the range.
     Clear { range: KeyRange },
+    /// Applies `writes` atomically if every read of `reads` still holds, else nothing:
+    /// answered [`Response::Written`] or [`Response::Conflict`]. Compare-and-swap is one
+    /// of these, with one read and at most one write.
+    Transaction {
+        reads: Vec<ReadCheck>,
+        writes: Vec<BatchOp>,
+    },
+}
+
+/// What a transaction read, for the leader to check at commit: the transaction commits
+/// only if each of its reads would read the same now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadCheck {
+    /// `key` held `value` (`None`: the key was absent).
+    Key {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Option<Vec<u8>>,
+    },
+    /// The keys in `range` were exactly `entries`, in ascending key order: a key that has
+    /// appeared in the range since (a phantom) fails the check as a changed value does.
+    Range {
+        range: KeyRange,
+        entries: Vec<Entry>,
+    },
+}
+
+impl ReadCheck {
+    /// Whether a write of `key` could change what this read would read.
+    pub fn covers(&self, key: &[u8]) -> bool {
+        match self {
+            ReadCheck::Key { key: read, .. } => read == key,
+            ReadCheck::Range { range, .. } => range.contains(key),
+        }
+    }
 }
 
 /// Most bytes a request adds around its operation: the frame header, the message's tag,
@@ -107,17 +143,45 @@ impl WriteOp {
             + match self {
                 WriteOp::Put { key, value } => bytes_len(key) + bytes_len(value),
                 WriteOp::Del { key } => bytes_len(key),
-                WriteOp::Batch { ops } => {
-                    10 + ops
-                        .iter()
-                        .map(|op| match op {
-                            BatchOp::Put { key, value } => 5 + bytes_len(key) + bytes_len(value),
-                            BatchOp::Del { key } => 5 + bytes_len(key),
-                        })
-                        .sum::<u64>()
-                }
+                WriteOp::Batch { ops } => 10 + ops.iter().map(BatchOp::len_bound).sum::<u64>(),
                 WriteOp::Clear { range } => bound_len(&range.start) + bound_len(&range.end),
+                WriteOp::Transaction { reads, writes } => {
+                    20 + reads.iter().map(ReadCheck::len_bound).sum::<u64>()
+                        + writes.iter().map(BatchOp::len_bound).sum::<u64>()
+                }
             }
+    }
+}
+
+impl ReadCheck {
+    fn len_bound(&self) -> u64 {
+        5 + match self {
+            ReadCheck::Key { key, value } => {
+                bytes_len(key) + 1 + value.as_deref().map_or(0, bytes_len)
+            }
+            ReadCheck::Range { range, entries } => {
+                bound_len(&range.start)
+                    + bound_len(&range.end)
+                    + 10
+                    + entries.iter().map(Entry::len_bound).sum::<u64>()
+            }
+        }
+    }
+}
+
+impl BatchOp {
+    fn len_bound(&self) -> u64 {
+        5 + match self {
+            BatchOp::Put { key, value } => bytes_len(key) + bytes_len(value),
+            BatchOp::Del { key } => bytes_len(key),
+        }
+    }
+
+    /// The key this step writes.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            BatchOp::Put { key, .. } | BatchOp::Del { key } => key,
+        }
     }
 }
 
@@ -136,6 +200,9 @@ impl Response {
                 }
                 Response::Written => 0,
                 Response::Status(_) => 16,
+                Response::Conflict { key, current } => {
+                    bytes_len(key) + 1 + current.as_deref().map_or(0, bytes_len)
+                }
             }
     }
 }
@@ -208,6 +275,15 @@ pub enum Response {
     Written,
     /// Answer to [`ReadOp::Status`].
     Status(LeaderStatus),
+    /// Answer to a [`WriteOp::Transaction`] that was not applied: a read of it no longer
+    /// holds. `key` is the first key read that differs, and `current` what it holds now
+    /// (`None`: absent; for a range, a key seen there that has gone since).
+    Conflict {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        current: Option<Vec<u8>>,
+    },
 }
 
 /// What the leader reports about itself.

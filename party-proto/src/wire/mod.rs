@@ -9,6 +9,6 @@ pub mod message;
 pub use frame::{encode_frame, FrameDecoder, FrameError, DEFAULT_MAX_FRAME_LEN};
 pub use handshake::{Hello, LeaderLimits, ProtocolId, Welcome, MAGIC, PROTOCOL_VERSION};
 pub use message::{
-    BatchOp, ClientMessage, Entry, LeaderStatus, LeaveCause, ReadOp, Response, ServerMessage,
-    WriteOp,
+    BatchOp, ClientMessage, Entry, LeaderStatus, LeaveCause, ReadCheck, ReadOp, Response,
+    ServerMessage, WriteOp,
 };

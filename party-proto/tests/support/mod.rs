@@ -5,7 +5,7 @@ use std::ops::Bound;
 
 use party_proto::wire::{
     BatchOp, ClientMessage, Entry, Hello, LeaderLimits, LeaderStatus, LeaveCause, ProtocolId,
-    ReadOp, Response, ServerMessage, Welcome, WriteOp,
+    ReadCheck, ReadOp, Response, ServerMessage, Welcome, WriteOp,
 };
 use party_proto::{ClientId, ErrorCode, IterId, IterOptions, KeyRange, RequestId, WriteSeq};
 use proptest::collection::vec;
@@ -114,6 +114,17 @@ pub fn write_op() -> impl Strategy<Value = WriteOp> {
         edge_key().prop_map(|key| WriteOp::Del { key }),
         vec(batch_op(), 0..5).prop_map(|ops| WriteOp::Batch { ops }),
         key_range().prop_map(|range| WriteOp::Clear { range }),
+        (vec(read_check(), 0..3), vec(batch_op(), 0..3))
+            .prop_map(|(reads, writes)| WriteOp::Transaction { reads, writes }),
+    ]
+}
+
+pub fn read_check() -> impl Strategy<Value = ReadCheck> {
+    prop_oneof![
+        (edge_key(), prop::option::of(bytes()))
+            .prop_map(|(key, value)| ReadCheck::Key { key, value }),
+        (key_range(), vec(entry(), 0..3))
+            .prop_map(|(range, entries)| ReadCheck::Range { range, entries }),
     ]
 }
 
@@ -159,6 +170,8 @@ pub fn response() -> impl Strategy<Value = Response> {
         vec(prop::option::of(bytes()), 0..5).prop_map(Response::Values),
         Just(Response::Written),
         any::<u32>().prop_map(|followers| Response::Status(LeaderStatus { followers })),
+        (edge_key(), prop::option::of(bytes()))
+            .prop_map(|(key, current)| Response::Conflict { key, current }),
     ]
 }
 

@@ -171,6 +171,7 @@ impl World {
             self.crash(process);
             return CommitResult::Failed(ErrorCode::Closed);
         }
+        self.check_transactions(process, batch);
         let store = &self.store;
         let effect = resolve(&batch.ops, |range| {
             store

@@ -61,7 +61,10 @@ impl World {
 
     /// Ends a leadership: its sessions go, its connections close, its lock is released.
     fn stop_serving(&mut self, process: ProcessId) {
-        self.processes[process].leading = None;
+        let holding = self.processes[process]
+            .leading
+            .take()
+            .and_then(|leading| leading.holding);
         let served: Vec<ConnId> = self
             .conns
             .iter()
@@ -71,7 +74,9 @@ impl World {
         for conn in served {
             self.close_conn(conn);
         }
-        self.lock.release(process);
+        if let Some(holding) = holding {
+            self.lock.release_holding(holding);
+        }
     }
 
     /// `process` lost the leader it had (if it had one and is not closing), for `cause`:
@@ -201,12 +206,14 @@ impl World {
                     Ok(Response::Values(values)) => Outcome::ReadMany(values),
                     Ok(Response::Written) => Outcome::Written,
                     Ok(Response::Status(status)) => Outcome::Status(status.followers),
+                    Ok(Response::Conflict { key, current }) => Outcome::Conflict { key, current },
                     Err(error) => Outcome::Failed(error),
                 };
                 self.trace.line(
                     self.now,
                     format_args!("p{process} op{index} -> {:?}", self.history[index].outcome),
                 );
+                self.transaction_step_ended(process, index);
             }
             ProcessOutput::IterReady { iter } => {
                 if self.processes[process].iters.contains_key(&iter) {
@@ -306,6 +313,7 @@ impl World {
                     local_conn,
                     writer: Writer::new(writer_config, now),
                     iters: HashMap::new(),
+                    holding: self.lock.holding().filter(|(holder, _)| *holder == process),
                 });
                 self.trace.line(self.now, format_args!("p{process} leads"));
                 self.processes[process]
@@ -600,6 +608,15 @@ impl World {
                             clients.into_iter().zip(records).collect()
                         }),
                 ),
+                WriterOutput::ReadChecks(reads) => {
+                    WriterInput::ChecksRead(self.store_fault().map_or_else(
+                        || {
+                            let read = self.store.read_for_checks(&reads);
+                            Ok(read.expect("the memory store cannot fail"))
+                        },
+                        Err,
+                    ))
+                }
                 WriterOutput::ExpireRecords {
                     written_before_ms,
                     after,

@@ -38,7 +38,12 @@ impl World {
             return;
         }
         let value = format!("p{process}.{}", self.history.len()).into_bytes();
-        let kind = match self.rng.next_u64() % 25 {
+        let kind = match self.rng.next_u64() % 30 {
+            25..=29 => {
+                self.start_transaction(process);
+                self.schedule_next_workload(process);
+                return;
+            }
             24 => OpKind::Status,
             22..=23 => {
                 let count = self.rand(2, 4) as usize;
@@ -111,21 +116,17 @@ impl World {
             }
             OpKind::Status => Some(p.machine.read(now, ReadOp::Status)),
             OpKind::Write(writes) => {
-                let ops = writes
-                    .iter()
-                    .map(|(key, value)| match value {
-                        Some(value) => BatchOp::Put {
-                            key: key.clone(),
-                            value: value.clone(),
-                        },
-                        None => BatchOp::Del { key: key.clone() },
-                    })
-                    .collect();
+                let ops = writes.iter().map(batch_op).collect();
                 Some(p.machine.write(now, WriteOp::Batch { ops }))
             }
             OpKind::Clear(range) => {
                 let range = range.clone();
                 Some(p.machine.write(now, WriteOp::Clear { range }))
+            }
+            OpKind::Transaction { reads, writes } => {
+                let writes = writes.iter().map(batch_op).collect();
+                let reads = reads.clone();
+                Some(p.machine.write(now, WriteOp::Transaction { reads, writes }))
             }
             OpKind::Iterate(options) => {
                 let opened = p.machine.open_iter(now, options.clone());
@@ -228,5 +229,17 @@ impl World {
                 self.history[index].outcome
             ),
         );
+        self.transaction_step_ended(process, index);
+    }
+}
+
+/// A write of the history as a step of a batch: `None` deletes.
+fn batch_op((key, value): &(Vec<u8>, Option<Vec<u8>>)) -> BatchOp {
+    match value {
+        Some(value) => BatchOp::Put {
+            key: key.clone(),
+            value: value.clone(),
+        },
+        None => BatchOp::Del { key: key.clone() },
     }
 }
