@@ -10,6 +10,7 @@ use crate::db::{open, Db, Iter};
 use crate::error::Error;
 use crate::options::Options;
 use crate::role::Role;
+use crate::transaction::{CasConflict, Retries, Settled, Transaction, TransactionError};
 
 /// A blocking [`Db`], with a small runtime of its own. Calling it from inside an async
 /// runtime returns [`Error::BlockingInRuntime`] instead of stalling that runtime.
@@ -101,6 +102,53 @@ impl BlockingDb {
         self.block_on(self.db.clear(range))
     }
 
+    /// See [`crate::Db::compare_and_swap`].
+    pub fn compare_and_swap<K, E, N>(
+        &self,
+        key: K,
+        expected: Option<E>,
+        new: Option<N>,
+    ) -> Result<Result<(), CasConflict>, Error>
+    where
+        K: AsRef<[u8]>,
+        E: AsRef<[u8]>,
+        N: AsRef<[u8]>,
+    {
+        self.block_on(self.db.compare_and_swap(key, expected, new))
+    }
+
+    /// See [`crate::Db::transaction`]: `body` reads and writes through a
+    /// [`BlockingTransaction`], and runs again on a conflict.
+    pub fn transaction<R, E>(
+        &self,
+        mut body: impl FnMut(&BlockingTransaction) -> Result<R, E>,
+    ) -> Result<R, TransactionError<E>> {
+        outside_runtime()?;
+        let mut retries = Retries::new(self.db.transaction_attempts());
+        while let Some(wait) = retries.next_wait() {
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+            let tx = BlockingTransaction {
+                tx: self.db.begin(),
+                runtime: self.runtime.clone(),
+            };
+            let returned = body(&tx);
+            let (value, commit) = match tx.tx.settle(returned) {
+                Settled::Done(result) => return result,
+                Settled::Commit(value, commit) => (value, commit),
+            };
+            let answer = self
+                .runtime
+                .runtime
+                .block_on(self.db.write_answered(commit));
+            if retries.committed(answer)? {
+                return Ok(value);
+            }
+        }
+        Err(retries.exhausted())
+    }
+
     /// An iterator whose `next` blocks.
     pub fn iter(&self, options: IterOptions) -> Result<BlockingIter, Error> {
         let iter = self.block_on(self.db.iter(options))?;
@@ -132,6 +180,35 @@ fn outside_runtime() -> Result<(), Error> {
     match tokio::runtime::Handle::try_current() {
         Ok(_) => Err(Error::BlockingInRuntime),
         Err(_) => Ok(()),
+    }
+}
+
+/// One attempt of a [`BlockingDb::transaction`]: [`Transaction`] with blocking reads.
+#[derive(Debug)]
+pub struct BlockingTransaction {
+    tx: Transaction,
+    runtime: Arc<OwnRuntime>,
+}
+
+impl BlockingTransaction {
+    /// See [`Transaction::get`].
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, Error> {
+        self.runtime.runtime.block_on(self.tx.get(key))
+    }
+
+    /// See [`Transaction::iter`].
+    pub fn iter(&self, options: IterOptions) -> Result<Vec<Entry>, Error> {
+        self.runtime.runtime.block_on(self.tx.iter(options))
+    }
+
+    /// See [`Transaction::put`].
+    pub fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.tx.put(key, value);
+    }
+
+    /// See [`Transaction::del`].
+    pub fn del(&self, key: impl AsRef<[u8]>) {
+        self.tx.del(key);
     }
 }
 

@@ -31,6 +31,7 @@ pub async fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db, Error> 
     let layout = Layout::new(dir.as_ref(), &options)?;
     let (commands, receiver) = unbounded_channel();
     let backend = options.backend;
+    let transaction_attempts = options.transaction_attempts.max(1);
     let client_id = ClientId(u128::from(random_u64()) << 64 | u128::from(random_u64()));
     let (driver, role) = Driver::new(layout.clone(), options, client_id, random_u64());
     // Every event of this handle names its directory: a program may open several.
@@ -43,13 +44,14 @@ pub async fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db, Error> 
             role,
             dir: layout.dir,
             socket: layout.socket,
+            transaction_attempts,
         }),
     })
 }
 
 /// Process-seeded randomness, for client ids and election jitter: std's `RandomState` keys
 /// come from the OS, and each call mixes in a fresh per-thread key.
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u32(std::process::id());
     hasher.finish()
@@ -61,6 +63,8 @@ struct Inner {
     role: watch::Receiver<RoleState>,
     dir: PathBuf,
     socket: PathBuf,
+    /// How many times [`Db::transaction`] runs its body at most.
+    transaction_attempts: u32,
 }
 
 /// A handle on a party's store. Clones share one handle; it closes when [`Db::close`] is
@@ -276,15 +280,30 @@ impl Db {
     }
 
     fn write(&self, op: WriteOp) -> impl Future<Output = Result<(), Error>> + Send + 'static {
-        let (reply, answer) = oneshot::channel();
-        let sent = self.send(Command::Write { op, reply });
+        let answer = self.write_answered(op);
         async move {
-            sent?;
-            match answer.await.map_err(|_| Error::Closed)?? {
+            match answer.await? {
                 Response::Written => Ok(()),
                 other => Err(unexpected(other)),
             }
         }
+    }
+
+    /// Issues a write now; its answer, whatever it is, when it comes.
+    pub(crate) fn write_answered(
+        &self,
+        op: WriteOp,
+    ) -> impl Future<Output = Result<Response, Error>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.send(Command::Write { op, reply });
+        async move {
+            sent?;
+            answer.await.map_err(|_| Error::Closed)?
+        }
+    }
+
+    pub(crate) fn transaction_attempts(&self) -> u32 {
+        self.inner.transaction_attempts
     }
 
     fn send(&self, command: Command) -> Result<(), Error> {
@@ -316,7 +335,7 @@ pub struct Status {
 /// Where the answer to an issued operation arrives.
 type Answer = oneshot::Receiver<Result<Response, Error>>;
 
-fn unexpected(response: Response) -> Error {
+pub(crate) fn unexpected(response: Response) -> Error {
     Error::Protocol(format!("unexpected answer {response:?}"))
 }
 

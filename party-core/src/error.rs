@@ -147,6 +147,83 @@ impl fmt::Display for Limit {
     }
 }
 
+impl Error {
+    /// An error that says the same: the sources that cannot be copied (an IO error, a
+    /// store's or a codec's own) keep their kind and message. A transaction keeps one of
+    /// its failed reads this way while its caller gets the other.
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Closed => Error::Closed,
+            Error::ConnectionLost => Error::ConnectionLost,
+            Error::ProtocolMismatch { ours, leader } => Error::ProtocolMismatch {
+                ours: *ours,
+                leader: *leader,
+            },
+            Error::TimedOut => Error::TimedOut,
+            Error::TooLarge { len, max } => Error::TooLarge {
+                len: *len,
+                max: *max,
+            },
+            Error::ReplyTooLarge { len, max } => Error::ReplyTooLarge {
+                len: *len,
+                max: *max,
+            },
+            Error::KeyTooLarge { len, max } => Error::KeyTooLarge {
+                len: *len,
+                max: *max,
+            },
+            Error::BatchTooLarge { ops, max } => Error::BatchTooLarge {
+                ops: *ops,
+                max: *max,
+            },
+            Error::OtherUser { uid } => Error::OtherUser { uid: *uid },
+            Error::WrongBackend { found, wanted } => Error::WrongBackend {
+                found: *found,
+                wanted: *wanted,
+            },
+            Error::WrongEtcdPrefix { found, wanted } => Error::WrongEtcdPrefix {
+                found: found.clone(),
+                wanted: wanted.clone(),
+            },
+            Error::LeaderOfOtherUser { uid } => Error::LeaderOfOtherUser { uid: *uid },
+            Error::OutcomeUnknown { cause } => Error::OutcomeUnknown {
+                cause: cause.clone(),
+            },
+            Error::LimitReached { limit, max } => Error::LimitReached {
+                limit: *limit,
+                max: *max,
+            },
+            Error::IteratorGone => Error::IteratorGone,
+            Error::Locked { path } => Error::Locked { path: path.clone() },
+            Error::StoreFull { free, reserve } => Error::StoreFull {
+                free: *free,
+                reserve: *reserve,
+            },
+            Error::StoreReadOnly => Error::StoreReadOnly,
+            Error::ElectionFailed(cause) => Error::ElectionFailed(cause.clone()),
+            Error::BlockingInRuntime => Error::BlockingInRuntime,
+            Error::Protocol(message) => Error::Protocol(message.clone()),
+            Error::Io {
+                context,
+                path,
+                source,
+            } => Error::Io {
+                context,
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::Codec(source) => Error::Codec(source.to_string().into()),
+            Error::Backend { .. } | Error::Open(_) => Error::Backend {
+                message: match self {
+                    Error::Backend { message, .. } => message.clone(),
+                    other => other.to_string(),
+                },
+                source: None,
+            },
+        }
+    }
+}
+
 impl From<ErrorCode> for Error {
     fn from(code: ErrorCode) -> Self {
         match code {

@@ -82,10 +82,12 @@ mod store;
 mod store_dir;
 #[cfg(not(loom))]
 mod term;
+#[cfg(not(loom))]
+mod transaction;
 
 #[cfg(not(loom))]
 pub use {
-    blocking::{BlockingDb, BlockingIter},
+    blocking::{BlockingDb, BlockingIter, BlockingTransaction},
     codec::{Codec, Json, Raw, Typed, Utf8},
     data::{BatchOp, Entry, IterOptions, KeyRange},
     db::{open, Db, Iter, Status},
@@ -93,6 +95,7 @@ pub use {
     options::{Limits, Options},
     party_backends::{BackendKind, EtcdConfig, OpenError, UnknownBackend},
     role::{Role, RoleState, RoleWatch, Takeover, TakeoverCause},
+    transaction::{CasConflict, Transaction, TransactionError},
 };
 
 /// A throwaway etcd cluster on this machine, for tests, demos and benchmarks.

@@ -34,6 +34,9 @@ pub struct Options {
     /// [`crate::Error::OutcomeUnknown`] instead. All processes of one data directory (and
     /// of one etcd prefix) should use the same.
     pub dedup_retention: Duration,
+    /// How many times [`crate::Db::transaction`] runs a transaction that meets conflicts
+    /// before it gives up with [`crate::TransactionError::Conflict`] (32 by default).
+    pub transaction_attempts: u32,
 }
 
 /// Bounds on what a leader accepts, each with a default that suits most programs. Going
@@ -151,6 +154,12 @@ impl Options {
         self
     }
 
+    /// How many times a transaction is run at most (at least once).
+    pub fn transaction_attempts(mut self, attempts: u32) -> Self {
+        self.transaction_attempts = attempts;
+        self
+    }
+
     /// How long a client's dedup record is kept after its last write.
     pub fn dedup_retention(mut self, retention: Duration) -> Self {
         self.dedup_retention = retention;
@@ -169,6 +178,7 @@ impl Default for Options {
             iter_window: 1024,
             limits: Limits::default(),
             dedup_retention: party_proto::DEFAULT_DEDUP_RETENTION,
+            transaction_attempts: 32,
         }
     }
 }

@@ -1,0 +1,204 @@
+#![cfg(not(loom))]
+//! Compare-and-swap and transactions through the public API, on a leader and a follower in
+//! one process. The multi-process runs under SIGKILL live in the workspace's `tests/`.
+
+use party_core::{open, BlockingDb, Error, IterOptions, KeyRange, Options, Role, TransactionError};
+
+async fn pair(dir: &std::path::Path) -> (party_core::Db, party_core::Db) {
+    let leader = open(dir, Options::default()).await.unwrap();
+    assert_eq!(leader.ready().await.unwrap(), Role::Leader);
+    let follower = open(dir, Options::default()).await.unwrap();
+    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+    (leader, follower)
+}
+
+fn number(value: Option<Vec<u8>>) -> u64 {
+    value.map_or(0, |v| String::from_utf8(v).unwrap().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_swap_swaps_only_from_the_expected_value_and_says_what_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, follower) = pair(dir.path()).await;
+    let created = follower
+        .compare_and_swap("k", None::<&[u8]>, Some("1"))
+        .await;
+    assert_eq!(created.unwrap(), Ok(()));
+    let stale = leader.compare_and_swap("k", None::<&[u8]>, Some("2")).await;
+    assert_eq!(stale.unwrap().unwrap_err().current, Some(b"1".to_vec()));
+    let swapped = leader.compare_and_swap("k", Some("1"), Some("2")).await;
+    assert_eq!(swapped.unwrap(), Ok(()));
+    let deleted = follower
+        .compare_and_swap("k", Some("2"), None::<&[u8]>)
+        .await;
+    assert_eq!(deleted.unwrap(), Ok(()));
+    assert_eq!(leader.get("k").await.unwrap(), None);
+    let missing = follower.compare_and_swap("k", Some("2"), Some("3")).await;
+    assert_eq!(missing.unwrap().unwrap_err().current, None);
+}
+
+/// Increments from both handles at once, each a read then a write: none is lost, as each
+/// increment that read a value another changed meanwhile runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_increments_by_transaction_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, follower) = pair(dir.path()).await;
+    let increments = |db: party_core::Db| async move {
+        for _ in 0..50 {
+            db.transaction(|tx| async move {
+                let n = number(tx.get("counter").await?);
+                tx.put("counter", (n + 1).to_string());
+                Ok::<_, Error>(())
+            })
+            .await
+            .unwrap();
+        }
+    };
+    let tasks: Vec<_> = [
+        leader.clone(),
+        follower.clone(),
+        follower.clone(),
+        leader.clone(),
+    ]
+    .into_iter()
+    .map(|db| tokio::spawn(increments(db)))
+    .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(number(leader.get("counter").await.unwrap()), 200);
+}
+
+/// A key written into a range a transaction read (a phantom) makes it run again, and
+/// the second run sees the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_appearing_in_a_range_read_makes_the_transaction_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, follower) = pair(dir.path()).await;
+    leader.put("job/1", "a").await.unwrap();
+    let runs = std::sync::atomic::AtomicU32::new(0);
+    let jobs = KeyRange::all().gte("job/").lt("job0");
+    let seen = follower
+        .transaction(|tx| {
+            let (leader, runs, jobs) = (leader.clone(), &runs, jobs.clone());
+            async move {
+                let entries = tx.iter(IterOptions::default().range(jobs)).await?;
+                if runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    // Another process adds a job after this one listed them.
+                    leader.put("job/2", "b").await?;
+                }
+                tx.put("count", entries.len().to_string());
+                Ok::<_, Error>(entries.len())
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(seen, 2);
+    assert_eq!(leader.get("count").await.unwrap(), Some(b"2".to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_reads_its_own_writes_and_an_aborted_one_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, follower) = pair(dir.path()).await;
+    leader.put("b", "old").await.unwrap();
+    let listed = follower
+        .transaction(|tx| async move {
+            tx.put("a", "new");
+            tx.del("b");
+            let own = tx.get("a").await?;
+            let entries = tx.iter(IterOptions::default().reverse(true)).await?;
+            Ok::<_, Error>((own, entries.into_iter().map(|e| e.key).collect::<Vec<_>>()))
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed, (Some(b"new".to_vec()), vec![b"a".to_vec()]));
+    assert_eq!(leader.get("b").await.unwrap(), None);
+    let aborted = follower
+        .transaction(|tx| async move {
+            tx.put("a", "never");
+            Err::<(), _>("changed my mind")
+        })
+        .await;
+    assert!(matches!(
+        aborted,
+        Err(TransactionError::Aborted("changed my mind"))
+    ));
+    assert_eq!(leader.get("a").await.unwrap(), Some(b"new".to_vec()));
+}
+
+/// A transaction that keeps meeting conflicts gives up after its attempts, writing
+/// nothing, with a typed error naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_that_always_conflicts_gives_up_after_its_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), Options::default().transaction_attempts(3))
+        .await
+        .unwrap();
+    db.ready().await.unwrap();
+    let mut runs = 0;
+    let result = db
+        .transaction(|tx| {
+            runs += 1;
+            let db = db.clone();
+            async move {
+                let n = number(tx.get("hot").await?);
+                db.put("hot", (n + 100).to_string()).await?;
+                tx.put("hot", (n + 1).to_string());
+                Ok::<_, Error>(())
+            }
+        })
+        .await;
+    match result {
+        Err(TransactionError::Conflict { attempts, key }) => {
+            assert_eq!((attempts, key), (3, b"hot".to_vec()));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(runs, 3);
+    assert_eq!(number(db.get("hot").await.unwrap()), 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_read_ends_the_transaction_with_the_stores_error_not_as_aborted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), Options::default()).await.unwrap();
+    db.ready().await.unwrap();
+    let closer = db.clone();
+    let result = db
+        .transaction(|tx| {
+            let closer = closer.clone();
+            async move {
+                closer.close().await?;
+                tx.get("k").await?;
+                Ok::<_, Error>(())
+            }
+        })
+        .await;
+    assert!(
+        matches!(result, Err(TransactionError::Db(Error::Closed))),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn the_blocking_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = BlockingDb::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(
+        db.compare_and_swap("k", None::<&[u8]>, Some("1")).unwrap(),
+        Ok(())
+    );
+    let total = db
+        .transaction(|tx| {
+            let n = number(tx.get("k")?);
+            tx.put("k", (n + 1).to_string());
+            tx.put("other", "x");
+            let entries = tx.iter(IterOptions::default())?;
+            Ok::<_, Error>(entries.len())
+        })
+        .unwrap();
+    assert_eq!(total, 2);
+    assert_eq!(db.get("k").unwrap(), Some(b"2".to_vec()));
+}
