@@ -8,9 +8,15 @@
 //! a new worker for each one killed; a new worker takes a register of its own, so a dead
 //! worker's write still in flight cannot pass for a step backwards.
 //!
+//! Each worker also increments shared counters (`count/<c>`) with transactions, one at a
+//! time, each writing a unique key (`incr/<worker>/<n>`) with its increment.
+//!
 //! At the end: every acknowledged write is there; every register holds its last
 //! acknowledged value or a later one; no register was ever read going backwards — which is
-//! how a re-sent write applied a second time would show.
+//! how a re-sent write applied a second time would show. Every acknowledged increment is
+//! there, and each counter holds exactly as many increments as were committed (its unique
+//! keys): an increment lost to a race, or applied twice after a failover, would show as a
+//! difference. One whose outcome a killed worker never learned counts if it committed.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -52,14 +58,19 @@ fn positive_seconds(text: &str) -> Result<f64, String> {
     }
 }
 
+/// The counters the workers increment.
+const COUNTERS: usize = 2;
+
 /// The worker `DIR BACKEND REGISTER`: writes its register forever, reads all registers,
-/// prints `acked REGISTER N ROLE` per acknowledged write and `backwards REGISTER FROM TO`.
+/// prints `acked REGISTER N ROLE` per acknowledged write and `backwards REGISTER FROM TO`;
+/// meanwhile increments the counters, printing `incremented REGISTER N` per increment.
 pub async fn worker(args: &[String]) -> Result<ExitCode, Failure> {
     let [dir, backend, register] = args else {
         return Err(Failure::usage("usage: chaos-worker DIR BACKEND REGISTER"));
     };
     let register: usize = register.parse().map_err(|_| "REGISTER is a number")?;
     let db = crate::open_child(dir, backend).await?;
+    let incrementing = tokio::spawn(increments(db.clone(), register));
     let mut seen: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
     // Several writes in flight: a write applied a second time after a failover would then
     // set the register back below a value others have already read.
@@ -108,6 +119,40 @@ pub async fn worker(args: &[String]) -> Result<ExitCode, Failure> {
             }
             *last = (*last).max(value);
         }
+        if incrementing.is_finished() {
+            break;
+        }
+    }
+    incrementing.await.map_err(|e| e.to_string())?
+}
+
+/// Increments the counters by transaction, one at a time, forever: increment `n` of this
+/// worker adds one to `count/<n mod COUNTERS>` and writes `incr/<register>/<n>`.
+async fn increments(db: party_core::Db, register: usize) -> Result<ExitCode, Failure> {
+    for n in 1u64.. {
+        let counter = format!("count/{}", n as usize % COUNTERS);
+        let unique = format!("incr/{register:04}/{n:08}");
+        let (counter, unique) = (&counter, &unique);
+        loop {
+            let result = db
+                .transaction(|tx| async move {
+                    let held = tx.get(counter).await?;
+                    let count: u64 =
+                        held.map_or(0, |v| String::from_utf8_lossy(&v).parse().unwrap_or(0));
+                    tx.put(counter, (count + 1).to_string());
+                    tx.put(unique, counter);
+                    Ok::<_, party_core::Error>(())
+                })
+                .await;
+            match result {
+                Ok(()) => break,
+                // Contended through a failover for longer than its attempts: nothing was
+                // written, so the same increment goes again.
+                Err(party_core::TransactionError::Conflict { .. }) => continue,
+                Err(error) => return Err(error.to_string().into()),
+            }
+        }
+        out::line(format_args!("incremented {register} {n}"))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -144,6 +189,8 @@ fn spawn_worker(
 #[derive(Default)]
 struct Tally {
     acked: BTreeMap<usize, u64>,
+    /// Each worker's last acknowledged increment.
+    incremented: BTreeMap<usize, u64>,
     backwards: Vec<String>,
 }
 
@@ -160,6 +207,12 @@ impl Tally {
             }
             ["backwards", ..] => {
                 self.backwards.push(line.to_owned());
+                None
+            }
+            ["incremented", _, n] => {
+                if let Ok(n) = n.parse() {
+                    self.incremented.insert(register, n);
+                }
                 None
             }
             _ => None,
@@ -242,7 +295,11 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
     while let Ok((register, line)) = reports.recv_timeout(Duration::from_millis(200)) {
         tally.record(register, &line);
     }
-    let Tally { acked, backwards } = tally;
+    let Tally {
+        acked,
+        incremented,
+        backwards,
+    } = tally;
 
     // Every acknowledged write must be there, and no register behind its last ack.
     let db = crate::open_on(&dir, store).await?;
@@ -272,6 +329,7 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
             ));
         }
     }
+    let increments = check_counters(&db, &incremented, &mut missing).await?;
     db.close().await.map_err(|e| e.to_string())?;
     for register in settled {
         if !acked.contains_key(&register) {
@@ -282,14 +340,66 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
     }
     let violations = missing.len() + backwards.len();
     out::line(format_args!(
-        "kills survived: {kills}; writes acknowledged: {total}; violations: {violations}"
+        "kills survived: {kills}; writes acknowledged: {total}; increments acknowledged: \
+         {increments}; violations: {violations}"
     ))?;
     for line in missing.iter().chain(&backwards).take(10) {
         out::line(format_args!("  {line}"))?;
     }
-    Ok(if violations == 0 && kills > 0 && total > 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(3)
-    })
+    Ok(
+        if violations == 0 && kills > 0 && total > 0 && increments > 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(3)
+        },
+    )
+}
+
+/// Every acknowledged increment must be there, and each counter must hold exactly the
+/// increments committed to it (the unique keys naming it). Gives the number acknowledged.
+async fn check_counters(
+    db: &party_core::Db,
+    incremented: &BTreeMap<usize, u64>,
+    missing: &mut Vec<String>,
+) -> Result<u64, Failure> {
+    let committed = db
+        .iter(
+            party_core::IterOptions::default()
+                .range(party_core::KeyRange::all().gte("incr/").lt("incr0")),
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut acknowledged = 0;
+    for (register, last) in incremented {
+        acknowledged += last;
+        for n in 1..=*last {
+            let key = format!("incr/{register:04}/{n:08}").into_bytes();
+            if committed
+                .binary_search_by(|entry| entry.key.cmp(&key))
+                .is_err()
+            {
+                missing.push(format!(
+                    "increment {register}/{n} acknowledged, not committed"
+                ));
+            }
+        }
+    }
+    for counter in 0..COUNTERS {
+        let name = format!("count/{counter}");
+        let increments = committed
+            .iter()
+            .filter(|entry| entry.value == name.as_bytes())
+            .count() as u64;
+        let held = db.get(&name).await.map_err(|e| e.to_string())?;
+        let count: u64 = held.map_or(0, |v| String::from_utf8_lossy(&v).parse().unwrap_or(0));
+        if count != increments {
+            missing.push(format!(
+                "{name} = {count}, but {increments} increments of it were committed"
+            ));
+        }
+    }
+    Ok(acknowledged)
 }

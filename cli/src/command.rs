@@ -46,6 +46,39 @@ pub enum Op {
     Scan(ScanArgs),
     /// This handle's role, the leader, the backend, the socket, the followers.
     Status,
+    /// Compare-and-swap: set KEY to --new (or delete it, --delete) only if it holds --old
+    /// (or is absent, --old-absent), in one step at the leader. When it does not, nothing
+    /// changes, what KEY holds is printed, and the exit code is 1.
+    Cas(CasArgs),
+    /// Add BY (default 1, may be negative) to the decimal integer KEY holds (absent: 0) in
+    /// a transaction, and print the result: increments by many processes at once lose
+    /// nothing.
+    Incr {
+        #[arg(allow_hyphen_values = true)]
+        key: OsString,
+        #[arg(allow_hyphen_values = true, default_value = "1")]
+        by: i64,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("expected").required(true).args(["old", "old_absent"])))]
+#[command(group(clap::ArgGroup::new("replacement").required(true).args(["new", "delete"])))]
+pub struct CasArgs {
+    #[arg(allow_hyphen_values = true)]
+    key: OsString,
+    /// The value KEY must hold.
+    #[arg(long, value_name = "VALUE", allow_hyphen_values = true)]
+    old: Option<OsString>,
+    /// KEY must be absent.
+    #[arg(long)]
+    old_absent: bool,
+    /// The value to set.
+    #[arg(long, value_name = "VALUE", allow_hyphen_values = true)]
+    new: Option<OsString>,
+    /// Delete KEY instead.
+    #[arg(long)]
+    delete: bool,
 }
 
 #[derive(Debug, Default, Args)]
@@ -156,6 +189,10 @@ pub enum Outcome {
     Status(Status),
     /// `load` wrote this many entries.
     Loaded(u64),
+    /// `cas` did not swap: the key holds this (`None`: absent).
+    Conflict(Option<Vec<u8>>),
+    /// `incr`: the key's new number.
+    Number(i64),
 }
 
 fn bound(
@@ -303,7 +340,45 @@ pub async fn run(
             }
         }
         Op::Status => Outcome::Status(db.status().await?),
+        Op::Cas(cas) => {
+            let old = cas.old.as_ref().map(value).transpose()?;
+            let new = cas.new.as_ref().map(value).transpose()?;
+            match db.compare_and_swap(key(&cas.key)?, old, new).await? {
+                Ok(()) => Outcome::Done,
+                Err(conflict) => Outcome::Conflict(conflict.current),
+            }
+        }
+        Op::Incr { key: k, by } => Outcome::Number(increment(db, key(k)?, *by).await?),
     })
+}
+
+/// Adds `by` to the decimal integer `key` holds (absent: 0), in a transaction.
+pub async fn increment(db: &Db, key: Vec<u8>, by: i64) -> Result<i64, Failure> {
+    let key = &key;
+    let result: Result<i64, party_core::TransactionError<Failure>> = db
+        .transaction(|tx| async move {
+            let held = tx.get(key).await.map_err(Failure::from)?;
+            let now = held.as_deref().map_or(Ok(0), parse_number)?;
+            let next = now.checked_add(by).ok_or_else(|| {
+                Failure::not_a_number(format!("{now} + {by} does not fit in 64 bits"))
+            })?;
+            tx.put(key, next.to_string());
+            Ok::<_, Failure>(next)
+        })
+        .await;
+    Ok(result?)
+}
+
+fn parse_number(value: &[u8]) -> Result<i64, Failure> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .ok_or_else(|| {
+            Failure::not_a_number(format!(
+                "the key holds {:?}, not a decimal integer",
+                String::from_utf8_lossy(value)
+            ))
+        })
 }
 
 /// Writes about this many bytes in one batch of `load`, each write counted with its keys,
@@ -357,8 +432,9 @@ pub async fn load(db: &Db, encoding: Encoding, input: &mut dyn BufRead) -> Resul
 pub fn text(outcome: &Outcome, encoding: Encoding) -> Vec<u8> {
     let mut text = Vec::new();
     match outcome {
-        Outcome::Done | Outcome::Value(None) | Outcome::Loaded(_) => {}
-        Outcome::Value(Some(value)) => {
+        Outcome::Done | Outcome::Value(None) | Outcome::Loaded(_) | Outcome::Conflict(None) => {}
+        Outcome::Number(number) => text.extend(format!("{number}\n").into_bytes()),
+        Outcome::Value(Some(value)) | Outcome::Conflict(Some(value)) => {
             match encoding {
                 Encoding::Hex => text.extend(hex::encode(value).into_bytes()),
                 Encoding::Utf8 | Encoding::Json => text.extend_from_slice(value),
@@ -413,6 +489,12 @@ pub fn json(outcome: &Result<Outcome, Failure>, encoding: Encoding) -> Value {
     match outcome {
         Ok(Outcome::Done) => json!({"ok": true}),
         Ok(Outcome::Loaded(entries)) => json!({"ok": true, "loaded": entries}),
+        Ok(Outcome::Conflict(current)) => json!({
+            "ok": true,
+            "swapped": false,
+            "current": current.as_deref().map(|v| encoding.json_value(v)),
+        }),
+        Ok(Outcome::Number(number)) => json!({"ok": true, "value": number}),
         Ok(Outcome::Value(value)) => {
             json!({"ok": true, "value": value.as_deref().map(|v| encoding.json_value(v))})
         }

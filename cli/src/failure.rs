@@ -63,6 +63,10 @@ pub enum Kind {
     Io,
     /// [`party_core::Error`]'s cause of that name.
     Protocol,
+    /// `incr` found a value that is not a decimal integer, or a sum that overflows.
+    NotANumber,
+    /// A transaction met a conflict on each of its attempts.
+    Conflict,
     /// A cause this build of the command does not know by name.
     Other,
 }
@@ -100,6 +104,8 @@ impl Kind {
             Kind::ElectionFailed => "election_failed",
             Kind::Io => "io",
             Kind::Protocol => "protocol",
+            Kind::NotANumber => "not_a_number",
+            Kind::Conflict => "conflict",
             Kind::Other => "other",
         }
     }
@@ -122,6 +128,13 @@ impl Failure {
     pub fn usage(message: impl Into<String>) -> Failure {
         Failure {
             kind: Kind::Usage,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_a_number(message: impl Into<String>) -> Failure {
+        Failure {
+            kind: Kind::NotANumber,
             message: message.into(),
         }
     }
@@ -162,6 +175,24 @@ impl Failure {
             Kind::Interrupted => 130,
             Kind::Terminated => 143,
             _ => 3,
+        }
+    }
+}
+
+/// A transaction whose body fails with a [`Failure`] ends with it.
+impl From<party_core::TransactionError<Failure>> for Failure {
+    fn from(error: party_core::TransactionError<Failure>) -> Failure {
+        match error {
+            party_core::TransactionError::Db(error) => Failure::from(error),
+            party_core::TransactionError::Conflict { attempts, key } => Failure {
+                kind: Kind::Conflict,
+                message: format!(
+                    "the transaction met a conflict on each of its {attempts} attempts (last at \
+                     key {:?})",
+                    String::from_utf8_lossy(&key)
+                ),
+            },
+            party_core::TransactionError::Aborted(failure) => failure,
         }
     }
 }

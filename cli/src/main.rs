@@ -391,7 +391,7 @@ async fn run_store_command(
 /// Prints an outcome (or its failure) and gives the exit code.
 fn report(outcome: Result<Option<Outcome>, Failure>, encoding: Encoding, json: bool) -> ExitCode {
     let code = match &outcome {
-        Ok(Some(Outcome::Value(None))) => ExitCode::from(1),
+        Ok(Some(Outcome::Value(None) | Outcome::Conflict(_))) => ExitCode::from(1),
         Ok(_) => ExitCode::SUCCESS,
         Err(failure) => ExitCode::from(failure.exit_code()),
     };

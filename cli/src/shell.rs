@@ -143,6 +143,19 @@ fn answer(
     match outcome {
         Ok(Outcome::Value(None)) => out::line("(not found)"),
         Ok(Outcome::Done) => out::line("ok"),
+        Ok(Outcome::Conflict(None)) => out::line("(not swapped: absent)"),
+        Ok(Outcome::Conflict(Some(value))) => {
+            let mut text = b"(not swapped) ".to_vec();
+            text.extend(command::text(
+                &Outcome::Value(Some(value.clone())),
+                encoding,
+            ));
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&text)
+                .and_then(|()| stdout.flush())
+                .map_err(out::written)
+        }
         Ok(outcome) => {
             let mut stdout = std::io::stdout().lock();
             stdout

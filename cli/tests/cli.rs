@@ -563,3 +563,78 @@ fn the_etcd_tools_lose_nothing_on_a_cluster_of_their_own() {
     assert_eq!(demo.status.code(), Some(0), "{text}");
     assert!(text.contains("missing after the failover: 0"), "{text}");
 }
+
+/// `cas` swaps only from the value given (exit 1 and the value held when not); `incr`
+/// adds in a transaction; both answer JSON in the shell.
+#[test]
+fn cas_swaps_only_from_the_old_value_and_incr_adds() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    let created = party(&[dir, "cas", "k", "--old-absent", "--new", "a"]);
+    assert_eq!(created.status.code(), Some(0));
+    let refused = party(&[dir, "cas", "k", "--old-absent", "--new", "b"]);
+    assert_eq!(
+        (refused.status.code(), stdout(&refused).as_str()),
+        (Some(1), "a\n")
+    );
+    let deleted = party(&[dir, "cas", "k", "--old", "a", "--delete"]);
+    assert_eq!(deleted.status.code(), Some(0));
+    let gone = party(&["--json", dir, "cas", "k", "--old", "a", "--new", "c"]);
+    assert_eq!(gone.status.code(), Some(1));
+    let answer: serde_json::Value = serde_json::from_str(&stdout(&gone)).unwrap();
+    assert_eq!(
+        answer,
+        serde_json::json!({"ok": true, "swapped": false, "current": null})
+    );
+    let incomplete = party(&[dir, "cas", "k", "--new", "c"]);
+    assert_eq!(
+        incomplete.status.code(),
+        Some(2),
+        "--old or --old-absent is needed"
+    );
+
+    assert_eq!(stdout(&party(&[dir, "incr", "n"])), "1\n");
+    assert_eq!(stdout(&party(&[dir, "incr", "n", "-5"])), "-4\n");
+    assert!(party(&[dir, "put", "text", "abc"]).status.success());
+    let not_a_number = party(&[dir, "incr", "text"]);
+    assert_eq!(not_a_number.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&not_a_number.stderr).contains("(not_a_number)"));
+
+    let mut shell = Shell::start(dir);
+    assert_eq!(
+        shell.send("incr n 10"),
+        serde_json::json!({"ok": true, "value": 6})
+    );
+    assert_eq!(
+        shell.send("cas n --old 5 --new 0"),
+        serde_json::json!({"ok": true, "swapped": false, "current": "6"})
+    );
+    assert_eq!(
+        shell.send("cas n --old 6 --new 0"),
+        serde_json::json!({"ok": true})
+    );
+}
+
+/// Processes incrementing one counter at once, each a separate `party incr`: every
+/// increment counts once, whichever process led.
+#[test]
+fn increments_by_several_processes_at_once_all_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    let (processes, each) = (4, 15);
+    let script =
+        format!("for i in $(seq {each}); do \"$0\" \"$1\" incr counter >/dev/null || exit 1; done");
+    let children: Vec<_> = (0..processes)
+        .map(|_| {
+            Command::new("sh")
+                .args(["-c", &script, PARTY, dir])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    let total = party(&[dir, "get", "counter"]);
+    assert_eq!(stdout(&total), format!("{}\n", processes * each));
+}
