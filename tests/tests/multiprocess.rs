@@ -114,6 +114,41 @@ fn leader_killed_with_writes_in_flight_all_land(store: &str) {
     );
 }
 
+/// Two followers increment one counter by transaction, one increment after the other,
+/// while the leader is killed: every increment counts exactly once (the counter equals the
+/// increments' own keys, none lost to a race, none applied twice after a re-send), and a
+/// compare-and-swap from a stale value is refused on the new leader.
+fn increments_from_two_processes_through_a_leader_kill_count_exactly_once(store: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut leader, mut one) = leader_and_follower(store, dir.path());
+    let mut two = node(store, dir.path(), &[]);
+    assert_eq!(two.send("ready"), "ok follower");
+    let each = if store == "etcd" { 300 } else { 1000 };
+    one.submit(&format!("incr c {each}"));
+    two.submit(&format!("incr c {each}"));
+    let before_kill: u64 = loop {
+        if let Some(value) = leader.send("get c").strip_prefix("ok ") {
+            break value.parse().unwrap();
+        }
+    };
+    leader.kill();
+    assert!(
+        before_kill < 2 * each,
+        "every increment landed before the kill; the test proved nothing"
+    );
+    assert_eq!(one.answer(), format!("ok {each}"));
+    assert_eq!(two.answer(), format!("ok {each}"));
+    assert_eq!(one.send("get c"), format!("ok {}", 2 * each));
+    let scan = two.send("scan FORWARD 0");
+    assert!(
+        scan.starts_with(&format!("ok {} ", 2 * each + 1)),
+        "one key per increment, and the counter: {scan}"
+    );
+    assert_eq!(one.send("cas c 0 1"), format!("conflict {}", 2 * each));
+    assert_eq!(two.send(&format!("cas c {} done", 2 * each)), "ok");
+    assert_eq!(one.send("get c"), "ok done");
+}
+
 /// A leader closed on purpose (not killed) while a follower has a burst of writes in flight
 /// and another scans: with retries on, nothing fails and nothing is lost or repeated.
 fn a_leader_closing_mid_burst_and_mid_scan_fails_no_operation(store: &str) {
@@ -371,6 +406,12 @@ macro_rules! on_store {
             #[test]
             fn ten_processes_each_put_one_key_and_exit_and_a_fresh_handle_sees_all() {
                 super::ten_processes_each_put_one_key_and_exit_and_a_fresh_handle_sees_all($store);
+            }
+            #[test]
+            fn increments_from_two_processes_through_a_leader_kill_count_exactly_once() {
+                super::increments_from_two_processes_through_a_leader_kill_count_exactly_once(
+                    $store,
+                );
             }
             #[test]
             fn a_leader_closing_mid_burst_and_mid_scan_fails_no_operation() {

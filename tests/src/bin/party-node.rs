@@ -110,6 +110,22 @@ async fn main() {
                 format!("ok {}", lens.join(","))
             }),
             ["burst", prefix, count] => burst(&db, prefix, count.parse().unwrap_or(0)).await,
+            ["incr", counter, count] => increments(&db, counter, count.parse().unwrap_or(0)).await,
+            ["cas", key, old, new] => {
+                let given = |word: &str| (word != "_").then(|| word.to_owned());
+                db.compare_and_swap(key, given(old), given(new)).await.map(
+                    |swapped| match swapped {
+                        Ok(()) => "ok".into(),
+                        Err(conflict) => format!(
+                            "conflict {}",
+                            conflict
+                                .current
+                                .map_or("none".into(), |v| String::from_utf8_lossy(&v)
+                                    .into_owned())
+                        ),
+                    },
+                )
+            }
             ["fill-big", count, size] => {
                 fill_big(&db, count.parse().unwrap_or(0), size.parse().unwrap_or(0)).await
             }
@@ -187,6 +203,33 @@ async fn burst(db: &Db, prefix: &str, count: u64) -> Result<String, Error> {
         .collect();
     for write in writes {
         write.await?;
+    }
+    Ok(format!("ok {count}"))
+}
+
+/// Increments `counter` `count` times, one transaction after the other, each also writing
+/// a key of its own (`<counter>/<id>/<n>`, the id this process's pid) so that a check can
+/// count the increments committed.
+async fn increments(db: &Db, counter: &str, count: u64) -> Result<String, Error> {
+    let id = std::process::id();
+    for n in 1..=count {
+        let unique = format!("{counter}/{id}/{n:06}");
+        let (counter, unique) = (counter, &unique);
+        let committed = db
+            .transaction(|tx| async move {
+                let held = tx.get(counter).await?;
+                let value: u64 =
+                    held.map_or(0, |v| String::from_utf8_lossy(&v).parse().unwrap_or(0));
+                tx.put(counter, (value + 1).to_string());
+                tx.put(unique, "1");
+                Ok::<_, Error>(())
+            })
+            .await;
+        match committed {
+            Ok(()) => {}
+            Err(party_core::TransactionError::Db(error)) => return Err(error),
+            Err(other) => return Ok(format!("err {other}")),
+        }
     }
     Ok(format!("ok {count}"))
 }
