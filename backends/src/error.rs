@@ -99,6 +99,11 @@ pub enum BackendError {
         bytes: usize,
         max: usize,
     },
+    /// What a transaction of the batch read changed in the store before the batch could
+    /// commit (another host's leader wrote it, on a store several hosts share); nothing of
+    /// the batch was applied. The leader's writer checks the transactions again.
+    #[error("a transaction's reads changed in the {backend} store before its commit")]
+    Stale { backend: &'static str },
     /// A dedup record in the reserved namespace does not decode: the store was written by
     /// something else, or is damaged.
     #[error("corrupt dedup record for key {key:02x?}: {reason}")]

@@ -243,6 +243,7 @@ impl Worker {
             Err(unsettled @ BackendError::Unsettled { .. }) => {
                 CommitResult::Unsettled(unsettled.to_string())
             }
+            Err(BackendError::Stale { .. }) => CommitResult::Stale,
             Err(error) => CommitResult::Failed(error.into()),
         }
     }

@@ -116,6 +116,10 @@ pub enum CommitResult {
     /// lost): every write of the group fails with `ErrorCode::OutcomeUnknown`, and the
     /// clients' records are read again before their next writes.
     Unsettled(String),
+    /// The store refused the batch because what a transaction of it read changed after
+    /// the writer read it (another host's writer, on a store several hosts share): nothing
+    /// was applied, and each write of the group is checked and committed again alone.
+    Stale,
 }
 
 /// What happened, as the caller saw it.
@@ -584,23 +588,10 @@ impl<T> Writer<T> {
                     self.reply(write.to, Ok(Response::Written));
                 }
             }
-            CommitResult::Failed(_) if group.applied.len() > 1 => {
-                #[cfg(feature = "bug-injection")]
-                let abort = !self.config.bugs.no_abort_before_retry;
-                #[cfg(not(feature = "bug-injection"))]
-                let abort = true;
-                if abort {
-                    self.dedup.abort_group(self.wall_ms(now));
-                }
-                // Each write alone, ahead of everything queued since: the good ones land,
-                // the bad one fails by itself. A duplicate from the same group is admitted
-                // again and answered with its original.
-                let writes: Vec<_> = group.applied.into_iter().chain(group.in_group).collect();
-                for write in writes.into_iter().rev() {
-                    self.queue.push_front(Queued::Cut);
-                    self.queue.push_front(Queued::Write(write));
-                }
-            }
+            // Each write alone, ahead of everything queued since: the good ones land, the
+            // bad one fails by itself; a transaction is checked against the store anew.
+            CommitResult::Stale => self.retry_alone(now, group),
+            CommitResult::Failed(_) if group.applied.len() > 1 => self.retry_alone(now, group),
             CommitResult::Unsettled(cause) => {
                 self.dedup.forget_group(self.wall_ms(now));
                 let error = ErrorCode::OutcomeUnknown(cause);
@@ -614,6 +605,24 @@ impl<T> Writer<T> {
                     self.reply(write.to, Err(error.clone()));
                 }
             }
+        }
+    }
+
+    /// Puts the writes of a group that did not land back at the front of the queue, each a
+    /// group of its own. A duplicate from the same group is admitted again and answered
+    /// with its original.
+    fn retry_alone(&mut self, now: Timestamp, group: Group<T>) {
+        #[cfg(feature = "bug-injection")]
+        let abort = !self.config.bugs.no_abort_before_retry;
+        #[cfg(not(feature = "bug-injection"))]
+        let abort = true;
+        if abort {
+            self.dedup.abort_group(self.wall_ms(now));
+        }
+        let writes: Vec<_> = group.applied.into_iter().chain(group.in_group).collect();
+        for write in writes.into_iter().rev() {
+            self.queue.push_front(Queued::Cut);
+            self.queue.push_front(Queued::Write(write));
         }
     }
 

@@ -407,6 +407,8 @@ proptest! {
                             0 => CommitResult::Failed(ErrorCode::Backend("injected".into())),
                             1 => CommitResult::Refused(ErrorCode::StoreReadOnly),
                             3 => CommitResult::Unsettled("lost".into()),
+                            // Another host changed what a transaction read.
+                            5 => CommitResult::Stale,
                             _ => {
                                 let landed = model.commit(&batch);
                                 prop_assert!(landed.is_ok(), "{:?}", landed);

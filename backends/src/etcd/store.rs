@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
 };
-use party_proto::wire::{BatchOp, Entry, WriteOp};
+use party_proto::txn::{CheckRead, CheckValue};
+use party_proto::wire::{BatchOp, Entry, ReadCheck, WriteOp};
 use party_proto::{ClientId, DedupRecord, KeyRange};
 
 use crate::batch::{resolve, WriteBatch};
@@ -48,6 +49,10 @@ pub struct EtcdBackend {
     /// is known to have landed exactly when the marker holds its token.
     marker_key: Vec<u8>,
     marker: Mutex<Marker>,
+    /// The revision the leader's writer last read its transactions' reads at
+    /// ([`Backend::read_for_checks`]): a commit of those transactions compares that no key
+    /// of a range they read changed after it (another host's leader may have written).
+    checks_read_at: Mutex<Option<i64>>,
 }
 
 /// What this instance knows of its commit marker.
@@ -150,6 +155,7 @@ impl EtcdBackend {
                 last: Ok(None),
                 tried: 0,
             }),
+            checks_read_at: Mutex::new(None),
         })
     }
 
@@ -189,19 +195,37 @@ impl EtcdBackend {
     /// and values, a few bytes of framing each.
     fn request_bytes(&self, batch: &WriteBatch) -> usize {
         let key = |key: &[u8]| self.data.len() + key.len() + 8;
+        let steps = |ops: &[BatchOp]| -> usize {
+            ops.iter()
+                .map(|op| match op {
+                    BatchOp::Put { key: k, value } => key(k) + value.len(),
+                    BatchOp::Del { key: k } => key(k),
+                })
+                .sum()
+        };
         let writes: usize = batch
             .ops
             .iter()
             .map(|op| match op {
                 WriteOp::Put { key: k, value } => key(k) + value.len(),
                 WriteOp::Del { key: k } => key(k),
-                WriteOp::Batch { ops } | WriteOp::Transaction { writes: ops, .. } => ops
-                    .iter()
-                    .map(|op| match op {
-                        BatchOp::Put { key: k, value } => key(k) + value.len(),
-                        BatchOp::Del { key: k } => key(k),
-                    })
-                    .sum(),
+                WriteOp::Batch { ops } => steps(ops),
+                // Its reads travel as compares.
+                WriteOp::Transaction { reads, writes } => {
+                    steps(writes)
+                        + reads
+                            .iter()
+                            .map(|read| match read {
+                                ReadCheck::Key { key: k, value } => {
+                                    key(k) + value.as_ref().map_or(0, Vec::len)
+                                }
+                                ReadCheck::Range { entries, .. } => {
+                                    2 * key(&[])
+                                        + entries.iter().map(|e| key(&e.key)).sum::<usize>()
+                                }
+                            })
+                            .sum::<usize>()
+                }
                 WriteOp::Clear { range } => {
                     let bound = |b: &Bound<Vec<u8>>| match b {
                         Bound::Included(k) | Bound::Excluded(k) => k.len(),
@@ -298,11 +322,15 @@ impl EtcdBackend {
         Ok(ops)
     }
 
-    /// Whole etcd keys read at one revision: one transaction for up to [`MAX_TXN_OPS`] keys,
-    /// the next ones at the revision the first read.
-    fn get_raw_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+    /// Whole etcd keys read at one revision (`revision`, or now if 0): one transaction for
+    /// up to [`MAX_TXN_OPS`] keys, the next ones at the revision the first read.
+    fn get_raw_many(
+        &self,
+        keys: &[Vec<u8>],
+        revision: i64,
+    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
         let mut values = Vec::with_capacity(keys.len());
-        let mut revision = 0;
+        let mut revision = revision;
         for chunk in keys.chunks(MAX_TXN_OPS) {
             let at = (revision > 0).then(|| GetOptions::new().with_revision(revision));
             let reads: Vec<TxnOp> = chunk
@@ -366,6 +394,79 @@ impl EtcdBackend {
             }
         }
         Ok(())
+    }
+
+    /// The store's revision now.
+    fn revision_now(&self) -> Result<i64, BackendError> {
+        let now = self.block_on(|| {
+            let mut client = self.client.clone();
+            let key = self.marker_key.clone();
+            async move { client.get(key, None).await }
+        })?;
+        Ok(now.header().map_or(0, |header| header.revision()))
+    }
+
+    /// The etcd keys `[start, end)` as they were at `revision`, a page at a time.
+    fn pages(&self, start: Vec<u8>, end: Vec<u8>, reverse: bool, revision: i64) -> Pages {
+        Pages {
+            client: self.client.clone(),
+            runtime: self.runtime.clone(),
+            strip: self.data.len(),
+            revision,
+            start,
+            end,
+            reverse,
+            page: Vec::new().into_iter(),
+            done: false,
+        }
+    }
+
+    /// The compares that make a commit of `writes` land only while the reads of its
+    /// transactions still hold: a key read holds its value (or is still absent); a range
+    /// read still has each key it saw, and no key of it changed or appeared since the
+    /// revision the writer read it at. The writer checked the same a moment before, but
+    /// another host's leader may write in between.
+    fn read_compares(&self, writes: &[WriteOp]) -> Result<Vec<Compare>, BackendError> {
+        let mut compares = Vec::new();
+        let stale = || BackendError::Stale { backend: NAME };
+        for write in writes {
+            let WriteOp::Transaction { reads, .. } = write else {
+                continue;
+            };
+            for read in reads {
+                match read {
+                    ReadCheck::Key { key, value: None } => {
+                        compares.push(Compare::version(self.data_key(key), CompareOp::Equal, 0));
+                    }
+                    ReadCheck::Key {
+                        key,
+                        value: Some(value),
+                    } => compares.push(Compare::value(
+                        self.data_key(key),
+                        CompareOp::Equal,
+                        value.clone(),
+                    )),
+                    ReadCheck::Range { range, entries } => {
+                        let Some((start, end)) = self.etcd_range(range) else {
+                            continue;
+                        };
+                        let read_at = self
+                            .checks_read_at
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .ok_or_else(stale)?;
+                        compares.extend(entries.iter().map(|entry| {
+                            Compare::version(self.data_key(&entry.key), CompareOp::Greater, 0)
+                        }));
+                        compares.push(
+                            Compare::mod_revision(start, CompareOp::Less, read_at + 1)
+                                .with_range(end),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(compares)
     }
 
     fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
@@ -464,7 +565,7 @@ impl Backend for EtcdBackend {
 
     fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
         let keys: Vec<Vec<u8>> = keys.iter().map(|key| self.data_key(key)).collect();
-        self.get_raw_many(&keys)
+        self.get_raw_many(&keys, 0)
     }
 
     /// The net effect of the group and its dedup records, as one transaction.
@@ -484,11 +585,12 @@ impl Backend for EtcdBackend {
                 max: MAX_REQUEST_BYTES,
             });
         }
-        // One operation more moves the commit count.
-        if ops.len() + 1 > MAX_TXN_OPS {
+        let mut compares = self.read_compares(&batch.ops)?;
+        // One operation more moves the commit count, one compare more checks it.
+        if ops.len() + 1 > MAX_TXN_OPS || compares.len() + 1 > MAX_TXN_OPS {
             return Err(BackendError::BatchTooLarge {
                 backend: NAME,
-                ops: ops.len(),
+                ops: ops.len().max(compares.len()),
                 max: MAX_TXN_OPS - 1,
             });
         }
@@ -496,19 +598,22 @@ impl Backend for EtcdBackend {
         let last = self.settle(&mut marker)?;
         let token = marker.next_token();
         ops.push(TxnOp::put(self.marker_key.clone(), token.clone(), None));
+        compares.push(self.marker_unchanged(&last));
         let outcome = self.block_on(|| {
             let mut client = self.client.clone();
-            let txn = Txn::new()
-                .when([self.marker_unchanged(&last)])
-                .and_then(ops.clone());
+            let txn = Txn::new().when(compares.clone()).and_then(ops.clone());
             async move { client.txn(txn).await }
         });
         let settled = match outcome {
             Ok(response) if response.succeeded() => Settled::Landed,
-            // The marker is not what it was: an earlier try of this very commit landed
-            // (its reply lost), or another process moved it and nothing landed.
+            // A compare failed: an earlier try of this very commit landed (its reply lost,
+            // the marker holds its token), a transaction's read no longer holds (the
+            // marker is unchanged), or another process moved the marker and nothing landed.
             Ok(_) => match self.get_raw(&self.marker_key) {
                 Ok(now) if now.as_ref() == Some(&token) => Settled::Landed,
+                Ok(now) if Ok(&now) == marker.last.as_ref() => {
+                    return Err(BackendError::Stale { backend: NAME });
+                }
                 Ok(now) => {
                     marker.last = Ok(now);
                     return Err(BackendError::Store {
@@ -565,24 +670,39 @@ impl Backend for EtcdBackend {
             return Ok(Box::new(std::iter::empty()));
         };
         // The revision every page reads: the store as it is now.
-        let now = self.block_on(|| {
-            let mut client = self.client.clone();
-            let start = start.clone();
-            async move { client.get(start, None).await }
-        })?;
-        let revision = now.header().map_or(0, |header| header.revision());
-        let pages = Pages {
-            client: self.client.clone(),
-            runtime: self.runtime.clone(),
-            strip: self.data.len(),
-            revision,
-            start,
-            end,
-            reverse,
-            page: Vec::new().into_iter(),
-            done: false,
-        };
-        Ok(Box::new(pages))
+        let revision = self.revision_now()?;
+        Ok(Box::new(self.pages(start, end, reverse, revision)))
+    }
+
+    fn read_for_checks(&self, reads: &[CheckRead]) -> Result<Vec<CheckValue>, BackendError> {
+        let revision = self.revision_now()?;
+        let keys: Vec<Vec<u8>> = reads
+            .iter()
+            .filter_map(|read| match read {
+                CheckRead::Key(key) => Some(self.data_key(key)),
+                CheckRead::Range { .. } => None,
+            })
+            .collect();
+        let mut values = self.get_raw_many(&keys, revision)?.into_iter();
+        let answers = reads
+            .iter()
+            .map(|read| match read {
+                CheckRead::Key(_) => Ok(CheckValue::Value(values.next().flatten())),
+                CheckRead::Range { range, limit } => match self.etcd_range(range) {
+                    None => Ok(CheckValue::Entries(Vec::new())),
+                    Some((start, end)) => self
+                        .pages(start, end, false, revision)
+                        .take(*limit)
+                        .collect::<Result<_, _>>()
+                        .map(CheckValue::Entries),
+                },
+            })
+            .collect::<Result<_, _>>()?;
+        *self
+            .checks_read_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(revision);
+        Ok(answers)
     }
 
     /// A read is a round trip to a quorum.
@@ -602,7 +722,7 @@ impl Backend for EtcdBackend {
         // records are read: they would then deny a write that did land.
         self.settle(&mut self.marker.lock().unwrap_or_else(|e| e.into_inner()))?;
         let keys: Vec<Vec<u8>> = clients.iter().map(|c| self.record_key(*c)).collect();
-        self.get_raw_many(&keys)?
+        self.get_raw_many(&keys, 0)?
             .into_iter()
             .zip(clients)
             .map(|(value, client)| {
@@ -800,6 +920,90 @@ mod tests {
             [range(b"a", b"e"), range(b"m", b"p")]
         );
         assert!(merged(std::iter::empty()).is_empty());
+    }
+
+    /// Two stores on one prefix, as the leaders of two hosts: a transaction one checked
+    /// is refused (nothing applied) if the other changed what it read, a value or a key
+    /// new in a range, after the first read it; and lands if nothing did.
+    #[test]
+    fn a_transaction_another_host_changed_the_reads_of_is_stale_and_applies_nothing() {
+        let cluster = LocalCluster::start(1).unwrap();
+        let config = EtcdConfig {
+            endpoints: cluster.endpoints(),
+            prefix: b"shared/".to_vec(),
+        };
+        let (here, other) = (
+            EtcdBackend::connect(&config).unwrap(),
+            EtcdBackend::connect(&config).unwrap(),
+        );
+        here.write(&put(b"k")).unwrap();
+        let range = KeyRange {
+            start: std::ops::Bound::Included(b"r/".to_vec()),
+            end: std::ops::Bound::Excluded(b"r0".to_vec()),
+        };
+        let txn = |reads: Vec<ReadCheck>| WriteBatch {
+            ops: vec![WriteOp::Transaction {
+                reads,
+                writes: vec![BatchOp::Put {
+                    key: b"out".to_vec(),
+                    value: b"1".to_vec(),
+                }],
+            }],
+            records: Vec::new(),
+        };
+        let key_read = || ReadCheck::Key {
+            key: b"k".to_vec(),
+            value: Some(b"v".to_vec()),
+        };
+        let range_read = || ReadCheck::Range {
+            range: range.clone(),
+            entries: Vec::new(),
+        };
+        let checks = [
+            CheckRead::Key(b"k".to_vec()),
+            CheckRead::Range {
+                range: range.clone(),
+                limit: 1,
+            },
+        ];
+        here.read_for_checks(&checks).unwrap();
+        other.write(&put(b"r/phantom")).unwrap();
+        let refused = here.write(&txn(vec![key_read(), range_read()]));
+        assert!(
+            matches!(refused, Err(BackendError::Stale { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(here.get(b"out").unwrap(), None);
+        here.read_for_checks(&checks).unwrap();
+        other
+            .write(&WriteBatch {
+                ops: vec![WriteOp::Put {
+                    key: b"k".to_vec(),
+                    value: b"changed".to_vec(),
+                }],
+                records: Vec::new(),
+            })
+            .unwrap();
+        let refused = here.write(&txn(vec![key_read()]));
+        assert!(
+            matches!(refused, Err(BackendError::Stale { .. })),
+            "{refused:?}"
+        );
+        other.write(&put(b"k")).unwrap();
+        here.read_for_checks(&checks).unwrap();
+        let seen = vec![Entry {
+            key: b"r/phantom".to_vec(),
+            value: b"v".to_vec(),
+        }];
+        here.write(&txn(vec![
+            key_read(),
+            ReadCheck::Range {
+                range: range.clone(),
+                entries: seen,
+            },
+        ]))
+        .unwrap();
+        assert_eq!(here.get(b"out").unwrap(), Some(b"1".to_vec()));
     }
 
     #[test]

@@ -162,6 +162,15 @@ impl World {
                 // The store's answer is lost (a network store): the batch landed or not.
                 11..=12 => return CommitResult::Unsettled("injected, not landed".into()),
                 13..=14 => unsettled = true,
+                // Another host's leader changed what a transaction read (a shared store).
+                15..=17
+                    if batch
+                        .ops
+                        .iter()
+                        .any(|op| matches!(op, WriteOp::Transaction { .. })) =>
+                {
+                    return CommitResult::Stale
+                }
                 _ => {}
             }
         }
