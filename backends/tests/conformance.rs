@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use party_backends::{Backend, BackendKind, MemoryBackend, OpenError, WriteBatch};
-use party_proto::wire::{BatchOp, WriteOp};
+use party_proto::txn::{CheckRead, CheckValue};
+use party_proto::wire::{BatchOp, Entry, WriteOp};
 use party_proto::{ClientId, DedupRecord, IterOptions, KeyRange, WriteSeq};
 
 /// Keys at the byte edges: the empty key, 0x00, 0xff, and keys that are prefixes of others.
@@ -166,6 +167,63 @@ pub fn range_matrix_forward_and_reverse_with_limits(store: &dyn Backend) {
             }
         }
     }
+}
+
+/// What the leader's writer reads to check transactions: each key's value (or absence)
+/// and each range's first entries in key order, and a transaction commits as its writes.
+pub fn reads_for_checks_and_a_transactions_writes(store: &dyn Backend) {
+    fill_edge_keys(store);
+    let mut all: Vec<Vec<u8>> = EDGE_KEYS.iter().map(|k| k.to_vec()).collect();
+    all.sort();
+    let range = KeyRange {
+        start: Bound::Excluded(all[1].clone()),
+        end: Bound::Unbounded,
+    };
+    let reads = [
+        CheckRead::Key(all[0].clone()),
+        CheckRead::Key(b"absent".to_vec()),
+        CheckRead::Range {
+            range: range.clone(),
+            limit: 3,
+        },
+    ];
+    let entries = |keys: &[Vec<u8>]| {
+        keys.iter()
+            .map(|key| Entry {
+                key: key.clone(),
+                value: value_of(key),
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        store.read_for_checks(&reads).unwrap(),
+        vec![
+            CheckValue::Value(Some(value_of(&all[0]))),
+            CheckValue::Value(None),
+            CheckValue::Entries(entries(&all[2..5])),
+        ]
+    );
+    write(
+        store,
+        vec![WriteOp::Transaction {
+            reads: Vec::new(),
+            writes: vec![
+                BatchOp::Put {
+                    key: b"absent".to_vec(),
+                    value: b"now".to_vec(),
+                },
+                BatchOp::Del {
+                    key: all[0].clone(),
+                },
+            ],
+        }],
+    );
+    assert_eq!(
+        store
+            .get_many(&[all[0].clone(), b"absent".to_vec()])
+            .unwrap(),
+        vec![None, Some(b"now".to_vec())]
+    );
 }
 
 /// Long enough to cross every store's internal buffering.
@@ -621,6 +679,10 @@ macro_rules! conformance {
             #[test]
             fn dedup_records_are_stored_with_the_write_and_never_seen_as_data() {
                 with_store(super::dedup_records_are_stored_with_the_write_and_never_seen_as_data);
+            }
+            #[test]
+            fn reads_for_checks_and_a_transactions_writes() {
+                with_store(super::reads_for_checks_and_a_transactions_writes);
             }
             #[test]
             fn expired_records_are_removed_page_by_page() {
