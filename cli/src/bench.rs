@@ -163,7 +163,24 @@ pub async fn node(args: &[String]) -> Result<ExitCode, Failure> {
                 last = now;
             }
         }
-        _ => return Err("MODE is idle, load SECONDS or watch".into()),
+        [m, seconds, what] if m == "writes" => {
+            let seconds: f64 = seconds.parse().map_err(|_| "writes SECONDS WHAT")?;
+            // Together with the others: each starts when told, on one line of stdin.
+            let _ = std::io::stdin().read(&mut [0u8; 1]);
+            let counter = match what.as_str() {
+                "shared" => Some("count/shared".to_owned()),
+                "own" => Some(format!("count/{}", std::process::id())),
+                _ => None,
+            };
+            let ops = on_runtime(one_at_a_time(
+                db.clone(),
+                Duration::from_secs_f64(seconds),
+                counter,
+            ))
+            .await?;
+            out::line(format_args!("ops {ops}"))?;
+        }
+        _ => return Err("MODE is idle, load SECONDS, watch or writes SECONDS WHAT".into()),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -217,6 +234,84 @@ async fn pipelined(
     }
     let seconds = start.elapsed().as_secs_f64();
     Ok((done, done as f64 / seconds))
+}
+
+/// Writes done in `duration`, one at a time: increments of `counter` by transaction, or
+/// plain puts when `None`.
+async fn one_at_a_time(db: Db, duration: Duration, counter: Option<String>) -> Result<u64, String> {
+    let start = Instant::now();
+    let mut done = 0u64;
+    while start.elapsed() < duration {
+        match &counter {
+            Some(counter) => {
+                match crate::command::increment(&db, counter.as_bytes().to_vec(), 1).await {
+                    Ok(_) => {}
+                    // Out of attempts under contention: nothing written, nothing counted.
+                    Err(failure) if failure.kind == crate::failure::Kind::Conflict => continue,
+                    Err(failure) => return Err(failure.message),
+                }
+            }
+            None => db
+                .put(key(done % KEYS), VALUE)
+                .await
+                .map_err(|e| e.to_string())?,
+        }
+        done += 1;
+    }
+    Ok(done)
+}
+
+/// Writes per second by `processes` followers at once, one write at a time each:
+/// increments of one shared counter (`shared`, every transaction contends), of a counter of
+/// each process's own (`own`, none does), or plain puts (`puts`).
+fn writes_by_processes(
+    dir: &Path,
+    store: &ToolStore,
+    processes: usize,
+    what: &str,
+    span: Duration,
+) -> Result<f64, Failure> {
+    let seconds = span.as_secs_f64().to_string();
+    let mut writers = (0..processes)
+        .map(|_| leader_child(dir, store, &["writes", &seconds, what]))
+        .collect::<Result<Vec<_>, _>>()?;
+    for writer in &mut writers {
+        if first_line(writer)? != "ready follower" {
+            return Err("a writer of the transactions bench did not follow".into());
+        }
+    }
+    for writer in &mut writers {
+        let stdin = writer.stdin.as_mut().ok_or("no stdin")?;
+        stdin.write_all(b"go\n").map_err(|e| e.to_string())?;
+    }
+    let mut total = 0u64;
+    for writer in &mut writers {
+        let line = first_line(writer)?;
+        total += line
+            .strip_prefix("ops ")
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| format!("a writer of the transactions bench said {line:?}"))?;
+    }
+    Ok(total as f64 / span.as_secs_f64())
+}
+
+/// Transactions per second by 1, 4 and 16 processes, contended and not, next to plain puts.
+fn transactions(base: &Path, store: &ToolStore, span: Duration) -> Result<Value, Failure> {
+    let dir = base.join("transactions");
+    let _leader = start_leader(&dir, store)?;
+    let mut report = serde_json::Map::new();
+    for processes in [1, 4, 16] {
+        out::note(format_args!("bench: transactions by {processes}…"));
+        report.insert(
+            processes.to_string(),
+            json!({
+                "contended_txn_per_s": writes_by_processes(&dir, store, processes, "shared", span)?,
+                "uncontended_txn_per_s": writes_by_processes(&dir, store, processes, "own", span)?,
+                "put_ops_per_s": writes_by_processes(&dir, store, processes, "puts", span)?,
+            }),
+        );
+    }
+    Ok(Value::Object(report))
 }
 
 /// Entries per second of a full scan: the median of `runs` scans (one takes ~0.1 s).
@@ -472,6 +567,8 @@ async fn measure(base: &Path, store: &ToolStore, quick: bool) -> Result<Value, F
     with_past_clients(&past, store, PAST_CLIENTS).await?;
     let failover_past = failovers(&past, store, kills).await?;
 
+    let transactions = transactions(base, store, span)?;
+
     out::note(format_args!("bench: one-shot commands…"));
     let one_shot = one_shot_commands(base, store, if quick { 3 } else { 15 })?;
 
@@ -494,6 +591,7 @@ async fn measure(base: &Path, store: &ToolStore, quick: bool) -> Result<Value, F
         "failover_after_past_clients": failover_past,
         "failover": failover,
         "one_shot": one_shot,
+        "transactions": transactions,
         "memory_kib": {
             "follower_rss": follower_rss,
             "idle_follower_rss": idle_rss,
@@ -773,6 +871,15 @@ fn table(report: &Value) -> Vec<String> {
         number(&o["new_leader_store_open_p50_ms"]),
         number(&o["new_leader_store_open_p99_ms"])
     ));
+    for processes in ["1", "4", "16"] {
+        let t = &report["transactions"][processes];
+        lines.push(format!(
+            "increments, {processes:>2} processes    contended {} txn/s  uncontended {} txn/s  (plain puts {} ops/s)",
+            rate(&t["contended_txn_per_s"]),
+            rate(&t["uncontended_txn_per_s"]),
+            rate(&t["put_ops_per_s"])
+        ));
+    }
     let c = &report["one_shot"];
     lines.push(format!(
         "one-shot put                leading, as a new process: p50 {} ms (the process alone: {} ms); ten at once: {} ms",

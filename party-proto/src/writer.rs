@@ -543,7 +543,10 @@ impl<T> Writer<T> {
                         }
                         cost += more;
                         clients.insert(write.stamp.client);
-                        written.add(&write.op);
+                        // Only a group with transactions (so a snapshot) asks.
+                        if snapshot.is_some() {
+                            written.add(&write.op);
+                        }
                         batch.push(self.applied_op(&write.op));
                         group.applied.push(write);
                     }
