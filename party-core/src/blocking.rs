@@ -134,16 +134,17 @@ impl BlockingDb {
                 runtime: self.runtime.clone(),
             };
             let returned = body(&tx);
-            let (value, commit) = match tx.tx.settle(returned) {
+            let (result, commit) = match tx.tx.settle(returned) {
                 Settled::Done(result) => return result,
-                Settled::Commit(value, commit) => (value, commit),
+                Settled::Commit(value, commit) => (Ok(value), commit),
+                Settled::Abort(error, check) => (Err(TransactionError::Aborted(error)), check),
             };
             let answer = self
                 .runtime
                 .runtime
                 .block_on(self.db.write_answered(commit));
             if retries.committed(answer)? {
-                return Ok(value);
+                return result;
             }
         }
         Err(retries.exhausted())

@@ -41,8 +41,9 @@ pub enum TransactionError<E> {
     /// written. `key` is the last key found changed.
     #[error("the transaction met a conflict on each of its {attempts} attempts (last at key {key:02x?})")]
     Conflict { attempts: u32, key: Vec<u8> },
-    /// A read or the commit failed. After [`Error::OutcomeUnknown`] the transaction may
-    /// have been applied; after any other error it was not.
+    /// A read or the commit failed. The transaction was not applied, except that after
+    /// [`Error::OutcomeUnknown`], [`Error::TimedOut`], [`Error::ConnectionLost`] or
+    /// [`Error::Closed`] its commit may have been (read the keys to know).
     #[error(transparent)]
     Db(#[from] Error),
 }
@@ -252,7 +253,9 @@ impl Db {
     /// attempt that committed returned.
     ///
     /// A transaction that only reads is checked too: what it returns was read from one
-    /// state of the store.
+    /// state of the store. So is one whose body returns an error after reading: it ends
+    /// [`TransactionError::Aborted`] only if what it read held together; otherwise it
+    /// runs again, as on a conflict.
     pub async fn transaction<F, Fut, R, E>(&self, mut body: F) -> Result<R, TransactionError<E>>
     where
         F: FnMut(Transaction) -> Fut,
@@ -265,12 +268,13 @@ impl Db {
             }
             let tx = self.begin();
             let returned = body(tx.clone()).await;
-            let (value, commit) = match tx.settle(returned) {
+            let (result, commit) = match tx.settle(returned) {
                 Settled::Done(result) => return result,
-                Settled::Commit(value, commit) => (value, commit),
+                Settled::Commit(value, commit) => (Ok(value), commit),
+                Settled::Abort(error, check) => (Err(TransactionError::Aborted(error)), check),
             };
             if retries.committed(self.write_answered(commit).await)? {
-                return Ok(value);
+                return result;
             }
         }
         Err(retries.exhausted())
@@ -284,10 +288,14 @@ impl Db {
 
 /// How an attempt's body ended, for the retry loop.
 pub(crate) enum Settled<R, E> {
-    /// The transaction is over: aborted, failed, or with nothing to commit.
+    /// The transaction is over: failed, or with nothing to commit.
     Done(Result<R, TransactionError<E>>),
     /// Send this commit; the body returned this value.
     Commit(R, WriteOp),
+    /// The body gave up with this error after reading: the reads (this commit, with no
+    /// writes) are checked first, so that it gave up on one state of the store, not on
+    /// values read at different moments that never held together.
+    Abort(E, WriteOp),
 }
 
 impl Transaction {
@@ -296,7 +304,16 @@ impl Transaction {
         let (commit, failure) = self.finish();
         match (returned, failure) {
             (Err(_), Some(failure)) => Settled::Done(Err(TransactionError::Db(failure))),
-            (Err(error), None) => Settled::Done(Err(TransactionError::Aborted(error))),
+            (Err(error), None) => match commit {
+                WriteOp::Transaction { reads, .. } if !reads.is_empty() => Settled::Abort(
+                    error,
+                    WriteOp::Transaction {
+                        reads,
+                        writes: Vec::new(),
+                    },
+                ),
+                _ => Settled::Done(Err(TransactionError::Aborted(error))),
+            },
             (Ok(value), _) => match &commit {
                 WriteOp::Transaction { reads, writes } if reads.is_empty() && writes.is_empty() => {
                     Settled::Done(Ok(value))

@@ -128,6 +128,43 @@ async fn a_transaction_reads_its_own_writes_and_an_aborted_one_writes_nothing() 
     assert_eq!(leader.get("a").await.unwrap(), Some(b"new".to_vec()));
 }
 
+/// A body that gives up on what it read is believed only if what it read held together:
+/// one that gave up on a value changed meanwhile runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_on_reads_that_no_longer_hold_runs_the_body_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, follower) = pair(dir.path()).await;
+    leader.put("funds", "0").await.unwrap();
+    let runs = std::sync::atomic::AtomicU32::new(0);
+    let result = follower
+        .transaction(|tx| {
+            let (leader, runs) = (leader.clone(), &runs);
+            async move {
+                let funds = number(tx.get("funds").await?);
+                if runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    // Funds arrive after the first run read none.
+                    leader.put("funds", "5").await?;
+                }
+                if funds == 0 {
+                    return Err(Error::Protocol("no funds".into()));
+                }
+                tx.put("funds", (funds - 1).to_string());
+                Ok(funds)
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(result, 5);
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let refused = follower
+        .transaction(|tx| async move {
+            tx.get("funds").await.map_err(|_| "the read failed")?;
+            Err::<(), _>("no")
+        })
+        .await;
+    assert!(matches!(refused, Err(TransactionError::Aborted("no"))));
+}
+
 /// A transaction that keeps meeting conflicts gives up after its attempts, writing
 /// nothing, with a typed error naming the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

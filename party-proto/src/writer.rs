@@ -38,7 +38,7 @@ use crate::ids::ClientId;
 use crate::server::{Admission, DedupRecord, DedupTable, WriteStamp};
 use crate::time::Timestamp;
 use crate::txn::{reads_to_check, CheckRead, CheckValue, GroupWrites, Snapshot};
-use crate::wire::{Response, WriteOp};
+use crate::wire::{ReadCheck, Response, WriteOp};
 
 /// One atomic, durable commit: the writes in order, and the dedup records to store with
 /// them in the same commit.
@@ -172,11 +172,23 @@ pub enum WriterOutput<T> {
 }
 
 /// The store operations a write adds to a group, before its client's dedup record: one per
-/// key it puts or deletes, and one for a clear (whose keys are found only when it commits).
+/// key it puts or deletes, one for a clear (whose keys are found only when it commits), and
+/// for a transaction also one per key and one per range it read, and one per entry seen in
+/// a range (a store shared by several hosts compares them at commit: etcd takes as many
+/// compares as operations in one transaction).
 pub fn group_cost(op: &WriteOp) -> usize {
     match op {
         WriteOp::Batch { ops } => ops.len(),
-        WriteOp::Transaction { writes, .. } => writes.len(),
+        WriteOp::Transaction { reads, writes } => {
+            let compares: usize = reads
+                .iter()
+                .map(|read| match read {
+                    ReadCheck::Key { .. } => 1,
+                    ReadCheck::Range { entries, .. } => entries.len() + 1,
+                })
+                .sum();
+            writes.len() + compares
+        }
         WriteOp::Put { .. } | WriteOp::Del { .. } | WriteOp::Clear { .. } => 1,
     }
 }

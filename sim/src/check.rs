@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use party_proto::wire::{BatchOp, WriteOp};
+use party_proto::wire::{BatchOp, ReadCheck, WriteOp};
 use party_proto::ErrorCode;
 
 use crate::history::{Op, OpKind, Outcome};
@@ -291,6 +291,40 @@ fn search(
         }
     }
     false
+}
+
+/// Finds the first transaction answered with a conflict that was not one: the key it names
+/// must be one it read, seen with another value than the one named, and the key must have
+/// held the value named at some point of the transaction's commit.
+pub fn conflicts(history: &[Op], timeline: &Timeline) -> Option<String> {
+    for (index, op) in history.iter().enumerate() {
+        let (OpKind::Transaction { reads, .. }, Outcome::Conflict { key, current }, Some(complete)) =
+            (&op.kind, &op.outcome, op.complete)
+        else {
+            continue;
+        };
+        let seen = reads.iter().find_map(|read| match read {
+            ReadCheck::Key { key: read, value } if read == key => Some(value.as_ref()),
+            ReadCheck::Range { range, entries } if range.contains(key) => Some(
+                entries
+                    .iter()
+                    .find(|entry| entry.key == *key)
+                    .map(|entry| &entry.value),
+            ),
+            _ => None,
+        });
+        let held = timeline
+            .states(op.invoke, complete)
+            .iter()
+            .any(|state| state.get(key) == current.as_ref());
+        if seen.is_none_or(|seen| seen == current.as_ref()) || !held {
+            return Some(format!(
+                "op{index} was answered a conflict on {key:02x?} = {current:02x?}, which is no \
+                 change to what it read ({seen:02x?}) or was never held while it ran"
+            ));
+        }
+    }
+    None
 }
 
 /// Finds the first iterator that repeated, reordered, strayed outside its range or its

@@ -3,7 +3,8 @@
 //!
 //! Nothing here reads the clock, the OS random source or the filesystem, so a seed always
 //! replays the same run — the same trace, the same hash. Every run checks that no write is
-//! applied twice, that every key's history is linearizable, that iterators deliver every
+//! applied twice, that every key's history is linearizable, that every committed transaction
+//! read what the store held at its place in the commit order, that iterators deliver every
 //! key present throughout exactly once and in order, that at most one process leads at a
 //! time, and that everything pending finishes once the faults stop.
 

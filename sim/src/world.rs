@@ -153,7 +153,7 @@ struct SeedFaults {
 const SHORT_RETENTIONS_MS: [u64; 3] = [2, 5, 20];
 
 /// The most operations one commit may hold on a seed with small groups.
-pub(super) const SMALL_GROUP: usize = 4;
+pub(super) const SMALL_GROUP: usize = 6;
 
 /// The kinds of store a simulated process may be configured for: the directory holds
 /// whichever its first leader opened.
@@ -436,6 +436,9 @@ impl World {
             self.violations.push(violation);
         }
         if let Some(violation) = crate::check::iterators(&self.history, &self.timeline) {
+            self.violations.push(violation);
+        }
+        if let Some(violation) = crate::check::conflicts(&self.history, &self.timeline) {
             self.violations.push(violation);
         }
         RunResult {

@@ -73,6 +73,16 @@ impl Marker {
     }
 }
 
+/// How fencing a commit ended.
+enum Fence {
+    /// The marker moved past what the commit compares with: it never lands.
+    Fenced,
+    /// The commit had landed already.
+    Landed,
+    /// Neither could be told.
+    Unknown(BackendError),
+}
+
 /// Whether a commit landed, once known.
 enum Settled {
     Landed,
@@ -170,14 +180,7 @@ impl EtcdBackend {
         for _ in 0..3 {
             let read = self.get_raw(&self.marker_key)?;
             let fence = marker.next_token();
-            let fenced = self.block_on(|| {
-                let mut client = self.client.clone();
-                let txn = Txn::new()
-                    .when([self.marker_unchanged(&read)])
-                    .and_then([TxnOp::put(self.marker_key.clone(), fence.clone(), None)]);
-                async move { client.txn(txn).await }
-            })?;
-            if fenced.succeeded() {
+            if self.swap_marker(&read, &fence)? {
                 marker.last = Ok(Some(fence.clone()));
                 return Ok(Some(fence));
             }
@@ -396,6 +399,41 @@ impl EtcdBackend {
         Ok(())
     }
 
+    /// Sets the marker to `to` if it holds `from`; whether it did.
+    fn swap_marker(&self, from: &Option<Vec<u8>>, to: &[u8]) -> Result<bool, BackendError> {
+        let response = self.block_on(|| {
+            let mut client = self.client.clone();
+            let txn = Txn::new()
+                .when([self.marker_unchanged(from)])
+                .and_then([TxnOp::put(self.marker_key.clone(), to.to_vec(), None)]);
+            async move { client.txn(txn).await }
+        })?;
+        Ok(response.succeeded())
+    }
+
+    /// Moves the marker from `last` to a token never used, so that no try of the commit
+    /// `token` can land any more, unless one already has.
+    fn fence(&self, marker: &mut Marker, last: &Option<Vec<u8>>, token: &[u8]) -> Fence {
+        let fence = marker.next_token();
+        match self.swap_marker(last, &fence) {
+            Ok(true) => {
+                marker.last = Ok(Some(fence));
+                Fence::Fenced
+            }
+            Ok(false) => match self.get_raw(&self.marker_key) {
+                Ok(now) if now.as_deref() == Some(token) => Fence::Landed,
+                Ok(_) => Fence::Unknown(BackendError::Store {
+                    backend: NAME,
+                    source: "the store's commit marker moved: another process commits as this \
+                             store instance"
+                        .into(),
+                }),
+                Err(error) => Fence::Unknown(error),
+            },
+            Err(error) => Fence::Unknown(error),
+        }
+    }
+
     /// The store's revision now.
     fn revision_now(&self) -> Result<i64, BackendError> {
         let now = self.block_on(|| {
@@ -611,8 +649,15 @@ impl Backend for EtcdBackend {
             // marker is unchanged), or another process moved the marker and nothing landed.
             Ok(_) => match self.get_raw(&self.marker_key) {
                 Ok(now) if now.as_ref() == Some(&token) => Settled::Landed,
+                // A read no longer holds. An earlier try of this commit (sent again after
+                // no answer) may still be on its way, and land once the value is back:
+                // fenced, it never will.
                 Ok(now) if Ok(&now) == marker.last.as_ref() => {
-                    return Err(BackendError::Stale { backend: NAME });
+                    match self.fence(&mut marker, &last, &token) {
+                        Fence::Fenced => return Err(BackendError::Stale { backend: NAME }),
+                        Fence::Landed => Settled::Landed,
+                        Fence::Unknown(error) => Settled::Unknown(error),
+                    }
                 }
                 Ok(now) => {
                     marker.last = Ok(now);
@@ -627,28 +672,11 @@ impl Backend for EtcdBackend {
             },
             // No answer: the transaction may land now or later. Moving the marker past
             // what it compares with settles that: if the move succeeds it never will.
-            Err(error) => {
-                let fence = marker.next_token();
-                let fenced = self.block_on(|| {
-                    let mut client = self.client.clone();
-                    let txn = Txn::new()
-                        .when([self.marker_unchanged(&last)])
-                        .and_then([TxnOp::put(self.marker_key.clone(), fence.clone(), None)]);
-                    async move { client.txn(txn).await }
-                });
-                match fenced {
-                    Ok(response) if response.succeeded() => {
-                        marker.last = Ok(Some(fence));
-                        return Err(error);
-                    }
-                    Ok(_)
-                        if self.get_raw(&self.marker_key).ok().flatten() == Some(token.clone()) =>
-                    {
-                        Settled::Landed
-                    }
-                    _ => Settled::Unknown(error),
-                }
-            }
+            Err(error) => match self.fence(&mut marker, &last, &token) {
+                Fence::Fenced => return Err(error),
+                Fence::Landed => Settled::Landed,
+                Fence::Unknown(_) => Settled::Unknown(error),
+            },
         };
         match settled {
             Settled::Landed => {
