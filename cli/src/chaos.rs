@@ -9,14 +9,17 @@
 //! worker's write still in flight cannot pass for a step backwards.
 //!
 //! Each worker also increments shared counters (`count/<c>`) with transactions, one at a
-//! time, each writing a unique key (`incr/<worker>/<n>`) with its increment.
+//! time, each writing a unique key (`incr/<worker>/<n>`) with its increment. Every other
+//! worker does so through a handle of its own without retries, whose increments in flight
+//! at a failover end unknown (`ConnectionLost`) instead of being re-sent.
 //!
 //! At the end: every acknowledged write is there; every register holds its last
 //! acknowledged value or a later one; no register was ever read going backwards — which is
 //! how a re-sent write applied a second time would show. Every acknowledged increment is
 //! there, and each counter holds exactly as many increments as were committed (its unique
 //! keys): an increment lost to a race, or applied twice after a failover, would show as a
-//! difference. One whose outcome a killed worker never learned counts if it committed.
+//! difference. The increments committed but never acknowledged can only be those of killed
+//! workers (one each at most) and those that ended unknown.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -70,7 +73,16 @@ pub async fn worker(args: &[String]) -> Result<ExitCode, Failure> {
     };
     let register: usize = register.parse().map_err(|_| "REGISTER is a number")?;
     let db = crate::open_child(dir, backend).await?;
-    let incrementing = tokio::spawn(increments(db.clone(), register));
+    let incrementer = if register % 2 == 1 {
+        let store = crate::tool_store::ToolStore::from_word(backend)?;
+        let options = store.options(dir.as_ref()).retry(false);
+        party_core::open(dir, options)
+            .await
+            .map_err(|e| e.to_string())?
+    } else {
+        db.clone()
+    };
+    let incrementing = tokio::spawn(increments(incrementer, register));
     let mut seen: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
     // Several writes in flight: a write applied a second time after a failover would then
     // set the register back below a value others have already read.
@@ -127,7 +139,9 @@ pub async fn worker(args: &[String]) -> Result<ExitCode, Failure> {
 }
 
 /// Increments the counters by transaction, one at a time, forever: increment `n` of this
-/// worker adds one to `count/<n mod COUNTERS>` and writes `incr/<register>/<n>`.
+/// worker adds one to `count/<n mod COUNTERS>` and writes `incr/<register>/<n>`. Prints
+/// `incremented REGISTER N` when acknowledged, `unknown REGISTER N` when its outcome was
+/// lost (no retries) and the worker goes on with the next.
 async fn increments(db: party_core::Db, register: usize) -> Result<ExitCode, Failure> {
     for n in 1u64.. {
         let counter = format!("count/{}", n as usize % COUNTERS);
@@ -145,14 +159,21 @@ async fn increments(db: party_core::Db, register: usize) -> Result<ExitCode, Fai
                 })
                 .await;
             match result {
-                Ok(()) => break,
+                Ok(()) => {
+                    out::line(format_args!("incremented {register} {n}"))?;
+                    break;
+                }
                 // Contended through a failover for longer than its attempts: nothing was
                 // written, so the same increment goes again.
                 Err(party_core::TransactionError::Conflict { .. }) => continue,
+                // Without retries: the read or the commit lost with its connection.
+                Err(party_core::TransactionError::Db(party_core::Error::ConnectionLost)) => {
+                    out::line(format_args!("unknown {register} {n}"))?;
+                    break;
+                }
                 Err(error) => return Err(error.to_string().into()),
             }
         }
-        out::line(format_args!("incremented {register} {n}"))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -189,8 +210,9 @@ fn spawn_worker(
 #[derive(Default)]
 struct Tally {
     acked: BTreeMap<usize, u64>,
-    /// Each worker's last acknowledged increment.
-    incremented: BTreeMap<usize, u64>,
+    /// Each worker's acknowledged increments, and how many ended unknown.
+    incremented: BTreeMap<usize, Vec<u64>>,
+    unknown: u64,
     backwards: Vec<String>,
 }
 
@@ -211,8 +233,12 @@ impl Tally {
             }
             ["incremented", _, n] => {
                 if let Ok(n) = n.parse() {
-                    self.incremented.insert(register, n);
+                    self.incremented.entry(register).or_default().push(n);
                 }
+                None
+            }
+            ["unknown", ..] => {
+                self.unknown += 1;
                 None
             }
             _ => None,
@@ -290,6 +316,8 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
         .filter(|w| w.started.elapsed() >= Duration::from_secs(1))
         .map(|w| w.register)
         .collect();
+    // Stopped at the end as the killed ones were: each with an increment in flight, maybe.
+    let stopped = workers.len() as u64;
     drop(workers);
     drop(sender);
     while let Ok((register, line)) = reports.recv_timeout(Duration::from_millis(200)) {
@@ -298,6 +326,7 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
     let Tally {
         acked,
         incremented,
+        unknown,
         backwards,
     } = tally;
 
@@ -329,7 +358,8 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
             ));
         }
     }
-    let increments = check_counters(&db, &incremented, &mut missing).await?;
+    let unanswered = unknown + kills as u64 + stopped;
+    let increments = check_counters(&db, &incremented, unanswered, &mut missing).await?;
     db.close().await.map_err(|e| e.to_string())?;
     for register in settled {
         if !acked.contains_key(&register) {
@@ -341,7 +371,8 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
     let violations = missing.len() + backwards.len();
     out::line(format_args!(
         "kills survived: {kills}; writes acknowledged: {total}; increments acknowledged: \
-         {increments}; violations: {violations}"
+         {increments} ({unknown} more ended unknown, without retries); violations: \
+         {violations}"
     ))?;
     for line in missing.iter().chain(&backwards).take(10) {
         out::line(format_args!("  {line}"))?;
@@ -355,11 +386,15 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
     )
 }
 
-/// Every acknowledged increment must be there, and each counter must hold exactly the
-/// increments committed to it (the unique keys naming it). Gives the number acknowledged.
+/// Every acknowledged increment must be there, each counter must hold exactly the
+/// increments committed to it (the unique keys naming it), and at most `unanswered` more
+/// were committed than acknowledged (the killed and stopped workers' last, and those that
+/// ended unknown).
+/// Gives the number acknowledged.
 async fn check_counters(
     db: &party_core::Db,
-    incremented: &BTreeMap<usize, u64>,
+    incremented: &BTreeMap<usize, Vec<u64>>,
+    unanswered: u64,
     missing: &mut Vec<String>,
 ) -> Result<u64, Failure> {
     let committed = db
@@ -373,9 +408,9 @@ async fn check_counters(
         .await
         .map_err(|e| e.to_string())?;
     let mut acknowledged = 0;
-    for (register, last) in incremented {
-        acknowledged += last;
-        for n in 1..=*last {
+    for (register, numbers) in incremented {
+        acknowledged += numbers.len() as u64;
+        for n in numbers {
             let key = format!("incr/{register:04}/{n:08}").into_bytes();
             if committed
                 .binary_search_by(|entry| entry.key.cmp(&key))
@@ -386,6 +421,13 @@ async fn check_counters(
                 ));
             }
         }
+    }
+    let committed_total = committed.len() as u64;
+    if committed_total > acknowledged + unanswered {
+        missing.push(format!(
+            "{committed_total} increments committed, but only {acknowledged} were acknowledged \
+             and {unanswered} left unanswered"
+        ));
     }
     for counter in 0..COUNTERS {
         let name = format!("count/{counter}");
