@@ -358,6 +358,22 @@ mod tests {
         );
     }
 
+    /// Ranges meet only where a key lies in both: never when one is empty, and nothing
+    /// lies below the empty key.
+    #[test]
+    fn ranges_that_hold_no_key_in_common_do_not_meet() {
+        let below_everything = KeyRange {
+            start: Bound::Unbounded,
+            end: Bound::Excluded(Vec::new()),
+        };
+        assert!(!intersect(&below_everything, &KeyRange::all()));
+        assert!(!intersect(&KeyRange::all(), &below_everything));
+        assert!(!intersect(&range("q", "q"), &range("a", "z")));
+        assert!(!intersect(&range("a", "z"), &range("q", "q")));
+        assert!(intersect(&range("a", "m"), &KeyRange::all()));
+        assert!(!intersect(&range("a", "m"), &range("m", "z")));
+    }
+
     #[test]
     fn each_key_and_range_is_read_once_with_room_for_one_more_entry() {
         let txn = |reads: Vec<ReadCheck>| WriteOp::Transaction {
