@@ -469,3 +469,81 @@ proptest! {
         }
     }
 }
+
+/// A transaction counts its writes and, for the compares a shared store makes at commit,
+/// one per key read, one per range read and one per entry seen in a range.
+#[test]
+fn a_transaction_costs_its_writes_and_a_compare_per_read_and_range_entry() {
+    let key = |k: &str| ReadCheck::Key {
+        key: bytes(k),
+        value: None,
+    };
+    let seen = |k: &str| Entry {
+        key: bytes(k),
+        value: Vec::new(),
+    };
+    let txn = WriteOp::Transaction {
+        reads: vec![
+            key("a"),
+            key("b"),
+            ReadCheck::Range {
+                range: KeyRange::all(),
+                entries: vec![seen("x"), seen("y"), seen("z")],
+            },
+        ],
+        writes: vec![
+            BatchOp::Del { key: bytes("a") },
+            BatchOp::Del { key: bytes("b") },
+        ],
+    };
+    assert_eq!(party_proto::group_cost(&txn), 2 + 2 + 4);
+    let empty_scan = WriteOp::Transaction {
+        reads: vec![ReadCheck::Range {
+            range: KeyRange::all(),
+            entries: Vec::new(),
+        }],
+        writes: Vec::new(),
+    };
+    assert_eq!(party_proto::group_cost(&empty_scan), 1);
+}
+
+/// A transaction that read nothing (blind writes through the transaction API) applies
+/// without any read of the store.
+#[test]
+fn a_transaction_that_read_nothing_applies_without_a_read() {
+    let mut model = Model::default();
+    let mut writer = writer();
+    writer.write(
+        1,
+        stamp(1, 1),
+        WriteOp::Transaction {
+            reads: Vec::new(),
+            writes: vec![BatchOp::Put {
+                key: bytes("k"),
+                value: bytes("v"),
+            }],
+        },
+    );
+    writer.cut(NOW);
+    let mut outputs = Vec::new();
+    while let Some(output) = writer.poll_output() {
+        outputs.push(format!("{output:?}"));
+        let input = match output {
+            WriterOutput::ReadChecks(_) => panic!("nothing to read"),
+            WriterOutput::Commit(batch) => {
+                model.commit(&batch).unwrap();
+                WriterInput::Committed(CommitResult::Committed)
+            }
+            WriterOutput::LoadRecords(clients) => {
+                WriterInput::RecordsLoaded(Ok(clients.into_iter().map(|c| (c, None)).collect()))
+            }
+            WriterOutput::Reply { result, .. } => {
+                assert_eq!(result, Ok(Response::Written));
+                continue;
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        writer.handle_input(NOW, input);
+    }
+    assert_eq!(model.data[&bytes("k")], bytes("v"), "{outputs:?}");
+}
