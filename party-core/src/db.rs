@@ -21,6 +21,7 @@ use crate::error::Error;
 use crate::options::Options;
 use crate::paths::Layout;
 use crate::role::{Role, RoleState, RoleWatch, Takeover};
+use crate::sublevel::KeySpace;
 
 /// Opens the data directory `dir` (creating it if needed) and joins its party.
 ///
@@ -46,6 +47,7 @@ pub async fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db, Error> 
             socket: layout.socket,
             transaction_attempts,
         }),
+        space: KeySpace::default(),
     })
 }
 
@@ -73,6 +75,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct Db {
     inner: Arc<Inner>,
+    /// Where this handle's keys live: the root, or a sublevel's prefix.
+    space: KeySpace,
 }
 
 impl std::fmt::Debug for Db {
@@ -141,7 +145,7 @@ impl Db {
         key: impl AsRef<[u8]>,
     ) -> impl Future<Output = Result<Option<Vec<u8>>, Error>> + Send + 'static {
         let answer = self.read(ReadOp::Get {
-            key: key.as_ref().to_vec(),
+            key: self.space.key(key.as_ref()),
         });
         async move {
             match answer?.await.map_err(|_| Error::Closed)?? {
@@ -156,7 +160,10 @@ impl Db {
         &self,
         keys: &[K],
     ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, Error>> + Send + 'static {
-        let keys = keys.iter().map(|key| key.as_ref().to_vec()).collect();
+        let keys = keys
+            .iter()
+            .map(|key| self.space.key(key.as_ref()))
+            .collect();
         let answer = self.read(ReadOp::GetMany { keys });
         async move {
             match answer?.await.map_err(|_| Error::Closed)?? {
@@ -172,7 +179,7 @@ impl Db {
         value: impl AsRef<[u8]>,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         self.write(WriteOp::Put {
-            key: key.as_ref().to_vec(),
+            key: self.space.key(key.as_ref()),
             value: value.as_ref().to_vec(),
         })
     }
@@ -182,7 +189,7 @@ impl Db {
         key: impl AsRef<[u8]>,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         self.write(WriteOp::Del {
-            key: key.as_ref().to_vec(),
+            key: self.space.key(key.as_ref()),
         })
     }
 
@@ -191,7 +198,18 @@ impl Db {
         &self,
         ops: Vec<BatchOp>,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
-        let ops = ops.into_iter().map(wire::BatchOp::from).collect();
+        let ops = ops
+            .into_iter()
+            .map(|op| match op {
+                BatchOp::Put { key, value } => wire::BatchOp::Put {
+                    key: self.space.key(&key),
+                    value,
+                },
+                BatchOp::Del { key } => wire::BatchOp::Del {
+                    key: self.space.key(&key),
+                },
+            })
+            .collect();
         self.write(WriteOp::Batch { ops })
     }
 
@@ -201,7 +219,7 @@ impl Db {
         range: KeyRange,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         self.write(WriteOp::Clear {
-            range: range.into(),
+            range: self.space.range(range).into(),
         })
     }
 
@@ -236,6 +254,12 @@ impl Db {
     /// Iterates over the entries `options` select.
     pub async fn iter(&self, options: IterOptions) -> Result<Iter, Error> {
         let (reply, answer) = oneshot::channel();
+        // Keys come back under this handle's prefix, unless they are left out.
+        let strip = options.keys && !self.space.is_root();
+        let options = IterOptions {
+            range: self.space.range(options.range.clone()),
+            ..options
+        };
         self.send(Command::IterOpen {
             options: options.into(),
             reply,
@@ -246,7 +270,20 @@ impl Db {
             iter,
             buffered: VecDeque::new(),
             done: false,
+            strip,
         })
+    }
+
+    pub(crate) fn space(&self) -> &KeySpace {
+        &self.space
+    }
+
+    /// This handle with its keys in `space`.
+    pub(crate) fn with_space(&self, space: KeySpace) -> Db {
+        Db {
+            inner: self.inner.clone(),
+            space,
+        }
     }
 
     /// Closes the handle (for every clone): pending operations fail with
@@ -346,6 +383,8 @@ pub struct Iter {
     iter: IterId,
     buffered: VecDeque<Entry>,
     done: bool,
+    /// Remove the handle's prefix from the keys.
+    strip: bool,
 }
 
 impl std::fmt::Debug for Iter {
@@ -385,7 +424,18 @@ impl Iter {
         self.db.send(Command::IterTake { iter, max, reply })?;
         match answer.await.map_err(|_| Error::Closed)?? {
             // Reuses the wire's allocation: the two entry types have the same layout.
-            IterPoll::Entries(entries) => Ok(Some(entries.into_iter().map(Entry::from).collect())),
+            IterPoll::Entries(entries) if !self.strip => {
+                Ok(Some(entries.into_iter().map(Entry::from).collect()))
+            }
+            IterPoll::Entries(entries) => Ok(Some(
+                entries
+                    .into_iter()
+                    .map(|entry| Entry {
+                        key: self.db.space.strip(entry.key),
+                        value: entry.value,
+                    })
+                    .collect(),
+            )),
             IterPoll::Done => {
                 self.done = true;
                 Ok(None)

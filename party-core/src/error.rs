@@ -112,6 +112,9 @@ pub enum Error {
     /// stall it: use [`crate::Db`] there.
     #[error("a BlockingDb was used inside an async runtime; use Db there")]
     BlockingInRuntime,
+    /// A sublevel's name is empty or holds `!`, which closes a name in the prefix.
+    #[error("invalid sublevel name {name:?}: it must be non-empty and hold no '!'")]
+    InvalidSublevelName { name: String },
     /// The leader or the follower broke the protocol; the connection was closed.
     #[error("protocol violation: {0}")]
     Protocol(String),
@@ -203,6 +206,9 @@ impl Error {
             Error::ElectionFailed(cause) => Error::ElectionFailed(cause.clone()),
             Error::BlockingInRuntime => Error::BlockingInRuntime,
             Error::Protocol(message) => Error::Protocol(message.clone()),
+            Error::InvalidSublevelName { name } => {
+                Error::InvalidSublevelName { name: name.clone() }
+            }
             Error::Io {
                 context,
                 path,

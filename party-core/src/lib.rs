@@ -81,6 +81,8 @@ mod store;
 #[cfg(not(loom))]
 mod store_dir;
 #[cfg(not(loom))]
+mod sublevel;
+#[cfg(not(loom))]
 mod term;
 #[cfg(not(loom))]
 mod transaction;

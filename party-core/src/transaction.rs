@@ -109,7 +109,7 @@ impl Transaction {
             Ok(value) => {
                 attempt.seen.insert(key.to_vec(), value.clone());
                 attempt.reads.push(ReadCheck::Key {
-                    key: key.to_vec(),
+                    key: self.db.space().key(key),
                     value: value.clone(),
                 });
                 Ok(value)
@@ -138,12 +138,14 @@ impl Transaction {
             .iter()
             .map(|entry| (entry.key.clone(), entry.value.clone()))
             .collect();
+        // The check names the keys as the store holds them.
+        let space = self.db.space();
         attempt.reads.push(ReadCheck::Range {
-            range: range.clone(),
+            range: space.range(options.range.clone()).into(),
             entries: entries
                 .into_iter()
                 .map(|entry| wire::Entry {
-                    key: entry.key,
+                    key: space.key(&entry.key),
                     value: entry.value,
                 })
                 .collect(),
@@ -183,11 +185,17 @@ impl Transaction {
     /// What to send at commit, and the failure of a read, if one failed.
     fn finish(&self) -> (WriteOp, Option<Error>) {
         let mut attempt = self.attempt();
+        let space = self.db.space();
         let writes = std::mem::take(&mut attempt.writes)
             .into_iter()
             .map(|(key, value)| match value {
-                Some(value) => wire::BatchOp::Put { key, value },
-                None => wire::BatchOp::Del { key },
+                Some(value) => wire::BatchOp::Put {
+                    key: space.key(&key),
+                    value,
+                },
+                None => wire::BatchOp::Del {
+                    key: space.key(&key),
+                },
             })
             .collect();
         let reads = std::mem::take(&mut attempt.reads);
@@ -221,7 +229,7 @@ impl Db {
         E: AsRef<[u8]>,
         N: AsRef<[u8]>,
     {
-        let key = key.as_ref().to_vec();
+        let key = self.space().key(key.as_ref());
         let write = match new {
             Some(value) => wire::BatchOp::Put {
                 key: key.clone(),
