@@ -50,6 +50,10 @@ pub enum Op {
     /// (or is absent, --old-absent), in one step at the leader. When it does not, nothing
     /// changes, what KEY holds is printed, and the exit code is 1.
     Cas(CasArgs),
+    /// List the sublevels (namespaces) that hold keys, one name per line.
+    Sublevels,
+    /// Delete every key of the sublevel NAME, its own sublevels included.
+    DropSublevel { name: String },
     /// Add BY (default 1, may be negative) to the decimal integer KEY holds (absent: 0) in
     /// a transaction, and print the result: increments by many processes at once lose
     /// nothing.
@@ -193,6 +197,8 @@ pub enum Outcome {
     Conflict(Option<Vec<u8>>),
     /// `incr`: the key's new number.
     Number(i64),
+    /// `sublevels`: their names.
+    Names(Vec<String>),
 }
 
 fn bound(
@@ -349,6 +355,11 @@ pub async fn run(
             }
         }
         Op::Incr { key: k, by } => Outcome::Number(increment(db, key(k)?, *by).await?),
+        Op::Sublevels => Outcome::Names(db.sublevels().await?),
+        Op::DropSublevel { name } => {
+            db.drop_sublevel(name).await?;
+            Outcome::Done
+        }
     })
 }
 
@@ -434,6 +445,12 @@ pub fn text(outcome: &Outcome, encoding: Encoding) -> Vec<u8> {
     match outcome {
         Outcome::Done | Outcome::Value(None) | Outcome::Loaded(_) | Outcome::Conflict(None) => {}
         Outcome::Number(number) => text.extend(format!("{number}\n").into_bytes()),
+        Outcome::Names(names) => {
+            for name in names {
+                text.extend(name.as_bytes());
+                text.push(b'\n');
+            }
+        }
         Outcome::Value(Some(value)) | Outcome::Conflict(Some(value)) => {
             match encoding {
                 Encoding::Hex => text.extend(hex::encode(value).into_bytes()),
@@ -495,6 +512,7 @@ pub fn json(outcome: &Result<Outcome, Failure>, encoding: Encoding) -> Value {
             "current": current.as_deref().map(|v| encoding.json_value(v)),
         }),
         Ok(Outcome::Number(number)) => json!({"ok": true, "value": number}),
+        Ok(Outcome::Names(names)) => json!({"ok": true, "sublevels": names}),
         Ok(Outcome::Value(value)) => {
             json!({"ok": true, "value": value.as_deref().map(|v| encoding.json_value(v))})
         }

@@ -34,8 +34,9 @@ use failure::Failure;
     name = "party",
     version,
     override_usage = "party [OPTIONS] DIR COMMAND [ARGS]\n       party [OPTIONS] demo|bench|chaos [ARGS]",
-    after_help = "DIR commands: get, put, del, batch, clear, scan, dump, load, status, shell \
-                  (`party DIR --help` lists them). A directory named like a tool is ./demo.",
+    after_help = "DIR commands: get, put, del, cas, incr, batch, clear, scan, sublevels, \
+                  drop-sublevel, dump, load, status, shell (`party DIR --help` lists them). A \
+                  directory named like a tool is ./demo.",
     disable_help_subcommand = true,
     subcommand_value_name = "TOOL"
 )]
@@ -67,6 +68,10 @@ struct Global {
     /// Answer with one JSON object (the schema is in the README).
     #[arg(long, global = true)]
     json: bool,
+    /// Work inside the sublevel NAME (a namespace of its own); given again, inside a
+    /// sublevel of that one.
+    #[arg(long, global = true, value_name = "NAME")]
+    sublevel: Vec<String>,
 }
 
 impl Global {
@@ -308,7 +313,11 @@ async fn store_command(global: Global, dir: PathBuf, command: DirCommand) -> Exi
     };
     let outcome = async {
         db.ready().await?;
-        run_store_command(&db, &command, encoding, global.json).await
+        let space = global
+            .sublevel
+            .iter()
+            .try_fold(db.clone(), |space, name| space.sublevel(name))?;
+        run_store_command(&space, &command, encoding, global.json).await
     };
     let terminal = TerminalMode::save();
     let outcome = tokio::select! {

@@ -638,3 +638,49 @@ fn increments_by_several_processes_at_once_all_count() {
     let total = party(&[dir, "get", "counter"]);
     assert_eq!(stdout(&total), format!("{}\n", processes * each));
 }
+
+/// `--sublevel` confines every command to a namespace (given twice, a nested one);
+/// `sublevels` lists them and `drop-sublevel` deletes one whole.
+#[test]
+fn sublevels_confine_every_command_and_are_listed_and_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    assert!(party(&[dir, "--sublevel", "users", "put", "alice", "1"])
+        .status
+        .success());
+    assert!(party(&["--sublevel", "users", dir, "incr", "visits"])
+        .status
+        .success());
+    assert!(party(&[
+        dir,
+        "--sublevel",
+        "users",
+        "--sublevel",
+        "old",
+        "put",
+        "carol",
+        "3"
+    ])
+    .status
+    .success());
+    assert!(party(&[dir, "put", "root", "r"]).status.success());
+    let inside = party(&[dir, "--sublevel", "users", "scan"]);
+    assert_eq!(stdout(&inside), "!old!carol\t3\nalice\t1\nvisits\t1\n");
+    let missing = party(&[dir, "--sublevel", "posts", "get", "root"]);
+    assert_eq!(
+        missing.status.code(),
+        Some(1),
+        "the root's key is not the sublevel's"
+    );
+    assert_eq!(stdout(&party(&[dir, "sublevels"])), "users\n");
+    let json = party(&["--json", dir, "--sublevel", "users", "sublevels"]);
+    assert_eq!(stdout(&json), "{\"ok\":true,\"sublevels\":[\"old\"]}\n");
+    assert!(party(&[dir, "drop-sublevel", "users"]).status.success());
+    assert_eq!(stdout(&party(&[dir, "scan"])), "root\tr\n");
+    let bad = party(&[dir, "--sublevel", "a!b", "get", "k"]);
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "an invalid name is a usage error"
+    );
+}
