@@ -2,15 +2,10 @@
 //! Sublevels through the public API, on a leader and a follower: each a key space of its
 //! own for every operation, nested, listed and dropped.
 
-use party_core::{open, BatchOp, Error, IterOptions, Json, KeyRange, Options, Role};
+use party_core::{BatchOp, Error, IterOptions, Json, KeyRange};
 
-async fn pair(dir: &std::path::Path) -> (party_core::Db, party_core::Db) {
-    let leader = open(dir, Options::default()).await.unwrap();
-    assert_eq!(leader.ready().await.unwrap(), Role::Leader);
-    let follower = open(dir, Options::default()).await.unwrap();
-    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
-    (leader, follower)
-}
+mod common;
+use common::pair;
 
 fn keys(entries: Vec<party_core::Entry>) -> Vec<String> {
     entries

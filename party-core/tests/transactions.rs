@@ -2,15 +2,10 @@
 //! Compare-and-swap and transactions through the public API, on a leader and a follower in
 //! one process. The multi-process runs under SIGKILL live in the workspace's `tests/`.
 
-use party_core::{open, BlockingDb, Error, IterOptions, KeyRange, Options, Role, TransactionError};
+use party_core::{open, BlockingDb, Error, IterOptions, KeyRange, Options, TransactionError};
 
-async fn pair(dir: &std::path::Path) -> (party_core::Db, party_core::Db) {
-    let leader = open(dir, Options::default()).await.unwrap();
-    assert_eq!(leader.ready().await.unwrap(), Role::Leader);
-    let follower = open(dir, Options::default()).await.unwrap();
-    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
-    (leader, follower)
-}
+mod common;
+use common::pair;
 
 fn number(value: Option<Vec<u8>>) -> u64 {
     value.map_or(0, |v| String::from_utf8(v).unwrap().parse().unwrap())

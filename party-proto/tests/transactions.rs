@@ -10,19 +10,14 @@ use party_proto::txn::{CheckRead, CheckValue};
 use party_proto::wire::{BatchOp, Entry, ReadCheck, Response, WriteOp};
 use party_proto::{
     ClientId, CommitResult, DedupRecord, ErrorCode, KeyRange, Timestamp, WriteBatch, WriteSeq,
-    WriteStamp, Writer, WriterConfig, WriterInput, WriterOutput,
+    Writer, WriterConfig, WriterInput, WriterOutput,
 };
 use proptest::prelude::*;
 
-const NOW: Timestamp = Timestamp::ZERO;
+mod support;
+use support::stamp;
 
-fn stamp(client: u128, seq: u64) -> WriteStamp {
-    WriteStamp {
-        client: ClientId(client),
-        seq: WriteSeq(seq),
-        oldest_pending: WriteSeq(1),
-    }
-}
+const NOW: Timestamp = Timestamp::ZERO;
 
 fn bytes(text: &str) -> Vec<u8> {
     text.as_bytes().to_vec()
@@ -125,6 +120,15 @@ type Answer = (u32, Result<Response, ErrorCode>);
 /// Carries out the writer's outputs against `model`, every commit landing; returns the
 /// batches committed and the answers.
 fn run(writer: &mut Writer<u32>, model: &mut Model) -> (Vec<WriteBatch>, Vec<Answer>) {
+    run_reading(writer, model, |model, reads| Ok(model.read(reads)))
+}
+
+/// [`run`], with `read` answering the writer's reads for transaction checks.
+fn run_reading(
+    writer: &mut Writer<u32>,
+    model: &mut Model,
+    mut read: impl FnMut(&Model, &[CheckRead]) -> Result<Vec<CheckValue>, ErrorCode>,
+) -> (Vec<WriteBatch>, Vec<Answer>) {
     let (mut commits, mut answers) = (Vec::new(), Vec::new());
     while let Some(output) = writer.poll_output() {
         let input = match output {
@@ -143,7 +147,7 @@ fn run(writer: &mut Writer<u32>, model: &mut Model) -> (Vec<WriteBatch>, Vec<Ans
                 .map(|client| (client, model.records.get(&client).cloned()))
                 .collect())),
             WriterOutput::ExpireRecords { .. } => WriterInput::RecordsExpired(Ok(None)),
-            WriterOutput::ReadChecks(reads) => WriterInput::ChecksRead(Ok(model.read(&reads))),
+            WriterOutput::ReadChecks(reads) => WriterInput::ChecksRead(read(model, &reads)),
         };
         writer.handle_input(NOW, input);
     }
@@ -317,27 +321,9 @@ fn when_the_store_cannot_be_read_its_transactions_fail_and_the_other_writes_go_o
         },
     );
     writer.cut(NOW);
-    let mut answers = Vec::new();
-    while let Some(output) = writer.poll_output() {
-        let input = match output {
-            WriterOutput::ReadChecks(_) => {
-                WriterInput::ChecksRead(Err(ErrorCode::Backend("unreachable".into())))
-            }
-            WriterOutput::Commit(batch) => {
-                model.commit(&batch).unwrap();
-                WriterInput::Committed(CommitResult::Committed)
-            }
-            WriterOutput::LoadRecords(clients) => {
-                WriterInput::RecordsLoaded(Ok(clients.into_iter().map(|c| (c, None)).collect()))
-            }
-            WriterOutput::Reply { to, result } => {
-                answers.push((to, result));
-                continue;
-            }
-            other => panic!("unexpected {other:?}"),
-        };
-        writer.handle_input(NOW, input);
-    }
+    let (_, answers) = run_reading(&mut writer, &mut model, |_, _| {
+        Err(ErrorCode::Backend("unreachable".into()))
+    });
     assert_eq!(
         answers,
         [
@@ -525,25 +511,9 @@ fn a_transaction_that_read_nothing_applies_without_a_read() {
         },
     );
     writer.cut(NOW);
-    let mut outputs = Vec::new();
-    while let Some(output) = writer.poll_output() {
-        outputs.push(format!("{output:?}"));
-        let input = match output {
-            WriterOutput::ReadChecks(_) => panic!("nothing to read"),
-            WriterOutput::Commit(batch) => {
-                model.commit(&batch).unwrap();
-                WriterInput::Committed(CommitResult::Committed)
-            }
-            WriterOutput::LoadRecords(clients) => {
-                WriterInput::RecordsLoaded(Ok(clients.into_iter().map(|c| (c, None)).collect()))
-            }
-            WriterOutput::Reply { result, .. } => {
-                assert_eq!(result, Ok(Response::Written));
-                continue;
-            }
-            other => panic!("unexpected {other:?}"),
-        };
-        writer.handle_input(NOW, input);
-    }
-    assert_eq!(model.data[&bytes("k")], bytes("v"), "{outputs:?}");
+    let (_, answers) = run_reading(&mut writer, &mut model, |_, reads| {
+        panic!("nothing to read, asked for {reads:?}")
+    });
+    assert_eq!(answers, [(1, Ok(Response::Written))]);
+    assert_eq!(model.data[&bytes("k")], bytes("v"));
 }

@@ -7,20 +7,15 @@ use std::time::Duration;
 
 use party_proto::wire::{Response, WriteOp};
 use party_proto::{
-    ClientId, CommitResult, ErrorCode, Timestamp, WriteBatch, WriteSeq, WriteStamp, Writer,
-    WriterConfig, WriterInput, WriterOutput,
+    ClientId, CommitResult, ErrorCode, Timestamp, WriteBatch, WriteSeq, Writer, WriterConfig,
+    WriterInput, WriterOutput,
 };
 use proptest::prelude::*;
 
-const NOW: Timestamp = Timestamp::ZERO;
+mod support;
+use support::stamp;
 
-fn stamp(client: u128, seq: u64) -> WriteStamp {
-    WriteStamp {
-        client: ClientId(client),
-        seq: WriteSeq(seq),
-        oldest_pending: WriteSeq(1),
-    }
-}
+const NOW: Timestamp = Timestamp::ZERO;
 
 fn put(value: u32) -> WriteOp {
     WriteOp::Put {

@@ -7,7 +7,9 @@ use party_proto::wire::{
     BatchOp, ClientMessage, Entry, Hello, LeaderLimits, LeaderStatus, LeaveCause, ProtocolId,
     ReadCheck, ReadOp, Response, ServerMessage, Welcome, WriteOp,
 };
-use party_proto::{ClientId, ErrorCode, IterId, IterOptions, KeyRange, RequestId, WriteSeq};
+use party_proto::{
+    ClientId, ErrorCode, IterId, IterOptions, KeyRange, RequestId, WriteSeq, WriteStamp,
+};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
@@ -248,4 +250,13 @@ pub fn split<'a>(bytes: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
     }
     chunks.push(rest);
     chunks
+}
+
+/// The stamp of write `seq` of `client`, which re-sends nothing below its first write.
+pub fn stamp(client: u128, seq: u64) -> WriteStamp {
+    WriteStamp {
+        client: ClientId(client),
+        seq: WriteSeq(seq),
+        oldest_pending: WriteSeq(1),
+    }
 }
