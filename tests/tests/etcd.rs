@@ -84,6 +84,54 @@ fn increments_from_two_hosts_on_one_prefix_lose_nothing() {
     assert_eq!(b.send("get c"), "ok 600");
 }
 
+/// The followers of two hosts increment one counter while each host's leader is killed in
+/// turn: through etcd's compares, the writers' re-checks and the fenced commit marker,
+/// every increment counts exactly once.
+#[test]
+fn increments_from_two_hosts_through_leader_kills_on_each_count_exactly_once() {
+    let cluster = LocalCluster::start(1).unwrap();
+    let (host_a, host_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut hosts = Vec::new();
+    for dir in [host_a.path(), host_b.path()] {
+        let mut leader = node(&cluster, dir);
+        assert_eq!(leader.send("ready"), "ok leader");
+        let mut incrementer = node(&cluster, dir);
+        assert_eq!(incrementer.send("ready"), "ok follower");
+        let mut watcher = node(&cluster, dir);
+        assert_eq!(watcher.send("ready"), "ok follower");
+        hosts.push((leader, incrementer, watcher));
+    }
+    let each = 200;
+    for (_, incrementer, _) in &mut hosts {
+        incrementer.submit(&format!("incr c {each}"));
+    }
+    let count = |watcher: &mut Node| -> u64 {
+        watcher
+            .send("get c")
+            .strip_prefix("ok ")
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    let mut seen = 0;
+    for (leader, _, watcher) in &mut hosts {
+        // Kill this host's leader once more increments have landed.
+        while count(watcher) <= seen {}
+        seen = count(watcher);
+        leader.kill();
+    }
+    assert!(seen < 2 * each, "every increment landed before the kills");
+    for (_, incrementer, _) in &mut hosts {
+        assert_eq!(incrementer.answer(), format!("ok {each}"));
+    }
+    for (_, _, watcher) in &mut hosts {
+        assert_eq!(watcher.send("get c"), format!("ok {}", 2 * each));
+    }
+    let scan = hosts[0].2.send("scan FORWARD 0");
+    assert!(
+        scan.starts_with(&format!("ok {} ", 2 * each + 1)),
+        "one key per increment, and the counter"
+    );
+}
+
 /// A single write larger than one etcd transaction, in operations or in bytes, fails whole
 /// with a typed error; the largest that fits is applied.
 #[test]
