@@ -69,7 +69,7 @@ fn two_hosts_share_one_etcd_prefix_through_leader_kills_on_each() {
 /// whose reads the other host changed, and the transaction is checked again. No increment
 /// is lost, and a scan in a transaction sees no key the other host added after it.
 #[test]
-fn increments_from_two_hosts_on_one_prefix_lose_nothing() {
+fn two_hosts_on_one_etcd_prefix_increment_without_losing_any() {
     let cluster = LocalCluster::start(1).unwrap();
     let (host_a, host_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut a = node(&cluster, host_a.path());
@@ -88,7 +88,7 @@ fn increments_from_two_hosts_on_one_prefix_lose_nothing() {
 /// turn: through etcd's compares, the writers' re-checks and the fenced commit marker,
 /// every increment counts exactly once.
 #[test]
-fn increments_from_two_hosts_through_leader_kills_on_each_count_exactly_once() {
+fn two_hosts_on_one_etcd_prefix_increment_exactly_once_through_leader_kills() {
     let cluster = LocalCluster::start(1).unwrap();
     let (host_a, host_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut hosts = Vec::new();
