@@ -106,6 +106,21 @@ impl Model {
             .collect()
     }
 
+    /// The answer to what the writer asks of the store besides commits and replies:
+    /// checkpoints, records, sweeps, and reads for checks.
+    fn answer(&self, output: WriterOutput<u32>) -> WriterInput {
+        match output {
+            WriterOutput::Checkpoint => WriterInput::Checkpointed(true),
+            WriterOutput::LoadRecords(clients) => WriterInput::RecordsLoaded(Ok(clients
+                .into_iter()
+                .map(|client| (client, self.records.get(&client).cloned()))
+                .collect())),
+            WriterOutput::ExpireRecords { .. } => WriterInput::RecordsExpired(Ok(None)),
+            WriterOutput::ReadChecks(reads) => WriterInput::ChecksRead(Ok(self.read(&reads))),
+            other => panic!("the caller answers {other:?}"),
+        }
+    }
+
     fn commit(&mut self, batch: &WriteBatch) -> Result<(), String> {
         for op in &batch.ops {
             self.apply(op)?;
@@ -141,13 +156,8 @@ fn run_reading(
                 answers.push((to, result));
                 continue;
             }
-            WriterOutput::Checkpoint => WriterInput::Checkpointed(true),
-            WriterOutput::LoadRecords(clients) => WriterInput::RecordsLoaded(Ok(clients
-                .into_iter()
-                .map(|client| (client, model.records.get(&client).cloned()))
-                .collect())),
-            WriterOutput::ExpireRecords { .. } => WriterInput::RecordsExpired(Ok(None)),
             WriterOutput::ReadChecks(reads) => WriterInput::ChecksRead(read(model, &reads)),
+            other => model.answer(other),
         };
         writer.handle_input(NOW, input);
     }
@@ -431,13 +441,7 @@ proptest! {
                         }
                         continue;
                     }
-                    WriterOutput::Checkpoint => WriterInput::Checkpointed(true),
-                    WriterOutput::LoadRecords(clients) => WriterInput::RecordsLoaded(Ok(clients
-                        .into_iter()
-                        .map(|client| (client, model.records.get(&client).cloned()))
-                        .collect())),
-                    WriterOutput::ExpireRecords { .. } => WriterInput::RecordsExpired(Ok(None)),
-                    WriterOutput::ReadChecks(reads) => WriterInput::ChecksRead(Ok(model.read(&reads))),
+                    other => model.answer(other),
                 };
                 writer.handle_input(NOW, input);
             }
