@@ -7,8 +7,9 @@
 //!
 //! Layout of the store directory: `store.lock`, held with an OS lock while open (fjall 2
 //! takes no lock of its own, and this is the second guard behind party's election lock),
-//! and the fjall keyspace in `fjall/`, with data in the partition `data` and dedup records
-//! in `party_dedup`. A batch spans both partitions and commits atomically through fjall's
+//! and the fjall keyspace in `fjall/`, with data in the partition `data`, dedup records
+//! in `party_dedup` and the change log in `party_changes`. A batch spans the three
+//! partitions and commits atomically through fjall's
 //! journal; each commit hands the journal to the OS (`PersistMode::Buffer`), which survives
 //! `kill -9`, and one commit per group of writes keeps that to one flush per group.
 //! Iterators are fjall snapshots.
@@ -22,12 +23,12 @@ use std::path::{Path, PathBuf};
 
 use fjall::{AbstractTree, Config, Keyspace, PartitionCreateOptions, PartitionHandle, Snapshot};
 use party_proto::wire::Entry;
-use party_proto::{ClientId, DedupRecord, KeyRange};
+use party_proto::{ClientId, CommitSeq, DedupRecord, KeyRange};
 
 use crate::batch::{resolve_in, WriteBatch};
 use crate::error::{BackendError, OpenError, StoreError};
 use crate::iter::EntryIter;
-use crate::{records, store_error, Backend};
+use crate::{changes, records, store_error, Backend};
 
 const NAME: &str = "fjall";
 
@@ -70,6 +71,7 @@ pub struct FjallBackend {
     keyspace: Keyspace,
     data: PartitionHandle,
     records: PartitionHandle,
+    changes: PartitionHandle,
     path: PathBuf,
     // Declared last: released only after fjall has shut down.
     _lock: File,
@@ -117,10 +119,16 @@ impl FjallBackend {
         let records = keyspace
             .open_partition(records::NAMESPACE, PartitionCreateOptions::default())
             .map_err(|e| failed(e.into()))?;
+        let changes_options =
+            PartitionCreateOptions::default().max_memtable_size(MAX_MEMTABLE_BYTES);
+        let changes = keyspace
+            .open_partition(changes::NAMESPACE, changes_options)
+            .map_err(|e| failed(e.into()))?;
         Ok(FjallBackend {
             keyspace,
             data,
             records,
+            changes,
             path: path.to_owned(),
             _lock: lock,
         })
@@ -214,18 +222,59 @@ impl Backend for FjallBackend {
         for (client, record) in &batch.records {
             commit.insert(&self.records, records::key(*client), records::value(record));
         }
+        if let Some(append) = &batch.log {
+            commit.insert(&self.changes, append.seq.key(), append.entry.as_slice());
+        }
         commit.commit().map_err(store_error(NAME))
     }
 
-    /// Seals both memtables: fjall flushes them in the background and then retires their
+    fn change_entries(
+        &self,
+        from: CommitSeq,
+        newest_first: bool,
+        max: usize,
+    ) -> Result<Vec<(CommitSeq, Vec<u8>)>, BackendError> {
+        let entry = |item: fjall::Result<(fjall::Slice, fjall::Slice)>| {
+            let (key, value) = item.map_err(store_error(NAME))?;
+            changes::stored(&key, value.to_vec())
+        };
+        if newest_first {
+            self.changes
+                .range(..=from.key())
+                .rev()
+                .take(max)
+                .map(entry)
+                .collect()
+        } else {
+            self.changes
+                .range(from.key()..)
+                .take(max)
+                .map(entry)
+                .collect()
+        }
+    }
+
+    fn remove_changes(&self, seqs: &[CommitSeq]) -> Result<(), BackendError> {
+        let mut removal = self.keyspace.batch();
+        for seq in seqs {
+            removal.remove(&self.changes, seq.key());
+        }
+        removal.commit().map_err(store_error(NAME))
+    }
+
+    /// Seals the memtables: fjall flushes them in the background and then retires their
     /// journal, which an open after a crash would otherwise replay (about 6 ms per MiB here).
     /// Small memtables are left alone, as they replay fast and each rotation makes a table.
     fn checkpoint(&self) -> Result<(), BackendError> {
-        let unflushed = self.data.tree.active_memtable_size() as usize
-            + self.records.tree.active_memtable_size() as usize;
+        let partitions = [&self.data, &self.records, &self.changes];
+        let unflushed: usize = partitions
+            .iter()
+            .map(|partition| partition.tree.active_memtable_size() as usize)
+            .sum();
         if unflushed >= CHECKPOINT_MIN_BYTES {
-            self.data.rotate_memtable().map_err(store_error(NAME))?;
-            self.records.rotate_memtable().map_err(store_error(NAME))?;
+            for partition in partitions {
+                partition.rotate_memtable().map_err(store_error(NAME))?;
+            }
         }
         Ok(())
     }

@@ -17,6 +17,7 @@
 //! blocking (no async form), and the embedded stores pay nothing for the network ones.
 
 mod batch;
+pub mod changes;
 mod error;
 mod iter;
 mod memory;
@@ -34,8 +35,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use party_proto::feed::{LogEnds, LogSpan, Trim};
 use party_proto::txn::{CheckRead, CheckValue};
-use party_proto::{ClientId, DedupRecord, IterOptions, KeyRange};
+use party_proto::{ClientId, CommitSeq, DedupRecord, IterOptions, KeyRange};
 
 pub use batch::{resolve, WriteBatch};
 pub use error::{BackendError, OpenError, StoreError};
@@ -67,8 +69,45 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         keys.iter().map(|key| self.get(key)).collect()
     }
 
-    /// Applies the writes and stores the dedup records, all or nothing, in one commit.
+    /// Applies the writes and stores the dedup records and the change log entry, all or
+    /// nothing, in one commit.
     fn write(&self, batch: &WriteBatch) -> Result<(), BackendError>;
+
+    /// Up to `max` entries of the change log, as stored: from `from` on, oldest first; or
+    /// with `newest_first`, from `from` back.
+    fn change_entries(
+        &self,
+        from: CommitSeq,
+        newest_first: bool,
+        max: usize,
+    ) -> Result<Vec<(CommitSeq, Vec<u8>)>, BackendError>;
+
+    /// Removes these entries of the change log.
+    fn remove_changes(&self, seqs: &[CommitSeq]) -> Result<(), BackendError>;
+
+    /// The oldest and the newest entry of the change log; `None` when it is empty.
+    fn change_log_ends(&self) -> Result<Option<LogEnds>, BackendError> {
+        let first = self.change_entries(CommitSeq(0), false, 1)?;
+        let last = self.change_entries(CommitSeq(u64::MAX), true, 1)?;
+        match (first.first(), last.first()) {
+            (Some((first, oldest)), Some((last, newest))) => Ok(Some(LogEnds {
+                first: changes::span(*first, oldest)?,
+                last: changes::span(*last, newest)?,
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    /// One page of a trim: removes the oldest entries that `trim` removes, `max` at most,
+    /// stopping at the first it keeps. Returns the oldest entry left.
+    fn trim_changes(&self, trim: &Trim, max: usize) -> Result<Option<LogSpan>, BackendError> {
+        let oldest = self.change_entries(CommitSeq(0), false, max.saturating_add(1))?;
+        let (removed, first) = changes::trim_page(&oldest, trim, max)?;
+        if !removed.is_empty() {
+            self.remove_changes(&removed)?;
+        }
+        Ok(first)
+    }
 
     /// The entries in `range`, in key order or reversed. Where the store has snapshots the
     /// iterator reads one, taken now.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use party_proto::wire::Entry;
-use party_proto::{ClientId, DedupRecord, KeyRange};
+use party_proto::{ClientId, CommitSeq, DedupRecord, KeyRange};
 
 use crate::batch::{resolve, WriteBatch};
 use crate::error::BackendError;
@@ -16,6 +16,7 @@ use crate::{records, Backend};
 struct State {
     data: BTreeMap<Vec<u8>, Vec<u8>>,
     records: BTreeMap<ClientId, DedupRecord>,
+    changes: BTreeMap<CommitSeq, Vec<u8>>,
 }
 
 /// An ordered map from byte keys to byte values, kept in memory.
@@ -68,6 +69,38 @@ impl Backend for MemoryBackend {
             };
         }
         state.records.extend(batch.records.iter().cloned());
+        if let Some(append) = &batch.log {
+            state.changes.insert(append.seq, append.entry.clone());
+        }
+        Ok(())
+    }
+
+    fn change_entries(
+        &self,
+        from: CommitSeq,
+        newest_first: bool,
+        max: usize,
+    ) -> Result<Vec<(CommitSeq, Vec<u8>)>, BackendError> {
+        let state = self.state();
+        let entry = |(seq, entry): (&CommitSeq, &Vec<u8>)| (*seq, entry.clone());
+        Ok(if newest_first {
+            state
+                .changes
+                .range(..=from)
+                .rev()
+                .take(max)
+                .map(entry)
+                .collect()
+        } else {
+            state.changes.range(from..).take(max).map(entry).collect()
+        })
+    }
+
+    fn remove_changes(&self, seqs: &[CommitSeq]) -> Result<(), BackendError> {
+        let mut state = self.state();
+        for seq in seqs {
+            state.changes.remove(seq);
+        }
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! RocksDB.
 //!
-//! Data lives in the default column family, dedup records in `party_dedup`; one
-//! `WriteBatch` covers both, so they commit atomically. RocksDB writes each batch to its
+//! Data lives in the default column family, dedup records in `party_dedup`, the change
+//! log in `party_changes`; one `WriteBatch` covers the three, so they commit atomically. RocksDB writes each batch to its
 //! write-ahead log before returning (without fsync), which survives `kill -9`; one batch per
 //! group of writes keeps it to one WAL write per group. Iterators read the implicit snapshot
 //! RocksDB takes when an iterator is created.
@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use party_proto::wire::Entry;
-use party_proto::{ClientId, DedupRecord, KeyRange};
+use party_proto::{ClientId, CommitSeq, DedupRecord, KeyRange};
 use rocksdb::{DBIteratorWithThreadMode, IteratorMode, Options, ReadOptions, DB};
 
 use crate::batch::{resolve_in, WriteBatch};
 use crate::error::{BackendError, OpenError};
 use crate::iter::EntryIter;
-use crate::{records, store_error, Backend};
+use crate::{changes, records, store_error, Backend};
 
 const NAME: &str = "rocksdb";
 
@@ -65,13 +65,15 @@ impl RocksBackend {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
-        let db = DB::open_cf(&options, path, [records::NAMESPACE]).map_err(|error| {
-            // RocksDB reports a held LOCK file only in its message.
-            let message = error.to_string();
-            let locked = message.contains("While lock file")
-                || message.contains("lock hold by current process");
-            OpenError::from_store(NAME, path, locked, error)
-        })?;
+        let db = DB::open_cf(&options, path, [records::NAMESPACE, changes::NAMESPACE]).map_err(
+            |error| {
+                // RocksDB reports a held LOCK file only in its message.
+                let message = error.to_string();
+                let locked = message.contains("While lock file")
+                    || message.contains("lock hold by current process");
+                OpenError::from_store(NAME, path, locked, error)
+            },
+        )?;
         Ok(RocksBackend {
             db: Arc::new(db),
             path: path.to_owned(),
@@ -79,9 +81,17 @@ impl RocksBackend {
     }
 
     fn records_family(&self) -> Result<&rocksdb::ColumnFamily, BackendError> {
-        self.db
-            .cf_handle(records::NAMESPACE)
-            .ok_or_else(|| BackendError::store(NAME, "the dedup column family is missing"))
+        self.family(records::NAMESPACE)
+    }
+
+    fn changes_family(&self) -> Result<&rocksdb::ColumnFamily, BackendError> {
+        self.family(changes::NAMESPACE)
+    }
+
+    fn family(&self, name: &str) -> Result<&rocksdb::ColumnFamily, BackendError> {
+        self.db.cf_handle(name).ok_or_else(|| {
+            BackendError::store(NAME, format!("the column family {name} is missing"))
+        })
     }
 }
 
@@ -115,7 +125,43 @@ impl Backend for RocksBackend {
         for (client, record) in &batch.records {
             commit.put_cf(family, records::key(*client), records::value(record));
         }
+        if let Some(append) = &batch.log {
+            commit.put_cf(self.changes_family()?, append.seq.key(), &append.entry);
+        }
         self.db.write(commit).map_err(store_error(NAME))
+    }
+
+    fn change_entries(
+        &self,
+        from: CommitSeq,
+        newest_first: bool,
+        max: usize,
+    ) -> Result<Vec<(CommitSeq, Vec<u8>)>, BackendError> {
+        let key = from.key();
+        let direction = if newest_first {
+            rocksdb::Direction::Reverse
+        } else {
+            rocksdb::Direction::Forward
+        };
+        let stored = self
+            .db
+            .iterator_cf(self.changes_family()?, IteratorMode::From(&key, direction));
+        stored
+            .take(max)
+            .map(|item| {
+                let (key, value) = item.map_err(store_error(NAME))?;
+                changes::stored(&key, value.into_vec())
+            })
+            .collect()
+    }
+
+    fn remove_changes(&self, seqs: &[CommitSeq]) -> Result<(), BackendError> {
+        let family = self.changes_family()?;
+        let mut removal = rocksdb::WriteBatch::default();
+        for seq in seqs {
+            removal.delete_cf(family, seq.key());
+        }
+        self.db.write(removal).map_err(store_error(NAME))
     }
 
     fn iter(&self, range: &KeyRange, reverse: bool) -> Result<EntryIter, BackendError> {

@@ -19,14 +19,14 @@
 use std::path::{Path, PathBuf};
 
 use party_proto::wire::Entry;
-use party_proto::{ClientId, DedupRecord, KeyRange};
+use party_proto::{ClientId, CommitSeq, DedupRecord, KeyRange};
 use sled::transaction::{ConflictableTransactionResult, TransactionError};
 use sled::{Batch, Db, IVec, Transactional, Tree};
 
 use crate::batch::{resolve_in, WriteBatch};
 use crate::error::{BackendError, OpenError};
 use crate::iter::EntryIter;
-use crate::{records, store_error, Backend};
+use crate::{changes, records, store_error, Backend};
 
 const NAME: &str = "sled";
 
@@ -36,6 +36,7 @@ pub struct SledBackend {
     db: Db,
     data: Tree,
     records: Tree,
+    changes: Tree,
     path: PathBuf,
 }
 
@@ -52,10 +53,12 @@ impl SledBackend {
         let db = sled::Config::new().path(path).open().map_err(open_error)?;
         let data = db.open_tree("data").map_err(open_error)?;
         let records = db.open_tree(records::NAMESPACE).map_err(open_error)?;
+        let changes = db.open_tree(changes::NAMESPACE).map_err(open_error)?;
         Ok(SledBackend {
             db,
             data,
             records,
+            changes,
             path: path.to_owned(),
         })
     }
@@ -116,11 +119,16 @@ impl Backend for SledBackend {
         for (client, record) in &batch.records {
             dedup.insert(&records::key(*client), records::value(record));
         }
-        (&self.data, &self.records)
+        let mut log = Batch::default();
+        if let Some(append) = &batch.log {
+            log.insert(&append.seq.key(), append.entry.as_slice());
+        }
+        (&self.data, &self.records, &self.changes)
             .transaction(
-                |(data_tx, records_tx)| -> ConflictableTransactionResult<()> {
+                |(data_tx, records_tx, changes_tx)| -> ConflictableTransactionResult<()> {
                     data_tx.apply_batch(&data)?;
                     records_tx.apply_batch(&dedup)?;
+                    changes_tx.apply_batch(&log)?;
                     Ok(())
                 },
             )
@@ -130,6 +138,40 @@ impl Backend for SledBackend {
             })?;
         self.db.flush().map_err(store_error(NAME))?;
         Ok(())
+    }
+
+    fn change_entries(
+        &self,
+        from: CommitSeq,
+        newest_first: bool,
+        max: usize,
+    ) -> Result<Vec<(CommitSeq, Vec<u8>)>, BackendError> {
+        let entry = |item: sled::Result<(IVec, IVec)>| {
+            let (key, value) = item.map_err(store_error(NAME))?;
+            changes::stored(&key, value.to_vec())
+        };
+        if newest_first {
+            self.changes
+                .range(..=from.key())
+                .rev()
+                .take(max)
+                .map(entry)
+                .collect()
+        } else {
+            self.changes
+                .range(from.key()..)
+                .take(max)
+                .map(entry)
+                .collect()
+        }
+    }
+
+    fn remove_changes(&self, seqs: &[CommitSeq]) -> Result<(), BackendError> {
+        let mut removal = Batch::default();
+        for seq in seqs {
+            removal.remove(&seq.key());
+        }
+        self.changes.apply_batch(removal).map_err(store_error(NAME))
     }
 
     fn iter(&self, range: &KeyRange, reverse: bool) -> Result<EntryIter, BackendError> {

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use party_backends::{Backend, BackendKind, MemoryBackend, OpenError, WriteBatch};
+use party_proto::feed::{decode_entry, encode_entry, Trim};
 use party_proto::txn::{CheckRead, CheckValue};
 use party_proto::wire::{BatchOp, Entry, WriteOp};
-use party_proto::{ClientId, DedupRecord, IterOptions, KeyRange, WriteSeq};
+use party_proto::{ClientId, CommitSeq, DedupRecord, IterOptions, KeyRange, LogAppend, WriteSeq};
 
 /// Keys at the byte edges: the empty key, 0x00, 0xff, and keys that are prefixes of others.
 const EDGE_KEYS: &[&[u8]] = &[
@@ -58,6 +59,7 @@ fn write(store: &dyn Backend, ops: Vec<WriteOp>) {
             .write(&WriteBatch {
                 ops: ops.to_vec(),
                 records: Vec::new(),
+                log: None,
             })
             .expect("write");
     }
@@ -75,6 +77,7 @@ fn with_record(ops: Vec<WriteOp>, client: u128, seq: u64) -> WriteBatch {
                 last_write_ms: seq,
             },
         )],
+        log: None,
     }
 }
 
@@ -300,6 +303,7 @@ pub fn expired_records_are_removed_page_by_page(store: &dyn Backend) {
         .write(&WriteBatch {
             ops: vec![put(b"k", b"v")],
             records,
+            log: None,
         })
         .unwrap();
     assert_eq!(
@@ -429,6 +433,7 @@ pub fn a_clear_of_many_keys_commits_whole(store: &dyn Backend) {
                 },
             ],
             records: Vec::new(),
+            log: None,
         })
         .unwrap();
     let left = read_all(store, &IterOptions::default(), 64);
@@ -472,6 +477,7 @@ pub fn dedup_records_are_stored_with_the_write_and_never_seen_as_data(store: &dy
     let batch = WriteBatch {
         ops: vec![put(b"k", b"v")],
         records: vec![(ClientId(1), record(5)), (ClientId(u128::MAX), record(9))],
+        log: None,
     };
     store.write(&batch).unwrap();
     let asked = [ClientId(u128::MAX), ClientId(2), ClientId(1)];
@@ -483,6 +489,7 @@ pub fn dedup_records_are_stored_with_the_write_and_never_seen_as_data(store: &dy
     let newer = WriteBatch {
         ops: vec![],
         records: vec![(ClientId(1), record(6))],
+        log: None,
     };
     store.write(&newer).unwrap();
     assert_eq!(
@@ -494,6 +501,94 @@ pub fn dedup_records_are_stored_with_the_write_and_never_seen_as_data(store: &dy
         data,
         vec![(b"k".to_vec(), b"v".to_vec())],
         "records are not data"
+    );
+}
+
+/// Each commit's change log entry is stored with it under its number, never seen as data,
+/// read back in order from any number (oldest first, or newest first), and trimmed from
+/// the oldest a page at a time.
+pub fn the_change_log_commits_with_its_group_and_is_read_and_trimmed_in_order(store: &dyn Backend) {
+    assert_eq!(
+        store.change_log_ends().unwrap(),
+        None,
+        "a new store's log is empty"
+    );
+    let mut bytes_before = 0;
+    let mut stored = Vec::new();
+    for n in 1..=5u64 {
+        let ops = [put(&n.to_be_bytes(), b"v")];
+        let entry = encode_entry(bytes_before, &ops);
+        bytes_before += entry.len() as u64;
+        store
+            .write(&WriteBatch {
+                ops: ops.to_vec(),
+                records: Vec::new(),
+                log: Some(LogAppend {
+                    seq: CommitSeq(n),
+                    entry: entry.clone(),
+                }),
+            })
+            .unwrap();
+        stored.push((CommitSeq(n), entry));
+    }
+    let data = read_all(store, &IterOptions::default(), 64);
+    assert_eq!(data.len(), 5, "the log is not data: {data:?}");
+    let ends = store.change_log_ends().unwrap().unwrap();
+    assert_eq!(
+        (ends.first.seq, ends.last.seq),
+        (CommitSeq(1), CommitSeq(5))
+    );
+    assert_eq!(
+        (ends.first.bytes_before, ends.last.bytes_through),
+        (0, bytes_before)
+    );
+    assert_eq!(
+        store.change_entries(CommitSeq(3), false, 10).unwrap(),
+        stored[2..]
+    );
+    assert_eq!(
+        store.change_entries(CommitSeq(0), false, 2).unwrap(),
+        stored[..2]
+    );
+    let newest_first: Vec<_> = stored[2..4].iter().rev().cloned().collect();
+    assert_eq!(
+        store.change_entries(CommitSeq(4), true, 2).unwrap(),
+        newest_first
+    );
+    assert_eq!(store.change_entries(CommitSeq(9), false, 10).unwrap(), []);
+    assert_eq!(
+        decode_entry(&store.change_entries(CommitSeq(2), false, 1).unwrap()[0].1).unwrap(),
+        [party_proto::Change::Put {
+            key: 2u64.to_be_bytes().to_vec(),
+            value: b"v".to_vec()
+        }]
+    );
+
+    let trim = Trim {
+        keep_from: CommitSeq(4),
+        keep_bytes_from: 0,
+    };
+    let first = store.trim_changes(&trim, 2).unwrap().unwrap();
+    assert_eq!(first.seq, CommitSeq(3), "a page removes at most its size");
+    let first = store.trim_changes(&trim, 10).unwrap().unwrap();
+    assert_eq!(
+        first.seq,
+        CommitSeq(4),
+        "and stops at the first entry it keeps"
+    );
+    assert_eq!(
+        store.change_entries(CommitSeq(0), false, 10).unwrap(),
+        stored[3..]
+    );
+    let ends = store.change_log_ends().unwrap().unwrap();
+    assert_eq!(
+        (ends.first.seq, ends.last.seq),
+        (CommitSeq(4), CommitSeq(5))
+    );
+    assert_eq!(
+        data,
+        read_all(store, &IterOptions::default(), 64),
+        "data untouched"
     );
 }
 
@@ -600,6 +695,15 @@ pub fn batches_survive_kill_9_whole_or_not_at_all(kind: BackendKind) {
         Some(WriteSeq(last)),
         "the dedup record commits with its batch"
     );
+    let ends = store
+        .change_log_ends()
+        .unwrap()
+        .expect("the log has entries");
+    assert_eq!(
+        (ends.first.seq, ends.last.seq),
+        (CommitSeq(1), CommitSeq(last)),
+        "the change log entry commits with its batch"
+    );
 }
 
 /// Writes `count` keys of 100 bytes, 100 per commit, with a dedup record on each commit.
@@ -687,6 +791,12 @@ macro_rules! conformance {
             #[test]
             fn expired_records_are_removed_page_by_page() {
                 with_store(super::expired_records_are_removed_page_by_page);
+            }
+            #[test]
+            fn the_change_log_commits_with_its_group_and_is_read_and_trimmed_in_order() {
+                with_store(
+                    super::the_change_log_commits_with_its_group_and_is_read_and_trimmed_in_order,
+                );
             }
         }
     };

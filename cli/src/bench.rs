@@ -690,6 +690,7 @@ async fn with_past_clients(dir: &Path, store: &ToolStore, count: u64) -> Result<
                     .iter()
                     .map(|n| (party_proto::ClientId(u128::from(*n) << 64), record.clone()))
                     .collect(),
+                log: None,
             };
             store.write(&batch).map_err(|e| e.to_string())?;
         }

@@ -126,6 +126,14 @@ impl StoreAccess {
                 to: self.to.clone(),
             },
             ServerOutput::IterDrop { iter } => StoreJob::IterDrop { conn, iter },
+            ServerOutput::WatchPull { watch, from, max } => StoreJob::WatchPull {
+                conn,
+                watch,
+                from,
+                max,
+                to: self.to.clone(),
+            },
+            ServerOutput::WatchDrop { watch } => StoreJob::WatchDrop { conn, watch },
         };
         // The store thread outlives every connection; a failed send means it is gone and
         // the leader is stopping anyway.

@@ -22,6 +22,7 @@ use crate::options::Options;
 use crate::paths::Layout;
 use crate::role::{Role, RoleState, RoleWatch, Takeover};
 use crate::sublevel::KeySpace;
+use crate::watch::CommitSeq;
 
 /// Opens the data directory `dir` (creating it if needed) and joins its party.
 ///
@@ -270,6 +271,7 @@ impl Db {
             iter,
             buffered: VecDeque::new(),
             done: false,
+            at: None,
             strip,
         })
     }
@@ -343,7 +345,7 @@ impl Db {
         self.inner.transaction_attempts
     }
 
-    fn send(&self, command: Command) -> Result<(), Error> {
+    pub(crate) fn send(&self, command: Command) -> Result<(), Error> {
         self.inner.commands.send(command).map_err(|_| Error::Closed)
     }
 }
@@ -383,6 +385,8 @@ pub struct Iter {
     iter: IterId,
     buffered: VecDeque<Entry>,
     done: bool,
+    /// The commit the store snapshot follows, once the leader said.
+    at: Option<CommitSeq>,
     /// Remove the handle's prefix from the keys.
     strip: bool,
 }
@@ -396,6 +400,16 @@ impl std::fmt::Debug for Iter {
 }
 
 impl Iter {
+    /// The commit the iteration's store snapshot was taken after, known once its first
+    /// entries (or its end) have come: follow the range from the next one
+    /// ([`Db::watch_from`] with `seq.next()`) and nothing written after the snapshot is
+    /// missed. After a failover the rest of the iteration reads a later snapshot, and this
+    /// stays the first one's: the subscription may then show again a change the rest of
+    /// the iteration already had. `None` from a store whose log could not be read.
+    pub fn seq(&self) -> Option<CommitSeq> {
+        self.at
+    }
+
     /// The next entry, `None` after the last.
     pub async fn next(&mut self) -> Option<Result<Entry, Error>> {
         if self.buffered.is_empty() {
@@ -422,7 +436,9 @@ impl Iter {
         let (reply, answer) = oneshot::channel();
         let iter = self.iter;
         self.db.send(Command::IterTake { iter, max, reply })?;
-        match answer.await.map_err(|_| Error::Closed)?? {
+        let (poll, at) = answer.await.map_err(|_| Error::Closed)??;
+        self.at = self.at.or(at.map(CommitSeq::from));
+        match poll {
             // Reuses the wire's allocation: the two entry types have the same layout.
             IterPoll::Entries(entries) if !self.strip => {
                 Ok(Some(entries.into_iter().map(Entry::from).collect()))

@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use party_proto::wire::{encode_frame, ReadOp, Response, WriteOp};
 use party_proto::{
-    ClientConfig, ClientId, ElectionConfig, ErrorCode, IterId, IterOptions, IterPoll, Process,
-    ProcessConfig, ProcessInput, ProcessOutput, RequestId, ServerConfig, ServerInput, ServerOutput,
+    ClientConfig, ClientId, CommitSeq, ElectionConfig, ErrorCode, IterId, IterOptions, IterPoll,
+    KeyRange, Process, ProcessConfig, ProcessInput, ProcessOutput, RequestId, ServerConfig,
+    ServerInput, ServerOutput, WatchId, WatchPoll,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{oneshot, watch};
@@ -54,6 +55,20 @@ pub(crate) enum Command {
     IterClose {
         iter: IterId,
     },
+    /// Answered once the subscription knows where it starts.
+    WatchOpen {
+        range: KeyRange,
+        from: Option<CommitSeq>,
+        reply: oneshot::Sender<WatchOpened>,
+    },
+    WatchTake {
+        watch: WatchId,
+        max: usize,
+        reply: oneshot::Sender<Result<WatchPoll, Error>>,
+    },
+    WatchClose {
+        watch: WatchId,
+    },
     Close {
         reply: oneshot::Sender<()>,
         /// Answer only once the store is closed and its lock released (see [`Db::close`]),
@@ -62,8 +77,12 @@ pub(crate) enum Command {
     },
 }
 
-/// What an iterator's caller gets: the session's answer, or why the handle cannot serve it.
-pub(crate) type IterAnswer = Result<IterPoll, Error>;
+/// What a subscription's opener gets: the subscription and where it starts.
+pub(crate) type WatchOpened = Result<(WatchId, CommitSeq), Error>;
+
+/// What an iterator's caller gets: the session's answer and the commit its snapshot
+/// follows (once known), or why the handle cannot serve it.
+pub(crate) type IterAnswer = Result<(IterPoll, Option<CommitSeq>), Error>;
 
 /// What a handle holds while it becomes or is leader.
 #[derive(Default)]
@@ -84,6 +103,9 @@ pub(crate) struct Driver {
     process: Process,
     waiters: HashMap<RequestId, oneshot::Sender<Result<Response, Error>>>,
     iter_waiters: HashMap<IterId, (usize, oneshot::Sender<IterAnswer>)>,
+    /// Subscriptions whose opener waits for their start.
+    watch_openers: HashMap<WatchId, oneshot::Sender<WatchOpened>>,
+    watch_waiters: HashMap<WatchId, (usize, oneshot::Sender<Result<WatchPoll, Error>>)>,
     role: watch::Sender<RoleState>,
     failure: Option<Arc<Error>>,
     /// The cause of the election failure the machine is about to report.
@@ -114,6 +136,7 @@ impl Driver {
             retry: options.retry,
             request_timeout: options.request_timeout,
             iter_window: options.iter_window,
+            watch_window: options.watch_window,
             max_frame_len: options.limits.max_frame_len,
             store: options.backend.name(),
             resend_window: options.dedup_retention / 2,
@@ -125,6 +148,7 @@ impl Driver {
             store: options.backend.name(),
             max_in_flight: limits.max_in_flight,
             max_iterators: limits.max_iterators,
+            max_watches: limits.max_watches,
             max_frame_len: limits.max_frame_len,
             ..ServerConfig::default()
         };
@@ -141,6 +165,8 @@ impl Driver {
             process: Process::new(client_id, config, seed),
             waiters: HashMap::new(),
             iter_waiters: HashMap::new(),
+            watch_openers: HashMap::new(),
+            watch_waiters: HashMap::new(),
             role,
             failure: None,
             failure_cause: None,
@@ -233,20 +259,73 @@ impl Driver {
             }
             Command::IterTake { iter, max, reply } => match self.failed() {
                 Some(error) => drop(reply.send(Err(error))),
-                None => match self.process.iter_take(now, iter, max) {
-                    IterPoll::Pending => {
-                        self.iter_waiters.insert(iter, (max, reply));
-                    }
-                    poll => drop(reply.send(Ok(poll))),
-                },
+                None => self.iter_take(iter, max, reply),
             },
             Command::IterClose { iter } => {
                 self.iter_waiters.remove(&iter);
                 self.process.close_iter(now, iter);
             }
+            Command::WatchOpen { range, from, reply } => match self.failed() {
+                Some(error) => drop(reply.send(Err(error))),
+                None => {
+                    let watch = self.process.open_watch(now, range, from);
+                    self.watch_openers.insert(watch, reply);
+                    self.watch_started(watch);
+                }
+            },
+            Command::WatchTake { watch, max, reply } => match self.failed() {
+                Some(error) => drop(reply.send(Err(error))),
+                None => self.watch_take(watch, max, reply),
+            },
+            Command::WatchClose { watch } => {
+                self.watch_waiters.remove(&watch);
+                self.process.close_watch(now, watch);
+            }
             Command::Close { reply, released } => {
                 self.closers.push((reply, released));
                 self.close();
+            }
+        }
+    }
+
+    fn iter_take(&mut self, iter: IterId, max: usize, reply: oneshot::Sender<IterAnswer>) {
+        // Asked before the take, which forgets an iterator that is done.
+        let at = self.process.iter_at(iter);
+        match self.process.iter_take(clock::now(), iter, max) {
+            IterPoll::Pending => {
+                self.iter_waiters.insert(iter, (max, reply));
+            }
+            poll => drop(reply.send(Ok((poll, at)))),
+        }
+    }
+
+    fn watch_take(
+        &mut self,
+        watch: WatchId,
+        max: usize,
+        reply: oneshot::Sender<Result<WatchPoll, Error>>,
+    ) {
+        match self.process.watch_take(clock::now(), watch, max) {
+            WatchPoll::Pending => {
+                self.watch_waiters.insert(watch, (max, reply));
+            }
+            poll => drop(reply.send(Ok(poll))),
+        }
+    }
+
+    /// Answers the opener of a subscription once it has started, or failed.
+    fn watch_started(&mut self, watch: WatchId) {
+        let Some(opener) = self.watch_openers.remove(&watch) else {
+            return;
+        };
+        if let Some(position) = self.process.watch_position(watch) {
+            let _ = opener.send(Ok((watch, position)));
+            return;
+        }
+        match self.process.watch_take(clock::now(), watch, 0) {
+            WatchPoll::Failed(error) => drop(opener.send(Err(error.into()))),
+            _ => {
+                self.watch_openers.insert(watch, opener);
             }
         }
     }
@@ -309,12 +388,14 @@ impl Driver {
                 }
                 ProcessOutput::IterReady { iter } => {
                     if let Some((max, waiter)) = self.iter_waiters.remove(&iter) {
-                        match self.process.iter_take(clock::now(), iter, max) {
-                            IterPoll::Pending => {
-                                self.iter_waiters.insert(iter, (max, waiter));
-                            }
-                            poll => drop(waiter.send(Ok(poll))),
-                        }
+                        self.iter_take(iter, max, waiter);
+                    }
+                    None
+                }
+                ProcessOutput::WatchReady { watch } => {
+                    self.watch_started(watch);
+                    if let Some((max, waiter)) = self.watch_waiters.remove(&watch) {
+                        self.watch_take(watch, max, waiter);
                     }
                     None
                 }
@@ -352,6 +433,12 @@ impl Driver {
             let _ = waiter.send(Err(Error::ElectionFailed(failure.clone())));
         }
         for (_, (_, waiter)) in self.iter_waiters.drain() {
+            let _ = waiter.send(Err(Error::ElectionFailed(failure.clone())));
+        }
+        for (_, opener) in self.watch_openers.drain() {
+            let _ = opener.send(Err(Error::ElectionFailed(failure.clone())));
+        }
+        for (_, (_, waiter)) in self.watch_waiters.drain() {
             let _ = waiter.send(Err(Error::ElectionFailed(failure.clone())));
         }
         self.failure = Some(failure);

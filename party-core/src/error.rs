@@ -112,6 +112,17 @@ pub enum Error {
     /// stall it: use [`crate::Db`] there.
     #[error("a BlockingDb was used inside an async runtime; use Db there")]
     BlockingInRuntime,
+    /// A subscription ([`crate::Watch`]) fell behind the leader's change log: `missed`
+    /// commits left it before the subscription read them, and their changes are lost to
+    /// it (how many of them touched its range is unknown). The subscription goes on after
+    /// them; reload the range (an iterator) to catch up, then follow it from the
+    /// iterator's [`crate::Iter::seq`].
+    #[error("the subscription fell behind: {missed} commits left the change log unread")]
+    Lagged { missed: u64 },
+    /// A subscription was asked to start at commit `from`, but this store's next commit is
+    /// `next`, before it: the position came from another store (or one since replaced).
+    #[error("the subscription starts at commit {from}, past the store's next commit {next}")]
+    WatchAhead { from: u64, next: u64 },
     /// A sublevel's name is empty or holds `!`, which closes a name in the prefix.
     #[error("invalid sublevel name {name:?}: it must be non-empty and hold no '!'")]
     InvalidSublevelName { name: String },
@@ -138,6 +149,8 @@ pub enum Limit {
     InFlight,
     /// [`crate::Limits::max_iterators`]: this iterator was not opened.
     Iterators,
+    /// [`crate::Limits::max_watches`]: this subscription was not opened.
+    Watches,
 }
 
 impl fmt::Display for Limit {
@@ -146,6 +159,7 @@ impl fmt::Display for Limit {
             Limit::Connections => "connections",
             Limit::InFlight => "requests in flight per connection",
             Limit::Iterators => "open iterators per connection",
+            Limit::Watches => "open subscriptions per connection",
         })
     }
 }
@@ -206,6 +220,11 @@ impl Error {
             Error::ElectionFailed(cause) => Error::ElectionFailed(cause.clone()),
             Error::BlockingInRuntime => Error::BlockingInRuntime,
             Error::Protocol(message) => Error::Protocol(message.clone()),
+            Error::Lagged { missed } => Error::Lagged { missed: *missed },
+            Error::WatchAhead { from, next } => Error::WatchAhead {
+                from: *from,
+                next: *next,
+            },
             Error::InvalidSublevelName { name } => {
                 Error::InvalidSublevelName { name: name.clone() }
             }
@@ -256,6 +275,11 @@ impl From<ErrorCode> for Error {
                 limit: Limit::Iterators,
                 max: limit,
             },
+            ErrorCode::TooManyWatches { limit } => Error::LimitReached {
+                limit: Limit::Watches,
+                max: limit,
+            },
+            ErrorCode::WatchAhead { from, next } => Error::WatchAhead { from, next },
             ErrorCode::TooManyConnections { limit } => Error::LimitReached {
                 limit: Limit::Connections,
                 max: limit,

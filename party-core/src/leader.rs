@@ -28,6 +28,8 @@ pub(crate) struct Serving {
     pub headroom: Headroom,
     /// How long the writer keeps clients' dedup records.
     pub dedup_retention: std::time::Duration,
+    /// How much of the change log the writer keeps.
+    pub change_retention: party_proto::ChangeRetention,
 }
 
 /// What every follower connection is served with.
@@ -80,6 +82,7 @@ impl Leader {
                     let writing = store::Writing {
                         headroom: serving.headroom,
                         dedup_retention: serving.dedup_retention,
+                        change_retention: serving.change_retention,
                     };
                     store::run(served, counted, writing, jobs, done)
                 }));

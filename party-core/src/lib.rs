@@ -86,6 +86,8 @@ mod sublevel;
 mod term;
 #[cfg(not(loom))]
 mod transaction;
+#[cfg(not(loom))]
+mod watch;
 
 #[cfg(not(loom))]
 pub use {
@@ -98,6 +100,7 @@ pub use {
     party_backends::{BackendKind, EtcdConfig, OpenError, UnknownBackend},
     role::{Role, RoleState, RoleWatch, Takeover, TakeoverCause},
     transaction::{CasConflict, Transaction, TransactionError},
+    watch::{Change, ChangeRetention, CommitSeq, Watch},
 };
 
 /// A throwaway etcd cluster on this machine, for tests, demos and benchmarks.

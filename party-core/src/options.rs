@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::watch::ChangeRetention;
 use party_backends::{BackendKind, EtcdConfig};
 
 /// Options for [`crate::open`]. `Options::default()` is what most programs want; the
@@ -37,6 +38,13 @@ pub struct Options {
     /// How many times [`crate::Db::transaction`] runs a transaction that meets conflicts
     /// before it gives up with [`crate::TransactionError::Conflict`] (32 by default).
     pub transaction_attempts: u32,
+    /// How much of the change log the leader keeps for [`crate::Db::watch`] (100 000
+    /// commits and 64 MiB by default, whichever is less): a subscriber that falls further
+    /// behind gets [`crate::Error::Lagged`]. The leader's own option applies.
+    pub change_retention: ChangeRetention,
+    /// How many commits a [`crate::Watch`] may have waiting for the caller or on their way
+    /// at once (64 by default): all a subscriber that reads slowly costs its leader.
+    pub watch_window: u32,
 }
 
 /// Bounds on what a leader accepts, each with a default that suits most programs. Going
@@ -55,6 +63,9 @@ pub struct Limits {
     pub max_in_flight: u32,
     /// Iterators one connection may have open at once. Default 256.
     pub max_iterators: u32,
+    /// Change feed subscriptions ([`crate::Db::watch`]) one connection may have open at
+    /// once. Default 64.
+    pub max_watches: u32,
     /// Free space kept on the store's disk: below it, writes fail with
     /// [`crate::Error::StoreFull`] instead of reaching the store. Default 64 MiB.
     pub min_free_space: u64,
@@ -68,6 +79,7 @@ impl Default for Limits {
             max_connections: 1024,
             max_in_flight: server.max_in_flight,
             max_iterators: server.max_iterators,
+            max_watches: server.max_watches,
             min_free_space: 64 * 1024 * 1024,
         }
     }
@@ -95,6 +107,12 @@ impl Limits {
     /// Iterators one connection may have open at once.
     pub fn max_iterators(mut self, iterators: u32) -> Self {
         self.max_iterators = iterators;
+        self
+    }
+
+    /// Subscriptions one connection may have open at once.
+    pub fn max_watches(mut self, watches: u32) -> Self {
+        self.max_watches = watches;
         self
     }
 
@@ -165,6 +183,18 @@ impl Options {
         self.dedup_retention = retention;
         self
     }
+
+    /// How much of the change log the leader keeps.
+    pub fn change_retention(mut self, retention: ChangeRetention) -> Self {
+        self.change_retention = retention;
+        self
+    }
+
+    /// How many commits a subscription may have waiting or on their way.
+    pub fn watch_window(mut self, window: u32) -> Self {
+        self.watch_window = window;
+        self
+    }
 }
 
 impl Default for Options {
@@ -179,6 +209,8 @@ impl Default for Options {
             limits: Limits::default(),
             dedup_retention: party_proto::DEFAULT_DEDUP_RETENTION,
             transaction_attempts: 32,
+            change_retention: ChangeRetention::default(),
+            watch_window: 64,
         }
     }
 }

@@ -11,10 +11,11 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 
 use party_backends::{Backend, BackendError, Chunks, WriteBatch};
+use party_proto::feed::{plan_pull, LogRead, PullPlan};
 use party_proto::wire::{LeaderStatus, ReadOp, Response, WriteOp};
 use party_proto::{
-    CommitResult, ErrorCode, IterId, IterOptions, RequestId, ServerInput, WriteStamp, Writer,
-    WriterConfig, WriterInput, WriterOutput,
+    CommitResult, CommitSeq, ErrorCode, IterId, IterOptions, RequestId, ServerInput, WatchId,
+    WriteStamp, Writer, WriterConfig, WriterInput, WriterOutput,
 };
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -56,6 +57,18 @@ pub(crate) enum StoreJob {
         conn: ConnId,
         iter: IterId,
     },
+    /// A subscription's read of the change log (see `ServerOutput::WatchPull`).
+    WatchPull {
+        conn: ConnId,
+        watch: WatchId,
+        from: Option<CommitSeq>,
+        max: u32,
+        to: ReplyTo,
+    },
+    WatchDrop {
+        conn: ConnId,
+        watch: WatchId,
+    },
     /// A connection is gone: drop its iterators.
     Disconnected {
         conn: ConnId,
@@ -74,6 +87,7 @@ const MAX_ROUND: usize = 1024;
 pub(crate) struct Writing {
     pub headroom: Headroom,
     pub dedup_retention: std::time::Duration,
+    pub change_retention: party_proto::ChangeRetention,
 }
 
 /// Runs jobs until every sender is gone, then tells `drained` and closes the store.
@@ -87,6 +101,7 @@ pub(crate) fn run(
     let config = WriterConfig {
         max_group_ops: store.max_batch_ops(),
         dedup_retention: writing.dedup_retention,
+        change_retention: writing.change_retention,
         ..WriterConfig::default()
     };
     let now = crate::clock::now();
@@ -98,6 +113,8 @@ pub(crate) fn run(
         followers,
         headroom: writing.headroom,
         iters: HashMap::new(),
+        waiting: HashMap::new(),
+        woken_at: None,
     };
     crate::sync::rounds(&jobs, MAX_ROUND, |round| {
         worker.round(round);
@@ -119,6 +136,16 @@ struct Worker {
     followers: Followers,
     headroom: Headroom,
     iters: HashMap<(ConnId, IterId), Chunks>,
+    /// Reads of the change log that reached its end, waiting for the next commit.
+    waiting: HashMap<(ConnId, WatchId), WaitingPull>,
+    /// The last commit the waiting reads were looked at after.
+    woken_at: Option<CommitSeq>,
+}
+
+struct WaitingPull {
+    from: Option<CommitSeq>,
+    max: u32,
+    to: ReplyTo,
 }
 
 impl Worker {
@@ -219,6 +246,15 @@ impl Worker {
                 WriterOutput::ReadChecks(reads) => WriterInput::ChecksRead(
                     self.store.read_for_checks(&reads).map_err(ErrorCode::from),
                 ),
+                WriterOutput::LoadLogEnds => WriterInput::LogEndsLoaded(
+                    self.store.change_log_ends().map_err(ErrorCode::from),
+                ),
+                WriterOutput::TrimLog { trim, max } => WriterInput::LogTrimmed(
+                    self.store
+                        .trim_changes(&trim, max)
+                        .inspect_err(|error| tracing::warn!("trimming the change log: {error}"))
+                        .map_err(ErrorCode::from),
+                ),
                 WriterOutput::ExpireRecords {
                     written_before_ms,
                     after,
@@ -232,6 +268,41 @@ impl Worker {
             };
             self.writer.handle_input(crate::clock::now(), input);
         }
+        if self.writer.last_committed() != self.woken_at {
+            self.wake_waiting();
+        }
+    }
+
+    /// Answers the reads of the change log that were waiting, now that a commit landed.
+    fn wake_waiting(&mut self) {
+        self.woken_at = self.writer.last_committed();
+        for ((conn, watch), pull) in std::mem::take(&mut self.waiting) {
+            self.watch_pull(conn, watch, pull);
+        }
+    }
+
+    /// Answers a subscription's read of the change log, or keeps it until a commit.
+    fn watch_pull(&mut self, conn: ConnId, watch: WatchId, pull: WaitingPull) {
+        let (from, read, next) = match plan_pull(pull.from, self.writer.last_committed()) {
+            PullPlan::Wait => {
+                self.waiting.insert((conn, watch), pull);
+                return;
+            }
+            PullPlan::Answer { from, read, next } => (from, read, next),
+        };
+        let entries = if read {
+            self.store.change_entries(from, false, pull.max as usize)
+        } else {
+            Ok(Vec::new())
+        };
+        let result = entries
+            .map(|entries| LogRead {
+                from,
+                entries,
+                next,
+            })
+            .map_err(ErrorCode::from);
+        let _ = pull.to.send(ServerInput::WatchRead { watch, result });
     }
 
     fn commit(&self, batch: &WriteBatch) -> CommitResult {
@@ -266,6 +337,11 @@ impl Worker {
             } => match self.store.chunks(&options) {
                 Ok(chunks) => {
                     self.iters.insert((conn, iter), chunks);
+                    // Every write before the iterator has committed: it reads the store as
+                    // of the writer's last commit.
+                    if let Some(seq) = self.writer.last_committed() {
+                        let _ = to.send(ServerInput::IterAt { iter, seq });
+                    }
                 }
                 Err(error) => {
                     let error = ErrorCode::from(error);
@@ -305,7 +381,20 @@ impl Worker {
             StoreJob::IterDrop { conn, iter } => {
                 self.iters.remove(&(conn, iter));
             }
-            StoreJob::Disconnected { conn } => self.iters.retain(|(c, _), _| *c != conn),
+            StoreJob::WatchPull {
+                conn,
+                watch,
+                from,
+                max,
+                to,
+            } => self.watch_pull(conn, watch, WaitingPull { from, max, to }),
+            StoreJob::WatchDrop { conn, watch } => {
+                self.waiting.remove(&(conn, watch));
+            }
+            StoreJob::Disconnected { conn } => {
+                self.iters.retain(|(c, _), _| *c != conn);
+                self.waiting.retain(|(c, _), _| *c != conn);
+            }
             StoreJob::Tick => {
                 let now = crate::clock::now();
                 self.writer.set_wall_clock(now, crate::clock::wall_now());
@@ -395,6 +484,7 @@ mod tests {
                 reserve: 0,
             },
             dedup_retention: std::time::Duration::from_secs(60),
+            change_retention: party_proto::ChangeRetention::default(),
         };
         let (drained, _) = tokio::sync::oneshot::channel();
         let store: Arc<dyn Backend> = Arc::new(MemoryBackend::new());

@@ -33,4 +33,12 @@ pub struct Bugs {
     pub dedup_after_validation: bool,
     /// The writer applies only the first write of a transaction.
     pub partial_apply: bool,
+    /// A subscription takes a lag report as a mere move of its position and tells its
+    /// caller nothing: the lost commits go unnoticed.
+    pub hide_lag: bool,
+    /// A subscription re-opened on a new leader starts one commit past its position.
+    pub resume_past: bool,
+    /// The writer keeps counting on after a commit whose outcome is unknown, instead of
+    /// reading the log's end again: a commit that did land has its number taken twice.
+    pub keep_count_when_unsure: bool,
 }

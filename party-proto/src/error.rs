@@ -90,4 +90,12 @@ pub enum ErrorCode {
     /// re-sent.
     #[error("the write's outcome is unknown: {0}")]
     OutcomeUnknown(String),
+    /// A subscription asked for the changes from commit `from` on, but the store's next
+    /// commit is `next`, before it: the position came from another store (or one that was
+    /// replaced), and following this one from it would skip commits unseen.
+    #[error("the subscription starts at commit {from}, past this store's next commit {next}")]
+    WatchAhead { from: u64, next: u64 },
+    /// The connection already has as many subscriptions open as the leader allows.
+    #[error("too many subscriptions open on this connection (limit {limit})")]
+    TooManyWatches { limit: u32 },
 }

@@ -18,6 +18,11 @@ pub struct RequestId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct IterId(pub u64);
 
+/// Numbers one change feed subscription on one client session. It stays the same when the
+/// subscription is re-opened on a new leader after a failover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WatchId(pub u64);
+
 /// The per-client sequence number of a write: 1 for the first write of a client, then
 /// increasing by one for each write, in the order the caller issued them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

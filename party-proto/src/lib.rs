@@ -10,6 +10,7 @@ pub mod bugs;
 pub mod client;
 pub mod election;
 pub mod error;
+pub mod feed;
 pub mod ids;
 pub mod jitter;
 pub mod process;
@@ -22,10 +23,13 @@ pub mod txn;
 pub mod wire;
 pub mod writer;
 
-pub use client::{ClientConfig, ClientInput, ClientOutput, ClientSession, IterPoll};
+pub use client::{
+    ClientConfig, ClientInput, ClientOutput, ClientSession, IterPoll, WatchEvent, WatchPoll,
+};
 pub use election::{Election, ElectionConfig, ElectionInput, ElectionOutput, Role};
 pub use error::ErrorCode;
-pub use ids::{ClientId, IterId, RequestId, WriteSeq};
+pub use feed::{Change, ChangeRetention, CommitSeq, LogAppend, LogEnds, LogSpan, Trim};
+pub use ids::{ClientId, IterId, RequestId, WatchId, WriteSeq};
 pub use process::{Process, ProcessConfig, ProcessInput, ProcessOutput, RoleView};
 pub use range::{IterOptions, KeyRange};
 pub use server::{

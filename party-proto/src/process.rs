@@ -17,13 +17,14 @@
 
 use std::collections::VecDeque;
 
-use crate::client::{ClientConfig, ClientInput, ClientOutput, ClientSession, IterPoll};
+use crate::client::{ClientConfig, ClientInput, ClientOutput, ClientSession, IterPoll, WatchPoll};
 use crate::election::{
     Election, ElectionConfig, ElectionFailure, ElectionInput, ElectionOutput, Role,
 };
 use crate::error::ErrorCode;
-use crate::ids::{ClientId, IterId, RequestId};
-use crate::range::IterOptions;
+use crate::feed::CommitSeq;
+use crate::ids::{ClientId, IterId, RequestId, WatchId};
+use crate::range::{IterOptions, KeyRange};
 use crate::server::{admit_leader, ServerConfig, ServerInput, ServerOutput, ServerSession};
 use crate::takeover::{TakeoverCause, Takeovers};
 use crate::time::Timestamp;
@@ -88,6 +89,9 @@ pub enum ProcessOutput {
     },
     /// The iterator has something new for [`Process::iter_take`].
     IterReady { iter: IterId },
+    /// The subscription has something new: its start ([`Process::watch_position`]), or
+    /// events or its failure for [`Process::watch_take`].
+    WatchReady { watch: WatchId },
 }
 
 /// The role of a process as callers see it.
@@ -183,6 +187,41 @@ impl Process {
 
     pub fn close_iter(&mut self, now: Timestamp, iter: IterId) {
         self.client.close_iter(iter);
+        self.drive(now);
+    }
+
+    /// The commit an iterator's snapshot follows, once known (see
+    /// [`ClientSession::iter_at`]).
+    pub fn iter_at(&self, iter: IterId) -> Option<CommitSeq> {
+        self.client.iter_at(iter)
+    }
+
+    /// Subscribes to the changes of `range` committed from `from` on (`None`: from the
+    /// next commit).
+    pub fn open_watch(
+        &mut self,
+        now: Timestamp,
+        range: KeyRange,
+        from: Option<CommitSeq>,
+    ) -> WatchId {
+        let watch = self.client.open_watch(range, from);
+        self.drive(now);
+        watch
+    }
+
+    pub fn watch_position(&self, watch: WatchId) -> Option<CommitSeq> {
+        self.client.watch_position(watch)
+    }
+
+    /// Takes up to `max` events from a subscription.
+    pub fn watch_take(&mut self, now: Timestamp, watch: WatchId, max: usize) -> WatchPoll {
+        let poll = self.client.watch_take(watch, max);
+        self.drive(now);
+        poll
+    }
+
+    pub fn close_watch(&mut self, now: Timestamp, watch: WatchId) {
+        self.client.close_watch(watch);
         self.drive(now);
     }
 
@@ -401,6 +440,9 @@ impl Process {
                         .push_back(ProcessOutput::Completed { id, result }),
                     ClientOutput::IterReady { iter } => {
                         self.outputs.push_back(ProcessOutput::IterReady { iter })
+                    }
+                    ClientOutput::WatchReady { watch } => {
+                        self.outputs.push_back(ProcessOutput::WatchReady { watch })
                     }
                 }
             }

@@ -71,6 +71,23 @@ impl KeyRange {
         (lower, upper)
     }
 
+    /// The keys in both ranges.
+    pub fn intersection(&self, other: &KeyRange) -> KeyRange {
+        KeyRange {
+            start: tighter(&self.start, &other.start, std::cmp::Ordering::Greater),
+            end: tighter(&self.end, &other.end, std::cmp::Ordering::Less),
+        }
+    }
+
+    /// At least the bytes this range takes encoded.
+    pub fn len_bound(&self) -> u64 {
+        let bound = |bound: &Bound<Vec<u8>>| match bound {
+            Bound::Included(key) | Bound::Excluded(key) => 11 + key.len() as u64,
+            Bound::Unbounded => 1,
+        };
+        bound(&self.start) + bound(&self.end)
+    }
+
     /// The part of this range that a forward iterator still has to read after delivering
     /// `key`: everything strictly greater. A bound that is already tighter is kept.
     pub fn after(&self, key: &[u8]) -> KeyRange {
@@ -96,6 +113,23 @@ impl KeyRange {
         KeyRange {
             start: self.start.clone(),
             end,
+        }
+    }
+}
+
+/// Of two bounds on the same side, the one that lets fewer keys in: the key further
+/// inside (`inside` is how it compares to the other: `Greater` for lower bounds), and at
+/// the same key the excluded one.
+fn tighter(a: &Bound<Vec<u8>>, b: &Bound<Vec<u8>>, inside: std::cmp::Ordering) -> Bound<Vec<u8>> {
+    match (a, b) {
+        (Bound::Unbounded, bound) | (bound, Bound::Unbounded) => bound.clone(),
+        (Bound::Included(x) | Bound::Excluded(x), Bound::Included(y) | Bound::Excluded(y)) => {
+            let order = x.cmp(y);
+            if order == inside || (order.is_eq() && matches!(a, Bound::Excluded(_))) {
+                a.clone()
+            } else {
+                b.clone()
+            }
         }
     }
 }

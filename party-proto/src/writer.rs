@@ -20,6 +20,15 @@
 //! then applied if its reads still hold, or answered [`Response::Conflict`] and counted as
 //! failed. See [`crate::txn`].
 //!
+//! Every group is numbered ([`CommitSeq`], one more than the last group the store ever
+//! committed, which the writer reads first: [`WriterOutput::LoadLogEnds`]) and its batch
+//! appends the group's changes to the store's change log under that number
+//! ([`crate::feed`]), so a subscriber can follow the commits across leaders. When the log
+//! grows an eighth past [`WriterConfig::change_retention`], the writer trims its oldest
+//! entries a page at a time, between groups ([`WriterOutput::TrimLog`]). A commit whose
+//! outcome is unknown (or refused as stale) makes it read the log's end again, as another
+//! writer may have taken the number.
+//!
 //! Once writes pause for [`WriterConfig::quiet_period`] after a commit, the writer asks for
 //! a checkpoint, so that a leader killed while quiet leaves its successor little to replay.
 //!
@@ -34,18 +43,20 @@ use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use crate::error::ErrorCode;
+use crate::feed::{encode_entry, ChangeRetention, CommitSeq, LogAppend, LogEnds, LogSpan, Trim};
 use crate::ids::ClientId;
 use crate::server::{Admission, DedupRecord, DedupTable, WriteStamp};
 use crate::time::Timestamp;
 use crate::txn::{reads_to_check, CheckRead, CheckValue, GroupWrites, Snapshot};
 use crate::wire::{ReadCheck, Response, WriteOp};
 
-/// One atomic, durable commit: the writes in order, and the dedup records to store with
-/// them in the same commit.
+/// One atomic, durable commit: the writes in order, and the dedup records and the change
+/// log entry to store with them in the same commit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteBatch {
     pub ops: Vec<WriteOp>,
     pub records: Vec<(ClientId, DedupRecord)>,
+    pub log: Option<LogAppend>,
 }
 
 impl WriteBatch {
@@ -77,6 +88,8 @@ pub struct WriterConfig {
     /// records' times are wall-clock times (the writers of one store may be different
     /// processes, on different hosts with etcd), the machine's `now` is not.
     pub wall_clock_at_epoch: Duration,
+    /// How much of the change log the store keeps.
+    pub change_retention: ChangeRetention,
     /// Bugs to re-create, for the simulator.
     #[cfg(feature = "bug-injection")]
     pub bugs: crate::bugs::Bugs,
@@ -89,6 +102,7 @@ impl Default for WriterConfig {
             max_group_ops: None,
             dedup_retention: DEFAULT_DEDUP_RETENTION,
             wall_clock_at_epoch: Duration::ZERO,
+            change_retention: ChangeRetention::default(),
             #[cfg(feature = "bug-injection")]
             bugs: crate::bugs::Bugs::default(),
         }
@@ -138,6 +152,11 @@ pub enum WriterInput {
     /// Answer to [`WriterOutput::ReadChecks`]: one value per read, in order; or why the
     /// store could not be read.
     ChecksRead(Result<Vec<CheckValue>, ErrorCode>),
+    /// Answer to [`WriterOutput::LoadLogEnds`]: the oldest and newest entries of the change
+    /// log, `None` when it is empty; or why it could not be read.
+    LogEndsLoaded(Result<Option<LogEnds>, ErrorCode>),
+    /// Answer to [`WriterOutput::TrimLog`]: the oldest entry left; or why the trim failed.
+    LogTrimmed(Result<Option<LogSpan>, ErrorCode>),
 }
 
 /// What the caller must do.
@@ -169,6 +188,12 @@ pub enum WriterOutput<T> {
     /// Read these from the store as it is now, for the transactions of the next group,
     /// then answer [`WriterInput::ChecksRead`].
     ReadChecks(Vec<CheckRead>),
+    /// Read the oldest and the newest entry of the change log, then answer
+    /// [`WriterInput::LogEndsLoaded`].
+    LoadLogEnds,
+    /// Remove the oldest entries of the change log that `trim` removes, looking at `max` at
+    /// most and stopping at the first it keeps, then answer [`WriterInput::LogTrimmed`].
+    TrimLog { trim: Trim, max: usize },
 }
 
 /// The store operations a write adds to a group, before its client's dedup record: one per
@@ -216,6 +241,8 @@ struct Group<T> {
     in_group: Vec<QueuedWrite<T>>,
     /// When its batch was made, by the wall clock: its records' `last_write_ms`.
     written_ms: u64,
+    /// Its entry in the change log.
+    logged: LogSpan,
     /// The records still to commit, when the bug that commits them apart is re-created.
     #[cfg(feature = "bug-injection")]
     records_apart: Option<Vec<(ClientId, DedupRecord)>>,
@@ -236,11 +263,43 @@ pub struct Writer<T> {
     reading: Option<Vec<CheckRead>>,
     /// What they read: the store before the next group, for its transactions.
     snapshot: Option<Result<Snapshot, ErrorCode>>,
+    /// The change log as the last commit left it; `None` until its ends are read.
+    log: Option<Log>,
+    /// A [`WriterOutput::LoadLogEnds`] is out.
+    loading_log: bool,
+    /// The last read of the log's end failed: the next is tried with the next group, or
+    /// between groups once this time has come.
+    log_retry_at: Option<Timestamp>,
+    trim: Trimming,
     expiry: Expiry,
     /// Written since the last checkpoint (what the store replayed when it opened counts).
     unsaved: bool,
     last_commit: Option<Timestamp>,
     outputs: VecDeque<WriterOutput<T>>,
+}
+
+/// The change log, as the writer knows it.
+#[derive(Debug, Clone, Copy)]
+struct Log {
+    /// The number of the next group.
+    next: CommitSeq,
+    /// The log's size so far: where the next entry starts.
+    bytes_through: u64,
+    /// The newest entry and the oldest, if any.
+    last: Option<LogSpan>,
+    first: Option<LogSpan>,
+}
+
+/// Where the trimming of the change log stands.
+#[derive(Debug, Default)]
+struct Trimming {
+    /// A page is out.
+    out: bool,
+    /// A trim is under way: it goes on, a page at a time, until the log is within its
+    /// retention.
+    running: bool,
+    /// After a failed page, no trim starts before this.
+    paused_until: Option<Timestamp>,
 }
 
 /// Where the sweep of expired records stands.
@@ -267,6 +326,10 @@ impl<T> Writer<T> {
             loading: false,
             reading: None,
             snapshot: None,
+            log: None,
+            loading_log: true,
+            log_retry_at: None,
+            trim: Trimming::default(),
             expiry: Expiry {
                 due: first_sweep,
                 sweep: None,
@@ -274,7 +337,9 @@ impl<T> Writer<T> {
             },
             unsaved: true,
             last_commit: None,
-            outputs: VecDeque::new(),
+            // The log's end is read at once, so the first group, and the first iterator's
+            // snapshot, know their number.
+            outputs: VecDeque::from([WriterOutput::LoadLogEnds]),
         }
     }
 
@@ -294,12 +359,28 @@ impl<T> Writer<T> {
 
     /// True when no write is queued and nothing is out: a job after the writes can run.
     pub fn is_idle(&self) -> bool {
-        self.queue.is_empty()
-            && self.committing.is_none()
+        self.queue.is_empty() && self.between_groups()
+    }
+
+    /// True when nothing the writer asked for is out.
+    fn between_groups(&self) -> bool {
+        self.committing.is_none()
             && !self.loading
             && self.reading.is_none()
             && !self.checkpointing
             && !self.expiry.out
+            && !self.loading_log
+            && !self.trim.out
+    }
+
+    /// The number of the last group the store committed, once the writer knows it (`None`
+    /// before the log's end is read, and while it is read again); `CommitSeq(0)` for a
+    /// store that never committed one. An iterator opened now reads the store as of it.
+    pub fn last_committed(&self) -> Option<CommitSeq> {
+        match (&self.log, self.loading_log) {
+            (Some(log), false) => Some(CommitSeq(log.next.0 - 1)),
+            _ => None,
+        }
     }
 
     /// The wall clock reads `wall` (since the Unix epoch) at `now`: the records' times follow
@@ -332,6 +413,8 @@ impl<T> Writer<T> {
                     self.snapshot = Some(values.and_then(|values| Snapshot::new(reads, values)));
                 }
             }
+            WriterInput::LogEndsLoaded(ends) => self.log_ends_loaded(now, ends),
+            WriterInput::LogTrimmed(first) => self.log_trimmed(now, first),
         }
         self.next_group(now);
     }
@@ -347,20 +430,42 @@ impl<T> Writer<T> {
             self.outputs.push_back(WriterOutput::Checkpoint);
         } else if self.expiry.due <= now {
             self.expire_page(now);
+        } else if self.log_reload_due(now) {
+            self.load_log_ends();
+        } else if let Some(trim) = self.trim_due(now) {
+            self.trim_page(trim);
         }
+    }
+
+    fn trim_page(&mut self, trim: Trim) {
+        self.trim.running = true;
+        self.trim.out = true;
+        self.outputs.push_back(WriterOutput::TrimLog {
+            trim,
+            max: crate::feed::TRIM_PAGE,
+        });
     }
 
     pub fn poll_output(&mut self) -> Option<WriterOutput<T>> {
         self.outputs.pop_front()
     }
 
-    /// When [`Writer::handle_timeout`] next has work: a checkpoint or a page of expiry.
+    /// When [`Writer::handle_timeout`] next has work: a checkpoint, a page of expiry, or
+    /// a trim of the change log.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         let expiry = (!self.expiry.out).then_some(self.expiry.due);
-        match (self.checkpoint_due(), expiry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let trim = match self.trim.paused_until {
+            Some(until) => self.trim_due(until).map(|_| until),
+            None => self.trim_due(Timestamp::ZERO).map(|_| Timestamp::ZERO),
+        };
+        let reload = match (&self.log, self.loading_log) {
+            (None, false) => Some(self.log_retry_at.unwrap_or(Timestamp::ZERO)),
+            _ => None,
+        };
+        [self.checkpoint_due(), expiry, trim, reload]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn checkpoint_due(&self) -> Option<Timestamp> {
@@ -420,6 +525,86 @@ impl<T> Writer<T> {
         }
     }
 
+    fn log_ends_loaded(&mut self, now: Timestamp, ends: Result<Option<LogEnds>, ErrorCode>) {
+        self.loading_log = false;
+        self.log_retry_at = ends.is_err().then(|| now + self.config.quiet_period);
+        match ends {
+            Ok(ends) => {
+                self.log = Some(Log {
+                    next: ends.map_or(CommitSeq(1), |ends| ends.last.seq.next()),
+                    bytes_through: ends.map_or(0, |ends| ends.last.bytes_through),
+                    last: ends.map(|ends| ends.last),
+                    first: ends.map(|ends| ends.first),
+                })
+            }
+            Err(error) => {
+                // Without the next number no group can commit; the closed group's writes
+                // end unknown (as when records cannot be read), and the end is read again
+                // for the next group.
+                self.log = None;
+                let error = ErrorCode::OutcomeUnknown(error.to_string());
+                self.fail_closed_group(now, &error, |_, _| true);
+            }
+        }
+    }
+
+    fn load_log_ends(&mut self) {
+        self.loading_log = true;
+        self.outputs.push_back(WriterOutput::LoadLogEnds);
+    }
+
+    /// Whether the log's end, unknown, is to be read again between groups: at once after a
+    /// commit that may have taken a number, a while after a read of it failed.
+    fn log_reload_due(&self, now: Timestamp) -> bool {
+        self.log.is_none() && !self.loading_log && self.log_retry_at.is_none_or(|at| at <= now)
+    }
+
+    /// Whether the log is past its retention: by an eighth to start a trim, at all to go on
+    /// with one.
+    fn trim_due(&self, now: Timestamp) -> Option<Trim> {
+        let log = self.log.as_ref()?;
+        let (first, last) = (log.first?, log.last?);
+        if self.trim.paused_until.is_some_and(|until| now < until) {
+            return None;
+        }
+        let keep = self.config.change_retention;
+        let (groups, bytes) = (keep.groups.max(1), keep.bytes.max(1));
+        let held_groups = log.next.0 - first.seq.0;
+        let held_bytes = log.bytes_through.saturating_sub(first.bytes_before);
+        let slack = |budget: u64| {
+            if self.trim.running {
+                budget
+            } else {
+                budget + budget / 8
+            }
+        };
+        if held_groups <= slack(groups) && held_bytes <= slack(bytes) {
+            return None;
+        }
+        let trim = Trim {
+            keep_from: CommitSeq(log.next.0.saturating_sub(groups)),
+            // The newest entry stays, however large.
+            keep_bytes_from: log
+                .bytes_through
+                .saturating_sub(bytes)
+                .min(last.bytes_before),
+        };
+        trim.removes(&first).then_some(trim)
+    }
+
+    fn log_trimmed(&mut self, now: Timestamp, first: Result<Option<LogSpan>, ErrorCode>) {
+        self.trim.out = false;
+        match (first, &mut self.log) {
+            (Ok(first), Some(log)) => log.first = first,
+            (Ok(_), None) => {}
+            // Tried again a while later; the log only grows meanwhile.
+            (Err(_), _) => {
+                self.trim.running = false;
+                self.trim.paused_until = Some(now + self.config.quiet_period * 10);
+            }
+        }
+    }
+
     fn records_loaded(
         &mut self,
         now: Timestamp,
@@ -437,23 +622,35 @@ impl<T> Writer<T> {
                 // it may be a re-send of one the last leader applied. The writes of the
                 // closed group whose clients are unknown end unknown; the others go on.
                 let error = ErrorCode::OutcomeUnknown(error.to_string());
-                let end = self.queue.iter().position(|q| matches!(q, Queued::Cut));
-                let mut kept = VecDeque::with_capacity(self.queue.len());
-                for (at, queued) in std::mem::take(&mut self.queue).into_iter().enumerate() {
-                    match queued {
-                        Queued::Write(write)
-                            if end.is_some_and(|end| at < end)
-                                && !self.dedup.knows(&write.stamp.client) =>
-                        {
-                            self.dedup.mark_uncertain(write.stamp, self.wall_ms(now));
-                            self.reply(write.to, Err(error.clone()));
-                        }
-                        other => kept.push_back(other),
-                    }
-                }
-                self.queue = kept;
+                self.fail_closed_group(now, &error, |dedup, client| !dedup.knows(client));
             }
         }
+    }
+
+    /// Answers `error` to the writes of the closed group (up to the first cut) that `fails`
+    /// picks, marking them uncertain: their clients' records are read again before their
+    /// next writes, and say whether these landed.
+    fn fail_closed_group(
+        &mut self,
+        now: Timestamp,
+        error: &ErrorCode,
+        fails: impl Fn(&DedupTable, &ClientId) -> bool,
+    ) {
+        let end = self.queue.iter().position(|q| matches!(q, Queued::Cut));
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for (at, queued) in std::mem::take(&mut self.queue).into_iter().enumerate() {
+            match queued {
+                Queued::Write(write)
+                    if end.is_some_and(|end| at < end)
+                        && fails(&self.dedup, &write.stamp.client) =>
+                {
+                    self.dedup.mark_uncertain(write.stamp, self.wall_ms(now));
+                    self.reply(write.to, Err(error.clone()));
+                }
+                other => kept.push_back(other),
+            }
+        }
+        self.queue = kept;
     }
 
     /// The clients of the writes up to the next cut (`end`) that the table does not know.
@@ -478,17 +675,26 @@ impl<T> Writer<T> {
 
     /// Starts the next closed group if none is out.
     fn next_group(&mut self, now: Timestamp) {
-        while self.committing.is_none()
-            && !self.checkpointing
-            && !self.loading
-            && self.reading.is_none()
-            && !self.expiry.out
-        {
+        while self.between_groups() {
             let Some(end) = self
                 .queue
                 .iter()
                 .position(|queued| matches!(queued, Queued::Cut))
             else {
+                // Between groups with nothing to commit: the log's end is read again after
+                // a commit that may have taken a number (subscriptions wait for it), and a
+                // trim under way goes on.
+                if self.log_reload_due(now) {
+                    self.load_log_ends();
+                } else if let Some(trim) = self.trim.running.then(|| self.trim_due(now)).flatten() {
+                    self.trim_page(trim);
+                } else {
+                    self.trim.running = false;
+                }
+                return;
+            };
+            let Some(log) = self.log else {
+                self.load_log_ends();
                 return;
             };
             let unknown = self.unknown_clients(end);
@@ -515,6 +721,11 @@ impl<T> Writer<T> {
                 applied: Vec::new(),
                 in_group: Vec::new(),
                 written_ms,
+                logged: LogSpan {
+                    seq: log.next,
+                    bytes_before: log.bytes_through,
+                    bytes_through: log.bytes_through,
+                },
                 #[cfg(feature = "bug-injection")]
                 records_apart: None,
             };
@@ -570,6 +781,12 @@ impl<T> Writer<T> {
                 continue;
             }
             batch.records = self.group_records(written_ms);
+            let entry = encode_entry(log.bytes_through, &batch.ops);
+            group.logged.bytes_through = log.bytes_through + entry.len() as u64;
+            batch.log = Some(LogAppend {
+                seq: log.next,
+                entry,
+            });
             #[cfg(feature = "bug-injection")]
             if self.config.bugs.records_apart {
                 group.records_apart = Some(std::mem::take(&mut batch.records));
@@ -588,14 +805,20 @@ impl<T> Writer<T> {
         if let (Some(records), CommitResult::Committed) = (group.records_apart.take(), &result) {
             // The re-created bug: the records go in a commit of their own, after the data.
             self.outputs.push_back(WriterOutput::Commit(WriteBatch {
-                ops: Vec::new(),
                 records,
+                ..WriteBatch::default()
             }));
             self.committing = Some(group);
             return;
         }
         match result {
             CommitResult::Committed => {
+                if let Some(log) = &mut self.log {
+                    log.next = group.logged.seq.next();
+                    log.bytes_through = group.logged.bytes_through;
+                    log.last = Some(group.logged);
+                    log.first.get_or_insert(group.logged);
+                }
                 self.dedup.commit_group(group.written_ms);
                 self.unsaved = true;
                 self.last_commit = Some(now);
@@ -605,9 +828,21 @@ impl<T> Writer<T> {
             }
             // Each write alone, ahead of everything queued since: the good ones land, the
             // bad one fails by itself; a transaction is checked against the store anew.
-            CommitResult::Stale => self.retry_alone(now, group),
+            CommitResult::Stale => {
+                // Another host's writer may have taken the number.
+                self.log = None;
+                self.retry_alone(now, group)
+            }
             CommitResult::Failed(_) if group.applied.len() > 1 => self.retry_alone(now, group),
             CommitResult::Unsettled(cause) => {
+                // The entry may have landed, and its number with it.
+                #[cfg(feature = "bug-injection")]
+                let forget = !self.config.bugs.keep_count_when_unsure;
+                #[cfg(not(feature = "bug-injection"))]
+                let forget = true;
+                if forget {
+                    self.log = None;
+                }
                 self.dedup.forget_group(self.wall_ms(now));
                 let error = ErrorCode::OutcomeUnknown(cause);
                 for write in group.applied.into_iter().chain(group.in_group) {

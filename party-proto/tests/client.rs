@@ -121,7 +121,9 @@ impl Harness {
             match output {
                 ClientOutput::Send(message) => self.leader_receives(message)?,
                 ClientOutput::Completed { id, result } => self.completed(id, result)?,
-                ClientOutput::IterReady { .. } => prop_assert!(false, "no iterators here"),
+                ClientOutput::IterReady { .. } | ClientOutput::WatchReady { .. } => {
+                    prop_assert!(false, "no iterators or subscriptions here")
+                }
             }
         }
         Ok(())

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+mod support;
+
 use party_proto::wire::{
     ClientMessage, Entry, Hello, LeaderLimits, ProtocolId, ReadOp, Response, ServerMessage,
     Welcome, WriteOp,
@@ -303,6 +305,7 @@ const SERVER: ServerConfig = ServerConfig {
     max_iterators: 4,
     max_iter_credits: 16,
     max_frame_len: 1000,
+    max_watches: 2,
 };
 
 fn hello(client: u128) -> ServerInput {
@@ -609,7 +612,7 @@ fn writer_outputs(writer: &mut Writer<u64>) -> Vec<WriterOutput<u64>> {
 #[test]
 fn the_writer_checkpoints_only_when_idle_and_retries_a_failed_checkpoint() {
     let quiet = WriterConfig::default().quiet_period;
-    let mut writer: Writer<u64> = Writer::new(WriterConfig::default(), NOW);
+    let mut writer: Writer<u64> = support::new_writer(WriterConfig::default(), NOW);
     let later = |ms| NOW + Duration::from_millis(ms);
     // Only the first sweep of expired records is due, an hour in.
     let sweep = Some(NOW + Duration::from_secs(3600));

@@ -26,6 +26,7 @@ const CONFIG: ServerConfig = ServerConfig {
     max_iterators: 2,
     max_iter_credits: 6,
     max_frame_len: party_proto::wire::DEFAULT_MAX_FRAME_LEN,
+    max_watches: 2,
 };
 
 #[derive(Debug, Clone)]
@@ -101,6 +102,8 @@ struct Observed {
     /// options, and the pull that is out.
     open: HashMap<IterId, (i64, IterOptions, Option<u32>)>,
     granted: HashMap<IterId, i64>,
+    /// Subscriptions with a read of the log out.
+    watch_reads: HashSet<party_proto::WatchId>,
 }
 
 fn check(session: &mut ServerSession, seen: &mut Observed) -> Result<(), TestCaseError> {
@@ -112,6 +115,7 @@ fn check(session: &mut ServerSession, seen: &mut Observed) -> Result<(), TestCas
                 | ServerOutput::Write { .. }
                 | ServerOutput::IterOpen { .. }
                 | ServerOutput::IterPull { .. }
+                | ServerOutput::WatchPull { .. }
         );
         prop_assert!(!serving || seen.welcomed, "{output:?} before a valid hello");
         match output {
@@ -175,6 +179,23 @@ fn check(session: &mut ServerSession, seen: &mut Observed) -> Result<(), TestCas
                 prop_assert!(
                     seen.open.remove(&iter).is_some(),
                     "drop of an unopened iterator"
+                );
+            }
+            // Reads of the log are never answered here: each stays out until its drop.
+            ServerOutput::WatchPull { watch, .. } => {
+                prop_assert!(
+                    seen.watch_reads.insert(watch),
+                    "two reads of one subscription out at once"
+                );
+                prop_assert!(
+                    seen.watch_reads.len() <= 2,
+                    "more subscriptions than allowed"
+                );
+            }
+            ServerOutput::WatchDrop { watch } => {
+                prop_assert!(
+                    seen.watch_reads.remove(&watch),
+                    "drop of an unopened subscription"
                 );
             }
             ServerOutput::Close(_) => seen.closed = true,

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use party_proto::wire::{Response, WriteOp};
 use party_proto::{
-    ClientId, CommitResult, ErrorCode, Timestamp, WriteBatch, WriteSeq, Writer, WriterConfig,
-    WriterInput, WriterOutput,
+    ClientId, CommitResult, CommitSeq, ErrorCode, LogEnds, LogSpan, Timestamp, WriteBatch,
+    WriteSeq, Writer, WriterConfig, WriterInput, WriterOutput,
 };
 use proptest::prelude::*;
 
@@ -25,7 +25,7 @@ fn put(value: u32) -> WriteOp {
 }
 
 fn writer() -> Writer<u32> {
-    Writer::new(WriterConfig::default(), NOW)
+    support::new_writer(WriterConfig::default(), NOW)
 }
 
 /// A write's destination and its answer.
@@ -34,6 +34,15 @@ type Answer = (u32, Result<Response, ErrorCode>);
 /// The answer of a store that holds no dedup record of `clients`.
 fn no_records(clients: Vec<ClientId>) -> WriterInput {
     WriterInput::RecordsLoaded(Ok(clients.into_iter().map(|c| (c, None)).collect()))
+}
+
+/// The ends of a model change log.
+fn log_ends(log: &std::collections::BTreeMap<u64, Vec<u8>>) -> Option<LogEnds> {
+    let span = |(seq, entry): (&u64, &Vec<u8>)| LogSpan::of(CommitSeq(*seq), entry).unwrap();
+    Some(LogEnds {
+        first: span(log.first_key_value()?),
+        last: span(log.last_key_value()?),
+    })
 }
 
 /// Carries out a writer's outputs with `store` deciding each commit (and holding no record
@@ -57,6 +66,13 @@ fn carry_out(
                 writer.handle_input(NOW, WriterInput::RecordsExpired(Ok(None)))
             }
             WriterOutput::ReadChecks(_) => unreachable!("no transactions here"),
+            // These tests do not look at the numbers.
+            WriterOutput::LoadLogEnds => {
+                writer.handle_input(NOW, WriterInput::LogEndsLoaded(Ok(None)))
+            }
+            WriterOutput::TrimLog { .. } => {
+                writer.handle_input(NOW, WriterInput::LogTrimmed(Ok(None)))
+            }
         }
     }
     (commits, replies)
@@ -91,7 +107,7 @@ fn groups_are_cut_to_the_stores_limit_between_whole_writes() {
         max_group_ops: Some(4),
         ..WriterConfig::default()
     };
-    let mut writer: Writer<u32> = Writer::new(config, NOW);
+    let mut writer: Writer<u32> = support::new_writer(config, NOW);
     writer.write(10, stamp(1, 1), put(10));
     writer.write(11, stamp(1, 2), put(11));
     writer.write(12, stamp(2, 1), put(12));
@@ -168,7 +184,7 @@ fn a_write_re_sent_after_it_was_applied_is_answered_without_a_commit() {
     writer.cut(NOW);
     let (commits, _) = carry_out(&mut writer, |_| CommitResult::Committed);
     // A new leader asks for the client's record, and finds it in the store.
-    let mut writer: Writer<u32> = Writer::new(WriterConfig::default(), NOW);
+    let mut writer: Writer<u32> = support::new_writer(WriterConfig::default(), NOW);
     writer.write(2, stamp(1, 1), put(1));
     writer.write(3, stamp(1, 1), put(1));
     writer.cut(NOW);
@@ -234,6 +250,7 @@ proptest! {
         let mut named: HashMap<u32, (u128, u64)> = HashMap::new();
         let mut applied: HashMap<(u128, u64), u32> = HashMap::new();
         let mut stored: HashMap<ClientId, party_proto::DedupRecord> = HashMap::new();
+        let mut log: std::collections::BTreeMap<u64, Vec<u8>> = Default::default();
         let mut answered = 0;
         for (to, (client, resend, cut)) in steps.into_iter().enumerate() {
             let to = to as u32;
@@ -271,6 +288,13 @@ proptest! {
                                     *applied.entry((client, seq)).or_default() += 1;
                                 }
                                 stored.extend(batch.records.iter().cloned());
+                                // Every landed group takes the next number, never one taken.
+                                let append = batch.log.clone().expect("every group is logged");
+                                let last = log.keys().next_back().copied().unwrap_or(0);
+                                prop_assert_eq!(append.seq.0, last + 1, "numbered past a gap or twice");
+                                let changes = party_proto::feed::decode_entry(&append.entry).unwrap();
+                                prop_assert_eq!(changes.len(), batch.ops.len());
+                                log.insert(append.seq.0, append.entry);
                                 if verdict == 4 {
                                     CommitResult::Unsettled("lost".into())
                                 } else {
@@ -309,6 +333,15 @@ proptest! {
                         writer.handle_input(NOW, WriterInput::RecordsExpired(Ok(None)));
                     }
                     WriterOutput::ReadChecks(_) => unreachable!("no transactions here"),
+                    // Some reads of the log's end fail too.
+                    WriterOutput::LoadLogEnds => {
+                        let ends = match verdicts.next().unwrap_or(2) {
+                            0 => Err(ErrorCode::Backend("unreachable".into())),
+                            _ => Ok(log_ends(&log)),
+                        };
+                        writer.handle_input(NOW, WriterInput::LogEndsLoaded(ends));
+                    }
+                    WriterOutput::TrimLog { .. } => unreachable!("the log stays small"),
                 }
             }
         }
@@ -334,7 +367,7 @@ fn expired_records_are_swept_page_by_page_between_groups() {
         ..WriterConfig::default()
     };
     let at = |ms| Timestamp::from_epoch(Duration::from_millis(ms));
-    let mut writer: Writer<u32> = Writer::new(config, NOW);
+    let mut writer: Writer<u32> = support::new_writer(config, NOW);
     writer.write(1, stamp(1, 1), put(1));
     writer.cut(NOW);
     carry_out(&mut writer, |batch| {
@@ -459,25 +492,40 @@ fn writes_whose_records_cannot_be_read_end_unknown_and_the_others_go_on() {
 }
 
 /// A commit whose outcome the store cannot tell fails its writes with OutcomeUnknown and
-/// makes the writer read its clients' records again: a re-send of a write that did land
-/// is then answered from the record, not applied twice.
+/// makes the writer read the change log's end again at once (the group may have taken its
+/// number, and subscriptions wait for it), and its clients' records before their next
+/// writes: a re-send of a write that did land is then answered from the record, not
+/// applied twice.
 #[test]
 fn after_an_unsettled_commit_the_records_are_read_again() {
     let mut writer = writer();
     writer.write(1, stamp(1, 1), put(1));
     writer.cut(NOW);
-    let mut landed = Vec::new();
-    let (_, replies) = carry_out(&mut writer, |batch| {
-        landed = batch.records.clone();
-        CommitResult::Unsettled("the answer was lost".into())
-    });
+    assert!(matches!(
+        writer.poll_output(),
+        Some(WriterOutput::LoadRecords(_))
+    ));
+    writer.handle_input(NOW, no_records(vec![ClientId(1)]));
+    let Some(WriterOutput::Commit(batch)) = writer.poll_output() else {
+        panic!("a commit");
+    };
+    let mut landed = batch.records.clone();
+    let unsettled = CommitResult::Unsettled("the answer was lost".into());
+    writer.handle_input(NOW, WriterInput::Committed(unsettled));
     assert_eq!(
-        replies,
-        [(
-            1,
-            Err(ErrorCode::OutcomeUnknown("the answer was lost".into()))
-        )]
+        writer.poll_output(),
+        Some(WriterOutput::Reply {
+            to: 1,
+            result: Err(ErrorCode::OutcomeUnknown("the answer was lost".into()))
+        })
     );
+    assert_eq!(writer.last_committed(), None, "the number is not known now");
+    assert_eq!(
+        writer.poll_output(),
+        Some(WriterOutput::LoadLogEnds),
+        "the log's end is read again without waiting for a write"
+    );
+    writer.handle_input(NOW, WriterInput::LogEndsLoaded(Ok(None)));
     writer.write(2, stamp(1, 1), put(1));
     writer.cut(NOW);
     assert_eq!(
@@ -533,7 +581,7 @@ fn a_write_ended_unknown_before_admission_is_applied_when_re_sent_later() {
 /// clock stood still while the machine slept dates its records by the wall clock anyway.
 #[test]
 fn records_are_dated_by_the_wall_clock_last_told() {
-    let mut writer: Writer<u32> = Writer::new(WriterConfig::default(), NOW);
+    let mut writer: Writer<u32> = support::new_writer(WriterConfig::default(), NOW);
     let at = |secs| Timestamp::from_epoch(Duration::from_secs(secs));
     // The machine slept: ten seconds of monotonic time, a day and ten seconds of wall time.
     writer.set_wall_clock(at(10), Duration::from_secs(86_410));
@@ -563,7 +611,7 @@ fn a_group_is_cut_where_its_operations_would_pass_the_limit() {
         max_group_ops: Some(4),
         ..WriterConfig::default()
     };
-    let mut writer: Writer<u32> = Writer::new(config, NOW);
+    let mut writer: Writer<u32> = support::new_writer(config, NOW);
     let pair = WriteOp::Batch {
         ops: vec![
             party_proto::wire::BatchOp::Put {
@@ -584,4 +632,107 @@ fn a_group_is_cut_where_its_operations_would_pass_the_limit() {
     let groups: Vec<Vec<WriteOp>> = commits.into_iter().map(|c| c.ops).collect();
     assert_eq!(groups, [vec![pair, put(2)], vec![put(3)]]);
     assert_eq!(replies.len(), 3);
+}
+
+/// A writer numbers its groups on from the stored log's end, and appends each group's
+/// entry after the log's bytes so far; once the log is an eighth past its retention it
+/// trims the oldest entries, a page at a time, down to the retention and no further, and
+/// never the newest entry, however large.
+#[test]
+fn the_change_log_is_numbered_on_from_its_end_and_trimmed_past_its_retention() {
+    use party_proto::feed::{decode_entry, Trim};
+    use party_proto::{Change, ChangeRetention};
+    let config = WriterConfig {
+        change_retention: ChangeRetention {
+            groups: 8,
+            bytes: 1 << 20,
+        },
+        ..WriterConfig::default()
+    };
+    let mut writer: Writer<u32> = Writer::new(config.clone(), NOW);
+    assert_eq!(
+        writer.last_committed(),
+        None,
+        "not known before the log is read"
+    );
+    assert_eq!(writer.poll_output(), Some(WriterOutput::LoadLogEnds));
+    let span = |seq, bytes_before| LogSpan {
+        seq: CommitSeq(seq),
+        bytes_before,
+        bytes_through: bytes_before + 10,
+    };
+    let ends = LogEnds {
+        first: span(3, 20),
+        last: span(10, 90),
+    };
+    writer.handle_input(NOW, WriterInput::LogEndsLoaded(Ok(Some(ends))));
+    assert_eq!(writer.last_committed(), Some(CommitSeq(10)));
+    let mut bytes_through = 100;
+    for (to, seq) in (1..=2).zip(11..) {
+        writer.write(to, stamp(1, u64::from(to)), put(to));
+        writer.cut(NOW);
+        let (commits, _) = carry_out(&mut writer, |_| CommitResult::Committed);
+        let append = commits[0].log.clone().unwrap();
+        assert_eq!(append.seq, CommitSeq(seq));
+        let logged = LogSpan::of(append.seq, &append.entry).unwrap();
+        assert_eq!(logged.bytes_before, bytes_through, "appended after the log");
+        bytes_through = logged.bytes_through;
+        assert_eq!(
+            decode_entry(&append.entry).unwrap(),
+            [Change::Put {
+                key: b"k".to_vec(),
+                value: to.to_be_bytes().to_vec()
+            }]
+        );
+    }
+    assert_eq!(writer.last_committed(), Some(CommitSeq(12)));
+    // 3..=12 is ten groups, past 8 + 8/8: due now.
+    assert_eq!(writer.poll_timeout(), Some(Timestamp::ZERO));
+    writer.handle_timeout(NOW);
+    let trim = Trim {
+        keep_from: CommitSeq(5),
+        keep_bytes_from: 0,
+    };
+    assert_eq!(
+        writer.poll_output(),
+        Some(WriterOutput::TrimLog {
+            trim,
+            max: party_proto::feed::TRIM_PAGE
+        })
+    );
+    assert!(!writer.is_idle(), "no group while a page is out");
+    writer.handle_input(NOW, WriterInput::LogTrimmed(Ok(Some(span(5, 40)))));
+    assert_eq!(writer.poll_output(), None, "within its retention: done");
+    assert_eq!(
+        writer.poll_timeout().filter(|at| *at == Timestamp::ZERO),
+        None
+    );
+
+    // By bytes: the newest entry stays even when it alone is over the budget.
+    let tight = WriterConfig {
+        change_retention: ChangeRetention {
+            groups: 100,
+            bytes: 1,
+        },
+        ..config
+    };
+    let mut writer: Writer<u32> = Writer::new(tight, NOW);
+    writer.poll_output();
+    writer.handle_input(NOW, WriterInput::LogEndsLoaded(Ok(Some(ends))));
+    writer.handle_timeout(NOW);
+    assert_eq!(
+        writer.poll_output(),
+        Some(WriterOutput::TrimLog {
+            trim: Trim {
+                keep_from: CommitSeq(0),
+                keep_bytes_from: 90,
+            },
+            max: party_proto::feed::TRIM_PAGE
+        })
+    );
+    // A failed page pauses trimming for a while.
+    writer.handle_input(NOW, WriterInput::LogTrimmed(Err(ErrorCode::StoreReadOnly)));
+    writer.handle_timeout(NOW);
+    assert_eq!(writer.poll_output(), None);
+    assert!(writer.poll_timeout().is_some_and(|at| at > NOW));
 }

@@ -20,9 +20,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use party_proto::wire::{BatchOp, ReadCheck, WriteOp};
-use party_proto::ErrorCode;
+use party_proto::{Change, ErrorCode, WatchEvent};
 
 use crate::history::{Op, OpKind, Outcome};
+use crate::world::feed::{inside, Watcher};
 
 /// The values a write puts, once each: the content that identifies it.
 pub fn put_values(op: &WriteOp) -> HashSet<Vec<u8>> {
@@ -428,6 +429,97 @@ pub fn iterators(history: &[Op], timeline: &Timeline) -> Option<String> {
         }
     }
     None
+}
+
+/// Every subscriber saw exactly the committed groups of its range from where it started,
+/// in commit order, each once and whole; a lag was reported where groups were lost, never
+/// a silent gap; it failed only as a fault explains; and one still open at the end saw
+/// every commit of its range.
+pub fn feed(
+    watchers: &[Watcher],
+    open: &[bool],
+    truth: &BTreeMap<u64, Vec<Change>>,
+) -> Vec<String> {
+    let mut violations = Vec::new();
+    let last = truth.keys().next_back().copied().unwrap_or(0);
+    let groups_inside = |from: u64, to: u64, range| -> Vec<u64> {
+        truth
+            .range(from..to)
+            .filter(|(_, changes)| !inside(changes, range).is_empty())
+            .map(|(seq, _)| *seq)
+            .collect()
+    };
+    for (index, watcher) in watchers.iter().enumerate() {
+        let name = format!("w{index} (p{}, {:?})", watcher.process, watcher.range);
+        let Some(start) = watcher.start else {
+            if !watcher.events.is_empty() {
+                violations.push(format!("{name}: events before it started"));
+            }
+            continue;
+        };
+        let mut next = start.0;
+        for event in &watcher.events {
+            match event {
+                WatchEvent::Changes { seq, changes } => {
+                    if seq.0 < next {
+                        violations.push(format!(
+                            "{name}: commit {} again or out of order (expected {next} on)",
+                            seq.0
+                        ));
+                        continue;
+                    }
+                    let skipped = groups_inside(next, seq.0, &watcher.range);
+                    if !skipped.is_empty() {
+                        violations.push(format!(
+                            "{name}: commits {skipped:?} of its range never delivered, no lag said"
+                        ));
+                    }
+                    match truth.get(&seq.0) {
+                        None => violations.push(format!(
+                            "{name}: changes of commit {}, which never committed",
+                            seq.0
+                        )),
+                        Some(committed) => {
+                            let expected = inside(committed, &watcher.range);
+                            if *changes != expected || expected.is_empty() {
+                                violations.push(format!(
+                                    "{name}: commit {} delivered as {changes:?}, committed {expected:?}",
+                                    seq.0
+                                ));
+                            }
+                        }
+                    }
+                    next = seq.0 + 1;
+                }
+                WatchEvent::Lagged { missed, resume } => {
+                    // The leader may have moved it past groups with nothing in its range.
+                    let lost_from = resume.0.saturating_sub(*missed);
+                    let skipped = groups_inside(next, lost_from, &watcher.range);
+                    if lost_from < next || !skipped.is_empty() {
+                        violations.push(format!(
+                            "{name}: a lag of {missed} before {} while it stood at {next} \
+                             (commits of its range in between: {skipped:?})",
+                            resume.0
+                        ));
+                    }
+                    next = resume.0;
+                }
+            }
+        }
+        if let Some(error) = &watcher.failed {
+            if !watcher.excuses.allow(error) {
+                violations.push(format!("{name}: failed with {error}"));
+            }
+        } else if open[index] && !watcher.closed {
+            let undelivered = groups_inside(next, last + 1, &watcher.range);
+            if !undelivered.is_empty() {
+                violations.push(format!(
+                    "{name}: liveness: still open at the end, commits {undelivered:?} never came"
+                ));
+            }
+        }
+    }
+    violations
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ pub struct Injection {
 
 impl Injection {
     /// The bug classes by name, as `party-sim --inject NAME` takes them.
-    pub const NAMES: [&'static str; 11] = [
+    pub const NAMES: [&'static str; 14] = [
         "no-dedup",
         "inclusive-resume",
         "ignore-lock-loss",
@@ -39,6 +39,9 @@ impl Injection {
         "skip-validation",
         "dedup-after-validation",
         "partial-apply",
+        "hide-lag",
+        "resume-past",
+        "keep-count-when-unsure",
     ];
 
     pub fn named(name: &str) -> Option<Injection> {
@@ -55,6 +58,9 @@ impl Injection {
             "skip-validation" => bugs.skip_validation = true,
             "dedup-after-validation" => bugs.dedup_after_validation = true,
             "partial-apply" => bugs.partial_apply = true,
+            "hide-lag" => bugs.hide_lag = true,
+            "resume-past" => bugs.resume_past = true,
+            "keep-count-when-unsure" => bugs.keep_count_when_unsure = true,
             _ => return None,
         }
         Some(Injection { bugs })

@@ -9,6 +9,7 @@
 //! in any order across connections.
 
 mod faults;
+pub mod feed;
 mod network;
 mod node;
 mod transactions;
@@ -27,7 +28,6 @@ use party_proto::wire::{
     encode_frame, BatchOp, ClientMessage, FrameDecoder, LeaderStatus, ReadOp, Response,
     ServerMessage, WriteOp,
 };
-use party_proto::TakeoverCause;
 use party_proto::{
     admit_peer, ClientConfig, ClientId, ElectionConfig, ElectionInput, ElectionOutput, IterId,
     IterOptions, IterPoll, KeyRange, PeerFacts, Process, ProcessConfig, ProcessInput,
@@ -37,6 +37,7 @@ use party_proto::{
 use party_proto::{
     group_cost, CommitResult, ErrorCode, Writer, WriterConfig, WriterInput, WriterOutput,
 };
+use party_proto::{Change, TakeoverCause, WatchId};
 
 use crate::check::Timeline;
 use crate::history::{Excuses, Op, OpKind, Outcome};
@@ -82,6 +83,12 @@ enum Event {
         process: ProcessId,
         incarnation: u32,
         iter: IterId,
+    },
+    /// A subscriber takes what it has been sent.
+    ReadWatch {
+        process: ProcessId,
+        incarnation: u32,
+        watch: WatchId,
     },
     /// The answer to an election action that takes time (opening the store, connecting)
     /// comes now.
@@ -202,6 +209,10 @@ struct Leading {
     /// party-proto's writer, the very one party-core's store thread carries out.
     writer: Writer<(ConnId, RequestId)>,
     iters: HashMap<(ConnId, IterId), Chunks>,
+    /// Subscriptions' reads of the change log waiting for the next commit.
+    waiting: BTreeMap<(ConnId, WatchId), feed::WaitingPull>,
+    /// The last commit the waiting reads were looked at after.
+    woken_at: Option<party_proto::CommitSeq>,
     /// The lock holding it was elected with: released when it stops serving, unless it
     /// was lost meanwhile (and perhaps taken again, for the next election).
     holding: Option<(ProcessId, u64)>,
@@ -219,6 +230,9 @@ struct Node {
     requests: HashMap<RequestId, usize>,
     iters: HashMap<IterId, usize>,
     reading: HashSet<IterId>,
+    /// The subscriptions open, by their index among the world's watchers.
+    watches: HashMap<WatchId, usize>,
+    watch_reading: HashSet<WatchId>,
     /// The transactions under way, by the history index of their pending step.
     txns: HashMap<usize, transactions::TxnPlan>,
     wake_at: Option<u64>,
@@ -280,6 +294,9 @@ pub struct World {
     term: u64,
     /// The kind of store the directory holds, once a leader has opened one.
     store_kind: Option<&'static str>,
+    /// Every group the store committed, by number: what subscribers are checked against.
+    feed: BTreeMap<u64, Vec<Change>>,
+    watchers: Vec<feed::Watcher>,
 }
 
 impl std::fmt::Debug for World {
@@ -334,6 +351,8 @@ impl World {
             next_client: u128::from(seed) << 32,
             term: 0,
             store_kind: None,
+            feed: BTreeMap::new(),
+            watchers: Vec::new(),
         };
         for process in 0..process_count {
             let fresh = world.fresh_node(process, 0);
@@ -382,6 +401,7 @@ impl World {
             | Event::StoreReply { process, .. }
             | Event::Wake { process, .. }
             | Event::ReadIter { process, .. }
+            | Event::ReadWatch { process, .. }
             | Event::Answer { process, .. }
             | Event::DrainEnd { process, .. }
             | Event::Transaction { process, .. }
@@ -441,6 +461,16 @@ impl World {
         if let Some(violation) = crate::check::conflicts(&self.history, &self.timeline) {
             self.violations.push(violation);
         }
+        let open: Vec<bool> = self
+            .watchers
+            .iter()
+            .map(|w| {
+                let node = &self.processes[w.process];
+                node.alive && node.incarnation == w.incarnation && !node.closing
+            })
+            .collect();
+        self.violations
+            .extend(crate::check::feed(&self.watchers, &open, &self.feed));
         RunResult {
             violations: self.violations,
             trace: self.trace,
@@ -481,6 +511,7 @@ impl World {
             _ => 1 + (self.rng.next_u64() % 4) as u32,
         };
         let retry = !self.chance(15);
+        let watch_window = 1 + (self.rng.next_u64() % 4) as u32;
         let request_timeout = self
             .chance(15)
             .then(|| Duration::from_micros(self.rand(2_000, 20_000)));
@@ -511,6 +542,7 @@ impl World {
                 retry,
                 request_timeout,
                 iter_window,
+                watch_window,
                 max_frame_len: self.frame_limit(),
                 welcome_timeout: Duration::from_millis(WELCOME_TIMEOUT_MS),
                 store,
@@ -529,6 +561,8 @@ impl World {
             requests: HashMap::new(),
             iters: HashMap::new(),
             reading: HashSet::new(),
+            watches: HashMap::new(),
+            watch_reading: HashSet::new(),
             txns: HashMap::new(),
             wake_at: None,
             excuses,
@@ -596,6 +630,15 @@ impl World {
             } => {
                 if self.is_current(process, incarnation) {
                     self.read_iter(process, iter);
+                }
+            }
+            Event::ReadWatch {
+                process,
+                incarnation,
+                watch,
+            } => {
+                if self.is_current(process, incarnation) {
+                    self.read_watch(process, watch);
                 }
             }
             Event::Answer {

@@ -156,6 +156,11 @@ impl Node {
         signal("STOP", self.pid());
     }
 
+    /// SIGCONT: a stopped process goes on.
+    pub fn cont(&self) {
+        signal("CONT", self.pid());
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -149,6 +149,75 @@ fn increments_from_two_processes_through_a_leader_kill_count_exactly_once(store:
     assert_eq!(one.send("get c"), "ok done");
 }
 
+/// A subscriber in another process sees every write of its range exactly once, in commit
+/// order, while the leader is SIGKILLed again and again (the subscriber and the writer are
+/// held stopped over each kill, so that a spare process takes over: a subscriber killed
+/// with the leader would prove nothing).
+fn a_watcher_sees_every_acknowledged_write_once_in_order_through_leader_kills(store: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut leader = node(store, dir.path(), &[]);
+    assert_eq!(leader.send("ready"), "ok leader");
+    let mut spares: Vec<Node> = (0..3)
+        .map(|_| {
+            let mut spare = node(store, dir.path(), &[]);
+            assert_eq!(spare.send("ready"), "ok follower");
+            spare
+        })
+        .collect();
+    let mut watcher = node(store, dir.path(), &[]);
+    assert_eq!(watcher.send("ready"), "ok follower");
+    assert!(watcher.send("watch-start w/").starts_with("ok "));
+    let mut writer = node(store, dir.path(), &[]);
+    assert_eq!(writer.send("ready"), "ok follower");
+    assert_eq!(writer.send("put other 1"), "ok", "outside the range");
+    let total: u64 = if store == "etcd" { 1_500 } else { 20_000 };
+    writer.submit(&format!("seq-puts w/ {total}"));
+    let seen = |watcher: &mut Node| -> u64 {
+        let answer = watcher.send("watch-seen");
+        answer
+            .strip_prefix("ok ")
+            .and_then(|count| count.parse().ok())
+            .unwrap_or_else(|| panic!("the subscription failed: {answer}"))
+    };
+    let deadline = std::time::Instant::now() + party_tests::ANSWER_TIMEOUT;
+    for round in 1..=3u64 {
+        while seen(&mut watcher) < round * total / 5 {
+            assert!(std::time::Instant::now() < deadline, "the watcher stalled");
+        }
+        writer.poll_roles();
+        assert!(
+            writer.try_answer().is_none(),
+            "the writes were done before kill {round}: the test proves nothing"
+        );
+        watcher.stop();
+        writer.stop();
+        leader.kill();
+        let next = loop {
+            assert!(std::time::Instant::now() < deadline, "no spare took over");
+            if let Some(at) = spares.iter_mut().position(|spare| {
+                spare.poll_roles();
+                spare.role() == "leader"
+            }) {
+                break at;
+            }
+        };
+        leader = spares.remove(next);
+        watcher.cont();
+        writer.cont();
+    }
+    assert_eq!(writer.answer(), format!("ok {total}"));
+    while seen(&mut watcher) < total {
+        assert!(std::time::Instant::now() < deadline, "the watcher stalled");
+    }
+    let expected: Vec<String> = (1..=total).map(|n| format!("w/{n:06}")).collect();
+    assert_eq!(
+        watcher.send("watch-list"),
+        format!("ok {}", expected.join(",")),
+        "every write once, in order"
+    );
+    assert_eq!(seen(&mut watcher), total, "and nothing after");
+}
+
 /// A leader closed on purpose (not killed) while a follower has a burst of writes in flight
 /// and another scans: with retries on, nothing fails and nothing is lost or repeated.
 fn a_leader_closing_mid_burst_and_mid_scan_fails_no_operation(store: &str) {
@@ -410,6 +479,12 @@ macro_rules! on_store {
             #[test]
             fn increments_from_two_processes_through_a_leader_kill_count_exactly_once() {
                 super::increments_from_two_processes_through_a_leader_kill_count_exactly_once(
+                    $store,
+                );
+            }
+            #[test]
+            fn a_watcher_sees_every_acknowledged_write_once_in_order_through_leader_kills() {
+                super::a_watcher_sees_every_acknowledged_write_once_in_order_through_leader_kills(
                     $store,
                 );
             }

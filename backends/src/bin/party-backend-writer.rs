@@ -73,6 +73,7 @@ fn run(kind: &str, path: &Path, mode: Mode) -> Result<(), Box<dyn std::error::Er
                 store.write(&WriteBatch {
                     ops,
                     records: Vec::new(),
+                    log: None,
                 })?;
             }
             writeln!(out, "filled")?;
@@ -80,6 +81,7 @@ fn run(kind: &str, path: &Path, mode: Mode) -> Result<(), Box<dyn std::error::Er
             park_forever()
         }
         Mode::Named("batches") => {
+            let mut bytes_before = 0;
             for i in 1u64.. {
                 let ops = (0..KEYS_PER_BATCH)
                     .map(|j| BatchOp::Put {
@@ -92,9 +94,16 @@ fn run(kind: &str, path: &Path, mode: Mode) -> Result<(), Box<dyn std::error::Er
                     failed: Vec::new(),
                     last_write_ms: i,
                 };
+                let ops = vec![WriteOp::Batch { ops }];
+                let entry = party_proto::feed::encode_entry(bytes_before, &ops);
+                bytes_before += entry.len() as u64;
                 let batch = WriteBatch {
-                    ops: vec![WriteOp::Batch { ops }],
+                    ops,
                     records: vec![(CLIENT, record)],
+                    log: Some(party_proto::LogAppend {
+                        seq: party_proto::CommitSeq(i),
+                        entry,
+                    }),
                 };
                 store.write(&batch)?;
                 writeln!(out, "acked {i}")?;

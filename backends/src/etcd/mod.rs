@@ -1,7 +1,8 @@
 //! etcd v3, shared by the leaders of several hosts.
 //!
 //! Everything lives under one key prefix `P`: data at `P d <key>`, dedup records at
-//! `P r <client id>`. A write group is one etcd transaction with its dedup records, so it
+//! `P r <client id>`, the change log at `P l <commit sequence number>`. A write group is
+//! one etcd transaction with its dedup records and its change log entry, so it
 //! commits whole or not at all, and an acknowledged write is on a quorum of members. An
 //! iterator pages through the revision it was opened at: a real snapshot, as long as that
 //! revision is not compacted.

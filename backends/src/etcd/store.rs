@@ -10,12 +10,12 @@ use etcd_client::{
 };
 use party_proto::txn::{CheckRead, CheckValue};
 use party_proto::wire::{BatchOp, Entry, ReadCheck, WriteOp};
-use party_proto::{ClientId, DedupRecord, KeyRange};
+use party_proto::{ClientId, CommitSeq, DedupRecord, KeyRange};
 
 use crate::batch::{resolve, WriteBatch};
 use crate::error::{BackendError, OpenError};
 use crate::iter::EntryIter;
-use crate::{records, Backend};
+use crate::{changes, records, Backend};
 
 use super::EtcdConfig;
 
@@ -43,6 +43,10 @@ pub struct EtcdBackend {
     runtime: Arc<ClientRuntime>,
     data: Vec<u8>,
     records: Vec<u8>,
+    /// `P l`: the change log, each entry under its commit sequence number (8 bytes,
+    /// big-endian). A commit creates its entry's key and compares that it did not exist, so
+    /// two hosts' writers never take the same number.
+    changes: Vec<u8>,
     /// `P c <instance>`: this instance's commit marker. Each commit compares it with the
     /// token of the last one and sets it to a token never used before, so that a commit tried
     /// again (etcd's leader died with it) applies at most once, and one whose reply was lost
@@ -160,6 +164,7 @@ impl EtcdBackend {
             runtime: Arc::new(ClientRuntime(Some(runtime))),
             data: [config.prefix.as_slice(), b"d"].concat(),
             records: [config.prefix.as_slice(), b"r"].concat(),
+            changes: [config.prefix.as_slice(), b"l"].concat(),
             marker_key: [config.prefix.as_slice(), b"c", &instance.to_be_bytes()].concat(),
             marker: Mutex::new(Marker {
                 last: Ok(None),
@@ -243,7 +248,15 @@ impl EtcdBackend {
             .iter()
             .map(|(_, record)| self.records.len() + 24 + records::value(record).len())
             .sum();
-        writes + records + 2 * (self.marker_key.len() + 16)
+        let log = batch
+            .log
+            .as_ref()
+            .map_or(0, |append| self.changes.len() + 24 + append.entry.len());
+        writes + records + log + 2 * (self.marker_key.len() + 16)
+    }
+
+    fn change_key(&self, seq: CommitSeq) -> Vec<u8> {
+        [self.changes.as_slice(), &seq.key()].concat()
     }
 
     /// The compare of a commit: the marker still holds `last` (`None`: was never set).
@@ -624,13 +637,20 @@ impl Backend for EtcdBackend {
             });
         }
         let mut compares = self.read_compares(&batch.ops)?;
-        // One operation more moves the commit count, one compare more checks it.
-        if ops.len() + 1 > MAX_TXN_OPS || compares.len() + 1 > MAX_TXN_OPS {
+        // Room is kept for the change log entry and the commit marker, an operation and a
+        // compare each.
+        let most = self.max_batch_ops().unwrap_or(MAX_TXN_OPS);
+        if ops.len() > most || compares.len() > most {
             return Err(BackendError::BatchTooLarge {
                 backend: NAME,
                 ops: ops.len().max(compares.len()),
-                max: MAX_TXN_OPS - 1,
+                max: most,
             });
+        }
+        if let Some(append) = &batch.log {
+            let key = self.change_key(append.seq);
+            compares.push(Compare::version(key.clone(), CompareOp::Equal, 0));
+            ops.push(TxnOp::put(key, append.entry.clone(), None));
         }
         let mut marker = self.marker.lock().unwrap_or_else(|e| e.into_inner());
         let last = self.settle(&mut marker)?;
@@ -738,8 +758,57 @@ impl Backend for EtcdBackend {
         false
     }
 
+    /// Less the commit marker and the change log entry.
     fn max_batch_ops(&self) -> Option<usize> {
-        Some(MAX_TXN_OPS - 1)
+        Some(MAX_TXN_OPS - 2)
+    }
+
+    fn change_entries(
+        &self,
+        from: CommitSeq,
+        newest_first: bool,
+        max: usize,
+    ) -> Result<Vec<(CommitSeq, Vec<u8>)>, BackendError> {
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let (start, options) = if newest_first {
+            let end = [self.change_key(from), vec![0]].concat();
+            let options = GetOptions::new()
+                .with_range(end)
+                .with_limit(limit)
+                .with_sort(SortTarget::Key, SortOrder::Descend);
+            (self.changes.clone(), options)
+        } else {
+            let options = GetOptions::new()
+                .with_range(prefix_end(&self.changes))
+                .with_limit(limit);
+            (self.change_key(from), options)
+        };
+        let response = self.block_on(|| {
+            let mut client = self.client.clone();
+            let (start, options) = (start.clone(), options.clone());
+            async move { client.get(start, Some(options)).await }
+        })?;
+        let strip = self.changes.len();
+        response
+            .kvs()
+            .iter()
+            .map(|kv| changes::stored(&kv.key()[strip..], kv.value().to_vec()))
+            .collect()
+    }
+
+    fn remove_changes(&self, seqs: &[CommitSeq]) -> Result<(), BackendError> {
+        for chunk in seqs.chunks(MAX_TXN_OPS) {
+            let deletes: Vec<TxnOp> = chunk
+                .iter()
+                .map(|seq| TxnOp::delete(self.change_key(*seq), None::<DeleteOptions>))
+                .collect();
+            self.block_on(|| {
+                let mut client = self.client.clone();
+                let txn = Txn::new().and_then(deletes.clone());
+                async move { client.txn(txn).await }
+            })?;
+        }
+        Ok(())
     }
 
     fn dedup_records_of(
@@ -901,6 +970,7 @@ mod tests {
                 value: b"v".to_vec(),
             }],
             records: Vec::new(),
+            log: None,
         }
     }
 
@@ -978,6 +1048,7 @@ mod tests {
                 }],
             }],
             records: Vec::new(),
+            log: None,
         };
         let key_read = || ReadCheck::Key {
             key: b"k".to_vec(),
@@ -1010,6 +1081,7 @@ mod tests {
                     value: b"changed".to_vec(),
                 }],
                 records: Vec::new(),
+                log: None,
             })
             .unwrap();
         let refused = here.write(&txn(vec![key_read()]));

@@ -51,6 +51,8 @@ pub(crate) struct Cursor {
     buffer: VecDeque<Entry>,
     /// Entries the leader may still send on the current opening.
     credits: u32,
+    /// The commit the first opening's snapshot was taken after.
+    at: Option<crate::feed::CommitSeq>,
     status: Status,
     #[cfg(feature = "bug-injection")]
     bugs: crate::bugs::Bugs,
@@ -71,6 +73,7 @@ impl Cursor {
             last_key: None,
             buffer: VecDeque::new(),
             credits: 0,
+            at: None,
             status,
             #[cfg(feature = "bug-injection")]
             bugs: crate::bugs::Bugs::default(),
@@ -122,6 +125,15 @@ impl Cursor {
 
     pub(crate) fn is_open(&self) -> bool {
         self.status == Status::Open
+    }
+
+    /// The leader said which commit the opening's snapshot follows; the first one counts.
+    pub(crate) fn opened_at(&mut self, seq: crate::feed::CommitSeq) {
+        self.at.get_or_insert(seq);
+    }
+
+    pub(crate) fn at(&self) -> Option<crate::feed::CommitSeq> {
+        self.at
     }
 
     /// The connection dropped. With `retry`, undelivered entries are dropped and the cursor

@@ -12,6 +12,7 @@
 
 mod cursor;
 mod pending;
+mod subscription;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -19,10 +20,13 @@ use std::time::Duration;
 use cursor::Cursor;
 pub use cursor::IterPoll;
 use pending::{PendingTable, RequestOp};
+use subscription::Subscription;
+pub use subscription::{WatchEvent, WatchPoll};
 
 use crate::error::ErrorCode;
-use crate::ids::{ClientId, IterId, RequestId, WriteSeq};
-use crate::range::IterOptions;
+use crate::feed::CommitSeq;
+use crate::ids::{ClientId, IterId, RequestId, WatchId, WriteSeq};
+use crate::range::{IterOptions, KeyRange};
 use crate::time::Timestamp;
 use crate::wire::{
     ClientMessage, Hello, LeaderLimits, LeaveCause, ProtocolId, ReadOp, Response, ServerMessage,
@@ -41,6 +45,10 @@ pub struct ClientConfig {
     /// How many entries an iterator may have buffered or on their way at once (at most
     /// what the leader allows, [`LeaderLimits::max_iter_credits`]).
     pub iter_window: u32,
+    /// How many committed groups a change feed subscription may have waiting for the
+    /// caller or on their way at once (at most what the leader allows,
+    /// [`LeaderLimits::max_iter_credits`]): what a subscriber that reads slowly costs.
+    pub watch_window: u32,
     /// The largest request frame this client sends: a bigger request fails at once with
     /// [`ErrorCode::FrameTooLarge`]. The leader's own limit, told in its welcome, applies
     /// too.
@@ -68,6 +76,7 @@ impl Default for ClientConfig {
             retry: true,
             request_timeout: None,
             iter_window: 256,
+            watch_window: 64,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             welcome_timeout: Duration::from_secs(2),
             store: "fjall",
@@ -108,6 +117,9 @@ pub enum ClientOutput {
     /// The iterator has something new for [`ClientSession::iter_take`]: entries, its end or
     /// its failure.
     IterReady { iter: IterId },
+    /// The subscription has something new: its start ([`ClientSession::watch_position`]),
+    /// or events or its failure for [`ClientSession::watch_take`].
+    WatchReady { watch: WatchId },
 }
 
 /// The follower's session. See the module documentation.
@@ -118,6 +130,7 @@ pub struct ClientSession {
     next_request: u64,
     next_seq: u64,
     next_iter: u64,
+    next_watch: u64,
     connected: bool,
     /// The leader said it is closing: nothing more is sent on this connection, and once
     /// everything sent is answered the session is drained (see [`ClientSession::drained`]).
@@ -126,6 +139,7 @@ pub struct ClientSession {
     leader: Option<Welcome>,
     pending: PendingTable,
     cursors: BTreeMap<IterId, Cursor>,
+    subscriptions: BTreeMap<WatchId, Subscription>,
     closed: bool,
     /// The time of the latest input.
     now: Timestamp,
@@ -140,11 +154,13 @@ impl ClientSession {
             next_request: 0,
             next_seq: 0,
             next_iter: 0,
+            next_watch: 0,
             connected: false,
             draining: false,
             leader: None,
             pending: PendingTable::default(),
             cursors: BTreeMap::new(),
+            subscriptions: BTreeMap::new(),
             closed: false,
             now: Timestamp::ZERO,
             outputs: VecDeque::new(),
@@ -241,6 +257,69 @@ impl ClientSession {
         if let Some(cursor) = self.cursors.remove(&iter) {
             if self.welcomed() && cursor.is_open() {
                 self.send(ClientMessage::IterClose { iter });
+            }
+        }
+    }
+
+    /// The commit an iterator's store snapshot was taken after, once the leader said: a
+    /// subscription from the next one follows the range from where the iterator read it.
+    /// After a failover the iterator reads the rest from a later snapshot, and this stays
+    /// the first one's, so that such a subscription misses nothing (it may see again a
+    /// change the rest of the iteration already showed).
+    pub fn iter_at(&self, iter: IterId) -> Option<CommitSeq> {
+        self.cursors.get(&iter).and_then(Cursor::at)
+    }
+
+    /// Subscribes to the changes of `range` in the groups committed from `from` on (`None`:
+    /// from the leader's next commit); its start comes as [`ClientOutput::WatchReady`].
+    pub fn open_watch(&mut self, range: KeyRange, from: Option<CommitSeq>) -> WatchId {
+        let watch = WatchId(self.next_watch);
+        self.next_watch += 1;
+        #[cfg_attr(not(feature = "bug-injection"), allow(unused_mut))]
+        let mut subscription = Subscription::new(range, from, self.config.watch_window);
+        #[cfg(feature = "bug-injection")]
+        subscription.inject(self.config.bugs);
+        if self.closed {
+            subscription.fail(ErrorCode::Closed);
+        } else if let Some(limits) = self.leader_limits() {
+            if let Some(message) = subscription.open(watch, limits.max_iter_credits) {
+                self.send(message);
+            }
+        }
+        self.subscriptions.insert(watch, subscription);
+        watch
+    }
+
+    /// The next commit the subscription will hand over: once it has started, every group
+    /// from there on reaches the caller (or is reported lost to a lag).
+    pub fn watch_position(&self, watch: WatchId) -> Option<CommitSeq> {
+        self.subscriptions
+            .get(&watch)
+            .and_then(Subscription::position)
+    }
+
+    /// Takes up to `max` events from a subscription. A failed one is forgotten after
+    /// saying so once.
+    pub fn watch_take(&mut self, watch: WatchId, max: usize) -> WatchPoll {
+        let welcomed = self.welcomed();
+        let Some(subscription) = self.subscriptions.get_mut(&watch) else {
+            return WatchPoll::Failed(ErrorCode::NotFound);
+        };
+        let (poll, grant) = subscription.take(max);
+        if let (Some(credits), true) = (grant, welcomed && subscription.is_open()) {
+            self.send(ClientMessage::WatchNext { watch, credits });
+        }
+        if matches!(poll, WatchPoll::Failed(_)) {
+            self.subscriptions.remove(&watch);
+        }
+        poll
+    }
+
+    /// The caller is done with a subscription.
+    pub fn close_watch(&mut self, watch: WatchId) {
+        if let Some(subscription) = self.subscriptions.remove(&watch) {
+            if self.welcomed() && subscription.is_open() {
+                self.send(ClientMessage::WatchClose { watch });
             }
         }
     }
@@ -365,6 +444,13 @@ impl ClientSession {
             self.send_opening(*iter, cursor, limits);
         }
         self.cursors = cursors;
+        let mut subscriptions = std::mem::take(&mut self.subscriptions);
+        for (watch, subscription) in &mut subscriptions {
+            if let Some(message) = subscription.open(*watch, limits.max_iter_credits) {
+                self.send(message);
+            }
+        }
+        self.subscriptions = subscriptions;
     }
 
     fn send_opening(&mut self, iter: IterId, cursor: &mut Cursor, limits: LeaderLimits) {
@@ -395,6 +481,33 @@ impl ClientSession {
             ServerMessage::IterFailed { iter, error } => {
                 self.with_open_cursor(iter, |cursor| cursor.fail(error));
             }
+            ServerMessage::IterAt { iter, seq } => {
+                if let Some(cursor) = self.cursors.get_mut(&iter) {
+                    cursor.opened_at(seq);
+                }
+            }
+            ServerMessage::WatchStarted { watch, from } => {
+                self.with_open_subscription(watch, |s| s.started(from));
+            }
+            ServerMessage::WatchData {
+                watch,
+                seq,
+                changes,
+                complete,
+            } => self.with_open_subscription(watch, |s| s.data(seq, changes, complete)),
+            ServerMessage::WatchProgress { watch, through } => {
+                if let Some(subscription) = self.subscriptions.get_mut(&watch) {
+                    subscription.progress(through);
+                }
+            }
+            ServerMessage::WatchLagged {
+                watch,
+                missed,
+                resume,
+            } => self.with_open_subscription(watch, |s| s.lagged(missed, resume)),
+            ServerMessage::WatchFailed { watch, error } => {
+                self.with_open_subscription(watch, |s| s.fail(error));
+            }
             // A leader that closes answers what it was sent before it goes, so nothing more
             // is sent to it; one that lost its lock goes at once, and what is in flight is
             // settled when the connection ends, as after a crash.
@@ -416,6 +529,15 @@ impl ClientSession {
         }
     }
 
+    fn with_open_subscription(&mut self, watch: WatchId, f: impl FnOnce(&mut Subscription)) {
+        if let Some(subscription) = self.subscriptions.get_mut(&watch) {
+            if subscription.is_open() {
+                f(subscription);
+                self.outputs.push_back(ClientOutput::WatchReady { watch });
+            }
+        }
+    }
+
     /// The leader refuses this client on every connection alike: fail what is pending
     /// rather than send it into the same refusal.
     fn refused(&mut self, error: ErrorCode) {
@@ -432,6 +554,17 @@ impl ClientSession {
                 cursor.fail(error.clone());
                 self.outputs
                     .push_back(ClientOutput::IterReady { iter: *iter });
+            }
+        }
+        self.fail_subscriptions(error);
+    }
+
+    fn fail_subscriptions(&mut self, error: ErrorCode) {
+        for (watch, subscription) in &mut self.subscriptions {
+            if !subscription.is_failed() {
+                subscription.fail(error.clone());
+                self.outputs
+                    .push_back(ClientOutput::WatchReady { watch: *watch });
             }
         }
     }
@@ -462,6 +595,15 @@ impl ClientSession {
                 self.outputs.push_back(ClientOutput::IterReady { iter });
             }
         }
+        for (watch, subscription) in &mut self.subscriptions {
+            if subscription.is_open() {
+                subscription.connection_lost(retry);
+                if !retry {
+                    self.outputs
+                        .push_back(ClientOutput::WatchReady { watch: *watch });
+                }
+            }
+        }
     }
 
     fn close(&mut self) {
@@ -476,6 +618,7 @@ impl ClientSession {
             self.outputs
                 .push_back(ClientOutput::IterReady { iter: *iter });
         }
+        self.fail_subscriptions(ErrorCode::Closed);
     }
 
     fn complete(&mut self, id: RequestId, result: Result<Response, ErrorCode>) {

@@ -4,6 +4,7 @@
 pub mod dedup;
 pub mod peers;
 pub mod session;
+pub mod subscriptions;
 
 pub use dedup::{Admission, DedupRecord, DedupTable, WriteStamp};
 pub use peers::{admit_leader, admit_peer, PeerFacts};

@@ -1,5 +1,6 @@
 //! The leader's session with one follower connection: the handshake, requests handed to the
-//! driver to run against the store, and iterators paced by the follower's credits.
+//! driver to run against the store, iterators paced by the follower's credits, and change
+//! feed subscriptions ([`super::subscriptions`]).
 //!
 //! The session never holds entries of its own: it asks the driver to pull at most as many
 //! entries from a store iterator as the follower has granted credits for, and passes them on
@@ -14,8 +15,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use super::dedup::WriteStamp;
+use super::subscriptions::{Limits, Subscriptions, Verdict};
 use crate::error::ErrorCode;
-use crate::ids::{ClientId, IterId, RequestId};
+use crate::feed::{CommitSeq, LogRead};
+use crate::ids::{ClientId, IterId, RequestId, WatchId};
 use crate::range::IterOptions;
 use crate::store_kind::admit_store;
 use crate::time::Timestamp;
@@ -44,6 +47,9 @@ pub struct ServerConfig {
     pub max_iter_credits: u32,
     /// The largest frame body read or sent: answers and iterator chunks are cut to fit.
     pub max_frame_len: u32,
+    /// Change feed subscriptions one connection may have open at once. Each may have
+    /// granted as many groups as an iterator entries ([`ServerConfig::max_iter_credits`]).
+    pub max_watches: u32,
 }
 
 impl ServerConfig {
@@ -68,6 +74,7 @@ impl Default for ServerConfig {
             max_iterators: 256,
             max_iter_credits: 4096,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_watches: 64,
         }
     }
 }
@@ -93,6 +100,13 @@ pub enum ServerInput {
     },
     /// A store iterator failed.
     IterFailed { iter: IterId, error: ErrorCode },
+    /// A store iterator opened after this commit: it reads the store as of it.
+    IterAt { iter: IterId, seq: CommitSeq },
+    /// Answer to [`ServerOutput::WatchPull`].
+    WatchRead {
+        watch: WatchId,
+        result: Result<LogRead, ErrorCode>,
+    },
     /// The leader stops leading: the follower is told why. Closing, the session serves on
     /// until the follower lets go (the driver bounds the wait); its lock lost, it closes.
     Leave(LeaveCause),
@@ -124,6 +138,18 @@ pub enum ServerOutput {
     IterPull { iter: IterId, max: u32 },
     /// Drop a store iterator.
     IterDrop { iter: IterId },
+    /// Read up to `max` groups of the store's change log from `from` on, then answer
+    /// [`ServerInput::WatchRead`]. When the log has none from `from` on yet, because
+    /// `from` is the number the next commit takes, answer once that commit has landed;
+    /// otherwise at once (with none when `from` is past it). With `from` `None`, answer at
+    /// once, with none, from the next commit's number.
+    WatchPull {
+        watch: WatchId,
+        from: Option<CommitSeq>,
+        max: u32,
+    },
+    /// Forget a subscription's read of the log, if one is out.
+    WatchDrop { watch: WatchId },
     /// Close the connection after sending what was queued; the error says why, for the log.
     Close(ErrorCode),
 }
@@ -155,6 +181,7 @@ pub struct ServerSession {
     /// The writes among them.
     writes_in_flight: HashSet<RequestId>,
     iters: HashMap<IterId, ServedIter>,
+    watches: Subscriptions,
     /// The leader stops leading, for this cause: a follower that says hello afterwards is
     /// told so right after its welcome.
     leaving: Option<LeaveCause>,
@@ -171,6 +198,7 @@ impl ServerSession {
             in_flight: HashSet::new(),
             writes_in_flight: HashSet::new(),
             iters: HashMap::new(),
+            watches: Subscriptions::default(),
             leaving: None,
             outputs: VecDeque::new(),
         }
@@ -219,6 +247,16 @@ impl ServerSession {
                     self.send(ServerMessage::IterFailed { iter, error });
                     self.outputs.push_back(ServerOutput::IterDrop { iter });
                 }
+            }
+            ServerInput::IterAt { iter, seq } => {
+                if self.iters.contains_key(&iter) {
+                    self.send(ServerMessage::IterAt { iter, seq });
+                }
+            }
+            ServerInput::WatchRead { watch, result } => {
+                let limits = self.watch_limits();
+                self.watches
+                    .read_done(watch, result, limits, &mut self.outputs);
             }
             ServerInput::Leave(cause) => {
                 self.leaving = Some(cause);
@@ -336,6 +374,34 @@ impl ServerSession {
                     self.outputs.push_back(ServerOutput::IterDrop { iter });
                 }
             }
+            ClientMessage::WatchOpen {
+                watch,
+                range,
+                from,
+                credits,
+            } => {
+                let limits = self.watch_limits();
+                let opened =
+                    self.watches
+                        .open(watch, range, from, credits, limits, &mut self.outputs);
+                if let Verdict::Close(error) = opened {
+                    self.close(error);
+                }
+            }
+            ClientMessage::WatchNext { watch, credits } => {
+                let limits = self.watch_limits();
+                self.watches
+                    .grant(watch, credits, limits, &mut self.outputs);
+            }
+            ClientMessage::WatchClose { watch } => self.watches.close(watch, &mut self.outputs),
+        }
+    }
+
+    fn watch_limits(&self) -> Limits {
+        Limits {
+            max_watches: self.config.max_watches,
+            max_credits: self.config.max_iter_credits,
+            max_frame_len: self.config.max_frame_len,
         }
     }
 
@@ -512,6 +578,7 @@ impl ServerSession {
         self.in_flight.clear();
         self.writes_in_flight.clear();
         self.iters.clear();
+        self.watches.clear();
         self.outputs.push_back(ServerOutput::Close(error));
     }
 
@@ -528,6 +595,9 @@ fn protocol_violation(message: &ClientMessage, when: &str) -> ErrorCode {
         ClientMessage::IterOpen { .. } => "IterOpen",
         ClientMessage::IterNext { .. } => "IterNext",
         ClientMessage::IterClose { .. } => "IterClose",
+        ClientMessage::WatchOpen { .. } => "WatchOpen",
+        ClientMessage::WatchNext { .. } => "WatchNext",
+        ClientMessage::WatchClose { .. } => "WatchClose",
     };
     ErrorCode::Malformed(format!("{name} {when}"))
 }

@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::handshake::{Hello, Welcome};
 use crate::error::ErrorCode;
-use crate::ids::{IterId, RequestId, WriteSeq};
+use crate::feed::{Change, CommitSeq};
+use crate::ids::{IterId, RequestId, WatchId, WriteSeq};
 use crate::range::{IterOptions, KeyRange};
 
 /// Everything a follower sends to the leader.
@@ -36,6 +37,19 @@ pub enum ClientMessage {
     IterNext { iter: IterId, credits: u32 },
     /// The caller is done with an iterator; the leader drops it without answering.
     IterClose { iter: IterId },
+    /// Subscribes to the changes of `range` in the groups committed from `from` on (`None`:
+    /// from the next commit) and grants it `credits` groups: answered by
+    /// [`ServerMessage::WatchStarted`], then its changes as they commit.
+    WatchOpen {
+        watch: WatchId,
+        range: KeyRange,
+        from: Option<CommitSeq>,
+        credits: u32,
+    },
+    /// Lets the leader send `credits` more groups of a subscription.
+    WatchNext { watch: WatchId, credits: u32 },
+    /// The caller is done with a subscription; the leader drops it without answering.
+    WatchClose { watch: WatchId },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,13 +129,6 @@ fn bytes_len(bytes: &[u8]) -> u64 {
     bytes.len() as u64 + 10
 }
 
-fn bound_len(bound: &std::ops::Bound<Vec<u8>>) -> u64 {
-    match bound {
-        std::ops::Bound::Included(key) | std::ops::Bound::Excluded(key) => 1 + bytes_len(key),
-        std::ops::Bound::Unbounded => 1,
-    }
-}
-
 impl ReadOp {
     /// At least the size of the frame that carries this operation, to check it against a
     /// frame limit before sending.
@@ -144,7 +151,7 @@ impl WriteOp {
                 WriteOp::Put { key, value } => bytes_len(key) + bytes_len(value),
                 WriteOp::Del { key } => bytes_len(key),
                 WriteOp::Batch { ops } => 10 + ops.iter().map(BatchOp::len_bound).sum::<u64>(),
-                WriteOp::Clear { range } => bound_len(&range.start) + bound_len(&range.end),
+                WriteOp::Clear { range } => range.len_bound(),
                 WriteOp::Transaction { reads, writes } => {
                     20 + reads.iter().map(ReadCheck::len_bound).sum::<u64>()
                         + writes.iter().map(BatchOp::len_bound).sum::<u64>()
@@ -160,10 +167,7 @@ impl ReadCheck {
                 bytes_len(key) + 1 + value.as_deref().map_or(0, bytes_len)
             }
             ReadCheck::Range { range, entries } => {
-                bound_len(&range.start)
-                    + bound_len(&range.end)
-                    + 10
-                    + entries.iter().map(Entry::len_bound).sum::<u64>()
+                range.len_bound() + 10 + entries.iter().map(Entry::len_bound).sum::<u64>()
             }
         }
     }
@@ -253,6 +257,31 @@ pub enum ServerMessage {
     /// The leader is about to close this connection and stop leading, for this cause; a
     /// connection that ends without it ends in a crash.
     Leaving(LeaveCause),
+    /// The iterator reads the store as it was right after commit `seq`.
+    IterAt { iter: IterId, seq: CommitSeq },
+    /// The subscription delivers the groups committed from `from` on.
+    WatchStarted { watch: WatchId, from: CommitSeq },
+    /// The changes of one committed group in the subscription's range, in commit order. A
+    /// group too large for one frame comes in several; its last says `complete`. Each
+    /// complete group uses one credit.
+    WatchData {
+        watch: WatchId,
+        seq: CommitSeq,
+        changes: Vec<Change>,
+        complete: bool,
+    },
+    /// The subscription has seen every group before `through`: those since its last data
+    /// held nothing in its range.
+    WatchProgress { watch: WatchId, through: CommitSeq },
+    /// The `missed` groups before `resume` left the store's change log before the
+    /// subscription read them; it goes on from `resume`.
+    WatchLagged {
+        watch: WatchId,
+        missed: u64,
+        resume: CommitSeq,
+    },
+    /// The subscription failed; the leader has dropped it.
+    WatchFailed { watch: WatchId, error: ErrorCode },
 }
 
 /// Why a leader stops leading.

@@ -8,7 +8,8 @@ use party_proto::wire::{
     ReadCheck, ReadOp, Response, ServerMessage, Welcome, WriteOp,
 };
 use party_proto::{
-    ClientId, ErrorCode, IterId, IterOptions, KeyRange, RequestId, WriteSeq, WriteStamp,
+    Change, ClientId, CommitSeq, ErrorCode, IterId, IterOptions, KeyRange, RequestId, WatchId,
+    WriteSeq, WriteStamp,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -92,6 +93,9 @@ pub fn error_code() -> impl Strategy<Value = ErrorCode> {
         any::<u32>().prop_map(|uid| ErrorCode::LeaderOfOtherUser { uid }),
         (".*", ".*").prop_map(|(found, wanted)| ErrorCode::WrongStore { found, wanted }),
         (any::<u64>(), any::<u64>()).prop_map(|(ops, max)| ErrorCode::BatchTooLarge { ops, max }),
+        ".*".prop_map(ErrorCode::OutcomeUnknown),
+        (any::<u64>(), any::<u64>()).prop_map(|(from, next)| ErrorCode::WatchAhead { from, next }),
+        any::<u32>().prop_map(|limit| ErrorCode::TooManyWatches { limit }),
     ]
 }
 
@@ -163,6 +167,33 @@ pub fn client_message() -> impl Strategy<Value = ClientMessage> {
             credits
         }),
         any::<u64>().prop_map(|iter| ClientMessage::IterClose { iter: IterId(iter) }),
+        (
+            any::<u64>(),
+            key_range(),
+            prop::option::of(any::<u64>()),
+            any::<u32>()
+        )
+            .prop_map(|(watch, range, from, credits)| ClientMessage::WatchOpen {
+                watch: WatchId(watch),
+                range,
+                from: from.map(CommitSeq),
+                credits,
+            }),
+        (any::<u64>(), any::<u32>()).prop_map(|(watch, credits)| ClientMessage::WatchNext {
+            watch: WatchId(watch),
+            credits
+        }),
+        any::<u64>().prop_map(|watch| ClientMessage::WatchClose {
+            watch: WatchId(watch)
+        }),
+    ]
+}
+
+pub fn change() -> impl Strategy<Value = Change> {
+    prop_oneof![
+        (edge_key(), bytes()).prop_map(|(key, value)| Change::Put { key, value }),
+        edge_key().prop_map(|key| Change::Del { key }),
+        key_range().prop_map(|range| Change::Clear { range }),
     ]
 }
 
@@ -231,6 +262,41 @@ pub fn server_message() -> impl Strategy<Value = ServerMessage> {
         }),
         prop_oneof![Just(LeaveCause::Closing), Just(LeaveCause::LockLost)]
             .prop_map(ServerMessage::Leaving),
+        (any::<u64>(), any::<u64>()).prop_map(|(iter, seq)| ServerMessage::IterAt {
+            iter: IterId(iter),
+            seq: CommitSeq(seq)
+        }),
+        (any::<u64>(), any::<u64>()).prop_map(|(watch, from)| ServerMessage::WatchStarted {
+            watch: WatchId(watch),
+            from: CommitSeq(from)
+        }),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            vec(change(), 0..4),
+            any::<bool>()
+        )
+            .prop_map(|(watch, seq, changes, complete)| ServerMessage::WatchData {
+                watch: WatchId(watch),
+                seq: CommitSeq(seq),
+                changes,
+                complete,
+            }),
+        (any::<u64>(), any::<u64>()).prop_map(|(watch, through)| ServerMessage::WatchProgress {
+            watch: WatchId(watch),
+            through: CommitSeq(through)
+        }),
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(watch, missed, resume)| {
+            ServerMessage::WatchLagged {
+                watch: WatchId(watch),
+                missed,
+                resume: CommitSeq(resume),
+            }
+        }),
+        (any::<u64>(), error_code()).prop_map(|(watch, error)| ServerMessage::WatchFailed {
+            watch: WatchId(watch),
+            error
+        }),
     ]
 }
 
@@ -259,4 +325,18 @@ pub fn stamp(client: u128, seq: u64) -> WriteStamp {
         seq: WriteSeq(seq),
         oldest_pending: WriteSeq(1),
     }
+}
+
+/// A writer over a store whose change log is empty, past reading the log's end.
+pub fn new_writer<T>(
+    config: party_proto::WriterConfig,
+    now: party_proto::Timestamp,
+) -> party_proto::Writer<T> {
+    let mut writer = party_proto::Writer::new(config, now);
+    assert!(matches!(
+        writer.poll_output(),
+        Some(party_proto::WriterOutput::LoadLogEnds)
+    ));
+    writer.handle_input(now, party_proto::WriterInput::LogEndsLoaded(Ok(None)));
+    writer
 }

@@ -105,6 +105,7 @@ impl World {
         p.leading = None;
         p.requests.clear();
         p.iters.clear();
+        self.end_watchers(process);
         self.lock.release(process);
         if self.listener == Some(process) {
             self.listener = None;
@@ -189,6 +190,7 @@ impl World {
                 .collect()
         })
         .expect("the memory store cannot fail");
+        self.record_commit(process, batch);
         self.store
             .write(batch)
             .expect("the memory store cannot fail");

@@ -151,6 +151,10 @@ impl World {
         for index in pending {
             self.history[index].excuses.closed = true;
         }
+        let watchers: Vec<usize> = node.watches.values().copied().collect();
+        for index in watchers {
+            self.watchers[index].excuses.closed = true;
+        }
     }
 
     /// Carries out one output of a process's machine.
@@ -218,6 +222,11 @@ impl World {
             ProcessOutput::IterReady { iter } => {
                 if self.processes[process].iters.contains_key(&iter) {
                     self.schedule_read(process, iter);
+                }
+            }
+            ProcessOutput::WatchReady { watch } => {
+                if self.processes[process].watches.contains_key(&watch) {
+                    self.schedule_watch_read(process, watch);
                 }
             }
         }
@@ -300,6 +309,11 @@ impl World {
                 let writer_config = WriterConfig {
                     max_group_ops: self.faults.small_groups.then_some(SMALL_GROUP),
                     dedup_retention: self.dedup_retention(),
+                    // A short change log, so that slow subscribers fall behind it.
+                    change_retention: party_proto::ChangeRetention {
+                        groups: 12,
+                        bytes: 2048,
+                    },
                     wall_clock_at_epoch: Duration::from_micros(skew),
                     bugs: self.injection.bugs,
                     ..WriterConfig::default()
@@ -313,6 +327,8 @@ impl World {
                     local_conn,
                     writer: Writer::new(writer_config, now),
                     iters: HashMap::new(),
+                    waiting: BTreeMap::new(),
+                    woken_at: None,
                     holding: self.lock.holding().filter(|(holder, _)| *holder == process),
                 });
                 self.trace.line(self.now, format_args!("p{process} leads"));
@@ -517,10 +533,14 @@ impl World {
                     .store
                     .chunks(&options)
                     .expect("the memory store cannot fail");
-                if let Some(leading) = &mut self.processes[process].leading {
-                    leading.iters.insert((conn, iter), chunks);
+                let Some(leading) = &mut self.processes[process].leading else {
+                    return;
+                };
+                leading.iters.insert((conn, iter), chunks);
+                match leading.writer.last_committed() {
+                    Some(seq) => ServerInput::IterAt { iter, seq },
+                    None => return,
                 }
-                return;
             }
             ServerOutput::IterPull { iter, max } => {
                 if !self.write_queued(process) {
@@ -545,6 +565,17 @@ impl World {
                 if let Some(leading) = &mut self.processes[process].leading {
                     leading.iters.remove(&(conn, iter));
                 }
+                return;
+            }
+            ServerOutput::WatchPull { watch, from, max } => {
+                // As party-core's store thread: after the writes queued before it.
+                if self.write_queued(process) {
+                    self.watch_pull(process, conn, watch, from, max);
+                }
+                return;
+            }
+            ServerOutput::WatchDrop { watch } => {
+                self.watch_drop(process, conn, watch);
                 return;
             }
         };
@@ -582,6 +613,7 @@ impl World {
                 return false;
             };
             let Some(output) = leading.writer.poll_output() else {
+                self.wake_waiting(process);
                 return true;
             };
             let input = match output {
@@ -613,6 +645,26 @@ impl World {
                         || {
                             let read = self.store.read_for_checks(&reads);
                             Ok(read.expect("the memory store cannot fail"))
+                        },
+                        Err,
+                    ))
+                }
+                WriterOutput::LoadLogEnds => {
+                    WriterInput::LogEndsLoaded(self.store_fault().map_or_else(
+                        || {
+                            Ok(self
+                                .store
+                                .change_log_ends()
+                                .expect("the memory store cannot fail"))
+                        },
+                        Err,
+                    ))
+                }
+                WriterOutput::TrimLog { trim, max } => {
+                    WriterInput::LogTrimmed(self.store_fault().map_or_else(
+                        || {
+                            let first = self.store.trim_changes(&trim, max);
+                            Ok(first.expect("the memory store cannot fail"))
                         },
                         Err,
                     ))

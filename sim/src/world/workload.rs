@@ -79,6 +79,11 @@ impl World {
                 start: self.bound(),
                 end: self.bound(),
             }),
+            16 if self.processes[process].watches.len() < 2 => {
+                self.open_watcher(process);
+                self.schedule_next_workload(process);
+                return;
+            }
             _ => OpKind::Iterate(IterOptions {
                 range: KeyRange {
                     start: self.bound(),

@@ -16,12 +16,20 @@
 //! - `scan FORWARD|REVERSE PAUSE_MS`: reads the whole store 50 entries at a time, pausing
 //!   between chunks → `ok COUNT HEXKEY,HEXKEY,…`
 //! - `open-iter` then `next-chunk N`: an iterator read by hand → `ok COUNT` or `err …`
+//! - `seq-puts PREFIX N`: N puts one after the other, `PREFIX<i>` = i for i = 000001… →
+//!   `ok N`
+//! - `watch-start PREFIX`: subscribes to the keys under PREFIX (a task collects the
+//!   changes) → `ok POSITION` once subscribed; `watch-seen` → `ok COUNT` of changes so far
+//!   (`err …` once it failed); `watch-list` → `ok KEY,KEY,…` of the puts seen, in order,
+//!   or `err order …` if commit numbers did not rise, `err lagged …` if any was lost
 //! - `socket` → `ok PATH`: where the directory's socket is
 //! - `close` → `ok` after the handle closed; `exit` → ends the process without closing
 
 use std::time::Duration;
 
-use party_core::{open, BatchOp, Db, Error, Iter, IterOptions, Options, Role};
+use std::sync::{Arc, Mutex};
+
+use party_core::{open, BatchOp, Change, Db, Error, Iter, IterOptions, KeyRange, Options, Role};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::main]
@@ -84,6 +92,7 @@ async fn main() {
     }
 
     let mut iter: Option<Iter> = None;
+    let watched = Watched::default();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -110,6 +119,10 @@ async fn main() {
                 format!("ok {}", lens.join(","))
             }),
             ["burst", prefix, count] => burst(&db, prefix, count.parse().unwrap_or(0)).await,
+            ["seq-puts", prefix, count] => seq_puts(&db, prefix, count.parse().unwrap_or(0)).await,
+            ["watch-start", prefix] => watch_start(&db, prefix, &watched).await,
+            ["watch-seen"] => Ok(watched.seen()),
+            ["watch-list"] => Ok(watched.list()),
             ["incr", counter, count] => increments(&db, counter, count.parse().unwrap_or(0)).await,
             ["cas", key, old, new] => {
                 let given = |word: &str| (word != "_").then(|| word.to_owned());
@@ -210,6 +223,81 @@ async fn burst(db: &Db, prefix: &str, count: u64) -> Result<String, Error> {
 /// Increments `counter` `count` times, one transaction after the other, each also writing
 /// a key of its own (`<counter>/<id>/<n>`, the id this process's pid) so that a check can
 /// count the increments committed.
+async fn seq_puts(db: &Db, prefix: &str, count: u64) -> Result<String, Error> {
+    for n in 1..=count {
+        db.put(format!("{prefix}{n:06}"), n.to_string()).await?;
+    }
+    Ok(format!("ok {count}"))
+}
+
+/// What a subscription has seen: each change's commit number and, for a put, its key.
+#[derive(Default, Clone)]
+struct Watched(Arc<Mutex<WatchLog>>);
+
+#[derive(Default)]
+struct WatchLog {
+    changes: Vec<(u64, Option<String>)>,
+    lagged: u64,
+    failed: Option<String>,
+}
+
+impl Watched {
+    fn log(&self) -> std::sync::MutexGuard<'_, WatchLog> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn seen(&self) -> String {
+        let log = self.log();
+        match &log.failed {
+            Some(error) => format!("err {error}"),
+            None => format!("ok {}", log.changes.len()),
+        }
+    }
+
+    fn list(&self) -> String {
+        let log = self.log();
+        if log.lagged > 0 {
+            return format!("err lagged {}", log.lagged);
+        }
+        if let Some(pair) = log.changes.windows(2).find(|pair| pair[0].0 >= pair[1].0) {
+            return format!("err order {} then {}", pair[0].0, pair[1].0);
+        }
+        let keys: Vec<&str> = log
+            .changes
+            .iter()
+            .filter_map(|(_, key)| key.as_deref())
+            .collect();
+        format!("ok {}", keys.join(","))
+    }
+}
+
+/// Subscribes to the keys under `prefix` and collects what comes in a task of its own.
+async fn watch_start(db: &Db, prefix: &str, watched: &Watched) -> Result<String, Error> {
+    let range = KeyRange::all()
+        .gte(prefix)
+        .lt([prefix.as_bytes(), &[0xff]].concat());
+    let mut watch = db.watch(range).await?;
+    let position = watch.position();
+    let watched = watched.clone();
+    tokio::spawn(async move {
+        while let Some(next) = watch.next().await {
+            let mut log = watched.log();
+            match next {
+                Ok(change) => {
+                    let key = match &change {
+                        Change::Put { key, .. } => Some(String::from_utf8_lossy(key).into_owned()),
+                        _ => None,
+                    };
+                    log.changes.push((change.seq().0, key));
+                }
+                Err(Error::Lagged { missed }) => log.lagged += missed,
+                Err(error) => log.failed = Some(error.to_string()),
+            }
+        }
+    });
+    Ok(format!("ok {}", position.0))
+}
+
 async fn increments(db: &Db, counter: &str, count: u64) -> Result<String, Error> {
     let id = std::process::id();
     for n in 1..=count {

@@ -1,0 +1,242 @@
+#![cfg(not(loom))]
+//! The change feed through the public API: a follower subscribes to a range and sees
+//! exactly the writes committed to it, in commit order; an iteration and a subscription
+//! from its snapshot together miss nothing and repeat nothing; a subscriber that falls
+//! behind the kept log is told so; sublevels confine subscriptions.
+
+use std::ops::Bound;
+use std::time::Duration;
+
+use party_core::{
+    open, BatchOp, Change, ChangeRetention, CommitSeq, Error, IterOptions, KeyRange, Options, Role,
+    Watch,
+};
+
+mod common;
+use common::pair;
+
+/// The next change, failing the test if none comes in time.
+async fn next(watch: &mut Watch) -> Result<Change, Error> {
+    tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("a change in time")
+        .expect("the subscription goes on")
+}
+
+fn put(seq: CommitSeq, key: &str, value: &str) -> Change {
+    Change::Put {
+        seq,
+        key: key.into(),
+        value: value.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_sees_every_write_of_its_range_in_commit_order_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, follower) = pair(dir.path()).await;
+    leader.put("b0", "before").await.unwrap();
+    let range = KeyRange::all().gte("b").lt("c");
+    let mut watch = follower.watch(range).await.unwrap();
+    let start = watch.position();
+
+    leader.put("a", "outside").await.unwrap();
+    leader.put("b1", "one").await.unwrap();
+    follower.del("b0").await.unwrap();
+    leader
+        .batch(vec![
+            BatchOp::Put {
+                key: b"b2".to_vec(),
+                value: b"two".to_vec(),
+            },
+            BatchOp::Put {
+                key: b"c".to_vec(),
+                value: b"outside".to_vec(),
+            },
+        ])
+        .await
+        .unwrap();
+    follower
+        .clear(KeyRange::all().gte("a").lt("b1"))
+        .await
+        .unwrap();
+
+    let changes = [
+        next(&mut watch).await.unwrap(),
+        next(&mut watch).await.unwrap(),
+        next(&mut watch).await.unwrap(),
+        next(&mut watch).await.unwrap(),
+    ];
+    let seqs: Vec<u64> = changes.iter().map(|c| c.seq().0).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "commit order: {seqs:?}"
+    );
+    assert!(
+        seqs[0] > start.0,
+        "the write outside the range took a number first"
+    );
+    assert_eq!(changes[0], put(changes[0].seq(), "b1", "one"));
+    assert_eq!(
+        changes[1],
+        Change::Del {
+            seq: changes[1].seq(),
+            key: b"b0".to_vec()
+        }
+    );
+    assert_eq!(changes[2], put(changes[2].seq(), "b2", "two"));
+    assert_eq!(
+        changes[3],
+        Change::Clear {
+            seq: changes[3].seq(),
+            range: KeyRange {
+                start: Bound::Included(b"b".to_vec()),
+                end: Bound::Excluded(b"b1".to_vec()),
+            }
+        },
+        "the part of the clear inside the range"
+    );
+    assert_eq!(watch.position(), changes[3].seq().next());
+    // Nothing more: a write elsewhere does not wake it.
+    leader.put("z", "outside").await.unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(200), watch.next()).await;
+    assert!(quiet.is_err(), "nothing of the range: {quiet:?}");
+}
+
+/// Load a range with an iterator, then follow it from the iterator's snapshot: the writes
+/// before the snapshot are in the iteration only, those after it in the feed only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iteration_then_a_subscription_from_its_snapshot_miss_nothing_and_repeat_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, follower) = pair(dir.path()).await;
+    for n in 0..5 {
+        leader.put(format!("k{n}"), "old").await.unwrap();
+    }
+    let mut iter = follower.iter(IterOptions::default()).await.unwrap();
+    let first = iter.next().await.unwrap().unwrap();
+    let seq = iter.seq().expect("the snapshot's commit is known");
+    // Written after the snapshot, while the iteration is still being read.
+    leader.put("k0", "new").await.unwrap();
+    leader.put("k9", "new").await.unwrap();
+    let mut loaded = vec![first];
+    while let Some(entry) = iter.next().await {
+        loaded.push(entry.unwrap());
+    }
+    assert_eq!(loaded.len(), 5, "the snapshot holds the old keys only");
+    assert!(loaded.iter().all(|e| e.value == b"old"));
+    let mut watch = follower
+        .watch_from(KeyRange::all(), seq.next())
+        .await
+        .unwrap();
+    let a = next(&mut watch).await.unwrap();
+    let b = next(&mut watch).await.unwrap();
+    assert_eq!(a, put(seq.next(), "k0", "new"));
+    assert_eq!(b, put(seq.next().next(), "k9", "new"));
+}
+
+/// A subscriber that reads nothing while the log moves past what the leader keeps is told
+/// how many commits it lost, then goes on with the ones kept: never a silent gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_behind_the_kept_log_is_told_it_lagged_then_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options::default()
+        .change_retention(ChangeRetention {
+            groups: 4,
+            bytes: 1 << 20,
+        })
+        .watch_window(1);
+    let leader = open(dir.path(), options.clone()).await.unwrap();
+    assert_eq!(leader.ready().await.unwrap(), Role::Leader);
+    let follower = open(dir.path(), options).await.unwrap();
+    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+    let mut watch = follower.watch(KeyRange::all()).await.unwrap();
+    let start = watch.position();
+    for n in 0..200u32 {
+        leader.put(format!("{n:03}"), "v").await.unwrap();
+    }
+    // The leader trims its log between writes and on its timer.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut seen = Vec::new();
+    let mut lost = 0;
+    while seen.last().map(|c: &Change| c.seq().0) != Some(start.0 + 199) {
+        match next(&mut watch).await {
+            Ok(change) => seen.push(change),
+            Err(Error::Lagged { missed }) => lost += missed,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert!(
+        lost > 0,
+        "200 commits, 4 kept, a window of 1: some were lost"
+    );
+    assert_eq!(
+        seen.len() as u64 + lost,
+        200,
+        "every commit either seen or reported lost"
+    );
+    let seqs: Vec<u64> = seen.iter().map(|c| c.seq().0).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sublevel_watches_its_own_keys_as_it_names_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, follower) = pair(dir.path()).await;
+    let users = follower.sublevel("users").unwrap();
+    let mut watch = users.watch(KeyRange::all()).await.unwrap();
+    leader.put("alice", "root's").await.unwrap();
+    leader
+        .sublevel("posts")
+        .unwrap()
+        .put("alice", "a post")
+        .await
+        .unwrap();
+    leader
+        .sublevel("users")
+        .unwrap()
+        .put("alice", "a user")
+        .await
+        .unwrap();
+    leader.drop_sublevel("users").await.unwrap();
+    let change = next(&mut watch).await.unwrap();
+    assert_eq!(change, put(change.seq(), "alice", "a user"));
+    let cleared = next(&mut watch).await.unwrap();
+    assert_eq!(
+        cleared,
+        Change::Clear {
+            seq: cleared.seq(),
+            range: KeyRange {
+                start: Bound::Included(Vec::new()),
+                end: Bound::Unbounded,
+            }
+        },
+        "dropping the sublevel clears all of it"
+    );
+}
+
+/// A position from another store is refused rather than followed past commits unseen; a
+/// position kept from a subscription resumes it with nothing repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_resumes_from_a_kept_position_and_refuses_one_ahead_of_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, follower) = pair(dir.path()).await;
+    let mut watch = follower.watch(KeyRange::all()).await.unwrap();
+    leader.put("a", "1").await.unwrap();
+    leader.put("b", "2").await.unwrap();
+    let first = next(&mut watch).await.unwrap();
+    let kept = watch.position();
+    drop(watch);
+    let mut resumed = follower.watch_from(KeyRange::all(), kept).await.unwrap();
+    let second = next(&mut resumed).await.unwrap();
+    assert_eq!(first, put(first.seq(), "a", "1"));
+    assert_eq!(second, put(first.seq().next(), "b", "2"));
+
+    let mut ahead = follower
+        .watch_from(KeyRange::all(), CommitSeq(1_000_000))
+        .await
+        .unwrap();
+    match next(&mut ahead).await {
+        Err(Error::WatchAhead { from, .. }) => assert_eq!(from, 1_000_000),
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,380 @@
+//! The change feed's log: every group the writer commits gets the next commit sequence
+//! number, and its changes are stored under that number in the store's change log, in the
+//! same atomic commit as the data. A subscriber that knows the last number it saw resumes
+//! from the log on any leader, so a crash of the leader loses nothing and repeats nothing.
+//!
+//! An entry holds the group's writes as applied, in order: puts, deletes, and clears as
+//! their range (the keys a clear removed are known only to the store when it commits;
+//! level's `clear` event is one event with its range too). It starts with the log's size
+//! before it (`bytes_before`, the sum of the lengths of every entry ever appended before),
+//! so that a store can trim the log to a byte budget by looking at the oldest entries only.
+//!
+//! The writer builds entries ([`encode_entry`]); stores keep them as opaque bytes under the
+//! 8-byte big-endian sequence number, in a reserved namespace, and trim them as [`Trim`]
+//! says. Retention is by count and by bytes ([`ChangeRetention`]); the newest entry is never
+//! trimmed, as a new leader learns the next number from it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::range::KeyRange;
+use crate::wire::{BatchOp, WriteOp};
+
+/// The number of one committed group: 1 for the first group a store ever committed, then
+/// one more for each, with no gap.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct CommitSeq(pub u64);
+
+impl CommitSeq {
+    pub fn next(self) -> CommitSeq {
+        CommitSeq(self.0.saturating_add(1))
+    }
+
+    /// The key an entry is stored under: big-endian, so the store's order is the log's.
+    pub fn key(self) -> [u8; 8] {
+        self.0.to_be_bytes()
+    }
+
+    pub fn from_key(key: &[u8]) -> Option<CommitSeq> {
+        Some(CommitSeq(u64::from_be_bytes(key.try_into().ok()?)))
+    }
+}
+
+/// One write of a committed group, as a subscriber receives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    Put {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    Del {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
+    /// Every key in the range was deleted.
+    Clear { range: KeyRange },
+}
+
+impl Change {
+    /// What of this change a subscriber of `range` sees: a put or delete of a key in it,
+    /// or the part of a clear that overlaps it.
+    pub fn within(&self, range: &KeyRange) -> Option<Change> {
+        match self {
+            Change::Put { key, .. } | Change::Del { key } => {
+                range.contains(key).then(|| self.clone())
+            }
+            Change::Clear { range: cleared } => {
+                let overlap = cleared.intersection(range);
+                (!overlap.is_empty()).then_some(Change::Clear { range: overlap })
+            }
+        }
+    }
+
+    /// At least the bytes this change adds to a frame.
+    pub fn len_bound(&self) -> u64 {
+        16 + match self {
+            Change::Put { key, value } => key.len() as u64 + value.len() as u64 + 20,
+            Change::Del { key } => key.len() as u64 + 10,
+            Change::Clear { range } => range.len_bound(),
+        }
+    }
+}
+
+/// The same layout as [`Change`], borrowing from the group's writes.
+#[derive(Serialize)]
+enum ChangeRef<'a> {
+    Put {
+        #[serde(with = "serde_bytes")]
+        key: &'a [u8],
+        #[serde(with = "serde_bytes")]
+        value: &'a [u8],
+    },
+    Del {
+        #[serde(with = "serde_bytes")]
+        key: &'a [u8],
+    },
+    Clear {
+        range: &'a KeyRange,
+    },
+}
+
+impl<'a> ChangeRef<'a> {
+    fn of(op: &'a BatchOp) -> Self {
+        match op {
+            BatchOp::Put { key, value } => ChangeRef::Put { key, value },
+            BatchOp::Del { key } => ChangeRef::Del { key },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct EntryRef<'a> {
+    bytes_before: u64,
+    changes: Vec<ChangeRef<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    #[allow(dead_code)]
+    bytes_before: u64,
+    changes: Vec<Change>,
+}
+
+/// The log entry of a group whose writes are `ops`, appended after `bytes_before` bytes of
+/// log.
+pub fn encode_entry(bytes_before: u64, ops: &[WriteOp]) -> Vec<u8> {
+    let mut changes = Vec::with_capacity(ops.len());
+    for op in ops {
+        match op {
+            WriteOp::Put { key, value } => changes.push(ChangeRef::Put { key, value }),
+            WriteOp::Del { key } => changes.push(ChangeRef::Del { key }),
+            WriteOp::Clear { range } => changes.push(ChangeRef::Clear { range }),
+            WriteOp::Batch { ops } | WriteOp::Transaction { writes: ops, .. } => {
+                changes.extend(ops.iter().map(ChangeRef::of))
+            }
+        }
+    }
+    // Byte strings, integers and bounds always encode.
+    postcard::to_stdvec(&EntryRef {
+        bytes_before,
+        changes,
+    })
+    .unwrap_or_default()
+}
+
+/// The changes of a stored entry, or why it does not decode.
+pub fn decode_entry(entry: &[u8]) -> Result<Vec<Change>, String> {
+    postcard::from_bytes::<Entry>(entry)
+        .map(|entry| entry.changes)
+        .map_err(|error| error.to_string())
+}
+
+/// The entry a group's commit appends to the log, in the same atomic commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogAppend {
+    pub seq: CommitSeq,
+    /// What [`encode_entry`] made of the group's writes.
+    pub entry: Vec<u8>,
+}
+
+/// What a leader's driver read of the change log for a subscription (the answer to
+/// `ServerOutput::WatchPull`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRead {
+    /// Where the read started: the number asked for, or the next commit's when none was.
+    pub from: CommitSeq,
+    /// The stored entries from `from` on, in order, as the store keeps them.
+    pub entries: Vec<(CommitSeq, Vec<u8>)>,
+    /// The number the store's next commit takes, as of the read.
+    pub next: CommitSeq,
+}
+
+/// How a leader's driver answers a subscription's read of the log
+/// (`ServerOutput::WatchPull`), given the last commit its writer knows of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPlan {
+    /// Nothing to say yet: answer once a commit lands (or the log's end is known).
+    Wait,
+    /// Answer now with a [`LogRead`] from `from`, holding the stored entries from there if
+    /// `read`, none otherwise.
+    Answer {
+        from: CommitSeq,
+        read: bool,
+        next: CommitSeq,
+    },
+}
+
+pub fn plan_pull(from: Option<CommitSeq>, last: Option<CommitSeq>) -> PullPlan {
+    let Some(last) = last else {
+        return PullPlan::Wait;
+    };
+    let next = last.next();
+    match from {
+        None => PullPlan::Answer {
+            from: next,
+            read: false,
+            next,
+        },
+        Some(from) if from == next => PullPlan::Wait,
+        Some(from) => PullPlan::Answer {
+            from,
+            read: from < next,
+            next,
+        },
+    }
+}
+
+/// Where one stored entry lies in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogSpan {
+    pub seq: CommitSeq,
+    /// The log's size before this entry.
+    pub bytes_before: u64,
+    /// The log's size with it.
+    pub bytes_through: u64,
+}
+
+impl LogSpan {
+    /// The span of the entry stored under `seq`; `None` if it does not start with its size
+    /// before.
+    pub fn of(seq: CommitSeq, entry: &[u8]) -> Option<LogSpan> {
+        let (bytes_before, _) = postcard::take_from_bytes::<u64>(entry).ok()?;
+        Some(LogSpan {
+            seq,
+            bytes_before,
+            bytes_through: bytes_before.saturating_add(entry.len() as u64),
+        })
+    }
+}
+
+/// The oldest and the newest entry of a non-empty log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogEnds {
+    pub first: LogSpan,
+    pub last: LogSpan,
+}
+
+/// How much of the change log a store keeps. The writer trims it a page at a time once it
+/// is an eighth over either budget; the newest entry always stays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeRetention {
+    /// The most groups kept (at least 1).
+    pub groups: u64,
+    /// The most bytes of entries kept (at least 1).
+    pub bytes: u64,
+}
+
+impl Default for ChangeRetention {
+    fn default() -> Self {
+        ChangeRetention {
+            groups: 100_000,
+            bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Which of the oldest entries a trim removes: those before `keep_from`, and those that
+/// start before `keep_bytes_from` bytes of log; it stops at the first entry it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trim {
+    pub keep_from: CommitSeq,
+    pub keep_bytes_from: u64,
+}
+
+impl Trim {
+    pub fn removes(&self, span: &LogSpan) -> bool {
+        span.seq < self.keep_from || span.bytes_before < self.keep_bytes_from
+    }
+}
+
+/// Entries one page of a trim looks at.
+pub const TRIM_PAGE: usize = 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ops::Bound;
+
+    fn range(start: &str, end: &str) -> KeyRange {
+        KeyRange {
+            start: Bound::Included(start.into()),
+            end: Bound::Excluded(end.into()),
+        }
+    }
+
+    #[test]
+    fn an_entry_holds_the_groups_writes_in_order_and_its_place_in_the_log() {
+        let ops = vec![
+            WriteOp::Put {
+                key: b"a".to_vec(),
+                value: b"1".to_vec(),
+            },
+            WriteOp::Batch {
+                ops: vec![
+                    BatchOp::Del { key: b"b".to_vec() },
+                    BatchOp::Put {
+                        key: b"c".to_vec(),
+                        value: b"3".to_vec(),
+                    },
+                ],
+            },
+            WriteOp::Clear {
+                range: range("x", "z"),
+            },
+            WriteOp::Transaction {
+                reads: Vec::new(),
+                writes: vec![BatchOp::Del { key: b"d".to_vec() }],
+            },
+        ];
+        let entry = encode_entry(700, &ops);
+        assert_eq!(
+            decode_entry(&entry).unwrap(),
+            vec![
+                Change::Put {
+                    key: b"a".to_vec(),
+                    value: b"1".to_vec()
+                },
+                Change::Del { key: b"b".to_vec() },
+                Change::Put {
+                    key: b"c".to_vec(),
+                    value: b"3".to_vec()
+                },
+                Change::Clear {
+                    range: range("x", "z")
+                },
+                Change::Del { key: b"d".to_vec() },
+            ]
+        );
+        let span = LogSpan::of(CommitSeq(9), &entry).unwrap();
+        assert_eq!(span.bytes_before, 700);
+        assert_eq!(span.bytes_through, 700 + entry.len() as u64);
+        assert!(decode_entry(b"\xff").is_err());
+        assert_eq!(
+            CommitSeq::from_key(&CommitSeq(258).key()),
+            Some(CommitSeq(258))
+        );
+    }
+
+    #[test]
+    fn a_subscriber_sees_the_changes_of_its_range_and_the_part_of_a_clear_inside_it() {
+        let watched = range("b", "d");
+        let put = |k: &str| Change::Put {
+            key: k.into(),
+            value: b"v".to_vec(),
+        };
+        assert_eq!(put("b").within(&watched), Some(put("b")));
+        assert_eq!(put("d").within(&watched), None);
+        let clear = Change::Clear {
+            range: range("a", "c"),
+        };
+        assert_eq!(
+            clear.within(&watched),
+            Some(Change::Clear {
+                range: range("b", "c")
+            })
+        );
+        let outside = Change::Clear {
+            range: range("d", "e"),
+        };
+        assert_eq!(outside.within(&watched), None);
+    }
+
+    #[test]
+    fn a_trim_removes_what_is_too_old_by_count_or_by_bytes() {
+        let span = |seq, bytes_before| LogSpan {
+            seq: CommitSeq(seq),
+            bytes_before,
+            bytes_through: bytes_before + 10,
+        };
+        let trim = Trim {
+            keep_from: CommitSeq(5),
+            keep_bytes_from: 100,
+        };
+        assert!(trim.removes(&span(4, 200)), "too old by count");
+        assert!(trim.removes(&span(6, 99)), "too old by bytes");
+        assert!(!trim.removes(&span(5, 100)));
+    }
+}

@@ -1,0 +1,246 @@
+//! The change feed in the simulator: callers that subscribe to a range and read slowly,
+//! the leader's driver side of their reads of the change log (as party-core's store thread
+//! does: answer at once, or when the next commit lands), and the truth they are checked
+//! against: every group the store committed, under the number it was committed with.
+
+use party_proto::feed::{decode_entry, plan_pull, LogRead, PullPlan};
+use party_proto::{Change, CommitSeq, WatchEvent, WatchId, WatchPoll};
+
+use super::*;
+
+/// One subscriber, as the world saw it.
+#[derive(Debug, Clone)]
+pub struct Watcher {
+    pub process: ProcessId,
+    pub incarnation: u32,
+    pub range: KeyRange,
+    /// Where the leader said it starts, once it did.
+    pub start: Option<CommitSeq>,
+    /// What it handed the caller, in order.
+    pub events: Vec<WatchEvent>,
+    /// How it ended: failed, closed by its caller, or its process gone.
+    pub failed: Option<ErrorCode>,
+    pub closed: bool,
+    pub excuses: Excuses,
+}
+
+/// A subscription's read of the log waiting for the next commit.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct WaitingPull {
+    from: Option<CommitSeq>,
+    max: u32,
+}
+
+impl World {
+    /// A caller subscribes to a range from the next commit.
+    pub(super) fn open_watcher(&mut self, process: ProcessId) {
+        let range = KeyRange {
+            start: self.bound(),
+            end: self.bound(),
+        };
+        let now = self.timestamp();
+        let node = &mut self.processes[process];
+        let watch = node.machine.open_watch(now, range.clone(), None);
+        let index = self.watchers.len();
+        self.trace.line(
+            self.now,
+            format_args!("p{process} w{index} watches {range:?}"),
+        );
+        self.watchers.push(Watcher {
+            process,
+            incarnation: node.incarnation,
+            range,
+            start: None,
+            events: Vec::new(),
+            failed: None,
+            closed: false,
+            excuses: node.excuses,
+        });
+        node.watches.insert(watch, index);
+        self.pump(process);
+    }
+
+    pub(super) fn schedule_watch_read(&mut self, process: ProcessId, watch: WatchId) {
+        if self.processes[process].watch_reading.insert(watch) {
+            let delay = self.rand(20, 3_000);
+            let incarnation = self.processes[process].incarnation;
+            self.schedule(
+                delay,
+                Event::ReadWatch {
+                    process,
+                    incarnation,
+                    watch,
+                },
+            );
+        }
+    }
+
+    /// A slow subscriber takes a few events at a time; now and then it has had enough.
+    pub(super) fn read_watch(&mut self, process: ProcessId, watch: WatchId) {
+        self.processes[process].watch_reading.remove(&watch);
+        let Some(&index) = self.processes[process].watches.get(&watch) else {
+            return;
+        };
+        let now = self.timestamp();
+        let machine = &mut self.processes[process].machine;
+        if self.watchers[index].start.is_none() {
+            self.watchers[index].start = machine.watch_position(watch);
+            if let Some(start) = self.watchers[index].start {
+                self.trace.line(
+                    self.now,
+                    format_args!("p{process} w{index} starts at {}", start.0),
+                );
+            }
+        }
+        let max = self.rand(1, 4) as usize;
+        let machine = &mut self.processes[process].machine;
+        match machine.watch_take(now, watch, max) {
+            WatchPoll::Events(events) => {
+                for event in &events {
+                    self.trace
+                        .line(self.now, format_args!("p{process} w{index} <- {event:?}"));
+                    self.check_lag(index, event);
+                }
+                self.watchers[index].events.extend(events);
+                if self.chance(3) {
+                    self.processes[process].machine.close_watch(now, watch);
+                    self.watchers[index].closed = true;
+                    self.processes[process].watches.remove(&watch);
+                } else {
+                    self.schedule_watch_read(process, watch);
+                }
+            }
+            WatchPoll::Pending => {}
+            WatchPoll::Failed(error) => {
+                self.trace.line(
+                    self.now,
+                    format_args!("p{process} w{index} failed: {error}"),
+                );
+                self.watchers[index].failed = Some(error);
+                self.processes[process].watches.remove(&watch);
+            }
+        }
+        self.pump(process);
+    }
+
+    /// A lag is reported only for groups the store's log no longer holds.
+    fn check_lag(&mut self, index: usize, event: &WatchEvent) {
+        let WatchEvent::Lagged { missed, resume } = event else {
+            return;
+        };
+        let lost = CommitSeq(resume.0.saturating_sub(*missed));
+        let oldest = self
+            .store
+            .change_entries(CommitSeq(0), false, 1)
+            .expect("the memory store cannot fail");
+        if oldest.first().is_none_or(|(first, _)| *first <= lost) {
+            self.violations.push(format!(
+                "w{index}: told it lagged {missed} commits before {}, but the log still holds {}",
+                resume.0, lost.0
+            ));
+        }
+    }
+
+    /// The leader's driver answers a subscription's read of the log, or keeps it for the
+    /// next commit.
+    pub(super) fn pull_log(
+        &mut self,
+        process: ProcessId,
+        conn: ConnId,
+        watch: WatchId,
+        pull: WaitingPull,
+    ) {
+        let Some(leading) = &mut self.processes[process].leading else {
+            return;
+        };
+        let (from, read, next) = match plan_pull(pull.from, leading.writer.last_committed()) {
+            PullPlan::Wait => {
+                leading.waiting.insert((conn, watch), pull);
+                return;
+            }
+            PullPlan::Answer { from, read, next } => (from, read, next),
+        };
+        let entries = if read {
+            self.store
+                .change_entries(from, false, pull.max as usize)
+                .expect("the memory store cannot fail")
+        } else {
+            Vec::new()
+        };
+        let result = match self.store_fault() {
+            Some(error) => Err(error),
+            None => Ok(LogRead {
+                from,
+                entries,
+                next,
+            }),
+        };
+        self.store_reply(process, conn, ServerInput::WatchRead { watch, result });
+    }
+
+    pub(super) fn watch_pull(
+        &mut self,
+        process: ProcessId,
+        conn: ConnId,
+        watch: WatchId,
+        from: Option<CommitSeq>,
+        max: u32,
+    ) {
+        self.pull_log(process, conn, watch, WaitingPull { from, max });
+    }
+
+    pub(super) fn watch_drop(&mut self, process: ProcessId, conn: ConnId, watch: WatchId) {
+        if let Some(leading) = &mut self.processes[process].leading {
+            leading.waiting.remove(&(conn, watch));
+        }
+    }
+
+    /// After the writer's work: the reads that waited for a commit are answered once one
+    /// has landed.
+    pub(super) fn wake_waiting(&mut self, process: ProcessId) {
+        let Some(leading) = &mut self.processes[process].leading else {
+            return;
+        };
+        let last = leading.writer.last_committed();
+        if last == leading.woken_at {
+            return;
+        }
+        leading.woken_at = last;
+        let waiting = std::mem::take(&mut leading.waiting);
+        for ((conn, watch), pull) in waiting {
+            self.pull_log(process, conn, watch, pull);
+        }
+    }
+
+    /// The store took a group: its log entry is the truth the subscribers are held to, and
+    /// its number must be the next one, never one taken.
+    pub(super) fn record_commit(&mut self, process: ProcessId, batch: &WriteBatch) {
+        let Some(append) = &batch.log else {
+            return;
+        };
+        let expected = self.feed.keys().next_back().map_or(1, |last| last + 1);
+        if append.seq.0 != expected {
+            self.violations.push(format!(
+                "p{process} committed a group as number {}, the store's next is {expected}",
+                append.seq.0
+            ));
+        }
+        let changes = decode_entry(&append.entry).expect("the writer's entries decode");
+        self.feed.insert(append.seq.0, changes);
+    }
+
+    /// The subscribers of a process that ends stop where they are.
+    pub(super) fn end_watchers(&mut self, process: ProcessId) {
+        let node = &mut self.processes[process];
+        node.watches.clear();
+        node.watch_reading.clear();
+    }
+}
+
+/// The groups committed in a range, as a subscriber of it must see them.
+pub fn inside(changes: &[Change], range: &KeyRange) -> Vec<Change> {
+    changes
+        .iter()
+        .filter_map(|change| change.within(range))
+        .collect()
+}
