@@ -221,7 +221,7 @@ fn bound(
 }
 
 impl RangeArgs {
-    fn range(&self, encoding: Encoding) -> Result<KeyRange, Failure> {
+    pub(crate) fn range(&self, encoding: Encoding) -> Result<KeyRange, Failure> {
         Ok(KeyRange {
             start: bound(encoding, &self.gte, &self.gt)?,
             end: bound(encoding, &self.lte, &self.lt)?,

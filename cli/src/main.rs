@@ -15,6 +15,7 @@ mod failure;
 mod out;
 mod shell;
 mod tool_store;
+mod watch;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -125,6 +126,10 @@ enum DirCommand {
     Load,
     /// Keep one handle open and run commands from stdin, one per line.
     Shell,
+    /// Print every change committed to a range (by any process), one per line in commit
+    /// order, until interrupted: `SEQ put KEY VALUE`, `SEQ del KEY`, `SEQ clear START END`
+    /// (tab-separated), and `lagged MISSED` if it fell behind what the leader keeps.
+    Watch(watch::WatchArgs),
 }
 
 pub(crate) fn parse_backend(name: &str) -> Result<BackendKind, String> {
@@ -394,6 +399,7 @@ async fn run_store_command(
             .await
             .map(|n| Some(Outcome::Loaded(n))),
         DirCommand::Shell => shell::run(db, encoding, json).await.map(|()| None),
+        DirCommand::Watch(args) => watch::run(db, encoding, json, args).await.map(|()| None),
     }
 }
 

@@ -684,3 +684,54 @@ fn sublevels_confine_every_command_and_are_listed_and_dropped() {
         "an invalid name is a usage error"
     );
 }
+
+/// `watch` prints each change committed to its range by other processes, once, in commit
+/// order, in the lossless line format; `--from` replays from a commit it printed.
+#[test]
+fn watch_prints_each_change_of_its_range_once_in_commit_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    let mut watcher = Command::new(PARTY)
+        .args([dir, "watch", "--gte", "k", "--lt", "l", "--count", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut notes = BufReader::new(watcher.stderr.take().unwrap()).lines();
+    let started = notes.next().unwrap().unwrap();
+    let from: u64 = started
+        .strip_prefix("watching from commit ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{started}"));
+    for args in [
+        &["put", "k1", "one"][..],
+        &["put", "x", "outside"],
+        &["put", "k2", "two words"],
+        &["clear", "--gte", "j", "--lt", "k2"],
+        &["del", "k2"],
+    ] {
+        let mut all = vec![dir];
+        all.extend_from_slice(args);
+        assert!(party(&all).status.success(), "{args:?}");
+    }
+    let output = watcher.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let expected = format!(
+        "{}\tput\tk1\tone\n{}\tput\tk2\ttwo words\n{}\tclear\t>=k\t<k2\n{}\tdel\tk2\n",
+        from,
+        from + 2,
+        from + 3,
+        from + 4
+    );
+    assert_eq!(stdout(&output), expected);
+    let replay = party(&["--json", dir, "watch", "--from", &from.to_string(), "--count", "2"]);
+    assert_eq!(
+        stdout(&replay),
+        format!(
+            "{{\"key\":\"k1\",\"op\":\"put\",\"seq\":{from},\"value\":\"one\"}}\n\
+             {{\"key\":\"x\",\"op\":\"put\",\"seq\":{},\"value\":\"outside\"}}\n",
+            from + 1
+        ),
+        "without a range, every key"
+    );
+}
