@@ -1,11 +1,11 @@
 //! `party DIR watch`: one line per committed change of a range, in commit order, until
 //! interrupted (or `--count` changes). Lines are in the lossless form of the other
-//! commands, tab-separated after the commit number:
+//! commands, their fields separated by tabs (shown here as spaces):
 //!
-//! - `SEQ	put	KEY	VALUE`
-//! - `SEQ	del	KEY`
-//! - `SEQ	clear	START	END`, each bound `>=KEY`, `>KEY`, `<KEY`, `<=KEY` or `*`
-//! - `lagged	MISSED`: the subscription fell behind the leader's change log and lost
+//! - `SEQ put KEY VALUE`
+//! - `SEQ del KEY`
+//! - `SEQ clear START END`, each bound `>=KEY`, `>KEY`, `<KEY`, `<=KEY` or `*`
+//! - `lagged MISSED`: the subscription fell behind the leader's change log and lost
 //!   MISSED commits; it goes on after them.
 //!
 //! With `--json`, one object per line: `{"seq":N,"op":"put","key":…,"value":…}`, `"del"`,
