@@ -35,7 +35,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use party_proto::feed::{LogEnds, LogSpan, Trim};
+use party_proto::feed::LogEnds;
 use party_proto::txn::{CheckRead, CheckValue};
 use party_proto::{ClientId, CommitSeq, DedupRecord, IterOptions, KeyRange};
 
@@ -96,17 +96,6 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
             })),
             _ => Ok(None),
         }
-    }
-
-    /// One page of a trim: removes the oldest entries that `trim` removes, `max` at most,
-    /// stopping at the first it keeps. Returns the oldest entry left.
-    fn trim_changes(&self, trim: &Trim, max: usize) -> Result<Option<LogSpan>, BackendError> {
-        let oldest = self.change_entries(CommitSeq(0), false, max.saturating_add(1))?;
-        let (removed, first) = changes::trim_page(&oldest, trim, max)?;
-        if !removed.is_empty() {
-            self.remove_changes(&removed)?;
-        }
-        Ok(first)
     }
 
     /// The entries in `range`, in key order or reversed. Where the store has snapshots the

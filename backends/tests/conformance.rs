@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use party_backends::{Backend, BackendKind, MemoryBackend, OpenError, WriteBatch};
-use party_proto::feed::{decode_entry, encode_entry, Trim};
+use party_proto::feed::{decode_entry, encode_entry};
 use party_proto::txn::{CheckRead, CheckValue};
 use party_proto::wire::{BatchOp, Entry, WriteOp};
 use party_proto::{ClientId, CommitSeq, DedupRecord, IterOptions, KeyRange, LogAppend, WriteSeq};
@@ -505,8 +505,8 @@ pub fn dedup_records_are_stored_with_the_write_and_never_seen_as_data(store: &dy
 }
 
 /// Each commit's change log entry is stored with it under its number, never seen as data,
-/// read back in order from any number (oldest first, or newest first), and trimmed from
-/// the oldest a page at a time.
+/// read back in order from any number (oldest first, or newest first), and its oldest
+/// entries deleted by number.
 pub fn the_change_log_commits_with_its_group_and_is_read_and_trimmed_in_order(store: &dyn Backend) {
     assert_eq!(
         store.change_log_ends().unwrap(),
@@ -564,18 +564,9 @@ pub fn the_change_log_commits_with_its_group_and_is_read_and_trimmed_in_order(st
         }]
     );
 
-    let trim = Trim {
-        keep_from: CommitSeq(4),
-        keep_bytes_from: 0,
-    };
-    let first = store.trim_changes(&trim, 2).unwrap().unwrap();
-    assert_eq!(first.seq, CommitSeq(3), "a page removes at most its size");
-    let first = store.trim_changes(&trim, 10).unwrap().unwrap();
-    assert_eq!(
-        first.seq,
-        CommitSeq(4),
-        "and stops at the first entry it keeps"
-    );
+    store
+        .remove_changes(&[CommitSeq(1), CommitSeq(2), CommitSeq(3)])
+        .unwrap();
     assert_eq!(
         store.change_entries(CommitSeq(0), false, 10).unwrap(),
         stored[3..]

@@ -39,6 +39,8 @@ const KEYS: u64 = 100_000;
 /// Clients that wrote once in the past of the store of the second failover measure.
 const PAST_CLIENTS: u64 = 100_000;
 const VALUE: [u8; 100] = [b'v'; 100];
+/// The puts of the pipelined measurements: the bench's keys, round and round.
+const BENCH_PUTS: Option<fn(u64) -> Vec<u8>> = Some(|n| key(n % KEYS).to_vec());
 const CAP: u32 = 1 << 26;
 
 fn key(n: u64) -> [u8; 16] {
@@ -136,7 +138,7 @@ pub async fn node(args: &[String]) -> Result<ExitCode, Failure> {
                 db.clone(),
                 Duration::from_secs_f64(seconds),
                 64,
-                false,
+                None,
             ))
             .await?
             .0;
@@ -180,7 +182,12 @@ pub async fn node(args: &[String]) -> Result<ExitCode, Failure> {
             .await?;
             out::line(format_args!("ops {ops}"))?;
         }
-        _ => return Err("MODE is idle, load SECONDS, watch or writes SECONDS WHAT".into()),
+        [m] if m == "subscribe" => on_runtime(subscriber(db.clone())).await?,
+        _ => {
+            return Err(
+                "MODE is idle, load SECONDS, watch, writes SECONDS WHAT or subscribe".into(),
+            )
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -199,12 +206,13 @@ async fn on_runtime<T: Send + 'static>(
         .map_err(|e| format!("a measurement task failed: {e}"))?
 }
 
-/// Operations per second with `depth` in flight for `duration`: gets, or puts.
+/// Operations per second with `depth` in flight for `duration`: gets, or puts (of
+/// `put_key(n)` for the n-th, when given; else of the bench's keys).
 async fn pipelined(
     db: Db,
     duration: Duration,
     depth: usize,
-    puts: bool,
+    put_key: Option<fn(u64) -> Vec<u8>>,
 ) -> Result<(u64, f64), String> {
     let start = Instant::now();
     let mut in_flight = std::collections::VecDeque::new();
@@ -214,8 +222,8 @@ async fn pipelined(
         while in_flight.len() < depth {
             let op: std::pin::Pin<
                 Box<dyn std::future::Future<Output = Result<(), party_core::Error>> + Send>,
-            > = if puts {
-                Box::pin(db.put(key(n % KEYS), VALUE))
+            > = if let Some(put_key) = put_key {
+                Box::pin(db.put(put_key(n), VALUE))
             } else {
                 let get = db.get(key(n % KEYS));
                 Box::pin(async move { get.await.map(|_| ()) })
@@ -293,6 +301,155 @@ fn writes_by_processes(
             .ok_or_else(|| format!("a writer of the transactions bench said {line:?}"))?;
     }
     Ok(total as f64 / span.as_secs_f64())
+}
+
+/// A subscriber of every key (bench-node mode `subscribe`): prints `watching` once
+/// subscribed; then for the puts of `lat/…`, whose value is the wall-clock microsecond they
+/// were issued at, it takes the time to delivery, and on `end/lat` prints `latency P50 P99
+/// COUNT` (µs); it counts the puts of `thr/…` and on `end/thr` prints `throughput
+/// CHANGES_PER_S COUNT`, from the first to the last, and ends.
+async fn subscriber(db: Db) -> Result<(), String> {
+    let mut watch = db
+        .watch(party_core::KeyRange::all())
+        .await
+        .map_err(|e| e.to_string())?;
+    out::line("watching").map_err(|f| f.message)?;
+    let mut latencies = Vec::new();
+    let (mut first, mut last, mut count) = (0u64, 0u64, 0u64);
+    while let Some(change) = watch.next().await {
+        let party_core::Change::Put { key, value, .. } = change.map_err(|e| e.to_string())? else {
+            continue;
+        };
+        let now = micros_now();
+        match key.as_slice() {
+            [b'l', b'a', b't', b'/', ..] => {
+                let issued: u64 = String::from_utf8_lossy(&value).parse().unwrap_or(now);
+                latencies.push(Duration::from_micros(now.saturating_sub(issued)));
+            }
+            [b't', b'h', b'r', b'/', ..] => {
+                if count == 0 {
+                    first = now;
+                }
+                last = now;
+                count += 1;
+            }
+            b"end/lat" => {
+                latencies.sort();
+                let line = format!(
+                    "latency {} {} {}",
+                    percentile(&latencies, 0.5),
+                    percentile(&latencies, 0.99),
+                    latencies.len()
+                );
+                out::line(line).map_err(|f| f.message)?;
+            }
+            b"end/thr" => {
+                let seconds = (last.saturating_sub(first)).max(1) as f64 / 1e6;
+                let line = format!("throughput {} {count}", count as f64 / seconds);
+                out::line(line).map_err(|f| f.message)?;
+                return Ok(());
+            }
+            _ => {}
+        }
+    }
+    Err("the subscription ended".into())
+}
+
+/// The change feed with `subscribers` processes following every key while this process
+/// writes through a follower: the time from a put's issue to its delivery to each
+/// subscriber, one put at a time (p50 and p99 over all subscribers), and the changes per
+/// second each subscriber receives while puts go 64 at a time (the slowest one's).
+async fn feed_with(
+    dir: &Path,
+    store: &ToolStore,
+    db: &Db,
+    subscribers: usize,
+    span: Duration,
+    count: u64,
+) -> Result<Value, Failure> {
+    let mut children = (0..subscribers)
+        .map(|_| leader_child(dir, store, &["subscribe"]))
+        .collect::<Result<Vec<_>, _>>()?;
+    for child in &mut children {
+        if first_line(child)? != "ready follower" || first_line(child)? != "watching" {
+            return Err("a subscriber of the feed bench did not follow".into());
+        }
+    }
+    for n in 0..count {
+        db.put(format!("lat/{n:08}"), micros_now().to_string())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    db.put("end/lat", "").await.map_err(|e| e.to_string())?;
+    let (written, write_rate) = on_runtime(pipelined(
+        db.clone(),
+        span,
+        64,
+        Some(|n: u64| format!("thr/{n:010}").into_bytes()),
+    ))
+    .await?;
+    db.put("end/thr", "").await.map_err(|e| e.to_string())?;
+    let (mut p50s, mut p99s, mut rates) = (Vec::new(), Vec::new(), Vec::new());
+    for child in &mut children {
+        let words = first_line(child)?;
+        let latency: Vec<f64> = words
+            .strip_prefix("latency ")
+            .map(|rest| rest.split(' ').filter_map(|w| w.parse().ok()).collect())
+            .unwrap_or_default();
+        let words = first_line(child)?;
+        let throughput: Vec<f64> = words
+            .strip_prefix("throughput ")
+            .map(|rest| rest.split(' ').filter_map(|w| w.parse().ok()).collect())
+            .unwrap_or_default();
+        let (&[p50, p99, seen_latency], &[rate, seen]) =
+            (latency.as_slice(), throughput.as_slice())
+        else {
+            return Err(format!("a subscriber of the feed bench said {words:?}").into());
+        };
+        if seen_latency as u64 != count || seen as u64 != written {
+            return Err(format!(
+                "a subscriber saw {seen_latency} of {count} and {seen} of {written} changes"
+            )
+            .into());
+        }
+        p50s.push(p50);
+        p99s.push(p99);
+        rates.push(rate);
+    }
+    p50s.sort_by(f64::total_cmp);
+    Ok(json!({
+        "issue_to_delivery_p50_us": p50s[p50s.len() / 2],
+        "issue_to_delivery_p99_us": p99s.iter().copied().fold(0.0, f64::max),
+        "delivered_changes_per_s_slowest": rates.iter().copied().fold(f64::INFINITY, f64::min),
+        "written_ops_per_s": write_rate,
+    }))
+}
+
+async fn feed(
+    base: &Path,
+    store: &ToolStore,
+    span: Duration,
+    quick: bool,
+) -> Result<Value, Failure> {
+    let dir = base.join("feed");
+    let _leader = start_leader(&dir, store)?;
+    let db = crate::open_on(&dir, store).await?;
+    if db.ready().await.map_err(|e| e.to_string())? != Role::Follower {
+        return Err("this process did not follow".into());
+    }
+    let count = if quick { 500 } else { 5_000 };
+    let mut report = serde_json::Map::new();
+    for subscribers in [1, 8] {
+        out::note(format_args!(
+            "bench: change feed, {subscribers} subscribers…"
+        ));
+        report.insert(
+            subscribers.to_string(),
+            feed_with(&dir, store, &db, subscribers, span, count).await?,
+        );
+    }
+    db.close().await.map_err(|e| e.to_string())?;
+    Ok(Value::Object(report))
 }
 
 /// Transactions per second by 1, 4 and 16 processes, contended and not, next to plain puts.
@@ -493,8 +650,10 @@ async fn measure(base: &Path, store: &ToolStore, quick: bool) -> Result<Value, F
         return Err("the in-process handle did not lead".into());
     }
     fill(&db).await?;
-    let local_get = on_runtime(pipelined(db.clone(), span, 256, false)).await?.1;
-    let local_put = on_runtime(pipelined(db.clone(), span, 256, true)).await?.1;
+    let local_get = on_runtime(pipelined(db.clone(), span, 256, None)).await?.1;
+    let local_put = on_runtime(pipelined(db.clone(), span, 256, BENCH_PUTS))
+        .await?
+        .1;
     db.close().await.map_err(|e| e.to_string())?;
 
     out::note(format_args!("bench: one follower…"));
@@ -511,10 +670,10 @@ async fn measure(base: &Path, store: &ToolStore, quick: bool) -> Result<Value, F
     let (main_thread_get_p50, _, _) = sequential(db.clone(), count, false).await?;
     let mut depths = serde_json::Map::new();
     for depth in [16, 64, 256] {
-        let get = on_runtime(pipelined(db.clone(), span, depth, false))
+        let get = on_runtime(pipelined(db.clone(), span, depth, None))
             .await?
             .1;
-        let put = on_runtime(pipelined(db.clone(), span, depth, true))
+        let put = on_runtime(pipelined(db.clone(), span, depth, BENCH_PUTS))
             .await?
             .1;
         depths.insert(
@@ -568,6 +727,7 @@ async fn measure(base: &Path, store: &ToolStore, quick: bool) -> Result<Value, F
     let failover_past = failovers(&past, store, kills).await?;
 
     let transactions = transactions(base, store, span)?;
+    let feed = feed(base, store, span, quick).await?;
 
     out::note(format_args!("bench: one-shot commands…"));
     let one_shot = one_shot_commands(base, store, if quick { 3 } else { 15 })?;
@@ -592,6 +752,7 @@ async fn measure(base: &Path, store: &ToolStore, quick: bool) -> Result<Value, F
         "failover": failover,
         "one_shot": one_shot,
         "transactions": transactions,
+        "feed": feed,
         "memory_kib": {
             "follower_rss": follower_rss,
             "idle_follower_rss": idle_rss,
@@ -879,6 +1040,17 @@ fn table(report: &Value) -> Vec<String> {
             rate(&t["contended_txn_per_s"]),
             rate(&t["uncontended_txn_per_s"]),
             rate(&t["put_ops_per_s"])
+        ));
+    }
+    for subscribers in ["1", "8"] {
+        let f = &report["feed"][subscribers];
+        lines.push(format!(
+            "change feed, {subscribers} subscriber{}  put → delivery p50 {} µs  p99 {} µs; delivered {} changes/s each (puts {} ops/s, 64 in flight)",
+            if subscribers == "1" { " " } else { "s" },
+            number(&f["issue_to_delivery_p50_us"]),
+            number(&f["issue_to_delivery_p99_us"]),
+            rate(&f["delivered_changes_per_s_slowest"]),
+            rate(&f["written_ops_per_s"])
         ));
     }
     let c = &report["one_shot"];

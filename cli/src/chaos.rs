@@ -13,9 +13,15 @@
 //! worker does so through a handle of its own without retries, whose increments in flight
 //! at a failover end unknown (`ConnectionLost`) instead of being re-sent.
 //!
+//! Each worker also watches the unique keys (`Db::watch`) while it runs: every register's
+//! writes must reach it one after the other (`n`, then `n + 1`), across every failover of
+//! its run; a write seen twice, out of order, or skipped is reported (`feed-gap`).
+//!
 //! At the end: every acknowledged write is there; every register holds its last
 //! acknowledged value or a later one; no register was ever read going backwards — which is
-//! how a re-sent write applied a second time would show. Every acknowledged increment is
+//! how a re-sent write applied a second time would show. The change log, replayed from the
+//! store's first commit by a subscription of the controller's own, holds every
+//! acknowledged write exactly once, each register's in order. Every acknowledged increment is
 //! there, and each counter holds exactly as many increments as were committed (its unique
 //! keys): an increment lost to a race, or applied twice after a failover, would show as a
 //! difference. The increments committed but never acknowledged can only be those of killed
@@ -66,7 +72,9 @@ const COUNTERS: usize = 2;
 
 /// The worker `DIR BACKEND REGISTER`: writes its register forever, reads all registers,
 /// prints `acked REGISTER N ROLE` per acknowledged write and `backwards REGISTER FROM TO`;
-/// meanwhile increments the counters, printing `incremented REGISTER N` per increment.
+/// meanwhile increments the counters, printing `incremented REGISTER N` per increment, and
+/// watches the unique keys, printing `watched REGISTER COUNT` now and then and
+/// `feed-gap …` for a write seen out of turn.
 pub async fn worker(args: &[String]) -> Result<ExitCode, Failure> {
     let [dir, backend, register] = args else {
         return Err(Failure::usage("usage: chaos-worker DIR BACKEND REGISTER"));
@@ -83,6 +91,7 @@ pub async fn worker(args: &[String]) -> Result<ExitCode, Failure> {
         db.clone()
     };
     let incrementing = tokio::spawn(increments(incrementer, register));
+    tokio::spawn(watching(db.clone(), register));
     let mut seen: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
     // Several writes in flight: a write applied a second time after a failover would then
     // set the register back below a value others have already read.
@@ -136,6 +145,50 @@ pub async fn worker(args: &[String]) -> Result<ExitCode, Failure> {
         }
     }
     incrementing.await.map_err(|e| e.to_string())?
+}
+
+/// The unique keys' range: `uniq/<register>/<n>`.
+fn unique_keys() -> party_core::KeyRange {
+    party_core::KeyRange::all().gte("uniq/").lt("uniq0")
+}
+
+/// The register and number of a unique key, `uniq/<register>/<n>`.
+fn unique_key(key: &[u8]) -> Option<(usize, u64)> {
+    let key = std::str::from_utf8(key).ok()?.strip_prefix("uniq/")?;
+    let (register, n) = key.split_once('/')?;
+    Some((register.parse().ok()?, n.parse().ok()?))
+}
+
+/// Follows the unique keys from now on: each register's writes must come one after the
+/// other. Reports `feed-gap WATCHER REGISTER LAST N` for one that does not, and every
+/// 1 000 changes `watched WATCHER COUNT`.
+async fn watching(db: party_core::Db, watcher: usize) -> Result<(), Failure> {
+    let mut watch = db.watch(unique_keys()).await.map_err(|e| e.to_string())?;
+    let mut last: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut count = 0u64;
+    while let Some(change) = watch.next().await {
+        match change {
+            Ok(party_core::Change::Put { key, .. }) => {
+                let Some((register, n)) = unique_key(&key) else {
+                    continue;
+                };
+                if let Some(previous) = last.insert(register, n) {
+                    if n != previous + 1 {
+                        out::line(format_args!("feed-gap {watcher} {register} {previous} {n}"))?;
+                    }
+                }
+                count += 1;
+                if count.is_multiple_of(1_000) {
+                    out::line(format_args!("watched {watcher} {count}"))?;
+                }
+            }
+            Ok(_) => {}
+            // Lost commits, said: the registers start over from what comes next.
+            Err(party_core::Error::Lagged { .. }) => last.clear(),
+            Err(error) => return Err(error.to_string().into()),
+        }
+    }
+    Ok(())
 }
 
 /// Increments the counters by transaction, one at a time, forever: increment `n` of this
@@ -214,6 +267,8 @@ struct Tally {
     incremented: BTreeMap<usize, Vec<u64>>,
     unknown: u64,
     backwards: Vec<String>,
+    /// The changes the workers' subscriptions saw, by the last count each reported.
+    watched: BTreeMap<usize, u64>,
 }
 
 impl Tally {
@@ -227,8 +282,14 @@ impl Tally {
                 }
                 Some((*role).to_owned())
             }
-            ["backwards", ..] => {
+            ["backwards", ..] | ["feed-gap", ..] => {
                 self.backwards.push(line.to_owned());
+                None
+            }
+            ["watched", _, count] => {
+                if let Ok(count) = count.parse() {
+                    self.watched.insert(register, count);
+                }
                 None
             }
             ["incremented", _, n] => {
@@ -328,6 +389,7 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
         incremented,
         unknown,
         backwards,
+        watched,
     } = tally;
 
     // Every acknowledged write must be there, and no register behind its last ack.
@@ -360,6 +422,7 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
     }
     let unanswered = unknown + kills as u64 + stopped;
     let increments = check_counters(&db, &incremented, unanswered, &mut missing).await?;
+    let replayed = check_change_log(&db, &acked, &mut missing).await?;
     db.close().await.map_err(|e| e.to_string())?;
     for register in settled {
         if !acked.contains_key(&register) {
@@ -369,21 +432,87 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
         }
     }
     let violations = missing.len() + backwards.len();
+    let watched: u64 = watched.values().sum();
     out::line(format_args!(
         "kills survived: {kills}; writes acknowledged: {total}; increments acknowledged: \
-         {increments} ({unknown} more ended unknown, without retries); violations: \
-         {violations}"
+         {increments} ({unknown} more ended unknown, without retries); changes watched live: \
+         {watched}, replayed: {replayed}; violations: {violations}"
     ))?;
     for line in missing.iter().chain(&backwards).take(10) {
         out::line(format_args!("  {line}"))?;
     }
     Ok(
-        if violations == 0 && kills > 0 && total > 0 && increments > 0 {
+        if violations == 0 && kills > 0 && total > 0 && increments > 0 && watched > 0 {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(3)
         },
     )
+}
+
+/// Replays the change log from the store's first commit to its last: each register's
+/// writes must be in it once each and in order, every acknowledged one included. Gives the
+/// number of unique-key changes replayed; a log trimmed before the end of the run (more
+/// commits than `Options::change_retention`) is said, and only what is left checked.
+async fn check_change_log(
+    db: &party_core::Db,
+    acked: &BTreeMap<usize, u64>,
+    missing: &mut Vec<String>,
+) -> Result<u64, Failure> {
+    let snapshot = db
+        .iter(party_core::IterOptions::default().limit(Some(1)))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut snapshot = snapshot;
+    snapshot.next().await;
+    let last = snapshot
+        .seq()
+        .ok_or("the store did not say its last commit")?;
+    // Every key, so that each commit with a write moves the position on.
+    let mut watch = db
+        .watch_from(party_core::KeyRange::all(), party_core::CommitSeq(1))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut seen: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut replayed = 0;
+    let mut trimmed = false;
+    while watch.position() <= last {
+        // The last commits may write nothing (a read-only transaction): nothing comes then.
+        let Ok(next) = tokio::time::timeout(Duration::from_secs(5), watch.next()).await else {
+            break;
+        };
+        match next {
+            Some(Ok(party_core::Change::Put { key, .. })) => {
+                let Some((register, n)) = unique_key(&key) else {
+                    continue;
+                };
+                replayed += 1;
+                let previous = seen.insert(register, n).unwrap_or(0);
+                if n != previous + 1 && !(trimmed && previous == 0) {
+                    missing.push(format!(
+                        "the change log has uniq/{register:04}/{n:08} after {previous}"
+                    ));
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(party_core::Error::Lagged { missed })) => {
+                out::line(format_args!(
+                    "  the change log no longer holds the first {missed} commits"
+                ))?;
+                trimmed = true;
+            }
+            Some(Err(error)) => return Err(error.to_string().into()),
+            None => break,
+        }
+    }
+    for (register, last) in acked {
+        if seen.get(register).is_none_or(|seen| seen < last) {
+            missing.push(format!(
+                "acknowledged uniq/{register:04}/{last:08} is not in the change log"
+            ));
+        }
+    }
+    Ok(replayed)
 }
 
 /// Every acknowledged increment must be there, each counter must hold exactly the

@@ -724,7 +724,15 @@ fn watch_prints_each_change_of_its_range_once_in_commit_order() {
         from + 4
     );
     assert_eq!(stdout(&output), expected);
-    let replay = party(&["--json", dir, "watch", "--from", &from.to_string(), "--count", "2"]);
+    let replay = party(&[
+        "--json",
+        dir,
+        "watch",
+        "--from",
+        &from.to_string(),
+        "--count",
+        "2",
+    ]);
     assert_eq!(
         stdout(&replay),
         format!(

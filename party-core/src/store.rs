@@ -249,12 +249,15 @@ impl Worker {
                 WriterOutput::LoadLogEnds => WriterInput::LogEndsLoaded(
                     self.store.change_log_ends().map_err(ErrorCode::from),
                 ),
-                WriterOutput::TrimLog { trim, max } => WriterInput::LogTrimmed(
-                    self.store
-                        .trim_changes(&trim, max)
-                        .inspect_err(|error| tracing::warn!("trimming the change log: {error}"))
-                        .map_err(ErrorCode::from),
-                ),
+                WriterOutput::TrimLog { from, to } => {
+                    let trimmed: Vec<CommitSeq> = (from.0..to.0).map(CommitSeq).collect();
+                    WriterInput::LogTrimmed(
+                        self.store
+                            .remove_changes(&trimmed)
+                            .inspect_err(|error| tracing::warn!("trimming the change log: {error}"))
+                            .map_err(ErrorCode::from),
+                    )
+                }
                 WriterOutput::ExpireRecords {
                     written_before_ms,
                     after,

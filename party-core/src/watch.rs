@@ -187,9 +187,10 @@ impl Watch {
         }
     }
 
-    /// The first commit whose changes this subscription has not handed over yet: a
+    /// The first commit whose changes this subscription has not handed over yet, or an
+    /// earlier one from which every commit up to it held nothing in the range: a
     /// subscription opened later from here ([`Db::watch_from`]) goes on where this one
-    /// stops.
+    /// stops, repeating nothing.
     pub fn position(&self) -> CommitSeq {
         self.buffered
             .front()

@@ -7,11 +7,11 @@
 //! their range (the keys a clear removed are known only to the store when it commits;
 //! level's `clear` event is one event with its range too). It starts with the log's size
 //! before it (`bytes_before`, the sum of the lengths of every entry ever appended before),
-//! so that a store can trim the log to a byte budget by looking at the oldest entries only.
+//! so that a new leader knows how large the log it takes over is.
 //!
 //! The writer builds entries ([`encode_entry`]); stores keep them as opaque bytes under the
-//! 8-byte big-endian sequence number, in a reserved namespace, and trim them as [`Trim`]
-//! says. Retention is by count and by bytes ([`ChangeRetention`]); the newest entry is never
+//! 8-byte big-endian sequence number, in a reserved namespace, and delete the oldest when
+//! the writer says (`crate::changelog`). Retention is by count and by bytes ([`ChangeRetention`]); the newest entry is never
 //! trimmed, as a new leader learns the next number from it.
 
 use serde::{Deserialize, Serialize};
@@ -256,21 +256,7 @@ impl Default for ChangeRetention {
     }
 }
 
-/// Which of the oldest entries a trim removes: those before `keep_from`, and those that
-/// start before `keep_bytes_from` bytes of log; it stops at the first entry it keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Trim {
-    pub keep_from: CommitSeq,
-    pub keep_bytes_from: u64,
-}
-
-impl Trim {
-    pub fn removes(&self, span: &LogSpan) -> bool {
-        span.seq < self.keep_from || span.bytes_before < self.keep_bytes_from
-    }
-}
-
-/// Entries one page of a trim looks at.
+/// Entries one page of a trim deletes at most.
 pub const TRIM_PAGE: usize = 1024;
 
 #[cfg(test)]
@@ -360,21 +346,5 @@ mod tests {
             range: range("d", "e"),
         };
         assert_eq!(outside.within(&watched), None);
-    }
-
-    #[test]
-    fn a_trim_removes_what_is_too_old_by_count_or_by_bytes() {
-        let span = |seq, bytes_before| LogSpan {
-            seq: CommitSeq(seq),
-            bytes_before,
-            bytes_through: bytes_before + 10,
-        };
-        let trim = Trim {
-            keep_from: CommitSeq(5),
-            keep_bytes_from: 100,
-        };
-        assert!(trim.removes(&span(4, 200)), "too old by count");
-        assert!(trim.removes(&span(6, 99)), "too old by bytes");
-        assert!(!trim.removes(&span(5, 100)));
     }
 }

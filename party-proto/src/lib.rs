@@ -7,6 +7,7 @@
 
 #[cfg(feature = "bug-injection")]
 pub mod bugs;
+mod changelog;
 pub mod client;
 pub mod election;
 pub mod error;
@@ -28,7 +29,7 @@ pub use client::{
 };
 pub use election::{Election, ElectionConfig, ElectionInput, ElectionOutput, Role};
 pub use error::ErrorCode;
-pub use feed::{Change, ChangeRetention, CommitSeq, LogAppend, LogEnds, LogSpan, Trim};
+pub use feed::{Change, ChangeRetention, CommitSeq, LogAppend, LogEnds, LogSpan};
 pub use ids::{ClientId, IterId, RequestId, WatchId, WriteSeq};
 pub use process::{Process, ProcessConfig, ProcessInput, ProcessOutput, RoleView};
 pub use range::{IterOptions, KeyRange};

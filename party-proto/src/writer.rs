@@ -42,8 +42,9 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
+use crate::changelog::ChangeLog;
 use crate::error::ErrorCode;
-use crate::feed::{encode_entry, ChangeRetention, CommitSeq, LogAppend, LogEnds, LogSpan, Trim};
+use crate::feed::{encode_entry, ChangeRetention, CommitSeq, LogAppend, LogEnds, LogSpan};
 use crate::ids::ClientId;
 use crate::server::{Admission, DedupRecord, DedupTable, WriteStamp};
 use crate::time::Timestamp;
@@ -155,8 +156,8 @@ pub enum WriterInput {
     /// Answer to [`WriterOutput::LoadLogEnds`]: the oldest and newest entries of the change
     /// log, `None` when it is empty; or why it could not be read.
     LogEndsLoaded(Result<Option<LogEnds>, ErrorCode>),
-    /// Answer to [`WriterOutput::TrimLog`]: the oldest entry left; or why the trim failed.
-    LogTrimmed(Result<Option<LogSpan>, ErrorCode>),
+    /// Answer to [`WriterOutput::TrimLog`]: done, or why it failed.
+    LogTrimmed(Result<(), ErrorCode>),
 }
 
 /// What the caller must do.
@@ -191,9 +192,9 @@ pub enum WriterOutput<T> {
     /// Read the oldest and the newest entry of the change log, then answer
     /// [`WriterInput::LogEndsLoaded`].
     LoadLogEnds,
-    /// Remove the oldest entries of the change log that `trim` removes, looking at `max` at
-    /// most and stopping at the first it keeps, then answer [`WriterInput::LogTrimmed`].
-    TrimLog { trim: Trim, max: usize },
+    /// Delete the change log's entries numbered from `from` up to `to` (not included),
+    /// then answer [`WriterInput::LogTrimmed`].
+    TrimLog { from: CommitSeq, to: CommitSeq },
 }
 
 /// The store operations a write adds to a group, before its client's dedup record: one per
@@ -264,7 +265,7 @@ pub struct Writer<T> {
     /// What they read: the store before the next group, for its transactions.
     snapshot: Option<Result<Snapshot, ErrorCode>>,
     /// The change log as the last commit left it; `None` until its ends are read.
-    log: Option<Log>,
+    log: Option<ChangeLog>,
     /// A [`WriterOutput::LoadLogEnds`] is out.
     loading_log: bool,
     /// The last read of the log's end failed: the next is tried with the next group, or
@@ -278,23 +279,11 @@ pub struct Writer<T> {
     outputs: VecDeque<WriterOutput<T>>,
 }
 
-/// The change log, as the writer knows it.
-#[derive(Debug, Clone, Copy)]
-struct Log {
-    /// The number of the next group.
-    next: CommitSeq,
-    /// The log's size so far: where the next entry starts.
-    bytes_through: u64,
-    /// The newest entry and the oldest, if any.
-    last: Option<LogSpan>,
-    first: Option<LogSpan>,
-}
-
 /// Where the trimming of the change log stands.
 #[derive(Debug, Default)]
 struct Trimming {
-    /// A page is out.
-    out: bool,
+    /// A page is out: the entries before this number go.
+    out: Option<CommitSeq>,
     /// A trim is under way: it goes on, a page at a time, until the log is within its
     /// retention.
     running: bool,
@@ -370,7 +359,7 @@ impl<T> Writer<T> {
             && !self.checkpointing
             && !self.expiry.out
             && !self.loading_log
-            && !self.trim.out
+            && self.trim.out.is_none()
     }
 
     /// The number of the last group the store committed, once the writer knows it (`None`
@@ -378,7 +367,7 @@ impl<T> Writer<T> {
     /// store that never committed one. An iterator opened now reads the store as of it.
     pub fn last_committed(&self) -> Option<CommitSeq> {
         match (&self.log, self.loading_log) {
-            (Some(log), false) => Some(CommitSeq(log.next.0 - 1)),
+            (Some(log), false) => Some(CommitSeq(log.next().0 - 1)),
             _ => None,
         }
     }
@@ -437,13 +426,10 @@ impl<T> Writer<T> {
         }
     }
 
-    fn trim_page(&mut self, trim: Trim) {
+    fn trim_page(&mut self, (from, to): (CommitSeq, CommitSeq)) {
         self.trim.running = true;
-        self.trim.out = true;
-        self.outputs.push_back(WriterOutput::TrimLog {
-            trim,
-            max: crate::feed::TRIM_PAGE,
-        });
+        self.trim.out = Some(to);
+        self.outputs.push_back(WriterOutput::TrimLog { from, to });
     }
 
     pub fn poll_output(&mut self) -> Option<WriterOutput<T>> {
@@ -529,14 +515,7 @@ impl<T> Writer<T> {
         self.loading_log = false;
         self.log_retry_at = ends.is_err().then(|| now + self.config.quiet_period);
         match ends {
-            Ok(ends) => {
-                self.log = Some(Log {
-                    next: ends.map_or(CommitSeq(1), |ends| ends.last.seq.next()),
-                    bytes_through: ends.map_or(0, |ends| ends.last.bytes_through),
-                    last: ends.map(|ends| ends.last),
-                    first: ends.map(|ends| ends.first),
-                })
-            }
+            Ok(ends) => self.log = Some(ChangeLog::new(ends)),
             Err(error) => {
                 // Without the next number no group can commit; the closed group's writes
                 // end unknown (as when records cannot be read), and the end is read again
@@ -559,44 +538,23 @@ impl<T> Writer<T> {
         self.log.is_none() && !self.loading_log && self.log_retry_at.is_none_or(|at| at <= now)
     }
 
-    /// Whether the log is past its retention: by an eighth to start a trim, at all to go on
-    /// with one.
-    fn trim_due(&self, now: Timestamp) -> Option<Trim> {
-        let log = self.log.as_ref()?;
-        let (first, last) = (log.first?, log.last?);
+    /// The next page of a trim of the change log, if one is due now.
+    fn trim_due(&self, now: Timestamp) -> Option<(CommitSeq, CommitSeq)> {
         if self.trim.paused_until.is_some_and(|until| now < until) {
             return None;
         }
-        let keep = self.config.change_retention;
-        let (groups, bytes) = (keep.groups.max(1), keep.bytes.max(1));
-        let held_groups = log.next.0 - first.seq.0;
-        let held_bytes = log.bytes_through.saturating_sub(first.bytes_before);
-        let slack = |budget: u64| {
-            if self.trim.running {
-                budget
-            } else {
-                budget + budget / 8
-            }
-        };
-        if held_groups <= slack(groups) && held_bytes <= slack(bytes) {
-            return None;
-        }
-        let trim = Trim {
-            keep_from: CommitSeq(log.next.0.saturating_sub(groups)),
-            // The newest entry stays, however large.
-            keep_bytes_from: log
-                .bytes_through
-                .saturating_sub(bytes)
-                .min(last.bytes_before),
-        };
-        trim.removes(&first).then_some(trim)
+        self.log
+            .as_ref()?
+            .trim(self.config.change_retention, self.trim.running)
     }
 
-    fn log_trimmed(&mut self, now: Timestamp, first: Result<Option<LogSpan>, ErrorCode>) {
-        self.trim.out = false;
-        match (first, &mut self.log) {
-            (Ok(first), Some(log)) => log.first = first,
-            (Ok(_), None) => {}
+    fn log_trimmed(&mut self, now: Timestamp, result: Result<(), ErrorCode>) {
+        let Some(to) = self.trim.out.take() else {
+            return;
+        };
+        match (result, &mut self.log) {
+            (Ok(()), Some(log)) => log.trimmed(to),
+            (Ok(()), None) => {}
             // Tried again a while later; the log only grows meanwhile.
             (Err(_), _) => {
                 self.trim.running = false;
@@ -693,7 +651,11 @@ impl<T> Writer<T> {
                 }
                 return;
             };
-            let Some(log) = self.log else {
+            let Some((next, bytes_through)) = self
+                .log
+                .as_ref()
+                .map(|log| (log.next(), log.bytes_through()))
+            else {
                 self.load_log_ends();
                 return;
             };
@@ -722,9 +684,9 @@ impl<T> Writer<T> {
                 in_group: Vec::new(),
                 written_ms,
                 logged: LogSpan {
-                    seq: log.next,
-                    bytes_before: log.bytes_through,
-                    bytes_through: log.bytes_through,
+                    seq: next,
+                    bytes_before: bytes_through,
+                    bytes_through,
                 },
                 #[cfg(feature = "bug-injection")]
                 records_apart: None,
@@ -781,12 +743,9 @@ impl<T> Writer<T> {
                 continue;
             }
             batch.records = self.group_records(written_ms);
-            let entry = encode_entry(log.bytes_through, &batch.ops);
-            group.logged.bytes_through = log.bytes_through + entry.len() as u64;
-            batch.log = Some(LogAppend {
-                seq: log.next,
-                entry,
-            });
+            let entry = encode_entry(bytes_through, &batch.ops);
+            group.logged.bytes_through = bytes_through + entry.len() as u64;
+            batch.log = Some(LogAppend { seq: next, entry });
             #[cfg(feature = "bug-injection")]
             if self.config.bugs.records_apart {
                 group.records_apart = Some(std::mem::take(&mut batch.records));
@@ -814,10 +773,7 @@ impl<T> Writer<T> {
         match result {
             CommitResult::Committed => {
                 if let Some(log) = &mut self.log {
-                    log.next = group.logged.seq.next();
-                    log.bytes_through = group.logged.bytes_through;
-                    log.last = Some(group.logged);
-                    log.first.get_or_insert(group.logged);
+                    log.appended(group.logged);
                 }
                 self.dedup.commit_group(group.written_ms);
                 self.unsaved = true;

@@ -71,7 +71,7 @@ fn carry_out(
                 writer.handle_input(NOW, WriterInput::LogEndsLoaded(Ok(None)))
             }
             WriterOutput::TrimLog { .. } => {
-                writer.handle_input(NOW, WriterInput::LogTrimmed(Ok(None)))
+                writer.handle_input(NOW, WriterInput::LogTrimmed(Ok(())))
             }
         }
     }
@@ -640,7 +640,7 @@ fn a_group_is_cut_where_its_operations_would_pass_the_limit() {
 /// never the newest entry, however large.
 #[test]
 fn the_change_log_is_numbered_on_from_its_end_and_trimmed_past_its_retention() {
-    use party_proto::feed::{decode_entry, Trim};
+    use party_proto::feed::decode_entry;
     use party_proto::{Change, ChangeRetention};
     let config = WriterConfig {
         change_retention: ChangeRetention {
@@ -689,19 +689,16 @@ fn the_change_log_is_numbered_on_from_its_end_and_trimmed_past_its_retention() {
     // 3..=12 is ten groups, past 8 + 8/8: due now.
     assert_eq!(writer.poll_timeout(), Some(Timestamp::ZERO));
     writer.handle_timeout(NOW);
-    let trim = Trim {
-        keep_from: CommitSeq(5),
-        keep_bytes_from: 0,
-    };
     assert_eq!(
         writer.poll_output(),
         Some(WriterOutput::TrimLog {
-            trim,
-            max: party_proto::feed::TRIM_PAGE
-        })
+            from: CommitSeq(3),
+            to: CommitSeq(5)
+        }),
+        "down to the newest 8"
     );
     assert!(!writer.is_idle(), "no group while a page is out");
-    writer.handle_input(NOW, WriterInput::LogTrimmed(Ok(Some(span(5, 40)))));
+    writer.handle_input(NOW, WriterInput::LogTrimmed(Ok(())));
     assert_eq!(writer.poll_output(), None, "within its retention: done");
     assert_eq!(
         writer.poll_timeout().filter(|at| *at == Timestamp::ZERO),
@@ -723,12 +720,10 @@ fn the_change_log_is_numbered_on_from_its_end_and_trimmed_past_its_retention() {
     assert_eq!(
         writer.poll_output(),
         Some(WriterOutput::TrimLog {
-            trim: Trim {
-                keep_from: CommitSeq(0),
-                keep_bytes_from: 90,
-            },
-            max: party_proto::feed::TRIM_PAGE
-        })
+            from: CommitSeq(3),
+            to: CommitSeq(10)
+        }),
+        "everything but the newest"
     );
     // A failed page pauses trimming for a while.
     writer.handle_input(NOW, WriterInput::LogTrimmed(Err(ErrorCode::StoreReadOnly)));

@@ -660,11 +660,15 @@ impl World {
                         Err,
                     ))
                 }
-                WriterOutput::TrimLog { trim, max } => {
+                WriterOutput::TrimLog { from, to } => {
                     WriterInput::LogTrimmed(self.store_fault().map_or_else(
                         || {
-                            let first = self.store.trim_changes(&trim, max);
-                            Ok(first.expect("the memory store cannot fail"))
+                            let trimmed: Vec<_> =
+                                (from.0..to.0).map(party_proto::CommitSeq).collect();
+                            self.store
+                                .remove_changes(&trimmed)
+                                .expect("the memory store cannot fail");
+                            Ok(())
                         },
                         Err,
                     ))
