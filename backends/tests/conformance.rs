@@ -557,7 +557,9 @@ pub fn the_change_log_commits_with_its_group_and_is_read_and_trimmed_in_order(st
     );
     assert_eq!(store.change_entries(CommitSeq(9), false, 10).unwrap(), []);
     assert_eq!(
-        decode_entry(&store.change_entries(CommitSeq(2), false, 1).unwrap()[0].1).unwrap(),
+        decode_entry(&store.change_entries(CommitSeq(2), false, 1).unwrap()[0].1)
+            .unwrap()
+            .unwrap(),
         [party_proto::Change::Put {
             key: 2u64.to_be_bytes().to_vec(),
             value: b"v".to_vec()

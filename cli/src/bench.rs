@@ -123,9 +123,17 @@ pub fn echo(args: &[String]) -> Result<ExitCode, Failure> {
 /// time when it takes over).
 pub async fn node(args: &[String]) -> Result<ExitCode, Failure> {
     let [dir, backend, mode @ ..] = args else {
-        return Err(Failure::usage("usage: bench-node DIR BACKEND MODE"));
+        return Err(Failure::usage("usage: bench-node DIR BACKEND [feed] MODE"));
     };
-    let db = crate::open_child(dir, backend).await?;
+    // `feed` first: the handle keeps a change feed when it leads.
+    let (feed, mode) = match mode {
+        [first, rest @ ..] if first == "feed" => (true, rest),
+        rest => (false, rest),
+    };
+    let store = crate::tool_store::ToolStore::from_word(backend)?;
+    let db = party_core::open(dir, store.options(dir.as_ref()).change_feed(feed))
+        .await
+        .map_err(|e| e.to_string())?;
     let role = db.ready().await.map_err(|e| e.to_string())?;
     out::line(format_args!("ready {}", role.name()))?;
     match mode {
@@ -432,7 +440,10 @@ async fn feed(
     quick: bool,
 ) -> Result<Value, Failure> {
     let dir = base.join("feed");
-    let _leader = start_leader(&dir, store)?;
+    let mut leader = leader_child(&dir, store, &["feed", "idle"])?;
+    if first_line(&mut leader)? != "ready leader" {
+        return Err("the feed bench's leader did not lead".into());
+    }
     let db = crate::open_on(&dir, store).await?;
     if db.ready().await.map_err(|e| e.to_string())? != Role::Follower {
         return Err("this process did not follow".into());

@@ -80,10 +80,12 @@ pub async fn worker(args: &[String]) -> Result<ExitCode, Failure> {
         return Err(Failure::usage("usage: chaos-worker DIR BACKEND REGISTER"));
     };
     let register: usize = register.parse().map_err(|_| "REGISTER is a number")?;
-    let db = crate::open_child(dir, backend).await?;
+    let store = crate::tool_store::ToolStore::from_word(backend)?;
+    let db = party_core::open(dir, store.options(dir.as_ref()).change_feed(true))
+        .await
+        .map_err(|e| e.to_string())?;
     let incrementer = if register % 2 == 1 {
-        let store = crate::tool_store::ToolStore::from_word(backend)?;
-        let options = store.options(dir.as_ref()).retry(false);
+        let options = store.options(dir.as_ref()).retry(false).change_feed(true);
         party_core::open(dir, options)
             .await
             .map_err(|e| e.to_string())?
@@ -393,7 +395,9 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
     } = tally;
 
     // Every acknowledged write must be there, and no register behind its last ack.
-    let db = crate::open_on(&dir, store).await?;
+    let db = party_core::open(&dir, store.options(&dir).change_feed(true))
+        .await
+        .map_err(|e| e.to_string())?;
     let mut missing = Vec::new();
     let mut total = 0u64;
     for (register, last) in &acked {

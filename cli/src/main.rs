@@ -82,7 +82,8 @@ impl Global {
 
     /// The options for a handle on DIR: the store (etcd with its settings), retries.
     fn options(&self) -> Options {
-        let options = Options::default().retry(!self.no_retry);
+        // A `party` process that leads keeps the change feed, so that `watch` works.
+        let options = Options::default().retry(!self.no_retry).change_feed(true);
         match self.backend() {
             BackendKind::Etcd => options.etcd(
                 self.etcd_endpoints.clone(),

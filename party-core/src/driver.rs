@@ -149,6 +149,7 @@ impl Driver {
             max_in_flight: limits.max_in_flight,
             max_iterators: limits.max_iterators,
             max_watches: limits.max_watches,
+            change_feed: options.change_feed,
             max_frame_len: limits.max_frame_len,
             ..ServerConfig::default()
         };

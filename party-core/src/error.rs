@@ -119,6 +119,10 @@ pub enum Error {
     /// iterator's [`crate::Iter::seq`].
     #[error("the subscription fell behind: {missed} commits left the change log unread")]
     Lagged { missed: u64 },
+    /// The leader keeps no change feed ([`crate::Options::change_feed`] is off in the
+    /// process that leads): a subscription cannot be served.
+    #[error("the leader keeps no change feed: open its handle with Options::change_feed(true)")]
+    FeedOff,
     /// A subscription was asked to start at commit `from`, but this store's next commit is
     /// `next`, before it: the position came from another store (or one since replaced).
     #[error("the subscription starts at commit {from}, past the store's next commit {next}")]
@@ -221,6 +225,7 @@ impl Error {
             Error::BlockingInRuntime => Error::BlockingInRuntime,
             Error::Protocol(message) => Error::Protocol(message.clone()),
             Error::Lagged { missed } => Error::Lagged { missed: *missed },
+            Error::FeedOff => Error::FeedOff,
             Error::WatchAhead { from, next } => Error::WatchAhead {
                 from: *from,
                 next: *next,
@@ -280,6 +285,7 @@ impl From<ErrorCode> for Error {
                 max: limit,
             },
             ErrorCode::WatchAhead { from, next } => Error::WatchAhead { from, next },
+            ErrorCode::FeedOff => Error::FeedOff,
             ErrorCode::TooManyConnections { limit } => Error::LimitReached {
                 limit: Limit::Connections,
                 max: limit,

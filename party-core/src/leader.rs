@@ -28,7 +28,8 @@ pub(crate) struct Serving {
     pub headroom: Headroom,
     /// How long the writer keeps clients' dedup records.
     pub dedup_retention: std::time::Duration,
-    /// How much of the change log the writer keeps.
+    /// Whether the writer keeps a change feed, and how much of its log.
+    pub change_feed: bool,
     pub change_retention: party_proto::ChangeRetention,
 }
 
@@ -82,6 +83,7 @@ impl Leader {
                     let writing = store::Writing {
                         headroom: serving.headroom,
                         dedup_retention: serving.dedup_retention,
+                        change_feed: serving.change_feed,
                         change_retention: serving.change_retention,
                     };
                     store::run(served, counted, writing, jobs, done)

@@ -38,6 +38,13 @@ pub struct Options {
     /// How many times [`crate::Db::transaction`] runs a transaction that meets conflicts
     /// before it gives up with [`crate::TransactionError::Conflict`] (32 by default).
     pub transaction_attempts: u32,
+    /// Whether this handle, while it leads, keeps a change feed for [`crate::Db::watch`]:
+    /// each commit's writes stored again in the store's change log, in the same commit.
+    /// Off by default, since it writes every value twice; then a leader stores only each
+    /// commit's number, and subscriptions fail with [`crate::Error::FeedOff`]. Turn it on
+    /// in every process of a directory that subscribes (the leader's option applies; the
+    /// commits of a leader without it reach subscribers as [`crate::Error::Lagged`]).
+    pub change_feed: bool,
     /// How much of the change log the leader keeps for [`crate::Db::watch`] (100 000
     /// commits and 64 MiB by default, whichever is less): a subscriber that falls further
     /// behind gets [`crate::Error::Lagged`]. The leader's own option applies.
@@ -184,6 +191,12 @@ impl Options {
         self
     }
 
+    /// Whether this handle keeps a change feed while it leads.
+    pub fn change_feed(mut self, on: bool) -> Self {
+        self.change_feed = on;
+        self
+    }
+
     /// How much of the change log the leader keeps.
     pub fn change_retention(mut self, retention: ChangeRetention) -> Self {
         self.change_retention = retention;
@@ -209,6 +222,7 @@ impl Default for Options {
             limits: Limits::default(),
             dedup_retention: party_proto::DEFAULT_DEDUP_RETENTION,
             transaction_attempts: 32,
+            change_feed: false,
             change_retention: ChangeRetention::default(),
             watch_window: 64,
         }

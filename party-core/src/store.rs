@@ -87,6 +87,7 @@ const MAX_ROUND: usize = 1024;
 pub(crate) struct Writing {
     pub headroom: Headroom,
     pub dedup_retention: std::time::Duration,
+    pub change_feed: bool,
     pub change_retention: party_proto::ChangeRetention,
 }
 
@@ -101,6 +102,7 @@ pub(crate) fn run(
     let config = WriterConfig {
         max_group_ops: store.max_batch_ops(),
         dedup_retention: writing.dedup_retention,
+        change_feed: writing.change_feed,
         change_retention: writing.change_retention,
         ..WriterConfig::default()
     };
@@ -487,6 +489,7 @@ mod tests {
                 reserve: 0,
             },
             dedup_retention: std::time::Duration::from_secs(60),
+            change_feed: false,
             change_retention: party_proto::ChangeRetention::default(),
         };
         let (drained, _) = tokio::sync::oneshot::channel();

@@ -13,7 +13,11 @@ use party_core::{
 };
 
 mod common;
-use common::pair;
+
+/// A leader and a follower that keep the change feed.
+async fn pair(dir: &std::path::Path) -> (party_core::Db, party_core::Db) {
+    common::pair_with(dir, Options::default().change_feed(true)).await
+}
 
 /// The next change, failing the test if none comes in time.
 async fn next(watch: &mut Watch) -> Result<Change, Error> {
@@ -140,6 +144,7 @@ async fn an_iteration_then_a_subscription_from_its_snapshot_miss_nothing_and_rep
 async fn a_subscriber_behind_the_kept_log_is_told_it_lagged_then_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let options = Options::default()
+        .change_feed(true)
         .change_retention(ChangeRetention {
             groups: 4,
             bytes: 1 << 20,
@@ -239,4 +244,43 @@ async fn a_subscription_resumes_from_a_kept_position_and_refuses_one_ahead_of_th
         Err(Error::WatchAhead { from, .. }) => assert_eq!(from, 1_000_000),
         other => panic!("{other:?}"),
     }
+}
+
+/// A leader without the change feed refuses subscriptions; its commits still take their
+/// numbers, so a subscriber that comes to them later is told it lost them, never misses
+/// them silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_of_a_leader_without_the_feed_are_reported_lost_and_it_refuses_subscribers() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_feed = Options::default().change_feed(true);
+    let first = open(dir.path(), with_feed.clone()).await.unwrap();
+    assert_eq!(first.ready().await.unwrap(), Role::Leader);
+    first.put("a", "kept").await.unwrap();
+    let mut iter = first.iter(IterOptions::default()).await.unwrap();
+    iter.next().await.unwrap().unwrap();
+    let before = iter.seq().unwrap();
+    drop(iter);
+    first.close().await.unwrap();
+
+    let plain = open(dir.path(), Options::default()).await.unwrap();
+    assert_eq!(plain.ready().await.unwrap(), Role::Leader);
+    plain.put("b", "not kept").await.unwrap();
+    plain.put("c", "not kept").await.unwrap();
+    assert!(matches!(
+        plain.watch(KeyRange::all()).await,
+        Err(Error::FeedOff)
+    ));
+    plain.close().await.unwrap();
+
+    let again = open(dir.path(), with_feed).await.unwrap();
+    assert_eq!(again.ready().await.unwrap(), Role::Leader);
+    again.put("d", "kept").await.unwrap();
+    let mut watch = again.watch_from(KeyRange::all(), before).await.unwrap();
+    assert_eq!(next(&mut watch).await.unwrap(), put(before, "a", "kept"));
+    assert!(
+        matches!(next(&mut watch).await, Err(Error::Lagged { missed: 2 })),
+        "the two commits without the feed"
+    );
+    let after = next(&mut watch).await.unwrap();
+    assert_eq!(after, put(CommitSeq(before.0 + 3), "d", "kept"));
 }

@@ -98,4 +98,8 @@ pub enum ErrorCode {
     /// The connection already has as many subscriptions open as the leader allows.
     #[error("too many subscriptions open on this connection (limit {limit})")]
     TooManyWatches { limit: u32 },
+    /// The leader keeps no change feed (it was not opened with one): it cannot serve a
+    /// subscription.
+    #[error("the leader keeps no change feed")]
+    FeedOff,
 }

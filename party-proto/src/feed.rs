@@ -110,17 +110,19 @@ impl<'a> ChangeRef<'a> {
     }
 }
 
+/// An entry: its place, and the group's writes, unless the leader that committed it kept
+/// no feed (`None`: only the number was taken).
 #[derive(Serialize)]
 struct EntryRef<'a> {
     bytes_before: u64,
-    changes: Vec<ChangeRef<'a>>,
+    changes: Option<Vec<ChangeRef<'a>>>,
 }
 
 #[derive(Deserialize)]
 struct Entry {
     #[allow(dead_code)]
     bytes_before: u64,
-    changes: Vec<Change>,
+    changes: Option<Vec<Change>>,
 }
 
 /// The log entry of a group whose writes are `ops`, appended after `bytes_before` bytes of
@@ -137,16 +139,28 @@ pub fn encode_entry(bytes_before: u64, ops: &[WriteOp]) -> Vec<u8> {
             }
         }
     }
-    // Byte strings, integers and bounds always encode.
-    postcard::to_stdvec(&EntryRef {
+    encode(&EntryRef {
         bytes_before,
-        changes,
+        changes: Some(changes),
     })
-    .unwrap_or_default()
 }
 
-/// The changes of a stored entry, or why it does not decode.
-pub fn decode_entry(entry: &[u8]) -> Result<Vec<Change>, String> {
+/// The entry of a group committed by a leader that keeps no change feed: it takes its
+/// number, so that the numbering has no gap, and says its changes were not kept.
+pub fn encode_unlogged(bytes_before: u64) -> Vec<u8> {
+    encode(&EntryRef {
+        bytes_before,
+        changes: None,
+    })
+}
+
+fn encode(entry: &EntryRef<'_>) -> Vec<u8> {
+    // Byte strings, integers and bounds always encode.
+    postcard::to_stdvec(entry).unwrap_or_default()
+}
+
+/// The changes of a stored entry (`None`: not kept), or why it does not decode.
+pub fn decode_entry(entry: &[u8]) -> Result<Option<Vec<Change>>, String> {
     postcard::from_bytes::<Entry>(entry)
         .map(|entry| entry.changes)
         .map_err(|error| error.to_string())
@@ -297,7 +311,7 @@ mod tests {
         ];
         let entry = encode_entry(700, &ops);
         assert_eq!(
-            decode_entry(&entry).unwrap(),
+            decode_entry(&entry).unwrap().unwrap(),
             vec![
                 Change::Put {
                     key: b"a".to_vec(),
@@ -318,6 +332,12 @@ mod tests {
         assert_eq!(span.bytes_before, 700);
         assert_eq!(span.bytes_through, 700 + entry.len() as u64);
         assert!(decode_entry(b"\xff").is_err());
+        let unlogged = encode_unlogged(9);
+        assert_eq!(decode_entry(&unlogged).unwrap(), None);
+        assert_eq!(
+            LogSpan::of(CommitSeq(1), &unlogged).unwrap().bytes_before,
+            9
+        );
         assert_eq!(
             CommitSeq::from_key(&CommitSeq(258).key()),
             Some(CommitSeq(258))

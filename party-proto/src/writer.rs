@@ -44,7 +44,9 @@ use std::time::Duration;
 
 use crate::changelog::ChangeLog;
 use crate::error::ErrorCode;
-use crate::feed::{encode_entry, ChangeRetention, CommitSeq, LogAppend, LogEnds, LogSpan};
+use crate::feed::{
+    encode_entry, encode_unlogged, ChangeRetention, CommitSeq, LogAppend, LogEnds, LogSpan,
+};
 use crate::ids::ClientId;
 use crate::server::{Admission, DedupRecord, DedupTable, WriteStamp};
 use crate::time::Timestamp;
@@ -89,6 +91,10 @@ pub struct WriterConfig {
     /// records' times are wall-clock times (the writers of one store may be different
     /// processes, on different hosts with etcd), the machine's `now` is not.
     pub wall_clock_at_epoch: Duration,
+    /// Whether the change log keeps each group's writes (a change feed). Without, each
+    /// group still takes its number, with an entry that says its writes were not kept: a
+    /// subscriber that comes to it learns it lost them.
+    pub change_feed: bool,
     /// How much of the change log the store keeps.
     pub change_retention: ChangeRetention,
     /// Bugs to re-create, for the simulator.
@@ -103,6 +109,7 @@ impl Default for WriterConfig {
             max_group_ops: None,
             dedup_retention: DEFAULT_DEDUP_RETENTION,
             wall_clock_at_epoch: Duration::ZERO,
+            change_feed: true,
             change_retention: ChangeRetention::default(),
             #[cfg(feature = "bug-injection")]
             bugs: crate::bugs::Bugs::default(),
@@ -743,7 +750,11 @@ impl<T> Writer<T> {
                 continue;
             }
             batch.records = self.group_records(written_ms);
-            let entry = encode_entry(bytes_through, &batch.ops);
+            let entry = if self.config.change_feed {
+                encode_entry(bytes_through, &batch.ops)
+            } else {
+                encode_unlogged(bytes_through)
+            };
             group.logged.bytes_through = bytes_through + entry.len() as u64;
             batch.log = Some(LogAppend { seq: next, entry });
             #[cfg(feature = "bug-injection")]

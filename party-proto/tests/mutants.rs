@@ -306,6 +306,7 @@ const SERVER: ServerConfig = ServerConfig {
     max_iter_credits: 16,
     max_frame_len: 1000,
     max_watches: 2,
+    change_feed: true,
 };
 
 fn hello(client: u128) -> ServerInput {

@@ -27,6 +27,7 @@ const CONFIG: ServerConfig = ServerConfig {
     max_iter_credits: 6,
     max_frame_len: party_proto::wire::DEFAULT_MAX_FRAME_LEN,
     max_watches: 2,
+    change_feed: true,
 };
 
 #[derive(Debug, Clone)]

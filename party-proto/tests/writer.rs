@@ -292,7 +292,7 @@ proptest! {
                                 let append = batch.log.clone().expect("every group is logged");
                                 let last = log.keys().next_back().copied().unwrap_or(0);
                                 prop_assert_eq!(append.seq.0, last + 1, "numbered past a gap or twice");
-                                let changes = party_proto::feed::decode_entry(&append.entry).unwrap();
+                                let changes = party_proto::feed::decode_entry(&append.entry).unwrap().unwrap();
                                 prop_assert_eq!(changes.len(), batch.ops.len());
                                 log.insert(append.seq.0, append.entry);
                                 if verdict == 4 {
@@ -678,7 +678,7 @@ fn the_change_log_is_numbered_on_from_its_end_and_trimmed_past_its_retention() {
         assert_eq!(logged.bytes_before, bytes_through, "appended after the log");
         bytes_through = logged.bytes_through;
         assert_eq!(
-            decode_entry(&append.entry).unwrap(),
+            decode_entry(&append.entry).unwrap().unwrap(),
             [Change::Put {
                 key: b"k".to_vec(),
                 value: to.to_be_bytes().to_vec()

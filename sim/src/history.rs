@@ -73,6 +73,8 @@ pub struct Excuses {
     pub foreign: bool,
     /// Processes may be configured for another store than the directory's on this seed.
     pub other_store: bool,
+    /// Some processes keep no change feed on this seed: a subscription may be refused.
+    pub feed_off: bool,
 }
 
 impl Excuses {
@@ -92,6 +94,7 @@ impl Excuses {
             ErrorCode::Malformed(_) => self.malformed,
             ErrorCode::FrameTooLarge { .. } => self.malformed || self.too_large,
             ErrorCode::ReplyTooLarge { .. } => self.too_large,
+            ErrorCode::FeedOff => self.feed_off,
             _ => false,
         }
     }

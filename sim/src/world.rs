@@ -151,6 +151,9 @@ struct SeedFaults {
     /// A process is now and then stopped for a while (as by SIGSTOP): a leader that takes
     /// nothing in, a follower whose writes outlive their resend window.
     pauses: bool,
+    /// Some processes keep no change feed when they lead: their commits reach subscribers
+    /// as lost, and they refuse subscriptions.
+    feed_off: bool,
 }
 
 /// How long dedup records are kept on a seed with short retention, in milliseconds.
@@ -242,6 +245,8 @@ struct Node {
     closing: bool,
     /// The kind of store it is configured for.
     store: &'static str,
+    /// It keeps a change feed when it leads.
+    change_feed: bool,
     /// Failovers its machine has told of so far.
     takeovers_seen: u64,
     /// Why it lost the leader it had, as the world knows; the machine must say the same
@@ -324,6 +329,7 @@ impl World {
             small_groups: seed % 4 == 1,
             short_retention: (seed % 8 == 3).then(|| SHORT_RETENTIONS_MS[(seed / 8 % 3) as usize]),
             pauses: seed % 8 == 3 || seed % 16 == 5,
+            feed_off: seed % 7 == 4,
         };
         let mut world = World {
             rng,
@@ -511,6 +517,7 @@ impl World {
             _ => 1 + (self.rng.next_u64() % 4) as u32,
         };
         let retry = !self.chance(15);
+        let change_feed = !(self.faults.feed_off && self.chance(50));
         let watch_window = 1 + (self.rng.next_u64() % 4) as u32;
         let request_timeout = self
             .chance(15)
@@ -531,6 +538,7 @@ impl World {
             too_large: self.faults.small_frames,
             foreign: self.faults.foreign_peers,
             other_store: self.faults.other_stores,
+            feed_off: self.faults.feed_off,
         };
         let config = ProcessConfig {
             user: Some(SIM_USER),
@@ -549,7 +557,7 @@ impl World {
                 resend_window: self.dedup_retention() / 2,
                 bugs: self.injection.bugs,
             },
-            server: self.server_config(process, store),
+            server: self.server_config(process, store, change_feed),
         };
         let seed = self.rng.next_u64();
         Node {
@@ -568,6 +576,7 @@ impl World {
             excuses,
             closing: false,
             store,
+            change_feed,
             takeovers_seen: 0,
             lost_leader: None,
             cut_short: false,
@@ -731,9 +740,15 @@ impl World {
         }
     }
 
-    fn server_config(&self, process: ProcessId, store: &'static str) -> ServerConfig {
+    fn server_config(
+        &self,
+        process: ProcessId,
+        store: &'static str,
+        change_feed: bool,
+    ) -> ServerConfig {
         let leading = self.processes.get(process).and_then(|p| p.leading.as_ref());
         ServerConfig {
+            change_feed,
             leader_pid: process as u32,
             term: leading.map_or(0, |leading| leading.term),
             store,

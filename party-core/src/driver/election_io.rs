@@ -146,6 +146,7 @@ impl Driver {
                 reserve: limits.min_free_space,
             },
             dedup_retention: self.options.dedup_retention,
+            change_feed: self.options.change_feed,
             change_retention: self.options.change_retention.into(),
         };
         match Leader::start(store, &mut self.leadership.lock, listener, serving) {

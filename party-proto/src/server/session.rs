@@ -50,6 +50,9 @@ pub struct ServerConfig {
     /// Change feed subscriptions one connection may have open at once. Each may have
     /// granted as many groups as an iterator entries ([`ServerConfig::max_iter_credits`]).
     pub max_watches: u32,
+    /// Whether this leader keeps a change feed (`WriterConfig::change_feed`): without, a
+    /// subscription is refused with [`ErrorCode::FeedOff`].
+    pub change_feed: bool,
 }
 
 impl ServerConfig {
@@ -75,6 +78,7 @@ impl Default for ServerConfig {
             max_iter_credits: 4096,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             max_watches: 64,
+            change_feed: true,
         }
     }
 }
@@ -401,6 +405,7 @@ impl ServerSession {
         Limits {
             max_watches: self.config.max_watches,
             max_credits: self.config.max_iter_credits,
+            feed: self.config.change_feed,
             max_frame_len: self.config.max_frame_len,
         }
     }

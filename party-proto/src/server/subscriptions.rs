@@ -42,6 +42,8 @@ pub(crate) struct Limits {
     pub max_watches: u32,
     pub max_credits: u32,
     pub max_frame_len: u32,
+    /// The leader keeps a change feed.
+    pub feed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -72,6 +74,11 @@ impl Subscriptions {
                 "subscription {} opened twice",
                 watch.0
             )));
+        }
+        if !limits.feed {
+            let error = ErrorCode::FeedOff;
+            send(out, ServerMessage::WatchFailed { watch, error });
+            return Verdict::Fine;
         }
         if self.served.len() >= limits.max_watches as usize {
             let error = ErrorCode::TooManyWatches {
@@ -197,6 +204,9 @@ fn deliver(
         });
     }
     let mut quiet = false;
+    // Where a run of groups lost to this subscription began: trimmed before it read them,
+    // or committed by a leader that kept no feed. Said, never skipped silently.
+    let mut lost: Option<CommitSeq> = None;
     for (seq, entry) in read.entries {
         if seq < next {
             continue;
@@ -205,16 +215,7 @@ fn deliver(
             break;
         }
         if seq > next {
-            // Trimmed before this subscription read them: said, never skipped silently.
-            let missed = seq.0 - next.0;
-            send(
-                out,
-                ServerMessage::WatchLagged {
-                    watch,
-                    missed,
-                    resume: seq,
-                },
-            );
+            lost.get_or_insert(next);
         }
         let changes = decode_entry(&entry).map_err(|reason| {
             ErrorCode::Backend(format!(
@@ -222,11 +223,18 @@ fn deliver(
                 seq.0
             ))
         })?;
+        next = seq.next();
+        let Some(changes) = changes else {
+            lost.get_or_insert(seq);
+            continue;
+        };
+        if let Some(from) = lost.take() {
+            lagged(watch, from, seq, out);
+        }
         let inside: Vec<Change> = changes
             .iter()
             .filter_map(|change| change.within(&served.range))
             .collect();
-        next = seq.next();
         if inside.is_empty() {
             quiet = true;
             continue;
@@ -235,7 +243,9 @@ fn deliver(
         send_group(watch, seq, inside, limits, out)?;
         served.credits -= 1;
     }
-    if quiet {
+    if let Some(from) = lost {
+        lagged(watch, from, next, out);
+    } else if quiet {
         send(
             out,
             ServerMessage::WatchProgress {
@@ -246,6 +256,19 @@ fn deliver(
     }
     served.next = Some(next);
     Ok(())
+}
+
+/// Says the groups `[from, resume)` are lost to the subscription.
+fn lagged(watch: WatchId, from: CommitSeq, resume: CommitSeq, out: &mut VecDeque<ServerOutput>) {
+    let missed = resume.0 - from.0;
+    send(
+        out,
+        ServerMessage::WatchLagged {
+            watch,
+            missed,
+            resume,
+        },
+    );
 }
 
 /// Sends one group's changes in as many frames as the frame limit needs.

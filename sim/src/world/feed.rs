@@ -3,7 +3,7 @@
 //! does: answer at once, or when the next commit lands), and the truth they are checked
 //! against: every group the store committed, under the number it was committed with.
 
-use party_proto::feed::{decode_entry, plan_pull, LogRead, PullPlan};
+use party_proto::feed::{decode_entry, encode_entry, plan_pull, LogRead, PullPlan};
 use party_proto::{Change, CommitSeq, WatchEvent, WatchId, WatchPoll};
 
 use super::*;
@@ -38,9 +38,13 @@ impl World {
             start: self.bound(),
             end: self.bound(),
         };
+        // Some start from a commit of the past (perhaps trimmed, or kept without its
+        // writes by a leader without the feed), as a subscriber resuming from a position.
+        let last = self.feed.keys().next_back().copied().unwrap_or(0);
+        let from = self.chance(30).then(|| CommitSeq(self.rand(1, last + 2)));
         let now = self.timestamp();
         let node = &mut self.processes[process];
-        let watch = node.machine.open_watch(now, range.clone(), None);
+        let watch = node.machine.open_watch(now, range.clone(), from);
         let index = self.watchers.len();
         self.trace.line(
             self.now,
@@ -123,20 +127,24 @@ impl World {
         self.pump(process);
     }
 
-    /// A lag is reported only for groups the store's log no longer holds.
+    /// A lag is reported only for groups the store's log no longer holds, or holds without
+    /// their writes (committed by a leader that kept no feed).
     fn check_lag(&mut self, index: usize, event: &WatchEvent) {
         let WatchEvent::Lagged { missed, resume } = event else {
             return;
         };
         let lost = CommitSeq(resume.0.saturating_sub(*missed));
-        let oldest = self
+        let held = self
             .store
-            .change_entries(CommitSeq(0), false, 1)
+            .change_entries(lost, false, *missed as usize)
             .expect("the memory store cannot fail");
-        if oldest.first().is_none_or(|(first, _)| *first <= lost) {
+        let kept = held.iter().find(|(seq, entry)| {
+            *seq < *resume && decode_entry(entry).is_ok_and(|changes| changes.is_some())
+        });
+        if let Some((seq, _)) = kept {
             self.violations.push(format!(
                 "w{index}: told it lagged {missed} commits before {}, but the log still holds {}",
-                resume.0, lost.0
+                resume.0, seq.0
             ));
         }
     }
@@ -212,8 +220,9 @@ impl World {
         }
     }
 
-    /// The store took a group: its log entry is the truth the subscribers are held to, and
-    /// its number must be the next one, never one taken.
+    /// The store took a group: its writes are the truth the subscribers are held to (also
+    /// when its leader kept no feed: a subscriber must then be told it lost them), and its
+    /// number must be the next one, never one taken.
     pub(super) fn record_commit(&mut self, process: ProcessId, batch: &WriteBatch) {
         let Some(append) = &batch.log else {
             return;
@@ -225,8 +234,8 @@ impl World {
                 append.seq.0
             ));
         }
-        let changes = decode_entry(&append.entry).expect("the writer's entries decode");
-        self.feed.insert(append.seq.0, changes);
+        let changes = decode_entry(&encode_entry(0, &batch.ops)).expect("entries decode");
+        self.feed.insert(append.seq.0, changes.unwrap_or_default());
     }
 
     /// The subscribers of a process that ends stop where they are.

@@ -65,7 +65,11 @@ impl World {
         let now = self.timestamp();
         let session = ServerSession::new(
             now,
-            self.server_config(server, self.processes[server].store),
+            self.server_config(
+                server,
+                self.processes[server].store,
+                self.processes[server].change_feed,
+            ),
         );
         if let Some(leading) = &mut self.processes[server].leading {
             leading.sessions.insert(conn, session);

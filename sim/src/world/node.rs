@@ -309,6 +309,7 @@ impl World {
                 let writer_config = WriterConfig {
                     max_group_ops: self.faults.small_groups.then_some(SMALL_GROUP),
                     dedup_retention: self.dedup_retention(),
+                    change_feed: self.processes[process].change_feed,
                     // A short change log, so that slow subscribers fall behind it.
                     change_retention: party_proto::ChangeRetention {
                         groups: 12,

@@ -43,7 +43,9 @@ async fn main() {
         );
         std::process::exit(2);
     };
-    let mut options = Options::default().retry(!args.iter().any(|a| a == "--no-retry"));
+    let mut options = Options::default()
+        .retry(!args.iter().any(|a| a == "--no-retry"))
+        .change_feed(true);
     if let Some(i) = args.iter().position(|a| a == "--backend") {
         match args.get(i + 1).map(|name| name.parse()) {
             Some(Ok(backend)) => options.backend = backend,
