@@ -533,6 +533,11 @@ pub fn the_change_log_commits_with_its_group_and_is_read_and_trimmed_in_order(st
     }
     let data = read_all(store, &IterOptions::default(), 64);
     assert_eq!(data.len(), 5, "the log is not data: {data:?}");
+    let reverse = IterOptions {
+        reverse: true,
+        ..IterOptions::default()
+    };
+    assert_eq!(read_all(store, &reverse, 2).len(), 5, "nor in reverse");
     let ends = store.change_log_ends().unwrap().unwrap();
     assert_eq!(
         (ends.first.seq, ends.last.seq),
