@@ -1,6 +1,7 @@
-//! How the change log is laid out in a store's reserved namespace: each entry under its
-//! commit sequence number as 8 big-endian bytes (so the store's order is the log's), its
-//! value the bytes the writer made ([`party_proto::feed`]).
+//! How the change log is laid out: each entry under its commit sequence number as 8
+//! big-endian bytes (so the store's order is the log's), in a reserved namespace (sled,
+//! rocksdb) or behind a prefix of its own (fjall, etcd), its value the bytes the writer made
+//! ([`party_proto::feed`]).
 
 use party_proto::feed::LogSpan;
 use party_proto::CommitSeq;

@@ -310,7 +310,13 @@ impl Driver {
             WatchPoll::Pending => {
                 self.watch_waiters.insert(watch, (max, reply));
             }
-            poll => drop(reply.send(Ok(poll))),
+            poll => {
+                // The caller stopped waiting (a `select!` took another branch): the events
+                // go back, for its next call.
+                if let Err(Ok(WatchPoll::Events(events))) = reply.send(Ok(poll)) {
+                    self.process.watch_give_back(watch, events);
+                }
+            }
         }
     }
 
@@ -320,7 +326,10 @@ impl Driver {
             return;
         };
         if let Some(position) = self.process.watch_position(watch) {
-            let _ = opener.send(Ok((watch, position)));
+            // An opener that stopped waiting has no `Watch` to close it: close it here.
+            if opener.send(Ok((watch, position))).is_err() {
+                self.process.close_watch(clock::now(), watch);
+            }
             return;
         }
         match self.process.watch_take(clock::now(), watch, 0) {

@@ -108,8 +108,8 @@ impl Change {
 
 impl Db {
     /// Follows the writes committed to `range` from now on, by any process of the party:
-    /// every write acknowledged after this returns reaches the [`Watch`] exactly once, in
-    /// commit order, through failovers (with `retry`, the default). Returns once the leader
+    /// every write issued after this returns reaches the [`Watch`] exactly once, in commit
+    /// order, through failovers (with `retry`, the default). Returns once the leader
     /// has said where the subscription starts.
     pub async fn watch(&self, range: KeyRange) -> Result<Watch, Error> {
         self.open_watch(range, None).await
@@ -187,10 +187,10 @@ impl Watch {
         }
     }
 
-    /// The first commit whose changes this subscription has not handed over yet, or an
+    /// The first commit whose changes this subscription has not all handed over yet, or an
     /// earlier one from which every commit up to it held nothing in the range: a
     /// subscription opened later from here ([`Db::watch_from`]) goes on where this one
-    /// stops, repeating nothing.
+    /// stops, repeating only the changes already taken of a commit taken in part.
     pub fn position(&self) -> CommitSeq {
         self.buffered
             .front()

@@ -284,3 +284,19 @@ async fn commits_of_a_leader_without_the_feed_are_reported_lost_and_it_refuses_s
     let after = next(&mut watch).await.unwrap();
     assert_eq!(after, put(CommitSeq(before.0 + 3), "d", "kept"));
 }
+
+/// A caller that stops waiting for the next change (a `select!` that took another branch)
+/// loses nothing: what arrived meanwhile comes at its next call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_next_given_up_on_loses_no_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, follower) = pair(dir.path()).await;
+    let mut watch = follower.watch(KeyRange::all()).await.unwrap();
+    let given_up = tokio::time::timeout(Duration::from_millis(20), watch.next()).await;
+    assert!(given_up.is_err(), "nothing was written yet");
+    leader.put("a", "1").await.unwrap();
+    leader.put("b", "2").await.unwrap();
+    let first = next(&mut watch).await.unwrap();
+    assert_eq!(first, put(first.seq(), "a", "1"));
+    assert_eq!(next(&mut watch).await.unwrap(), put(first.seq().next(), "b", "2"));
+}

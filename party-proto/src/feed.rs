@@ -73,9 +73,11 @@ impl Change {
         }
     }
 
-    /// At least the bytes this change adds to a frame.
+    /// At least the bytes this change adds to a frame: its tag and its byte strings with
+    /// their lengths. With a `WatchData` frame's own bytes it stays under what the write's
+    /// request took, so a change of any write that was sent fits in a frame.
     pub fn len_bound(&self) -> u64 {
-        16 + match self {
+        1 + match self {
             Change::Put { key, value } => key.len() as u64 + value.len() as u64 + 20,
             Change::Del { key } => key.len() as u64 + 10,
             Change::Clear { range } => range.len_bound(),

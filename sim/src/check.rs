@@ -451,9 +451,19 @@ pub fn feed(
     };
     for (index, watcher) in watchers.iter().enumerate() {
         let name = format!("w{index} (p{}, {:?})", watcher.process, watcher.range);
+        if let Some(error) = &watcher.failed {
+            if !watcher.excuses.allow(error) {
+                violations.push(format!("{name}: failed with {error}"));
+            }
+        }
         let Some(start) = watcher.start else {
             if !watcher.events.is_empty() {
                 violations.push(format!("{name}: events before it started"));
+            }
+            if watcher.failed.is_none() && !watcher.closed && open[index] {
+                violations.push(format!(
+                    "{name}: liveness: still open at the end, never started"
+                ));
             }
             continue;
         };
@@ -506,11 +516,7 @@ pub fn feed(
                 }
             }
         }
-        if let Some(error) = &watcher.failed {
-            if !watcher.excuses.allow(error) {
-                violations.push(format!("{name}: failed with {error}"));
-            }
-        } else if open[index] && !watcher.closed {
+        if watcher.failed.is_none() && open[index] && !watcher.closed {
             let undelivered = groups_inside(next, last + 1, &watcher.range);
             if !undelivered.is_empty() {
                 violations.push(format!(

@@ -152,15 +152,16 @@ fn a_batch_over_etcds_transaction_limit_fails_whole_and_typed() {
     runtime.block_on(async {
         let options = Options::default().etcd(cluster.endpoints(), "big/");
         let db = open(dir.path(), options).await.unwrap();
-        // 126 puts and the client's dedup record: 127 operations, the most that fit.
-        db.batch(batch(126)).await.unwrap();
-        let refused = db.batch(batch(127)).await;
+        // 125 puts and the client's dedup record: 126 operations, the most that fit with
+        // the commit marker and the change log entry.
+        db.batch(batch(125)).await.unwrap();
+        let refused = db.batch(batch(126)).await;
         assert!(
-            matches!(refused, Err(Error::BatchTooLarge { ops: 128, max: 127 })),
+            matches!(refused, Err(Error::BatchTooLarge { ops: 127, max: 126 })),
             "{refused:?}"
         );
         assert_eq!(
-            db.get(126u32.to_be_bytes()).await.unwrap(),
+            db.get(125u32.to_be_bytes()).await.unwrap(),
             None,
             "nothing applied"
         );

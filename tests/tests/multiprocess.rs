@@ -155,19 +155,19 @@ fn increments_from_two_processes_through_a_leader_kill_count_exactly_once(store:
 /// with the leader would prove nothing).
 fn a_watcher_sees_every_acknowledged_write_once_in_order_through_leader_kills(store: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let mut leader = node(store, dir.path(), &[]);
+    let mut leader = node(store, dir.path(), &["--change-feed"]);
     assert_eq!(leader.send("ready"), "ok leader");
     let mut spares: Vec<Node> = (0..3)
         .map(|_| {
-            let mut spare = node(store, dir.path(), &[]);
+            let mut spare = node(store, dir.path(), &["--change-feed"]);
             assert_eq!(spare.send("ready"), "ok follower");
             spare
         })
         .collect();
-    let mut watcher = node(store, dir.path(), &[]);
+    let mut watcher = node(store, dir.path(), &["--change-feed"]);
     assert_eq!(watcher.send("ready"), "ok follower");
     assert!(watcher.send("watch-start w/").starts_with("ok "));
-    let mut writer = node(store, dir.path(), &[]);
+    let mut writer = node(store, dir.path(), &["--change-feed"]);
     assert_eq!(writer.send("ready"), "ok follower");
     assert_eq!(writer.send("put other 1"), "ok", "outside the range");
     let total: u64 = if store == "etcd" { 1_500 } else { 20_000 };

@@ -44,8 +44,11 @@ pub struct EtcdBackend {
     data: Vec<u8>,
     records: Vec<u8>,
     /// `P l`: the change log, each entry under its commit sequence number (8 bytes,
-    /// big-endian). A commit creates its entry's key and compares that it did not exist, so
-    /// two hosts' writers never take the same number.
+    /// big-endian). A commit that keeps its writes (a change feed) creates its entry's key
+    /// only if it is absent and the one before is there, so two hosts' writers never take
+    /// the same number, nor one trimmed. A marker (no feed) takes its number without that
+    /// compare: two hosts without the feed do not contend on the log, and nobody subscribes
+    /// to them (the hosts of one prefix must agree on the feed).
     changes: Vec<u8>,
     /// `P c <instance>`: this instance's commit marker. Each commit compares it with the
     /// token of the last one and sets it to a token never used before, so that a commit tried
@@ -649,7 +652,14 @@ impl Backend for EtcdBackend {
         }
         if let Some(append) = &batch.log {
             let key = self.change_key(append.seq);
-            compares.push(Compare::version(key.clone(), CompareOp::Equal, 0));
+            let kept = party_proto::feed::decode_entry(&append.entry).is_ok_and(|c| c.is_some());
+            if kept {
+                compares.push(Compare::version(key.clone(), CompareOp::Equal, 0));
+                if append.seq.0 > 1 {
+                    let before = self.change_key(CommitSeq(append.seq.0 - 1));
+                    compares.push(Compare::version(before, CompareOp::Greater, 0));
+                }
+            }
             ops.push(TxnOp::put(key, append.entry.clone(), None));
         }
         let mut marker = self.marker.lock().unwrap_or_else(|e| e.into_inner());

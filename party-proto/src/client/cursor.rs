@@ -127,9 +127,13 @@ impl Cursor {
         self.status == Status::Open
     }
 
-    /// The leader said which commit the opening's snapshot follows; the first one counts.
+    /// The leader said which commit the opening's snapshot follows; only the first
+    /// opening's counts, and only if it comes before any entry was taken (a later snapshot
+    /// would say the iteration missed nothing it may have missed).
     pub(crate) fn opened_at(&mut self, seq: crate::feed::CommitSeq) {
-        self.at.get_or_insert(seq);
+        if self.delivered == 0 && self.buffer.is_empty() {
+            self.at.get_or_insert(seq);
+        }
     }
 
     pub(crate) fn at(&self) -> Option<crate::feed::CommitSeq> {

@@ -22,8 +22,9 @@ use crate::wire::ServerMessage;
 /// Groups one read of the change log asks for at most.
 pub const WATCH_READ_GROUPS: u32 = 256;
 
-/// Most bytes a `WatchData` frame adds around its changes.
-const DATA_OVERHEAD: u64 = 64;
+/// Most bytes a `WatchData` frame adds around its changes: the frame's header, the tags,
+/// the subscription, the commit number and the count (varints), the flag.
+const DATA_OVERHEAD: u64 = 48;
 
 #[derive(Debug)]
 struct Served {
@@ -167,10 +168,12 @@ impl Subscriptions {
             return;
         }
         served.reading = true;
+        // No more groups than it may be sent (one to learn where it starts), so that what
+        // a read holds is bounded by the follower's credits.
         out.push_back(ServerOutput::WatchPull {
             watch,
             from: served.next,
-            max: WATCH_READ_GROUPS,
+            max: served.credits.clamp(1, WATCH_READ_GROUPS),
         });
     }
 }

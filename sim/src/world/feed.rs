@@ -54,7 +54,8 @@ impl World {
             process,
             incarnation: node.incarnation,
             range,
-            start: None,
+            // From a given commit it has started; from the next, the leader will say where.
+            start: from,
             events: Vec::new(),
             failed: None,
             closed: false,

@@ -2,7 +2,7 @@
 //! tests. Every command prints exactly one answer line (`ok …`, `none`, or `err KIND …`);
 //! role changes are printed as `role NAME PID` lines whenever they happen.
 //!
-//! Usage: `party-node DIR [--backend NAME] [--no-retry] [--put-first KEY VALUE]
+//! Usage: `party-node DIR [--backend NAME] [--no-retry] [--change-feed] [--put-first KEY VALUE]
 //! [--dedup-retention-ms MS] [--etcd-endpoints URL,URL… [--etcd-prefix PREFIX]]`
 //!
 //! Commands (keys and values are words without spaces):
@@ -45,7 +45,7 @@ async fn main() {
     };
     let mut options = Options::default()
         .retry(!args.iter().any(|a| a == "--no-retry"))
-        .change_feed(true);
+        .change_feed(args.iter().any(|a| a == "--change-feed"));
     if let Some(i) = args.iter().position(|a| a == "--backend") {
         match args.get(i + 1).map(|name| name.parse()) {
             Some(Ok(backend)) => options.backend = backend,
