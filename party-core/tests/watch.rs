@@ -298,5 +298,8 @@ async fn a_next_given_up_on_loses_no_change() {
     leader.put("b", "2").await.unwrap();
     let first = next(&mut watch).await.unwrap();
     assert_eq!(first, put(first.seq(), "a", "1"));
-    assert_eq!(next(&mut watch).await.unwrap(), put(first.seq().next(), "b", "2"));
+    assert_eq!(
+        next(&mut watch).await.unwrap(),
+        put(first.seq().next(), "b", "2")
+    );
 }
