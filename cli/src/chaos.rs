@@ -163,7 +163,7 @@ fn unique_key(key: &[u8]) -> Option<(usize, u64)> {
 
 /// Follows the unique keys from now on: each register's writes must come one after the
 /// other. Reports `feed-gap WATCHER REGISTER LAST N` for one that does not, and every
-/// 1 000 changes `watched WATCHER COUNT`.
+/// 100 changes `watched WATCHER COUNT`.
 async fn watching(db: party_core::Db, watcher: usize) -> Result<(), Failure> {
     let mut watch = db.watch(unique_keys()).await.map_err(|e| e.to_string())?;
     let mut last: BTreeMap<usize, u64> = BTreeMap::new();
@@ -180,7 +180,7 @@ async fn watching(db: party_core::Db, watcher: usize) -> Result<(), Failure> {
                     }
                 }
                 count += 1;
-                if count.is_multiple_of(1_000) {
+                if count.is_multiple_of(100) {
                     out::line(format_args!("watched {watcher} {count}"))?;
                 }
             }
