@@ -38,6 +38,20 @@ enum Status {
     Failed(ErrorCode),
 }
 
+/// The credits to grant the leader of a stream with `window` (entries of an iterator,
+/// groups of a subscription) once what the caller has not taken (`held`) and what the
+/// leader may still send (`credits`) have fallen to half of it: as many as fill it again.
+pub(crate) fn refill(window: u32, credits: &mut u32, held: usize) -> Option<u32> {
+    let in_hand = *credits as usize + held;
+    let window = window as usize;
+    if in_hand > window / 2 {
+        return None;
+    }
+    let grant = u32::try_from(window - in_hand).unwrap_or(u32::MAX);
+    *credits += grant;
+    Some(grant)
+}
+
 #[derive(Debug)]
 pub(crate) struct Cursor {
     options: IterOptions,
@@ -211,14 +225,7 @@ impl Cursor {
         if !self.is_open() {
             return None;
         }
-        let in_hand = self.credits as usize + self.buffer.len();
-        let window = self.window as usize;
-        if in_hand > window / 2 {
-            return None;
-        }
-        let grant = u32::try_from(window - in_hand).unwrap_or(u32::MAX);
-        self.credits += grant;
-        Some(grant)
+        refill(self.window, &mut self.credits, self.buffer.len())
     }
 
     /// Still to be opened, or open: neither ended nor failed.

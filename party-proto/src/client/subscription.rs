@@ -221,13 +221,6 @@ impl Subscription {
         if !self.is_open() {
             return None;
         }
-        let in_hand = self.credits as usize + self.ready.len();
-        let window = self.window as usize;
-        if in_hand > window / 2 {
-            return None;
-        }
-        let grant = u32::try_from(window - in_hand).unwrap_or(u32::MAX);
-        self.credits += grant;
-        Some(grant)
+        super::cursor::refill(self.window, &mut self.credits, self.ready.len())
     }
 }
