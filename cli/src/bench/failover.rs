@@ -1,0 +1,247 @@
+//! Failover: the leader SIGKILLed while followers read, and the time until every follower
+//! is served again; with three busy followers, and with 1, 16 and 64 idle ones.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::{fill, first_line, leader_child, micros_now, percentile, rss_kib, start_leader};
+use crate::children::Worker;
+use crate::failure::Failure;
+use crate::tool_store::ToolStore;
+
+/// Leaves in the store of `dir` the dedup records of `count` clients that each wrote once,
+/// as months of short-lived processes would: written straight into the store, as their
+/// leaders did, after a first leader created it.
+pub(super) async fn with_past_clients(
+    dir: &Path,
+    store: &ToolStore,
+    count: u64,
+) -> Result<(), Failure> {
+    let first = crate::open_on(dir, store).await?;
+    first.ready().await.map_err(|e| e.to_string())?;
+    first.close().await.map_err(|e| e.to_string())?;
+    // The store's calls block: not on an async worker.
+    tokio::task::block_in_place(|| -> Result<(), Failure> {
+        let store = store.open_store(dir)?;
+        let now_ms = micros_now() / 1000;
+        let record = party_proto::DedupRecord {
+            applied_through: party_proto::WriteSeq(1),
+            failed: Vec::new(),
+            last_write_ms: now_ms,
+        };
+        let ids: Vec<u64> = (0..count).collect();
+        for chunk in ids.chunks(store.max_batch_ops().unwrap_or(10_000)) {
+            let batch = party_backends::WriteBatch {
+                ops: Vec::new(),
+                records: chunk
+                    .iter()
+                    .map(|n| (party_proto::ClientId(u128::from(*n) << 64), record.clone()))
+                    .collect(),
+                log: None,
+            };
+            store.write(&batch).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
+}
+
+/// Kills the leader of `dir` `kills` times while three followers read; measures, per kill,
+/// the time until every follower has completed a get again.
+pub(super) async fn failovers(
+    dir: &Path,
+    store: &ToolStore,
+    kills: usize,
+) -> Result<Value, Failure> {
+    let dir = dir.to_owned();
+    let mut leader = start_leader(&dir, store)?;
+    let keys = crate::open_on(&dir, store).await?;
+    fill(&keys).await?;
+    keys.close().await.map_err(|e| e.to_string())?;
+    let (lines_tx, lines) = std::sync::mpsc::channel::<(usize, String)>();
+    let mut watchers: Vec<Option<Worker>> = Vec::new();
+    let spawn_watcher = |index: usize, watchers: &mut Vec<Option<Worker>>| -> Result<(), Failure> {
+        let mut child = leader_child(&dir, store, &["watch"])?;
+        child.forward_lines(&lines_tx, move |line| (index, line))?;
+        if index < watchers.len() {
+            watchers[index] = Some(child);
+        } else {
+            watchers.push(Some(child));
+        }
+        Ok(())
+    };
+    for index in 0..3 {
+        spawn_watcher(index, &mut watchers)?;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut recoveries = Vec::new();
+    let mut opens = Vec::new();
+    let mut current_leader: Option<usize> = None; // None: the first, separate leader process
+    let mut is_leader = [false; 3];
+    for _ in 0..kills {
+        while let Ok((index, line)) = lines.try_recv() {
+            if let Some(role) = line.strip_prefix("role ") {
+                is_leader[index] = role == "leader";
+            }
+        }
+        let killed_at = micros_now();
+        match current_leader {
+            None => {
+                let _ = leader.kill();
+                let _ = leader.wait();
+            }
+            Some(index) => {
+                drop(watchers[index].take());
+            }
+        }
+        let followers: Vec<usize> = (0..3).filter(|i| Some(*i) != current_leader).collect();
+        let mut recovered = std::collections::BTreeMap::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while recovered.len() < followers.len() && Instant::now() < deadline {
+            let Ok((index, line)) = lines.recv_timeout(Duration::from_millis(100)) else {
+                continue;
+            };
+            if let Some(role) = line.strip_prefix("role ") {
+                is_leader[index] = role == "leader";
+            }
+            if let Some(micros) = line.strip_prefix("opened ").and_then(|m| m.parse().ok()) {
+                opens.push(Duration::from_micros(micros));
+            }
+            let mut words = line.split_whitespace();
+            if let (Some("gap"), Some(_), Some(to)) = (
+                words.next(),
+                words.next(),
+                words.next().and_then(|t| t.parse::<u64>().ok()),
+            ) {
+                if followers.contains(&index) && to > killed_at {
+                    recovered.entry(index).or_insert(to - killed_at);
+                }
+            }
+        }
+        // Followers that never stalled recovered at once.
+        let worst = followers
+            .iter()
+            .map(|i| recovered.get(i).copied().unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        recoveries.push(Duration::from_micros(worst));
+        if let Some(index) = current_leader {
+            spawn_watcher(index, &mut watchers)?;
+        }
+        std::thread::sleep(Duration::from_millis(150));
+        while let Ok((index, line)) = lines.try_recv() {
+            if let Some(role) = line.strip_prefix("role ") {
+                is_leader[index] = role == "leader";
+            }
+        }
+        current_leader = is_leader.iter().position(|l| *l);
+        if current_leader.is_none() {
+            return Err("no follower took over".into());
+        }
+    }
+    drop(watchers);
+    recoveries.sort();
+    opens.sort();
+    Ok(json!({
+        "kills": kills,
+        "all_followers_back_p50_ms": percentile(&recoveries, 0.5) / 1000.0,
+        "all_followers_back_p99_ms": percentile(&recoveries, 0.99) / 1000.0,
+        "new_leader_store_open_p50_ms": percentile(&opens, 0.5) / 1000.0,
+        "new_leader_store_open_p99_ms": percentile(&opens, 0.99) / 1000.0,
+    }))
+}
+
+/// Failover with `followers` idle follower processes, `kills` times: per kill, the time from
+/// the SIGKILL of the leader until every follower (the new leader among them) has answered
+/// a get asked of it right after the kill. And the honest memory cost of a follower to its
+/// leader: the leader's resident size when it has just started, and again once every
+/// follower has joined and been served once.
+pub(super) fn failover_at_scale(
+    dir: &Path,
+    store: &ToolStore,
+    followers: usize,
+    kills: usize,
+) -> Result<Value, Failure> {
+    let probe = || -> Result<Worker, Failure> { leader_child(dir, store, &["probe"]) };
+    let ask = |child: &mut Worker| -> Result<(), Failure> {
+        let stdin = child.stdin.as_mut().ok_or("no stdin")?;
+        stdin.write_all(b"get\n").map_err(|e| e.to_string())?;
+        Ok(())
+    };
+    // The answer of a probe asked a get: when it completed, and whether it leads now.
+    let answer = |child: &mut Worker| -> Result<(u64, bool), Failure> {
+        let line = first_line(child)?;
+        let mut words = line.split(' ');
+        match (
+            words.next(),
+            words.next().and_then(|m| m.parse().ok()),
+            words.next(),
+        ) {
+            (Some("answered"), Some(micros), Some(role)) => Ok((micros, role == "leader")),
+            _ => Err(format!("a probe of the failover bench said {line:?}").into()),
+        }
+    };
+    let mut probes = vec![probe()?];
+    if first_line(&mut probes[0])? != "ready leader" {
+        return Err("the first probe of the failover bench did not lead".into());
+    }
+    let fresh_leader_rss = rss_kib(probes[0].id());
+    for _ in 0..followers {
+        let mut child = probe()?;
+        if first_line(&mut child)? != "ready follower" {
+            return Err("a probe of the failover bench did not follow".into());
+        }
+        probes.push(child);
+    }
+    for child in &mut probes {
+        ask(child)?;
+        answer(child)?;
+    }
+    let served_leader_rss = rss_kib(probes[0].id());
+    let idle_follower_rss = rss_kib(probes[1].id());
+    let mut leader = 0;
+    let mut recoveries = Vec::new();
+    for _ in 0..kills {
+        let killed_at = micros_now();
+        let mut killed = probes.swap_remove(leader);
+        let _ = killed.kill();
+        let _ = killed.wait();
+        for child in &mut probes {
+            ask(child)?;
+        }
+        let mut last = killed_at;
+        let mut leaders = Vec::new();
+        for (index, child) in probes.iter_mut().enumerate() {
+            let (micros, leads) = answer(child)?;
+            last = last.max(micros);
+            if leads {
+                leaders.push(index);
+            }
+        }
+        let &[new_leader] = leaders.as_slice() else {
+            return Err(format!("{} probes lead after a failover", leaders.len()).into());
+        };
+        leader = new_leader;
+        recoveries.push(Duration::from_micros(last - killed_at));
+        let mut replacement = probe()?;
+        if first_line(&mut replacement)? != "ready follower" {
+            return Err("a probe of the failover bench did not follow".into());
+        }
+        probes.push(replacement);
+    }
+    recoveries.sort();
+    let per_follower = served_leader_rss
+        .zip(fresh_leader_rss)
+        .map(|(served, fresh)| (served as f64 - fresh as f64) / followers as f64);
+    Ok(json!({
+        "kills": kills,
+        "all_answered_p50_ms": percentile(&recoveries, 0.5) / 1000.0,
+        "all_answered_max_ms": percentile(&recoveries, 1.0) / 1000.0,
+        "fresh_leader_rss_kib": fresh_leader_rss,
+        "leader_rss_with_followers_kib": served_leader_rss,
+        "leader_rss_per_follower_kib": per_follower,
+        "idle_follower_rss_kib": idle_follower_rss,
+    }))
+}

@@ -1,0 +1,415 @@
+//! `party bench`: what a user cares about, measured side by side in one run on this machine.
+//!
+//! - baseline ([`baseline`]): a raw local-socket ping-pong with party's framing (a child
+//!   echoes a get's reply for every request), sequential round trips and pipelined messages
+//!   per second;
+//! - in-process: this process as leader, gets and puts through its own handle;
+//! - one follower: this process following a child leader, sequential and pipelined;
+//! - big values ([`values`]): MB/s of 1 KiB, 64 KiB and 1 MiB puts and gets, in-process
+//!   and through a follower;
+//! - four followers at once (child processes), aggregate gets per second;
+//! - failover ([`failover`]): the leader SIGKILLed repeatedly with three followers reading;
+//!   the time until every follower has completed an operation again; and the same on a store
+//!   whose past holds 100 000 clients (their dedup records), which a new leader must not read;
+//! - transactions ([`transactions`]), the change feed ([`feed`]), one-shot commands
+//!   ([`one_shot`]);
+//! - failover at scale: the leader SIGKILLed with 1, 16 and 64 idle followers; the time
+//!   until every one of them has answered a get asked right after the kill;
+//! - memory: resident size of a follower, and of a fresh leader before and after 64 idle
+//!   followers joined (the cost of one follower to its leader).
+//!
+//! The child processes' roles are in [`node`]; the report for people in [`table`].
+//! Speed is only ever measured here, never asserted in tests.
+
+mod baseline;
+mod failover;
+mod feed;
+mod node;
+mod one_shot;
+mod table;
+mod transactions;
+mod values;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use party_core::{Db, IterOptions, Role};
+use serde_json::{json, Value};
+
+use crate::children::{self, Worker};
+use crate::failure::Failure;
+use crate::out;
+use crate::tool_store::ToolStore;
+
+pub use baseline::echo;
+pub use node::node;
+
+/// The worker that echoes frames, for the socket baseline.
+pub const ECHO: &str = "bench-echo";
+/// The worker that holds a handle: a leader, or a loaded or watching follower.
+pub const NODE: &str = "bench-node";
+
+const KEYS: u64 = 100_000;
+/// Clients that wrote once in the past of the store of the second failover measure.
+const PAST_CLIENTS: u64 = 100_000;
+const VALUE: [u8; 100] = [b'v'; 100];
+
+fn key(n: u64) -> [u8; 16] {
+    let mut key = [b'k'; 16];
+    key[8..].copy_from_slice(&n.to_be_bytes());
+    key
+}
+
+fn micros_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Percentile of sorted durations, in microseconds.
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index].as_secs_f64() * 1e6
+}
+
+fn first_line(child: &mut Worker) -> Result<String, String> {
+    let stdout = child.stdout.as_mut().ok_or("no stdout")?;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while stdout.read(&mut byte).map_err(|e| e.to_string())? == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+// ---- measurements ---------------------------------------------------------------------
+
+/// Runs a measurement loop as a task on the runtime, where an async program's work runs,
+/// rather than on the thread blocked in `block_on`: waking that thread for every reply is
+/// a futex round trip (~40 µs here when the other core idles), which would be counted as
+/// party's. The report also gives the sequential get from that thread, for comparison.
+async fn on_runtime<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, String>> + Send + 'static,
+) -> Result<T, String> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| format!("a measurement task failed: {e}"))?
+}
+
+/// What a pipelined measurement does, the n-th operation with `key(n)`.
+#[derive(Clone)]
+enum Workload {
+    Gets {
+        key: fn(u64) -> Vec<u8>,
+    },
+    Puts {
+        key: fn(u64) -> Vec<u8>,
+        value: Vec<u8>,
+    },
+}
+
+impl Workload {
+    /// Gets of the bench's keys, round and round.
+    fn gets() -> Workload {
+        Workload::Gets { key: bench_key }
+    }
+
+    /// Puts of the bench's keys, round and round.
+    fn puts() -> Workload {
+        Workload::Puts {
+            key: bench_key,
+            value: VALUE.to_vec(),
+        }
+    }
+}
+
+fn bench_key(n: u64) -> Vec<u8> {
+    key(n % KEYS).to_vec()
+}
+
+/// Operations per second with `depth` in flight for `duration`: (operations done, per second).
+async fn pipelined(
+    db: Db,
+    duration: Duration,
+    depth: usize,
+    workload: Workload,
+) -> Result<(u64, f64), String> {
+    let start = Instant::now();
+    let mut in_flight = std::collections::VecDeque::new();
+    let mut done = 0u64;
+    let mut n = 0u64;
+    while start.elapsed() < duration {
+        while in_flight.len() < depth {
+            let op: std::pin::Pin<
+                Box<dyn std::future::Future<Output = Result<(), party_core::Error>> + Send>,
+            > = match &workload {
+                Workload::Puts { key, value } => Box::pin(db.put(key(n), value)),
+                Workload::Gets { key } => {
+                    let get = db.get(key(n));
+                    Box::pin(async move { get.await.map(|_| ()) })
+                }
+            };
+            in_flight.push_back(op);
+            n += 1;
+        }
+        if let Some(op) = in_flight.pop_front() {
+            op.await.map_err(|e| e.to_string())?;
+            done += 1;
+        }
+    }
+    for op in in_flight {
+        op.await.map_err(|e| e.to_string())?;
+        done += 1;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok((done, done as f64 / seconds))
+}
+
+/// Entries per second of a full scan: the median of `runs` scans (one takes ~0.1 s).
+async fn full_scans(db: Db, runs: usize) -> Result<f64, String> {
+    let mut rates = Vec::new();
+    for _ in 0..runs {
+        let start = Instant::now();
+        let scanned = db
+            .iter(IterOptions::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .len();
+        rates.push(scanned as f64 / start.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(rates[rates.len() / 2])
+}
+
+/// Sequential round trips: (p50 µs, p99 µs, ops/s).
+async fn sequential(db: Db, count: u64, puts: bool) -> Result<(f64, f64, f64), String> {
+    let mut times = Vec::with_capacity(count as usize);
+    let start = Instant::now();
+    for n in 0..count {
+        let began = Instant::now();
+        if puts {
+            db.put(key(n % KEYS), VALUE)
+                .await
+                .map_err(|e| e.to_string())?;
+        } else {
+            db.get(key(n % KEYS)).await.map_err(|e| e.to_string())?;
+        }
+        times.push(began.elapsed());
+    }
+    let rate = count as f64 / start.elapsed().as_secs_f64();
+    times.sort();
+    Ok((percentile(&times, 0.5), percentile(&times, 0.99), rate))
+}
+
+/// Writes the benchmark's 100 000 keys, 256 in flight.
+async fn fill(db: &Db) -> Result<(), String> {
+    let mut pending = std::collections::VecDeque::new();
+    for n in 0..KEYS {
+        pending.push_back(db.put(key(n), VALUE));
+        if pending.len() >= 256 {
+            pending
+                .pop_front()
+                .expect("non-empty")
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    for put in pending {
+        put.await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// A child process that leads `dir` and idles.
+fn start_leader(dir: &Path, store: &ToolStore) -> Result<Worker, Failure> {
+    let mut leader = leader_child(dir, store, &["idle"])?;
+    if first_line(&mut leader)? != "ready leader" {
+        return Err(format!("the process started to lead {} did not", dir.display()).into());
+    }
+    Ok(leader)
+}
+
+fn leader_child(dir: &Path, store: &ToolStore, mode: &[&str]) -> Result<Worker, Failure> {
+    let word = store.word();
+    let mut args = vec![dir.to_str().ok_or("path")?, &word];
+    args.extend_from_slice(mode);
+    children::spawn(NODE, &args)
+}
+
+/// `party bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Shorter runs: a quick look, not figures to compare.
+    #[arg(long)]
+    quick: bool,
+}
+
+pub async fn run(store: &ToolStore, as_json: bool, args: BenchArgs) -> Result<ExitCode, Failure> {
+    children::clean_up_when_interrupted()?;
+    let base = children::TempDir::new("party-bench-")?;
+    let report = measure(base.path(), store, args.quick).await?;
+    if as_json {
+        out::line(report)?;
+    } else {
+        out::line(table::table(&report).join("\n"))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn measure(base: &Path, store: &ToolStore, quick: bool) -> Result<Value, Failure> {
+    let span = Duration::from_millis(if quick { 300 } else { 2000 });
+    let kills = if quick { 3 } else { 20 };
+    std::fs::create_dir_all(base).map_err(|e| e.to_string())?;
+    out::note(format_args!("bench: raw socket baseline…"));
+    let baseline = baseline::socket_baseline(base)?;
+
+    out::note(format_args!("bench: leader in-process…"));
+    let local_dir = base.join("local");
+    let db = crate::open_on(&local_dir, store).await?;
+    if db.ready().await.map_err(|e| e.to_string())? != Role::Leader {
+        return Err("the in-process handle did not lead".into());
+    }
+    fill(&db).await?;
+    let local_get = on_runtime(pipelined(db.clone(), span, 256, Workload::gets()))
+        .await?
+        .1;
+    let local_put = on_runtime(pipelined(db.clone(), span, 256, Workload::puts()))
+        .await?
+        .1;
+    db.close().await.map_err(|e| e.to_string())?;
+
+    out::note(format_args!("bench: one follower…"));
+    let shared = base.join("shared");
+    let leader = start_leader(&shared, store)?;
+    let db = crate::open_on(&shared, store).await?;
+    if db.ready().await.map_err(|e| e.to_string())? != Role::Follower {
+        return Err("this process did not follow".into());
+    }
+    fill(&db).await?;
+    let count = if quick { 2_000 } else { 20_000 };
+    let (get_p50, get_p99, get_rate) = on_runtime(sequential(db.clone(), count, false)).await?;
+    let (put_p50, put_p99, put_rate) = on_runtime(sequential(db.clone(), count, true)).await?;
+    let (main_thread_get_p50, _, _) = sequential(db.clone(), count, false).await?;
+    let mut depths = serde_json::Map::new();
+    for depth in [16, 64, 256] {
+        let get = on_runtime(pipelined(db.clone(), span, depth, Workload::gets()))
+            .await?
+            .1;
+        let put = on_runtime(pipelined(db.clone(), span, depth, Workload::puts()))
+            .await?
+            .1;
+        depths.insert(
+            depth.to_string(),
+            json!({"get_ops_per_s": get, "put_ops_per_s": put}),
+        );
+    }
+    let scan_rate = on_runtime(full_scans(db.clone(), if quick { 3 } else { 5 })).await?;
+    let follower_rss = rss_kib(std::process::id());
+    db.close().await.map_err(|e| e.to_string())?;
+
+    out::note(format_args!("bench: big values…"));
+    let (local_values, follower_values) = values::measure(base, store, span / 2).await?;
+
+    out::note(format_args!("bench: four followers…"));
+    let seconds = span.as_secs_f64().to_string();
+    let mut loaders = Vec::new();
+    for _ in 0..4 {
+        loaders.push(leader_child(&shared, store, &["load", &seconds])?);
+    }
+    let mut aggregate = 0u64;
+    for mut loader in loaders {
+        let _ready = first_line(&mut loader)?;
+        let ops = first_line(&mut loader)?;
+        aggregate += ops
+            .strip_prefix("ops ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let _ = loader.wait();
+    }
+    let aggregate_rate = aggregate as f64 / span.as_secs_f64();
+
+    drop(leader);
+
+    out::note(format_args!("bench: failover ×{kills}…"));
+    let failover = failover::failovers(&base.join("failover"), store, kills).await?;
+    out::note(format_args!(
+        "bench: failover ×{kills} after {PAST_CLIENTS} past clients…"
+    ));
+    let past = base.join("failover-past");
+    failover::with_past_clients(&past, store, PAST_CLIENTS).await?;
+    let failover_past = failover::failovers(&past, store, kills).await?;
+    let mut at_scale = serde_json::Map::new();
+    let scale_kills = kills.div_ceil(4);
+    for followers in [1, 16, 64] {
+        out::note(format_args!(
+            "bench: failover ×{scale_kills} with {followers} idle followers…"
+        ));
+        let dir = base.join(format!("failover-{followers}"));
+        let measured = failover::failover_at_scale(&dir, store, followers, scale_kills)?;
+        at_scale.insert(followers.to_string(), measured);
+    }
+
+    let transactions = transactions::transactions(base, store, span)?;
+    let feed = feed::feed(base, store, span, quick).await?;
+
+    out::note(format_args!("bench: one-shot commands…"));
+    let one_shot = one_shot::one_shot_commands(base, store, if quick { 3 } else { 15 })?;
+
+    let socket_p50 = baseline["rtt_p50_us"].as_f64().unwrap_or(f64::NAN);
+    let follower_get_256 = depths["256"]["get_ops_per_s"].as_f64().unwrap_or(f64::NAN);
+    let follower_put_256 = depths["256"]["put_ops_per_s"].as_f64().unwrap_or(f64::NAN);
+    Ok(json!({
+        "backend": store.kind().name(),
+        "baseline": baseline,
+        "in_process": {
+            "get_ops_per_s": local_get,
+            "put_ops_per_s": local_put,
+            "big_values": local_values,
+        },
+        "one_follower": {
+            "sync_get": {"p50_us": get_p50, "p99_us": get_p99, "ops_per_s": get_rate},
+            "sync_put": {"p50_us": put_p50, "p99_us": put_p99, "ops_per_s": put_rate},
+            "sync_get_from_block_on_thread_p50_us": main_thread_get_p50,
+            "pipelined": depths,
+            "scan_entries_per_s": scan_rate,
+            "big_values": follower_values,
+        },
+        "four_followers_get_ops_per_s": aggregate_rate,
+        "failover_past_clients": PAST_CLIENTS,
+        "failover_after_past_clients": failover_past,
+        "failover": failover,
+        "one_shot": one_shot,
+        "transactions": transactions,
+        "feed": feed,
+        "failover_idle_followers": at_scale,
+        "memory_kib": {
+            "follower_rss": follower_rss,
+            "idle_follower_rss": at_scale["64"]["idle_follower_rss_kib"],
+            "fresh_leader_rss": at_scale["64"]["fresh_leader_rss_kib"],
+            "leader_rss_with_64_idle_followers": at_scale["64"]["leader_rss_with_followers_kib"],
+            "leader_rss_per_idle_follower": at_scale["64"]["leader_rss_per_follower_kib"],
+        },
+        "ratios": {
+            "big_values_follower_vs_in_process": values::ratios(&follower_values, &local_values),
+            "follower_pipelined_get_vs_in_process": follower_get_256 / local_get,
+            "follower_pipelined_put_vs_in_process": follower_put_256 / local_put,
+            "follower_sync_p50_vs_socket_p50": get_p50 / socket_p50,
+            "one_shot_put_vs_process_start": one_shot["put_as_leader_p50_ms"].as_f64().unwrap_or(f64::NAN)
+                / one_shot["process_start_p50_ms"].as_f64().unwrap_or(f64::NAN),
+        },
+    }))
+}

@@ -1,0 +1,109 @@
+//! The node child process: a handle that leads, or follows and loads, watches, writes,
+//! subscribes or answers probes.
+
+use std::io::Read;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::io::AsyncBufReadExt;
+
+use super::feed::subscriber;
+use super::transactions::one_at_a_time;
+use super::{key, micros_now, on_runtime, pipelined, Workload, KEYS};
+use crate::failure::Failure;
+use crate::out;
+
+/// The node worker `DIR BACKEND MODE`: a handle that prints `ready ROLE` once settled, then
+/// `idle` (waits), `load SECONDS` (64 gets in flight, prints `ops N`), or `watch` (one get at
+/// a time forever, printing `gap FROM TO` in wall-clock microseconds after every stall over
+/// a millisecond, `role NAME` on every change, and `opened MICROS` with the store's open
+/// time when it takes over), or `probe` (for every line `get` on stdin, one get, then
+/// `answered MICROS ROLE` with the wall-clock microsecond it completed and the role then).
+pub async fn node(args: &[String]) -> Result<ExitCode, Failure> {
+    let [dir, backend, mode @ ..] = args else {
+        return Err(Failure::usage("usage: bench-node DIR BACKEND [feed] MODE"));
+    };
+    // `feed` first: the handle keeps a change feed when it leads.
+    let (feed, mode) = match mode {
+        [first, rest @ ..] if first == "feed" => (true, rest),
+        rest => (false, rest),
+    };
+    let store = crate::tool_store::ToolStore::from_word(backend)?;
+    let db = party_core::open(dir, store.options(dir.as_ref()).change_feed(feed))
+        .await
+        .map_err(|e| e.to_string())?;
+    let role = db.ready().await.map_err(|e| e.to_string())?;
+    out::line(format_args!("ready {}", role.name()))?;
+    match mode {
+        [m] if m == "idle" => {
+            let _ = std::io::stdin().read(&mut [0u8; 1]);
+        }
+        [m, seconds] if m == "load" => {
+            let seconds: f64 = seconds.parse().map_err(|_| "load SECONDS")?;
+            let ops = on_runtime(pipelined(
+                db.clone(),
+                Duration::from_secs_f64(seconds),
+                64,
+                Workload::gets(),
+            ))
+            .await?
+            .0;
+            out::line(format_args!("ops {ops}"))?;
+        }
+        [m] if m == "watch" => {
+            let mut roles = db.watch_role();
+            let mut last = micros_now();
+            let mut n = 0u64;
+            loop {
+                db.get(key(n % KEYS)).await.map_err(|e| e.to_string())?;
+                n += 1;
+                let now = micros_now();
+                if now - last > 1_000 {
+                    out::line(format_args!("gap {last} {now}"))?;
+                }
+                if roles.has_changed() {
+                    let state = roles.current();
+                    out::line(format_args!("role {}", state.role.name()))?;
+                    if let Some(open) = state.store_open_time {
+                        out::line(format_args!("opened {}", open.as_micros()))?;
+                    }
+                }
+                last = now;
+            }
+        }
+        [m, seconds, what] if m == "writes" => {
+            let seconds: f64 = seconds.parse().map_err(|_| "writes SECONDS WHAT")?;
+            // Together with the others: each starts when told, on one line of stdin.
+            let _ = std::io::stdin().read(&mut [0u8; 1]);
+            let counter = match what.as_str() {
+                "shared" => Some("count/shared".to_owned()),
+                "own" => Some(format!("count/{}", std::process::id())),
+                _ => None,
+            };
+            let ops = on_runtime(one_at_a_time(
+                db.clone(),
+                Duration::from_secs_f64(seconds),
+                counter,
+            ))
+            .await?;
+            out::line(format_args!("ops {ops}"))?;
+        }
+        [m] if m == "subscribe" => on_runtime(subscriber(db.clone())).await?,
+        [m] if m == "probe" => {
+            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+            while let Some(line) = lines.next_line().await.map_err(|e| e.to_string())? {
+                if line == "get" {
+                    db.get(key(0)).await.map_err(|e| e.to_string())?;
+                    let role = db.role().name();
+                    out::line(format_args!("answered {} {role}", micros_now()))?;
+                }
+            }
+        }
+        _ => {
+            return Err(
+                "MODE is idle, load SECONDS, watch, writes SECONDS WHAT, subscribe or probe".into(),
+            )
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
