@@ -263,7 +263,14 @@ fn bench_quick_reports_every_measurement_as_json() {
     for path in [
         "/baseline/rtt_p50_us",
         "/baseline/pipelined_msgs_per_s",
+        "/baseline/spinning_rtt_p50_us",
         "/in_process/get_ops_per_s",
+        "/big_values/in_process/65536/put_mb_per_s",
+        "/big_values/follower/1048576/get_mb_per_s",
+        "/ratios/big_values_follower_vs_in_process/1024/put",
+        "/failover_idle_followers/64/all_answered_max_ms",
+        "/memory_kib/fresh_leader_rss",
+        "/memory_kib/leader_rss_with_64_idle_followers",
         "/one_follower/sync_get/p50_us",
         "/one_follower/pipelined/256/put_ops_per_s",
         "/one_follower/scan_entries_per_s",
@@ -291,6 +298,34 @@ fn bench_quick_reports_every_measurement_as_json() {
         .pointer("/memory_kib/idle_follower_rss")
         .and_then(serde_json::Value::as_u64)
         .is_some());
+}
+
+/// `--only` measures the sections asked for and leaves the others out of the report.
+#[test]
+fn bench_only_measures_the_sections_asked_for() {
+    let output = party(&[
+        "bench",
+        "--quick",
+        "--json",
+        "--only",
+        "baseline,in-process",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert!(report.pointer("/baseline/rtt_p50_us").is_some(), "{report}");
+    assert!(
+        report.pointer("/in_process/put_ops_per_s").is_some(),
+        "{report}"
+    );
+    for left_out in ["one_follower", "failover", "feed", "big_values"] {
+        assert!(report.get(left_out).is_none(), "{left_out} in {report}");
+    }
+    assert!(party(&["bench", "--only", "nothing"]).status.code() == Some(2));
 }
 
 /// A short (15 s) chaos run: leaders SIGKILLed every 200-500 ms under pipelined single-writer

@@ -1,7 +1,6 @@
 //! Failover: the leader SIGKILLed while followers read, and the time until every follower
 //! is served again; with three busy followers, and with 1, 16 and 64 idle ones.
 
-use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -155,9 +154,9 @@ pub(super) async fn failovers(
 
 /// Failover with `followers` idle follower processes, `kills` times: per kill, the time from
 /// the SIGKILL of the leader until every follower (the new leader among them) has answered
-/// a get asked of it right after the kill. And the honest memory cost of a follower to its
-/// leader: the leader's resident size when it has just started, and again once every
-/// follower has joined and been served once.
+/// the get it asks the moment it sees its leader gone. And the honest memory cost of a
+/// follower to its leader: the leader's resident size when it has just started, and again
+/// once every follower has joined.
 pub(super) fn failover_at_scale(
     dir: &Path,
     store: &ToolStore,
@@ -165,39 +164,46 @@ pub(super) fn failover_at_scale(
     kills: usize,
 ) -> Result<Value, Failure> {
     let probe = || -> Result<Worker, Failure> { leader_child(dir, store, &["probe"]) };
-    let ask = |child: &mut Worker| -> Result<(), Failure> {
-        let stdin = child.stdin.as_mut().ok_or("no stdin")?;
-        stdin.write_all(b"get\n").map_err(|e| e.to_string())?;
-        Ok(())
+    let following_probe = || -> Result<Worker, Failure> {
+        let mut child = probe()?;
+        if first_line(&mut child)? != "ready follower" || first_line(&mut child)?.is_empty() {
+            return Err("a probe of the failover bench did not follow".into());
+        }
+        Ok(child)
     };
-    // The answer of a probe asked a get: when it completed, and whether it leads now.
-    let answer = |child: &mut Worker| -> Result<(u64, bool), Failure> {
-        let line = first_line(child)?;
-        let mut words = line.split(' ');
-        match (
-            words.next(),
-            words.next().and_then(|m| m.parse().ok()),
-            words.next(),
-        ) {
-            (Some("answered"), Some(micros), Some(role)) => Ok((micros, role == "leader")),
-            _ => Err(format!("a probe of the failover bench said {line:?}").into()),
+    // A probe's answer after the failover to a term after `term`: when its get completed,
+    // and whether it leads. (An answer it gave before it knew of the new term is passed.)
+    let answer = |child: &mut Worker, term: u64| -> Result<(u64, bool, u64), Failure> {
+        loop {
+            let line = first_line(child)?;
+            let words: Vec<&str> = line.split(' ').collect();
+            let parsed = match words[..] {
+                ["answered", micros, role, new_term] => micros
+                    .parse()
+                    .ok()
+                    .zip(new_term.parse().ok())
+                    .map(|(micros, new_term)| (micros, role == "leader", new_term)),
+                _ => None,
+            };
+            match parsed {
+                Some(answer) if answer.2 > term => return Ok(answer),
+                Some(_) => continue,
+                None => return Err(format!("a probe of the failover bench said {line:?}").into()),
+            }
         }
     };
     let mut probes = vec![probe()?];
     if first_line(&mut probes[0])? != "ready leader" {
         return Err("the first probe of the failover bench did not lead".into());
     }
+    let first_term = first_line(&mut probes[0])?;
+    let mut term: u64 = first_term
+        .strip_prefix("term ")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("the first probe of the failover bench said {first_term:?}"))?;
     let fresh_leader_rss = rss_kib(probes[0].id());
     for _ in 0..followers {
-        let mut child = probe()?;
-        if first_line(&mut child)? != "ready follower" {
-            return Err("a probe of the failover bench did not follow".into());
-        }
-        probes.push(child);
-    }
-    for child in &mut probes {
-        ask(child)?;
-        answer(child)?;
+        probes.push(following_probe()?);
     }
     let served_leader_rss = rss_kib(probes[0].id());
     let idle_follower_rss = rss_kib(probes[1].id());
@@ -208,28 +214,24 @@ pub(super) fn failover_at_scale(
         let mut killed = probes.swap_remove(leader);
         let _ = killed.kill();
         let _ = killed.wait();
-        for child in &mut probes {
-            ask(child)?;
-        }
         let mut last = killed_at;
         let mut leaders = Vec::new();
+        let mut new_term = term;
         for (index, child) in probes.iter_mut().enumerate() {
-            let (micros, leads) = answer(child)?;
+            let (micros, leads, answered_by) = answer(child, term)?;
             last = last.max(micros);
+            new_term = new_term.max(answered_by);
             if leads {
                 leaders.push(index);
             }
         }
+        term = new_term;
         let &[new_leader] = leaders.as_slice() else {
             return Err(format!("{} probes lead after a failover", leaders.len()).into());
         };
         leader = new_leader;
         recoveries.push(Duration::from_micros(last - killed_at));
-        let mut replacement = probe()?;
-        if first_line(&mut replacement)? != "ready follower" {
-            return Err("a probe of the failover bench did not follow".into());
-        }
-        probes.push(replacement);
+        probes.push(following_probe()?);
     }
     recoveries.sort();
     let per_follower = served_leader_rss

@@ -256,12 +256,30 @@ pub struct BenchArgs {
     /// Shorter runs: a quick look, not figures to compare.
     #[arg(long)]
     quick: bool,
+    /// Only these measurements (repeat the flag or separate by commas); all by default.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Section>,
+}
+
+/// The measurements, each of which `--only` can pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    Baseline,
+    InProcess,
+    Follower,
+    Values,
+    FourFollowers,
+    Failover,
+    FailoverIdle,
+    Transactions,
+    Feed,
+    OneShot,
 }
 
 pub async fn run(store: &ToolStore, as_json: bool, args: BenchArgs) -> Result<ExitCode, Failure> {
     children::clean_up_when_interrupted()?;
     let base = children::TempDir::new("party-bench-")?;
-    let report = measure(base.path(), store, args.quick).await?;
+    let report = measure(base.path(), store, &args).await?;
     if as_json {
         out::line(report)?;
     } else {
@@ -270,31 +288,121 @@ pub async fn run(store: &ToolStore, as_json: bool, args: BenchArgs) -> Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-async fn measure(base: &Path, store: &ToolStore, quick: bool) -> Result<Value, Failure> {
-    let span = Duration::from_millis(if quick { 300 } else { 2000 });
-    let kills = if quick { 3 } else { 20 };
-    std::fs::create_dir_all(base).map_err(|e| e.to_string())?;
-    out::note(format_args!("bench: raw socket baseline…"));
-    let baseline = baseline::socket_baseline(base)?;
+/// How long, and how often, each measurement runs.
+struct Lengths {
+    span: Duration,
+    kills: usize,
+    quick: bool,
+}
 
-    out::note(format_args!("bench: leader in-process…"));
-    let local_dir = base.join("local");
-    let db = crate::open_on(&local_dir, store).await?;
+async fn measure(base: &Path, store: &ToolStore, args: &BenchArgs) -> Result<Value, Failure> {
+    let quick = args.quick;
+    let lengths = Lengths {
+        span: Duration::from_millis(if quick { 300 } else { 2000 }),
+        kills: if quick { 3 } else { 20 },
+        quick,
+    };
+    let span = lengths.span;
+    let wanted = |section| args.only.is_empty() || args.only.contains(&section);
+    std::fs::create_dir_all(base).map_err(|e| e.to_string())?;
+    let mut report = serde_json::Map::new();
+    report.insert("backend".into(), store.kind().name().into());
+    if wanted(Section::Baseline) {
+        out::note(format_args!("bench: raw socket baseline…"));
+        report.insert("baseline".into(), baseline::socket_baseline(base)?);
+    }
+    if wanted(Section::InProcess) {
+        out::note(format_args!("bench: leader in-process…"));
+        report.insert("in_process".into(), in_process(base, store, span).await?);
+    }
+    if wanted(Section::Follower) {
+        out::note(format_args!("bench: one follower…"));
+        report.insert(
+            "one_follower".into(),
+            one_follower(base, store, &lengths).await?,
+        );
+    }
+    if wanted(Section::Values) {
+        out::note(format_args!("bench: big values…"));
+        report.insert(
+            "big_values".into(),
+            values::measure(base, store, span / 2).await?,
+        );
+    }
+    if wanted(Section::FourFollowers) {
+        out::note(format_args!("bench: four followers…"));
+        let rate = four_followers(base, store, span).await?;
+        report.insert("four_followers_get_ops_per_s".into(), rate.into());
+    }
+    if wanted(Section::Failover) {
+        let kills = lengths.kills;
+        out::note(format_args!("bench: failover ×{kills}…"));
+        let failover = failover::failovers(&base.join("failover"), store, kills).await?;
+        report.insert("failover".into(), failover);
+        out::note(format_args!(
+            "bench: failover ×{kills} after {PAST_CLIENTS} past clients…"
+        ));
+        let past = base.join("failover-past");
+        failover::with_past_clients(&past, store, PAST_CLIENTS).await?;
+        let failover_past = failover::failovers(&past, store, kills).await?;
+        report.insert("failover_past_clients".into(), PAST_CLIENTS.into());
+        report.insert("failover_after_past_clients".into(), failover_past);
+    }
+    if wanted(Section::FailoverIdle) {
+        let mut at_scale = serde_json::Map::new();
+        let kills = lengths.kills.div_ceil(4);
+        for followers in [1, 16, 64] {
+            out::note(format_args!(
+                "bench: failover ×{kills} with {followers} idle followers…"
+            ));
+            let dir = base.join(format!("failover-{followers}"));
+            let measured = failover::failover_at_scale(&dir, store, followers, kills)?;
+            at_scale.insert(followers.to_string(), measured);
+        }
+        report.insert("failover_idle_followers".into(), Value::Object(at_scale));
+    }
+    if wanted(Section::Transactions) {
+        let transactions = transactions::transactions(base, store, span)?;
+        report.insert("transactions".into(), transactions);
+    }
+    if wanted(Section::Feed) {
+        report.insert("feed".into(), feed::feed(base, store, span, quick).await?);
+    }
+    if wanted(Section::OneShot) {
+        out::note(format_args!("bench: one-shot commands…"));
+        let runs = if quick { 3 } else { 15 };
+        let one_shot = one_shot::one_shot_commands(base, store, runs)?;
+        report.insert("one_shot".into(), one_shot);
+    }
+    let mut report = Value::Object(report);
+    report["memory_kib"] = memory(&report);
+    report["ratios"] = ratios(&report);
+    Ok(report)
+}
+
+/// This process as leader: gets and puts, 256 in flight.
+async fn in_process(base: &Path, store: &ToolStore, span: Duration) -> Result<Value, Failure> {
+    let db = crate::open_on(&base.join("local"), store).await?;
     if db.ready().await.map_err(|e| e.to_string())? != Role::Leader {
         return Err("the in-process handle did not lead".into());
     }
     fill(&db).await?;
-    let local_get = on_runtime(pipelined(db.clone(), span, 256, Workload::gets()))
+    let get = on_runtime(pipelined(db.clone(), span, 256, Workload::gets()))
         .await?
         .1;
-    let local_put = on_runtime(pipelined(db.clone(), span, 256, Workload::puts()))
+    let put = on_runtime(pipelined(db.clone(), span, 256, Workload::puts()))
         .await?
         .1;
     db.close().await.map_err(|e| e.to_string())?;
+    Ok(json!({"get_ops_per_s": get, "put_ops_per_s": put}))
+}
 
-    out::note(format_args!("bench: one follower…"));
+/// This process following a child leader: sequential round trips, pipelined at 16, 64 and
+/// 256 in flight, full scans, and this process's resident size after all that.
+async fn one_follower(base: &Path, store: &ToolStore, lengths: &Lengths) -> Result<Value, Failure> {
+    let (span, quick) = (lengths.span, lengths.quick);
     let shared = base.join("shared");
-    let leader = start_leader(&shared, store)?;
+    let _leader = start_leader(&shared, store)?;
     let db = crate::open_on(&shared, store).await?;
     if db.ready().await.map_err(|e| e.to_string())? != Role::Follower {
         return Err("this process did not follow".into());
@@ -318,17 +426,29 @@ async fn measure(base: &Path, store: &ToolStore, quick: bool) -> Result<Value, F
         );
     }
     let scan_rate = on_runtime(full_scans(db.clone(), if quick { 3 } else { 5 })).await?;
-    let follower_rss = rss_kib(std::process::id());
+    let rss = rss_kib(std::process::id());
     db.close().await.map_err(|e| e.to_string())?;
+    Ok(json!({
+        "sync_get": {"p50_us": get_p50, "p99_us": get_p99, "ops_per_s": get_rate},
+        "sync_put": {"p50_us": put_p50, "p99_us": put_p99, "ops_per_s": put_rate},
+        "sync_get_from_block_on_thread_p50_us": main_thread_get_p50,
+        "pipelined": depths,
+        "scan_entries_per_s": scan_rate,
+        "rss_kib": rss,
+    }))
+}
 
-    out::note(format_args!("bench: big values…"));
-    let (local_values, follower_values) = values::measure(base, store, span / 2).await?;
-
-    out::note(format_args!("bench: four followers…"));
+/// Four follower processes at once, 64 gets in flight each: gets per second in all.
+async fn four_followers(base: &Path, store: &ToolStore, span: Duration) -> Result<f64, Failure> {
+    let dir = base.join("four");
+    let _leader = start_leader(&dir, store)?;
+    let keys = crate::open_on(&dir, store).await?;
+    fill(&keys).await?;
+    keys.close().await.map_err(|e| e.to_string())?;
     let seconds = span.as_secs_f64().to_string();
     let mut loaders = Vec::new();
     for _ in 0..4 {
-        loaders.push(leader_child(&shared, store, &["load", &seconds])?);
+        loaders.push(leader_child(&dir, store, &["load", &seconds])?);
     }
     let mut aggregate = 0u64;
     for mut loader in loaders {
@@ -340,76 +460,35 @@ async fn measure(base: &Path, store: &ToolStore, quick: bool) -> Result<Value, F
             .unwrap_or(0);
         let _ = loader.wait();
     }
-    let aggregate_rate = aggregate as f64 / span.as_secs_f64();
+    Ok(aggregate as f64 / span.as_secs_f64())
+}
 
-    drop(leader);
+/// The memory figures, gathered from the measurements that took them.
+fn memory(report: &Value) -> Value {
+    let scale = &report["failover_idle_followers"]["64"];
+    json!({
+        "follower_rss": report["one_follower"]["rss_kib"],
+        "idle_follower_rss": scale["idle_follower_rss_kib"],
+        "fresh_leader_rss": scale["fresh_leader_rss_kib"],
+        "leader_rss_with_64_idle_followers": scale["leader_rss_with_followers_kib"],
+        "leader_rss_per_idle_follower": scale["leader_rss_per_follower_kib"],
+    })
+}
 
-    out::note(format_args!("bench: failover ×{kills}…"));
-    let failover = failover::failovers(&base.join("failover"), store, kills).await?;
-    out::note(format_args!(
-        "bench: failover ×{kills} after {PAST_CLIENTS} past clients…"
-    ));
-    let past = base.join("failover-past");
-    failover::with_past_clients(&past, store, PAST_CLIENTS).await?;
-    let failover_past = failover::failovers(&past, store, kills).await?;
-    let mut at_scale = serde_json::Map::new();
-    let scale_kills = kills.div_ceil(4);
-    for followers in [1, 16, 64] {
-        out::note(format_args!(
-            "bench: failover ×{scale_kills} with {followers} idle followers…"
-        ));
-        let dir = base.join(format!("failover-{followers}"));
-        let measured = failover::failover_at_scale(&dir, store, followers, scale_kills)?;
-        at_scale.insert(followers.to_string(), measured);
-    }
-
-    let transactions = transactions::transactions(base, store, span)?;
-    let feed = feed::feed(base, store, span, quick).await?;
-
-    out::note(format_args!("bench: one-shot commands…"));
-    let one_shot = one_shot::one_shot_commands(base, store, if quick { 3 } else { 15 })?;
-
-    let socket_p50 = baseline["rtt_p50_us"].as_f64().unwrap_or(f64::NAN);
-    let follower_get_256 = depths["256"]["get_ops_per_s"].as_f64().unwrap_or(f64::NAN);
-    let follower_put_256 = depths["256"]["put_ops_per_s"].as_f64().unwrap_or(f64::NAN);
-    Ok(json!({
-        "backend": store.kind().name(),
-        "baseline": baseline,
-        "in_process": {
-            "get_ops_per_s": local_get,
-            "put_ops_per_s": local_put,
-            "big_values": local_values,
-        },
-        "one_follower": {
-            "sync_get": {"p50_us": get_p50, "p99_us": get_p99, "ops_per_s": get_rate},
-            "sync_put": {"p50_us": put_p50, "p99_us": put_p99, "ops_per_s": put_rate},
-            "sync_get_from_block_on_thread_p50_us": main_thread_get_p50,
-            "pipelined": depths,
-            "scan_entries_per_s": scan_rate,
-            "big_values": follower_values,
-        },
-        "four_followers_get_ops_per_s": aggregate_rate,
-        "failover_past_clients": PAST_CLIENTS,
-        "failover_after_past_clients": failover_past,
-        "failover": failover,
-        "one_shot": one_shot,
-        "transactions": transactions,
-        "feed": feed,
-        "failover_idle_followers": at_scale,
-        "memory_kib": {
-            "follower_rss": follower_rss,
-            "idle_follower_rss": at_scale["64"]["idle_follower_rss_kib"],
-            "fresh_leader_rss": at_scale["64"]["fresh_leader_rss_kib"],
-            "leader_rss_with_64_idle_followers": at_scale["64"]["leader_rss_with_followers_kib"],
-            "leader_rss_per_idle_follower": at_scale["64"]["leader_rss_per_follower_kib"],
-        },
-        "ratios": {
-            "big_values_follower_vs_in_process": values::ratios(&follower_values, &local_values),
-            "follower_pipelined_get_vs_in_process": follower_get_256 / local_get,
-            "follower_pipelined_put_vs_in_process": follower_put_256 / local_put,
-            "follower_sync_p50_vs_socket_p50": get_p50 / socket_p50,
-            "one_shot_put_vs_process_start": one_shot["put_as_leader_p50_ms"].as_f64().unwrap_or(f64::NAN)
-                / one_shot["process_start_p50_ms"].as_f64().unwrap_or(f64::NAN),
-        },
-    }))
+/// What the report's figures say side by side (null where a side was not measured).
+fn ratios(report: &Value) -> Value {
+    let number = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let (local, follower) = (&report["in_process"], &report["one_follower"]);
+    let one_shot = &report["one_shot"];
+    json!({
+        "big_values_follower_vs_in_process": values::ratios(&report["big_values"]),
+        "follower_pipelined_get_vs_in_process":
+            number(&follower["pipelined"]["256"]["get_ops_per_s"]) / number(&local["get_ops_per_s"]),
+        "follower_pipelined_put_vs_in_process":
+            number(&follower["pipelined"]["256"]["put_ops_per_s"]) / number(&local["put_ops_per_s"]),
+        "follower_sync_p50_vs_socket_p50":
+            number(&follower["sync_get"]["p50_us"]) / number(&report["baseline"]["rtt_p50_us"]),
+        "one_shot_put_vs_process_start":
+            number(&one_shot["put_as_leader_p50_ms"]) / number(&one_shot["process_start_p50_ms"]),
+    })
 }

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tokio::io::AsyncBufReadExt;
+use party_core::Db;
 
 use super::feed::subscriber;
 use super::transactions::one_at_a_time;
@@ -17,8 +17,10 @@ use crate::out;
 /// `idle` (waits), `load SECONDS` (64 gets in flight, prints `ops N`), or `watch` (one get at
 /// a time forever, printing `gap FROM TO` in wall-clock microseconds after every stall over
 /// a millisecond, `role NAME` on every change, and `opened MICROS` with the store's open
-/// time when it takes over), or `probe` (for every line `get` on stdin, one get, then
-/// `answered MICROS ROLE` with the wall-clock microsecond it completed and the role then).
+/// time when it takes over), or `probe` (prints `term N`, the term of its leader; then
+/// idles, but whenever it loses its leader it asks a
+/// get at once, and prints `answered MICROS ROLE TERM`: the wall-clock microsecond the get
+/// completed, and the role and the leader's term then, as far as the handle knows yet).
 pub async fn node(args: &[String]) -> Result<ExitCode, Failure> {
     let [dir, backend, mode @ ..] = args else {
         return Err(Failure::usage("usage: bench-node DIR BACKEND [feed] MODE"));
@@ -89,16 +91,7 @@ pub async fn node(args: &[String]) -> Result<ExitCode, Failure> {
             out::line(format_args!("ops {ops}"))?;
         }
         [m] if m == "subscribe" => on_runtime(subscriber(db.clone())).await?,
-        [m] if m == "probe" => {
-            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-            while let Some(line) = lines.next_line().await.map_err(|e| e.to_string())? {
-                if line == "get" {
-                    db.get(key(0)).await.map_err(|e| e.to_string())?;
-                    let role = db.role().name();
-                    out::line(format_args!("answered {} {role}", micros_now()))?;
-                }
-            }
-        }
+        [m] if m == "probe" => on_runtime(probe(db.clone())).await?,
         _ => {
             return Err(
                 "MODE is idle, load SECONDS, watch, writes SECONDS WHAT, subscribe or probe".into(),
@@ -106,4 +99,24 @@ pub async fn node(args: &[String]) -> Result<ExitCode, Failure> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `probe` mode: see [`node`].
+async fn probe(db: Db) -> Result<(), String> {
+    let line = |text: std::fmt::Arguments| out::line(text).map_err(|f| f.message);
+    let mut roles = db.watch_role();
+    let mut answered_by = roles.current().term;
+    line(format_args!("term {}", answered_by.unwrap_or(0)))?;
+    loop {
+        let state = roles.changed().await.map_err(|e| e.to_string())?;
+        // Seen leaderless, or (when that passed unseen) served by another leader.
+        if state.role == party_core::Role::Electing || state.term != answered_by {
+            db.get(key(0)).await.map_err(|e| e.to_string())?;
+            let micros = micros_now();
+            let state = db.watch_role().current();
+            answered_by = state.term;
+            let (role, term) = (state.role.name(), state.term.unwrap_or(0));
+            line(format_args!("answered {micros} {role} {term}"))?;
+        }
+    }
 }

@@ -8,139 +8,168 @@ pub(super) fn table(report: &Value) -> Vec<String> {
     let number = |v: &Value| v.as_f64().map_or("-".into(), |n| format!("{n:.1}"));
     let number2 = |v: &Value| v.as_f64().map_or("-".into(), |n| format!("{n:.2}"));
     let rate = |v: &Value| v.as_f64().map_or("-".into(), |n| format!("{:.0}", n));
+    // `--only` leaves the other measurements out of the report, and out of the table.
+    let measured = |key: &str| !report[key].is_null();
     lines.push(format!(
         "party bench on {}",
         report["backend"].as_str().unwrap_or("?")
     ));
-    let b = &report["baseline"];
-    lines.push(format!(
-        "raw socket ping-pong        p50 {} µs  p99 {} µs  pipelined {} msg/s",
-        number(&b["rtt_p50_us"]),
-        number(&b["rtt_p99_us"]),
-        rate(&b["pipelined_msgs_per_s"])
-    ));
-    lines.push(format!(
-        "raw socket, spinning ends   p50 {} µs  p99 {} µs",
-        number(&b["spinning_rtt_p50_us"]),
-        number(&b["spinning_rtt_p99_us"])
-    ));
-    let l = &report["in_process"];
-    lines.push(format!(
-        "leader in-process           get {} ops/s  put {} ops/s",
-        rate(&l["get_ops_per_s"]),
-        rate(&l["put_ops_per_s"])
-    ));
-    let f = &report["one_follower"];
-    lines.push(format!(
-        "follower sync get           p50 {} µs  p99 {} µs  {} ops/s",
-        number(&f["sync_get"]["p50_us"]),
-        number(&f["sync_get"]["p99_us"]),
-        rate(&f["sync_get"]["ops_per_s"])
-    ));
-    lines.push(format!(
-        "follower sync put           p50 {} µs  p99 {} µs  {} ops/s",
-        number(&f["sync_put"]["p50_us"]),
-        number(&f["sync_put"]["p99_us"]),
-        rate(&f["sync_put"]["ops_per_s"])
-    ));
-    lines.push(format!(
-        "follower sync get, caller on the block_on thread  p50 {} µs",
-        number(&f["sync_get_from_block_on_thread_p50_us"])
-    ));
-    for depth in ["16", "64", "256"] {
-        let d = &f["pipelined"][depth];
+    if measured("baseline") {
+        let b = &report["baseline"];
         lines.push(format!(
-            "follower pipelined {depth:>3}      get {} ops/s  put {} ops/s",
-            rate(&d["get_ops_per_s"]),
-            rate(&d["put_ops_per_s"])
+            "raw socket ping-pong        p50 {} µs  p99 {} µs  pipelined {} msg/s",
+            number(&b["rtt_p50_us"]),
+            number(&b["rtt_p99_us"]),
+            rate(&b["pipelined_msgs_per_s"])
+        ));
+        lines.push(format!(
+            "raw socket, spinning ends   p50 {} µs  p99 {} µs",
+            number(&b["spinning_rtt_p50_us"]),
+            number(&b["spinning_rtt_p99_us"])
         ));
     }
-    for size in super::values::SIZES.map(|size| size.to_string()) {
-        let (l, f) = (&l["big_values"][&size], &f["big_values"][&size]);
-        let r = &report["ratios"]["big_values_follower_vs_in_process"][&size];
+    if measured("in_process") {
+        let l = &report["in_process"];
         lines.push(format!(
-            "{:>7} B values, 16 in flight  follower put {} MB/s get {} MB/s; in-process put {} MB/s get {} MB/s; ratio put {} get {}",
-            size,
-            rate(&f["put_mb_per_s"]),
-            rate(&f["get_mb_per_s"]),
-            rate(&l["put_mb_per_s"]),
-            rate(&l["get_mb_per_s"]),
-            number2(&r["put"]),
-            number2(&r["get"])
+            "leader in-process           get {} ops/s  put {} ops/s",
+            rate(&l["get_ops_per_s"]),
+            rate(&l["put_ops_per_s"])
         ));
     }
-    lines.push(format!(
-        "follower full scan          {} entries/s",
-        rate(&f["scan_entries_per_s"])
-    ));
-    lines.push(format!(
-        "four followers              {} get ops/s",
-        rate(&report["four_followers_get_ops_per_s"])
-    ));
-    let o = &report["failover"];
-    lines.push(format!(
-        "failover ×{}                 all followers back p50 {} ms  p99 {} ms; new leader's store open p50 {} ms  p99 {} ms",
-        o["kills"],
-        number(&o["all_followers_back_p50_ms"]),
-        number(&o["all_followers_back_p99_ms"]),
-        number(&o["new_leader_store_open_p50_ms"]),
-        number(&o["new_leader_store_open_p99_ms"])
-    ));
-    let o = &report["failover_after_past_clients"];
-    lines.push(format!(
-        "failover, {} past clients   all followers back p50 {} ms  p99 {} ms; new leader's store open p50 {} ms  p99 {} ms",
-        report["failover_past_clients"],
-        number(&o["all_followers_back_p50_ms"]),
-        number(&o["all_followers_back_p99_ms"]),
-        number(&o["new_leader_store_open_p50_ms"]),
-        number(&o["new_leader_store_open_p99_ms"])
-    ));
-    for processes in ["1", "4", "16"] {
-        let t = &report["transactions"][processes];
+    if measured("one_follower") {
+        let f = &report["one_follower"];
         lines.push(format!(
-            "increments, {processes:>2} processes    contended {} txn/s  uncontended {} txn/s  (plain puts {} ops/s)",
-            rate(&t["contended_txn_per_s"]),
-            rate(&t["uncontended_txn_per_s"]),
-            rate(&t["put_ops_per_s"])
+            "follower sync get           p50 {} µs  p99 {} µs  {} ops/s",
+            number(&f["sync_get"]["p50_us"]),
+            number(&f["sync_get"]["p99_us"]),
+            rate(&f["sync_get"]["ops_per_s"])
+        ));
+        lines.push(format!(
+            "follower sync put           p50 {} µs  p99 {} µs  {} ops/s",
+            number(&f["sync_put"]["p50_us"]),
+            number(&f["sync_put"]["p99_us"]),
+            rate(&f["sync_put"]["ops_per_s"])
+        ));
+        lines.push(format!(
+            "follower sync get, caller on the block_on thread  p50 {} µs",
+            number(&f["sync_get_from_block_on_thread_p50_us"])
+        ));
+        for depth in ["16", "64", "256"] {
+            let d = &f["pipelined"][depth];
+            lines.push(format!(
+                "follower pipelined {depth:>3}      get {} ops/s  put {} ops/s",
+                rate(&d["get_ops_per_s"]),
+                rate(&d["put_ops_per_s"])
+            ));
+        }
+    }
+    if measured("big_values") {
+        for size in super::values::SIZES.map(|size| size.to_string()) {
+            let values = &report["big_values"];
+            let (local, follower) = (&values["in_process"][&size], &values["follower"][&size]);
+            let r = &report["ratios"]["big_values_follower_vs_in_process"][&size];
+            lines.push(format!(
+                "{:>7} B values, 16 in flight  follower put {} MB/s get {} MB/s; in-process put {} MB/s get {} MB/s; ratio put {} get {}",
+                size,
+                rate(&follower["put_mb_per_s"]),
+                rate(&follower["get_mb_per_s"]),
+                rate(&local["put_mb_per_s"]),
+                rate(&local["get_mb_per_s"]),
+                number2(&r["put"]),
+                number2(&r["get"])
+            ));
+        }
+    }
+    if measured("one_follower") {
+        lines.push(format!(
+            "follower full scan          {} entries/s",
+            rate(&report["one_follower"]["scan_entries_per_s"])
         ));
     }
-    for subscribers in ["1", "8"] {
-        let f = &report["feed"][subscribers];
+    if measured("four_followers_get_ops_per_s") {
         lines.push(format!(
-            "change feed, {subscribers} subscriber{}  put → delivery p50 {} µs  p99 {} µs; delivered {} changes/s each (puts {} ops/s, 64 in flight)",
-            if subscribers == "1" { " " } else { "s" },
-            number(&f["issue_to_delivery_p50_us"]),
-            number(&f["issue_to_delivery_p99_us"]),
-            rate(&f["delivered_changes_per_s_slowest"]),
-            rate(&f["written_ops_per_s"])
+            "four followers              {} get ops/s",
+            rate(&report["four_followers_get_ops_per_s"])
         ));
     }
-    let c = &report["one_shot"];
-    lines.push(format!(
-        "one-shot put                leading, as a new process: p50 {} ms (the process alone: {} ms); ten at once: {} ms",
-        number(&c["put_as_leader_p50_ms"]),
-        number(&c["process_start_p50_ms"]),
-        number(&c["ten_concurrent_puts_p50_ms"])
-    ));
-    for followers in ["1", "16", "64"] {
-        let o = &report["failover_idle_followers"][followers];
+    if measured("failover") {
+        let o = &report["failover"];
         lines.push(format!(
-            "failover, {followers:>2} idle followers  all answered p50 {} ms  max {} ms (×{})",
-            number(&o["all_answered_p50_ms"]),
-            number(&o["all_answered_max_ms"]),
-            o["kills"]
+            "failover ×{}                 all followers back p50 {} ms  p99 {} ms; new leader's store open p50 {} ms  p99 {} ms",
+            o["kills"],
+            number(&o["all_followers_back_p50_ms"]),
+            number(&o["all_followers_back_p99_ms"]),
+            number(&o["new_leader_store_open_p50_ms"]),
+            number(&o["new_leader_store_open_p99_ms"])
+        ));
+        let o = &report["failover_after_past_clients"];
+        lines.push(format!(
+            "failover, {} past clients   all followers back p50 {} ms  p99 {} ms; new leader's store open p50 {} ms  p99 {} ms",
+            report["failover_past_clients"],
+            number(&o["all_followers_back_p50_ms"]),
+            number(&o["all_followers_back_p99_ms"]),
+            number(&o["new_leader_store_open_p50_ms"]),
+            number(&o["new_leader_store_open_p99_ms"])
         ));
     }
-    let m = &report["memory_kib"];
-    lines.push(format!(
-        "memory                      follower {} KiB  idle follower {} KiB  fresh leader {} KiB, with 64 idle followers {} KiB ({} KiB each)",
-        m["follower_rss"],
-        m["idle_follower_rss"],
-        m["fresh_leader_rss"],
-        m["leader_rss_with_64_idle_followers"],
-        number(&m["leader_rss_per_idle_follower"])
-    ));
-    let r = &report["ratios"];
-    lines.push(format!("ratios                      pipelined get follower/in-process {}  put {}  sync p50 follower/socket {}", number(&r["follower_pipelined_get_vs_in_process"]), number(&r["follower_pipelined_put_vs_in_process"]), number(&r["follower_sync_p50_vs_socket_p50"])));
+    if measured("transactions") {
+        for processes in ["1", "4", "16"] {
+            let t = &report["transactions"][processes];
+            lines.push(format!(
+                "increments, {processes:>2} processes    contended {} txn/s  uncontended {} txn/s  (plain puts {} ops/s)",
+                rate(&t["contended_txn_per_s"]),
+                rate(&t["uncontended_txn_per_s"]),
+                rate(&t["put_ops_per_s"])
+            ));
+        }
+    }
+    if measured("feed") {
+        for subscribers in ["1", "8"] {
+            let f = &report["feed"][subscribers];
+            lines.push(format!(
+                "change feed, {subscribers} subscriber{}  put → delivery p50 {} µs  p99 {} µs; delivered {} changes/s each (puts {} ops/s, 64 in flight)",
+                if subscribers == "1" { " " } else { "s" },
+                number(&f["issue_to_delivery_p50_us"]),
+                number(&f["issue_to_delivery_p99_us"]),
+                rate(&f["delivered_changes_per_s_slowest"]),
+                rate(&f["written_ops_per_s"])
+            ));
+        }
+    }
+    if measured("one_shot") {
+        let c = &report["one_shot"];
+        lines.push(format!(
+            "one-shot put                leading, as a new process: p50 {} ms (the process alone: {} ms); ten at once: {} ms",
+            number(&c["put_as_leader_p50_ms"]),
+            number(&c["process_start_p50_ms"]),
+            number(&c["ten_concurrent_puts_p50_ms"])
+        ));
+    }
+    if measured("failover_idle_followers") {
+        for followers in ["1", "16", "64"] {
+            let o = &report["failover_idle_followers"][followers];
+            lines.push(format!(
+                "failover, {followers:>2} idle followers  all answered p50 {} ms  max {} ms (×{})",
+                number(&o["all_answered_p50_ms"]),
+                number(&o["all_answered_max_ms"]),
+                o["kills"]
+            ));
+        }
+        if measured("one_follower") || measured("failover_idle_followers") {
+            let m = &report["memory_kib"];
+            lines.push(format!(
+                "memory                      follower {} KiB  idle follower {} KiB  fresh leader {} KiB, with 64 idle followers {} KiB ({} KiB each)",
+                m["follower_rss"],
+                m["idle_follower_rss"],
+                m["fresh_leader_rss"],
+                m["leader_rss_with_64_idle_followers"],
+                number(&m["leader_rss_per_idle_follower"])
+            ));
+        }
+    }
+    if measured("in_process") && measured("one_follower") {
+        let r = &report["ratios"];
+        lines.push(format!("ratios                      pipelined get follower/in-process {}  put {}  sync p50 follower/socket {}", number(&r["follower_pipelined_get_vs_in_process"]), number(&r["follower_pipelined_put_vs_in_process"]), number(&r["follower_sync_p50_vs_socket_p50"])));
+    }
     lines
 }

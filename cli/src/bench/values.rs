@@ -28,13 +28,13 @@ pub(super) async fn measure(
     base: &Path,
     store: &ToolStore,
     span: Duration,
-) -> Result<(Value, Value), Failure> {
+) -> Result<Value, Failure> {
     let dir = base.join("values-local");
     let db = crate::open_on(&dir, store).await?;
     if db.ready().await.map_err(|e| e.to_string())? != Role::Leader {
         return Err("the in-process handle of the big values bench did not lead".into());
     }
-    let local = rates(&db, span).await?;
+    let in_process = rates(&db, span).await?;
     db.close().await.map_err(|e| e.to_string())?;
     let dir = base.join("values-shared");
     let _leader = start_leader(&dir, store)?;
@@ -44,7 +44,7 @@ pub(super) async fn measure(
     }
     let follower = rates(&db, span).await?;
     db.close().await.map_err(|e| e.to_string())?;
-    Ok((local, follower))
+    Ok(json!({"in_process": in_process, "follower": follower}))
 }
 
 /// MB/s of puts, then of gets, of values of each of [`SIZES`], by `db`.
@@ -68,13 +68,13 @@ async fn rates(db: &Db, span: Duration) -> Result<Value, String> {
     Ok(Value::Object(report))
 }
 
-/// Follower over in-process, for each size and direction.
-pub(super) fn ratios(follower: &Value, in_process: &Value) -> Value {
+/// Follower over in-process, for each size and direction, of a report of [`measure`].
+pub(super) fn ratios(report: &Value) -> Value {
     let mut ratios = serde_json::Map::new();
     for size in SIZES.map(|size| size.to_string()) {
         let ratio = |what: &str| {
-            let of = |report: &Value| report[&size][what].as_f64().unwrap_or(f64::NAN);
-            of(follower) / of(in_process)
+            let of = |side: &str| report[side][&size][what].as_f64().unwrap_or(f64::NAN);
+            of("follower") / of("in_process")
         };
         let both = json!({"put": ratio("put_mb_per_s"), "get": ratio("get_mb_per_s")});
         ratios.insert(size, both);
