@@ -141,6 +141,9 @@ impl FrameDecoder {
         }
         let body_len = self.checked_body_len(&self.partial[..HEADER_LEN])?;
         let body_missing = HEADER_LEN + body_len - self.partial.len();
+        // Room for the whole frame at once (its length is within the limit): a big value
+        // arrives in many reads, and growing by doubling would copy it again on the way.
+        self.partial.reserve_exact(body_missing);
         self.take(input, body_missing);
         if self.partial.len() < HEADER_LEN + body_len {
             return Ok(None);
