@@ -76,6 +76,7 @@ impl Leader {
         let served = store.clone();
         let (done, drained) = tokio::sync::oneshot::channel();
         let (hold, held) = std::sync::mpsc::channel();
+        let scans = crate::scans::Scans::start()?;
         let store_thread = std::thread::Builder::new()
             .name("party-store".into())
             .spawn(move || {
@@ -86,7 +87,7 @@ impl Leader {
                         change_feed: serving.change_feed,
                         change_retention: serving.change_retention,
                     };
-                    store::run(served, counted, writing, jobs, done)
+                    store::run(served, counted, writing, scans, jobs, done)
                 }));
                 let lock = held.recv();
                 if ran.is_err() {

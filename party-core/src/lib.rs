@@ -77,6 +77,8 @@ mod paths;
 #[cfg(not(loom))]
 mod role;
 #[cfg(not(loom))]
+mod scans;
+#[cfg(not(loom))]
 mod store;
 #[cfg(not(loom))]
 mod store_dir;

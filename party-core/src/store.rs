@@ -1,5 +1,6 @@
 //! The leader's store thread: every read, write and iterator of every connection (the
-//! leader's own handle included) runs here, against one [`Backend`].
+//! leader's own handle included) runs here, against one [`Backend`] (an iterator is opened
+//! here, and read on the scan thread, `scans.rs`).
 //!
 //! Jobs run in arrival order, so a read sees every write that arrived before it. Writes go
 //! to party-proto's [`Writer`], which decides the groups, their dedup records, what a failed
@@ -10,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 
-use party_backends::{Backend, BackendError, Chunks, WriteBatch};
+use party_backends::{Backend, BackendError, WriteBatch};
 use party_proto::feed::{plan_pull, LogRead, PullPlan};
 use party_proto::wire::{LeaderStatus, ReadOp, Response, WriteOp};
 use party_proto::{
@@ -20,6 +21,7 @@ use party_proto::{
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::headroom::Headroom;
+use crate::scans::{ScanJob, Scans};
 use crate::sync::Followers;
 
 /// Numbers a connection to the leader (the leader's own handle is one too).
@@ -91,11 +93,13 @@ pub(crate) struct Writing {
     pub change_retention: party_proto::ChangeRetention,
 }
 
-/// Runs jobs until every sender is gone, then tells `drained` and closes the store.
+/// Runs jobs until every sender is gone, then stops the scan thread, tells `drained` and
+/// closes the store.
 pub(crate) fn run(
     store: Arc<dyn Backend>,
     followers: Followers,
     writing: Writing,
+    scans: Scans,
     jobs: Receiver<StoreJob>,
     drained: tokio::sync::oneshot::Sender<()>,
 ) {
@@ -114,7 +118,7 @@ pub(crate) fn run(
         writer,
         followers,
         headroom: writing.headroom,
-        iters: HashMap::new(),
+        scans,
         waiting: HashMap::new(),
         woken_at: None,
     };
@@ -122,8 +126,10 @@ pub(crate) fn run(
         worker.round(round);
         std::ops::ControlFlow::Continue(())
     });
+    let Worker { scans, store, .. } = worker;
+    scans.stop();
     let _ = drained.send(());
-    drop(worker);
+    drop(store);
 }
 
 /// Where a write's answer goes.
@@ -137,7 +143,7 @@ struct Worker {
     writer: Writer<WriteReply>,
     followers: Followers,
     headroom: Headroom,
-    iters: HashMap<(ConnId, IterId), Chunks>,
+    scans: Scans,
     /// Reads of the change log that reached its end, waiting for the next commit.
     waiting: HashMap<(ConnId, WatchId), WaitingPull>,
     /// The last commit the waiting reads were looked at after.
@@ -341,7 +347,7 @@ impl Worker {
                 to,
             } => match self.store.chunks(&options) {
                 Ok(chunks) => {
-                    self.iters.insert((conn, iter), chunks);
+                    self.scans.send(ScanJob::Open { conn, iter, chunks });
                     // Every write before the iterator has committed: it reads the store as
                     // of the writer's last commit.
                     if let Some(seq) = self.writer.last_committed() {
@@ -358,34 +364,13 @@ impl Worker {
                 iter,
                 max,
                 to,
-            } => {
-                let Some(chunks) = self.iters.get_mut(&(conn, iter)) else {
-                    return;
-                };
-                let input = match chunks.next_chunk(max as usize) {
-                    Ok((entries, exhausted)) => {
-                        if exhausted {
-                            self.iters.remove(&(conn, iter));
-                        }
-                        ServerInput::IterChunk {
-                            iter,
-                            entries,
-                            exhausted,
-                        }
-                    }
-                    Err(error) => {
-                        self.iters.remove(&(conn, iter));
-                        ServerInput::IterFailed {
-                            iter,
-                            error: error.into(),
-                        }
-                    }
-                };
-                let _ = to.send(input);
-            }
-            StoreJob::IterDrop { conn, iter } => {
-                self.iters.remove(&(conn, iter));
-            }
+            } => self.scans.send(ScanJob::Pull {
+                conn,
+                iter,
+                max,
+                to,
+            }),
+            StoreJob::IterDrop { conn, iter } => self.scans.send(ScanJob::Drop { conn, iter }),
             StoreJob::WatchPull {
                 conn,
                 watch,
@@ -397,7 +382,7 @@ impl Worker {
                 self.waiting.remove(&(conn, watch));
             }
             StoreJob::Disconnected { conn } => {
-                self.iters.retain(|(c, _), _| *c != conn);
+                self.scans.send(ScanJob::Disconnected { conn });
                 self.waiting.retain(|(c, _), _| *c != conn);
             }
             StoreJob::Tick => {
@@ -444,6 +429,95 @@ mod tests {
         }
     }
 
+    fn put(id: u64, seq: u64, key: &str, to: &ReplyTo) -> StoreJob {
+        StoreJob::Write {
+            id: RequestId(id),
+            stamp: WriteStamp {
+                client: ClientId(1),
+                seq: WriteSeq(seq),
+                oldest_pending: WriteSeq(seq),
+            },
+            op: WriteOp::Put {
+                key: key.as_bytes().to_vec(),
+                value: key.as_bytes().to_vec(),
+            },
+            to: to.clone(),
+        }
+    }
+
+    /// Runs the store thread's loop on an in-memory store until the jobs end, scan thread
+    /// included.
+    fn run_on_memory(jobs: std::sync::mpsc::Receiver<StoreJob>) {
+        let dir = tempfile::tempdir().unwrap();
+        let writing = Writing {
+            headroom: Headroom {
+                path: dir.path().to_owned(),
+                reserve: 0,
+            },
+            dedup_retention: std::time::Duration::from_secs(60),
+            change_feed: false,
+            change_retention: party_proto::ChangeRetention::default(),
+        };
+        let (drained, _) = tokio::sync::oneshot::channel();
+        let store: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let scans = Scans::start().unwrap();
+        run(store, Followers::default(), writing, scans, jobs, drained);
+    }
+
+    /// An iterator is read on the scan thread, yet from the snapshot the store thread took
+    /// in order with the writes: it holds the write before it and not the one after, and
+    /// every pull is answered, in order, before the store closes.
+    #[test]
+    fn an_iterator_read_off_the_store_thread_keeps_its_place_among_the_writes() {
+        let (to, mut answers) = tokio::sync::mpsc::unbounded_channel();
+        let (queue, jobs) = std::sync::mpsc::channel();
+        let (conn, iter) = (1, IterId(1));
+        let options = IterOptions::default();
+        let pull = |max| StoreJob::IterPull {
+            conn,
+            iter,
+            max,
+            to: to.clone(),
+        };
+        for job in [
+            put(1, 1, "a", &to),
+            put(2, 2, "b", &to),
+            StoreJob::IterOpen {
+                conn,
+                iter,
+                options,
+                to: to.clone(),
+            },
+            put(3, 3, "c", &to),
+            pull(1),
+            put(4, 4, "d", &to),
+            pull(10),
+            pull(10),
+        ] {
+            queue.send(job).unwrap();
+        }
+        drop(queue);
+        run_on_memory(jobs);
+        let mut chunks = Vec::new();
+        while let Ok(answer) = answers.try_recv() {
+            if let ServerInput::IterChunk {
+                entries, exhausted, ..
+            } = answer
+            {
+                let keys: Vec<Vec<u8>> = entries.into_iter().map(|entry| entry.key).collect();
+                chunks.push((keys, exhausted));
+            }
+        }
+        assert_eq!(
+            chunks,
+            [
+                (vec![b"a".to_vec()], false),
+                (vec![b"b".to_vec()], true),
+            ],
+            "the pull after the end is not answered: the iterator is gone"
+        );
+    }
+
     /// Point reads in a row are answered together, and each sees exactly the writes that
     /// came before it: a read before a write does not see it, a read after it does.
     #[test]
@@ -482,19 +556,7 @@ mod tests {
             queue.send(job).unwrap();
         }
         drop(queue);
-        let dir = tempfile::tempdir().unwrap();
-        let writing = Writing {
-            headroom: Headroom {
-                path: dir.path().to_owned(),
-                reserve: 0,
-            },
-            dedup_retention: std::time::Duration::from_secs(60),
-            change_feed: false,
-            change_retention: party_proto::ChangeRetention::default(),
-        };
-        let (drained, _) = tokio::sync::oneshot::channel();
-        let store: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
-        run(store, Followers::default(), writing, jobs, drained);
+        run_on_memory(jobs);
         let mut got = std::collections::BTreeMap::new();
         while let Ok(ServerInput::Completed { id, result }) = answers.try_recv() {
             got.insert(id.0, result.unwrap());

@@ -7,6 +7,8 @@
 //! - one follower: this process following a child leader, sequential and pipelined;
 //! - big values ([`values`]): MB/s of 1 KiB, 64 KiB and 1 MiB puts and gets, in-process
 //!   and through a follower;
+//! - writes during scans ([`scan_writes`]): another process's put latency while this one
+//!   scans the whole store, against the same with no scan;
 //! - four followers at once (child processes), aggregate gets per second;
 //! - failover ([`failover`]): the leader SIGKILLed repeatedly with three followers reading;
 //!   the time until every follower has completed an operation again; and the same on a store
@@ -26,6 +28,7 @@ mod failover;
 mod feed;
 mod node;
 mod one_shot;
+mod scan_writes;
 mod table;
 mod transactions;
 mod values;
@@ -269,6 +272,7 @@ enum Section {
     Follower,
     Values,
     FourFollowers,
+    ScanWrites,
     Failover,
     FailoverIdle,
     Transactions,
@@ -333,6 +337,12 @@ async fn measure(base: &Path, store: &ToolStore, args: &BenchArgs) -> Result<Val
         out::note(format_args!("bench: four followers…"));
         let rate = four_followers(base, store, span).await?;
         report.insert("four_followers_get_ops_per_s".into(), rate.into());
+    }
+    if wanted(Section::ScanWrites) {
+        out::note(format_args!("bench: writes during full scans…"));
+        let count = if quick { 500 } else { 5_000 };
+        let measured = scan_writes::measure(base, store, count).await?;
+        report.insert("writes_during_scans".into(), measured);
     }
     if wanted(Section::Failover) {
         let kills = lengths.kills;

@@ -9,12 +9,13 @@ use party_core::Db;
 
 use super::feed::subscriber;
 use super::transactions::one_at_a_time;
-use super::{key, micros_now, on_runtime, pipelined, Workload, KEYS};
+use super::{key, micros_now, on_runtime, pipelined, sequential, Workload, KEYS};
 use crate::failure::Failure;
 use crate::out;
 
 /// The node worker `DIR BACKEND MODE`: a handle that prints `ready ROLE` once settled, then
-/// `idle` (waits), `load SECONDS` (64 gets in flight, prints `ops N`), or `watch` (one get at
+/// `idle` (waits), `load SECONDS` (64 gets in flight, prints `ops N`), `puts COUNT` (one put
+/// at a time, then prints `latency P50 P99` in µs), or `watch` (one get at
 /// a time forever, printing `gap FROM TO` in wall-clock microseconds after every stall over
 /// a millisecond, `role NAME` on every change, and `opened MICROS` with the store's open
 /// time when it takes over), or `probe` (prints `term N`, the term of its leader; then
@@ -73,6 +74,11 @@ pub async fn node(args: &[String]) -> Result<ExitCode, Failure> {
                 last = now;
             }
         }
+        [m, count] if m == "puts" => {
+            let count: u64 = count.parse().map_err(|_| "puts COUNT")?;
+            let (p50, p99, _) = on_runtime(sequential(db.clone(), count, true)).await?;
+            out::line(format_args!("latency {p50} {p99}"))?;
+        }
         [m, seconds, what] if m == "writes" => {
             let seconds: f64 = seconds.parse().map_err(|_| "writes SECONDS WHAT")?;
             // Together with the others: each starts when told, on one line of stdin.
@@ -94,7 +100,7 @@ pub async fn node(args: &[String]) -> Result<ExitCode, Failure> {
         [m] if m == "probe" => on_runtime(probe(db.clone())).await?,
         _ => {
             return Err(
-                "MODE is idle, load SECONDS, watch, writes SECONDS WHAT, subscribe or probe".into(),
+                "MODE is idle, load SECONDS, watch, puts COUNT, writes SECONDS WHAT, subscribe or probe".into(),
             )
         }
     }

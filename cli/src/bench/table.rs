@@ -92,6 +92,17 @@ pub(super) fn table(report: &Value) -> Vec<String> {
             rate(&report["four_followers_get_ops_per_s"])
         ));
     }
+    if measured("writes_during_scans") {
+        let w = &report["writes_during_scans"];
+        lines.push(format!(
+            "puts during full scans      p50 {} µs  p99 {} µs ({} scans/s); with no scan p50 {} µs  p99 {} µs",
+            number(&w["during_scans_put_p50_us"]),
+            number(&w["during_scans_put_p99_us"]),
+            number(&w["scans_per_s"]),
+            number(&w["quiet_put_p50_us"]),
+            number(&w["quiet_put_p99_us"])
+        ));
+    }
     if measured("failover") {
         let o = &report["failover"];
         lines.push(format!(
