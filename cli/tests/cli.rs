@@ -269,6 +269,8 @@ fn bench_quick_reports_every_measurement_as_json() {
         "/big_values/follower/1048576/get_mb_per_s",
         "/ratios/big_values_follower_vs_in_process/1024/put",
         "/failover_idle_followers/64/all_answered_max_ms",
+        "/writes_during_scans/during_scans_put_p99_us",
+        "/writes_during_scans/quiet_put_p99_us",
         "/memory_kib/fresh_leader_rss",
         "/memory_kib/leader_rss_with_64_idle_followers",
         "/one_follower/sync_get/p50_us",

@@ -510,10 +510,7 @@ mod tests {
         }
         assert_eq!(
             chunks,
-            [
-                (vec![b"a".to_vec()], false),
-                (vec![b"b".to_vec()], true),
-            ],
+            [(vec![b"a".to_vec()], false), (vec![b"b".to_vec()], true),],
             "the pull after the end is not answered: the iterator is gone"
         );
     }
