@@ -39,7 +39,8 @@ const NAME: &str = "fjall";
 /// MiB of small writes here), and sets how often fjall flushes. At 2 MiB, values of 1 to
 /// 64 KiB flushed so often that level 0 filled faster than compaction emptied it and fjall
 /// stalled the writes: 48-63 MB/s of puts in-process; 4 MiB doubles that (97-110 MB/s), 8
-/// MiB gives 119-209 MB/s but a worst-case replay near 50 ms after a kill mid-burst.
+/// MiB gives 119-209 MB/s but a worst-case replay near 50 ms after a kill mid-burst. fjall
+/// keeps a partition's options from its creation: stores made before keep 2 MiB.
 const MAX_MEMTABLE_BYTES: u32 = 4 * 1024 * 1024;
 
 /// Memtables smaller than this are not worth sealing at a checkpoint.

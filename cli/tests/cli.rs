@@ -248,18 +248,23 @@ fn the_readme_cli_example_runs() {
     assert!(printed.ends_with("\n2\n"), "the copy has b: {printed}");
 }
 
-/// The benchmark harness runs and reports every measurement (its numbers are not checked:
-/// speed lives in the benchmark, not in tests).
-#[test]
-fn bench_quick_reports_every_measurement_as_json() {
-    let output = party(&["bench", "--quick", "--json"]);
+/// The report of a successful `party bench --quick --json` with `more` arguments.
+fn bench_report(more: &[&str]) -> serde_json::Value {
+    let args = [&["bench", "--quick", "--json"], more].concat();
+    let output = party(&args);
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("one JSON object");
+    serde_json::from_slice(&output.stdout).expect("one JSON object")
+}
+
+/// The benchmark harness runs and reports every measurement (its numbers are not checked:
+/// speed lives in the benchmark, not in tests).
+#[test]
+fn bench_quick_reports_every_measurement_as_json() {
+    let report = bench_report(&[]);
     for path in [
         "/baseline/rtt_p50_us",
         "/baseline/pipelined_msgs_per_s",
@@ -305,20 +310,7 @@ fn bench_quick_reports_every_measurement_as_json() {
 /// `--only` measures the sections asked for and leaves the others out of the report.
 #[test]
 fn bench_only_measures_the_sections_asked_for() {
-    let output = party(&[
-        "bench",
-        "--quick",
-        "--json",
-        "--only",
-        "baseline,in-process",
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("one JSON object");
+    let report = bench_report(&["--only", "baseline,in-process"]);
     assert!(report.pointer("/baseline/rtt_p50_us").is_some(), "{report}");
     assert!(
         report.pointer("/in_process/put_ops_per_s").is_some(),

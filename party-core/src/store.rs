@@ -178,6 +178,11 @@ impl Worker {
                     }
                     reads.push((id, op, to));
                 }
+                // Only handed to the scan thread: the iterator's snapshot is already taken,
+                // so these need not wait for the writes before them.
+                job @ (StoreJob::IterPull { .. }
+                | StoreJob::IterDrop { .. }
+                | StoreJob::Disconnected { .. }) => self.run_job(job),
                 other => {
                     self.answer_reads(&mut reads);
                     self.write_queued();
@@ -429,7 +434,8 @@ mod tests {
         }
     }
 
-    fn put(id: u64, seq: u64, key: &str, to: &ReplyTo) -> StoreJob {
+    /// A put of `key` = `value`, the `seq`-th write of one client.
+    fn put(id: u64, seq: u64, key: &str, value: &str, to: &ReplyTo) -> StoreJob {
         StoreJob::Write {
             id: RequestId(id),
             stamp: WriteStamp {
@@ -439,7 +445,7 @@ mod tests {
             },
             op: WriteOp::Put {
                 key: key.as_bytes().to_vec(),
-                value: key.as_bytes().to_vec(),
+                value: value.as_bytes().to_vec(),
             },
             to: to.clone(),
         }
@@ -480,17 +486,17 @@ mod tests {
             to: to.clone(),
         };
         for job in [
-            put(1, 1, "a", &to),
-            put(2, 2, "b", &to),
+            put(1, 1, "a", "a", &to),
+            put(2, 2, "b", "b", &to),
             StoreJob::IterOpen {
                 conn,
                 iter,
                 options,
                 to: to.clone(),
             },
-            put(3, 3, "c", &to),
+            put(3, 3, "c", "c", &to),
             pull(1),
-            put(4, 4, "d", &to),
+            put(4, 4, "d", "d", &to),
             pull(10),
             pull(10),
         ] {
@@ -521,19 +527,7 @@ mod tests {
     fn reads_in_a_round_see_the_writes_before_them_and_none_after() {
         let (to, mut answers) = tokio::sync::mpsc::unbounded_channel();
         let (queue, jobs) = std::sync::mpsc::channel();
-        let write = |id: u64, seq: u64, value: &str| StoreJob::Write {
-            id: RequestId(id),
-            stamp: WriteStamp {
-                client: ClientId(1),
-                seq: WriteSeq(seq),
-                oldest_pending: WriteSeq(seq),
-            },
-            op: WriteOp::Put {
-                key: b"k".to_vec(),
-                value: value.as_bytes().to_vec(),
-            },
-            to: to.clone(),
-        };
+        let write = |id: u64, seq: u64, value: &str| put(id, seq, "k", value, &to);
         for job in [
             get(1, "k", &to),
             get(2, "other", &to),

@@ -131,6 +131,9 @@ fn read_replies(
     let mut got = 0;
     while got < count {
         let n = end.read(buffer).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("the echo process ended".into());
+        }
         let mut input = &buffer[..n];
         while decoder
             .decode::<ServerMessage>(&mut input)

@@ -163,75 +163,84 @@ pub(super) fn failover_at_scale(
     followers: usize,
     kills: usize,
 ) -> Result<Value, Failure> {
-    let probe = || -> Result<Worker, Failure> { leader_child(dir, store, &["probe"]) };
-    let following_probe = || -> Result<Worker, Failure> {
-        let mut child = probe()?;
-        if first_line(&mut child)? != "ready follower" || first_line(&mut child)?.is_empty() {
-            return Err("a probe of the failover bench did not follow".into());
+    // Each probe's lines, by its process id, from the moment it is ready.
+    let (lines_tx, lines) = std::sync::mpsc::channel::<(u32, String)>();
+    let probe = |expected: &str| -> Result<Worker, Failure> {
+        let mut child = leader_child(dir, store, &["probe"])?;
+        if first_line(&mut child)? != expected {
+            return Err(format!("a probe of the failover bench did not say {expected:?}").into());
         }
+        let pid = child.id();
+        child.forward_lines(&lines_tx, move |line| (pid, line))?;
         Ok(child)
     };
-    // A probe's answer after the failover to a term after `term`: when its get completed,
-    // and whether it leads. (An answer it gave before it knew of the new term is passed.)
-    let answer = |child: &mut Worker, term: u64| -> Result<(u64, bool, u64), Failure> {
-        loop {
-            let line = first_line(child)?;
-            let words: Vec<&str> = line.split(' ').collect();
-            let parsed = match words[..] {
-                ["answered", micros, role, new_term] => micros
-                    .parse()
-                    .ok()
-                    .zip(new_term.parse().ok())
-                    .map(|(micros, new_term)| (micros, role == "leader", new_term)),
-                _ => None,
-            };
-            match parsed {
-                Some(answer) if answer.2 > term => return Ok(answer),
-                Some(_) => continue,
-                None => return Err(format!("a probe of the failover bench said {line:?}").into()),
-            }
-        }
-    };
-    let mut probes = vec![probe()?];
-    if first_line(&mut probes[0])? != "ready leader" {
-        return Err("the first probe of the failover bench did not lead".into());
-    }
-    let first_term = first_line(&mut probes[0])?;
+    let mut probes = vec![probe("ready leader")?];
+    let first_term = lines
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(|_| "the first probe of the failover bench said nothing")?
+        .1;
     let mut term: u64 = first_term
         .strip_prefix("term ")
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| format!("the first probe of the failover bench said {first_term:?}"))?;
     let fresh_leader_rss = rss_kib(probes[0].id());
     for _ in 0..followers {
-        probes.push(following_probe()?);
+        probes.push(probe("ready follower")?);
     }
     let served_leader_rss = rss_kib(probes[0].id());
     let idle_follower_rss = rss_kib(probes[1].id());
-    let mut leader = 0;
+    let mut leader = probes[0].id();
     let mut recoveries = Vec::new();
     for _ in 0..kills {
         let killed_at = micros_now();
-        let mut killed = probes.swap_remove(leader);
+        let index = probes
+            .iter()
+            .position(|p| p.id() == leader)
+            .ok_or("no leader")?;
+        let mut killed = probes.swap_remove(index);
         let _ = killed.kill();
         let _ = killed.wait();
-        let mut last = killed_at;
-        let mut leaders = Vec::new();
-        let mut new_term = term;
-        for (index, child) in probes.iter_mut().enumerate() {
-            let (micros, leads, answered_by) = answer(child, term)?;
-            last = last.max(micros);
-            new_term = new_term.max(answered_by);
-            if leads {
-                leaders.push(index);
+        // Every probe's answer by a term after the killed leader's: when its get
+        // completed, and whether it leads. (An answer given before it knew of the new term
+        // is passed over; it asks again once it does.)
+        let mut answers = std::collections::HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while answers.len() < probes.len() {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let (pid, line) = lines
+                .recv_timeout(wait)
+                .map_err(|_| "probes of the failover bench did not answer within 10 s")?;
+            let words: Vec<&str> = line.split(' ').collect();
+            if words[0] == "term" {
+                continue; // what a probe says when it starts
+            }
+            let ["answered", micros, role, answered_by] = words[..] else {
+                return Err(format!("a probe of the failover bench said {line:?}").into());
+            };
+            let (Ok(micros), Ok(answered_by)) = (micros.parse::<u64>(), answered_by.parse::<u64>())
+            else {
+                return Err(format!("a probe of the failover bench said {line:?}").into());
+            };
+            if answered_by > term && probes.iter().any(|p| p.id() == pid) {
+                answers
+                    .entry(pid)
+                    .or_insert((micros, role == "leader", answered_by));
             }
         }
-        term = new_term;
+        let leaders: Vec<u32> = answers
+            .iter()
+            .filter(|(_, (_, leads, _))| *leads)
+            .map(|(pid, _)| *pid)
+            .collect();
         let &[new_leader] = leaders.as_slice() else {
             return Err(format!("{} probes lead after a failover", leaders.len()).into());
         };
         leader = new_leader;
+        term = answers.values().map(|(_, _, t)| *t).max().unwrap_or(term);
+        let last = answers.values().map(|(micros, _, _)| *micros).max();
+        let last = last.unwrap_or(killed_at).max(killed_at);
         recoveries.push(Duration::from_micros(last - killed_at));
-        probes.push(following_probe()?);
+        probes.push(probe("ready follower")?);
     }
     recoveries.sort();
     let per_follower = served_leader_rss

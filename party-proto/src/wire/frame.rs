@@ -16,6 +16,9 @@ pub const HEADER_LEN: usize = 4;
 /// The default cap on a frame body: 64 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: u32 = 64 * 1024 * 1024;
 
+/// Most room a frame decoder makes for a frame beyond twice what has arrived of it.
+const RESERVE_AHEAD: usize = 1024 * 1024;
+
 /// Why bytes could not be turned into a message, or a message into a frame. Every variant
 /// means the connection can no longer be trusted and must be closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -141,9 +144,11 @@ impl FrameDecoder {
         }
         let body_len = self.checked_body_len(&self.partial[..HEADER_LEN])?;
         let body_missing = HEADER_LEN + body_len - self.partial.len();
-        // Room for the whole frame at once (its length is within the limit): a big value
-        // arrives in many reads, and growing by doubling would copy it again on the way.
-        self.partial.reserve_exact(body_missing);
+        // Room for much of the frame at once: a big value arrives in many reads, and growing
+        // a little at a time would copy it again and again. Ahead of what has arrived, at
+        // most as much again (or 1 MiB), so that a header alone does not reserve the limit.
+        let ahead = (2 * self.partial.len() + input.len()).max(RESERVE_AHEAD);
+        self.partial.reserve_exact(body_missing.min(ahead));
         self.take(input, body_missing);
         if self.partial.len() < HEADER_LEN + body_len {
             return Ok(None);
