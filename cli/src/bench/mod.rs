@@ -9,6 +9,8 @@
 //!   and through a follower;
 //! - writes during scans ([`scan_writes`]): another process's put latency while this one
 //!   scans the whole store, against the same with no scan;
+//! - hot keys ([`hot_keys`]): scans of 16 keys overwritten all the time, against the same
+//!   scans when the keys are left alone and right after the overwrites stop;
 //! - four followers at once (child processes), aggregate gets per second;
 //! - failover ([`failover`]): the leader SIGKILLed repeatedly with three followers reading;
 //!   the time until every follower has completed an operation again; and the same on a store
@@ -26,6 +28,7 @@
 mod baseline;
 mod failover;
 mod feed;
+mod hot_keys;
 mod node;
 mod one_shot;
 mod scan_writes;
@@ -273,6 +276,7 @@ enum Section {
     Values,
     FourFollowers,
     ScanWrites,
+    HotKeys,
     Failover,
     FailoverIdle,
     Transactions,
@@ -343,6 +347,13 @@ async fn measure(base: &Path, store: &ToolStore, args: &BenchArgs) -> Result<Val
         let count = if quick { 500 } else { 5_000 };
         let measured = scan_writes::measure(base, store, count).await?;
         report.insert("writes_during_scans".into(), measured);
+    }
+    if wanted(Section::HotKeys) {
+        out::note(format_args!("bench: scans of overwritten keys…"));
+        report.insert(
+            "hot_keys".into(),
+            hot_keys::measure(base, store, span).await?,
+        );
     }
     if wanted(Section::Failover) {
         let kills = lengths.kills;

@@ -103,6 +103,17 @@ pub(super) fn table(report: &Value) -> Vec<String> {
             number(&w["quiet_put_p99_us"])
         ));
     }
+    if measured("hot_keys") {
+        let h = &report["hot_keys"];
+        lines.push(format!(
+            "scans of 16 hot keys        p50 {} µs  p99 {} µs while overwritten ({} puts/s); right after p50 {} µs; left alone p50 {} µs",
+            number(&h["during_overwrites_scan_p50_us"]),
+            number(&h["during_overwrites_scan_p99_us"]),
+            rate(&h["overwrites_per_s"]),
+            number(&h["after_overwrites_scan_p50_us"]),
+            number(&h["quiet_scan_p50_us"])
+        ));
+    }
     if measured("failover") {
         let o = &report["failover"];
         lines.push(format!(

@@ -1,0 +1,99 @@
+//! Hot keys: scans of a small range whose 16 keys are overwritten all the time. An LSM store
+//! keeps every overwrite in its memtable until it flushes, and a scan walks past all of
+//! them; measured against the same scans of the range left alone, and right after the
+//! overwrites stop (before any flush).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use party_core::{Db, IterOptions, KeyRange, Role};
+use serde_json::{json, Value};
+
+use super::{on_runtime, percentile, pipelined, start_leader, Workload, VALUE};
+use crate::failure::Failure;
+use crate::tool_store::ToolStore;
+
+const HOT_KEYS: u64 = 16;
+
+fn hot_key(n: u64) -> Vec<u8> {
+    format!("hot/{:02}", n % HOT_KEYS).into_bytes()
+}
+
+/// `count` scans of the hot range one after another: (p50 µs, p99 µs).
+async fn scans(db: &Db, count: usize) -> Result<(f64, f64), String> {
+    let options = IterOptions::default().range(KeyRange::all().gte("hot/").lt("hot0"));
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        let began = Instant::now();
+        let entries = db
+            .iter(options.clone())
+            .await
+            .map_err(|e| e.to_string())?
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        times.push(began.elapsed());
+        if entries.len() as u64 != HOT_KEYS {
+            return Err(format!("a scan of the hot keys found {}", entries.len()));
+        }
+    }
+    times.sort();
+    Ok((percentile(&times, 0.5), percentile(&times, 0.99)))
+}
+
+pub(super) async fn measure(
+    base: &Path,
+    store: &ToolStore,
+    span: Duration,
+) -> Result<Value, Failure> {
+    let dir = base.join("hot-keys");
+    let _leader = start_leader(&dir, store)?;
+    let db = crate::open_on(&dir, store).await?;
+    if db.ready().await.map_err(|e| e.to_string())? != Role::Follower {
+        return Err("the hot keys bench did not follow".into());
+    }
+    for n in 0..HOT_KEYS {
+        db.put(hot_key(n), VALUE).await.map_err(|e| e.to_string())?;
+    }
+    let (quiet_p50, quiet_p99) = scans(&db, 200).await?;
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = tokio::spawn({
+        let (db, writing) = (db.clone(), writing.clone());
+        async move {
+            let puts = Workload::Puts {
+                key: hot_key,
+                value: VALUE.to_vec(),
+            };
+            let mut written = 0;
+            while writing.load(Ordering::Relaxed) {
+                written += on_runtime(pipelined(db.clone(), span / 10, 64, puts.clone()))
+                    .await?
+                    .0;
+            }
+            Ok::<u64, String>(written)
+        }
+    });
+    let started = Instant::now();
+    let during = scans(&db, 200).await;
+    writing.store(false, Ordering::Relaxed);
+    let written = writer.await.map_err(|e| e.to_string())??;
+    let overwrites_per_s = written as f64 / started.elapsed().as_secs_f64();
+    let (during_p50, during_p99) = during?;
+    let (after_p50, after_p99) = on_runtime({
+        let db = db.clone();
+        async move { scans(&db, 200).await }
+    })
+    .await?;
+    db.close().await.map_err(|e| e.to_string())?;
+    Ok(json!({
+        "quiet_scan_p50_us": quiet_p50,
+        "quiet_scan_p99_us": quiet_p99,
+        "during_overwrites_scan_p50_us": during_p50,
+        "during_overwrites_scan_p99_us": during_p99,
+        "after_overwrites_scan_p50_us": after_p50,
+        "after_overwrites_scan_p99_us": after_p99,
+        "overwrites_per_s": overwrites_per_s,
+    }))
+}
