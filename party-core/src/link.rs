@@ -62,7 +62,7 @@ impl Link {
         Ok(Link {
             stream,
             decoder: FrameDecoder::new(max_frame_len),
-            buffer: vec![0u8; 64 * 1024],
+            buffer: Vec::with_capacity(crate::leader::READ_BUFFER),
             writer,
             handover,
             writer_task,
@@ -79,14 +79,13 @@ impl Link {
     pub async fn receive(&mut self) -> Received {
         let mut recv = &*self.stream;
         let mut received = Received::default();
-        let n = match recv.read(&mut self.buffer).await {
-            Ok(0) | Err(_) => {
-                received.end = Some(LinkEnd::Closed);
-                return received;
-            }
-            Ok(n) => n,
-        };
-        let mut input = &self.buffer[..n];
+        // Into the buffer's spare capacity, never zeroed (see the leader's connections).
+        self.buffer.clear();
+        if let Ok(0) | Err(_) = recv.read_buf(&mut self.buffer).await {
+            received.end = Some(LinkEnd::Closed);
+            return received;
+        }
+        let mut input = &self.buffer[..];
         loop {
             match self.decoder.decode::<ServerMessage>(&mut input) {
                 Ok(Some(message)) => received.messages.push(message),
