@@ -275,15 +275,20 @@ impl Backend for FjallBackend {
     }
 
     /// Seals the memtables: fjall flushes them in the background and then retires their
-    /// journal, which an open after a crash would otherwise replay (about 6 ms per MiB here).
-    /// Small memtables are left alone, as they replay fast and each rotation makes a table.
+    /// journals, which an open after a crash would otherwise replay (about 6 ms per MiB
+    /// here). Small memtables are left alone, as they replay fast and each rotation makes a
+    /// table, unless older journals wait on them: fjall retires a journal only once every
+    /// partition has flushed what it holds of it, so a few dedup records unflushed kept
+    /// every journal a burst of puts had filled, and a new leader replayed them all (~90 ms
+    /// after 100 000 puts).
     fn checkpoint(&self) -> Result<(), BackendError> {
         let partitions = [&self.data, &self.records];
         let unflushed: usize = partitions
             .iter()
             .map(|partition| partition.tree.active_memtable_size() as usize)
             .sum();
-        if unflushed >= CHECKPOINT_MIN_BYTES {
+        let pinning = unflushed > 0 && self.keyspace.journal_count() > 1;
+        if unflushed >= CHECKPOINT_MIN_BYTES || pinning {
             for partition in partitions {
                 partition.rotate_memtable().map_err(store_error(NAME))?;
             }
@@ -334,5 +339,56 @@ impl Backend for FjallBackend {
                 removal.commit().map_err(store_error(NAME))
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use party_proto::wire::WriteOp;
+    use party_proto::WriteSeq;
+
+    /// After a burst of puts that filled several memtables, each commit with one client's
+    /// dedup record (a small memtable of its own), a checkpoint leaves a new leader one
+    /// journal to replay, not every journal of the burst.
+    #[test]
+    fn a_checkpoint_after_a_burst_retires_every_journal_but_the_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallBackend::open(dir.path()).unwrap();
+        for n in 0..300u64 {
+            let ops = (0..50u64)
+                .map(|i| WriteOp::Put {
+                    key: (n * 50 + i).to_be_bytes().to_vec(),
+                    value: vec![b'v'; 1024],
+                })
+                .collect();
+            let record = DedupRecord {
+                applied_through: WriteSeq(n + 1),
+                failed: Vec::new(),
+                last_write_ms: n,
+            };
+            let batch = WriteBatch {
+                ops,
+                records: vec![(ClientId(1), record)],
+                log: None,
+            };
+            store.write(&batch).unwrap();
+        }
+        assert!(
+            store.keyspace.journal_count() > 1,
+            "the burst filled several"
+        );
+        // As a burst often ends: the data memtable just sealed, the records' small.
+        store.data.rotate_memtable().unwrap();
+        store.checkpoint().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while store.keyspace.journal_count() > 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} journals kept after the checkpoint's flushes",
+                store.keyspace.journal_count()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }
