@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use party_core::{Db, IterOptions, KeyRange, Role};
+use party_core::{Db, IterOptions, KeyRange};
 use serde_json::{json, Value};
 
-use super::{on_runtime, percentile, pipelined, start_leader, Workload, VALUE};
+use super::{follow_child_leader, on_runtime, percentile, pipelined, Workload, VALUE};
 use crate::failure::Failure;
 use crate::tool_store::ToolStore;
 
@@ -48,12 +48,7 @@ pub(super) async fn measure(
     store: &ToolStore,
     span: Duration,
 ) -> Result<Value, Failure> {
-    let dir = base.join("hot-keys");
-    let _leader = start_leader(&dir, store)?;
-    let db = crate::open_on(&dir, store).await?;
-    if db.ready().await.map_err(|e| e.to_string())? != Role::Follower {
-        return Err("the hot keys bench did not follow".into());
-    }
+    let (_leader, db) = follow_child_leader(&base.join("hot-keys"), store).await?;
     for n in 0..HOT_KEYS {
         db.put(hot_key(n), VALUE).await.map_err(|e| e.to_string())?;
     }

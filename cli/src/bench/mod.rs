@@ -240,6 +240,20 @@ async fn fill(db: &Db) -> Result<(), String> {
     Ok(())
 }
 
+/// A child process that leads `dir` and idles, and this process following it.
+async fn follow_child_leader(dir: &Path, store: &ToolStore) -> Result<(Worker, Db), Failure> {
+    let leader = start_leader(dir, store)?;
+    let db = crate::open_on(dir, store).await?;
+    if db.ready().await.map_err(|e| e.to_string())? != Role::Follower {
+        return Err(format!(
+            "this process did not follow the leader of {}",
+            dir.display()
+        )
+        .into());
+    }
+    Ok((leader, db))
+}
+
 /// A child process that leads `dir` and idles.
 fn start_leader(dir: &Path, store: &ToolStore) -> Result<Worker, Failure> {
     let mut leader = leader_child(dir, store, &["idle"])?;
@@ -422,12 +436,7 @@ async fn in_process(base: &Path, store: &ToolStore, span: Duration) -> Result<Va
 /// 256 in flight, full scans, and this process's resident size after all that.
 async fn one_follower(base: &Path, store: &ToolStore, lengths: &Lengths) -> Result<Value, Failure> {
     let (span, quick) = (lengths.span, lengths.quick);
-    let shared = base.join("shared");
-    let _leader = start_leader(&shared, store)?;
-    let db = crate::open_on(&shared, store).await?;
-    if db.ready().await.map_err(|e| e.to_string())? != Role::Follower {
-        return Err("this process did not follow".into());
-    }
+    let (_leader, db) = follow_child_leader(&base.join("shared"), store).await?;
     fill(&db).await?;
     let count = if quick { 2_000 } else { 20_000 };
     let (get_p50, get_p99, get_rate) = on_runtime(sequential(db.clone(), count, false)).await?;

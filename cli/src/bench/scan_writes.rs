@@ -6,10 +6,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use party_core::Role;
 use serde_json::{json, Value};
 
-use super::{fill, first_line, full_scans, leader_child, start_leader};
+use super::{fill, first_line, follow_child_leader, full_scans, leader_child};
 use crate::failure::Failure;
 use crate::tool_store::ToolStore;
 
@@ -37,11 +36,7 @@ async fn writer_latency(dir: &Path, store: &ToolStore, count: u64) -> Result<(f6
 
 pub(super) async fn measure(base: &Path, store: &ToolStore, count: u64) -> Result<Value, Failure> {
     let dir = base.join("scan-writes");
-    let _leader = start_leader(&dir, store)?;
-    let db = crate::open_on(&dir, store).await?;
-    if db.ready().await.map_err(|e| e.to_string())? != Role::Follower {
-        return Err("the scan bench did not follow".into());
-    }
+    let (_leader, db) = follow_child_leader(&dir, store).await?;
     fill(&db).await?;
     let (quiet_p50, quiet_p99) = writer_latency(&dir, store, count).await?;
     let scanning = Arc::new(AtomicBool::new(true));

@@ -8,7 +8,7 @@ use std::time::Duration;
 use party_core::{Db, Role};
 use serde_json::{json, Value};
 
-use super::{on_runtime, pipelined, start_leader, Workload};
+use super::{follow_child_leader, on_runtime, pipelined, Workload};
 use crate::failure::Failure;
 use crate::tool_store::ToolStore;
 
@@ -36,12 +36,7 @@ pub(super) async fn measure(
     }
     let in_process = rates(&db, span).await?;
     db.close().await.map_err(|e| e.to_string())?;
-    let dir = base.join("values-shared");
-    let _leader = start_leader(&dir, store)?;
-    let db = crate::open_on(&dir, store).await?;
-    if db.ready().await.map_err(|e| e.to_string())? != Role::Follower {
-        return Err("the big values bench did not follow".into());
-    }
+    let (_leader, db) = follow_child_leader(&base.join("values-shared"), store).await?;
     let follower = rates(&db, span).await?;
     db.close().await.map_err(|e| e.to_string())?;
     Ok(json!({"in_process": in_process, "follower": follower}))
