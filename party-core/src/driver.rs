@@ -190,6 +190,7 @@ impl Driver {
                 break;
             }
             let timeout = self.process.poll_timeout();
+            let answers_due = !self.waiters.is_empty() || !self.iter_waiters.is_empty();
             // Everything already waiting is taken in one go, so that one round of outputs
             // (and one socket write) serves a whole burst of operations or replies.
             tokio::select! {
@@ -202,7 +203,7 @@ impl Driver {
                     }
                     None => self.close(),
                 },
-                received = receive(&mut self.link) => self.received(received),
+                received = receive(&mut self.link, answers_due) => self.received(received),
                 Some(answer) = store_answer(&mut self.leadership.access) => {
                     self.process.handle_input(clock::now(), ProcessInput::Store(answer));
                 }
@@ -542,9 +543,9 @@ fn log_change(
     }
 }
 
-async fn receive(link: &mut Option<Link>) -> Received {
+async fn receive(link: &mut Option<Link>, answers_due: bool) -> Received {
     match link {
-        Some(link) => link.receive().await,
+        Some(link) => link.receive(answers_due).await,
         None => std::future::pending().await,
     }
 }

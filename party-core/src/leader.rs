@@ -19,6 +19,7 @@ use crate::access::{Accesses, StoreAccess};
 use crate::clock;
 use crate::headroom::Headroom;
 use crate::lock::ElectionLock;
+use crate::spin::{recv_now, Spinner};
 use crate::store::{self, StoreJob, StoreQueue};
 use crate::sync::{ConnIds, Followers};
 
@@ -45,6 +46,9 @@ pub(crate) struct ConnectionConfig {
     /// The user the leader runs as; followers of other users are refused. The socket's
     /// owner-only mode already keeps them out; this holds if the mode is loosened.
     pub owner: Option<u32>,
+    /// In low-latency mode, how long a connection polls for its follower's next request
+    /// after an exchange before it parks.
+    pub spin: Option<std::time::Duration>,
 }
 
 /// A running leadership: stop it with [`Leader::stop`].
@@ -265,6 +269,9 @@ async fn serve(
     let mut out = Vec::new();
     // Set once the leader stops while closing: until then the follower is served as ever.
     let mut draining: Option<tokio::time::Instant> = None;
+    let mut spinner = config.spin.map(Spinner::new);
+    // Whether the last turn heard from the follower or the store, not just a timer.
+    let mut exchanged = false;
     loop {
         let closing = access.run_outputs(&mut session, |message| {
             encode_frame(&message, config.max_frame_len, &mut out)
@@ -289,6 +296,36 @@ async fn serve(
             return;
         }
         let timeout = session.poll_timeout();
+        // Right after an exchange the follower's next request is likely close behind. Not
+        // while a write runs: the store thread needs a core more than this wait does.
+        let spinning = exchanged && draining.is_none() && !session.writes_running();
+        if let Some(spinner) = spinner.as_mut().filter(|_| spinning) {
+            let polled = spinner
+                .spin(|| {
+                    if cancel.is_cancelled() {
+                        return Some(Heard::Stopping);
+                    }
+                    match recv_now(&stream, &mut buffer) {
+                        Some(read) => Some(Heard::Read(read)),
+                        None => access.try_next_reply().map(Heard::Reply),
+                    }
+                })
+                .await;
+            match polled {
+                Some(Heard::Read(read)) => {
+                    if !take_messages(read, &mut buffer, &mut decoder, &mut session) {
+                        return;
+                    }
+                    continue;
+                }
+                Some(Heard::Reply(event)) => {
+                    take_replies(event, &mut access, &mut session);
+                    continue;
+                }
+                Some(Heard::Stopping) | None => {}
+            }
+        }
+        exchanged = false;
         tokio::select! {
             biased;
             _ = cancel.cancelled(), if draining.is_none() => {
@@ -300,32 +337,60 @@ async fn serve(
             }
             _ = until(draining) => return,
             read = recv.read_buf(&mut buffer) => {
-                if matches!(read, Ok(0) | Err(_)) {
+                if !take_messages(read, &mut buffer, &mut decoder, &mut session) {
                     return;
                 }
-                let mut input = &buffer[..];
-                loop {
-                    match decoder.decode::<ClientMessage>(&mut input) {
-                        Ok(Some(message)) => {
-                            session.handle_input(clock::now(), ServerInput::Message(message));
-                        }
-                        Ok(None) => break,
-                        Err(error) => {
-                            session.handle_input(clock::now(), ServerInput::BadFrame(error));
-                            break;
-                        }
-                    }
-                }
-                buffer.clear();
+                exchanged = true;
             }
             Some(event) = access.next_reply() => {
-                session.handle_input(clock::now(), event);
-                while let Some(event) = access.try_next_reply() {
-                    session.handle_input(clock::now(), event);
-                }
+                take_replies(event, &mut access, &mut session);
+                exchanged = true;
             }
             _ = sleep_until(timeout) => session.handle_timeout(clock::now()),
         }
+    }
+}
+
+/// What a spinning connection heard first.
+enum Heard {
+    Read(std::io::Result<usize>),
+    Reply(ServerInput),
+    /// The leader stops: the wait below handles it.
+    Stopping,
+}
+
+/// Hands the session every whole message a read brought; false when the connection ended.
+fn take_messages(
+    read: std::io::Result<usize>,
+    buffer: &mut Vec<u8>,
+    decoder: &mut FrameDecoder,
+    session: &mut ServerSession,
+) -> bool {
+    if matches!(read, Ok(0) | Err(_)) {
+        return false;
+    }
+    let mut input = &buffer[..];
+    loop {
+        match decoder.decode::<ClientMessage>(&mut input) {
+            Ok(Some(message)) => {
+                session.handle_input(clock::now(), ServerInput::Message(message));
+            }
+            Ok(None) => break,
+            Err(error) => {
+                session.handle_input(clock::now(), ServerInput::BadFrame(error));
+                break;
+            }
+        }
+    }
+    buffer.clear();
+    true
+}
+
+/// Hands the session the store's answer, and every other one already waiting.
+fn take_replies(first: ServerInput, access: &mut StoreAccess, session: &mut ServerSession) {
+    session.handle_input(clock::now(), first);
+    while let Some(event) = access.try_next_reply() {
+        session.handle_input(clock::now(), event);
     }
 }
 

@@ -79,6 +79,8 @@ mod role;
 #[cfg(not(loom))]
 mod scans;
 #[cfg(not(loom))]
+mod spin;
+#[cfg(not(loom))]
 mod store;
 #[cfg(not(loom))]
 mod store_dir;

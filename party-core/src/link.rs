@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 
+use crate::spin::{recv_now, Spinner};
 use crate::sync::{Handed, Handover, Sink};
 
 /// What one read of the connection gave.
@@ -43,11 +44,18 @@ pub(crate) struct Link {
     /// Whether the writer task holds buffers not yet written out.
     handover: Handover,
     writer_task: JoinHandle<()>,
+    /// In low-latency mode, how long a wait for the leader polls before it parks.
+    spinner: Option<Spinner>,
 }
 
 impl Link {
     /// Connects to the leader's socket; replies over `max_frame_len` bytes break the link.
-    pub async fn connect(socket: &Path, max_frame_len: u32) -> std::io::Result<Link> {
+    /// With `spin`, waits for the leader's answers poll for up to that long first.
+    pub async fn connect(
+        socket: &Path,
+        max_frame_len: u32,
+        spin: Option<std::time::Duration>,
+    ) -> std::io::Result<Link> {
         let name = socket.to_fs_name::<GenericFilePath>()?;
         let stream = Arc::new(Stream::connect(name).await?);
         let (writer, mut frames) = unbounded_channel::<Vec<u8>>();
@@ -66,6 +74,7 @@ impl Link {
             writer,
             handover,
             writer_task,
+            spinner: spin.map(Spinner::new),
         })
     }
 
@@ -74,14 +83,25 @@ impl Link {
         crate::leader::peer_uid(&self.stream)
     }
 
-    /// Waits for what the leader sends next: every whole message of one read. Cancel-safe:
-    /// nothing is lost when the future is dropped before it completes.
-    pub async fn receive(&mut self) -> Received {
-        let mut recv = &*self.stream;
+    /// Waits for what the leader sends next: every whole message of one read. `answers_due`
+    /// says requests are in flight: in low-latency mode the wait then polls before it
+    /// parks. Cancel-safe: nothing is lost when the future is dropped before it completes.
+    pub async fn receive(&mut self, answers_due: bool) -> Received {
         let mut received = Received::default();
         // Into the buffer's spare capacity, never zeroed (see the leader's connections).
         self.buffer.clear();
-        if let Ok(0) | Err(_) = recv.read_buf(&mut self.buffer).await {
+        let polled = match &mut self.spinner {
+            Some(spinner) if answers_due => {
+                let (stream, buffer) = (&*self.stream, &mut self.buffer);
+                spinner.spin(|| recv_now(stream, buffer)).await
+            }
+            _ => None,
+        };
+        let read = match polled {
+            Some(read) => read,
+            None => (&*self.stream).read_buf(&mut self.buffer).await,
+        };
+        if let Ok(0) | Err(_) = read {
             received.end = Some(LinkEnd::Closed);
             return received;
         }

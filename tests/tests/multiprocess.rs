@@ -1,7 +1,8 @@
 //! party across real processes: `party-node` children, leaders killed with SIGKILL. Every
-//! scenario runs on fjall, and on sled, rocksdb and etcd when their features are on (see the
-//! `on_store!` lines at the end; etcd on a three-member cluster this test binary starts,
-//! each data directory under a prefix of its own).
+//! scenario runs on fjall, on fjall with every process in low-latency mode (`fjall+spin`),
+//! and on sled, rocksdb and etcd when their features are on (see the `on_store!` lines at
+//! the end; etcd on a three-member cluster this test binary starts, each data directory
+//! under a prefix of its own).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -9,9 +10,19 @@ use std::time::Duration;
 use party_tests::Node;
 
 const NODE: &str = env!("CARGO_BIN_EXE_party-node");
+/// How long a waiting end polls in low-latency mode.
+const SPIN_MICROS: u32 = 200;
 
-fn node(store: &str, dir: &std::path::Path, args: &[&str]) -> Node {
+/// Starts a node of `dir` on `setup`: a store's name, with `+spin` for low-latency mode.
+fn node(setup: &str, dir: &std::path::Path, args: &[&str]) -> Node {
+    let (store, spin) = match setup.strip_suffix("+spin") {
+        Some(store) => (store, true),
+        None => (setup, false),
+    };
     let mut all: Vec<String> = vec!["--backend".into(), store.into()];
+    if spin {
+        all.extend(["--spin-us".into(), SPIN_MICROS.to_string()]);
+    }
     #[cfg(feature = "etcd")]
     if store == "etcd" {
         all.extend(etcd_options(dir));
@@ -67,9 +78,10 @@ fn two_directories_do_not_interfere(store: &str) {
 }
 
 /// How many writes a burst holds for the leader to be killed in its middle: etcd commits
-/// 2000 in a few group commits, which a reader would see land all at once.
+/// 2000 in a few group commits, which a reader would see land all at once, and in
+/// low-latency mode 2000 can land before a reader's first get does.
 fn burst_size(store: &str) -> u64 {
-    if store == "etcd" {
+    if store == "etcd" || store.ends_with("+spin") {
         8000
     } else {
         2000
@@ -457,6 +469,45 @@ fn an_iterator_survives_repeated_leader_kills_forward_and_reverse(store: &str) {
     }
 }
 
+/// CPU time every thread of process `pid` has run.
+fn cpu_time(pid: u32) -> Duration {
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let nanos: u64 = threads
+        .map(|thread| std::fs::read_to_string(thread.unwrap().path().join("schedstat")).unwrap())
+        .map(|stat| {
+            stat.split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    Duration::from_nanos(nanos)
+}
+
+/// Low-latency mode polls only while an answer is due: a follower and its leader left
+/// alone after many exchanges stay off the CPU (spinning would keep one on it all along).
+#[test]
+fn in_low_latency_mode_an_idle_follower_and_its_leader_do_not_spin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut leader, mut follower) = leader_and_follower("fjall+spin", dir.path());
+    for i in 0..200 {
+        assert_eq!(follower.send(&format!("put k{i} {i}")), "ok");
+        assert_eq!(follower.send(&format!("get k{i}")), format!("ok {i}"));
+    }
+    assert_eq!(leader.send("get k7"), "ok 7");
+    let busy = |leader: &Node, follower: &Node| cpu_time(leader.pid()) + cpu_time(follower.pid());
+    let before = busy(&leader, &follower);
+    let window = Duration::from_millis(500);
+    std::thread::sleep(window);
+    let used = busy(&leader, &follower) - before;
+    assert!(
+        used < window / 5,
+        "an idle pair in low-latency mode used {used:?} of CPU in {window:?}"
+    );
+    assert_eq!(follower.send("get k199"), "ok 199", "and it still answers");
+}
+
 macro_rules! on_store {
     ($module:ident, $store:literal) => {
         mod $module {
@@ -523,6 +574,7 @@ macro_rules! on_store {
 }
 
 on_store!(fjall, "fjall");
+on_store!(fjall_spin, "fjall+spin");
 #[cfg(feature = "sled")]
 on_store!(sled, "sled");
 #[cfg(feature = "rocksdb")]

@@ -5,6 +5,8 @@
 //!   per second;
 //! - in-process: this process as leader, gets and puts through its own handle;
 //! - one follower: this process following a child leader, sequential and pipelined;
+//! - low-latency mode ([`low_latency`]): one follower's sequential gets and puts with
+//!   both ends polling before they park, against the default, with the CPU both spend;
 //! - big values ([`values`]): MB/s of 1 KiB, 64 KiB and 1 MiB puts and gets, in-process
 //!   and through a follower;
 //! - writes during scans ([`scan_writes`]): another process's put latency while this one
@@ -29,6 +31,7 @@ mod baseline;
 mod failover;
 mod feed;
 mod hot_keys;
+mod low_latency;
 mod node;
 mod one_shot;
 mod scan_writes;
@@ -61,6 +64,8 @@ const KEYS: u64 = 100_000;
 /// Clients that wrote once in the past of the store of the second failover measure.
 const PAST_CLIENTS: u64 = 100_000;
 const VALUE: [u8; 100] = [b'v'; 100];
+/// How long a waiting end polls in the low-latency measurements.
+const SPIN: Duration = Duration::from_micros(200);
 
 fn key(n: u64) -> [u8; 16] {
     let mut key = [b'k'; 16];
@@ -256,7 +261,12 @@ async fn follow_child_leader(dir: &Path, store: &ToolStore) -> Result<(Worker, D
 
 /// A child process that leads `dir` and idles.
 fn start_leader(dir: &Path, store: &ToolStore) -> Result<Worker, Failure> {
-    let mut leader = leader_child(dir, store, &["idle"])?;
+    start_leader_as(dir, store, &["idle"])
+}
+
+/// A child process that leads `dir` as `mode` says (see [`node`]).
+fn start_leader_as(dir: &Path, store: &ToolStore, mode: &[&str]) -> Result<Worker, Failure> {
+    let mut leader = leader_child(dir, store, mode)?;
     if first_line(&mut leader)? != "ready leader" {
         return Err(format!("the process started to lead {} did not", dir.display()).into());
     }
@@ -287,6 +297,7 @@ enum Section {
     Baseline,
     InProcess,
     Follower,
+    LowLatency,
     Values,
     FourFollowers,
     ScanWrites,
@@ -342,6 +353,13 @@ async fn measure(base: &Path, store: &ToolStore, args: &BenchArgs) -> Result<Val
         report.insert(
             "one_follower".into(),
             one_follower(base, store, &lengths).await?,
+        );
+    }
+    if wanted(Section::LowLatency) {
+        out::note(format_args!("bench: low-latency mode…"));
+        report.insert(
+            "low_latency".into(),
+            low_latency::measure(base, store, quick).await?,
         );
     }
     if wanted(Section::Values) {
@@ -518,6 +536,9 @@ fn ratios(report: &Value) -> Value {
             number(&follower["pipelined"]["256"]["put_ops_per_s"]) / number(&local["put_ops_per_s"]),
         "follower_sync_p50_vs_socket_p50":
             number(&follower["sync_get"]["p50_us"]) / number(&report["baseline"]["rtt_p50_us"]),
+        "follower_spinning_sync_p50_vs_spinning_socket_p50":
+            number(&report["low_latency"]["spinning"]["sync_get"]["p50_us"])
+                / number(&report["baseline"]["spinning_rtt_p50_us"]),
         "one_shot_put_vs_process_start":
             number(&one_shot["put_as_leader_p50_ms"]) / number(&one_shot["process_start_p50_ms"]),
     })

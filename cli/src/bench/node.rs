@@ -13,7 +13,8 @@ use super::{key, micros_now, on_runtime, pipelined, sequential, Workload, KEYS};
 use crate::failure::Failure;
 use crate::out;
 
-/// The node worker `DIR BACKEND MODE`: a handle that prints `ready ROLE` once settled, then
+/// The node worker `DIR BACKEND [feed] [spin] MODE`: a handle (with a change feed, and in
+/// low-latency mode with [`super::SPIN`], when told) that prints `ready ROLE` once settled, then
 /// `idle` (waits), `load SECONDS` (64 gets in flight, prints `ops N`), `puts COUNT` (one put
 /// at a time, then prints `latency P50 P99` in µs), or `watch` (one get at
 /// a time forever, printing `gap FROM TO` in wall-clock microseconds after every stall over
@@ -24,15 +25,21 @@ use crate::out;
 /// completed, and the role and the leader's term then, as far as the handle knows yet).
 pub async fn node(args: &[String]) -> Result<ExitCode, Failure> {
     let [dir, backend, mode @ ..] = args else {
-        return Err(Failure::usage("usage: bench-node DIR BACKEND [feed] MODE"));
+        return Err(Failure::usage(
+            "usage: bench-node DIR BACKEND [feed] [spin] MODE",
+        ));
     };
-    // `feed` first: the handle keeps a change feed when it leads.
     let (feed, mode) = match mode {
         [first, rest @ ..] if first == "feed" => (true, rest),
         rest => (false, rest),
     };
+    let (spin, mode) = match mode {
+        [first, rest @ ..] if first == "spin" => (Some(super::SPIN), rest),
+        rest => (None, rest),
+    };
     let store = crate::tool_store::ToolStore::from_word(backend)?;
-    let db = party_core::open(dir, store.options(dir.as_ref()).change_feed(feed))
+    let options = store.options(dir.as_ref()).change_feed(feed).spin(spin);
+    let db = party_core::open(dir, options)
         .await
         .map_err(|e| e.to_string())?;
     let role = db.ready().await.map_err(|e| e.to_string())?;

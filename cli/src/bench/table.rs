@@ -63,6 +63,30 @@ pub(super) fn table(report: &Value) -> Vec<String> {
             ));
         }
     }
+    if measured("low_latency") {
+        let l = &report["low_latency"];
+        for (name, mode) in [("default", "default mode"), ("spinning", "low-latency ")] {
+            for (op, what) in [("sync_get", "get"), ("sync_put", "put")] {
+                let m = &l[name][op];
+                lines.push(format!(
+                    "{mode} sync {what}        p50 {} µs  p99 {} µs  {} ops/s  CPU {} µs/op",
+                    number(&m["p50_us"]),
+                    number(&m["p99_us"]),
+                    rate(&m["ops_per_s"]),
+                    number(&m["cpu_us_per_op"])
+                ));
+            }
+            lines.push(format!(
+                "{mode} idle share of a core: follower {}, leader {}",
+                number2(&l[name]["idle_follower_cpu_share"]),
+                number2(&l[name]["idle_leader_cpu_share"])
+            ));
+        }
+        lines.push(format!(
+            "low-latency sync get p50 vs spinning socket p50: {}",
+            number2(&report["ratios"]["follower_spinning_sync_p50_vs_spinning_socket_p50"])
+        ));
+    }
     if measured("big_values") {
         for size in super::values::SIZES.map(|size| size.to_string()) {
             let values = &report["big_values"];

@@ -140,6 +140,7 @@ impl Driver {
                 max_frame_len: limits.max_frame_len,
                 max_connections: limits.max_connections,
                 owner: owner_of(&self.layout.socket),
+                spin: self.options.spin,
             },
             headroom: Headroom {
                 path: self.layout.store.clone(),
@@ -168,7 +169,8 @@ impl Driver {
 
     /// Connects, and tells the machine who answered (whether to trust it is its call).
     async fn connect(&mut self) -> ProcessInput {
-        match Link::connect(&self.layout.socket, self.options.limits.max_frame_len).await {
+        let max_frame_len = self.options.limits.max_frame_len;
+        match Link::connect(&self.layout.socket, max_frame_len, self.options.spin).await {
             Ok(link) => {
                 let peer_uid = link.peer_uid();
                 self.link = Some(link);

@@ -220,6 +220,11 @@ impl ServerSession {
         self.phase == Phase::Closed
     }
 
+    /// Whether a write of this connection is at the store, not yet answered.
+    pub fn writes_running(&self) -> bool {
+        !self.writes_in_flight.is_empty()
+    }
+
     pub fn handle_input(&mut self, now: Timestamp, input: ServerInput) {
         self.handle_timeout(now);
         if self.phase == Phase::Closed {

@@ -1,0 +1,78 @@
+//! Low-latency mode ([`party_core::Options::spin`]) against the default: a follower's
+//! sequential gets and puts through a child leader, both ends in the same mode, with the
+//! CPU time both processes spent per operation (what the mode's polling costs), and the
+//! share of a core an idle follower and its leader keep busy afterwards.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::{fill, on_runtime, sequential, start_leader_as, SPIN};
+use crate::failure::Failure;
+use crate::tool_store::ToolStore;
+
+/// CPU time every thread of process `pid` has run, from the scheduler's own count.
+fn cpu_time(pid: u32) -> Duration {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = threads
+        .flatten()
+        .filter_map(|thread| std::fs::read_to_string(thread.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
+}
+
+/// One mode's figures: sequential gets and puts, and the CPU of both processes per op.
+async fn one_mode(dir: &Path, store: &ToolStore, spin: bool, count: u64) -> Result<Value, Failure> {
+    let mode: &[&str] = if spin { &["spin", "idle"] } else { &["idle"] };
+    let leader = start_leader_as(dir, store, mode)?;
+    let options = store.options(dir).spin(spin.then_some(SPIN));
+    let db = party_core::open(dir, options)
+        .await
+        .map_err(|e| e.to_string())?;
+    fill(&db).await?;
+    let mut measured = serde_json::Map::new();
+    for (name, puts) in [("sync_get", false), ("sync_put", true)] {
+        let cpu_before = cpu_time(std::process::id()) + cpu_time(leader.id());
+        let (p50, p99, rate) = on_runtime(sequential(db.clone(), count, puts)).await?;
+        let cpu = cpu_time(std::process::id()) + cpu_time(leader.id()) - cpu_before;
+        let busy_us = cpu.as_secs_f64() * 1e6 / count as f64;
+        measured.insert(
+            name.into(),
+            json!({"p50_us": p50, "p99_us": p99, "ops_per_s": rate, "cpu_us_per_op": busy_us}),
+        );
+    }
+    // Left alone after its last request: how much of a core each keeps busy (the leader's
+    // share includes its store's compactions after the writes).
+    let idle = Duration::from_millis(300);
+    let (follower_before, leader_before) = (cpu_time(std::process::id()), cpu_time(leader.id()));
+    let began = Instant::now();
+    tokio::time::sleep(idle).await;
+    let elapsed = began.elapsed().as_secs_f64();
+    let share = |used: Duration| used.as_secs_f64() / elapsed;
+    measured.insert(
+        "idle_follower_cpu_share".into(),
+        share(cpu_time(std::process::id()) - follower_before).into(),
+    );
+    measured.insert(
+        "idle_leader_cpu_share".into(),
+        share(cpu_time(leader.id()) - leader_before).into(),
+    );
+    db.close().await.map_err(|e| e.to_string())?;
+    Ok(Value::Object(measured))
+}
+
+/// Both modes, each on a store of its own.
+pub async fn measure(base: &Path, store: &ToolStore, quick: bool) -> Result<Value, Failure> {
+    let count = if quick { 2_000 } else { 20_000 };
+    let default = one_mode(&base.join("default-mode"), store, false, count).await?;
+    let spinning = one_mode(&base.join("spin-mode"), store, true, count).await?;
+    Ok(json!({
+        "spin_bound_us": SPIN.as_micros() as u64,
+        "default": default,
+        "spinning": spinning,
+    }))
+}

@@ -1,0 +1,147 @@
+//! The low-latency mode's wait ([`crate::Options::spin`]): an end that expects the other
+//! end to speak soon polls its socket for a while before it parks. Parking costs a round
+//! of the kernel's scheduler on each side of every exchange (tens of microseconds on a
+//! virtual machine), many times what the exchange itself takes; polling costs a core while
+//! it lasts, so it is bounded, and it adapts: a wait that the other end does not end in
+//! time halves the next one's bound, down to a sixteenth; one it does end doubles it back.
+//!
+//! Only an end that expects an answer spins: a follower with requests in flight, a leader's
+//! connection right after an exchange. An idle handle never does.
+
+use std::future::poll_fn;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+#[cfg(not(loom))]
+use interprocess::local_socket::tokio::Stream;
+
+/// How long a spin holds its worker thread before it lets the runtime's other tasks run.
+const SLICE: Duration = Duration::from_micros(20);
+
+/// How long one end may poll before it parks, adapted to how its waits end.
+#[derive(Debug, Clone)]
+pub(crate) struct Spinner {
+    max: Duration,
+    budget: Duration,
+}
+
+/// The longest wait that polls, whatever the option asks: a connection also notices its
+/// leader stopping only between two waits.
+pub(crate) const MAX_SPIN: Duration = Duration::from_millis(10);
+
+impl Spinner {
+    pub fn new(max: Duration) -> Spinner {
+        let max = max.min(MAX_SPIN);
+        Spinner { max, budget: max }
+    }
+
+    /// Polls `attempt` until it gives something, yielding to the runtime's other tasks
+    /// every [`SLICE`]; `None` once the bound is spent (the caller then parks).
+    pub async fn spin<T>(&mut self, mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
+        let began = Instant::now();
+        let budget = self.budget;
+        let got = poll_fn(|context| {
+            let slice = Instant::now();
+            loop {
+                if let Some(got) = attempt() {
+                    return Poll::Ready(Some(got));
+                }
+                if began.elapsed() >= budget {
+                    return Poll::Ready(None);
+                }
+                if slice.elapsed() >= SLICE {
+                    // Scheduled again behind whatever else is ready: a yield, not a stall.
+                    // Not after every try: each yield also wakes an idle worker to steal.
+                    context.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                std::hint::spin_loop();
+            }
+        })
+        .await;
+        self.adapt(got.is_some());
+        got
+    }
+
+    fn adapt(&mut self, ended_in_time: bool) {
+        self.budget = if ended_in_time {
+            (self.budget * 2).min(self.max)
+        } else {
+            (self.budget / 2).max(self.max / 16)
+        };
+    }
+}
+
+/// Reads what `stream` holds now into `buffer`'s spare capacity, without waiting: `None`
+/// when nothing has arrived, `Some(Ok(0))` at the end of the connection.
+///
+/// It reads behind tokio's back, which its readiness model allows: tokio only ever learns
+/// "nothing to read" from a read of its own, and an arrival after it raises a new event.
+#[cfg(all(unix, not(loom)))]
+pub(crate) fn recv_now(stream: &Stream, buffer: &mut Vec<u8>) -> Option<std::io::Result<usize>> {
+    use rustix::net::{recv, RecvFlags};
+    use std::os::fd::AsFd;
+
+    let Stream::UdSocket(socket) = stream;
+    match recv(
+        socket.as_fd(),
+        rustix::buffer::spare_capacity(buffer),
+        RecvFlags::DONTWAIT,
+    ) {
+        Ok((read, _)) => Some(Ok(read)),
+        Err(rustix::io::Errno::AGAIN) => None,
+        Err(rustix::io::Errno::INTR) => None,
+        Err(error) => Some(Err(error.into())),
+    }
+}
+
+/// Elsewhere the mode does nothing: every wait parks at once.
+#[cfg(all(not(unix), not(loom)))]
+pub(crate) fn recv_now(_: &Stream, _: &mut Vec<u8>) -> Option<std::io::Result<usize>> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wait_the_other_end_ends_in_time_keeps_its_bound() {
+        let mut spinner = Spinner::new(Duration::from_millis(1));
+        let mut tries = 0;
+        let got = spinner
+            .spin(|| {
+                tries += 1;
+                (tries == 3).then_some(tries)
+            })
+            .await;
+        assert_eq!(got, Some(3));
+        assert_eq!(spinner.budget, Duration::from_millis(1));
+    }
+
+    #[tokio::test]
+    async fn a_wait_that_runs_out_halves_the_next_bound_down_to_a_sixteenth() {
+        let max = Duration::from_micros(160);
+        let mut spinner = Spinner::new(max);
+        let began = Instant::now();
+        assert_eq!(spinner.spin(|| None::<()>).await, None);
+        assert!(began.elapsed() >= max, "gave up before its bound");
+        assert_eq!(spinner.budget, max / 2);
+        for _ in 0..8 {
+            spinner.spin(|| None::<()>).await;
+        }
+        assert_eq!(spinner.budget, max / 16);
+        spinner.spin(|| Some(())).await;
+        assert_eq!(spinner.budget, max / 8);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_spinning_task_lets_the_others_run() {
+        let (sender, mut receiver) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move { sender.send(7).unwrap() });
+        let mut spinner = Spinner::new(Duration::from_secs(10));
+        // On a single thread, the sender only runs if the spin yields.
+        let got = spinner.spin(|| receiver.try_recv().ok()).await;
+        assert_eq!(got, Some(7));
+    }
+}
