@@ -33,6 +33,9 @@ use crate::options::Options;
 use crate::paths::Layout;
 use crate::role::{Role, RoleState, Takeover};
 
+/// Most requests in flight for which low-latency mode still polls for the answers.
+const SPIN_MAX_IN_FLIGHT: usize = 4;
+
 /// What a [`crate::Db`] asks of its driver.
 pub(crate) enum Command {
     Read {
@@ -190,7 +193,10 @@ impl Driver {
                 break;
             }
             let timeout = self.process.poll_timeout();
-            let answers_due = !self.waiters.is_empty() || !self.iter_waiters.is_empty();
+            // Low-latency mode polls for the answers of a few requests; with more in flight
+            // the leader keeps both ends busy, and polling would take its cores.
+            let in_flight = self.waiters.len() + self.iter_waiters.len();
+            let answers_due = (1..=SPIN_MAX_IN_FLIGHT).contains(&in_flight);
             // Everything already waiting is taken in one go, so that one round of outputs
             // (and one socket write) serves a whole burst of operations or replies.
             tokio::select! {

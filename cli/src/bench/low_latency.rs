@@ -1,14 +1,15 @@
 //! Low-latency mode ([`party_core::Options::spin`]) against the default: a follower's
 //! sequential gets and puts through a child leader, both ends in the same mode, with the
-//! CPU time both processes spent per operation (what the mode's polling costs), and the
-//! share of a core an idle follower and its leader keep busy afterwards.
+//! CPU time both processes spent per operation (what the mode's polling costs); gets and
+//! puts 64 in flight; and the share of a core an idle follower and its leader keep busy
+//! afterwards.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{fill, on_runtime, sequential, start_leader_as, SPIN};
+use super::{fill, on_runtime, pipelined, sequential, start_leader_as, Workload, SPIN};
 use crate::failure::Failure;
 use crate::tool_store::ToolStore;
 
@@ -25,8 +26,15 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_nanos(nanos)
 }
 
-/// One mode's figures: sequential gets and puts, and the CPU of both processes per op.
-async fn one_mode(dir: &Path, store: &ToolStore, spin: bool, count: u64) -> Result<Value, Failure> {
+/// One mode's figures: sequential gets and puts, and the CPU of both processes per op;
+/// gets and puts 64 in flight.
+async fn one_mode(
+    dir: &Path,
+    store: &ToolStore,
+    spin: bool,
+    count: u64,
+    span: Duration,
+) -> Result<Value, Failure> {
     let mode: &[&str] = if spin { &["spin", "idle"] } else { &["idle"] };
     let leader = start_leader_as(dir, store, mode)?;
     let options = store.options(dir).spin(spin.then_some(SPIN));
@@ -44,6 +52,12 @@ async fn one_mode(dir: &Path, store: &ToolStore, spin: bool, count: u64) -> Resu
             name.into(),
             json!({"p50_us": p50, "p99_us": p99, "ops_per_s": rate, "cpu_us_per_op": busy_us}),
         );
+    }
+    for (name, workload) in [("get", Workload::gets()), ("put", Workload::puts())] {
+        let rate = on_runtime(pipelined(db.clone(), span, 64, workload))
+            .await?
+            .1;
+        measured.insert(format!("pipelined_64_{name}_ops_per_s"), rate.into());
     }
     // Left alone after its last request: how much of a core each keeps busy (the leader's
     // share includes its store's compactions after the writes).
@@ -66,10 +80,15 @@ async fn one_mode(dir: &Path, store: &ToolStore, spin: bool, count: u64) -> Resu
 }
 
 /// Both modes, each on a store of its own.
-pub async fn measure(base: &Path, store: &ToolStore, quick: bool) -> Result<Value, Failure> {
+pub async fn measure(
+    base: &Path,
+    store: &ToolStore,
+    quick: bool,
+    span: Duration,
+) -> Result<Value, Failure> {
     let count = if quick { 2_000 } else { 20_000 };
-    let default = one_mode(&base.join("default-mode"), store, false, count).await?;
-    let spinning = one_mode(&base.join("spin-mode"), store, true, count).await?;
+    let default = one_mode(&base.join("default-mode"), store, false, count, span).await?;
+    let spinning = one_mode(&base.join("spin-mode"), store, true, count, span).await?;
     Ok(json!({
         "spin_bound_us": SPIN.as_micros() as u64,
         "default": default,

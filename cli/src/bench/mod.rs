@@ -359,7 +359,7 @@ async fn measure(base: &Path, store: &ToolStore, args: &BenchArgs) -> Result<Val
         out::note(format_args!("bench: low-latency mode…"));
         report.insert(
             "low_latency".into(),
-            low_latency::measure(base, store, quick).await?,
+            low_latency::measure(base, store, quick, span).await?,
         );
     }
     if wanted(Section::Values) {

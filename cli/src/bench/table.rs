@@ -77,6 +77,11 @@ pub(super) fn table(report: &Value) -> Vec<String> {
                 ));
             }
             lines.push(format!(
+                "{mode} pipelined 64   get {} ops/s  put {} ops/s",
+                rate(&l[name]["pipelined_64_get_ops_per_s"]),
+                rate(&l[name]["pipelined_64_put_ops_per_s"])
+            ));
+            lines.push(format!(
                 "{mode} idle share of a core: follower {}, leader {}",
                 number2(&l[name]["idle_follower_cpu_share"]),
                 number2(&l[name]["idle_leader_cpu_share"])
