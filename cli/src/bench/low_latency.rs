@@ -1,7 +1,7 @@
 //! Low-latency mode ([`party_core::Options::spin`]) against the default: a follower's
 //! sequential gets and puts through a child leader, both ends in the same mode, with the
 //! CPU time both processes spent per operation (what the mode's polling costs); gets and
-//! puts 64 in flight; and the share of a core an idle follower and its leader keep busy
+//! puts 64 in flight; full scans; and the share of a core an idle follower and its leader keep busy
 //! afterwards.
 
 use std::path::Path;
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{fill, on_runtime, pipelined, sequential, start_leader_as, Workload, SPIN};
+use super::{fill, full_scans, on_runtime, pipelined, sequential, start_leader_as, Workload, SPIN};
 use crate::failure::Failure;
 use crate::tool_store::ToolStore;
 
@@ -27,7 +27,7 @@ fn cpu_time(pid: u32) -> Duration {
 }
 
 /// One mode's figures: sequential gets and puts, and the CPU of both processes per op;
-/// gets and puts 64 in flight.
+/// gets and puts 64 in flight; full scans.
 async fn one_mode(
     dir: &Path,
     store: &ToolStore,
@@ -59,6 +59,9 @@ async fn one_mode(
             .1;
         measured.insert(format!("pipelined_64_{name}_ops_per_s"), rate.into());
     }
+    let scans = if count < 20_000 { 3 } else { 5 };
+    let scan_rate = on_runtime(full_scans(db.clone(), scans)).await?;
+    measured.insert("scan_entries_per_s".into(), scan_rate.into());
     // Left alone after its last request: how much of a core each keeps busy (the leader's
     // share includes its store's compactions after the writes).
     let idle = Duration::from_millis(300);

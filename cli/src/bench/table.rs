@@ -77,9 +77,10 @@ pub(super) fn table(report: &Value) -> Vec<String> {
                 ));
             }
             lines.push(format!(
-                "{mode} pipelined 64   get {} ops/s  put {} ops/s",
+                "{mode} pipelined 64   get {} ops/s  put {} ops/s; full scan {} entries/s",
                 rate(&l[name]["pipelined_64_get_ops_per_s"]),
-                rate(&l[name]["pipelined_64_put_ops_per_s"])
+                rate(&l[name]["pipelined_64_put_ops_per_s"]),
+                rate(&l[name]["scan_entries_per_s"])
             ));
             lines.push(format!(
                 "{mode} idle share of a core: follower {}, leader {}",
