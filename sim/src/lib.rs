@@ -11,11 +11,14 @@
 pub mod check;
 pub mod history;
 pub mod lock_oracle;
+pub mod schedule;
+pub mod shrink;
 pub mod trace;
 pub mod world;
 
 use party_proto::bugs::Bugs;
 
+pub use schedule::Schedule;
 pub use world::RunResult;
 
 /// Known bug classes to re-create, proving the checks catch them.
@@ -69,5 +72,10 @@ impl Injection {
 
 /// Simulates one seed.
 pub fn run(seed: u64, injection: Injection) -> RunResult {
-    world::World::new(seed, injection).run()
+    run_schedule(Schedule::of(seed), injection)
+}
+
+/// Simulates one seed's run, cut down as `schedule` says.
+pub fn run_schedule(schedule: Schedule, injection: Injection) -> RunResult {
+    world::World::new(schedule, injection).run()
 }

@@ -42,11 +42,22 @@ use party_proto::{Change, TakeoverCause, WatchId};
 use crate::check::Timeline;
 use crate::history::{Excuses, Op, OpKind, Outcome};
 use crate::lock_oracle::{LockOracle, ProcessId};
+use crate::schedule::Schedule;
 use crate::trace::Trace;
 use crate::Injection;
 
 /// The keys of the workload: byte edges, prefixes of one another.
 pub const KEYS: [&[u8]; 6] = [b"", b"\x00", b"a", b"ab", b"b", b"\xff"];
+
+/// The generators of the turns (see [`World::on_own_stream`]).
+#[derive(Clone, Copy)]
+enum Stream {
+    Faults = 0x6661_756c_7473,
+    Workload = 0x776f_726b,
+}
+
+/// A seed runs 3 to this many processes.
+pub const MOST_PROCESSES: usize = 6;
 
 const MAX_FRAME: u32 = 1 << 20;
 /// The frame limit of seeds with small frames: a hello, a get or a small iterator chunk
@@ -156,7 +167,6 @@ struct SeedFaults {
     feed_off: bool,
 }
 
-/// How long dedup records are kept on a seed with short retention, in milliseconds.
 /// How long dedup records are kept on a seed with short retention, in milliseconds: the
 /// shorter, the more often a client waits past its record's life; the longer, the more
 /// re-sends happen within it.
@@ -267,10 +277,17 @@ pub struct RunResult {
     pub trace: Trace,
     pub ops: usize,
     pub kills: usize,
+    /// Faults and workload steps whose turn came, carried out or not (see [`Schedule`]).
+    pub fault_turns: u32,
+    pub op_turns: u32,
 }
 
 pub struct World {
     rng: SplitMix64,
+    /// What of the seed's run is carried out.
+    kept: Schedule,
+    fault_turns: u32,
+    op_turns: u32,
     injection: Injection,
     now: u64,
     seq: u64,
@@ -314,9 +331,13 @@ impl std::fmt::Debug for World {
 }
 
 impl World {
-    pub fn new(seed: u64, injection: Injection) -> World {
+    pub fn new(schedule: Schedule, injection: Injection) -> World {
+        let seed = schedule.seed;
         let mut rng = SplitMix64::new(seed);
-        let process_count = 3 + (rng.next_u64() % 4) as usize;
+        let drawn = 3 + (rng.next_u64() % (MOST_PROCESSES as u64 - 2)) as usize;
+        let process_count = schedule
+            .processes
+            .map_or(drawn, |most| drawn.min(most).max(1));
         let faults = SeedFaults {
             store: rng.next_u64().is_multiple_of(3),
             refusals: rng.next_u64().is_multiple_of(5),
@@ -333,6 +354,9 @@ impl World {
         };
         let mut world = World {
             rng,
+            kept: schedule,
+            fault_turns: 0,
+            op_turns: 0,
             injection,
             now: 0,
             seq: 0,
@@ -482,7 +506,20 @@ impl World {
             trace: self.trace,
             ops: self.history.len(),
             kills: self.kills,
+            fault_turns: self.fault_turns,
+            op_turns: self.op_turns,
         }
+    }
+
+    /// Runs `step` with a generator of its own: one of the seed and the fault's or the
+    /// workload step's turn alone, so that leaving a turn out (see [`Schedule`]) changes
+    /// what no other turn does, only when things happen.
+    fn on_own_stream(&mut self, stream: Stream, turn: u32, step: impl FnOnce(&mut World)) {
+        let base = SplitMix64::new(self.kept.seed ^ stream as u64).next_u64();
+        let own = SplitMix64::new(base ^ u64::from(turn).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let outer = std::mem::replace(&mut self.rng, own);
+        step(self);
+        self.rng = outer;
     }
 
     fn rand(&mut self, low: u64, high: u64) -> u64 {

@@ -1,11 +1,14 @@
 //! `party-sim`: run the simulator on one seed (with its trace) or sweep a range of seeds.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use party_sim::{run, Injection};
+use party_sim::schedule::parse_numbers;
+use party_sim::shrink::shrink;
+use party_sim::{run, run_schedule, Injection, Schedule};
 
 /// Deterministic failover simulator for party.
 #[derive(Debug, Parser)]
@@ -23,6 +26,19 @@ struct Args {
     /// Print only the summary of a single seed, not its trace.
     #[arg(long)]
     quiet: bool,
+    /// Shrink the seed's failing run: print the smallest schedule of it found that still
+    /// shows the same violation, and the command that replays it.
+    #[arg(long, requires = "seed")]
+    shrink: bool,
+    /// Run the seed with at most this many processes.
+    #[arg(long, requires = "seed", conflicts_with = "shrink")]
+    processes: Option<usize>,
+    /// Carry out only these of the seed's faults, by number (`0,3-5`, or `none`).
+    #[arg(long, requires = "seed", conflicts_with = "shrink", value_parser = parse_numbers)]
+    faults: Option<BTreeSet<u32>>,
+    /// Carry out only these of the seed's workload steps, by number.
+    #[arg(long, requires = "seed", conflicts_with = "shrink", value_parser = parse_numbers)]
+    ops: Option<BTreeSet<u32>>,
 }
 
 fn parse_range(text: &str) -> Result<(u64, u64), String> {
@@ -63,8 +79,17 @@ fn report(args: &Args, out: &mut impl Write) -> std::io::Result<bool> {
         Some((name, _)) => format!(" --inject {name}"),
         None => String::new(),
     };
+    if let (Some(seed), true) = (args.seed, args.shrink) {
+        return report_shrink(seed, injection, &inject_flag, args.quiet, out);
+    }
     if let Some(seed) = args.seed {
-        let result = run(seed, injection);
+        let schedule = Schedule {
+            seed,
+            processes: args.processes,
+            faults: args.faults.clone(),
+            ops: args.ops.clone(),
+        };
+        let result = run_schedule(schedule, injection);
         if !args.quiet {
             for line in result.trace.lines() {
                 writeln!(out, "{line}")?;
@@ -103,4 +128,37 @@ fn report(args: &Args, out: &mut impl Write) -> std::io::Result<bool> {
         count as f64 / seconds
     )?;
     Ok(failing.is_empty())
+}
+
+/// `--shrink`: the smallest schedule of the seed that fails alike, and its replay.
+fn report_shrink(
+    seed: u64,
+    injection: Injection,
+    inject_flag: &str,
+    quiet: bool,
+    out: &mut impl Write,
+) -> std::io::Result<bool> {
+    let Some(shrunk) = shrink(seed, injection) else {
+        writeln!(out, "seed {seed} passes: nothing to shrink")?;
+        return Ok(true);
+    };
+    let smallest = run_schedule(shrunk.schedule.clone(), injection);
+    if !quiet {
+        for line in smallest.trace.lines() {
+            writeln!(out, "{line}")?;
+        }
+    }
+    let ((faults, steps), (kept_faults, kept_steps)) = (shrunk.before, shrunk.after);
+    writeln!(
+        out,
+        "seed {seed} shrunk in {} runs: {faults} faults -> {kept_faults}, {steps} workload steps -> {kept_steps}",
+        shrunk.runs
+    )?;
+    writeln!(out, "VIOLATION: {}", shrunk.violation)?;
+    writeln!(
+        out,
+        "replay: party-sim {}{inject_flag}",
+        shrunk.schedule.arguments()
+    )?;
+    Ok(false)
 }

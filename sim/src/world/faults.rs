@@ -9,6 +9,19 @@ impl World {
         if !self.faults_on {
             return;
         }
+        let turn = self.fault_turns;
+        self.fault_turns += 1;
+        self.on_own_stream(Stream::Faults, turn, |world| {
+            // Drawn first: the next fault comes when it would, this one carried out or not.
+            let next = world.rand(1_000, 15_000);
+            if world.kept.keeps_fault(turn) {
+                world.inject_fault();
+            }
+            world.schedule(next, Event::Fault);
+        });
+    }
+
+    fn inject_fault(&mut self) {
         self.last_fault = self.now;
         let alive: Vec<ProcessId> = (0..self.processes.len())
             .filter(|p| self.processes[*p].alive)
@@ -78,8 +91,6 @@ impl World {
                 self.crash(leader);
             }
         }
-        let next = self.rand(1_000, 15_000);
-        self.schedule(next, Event::Fault);
     }
 
     /// Stops `process` for a while: a few times the dedup retention on seeds that keep

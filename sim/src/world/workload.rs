@@ -26,6 +26,21 @@ impl World {
             // The last operation: from here on everything pending must finish.
             self.faults_on = false;
         }
+        let turn = self.op_turns;
+        self.op_turns += 1;
+        self.on_own_stream(Stream::Workload, turn, |world| {
+            // Drawn first: the next turn comes when it would, this one carried out or not.
+            let next = world.rand(50, 3_000);
+            let goes_on = !world.kept.keeps_op(turn) || world.workload_step(process);
+            if goes_on && world.ops_left > 0 {
+                world.schedule(next, Event::Workload(process));
+            }
+        });
+    }
+
+    /// One step of `process`'s caller: an operation, a transaction, a subscription, or
+    /// closing its handle (then false: its next step waits for its restart).
+    fn workload_step(&mut self, process: ProcessId) -> bool {
         if !self.processes[process].closing && self.faults_on && self.chance(1) {
             self.trace
                 .line(self.now, format_args!("p{process} closes its handle"));
@@ -35,14 +50,13 @@ impl World {
                 .machine
                 .handle_input(now, ProcessInput::Close);
             self.pump(process);
-            return;
+            return false;
         }
         let value = format!("p{process}.{}", self.history.len()).into_bytes();
         let kind = match self.rng.next_u64() % 30 {
             25..=29 => {
                 self.start_transaction(process);
-                self.schedule_next_workload(process);
-                return;
+                return true;
             }
             24 => OpKind::Status,
             22..=23 => {
@@ -65,8 +79,7 @@ impl World {
                     self.issue(process, OpKind::Write(vec![(key, Some(value))]), false);
                 }
                 self.pump(process);
-                self.schedule_next_workload(process);
-                return;
+                return true;
             }
             0..=5 => OpKind::Get(self.key()),
             6..=10 => OpKind::Write(vec![(self.key(), Some(value))]),
@@ -81,8 +94,7 @@ impl World {
             }),
             16 if self.processes[process].watches.len() < 2 => {
                 self.open_watcher(process);
-                self.schedule_next_workload(process);
-                return;
+                return true;
             }
             _ => OpKind::Iterate(IterOptions {
                 range: KeyRange {
@@ -96,14 +108,7 @@ impl World {
             }),
         };
         self.issue(process, kind, true);
-        self.schedule_next_workload(process);
-    }
-
-    pub(super) fn schedule_next_workload(&mut self, process: ProcessId) {
-        if self.ops_left > 0 {
-            let next = self.rand(50, 3_000);
-            self.schedule(next, Event::Workload(process));
-        }
+        true
     }
 
     /// Issues one operation; `pump` false leaves it queued with the next ones.
