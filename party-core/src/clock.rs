@@ -23,6 +23,12 @@ pub(crate) fn wall_now() -> Duration {
         .unwrap_or_default()
 }
 
+/// The wall clock at this process's epoch (`Timestamp` zero), for the machines that tell
+/// wall-clock times to other processes.
+pub(crate) fn wall_at_epoch() -> Duration {
+    wall_now().saturating_sub(epoch().elapsed())
+}
+
 /// The tokio instant of a machine's timeout.
 pub(crate) fn instant(at: Timestamp) -> tokio::time::Instant {
     (epoch() + at.since_epoch()).into()

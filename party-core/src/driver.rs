@@ -143,6 +143,7 @@ impl Driver {
             max_frame_len: options.limits.max_frame_len,
             store: options.backend.name(),
             resend_window: options.dedup_retention / 2,
+            wall_clock_at_epoch: clock::wall_at_epoch(),
             ..ClientConfig::default()
         };
         let limits = &options.limits;

@@ -434,14 +434,16 @@ mod tests {
         }
     }
 
-    /// A put of `key` = `value`, the `seq`-th write of one client.
+    /// A put of `key` = `value`, the `seq`-th write of one client, sent just now.
     fn put(id: u64, seq: u64, key: &str, value: &str, to: &ReplyTo) -> StoreJob {
+        let now_ms = crate::clock::wall_now().as_millis() as u64;
         StoreJob::Write {
             id: RequestId(id),
             stamp: WriteStamp {
                 client: ClientId(1),
                 seq: WriteSeq(seq),
                 oldest_pending: WriteSeq(seq),
+                first_sent_ms: now_ms,
             },
             op: WriteOp::Put {
                 key: key.as_bytes().to_vec(),

@@ -21,7 +21,7 @@ pub struct Bugs {
     /// iterator).
     pub iter_messages_when_closed: bool,
     /// The client re-sends a write however long ago it first sent it, past the time its
-    /// dedup record may have expired.
+    /// dedup record may have expired, and the leader applies it however late it comes.
     pub resend_late: bool,
     /// The writer's sweep removes every client's record, however recently it wrote.
     pub expire_fresh: bool,

@@ -728,7 +728,13 @@ impl<T> Writer<T> {
                 };
                 match self.admit(&write, snapshot.as_ref()) {
                     Admission::Apply => {
-                        if let Err(refusal) = self.check(&write.op, snapshot.as_ref()) {
+                        let refused = match self.outlived_resend_window(&write, written_ms) {
+                            true => Err(Err(ErrorCode::OutcomeUnknown(
+                                OUTLIVED_RESEND_WINDOW.into(),
+                            ))),
+                            false => self.check(&write.op, snapshot.as_ref()),
+                        };
+                        if let Err(refusal) = refused {
                             self.dedup.reject(write.stamp, written_ms);
                             self.reply(write.to, refusal);
                             continue;
@@ -843,6 +849,22 @@ impl<T> Writer<T> {
         }
     }
 
+    /// Whether a write reaches the writer longer ago than the clients' resend window after
+    /// it was first sent (a leader stalled with it in its socket, or its queue): its dedup
+    /// record may have expired meanwhile, and if it had landed before, applying it again, or
+    /// refusing a transaction whose reads its own first landing changed, would answer it
+    /// wrongly. It is not applied, and its outcome stays unknown. The window is half the
+    /// retention, which leaves the other half for the clocks of two processes to differ.
+    fn outlived_resend_window(&self, write: &QueuedWrite<T>, now_ms: u64) -> bool {
+        #[cfg(feature = "bug-injection")]
+        if self.config.bugs.resend_late {
+            return false;
+        }
+        let window =
+            u64::try_from((self.config.dedup_retention / 2).as_millis()).unwrap_or(u64::MAX);
+        write.stamp.first_sent_ms.saturating_add(window) <= now_ms
+    }
+
     fn admit(
         &mut self,
         write: &QueuedWrite<T>,
@@ -916,6 +938,10 @@ impl<T> Writer<T> {
         self.outputs.push_back(WriterOutput::Reply { to, result });
     }
 }
+
+/// Why a write that outlived the resend window is not applied.
+const OUTLIVED_RESEND_WINDOW: &str =
+    "reached the leader longer than the resend window after it was first sent; not applied";
 
 /// How often a sweep of expired records starts: an eighth of the retention (at most an
 /// hour), so a record is gone at most that long after it expired.

@@ -55,6 +55,7 @@ fn stamp_of(client: u128, seq: u64, oldest: u64) -> WriteStamp {
         client: ClientId(client),
         seq: WriteSeq(seq),
         oldest_pending: WriteSeq(oldest),
+        first_sent_ms: 0,
     }
 }
 
@@ -75,6 +76,7 @@ impl Client {
             client: ClientId(id as u128),
             seq: WriteSeq(seq),
             oldest_pending: WriteSeq(*self.pending.first().unwrap_or(&seq)),
+            first_sent_ms: 0,
         }
     }
 }

@@ -596,6 +596,7 @@ fn put_stamped(writer: &mut Writer<u64>, seq: u64) {
         client: ClientId(1),
         seq: WriteSeq(seq),
         oldest_pending: WriteSeq(1),
+        first_sent_ms: 0,
     };
     let op = WriteOp::Put {
         key: b"k".to_vec(),

@@ -66,6 +66,7 @@ fn small_message() -> impl Strategy<Value = ClientMessage> {
             id: RequestId(id),
             seq: WriteSeq(seq),
             oldest_pending: WriteSeq(seq),
+            first_sent_ms: 0,
             op: WriteOp::Del { key },
         }),
         2 => (0u64..4, iter_options(), 0u32..10).prop_map(|(iter, options, credits)| {
@@ -388,6 +389,7 @@ fn a_read_behind_its_connections_write_is_marked_to_wait_for_it() {
         id: RequestId(2),
         seq: WriteSeq(1),
         oldest_pending: WriteSeq(1),
+        first_sent_ms: 0,
         op: WriteOp::Put {
             key: b"k".to_vec(),
             value: b"v".to_vec(),

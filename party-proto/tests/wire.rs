@@ -52,6 +52,7 @@ proptest! {
             id: RequestId(id),
             seq: WriteSeq(seq),
             oldest_pending: WriteSeq(oldest),
+            first_sent_ms: 0,
             op: write,
         };
         encode_frame(&message, u32::MAX, &mut frame).unwrap();

@@ -98,6 +98,44 @@ fn writes_cut_together_commit_as_one_batch_with_their_records() {
     assert!(writer.is_idle());
 }
 
+/// A write that reaches the writer longer than the resend window (half the retention)
+/// after its client first sent it is not applied: a leader stalled with it may have let its
+/// record expire meanwhile. It is answered with an unknown outcome; the writes around it
+/// land.
+#[test]
+fn a_write_first_sent_longer_ago_than_the_resend_window_is_not_applied() {
+    let retention = Duration::from_secs(60);
+    let config = WriterConfig {
+        dedup_retention: retention,
+        ..WriterConfig::default()
+    };
+    let mut writer: Writer<u32> = support::new_writer(config, NOW);
+    let wall = Duration::from_secs(1_000_000);
+    writer.set_wall_clock(NOW, wall);
+    let now_ms = wall.as_millis() as u64;
+    let sent_at = |ms_ago: u64, client: u128, seq: u64| party_proto::WriteStamp {
+        first_sent_ms: now_ms - ms_ago,
+        ..stamp(client, seq)
+    };
+    writer.write(10, sent_at(29_999, 1, 1), put(10));
+    writer.write(11, sent_at(30_000, 2, 1), put(11));
+    writer.write(12, sent_at(0, 2, 2), put(12));
+    writer.cut(NOW);
+    let (commits, replies) = carry_out(&mut writer, |_| CommitResult::Committed);
+    let applied: Vec<WriteOp> = commits.into_iter().flat_map(|c| c.ops).collect();
+    assert_eq!(applied, [put(10), put(12)]);
+    assert_eq!(replies.len(), 3);
+    for (to, reply) in replies {
+        match to {
+            11 => assert!(
+                matches!(reply, Err(ErrorCode::OutcomeUnknown(_))),
+                "{reply:?}"
+            ),
+            _ => assert_eq!(reply, Ok(Response::Written)),
+        }
+    }
+}
+
 /// A store that commits at most 4 operations at once: the writer cuts its groups between
 /// whole writes to fit (one put and its client's record cost 2, a new client 1 more), and
 /// every write is answered once, in order.

@@ -51,6 +51,7 @@ pub const KEYS: [&[u8]; 6] = [b"", b"\x00", b"a", b"ab", b"b", b"\xff"];
 
 /// The generators of the turns (see [`World::on_own_stream`]).
 #[derive(Clone, Copy)]
+#[repr(u64)]
 enum Stream {
     Faults = 0x6661_756c_7473,
     Workload = 0x776f_726b,
@@ -198,6 +199,8 @@ struct Conn {
     /// How the client's leader went, as far as this connection tells: a crash, unless the
     /// leader stepped down and said why.
     ended_by: TakeoverCause,
+    /// Why its leader left, once the client has read it (a `Leaving` message).
+    heard: Option<TakeoverCause>,
     /// The client reached a process of another user here.
     foreign: bool,
     /// The generation of the leader it reached.
@@ -577,6 +580,16 @@ impl World {
             other_store: self.faults.other_stores,
             feed_off: self.faults.feed_off,
         };
+        // Its wall clock a little off, as each leader's (see `Leading`'s writer), by process
+        // (not drawn, which would move every later draw): a write tells the leader when it
+        // was first sent by this clock.
+        let wall_clock_at_epoch = match self.faults.short_retention {
+            Some(_) => {
+                let eighth = self.dedup_retention().as_micros() as u64 / 8;
+                Duration::from_micros((process as u64 * 7_919) % eighth.max(1))
+            }
+            None => Duration::ZERO,
+        };
         let config = ProcessConfig {
             user: Some(SIM_USER),
             election: ElectionConfig {
@@ -592,6 +605,7 @@ impl World {
                 welcome_timeout: Duration::from_millis(WELCOME_TIMEOUT_MS),
                 store,
                 resend_window: self.dedup_retention() / 2,
+                wall_clock_at_epoch,
                 bugs: self.injection.bugs,
             },
             server: self.server_config(process, store, change_feed),

@@ -27,7 +27,16 @@ fn the_readme_simulator_commands_do_what_the_readme_says() {
             .output()
             .unwrap();
         let printed = String::from_utf8_lossy(&output.stdout);
-        if args.contains(&"--inject") {
+        if args.contains(&"--shrink") {
+            assert!(
+                !output.status.success(),
+                "{command}: a shrunk failure still fails"
+            );
+            assert!(
+                printed.contains("shrunk") && printed.contains("replay: party-sim --seed"),
+                "{printed}"
+            );
+        } else if args.contains(&"--inject") {
             assert!(
                 !output.status.success(),
                 "{command}: an injected bug must fail seeds"
@@ -45,7 +54,7 @@ fn the_readme_simulator_commands_do_what_the_readme_says() {
         }
         ran += 1;
     }
-    assert_eq!(ran, 3, "every simulator command of the README ran");
+    assert_eq!(ran, 4, "every simulator command of the README ran");
 }
 
 /// A reader that stops early (`party-sim --seed N | head`) ends the run quietly.

@@ -1,8 +1,9 @@
 //! A write is re-sent after a failover only while its client's dedup record is sure to be
 //! kept: within half the dedup retention of its first sending. One in flight longer ends
 //! with `OutcomeUnknown` rather than risk being applied twice; a younger one is re-sent and
-//! applied once. Real processes: the leader is stopped (SIGSTOP) with both writes sent to it,
-//! then killed.
+//! applied once. Real processes, all with a dedup retention of one second (a resend window
+//! of half a second): the leader is stopped (SIGSTOP) with both writes sent to it, the
+//! first well before the second, then killed.
 
 use std::time::Duration;
 
@@ -13,31 +14,55 @@ const NODE: &str = env!("CARGO_BIN_EXE_party-node");
 #[test]
 fn a_write_in_flight_longer_than_the_resend_window_ends_unknown_a_younger_one_lands() {
     let dir = tempfile::tempdir().unwrap();
-    let mut leader = Node::spawn(NODE, dir.path(), &[]);
+    let node = || Node::spawn(NODE, dir.path(), &["--dedup-retention-ms", "1000"]);
+    let mut leader = node();
     assert_eq!(leader.send("ready"), "ok leader");
-    // Resend windows of 100 ms and of the default half day.
-    let mut short = Node::spawn(NODE, dir.path(), &["--dedup-retention-ms", "200"]);
-    let mut long = Node::spawn(NODE, dir.path(), &[]);
-    assert_eq!(short.send("ready"), "ok follower");
-    assert_eq!(long.send("ready"), "ok follower");
+    let (mut old, mut young) = (node(), node());
+    assert_eq!(old.send("ready"), "ok follower");
+    assert_eq!(young.send("ready"), "ok follower");
 
     leader.stop();
-    short.submit("put old-write v");
-    long.submit("put young-write v");
-    // The writes' age is what is under test: both wait at the stopped leader for longer
-    // than the short window.
-    std::thread::sleep(Duration::from_millis(300));
+    old.submit("put old-write v");
+    // The writes' age is what is under test: the first waits at the stopped leader for
+    // longer than the window, the second for a moment.
+    std::thread::sleep(Duration::from_millis(700));
+    young.submit("put young-write v");
     leader.kill();
 
-    let answer = short.answer();
+    let answer = old.answer();
     assert!(answer.starts_with("err outcome_unknown"), "{answer}");
     assert_eq!(
-        long.answer(),
+        young.answer(),
         "ok",
         "re-sent to the next leader and applied"
     );
     // The stopped leader never read them: the old write was not applied, and nothing
     // re-sent it.
-    assert_eq!(long.send("get old-write"), "none");
-    assert_eq!(short.send("get young-write"), "ok v");
+    assert_eq!(young.send("get old-write"), "none");
+    assert_eq!(old.send("get young-write"), "ok v");
+}
+
+/// A leader that wakes from a stop longer than the resend window with a write in its socket
+/// does not apply it (the write's record could have expired meanwhile, had it been a
+/// re-send): it answers `OutcomeUnknown`. A write sent after it wakes lands.
+#[test]
+fn a_leader_woken_past_the_resend_window_does_not_apply_the_write_that_waited() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = || Node::spawn(NODE, dir.path(), &["--dedup-retention-ms", "1000"]);
+    let mut leader = node();
+    assert_eq!(leader.send("ready"), "ok leader");
+    let mut writer = node();
+    assert_eq!(writer.send("ready"), "ok follower");
+
+    leader.stop();
+    writer.submit("put waited v");
+    // Longer than the window of half a second: the leader reads the write only after it.
+    std::thread::sleep(Duration::from_millis(700));
+    leader.cont();
+
+    let answer = writer.answer();
+    assert!(answer.starts_with("err outcome_unknown"), "{answer}");
+    assert_eq!(writer.send("get waited"), "none", "not applied");
+    assert_eq!(writer.send("put after v"), "ok");
+    assert_eq!(leader.send("get after"), "ok v");
 }

@@ -65,6 +65,9 @@ pub struct ClientConfig {
     /// expired by then. Half the leaders' dedup retention
     /// (`WriterConfig::dedup_retention`), leaving the other half for clocks that differ.
     pub resend_window: Duration,
+    /// The wall clock at the machine's epoch (`Timestamp` zero), as a duration since the
+    /// Unix epoch: writes tell the leader when they were first sent by it.
+    pub wall_clock_at_epoch: Duration,
     /// Bugs to re-create, for the simulator.
     #[cfg(feature = "bug-injection")]
     pub bugs: crate::bugs::Bugs,
@@ -81,6 +84,7 @@ impl Default for ClientConfig {
             welcome_timeout: Duration::from_secs(2),
             store: "fjall",
             resend_window: crate::writer::DEFAULT_DEDUP_RETENTION / 2,
+            wall_clock_at_epoch: Duration::ZERO,
             #[cfg(feature = "bug-injection")]
             bugs: crate::bugs::Bugs::default(),
         }
@@ -416,7 +420,10 @@ impl ClientSession {
                 let cause = "in flight longer than the resend window when its connection \
                              was lost; not sent again";
                 self.complete(id, Err(ErrorCode::OutcomeUnknown(cause.into())));
-            } else if let Some(message) = self.pending.mark_sent(id, self.now) {
+            } else if let Some(message) =
+                self.pending
+                    .mark_sent(id, self.now, self.config.wall_clock_at_epoch)
+            {
                 self.send(message);
             }
         }

@@ -26,13 +26,19 @@ impl RequestOp {
         }
     }
 
-    fn message(&self, id: RequestId, oldest_pending: Option<WriteSeq>) -> ClientMessage {
+    fn message(
+        &self,
+        id: RequestId,
+        oldest_pending: Option<WriteSeq>,
+        first_sent_ms: u64,
+    ) -> ClientMessage {
         match self {
             RequestOp::Read(op) => ClientMessage::Read { id, op: op.clone() },
             RequestOp::Write(seq, op) => ClientMessage::Write {
                 id,
                 seq: *seq,
                 oldest_pending: oldest_pending.unwrap_or(*seq),
+                first_sent_ms,
                 op: op.clone(),
             },
         }
@@ -101,13 +107,22 @@ impl PendingTable {
     }
 
     /// Marks one request as sent at `now` and returns its message.
-    pub(crate) fn mark_sent(&mut self, id: RequestId, now: Timestamp) -> Option<ClientMessage> {
+    /// The message that sends request `id` now; `wall_at_epoch` is the wall clock at the
+    /// machine's epoch (see [`crate::ClientConfig::wall_clock_at_epoch`]).
+    pub(crate) fn mark_sent(
+        &mut self,
+        id: RequestId,
+        now: Timestamp,
+        wall_at_epoch: std::time::Duration,
+    ) -> Option<ClientMessage> {
         let oldest_pending = self.writes.first().copied();
         let pending = self.requests.get_mut(&id)?;
         pending.sent = true;
-        pending.first_sent.get_or_insert(now);
+        let first_sent = *pending.first_sent.get_or_insert(now);
         self.unsent.remove(&id);
-        Some(pending.op.message(id, oldest_pending))
+        let first_sent_ms = (wall_at_epoch + first_sent.since_epoch()).as_millis();
+        let first_sent_ms = u64::try_from(first_sent_ms).unwrap_or(u64::MAX);
+        Some(pending.op.message(id, oldest_pending, first_sent_ms))
     }
 
     /// Forgets a request that completed. False if it was not pending (a late or unknown

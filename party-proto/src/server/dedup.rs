@@ -31,6 +31,8 @@ pub struct WriteStamp {
     pub client: ClientId,
     pub seq: WriteSeq,
     pub oldest_pending: WriteSeq,
+    /// When the client first sent the write (see `ClientMessage::Write`).
+    pub first_sent_ms: u64,
 }
 
 /// What the store keeps per client, next to the data, in a namespace callers never see.

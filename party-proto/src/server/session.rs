@@ -345,6 +345,7 @@ impl ServerSession {
                 id,
                 seq,
                 oldest_pending,
+                first_sent_ms,
                 op,
             } => {
                 if self.admit(id) {
@@ -353,6 +354,7 @@ impl ServerSession {
                         client,
                         seq,
                         oldest_pending,
+                        first_sent_ms,
                     };
                     self.outputs
                         .push_back(ServerOutput::Write { id, stamp, op });

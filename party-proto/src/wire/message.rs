@@ -25,6 +25,11 @@ pub enum ClientMessage {
         /// when this was sent: the client never re-sends anything below it, so the leader
         /// may forget what it kept about those.
         oldest_pending: WriteSeq,
+        /// When the client first sent this write, on any connection: milliseconds since
+        /// the Unix epoch by its wall clock. A leader does not apply a write first sent
+        /// longer ago than half its dedup retention (the clients' resend window): its
+        /// record may have expired, so the leader could not tell a re-send from a new one.
+        first_sent_ms: u64,
         op: WriteOp,
     },
     /// Opens an iterator and grants it `credits` entries.

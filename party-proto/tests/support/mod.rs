@@ -152,6 +152,7 @@ pub fn client_message() -> impl Strategy<Value = ClientMessage> {
                 id: RequestId(id),
                 seq: WriteSeq(seq),
                 oldest_pending: WriteSeq(oldest),
+                first_sent_ms: 0,
                 op,
             }
         }),
@@ -318,12 +319,14 @@ pub fn split<'a>(bytes: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
     chunks
 }
 
-/// The stamp of write `seq` of `client`, which re-sends nothing below its first write.
+/// The stamp of write `seq` of `client`, which re-sends nothing below its first write, and
+/// sent just now by any writer's wall clock (never past the resend window).
 pub fn stamp(client: u128, seq: u64) -> WriteStamp {
     WriteStamp {
         client: ClientId(client),
         seq: WriteSeq(seq),
         oldest_pending: WriteSeq(1),
+        first_sent_ms: u64::MAX,
     }
 }
 

@@ -64,6 +64,20 @@ impl World {
                     self.trace
                         .line(self.now, format_args!("p{holder} loses the lock"));
                     self.lock.release(holder);
+                    let draining = self.processes[holder]
+                        .leading
+                        .as_ref()
+                        .is_some_and(|l| l.draining);
+                    if draining {
+                        // A leader draining after a close serves on only while it holds the
+                        // lock, as a session told of a lost lock closes: it stops at once.
+                        self.trace
+                            .line(self.now, format_args!("p{holder} stops draining"));
+                        for c in self.conns.values_mut() {
+                            c.cut_short |= c.open && c.server == holder;
+                        }
+                        self.stop_serving(holder);
+                    }
                     let now = self.timestamp();
                     let lost = ProcessInput::Election(ElectionInput::LockLost);
                     self.processes[holder].machine.handle_input(now, lost);

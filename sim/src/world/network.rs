@@ -24,6 +24,7 @@ impl World {
                 last_to_server: self.now,
                 last_to_client: self.now,
                 ended_by: TakeoverCause::Crash,
+                heard: None,
                 foreign: false,
                 term: self.processes[server].leading.as_ref().map(|l| l.term),
                 cut_short: false,
@@ -232,6 +233,11 @@ impl World {
                     }
                 }
                 Err(reply) => {
+                    if let (ServerMessage::Leaving(cause), Some(c)) =
+                        (&reply, self.conns.get_mut(&conn))
+                    {
+                        c.heard = Some(TakeoverCause::from(*cause));
+                    }
                     if self.processes[process].link == Some(conn) {
                         self.processes[process]
                             .machine
@@ -249,7 +255,9 @@ impl World {
                 }
             } else if self.processes[process].link == Some(conn) {
                 self.processes[process].link = None;
-                self.leader_lost(process, TakeoverCause::Crash);
+                // A crash, unless the client read why its leader left before the garbage.
+                let heard = self.conns.get(&conn).and_then(|c| c.heard);
+                self.leader_lost(process, heard.unwrap_or(TakeoverCause::Crash));
                 let broken = ErrorCode::Malformed(format!("from the leader: {error}"));
                 self.processes[process]
                     .machine

@@ -60,7 +60,7 @@ impl World {
     }
 
     /// Ends a leadership: its sessions go, its connections close, its lock is released.
-    fn stop_serving(&mut self, process: ProcessId) {
+    pub(super) fn stop_serving(&mut self, process: ProcessId) {
         let holding = self.processes[process]
             .leading
             .take()
