@@ -53,22 +53,8 @@ pub fn shrink(seed: u64, injection: Injection) -> Option<Shrunk> {
         {
             best = fewer;
         }
-        let faults: Vec<u32> = best.faults.iter().flatten().copied().collect();
-        let faults = ddmin(faults, |kept| {
-            search.fails(&Schedule {
-                faults: Some(kept.iter().copied().collect()),
-                ..best.clone()
-            })
-        });
-        best.faults = Some(faults.into_iter().collect());
-        let ops: Vec<u32> = best.ops.iter().flatten().copied().collect();
-        let ops = ddmin(ops, |kept| {
-            search.fails(&Schedule {
-                ops: Some(kept.iter().copied().collect()),
-                ..best.clone()
-            })
-        });
-        best.ops = Some(ops.into_iter().collect());
+        best = search.fewest_turns(&best, |schedule| &mut schedule.faults);
+        best = search.fewest_turns(&best, |schedule| &mut schedule.ops);
         if best == before {
             break;
         }
@@ -107,6 +93,24 @@ struct Search {
 }
 
 impl Search {
+    /// `best` with the fewest of the turns `turns` picks (its faults, or its workload
+    /// steps) that still fail, by ddmin.
+    fn fewest_turns(
+        &mut self,
+        best: &Schedule,
+        turns: fn(&mut Schedule) -> &mut Option<BTreeSet<u32>>,
+    ) -> Schedule {
+        let kept_with = |kept: &[u32]| {
+            let mut schedule = best.clone();
+            *turns(&mut schedule) = Some(kept.iter().copied().collect());
+            schedule
+        };
+        let mut all = best.clone();
+        let kept: Vec<u32> = turns(&mut all).iter().flatten().copied().collect();
+        let fewest = ddmin(kept, |kept| self.fails(&kept_with(kept)));
+        kept_with(&fewest)
+    }
+
     fn fails(&mut self, schedule: &Schedule) -> bool {
         self.runs += 1;
         let result = run_schedule(schedule.clone(), self.injection);
