@@ -248,6 +248,8 @@ impl Driver {
 
     fn command(&mut self, command: Command) {
         let now = clock::now();
+        // Writes tell their leader when they were first sent, by the wall clock.
+        self.process.set_wall_clock(now, clock::wall_now());
         match command {
             Command::Read { op, reply } => match self.failed() {
                 Some(error) => drop(reply.send(Err(error))),
@@ -363,6 +365,8 @@ impl Driver {
 
     fn received(&mut self, received: Received) {
         let now = clock::now();
+        // An answer may free room for writes waiting to be sent: see `command`.
+        self.process.set_wall_clock(now, clock::wall_now());
         for message in received.messages {
             self.process
                 .handle_input(now, ProcessInput::FromLeader(message));

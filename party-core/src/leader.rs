@@ -316,6 +316,9 @@ async fn serve(
                     if !take_messages(read, &mut buffer, &mut decoder, &mut session) {
                         return;
                     }
+                    // A peer that trickles an unfinished hello never gets to the wait
+                    // below, whose timer would close it.
+                    session.handle_timeout(clock::now());
                     continue;
                 }
                 Some(Heard::Reply(event)) => {

@@ -168,6 +168,12 @@ impl Process {
     }
 
     /// Issues a write; its outcome comes as [`ProcessOutput::Completed`].
+    /// The wall clock is `wall` (since the Unix epoch) at `now`: see
+    /// [`crate::ClientConfig::wall_clock_at_epoch`].
+    pub fn set_wall_clock(&mut self, now: Timestamp, wall: std::time::Duration) {
+        self.client.set_wall_clock(now, wall);
+    }
+
     pub fn write(&mut self, now: Timestamp, op: WriteOp) -> RequestId {
         let id = self.client.write(now, op);
         self.drive(now);

@@ -435,6 +435,54 @@ fn requests_issued_before_any_leader_wait_also_without_retry() {
     }
 }
 
+/// A write tells its leader when it was first sent by the wall clock, and a re-send tells
+/// the same time, even when the wall clock moved on meanwhile more than the monotonic one
+/// (the machine slept); a write first sent after that tells the new time.
+#[test]
+fn a_write_tells_when_it_was_first_sent_and_a_re_send_tells_the_same() {
+    let mut session = ClientSession::new(ClientId(1), ClientConfig::default());
+    let at = |ms| Timestamp::from_epoch(std::time::Duration::from_millis(ms));
+    let day = std::time::Duration::from_secs(86_400);
+    session.set_wall_clock(at(0), day);
+    let welcome = || {
+        ClientInput::Message(ServerMessage::Welcome(Welcome {
+            protocol: ProtocolId::CURRENT,
+            leader_pid: 1,
+            term: 1,
+            store: "fjall".into(),
+            limits: party_proto::ServerConfig::default().limits(),
+        }))
+    };
+    let put = || WriteOp::Put {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+    };
+    let first_sent = |outputs: Vec<ClientOutput>| -> Vec<u64> {
+        outputs
+            .into_iter()
+            .filter_map(|output| match output {
+                ClientOutput::Send(ClientMessage::Write { first_sent_ms, .. }) => {
+                    Some(first_sent_ms)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    session.handle_input(at(5), ClientInput::Connected);
+    session.handle_input(at(5), welcome());
+    session.write(at(10), put());
+    let sent: Vec<_> = std::iter::from_fn(|| session.poll_output()).collect();
+    assert_eq!(first_sent(sent), [86_400_010]);
+    // A sleep of an hour: the monotonic clock moved 20 ms, the wall clock an hour more.
+    session.handle_input(at(20), ClientInput::Disconnected);
+    session.set_wall_clock(at(30), day + std::time::Duration::from_secs(3_600));
+    session.handle_input(at(30), ClientInput::Connected);
+    session.handle_input(at(30), welcome());
+    session.write(at(30), put());
+    let sent: Vec<_> = std::iter::from_fn(|| session.poll_output()).collect();
+    assert_eq!(first_sent(sent), [86_400_010, 90_000_000]);
+}
+
 /// A leader that breaks the protocol fails what is pending (queued or sent) with the
 /// error, instead of the client waiting on, or re-sending to, the same leader.
 #[test]

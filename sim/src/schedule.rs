@@ -1,7 +1,9 @@
 //! A run of one seed, possibly cut down: fewer processes, and only some of the seed's
 //! faults and workload steps. The seed still draws everything else (the network's delays,
 //! what each step does); a fault or a step left out still takes its turn, at its time, but
-//! does nothing. What [`crate::shrink`] produces, and what `party-sim --seed N --processes
+//! does nothing. Turns are numbered as they come: a fault left out can change which come
+//! after it (a process not crashed keeps taking workload turns), so [`crate::shrink`]
+//! checks every cut it tries. What it produces, and what `party-sim --seed N --processes
 //! P --faults LIST --ops LIST` replays.
 
 use std::collections::BTreeSet;

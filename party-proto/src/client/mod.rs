@@ -66,7 +66,10 @@ pub struct ClientConfig {
     /// (`WriterConfig::dedup_retention`), leaving the other half for clocks that differ.
     pub resend_window: Duration,
     /// The wall clock at the machine's epoch (`Timestamp` zero), as a duration since the
-    /// Unix epoch: writes tell the leader when they were first sent by it.
+    /// Unix epoch: writes tell the leader when they were first sent by it. Kept current
+    /// with [`crate::Process::set_wall_clock`] (a machine's monotonic clock stops while the
+    /// computer sleeps; the wall clock does not). Leaders refuse writes that look older
+    /// than their resend window, so a zero here fails every write to a real leader.
     pub wall_clock_at_epoch: Duration,
     /// Bugs to re-create, for the simulator.
     #[cfg(feature = "bug-injection")]
@@ -169,6 +172,11 @@ impl ClientSession {
             now: Timestamp::ZERO,
             outputs: VecDeque::new(),
         }
+    }
+
+    /// The wall clock is `wall` (since the Unix epoch) at `now`.
+    pub fn set_wall_clock(&mut self, now: Timestamp, wall: Duration) {
+        self.config.wall_clock_at_epoch = wall.saturating_sub(now.since_epoch());
     }
 
     /// The process id the current leader gave in its welcome.

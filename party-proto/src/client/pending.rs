@@ -53,6 +53,8 @@ struct Pending {
     sent: bool,
     /// When a write was first sent, on any connection.
     first_sent: Option<Timestamp>,
+    /// The same by the wall clock, in milliseconds since the Unix epoch, as told to leaders.
+    first_sent_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +86,7 @@ impl PendingTable {
                 deadline,
                 sent: false,
                 first_sent: None,
+                first_sent_ms: 0,
             },
         );
         self.unsent.insert(id);
@@ -118,11 +121,20 @@ impl PendingTable {
         let oldest_pending = self.writes.first().copied();
         let pending = self.requests.get_mut(&id)?;
         pending.sent = true;
-        let first_sent = *pending.first_sent.get_or_insert(now);
+        if pending.first_sent.is_none() {
+            pending.first_sent = Some(now);
+            // By the wall clock as known now: kept, so that a sleep of the machine (which
+            // stops the monotonic clock) before a re-send does not make the write look
+            // younger than it is.
+            let wall_ms = (wall_at_epoch + now.since_epoch()).as_millis();
+            pending.first_sent_ms = u64::try_from(wall_ms).unwrap_or(u64::MAX);
+        }
         self.unsent.remove(&id);
-        let first_sent_ms = (wall_at_epoch + first_sent.since_epoch()).as_millis();
-        let first_sent_ms = u64::try_from(first_sent_ms).unwrap_or(u64::MAX);
-        Some(pending.op.message(id, oldest_pending, first_sent_ms))
+        Some(
+            pending
+                .op
+                .message(id, oldest_pending, pending.first_sent_ms),
+        )
     }
 
     /// Forgets a request that completed. False if it was not pending (a late or unknown
