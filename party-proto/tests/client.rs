@@ -376,6 +376,17 @@ proptest! {
     }
 }
 
+/// A leader's welcome, with the default limits.
+fn welcome() -> ClientInput {
+    ClientInput::Message(ServerMessage::Welcome(Welcome {
+        protocol: ProtocolId::CURRENT,
+        leader_pid: 1,
+        term: 1,
+        store: "fjall".into(),
+        limits: party_proto::ServerConfig::default().limits(),
+    }))
+}
+
 #[test]
 fn requests_issued_before_any_leader_wait_also_without_retry() {
     for retry in [true, false] {
@@ -392,15 +403,6 @@ fn requests_issued_before_any_leader_wait_also_without_retry() {
                 value: b"v".to_vec(),
             },
         );
-        let welcome = || {
-            ClientInput::Message(ServerMessage::Welcome(Welcome {
-                protocol: ProtocolId::CURRENT,
-                leader_pid: 1,
-                term: 1,
-                store: "fjall".into(),
-                limits: party_proto::ServerConfig::default().limits(),
-            }))
-        };
         // A connection that ends before the leader welcomes it loses nothing.
         session.handle_input(now, ClientInput::Connected);
         let sent: Vec<_> = std::iter::from_fn(|| session.poll_output()).collect();
@@ -444,15 +446,6 @@ fn a_write_tells_when_it_was_first_sent_and_a_re_send_tells_the_same() {
     let at = |ms| Timestamp::from_epoch(std::time::Duration::from_millis(ms));
     let day = std::time::Duration::from_secs(86_400);
     session.set_wall_clock(at(0), day);
-    let welcome = || {
-        ClientInput::Message(ServerMessage::Welcome(Welcome {
-            protocol: ProtocolId::CURRENT,
-            leader_pid: 1,
-            term: 1,
-            store: "fjall".into(),
-            limits: party_proto::ServerConfig::default().limits(),
-        }))
-    };
     let put = || WriteOp::Put {
         key: b"k".to_vec(),
         value: b"v".to_vec(),
