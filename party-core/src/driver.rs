@@ -248,8 +248,6 @@ impl Driver {
 
     fn command(&mut self, command: Command) {
         let now = clock::now();
-        // Writes tell their leader when they were first sent, by the wall clock.
-        self.process.set_wall_clock(now, clock::wall_now());
         match command {
             Command::Read { op, reply } => match self.failed() {
                 Some(error) => drop(reply.send(Err(error))),
@@ -261,6 +259,8 @@ impl Driver {
             Command::Write { op, reply } => match self.failed() {
                 Some(error) => drop(reply.send(Err(error))),
                 None => {
+                    // Writes tell their leader when they were first sent, by the wall clock.
+                    self.process.set_wall_clock(now, clock::wall_now());
                     let id = self.process.write(now, op);
                     self.waiters.insert(id, reply);
                 }
