@@ -11,21 +11,30 @@ use party_tests::Node;
 
 const NODE: &str = env!("CARGO_BIN_EXE_party-node");
 
+/// Longer than the resend window of the nodes' one-second retention (half of it).
+const PAST_THE_WINDOW: Duration = Duration::from_millis(700);
+
+/// A node of `dir` with a dedup retention of one second, settled as `role`.
+fn started(dir: &std::path::Path, role: &str) -> Node {
+    let mut node = Node::spawn(NODE, dir, &["--dedup-retention-ms", "1000"]);
+    assert_eq!(node.send("ready"), format!("ok {role}"));
+    node
+}
+
 #[test]
 fn a_write_in_flight_longer_than_the_resend_window_ends_unknown_a_younger_one_lands() {
     let dir = tempfile::tempdir().unwrap();
-    let node = || Node::spawn(NODE, dir.path(), &["--dedup-retention-ms", "1000"]);
-    let mut leader = node();
-    assert_eq!(leader.send("ready"), "ok leader");
-    let (mut old, mut young) = (node(), node());
-    assert_eq!(old.send("ready"), "ok follower");
-    assert_eq!(young.send("ready"), "ok follower");
+    let mut leader = started(dir.path(), "leader");
+    let (mut old, mut young) = (
+        started(dir.path(), "follower"),
+        started(dir.path(), "follower"),
+    );
 
     leader.stop();
     old.submit("put old-write v");
     // The writes' age is what is under test: the first waits at the stopped leader for
     // longer than the window, the second for a moment.
-    std::thread::sleep(Duration::from_millis(700));
+    std::thread::sleep(PAST_THE_WINDOW);
     young.submit("put young-write v");
     leader.kill();
 
@@ -48,16 +57,13 @@ fn a_write_in_flight_longer_than_the_resend_window_ends_unknown_a_younger_one_la
 #[test]
 fn a_leader_woken_past_the_resend_window_does_not_apply_the_write_that_waited() {
     let dir = tempfile::tempdir().unwrap();
-    let node = || Node::spawn(NODE, dir.path(), &["--dedup-retention-ms", "1000"]);
-    let mut leader = node();
-    assert_eq!(leader.send("ready"), "ok leader");
-    let mut writer = node();
-    assert_eq!(writer.send("ready"), "ok follower");
+    let mut leader = started(dir.path(), "leader");
+    let mut writer = started(dir.path(), "follower");
 
     leader.stop();
     writer.submit("put waited v");
-    // Longer than the window of half a second: the leader reads the write only after it.
-    std::thread::sleep(Duration::from_millis(700));
+    // The leader reads the write only after the window.
+    std::thread::sleep(PAST_THE_WINDOW);
     leader.cont();
 
     let answer = writer.answer();
