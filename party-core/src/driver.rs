@@ -141,7 +141,7 @@ impl Driver {
             iter_window: options.iter_window,
             watch_window: options.watch_window,
             max_frame_len: options.limits.max_frame_len,
-            store: options.backend.name(),
+            store: options.backend.name().into(),
             resend_window: options.dedup_retention / 2,
             wall_clock_at_epoch: clock::wall_at_epoch(),
             ..ClientConfig::default()
@@ -149,7 +149,7 @@ impl Driver {
         let limits = &options.limits;
         let server = ServerConfig {
             leader_pid: std::process::id(),
-            store: options.backend.name(),
+            store: options.backend.name().into(),
             max_in_flight: limits.max_in_flight,
             max_iterators: limits.max_iterators,
             max_watches: limits.max_watches,

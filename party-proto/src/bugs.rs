@@ -2,7 +2,7 @@
 //! simulator can prove its checks catch them. Never enabled in a build that serves data.
 
 /// Which bugs to re-create; all off by default.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Bugs {
     /// Iterators resume from an inclusive bound on the last delivered key, so that key is
     /// delivered again after a failover (level-party's behaviour).

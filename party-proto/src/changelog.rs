@@ -16,7 +16,7 @@ use crate::feed::{ChangeRetention, CommitSeq, LogEnds, LogSpan, TRIM_PAGE};
 /// their average size as those from before the takeover are.
 const REMEMBERED: usize = 1 << 20;
 
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub(crate) struct ChangeLog {
     next: CommitSeq,
     /// Where the next entry starts.

@@ -27,7 +27,7 @@ use crate::jitter::Backoff;
 use crate::time::Timestamp;
 
 /// The role a process plays right now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// Looking for a leader or trying to become one.
     Electing,
@@ -37,7 +37,7 @@ pub enum Role {
 }
 
 /// What happened, as seen by the driver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ElectionInput {
     /// Answer to [`ElectionOutput::TryLock`]: this process now holds the lock.
     LockAcquired,
@@ -85,7 +85,7 @@ pub enum ElectionInput {
 }
 
 /// What the driver must do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ElectionOutput {
     /// Try once, without waiting, to take the lock; answer `LockAcquired` or `LockBusy`.
     TryLock,
@@ -108,7 +108,7 @@ pub enum ElectionOutput {
 }
 
 /// Why an election gave up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ElectionFailure {
     Lock,
     StoreOpen,
@@ -117,7 +117,7 @@ pub enum ElectionFailure {
 }
 
 /// Timing of retries.
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub struct ElectionConfig {
     /// First wait after a failed connect.
     pub initial_backoff: Duration,
@@ -151,7 +151,7 @@ impl Default for ElectionConfig {
 }
 
 /// An action whose answer is still to come.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 enum Awaiting {
     Lock,
     Store,
@@ -160,13 +160,13 @@ enum Awaiting {
 }
 
 /// Where an unwinding goes once the awaited answer is in and given back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 enum Then {
     Close,
     Elect,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Waiting for the answer to an action.
     Electing(Awaiting),
@@ -190,7 +190,7 @@ enum State {
 }
 
 /// What the driver holds on this machine's behalf, as told by its answers.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, Default)]
 struct Held {
     lock: bool,
     store: bool,
@@ -199,7 +199,7 @@ struct Held {
 }
 
 /// The election machine of one process. See the module documentation.
-#[derive(Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
 pub struct Election {
     #[cfg(feature = "bug-injection")]
     bugs: crate::bugs::Bugs,

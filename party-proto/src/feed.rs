@@ -169,7 +169,7 @@ pub fn decode_entry(entry: &[u8]) -> Result<Option<Vec<Change>>, String> {
 }
 
 /// The entry a group's commit appends to the log, in the same atomic commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct LogAppend {
     pub seq: CommitSeq,
     /// What [`encode_entry`] made of the group's writes.
@@ -178,7 +178,7 @@ pub struct LogAppend {
 
 /// What a leader's driver read of the change log for a subscription (the answer to
 /// `ServerOutput::WatchPull`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct LogRead {
     /// Where the read started: the number asked for, or the next commit's when none was.
     pub from: CommitSeq,
@@ -190,7 +190,7 @@ pub struct LogRead {
 
 /// How a leader's driver answers a subscription's read of the log
 /// (`ServerOutput::WatchPull`), given the last commit its writer knows of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PullPlan {
     /// Nothing to say yet: answer once a commit lands (or the log's end is known).
     Wait,
@@ -224,7 +224,7 @@ pub fn plan_pull(from: Option<CommitSeq>, last: Option<CommitSeq>) -> PullPlan {
 }
 
 /// Where one stored entry lies in the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogSpan {
     pub seq: CommitSeq,
     /// The log's size before this entry.
@@ -247,7 +247,7 @@ impl LogSpan {
 }
 
 /// The oldest and the newest entry of a non-empty log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogEnds {
     pub first: LogSpan,
     pub last: LogSpan,
@@ -255,7 +255,7 @@ pub struct LogEnds {
 
 /// How much of the change log a store keeps. The writer trims it a page at a time once it
 /// is an eighth over either budget; the newest entry always stays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChangeRetention {
     /// The most groups kept (at least 1).
     pub groups: u64,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// A small deterministic generator (SplitMix64). Not for anything secret.
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub struct SplitMix64(u64);
 
 impl SplitMix64 {
@@ -23,7 +23,7 @@ impl SplitMix64 {
 
 /// Exponential backoff capped at `max`, each wait drawn from the upper half of its step so
 /// processes that failed together do not retry together.
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub struct Backoff {
     initial: Duration,
     max: Duration,

@@ -33,7 +33,7 @@ use crate::time::Timestamp;
 use crate::wire::{ClientMessage, LeaveCause, ReadOp, Response, ServerMessage, WriteOp};
 
 /// How a process behaves.
-#[derive(Debug, Clone, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Default)]
 pub struct ProcessConfig {
     pub election: ElectionConfig,
     pub client: ClientConfig,
@@ -45,7 +45,7 @@ pub struct ProcessConfig {
 }
 
 /// What happened, as the driver saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum ProcessInput {
     /// The answer to an election action: the lock, the store, the socket, a connect; or
     /// the lock lost. (A connection's end is [`ProcessInput::LinkClosed`].)
@@ -74,7 +74,7 @@ pub enum ProcessInput {
 }
 
 /// What the driver must do or tell the caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum ProcessOutput {
     /// Carry out an election action; answer with [`ProcessInput::Election`] where the
     /// action asks for one (and [`ProcessInput::Served`] after `Serve`).
@@ -97,7 +97,7 @@ pub enum ProcessOutput {
 }
 
 /// The role of a process as callers see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct RoleView {
     /// A process counts as a follower once the leader has welcomed it (so its protocol is
     /// known to match), not merely once connected.
@@ -114,7 +114,7 @@ pub struct RoleView {
 }
 
 /// One process. See the module documentation.
-#[derive(Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
 pub struct Process {
     election: Election,
     client: ClientSession,
@@ -364,7 +364,7 @@ impl Process {
     /// stays a borrow.
     pub fn leader_store(&self) -> Option<&str> {
         match self.election.role() {
-            Role::Leader => Some(self.server_config.store),
+            Role::Leader => Some(&self.server_config.store),
             Role::Follower => self.client.leader_store(),
             _ => None,
         }

@@ -8,7 +8,7 @@ use crate::time::Timestamp;
 use crate::wire::LeaveCause;
 
 /// Why a handle's leader went away.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TakeoverCause {
     /// The connection ended without a word: the leader crashed or was killed.
     Crash,
@@ -28,7 +28,7 @@ impl From<LeaveCause> for TakeoverCause {
 }
 
 /// One failover as the handle saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Takeover {
     pub cause: TakeoverCause,
     /// From losing the leader to being served again (by a new leader or as the leader).
@@ -36,7 +36,7 @@ pub struct Takeover {
 }
 
 /// The failovers of one handle.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct Takeovers {
     /// Failovers completed: the handle lost its leader and was served again.
     pub count: u64,

@@ -25,7 +25,7 @@ use crate::range::KeyRange;
 use crate::wire::{BatchOp, Entry, ReadCheck, Response, WriteOp};
 
 /// What the writer asks the store for, to check transactions' reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum CheckRead {
     /// A key's value.
     Key(Vec<u8>),
@@ -36,7 +36,7 @@ pub enum CheckRead {
 }
 
 /// The store's answer to one [`CheckRead`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum CheckValue {
     Value(Option<Vec<u8>>),
     Entries(Vec<Entry>),
@@ -76,7 +76,7 @@ pub fn reads_to_check<'a>(ops: impl IntoIterator<Item = &'a WriteOp>) -> Vec<Che
 }
 
 /// A read of a transaction that no longer holds: `key` holds `current` now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
     pub key: Vec<u8>,
     pub current: Option<Vec<u8>>,
@@ -92,7 +92,7 @@ impl From<Conflict> for Response {
 }
 
 /// What the store held before the group being formed, for the reads of its transactions.
-#[derive(Debug, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Default)]
 pub struct Snapshot {
     keys: HashMap<Vec<u8>, Option<Vec<u8>>>,
     ranges: Vec<(KeyRange, Vec<Entry>)>,
@@ -181,7 +181,7 @@ fn first_difference(seen: &[Entry], now: &[Entry]) -> Option<Conflict> {
 
 /// The keys the writes admitted to a group so far write, to tell whether a transaction
 /// read any of them.
-#[derive(Debug, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Default)]
 pub struct GroupWrites {
     keys: BTreeSet<Vec<u8>>,
     cleared: Vec<KeyRange>,

@@ -55,7 +55,7 @@ use crate::wire::{ReadCheck, Response, WriteOp};
 
 /// One atomic, durable commit: the writes in order, and the dedup records and the change
 /// log entry to store with them in the same commit.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteBatch {
     pub ops: Vec<WriteOp>,
     pub records: Vec<(ClientId, DedupRecord)>,
@@ -74,7 +74,7 @@ impl WriteBatch {
 }
 
 /// How the writer behaves.
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub struct WriterConfig {
     /// How long writes must pause before the store is checkpointed.
     pub quiet_period: Duration,
@@ -125,7 +125,7 @@ pub const DEFAULT_DEDUP_RETENTION: Duration = Duration::from_secs(24 * 3600);
 pub const EXPIRY_PAGE: usize = 1024;
 
 /// How the store took a [`WriterOutput::Commit`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum CommitResult {
     /// Durable: every write of the group is applied.
     Committed,
@@ -145,7 +145,7 @@ pub enum CommitResult {
 }
 
 /// What happened, as the caller saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum WriterInput {
     /// The answer to the outstanding [`WriterOutput::Commit`].
     Committed(CommitResult),
@@ -168,7 +168,7 @@ pub enum WriterInput {
 }
 
 /// What the caller must do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum WriterOutput<T> {
     /// Apply this batch atomically and durably (after checking the disk has room), then
     /// answer [`WriterInput::Committed`].
@@ -226,14 +226,14 @@ pub fn group_cost(op: &WriteOp) -> usize {
     }
 }
 
-#[derive(Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
 struct QueuedWrite<T> {
     to: T,
     stamp: WriteStamp,
     op: WriteOp,
 }
 
-#[derive(Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
 enum Queued<T> {
     Write(QueuedWrite<T>),
     /// The end of a group.
@@ -241,7 +241,7 @@ enum Queued<T> {
 }
 
 /// The group whose batch is out.
-#[derive(Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
 struct Group<T> {
     /// Admitted to apply, in order.
     applied: Vec<QueuedWrite<T>>,
@@ -258,7 +258,7 @@ struct Group<T> {
 
 /// The leader's writer. See the module documentation. `T` says where each write's answer
 /// goes (a connection and a request id, say).
-#[derive(Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
 pub struct Writer<T> {
     config: WriterConfig,
     dedup: DedupTable,
@@ -287,7 +287,7 @@ pub struct Writer<T> {
 }
 
 /// Where the trimming of the change log stands.
-#[derive(Debug, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Default)]
 struct Trimming {
     /// A page is out: the entries before this number go.
     out: Option<CommitSeq>,
@@ -299,7 +299,7 @@ struct Trimming {
 }
 
 /// Where the sweep of expired records stands.
-#[derive(Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
 struct Expiry {
     /// When the next page (of the sweep under way, or of a new one) is due.
     due: Timestamp,

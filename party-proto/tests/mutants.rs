@@ -299,7 +299,7 @@ fn election_is_closed_only_once_closed_and_drained() {
 const SERVER: ServerConfig = ServerConfig {
     leader_pid: 9,
     term: 1,
-    store: "fjall",
+    store: std::borrow::Cow::Borrowed("fjall"),
     handshake_timeout: Duration::from_millis(100),
     max_in_flight: 8,
     max_iterators: 4,

@@ -20,7 +20,7 @@ use support::{edge_key, error_code, iter_options};
 const CONFIG: ServerConfig = ServerConfig {
     leader_pid: 42,
     term: 1,
-    store: "fjall",
+    store: std::borrow::Cow::Borrowed("fjall"),
     handshake_timeout: Duration::from_millis(100),
     max_in_flight: 3,
     max_iterators: 2,

@@ -603,7 +603,7 @@ impl World {
                 watch_window,
                 max_frame_len: self.frame_limit(),
                 welcome_timeout: Duration::from_millis(WELCOME_TIMEOUT_MS),
-                store,
+                store: store.into(),
                 resend_window: self.dedup_retention() / 2,
                 wall_clock_at_epoch,
                 bugs: self.injection.bugs,
@@ -802,7 +802,7 @@ impl World {
             change_feed,
             leader_pid: process as u32,
             term: leading.map_or(0, |leading| leading.term),
-            store,
+            store: store.into(),
             max_iter_credits: 8,
             max_frame_len: self.frame_limit(),
             ..ServerConfig::default()

@@ -14,7 +14,7 @@ use crate::range::IterOptions;
 use crate::wire::{ClientMessage, Entry};
 
 /// What the caller gets when it asks an iterator for entries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum IterPoll {
     /// The next entries, in order. With `keys: false` or `values: false` in the options the
     /// unwanted half of each entry is empty.
@@ -27,7 +27,7 @@ pub enum IterPoll {
     Failed(ErrorCode),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 enum Status {
     /// Must be (re-)opened on the next connection.
     Unopened,
@@ -52,7 +52,7 @@ pub(crate) fn refill(window: u32, credits: &mut u32, held: usize) -> Option<u32>
     Some(grant)
 }
 
-#[derive(Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
 pub(crate) struct Cursor {
     options: IterOptions,
     /// The window the caller asked for.

@@ -34,7 +34,7 @@ use crate::wire::{
 };
 
 /// How a client session behaves.
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub struct ClientConfig {
     /// Re-send in-flight requests and resume iterators after a lost connection (true), or
     /// fail them with [`ErrorCode::ConnectionLost`] (false). Requests issued while no
@@ -59,7 +59,7 @@ pub struct ClientConfig {
     pub welcome_timeout: Duration,
     /// The kind of store this process is configured for, said in the hello: a leader
     /// serving another refuses it.
-    pub store: &'static str,
+    pub store: std::borrow::Cow<'static, str>,
     /// A write first sent this long ago is not sent again after a lost connection: it
     /// fails with [`ErrorCode::OutcomeUnknown`], since the leader's record of it may have
     /// expired by then. Half the leaders' dedup retention
@@ -85,7 +85,7 @@ impl Default for ClientConfig {
             watch_window: 64,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             welcome_timeout: Duration::from_secs(2),
-            store: "fjall",
+            store: std::borrow::Cow::Borrowed("fjall"),
             resend_window: crate::writer::DEFAULT_DEDUP_RETENTION / 2,
             wall_clock_at_epoch: Duration::ZERO,
             #[cfg(feature = "bug-injection")]
@@ -95,7 +95,7 @@ impl Default for ClientConfig {
 }
 
 /// What happened on the connection to the leader.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum ClientInput {
     /// A connection to the leader is up; nothing has been sent on it yet.
     Connected,
@@ -112,7 +112,7 @@ pub enum ClientInput {
 }
 
 /// What the driver must do or tell the caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum ClientOutput {
     /// Send this on the current connection.
     Send(ClientMessage),
@@ -130,7 +130,7 @@ pub enum ClientOutput {
 }
 
 /// The follower's session. See the module documentation.
-#[derive(Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
 pub struct ClientSession {
     client_id: ClientId,
     config: ClientConfig,
@@ -450,7 +450,7 @@ impl ClientSession {
         self.send(ClientMessage::Hello(Hello {
             protocol: ProtocolId::CURRENT,
             client_id: self.client_id,
-            store: self.config.store.to_owned(),
+            store: self.config.store.to_string(),
         }));
     }
 

@@ -11,7 +11,7 @@ use crate::time::Timestamp;
 use crate::wire::{ClientMessage, ReadOp, WriteOp};
 
 /// A request as the follower keeps it until it is answered.
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub(crate) enum RequestOp {
     Read(ReadOp),
     Write(WriteSeq, WriteOp),
@@ -45,7 +45,7 @@ impl RequestOp {
     }
 }
 
-#[derive(Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
 struct Pending {
     op: RequestOp,
     deadline: Option<Timestamp>,
@@ -57,7 +57,7 @@ struct Pending {
     first_sent_ms: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Default)]
 pub(crate) struct PendingTable {
     requests: BTreeMap<RequestId, Pending>,
     deadlines: BTreeSet<(Timestamp, RequestId)>,

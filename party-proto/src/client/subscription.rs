@@ -18,7 +18,7 @@ use crate::range::KeyRange;
 use crate::wire::ClientMessage;
 
 /// What a subscription hands the caller, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
     /// The changes one committed group made in the range, in the order it made them.
     Changes {
@@ -31,7 +31,7 @@ pub enum WatchEvent {
 }
 
 /// What the caller gets when it asks a subscription for events.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum WatchPoll {
     Events(Vec<WatchEvent>),
     /// Nothing yet; [`super::ClientOutput::WatchReady`] says when to ask again.
@@ -40,7 +40,7 @@ pub enum WatchPoll {
     Failed(ErrorCode),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 enum Status {
     /// Must be (re-)opened on the next connection.
     Unopened,
@@ -49,7 +49,7 @@ enum Status {
     Failed(ErrorCode),
 }
 
-#[derive(Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
 pub(crate) struct Subscription {
     range: KeyRange,
     /// The next group not received whole; `None` until the leader says where the

@@ -26,7 +26,7 @@ use crate::ids::{ClientId, WriteSeq};
 
 /// Names one write: its client, its sequence number, and the client's promise that it will
 /// never re-send anything below `oldest_pending`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteStamp {
     pub client: ClientId,
     pub seq: WriteSeq,
@@ -48,7 +48,7 @@ pub struct DedupRecord {
 }
 
 /// What to do with a write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
     /// Apply it (with the record of [`DedupTable::group_records`] in the same batch).
     Apply,
@@ -58,7 +58,7 @@ pub enum Admission {
     InGroup,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Default)]
 struct ClientWrites {
     applied_through: u64,
     failed: BTreeSet<u64>,
@@ -69,7 +69,7 @@ struct ClientWrites {
 }
 
 /// The leader's dedup table. See the module documentation.
-#[derive(Debug, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Default)]
 pub struct DedupTable {
     clients: HashMap<ClientId, ClientWrites>,
     /// Writes admitted into the group being built, per client.

@@ -4,7 +4,7 @@
 use crate::error::ErrorCode;
 
 /// What the driver knows about a new connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerFacts {
     /// The peer's effective user, where the platform tells.
     pub uid: Option<u32>,

@@ -28,7 +28,7 @@ use crate::wire::{
 };
 
 /// Limits and identity of the leader's sessions.
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub struct ServerConfig {
     /// The leader's process id, given to followers in the welcome.
     pub leader_pid: u32,
@@ -36,7 +36,7 @@ pub struct ServerConfig {
     pub term: u64,
     /// The kind of store served (`fjall`, `sled`, …): a follower configured for another is
     /// refused, and the others are told it in the welcome.
-    pub store: &'static str,
+    pub store: std::borrow::Cow<'static, str>,
     /// A connection that has not said hello by then is closed.
     pub handshake_timeout: Duration,
     /// Requests one connection may have running at once; more are refused one by one.
@@ -71,7 +71,7 @@ impl Default for ServerConfig {
         ServerConfig {
             leader_pid: 0,
             term: 0,
-            store: "fjall",
+            store: std::borrow::Cow::Borrowed("fjall"),
             handshake_timeout: Duration::from_secs(10),
             max_in_flight: 4096,
             max_iterators: 256,
@@ -84,7 +84,7 @@ impl Default for ServerConfig {
 }
 
 /// What happened on the connection or in the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum ServerInput {
     /// A message from the follower.
     Message(ClientMessage),
@@ -117,7 +117,7 @@ pub enum ServerInput {
 }
 
 /// What the driver must do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum ServerOutput {
     /// Send this to the follower.
     Send(ServerMessage),
@@ -158,14 +158,14 @@ pub enum ServerOutput {
     Close(ErrorCode),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     AwaitingHello { deadline: Timestamp },
     Ready { client: ClientId },
     Closed,
 }
 
-#[derive(Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
 struct ServedIter {
     values: bool,
     /// Entries the follower has granted and not yet been sent.
@@ -177,7 +177,7 @@ struct ServedIter {
 }
 
 /// The leader's session with one connection. See the module documentation.
-#[derive(Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
 pub struct ServerSession {
     config: ServerConfig,
     phase: Phase,
@@ -316,7 +316,7 @@ impl ServerSession {
                     protocol: ProtocolId::CURRENT,
                     leader_pid: self.config.leader_pid,
                     term: self.config.term,
-                    store: self.config.store.to_owned(),
+                    store: self.config.store.to_string(),
                     limits: self.config.limits(),
                 }));
                 if let Some(cause) = self.leaving {
@@ -425,7 +425,7 @@ impl ServerSession {
                 got: hello.protocol,
             });
         }
-        admit_store(Some(self.config.store), &hello.store)
+        admit_store(Some(&self.config.store), &hello.store)
     }
 
     /// Takes a request into flight, or refuses it.

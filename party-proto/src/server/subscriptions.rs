@@ -26,7 +26,7 @@ pub const WATCH_READ_GROUPS: u32 = 256;
 /// the subscription, the commit number and the count (varints), the flag.
 const DATA_OVERHEAD: u64 = 48;
 
-#[derive(Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
 struct Served {
     range: KeyRange,
     /// The next group to look at; `None` until the first read says where the log ends.
@@ -38,7 +38,7 @@ struct Served {
 }
 
 /// The limits a connection's subscriptions live within.
-#[derive(Debug, Clone, Copy)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub max_watches: u32,
     pub max_credits: u32,
@@ -47,13 +47,13 @@ pub(crate) struct Limits {
     pub feed: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Default)]
 pub(crate) struct Subscriptions {
     served: HashMap<WatchId, Served>,
 }
 
 /// What a message about a subscription asks of the connection beyond its outputs.
-#[derive(Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
 pub(crate) enum Verdict {
     Fine,
     /// The follower broke the protocol: close the connection with this.

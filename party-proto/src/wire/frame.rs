@@ -21,7 +21,7 @@ const RESERVE_AHEAD: usize = 1024 * 1024;
 
 /// Why bytes could not be turned into a message, or a message into a frame. Every variant
 /// means the connection can no longer be trusted and must be closed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum FrameError {
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
     TooLarge { len: u64, max: u64 },
