@@ -16,6 +16,7 @@ pub mod ids;
 pub mod jitter;
 pub mod process;
 pub mod range;
+pub mod recording;
 pub mod server;
 pub mod store_kind;
 pub mod takeover;

@@ -5,7 +5,19 @@ use std::ops::Add;
 use std::time::Duration;
 
 /// A point in time, measured from an epoch chosen by the driver.
-#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    serde::Serialize,
+    serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+)]
 pub struct Timestamp(Duration);
 
 impl Timestamp {

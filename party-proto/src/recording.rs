@@ -1,0 +1,306 @@
+//! The recording of a real process: every call its driver made into its [`Process`]
+//! machine, with its time, and every output the machine gave; and, while it led, every
+//! commit its store made. Since the machine is a pure function of its calls, the simulator
+//! can drive a machine of its own with the same calls and must see the same outputs
+//! (`party-sim --replay`); and the operations and commits recorded make a history that the
+//! simulator's checks can judge.
+//!
+//! A recording is a ring of segment files per stream (one stream of process calls per
+//! handle, one stream of commits per leadership). A segment opens with a [`Header`] and, in
+//! a process stream, the machine as it stood then, so the newest segments replay even after
+//! the ring dropped the oldest. Each item is framed by its length (u32, little endian) and
+//! encoded with postcard; a last item cut short (a process killed in the middle of writing
+//! it) is no item.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::client::{IterPoll, WatchEvent, WatchPoll};
+use crate::feed::CommitSeq;
+use crate::ids::{ClientId, IterId, RequestId, WatchId};
+use crate::process::{Process, ProcessInput, ProcessOutput};
+use crate::range::{IterOptions, KeyRange};
+use crate::time::Timestamp;
+use crate::wire::{ReadOp, WriteOp};
+use crate::writer::{CommitResult, WriteBatch};
+
+/// The format of recordings this build writes and reads.
+pub const FORMAT: u32 = 1;
+
+/// What a segment's stream holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stream {
+    /// Calls into one handle's process machine and its outputs.
+    Process,
+    /// The commits of one leadership's store thread.
+    Commits,
+}
+
+/// The first item of every segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub format: u32,
+    pub stream: Stream,
+    /// The operating system's process id.
+    pub pid: u32,
+    /// The handle's client id: a process may open several handles.
+    pub client: ClientId,
+    /// The handle's epoch (its `Timestamp` zero) on the host's monotonic clock, in
+    /// microseconds: what puts the times of all processes of one host on one line.
+    pub epoch_us: u64,
+    /// 0 for the first segment of the stream, then one more for each.
+    pub segment: u64,
+    /// For a commit stream: the leadership's generation.
+    pub term: Option<u64>,
+}
+
+/// One item of a stream after its header (and its snapshot). Borrowed when written, owned
+/// when read back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record<'a> {
+    Input {
+        at: Timestamp,
+        input: Cow<'a, ProcessInput>,
+    },
+    /// A read, and the id the machine gave it.
+    Read {
+        at: Timestamp,
+        op: Cow<'a, ReadOp>,
+        id: RequestId,
+    },
+    Write {
+        at: Timestamp,
+        op: Cow<'a, WriteOp>,
+        id: RequestId,
+    },
+    WallClock {
+        at: Timestamp,
+        wall: Duration,
+    },
+    OpenIter {
+        at: Timestamp,
+        options: Cow<'a, IterOptions>,
+        iter: IterId,
+    },
+    /// A take from an iterator, and what it gave.
+    IterTake {
+        at: Timestamp,
+        iter: IterId,
+        max: u64,
+        poll: Cow<'a, IterPoll>,
+    },
+    CloseIter {
+        at: Timestamp,
+        iter: IterId,
+    },
+    OpenWatch {
+        at: Timestamp,
+        range: Cow<'a, KeyRange>,
+        from: Option<CommitSeq>,
+        watch: WatchId,
+    },
+    WatchTake {
+        at: Timestamp,
+        watch: WatchId,
+        max: u64,
+        poll: Cow<'a, WatchPoll>,
+    },
+    WatchGiveBack {
+        watch: WatchId,
+        events: Cow<'a, [WatchEvent]>,
+    },
+    CloseWatch {
+        at: Timestamp,
+        watch: WatchId,
+    },
+    /// What the machine's `poll_output` gave.
+    Output(Cow<'a, ProcessOutput>),
+    /// A commit of the store: asked at `issued`, answered at `answered`.
+    Commit {
+        issued: Timestamp,
+        answered: Timestamp,
+        batch: Cow<'a, WriteBatch>,
+        result: Cow<'a, CommitResult>,
+    },
+}
+
+/// Why bytes are no recording.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordingError {
+    #[error("not a recording: {0}")]
+    Malformed(String),
+    #[error("a recording of format {found}; this build reads format {FORMAT}")]
+    OtherFormat { found: u32 },
+    #[error("a process stream's segment without the machine's snapshot")]
+    NoSnapshot,
+}
+
+/// Appends `item`, framed, to `out`.
+pub fn encode_item<T: Serialize>(item: &T, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let taken = std::mem::take(out);
+    // A Vec cannot refuse to grow, and every recorded type serializes.
+    *out = postcard::to_extend(item, taken).expect("recorded items serialize into a Vec");
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// One segment, read back.
+#[derive(Debug)]
+pub struct Segment {
+    pub header: Header,
+    /// The machine as the segment began (process streams only).
+    pub snapshot: Option<Box<Process>>,
+    pub records: Vec<Record<'static>>,
+    /// The segment ends in an item cut short.
+    pub torn: bool,
+}
+
+/// Reads one segment file's bytes.
+pub fn decode_segment(bytes: &[u8]) -> Result<Segment, RecordingError> {
+    let mut items = Items { bytes, torn: false };
+    let first = items
+        .next()
+        .ok_or(RecordingError::Malformed("empty".into()))?;
+    let header: Header = postcard::from_bytes(first).map_err(malformed)?;
+    if header.format != FORMAT {
+        return Err(RecordingError::OtherFormat {
+            found: header.format,
+        });
+    }
+    let snapshot = match header.stream {
+        Stream::Process => {
+            let item = items.next().ok_or(RecordingError::NoSnapshot)?;
+            Some(Box::new(postcard::from_bytes(item).map_err(malformed)?))
+        }
+        Stream::Commits => None,
+    };
+    let mut records = Vec::new();
+    for item in items.by_ref() {
+        records.push(postcard::from_bytes(item).map_err(malformed)?);
+    }
+    Ok(Segment {
+        header,
+        snapshot,
+        records,
+        torn: items.torn,
+    })
+}
+
+fn malformed(error: postcard::Error) -> RecordingError {
+    RecordingError::Malformed(error.to_string())
+}
+
+/// The framed items of a segment; stops at a last one cut short.
+struct Items<'a> {
+    bytes: &'a [u8],
+    torn: bool,
+}
+
+impl<'a> Iterator for Items<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.bytes.is_empty() {
+            return None;
+        }
+        let Some((len, rest)) = self.bytes.split_first_chunk::<4>() else {
+            self.torn = true;
+            self.bytes = &[];
+            return None;
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        if rest.len() < len {
+            self.torn = true;
+            self.bytes = &[];
+            return None;
+        }
+        let (item, rest) = rest.split_at(len);
+        self.bytes = rest;
+        Some(item)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::ProcessConfig;
+    use crate::wire::WriteOp;
+
+    fn header(stream: Stream) -> Header {
+        Header {
+            format: FORMAT,
+            stream,
+            pid: 7,
+            client: ClientId(9),
+            epoch_us: 1_000,
+            segment: 0,
+            term: None,
+        }
+    }
+
+    #[test]
+    fn a_segment_reads_back_as_written_and_a_torn_tail_is_left_out() {
+        let mut process = Process::new(ClientId(9), ProcessConfig::default(), 3);
+        let op = WriteOp::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        };
+        let mut bytes = Vec::new();
+        encode_item(&header(Stream::Process), &mut bytes);
+        encode_item(&process, &mut bytes);
+        let at = Timestamp::from_epoch(Duration::from_millis(5));
+        let id = process.write(at, op.clone());
+        let written = Record::Write {
+            at,
+            op: Cow::Borrowed(&op),
+            id,
+        };
+        encode_item(&written, &mut bytes);
+        let output = process.poll_output().expect("a new process tries the lock");
+        encode_item(&Record::Output(Cow::Borrowed(&output)), &mut bytes);
+        let whole = bytes.len();
+        encode_item(&written, &mut bytes);
+        bytes.truncate(whole + 6);
+
+        let segment = decode_segment(&bytes).unwrap();
+        assert_eq!(segment.header, header(Stream::Process));
+        assert!(segment.torn);
+        assert_eq!(
+            segment.records,
+            vec![written.clone(), Record::Output(Cow::Owned(output))]
+        );
+        // The snapshot is the machine before the write: replaying the write gives its id.
+        let mut replayed = segment.snapshot.unwrap();
+        assert_eq!(replayed.write(at, op), id);
+    }
+
+    #[test]
+    fn other_formats_and_garbage_are_refused() {
+        let mut bytes = Vec::new();
+        encode_item(
+            &Header {
+                format: FORMAT + 1,
+                ..header(Stream::Commits)
+            },
+            &mut bytes,
+        );
+        assert_eq!(
+            decode_segment(&bytes).unwrap_err(),
+            RecordingError::OtherFormat { found: FORMAT + 1 }
+        );
+        assert!(matches!(
+            decode_segment(&[3, 0, 0, 0, 0xff, 0xff, 0xff]),
+            Err(RecordingError::Malformed(_))
+        ));
+        let mut no_snapshot = Vec::new();
+        encode_item(&header(Stream::Process), &mut no_snapshot);
+        assert_eq!(
+            decode_segment(&no_snapshot).unwrap_err(),
+            RecordingError::NoSnapshot
+        );
+    }
+}
