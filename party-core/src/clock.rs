@@ -33,3 +33,18 @@ pub(crate) fn wall_at_epoch() -> Duration {
 pub(crate) fn instant(at: Timestamp) -> tokio::time::Instant {
     (epoch() + at.since_epoch()).into()
 }
+
+/// This process's epoch on the host's monotonic clock (Linux's `CLOCK_MONOTONIC`, which
+/// `Instant` reads too): the same line for every process of the host, for recordings.
+pub(crate) fn epoch_on_host_clock() -> Duration {
+    #[cfg(unix)]
+    {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let host = Duration::new(now.tv_sec as u64, now.tv_nsec as u32);
+        host.saturating_sub(epoch().elapsed())
+    }
+    #[cfg(not(unix))]
+    {
+        wall_at_epoch()
+    }
+}

@@ -9,6 +9,7 @@
 //! socket, connect, serve, step down) are carried out in `driver/election_io.rs`.
 
 mod election_io;
+mod machine;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use crate::lock::ElectionLock;
 use crate::options::Options;
 use crate::paths::Layout;
 use crate::role::{Role, RoleState, Takeover};
+use machine::Machine;
 
 /// Most requests in flight for which low-latency mode still polls for the answers.
 const SPIN_MAX_IN_FLIGHT: usize = 4;
@@ -103,7 +105,7 @@ pub(crate) struct Driver {
     options: Options,
     /// How this handle serves when it leads (followers' connections and its own).
     server: ServerConfig,
-    process: Process,
+    process: Machine,
     waiters: HashMap<RequestId, oneshot::Sender<Result<Response, Error>>>,
     iter_waiters: HashMap<IterId, (usize, oneshot::Sender<IterAnswer>)>,
     /// Subscriptions whose opener waits for their start.
@@ -163,11 +165,15 @@ impl Driver {
             server: server.clone(),
             user: this_user(),
         };
+        let process = Machine::new(
+            Process::new(client_id, config, seed),
+            options.record.as_ref(),
+        );
         let driver = Driver {
             layout,
             options,
             server,
-            process: Process::new(client_id, config, seed),
+            process,
             waiters: HashMap::new(),
             iter_waiters: HashMap::new(),
             watch_openers: HashMap::new(),
@@ -426,6 +432,9 @@ impl Driver {
                 self.process.handle_input(clock::now(), answer);
             }
         }
+        // Recorded before it is sent: a process killed in between leaves a request
+        // the leader never saw, not one its recording lacks.
+        self.process.flush_recording();
         if let Some(link) = &self.link {
             link.send(&mut self.out);
         }

@@ -35,6 +35,8 @@ pub(crate) struct Serving {
     /// Whether the writer keeps a change feed, and how much of its log.
     pub change_feed: bool,
     pub change_retention: party_proto::ChangeRetention,
+    /// The stream of this leadership's commits, if the handle records.
+    pub recorder: Option<crate::recording::Recorder>,
 }
 
 /// What every follower connection is served with.
@@ -93,6 +95,7 @@ impl Leader {
                         dedup_retention: serving.dedup_retention,
                         change_feed: serving.change_feed,
                         change_retention: serving.change_retention,
+                        recorder: serving.recorder,
                     };
                     store::run(served, counted, writing, scans, jobs, done)
                 }));

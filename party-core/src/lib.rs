@@ -75,6 +75,8 @@ mod options;
 #[cfg(not(loom))]
 mod paths;
 #[cfg(not(loom))]
+mod recording;
+#[cfg(not(loom))]
 mod role;
 #[cfg(not(loom))]
 mod scans;
@@ -102,6 +104,7 @@ pub use {
     error::{Error, Limit},
     options::{Limits, Options},
     party_backends::{BackendKind, EtcdConfig, OpenError, UnknownBackend},
+    recording::{Recording, RECORD_ENV, RECORD_MAX_BYTES_ENV},
     role::{Role, RoleState, RoleWatch, Takeover, TakeoverCause},
     transaction::{CasConflict, Transaction, TransactionError},
     watch::{Change, ChangeRetention, CommitSeq, Watch},

@@ -64,6 +64,10 @@ pub struct Options {
     /// connections, its requests); 50–200 µs suits a program that asks one thing at a time.
     /// A bound over 10 ms counts as 10 ms.
     pub spin: Option<Duration>,
+    /// Record this handle for `party-sim --replay` (see [`crate::Recording`]). Off by
+    /// default, unless the environment variable [`crate::RECORD_ENV`] names a directory
+    /// when `Options::default()` is called.
+    pub record: Option<crate::Recording>,
 }
 
 /// Bounds on what a leader accepts, each with a default that suits most programs. Going
@@ -226,6 +230,11 @@ impl Options {
         self.spin = bound;
         self
     }
+
+    pub fn record(mut self, recording: Option<crate::Recording>) -> Self {
+        self.record = recording;
+        self
+    }
 }
 
 impl Default for Options {
@@ -244,6 +253,7 @@ impl Default for Options {
             change_retention: ChangeRetention::default(),
             watch_window: 64,
             spin: None,
+            record: crate::Recording::from_env(),
         }
     }
 }

@@ -7,12 +7,14 @@
 //! group becomes and when to checkpoint; this thread only carries its commits out, after
 //! checking the disk has room (see [`Headroom`]).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 
 use party_backends::{Backend, BackendError, WriteBatch};
 use party_proto::feed::{plan_pull, LogRead, PullPlan};
+use party_proto::recording::Record;
 use party_proto::wire::{LeaderStatus, ReadOp, Response, WriteOp};
 use party_proto::{
     CommitResult, CommitSeq, ErrorCode, IterId, IterOptions, RequestId, ServerInput, WatchId,
@@ -91,6 +93,8 @@ pub(crate) struct Writing {
     pub dedup_retention: std::time::Duration,
     pub change_feed: bool,
     pub change_retention: party_proto::ChangeRetention,
+    /// The stream this leadership's commits are recorded in, if the handle records.
+    pub recorder: Option<crate::recording::Recorder>,
 }
 
 /// Runs jobs until every sender is gone, then stops the scan thread, tells `drained` and
@@ -121,6 +125,7 @@ pub(crate) fn run(
         scans,
         waiting: HashMap::new(),
         woken_at: None,
+        recorder: writing.recorder,
     };
     crate::sync::rounds(&jobs, MAX_ROUND, |round| {
         worker.round(round);
@@ -148,6 +153,7 @@ struct Worker {
     waiting: HashMap<(ConnId, WatchId), WaitingPull>,
     /// The last commit the waiting reads were looked at after.
     woken_at: Option<CommitSeq>,
+    recorder: Option<crate::recording::Recorder>,
 }
 
 struct WaitingPull {
@@ -237,7 +243,7 @@ impl Worker {
     fn carry_out(&mut self) {
         while let Some(output) = self.writer.poll_output() {
             let input = match output {
-                WriterOutput::Commit(batch) => WriterInput::Committed(self.commit(&batch)),
+                WriterOutput::Commit(batch) => WriterInput::Committed(self.recorded_commit(&batch)),
                 WriterOutput::Reply { to, result } => {
                     let _ = to.to.send(ServerInput::Completed { id: to.id, result });
                     continue;
@@ -319,6 +325,29 @@ impl Worker {
             })
             .map_err(ErrorCode::from);
         let _ = pull.to.send(ServerInput::WatchRead { watch, result });
+    }
+
+    /// Commits `batch`, and records the commit, if the handle records, before anyone
+    /// hears of it.
+    fn recorded_commit(&mut self, batch: &WriteBatch) -> CommitResult {
+        if self.recorder.is_none() {
+            return self.commit(batch);
+        }
+        let issued = crate::clock::now();
+        let result = self.commit(batch);
+        let Some(recorder) = &mut self.recorder else {
+            return result;
+        };
+        recorder.record(&Record::Commit {
+            issued,
+            answered: crate::clock::now(),
+            batch: Cow::Borrowed(batch),
+            result: Cow::Borrowed(&result),
+        });
+        if recorder.flush(None).is_err() {
+            self.recorder = None;
+        }
+        result
     }
 
     fn commit(&self, batch: &WriteBatch) -> CommitResult {
@@ -465,6 +494,7 @@ mod tests {
             dedup_retention: std::time::Duration::from_secs(60),
             change_feed: false,
             change_retention: party_proto::ChangeRetention::default(),
+            recorder: None,
         };
         let (drained, _) = tokio::sync::oneshot::channel();
         let store: Arc<dyn Backend> = Arc::new(MemoryBackend::new());

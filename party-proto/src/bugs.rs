@@ -1,5 +1,7 @@
-//! Known bug classes, re-created on purpose (cargo feature `bug-injection`) so that the
-//! simulator can prove its checks catch them. Never enabled in a build that serves data.
+//! Known bug classes, re-created on purpose so that the simulator can prove its checks
+//! catch them. The flags are in every build's configs (so that a recording reads back the
+//! same in every build), but only a build with the cargo feature `bug-injection` acts on
+//! them. Never enable it in a build that serves data.
 
 /// Which bugs to re-create; all off by default.
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]

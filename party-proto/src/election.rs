@@ -132,7 +132,6 @@ pub struct ElectionConfig {
     /// How often such a store is tried again.
     pub store_retry: Duration,
     /// Bugs to re-create, for the simulator.
-    #[cfg(feature = "bug-injection")]
     pub bugs: crate::bugs::Bugs,
 }
 
@@ -144,7 +143,6 @@ impl Default for ElectionConfig {
             refused_backoff: Duration::from_millis(250),
             store_patience: Duration::from_secs(2),
             store_retry: Duration::from_millis(5),
-            #[cfg(feature = "bug-injection")]
             bugs: crate::bugs::Bugs::default(),
         }
     }
@@ -201,7 +199,6 @@ struct Held {
 /// The election machine of one process. See the module documentation.
 #[derive(serde::Serialize, serde::Deserialize, Debug)]
 pub struct Election {
-    #[cfg(feature = "bug-injection")]
     bugs: crate::bugs::Bugs,
     state: State,
     held: Held,
@@ -218,7 +215,6 @@ impl Election {
     /// A new machine that starts by trying the lock. `seed` jitters its waits.
     pub fn new(config: ElectionConfig, seed: u64) -> Self {
         Election {
-            #[cfg(feature = "bug-injection")]
             bugs: config.bugs,
             state: State::Electing(Awaiting::Lock),
             held: Held::default(),

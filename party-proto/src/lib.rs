@@ -5,7 +5,6 @@
 //! wants to be woken. Time, ids and randomness are parameters, so the same inputs always
 //! give the same outputs — which is what lets the simulator replay a failover from a seed.
 
-#[cfg(feature = "bug-injection")]
 pub mod bugs;
 mod changelog;
 pub mod client;

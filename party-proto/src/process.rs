@@ -334,6 +334,11 @@ impl Process {
         .min()
     }
 
+    /// The id of this process's handle.
+    pub fn client_id(&self) -> ClientId {
+        self.client.client_id()
+    }
+
     /// The role as callers see it.
     pub fn role(&self) -> RoleView {
         let (role, leader_pid) = match self.election.role() {

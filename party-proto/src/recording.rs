@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::{IterPoll, WatchEvent, WatchPoll};
 use crate::feed::CommitSeq;
-use crate::ids::{ClientId, IterId, RequestId, WatchId};
+use crate::ids::{ClientId, IterId, WatchId};
 use crate::process::{Process, ProcessInput, ProcessOutput};
 use crate::range::{IterOptions, KeyRange};
 use crate::time::Timestamp;
@@ -64,16 +64,14 @@ pub enum Record<'a> {
         at: Timestamp,
         input: Cow<'a, ProcessInput>,
     },
-    /// A read, and the id the machine gave it.
+    /// A read; the machine numbers it, the same way in a replay.
     Read {
         at: Timestamp,
         op: Cow<'a, ReadOp>,
-        id: RequestId,
     },
     Write {
         at: Timestamp,
         op: Cow<'a, WriteOp>,
-        id: RequestId,
     },
     WallClock {
         at: Timestamp,
@@ -82,7 +80,6 @@ pub enum Record<'a> {
     OpenIter {
         at: Timestamp,
         options: Cow<'a, IterOptions>,
-        iter: IterId,
     },
     /// A take from an iterator, and what it gave.
     IterTake {
@@ -99,7 +96,6 @@ pub enum Record<'a> {
         at: Timestamp,
         range: Cow<'a, KeyRange>,
         from: Option<CommitSeq>,
-        watch: WatchId,
     },
     WatchTake {
         at: Timestamp,
@@ -253,12 +249,11 @@ mod tests {
         encode_item(&header(Stream::Process), &mut bytes);
         encode_item(&process, &mut bytes);
         let at = Timestamp::from_epoch(Duration::from_millis(5));
-        let id = process.write(at, op.clone());
         let written = Record::Write {
             at,
             op: Cow::Borrowed(&op),
-            id,
         };
+        let id = process.write(at, op.clone());
         encode_item(&written, &mut bytes);
         let output = process.poll_output().expect("a new process tries the lock");
         encode_item(&Record::Output(Cow::Borrowed(&output)), &mut bytes);

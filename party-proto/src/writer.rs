@@ -98,7 +98,6 @@ pub struct WriterConfig {
     /// How much of the change log the store keeps.
     pub change_retention: ChangeRetention,
     /// Bugs to re-create, for the simulator.
-    #[cfg(feature = "bug-injection")]
     pub bugs: crate::bugs::Bugs,
 }
 
@@ -111,7 +110,6 @@ impl Default for WriterConfig {
             wall_clock_at_epoch: Duration::ZERO,
             change_feed: true,
             change_retention: ChangeRetention::default(),
-            #[cfg(feature = "bug-injection")]
             bugs: crate::bugs::Bugs::default(),
         }
     }

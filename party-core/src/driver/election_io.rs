@@ -13,6 +13,7 @@ use crate::headroom::Headroom;
 use crate::leader::{ConnectionConfig, Leader, Serving};
 use crate::link::Link;
 use crate::lock::ElectionLock;
+use crate::recording::Recorder;
 
 impl Driver {
     /// Carries out one election action; the machine's answer, where it expects one.
@@ -149,6 +150,10 @@ impl Driver {
             dedup_retention: self.options.dedup_retention,
             change_feed: self.options.change_feed,
             change_retention: self.options.change_retention.into(),
+            recorder: self.options.record.as_ref().and_then(|recording| {
+                let header = Recorder::commits_header(self.process.client_id(), term);
+                Recorder::start(recording, header, None)
+            }),
         };
         match Leader::start(store, &mut self.leadership.lock, listener, serving) {
             Ok(leader) => {

@@ -68,7 +68,6 @@ pub(crate) struct Cursor {
     /// The commit the first opening's snapshot was taken after.
     at: Option<crate::feed::CommitSeq>,
     status: Status,
-    #[cfg(feature = "bug-injection")]
     bugs: crate::bugs::Bugs,
 }
 
@@ -89,7 +88,6 @@ impl Cursor {
             credits: 0,
             at: None,
             status,
-            #[cfg(feature = "bug-injection")]
             bugs: crate::bugs::Bugs::default(),
         }
     }

@@ -72,7 +72,6 @@ pub struct ClientConfig {
     /// than their resend window, so a zero here fails every write to a real leader.
     pub wall_clock_at_epoch: Duration,
     /// Bugs to re-create, for the simulator.
-    #[cfg(feature = "bug-injection")]
     pub bugs: crate::bugs::Bugs,
 }
 
@@ -88,7 +87,6 @@ impl Default for ClientConfig {
             store: std::borrow::Cow::Borrowed("fjall"),
             resend_window: crate::writer::DEFAULT_DEDUP_RETENTION / 2,
             wall_clock_at_epoch: Duration::ZERO,
-            #[cfg(feature = "bug-injection")]
             bugs: crate::bugs::Bugs::default(),
         }
     }
@@ -172,6 +170,11 @@ impl ClientSession {
             now: Timestamp::ZERO,
             outputs: VecDeque::new(),
         }
+    }
+
+    /// The id this session's writes carry.
+    pub fn client_id(&self) -> ClientId {
+        self.client_id
     }
 
     /// The wall clock is `wall` (since the Unix epoch) at `now`.

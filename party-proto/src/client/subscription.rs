@@ -64,7 +64,6 @@ pub(crate) struct Subscription {
     /// Groups the leader may still send on the current opening.
     credits: u32,
     status: Status,
-    #[cfg(feature = "bug-injection")]
     bugs: crate::bugs::Bugs,
 }
 
@@ -79,7 +78,6 @@ impl Subscription {
             window: window.max(1),
             credits: 0,
             status: Status::Unopened,
-            #[cfg(feature = "bug-injection")]
             bugs: crate::bugs::Bugs::default(),
         }
     }
