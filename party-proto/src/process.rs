@@ -339,6 +339,11 @@ impl Process {
         self.client.client_id()
     }
 
+    /// How this process's handle behaves as a client.
+    pub fn client_config(&self) -> &ClientConfig {
+        self.client.config()
+    }
+
     /// The role as callers see it.
     pub fn role(&self) -> RoleView {
         let (role, leader_pid) = match self.election.role() {

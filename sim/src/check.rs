@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use party_backends::{resolve, Backend, MemoryBackend};
 use party_proto::wire::{BatchOp, ReadCheck, WriteOp};
 use party_proto::{Change, ErrorCode, WatchEvent};
 
@@ -27,16 +28,21 @@ use crate::world::feed::{inside, Watcher};
 
 /// The values a write puts, once each: the content that identifies it.
 pub fn put_values(op: &WriteOp) -> HashSet<Vec<u8>> {
+    put_pairs(op).into_iter().map(|(_, value)| value).collect()
+}
+
+/// Each key a write puts, with its value.
+pub fn put_pairs(op: &WriteOp) -> Vec<(Vec<u8>, Vec<u8>)> {
     match op {
-        WriteOp::Put { value, .. } => HashSet::from([value.clone()]),
+        WriteOp::Put { key, value } => vec![(key.clone(), value.clone())],
         WriteOp::Batch { ops } | WriteOp::Transaction { writes: ops, .. } => ops
             .iter()
             .filter_map(|op| match op {
-                BatchOp::Put { value, .. } => Some(value.clone()),
+                BatchOp::Put { key, value } => Some((key.clone(), value.clone())),
                 BatchOp::Del { .. } => None,
             })
             .collect(),
-        WriteOp::Del { .. } | WriteOp::Clear { .. } => HashSet::new(),
+        WriteOp::Del { .. } | WriteOp::Clear { .. } => Vec::new(),
     }
 }
 
@@ -50,15 +56,8 @@ fn store_refusal(error: &ErrorCode) -> bool {
 
 /// Violations in how operations ended, against how often each value was committed.
 pub fn outcomes(history: &[Op], committed: &HashMap<Vec<u8>, u32>) -> Vec<String> {
-    let mut violations = Vec::new();
+    let mut violations = failures(history);
     for (index, op) in history.iter().enumerate() {
-        if let Outcome::Failed(error) = &op.outcome {
-            if !op.excuses.allow(error) {
-                violations.push(format!(
-                    "op{index} failed with {error:?}, which no fault or setting explains"
-                ));
-            }
-        }
         let (OpKind::Write(writes) | OpKind::Transaction { writes, .. }) = &op.kind else {
             continue;
         };
@@ -82,15 +81,87 @@ pub fn outcomes(history: &[Op], committed: &HashMap<Vec<u8>, u32>) -> Vec<String
     violations
 }
 
-/// What the store held over time: the effect of each commit, in commit order, with its
-/// virtual time.
+/// The operations that failed with an error nothing explains.
+pub fn failures(history: &[Op]) -> Vec<String> {
+    let mut violations = Vec::new();
+    for (index, op) in history.iter().enumerate() {
+        if let Outcome::Failed(error) = &op.outcome {
+            if !op.excuses.allow(error) {
+                violations.push(format!(
+                    "op{index} failed with {error:?}, which no fault or setting explains"
+                ));
+            }
+        }
+    }
+    violations
+}
+
+/// Exactly-once where values need not be unique (a real run's): for each key and value put,
+/// the commits that put it against the operations that asked for it. Every acknowledged
+/// put must have been committed once; no put may have been committed more often than the
+/// operations that may have landed (acknowledged, or ended unknown) asked for it.
+pub fn write_counts(history: &[Op], committed: &HashMap<(Vec<u8>, Vec<u8>), u32>) -> Vec<String> {
+    #[derive(Default)]
+    struct Asked {
+        acknowledged: u32,
+        unknown: u32,
+        first: usize,
+    }
+    let mut asked: BTreeMap<(Vec<u8>, Vec<u8>), Asked> = BTreeMap::new();
+    for (index, op) in history.iter().enumerate() {
+        let (OpKind::Write(writes) | OpKind::Transaction { writes, .. }) = &op.kind else {
+            continue;
+        };
+        for (key, value) in writes {
+            let Some(value) = value else { continue };
+            let entry = asked.entry((key.clone(), value.clone())).or_insert(Asked {
+                first: index,
+                ..Asked::default()
+            });
+            match &op.outcome {
+                Outcome::Written => entry.acknowledged += 1,
+                Outcome::Conflict { .. } => {}
+                Outcome::Failed(error) if store_refusal(error) => {}
+                _ => entry.unknown += 1,
+            }
+        }
+    }
+    let mut violations = Vec::new();
+    for ((key, value), asked) in &asked {
+        let times = committed
+            .get(&(key.clone(), value.clone()))
+            .copied()
+            .unwrap_or(0);
+        let put = || format!("{key:02x?} = {value:02x?}");
+        if times < asked.acknowledged {
+            violations.push(format!(
+                "{} acknowledged {} times (first op{}) but committed {times}",
+                put(),
+                asked.acknowledged,
+                asked.first
+            ));
+        } else if times > asked.acknowledged + asked.unknown {
+            violations.push(format!(
+                "{} committed {times} times, but only {} writes of it may have landed (first op{})",
+                put(),
+                asked.acknowledged + asked.unknown,
+                asked.first
+            ));
+        }
+    }
+    violations
+}
+
+/// What the store held over time: the effect of each commit, in commit order, with the
+/// time it was asked of the store and the time the store answered (one instant in the
+/// simulator; a real store's commit lands somewhere between).
 #[derive(Debug, Default)]
 pub struct Timeline {
-    commits: Vec<(u64, Effect)>,
+    commits: Vec<(u64, u64, Effect)>,
 }
 
 /// What one commit left each key it touched with (`None`: deleted).
-type Effect = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+pub type Effect = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// The store's whole content at one instant.
 type State = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -98,21 +169,28 @@ type State = BTreeMap<Vec<u8>, Vec<u8>>;
 impl Timeline {
     /// A commit at `at` left each key of `effect` with its value (`None`: deleted).
     pub fn commit(&mut self, at: u64, effect: Effect) {
-        self.commits.push((at, effect));
+        self.commit_between(at, at, effect);
     }
 
-    /// Every state the store was in from `from` to `to`: the one before `from`, and the one
-    /// after each commit in between (a commit at `from` or `to` itself may come before or
-    /// after an operation that started or ended then, so both sides count).
+    /// A commit asked at `issued` and answered at `answered` (after every commit before
+    /// it) left each key of `effect` with its value.
+    pub fn commit_between(&mut self, issued: u64, answered: u64, effect: Effect) {
+        self.commits.push((issued, answered, effect));
+    }
+
+    /// Every state the store may have been in from `from` to `to`: the one before the
+    /// first commit not answered before `from`, and the one after each commit from there
+    /// that was asked by `to` (a commit at `from` or `to` itself may come before or after
+    /// an operation that started or ended then, so both sides count).
     fn states(&self, from: u64, to: u64) -> Vec<State> {
         let mut state = State::new();
         let mut states = Vec::new();
         let mut started = false;
-        for (at, effect) in &self.commits {
-            if *at > to {
+        for (issued, answered, effect) in &self.commits {
+            if *issued > to {
                 break;
             }
-            if *at >= from && !started {
+            if *answered >= from && !started {
                 states.push(state.clone());
                 started = true;
             }
@@ -131,6 +209,18 @@ impl Timeline {
         }
         states
     }
+}
+
+/// What `ops` leave each key they touch with, committed on `store` as it is (a clear
+/// touches the keys it finds).
+pub fn effect_of(store: &MemoryBackend, ops: &[WriteOp]) -> Effect {
+    resolve(ops, |range| {
+        store
+            .iter(range, false)?
+            .map(|e| e.map(|e| e.key))
+            .collect()
+    })
+    .expect("the memory store cannot fail")
 }
 
 /// Finds the first `get_many` that saw no single state of the store.
@@ -167,11 +257,36 @@ struct KeyOp {
     required: bool,
 }
 
+/// The most operations on one key the linearizability search takes.
+const MOST_KEY_OPS: usize = 128;
+
+/// The keys `history` touches that the linearizability search takes, and those with more
+/// operations than it takes, with their count.
+pub fn checkable_keys(history: &[Op]) -> (Vec<Vec<u8>>, Vec<(Vec<u8>, usize)>) {
+    let mut keys = std::collections::BTreeSet::new();
+    for op in history {
+        match &op.kind {
+            OpKind::Get(key) => drop(keys.insert(key.clone())),
+            OpKind::GetMany(many) => keys.extend(many.iter().cloned()),
+            OpKind::Write(writes) => keys.extend(writes.iter().map(|(key, _)| key.clone())),
+            _ => {}
+        }
+    }
+    let (mut checkable, mut too_busy) = (Vec::new(), Vec::new());
+    for key in keys {
+        match key_ops(history, &key).len() {
+            ops if ops > MOST_KEY_OPS => too_busy.push((key, ops)),
+            _ => checkable.push(key),
+        }
+    }
+    (checkable, too_busy)
+}
+
 /// Finds the first key whose history is not linearizable, with a description.
 pub fn linearizability(history: &[Op], keys: &[Vec<u8>]) -> Option<String> {
     for key in keys {
         let ops = key_ops(history, key);
-        if ops.len() > 128 {
+        if ops.len() > MOST_KEY_OPS {
             return Some(format!(
                 "key {key:02x?}: {} operations, more than the checker takes",
                 ops.len()

@@ -1,7 +1,7 @@
 //! What the simulated callers did and saw: one record per operation, with its virtual
 //! invoke and completion times. The checks read this after the run.
 
-use party_proto::wire::ReadCheck;
+use party_proto::wire::{BatchOp, ReadCheck, ReadOp, Response, WriteOp};
 use party_proto::{ErrorCode, IterOptions, KeyRange};
 
 /// A caller's operation.
@@ -21,6 +21,39 @@ pub enum OpKind {
         reads: Vec<ReadCheck>,
         writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     },
+}
+
+impl OpKind {
+    /// The operation a read sent to the machine is.
+    pub fn of_read(op: &ReadOp) -> OpKind {
+        match op {
+            ReadOp::Get { key } => OpKind::Get(key.clone()),
+            ReadOp::GetMany { keys } => OpKind::GetMany(keys.clone()),
+            ReadOp::Status => OpKind::Status,
+        }
+    }
+
+    /// The operation a write sent to the machine is.
+    pub fn of_write(op: &WriteOp) -> OpKind {
+        let pairs = |ops: &[BatchOp]| ops.iter().map(pair).collect();
+        match op {
+            WriteOp::Put { key, value } => OpKind::Write(vec![(key.clone(), Some(value.clone()))]),
+            WriteOp::Del { key } => OpKind::Write(vec![(key.clone(), None)]),
+            WriteOp::Batch { ops } => OpKind::Write(pairs(ops)),
+            WriteOp::Clear { range } => OpKind::Clear(range.clone()),
+            WriteOp::Transaction { reads, writes } => OpKind::Transaction {
+                reads: reads.clone(),
+                writes: pairs(writes),
+            },
+        }
+    }
+}
+
+fn pair(op: &BatchOp) -> (Vec<u8>, Option<Vec<u8>>) {
+    match op {
+        BatchOp::Put { key, value } => (key.clone(), Some(value.clone())),
+        BatchOp::Del { key } => (key.clone(), None),
+    }
 }
 
 /// How an operation ended, as far as its caller knows.
@@ -45,6 +78,20 @@ pub enum Outcome {
         closed_early: bool,
     },
     Failed(ErrorCode),
+}
+
+impl Outcome {
+    /// How a request the leader answered ended.
+    pub fn of(result: Result<Response, ErrorCode>) -> Outcome {
+        match result {
+            Ok(Response::Value(value)) => Outcome::Read(value),
+            Ok(Response::Values(values)) => Outcome::ReadMany(values),
+            Ok(Response::Written) => Outcome::Written,
+            Ok(Response::Status(status)) => Outcome::Status(status.followers),
+            Ok(Response::Conflict { key, current }) => Outcome::Conflict { key, current },
+            Err(error) => Outcome::Failed(error),
+        }
+    }
 }
 
 /// The failures a fault or the caller's own settings explain for an operation; any other

@@ -11,6 +11,7 @@
 pub mod check;
 pub mod history;
 pub mod lock_oracle;
+pub mod replay;
 pub mod schedule;
 pub mod shrink;
 pub mod trace;

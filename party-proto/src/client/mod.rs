@@ -177,6 +177,10 @@ impl ClientSession {
         self.client_id
     }
 
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
     /// The wall clock is `wall` (since the Unix epoch) at `now`.
     pub fn set_wall_clock(&mut self, now: Timestamp, wall: Duration) {
         self.config.wall_clock_at_epoch = wall.saturating_sub(now.since_epoch());

@@ -1,4 +1,5 @@
-//! `party-sim`: run the simulator on one seed (with its trace) or sweep a range of seeds.
+//! `party-sim`: run the simulator on one seed (with its trace), sweep a range of seeds, or
+//! replay the recordings of a real run.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -6,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
+use party_sim::replay::replay;
 use party_sim::schedule::parse_numbers;
 use party_sim::shrink::shrink;
 use party_sim::{run, run_schedule, Injection, Schedule};
@@ -17,6 +19,11 @@ struct Args {
     /// Run one seed and print its trace and trace hash.
     #[arg(long, conflicts_with = "seeds")]
     seed: Option<u64>,
+    /// Replay the recordings of a real run (the `*.rec` files of DIR, as `PARTY_RECORD=DIR`
+    /// or `party chaos --record DIR` leave them): drive each process's machine with its
+    /// recorded inputs, compare its outputs, and check the run's history.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["seed", "seeds", "inject"])]
+    replay: Option<std::path::PathBuf>,
     /// Sweep seeds A..B (B excluded) and report the failing ones.
     #[arg(long, value_parser = parse_range)]
     seeds: Option<(u64, u64)>,
@@ -79,6 +86,9 @@ fn report(args: &Args, out: &mut impl Write) -> std::io::Result<bool> {
         Some((name, _)) => format!(" --inject {name}"),
         None => String::new(),
     };
+    if let Some(dir) = &args.replay {
+        return report_replay(dir, args.quiet, out);
+    }
     if let (Some(seed), true) = (args.seed, args.shrink) {
         return report_shrink(seed, injection, &inject_flag, args.quiet, out);
     }
@@ -161,4 +171,75 @@ fn report_shrink(
         shrunk.schedule.arguments()
     )?;
     Ok(false)
+}
+
+/// `--replay DIR`: the recordings of DIR replayed and checked.
+fn report_replay(
+    dir: &std::path::Path,
+    quiet: bool,
+    out: &mut impl Write,
+) -> std::io::Result<bool> {
+    let files = match recordings(dir) {
+        Ok(files) => files,
+        Err(error) => {
+            writeln!(
+                out,
+                "cannot read the recordings in {}: {error}",
+                dir.display()
+            )?;
+            return Ok(false);
+        }
+    };
+    let replayed = match replay(&files) {
+        Ok(replayed) => replayed,
+        Err(error) => {
+            writeln!(out, "cannot replay {}: {error}", dir.display())?;
+            return Ok(false);
+        }
+    };
+    if !quiet {
+        for line in replayed.trace.lines() {
+            writeln!(out, "{line}")?;
+        }
+    }
+    writeln!(
+        out,
+        "replay of {}: {} processes, {} steps, {} operations, {} commits",
+        dir.display(),
+        replayed.processes,
+        replayed.steps,
+        replayed.ops,
+        replayed.commits
+    )?;
+    if replayed.nondeterminism.is_empty() {
+        writeln!(out, "every output matched the recording")?;
+    }
+    for difference in &replayed.nondeterminism {
+        writeln!(out, "NONDETERMINISM: {difference}")?;
+    }
+    for violation in &replayed.violations {
+        writeln!(out, "VIOLATION: {violation}")?;
+    }
+    for unchecked in &replayed.unchecked {
+        writeln!(out, "UNCHECKED: {unchecked}")?;
+    }
+    Ok(replayed.passed())
+}
+
+/// The names and bytes of the segment files (`*.rec`) in `dir`.
+fn recordings(dir: &std::path::Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|extension| extension == "rec") {
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            files.push((name, std::fs::read(&path)?));
+        }
+    }
+    files.sort();
+    Ok(files)
 }

@@ -207,14 +207,7 @@ impl World {
             return CommitResult::Failed(ErrorCode::Closed);
         }
         self.check_transactions(process, batch);
-        let store = &self.store;
-        let effect = resolve(&batch.ops, |range| {
-            store
-                .iter(range, false)?
-                .map(|e| e.map(|e| e.key))
-                .collect()
-        })
-        .expect("the memory store cannot fail");
+        let effect = crate::check::effect_of(&self.store, &batch.ops);
         self.record_commit(process, batch);
         self.store
             .write(batch)

@@ -205,14 +205,7 @@ impl World {
                 }
                 let op = &mut self.history[index];
                 op.complete = Some(self.now);
-                op.outcome = match result {
-                    Ok(Response::Value(value)) => Outcome::Read(value),
-                    Ok(Response::Values(values)) => Outcome::ReadMany(values),
-                    Ok(Response::Written) => Outcome::Written,
-                    Ok(Response::Status(status)) => Outcome::Status(status.followers),
-                    Ok(Response::Conflict { key, current }) => Outcome::Conflict { key, current },
-                    Err(error) => Outcome::Failed(error),
-                };
+                op.outcome = Outcome::of(result);
                 self.trace.line(
                     self.now,
                     format_args!("p{process} op{index} -> {:?}", self.history[index].outcome),

@@ -1,0 +1,490 @@
+//! Replaying the recordings of real processes (`party-sim --replay DIR`; see party-core's
+//! `Recording`). Each handle's machine, restored from its recording's snapshot, is driven
+//! with exactly the calls its real driver made, and must give exactly the outputs the real
+//! machine gave: a difference is nondeterminism, reported at its first step. The operations
+//! those calls issued and how they ended, with the commits the leaders' stores made, form
+//! one history on the host's clock, which the simulator's checks judge.
+//!
+//! Nothing here reads files: the caller hands in each segment file's name and bytes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use party_backends::{Backend, MemoryBackend};
+use party_proto::recording::{decode_segment, Header, Record, RecordingError, Segment, Stream};
+use party_proto::{
+    ClientConfig, CommitResult, IterId, IterPoll, Process, ProcessOutput, RequestId, Timestamp,
+    WriteBatch,
+};
+
+use crate::check::{self, Timeline};
+use crate::history::{Excuses, Op, OpKind, Outcome};
+use crate::trace::Trace;
+
+/// Why recordings cannot be replayed at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("no recording: no segment files")]
+    Empty,
+    #[error("{file}: {error}")]
+    Segment { file: String, error: RecordingError },
+    #[error("{stream}: segment {missing} is missing between the segments kept")]
+    Gap { stream: String, missing: u64 },
+}
+
+/// What a replay found.
+#[derive(Debug)]
+pub struct Replayed {
+    pub processes: usize,
+    /// Calls and outputs replayed.
+    pub steps: usize,
+    pub ops: usize,
+    pub commits: usize,
+    /// Where a replayed machine answered otherwise than the real one did: the first such
+    /// step of each handle.
+    pub nondeterminism: Vec<String>,
+    /// What the history checks found.
+    pub violations: Vec<String>,
+    /// What could not be checked, and why.
+    pub unchecked: Vec<String>,
+    /// Every operation and commit, in time order, from the first handle's start.
+    pub trace: Trace,
+}
+
+impl Replayed {
+    /// The replay matched the real run and the history passed every check.
+    pub fn passed(&self) -> bool {
+        self.nondeterminism.is_empty() && self.violations.is_empty()
+    }
+}
+
+/// One stream's segments, oldest first.
+struct StreamSegments {
+    name: String,
+    header: Header,
+    segments: Vec<Segment>,
+}
+
+impl StreamSegments {
+    /// The ring dropped its first segments.
+    fn truncated(&self) -> bool {
+        self.header.segment > 0
+    }
+
+    fn time(&self, at: Timestamp, origin: u64) -> u64 {
+        (self.header.epoch_us + at.since_epoch().as_micros() as u64).saturating_sub(origin)
+    }
+}
+
+/// Replays the segment files `files` (name, bytes) of one run.
+pub fn replay(files: &[(String, Vec<u8>)]) -> Result<Replayed, ReplayError> {
+    let streams = group(files)?;
+    if streams.is_empty() {
+        return Err(ReplayError::Empty);
+    }
+    let origin = streams.iter().map(|s| s.header.epoch_us).min().unwrap_or(0);
+    let (processes, commit_streams): (Vec<_>, Vec<_>) = streams
+        .into_iter()
+        .partition(|s| s.header.stream == Stream::Process);
+    let mut replayed = Replayed {
+        processes: processes.len(),
+        steps: 0,
+        ops: 0,
+        commits: 0,
+        nondeterminism: Vec::new(),
+        violations: Vec::new(),
+        unchecked: Vec::new(),
+        trace: Trace::default(),
+    };
+    let mut events: Vec<(u64, String)> = Vec::new();
+    let mut history = Vec::new();
+    for (index, mut stream) in processes.into_iter().enumerate() {
+        if stream.truncated() {
+            replayed.unchecked.push(format!(
+                "p{index} ({}): the ring dropped its first segments, so its history starts \
+                 late: only its determinism is checked",
+                stream.name
+            ));
+        }
+        let machine = stream.segments[0]
+            .snapshot
+            .take()
+            .expect("a process stream's segment holds a snapshot");
+        let mut run = ProcessRun::new(index, *machine, &stream, origin, &mut history, &mut events);
+        for (step, record) in stream
+            .segments
+            .into_iter()
+            .flat_map(|segment| segment.records)
+            .enumerate()
+        {
+            replayed.steps += 1;
+            if let Err(difference) = run.step(record) {
+                replayed.nondeterminism.push(format!(
+                    "p{index} ({}), step {step}: {difference}",
+                    stream.name
+                ));
+                break;
+            }
+        }
+    }
+    replayed.ops = history.len();
+    let mut commits = Vec::new();
+    for stream in &commit_streams {
+        if stream.truncated() {
+            replayed.unchecked.push(format!(
+                "{}: the ring dropped its first segments, so the store's content is unknown",
+                stream.name
+            ));
+        }
+        for record in stream.segments.iter().flat_map(|s| &s.records) {
+            if let Record::Commit {
+                issued,
+                answered,
+                batch,
+                result,
+            } = record
+            {
+                let (issued, answered) =
+                    (stream.time(*issued, origin), stream.time(*answered, origin));
+                commits.push((issued, answered, &stream.name, batch, result));
+            }
+        }
+    }
+    commits.sort_by_key(|(issued, ..)| *issued);
+    replayed.commits = commits.len();
+    let mut store = MemoryBackend::new();
+    let mut timeline = Timeline::default();
+    let mut committed: HashMap<(Vec<u8>, Vec<u8>), u32> = HashMap::new();
+    for (issued, answered, stream, batch, result) in commits {
+        events.push((
+            issued,
+            format!("{stream} commits {} writes: {result:?}", batch.ops.len()),
+        ));
+        match **result {
+            CommitResult::Committed => {
+                commit(
+                    &mut store,
+                    &mut timeline,
+                    &mut committed,
+                    (issued, answered),
+                    batch,
+                );
+            }
+            CommitResult::Unsettled(_) => replayed.unchecked.push(format!(
+                "{stream}: a commit whose outcome the store did not tell, so the store's \
+                 content is unknown"
+            )),
+            _ => {}
+        }
+    }
+    events.sort_by_key(|(at, _)| *at);
+    for (at, event) in events {
+        replayed.trace.line(at, format_args!("{event}"));
+    }
+    if replayed.unchecked.is_empty() {
+        check_history(&history, &timeline, &committed, &mut replayed);
+    }
+    Ok(replayed)
+}
+
+/// The history checks of the simulator, with exactly-once judged by key and value (a real
+/// workload's values need not be unique).
+fn check_history(
+    history: &[Op],
+    timeline: &Timeline,
+    committed: &HashMap<(Vec<u8>, Vec<u8>), u32>,
+    replayed: &mut Replayed,
+) {
+    let violations = &mut replayed.violations;
+    violations.extend(check::failures(history));
+    violations.extend(check::write_counts(history, committed));
+    violations.extend(check::atomic_reads(history, timeline));
+    let (keys, too_busy) = check::checkable_keys(history);
+    violations.extend(check::linearizability(history, &keys));
+    for (key, ops) in too_busy {
+        replayed.unchecked.push(format!(
+            "key {key:02x?}: {ops} operations, more than the linearizability checker takes"
+        ));
+    }
+    violations.extend(check::iterators(history, timeline));
+    violations.extend(check::conflicts(history, timeline));
+}
+
+fn commit(
+    store: &mut MemoryBackend,
+    timeline: &mut Timeline,
+    committed: &mut HashMap<(Vec<u8>, Vec<u8>), u32>,
+    (issued, answered): (u64, u64),
+    batch: &WriteBatch,
+) {
+    let effect = check::effect_of(store, &batch.ops);
+    store.write(batch).expect("the memory store cannot fail");
+    timeline.commit_between(issued, answered, effect);
+    for op in &batch.ops {
+        for pair in check::put_pairs(op) {
+            *committed.entry(pair).or_default() += 1;
+        }
+    }
+}
+
+/// Decodes the files and groups their segments by stream, oldest first.
+fn group(files: &[(String, Vec<u8>)]) -> Result<Vec<StreamSegments>, ReplayError> {
+    type StreamKey = (bool, u32, u128, Option<u64>);
+    let mut streams: BTreeMap<StreamKey, Vec<Segment>> = BTreeMap::new();
+    for (file, bytes) in files {
+        let segment = decode_segment(bytes).map_err(|error| ReplayError::Segment {
+            file: file.clone(),
+            error,
+        })?;
+        let h = &segment.header;
+        let key = (h.stream == Stream::Commits, h.pid, h.client.0, h.term);
+        streams.entry(key).or_default().push(segment);
+    }
+    let mut grouped = Vec::new();
+    for ((_, pid, client, term), mut segments) in streams {
+        segments.sort_by_key(|s| s.header.segment);
+        let header = segments[0].header.clone();
+        let name = match term {
+            Some(term) => format!(
+                "pid {pid} client {:08x} commits of term {term}",
+                client >> 96
+            ),
+            None => format!("pid {pid} client {:08x}", client >> 96),
+        };
+        for (expected, segment) in (header.segment..).zip(&segments) {
+            if segment.header.segment != expected {
+                return Err(ReplayError::Gap {
+                    stream: name,
+                    missing: expected,
+                });
+            }
+        }
+        grouped.push(StreamSegments {
+            name,
+            header,
+            segments,
+        });
+    }
+    // Handles in the order they started, so that p0 is the first.
+    grouped.sort_by_key(|s| (s.header.epoch_us, s.header.pid, s.header.client.0));
+    Ok(grouped)
+}
+
+/// One handle's machine being replayed, and what its calls add to the history.
+struct ProcessRun<'a> {
+    index: usize,
+    machine: Process,
+    epoch: u64,
+    origin: u64,
+    now: u64,
+    excuses: Excuses,
+    requests: HashMap<RequestId, usize>,
+    iters: HashMap<IterId, usize>,
+    history: &'a mut Vec<Op>,
+    events: &'a mut Vec<(u64, String)>,
+}
+
+impl<'a> ProcessRun<'a> {
+    fn new(
+        index: usize,
+        machine: Process,
+        stream: &StreamSegments,
+        origin: u64,
+        history: &'a mut Vec<Op>,
+        events: &'a mut Vec<(u64, String)>,
+    ) -> ProcessRun<'a> {
+        let excuses = excuses_of(machine.client_config());
+        ProcessRun {
+            index,
+            machine,
+            epoch: stream.header.epoch_us,
+            origin,
+            now: stream.time(Timestamp::ZERO, origin),
+            excuses,
+            requests: HashMap::new(),
+            iters: HashMap::new(),
+            history,
+            events,
+        }
+    }
+
+    fn at(&mut self, at: Timestamp) -> Timestamp {
+        self.now = (self.epoch + at.since_epoch().as_micros() as u64).saturating_sub(self.origin);
+        at
+    }
+
+    /// Replays one recorded step; the difference, if the machine answers otherwise.
+    fn step(&mut self, record: Record<'static>) -> Result<(), String> {
+        match record {
+            Record::Input { at, input } => {
+                let at = self.at(at);
+                self.machine.handle_input(at, input.into_owned());
+            }
+            Record::Read { at, op } => {
+                let at = self.at(at);
+                let kind = OpKind::of_read(&op);
+                let id = self.machine.read(at, op.into_owned());
+                let index = self.issue(kind, Outcome::Unknown);
+                self.requests.insert(id, index);
+            }
+            Record::Write { at, op } => {
+                let at = self.at(at);
+                let kind = OpKind::of_write(&op);
+                let id = self.machine.write(at, op.into_owned());
+                let index = self.issue(kind, Outcome::Unknown);
+                self.requests.insert(id, index);
+            }
+            Record::WallClock { at, wall } => self.machine.set_wall_clock(at, wall),
+            Record::OpenIter { at, options } => {
+                let at = self.at(at);
+                let kind = OpKind::Iterate(options.clone().into_owned());
+                let iter = self.machine.open_iter(at, options.into_owned());
+                let outcome = Outcome::Iterated {
+                    entries: Vec::new(),
+                    closed_early: false,
+                };
+                let index = self.issue(kind, outcome);
+                self.iters.insert(iter, index);
+            }
+            Record::IterTake {
+                at,
+                iter,
+                max,
+                poll,
+            } => {
+                let at = self.at(at);
+                let replayed = self.machine.iter_take(at, iter, max as usize);
+                same(&*poll, &replayed)?;
+                self.iterated(iter, replayed);
+            }
+            Record::CloseIter { at, iter } => {
+                let at = self.at(at);
+                self.machine.close_iter(at, iter);
+                if let Some(index) = self.iters.remove(&iter) {
+                    let op = &mut self.history[index];
+                    if let Outcome::Iterated { closed_early, .. } = &mut op.outcome {
+                        *closed_early = true;
+                    }
+                    self.complete(index);
+                }
+            }
+            Record::OpenWatch { at, range, from } => {
+                let at = self.at(at);
+                self.machine.open_watch(at, range.into_owned(), from);
+            }
+            Record::WatchTake {
+                at,
+                watch,
+                max,
+                poll,
+            } => {
+                let at = self.at(at);
+                let replayed = self.machine.watch_take(at, watch, max as usize);
+                same(&*poll, &replayed)?;
+            }
+            Record::WatchGiveBack { watch, events } => {
+                self.machine.watch_give_back(watch, events.into_owned());
+            }
+            Record::CloseWatch { at, watch } => {
+                let at = self.at(at);
+                self.machine.close_watch(at, watch);
+            }
+            Record::Output(recorded) => {
+                let replayed = self.machine.poll_output();
+                same(&Some(&*recorded), &replayed.as_ref())?;
+                if let ProcessOutput::Completed { id, result } = recorded.into_owned() {
+                    if let Some(index) = self.requests.remove(&id) {
+                        self.history[index].outcome = Outcome::of(result);
+                        self.complete(index);
+                    }
+                }
+            }
+            Record::Commit { .. } => return Err("a commit in a stream of calls".into()),
+        }
+        Ok(())
+    }
+
+    fn issue(&mut self, kind: OpKind, outcome: Outcome) -> usize {
+        let index = self.history.len();
+        self.events
+            .push((self.now, format!("p{} op{index} {kind:?}", self.index)));
+        self.history.push(Op {
+            process: self.index,
+            kind,
+            invoke: self.now,
+            complete: None,
+            outcome,
+            excuses: self.excuses,
+        });
+        index
+    }
+
+    fn complete(&mut self, index: usize) {
+        let op = &mut self.history[index];
+        op.complete = Some(self.now);
+        self.events.push((
+            self.now,
+            format!("p{} op{index} -> {:?}", self.index, op.outcome),
+        ));
+    }
+
+    /// What an iterator's take gave its caller.
+    fn iterated(&mut self, iter: IterId, poll: IterPoll) {
+        let Some(&index) = self.iters.get(&iter) else {
+            return;
+        };
+        match poll {
+            IterPoll::Entries(taken) => {
+                if let Outcome::Iterated { entries, .. } = &mut self.history[index].outcome {
+                    entries.extend(taken.into_iter().map(|e| (e.key, e.value)));
+                }
+            }
+            IterPoll::Pending => {}
+            IterPoll::Done => {
+                self.iters.remove(&iter);
+                self.complete(index);
+            }
+            IterPoll::Failed(error) => {
+                self.iters.remove(&iter);
+                self.history[index].outcome = Outcome::Failed(error);
+                self.complete(index);
+            }
+        }
+    }
+}
+
+/// The failures a real handle's settings explain: a lost connection without retries, a
+/// timeout with one set, a close, and a write whose outcome could not be known.
+fn excuses_of(config: &ClientConfig) -> Excuses {
+    Excuses {
+        connection_lost: !config.retry,
+        timed_out: config.request_timeout.is_some(),
+        closed: true,
+        outcome_unknown: true,
+        ..Excuses::default()
+    }
+}
+
+/// `Ok` when the replay gave what the recording says.
+fn same<T: PartialEq + std::fmt::Debug>(recorded: &T, replayed: &T) -> Result<(), String> {
+    if recorded == replayed {
+        return Ok(());
+    }
+    Err(format!(
+        "the real machine gave {}, the replayed one {}",
+        shortened(recorded),
+        shortened(replayed)
+    ))
+}
+
+fn shortened(value: &impl std::fmt::Debug) -> String {
+    let mut text = format!("{value:?}");
+    if text.len() > 400 {
+        let mut end = 400;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
