@@ -58,6 +58,11 @@ pub struct ChaosArgs {
     /// Run in this data directory (kept afterwards) instead of a temporary one.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Record every process of the run into DIR (see `party_core::Recording`): a failing
+    /// run keeps the recordings and prints the `party-sim --replay DIR` that replays and
+    /// checks them; a passing run deletes them.
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
 }
 
 fn positive_seconds(text: &str) -> Result<f64, String> {
@@ -70,22 +75,29 @@ fn positive_seconds(text: &str) -> Result<f64, String> {
 /// The counters the workers increment.
 const COUNTERS: usize = 2;
 
-/// The worker `DIR BACKEND REGISTER`: writes its register forever, reads all registers,
+/// The worker `DIR BACKEND REGISTER [RECORD_DIR]`: writes its register forever, reads all registers,
 /// prints `acked REGISTER N ROLE` per acknowledged write and `backwards REGISTER FROM TO`;
 /// meanwhile increments the counters, printing `incremented REGISTER N` per increment, and
 /// watches the unique keys, printing `watched REGISTER COUNT` now and then and
 /// `feed-gap …` for a write seen out of turn.
 pub async fn worker(args: &[String]) -> Result<ExitCode, Failure> {
-    let [dir, backend, register] = args else {
-        return Err(Failure::usage("usage: chaos-worker DIR BACKEND REGISTER"));
+    let (dir, backend, register, record) = match args {
+        [dir, backend, register] => (dir, backend, register, None),
+        [dir, backend, register, record] => (dir, backend, register, Some(record)),
+        _ => {
+            return Err(Failure::usage(
+                "usage: chaos-worker DIR BACKEND REGISTER [RECORD_DIR]",
+            ))
+        }
     };
     let register: usize = register.parse().map_err(|_| "REGISTER is a number")?;
     let store = crate::tool_store::ToolStore::from_word(backend)?;
-    let db = party_core::open(dir, store.options(dir.as_ref()).change_feed(true))
+    let options = || recorded(store.options(dir.as_ref()).change_feed(true), record);
+    let db = party_core::open(dir, options())
         .await
         .map_err(|e| e.to_string())?;
     let incrementer = if register % 2 == 1 {
-        let options = store.options(dir.as_ref()).retry(false).change_feed(true);
+        let options = options().retry(false);
         party_core::open(dir, options)
             .await
             .map_err(|e| e.to_string())?
@@ -248,9 +260,12 @@ fn spawn_worker(
     dir: &str,
     store: &ToolStore,
     register: usize,
+    record: Option<&str>,
     reports: &Sender<Report>,
 ) -> Result<Worker, Failure> {
-    let mut child = children::spawn(WORKER, &[dir, &store.word(), &register.to_string()])?;
+    let mut args = vec![dir.to_owned(), store.word(), register.to_string()];
+    args.extend(record.map(str::to_owned));
+    let mut child = children::spawn(WORKER, &args)?;
     child.forward_lines(reports, move |line| (register, line))?;
     Ok(Worker {
         _process: child,
@@ -322,6 +337,16 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let dir_text = dir.to_str().ok_or("the directory is not UTF-8")?.to_owned();
+    let record = match &args.record {
+        Some(record) => Some(
+            record
+                .to_str()
+                .ok_or("the recording directory is not UTF-8")?
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let record = record.as_deref();
     out::line(format_args!(
         "party chaos in {} on {}: {processes} processes for {seconds} s",
         dir.display(),
@@ -331,7 +356,7 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
     let (sender, reports) = channel();
     let mut workers = Vec::new();
     for register in 0..processes {
-        workers.push(spawn_worker(&dir_text, store, register, &sender)?);
+        workers.push(spawn_worker(&dir_text, store, register, record, &sender)?);
     }
     let mut next_register = processes;
     let mut tally = Tally::default();
@@ -369,7 +394,13 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
         if let Some(index) = victim {
             drop(workers.remove(index));
             kills += 1;
-            workers.push(spawn_worker(&dir_text, store, next_register, &sender)?);
+            workers.push(spawn_worker(
+                &dir_text,
+                store,
+                next_register,
+                record,
+                &sender,
+            )?);
             next_register += 1;
         }
     }
@@ -395,7 +426,8 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
     } = tally;
 
     // Every acknowledged write must be there, and no register behind its last ack.
-    let db = party_core::open(&dir, store.options(&dir).change_feed(true))
+    let options = recorded(store.options(&dir).change_feed(true), record);
+    let db = party_core::open(&dir, options)
         .await
         .map_err(|e| e.to_string())?;
     let mut missing = Vec::new();
@@ -445,13 +477,46 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
     for line in missing.iter().chain(&backwards).take(10) {
         out::line(format_args!("  {line}"))?;
     }
-    Ok(
-        if violations == 0 && kills > 0 && total > 0 && increments > 0 && watched > 0 {
-            ExitCode::SUCCESS
+    let passed = violations == 0 && kills > 0 && total > 0 && increments > 0 && watched > 0;
+    if let Some(record) = &args.record {
+        if passed {
+            remove_recordings(record)?;
         } else {
-            ExitCode::from(3)
-        },
-    )
+            out::line(format_args!(
+                "the recordings are kept; replay: party-sim --replay {}",
+                record.display()
+            ))?;
+        }
+    }
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+/// `options`, recording into `record` if given (else as `PARTY_RECORD` says).
+fn recorded(options: party_core::Options, record: Option<impl AsRef<str>>) -> party_core::Options {
+    match record {
+        Some(dir) => options.record(Some(party_core::Recording::new(dir.as_ref()))),
+        None => options,
+    }
+}
+
+/// Deletes the segment files (`*.rec`) of a passing run, and their directory once empty.
+fn remove_recordings(dir: &std::path::Path) -> Result<(), Failure> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    for entry in entries {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if path.extension().is_some_and(|extension| extension == "rec") {
+            std::fs::remove_file(&path)
+                .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+        }
+    }
+    // Kept if it holds anything else: it was the user's.
+    let _ = std::fs::remove_dir(dir);
+    Ok(())
 }
 
 /// Replays the change log from the store's first commit to its last: each register's

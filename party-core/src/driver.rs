@@ -134,9 +134,6 @@ impl Driver {
         seed: u64,
     ) -> (Driver, watch::Receiver<RoleState>) {
         let (role, role_rx) = watch::channel(RoleState::electing());
-        // The updates fill the simulator-only fields that exist when a build of the whole
-        // workspace turns on party-proto's `bug-injection` feature.
-        #[allow(clippy::needless_update)]
         let client = ClientConfig {
             retry: options.retry,
             request_timeout: options.request_timeout,
@@ -146,6 +143,7 @@ impl Driver {
             store: options.backend.name().into(),
             resend_window: options.dedup_retention / 2,
             wall_clock_at_epoch: clock::wall_at_epoch(),
+            bugs: crate::injection::bugs(),
             ..ClientConfig::default()
         };
         let limits = &options.limits;
@@ -160,7 +158,10 @@ impl Driver {
             ..ServerConfig::default()
         };
         let config = ProcessConfig {
-            election: ElectionConfig::default(),
+            election: ElectionConfig {
+                bugs: crate::injection::bugs(),
+                ..ElectionConfig::default()
+            },
             client,
             server: server.clone(),
             user: this_user(),

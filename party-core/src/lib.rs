@@ -65,6 +65,8 @@ mod error;
 #[cfg(not(loom))]
 mod headroom;
 #[cfg(not(loom))]
+mod injection;
+#[cfg(not(loom))]
 mod leader;
 #[cfg(not(loom))]
 mod link;

@@ -112,6 +112,7 @@ pub(crate) fn run(
         dedup_retention: writing.dedup_retention,
         change_feed: writing.change_feed,
         change_retention: writing.change_retention,
+        bugs: crate::injection::bugs(),
         ..WriterConfig::default()
     };
     let now = crate::clock::now();

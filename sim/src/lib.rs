@@ -31,43 +31,10 @@ pub struct Injection {
 
 impl Injection {
     /// The bug classes by name, as `party-sim --inject NAME` takes them.
-    pub const NAMES: [&'static str; 14] = [
-        "no-dedup",
-        "inclusive-resume",
-        "ignore-lock-loss",
-        "no-abort-before-retry",
-        "records-apart",
-        "iter-messages-when-closed",
-        "resend-late",
-        "expire-fresh",
-        "skip-validation",
-        "dedup-after-validation",
-        "partial-apply",
-        "hide-lag",
-        "resume-past",
-        "keep-count-when-unsure",
-    ];
+    pub const NAMES: [&'static str; 14] = Bugs::NAMES;
 
     pub fn named(name: &str) -> Option<Injection> {
-        let mut bugs = Bugs::default();
-        match name {
-            "no-dedup" => bugs.no_dedup = true,
-            "inclusive-resume" => bugs.inclusive_resume = true,
-            "ignore-lock-loss" => bugs.ignore_lock_loss = true,
-            "no-abort-before-retry" => bugs.no_abort_before_retry = true,
-            "records-apart" => bugs.records_apart = true,
-            "iter-messages-when-closed" => bugs.iter_messages_when_closed = true,
-            "resend-late" => bugs.resend_late = true,
-            "expire-fresh" => bugs.expire_fresh = true,
-            "skip-validation" => bugs.skip_validation = true,
-            "dedup-after-validation" => bugs.dedup_after_validation = true,
-            "partial-apply" => bugs.partial_apply = true,
-            "hide-lag" => bugs.hide_lag = true,
-            "resume-past" => bugs.resume_past = true,
-            "keep-count-when-unsure" => bugs.keep_count_when_unsure = true,
-            _ => return None,
-        }
-        Some(Injection { bugs })
+        Bugs::named(name).map(|bugs| Injection { bugs })
     }
 }
 

@@ -202,7 +202,9 @@ fn check_history(
     violations.extend(check::linearizability(history, &keys));
     for (key, ops) in too_busy {
         replayed.unchecked.push(format!(
-            "key {key:02x?}: {ops} operations, more than the linearizability checker takes"
+            "key {}: {ops} operations, more than the linearizability search takes, and \
+             values written more than once (or deletes), which zones cannot judge",
+            key.escape_ascii()
         ));
     }
     violations.extend(check::iterators(history, timeline));

@@ -173,6 +173,9 @@ fn report_shrink(
     Ok(false)
 }
 
+/// The most violations of a replay printed: a real run can have thousands of one kind.
+const MOST_SHOWN: usize = 20;
+
 /// `--replay DIR`: the recordings of DIR replayed and checked.
 fn report_replay(
     dir: &std::path::Path,
@@ -217,8 +220,11 @@ fn report_replay(
     for difference in &replayed.nondeterminism {
         writeln!(out, "NONDETERMINISM: {difference}")?;
     }
-    for violation in &replayed.violations {
+    for violation in replayed.violations.iter().take(MOST_SHOWN) {
         writeln!(out, "VIOLATION: {violation}")?;
+    }
+    if let Some(more) = replayed.violations.len().checked_sub(MOST_SHOWN + 1) {
+        writeln!(out, "... and {} more violations", more + 1)?;
     }
     for unchecked in &replayed.unchecked {
         writeln!(out, "UNCHECKED: {unchecked}")?;
