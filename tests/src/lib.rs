@@ -48,6 +48,13 @@ impl Node {
         Node::spawn_command(command)
     }
 
+    /// Starts `party-node DIR ARGS…` with these environment variables set.
+    pub fn spawn_with_env(exe: &str, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Node {
+        let mut command = Command::new(exe);
+        command.arg(dir).args(args).envs(env.iter().copied());
+        Node::spawn_command(command)
+    }
+
     /// Starts `party-node DIR ARGS…` as the user `uid` (and group of the same number),
     /// which needs root.
     #[cfg(unix)]

@@ -1,0 +1,239 @@
+//! Recorded real runs, replayed by the simulator (`PARTY_RECORD`, `party-sim --replay`):
+//! real processes record every call into their machines while a leader is SIGKILLed; the
+//! replay must give the very outputs the processes gave and find the history clean; a bug
+//! planted in the processes (`PARTY_INJECT`) must show in the replay's checks; an output
+//! changed in a recording must be reported as nondeterminism at its step; and a recording
+//! bounded in size keeps only its latest part, which still replays.
+
+use std::path::Path;
+use std::time::Duration;
+
+use party_proto::recording::{decode_segment, encode_item, Record};
+use party_proto::wire::Response;
+use party_proto::ProcessOutput;
+use party_sim::replay::{replay, Replayed};
+use party_tests::Node;
+
+const NODE: &str = env!("CARGO_BIN_EXE_party-node");
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// A node of `dir` recording into `recordings`, settled as `role`.
+fn recorded(
+    dir: &Path,
+    recordings: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    role: &str,
+) -> Node {
+    let recordings = recordings.to_str().unwrap();
+    let mut env = env.to_vec();
+    env.push(("PARTY_RECORD", recordings));
+    let mut node = Node::spawn_with_env(NODE, dir, args, &env);
+    assert_eq!(node.send("ready"), format!("ok {role}"));
+    node
+}
+
+/// The segment files of `dir`, by name.
+fn segment_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "rec"))
+        .map(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&path).unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn replayed(dir: &Path) -> Replayed {
+    replay(&segment_files(dir)).expect("the recordings replay")
+}
+
+/// A leader and two followers, recorded: writes, a batch burst, reads and a scan, the
+/// leader SIGKILLed, more of the same on the next leader.
+fn recorded_failover(dir: &Path, recordings: &Path) {
+    let mut leader = recorded(dir, recordings, &[], &[], "leader");
+    let mut first = recorded(dir, recordings, &[], &[], "follower");
+    let mut second = recorded(dir, recordings, &[], &[], "follower");
+    assert_eq!(leader.send("put a 1"), "ok");
+    assert_eq!(first.send("burst b 20"), "ok 20");
+    assert_eq!(second.send("get a"), "ok 1");
+    first.submit("burst c 50");
+    leader.kill();
+    assert_eq!(first.answer(), "ok 50");
+    assert!(first.wait_role("leader", SETTLE) || second.wait_role("leader", SETTLE));
+    assert_eq!(second.send("put a 2"), "ok");
+    assert_eq!(first.send("get a"), "ok 2");
+    assert!(second.send("scan FORWARD 0").starts_with("ok "));
+    assert_eq!(first.send("close"), "ok");
+    assert_eq!(second.send("close"), "ok");
+}
+
+#[test]
+fn a_recorded_failover_replays_alike_and_its_history_passes_the_checks() {
+    let (dir, recordings) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    recorded_failover(dir.path(), recordings.path());
+
+    let replay = replayed(recordings.path());
+    assert!(
+        replay.nondeterminism.is_empty(),
+        "{:?}",
+        replay.nondeterminism
+    );
+    assert!(replay.violations.is_empty(), "{:?}", replay.violations);
+    assert!(replay.unchecked.is_empty(), "{:?}", replay.unchecked);
+    assert_eq!(replay.processes, 3);
+    // 2 puts, 70 batches, 2 gets, a scan, each once; at least one commit per put.
+    assert!(replay.ops >= 75, "{} operations", replay.ops);
+    assert!(replay.commits >= 3, "{} commits", replay.commits);
+}
+
+#[test]
+fn an_output_changed_in_a_recording_is_reported_as_nondeterminism_at_its_step() {
+    let (dir, recordings) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    recorded_failover(dir.path(), recordings.path());
+    let mut files = segment_files(recordings.path());
+
+    // The first answer of a get in a process's recording now says another value.
+    let (file, step) = files
+        .iter_mut()
+        .find_map(|(name, bytes)| {
+            let mut segment = decode_segment(bytes).unwrap();
+            let step = segment.records.iter_mut().position(|record| {
+                let Record::Output(output) = record else {
+                    return false;
+                };
+                let ProcessOutput::Completed {
+                    result: Ok(Response::Value(Some(value))),
+                    ..
+                } = output.to_mut()
+                else {
+                    return false;
+                };
+                value.push(b'!');
+                true
+            })?;
+            let mut changed = Vec::new();
+            encode_item(&segment.header, &mut changed);
+            encode_item(segment.snapshot.as_deref().unwrap(), &mut changed);
+            for record in &segment.records {
+                encode_item(record, &mut changed);
+            }
+            *bytes = changed;
+            Some((name.clone(), step))
+        })
+        .expect("a get answered with a value was recorded");
+
+    let replay = replay(&files).unwrap();
+    assert_eq!(
+        replay.nondeterminism.len(),
+        1,
+        "{:?}",
+        replay.nondeterminism
+    );
+    let difference = &replay.nondeterminism[0];
+    assert!(
+        difference.contains(&format!("step {step}:")),
+        "{difference} ({file})"
+    );
+    assert!(
+        difference.contains(", 33]"),
+        "the changed value: {difference}"
+    );
+}
+
+/// Iterators of a follower with `inclusive-resume` planted resume from their last key
+/// itself after a failover, delivering it twice; the replay of the recorded run, with the
+/// same bug in its machines, sees the iterator repeat a key.
+#[test]
+fn a_bug_planted_in_recorded_processes_shows_in_the_replay() {
+    let (dir, recordings) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let bug = [("PARTY_INJECT", "inclusive-resume")];
+    let args = ["--iter-window", "4"];
+    let mut leader = recorded(dir.path(), recordings.path(), &args, &bug, "leader");
+    let mut reader = recorded(dir.path(), recordings.path(), &args, &bug, "follower");
+    assert_eq!(leader.send("fill-edge 40"), "ok 48");
+    assert_eq!(reader.send("open-iter"), "ok");
+    let mut next_chunk = || -> usize {
+        let answer = reader.send("next-chunk 100");
+        answer.strip_prefix("ok ").unwrap().parse().unwrap()
+    };
+    let mut read = 0;
+    while read < 10 {
+        read += next_chunk();
+    }
+    leader.kill();
+    loop {
+        match next_chunk() {
+            0 => break,
+            count => read += count,
+        }
+    }
+    assert_eq!(read, 49, "the real iterator delivered one key twice");
+    assert_eq!(reader.send("close"), "ok");
+
+    let replay = replayed(recordings.path());
+    assert!(
+        replay.nondeterminism.is_empty(),
+        "{:?}",
+        replay.nondeterminism
+    );
+    assert!(
+        replay
+            .violations
+            .iter()
+            .any(|violation| violation.contains("repeated or reordered keys")),
+        "{:?}",
+        replay.violations
+    );
+}
+
+/// With `PARTY_RECORD_MAX_BYTES` small, each stream keeps at most four segments of a
+/// quarter of it (one turn's calls over): the oldest go, and what is left, opening with
+/// the machine's snapshot, still replays alike; the history is not judged, having lost its
+/// start.
+#[test]
+fn a_bounded_recording_keeps_its_latest_part_and_that_part_replays() {
+    const MAX_BYTES: usize = 64 << 10;
+    let (dir, recordings) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let bound = MAX_BYTES.to_string();
+    let env = [("PARTY_RECORD_MAX_BYTES", bound.as_str())];
+    let mut leader = recorded(dir.path(), recordings.path(), &[], &env, "leader");
+    let mut follower = recorded(dir.path(), recordings.path(), &[], &env, "follower");
+    assert_eq!(follower.send("seq-puts k 3000"), "ok 3000");
+    assert_eq!(follower.send("close"), "ok");
+    assert_eq!(leader.send("close"), "ok");
+
+    let files = segment_files(recordings.path());
+    let mut streams = std::collections::BTreeMap::<String, (usize, usize)>::new();
+    for (name, bytes) in &files {
+        let stream = name.rsplit_once('-').unwrap().0.to_owned();
+        let (count, size) = streams.entry(stream).or_default();
+        *count += 1;
+        *size += bytes.len();
+    }
+    assert!(streams.len() >= 3, "{streams:?}");
+    for (stream, (count, size)) in &streams {
+        assert!(*count <= 4, "{stream}: {count} segments");
+        assert!(*size <= MAX_BYTES + MAX_BYTES / 4, "{stream}: {size} bytes");
+    }
+    let dropped = files.iter().any(|(name, _)| !name.ends_with("-000000.rec"));
+    assert!(dropped, "3000 puts outgrow 64 KiB: {:?}", streams);
+
+    let replay = replayed(recordings.path());
+    assert!(
+        replay.nondeterminism.is_empty(),
+        "{:?}",
+        replay.nondeterminism
+    );
+    assert!(replay.steps > 1000, "{} steps", replay.steps);
+    assert!(
+        replay.unchecked.iter().any(|note| note.contains("dropped")),
+        "{:?}",
+        replay.unchecked
+    );
+    assert!(replay.violations.is_empty(), "{:?}", replay.violations);
+}
