@@ -328,13 +328,61 @@ fn bench_only_measures_the_sections_asked_for() {
 
 /// A short (15 s) chaos run: leaders SIGKILLed every 200-500 ms under pipelined single-writer
 /// registers; exits 0 only if no acknowledged write is missing and no register was read
-/// going backwards.
+/// going backwards. Recorded, and passing, it deletes its recordings.
 #[test]
 fn a_short_chaos_run_loses_nothing() {
-    let output = party(&["chaos", "--seconds", "15"]);
+    let recordings = tempfile::tempdir().unwrap();
+    let record = recordings.path().join("run");
+    let record = record.to_str().unwrap();
+    let output = party(&["chaos", "--seconds", "15", "--record", record]);
     let text = stdout(&output);
     assert_eq!(output.status.code(), Some(0), "{text}");
     assert!(text.contains("violations: 0"), "{text}");
+    assert!(
+        !std::path::Path::new(record).exists(),
+        "a passing run keeps no recording"
+    );
+}
+
+/// A chaos run with a bug planted in its processes (`PARTY_INJECT`: transactions apply
+/// only their first write) fails, keeps its recordings and prints the replay; the replay
+/// gives every output the processes gave and reports the lost writes itself.
+#[test]
+fn a_failing_chaos_run_keeps_recordings_whose_replay_shows_the_violation() {
+    let recordings = tempfile::tempdir().unwrap();
+    let record = recordings.path().to_str().unwrap();
+    let output = Command::new(PARTY)
+        .args(["chaos", "--seconds", "2", "--record", record])
+        .env("PARTY_INJECT", "partial-apply")
+        .output()
+        .expect("run party");
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(3), "{text}");
+    assert!(text.contains("acknowledged, not committed"), "{text}");
+    assert!(
+        text.contains(&format!("replay: party-sim --replay {record}")),
+        "{text}"
+    );
+
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(record).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        files.push((name, std::fs::read(&path).unwrap()));
+    }
+    let replayed = party_sim::replay::replay(&files).unwrap();
+    assert!(
+        replayed.nondeterminism.is_empty(),
+        "{:?}",
+        replayed.nondeterminism
+    );
+    assert!(
+        replayed.violations.iter().any(|v| v.starts_with("incr/")
+            && v.contains("acknowledged")
+            && v.ends_with("committed 0")),
+        "{:?}",
+        &replayed.violations[..replayed.violations.len().min(5)]
+    );
 }
 
 /// The tools are clap subcommands: --help answers without starting a run, bad usage
