@@ -374,10 +374,8 @@ impl Driver {
         let now = clock::now();
         // An answer may free room for writes waiting to be sent: see `command`.
         self.process.set_wall_clock(now, clock::wall_now());
-        for message in received.messages {
-            self.process
-                .handle_input(now, ProcessInput::FromLeader(message));
-        }
+        let bytes = self.link.as_ref().map_or(&[][..], Link::last_read);
+        self.process.receive(now, bytes, received.messages);
         if let Some(end) = received.end {
             self.link = None;
             let ended = match end {
@@ -398,17 +396,28 @@ impl Driver {
         while let Some(output) = self.process.poll_output() {
             let answer = match output {
                 ProcessOutput::Election(action) => self.election_action(action).await,
-                ProcessOutput::Send(message) => self.encode(&message),
+                ProcessOutput::Send(message) => {
+                    let start = self.out.len();
+                    let broken = self.encode(&message);
+                    let sent = self.out.get(start..).unwrap_or_default();
+                    let output = ProcessOutput::Send(message);
+                    self.process.record_sent(&output, sent);
+                    broken
+                }
                 ProcessOutput::Store(ServerOutput::Close(reason)) => {
                     tracing::error!("the leader's own session closed itself: {reason}");
                     None
                 }
-                ProcessOutput::Store(work) => self
-                    .leadership
-                    .access
-                    .as_mut()
-                    .and_then(|access| access.carry_out(work))
-                    .map(ProcessInput::Store),
+                ProcessOutput::Store(work) => {
+                    if matches!(work, ServerOutput::Write { .. }) {
+                        self.process.flush_recorded_writes();
+                    }
+                    self.leadership
+                        .access
+                        .as_mut()
+                        .and_then(|access| access.carry_out(work))
+                        .map(ProcessInput::Store)
+                }
                 ProcessOutput::Completed { id, result } => {
                     if let Some(waiter) = self.waiters.remove(&id) {
                         let _ = waiter.send(result.map_err(Error::from));
@@ -433,9 +442,9 @@ impl Driver {
                 self.process.handle_input(clock::now(), answer);
             }
         }
-        // Recorded before it is sent: a process killed in between leaves a request
-        // the leader never saw, not one its recording lacks.
-        self.process.flush_recording();
+        // Recorded before it is sent: a process killed in between leaves a write the
+        // leader never saw, not one its recording lacks.
+        self.process.flush_recording_lazily();
         if let Some(link) = &self.link {
             link.send(&mut self.out);
         }

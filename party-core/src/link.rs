@@ -118,6 +118,11 @@ impl Link {
         }
     }
 
+    /// The bytes the last [`Link::receive`] read, whole messages or not.
+    pub fn last_read(&self) -> &[u8] {
+        &self.buffer
+    }
+
     /// Sends the bytes (whole frames) in `out` to the leader, in order with everything sent
     /// before, and leaves `out` empty (its buffer kept when the socket took it all).
     pub fn send(&self, out: &mut Vec<u8>) {

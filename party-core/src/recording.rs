@@ -3,9 +3,9 @@
 //!
 //! Each stream is a ring of [`SEGMENTS_KEPT`] segment files: once the newest holds its share
 //! of the bound, the next one starts (with the machine as it stands, for a process stream)
-//! and the oldest is deleted. What a turn of the driver recorded is written before the
-//! driver waits again, and a commit before anyone hears of it: a process killed at any
-//! point leaves on disk every call that mattered before it.
+//! and the oldest is deleted. A write the driver recorded is written to the file before it
+//! can take effect (see `driver/machine.rs`), and a commit before anyone hears of it: a
+//! process killed at any point leaves on disk every write it may have made.
 
 use std::fs::File;
 use std::io::Write;
@@ -23,6 +23,9 @@ pub const RECORD_MAX_BYTES_ENV: &str = "PARTY_RECORD_MAX_BYTES";
 
 /// How many segment files a stream keeps: the bound is split among them.
 pub(crate) const SEGMENTS_KEPT: u64 = 4;
+
+/// How much of a recording may wait in memory (see [`Recorder::due`]).
+const LAZY_BYTES: u64 = 64 << 10;
 
 /// Where and how much a handle records: every call its driver makes into its process
 /// machine, with its time and the machine's outputs, and the commits it makes while it
@@ -120,15 +123,23 @@ impl Recorder {
         encode_item(record, &mut self.buffer);
     }
 
+    /// Whether what waits in memory should go to the file now, for a caller that may keep
+    /// it waiting: once it makes a block of [`LAZY_BYTES`], or fills the segment.
+    pub fn due(&self) -> bool {
+        let waiting = self.buffer.len() as u64;
+        waiting >= LAZY_BYTES || self.written + waiting >= self.segment_bytes
+    }
+
     /// Writes what was recorded since the last call. Once the segment holds its share of
     /// the bound, the next one starts, with the machine as it stands now (`snapshot`),
-    /// and the oldest kept is deleted. `Err` once recording stopped (after a warning).
-    pub fn flush(&mut self, snapshot: Option<&Process>) -> Result<(), ()> {
+    /// and the oldest kept is deleted: then `Ok(true)`. `Err` once recording stopped
+    /// (after a warning).
+    pub fn flush(&mut self, snapshot: Option<&Process>) -> Result<bool, ()> {
         if !self.buffer.is_empty() {
             self.write_buffer()?;
         }
         if self.written < self.segment_bytes {
-            return Ok(());
+            return Ok(false);
         }
         self.header.segment += 1;
         self.file = open_segment(&self.dir, &self.header)
@@ -143,7 +154,7 @@ impl Recorder {
             let _ = std::fs::remove_file(self.dir.join(segment_name(&old)));
         }
         self.open_with(snapshot);
-        self.write_buffer()
+        self.write_buffer().map(|()| true)
     }
 
     fn open_with(&mut self, snapshot: Option<&Process>) {
@@ -158,6 +169,15 @@ impl Recorder {
         self.written += self.buffer.len() as u64;
         self.buffer.clear();
         written.map_err(|error| warn_stopped(&self.dir, &error))
+    }
+}
+
+impl Drop for Recorder {
+    /// What a handle closing (or a leadership ending) recorded last.
+    fn drop(&mut self) {
+        if !self.buffer.is_empty() {
+            let _ = self.write_buffer();
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::wire::ProtocolId;
 
 /// Why an operation failed. Only append variants: the numbering is part of the wire format.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error, Serialize, Deserialize)]
 pub enum ErrorCode {
     /// The thing the request names does not exist (for example an iterator the leader has
     /// already dropped). A missing key is not an error: `get` answers `None`.

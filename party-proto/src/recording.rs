@@ -111,8 +111,20 @@ pub enum Record<'a> {
         at: Timestamp,
         watch: WatchId,
     },
-    /// What the machine's `poll_output` gave.
-    Output(Cow<'a, ProcessOutput>),
+    /// The machine's outputs so far: how many, and their [`Fingerprint`]. Outputs follow
+    /// from the calls, so they are not kept one by one: a replay folds its own and
+    /// compares at each of these, which come every [`OUTPUTS_PER_CHECK`] outputs and
+    /// before each write of the recording to its file.
+    Outputs {
+        count: u64,
+        digest: u64,
+    },
+    /// Bytes read from the leader's connection: the machine was given, at `at`, each
+    /// message they completed, in order (`FromLeader`).
+    Received {
+        at: Timestamp,
+        bytes: Bytes<'a>,
+    },
     /// A commit of the store: asked at `issued`, answered at `answered`.
     Commit {
         issued: Timestamp,
@@ -120,6 +132,23 @@ pub enum Record<'a> {
         batch: Cow<'a, WriteBatch>,
         result: Cow<'a, CommitResult>,
     },
+}
+
+/// Bytes of a recording, as one run of bytes rather than a sequence of numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bytes<'a>(pub Cow<'a, [u8]>);
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes<'_> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bytes = serde_bytes::ByteBuf::deserialize(deserializer)?;
+        Ok(Bytes(Cow::Owned(bytes.into_vec())))
+    }
 }
 
 /// Why bytes are no recording.
@@ -131,6 +160,114 @@ pub enum RecordingError {
     OtherFormat { found: u32 },
     #[error("a process stream's segment without the machine's snapshot")]
     NoSnapshot,
+}
+
+/// How many outputs a [`Record::Outputs`] covers at most.
+pub const OUTPUTS_PER_CHECK: u64 = 16;
+
+/// The running digest of a machine's outputs, folded the same way by the recording driver
+/// and by the replay: a message to send by its encoding (which the driver has anyway), a
+/// completion by its id and result, anything else by its encoding.
+#[derive(Debug, Clone, Default)]
+pub struct Fingerprint {
+    count: u64,
+    digest: u64,
+    scratch: Vec<u8>,
+}
+
+impl Fingerprint {
+    /// Folds in one output; `sent` is the encoding of a `Send`'s message if at hand.
+    pub fn fold(&mut self, output: &ProcessOutput, sent: Option<&[u8]>) {
+        let folded = match output {
+            ProcessOutput::Send(message) => match sent {
+                Some(encoded) => digest(encoded),
+                None => digest_of(message, &mut self.scratch),
+            },
+            ProcessOutput::Completed { id, result } => {
+                let mut hasher = WordHasher::default();
+                std::hash::Hash::hash(&(id.0, result), &mut hasher);
+                hasher.0
+            }
+            output => digest_of(output, &mut self.scratch),
+        };
+        self.count += 1;
+        self.digest = (self.digest ^ folded).wrapping_mul(MIX).rotate_left(23);
+    }
+
+    /// Outputs folded so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+
+    /// The record of the outputs so far.
+    pub fn record(&self) -> Record<'static> {
+        Record::Outputs {
+            count: self.count,
+            digest: self.digest,
+        }
+    }
+}
+
+const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// A [`std::hash::Hasher`] with [`digest`]'s mixing, for what derives `Hash`.
+#[derive(Default)]
+struct WordHasher(u64);
+
+impl std::hash::Hasher for WordHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = (self.0 ^ digest(bytes)).wrapping_mul(MIX).rotate_left(29);
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0 ^ word).wrapping_mul(MIX).rotate_left(29);
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.write_u64(u64::from(byte));
+    }
+
+    fn write_u32(&mut self, word: u32) {
+        self.write_u64(u64::from(word));
+    }
+
+    fn write_usize(&mut self, word: usize) {
+        self.write_u64(word as u64);
+    }
+}
+
+/// A digest of `bytes`, to compare what a replay gives with what the real process gave
+/// (not against an adversary).
+pub fn digest(bytes: &[u8]) -> u64 {
+    let mut hash = MIX ^ bytes.len() as u64;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let word = u64::from_le_bytes(word.try_into().expect("chunks of 8"));
+        hash = (hash ^ word).wrapping_mul(MIX).rotate_left(29);
+    }
+    for byte in words.remainder() {
+        hash = (hash ^ u64::from(*byte)).wrapping_mul(MIX).rotate_left(29);
+    }
+    hash
+}
+
+/// The [`digest`] of `value`'s encoding (made in `scratch`, which is left empty).
+pub fn digest_of<T: Serialize>(value: &T, scratch: &mut Vec<u8>) -> u64 {
+    scratch.clear();
+    let encoded = postcard::to_extend(value, std::mem::take(scratch))
+        .expect("recorded items serialize into a Vec");
+    let hash = digest(&encoded);
+    *scratch = encoded;
+    scratch.clear();
+    hash
 }
 
 /// Appends `item`, framed, to `out`.
@@ -255,8 +392,12 @@ mod tests {
         };
         let id = process.write(at, op.clone());
         encode_item(&written, &mut bytes);
-        let output = process.poll_output().expect("a new process tries the lock");
-        encode_item(&Record::Output(Cow::Borrowed(&output)), &mut bytes);
+        let mut outputs = Fingerprint::default();
+        outputs.fold(
+            &process.poll_output().expect("a new process tries the lock"),
+            None,
+        );
+        encode_item(&outputs.record(), &mut bytes);
         let whole = bytes.len();
         encode_item(&written, &mut bytes);
         bytes.truncate(whole + 6);
@@ -264,13 +405,30 @@ mod tests {
         let segment = decode_segment(&bytes).unwrap();
         assert_eq!(segment.header, header(Stream::Process));
         assert!(segment.torn);
-        assert_eq!(
-            segment.records,
-            vec![written.clone(), Record::Output(Cow::Owned(output))]
-        );
+        assert_eq!(segment.records, vec![written.clone(), outputs.record()]);
         // The snapshot is the machine before the write: replaying the write gives its id.
         let mut replayed = segment.snapshot.unwrap();
         assert_eq!(replayed.write(at, op), id);
+    }
+
+    #[test]
+    fn digests_tell_apart_what_differs_in_any_byte_or_length() {
+        let base = b"the same bytes, long enough for several words".to_vec();
+        let mut seen = std::collections::HashSet::new();
+        assert!(seen.insert(digest(&base)));
+        assert!(seen.insert(digest(&base[..base.len() - 1])));
+        assert!(seen.insert(digest(&[])));
+        for at in 0..base.len() {
+            let mut changed = base.clone();
+            changed[at] ^= 1;
+            assert!(seen.insert(digest(&changed)), "byte {at}");
+        }
+        let mut scratch = vec![7];
+        assert_eq!(
+            digest_of(&base, &mut scratch),
+            digest_of(&base, &mut Vec::new())
+        );
+        assert!(scratch.is_empty());
     }
 
     #[test]

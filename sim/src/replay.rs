@@ -10,10 +10,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use party_backends::{Backend, MemoryBackend};
-use party_proto::recording::{decode_segment, Header, Record, RecordingError, Segment, Stream};
+use party_proto::recording::{
+    decode_segment, Fingerprint, Header, Record, RecordingError, Segment, Stream, OUTPUTS_PER_CHECK,
+};
+use party_proto::wire::{FrameDecoder, ServerMessage};
 use party_proto::{
-    ClientConfig, CommitResult, IterId, IterPoll, Process, ProcessOutput, RequestId, Timestamp,
-    WriteBatch,
+    ClientConfig, CommitResult, ElectionInput, IterId, IterPoll, Process, ProcessInput,
+    ProcessOutput, RequestId, Timestamp, WriteBatch,
 };
 
 use crate::check::{self, Timeline};
@@ -110,19 +113,20 @@ pub fn replay(files: &[(String, Vec<u8>)]) -> Result<Replayed, ReplayError> {
             .take()
             .expect("a process stream's segment holds a snapshot");
         let mut run = ProcessRun::new(index, *machine, &stream, origin, &mut history, &mut events);
-        for (step, record) in stream
-            .segments
-            .into_iter()
-            .flat_map(|segment| segment.records)
-            .enumerate()
-        {
-            replayed.steps += 1;
-            if let Err(difference) = run.step(record) {
-                replayed.nondeterminism.push(format!(
-                    "p{index} ({}), step {step}: {difference}",
-                    stream.name
-                ));
-                break;
+        let mut step = 0;
+        'segments: for segment in stream.segments {
+            // Each segment counts the machine's outputs from its snapshot.
+            run.count_outputs_afresh();
+            for record in segment.records {
+                replayed.steps += 1;
+                if let Err(difference) = run.step(record) {
+                    replayed.nondeterminism.push(format!(
+                        "p{index} ({}), step {step}: {difference}",
+                        stream.name
+                    ));
+                    break 'segments;
+                }
+                step += 1;
             }
         }
     }
@@ -281,6 +285,17 @@ struct ProcessRun<'a> {
     excuses: Excuses,
     requests: HashMap<RequestId, usize>,
     iters: HashMap<IterId, usize>,
+    /// The leader's connection's bytes as the driver's decoder had them (a new one with
+    /// each connection).
+    decoder: FrameDecoder,
+    /// The replayed outputs, folded as the recording driver folded the real ones.
+    outputs: Fingerprint,
+    /// The fingerprint after each output.
+    digests: Vec<u64>,
+    /// The last outputs, described, for a report.
+    recent: std::collections::VecDeque<String>,
+    /// The outputs compared with the recording so far.
+    checked: u64,
     history: &'a mut Vec<Op>,
     events: &'a mut Vec<(u64, String)>,
 }
@@ -295,6 +310,7 @@ impl<'a> ProcessRun<'a> {
         events: &'a mut Vec<(u64, String)>,
     ) -> ProcessRun<'a> {
         let excuses = excuses_of(machine.client_config());
+        let decoder = FrameDecoder::new(machine.client_config().max_frame_len);
         ProcessRun {
             index,
             machine,
@@ -304,6 +320,11 @@ impl<'a> ProcessRun<'a> {
             excuses,
             requests: HashMap::new(),
             iters: HashMap::new(),
+            decoder,
+            outputs: Fingerprint::default(),
+            digests: Vec::new(),
+            recent: std::collections::VecDeque::new(),
+            checked: 0,
             history,
             events,
         }
@@ -319,8 +340,27 @@ impl<'a> ProcessRun<'a> {
         match record {
             Record::Input { at, input } => {
                 let at = self.at(at);
-                self.machine.handle_input(at, input.into_owned());
+                let input = input.into_owned();
+                if matches!(
+                    input,
+                    ProcessInput::Connected { .. }
+                        | ProcessInput::Election(ElectionInput::Connected)
+                ) {
+                    self.decoder = FrameDecoder::new(self.machine.client_config().max_frame_len);
+                }
+                self.machine.handle_input(at, input);
             }
+            Record::Received { at, bytes } => {
+                let at = self.at(at);
+                let mut input = &bytes.0[..];
+                // Bytes that do not decode end here, as they did for the driver, whose
+                // next recorded input says the connection broke.
+                while let Ok(Some(message)) = self.decoder.decode::<ServerMessage>(&mut input) {
+                    self.machine
+                        .handle_input(at, ProcessInput::FromLeader(message));
+                }
+            }
+            Record::Outputs { count, digest } => return self.check_outputs(count, digest),
             Record::Read { at, op } => {
                 let at = self.at(at);
                 let kind = OpKind::of_read(&op);
@@ -390,19 +430,56 @@ impl<'a> ProcessRun<'a> {
                 let at = self.at(at);
                 self.machine.close_watch(at, watch);
             }
-            Record::Output(recorded) => {
-                let replayed = self.machine.poll_output();
-                same(&Some(&*recorded), &replayed.as_ref())?;
-                if let ProcessOutput::Completed { id, result } = recorded.into_owned() {
-                    if let Some(index) = self.requests.remove(&id) {
-                        self.history[index].outcome = Outcome::of(result);
-                        self.complete(index);
-                    }
-                }
-            }
             Record::Commit { .. } => return Err("a commit in a stream of calls".into()),
         }
+        self.drain();
         Ok(())
+    }
+
+    fn count_outputs_afresh(&mut self) {
+        self.outputs = Fingerprint::default();
+        self.digests.clear();
+        self.checked = 0;
+    }
+
+    /// Takes every output the machine has for its driver, as the real driver did after
+    /// each call, folding each into the fingerprint.
+    fn drain(&mut self) {
+        while let Some(output) = self.machine.poll_output() {
+            self.outputs.fold(&output, None);
+            self.digests.push(self.outputs.digest());
+            self.recent.push_back(shortened(&output));
+            if self.recent.len() > OUTPUTS_PER_CHECK as usize {
+                self.recent.pop_front();
+            }
+            if let ProcessOutput::Completed { id, result } = output {
+                if let Some(index) = self.requests.remove(&id) {
+                    self.history[index].outcome = Outcome::of(result);
+                    self.complete(index);
+                }
+            }
+        }
+    }
+
+    /// Compares the replay's outputs with the real machine's first `count`.
+    fn check_outputs(&mut self, count: u64, digest: u64) -> Result<(), String> {
+        let checked = std::mem::replace(&mut self.checked, count);
+        let replayed = self.digests.len() as u64;
+        if count > replayed {
+            return Err(format!(
+                "the real machine had given {count} outputs by then, the replayed one {replayed}"
+            ));
+        }
+        if count == 0 || self.digests[count as usize - 1] == digest {
+            return Ok(());
+        }
+        let shown = (replayed - count) as usize;
+        let recent: Vec<&String> = self.recent.iter().rev().skip(shown).rev().collect();
+        Err(format!(
+            "the real machine's outputs {}..={count} differ from the replayed ones; the \
+             replay's last of them: {recent:?}",
+            checked + 1
+        ))
     }
 
     fn issue(&mut self, kind: OpKind, outcome: Outcome) -> usize {

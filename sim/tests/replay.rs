@@ -40,7 +40,7 @@ async fn a_recording_replays_by_the_command() {
         printed.contains("every output matched the recording"),
         "{printed}"
     );
-    assert!(printed.contains("p1 op2 -> Read(Some([49]))"), "{printed}");
+    assert!(printed.contains(" -> Read(Some([49]))"), "{printed}");
     assert!(!printed.contains("VIOLATION"), "{printed}");
 }
 

@@ -14,7 +14,7 @@ use crate::failure::Failure;
 use crate::tool_store::ToolStore;
 
 /// CPU time every thread of process `pid` has run, from the scheduler's own count.
-fn cpu_time(pid: u32) -> Duration {
+pub(super) fn cpu_time(pid: u32) -> Duration {
     let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Duration::ZERO;
     };

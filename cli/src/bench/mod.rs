@@ -7,6 +7,8 @@
 //! - one follower: this process following a child leader, sequential and pipelined;
 //! - low-latency mode ([`low_latency`]): one follower's sequential gets and puts with
 //!   both ends polling before they park, against the default, with the CPU both spend;
+//! - recording ([`recording`]): one follower's pipelined gets and puts with both processes
+//!   recording for `party-sim --replay`, against neither;
 //! - big values ([`values`]): MB/s of 1 KiB, 64 KiB and 1 MiB puts and gets, in-process
 //!   and through a follower;
 //! - writes during scans ([`scan_writes`]): another process's put latency while this one
@@ -34,6 +36,7 @@ mod hot_keys;
 mod low_latency;
 mod node;
 mod one_shot;
+mod recording;
 mod scan_writes;
 mod table;
 mod transactions;
@@ -298,6 +301,7 @@ enum Section {
     InProcess,
     Follower,
     LowLatency,
+    Recording,
     Values,
     FourFollowers,
     ScanWrites,
@@ -360,6 +364,13 @@ async fn measure(base: &Path, store: &ToolStore, args: &BenchArgs) -> Result<Val
         report.insert(
             "low_latency".into(),
             low_latency::measure(base, store, quick, span).await?,
+        );
+    }
+    if wanted(Section::Recording) {
+        out::note(format_args!("bench: recording…"));
+        report.insert(
+            "recording".into(),
+            recording::measure(base, store, span).await?,
         );
     }
     if wanted(Section::Values) {

@@ -13,8 +13,9 @@ use super::{key, micros_now, on_runtime, pipelined, sequential, Workload, KEYS};
 use crate::failure::Failure;
 use crate::out;
 
-/// The node worker `DIR BACKEND [feed] [spin] MODE`: a handle (with a change feed, and in
-/// low-latency mode with [`super::SPIN`], when told) that prints `ready ROLE` once settled, then
+/// The node worker `DIR BACKEND [feed] [spin] [record RECORD_DIR] MODE`: a handle (with a
+/// change feed, in low-latency mode with [`super::SPIN`], recording into RECORD_DIR, when
+/// told) that prints `ready ROLE` once settled, then
 /// `idle` (waits), `load SECONDS` (64 gets in flight, prints `ops N`), `puts COUNT` (one put
 /// at a time, then prints `latency P50 P99` in µs), or `watch` (one get at
 /// a time forever, printing `gap FROM TO` in wall-clock microseconds after every stall over
@@ -26,7 +27,7 @@ use crate::out;
 pub async fn node(args: &[String]) -> Result<ExitCode, Failure> {
     let [dir, backend, mode @ ..] = args else {
         return Err(Failure::usage(
-            "usage: bench-node DIR BACKEND [feed] [spin] MODE",
+            "usage: bench-node DIR BACKEND [feed] [spin] [record RECORD_DIR] MODE",
         ));
     };
     let (feed, mode) = match mode {
@@ -37,8 +38,17 @@ pub async fn node(args: &[String]) -> Result<ExitCode, Failure> {
         [first, rest @ ..] if first == "spin" => (Some(super::SPIN), rest),
         rest => (None, rest),
     };
+    let (record, mode) = match mode {
+        [first, record, rest @ ..] if first == "record" => {
+            (Some(party_core::Recording::new(record)), rest)
+        }
+        rest => (None, rest),
+    };
     let store = crate::tool_store::ToolStore::from_word(backend)?;
-    let options = store.options(dir.as_ref()).change_feed(feed).spin(spin);
+    let mut options = store.options(dir.as_ref()).change_feed(feed).spin(spin);
+    if record.is_some() {
+        options = options.record(record);
+    }
     let db = party_core::open(dir, options)
         .await
         .map_err(|e| e.to_string())?;

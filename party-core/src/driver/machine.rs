@@ -1,12 +1,20 @@
 //! The handle's process machine, with every call that changes it recorded while the handle
 //! records (see [`crate::Recording`]). Only `&self` queries reach the machine past this
 //! wrapper (through `Deref`), so no call that changes it can go unrecorded.
+//!
+//! What is recorded reaches the file before a write it holds can take effect (before the
+//! driver sends to the leader, or hands its own store a write): a process killed at any
+//! moment leaves every write it may have made in its recording, so that the replay never
+//! meets a value no recorded write put. The rest (reads, answers) is written in blocks
+//! (see [`Recorder::due`]): a killed process may lose that much of its recording's tail,
+//! which only leaves its last operations out of the history.
 
 use std::borrow::Cow;
 use std::time::Duration;
 
-use party_proto::recording::Record;
-use party_proto::wire::{ReadOp, WriteOp};
+use party_proto::recording::{Bytes, Fingerprint, Record, OUTPUTS_PER_CHECK};
+use party_proto::wire::frame::HEADER_LEN;
+use party_proto::wire::{ReadOp, ServerMessage, WriteOp};
 use party_proto::{
     CommitSeq, IterId, IterOptions, IterPoll, KeyRange, Process, ProcessInput, ProcessOutput,
     RequestId, Timestamp, WatchEvent, WatchId, WatchPoll,
@@ -17,6 +25,11 @@ use crate::recording::Recorder;
 pub(super) struct Machine {
     process: Process,
     recorder: Option<Recorder>,
+    /// A write was recorded since the recording was last written to its file.
+    write_unflushed: bool,
+    /// The outputs so far, recorded every [`OUTPUTS_PER_CHECK`] and before each write
+    /// of the recording to its file.
+    outputs: Fingerprint,
 }
 
 impl std::ops::Deref for Machine {
@@ -33,14 +46,39 @@ impl Machine {
             let header = Recorder::process_header(process.client_id());
             Recorder::start(recording, header, Some(&process))
         });
-        Machine { process, recorder }
+        Machine {
+            process,
+            recorder,
+            write_unflushed: false,
+            outputs: Fingerprint::default(),
+        }
     }
 
-    /// Writes what this turn of the driver recorded (see [`Recorder::flush`]).
-    pub fn flush_recording(&mut self) {
+    /// Writes what was recorded to its file if a write is among it: call it before
+    /// anything the machine asked can make a write take effect.
+    pub fn flush_recorded_writes(&mut self) {
+        if std::mem::take(&mut self.write_unflushed) {
+            self.flush_recording();
+        }
+    }
+
+    /// Writes what was recorded to its file once it holds a write or a block's worth.
+    pub fn flush_recording_lazily(&mut self) {
+        let due = self.recorder.as_ref().is_some_and(Recorder::due);
+        if due || self.write_unflushed {
+            self.write_unflushed = false;
+            self.flush_recording();
+        }
+    }
+
+    fn flush_recording(&mut self) {
         if let Some(recorder) = &mut self.recorder {
-            if recorder.flush(Some(&self.process)).is_err() {
-                self.recorder = None;
+            recorder.record(&self.outputs.record());
+            match recorder.flush(Some(&self.process)) {
+                // A segment's outputs are counted from its snapshot.
+                Ok(true) => self.outputs = Fingerprint::default(),
+                Ok(false) => {}
+                Err(()) => self.recorder = None,
             }
         }
     }
@@ -67,6 +105,7 @@ impl Machine {
                 at: now,
                 op: Cow::Borrowed(&op),
             });
+            self.write_unflushed = true;
         }
         self.process.write(now, op)
     }
@@ -158,11 +197,44 @@ impl Machine {
         self.process.handle_input(now, input);
     }
 
+    /// The machine's next output. A `Send` is folded into the recording's fingerprint by
+    /// [`Machine::record_sent`], once the driver has encoded it.
     pub fn poll_output(&mut self) -> Option<ProcessOutput> {
         let output = self.process.poll_output()?;
-        if let Some(recorder) = &mut self.recorder {
-            recorder.record(&Record::Output(Cow::Borrowed(&output)));
+        if self.recorder.is_some() && !matches!(output, ProcessOutput::Send(_)) {
+            self.fold(&output, None);
         }
         Some(output)
+    }
+
+    /// The last output, a `Send`, and the frame the driver sent for it (empty if none).
+    pub fn record_sent(&mut self, output: &ProcessOutput, frame: &[u8]) {
+        if self.recorder.is_some() {
+            self.fold(output, frame.get(HEADER_LEN..));
+        }
+    }
+
+    fn fold(&mut self, output: &ProcessOutput, sent: Option<&[u8]>) {
+        self.outputs.fold(output, sent);
+        if let Some(recorder) = &mut self.recorder {
+            if self.outputs.count().is_multiple_of(OUTPUTS_PER_CHECK) {
+                recorder.record(&self.outputs.record());
+            }
+        }
+    }
+
+    /// Gives the machine the messages one read of the leader's connection completed;
+    /// recorded as the bytes read, which a replay decodes again.
+    pub fn receive(&mut self, now: Timestamp, bytes: &[u8], messages: Vec<ServerMessage>) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.record(&Record::Received {
+                at: now,
+                bytes: Bytes(Cow::Borrowed(bytes)),
+            });
+        }
+        for message in messages {
+            self.process
+                .handle_input(now, ProcessInput::FromLeader(message));
+        }
     }
 }

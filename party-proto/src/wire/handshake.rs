@@ -15,7 +15,7 @@ pub const MAGIC: [u8; 4] = *b"PRTY";
 pub const PROTOCOL_VERSION: u16 = 9;
 
 /// Which protocol a peer speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ProtocolId {
     pub magic: [u8; 4],
     pub version: u16,

@@ -299,7 +299,7 @@ pub enum LeaveCause {
 }
 
 /// The successful result of a read or write.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Response {
     /// Answer to `Get`: the value, or `None` when the key is missing.
     Value(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
@@ -321,7 +321,7 @@ pub enum Response {
 }
 
 /// What the leader reports about itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LeaderStatus {
     /// Follower connections open right now.
     pub followers: u32,

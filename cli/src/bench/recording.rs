@@ -1,0 +1,105 @@
+//! Recording ([`party_core::Recording`]) against none: two follower handles of this process,
+//! each following a child leader of its own directory, one pair recording and one not;
+//! pipelined gets and puts, 64 and 256 in flight, measured on each pair in turn, three
+//! times, so that both meet the same machine; medians of the rates and of the CPU time
+//! both processes spent per operation (steadier than rates on a shared machine).
+
+use std::path::Path;
+use std::time::Duration;
+
+use party_core::Db;
+use serde_json::{json, Value};
+
+use super::low_latency::cpu_time;
+use super::{fill, on_runtime, pipelined, start_leader_as, Workload};
+use crate::children::Worker;
+use crate::failure::Failure;
+use crate::tool_store::ToolStore;
+
+/// Measurements of each pair, alternating.
+const ROUNDS: usize = 3;
+
+/// A child leader of `dir` and this process following it, both recording into `record`
+/// if given; the store filled.
+async fn pair(
+    dir: &Path,
+    store: &ToolStore,
+    record: Option<&Path>,
+) -> Result<(Worker, Db), Failure> {
+    let record_text = record.map(|dir| dir.to_str().ok_or("path")).transpose()?;
+    let mode = match record_text {
+        Some(record) => vec!["record", record, "idle"],
+        None => vec!["idle"],
+    };
+    let leader = start_leader_as(dir, store, &mode)?;
+    let options = store
+        .options(dir)
+        .record(record.map(party_core::Recording::new));
+    let db = party_core::open(dir, options)
+        .await
+        .map_err(|e| e.to_string())?;
+    fill(&db).await?;
+    Ok((leader, db))
+}
+
+pub(super) async fn measure(
+    base: &Path,
+    store: &ToolStore,
+    span: Duration,
+) -> Result<Value, Failure> {
+    let records = base.join("recordings");
+    let (plain_leader, plain) = pair(&base.join("recording-off"), store, None).await?;
+    let (recorded_leader, recorded) =
+        pair(&base.join("recording-on"), store, Some(&records)).await?;
+    // Rate and CPU µs per operation of one measurement of `db`, led by `leader`.
+    let measure = |db: &Db, leader: &Worker, depth: usize, workload: &Workload| {
+        let (db, workload, leader) = (db.clone(), workload.clone(), leader.id());
+        async move {
+            let cpu = || cpu_time(std::process::id()) + cpu_time(leader);
+            let before = cpu();
+            let (done, rate) = on_runtime(pipelined(db, span, depth, workload)).await?;
+            let spent = (cpu() - before).as_secs_f64() * 1e6 / done as f64;
+            Ok::<_, Failure>((rate, spent))
+        }
+    };
+    let (mut off, mut on, mut ratios) = (
+        serde_json::Map::new(),
+        serde_json::Map::new(),
+        serde_json::Map::new(),
+    );
+    for depth in [64, 256] {
+        for (name, workload) in [("get", Workload::gets()), ("put", Workload::puts())] {
+            let (mut off_runs, mut on_runs) = (Vec::new(), Vec::new());
+            for _ in 0..ROUNDS {
+                off_runs.push(measure(&plain, &plain_leader, depth, &workload).await?);
+                on_runs.push(measure(&recorded, &recorded_leader, depth, &workload).await?);
+            }
+            let figure = format!("pipelined_{depth}_{name}");
+            let (off_rate, off_cpu) = medians(&off_runs);
+            let (on_rate, on_cpu) = medians(&on_runs);
+            off.insert(format!("{figure}_ops_per_s"), off_rate.into());
+            off.insert(format!("{figure}_cpu_us_per_op"), off_cpu.into());
+            on.insert(format!("{figure}_ops_per_s"), on_rate.into());
+            on.insert(format!("{figure}_cpu_us_per_op"), on_cpu.into());
+            let ratio = format!("{figure}_recorded_vs_off");
+            ratios.insert(ratio, (on_rate / off_rate).into());
+            let ratio = format!("{figure}_cpu_recorded_vs_off");
+            ratios.insert(ratio, (on_cpu / off_cpu).into());
+        }
+    }
+    plain.close().await.map_err(|e| e.to_string())?;
+    recorded.close().await.map_err(|e| e.to_string())?;
+    Ok(json!({"off": off, "on": on, "ratios": ratios}))
+}
+
+/// The median rate and the median CPU time per operation of `runs`.
+fn medians(runs: &[(f64, f64)]) -> (f64, f64) {
+    let median = |mut figures: Vec<f64>| {
+        figures.sort_by(f64::total_cmp);
+        figures[figures.len() / 2]
+    };
+    (
+        median(runs.iter().map(|run| run.0).collect()),
+        median(runs.iter().map(|run| run.1).collect()),
+    )
+}
