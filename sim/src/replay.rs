@@ -365,15 +365,13 @@ impl<'a> ProcessRun<'a> {
                 let at = self.at(at);
                 let kind = OpKind::of_read(&op);
                 let id = self.machine.read(at, op.into_owned());
-                let index = self.issue(kind, Outcome::Unknown);
-                self.requests.insert(id, index);
+                self.issue_request(id, kind);
             }
             Record::Write { at, op } => {
                 let at = self.at(at);
                 let kind = OpKind::of_write(&op);
                 let id = self.machine.write(at, op.into_owned());
-                let index = self.issue(kind, Outcome::Unknown);
-                self.requests.insert(id, index);
+                self.issue_request(id, kind);
             }
             Record::WallClock { at, wall } => self.machine.set_wall_clock(at, wall),
             Record::OpenIter { at, options } => {
@@ -480,6 +478,12 @@ impl<'a> ProcessRun<'a> {
              replay's last of them: {recent:?}",
             checked + 1
         ))
+    }
+
+    /// A request the machine numbered `id`, pending until it completes.
+    fn issue_request(&mut self, id: RequestId, kind: OpKind) {
+        let index = self.issue(kind, Outcome::Unknown);
+        self.requests.insert(id, index);
     }
 
     fn issue(&mut self, kind: OpKind, outcome: Outcome) -> usize {

@@ -93,6 +93,23 @@ pub(super) fn table(report: &Value) -> Vec<String> {
             number2(&report["ratios"]["follower_spinning_sync_p50_vs_spinning_socket_p50"])
         ));
     }
+    if measured("recording") {
+        let r = &report["recording"];
+        for depth in [64, 256] {
+            for op in ["get", "put"] {
+                let figure = format!("pipelined_{depth}_{op}");
+                let per_s = format!("{figure}_ops_per_s");
+                let cpu = format!("{figure}_cpu_us_per_op");
+                lines.push(format!(
+                    "recording, pipelined {depth:>3} {op}  {} ops/s ({} without), CPU {} µs/op ({} without)",
+                    rate(&r["on"][&per_s]),
+                    rate(&r["off"][&per_s]),
+                    number2(&r["on"][&cpu]),
+                    number2(&r["off"][&cpu])
+                ));
+            }
+        }
+    }
     if measured("big_values") {
         for size in super::values::SIZES.map(|size| size.to_string()) {
             let values = &report["big_values"];
