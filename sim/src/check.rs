@@ -326,9 +326,12 @@ struct KeyOp {
 /// checked by zones if each of its writes puts a value of its own.
 const MOST_KEY_OPS: usize = 128;
 
+/// Keys with their count of operations.
+pub type KeyCounts = Vec<(Vec<u8>, usize)>;
+
 /// The keys `history` touches that the linearizability checks take, and those they do not
 /// (more operations than the search takes, and a value written twice), with their count.
-pub fn checkable_keys(history: &[Op]) -> (Vec<Vec<u8>>, Vec<(Vec<u8>, usize)>) {
+pub fn checkable_keys(history: &[Op]) -> (Vec<Vec<u8>>, KeyCounts) {
     let mut keys = std::collections::BTreeSet::new();
     for op in history {
         match &op.kind {
