@@ -1,10 +1,19 @@
-//! `party-sim --replay DIR` on a real recording: two handles (a leader and a follower)
-//! record into DIR while they write and read, and the command replays them, says every
-//! output matched and finds nothing wrong; a directory without recordings is an error.
+//! `party-sim --replay DIR` as a command: a recording made here the way party-core's driver
+//! makes one (a leader's machine answered by a store that commits at once: a put, then a
+//! get of it) replays with every output alike and a clean history; the same recording with
+//! a check of outputs changed is nondeterminism; a directory without recordings is an
+//! error. (Real processes' recordings are replayed in `tests/tests/recording.rs`.)
 
+use std::borrow::Cow;
 use std::process::Command;
+use std::time::Duration;
 
-use party_core::{open, Options, Recording, Role};
+use party_proto::recording::{encode_item, Fingerprint, Header, Record, Stream, FORMAT};
+use party_proto::wire::{ReadOp, Response, WriteOp};
+use party_proto::{
+    ClientId, CommitResult, ElectionInput, ElectionOutput, Process, ProcessConfig, ProcessInput,
+    ProcessOutput, ServerInput, ServerOutput, Timestamp, WriteBatch,
+};
 
 fn party_sim(args: &[&str]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_party-sim"))
@@ -15,33 +24,191 @@ fn party_sim(args: &[&str]) -> (bool, String) {
     (output.status.success(), printed)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_recording_replays_by_the_command() {
-    let (dir, recordings) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let options = || Options::default().record(Some(Recording::new(recordings.path())));
-    let leader = open(dir.path(), options()).await.unwrap();
-    assert_eq!(leader.ready().await.unwrap(), Role::Leader);
-    let follower = open(dir.path(), options()).await.unwrap();
-    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
-    leader.put("a", "1").await.unwrap();
-    follower.put("b", "2").await.unwrap();
-    assert_eq!(follower.get("a").await.unwrap(), Some(b"1".to_vec()));
-    follower.close().await.unwrap();
-    leader.close().await.unwrap();
+fn header(stream: Stream, term: Option<u64>) -> Header {
+    Header {
+        format: FORMAT,
+        stream,
+        pid: 1,
+        client: ClientId(1),
+        epoch_us: 1_000,
+        segment: 0,
+        term,
+    }
+}
 
-    let dir_text = recordings.path().to_str().unwrap();
-    let (passed, printed) = party_sim(&["--replay", dir_text]);
+/// A leader's recording, as a driver makes it: each call, then its outputs folded and
+/// carried out; its commits in a stream of their own.
+struct Recorded {
+    process: Process,
+    calls: Vec<u8>,
+    commits: Vec<u8>,
+    outputs: Fingerprint,
+    now: Timestamp,
+}
+
+impl Recorded {
+    fn new() -> Recorded {
+        let process = Process::new(ClientId(1), ProcessConfig::default(), 7);
+        let mut calls = Vec::new();
+        encode_item(&header(Stream::Process, None), &mut calls);
+        encode_item(&process, &mut calls);
+        let mut commits = Vec::new();
+        encode_item(&header(Stream::Commits, Some(1)), &mut commits);
+        Recorded {
+            process,
+            calls,
+            commits,
+            outputs: Fingerprint::default(),
+            now: Timestamp::ZERO,
+        }
+    }
+
+    fn tick(&mut self) -> Timestamp {
+        self.now = self.now + Duration::from_millis(1);
+        self.now
+    }
+
+    fn input(&mut self, input: ProcessInput) {
+        let at = self.tick();
+        encode_item(
+            &Record::Input {
+                at,
+                input: Cow::Borrowed(&input),
+            },
+            &mut self.calls,
+        );
+        self.process.handle_input(at, input);
+    }
+
+    /// Carries out the machine's outputs until there are none: the election's actions
+    /// succeed, and the store applies writes and answers reads at once.
+    fn carry_out(&mut self, store: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+        while let Some(output) = self.process.poll_output() {
+            self.outputs.fold(&output, None);
+            let answer = match output {
+                ProcessOutput::Election(action) => match action {
+                    ElectionOutput::TryLock => ProcessInput::Election(ElectionInput::LockAcquired),
+                    ElectionOutput::OpenStore => ProcessInput::Election(ElectionInput::StoreOpened),
+                    ElectionOutput::Bind => ProcessInput::Election(ElectionInput::SocketBound),
+                    ElectionOutput::Serve => ProcessInput::Served { term: 1 },
+                    _ => continue,
+                },
+                ProcessOutput::Store(ServerOutput::Write { id, op, .. }) => {
+                    let WriteOp::Put { key, value } = &op else {
+                        panic!("only puts here")
+                    };
+                    store.push((key.clone(), value.clone()));
+                    let issued = self.now;
+                    let batch = WriteBatch {
+                        ops: vec![op],
+                        ..WriteBatch::default()
+                    };
+                    encode_item(
+                        &Record::Commit {
+                            issued,
+                            answered: issued,
+                            batch: Cow::Owned(batch),
+                            result: Cow::Owned(CommitResult::Committed),
+                        },
+                        &mut self.commits,
+                    );
+                    let result = Ok(Response::Written);
+                    ProcessInput::Store(ServerInput::Completed { id, result })
+                }
+                ProcessOutput::Store(ServerOutput::Read { id, op, .. }) => {
+                    let ReadOp::Get { key } = op else {
+                        panic!("only gets here")
+                    };
+                    let value = store.iter().rev().find(|(k, _)| *k == key);
+                    let result = Ok(Response::Value(value.map(|(_, v)| v.clone())));
+                    ProcessInput::Store(ServerInput::Completed { id, result })
+                }
+                _ => continue,
+            };
+            self.input(answer);
+        }
+    }
+
+    fn finish(mut self) -> Vec<(String, Vec<u8>)> {
+        encode_item(&self.outputs.record(), &mut self.calls);
+        vec![
+            ("1-process-000000.rec".into(), self.calls),
+            ("1-commits-t1-000000.rec".into(), self.commits),
+        ]
+    }
+}
+
+/// A leader that puts `a` = 1 and gets it back.
+fn recording() -> Vec<(String, Vec<u8>)> {
+    let mut recorded = Recorded::new();
+    let mut store = Vec::new();
+    recorded.carry_out(&mut store);
+    let op = WriteOp::Put {
+        key: b"a".to_vec(),
+        value: b"1".to_vec(),
+    };
+    let at = recorded.tick();
+    encode_item(
+        &Record::Write {
+            at,
+            op: Cow::Borrowed(&op),
+        },
+        &mut recorded.calls,
+    );
+    recorded.process.write(at, op);
+    recorded.carry_out(&mut store);
+    let op = ReadOp::Get { key: b"a".to_vec() };
+    let at = recorded.tick();
+    encode_item(
+        &Record::Read {
+            at,
+            op: Cow::Borrowed(&op),
+        },
+        &mut recorded.calls,
+    );
+    recorded.process.read(at, op);
+    recorded.carry_out(&mut store);
+    recorded.finish()
+}
+
+fn write_into(dir: &std::path::Path, files: &[(String, Vec<u8>)]) {
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+#[test]
+fn a_recording_replays_by_the_command() {
+    let recordings = tempfile::tempdir().unwrap();
+    write_into(recordings.path(), &recording());
+    let (passed, printed) = party_sim(&["--replay", recordings.path().to_str().unwrap()]);
     assert!(passed, "{printed}");
     assert!(
-        printed.contains("2 processes") && printed.contains("3 operations"),
+        printed.contains("1 processes") && printed.contains("2 operations"),
         "{printed}"
     );
+    assert!(printed.contains("1 commits"), "{printed}");
     assert!(
         printed.contains("every output matched the recording"),
         "{printed}"
     );
-    assert!(printed.contains(" -> Read(Some([49]))"), "{printed}");
+    assert!(printed.contains("p0 op1 -> Read(Some([49]))"), "{printed}");
     assert!(!printed.contains("VIOLATION"), "{printed}");
+}
+
+#[test]
+fn outputs_other_than_recorded_are_nondeterminism() {
+    let mut files = recording();
+    // The last check of the outputs, as the driver made it, now tells of others.
+    let calls = &mut files[0].1;
+    let mut changed = Fingerprint::default();
+    changed.fold(&ProcessOutput::Election(ElectionOutput::Bind), None);
+    encode_item(&changed.record(), calls);
+    let recordings = tempfile::tempdir().unwrap();
+    write_into(recordings.path(), &files);
+    let (passed, printed) = party_sim(&["--replay", recordings.path().to_str().unwrap()]);
+    assert!(!passed, "{printed}");
+    assert!(printed.contains("NONDETERMINISM: p0"), "{printed}");
 }
 
 #[test]
