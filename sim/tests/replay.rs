@@ -143,29 +143,25 @@ fn recording() -> Vec<(String, Vec<u8>)> {
     let mut recorded = Recorded::new();
     let mut store = Vec::new();
     recorded.carry_out(&mut store);
+    let at = recorded.tick();
     let op = WriteOp::Put {
         key: b"a".to_vec(),
         value: b"1".to_vec(),
     };
-    let at = recorded.tick();
-    encode_item(
-        &Record::Write {
-            at,
-            op: Cow::Borrowed(&op),
-        },
-        &mut recorded.calls,
-    );
+    let call = Record::Write {
+        at,
+        op: Cow::Borrowed(&op),
+    };
+    encode_item(&call, &mut recorded.calls);
     recorded.process.write(at, op);
     recorded.carry_out(&mut store);
-    let op = ReadOp::Get { key: b"a".to_vec() };
     let at = recorded.tick();
-    encode_item(
-        &Record::Read {
-            at,
-            op: Cow::Borrowed(&op),
-        },
-        &mut recorded.calls,
-    );
+    let op = ReadOp::Get { key: b"a".to_vec() };
+    let call = Record::Read {
+        at,
+        op: Cow::Borrowed(&op),
+    };
+    encode_item(&call, &mut recorded.calls);
     recorded.process.read(at, op);
     recorded.carry_out(&mut store);
     recorded.finish()

@@ -400,7 +400,8 @@ fn simulator_source_uses_no_clock_files_network_or_randomness() {
         &[],
     );
     // The binary reads its arguments and prints; it times a range of seeds for its
-    // seeds-per-second report, a clock no run reads.
+    // seeds-per-second report, a clock no run reads; and it reads the recordings
+    // `--replay DIR` names, whose bytes it hands to the library.
     assert_source_avoids(
         "sim/src/bin",
         None,
@@ -420,6 +421,16 @@ fn simulator_source_uses_no_clock_files_network_or_randomness() {
                 "party-sim.rs",
                 "let started = Instant::now();",
                 "the throughput report",
+            ),
+            (
+                "party-sim.rs",
+                "std::fs::read_dir(dir)",
+                "the recordings --replay names",
+            ),
+            (
+                "party-sim.rs",
+                "std::fs::read(&path)",
+                "the recordings --replay names",
             ),
         ],
     );
