@@ -262,10 +262,8 @@ pub fn digest(bytes: &[u8]) -> u64 {
 /// The [`digest`] of `value`'s encoding (made in `scratch`, which is left empty).
 pub fn digest_of<T: Serialize>(value: &T, scratch: &mut Vec<u8>) -> u64 {
     scratch.clear();
-    let encoded = postcard::to_extend(value, std::mem::take(scratch))
-        .expect("recorded items serialize into a Vec");
-    let hash = digest(&encoded);
-    *scratch = encoded;
+    postcard::to_io(value, &mut *scratch).expect("recorded items serialize into a Vec");
+    let hash = digest(scratch);
     scratch.clear();
     hash
 }
@@ -274,9 +272,8 @@ pub fn digest_of<T: Serialize>(value: &T, scratch: &mut Vec<u8>) -> u64 {
 pub fn encode_item<T: Serialize>(item: &T, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
-    let taken = std::mem::take(out);
     // A Vec cannot refuse to grow, and every recorded type serializes.
-    *out = postcard::to_extend(item, taken).expect("recorded items serialize into a Vec");
+    postcard::to_io(item, &mut *out).expect("recorded items serialize into a Vec");
     let len = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
 }
