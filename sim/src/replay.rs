@@ -7,7 +7,7 @@
 //!
 //! Nothing here reads files: the caller hands in each segment file's name and bytes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use party_backends::{Backend, MemoryBackend};
 use party_proto::recording::{
@@ -100,6 +100,8 @@ pub fn replay(files: &[(String, Vec<u8>)]) -> Result<Replayed, ReplayError> {
     };
     let mut events: Vec<(u64, String)> = Vec::new();
     let mut history = Vec::new();
+    // Every leadership a recorded handle was served by, or led.
+    let mut terms = BTreeSet::new();
     for (index, mut stream) in processes.into_iter().enumerate() {
         if stream.truncated() {
             replayed.unchecked.push(format!(
@@ -112,7 +114,13 @@ pub fn replay(files: &[(String, Vec<u8>)]) -> Result<Replayed, ReplayError> {
             .snapshot
             .take()
             .expect("a process stream's segment holds a snapshot");
-        let mut run = ProcessRun::new(index, *machine, &stream, origin, &mut history, &mut events);
+        let mut run = ProcessRun::new(
+            index,
+            *machine,
+            &stream,
+            origin,
+            (&mut history, &mut events, &mut terms),
+        );
         let mut step = 0;
         'segments: for segment in stream.segments {
             // Each segment counts the machine's outputs from its snapshot.
@@ -131,6 +139,16 @@ pub fn replay(files: &[(String, Vec<u8>)]) -> Result<Replayed, ReplayError> {
         }
     }
     replayed.ops = history.len();
+    let recorded_terms: BTreeSet<u64> = commit_streams
+        .iter()
+        .filter_map(|stream| stream.header.term)
+        .collect();
+    for term in terms.difference(&recorded_terms) {
+        replayed.unchecked.push(format!(
+            "the leader of term {term} served recorded handles but was not recorded itself, \
+             so its commits are unknown"
+        ));
+    }
     let mut commits = Vec::new();
     for stream in &commit_streams {
         if stream.truncated() {
@@ -275,6 +293,14 @@ fn group(files: &[(String, Vec<u8>)]) -> Result<Vec<StreamSegments>, ReplayError
     Ok(grouped)
 }
 
+/// Where every handle's replay adds what it found: its operations, its trace events, the
+/// leaderships it met.
+type Gathered<'a> = (
+    &'a mut Vec<Op>,
+    &'a mut Vec<(u64, String)>,
+    &'a mut BTreeSet<u64>,
+);
+
 /// One handle's machine being replayed, and what its calls add to the history.
 struct ProcessRun<'a> {
     index: usize,
@@ -298,6 +324,8 @@ struct ProcessRun<'a> {
     checked: u64,
     history: &'a mut Vec<Op>,
     events: &'a mut Vec<(u64, String)>,
+    /// Where the leaderships this handle met are gathered.
+    terms: &'a mut BTreeSet<u64>,
 }
 
 impl<'a> ProcessRun<'a> {
@@ -306,8 +334,7 @@ impl<'a> ProcessRun<'a> {
         machine: Process,
         stream: &StreamSegments,
         origin: u64,
-        history: &'a mut Vec<Op>,
-        events: &'a mut Vec<(u64, String)>,
+        (history, events, terms): Gathered<'a>,
     ) -> ProcessRun<'a> {
         let excuses = excuses_of(machine.client_config());
         let decoder = FrameDecoder::new(machine.client_config().max_frame_len);
@@ -327,6 +354,7 @@ impl<'a> ProcessRun<'a> {
             checked: 0,
             history,
             events,
+            terms,
         }
     }
 
@@ -341,6 +369,9 @@ impl<'a> ProcessRun<'a> {
             Record::Input { at, input } => {
                 let at = self.at(at);
                 let input = input.into_owned();
+                if let ProcessInput::Served { term } = input {
+                    self.met(term);
+                }
                 if matches!(
                     input,
                     ProcessInput::Connected { .. }
@@ -356,6 +387,9 @@ impl<'a> ProcessRun<'a> {
                 // Bytes that do not decode end here, as they did for the driver, whose
                 // next recorded input says the connection broke.
                 while let Ok(Some(message)) = self.decoder.decode::<ServerMessage>(&mut input) {
+                    if let ServerMessage::Welcome(welcome) = &message {
+                        self.met(welcome.term);
+                    }
                     self.machine
                         .handle_input(at, ProcessInput::FromLeader(message));
                 }
@@ -432,6 +466,11 @@ impl<'a> ProcessRun<'a> {
         }
         self.drain();
         Ok(())
+    }
+
+    /// The handle was served by, or led, the leadership `term`.
+    fn met(&mut self, term: u64) {
+        self.terms.insert(term);
     }
 
     fn count_outputs_afresh(&mut self) {

@@ -228,3 +228,33 @@ fn a_bounded_recording_keeps_its_latest_part_and_that_part_replays() {
     );
     assert!(replay.violations.is_empty(), "{:?}", replay.violations);
 }
+
+/// A follower recorded under a leader that was not: the replay cannot know the leader's
+/// commits, says so, and judges no history (else every acknowledged write would look
+/// lost).
+#[test]
+fn a_leader_left_unrecorded_is_named_and_the_history_left_unjudged() {
+    let (dir, recordings) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut leader = Node::spawn(NODE, dir.path(), &[]);
+    assert_eq!(leader.send("ready"), "ok leader");
+    let mut follower = recorded(dir.path(), recordings.path(), &[], &[], "follower");
+    assert_eq!(follower.send("put a 1"), "ok");
+    assert_eq!(follower.send("get a"), "ok 1");
+    assert_eq!(follower.send("close"), "ok");
+
+    let replay = replayed(recordings.path());
+    assert!(
+        replay.nondeterminism.is_empty(),
+        "{:?}",
+        replay.nondeterminism
+    );
+    assert!(
+        replay
+            .unchecked
+            .iter()
+            .any(|note| note.contains("term 1") && note.contains("not recorded")),
+        "{:?}",
+        replay.unchecked
+    );
+    assert!(replay.violations.is_empty(), "{:?}", replay.violations);
+}
