@@ -227,6 +227,7 @@ impl Driver {
             }
         }
         self.publish_role();
+        self.process.finish_recording();
         // A close asked for while closing (by another clone of the handle) waits too, as
         // its kind of close says; anything else asked meanwhile fails as closed.
         while let Ok(command) = commands.try_recv() {

@@ -102,6 +102,10 @@ pub fn replay(files: &[(String, Vec<u8>)]) -> Result<Replayed, ReplayError> {
     let mut history = Vec::new();
     // Every leadership a recorded handle was served by, or led.
     let mut terms = BTreeSet::new();
+    let processes_clients: BTreeSet<u128> = processes
+        .iter()
+        .map(|stream| stream.header.client.0)
+        .collect();
     for (index, mut stream) in processes.into_iter().enumerate() {
         if stream.truncated() {
             replayed.unchecked.push(format!(
@@ -172,6 +176,22 @@ pub fn replay(files: &[(String, Vec<u8>)]) -> Result<Replayed, ReplayError> {
         }
     }
     commits.sort_by_key(|(issued, ..)| *issued);
+    // Each commit names the clients whose writes it holds (their dedup records): a writer
+    // that left no recording would put values no recorded write put.
+    let recorded_clients: BTreeSet<u128> = processes_clients;
+    let unrecorded: BTreeSet<u128> = commits
+        .iter()
+        .flat_map(|(_, _, _, batch, _)| &batch.records)
+        .map(|(client, _)| client.0)
+        .filter(|client| !recorded_clients.contains(client))
+        .collect();
+    if !unrecorded.is_empty() {
+        replayed.unchecked.push(format!(
+            "{} writers committed through the recorded leaders but were not recorded \
+             themselves, so some writes are unknown",
+            unrecorded.len()
+        ));
+    }
     replayed.commits = commits.len();
     let mut store = MemoryBackend::new();
     let mut timeline = Timeline::default();

@@ -258,3 +258,34 @@ fn a_leader_left_unrecorded_is_named_and_the_history_left_unjudged() {
     );
     assert!(replay.violations.is_empty(), "{:?}", replay.violations);
 }
+
+/// A writer left unrecorded under a recorded leader: the commits name it (its dedup record),
+/// so the replay says some writes are unknown and judges no history (else the recorded
+/// reader's reads of its values would look like violations).
+#[test]
+fn a_writer_left_unrecorded_is_counted_and_the_history_left_unjudged() {
+    let (dir, recordings) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut leader = recorded(dir.path(), recordings.path(), &[], &[], "leader");
+    let mut writer = Node::spawn(NODE, dir.path(), &[]);
+    assert_eq!(writer.send("ready"), "ok follower");
+    assert_eq!(writer.send("put a 1"), "ok");
+    assert_eq!(leader.send("get a"), "ok 1");
+    assert_eq!(writer.send("close"), "ok");
+    assert_eq!(leader.send("close"), "ok");
+
+    let replay = replayed(recordings.path());
+    assert!(
+        replay.nondeterminism.is_empty(),
+        "{:?}",
+        replay.nondeterminism
+    );
+    assert!(
+        replay
+            .unchecked
+            .iter()
+            .any(|note| note.starts_with("1 writers") && note.contains("not recorded")),
+        "{:?}",
+        replay.unchecked
+    );
+    assert!(replay.violations.is_empty(), "{:?}", replay.violations);
+}

@@ -71,6 +71,13 @@ impl Machine {
         }
     }
 
+    /// Writes everything recorded to the file: the handle has closed, and its process may
+    /// exit (or be killed) the moment its closer hears so.
+    pub fn finish_recording(&mut self) {
+        self.write_unflushed = false;
+        self.flush_recording();
+    }
+
     fn flush_recording(&mut self) {
         if let Some(recorder) = &mut self.recorder {
             recorder.record(&self.outputs.record());
