@@ -7,9 +7,12 @@
 //! can take effect (see `driver/machine.rs`), and a commit before anyone hears of it: a
 //! process killed at any point leaves on disk every write it may have made.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 
 use party_proto::recording::{encode_item, Header, Record, Stream, FORMAT};
 use party_proto::{ClientId, Process};
@@ -80,9 +83,10 @@ pub(crate) struct Recorder {
     dir: PathBuf,
     segment_bytes: u64,
     header: Header,
-    file: File,
+    /// Bytes of the current segment handed to its file (written, or queued for the writer).
     written: u64,
     buffer: Vec<u8>,
+    sink: Sink,
 }
 
 impl Recorder {
@@ -94,18 +98,20 @@ impl Recorder {
         header: Header,
         snapshot: Option<&Process>,
     ) -> Option<Recorder> {
+        let sink = open_segment(&recording.dir, &header)
+            .and_then(Sink::new)
+            .inspect_err(|error| warn_stopped(&recording.dir, error))
+            .ok()?;
         let mut recorder = Recorder {
             dir: recording.dir.clone(),
             segment_bytes: (recording.max_bytes / SEGMENTS_KEPT).max(1),
-            file: open_segment(&recording.dir, &header)
-                .inspect_err(|error| warn_stopped(&recording.dir, error))
-                .ok()?,
             header,
             written: 0,
             buffer: Vec::new(),
+            sink,
         };
         recorder.open_with(snapshot);
-        recorder.write_buffer().ok()?;
+        recorder.write_now().ok()?;
         Some(recorder)
     }
 
@@ -130,31 +136,60 @@ impl Recorder {
         waiting >= LAZY_BYTES || self.written + waiting >= self.segment_bytes
     }
 
-    /// Writes what was recorded since the last call. Once the segment holds its share of
-    /// the bound, the next one starts, with the machine as it stands now (`snapshot`),
-    /// and the oldest kept is deleted: then `Ok(true)`. `Err` once recording stopped
-    /// (after a warning).
+    /// Writes what was recorded since the last call to the file before it returns. Once
+    /// the segment holds its share of the bound, the next one starts, with the machine as
+    /// it stands now (`snapshot`), and the oldest kept is deleted: then `Ok(true)`. `Err`
+    /// once recording stopped (after a warning).
     pub fn flush(&mut self, snapshot: Option<&Process>) -> Result<bool, ()> {
-        if !self.buffer.is_empty() {
-            self.write_buffer()?;
-        }
+        self.write_now()?;
+        self.next_segment_if_full(snapshot)
+    }
+
+    fn write_now(&mut self) -> Result<(), ()> {
+        self.written += self.buffer.len() as u64;
+        self.sink
+            .write_now(&self.buffer)
+            .map_err(|error| warn_stopped(&self.dir, &error))?;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// [`Recorder::flush`], but the file is written by the stream's writer thread: for
+    /// what need not be on disk before the caller goes on (nothing it holds can take
+    /// effect), so that the caller does not wait for the kernel's copy.
+    pub fn flush_later(&mut self, snapshot: Option<&Process>) -> Result<bool, ()> {
+        self.written += self.buffer.len() as u64;
+        self.sink
+            .write_later(&mut self.buffer)
+            .map_err(|error| warn_stopped(&self.dir, &error))?;
+        self.next_segment_if_full(snapshot)
+    }
+
+    fn next_segment_if_full(&mut self, snapshot: Option<&Process>) -> Result<bool, ()> {
         if self.written < self.segment_bytes {
             return Ok(false);
         }
         self.header.segment += 1;
-        self.file = open_segment(&self.dir, &self.header)
+        let file = open_segment(&self.dir, &self.header)
             .inspect_err(|error| warn_stopped(&self.dir, error))
             .map_err(drop)?;
+        let dropped = self
+            .header
+            .segment
+            .checked_sub(SEGMENTS_KEPT)
+            .map(|segment| {
+                let dropped = Header {
+                    segment,
+                    ..self.header.clone()
+                };
+                self.dir.join(segment_name(&dropped))
+            });
+        self.sink
+            .next_segment(file, dropped)
+            .map_err(|error| warn_stopped(&self.dir, &error))?;
         self.written = 0;
-        if let Some(dropped) = self.header.segment.checked_sub(SEGMENTS_KEPT) {
-            let old = Header {
-                segment: dropped,
-                ..self.header.clone()
-            };
-            let _ = std::fs::remove_file(self.dir.join(segment_name(&old)));
-        }
         self.open_with(snapshot);
-        self.write_buffer().map(|()| true)
+        self.write_now().map(|()| true)
     }
 
     fn open_with(&mut self, snapshot: Option<&Process>) {
@@ -163,22 +198,169 @@ impl Recorder {
             encode_item(process, &mut self.buffer);
         }
     }
-
-    fn write_buffer(&mut self) -> Result<(), ()> {
-        let written = self.file.write_all(&self.buffer);
-        self.written += self.buffer.len() as u64;
-        self.buffer.clear();
-        written.map_err(|error| warn_stopped(&self.dir, &error))
-    }
 }
 
 impl Drop for Recorder {
-    /// What a handle closing (or a leadership ending) recorded last.
+    /// What a handle closing (or a leadership ending) recorded last, and every block its
+    /// writer thread still holds.
     fn drop(&mut self) {
-        if !self.buffer.is_empty() {
-            let _ = self.write_buffer();
+        let _ = self.sink.write_now(&self.buffer);
+        self.sink.close();
+    }
+}
+
+/// Where a stream's bytes go: its current segment file, written in the order they were
+/// handed over, by the caller ([`Sink::write_now`]) or by a thread of the stream's own
+/// ([`Sink::write_later`]), which also deletes the segments the ring drops (the kernel
+/// takes a while over a file's cached pages).
+struct Sink {
+    shared: Arc<Shared>,
+    /// `None` once closed.
+    writer: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    jobs: Mutex<Jobs>,
+    /// Held while the file is written: taken with `jobs` held, so that the file is written
+    /// in the order jobs were queued.
+    file: Mutex<File>,
+    queued: Condvar,
+}
+
+#[derive(Default)]
+struct Jobs {
+    queue: VecDeque<Job>,
+    /// A written block's buffer, to be filled again.
+    spare: Option<Vec<u8>>,
+    /// Why the writer thread stopped, for the next caller.
+    failed: Option<std::io::Error>,
+    closed: bool,
+}
+
+enum Job {
+    Write(Vec<u8>),
+    Delete(PathBuf),
+}
+
+impl Sink {
+    fn new(file: File) -> std::io::Result<Sink> {
+        let shared = Arc::new(Shared {
+            jobs: Mutex::default(),
+            file: Mutex::new(file),
+            queued: Condvar::new(),
+        });
+        let writer = std::thread::Builder::new()
+            .name("party-recorder".into())
+            .spawn({
+                let shared = shared.clone();
+                move || shared.write_queued()
+            })?;
+        Ok(Sink {
+            shared,
+            writer: Some(writer),
+        })
+    }
+
+    /// Writes every queued block, then `bytes`.
+    fn write_now(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut jobs = lock(&self.shared.jobs);
+        if let Some(error) = jobs.failed.take() {
+            return Err(error);
+        }
+        let mut file = lock(&self.shared.file);
+        while let Some(job) = jobs.queue.pop_front() {
+            job.run(&mut file)?;
+        }
+        drop(jobs);
+        file.write_all(bytes)
+    }
+
+    /// Queues `buffer`'s bytes for the writer thread and leaves `buffer` empty.
+    fn write_later(&self, buffer: &mut Vec<u8>) -> std::io::Result<()> {
+        let mut jobs = lock(&self.shared.jobs);
+        if let Some(error) = jobs.failed.take() {
+            return Err(error);
+        }
+        let block = std::mem::replace(buffer, jobs.spare.take().unwrap_or_default());
+        jobs.queue.push_back(Job::Write(block));
+        self.shared.queued.notify_one();
+        Ok(())
+    }
+
+    /// Writes every queued block to the current file, then goes on in `file`; `dropped`,
+    /// a segment the ring no longer keeps, is deleted later.
+    fn next_segment(&self, file: File, dropped: Option<PathBuf>) -> std::io::Result<()> {
+        self.write_now(&[])?;
+        *lock(&self.shared.file) = file;
+        if let Some(dropped) = dropped {
+            lock(&self.shared.jobs)
+                .queue
+                .push_back(Job::Delete(dropped));
+            self.shared.queued.notify_one();
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        lock(&self.shared.jobs).closed = true;
+        self.shared.queued.notify_one();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
         }
     }
+}
+
+impl Shared {
+    /// The writer thread: runs queued jobs until the stream closes.
+    fn write_queued(&self) {
+        let mut jobs = lock(&self.jobs);
+        loop {
+            let Some(job) = jobs.queue.pop_front() else {
+                if jobs.closed {
+                    return;
+                }
+                jobs = self
+                    .queued
+                    .wait(jobs)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                continue;
+            };
+            let mut file = lock(&self.file);
+            drop(jobs);
+            let ran = job.run(&mut file);
+            drop(file);
+            jobs = lock(&self.jobs);
+            match ran {
+                Ok(Some(mut spare)) => {
+                    spare.clear();
+                    jobs.spare = Some(spare);
+                }
+                Ok(None) => {}
+                Err(error) => jobs.failed = Some(error),
+            }
+        }
+    }
+}
+
+impl Job {
+    /// Runs the job; a written block's buffer is given back.
+    fn run(self, file: &mut File) -> std::io::Result<Option<Vec<u8>>> {
+        match self {
+            Job::Write(block) => file.write_all(&block).map(|()| Some(block)),
+            // A segment already gone is as good as deleted.
+            Job::Delete(path) => {
+                let _ = std::fs::remove_file(path);
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Locks `mutex`; a panic elsewhere while it was held leaves nothing half-done here.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn header(stream: Stream, client: ClientId, term: Option<u64>) -> Header {
@@ -215,4 +397,90 @@ fn warn_stopped(dir: &Path, error: &std::io::Error) {
         "cannot record into {}: {error}; this stream records no more",
         dir.display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use party_proto::recording::decode_segment;
+    use party_proto::Timestamp;
+
+    use super::*;
+
+    fn wall_clock(n: u64) -> Record<'static> {
+        Record::WallClock {
+            at: Timestamp::from_epoch(Duration::from_micros(n)),
+            wall: Duration::from_secs(n),
+        }
+    }
+
+    /// The records of every kept segment of the one stream in `dir`, oldest first.
+    fn kept(dir: &Path) -> (usize, Vec<Record<'static>>) {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        names.sort();
+        let records = names
+            .iter()
+            .flat_map(|name| {
+                decode_segment(&std::fs::read(name).unwrap())
+                    .unwrap()
+                    .records
+            })
+            .collect();
+        (names.len(), records)
+    }
+
+    #[test]
+    fn blocks_left_to_the_writer_thread_reach_the_file_in_order_with_those_written_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let recording = Recording::new(dir.path());
+        let header = Recorder::commits_header(ClientId(7), 1);
+        let mut recorder = Recorder::start(&recording, header, None).unwrap();
+        for n in 0..2_000 {
+            recorder.record(&wall_clock(n));
+            // Now and later in turns, and sometimes several blocks queued at once.
+            let flushed = match n % 7 {
+                0 => recorder.flush(None),
+                _ if n % 3 == 0 => recorder.flush_later(None),
+                _ => Ok(false),
+            };
+            assert_eq!(flushed, Ok(false));
+            if n % 7 == 0 {
+                // Written at once: on disk before the call returns, after all before it.
+                let (_, records) = kept(dir.path());
+                assert_eq!(records, (0..=n).map(wall_clock).collect::<Vec<_>>());
+            }
+        }
+        drop(recorder);
+        let (segments, records) = kept(dir.path());
+        assert_eq!(segments, 1);
+        assert_eq!(records, (0..2_000).map(wall_clock).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_ring_filled_through_the_writer_thread_keeps_its_newest_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let recording = Recording::new(dir.path()).max_bytes(4 * 1024);
+        let header = Recorder::commits_header(ClientId(7), 1);
+        let mut recorder = Recorder::start(&recording, header, None).unwrap();
+        let mut segments_started = 0;
+        for n in 0..2_000 {
+            recorder.record(&wall_clock(n));
+            segments_started += u64::from(recorder.flush_later(None).unwrap());
+        }
+        drop(recorder);
+        let (segments, records) = kept(dir.path());
+        assert!(segments_started > SEGMENTS_KEPT, "{segments_started}");
+        assert_eq!(segments as u64, SEGMENTS_KEPT);
+        // The kept segments hold the newest records, none missing between them.
+        let first = match records.first() {
+            Some(Record::WallClock { wall, .. }) => wall.as_secs(),
+            other => panic!("{other:?}"),
+        };
+        assert!(first > 0);
+        assert_eq!(records, (first..2_000).map(wall_clock).collect::<Vec<_>>());
+    }
 }

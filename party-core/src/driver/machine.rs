@@ -58,16 +58,17 @@ impl Machine {
     /// anything the machine asked can make a write take effect.
     pub fn flush_recorded_writes(&mut self) {
         if std::mem::take(&mut self.write_unflushed) {
-            self.flush_recording();
+            self.flush_recording(Recorder::flush);
         }
     }
 
-    /// Writes what was recorded to its file once it holds a write or a block's worth.
+    /// Writes what was recorded to its file if it holds a write; hands a block's worth to
+    /// the recording's writer thread.
     pub fn flush_recording_lazily(&mut self) {
-        let due = self.recorder.as_ref().is_some_and(Recorder::due);
-        if due || self.write_unflushed {
-            self.write_unflushed = false;
-            self.flush_recording();
+        if std::mem::take(&mut self.write_unflushed) {
+            self.flush_recording(Recorder::flush);
+        } else if self.recorder.as_ref().is_some_and(Recorder::due) {
+            self.flush_recording(Recorder::flush_later);
         }
     }
 
@@ -75,13 +76,16 @@ impl Machine {
     /// exit (or be killed) the moment its closer hears so.
     pub fn finish_recording(&mut self) {
         self.write_unflushed = false;
-        self.flush_recording();
+        self.flush_recording(Recorder::flush);
     }
 
-    fn flush_recording(&mut self) {
+    fn flush_recording(
+        &mut self,
+        flush: impl FnOnce(&mut Recorder, Option<&Process>) -> Result<bool, ()>,
+    ) {
         if let Some(recorder) = &mut self.recorder {
             recorder.record(&self.outputs.record());
-            match recorder.flush(Some(&self.process)) {
+            match flush(recorder, Some(&self.process)) {
                 // A segment's outputs are counted from its snapshot.
                 Ok(true) => self.outputs = Fingerprint::default(),
                 Ok(false) => {}
