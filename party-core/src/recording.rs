@@ -30,6 +30,10 @@ pub(crate) const SEGMENTS_KEPT: u64 = 4;
 /// How much of a recording may wait in memory (see [`Recorder::due`]).
 const LAZY_BYTES: u64 = 64 << 10;
 
+/// How many blocks may wait for a stream's writer thread: past them, the caller writes
+/// (the writer thread runs at the lowest priority, and a busy machine may not run it).
+const QUEUED_BLOCKS: usize = 16;
+
 /// Where and how much a handle records: every call its driver makes into its process
 /// machine, with its time and the machine's outputs, and the commits it makes while it
 /// leads, so that `party-sim --replay DIR` can drive the same machines with the same
@@ -281,6 +285,12 @@ impl Sink {
         if let Some(error) = jobs.failed.take() {
             return Err(error);
         }
+        if jobs.queue.len() >= QUEUED_BLOCKS {
+            drop(jobs);
+            self.write_now(buffer)?;
+            buffer.clear();
+            return Ok(());
+        }
         let block = std::mem::replace(buffer, jobs.spare.take().unwrap_or_default());
         jobs.queue.push_back(Job::Write(block));
         self.shared.queued.notify_one();
@@ -311,8 +321,15 @@ impl Sink {
 }
 
 impl Shared {
-    /// The writer thread: runs queued jobs until the stream closes.
+    /// The writer thread: runs queued jobs until the stream closes, at the lowest
+    /// priority, so that it takes the time the handle's own threads leave (recording a
+    /// busy handle would otherwise slow it down, on a machine with few cores).
     fn write_queued(&self) {
+        #[cfg(target_os = "linux")]
+        {
+            // On Linux a priority is a thread's own; failing to lower it costs only speed.
+            let _ = rustix::process::setpriority_process(None, 19);
+        }
         let mut jobs = lock(&self.jobs);
         loop {
             let Some(job) = jobs.queue.pop_front() else {

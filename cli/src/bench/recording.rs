@@ -1,6 +1,6 @@
 //! Recording ([`party_core::Recording`]) against none: two follower handles of this process,
 //! each following a child leader of its own directory, one pair recording and one not;
-//! pipelined gets and puts, 64 and 256 in flight, measured on each pair in turn, three
+//! pipelined gets and puts, 64 and 256 in flight, measured on each pair in turn, five
 //! times, so that both meet the same machine; medians of the rates and of the CPU time
 //! both processes spent per operation (steadier than rates on a shared machine).
 
@@ -17,7 +17,7 @@ use crate::failure::Failure;
 use crate::tool_store::ToolStore;
 
 /// Measurements of each pair, alternating.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// A child leader of `dir` and this process following it, both recording into `record`
 /// if given; the store filled.
