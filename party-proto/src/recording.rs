@@ -112,12 +112,15 @@ pub enum Record<'a> {
         watch: WatchId,
     },
     /// The machine's outputs so far: how many, and their [`Fingerprint`]. Outputs follow
-    /// from the calls, so they are not kept one by one: a replay folds its own and
-    /// compares at each of these, which come every [`OUTPUTS_PER_CHECK`] outputs and
-    /// before each write of the recording to its file.
+    /// from the calls, so they are not kept whole: a replay folds its own and compares at
+    /// each of these, which come every [`OUTPUTS_PER_CHECK`] outputs and before each write
+    /// of the recording to its file. `each` holds a short digest of every output since the
+    /// last check (see [`Fingerprint::fold`]), two bytes each, so that a difference is
+    /// traced to its first output.
     Outputs {
         count: u64,
         digest: u64,
+        each: Bytes<'a>,
     },
     /// Bytes read from the leader's connection: the machine was given, at `at`, each
     /// message they completed, in order (`FromLeader`).
@@ -176,8 +179,9 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
-    /// Folds in one output; `sent` is the encoding of a `Send`'s message if at hand.
-    pub fn fold(&mut self, output: &ProcessOutput, sent: Option<&[u8]>) {
+    /// Folds in one output; `sent` is the encoding of a `Send`'s message if at hand. The
+    /// output's own short digest, for [`Record::Outputs`]'s `each`.
+    pub fn fold(&mut self, output: &ProcessOutput, sent: Option<&[u8]>) -> ShortDigest {
         let folded = match output {
             ProcessOutput::Send(message) => match sent {
                 Some(encoded) => digest(encoded),
@@ -192,6 +196,7 @@ impl Fingerprint {
         };
         self.count += 1;
         self.digest = (self.digest ^ folded).wrapping_mul(MIX).rotate_left(23);
+        ShortDigest(folded as u16)
     }
 
     /// Outputs folded so far.
@@ -203,12 +208,32 @@ impl Fingerprint {
         self.digest
     }
 
-    /// The record of the outputs so far.
-    pub fn record(&self) -> Record<'static> {
+    /// The record of the outputs so far; `each` holds the short digests of those since
+    /// the last record, in order ([`ShortDigest::push`]).
+    pub fn record<'a>(&self, each: &'a [u8]) -> Record<'a> {
         Record::Outputs {
             count: self.count,
             digest: self.digest,
+            each: Bytes(Cow::Borrowed(each)),
         }
+    }
+}
+
+/// Two bytes of one output's digest: enough to find the first output that differs in a
+/// window whose [`Fingerprint`] differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShortDigest(pub u16);
+
+impl ShortDigest {
+    /// Appends the digest to a [`Record::Outputs`]'s `each`.
+    pub fn push(self, each: &mut Vec<u8>) {
+        each.extend_from_slice(&self.0.to_le_bytes());
+    }
+
+    /// The digests in a [`Record::Outputs`]'s `each`.
+    pub fn all_in(each: &[u8]) -> impl Iterator<Item = ShortDigest> + '_ {
+        each.chunks_exact(2)
+            .map(|pair| ShortDigest(u16::from_le_bytes([pair[0], pair[1]])))
     }
 }
 
@@ -414,11 +439,14 @@ mod tests {
         let id = process.write(at, op.clone());
         encode_item(&written, &mut bytes);
         let mut outputs = Fingerprint::default();
-        outputs.fold(
-            &process.poll_output().expect("a new process tries the lock"),
-            None,
-        );
-        encode_item(&outputs.record(), &mut bytes);
+        let mut each = Vec::new();
+        outputs
+            .fold(
+                &process.poll_output().expect("a new process tries the lock"),
+                None,
+            )
+            .push(&mut each);
+        encode_item(&outputs.record(&each), &mut bytes);
         let whole = bytes.len();
         encode_item(&written, &mut bytes);
         bytes.truncate(whole + 6);
@@ -426,7 +454,10 @@ mod tests {
         let segment = decode_segment(&bytes).unwrap();
         assert_eq!(segment.header, header(Stream::Process));
         assert!(segment.torn);
-        assert_eq!(segment.records, vec![written.clone(), outputs.record()]);
+        assert_eq!(
+            segment.records,
+            vec![written.clone(), outputs.record(&each)]
+        );
         // The snapshot is the machine before the write: replaying the write gives its id.
         let mut replayed = segment.snapshot.unwrap();
         assert_eq!(replayed.write(at, op), id);

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use party_backends::{Backend, MemoryBackend};
 use party_proto::recording::{
-    decode_segment, Fingerprint, Header, Record, RecordingError, Segment, Stream, OUTPUTS_PER_CHECK,
+    decode_segment, Fingerprint, Header, Record, RecordingError, Segment, ShortDigest, Stream,
+    OUTPUTS_PER_CHECK,
 };
 use party_proto::wire::{FrameDecoder, ServerMessage};
 use party_proto::{
@@ -131,10 +132,12 @@ pub fn replay(files: &[(String, Vec<u8>)]) -> Result<Replayed, ReplayError> {
             run.count_outputs_afresh();
             for record in segment.records {
                 replayed.steps += 1;
-                if let Err(difference) = run.step(record) {
+                if let Err(difference) = run.step(step, record) {
                     replayed.nondeterminism.push(format!(
-                        "p{index} ({}), step {step}: {difference}",
-                        stream.name
+                        "p{index} ({}), step {}: {}",
+                        stream.name,
+                        difference.step.unwrap_or(step),
+                        difference.what
                     ));
                     break 'segments;
                 }
@@ -338,8 +341,14 @@ struct ProcessRun<'a> {
     outputs: Fingerprint,
     /// The fingerprint after each output.
     digests: Vec<u64>,
-    /// The last outputs, described, for a report.
-    recent: std::collections::VecDeque<String>,
+    /// Each output's own short digest.
+    shorts: Vec<ShortDigest>,
+    /// The step that gave each output.
+    output_steps: Vec<usize>,
+    /// The step being replayed.
+    step: usize,
+    /// The last outputs, described, for a report: their numbers (from 1) and descriptions.
+    recent: std::collections::VecDeque<(u64, String)>,
     /// The outputs compared with the recording so far.
     checked: u64,
     history: &'a mut Vec<Op>,
@@ -370,6 +379,9 @@ impl<'a> ProcessRun<'a> {
             decoder,
             outputs: Fingerprint::default(),
             digests: Vec::new(),
+            shorts: Vec::new(),
+            output_steps: Vec::new(),
+            step: 0,
             recent: std::collections::VecDeque::new(),
             checked: 0,
             history,
@@ -383,8 +395,10 @@ impl<'a> ProcessRun<'a> {
         at
     }
 
-    /// Replays one recorded step; the difference, if the machine answers otherwise.
-    fn step(&mut self, record: Record<'static>) -> Result<(), String> {
+    /// Replays one recorded step, the `step`th of the stream; the difference, if the
+    /// machine answers otherwise.
+    fn step(&mut self, step: usize, record: Record<'static>) -> Result<(), Difference> {
+        self.step = step;
         match record {
             Record::Input { at, input } => {
                 let at = self.at(at);
@@ -414,7 +428,11 @@ impl<'a> ProcessRun<'a> {
                         .handle_input(at, ProcessInput::FromLeader(message));
                 }
             }
-            Record::Outputs { count, digest } => return self.check_outputs(count, digest),
+            Record::Outputs {
+                count,
+                digest,
+                each,
+            } => return self.check_outputs(count, digest, &each.0),
             Record::Read { at, op } => {
                 let at = self.at(at);
                 let kind = OpKind::of_read(&op);
@@ -482,7 +500,9 @@ impl<'a> ProcessRun<'a> {
                 let at = self.at(at);
                 self.machine.close_watch(at, watch);
             }
-            Record::Commit { .. } => return Err("a commit in a stream of calls".into()),
+            Record::Commit { .. } => {
+                return Err(Difference::from("a commit in a stream of calls".to_owned()))
+            }
         }
         self.drain();
         Ok(())
@@ -496,6 +516,8 @@ impl<'a> ProcessRun<'a> {
     fn count_outputs_afresh(&mut self) {
         self.outputs = Fingerprint::default();
         self.digests.clear();
+        self.shorts.clear();
+        self.output_steps.clear();
         self.checked = 0;
     }
 
@@ -503,10 +525,12 @@ impl<'a> ProcessRun<'a> {
     /// each call, folding each into the fingerprint.
     fn drain(&mut self) {
         while let Some(output) = self.machine.poll_output() {
-            self.outputs.fold(&output, None);
+            self.shorts.push(self.outputs.fold(&output, None));
             self.digests.push(self.outputs.digest());
-            self.recent.push_back(shortened(&output));
-            if self.recent.len() > OUTPUTS_PER_CHECK as usize {
+            self.output_steps.push(self.step);
+            self.recent
+                .push_back((self.digests.len() as u64, shortened(&output)));
+            if self.recent.len() > OUTPUTS_DESCRIBED {
                 self.recent.pop_front();
             }
             if let ProcessOutput::Completed { id, result } = output {
@@ -518,25 +542,50 @@ impl<'a> ProcessRun<'a> {
         }
     }
 
-    /// Compares the replay's outputs with the real machine's first `count`.
-    fn check_outputs(&mut self, count: u64, digest: u64) -> Result<(), String> {
+    /// Compares the replay's outputs with the real machine's first `count`; `each`, the
+    /// real short digests of those after the last check, finds the first that differs.
+    fn check_outputs(&mut self, count: u64, digest: u64, each: &[u8]) -> Result<(), Difference> {
         let checked = std::mem::replace(&mut self.checked, count);
         let replayed = self.digests.len() as u64;
         if count > replayed {
-            return Err(format!(
+            return Err(Difference::from(format!(
                 "the real machine had given {count} outputs by then, the replayed one {replayed}"
-            ));
+            )));
         }
         if count == 0 || self.digests[count as usize - 1] == digest {
             return Ok(());
         }
-        let shown = (replayed - count) as usize;
-        let recent: Vec<&String> = self.recent.iter().rev().skip(shown).rev().collect();
-        Err(format!(
-            "the real machine's outputs {}..={count} differ from the replayed ones; the \
-             replay's last of them: {recent:?}",
-            checked + 1
-        ))
+        let first = (checked..count)
+            .zip(ShortDigest::all_in(each))
+            .find(|&(number, real)| self.shorts[number as usize] != real)
+            .map(|(number, _)| number + 1);
+        let described = |number: u64| {
+            self.recent
+                .iter()
+                .find(|(at, _)| *at == number)
+                .map_or("(no longer kept)", |(_, text)| text.as_str())
+        };
+        match first {
+            Some(number) => Err(Difference {
+                step: Some(self.output_steps[number as usize - 1]),
+                what: format!(
+                    "the replayed machine's output {number} differs from the real one's (found \
+                     at the check of outputs {}..={count}, step {}); the replay's: {}",
+                    checked + 1,
+                    self.step,
+                    described(number)
+                ),
+            }),
+            // Two bytes of each agree: a difference the short digests cannot place.
+            None => {
+                let recent: Vec<&str> = (checked + 1..=count).map(described).collect();
+                Err(Difference::from(format!(
+                    "the real machine's outputs {}..={count} differ from the replayed ones; the \
+                     replay's: {recent:?}",
+                    checked + 1
+                )))
+            }
+        }
     }
 
     /// A request the machine numbered `id`, pending until it completes.
@@ -603,6 +652,23 @@ fn excuses_of(config: &ClientConfig) -> Excuses {
         closed: true,
         outcome_unknown: true,
         ..Excuses::default()
+    }
+}
+
+/// How many of the last outputs a replay keeps described, for a report.
+const OUTPUTS_DESCRIBED: usize = 4 * OUTPUTS_PER_CHECK as usize;
+
+/// Where and how a replayed process first did otherwise than the recorded one.
+struct Difference {
+    /// The step that gave the first output that differs, when it is not the step
+    /// being replayed (an output check finds a difference a few steps late).
+    step: Option<usize>,
+    what: String,
+}
+
+impl From<String> for Difference {
+    fn from(what: String) -> Difference {
+        Difference { step: None, what }
     }
 }
 

@@ -1,8 +1,8 @@
 //! `party-sim --replay DIR` as a command: a recording made here the way party-core's driver
 //! makes one (a leader's machine answered by a store that commits at once: a put, then a
 //! get of it) replays with every output alike and a clean history; the same recording with
-//! a check of outputs changed is nondeterminism; a directory without recordings is an
-//! error. (Real processes' recordings are replayed in `tests/tests/recording.rs`.)
+//! a check of outputs changed is nondeterminism, and with one output changed it is reported
+//! at the step that gave that output; a directory without recordings is an error. (Real processes' recordings are replayed in `tests/tests/recording.rs`.)
 
 use std::borrow::Cow;
 use std::process::Command;
@@ -41,8 +41,15 @@ fn header(stream: Stream, term: Option<u64>) -> Header {
 struct Recorded {
     process: Process,
     calls: Vec<u8>,
+    /// The calls recorded so far.
+    steps: usize,
     commits: Vec<u8>,
     outputs: Fingerprint,
+    /// The short digests of the outputs folded.
+    each: Vec<u8>,
+    /// An output (numbered from 1) recorded as another, as a nondeterministic machine
+    /// would have given it; and the step that gave it, once it was.
+    changed: Option<(u64, Option<usize>)>,
     now: Timestamp,
 }
 
@@ -57,10 +64,33 @@ impl Recorded {
         Recorded {
             process,
             calls,
+            steps: 0,
             commits,
             outputs: Fingerprint::default(),
+            each: Vec::new(),
+            changed: None,
             now: Timestamp::ZERO,
         }
+    }
+
+    fn call(&mut self, record: &Record) {
+        encode_item(record, &mut self.calls);
+        self.steps += 1;
+    }
+
+    fn fold(&mut self, output: &ProcessOutput) {
+        let number = self.outputs.count() + 1;
+        let folded = match &mut self.changed {
+            Some((changed, step)) if *changed == number => {
+                // The replay takes outputs after each call: one the machine had before
+                // any call, after the first.
+                *step = Some(self.steps.saturating_sub(1));
+                self.outputs
+                    .fold(&ProcessOutput::Election(ElectionOutput::Disconnect), None)
+            }
+            _ => self.outputs.fold(output, None),
+        };
+        folded.push(&mut self.each);
     }
 
     fn tick(&mut self) -> Timestamp {
@@ -70,13 +100,10 @@ impl Recorded {
 
     fn input(&mut self, input: ProcessInput) {
         let at = self.tick();
-        encode_item(
-            &Record::Input {
-                at,
-                input: Cow::Borrowed(&input),
-            },
-            &mut self.calls,
-        );
+        self.call(&Record::Input {
+            at,
+            input: Cow::Borrowed(&input),
+        });
         self.process.handle_input(at, input);
     }
 
@@ -84,7 +111,7 @@ impl Recorded {
     /// succeed, and the store applies writes and answers reads at once.
     fn carry_out(&mut self, store: &mut Vec<(Vec<u8>, Vec<u8>)>) {
         while let Some(output) = self.process.poll_output() {
-            self.outputs.fold(&output, None);
+            self.fold(&output);
             let answer = match output {
                 ProcessOutput::Election(action) => match action {
                     ElectionOutput::TryLock => ProcessInput::Election(ElectionInput::LockAcquired),
@@ -130,7 +157,7 @@ impl Recorded {
     }
 
     fn finish(mut self) -> Vec<(String, Vec<u8>)> {
-        encode_item(&self.outputs.record(), &mut self.calls);
+        encode_item(&self.outputs.record(&self.each), &mut self.calls);
         vec![
             ("1-process-000000.rec".into(), self.calls),
             ("1-commits-t1-000000.rec".into(), self.commits),
@@ -140,7 +167,10 @@ impl Recorded {
 
 /// A leader that puts `a` = 1 and gets it back.
 fn recording() -> Vec<(String, Vec<u8>)> {
-    let mut recorded = Recorded::new();
+    recorded(Recorded::new()).finish()
+}
+
+fn recorded(mut recorded: Recorded) -> Recorded {
     let mut store = Vec::new();
     recorded.carry_out(&mut store);
     let at = recorded.tick();
@@ -148,23 +178,21 @@ fn recording() -> Vec<(String, Vec<u8>)> {
         key: b"a".to_vec(),
         value: b"1".to_vec(),
     };
-    let call = Record::Write {
+    recorded.call(&Record::Write {
         at,
         op: Cow::Borrowed(&op),
-    };
-    encode_item(&call, &mut recorded.calls);
+    });
     recorded.process.write(at, op);
     recorded.carry_out(&mut store);
     let at = recorded.tick();
     let op = ReadOp::Get { key: b"a".to_vec() };
-    let call = Record::Read {
+    recorded.call(&Record::Read {
         at,
         op: Cow::Borrowed(&op),
-    };
-    encode_item(&call, &mut recorded.calls);
+    });
     recorded.process.read(at, op);
     recorded.carry_out(&mut store);
-    recorded.finish()
+    recorded
 }
 
 fn write_into(dir: &std::path::Path, files: &[(String, Vec<u8>)]) {
@@ -198,13 +226,41 @@ fn outputs_other_than_recorded_are_nondeterminism() {
     // The last check of the outputs, as the driver made it, now tells of others.
     let calls = &mut files[0].1;
     let mut changed = Fingerprint::default();
-    changed.fold(&ProcessOutput::Election(ElectionOutput::Bind), None);
-    encode_item(&changed.record(), calls);
+    let mut each = Vec::new();
+    changed
+        .fold(&ProcessOutput::Election(ElectionOutput::Bind), None)
+        .push(&mut each);
+    encode_item(&changed.record(&each), calls);
     let recordings = tempfile::tempdir().unwrap();
     write_into(recordings.path(), &files);
     let (passed, printed) = party_sim(&["--replay", recordings.path().to_str().unwrap()]);
     assert!(!passed, "{printed}");
     assert!(printed.contains("NONDETERMINISM: p0"), "{printed}");
+}
+
+#[test]
+fn an_output_other_than_recorded_is_reported_at_the_step_that_gave_it() {
+    // Each output in turn, recorded as another: the one check (at the end) finds it.
+    let outputs = recorded(Recorded::new()).outputs.count();
+    assert!(outputs > 5, "{outputs} outputs");
+    for number in 1..=outputs {
+        let mut changed = Recorded::new();
+        changed.changed = Some((number, None));
+        let changed = recorded(changed);
+        let (Some((_, Some(step))), steps) = (changed.changed, changed.steps) else {
+            panic!("output {number} was not changed");
+        };
+        let recordings = tempfile::tempdir().unwrap();
+        write_into(recordings.path(), &changed.finish());
+        let (passed, printed) = party_sim(&["--replay", recordings.path().to_str().unwrap()]);
+        assert!(!passed, "{printed}");
+        let reported = format!(
+            "NONDETERMINISM: p0 (pid 1 client 00000000), step {step}: the replayed machine's output \
+             {number} differs from the real one's (found at the check of outputs 1..={outputs}, \
+             step {steps})"
+        );
+        assert!(printed.contains(&reported), "{reported}\n{printed}");
+    }
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! real processes record every call into their machines while a leader is SIGKILLed; the
 //! replay must give the very outputs the processes gave and find the history clean; a bug
 //! planted in the processes (`PARTY_INJECT`) must show in the replay's checks; outputs
-//! changed in a recording must be reported as nondeterminism at their check; and a recording
+//! changed in a recording must be reported as nondeterminism, at the first that differs
+//! when the recording's short digests tell which; and a recording
 //! bounded in size keeps only its latest part, which still replays.
 
 use std::path::Path;
@@ -89,22 +90,27 @@ fn a_recorded_failover_replays_alike_and_its_history_passes_the_checks() {
     assert!(replay.commits >= 3, "{} commits", replay.commits);
 }
 
-#[test]
-fn outputs_changed_in_a_recording_are_reported_as_nondeterminism_at_their_check() {
-    let (dir, recordings) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    recorded_failover(dir.path(), recordings.path());
-    let mut files = segment_files(recordings.path());
-
-    // The first check of a process's outputs now tells of other outputs.
+/// `files` with the first check of a process's outputs that covers any changed by
+/// `change`; the file changed, and the check's step.
+fn with_a_check_changed(
+    files: &[(String, Vec<u8>)],
+    change: impl Fn(&mut u64, &mut Vec<u8>),
+) -> (Vec<(String, Vec<u8>)>, String, usize) {
+    let mut files = files.to_vec();
     let (file, step) = files
         .iter_mut()
         .find_map(|(name, bytes)| {
             let mut segment = decode_segment(bytes).unwrap();
             let step = segment.records.iter_mut().position(|record| {
-                let Record::Outputs { count, digest } = record else {
+                let Record::Outputs {
+                    count,
+                    digest,
+                    each,
+                } = record
+                else {
                     return false;
                 };
-                *digest ^= 1;
+                change(digest, each.0.to_mut());
                 *count > 0
             })?;
             let mut changed = Vec::new();
@@ -117,15 +123,31 @@ fn outputs_changed_in_a_recording_are_reported_as_nondeterminism_at_their_check(
             Some((name.clone(), step))
         })
         .expect("a check of outputs was recorded");
+    (files, file, step)
+}
 
-    let replay = replay(&files).unwrap();
+/// The one difference a replay of `files` reports.
+fn the_difference(files: &[(String, Vec<u8>)]) -> String {
+    let replay = replay(files).unwrap();
     assert_eq!(
         replay.nondeterminism.len(),
         1,
         "{:?}",
         replay.nondeterminism
     );
-    let difference = &replay.nondeterminism[0];
+    replay.nondeterminism[0].clone()
+}
+
+#[test]
+fn outputs_changed_in_a_recording_are_reported_as_nondeterminism_at_their_check() {
+    let (dir, recordings) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    recorded_failover(dir.path(), recordings.path());
+    let files = segment_files(recordings.path());
+
+    // The check's fingerprint tells of other outputs, each output's short digest agrees:
+    // the difference is placed at the check.
+    let (changed, file, step) = with_a_check_changed(&files, |digest, _| *digest ^= 1);
+    let difference = the_difference(&changed);
     assert!(
         difference.contains(&format!("step {step}:")),
         "{difference} ({file})"
@@ -133,6 +155,21 @@ fn outputs_changed_in_a_recording_are_reported_as_nondeterminism_at_their_check(
     assert!(
         difference.contains("differ from the replayed ones"),
         "{difference}"
+    );
+
+    // The first output of the check's window differs too: the difference is placed at
+    // that output, found at the check.
+    let (changed, file, step) = with_a_check_changed(&files, |digest, each| {
+        *digest ^= 1;
+        if let Some(first) = each.first_mut() {
+            *first ^= 1;
+        }
+    });
+    let difference = the_difference(&changed);
+    assert!(
+        difference.contains("the replayed machine's output 1 differs from the real one's")
+            && difference.contains(&format!("step {step})")),
+        "{difference} ({file})"
     );
 }
 

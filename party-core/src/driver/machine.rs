@@ -30,6 +30,8 @@ pub(super) struct Machine {
     /// The outputs so far, recorded every [`OUTPUTS_PER_CHECK`] and before each write
     /// of the recording to its file.
     outputs: Fingerprint,
+    /// The short digests of the outputs since they were last recorded.
+    outputs_each: Vec<u8>,
 }
 
 impl std::ops::Deref for Machine {
@@ -51,6 +53,7 @@ impl Machine {
             recorder,
             write_unflushed: false,
             outputs: Fingerprint::default(),
+            outputs_each: Vec::new(),
         }
     }
 
@@ -84,7 +87,8 @@ impl Machine {
         flush: impl FnOnce(&mut Recorder, Option<&Process>) -> Result<bool, ()>,
     ) {
         if let Some(recorder) = &mut self.recorder {
-            recorder.record(&self.outputs.record());
+            recorder.record(&self.outputs.record(&self.outputs_each));
+            self.outputs_each.clear();
             match flush(recorder, Some(&self.process)) {
                 // A segment's outputs are counted from its snapshot.
                 Ok(true) => self.outputs = Fingerprint::default(),
@@ -226,10 +230,11 @@ impl Machine {
     }
 
     fn fold(&mut self, output: &ProcessOutput, sent: Option<&[u8]>) {
-        self.outputs.fold(output, sent);
+        self.outputs.fold(output, sent).push(&mut self.outputs_each);
         if let Some(recorder) = &mut self.recorder {
             if self.outputs.count().is_multiple_of(OUTPUTS_PER_CHECK) {
-                recorder.record(&self.outputs.record());
+                recorder.record(&self.outputs.record(&self.outputs_each));
+                self.outputs_each.clear();
             }
         }
     }
