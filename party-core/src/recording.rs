@@ -226,25 +226,30 @@ struct Sink {
 struct Shared {
     jobs: Mutex<Jobs>,
     /// Held while the file is written: taken with `jobs` held, so that the file is written
-    /// in the order jobs were queued.
+    /// in the order blocks were queued.
     file: Mutex<File>,
     queued: Condvar,
 }
 
 #[derive(Default)]
 struct Jobs {
-    queue: VecDeque<Job>,
-    /// A written block's buffer, to be filled again.
-    spare: Option<Vec<u8>>,
+    /// Blocks for the file, in order.
+    blocks: VecDeque<Vec<u8>>,
+    /// Segments the ring dropped, to delete (in any order, by the writer thread only).
+    dropped: Vec<PathBuf>,
+    /// Written blocks' buffers, to be filled again (at most [`SPARE_BLOCKS`]).
+    spares: Vec<Vec<u8>>,
     /// Why the writer thread stopped, for the next caller.
     failed: Option<std::io::Error>,
     closed: bool,
 }
 
-enum Job {
-    Write(Vec<u8>),
-    Delete(PathBuf),
-}
+/// How many written blocks' buffers a stream keeps for the next blocks.
+const SPARE_BLOCKS: usize = 4;
+
+/// What a block's buffer holds before it grows: a block is handed over once it reaches
+/// [`LAZY_BYTES`], and the record that took it there may be as long again.
+const BLOCK_CAPACITY: usize = 2 * LAZY_BYTES as usize;
 
 impl Sink {
     fn new(file: File) -> std::io::Result<Sink> {
@@ -272,8 +277,9 @@ impl Sink {
             return Err(error);
         }
         let mut file = lock(&self.shared.file);
-        while let Some(job) = jobs.queue.pop_front() {
-            job.run(&mut file)?;
+        while let Some(block) = jobs.blocks.pop_front() {
+            file.write_all(&block)?;
+            jobs.spare(block);
         }
         drop(jobs);
         file.write_all(bytes)
@@ -285,27 +291,28 @@ impl Sink {
         if let Some(error) = jobs.failed.take() {
             return Err(error);
         }
-        if jobs.queue.len() >= QUEUED_BLOCKS {
+        if jobs.blocks.len() >= QUEUED_BLOCKS {
             drop(jobs);
             self.write_now(buffer)?;
             buffer.clear();
             return Ok(());
         }
-        let block = std::mem::replace(buffer, jobs.spare.take().unwrap_or_default());
-        jobs.queue.push_back(Job::Write(block));
+        let empty = jobs
+            .spares
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BLOCK_CAPACITY));
+        jobs.blocks.push_back(std::mem::replace(buffer, empty));
         self.shared.queued.notify_one();
         Ok(())
     }
 
     /// Writes every queued block to the current file, then goes on in `file`; `dropped`,
-    /// a segment the ring no longer keeps, is deleted later.
+    /// a segment the ring no longer keeps, is deleted by the writer thread.
     fn next_segment(&self, file: File, dropped: Option<PathBuf>) -> std::io::Result<()> {
         self.write_now(&[])?;
         *lock(&self.shared.file) = file;
         if let Some(dropped) = dropped {
-            lock(&self.shared.jobs)
-                .queue
-                .push_back(Job::Delete(dropped));
+            lock(&self.shared.jobs).dropped.push(dropped);
             self.shared.queued.notify_one();
         }
         Ok(())
@@ -320,10 +327,20 @@ impl Sink {
     }
 }
 
+impl Jobs {
+    fn spare(&mut self, mut block: Vec<u8>) {
+        if self.spares.len() < SPARE_BLOCKS {
+            block.clear();
+            self.spares.push(block);
+        }
+    }
+}
+
 impl Shared {
-    /// The writer thread: runs queued jobs until the stream closes, at the lowest
-    /// priority, so that it takes the time the handle's own threads leave (recording a
-    /// busy handle would otherwise slow it down, on a machine with few cores).
+    /// The writer thread: writes queued blocks and deletes dropped segments until the
+    /// stream closes, at the lowest priority, so that it takes the time the handle's own
+    /// threads leave (recording a busy handle would otherwise slow it down, on a machine
+    /// with few cores).
     fn write_queued(&self) {
         #[cfg(target_os = "linux")]
         {
@@ -332,42 +349,28 @@ impl Shared {
         }
         let mut jobs = lock(&self.jobs);
         loop {
-            let Some(job) = jobs.queue.pop_front() else {
-                if jobs.closed {
-                    return;
+            if let Some(block) = jobs.blocks.pop_front() {
+                let mut file = lock(&self.file);
+                drop(jobs);
+                let written = file.write_all(&block);
+                drop(file);
+                jobs = lock(&self.jobs);
+                match written {
+                    Ok(()) => jobs.spare(block),
+                    Err(error) => jobs.failed = Some(error),
                 }
+            } else if let Some(dropped) = jobs.dropped.pop() {
+                drop(jobs);
+                // A segment already gone is as good as deleted.
+                let _ = std::fs::remove_file(dropped);
+                jobs = lock(&self.jobs);
+            } else if jobs.closed {
+                return;
+            } else {
                 jobs = self
                     .queued
                     .wait(jobs)
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                continue;
-            };
-            let mut file = lock(&self.file);
-            drop(jobs);
-            let ran = job.run(&mut file);
-            drop(file);
-            jobs = lock(&self.jobs);
-            match ran {
-                Ok(Some(mut spare)) => {
-                    spare.clear();
-                    jobs.spare = Some(spare);
-                }
-                Ok(None) => {}
-                Err(error) => jobs.failed = Some(error),
-            }
-        }
-    }
-}
-
-impl Job {
-    /// Runs the job; a written block's buffer is given back.
-    fn run(self, file: &mut File) -> std::io::Result<Option<Vec<u8>>> {
-        match self {
-            Job::Write(block) => file.write_all(&block).map(|()| Some(block)),
-            // A segment already gone is as good as deleted.
-            Job::Delete(path) => {
-                let _ = std::fs::remove_file(path);
-                Ok(None)
             }
         }
     }
