@@ -9,8 +9,8 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -30,8 +30,8 @@ pub(crate) const SEGMENTS_KEPT: u64 = 4;
 /// How much of a recording may wait in memory (see [`Recorder::due`]).
 const LAZY_BYTES: u64 = 64 << 10;
 
-/// How many blocks may wait for a stream's writer thread: past them, the caller writes
-/// (the writer thread runs at the lowest priority, and a busy machine may not run it).
+/// How many blocks may wait for a stream's writer thread: past them (a busy machine may
+/// leave it no time: it runs at the lowest priority), the caller writes them.
 const QUEUED_BLOCKS: usize = 16;
 
 /// Where and how much a handle records: every call its driver makes into its process
@@ -102,8 +102,7 @@ impl Recorder {
         header: Header,
         snapshot: Option<&Process>,
     ) -> Option<Recorder> {
-        let sink = open_segment(&recording.dir, &header)
-            .and_then(Sink::new)
+        let file = open_segment(&recording.dir, &header)
             .inspect_err(|error| warn_stopped(&recording.dir, error))
             .ok()?;
         let mut recorder = Recorder {
@@ -112,7 +111,7 @@ impl Recorder {
             header,
             written: 0,
             buffer: Vec::new(),
-            sink,
+            sink: Sink::new(file),
         };
         recorder.open_with(snapshot);
         recorder.write_now().ok()?;
@@ -142,8 +141,8 @@ impl Recorder {
 
     /// Writes what was recorded since the last call to the file before it returns. Once
     /// the segment holds its share of the bound, the next one starts, with the machine as
-    /// it stands now (`snapshot`), and the oldest kept is deleted: then `Ok(true)`. `Err`
-    /// once recording stopped (after a warning).
+    /// it stands now (`snapshot`), and the oldest kept is left to the writer thread to
+    /// delete: then `Ok(true)`. `Err` once recording stopped (after a warning).
     pub fn flush(&mut self, snapshot: Option<&Process>) -> Result<bool, ()> {
         self.write_now()?;
         self.next_segment_if_full(snapshot)
@@ -151,21 +150,20 @@ impl Recorder {
 
     fn write_now(&mut self) -> Result<(), ()> {
         self.written += self.buffer.len() as u64;
-        self.sink
-            .write_now(&self.buffer)
-            .map_err(|error| warn_stopped(&self.dir, &error))?;
+        let written = self.sink.write_now(&self.buffer);
         self.buffer.clear();
-        Ok(())
+        written.map_err(|error| warn_stopped(&self.dir, &error))
     }
 
     /// [`Recorder::flush`], but the file is written by the stream's writer thread: for
     /// what need not be on disk before the caller goes on (nothing it holds can take
-    /// effect), so that the caller does not wait for the kernel's copy.
+    /// effect), so that the caller does not wait for the kernel's copy. (When many blocks
+    /// already wait, or a segment ends, the caller writes after all.)
     pub fn flush_later(&mut self, snapshot: Option<&Process>) -> Result<bool, ()> {
         self.written += self.buffer.len() as u64;
-        self.sink
-            .write_later(&mut self.buffer)
-            .map_err(|error| warn_stopped(&self.dir, &error))?;
+        let handed = self.sink.write_later(&mut self.buffer);
+        self.buffer.clear();
+        handed.map_err(|error| warn_stopped(&self.dir, &error))?;
         self.next_segment_if_full(snapshot)
     }
 
@@ -173,6 +171,8 @@ impl Recorder {
         if self.written < self.segment_bytes {
             return Ok(false);
         }
+        // The segment ends with every block queued for it, before the next one exists.
+        self.write_now()?;
         self.header.segment += 1;
         let file = open_segment(&self.dir, &self.header)
             .inspect_err(|error| warn_stopped(&self.dir, error))
@@ -206,114 +206,155 @@ impl Recorder {
 
 impl Drop for Recorder {
     /// What a handle closing (or a leadership ending) recorded last, and every block its
-    /// writer thread still holds.
+    /// writer thread still holds (nothing once a write failed: a segment must not go on
+    /// past a hole).
     fn drop(&mut self) {
         let _ = self.sink.write_now(&self.buffer);
         self.sink.close();
     }
 }
 
-/// Where a stream's bytes go: its current segment file, written in the order they were
-/// handed over, by the caller ([`Sink::write_now`]) or by a thread of the stream's own
-/// ([`Sink::write_later`]), which also deletes the segments the ring drops (the kernel
-/// takes a while over a file's cached pages).
+/// Where a stream's bytes go: its current segment file, each block at the place it was
+/// given when handed over, by the caller ([`Sink::write_now`]) or by a thread of the
+/// stream's own ([`Sink::write_later`], started at the first need), which also deletes
+/// the segments the ring drops (the kernel takes a while over a file's cached pages).
+///
+/// The caller never waits for that thread (which runs at the lowest priority, and may
+/// not run for a while on a busy machine): to write now, it writes every block not yet
+/// known written itself, the one the thread may be writing included (the same bytes at
+/// the same place), then its own. So the file never has a hole before what the caller
+/// wrote. After a write fails, nothing more is written.
 struct Sink {
     shared: Arc<Shared>,
-    /// `None` once closed.
+    file: Arc<File>,
+    /// Where the next bytes go in `file`.
+    end: u64,
     writer: Option<JoinHandle<()>>,
 }
 
 struct Shared {
     jobs: Mutex<Jobs>,
-    /// Held while the file is written: taken with `jobs` held, so that the file is written
-    /// in the order blocks were queued.
-    file: Mutex<File>,
     queued: Condvar,
+    /// A write failed: the file may have a hole, after which nothing may go.
+    stopped: AtomicBool,
+    /// Why, for the caller who finds the stream stopped.
+    failure: Mutex<Option<std::io::Error>>,
 }
 
 #[derive(Default)]
 struct Jobs {
-    /// Blocks for the file, in order.
-    blocks: VecDeque<Vec<u8>>,
-    /// Segments the ring dropped, to delete (in any order, by the writer thread only).
+    /// Blocks for the writer thread, in order.
+    blocks: VecDeque<Block>,
+    /// The block the writer thread is writing.
+    writing: Option<Block>,
+    /// Segments the ring dropped, to delete (by the writer thread only).
     dropped: Vec<PathBuf>,
     /// Written blocks' buffers, to be filled again (at most [`SPARE_BLOCKS`]).
     spares: Vec<Vec<u8>>,
-    /// Why the writer thread stopped, for the next caller.
-    failed: Option<std::io::Error>,
     closed: bool,
+}
+
+/// Bytes for a place in a segment file.
+#[derive(Clone)]
+struct Block {
+    file: Arc<File>,
+    at: u64,
+    bytes: Arc<Vec<u8>>,
 }
 
 /// How many written blocks' buffers a stream keeps for the next blocks.
 const SPARE_BLOCKS: usize = 4;
 
-/// What a block's buffer holds before it grows: a block is handed over once it reaches
-/// [`LAZY_BYTES`], and the record that took it there may be as long again.
+/// What a new block's buffer holds before it grows: a block is handed over once it
+/// passes [`LAZY_BYTES`], usually by a record far shorter than that.
 const BLOCK_CAPACITY: usize = 2 * LAZY_BYTES as usize;
 
 impl Sink {
-    fn new(file: File) -> std::io::Result<Sink> {
-        let shared = Arc::new(Shared {
-            jobs: Mutex::default(),
-            file: Mutex::new(file),
-            queued: Condvar::new(),
-        });
-        let writer = std::thread::Builder::new()
-            .name("party-recorder".into())
-            .spawn({
-                let shared = shared.clone();
-                move || shared.write_queued()
-            })?;
-        Ok(Sink {
-            shared,
-            writer: Some(writer),
-        })
+    fn new(file: File) -> Sink {
+        Sink {
+            shared: Arc::new(Shared {
+                jobs: Mutex::default(),
+                queued: Condvar::new(),
+                stopped: AtomicBool::new(false),
+                failure: Mutex::default(),
+            }),
+            file: Arc::new(file),
+            end: 0,
+            writer: None,
+        }
     }
 
-    /// Writes every queued block, then `bytes`.
-    fn write_now(&self, bytes: &[u8]) -> std::io::Result<()> {
-        let mut jobs = lock(&self.shared.jobs);
-        if let Some(error) = jobs.failed.take() {
-            return Err(error);
+    /// Writes every block handed over and not yet known written, then `bytes`.
+    fn write_now(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.shared.check()?;
+        let earlier: Vec<Block> = {
+            let mut jobs = lock(&self.shared.jobs);
+            let writing = jobs.writing.clone();
+            writing.into_iter().chain(jobs.blocks.drain(..)).collect()
+        };
+        for block in earlier {
+            self.shared.write(&block)?;
+            self.shared.recycle(block.bytes);
         }
-        let mut file = lock(&self.shared.file);
-        while let Some(block) = jobs.blocks.pop_front() {
-            file.write_all(&block)?;
-            jobs.spare(block);
-        }
-        drop(jobs);
-        file.write_all(bytes)
+        let at = self.place(bytes.len());
+        self.shared.write_at(&self.file, bytes, at)
     }
 
-    /// Queues `buffer`'s bytes for the writer thread and leaves `buffer` empty.
-    fn write_later(&self, buffer: &mut Vec<u8>) -> std::io::Result<()> {
-        let mut jobs = lock(&self.shared.jobs);
-        if let Some(error) = jobs.failed.take() {
-            return Err(error);
-        }
+    /// Hands `buffer`'s bytes to the writer thread and leaves `buffer` empty.
+    fn write_later(&mut self, buffer: &mut Vec<u8>) -> std::io::Result<()> {
+        self.shared.check()?;
+        self.start_writer()?;
+        let shared = self.shared.clone();
+        let mut jobs = lock(&shared.jobs);
         if jobs.blocks.len() >= QUEUED_BLOCKS {
             drop(jobs);
-            self.write_now(buffer)?;
+            let written = self.write_now(buffer);
             buffer.clear();
-            return Ok(());
+            return written;
         }
         let empty = jobs
             .spares
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(BLOCK_CAPACITY));
-        jobs.blocks.push_back(std::mem::replace(buffer, empty));
+        let bytes = Arc::new(std::mem::replace(buffer, empty));
+        let at = self.place(bytes.len());
+        jobs.blocks.push_back(Block {
+            file: self.file.clone(),
+            at,
+            bytes,
+        });
         self.shared.queued.notify_one();
         Ok(())
     }
 
-    /// Writes every queued block to the current file, then goes on in `file`; `dropped`,
-    /// a segment the ring no longer keeps, is deleted by the writer thread.
-    fn next_segment(&self, file: File, dropped: Option<PathBuf>) -> std::io::Result<()> {
+    /// Goes on in `file` (every block handed over written to the one before); `dropped`, a
+    /// segment the ring no longer keeps, is deleted by the writer thread.
+    fn next_segment(&mut self, file: File, dropped: Option<PathBuf>) -> std::io::Result<()> {
         self.write_now(&[])?;
-        *lock(&self.shared.file) = file;
+        self.file = Arc::new(file);
+        self.end = 0;
         if let Some(dropped) = dropped {
+            self.start_writer()?;
             lock(&self.shared.jobs).dropped.push(dropped);
             self.shared.queued.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Where `len` bytes written next go.
+    fn place(&mut self, len: usize) -> u64 {
+        let at = self.end;
+        self.end += len as u64;
+        at
+    }
+
+    fn start_writer(&mut self) -> std::io::Result<()> {
+        if self.writer.is_none() {
+            let shared = self.shared.clone();
+            let writer = std::thread::Builder::new()
+                .name("party-recorder".into())
+                .spawn(move || shared.write_queued())?;
+            self.writer = Some(writer);
         }
         Ok(())
     }
@@ -327,20 +368,44 @@ impl Sink {
     }
 }
 
-impl Jobs {
-    fn spare(&mut self, mut block: Vec<u8>) {
-        if self.spares.len() < SPARE_BLOCKS {
-            block.clear();
-            self.spares.push(block);
+impl Shared {
+    /// `Err` once a write failed.
+    fn check(&self) -> std::io::Result<()> {
+        if !self.stopped.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        Err(lock(&self.failure)
+            .take()
+            .unwrap_or_else(|| std::io::Error::other("an earlier write failed")))
+    }
+
+    fn write(&self, block: &Block) -> std::io::Result<()> {
+        self.write_at(&block.file, &block.bytes, block.at)
+    }
+
+    /// Writes `bytes` at `at` in `file`, or stops the stream.
+    fn write_at(&self, file: &File, bytes: &[u8], at: u64) -> std::io::Result<()> {
+        self.check()?;
+        write_all_at(file, bytes, at).inspect_err(|error| {
+            *lock(&self.failure) = Some(std::io::Error::new(error.kind(), error.to_string()));
+            self.stopped.store(true, Ordering::Release);
+        })
+    }
+
+    /// Keeps a written block's buffer for the next block, once no one else writes it.
+    fn recycle(&self, bytes: Arc<Vec<u8>>) {
+        if let Ok(mut bytes) = Arc::try_unwrap(bytes) {
+            let mut jobs = lock(&self.jobs);
+            if jobs.spares.len() < SPARE_BLOCKS {
+                bytes.clear();
+                jobs.spares.push(bytes);
+            }
         }
     }
-}
 
-impl Shared {
-    /// The writer thread: writes queued blocks and deletes dropped segments until the
-    /// stream closes, at the lowest priority, so that it takes the time the handle's own
-    /// threads leave (recording a busy handle would otherwise slow it down, on a machine
-    /// with few cores).
+    /// The writer thread: writes the blocks handed over and deletes dropped segments until
+    /// the stream closes, at the lowest priority, so that it takes the time the handle's
+    /// own threads leave (on a machine with few cores it would otherwise delay them).
     fn write_queued(&self) {
         #[cfg(target_os = "linux")]
         {
@@ -350,15 +415,15 @@ impl Shared {
         let mut jobs = lock(&self.jobs);
         loop {
             if let Some(block) = jobs.blocks.pop_front() {
-                let mut file = lock(&self.file);
+                jobs.writing = Some(block.clone());
                 drop(jobs);
-                let written = file.write_all(&block);
-                drop(file);
+                // A failure stops the stream; the caller hears of it at its next write.
+                let _ = self.write(&block);
                 jobs = lock(&self.jobs);
-                match written {
-                    Ok(()) => jobs.spare(block),
-                    Err(error) => jobs.failed = Some(error),
-                }
+                jobs.writing = None;
+                drop(jobs);
+                self.recycle(block.bytes);
+                jobs = lock(&self.jobs);
             } else if let Some(dropped) = jobs.dropped.pop() {
                 drop(jobs);
                 // A segment already gone is as good as deleted.
@@ -374,6 +439,29 @@ impl Shared {
             }
         }
     }
+}
+
+/// Writes all of `bytes` at `at` in `file`, wherever its cursor is.
+#[cfg(unix)]
+fn write_all_at(file: &File, bytes: &[u8], at: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, bytes, at)
+}
+
+/// Writes all of `bytes` at `at` in `file` (which moves its cursor; no one reads it).
+#[cfg(windows)]
+fn write_all_at(file: &File, mut bytes: &[u8], mut at: u64) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        match std::os::windows::fs::FileExt::seek_write(file, bytes, at) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(written) => {
+                bytes = &bytes[written..];
+                at += written as u64;
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 /// Locks `mutex`; a panic elsewhere while it was held leaves nothing half-done here.
@@ -502,5 +590,50 @@ mod tests {
         };
         assert!(first > 0);
         assert_eq!(records, (first..2_000).map(wall_clock).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_caller_never_waits_for_the_writer_thread_and_leaves_no_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment");
+        let mut sink = Sink::new(File::create(&path).unwrap());
+        // Two blocks handed over that no thread wrote: one taken by the writer thread
+        // (which then stalls), one still waiting.
+        let mut block = |bytes: &[u8]| Block {
+            file: sink.file.clone(),
+            at: sink.place(bytes.len()),
+            bytes: Arc::new(bytes.to_vec()),
+        };
+        let (taken, waiting) = (block(b"taken "), block(b"waiting "));
+        {
+            let mut jobs = lock(&sink.shared.jobs);
+            jobs.writing = Some(taken);
+            jobs.blocks.push_back(waiting);
+        }
+        sink.write_now(b"now").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"taken waiting now");
+        lock(&sink.shared.jobs).writing = None;
+        sink.close();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn after_a_failed_write_nothing_more_is_written() {
+        // Every write to /dev/full fails (ENOSPC).
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let mut sink = Sink::new(full);
+        let mut block = vec![1; 100];
+        sink.write_later(&mut block).unwrap();
+        assert!(block.is_empty());
+        // The queued block fails first, and stops the stream for good.
+        let error = sink.write_now(&[2; 10]).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::StorageFull);
+        assert!(sink.shared.stopped.load(Ordering::Acquire));
+        assert!(sink.write_now(&[]).is_err());
+        assert!(sink.write_later(&mut vec![3; 10]).is_err());
+        sink.close();
     }
 }

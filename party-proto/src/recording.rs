@@ -161,8 +161,11 @@ pub enum RecordingError {
     Malformed(String),
     #[error("a recording of format {found}; this build reads format {FORMAT}")]
     OtherFormat { found: u32 },
-    #[error("a process stream's segment without the machine's snapshot")]
-    NoSnapshot,
+    /// The bytes end before the header and (for a process stream) the machine's
+    /// snapshot are whole: the process was stopped as it began the segment, which then
+    /// holds nothing to replay.
+    #[error("a segment cut short as it began (no whole header and snapshot)")]
+    CutShortAtStart,
 }
 
 /// How many outputs a [`Record::Outputs`] covers at most.
@@ -341,9 +344,7 @@ pub struct Segment {
 /// Reads one segment file's bytes.
 pub fn decode_segment(bytes: &[u8]) -> Result<Segment, RecordingError> {
     let mut items = Items { bytes, torn: false };
-    let first = items
-        .next()
-        .ok_or(RecordingError::Malformed("empty".into()))?;
+    let first = items.next().ok_or(RecordingError::CutShortAtStart)?;
     let header: Header = postcard::from_bytes(first).map_err(malformed)?;
     if header.format != FORMAT {
         return Err(RecordingError::OtherFormat {
@@ -352,7 +353,7 @@ pub fn decode_segment(bytes: &[u8]) -> Result<Segment, RecordingError> {
     }
     let snapshot = match header.stream {
         Stream::Process => {
-            let item = items.next().ok_or(RecordingError::NoSnapshot)?;
+            let item = items.next().ok_or(RecordingError::CutShortAtStart)?;
             Some(Box::new(postcard::from_bytes(item).map_err(malformed)?))
         }
         Stream::Commits => None,
@@ -505,7 +506,11 @@ mod tests {
         encode_item(&header(Stream::Process), &mut no_snapshot);
         assert_eq!(
             decode_segment(&no_snapshot).unwrap_err(),
-            RecordingError::NoSnapshot
+            RecordingError::CutShortAtStart
+        );
+        assert_eq!(
+            decode_segment(&[]).unwrap_err(),
+            RecordingError::CutShortAtStart
         );
     }
 }

@@ -81,7 +81,7 @@ impl StreamSegments {
 
 /// Replays the segment files `files` (name, bytes) of one run.
 pub fn replay(files: &[(String, Vec<u8>)]) -> Result<Replayed, ReplayError> {
-    let streams = group(files)?;
+    let (streams, cut_short) = group(files)?;
     if streams.is_empty() {
         return Err(ReplayError::Empty);
     }
@@ -228,6 +228,13 @@ pub fn replay(files: &[(String, Vec<u8>)]) -> Result<Replayed, ReplayError> {
     if replayed.unchecked.is_empty() {
         check_history(&history, &timeline, &committed, &mut replayed);
     }
+    // Such a segment holds nothing: the history is whole without it.
+    replayed.unchecked.extend(cut_short.into_iter().map(|file| {
+        format!(
+            "{file}: cut short as it began (its process stopped as it started the segment), \
+             so left out"
+        )
+    }));
     Ok(replayed)
 }
 
@@ -273,15 +280,26 @@ fn commit(
     }
 }
 
-/// Decodes the files and groups their segments by stream, oldest first.
-fn group(files: &[(String, Vec<u8>)]) -> Result<Vec<StreamSegments>, ReplayError> {
+/// Decodes the files and groups their segments by stream, oldest first; and the files
+/// cut short as they began, which hold nothing.
+fn group(files: &[(String, Vec<u8>)]) -> Result<(Vec<StreamSegments>, Vec<String>), ReplayError> {
     type StreamKey = (bool, u32, u128, Option<u64>);
     let mut streams: BTreeMap<StreamKey, Vec<Segment>> = BTreeMap::new();
+    let mut cut_short = Vec::new();
     for (file, bytes) in files {
-        let segment = decode_segment(bytes).map_err(|error| ReplayError::Segment {
-            file: file.clone(),
-            error,
-        })?;
+        let segment = match decode_segment(bytes) {
+            Ok(segment) => segment,
+            Err(RecordingError::CutShortAtStart) => {
+                cut_short.push(file.clone());
+                continue;
+            }
+            Err(error) => {
+                return Err(ReplayError::Segment {
+                    file: file.clone(),
+                    error,
+                })
+            }
+        };
         let h = &segment.header;
         let key = (h.stream == Stream::Commits, h.pid, h.client.0, h.term);
         streams.entry(key).or_default().push(segment);
@@ -313,7 +331,7 @@ fn group(files: &[(String, Vec<u8>)]) -> Result<Vec<StreamSegments>, ReplayError
     }
     // Handles in the order they started, so that p0 is the first.
     grouped.sort_by_key(|s| (s.header.epoch_us, s.header.pid, s.header.client.0));
-    Ok(grouped)
+    Ok((grouped, cut_short))
 }
 
 /// Where every handle's replay adds what it found: its operations, its trace events, the
@@ -347,7 +365,8 @@ struct ProcessRun<'a> {
     output_steps: Vec<usize>,
     /// The step being replayed.
     step: usize,
-    /// The last outputs, described, for a report: their numbers (from 1) and descriptions.
+    /// The last outputs, described, for a report: their numbers (from 1 in each segment)
+    /// and descriptions.
     recent: std::collections::VecDeque<(u64, String)>,
     /// The outputs compared with the recording so far.
     checked: u64,
@@ -518,6 +537,7 @@ impl<'a> ProcessRun<'a> {
         self.digests.clear();
         self.shorts.clear();
         self.output_steps.clear();
+        self.recent.clear();
         self.checked = 0;
     }
 

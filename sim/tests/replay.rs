@@ -1,14 +1,17 @@
 //! `party-sim --replay DIR` as a command: a recording made here the way party-core's driver
 //! makes one (a leader's machine answered by a store that commits at once: a put, then a
 //! get of it) replays with every output alike and a clean history; the same recording with
-//! a check of outputs changed is nondeterminism, and with one output changed it is reported
-//! at the step that gave that output; a directory without recordings is an error. (Real processes' recordings are replayed in `tests/tests/recording.rs`.)
+//! a check of outputs changed is nondeterminism, and with one output changed it is
+//! reported at the step that gave that output; an empty segment file is left out; a
+//! directory without recordings is an error. (Real processes' recordings are replayed in `tests/tests/recording.rs`.)
 
 use std::borrow::Cow;
 use std::process::Command;
 use std::time::Duration;
 
-use party_proto::recording::{encode_item, Fingerprint, Header, Record, Stream, FORMAT};
+use party_proto::recording::{
+    decode_segment, encode_item, Fingerprint, Header, Record, Stream, FORMAT,
+};
 use party_proto::wire::{ReadOp, Response, WriteOp};
 use party_proto::{
     ClientId, CommitResult, ElectionInput, ElectionOutput, Process, ProcessConfig, ProcessInput,
@@ -261,6 +264,47 @@ fn an_output_other_than_recorded_is_reported_at_the_step_that_gave_it() {
         );
         assert!(printed.contains(&reported), "{reported}\n{printed}");
     }
+}
+
+#[test]
+fn a_segment_cut_short_as_it_began_is_left_out_and_the_rest_replays() {
+    let mut files = recording();
+    // Killed between creating its next segment and writing the header into it.
+    files.push(("1-process-000001.rec".into(), Vec::new()));
+    let recordings = tempfile::tempdir().unwrap();
+    write_into(recordings.path(), &files);
+    let (passed, printed) = party_sim(&["--replay", recordings.path().to_str().unwrap()]);
+    assert!(passed, "{printed}");
+    assert!(
+        printed.contains("UNCHECKED: 1-process-000001.rec: cut short as it began"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("every output matched the recording"),
+        "{printed}"
+    );
+
+    // The history is still judged: with the put's commit recorded as another value, the
+    // acknowledged put was never committed.
+    let commits = decode_segment(&files[1].1).unwrap();
+    let mut changed = Vec::new();
+    encode_item(&commits.header, &mut changed);
+    for mut record in commits.records {
+        if let Record::Commit { batch, .. } = &mut record {
+            for op in &mut batch.to_mut().ops {
+                if let WriteOp::Put { value, .. } = op {
+                    *value = b"2".to_vec();
+                }
+            }
+        }
+        encode_item(&record, &mut changed);
+    }
+    files[1].1 = changed;
+    let recordings = tempfile::tempdir().unwrap();
+    write_into(recordings.path(), &files);
+    let (passed, printed) = party_sim(&["--replay", recordings.path().to_str().unwrap()]);
+    assert!(!passed, "{printed}");
+    assert!(printed.contains("VIOLATION"), "{printed}");
 }
 
 #[test]

@@ -5,9 +5,10 @@
 //! What is recorded reaches the file before a write it holds can take effect (before the
 //! driver sends to the leader, or hands its own store a write): a process killed at any
 //! moment leaves every write it may have made in its recording, so that the replay never
-//! meets a value no recorded write put. The rest (reads, answers) is written in blocks
-//! (see [`Recorder::due`]): a killed process may lose that much of its recording's tail,
-//! which only leaves its last operations out of the history.
+//! meets a value no recorded write put. The rest (reads, answers) goes in blocks (see
+//! [`Recorder::due`]) to the recording's writer thread: a killed process may lose the
+//! blocks not yet written (at most 16, and what waits here), which only leaves its last
+//! operations out of the history.
 
 use std::borrow::Cow;
 use std::time::Duration;
