@@ -414,7 +414,14 @@ impl Shared {
         }
         let mut jobs = lock(&self.jobs);
         loop {
-            if let Some(block) = jobs.blocks.pop_front() {
+            // Deletions first: behind a steady stream of blocks they would wait, and the
+            // ring would outgrow its bound.
+            if let Some(dropped) = jobs.dropped.pop() {
+                drop(jobs);
+                // A segment already gone is as good as deleted.
+                let _ = std::fs::remove_file(dropped);
+                jobs = lock(&self.jobs);
+            } else if let Some(block) = jobs.blocks.pop_front() {
                 jobs.writing = Some(block.clone());
                 drop(jobs);
                 // A failure stops the stream; the caller hears of it at its next write.
@@ -423,11 +430,6 @@ impl Shared {
                 jobs.writing = None;
                 drop(jobs);
                 self.recycle(block.bytes);
-                jobs = lock(&self.jobs);
-            } else if let Some(dropped) = jobs.dropped.pop() {
-                drop(jobs);
-                // A segment already gone is as good as deleted.
-                let _ = std::fs::remove_file(dropped);
                 jobs = lock(&self.jobs);
             } else if jobs.closed {
                 return;
