@@ -357,12 +357,8 @@ struct ProcessRun<'a> {
     decoder: FrameDecoder,
     /// The replayed outputs, folded as the recording driver folded the real ones.
     outputs: Fingerprint,
-    /// The fingerprint after each output.
-    digests: Vec<u64>,
-    /// Each output's own short digest.
-    shorts: Vec<ShortDigest>,
-    /// The step that gave each output.
-    output_steps: Vec<usize>,
+    /// Each replayed output of the segment, in order.
+    given: Vec<Given>,
     /// The step being replayed.
     step: usize,
     /// The last outputs, described, for a report: their numbers (from 1 in each segment)
@@ -397,9 +393,7 @@ impl<'a> ProcessRun<'a> {
             iters: HashMap::new(),
             decoder,
             outputs: Fingerprint::default(),
-            digests: Vec::new(),
-            shorts: Vec::new(),
-            output_steps: Vec::new(),
+            given: Vec::new(),
             step: 0,
             recent: std::collections::VecDeque::new(),
             checked: 0,
@@ -534,9 +528,7 @@ impl<'a> ProcessRun<'a> {
 
     fn count_outputs_afresh(&mut self) {
         self.outputs = Fingerprint::default();
-        self.digests.clear();
-        self.shorts.clear();
-        self.output_steps.clear();
+        self.given.clear();
         self.recent.clear();
         self.checked = 0;
     }
@@ -545,11 +537,14 @@ impl<'a> ProcessRun<'a> {
     /// each call, folding each into the fingerprint.
     fn drain(&mut self) {
         while let Some(output) = self.machine.poll_output() {
-            self.shorts.push(self.outputs.fold(&output, None));
-            self.digests.push(self.outputs.digest());
-            self.output_steps.push(self.step);
+            let short = self.outputs.fold(&output, None);
+            self.given.push(Given {
+                fingerprint: self.outputs.digest(),
+                short,
+                step: self.step,
+            });
             self.recent
-                .push_back((self.digests.len() as u64, shortened(&output)));
+                .push_back((self.given.len() as u64, shortened(&output)));
             if self.recent.len() > OUTPUTS_DESCRIBED {
                 self.recent.pop_front();
             }
@@ -566,18 +561,18 @@ impl<'a> ProcessRun<'a> {
     /// real short digests of those after the last check, finds the first that differs.
     fn check_outputs(&mut self, count: u64, digest: u64, each: &[u8]) -> Result<(), Difference> {
         let checked = std::mem::replace(&mut self.checked, count);
-        let replayed = self.digests.len() as u64;
+        let replayed = self.given.len() as u64;
         if count > replayed {
             return Err(Difference::from(format!(
                 "the real machine had given {count} outputs by then, the replayed one {replayed}"
             )));
         }
-        if count == 0 || self.digests[count as usize - 1] == digest {
+        if count == 0 || self.given[count as usize - 1].fingerprint == digest {
             return Ok(());
         }
         let first = (checked..count)
             .zip(ShortDigest::all_in(each))
-            .find(|&(number, real)| self.shorts[number as usize] != real)
+            .find(|&(number, real)| self.given[number as usize].short != real)
             .map(|(number, _)| number + 1);
         let described = |number: u64| {
             self.recent
@@ -587,7 +582,7 @@ impl<'a> ProcessRun<'a> {
         };
         match first {
             Some(number) => Err(Difference {
-                step: Some(self.output_steps[number as usize - 1]),
+                step: Some(self.given[number as usize - 1].step),
                 what: format!(
                     "the replayed machine's output {number} differs from the real one's (found \
                      at the check of outputs {}..={count}, step {}); the replay's: {}",
@@ -673,6 +668,15 @@ fn excuses_of(config: &ClientConfig) -> Excuses {
         outcome_unknown: true,
         ..Excuses::default()
     }
+}
+
+/// An output the replayed machine gave.
+struct Given {
+    /// The fingerprint of the outputs up to this one.
+    fingerprint: u64,
+    short: ShortDigest,
+    /// The step after which it was taken.
+    step: usize,
 }
 
 /// How many of the last outputs a replay keeps described, for a report.

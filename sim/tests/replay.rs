@@ -198,17 +198,19 @@ fn recorded(mut recorded: Recorded) -> Recorded {
     recorded
 }
 
-fn write_into(dir: &std::path::Path, files: &[(String, Vec<u8>)]) {
+/// `party-sim --replay` on a directory holding `files`: whether it passed, and what it
+/// printed.
+fn replayed(files: &[(String, Vec<u8>)]) -> (bool, String) {
+    let recordings = tempfile::tempdir().unwrap();
     for (name, bytes) in files {
-        std::fs::write(dir.join(name), bytes).unwrap();
+        std::fs::write(recordings.path().join(name), bytes).unwrap();
     }
+    party_sim(&["--replay", recordings.path().to_str().unwrap()])
 }
 
 #[test]
 fn a_recording_replays_by_the_command() {
-    let recordings = tempfile::tempdir().unwrap();
-    write_into(recordings.path(), &recording());
-    let (passed, printed) = party_sim(&["--replay", recordings.path().to_str().unwrap()]);
+    let (passed, printed) = replayed(&recording());
     assert!(passed, "{printed}");
     assert!(
         printed.contains("1 processes") && printed.contains("2 operations"),
@@ -234,9 +236,7 @@ fn outputs_other_than_recorded_are_nondeterminism() {
         .fold(&ProcessOutput::Election(ElectionOutput::Bind), None)
         .push(&mut each);
     encode_item(&changed.record(&each), calls);
-    let recordings = tempfile::tempdir().unwrap();
-    write_into(recordings.path(), &files);
-    let (passed, printed) = party_sim(&["--replay", recordings.path().to_str().unwrap()]);
+    let (passed, printed) = replayed(&files);
     assert!(!passed, "{printed}");
     assert!(printed.contains("NONDETERMINISM: p0"), "{printed}");
 }
@@ -253,9 +253,7 @@ fn an_output_other_than_recorded_is_reported_at_the_step_that_gave_it() {
         let (Some((_, Some(step))), steps) = (changed.changed, changed.steps) else {
             panic!("output {number} was not changed");
         };
-        let recordings = tempfile::tempdir().unwrap();
-        write_into(recordings.path(), &changed.finish());
-        let (passed, printed) = party_sim(&["--replay", recordings.path().to_str().unwrap()]);
+        let (passed, printed) = replayed(&changed.finish());
         assert!(!passed, "{printed}");
         let reported = format!(
             "NONDETERMINISM: p0 (pid 1 client 00000000), step {step}: the replayed machine's output \
@@ -271,9 +269,7 @@ fn a_segment_cut_short_as_it_began_is_left_out_and_the_rest_replays() {
     let mut files = recording();
     // Killed between creating its next segment and writing the header into it.
     files.push(("1-process-000001.rec".into(), Vec::new()));
-    let recordings = tempfile::tempdir().unwrap();
-    write_into(recordings.path(), &files);
-    let (passed, printed) = party_sim(&["--replay", recordings.path().to_str().unwrap()]);
+    let (passed, printed) = replayed(&files);
     assert!(passed, "{printed}");
     assert!(
         printed.contains("UNCHECKED: 1-process-000001.rec: cut short as it began"),
@@ -300,9 +296,7 @@ fn a_segment_cut_short_as_it_began_is_left_out_and_the_rest_replays() {
         encode_item(&record, &mut changed);
     }
     files[1].1 = changed;
-    let recordings = tempfile::tempdir().unwrap();
-    write_into(recordings.path(), &files);
-    let (passed, printed) = party_sim(&["--replay", recordings.path().to_str().unwrap()]);
+    let (passed, printed) = replayed(&files);
     assert!(!passed, "{printed}");
     assert!(printed.contains("VIOLATION"), "{printed}");
 }
