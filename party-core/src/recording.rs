@@ -87,8 +87,6 @@ pub(crate) struct Recorder {
     dir: PathBuf,
     segment_bytes: u64,
     header: Header,
-    /// Bytes of the current segment handed to its file (written, or queued for the writer).
-    written: u64,
     buffer: Vec<u8>,
     sink: Sink,
 }
@@ -109,7 +107,6 @@ impl Recorder {
             dir: recording.dir.clone(),
             segment_bytes: (recording.max_bytes / SEGMENTS_KEPT).max(1),
             header,
-            written: 0,
             buffer: Vec::new(),
             sink: Sink::new(file),
         };
@@ -136,7 +133,7 @@ impl Recorder {
     /// it waiting: once it makes a block of [`LAZY_BYTES`], or fills the segment.
     pub fn due(&self) -> bool {
         let waiting = self.buffer.len() as u64;
-        waiting >= LAZY_BYTES || self.written + waiting >= self.segment_bytes
+        waiting >= LAZY_BYTES || self.sink.end + waiting >= self.segment_bytes
     }
 
     /// Writes what was recorded since the last call to the file before it returns. Once
@@ -149,7 +146,6 @@ impl Recorder {
     }
 
     fn write_now(&mut self) -> Result<(), ()> {
-        self.written += self.buffer.len() as u64;
         let written = self.sink.write_now(&self.buffer);
         self.buffer.clear();
         written.map_err(|error| warn_stopped(&self.dir, &error))
@@ -160,7 +156,6 @@ impl Recorder {
     /// effect), so that the caller does not wait for the kernel's copy. (When many blocks
     /// already wait, or a segment ends, the caller writes after all.)
     pub fn flush_later(&mut self, snapshot: Option<&Process>) -> Result<bool, ()> {
-        self.written += self.buffer.len() as u64;
         let handed = self.sink.write_later(&mut self.buffer);
         self.buffer.clear();
         handed.map_err(|error| warn_stopped(&self.dir, &error))?;
@@ -168,7 +163,7 @@ impl Recorder {
     }
 
     fn next_segment_if_full(&mut self, snapshot: Option<&Process>) -> Result<bool, ()> {
-        if self.written < self.segment_bytes {
+        if self.sink.end < self.segment_bytes {
             return Ok(false);
         }
         // The segment ends with every block queued for it, before the next one exists.
@@ -191,7 +186,6 @@ impl Recorder {
         self.sink
             .next_segment(file, dropped)
             .map_err(|error| warn_stopped(&self.dir, &error))?;
-        self.written = 0;
         self.open_with(snapshot);
         self.write_now().map(|()| true)
     }
@@ -227,7 +221,7 @@ impl Drop for Recorder {
 struct Sink {
     shared: Arc<Shared>,
     file: Arc<File>,
-    /// Where the next bytes go in `file`.
+    /// Where the next bytes go in `file`: how much of the segment was handed over.
     end: u64,
     writer: Option<JoinHandle<()>>,
 }
