@@ -156,6 +156,25 @@ pub fn replay(files: &[(String, Vec<u8>)]) -> Result<Replayed, ReplayError> {
              so its commits are unknown"
         ));
     }
+    // A directory's leaderships are numbered one after another: two leaders of one term
+    // were recorded in two directories (or runs), whose histories are not one.
+    let mut leaders_of_terms: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
+    for stream in &commit_streams {
+        if let Some(term) = stream.header.term {
+            leaders_of_terms.entry(term).or_default().push(&stream.name);
+        }
+    }
+    for (term, leaders) in leaders_of_terms
+        .iter()
+        .filter(|(_, leaders)| leaders.len() > 1)
+    {
+        replayed.unchecked.push(format!(
+            "term {term} was led by {} recorded leaders ({}): recordings of more than one \
+             data directory or run, whose histories are not one",
+            leaders.len(),
+            leaders.join(", ")
+        ));
+    }
     let mut commits = Vec::new();
     for stream in &commit_streams {
         if stream.truncated() {

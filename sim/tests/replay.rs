@@ -302,6 +302,33 @@ fn a_segment_cut_short_as_it_began_is_left_out_and_the_rest_replays() {
 }
 
 #[test]
+fn recordings_of_two_runs_in_one_directory_are_named_and_not_judged_as_one() {
+    let mut files = recording();
+    // The same leader's commits as another process of another directory recorded them.
+    let commits = decode_segment(&files[1].1).unwrap();
+    let mut other = Vec::new();
+    encode_item(
+        &Header {
+            pid: 2,
+            ..commits.header
+        },
+        &mut other,
+    );
+    for record in &commits.records {
+        encode_item(record, &mut other);
+    }
+    files.push(("2-commits-t1-000000.rec".into(), other));
+    let (passed, printed) = replayed(&files);
+    assert!(passed, "{printed}");
+    assert!(
+        printed.contains("UNCHECKED: term 1 was led by 2 recorded leaders"),
+        "{printed}"
+    );
+    // Judged as one, the put would have committed twice.
+    assert!(!printed.contains("VIOLATION"), "{printed}");
+}
+
+#[test]
 fn a_directory_without_recordings_is_an_error() {
     let empty = tempfile::tempdir().unwrap();
     let (passed, printed) = party_sim(&["--replay", empty.path().to_str().unwrap()]);
