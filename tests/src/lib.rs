@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// The keys `party-node fill-edge N` writes: keys at the byte edges (empty, 0x00, 0xff,
@@ -28,6 +29,14 @@ pub fn edge_and_numbered_keys(count: u32) -> Vec<Vec<u8>> {
 
 /// How long any single answer may take before a test fails instead of hanging.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How many lines every node's reader has read, and a wake-up for each: a test waits on it
+/// for a line from any of several nodes.
+static LINES_READ: (Mutex<u64>, Condvar) = (Mutex::new(0), Condvar::new());
+
+fn lines_read() -> MutexGuard<'static, u64> {
+    LINES_READ.0.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A `party-node` process. Dropping it kills it (SIGKILL).
 #[derive(Debug)]
@@ -81,6 +90,8 @@ impl Node {
                 if tx.send(line).is_err() {
                     return;
                 }
+                *lines_read() += 1;
+                LINES_READ.1.notify_all();
             }
         });
         Node {
@@ -147,6 +158,26 @@ impl Node {
             }
         }
         true
+    }
+
+    /// Waits until one of `nodes` reports `role`: its index, or `None` if none has within
+    /// `timeout`.
+    pub fn wait_any_role(nodes: &mut [Node], role: &str, timeout: Duration) -> Option<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let read_before = *lines_read();
+            for (at, node) in nodes.iter_mut().enumerate() {
+                node.poll_roles();
+                if node.role == role {
+                    return Some(at);
+                }
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            // A line read since `read_before` ends the wait at once: none is missed.
+            let _ = LINES_READ
+                .1
+                .wait_timeout_while(lines_read(), left, |read| *read == read_before);
+        }
     }
 
     /// Reads role lines already printed, without waiting.

@@ -20,7 +20,8 @@
 //!   `ok N`
 //! - `watch-start PREFIX`: subscribes to the keys under PREFIX (a task collects the
 //!   changes) → `ok POSITION` once subscribed; `watch-seen` → `ok COUNT` of changes so far
-//!   (`err …` once it failed); `watch-list` → `ok KEY,KEY,…` of the puts seen, in order,
+//!   (`err …` once it failed); `watch-wait N` → the same once N changes were seen (or it
+//!   failed); `watch-list` → `ok KEY,KEY,…` of the puts seen, in order,
 //!   or `err order …` if commit numbers did not rise, `err lagged …` if any was lost
 //! - `socket` → `ok PATH`: where the directory's socket is
 //! - `close` → `ok` after the handle closed; `exit` → ends the process without closing
@@ -128,6 +129,7 @@ async fn main() {
             ["seq-puts", prefix, count] => seq_puts(&db, prefix, count.parse().unwrap_or(0)).await,
             ["watch-start", prefix] => watch_start(&db, prefix, &watched).await,
             ["watch-seen"] => Ok(watched.seen()),
+            ["watch-wait", count] => Ok(watched.wait_seen(count.parse().unwrap_or(0)).await),
             ["watch-list"] => Ok(watched.list()),
             ["incr", counter, count] => increments(&db, counter, count.parse().unwrap_or(0)).await,
             ["cas", key, old, new] => {
@@ -238,7 +240,11 @@ async fn seq_puts(db: &Db, prefix: &str, count: u64) -> Result<String, Error> {
 
 /// What a subscription has seen: each change's commit number and, for a put, its key.
 #[derive(Default, Clone)]
-struct Watched(Arc<Mutex<WatchLog>>);
+struct Watched {
+    log: Arc<Mutex<WatchLog>>,
+    /// Sent to after every change, so that `watch-wait` wakes when the log grows.
+    grown: Arc<tokio::sync::watch::Sender<()>>,
+}
 
 #[derive(Default)]
 struct WatchLog {
@@ -249,7 +255,23 @@ struct WatchLog {
 
 impl Watched {
     fn log(&self) -> std::sync::MutexGuard<'_, WatchLog> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until the subscription has seen `count` changes or failed; then as `seen`.
+    async fn wait_seen(&self, count: usize) -> String {
+        let mut grown = self.grown.subscribe();
+        loop {
+            let enough = {
+                let log = self.log();
+                log.failed.is_some() || log.changes.len() >= count
+            };
+            if enough {
+                return self.seen();
+            }
+            // The sender lives in `self`: this ends only by a change.
+            let _ = grown.changed().await;
+        }
     }
 
     fn seen(&self) -> String {
@@ -299,6 +321,8 @@ async fn watch_start(db: &Db, prefix: &str, watched: &Watched) -> Result<String,
                 Err(Error::Lagged { missed }) => log.lagged += missed,
                 Err(error) => log.failed = Some(error.to_string()),
             }
+            drop(log);
+            watched.grown.send_replace(());
         }
     });
     Ok(format!("ok {}", position.0))
