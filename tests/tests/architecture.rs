@@ -4,13 +4,19 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// This package's directory, as cargo names it when it runs the tests (a name built in at
+/// compile time is that of whichever checkout built the binary into a shared target dir).
+fn package_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
+}
+
 fn dependency_tree(package: &str) -> String {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let output = Command::new(cargo)
         .args([
             "tree", "--edges", "normal", "--prefix", "none", "-p", package,
         ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(package_dir())
         .output()
         .expect("cargo tree runs");
     assert!(
@@ -53,7 +59,7 @@ fn proto_reaches_no_io_runtime_and_no_store() {
 /// can change without breaking callers.
 #[test]
 fn party_core_reexports_nothing_of_party_proto() {
-    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../party-core/src/lib.rs");
+    let lib = package_dir().join("../party-core/src/lib.rs");
     let code = code_only(&std::fs::read_to_string(&lib).unwrap());
     let mut exported = Vec::new();
     for (at, _) in code.match_indices("pub use ") {
@@ -138,7 +144,7 @@ fn rust_files(dir: &str) -> Vec<PathBuf> {
             }
         }
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+    let root = package_dir()
         .join("..")
         .join(dir)
         .canonicalize()
