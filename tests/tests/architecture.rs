@@ -5,9 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// This package's directory, as cargo names it when it runs the tests (a name built in at
-/// compile time is that of whichever checkout built the binary into a shared target dir).
+/// compile time is that of whichever checkout built the binary into a shared target dir;
+/// it stands in when the binary is run by hand).
 fn package_dir() -> PathBuf {
-    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
 }
 
 fn dependency_tree(package: &str) -> String {

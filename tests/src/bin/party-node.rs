@@ -21,7 +21,7 @@
 //! - `watch-start PREFIX`: subscribes to the keys under PREFIX (a task collects the
 //!   changes) → `ok POSITION` once subscribed; `watch-seen` → `ok COUNT` of changes so far
 //!   (`err …` once it failed); `watch-wait N` → the same once N changes were seen (or it
-//!   failed); `watch-list` → `ok KEY,KEY,…` of the puts seen, in order,
+//!   failed, or fell behind: `err lagged …`); `watch-list` → `ok KEY,KEY,…` of the puts seen, in order,
 //!   or `err order …` if commit numbers did not rise, `err lagged …` if any was lost
 //! - `socket` → `ok PATH`: where the directory's socket is
 //! - `close` → `ok` after the handle closed; `exit` → ends the process without closing
@@ -258,13 +258,14 @@ impl Watched {
         self.log.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until the subscription has seen `count` changes or failed; then as `seen`.
+    /// Waits until the subscription has seen `count` changes, failed or fallen behind;
+    /// then as `seen`.
     async fn wait_seen(&self, count: usize) -> String {
         let mut grown = self.grown.subscribe();
         loop {
             let enough = {
                 let log = self.log();
-                log.failed.is_some() || log.changes.len() >= count
+                log.failed.is_some() || log.lagged > 0 || log.changes.len() >= count
             };
             if enough {
                 return self.seen();
@@ -278,6 +279,7 @@ impl Watched {
         let log = self.log();
         match &log.failed {
             Some(error) => format!("err {error}"),
+            None if log.lagged > 0 => format!("err lagged {}", log.lagged),
             None => format!("ok {}", log.changes.len()),
         }
     }
