@@ -14,7 +14,9 @@
 //! partitions and commits atomically through fjall's
 //! journal; each commit hands the journal to the OS (`PersistMode::Buffer`), which survives
 //! `kill -9`, and one commit per group of writes keeps that to one flush per group.
-//! Iterators are fjall snapshots.
+//! Iterators are fjall snapshots. fjall's lsm-tree is patched (vendor/lsm-tree/PATCHED.md):
+//! as published, a flush dropped the versions an open snapshot reads of keys written again
+//! since, and a compaction into the last level brought deleted values back.
 //!
 //! fjall refuses the empty key, so every data key is stored behind a one-byte prefix (which
 //! keeps the order, and keeps them apart from the change log's); keys longer than
@@ -446,5 +448,94 @@ mod tests {
             0,
             "every version still in memtables"
         );
+    }
+
+    fn puts(keys: std::ops::Range<u64>, value: &[u8]) -> WriteBatch {
+        let ops = keys
+            .map(|n| WriteOp::Put {
+                key: format!("key/{n:05}").into_bytes(),
+                value: value.to_vec(),
+            })
+            .collect();
+        WriteBatch {
+            ops,
+            records: Vec::new(),
+            log: None,
+        }
+    }
+
+    /// Seals the memtables and waits until fjall has flushed them into tables.
+    fn flush(store: &FjallBackend) {
+        store.data.rotate_memtable().unwrap();
+        store.records.rotate_memtable().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while store.data.tree.sealed_memtable_count() + store.records.tree.sealed_memtable_count()
+            > 0
+        {
+            assert!(std::time::Instant::now() < deadline, "fjall did not flush");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// fjall drops the versions no snapshot can see when it flushes or compacts, past the
+    /// oldest open snapshot's instant. lsm-tree 2.10.4 dropped one too many: the newest
+    /// version before that instant, when the key had been written again since, which is
+    /// the very version the snapshot reads (fjall-rs/lsm-tree#321). An iterator that read
+    /// on across such a flush lost every key overwritten meanwhile.
+    #[test]
+    fn an_iterator_reads_its_snapshot_on_across_flushes_of_keys_overwritten_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallBackend::open(dir.path()).unwrap();
+        let keys = 3 * REFILL as u64;
+        store.write(&puts(0..keys, b"old")).unwrap();
+        for n in keys..keys + 10 {
+            store.write(&puts(n..n + 1, b"other")).unwrap();
+        }
+        let mut scan = store.iter(&KeyRange::all(), false).unwrap();
+        let first = scan.next().unwrap().unwrap();
+        // Every key the iterator has not buffered yet is overwritten, and other scans come
+        // and go (fjall moves its horizon past the open snapshot as they close).
+        store.write(&puts(REFILL as u64..keys, b"new")).unwrap();
+        for _ in 0..100 {
+            drop(store.iter(&KeyRange::all(), false).unwrap());
+        }
+        flush(&store);
+        let rest: Vec<Entry> = scan.map(Result::unwrap).collect();
+        assert_eq!(rest.len() as u64, keys + 9, "keys lost by the iterator");
+        assert_eq!(first.value, b"old");
+        assert!(rest[..keys as usize - 1]
+            .iter()
+            .all(|entry| entry.value == b"old"));
+        assert_eq!(store.get(b"key/00000").unwrap().unwrap(), b"old");
+        assert_eq!(store.get(b"key/03000").unwrap().unwrap(), b"new");
+    }
+
+    /// lsm-tree 2.10.4 dropped every tombstone that reached the last level, also when an
+    /// older value of its key was kept (for a snapshot, or because no snapshot had closed
+    /// yet): the deleted value came back.
+    #[test]
+    fn a_deleted_key_stays_deleted_when_compaction_reaches_the_last_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallBackend::open(dir.path()).unwrap();
+        store.write(&puts(0..10, b"value")).unwrap();
+        flush(&store);
+        let delete = WriteBatch {
+            ops: vec![WriteOp::Del {
+                key: b"key/00003".to_vec(),
+            }],
+            records: Vec::new(),
+            log: None,
+        };
+        store.write(&delete).unwrap();
+        flush(&store);
+        store.data.major_compact().unwrap();
+        assert_eq!(store.get(b"key/00003").unwrap(), None);
+        let keys: Vec<Vec<u8>> = store
+            .iter(&KeyRange::all(), false)
+            .unwrap()
+            .map(|entry| entry.unwrap().key)
+            .collect();
+        assert_eq!(keys.len(), 9);
+        assert!(!keys.contains(&b"key/00003".to_vec()));
     }
 }
