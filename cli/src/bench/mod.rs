@@ -14,7 +14,8 @@
 //! - writes during scans ([`scan_writes`]): another process's put latency while this one
 //!   scans the whole store, against the same with no scan;
 //! - hot keys ([`hot_keys`]): scans of 16 keys overwritten all the time, against the same
-//!   scans when the keys are left alone and right after the overwrites stop;
+//!   scans when the keys are left alone (quiet, and while other keys are overwritten) and
+//!   right after the overwrites stop;
 //! - four followers at once (child processes), aggregate gets per second;
 //! - failover ([`failover`]): the leader SIGKILLed repeatedly with three followers reading;
 //!   the time until every follower has completed an operation again; and the same on a store
