@@ -588,7 +588,10 @@ mod tests {
         for round in 0..2000u64 {
             store.write(&puts(0..16, &round.to_be_bytes())).unwrap();
         }
-        assert!(store.data.approximate_len() >= 32_000, "all in the memtable");
+        assert!(
+            store.data.approximate_len() >= 32_000,
+            "all in the memtable"
+        );
         store.checkpoint().unwrap();
         flush(&store);
         let versions = store.data.approximate_len();
@@ -617,6 +620,9 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let versions = store.data.approximate_len();
-        assert!(versions < 16 * rounds / 2, "{versions} versions of 16 keys kept");
+        assert!(
+            versions < 16 * rounds / 2,
+            "{versions} versions of 16 keys kept"
+        );
     }
 }
