@@ -383,6 +383,9 @@ impl Backend for FjallBackend {
 }
 
 #[cfg(test)]
+mod model_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use party_proto::wire::WriteOp;
@@ -503,7 +506,7 @@ mod tests {
     }
 
     /// Seals the memtables and waits until fjall has flushed them into tables.
-    fn flush(store: &FjallBackend) {
+    pub(super) fn flush(store: &FjallBackend) {
         store.data.rotate_memtable().unwrap();
         store.records.rotate_memtable().unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
