@@ -91,7 +91,8 @@ pub(super) async fn measure(
         db.put(hot_key(n), VALUE).await.map_err(|e| e.to_string())?;
     }
     let (quiet_p50, quiet_p99) = scans(&db, 200).await?;
-    let ((elsewhere_p50, _), _) = scans_while_overwriting(&db, other_key, span).await?;
+    let ((elsewhere_p50, _), other_overwrites_per_s) =
+        scans_while_overwriting(&db, other_key, span).await?;
     let ((during_p50, during_p99), overwrites_per_s) =
         scans_while_overwriting(&db, hot_key, span).await?;
     let (after_p50, after_p99) = on_runtime({
@@ -106,6 +107,7 @@ pub(super) async fn measure(
         "during_overwrites_scan_p50_us": during_p50,
         "during_overwrites_scan_p99_us": during_p99,
         "during_other_overwrites_scan_p50_us": elsewhere_p50,
+        "other_overwrites_per_s": other_overwrites_per_s,
         "after_overwrites_scan_p50_us": after_p50,
         "after_overwrites_scan_p99_us": after_p99,
         "overwrites_per_s": overwrites_per_s,

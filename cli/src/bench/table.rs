@@ -153,12 +153,13 @@ pub(super) fn table(report: &Value) -> Vec<String> {
     if measured("hot_keys") {
         let h = &report["hot_keys"];
         lines.push(format!(
-            "scans of 16 hot keys        p50 {} µs  p99 {} µs while overwritten ({} puts/s); right after p50 {} µs; left alone p50 {} µs, while other keys are overwritten p50 {} µs",
+            "scans of 16 hot keys        p50 {} µs  p99 {} µs while overwritten ({} puts/s); right after p50 {} µs; left alone p50 {} µs, while other keys are overwritten ({} puts/s) p50 {} µs",
             number(&h["during_overwrites_scan_p50_us"]),
             number(&h["during_overwrites_scan_p99_us"]),
             rate(&h["overwrites_per_s"]),
             number(&h["after_overwrites_scan_p50_us"]),
             number(&h["quiet_scan_p50_us"]),
+            rate(&h["other_overwrites_per_s"]),
             number(&h["during_other_overwrites_scan_p50_us"])
         ));
     }
