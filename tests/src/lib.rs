@@ -189,9 +189,22 @@ impl Node {
         }
     }
 
-    /// SIGSTOP: the process stays, holding its lock and socket, and does nothing.
+    /// SIGSTOP: the process stays, holding its lock and socket, and does nothing. Returns
+    /// once every thread of it has stopped: one thread takes the signal and stops the
+    /// others, which run on until it gets a core (under load, long enough to serve a
+    /// request sent meanwhile).
     pub fn stop(&self) {
         signal("STOP", self.pid());
+        #[cfg(unix)]
+        {
+            use rustix::process::{waitpid, Pid, WaitOptions};
+            let pid = i32::try_from(self.pid()).ok().and_then(Pid::from_raw);
+            let pid = pid.expect("a child's process id");
+            match waitpid(Some(pid), WaitOptions::UNTRACED) {
+                Ok(Some((_, status))) if status.stopped() => {}
+                other => panic!("the node did not stop: {other:?}"),
+            }
+        }
     }
 
     /// SIGCONT: a stopped process goes on.
