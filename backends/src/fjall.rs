@@ -191,13 +191,18 @@ impl FjallBackend {
     /// the instant of a snapshot before it registers it, and a horizon moved to the
     /// present in between would pass it.
     fn release_old_versions(&self) {
-        let _opening = self
-            .opening
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let _opening = self.opening();
         for _ in 0..CLOSES_PER_HORIZON {
             drop(self.data.snapshot());
         }
+    }
+
+    /// Holds off snapshots opening and horizon moves elsewhere (a panic while holding it
+    /// left nothing half done: the guard protects no data).
+    fn opening(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.opening
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 }
 
@@ -358,10 +363,7 @@ impl Backend for FjallBackend {
             return Ok(Box::new(std::iter::empty()));
         }
         let snapshot = {
-            let _opening = self
-                .opening
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
+            let _opening = self.opening();
             self.data.snapshot()
         };
         Ok(Box::new(SnapshotIter {
