@@ -3,7 +3,10 @@
 //!
 //! Each stream is a ring of [`SEGMENTS_KEPT`] segment files: once the newest holds its share
 //! of the bound, the next one starts (with the machine as it stands, for a process stream)
-//! and the oldest is deleted. A write the driver recorded is written to the file before it
+//! in the oldest one's file, renamed: rewriting its cached pages costs the kernel far less
+//! than filling new ones and freeing the old (a third of the recording's cost at 256 gets
+//! in flight). Every write ends with the segment's [`Seal`], which tells its bytes from
+//! the older ones past them. A write the driver recorded is written to the file before it
 //! can take effect (see `driver/machine.rs`), and a commit before anyone hears of it: a
 //! process killed at any point leaves on disk every write it may have made.
 
@@ -14,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use party_proto::recording::{encode_item, Header, Record, Stream, FORMAT};
+use party_proto::recording::{encode_item, Header, Record, Seal, Stream, FORMAT};
 use party_proto::{ClientId, Process};
 
 /// The environment variable that turns recording on for every handle a program opens
@@ -87,6 +90,8 @@ pub(crate) struct Recorder {
     dir: PathBuf,
     segment_bytes: u64,
     header: Header,
+    /// What ends each write of the segment `header` names.
+    seal: Seal,
     buffer: Vec<u8>,
     sink: Sink,
 }
@@ -106,6 +111,7 @@ impl Recorder {
         let mut recorder = Recorder {
             dir: recording.dir.clone(),
             segment_bytes: (recording.max_bytes / SEGMENTS_KEPT).max(1),
+            seal: Seal::of(&header),
             header,
             buffer: Vec::new(),
             sink: Sink::new(file),
@@ -146,6 +152,7 @@ impl Recorder {
     }
 
     fn write_now(&mut self) -> Result<(), ()> {
+        self.seal_buffer();
         let written = self.sink.write_now(&self.buffer);
         self.buffer.clear();
         written.map_err(|error| warn_stopped(&self.dir, &error))
@@ -156,38 +163,51 @@ impl Recorder {
     /// effect), so that the caller does not wait for the kernel's copy. (When many blocks
     /// already wait, or a segment ends, the caller writes after all.)
     pub fn flush_later(&mut self, snapshot: Option<&Process>) -> Result<bool, ()> {
+        self.seal_buffer();
         let handed = self.sink.write_later(&mut self.buffer);
         self.buffer.clear();
         handed.map_err(|error| warn_stopped(&self.dir, &error))?;
         self.next_segment_if_full(snapshot)
     }
 
+    /// Ends what waits in memory with the seal, unless nothing does.
+    fn seal_buffer(&mut self) {
+        if !self.buffer.is_empty() {
+            self.seal.append_to(&mut self.buffer);
+        }
+    }
+
     fn next_segment_if_full(&mut self, snapshot: Option<&Process>) -> Result<bool, ()> {
         if self.sink.end < self.segment_bytes {
             return Ok(false);
         }
-        // The segment ends with every block queued for it, before the next one exists.
+        // The segment ends with every block queued for it, before the next one begins.
         self.write_now()?;
         self.header.segment += 1;
-        let file = open_segment(&self.dir, &self.header)
-            .inspect_err(|error| warn_stopped(&self.dir, error))
-            .map_err(drop)?;
-        let dropped = self
-            .header
-            .segment
-            .checked_sub(SEGMENTS_KEPT)
-            .map(|segment| {
-                let dropped = Header {
-                    segment,
-                    ..self.header.clone()
-                };
-                self.dir.join(segment_name(&dropped))
-            });
-        self.sink
-            .next_segment(file, dropped)
+        self.seal = Seal::of(&self.header);
+        self.reuse_oldest()
+            .and_then(|file| self.sink.next_segment(file))
             .map_err(|error| warn_stopped(&self.dir, &error))?;
         self.open_with(snapshot);
         self.write_now().map(|()| true)
+    }
+
+    /// The file for the segment the header names: once the ring is full, the oldest one's,
+    /// renamed (or a new one, if it is gone).
+    fn reuse_oldest(&self) -> std::io::Result<File> {
+        let name = self.dir.join(segment_name(&self.header));
+        if let Some(segment) = self.header.segment.checked_sub(SEGMENTS_KEPT) {
+            let oldest = Header {
+                segment,
+                ..self.header.clone()
+            };
+            match std::fs::rename(self.dir.join(segment_name(&oldest)), &name) {
+                Ok(()) => return std::fs::OpenOptions::new().write(true).open(name),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error),
+            }
+        }
+        open_segment(&self.dir, &self.header)
     }
 
     fn open_with(&mut self, snapshot: Option<&Process>) {
@@ -203,6 +223,7 @@ impl Drop for Recorder {
     /// writer thread still holds (nothing once a write failed: a segment must not go on
     /// past a hole).
     fn drop(&mut self) {
+        self.seal_buffer();
         let _ = self.sink.write_now(&self.buffer);
         self.sink.close();
     }
@@ -210,8 +231,8 @@ impl Drop for Recorder {
 
 /// Where a stream's bytes go: its current segment file, each block at the place it was
 /// given when handed over, by the caller ([`Sink::write_now`]) or by a thread of the
-/// stream's own ([`Sink::write_later`], started at the first need), which also deletes
-/// the segments the ring drops (the kernel takes a while over a file's cached pages).
+/// stream's own ([`Sink::write_later`], started at the first need). A segment's file is
+/// cut where its bytes end once it is done, as the file may be an older segment's.
 ///
 /// The caller never waits for that thread (which runs at the lowest priority, and may
 /// not run for a while on a busy machine): to write now, it writes every block not yet
@@ -241,8 +262,6 @@ struct Jobs {
     blocks: VecDeque<Block>,
     /// The block the writer thread is writing.
     writing: Option<Block>,
-    /// Segments the ring dropped, to delete (by the writer thread only).
-    dropped: Vec<PathBuf>,
     /// Written blocks' buffers, to be filled again (at most [`SPARE_BLOCKS`]).
     spares: Vec<Vec<u8>>,
     closed: bool,
@@ -321,17 +340,13 @@ impl Sink {
         Ok(())
     }
 
-    /// Goes on in `file` (every block handed over written to the one before); `dropped`, a
-    /// segment the ring no longer keeps, is deleted by the writer thread.
-    fn next_segment(&mut self, file: File, dropped: Option<PathBuf>) -> std::io::Result<()> {
+    /// Goes on in `file`, once every block handed over is written to the file before,
+    /// which ends there.
+    fn next_segment(&mut self, file: File) -> std::io::Result<()> {
         self.write_now(&[])?;
+        self.file.set_len(self.end)?;
         self.file = Arc::new(file);
         self.end = 0;
-        if let Some(dropped) = dropped {
-            self.start_writer()?;
-            lock(&self.shared.jobs).dropped.push(dropped);
-            self.shared.queued.notify_one();
-        }
         Ok(())
     }
 
@@ -353,11 +368,17 @@ impl Sink {
         Ok(())
     }
 
+    /// Stops the writer thread once it has written every block handed over, and ends the
+    /// file where they do (unless a write failed: then the file holds what it holds).
     fn close(&mut self) {
         lock(&self.shared.jobs).closed = true;
         self.shared.queued.notify_one();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
+        }
+        if self.shared.check().is_ok() {
+            // What lies past the end is no part of the segment either way.
+            let _ = self.file.set_len(self.end);
         }
     }
 }
@@ -397,9 +418,9 @@ impl Shared {
         }
     }
 
-    /// The writer thread: writes the blocks handed over and deletes dropped segments until
-    /// the stream closes, at the lowest priority, so that it takes the time the handle's
-    /// own threads leave (on a machine with few cores it would otherwise delay them).
+    /// The writer thread: writes the blocks handed over until the stream closes, at the
+    /// lowest priority, so that it takes the time the handle's own threads leave (on a
+    /// machine with few cores it would otherwise delay them).
     fn write_queued(&self) {
         #[cfg(target_os = "linux")]
         {
@@ -408,14 +429,7 @@ impl Shared {
         }
         let mut jobs = lock(&self.jobs);
         loop {
-            // Deletions first: behind a steady stream of blocks they would wait, and the
-            // ring would outgrow its bound.
-            if let Some(dropped) = jobs.dropped.pop() {
-                drop(jobs);
-                // A segment already gone is as good as deleted.
-                let _ = std::fs::remove_file(dropped);
-                jobs = lock(&self.jobs);
-            } else if let Some(block) = jobs.blocks.pop_front() {
+            if let Some(block) = jobs.blocks.pop_front() {
                 jobs.writing = Some(block.clone());
                 drop(jobs);
                 // A failure stops the stream; the caller hears of it at its next write.
@@ -507,7 +521,7 @@ fn warn_stopped(dir: &Path, error: &std::io::Error) {
 mod tests {
     use std::time::Duration;
 
-    use party_proto::recording::decode_segment;
+    use party_proto::recording::{decode_segment, Segment};
     use party_proto::Timestamp;
 
     use super::*;
@@ -519,22 +533,39 @@ mod tests {
         }
     }
 
-    /// The records of every kept segment of the one stream in `dir`, oldest first.
-    fn kept(dir: &Path) -> (usize, Vec<Record<'static>>) {
+    /// Every kept segment of the one stream in `dir`, oldest first.
+    fn segments(dir: &Path) -> Vec<Segment> {
         let mut names: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .map(|entry| entry.unwrap().path())
             .collect();
         names.sort();
-        let records = names
+        let segments: Vec<_> = names
             .iter()
-            .flat_map(|name| {
-                decode_segment(&std::fs::read(name).unwrap())
-                    .unwrap()
-                    .records
-            })
+            .map(|name| decode_segment(&std::fs::read(name).unwrap()).unwrap())
             .collect();
-        (names.len(), records)
+        let numbers: Vec<_> = segments.iter().map(|s| s.header.segment).collect();
+        assert!(numbers.is_sorted(), "{numbers:?}");
+        segments
+    }
+
+    /// The records of every kept segment of the one stream in `dir`, oldest first.
+    fn kept(dir: &Path) -> (usize, Vec<Record<'static>>) {
+        let segments = segments(dir);
+        let count = segments.len();
+        (
+            count,
+            segments.into_iter().flat_map(|s| s.records).collect(),
+        )
+    }
+
+    /// The wall-clock readings of `records`, which are all [`wall_clock`]s.
+    fn readings(records: &[Record]) -> Vec<u64> {
+        let reading = |record: &Record| match record {
+            Record::WallClock { wall, .. } => wall.as_secs(),
+            other => panic!("{other:?}"),
+        };
+        records.iter().map(reading).collect()
     }
 
     #[test]
@@ -574,18 +605,36 @@ mod tests {
         for n in 0..2_000 {
             recorder.record(&wall_clock(n));
             segments_started += u64::from(recorder.flush_later(None).unwrap());
+            if n % 300 == 299 {
+                // What a process killed now leaves: every record so far, and nothing of
+                // the older segments whose files the newer ones were written over.
+                assert_eq!(recorder.flush(None), Ok(false));
+                let killed = tempfile::tempdir().unwrap();
+                for file in std::fs::read_dir(dir.path()).unwrap() {
+                    let file = file.unwrap();
+                    std::fs::copy(file.path(), killed.path().join(file.file_name())).unwrap();
+                }
+                let (segments, records) = kept(killed.path());
+                assert!(segments as u64 <= SEGMENTS_KEPT);
+                let read = readings(&records);
+                assert_eq!(read, (read[0]..=n).collect::<Vec<_>>());
+            }
         }
         drop(recorder);
-        let (segments, records) = kept(dir.path());
+        let segments = segments(dir.path());
         assert!(segments_started > SEGMENTS_KEPT, "{segments_started}");
-        assert_eq!(segments as u64, SEGMENTS_KEPT);
+        assert_eq!(segments.len() as u64, SEGMENTS_KEPT);
+        // A stream closed ends each file where its segment does.
+        assert!(segments.iter().all(|segment| !segment.torn));
         // The kept segments hold the newest records, none missing between them.
-        let first = match records.first() {
-            Some(Record::WallClock { wall, .. }) => wall.as_secs(),
-            other => panic!("{other:?}"),
-        };
-        assert!(first > 0);
-        assert_eq!(records, (first..2_000).map(wall_clock).collect::<Vec<_>>());
+        let read = readings(
+            &segments
+                .into_iter()
+                .flat_map(|s| s.records)
+                .collect::<Vec<_>>(),
+        );
+        assert!(read[0] > 0);
+        assert_eq!(read, (read[0]..2_000).collect::<Vec<_>>());
     }
 
     #[test]

@@ -9,8 +9,10 @@
 //! handle, one stream of commits per leadership). A segment opens with a [`Header`] and, in
 //! a process stream, the machine as it stood then, so the newest segments replay even after
 //! the ring dropped the oldest. Each item is framed by its length (u32, little endian) and
-//! encoded with postcard; a last item cut short (a process killed in the middle of writing
-//! it) is no item.
+//! encoded with postcard. Every write to a segment file ends with the segment's [`Seal`],
+//! and only what a seal follows is read back: the ring writes a new segment over the oldest
+//! one's file (rewriting cached pages costs the kernel far less than new ones), so past the
+//! last seal lie a write cut short by a killed process, or the older segment's bytes.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -27,7 +29,7 @@ use crate::wire::{ReadOp, WriteOp};
 use crate::writer::{CommitResult, WriteBatch};
 
 /// The format of recordings this build writes and reads.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// What a segment's stream holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -326,8 +328,34 @@ pub fn encode_item<T: Serialize>(item: &T, out: &mut Vec<u8>) {
     out.extend_from_slice(&[0; 4]);
     // A Vec cannot refuse to grow, and every recorded type serializes.
     postcard::to_io(item, &mut *out).expect("recorded items serialize into a Vec");
-    let len = (out.len() - start - 4) as u32;
+    let len = u32::try_from(out.len() - start - 4)
+        .ok()
+        .filter(|len| *len != SEAL_FRAME)
+        .expect("a recorded item is shorter than 4 GiB");
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// The frame length that marks a [`Seal`] rather than an item.
+const SEAL_FRAME: u32 = u32::MAX;
+
+/// What ends every write to a segment file: the frame mark, then a digest of the segment's
+/// header. An older segment whose file the ring reuses has seals of its own header, which
+/// differ (the segment number does), so reading stops where the new segment's bytes end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seal([u8; 8]);
+
+impl Seal {
+    pub fn of(header: &Header) -> Seal {
+        let mut encoded = Vec::new();
+        postcard::to_io(header, &mut encoded).expect("a header serializes into a Vec");
+        Seal(digest(&encoded).to_le_bytes())
+    }
+
+    /// Appends the seal to a write's bytes.
+    pub fn append_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&SEAL_FRAME.to_le_bytes());
+        out.extend_from_slice(&self.0);
+    }
 }
 
 /// One segment, read back.
@@ -337,20 +365,41 @@ pub struct Segment {
     /// The machine as the segment began (process streams only).
     pub snapshot: Option<Box<Process>>,
     pub records: Vec<Record<'static>>,
-    /// The segment ends in an item cut short.
+    /// Bytes follow the last seal: a write cut short (the process was killed in it), or
+    /// what an older segment left in the file (the process was killed before this one
+    /// ended).
     pub torn: bool,
 }
 
-/// Reads one segment file's bytes.
+/// Reads one segment file's bytes: the items its seals cover.
 pub fn decode_segment(bytes: &[u8]) -> Result<Segment, RecordingError> {
-    let mut items = Items { bytes, torn: false };
-    let first = items.next().ok_or(RecordingError::CutShortAtStart)?;
+    let mut frames = Frames { bytes };
+    let Some(Frame::Item(first)) = frames.next() else {
+        return Err(RecordingError::CutShortAtStart);
+    };
     let header: Header = postcard::from_bytes(first).map_err(malformed)?;
     if header.format != FORMAT {
         return Err(RecordingError::OtherFormat {
             found: header.format,
         });
     }
+    let seal = Seal::of(&header);
+    // How many items the last seal covers, and how many bytes follow it.
+    let (mut items, mut sealed) = (vec![first], None);
+    while let Some(frame) = frames.next() {
+        match frame {
+            Frame::Item(item) => items.push(item),
+            Frame::Seal(found) if found == seal => {
+                sealed = Some((items.len(), frames.bytes.len()));
+            }
+            // Another segment's seal, or a frame the bytes end in: what follows is not
+            // this segment's.
+            Frame::Seal(_) | Frame::CutShort => break,
+        }
+    }
+    let (sealed, unsealed_bytes) = sealed.ok_or(RecordingError::CutShortAtStart)?;
+    items.truncate(sealed);
+    let mut items = items.into_iter().skip(1);
     let snapshot = match header.stream {
         Stream::Process => {
             let item = items.next().ok_or(RecordingError::CutShortAtStart)?;
@@ -358,15 +407,14 @@ pub fn decode_segment(bytes: &[u8]) -> Result<Segment, RecordingError> {
         }
         Stream::Commits => None,
     };
-    let mut records = Vec::new();
-    for item in items.by_ref() {
-        records.push(postcard::from_bytes(item).map_err(malformed)?);
-    }
+    let records = items
+        .map(|item| postcard::from_bytes(item).map_err(malformed))
+        .collect::<Result<_, _>>()?;
     Ok(Segment {
         header,
         snapshot,
         records,
-        torn: items.torn,
+        torn: unsealed_bytes > 0,
     })
 }
 
@@ -374,33 +422,48 @@ fn malformed(error: postcard::Error) -> RecordingError {
     RecordingError::Malformed(error.to_string())
 }
 
-/// The framed items of a segment; stops at a last one cut short.
-struct Items<'a> {
+/// The frames of a segment, in order; the last may be cut short.
+struct Frames<'a> {
     bytes: &'a [u8],
-    torn: bool,
 }
 
-impl<'a> Iterator for Items<'a> {
-    type Item = &'a [u8];
+enum Frame<'a> {
+    Item(&'a [u8]),
+    Seal(Seal),
+    /// The bytes end inside a frame.
+    CutShort,
+}
 
-    fn next(&mut self) -> Option<&'a [u8]> {
+impl<'a> Iterator for Frames<'a> {
+    type Item = Frame<'a>;
+
+    fn next(&mut self) -> Option<Frame<'a>> {
         if self.bytes.is_empty() {
             return None;
         }
-        let Some((len, rest)) = self.bytes.split_first_chunk::<4>() else {
-            self.torn = true;
-            self.bytes = &[];
-            return None;
+        let frame = match self.bytes.split_first_chunk::<4>() {
+            Some((len, rest)) if u32::from_le_bytes(*len) == SEAL_FRAME => rest
+                .split_first_chunk::<8>()
+                .map(|(seal, rest)| (Frame::Seal(Seal(*seal)), rest)),
+            Some((len, rest)) => {
+                let len = u32::from_le_bytes(*len) as usize;
+                (rest.len() >= len).then(|| {
+                    let (item, rest) = rest.split_at(len);
+                    (Frame::Item(item), rest)
+                })
+            }
+            None => None,
         };
-        let len = u32::from_le_bytes(*len) as usize;
-        if rest.len() < len {
-            self.torn = true;
-            self.bytes = &[];
-            return None;
-        }
-        let (item, rest) = rest.split_at(len);
-        self.bytes = rest;
-        Some(item)
+        Some(match frame {
+            Some((frame, rest)) => {
+                self.bytes = rest;
+                frame
+            }
+            None => {
+                self.bytes = &[];
+                Frame::CutShort
+            }
+        })
     }
 }
 
@@ -429,9 +492,11 @@ mod tests {
             key: b"k".to_vec(),
             value: b"v".to_vec(),
         };
+        let seal = Seal::of(&header(Stream::Process));
         let mut bytes = Vec::new();
         encode_item(&header(Stream::Process), &mut bytes);
         encode_item(&process, &mut bytes);
+        seal.append_to(&mut bytes);
         let at = Timestamp::from_epoch(Duration::from_millis(5));
         let written = Record::Write {
             at,
@@ -448,20 +513,82 @@ mod tests {
             )
             .push(&mut each);
         encode_item(&outputs.record(&each), &mut bytes);
-        let whole = bytes.len();
+        seal.append_to(&mut bytes);
+        let whole = decode_segment(&bytes).unwrap();
+        assert!(!whole.torn);
+        assert_eq!(whole.records, vec![written.clone(), outputs.record(&each)]);
+        // A write cut short: in its frames, and in its seal.
+        let sealed = bytes.len();
         encode_item(&written, &mut bytes);
-        bytes.truncate(whole + 6);
-
-        let segment = decode_segment(&bytes).unwrap();
-        assert_eq!(segment.header, header(Stream::Process));
-        assert!(segment.torn);
-        assert_eq!(
-            segment.records,
-            vec![written.clone(), outputs.record(&each)]
-        );
+        for cut in [sealed + 6, bytes.len(), bytes.len() + 5] {
+            let mut cut_short = bytes.clone();
+            seal.append_to(&mut cut_short);
+            cut_short.truncate(cut);
+            let segment = decode_segment(&cut_short).unwrap();
+            assert_eq!(segment.header, header(Stream::Process));
+            assert!(segment.torn, "cut at {cut}");
+            assert_eq!(segment.records, whole.records, "cut at {cut}");
+        }
         // The snapshot is the machine before the write: replaying the write gives its id.
-        let mut replayed = segment.snapshot.unwrap();
+        let mut replayed = whole.snapshot.unwrap();
         assert_eq!(replayed.write(at, op), id);
+    }
+
+    /// A segment of `records` wall-clock readings, each write of `per_write` of them
+    /// sealed.
+    fn commits_segment(segment: u64, records: std::ops::Range<u64>, per_write: u64) -> Vec<u8> {
+        let header = Header {
+            segment,
+            ..header(Stream::Commits)
+        };
+        let seal = Seal::of(&header);
+        let mut bytes = Vec::new();
+        encode_item(&header, &mut bytes);
+        seal.append_to(&mut bytes);
+        for n in records {
+            let record = Record::WallClock {
+                at: Timestamp::from_epoch(Duration::from_micros(n)),
+                wall: Duration::from_secs(n),
+            };
+            encode_item(&record, &mut bytes);
+            if n % per_write == per_write - 1 {
+                seal.append_to(&mut bytes);
+            }
+        }
+        bytes
+    }
+
+    fn wall_clocks(segment: &Segment) -> Vec<u64> {
+        let wall = |record: &Record| match record {
+            Record::WallClock { wall, .. } => wall.as_secs(),
+            other => panic!("{other:?}"),
+        };
+        segment.records.iter().map(wall).collect()
+    }
+
+    #[test]
+    fn a_segment_written_over_an_older_ones_file_reads_back_only_its_own_writes() {
+        let older = commits_segment(0, 0..400, 10);
+        let newer = commits_segment(4, 1_000..1_100, 10);
+        let mut file = older.clone();
+        file[..newer.len()].copy_from_slice(&newer);
+        let segment = decode_segment(&file).unwrap();
+        assert_eq!(segment.header.segment, 4);
+        assert!(segment.torn);
+        assert_eq!(wall_clocks(&segment), (1_000..1_100).collect::<Vec<_>>());
+        // The newer segment's last write cut short, anywhere in it, over the older bytes:
+        // every write before it reads back, nothing of the older segment does.
+        for cut in (newer.len() - 200..newer.len()).step_by(7) {
+            let mut file = older.clone();
+            file[..cut].copy_from_slice(&newer[..cut]);
+            let segment = decode_segment(&file).unwrap();
+            let read = wall_clocks(&segment);
+            assert!(
+                read.len() >= 80 && read.len().is_multiple_of(10),
+                "cut at {cut}: {read:?}"
+            );
+            assert_eq!(read, (1_000..1_000 + read.len() as u64).collect::<Vec<_>>());
+        }
     }
 
     #[test]
@@ -502,12 +629,19 @@ mod tests {
             decode_segment(&[3, 0, 0, 0, 0xff, 0xff, 0xff]),
             Err(RecordingError::Malformed(_))
         ));
+        // A process segment begins with its header and the machine, sealed.
         let mut no_snapshot = Vec::new();
         encode_item(&header(Stream::Process), &mut no_snapshot);
-        assert_eq!(
-            decode_segment(&no_snapshot).unwrap_err(),
-            RecordingError::CutShortAtStart
-        );
+        let mut unsealed = no_snapshot.clone();
+        Seal::of(&header(Stream::Process)).append_to(&mut no_snapshot);
+        let process = Process::new(ClientId(9), ProcessConfig::default(), 3);
+        encode_item(&process, &mut unsealed);
+        for cut_short in [no_snapshot, unsealed] {
+            assert_eq!(
+                decode_segment(&cut_short).unwrap_err(),
+                RecordingError::CutShortAtStart
+            );
+        }
         assert_eq!(
             decode_segment(&[]).unwrap_err(),
             RecordingError::CutShortAtStart

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use party_proto::recording::{
-    decode_segment, encode_item, Fingerprint, Header, Record, Stream, FORMAT,
+    decode_segment, encode_item, Fingerprint, Header, Record, Seal, Stream, FORMAT,
 };
 use party_proto::wire::{ReadOp, Response, WriteOp};
 use party_proto::{
@@ -161,6 +161,9 @@ impl Recorded {
 
     fn finish(mut self) -> Vec<(String, Vec<u8>)> {
         encode_item(&self.outputs.record(&self.each), &mut self.calls);
+        // Written at once, as one write: its seal ends it.
+        Seal::of(&header(Stream::Process, None)).append_to(&mut self.calls);
+        Seal::of(&header(Stream::Commits, Some(1))).append_to(&mut self.commits);
         vec![
             ("1-process-000000.rec".into(), self.calls),
             ("1-commits-t1-000000.rec".into(), self.commits),
@@ -236,6 +239,7 @@ fn outputs_other_than_recorded_are_nondeterminism() {
         .fold(&ProcessOutput::Election(ElectionOutput::Bind), None)
         .push(&mut each);
     encode_item(&changed.record(&each), calls);
+    Seal::of(&header(Stream::Process, None)).append_to(calls);
     let (passed, printed) = replayed(&files);
     assert!(!passed, "{printed}");
     assert!(printed.contains("NONDETERMINISM: p0"), "{printed}");
@@ -295,6 +299,7 @@ fn a_segment_cut_short_as_it_began_is_left_out_and_the_rest_replays() {
         }
         encode_item(&record, &mut changed);
     }
+    Seal::of(&commits.header).append_to(&mut changed);
     files[1].1 = changed;
     let (passed, printed) = replayed(&files);
     assert!(!passed, "{printed}");
@@ -307,16 +312,15 @@ fn recordings_of_two_runs_in_one_directory_are_named_and_not_judged_as_one() {
     // The same leader's commits as another process of another directory recorded them.
     let commits = decode_segment(&files[1].1).unwrap();
     let mut other = Vec::new();
-    encode_item(
-        &Header {
-            pid: 2,
-            ..commits.header
-        },
-        &mut other,
-    );
+    let other_header = Header {
+        pid: 2,
+        ..commits.header
+    };
+    encode_item(&other_header, &mut other);
     for record in &commits.records {
         encode_item(record, &mut other);
     }
+    Seal::of(&other_header).append_to(&mut other);
     files.push(("2-commits-t1-000000.rec".into(), other));
     let (passed, printed) = replayed(&files);
     assert!(passed, "{printed}");

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use party_proto::recording::{decode_segment, encode_item, Record};
+use party_proto::recording::{decode_segment, encode_item, Record, Seal};
 use party_sim::replay::{replay, Replayed};
 use party_tests::Node;
 
@@ -119,6 +119,7 @@ fn with_a_check_changed(
             for record in &segment.records {
                 encode_item(record, &mut changed);
             }
+            Seal::of(&segment.header).append_to(&mut changed);
             *bytes = changed;
             Some((name.clone(), step))
         })
