@@ -591,6 +591,29 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// A segment with any of its bytes changed, cut anywhere, reads back or is refused,
+        /// and never panics; cut only, it reads back a beginning of what was written.
+        #[test]
+        fn any_bytes_read_back_or_are_refused(
+            flips in proptest::collection::vec((0usize..10_000, 1u8..=255), 0..4),
+            cut in 0usize..10_000,
+        ) {
+            let whole = commits_segment(1, 0..200, 7);
+            let mut bytes = whole.clone();
+            for (at, flip) in &flips {
+                let at = at % bytes.len();
+                bytes[at] ^= flip;
+            }
+            bytes.truncate(cut.min(bytes.len()));
+            let read = decode_segment(&bytes);
+            if let (Ok(segment), true) = (read, flips.is_empty()) {
+                let (all, read) = (wall_clocks(&decode_segment(&whole).unwrap()), wall_clocks(&segment));
+                proptest::prop_assert_eq!(&read[..], &all[..read.len()]);
+            }
+        }
+    }
+
     #[test]
     fn digests_tell_apart_what_differs_in_any_byte_or_length() {
         let base = b"the same bytes, long enough for several words".to_vec();
