@@ -1,11 +1,15 @@
 //! One connection's way to the store: a follower's connection, or the leader's own handle.
 //!
 //! The work a connection's [`ServerSession`] asks for goes to the store thread in the order
-//! asked, with one exception: a point read the session marks as not behind any write of the
-//! connection runs at once, on the connection's own task, where the store's reads are fast
-//! ([`Backend::reads_fast`]; not etcd's, which would hold an async worker for a round trip). It then still sees every write its
-//! connection sent before it (and, like any read, every acknowledged write), and it skips two
-//! hand-offs between threads, which cost more than the read itself here.
+//! asked, with two exceptions, where the store answers fast on any thread
+//! ([`Backend::reads_fast`]; not etcd, which would hold an async worker for a round trip):
+//! a point read the session marks as not behind any write of the connection runs at once on
+//! the connection's own task, and so does a write its client sent alone (with no other of
+//! its own pending: a burst's writes go to the store thread, to commit together) while the
+//! store thread has nothing to do ([`StoreQueue::write_here`]). Either still sees every
+//! write its connection sent before
+//! it (and, like any read, every acknowledged write), and skips two hand-offs between
+//! threads, which cost more than the read or the commit itself here.
 
 use std::sync::Arc;
 
@@ -31,7 +35,7 @@ impl Accesses {
         let (to, replies) = unbounded_channel();
         StoreAccess {
             conn: self.conn_ids.next(),
-            reads_here: self.backend.reads_fast(),
+            here: self.backend.reads_fast(),
             backend: self.backend.clone(),
             queue: self.queue.clone(),
             to,
@@ -42,8 +46,8 @@ impl Accesses {
 
 pub(crate) struct StoreAccess {
     conn: ConnId,
-    /// Point reads may run on the connection's task.
-    reads_here: bool,
+    /// Point reads and lone writes may run on the connection's task.
+    here: bool,
     backend: Arc<dyn Backend>,
     queue: StoreQueue,
     to: ReplyTo,
@@ -80,8 +84,9 @@ impl StoreAccess {
         closing
     }
 
-    /// Hands one piece of store work to the store thread, or answers it at once (a point
-    /// read that keeps the connection's order). Messages and closes are the caller's.
+    /// Hands one piece of store work to the store thread, or carries it out at once (a
+    /// point read that keeps the connection's order, a lone write) and gives the first
+    /// answer waiting (its own, or one before it). Messages and closes are the caller's.
     pub fn carry_out(&mut self, work: ServerOutput) -> Option<ServerInput> {
         let conn = self.conn;
         let job = match work {
@@ -93,7 +98,7 @@ impl StoreAccess {
             } => {
                 // The session says when running at once keeps the connection's order;
                 // a status read's follower count lives with the store thread.
-                let here = if behind_writes || !self.reads_here {
+                let here = if behind_writes || !self.here {
                     Err(op)
                 } else {
                     point_read(&*self.backend, op)
@@ -107,12 +112,22 @@ impl StoreAccess {
                     },
                 }
             }
-            ServerOutput::Write { id, stamp, op } => StoreJob::Write {
-                id,
-                stamp,
-                op,
-                to: self.to.clone(),
-            },
+            ServerOutput::Write { id, stamp, op } => {
+                let write = StoreJob::Write {
+                    id,
+                    stamp,
+                    op,
+                    to: self.to.clone(),
+                };
+                if !(self.here && stamp.alone()) {
+                    write
+                } else {
+                    match self.queue.write_here(write) {
+                        None => return self.replies.try_recv().ok(),
+                        Some(write) => write,
+                    }
+                }
+            }
             ServerOutput::IterOpen { iter, options } => StoreJob::IterOpen {
                 conn,
                 iter,
@@ -137,7 +152,7 @@ impl StoreAccess {
         };
         // The store thread outlives every connection; a failed send means it is gone and
         // the leader is stopping anyway.
-        let _ = self.queue.send(job);
+        self.queue.send(job);
         None
     }
 
@@ -155,6 +170,6 @@ impl StoreAccess {
 impl Drop for StoreAccess {
     /// The connection is gone: its iterators can go too.
     fn drop(&mut self) {
-        let _ = self.queue.send(StoreJob::Disconnected { conn: self.conn });
+        self.queue.send(StoreJob::Disconnected { conn: self.conn });
     }
 }

@@ -79,26 +79,23 @@ impl Leader {
         listener: Listener,
         serving: Serving,
     ) -> std::io::Result<Leader> {
-        let (queue, jobs) = std::sync::mpsc::channel();
         let followers = Followers::default();
-        let counted = followers.clone();
-        let served = store.clone();
         let (done, drained) = tokio::sync::oneshot::channel();
         let (hold, held) = std::sync::mpsc::channel();
+        let writing = store::Writing {
+            headroom: serving.headroom,
+            dedup_retention: serving.dedup_retention,
+            change_feed: serving.change_feed,
+            change_retention: serving.change_retention,
+            recorder: serving.recorder,
+        };
         let scans = crate::scans::Scans::start()?;
+        let (queue, thread) = store::open(store.clone(), followers.clone(), writing, scans);
         let store_thread = std::thread::Builder::new()
             .name("party-store".into())
             .spawn(move || {
-                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let writing = store::Writing {
-                        headroom: serving.headroom,
-                        dedup_retention: serving.dedup_retention,
-                        change_feed: serving.change_feed,
-                        change_retention: serving.change_retention,
-                        recorder: serving.recorder,
-                    };
-                    store::run(served, counted, writing, scans, jobs, done)
-                }));
+                let ran =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| thread.run(done)));
                 let lock = held.recv();
                 if ran.is_err() {
                     // The store may still be open through the leader's other handles to
@@ -169,7 +166,7 @@ async fn tick(queue: StoreQueue, cancel: CancellationToken) {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = ticks.tick() => {
-                if queue.send(StoreJob::Tick).is_err() {
+                if !queue.send(StoreJob::Tick) {
                     return;
                 }
             }

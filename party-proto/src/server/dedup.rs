@@ -35,6 +35,15 @@ pub struct WriteStamp {
     pub first_sent_ms: u64,
 }
 
+impl WriteStamp {
+    /// The client had no older write pending when it sent this one: it writes one at a
+    /// time (or this write begins a burst), so no other write of its is there to commit
+    /// with this one.
+    pub fn alone(&self) -> bool {
+        self.oldest_pending == self.seq
+    }
+}
+
 /// What the store keeps per client, next to the data, in a namespace callers never see.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DedupRecord {
