@@ -193,18 +193,27 @@ impl Recorder {
     }
 
     /// The file for the segment the header names: once the ring is full, the oldest one's,
-    /// renamed (or a new one, if it is gone).
-    fn reuse_oldest(&self) -> std::io::Result<File> {
+    /// renamed. A new one instead (and the oldest deleted) while the writer thread may still
+    /// be writing one of that segment's blocks, which must not land in this one: the thread
+    /// may lag that far behind, at its priority on a busy machine. A new one too if the
+    /// oldest is gone.
+    fn reuse_oldest(&mut self) -> std::io::Result<File> {
         let name = self.dir.join(segment_name(&self.header));
         if let Some(segment) = self.header.segment.checked_sub(SEGMENTS_KEPT) {
-            let oldest = Header {
+            let oldest = self.dir.join(segment_name(&Header {
                 segment,
                 ..self.header.clone()
-            };
-            match std::fs::rename(self.dir.join(segment_name(&oldest)), &name) {
-                Ok(()) => return std::fs::OpenOptions::new().write(true).open(name),
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(error),
+            }));
+            match self.sink.oldest_unshared() {
+                Some(file) => match std::fs::rename(&oldest, &name) {
+                    Ok(()) => return Ok(file),
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(error),
+                },
+                None => {
+                    // Already gone is as good as deleted.
+                    let _ = std::fs::remove_file(&oldest);
+                }
             }
         }
         open_segment(&self.dir, &self.header)
@@ -244,6 +253,8 @@ struct Sink {
     file: Arc<File>,
     /// Where the next bytes go in `file`: how much of the segment was handed over.
     end: u64,
+    /// The files of the segments before, oldest first, as many as the ring keeps.
+    older: VecDeque<Arc<File>>,
     writer: Option<JoinHandle<()>>,
 }
 
@@ -293,6 +304,7 @@ impl Sink {
             }),
             file: Arc::new(file),
             end: 0,
+            older: VecDeque::new(),
             writer: None,
         }
     }
@@ -345,9 +357,20 @@ impl Sink {
     fn next_segment(&mut self, file: File) -> std::io::Result<()> {
         self.write_now(&[])?;
         self.file.set_len(self.end)?;
-        self.file = Arc::new(file);
+        self.older
+            .push_back(std::mem::replace(&mut self.file, Arc::new(file)));
         self.end = 0;
         Ok(())
+    }
+
+    /// The oldest segment's file, once the ring keeps no more before the current one,
+    /// unless a block of it is still held: the writer thread may be writing it (its bytes
+    /// are written already: the segment ended with every block written by the caller).
+    fn oldest_unshared(&mut self) -> Option<File> {
+        if (self.older.len() as u64) < SEGMENTS_KEPT - 1 {
+            return None;
+        }
+        Arc::try_unwrap(self.older.pop_front()?).ok()
     }
 
     /// Where `len` bytes written next go.
@@ -635,6 +658,31 @@ mod tests {
         );
         assert!(read[0] > 0);
         assert_eq!(read, (read[0]..2_000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_segment_file_a_late_writer_thread_still_holds_is_not_written_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let recording = Recording::new(dir.path()).max_bytes(4 * 1024);
+        let header = Recorder::commits_header(ClientId(7), 1);
+        let mut recorder = Recorder::start(&recording, header, None).unwrap();
+        // The first segment's file, as the writer thread holds it with a block in hand
+        // while the thread waits for a core.
+        let stalled = recorder.sink.file.clone();
+        let mut segments_started = 0;
+        let mut n = 0;
+        while segments_started <= SEGMENTS_KEPT {
+            recorder.record(&wall_clock(n));
+            segments_started += u64::from(recorder.flush_later(None).unwrap());
+            n += 1;
+        }
+        // The thread writes its block at last, over the start of that file.
+        write_all_at(&stalled, &[0xab; 64], 0).unwrap();
+        drop(recorder);
+        let (segments, records) = kept(dir.path());
+        assert_eq!(segments as u64, SEGMENTS_KEPT);
+        let read = readings(&records);
+        assert_eq!(read, (read[0]..n).collect::<Vec<_>>());
     }
 
     #[test]
