@@ -10,9 +10,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use party_backends::{Backend, BackendError, WriteBatch};
 use party_proto::feed::{plan_pull, LogRead, PullPlan};
@@ -26,7 +24,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::headroom::Headroom;
 use crate::scans::{ScanJob, Scans};
-use crate::sync::Followers;
+use crate::sync::{intake, Followers, Intake, IntakeEnd};
 
 /// Numbers a connection to the leader (the leader's own handle is one too).
 pub(crate) type ConnId = u64;
@@ -128,59 +126,19 @@ pub(crate) fn open(
         woken_at: None,
         recorder: writing.recorder,
     };
-    let shared = Arc::new(Shared {
-        unfinished: AtomicUsize::new(0),
-        worker: Mutex::new(worker),
-    });
-    let (queue, jobs) = std::sync::mpsc::channel();
-    let thread = StoreThread {
-        shared: shared.clone(),
-        jobs,
-    };
-    (
-        StoreQueue {
-            shared,
-            jobs: queue,
-        },
-        thread,
-    )
-}
-
-/// The store's state: the store thread works on it, and a connection may take it for a
-/// write of its own while the thread has nothing to do ([`StoreQueue::write_here`]).
-struct Shared {
-    /// Jobs sent and not yet carried out.
-    unfinished: AtomicUsize,
-    worker: Mutex<Worker>,
-}
-
-impl Shared {
-    fn worker(&self) -> MutexGuard<'_, Worker> {
-        // A job that panicked left the store's state unknown: the store thread panics in
-        // turn, and the store stays locked (see `Leader::start`).
-        self.worker.lock().expect("a job on the store panicked")
-    }
+    let (queue, thread) = intake(worker);
+    (StoreQueue(queue), StoreThread(thread))
 }
 
 /// The way to the store: the store thread's queue, or for a lone write, the caller's own
 /// thread.
 #[derive(Clone)]
-pub(crate) struct StoreQueue {
-    // Dropped before `jobs`: once the last sender is gone, the store thread holds the only
-    // reference to the store's state, and closes the store itself.
-    shared: Arc<Shared>,
-    jobs: Sender<StoreJob>,
-}
+pub(crate) struct StoreQueue(Intake<StoreJob, Worker>);
 
 impl StoreQueue {
     /// Queues `job` for the store thread; false once the thread is gone.
     pub fn send(&self, job: StoreJob) -> bool {
-        self.shared.unfinished.fetch_add(1, Ordering::AcqRel);
-        let sent = self.jobs.send(job).is_ok();
-        if !sent {
-            self.shared.unfinished.fetch_sub(1, Ordering::AcqRel);
-        }
-        sent
+        self.0.send(job)
     }
 
     /// Carries `write` out on the caller's thread, if the store thread has no job left to
@@ -190,41 +148,26 @@ impl StoreQueue {
     /// answer goes where the store thread's would. Otherwise gives it back, to be queued
     /// (where writes arriving together commit in groups).
     pub fn write_here(&self, write: StoreJob) -> Option<StoreJob> {
-        if self.shared.unfinished.load(Ordering::Acquire) != 0 {
-            return Some(write);
-        }
-        match self.shared.worker.try_lock() {
-            Ok(mut worker) => {
-                worker.round(vec![write]);
-                None
-            }
-            Err(_) => Some(write),
-        }
+        self.0
+            .run_here(write, |worker, write| worker.round(vec![write]))
     }
 }
 
 /// The store thread's end of the store: see [`StoreThread::run`].
-pub(crate) struct StoreThread {
-    shared: Arc<Shared>,
-    jobs: Receiver<StoreJob>,
-}
+pub(crate) struct StoreThread(IntakeEnd<StoreJob, Worker>);
 
 impl StoreThread {
     /// Runs jobs until every sender is gone, then stops the scan thread, tells `drained`
     /// and closes the store.
     pub fn run(self, drained: tokio::sync::oneshot::Sender<()>) {
-        let StoreThread { shared, jobs } = self;
-        crate::sync::rounds(&jobs, MAX_ROUND, |round| {
-            let count = round.len();
-            shared.worker().round(round);
-            shared.unfinished.fetch_sub(count, Ordering::AcqRel);
+        self.0.rounds(MAX_ROUND, |worker, round| {
+            worker.round(round);
             std::ops::ControlFlow::Continue(())
         });
-        let Worker { scans, store, .. } = Arc::into_inner(shared)
-            .expect("every queue is gone, and with it every other reference to the store")
-            .worker
-            .into_inner()
-            .expect("a job on the store panicked");
+        let Worker { scans, store, .. } = self
+            .0
+            .into_state()
+            .expect("every queue is gone, and with it every other reference to the store");
         scans.stop();
         let _ = drained.send(());
         drop(store);
@@ -622,11 +565,7 @@ mod tests {
             answers.try_recv(),
             Ok(ServerInput::Completed { id: RequestId(1), result }) if result == written
         ));
-        // While a round is under way on the store thread, it is given back.
-        let round = queue.shared.worker();
-        assert!(queue.write_here(put(2, 2, "k", "second", &to)).is_some());
-        drop(round);
-        // And while a job sent before it waits: the read must not see it.
+        // While a job sent before it waits, it is given back: the read must not see it.
         assert!(queue.send(get(3, "k", &to)));
         let given_back = queue.write_here(put(4, 2, "k", "second", &to));
         assert!(answers.try_recv().is_err());

@@ -5,8 +5,9 @@
 //! allocators of a handle alone, and hand-offs go through std and tokio channels. What is
 //! ours: the connection numbers the accept loop and the driver draw from, the count of
 //! connected followers (kept by connection tasks, read by the store thread), the store
-//! thread's intake loop, and the hand-off between a follower's driver and its link's writer
-//! task.
+//! thread's intake (its queue, and the state a connection may take for a lone write while
+//! the thread has nothing to do), and the hand-off between a follower's driver and its
+//! link's writer task.
 
 use std::future::Future;
 use std::ops::ControlFlow;
@@ -14,14 +15,14 @@ use std::ops::ControlFlow;
 #[cfg(loom)]
 use loom::sync::{
     atomic::{AtomicU64, AtomicUsize, Ordering},
-    mpsc::Receiver,
-    Arc,
+    mpsc::{channel, Receiver, Sender},
+    Arc, Mutex, MutexGuard,
 };
 #[cfg(not(loom))]
 use std::sync::{
     atomic::{AtomicU64, AtomicUsize, Ordering},
-    mpsc::Receiver,
-    Arc,
+    mpsc::{channel, Receiver, Sender},
+    Arc, Mutex, MutexGuard,
 };
 
 /// Connection numbers, unique across every clone.
@@ -75,6 +76,126 @@ pub fn rounds<T>(jobs: &Receiver<T>, max: usize, mut round: impl FnMut(Vec<T>) -
         if round(batch).is_break() {
             return;
         }
+    }
+}
+
+/// A queue of jobs for one thread, which works on a state of its own, `S`: a sender may
+/// also carry a job out on its own thread while nothing sent is unfinished and no round is
+/// under way ([`Intake::run_here`]), since nothing sent before it can then be overtaken.
+pub struct Intake<T, S> {
+    // Dropped before `jobs`: once the last sender is gone, the thread holds the only
+    // reference to the state ([`IntakeEnd::into_state`]).
+    shared: Arc<IntakeShared<S>>,
+    jobs: Sender<T>,
+}
+
+// Not derived: `S` need not be `Clone`.
+impl<T, S> Clone for Intake<T, S> {
+    fn clone(&self) -> Self {
+        Intake {
+            shared: self.shared.clone(),
+            jobs: self.jobs.clone(),
+        }
+    }
+}
+
+impl<T, S> std::fmt::Debug for Intake<T, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Intake").finish_non_exhaustive()
+    }
+}
+
+struct IntakeShared<S> {
+    /// Jobs sent and not yet carried out.
+    unfinished: AtomicUsize,
+    state: Mutex<S>,
+}
+
+impl<S> IntakeShared<S> {
+    fn state(&self) -> MutexGuard<'_, S> {
+        // A job that panicked left the state unknown: the panic goes on here.
+        self.state
+            .lock()
+            .expect("a job on the intake's state panicked")
+    }
+}
+
+/// The thread's end of an [`Intake`].
+pub struct IntakeEnd<T, S> {
+    shared: Arc<IntakeShared<S>>,
+    jobs: Receiver<T>,
+}
+
+impl<T, S> std::fmt::Debug for IntakeEnd<T, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntakeEnd").finish_non_exhaustive()
+    }
+}
+
+/// A queue for a thread that works on `state`: the senders' end, and the thread's.
+pub fn intake<T, S>(state: S) -> (Intake<T, S>, IntakeEnd<T, S>) {
+    let shared = Arc::new(IntakeShared {
+        unfinished: AtomicUsize::new(0),
+        state: Mutex::new(state),
+    });
+    let (jobs, taken) = channel();
+    let end = IntakeEnd {
+        shared: shared.clone(),
+        jobs: taken,
+    };
+    (Intake { shared, jobs }, end)
+}
+
+impl<T, S> Intake<T, S> {
+    /// Queues `job`; false once the thread's end is gone.
+    pub fn send(&self, job: T) -> bool {
+        // Counted before it can be taken, so that the count never misses a job queued.
+        self.shared.unfinished.fetch_add(1, Ordering::AcqRel);
+        let sent = self.jobs.send(job).is_ok();
+        if !sent {
+            self.shared.unfinished.fetch_sub(1, Ordering::AcqRel);
+        }
+        sent
+    }
+
+    /// Carries `job` out here with `run`, if every job sent before is done and no round is
+    /// under way; otherwise gives it back (to be sent).
+    pub fn run_here(&self, job: T, run: impl FnOnce(&mut S, T)) -> Option<T> {
+        if self.shared.unfinished.load(Ordering::Acquire) != 0 {
+            return Some(job);
+        }
+        match self.shared.state.try_lock() {
+            Ok(mut state) => {
+                run(&mut state, job);
+                None
+            }
+            Err(_) => Some(job),
+        }
+    }
+}
+
+impl<T, S> IntakeEnd<T, S> {
+    /// Feeds `round` with the state and the jobs in the order sent, as [`rounds`] does.
+    pub fn rounds(&self, max: usize, mut round: impl FnMut(&mut S, Vec<T>) -> ControlFlow<()>) {
+        rounds(&self.jobs, max, |jobs| {
+            let count = jobs.len();
+            let flow = round(&mut self.shared.state(), jobs);
+            // Only once the round is over: until then a sender must not run a job itself.
+            self.shared.unfinished.fetch_sub(count, Ordering::AcqRel);
+            flow
+        });
+    }
+
+    /// The state, once every [`Intake`] is gone (after [`IntakeEnd::rounds`] returned
+    /// because they are): `None` if one is left.
+    pub fn into_state(self) -> Option<S> {
+        let shared = Arc::try_unwrap(self.shared).ok()?;
+        Some(
+            shared
+                .state
+                .into_inner()
+                .expect("a job on the intake's state panicked"),
+        )
     }
 }
 
@@ -143,5 +264,31 @@ impl Handover {
             // Only once they are written. Release: pairs with the sender's Acquire.
             self.0.fetch_sub(buffers, Ordering::Release);
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_runs_here_only_while_nothing_sent_is_unfinished_and_no_round_is_under_way() {
+        let (intake, end) = intake::<u32, Vec<u32>>(Vec::new());
+        let log = |log: &mut Vec<u32>, job| log.push(job);
+        assert_eq!(intake.run_here(1, log), None);
+        // A round under way on the thread.
+        let round = end.shared.state();
+        assert_eq!(intake.run_here(2, log), Some(2));
+        drop(round);
+        // A job sent and not yet taken.
+        assert!(intake.send(3));
+        assert_eq!(intake.run_here(4, log), Some(4));
+        assert!(intake.send(4));
+        drop(intake);
+        end.rounds(1, |log, jobs| {
+            log.extend(jobs);
+            ControlFlow::Continue(())
+        });
+        assert_eq!(end.into_state(), Some(vec![1, 3, 4]));
     }
 }

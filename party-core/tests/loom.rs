@@ -12,7 +12,7 @@ use loom::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 use loom::sync::mpsc::channel;
 use loom::sync::{Arc, Mutex};
 use loom::thread;
-use party_core::sync::{rounds, ConnIds, Followers, Handed, Handover, Sink};
+use party_core::sync::{intake, rounds, ConnIds, Followers, Handed, Handover, Sink};
 
 #[test]
 fn connection_numbers_are_unique_across_threads() {
@@ -78,6 +78,37 @@ fn the_store_intake_takes_every_job_once_in_order_in_bounded_rounds() {
             "one sender's jobs out of order: {seen:?}"
         );
         let _ = position(0);
+    });
+}
+
+/// A sender that runs a job itself (the store thread's intake, where a connection commits a
+/// lone write on its own task) never overtakes a job sent before it, whatever the store
+/// thread is doing meanwhile; and every job is carried out once. Job 0 stops the thread.
+#[test]
+fn a_job_run_by_its_sender_never_overtakes_one_sent_before_it() {
+    loom::model(|| {
+        let (queue, end) = intake::<u32, Vec<u32>>(Vec::new());
+        let store_thread = thread::spawn(move || {
+            end.rounds(2, |log, jobs| {
+                let stop = jobs.contains(&0);
+                log.extend(jobs.into_iter().filter(|job| *job != 0));
+                if stop {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
+            end
+        });
+        assert!(queue.send(1));
+        if let Some(job) = queue.run_here(2, |log, job| log.push(job)) {
+            assert!(queue.send(job));
+        }
+        assert!(queue.send(0));
+        let end = store_thread.join().unwrap();
+        drop(queue);
+        let log = end.into_state().expect("no queue is left");
+        assert_eq!(log, [1, 2], "the job sent first must be carried out first");
     });
 }
 
