@@ -618,12 +618,17 @@ mod tests {
         assert_eq!(records, (0..2_000).map(wall_clock).collect::<Vec<_>>());
     }
 
+    /// A commit stream recording into `dir`, in segments of 1 KiB.
+    fn small_ring(dir: &Path) -> Recorder {
+        let recording = Recording::new(dir).max_bytes(4 * 1024);
+        let header = Recorder::commits_header(ClientId(7), 1);
+        Recorder::start(&recording, header, None).unwrap()
+    }
+
     #[test]
     fn a_ring_filled_through_the_writer_thread_keeps_its_newest_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let recording = Recording::new(dir.path()).max_bytes(4 * 1024);
-        let header = Recorder::commits_header(ClientId(7), 1);
-        let mut recorder = Recorder::start(&recording, header, None).unwrap();
+        let mut recorder = small_ring(dir.path());
         let mut segments_started = 0;
         for n in 0..2_000 {
             recorder.record(&wall_clock(n));
@@ -663,9 +668,7 @@ mod tests {
     #[test]
     fn a_segment_file_a_late_writer_thread_still_holds_is_not_written_over() {
         let dir = tempfile::tempdir().unwrap();
-        let recording = Recording::new(dir.path()).max_bytes(4 * 1024);
-        let header = Recorder::commits_header(ClientId(7), 1);
-        let mut recorder = Recorder::start(&recording, header, None).unwrap();
+        let mut recorder = small_ring(dir.path());
         // The first segment's file, as the writer thread holds it with a block in hand
         // while the thread waits for a core.
         let stalled = recorder.sink.file.clone();
