@@ -272,6 +272,10 @@ impl Backend for FjallBackend {
         NAME
     }
 
+    fn writes_fast(&self) -> bool {
+        true
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         if key.len() > MAX_KEY_LEN {
             return Ok(None);

@@ -154,6 +154,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         true
     }
 
+    /// Whether a commit of a few keys returns in about the time of a hand-off between
+    /// threads, as fjall's and RocksDB's (written to the OS, not synced) and the memory
+    /// store's do: party-core then commits a client's lone small writes right on the
+    /// connection's async task. False by default: a store that syncs each commit to disk
+    /// or answers over the network keeps every write on the store thread.
+    fn writes_fast(&self) -> bool {
+        false
+    }
+
     /// The most keys one [`Backend::write`] may touch (the group's net puts and deletes,
     /// and its dedup records), where the store has such a limit (etcd: 128 operations per
     /// transaction by default). A bigger batch fails whole with

@@ -53,6 +53,10 @@ impl Backend for MemoryBackend {
         "memory"
     }
 
+    fn writes_fast(&self) -> bool {
+        true
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         Ok(self.state().data.get(key).cloned())
     }

@@ -100,6 +100,10 @@ impl Backend for RocksBackend {
         NAME
     }
 
+    fn writes_fast(&self) -> bool {
+        true
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         self.db.get(key).map_err(store_error(NAME))
     }

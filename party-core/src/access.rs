@@ -1,20 +1,21 @@
 //! One connection's way to the store: a follower's connection, or the leader's own handle.
 //!
 //! The work a connection's [`ServerSession`] asks for goes to the store thread in the order
-//! asked, with two exceptions, where the store answers fast on any thread
-//! ([`Backend::reads_fast`]; not etcd, which would hold an async worker for a round trip):
-//! a point read the session marks as not behind any write of the connection runs at once on
-//! the connection's own task, and so does a write its client sent alone (with no other of
-//! its own pending: a burst's writes go to the store thread, to commit together) while the
-//! store thread has nothing to do ([`StoreQueue::write_here`]). Either still sees every
-//! write its connection sent before
+//! asked, with two exceptions, where the store answers fast on any thread: a point read the
+//! session marks as not behind any write of the connection runs at once on the connection's
+//! own task ([`Backend::reads_fast`]; not etcd, which would hold an async worker for a round
+//! trip), and so does a small write its client sent alone (with no other of its own pending:
+//! a burst's writes go to the store thread, to commit together) while the store thread has
+//! nothing to do ([`StoreQueue::write_here`]; [`Backend::writes_fast`]: not sled, which
+//! syncs each commit to disk, nor etcd). Either still sees every write its connection sent
+//! before
 //! it (and, like any read, every acknowledged write), and skips two hand-offs between
 //! threads, which cost more than the read or the commit itself here.
 
 use std::sync::Arc;
 
 use party_backends::Backend;
-use party_proto::wire::ServerMessage;
+use party_proto::wire::{ReadCheck, ServerMessage, WriteOp};
 use party_proto::{ServerInput, ServerOutput, ServerSession};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -36,6 +37,7 @@ impl Accesses {
         StoreAccess {
             conn: self.conn_ids.next(),
             here: self.backend.reads_fast(),
+            writes_here: self.backend.writes_fast(),
             backend: self.backend.clone(),
             queue: self.queue.clone(),
             to,
@@ -46,8 +48,10 @@ impl Accesses {
 
 pub(crate) struct StoreAccess {
     conn: ConnId,
-    /// Point reads and lone writes may run on the connection's task.
+    /// Point reads may run on the connection's task.
     here: bool,
+    /// Lone small writes may run on the connection's task.
+    writes_here: bool,
     backend: Arc<dyn Backend>,
     queue: StoreQueue,
     to: ReplyTo,
@@ -113,13 +117,14 @@ impl StoreAccess {
                 }
             }
             ServerOutput::Write { id, stamp, op } => {
+                let here = self.writes_here && stamp.alone() && commits_quickly(&op);
                 let write = StoreJob::Write {
                     id,
                     stamp,
                     op,
                     to: self.to.clone(),
                 };
-                if !(self.here && stamp.alone()) {
+                if !here {
                     write
                 } else {
                     match self.queue.write_here(write) {
@@ -164,6 +169,25 @@ impl StoreAccess {
     /// An answer already waiting, if any.
     pub fn try_next_reply(&mut self) -> Option<ServerInput> {
         self.replies.try_recv().ok()
+    }
+}
+
+/// Most operations of a batch or transaction committed on a connection's task.
+const QUICK_OPS: usize = 64;
+
+/// Whether `op` commits in a few microseconds on a store whose writes are fast: a few keys,
+/// and no range to read (a clear, or a transaction's check of a range, reads it all).
+fn commits_quickly(op: &WriteOp) -> bool {
+    match op {
+        WriteOp::Put { .. } | WriteOp::Del { .. } => true,
+        WriteOp::Batch { ops } => ops.len() <= QUICK_OPS,
+        WriteOp::Transaction { reads, writes } => {
+            reads.len() + writes.len() <= QUICK_OPS
+                && reads
+                    .iter()
+                    .all(|read| matches!(read, ReadCheck::Key { .. }))
+        }
+        WriteOp::Clear { .. } => false,
     }
 }
 

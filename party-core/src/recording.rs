@@ -144,8 +144,8 @@ impl Recorder {
 
     /// Writes what was recorded since the last call to the file before it returns. Once
     /// the segment holds its share of the bound, the next one starts, with the machine as
-    /// it stands now (`snapshot`), and the oldest kept is left to the writer thread to
-    /// delete: then `Ok(true)`. `Err` once recording stopped (after a warning).
+    /// it stands now (`snapshot`), in the oldest kept one's file: then `Ok(true)`. `Err`
+    /// once recording stopped (after a warning).
     pub fn flush(&mut self, snapshot: Option<&Process>) -> Result<bool, ()> {
         self.write_now()?;
         self.next_segment_if_full(snapshot)
@@ -196,7 +196,7 @@ impl Recorder {
     /// renamed. A new one instead (and the oldest deleted) while the writer thread may still
     /// be writing one of that segment's blocks, which must not land in this one: the thread
     /// may lag that far behind, at its priority on a busy machine. A new one too if the
-    /// oldest is gone.
+    /// oldest is gone or cannot be renamed.
     fn reuse_oldest(&mut self) -> std::io::Result<File> {
         let name = self.dir.join(segment_name(&self.header));
         if let Some(segment) = self.header.segment.checked_sub(SEGMENTS_KEPT) {
@@ -205,13 +205,10 @@ impl Recorder {
                 ..self.header.clone()
             }));
             match self.sink.oldest_unshared() {
-                Some(file) => match std::fs::rename(&oldest, &name) {
-                    Ok(()) => return Ok(file),
-                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(error) => return Err(error),
-                },
-                None => {
-                    // Already gone is as good as deleted.
+                Some(file) if std::fs::rename(&oldest, &name).is_ok() => return Ok(file),
+                // Still held, gone, or not to be renamed (another process may hold it
+                // open): a new file, and the oldest deleted if it can be.
+                _ => {
                     let _ = std::fs::remove_file(&oldest);
                 }
             }

@@ -519,6 +519,14 @@ mod tests {
     /// An in-memory store, its queue and its store thread's end (not running yet), and the
     /// directory its headroom is checked in.
     fn open_on_memory() -> (StoreQueue, StoreThread, tempfile::TempDir) {
+        let (queue, thread, dir, _) = open_on(Arc::new(MemoryBackend::new()));
+        (queue, thread, dir)
+    }
+
+    /// [`open_on_memory`] on `store`, which it gives back too.
+    fn open_on(
+        store: Arc<dyn Backend>,
+    ) -> (StoreQueue, StoreThread, tempfile::TempDir, Arc<dyn Backend>) {
         let dir = tempfile::tempdir().unwrap();
         let writing = Writing {
             headroom: Headroom {
@@ -530,10 +538,61 @@ mod tests {
             change_retention: party_proto::ChangeRetention::default(),
             recorder: None,
         };
-        let store: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
         let scans = Scans::start().unwrap();
-        let (queue, thread) = open(store, Followers::default(), writing, scans);
-        (queue, thread, dir)
+        let (queue, thread) = open(store.clone(), Followers::default(), writing, scans);
+        (queue, thread, dir, store)
+    }
+
+    /// Through a connection's access: a lone small write commits at once, on the caller's
+    /// thread; a write of a burst, a clear and a transaction that checks a range go to the
+    /// store thread (each tried on a store thread with nothing queued).
+    #[test]
+    fn a_connection_commits_only_its_lone_small_writes_itself() {
+        // What carrying `op` out on a fresh store answers at once.
+        let answer_at_once = |seq: u64, oldest_pending: u64, op: WriteOp| {
+            let (queue, thread, _dir, store) = open_on(Arc::new(MemoryBackend::new()));
+            let accesses = crate::access::Accesses {
+                backend: store,
+                queue,
+                conn_ids: crate::sync::ConnIds::default(),
+            };
+            let mut access = accesses.open();
+            let stamp = WriteStamp {
+                client: ClientId(1),
+                seq: WriteSeq(seq),
+                oldest_pending: WriteSeq(oldest_pending),
+                first_sent_ms: crate::clock::wall_now().as_millis() as u64,
+            };
+            let id = RequestId(1);
+            let answered = access.carry_out(party_proto::ServerOutput::Write { id, stamp, op });
+            drop((access, accesses));
+            run_until_closed(thread);
+            answered
+        };
+        let put = WriteOp::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        };
+        let answered = answer_at_once(1, 1, put.clone());
+        let written = Ok(Response::Written);
+        assert!(
+            matches!(&answered, Some(ServerInput::Completed { result, .. }) if *result == written),
+            "{answered:?}"
+        );
+        // Behind an older write of its client: a burst's.
+        assert!(answer_at_once(2, 1, put).is_none());
+        let clear = WriteOp::Clear {
+            range: party_proto::KeyRange::default(),
+        };
+        assert!(answer_at_once(1, 1, clear).is_none());
+        let range_checked = WriteOp::Transaction {
+            reads: vec![party_proto::wire::ReadCheck::Range {
+                range: party_proto::KeyRange::default(),
+                entries: Vec::new(),
+            }],
+            writes: Vec::new(),
+        };
+        assert!(answer_at_once(1, 1, range_checked).is_none());
     }
 
     /// Runs the store thread's loop until every queue is gone, scan thread included.

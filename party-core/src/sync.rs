@@ -14,13 +14,13 @@ use std::ops::ControlFlow;
 
 #[cfg(loom)]
 use loom::sync::{
-    atomic::{AtomicU64, AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     mpsc::{channel, Receiver, Sender},
     Arc, Mutex, MutexGuard,
 };
 #[cfg(not(loom))]
 use std::sync::{
-    atomic::{AtomicU64, AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     mpsc::{channel, Receiver, Sender},
     Arc, Mutex, MutexGuard,
 };
@@ -109,14 +109,27 @@ struct IntakeShared<S> {
     /// Jobs sent and not yet carried out.
     unfinished: AtomicUsize,
     state: Mutex<S>,
+    /// A job a sender ran panicked (caught there): the state is unknown.
+    panicked: AtomicBool,
 }
 
 impl<S> IntakeShared<S> {
     fn state(&self) -> MutexGuard<'_, S> {
-        // A job that panicked left the state unknown: the panic goes on here.
-        self.state
+        // A job that panicked left the state unknown: the panic goes on here, on the
+        // thread's side, however the first one was caught.
+        let state = self
+            .state
             .lock()
-            .expect("a job on the intake's state panicked")
+            .expect("a job on the intake's state panicked");
+        self.check();
+        state
+    }
+
+    fn check(&self) {
+        assert!(
+            !self.panicked.load(Ordering::Acquire),
+            "a job on the intake's state panicked"
+        );
     }
 }
 
@@ -137,6 +150,7 @@ pub fn intake<T, S>(state: S) -> (Intake<T, S>, IntakeEnd<T, S>) {
     let shared = Arc::new(IntakeShared {
         unfinished: AtomicUsize::new(0),
         state: Mutex::new(state),
+        panicked: AtomicBool::new(false),
     });
     let (jobs, taken) = channel();
     let end = IntakeEnd {
@@ -159,14 +173,23 @@ impl<T, S> Intake<T, S> {
     }
 
     /// Carries `job` out here with `run`, if every job sent before is done and no round is
-    /// under way; otherwise gives it back (to be sent).
+    /// under way; otherwise gives it back (to be sent). A panic in `run` does not reach the
+    /// caller (an async task, a handle's driver): the state is given up as if its thread
+    /// had panicked, which it then does at its next job.
     pub fn run_here(&self, job: T, run: impl FnOnce(&mut S, T)) -> Option<T> {
-        if self.shared.unfinished.load(Ordering::Acquire) != 0 {
+        if self.shared.unfinished.load(Ordering::Acquire) != 0
+            || self.shared.panicked.load(Ordering::Acquire)
+        {
             return Some(job);
         }
         match self.shared.state.try_lock() {
             Ok(mut state) => {
-                run(&mut state, job);
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run(&mut state, job);
+                }));
+                if ran.is_err() {
+                    self.shared.panicked.store(true, Ordering::Release);
+                }
                 None
             }
             Err(_) => Some(job),
@@ -189,6 +212,7 @@ impl<T, S> IntakeEnd<T, S> {
     /// The state, once every [`Intake`] is gone (after [`IntakeEnd::rounds`] returned
     /// because they are): `None` if one is left.
     pub fn into_state(self) -> Option<S> {
+        self.shared.check();
         let shared = Arc::try_unwrap(self.shared).ok()?;
         Some(
             shared
@@ -290,5 +314,22 @@ mod tests {
             ControlFlow::Continue(())
         });
         assert_eq!(end.into_state(), Some(vec![1, 3, 4]));
+    }
+
+    #[test]
+    fn a_job_that_panics_where_it_was_sent_gives_the_state_up_there_and_on_the_thread() {
+        let (intake, end) = intake::<u32, Vec<u32>>(Vec::new());
+        // The sender goes on; the job is gone, as in a round that panicked.
+        assert_eq!(intake.run_here(1, |_, _| panic!("planted")), None);
+        assert_eq!(intake.run_here(2, |log, job| log.push(job)), Some(2));
+        assert!(intake.send(2));
+        drop(intake);
+        let thread = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            end.rounds(1, |log, jobs| {
+                log.extend(jobs);
+                ControlFlow::Continue(())
+            })
+        }));
+        assert!(thread.is_err(), "the thread's next round panics");
     }
 }
