@@ -8,9 +8,8 @@
 //! a burst's writes go to the store thread, to commit together) while the store thread has
 //! nothing to do ([`StoreQueue::write_here`]; [`Backend::writes_fast`]: not sled, which
 //! syncs each commit to disk, nor etcd). Either still sees every write its connection sent
-//! before
-//! it (and, like any read, every acknowledged write), and skips two hand-offs between
-//! threads, which cost more than the read or the commit itself here.
+//! before it (and, like any read, every acknowledged write), and skips two hand-offs
+//! between threads, which cost more than the read or the commit itself here.
 
 use std::sync::Arc;
 
@@ -36,7 +35,7 @@ impl Accesses {
         let (to, replies) = unbounded_channel();
         StoreAccess {
             conn: self.conn_ids.next(),
-            here: self.backend.reads_fast(),
+            reads_here: self.backend.reads_fast(),
             writes_here: self.backend.writes_fast(),
             backend: self.backend.clone(),
             queue: self.queue.clone(),
@@ -49,7 +48,7 @@ impl Accesses {
 pub(crate) struct StoreAccess {
     conn: ConnId,
     /// Point reads may run on the connection's task.
-    here: bool,
+    reads_here: bool,
     /// Lone small writes may run on the connection's task.
     writes_here: bool,
     backend: Arc<dyn Backend>,
@@ -102,7 +101,7 @@ impl StoreAccess {
             } => {
                 // The session says when running at once keeps the connection's order;
                 // a status read's follower count lives with the store thread.
-                let here = if behind_writes || !self.here {
+                let here = if behind_writes || !self.reads_here {
                     Err(op)
                 } else {
                     point_read(&*self.backend, op)
