@@ -516,17 +516,9 @@ mod tests {
         }
     }
 
-    /// An in-memory store, its queue and its store thread's end (not running yet), and the
-    /// directory its headroom is checked in.
-    fn open_on_memory() -> (StoreQueue, StoreThread, tempfile::TempDir) {
-        let (queue, thread, dir, _) = open_on(Arc::new(MemoryBackend::new()));
-        (queue, thread, dir)
-    }
-
-    /// [`open_on_memory`] on `store`, which it gives back too.
-    fn open_on(
-        store: Arc<dyn Backend>,
-    ) -> (StoreQueue, StoreThread, tempfile::TempDir, Arc<dyn Backend>) {
+    /// An in-memory store, its queue and its store thread's end (not running yet), the
+    /// directory its headroom is checked in, and the store itself.
+    fn open_on_memory() -> (StoreQueue, StoreThread, tempfile::TempDir, Arc<dyn Backend>) {
         let dir = tempfile::tempdir().unwrap();
         let writing = Writing {
             headroom: Headroom {
@@ -538,6 +530,7 @@ mod tests {
             change_retention: party_proto::ChangeRetention::default(),
             recorder: None,
         };
+        let store: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
         let scans = Scans::start().unwrap();
         let (queue, thread) = open(store.clone(), Followers::default(), writing, scans);
         (queue, thread, dir, store)
@@ -550,7 +543,7 @@ mod tests {
     fn a_connection_commits_only_its_lone_small_writes_itself() {
         // What carrying `op` out on a fresh store answers at once.
         let answer_at_once = |seq: u64, oldest_pending: u64, op: WriteOp| {
-            let (queue, thread, _dir, store) = open_on(Arc::new(MemoryBackend::new()));
+            let (queue, thread, _dir, store) = open_on_memory();
             let accesses = crate::access::Accesses {
                 backend: store,
                 queue,
@@ -603,7 +596,7 @@ mod tests {
 
     /// Runs the store thread's loop on an in-memory store over `jobs`, sent in order.
     fn run_on_memory(jobs: impl IntoIterator<Item = StoreJob>) {
-        let (queue, thread, _dir) = open_on_memory();
+        let (queue, thread, _dir, _) = open_on_memory();
         for job in jobs {
             assert!(queue.send(job));
         }
@@ -616,7 +609,7 @@ mod tests {
     #[test]
     fn a_lone_write_runs_on_the_callers_thread_and_never_overtakes_a_queued_job() {
         let (to, mut answers) = tokio::sync::mpsc::unbounded_channel();
-        let (queue, thread, _dir) = open_on_memory();
+        let (queue, thread, _dir, _) = open_on_memory();
         assert!(queue.write_here(put(1, 1, "k", "first", &to)).is_none());
         // Answered before the call returned, with no store thread running.
         let written = Ok(Response::Written);
