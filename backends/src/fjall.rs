@@ -416,6 +416,9 @@ impl Backend for FjallBackend {
 mod model_tests;
 
 #[cfg(test)]
+mod range_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use party_proto::wire::WriteOp;

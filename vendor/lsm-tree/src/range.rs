@@ -242,32 +242,12 @@ impl TreeIter {
 
             drop(level_manifest);
 
-            // Sealed memtables
-            for memtable in lock.sealed.iter() {
-                let iter = memtable.range(range.clone());
-
-                if let Some(seqno) = seqno {
-                    iters.push(Box::new(
-                        iter.filter(move |item| seqno_filter(item.key.seqno, seqno))
-                            .map(Ok),
-                    ));
-                } else {
-                    iters.push(Box::new(iter.map(Ok)));
-                }
-            }
-
-            // Active memtable
-            {
-                let iter = lock.active.range(range.clone());
-
-                if let Some(seqno) = seqno {
-                    iters.push(Box::new(
-                        iter.filter(move |item| seqno_filter(item.key.seqno, seqno))
-                            .map(Ok),
-                    ));
-                } else {
-                    iters.push(Box::new(iter.map(Ok)));
-                }
+            // PATCHED (party): each memtable yields a key once, at its newest visible
+            // version, seeking past the others (PATCHED.md, change 3).
+            for memtable in lock.sealed.iter().chain(std::iter::once(&lock.active)) {
+                iters.push(Box::new(
+                    memtable.visible_range(bounds.clone(), seqno).map(Ok),
+                ));
             }
 
             if let Some(index) = &lock.ephemeral {

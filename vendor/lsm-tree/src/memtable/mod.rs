@@ -2,11 +2,15 @@
 // This source code is licensed under both the Apache 2.0 and MIT License
 // (found in the LICENSE-* files in the repository)
 
+// PATCHED (party): range reads through `VisibleRange` (PATCHED.md, change 3).
+mod visible_range;
+
 use crate::key::InternalKey;
 use crate::segment::block::ItemSize;
-use crate::value::{InternalValue, SeqNo, UserValue, ValueType};
+use crate::value::{InternalValue, SeqNo, UserKey, UserValue, ValueType};
 use crossbeam_skiplist::SkipMap;
-use std::ops::RangeBounds;
+use std::ops::{Bound, RangeBounds};
+use visible_range::VisibleRange;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// The memtable serves as an intermediary, ephemeral, sorted storage for new items
@@ -55,6 +59,16 @@ impl Memtable {
             key: entry.key().clone(),
             value: entry.value().clone(),
         })
+    }
+
+    /// Creates an iterator over a range of keys, each at its newest version older than
+    /// `seqno` (the newest, without one). PATCHED (party).
+    pub(crate) fn visible_range(
+        &self,
+        bounds: (Bound<UserKey>, Bound<UserKey>),
+        seqno: Option<SeqNo>,
+    ) -> VisibleRange<'_> {
+        VisibleRange::new(&self.items, bounds, seqno)
     }
 
     /// Returns the item by key if it exists.
