@@ -1,6 +1,6 @@
 //! Hot keys: scans of a small range whose 16 keys are overwritten all the time. An LSM store
-//! keeps every overwrite in its memtable until it flushes, and a scan walks past all of
-//! them; measured against the same scans of the range left alone (quiet, and while as many
+//! keeps every overwrite in its memtable until it flushes, and a scan that walks past all of
+//! them is slow; measured against the same scans of the range left alone (quiet, and while as many
 //! other keys are overwritten as fast, which loads the machine as much), and right after
 //! the overwrites stop (before any flush).
 
