@@ -62,12 +62,13 @@ impl Memtable {
     }
 
     /// Creates an iterator over a range of keys, each at its newest version older than
-    /// `seqno` (the newest, without one). PATCHED (party).
-    pub(crate) fn visible_range(
+    /// `seqno` (at its newest, without one). PATCHED (party); public for party's tests.
+    #[doc(hidden)]
+    pub fn visible_range(
         &self,
         bounds: (Bound<UserKey>, Bound<UserKey>),
         seqno: Option<SeqNo>,
-    ) -> VisibleRange<'_> {
+    ) -> impl DoubleEndedIterator<Item = InternalValue> + '_ {
         VisibleRange::new(&self.items, bounds, seqno)
     }
 

@@ -16,7 +16,7 @@ use std::ops::Bound;
 
 type Version<'a> = Entry<'a, InternalKey, UserValue>;
 
-/// How many entries a cursor steps over one at a time before it seeks. A key written once
+/// How many entries the front steps over one at a time before it seeks. A key written once
 /// costs one step, as in a plain walk; a key written many times costs a few steps and a seek
 /// (RocksDB's `max_sequential_skip_in_iterations` makes the same trade, at 8).
 const STEPS_BEFORE_SEEK: usize = 8;
@@ -31,8 +31,8 @@ enum Cursor<'a> {
 
 pub struct VisibleRange<'a> {
     items: &'a SkipMap<InternalKey, UserValue>,
-    /// Versions with a lower sequence number are visible.
-    seqno: SeqNo,
+    /// Versions with a lower sequence number are visible; without one, all are.
+    seqno: Option<SeqNo>,
     bounds: (Bound<UserKey>, Bound<UserKey>),
     front: Cursor<'a>,
     back: Cursor<'a>,
@@ -48,16 +48,15 @@ fn version_at(user_key: &UserKey, seqno: SeqNo) -> InternalKey {
 
 impl<'a> VisibleRange<'a> {
     /// The keys of `items` within `bounds`, each at its newest version older than `seqno`
-    /// (all versions, without one).
+    /// (at its newest, without one).
     pub fn new(
         items: &'a SkipMap<InternalKey, UserValue>,
         bounds: (Bound<UserKey>, Bound<UserKey>),
         seqno: Option<SeqNo>,
     ) -> Self {
-        let seqno = seqno.unwrap_or(SeqNo::MAX);
         // Nothing is older than sequence number 0.
         let cursor = || {
-            if seqno == 0 {
+            if seqno == Some(0) {
                 Cursor::Done
             } else {
                 Cursor::Unplaced
@@ -75,7 +74,13 @@ impl<'a> VisibleRange<'a> {
     }
 
     fn visible(&self, entry: &Version<'a>) -> bool {
-        entry.key().seqno < self.seqno
+        self.seqno.map_or(true, |seqno| entry.key().seqno < seqno)
+    }
+
+    /// Where `user_key`'s newest visible version sorts.
+    fn newest_visible_of(&self, user_key: &UserKey) -> InternalKey {
+        // `new` made sure that a sequence number here is not 0.
+        version_at(user_key, self.seqno.map_or(SeqNo::MAX, |seqno| seqno - 1))
     }
 
     fn below_end(&self, user_key: &UserKey) -> bool {
@@ -84,7 +89,7 @@ impl<'a> VisibleRange<'a> {
             Bound::Excluded(end) => user_key < end,
             Bound::Unbounded => true,
         };
-        within && self.back_key.as_ref().is_none_or(|back| user_key < back)
+        within && self.back_key.as_ref().map_or(true, |back| user_key < back)
     }
 
     fn above_start(&self, user_key: &UserKey) -> bool {
@@ -93,7 +98,7 @@ impl<'a> VisibleRange<'a> {
             Bound::Excluded(start) => user_key > start,
             Bound::Unbounded => true,
         };
-        within && self.front_key.as_ref().is_none_or(|front| user_key > front)
+        within && self.front_key.as_ref().map_or(true, |front| user_key > front)
     }
 
     /// The first entry of the range: the newest version of its first key.
@@ -134,14 +139,9 @@ impl<'a> VisibleRange<'a> {
             .lower_bound(Bound::Excluded(&version_at(user_key, 0)))
     }
 
-    /// The last entry of the key before `user_key`, `entry` being one of `user_key`'s.
-    fn before_key(&self, mut entry: Version<'a>, user_key: &UserKey) -> Option<Version<'a>> {
-        for _ in 0..STEPS_BEFORE_SEEK {
-            entry = entry.prev()?;
-            if entry.key().user_key != *user_key {
-                return Some(entry);
-            }
-        }
+    /// The last entry of the key before `user_key`. (Backward, crossbeam's skiplist has no
+    /// links: every step back is a search from the top, so a seek costs no more.)
+    fn before_key(&self, user_key: &UserKey) -> Option<Version<'a>> {
         self.items
             .upper_bound(Bound::Excluded(&version_at(user_key, SeqNo::MAX)))
     }
@@ -164,7 +164,7 @@ impl<'a> VisibleRange<'a> {
         }
         let found = self
             .items
-            .lower_bound(Bound::Included(&version_at(user_key, self.seqno - 1)))
+            .lower_bound(Bound::Included(&self.newest_visible_of(user_key)))
             .ok_or(None)?;
         if found.key().user_key == *user_key {
             Ok(found)
@@ -173,22 +173,28 @@ impl<'a> VisibleRange<'a> {
         }
     }
 
-    /// From `entry`, a visible version of its key, back to the key's newest visible version.
-    fn newest_visible_backward(&self, mut entry: Version<'a>) -> Version<'a> {
-        for _ in 0..STEPS_BEFORE_SEEK {
-            match entry.prev() {
-                Some(newer)
-                    if newer.key().user_key == entry.key().user_key && self.visible(&newer) =>
-                {
-                    entry = newer;
-                }
-                _ => return entry,
+    /// From `oldest`, the oldest version of its key and a visible one: the key's newest
+    /// visible version, and the last entry of the key before.
+    fn newest_visible_backward(
+        &self,
+        oldest: Version<'a>,
+        user_key: &UserKey,
+    ) -> (Version<'a>, Option<Version<'a>>) {
+        match oldest.prev() {
+            // Most keys have one version: one step, as the published read took.
+            Some(before) if before.key().user_key != *user_key => (oldest, Some(before)),
+            None => (oldest, None),
+            Some(newer) => {
+                let newest = if self.visible(&newer) {
+                    self.items
+                        .lower_bound(Bound::Included(&self.newest_visible_of(user_key)))
+                        .unwrap_or(newer)
+                } else {
+                    oldest
+                };
+                (newest, self.before_key(user_key))
             }
         }
-        let user_key = entry.key().user_key.clone();
-        self.items
-            .lower_bound(Bound::Included(&version_at(&user_key, self.seqno - 1)))
-            .unwrap_or(entry)
     }
 }
 
@@ -242,16 +248,16 @@ impl DoubleEndedIterator for VisibleRange<'_> {
                 return None;
             }
             if self.visible(&entry) {
-                let visible = self.newest_visible_backward(entry);
+                let (visible, before) = self.newest_visible_backward(entry, &user_key);
                 let value = to_value(&visible);
-                if let Some(before) = self.before_key(visible, &user_key) {
+                if let Some(before) = before {
                     self.back = Cursor::At(before);
                 }
                 self.back_key = Some(user_key);
                 return Some(value);
             }
             // Its oldest version is too new: so are all the others.
-            entry = self.before_key(entry, &user_key)?;
+            entry = self.before_key(&user_key)?;
         }
     }
 }
