@@ -1,8 +1,9 @@
 //! Recording ([`party_core::Recording`]) against none: two follower handles of this process,
 //! each following a child leader of its own directory, one pair recording and one not;
-//! pipelined gets and puts, 64 and 256 in flight, measured on each pair in turn, five
-//! times, so that both meet the same machine; medians of the rates and of the CPU time
-//! both processes spent per operation (steadier than rates on a shared machine).
+//! pipelined gets and puts, 64 and 256 in flight, and full scans, measured on each pair in
+//! turn, five times, so that both meet the same machine; medians of the rates and of the
+//! CPU time both processes spent per operation or entry (steadier than rates on a shared
+//! machine).
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use party_core::Db;
 use serde_json::{json, Value};
 
 use super::low_latency::cpu_time;
-use super::{fill, on_runtime, pipelined, start_leader_as, Workload};
+use super::{fill, full_scan, on_runtime, pipelined, start_leader_as, Workload};
 use crate::children::Worker;
 use crate::failure::Failure;
 use crate::tool_store::ToolStore;
@@ -51,13 +52,20 @@ pub(super) async fn measure(
     let (plain_leader, plain) = pair(&base.join("recording-off"), store, None).await?;
     let (recorded_leader, recorded) =
         pair(&base.join("recording-on"), store, Some(&records)).await?;
-    // Rate and CPU µs per operation of one measurement of `db`, led by `leader`.
-    let measure = |db: &Db, leader: &Worker, depth: usize, workload: &Workload| {
-        let (db, workload, leader) = (db.clone(), workload.clone(), leader.id());
+    // Rate and CPU µs per operation (or entry) of one measurement of `db`, led by `leader`.
+    let measure = |db: &Db, leader: &Worker, load: Option<(usize, &Workload)>| {
+        let (db, load, leader) = (
+            db.clone(),
+            load.map(|(depth, w)| (depth, w.clone())),
+            leader.id(),
+        );
         async move {
             let cpu = || cpu_time(std::process::id()) + cpu_time(leader);
             let before = cpu();
-            let (done, rate) = on_runtime(pipelined(db, span, depth, workload)).await?;
+            let (done, rate) = match load {
+                Some((depth, workload)) => on_runtime(pipelined(db, span, depth, workload)).await?,
+                None => full_scan(&db).await?,
+            };
             let spent = (cpu() - before).as_secs_f64() * 1e6 / done as f64;
             Ok::<_, Failure>((rate, spent))
         }
@@ -67,25 +75,30 @@ pub(super) async fn measure(
         serde_json::Map::new(),
         serde_json::Map::new(),
     );
-    for depth in [64, 256] {
-        for (name, workload) in [("get", Workload::gets()), ("put", Workload::puts())] {
-            let (mut off_runs, mut on_runs) = (Vec::new(), Vec::new());
-            for _ in 0..ROUNDS {
-                off_runs.push(measure(&plain, &plain_leader, depth, &workload).await?);
-                on_runs.push(measure(&recorded, &recorded_leader, depth, &workload).await?);
-            }
-            let figure = format!("pipelined_{depth}_{name}");
-            let (off_rate, off_cpu) = medians(&off_runs);
-            let (on_rate, on_cpu) = medians(&on_runs);
-            off.insert(format!("{figure}_ops_per_s"), off_rate.into());
-            off.insert(format!("{figure}_cpu_us_per_op"), off_cpu.into());
-            on.insert(format!("{figure}_ops_per_s"), on_rate.into());
-            on.insert(format!("{figure}_cpu_us_per_op"), on_cpu.into());
-            let ratio = format!("{figure}_recorded_vs_off");
-            ratios.insert(ratio, (on_rate / off_rate).into());
-            let ratio = format!("{figure}_cpu_recorded_vs_off");
-            ratios.insert(ratio, (on_cpu / off_cpu).into());
+    let (gets, puts) = (Workload::gets(), Workload::puts());
+    let loads = [
+        ("pipelined_64_get", Some((64, &gets))),
+        ("pipelined_64_put", Some((64, &puts))),
+        ("pipelined_256_get", Some((256, &gets))),
+        ("pipelined_256_put", Some((256, &puts))),
+        ("full_scan", None),
+    ];
+    for (figure, load) in loads {
+        let (mut off_runs, mut on_runs) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            off_runs.push(measure(&plain, &plain_leader, load).await?);
+            on_runs.push(measure(&recorded, &recorded_leader, load).await?);
         }
+        let (off_rate, off_cpu) = medians(&off_runs);
+        let (on_rate, on_cpu) = medians(&on_runs);
+        off.insert(format!("{figure}_ops_per_s"), off_rate.into());
+        off.insert(format!("{figure}_cpu_us_per_op"), off_cpu.into());
+        on.insert(format!("{figure}_ops_per_s"), on_rate.into());
+        on.insert(format!("{figure}_cpu_us_per_op"), on_cpu.into());
+        let ratio = format!("{figure}_recorded_vs_off");
+        ratios.insert(ratio, (on_rate / off_rate).into());
+        let ratio = format!("{figure}_cpu_recorded_vs_off");
+        ratios.insert(ratio, (on_cpu / off_cpu).into());
     }
     plain.close().await.map_err(|e| e.to_string())?;
     recorded.close().await.map_err(|e| e.to_string())?;

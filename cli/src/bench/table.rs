@@ -109,6 +109,13 @@ pub(super) fn table(report: &Value) -> Vec<String> {
                 ));
             }
         }
+        lines.push(format!(
+            "recording, full scan       {} entries/s ({} without), CPU {} µs/entry ({} without)",
+            rate(&r["on"]["full_scan_ops_per_s"]),
+            rate(&r["off"]["full_scan_ops_per_s"]),
+            number2(&r["on"]["full_scan_cpu_us_per_op"]),
+            number2(&r["off"]["full_scan_cpu_us_per_op"])
+        ));
     }
     if measured("big_values") {
         for size in super::values::SIZES.map(|size| size.to_string()) {
