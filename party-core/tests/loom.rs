@@ -112,6 +112,43 @@ fn a_job_run_by_its_sender_never_overtakes_one_sent_before_it() {
     });
 }
 
+/// Two senders (two connections) each run a job themselves when they may, then send one,
+/// while the thread takes rounds: every job is carried out once, and each sender's in the
+/// order it made them.
+#[test]
+fn two_senders_running_jobs_themselves_keep_each_ones_order_and_lose_nothing() {
+    loom::model(|| {
+        let (queue, end) = intake::<u32, Vec<u32>>(Vec::new());
+        let store_thread = thread::spawn(move || {
+            end.rounds(2, |log, jobs| {
+                log.extend(jobs);
+                if log.len() == 4 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
+            end
+        });
+        let sender = |queue: party_core::sync::Intake<u32, Vec<u32>>, first: u32| {
+            if let Some(job) = queue.run_here(first, |log, job| log.push(job)) {
+                assert!(queue.send(job));
+            }
+            assert!(queue.send(first + 1));
+        };
+        let other = queue.clone();
+        let second = thread::spawn(move || sender(other, 3));
+        sender(queue, 1);
+        second.join().unwrap();
+        let end = store_thread.join().unwrap();
+        let log = end.into_state().expect("no queue is left");
+        let position = |job| log.iter().position(|j| *j == job).expect("a job was lost");
+        assert_eq!(log.len(), 4, "a job was carried out twice: {log:?}");
+        assert!(position(1) < position(2), "a sender's jobs out of order: {log:?}");
+        assert!(position(3) < position(4), "a sender's jobs out of order: {log:?}");
+    });
+}
+
 /// The frames the driver sends, in order.
 const FRAMES: [&[u8]; 3] = [&[1, 2], &[3, 4], &[5, 6]];
 const TOTAL: usize = 6;
