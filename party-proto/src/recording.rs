@@ -29,7 +29,7 @@ use crate::wire::{ReadOp, WriteOp};
 use crate::writer::{CommitResult, WriteBatch};
 
 /// The format of recordings this build writes and reads.
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 
 /// What a segment's stream holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,12 +83,12 @@ pub enum Record<'a> {
         at: Timestamp,
         options: Cow<'a, IterOptions>,
     },
-    /// A take from an iterator, and what it gave.
+    /// A take from an iterator, and what it gave, in short.
     IterTake {
         at: Timestamp,
         iter: IterId,
         max: u64,
-        poll: Cow<'a, IterPoll>,
+        gave: Gave,
     },
     CloseIter {
         at: Timestamp,
@@ -103,7 +103,7 @@ pub enum Record<'a> {
         at: Timestamp,
         watch: WatchId,
         max: u64,
-        poll: Cow<'a, WatchPoll>,
+        gave: Gave,
     },
     WatchGiveBack {
         watch: WatchId,
@@ -137,6 +137,42 @@ pub enum Record<'a> {
         batch: Cow<'a, WriteBatch>,
         result: Cow<'a, CommitResult>,
     },
+}
+
+/// What a take from an iterator or a subscription gave, in short. The entries or events
+/// came in [`Record::Received`] bytes already, and follow from them: a replay takes its own
+/// and compares (a scan recorded them twice before, half of its recording).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gave {
+    /// The entries or events given (none for an answer without any).
+    pub items: u64,
+    /// [`digest_of`] the whole answer.
+    pub digest: u64,
+}
+
+impl Gave {
+    pub fn of_iter(poll: &IterPoll) -> Gave {
+        let items = match poll {
+            IterPoll::Entries(entries) => entries.len(),
+            _ => 0,
+        };
+        Gave::of(poll, items)
+    }
+
+    pub fn of_watch(poll: &WatchPoll) -> Gave {
+        let items = match poll {
+            WatchPoll::Events(events) => events.len(),
+            _ => 0,
+        };
+        Gave::of(poll, items)
+    }
+
+    fn of(poll: &impl Serialize, items: usize) -> Gave {
+        Gave {
+            items: items as u64,
+            digest: digest_of(poll, &mut Vec::new()),
+        }
+    }
 }
 
 /// Bytes of a recording, as one run of bytes rather than a sequence of numbers.

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use party_backends::{Backend, MemoryBackend};
 use party_proto::recording::{
-    decode_segment, Fingerprint, Header, Record, RecordingError, Segment, ShortDigest, Stream,
-    OUTPUTS_PER_CHECK,
+    decode_segment, Fingerprint, Gave, Header, Record, RecordingError, Segment, ShortDigest,
+    Stream, OUTPUTS_PER_CHECK,
 };
 use party_proto::wire::{FrameDecoder, ServerMessage};
 use party_proto::{
@@ -493,11 +493,11 @@ impl<'a> ProcessRun<'a> {
                 at,
                 iter,
                 max,
-                poll,
+                gave,
             } => {
                 let at = self.at(at);
                 let replayed = self.machine.iter_take(at, iter, max as usize);
-                same(&*poll, &replayed)?;
+                same(&gave, &Gave::of_iter(&replayed))?;
                 self.iterated(iter, replayed);
             }
             Record::CloseIter { at, iter } => {
@@ -519,11 +519,11 @@ impl<'a> ProcessRun<'a> {
                 at,
                 watch,
                 max,
-                poll,
+                gave,
             } => {
                 let at = self.at(at);
                 let replayed = self.machine.watch_take(at, watch, max as usize);
-                same(&*poll, &replayed)?;
+                same(&gave, &Gave::of_watch(&replayed))?;
             }
             Record::WatchGiveBack { watch, events } => {
                 self.machine.watch_give_back(watch, events.into_owned());

@@ -3,7 +3,8 @@
 //! replay must give the very outputs the processes gave and find the history clean; a bug
 //! planted in the processes (`PARTY_INJECT`) must show in the replay's checks; outputs
 //! changed in a recording must be reported as nondeterminism, at the first that differs
-//! when the recording's short digests tell which; and a recording
+//! when the recording's short digests tell which, and so must a take from an iterator
+//! that gave other entries; and a recording
 //! bounded in size keeps only its latest part, which still replays.
 
 use std::path::Path;
@@ -90,29 +91,18 @@ fn a_recorded_failover_replays_alike_and_its_history_passes_the_checks() {
     assert!(replay.commits >= 3, "{} commits", replay.commits);
 }
 
-/// `files` with the first check of a process's outputs that covers any changed by
-/// `change`; the file changed, and the check's step.
-fn with_a_check_changed(
+/// `files` with the first record that `change` changes (it says whether it did); the file
+/// changed, and the record's step.
+fn with_a_record_changed(
     files: &[(String, Vec<u8>)],
-    change: impl Fn(&mut u64, &mut Vec<u8>),
+    change: impl Fn(&mut Record) -> bool,
 ) -> (Vec<(String, Vec<u8>)>, String, usize) {
     let mut files = files.to_vec();
     let (file, step) = files
         .iter_mut()
         .find_map(|(name, bytes)| {
             let mut segment = decode_segment(bytes).unwrap();
-            let step = segment.records.iter_mut().position(|record| {
-                let Record::Outputs {
-                    count,
-                    digest,
-                    each,
-                } = record
-                else {
-                    return false;
-                };
-                change(digest, each.0.to_mut());
-                *count > 0
-            })?;
+            let step = segment.records.iter_mut().position(&change)?;
             let mut changed = Vec::new();
             encode_item(&segment.header, &mut changed);
             encode_item(segment.snapshot.as_deref().unwrap(), &mut changed);
@@ -123,8 +113,27 @@ fn with_a_check_changed(
             *bytes = changed;
             Some((name.clone(), step))
         })
-        .expect("a check of outputs was recorded");
+        .expect("a record to change was recorded");
     (files, file, step)
+}
+
+/// `files` with the first check of a process's outputs that covers any changed by
+/// `change`; the file changed, and the check's step.
+fn with_a_check_changed(
+    files: &[(String, Vec<u8>)],
+    change: impl Fn(&mut u64, &mut Vec<u8>),
+) -> (Vec<(String, Vec<u8>)>, String, usize) {
+    with_a_record_changed(files, |record| match record {
+        Record::Outputs {
+            count,
+            digest,
+            each,
+        } if *count > 0 => {
+            change(digest, each.0.to_mut());
+            true
+        }
+        _ => false,
+    })
 }
 
 /// The one difference a replay of `files` reports.
@@ -170,6 +179,27 @@ fn outputs_changed_in_a_recording_are_reported_as_nondeterminism_at_their_check(
     assert!(
         difference.contains("the replayed machine's output 1 differs from the real one's")
             && difference.contains(&format!("step {step})")),
+        "{difference} ({file})"
+    );
+}
+
+#[test]
+fn a_take_from_an_iterator_changed_in_a_recording_is_reported_as_nondeterminism_at_its_step() {
+    let (dir, recordings) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    recorded_failover(dir.path(), recordings.path());
+    let files = segment_files(recordings.path());
+    // What the scan's first take gave, as the recording has it, differs from what the
+    // replayed machine gives from the same bytes.
+    let (changed, file, step) = with_a_record_changed(&files, |record| match record {
+        Record::IterTake { gave, .. } if gave.items > 0 => {
+            gave.digest ^= 1;
+            true
+        }
+        _ => false,
+    });
+    let difference = the_difference(&changed);
+    assert!(
+        difference.contains(&format!("step {step}:")) && difference.contains("Gave"),
         "{difference} ({file})"
     );
 }

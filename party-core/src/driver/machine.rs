@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use party_proto::recording::{Bytes, Fingerprint, Record, OUTPUTS_PER_CHECK};
+use party_proto::recording::{Bytes, Fingerprint, Gave, Record, OUTPUTS_PER_CHECK};
 use party_proto::wire::frame::HEADER_LEN;
 use party_proto::wire::{ReadOp, ServerMessage, WriteOp};
 use party_proto::{
@@ -148,7 +148,7 @@ impl Machine {
                 at: now,
                 iter,
                 max: max as u64,
-                poll: Cow::Borrowed(&poll),
+                gave: Gave::of_iter(&poll),
             });
         }
         poll
@@ -182,7 +182,7 @@ impl Machine {
                 at: now,
                 watch,
                 max: max as u64,
-                poll: Cow::Borrowed(&poll),
+                gave: Gave::of_watch(&poll),
             });
         }
         poll
