@@ -12,7 +12,7 @@ use loom::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 use loom::sync::mpsc::channel;
 use loom::sync::{Arc, Mutex};
 use loom::thread;
-use party_core::sync::{intake, rounds, ConnIds, Followers, Handed, Handover, Sink};
+use party_core::sync::{intake, rounds, ConnIds, Followers, Handed, Handover, Intake, Sink};
 
 #[test]
 fn connection_numbers_are_unique_across_threads() {
@@ -112,17 +112,22 @@ fn a_job_run_by_its_sender_never_overtakes_one_sent_before_it() {
     });
 }
 
-/// Two senders (two connections) each run a job themselves when they may, then send one,
-/// while the thread takes rounds: every job is carried out once, and each sender's in the
-/// order it made them.
+/// Two senders (two connections) each send a job, then run one themselves if they may
+/// (sending it otherwise), while the thread takes rounds: every job is carried out once,
+/// and neither sender's second job overtakes its first. Job 0 stops the thread.
 #[test]
 fn two_senders_running_jobs_themselves_keep_each_ones_order_and_lose_nothing() {
-    loom::model(|| {
+    // Three threads: every interleaving takes minutes here; those with up to five
+    // preemptions (most bugs need two or three, loom says) take seconds.
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(5);
+    model.check(|| {
         let (queue, end) = intake::<u32, Vec<u32>>(Vec::new());
         let store_thread = thread::spawn(move || {
             end.rounds(2, |log, jobs| {
-                log.extend(jobs);
-                if log.len() == 4 {
+                let stop = jobs.contains(&0);
+                log.extend(jobs.into_iter().filter(|job| *job != 0));
+                if stop {
                     ControlFlow::Break(())
                 } else {
                     ControlFlow::Continue(())
@@ -130,22 +135,26 @@ fn two_senders_running_jobs_themselves_keep_each_ones_order_and_lose_nothing() {
             });
             end
         });
-        let sender = |queue: party_core::sync::Intake<u32, Vec<u32>>, first: u32| {
-            if let Some(job) = queue.run_here(first, |log, job| log.push(job)) {
+        let sender = |queue: &Intake<u32, Vec<u32>>, first: u32| {
+            assert!(queue.send(first));
+            if let Some(job) = queue.run_here(first + 1, |log, job| log.push(job)) {
                 assert!(queue.send(job));
             }
-            assert!(queue.send(first + 1));
         };
         let other = queue.clone();
-        let second = thread::spawn(move || sender(other, 3));
-        sender(queue, 1);
+        let second = thread::spawn(move || sender(&other, 3));
+        sender(&queue, 1);
         second.join().unwrap();
+        assert!(queue.send(0));
         let end = store_thread.join().unwrap();
+        drop(queue);
         let log = end.into_state().expect("no queue is left");
         let position = |job| log.iter().position(|j| *j == job).expect("a job was lost");
         assert_eq!(log.len(), 4, "a job was carried out twice: {log:?}");
-        assert!(position(1) < position(2), "a sender's jobs out of order: {log:?}");
-        assert!(position(3) < position(4), "a sender's jobs out of order: {log:?}");
+        assert!(
+            position(1) < position(2) && position(3) < position(4),
+            "a sender's second job overtook its first: {log:?}"
+        );
     });
 }
 
