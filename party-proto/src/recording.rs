@@ -146,17 +146,27 @@ pub enum Record<'a> {
 pub struct Gave {
     /// The entries or events given (none for an answer without any).
     pub items: u64,
-    /// [`digest_of`] the whole answer.
+    /// A digest of the whole answer.
     pub digest: u64,
 }
 
 impl Gave {
     pub fn of_iter(poll: &IterPoll) -> Gave {
-        let items = match poll {
-            IterPoll::Entries(entries) => entries.len(),
-            _ => 0,
-        };
-        Gave::of(poll, items)
+        match poll {
+            // A scan's takes: each entry's halves digested where they lie, not encoded first.
+            IterPoll::Entries(entries) => {
+                let mut hasher = WordHasher::default();
+                for entry in entries {
+                    std::hash::Hasher::write(&mut hasher, &entry.key);
+                    std::hash::Hasher::write(&mut hasher, &entry.value);
+                }
+                Gave {
+                    items: entries.len() as u64,
+                    digest: std::hash::Hasher::finish(&hasher),
+                }
+            }
+            other => Gave::of(other, 0),
+        }
     }
 
     pub fn of_watch(poll: &WatchPoll) -> Gave {

@@ -91,6 +91,35 @@ fn a_recorded_failover_replays_alike_and_its_history_passes_the_checks() {
     assert!(replay.commits >= 3, "{} commits", replay.commits);
 }
 
+/// A follower's scan is recorded once: as the bytes it read from the leader, while its
+/// takes from the iterator are recorded as a digest (in full, they doubled the recording).
+#[test]
+fn a_scan_is_recorded_once() {
+    let (dir, recordings) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut leader = Node::spawn(NODE, dir.path(), &[]);
+    assert_eq!(leader.send("ready"), "ok leader");
+    const ENTRIES: usize = 200;
+    const VALUE: usize = 1024;
+    assert_eq!(
+        leader.send(&format!("fill-big {ENTRIES} {VALUE}")),
+        format!("ok {ENTRIES}")
+    );
+    let mut follower = recorded(dir.path(), recordings.path(), &[], &[], "follower");
+    assert!(follower
+        .send("scan FORWARD 0")
+        .starts_with(&format!("ok {ENTRIES}")));
+    assert_eq!(follower.send("close"), "ok");
+    let recorded: usize = segment_files(recordings.path())
+        .iter()
+        .map(|(_, bytes)| bytes.len())
+        .sum();
+    let scanned = ENTRIES * VALUE;
+    assert!(
+        recorded > scanned && recorded < scanned * 3 / 2,
+        "{recorded} bytes recorded for a scan of {scanned} bytes of values"
+    );
+}
+
 /// `files` with the first record that `change` changes (it says whether it did); the file
 /// changed, and the record's step.
 fn with_a_record_changed(
