@@ -81,6 +81,17 @@ fn the_store_intake_takes_every_job_once_in_order_in_bounded_rounds() {
     });
 }
 
+/// The store thread's round in the intake models: logs the jobs; job 0 stops it.
+fn log_until_zero(log: &mut Vec<u32>, jobs: Vec<u32>) -> ControlFlow<()> {
+    let stop = jobs.contains(&0);
+    log.extend(jobs.into_iter().filter(|job| *job != 0));
+    if stop {
+        ControlFlow::Break(())
+    } else {
+        ControlFlow::Continue(())
+    }
+}
+
 /// A sender that runs a job itself (the store thread's intake, where a connection commits a
 /// lone write on its own task) never overtakes a job sent before it, whatever the store
 /// thread is doing meanwhile; and every job is carried out once. Job 0 stops the thread.
@@ -89,15 +100,7 @@ fn a_job_run_by_its_sender_never_overtakes_one_sent_before_it() {
     loom::model(|| {
         let (queue, end) = intake::<u32, Vec<u32>>(Vec::new());
         let store_thread = thread::spawn(move || {
-            end.rounds(2, |log, jobs| {
-                let stop = jobs.contains(&0);
-                log.extend(jobs.into_iter().filter(|job| *job != 0));
-                if stop {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            });
+            end.rounds(2, log_until_zero);
             end
         });
         assert!(queue.send(1));
@@ -118,21 +121,14 @@ fn a_job_run_by_its_sender_never_overtakes_one_sent_before_it() {
 #[test]
 fn two_senders_running_jobs_themselves_keep_each_ones_order_and_lose_nothing() {
     // Three threads: every interleaving takes minutes here; those with up to five
-    // preemptions (most bugs need two or three, loom says) take seconds.
+    // preemptions (most bugs need two or three, loom says) take seconds. LOOM_MAX_PREEMPTIONS
+    // still has the last word.
     let mut model = loom::model::Builder::new();
-    model.preemption_bound = Some(5);
+    model.preemption_bound = model.preemption_bound.or(Some(5));
     model.check(|| {
         let (queue, end) = intake::<u32, Vec<u32>>(Vec::new());
         let store_thread = thread::spawn(move || {
-            end.rounds(2, |log, jobs| {
-                let stop = jobs.contains(&0);
-                log.extend(jobs.into_iter().filter(|job| *job != 0));
-                if stop {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            });
+            end.rounds(2, log_until_zero);
             end
         });
         let sender = |queue: &Intake<u32, Vec<u32>>, first: u32| {
@@ -150,11 +146,9 @@ fn two_senders_running_jobs_themselves_keep_each_ones_order_and_lose_nothing() {
         drop(queue);
         let log = end.into_state().expect("no queue is left");
         let position = |job| log.iter().position(|j| *j == job).expect("a job was lost");
+        let order = position(1) < position(2) && position(3) < position(4);
         assert_eq!(log.len(), 4, "a job was carried out twice: {log:?}");
-        assert!(
-            position(1) < position(2) && position(3) < position(4),
-            "a sender's second job overtook its first: {log:?}"
-        );
+        assert!(order, "a sender's second job overtook its first: {log:?}");
     });
 }
 

@@ -28,8 +28,10 @@ use crate::time::Timestamp;
 use crate::wire::{ReadOp, WriteOp};
 use crate::writer::{CommitResult, WriteBatch};
 
-/// The format of recordings this build writes and reads.
-pub const FORMAT: u32 = 4;
+/// The format of recordings this build writes and reads. One more for any change to what
+/// is written, digests included ([`Gave`], [`Fingerprint`]): a replay refuses another
+/// format rather than report its differences as nondeterminism.
+pub const FORMAT: u32 = 5;
 
 /// What a segment's stream holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,8 +142,9 @@ pub enum Record<'a> {
 }
 
 /// What a take from an iterator or a subscription gave, in short. The entries or events
-/// came in [`Record::Received`] bytes already, and follow from them: a replay takes its own
-/// and compares (a scan recorded them twice before, half of its recording).
+/// came in the recorded inputs already (a follower's in [`Record::Received`] bytes, a
+/// leader's own handle's in the store's answers), and follow from them: a replay takes its
+/// own and compares (recorded in full, a scan was in a follower's recording twice).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Gave {
     /// The entries or events given (none for an answer without any).
@@ -518,6 +521,7 @@ mod tests {
     use super::*;
     use crate::process::ProcessConfig;
     use crate::wire::WriteOp;
+    use crate::ErrorCode;
 
     fn header(stream: Stream) -> Header {
         Header {
@@ -529,6 +533,68 @@ mod tests {
             segment: 0,
             term: None,
         }
+    }
+
+    fn entries(pairs: &[(&[u8], &[u8])]) -> IterPoll {
+        IterPoll::Entries(
+            pairs
+                .iter()
+                .map(|(key, value)| crate::wire::Entry {
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn what_a_take_gave_differs_whenever_what_it_gave_does() {
+        let take = entries(&[(b"a", b"1"), (b"b", b"2")]);
+        let gave = Gave::of_iter(&take);
+        assert_eq!(gave, Gave::of_iter(&take.clone()));
+        assert_eq!(gave.items, 2);
+        let others = [
+            entries(&[(b"a", b"1"), (b"b", b"3")]),
+            entries(&[(b"a", b"1"), (b"b2", b"")]),
+            entries(&[(b"a1", b""), (b"b", b"2")]),
+            entries(&[(b"b", b"2"), (b"a", b"1")]),
+            entries(&[(b"a", b"1")]),
+            entries(&[]),
+            IterPoll::Pending,
+            IterPoll::Done,
+            IterPoll::Failed(ErrorCode::ConnectionLost),
+        ];
+        for other in &others {
+            assert_ne!(Gave::of_iter(other), gave, "{other:?}");
+        }
+        let answers = [
+            entries(&[]),
+            IterPoll::Pending,
+            IterPoll::Done,
+            IterPoll::Failed(ErrorCode::ConnectionLost),
+            IterPoll::Failed(ErrorCode::Closed),
+        ];
+        for (n, one) in answers.iter().enumerate() {
+            for other in &answers[n + 1..] {
+                assert_ne!(
+                    Gave::of_iter(one),
+                    Gave::of_iter(other),
+                    "{one:?} {other:?}"
+                );
+            }
+        }
+        let lagged = |missed| {
+            WatchPoll::Events(vec![WatchEvent::Lagged {
+                missed,
+                resume: CommitSeq(5),
+            }])
+        };
+        assert_eq!(Gave::of_watch(&lagged(1)), Gave::of_watch(&lagged(1)));
+        assert_ne!(Gave::of_watch(&lagged(1)), Gave::of_watch(&lagged(2)));
+        assert_ne!(
+            Gave::of_watch(&WatchPoll::Pending),
+            Gave::of_watch(&WatchPoll::Events(Vec::new()))
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! planted in the processes (`PARTY_INJECT`) must show in the replay's checks; outputs
 //! changed in a recording must be reported as nondeterminism, at the first that differs
 //! when the recording's short digests tell which, and so must a take from an iterator
-//! that gave other entries; and a recording
+//! recorded as having given other entries; a scan is recorded once; and a recording
 //! bounded in size keeps only its latest part, which still replays.
 
 use std::path::Path;
@@ -107,7 +107,7 @@ fn a_scan_is_recorded_once() {
     let mut follower = recorded(dir.path(), recordings.path(), &[], &[], "follower");
     assert!(follower
         .send("scan FORWARD 0")
-        .starts_with(&format!("ok {ENTRIES}")));
+        .starts_with(&format!("ok {ENTRIES} ")));
     assert_eq!(follower.send("close"), "ok");
     let recorded: usize = segment_files(recordings.path())
         .iter()
@@ -228,7 +228,7 @@ fn a_take_from_an_iterator_changed_in_a_recording_is_reported_as_nondeterminism_
     });
     let difference = the_difference(&changed);
     assert!(
-        difference.contains(&format!("step {step}:")) && difference.contains("Gave"),
+        difference.contains(&format!("step {step}:")) && difference.contains("take gave"),
         "{difference} ({file})"
     );
 }

@@ -7,8 +7,8 @@
 //! - one follower: this process following a child leader, sequential and pipelined;
 //! - low-latency mode ([`low_latency`]): one follower's sequential gets and puts with
 //!   both ends polling before they park, against the default, with the CPU both spend;
-//! - recording ([`recording`]): one follower's pipelined gets and puts with both processes
-//!   recording for `party-sim --replay`, against neither;
+//! - recording ([`recording`]): one follower's pipelined gets and puts, and full scans, with
+//!   both processes recording for `party-sim --replay`, against neither;
 //! - big values ([`values`]): MB/s of 1 KiB, 64 KiB and 1 MiB puts and gets, in-process
 //!   and through a follower;
 //! - writes during scans ([`scan_writes`]): another process's put latency while this one

@@ -91,10 +91,15 @@ pub(super) async fn measure(
         }
         let (off_rate, off_cpu) = medians(&off_runs);
         let (on_rate, on_cpu) = medians(&on_runs);
-        off.insert(format!("{figure}_ops_per_s"), off_rate.into());
-        off.insert(format!("{figure}_cpu_us_per_op"), off_cpu.into());
-        on.insert(format!("{figure}_ops_per_s"), on_rate.into());
-        on.insert(format!("{figure}_cpu_us_per_op"), on_cpu.into());
+        // A scan's figures are per entry.
+        let (rate, cpu) = match load {
+            Some(_) => ("ops_per_s", "cpu_us_per_op"),
+            None => ("entries_per_s", "cpu_us_per_entry"),
+        };
+        off.insert(format!("{figure}_{rate}"), off_rate.into());
+        off.insert(format!("{figure}_{cpu}"), off_cpu.into());
+        on.insert(format!("{figure}_{rate}"), on_rate.into());
+        on.insert(format!("{figure}_{cpu}"), on_cpu.into());
         let ratio = format!("{figure}_recorded_vs_off");
         ratios.insert(ratio, (on_rate / off_rate).into());
         let ratio = format!("{figure}_cpu_recorded_vs_off");

@@ -111,10 +111,10 @@ pub(super) fn table(report: &Value) -> Vec<String> {
         }
         lines.push(format!(
             "recording, full scan       {} entries/s ({} without), CPU {} µs/entry ({} without)",
-            rate(&r["on"]["full_scan_ops_per_s"]),
-            rate(&r["off"]["full_scan_ops_per_s"]),
-            number2(&r["on"]["full_scan_cpu_us_per_op"]),
-            number2(&r["off"]["full_scan_cpu_us_per_op"])
+            rate(&r["on"]["full_scan_entries_per_s"]),
+            rate(&r["off"]["full_scan_entries_per_s"]),
+            number2(&r["on"]["full_scan_cpu_us_per_entry"]),
+            number2(&r["off"]["full_scan_cpu_us_per_entry"])
         ));
     }
     if measured("big_values") {

@@ -139,7 +139,7 @@ impl<'a> VisibleRange<'a> {
             .lower_bound(Bound::Excluded(&version_at(user_key, 0)))
     }
 
-    /// The last entry of the key before `user_key`. (Backward, crossbeam's skiplist has no
+    /// The last entry of the key before `user_key`. (crossbeam's skiplist has no back
     /// links: every step back is a search from the top, so a seek costs no more.)
     fn before_key(&self, user_key: &UserKey) -> Option<Version<'a>> {
         self.items
