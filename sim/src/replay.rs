@@ -716,17 +716,6 @@ impl From<String> for Difference {
 }
 
 /// `Ok` when the replay gave what the recording says.
-fn same<T: PartialEq + std::fmt::Debug>(recorded: &T, replayed: &T) -> Result<(), String> {
-    if recorded == replayed {
-        return Ok(());
-    }
-    Err(format!(
-        "the real machine gave {}, the replayed one {}",
-        shortened(recorded),
-        shortened(replayed)
-    ))
-}
-
 /// A take the recording has only in short: the replayed one is shown whole.
 fn same_take(recorded: &Gave, replayed: &Gave, took: &impl std::fmt::Debug) -> Result<(), String> {
     if recorded == replayed {
