@@ -715,8 +715,8 @@ impl From<String> for Difference {
     }
 }
 
-/// `Ok` when the replay gave what the recording says.
-/// A take the recording has only in short: the replayed one is shown whole.
+/// `Ok` when the replayed take gave what the recording says; otherwise the difference, with
+/// the replayed take whole (the recording has it only in short).
 fn same_take(recorded: &Gave, replayed: &Gave, took: &impl std::fmt::Debug) -> Result<(), String> {
     if recorded == replayed {
         return Ok(());

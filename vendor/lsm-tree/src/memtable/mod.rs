@@ -10,8 +10,8 @@ use crate::segment::block::ItemSize;
 use crate::value::{InternalValue, SeqNo, UserKey, UserValue, ValueType};
 use crossbeam_skiplist::SkipMap;
 use std::ops::{Bound, RangeBounds};
-use visible_range::VisibleRange;
 use std::sync::atomic::{AtomicU32, AtomicU64};
+use visible_range::VisibleRange;
 
 /// The memtable serves as an intermediary, ephemeral, sorted storage for new items
 ///
