@@ -55,9 +55,24 @@ fn refused(bounds: &(Bound<Vec<u8>>, Bound<Vec<u8>>)) -> bool {
 fn from_both_ends<T>(
     range: &mut impl DoubleEndedIterator<Item = T>,
     ends: &[bool],
-    mut between: impl FnMut(),
+    between: impl FnMut(),
 ) -> Vec<T> {
     let (mut front, mut back) = (Vec::new(), Vec::new());
+    take_from_ends(range, ends, &mut front, &mut back, between);
+    front.extend(range);
+    front.extend(back.into_iter().rev());
+    front
+}
+
+/// Reads `range` from the ends `ends` names onto `front` and `back`, with `between` called
+/// after each read, until the ends are done or the range is.
+fn take_from_ends<T>(
+    range: &mut impl DoubleEndedIterator<Item = T>,
+    ends: &[bool],
+    front: &mut Vec<T>,
+    back: &mut Vec<T>,
+    mut between: impl FnMut(),
+) {
     for &from_back in ends {
         let read = if from_back {
             range.next_back().map(|item| back.push(item))
@@ -69,9 +84,6 @@ fn from_both_ends<T>(
             break;
         }
     }
-    front.extend(range);
-    front.extend(back.into_iter().rev());
-    front
 }
 
 mod memtable {
@@ -370,16 +382,8 @@ mod store {
 
         fn read_on(&mut self, at: usize, ends: &[bool]) {
             let open = &mut self.open[at];
-            for &from_back in ends {
-                let read = if from_back {
-                    open.iter.next_back().map(|item| open.back.push(pair(item)))
-                } else {
-                    open.iter.next().map(|item| open.front.push(pair(item)))
-                };
-                if read.is_none() {
-                    break;
-                }
-            }
+            let mut entries = (&mut open.iter).map(pair);
+            take_from_ends(&mut entries, ends, &mut open.front, &mut open.back, || ());
         }
 
         /// Every open iterator read to its end agrees with its snapshot.
