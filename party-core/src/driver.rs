@@ -446,7 +446,7 @@ impl Driver {
         // Recorded before it is sent: a process killed in between leaves a write the
         // leader never saw, not one its recording lacks.
         self.process.flush_recording_lazily();
-        if let Some(link) = &self.link {
+        if let Some(link) = &mut self.link {
             link.send(&mut self.out);
         }
         self.out.clear();

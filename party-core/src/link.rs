@@ -2,6 +2,8 @@
 //! directly while the socket takes the bytes at once; what it cannot take goes to a writer
 //! task, so that a deep pipeline of requests never deadlocks on full socket buffers while
 //! replies wait to be read. Each task hop saved is a wakeup saved on the way of a request.
+//! The writer task is started the first time the socket is full: most links never need
+//! it, and a failover then costs each follower no task to start, wake or abort.
 
 use std::future::Future;
 use std::path::Path;
@@ -40,10 +42,10 @@ pub(crate) struct Link {
     stream: Arc<Stream>,
     decoder: FrameDecoder,
     buffer: Vec<u8>,
-    writer: UnboundedSender<Vec<u8>>,
     /// Whether the writer task holds buffers not yet written out.
     handover: Handover,
-    writer_task: JoinHandle<()>,
+    /// The writer task and its queue, once the socket was first full.
+    writer: Option<(UnboundedSender<Vec<u8>>, JoinHandle<()>)>,
     /// In low-latency mode, how long a wait for the leader polls before it parks.
     spinner: Option<Spinner>,
 }
@@ -58,22 +60,12 @@ impl Link {
     ) -> std::io::Result<Link> {
         let name = socket.to_fs_name::<GenericFilePath>()?;
         let stream = Arc::new(Stream::connect(name).await?);
-        let (writer, mut frames) = unbounded_channel::<Vec<u8>>();
-        let writing = stream.clone();
-        let handover = Handover::default();
-        let written = handover.clone();
-        let writer_task = tokio::spawn(async move {
-            written
-                .write_handed(&mut Socket(&writing), &mut frames)
-                .await;
-        });
         Ok(Link {
             stream,
             decoder: FrameDecoder::new(max_frame_len),
             buffer: Vec::with_capacity(crate::leader::READ_BUFFER),
-            writer,
-            handover,
-            writer_task,
+            handover: Handover::default(),
+            writer: None,
             spinner: spin.map(Spinner::new),
         })
     }
@@ -125,9 +117,20 @@ impl Link {
 
     /// Sends the bytes (whole frames) in `out` to the leader, in order with everything sent
     /// before, and leaves `out` empty (its buffer kept when the socket took it all).
-    pub fn send(&self, out: &mut Vec<u8>) {
-        self.handover.send(out, &mut Socket(&self.stream), |bytes| {
-            let _ = self.writer.send(bytes);
+    pub fn send(&mut self, out: &mut Vec<u8>) {
+        let (stream, handover, writer) = (&self.stream, &self.handover, &mut self.writer);
+        handover.send(out, &mut Socket(stream), |bytes| {
+            let (queue, _) = writer.get_or_insert_with(|| {
+                let (queue, mut frames) = unbounded_channel::<Vec<u8>>();
+                let (writing, written) = (stream.clone(), handover.clone());
+                let task = tokio::spawn(async move {
+                    written
+                        .write_handed(&mut Socket(&writing), &mut frames)
+                        .await;
+                });
+                (queue, task)
+            });
+            let _ = queue.send(bytes);
         });
     }
 }
@@ -167,6 +170,8 @@ impl Handed for UnboundedReceiver<Vec<u8>> {
 
 impl Drop for Link {
     fn drop(&mut self) {
-        self.writer_task.abort();
+        if let Some((_, task)) = &self.writer {
+            task.abort();
+        }
     }
 }
