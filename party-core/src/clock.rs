@@ -1,7 +1,10 @@
 //! The driver's side of "time is a parameter": one epoch per process, from which every
 //! `Timestamp` handed to the sans-IO machines is measured.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::OnceLock;
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use party_proto::Timestamp;
@@ -34,6 +37,48 @@ pub(crate) fn instant(at: Timestamp) -> tokio::time::Instant {
     (epoch() + at.since_epoch()).into()
 }
 
+/// A machine's timeout as one tokio timer that a loop moves, rather than a timer made
+/// and dropped at every turn: each of those took the runtime's timer lock twice, while
+/// moving a timer later (a request's timeout after the one before) takes no lock.
+pub(crate) struct Timer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    armed: Option<Timestamp>,
+}
+
+/// Where a timer with no timeout waits: far enough never to fire, and later than any
+/// timeout, so that parking it there takes no lock either.
+const PARKED: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+impl Timer {
+    pub fn new() -> Timer {
+        Timer {
+            sleep: Box::pin(tokio::time::sleep(PARKED)),
+            armed: None,
+        }
+    }
+
+    /// Resolves at `at`; never when there is none.
+    pub fn until(&mut self, at: Option<Timestamp>) -> impl Future<Output = ()> + '_ {
+        if at != self.armed {
+            let deadline = match at {
+                Some(at) => instant(at),
+                None => tokio::time::Instant::now() + PARKED,
+            };
+            self.sleep.as_mut().reset(deadline);
+            self.armed = at;
+        }
+        std::future::poll_fn(move |context| {
+            if self.armed.is_none() {
+                return Poll::Pending;
+            }
+            std::task::ready!(self.sleep.as_mut().poll(context));
+            // Fired: the next call sets it again, even to the same time.
+            self.armed = None;
+            Poll::Ready(())
+        })
+    }
+}
+
 /// This process's epoch on the host's monotonic clock (Linux's `CLOCK_MONOTONIC`, which
 /// `Instant` reads too): the same line for every process of the host, for recordings.
 pub(crate) fn epoch_on_host_clock() -> Duration {
@@ -46,5 +91,67 @@ pub(crate) fn epoch_on_host_clock() -> Duration {
     #[cfg(not(unix))]
     {
         wall_at_epoch()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Polls the timer once, so that it is set as a loop's turn would leave it.
+    async fn set(timer: &mut Timer, at: Option<Timestamp>) {
+        let first = tokio::time::timeout(Duration::ZERO, timer.until(at)).await;
+        assert!(first.is_err(), "a timeout in the future fired at once");
+    }
+
+    /// Whether the timer fires for `at` before a plain sleep until `before`.
+    async fn fires_before(timer: &mut Timer, at: Option<Timestamp>, before: Timestamp) -> bool {
+        tokio::select! {
+            biased;
+            () = timer.until(at) => true,
+            () = tokio::time::sleep_until(instant(before)) => false,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_moved_later_fires_at_the_later_time_only() {
+        let mut timer = Timer::new();
+        let soon = now() + Duration::from_millis(10);
+        let later = soon + Duration::from_millis(20);
+        set(&mut timer, Some(soon)).await;
+        let margin = Duration::from_millis(5);
+        assert!(!fires_before(&mut timer, Some(later), soon + margin).await);
+        assert!(fires_before(&mut timer, Some(later), later + margin).await);
+        assert!(tokio::time::Instant::now() >= instant(later));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_moved_earlier_fires_at_the_earlier_time() {
+        let mut timer = Timer::new();
+        let soon = now() + Duration::from_millis(10);
+        let later = soon + Duration::from_millis(20);
+        set(&mut timer, Some(later)).await;
+        assert!(fires_before(&mut timer, Some(soon), soon + Duration::from_millis(5)).await);
+        assert!(tokio::time::Instant::now() < instant(later));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_timeout_it_never_fires_not_even_at_the_one_before() {
+        let mut timer = Timer::new();
+        let soon = now() + Duration::from_millis(10);
+        set(&mut timer, Some(soon)).await;
+        let long_after = soon + Duration::from_secs(3600);
+        assert!(!fires_before(&mut timer, None, long_after).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_that_fired_fires_again_when_asked_for_again() {
+        let mut timer = Timer::new();
+        let soon = now() + Duration::from_millis(10);
+        timer.until(Some(soon)).await;
+        let again = tokio::time::timeout(Duration::from_millis(1), timer.until(Some(soon))).await;
+        assert!(again.is_ok(), "a timeout already due fires at once");
+        let next = now() + Duration::from_millis(10);
+        assert!(fires_before(&mut timer, Some(next), next + Duration::from_millis(5)).await);
     }
 }

@@ -27,7 +27,7 @@ use tokio::sync::{oneshot, watch};
 use crate::access::StoreAccess;
 use crate::clock;
 use crate::error::Error;
-use crate::leader::{self, Leader};
+use crate::leader::Leader;
 use crate::link::{Link, LinkEnd, Received};
 use crate::lock::ElectionLock;
 use crate::options::Options;
@@ -124,6 +124,7 @@ pub(crate) struct Driver {
     leadership: Leadership,
     link: Option<Link>,
     out: Vec<u8>,
+    timer: clock::Timer,
 }
 
 impl Driver {
@@ -189,6 +190,7 @@ impl Driver {
             leadership: Leadership::default(),
             link: None,
             out: Vec::new(),
+            timer: clock::Timer::new(),
         };
         (driver, role_rx)
     }
@@ -221,7 +223,7 @@ impl Driver {
                 Some(answer) = store_answer(&mut self.leadership.access) => {
                     self.process.handle_input(clock::now(), ProcessInput::Store(answer));
                 }
-                _ = leader::sleep_until(timeout) => {
+                _ = self.timer.until(timeout) => {
                     self.process.handle_input(clock::now(), ProcessInput::TimerFired);
                 }
             }

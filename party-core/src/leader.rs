@@ -272,6 +272,7 @@ async fn serve(
     let mut spinner = config.spin.map(Spinner::new);
     // Whether the last turn heard from the follower or the store, not just a timer.
     let mut exchanged = false;
+    let mut timer = clock::Timer::new();
     loop {
         let closing = access.run_outputs(&mut session, |message| {
             encode_frame(&message, config.max_frame_len, &mut out)
@@ -349,7 +350,7 @@ async fn serve(
                 take_replies(event, &mut access, &mut session);
                 exchanged = true;
             }
-            _ = sleep_until(timeout) => session.handle_timeout(clock::now()),
+            _ = timer.until(timeout) => session.handle_timeout(clock::now()),
         }
     }
 }
@@ -413,14 +414,6 @@ async fn stopped(cancel: &CancellationToken, draining: Option<tokio::time::Insta
 async fn until(draining: Option<tokio::time::Instant>) {
     match draining {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Sleeps until `at`, or forever when there is no timeout.
-pub(crate) async fn sleep_until(at: Option<party_proto::Timestamp>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(clock::instant(at)).await,
         None => std::future::pending().await,
     }
 }
