@@ -89,7 +89,7 @@ impl Leader {
             change_retention: serving.change_retention,
             recorder: serving.recorder,
         };
-        let scans = crate::scans::Scans::start()?;
+        let scans = crate::scans::Scans::default();
         let (queue, thread) = store::open(store.clone(), followers.clone(), writing, scans);
         let store_thread = std::thread::Builder::new()
             .name("party-store".into())

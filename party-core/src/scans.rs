@@ -5,6 +5,9 @@
 //! follows every write that came before it), and hands it over; the pulls and drops of that
 //! iterator reach this thread through the store thread too, so they always come after the
 //! open. Reading a snapshot while the store thread writes is what snapshots are for.
+//!
+//! The thread starts with the first iterator: many leaders never scan, and a new leader
+//! has threads enough to start while its followers wait.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, Sender};
@@ -39,26 +42,34 @@ pub(crate) enum ScanJob {
     },
 }
 
-/// The scan thread, running until [`Scans::stop`].
+/// The scan thread, from the first iterator until [`Scans::stop`].
+#[derive(Default)]
 pub(crate) struct Scans {
-    jobs: Sender<ScanJob>,
-    thread: JoinHandle<()>,
+    running: Option<(Sender<ScanJob>, JoinHandle<()>)>,
 }
 
 impl Scans {
-    pub fn start() -> std::io::Result<Scans> {
-        let (jobs, received) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("party-scans".into())
-            .spawn(move || run(received))?;
-        Ok(Scans { jobs, thread })
+    /// Hands over an iterator the store opened, starting the thread for the first one.
+    pub fn open(&mut self, conn: ConnId, iter: IterId, chunks: Chunks) -> std::io::Result<()> {
+        if self.running.is_none() {
+            let (jobs, received) = std::sync::mpsc::channel();
+            let thread = std::thread::Builder::new()
+                .name("party-scans".into())
+                .spawn(move || run(received))?;
+            self.running = Some((jobs, thread));
+        }
+        self.send(ScanJob::Open { conn, iter, chunks });
+        Ok(())
     }
 
-    /// Hands a job over. A pull the thread can no longer take fails its iterator rather
-    /// than leave it waiting.
+    /// Hands a job over. A pull the thread cannot take fails its iterator rather than
+    /// leave it waiting.
     pub fn send(&self, job: ScanJob) {
-        if let Err(std::sync::mpsc::SendError(ScanJob::Pull { iter, to, .. })) = self.jobs.send(job)
-        {
+        let unsent = match &self.running {
+            Some((jobs, _)) => jobs.send(job).err().map(|unsent| unsent.0),
+            None => Some(job),
+        };
+        if let Some(ScanJob::Pull { iter, to, .. }) = unsent {
             let error = ErrorCode::Backend("the leader's scan thread stopped".into());
             let _ = to.send(ServerInput::IterFailed { iter, error });
         }
@@ -66,8 +77,10 @@ impl Scans {
 
     /// Drops every iterator and waits for the thread: the store can close after this.
     pub fn stop(self) {
-        drop(self.jobs);
-        let _ = self.thread.join();
+        if let Some((jobs, thread)) = self.running {
+            drop(jobs);
+            let _ = thread.join();
+        }
     }
 }
 
@@ -120,5 +133,52 @@ fn run(jobs: Receiver<ScanJob>) {
             }
             ScanJob::Disconnected { conn } => iters.retain(|(c, _), _| *c != conn),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use party_backends::{Backend, MemoryBackend, WriteBatch};
+    use party_proto::wire::WriteOp;
+    use party_proto::IterOptions;
+
+    use super::*;
+
+    fn started(scans: &Scans) -> bool {
+        scans.running.is_some()
+    }
+
+    #[test]
+    fn the_thread_starts_with_the_first_iterator_and_a_pull_before_it_fails() {
+        let store = MemoryBackend::new();
+        let put = WriteOp::Put {
+            key: b"a".to_vec(),
+            value: b"1".to_vec(),
+        };
+        store.write(WriteBatch::new().push(put)).unwrap();
+        let (to, mut answers) = tokio::sync::mpsc::unbounded_channel();
+        let (conn, iter) = (1, IterId(1));
+        let pull = || ScanJob::Pull {
+            conn,
+            iter,
+            max: 10,
+            to: to.clone(),
+        };
+        let mut scans = Scans::default();
+        scans.send(pull());
+        assert!(!started(&scans), "no iterator yet, no thread");
+        assert!(
+            matches!(answers.try_recv(), Ok(ServerInput::IterFailed { .. })),
+            "a pull no thread can take fails rather than waits"
+        );
+        let chunks = store.chunks(&IterOptions::default()).unwrap();
+        scans.open(conn, iter, chunks).unwrap();
+        assert!(started(&scans));
+        scans.send(pull());
+        scans.stop();
+        let Ok(ServerInput::IterChunk { entries, .. }) = answers.try_recv() else {
+            panic!("the iterator's pull was not answered");
+        };
+        assert_eq!(entries.len(), 1);
     }
 }

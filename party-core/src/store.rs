@@ -417,14 +417,21 @@ impl Worker {
                 options,
                 to,
             } => match self.store.chunks(&options) {
-                Ok(chunks) => {
-                    self.scans.send(ScanJob::Open { conn, iter, chunks });
+                Ok(chunks) => match self.scans.open(conn, iter, chunks) {
                     // Every write before the iterator has committed: it reads the store as
                     // of the writer's last commit.
-                    if let Some(seq) = self.writer.last_committed() {
-                        let _ = to.send(ServerInput::IterAt { iter, seq });
+                    Ok(()) => {
+                        if let Some(seq) = self.writer.last_committed() {
+                            let _ = to.send(ServerInput::IterAt { iter, seq });
+                        }
                     }
-                }
+                    Err(error) => {
+                        let error = ErrorCode::Backend(format!(
+                            "the leader cannot start its scan thread: {error}"
+                        ));
+                        let _ = to.send(ServerInput::IterFailed { iter, error });
+                    }
+                },
                 Err(error) => {
                     let error = ErrorCode::from(error);
                     let _ = to.send(ServerInput::IterFailed { iter, error });
@@ -531,7 +538,7 @@ mod tests {
             recorder: None,
         };
         let store: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
-        let scans = Scans::start().unwrap();
+        let scans = Scans::default();
         let (queue, thread) = open(store.clone(), Followers::default(), writing, scans);
         (queue, thread, dir, store)
     }
