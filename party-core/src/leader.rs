@@ -19,7 +19,8 @@ use crate::access::{Accesses, StoreAccess};
 use crate::clock;
 use crate::headroom::Headroom;
 use crate::lock::ElectionLock;
-use crate::spin::{recv_now, Spinner};
+use crate::socket_now::{recv_now, send_now};
+use crate::spin::Spinner;
 use crate::store::{self, StoreJob, StoreQueue};
 use crate::sync::{ConnIds, Followers};
 
@@ -279,6 +280,10 @@ async fn serve(
                 .inspect_err(|error| tracing::warn!("connection {conn}: cannot send: {error}"))
                 .is_ok()
         });
+        // At once where the socket takes it, as it does almost always (and a new
+        // connection's first write need not wait for tokio to see it writable).
+        let sent = send_now(&stream, &out);
+        out.drain(..sent);
         if !out.is_empty() {
             // A follower that stops reading fills its socket; the leader must still be
             // able to stop. A write that is ready goes first: cut short, it would leave

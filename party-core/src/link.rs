@@ -7,19 +7,18 @@
 
 use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 
 use interprocess::local_socket::tokio::prelude::*;
 use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::{GenericFilePath, ToFsName};
 use party_proto::wire::{FrameDecoder, FrameError, ServerMessage};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 
-use crate::spin::{recv_now, Spinner};
+use crate::socket_now::{recv_now, send_now};
+use crate::spin::Spinner;
 use crate::sync::{Handed, Handover, Sink};
 
 /// What one read of the connection gave.
@@ -140,17 +139,9 @@ struct Socket<'a>(&'a Stream);
 
 impl Sink for Socket<'_> {
     fn write_now(&mut self, bytes: &[u8]) -> usize {
-        let mut context = Context::from_waker(Waker::noop());
-        let mut sent = 0;
-        while sent < bytes.len() {
-            match Pin::new(&mut self.0).poll_write(&mut context, &bytes[sent..]) {
-                Poll::Ready(Ok(n)) if n > 0 => sent += n,
-                // Full, or failed: the writer task waits, or meets the error and stops
-                // (the driver then reads the end of the connection).
-                _ => break,
-            }
-        }
-        sent
+        // Full, or failed: the writer task waits, or meets the error and stops (the driver
+        // then reads the end of the connection).
+        send_now(self.0, bytes)
     }
 
     async fn write_all(&mut self, bytes: &[u8]) -> bool {

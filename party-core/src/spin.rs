@@ -12,9 +12,6 @@ use std::future::poll_fn;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-#[cfg(not(loom))]
-use interprocess::local_socket::tokio::Stream;
-
 /// How long a spin holds its worker thread before it lets the runtime's other tasks run.
 const SLICE: Duration = Duration::from_micros(20);
 
@@ -70,35 +67,6 @@ impl Spinner {
             (self.budget / 2).max(self.max / 16)
         };
     }
-}
-
-/// Reads what `stream` holds now into `buffer`'s spare capacity, without waiting: `None`
-/// when nothing has arrived, `Some(Ok(0))` at the end of the connection.
-///
-/// It reads behind tokio's back, which its readiness model allows: tokio only ever learns
-/// "nothing to read" from a read of its own, and an arrival after it raises a new event.
-#[cfg(all(unix, not(loom)))]
-pub(crate) fn recv_now(stream: &Stream, buffer: &mut Vec<u8>) -> Option<std::io::Result<usize>> {
-    use rustix::net::{recv, RecvFlags};
-    use std::os::fd::AsFd;
-
-    let Stream::UdSocket(socket) = stream;
-    match recv(
-        socket.as_fd(),
-        rustix::buffer::spare_capacity(buffer),
-        RecvFlags::DONTWAIT,
-    ) {
-        Ok((read, _)) => Some(Ok(read)),
-        Err(rustix::io::Errno::AGAIN) => None,
-        Err(rustix::io::Errno::INTR) => None,
-        Err(error) => Some(Err(error.into())),
-    }
-}
-
-/// Elsewhere the mode does nothing: every wait parks at once.
-#[cfg(all(not(unix), not(loom)))]
-pub(crate) fn recv_now(_: &Stream, _: &mut Vec<u8>) -> Option<std::io::Result<usize>> {
-    None
 }
 
 #[cfg(test)]
