@@ -27,6 +27,25 @@ use crate::sync::{ConnIds, Followers};
 /// Most bytes taken from a socket in one read (a follower's and a connection's alike).
 pub(crate) const READ_BUFFER: usize = 64 * 1024;
 
+/// What a connection's read buffer holds at first: most connections only ever carry small
+/// messages, and a small buffer is a cheap allocation where one of [`READ_BUFFER`] is a
+/// costly one (64 new connections at once in a failover, each of whose followers also
+/// freed one and took another).
+const FIRST_READ_BUFFER: usize = 4 * 1024;
+
+/// A connection's read buffer; see [`grow_when_filled`].
+pub(crate) fn read_buffer() -> Vec<u8> {
+    Vec::with_capacity(FIRST_READ_BUFFER)
+}
+
+/// After a read into `buffer`'s spare capacity: a read that filled it grows it to
+/// [`READ_BUFFER`], for a connection that carries more than small messages.
+pub(crate) fn grow_when_filled(buffer: &mut Vec<u8>) {
+    if buffer.len() == buffer.capacity() && buffer.capacity() < READ_BUFFER {
+        buffer.reserve_exact(READ_BUFFER - buffer.len());
+    }
+}
+
 /// How a leader serves: its limits, and its store's disk.
 pub(crate) struct Serving {
     pub connection: ConnectionConfig,
@@ -265,8 +284,8 @@ async fn serve(
     let mut session = ServerSession::new(clock::now(), config.session);
     let mut decoder = FrameDecoder::new(config.max_frame_len);
     // Read into its spare capacity, never zeroed: memory is touched only as far as a
-    // follower's messages reach (an idle follower costs its leader a page, not 64 KiB).
-    let mut buffer = Vec::with_capacity(READ_BUFFER);
+    // follower's messages reach.
+    let mut buffer = read_buffer();
     let mut out = Vec::new();
     // Set once the leader stops while closing: until then the follower is served as ever.
     let mut draining: Option<tokio::time::Instant> = None;
@@ -378,6 +397,7 @@ fn take_messages(
     if matches!(read, Ok(0) | Err(_)) {
         return false;
     }
+    grow_when_filled(buffer);
     let mut input = &buffer[..];
     loop {
         match decoder.decode::<ClientMessage>(&mut input) {
@@ -420,5 +440,28 @@ async fn until(draining: Option<tokio::time::Instant>) {
     match draining {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_buffer_grows_once_a_read_fills_it_and_not_before() {
+        let mut buffer = read_buffer();
+        let first = buffer.capacity();
+        assert!(first < READ_BUFFER);
+        buffer.resize(first - 1, 7);
+        grow_when_filled(&mut buffer);
+        assert_eq!(buffer.capacity(), first, "a read that left room");
+        buffer.push(7);
+        grow_when_filled(&mut buffer);
+        assert!(buffer.capacity() >= READ_BUFFER, "a read that filled it");
+        assert_eq!(buffer, vec![7; first], "what was read stays");
+        let grown = buffer.capacity();
+        buffer.resize(grown, 7);
+        grow_when_filled(&mut buffer);
+        assert_eq!(buffer.capacity(), grown, "never past READ_BUFFER");
     }
 }

@@ -62,7 +62,7 @@ impl Link {
         Ok(Link {
             stream,
             decoder: FrameDecoder::new(max_frame_len),
-            buffer: Vec::with_capacity(crate::leader::READ_BUFFER),
+            buffer: crate::leader::read_buffer(),
             handover: Handover::default(),
             writer: None,
             spinner: spin.map(Spinner::new),
@@ -96,6 +96,7 @@ impl Link {
             received.end = Some(LinkEnd::Closed);
             return received;
         }
+        crate::leader::grow_when_filled(&mut self.buffer);
         let mut input = &self.buffer[..];
         loop {
             match self.decoder.decode::<ServerMessage>(&mut input) {
