@@ -277,6 +277,7 @@ fn bench_quick_reports_every_measurement_as_json() {
         "/writes_during_scans/quiet_put_p99_us",
         "/memory_kib/fresh_leader_rss",
         "/memory_kib/leader_rss_with_64_idle_followers",
+        "/memory_kib/idle_follower_private",
         "/one_follower/sync_get/p50_us",
         "/low_latency/spinning/sync_get/p50_us",
         "/low_latency/spinning/sync_put/cpu_us_per_op",

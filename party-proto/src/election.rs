@@ -12,8 +12,10 @@
 //! ```
 //!
 //! The only wait on the normal path is after a failed connect (the lock holder has not bound
-//! its socket yet); losing a leader goes straight to the lock. The driver may fire the timer
-//! early when it sees the socket appear.
+//! its socket yet); losing a leader goes straight to the lock. Nothing tells a waiting
+//! process that the socket appeared: watching the directory (inotify) was measured to cost
+//! more than the retries it saves, the new leader paying for every watcher at each change
+//! of the directory.
 //!
 //! At most one action that expects an answer (try the lock, open the store, bind, connect)
 //! is outstanding at a time. A close that comes while one is outstanding waits for its

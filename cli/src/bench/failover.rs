@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{fill, first_line, leader_child, micros_now, percentile, rss_kib, start_leader};
+use super::{
+    fill, first_line, leader_child, micros_now, percentile, private_kib, rss_kib, start_leader,
+};
 use crate::children::Worker;
 use crate::failure::Failure;
 use crate::tool_store::ToolStore;
@@ -156,7 +158,7 @@ pub(super) async fn failovers(
 /// the SIGKILL of the leader until every follower (the new leader among them) has answered
 /// the get it asks the moment it sees its leader gone. And the honest memory cost of a
 /// follower to its leader: the leader's resident size when it has just started, and again
-/// once every follower has joined.
+/// once every follower has joined; and an idle follower's own, resident and private.
 pub(super) fn failover_at_scale(
     dir: &Path,
     store: &ToolStore,
@@ -189,6 +191,7 @@ pub(super) fn failover_at_scale(
     }
     let served_leader_rss = rss_kib(probes[0].id());
     let idle_follower_rss = rss_kib(probes[1].id());
+    let idle_follower_private = private_kib(probes[1].id());
     let mut leader = probes[0].id();
     let mut recoveries = Vec::new();
     for _ in 0..kills {
@@ -254,5 +257,6 @@ pub(super) fn failover_at_scale(
         "leader_rss_with_followers_kib": served_leader_rss,
         "leader_rss_per_follower_kib": per_follower,
         "idle_follower_rss_kib": idle_follower_rss,
+        "idle_follower_private_kib": idle_follower_private,
     }))
 }

@@ -237,9 +237,10 @@ pub(super) fn table(report: &Value) -> Vec<String> {
     if measured("one_follower") || measured("failover_idle_followers") {
         let m = &report["memory_kib"];
         lines.push(format!(
-            "memory                      follower {} KiB  idle follower {} KiB  fresh leader {} KiB, with 64 idle followers {} KiB ({} KiB each)",
+            "memory                      follower {} KiB  idle follower {} KiB ({} KiB its own)  fresh leader {} KiB, with 64 idle followers {} KiB ({} KiB each)",
             m["follower_rss"],
             m["idle_follower_rss"],
+            m["idle_follower_private"],
             m["fresh_leader_rss"],
             m["leader_rss_with_64_idle_followers"],
             number(&m["leader_rss_per_idle_follower"])
