@@ -206,6 +206,7 @@ async fn worker(name: OsString) -> ExitCode {
         demo::WRITER => demo::writer(&args).await,
         demo::READER => demo::reader(&args).await,
         bench::ECHO => bench::echo(&args),
+        bench::FLOOR => bench::floor(&args).await,
         bench::NODE => bench::node(&args).await,
         chaos::WORKER => chaos::worker(&args).await,
         other => Err(Failure::usage(format!("no worker is named {other:?}"))),

@@ -33,6 +33,7 @@
 mod baseline;
 mod failover;
 mod feed;
+mod floor;
 mod hot_keys;
 mod low_latency;
 mod node;
@@ -57,6 +58,7 @@ use crate::out;
 use crate::tool_store::ToolStore;
 
 pub use baseline::echo;
+pub use floor::{floor, FLOOR};
 pub use node::node;
 
 /// The worker that echoes frames, for the socket baseline.
@@ -442,6 +444,11 @@ async fn measure(base: &Path, store: &ToolStore, args: &BenchArgs) -> Result<Val
             at_scale.insert(followers.to_string(), measured);
         }
         report.insert("failover_idle_followers".into(), Value::Object(at_scale));
+        out::note(format_args!(
+            "bench: the floor of failover ×{kills}, 64 minimal processes…"
+        ));
+        let floor = floor::failover(&base.join("failover-floor"), 64, kills)?;
+        report.insert("failover_idle_floor".into(), json!({ "64": floor }));
     }
     if wanted(Section::Transactions) {
         let transactions = transactions::transactions(base, store, span)?;
@@ -569,6 +576,9 @@ fn ratios(report: &Value) -> Value {
         "follower_spinning_sync_p50_vs_spinning_socket_p50":
             number(&report["low_latency"]["spinning"]["sync_get"]["p50_us"])
                 / number(&report["baseline"]["spinning_rtt_p50_us"]),
+        "failover_64_idle_vs_floor":
+            number(&report["failover_idle_followers"]["64"]["all_answered_p50_ms"])
+                / number(&report["failover_idle_floor"]["64"]["all_answered_p50_ms"]),
         "one_shot_put_vs_process_start":
             number(&one_shot["put_as_leader_p50_ms"]) / number(&one_shot["process_start_p50_ms"]),
     })

@@ -233,6 +233,13 @@ pub(super) fn table(report: &Value) -> Vec<String> {
                 o["kills"]
             ));
         }
+        let floor = &report["failover_idle_floor"]["64"];
+        lines.push(format!(
+            "failover floor, 64 minimal processes, the next leader listening  p50 {} ms  max {} ms; party's 64 ÷ floor {}",
+            number(&floor["all_answered_p50_ms"]),
+            number(&floor["all_answered_max_ms"]),
+            number(&report["ratios"]["failover_64_idle_vs_floor"])
+        ));
     }
     if measured("one_follower") || measured("failover_idle_followers") {
         let m = &report["memory_kib"];
