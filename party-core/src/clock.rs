@@ -71,10 +71,7 @@ impl Timer {
             if self.armed.is_none() {
                 return Poll::Pending;
             }
-            std::task::ready!(self.sleep.as_mut().poll(context));
-            // Fired: the next call sets it again, even to the same time.
-            self.armed = None;
-            Poll::Ready(())
+            self.sleep.as_mut().poll(context)
         })
     }
 }

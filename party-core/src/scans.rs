@@ -65,12 +65,12 @@ impl Scans {
     /// Hands a job over. A pull the thread cannot take fails its iterator rather than
     /// leave it waiting.
     pub fn send(&self, job: ScanJob) {
-        let unsent = match &self.running {
-            Some((jobs, _)) => jobs.send(job).err().map(|unsent| unsent.0),
-            None => Some(job),
+        let (unsent, why) = match &self.running {
+            Some((jobs, _)) => (jobs.send(job).err().map(|unsent| unsent.0), "stopped"),
+            None => (Some(job), "is not running"),
         };
         if let Some(ScanJob::Pull { iter, to, .. }) = unsent {
-            let error = ErrorCode::Backend("the leader's scan thread stopped".into());
+            let error = ErrorCode::Backend(format!("the leader's scan thread {why}"));
             let _ = to.send(ServerInput::IterFailed { iter, error });
         }
     }

@@ -1,4 +1,5 @@
-//! A connection's socket read or written at once, behind tokio's back, where waiting for
+//! A connection's socket read or written at once, behind tokio's back (on Linux and the
+//! other Unix systems with `MSG_NOSIGNAL`), where waiting for
 //! tokio to learn the socket's readiness would cost a wake-up: a spinning wait for the
 //! other end, and a write to a connection tokio has not yet seen writable (every new one:
 //! its first write would otherwise wait for a turn of the I/O driver, and a follower's
@@ -37,7 +38,10 @@ pub(crate) fn recv_now(_: &Stream, _: &mut Vec<u8>) -> Option<std::io::Result<us
 
 /// Writes what `stream` takes of `bytes` now, without waiting: how many it took (none when
 /// it is full, or failed: a write that waits meets the error then).
-#[cfg(unix)]
+#[cfg(all(
+    unix,
+    not(any(target_vendor = "apple", target_os = "redox", target_os = "vita"))
+))]
 pub(crate) fn send_now(stream: &Stream, bytes: &[u8]) -> usize {
     use rustix::net::{send, SendFlags};
     use std::os::fd::AsFd;
@@ -50,6 +54,7 @@ pub(crate) fn send_now(stream: &Stream, bytes: &[u8]) -> usize {
             &bytes[sent..],
             SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
         ) {
+            Err(rustix::io::Errno::INTR) => {}
             Ok(0) | Err(_) => break,
             Ok(n) => sent += n,
         }
@@ -57,8 +62,12 @@ pub(crate) fn send_now(stream: &Stream, bytes: &[u8]) -> usize {
     sent
 }
 
-/// Elsewhere through tokio, which writes only once it has seen the stream writable.
-#[cfg(not(unix))]
+/// Elsewhere (no `MSG_NOSIGNAL` on Apple's systems; Windows' pipes) through tokio, which
+/// writes only once it has seen the stream writable.
+#[cfg(not(all(
+    unix,
+    not(any(target_vendor = "apple", target_os = "redox", target_os = "vita"))
+)))]
 pub(crate) fn send_now(mut stream: &Stream, bytes: &[u8]) -> usize {
     use std::pin::Pin;
     use std::task::{Context, Poll, Waker};
