@@ -29,7 +29,7 @@ use crate::clock;
 use crate::error::Error;
 use crate::leader::Leader;
 use crate::link::{Link, LinkEnd, Received};
-use crate::lock::ElectionLock;
+use crate::lock::{ElectionLock, LockFile};
 use crate::options::Options;
 use crate::paths::Layout;
 use crate::role::{Role, RoleState, Takeover};
@@ -122,6 +122,8 @@ pub(crate) struct Driver {
     /// Store threads of past leaderships that may still be closing their store.
     releasing: Vec<std::thread::JoinHandle<()>>,
     leadership: Leadership,
+    /// The lock file while another handle holds the lock, for the next try.
+    lock_file: Option<LockFile>,
     link: Option<Link>,
     out: Vec<u8>,
     timer: clock::Timer,
@@ -188,6 +190,7 @@ impl Driver {
             closing: false,
             releasing: Vec::new(),
             leadership: Leadership::default(),
+            lock_file: None,
             link: None,
             out: Vec::new(),
             timer: clock::Timer::new(),

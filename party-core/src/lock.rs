@@ -33,26 +33,52 @@ impl ElectionLock {
     ///
     /// Returns `Ok(None)` when another handle (in this or another process) holds it.
     pub fn try_acquire(dir: &Path) -> Result<Option<ElectionLock>, LockError> {
-        let path = dir.join(LOCK_FILE_NAME);
-        let error = |source| LockError {
-            path: path.clone(),
-            source,
-        };
-        let mut options = OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options.open(&path).map_err(error)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(ElectionLock { _file: file, path })),
-            Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(source)) => Err(error(source)),
-        }
+        Ok(LockFile::open(dir)?.try_lock()?.ok())
     }
 
     /// Path of the lock file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// The lock file of a data directory, open and not locked: kept between tries, each try is
+/// then one call to the OS (a handle that lost its leader tries again at every retry while
+/// the next leader opens its store).
+#[derive(Debug)]
+pub struct LockFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl LockFile {
+    /// Opens the lock file of the data directory `dir`, creating it if need be.
+    pub fn open(dir: &Path) -> Result<LockFile, LockError> {
+        let path = dir.join(LOCK_FILE_NAME);
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(&path) {
+            Ok(file) => Ok(LockFile { file, path }),
+            Err(source) => Err(LockError { path, source }),
+        }
+    }
+
+    /// Tries once, without waiting, to take the lock; gives the file back when another
+    /// handle (in this or another process) holds it.
+    pub fn try_lock(self) -> Result<Result<ElectionLock, LockFile>, LockError> {
+        match self.file.try_lock() {
+            Ok(()) => Ok(Ok(ElectionLock {
+                _file: self.file,
+                path: self.path,
+            })),
+            Err(TryLockError::WouldBlock) => Ok(Err(self)),
+            Err(TryLockError::Error(source)) => Err(LockError {
+                path: self.path,
+                source,
+            }),
+        }
     }
 }
 
@@ -76,6 +102,25 @@ mod tests {
             again.unwrap().path().exists(),
             "the lock file is never deleted"
         );
+    }
+
+    #[test]
+    fn a_lock_file_kept_open_takes_the_lock_once_its_holder_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let holder = ElectionLock::try_acquire(dir.path()).unwrap().unwrap();
+        let file = LockFile::open(dir.path()).unwrap();
+        let file = file
+            .try_lock()
+            .unwrap()
+            .expect_err("held by another handle");
+        let file = file.try_lock().unwrap().expect_err("still held");
+        drop(holder);
+        let lock = file.try_lock().unwrap().expect("released");
+        assert!(
+            ElectionLock::try_acquire(dir.path()).unwrap().is_none(),
+            "the kept file's lock is a lock like any other"
+        );
+        drop(lock);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::headroom::Headroom;
 use crate::leader::{ConnectionConfig, Leader, Serving};
 use crate::link::Link;
-use crate::lock::ElectionLock;
+use crate::lock::LockFile;
 use crate::recording::Recorder;
 
 impl Driver {
@@ -47,12 +47,19 @@ impl Driver {
     }
 
     fn try_lock(&mut self) -> ElectionInput {
-        match ElectionLock::try_acquire(&self.layout.dir) {
-            Ok(Some(lock)) => {
+        let file = match self.lock_file.take() {
+            Some(file) => Ok(file),
+            None => LockFile::open(&self.layout.dir),
+        };
+        match file.and_then(LockFile::try_lock) {
+            Ok(Ok(lock)) => {
                 self.leadership.lock = Some(lock);
                 ElectionInput::LockAcquired
             }
-            Ok(None) => ElectionInput::LockBusy,
+            Ok(Err(file)) => {
+                self.lock_file = Some(file);
+                ElectionInput::LockBusy
+            }
             Err(error) => {
                 self.failure_cause = Some(Error::Io {
                     context: "cannot use the lock file in",
