@@ -135,10 +135,8 @@ pub(super) fn failover(dir: &Path, followers: usize, kills: usize) -> Result<Val
             last = last.max(micros);
         }
         recoveries.push(Duration::from_micros(last - killed_at));
-        for mut process in waiting.into_iter().chain([new]) {
-            let _ = process.kill();
-            let _ = process.wait();
-        }
+        // A worker is killed and reaped when dropped.
+        drop((waiting, new));
     }
     recoveries.sort();
     Ok(json!({
