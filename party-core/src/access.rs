@@ -4,12 +4,15 @@
 //! asked, with two exceptions, where the store answers fast on any thread: a point read the
 //! session marks as not behind any write of the connection runs at once on the connection's
 //! own task ([`Backend::reads_fast`]; not etcd, which would hold an async worker for a round
-//! trip), and so does a small write its client sent alone (with no other of its own pending:
-//! a burst's writes go to the store thread, to commit together) while the store thread has
-//! nothing to do ([`StoreQueue::write_here`]; [`Backend::writes_fast`]: not sled, which
-//! syncs each commit to disk, nor etcd). Either still sees every write its connection sent
-//! before it (and, like any read, every acknowledged write), and skips two hand-offs
-//! between threads, which cost more than the read or the commit itself here.
+//! trip), and so do small writes while the store thread has nothing to do
+//! ([`StoreQueue::write_here`]; [`Backend::writes_fast`]: not sled, which syncs each commit
+//! to disk, nor etcd): on a follower's connection, the writes a turn of its session asks
+//! for in a row, together (one commit, as the store thread would group them); on the
+//! leader's own handle, a write its client sent alone (with no other of its own pending: a
+//! burst's writes go to the store thread, to commit together). Either still sees every
+//! write its connection sent before it (and, like any read, every acknowledged write), and
+//! skips two hand-offs between threads, which cost more than the read or the commit itself
+//! here.
 
 use std::sync::Arc;
 
@@ -64,27 +67,65 @@ impl StoreAccess {
 
     /// Carries out a session's outputs: messages to `send` (which says whether it could),
     /// work to the store. True when the connection is to be closed.
+    ///
+    /// The small writes a turn of the session asks for in a row commit together, on this
+    /// task while the store thread has nothing to do ([`StoreAccess::commit_burst`]).
     pub fn run_outputs(
         &mut self,
         session: &mut ServerSession,
         mut send: impl FnMut(ServerMessage) -> bool,
     ) -> bool {
         let mut closing = false;
-        while let Some(output) = session.poll_output() {
-            match output {
-                ServerOutput::Send(message) => closing |= !send(message),
-                ServerOutput::Close(reason) => {
-                    tracing::warn!("closing connection {}: {reason}", self.conn);
-                    closing = true;
-                }
-                work => {
-                    if let Some(answer) = self.carry_out(work) {
-                        session.handle_input(clock::now(), answer);
+        let mut burst = Vec::new();
+        loop {
+            while let Some(output) = session.poll_output() {
+                match output {
+                    ServerOutput::Send(message) => closing |= !send(message),
+                    ServerOutput::Close(reason) => {
+                        tracing::warn!("closing connection {}: {reason}", self.conn);
+                        closing = true;
+                    }
+                    ServerOutput::Write { id, stamp, op }
+                        if self.writes_here && commits_quickly(&op) =>
+                    {
+                        let to = self.to.clone();
+                        burst.push(StoreJob::Write { id, stamp, op, to });
+                    }
+                    work => {
+                        // Whatever comes after the burst's writes must not overtake them.
+                        self.commit_burst(&mut burst, session);
+                        if let Some(answer) = self.carry_out(work) {
+                            session.handle_input(clock::now(), answer);
+                        }
                     }
                 }
             }
+            if burst.is_empty() {
+                return closing;
+            }
+            // Their answers, if they committed here, are the session's next messages.
+            self.commit_burst(&mut burst, session);
         }
-        closing
+    }
+
+    /// Commits the writes of `burst` on this task if the store thread has nothing to do,
+    /// and hands the session every answer then waiting; otherwise queues them, in order.
+    fn commit_burst(&mut self, burst: &mut Vec<StoreJob>, session: &mut ServerSession) {
+        if burst.is_empty() {
+            return;
+        }
+        match self.queue.write_here(std::mem::take(burst)) {
+            Ok(()) => {
+                while let Ok(answer) = self.replies.try_recv() {
+                    session.handle_input(clock::now(), answer);
+                }
+            }
+            Err(writes) => {
+                for write in writes {
+                    self.queue.send(write);
+                }
+            }
+        }
     }
 
     /// Hands one piece of store work to the store thread, or carries it out at once (a
@@ -126,9 +167,9 @@ impl StoreAccess {
                 if !here {
                     write
                 } else {
-                    match self.queue.write_here(write) {
-                        None => return self.replies.try_recv().ok(),
-                        Some(write) => write,
+                    match self.queue.write_here(vec![write]) {
+                        Ok(()) => return self.replies.try_recv().ok(),
+                        Err(mut writes) => writes.pop()?,
                     }
                 }
             }

@@ -172,11 +172,11 @@ impl<T, S> Intake<T, S> {
         sent
     }
 
-    /// Carries `job` out here with `run`, if every job sent before is done and no round is
-    /// under way; otherwise gives it back (to be sent). A panic in `run` does not reach the
-    /// caller (an async task, a handle's driver): the state is given up as if its thread
-    /// had panicked, which it then does at its next job.
-    pub fn run_here(&self, job: T, run: impl FnOnce(&mut S, T)) -> Option<T> {
+    /// Carries `job` (one job or several) out here with `run`, if every job sent before is
+    /// done and no round is under way; otherwise gives it back (to be sent). A panic in
+    /// `run` does not reach the caller (an async task, a handle's driver): the state is
+    /// given up as if its thread had panicked, which it then does at its next job.
+    pub fn run_here<J>(&self, job: J, run: impl FnOnce(&mut S, J)) -> Option<J> {
         if self.shared.unfinished.load(Ordering::Acquire) != 0
             || self.shared.panicked.load(Ordering::Acquire)
         {
