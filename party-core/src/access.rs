@@ -76,7 +76,7 @@ impl StoreAccess {
         mut send: impl FnMut(ServerMessage) -> bool,
     ) -> bool {
         let mut closing = false;
-        let mut burst = Vec::new();
+        let mut burst = Burst::default();
         loop {
             while let Some(output) = session.poll_output() {
                 match output {
@@ -86,10 +86,16 @@ impl StoreAccess {
                         closing = true;
                     }
                     ServerOutput::Write { id, stamp, op }
-                        if self.writes_here && commits_quickly(&op) =>
+                        if self.writes_here
+                            && commits_quickly(&op)
+                            && op.request_len_bound() <= BURST_BYTES =>
                     {
+                        if burst.bytes + op.request_len_bound() > BURST_BYTES {
+                            self.commit_burst(&mut burst, session);
+                        }
+                        burst.bytes += op.request_len_bound();
                         let to = self.to.clone();
-                        burst.push(StoreJob::Write { id, stamp, op, to });
+                        burst.writes.push(StoreJob::Write { id, stamp, op, to });
                     }
                     work => {
                         // Whatever comes after the burst's writes must not overtake them.
@@ -100,7 +106,7 @@ impl StoreAccess {
                     }
                 }
             }
-            if burst.is_empty() {
+            if burst.writes.is_empty() {
                 return closing;
             }
             // Their answers, if they committed here, are the session's next messages.
@@ -110,11 +116,12 @@ impl StoreAccess {
 
     /// Commits the writes of `burst` on this task if the store thread has nothing to do,
     /// and hands the session every answer then waiting; otherwise queues them, in order.
-    fn commit_burst(&mut self, burst: &mut Vec<StoreJob>, session: &mut ServerSession) {
-        if burst.is_empty() {
+    fn commit_burst(&mut self, burst: &mut Burst, session: &mut ServerSession) {
+        let writes = std::mem::take(burst).writes;
+        if writes.is_empty() {
             return;
         }
-        match self.queue.write_here(std::mem::take(burst)) {
+        match self.queue.write_here(writes) {
             Ok(()) => {
                 while let Ok(answer) = self.replies.try_recv() {
                     session.handle_input(clock::now(), answer);
@@ -211,6 +218,20 @@ impl StoreAccess {
         self.replies.try_recv().ok()
     }
 }
+
+/// Small writes in a row, to commit together on a connection's task.
+#[derive(Default)]
+struct Burst {
+    writes: Vec<StoreJob>,
+    /// The requests' sizes, added up.
+    bytes: u64,
+}
+
+/// Most bytes of writes a burst carries. Bigger values take long enough to copy into the
+/// store that the connection does better to read its next requests while the store
+/// thread commits them (16 puts of 1 MiB in flight: 113 MB/s in bursts, 165 on the store
+/// thread).
+const BURST_BYTES: u64 = 64 * 1024;
 
 /// Most operations of a batch or transaction committed on a connection's task.
 const QUICK_OPS: usize = 64;

@@ -602,6 +602,27 @@ mod tests {
     /// them is queued only after they committed, so it sees them.
     #[test]
     fn a_burst_of_writes_commits_on_the_connection_and_a_read_behind_it_sees_it() {
+        let (at_once, later) = burst_then_read([1, 1, 1]);
+        assert_eq!(at_once, [1, 2, 3]);
+        assert_eq!(later.keys().copied().collect::<Vec<_>>(), [4]);
+    }
+
+    /// A big write is no part of a burst: it goes to the store thread, and the writes
+    /// after it follow it there.
+    #[test]
+    fn a_big_write_ends_a_burst_and_goes_to_the_store_thread() {
+        let (at_once, later) = burst_then_read([1, 70 * 1024, 1]);
+        assert_eq!(at_once, [1]);
+        assert_eq!(later.keys().copied().collect::<Vec<_>>(), [2, 3, 4]);
+    }
+
+    /// Runs a connection's session on a fresh in-memory store, with no store thread running
+    /// at first, through a hello, puts of `a`, `b` and `c` with values of the given
+    /// lengths, then a `get_many` of `a` and `c`: which requests were answered at once, in
+    /// order, and which once the store thread ran (checking the get saw both puts).
+    fn burst_then_read(
+        lengths: [usize; 3],
+    ) -> (Vec<u64>, std::collections::BTreeMap<u64, Response>) {
         use party_proto::wire::{ClientMessage, Hello, ProtocolId, ServerMessage};
         use party_proto::{ServerConfig, ServerSession};
 
@@ -621,7 +642,7 @@ mod tests {
             first_sent_ms,
             op: WriteOp::Put {
                 key: key.as_bytes().to_vec(),
-                value: b"v".to_vec(),
+                value: vec![b'v'; lengths[id as usize - 1]],
             },
         };
         let hello = Hello {
@@ -649,27 +670,39 @@ mod tests {
             let mut answered = Vec::new();
             access.run_outputs(session, |message| {
                 if let ServerMessage::Reply { id, result } = message {
-                    answered.push((id.0, result));
+                    answered.push((id.0, result.unwrap()));
                 }
                 true
             });
             answered
         };
-        // No store thread runs yet: the writes committed here; the read waits in its queue.
-        let written: Vec<_> = (1..=3).map(|id| (id, Ok(Response::Written))).collect();
-        assert_eq!(run(&mut session, &mut access), written);
+        let at_once = run(&mut session, &mut access);
         let store_thread = std::thread::spawn(move || run_until_closed(thread));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let answer = runtime
-            .block_on(access.next_reply())
-            .expect("the read's answer");
-        session.handle_input(crate::clock::now(), answer);
-        let both = Response::Values(vec![Some(b"v".to_vec()), Some(b"v".to_vec())]);
-        assert_eq!(run(&mut session, &mut access), vec![(4, Ok(both))]);
+        let mut later = std::collections::BTreeMap::new();
+        while !later.contains_key(&4) {
+            let answer = runtime.block_on(access.next_reply()).expect("an answer");
+            session.handle_input(crate::clock::now(), answer);
+            later.extend(run(&mut session, &mut access));
+        }
         drop((access, accesses));
         store_thread.join().unwrap();
+        let values = [lengths[0], lengths[2]].map(|len| Some(vec![b'v'; len]));
+        assert_eq!(
+            later[&4],
+            Response::Values(values.to_vec()),
+            "the get saw both puts"
+        );
+        let writes = at_once
+            .iter()
+            .map(|(id, answer)| (id, answer))
+            .chain(&later);
+        for (id, answer) in writes.filter(|(id, _)| **id != 4) {
+            assert_eq!(*answer, Response::Written, "put {id}");
+        }
+        (at_once.into_iter().map(|(id, _)| id).collect(), later)
     }
 
     /// Runs the store thread's loop until every queue is gone, scan thread included.
