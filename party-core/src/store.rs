@@ -1,6 +1,6 @@
 //! The leader's store thread: the reads, writes and iterators of every connection (the
 //! leader's own handle included) run here, against one [`Backend`] (an iterator is opened
-//! here, and read on the scan thread, `scans.rs`), but for the point reads and lone writes
+//! here, and read on the scan thread, `scans.rs`), but for the point reads and small writes
 //! a connection carries out on its own task (`access.rs`, [`StoreQueue::write_here`]).
 //!
 //! Jobs run in arrival order, so a read sees every write that arrived before it. Writes go
@@ -130,7 +130,7 @@ pub(crate) fn open(
     (StoreQueue(queue), StoreThread(thread))
 }
 
-/// The way to the store: the store thread's queue, or for a lone write, the caller's own
+/// The way to the store: the store thread's queue, or for small writes, the caller's own
 /// thread.
 #[derive(Clone)]
 pub(crate) struct StoreQueue(Intake<StoreJob, Worker>);

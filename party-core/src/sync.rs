@@ -5,7 +5,7 @@
 //! allocators of a handle alone, and hand-offs go through std and tokio channels. What is
 //! ours: the connection numbers the accept loop and the driver draw from, the count of
 //! connected followers (kept by connection tasks, read by the store thread), the store
-//! thread's intake (its queue, and the state a connection may take for a lone write while
+//! thread's intake (its queue, and the state a connection may take for small writes while
 //! the thread has nothing to do), and the hand-off between a follower's driver and its
 //! link's writer task.
 
