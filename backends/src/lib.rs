@@ -156,8 +156,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
 
     /// Whether a commit of a few keys returns in about the time of a hand-off between
     /// threads, as fjall's and RocksDB's (written to the OS, not synced) and the memory
-    /// store's do: party-core then commits a client's lone small writes right on the
-    /// connection's async task. False by default: a store that syncs each commit to disk
+    /// store's do: party-core then commits small writes right on the connection's async
+    /// task. False by default: a store that syncs each commit to disk
     /// or answers over the network keeps every write on the store thread.
     fn writes_fast(&self) -> bool {
         false

@@ -4,15 +4,15 @@
 //! asked, with two exceptions, where the store answers fast on any thread: a point read the
 //! session marks as not behind any write of the connection runs at once on the connection's
 //! own task ([`Backend::reads_fast`]; not etcd, which would hold an async worker for a round
-//! trip), and so do small writes while the store thread has nothing to do
-//! ([`StoreQueue::write_here`]; [`Backend::writes_fast`]: not sled, which syncs each commit
-//! to disk, nor etcd): on a follower's connection, the writes a turn of its session asks
-//! for in a row, together (one commit, as the store thread would group them); on the
-//! leader's own handle, a write its client sent alone (with no other of its own pending: a
-//! burst's writes go to the store thread, to commit together). Either still sees every
-//! write its connection sent before it (and, like any read, every acknowledged write), and
-//! skips two hand-offs between threads, which cost more than the read or the commit itself
-//! here.
+//! trip), and so do small writes (a few keys, at most 64 KiB) while the store thread has
+//! nothing to do and no commit here was slow of late ([`StoreQueue::write_here`];
+//! [`Backend::writes_fast`]: not sled, which syncs each commit to disk, nor etcd): on a
+//! follower's connection, the writes a turn of its session asks for in a row, grouped as
+//! the store thread would group them; on the leader's own handle, a write its client sent
+//! alone (with no other of its own pending: a burst's writes go to the store thread, to
+//! commit together). Either still sees every write its connection sent before it (and,
+//! like any read, every acknowledged write), and skips two hand-offs between threads,
+//! which cost more than the read or the commit itself here.
 
 use std::sync::Arc;
 
@@ -52,7 +52,7 @@ pub(crate) struct StoreAccess {
     conn: ConnId,
     /// Point reads may run on the connection's task.
     reads_here: bool,
-    /// Lone small writes may run on the connection's task.
+    /// Small writes may run on the connection's task.
     writes_here: bool,
     backend: Arc<dyn Backend>,
     queue: StoreQueue,
@@ -85,11 +85,7 @@ impl StoreAccess {
                         tracing::warn!("closing connection {}: {reason}", self.conn);
                         closing = true;
                     }
-                    ServerOutput::Write { id, stamp, op }
-                        if self.writes_here
-                            && commits_quickly(&op)
-                            && op.request_len_bound() <= BURST_BYTES =>
-                    {
+                    ServerOutput::Write { id, stamp, op } if self.writes_here && is_small(&op) => {
                         if burst.bytes + op.request_len_bound() > BURST_BYTES {
                             self.commit_burst(&mut burst, session);
                         }
@@ -164,7 +160,7 @@ impl StoreAccess {
                 }
             }
             ServerOutput::Write { id, stamp, op } => {
-                let here = self.writes_here && stamp.alone() && commits_quickly(&op);
+                let here = self.writes_here && stamp.alone() && is_small(&op);
                 let write = StoreJob::Write {
                     id,
                     stamp,
@@ -227,14 +223,20 @@ struct Burst {
     bytes: u64,
 }
 
-/// Most bytes of writes a burst carries. Bigger values take long enough to copy into the
-/// store that the connection does better to read its next requests while the store
-/// thread commits them (16 puts of 1 MiB in flight: 113 MB/s in bursts, 165 on the store
-/// thread).
+/// Most bytes of writes committed on a connection's task at once, a burst's or a lone
+/// write's. Bigger values take long enough to copy into the store that the connection
+/// does better to read its next requests while the store thread commits them (16 puts of
+/// 1 MiB in flight: 113 MB/s in bursts, 165 on the store thread).
 const BURST_BYTES: u64 = 64 * 1024;
 
 /// Most operations of a batch or transaction committed on a connection's task.
 const QUICK_OPS: usize = 64;
+
+/// Whether `op` may commit on a connection's task: it [commits quickly](commits_quickly)
+/// and carries at most [`BURST_BYTES`].
+fn is_small(op: &WriteOp) -> bool {
+    commits_quickly(op) && op.request_len_bound() <= BURST_BYTES
+}
 
 /// Whether `op` commits in a few microseconds on a store whose writes are fast: a few keys,
 /// and no range to read (a clear, or a transaction's check of a range, reads it all).

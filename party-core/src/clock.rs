@@ -15,7 +15,12 @@ fn epoch() -> Instant {
 }
 
 pub(crate) fn now() -> Timestamp {
-    Timestamp::from_epoch(epoch().elapsed())
+    Timestamp::from_epoch(elapsed())
+}
+
+/// The handle's clock: time since the process first read it.
+pub(crate) fn elapsed() -> Duration {
+    epoch().elapsed()
 }
 
 /// The wall clock, as a duration since the Unix epoch (for the writer's dedup records,
@@ -83,7 +88,7 @@ pub(crate) fn epoch_on_host_clock() -> Duration {
     {
         let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
         let host = Duration::new(now.tv_sec as u64, now.tv_nsec as u32);
-        host.saturating_sub(epoch().elapsed())
+        host.saturating_sub(elapsed())
     }
     #[cfg(not(unix))]
     {

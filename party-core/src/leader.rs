@@ -1,6 +1,7 @@
 //! Serving as leader: the store thread, the accept loop, and one task per follower
 //! connection running a [`ServerSession`].
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use interprocess::local_socket::tokio::prelude::*;
@@ -288,7 +289,7 @@ async fn serve(
     let mut buffer = read_buffer();
     // How much of `buffer` the session has been handed: the rest waits for the next turn.
     let mut taken = 0;
-    // Since when the task has handled turns without waiting.
+    // Since when the task has worked without waiting (see YIELD_AFTER).
     let mut ran_from = std::time::Instant::now();
     let mut out = Vec::new();
     // Set once the leader stops while closing: until then the follower is served as ever.
@@ -298,6 +299,12 @@ async fn serve(
     let mut exchanged = false;
     let mut timer = clock::Timer::new();
     loop {
+        // Neither a long read's turns (a burst's commits among them) nor a run of exchanges
+        // answered at once may keep the other connections from the worker they wait for.
+        if ran_from.elapsed() >= YIELD_AFTER {
+            tokio::task::yield_now().await;
+            ran_from = std::time::Instant::now();
+        }
         let closing = access.run_outputs(&mut session, |message| {
             encode_frame(&message, config.max_frame_len, &mut out)
                 .inspect_err(|error| tracing::warn!("connection {conn}: cannot send: {error}"))
@@ -324,13 +331,8 @@ async fn serve(
         if closing {
             return;
         }
-        if taken > 0 {
-            // A long read's turns (a burst's commits among them) must not keep the other
-            // connections from the worker they may be waiting for.
-            if ran_from.elapsed() >= YIELD_AFTER {
-                tokio::task::yield_now().await;
-                ran_from = std::time::Instant::now();
-            }
+        // The rest of a read goes before the next one; a leader that stops is heard first.
+        if taken > 0 && !(cancel.is_cancelled() && draining.is_none()) {
             // The store's answers that came meanwhile go out with this turn's.
             take_waiting_replies(&mut access, &mut session);
             take_turn(&mut buffer, &mut taken, &mut decoder, &mut session);
@@ -370,6 +372,8 @@ async fn serve(
             }
         }
         exchanged = false;
+        // Whether a read or an answer had to be waited for (the others always are).
+        let waited = AtomicBool::new(false);
         tokio::select! {
             biased;
             _ = cancel.cancelled(), if draining.is_none() => {
@@ -380,20 +384,39 @@ async fn serve(
                 draining = Some(tokio::time::Instant::now() + DRAIN_WITHIN);
             }
             _ = until(draining) => return,
-            read = recv.read_buf(&mut buffer) => {
+            read = noting_wait(recv.read_buf(&mut buffer), &waited) => {
                 if !take_messages(read, &mut buffer, &mut taken, &mut decoder, &mut session) {
                     return;
                 }
                 exchanged = true;
             }
-            Some(event) = access.next_reply() => {
+            Some(event) = noting_wait(access.next_reply(), &waited) => {
                 take_replies(event, &mut access, &mut session);
                 exchanged = true;
             }
-            _ = timer.until(timeout) => session.handle_timeout(clock::now()),
+            _ = timer.until(timeout) => {
+                session.handle_timeout(clock::now());
+                waited.store(true, Relaxed);
+            }
         }
-        ran_from = std::time::Instant::now();
+        if waited.load(Relaxed) {
+            ran_from = std::time::Instant::now();
+        }
     }
+}
+
+/// `future`, noting in `waited` whether it ever had to wait (only this task's own flag: an
+/// atomic because the task moves between threads, not because threads share it).
+async fn noting_wait<F: std::future::Future>(future: F, waited: &AtomicBool) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|context| {
+        let poll = future.as_mut().poll(context);
+        if poll.is_pending() {
+            waited.store(true, Relaxed);
+        }
+        poll
+    })
+    .await
 }
 
 /// What a spinning connection heard first.
@@ -428,11 +451,13 @@ fn take_messages(
 /// sends its next requests while the leader still works on the rest.
 const TURN: usize = 16;
 
-/// How long a connection handles the turns of one long read before it lets the worker's
-/// other tasks run: a follower's burst of 2000 writes committed in one go kept another
-/// follower's get waiting for all of it (~25 ms). Letting them run after every turn cost
-/// a third of the rate of 64 gets in flight.
-const YIELD_AFTER: std::time::Duration = std::time::Duration::from_micros(500);
+/// How long a connection works without waiting (the turns of a long read, exchanges the
+/// socket or the store answered at once) before it lets the worker's other tasks run: a
+/// follower's burst of 2000 writes committed in one go kept another follower's get waiting
+/// for all of it (~25 ms). Letting them run after every turn cost a third of the rate of
+/// 64 gets in flight (each yield wakes an idle worker to steal), and every 500 us a tenth
+/// of 64 puts' (whose exchanges never wait).
+const YIELD_AFTER: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Hands the session the next messages of `buffer` from `taken` on, at most [`TURN`] of
 /// them; `taken` is left at the first message not handed, or 0 with `buffer` emptied once

@@ -83,6 +83,8 @@ mod role;
 #[cfg(not(loom))]
 mod scans;
 #[cfg(not(loom))]
+mod slow_writes;
+#[cfg(not(loom))]
 mod socket_now;
 #[cfg(not(loom))]
 mod spin;

@@ -5,8 +5,9 @@
 //!
 //! Jobs run in arrival order, so a read sees every write that arrived before it. Writes go
 //! to party-proto's [`Writer`], which decides the groups, their dedup records, what a failed
-//! group becomes and when to checkpoint; this thread only carries its commits out, after
-//! checking the disk has room (see [`Headroom`]).
+//! group becomes and when to checkpoint; this thread (or a connection's task, holding the
+//! same state) only carries its commits out, after checking the disk has room (see
+//! [`Headroom`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::headroom::Headroom;
 use crate::scans::{ScanJob, Scans};
+use crate::slow_writes::SlowWrites;
 use crate::sync::{intake, Followers, Intake, IntakeEnd};
 
 /// Numbers a connection to the leader (the leader's own handle is one too).
@@ -127,18 +129,25 @@ pub(crate) fn open(
         recorder: writing.recorder,
     };
     let (queue, thread) = intake(worker);
-    (StoreQueue(queue), StoreThread(thread))
+    let queue = StoreQueue {
+        intake: queue,
+        slow: SlowWrites::default(),
+    };
+    (queue, StoreThread(thread))
 }
 
 /// The way to the store: the store thread's queue, or for small writes, the caller's own
 /// thread.
 #[derive(Clone)]
-pub(crate) struct StoreQueue(Intake<StoreJob, Worker>);
+pub(crate) struct StoreQueue {
+    intake: Intake<StoreJob, Worker>,
+    slow: SlowWrites,
+}
 
 impl StoreQueue {
     /// Queues `job` for the store thread; false once the thread is gone.
     pub fn send(&self, job: StoreJob) -> bool {
-        self.0.send(job)
+        self.intake.send(job)
     }
 
     /// Carries `writes` out on the caller's thread, together (one group where the writer
@@ -146,9 +155,17 @@ impl StoreQueue {
     /// every job sent before is done (the connection's order holds), and the writes skip
     /// two hand-offs between threads, each a wake-up that costs tens of microseconds on a
     /// virtual machine, many times a commit. Their answers go where the store thread's
-    /// would. Otherwise gives them back, to be queued in order.
+    /// would. Otherwise gives them back, to be queued in order; so too for a while after a
+    /// commit here was slow ([`SlowWrites`]).
     pub fn write_here(&self, writes: Vec<StoreJob>) -> Result<(), Vec<StoreJob>> {
-        match self.0.run_here(writes, Worker::round) {
+        let began = crate::clock::elapsed();
+        if !self.slow.allow(began) {
+            return Err(writes);
+        }
+        let given_back = self.intake.run_here(writes, Worker::round);
+        let ended = crate::clock::elapsed();
+        self.slow.took(ended, ended.saturating_sub(began));
+        match given_back {
             None => Ok(()),
             Some(writes) => Err(writes),
         }
