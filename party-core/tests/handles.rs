@@ -462,6 +462,83 @@ async fn a_follower_that_never_reads_does_not_keep_the_leader_from_closing() {
     drop(stalled);
 }
 
+/// Many requests in one socket write, as a deep pipeline sends them: the leader hands them
+/// to its session a turn at a time and commits the writes among them in bursts, yet answers
+/// every one, and each get sees the put its follower sent before it.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_sent_in_one_write_are_all_answered_in_order_with_the_writes() {
+    use party_proto::wire::{
+        encode_frame, ClientMessage, FrameDecoder, Hello, ProtocolId, ReadOp, Response,
+        ServerMessage, WriteOp,
+    };
+    use party_proto::{RequestId, WriteSeq};
+    use std::io::{Read, Write};
+    const PAIRS: u64 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), Options::default()).await.unwrap();
+    leader.ready().await.unwrap();
+    let mut frames = Vec::new();
+    let mut frame = |message: ClientMessage| encode_frame(&message, 1 << 20, &mut frames).unwrap();
+    frame(ClientMessage::Hello(Hello {
+        protocol: ProtocolId::CURRENT,
+        client_id: party_proto::ClientId(9),
+        store: "fjall".into(),
+    }));
+    let first_sent_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for n in 0..PAIRS {
+        frame(ClientMessage::Write {
+            id: RequestId(2 * n),
+            seq: WriteSeq(n + 1),
+            oldest_pending: WriteSeq(1),
+            first_sent_ms,
+            op: WriteOp::Put {
+                key: format!("k{n}").into_bytes(),
+                value: format!("v{n}").into_bytes(),
+            },
+        });
+        frame(ClientMessage::Read {
+            id: RequestId(2 * n + 1),
+            op: ReadOp::Get {
+                key: format!("k{n}").into_bytes(),
+            },
+        });
+    }
+    let mut follower = std::os::unix::net::UnixStream::connect(leader.socket_path()).unwrap();
+    follower.write_all(&frames).unwrap();
+    // The read timeout only bounds a failure (a turn left unanswered).
+    follower
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut decoder = FrameDecoder::new(1 << 20);
+        let mut answers = std::collections::BTreeMap::new();
+        let mut buffer = vec![0u8; 64 * 1024];
+        while answers.len() < 2 * PAIRS as usize {
+            let read = follower.read(&mut buffer).expect("every request answered");
+            assert!(read > 0, "the leader hung up");
+            let mut input = &buffer[..read];
+            while let Some(message) = decoder.decode::<ServerMessage>(&mut input).unwrap() {
+                if let ServerMessage::Reply { id, result } = message {
+                    answers.insert(id.0, result.unwrap());
+                }
+            }
+        }
+        answers
+    })
+    .await
+    .unwrap();
+    for n in 0..PAIRS {
+        assert_eq!(answers[&(2 * n)], Response::Written, "put {n}");
+        let value = Some(format!("v{n}").into_bytes());
+        assert_eq!(answers[&(2 * n + 1)], Response::Value(value), "get {n}");
+    }
+    leader.close().await.unwrap();
+}
+
 /// Callers get copies of the role state, never a borrow: one held across awaits cannot hold
 /// up the handle's driver, which goes on publishing (it used to deadlock the handle).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
