@@ -606,6 +606,65 @@ mod tests {
     }
 
     #[test]
+    fn bytes_that_do_not_decode_end_the_turns_after_the_requests_before_them() {
+        let mut buffer = read_buffer();
+        let hello = Hello {
+            protocol: ProtocolId::CURRENT,
+            client_id: ClientId(7),
+            store: "fjall".into(),
+        };
+        frame(&ClientMessage::Hello(hello), &mut buffer);
+        let requests = TURN as u64 + 4;
+        for id in 0..requests {
+            let op = ReadOp::Get { key: vec![1] };
+            frame(
+                &ClientMessage::Read {
+                    id: RequestId(id),
+                    op,
+                },
+                &mut buffer,
+            );
+        }
+        // A frame whose body is not a message, then one that is: never handed on.
+        buffer.extend_from_slice(&[1, 0, 0, 0, 0xff]);
+        let op = ReadOp::Get { key: vec![2] };
+        frame(
+            &ClientMessage::Read {
+                id: RequestId(99),
+                op,
+            },
+            &mut buffer,
+        );
+
+        let mut session = ServerSession::new(clock::now(), ServerConfig::default());
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
+        let mut taken = 0;
+        assert!(take_messages(
+            Ok(buffer.len()),
+            &mut buffer,
+            &mut taken,
+            &mut decoder,
+            &mut session
+        ));
+        assert_eq!(reads_asked(&mut session).len(), TURN - 1);
+        take_turn(&mut buffer, &mut taken, &mut decoder, &mut session);
+        let outputs: Vec<ServerOutput> = std::iter::from_fn(|| session.poll_output()).collect();
+        let reads: Vec<u64> = outputs
+            .iter()
+            .filter_map(|output| match output {
+                ServerOutput::Read { id, .. } => Some(id.0),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reads, (TURN as u64 - 1..requests).collect::<Vec<_>>());
+        assert!(
+            matches!(outputs.last(), Some(ServerOutput::Close(_))),
+            "the connection closes: {outputs:?}"
+        );
+        assert_eq!((taken, buffer.len()), (0, 0), "nothing more is handed on");
+    }
+
+    #[test]
     fn a_read_buffer_grows_once_a_read_fills_it_and_not_before() {
         let mut buffer = read_buffer();
         let first = buffer.capacity();
