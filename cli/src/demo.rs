@@ -23,6 +23,9 @@ const WRITERS: usize = 4;
 const WRITE_EVERY: Duration = Duration::from_millis(20);
 const READ_EVERY: Duration = Duration::from_millis(100);
 const BEFORE_KILL: Duration = Duration::from_millis(1200);
+/// How long the writers may take to elect one of them (starting processes and opening the
+/// store; etcd's client is the slowest).
+const FIRST_LEADER_WITHIN: Duration = Duration::from_secs(10);
 const AFTER_KILL: Duration = Duration::from_millis(1200);
 
 /// The worker that writes.
@@ -116,15 +119,17 @@ struct Writer {
     resumed: bool,
 }
 
-/// Reads the children's lines until `until`: records each writer's acknowledged writes and
-/// role, prints the reader's lines, and — after a kill at `killed_at` — each writer's pause
-/// until its first acknowledged write.
+/// Reads the children's lines until `until`, or until `enough` says the writers have
+/// told enough: records each writer's acknowledged writes and role, prints the reader's
+/// lines, and — after a kill at `killed_at` — each writer's pause until its first
+/// acknowledged write.
 fn take_lines(
     lines: &Receiver<Line>,
     writers: &mut [Writer],
     until: Instant,
     killed_at: Option<Instant>,
     pauses: &mut Vec<Duration>,
+    enough: impl Fn(&[Writer]) -> bool,
 ) -> Result<(), Failure> {
     while let Ok(line) = lines.recv_timeout(until.saturating_duration_since(Instant::now())) {
         let words: Vec<&str> = line.text.split_whitespace().collect();
@@ -143,11 +148,16 @@ fn take_lines(
             ["read", ..] => out::line(format_args!("  {}", line.text))?,
             _ => {}
         }
-        if Instant::now() >= until {
+        if Instant::now() >= until || enough(writers) {
             break;
         }
     }
     Ok(())
+}
+
+/// Whether a writer leads.
+fn a_writer_leads(writers: &[Writer]) -> bool {
+    writers.iter().any(|writer| writer.role == "leader")
 }
 
 pub async fn orchestrate(store: &ToolStore, args: DemoArgs) -> Result<ExitCode, Failure> {
@@ -177,19 +187,29 @@ pub async fn orchestrate(store: &ToolStore, args: DemoArgs) -> Result<ExitCode, 
         writer.pid = child.id();
         children.push(child);
     }
-    children.push(spawn(READER, &[&dir_text, &word], WRITERS, &sender)?);
-
     let mut pauses = Vec::new();
+    // The reader starts once a writer leads, as in level-party's scenario: started with the
+    // writers, on a busy machine it sometimes took the lock first.
+    take_lines(
+        &lines,
+        &mut writers,
+        Instant::now() + FIRST_LEADER_WITHIN,
+        None,
+        &mut pauses,
+        a_writer_leads,
+    )?;
+    let Some(leader) = writers.iter().position(|w| w.role == "leader") else {
+        return Err(format!("no writer became leader within {FIRST_LEADER_WITHIN:?}").into());
+    };
+    children.push(spawn(READER, &[&dir_text, &word], WRITERS, &sender)?);
     take_lines(
         &lines,
         &mut writers,
         Instant::now() + BEFORE_KILL,
         None,
         &mut pauses,
+        |_| false,
     )?;
-    let Some(leader) = writers.iter().position(|w| w.role == "leader") else {
-        return Err("no writer became leader within a second".into());
-    };
     let killed_at = Instant::now();
     children[leader]
         .kill()
@@ -207,6 +227,7 @@ pub async fn orchestrate(store: &ToolStore, args: DemoArgs) -> Result<ExitCode, 
         Instant::now() + AFTER_KILL,
         Some(killed_at),
         &mut pauses,
+        |_| false,
     )?;
     drop(children);
     let took_over = writers.iter().position(|w| !w.killed && w.role == "leader");
