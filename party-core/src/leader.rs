@@ -533,6 +533,45 @@ mod tests {
         encode_frame(message, DEFAULT_MAX_FRAME_LEN, into).unwrap();
     }
 
+    /// A read buffer holding a follower's hello and `requests` gets, numbered from 0.
+    fn hello_and_gets(requests: u64) -> Vec<u8> {
+        let mut buffer = read_buffer();
+        let hello = Hello {
+            protocol: ProtocolId::CURRENT,
+            client_id: ClientId(7),
+            store: "fjall".into(),
+        };
+        frame(&ClientMessage::Hello(hello), &mut buffer);
+        for id in 0..requests {
+            let op = ReadOp::Get { key: vec![1] };
+            frame(
+                &ClientMessage::Read {
+                    id: RequestId(id),
+                    op,
+                },
+                &mut buffer,
+            );
+        }
+        buffer
+    }
+
+    /// A new connection's session, decoder and place in `buffer` once handed its first
+    /// turn of `buffer`, as if one read brought all of it.
+    fn first_turn(buffer: &mut Vec<u8>) -> (ServerSession, FrameDecoder, usize) {
+        let mut session = ServerSession::new(clock::now(), ServerConfig::default());
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
+        let mut taken = 0;
+        let read = Ok(buffer.len());
+        assert!(take_messages(
+            read,
+            buffer,
+            &mut taken,
+            &mut decoder,
+            &mut session
+        ));
+        (session, decoder, taken)
+    }
+
     /// The reads a session was handed since last asked, by their ids.
     fn reads_asked(session: &mut ServerSession) -> Vec<u64> {
         std::iter::from_fn(|| session.poll_output())
@@ -545,24 +584,8 @@ mod tests {
 
     #[test]
     fn a_read_of_many_requests_is_handed_to_the_session_a_turn_at_a_time() {
-        let mut buffer = read_buffer();
-        let hello = Hello {
-            protocol: ProtocolId::CURRENT,
-            client_id: ClientId(7),
-            store: "fjall".into(),
-        };
-        frame(&ClientMessage::Hello(hello), &mut buffer);
         let requests = 2 * TURN as u64 + 3;
-        for id in 0..requests {
-            let op = ReadOp::Get { key: vec![1] };
-            frame(
-                &ClientMessage::Read {
-                    id: RequestId(id),
-                    op,
-                },
-                &mut buffer,
-            );
-        }
+        let mut buffer = hello_and_gets(requests);
         let mut unfinished = Vec::new();
         let op = ReadOp::Get { key: vec![2] };
         frame(
@@ -574,16 +597,7 @@ mod tests {
         );
         buffer.extend_from_slice(&unfinished[..3]);
 
-        let mut session = ServerSession::new(clock::now(), ServerConfig::default());
-        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
-        let mut taken = 0;
-        assert!(take_messages(
-            Ok(buffer.len()),
-            &mut buffer,
-            &mut taken,
-            &mut decoder,
-            &mut session
-        ));
+        let (mut session, mut decoder, mut taken) = first_turn(&mut buffer);
         let first: Vec<u64> = (0..TURN as u64 - 1).collect();
         assert_eq!(
             reads_asked(&mut session),
@@ -607,24 +621,8 @@ mod tests {
 
     #[test]
     fn bytes_that_do_not_decode_end_the_turns_after_the_requests_before_them() {
-        let mut buffer = read_buffer();
-        let hello = Hello {
-            protocol: ProtocolId::CURRENT,
-            client_id: ClientId(7),
-            store: "fjall".into(),
-        };
-        frame(&ClientMessage::Hello(hello), &mut buffer);
         let requests = TURN as u64 + 4;
-        for id in 0..requests {
-            let op = ReadOp::Get { key: vec![1] };
-            frame(
-                &ClientMessage::Read {
-                    id: RequestId(id),
-                    op,
-                },
-                &mut buffer,
-            );
-        }
+        let mut buffer = hello_and_gets(requests);
         // A frame whose body is not a message, then one that is: never handed on.
         buffer.extend_from_slice(&[1, 0, 0, 0, 0xff]);
         let op = ReadOp::Get { key: vec![2] };
@@ -636,16 +634,7 @@ mod tests {
             &mut buffer,
         );
 
-        let mut session = ServerSession::new(clock::now(), ServerConfig::default());
-        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
-        let mut taken = 0;
-        assert!(take_messages(
-            Ok(buffer.len()),
-            &mut buffer,
-            &mut taken,
-            &mut decoder,
-            &mut session
-        ));
+        let (mut session, mut decoder, mut taken) = first_turn(&mut buffer);
         assert_eq!(reads_asked(&mut session).len(), TURN - 1);
         take_turn(&mut buffer, &mut taken, &mut decoder, &mut session);
         let outputs: Vec<ServerOutput> = std::iter::from_fn(|| session.poll_output()).collect();

@@ -569,12 +569,7 @@ mod tests {
     fn a_connection_commits_only_its_lone_small_writes_itself() {
         // What carrying `op` out on a fresh store answers at once.
         let answer_at_once = |seq: u64, oldest_pending: u64, op: WriteOp| {
-            let (queue, thread, _dir, store) = open_on_memory();
-            let accesses = crate::access::Accesses {
-                backend: store,
-                queue,
-                conn_ids: crate::sync::ConnIds::default(),
-            };
+            let (accesses, thread, _dir) = accesses_on_memory();
             let mut access = accesses.open();
             let stamp = WriteStamp {
                 client: ClientId(1),
@@ -643,12 +638,7 @@ mod tests {
         use party_proto::wire::{ClientMessage, Hello, ProtocolId, ServerMessage};
         use party_proto::{ServerConfig, ServerSession};
 
-        let (queue, thread, _dir, store) = open_on_memory();
-        let accesses = crate::access::Accesses {
-            backend: store,
-            queue,
-            conn_ids: crate::sync::ConnIds::default(),
-        };
+        let (accesses, thread, _dir) = accesses_on_memory();
         let mut access = accesses.open();
         let mut session = ServerSession::new(crate::clock::now(), ServerConfig::default());
         let first_sent_ms = crate::clock::wall_now().as_millis() as u64;
@@ -720,6 +710,18 @@ mod tests {
             assert_eq!(*answer, Response::Written, "put {id}");
         }
         (at_once.into_iter().map(|(id, _)| id).collect(), later)
+    }
+
+    /// Connections' ways to a fresh in-memory store whose store thread is not running yet
+    /// (its end given), and the directory its headroom is checked in.
+    fn accesses_on_memory() -> (crate::access::Accesses, StoreThread, tempfile::TempDir) {
+        let (queue, thread, dir, backend) = open_on_memory();
+        let accesses = crate::access::Accesses {
+            backend,
+            queue,
+            conn_ids: crate::sync::ConnIds::default(),
+        };
+        (accesses, thread, dir)
     }
 
     /// Runs the store thread's loop until every queue is gone, scan thread included.
