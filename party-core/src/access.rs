@@ -123,11 +123,15 @@ impl StoreAccess {
                     session.handle_input(clock::now(), answer);
                 }
             }
-            Err(writes) => {
-                for write in writes {
-                    self.queue.send(write);
-                }
-            }
+            Err(writes) => self.queue_all(writes),
+        }
+    }
+
+    /// Queues `jobs` for the store thread, in order.
+    fn queue_all(&self, jobs: Vec<StoreJob>) {
+        for job in jobs {
+            // As in carry_out: a failed send means the leader is stopping anyway.
+            self.queue.send(job);
         }
     }
 
@@ -170,10 +174,11 @@ impl StoreAccess {
                 if !here {
                     write
                 } else {
-                    match self.queue.write_here(vec![write]) {
-                        Ok(()) => return self.replies.try_recv().ok(),
-                        Err(mut writes) => writes.pop()?,
+                    if let Err(given_back) = self.queue.write_here(vec![write]) {
+                        self.queue_all(given_back);
+                        return None;
                     }
+                    return self.replies.try_recv().ok();
                 }
             }
             ServerOutput::IterOpen { iter, options } => StoreJob::IterOpen {
