@@ -86,10 +86,11 @@ impl StoreAccess {
                         closing = true;
                     }
                     ServerOutput::Write { id, stamp, op } if self.writes_here && is_small(&op) => {
-                        if burst.bytes + op.request_len_bound() > BURST_BYTES {
+                        let len = op.request_len_bound();
+                        if burst.bytes + len > BURST_BYTES {
                             self.commit_burst(&mut burst, session);
                         }
-                        burst.bytes += op.request_len_bound();
+                        burst.bytes += len;
                         let to = self.to.clone();
                         burst.writes.push(StoreJob::Write { id, stamp, op, to });
                     }
@@ -118,11 +119,7 @@ impl StoreAccess {
             return;
         }
         match self.queue.write_here(writes) {
-            Ok(()) => {
-                while let Ok(answer) = self.replies.try_recv() {
-                    session.handle_input(clock::now(), answer);
-                }
-            }
+            Ok(()) => self.hand_waiting_replies(session),
             Err(writes) => self.queue_all(writes),
         }
     }
@@ -217,6 +214,13 @@ impl StoreAccess {
     /// An answer already waiting, if any.
     pub fn try_next_reply(&mut self) -> Option<ServerInput> {
         self.replies.try_recv().ok()
+    }
+
+    /// Hands `session` every answer of the store already waiting.
+    pub fn hand_waiting_replies(&mut self, session: &mut ServerSession) {
+        while let Some(answer) = self.try_next_reply() {
+            session.handle_input(clock::now(), answer);
+        }
     }
 }
 

@@ -334,7 +334,7 @@ async fn serve(
         // The rest of a read goes before the next one; a leader that stops is heard first.
         if taken > 0 && !(cancel.is_cancelled() && draining.is_none()) {
             // The store's answers that came meanwhile go out with this turn's.
-            take_waiting_replies(&mut access, &mut session);
+            access.hand_waiting_replies(&mut session);
             take_turn(&mut buffer, &mut taken, &mut decoder, &mut session);
             continue;
         }
@@ -493,14 +493,7 @@ fn take_turn(
 /// Hands the session the store's answer, and every other one already waiting.
 fn take_replies(first: ServerInput, access: &mut StoreAccess, session: &mut ServerSession) {
     session.handle_input(clock::now(), first);
-    take_waiting_replies(access, session);
-}
-
-/// Hands the session every answer of the store already waiting.
-fn take_waiting_replies(access: &mut StoreAccess, session: &mut ServerSession) {
-    while let Some(event) = access.try_next_reply() {
-        session.handle_input(clock::now(), event);
-    }
+    access.hand_waiting_replies(session);
 }
 
 /// How long a closing leader serves a follower's last requests at most.
