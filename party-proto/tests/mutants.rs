@@ -304,6 +304,9 @@ const SERVER: ServerConfig = ServerConfig {
     max_in_flight: 8,
     max_iterators: 4,
     max_iter_credits: 16,
+    // One pull of every credit: these tests follow the credits and the limit.
+    max_pull_entries: 16,
+    max_pulls_out: 1,
     max_frame_len: 1000,
     max_watches: 2,
     change_feed: true,

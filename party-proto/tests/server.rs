@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use party_proto::wire::{
@@ -25,6 +25,8 @@ const CONFIG: ServerConfig = ServerConfig {
     max_in_flight: 3,
     max_iterators: 2,
     max_iter_credits: 6,
+    max_pull_entries: 4,
+    max_pulls_out: 2,
     max_frame_len: party_proto::wire::DEFAULT_MAX_FRAME_LEN,
     max_watches: 2,
     change_feed: true,
@@ -101,8 +103,8 @@ struct Observed {
     /// Answers the store gave, to match against the replies.
     completed: HashMap<RequestId, Result<Response, ErrorCode>>,
     /// Per open store iterator: credits granted by the client minus entries sent, the
-    /// options, and the pull that is out.
-    open: HashMap<IterId, (i64, IterOptions, Option<u32>)>,
+    /// options, and the pulls that are out, oldest first.
+    open: HashMap<IterId, (i64, IterOptions, VecDeque<u32>)>,
     granted: HashMap<IterId, i64>,
     /// Subscriptions with a read of the log out.
     watch_reads: HashSet<party_proto::WatchId>,
@@ -163,19 +165,24 @@ fn check(session: &mut ServerSession, seen: &mut Observed) -> Result<(), TestCas
             ServerOutput::IterOpen { iter, options } => {
                 prop_assert!(seen.open.len() < 2, "more iterators than allowed");
                 let granted = seen.granted.remove(&iter).unwrap_or(0);
-                seen.open.insert(iter, (granted, options, None));
+                seen.open.insert(iter, (granted, options, VecDeque::new()));
             }
             ServerOutput::IterPull { iter, max } => {
                 let open = seen.open.get_mut(&iter);
                 prop_assert!(open.is_some(), "pull from an iterator that is not open");
-                let (credits, _, pull) = open.unwrap();
-                prop_assert!(pull.is_none(), "two pulls out at once");
+                let (credits, _, pulls) = open.unwrap();
+                prop_assert!(pulls.len() < 2, "more pulls out at once than allowed");
                 prop_assert!(
-                    max > 0 && i64::from(max) <= *credits,
-                    "pull past the credits"
+                    max > 0 && max <= 4,
+                    "a pull of {max}, past max_pull_entries"
                 );
-                prop_assert!(max <= 6, "the leader holds more than max_iter_credits");
-                *pull = Some(max);
+                let asked: i64 = pulls.iter().copied().map(i64::from).sum();
+                prop_assert!(asked + i64::from(max) <= *credits, "pull past the credits");
+                prop_assert!(
+                    asked + i64::from(max) <= 6,
+                    "the leader holds more than max_iter_credits"
+                );
+                pulls.push_back(max);
             }
             ServerOutput::IterDrop { iter } => {
                 prop_assert!(
@@ -244,7 +251,7 @@ proptest! {
                 }
                 Action::Chunk(iter, n, exhausted) => {
                     let iter = IterId(iter);
-                    let out = seen.open.get_mut(&iter).and_then(|(_, _, pull)| pull.take());
+                    let out = seen.open.get_mut(&iter).and_then(|(_, _, pulls)| pulls.pop_front());
                     out.map(|_| ServerInput::IterChunk {
                         iter,
                         entries: (0..n).map(|i| Entry { key: vec![i as u8], value: vec![1] }).collect(),
@@ -288,16 +295,25 @@ proptest! {
     }
 }
 
-#[test]
-fn a_stalled_reader_costs_the_leader_only_its_credits() {
+/// A session past its hello, with `CONFIG`.
+fn greeted() -> ServerSession {
     let mut session = ServerSession::new(Timestamp::ZERO, CONFIG);
-    let now = Timestamp::ZERO;
     let hello = Hello {
         protocol: ProtocolId::CURRENT,
         client_id: ClientId(1),
         store: "fjall".into(),
     };
-    session.handle_input(now, ServerInput::Message(ClientMessage::Hello(hello)));
+    session.handle_input(
+        Timestamp::ZERO,
+        ServerInput::Message(ClientMessage::Hello(hello)),
+    );
+    session
+}
+
+#[test]
+fn a_stalled_reader_costs_the_leader_only_its_credits() {
+    let mut session = greeted();
+    let now = Timestamp::ZERO;
     let iter = IterId(0);
     session.handle_input(
         now,
@@ -311,32 +327,36 @@ fn a_stalled_reader_costs_the_leader_only_its_credits() {
     let mut sent = 0usize;
     for _ in 0..50 {
         let outputs: Vec<_> = std::iter::from_fn(|| session.poll_output()).collect();
-        let mut next_pull = None;
+        let mut pulls = Vec::new();
         for output in outputs {
             match output {
-                ServerOutput::IterPull { max, .. } => next_pull = Some(max),
+                ServerOutput::IterPull { max, .. } => pulls.push(max),
                 ServerOutput::Send(ServerMessage::IterData { entries, .. }) => {
                     sent += entries.len()
                 }
                 _ => {}
             }
         }
-        let Some(max) = next_pull else { break };
-        pulled += max;
-        let entries = (0..max)
-            .map(|i| Entry {
-                key: vec![i as u8],
-                value: vec![],
-            })
-            .collect();
-        session.handle_input(
-            now,
-            ServerInput::IterChunk {
-                iter,
-                entries,
-                exhausted: false,
-            },
-        );
+        if pulls.is_empty() {
+            break;
+        }
+        for max in pulls {
+            pulled += max;
+            let entries = (0..max)
+                .map(|i| Entry {
+                    key: vec![i as u8],
+                    value: vec![],
+                })
+                .collect();
+            session.handle_input(
+                now,
+                ServerInput::IterChunk {
+                    iter,
+                    entries,
+                    exhausted: false,
+                },
+            );
+        }
     }
     let trailing: usize = std::iter::from_fn(|| session.poll_output())
         .map(|o| match o {
@@ -405,4 +425,67 @@ fn a_read_behind_its_connections_write_is_marked_to_wait_for_it() {
     server.handle_input(now, written);
     server.handle_input(now, get(4));
     assert!(!behind(&mut server), "the put is done");
+}
+
+/// The store reads an iterator's next entries while the ones before are on their way: up
+/// to `max_pulls_out` pulls of at most `max_pull_entries` are out at once, the next asked
+/// for as each chunk comes back, all within the credits; a chunk never passes its pull.
+#[test]
+fn pulls_overlap_within_the_credits() {
+    let mut session = greeted();
+    let now = Timestamp::ZERO;
+    let iter = IterId(0);
+    let mut outputs = |session: &mut ServerSession| -> (Vec<u32>, Vec<usize>) {
+        let (mut pulls, mut sent) = (Vec::new(), Vec::new());
+        while let Some(output) = session.poll_output() {
+            match output {
+                ServerOutput::IterPull { max, .. } => pulls.push(max),
+                ServerOutput::Send(ServerMessage::IterData { entries, .. }) => {
+                    sent.push(entries.len())
+                }
+                _ => {}
+            }
+        }
+        (pulls, sent)
+    };
+    let chunk = |len: usize| ServerInput::IterChunk {
+        iter,
+        entries: (0..len)
+            .map(|i| Entry {
+                key: vec![i as u8],
+                value: vec![],
+            })
+            .collect(),
+        exhausted: false,
+    };
+    outputs(&mut session);
+    let open = ClientMessage::IterOpen {
+        iter,
+        options: IterOptions::default(),
+        credits: 6,
+    };
+    session.handle_input(now, ServerInput::Message(open));
+    assert_eq!(
+        outputs(&mut session),
+        (vec![4, 2], vec![]),
+        "two pulls out at once, the first of max_pull_entries, the second of the rest"
+    );
+    session.handle_input(now, chunk(5));
+    assert_eq!(
+        outputs(&mut session),
+        (vec![], vec![4]),
+        "of a chunk longer than its pull, only what the pull asked for; \
+         and every credit left is asked for already"
+    );
+    let more = ClientMessage::IterNext { iter, credits: 5 };
+    session.handle_input(now, ServerInput::Message(more));
+    assert_eq!(
+        outputs(&mut session),
+        (vec![4], vec![]),
+        "7 credits, capped at 6, of which the pull out asked for 2"
+    );
+    session.handle_input(now, chunk(2));
+    assert_eq!(outputs(&mut session), (vec![], vec![2]));
+    session.handle_input(now, chunk(4));
+    assert_eq!(outputs(&mut session), (vec![], vec![4]));
 }

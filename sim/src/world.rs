@@ -225,6 +225,8 @@ struct Leading {
     /// party-proto's writer, the very one party-core's store thread carries out.
     writer: Writer<(ConnId, RequestId)>,
     iters: HashMap<(ConnId, IterId), Chunks>,
+    /// When the last chunk of each iterator reaches its session: the next comes after it.
+    chunks_due: HashMap<(ConnId, IterId), u64>,
     /// Subscriptions' reads of the change log waiting for the next commit.
     waiting: BTreeMap<(ConnId, WatchId), feed::WaitingPull>,
     /// The last commit the waiting reads were looked at after.
@@ -798,12 +800,17 @@ impl World {
         change_feed: bool,
     ) -> ServerConfig {
         let leading = self.processes.get(process).and_then(|p| p.leading.as_ref());
+        let term = leading.map_or(0, |leading| leading.term);
         ServerConfig {
             change_feed,
             leader_pid: process as u32,
-            term: leading.map_or(0, |leading| leading.term),
+            term,
             store: store.into(),
             max_iter_credits: 8,
+            // By term (not drawn, which would move every later draw): pulls of 1 to 3
+            // entries, 1 to 3 out at once, against windows of 1 to 12.
+            max_pull_entries: 1 + (term % 3) as u32,
+            max_pulls_out: 1 + ((term + 1) % 3) as u32,
             max_frame_len: self.frame_limit(),
             ..ServerConfig::default()
         }

@@ -321,6 +321,7 @@ impl World {
                     local_conn,
                     writer: Writer::new(writer_config, now),
                     iters: HashMap::new(),
+                    chunks_due: HashMap::new(),
                     waiting: BTreeMap::new(),
                     woken_at: None,
                     holding: self.lock.holding().filter(|(holder, _)| *holder == process),
@@ -549,15 +550,18 @@ impl World {
                 let (entries, exhausted) = chunks
                     .next_chunk(max as usize)
                     .expect("the memory store cannot fail");
-                ServerInput::IterChunk {
+                let chunk = ServerInput::IterChunk {
                     iter,
                     entries,
                     exhausted,
-                }
+                };
+                self.chunk_reply(process, conn, iter, chunk);
+                return;
             }
             ServerOutput::IterDrop { iter } => {
                 if let Some(leading) = &mut self.processes[process].leading {
                     leading.iters.remove(&(conn, iter));
+                    leading.chunks_due.remove(&(conn, iter));
                 }
                 return;
             }
@@ -588,6 +592,28 @@ impl World {
                 incarnation,
                 conn,
                 input,
+            },
+        );
+    }
+
+    /// An iterator's chunk reaches its session a little later, but never before the chunk
+    /// of a pull before it: party-core's scan thread answers an iterator's pulls one after
+    /// another, on the one channel of their connection.
+    fn chunk_reply(&mut self, process: ProcessId, conn: ConnId, iter: IterId, chunk: ServerInput) {
+        let incarnation = self.processes[process].incarnation;
+        let mut at = self.now + self.rand(1, 300);
+        if let Some(leading) = &mut self.processes[process].leading {
+            let due = leading.chunks_due.entry((conn, iter)).or_default();
+            at = at.max(*due);
+            *due = at;
+        }
+        self.schedule_at(
+            at,
+            Event::StoreReply {
+                process,
+                incarnation,
+                conn,
+                input: chunk,
             },
         );
     }
