@@ -141,6 +141,7 @@ impl Driver {
             retry: options.retry,
             request_timeout: options.request_timeout,
             iter_window: options.iter_window,
+            iter_window_bytes: options.iter_window_bytes,
             watch_window: options.watch_window,
             max_frame_len: options.limits.max_frame_len,
             store: options.backend.name().into(),

@@ -24,8 +24,14 @@ pub struct Options {
     /// Where the leader's socket lives, instead of `<dir>/party.sock` (or the short
     /// fallback used when that path is too long for a Unix socket).
     pub socket_path: Option<PathBuf>,
-    /// How many entries an iterator may have buffered or on their way at once.
+    /// How many entries an iterator may have buffered or on their way at once (the
+    /// leader allows at most 4096).
     pub iter_window: u32,
+    /// About how many bytes of entries an iterator may have buffered or on their way at
+    /// once: once its first entries have come, it asks for no more than this many bytes
+    /// of entries of their recent mean size hold (and at least one). Before, it asks for
+    /// at most 1024 entries ([`party_proto::client::UNSIZED_WINDOW`]).
+    pub iter_window_bytes: u64,
     /// What this handle allows while it leads, and the largest message it sends. All
     /// processes of one data directory should use the same.
     pub limits: Limits,
@@ -189,6 +195,13 @@ impl Options {
         self
     }
 
+    /// About how many bytes of entries an iterator may have buffered or on their way at
+    /// once, at the entries' recent mean size.
+    pub fn iter_window_bytes(mut self, bytes: u64) -> Self {
+        self.iter_window_bytes = bytes;
+        self
+    }
+
     /// What this handle allows while it leads, and the largest message it sends.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -245,7 +258,11 @@ impl Default for Options {
             retry: true,
             request_timeout: None,
             socket_path: None,
-            iter_window: 1024,
+            // A full scan through a follower ran twice as fast with 4096 as with 1024
+            // (the leader reads, sends and the follower reads at once); the bytes keep
+            // big values from filling memory.
+            iter_window: 4096,
+            iter_window_bytes: 4 << 20,
             limits: Limits::default(),
             dedup_retention: party_proto::DEFAULT_DEDUP_RETENTION,
             transaction_attempts: 32,

@@ -76,7 +76,14 @@ struct Harness {
     session: ClientSession,
     iter: IterId,
     window: u32,
+    window_bytes: u64,
     connected: bool,
+    /// Entries the session has received and the caller not taken.
+    held: u64,
+    /// The leader has sent the iteration's end.
+    ended: bool,
+    /// The entries' mean size, each message's mean counting for half.
+    entry_bytes: Option<u64>,
     leader: HashMap<IterId, LeaderIter>,
     delivered: Vec<Entry>,
     done: bool,
@@ -97,6 +104,10 @@ impl Harness {
                     credits,
                 } => {
                     prop_assert!(credits <= self.window);
+                    prop_assert!(
+                        u64::from(credits) <= self.sized_window(),
+                        "opened with {credits} credits, past the window in bytes"
+                    );
                     let left = expected(&self.keys, &options).into();
                     let opened = LeaderIter {
                         left,
@@ -105,11 +116,20 @@ impl Harness {
                     prop_assert!(self.leader.insert(iter, opened).is_none(), "opened twice");
                 }
                 ClientMessage::IterNext { iter, credits } => {
+                    let sized_window = self.sized_window();
                     if let Some(open) = self.leader.get_mut(&iter) {
                         open.credits += u64::from(credits);
                         prop_assert!(
                             open.credits <= u64::from(self.window),
                             "granted past the window"
+                        );
+                        prop_assert!(
+                            open.credits + self.held <= sized_window,
+                            "granted {credits}: {} on their way and {} held, past the window in \
+                             bytes (entries of {:?} bytes)",
+                            open.credits,
+                            self.held,
+                            self.entry_bytes
                         );
                     }
                 }
@@ -120,6 +140,16 @@ impl Harness {
             }
         }
         Ok(())
+    }
+
+    /// The entries that fit the window in bytes at the entries' mean size (before any has
+    /// come, at most `UNSIZED_WINDOW`), written out apart from the cursor's.
+    fn sized_window(&self) -> u64 {
+        let window = u64::from(self.window);
+        match self.entry_bytes {
+            None => window.min(u64::from(party_proto::client::UNSIZED_WINDOW)),
+            Some(mean) => window.min(self.window_bytes / mean).max(1),
+        }
     }
 
     fn input(&mut self, input: ClientInput) -> Result<(), TestCaseError> {
@@ -143,6 +173,15 @@ impl Harness {
                     })
                     .collect();
                 open.credits -= count as u64;
+                self.held += count as u64;
+                if count > 0 {
+                    let bytes: u64 = entries.iter().map(Entry::len_bound).sum();
+                    let mean = bytes.div_ceil(count as u64);
+                    self.entry_bytes = Some(match self.entry_bytes {
+                        Some(before) => (before + mean) / 2,
+                        None => mean,
+                    });
+                }
                 let ended = open.left.is_empty();
                 if count > 0 {
                     let iter = self.iter;
@@ -152,6 +191,7 @@ impl Harness {
                     }))?;
                 }
                 if ended {
+                    self.ended = true;
                     self.leader.remove(&self.iter);
                     let iter = self.iter;
                     self.input(ClientInput::Message(ServerMessage::IterEnd { iter }))?;
@@ -160,6 +200,7 @@ impl Harness {
             Action::Take(n) if !self.done => match self.session.iter_take(self.iter, n) {
                 IterPoll::Entries(entries) => {
                     prop_assert!(!entries.is_empty() && entries.len() <= n);
+                    self.held -= entries.len() as u64;
                     self.delivered.extend(entries);
                     self.drain()?;
                 }
@@ -170,6 +211,11 @@ impl Harness {
             Action::Disconnect if self.connected => {
                 self.connected = false;
                 self.leader.clear();
+                if !self.ended {
+                    // Dropped, to be read again from the next leader (once the leader
+                    // has ended the iteration, the session keeps what it holds).
+                    self.held = 0;
+                }
                 self.input(ClientInput::Disconnected)?;
             }
             Action::Connect if !self.connected => {
@@ -202,10 +248,15 @@ proptest! {
         keys in prop::collection::btree_set(edge_key(), 0..24),
         options in iter_options(),
         window in 1u32..8,
+        window_bytes in prop_oneof![Just(u64::MAX), 1u64..48],
         connect_first in any::<bool>(),
         actions in prop::collection::vec(action(), 0..120),
     ) {
-        let config = ClientConfig { iter_window: window, ..ClientConfig::default() };
+        let config = ClientConfig {
+            iter_window: window,
+            iter_window_bytes: window_bytes,
+            ..ClientConfig::default()
+        };
         let mut session = ClientSession::new(ClientId(3), config);
         let iter = session.open_iter(options.clone());
         let mut h = Harness {
@@ -213,7 +264,11 @@ proptest! {
             session,
             iter,
             window,
+            window_bytes,
             connected: false,
+            held: 0,
+            ended: false,
+            entry_bytes: None,
             leader: HashMap::new(),
             delivered: Vec::new(),
             done: false,
@@ -270,4 +325,62 @@ fn without_retry_a_lost_connection_fails_the_iterator() {
         IterPoll::Failed(party_proto::ErrorCode::ConnectionLost),
         "buffered entries from another snapshot are not handed out"
     );
+}
+
+/// Big values get few credits, small ones the whole window: before any entry has come an
+/// iterator grants at most `UNSIZED_WINDOW`; after, as many entries as its window in bytes
+/// holds at their mean size.
+#[test]
+fn the_window_is_sized_by_the_entries_bytes() {
+    let config = ClientConfig {
+        iter_window: 4096,
+        iter_window_bytes: 64 << 10,
+        ..ClientConfig::default()
+    };
+    let mut session = ClientSession::new(ClientId(5), config);
+    let now = Timestamp::ZERO;
+    let iter = session.open_iter(IterOptions::default());
+    session.handle_input(now, ClientInput::Connected);
+    session.handle_input(now, ClientInput::Message(welcome()));
+    let grants = |session: &mut ClientSession| -> Vec<u32> {
+        std::iter::from_fn(|| session.poll_output())
+            .filter_map(|output| match output {
+                ClientOutput::Send(ClientMessage::IterOpen { credits, .. })
+                | ClientOutput::Send(ClientMessage::IterNext { credits, .. }) => Some(credits),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(grants(&mut session), [party_proto::client::UNSIZED_WINDOW]);
+    let send_and_take = |session: &mut ClientSession, count: usize, value_len: usize| {
+        let entries: Vec<Entry> = (0..count)
+            .map(|n| Entry {
+                key: format!("{n:08}").into_bytes(),
+                value: vec![b'v'; value_len],
+            })
+            .collect();
+        let message = ServerMessage::IterData { iter, entries };
+        session.handle_input(now, ClientInput::Message(message));
+        assert!(matches!(
+            session.iter_take(iter, usize::MAX),
+            IterPoll::Entries(taken) if taken.len() == count
+        ));
+    };
+    // 4 KiB values: 64 KiB hold 15 of them (each a little over 4 KiB on the wire).
+    send_and_take(&mut session, 1024, 4096);
+    assert_eq!(grants(&mut session), [15]);
+    send_and_take(&mut session, 15, 4096);
+    assert_eq!(grants(&mut session), [15]);
+    // Entries without values bring the mean down, and the window up to what 64 KiB hold
+    // of them.
+    let tiny = Entry {
+        key: b"00000000".to_vec(),
+        value: Vec::new(),
+    };
+    let mut window = 15;
+    for _ in 0..40 {
+        send_and_take(&mut session, window as usize, 0);
+        window = grants(&mut session).first().copied().unwrap_or(0);
+    }
+    assert_eq!(u64::from(window), (64 << 10) / tiny.len_bound());
 }

@@ -157,14 +157,15 @@ fn an_iterator_window_over_the_leaders_credit_cap_is_cut_to_it() {
         iter_window: 10_000,
         ..ClientConfig::default()
     };
-    let mut session = welcomed(config, limits(1 << 20, 16, 4096));
+    // Under the 1024 an iterator asks for before it knows its entries' size.
+    let mut session = welcomed(config, limits(1 << 20, 16, 512));
     let _iter = session.open_iter(IterOptions::default());
     let outputs = drain(&mut session);
     assert!(
         matches!(
             outputs[..],
             [ClientOutput::Send(ClientMessage::IterOpen {
-                credits: 4096,
+                credits: 512,
                 ..
             })]
         ),

@@ -435,7 +435,7 @@ fn pulls_overlap_within_the_credits() {
     let mut session = greeted();
     let now = Timestamp::ZERO;
     let iter = IterId(0);
-    let mut outputs = |session: &mut ServerSession| -> (Vec<u32>, Vec<usize>) {
+    let outputs = |session: &mut ServerSession| -> (Vec<u32>, Vec<usize>) {
         let (mut pulls, mut sent) = (Vec::new(), Vec::new());
         while let Some(output) = session.poll_output() {
             match output {

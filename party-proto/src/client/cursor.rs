@@ -52,6 +52,10 @@ pub(crate) fn refill(window: u32, credits: &mut u32, held: usize) -> Option<u32>
     Some(grant)
 }
 
+/// The most entries an iterator grants before any has come and told their size: as many
+/// as a window held before windows were sized in bytes too.
+pub const UNSIZED_WINDOW: u32 = 1024;
+
 #[derive(serde::Serialize, serde::Deserialize, Debug)]
 pub(crate) struct Cursor {
     options: IterOptions,
@@ -60,6 +64,12 @@ pub(crate) struct Cursor {
     /// How many entries the leader may send without asking on the current opening: the
     /// wanted window, cut to what the leader allows. The buffer never holds more.
     window: u32,
+    /// About how many bytes of entries may be buffered or on their way: see
+    /// [`Cursor::sized_window`].
+    window_bytes: u64,
+    /// The entries' recent mean size ([`Entry::len_bound`]), once some have come: each
+    /// message's mean counts for half, so the window follows entries that grow or shrink.
+    entry_bytes: Option<u64>,
     delivered: u64,
     last_key: Option<Vec<u8>>,
     buffer: VecDeque<Entry>,
@@ -72,7 +82,7 @@ pub(crate) struct Cursor {
 }
 
 impl Cursor {
-    pub(crate) fn new(options: IterOptions, window: u32) -> Self {
+    pub(crate) fn new(options: IterOptions, window: u32, window_bytes: u64) -> Self {
         let status = if options.limit == Some(0) {
             Status::Ended
         } else {
@@ -82,6 +92,8 @@ impl Cursor {
             options,
             wanted_window: window.max(1),
             window: window.max(1),
+            window_bytes,
+            entry_bytes: None,
             delivered: 0,
             last_key: None,
             buffer: VecDeque::new(),
@@ -127,11 +139,11 @@ impl Cursor {
         };
         self.status = Status::Open;
         self.window = self.wanted_window.min(credit_cap).max(1);
-        self.credits = self.window;
+        self.credits = self.sized_window();
         Some(ClientMessage::IterOpen {
             iter,
             options,
-            credits: self.window,
+            credits: self.credits,
         })
     }
 
@@ -171,7 +183,23 @@ impl Cursor {
     pub(crate) fn receive(&mut self, entries: Vec<Entry>) {
         let count = u32::try_from(entries.len()).unwrap_or(u32::MAX);
         self.credits = self.credits.saturating_sub(count);
+        if !entries.is_empty() {
+            let bytes: u64 = entries.iter().map(Entry::len_bound).sum();
+            let mean = bytes.div_ceil(entries.len() as u64);
+            self.entry_bytes = Some(self.entry_bytes.map_or(mean, |before| (before + mean) / 2));
+        }
         self.buffer.extend(entries);
+    }
+
+    /// The window in entries that the byte window holds at the entries' recent mean size:
+    /// big values get few credits, small ones the whole window. Before any entry has come,
+    /// at most [`UNSIZED_WINDOW`].
+    fn sized_window(&self) -> u32 {
+        let Some(mean) = self.entry_bytes else {
+            return self.window.min(UNSIZED_WINDOW);
+        };
+        let fits = u32::try_from(self.window_bytes / mean.max(1)).unwrap_or(u32::MAX);
+        self.window.min(fits).max(1)
     }
 
     pub(crate) fn end(&mut self) {
@@ -223,7 +251,7 @@ impl Cursor {
         if !self.is_open() {
             return None;
         }
-        refill(self.window, &mut self.credits, self.buffer.len())
+        refill(self.sized_window(), &mut self.credits, self.buffer.len())
     }
 
     /// Still to be opened, or open: neither ended nor failed.

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use cursor::Cursor;
-pub use cursor::IterPoll;
+pub use cursor::{IterPoll, UNSIZED_WINDOW};
 use pending::{PendingTable, RequestOp};
 use subscription::Subscription;
 pub use subscription::{WatchEvent, WatchPoll};
@@ -45,6 +45,11 @@ pub struct ClientConfig {
     /// How many entries an iterator may have buffered or on their way at once (at most
     /// what the leader allows, [`LeaderLimits::max_iter_credits`]).
     pub iter_window: u32,
+    /// About how many bytes of entries an iterator may have buffered or on their way at
+    /// once: once its first entries have come, its window holds no more entries than this
+    /// many bytes of entries of their mean size (and at least one). Before, it grants at
+    /// most [`UNSIZED_WINDOW`] entries.
+    pub iter_window_bytes: u64,
     /// How many committed groups a change feed subscription may have waiting for the
     /// caller or on their way at once (at most what the leader allows,
     /// [`LeaderLimits::max_iter_credits`]): what a subscriber that reads slowly costs.
@@ -81,6 +86,7 @@ impl Default for ClientConfig {
             retry: true,
             request_timeout: None,
             iter_window: 256,
+            iter_window_bytes: 4 << 20,
             watch_window: 64,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             welcome_timeout: Duration::from_secs(2),
@@ -233,7 +239,11 @@ impl ClientSession {
         let iter = IterId(self.next_iter);
         self.next_iter += 1;
         #[cfg_attr(not(feature = "bug-injection"), allow(unused_mut))]
-        let mut cursor = Cursor::new(options, self.config.iter_window);
+        let mut cursor = Cursor::new(
+            options,
+            self.config.iter_window,
+            self.config.iter_window_bytes,
+        );
         #[cfg(feature = "bug-injection")]
         cursor.inject(self.config.bugs);
         if self.closed {
