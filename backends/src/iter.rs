@@ -33,15 +33,26 @@ impl Chunks {
         }
     }
 
-    /// Up to `max` next entries, and whether the iterator has nothing after them.
-    pub fn next_chunk(&mut self, max: usize) -> Result<(Vec<Entry>, bool), BackendError> {
+    /// Up to `max` next entries, none after the one that brings their bytes
+    /// ([`Entry::len_bound`]) to `max_bytes`, and whether the iterator has nothing after
+    /// them.
+    pub fn next_chunk(
+        &mut self,
+        max: usize,
+        max_bytes: u64,
+    ) -> Result<(Vec<Entry>, bool), BackendError> {
         let allowed = self
             .remaining
             .map_or(max, |r| max.min(usize::try_from(r).unwrap_or(usize::MAX)));
         let mut entries = Vec::with_capacity(allowed.min(1024));
-        while !self.exhausted && entries.len() < allowed {
+        let mut bytes = 0u64;
+        while !self.exhausted && entries.len() < allowed && bytes < max_bytes {
             match self.inner.next() {
-                Some(entry) => entries.push(entry?),
+                Some(entry) => {
+                    let entry = entry?;
+                    bytes = bytes.saturating_add(entry.len_bound());
+                    entries.push(entry);
+                }
                 None => self.exhausted = true,
             }
         }
@@ -52,5 +63,42 @@ impl Chunks {
             }
         }
         Ok((entries, self.exhausted))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(value_lens: &[usize]) -> Chunks {
+        let entries: Vec<Entry> = value_lens
+            .iter()
+            .enumerate()
+            .map(|(n, len)| Entry {
+                key: vec![n as u8],
+                value: vec![b'v'; *len],
+            })
+            .collect();
+        Chunks::new(Box::new(entries.into_iter().map(Ok)), None)
+    }
+
+    fn lens(chunk: &[Entry]) -> Vec<usize> {
+        chunk.iter().map(|entry| entry.value.len()).collect()
+    }
+
+    /// A chunk stops after the entry that brings its bytes to the bound, so that one
+    /// entry bigger than the bound still comes, alone.
+    #[test]
+    fn a_chunk_ends_with_the_entry_that_reaches_its_bytes() {
+        // An entry of a 6-byte value counts 27 bytes (Entry::len_bound).
+        let mut chunks = entries(&[6, 6, 6, 100, 6]);
+        let (chunk, exhausted) = chunks.next_chunk(10, 40).unwrap();
+        assert_eq!((lens(&chunk), exhausted), (vec![6, 6], false));
+        let (chunk, exhausted) = chunks.next_chunk(10, 1).unwrap();
+        assert_eq!((lens(&chunk), exhausted), (vec![6], false));
+        let (chunk, exhausted) = chunks.next_chunk(10, 20).unwrap();
+        assert_eq!((lens(&chunk), exhausted), (vec![100], false));
+        let (chunk, exhausted) = chunks.next_chunk(10, u64::MAX).unwrap();
+        assert_eq!((lens(&chunk), exhausted), (vec![6], true));
     }
 }

@@ -101,7 +101,7 @@ fn read_all(store: &dyn Backend, options: &IterOptions, chunk: usize) -> Vec<(Ve
     let mut chunks = store.chunks(options).expect("iterator opens");
     let mut all = Vec::new();
     loop {
-        let (entries, exhausted) = chunks.next_chunk(chunk).expect("chunk reads");
+        let (entries, exhausted) = chunks.next_chunk(chunk, u64::MAX).expect("chunk reads");
         assert!(entries.len() <= chunk, "a chunk larger than asked");
         all.extend(entries.into_iter().map(|e| (e.key, e.value)));
         if exhausted {
@@ -597,7 +597,7 @@ pub fn an_iterator_reads_the_store_as_it_was_when_opened(store: &dyn Backend) {
         store,
         vec![put(b"c", b"3"), WriteOp::Del { key: b"b".to_vec() }],
     );
-    let (entries, _) = chunks.next_chunk(10).unwrap();
+    let (entries, _) = chunks.next_chunk(10, u64::MAX).unwrap();
     let read: Vec<Vec<u8>> = entries.into_iter().map(|e| e.key).collect();
     assert_eq!(read, vec![b"a".to_vec(), b"b".to_vec()]);
 }

@@ -184,10 +184,15 @@ impl StoreAccess {
                 options,
                 to: self.to.clone(),
             },
-            ServerOutput::IterPull { iter, max } => StoreJob::IterPull {
+            ServerOutput::IterPull {
+                iter,
+                max,
+                max_bytes,
+            } => StoreJob::IterPull {
                 conn,
                 iter,
                 max,
+                max_bytes,
                 to: self.to.clone(),
             },
             ServerOutput::IterDrop { iter } => StoreJob::IterDrop { conn, iter },

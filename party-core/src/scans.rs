@@ -30,6 +30,7 @@ pub(crate) enum ScanJob {
         conn: ConnId,
         iter: IterId,
         max: u32,
+        max_bytes: u64,
         to: ReplyTo,
     },
     Drop {
@@ -95,6 +96,7 @@ fn run(jobs: Receiver<ScanJob>) {
                 conn,
                 iter,
                 max,
+                max_bytes,
                 to,
             } => {
                 let Some(chunks) = iters.get_mut(&(conn, iter)) else {
@@ -102,7 +104,7 @@ fn run(jobs: Receiver<ScanJob>) {
                 };
                 // A store's iterator that panics fails its own scan, not every later one.
                 let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    chunks.next_chunk(max as usize)
+                    chunks.next_chunk(max as usize, max_bytes)
                 }));
                 let input = match read {
                     Ok(Ok((entries, exhausted))) => {
@@ -162,6 +164,7 @@ mod tests {
             conn,
             iter,
             max: 10,
+            max_bytes: u64::MAX,
             to: to.clone(),
         };
         let mut scans = Scans::default();

@@ -57,6 +57,7 @@ pub(crate) enum StoreJob {
         conn: ConnId,
         iter: IterId,
         max: u32,
+        max_bytes: u64,
         to: ReplyTo,
     },
     IterDrop {
@@ -460,11 +461,13 @@ impl Worker {
                 conn,
                 iter,
                 max,
+                max_bytes,
                 to,
             } => self.scans.send(ScanJob::Pull {
                 conn,
                 iter,
                 max,
+                max_bytes,
                 to,
             }),
             StoreJob::IterDrop { conn, iter } => self.scans.send(ScanJob::Drop { conn, iter }),
@@ -784,6 +787,7 @@ mod tests {
             conn,
             iter,
             max,
+            max_bytes: u64::MAX,
             to: to.clone(),
         };
         run_on_memory([

@@ -31,7 +31,7 @@ use crate::writer::{CommitResult, WriteBatch};
 /// The format of recordings this build writes and reads. One more for any change to what
 /// is written, digests included ([`Gave`], [`Fingerprint`]): a replay refuses another
 /// format rather than report its differences as nondeterminism.
-pub const FORMAT: u32 = 5;
+pub const FORMAT: u32 = 6;
 
 /// What a segment's stream holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -64,11 +64,13 @@ fn action() -> impl Strategy<Value = Action> {
     ]
 }
 
-/// The leader's side of the one iterator: what is left to send and the credits.
+/// The leader's side of the one iterator: what is left to send and the credits, entries
+/// and bytes.
 #[derive(Debug)]
 struct LeaderIter {
     left: VecDeque<Vec<u8>>,
     credits: u64,
+    bytes: u64,
 }
 
 struct Harness {
@@ -78,12 +80,11 @@ struct Harness {
     window: u32,
     window_bytes: u64,
     connected: bool,
-    /// Entries the session has received and the caller not taken.
-    held: u64,
+    /// The sizes of the entries the session has received and the caller not taken.
+    held: VecDeque<u64>,
     /// The leader has sent the iteration's end.
     ended: bool,
-    /// The entries' mean size, each message's mean counting for half.
-    entry_bytes: Option<u64>,
+
     leader: HashMap<IterId, LeaderIter>,
     delivered: Vec<Entry>,
     done: bool,
@@ -102,34 +103,43 @@ impl Harness {
                     iter,
                     options,
                     credits,
+                    bytes,
                 } => {
                     prop_assert!(credits <= self.window);
                     prop_assert!(
-                        u64::from(credits) <= self.sized_window(),
-                        "opened with {credits} credits, past the window in bytes"
+                        bytes <= self.window_bytes.max(1),
+                        "opened past the byte window"
                     );
                     let left = expected(&self.keys, &options).into();
                     let opened = LeaderIter {
                         left,
                         credits: u64::from(credits),
+                        bytes,
                     };
                     prop_assert!(self.leader.insert(iter, opened).is_none(), "opened twice");
                 }
-                ClientMessage::IterNext { iter, credits } => {
-                    let sized_window = self.sized_window();
+                ClientMessage::IterNext {
+                    iter,
+                    credits,
+                    bytes,
+                } => {
+                    let held = self.held.len() as u64;
+                    let held_bytes: u64 = self.held.iter().sum();
                     if let Some(open) = self.leader.get_mut(&iter) {
                         open.credits += u64::from(credits);
+                        open.bytes = open.bytes.saturating_add(bytes);
                         prop_assert!(
-                            open.credits <= u64::from(self.window),
-                            "granted past the window"
+                            credits == 0 || open.credits + held <= u64::from(self.window),
+                            "granted {credits}: {} on their way and {held} held, past the window",
+                            open.credits
                         );
                         prop_assert!(
-                            open.credits + self.held <= sized_window,
-                            "granted {credits}: {} on their way and {} held, past the window in \
-                             bytes (entries of {:?} bytes)",
-                            open.credits,
-                            self.held,
-                            self.entry_bytes
+                            bytes == 0
+                                || open.bytes.saturating_add(held_bytes)
+                                    <= self.window_bytes.max(1),
+                            "granted {bytes} bytes: {} on their way and {held_bytes} held, past \
+                             the byte window",
+                            open.bytes
                         );
                     }
                 }
@@ -140,16 +150,6 @@ impl Harness {
             }
         }
         Ok(())
-    }
-
-    /// The entries that fit the window in bytes at the entries' mean size (before any has
-    /// come, at most `UNSIZED_WINDOW`), written out apart from the cursor's.
-    fn sized_window(&self) -> u64 {
-        let window = u64::from(self.window);
-        match self.entry_bytes {
-            None => window.min(u64::from(party_proto::client::UNSIZED_WINDOW)),
-            Some(mean) => window.min(self.window_bytes / mean).max(1),
-        }
     }
 
     fn input(&mut self, input: ClientInput) -> Result<(), TestCaseError> {
@@ -163,25 +163,24 @@ impl Harness {
                 let Some(open) = self.leader.get_mut(&self.iter) else {
                     return Ok(());
                 };
-                let count = n.min(open.left.len()).min(open.credits as usize);
-                let entries: Vec<Entry> = open
-                    .left
-                    .drain(..count)
-                    .map(|key| Entry {
+                // As the leader's pulls: none after the entry that uses the bytes up.
+                let mut entries = Vec::new();
+                let mut sent_bytes = 0;
+                while entries.len() < n.min(open.credits as usize) && sent_bytes < open.bytes {
+                    let Some(key) = open.left.pop_front() else {
+                        break;
+                    };
+                    let entry = Entry {
                         value: value_of(&key),
                         key,
-                    })
-                    .collect();
-                open.credits -= count as u64;
-                self.held += count as u64;
-                if count > 0 {
-                    let bytes: u64 = entries.iter().map(Entry::len_bound).sum();
-                    let mean = bytes.div_ceil(count as u64);
-                    self.entry_bytes = Some(match self.entry_bytes {
-                        Some(before) => (before + mean) / 2,
-                        None => mean,
-                    });
+                    };
+                    sent_bytes += entry.len_bound();
+                    self.held.push_back(entry.len_bound());
+                    entries.push(entry);
                 }
+                let count = entries.len();
+                open.credits -= count as u64;
+                open.bytes = open.bytes.saturating_sub(sent_bytes);
                 let ended = open.left.is_empty();
                 if count > 0 {
                     let iter = self.iter;
@@ -200,7 +199,7 @@ impl Harness {
             Action::Take(n) if !self.done => match self.session.iter_take(self.iter, n) {
                 IterPoll::Entries(entries) => {
                     prop_assert!(!entries.is_empty() && entries.len() <= n);
-                    self.held -= entries.len() as u64;
+                    self.held.drain(..entries.len());
                     self.delivered.extend(entries);
                     self.drain()?;
                 }
@@ -214,7 +213,7 @@ impl Harness {
                 if !self.ended {
                     // Dropped, to be read again from the next leader (once the leader
                     // has ended the iteration, the session keeps what it holds).
-                    self.held = 0;
+                    self.held.clear();
                 }
                 self.input(ClientInput::Disconnected)?;
             }
@@ -266,9 +265,9 @@ proptest! {
             window,
             window_bytes,
             connected: false,
-            held: 0,
+            held: VecDeque::new(),
             ended: false,
-            entry_bytes: None,
+
             leader: HashMap::new(),
             delivered: Vec::new(),
             done: false,
@@ -327,14 +326,14 @@ fn without_retry_a_lost_connection_fails_the_iterator() {
     );
 }
 
-/// Big values get few credits, small ones the whole window: before any entry has come an
-/// iterator grants at most `UNSIZED_WINDOW`; after, as many entries as its window in bytes
-/// holds at their mean size.
+/// An iterator's window counts bytes as well as entries: big values use up the bytes, small
+/// ones the entries, and each grant, once the caller has taken half a window of either,
+/// fills both again.
 #[test]
-fn the_window_is_sized_by_the_entries_bytes() {
+fn the_window_counts_bytes_and_entries() {
     let config = ClientConfig {
         iter_window: 4096,
-        iter_window_bytes: 64 << 10,
+        iter_window_bytes: 128 << 10,
         ..ClientConfig::default()
     };
     let mut session = ClientSession::new(ClientId(5), config);
@@ -342,45 +341,47 @@ fn the_window_is_sized_by_the_entries_bytes() {
     let iter = session.open_iter(IterOptions::default());
     session.handle_input(now, ClientInput::Connected);
     session.handle_input(now, ClientInput::Message(welcome()));
-    let grants = |session: &mut ClientSession| -> Vec<u32> {
+    let grants = |session: &mut ClientSession| -> Vec<(u32, u64)> {
         std::iter::from_fn(|| session.poll_output())
             .filter_map(|output| match output {
-                ClientOutput::Send(ClientMessage::IterOpen { credits, .. })
-                | ClientOutput::Send(ClientMessage::IterNext { credits, .. }) => Some(credits),
+                ClientOutput::Send(ClientMessage::IterOpen { credits, bytes, .. })
+                | ClientOutput::Send(ClientMessage::IterNext { credits, bytes, .. }) => {
+                    Some((credits, bytes))
+                }
                 _ => None,
             })
             .collect()
     };
-    assert_eq!(grants(&mut session), [party_proto::client::UNSIZED_WINDOW]);
-    let send_and_take = |session: &mut ClientSession, count: usize, value_len: usize| {
+    assert_eq!(grants(&mut session), [(4096, 128 << 10)]);
+    let send_and_take = |session: &mut ClientSession, count: usize, value_len: usize| -> u64 {
         let entries: Vec<Entry> = (0..count)
             .map(|n| Entry {
                 key: format!("{n:08}").into_bytes(),
                 value: vec![b'v'; value_len],
             })
             .collect();
+        let bytes = entries.iter().map(Entry::len_bound).sum();
         let message = ServerMessage::IterData { iter, entries };
         session.handle_input(now, ClientInput::Message(message));
         assert!(matches!(
             session.iter_take(iter, usize::MAX),
             IterPoll::Entries(taken) if taken.len() == count
         ));
+        bytes
     };
-    // 4 KiB values: 64 KiB hold 15 of them (each a little over 4 KiB on the wire).
-    send_and_take(&mut session, 1024, 4096);
-    assert_eq!(grants(&mut session), [15]);
-    send_and_take(&mut session, 15, 4096);
-    assert_eq!(grants(&mut session), [15]);
-    // Entries without values bring the mean down, and the window up to what 64 KiB hold
-    // of them.
-    let tiny = Entry {
-        key: b"00000000".to_vec(),
-        value: Vec::new(),
-    };
-    let mut window = 15;
-    for _ in 0..40 {
-        send_and_take(&mut session, window as usize, 0);
-        window = grants(&mut session).first().copied().unwrap_or(0);
-    }
-    assert_eq!(u64::from(window), (64 << 10) / tiny.len_bound());
+    // 4 KiB values: the 32nd passes the 128 KiB (a pull may pass them by one entry).
+    // Taken, they are half the bytes and more: a grant of all the bytes, and 32 entries.
+    let big = send_and_take(&mut session, 32, 4096);
+    assert!(big > 128 << 10 && big - 4124 < 128 << 10, "{big} bytes");
+    assert_eq!(grants(&mut session), [(32, 128 << 10)]);
+    // Small entries: not half a window of either yet, no grant.
+    let small = send_and_take(&mut session, 10, 0);
+    assert_eq!(grants(&mut session), []);
+    // Half the entries: 2048 more, and the bytes they and the 10 before used.
+    let more = send_and_take(&mut session, 2038, 0);
+    assert!(
+        small + more < 64 << 10,
+        "entries, not bytes, come to half first"
+    );
+    assert_eq!(grants(&mut session), [(2048, small + more)]);
 }

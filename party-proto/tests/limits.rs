@@ -262,6 +262,7 @@ fn iterator_entries_are_cut_into_frames_that_fit_and_an_entry_too_big_fails_the_
         iter,
         options: IterOptions::default(),
         credits: 100,
+        bytes: u64::MAX,
     };
     server.handle_input(NOW, ServerInput::Message(open));
     let entry = |byte: u8, len: usize| Entry {

@@ -209,8 +209,9 @@ fn a_request_exactly_at_a_frame_limit_is_sent() {
     );
 }
 
-/// An iterator with a window of 8 asks for more only once what it holds (buffered, or
-/// granted and on its way) has fallen to half the window, and then for what tops it up.
+/// An iterator with a window of 8 asks for more only once the caller has taken half the
+/// window since it last asked, and then for what tops it up (entries of 22 bytes, far from
+/// half the default 4 MiB).
 #[test]
 fn an_iterator_grants_credits_at_half_its_window_and_closes_only_at_its_limit() {
     let config = ClientConfig {
@@ -239,23 +240,31 @@ fn an_iterator_grants_credits_at_half_its_window_and_closes_only_at_its_limit() 
         IterPoll::Entries(entries) => entries.len(),
         other => panic!("{other:?}"),
     };
-    // 5 in hand of a window of 8: more than half, nothing asked.
+    // 3 taken of a window of 8: less than half, nothing asked.
     assert_eq!(taken(&mut session, iter, 3), 3);
     assert_eq!(sent(&drain(&mut session)), []);
-    // 4 in hand: exactly half, so 4 more are asked for.
+    // 4 taken: half, so 4 more are asked for (4 entries are still buffered).
     assert_eq!(taken(&mut session, iter, 1), 1);
     assert_eq!(
         sent(&drain(&mut session)),
-        [ClientMessage::IterNext { iter, credits: 4 }]
+        [ClientMessage::IterNext {
+            iter,
+            credits: 4,
+            bytes: 88
+        }]
     );
-    // 3 buffered and 4 granted: 7 in hand.
+    // 1 taken since.
     assert_eq!(taken(&mut session, iter, 1), 1);
     assert_eq!(sent(&drain(&mut session)), []);
-    // The buffer emptied, the 4 granted still on their way: 4 more would overfill.
+    // 4 taken since: the buffer emptied, the 4 granted still on their way.
     assert_eq!(taken(&mut session, iter, 10), 3);
     assert_eq!(
         sent(&drain(&mut session)),
-        [ClientMessage::IterNext { iter, credits: 4 }],
+        [ClientMessage::IterNext {
+            iter,
+            credits: 4,
+            bytes: 88
+        }],
         "an empty buffer is not the end"
     );
     assert_eq!(session.iter_take(iter, 1), IterPoll::Pending);
@@ -306,6 +315,7 @@ const SERVER: ServerConfig = ServerConfig {
     max_iter_credits: 16,
     // One pull of every credit: these tests follow the credits and the limit.
     max_pull_entries: 16,
+    max_pull_bytes: u64::MAX,
     max_pulls_out: 1,
     max_frame_len: 1000,
     max_watches: 2,
@@ -420,6 +430,7 @@ fn serve_chunk(credits: u32, entries: Vec<Entry>) -> Vec<ServerOutput> {
         iter,
         options: IterOptions::default(),
         credits,
+        bytes: u64::MAX,
     };
     server.handle_input(NOW, ServerInput::Message(open));
     assert_eq!(
@@ -429,7 +440,11 @@ fn serve_chunk(credits: u32, entries: Vec<Entry>) -> Vec<ServerOutput> {
                 iter,
                 options: IterOptions::default()
             },
-            ServerOutput::IterPull { iter, max: credits }
+            ServerOutput::IterPull {
+                iter,
+                max: credits,
+                max_bytes: u64::MAX
+            }
         ]
     );
     server.handle_input(
@@ -512,6 +527,7 @@ fn a_chunk_that_uses_every_credit_and_exhausts_the_store_ends_the_iterator() {
             iter,
             options,
             credits,
+            bytes: u64::MAX,
         };
         server.handle_input(NOW, ServerInput::Message(open));
         outputs(&mut server);
@@ -529,7 +545,9 @@ fn a_chunk_that_uses_every_credit_and_exhausts_the_store_ends_the_iterator() {
                 data(&refs[..2]),
                 ServerOutput::IterPull {
                     iter,
-                    max: next_pull
+                    max: next_pull,
+                    // Less the two entries' 20 bytes each.
+                    max_bytes: u64::MAX - 40
                 }
             ],
             "limit {limit:?}, credits {credits}"

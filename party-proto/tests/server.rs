@@ -26,6 +26,8 @@ const CONFIG: ServerConfig = ServerConfig {
     max_iterators: 2,
     max_iter_credits: 6,
     max_pull_entries: 4,
+    // Two or three of the model store's entries (22 bytes each).
+    max_pull_bytes: 50,
     max_pulls_out: 2,
     max_frame_len: party_proto::wire::DEFAULT_MAX_FRAME_LEN,
     max_watches: 2,
@@ -36,8 +38,9 @@ const CONFIG: ServerConfig = ServerConfig {
 enum Action {
     Message(ClientMessage),
     Complete(u64, bool),
-    /// The store answers an outstanding pull with this many entries (possibly more than
-    /// asked, which the session must not pass on).
+    /// The store answers an outstanding pull with at most this many entries, within its
+    /// bytes (possibly more entries than asked: the session fails the iterator rather
+    /// than lose them).
     Chunk(u64, usize, bool),
     StoreFails(u64),
     BadFrame,
@@ -71,11 +74,12 @@ fn small_message() -> impl Strategy<Value = ClientMessage> {
             first_sent_ms: 0,
             op: WriteOp::Del { key },
         }),
-        2 => (0u64..4, iter_options(), 0u32..10).prop_map(|(iter, options, credits)| {
-            ClientMessage::IterOpen { iter: IterId(iter), options, credits }
+        2 => (0u64..4, iter_options(), 0u32..10, 0u64..200).prop_map(|(iter, options, credits, bytes)| {
+            ClientMessage::IterOpen { iter: IterId(iter), options, credits, bytes }
         }),
-        2 => (0u64..4, 0u32..10)
-            .prop_map(|(iter, credits)| ClientMessage::IterNext { iter: IterId(iter), credits }),
+        2 => (0u64..4, 0u32..10, 0u64..200).prop_map(|(iter, credits, bytes)| {
+            ClientMessage::IterNext { iter: IterId(iter), credits, bytes }
+        }),
         1 => (0u64..4).prop_map(|iter| ClientMessage::IterClose { iter: IterId(iter) }),
     ]
 }
@@ -92,6 +96,18 @@ fn action() -> impl Strategy<Value = Action> {
 }
 
 /// What the test has seen the session do, to judge each new output against.
+/// One open store iterator as the session must see it.
+struct Served {
+    /// Entries granted by the client (capped at 6) less those sent.
+    credits: u32,
+    /// Bytes granted less those sent, down to 0 (a pull may pass them by one entry).
+    bytes: u64,
+    options: IterOptions,
+    sent: u64,
+    /// The pulls out, oldest first: entries and bytes.
+    pulls: VecDeque<(u32, u64)>,
+}
+
 #[derive(Default)]
 struct Observed {
     /// The first hello: the one the session answers.
@@ -102,10 +118,11 @@ struct Observed {
     running: HashSet<RequestId>,
     /// Answers the store gave, to match against the replies.
     completed: HashMap<RequestId, Result<Response, ErrorCode>>,
-    /// Per open store iterator: credits granted by the client minus entries sent, the
-    /// options, and the pulls that are out, oldest first.
-    open: HashMap<IterId, (i64, IterOptions, VecDeque<u32>)>,
-    granted: HashMap<IterId, i64>,
+    /// The open store iterators.
+    open: HashMap<IterId, Served>,
+    /// What the client granted an iterator it opened: entries (capped at the leader's
+    /// `max_iter_credits`, 6) and bytes.
+    granted: HashMap<IterId, (u32, u64)>,
     /// Subscriptions with a read of the log out.
     watch_reads: HashSet<party_proto::WatchId>,
 }
@@ -150,9 +167,16 @@ fn check(session: &mut ServerSession, seen: &mut Observed) -> Result<(), TestCas
             ServerOutput::Send(ServerMessage::IterData { iter, entries }) => {
                 let open = seen.open.get_mut(&iter);
                 prop_assert!(open.is_some(), "data for an iterator that is not open");
-                let (credits, options, _) = open.unwrap();
-                *credits -= entries.len() as i64;
-                prop_assert!(*credits >= 0, "sent past the credits");
+                let served = open.unwrap();
+                prop_assert!(
+                    entries.len() as u32 <= served.credits,
+                    "sent past the credits"
+                );
+                served.credits -= entries.len() as u32;
+                served.sent += entries.len() as u64;
+                let bytes: u64 = entries.iter().map(Entry::len_bound).sum();
+                served.bytes = served.bytes.saturating_sub(bytes);
+                let options = &served.options;
                 if !options.values {
                     prop_assert!(entries.iter().all(|e| e.value.is_empty()));
                 }
@@ -164,25 +188,49 @@ fn check(session: &mut ServerSession, seen: &mut Observed) -> Result<(), TestCas
             }
             ServerOutput::IterOpen { iter, options } => {
                 prop_assert!(seen.open.len() < 2, "more iterators than allowed");
-                let granted = seen.granted.remove(&iter).unwrap_or(0);
-                seen.open.insert(iter, (granted, options, VecDeque::new()));
+                let (credits, bytes) = seen.granted.remove(&iter).unwrap_or((0, 0));
+                let served = Served {
+                    credits,
+                    bytes,
+                    options,
+                    sent: 0,
+                    pulls: VecDeque::new(),
+                };
+                seen.open.insert(iter, served);
             }
-            ServerOutput::IterPull { iter, max } => {
+            ServerOutput::IterPull {
+                iter,
+                max,
+                max_bytes,
+            } => {
                 let open = seen.open.get_mut(&iter);
                 prop_assert!(open.is_some(), "pull from an iterator that is not open");
-                let (credits, _, pulls) = open.unwrap();
-                prop_assert!(pulls.len() < 2, "more pulls out at once than allowed");
+                let served = open.unwrap();
+                prop_assert!(
+                    served.pulls.len() < 2,
+                    "more pulls out at once than allowed"
+                );
                 prop_assert!(
                     max > 0 && max <= 4,
                     "a pull of {max}, past max_pull_entries"
                 );
-                let asked: i64 = pulls.iter().copied().map(i64::from).sum();
-                prop_assert!(asked + i64::from(max) <= *credits, "pull past the credits");
                 prop_assert!(
-                    asked + i64::from(max) <= 6,
-                    "the leader holds more than max_iter_credits"
+                    max_bytes > 0 && max_bytes <= 50,
+                    "a pull of {max_bytes} bytes, past max_pull_bytes"
                 );
-                pulls.push_back(max);
+                let asked: u32 = served.pulls.iter().map(|(max, _)| max).sum();
+                let asked_bytes: u64 = served.pulls.iter().map(|(_, bytes)| bytes).sum();
+                prop_assert!(asked + max <= served.credits, "pull past the credits");
+                prop_assert!(
+                    asked_bytes + max_bytes <= served.bytes,
+                    "pull past the byte credits"
+                );
+                let left = served.options.limit.map(|limit| limit - served.sent);
+                prop_assert!(
+                    left.is_none_or(|left| u64::from(asked + max) <= left),
+                    "pull past the limit"
+                );
+                served.pulls.push_back((max, max_bytes));
             }
             ServerOutput::IterDrop { iter } => {
                 prop_assert!(
@@ -210,6 +258,26 @@ fn check(session: &mut ServerSession, seen: &mut Observed) -> Result<(), TestCas
             ServerOutput::Close(_) => seen.closed = true,
         }
     }
+    // Progress: an iterator of a live session has as many pulls out as allowed, or has
+    // asked for all its credits, bytes and limit allow.
+    for (iter, served) in seen.open.iter().filter(|_| !seen.closed) {
+        let asked: u32 = served.pulls.iter().map(|(max, _)| max).sum();
+        let asked_bytes: u64 = served.pulls.iter().map(|(_, bytes)| bytes).sum();
+        let left = served
+            .options
+            .limit
+            .map_or(u64::MAX, |limit| limit - served.sent);
+        prop_assert!(
+            served.pulls.len() == 2
+                || asked >= served.credits
+                || asked_bytes >= served.bytes
+                || u64::from(asked) >= left,
+            "{iter:?} waits with {} credits, {} bytes and {left} entries of its limit left, \
+             {asked} entries and {asked_bytes} bytes asked for",
+            served.credits,
+            served.bytes
+        );
+    }
     Ok(())
 }
 
@@ -229,12 +297,13 @@ proptest! {
                         ClientMessage::Hello(hello) => {
                             seen.hello.get_or_insert_with(|| hello.clone());
                         }
-                        ClientMessage::IterOpen { iter, credits, .. } if !seen.open.contains_key(iter) => {
-                            seen.granted.insert(*iter, i64::from(*credits));
+                        ClientMessage::IterOpen { iter, credits, bytes, .. } if !seen.open.contains_key(iter) => {
+                            seen.granted.insert(*iter, ((*credits).min(6), *bytes));
                         }
-                        ClientMessage::IterNext { iter, credits } => {
-                            if let Some((granted, ..)) = seen.open.get_mut(iter) {
-                                *granted += i64::from(*credits);
+                        ClientMessage::IterNext { iter, credits, bytes } => {
+                            if let Some(served) = seen.open.get_mut(iter) {
+                                served.credits = (served.credits + credits).min(6);
+                                served.bytes += bytes;
                             }
                         }
                         _ => {}
@@ -251,11 +320,20 @@ proptest! {
                 }
                 Action::Chunk(iter, n, exhausted) => {
                     let iter = IterId(iter);
-                    let out = seen.open.get_mut(&iter).and_then(|(_, _, pulls)| pulls.pop_front());
-                    out.map(|_| ServerInput::IterChunk {
-                        iter,
-                        entries: (0..n).map(|i| Entry { key: vec![i as u8], value: vec![1] }).collect(),
-                        exhausted,
+                    let out = seen.open.get_mut(&iter).and_then(|served| served.pulls.pop_front());
+                    out.map(|(_, max_bytes)| {
+                        // As the store reads: none after the entry that reaches the bytes.
+                        let mut entries = Vec::new();
+                        let mut bytes = 0;
+                        for i in 0..n {
+                            if bytes >= max_bytes {
+                                break;
+                            }
+                            let entry = Entry { key: vec![i as u8], value: vec![1] };
+                            bytes += entry.len_bound();
+                            entries.push(entry);
+                        }
+                        ServerInput::IterChunk { iter, entries, exhausted }
                     })
                 }
                 Action::StoreFails(iter) => Some(ServerInput::IterFailed {
@@ -321,6 +399,7 @@ fn a_stalled_reader_costs_the_leader_only_its_credits() {
             iter,
             options: IterOptions::default(),
             credits: 1000,
+            bytes: 1 << 20,
         }),
     );
     let mut pulled = 0u32;
@@ -428,26 +507,29 @@ fn a_read_behind_its_connections_write_is_marked_to_wait_for_it() {
 }
 
 /// The store reads an iterator's next entries while the ones before are on their way: up
-/// to `max_pulls_out` pulls of at most `max_pull_entries` are out at once, the next asked
-/// for as each chunk comes back, all within the credits; a chunk never passes its pull.
+/// to `max_pulls_out` pulls of at most `max_pull_entries` (and `max_pull_bytes`) are out at
+/// once, the next asked for as each chunk comes back, all within the credits; a chunk longer
+/// than its pull fails the iterator rather than lose what the store read past it.
 #[test]
 fn pulls_overlap_within_the_credits() {
     let mut session = greeted();
     let now = Timestamp::ZERO;
     let iter = IterId(0);
-    let outputs = |session: &mut ServerSession| -> (Vec<u32>, Vec<usize>) {
-        let (mut pulls, mut sent) = (Vec::new(), Vec::new());
+    let outputs = |session: &mut ServerSession| -> (Vec<(u32, u64)>, Vec<usize>, bool) {
+        let (mut pulls, mut sent, mut failed) = (Vec::new(), Vec::new(), false);
         while let Some(output) = session.poll_output() {
             match output {
-                ServerOutput::IterPull { max, .. } => pulls.push(max),
+                ServerOutput::IterPull { max, max_bytes, .. } => pulls.push((max, max_bytes)),
                 ServerOutput::Send(ServerMessage::IterData { entries, .. }) => {
                     sent.push(entries.len())
                 }
+                ServerOutput::Send(ServerMessage::IterFailed { .. }) => failed = true,
                 _ => {}
             }
         }
-        (pulls, sent)
+        (pulls, sent, failed)
     };
+    // Entries of 21 bytes (Entry::len_bound).
     let chunk = |len: usize| ServerInput::IterChunk {
         iter,
         entries: (0..len)
@@ -463,29 +545,101 @@ fn pulls_overlap_within_the_credits() {
         iter,
         options: IterOptions::default(),
         credits: 6,
+        bytes: 1000,
     };
     session.handle_input(now, ServerInput::Message(open));
     assert_eq!(
         outputs(&mut session),
-        (vec![4, 2], vec![]),
-        "two pulls out at once, the first of max_pull_entries, the second of the rest"
+        (vec![(4, 50), (2, 50)], vec![], false),
+        "two pulls out at once, of max_pull_entries and max_pull_bytes, then of the rest"
     );
-    session.handle_input(now, chunk(5));
+    session.handle_input(now, chunk(3));
     assert_eq!(
         outputs(&mut session),
-        (vec![], vec![4]),
-        "of a chunk longer than its pull, only what the pull asked for; \
-         and every credit left is asked for already"
+        (vec![(1, 50)], vec![3], false),
+        "a chunk short of its pull (its bytes reached): the credit it left is asked for"
     );
-    let more = ClientMessage::IterNext { iter, credits: 5 };
+    let more = ClientMessage::IterNext {
+        iter,
+        credits: 5,
+        bytes: 0,
+    };
     session.handle_input(now, ServerInput::Message(more));
     assert_eq!(
         outputs(&mut session),
-        (vec![4], vec![]),
-        "7 credits, capped at 6, of which the pull out asked for 2"
+        (vec![], vec![], false),
+        "two pulls out"
     );
     session.handle_input(now, chunk(2));
-    assert_eq!(outputs(&mut session), (vec![], vec![2]));
-    session.handle_input(now, chunk(4));
-    assert_eq!(outputs(&mut session), (vec![], vec![4]));
+    assert_eq!(
+        outputs(&mut session),
+        (vec![(3, 50)], vec![2], false),
+        "6 credits (8, capped), 2 sent since and 1 asked for: 3 more"
+    );
+    session.handle_input(now, chunk(2));
+    assert_eq!(
+        outputs(&mut session),
+        (vec![], vec![], true),
+        "a pull of 1 answered with 2 entries: the iterator fails"
+    );
+}
+
+/// Bytes bound an iterator as its entries do: a follower that granted few bytes gets no
+/// more than them, and the one entry that crosses them.
+#[test]
+fn pulls_stay_within_the_byte_credits() {
+    let mut session = greeted();
+    let now = Timestamp::ZERO;
+    let iter = IterId(0);
+    let pulls = |session: &mut ServerSession| -> Vec<(u32, u64)> {
+        std::iter::from_fn(|| session.poll_output())
+            .filter_map(|output| match output {
+                ServerOutput::IterPull { max, max_bytes, .. } => Some((max, max_bytes)),
+                _ => None,
+            })
+            .collect()
+    };
+    pulls(&mut session);
+    let open = ClientMessage::IterOpen {
+        iter,
+        options: IterOptions::default(),
+        credits: 6,
+        bytes: 70,
+    };
+    session.handle_input(now, ServerInput::Message(open));
+    assert_eq!(pulls(&mut session), [(4, 50), (2, 20)]);
+    // 60 bytes for the first pull (of 50), 21 for the second (of 20): 70 granted, 81 sent.
+    let entry = |len: usize| Entry {
+        key: vec![1],
+        value: vec![0; len],
+    };
+    let first = ServerInput::IterChunk {
+        iter,
+        entries: vec![entry(9), entry(9)],
+        exhausted: false,
+    };
+    session.handle_input(now, first);
+    assert_eq!(pulls(&mut session), [], "no bytes left to ask for");
+    let second = ServerInput::IterChunk {
+        iter,
+        entries: vec![entry(0)],
+        exhausted: false,
+    };
+    session.handle_input(now, second);
+    assert_eq!(
+        pulls(&mut session),
+        [],
+        "the bytes are used up, and then some"
+    );
+    let more = ClientMessage::IterNext {
+        iter,
+        credits: 0,
+        bytes: 30,
+    };
+    session.handle_input(now, ServerInput::Message(more));
+    assert_eq!(
+        pulls(&mut session),
+        [(3, 30)],
+        "what was sent past the bytes is not owed back"
+    );
 }

@@ -811,8 +811,10 @@ impl World {
             store: store.into(),
             max_iter_credits: 8,
             // By term (not drawn, which would move every later draw): pulls of 1 to 3
-            // entries, 1 to 3 out at once, against windows of 1 to 12.
+            // entries, of a few small entries' bytes or not bounded by them, 1 to 3 out at
+            // once, against windows of 1 to 12.
             max_pull_entries: 1 + (term % 3) as u32,
+            max_pull_bytes: [u64::MAX, 12, 30][(term / 3 % 3) as usize],
             max_pulls_out: 1 + ((term + 1) % 3) as u32,
             max_frame_len: self.frame_limit(),
             ..ServerConfig::default()

@@ -38,24 +38,6 @@ enum Status {
     Failed(ErrorCode),
 }
 
-/// The credits to grant the leader of a stream with `window` (entries of an iterator,
-/// groups of a subscription) once what the caller has not taken (`held`) and what the
-/// leader may still send (`credits`) have fallen to half of it: as many as fill it again.
-pub(crate) fn refill(window: u32, credits: &mut u32, held: usize) -> Option<u32> {
-    let in_hand = *credits as usize + held;
-    let window = window as usize;
-    if in_hand > window / 2 {
-        return None;
-    }
-    let grant = u32::try_from(window - in_hand).unwrap_or(u32::MAX);
-    *credits += grant;
-    Some(grant)
-}
-
-/// The most entries an iterator grants before any has come and told their size: as many
-/// as a window held before windows were sized in bytes too.
-pub const UNSIZED_WINDOW: u32 = 1024;
-
 #[derive(serde::Serialize, serde::Deserialize, Debug)]
 pub(crate) struct Cursor {
     options: IterOptions,
@@ -64,17 +46,22 @@ pub(crate) struct Cursor {
     /// How many entries the leader may send without asking on the current opening: the
     /// wanted window, cut to what the leader allows. The buffer never holds more.
     window: u32,
-    /// About how many bytes of entries may be buffered or on their way: see
-    /// [`Cursor::sized_window`].
+    /// How many bytes of entries ([`Entry::len_bound`]) may be buffered or on their way
+    /// at once, but for the one entry a pull may pass its bytes by.
     window_bytes: u64,
-    /// The entries' recent mean size ([`Entry::len_bound`]), once some have come: each
-    /// message's mean counts for half, so the window follows entries that grow or shrink.
-    entry_bytes: Option<u64>,
     delivered: u64,
     last_key: Option<Vec<u8>>,
     buffer: VecDeque<Entry>,
+    /// The bytes of the entries in the buffer.
+    buffered_bytes: u64,
     /// Entries the leader may still send on the current opening.
     credits: u32,
+    /// Bytes of entries the leader may still send on the current opening.
+    credit_bytes: u64,
+    /// What the caller has taken since the last grant, entries and bytes: the next grant
+    /// comes once it is half a window of either.
+    taken: u32,
+    taken_bytes: u64,
     /// The commit the first opening's snapshot was taken after.
     at: Option<crate::feed::CommitSeq>,
     status: Status,
@@ -83,6 +70,7 @@ pub(crate) struct Cursor {
 
 impl Cursor {
     pub(crate) fn new(options: IterOptions, window: u32, window_bytes: u64) -> Self {
+        let window_bytes = window_bytes.max(1);
         let status = if options.limit == Some(0) {
             Status::Ended
         } else {
@@ -93,11 +81,14 @@ impl Cursor {
             wanted_window: window.max(1),
             window: window.max(1),
             window_bytes,
-            entry_bytes: None,
             delivered: 0,
             last_key: None,
             buffer: VecDeque::new(),
+            buffered_bytes: 0,
             credits: 0,
+            credit_bytes: 0,
+            taken: 0,
+            taken_bytes: 0,
             at: None,
             status,
             bugs: crate::bugs::Bugs::default(),
@@ -139,11 +130,14 @@ impl Cursor {
         };
         self.status = Status::Open;
         self.window = self.wanted_window.min(credit_cap).max(1);
-        self.credits = self.sized_window();
+        self.credits = self.window;
+        self.credit_bytes = self.window_bytes;
+        (self.taken, self.taken_bytes) = (0, 0);
         Some(ClientMessage::IterOpen {
             iter,
             options,
             credits: self.credits,
+            bytes: self.credit_bytes,
         })
     }
 
@@ -173,7 +167,9 @@ impl Cursor {
         }
         if retry {
             self.buffer.clear();
+            self.buffered_bytes = 0;
             self.credits = 0;
+            self.credit_bytes = 0;
             self.status = Status::Unopened;
         } else {
             self.fail(ErrorCode::ConnectionLost);
@@ -182,24 +178,12 @@ impl Cursor {
 
     pub(crate) fn receive(&mut self, entries: Vec<Entry>) {
         let count = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+        let bytes: u64 = entries.iter().map(Entry::len_bound).sum();
         self.credits = self.credits.saturating_sub(count);
-        if !entries.is_empty() {
-            let bytes: u64 = entries.iter().map(Entry::len_bound).sum();
-            let mean = bytes.div_ceil(entries.len() as u64);
-            self.entry_bytes = Some(self.entry_bytes.map_or(mean, |before| (before + mean) / 2));
-        }
+        // A pull may pass the bytes by one entry: the credit is then used up.
+        self.credit_bytes = self.credit_bytes.saturating_sub(bytes);
+        self.buffered_bytes = self.buffered_bytes.saturating_add(bytes);
         self.buffer.extend(entries);
-    }
-
-    /// The window in entries that the byte window holds at the entries' recent mean size:
-    /// big values get few credits, small ones the whole window. Before any entry has come,
-    /// at most [`UNSIZED_WINDOW`].
-    fn sized_window(&self) -> u32 {
-        let Some(mean) = self.entry_bytes else {
-            return self.window.min(UNSIZED_WINDOW);
-        };
-        let fits = u32::try_from(self.window_bytes / mean.max(1)).unwrap_or(u32::MAX);
-        self.window.min(fits).max(1)
     }
 
     pub(crate) fn end(&mut self) {
@@ -210,12 +194,13 @@ impl Cursor {
 
     pub(crate) fn fail(&mut self, error: ErrorCode) {
         self.buffer.clear();
+        self.buffered_bytes = 0;
         self.status = Status::Failed(error);
     }
 
-    /// Hands up to `max` entries to the caller, and the credits to grant the leader, if the
-    /// buffer and the outstanding credits have fallen to half the window.
-    pub(crate) fn take(&mut self, max: usize) -> (IterPoll, Option<u32>) {
+    /// Hands up to `max` entries to the caller, and the credits (entries, bytes) to grant
+    /// the leader once the caller has taken half a window of either since the last grant.
+    pub(crate) fn take(&mut self, max: usize) -> (IterPoll, Option<(u32, u64)>) {
         if let Status::Failed(error) = &self.status {
             return (IterPoll::Failed(error.clone()), None);
         }
@@ -232,6 +217,10 @@ impl Cursor {
             return (poll, None);
         }
         let mut entries: Vec<Entry> = self.buffer.drain(..count).collect();
+        let bytes: u64 = entries.iter().map(Entry::len_bound).sum();
+        self.buffered_bytes = self.buffered_bytes.saturating_sub(bytes);
+        self.taken = self.taken.saturating_add(count as u32);
+        self.taken_bytes = self.taken_bytes.saturating_add(bytes);
         self.delivered += count as u64;
         self.last_key = entries.last().map(|entry| entry.key.clone());
         if !self.options.keys || !self.options.values {
@@ -247,11 +236,26 @@ impl Cursor {
         (IterPoll::Entries(entries), self.credits_to_grant())
     }
 
-    fn credits_to_grant(&mut self) -> Option<u32> {
+    /// As many entries and bytes as fill the window again, once the caller has taken half
+    /// of it in entries or in bytes since the last grant: the leader, which runs out of
+    /// either, never waits for less than half a window, and is never left with neither.
+    fn credits_to_grant(&mut self) -> Option<(u32, u64)> {
         if !self.is_open() {
             return None;
         }
-        refill(self.sized_window(), &mut self.credits, self.buffer.len())
+        let half_taken = u64::from(self.taken) * 2 >= u64::from(self.window)
+            || self.taken_bytes.saturating_mul(2) >= self.window_bytes;
+        if !half_taken {
+            return None;
+        }
+        (self.taken, self.taken_bytes) = (0, 0);
+        let held = self.credits as usize + self.buffer.len();
+        let grant = u32::try_from((self.window as usize).saturating_sub(held)).unwrap_or(0);
+        let held_bytes = self.credit_bytes.saturating_add(self.buffered_bytes);
+        let grant_bytes = self.window_bytes.saturating_sub(held_bytes);
+        self.credits += grant;
+        self.credit_bytes += grant_bytes;
+        (grant > 0 || grant_bytes > 0).then_some((grant, grant_bytes))
     }
 
     /// Still to be opened, or open: neither ended nor failed.

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use cursor::Cursor;
-pub use cursor::{IterPoll, UNSIZED_WINDOW};
+pub use cursor::IterPoll;
 use pending::{PendingTable, RequestOp};
 use subscription::Subscription;
 pub use subscription::{WatchEvent, WatchPoll};
@@ -45,10 +45,9 @@ pub struct ClientConfig {
     /// How many entries an iterator may have buffered or on their way at once (at most
     /// what the leader allows, [`LeaderLimits::max_iter_credits`]).
     pub iter_window: u32,
-    /// About how many bytes of entries an iterator may have buffered or on their way at
-    /// once: once its first entries have come, its window holds no more entries than this
-    /// many bytes of entries of their mean size (and at least one). Before, it grants at
-    /// most [`UNSIZED_WINDOW`] entries.
+    /// How many bytes of entries ([`crate::wire::Entry::len_bound`]) an iterator may have
+    /// buffered or on their way at once, but for one entry per pull of the leader's (an
+    /// entry bigger than the window still comes, alone).
     pub iter_window_bytes: u64,
     /// How many committed groups a change feed subscription may have waiting for the
     /// caller or on their way at once (at most what the leader allows,
@@ -265,8 +264,12 @@ impl ClientSession {
         let (poll, grant) = cursor.take(max);
         let open_here = welcomed && cursor.is_open();
         let finished = cursor.is_finished();
-        if let (Some(credits), true, false) = (grant, open_here, finished) {
-            self.send(ClientMessage::IterNext { iter, credits });
+        if let (Some((credits, bytes)), true, false) = (grant, open_here, finished) {
+            self.send(ClientMessage::IterNext {
+                iter,
+                credits,
+                bytes,
+            });
         }
         if matches!(poll, IterPoll::Done | IterPoll::Failed(_)) {
             self.cursors.remove(&iter);

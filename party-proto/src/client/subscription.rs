@@ -219,6 +219,20 @@ impl Subscription {
         if !self.is_open() {
             return None;
         }
-        super::cursor::refill(self.window, &mut self.credits, self.ready.len())
+        refill(self.window, &mut self.credits, self.ready.len())
     }
+}
+
+/// The credits to grant the leader of a subscription with `window` groups once what the
+/// caller has not taken (`held`) and what the leader may still send (`credits`) have
+/// fallen to half of it: as many as fill it again.
+fn refill(window: u32, credits: &mut u32, held: usize) -> Option<u32> {
+    let in_hand = *credits as usize + held;
+    let window = window as usize;
+    if in_hand > window / 2 {
+        return None;
+    }
+    let grant = u32::try_from(window - in_hand).unwrap_or(u32::MAX);
+    *credits += grant;
+    Some(grant)
 }

@@ -32,14 +32,22 @@ pub enum ClientMessage {
         first_sent_ms: u64,
         op: WriteOp,
     },
-    /// Opens an iterator and grants it `credits` entries.
+    /// Opens an iterator and grants it `credits` entries and `bytes` bytes of entries
+    /// ([`Entry::len_bound`]; a pull may pass them by one entry, so that an entry bigger
+    /// than the window still comes).
     IterOpen {
         iter: IterId,
         options: IterOptions,
         credits: u32,
+        bytes: u64,
     },
-    /// Lets the leader send `credits` more entries of an open iterator.
-    IterNext { iter: IterId, credits: u32 },
+    /// Lets the leader send `credits` more entries and `bytes` more bytes of entries of
+    /// an open iterator.
+    IterNext {
+        iter: IterId,
+        credits: u32,
+        bytes: u64,
+    },
     /// The caller is done with an iterator; the leader drops it without answering.
     IterClose { iter: IterId },
     /// Subscribes to the changes of `range` in the groups committed from `from` on (`None`:

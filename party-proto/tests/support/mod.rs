@@ -156,16 +156,20 @@ pub fn client_message() -> impl Strategy<Value = ClientMessage> {
                 op,
             }
         }),
-        (any::<u64>(), iter_options(), any::<u32>()).prop_map(|(iter, options, credits)| {
-            ClientMessage::IterOpen {
+        (any::<u64>(), iter_options(), any::<u32>(), any::<u64>()).prop_map(
+            |(iter, options, credits, bytes)| ClientMessage::IterOpen {
                 iter: IterId(iter),
                 options,
                 credits,
+                bytes,
             }
-        }),
-        (any::<u64>(), any::<u32>()).prop_map(|(iter, credits)| ClientMessage::IterNext {
-            iter: IterId(iter),
-            credits
+        ),
+        (any::<u64>(), any::<u32>(), any::<u64>()).prop_map(|(iter, credits, bytes)| {
+            ClientMessage::IterNext {
+                iter: IterId(iter),
+                credits,
+                bytes,
+            }
         }),
         any::<u64>().prop_map(|iter| ClientMessage::IterClose { iter: IterId(iter) }),
         (

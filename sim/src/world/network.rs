@@ -287,6 +287,7 @@ impl World {
             if let Some(leading) = &mut p.leading {
                 leading.sessions.remove(&conn);
                 leading.iters.retain(|(c, _), _| *c != conn);
+                leading.chunks_due.retain(|(c, _), _| *c != conn);
                 if leading.draining && leading.sessions.is_empty() {
                     return self.drained(process);
                 }

@@ -537,7 +537,11 @@ impl World {
                     None => return,
                 }
             }
-            ServerOutput::IterPull { iter, max } => {
+            ServerOutput::IterPull {
+                iter,
+                max,
+                max_bytes,
+            } => {
                 if !self.write_queued(process) {
                     return;
                 }
@@ -548,8 +552,12 @@ impl World {
                     return;
                 };
                 let (entries, exhausted) = chunks
-                    .next_chunk(max as usize)
+                    .next_chunk(max as usize, max_bytes)
                     .expect("the memory store cannot fail");
+                if exhausted {
+                    // As party-core's scan thread: the pulls after this one go unanswered.
+                    leading.iters.remove(&(conn, iter));
+                }
                 let chunk = ServerInput::IterChunk {
                     iter,
                     entries,
