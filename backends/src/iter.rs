@@ -13,6 +13,8 @@ pub struct Chunks {
     inner: EntryIter,
     remaining: Option<u64>,
     exhausted: bool,
+    /// Keep the values (or drop them as they are read, for an iteration of keys alone).
+    values: bool,
 }
 
 impl std::fmt::Debug for Chunks {
@@ -30,7 +32,15 @@ impl Chunks {
             inner,
             exhausted: limit == Some(0),
             remaining: limit,
+            values: true,
         }
+    }
+
+    /// Reads the values too (the default), or drops them as it reads: an iteration of keys
+    /// alone then counts only the keys against a chunk's bytes.
+    pub fn with_values(mut self, values: bool) -> Self {
+        self.values = values;
+        self
     }
 
     /// Up to `max` next entries, none after the one that brings their bytes
@@ -49,7 +59,10 @@ impl Chunks {
         while !self.exhausted && entries.len() < allowed && bytes < max_bytes {
             match self.inner.next() {
                 Some(entry) => {
-                    let entry = entry?;
+                    let mut entry = entry?;
+                    if !self.values {
+                        entry.value = Vec::new();
+                    }
                     bytes = bytes.saturating_add(entry.len_bound());
                     entries.push(entry);
                 }
@@ -100,5 +113,20 @@ mod tests {
         assert_eq!((lens(&chunk), exhausted), (vec![100], false));
         let (chunk, exhausted) = chunks.next_chunk(10, u64::MAX).unwrap();
         assert_eq!((lens(&chunk), exhausted), (vec![6], true));
+    }
+
+    /// Keys alone: the values, dropped as they are read, count for nothing; and the
+    /// limit ends the iteration whatever the bytes.
+    #[test]
+    fn keys_alone_count_only_their_bytes_and_the_limit_still_ends_it() {
+        // Keys alone count 21 bytes (Entry::len_bound).
+        let mut chunks = entries(&[100, 100, 100, 100]).with_values(false);
+        let (chunk, exhausted) = chunks.next_chunk(10, 42).unwrap();
+        assert_eq!((lens(&chunk), exhausted), (vec![0, 0], false));
+        let mut chunks = Chunks::new(entries(&[6, 6, 6]).inner, Some(2));
+        let (chunk, exhausted) = chunks.next_chunk(10, 1).unwrap();
+        assert_eq!((lens(&chunk), exhausted), (vec![6], false));
+        let (chunk, exhausted) = chunks.next_chunk(10, u64::MAX).unwrap();
+        assert_eq!((lens(&chunk), exhausted), (vec![6], true), "the limit of 2");
     }
 }

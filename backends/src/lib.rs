@@ -181,7 +181,7 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// An iterator for `options`, read in chunks up to its limit.
     fn chunks(&self, options: &IterOptions) -> Result<Chunks, BackendError> {
         let entries = self.iter(&options.range, options.reverse)?;
-        Ok(Chunks::new(entries, options.limit))
+        Ok(Chunks::new(entries, options.limit).with_values(options.values))
     }
 }
 

@@ -27,10 +27,10 @@ pub struct Options {
     /// How many entries an iterator may have buffered or on their way at once (the
     /// leader allows at most 4096).
     pub iter_window: u32,
-    /// How many bytes of entries (keys and values, and a few bytes each) an iterator may
-    /// have buffered or on their way at once, but for one entry per pull of the leader's
-    /// (which reads at most 1 MiB at a time, and four pulls ahead): an entry bigger than
-    /// the window still comes, alone.
+    /// How many bytes of entries (keys and values, and ~20 bytes each) an iterator may
+    /// have buffered or on their way at once, but for one entry per pull the leader has
+    /// out (it reads at most 1 MiB a pull, four pulls ahead): a pull passes its bytes by the
+    /// entry that crosses them, so that an entry bigger than the window still comes.
     pub iter_window_bytes: u64,
     /// What this handle allows while it leads, and the largest message it sends. All
     /// processes of one data directory should use the same.

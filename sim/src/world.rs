@@ -602,8 +602,8 @@ impl World {
                 retry,
                 request_timeout,
                 iter_window,
-                // By process, as the clock below: windows of a few small entries' bytes
-                // (sized once the first entries have come), or of entries alone.
+                // By process, as the clock below: byte windows of a few small entries, or
+                // windows of entries alone.
                 iter_window_bytes: [u64::MAX, 64, 24][process % 3],
                 watch_window,
                 max_frame_len: self.frame_limit(),

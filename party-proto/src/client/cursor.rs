@@ -47,7 +47,7 @@ pub(crate) struct Cursor {
     /// wanted window, cut to what the leader allows. The buffer never holds more.
     window: u32,
     /// How many bytes of entries ([`Entry::len_bound`]) may be buffered or on their way
-    /// at once, but for the one entry a pull may pass its bytes by.
+    /// at once, but for the one entry each pull out may pass its bytes by.
     window_bytes: u64,
     delivered: u64,
     last_key: Option<Vec<u8>>,
@@ -56,8 +56,9 @@ pub(crate) struct Cursor {
     buffered_bytes: u64,
     /// Entries the leader may still send on the current opening.
     credits: u32,
-    /// Bytes of entries the leader may still send on the current opening.
-    credit_bytes: u64,
+    /// Bytes of entries the leader may still send on the current opening: below zero when
+    /// a pull passed them by its last entry, as the leader counts them.
+    credit_bytes: i128,
     /// What the caller has taken since the last grant, entries and bytes: the next grant
     /// comes once it is half a window of either.
     taken: u32,
@@ -131,13 +132,13 @@ impl Cursor {
         self.status = Status::Open;
         self.window = self.wanted_window.min(credit_cap).max(1);
         self.credits = self.window;
-        self.credit_bytes = self.window_bytes;
+        self.credit_bytes = i128::from(self.window_bytes);
         (self.taken, self.taken_bytes) = (0, 0);
         Some(ClientMessage::IterOpen {
             iter,
             options,
             credits: self.credits,
-            bytes: self.credit_bytes,
+            bytes: self.window_bytes,
         })
     }
 
@@ -180,8 +181,7 @@ impl Cursor {
         let count = u32::try_from(entries.len()).unwrap_or(u32::MAX);
         let bytes: u64 = entries.iter().map(Entry::len_bound).sum();
         self.credits = self.credits.saturating_sub(count);
-        // A pull may pass the bytes by one entry: the credit is then used up.
-        self.credit_bytes = self.credit_bytes.saturating_sub(bytes);
+        self.credit_bytes -= i128::from(bytes);
         self.buffered_bytes = self.buffered_bytes.saturating_add(bytes);
         self.buffer.extend(entries);
     }
@@ -251,10 +251,10 @@ impl Cursor {
         (self.taken, self.taken_bytes) = (0, 0);
         let held = self.credits as usize + self.buffer.len();
         let grant = u32::try_from((self.window as usize).saturating_sub(held)).unwrap_or(0);
-        let held_bytes = self.credit_bytes.saturating_add(self.buffered_bytes);
-        let grant_bytes = self.window_bytes.saturating_sub(held_bytes);
+        let held_bytes = self.credit_bytes + i128::from(self.buffered_bytes);
+        let grant_bytes = (i128::from(self.window_bytes) - held_bytes).max(0) as u64;
         self.credits += grant;
-        self.credit_bytes += grant_bytes;
+        self.credit_bytes += i128::from(grant_bytes);
         (grant > 0 || grant_bytes > 0).then_some((grant, grant_bytes))
     }
 

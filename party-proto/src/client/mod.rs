@@ -46,8 +46,9 @@ pub struct ClientConfig {
     /// what the leader allows, [`LeaderLimits::max_iter_credits`]).
     pub iter_window: u32,
     /// How many bytes of entries ([`crate::wire::Entry::len_bound`]) an iterator may have
-    /// buffered or on their way at once, but for one entry per pull of the leader's (an
-    /// entry bigger than the window still comes, alone).
+    /// buffered or on their way at once, but for one entry per pull the leader has out
+    /// (`ServerConfig::max_pulls_out`, 4): a pull passes its bytes by the entry that
+    /// crosses them, so that an entry bigger than the window still comes.
     pub iter_window_bytes: u64,
     /// How many committed groups a change feed subscription may have waiting for the
     /// caller or on their way at once (at most what the leader allows,

@@ -3,10 +3,13 @@
 //! feed subscriptions ([`super::subscriptions`]).
 //!
 //! The session never holds entries of its own: it asks the driver to pull at most as many
-//! entries from a store iterator as the follower has granted credits for, in a few pulls out
-//! at once so that the store reads while the entries before are on their way, and passes
-//! them on as they come, so a slow or stalled follower costs the leader at most its credits
-//! (capped by [`ServerConfig::max_iter_credits`]) per iterator.
+//! entries, and bytes of them, from a store iterator as the follower has granted credits
+//! for, in a few pulls out at once so that the store reads while the entries before are on
+//! their way, and passes them on as they come, so a slow or stalled follower costs the
+//! leader at most its credits per iterator: entries (capped by
+//! [`ServerConfig::max_iter_credits`]) and bytes (not capped: a follower that grants
+//! unbounded bytes is bounded by its entries), and the one entry each pull out may pass its
+//! bytes by.
 //!
 //! Driver contract: carry out [`ServerOutput::Write`]s of one connection in the order they
 //! are emitted (writes of one client must reach the dedup table in sequence order), answer
@@ -193,8 +196,10 @@ struct ServedIter {
     values: bool,
     /// Entries the follower has granted and not yet been sent.
     credits: u32,
-    /// Bytes of entries the follower has granted and not yet been sent.
-    credit_bytes: u64,
+    /// Bytes of entries the follower has granted less those sent: below zero when a pull
+    /// passed them by its last entry, owed back from the next grant (the follower counts
+    /// alike, in whatever order a grant and the entries cross).
+    credit_bytes: i128,
     /// What each pull out asked for, entries and bytes, oldest first: their chunks come
     /// back in that order.
     pulls: VecDeque<(u32, u64)>,
@@ -402,7 +407,7 @@ impl ServerSession {
                         .credits
                         .saturating_add(credits)
                         .min(self.config.max_iter_credits);
-                    served.credit_bytes = served.credit_bytes.saturating_add(bytes);
+                    served.credit_bytes += i128::from(bytes);
                     self.pull(iter);
                 }
                 // It may have ended while the credits were on their way; the follower
@@ -504,7 +509,7 @@ impl ServerSession {
         let served = ServedIter {
             values: options.values,
             credits: credits.min(self.config.max_iter_credits),
-            credit_bytes: bytes,
+            credit_bytes: i128::from(bytes),
             pulls: VecDeque::new(),
             remaining: options.limit,
         };
@@ -522,7 +527,7 @@ impl ServerSession {
             return;
         };
         let mut asked: u64 = served.pulls.iter().map(|(max, _)| u64::from(*max)).sum();
-        let mut asked_bytes: u64 = served.pulls.iter().map(|(_, bytes)| *bytes).sum();
+        let mut asked_bytes: i128 = served.pulls.iter().map(|(_, b)| i128::from(*b)).sum();
         while served.pulls.len() < self.config.max_pulls_out.max(1) as usize {
             let allowed = served
                 .remaining
@@ -530,15 +535,14 @@ impl ServerSession {
                 .min(u64::from(served.credits))
                 .saturating_sub(asked);
             let max = allowed.min(u64::from(self.config.max_pull_entries.max(1))) as u32;
-            let max_bytes = served
-                .credit_bytes
-                .saturating_sub(asked_bytes)
-                .min(self.config.max_pull_bytes.max(1));
+            let max_bytes = (served.credit_bytes - asked_bytes)
+                .clamp(0, i128::from(self.config.max_pull_bytes.max(1)))
+                as u64;
             if max == 0 || max_bytes == 0 {
                 return;
             }
             asked += u64::from(max);
-            asked_bytes += max_bytes;
+            asked_bytes += i128::from(max_bytes);
             served.pulls.push_back((max, max_bytes));
             self.outputs.push_back(ServerOutput::IterPull {
                 iter,
@@ -581,7 +585,7 @@ impl ServerSession {
         }
         // As the follower counts them, as they arrive.
         let bytes: u64 = entries.iter().map(Entry::len_bound).sum();
-        served.credit_bytes = served.credit_bytes.saturating_sub(bytes);
+        served.credit_bytes -= i128::from(bytes);
         let finished = exhausted || served.remaining == Some(0);
         if let Err(error) = self.send_entries(iter, entries) {
             self.iters.remove(&iter);
