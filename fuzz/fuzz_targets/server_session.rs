@@ -3,7 +3,7 @@
 //! never panic, and never send an iterator more entries than it was granted.
 #![no_main]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
@@ -26,7 +26,11 @@ fuzz_target!(|data: &[u8]| {
     let mut session = ServerSession::new(now, config);
     let mut stream = Vec::new();
     if first & 1 == 1 {
-        let hello = ClientMessage::Hello(Hello { protocol: ProtocolId::CURRENT, client_id: ClientId(1) });
+        let hello = ClientMessage::Hello(Hello {
+            protocol: ProtocolId::CURRENT,
+            client_id: ClientId(1),
+            store: "fjall".into(),
+        });
         encode_frame(&hello, 1 << 20, &mut stream).expect("a hello encodes");
     }
     stream.extend_from_slice(bytes);
@@ -40,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
                     ClientMessage::IterOpen { iter, credits, .. } => {
                         *granted.entry(*iter).or_default() += i64::from(*credits);
                     }
-                    ClientMessage::IterNext { iter, credits } => {
+                    ClientMessage::IterNext { iter, credits, .. } => {
                         *granted.entry(*iter).or_default() += i64::from(*credits);
                     }
                     _ => {}
@@ -51,20 +55,20 @@ fuzz_target!(|data: &[u8]| {
             Err(error) => vec![ServerInput::BadFrame(error)],
         };
         let stop = matches!(inputs.first(), Some(ServerInput::BadFrame(_)));
-        let mut pending = inputs;
-        // Run the session and answer its store work until it is quiet.
-        while let Some(next) = pending.pop() {
+        let mut pending = VecDeque::from(inputs);
+        // Run the session and answer its store work, in order, until it is quiet.
+        while let Some(next) = pending.pop_front() {
             session.handle_input(now, next);
             while let Some(output) = session.poll_output() {
                 match output {
                     ServerOutput::Read { id, .. } | ServerOutput::Write { id, .. } => {
-                        pending.push(ServerInput::Completed { id, result: Ok(Response::Written) });
+                        pending.push_back(ServerInput::Completed { id, result: Ok(Response::Written) });
                     }
-                    ServerOutput::IterPull { iter, max } => {
+                    ServerOutput::IterPull { iter, max, .. } => {
                         let entries = (0..max.min(40) + u32::from(first >> 7))
                             .map(|i| Entry { key: i.to_be_bytes().to_vec(), value: vec![] })
                             .collect();
-                        pending.push(ServerInput::IterChunk { iter, entries, exhausted: first & 2 == 2 });
+                        pending.push_back(ServerInput::IterChunk { iter, entries, exhausted: first & 2 == 2 });
                     }
                     ServerOutput::Send(ServerMessage::IterData { iter, entries }) => {
                         let left = granted.entry(iter).or_default();
