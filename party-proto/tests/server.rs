@@ -511,6 +511,15 @@ fn a_read_behind_its_connections_write_is_marked_to_wait_for_it() {
     assert!(!behind(&mut server), "the put is done");
 }
 
+/// A follower's grant of more entries and bytes to iterator `iter`.
+fn grant(iter: IterId, credits: u32, bytes: u64) -> ServerInput {
+    ServerInput::Message(ClientMessage::IterNext {
+        iter,
+        credits,
+        bytes,
+    })
+}
+
 /// The store reads an iterator's next entries while the ones before are on their way: up
 /// to `max_pulls_out` pulls of at most `max_pull_entries` (and `max_pull_bytes`) are out at
 /// once, the next asked for as each chunk comes back, all within the credits; a chunk longer
@@ -564,12 +573,7 @@ fn pulls_overlap_within_the_credits() {
         (vec![(1, 50)], vec![3], false),
         "a chunk short of its pull (its bytes reached): the credit it left is asked for"
     );
-    let more = ClientMessage::IterNext {
-        iter,
-        credits: 5,
-        bytes: 0,
-    };
-    session.handle_input(now, ServerInput::Message(more));
+    session.handle_input(now, grant(iter, 5, 0));
     assert_eq!(
         outputs(&mut session),
         (vec![], vec![], false),
@@ -636,12 +640,7 @@ fn pulls_stay_within_the_byte_credits() {
         [],
         "the bytes are used up, and then some"
     );
-    let more = ClientMessage::IterNext {
-        iter,
-        credits: 0,
-        bytes: 30,
-    };
-    session.handle_input(now, ServerInput::Message(more));
+    session.handle_input(now, grant(iter, 0, 30));
     assert_eq!(
         pulls(&mut session),
         [(3, 19)],

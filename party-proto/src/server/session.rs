@@ -531,7 +531,7 @@ impl ServerSession {
         while served.pulls.len() < self.config.max_pulls_out.max(1) as usize {
             let allowed = served
                 .remaining
-                .map_or(u64::MAX, |remaining| remaining)
+                .unwrap_or(u64::MAX)
                 .min(u64::from(served.credits))
                 .saturating_sub(asked);
             let max = allowed.min(u64::from(self.config.max_pull_entries.max(1))) as u32;
