@@ -1,7 +1,7 @@
 //! A follower that opens an iterator over a big store and then stops reading must not
 //! make the leader buffer the store: the leader sends no more than the iterator's credits
-//! and its memory stays flat while the follower stalls. Real processes; memory is the
-//! leader's resident size from /proc.
+//! and its memory stays flat while the follower stalls; nor the follower, whose credits
+//! count bytes too. Real processes; memory is the resident size from /proc.
 
 #![cfg(target_os = "linux")]
 
@@ -87,6 +87,35 @@ fn leader_memory_stays_flat_while_a_follower_stalls_mid_scan() {
     assert_eq!(writer.send("put after stall"), "ok");
     assert_eq!(leader.send("get after"), "ok stall");
     // The stalled iterator resumes where it stopped.
+    let resumed = staller.send("next-chunk 1000000");
+    assert!(resumed.starts_with("ok ") && resumed != "ok 0", "{resumed}");
+}
+
+/// Credits count bytes as well as entries: a follower that stalls mid-scan of big values
+/// holds about its byte window (4 MiB, and one entry per pull the leader has out), not its
+/// window of 4096 entries, which would be the whole 48 MiB here.
+#[test]
+fn a_follower_stalled_mid_scan_of_big_values_holds_about_its_byte_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut leader = Node::spawn(NODE, dir.path(), &[]);
+    assert_eq!(leader.send("ready"), "ok leader");
+    // 48 values of 1 MiB.
+    assert_eq!(leader.send("fill-big 48 1048576"), "ok 48");
+    let mut staller = Node::spawn(NODE, dir.path(), &[]);
+    assert_eq!(staller.send("ready"), "ok follower");
+    wait_until_quiet(staller.pid());
+    let before = resident_kib(staller.pid());
+    assert_eq!(staller.send("open-iter"), "ok");
+    assert_eq!(staller.send("next-chunk 1"), "ok 1");
+    // From here the staller reads nothing more: it goes quiet once the leader has sent all
+    // its credits allow.
+    wait_until_quiet(staller.pid());
+    wait_until_quiet(leader.pid());
+    let grown_mib = resident_kib(staller.pid()).saturating_sub(before) / 1024;
+    assert!(
+        grown_mib < 20,
+        "the follower grew by {grown_mib} MiB, stalled mid-scan of 48 MiB"
+    );
     let resumed = staller.send("next-chunk 1000000");
     assert!(resumed.starts_with("ok ") && resumed != "ok 0", "{resumed}");
 }
