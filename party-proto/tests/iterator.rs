@@ -302,17 +302,24 @@ proptest! {
     }
 }
 
+/// A client session with `config`, connected and welcomed, and an iterator over
+/// everything opened on it.
+fn iterating(config: ClientConfig) -> (ClientSession, IterId) {
+    let mut session = ClientSession::new(ClientId(4), config);
+    let iter = session.open_iter(IterOptions::default());
+    session.handle_input(Timestamp::ZERO, ClientInput::Connected);
+    session.handle_input(Timestamp::ZERO, ClientInput::Message(welcome()));
+    (session, iter)
+}
+
 #[test]
 fn without_retry_a_lost_connection_fails_the_iterator() {
     let config = ClientConfig {
         retry: false,
         ..ClientConfig::default()
     };
-    let mut session = ClientSession::new(ClientId(4), config);
+    let (mut session, iter) = iterating(config);
     let now = Timestamp::ZERO;
-    let iter = session.open_iter(IterOptions::default());
-    session.handle_input(now, ClientInput::Connected);
-    session.handle_input(now, ClientInput::Message(welcome()));
     let entries = vec![Entry {
         key: b"a".to_vec(),
         value: b"1".to_vec(),
@@ -339,11 +346,8 @@ fn the_window_counts_bytes_and_entries() {
         iter_window_bytes: 128 << 10,
         ..ClientConfig::default()
     };
-    let mut session = ClientSession::new(ClientId(5), config);
+    let (mut session, iter) = iterating(config);
     let now = Timestamp::ZERO;
-    let iter = session.open_iter(IterOptions::default());
-    session.handle_input(now, ClientInput::Connected);
-    session.handle_input(now, ClientInput::Message(welcome()));
     let grants = |session: &mut ClientSession| -> Vec<(u32, u64)> {
         std::iter::from_fn(|| session.poll_output())
             .filter_map(|output| match output {

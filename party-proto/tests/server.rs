@@ -511,6 +511,16 @@ fn a_read_behind_its_connections_write_is_marked_to_wait_for_it() {
     assert!(!behind(&mut server), "the put is done");
 }
 
+/// A follower's opening of iterator `iter` over everything, with its first credits.
+fn open(iter: IterId, credits: u32, bytes: u64) -> ServerInput {
+    ServerInput::Message(ClientMessage::IterOpen {
+        iter,
+        options: IterOptions::default(),
+        credits,
+        bytes,
+    })
+}
+
 /// A follower's grant of more entries and bytes to iterator `iter`.
 fn grant(iter: IterId, credits: u32, bytes: u64) -> ServerInput {
     ServerInput::Message(ClientMessage::IterNext {
@@ -555,13 +565,7 @@ fn pulls_overlap_within_the_credits() {
         exhausted: false,
     };
     outputs(&mut session);
-    let open = ClientMessage::IterOpen {
-        iter,
-        options: IterOptions::default(),
-        credits: 6,
-        bytes: 1000,
-    };
-    session.handle_input(now, ServerInput::Message(open));
+    session.handle_input(now, open(iter, 6, 1000));
     assert_eq!(
         outputs(&mut session),
         (vec![(4, 50), (2, 50)], vec![], false),
@@ -609,13 +613,7 @@ fn pulls_stay_within_the_byte_credits() {
             .collect()
     };
     pulls(&mut session);
-    let open = ClientMessage::IterOpen {
-        iter,
-        options: IterOptions::default(),
-        credits: 6,
-        bytes: 70,
-    };
-    session.handle_input(now, ServerInput::Message(open));
+    session.handle_input(now, open(iter, 6, 70));
     assert_eq!(pulls(&mut session), [(4, 50), (2, 20)]);
     // 60 bytes for the first pull (of 50), 21 for the second (of 20): 70 granted, 81 sent, 11 owed.
     let entry = |len: usize| Entry {
