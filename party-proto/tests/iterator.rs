@@ -1,5 +1,6 @@
-//! Iterators across failovers: whatever the keys, the range, the direction, the limit and
-//! where the connection drops, the caller receives exactly the expected entries in order.
+//! Iterators across failovers: whatever the keys, the range, the direction, the limit,
+//! where the connection drops and how grants and entries cross on it, the caller receives
+//! exactly the expected entries in order, and the session never grants past its windows.
 
 mod support;
 
@@ -48,6 +49,10 @@ fn value_of(key: &[u8]) -> Vec<u8> {
 enum Action {
     /// The leader sends up to this many entries of its open iterator.
     Send(usize),
+    /// The leader reads what the client sent it.
+    Deliver,
+    /// The client reads up to this many of the leader's messages.
+    Receive(usize),
     /// The caller takes up to this many entries.
     Take(usize),
     /// The leader dies; a new one is connected at once or later.
@@ -58,6 +63,8 @@ enum Action {
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         4 => (1usize..6).prop_map(Action::Send),
+        3 => Just(Action::Deliver),
+        3 => (1usize..4).prop_map(Action::Receive),
         4 => (1usize..6).prop_map(Action::Take),
         1 => Just(Action::Disconnect),
         1 => Just(Action::Connect),
@@ -65,7 +72,7 @@ fn action() -> impl Strategy<Value = Action> {
 }
 
 /// The leader's side of the one iterator: what is left to send and the credits, entries
-/// and bytes.
+/// and bytes, as far as the grants it has read say.
 #[derive(Debug)]
 struct LeaderIter {
     left: VecDeque<Vec<u8>>,
@@ -74,6 +81,8 @@ struct LeaderIter {
     bytes: i128,
 }
 
+/// A client session and a leader whose messages cross on the connection: grants reach the
+/// leader while entries it sent before them are on their way.
 struct Harness {
     keys: BTreeSet<Vec<u8>>,
     session: ClientSession,
@@ -81,9 +90,15 @@ struct Harness {
     window: u32,
     window_bytes: u64,
     connected: bool,
+    to_leader: VecDeque<ClientMessage>,
+    to_client: VecDeque<ServerMessage>,
+    /// Entries and bytes the client granted on this connection and has not received: the
+    /// leader may hold them as credits yet, or have them on their way.
+    outstanding: i128,
+    outstanding_bytes: i128,
     /// The sizes of the entries the session has received and the caller not taken.
     held: VecDeque<u64>,
-    /// The leader has sent the iteration's end.
+    /// The session has received the iteration's end.
     ended: bool,
 
     leader: HashMap<IterId, LeaderIter>,
@@ -92,25 +107,62 @@ struct Harness {
 }
 
 impl Harness {
+    /// Checks what the session sends against the windows, and puts it on its way.
     fn drain(&mut self) -> Result<(), TestCaseError> {
         while let Some(output) = self.session.poll_output() {
             let ClientOutput::Send(message) = output else {
                 continue;
             };
             prop_assert!(self.connected, "sent with no connection");
+            match &message {
+                ClientMessage::IterOpen { credits, bytes, .. } => {
+                    prop_assert!(*credits <= self.window);
+                    prop_assert!(
+                        *bytes <= self.window_bytes.max(1),
+                        "opened past the byte window"
+                    );
+                    self.outstanding = i128::from(*credits);
+                    self.outstanding_bytes = i128::from(*bytes);
+                }
+                ClientMessage::IterNext { credits, bytes, .. } => {
+                    self.outstanding += i128::from(*credits);
+                    self.outstanding_bytes += i128::from(*bytes);
+                    let held = self.held.len() as i128;
+                    let held_bytes: u64 = self.held.iter().sum();
+                    // Whatever the leader still holds as credits, or has on its way, the
+                    // session may come to hold on top of what it holds.
+                    prop_assert!(
+                        *credits == 0 || self.outstanding + held <= i128::from(self.window),
+                        "granted {credits}: {} outstanding and {held} held, past the window",
+                        self.outstanding
+                    );
+                    prop_assert!(
+                        *bytes == 0
+                            || self.outstanding_bytes + i128::from(held_bytes)
+                                <= i128::from(self.window_bytes.max(1)),
+                        "granted {bytes} bytes: {} outstanding and {held_bytes} held, past \
+                         the byte window",
+                        self.outstanding_bytes
+                    );
+                }
+                ClientMessage::Hello(_) | ClientMessage::IterClose { .. } => {}
+                other => prop_assert!(false, "unexpected {other:?}"),
+            }
+            self.to_leader.push_back(message);
+        }
+        Ok(())
+    }
+
+    /// The leader reads everything the client sent.
+    fn deliver(&mut self) -> Result<(), TestCaseError> {
+        while let Some(message) = self.to_leader.pop_front() {
             match message {
-                ClientMessage::Hello(_) => {}
                 ClientMessage::IterOpen {
                     iter,
                     options,
                     credits,
                     bytes,
                 } => {
-                    prop_assert!(credits <= self.window);
-                    prop_assert!(
-                        bytes <= self.window_bytes.max(1),
-                        "opened past the byte window"
-                    );
                     let left = expected(&self.keys, &options).into();
                     let opened = LeaderIter {
                         left,
@@ -124,38 +176,43 @@ impl Harness {
                     credits,
                     bytes,
                 } => {
-                    let held = self.held.len() as u64;
-                    let held_bytes: u64 = self.held.iter().sum();
+                    // An iteration the leader has ended already needs no more.
                     if let Some(open) = self.leader.get_mut(&iter) {
                         open.credits += u64::from(credits);
                         open.bytes += i128::from(bytes);
-                        prop_assert!(
-                            credits == 0 || open.credits + held <= u64::from(self.window),
-                            "granted {credits}: {} on their way and {held} held, past the window",
-                            open.credits
-                        );
-                        prop_assert!(
-                            bytes == 0
-                                || open.bytes + i128::from(held_bytes)
-                                    <= i128::from(self.window_bytes.max(1)),
-                            "granted {bytes} bytes: {} on their way and {held_bytes} held, past \
-                             the byte window",
-                            open.bytes
-                        );
                     }
                 }
                 ClientMessage::IterClose { iter } => {
                     self.leader.remove(&iter);
                 }
-                other => prop_assert!(false, "unexpected {other:?}"),
+                _ => {}
             }
         }
         Ok(())
     }
 
-    fn input(&mut self, input: ClientInput) -> Result<(), TestCaseError> {
-        self.session.handle_input(Timestamp::ZERO, input);
-        self.drain()
+    /// The client reads up to `n` of the leader's messages.
+    fn receive(&mut self, n: usize) -> Result<(), TestCaseError> {
+        for _ in 0..n {
+            let Some(message) = self.to_client.pop_front() else {
+                break;
+            };
+            match &message {
+                ServerMessage::IterData { entries, .. } => {
+                    for entry in entries {
+                        self.outstanding -= 1;
+                        self.outstanding_bytes -= i128::from(entry.len_bound());
+                        self.held.push_back(entry.len_bound());
+                    }
+                }
+                ServerMessage::IterEnd { .. } => self.ended = true,
+                _ => {}
+            }
+            self.session
+                .handle_input(Timestamp::ZERO, ClientInput::Message(message));
+            self.drain()?;
+        }
+        Ok(())
     }
 
     fn run(&mut self, action: Action) -> Result<(), TestCaseError> {
@@ -178,27 +235,23 @@ impl Harness {
                         key,
                     };
                     sent_bytes += entry.len_bound();
-                    self.held.push_back(entry.len_bound());
                     entries.push(entry);
                 }
-                let count = entries.len();
-                open.credits -= count as u64;
+                open.credits -= entries.len() as u64;
                 open.bytes -= i128::from(sent_bytes);
                 let ended = open.left.is_empty();
-                if count > 0 {
-                    let iter = self.iter;
-                    self.input(ClientInput::Message(ServerMessage::IterData {
-                        iter,
-                        entries,
-                    }))?;
+                let iter = self.iter;
+                if !entries.is_empty() {
+                    self.to_client
+                        .push_back(ServerMessage::IterData { iter, entries });
                 }
                 if ended {
-                    self.ended = true;
-                    self.leader.remove(&self.iter);
-                    let iter = self.iter;
-                    self.input(ClientInput::Message(ServerMessage::IterEnd { iter }))?;
+                    self.leader.remove(&iter);
+                    self.to_client.push_back(ServerMessage::IterEnd { iter });
                 }
             }
+            Action::Deliver if self.connected => self.deliver()?,
+            Action::Receive(n) if self.connected => self.receive(n)?,
             Action::Take(n) if !self.done => match self.session.iter_take(self.iter, n) {
                 IterPoll::Entries(entries) => {
                     prop_assert!(!entries.is_empty() && entries.len() <= n);
@@ -213,17 +266,25 @@ impl Harness {
             Action::Disconnect if self.connected => {
                 self.connected = false;
                 self.leader.clear();
+                self.to_leader.clear();
+                self.to_client.clear();
                 if !self.ended {
-                    // Dropped, to be read again from the next leader (once the leader
-                    // has ended the iteration, the session keeps what it holds).
+                    // Dropped, to be read again from the next leader (once the session
+                    // has the iteration's end, it keeps what it holds).
                     self.held.clear();
                 }
-                self.input(ClientInput::Disconnected)?;
+                self.session
+                    .handle_input(Timestamp::ZERO, ClientInput::Disconnected);
+                self.drain()?;
             }
             Action::Connect if !self.connected => {
                 self.connected = true;
-                self.input(ClientInput::Connected)?;
-                self.input(ClientInput::Message(welcome()))?;
+                self.session
+                    .handle_input(Timestamp::ZERO, ClientInput::Connected);
+                self.drain()?;
+                self.session
+                    .handle_input(Timestamp::ZERO, ClientInput::Message(welcome()));
+                self.drain()?;
             }
             _ => {}
         }
@@ -268,6 +329,10 @@ proptest! {
             window,
             window_bytes,
             connected: false,
+            to_leader: VecDeque::new(),
+            to_client: VecDeque::new(),
+            outstanding: 0,
+            outstanding_bytes: 0,
             held: VecDeque::new(),
             ended: false,
 
@@ -285,7 +350,9 @@ proptest! {
         h.run(Action::Connect)?;
         let mut rounds = 0;
         while !h.done {
+            h.run(Action::Deliver)?;
             h.run(Action::Send(5))?;
+            h.run(Action::Receive(usize::MAX))?;
             h.run(Action::Take(5))?;
             rounds += 1;
             prop_assert!(rounds < 1000, "iterator never finished");
