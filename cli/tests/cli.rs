@@ -273,6 +273,8 @@ fn bench_quick_reports_every_measurement_as_json() {
         "/big_values/follower/1048576/get_mb_per_s",
         "/ratios/big_values_follower_vs_in_process/1024/put",
         "/failover_idle_followers/64/all_answered_max_ms",
+        "/failover_idle_followers/64/new_leader_answered_p50_ms",
+        "/failover_idle_followers/16/new_leader_store_open_p50_ms",
         "/failover_idle_floor/64/all_answered_p50_ms",
         "/ratios/failover_64_idle_vs_floor",
         "/writes_during_scans/during_scans_put_p99_us",

@@ -154,9 +154,21 @@ pub(super) async fn failovers(
     }))
 }
 
+/// A probe's first answer after a kill.
+struct Answer {
+    /// The wall-clock microsecond its get completed.
+    micros: u64,
+    leads: bool,
+    term: u64,
+    /// Its store's open time in microseconds, if it leads.
+    opened: u64,
+}
+
 /// Failover with `followers` idle follower processes, `kills` times: per kill, the time from
 /// the SIGKILL of the leader until every follower (the new leader among them) has answered
-/// the get it asks the moment it sees its leader gone. And the honest memory cost of a
+/// the get it asks the moment it sees its leader gone; and where that time goes, until the
+/// new leader answers its own (it then serves), and of that the opening of its store. And
+/// the honest memory cost of a
 /// follower to its leader: the leader's resident size when it has just started, and again
 /// once every follower has joined; and an idle follower's own, resident and private.
 pub(super) fn failover_at_scale(
@@ -193,7 +205,7 @@ pub(super) fn failover_at_scale(
     let idle_follower_rss = rss_kib(probes[1].id());
     let idle_follower_private = private_kib(probes[1].id());
     let mut leader = probes[0].id();
-    let mut recoveries = Vec::new();
+    let (mut recoveries, mut serving, mut opens) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..kills {
         let killed_at = micros_now();
         let index = probes
@@ -217,35 +229,43 @@ pub(super) fn failover_at_scale(
             if words[0] == "term" {
                 continue; // what a probe says when it starts
             }
-            let ["answered", micros, role, answered_by] = words[..] else {
+            let ["answered", micros, role, answered_by, opened] = words[..] else {
                 return Err(format!("a probe of the failover bench said {line:?}").into());
             };
-            let (Ok(micros), Ok(answered_by)) = (micros.parse::<u64>(), answered_by.parse::<u64>())
-            else {
+            let (Ok(micros), Ok(answered_by), Ok(opened)) = (
+                micros.parse::<u64>(),
+                answered_by.parse::<u64>(),
+                opened.parse::<u64>(),
+            ) else {
                 return Err(format!("a probe of the failover bench said {line:?}").into());
             };
             if answered_by > term && probes.iter().any(|p| p.id() == pid) {
-                answers
-                    .entry(pid)
-                    .or_insert((micros, role == "leader", answered_by));
+                answers.entry(pid).or_insert(Answer {
+                    micros,
+                    leads: role == "leader",
+                    term: answered_by,
+                    opened,
+                });
             }
         }
-        let leaders: Vec<u32> = answers
-            .iter()
-            .filter(|(_, (_, leads, _))| *leads)
-            .map(|(pid, _)| *pid)
-            .collect();
-        let &[new_leader] = leaders.as_slice() else {
+        let leaders: Vec<(&u32, &Answer)> = answers.iter().filter(|(_, a)| a.leads).collect();
+        let &[(&new_leader, leads)] = leaders.as_slice() else {
             return Err(format!("{} probes lead after a failover", leaders.len()).into());
         };
         leader = new_leader;
-        term = answers.values().map(|(_, _, t)| *t).max().unwrap_or(term);
-        let last = answers.values().map(|(micros, _, _)| *micros).max();
+        serving.push(Duration::from_micros(
+            leads.micros.saturating_sub(killed_at),
+        ));
+        opens.push(Duration::from_micros(leads.opened));
+        term = answers.values().map(|a| a.term).max().unwrap_or(term);
+        let last = answers.values().map(|a| a.micros).max();
         let last = last.unwrap_or(killed_at).max(killed_at);
         recoveries.push(Duration::from_micros(last - killed_at));
         probes.push(probe("ready follower")?);
     }
     recoveries.sort();
+    serving.sort();
+    opens.sort();
     let per_follower = served_leader_rss
         .zip(fresh_leader_rss)
         .map(|(served, fresh)| (served as f64 - fresh as f64) / followers as f64);
@@ -253,6 +273,8 @@ pub(super) fn failover_at_scale(
         "kills": kills,
         "all_answered_p50_ms": percentile(&recoveries, 0.5) / 1000.0,
         "all_answered_max_ms": percentile(&recoveries, 1.0) / 1000.0,
+        "new_leader_answered_p50_ms": percentile(&serving, 0.5) / 1000.0,
+        "new_leader_store_open_p50_ms": percentile(&opens, 0.5) / 1000.0,
         "fresh_leader_rss_kib": fresh_leader_rss,
         "leader_rss_with_followers_kib": served_leader_rss,
         "leader_rss_per_follower_kib": per_follower,

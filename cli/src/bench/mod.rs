@@ -23,7 +23,8 @@
 //! - transactions ([`transactions`]), the change feed ([`feed`]), one-shot commands
 //!   ([`one_shot`]);
 //! - failover at scale: the leader SIGKILLed with 1, 16 and 64 idle followers; the time
-//!   until every one of them has answered a get asked right after the kill;
+//!   until every one of them has answered a get asked right after the kill, and until the
+//!   new leader has (and of that, its store's open);
 //! - memory: resident size of a follower, and of a fresh leader before and after 64 idle
 //!   followers joined (the cost of one follower to its leader).
 //!

@@ -22,8 +22,9 @@ use crate::out;
 /// a millisecond, `role NAME` on every change, and `opened MICROS` with the store's open
 /// time when it takes over), or `probe` (prints `term N`, the term of its leader; then
 /// idles, but whenever it loses its leader it asks a
-/// get at once, and prints `answered MICROS ROLE TERM`: the wall-clock microsecond the get
-/// completed, and the role and the leader's term then, as far as the handle knows yet).
+/// get at once, and prints `answered MICROS ROLE TERM OPEN`: the wall-clock microsecond the
+/// get completed, the role and the leader's term then, as far as the handle knows yet, and
+/// the microseconds its store took to open if it leads).
 pub async fn node(args: &[String]) -> Result<ExitCode, Failure> {
     let [dir, backend, mode @ ..] = args else {
         return Err(Failure::usage(
@@ -139,7 +140,8 @@ async fn probe(db: Db) -> Result<(), String> {
             let state = db.watch_role().current();
             answered_by = state.term;
             let (role, term) = (state.role.name(), state.term.unwrap_or(0));
-            line(format_args!("answered {micros} {role} {term}"))?;
+            let opened = state.store_open_time.map_or(0, |open| open.as_micros());
+            line(format_args!("answered {micros} {role} {term} {opened}"))?;
         }
     }
 }
