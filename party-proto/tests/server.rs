@@ -8,14 +8,14 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use party_proto::wire::{
-    ClientMessage, Entry, FrameError, Hello, ProtocolId, ReadOp, Response, ServerMessage, WriteOp,
+    ClientMessage, Entry, FrameError, Hello, ProtocolId, Response, ServerMessage,
 };
 use party_proto::{
     ClientId, ErrorCode, IterId, IterOptions, RequestId, ServerConfig, ServerInput, ServerOutput,
-    ServerSession, Timestamp, WriteSeq,
+    ServerSession, Timestamp,
 };
 use proptest::prelude::*;
-use support::{edge_key, error_code, iter_options};
+use support::{error_code, small_message};
 
 const CONFIG: ServerConfig = ServerConfig {
     leader_pid: 42,
@@ -45,48 +45,6 @@ enum Action {
     StoreFails(u64),
     BadFrame,
     Time(u64),
-}
-
-fn small_message() -> impl Strategy<Value = ClientMessage> {
-    let protocol = prop_oneof![
-        4 => Just(ProtocolId::CURRENT),
-        1 => Just(ProtocolId { version: ProtocolId::CURRENT.version + 1, ..ProtocolId::CURRENT }),
-        1 => Just(ProtocolId { magic: *b"HTTP", ..ProtocolId::CURRENT }),
-    ];
-    let store = prop_oneof![4 => Just("fjall"), 1 => Just("sled")];
-    let hello = (protocol, store).prop_map(|(protocol, store)| {
-        ClientMessage::Hello(Hello {
-            protocol,
-            client_id: ClientId(5),
-            store: store.into(),
-        })
-    });
-    prop_oneof![
-        1 => hello,
-        3 => (0u64..6, edge_key()).prop_map(|(id, key)| ClientMessage::Read {
-            id: RequestId(id),
-            op: ReadOp::Get { key },
-        }),
-        3 => (0u64..6, 1u64..9, edge_key()).prop_map(|(id, seq, key)| ClientMessage::Write {
-            id: RequestId(id),
-            seq: WriteSeq(seq),
-            oldest_pending: WriteSeq(seq),
-            first_sent_ms: 0,
-            op: WriteOp::Del { key },
-        }),
-        2 => (0u64..4, iter_options(), 0u32..10, byte_credits()).prop_map(|(iter, options, credits, bytes)| {
-            ClientMessage::IterOpen { iter: IterId(iter), options, credits, bytes }
-        }),
-        2 => (0u64..4, 0u32..10, byte_credits()).prop_map(|(iter, credits, bytes)| {
-            ClientMessage::IterNext { iter: IterId(iter), credits, bytes }
-        }),
-        1 => (0u64..4).prop_map(|iter| ClientMessage::IterClose { iter: IterId(iter) }),
-    ]
-}
-
-/// Byte credits: mostly a few entries' worth, sometimes anything.
-fn byte_credits() -> impl Strategy<Value = u64> {
-    prop_oneof![8 => 0u64..200, 1 => any::<u64>()]
 }
 
 fn action() -> impl Strategy<Value = Action> {
