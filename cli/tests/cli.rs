@@ -350,8 +350,8 @@ fn a_short_chaos_run_loses_nothing() {
 
 /// A chaos run whose change log keeps fewer commits than it makes: the log is trimmed
 /// while the workers write, and the check covers what is left, so that a long run (the
-/// default keeps 100 000 commits, a few seconds of chaos) is not failed for the writes of
-/// workers killed long before its end.
+/// default keeps 100 000 commits, about ten seconds of chaos) is not failed for the writes of
+/// workers killed long before its end (but still for those of the workers alive then).
 #[test]
 fn a_chaos_run_past_its_change_retention_checks_what_the_log_keeps() {
     let output = party(&["chaos", "--seconds", "4", "--change-retention", "2000"]);
