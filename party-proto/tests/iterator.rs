@@ -130,16 +130,16 @@ impl Harness {
                     let held = self.held.len() as i128;
                     let held_bytes: u64 = self.held.iter().sum();
                     // Whatever the leader still holds as credits, or has on its way, the
-                    // session may come to hold on top of what it holds.
+                    // session may come to hold on top of what it holds: at every grant,
+                    // of either, both fit their windows.
                     prop_assert!(
-                        *credits == 0 || self.outstanding + held <= i128::from(self.window),
+                        self.outstanding + held <= i128::from(self.window),
                         "granted {credits}: {} outstanding and {held} held, past the window",
                         self.outstanding
                     );
                     prop_assert!(
-                        *bytes == 0
-                            || self.outstanding_bytes + i128::from(held_bytes)
-                                <= i128::from(self.window_bytes.max(1)),
+                        self.outstanding_bytes + i128::from(held_bytes)
+                            <= i128::from(self.window_bytes.max(1)),
                         "granted {bytes} bytes: {} outstanding and {held_bytes} held, past \
                          the byte window",
                         self.outstanding_bytes

@@ -168,9 +168,9 @@ struct Answer {
 /// the SIGKILL of the leader until every follower (the new leader among them) has answered
 /// the get it asks the moment it sees its leader gone; and where that time goes, until the
 /// new leader answers its own (it then serves), and of that the opening of its store. And
-/// the honest memory cost of a
-/// follower to its leader: the leader's resident size when it has just started, and again
-/// once every follower has joined; and an idle follower's own, resident and private.
+/// the honest memory cost of a follower to its leader: the leader's resident size when it
+/// has just started, and again once every follower has joined; and an idle follower's own,
+/// resident and private.
 pub(super) fn failover_at_scale(
     dir: &Path,
     store: &ToolStore,
@@ -252,6 +252,9 @@ pub(super) fn failover_at_scale(
         let &[(&new_leader, leads)] = leaders.as_slice() else {
             return Err(format!("{} probes lead after a failover", leaders.len()).into());
         };
+        if leads.opened == 0 {
+            return Err("the new leader of the failover bench did not say its store's open".into());
+        }
         leader = new_leader;
         serving.push(Duration::from_micros(
             leads.micros.saturating_sub(killed_at),
