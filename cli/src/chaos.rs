@@ -81,7 +81,8 @@ fn positive_seconds(text: &str) -> Result<f64, String> {
 /// The counters the workers increment.
 const COUNTERS: usize = 2;
 
-/// The worker `DIR BACKEND REGISTER RETENTION [RECORD_DIR]`: writes its register forever, reads all registers,
+/// The worker `DIR BACKEND REGISTER RETENTION [RECORD_DIR]` (RETENTION: the change log's
+/// commits): writes its register forever, reads all registers,
 /// prints `acked REGISTER N ROLE` per acknowledged write and `backwards REGISTER FROM TO`;
 /// meanwhile increments the counters, printing `incremented REGISTER N` per increment, and
 /// watches the unique keys, printing `watched REGISTER COUNT` now and then and
@@ -514,9 +515,8 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
     })
 }
 
-/// `options`, recording into `record` if given (else as `PARTY_RECORD` says).
 /// The options of every handle of a run: a change feed keeping `retention` commits,
-/// recording into `record` when asked.
+/// recording into `record` if given (else as `PARTY_RECORD` says).
 fn chaos_options(
     store: &ToolStore,
     dir: &std::path::Path,
