@@ -269,6 +269,8 @@ fn bench_quick_reports_every_measurement_as_json() {
         "/baseline/pipelined_msgs_per_s",
         "/baseline/spinning_rtt_p50_us",
         "/in_process/get_ops_per_s",
+        "/in_process/scan_entries_per_s",
+        "/ratios/follower_scan_vs_in_process",
         "/big_values/in_process/65536/put_mb_per_s",
         "/big_values/follower/1048576/get_mb_per_s",
         "/ratios/big_values_follower_vs_in_process/1024/put",

@@ -483,8 +483,9 @@ async fn in_process(base: &Path, store: &ToolStore, span: Duration) -> Result<Va
     let put = on_runtime(pipelined(db.clone(), span, 256, Workload::puts()))
         .await?
         .1;
+    let scan = on_runtime(full_scans(db.clone(), 5)).await?;
     db.close().await.map_err(|e| e.to_string())?;
-    Ok(json!({"get_ops_per_s": get, "put_ops_per_s": put}))
+    Ok(json!({"get_ops_per_s": get, "put_ops_per_s": put, "scan_entries_per_s": scan}))
 }
 
 /// This process following a child leader: sequential round trips, pipelined at 16, 64 and
@@ -572,6 +573,8 @@ fn ratios(report: &Value) -> Value {
             number(&follower["pipelined"]["256"]["get_ops_per_s"]) / number(&local["get_ops_per_s"]),
         "follower_pipelined_put_vs_in_process":
             number(&follower["pipelined"]["256"]["put_ops_per_s"]) / number(&local["put_ops_per_s"]),
+        "follower_scan_vs_in_process":
+            number(&follower["scan_entries_per_s"]) / number(&local["scan_entries_per_s"]),
         "follower_sync_p50_vs_socket_p50":
             number(&follower["sync_get"]["p50_us"]) / number(&report["baseline"]["rtt_p50_us"]),
         "follower_spinning_sync_p50_vs_spinning_socket_p50":

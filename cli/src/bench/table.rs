@@ -31,9 +31,10 @@ pub(super) fn table(report: &Value) -> Vec<String> {
     if measured("in_process") {
         let l = &report["in_process"];
         lines.push(format!(
-            "leader in-process           get {} ops/s  put {} ops/s",
+            "leader in-process           get {} ops/s  put {} ops/s; full scan {} entries/s",
             rate(&l["get_ops_per_s"]),
-            rate(&l["put_ops_per_s"])
+            rate(&l["put_ops_per_s"]),
+            rate(&l["scan_entries_per_s"])
         ));
     }
     if measured("one_follower") {
@@ -257,7 +258,7 @@ pub(super) fn table(report: &Value) -> Vec<String> {
     }
     if measured("in_process") && measured("one_follower") {
         let r = &report["ratios"];
-        lines.push(format!("ratios                      pipelined get follower/in-process {}  put {}  sync p50 follower/socket {}", number(&r["follower_pipelined_get_vs_in_process"]), number(&r["follower_pipelined_put_vs_in_process"]), number(&r["follower_sync_p50_vs_socket_p50"])));
+        lines.push(format!("ratios                      pipelined get follower/in-process {}  put {}  full scan {}  sync p50 follower/socket {}", number(&r["follower_pipelined_get_vs_in_process"]), number(&r["follower_pipelined_put_vs_in_process"]), number(&r["follower_scan_vs_in_process"]), number(&r["follower_sync_p50_vs_socket_p50"])));
     }
     lines
 }
