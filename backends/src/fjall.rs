@@ -218,8 +218,13 @@ struct SnapshotIter {
     buffer: std::vec::IntoIter<Entry>,
 }
 
-/// Entries read from the snapshot per refill.
+/// Most entries read from the snapshot per refill.
 const REFILL: usize = 1024;
+
+/// Most bytes of keys and values read from the snapshot per refill, the entry that passes
+/// them included: a buffer of [`REFILL`] values of 1 MiB would hold a
+/// GiB while a scan pulls a chunk of 1 MiB at a time.
+const REFILL_BYTES: u64 = 1 << 20;
 
 impl SnapshotIter {
     fn refill(&mut self) -> Result<(), BackendError> {
@@ -228,30 +233,49 @@ impl SnapshotIter {
         };
         let bounds = stored_bounds(&rest);
         let range = self.snapshot.range(bounds);
-        let items: Vec<_> = if self.reverse {
-            range.rev().take(REFILL).collect()
+        let (entries, full) = if self.reverse {
+            read_buffer(range.rev())?
         } else {
-            range.take(REFILL).collect()
+            read_buffer(range)?
         };
-        let mut entries = Vec::with_capacity(items.len());
-        for item in items {
-            let (key, value) = item.map_err(store_error(NAME))?;
-            entries.push(Entry {
-                key: key.get(1..).unwrap_or_default().to_vec(),
-                value: value.to_vec(),
-            });
-        }
-        if entries.len() == REFILL {
-            let last = &entries[REFILL - 1].key;
+        if let (true, Some(last)) = (full, entries.last()) {
             self.rest = Some(if self.reverse {
-                rest.before(last)
+                rest.before(&last.key)
             } else {
-                rest.after(last)
+                rest.after(&last.key)
             });
         }
         self.buffer = entries.into_iter();
         Ok(())
     }
+}
+
+/// The next entries of a range, up to [`REFILL`] of them and [`REFILL_BYTES`] of their keys
+/// and values, and whether it stopped at either (the range may go on) rather than at the
+/// range's end. The range is read first and copied out after, so that it is held briefly.
+fn read_buffer<E: Into<StoreError>>(
+    items: impl Iterator<Item = Result<fjall::KvPair, E>>,
+) -> Result<(Vec<Entry>, bool), BackendError> {
+    let mut read = Vec::new();
+    let mut bytes = 0;
+    let mut full = false;
+    for item in items {
+        let (key, value) = item.map_err(store_error(NAME))?;
+        bytes += (key.len() + value.len()) as u64;
+        read.push((key, value));
+        if read.len() == REFILL || bytes >= REFILL_BYTES {
+            full = true;
+            break;
+        }
+    }
+    let entries = read
+        .into_iter()
+        .map(|(key, value)| Entry {
+            key: key.get(1..).unwrap_or_default().to_vec(),
+            value: value.to_vec(),
+        })
+        .collect();
+    Ok((entries, full))
 }
 
 impl Iterator for SnapshotIter {
@@ -553,6 +577,38 @@ mod tests {
         {
             assert!(std::time::Instant::now() < deadline, "fjall did not flush");
             std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// A scan of big values buffers about a MiB of them, not [`REFILL`] entries (a GiB of
+    /// 1 MiB values), and still reads each once, in order, forward and backward.
+    #[test]
+    fn a_scan_of_big_values_buffers_about_a_mebibyte_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallBackend::open(dir.path()).unwrap();
+        let value = vec![b'v'; 64 << 10];
+        for n in 0..48 {
+            store.write(&puts(n..n + 1, &value)).unwrap();
+        }
+        for reverse in [false, true] {
+            let mut scan = SnapshotIter {
+                snapshot: store.data.snapshot(),
+                rest: Some(KeyRange::all()),
+                reverse,
+                buffer: Vec::new().into_iter(),
+            };
+            let first = scan.next().unwrap().unwrap();
+            let buffered = scan.buffer.len() + 1;
+            assert_eq!(buffered, 16, "64 KiB values buffered at once");
+            let mut keys = vec![first.key];
+            keys.extend(scan.map(|entry| entry.unwrap().key));
+            let mut want: Vec<Vec<u8>> = (0..48)
+                .map(|n| format!("key/{n:05}").into_bytes())
+                .collect();
+            if reverse {
+                want.reverse();
+            }
+            assert_eq!(keys, want);
         }
     }
 
