@@ -222,8 +222,8 @@ struct SnapshotIter {
 const REFILL: usize = 1024;
 
 /// Most bytes of keys and values read from the snapshot per refill, the entry that passes
-/// them included: a buffer of [`REFILL`] values of 1 MiB would hold a
-/// GiB while a scan pulls a chunk of 1 MiB at a time.
+/// them included: a buffer of [`REFILL`] values of 1 MiB would hold a GiB while a scan
+/// pulls a chunk of 1 MiB at a time.
 const REFILL_BYTES: u64 = 1 << 20;
 
 impl SnapshotIter {
