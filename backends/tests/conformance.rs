@@ -260,6 +260,57 @@ pub fn long_ranges_read_every_entry_once(store: &dyn Backend) {
     }
 }
 
+/// Reads that together carry more bytes than one gRPC message takes by default (4 MiB): a
+/// scan both ways, a `get_many` of every key, and the change log read in one go. Each commit
+/// (its values and its log entry, which holds them again) stays under etcd's request limit
+/// (1.5 MiB).
+pub fn reads_of_many_big_values_return_every_one(store: &dyn Backend) {
+    const VALUE: usize = 64 * 1024;
+    const PER_COMMIT: usize = 8;
+    let all: Vec<Vec<u8>> = (0..96u32).map(|n| n.to_be_bytes().to_vec()).collect();
+    let value = |key: &[u8]| [key, &vec![key[3]; VALUE - key.len()]].concat();
+    let mut bytes_before = 0;
+    let mut logged = Vec::new();
+    for (n, keys) in (1..).zip(all.chunks(PER_COMMIT)) {
+        let ops: Vec<WriteOp> = keys.iter().map(|k| put(k, &value(k))).collect();
+        let entry = encode_entry(bytes_before, &ops);
+        bytes_before += entry.len() as u64;
+        let log = LogAppend {
+            seq: CommitSeq(n),
+            entry: entry.clone(),
+        };
+        logged.push((log.seq, entry));
+        store
+            .write(&WriteBatch {
+                ops,
+                records: Vec::new(),
+                log: Some(log),
+            })
+            .expect("a commit of 1 MiB in all");
+    }
+    let want: Vec<(Vec<u8>, Vec<u8>)> = all.iter().map(|k| (k.clone(), value(k))).collect();
+    assert!(
+        read_all(store, &IterOptions::default(), 1000) == want,
+        "forward"
+    );
+    let reverse = IterOptions {
+        reverse: true,
+        ..IterOptions::default()
+    };
+    let mut backwards = want.clone();
+    backwards.reverse();
+    assert!(read_all(store, &reverse, 1000) == backwards, "reverse");
+    let got = store.get_many(&all).expect("get_many");
+    assert!(
+        got.into_iter().eq(want.into_iter().map(|(_, v)| Some(v))),
+        "get_many"
+    );
+    let read = store
+        .change_entries(CommitSeq(0), false, logged.len())
+        .expect("change entries");
+    assert!(read == logged, "the change log");
+}
+
 /// A store with a limit on one commit refuses a bigger batch whole, with a typed error.
 pub fn a_batch_over_the_stores_limit_fails_whole(store: &dyn Backend) {
     let Some(most) = store.max_batch_ops() else {
@@ -757,6 +808,10 @@ macro_rules! conformance {
             #[test]
             fn long_ranges_read_every_entry_once() {
                 with_store(super::long_ranges_read_every_entry_once);
+            }
+            #[test]
+            fn reads_of_many_big_values_return_every_one() {
+                with_store(super::reads_of_many_big_values_return_every_one);
             }
             #[test]
             fn a_batch_over_the_stores_limit_fails_whole() {

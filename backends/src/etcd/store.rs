@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
+    Client, Compare, CompareOp, DeleteOptions, GetOptions, KvClient, SortOrder, SortTarget, Txn,
+    TxnOp,
 };
 use party_proto::txn::{CheckRead, CheckValue};
 use party_proto::wire::{BatchOp, Entry, ReadCheck, WriteOp};
@@ -21,8 +22,19 @@ use super::EtcdConfig;
 
 const NAME: &str = "etcd";
 
-/// Entries one page of an iterator asks etcd for.
-const PAGE: i64 = 512;
+/// Entries the first page of an iterator asks etcd for; each page after it asks for as
+/// many as fit in [`PAGE_BYTES`] at the sizes the page before it read, at most four times
+/// as many as that page and never more than [`MAX_PAGE`].
+const FIRST_PAGE: i64 = 32;
+const MAX_PAGE: i64 = 512;
+/// About what a page holds (keys and values): a scan of big values must not hold hundreds
+/// of them at once, nor etcd build an answer of hundreds of MB.
+const PAGE_BYTES: usize = 1 << 20;
+
+/// Bytes an answer may take: what etcd sends at most (`math.MaxInt32`), instead of the
+/// client's default of 4 MiB, which a `get_many` of 128 values of 32 KiB would pass. How
+/// much a read holds is bounded by what it asks for.
+const MAX_ANSWER_BYTES: usize = i32::MAX as usize;
 
 /// How long a request is tried again while members cannot be reached (one down, or the
 /// cluster electing its leader): longer than an etcd election takes.
@@ -37,7 +49,7 @@ const MAX_REQUEST_BYTES: usize = 1_572_864 - 16 * 1024;
 
 /// A party store in an etcd cluster.
 pub struct EtcdBackend {
-    client: Client,
+    client: KvClient,
     /// One worker drives the client's connections; store threads and iterators block on it
     /// at once.
     runtime: Arc<ClientRuntime>,
@@ -155,7 +167,11 @@ impl EtcdBackend {
                 client
                     .get(config.prefix.clone(), Some(GetOptions::new().with_limit(1)))
                     .await?;
-                Ok::<_, etcd_client::Error>(client)
+                Ok::<_, etcd_client::Error>(
+                    client
+                        .kv_client()
+                        .max_decoding_message_size(MAX_ANSWER_BYTES),
+                )
             })
             .map_err(|e| open_error(Box::new(e)))?;
         // Unique to this instance: a seed the OS chose for std's hasher.
@@ -470,6 +486,7 @@ impl EtcdBackend {
             start,
             end,
             reverse,
+            limit: FIRST_PAGE,
             page: Vec::new().into_iter(),
             done: false,
         }
@@ -903,7 +920,7 @@ impl AsRef<[u8]> for Revisioned {
 
 /// An iterator reading one revision of a range, a page at a time.
 struct Pages {
-    client: Client,
+    client: KvClient,
     runtime: Arc<ClientRuntime>,
     strip: usize,
     revision: i64,
@@ -911,6 +928,8 @@ struct Pages {
     start: Vec<u8>,
     end: Vec<u8>,
     reverse: bool,
+    /// Entries the next page asks for.
+    limit: i64,
     page: std::vec::IntoIter<Entry>,
     done: bool,
 }
@@ -919,7 +938,7 @@ impl Pages {
     fn next_page(&mut self) -> Result<(), BackendError> {
         let mut options = GetOptions::new()
             .with_range(self.end.clone())
-            .with_limit(PAGE)
+            .with_limit(self.limit)
             .with_revision(self.revision);
         if self.reverse {
             options = options.with_sort(SortTarget::Key, SortOrder::Descend);
@@ -936,6 +955,8 @@ impl Pages {
             (None, _) => {}
         }
         self.done = !response.more();
+        let bytes = kvs.iter().map(|kv| kv.key().len() + kv.value().len()).sum();
+        self.limit = next_page_limit(self.limit, kvs.len(), bytes);
         self.page = kvs
             .iter()
             .map(|kv| Entry {
@@ -946,6 +967,17 @@ impl Pages {
             .into_iter();
         Ok(())
     }
+}
+
+/// Entries the page after one of `limit` asked for, which read `entries` of `bytes`.
+fn next_page_limit(limit: i64, entries: usize, bytes: usize) -> i64 {
+    if entries == 0 {
+        return limit;
+    }
+    let fit = PAGE_BYTES / bytes.div_ceil(entries).max(1);
+    i64::try_from(fit)
+        .unwrap_or(MAX_PAGE)
+        .clamp(1, MAX_PAGE.min(limit.saturating_mul(4)))
 }
 
 impl Iterator for Pages {
@@ -1114,6 +1146,65 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(here.get(b"out").unwrap(), Some(b"1".to_vec()));
+    }
+
+    /// A scan of big values asks for about a mebibyte of them a page after the first; one of
+    /// small values grows its pages fourfold up to 512.
+    #[test]
+    fn pages_ask_for_about_a_mebibyte() {
+        let cluster = LocalCluster::start(1).unwrap();
+        let config = EtcdConfig {
+            endpoints: cluster.endpoints(),
+            prefix: b"pages/".to_vec(),
+        };
+        let store = EtcdBackend::connect(&config).unwrap();
+        let fill = |prefix: u8, count: u8, value: usize| {
+            let ops: Vec<WriteOp> = (0..count)
+                .map(|n| WriteOp::Put {
+                    key: vec![prefix, n],
+                    value: vec![n; value],
+                })
+                .collect();
+            for ops in ops.chunks(8) {
+                store
+                    .write(&WriteBatch {
+                        ops: ops.to_vec(),
+                        records: Vec::new(),
+                        log: None,
+                    })
+                    .unwrap();
+            }
+        };
+        fill(b'b', 40, 128 * 1024);
+        fill(b's', 255, 8);
+        let page_sizes = |prefix: u8, reverse: bool| {
+            let range = KeyRange {
+                start: std::ops::Bound::Included(vec![prefix]),
+                end: std::ops::Bound::Excluded(vec![prefix + 1]),
+            };
+            let (start, end) = store.etcd_range(&range).unwrap();
+            let mut pages = store.pages(start, end, reverse, store.revision_now().unwrap());
+            let (mut sizes, mut keys) = (Vec::new(), Vec::new());
+            while !pages.done {
+                pages.next_page().unwrap();
+                sizes.push(pages.page.len());
+                keys.extend(pages.page.by_ref().map(|entry| entry.key[1]));
+            }
+            (sizes, keys)
+        };
+        for reverse in [false, true] {
+            let (sizes, keys) = page_sizes(b'b', reverse);
+            // Each entry is a little over 128 KiB: 7 fit in a mebibyte.
+            assert_eq!(sizes, [32, 7, 1], "reverse={reverse}");
+            let mut want: Vec<u8> = (0..40).collect();
+            if reverse {
+                want.reverse();
+            }
+            assert_eq!(keys, want, "reverse={reverse}");
+        }
+        let (sizes, keys) = page_sizes(b's', false);
+        assert_eq!(sizes, [32, 128, 95]);
+        assert_eq!(keys, (0..255).collect::<Vec<u8>>());
     }
 
     #[test]
