@@ -250,7 +250,7 @@ impl From<Error> for Failure {
                 Kind::PermissionDenied
             }
             Error::Io { .. } => Kind::Io,
-            Error::InvalidSublevelName { .. } => Kind::Usage,
+            Error::InvalidSublevelName { .. } | Error::InvalidOption { .. } => Kind::Usage,
             Error::BlockingInRuntime | Error::Protocol(_) => Kind::Protocol,
             _ => Kind::Other,
         };

@@ -30,6 +30,7 @@ use crate::watch::CommitSeq;
 /// issued before then are queued. [`Db::ready`] waits for the role and reports an open that
 /// failed. Must be called within a tokio runtime; [`crate::BlockingDb`] brings its own.
 pub async fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db, Error> {
+    options.check()?;
     let layout = Layout::new(dir.as_ref(), &options)?;
     let (commands, receiver) = unbounded_channel();
     let backend = options.backend;

@@ -130,6 +130,13 @@ pub enum Error {
     /// A sublevel's name is empty or holds `!`, which closes a name in the prefix.
     #[error("invalid sublevel name {name:?}: it must be non-empty and hold no '!'")]
     InvalidSublevelName { name: String },
+    /// [`crate::open`] was given an option a handle cannot work with (`option` names it,
+    /// `reason` says what it must be): nothing was opened.
+    #[error("invalid option {option}: {reason}")]
+    InvalidOption {
+        option: &'static str,
+        reason: &'static str,
+    },
     /// The leader or the follower broke the protocol; the connection was closed.
     #[error("protocol violation: {0}")]
     Protocol(String),
@@ -233,6 +240,7 @@ impl Error {
             Error::InvalidSublevelName { name } => {
                 Error::InvalidSublevelName { name: name.clone() }
             }
+            Error::InvalidOption { option, reason } => Error::InvalidOption { option, reason },
             Error::Io {
                 context,
                 path,

@@ -108,7 +108,7 @@ pub use {
     data::{BatchOp, Entry, IterOptions, KeyRange},
     db::{open, Db, Iter, Status},
     error::{Error, Limit},
-    options::{Limits, Options},
+    options::{Limits, Options, MIN_FRAME_LEN},
     party_backends::{BackendKind, EtcdConfig, OpenError, UnknownBackend},
     recording::{Recording, RECORD_ENV, RECORD_MAX_BYTES_ENV},
     role::{Role, RoleState, RoleWatch, Takeover, TakeoverCause},

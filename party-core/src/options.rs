@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::watch::ChangeRetention;
+use crate::Error;
 use party_backends::{BackendKind, EtcdConfig};
 
 /// Options for [`crate::open`]. `Options::default()` is what most programs want; the
@@ -38,8 +39,8 @@ pub struct Options {
     /// How long the leader keeps a client's dedup record after the client's last write
     /// (a day by default). A write whose answer was lost in a failover is re-sent only
     /// within half of it, so it is never applied twice; one in flight longer fails with
-    /// [`crate::Error::OutcomeUnknown`] instead. All processes of one data directory (and
-    /// of one etcd prefix) should use the same.
+    /// [`crate::Error::OutcomeUnknown`] instead (so it must be more than zero). All
+    /// processes of one data directory (and of one etcd prefix) should use the same.
     pub dedup_retention: Duration,
     /// How many times [`crate::Db::transaction`] runs a transaction that meets conflicts
     /// before it gives up with [`crate::TransactionError::Conflict`] (32 by default).
@@ -84,11 +85,13 @@ pub struct Options {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Limits {
-    /// The largest message (one request, reply or iterator chunk), in bytes. Default 64 MiB.
+    /// The largest message (one request, reply or iterator chunk), in bytes. Default 64 MiB;
+    /// at least [`MIN_FRAME_LEN`], or [`crate::open`] fails with
+    /// [`crate::Error::InvalidOption`].
     pub max_frame_len: u32,
     /// Follower connections served at once; one more is refused. Default 1024.
     pub max_connections: u32,
-    /// Requests one connection may have running at once. Default 4096.
+    /// Requests one connection may have running at once. Default 4096; at least 1.
     pub max_in_flight: u32,
     /// Iterators one connection may have open at once. Default 256.
     pub max_iterators: u32,
@@ -246,6 +249,36 @@ impl Options {
     pub fn record(mut self, recording: Option<crate::Recording>) -> Self {
         self.record = recording;
         self
+    }
+}
+
+/// The smallest [`Limits::max_frame_len`]: the messages that set up a connection (a hello,
+/// a welcome, a refusal) fit in it with room to spare.
+pub const MIN_FRAME_LEN: u32 = 1024;
+
+impl Options {
+    /// Refuses, before anything is opened, a setting no handle could work with: below it, a
+    /// follower could not even say hello ([`Limits::max_frame_len`]), every request would
+    /// wait forever ([`Limits::max_in_flight`]), or every write would fail
+    /// [`crate::Error::OutcomeUnknown`] ([`Options::dedup_retention`]).
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        let invalid = |option, reason| Err(Error::InvalidOption { option, reason });
+        if self.limits.max_frame_len < MIN_FRAME_LEN {
+            return invalid(
+                "limits.max_frame_len",
+                "at least MIN_FRAME_LEN (1024 bytes)",
+            );
+        }
+        if self.limits.max_in_flight == 0 {
+            return invalid("limits.max_in_flight", "at least 1");
+        }
+        if self.dedup_retention.is_zero() {
+            return invalid(
+                "dedup_retention",
+                "more than zero (a write reaches the leader within half of it or fails)",
+            );
+        }
+        Ok(())
     }
 }
 

@@ -2,7 +2,9 @@
 //! Each limit of `Options::limits`, gone past through the public API: a typed error for that
 //! request, iterator or connection, and the leader goes on serving everyone else.
 
-use party_core::{open, Db, Error, IterOptions, Limit, Limits, Options, Role};
+use std::time::Duration;
+
+use party_core::{open, Db, Error, IterOptions, Limit, Limits, Options, Role, MIN_FRAME_LEN};
 
 async fn leader_with(dir: &std::path::Path, limits: Limits) -> Db {
     let options = Options::default().limits(limits);
@@ -213,5 +215,57 @@ async fn an_iterator_window_over_the_credit_cap_reads_everything_on_both_roles()
         .expect("the scan hung")
         .unwrap();
         assert_eq!(scan.len(), 6000);
+    }
+}
+
+/// Settings no handle could work with are refused at `open`, before anything is opened:
+/// a message limit too small for a hello (a follower could not join), no request in flight
+/// (every one would wait forever), no dedup retention (every write would fail
+/// `OutcomeUnknown`). At the smallest allowed values, both roles serve (reads: a write
+/// would have half a millisecond to reach the leader).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_no_handle_could_work_with_are_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = [
+        (
+            Options::default().limits(Limits::default().max_frame_len(MIN_FRAME_LEN - 1)),
+            "limits.max_frame_len",
+        ),
+        (
+            Options::default().limits(Limits::default().max_in_flight(0)),
+            "limits.max_in_flight",
+        ),
+        (
+            Options::default().dedup_retention(Duration::ZERO),
+            "dedup_retention",
+        ),
+    ];
+    for (options, name) in refused {
+        let error = open(dir.path(), options).await.err();
+        assert!(
+            matches!(error, Some(Error::InvalidOption { option, .. }) if option == name),
+            "{name}: {error:?}"
+        );
+    }
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "a refused open left files behind"
+    );
+    let smallest = Options::default()
+        .limits(
+            Limits::default()
+                .max_frame_len(MIN_FRAME_LEN)
+                .max_in_flight(1),
+        )
+        .dedup_retention(Duration::from_millis(1));
+    let leader = open(dir.path(), smallest.clone()).await.unwrap();
+    assert_eq!(leader.ready().await.unwrap(), Role::Leader);
+    let follower = open(dir.path(), smallest).await.unwrap();
+    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+    for db in [&leader, &follower] {
+        let gets: Vec<_> = (0..20).map(|_| db.get("k")).collect();
+        for get in gets {
+            assert_eq!(get.await.unwrap(), None);
+        }
     }
 }
