@@ -103,3 +103,40 @@ pub enum ErrorCode {
     #[error("the leader keeps no change feed")]
     FeedOff,
 }
+
+/// Bytes of text one error carries on the wire at most. A store's own message (a path, an
+/// etcd status with its metadata) or a name a follower sent can be of any length, but an
+/// error must fit in any frame a leader may be limited to (party-core's `MIN_FRAME_LEN`,
+/// 1024 bytes), or the leader could not say it and would hang up instead.
+pub const MAX_ERROR_TEXT: usize = 256;
+
+impl ErrorCode {
+    /// The same error with each text cut to [`MAX_ERROR_TEXT`] bytes (at a character
+    /// boundary, ending in `…`).
+    pub fn shortened(self) -> ErrorCode {
+        match self {
+            ErrorCode::Backend(text) => ErrorCode::Backend(shorten(text)),
+            ErrorCode::Malformed(text) => ErrorCode::Malformed(shorten(text)),
+            ErrorCode::OutcomeUnknown(text) => ErrorCode::OutcomeUnknown(shorten(text)),
+            ErrorCode::WrongStore { found, wanted } => ErrorCode::WrongStore {
+                found: shorten(found),
+                wanted: shorten(wanted),
+            },
+            other => other,
+        }
+    }
+}
+
+fn shorten(mut text: String) -> String {
+    const ELLIPSIS: &str = "…";
+    if text.len() <= MAX_ERROR_TEXT {
+        return text;
+    }
+    let mut end = MAX_ERROR_TEXT - ELLIPSIS.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(ELLIPSIS);
+    text
+}

@@ -315,6 +315,84 @@ fn iterator_entries_are_cut_into_frames_that_fit_and_an_entry_too_big_fails_the_
     assert!(!server.is_closed(), "the connection stays up");
 }
 
+/// A store's error message of any length (a long path, an etcd status) is cut so that its
+/// answer fits in a small frame: the request, the iterator and the hello fail alone with it,
+/// instead of the leader hanging up on a frame it cannot encode (and the follower sending
+/// the request again, forever).
+#[test]
+fn errors_with_long_texts_fit_in_a_small_frame() {
+    let long = "é".repeat(4000);
+    let mut server = ready_server(small_frames());
+    let id = RequestId(1);
+    let op = get("k");
+    server.handle_input(NOW, ServerInput::Message(ClientMessage::Read { id, op }));
+    let iter = party_proto::IterId(0);
+    let open = ClientMessage::IterOpen {
+        iter,
+        options: IterOptions::default(),
+        credits: 100,
+        bytes: u64::MAX,
+    };
+    server.handle_input(NOW, ServerInput::Message(open));
+    server.handle_input(
+        NOW,
+        ServerInput::Completed {
+            id,
+            result: Err(ErrorCode::Backend(long.clone())),
+        },
+    );
+    server.handle_input(
+        NOW,
+        ServerInput::IterFailed {
+            iter,
+            error: ErrorCode::OutcomeUnknown(long.clone()),
+        },
+    );
+    let outputs: Vec<_> = std::iter::from_fn(|| server.poll_output()).collect();
+    frames_fit(&outputs, 1000);
+    let texts: Vec<&String> = outputs
+        .iter()
+        .filter_map(|output| match output {
+            ServerOutput::Send(ServerMessage::Reply {
+                result: Err(ErrorCode::Backend(text)),
+                ..
+            })
+            | ServerOutput::Send(ServerMessage::IterFailed {
+                error: ErrorCode::OutcomeUnknown(text),
+                ..
+            }) => Some(text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts.len(), 2, "{outputs:?}");
+    for text in texts {
+        assert!(text.len() <= party_proto::error::MAX_ERROR_TEXT);
+        assert!(text.ends_with('…') && long.starts_with(text.trim_end_matches('…')));
+    }
+    assert!(!server.is_closed(), "the connection stays up");
+
+    // A hello naming a store of any length is refused in a frame that fits.
+    let mut server = ServerSession::new(NOW, small_frames());
+    let hello = party_proto::wire::Hello {
+        protocol: ProtocolId::CURRENT,
+        client_id: ClientId(3),
+        store: long,
+    };
+    server.handle_input(NOW, ServerInput::Message(ClientMessage::Hello(hello)));
+    let outputs: Vec<_> = std::iter::from_fn(|| server.poll_output()).collect();
+    frames_fit(&outputs, 1000);
+    assert!(
+        matches!(
+            &outputs[..],
+            [
+                ServerOutput::Send(ServerMessage::Rejected(ErrorCode::WrongStore { .. })),
+                ..
+            ]
+        ),
+        "{outputs:?}"
+    );
+}
+
 #[test]
 fn a_lock_file_that_cannot_be_used_fails_the_election() {
     let mut election = Election::new(ElectionConfig::default(), 1);

@@ -322,7 +322,7 @@ impl ServerSession {
     }
 
     pub fn poll_output(&mut self) -> Option<ServerOutput> {
-        self.outputs.pop_front()
+        self.outputs.pop_front().map(with_short_errors)
     }
 
     pub fn poll_timeout(&self) -> Option<Timestamp> {
@@ -665,6 +665,33 @@ impl ServerSession {
     fn send(&mut self, message: ServerMessage) {
         self.outputs.push_back(ServerOutput::Send(message));
     }
+}
+
+/// An output as it may be sent: an error's text cut to [`crate::error::MAX_ERROR_TEXT`], so
+/// that it fits in the smallest frame a leader allows, whatever its store said.
+fn with_short_errors(output: ServerOutput) -> ServerOutput {
+    let ServerOutput::Send(message) = output else {
+        return output;
+    };
+    ServerOutput::Send(match message {
+        ServerMessage::Reply {
+            id,
+            result: Err(error),
+        } => ServerMessage::Reply {
+            id,
+            result: Err(error.shortened()),
+        },
+        ServerMessage::IterFailed { iter, error } => ServerMessage::IterFailed {
+            iter,
+            error: error.shortened(),
+        },
+        ServerMessage::WatchFailed { watch, error } => ServerMessage::WatchFailed {
+            watch,
+            error: error.shortened(),
+        },
+        ServerMessage::Rejected(error) => ServerMessage::Rejected(error.shortened()),
+        other => other,
+    })
 }
 
 fn protocol_violation(message: &ClientMessage, when: &str) -> ErrorCode {
