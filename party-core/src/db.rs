@@ -29,6 +29,7 @@ use crate::watch::CommitSeq;
 /// Returns at once: the handle becomes leader or follower in the background, and operations
 /// issued before then are queued. [`Db::ready`] waits for the role and reports an open that
 /// failed. Must be called within a tokio runtime; [`crate::BlockingDb`] brings its own.
+/// Fails at once with [`Error::InvalidOption`] for a setting no handle could work with.
 pub async fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db, Error> {
     options.check()?;
     let layout = Layout::new(dir.as_ref(), &options)?;

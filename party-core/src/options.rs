@@ -39,7 +39,7 @@ pub struct Options {
     /// How long the leader keeps a client's dedup record after the client's last write
     /// (a day by default). A write whose answer was lost in a failover is re-sent only
     /// within half of it, so it is never applied twice; one in flight longer fails with
-    /// [`crate::Error::OutcomeUnknown`] instead (so it must be more than zero). All
+    /// [`crate::Error::OutcomeUnknown`] instead (so it must be at least 2 ms). All
     /// processes of one data directory (and of one etcd prefix) should use the same.
     pub dedup_retention: Duration,
     /// How many times [`crate::Db::transaction`] runs a transaction that meets conflicts
@@ -252,14 +252,19 @@ impl Options {
     }
 }
 
-/// The smallest [`Limits::max_frame_len`]: the messages that set up a connection (a hello,
-/// a welcome, a refusal) fit in it with room to spare.
+/// The smallest [`Limits::max_frame_len`]: every message that is not data (a hello, a
+/// welcome, a refusal, an error, whose text the leader cuts to 256 bytes) fits in it.
 pub const MIN_FRAME_LEN: u32 = 1024;
 
+/// The shortest [`Options::dedup_retention`]: a write must reach the leader within half of
+/// it, counted in whole milliseconds, so below 2 ms every write would fail
+/// [`crate::Error::OutcomeUnknown`].
+const MIN_DEDUP_RETENTION: Duration = Duration::from_millis(2);
+
 impl Options {
-    /// Refuses, before anything is opened, a setting no handle could work with: below it, a
-    /// follower could not even say hello ([`Limits::max_frame_len`]), every request would
-    /// wait forever ([`Limits::max_in_flight`]), or every write would fail
+    /// Refuses, before anything is opened, a setting no handle could work with: below it,
+    /// errors and refusals could not be sent ([`Limits::max_frame_len`]), every request
+    /// would wait forever ([`Limits::max_in_flight`]), or every write would fail
     /// [`crate::Error::OutcomeUnknown`] ([`Options::dedup_retention`]).
     pub(crate) fn check(&self) -> Result<(), Error> {
         let invalid = |option, reason| Err(Error::InvalidOption { option, reason });
@@ -272,10 +277,11 @@ impl Options {
         if self.limits.max_in_flight == 0 {
             return invalid("limits.max_in_flight", "at least 1");
         }
-        if self.dedup_retention.is_zero() {
+        if self.dedup_retention < MIN_DEDUP_RETENTION {
             return invalid(
                 "dedup_retention",
-                "more than zero (a write reaches the leader within half of it or fails)",
+                "at least 2 ms (a write must reach the leader within half of it, in whole \
+                 milliseconds, or it fails)",
             );
         }
         Ok(())

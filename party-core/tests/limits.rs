@@ -219,10 +219,10 @@ async fn an_iterator_window_over_the_credit_cap_reads_everything_on_both_roles()
 }
 
 /// Settings no handle could work with are refused at `open`, before anything is opened:
-/// a message limit too small for a hello (a follower could not join), no request in flight
-/// (every one would wait forever), no dedup retention (every write would fail
-/// `OutcomeUnknown`). At the smallest allowed values, both roles serve (reads: a write
-/// would have half a millisecond to reach the leader).
+/// a message limit too small for every error to fit, no request in flight (every one would
+/// wait forever), a dedup retention under 2 ms (every write would fail `OutcomeUnknown`).
+/// At the smallest allowed values, both roles serve (reads: a write would have a
+/// millisecond to reach the leader).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn options_no_handle_could_work_with_are_refused_at_open() {
     let dir = tempfile::tempdir().unwrap();
@@ -237,6 +237,10 @@ async fn options_no_handle_could_work_with_are_refused_at_open() {
         ),
         (
             Options::default().dedup_retention(Duration::ZERO),
+            "dedup_retention",
+        ),
+        (
+            Options::default().dedup_retention(Duration::from_micros(1999)),
             "dedup_retention",
         ),
     ];
@@ -257,7 +261,7 @@ async fn options_no_handle_could_work_with_are_refused_at_open() {
                 .max_frame_len(MIN_FRAME_LEN)
                 .max_in_flight(1),
         )
-        .dedup_retention(Duration::from_millis(1));
+        .dedup_retention(Duration::from_millis(2));
     let leader = open(dir.path(), smallest.clone()).await.unwrap();
     assert_eq!(leader.ready().await.unwrap(), Role::Leader);
     let follower = open(dir.path(), smallest).await.unwrap();

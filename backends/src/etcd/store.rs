@@ -24,15 +24,17 @@ const NAME: &str = "etcd";
 
 /// Entries the first page of an iterator asks etcd for; each page after it asks for as
 /// many as fit in [`PAGE_BYTES`] at the sizes the page before it read, at most four times
-/// as many as that page and never more than [`MAX_PAGE`].
+/// as many as that page.
 const FIRST_PAGE: i64 = 32;
+/// Entries a page asks for at most.
 const MAX_PAGE: i64 = 512;
-/// About what a page holds (keys and values): a scan of big values must not hold hundreds
-/// of them at once, nor etcd build an answer of hundreds of MB.
+/// What a page aims to hold (keys and values), so that a scan of big values holds a few of
+/// them at once, not hundreds. An estimate from the page before: where small values give
+/// way to big ones, one page can hold up to [`MAX_PAGE`] of them.
 const PAGE_BYTES: usize = 1 << 20;
 
 /// Bytes an answer may take: what etcd sends at most (`math.MaxInt32`), instead of the
-/// client's default of 4 MiB, which a `get_many` of 128 values of 32 KiB would pass. How
+/// client's default of 4 MiB, which a `get_many` of 128 values of 32 KiB would exceed. How
 /// much a read holds is bounded by what it asks for.
 const MAX_ANSWER_BYTES: usize = i32::MAX as usize;
 
