@@ -46,8 +46,38 @@ pub struct LocalCluster {
     data: PathBuf,
 }
 
+/// Ports the members listen on: below Linux's ephemeral range (32768 and up). A port the
+/// kernel handed out as free (port 0) could be taken, before the member bound it, as the
+/// local port of an outgoing connection (the tests make many); then the member could not
+/// listen, and the cluster failed to start after 30 s of `ConnectionReset`.
+const MEMBER_PORTS: std::ops::Range<u16> = 20_000..32_768;
+
+/// A port of [`MEMBER_PORTS`] no one listens on now. Each call of this process takes the
+/// next one from a point chosen at random, so that two members (or two clusters of one
+/// test binary) never get the same port, and two processes seldom do.
 fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let span = u32::from(MEMBER_PORTS.end - MEMBER_PORTS.start);
+    let next = NEXT.get_or_init(|| {
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        AtomicU32::new((random % u64::from(span)) as u32)
+    });
+    for _ in 0..span {
+        let offset = next.fetch_add(1, Ordering::Relaxed) % span;
+        let port = MEMBER_PORTS.start + offset as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free port below the ephemeral range",
+    ))
 }
 
 impl LocalCluster {
