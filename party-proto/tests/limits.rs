@@ -254,17 +254,21 @@ fn an_answer_over_the_frame_limit_fails_that_request_alone() {
     );
 }
 
-#[test]
-fn iterator_entries_are_cut_into_frames_that_fit_and_an_entry_too_big_fails_the_iterator() {
-    let mut server = ready_server(small_frames());
-    let iter = party_proto::IterId(0);
-    let open = ClientMessage::IterOpen {
+/// A follower's opening of iterator `iter` over everything, with credits to spare.
+fn open_iter(iter: party_proto::IterId) -> ServerInput {
+    ServerInput::Message(ClientMessage::IterOpen {
         iter,
         options: IterOptions::default(),
         credits: 100,
         bytes: u64::MAX,
-    };
-    server.handle_input(NOW, ServerInput::Message(open));
+    })
+}
+
+#[test]
+fn iterator_entries_are_cut_into_frames_that_fit_and_an_entry_too_big_fails_the_iterator() {
+    let mut server = ready_server(small_frames());
+    let iter = party_proto::IterId(0);
+    server.handle_input(NOW, open_iter(iter));
     let entry = |byte: u8, len: usize| Entry {
         key: vec![byte],
         value: vec![byte; len],
@@ -327,13 +331,7 @@ fn errors_with_long_texts_fit_in_a_small_frame() {
     let op = get("k");
     server.handle_input(NOW, ServerInput::Message(ClientMessage::Read { id, op }));
     let iter = party_proto::IterId(0);
-    let open = ClientMessage::IterOpen {
-        iter,
-        options: IterOptions::default(),
-        credits: 100,
-        bytes: u64::MAX,
-    };
-    server.handle_input(NOW, ServerInput::Message(open));
+    server.handle_input(NOW, open_iter(iter));
     server.handle_input(
         NOW,
         ServerInput::Completed {
