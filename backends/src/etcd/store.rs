@@ -1150,16 +1150,23 @@ mod tests {
         assert_eq!(here.get(b"out").unwrap(), Some(b"1".to_vec()));
     }
 
+    /// A store under `prefix` on a cluster of its own, of one member (kept while the
+    /// cluster lives).
+    fn store_on_one_member(prefix: &[u8]) -> (LocalCluster, EtcdBackend) {
+        let cluster = LocalCluster::start(1).unwrap();
+        let config = EtcdConfig {
+            endpoints: cluster.endpoints(),
+            prefix: prefix.to_vec(),
+        };
+        let store = EtcdBackend::connect(&config).unwrap();
+        (cluster, store)
+    }
+
     /// A scan of big values asks for about a mebibyte of them a page after the first; one of
     /// small values grows its pages fourfold up to 512.
     #[test]
     fn pages_ask_for_about_a_mebibyte() {
-        let cluster = LocalCluster::start(1).unwrap();
-        let config = EtcdConfig {
-            endpoints: cluster.endpoints(),
-            prefix: b"pages/".to_vec(),
-        };
-        let store = EtcdBackend::connect(&config).unwrap();
+        let (_cluster, store) = store_on_one_member(b"pages/");
         let fill = |prefix: u8, count: u8, value: usize| {
             let ops: Vec<WriteOp> = (0..count)
                 .map(|n| WriteOp::Put {
@@ -1211,12 +1218,7 @@ mod tests {
 
     #[test]
     fn a_commit_tried_again_applies_once_and_a_foreign_marker_refuses() {
-        let cluster = LocalCluster::start(1).unwrap();
-        let config = EtcdConfig {
-            endpoints: cluster.endpoints(),
-            prefix: b"marker/".to_vec(),
-        };
-        let store = EtcdBackend::connect(&config).unwrap();
+        let (_cluster, store) = store_on_one_member(b"marker/");
         store.write(&put(b"a")).unwrap();
         // The next commit's first try landed, its reply lost: trying it again is
         // recognised by the marker, and applies nothing more.
