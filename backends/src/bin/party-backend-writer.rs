@@ -2,7 +2,8 @@
 //! open (`hold`), commits numbered batches until it is killed (`batches`), printing each
 //! batch number only after its commit has returned — the point at which a leader would
 //! acknowledge it — or writes `count` keys of 100 bytes, 100 per commit, prints `filled` and
-//! waits to be killed (`fill <count>`).
+//! waits to be killed (`fill <count>`). Every commit carries a dedup record and a change log
+//! entry, as a leader's do.
 //!
 //! Batch `i` puts the keys `batch/<i>/<j>` for `j` in `0..KEYS_PER_BATCH` and stores the
 //! dedup record `applied_through = i` for client [`CLIENT`], all in one commit.
@@ -62,26 +63,23 @@ fn run(kind: &str, path: &Path, mode: Mode) -> Result<(), Box<dyn std::error::Er
         }
         Mode::Fill(count) => {
             let keys: Vec<u64> = (0..count).collect();
-            for group in keys.chunks(100) {
+            let mut log = ChangeLog::default();
+            for (i, group) in (1u64..).zip(keys.chunks(100)) {
                 let ops = group
                     .iter()
-                    .map(|n| WriteOp::Put {
+                    .map(|n| BatchOp::Put {
                         key: format!("fill/{n:010}").into_bytes(),
                         value: vec![b'v'; 100],
                     })
                     .collect();
-                store.write(&WriteBatch {
-                    ops,
-                    records: Vec::new(),
-                    log: None,
-                })?;
+                store.write(&log.batch(i, ops))?;
             }
             writeln!(out, "filled")?;
             out.flush()?;
             park_forever()
         }
         Mode::Named("batches") => {
-            let mut bytes_before = 0;
+            let mut log = ChangeLog::default();
             for i in 1u64.. {
                 let ops = (0..KEYS_PER_BATCH)
                     .map(|j| BatchOp::Put {
@@ -89,29 +87,42 @@ fn run(kind: &str, path: &Path, mode: Mode) -> Result<(), Box<dyn std::error::Er
                         value: vec![b'v'; 100],
                     })
                     .collect();
-                let record = DedupRecord {
-                    applied_through: WriteSeq(i),
-                    failed: Vec::new(),
-                    last_write_ms: i,
-                };
-                let ops = vec![WriteOp::Batch { ops }];
-                let entry = party_proto::feed::encode_entry(bytes_before, &ops);
-                bytes_before += entry.len() as u64;
-                let batch = WriteBatch {
-                    ops,
-                    records: vec![(CLIENT, record)],
-                    log: Some(party_proto::LogAppend {
-                        seq: party_proto::CommitSeq(i),
-                        entry,
-                    }),
-                };
-                store.write(&batch)?;
+                store.write(&log.batch(i, ops))?;
                 writeln!(out, "acked {i}")?;
                 out.flush()?;
             }
             Ok(())
         }
         Mode::Named(other) => Err(format!("unknown mode {other:?}").into()),
+    }
+}
+
+/// Commits as a leader's group commits do: with [`CLIENT`]'s dedup record and the
+/// change log's entry.
+#[derive(Default)]
+struct ChangeLog {
+    bytes_before: u64,
+}
+
+impl ChangeLog {
+    /// Commit `i`: `ops` in one batch, the record `applied_through = i`, log entry `i`.
+    fn batch(&mut self, i: u64, ops: Vec<BatchOp>) -> WriteBatch {
+        let record = DedupRecord {
+            applied_through: WriteSeq(i),
+            failed: Vec::new(),
+            last_write_ms: i,
+        };
+        let ops = vec![WriteOp::Batch { ops }];
+        let entry = party_proto::feed::encode_entry(self.bytes_before, &ops);
+        self.bytes_before += entry.len() as u64;
+        WriteBatch {
+            ops,
+            records: vec![(CLIENT, record)],
+            log: Some(party_proto::LogAppend {
+                seq: party_proto::CommitSeq(i),
+                entry,
+            }),
+        }
     }
 }
 
