@@ -25,7 +25,7 @@
 use std::fs::{File, TryLockError};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use fjall::{AbstractTree, Config, Keyspace, PartitionCreateOptions, PartitionHandle, Snapshot};
@@ -49,6 +49,11 @@ const MAX_MEMTABLE_BYTES: u32 = 4 * 1024 * 1024;
 
 /// Memtables smaller than this are not worth sealing at a checkpoint.
 const CHECKPOINT_MIN_BYTES: usize = 64 * 1024;
+
+/// How long a checkpoint before close waits for fjall to flush the memtables it sealed (a
+/// 4 MiB one takes tens of milliseconds); a store that cannot flush is closed anyway, its
+/// journals kept for the next open to replay.
+const CLOSE_FLUSH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Bytes written to the data memtable between two moves of fjall's version horizon (see
 /// [`FjallBackend::release_old_versions`]): a table fjall flushes as the memtable fills
@@ -114,6 +119,8 @@ pub struct FjallBackend {
     records: PartitionHandle,
     /// The data memtable's size when the version horizon last moved.
     horizon_at: AtomicU32,
+    /// How many journals fjall kept when [`FjallBackend::unpin_journals`] last looked.
+    journals_seen: AtomicUsize,
     /// Held while a snapshot opens, and while the version horizon moves (see
     /// [`FjallBackend::release_old_versions`]).
     opening: Mutex<()>,
@@ -169,6 +176,7 @@ impl FjallBackend {
             data,
             records,
             horizon_at: AtomicU32::new(0),
+            journals_seen: AtomicUsize::new(0),
             opening: Mutex::new(()),
             path: path.to_owned(),
             _lock: lock,
@@ -194,6 +202,53 @@ impl FjallBackend {
         let _opening = self.opening();
         for _ in 0..CLOSES_PER_HORIZON {
             drop(self.data.snapshot());
+        }
+    }
+
+    /// Seals the memtables for fjall to flush, and answers whether it did. Small ones are
+    /// left alone, as they replay fast and each seal makes a table, unless older journals
+    /// wait on them: fjall retires a journal only once every partition has flushed what it
+    /// holds of it.
+    fn seal_memtables(&self) -> Result<bool, BackendError> {
+        let partitions = [&self.data, &self.records];
+        let unflushed: usize = partitions
+            .iter()
+            .map(|partition| partition.tree.active_memtable_size() as usize)
+            .sum();
+        let pinning = unflushed > 0 && self.keyspace.journal_count() > 1;
+        if unflushed < CHECKPOINT_MIN_BYTES && !pinning {
+            return Ok(false);
+        }
+        // So that these flushes keep one version of each key written over.
+        self.release_old_versions();
+        for partition in partitions {
+            partition.rotate_memtable().map_err(store_error(NAME))?;
+        }
+        Ok(true)
+    }
+
+    /// Seals the dedup records' memtable when fjall has started a journal since the last
+    /// look (it starts one as it seals the data memtable). fjall retires a journal only
+    /// once every partition has flushed what it holds of it, and the records, a few bytes
+    /// a commit, fill their memtable so slowly that they kept every journal of a burst of
+    /// writes until the burst paused: 11-58 MB of them after a few seconds of puts here,
+    /// 65-360 ms for a new leader to replay after a kill, where one 4 MiB memtable takes
+    /// ~25 ms. Sealed with each data memtable, the records let its journal go once both
+    /// are flushed.
+    ///
+    /// Looked at where the version horizon moves, every eighth of a memtable written and
+    /// just after each seal. The commit before has been made, so a seal that fails is
+    /// not the write's failure: it leaves the journals to the next checkpoint.
+    fn unpin_journals(&self) {
+        let journals = self.keyspace.journal_count();
+        let seen = self.journals_seen.swap(journals, Ordering::Relaxed);
+        if journals > seen.max(1)
+            && self.records.tree.active_memtable_size() > 0
+            && self.records.rotate_memtable().is_ok()
+        {
+            // Its own new journal is not a data memtable's.
+            let journals = self.keyspace.journal_count();
+            self.journals_seen.store(journals, Ordering::Relaxed);
         }
     }
 
@@ -331,6 +386,7 @@ impl Backend for FjallBackend {
         if size < at || size - at >= BYTES_PER_HORIZON {
             self.horizon_at.store(size, Ordering::Relaxed);
             self.release_old_versions();
+            self.unpin_journals();
         }
         Ok(())
     }
@@ -364,23 +420,18 @@ impl Backend for FjallBackend {
 
     /// Seals the memtables: fjall flushes them in the background and then retires their
     /// journals, which an open after a crash would otherwise replay (about 6 ms per MiB
-    /// here). Small memtables are left alone, as they replay fast and each rotation makes a
-    /// table, unless older journals wait on them: fjall retires a journal only once every
-    /// partition has flushed what it holds of it, so a few dedup records unflushed kept
-    /// every journal a burst of puts had filled, and a new leader replayed them all (~90 ms
-    /// after 100 000 puts).
+    /// here). See [`FjallBackend::seal_memtables`].
     fn checkpoint(&self) -> Result<(), BackendError> {
-        let partitions = [&self.data, &self.records];
-        let unflushed: usize = partitions
-            .iter()
-            .map(|partition| partition.tree.active_memtable_size() as usize)
-            .sum();
-        let pinning = unflushed > 0 && self.keyspace.journal_count() > 1;
-        if unflushed >= CHECKPOINT_MIN_BYTES || pinning {
-            // So that these flushes keep one version of each key written over.
-            self.release_old_versions();
-            for partition in partitions {
-                partition.rotate_memtable().map_err(store_error(NAME))?;
+        self.seal_memtables().map(drop)
+    }
+
+    /// Seals the memtables and waits, at most [`CLOSE_FLUSH_PATIENCE`], until fjall has
+    /// flushed them and retired their journals.
+    fn checkpoint_before_close(&self) -> Result<(), BackendError> {
+        if self.seal_memtables()? {
+            let deadline = std::time::Instant::now() + CLOSE_FLUSH_PATIENCE;
+            while self.keyspace.journal_count() > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
         }
         Ok(())
@@ -448,14 +499,10 @@ mod tests {
     use party_proto::wire::WriteOp;
     use party_proto::WriteSeq;
 
-    /// After a burst of puts that filled several memtables, each commit with one client's
-    /// dedup record (a small memtable of its own), a checkpoint leaves a new leader one
-    /// journal to replay, not every journal of the burst.
-    #[test]
-    fn a_checkpoint_after_a_burst_retires_every_journal_but_the_current() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FjallBackend::open(dir.path()).unwrap();
-        for n in 0..300u64 {
+    /// `commits` commits of 50 puts of 1 KiB, each with one client's dedup record, as a
+    /// leader's group commits make them: a small memtable of records beside the data's.
+    fn burst_with_records(store: &FjallBackend, commits: u64) {
+        for n in 0..commits {
             let ops = (0..50u64)
                 .map(|i| WriteOp::Put {
                     key: (n * 50 + i).to_be_bytes().to_vec(),
@@ -474,22 +521,71 @@ mod tests {
             };
             store.write(&batch).unwrap();
         }
-        assert!(
-            store.keyspace.journal_count() > 1,
-            "the burst filled several"
-        );
-        // As a burst often ends: the data memtable just sealed, the records' small.
-        store.data.rotate_memtable().unwrap();
-        store.checkpoint().unwrap();
+    }
+
+    /// Waits until fjall keeps at most `most` journals, which a new leader would replay.
+    fn wait_for_journals(store: &FjallBackend, most: usize) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while store.keyspace.journal_count() > 1 {
+        while store.keyspace.journal_count() > most {
             assert!(
                 std::time::Instant::now() < deadline,
-                "{} journals kept after the checkpoint's flushes",
+                "{} journals kept once fjall had flushed, not at most {most}",
                 store.keyspace.journal_count()
             );
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+    }
+
+    /// A burst of puts that never pauses, 30 MiB of them (seven memtables), leaves a new
+    /// leader the journals of about one memtable to replay, not every journal of the
+    /// burst: the records' memtable is sealed with the data's.
+    #[test]
+    fn journals_go_as_the_data_flushes_while_a_burst_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallBackend::open(dir.path()).unwrap();
+        burst_with_records(&store, 600);
+        // The active journal, the last sealed one, and the records' seal beside it.
+        wait_for_journals(&store, 3);
+    }
+
+    /// A store closed after a checkpoint before close leaves the next open nothing to
+    /// replay of the writes it had not flushed, unless they were too small to flush.
+    #[test]
+    fn a_checkpoint_before_close_leaves_the_next_open_nothing_to_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let replayed = |commits| {
+            let store = FjallBackend::open(dir.path()).unwrap();
+            burst_with_records(&store, commits);
+            store.checkpoint_before_close().unwrap();
+            drop(store);
+            let store = FjallBackend::open(dir.path()).unwrap();
+            let replayed = store.data.tree.active_memtable_size();
+            assert_eq!(
+                store.get(&49u64.to_be_bytes()).unwrap(),
+                Some(vec![b'v'; 1024])
+            );
+            replayed
+        };
+        assert_eq!(
+            replayed(40),
+            0,
+            "40 commits of 50 KiB each flushed at close"
+        );
+        assert!(replayed(1) > 0, "one small commit left to the journal");
+    }
+
+    /// After a burst of puts that filled several memtables, a checkpoint leaves a new
+    /// leader one journal to replay.
+    #[test]
+    fn a_checkpoint_after_a_burst_retires_every_journal_but_the_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallBackend::open(dir.path()).unwrap();
+        burst_with_records(&store, 300);
+        // As a burst often ends: the data memtable just sealed, the records' small.
+        store.data.rotate_memtable().unwrap();
+        assert!(store.keyspace.journal_count() > 1, "a journal was sealed");
+        store.checkpoint().unwrap();
+        wait_for_journals(&store, 1);
     }
 
     /// Keys overwritten thousands of times since the last flush, every version still in

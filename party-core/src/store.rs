@@ -177,8 +177,8 @@ impl StoreQueue {
 pub(crate) struct StoreThread(IntakeEnd<StoreJob, Worker>);
 
 impl StoreThread {
-    /// Runs jobs until every sender is gone, then stops the scan thread, tells `drained`
-    /// and closes the store.
+    /// Runs jobs until every sender is gone, then stops the scan thread, checkpoints the
+    /// store for whoever opens it next, tells `drained` and closes the store.
     pub fn run(self, drained: tokio::sync::oneshot::Sender<()>) {
         self.0.rounds(MAX_ROUND, |worker, round| {
             worker.round(round);
@@ -189,6 +189,10 @@ impl StoreThread {
             .into_state()
             .expect("every queue is gone, and with it every other reference to the store");
         scans.stop();
+        // Before the handle is told: a process about to exit goes once it is.
+        if let Err(error) = store.checkpoint_before_close() {
+            tracing::warn!("checkpoint before close failed: {error}");
+        }
         let _ = drained.send(());
         drop(store);
     }

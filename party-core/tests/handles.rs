@@ -622,3 +622,26 @@ async fn a_peer_that_never_welcomes_is_no_leader() {
     );
     assert_eq!(db.role(), Role::Leader);
 }
+
+/// A leader that closes after a burst of writes leaves the next process to open the store
+/// nothing to replay: one journal, the empty one fjall starts after its last flush (fjall's
+/// layout: `fjall/fjall/journals/` in the store's directory). Without that, every later
+/// open replayed what the burst had not flushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_closes_after_a_burst_leaves_nothing_to_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let journals = dir.path().join("fjall").join("fjall").join("journals");
+    let db = open(dir.path(), Options::default()).await.unwrap();
+    assert_eq!(db.ready().await.unwrap(), Role::Leader);
+    let value = vec![b'v'; 64 << 10];
+    for n in 0..96 {
+        db.put(format!("k{n:02}"), &value).await.unwrap();
+    }
+    // As a one-shot command closes: the store checkpoints before this returns.
+    db.close_before_exit().await.unwrap();
+    assert_eq!(std::fs::read_dir(&journals).unwrap().count(), 1);
+    let next = open(dir.path(), Options::default()).await.unwrap();
+    assert_eq!(next.ready().await.unwrap(), Role::Leader);
+    assert_eq!(next.get("k95").await.unwrap(), Some(value));
+    next.close().await.unwrap();
+}
