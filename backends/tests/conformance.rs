@@ -766,7 +766,8 @@ fn fill_numbered(store: &dyn Backend, count: u64) {
     }
 }
 
-/// A checkpoint between writes loses nothing, and the store reopens whole.
+/// A checkpoint between writes, and one before close, lose nothing, and the store reopens
+/// whole.
 pub fn a_checkpoint_keeps_every_write(kind: BackendKind) {
     let dir = tempfile::tempdir().unwrap();
     let store = kind.open(dir.path()).unwrap();
@@ -774,6 +775,7 @@ pub fn a_checkpoint_keeps_every_write(kind: BackendKind) {
     store.checkpoint().unwrap();
     write(&*store, vec![put(b"after", b"checkpoint")]);
     store.checkpoint().unwrap();
+    store.checkpoint_before_close().unwrap();
     drop(store);
     let store = kind.open(dir.path()).unwrap();
     assert_eq!(read_all(&*store, &IterOptions::default(), 512).len(), 5_001);
@@ -996,6 +998,51 @@ mod rocksdb {
     #[test]
     fn iterators_are_snapshots() {
         snapshot_test(BackendKind::Rocksdb);
+    }
+
+    /// Bytes in the write-ahead log's files, which a reopen after a kill replays.
+    fn log_bytes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap())
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".log"))
+            .map(|entry| entry.metadata().unwrap().len())
+            .sum()
+    }
+
+    /// Waits until the write-ahead log holds at most `most` bytes.
+    fn wait_for_log(dir: &Path, most: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while log_bytes(dir) > most {
+            assert!(
+                Instant::now() < deadline,
+                "{} bytes of write-ahead log kept, not at most {most}",
+                log_bytes(dir)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A burst of commits with their dedup records, ~80 MB of log, leaves a new leader
+    /// at most about 40 MiB of it to replay: the records' column family, a few bytes a
+    /// commit, is flushed once the log passes its bound, and no longer keeps every file.
+    #[test]
+    fn a_long_burst_leaves_a_bounded_write_ahead_log_to_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BackendKind::Rocksdb.open(dir.path()).unwrap();
+        fill_numbered(&*store, 600_000);
+        wait_for_log(dir.path(), 40 << 20);
+    }
+
+    /// After a checkpoint before close, the log holds nothing to replay.
+    #[test]
+    fn a_checkpoint_before_close_leaves_no_write_ahead_log_to_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BackendKind::Rocksdb.open(dir.path()).unwrap();
+        fill_numbered(&*store, 5_000);
+        assert!(log_bytes(dir.path()) > 500_000, "the writes are in the log");
+        store.checkpoint_before_close().unwrap();
+        wait_for_log(dir.path(), 0);
     }
 }
 
