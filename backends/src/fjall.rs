@@ -25,7 +25,7 @@
 use std::fs::{File, TryLockError};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use fjall::{AbstractTree, Config, Keyspace, PartitionCreateOptions, PartitionHandle, Snapshot};
@@ -119,8 +119,8 @@ pub struct FjallBackend {
     records: PartitionHandle,
     /// The data memtable's size when the version horizon last moved.
     horizon_at: AtomicU32,
-    /// How many journals fjall kept when [`FjallBackend::unpin_journals`] last looked.
-    journals_seen: AtomicUsize,
+    /// Set once a memtable could not be sealed: see [`FjallBackend::sealed_or_poisoned`].
+    poisoned: AtomicBool,
     /// Held while a snapshot opens, and while the version horizon moves (see
     /// [`FjallBackend::release_old_versions`]).
     opening: Mutex<()>,
@@ -176,7 +176,7 @@ impl FjallBackend {
             data,
             records,
             horizon_at: AtomicU32::new(0),
-            journals_seen: AtomicUsize::new(0),
+            poisoned: AtomicBool::new(false),
             opening: Mutex::new(()),
             path: path.to_owned(),
             _lock: lock,
@@ -205,11 +205,10 @@ impl FjallBackend {
         }
     }
 
-    /// Seals the memtables for fjall to flush, and answers whether it did. Small ones are
-    /// left alone, as they replay fast and each seal makes a table, unless older journals
-    /// wait on them: fjall retires a journal only once every partition has flushed what it
-    /// holds of it.
-    fn seal_memtables(&self) -> Result<bool, BackendError> {
+    /// Seals the memtables for fjall to flush. Small ones are left alone, as they replay
+    /// fast and each seal makes a table, unless older journals wait on them: fjall retires
+    /// a journal only once every partition has flushed what it holds of it.
+    fn seal_memtables(&self) -> Result<(), BackendError> {
         let partitions = [&self.data, &self.records];
         let unflushed: usize = partitions
             .iter()
@@ -217,39 +216,54 @@ impl FjallBackend {
             .sum();
         let pinning = unflushed > 0 && self.keyspace.journal_count() > 1;
         if unflushed < CHECKPOINT_MIN_BYTES && !pinning {
-            return Ok(false);
+            return Ok(());
         }
         // So that these flushes keep one version of each key written over.
         self.release_old_versions();
         for partition in partitions {
-            partition.rotate_memtable().map_err(store_error(NAME))?;
+            self.sealed_or_poisoned(partition)?;
         }
-        Ok(true)
+        Ok(())
     }
 
-    /// Seals the dedup records' memtable when fjall has started a journal since the last
-    /// look (it starts one as it seals the data memtable). fjall retires a journal only
-    /// once every partition has flushed what it holds of it, and the records, a few bytes
-    /// a commit, fill their memtable so slowly that they kept every journal of a burst of
-    /// writes until the burst paused: 11-58 MB of them after a few seconds of puts here,
-    /// 65-360 ms for a new leader to replay after a kill, where one 4 MiB memtable takes
-    /// ~25 ms. Sealed with each data memtable, the records let its journal go once both
-    /// are flushed.
+    /// Seals the dedup records' memtable, as fjall has just sealed the data's. fjall
+    /// retires a journal only once every partition has flushed what it holds of it, and
+    /// the records, a few bytes a commit, fill their memtable so slowly that they kept
+    /// every journal of a burst of writes until the burst paused: 11-58 MB of them after a
+    /// few seconds of puts here, 65-360 ms for a new leader to replay after a kill, where
+    /// one 4 MiB memtable takes ~25 ms. Sealed with each data memtable, the records let
+    /// its journal go once both are flushed.
     ///
-    /// Looked at where the version horizon moves, every eighth of a memtable written and
-    /// just after each seal. The commit before has been made, so a seal that fails is
-    /// not the write's failure: it leaves the journals to the next checkpoint.
-    fn unpin_journals(&self) {
-        let journals = self.keyspace.journal_count();
-        let seen = self.journals_seen.swap(journals, Ordering::Relaxed);
-        if journals > seen.max(1)
-            && self.records.tree.active_memtable_size() > 0
-            && self.records.rotate_memtable().is_ok()
-        {
-            // Its own new journal is not a data memtable's.
-            let journals = self.keyspace.journal_count();
-            self.journals_seen.store(journals, Ordering::Relaxed);
+    /// The commit before has been made, so a seal that fails is not that write's failure:
+    /// it fails the writes after it instead (see [`FjallBackend::sealed_or_poisoned`]).
+    fn seal_records(&self) {
+        if self.records.tree.active_memtable_size() > 0 {
+            let _ = self.sealed_or_poisoned(&self.records);
         }
+    }
+
+    /// Seals `partition`'s memtable. fjall sets a memtable aside before it starts the next
+    /// journal, and gives it to a flush only once that succeeded: if starting the journal
+    /// fails (a full disk), the memtable is read but never flushed, and once a later one
+    /// of the partition is, its journal goes with what it alone held. fjall stops every
+    /// write when its own seal fails; so does this store: a write after a failed seal is
+    /// refused until the store is opened again, which replays the journal.
+    fn sealed_or_poisoned(&self, partition: &PartitionHandle) -> Result<(), BackendError> {
+        partition.rotate_memtable().map(drop).map_err(|error| {
+            self.poisoned.store(true, Ordering::Relaxed);
+            store_error(NAME)(error)
+        })
+    }
+
+    fn refuse_if_poisoned(&self) -> Result<(), BackendError> {
+        if self.poisoned.load(Ordering::Relaxed) {
+            return Err(BackendError::store(
+                NAME,
+                "a memtable could not be sealed, so its writes might never reach a table: \
+                 the store must be opened again",
+            ));
+        }
+        Ok(())
     }
 
     /// Holds off snapshots opening and horizon moves elsewhere (a panic while holding it
@@ -364,7 +378,10 @@ impl Backend for FjallBackend {
     }
 
     fn write(&self, batch: &WriteBatch) -> Result<(), BackendError> {
+        self.refuse_if_poisoned()?;
         let effect = resolve_in(self, &batch.ops)?;
+        let writes_data = !effect.is_empty() || batch.log.is_some();
+        let before = self.data.tree.active_memtable_size();
         let mut commit = self.keyspace.batch();
         for (key, value) in effect {
             let key = checked_key(&key)?;
@@ -381,12 +398,15 @@ impl Backend for FjallBackend {
         }
         commit.commit().map_err(store_error(NAME))?;
         let size = self.data.tree.active_memtable_size();
+        // fjall seals a memtable after the commit's writes: the next one starts empty.
+        let sealed = size < before || (writes_data && size == 0);
+        if sealed {
+            self.seal_records();
+        }
         let at = self.horizon_at.load(Ordering::Relaxed);
-        // Smaller: fjall sealed the memtable, and flushes it soon.
-        if size < at || size - at >= BYTES_PER_HORIZON {
+        if sealed || size < at || size - at >= BYTES_PER_HORIZON {
             self.horizon_at.store(size, Ordering::Relaxed);
             self.release_old_versions();
-            self.unpin_journals();
         }
         Ok(())
     }
@@ -422,17 +442,17 @@ impl Backend for FjallBackend {
     /// journals, which an open after a crash would otherwise replay (about 6 ms per MiB
     /// here). See [`FjallBackend::seal_memtables`].
     fn checkpoint(&self) -> Result<(), BackendError> {
-        self.seal_memtables().map(drop)
+        self.refuse_if_poisoned()?;
+        self.seal_memtables()
     }
 
     /// Seals the memtables and waits, at most [`CLOSE_FLUSH_PATIENCE`], until fjall has
-    /// flushed them and retired their journals.
+    /// flushed every sealed one (sealed here or before) and retired its journals.
     fn checkpoint_before_close(&self) -> Result<(), BackendError> {
-        if self.seal_memtables()? {
-            let deadline = std::time::Instant::now() + CLOSE_FLUSH_PATIENCE;
-            while self.keyspace.journal_count() > 1 && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
+        self.checkpoint()?;
+        let deadline = std::time::Instant::now() + CLOSE_FLUSH_PATIENCE;
+        while self.keyspace.journal_count() > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         Ok(())
     }
@@ -499,14 +519,15 @@ mod tests {
     use party_proto::wire::WriteOp;
     use party_proto::WriteSeq;
 
-    /// `commits` commits of 50 puts of 1 KiB, each with one client's dedup record, as a
-    /// leader's group commits make them: a small memtable of records beside the data's.
-    fn burst_with_records(store: &FjallBackend, commits: u64) {
+    /// `commits` commits of `puts` puts of `value_len` bytes, each with one client's dedup
+    /// record, as a leader's group commits make them: a small memtable of records beside
+    /// the data's.
+    fn burst_with_records(store: &FjallBackend, commits: u64, puts: u64, value_len: usize) {
         for n in 0..commits {
-            let ops = (0..50u64)
+            let ops = (0..puts)
                 .map(|i| WriteOp::Put {
-                    key: (n * 50 + i).to_be_bytes().to_vec(),
-                    value: vec![b'v'; 1024],
+                    key: (n * puts + i).to_be_bytes().to_vec(),
+                    value: vec![b'v'; value_len],
                 })
                 .collect();
             let record = DedupRecord {
@@ -543,7 +564,7 @@ mod tests {
     fn journals_go_as_the_data_flushes_while_a_burst_goes_on() {
         let dir = tempfile::tempdir().unwrap();
         let store = FjallBackend::open(dir.path()).unwrap();
-        burst_with_records(&store, 600);
+        burst_with_records(&store, 600, 50, 1024);
         // The active journal, the last sealed one, and the records' seal beside it.
         wait_for_journals(&store, 3);
     }
@@ -555,7 +576,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let replayed = |commits| {
             let store = FjallBackend::open(dir.path()).unwrap();
-            burst_with_records(&store, commits);
+            burst_with_records(&store, commits, 50, 1024);
             store.checkpoint_before_close().unwrap();
             drop(store);
             let store = FjallBackend::open(dir.path()).unwrap();
@@ -574,13 +595,23 @@ mod tests {
         assert!(replayed(1) > 0, "one small commit left to the journal");
     }
 
+    /// Commits each bigger than a memtable, so that every one seals the data's memtable
+    /// alone, leave no more journals than small ones.
+    #[test]
+    fn journals_go_as_the_data_flushes_when_each_commit_fills_a_memtable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallBackend::open(dir.path()).unwrap();
+        burst_with_records(&store, 8, 5, 1 << 20);
+        wait_for_journals(&store, 3);
+    }
+
     /// After a burst of puts that filled several memtables, a checkpoint leaves a new
     /// leader one journal to replay.
     #[test]
     fn a_checkpoint_after_a_burst_retires_every_journal_but_the_current() {
         let dir = tempfile::tempdir().unwrap();
         let store = FjallBackend::open(dir.path()).unwrap();
-        burst_with_records(&store, 300);
+        burst_with_records(&store, 300, 50, 1024);
         // As a burst often ends: the data memtable just sealed, the records' small.
         store.data.rotate_memtable().unwrap();
         assert!(store.keyspace.journal_count() > 1, "a journal was sealed");

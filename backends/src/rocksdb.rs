@@ -28,12 +28,16 @@ const WRITE_BUFFER_BYTES: usize = 8 << 20;
 /// The write-ahead log RocksDB keeps before it flushes the column families that hold its
 /// oldest file back. A file goes only once every column family has flushed what it holds
 /// of it, and the dedup records fill their memtable so slowly that, at RocksDB's own
-/// bound (four times every memtable's size), 1 000 000 writes a leader commits left 236
-/// MB of the log, which a new leader replayed before serving (4.7 s, debug build).
+/// bound (four times the most all memtables may hold), 1 000 000 writes a leader commits
+/// left 236 MB of the log, which a new leader replayed before serving (4.7 s, debug build).
 const MAX_WAL_BYTES: u64 = 4 * WRITE_BUFFER_BYTES as u64;
 
 /// Memtables smaller than this in all are not worth flushing at a checkpoint.
 const CHECKPOINT_MIN_BYTES: u64 = 64 * 1024;
+
+/// How long a checkpoint before close waits for RocksDB's flush; a store that cannot flush
+/// is closed anyway, its log kept for the next open to replay.
+const CLOSE_FLUSH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 type DbIter<'db> = DBIteratorWithThreadMode<'db, DB>;
 
@@ -82,7 +86,12 @@ impl RocksBackend {
         options.create_missing_column_families(true);
         options.set_write_buffer_size(WRITE_BUFFER_BYTES);
         options.set_max_total_wal_size(MAX_WAL_BYTES);
-        let families = [records::NAMESPACE, changes::NAMESPACE].map(|name| (name, options.clone()));
+        let families = [
+            rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
+            records::NAMESPACE,
+            changes::NAMESPACE,
+        ]
+        .map(|name| (name, options.clone()));
         let db = DB::open_cf_with_opts(&options, path, families).map_err(|error| {
             // RocksDB reports a held LOCK file only in its message.
             let message = error.to_string();
@@ -110,30 +119,39 @@ impl RocksBackend {
         })
     }
 
-    /// Flushes every column family's memtable, if they hold enough in all to be worth a
-    /// table each, and with `wait` returns once they are flushed.
-    fn flush(&self, wait: bool) -> Result<(), BackendError> {
-        let families = [
+    fn families(&self) -> Result<[&rocksdb::ColumnFamily; 3], BackendError> {
+        Ok([
             self.family(rocksdb::DEFAULT_COLUMN_FAMILY_NAME)?,
             self.records_family()?,
             self.changes_family()?,
-        ];
+        ])
+    }
+
+    /// What the memtables hold, the active ones and those waiting for their flush.
+    fn unflushed(&self) -> Result<u64, BackendError> {
         let mut unflushed = 0;
-        for family in families {
+        for family in self.families()? {
             unflushed += self
                 .db
-                .property_int_value_cf(family, "rocksdb.cur-size-active-mem-table")
+                .property_int_value_cf(family, "rocksdb.cur-size-all-mem-tables")
                 .map_err(store_error(NAME))?
                 .unwrap_or(0);
         }
-        if unflushed < CHECKPOINT_MIN_BYTES {
-            return Ok(());
+        Ok(unflushed)
+    }
+
+    /// Starts a flush of every column family's memtable, if they hold enough in all to be
+    /// worth a table each; answers whether it did.
+    fn flush(&self) -> Result<bool, BackendError> {
+        if self.unflushed()? < CHECKPOINT_MIN_BYTES {
+            return Ok(false);
         }
         let mut options = rocksdb::FlushOptions::default();
-        options.set_wait(wait);
+        options.set_wait(false);
         self.db
-            .flush_cfs_opt(&families, &options)
-            .map_err(store_error(NAME))
+            .flush_cfs_opt(&self.families()?, &options)
+            .map_err(store_error(NAME))?;
+        Ok(true)
     }
 }
 
@@ -180,11 +198,19 @@ impl Backend for RocksBackend {
     /// Flushes the memtables, which a reopen after a crash would otherwise replay from the
     /// write-ahead log.
     fn checkpoint(&self) -> Result<(), BackendError> {
-        self.flush(false)
+        self.flush().map(drop)
     }
 
+    /// Flushes the memtables and waits, at most [`CLOSE_FLUSH_PATIENCE`], until RocksDB has.
     fn checkpoint_before_close(&self) -> Result<(), BackendError> {
-        self.flush(true)
+        let deadline = std::time::Instant::now() + CLOSE_FLUSH_PATIENCE;
+        if self.flush()? {
+            while self.unflushed()? >= CHECKPOINT_MIN_BYTES && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        Ok(())
     }
 
     fn change_entries(

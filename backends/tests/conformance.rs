@@ -1034,6 +1034,29 @@ mod rocksdb {
         wait_for_log(dir.path(), 40 << 20);
     }
 
+    /// The data's memtable is flushed once it holds 8 MiB, not RocksDB's own 64: about 16
+    /// MiB of writes, with no checkpoint, make tables.
+    #[test]
+    fn sixteen_mib_of_writes_fill_more_than_one_memtable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BackendKind::Rocksdb.open(dir.path()).unwrap();
+        fill_numbered(&*store, 140_000);
+        let tables = || {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|entry| {
+                    let name = entry.as_ref().unwrap().file_name();
+                    name.to_string_lossy().ends_with(".sst")
+                })
+                .count()
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tables() == 0 {
+            assert!(Instant::now() < deadline, "no memtable was flushed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// After a checkpoint before close, the log holds nothing to replay.
     #[test]
     fn a_checkpoint_before_close_leaves_no_write_ahead_log_to_replay() {

@@ -162,9 +162,13 @@ impl Leader {
     /// Stops accepting, closes every follower connection, and waits for the store thread
     /// to finish its queue. The socket file is removed when the listener drops.
     ///
-    /// Closing the store can take a while after that (fjall's background threads need up
-    /// to 250 ms to notice), so it is left to the store thread, which releases the lock
-    /// only once the store is closed: until then no other process may open it. A process
+    /// Before it finishes, the store thread checkpoints the store for whoever opens it
+    /// next (`Backend::checkpoint_before_close`: fjall and RocksDB flush their memtables,
+    /// waiting at most 2 s), so a follower taking over waits for that flush instead of
+    /// replaying the same writes. Closing the store can take a while after that (fjall's
+    /// background threads need up to 250 ms to notice), so it is left to the store
+    /// thread, which releases the lock only once the store is closed: until then no other
+    /// process may open it. A process
     /// that exits meanwhile loses nothing, since every commit is already with the OS, and
     /// its exit releases the lock at once. Gives the store thread, to wait for the release.
     pub async fn stop(self, cause: LeaveCause) -> std::thread::JoinHandle<()> {
