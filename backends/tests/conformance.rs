@@ -1000,27 +1000,42 @@ mod rocksdb {
         snapshot_test(BackendKind::Rocksdb);
     }
 
-    /// Bytes in the write-ahead log's files, which a reopen after a kill replays.
-    fn log_bytes(dir: &Path) -> u64 {
+    /// The sizes of the files in `dir` whose names end in `suffix`.
+    fn files_ending(dir: &Path, suffix: &str) -> Vec<u64> {
         std::fs::read_dir(dir)
             .unwrap()
             .map(|entry| entry.unwrap())
-            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".log"))
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(suffix))
             .map(|entry| entry.metadata().unwrap().len())
-            .sum()
+            .collect()
+    }
+
+    /// Bytes in the write-ahead log's files, which a reopen after a kill replays.
+    fn log_bytes(dir: &Path) -> u64 {
+        files_ending(dir, ".log").iter().sum()
+    }
+
+    /// Waits until `done`, which RocksDB's background flushes bring about (it tells no
+    /// event of them); fails with `state` after 30 s.
+    fn wait_until(done: impl Fn() -> bool, state: impl Fn() -> String) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(Instant::now() < deadline, "{}", state());
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Waits until the write-ahead log holds at most `most` bytes.
     fn wait_for_log(dir: &Path, most: u64) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while log_bytes(dir) > most {
-            assert!(
-                Instant::now() < deadline,
-                "{} bytes of write-ahead log kept, not at most {most}",
-                log_bytes(dir)
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(
+            || log_bytes(dir) <= most,
+            || {
+                format!(
+                    "{} bytes of write-ahead log kept, not at most {most}",
+                    log_bytes(dir)
+                )
+            },
+        );
     }
 
     /// A burst of commits with their dedup records, ~80 MB of log, leaves a new leader
@@ -1041,20 +1056,10 @@ mod rocksdb {
         let dir = tempfile::tempdir().unwrap();
         let store = BackendKind::Rocksdb.open(dir.path()).unwrap();
         fill_numbered(&*store, 140_000);
-        let tables = || {
-            std::fs::read_dir(dir.path())
-                .unwrap()
-                .filter(|entry| {
-                    let name = entry.as_ref().unwrap().file_name();
-                    name.to_string_lossy().ends_with(".sst")
-                })
-                .count()
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while tables() == 0 {
-            assert!(Instant::now() < deadline, "no memtable was flushed");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(
+            || !files_ending(dir.path(), ".sst").is_empty(),
+            || "no memtable was flushed".to_owned(),
+        );
     }
 
     /// After a checkpoint before close, the log holds nothing to replay.
