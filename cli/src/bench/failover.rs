@@ -49,6 +49,29 @@ pub(super) async fn with_past_clients(
     })
 }
 
+/// Reads the watchers' lines, noting who says it leads, until `done` (given each line's
+/// watcher, the line, and who leads) is true; fails if it is not within 10 s.
+fn read_until(
+    lines: &std::sync::mpsc::Receiver<(usize, String)>,
+    is_leader: &mut [bool; 3],
+    waiting_for: &str,
+    mut done: impl FnMut(usize, &str, &[bool; 3]) -> bool,
+) -> Result<(), Failure> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let (index, line) = lines
+            .recv_timeout(wait)
+            .map_err(|_| format!("the failover bench waited 10 s for {waiting_for}"))?;
+        if let Some(role) = line.strip_prefix("role ") {
+            is_leader[index] = role == "leader";
+        }
+        if done(index, &line, is_leader) {
+            return Ok(());
+        }
+    }
+}
+
 /// Kills the leader of `dir` `kills` times while three followers read; measures, per kill,
 /// the time until every follower has completed a get again.
 pub(super) async fn failovers(
@@ -76,11 +99,26 @@ pub(super) async fn failovers(
     for index in 0..3 {
         spawn_watcher(index, &mut watchers)?;
     }
+    let mut is_leader = [false; 3];
+    // Each watcher follows before the first kill: one that started after it could lead
+    // from its start, and would never say it took over.
+    let mut ready = 0;
+    read_until(
+        &lines,
+        &mut is_leader,
+        "the watchers to follow",
+        |_, line, _| {
+            ready += usize::from(line == "ready follower");
+            ready == 3
+        },
+    )?;
+    // The figures are for a leader killed while quiet: it checkpoints its fill 100 ms after
+    // its last write. Killed before that, every later leader would replay the fill, as a
+    // leader that only reads never checkpoints (store opens of ~40 ms, not ~2).
     std::thread::sleep(Duration::from_millis(300));
     let mut recoveries = Vec::new();
     let mut opens = Vec::new();
     let mut current_leader: Option<usize> = None; // None: the first, separate leader process
-    let mut is_leader = [false; 3];
     for _ in 0..kills {
         while let Ok((index, line)) = lines.try_recv() {
             if let Some(role) = line.strip_prefix("role ") {
@@ -95,6 +133,7 @@ pub(super) async fn failovers(
             }
             Some(index) => {
                 drop(watchers[index].take());
+                is_leader[index] = false;
             }
         }
         let followers: Vec<usize> = (0..3).filter(|i| Some(*i) != current_leader).collect();
@@ -130,17 +169,24 @@ pub(super) async fn failovers(
         recoveries.push(Duration::from_micros(worst));
         if let Some(index) = current_leader {
             spawn_watcher(index, &mut watchers)?;
+            read_until(
+                &lines,
+                &mut is_leader,
+                "the new watcher to follow",
+                |i, line, _| i == index && line == "ready follower",
+            )?;
         }
-        std::thread::sleep(Duration::from_millis(150));
-        while let Ok((index, line)) = lines.try_recv() {
-            if let Some(role) = line.strip_prefix("role ") {
-                is_leader[index] = role == "leader";
-            }
+        // The new leader says so after its first get as leader, which may come after the
+        // other followers' gaps.
+        if !is_leader.contains(&true) {
+            read_until(
+                &lines,
+                &mut is_leader,
+                "a follower to take over",
+                |_, _, leads| leads.contains(&true),
+            )?;
         }
         current_leader = is_leader.iter().position(|l| *l);
-        if current_leader.is_none() {
-            return Err("no follower took over".into());
-        }
     }
     drop(watchers);
     recoveries.sort();
