@@ -766,6 +766,17 @@ fn fill_numbered(store: &dyn Backend, count: u64) {
     }
 }
 
+/// Waits until `done`, which a store's background flushes bring about (fjall and RocksDB
+/// tell no event of them); fails with `state` after 30 s.
+#[cfg(any(feature = "fjall", feature = "rocksdb"))]
+fn wait_until(done: impl Fn() -> bool, state: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "{}", state());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A checkpoint between writes, and one before close, lose nothing, and the store reopens
 /// whole.
 pub fn a_checkpoint_keeps_every_write(kind: BackendKind) {
@@ -915,18 +926,17 @@ mod fjall {
         fill_numbered(&*store, 5_000);
         let holding_the_writes = journals(dir.path());
         store.checkpoint().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let retired = || {
-            let now = journals(dir.path());
-            holding_the_writes.iter().all(|old| !now.contains(old))
-        };
-        while !retired() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(
-            retired(),
-            "journals {holding_the_writes:?} are still there: {:?}",
-            journals(dir.path())
+        wait_until(
+            || {
+                let now = journals(dir.path());
+                holding_the_writes.iter().all(|old| !now.contains(old))
+            },
+            || {
+                format!(
+                    "journals {holding_the_writes:?} are still there: {:?}",
+                    journals(dir.path())
+                )
+            },
         );
     }
 
@@ -1013,16 +1023,6 @@ mod rocksdb {
     /// Bytes in the write-ahead log's files, which a reopen after a kill replays.
     fn log_bytes(dir: &Path) -> u64 {
         files_ending(dir, ".log").iter().sum()
-    }
-
-    /// Waits until `done`, which RocksDB's background flushes bring about (it tells no
-    /// event of them); fails with `state` after 30 s.
-    fn wait_until(done: impl Fn() -> bool, state: impl Fn() -> String) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !done() {
-            assert!(Instant::now() < deadline, "{}", state());
-            std::thread::sleep(Duration::from_millis(10));
-        }
     }
 
     /// Waits until the write-ahead log holds at most `most` bytes.
