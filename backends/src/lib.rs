@@ -190,6 +190,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         Ok(())
     }
 
+    /// Whether a process may exit while this store is still closing in another thread.
+    /// RocksDB's may not: its background threads then meet the C++ static destructors
+    /// that run at exit and abort the process ("pthread lock: Invalid argument", about
+    /// one exit in six), so a leader closes it before its handle's close returns, even
+    /// for a process about to exit. The others keep the default.
+    fn may_exit_while_closing(&self) -> bool {
+        true
+    }
+
     /// An iterator for `options`, read in chunks up to its limit.
     fn chunks(&self, options: &IterOptions) -> Result<Chunks, BackendError> {
         let entries = self.iter(&options.range, options.reverse)?;

@@ -201,6 +201,10 @@ impl Backend for RocksBackend {
         self.flush().map(drop)
     }
 
+    fn may_exit_while_closing(&self) -> bool {
+        false
+    }
+
     /// Flushes the memtables and waits, at most [`CLOSE_FLUSH_PATIENCE`], until RocksDB has.
     fn checkpoint_before_close(&self) -> Result<(), BackendError> {
         let deadline = std::time::Instant::now() + CLOSE_FLUSH_PATIENCE;

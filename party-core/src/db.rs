@@ -302,6 +302,8 @@ impl Db {
     /// while the store closes in the background (fjall takes up to 250 ms) and keeps its
     /// lock until then. For a process about to exit, which then releases the lock at
     /// once and loses nothing: every commit is already with the operating system.
+    /// On RocksDB it waits for the store to close as well: a process that exits while
+    /// RocksDB closes can abort in its C++ static destructors.
     pub async fn close_before_exit(&self) -> Result<(), Error> {
         self.close_and_wait(false).await
     }

@@ -168,7 +168,8 @@ impl Leader {
     /// replaying the same writes. Closing the store can take a while after that (fjall's
     /// background threads need up to 250 ms to notice), so it is left to the store
     /// thread, which releases the lock only once the store is closed: until then no other
-    /// process may open it. A process
+    /// process may open it (RocksDB, which a process may not exit while it closes, is
+    /// closed before this returns: `Backend::may_exit_while_closing`). A process
     /// that exits meanwhile loses nothing, since every commit is already with the OS, and
     /// its exit releases the lock at once. Gives the store thread, to wait for the release.
     pub async fn stop(self, cause: LeaveCause) -> std::thread::JoinHandle<()> {

@@ -178,7 +178,8 @@ pub(crate) struct StoreThread(IntakeEnd<StoreJob, Worker>);
 
 impl StoreThread {
     /// Runs jobs until every sender is gone, then stops the scan thread, checkpoints the
-    /// store for whoever opens it next, tells `drained` and closes the store.
+    /// store for whoever opens it next, tells `drained` and closes the store (in the other
+    /// order for a store the process may not exit while it closes: RocksDB).
     pub fn run(self, drained: tokio::sync::oneshot::Sender<()>) {
         self.0.rounds(MAX_ROUND, |worker, round| {
             worker.round(round);
@@ -193,8 +194,13 @@ impl StoreThread {
         if let Err(error) = store.checkpoint_before_close() {
             tracing::warn!("checkpoint before close failed: {error}");
         }
-        let _ = drained.send(());
-        drop(store);
+        if store.may_exit_while_closing() {
+            let _ = drained.send(());
+            drop(store);
+        } else {
+            drop(store);
+            let _ = drained.send(());
+        }
     }
 }
 

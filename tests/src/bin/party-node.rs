@@ -24,7 +24,9 @@
 //!   failed, or fell behind: `err lagged …`); `watch-list` → `ok KEY,KEY,…` of the puts seen, in order,
 //!   or `err order …` if commit numbers did not rise, `err lagged …` if any was lost
 //! - `socket` → `ok PATH`: where the directory's socket is
-//! - `close` → `ok` after the handle closed; `exit` → ends the process without closing
+//! - `close` → `ok` after the handle closed; `close-before-exit` → `ok` after
+//!   `Db::close_before_exit`, then returns from main; `exit` → ends the process without
+//!   closing
 
 use std::time::Duration;
 
@@ -167,12 +169,17 @@ async fn main() {
             },
             ["socket"] => Ok(format!("ok {}", db.socket_path().display())),
             ["close"] => db.close().await.map(|()| "ok".into()),
+            ["close-before-exit"] => db.close_before_exit().await.map(|()| "ok".into()),
             ["exit"] => std::process::exit(0),
             _ => Ok(format!("err usage {line}")),
         };
         match answer {
             Ok(line) => println!("{line}"),
             Err(error) => println!("err {}", describe(&error)),
+        }
+        if words == ["close-before-exit"] {
+            // Out of main, as a program ends: its exit runs the C++ static destructors.
+            return;
         }
     }
 }
