@@ -43,11 +43,15 @@ pub struct Bugs {
     /// The writer keeps counting on after a commit whose outcome is unknown, instead of
     /// reading the log's end again: a commit that did land has its number taken twice.
     pub keep_count_when_unsure: bool,
+    /// A new writer takes its store as checkpointed: what a leader killed before its
+    /// checkpoint left is replayed again at every later open, as long as the leaders after
+    /// it only read.
+    pub saved_at_takeover: bool,
 }
 
 impl Bugs {
     /// The bug classes by name, as `party-sim --inject NAME` and `PARTY_INJECT` take them.
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 15] = [
         "no-dedup",
         "inclusive-resume",
         "ignore-lock-loss",
@@ -62,6 +66,7 @@ impl Bugs {
         "hide-lag",
         "resume-past",
         "keep-count-when-unsure",
+        "saved-at-takeover",
     ];
 
     /// The bug class `name` (one of [`Bugs::NAMES`]) alone.
@@ -82,6 +87,7 @@ impl Bugs {
             "hide-lag" => bugs.hide_lag = true,
             "resume-past" => bugs.resume_past = true,
             "keep-count-when-unsure" => bugs.keep_count_when_unsure = true,
+            "saved-at-takeover" => bugs.saved_at_takeover = true,
             _ => return None,
         }
         Some(bugs)

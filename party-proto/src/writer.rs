@@ -31,6 +31,9 @@
 //!
 //! Once writes pause for [`WriterConfig::quiet_period`] after a commit, the writer asks for
 //! a checkpoint, so that a leader killed while quiet leaves its successor little to replay.
+//! A new writer counts what its store replayed when it opened as written: a leader killed
+//! before its checkpoint would otherwise leave every later leader that only reads to
+//! replay the same writes again at each open.
 //!
 //! The dedup table starts empty: before admitting the writes of a group, the writer asks
 //! for the stored records of the clients it does not know yet
@@ -278,9 +281,12 @@ pub struct Writer<T> {
     log_retry_at: Option<Timestamp>,
     trim: Trimming,
     expiry: Expiry,
-    /// Written since the last checkpoint (what the store replayed when it opened counts).
+    /// Written since the last checkpoint: commits, pages of expired records or of the
+    /// trimmed log, and what the store replayed when it opened.
     unsaved: bool,
-    last_commit: Option<Timestamp>,
+    /// Since when the store has had no write: its last one, a checkpoint that failed, or
+    /// the takeover.
+    quiet_since: Timestamp,
     outputs: VecDeque<WriterOutput<T>>,
 }
 
@@ -311,6 +317,10 @@ impl<T> Writer<T> {
     /// A writer over a store, taking over at `now` from whatever wrote it before.
     pub fn new(config: WriterConfig, now: Timestamp) -> Self {
         let first_sweep = now + sweep_interval(&config);
+        #[cfg(feature = "bug-injection")]
+        let replayed_unsaved = !config.bugs.saved_at_takeover;
+        #[cfg(not(feature = "bug-injection"))]
+        let replayed_unsaved = true;
         Writer {
             config,
             dedup: DedupTable::default(),
@@ -329,8 +339,8 @@ impl<T> Writer<T> {
                 sweep: None,
                 out: false,
             },
-            unsaved: true,
-            last_commit: None,
+            unsaved: replayed_unsaved,
+            quiet_since: now,
             // The log's end is read at once, so the first group, and the first iterator's
             // snapshot, know their number.
             outputs: VecDeque::from([WriterOutput::LoadLogEnds]),
@@ -397,7 +407,7 @@ impl<T> Writer<T> {
                 // A failed checkpoint is tried again after the next quiet period.
                 self.unsaved = !done;
                 if !done {
-                    self.last_commit = Some(now);
+                    self.quiet_since = now;
                 }
             }
             WriterInput::RecordsLoaded(loaded) => self.records_loaded(now, loaded),
@@ -463,7 +473,7 @@ impl<T> Writer<T> {
         if !self.unsaved || self.checkpointing {
             return None;
         }
-        Some(self.last_commit.unwrap_or(Timestamp::ZERO) + self.config.quiet_period)
+        Some(self.quiet_since + self.config.quiet_period)
     }
 
     /// The wall clock at `now`, in milliseconds since the Unix epoch.
@@ -499,8 +509,17 @@ impl<T> Writer<T> {
         });
     }
 
+    /// The store was written: it is checkpointed once writes have paused.
+    fn written(&mut self, now: Timestamp) {
+        self.unsaved = true;
+        self.quiet_since = now;
+    }
+
     fn records_expired(&mut self, now: Timestamp, result: Result<Option<ClientId>, ErrorCode>) {
         self.expiry.out = false;
+        if result.is_ok() {
+            self.written(now);
+        }
         match (result, &mut self.expiry.sweep) {
             (Ok(Some(last)), Some((_, after))) => {
                 *after = Some(last);
@@ -557,6 +576,9 @@ impl<T> Writer<T> {
         let Some(to) = self.trim.out.take() else {
             return;
         };
+        if result.is_ok() {
+            self.written(now);
+        }
         match (result, &mut self.log) {
             (Ok(()), Some(log)) => log.trimmed(to),
             (Ok(()), None) => {}
@@ -791,8 +813,7 @@ impl<T> Writer<T> {
                     log.appended(group.logged);
                 }
                 self.dedup.commit_group(group.written_ms);
-                self.unsaved = true;
-                self.last_commit = Some(now);
+                self.written(now);
                 for write in group.applied.into_iter().chain(group.in_group) {
                     self.reply(write.to, Ok(Response::Written));
                 }
@@ -807,6 +828,7 @@ impl<T> Writer<T> {
             CommitResult::Failed(_) if group.applied.len() > 1 => self.retry_alone(now, group),
             CommitResult::Unsettled(cause) => {
                 // The entry may have landed, and its number with it.
+                self.written(now);
                 #[cfg(feature = "bug-injection")]
                 let forget = !self.config.bugs.keep_count_when_unsure;
                 #[cfg(not(feature = "bug-injection"))]

@@ -270,6 +270,57 @@ fn a_checkpoint_is_asked_for_once_writes_pause() {
     );
 }
 
+/// What the store replayed when it opened is as unsaved as a commit: a new writer asks for
+/// one checkpoint a quiet period after it takes over, written to or not, so that a leader
+/// killed before its checkpoint does not leave every later leader to replay it again.
+#[test]
+fn a_new_writer_checkpoints_once_a_quiet_period_after_it_takes_over() {
+    let quiet = WriterConfig::default().quiet_period;
+    let took_over = Timestamp::from_epoch(Duration::from_secs(5));
+    let mut writer: Writer<u32> = support::new_writer(WriterConfig::default(), took_over);
+    assert_eq!(writer.poll_timeout(), Some(took_over + quiet));
+    writer.handle_timeout(took_over + quiet / 2);
+    assert_eq!(writer.poll_output(), None, "not yet quiet");
+    writer.handle_timeout(took_over + quiet);
+    assert_eq!(writer.poll_output(), Some(WriterOutput::Checkpoint));
+    writer.handle_input(took_over + quiet, WriterInput::Checkpointed(true));
+    assert!(
+        writer.poll_timeout() > Some(took_over + quiet * 100),
+        "once: nothing written since"
+    );
+}
+
+/// A commit whose outcome is unknown may have landed: the store is checkpointed once quiet.
+#[test]
+fn a_commit_that_may_have_landed_is_checkpointed() {
+    let quiet = WriterConfig::default().quiet_period;
+    let mut writer = writer();
+    writer.handle_timeout(NOW + quiet);
+    assert_eq!(writer.poll_output(), Some(WriterOutput::Checkpoint));
+    writer.handle_input(NOW + quiet, WriterInput::Checkpointed(true));
+    let unsure_at = NOW + quiet * 2;
+    writer.write(1, stamp(1, 1), put(1));
+    writer.cut(unsure_at);
+    while let Some(output) = writer.poll_output() {
+        let input = match output {
+            WriterOutput::LoadRecords(clients) => no_records(clients),
+            WriterOutput::Commit(_) => {
+                WriterInput::Committed(CommitResult::Unsettled("answer lost".into()))
+            }
+            WriterOutput::LoadLogEnds => WriterInput::LogEndsLoaded(Ok(None)),
+            WriterOutput::Reply { result, .. } => {
+                assert!(matches!(result, Err(ErrorCode::OutcomeUnknown(_))));
+                continue;
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        writer.handle_input(unsure_at, input);
+    }
+    assert_eq!(writer.poll_timeout(), Some(unsure_at + quiet));
+    writer.handle_timeout(unsure_at + quiet);
+    assert_eq!(writer.poll_output(), Some(WriterOutput::Checkpoint));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(500))]
 
@@ -463,6 +514,11 @@ fn expired_records_are_swept_page_by_page_between_groups() {
         Some(at(252)),
         "done: the next sweep later"
     );
+
+    // The pages removed records: the store is checkpointed once quiet, before more work.
+    writer.handle_timeout(at(2_000));
+    assert_eq!(writer.poll_output(), Some(WriterOutput::Checkpoint));
+    writer.handle_input(at(2_000), WriterInput::Checkpointed(true));
 
     // Long after client 1's last write (at 1 000 050 ms, wall): the next sweep forgets it,
     // and its next write has its record read again.
@@ -736,11 +792,13 @@ fn the_change_log_is_numbered_on_from_its_end_and_trimmed_past_its_retention() {
         "down to the newest 8"
     );
     assert!(!writer.is_idle(), "no group while a page is out");
-    writer.handle_input(NOW, WriterInput::LogTrimmed(Ok(())));
+    let trimmed_at = NOW + Duration::from_millis(1);
+    writer.handle_input(trimmed_at, WriterInput::LogTrimmed(Ok(())));
     assert_eq!(writer.poll_output(), None, "within its retention: done");
     assert_eq!(
-        writer.poll_timeout().filter(|at| *at == Timestamp::ZERO),
-        None
+        writer.poll_timeout(),
+        Some(trimmed_at + config.quiet_period),
+        "the page wrote the store: a checkpoint once quiet after it"
     );
 
     // By bytes: the newest entry stays even when it alone is over the budget.

@@ -8,6 +8,7 @@
 //! travel as real frames, cut into random chunks, delayed, in order within a connection and
 //! in any order across connections.
 
+mod checkpoints;
 mod faults;
 pub mod feed;
 mod network;
@@ -234,6 +235,8 @@ struct Leading {
     /// The lock holding it was elected with: released when it stops serving, unless it
     /// was lost meanwhile (and perhaps taken again, for the next election).
     holding: Option<(ProcessId, u64)>,
+    /// Its last write to the store, or its takeover: see [`checkpoints`].
+    quiet_since: u64,
 }
 
 /// One simulated OS process: an incarnation of party-proto's [`Process`] machine, and what
@@ -304,6 +307,7 @@ pub struct World {
     lock: LockOracle,
     listener: Option<ProcessId>,
     store: MemoryBackend,
+    saving: checkpoints::Saving,
     timeline: Timeline,
     /// How many times each write's unique value was committed: judged by content, not by
     /// what the writer says.
@@ -373,6 +377,7 @@ impl World {
             lock: LockOracle::default(),
             listener: None,
             store: MemoryBackend::new(),
+            saving: checkpoints::Saving::default(),
             timeline: Timeline::default(),
             committed: HashMap::new(),
             faults,
@@ -461,6 +466,11 @@ impl World {
     }
 
     fn finish(mut self) -> RunResult {
+        for process in 0..self.processes.len() {
+            if self.processes[process].alive {
+                self.check_checkpointed(process);
+            }
+        }
         let stuck: Vec<String> = self
             .processes
             .iter()

@@ -125,6 +125,7 @@ impl World {
         self.kills += 1;
         self.trace
             .line(self.now, format_args!("p{process} crashes"));
+        self.check_checkpointed(process);
         let p = &mut self.processes[process];
         p.alive = false;
         p.leading = None;
@@ -177,17 +178,18 @@ impl World {
         }
         let mut unsettled = false;
         if self.faults.store && self.faults_on {
-            match self.rng.next_u64() % 100 {
-                0..=7 => return CommitResult::Failed(ErrorCode::Backend("injected".into())),
-                8..=10 => {
-                    return CommitResult::Refused(ErrorCode::StoreFull {
-                        free: 0,
-                        reserve: 1,
-                    })
-                }
+            let fault = match self.rng.next_u64() % 100 {
+                0..=7 => Some(CommitResult::Failed(ErrorCode::Backend("injected".into()))),
+                8..=10 => Some(CommitResult::Refused(ErrorCode::StoreFull {
+                    free: 0,
+                    reserve: 1,
+                })),
                 // The store's answer is lost (a network store): the batch landed or not.
-                11..=12 => return CommitResult::Unsettled("injected, not landed".into()),
-                13..=14 => unsettled = true,
+                11..=12 => Some(CommitResult::Unsettled("injected, not landed".into())),
+                13..=14 => {
+                    unsettled = true;
+                    None
+                }
                 // Another host's leader changed what a transaction read (a shared store).
                 15..=17
                     if batch
@@ -195,9 +197,15 @@ impl World {
                         .iter()
                         .any(|op| matches!(op, WriteOp::Transaction { .. })) =>
                 {
-                    return CommitResult::Stale
+                    Some(CommitResult::Stale)
                 }
-                _ => {}
+                _ => None,
+            };
+            if fault.is_some() || unsettled {
+                self.store_failed();
+            }
+            if let Some(result) = fault {
+                return result;
             }
         }
         if self.faults_on && self.chance(2) {
@@ -212,6 +220,7 @@ impl World {
         self.store
             .write(batch)
             .expect("the memory store cannot fail");
+        self.store_written(process);
         self.timeline.commit(self.now, effect);
         for op in &batch.ops {
             for value in crate::check::put_values(op) {
@@ -239,7 +248,10 @@ impl World {
     /// The store's failure to read or sweep dedup records, now and then on seeds whose
     /// store fails.
     pub(super) fn store_fault(&mut self) -> Option<ErrorCode> {
-        (self.faults.store && self.faults_on && self.chance(5))
-            .then(|| ErrorCode::Backend("injected".into()))
+        let fault = self.faults.store && self.faults_on && self.chance(5);
+        if fault {
+            self.store_failed();
+        }
+        fault.then(|| ErrorCode::Backend("injected".into()))
     }
 }

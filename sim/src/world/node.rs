@@ -325,6 +325,7 @@ impl World {
                     waiting: BTreeMap::new(),
                     woken_at: None,
                     holding: self.lock.holding().filter(|(holder, _)| *holder == process),
+                    quiet_since: self.now,
                 });
                 self.trace.line(self.now, format_args!("p{process} leads"));
                 self.processes[process]
@@ -659,7 +660,10 @@ impl World {
                     self.store_reply(process, conn, ServerInput::Completed { id, result });
                     continue;
                 }
-                WriterOutput::Checkpoint => WriterInput::Checkpointed(true),
+                WriterOutput::Checkpoint => {
+                    self.store_checkpointed();
+                    WriterInput::Checkpointed(true)
+                }
                 WriterOutput::LoadRecords(clients) => WriterInput::RecordsLoaded(
                     self.store_fault()
                         .map_or_else(|| Ok(self.store.dedup_records_of(&clients)), Err)
@@ -696,6 +700,7 @@ impl World {
                             self.store
                                 .remove_changes(&trimmed)
                                 .expect("the memory store cannot fail");
+                            self.store_written(process);
                             Ok(())
                         },
                         Err,
@@ -710,6 +715,7 @@ impl World {
                         let swept = self
                             .store
                             .expire_dedup_records(written_before_ms, after, max);
+                        self.store_written(process);
                         Ok(swept.expect("the memory store cannot fail"))
                     },
                     Err,
