@@ -29,7 +29,7 @@
 //! outcome is unknown (or refused as stale) makes it read the log's end again, as another
 //! writer may have taken the number.
 //!
-//! Once writes pause for [`WriterConfig::quiet_period`] after a commit, the writer asks for
+//! Once writes pause for [`WriterConfig::quiet_period`] after a write, the writer asks for
 //! a checkpoint, so that a leader killed while quiet leaves its successor little to replay.
 //! A new writer counts what its store replayed when it opened as written: a leader killed
 //! before its checkpoint would otherwise leave every later leader that only reads to
@@ -281,8 +281,10 @@ pub struct Writer<T> {
     log_retry_at: Option<Timestamp>,
     trim: Trimming,
     expiry: Expiry,
-    /// Written since the last checkpoint: commits, pages of expired records or of the
-    /// trimmed log, and what the store replayed when it opened.
+    /// Written since the last checkpoint: commits, pages of the trimmed log, and what the
+    /// store replayed when it opened. Not the sweeps of expired records: they come every
+    /// retention / 8 however idle the store, most removing nothing, and on a retention under
+    /// eight quiet periods, counted as writes, they would put the checkpoint off for good.
     unsaved: bool,
     /// Since when the store has had no write: its last one, a checkpoint that failed, or
     /// the takeover.
@@ -517,9 +519,6 @@ impl<T> Writer<T> {
 
     fn records_expired(&mut self, now: Timestamp, result: Result<Option<ClientId>, ErrorCode>) {
         self.expiry.out = false;
-        if result.is_ok() {
-            self.written(now);
-        }
         match (result, &mut self.expiry.sweep) {
             (Ok(Some(last)), Some((_, after))) => {
                 *after = Some(last);

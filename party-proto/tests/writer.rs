@@ -290,6 +290,41 @@ fn a_new_writer_checkpoints_once_a_quiet_period_after_it_takes_over() {
     );
 }
 
+/// Sweeps of expired records, due every retention / 8 however idle the store, do not put
+/// off a new writer's checkpoint, even when they come more often than its quiet period.
+#[test]
+fn sweeps_of_expired_records_do_not_put_the_checkpoint_off() {
+    let config = WriterConfig {
+        dedup_retention: Duration::from_millis(80),
+        ..WriterConfig::default()
+    };
+    let quiet = config.quiet_period;
+    let mut writer: Writer<u32> = support::new_writer(config, NOW);
+    let mut sweeps = 0;
+    let checkpointed_at = loop {
+        let now = writer
+            .poll_timeout()
+            .expect("a sweep or the checkpoint is due");
+        assert!(
+            now <= NOW + quiet,
+            "no checkpoint a quiet period after the takeover"
+        );
+        writer.handle_timeout(now);
+        match writer.poll_output() {
+            Some(WriterOutput::ExpireRecords { .. }) => {
+                sweeps += 1;
+                writer.handle_input(now, WriterInput::RecordsExpired(Ok(None)));
+            }
+            other => {
+                assert_eq!(other, Some(WriterOutput::Checkpoint));
+                break now;
+            }
+        }
+    };
+    assert!(sweeps >= 5, "{sweeps} sweeps in the quiet period");
+    assert_eq!(checkpointed_at, NOW + quiet);
+}
+
 /// A commit whose outcome is unknown may have landed: the store is checkpointed once quiet.
 #[test]
 fn a_commit_that_may_have_landed_is_checkpointed() {
@@ -514,11 +549,6 @@ fn expired_records_are_swept_page_by_page_between_groups() {
         Some(at(252)),
         "done: the next sweep later"
     );
-
-    // The pages removed records: the store is checkpointed once quiet, before more work.
-    writer.handle_timeout(at(2_000));
-    assert_eq!(writer.poll_output(), Some(WriterOutput::Checkpoint));
-    writer.handle_input(at(2_000), WriterInput::Checkpointed(true));
 
     // Long after client 1's last write (at 1 000 050 ms, wall): the next sweep forgets it,
     // and its next write has its record read again.

@@ -715,7 +715,6 @@ impl World {
                         let swept = self
                             .store
                             .expire_dedup_records(written_before_ms, after, max);
-                        self.store_written(process);
                         Ok(swept.expect("the memory store cannot fail"))
                     },
                     Err,
