@@ -49,6 +49,13 @@ pub(super) async fn with_past_clients(
     })
 }
 
+/// Notes whether watcher `index` leads, if `line` tells its role.
+fn note_role(is_leader: &mut [bool; 3], index: usize, line: &str) {
+    if let Some(role) = line.strip_prefix("role ") {
+        is_leader[index] = role == "leader";
+    }
+}
+
 /// Reads the watchers' lines, noting who says it leads, until `done` (given each line's
 /// watcher, the line, and who leads) is true; fails if it is not within 10 s.
 fn read_until(
@@ -63,9 +70,7 @@ fn read_until(
         let (index, line) = lines
             .recv_timeout(wait)
             .map_err(|_| format!("the failover bench waited 10 s for {waiting_for}"))?;
-        if let Some(role) = line.strip_prefix("role ") {
-            is_leader[index] = role == "leader";
-        }
+        note_role(is_leader, index, &line);
         if done(index, &line, is_leader) {
             return Ok(());
         }
@@ -113,17 +118,15 @@ pub(super) async fn failovers(
         },
     )?;
     // The figures are for a leader killed while quiet: it checkpoints its fill 100 ms after
-    // its last write. Killed before that, every later leader would replay the fill, as a
-    // leader that only reads never checkpoints (store opens of ~40 ms, not ~2).
+    // its last write. Killed before that, the next leaders would replay the fill (store
+    // opens of ~40 ms, not ~2) until one lives 100 ms to checkpoint it, longer than a round.
     std::thread::sleep(Duration::from_millis(300));
     let mut recoveries = Vec::new();
     let mut opens = Vec::new();
     let mut current_leader: Option<usize> = None; // None: the first, separate leader process
     for _ in 0..kills {
         while let Ok((index, line)) = lines.try_recv() {
-            if let Some(role) = line.strip_prefix("role ") {
-                is_leader[index] = role == "leader";
-            }
+            note_role(&mut is_leader, index, &line);
         }
         let killed_at = micros_now();
         match current_leader {
@@ -143,9 +146,7 @@ pub(super) async fn failovers(
             let Ok((index, line)) = lines.recv_timeout(Duration::from_millis(100)) else {
                 continue;
             };
-            if let Some(role) = line.strip_prefix("role ") {
-                is_leader[index] = role == "leader";
-            }
+            note_role(&mut is_leader, index, &line);
             if let Some(micros) = line.strip_prefix("opened ").and_then(|m| m.parse().ok()) {
                 opens.push(Duration::from_micros(micros));
             }
