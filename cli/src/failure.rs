@@ -63,6 +63,12 @@ pub enum Kind {
     Io,
     /// [`party_core::Error`]'s cause of that name.
     Protocol,
+    /// [`party_core::Error`]'s cause of that name.
+    Lagged,
+    /// [`party_core::Error`]'s cause of that name.
+    FeedOff,
+    /// [`party_core::Error`]'s cause of that name.
+    WatchAhead,
     /// `incr` found a value that is not a decimal integer, or a sum that overflows.
     NotANumber,
     /// A transaction met a conflict on each of its attempts.
@@ -104,6 +110,9 @@ impl Kind {
             Kind::ElectionFailed => "election_failed",
             Kind::Io => "io",
             Kind::Protocol => "protocol",
+            Kind::Lagged => "lagged",
+            Kind::FeedOff => "feed_off",
+            Kind::WatchAhead => "watch_ahead",
             Kind::NotANumber => "not_a_number",
             Kind::Conflict => "conflict",
             Kind::Other => "other",
@@ -252,6 +261,9 @@ impl From<Error> for Failure {
             Error::Io { .. } => Kind::Io,
             Error::InvalidSublevelName { .. } | Error::InvalidOption { .. } => Kind::Usage,
             Error::BlockingInRuntime | Error::Protocol(_) => Kind::Protocol,
+            Error::Lagged { .. } => Kind::Lagged,
+            Error::FeedOff => Kind::FeedOff,
+            Error::WatchAhead { .. } => Kind::WatchAhead,
             _ => Kind::Other,
         };
         Failure {

@@ -1,9 +1,10 @@
 //! `party`: use a party data directory from the shell.
 //!
-//! `party [OPTIONS] DIR COMMAND` runs one command on the store in DIR (get, put, del,
-//! batch, clear, scan, dump, load, status, shell); `party demo`, `party bench` and
-//! `party chaos` run the tools. Exit codes: 0 ok, 1 key not found (get), 2 usage, 3 any
-//! other error (one line on stderr), 128 + N after signal N.
+//! `party [OPTIONS] DIR COMMAND` runs one command on the store in DIR (get, put, del, cas,
+//! incr, batch, clear, scan, sublevels, drop-sublevel, watch, dump, load, status, shell);
+//! `party demo`, `party bench` and `party chaos` run the tools. Exit codes: 0 ok, 1 key
+//! not found (get) or not swapped (cas), 2 usage, 3 any other error (one line on stderr),
+//! 128 + N after signal N.
 
 mod bench;
 mod chaos;
@@ -36,7 +37,7 @@ use failure::Failure;
     version,
     override_usage = "party [OPTIONS] DIR COMMAND [ARGS]\n       party [OPTIONS] demo|bench|chaos [ARGS]",
     after_help = "DIR commands: get, put, del, cas, incr, batch, clear, scan, sublevels, \
-                  drop-sublevel, dump, load, status, shell (`party DIR --help` lists them). A \
+                  drop-sublevel, watch, dump, load, status, shell (`party DIR --help` lists them). A \
                   directory named like a tool is ./demo.",
     disable_help_subcommand = true,
     subcommand_value_name = "TOOL"

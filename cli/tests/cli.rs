@@ -844,6 +844,19 @@ fn watch_prints_each_change_of_its_range_once_in_commit_order() {
     );
 }
 
+/// A watch asked to start past the store's next commit (a position from another store)
+/// fails with its own kind, which scripts can match on.
+#[test]
+fn a_watch_from_past_the_stores_next_commit_fails_as_watch_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    assert!(party(&[dir, "put", "k", "v"]).status.success());
+    let ahead = party(&["--json", dir, "watch", "--from", "1000000", "--count", "1"]);
+    assert_eq!(ahead.status.code(), Some(3), "{ahead:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&ahead.stdout).unwrap();
+    assert_eq!(answer["error"]["kind"], "watch_ahead", "{answer}");
+}
+
 /// The checkout the tests run in: cargo names it when it runs them (a name built in at
 /// compile time is that of whichever checkout built the binary into a shared target dir;
 /// it stands in when the binary is run by hand).

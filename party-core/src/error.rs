@@ -25,8 +25,9 @@ pub enum Error {
     /// The operation did not complete within the handle's request timeout.
     #[error("the operation timed out")]
     TimedOut,
-    /// The request does not fit in one message ([`crate::Limits::max_frame_len`]); it was
-    /// not sent.
+    /// The request does not fit in one message ([`crate::Limits::max_frame_len`]), or is
+    /// a write bigger than the store takes in one request (etcd: 1.5 MiB); it was not
+    /// applied.
     #[error("the request needs up to {len} bytes, more than the {max}-byte message limit")]
     TooLarge { len: u64, max: u64 },
     /// The answer (a read's values, or the next entry of an iterator) does not fit in one
