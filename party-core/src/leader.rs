@@ -318,21 +318,22 @@ async fn serve(
         // At once where the socket takes it, as it does almost always (and a new
         // connection's first write need not wait for tokio to see it writable).
         let sent = send_now(&stream, &out);
-        out.drain(..sent);
-        if !out.is_empty() {
+        if sent < out.len() {
             // A follower that stops reading fills its socket; the leader must still be
             // able to stop. A write that is ready goes first: cut short, it would leave
-            // half a frame, after which nothing more may be said.
+            // half a frame, after which nothing more may be said. The rest is written from
+            // where the socket stopped taking it, not moved to the front: a turn's answers
+            // to big gets are megabytes.
             let written = tokio::select! {
                 biased;
-                written = send.write_all(&out) => written.is_ok(),
+                written = send.write_all(&out[sent..]) => written.is_ok(),
                 _ = stopped(&cancel, draining) => false,
             };
             if !written {
                 return;
             }
-            out.clear();
         }
+        out.clear();
         if closing {
             return;
         }

@@ -11,9 +11,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use party_proto::wire::{
-    encode_frame, ClientMessage, FrameDecoder, ReadOp, Response, ServerMessage,
+    encode_frame, ClientMessage, FrameDecoder, ReadOp, Response, ServerMessage, WriteOp,
 };
-use party_proto::RequestId;
+use party_proto::{RequestId, WriteSeq};
 use serde_json::{json, Value};
 
 use super::{first_line, key, percentile, ECHO, VALUE};
@@ -72,12 +72,18 @@ impl End {
     }
 }
 
-/// The echo worker `SOCKET [spin]`: answers every request frame with a get's reply frame.
+/// The echo worker `SOCKET [spin | value BYTES]`: answers every read with a get's reply
+/// (of [`VALUE`], or of BYTES bytes), and every write as written.
 pub fn echo(args: &[String]) -> Result<ExitCode, Failure> {
-    let (socket, spin) = match args {
-        [socket] => (socket, false),
-        [socket, spin] if spin == "spin" => (socket, true),
-        _ => return Err(Failure::usage("usage: bench-echo SOCKET [spin]")),
+    let usage = || Failure::usage("usage: bench-echo SOCKET [spin | value BYTES]");
+    let (socket, spin, value) = match args {
+        [socket] => (socket, false, VALUE.to_vec()),
+        [socket, spin] if spin == "spin" => (socket, true, VALUE.to_vec()),
+        [socket, value, bytes] if value == "value" => {
+            let bytes = bytes.parse().map_err(|_| usage())?;
+            (socket, false, vec![b'v'; bytes])
+        }
+        _ => return Err(usage()),
     };
     let listener = UnixListener::bind(socket).map_err(|e| e.to_string())?;
     out::line("ready")?;
@@ -85,6 +91,20 @@ pub fn echo(args: &[String]) -> Result<ExitCode, Failure> {
     let mut end = End::new(stream, spin).map_err(|e| e.to_string())?;
     let mut decoder = FrameDecoder::new(CAP);
     let mut buffer = vec![0u8; 64 * 1024];
+    // Each reply encoded once: the floor of what a leader's part of the exchange costs.
+    let reply = |result| -> Result<Vec<u8>, String> {
+        let mut frame = Vec::new();
+        let reply = ServerMessage::Reply {
+            id: RequestId(0),
+            result: Ok(result),
+        };
+        encode_frame(&reply, CAP, &mut frame).map_err(|e| e.to_string())?;
+        Ok(frame)
+    };
+    let (read_reply, write_reply) = (
+        reply(Response::Value(Some(value)))?,
+        reply(Response::Written)?,
+    );
     let mut out = Vec::new();
     loop {
         let n = end.read(&mut buffer).map_err(|e| e.to_string())?;
@@ -96,12 +116,10 @@ pub fn echo(args: &[String]) -> Result<ExitCode, Failure> {
             .decode::<ClientMessage>(&mut input)
             .map_err(|e| e.to_string())?
         {
-            if let ClientMessage::Read { id, .. } = message {
-                let reply = ServerMessage::Reply {
-                    id,
-                    result: Ok(Response::Value(Some(VALUE.to_vec()))),
-                };
-                encode_frame(&reply, CAP, &mut out).map_err(|e| e.to_string())?;
+            match message {
+                ClientMessage::Read { .. } => out.extend_from_slice(&read_reply),
+                ClientMessage::Write { .. } => out.extend_from_slice(&write_reply),
+                _ => {}
             }
         }
         end.write_all(&out).map_err(|e| e.to_string())?;
@@ -208,6 +226,95 @@ fn pipelined(dir: &Path) -> Result<f64, Failure> {
     )?;
     sender.join().map_err(|_| "sender panicked")??;
     Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Requests of `frame` kept `depth` in flight against an echo child for `span`: answers per
+/// second. Every request in flight is answered before it returns.
+fn kept_in_flight(
+    end: &mut End,
+    frame: &[u8],
+    depth: usize,
+    span: Duration,
+) -> Result<f64, String> {
+    let mut decoder = FrameDecoder::new(CAP);
+    let mut buffer = vec![0u8; 64 * 1024];
+    for _ in 0..depth {
+        end.write_all(frame).map_err(|e| e.to_string())?;
+    }
+    let start = Instant::now();
+    let mut answered = 0u64;
+    while start.elapsed() < span {
+        let n = end.read(&mut buffer).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("the echo process ended".into());
+        }
+        let mut input = &buffer[..n];
+        while decoder
+            .decode::<ServerMessage>(&mut input)
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            answered += 1;
+            end.write_all(frame).map_err(|e| e.to_string())?;
+        }
+    }
+    let rate = answered as f64 / start.elapsed().as_secs_f64();
+    read_replies(end, &mut decoder, &mut buffer, depth)?;
+    Ok(rate)
+}
+
+/// The ceiling of the big values bench: MB/s of puts and gets of each of `sizes` through a
+/// raw local socket, 16 in flight, against an echo child that answers them with frames
+/// encoded once. Each end decodes what it receives as party's do; what party adds on top
+/// is the encoding of each frame, its session and the store.
+pub(super) fn big_values_ceiling(
+    dir: &Path,
+    sizes: &[usize],
+    span: Duration,
+) -> Result<Value, Failure> {
+    let mut report = serde_json::Map::new();
+    for &size in sizes {
+        let socket = dir.join(format!("values-{size}.sock"));
+        let bytes = size.to_string();
+        let mut echo = children::spawn(
+            ECHO,
+            &[socket.as_os_str(), "value".as_ref(), bytes.as_ref()],
+        )?;
+        if first_line(&mut echo)? != "ready" {
+            return Err("the echo process did not start".into());
+        }
+        let stream = UnixStream::connect(&socket).map_err(|e| e.to_string())?;
+        let mut end = End::new(stream, false).map_err(|e| e.to_string())?;
+        let key = b"big/00".to_vec();
+        let mut put = Vec::new();
+        let op = WriteOp::Put {
+            key: key.clone(),
+            value: vec![b'b'; size],
+        };
+        let write = ClientMessage::Write {
+            id: RequestId(0),
+            seq: WriteSeq(0),
+            oldest_pending: WriteSeq(0),
+            first_sent_ms: 0,
+            op,
+        };
+        encode_frame(&write, CAP, &mut put).map_err(|e| e.to_string())?;
+        let mut get = Vec::new();
+        let read = ClientMessage::Read {
+            id: RequestId(0),
+            op: ReadOp::Get { key },
+        };
+        encode_frame(&read, CAP, &mut get).map_err(|e| e.to_string())?;
+        let megabytes = |ops: f64| ops * size as f64 / 1e6;
+        let puts = kept_in_flight(&mut end, &put, 16, span)?;
+        let gets = kept_in_flight(&mut end, &get, 16, span)?;
+        report.insert(
+            size.to_string(),
+            json!({"put_mb_per_s": megabytes(puts), "get_mb_per_s": megabytes(gets)}),
+        );
+        drop(echo);
+    }
+    Ok(Value::Object(report))
 }
 
 pub(super) fn socket_baseline(dir: &Path) -> Result<Value, Failure> {

@@ -9,8 +9,8 @@
 //!   both ends polling before they park, against the default, with the CPU both spend;
 //! - recording ([`recording`]): one follower's pipelined gets and puts, and full scans, with
 //!   both processes recording for `party-sim --replay`, against neither;
-//! - big values ([`values`]): MB/s of 1 KiB, 64 KiB and 1 MiB puts and gets, in-process
-//!   and through a follower;
+//! - big values ([`values`]): MB/s of 1 KiB, 64 KiB and 1 MiB puts and gets, in-process,
+//!   through a follower, and through a raw socket with party's framing (the ceiling);
 //! - writes during scans ([`scan_writes`]): another process's put latency while this one
 //!   scans the whole store, against the same with no scan;
 //! - hot keys ([`hot_keys`]): scans of 16 keys overwritten all the time, against the same
@@ -568,7 +568,11 @@ fn ratios(report: &Value) -> Value {
     let (local, follower) = (&report["in_process"], &report["one_follower"]);
     let one_shot = &report["one_shot"];
     json!({
-        "big_values_follower_vs_in_process": values::ratios(&report["big_values"]),
+        "big_values_follower_vs_in_process":
+            values::ratios(&report["big_values"], "follower", "in_process"),
+        "big_values_follower_vs_socket": values::ratios(&report["big_values"], "follower", "socket"),
+        "big_values_socket_vs_in_process":
+            values::ratios(&report["big_values"], "socket", "in_process"),
         "follower_pipelined_get_vs_in_process":
             number(&follower["pipelined"]["256"]["get_ops_per_s"]) / number(&local["get_ops_per_s"]),
         "follower_pipelined_put_vs_in_process":

@@ -121,17 +121,23 @@ pub(super) fn table(report: &Value) -> Vec<String> {
     if measured("big_values") {
         for size in super::values::SIZES.map(|size| size.to_string()) {
             let values = &report["big_values"];
-            let (local, follower) = (&values["in_process"][&size], &values["follower"][&size]);
-            let r = &report["ratios"]["big_values_follower_vs_in_process"][&size];
+            let side = |name: &str, what: &str| rate(&values[name][&size][what]);
+            let ratio = |name: &str, what: &str| number2(&report["ratios"][name][&size][what]);
+            let in_process = "big_values_follower_vs_in_process";
+            let socket = "big_values_follower_vs_socket";
             lines.push(format!(
-                "{:>7} B values, 16 in flight  follower put {} MB/s get {} MB/s; in-process put {} MB/s get {} MB/s; ratio put {} get {}",
+                "{:>7} B values, 16 in flight  follower put {} MB/s get {} MB/s; in-process put {} MB/s get {} MB/s; raw socket put {} MB/s get {} MB/s; follower / in-process put {} get {}, / socket put {} get {}",
                 size,
-                rate(&follower["put_mb_per_s"]),
-                rate(&follower["get_mb_per_s"]),
-                rate(&local["put_mb_per_s"]),
-                rate(&local["get_mb_per_s"]),
-                number2(&r["put"]),
-                number2(&r["get"])
+                side("follower", "put_mb_per_s"),
+                side("follower", "get_mb_per_s"),
+                side("in_process", "put_mb_per_s"),
+                side("in_process", "get_mb_per_s"),
+                side("socket", "put_mb_per_s"),
+                side("socket", "get_mb_per_s"),
+                ratio(in_process, "put"),
+                ratio(in_process, "get"),
+                ratio(socket, "put"),
+                ratio(socket, "get"),
             ));
         }
     }

@@ -1,6 +1,8 @@
 //! Big values: puts and gets of 1 KiB, 64 KiB and 1 MiB values, in MB/s, 16 in flight.
 //! Measured in-process and through a follower, so that what the way between them costs
-//! (framing, the socket, decoding) shows as a ratio.
+//! (framing, the socket, decoding) shows as a ratio; and through a raw socket with party's
+//! framing, the ceiling of any follower (a socket carries a big value slower than a store
+//! hands it to its own process).
 
 use std::path::Path;
 use std::time::Duration;
@@ -39,7 +41,8 @@ pub(super) async fn measure(
     let (_leader, db) = follow_child_leader(&base.join("values-shared"), store).await?;
     let follower = rates(&db, span).await?;
     db.close().await.map_err(|e| e.to_string())?;
-    Ok(json!({"in_process": in_process, "follower": follower}))
+    let socket = super::baseline::big_values_ceiling(base, &SIZES, span)?;
+    Ok(json!({"in_process": in_process, "follower": follower, "socket": socket}))
 }
 
 /// MB/s of puts, then of gets, of values of each of [`SIZES`], by `db`.
@@ -63,13 +66,14 @@ async fn rates(db: &Db, span: Duration) -> Result<Value, String> {
     Ok(Value::Object(report))
 }
 
-/// Follower over in-process, for each size and direction, of a report of [`measure`].
-pub(super) fn ratios(report: &Value) -> Value {
+/// `over` against `under` (follower against in-process, say), for each size and direction,
+/// of a report of [`measure`].
+pub(super) fn ratios(report: &Value, over: &str, under: &str) -> Value {
     let mut ratios = serde_json::Map::new();
     for size in SIZES.map(|size| size.to_string()) {
         let ratio = |what: &str| {
             let of = |side: &str| report[side][&size][what].as_f64().unwrap_or(f64::NAN);
-            of("follower") / of("in_process")
+            of(over) / of(under)
         };
         let both = json!({"put": ratio("put_mb_per_s"), "get": ratio("get_mb_per_s")});
         ratios.insert(size, both);
