@@ -181,7 +181,8 @@ impl Options {
         self
     }
 
-    /// How long an operation may wait before it fails with `TimedOut`; `None` for ever.
+    /// How long an operation may wait before it fails with `TimedOut`; `None` for ever. Zero
+    /// is refused at open ([`crate::Error::InvalidOption`]).
     pub fn request_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.request_timeout = timeout;
         self
@@ -265,7 +266,8 @@ const MIN_DEDUP_RETENTION: Duration = Duration::from_millis(2);
 impl Options {
     /// Refuses, before anything is opened, a setting no handle could work with: below it,
     /// errors and refusals could not be sent ([`Limits::max_frame_len`]), every request
-    /// would wait forever ([`Limits::max_in_flight`]), or every write would fail
+    /// would wait forever ([`Limits::max_in_flight`]) or time out at once
+    /// ([`Options::request_timeout`] of zero), or every write would fail
     /// [`crate::Error::OutcomeUnknown`] ([`Options::dedup_retention`]).
     pub(crate) fn check(&self) -> Result<(), Error> {
         let invalid = |option, reason| Err(Error::InvalidOption { option, reason });
@@ -277,6 +279,13 @@ impl Options {
         }
         if self.limits.max_in_flight == 0 {
             return invalid("limits.max_in_flight", "at least 1");
+        }
+        if self.request_timeout == Some(Duration::ZERO) {
+            // As std's socket timeouts refuse a zero: it would not mean "no limit".
+            return invalid(
+                "request_timeout",
+                "more than zero (None waits for ever; with zero every operation would time out)",
+            );
         }
         if self.dedup_retention < MIN_DEDUP_RETENTION {
             return invalid(

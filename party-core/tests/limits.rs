@@ -236,6 +236,10 @@ async fn options_no_handle_could_work_with_are_refused_at_open() {
             "limits.max_in_flight",
         ),
         (
+            Options::default().request_timeout(Some(Duration::ZERO)),
+            "request_timeout",
+        ),
+        (
             Options::default().dedup_retention(Duration::ZERO),
             "dedup_retention",
         ),
