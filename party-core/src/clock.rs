@@ -37,9 +37,13 @@ pub(crate) fn wall_at_epoch() -> Duration {
     wall_now().saturating_sub(epoch().elapsed())
 }
 
-/// The tokio instant of a machine's timeout.
+/// The tokio instant of a machine's timeout; one past what an `Instant` can hold (a
+/// `request_timeout` of `Duration::MAX`, the machines' sums saturating there) is parked.
 pub(crate) fn instant(at: Timestamp) -> tokio::time::Instant {
-    (epoch() + at.since_epoch()).into()
+    match epoch().checked_add(at.since_epoch()) {
+        Some(at) => at.into(),
+        None => tokio::time::Instant::now() + PARKED,
+    }
 }
 
 /// A machine's timeout as one tokio timer that a loop moves, rather than a timer made

@@ -277,3 +277,25 @@ async fn options_no_handle_could_work_with_are_refused_at_open() {
         }
     }
 }
+
+/// A request timeout past what the clock can count (`Duration::MAX`, the usual "never")
+/// waits as `None` does, on the leader and on a follower: its deadline used to overflow
+/// the driver's clock, whose task then panicked and left the handle `Closed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_timeout_past_the_clocks_reach_never_fires() {
+    let dir = tempfile::tempdir().unwrap();
+    for timeout in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+        let options = Options::default().request_timeout(Some(timeout));
+        let leader = open(dir.path(), options.clone()).await.unwrap();
+        assert_eq!(leader.ready().await.unwrap(), Role::Leader);
+        let follower = open(dir.path(), options).await.unwrap();
+        assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+        for (n, db) in [&leader, &follower].into_iter().enumerate() {
+            let key = format!("k{n}");
+            db.put(&key, "v").await.unwrap();
+            assert_eq!(db.get(&key).await.unwrap().as_deref(), Some(&b"v"[..]));
+        }
+        follower.close().await.unwrap();
+        leader.close().await.unwrap();
+    }
+}
