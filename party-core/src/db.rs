@@ -426,8 +426,11 @@ impl Iter {
         self.buffered.pop_front().map(Ok)
     }
 
-    /// Up to `max` next entries (at least one), `None` after the last.
+    /// Up to `max` next entries (at least one, whatever `max` says), `None` after the last.
     pub async fn next_chunk(&mut self, max: usize) -> Result<Option<Vec<Entry>>, Error> {
+        // Asked for none, the cursor would wait for entries it may never be sent, or end
+        // past those it holds.
+        let max = max.max(1);
         if let Some(first) = self.buffered.pop_front() {
             let mut entries = vec![first];
             let more = max.saturating_sub(1).min(self.buffered.len());

@@ -206,6 +206,43 @@ async fn range_reads_with_every_bound_reverse_and_limit_through_a_follower() {
 }
 
 /// Polls `future` once, without waiting.
+/// `next_chunk(0)` gives one entry at a time, as `next_chunk(1)` does, and every entry:
+/// asked for none, the cursor ended early past what it held (a small range), or waited for
+/// credits it never granted (a range past the window of 4096 entries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_chunk_of_none_still_gives_each_entry_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), Options::default()).await.unwrap();
+    assert_eq!(leader.ready().await.unwrap(), Role::Leader);
+    let follower = open(dir.path(), Options::default()).await.unwrap();
+    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+    let ops: Vec<_> = (0..5000u32)
+        .map(|n| BatchOp::Put {
+            key: format!("k{n:05}").into_bytes(),
+            value: b"v".to_vec(),
+        })
+        .collect();
+    leader.batch(ops).await.unwrap();
+    for db in [&leader, &follower] {
+        for (end, expected) in [("k00003", 3), ("k99999", 5000)] {
+            let options = IterOptions::default().range(KeyRange::default().lt(end));
+            let mut iter = db.iter(options).await.unwrap();
+            let mut keys = Vec::new();
+            let drained = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+                while let Some(chunk) = iter.next_chunk(0).await.unwrap() {
+                    assert_eq!(chunk.len(), 1);
+                    keys.extend(chunk.into_iter().map(|entry| entry.key));
+                }
+            });
+            drained.await.expect("the iteration ended");
+            let wanted: Vec<_> = (0..expected)
+                .map(|n| format!("k{n:05}").into_bytes())
+                .collect();
+            assert_eq!(keys, wanted);
+        }
+    }
+}
+
 fn poll_once<F: Future>(future: Pin<&mut F>) -> Poll<F::Output> {
     future.poll(&mut Context::from_waker(Waker::noop()))
 }
