@@ -134,8 +134,11 @@ impl Db {
                 continue;
             };
             let name = &first.key[1..1 + length];
-            if let Ok(name) = std::str::from_utf8(name) {
-                names.push(name.to_owned());
+            // Only names `sublevel` takes: keys under `!!` or a name that is not UTF-8
+            // belong to no sublevel a handle could be given.
+            match std::str::from_utf8(name) {
+                Ok(name) if !name.is_empty() => names.push(name.to_owned()),
+                _ => {}
             }
             // Past every key of that sublevel: `!name"`.
             from = Bound::Included([&[SEPARATOR], name, &[SEPARATOR + 1]].concat());

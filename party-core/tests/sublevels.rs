@@ -115,6 +115,9 @@ async fn sublevels_nest_are_listed_and_dropped_whole() {
         .unwrap();
     leader.sublevel("empty").unwrap();
     leader.put("!not-closed", "5").await.unwrap();
+    // Under `!!` and under a name that is not UTF-8: no name `sublevel` would take.
+    leader.put("!!empty-name", "6").await.unwrap();
+    leader.put(b"!\xff!not-utf8", "7").await.unwrap();
     assert_eq!(leader.sublevels().await.unwrap(), ["logs", "metrics"]);
     assert_eq!(
         logs.sublevels().await.unwrap(),
