@@ -254,8 +254,12 @@ impl Db {
         Typed::new(self.clone(), codec)
     }
 
-    /// Iterates over the entries `options` select.
-    pub async fn iter(&self, options: IterOptions) -> Result<Iter, Error> {
+    /// Iterates over the entries `options` select: those of the store as it is once the
+    /// operations issued before this call are applied, and none of those issued after it.
+    pub fn iter(
+        &self,
+        options: IterOptions,
+    ) -> impl Future<Output = Result<Iter, Error>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
         // Keys come back under this handle's prefix, unless they are left out.
         let strip = options.keys && !self.space.is_root();
@@ -263,19 +267,23 @@ impl Db {
             range: self.space.range(options.range.clone()),
             ..options
         };
-        self.send(Command::IterOpen {
+        let sent = self.send(Command::IterOpen {
             options: options.into(),
             reply,
-        })?;
-        let iter = answer.await.map_err(|_| Error::Closed)?;
-        Ok(Iter {
-            db: self.clone(),
-            iter,
-            buffered: VecDeque::new(),
-            done: false,
-            at: None,
-            strip,
-        })
+        });
+        let db = self.clone();
+        async move {
+            sent?;
+            let iter = answer.await.map_err(|_| Error::Closed)?;
+            Ok(Iter {
+                db,
+                iter,
+                buffered: VecDeque::new(),
+                done: false,
+                at: None,
+                strip,
+            })
+        }
     }
 
     pub(crate) fn space(&self) -> &KeySpace {

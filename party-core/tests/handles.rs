@@ -73,6 +73,20 @@ async fn a_read_sees_the_writes_its_handle_issued_before_it() {
         for write in writes {
             write.await.unwrap();
         }
+        // An iterator is issued when called too: it sees the put before it, not the one after,
+        // though it is first awaited after both.
+        let key = |what: &str| format!("{:?}-{what}", db.role());
+        let before = db.put(key("order"), "before");
+        let range = KeyRange::default().gte(key("order")).lt(key("order-z"));
+        let scan = db.iter(IterOptions::default().range(range));
+        let after = db.put(key("order-after"), "x");
+        let (before, scan, after) = tokio::join!(before, scan, after);
+        before.unwrap();
+        after.unwrap();
+        let entries = scan.unwrap().collect().await.unwrap();
+        let keys: Vec<_> = entries.iter().map(|entry| entry.key.clone()).collect();
+        assert_eq!(keys, [key("order").into_bytes()]);
+        assert_eq!(entries[0].value, b"before");
     }
 }
 
