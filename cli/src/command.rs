@@ -6,7 +6,7 @@ use std::io::BufRead;
 use std::ops::Bound;
 
 use clap::{Args, Subcommand};
-use party_core::{BatchOp, Db, IterOptions, KeyRange, Status};
+use party_core::{BatchOp, Db, Error, IterOptions, KeyRange, Status};
 use serde_json::{json, Value};
 
 use crate::encoding::Encoding;
@@ -232,10 +232,17 @@ impl RangeArgs {
 impl ClearArgs {
     fn range(&self, encoding: Encoding) -> Result<KeyRange, Failure> {
         let range = self.range.range(encoding)?;
-        let everything = range.start == Bound::Unbounded && range.end == Bound::Unbounded;
+        // From the empty key on is from the first key on: every key.
+        let from_first = match &range.start {
+            Bound::Unbounded => true,
+            Bound::Included(key) => key.is_empty(),
+            Bound::Excluded(_) => false,
+        };
+        let everything = from_first && range.end == Bound::Unbounded;
         if everything && !self.all {
             return Err(Failure::usage(
-                "clear without a range would delete every key: give --all to mean it",
+                "clear without a range (or from the empty key on) would delete every key: \
+                 give --all alone to mean it",
             ));
         }
         Ok(range)
@@ -293,7 +300,11 @@ fn os_string(bytes: Vec<u8>) -> OsString {
 fn read_writes(encoding: Encoding, input: &mut dyn BufRead) -> Result<Vec<BatchOp>, Failure> {
     let mut writes = Vec::new();
     for (number, line) in input.split(b'\n').enumerate() {
-        let line = line.map_err(|e| Failure::usage(format!("cannot read the batch: {e}")))?;
+        let mut line = line.map_err(|e| Failure::usage(format!("cannot read the batch: {e}")))?;
+        // A carriage return ends no word: one at the end came with a CRLF file.
+        if line.ends_with(b"\r") {
+            line.pop();
+        }
         let at_line = |failure: Failure| Failure {
             message: format!("batch line {}: {}", number + 1, failure.message),
             ..failure
@@ -400,9 +411,7 @@ const LOAD_WRITE_COST: usize = 32;
 /// `load`: the lines of a listing (`KEY<tab>VALUE`, as `scan` and `dump` print them) from
 /// `input`, put in batches; gives the number of entries written.
 pub async fn load(db: &Db, encoding: Encoding, input: &mut dyn BufRead) -> Result<u64, Failure> {
-    let mut batch = Vec::new();
-    let mut bytes = 0;
-    let mut loaded = 0u64;
+    let mut batches = LoadBatches::new(db);
     for (number, line) in input.split(b'\n').enumerate() {
         let mut line = line.map_err(|e| format!("cannot read the input: {e}"))?;
         // A listing escapes every carriage return: one at the end came with a CRLF file.
@@ -412,6 +421,7 @@ pub async fn load(db: &Db, encoding: Encoding, input: &mut dyn BufRead) -> Resul
         if line.is_empty() {
             continue;
         }
+        let loaded = batches.loaded;
         let bad = |why: String| {
             Failure::usage(format!(
                 "line {}: {why}; the {loaded} entries before it were loaded",
@@ -425,17 +435,85 @@ pub async fn load(db: &Db, encoding: Encoding, input: &mut dyn BufRead) -> Resul
             .ok_or_else(|| bad("expected KEY, a tab, VALUE".into()))?;
         let key = encoding.read_key(key).map_err(bad)?;
         let value = encoding.read_value(value).map_err(bad)?;
-        bytes += key.len() + value.len() + LOAD_WRITE_COST;
-        batch.push(BatchOp::Put { key, value });
-        if bytes >= LOAD_BATCH_BYTES {
-            loaded += batch.len() as u64;
-            db.batch(std::mem::take(&mut batch)).await?;
-            bytes = 0;
+        batches.push(BatchOp::Put { key, value }).await?;
+    }
+    batches.commit().await?;
+    Ok(batches.loaded)
+}
+
+/// The batches of `load`: about [`LOAD_BATCH_BYTES`] each, committed in order, and cut
+/// smaller once the store says it commits fewer writes at once (etcd: 127 operations).
+struct LoadBatches<'a> {
+    db: &'a Db,
+    batch: Vec<BatchOp>,
+    bytes: usize,
+    /// Entries committed so far.
+    loaded: u64,
+    /// Most writes the store takes in one batch, once it has refused more.
+    most: usize,
+    /// Most writes a batch has held that the store took: one no longer needs no copy kept
+    /// in case the store refuses it.
+    taken: usize,
+}
+
+impl<'a> LoadBatches<'a> {
+    fn new(db: &'a Db) -> Self {
+        LoadBatches {
+            db,
+            batch: Vec::new(),
+            bytes: 0,
+            loaded: 0,
+            most: usize::MAX,
+            taken: 0,
         }
     }
-    loaded += batch.len() as u64;
-    db.batch(batch).await?;
-    Ok(loaded)
+
+    async fn push(&mut self, write: BatchOp) -> Result<(), Failure> {
+        if let BatchOp::Put { key, value } = &write {
+            self.bytes += key.len() + value.len() + LOAD_WRITE_COST;
+        }
+        self.batch.push(write);
+        if self.bytes >= LOAD_BATCH_BYTES || self.batch.len() >= self.most {
+            self.commit().await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> Result<(), Failure> {
+        let mut batch = std::mem::take(&mut self.batch);
+        self.bytes = 0;
+        while !batch.is_empty() {
+            let rest = batch.split_off(batch.len().min(self.most));
+            let len = batch.len();
+            let kept = (len > self.taken).then(|| batch.clone());
+            match (self.db.batch(batch).await, kept) {
+                (Ok(()), _) => {
+                    self.loaded += len as u64;
+                    self.taken = self.taken.max(len);
+                    batch = rest;
+                }
+                // Cut smaller until the store takes it: `max` may count writes of the
+                // store's own besides these.
+                (Err(Error::BatchTooLarge { max, .. }), Some(mut kept)) if len > 1 => {
+                    let max = usize::try_from(max).unwrap_or(usize::MAX);
+                    self.most = max.min(len - 1).max(1);
+                    kept.extend(rest);
+                    batch = kept;
+                }
+                (Err(error), _) => {
+                    let failure = Failure::from(error);
+                    return Err(Failure {
+                        message: format!(
+                            "{}; the {} entries before this batch were loaded",
+                            failure.message, self.loaded
+                        ),
+                        ..failure
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The outcome as text: a value as it is stored (hex with `--encoding hex`), listings one

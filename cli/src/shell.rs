@@ -43,11 +43,16 @@ enum Step {
 
 fn step(line: &[u8]) -> Result<Step, Failure> {
     let words = command::split_words(line)?;
-    let first = words.first().and_then(|word| word.to_str());
+    let Some(first) = words.first() else {
+        return Ok(Step::Skip);
+    };
+    // A first word that is not UTF-8 names no command; it gets its answer all the same.
+    let first = first
+        .to_str()
+        .ok_or_else(|| Failure::usage(format!("no command {}", first.to_string_lossy())))?;
     Ok(match first {
-        None => Step::Skip,
-        Some("exit" | "quit") if words.len() == 1 => Step::Exit,
-        Some("help") if words.len() == 1 => Step::Help,
+        "exit" | "quit" if words.len() == 1 => Step::Exit,
+        "help" if words.len() == 1 => Step::Help,
         _ => match Line::try_parse_from(&words) {
             Ok(Line {
                 op: Op::Batch { writes },

@@ -4,7 +4,8 @@
 //!
 //! - `SEQ put KEY VALUE`
 //! - `SEQ del KEY`
-//! - `SEQ clear START END`, each bound `>=KEY`, `>KEY`, `<KEY`, `<=KEY` or `*`
+//! - `SEQ clear START END`, each bound `>=KEY`, `>KEY`, `<KEY`, `<=KEY` or `*` (a key after
+//!   `>` or `<` that starts with `=` shows it as `\x3d`)
 //! - `lagged MISSED`: the subscription fell behind the leader's change log and lost
 //!   MISSED commits; it goes on after them.
 //!
@@ -91,7 +92,14 @@ fn shown_bound(
 ) -> String {
     match bound {
         Bound::Included(key) => format!("{included}{}", encoding.show_key(key)),
-        Bound::Excluded(key) => format!("{excluded}{}", encoding.show_key(key)),
+        Bound::Excluded(key) => {
+            let shown = encoding.show_key(key);
+            // `>` before a key that starts with `=` would read as `>=` and the rest.
+            match shown.strip_prefix('=') {
+                Some(rest) => format!("{excluded}\\x3d{rest}"),
+                None => format!("{excluded}{shown}"),
+            }
+        }
         Bound::Unbounded => "*".into(),
     }
 }

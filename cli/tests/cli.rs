@@ -48,7 +48,8 @@ fn put_in_one_process_get_in_another_and_the_exit_codes() {
         .stdin
         .as_ref()
         .unwrap()
-        .write_all(b"put a 1\nput b 2\ndel greeting\n")
+        // CRLF lines too: the carriage return belongs to no word.
+        .write_all(b"put a 1\r\nput b 2\ndel greeting\r\n")
         .unwrap();
     assert!(batch.wait_with_output().unwrap().status.success());
     let scan = party(&[dir, "scan", "--gte", "a", "--lt", "c"]);
@@ -57,6 +58,13 @@ fn put_in_one_process_get_in_another_and_the_exit_codes() {
     assert_eq!(stdout(&reverse), "doc\nb\n");
     assert!(party(&[dir, "clear", "--lte", "b"]).status.success());
     assert_eq!(stdout(&party(&[dir, "scan", "--keys-only"])), "doc\n");
+    // From the empty key on is every key: that takes --all too.
+    let everything = party(&[dir, "clear", "--gte", ""]);
+    assert_eq!(everything.status.code(), Some(2));
+    assert_eq!(stdout(&party(&[dir, "scan", "--keys-only"])), "doc\n");
+    assert!(String::from_utf8_lossy(&everything.stderr).contains("--all"));
+    assert!(party(&[dir, "clear", "--all"]).status.success());
+    assert_eq!(stdout(&party(&[dir, "scan", "--keys-only"])), "");
 }
 
 #[test]
@@ -608,6 +616,67 @@ fn a_process_for_another_store_is_refused_by_the_leader_and_status_names_its_sto
     );
 }
 
+/// Runs `party ARGS… load` with `listing` on its stdin.
+fn load(args: &[&str], listing: &str) -> std::process::Output {
+    let mut load = Command::new(PARTY)
+        .args(args)
+        .arg("load")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = load.stdin.take().unwrap();
+    stdin.write_all(listing.as_bytes()).unwrap();
+    drop(stdin);
+    load.wait_with_output().unwrap()
+}
+
+/// A `load` the store refuses partway says how many entries went in before, and exactly
+/// those are in the store.
+#[test]
+fn a_load_the_store_refuses_partway_says_how_many_entries_went_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    // More than one batch of about 1 MiB, then a key longer than fjall stores.
+    let mut listing: String = (0..30_000)
+        .map(|n| format!("key{n:05}\tvalue {n}\n"))
+        .collect();
+    listing.push_str(&format!("{}\tv\n", "k".repeat(70_000)));
+    let output = load(&["--json", dir], &listing);
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["error"]["kind"], "key_too_large", "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    let loaded: usize = message
+        .split("; the ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {message}"));
+    assert!(loaded > 0 && loaded < 30_000, "{message}");
+    let keys = stdout(&party(&[dir, "scan", "--keys-only"]));
+    assert_eq!(keys.lines().count(), loaded, "{message}");
+}
+
+/// `load` on etcd, which commits at most 127 operations at once: the batches are cut to
+/// what the store takes, and every entry goes in.
+#[cfg(feature = "etcd")]
+#[test]
+fn a_load_on_etcd_cuts_its_batches_to_what_the_store_commits() {
+    let cluster = party_core::LocalCluster::start(1).unwrap();
+    let endpoints = cluster.endpoints().join(",");
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    let etcd = ["--backend", "etcd", "--etcd-endpoints", &endpoints];
+    let listing: String = (0..1000).map(|n| format!("key{n:04}\t{n}\n")).collect();
+    let output = load(&[&etcd[..], &["--json", dir]].concat(), &listing);
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer, serde_json::json!({"ok": true, "loaded": 1000}));
+    let keys = party(&[&etcd[..], &[dir, "scan", "--keys-only"]].concat());
+    assert_eq!(stdout(&keys).lines().count(), 1000);
+}
+
 /// `--backend etcd`: two data directories (two hosts) on one prefix are one store.
 #[cfg(feature = "etcd")]
 #[test]
@@ -846,6 +915,38 @@ fn watch_prints_each_change_of_its_range_once_in_commit_order() {
         ),
         "without a range, every key"
     );
+}
+
+/// A clear's bounds print apart however their keys start: `>` before a key that starts
+/// with `=` would read as `>=` and the rest of the key.
+#[test]
+fn watch_tells_an_excluded_bound_on_a_key_starting_with_equals_from_an_included_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    let mut watcher = Command::new(PARTY)
+        .args([dir, "watch", "--count", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut notes = BufReader::new(watcher.stderr.take().unwrap()).lines();
+    let started = notes.next().unwrap().unwrap();
+    assert!(started.starts_with("watching from commit "), "{started}");
+    for args in [
+        &["clear", "--gt", "=x", "--lt", "=z"][..],
+        &["clear", "--gte", "x", "--lte", "z"],
+    ] {
+        let mut all = vec![dir];
+        all.extend_from_slice(args);
+        assert!(party(&all).status.success(), "{args:?}");
+    }
+    let output = watcher.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let ranges: Vec<String> = stdout(&output)
+        .lines()
+        .map(|line| line.split('\t').skip(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(ranges, [r">\x3dx <\x3dz", ">=x <=z"]);
 }
 
 /// A watch asked to start past the store's next commit (a position from another store)

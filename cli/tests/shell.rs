@@ -23,6 +23,14 @@ fn a_json_shell_answers_every_line_and_goes_on() {
         shell.send_bytes(b"get k\xff")["value"],
         json!({"hex": "76fe"})
     );
+    // A first word that is not UTF-8 names no command, and is answered as such: sent with
+    // the line after it, so that a line left unanswered shows as that line's answer.
+    let stdin = shell.child.stdin.as_mut().unwrap();
+    stdin.write_all(b"g\xffet k\nget \"a b\"\n").unwrap();
+    stdin.flush().unwrap();
+    let answer = shell.answer();
+    assert_eq!(answer["error"]["kind"], "usage", "{answer}");
+    assert_eq!(shell.answer()["value"], "c d");
     for bad in [
         "put \"unclosed",
         "frobnicate",
