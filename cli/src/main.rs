@@ -293,6 +293,13 @@ fn usage_error(error: &clap::Error) -> ExitCode {
     let _ = error.print();
     if error.exit_code() != 0 {
         let args: Vec<OsString> = std::env::args_os().collect();
+        // Asked for JSON, a script reads stdout for its answer, failures included.
+        let words = args.iter().skip(1).take_while(|word| *word != "--");
+        if words.into_iter().any(|word| word == "--json") {
+            let message = shell::usage_message(&error.to_string());
+            let failure = Failure::usage(message);
+            let _ = out::line(command::json(&Err(failure), Encoding::Utf8));
+        }
         let tool = first_word(&args)
             .filter(|word| names_a_tool(&args) && !word.as_encoded_bytes().starts_with(b"-"))
             .filter(|word| std::path::Path::new(word).exists())

@@ -62,14 +62,23 @@ fn step(line: &[u8]) -> Result<Step, Failure> {
                 ))
             }
             Ok(Line { op }) => Step::Run(op),
-            Err(error) => return Err(Failure::usage(first_line(&error.to_string()))),
+            Err(error) => return Err(Failure::usage(usage_message(&error.to_string()))),
         },
     })
 }
 
-fn first_line(text: &str) -> String {
-    let line = text.lines().next().unwrap_or("bad command");
-    line.trim_start_matches("error: ").to_owned()
+/// clap's message on one line: what comes before its usage, without its `error: ` (a
+/// missing argument's name is on the line after the first).
+pub(crate) fn usage_message(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    match lines.join(" ").trim_start_matches("error: ") {
+        "" => "bad command".to_owned(),
+        message => message.to_owned(),
+    }
 }
 
 fn help_text() -> String {

@@ -616,6 +616,38 @@ fn a_process_for_another_store_is_refused_by_the_leader_and_status_names_its_sto
     );
 }
 
+/// With `--json`, a command line clap refuses is answered in JSON too (and explained on
+/// stderr), wherever the option stands; help is not a failure.
+#[test]
+fn json_usage_errors_are_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    for args in [
+        &["--json", dir, "get"][..],
+        &[dir, "scan", "--limit", "x", "--json"],
+        &["--json", dir, "frobnicate"],
+    ] {
+        let output = party(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let answer: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", stdout(&output)));
+        assert_eq!(answer["ok"], false, "{answer}");
+        assert_eq!(answer["error"]["kind"], "usage", "{answer}");
+        assert!(!output.stderr.is_empty(), "{args:?}");
+    }
+    let missing = party(&["--json", dir, "get"]);
+    let answer: serde_json::Value = serde_json::from_slice(&missing.stdout).unwrap();
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("<KEY>"),
+        "{answer}"
+    );
+    let help = party(&["--json", dir, "get", "--help"]);
+    assert_eq!(help.status.code(), Some(0));
+}
+
 /// Runs `party ARGS… load` with `listing` on its stdin.
 fn load(args: &[&str], listing: &str) -> std::process::Output {
     let mut load = Command::new(PARTY)
