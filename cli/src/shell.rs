@@ -23,7 +23,6 @@ use crate::out;
 #[derive(Debug, Parser)]
 #[command(
     no_binary_name = true,
-    disable_help_flag = true,
     disable_help_subcommand = true,
     name = "",
     after_help = "Also: help, exit (or quit, or Ctrl-D). Quote words with spaces: put \"a b\" \"c d\"."
@@ -37,7 +36,8 @@ struct Line {
 enum Step {
     Skip,
     Exit,
-    Help,
+    /// Help to print: the shell's, or a command's (`put --help`), as in the one-shot form.
+    Help(String),
     Run(Op),
 }
 
@@ -52,7 +52,7 @@ fn step(line: &[u8]) -> Result<Step, Failure> {
         .ok_or_else(|| Failure::usage(format!("no command {}", first.to_string_lossy())))?;
     Ok(match first {
         "exit" | "quit" if words.len() == 1 => Step::Exit,
-        "help" if words.len() == 1 => Step::Help,
+        "help" if words.len() == 1 => Step::Help(help_text()),
         _ => match Line::try_parse_from(&words) {
             Ok(Line {
                 op: Op::Batch { writes },
@@ -62,6 +62,9 @@ fn step(line: &[u8]) -> Result<Step, Failure> {
                 ))
             }
             Ok(Line { op }) => Step::Run(op),
+            Err(error) if error.kind() == clap::error::ErrorKind::DisplayHelp => {
+                Step::Help(error.render().to_string())
+            }
             Err(error) => return Err(Failure::usage(usage_message(&error.to_string()))),
         },
     })
@@ -91,12 +94,12 @@ pub async fn run(db: &Db, encoding: Encoding, json: bool) -> Result<(), Failure>
         let outcome = match step(&line) {
             Ok(Step::Skip) => continue,
             Ok(Step::Exit) => break,
-            Ok(Step::Help) if json => {
-                out::line(serde_json::json!({"ok": true, "help": help_text()}))?;
+            Ok(Step::Help(help)) if json => {
+                out::line(serde_json::json!({"ok": true, "help": help}))?;
                 continue;
             }
-            Ok(Step::Help) => {
-                out::line(help_text())?;
+            Ok(Step::Help(help)) => {
+                out::line(help.trim_end())?;
                 continue;
             }
             Ok(Step::Run(op)) => command::run(db, encoding, &op, &mut std::io::empty()).await,
@@ -322,7 +325,13 @@ mod tests {
         };
         assert_eq!((key.to_str(), value.to_str()), (Some("a b"), Some("c d")));
         assert!(matches!(step(b"   "), Ok(Step::Skip)));
-        assert!(matches!(step(b"help"), Ok(Step::Help)));
+        assert!(matches!(step(b"help"), Ok(Step::Help(help)) if help.contains("Commands:")));
+        // As in the one-shot form: a command's help, not a key named `--help`.
+        assert!(matches!(step(b"del --help"), Ok(Step::Help(help)) if help.contains("del <KEY>")));
+        let Ok(Step::Run(Op::Del { key })) = step(b"del -- --help") else {
+            panic!("after --, --help is a key");
+        };
+        assert_eq!(key.to_str(), Some("--help"));
         assert!(matches!(step(b"quit"), Ok(Step::Exit)));
         assert!(matches!(
             step(b"batch put a 1 del b"),

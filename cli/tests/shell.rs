@@ -17,6 +17,16 @@ fn a_json_shell_answers_every_line_and_goes_on() {
     let mut shell = Shell::start(dir.path().to_str().unwrap());
     assert_eq!(shell.send(r#"put "a b" 'c d'"#), json!({"ok": true}));
     assert_eq!(shell.send(r#"get "a b""#)["value"], "c d");
+    // `--help` asks for help, as in the one-shot form; after `--` it is a key.
+    let help = shell.send("put --help x");
+    assert!(
+        help["help"].as_str().unwrap().contains("put <KEY> <VALUE>"),
+        "{help}"
+    );
+    assert_eq!(
+        shell.send("get -- --help"),
+        json!({"ok": true, "value": null})
+    );
     // A line that is not UTF-8 is bytes like any other.
     assert_eq!(shell.send_bytes(b"put k\xff v\xfe"), json!({"ok": true}));
     assert_eq!(
