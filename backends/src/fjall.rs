@@ -88,6 +88,25 @@ fn log_key(seq: CommitSeq) -> [u8; 9] {
     key
 }
 
+/// `range` with no bound longer than a key fjall stores (its range asserts that and would
+/// panic the store thread): a longer bound stands for its longest prefix a key can be,
+/// which selects the same keys (a key past that prefix would be too long to store).
+fn within_key_len(range: &KeyRange) -> KeyRange {
+    let start = match &range.start {
+        Bound::Included(key) | Bound::Excluded(key) if key.len() > MAX_KEY_LEN => {
+            Bound::Excluded(key[..MAX_KEY_LEN].to_vec())
+        }
+        bound => bound.clone(),
+    };
+    let end = match &range.end {
+        Bound::Included(key) | Bound::Excluded(key) if key.len() > MAX_KEY_LEN => {
+            Bound::Included(key[..MAX_KEY_LEN].to_vec())
+        }
+        bound => bound.clone(),
+    };
+    KeyRange { start, end }
+}
+
 /// A range of data keys as stored: an unbounded side stops at the data keys' edge.
 fn stored_bounds(range: &KeyRange) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     let start = match &range.start {
@@ -458,6 +477,7 @@ impl Backend for FjallBackend {
     }
 
     fn iter(&self, range: &KeyRange, reverse: bool) -> Result<EntryIter, BackendError> {
+        let range = within_key_len(range);
         if range.is_empty() {
             return Ok(Box::new(std::iter::empty()));
         }
@@ -467,7 +487,7 @@ impl Backend for FjallBackend {
         };
         Ok(Box::new(SnapshotIter {
             snapshot,
-            rest: Some(range.clone()),
+            rest: Some(range),
             reverse,
             buffer: Vec::new().into_iter(),
         }))

@@ -264,6 +264,63 @@ pub fn long_ranges_read_every_entry_once(store: &dyn Backend) {
 /// scan both ways, a `get_many` of every key, and the change log read in one go. Each commit
 /// (its values and its log entry, which holds them again) stays under etcd's request limit
 /// (1.5 MiB).
+/// Bounds longer than any key a store takes (fjall's longest is 65 534 bytes) select the
+/// keys they would, in scans both ways and in a clear: a bound is a place in byte order,
+/// not a key to store.
+pub fn bounds_longer_than_any_key_select_the_keys_they_would(store: &dyn Backend) {
+    write(
+        store,
+        vec![put(b"a", b"1"), put(b"b", b"2"), put(b"c", b"3")],
+    );
+    let long = |byte: u8| vec![byte; 70_000];
+    let cases = [
+        (
+            Bound::Included(long(b'a')),
+            Bound::Unbounded,
+            &[&b"b"[..], b"c"][..],
+        ),
+        (
+            Bound::Excluded(long(b'a')),
+            Bound::Excluded(long(b'b')),
+            &[b"b"],
+        ),
+        (Bound::Unbounded, Bound::Included(long(b'b')), &[b"a", b"b"]),
+        (
+            Bound::Excluded(long(b'b')),
+            Bound::Excluded(long(b'b')),
+            &[],
+        ),
+    ];
+    for (start, end, want) in cases {
+        let range = KeyRange { start, end };
+        for reverse in [false, true] {
+            let options = IterOptions {
+                range: range.clone(),
+                reverse,
+                ..IterOptions::default()
+            };
+            let mut want: Vec<Vec<u8>> = want.iter().map(|key| key.to_vec()).collect();
+            if reverse {
+                want.reverse();
+            }
+            assert_eq!(
+                keys(read_all(store, &options, 2)),
+                want,
+                "{range:?} reverse={reverse}"
+            );
+        }
+    }
+    let range = KeyRange {
+        start: Bound::Excluded(long(b'a')),
+        end: Bound::Excluded(long(b'b')),
+    };
+    write(store, vec![WriteOp::Clear { range }]);
+    assert_eq!(
+        keys(read_all(store, &IterOptions::default(), 10)),
+        [b"a".to_vec(), b"c".to_vec()]
+    );
+}
+
 pub fn reads_of_many_big_values_return_every_one(store: &dyn Backend) {
     const VALUE: usize = 64 * 1024;
     const PER_COMMIT: usize = 8;
@@ -821,6 +878,10 @@ macro_rules! conformance {
             #[test]
             fn long_ranges_read_every_entry_once() {
                 with_store(super::long_ranges_read_every_entry_once);
+            }
+            #[test]
+            fn bounds_longer_than_any_key_select_the_keys_they_would() {
+                with_store(super::bounds_longer_than_any_key_select_the_keys_they_would);
             }
             #[test]
             fn reads_of_many_big_values_return_every_one() {
