@@ -136,8 +136,7 @@ impl Backend for SledBackend {
                 TransactionError::Storage(error) => BackendError::store(NAME, error),
                 TransactionError::Abort(()) => BackendError::store(NAME, "transaction aborted"),
             })?;
-        self.db.flush().map_err(store_error(NAME))?;
-        Ok(())
+        landed(self.db.flush())
     }
 
     fn change_entries(
@@ -171,7 +170,11 @@ impl Backend for SledBackend {
         for seq in seqs {
             removal.remove(&seq.key());
         }
-        self.changes.apply_batch(removal).map_err(store_error(NAME))
+        self.changes
+            .apply_batch(removal)
+            .map_err(store_error(NAME))?;
+        // Durable when it returns, as every store's removals are.
+        self.db.flush().map(drop).map_err(store_error(NAME))
     }
 
     fn iter(&self, range: &KeyRange, reverse: bool) -> Result<EntryIter, BackendError> {
@@ -214,8 +217,38 @@ impl Backend for SledBackend {
                 for key in expired {
                     removal.remove(key);
                 }
-                self.records.apply_batch(removal).map_err(store_error(NAME))
+                self.records
+                    .apply_batch(removal)
+                    .map_err(store_error(NAME))?;
+                self.db.flush().map(drop).map_err(store_error(NAME))
             },
         )
+    }
+}
+
+/// What the flush after a committed write says of it. The transaction has applied by then
+/// (readers see it, and sled may yet write it out), so a failed flush leaves the write
+/// neither landed nor not: unsettled, for the leader to read its dedup records again,
+/// never "nothing applied" (the writer would give the change log entry's number to the
+/// next group as well, and report a transaction retried alone as a conflict with itself).
+fn landed(flushed: sled::Result<usize>) -> Result<(), BackendError> {
+    flushed.map(drop).map_err(|error| BackendError::Unsettled {
+        backend: NAME,
+        source: Box::new(error),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flush_that_fails_after_the_commit_leaves_the_write_unsettled() {
+        assert!(landed(Ok(0)).is_ok());
+        let failed = sled::Error::Io(std::io::Error::other("no space left"));
+        assert!(
+            matches!(landed(Err(failed)), Err(BackendError::Unsettled { .. })),
+            "a failed flush is not a failed write"
+        );
     }
 }
