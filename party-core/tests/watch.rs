@@ -239,6 +239,14 @@ async fn a_subscription_resumes_from_a_kept_position_and_refuses_one_ahead_of_th
     assert_eq!(first, put(first.seq(), "a", "1"));
     assert_eq!(second, put(first.seq().next(), "b", "2"));
 
+    // From 0 is from the first commit: nothing was lost before it.
+    let mut from_zero = follower
+        .watch_from(KeyRange::all(), CommitSeq(0))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut from_zero).await.unwrap(), first);
+    assert_eq!(next(&mut from_zero).await.unwrap(), second);
+
     let mut ahead = follower
         .watch_from(KeyRange::all(), CommitSeq(1_000_000))
         .await
@@ -305,4 +313,24 @@ async fn a_next_given_up_on_loses_no_change() {
         next(&mut watch).await.unwrap(),
         put(first.seq().next(), "b", "2")
     );
+}
+
+/// On a store that has committed nothing yet, a subscription from commit 0 (or 1) waits
+/// for the first commit and gets it, with no lag before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_from_the_start_of_an_empty_store_gets_its_first_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, follower) = pair(dir.path()).await;
+    let mut from_zero = follower
+        .watch_from(KeyRange::all(), CommitSeq(0))
+        .await
+        .unwrap();
+    let mut from_one = follower
+        .watch_from(KeyRange::all(), CommitSeq(1))
+        .await
+        .unwrap();
+    leader.put("a", "1").await.unwrap();
+    let first = next(&mut from_one).await.unwrap();
+    assert_eq!(first, put(CommitSeq(1), "a", "1"));
+    assert_eq!(next(&mut from_zero).await.unwrap(), first);
 }

@@ -90,7 +90,10 @@ impl Subscriptions {
         }
         let served = Served {
             range,
-            next: from,
+            // Commit 1 is a store's first: from 0 is from there (read as a position, it
+            // made a gap of one before commit 1, said as a lag, and an empty store's log
+            // was asked again and again, never reaching 0).
+            next: from.map(|from| from.max(CommitSeq(1))),
             credits: credits.min(limits.max_credits),
             reading: false,
         };
