@@ -42,12 +42,19 @@ impl KeyRange {
         above_start && below_end
     }
 
-    /// True when no key can lie in the range (its start is after its end, or they meet at
-    /// an excluded key).
+    /// True when no key can lie in the range (its start is after its end, they meet at an
+    /// excluded key, or nothing lies between two excluded ones: the first key after `k` is
+    /// `k` and a zero byte).
     pub fn is_empty(&self) -> bool {
         match (&self.start, &self.end) {
             (Bound::Included(start), Bound::Included(end)) => start > end,
-            (Bound::Included(start) | Bound::Excluded(start), Bound::Excluded(end))
+            (Bound::Excluded(start), Bound::Excluded(end)) => {
+                let successor = end.len() == start.len() + 1
+                    && end.starts_with(start)
+                    && end.last() == Some(&0);
+                start >= end || successor
+            }
+            (Bound::Included(start), Bound::Excluded(end))
             | (Bound::Excluded(start), Bound::Included(end)) => start >= end,
             _ => false,
         }
@@ -214,6 +221,12 @@ mod tests {
         assert!(range(Bound::Excluded(b"a"), Bound::Excluded(b"a")).is_empty());
         assert!(range(Bound::Excluded(b"a"), Bound::Included(b"a")).is_empty());
         assert!(!range(Bound::Included(b"a"), Bound::Included(b"a")).is_empty());
+        // Nothing lies between a key and the one right after it.
+        assert!(range(Bound::Excluded(b"a"), Bound::Excluded(b"a\x00")).is_empty());
+        assert!(!range(Bound::Excluded(b"a"), Bound::Excluded(b"a\x00\x00")).is_empty());
+        assert!(!range(Bound::Excluded(b"a"), Bound::Excluded(b"a\x01")).is_empty());
+        assert!(!range(Bound::Excluded(b"a"), Bound::Included(b"a\x00")).is_empty());
+        assert!(!range(Bound::Included(b"a"), Bound::Excluded(b"a\x00")).is_empty());
         assert!(!KeyRange::all().is_empty());
         let r = range(Bound::Excluded(b"a"), Bound::Included(b"b"));
         assert_eq!(r.half_open(), (Some(key(b"a\x00")), Some(key(b"b\x00"))));
