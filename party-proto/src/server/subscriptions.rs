@@ -35,6 +35,9 @@ struct Served {
     credits: u32,
     /// A read of the log is out.
     reading: bool,
+    /// Where a run of groups lost to the subscription began, when the last read ended in
+    /// it: the run is said once, where it ends, however many reads it takes.
+    lost: Option<CommitSeq>,
 }
 
 /// The limits a connection's subscriptions live within.
@@ -96,6 +99,7 @@ impl Subscriptions {
             next: from.map(|from| from.max(CommitSeq(1))),
             credits: credits.min(limits.max_credits),
             reading: false,
+            lost: None,
         };
         self.served.insert(watch, served);
         self.read(watch, out);
@@ -212,7 +216,7 @@ fn deliver(
     let mut quiet = false;
     // Where a run of groups lost to this subscription began: trimmed before it read them,
     // or committed by a leader that kept no feed. Said, never skipped silently.
-    let mut lost: Option<CommitSeq> = None;
+    let mut lost: Option<CommitSeq> = served.lost.take();
     for (seq, entry) in read.entries {
         if seq < next {
             continue;
@@ -249,8 +253,16 @@ fn deliver(
         send_group(watch, seq, inside, limits, out)?;
         served.credits -= 1;
     }
+    // A run that goes on past this read is said once the read that ends it comes (the
+    // reads come one after another while the subscription has credits, as lost groups
+    // take none): 10 000 commits of a leader without the feed are one lag, not 157.
+    let read_to_the_end = next >= read.next;
     if let Some(from) = lost {
-        lagged(watch, from, next, out);
+        if read_to_the_end {
+            lagged(watch, from, next, out);
+        } else {
+            served.lost = Some(from);
+        }
     } else if quiet {
         send(
             out,
