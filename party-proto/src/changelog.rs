@@ -81,7 +81,12 @@ impl ChangeLog {
         let (mut low, mut high) = (first.0, last.0);
         while low < high {
             let middle = low + (high - low) / 2;
-            if self.bytes_through - self.bytes_before(CommitSeq(middle)) <= bytes {
+            // Saturating: the positions come from stored entries, which need not agree.
+            if self
+                .bytes_through
+                .saturating_sub(self.bytes_before(CommitSeq(middle)))
+                <= bytes
+            {
                 high = middle;
             } else {
                 low = middle + 1;
@@ -122,9 +127,10 @@ impl ChangeLog {
         if seq <= first || front <= first {
             return first_bytes;
         }
-        let share = u128::from(seq.0 - first.0) * u128::from(front_bytes - first_bytes)
+        let share = u128::from(seq.0 - first.0)
+            * u128::from(front_bytes.saturating_sub(first_bytes))
             / u128::from(front.0 - first.0);
-        first_bytes + u64::try_from(share).unwrap_or(u64::MAX)
+        first_bytes.saturating_add(u64::try_from(share).unwrap_or(u64::MAX))
     }
 }
 
@@ -136,7 +142,32 @@ mod tests {
         LogSpan {
             seq: CommitSeq(seq),
             bytes_before,
-            bytes_through: bytes_before + len,
+            bytes_through: bytes_before.saturating_add(len),
+        }
+    }
+
+    /// Sizes read from a log written by something else, or damaged, need not agree (the
+    /// oldest entry may claim to start after the newest, or sizes may be near the end of
+    /// u64): a trim then still never overflows, nor takes the newest entry.
+    #[test]
+    fn ends_that_disagree_about_sizes_trim_without_overflow() {
+        let keep = ChangeRetention {
+            groups: 4,
+            bytes: 100,
+        };
+        for (first, last) in [
+            (span(1, 1_000, 10), span(10, 5, 10)),
+            (span(1, 0, 10), span(10, u64::MAX - 3, 10)),
+            (span(1, u64::MAX, 10), span(10, 0, 10)),
+        ] {
+            let mut log = ChangeLog::new(Some(LogEnds { first, last }));
+            for seq in 11..20 {
+                log.appended(span(seq, log.bytes_through(), 10));
+                if let Some((from, to)) = log.trim(keep, true) {
+                    assert!(from < to && to <= CommitSeq(seq), "{from:?}..{to:?}");
+                    log.trimmed(to);
+                }
+            }
         }
     }
 

@@ -780,7 +780,7 @@ impl<T> Writer<T> {
             } else {
                 encode_unlogged(bytes_through)
             };
-            group.logged.bytes_through = bytes_through + entry.len() as u64;
+            group.logged.bytes_through = bytes_through.saturating_add(entry.len() as u64);
             batch.log = Some(LogAppend { seq: next, entry });
             #[cfg(feature = "bug-injection")]
             if self.config.bugs.records_apart {
