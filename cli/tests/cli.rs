@@ -890,24 +890,35 @@ fn sublevels_confine_every_command_and_are_listed_and_dropped() {
     );
 }
 
+/// Starts `party ARGS` (a watch), once it has said where it starts: the process and that
+/// commit.
+fn start_watch(args: &[&str]) -> (std::process::Child, u64) {
+    let mut watcher = Command::new(PARTY)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read through a borrow: the child keeps its stderr open for what it says later.
+    let mut started = String::new();
+    BufReader::new(watcher.stderr.as_mut().unwrap())
+        .read_line(&mut started)
+        .unwrap();
+    let from = started
+        .trim_end()
+        .strip_prefix("watching from commit ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{started}"));
+    (watcher, from)
+}
+
 /// `watch` prints each change committed to its range by other processes, once, in commit
 /// order, in the lossless line format; `--from` replays from a commit it printed.
 #[test]
 fn watch_prints_each_change_of_its_range_once_in_commit_order() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path().to_str().unwrap();
-    let mut watcher = Command::new(PARTY)
-        .args([dir, "watch", "--gte", "k", "--lt", "l", "--count", "4"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut notes = BufReader::new(watcher.stderr.take().unwrap()).lines();
-    let started = notes.next().unwrap().unwrap();
-    let from: u64 = started
-        .strip_prefix("watching from commit ")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{started}"));
+    let (watcher, from) = start_watch(&[dir, "watch", "--gte", "k", "--lt", "l", "--count", "4"]);
     for args in [
         &["put", "k1", "one"][..],
         &["put", "x", "outside"],
@@ -955,15 +966,7 @@ fn watch_prints_each_change_of_its_range_once_in_commit_order() {
 fn watch_tells_an_excluded_bound_on_a_key_starting_with_equals_from_an_included_one() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path().to_str().unwrap();
-    let mut watcher = Command::new(PARTY)
-        .args([dir, "watch", "--count", "2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut notes = BufReader::new(watcher.stderr.take().unwrap()).lines();
-    let started = notes.next().unwrap().unwrap();
-    assert!(started.starts_with("watching from commit "), "{started}");
+    let (watcher, _) = start_watch(&[dir, "watch", "--count", "2"]);
     for args in [
         &["clear", "--gt", "=x", "--lt", "=z"][..],
         &["clear", "--gte", "x", "--lte", "z"],

@@ -148,20 +148,31 @@ fn read_replies(
 ) -> Result<(), String> {
     let mut got = 0;
     while got < count {
-        let n = end.read(buffer).map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("the echo process ended".into());
-        }
-        let mut input = &buffer[..n];
-        while decoder
-            .decode::<ServerMessage>(&mut input)
-            .map_err(|e| e.to_string())?
-            .is_some()
-        {
-            got += 1;
-        }
+        got += read_once(end, decoder, buffer)?;
     }
     Ok(())
+}
+
+/// Reads once: how many replies that completed.
+fn read_once(
+    end: &mut End,
+    decoder: &mut FrameDecoder,
+    buffer: &mut [u8],
+) -> Result<usize, String> {
+    let n = end.read(buffer).map_err(|e| e.to_string())?;
+    if n == 0 {
+        return Err("the echo process ended".into());
+    }
+    let mut input = &buffer[..n];
+    let mut got = 0;
+    while decoder
+        .decode::<ServerMessage>(&mut input)
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        got += 1;
+    }
+    Ok(got)
 }
 
 /// Sequential round trips against an echo child, blocking or spinning: (p50 µs, p99 µs).
@@ -244,16 +255,8 @@ fn kept_in_flight(
     let start = Instant::now();
     let mut answered = 0u64;
     while start.elapsed() < span {
-        let n = end.read(&mut buffer).map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("the echo process ended".into());
-        }
-        let mut input = &buffer[..n];
-        while decoder
-            .decode::<ServerMessage>(&mut input)
-            .map_err(|e| e.to_string())?
-            .is_some()
-        {
+        // One new request for each one answered.
+        for _ in 0..read_once(end, &mut decoder, &mut buffer)? {
             answered += 1;
             end.write_all(frame).map_err(|e| e.to_string())?;
         }
