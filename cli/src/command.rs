@@ -451,8 +451,8 @@ struct LoadBatches<'a> {
     loaded: u64,
     /// Most writes the store takes in one batch, once it has refused more.
     most: usize,
-    /// Most writes a batch has held that the store took: one no longer needs no copy kept
-    /// in case the store refuses it.
+    /// Most writes a batch has held that the store took: a batch no longer than that is
+    /// sent without a copy kept in case the store refuses it.
     taken: usize,
 }
 
