@@ -25,14 +25,43 @@ pub struct BlockingDb {
 /// the store is closed.
 #[derive(Debug)]
 struct OwnRuntime {
-    runtime: Runtime,
+    /// Taken only as it is dropped.
+    runtime: Option<Runtime>,
     db: Db,
+}
+
+impl OwnRuntime {
+    /// Runs `future` to its end on the handle's runtime; refused inside an async runtime,
+    /// which blocking would stall (and where tokio would panic).
+    fn block_on<T>(
+        &self,
+        future: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        outside_runtime()?;
+        match &self.runtime {
+            Some(runtime) => runtime.block_on(future),
+            None => Err(Error::Closed),
+        }
+    }
 }
 
 impl Drop for OwnRuntime {
     fn drop(&mut self) {
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
+        let db = self.db.clone();
+        let close = move || {
+            let _ = runtime.block_on(db.close());
+            drop(runtime);
+        };
         if outside_runtime().is_ok() {
-            let _ = self.runtime.block_on(self.db.close());
+            close();
+        } else {
+            // Inside an async runtime this thread may neither wait for the close nor drop
+            // a runtime (tokio panics): a thread of its own does both, waited for, so that
+            // the handle has stepped down when the last one is gone, wherever it went.
+            let _ = std::thread::spawn(close).join();
         }
     }
 }
@@ -58,7 +87,7 @@ impl BlockingDb {
         })?;
         Ok(BlockingDb {
             runtime: Arc::new(OwnRuntime {
-                runtime,
+                runtime: Some(runtime),
                 db: db.clone(),
             }),
             db,
@@ -139,10 +168,7 @@ impl BlockingDb {
                 Settled::Commit(value, commit) => (Ok(value), commit),
                 Settled::Abort(error, check) => (Err(TransactionError::Aborted(error)), check),
             };
-            let answer = self
-                .runtime
-                .runtime
-                .block_on(self.db.write_answered(commit));
+            let answer = self.runtime.block_on(self.db.write_answered(commit));
             if retries.committed(answer)? {
                 return result;
             }
@@ -172,8 +198,7 @@ impl BlockingDb {
         &self,
         future: impl std::future::Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        outside_runtime()?;
-        self.runtime.runtime.block_on(future)
+        self.runtime.block_on(future)
     }
 }
 
@@ -194,12 +219,12 @@ pub struct BlockingTransaction {
 impl BlockingTransaction {
     /// See [`Transaction::get`].
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, Error> {
-        self.runtime.runtime.block_on(self.tx.get(key))
+        self.runtime.block_on(self.tx.get(key))
     }
 
     /// See [`Transaction::iter`].
     pub fn iter(&self, options: IterOptions) -> Result<Vec<Entry>, Error> {
-        self.runtime.runtime.block_on(self.tx.iter(options))
+        self.runtime.block_on(self.tx.iter(options))
     }
 
     /// See [`Transaction::put`].
@@ -224,9 +249,8 @@ impl Iterator for BlockingIter {
     type Item = Result<Entry, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if let Err(error) = outside_runtime() {
-            return Some(Err(error));
-        }
-        self.runtime.runtime.block_on(self.iter.next())
+        let iter = &mut self.iter;
+        let next = async { iter.next().await.transpose() };
+        self.runtime.block_on(next).transpose()
     }
 }

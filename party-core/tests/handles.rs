@@ -355,10 +355,30 @@ fn the_blocking_handle_outside_and_inside_a_runtime() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let inside = runtime.block_on(async { db.get("a") });
     assert!(matches!(inside, Err(party_core::Error::BlockingInRuntime)));
+    // A transaction's read inside a runtime is refused too, not a panic of tokio's.
+    let in_transaction = db.transaction(|tx| {
+        let _inside = runtime.enter();
+        tx.get("a").map(|_| ())
+    });
+    assert!(
+        matches!(
+            in_transaction,
+            Err(party_core::TransactionError::Aborted(
+                party_core::Error::BlockingInRuntime
+            ))
+        ),
+        "{in_transaction:?}"
+    );
     drop(db);
     // Dropping the last handle closed it properly: the directory is free at once.
     let again = party_core::BlockingDb::open(dir.path(), Options::default()).unwrap();
     assert_eq!(again.get("b").unwrap(), Some(b"2".to_vec()));
+    // Even when the last handle goes inside an async runtime (tokio refuses to drop a
+    // runtime there): it is closed all the same, the directory free when the drop returns.
+    runtime.block_on(async move { drop(again) });
+    let third = party_core::BlockingDb::open(dir.path(), Options::default()).unwrap();
+    assert!(third.is_leader());
+    assert_eq!(third.get("a").unwrap(), Some(b"1".to_vec()));
 }
 
 /// A fake leader: holds the lock, accepts on the socket, reads whatever comes and answers
