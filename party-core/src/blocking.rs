@@ -153,7 +153,7 @@ impl BlockingDb {
         mut body: impl FnMut(&BlockingTransaction) -> Result<R, E>,
     ) -> Result<R, TransactionError<E>> {
         outside_runtime()?;
-        let mut retries = Retries::new(self.db.transaction_attempts());
+        let mut retries = Retries::new(&self.db);
         while let Some(wait) = retries.next_wait() {
             if !wait.is_zero() {
                 std::thread::sleep(wait);

@@ -22,6 +22,7 @@ use party_proto::wire::{self, ReadCheck, Response, WriteOp};
 use crate::data::{Entry, IterOptions};
 use crate::db::Db;
 use crate::error::Error;
+use crate::sublevel::KeySpace;
 
 /// A compare-and-swap that did not apply: the key holds `current` (`None`: absent), not
 /// what was expected.
@@ -269,7 +270,7 @@ impl Db {
         F: FnMut(Transaction) -> Fut,
         Fut: Future<Output = Result<R, E>>,
     {
-        let mut retries = Retries::new(self.transaction_attempts());
+        let mut retries = Retries::new(self);
         while let Some(wait) = retries.next_wait() {
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
@@ -339,15 +340,19 @@ pub(crate) struct Retries {
     made: u32,
     backoff: Backoff,
     last_key: Vec<u8>,
+    /// Where the handle's keys live: a conflict's key is told as the handle names it.
+    space: KeySpace,
 }
 
 impl Retries {
-    pub(crate) fn new(attempts: u32) -> Self {
+    /// The retries of a transaction of `db`.
+    pub(crate) fn new(db: &Db) -> Self {
         Retries {
-            attempts,
+            attempts: db.transaction_attempts(),
             made: 0,
             backoff: Backoff::new(FIRST_WAIT, LONGEST_WAIT, crate::db::random_u64()),
             last_key: Vec::new(),
+            space: db.space().clone(),
         }
     }
 
@@ -368,7 +373,7 @@ impl Retries {
         match answer? {
             Response::Written => Ok(true),
             Response::Conflict { key, .. } => {
-                self.last_key = key;
+                self.last_key = self.space.strip(key);
                 Ok(false)
             }
             other => Err(crate::db::unexpected(other)),

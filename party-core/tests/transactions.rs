@@ -161,35 +161,37 @@ async fn an_abort_on_reads_that_no_longer_hold_runs_the_body_again() {
 }
 
 /// A transaction that keeps meeting conflicts gives up after its attempts, writing
-/// nothing, with a typed error naming the key.
+/// nothing, with a typed error naming the key as its handle names it (a sublevel's too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_that_always_conflicts_gives_up_after_its_attempts() {
     let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path(), Options::default().transaction_attempts(3))
+    let root = open(dir.path(), Options::default().transaction_attempts(3))
         .await
         .unwrap();
-    db.ready().await.unwrap();
-    let mut runs = 0;
-    let result = db
-        .transaction(|tx| {
-            runs += 1;
-            let db = db.clone();
-            async move {
-                let n = number(tx.get("hot").await?);
-                db.put("hot", (n + 100).to_string()).await?;
-                tx.put("hot", (n + 1).to_string());
-                Ok::<_, Error>(())
+    root.ready().await.unwrap();
+    for db in [root.clone(), root.sublevel("users").unwrap()] {
+        let mut runs = 0;
+        let result = db
+            .transaction(|tx| {
+                runs += 1;
+                let db = db.clone();
+                async move {
+                    let n = number(tx.get("hot").await?);
+                    db.put("hot", (n + 100).to_string()).await?;
+                    tx.put("hot", (n + 1).to_string());
+                    Ok::<_, Error>(())
+                }
+            })
+            .await;
+        match result {
+            Err(TransactionError::Conflict { attempts, key }) => {
+                assert_eq!((attempts, key), (3, b"hot".to_vec()));
             }
-        })
-        .await;
-    match result {
-        Err(TransactionError::Conflict { attempts, key }) => {
-            assert_eq!((attempts, key), (3, b"hot".to_vec()));
+            other => panic!("expected a conflict, got {other:?}"),
         }
-        other => panic!("expected a conflict, got {other:?}"),
+        assert_eq!(runs, 3);
+        assert_eq!(number(db.get("hot").await.unwrap()), 300);
     }
-    assert_eq!(runs, 3);
-    assert_eq!(number(db.get("hot").await.unwrap()), 300);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
