@@ -37,7 +37,7 @@ pub async fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db, Error> 
     let backend = options.backend;
     let transaction_attempts = options.transaction_attempts.max(1);
     let client_id = ClientId(u128::from(random_u64()) << 64 | u128::from(random_u64()));
-    let (driver, role) = Driver::new(layout.clone(), options, client_id, random_u64());
+    let (driver, role, released) = Driver::new(layout.clone(), options, client_id, random_u64());
     // Every event of this handle names its directory: a program may open several.
     let span = tracing::info_span!("party", dir = %layout.dir.display());
     tokio::spawn(tracing::Instrument::instrument(driver.run(receiver), span));
@@ -46,6 +46,7 @@ pub async fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db, Error> 
             commands,
             backend,
             role,
+            released,
             dir: layout.dir,
             socket: layout.socket,
             transaction_attempts,
@@ -66,6 +67,8 @@ struct Inner {
     commands: UnboundedSender<Command>,
     backend: BackendKind,
     role: watch::Receiver<RoleState>,
+    /// True once the handle has stopped and released every store it led (see the driver).
+    released: watch::Receiver<bool>,
     dir: PathBuf,
     socket: PathBuf,
     /// How many times [`Db::transaction`] runs its body at most.
@@ -320,6 +323,12 @@ impl Db {
         let (reply, answer) = oneshot::channel();
         if self.send(Command::Close { reply, released }).is_ok() {
             let _ = answer.await;
+        }
+        if released {
+            // A close asked once the driver had stopped (after a close_before_exit, or by
+            // a clone just after the last drain) got no answer: it waits here all the same.
+            let mut stores = self.inner.released.clone();
+            let _ = stores.wait_for(|released| *released).await;
         }
         Ok(())
     }

@@ -121,6 +121,10 @@ pub(crate) struct Driver {
     closing: bool,
     /// Store threads of past leaderships that may still be closing their store.
     releasing: Vec<std::thread::JoinHandle<()>>,
+    /// Set once the handle has stopped and every store it led is closed and its lock
+    /// released: what a close that waits for release waits for, even one asked after the
+    /// loop ended.
+    released: watch::Sender<bool>,
     leadership: Leadership,
     /// The lock file while another handle holds the lock, for the next try.
     lock_file: Option<LockFile>,
@@ -135,8 +139,9 @@ impl Driver {
         options: Options,
         client_id: ClientId,
         seed: u64,
-    ) -> (Driver, watch::Receiver<RoleState>) {
+    ) -> (Driver, watch::Receiver<RoleState>, watch::Receiver<bool>) {
         let (role, role_rx) = watch::channel(RoleState::electing());
+        let (released, released_rx) = watch::channel(false);
         let client = ClientConfig {
             retry: options.retry,
             request_timeout: options.request_timeout,
@@ -190,13 +195,14 @@ impl Driver {
             closers: Vec::new(),
             closing: false,
             releasing: Vec::new(),
+            released,
             leadership: Leadership::default(),
             lock_file: None,
             link: None,
             out: Vec::new(),
             timer: clock::Timer::new(),
         };
-        (driver, role_rx)
+        (driver, role_rx, released_rx)
     }
 
     pub async fn run(mut self, mut commands: UnboundedReceiver<Command>) {
@@ -246,17 +252,20 @@ impl Driver {
         for (closer, _) in stopped {
             let _ = closer.send(());
         }
-        if !waiting.is_empty() {
-            let releasing = std::mem::take(&mut self.releasing);
+        // Whether or not a close waits for it now: one may come later (after a
+        // close_before_exit, say), and learns it from `released`.
+        let releasing = std::mem::take(&mut self.releasing);
+        if !releasing.is_empty() {
             let _ = tokio::task::spawn_blocking(move || {
                 for thread in releasing {
                     let _ = thread.join();
                 }
             })
             .await;
-            for (closer, _) in waiting {
-                let _ = closer.send(());
-            }
+        }
+        self.released.send_replace(true);
+        for (closer, _) in waiting {
+            let _ = closer.send(());
         }
     }
 

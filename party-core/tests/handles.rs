@@ -650,8 +650,17 @@ async fn close_returns_with_the_lock_released() {
     }
     let db = open(dir.path(), Options::default()).await.unwrap();
     assert_eq!(db.ready().await.unwrap(), Role::Leader);
+    db.put("k", "again").await.unwrap();
     db.close_before_exit().await.unwrap();
     assert!(matches!(db.get("k").await, Err(party_core::Error::Closed)));
+    // A close after it (the driver has stopped by then) still returns only once the store
+    // is closed and the lock free.
+    db.close().await.unwrap();
+    let lock = party_core::lock::ElectionLock::try_acquire(dir.path()).unwrap();
+    assert!(
+        lock.is_some(),
+        "the lock is free once a later close returns"
+    );
 }
 
 /// Holds the lock and the socket, accepts connections and never says a word: a stuck
