@@ -8,6 +8,8 @@ use std::task::{Context, Poll, Waker};
 
 use party_core::{open, BatchOp, IterOptions, KeyRange, Options, Role};
 
+mod common;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_handles_one_leads_one_follows_and_both_see_every_write() {
     let dir = tempfile::tempdir().unwrap();
@@ -55,10 +57,7 @@ async fn two_handles_one_leads_one_follows_and_both_see_every_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_sees_the_writes_its_handle_issued_before_it() {
     let dir = tempfile::tempdir().unwrap();
-    let leader = open(dir.path(), Options::default()).await.unwrap();
-    assert_eq!(leader.ready().await.unwrap(), Role::Leader);
-    let follower = open(dir.path(), Options::default()).await.unwrap();
-    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+    let (leader, follower) = common::pair(dir.path()).await;
     for db in [&leader, &follower] {
         let mut reads = Vec::new();
         let mut writes = Vec::new();
@@ -131,10 +130,7 @@ async fn json_values_on_both_roles() {
         tags: Vec<String>,
     }
     let dir = tempfile::tempdir().unwrap();
-    let leader = open(dir.path(), Options::default()).await.unwrap();
-    assert_eq!(leader.ready().await.unwrap(), Role::Leader);
-    let follower = open(dir.path(), Options::default()).await.unwrap();
-    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+    let (leader, follower) = common::pair(dir.path()).await;
     let (leader, follower) = (
         leader.with_codec(Json::<Point>::default()),
         follower.with_codec(Json::<Point>::default()),
@@ -226,10 +222,7 @@ async fn range_reads_with_every_bound_reverse_and_limit_through_a_follower() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn next_chunk_of_none_still_gives_each_entry_once() {
     let dir = tempfile::tempdir().unwrap();
-    let leader = open(dir.path(), Options::default()).await.unwrap();
-    assert_eq!(leader.ready().await.unwrap(), Role::Leader);
-    let follower = open(dir.path(), Options::default()).await.unwrap();
-    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+    let (leader, follower) = common::pair(dir.path()).await;
     let ops: Vec<_> = (0..5000u32)
         .map(|n| BatchOp::Put {
             key: format!("k{n:05}").into_bytes(),
