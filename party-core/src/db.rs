@@ -321,12 +321,12 @@ impl Db {
 
     async fn close_and_wait(&self, released: bool) -> Result<(), Error> {
         let (reply, answer) = oneshot::channel();
-        if self.send(Command::Close { reply, released }).is_ok() {
+        if self.send(Command::Close { reply }).is_ok() {
             let _ = answer.await;
         }
         if released {
-            // A close asked once the driver had stopped (after a close_before_exit, or by
-            // a clone just after the last drain) got no answer: it waits here all the same.
+            // Whether the driver stopped for this close or before it (after a
+            // close_before_exit, or for a clone just after the last drain).
             let mut stores = self.inner.released.clone();
             let _ = stores.wait_for(|released| *released).await;
         }

@@ -74,11 +74,10 @@ pub(crate) enum Command {
     WatchClose {
         watch: WatchId,
     },
+    /// Answered once the handle has stopped; a close that also waits for the store's
+    /// release waits on [`Driver::new`]'s `released` after it.
     Close {
         reply: oneshot::Sender<()>,
-        /// Answer only once the store is closed and its lock released (see [`Db::close`]),
-        /// not as soon as the handle has stopped.
-        released: bool,
     },
 }
 
@@ -116,8 +115,8 @@ pub(crate) struct Driver {
     /// The cause of the election failure the machine is about to report.
     failure_cause: Option<Error>,
     store_open_time: Option<Duration>,
-    /// Who waits for the handle to close, and whether also for the store's release.
-    closers: Vec<(oneshot::Sender<()>, bool)>,
+    /// Who waits for the handle to stop.
+    closers: Vec<oneshot::Sender<()>>,
     closing: bool,
     /// Store threads of past leaderships that may still be closing their store.
     releasing: Vec<std::thread::JoinHandle<()>>,
@@ -240,20 +239,18 @@ impl Driver {
         }
         self.publish_role();
         self.process.finish_recording();
-        // A close asked for while closing (by another clone of the handle) waits too, as
-        // its kind of close says; anything else asked meanwhile fails as closed.
+        // A close asked for while closing (by another clone of the handle) is answered
+        // too; anything else asked meanwhile fails as closed.
         while let Ok(command) = commands.try_recv() {
-            if let Command::Close { reply, released } = command {
-                self.closers.push((reply, released));
+            if let Command::Close { reply } = command {
+                self.closers.push(reply);
             }
         }
-        let (waiting, stopped): (Vec<_>, Vec<_>) =
-            self.closers.drain(..).partition(|(_, released)| *released);
-        for (closer, _) in stopped {
+        for closer in self.closers.drain(..) {
             let _ = closer.send(());
         }
-        // Whether or not a close waits for it now: one may come later (after a
-        // close_before_exit, say), and learns it from `released`.
+        // Closes that wait for the stores' release (now, or asked later) learn it from
+        // `released`.
         let releasing = std::mem::take(&mut self.releasing);
         if !releasing.is_empty() {
             let _ = tokio::task::spawn_blocking(move || {
@@ -264,9 +261,6 @@ impl Driver {
             .await;
         }
         self.released.send_replace(true);
-        for (closer, _) in waiting {
-            let _ = closer.send(());
-        }
     }
 
     fn command(&mut self, command: Command) {
@@ -315,8 +309,8 @@ impl Driver {
                 self.watch_waiters.remove(&watch);
                 self.process.close_watch(now, watch);
             }
-            Command::Close { reply, released } => {
-                self.closers.push((reply, released));
+            Command::Close { reply } => {
+                self.closers.push(reply);
                 self.close();
             }
         }
