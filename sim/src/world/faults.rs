@@ -117,8 +117,12 @@ impl World {
         let pause = self.rand(1_000, longest);
         self.trace
             .line(self.now, format_args!("p{process} paused for {pause}us"));
-        self.processes[process].paused_until = Some(self.now + pause);
-        self.last_fault = self.now + pause;
+        // A pause within a pause ends no sooner: what waits for the first one's end would
+        // otherwise arrive after what comes later, out of order.
+        let until = self.now + pause;
+        let paused_until = &mut self.processes[process].paused_until;
+        *paused_until = Some(paused_until.map_or(until, |earlier| earlier.max(until)));
+        self.last_fault = self.last_fault.max(until);
     }
 
     pub(super) fn crash(&mut self, process: ProcessId) {
