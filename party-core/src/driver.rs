@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use party_proto::wire::{encode_frame, ReadOp, Response, WriteOp};
 use party_proto::{
-    ClientConfig, ClientId, CommitSeq, ElectionConfig, ErrorCode, IterId, IterOptions, IterPoll,
-    KeyRange, Process, ProcessConfig, ProcessInput, ProcessOutput, RequestId, ServerConfig,
-    ServerInput, ServerOutput, WatchId, WatchPoll,
+    ClientConfig, ClientId, CommitSeq, ElectionConfig, ElectionInput, ErrorCode, IterId,
+    IterOptions, IterPoll, KeyRange, Process, ProcessConfig, ProcessInput, ProcessOutput,
+    RequestId, ServerConfig, ServerInput, ServerOutput, WatchId, WatchPoll,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{oneshot, watch};
@@ -33,6 +33,7 @@ use crate::lock::{ElectionLock, LockFile};
 use crate::options::Options;
 use crate::paths::Layout;
 use crate::role::{Role, RoleState, Takeover};
+use crate::waiting_room::{Room, Seat};
 use machine::Machine;
 
 /// Most requests in flight for which low-latency mode still polls for the answers.
@@ -97,6 +98,8 @@ struct Leadership {
     leader: Option<Leader>,
     /// The leader's own handle's way to the store.
     access: Option<StoreAccess>,
+    /// Where the processes that find nobody listening yet wait for this one to serve.
+    room: Option<Room>,
 }
 
 pub(crate) struct Driver {
@@ -128,6 +131,8 @@ pub(crate) struct Driver {
     /// The lock file while another handle holds the lock, for the next try.
     lock_file: Option<LockFile>,
     link: Option<Link>,
+    /// In the waiting room of the lock holder, while it is not serving yet.
+    seat: Option<Seat>,
     out: Vec<u8>,
     timer: clock::Timer,
 }
@@ -198,6 +203,7 @@ impl Driver {
             leadership: Leadership::default(),
             lock_file: None,
             link: None,
+            seat: None,
             out: Vec::new(),
             timer: clock::Timer::new(),
         };
@@ -234,6 +240,11 @@ impl Driver {
                 }
                 _ = self.timer.until(timeout) => {
                     self.process.handle_input(clock::now(), ProcessInput::TimerFired);
+                }
+                () = room_closed(&mut self.seat) => {
+                    self.seat = None;
+                    let closed = ProcessInput::Election(ElectionInput::WaitingRoomClosed);
+                    self.process.handle_input(clock::now(), closed);
                 }
             }
         }
@@ -580,6 +591,13 @@ fn log_change(
         Role::Electing if before.role != Role::Electing => tracing::info!("electing"),
         Role::Closed => tracing::info!("closed"),
         _ => {}
+    }
+}
+
+async fn room_closed(seat: &mut Option<Seat>) {
+    match seat {
+        Some(seat) => seat.closed().await,
+        None => std::future::pending().await,
     }
 }
 

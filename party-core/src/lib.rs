@@ -99,6 +99,8 @@ mod term;
 #[cfg(not(loom))]
 mod transaction;
 #[cfg(not(loom))]
+mod waiting_room;
+#[cfg(not(loom))]
 mod watch;
 
 #[cfg(not(loom))]

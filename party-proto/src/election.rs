@@ -3,19 +3,28 @@
 //! ```text
 //!            TryLock ──busy──▶ Connect ──ok──▶ Follower ──disconnected──┐
 //!               ▲                 │ failed                               │
-//!               │◀── wait (jittered backoff) ◀┘                          │
-//!               │◀───────────────────────────────────────────────────────┘
-//!               └─acquired─▶ OpenStore ─▶ Bind ─▶ Leader ──lock lost──▶ StepDown, TryLock
-//!                              │  ▲
-//!                     locked ──┘  └── wait 5 ms (for up to 2 s: a previous leader's store
-//!                                      still closing)
+//!               │                 ▼                                      │
+//!               │         EnterWaitingRoom ──none──▶ wait (jittered backoff) ─┐
+//!               │                 │ in                                   │    │
+//!               │◀── closed (or 100 ms) ◀┘                               │    │
+//!               │◀───────────────────────────────────────────────────────┴────┘
+//!               └─acquired─▶ OpenWaitingRoom, OpenStore ─▶ Bind ─▶ Serve, CloseWaitingRoom
+//!                              │  ▲                                   Leader ──lock lost──▶
+//!                     locked ──┘  └── wait 5 ms (for up to 2 s: a       StepDown, TryLock
+//!                                      previous leader's store still closing)
 //! ```
 //!
-//! The only wait on the normal path is after a failed connect (the lock holder has not bound
-//! its socket yet); losing a leader goes straight to the lock. Nothing tells a waiting
-//! process that the socket appeared: watching the directory (inotify) was measured to cost
-//! more than the retries it saves, the new leader paying for every watcher at each change
-//! of the directory.
+//! Losing a leader goes straight to the lock. The lock holder serves only once its store is
+//! open, which takes a while; a process that lost the race for the lock meanwhile finds
+//! nobody listening, and waits in the holder's *waiting room* (a second socket the holder
+//! binds as soon as it has the lock, and never accepts on) until the holder closes it: once
+//! serving, or on giving up, or by dying. Closing it tells every process in it at once,
+//! and nobody polls meanwhile (DESIGN: no fixed-interval polling). A process that finds no
+//! room (the holder has not opened it yet, has closed it already, or cannot open one) falls
+//! back to a short jittered backoff; one in a room looks again by itself after
+//! [`ElectionConfig::room_patience`] in case the room outlives its reason. Watching the
+//! directory (inotify) instead was measured to cost more than the retries it saves, the new
+//! leader paying for every watcher at each change of the directory.
 //!
 //! At most one action that expects an answer (try the lock, open the store, bind, connect)
 //! is outstanding at a time. A close that comes while one is outstanding waits for its
@@ -68,6 +77,13 @@ pub enum ElectionInput {
     Connected,
     /// Answer to [`ElectionOutput::Connect`]: nobody is listening yet.
     ConnectFailed,
+    /// Answer to [`ElectionOutput::EnterWaitingRoom`]: waiting in the lock holder's room.
+    InWaitingRoom,
+    /// Answer to [`ElectionOutput::EnterWaitingRoom`]: there is no room to wait in.
+    NoWaitingRoom,
+    /// The waiting room this process waits in was closed: its holder serves now, or gave
+    /// up, or died.
+    WaitingRoomClosed,
     /// The follower's connection to the leader closed.
     Disconnected,
     /// The follower's connection closed after the leader refused this process (a limit,
@@ -99,6 +115,17 @@ pub enum ElectionOutput {
     Serve,
     /// Connect to the leader's socket; answer `Connected` or `ConnectFailed`.
     Connect,
+    /// The lock is held: open the waiting room, where the processes that find nobody
+    /// listening yet wait for this one to serve. Best effort, no answer: a process that
+    /// finds no room backs off instead.
+    OpenWaitingRoom,
+    /// Close the waiting room: every process waiting in it is told at once.
+    CloseWaitingRoom,
+    /// Nobody is listening: wait in the lock holder's waiting room; answer
+    /// `InWaitingRoom` or `NoWaitingRoom`, then `WaitingRoomClosed` when it closes.
+    EnterWaitingRoom,
+    /// Stop waiting in the waiting room.
+    LeaveWaitingRoom,
     /// Give up leadership: stop serving, unbind, close the store, release the lock — each
     /// only if held, in that order.
     StepDown,
@@ -129,6 +156,9 @@ pub struct ElectionConfig {
     pub max_backoff: Duration,
     /// Wait after the leader refused this process.
     pub refused_backoff: Duration,
+    /// Longest wait in a waiting room before looking again: it bounds how late a process
+    /// notices a leader if the room is not closed when it should be.
+    pub room_patience: Duration,
     /// How long a store still locked by a previous leader is waited for.
     pub store_patience: Duration,
     /// How often such a store is tried again.
@@ -143,6 +173,7 @@ impl Default for ElectionConfig {
             initial_backoff: Duration::from_micros(250),
             max_backoff: Duration::from_millis(2),
             refused_backoff: Duration::from_millis(250),
+            room_patience: Duration::from_millis(100),
             store_patience: Duration::from_secs(2),
             store_retry: Duration::from_millis(5),
             bugs: crate::bugs::Bugs::default(),
@@ -157,6 +188,7 @@ enum Awaiting {
     Store,
     Bind,
     Connect,
+    Room,
 }
 
 /// Where an unwinding goes once the awaited answer is in and given back.
@@ -178,6 +210,10 @@ enum State {
     StoreWait {
         until: Timestamp,
     },
+    /// In the lock holder's waiting room, until it closes or `until`.
+    Waiting {
+        until: Timestamp,
+    },
     Leader,
     Follower,
     /// The election was abandoned (close, or the lock lost) while an action was out: once
@@ -196,6 +232,10 @@ struct Held {
     store: bool,
     socket: bool,
     connection: bool,
+    /// This process's waiting room is open.
+    room: bool,
+    /// This process waits in another's waiting room.
+    seat: bool,
 }
 
 /// The election machine of one process. See the module documentation.
@@ -206,6 +246,7 @@ pub struct Election {
     held: Held,
     backoff: Backoff,
     refused_backoff: Duration,
+    room_patience: Duration,
     store_patience: Duration,
     store_retry: Duration,
     /// When the first try to open the store of this leadership was answered `StoreLocked`.
@@ -222,6 +263,7 @@ impl Election {
             held: Held::default(),
             backoff: Backoff::new(config.initial_backoff, config.max_backoff, seed),
             refused_backoff: config.refused_backoff,
+            room_patience: config.room_patience,
             store_patience: config.store_patience,
             store_retry: config.store_retry,
             store_locked_since: None,
@@ -231,7 +273,10 @@ impl Election {
 
     pub fn role(&self) -> Role {
         match self.state {
-            State::Electing(_) | State::Backoff { .. } | State::StoreWait { .. } => Role::Electing,
+            State::Electing(_)
+            | State::Backoff { .. }
+            | State::StoreWait { .. }
+            | State::Waiting { .. } => Role::Electing,
             State::Leader => Role::Leader,
             State::Follower => Role::Follower,
             State::Unwinding {
@@ -293,7 +338,11 @@ impl Election {
                 }
             }
             (
-                State::Backoff { .. } | State::StoreWait { .. } | State::Leader | State::Follower,
+                State::Backoff { .. }
+                | State::StoreWait { .. }
+                | State::Waiting { .. }
+                | State::Leader
+                | State::Follower,
                 In::CloseRequested,
             ) => {
                 self.give_back();
@@ -302,6 +351,8 @@ impl Election {
 
             (State::Electing(Awaiting::Lock), In::LockAcquired) => {
                 self.store_locked_since = None;
+                self.held.room = true;
+                self.emit(ElectionOutput::OpenWaitingRoom);
                 self.ask(Awaiting::Store)
             }
             (State::Electing(Awaiting::Lock), In::LockBusy) => self.ask(Awaiting::Connect),
@@ -331,6 +382,7 @@ impl Election {
             (State::Electing(Awaiting::Bind), In::SocketBound) => {
                 self.backoff.reset();
                 self.emit(ElectionOutput::Serve);
+                self.close_room();
                 State::Leader
             }
             (State::Electing(Awaiting::Bind), In::BindFailed) => self.fail(ElectionFailure::Bind),
@@ -338,9 +390,22 @@ impl Election {
                 self.backoff.reset();
                 State::Follower
             }
-            (State::Electing(Awaiting::Connect), In::ConnectFailed) => State::Backoff {
+            (State::Electing(Awaiting::Connect), In::ConnectFailed) => self.ask(Awaiting::Room),
+            (State::Electing(Awaiting::Room), In::InWaitingRoom) => State::Waiting {
+                until: now + self.room_patience,
+            },
+            (State::Electing(Awaiting::Room), In::NoWaitingRoom) => State::Backoff {
                 until: now + self.backoff.next_wait(),
             },
+            (State::Waiting { .. }, In::WaitingRoomClosed) => {
+                self.held.seat = false;
+                self.ask(Awaiting::Lock)
+            }
+            (State::Waiting { .. }, In::TimerFired) => {
+                self.held.seat = false;
+                self.emit(ElectionOutput::LeaveWaitingRoom);
+                self.ask(Awaiting::Lock)
+            }
             (State::Backoff { .. }, In::TimerFired) => self.ask(Awaiting::Lock),
             (State::Follower, In::Disconnected) => {
                 self.held.connection = false;
@@ -369,7 +434,9 @@ impl Election {
     /// When the machine wants [`ElectionInput::TimerFired`], if it does.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         match self.state {
-            State::Backoff { until } | State::StoreWait { until } => Some(until),
+            State::Backoff { until } | State::StoreWait { until } | State::Waiting { until } => {
+                Some(until)
+            }
             _ => None,
         }
     }
@@ -388,6 +455,7 @@ impl Election {
                 Awaiting::Store => self.held.store = true,
                 Awaiting::Bind => self.held.socket = true,
                 Awaiting::Connect => self.held.connection = true,
+                Awaiting::Room => self.held.seat = true,
             }
         }
     }
@@ -398,8 +466,21 @@ impl Election {
         if held.lock || held.store || held.socket {
             self.emit(ElectionOutput::StepDown);
         }
+        // After the step down: those waiting find the lock free when they are told.
+        if held.room {
+            self.emit(ElectionOutput::CloseWaitingRoom);
+        }
         if held.connection {
             self.emit(ElectionOutput::Disconnect);
+        }
+        if held.seat {
+            self.emit(ElectionOutput::LeaveWaitingRoom);
+        }
+    }
+
+    fn close_room(&mut self) {
+        if std::mem::take(&mut self.held.room) {
+            self.emit(ElectionOutput::CloseWaitingRoom);
         }
     }
 
@@ -413,6 +494,7 @@ impl Election {
             Awaiting::Store => ElectionOutput::OpenStore,
             Awaiting::Bind => ElectionOutput::Bind,
             Awaiting::Connect => ElectionOutput::Connect,
+            Awaiting::Room => ElectionOutput::EnterWaitingRoom,
         });
         State::Electing(awaiting)
     }
@@ -431,11 +513,13 @@ fn answers(awaiting: Awaiting, input: ElectionInput) -> Option<bool> {
         (Awaiting::Lock, In::LockAcquired)
         | (Awaiting::Store, In::StoreOpened)
         | (Awaiting::Bind, In::SocketBound)
-        | (Awaiting::Connect, In::Connected) => Some(true),
+        | (Awaiting::Connect, In::Connected)
+        | (Awaiting::Room, In::InWaitingRoom) => Some(true),
         (Awaiting::Lock, In::LockBusy | In::LockFailed)
         | (Awaiting::Store, In::StoreOpenFailed | In::StoreLocked)
         | (Awaiting::Bind, In::BindFailed)
-        | (Awaiting::Connect, In::ConnectFailed) => Some(false),
+        | (Awaiting::Connect, In::ConnectFailed)
+        | (Awaiting::Room, In::NoWaitingRoom) => Some(false),
         _ => None,
     }
 }

@@ -30,6 +30,8 @@ enum Step {
     StoreBusy,
     /// Serving cannot start (while serving).
     ServeFails,
+    /// The waiting room this process waits in closes.
+    RoomCloses,
     /// An answer to an action that is not outstanding.
     Stray(ElectionInput),
 }
@@ -46,9 +48,11 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::LockError),
         1 => Just(Step::StoreBusy),
         1 => Just(Step::ServeFails),
+        2 => Just(Step::RoomCloses),
         1 => prop::sample::select(vec![
             LockAcquired, LockBusy, LockFailed, StoreOpened, StoreOpenFailed, StoreLocked,
-            SocketBound, BindFailed, Connected, ConnectFailed, ServeFailed,
+            SocketBound, BindFailed, Connected, ConnectFailed, ServeFailed, InWaitingRoom,
+            NoWaitingRoom, WaitingRoomClosed,
         ]).prop_map(Step::Stray),
     ]
 }
@@ -61,6 +65,10 @@ struct World {
     bound: bool,
     serving: bool,
     connected: bool,
+    /// Its own waiting room is open.
+    room: bool,
+    /// It waits in another's waiting room.
+    seat: bool,
     outstanding: Option<ElectionOutput>,
     failed: bool,
 }
@@ -75,14 +83,20 @@ impl World {
         use ElectionOutput::*;
         while let Some(output) = election.poll_output() {
             prop_assert!(!self.failed, "{output:?} after Failed");
-            let asks_answer = matches!(output, TryLock | OpenStore | Bind | Connect);
+            let asks_answer = matches!(
+                output,
+                TryLock | OpenStore | Bind | Connect | EnterWaitingRoom
+            );
             prop_assert!(
                 !asks_answer || self.outstanding.is_none(),
                 "{output:?} while {:?} is outstanding",
                 self.outstanding
             );
             match output {
-                TryLock => prop_assert!(!self.lock && !self.connected, "TryLock in {self:?}"),
+                TryLock => prop_assert!(
+                    !self.lock && !self.connected && !self.seat,
+                    "TryLock in {self:?}"
+                ),
                 OpenStore => prop_assert!(self.lock && !self.store, "OpenStore in {self:?}"),
                 Bind => prop_assert!(self.lock && self.store && !self.bound, "Bind in {self:?}"),
                 Serve => {
@@ -93,9 +107,25 @@ impl World {
                     self.serving = true;
                 }
                 Connect => prop_assert!(
-                    !self.holds_leadership() && !self.connected,
+                    !self.holds_leadership() && !self.connected && !self.seat,
                     "Connect in {self:?}"
                 ),
+                OpenWaitingRoom => {
+                    prop_assert!(self.lock && !self.room, "OpenWaitingRoom in {self:?}");
+                    self.room = true;
+                }
+                CloseWaitingRoom => {
+                    prop_assert!(self.room, "CloseWaitingRoom with no room open");
+                    self.room = false;
+                }
+                EnterWaitingRoom => prop_assert!(
+                    !self.holds_leadership() && !self.room && !self.connected && !self.seat,
+                    "EnterWaitingRoom in {self:?}"
+                ),
+                LeaveWaitingRoom => {
+                    prop_assert!(self.seat, "LeaveWaitingRoom outside a room");
+                    self.seat = false;
+                }
                 StepDown => {
                     prop_assert!(self.holds_leadership(), "StepDown holding nothing");
                     self.lock = false;
@@ -143,6 +173,11 @@ impl World {
                 Connected
             }
             (ElectionOutput::Connect, false) => ConnectFailed,
+            (ElectionOutput::EnterWaitingRoom, true) => {
+                self.seat = true;
+                InWaitingRoom
+            }
+            (ElectionOutput::EnterWaitingRoom, false) => NoWaitingRoom,
             (other, _) => unreachable!("{other:?} expects no answer"),
         };
         Some(input)
@@ -160,13 +195,23 @@ impl World {
                 StoreOpened | StoreOpenFailed | StoreLocked
             ) | (Some(ElectionOutput::Bind), SocketBound | BindFailed)
                 | (Some(ElectionOutput::Connect), Connected | ConnectFailed)
+                | (
+                    Some(ElectionOutput::EnterWaitingRoom),
+                    InWaitingRoom | NoWaitingRoom
+                )
         )
     }
 }
 
 fn check_role(election: &Election, world: &World) -> Result<(), TestCaseError> {
     match election.role() {
-        Role::Leader => prop_assert!(world.serving && world.lock, "Leader without serving"),
+        Role::Leader => {
+            prop_assert!(world.serving && world.lock, "Leader without serving");
+            prop_assert!(
+                !world.room,
+                "a leader serving while its waiting room is still open"
+            );
+        }
         Role::Follower => prop_assert!(world.connected, "Follower without a connection"),
         Role::Electing => prop_assert!(
             world.outstanding.is_some() || election.poll_timeout().is_some(),
@@ -175,6 +220,7 @@ fn check_role(election: &Election, world: &World) -> Result<(), TestCaseError> {
         Role::Closed => {}
     }
     prop_assert!(!(world.holds_leadership() && world.connected));
+    prop_assert!(!(world.seat && (world.room || world.lock || world.connected)));
     Ok(())
 }
 
@@ -220,6 +266,12 @@ proptest! {
                     world.outstanding = None;
                     Some(ElectionInput::StoreLocked)
                 }
+                Step::RoomCloses if world.seat => {
+                    world.seat = false;
+                    Some(ElectionInput::WaitingRoomClosed)
+                }
+                // A close the driver saw is not a stray: it let go of its seat.
+                Step::Stray(ElectionInput::WaitingRoomClosed) if world.seat => None,
                 Step::Stray(input) if !world.answers_outstanding(input) => Some(input),
                 _ => None,
             };
@@ -238,7 +290,10 @@ proptest! {
             world.run(&mut election)?;
         }
         prop_assert!(election.is_closed());
-        prop_assert!(!world.holds_leadership() && !world.connected, "close left {world:?}");
+        prop_assert!(
+            !world.holds_leadership() && !world.connected && !world.room && !world.seat,
+            "close left {world:?}"
+        );
     }
 }
 
@@ -278,16 +333,106 @@ fn losing_the_leader_goes_straight_to_the_lock_without_waiting() {
     assert_eq!(
         outputs,
         [
+            ElectionOutput::OpenWaitingRoom,
             ElectionOutput::OpenStore,
             ElectionOutput::Bind,
-            ElectionOutput::Serve
+            ElectionOutput::Serve,
+            ElectionOutput::CloseWaitingRoom,
         ]
     );
     assert_eq!(election.role(), Role::Leader);
 }
 
 #[test]
-fn a_failed_connect_waits_a_bounded_jittered_time_then_tries_the_lock() {
+fn a_process_that_finds_nobody_listening_waits_in_the_holders_room_until_it_closes() {
+    let config = ElectionConfig::default();
+    let mut election = Election::new(config.clone(), 3);
+    let now = Timestamp::ZERO;
+    assert_eq!(election.poll_output(), Some(ElectionOutput::TryLock));
+    election.handle_input(now, ElectionInput::LockBusy);
+    assert_eq!(election.poll_output(), Some(ElectionOutput::Connect));
+    election.handle_input(now, ElectionInput::ConnectFailed);
+    assert_eq!(
+        election.poll_output(),
+        Some(ElectionOutput::EnterWaitingRoom)
+    );
+    election.handle_input(now, ElectionInput::InWaitingRoom);
+    assert_eq!(election.poll_output(), None, "nothing to do but wait");
+    assert_eq!(election.role(), Role::Electing);
+    assert_eq!(
+        election.poll_timeout(),
+        Some(now + config.room_patience),
+        "a bounded wait, far longer than a backoff"
+    );
+    assert!(config.room_patience > config.max_backoff);
+    // Told long before its patience runs out: straight to the lock, and no leaving to do.
+    let closed = now + Duration::from_micros(300);
+    election.handle_input(closed, ElectionInput::WaitingRoomClosed);
+    assert_eq!(election.poll_output(), Some(ElectionOutput::TryLock));
+    assert_eq!(election.poll_output(), None);
+    election.handle_input(closed, ElectionInput::LockBusy);
+    assert_eq!(election.poll_output(), Some(ElectionOutput::Connect));
+    election.handle_input(closed, ElectionInput::Connected);
+    assert_eq!(election.role(), Role::Follower);
+
+    // A room that stays closed past its patience: it leaves, and looks again by itself.
+    let mut election = Election::new(config.clone(), 3);
+    let _ = election.poll_output();
+    election.handle_input(now, ElectionInput::LockBusy);
+    let _ = election.poll_output();
+    election.handle_input(now, ElectionInput::ConnectFailed);
+    let _ = election.poll_output();
+    election.handle_input(now, ElectionInput::InWaitingRoom);
+    let due = election.poll_timeout().unwrap();
+    election.handle_input(due, ElectionInput::TimerFired);
+    let outputs: Vec<_> = std::iter::from_fn(|| election.poll_output()).collect();
+    assert_eq!(
+        outputs,
+        [ElectionOutput::LeaveWaitingRoom, ElectionOutput::TryLock]
+    );
+
+    // Closing the handle while in a room leaves it.
+    let mut election = Election::new(config, 3);
+    let _ = election.poll_output();
+    election.handle_input(now, ElectionInput::LockBusy);
+    let _ = election.poll_output();
+    election.handle_input(now, ElectionInput::ConnectFailed);
+    let _ = election.poll_output();
+    election.handle_input(now, ElectionInput::InWaitingRoom);
+    election.handle_input(now, ElectionInput::CloseRequested);
+    assert_eq!(
+        election.poll_output(),
+        Some(ElectionOutput::LeaveWaitingRoom)
+    );
+    assert!(election.is_closed());
+}
+
+#[test]
+fn the_lock_holder_keeps_a_waiting_room_open_until_it_serves_or_gives_up() {
+    let mut election = Election::new(ElectionConfig::default(), 4);
+    let now = Timestamp::ZERO;
+    assert_eq!(election.poll_output(), Some(ElectionOutput::TryLock));
+    election.handle_input(now, ElectionInput::LockAcquired);
+    assert_eq!(
+        election.poll_output(),
+        Some(ElectionOutput::OpenWaitingRoom)
+    );
+    assert_eq!(election.poll_output(), Some(ElectionOutput::OpenStore));
+    election.handle_input(now, ElectionInput::StoreOpenFailed);
+    let outputs: Vec<_> = std::iter::from_fn(|| election.poll_output()).collect();
+    assert_eq!(
+        outputs,
+        [
+            ElectionOutput::StepDown,
+            ElectionOutput::CloseWaitingRoom,
+            ElectionOutput::Failed(party_proto::election::ElectionFailure::StoreOpen)
+        ],
+        "the room closes after the lock is given back, so those waiting find it free"
+    );
+}
+
+#[test]
+fn a_failed_connect_with_no_room_to_wait_in_waits_a_bounded_jittered_time_then_tries_the_lock() {
     let config = ElectionConfig::default();
     let max = config.max_backoff;
     let mut election = Election::new(config, 99);
@@ -297,6 +442,11 @@ fn a_failed_connect_waits_a_bounded_jittered_time_then_tries_the_lock() {
         election.handle_input(now, ElectionInput::LockBusy);
         assert_eq!(election.poll_output(), Some(ElectionOutput::Connect));
         election.handle_input(now, ElectionInput::ConnectFailed);
+        assert_eq!(
+            election.poll_output(),
+            Some(ElectionOutput::EnterWaitingRoom)
+        );
+        election.handle_input(now, ElectionInput::NoWaitingRoom);
         let at = election
             .poll_timeout()
             .expect("a wait after a failed connect");
@@ -314,6 +464,10 @@ fn a_store_still_locked_is_tried_again_for_a_while_then_the_election_fails() {
     let mut now = Timestamp::ZERO;
     assert_eq!(election.poll_output(), Some(ElectionOutput::TryLock));
     election.handle_input(now, ElectionInput::LockAcquired);
+    assert_eq!(
+        election.poll_output(),
+        Some(ElectionOutput::OpenWaitingRoom)
+    );
     assert_eq!(election.poll_output(), Some(ElectionOutput::OpenStore));
     election.handle_input(now, ElectionInput::StoreLocked);
     assert_eq!(election.poll_output(), None, "it waits, holding the lock");
@@ -336,6 +490,7 @@ fn a_store_still_locked_is_tried_again_for_a_while_then_the_election_fails() {
         outputs,
         [
             ElectionOutput::StepDown,
+            ElectionOutput::CloseWaitingRoom,
             ElectionOutput::Failed(party_proto::election::ElectionFailure::StoreOpen)
         ]
     );
@@ -349,6 +504,7 @@ fn a_store_still_locked_is_tried_again_for_a_while_then_the_election_fails() {
     let mut election = Election::new(config.clone(), 5);
     let _ = election.poll_output();
     election.handle_input(Timestamp::ZERO, ElectionInput::LockAcquired);
+    let _ = election.poll_output();
     let _ = election.poll_output();
     election.handle_input(Timestamp::ZERO, ElectionInput::StoreLocked);
     let retry = election.poll_timeout().unwrap();

@@ -411,10 +411,14 @@ fn a_leader_that_cannot_start_serving_steps_down_and_fails() {
         ElectionInput::StoreOpened,
         ElectionInput::SocketBound,
     ] {
-        let _ = election.poll_output();
+        while election.poll_output().is_some() {}
         election.handle_input(NOW, answer);
     }
     assert_eq!(election.poll_output(), Some(ElectionOutput::Serve));
+    assert_eq!(
+        election.poll_output(),
+        Some(ElectionOutput::CloseWaitingRoom)
+    );
     assert_eq!(election.role(), Role::Leader);
     election.handle_input(NOW, ElectionInput::ServeFailed);
     let outputs: Vec<_> = std::iter::from_fn(|| election.poll_output()).collect();

@@ -44,7 +44,13 @@ fn leader() -> Process {
     answer(&mut process, ElectionInput::LockAcquired);
     answer(&mut process, ElectionInput::StoreOpened);
     let serve = answer(&mut process, ElectionInput::SocketBound);
-    assert_eq!(serve, [ProcessOutput::Election(ElectionOutput::Serve)]);
+    assert_eq!(
+        serve,
+        [
+            ProcessOutput::Election(ElectionOutput::Serve),
+            ProcessOutput::Election(ElectionOutput::CloseWaitingRoom)
+        ]
+    );
     process.handle_input(NOW, ProcessInput::Served { term: 1 });
     assert!(drain(&mut process).is_empty(), "the welcome stays inside");
     assert_eq!(process.role().role, Role::Leader);
@@ -182,6 +188,7 @@ fn a_failed_election_is_reported_before_the_failures_it_causes() {
         outputs,
         [
             ProcessOutput::Election(ElectionOutput::StepDown),
+            ProcessOutput::Election(ElectionOutput::CloseWaitingRoom),
             ProcessOutput::Election(ElectionOutput::Failed(ElectionFailure::StoreOpen)),
             ProcessOutput::Completed {
                 id,

@@ -13,6 +13,7 @@ mod faults;
 pub mod feed;
 mod network;
 mod node;
+mod rooms;
 mod transactions;
 mod workload;
 
@@ -113,6 +114,11 @@ enum Event {
     Fault,
     /// A process that ended starts again (unless that incarnation was restarted already).
     Restart {
+        process: ProcessId,
+        incarnation: u32,
+    },
+    /// The waiting room `process` waits in was closed.
+    RoomClosed {
         process: ProcessId,
         incarnation: u32,
     },
@@ -306,6 +312,7 @@ pub struct World {
     next_conn: ConnId,
     lock: LockOracle,
     listener: Option<ProcessId>,
+    rooms: rooms::Rooms,
     store: MemoryBackend,
     saving: checkpoints::Saving,
     timeline: Timeline,
@@ -376,6 +383,7 @@ impl World {
             next_conn: 0,
             lock: LockOracle::default(),
             listener: None,
+            rooms: rooms::Rooms::default(),
             store: MemoryBackend::new(),
             saving: checkpoints::Saving::default(),
             timeline: Timeline::default(),
@@ -444,6 +452,7 @@ impl World {
             | Event::ReadWatch { process, .. }
             | Event::Answer { process, .. }
             | Event::DrainEnd { process, .. }
+            | Event::RoomClosed { process, .. }
             | Event::Transaction { process, .. }
             | Event::Restart { process, .. } => *process,
             Event::Deliver {
@@ -724,6 +733,14 @@ impl World {
                 if self.is_current(process, incarnation) {
                     self.answer(process, action);
                     self.pump(process);
+                }
+            }
+            Event::RoomClosed {
+                process,
+                incarnation,
+            } => {
+                if self.is_current(process, incarnation) {
+                    self.room_closed(process, incarnation);
                 }
             }
             Event::Fault => self.fault(),

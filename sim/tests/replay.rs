@@ -113,50 +113,65 @@ impl Recorded {
     /// Carries out the machine's outputs until there are none: the election's actions
     /// succeed, and the store applies writes and answers reads at once.
     fn carry_out(&mut self, store: &mut Vec<(Vec<u8>, Vec<u8>)>) {
-        while let Some(output) = self.process.poll_output() {
-            self.fold(&output);
-            let answer = match output {
-                ProcessOutput::Election(action) => match action {
-                    ElectionOutput::TryLock => ProcessInput::Election(ElectionInput::LockAcquired),
-                    ElectionOutput::OpenStore => ProcessInput::Election(ElectionInput::StoreOpened),
-                    ElectionOutput::Bind => ProcessInput::Election(ElectionInput::SocketBound),
-                    ElectionOutput::Serve => ProcessInput::Served { term: 1 },
-                    _ => continue,
-                },
-                ProcessOutput::Store(ServerOutput::Write { id, op, .. }) => {
-                    let WriteOp::Put { key, value } = &op else {
-                        panic!("only puts here")
-                    };
-                    store.push((key.clone(), value.clone()));
-                    let issued = self.now;
-                    let batch = WriteBatch {
-                        ops: vec![op],
-                        ..WriteBatch::default()
-                    };
-                    encode_item(
-                        &Record::Commit {
-                            issued,
-                            answered: issued,
-                            batch: Cow::Owned(batch),
-                            result: Cow::Owned(CommitResult::Committed),
-                        },
-                        &mut self.commits,
-                    );
-                    let result = Ok(Response::Written);
-                    ProcessInput::Store(ServerInput::Completed { id, result })
-                }
-                ProcessOutput::Store(ServerOutput::Read { id, op, .. }) => {
-                    let ReadOp::Get { key } = op else {
-                        panic!("only gets here")
-                    };
-                    let value = store.iter().rev().find(|(k, _)| *k == key);
-                    let result = Ok(Response::Value(value.map(|(_, v)| v.clone())));
-                    ProcessInput::Store(ServerInput::Completed { id, result })
-                }
-                _ => continue,
-            };
-            self.input(answer);
+        loop {
+            // All that one call gave, taken before any is answered: each is then counted
+            // at the step that gave it, as the replay counts it.
+            let outputs: Vec<_> = std::iter::from_fn(|| self.process.poll_output()).collect();
+            if outputs.is_empty() {
+                return;
+            }
+            for output in &outputs {
+                self.fold(output);
+            }
+            for output in outputs {
+                self.answer(output, store);
+            }
         }
+    }
+
+    /// Answers one output as its driver would, if it asks for an answer.
+    fn answer(&mut self, output: ProcessOutput, store: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+        let answer = match output {
+            ProcessOutput::Election(action) => match action {
+                ElectionOutput::TryLock => ProcessInput::Election(ElectionInput::LockAcquired),
+                ElectionOutput::OpenStore => ProcessInput::Election(ElectionInput::StoreOpened),
+                ElectionOutput::Bind => ProcessInput::Election(ElectionInput::SocketBound),
+                ElectionOutput::Serve => ProcessInput::Served { term: 1 },
+                _ => return,
+            },
+            ProcessOutput::Store(ServerOutput::Write { id, op, .. }) => {
+                let WriteOp::Put { key, value } = &op else {
+                    panic!("only puts here")
+                };
+                store.push((key.clone(), value.clone()));
+                let issued = self.now;
+                let batch = WriteBatch {
+                    ops: vec![op],
+                    ..WriteBatch::default()
+                };
+                encode_item(
+                    &Record::Commit {
+                        issued,
+                        answered: issued,
+                        batch: Cow::Owned(batch),
+                        result: Cow::Owned(CommitResult::Committed),
+                    },
+                    &mut self.commits,
+                );
+                let result = Ok(Response::Written);
+                ProcessInput::Store(ServerInput::Completed { id, result })
+            }
+            ProcessOutput::Store(ServerOutput::Read { id, op, .. }) => {
+                let ReadOp::Get { key } = op else {
+                    panic!("only gets here")
+                };
+                let value = store.iter().rev().find(|(k, _)| *k == key);
+                let result = Ok(Response::Value(value.map(|(_, v)| v.clone())));
+                ProcessInput::Store(ServerInput::Completed { id, result })
+            }
+            _ => return,
+        };
+        self.input(answer);
     }
 
     fn finish(mut self) -> Vec<(String, Vec<u8>)> {

@@ -14,6 +14,7 @@ use crate::leader::{ConnectionConfig, Leader, Serving};
 use crate::link::Link;
 use crate::lock::LockFile;
 use crate::recording::Recorder;
+use crate::waiting_room::{Room, Seat};
 
 impl Driver {
     /// Carries out one election action; the machine's answer, where it expects one.
@@ -25,6 +26,25 @@ impl Driver {
             ElectionOutput::Bind => self.bind(),
             ElectionOutput::Serve => return Some(self.serve()),
             ElectionOutput::Connect => return Some(self.connect().await),
+            ElectionOutput::OpenWaitingRoom => {
+                self.leadership.room = Room::open(&self.layout.socket);
+                return None;
+            }
+            ElectionOutput::CloseWaitingRoom => {
+                self.leadership.room = None;
+                return None;
+            }
+            ElectionOutput::EnterWaitingRoom => {
+                self.seat = Seat::enter(&self.layout.socket).await;
+                match self.seat {
+                    Some(_) => ElectionInput::InWaitingRoom,
+                    None => ElectionInput::NoWaitingRoom,
+                }
+            }
+            ElectionOutput::LeaveWaitingRoom => {
+                self.seat = None;
+                return None;
+            }
             ElectionOutput::StepDown => {
                 self.step_down().await;
                 return None;

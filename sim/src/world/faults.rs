@@ -137,6 +137,7 @@ impl World {
         p.iters.clear();
         self.end_watchers(process);
         self.lock.release(process);
+        self.rooms_after_crash(process);
         if self.listener == Some(process) {
             self.listener = None;
         }

@@ -32,6 +32,7 @@ impl World {
         }
         self.write_queued(process);
         self.check_takeovers(process);
+        self.check_room(process);
         let node = &mut self.processes[process];
         if node.closing && node.machine.is_closed() && node.leading.is_none() {
             // Closed, holding nothing: it starts again as a new process later.
@@ -231,7 +232,7 @@ impl World {
         // close requested: their answers come later.
         let delay = match action {
             ElectionOutput::OpenStore => self.rand(0, 3_000),
-            ElectionOutput::Connect => self.rand(0, 300),
+            ElectionOutput::Connect | ElectionOutput::EnterWaitingRoom => self.rand(0, 300),
             _ => 0,
         };
         if delay == 0 {
@@ -251,7 +252,14 @@ impl World {
     /// Carries out an election action now, and answers the machine.
     pub(super) fn answer(&mut self, process: ProcessId, action: ElectionOutput) {
         let now = self.timestamp();
+        if action == ElectionOutput::TryLock {
+            self.back_to_the_lock(process);
+        }
         let input = match action {
+            ElectionOutput::OpenWaitingRoom
+            | ElectionOutput::CloseWaitingRoom
+            | ElectionOutput::EnterWaitingRoom
+            | ElectionOutput::LeaveWaitingRoom => self.room_action(process, action),
             // The lock file cannot be used (an IO error, not a holder).
             ElectionOutput::TryLock if self.faults.store && self.faults_on && self.chance(1) => {
                 Some(ElectionInput::LockFailed)

@@ -1,0 +1,119 @@
+//! A process that finds the lock taken and nobody listening yet waits in the lock holder's
+//! waiting room, without polling, and is told the moment the holder serves (see
+//! party-proto's election). Real processes: the holder is kept from serving by another
+//! program holding its store, the waiting one records its machine's inputs, which tell how
+//! it waited and why it stopped.
+
+#![cfg(target_os = "linux")]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use party_core::BackendKind;
+use party_proto::recording::{decode_segment, Record};
+use party_proto::{ElectionInput, ProcessInput};
+use party_tests::Node;
+
+const NODE: &str = env!("CARGO_BIN_EXE_party-node");
+
+#[test]
+fn a_follower_waits_for_a_slow_leader_in_its_room_and_is_told_when_it_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    let records = tempfile::tempdir().unwrap();
+    // Another program holds the store: the lock holder waits for it, its room open.
+    let held = BackendKind::Fjall
+        .open(&dir.join(BackendKind::Fjall.name()))
+        .unwrap();
+    let mut holder = Node::spawn(NODE, &dir, &[]);
+    let socket_path = PathBuf::from(holder.send("socket").strip_prefix("ok ").unwrap());
+    let room = room_of(&socket_path);
+    wait_for("the holder's room", || room.exists());
+    assert!(!socket_path.exists(), "the holder does not serve yet");
+
+    let mut waiting = Node::spawn_with_env(
+        NODE,
+        &dir,
+        &[],
+        &[("PARTY_RECORD", records.path().to_str().unwrap())],
+    );
+    wait_for("a process waiting in the room", || seats(&room) == 1);
+    waiting.submit("get k");
+    drop(held);
+    assert_eq!(waiting.answer(), "none", "served once the holder serves");
+    assert_eq!(holder.send("ready"), "ok leader");
+    assert!(!room.exists(), "a serving leader's room is closed");
+    assert_eq!(waiting.send("ready"), "ok follower");
+    assert_eq!(waiting.send("close"), "ok");
+
+    let inputs = election_inputs(records.path());
+    let count = |wanted: ElectionInput| inputs.iter().filter(|i| **i == wanted).count();
+    // Its first connect found the room open, and so did any after it: it never backed
+    // off on a timer, and it left the room when told, not when its patience ran out.
+    assert!(count(ElectionInput::InWaitingRoom) >= 1, "{inputs:?}");
+    assert_eq!(count(ElectionInput::NoWaitingRoom), 0, "{inputs:?}");
+    assert_eq!(count(ElectionInput::WaitingRoomClosed), 1, "{inputs:?}");
+    assert_eq!(
+        inputs[inputs.len() - 3..],
+        [
+            ElectionInput::WaitingRoomClosed,
+            ElectionInput::LockBusy,
+            ElectionInput::Connected
+        ],
+        "{inputs:?}"
+    );
+}
+
+/// Where the waiting room of the leader's socket `socket` is.
+fn room_of(socket: &Path) -> PathBuf {
+    let mut name = socket.as_os_str().to_owned();
+    name.push(".room");
+    PathBuf::from(name)
+}
+
+/// Connections waiting unaccepted at the listening socket `path`: Linux lists each under
+/// the listener's path, beside the listener itself.
+fn seats(path: &Path) -> usize {
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+    let path = path.to_str().unwrap();
+    let listed = table
+        .lines()
+        .filter(|line| line.split_whitespace().nth(7) == Some(path))
+        .count();
+    listed.saturating_sub(1)
+}
+
+/// Waits for a state another process reaches, which nothing announces.
+fn wait_for(what: &str, reached: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !reached() {
+        assert!(Instant::now() < deadline, "never reached: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The election's inputs of every handle recorded in `dir`, in order.
+fn election_inputs(dir: &Path) -> Vec<ElectionInput> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.to_string_lossy().contains("-process-"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "nothing recorded in {}", dir.display());
+    let mut inputs = Vec::new();
+    for file in files {
+        let segment = decode_segment(&std::fs::read(&file).unwrap()).unwrap();
+        for record in segment.records {
+            match record {
+                Record::Input { input, .. } => match input.into_owned() {
+                    ProcessInput::Election(input) => inputs.push(input),
+                    ProcessInput::Connected { .. } => inputs.push(ElectionInput::Connected),
+                    _ => {}
+                },
+                _ => continue,
+            }
+        }
+    }
+    inputs
+}
