@@ -291,6 +291,7 @@ fn bench_quick_reports_every_measurement_as_json() {
         "/failover_idle_followers/16/new_leader_store_open_p50_ms",
         "/failover_idle_floor/64/all_answered_p50_ms",
         "/ratios/failover_64_idle_vs_floor",
+        "/followers_waiting_for_a_held_store/cpu_us_per_follower_second",
         "/writes_during_scans/during_scans_put_p99_us",
         "/writes_during_scans/quiet_put_p99_us",
         "/memory_kib/fresh_leader_rss",

@@ -177,6 +177,20 @@ mod tests {
     }
 }
 
+/// Restricts the file (a socket) at `path` to its owner.
+pub(crate) fn owner_only(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
+    }
+}
+
 /// Creates `path` and its missing parents, owner-only (directories that exist keep their
 /// mode).
 pub(crate) fn create_private_dir(path: &Path) -> std::io::Result<()> {

@@ -41,7 +41,9 @@ impl Room {
         #[cfg(unix)]
         {
             let _ = std::fs::remove_file(&path);
-            match std::os::unix::net::UnixListener::bind(&path) {
+            let bound = std::os::unix::net::UnixListener::bind(&path)
+                .and_then(|listener| crate::paths::owner_only(&path).map(|()| listener));
+            match bound {
                 Ok(listener) => Some(Room {
                     _listener: listener,
                     path,
@@ -110,6 +112,10 @@ mod tests {
         assert!(room_path(&socket).exists());
         assert!(Seat::enter(&socket).await.is_none(), "a dead holder's room");
         let room = Room::open(&socket).expect("the lock holder opens its room");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(room_path(&socket)).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "owner-only, as the leader's socket");
         let mut seats = Vec::new();
         for _ in 0..3 {
             seats.push(Seat::enter(&socket).await.expect("an open room"));

@@ -120,7 +120,7 @@ pub(super) async fn failovers(
     // The figures are for a leader killed while quiet: it checkpoints its fill 100 ms after
     // its last write. Killed before that, the next leaders would replay the fill (store
     // opens of ~40 ms, not ~2) until one lives 100 ms to checkpoint it, longer than a round.
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(100));
     let mut recoveries = Vec::new();
     let mut opens = Vec::new();
     let mut current_leader: Option<usize> = None; // None: the first, separate leader process
@@ -331,4 +331,78 @@ pub(super) fn failover_at_scale(
         "idle_follower_rss_kib": idle_follower_rss,
         "idle_follower_private_kib": idle_follower_private,
     }))
+}
+
+/// How long the followers' CPU is counted while their next leader cannot open its store.
+const HELD_FOR: Duration = Duration::from_secs(1);
+
+/// Followers waiting for a leader that cannot serve yet: `followers` processes start while
+/// another program holds the store (a lock holder waits for it, up to 2 s), and their CPU
+/// time over [`HELD_FOR`] is counted, per follower and second; then the store is let go and
+/// every one of them must be served. What they cost the machine (and the next leader,
+/// whose store they share the cores with) while a store opens slowly. `None` on a store
+/// that another program cannot hold here (etcd), or without Linux's per-thread CPU times.
+pub(super) fn waiting_for_a_held_store(
+    dir: &Path,
+    store: &ToolStore,
+    followers: usize,
+) -> Result<Value, Failure> {
+    if store.kind() == party_core::BackendKind::Etcd || cpu_micros(std::process::id()).is_none() {
+        return Ok(Value::Null);
+    }
+    // A party handle makes the store (a worker is killed when dropped), then it is held.
+    let mut creator = leader_child(dir, store, &["idle"])?;
+    match first_line(&mut creator)?.as_str() {
+        "ready leader" => drop(creator),
+        said => return Err(format!("the first process said {said:?}").into()),
+    }
+    let held = store.open_store(dir)?;
+    let holder = leader_child(dir, store, &["idle"])?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while party_core::lock::ElectionLock::try_acquire(dir)
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        if Instant::now() > deadline {
+            return Err("the first process did not take the lock within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut waiting = Vec::new();
+    for _ in 0..followers {
+        waiting.push(leader_child(dir, store, &["idle"])?);
+    }
+    // Nothing says a process has started waiting: give them time to, then count.
+    std::thread::sleep(Duration::from_millis(100));
+    let before: Option<Vec<u64>> = waiting.iter().map(|w| cpu_micros(w.id())).collect();
+    let started = Instant::now();
+    std::thread::sleep(HELD_FOR);
+    let after: Option<Vec<u64>> = waiting.iter().map(|w| cpu_micros(w.id())).collect();
+    let counted = started.elapsed();
+    drop(held);
+    let (Some(before), Some(after)) = (before, after) else {
+        return Err("a waiting follower ended while the store was held".into());
+    };
+    let spent: u64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+    for mut follower in waiting {
+        match first_line(&mut follower)?.as_str() {
+            "ready follower" => {}
+            said => return Err(format!("a waiting follower said {said:?}").into()),
+        }
+    }
+    drop(holder);
+    Ok(json!({
+        "followers": followers,
+        "cpu_us_per_follower_second": spent as f64 / followers as f64 / counted.as_secs_f64(),
+    }))
+}
+
+/// The CPU time all threads of the process `pid` have run, in microseconds (Linux).
+fn cpu_micros(pid: u32) -> Option<u64> {
+    let mut nanos = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        nanos += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(nanos / 1000)
 }

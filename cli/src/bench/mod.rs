@@ -450,6 +450,11 @@ async fn measure(base: &Path, store: &ToolStore, args: &BenchArgs) -> Result<Val
         ));
         let floor = floor::failover(&base.join("failover-floor"), 64, kills)?;
         report.insert("failover_idle_floor".into(), json!({ "64": floor }));
+        out::note(format_args!(
+            "bench: 16 followers waiting while another program holds the store…"
+        ));
+        let waiting = failover::waiting_for_a_held_store(&base.join("held-store"), store, 16)?;
+        report.insert("followers_waiting_for_a_held_store".into(), waiting);
     }
     if wanted(Section::Transactions) {
         let transactions = transactions::transactions(base, store, span)?;

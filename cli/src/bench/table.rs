@@ -249,6 +249,14 @@ pub(super) fn table(report: &Value) -> Vec<String> {
             number(&floor["all_answered_max_ms"]),
             number(&report["ratios"]["failover_64_idle_vs_floor"])
         ));
+        let waiting = &report["followers_waiting_for_a_held_store"];
+        if !waiting.is_null() {
+            lines.push(format!(
+                "waiting for a leader whose store another program holds  {} followers, CPU {} µs per follower-second",
+                waiting["followers"],
+                number(&waiting["cpu_us_per_follower_second"])
+            ));
+        }
     }
     if measured("one_follower") || measured("failover_idle_followers") {
         let m = &report["memory_kib"];

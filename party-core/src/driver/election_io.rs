@@ -131,7 +131,7 @@ impl Driver {
         let bound = socket
             .to_fs_name::<GenericFilePath>()
             .and_then(|name| ListenerOptions::new().name(name).create_tokio())
-            .and_then(|listener| owner_only(socket).map(|()| listener));
+            .and_then(|listener| crate::paths::owner_only(socket).map(|()| listener));
         match bound {
             Ok(listener) => {
                 self.leadership.listener = Some(listener);
@@ -242,19 +242,5 @@ fn owner_of(path: &std::path::Path) -> Option<u32> {
     {
         let _ = path;
         None
-    }
-}
-
-/// Restricts the socket to its owner.
-fn owner_only(path: &std::path::Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        Ok(())
     }
 }
