@@ -92,14 +92,16 @@ pub(crate) type IterAnswer = Result<(IterPoll, Option<CommitSeq>), Error>;
 /// What a handle holds while it becomes or is leader.
 #[derive(Default)]
 struct Leadership {
+    /// Where the processes that find nobody listening yet wait for this one to serve.
+    /// Before the lock: dropped first, its name goes while the lock is still held (only the
+    /// holder may remove it, or it could remove the next holder's).
+    room: Option<Room>,
     lock: Option<ElectionLock>,
     store: Option<Arc<dyn party_backends::Backend>>,
     listener: Option<interprocess::local_socket::tokio::Listener>,
     leader: Option<Leader>,
     /// The leader's own handle's way to the store.
     access: Option<StoreAccess>,
-    /// Where the processes that find nobody listening yet wait for this one to serve.
-    room: Option<Room>,
 }
 
 pub(crate) struct Driver {
@@ -239,13 +241,13 @@ impl Driver {
                     self.process.handle_input(clock::now(), ProcessInput::Store(answer));
                 }
                 _ = self.timer.until(timeout) => {
+                    // A room that closed as the patience ran out: the close comes first.
+                    if self.seat.as_ref().is_some_and(Seat::closed_now) {
+                        self.room_closed();
+                    }
                     self.process.handle_input(clock::now(), ProcessInput::TimerFired);
                 }
-                () = room_closed(&mut self.seat) => {
-                    self.seat = None;
-                    let closed = ProcessInput::Election(ElectionInput::WaitingRoomClosed);
-                    self.process.handle_input(clock::now(), closed);
-                }
+                () = closing_of(&mut self.seat) => self.room_closed(),
             }
         }
         self.publish_role();
@@ -272,6 +274,12 @@ impl Driver {
             .await;
         }
         self.released.send_replace(true);
+    }
+
+    fn room_closed(&mut self) {
+        self.seat = None;
+        let closed = ProcessInput::Election(ElectionInput::WaitingRoomClosed);
+        self.process.handle_input(clock::now(), closed);
     }
 
     fn command(&mut self, command: Command) {
@@ -594,7 +602,7 @@ fn log_change(
     }
 }
 
-async fn room_closed(seat: &mut Option<Seat>) {
+async fn closing_of(seat: &mut Option<Seat>) {
     match seat {
         Some(seat) => seat.closed().await,
         None => std::future::pending().await,

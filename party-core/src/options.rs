@@ -23,7 +23,8 @@ pub struct Options {
     /// Fail an operation with [`crate::Error::TimedOut`] once it has waited this long.
     pub request_timeout: Option<Duration>,
     /// Where the leader's socket lives, instead of `<dir>/party.sock` (or the short
-    /// fallback used when that path is too long for a Unix socket).
+    /// fallback used when that path is too long for a Unix socket). The waiting room of a
+    /// leader still opening its store is beside it, at `<path>.room`.
     pub socket_path: Option<PathBuf>,
     /// How many entries an iterator may have buffered or on their way at once (the
     /// leader allows at most 4096).
@@ -188,7 +189,8 @@ impl Options {
         self
     }
 
-    /// Where the leader's socket lives, instead of `<dir>/party.sock`.
+    /// Where the leader's socket lives, instead of `<dir>/party.sock`; its waiting room
+    /// beside it, at `<path>.room`.
     pub fn socket_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.socket_path = Some(path.into());
         self

@@ -12,14 +12,17 @@ use std::path::{Path, PathBuf};
 
 /// The room of the process holding the lock. Dropping it closes it.
 #[derive(Debug)]
+#[cfg_attr(not(unix), allow(dead_code))]
 pub(crate) struct Room {
     #[cfg(unix)]
     _listener: std::os::unix::net::UnixListener,
-    path: PathBuf,
+    /// Its name, until removed.
+    path: Option<PathBuf>,
 }
 
 /// A connection waiting in another process's room.
 #[derive(Debug)]
+#[cfg_attr(not(unix), allow(dead_code))]
 pub(crate) struct Seat {
     #[cfg(unix)]
     stream: tokio::net::UnixStream,
@@ -46,7 +49,7 @@ impl Room {
             match bound {
                 Ok(listener) => Some(Room {
                     _listener: listener,
-                    path,
+                    path: Some(path),
                 }),
                 Err(error) => {
                     tracing::debug!("no waiting room at {}: {error}", path.display());
@@ -62,10 +65,21 @@ impl Room {
     }
 }
 
+impl Room {
+    /// Removes the room's name, so that nobody else enters; those in it wait on until it
+    /// is dropped. Only while this process holds the lock: after, the name may be the next
+    /// holder's.
+    pub fn unlink(&mut self) {
+        if let Some(path) = self.path.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 impl Drop for Room {
     fn drop(&mut self) {
         // The name goes first, so that a late comer finds no room rather than one closing.
-        let _ = std::fs::remove_file(&self.path);
+        self.unlink();
     }
 }
 
@@ -82,6 +96,20 @@ impl Seat {
             let _ = socket;
             None
         }
+    }
+
+    /// Whether the room has closed already, without waiting.
+    pub fn closed_now(&self) -> bool {
+        #[cfg(unix)]
+        {
+            // The holder never writes: anything but "nothing yet" is the end.
+            match self.stream.try_read(&mut [0u8; 1]) {
+                Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
+                Ok(_) => true,
+            }
+        }
+        #[cfg(not(unix))]
+        false
     }
 
     /// Waits until the room closes. Cancel-safe.
@@ -121,6 +149,7 @@ mod tests {
             seats.push(Seat::enter(&socket).await.expect("an open room"));
         }
         let mut first = seats.pop().unwrap();
+        assert!(!first.closed_now());
         {
             let mut waiting = std::pin::pin!(first.closed());
             let pending = std::future::poll_fn(|cx| {
@@ -128,9 +157,14 @@ mod tests {
             });
             assert!(pending.await, "a seat waits while the room is open");
         }
+        let mut room = room;
+        room.unlink();
+        assert!(!room_path(&socket).exists(), "its name goes first");
+        assert!(Seat::enter(&socket).await.is_none(), "nobody enters after");
+        assert!(!first.closed_now(), "those in it wait on");
         drop(room);
-        assert!(!room_path(&socket).exists(), "closing removes the name");
         first.closed().await;
+        assert!(first.closed_now());
         for mut seat in seats {
             seat.closed().await;
         }

@@ -6,7 +6,7 @@
 //!               │                 ▼                                      │
 //!               │         EnterWaitingRoom ──none──▶ wait (jittered backoff) ─┐
 //!               │                 │ in                                   │    │
-//!               │◀── closed (or 100 ms) ◀┘                               │    │
+//!               │◀── closed (or 100 ms: looks again from its seat) ◀┘   │    │
 //!               │◀───────────────────────────────────────────────────────┴────┘
 //!               └─acquired─▶ OpenWaitingRoom, OpenStore ─▶ Bind ─▶ Serve, CloseWaitingRoom
 //!                              │  ▲                                   Leader ──lock lost──▶
@@ -22,12 +22,14 @@
 //! and nobody polls meanwhile (DESIGN: no fixed-interval polling). A process that finds no
 //! room (the holder has not opened it yet, has closed it already, or cannot open one) falls
 //! back to a short jittered backoff; one in a room looks again by itself after
-//! [`ElectionConfig::room_patience`] in case the room outlives its reason. Watching the
+//! [`ElectionConfig::room_patience`] in case the room outlives its reason, keeping its seat
+//! (a seat given up would stay in the room's queue, never accepted, until the room closes),
+//! and leaves the room only once it leads or follows. Watching the
 //! directory (inotify) instead was measured to cost more than the retries it saves, the new
 //! leader paying for every watcher at each change of the directory.
 //!
-//! At most one action that expects an answer (try the lock, open the store, bind, connect)
-//! is outstanding at a time. A close that comes while one is outstanding waits for its
+//! At most one action that expects an answer (try the lock, open the store, bind, connect,
+//! enter a waiting room) is outstanding at a time. A close that comes while one is outstanding waits for its
 //! answer and then gives back whatever that answer handed over, so the driver is never told
 //! to release something it might not hold yet.
 
@@ -309,6 +311,13 @@ impl Election {
         if input == In::LockLost {
             self.held.lock = false;
         }
+        if input == In::WaitingRoomClosed {
+            if !self.held.seat {
+                return;
+            }
+            // The driver let go of its seat when it saw the room close.
+            self.held.seat = false;
+        }
         self.state = match (self.state, input) {
             (State::Closed, _) => State::Closed,
 
@@ -351,6 +360,7 @@ impl Election {
 
             (State::Electing(Awaiting::Lock), In::LockAcquired) => {
                 self.store_locked_since = None;
+                self.leave_room();
                 self.held.room = true;
                 self.emit(ElectionOutput::OpenWaitingRoom);
                 self.ask(Awaiting::Store)
@@ -387,8 +397,15 @@ impl Election {
             }
             (State::Electing(Awaiting::Bind), In::BindFailed) => self.fail(ElectionFailure::Bind),
             (State::Electing(Awaiting::Connect), In::Connected) => {
+                self.leave_room();
                 self.backoff.reset();
                 State::Follower
+            }
+            // Looked again from its seat: back to waiting on it.
+            (State::Electing(Awaiting::Connect), In::ConnectFailed) if self.held.seat => {
+                State::Waiting {
+                    until: now + self.room_patience,
+                }
             }
             (State::Electing(Awaiting::Connect), In::ConnectFailed) => self.ask(Awaiting::Room),
             (State::Electing(Awaiting::Room), In::InWaitingRoom) => State::Waiting {
@@ -397,15 +414,10 @@ impl Election {
             (State::Electing(Awaiting::Room), In::NoWaitingRoom) => State::Backoff {
                 until: now + self.backoff.next_wait(),
             },
-            (State::Waiting { .. }, In::WaitingRoomClosed) => {
-                self.held.seat = false;
-                self.ask(Awaiting::Lock)
-            }
-            (State::Waiting { .. }, In::TimerFired) => {
-                self.held.seat = false;
-                self.emit(ElectionOutput::LeaveWaitingRoom);
-                self.ask(Awaiting::Lock)
-            }
+            (State::Waiting { .. }, In::WaitingRoomClosed) => self.ask(Awaiting::Lock),
+            // Patience over: it looks again, keeping its seat, so that it leaves no dead
+            // connection behind in a room nobody accepts on.
+            (State::Waiting { .. }, In::TimerFired) => self.ask(Awaiting::Lock),
             (State::Backoff { .. }, In::TimerFired) => self.ask(Awaiting::Lock),
             (State::Follower, In::Disconnected) => {
                 self.held.connection = false;
@@ -474,6 +486,12 @@ impl Election {
             self.emit(ElectionOutput::Disconnect);
         }
         if held.seat {
+            self.emit(ElectionOutput::LeaveWaitingRoom);
+        }
+    }
+
+    fn leave_room(&mut self) {
+        if std::mem::take(&mut self.held.seat) {
             self.emit(ElectionOutput::LeaveWaitingRoom);
         }
     }

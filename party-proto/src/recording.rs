@@ -31,7 +31,7 @@ use crate::writer::{CommitResult, WriteBatch};
 /// The format of recordings this build writes and reads. One more for any change to what
 /// is written, digests included ([`Gave`], [`Fingerprint`]): a replay refuses another
 /// format rather than report its differences as nondeterminism.
-pub const FORMAT: u32 = 6;
+pub const FORMAT: u32 = 7;
 
 /// What a segment's stream holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -519,9 +519,62 @@ impl<'a> Iterator for Frames<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::election::{ElectionFailure, ElectionInput, ElectionOutput};
     use crate::process::ProcessConfig;
     use crate::wire::WriteOp;
     use crate::ErrorCode;
+
+    /// What a recording holds, pinned by a digest of its encoding: a machine as a segment
+    /// snapshots it, and every election input and output. A change to any of them (a field,
+    /// a variant, their order) fails this test until [`FORMAT`] moves on, and the pin with
+    /// it.
+    #[test]
+    fn the_format_moves_on_with_what_a_recording_holds() {
+        use ElectionInput as In;
+        use ElectionOutput as Out;
+        let process = Process::new(ClientId(1), ProcessConfig::default(), 7);
+        let inputs = [
+            In::LockAcquired,
+            In::LockBusy,
+            In::LockFailed,
+            In::StoreOpened,
+            In::StoreOpenFailed,
+            In::StoreLocked,
+            In::SocketBound,
+            In::BindFailed,
+            In::Connected,
+            In::ConnectFailed,
+            In::InWaitingRoom,
+            In::NoWaitingRoom,
+            In::WaitingRoomClosed,
+            In::Disconnected,
+            In::Refused,
+            In::LockLost,
+            In::TimerFired,
+            In::CloseRequested,
+            In::ServeFailed,
+        ];
+        let outputs = [
+            Out::TryLock,
+            Out::OpenStore,
+            Out::Bind,
+            Out::Serve,
+            Out::Connect,
+            Out::OpenWaitingRoom,
+            Out::CloseWaitingRoom,
+            Out::EnterWaitingRoom,
+            Out::LeaveWaitingRoom,
+            Out::StepDown,
+            Out::Disconnect,
+            Out::Failed(ElectionFailure::Serve),
+        ];
+        let pinned = digest_of(&(&process, inputs, outputs), &mut Vec::new());
+        assert_eq!(
+            (FORMAT, pinned),
+            (7, 0x1546_2a1b_4a9f_d352),
+            "what a recording holds changed: move FORMAT on, then the pin"
+        );
+    }
 
     fn header(stream: Stream) -> Header {
         Header {

@@ -93,10 +93,7 @@ impl World {
                 self.outstanding
             );
             match output {
-                TryLock => prop_assert!(
-                    !self.lock && !self.connected && !self.seat,
-                    "TryLock in {self:?}"
-                ),
+                TryLock => prop_assert!(!self.lock && !self.connected, "TryLock in {self:?}"),
                 OpenStore => prop_assert!(self.lock && !self.store, "OpenStore in {self:?}"),
                 Bind => prop_assert!(self.lock && self.store && !self.bound, "Bind in {self:?}"),
                 Serve => {
@@ -107,11 +104,14 @@ impl World {
                     self.serving = true;
                 }
                 Connect => prop_assert!(
-                    !self.holds_leadership() && !self.connected && !self.seat,
+                    !self.holds_leadership() && !self.connected,
                     "Connect in {self:?}"
                 ),
                 OpenWaitingRoom => {
-                    prop_assert!(self.lock && !self.room, "OpenWaitingRoom in {self:?}");
+                    prop_assert!(
+                        self.lock && !self.room && !self.seat,
+                        "OpenWaitingRoom in {self:?}"
+                    );
                     self.room = true;
                 }
                 CloseWaitingRoom => {
@@ -375,7 +375,8 @@ fn a_process_that_finds_nobody_listening_waits_in_the_holders_room_until_it_clos
     election.handle_input(closed, ElectionInput::Connected);
     assert_eq!(election.role(), Role::Follower);
 
-    // A room that stays closed past its patience: it leaves, and looks again by itself.
+    // A room that stays closed past its patience: it looks again by itself from its seat
+    // (leaving it would leave a dead connection in the room's queue), and sits on.
     let mut election = Election::new(config.clone(), 3);
     let _ = election.poll_output();
     election.handle_input(now, ElectionInput::LockBusy);
@@ -385,10 +386,44 @@ fn a_process_that_finds_nobody_listening_waits_in_the_holders_room_until_it_clos
     election.handle_input(now, ElectionInput::InWaitingRoom);
     let due = election.poll_timeout().unwrap();
     election.handle_input(due, ElectionInput::TimerFired);
+    assert_eq!(election.poll_output(), Some(ElectionOutput::TryLock));
+    election.handle_input(due, ElectionInput::LockBusy);
+    assert_eq!(election.poll_output(), Some(ElectionOutput::Connect));
+    election.handle_input(due, ElectionInput::ConnectFailed);
+    assert_eq!(election.poll_output(), None, "back on the same seat");
+    assert_eq!(election.poll_timeout(), Some(due + config.room_patience));
+    // Once it follows, it leaves.
+    let again = due + config.room_patience;
+    election.handle_input(again, ElectionInput::TimerFired);
+    assert_eq!(election.poll_output(), Some(ElectionOutput::TryLock));
+    election.handle_input(again, ElectionInput::LockBusy);
+    assert_eq!(election.poll_output(), Some(ElectionOutput::Connect));
+    election.handle_input(again, ElectionInput::Connected);
+    assert_eq!(
+        election.poll_output(),
+        Some(ElectionOutput::LeaveWaitingRoom)
+    );
+    assert_eq!(election.role(), Role::Follower);
+    // Or once it leads: before it opens a room of its own.
+    let mut election = Election::new(config.clone(), 3);
+    let _ = election.poll_output();
+    election.handle_input(now, ElectionInput::LockBusy);
+    let _ = election.poll_output();
+    election.handle_input(now, ElectionInput::ConnectFailed);
+    let _ = election.poll_output();
+    election.handle_input(now, ElectionInput::InWaitingRoom);
+    let due = election.poll_timeout().unwrap();
+    election.handle_input(due, ElectionInput::TimerFired);
+    let _ = election.poll_output();
+    election.handle_input(due, ElectionInput::LockAcquired);
     let outputs: Vec<_> = std::iter::from_fn(|| election.poll_output()).collect();
     assert_eq!(
         outputs,
-        [ElectionOutput::LeaveWaitingRoom, ElectionOutput::TryLock]
+        [
+            ElectionOutput::LeaveWaitingRoom,
+            ElectionOutput::OpenWaitingRoom,
+            ElectionOutput::OpenStore
+        ]
     );
 
     // Closing the handle while in a room leaves it.

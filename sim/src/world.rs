@@ -121,6 +121,7 @@ enum Event {
     RoomClosed {
         process: ProcessId,
         incarnation: u32,
+        entry: u64,
     },
     /// A closing leader stops waiting for its followers to let go.
     DrainEnd {
@@ -615,6 +616,9 @@ impl World {
             user: Some(SIM_USER),
             election: ElectionConfig {
                 bugs: self.injection.bugs,
+                // By process, as the clock below: some run out of patience in a room while
+                // a store opens (0–3 ms here), and look again from their seats.
+                room_patience: Duration::from_micros([100_000, 1_000, 300][process % 3]),
                 ..ElectionConfig::default()
             },
             client: ClientConfig {
@@ -738,9 +742,10 @@ impl World {
             Event::RoomClosed {
                 process,
                 incarnation,
+                entry,
             } => {
                 if self.is_current(process, incarnation) {
-                    self.room_closed(process, incarnation);
+                    self.room_closed(process, incarnation, entry);
                 }
             }
             Event::Fault => self.fault(),

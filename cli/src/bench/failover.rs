@@ -120,7 +120,7 @@ pub(super) async fn failovers(
     // The figures are for a leader killed while quiet: it checkpoints its fill 100 ms after
     // its last write. Killed before that, the next leaders would replay the fill (store
     // opens of ~40 ms, not ~2) until one lives 100 ms to checkpoint it, longer than a round.
-    std::thread::sleep(Duration::from_millis(100));
+    std::thread::sleep(Duration::from_millis(300));
     let mut recoveries = Vec::new();
     let mut opens = Vec::new();
     let mut current_leader: Option<usize> = None; // None: the first, separate leader process
@@ -334,7 +334,9 @@ pub(super) fn failover_at_scale(
 }
 
 /// How long the followers' CPU is counted while their next leader cannot open its store.
-const HELD_FOR: Duration = Duration::from_secs(1);
+/// Short enough that the holder's patience with a locked store (2 s) outlasts the
+/// followers' start and the count.
+const HELD_FOR: Duration = Duration::from_millis(500);
 
 /// Followers waiting for a leader that cannot serve yet: `followers` processes start while
 /// another program holds the store (a lock holder waits for it, up to 2 s), and their CPU
@@ -383,7 +385,13 @@ pub(super) fn waiting_for_a_held_store(
     let (Some(before), Some(after)) = (before, after) else {
         return Err("a waiting follower ended while the store was held".into());
     };
-    let spent: u64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+    // Summed over the threads alive at each reading: one that ended in between would count
+    // less, never below nothing.
+    let spent: u64 = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a.saturating_sub(*b))
+        .sum();
     for mut follower in waiting {
         match first_line(&mut follower)?.as_str() {
             "ready follower" => {}

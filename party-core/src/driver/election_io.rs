@@ -27,6 +27,9 @@ impl Driver {
             ElectionOutput::Serve => return Some(self.serve()),
             ElectionOutput::Connect => return Some(self.connect().await),
             ElectionOutput::OpenWaitingRoom => {
+                // Nothing held before: a room dropped after the new one opened would take
+                // its name.
+                self.leadership.room = None;
                 self.leadership.room = Room::open(&self.layout.socket);
                 return None;
             }
@@ -227,6 +230,11 @@ impl Driver {
         }
         self.leadership.listener = None;
         self.leadership.store = None;
+        // Only the lock holder may remove the room's name: it goes now; those waiting are
+        // told when the room itself closes, next, and find the lock free.
+        if let Some(room) = &mut self.leadership.room {
+            room.unlink();
+        }
         self.leadership.lock = None;
     }
 }

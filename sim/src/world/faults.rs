@@ -22,7 +22,8 @@ impl World {
     }
 
     fn inject_fault(&mut self) {
-        self.last_fault = self.now;
+        // Not before the end of a pause still running.
+        self.last_fault = self.last_fault.max(self.now);
         let alive: Vec<ProcessId> = (0..self.processes.len())
             .filter(|p| self.processes[*p].alive)
             .collect();

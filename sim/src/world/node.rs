@@ -253,7 +253,7 @@ impl World {
     pub(super) fn answer(&mut self, process: ProcessId, action: ElectionOutput) {
         let now = self.timestamp();
         if action == ElectionOutput::TryLock {
-            self.back_to_the_lock(process);
+            self.look_again(process);
         }
         let input = match action {
             ElectionOutput::OpenWaitingRoom

@@ -1,12 +1,15 @@
 //! The waiting room, as party-core's Unix sockets behave: the lock holder opens one, those
 //! who find nobody listening wait in it, and closing it (or the holder's death) tells each
 //! of them, a little later. Checked: a leader never serves with its room still open (those
-//! waiting would wait for nothing), and a process told that its room closed never acts as
-//! if it still waited in it.
+//! waiting would wait for nothing), and a process never leaves a room it is not in (one it
+//! was told had closed, or never let into).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
+
+/// A process's seat in a room: the process, its incarnation, and which of its entries.
+type Seat = (ProcessId, u32, u64);
 
 /// The rooms of one data directory: one at most is reachable by its name, but a holder
 /// whose lock was taken away (a virtual lock) keeps its own open until it gives it back.
@@ -14,10 +17,12 @@ use super::*;
 pub(super) struct Rooms {
     /// Whose room the name leads to, if anyone's.
     reachable: Option<ProcessId>,
-    /// The open rooms, by holder, and who waits in each, by incarnation.
-    seats: BTreeMap<ProcessId, BTreeSet<(ProcessId, u32)>>,
-    /// Who was told the room closed and has not gone back to the lock since.
-    told: BTreeSet<(ProcessId, u32)>,
+    /// The open rooms, by holder, and who waits in each.
+    seats: BTreeMap<ProcessId, BTreeSet<Seat>>,
+    /// Seats of closed rooms whose end has not reached them yet: a seat left meanwhile is
+    /// told nothing, as a connection dropped hears nothing more.
+    closing: BTreeSet<Seat>,
+    entries: u64,
 }
 
 impl World {
@@ -28,7 +33,7 @@ impl World {
         process: ProcessId,
         action: ElectionOutput,
     ) -> Option<ElectionInput> {
-        let seat = (process, self.processes[process].incarnation);
+        let incarnation = self.processes[process].incarnation;
         match action {
             // The name now leads here, as a new socket file replaces an old one.
             ElectionOutput::OpenWaitingRoom => {
@@ -48,31 +53,40 @@ impl World {
                     .and_then(|holder| self.rooms.seats.get_mut(&holder));
                 return Some(match room {
                     Some(seats) => {
-                        seats.insert(seat);
+                        self.rooms.entries += 1;
+                        seats.insert((process, incarnation, self.rooms.entries));
                         ElectionInput::InWaitingRoom
                     }
                     None => ElectionInput::NoWaitingRoom,
                 });
             }
             ElectionOutput::LeaveWaitingRoom => {
-                if self.rooms.told.contains(&seat) {
+                let its = |(p, i, _): Seat| (p, i) == (process, incarnation);
+                if !self.rooms.sits(its) {
                     self.violations.push(format!(
-                        "p{process} leaves a waiting room it was told had closed"
+                        "p{process} leaves a waiting room it is not in (told it had closed, \
+                         or never let in)"
                     ));
                 }
-                for seats in self.rooms.seats.values_mut() {
-                    seats.remove(&seat);
-                }
+                self.rooms.leave(its);
             }
             _ => {}
         }
         None
     }
 
-    /// `process` tries the lock again: whatever room it was told of is behind it.
-    pub(super) fn back_to_the_lock(&mut self, process: ProcessId) {
+    /// `process` tries the lock again: from its seat, if its patience ran out in a room.
+    pub(super) fn look_again(&mut self, process: ProcessId) {
         let incarnation = self.processes[process].incarnation;
-        self.rooms.told.remove(&(process, incarnation));
+        if self
+            .rooms
+            .sits(|(p, i, _)| (p, i) == (process, incarnation))
+        {
+            self.trace.line(
+                self.now,
+                format_args!("p{process} looks again from its seat"),
+            );
+        }
     }
 
     /// Everyone waiting in `holder`'s room is told, each when its connection's end reaches
@@ -82,21 +96,26 @@ impl World {
             self.rooms.reachable = None;
         }
         let seats = self.rooms.seats.remove(&holder).unwrap_or_default();
-        for (process, incarnation) in seats {
+        for seat in seats {
+            let (process, incarnation, entry) = seat;
+            self.rooms.closing.insert(seat);
             let delay = self.rand(0, 200);
             self.schedule(
                 delay,
                 Event::RoomClosed {
                     process,
                     incarnation,
+                    entry,
                 },
             );
         }
     }
 
-    /// `process` is told its room closed.
-    pub(super) fn room_closed(&mut self, process: ProcessId, incarnation: u32) {
-        self.rooms.told.insert((process, incarnation));
+    /// The end of a closed room reaches the seat `entry` of `process`, if it still sits.
+    pub(super) fn room_closed(&mut self, process: ProcessId, incarnation: u32, entry: u64) {
+        if !self.rooms.closing.remove(&(process, incarnation, entry)) {
+            return;
+        }
         self.trace.line(
             self.now,
             format_args!("p{process}: its waiting room closed"),
@@ -110,9 +129,7 @@ impl World {
     /// A process that dies closes its room and leaves any it waited in, as the kernel
     /// closes its sockets.
     pub(super) fn rooms_after_crash(&mut self, process: ProcessId) {
-        for seats in self.rooms.seats.values_mut() {
-            seats.retain(|(seated, _)| *seated != process);
-        }
+        self.rooms.leave(|(seated, _, _)| seated == process);
         if self.rooms.seats.contains_key(&process) {
             self.close_room(process);
         }
@@ -130,5 +147,21 @@ impl World {
                 "p{process} serves with its waiting room still open"
             ));
         }
+    }
+}
+
+impl Rooms {
+    /// Whether a seat `picked` picks is in a room, open or closing.
+    fn sits(&self, picked: impl Fn(Seat) -> bool) -> bool {
+        let mut seats = self.seats.values().flatten().chain(&self.closing);
+        seats.any(|seat| picked(*seat))
+    }
+
+    /// The seats `left` picks go, from open rooms and closing ones.
+    fn leave(&mut self, left: impl Fn(Seat) -> bool) {
+        for seats in self.seats.values_mut() {
+            seats.retain(|seat| !left(*seat));
+        }
+        self.closing.retain(|seat| !left(*seat));
     }
 }
