@@ -200,6 +200,10 @@ async fn tick(queue: StoreQueue, cancel: CancellationToken) {
     }
 }
 
+/// The first and the longest pause after a failed accept.
+const FIRST_ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+const LONGEST_ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn accept_loop(
     listener: Listener,
     accesses: Accesses,
@@ -209,14 +213,32 @@ async fn accept_loop(
     tasks: TaskTracker,
     followers: Followers,
 ) {
+    // While accepting fails (out of file descriptors, say, which fails again at once).
+    let mut pause: Option<std::time::Duration> = None;
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok(stream) => stream,
+                Ok(stream) => {
+                    pause = None;
+                    stream
+                }
                 Err(error) => {
-                    tracing::warn!("accept failed: {error}");
-                    continue;
+                    // Not again at once, which would take a core and flood the log: a
+                    // pause, longer each time, and one warning for the whole run of them.
+                    let wait = pause.map_or(FIRST_ACCEPT_PAUSE, |last| {
+                        (last * 2).min(LONGEST_ACCEPT_PAUSE)
+                    });
+                    if pause.is_none() {
+                        tracing::warn!(
+                            "accept failed: {error}; trying again in {wait:?}, then less often"
+                        );
+                    }
+                    pause = Some(wait);
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        () = tokio::time::sleep(wait) => continue,
+                    }
                 }
             },
         };
