@@ -151,6 +151,14 @@ impl Recorder {
         self.next_segment_if_full(snapshot)
     }
 
+    /// Writes what was recorded since the last call to the file before it returns, in the
+    /// segment it is in (`Ok(false)`): for the middle of a driver's turn, when the machine
+    /// may still hold outputs of the turn, which a new segment would count again from its
+    /// snapshot.
+    pub fn write_through(&mut self, _snapshot: Option<&Process>) -> Result<bool, ()> {
+        self.write_now().map(|()| false)
+    }
+
     fn write_now(&mut self) -> Result<(), ()> {
         self.seal_buffer();
         let written = self.sink.write_now(&self.buffer);

@@ -379,3 +379,30 @@ fn assert_unjudged(dir: &Path, names: impl Fn(&str) -> bool) {
     );
     assert!(replay.violations.is_empty(), "{:?}", replay.violations);
 }
+
+/// A leader's own writes, many to a turn, in a bounded recording: a new segment starts only
+/// between turns, never while the machine still holds outputs of the turn (they would be
+/// counted in both segments), so what is kept replays alike.
+#[test]
+fn a_bounded_recording_of_a_leaders_own_bursts_replays() {
+    const MAX_BYTES: usize = 64 << 10;
+    let (dir, recordings) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let bound = MAX_BYTES.to_string();
+    let env = [("PARTY_RECORD_MAX_BYTES", bound.as_str())];
+    let mut leader = recorded(dir.path(), recordings.path(), &[], &env, "leader");
+    for burst in 0..40 {
+        assert_eq!(leader.send(&format!("burst b{burst} 50")), "ok 50");
+    }
+    assert_eq!(leader.send("close"), "ok");
+
+    let files = segment_files(recordings.path());
+    let dropped = files.iter().any(|(name, _)| !name.ends_with("-000000.rec"));
+    assert!(dropped, "2000 writes outgrow 64 KiB");
+    let replay = replayed(recordings.path());
+    assert!(
+        replay.nondeterminism.is_empty(),
+        "{:?}",
+        replay.nondeterminism
+    );
+    assert!(replay.steps > 1000, "{} steps", replay.steps);
+}

@@ -59,10 +59,11 @@ impl Machine {
     }
 
     /// Writes what was recorded to its file if a write is among it: call it before
-    /// anything the machine asked can make a write take effect.
+    /// anything the machine asked can make a write take effect. Mid-turn: a full segment
+    /// gives way to the next at the turn's end ([`Machine::flush_recording_lazily`]).
     pub fn flush_recorded_writes(&mut self) {
         if std::mem::take(&mut self.write_unflushed) {
-            self.flush_recording(Recorder::flush);
+            self.flush_recording(Recorder::write_through);
         }
     }
 
