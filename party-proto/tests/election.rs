@@ -343,20 +343,32 @@ fn losing_the_leader_goes_straight_to_the_lock_without_waiting() {
     assert_eq!(election.role(), Role::Leader);
 }
 
+/// A machine that lost the race for the lock, found nobody listening, and sits in the
+/// holder's waiting room since `now`.
+fn seated(config: &ElectionConfig, now: Timestamp) -> Election {
+    let mut election = Election::new(config.clone(), 3);
+    let outputs = [
+        ElectionOutput::TryLock,
+        ElectionOutput::Connect,
+        ElectionOutput::EnterWaitingRoom,
+    ];
+    let answers = [
+        ElectionInput::LockBusy,
+        ElectionInput::ConnectFailed,
+        ElectionInput::InWaitingRoom,
+    ];
+    for (output, answer) in outputs.into_iter().zip(answers) {
+        assert_eq!(election.poll_output(), Some(output));
+        election.handle_input(now, answer);
+    }
+    election
+}
+
 #[test]
 fn a_process_that_finds_nobody_listening_waits_in_the_holders_room_until_it_closes() {
     let config = ElectionConfig::default();
-    let mut election = Election::new(config.clone(), 3);
     let now = Timestamp::ZERO;
-    assert_eq!(election.poll_output(), Some(ElectionOutput::TryLock));
-    election.handle_input(now, ElectionInput::LockBusy);
-    assert_eq!(election.poll_output(), Some(ElectionOutput::Connect));
-    election.handle_input(now, ElectionInput::ConnectFailed);
-    assert_eq!(
-        election.poll_output(),
-        Some(ElectionOutput::EnterWaitingRoom)
-    );
-    election.handle_input(now, ElectionInput::InWaitingRoom);
+    let mut election = seated(&config, now);
     assert_eq!(election.poll_output(), None, "nothing to do but wait");
     assert_eq!(election.role(), Role::Electing);
     assert_eq!(
@@ -377,13 +389,7 @@ fn a_process_that_finds_nobody_listening_waits_in_the_holders_room_until_it_clos
 
     // A room that stays closed past its patience: it looks again by itself from its seat
     // (leaving it would leave a dead connection in the room's queue), and sits on.
-    let mut election = Election::new(config.clone(), 3);
-    let _ = election.poll_output();
-    election.handle_input(now, ElectionInput::LockBusy);
-    let _ = election.poll_output();
-    election.handle_input(now, ElectionInput::ConnectFailed);
-    let _ = election.poll_output();
-    election.handle_input(now, ElectionInput::InWaitingRoom);
+    let mut election = seated(&config, now);
     let due = election.poll_timeout().unwrap();
     election.handle_input(due, ElectionInput::TimerFired);
     assert_eq!(election.poll_output(), Some(ElectionOutput::TryLock));
@@ -405,13 +411,7 @@ fn a_process_that_finds_nobody_listening_waits_in_the_holders_room_until_it_clos
     );
     assert_eq!(election.role(), Role::Follower);
     // Or once it leads: before it opens a room of its own.
-    let mut election = Election::new(config.clone(), 3);
-    let _ = election.poll_output();
-    election.handle_input(now, ElectionInput::LockBusy);
-    let _ = election.poll_output();
-    election.handle_input(now, ElectionInput::ConnectFailed);
-    let _ = election.poll_output();
-    election.handle_input(now, ElectionInput::InWaitingRoom);
+    let mut election = seated(&config, now);
     let due = election.poll_timeout().unwrap();
     election.handle_input(due, ElectionInput::TimerFired);
     let _ = election.poll_output();
@@ -427,13 +427,7 @@ fn a_process_that_finds_nobody_listening_waits_in_the_holders_room_until_it_clos
     );
 
     // Closing the handle while in a room leaves it.
-    let mut election = Election::new(config, 3);
-    let _ = election.poll_output();
-    election.handle_input(now, ElectionInput::LockBusy);
-    let _ = election.poll_output();
-    election.handle_input(now, ElectionInput::ConnectFailed);
-    let _ = election.poll_output();
-    election.handle_input(now, ElectionInput::InWaitingRoom);
+    let mut election = seated(&config, now);
     election.handle_input(now, ElectionInput::CloseRequested);
     assert_eq!(
         election.poll_output(),
