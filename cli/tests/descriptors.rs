@@ -1,5 +1,6 @@
 //! A leader out of file descriptors: rather than spin on an accept that fails at once, it
-//! waits before it tries again, says so once, and serves again once descriptors are free.
+//! waits before it tries again, says so at most once a minute, and serves again once
+//! descriptors are free.
 
 #![cfg(target_os = "linux")]
 
@@ -39,6 +40,7 @@ fn a_leader_out_of_descriptors_waits_says_so_once_and_serves_again() {
         maximum: Some(open + 4),
     };
     prlimit(Some(pid), Resource::Nofile, limit).unwrap();
+    let ran_out = std::time::Instant::now();
     let socket = dir.path().join("party.sock");
     let mut held: Vec<UnixStream> = (0..12)
         .map(|_| UnixStream::connect(&socket).unwrap())
@@ -46,7 +48,8 @@ fn a_leader_out_of_descriptors_waits_says_so_once_and_serves_again() {
     let warning = warnings.next().unwrap().unwrap();
     assert!(warning.contains("accept failed"), "{warning}");
 
-    // Descriptors freed: a follower is served again.
+    // Descriptors freed: a follower is served again. (The leader runs out again on the way,
+    // as it accepts the closed connections still queued: that says nothing more.)
     held.clear();
     let got = Command::new(PARTY)
         .arg(dir.path())
@@ -63,9 +66,12 @@ fn a_leader_out_of_descriptors_waits_says_so_once_and_serves_again() {
         .iter()
         .filter(|line| line.contains("accept failed"))
         .count();
+    // A run longer than the warnings' interval may say it once more.
+    let allowed = usize::from(ran_out.elapsed() >= std::time::Duration::from_secs(60));
     assert!(
-        again <= 1,
-        "one warning per time it ran out, not one per failed accept: {} more ({:?}…)",
+        again <= allowed,
+        "at most one warning a minute, not one per failed accept or per time it ran out: {} \
+         more ({:?}…)",
         again,
         more.first()
     );

@@ -203,6 +203,9 @@ async fn tick(queue: StoreQueue, cancel: CancellationToken) {
 /// The first and the longest pause after a failed accept.
 const FIRST_ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 const LONGEST_ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+/// At most one warning about failing accepts in this long: a leader at its descriptor limit
+/// runs out again each time a few connections end, and each of those would say so.
+const ACCEPT_WARNING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn accept_loop(
     listener: Listener,
@@ -215,6 +218,8 @@ async fn accept_loop(
 ) {
     // While accepting fails (out of file descriptors, say, which fails again at once).
     let mut pause: Option<std::time::Duration> = None;
+    let mut last_warning: Option<std::time::Instant> = None;
+    let mut failed_unsaid: u64 = 0;
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -225,16 +230,21 @@ async fn accept_loop(
                 }
                 Err(error) => {
                     // Not again at once, which would take a core and flood the log: a
-                    // pause, longer each time, and one warning for the whole run of them.
+                    // pause, longer each time, and few warnings.
                     let wait = pause.map_or(FIRST_ACCEPT_PAUSE, |last| {
                         (last * 2).min(LONGEST_ACCEPT_PAUSE)
                     });
-                    if pause.is_none() {
-                        tracing::warn!(
-                            "accept failed: {error}; trying again in {wait:?}, then less often"
-                        );
-                    }
                     pause = Some(wait);
+                    failed_unsaid += 1;
+                    if last_warning.is_none_or(|said| said.elapsed() >= ACCEPT_WARNING_INTERVAL) {
+                        tracing::warn!(
+                            "accept failed: {error} ({failed_unsaid} failed accepts since the \
+                             last warning); trying again in {wait:?}, then less often; said at \
+                             most once every {ACCEPT_WARNING_INTERVAL:?}"
+                        );
+                        last_warning = Some(std::time::Instant::now());
+                        failed_unsaid = 0;
+                    }
                     tokio::select! {
                         _ = cancel.cancelled() => return,
                         () = tokio::time::sleep(wait) => continue,
