@@ -16,7 +16,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::codec::{Codec, Typed};
 use crate::data::{BatchOp, Entry, IterOptions, KeyRange};
-use crate::driver::{Command, Driver};
+use crate::driver::{Command, Driver, IterAnswer};
 use crate::error::Error;
 use crate::options::Options;
 use crate::paths::Layout;
@@ -285,6 +285,7 @@ impl Db {
                 done: false,
                 at: None,
                 strip,
+                asked: None,
             })
         }
     }
@@ -410,6 +411,9 @@ pub struct Iter {
     at: Option<CommitSeq>,
     /// Remove the handle's prefix from the keys.
     strip: bool,
+    /// The answer to a take the caller gave up waiting for (a `select!` that took another
+    /// branch): kept for the next call, so that what the driver hands over is not lost.
+    asked: Option<oneshot::Receiver<IterAnswer>>,
 }
 
 impl std::fmt::Debug for Iter {
@@ -431,7 +435,8 @@ impl Iter {
         self.at
     }
 
-    /// The next entry, `None` after the last.
+    /// The next entry, `None` after the last. Cancel-safe: a call given up on (a `select!`
+    /// that took another branch, a timeout) loses no entry.
     pub async fn next(&mut self) -> Option<Result<Entry, Error>> {
         if self.buffered.is_empty() {
             match self.next_chunk(usize::MAX).await {
@@ -444,6 +449,9 @@ impl Iter {
     }
 
     /// Up to `max` next entries (at least one, whatever `max` says), `None` after the last.
+    ///
+    /// Cancel-safe, as [`Iter::next`] is: a call given up on (a `select!` that took another
+    /// branch, a timeout) loses no entry; what it was to get comes at the next call.
     pub async fn next_chunk(&mut self, max: usize) -> Result<Option<Vec<Entry>>, Error> {
         // Asked for none, the cursor would wait for entries it may never be sent, or end
         // past those it holds.
@@ -457,25 +465,39 @@ impl Iter {
         if self.done {
             return Ok(None);
         }
-        let (reply, answer) = oneshot::channel();
-        let iter = self.iter;
-        self.db.send(Command::IterTake { iter, max, reply })?;
-        let (poll, at) = answer.await.map_err(|_| Error::Closed)??;
+        let answer = match &mut self.asked {
+            Some(answer) => answer,
+            None => {
+                let (reply, answer) = oneshot::channel();
+                let iter = self.iter;
+                self.db.send(Command::IterTake { iter, max, reply })?;
+                self.asked.insert(answer)
+            }
+        };
+        let answered = answer.await;
+        self.asked = None;
+        let (poll, at) = answered.map_err(|_| Error::Closed)??;
         self.at = self.at.or(at.map(CommitSeq::from));
         match poll {
-            // Reuses the wire's allocation: the two entry types have the same layout.
-            IterPoll::Entries(entries) if !self.strip => {
-                Ok(Some(entries.into_iter().map(Entry::from).collect()))
+            IterPoll::Entries(entries) => {
+                let mut entries: Vec<Entry> = if self.strip {
+                    entries
+                        .into_iter()
+                        .map(|entry| Entry {
+                            key: self.db.space.strip(entry.key),
+                            value: entry.value,
+                        })
+                        .collect()
+                } else {
+                    // Reuses the wire's allocation: the two entry types have the same layout.
+                    entries.into_iter().map(Entry::from).collect()
+                };
+                // Taken for an earlier call that asked for more.
+                if entries.len() > max {
+                    self.buffered.extend(entries.drain(max..));
+                }
+                Ok(Some(entries))
             }
-            IterPoll::Entries(entries) => Ok(Some(
-                entries
-                    .into_iter()
-                    .map(|entry| Entry {
-                        key: self.db.space.strip(entry.key),
-                        value: entry.value,
-                    })
-                    .collect(),
-            )),
             IterPoll::Done => {
                 self.done = true;
                 Ok(None)

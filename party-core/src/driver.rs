@@ -356,13 +356,9 @@ impl Driver {
             WatchPoll::Pending => {
                 self.watch_waiters.insert(watch, (max, reply));
             }
-            poll => {
-                // The caller stopped waiting (a `select!` took another branch): the events
-                // go back, for its next call.
-                if let Err(Ok(WatchPoll::Events(events))) = reply.send(Ok(poll)) {
-                    self.process.watch_give_back(watch, events);
-                }
-            }
+            // A `Watch` keeps its receiver across calls given up on: one that is gone was
+            // dropped, and its close follows.
+            poll => drop(reply.send(Ok(poll))),
         }
     }
 

@@ -137,6 +137,7 @@ impl Db {
             position: position.into(),
             buffered: VecDeque::new(),
             done: false,
+            asked: None,
         })
     }
 }
@@ -151,6 +152,9 @@ pub struct Watch {
     /// What the caller has not taken yet, each with the position before it.
     buffered: VecDeque<(CommitSeq, Result<Change, Lag>)>,
     done: bool,
+    /// The answer to a take the caller gave up waiting for (a `select!` that took another
+    /// branch): kept for the next call, so that what the driver hands over is not lost.
+    asked: Option<oneshot::Receiver<Result<WatchPoll, Error>>>,
 }
 
 /// Commits lost to a subscription that fell behind (see [`Error::Lagged`]).
@@ -172,7 +176,8 @@ impl Watch {
     /// The next change, waiting for one to commit. [`Error::Lagged`] says that the
     /// subscription fell behind what the leader keeps and lost some commits; the next call
     /// goes on after them. Any other error ends the subscription: the call after it
-    /// returns `None`.
+    /// returns `None`. Cancel-safe: a call given up on (a `select!` that took another
+    /// branch, a timeout) loses no change.
     pub async fn next(&mut self) -> Option<Result<Change, Error>> {
         loop {
             if let Some((_, item)) = self.buffered.pop_front() {
@@ -199,20 +204,22 @@ impl Watch {
 
     /// Waits for the next events and buffers their changes.
     async fn fill(&mut self) -> Result<(), Error> {
-        let (reply, answer) = oneshot::channel();
-        let watch = self.watch;
-        let taken = self.db.send(Command::WatchTake {
-            watch,
-            max: usize::MAX,
-            reply,
-        });
-        let poll = match taken {
-            Ok(()) => answer
-                .await
-                .map_err(|_| Error::Closed)
-                .and_then(|poll| poll),
-            Err(error) => Err(error),
+        let answer = match &mut self.asked {
+            Some(answer) => answer,
+            None => {
+                let (reply, answer) = oneshot::channel();
+                let watch = self.watch;
+                let max = usize::MAX;
+                if let Err(error) = self.db.send(Command::WatchTake { watch, max, reply }) {
+                    self.done = true;
+                    return Err(error);
+                }
+                self.asked.insert(answer)
+            }
         };
+        let answered = answer.await;
+        self.asked = None;
+        let poll = answered.map_err(|_| Error::Closed).and_then(|poll| poll);
         let events = match poll {
             Ok(WatchPoll::Events(events)) => events,
             Ok(WatchPoll::Failed(error)) => {

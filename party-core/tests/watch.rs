@@ -319,6 +319,41 @@ async fn a_next_given_up_on_loses_no_change() {
     );
 }
 
+/// Calls given up on after one poll, between calls waited for, while commits arrive: no
+/// change lost, none repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_given_up_on_between_commits_lose_no_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, follower) = pair(dir.path()).await;
+    let mut watch = follower.watch(KeyRange::all()).await.unwrap();
+    let writer = tokio::spawn(async move {
+        for n in 0..100 {
+            leader.put(format!("k{n:03}"), "v").await.unwrap();
+        }
+        leader
+    });
+    let mut keys = Vec::new();
+    while keys.len() < 100 {
+        let mut given_up = Box::pin(watch.next());
+        let polled = std::future::Future::poll(
+            given_up.as_mut(),
+            &mut std::task::Context::from_waker(std::task::Waker::noop()),
+        );
+        drop(given_up);
+        let change = match polled {
+            std::task::Poll::Ready(change) => change.unwrap().unwrap(),
+            std::task::Poll::Pending => next(&mut watch).await.unwrap(),
+        };
+        let Change::Put { key, .. } = change else {
+            panic!("{change:?}")
+        };
+        keys.push(key);
+    }
+    let wanted: Vec<Vec<u8>> = (0..100).map(|n| format!("k{n:03}").into_bytes()).collect();
+    assert_eq!(keys, wanted);
+    writer.await.unwrap();
+}
+
 /// On a store that has committed nothing yet, a subscription from commit 0 (or 1) waits
 /// for the first commit and gets it, with no lag before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,9 +17,7 @@
 
 use std::collections::VecDeque;
 
-use crate::client::{
-    ClientConfig, ClientInput, ClientOutput, ClientSession, IterPoll, WatchEvent, WatchPoll,
-};
+use crate::client::{ClientConfig, ClientInput, ClientOutput, ClientSession, IterPoll, WatchPoll};
 use crate::election::{
     Election, ElectionConfig, ElectionFailure, ElectionInput, ElectionOutput, Role,
 };
@@ -226,12 +224,6 @@ impl Process {
         let poll = self.client.watch_take(watch, max);
         self.drive(now);
         poll
-    }
-
-    /// Events taken from a subscription that did not reach the caller: they come first
-    /// again.
-    pub fn watch_give_back(&mut self, watch: WatchId, events: Vec<WatchEvent>) {
-        self.client.watch_give_back(watch, events);
     }
 
     pub fn close_watch(&mut self, now: Timestamp, watch: WatchId) {

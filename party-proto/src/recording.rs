@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::client::{IterPoll, WatchEvent, WatchPoll};
+use crate::client::{IterPoll, WatchPoll};
 use crate::feed::CommitSeq;
 use crate::ids::{ClientId, IterId, WatchId};
 use crate::process::{Process, ProcessInput, ProcessOutput};
@@ -31,7 +31,7 @@ use crate::writer::{CommitResult, WriteBatch};
 /// The format of recordings this build writes and reads. One more for any change to what
 /// is written, digests included ([`Gave`], [`Fingerprint`]): a replay refuses another
 /// format rather than report its differences as nondeterminism.
-pub const FORMAT: u32 = 7;
+pub const FORMAT: u32 = 8;
 
 /// What a segment's stream holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,10 +106,6 @@ pub enum Record<'a> {
         watch: WatchId,
         max: u64,
         gave: Gave,
-    },
-    WatchGiveBack {
-        watch: WatchId,
-        events: Cow<'a, [WatchEvent]>,
     },
     CloseWatch {
         at: Timestamp,
@@ -519,6 +515,7 @@ impl<'a> Iterator for Frames<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::WatchEvent;
     use crate::election::{ElectionFailure, ElectionInput, ElectionOutput};
     use crate::process::ProcessConfig;
     use crate::wire::WriteOp;
@@ -571,7 +568,7 @@ mod tests {
         let pinned = digest_of(&(&process, inputs, outputs), &mut Vec::new());
         assert_eq!(
             (FORMAT, pinned),
-            (7, 0x1546_2a1b_4a9f_d352),
+            (8, 0x1546_2a1b_4a9f_d352),
             "what a recording holds changed: move FORMAT on, then the pin"
         );
     }

@@ -525,9 +525,6 @@ impl<'a> ProcessRun<'a> {
                 let replayed = self.machine.watch_take(at, watch, max as usize);
                 same_take(&gave, &Gave::of_watch(&replayed), &replayed)?;
             }
-            Record::WatchGiveBack { watch, events } => {
-                self.machine.watch_give_back(watch, events.into_owned());
-            }
             Record::CloseWatch { at, watch } => {
                 let at = self.at(at);
                 self.machine.close_watch(at, watch);

@@ -18,7 +18,7 @@ use party_proto::wire::frame::HEADER_LEN;
 use party_proto::wire::{ReadOp, ServerMessage, WriteOp};
 use party_proto::{
     CommitSeq, IterId, IterOptions, IterPoll, KeyRange, Process, ProcessInput, ProcessOutput,
-    RequestId, Timestamp, WatchEvent, WatchId, WatchPoll,
+    RequestId, Timestamp, WatchId, WatchPoll,
 };
 
 use crate::recording::Recorder;
@@ -187,16 +187,6 @@ impl Machine {
             });
         }
         poll
-    }
-
-    pub fn watch_give_back(&mut self, watch: WatchId, events: Vec<WatchEvent>) {
-        if let Some(recorder) = &mut self.recorder {
-            recorder.record(&Record::WatchGiveBack {
-                watch,
-                events: Cow::Borrowed(&events),
-            });
-        }
-        self.process.watch_give_back(watch, events);
     }
 
     pub fn close_watch(&mut self, now: Timestamp, watch: WatchId) {

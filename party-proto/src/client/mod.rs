@@ -348,14 +348,6 @@ impl ClientSession {
         poll
     }
 
-    /// Events taken with [`ClientSession::watch_take`] that did not reach the caller: they
-    /// come first again.
-    pub fn watch_give_back(&mut self, watch: WatchId, events: Vec<WatchEvent>) {
-        if let Some(subscription) = self.subscriptions.get_mut(&watch) {
-            subscription.give_back(events);
-        }
-    }
-
     /// The caller is done with a subscription.
     pub fn close_watch(&mut self, watch: WatchId) {
         if let Some(subscription) = self.subscriptions.remove(&watch) {

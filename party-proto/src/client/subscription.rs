@@ -208,13 +208,6 @@ impl Subscription {
         (WatchPoll::Events(events), self.credits_to_grant())
     }
 
-    /// Events taken that did not reach the caller: first again.
-    pub(crate) fn give_back(&mut self, events: Vec<WatchEvent>) {
-        for event in events.into_iter().rev() {
-            self.ready.push_front(event);
-        }
-    }
-
     fn credits_to_grant(&mut self) -> Option<u32> {
         if !self.is_open() {
             return None;
