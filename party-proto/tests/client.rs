@@ -510,3 +510,59 @@ fn a_broken_connection_fails_what_is_pending_with_its_error() {
         );
     }
 }
+
+/// A write a leader may have taken, on this connection or an earlier one, may have been
+/// applied: a connection that then ends in garbage or a refusal fails it as of unknown
+/// outcome, not with the connection's error (which says it was not applied). Reads, and
+/// writes never sent, fail with that error.
+#[test]
+fn a_write_sent_before_a_broken_or_refused_connection_has_an_unknown_outcome() {
+    let put = |value: &[u8]| WriteOp::Put {
+        key: b"k".to_vec(),
+        value: value.to_vec(),
+    };
+    let now = Timestamp::ZERO;
+    let refusal = ErrorCode::TooManyConnections { limit: 1 };
+    let garbage = ErrorCode::Malformed("garbage".into());
+    for (end, error) in [
+        (ClientInput::Broken(garbage.clone()), garbage),
+        (
+            ClientInput::Message(ServerMessage::Rejected(refusal.clone())),
+            refusal,
+        ),
+    ] {
+        let mut session = ClientSession::new(ClientId(3), ClientConfig::default());
+        session.handle_input(now, ClientInput::Connected);
+        session.handle_input(now, welcome());
+        let sent_first = session.write(now, put(b"1"));
+        let read = session.read(now, ReadOp::Get { key: b"k".to_vec() });
+        session.handle_input(now, ClientInput::Disconnected);
+        let queued_then_sent = session.write(now, put(b"2"));
+        session.handle_input(now, ClientInput::Connected);
+        let sent_second = session.write(now, put(b"3"));
+        let _sent: Vec<_> = std::iter::from_fn(|| session.poll_output()).collect();
+        session.handle_input(now, welcome());
+        let _resent: Vec<_> = std::iter::from_fn(|| session.poll_output()).collect();
+        session.handle_input(now, ClientInput::Disconnected);
+        session.handle_input(now, ClientInput::Connected);
+        let never_sent = session.write(now, put(b"4"));
+        session.handle_input(now, end);
+        let mut results: Vec<_> = std::iter::from_fn(|| session.poll_output())
+            .filter_map(|output| match output {
+                ClientOutput::Completed { id, result } => Some((id, result)),
+                _ => None,
+            })
+            .collect();
+        results.sort_by_key(|(id, _)| *id);
+        let unknown = |result: &Result<_, ErrorCode>| matches!(result, Err(ErrorCode::OutcomeUnknown(cause)) if cause.contains(&error.to_string()));
+        assert_eq!(results.len(), 5, "{results:?}");
+        for (id, result) in &results {
+            if [sent_first, queued_then_sent, sent_second].contains(id) {
+                assert!(unknown(result), "{id:?} was sent: {result:?}");
+            } else {
+                assert!([read, never_sent].contains(id));
+                assert_eq!(result, &Err(error.clone()), "{id:?}");
+            }
+        }
+    }
+}

@@ -11,7 +11,7 @@
 //!   caller closed it early); every value delivered one its key held during that life.
 //! - Outcomes: nothing fails unless a fault or the caller's settings explain it (see
 //!   [`crate::history::Excuses`]); a write acknowledged must have been committed, and one
-//!   that the store failed must not have been. Writes are judged by their content (each put
+//!   that failed with an error that says it was not applied must not have been. Writes are judged by their content (each put
 //!   of the workload writes a value of its own), not by what the writer claims.
 //!
 //! No write applied twice (by content) and at most one leader are checked while the run
@@ -46,11 +46,15 @@ pub fn put_pairs(op: &WriteOp) -> Vec<(Vec<u8>, Vec<u8>)> {
     }
 }
 
-/// An error only a store fault explains: the write was not applied.
-fn store_refusal(error: &ErrorCode) -> bool {
-    matches!(
+/// Whether a write that failed with `error` says it was not applied: every error does but
+/// the four that leave it open (as party-core's `TransactionError` documents).
+fn says_not_applied(error: &ErrorCode) -> bool {
+    !matches!(
         error,
-        ErrorCode::Backend(_) | ErrorCode::StoreFull { .. } | ErrorCode::StoreReadOnly
+        ErrorCode::OutcomeUnknown(_)
+            | ErrorCode::TimedOut
+            | ErrorCode::ConnectionLost
+            | ErrorCode::Closed
     )
 }
 
@@ -69,7 +73,7 @@ pub fn outcomes(history: &[Op], committed: &HashMap<Vec<u8>, u32>) -> Vec<String
             Outcome::Written if times == 0 => {
                 violations.push(format!("op{index} was acknowledged but never committed"))
             }
-            Outcome::Failed(error) if store_refusal(error) && times > 0 => {
+            Outcome::Failed(error) if says_not_applied(error) && times > 0 => {
                 violations.push(format!("op{index} failed with {error:?} but was committed"))
             }
             Outcome::Conflict { .. } if times > 0 => violations.push(format!(
@@ -121,7 +125,7 @@ pub fn write_counts(history: &[Op], committed: &HashMap<(Vec<u8>, Vec<u8>), u32>
             match &op.outcome {
                 Outcome::Written => entry.acknowledged += 1,
                 Outcome::Conflict { .. } => {}
-                Outcome::Failed(error) if store_refusal(error) => {}
+                Outcome::Failed(error) if says_not_applied(error) => {}
                 _ => entry.unknown += 1,
             }
         }
@@ -420,7 +424,7 @@ fn key_ops(history: &[Op], keys: &[Vec<u8>]) -> Vec<Vec<KeyOp>> {
             }
             // A transaction refused wrote nothing; one committed or unknown is a write.
             (OpKind::Transaction { .. }, Outcome::Conflict { .. }) => {}
-            (OpKind::Transaction { .. }, Outcome::Failed(error)) if store_refusal(error) => {}
+            (OpKind::Transaction { .. }, Outcome::Failed(error)) if says_not_applied(error) => {}
             (OpKind::Write(writes) | OpKind::Transaction { writes, .. }, _) => {
                 for (key, value) in writes.iter().rev() {
                     touch(key, false, value);

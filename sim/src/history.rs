@@ -106,8 +106,9 @@ pub struct Excuses {
     pub closed: bool,
     /// The store fails or refuses commits on this seed.
     pub store: bool,
-    /// Writes may end with an unknown outcome on this seed: the store's answer lost, or a
-    /// write in flight longer than the resend window.
+    /// Writes may end with an unknown outcome on this seed: the store's answer lost, a
+    /// write in flight longer than the resend window, or a connection that ended in garbage
+    /// or a refusal after a write was sent.
     pub outcome_unknown: bool,
     /// The leader refuses connections on this seed.
     pub refused: bool,

@@ -591,7 +591,13 @@ impl World {
         };
         let excuses = Excuses {
             connection_lost: !retry,
-            outcome_unknown: self.faults.store || self.faults.short_retention.is_some(),
+            // A connection ended by garbage or a refusal leaves a write sent before it
+            // unknown, as the store's own faults and a short dedup retention do.
+            outcome_unknown: self.faults.store
+                || self.faults.short_retention.is_some()
+                || self.faults.garbage
+                || self.faults.refusals
+                || self.faults.foreign_peers,
             timed_out: request_timeout.is_some(),
             closed: false,
             store: self.faults.store,

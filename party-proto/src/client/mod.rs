@@ -575,11 +575,18 @@ impl ClientSession {
     }
 
     /// The leader refuses this client on every connection alike: fail what is pending
-    /// rather than send it into the same refusal.
+    /// rather than send it into the same refusal. A write a leader may have taken before
+    /// (on this connection or an earlier one) may have been applied: its outcome is
+    /// unknown, whatever ended this connection.
     fn refused(&mut self, error: ErrorCode) {
         for id in self.pending.ids() {
+            let result = if self.pending.write_sent(id) {
+                ErrorCode::OutcomeUnknown(format!("sent to a leader, then: {error}"))
+            } else {
+                error.clone()
+            };
             self.pending.remove(id);
-            self.complete(id, Err(error.clone()));
+            self.complete(id, Err(result));
         }
         self.fail_live_cursors(error);
     }

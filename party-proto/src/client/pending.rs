@@ -104,6 +104,14 @@ impl PendingTable {
         Some((id, pending.op.len_bound(), first_sent))
     }
 
+    /// Whether `id` is a write sent to a leader before, on this connection or an earlier
+    /// one: it may have been applied.
+    pub(crate) fn write_sent(&self, id: RequestId) -> bool {
+        self.requests.get(&id).is_some_and(|pending| {
+            matches!(pending.op, RequestOp::Write(..)) && pending.first_sent.is_some()
+        })
+    }
+
     /// Requests the leader has taken on the current connection and not answered.
     pub(crate) fn in_flight(&self) -> usize {
         self.requests.len() - self.unsent.len() + self.abandoned.len()
