@@ -18,6 +18,7 @@ use crate::codec::{Codec, Typed};
 use crate::data::{BatchOp, Entry, IterOptions, KeyRange};
 use crate::driver::{Command, Driver, IterAnswer};
 use crate::error::Error;
+use crate::opening::Opening;
 use crate::options::Options;
 use crate::paths::Layout;
 use crate::role::{Role, RoleState, RoleWatch, Takeover};
@@ -275,9 +276,10 @@ impl Db {
             reply,
         });
         let db = self.clone();
+        let mut opening = Opening::new(answer, db.clone());
         async move {
             sent?;
-            let iter = answer.await.map_err(|_| Error::Closed)?;
+            let iter = opening.answer().await?;
             Ok(Iter {
                 db,
                 iter,

@@ -302,7 +302,11 @@ impl Driver {
                 }
             },
             Command::IterOpen { options, reply } => {
-                let _ = reply.send(self.process.open_iter(now, options));
+                let iter = self.process.open_iter(now, options);
+                // An opener that stopped waiting has no `Iter` to close it: close it here.
+                if reply.send(iter).is_err() {
+                    self.process.close_iter(now, iter);
+                }
             }
             Command::IterTake { iter, max, reply } => match self.failed() {
                 Some(error) => drop(reply.send(Err(error))),

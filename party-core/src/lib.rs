@@ -73,6 +73,8 @@ mod link;
 #[cfg(not(loom))]
 pub mod lock;
 #[cfg(not(loom))]
+mod opening;
+#[cfg(not(loom))]
 mod options;
 #[cfg(not(loom))]
 mod paths;

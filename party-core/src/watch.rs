@@ -20,6 +20,7 @@ use crate::data::KeyRange;
 use crate::db::Db;
 use crate::driver::Command;
 use crate::error::Error;
+use crate::opening::Opening;
 use crate::sublevel::KeySpace;
 
 /// The number of a commit: 1 for the first group of writes a store ever committed, then
@@ -130,7 +131,7 @@ impl Db {
             from: from.map(Into::into),
             reply,
         })?;
-        let (watch, position) = answer.await.map_err(|_| Error::Closed)??;
+        let (watch, position) = Opening::new(answer, self.clone()).answer().await??;
         Ok(Watch {
             db: self.clone(),
             watch,

@@ -299,3 +299,45 @@ async fn a_request_timeout_past_the_clocks_reach_never_fires() {
         leader.close().await.unwrap();
     }
 }
+
+/// An iterator whose opening the caller gave up on (its future dropped unpolled, or after
+/// one poll) is closed, on the leader too: it does not hold one of the connection's
+/// places among the leader's iterators for the rest of the handle's life.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iterator_opening_given_up_on_holds_no_place_on_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits::default().max_iterators(2);
+    let leader = leader_with(dir.path(), limits).await;
+    // More than an iterator's window, so that one left open stays open on the leader.
+    let entries = 3 * Options::default().iter_window as usize;
+    let puts: Vec<_> = (0..entries)
+        .map(|n| leader.put(format!("k{n:05}"), "v"))
+        .collect();
+    for put in puts {
+        put.await.unwrap();
+    }
+    let follower = follower(dir.path()).await;
+    for _ in 0..4 {
+        // Given up on before the driver answered, and (most likely) after.
+        drop(follower.iter(IterOptions::default()));
+        let mut polled = Box::pin(follower.iter(IterOptions::default()));
+        let _ = poll_once(polled.as_mut());
+        drop(polled);
+        // Given up on once the driver has answered: it opened the iterator for a caller
+        // still there, whose answer is left untaken.
+        let answered = follower.iter(IterOptions::default());
+        follower.get("k00000").await.unwrap();
+        drop(answered);
+    }
+    let iters = [
+        follower.iter(IterOptions::default()).await.unwrap(),
+        follower.iter(IterOptions::default()).await.unwrap(),
+    ];
+    for iter in iters {
+        assert_eq!(iter.collect().await.unwrap().len(), entries);
+    }
+}
+
+fn poll_once<F: std::future::Future>(future: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> {
+    future.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+}
