@@ -61,6 +61,29 @@ async fn a_connection_past_the_limit_is_refused_and_the_others_go_on() {
     assert_eq!(second.get("k").await.unwrap(), Some(b"v".to_vec()));
 }
 
+/// A handle refused by its leader that then takes over is ready: the refusal was the last
+/// leader's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_handle_that_takes_over_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits::default().max_connections(1);
+    let leader = leader_with(dir.path(), limits).await;
+    let first = follower(dir.path()).await;
+    let second = open(dir.path(), Options::default()).await.unwrap();
+    assert!(second.ready().await.is_err(), "refused");
+    first.close().await.unwrap();
+    leader.close().await.unwrap();
+    let mut role = second.watch_role();
+    let led = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        role.wait_for(|state| state.role == Role::Leader),
+    )
+    .await
+    .is_ok_and(|changed| changed.is_ok());
+    assert!(led, "the refused handle never took over");
+    assert_eq!(second.ready().await.unwrap(), Role::Leader);
+}
+
 /// The leader tells its in-flight cap in the welcome: a follower holds what goes past it
 /// until earlier requests are answered, so a burst is never refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

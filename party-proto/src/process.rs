@@ -125,7 +125,11 @@ pub struct Process {
     local: Option<ServerSession>,
     /// A connection to a leader is open.
     linked: bool,
+    /// Why the last leader refused this process, until one welcomes it or it leads.
     rejected: Option<ErrorCode>,
+    /// The peer of the current connection refused this process (a refusal, no welcome in
+    /// time, garbage): the election backs off when it ends, rather than knock again.
+    refused_here: bool,
     failure: Option<ElectionFailure>,
     /// The leader said it was leaving, and why.
     leaving: Option<TakeoverCause>,
@@ -148,6 +152,7 @@ impl Process {
             local: None,
             linked: false,
             rejected: None,
+            refused_here: false,
             failure: None,
             leaving: None,
             takeovers: Takeovers::default(),
@@ -244,6 +249,7 @@ impl Process {
                 }
             }
             ProcessInput::Served { term } => {
+                self.rejected = None;
                 self.server_config.term = term;
                 self.local = Some(ServerSession::new(now, self.server_config.clone()));
                 self.client.handle_input(now, ClientInput::Connected);
@@ -263,7 +269,10 @@ impl Process {
                             self.takeovers.served(now, Some(welcome.term));
                         }
                     }
-                    ServerMessage::Rejected(reason) => self.rejected = Some(reason.clone()),
+                    ServerMessage::Rejected(reason) => {
+                        self.rejected = Some(reason.clone());
+                        self.refused_here = self.linked;
+                    }
                     ServerMessage::Leaving(cause) if self.linked => {
                         self.leaving = Some((*cause).into());
                     }
@@ -390,6 +399,7 @@ impl Process {
     fn election_answer(&mut self, now: Timestamp, answer: ElectionInput) {
         if answer == ElectionInput::Connected {
             self.linked = true;
+            self.refused_here = false;
             self.welcome_due = Some(now + self.welcome_timeout);
             self.client.handle_input(now, ClientInput::Connected);
         }
@@ -403,6 +413,7 @@ impl Process {
         self.outputs
             .push_back(ProcessOutput::Election(ElectionOutput::Disconnect));
         self.rejected = Some(ErrorCode::TimedOut);
+        self.refused_here = true;
         self.link_ended(now, None);
     }
 
@@ -419,12 +430,14 @@ impl Process {
         match broken {
             Some(error) => {
                 self.rejected = Some(error.clone());
+                self.refused_here = true;
                 self.client.handle_input(now, ClientInput::Broken(error));
             }
             None => self.client.handle_input(now, ClientInput::Disconnected),
         }
-        // A leader that refused this process will refuse it again right away.
-        let ended = if self.rejected.is_some() {
+        // A leader that refused this process will refuse it again right away. (An earlier
+        // refusal says nothing of this connection: its leader may just have died.)
+        let ended = if std::mem::take(&mut self.refused_here) {
             ElectionInput::Refused
         } else {
             ElectionInput::Disconnected

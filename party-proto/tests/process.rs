@@ -345,6 +345,52 @@ fn a_welcome_clears_an_earlier_refusal() {
 }
 
 /// A process is closed only once its election is and the driver has taken every output.
+/// Refused, then backed off and looking again: the process after it.
+fn refused_and_looking_again() -> Process {
+    let mut process = follower();
+    let refusal = ErrorCode::TooManyConnections { limit: 1 };
+    process.handle_input(
+        NOW,
+        ProcessInput::FromLeader(ServerMessage::Rejected(refusal)),
+    );
+    process.handle_input(NOW, ProcessInput::LinkClosed);
+    let later = process.poll_timeout().expect("a backoff");
+    drain(&mut process);
+    process.handle_input(later, ProcessInput::TimerFired);
+    assert_eq!(
+        drain(&mut process),
+        [ProcessOutput::Election(ElectionOutput::TryLock)]
+    );
+    process
+}
+
+/// A refused process that then takes the lock and leads is ready: the refusal was the
+/// last leader's, and `Db::ready` fails while one is told.
+#[test]
+fn leading_clears_an_earlier_refusal() {
+    let mut process = refused_and_looking_again();
+    answer(&mut process, ElectionInput::LockAcquired);
+    answer(&mut process, ElectionInput::StoreOpened);
+    answer(&mut process, ElectionInput::SocketBound);
+    process.handle_input(NOW, ProcessInput::Served { term: 2 });
+    assert_eq!(process.role().role, Role::Leader);
+    assert_eq!(process.role().rejected, None);
+}
+
+/// After a refusal, a later connection that ends before any welcome (its leader died with
+/// the connect in its backlog) is no refusal: the process tries the lock at once.
+#[test]
+fn a_connection_ending_unwelcomed_after_an_earlier_refusal_tries_the_lock_at_once() {
+    let mut process = refused_and_looking_again();
+    answer(&mut process, ElectionInput::LockBusy);
+    answer(&mut process, ElectionInput::Connected);
+    process.handle_input(NOW, ProcessInput::LinkClosed);
+    assert_eq!(
+        drain(&mut process),
+        [ProcessOutput::Election(ElectionOutput::TryLock)]
+    );
+}
+
 #[test]
 fn a_process_is_closed_only_when_closed_and_drained() {
     let mut process = follower();

@@ -625,6 +625,9 @@ impl World {
                 // By process, as the clock below: some run out of patience in a room while
                 // a store opens (0–3 ms here), and look again from their seats.
                 room_patience: Duration::from_micros([100_000, 1_000, 300][process % 3]),
+                // And some look again soon after a refusal, so that a refused process may
+                // still find its leader gone and lead.
+                refused_backoff: Duration::from_micros([3_000, 250_000, 250_000][process % 3]),
                 ..ElectionConfig::default()
             },
             client: ClientConfig {

@@ -32,6 +32,7 @@ impl World {
         }
         self.write_queued(process);
         self.check_takeovers(process);
+        self.check_refusal_told(process);
         self.check_room(process);
         let node = &mut self.processes[process];
         if node.closing && node.machine.is_closed() && node.leading.is_none() {
@@ -88,6 +89,20 @@ impl World {
         let had_leader = matches!(role.role, Role::Leader | Role::Follower);
         if had_leader && !node.closing {
             node.lost_leader.get_or_insert((cause, role.term));
+        }
+    }
+
+    /// A leader tells no refusal (an earlier leader's): a caller's `Db::ready` fails while
+    /// one is told. (A follower may, between a refusal its leader sent and the end of the
+    /// connection that follows.)
+    fn check_refusal_told(&mut self, process: ProcessId) {
+        let role = self.processes[process].machine.role();
+        if let (Role::Leader, Some(refusal)) = (role.role, &role.rejected) {
+            let violation = format!(
+                "p{process} at {}us leads and still tells of a refusal: {refusal:?}",
+                self.now
+            );
+            self.violations.push(violation);
         }
     }
 
