@@ -364,3 +364,39 @@ async fn an_iterator_opening_given_up_on_holds_no_place_on_the_leader() {
 fn poll_once<F: std::future::Future>(future: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> {
     future.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
 }
+
+/// An iterator holds the operations issued before it and none issued after, through a
+/// follower whose requests wait past the leader's in-flight cap, and through one whose
+/// leader has not welcomed it yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iterator_holds_what_was_issued_before_it_whatever_waited() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = leader_with(dir.path(), Limits::default().max_in_flight(4)).await;
+    let follower = follower(dir.path()).await;
+    let puts: Vec<_> = (0..50)
+        .map(|n| follower.put(format!("k{n:02}"), "v"))
+        .collect();
+    let iter = follower.iter(IterOptions::default());
+    let after = follower.put("later", "v");
+    for put in puts {
+        put.await.unwrap();
+    }
+    after.await.unwrap();
+    let keys: Vec<_> = iter.await.unwrap().collect().await.unwrap();
+    assert_eq!(
+        keys.len(),
+        50,
+        "the 50 puts issued before it, not the one after"
+    );
+
+    let unwelcomed = open(dir.path(), Options::default()).await.unwrap();
+    let iter = unwelcomed.iter(IterOptions::default());
+    let after = unwelcomed.put("latest", "v");
+    after.await.unwrap();
+    let keys: Vec<_> = iter.await.unwrap().collect().await.unwrap();
+    assert!(
+        !keys.iter().any(|entry| entry.key == b"latest"),
+        "a put issued after the iterator"
+    );
+    drop(leader);
+}

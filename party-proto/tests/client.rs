@@ -566,3 +566,64 @@ fn a_write_sent_before_a_broken_or_refused_connection_has_an_unknown_outcome() {
         }
     }
 }
+
+/// What the session sends, as "w" (a write), "r" (a read), "i" (an iterator's opening).
+fn sent_kinds(session: &mut ClientSession) -> String {
+    std::iter::from_fn(|| session.poll_output())
+        .filter_map(|output| match output {
+            ClientOutput::Send(ClientMessage::Write { .. }) => Some('w'),
+            ClientOutput::Send(ClientMessage::Read { .. }) => Some('r'),
+            ClientOutput::Send(ClientMessage::IterOpen { .. }) => Some('i'),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An iterator opens in its place among the requests, whatever holds them back: after
+/// those issued before it, before those issued after (its snapshot holds the former and
+/// none of the latter): before the welcome, and past the leader's in-flight cap.
+#[test]
+fn an_iterator_opens_in_its_place_among_the_requests() {
+    let now = Timestamp::ZERO;
+    let put = || WriteOp::Put {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+    };
+    let get = || ReadOp::Get { key: b"k".to_vec() };
+    let all = party_proto::IterOptions::default;
+
+    // Issued before any leader welcomed the session.
+    let mut session = ClientSession::new(ClientId(4), ClientConfig::default());
+    session.write(now, put());
+    session.open_iter(all());
+    session.read(now, get());
+    session.write(now, put());
+    session.handle_input(now, ClientInput::Connected);
+    session.handle_input(now, welcome());
+    assert_eq!(sent_kinds(&mut session), "wirw");
+
+    // Past the leader's cap of two requests in flight.
+    let mut session = ClientSession::new(ClientId(5), ClientConfig::default());
+    session.handle_input(now, ClientInput::Connected);
+    let mut capped = welcome();
+    if let ClientInput::Message(ServerMessage::Welcome(welcome)) = &mut capped {
+        welcome.limits.max_in_flight = 2;
+    }
+    session.handle_input(now, capped);
+    let first = session.write(now, put());
+    session.write(now, put());
+    session.write(now, put());
+    session.open_iter(all());
+    session.write(now, put());
+    assert_eq!(sent_kinds(&mut session), "ww", "the cap holds the rest");
+    let answered = ClientInput::Message(ServerMessage::Reply {
+        id: first,
+        result: Ok(Response::Written),
+    });
+    session.handle_input(now, answered);
+    assert_eq!(
+        sent_kinds(&mut session),
+        "wi",
+        "the third write, then the iterator, not the write after it"
+    );
+}

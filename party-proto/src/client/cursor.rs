@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 
 use crate::error::ErrorCode;
-use crate::ids::IterId;
+use crate::ids::{IterId, RequestId};
 use crate::range::IterOptions;
 use crate::wire::{ClientMessage, Entry};
 
@@ -65,12 +65,21 @@ pub(crate) struct Cursor {
     taken_bytes: u64,
     /// The commit the first opening's snapshot was taken after.
     at: Option<crate::feed::CommitSeq>,
+    /// The first request issued after this iterator: each opening goes out once every
+    /// request before it is sent, and before it, so that the leader's snapshot holds the
+    /// operations issued before the iterator and none issued after.
+    opens_before: RequestId,
     status: Status,
     bugs: crate::bugs::Bugs,
 }
 
 impl Cursor {
-    pub(crate) fn new(options: IterOptions, window: u32, window_bytes: u64) -> Self {
+    pub(crate) fn new(
+        options: IterOptions,
+        window: u32,
+        window_bytes: u64,
+        opens_before: RequestId,
+    ) -> Self {
         let window_bytes = window_bytes.max(1);
         let status = if options.limit == Some(0) {
             Status::Ended
@@ -91,6 +100,7 @@ impl Cursor {
             taken: 0,
             taken_bytes: 0,
             at: None,
+            opens_before,
             status,
             bugs: crate::bugs::Bugs::default(),
         }
@@ -140,6 +150,12 @@ impl Cursor {
             credits: self.credits,
             bytes: self.window_bytes,
         })
+    }
+
+    /// Whether it waits for an opening on the current connection, and if so the first
+    /// request that must not go out before it.
+    pub(crate) fn awaits_opening(&self) -> Option<RequestId> {
+        (self.status == Status::Unopened).then_some(self.opens_before)
     }
 
     pub(crate) fn is_open(&self) -> bool {

@@ -243,15 +243,15 @@ impl ClientSession {
             options,
             self.config.iter_window,
             self.config.iter_window_bytes,
+            RequestId(self.next_request),
         );
         #[cfg(feature = "bug-injection")]
         cursor.inject(self.config.bugs);
         if self.closed {
             cursor.fail(ErrorCode::Closed);
-        } else if let Some(limits) = self.leader_limits() {
-            self.send_opening(iter, &mut cursor, limits);
         }
         self.cursors.insert(iter, cursor);
+        self.send_ready();
         iter
     }
 
@@ -410,10 +410,12 @@ impl ClientSession {
         id
     }
 
-    /// Sends waiting requests in issue order, as many as the leader allows in flight; one
-    /// too large for the leader's frames fails here instead of being sent to be refused,
-    /// and a write first sent longer ago than the resend window fails instead of being
-    /// sent again (see [`ClientConfig::resend_window`]).
+    /// Sends waiting requests in issue order, as many as the leader allows in flight, and
+    /// opens waiting iterators in their place among them (each after the requests issued
+    /// before it, before those issued after); a request too large for the leader's frames
+    /// fails here instead of being sent to be refused, and a write first sent longer ago
+    /// than the resend window fails instead of being sent again (see
+    /// [`ClientConfig::resend_window`]).
     fn send_ready(&mut self) {
         let Some(limits) = self.leader_limits() else {
             return;
@@ -421,8 +423,31 @@ impl ClientSession {
         if self.draining {
             return;
         }
-        while self.pending.in_flight() < limits.max_in_flight as usize {
-            let Some((id, len, first_sent)) = self.pending.next_unsent() else {
+        // In the order opened, which is the order of their places among the requests.
+        let mut openings = self
+            .cursors
+            .iter()
+            .filter_map(|(iter, cursor)| cursor.awaits_opening().map(|before| (before, *iter)))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .peekable();
+        loop {
+            let next = self.pending.next_unsent();
+            if let Some(&(before, iter)) = openings.peek() {
+                if next.is_none_or(|(id, ..)| before <= id) {
+                    openings.next();
+                    let cursor = self.cursors.get_mut(&iter);
+                    let opening = cursor.and_then(|c| c.open(iter, limits.max_iter_credits));
+                    if let Some(message) = opening {
+                        self.send(message);
+                    }
+                    continue;
+                }
+            }
+            if self.pending.in_flight() >= limits.max_in_flight as usize {
+                return;
+            }
+            let Some((id, len, first_sent)) = next else {
                 return;
             };
             let max = u64::from(limits.max_frame_len);
@@ -475,11 +500,6 @@ impl ClientSession {
         let limits = welcome.limits;
         self.leader = Some(welcome);
         self.send_ready();
-        let mut cursors = std::mem::take(&mut self.cursors);
-        for (iter, cursor) in &mut cursors {
-            self.send_opening(*iter, cursor, limits);
-        }
-        self.cursors = cursors;
         let mut subscriptions = std::mem::take(&mut self.subscriptions);
         for (watch, subscription) in &mut subscriptions {
             if let Some(message) = subscription.open(*watch, limits.max_iter_credits) {
@@ -487,12 +507,6 @@ impl ClientSession {
             }
         }
         self.subscriptions = subscriptions;
-    }
-
-    fn send_opening(&mut self, iter: IterId, cursor: &mut Cursor, limits: LeaderLimits) {
-        if let Some(message) = cursor.open(iter, limits.max_iter_credits) {
-            self.send(message);
-        }
     }
 
     fn receive(&mut self, message: ServerMessage) {
