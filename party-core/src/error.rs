@@ -61,8 +61,9 @@ pub enum Error {
     #[error("the data directory's store is in etcd under prefix {:?}; this handle is configured for {:?}", String::from_utf8_lossy(found), String::from_utf8_lossy(wanted))]
     WrongEtcdPrefix { found: Vec<u8>, wanted: Vec<u8> },
     /// What serves the directory's socket runs as another user (uid): this handle refused
-    /// it as its leader and sent it nothing. Every pending operation fails with this; the
-    /// handle tries again later.
+    /// it as its leader and sent it nothing. Every pending operation fails with this (but a
+    /// write an earlier leader may have taken: [`Error::OutcomeUnknown`]); the handle tries
+    /// again later.
     #[error("the process serving the socket runs as uid {uid}, another user: refused as leader")]
     LeaderOfOtherUser { uid: u32 },
     /// The write may or may not have been applied: the store could not tell (a network

@@ -627,3 +627,44 @@ fn an_iterator_opens_in_its_place_among_the_requests() {
         "the third write, then the iterator, not the write after it"
     );
 }
+
+/// A write sent to a leader, then too large for the next leader's limit, may have been
+/// applied by the first: its outcome is unknown. One never sent is just too large.
+#[test]
+fn a_write_too_large_for_the_next_leader_has_an_unknown_outcome_if_it_was_sent() {
+    let now = Timestamp::ZERO;
+    let big = || WriteOp::Put {
+        key: b"k".to_vec(),
+        value: vec![7; 2000],
+    };
+    let mut session = ClientSession::new(ClientId(6), ClientConfig::default());
+    session.handle_input(now, ClientInput::Connected);
+    session.handle_input(now, welcome());
+    let sent = session.write(now, big());
+    assert_eq!(sent_kinds(&mut session), "w");
+    session.handle_input(now, ClientInput::Disconnected);
+    let never_sent = session.write(now, big());
+    session.handle_input(now, ClientInput::Connected);
+    let mut smaller = welcome();
+    if let ClientInput::Message(ServerMessage::Welcome(welcome)) = &mut smaller {
+        welcome.limits.max_frame_len = 1024;
+    }
+    session.handle_input(now, smaller);
+    let results: BTreeMap<_, _> = std::iter::from_fn(|| session.poll_output())
+        .filter_map(|output| match output {
+            ClientOutput::Completed { id, result } => Some((id, result)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(&results[&sent], Err(ErrorCode::OutcomeUnknown(cause)) if cause.contains("too large")),
+        "{results:?}"
+    );
+    assert!(
+        matches!(
+            &results[&never_sent],
+            Err(ErrorCode::FrameTooLarge { max: 1024, .. })
+        ),
+        "{results:?}"
+    );
+}

@@ -460,7 +460,15 @@ impl ClientSession {
             }
             if len > max {
                 self.pending.remove(id);
-                self.complete(id, Err(ErrorCode::FrameTooLarge { len, max }));
+                let too_large = ErrorCode::FrameTooLarge { len, max };
+                // Sent before, to a leader with a larger limit: it may have been applied.
+                let error = match first_sent {
+                    Some(_) => ErrorCode::OutcomeUnknown(format!(
+                        "sent to a leader, then too large for the next one: {too_large}"
+                    )),
+                    None => too_large,
+                };
+                self.complete(id, Err(error));
             } else if too_old {
                 self.pending.remove(id);
                 let cause = "in flight longer than the resend window when its connection \
