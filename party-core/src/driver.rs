@@ -405,6 +405,9 @@ impl Driver {
         self.process.set_wall_clock(now, clock::wall_now());
         let bytes = self.link.as_ref().map_or(&[][..], Link::last_read);
         self.process.receive(now, bytes, received.messages);
+        if let Some(link) = &mut self.link {
+            link.set_incoming_frame_limit(self.process.incoming_frame_limit());
+        }
         if let Some(end) = received.end {
             self.link = None;
             let ended = match end {

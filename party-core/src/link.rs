@@ -50,7 +50,8 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// Connects to the leader's socket; replies over `max_frame_len` bytes break the link.
+    /// Connects to the leader's socket; replies over `max_frame_len` bytes break the link
+    /// (until [`Link::set_incoming_frame_limit`] moves it).
     /// With `spin`, waits for the leader's answers poll for up to that long first.
     pub async fn connect(
         socket: &Path,
@@ -67,6 +68,11 @@ impl Link {
             writer: None,
             spinner: spin.map(Spinner::new),
         })
+    }
+
+    /// Takes replies up to `max_frame_len` bytes from now on.
+    pub fn set_incoming_frame_limit(&mut self, max_frame_len: u32) {
+        self.decoder.set_max_frame_len(max_frame_len);
     }
 
     /// The user the process at the other end runs as, where the platform tells.

@@ -400,3 +400,42 @@ async fn an_iterator_holds_what_was_issued_before_it_whatever_waited() {
     );
     drop(leader);
 }
+
+/// A follower whose own message limit is smaller than its leader's takes the leader's
+/// answers and iterator data, which the leader sizes by its own limit: the follower's
+/// limit bounds what it sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_with_a_smaller_message_limit_reads_what_its_leader_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = leader_with(dir.path(), Limits::default()).await;
+    let small = Limits::default().max_frame_len(64 * 1024);
+    let follower = open(dir.path(), Options::default().limits(small))
+        .await
+        .unwrap();
+    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+    for n in 0..50 {
+        leader
+            .put(format!("k{n:02}"), vec![1u8; 4096])
+            .await
+            .unwrap();
+    }
+    leader.put("big", vec![2u8; 100 * 1024]).await.unwrap();
+    assert_eq!(
+        follower.get("big").await.unwrap().map(|value| value.len()),
+        Some(100 * 1024)
+    );
+    let entries = follower
+        .iter(IterOptions::default())
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 51);
+    assert_eq!(follower.role(), Role::Follower);
+    let too_large = follower.put("big2", vec![3u8; 100 * 1024]).await;
+    assert!(
+        matches!(too_large, Err(Error::TooLarge { max: 65536, .. })),
+        "{too_large:?}"
+    );
+}

@@ -345,6 +345,13 @@ impl Process {
         self.client.config()
     }
 
+    /// The largest frame to take from the leader (see
+    /// [`ClientSession::incoming_frame_limit`]): the driver's decoder keeps to it after
+    /// each read.
+    pub fn incoming_frame_limit(&self) -> u32 {
+        self.client.incoming_frame_limit()
+    }
+
     /// The role as callers see it.
     pub fn role(&self) -> RoleView {
         let (role, leader_pid) = match self.election.role() {

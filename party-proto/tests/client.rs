@@ -668,3 +668,27 @@ fn a_write_too_large_for_the_next_leader_has_an_unknown_outcome_if_it_was_sent()
         "{results:?}"
     );
 }
+
+/// The session takes frames as large as its leader sends (the leader sizes its answers by
+/// its own limit), and never fewer than its own limit.
+#[test]
+fn the_incoming_frame_limit_is_the_larger_of_both_ends_once_welcomed() {
+    let now = Timestamp::ZERO;
+    let config = ClientConfig {
+        max_frame_len: 4096,
+        ..ClientConfig::default()
+    };
+    for (leader_limit, taken) in [(1 << 20, 1 << 20), (1024, 4096)] {
+        let mut session = ClientSession::new(ClientId(7), config.clone());
+        session.handle_input(now, ClientInput::Connected);
+        assert_eq!(session.incoming_frame_limit(), 4096, "before the welcome");
+        let mut welcomed = welcome();
+        if let ClientInput::Message(ServerMessage::Welcome(welcome)) = &mut welcomed {
+            welcome.limits.max_frame_len = leader_limit;
+        }
+        session.handle_input(now, welcomed);
+        assert_eq!(session.incoming_frame_limit(), taken);
+        session.handle_input(now, ClientInput::Disconnected);
+        assert_eq!(session.incoming_frame_limit(), 4096, "its leader gone");
+    }
+}

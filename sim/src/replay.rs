@@ -459,6 +459,9 @@ impl<'a> ProcessRun<'a> {
                     self.machine
                         .handle_input(at, ProcessInput::FromLeader(message));
                 }
+                // As the driver does after each read.
+                self.decoder
+                    .set_max_frame_len(self.machine.incoming_frame_limit());
             }
             Record::Outputs {
                 count,

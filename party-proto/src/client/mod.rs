@@ -218,6 +218,15 @@ impl ClientSession {
         self.leader.as_ref().map(|welcome| welcome.limits)
     }
 
+    /// The largest frame this session takes from its leader: its own limit, or the
+    /// leader's once it has welcomed the session, if larger, since a leader sizes its
+    /// answers and its iterators' data by its own. (Requests keep to the smaller.)
+    pub fn incoming_frame_limit(&self) -> u32 {
+        let own = self.config.max_frame_len;
+        self.leader_limits()
+            .map_or(own, |limits| limits.max_frame_len.max(own))
+    }
+
     /// Requests that have not completed yet.
     pub fn pending_requests(&self) -> usize {
         self.pending.len()

@@ -118,6 +118,11 @@ impl FrameDecoder {
         result
     }
 
+    /// Takes frames up to `max_frame_len` bytes from now on.
+    pub fn set_max_frame_len(&mut self, max_frame_len: u32) {
+        self.max_frame_len = max_frame_len;
+    }
+
     /// Bytes held from a frame that has not arrived whole.
     pub fn buffered_len(&self) -> usize {
         self.partial.len()
