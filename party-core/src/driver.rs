@@ -502,8 +502,18 @@ impl Driver {
     fn fail(&mut self, cause: Error) {
         tracing::error!("{cause}");
         let failure = Arc::new(cause);
-        for (_, waiter) in self.waiters.drain() {
-            let _ = waiter.send(Err(Error::ElectionFailed(failure.clone())));
+        let waiters: Vec<_> = self.waiters.drain().collect();
+        for (id, waiter) in waiters {
+            // A write a leader may have taken may have been applied, whatever failed the
+            // election after it.
+            let error = if self.process.write_sent(id) {
+                Error::OutcomeUnknown {
+                    cause: format!("sent to a leader, then the election failed: {failure}"),
+                }
+            } else {
+                Error::ElectionFailed(failure.clone())
+            };
+            let _ = waiter.send(Err(error));
         }
         for (_, (_, waiter)) in self.iter_waiters.drain() {
             let _ = waiter.send(Err(Error::ElectionFailed(failure.clone())));

@@ -68,8 +68,10 @@ pub enum Error {
     LeaderOfOtherUser { uid: u32 },
     /// The write may or may not have been applied: the store could not tell (a network
     /// store's answer was lost, or the record that says whether an earlier try landed
-    /// could not be read), or it was in flight longer than the resend window
-    /// ([`crate::Options::dedup_retention`] / 2) when its connection was lost. Read the
+    /// could not be read), it was in flight longer than the resend window
+    /// ([`crate::Options::dedup_retention`] / 2) when its connection was lost, or a leader
+    /// may have taken it before another cause failed it (a refusal, garbage on the
+    /// connection, a next leader's smaller message limit, a failed election). Read the
     /// keys to find out.
     #[error("the write's outcome is unknown: {cause}")]
     OutcomeUnknown { cause: String },
@@ -107,7 +109,8 @@ pub enum Error {
     #[error("codec error: {0}")]
     Codec(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// This handle could not become leader or follower (its store or socket could not be
-    /// set up while it held the lock); every operation of the handle fails with this.
+    /// set up while it held the lock); every operation of the handle fails with this (but a
+    /// write a leader may have taken: [`Error::OutcomeUnknown`]).
     #[error("the handle could not join the party: {0}")]
     ElectionFailed(#[source] Arc<Error>),
     /// A [`crate::BlockingDb`] was used from inside an async runtime, where blocking would

@@ -692,3 +692,26 @@ fn the_incoming_frame_limit_is_the_larger_of_both_ends_once_welcomed() {
         assert_eq!(session.incoming_frame_limit(), 4096, "its leader gone");
     }
 }
+
+/// Which pending requests are writes a leader may have taken: a write sent on this
+/// connection or an earlier one; not a read, nor a write never sent.
+#[test]
+fn a_write_counts_as_sent_from_its_first_sending_on() {
+    let now = Timestamp::ZERO;
+    let put = || WriteOp::Put {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+    };
+    let mut session = ClientSession::new(ClientId(8), ClientConfig::default());
+    let queued = session.write(now, put());
+    assert!(!session.write_sent(queued), "waiting for a leader");
+    session.handle_input(now, ClientInput::Connected);
+    session.handle_input(now, welcome());
+    let read = session.read(now, ReadOp::Get { key: b"k".to_vec() });
+    assert!(session.write_sent(queued));
+    assert!(!session.write_sent(read), "a read");
+    session.handle_input(now, ClientInput::Disconnected);
+    let later = session.write(now, put());
+    assert!(session.write_sent(queued), "sent on an earlier connection");
+    assert!(!session.write_sent(later), "never sent");
+}

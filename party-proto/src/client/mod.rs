@@ -227,6 +227,13 @@ impl ClientSession {
             .map_or(own, |limits| limits.max_frame_len.max(own))
     }
 
+    /// Whether the pending request `id` is a write a leader may have taken (sent on this
+    /// connection or an earlier one): failed for a cause not its own, its outcome is
+    /// unknown.
+    pub fn write_sent(&self, id: RequestId) -> bool {
+        self.pending.write_sent(id)
+    }
+
     /// Requests that have not completed yet.
     pub fn pending_requests(&self) -> usize {
         self.pending.len()
