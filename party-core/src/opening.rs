@@ -48,6 +48,9 @@ impl<T: Opened> Opening<T> {
 
 impl<T: Opened> Drop for Opening<T> {
     fn drop(&mut self) {
+        // Closed first, so that the driver's answer either lands before (and is taken
+        // here) or fails to send (and the driver closes what it opened).
+        self.answer.close();
         if let Ok(opened) = self.answer.try_recv() {
             opened.close(&self.db);
         }
