@@ -354,6 +354,35 @@ async fn calls_given_up_on_between_commits_lose_no_change() {
     writer.await.unwrap();
 }
 
+/// A call given up on after the driver handed it a change (its caller's future dropped
+/// between the hand-over and reading it) loses nothing: the change comes at the next call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_given_up_on_after_its_answer_came_loses_no_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, follower) = pair(dir.path()).await;
+    let mut watch = follower.watch(KeyRange::all()).await.unwrap();
+    let mut keys = Vec::new();
+    for n in 0..20 {
+        let mut given_up = Box::pin(watch.next());
+        let polled = std::future::Future::poll(
+            given_up.as_mut(),
+            &mut std::task::Context::from_waker(std::task::Waker::noop()),
+        );
+        assert!(polled.is_pending(), "nothing written since the last call");
+        leader.put(format!("k{n:02}"), "v").await.unwrap();
+        // A round trip behind the commit: the change reached the follower's driver, which
+        // handed it to the call waiting for it.
+        follower.get("k00").await.unwrap();
+        drop(given_up);
+        let Change::Put { key, .. } = next(&mut watch).await.unwrap() else {
+            panic!("a put")
+        };
+        keys.push(key);
+    }
+    let wanted: Vec<Vec<u8>> = (0..20).map(|n| format!("k{n:02}").into_bytes()).collect();
+    assert_eq!(keys, wanted);
+}
+
 /// On a store that has committed nothing yet, a subscription from commit 0 (or 1) waits
 /// for the first commit and gets it, with no lag before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
