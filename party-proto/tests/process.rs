@@ -344,7 +344,6 @@ fn a_welcome_clears_an_earlier_refusal() {
     );
 }
 
-/// A process is closed only once its election is and the driver has taken every output.
 /// Refused, then backed off and looking again: the process after it.
 fn refused_and_looking_again() -> Process {
     let mut process = follower();
@@ -391,6 +390,7 @@ fn a_connection_ending_unwelcomed_after_an_earlier_refusal_tries_the_lock_at_onc
     );
 }
 
+/// A process is closed only once its election is and the driver has taken every output.
 #[test]
 fn a_process_is_closed_only_when_closed_and_drained() {
     let mut process = follower();
