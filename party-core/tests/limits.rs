@@ -22,6 +22,18 @@ async fn both_with(dir: &std::path::Path, limits: Limits) -> (Db, Db) {
     (leader, follower)
 }
 
+/// Puts three iterator windows of entries; how many.
+async fn past_a_window(db: &Db) -> usize {
+    let entries = 3 * Options::default().iter_window as usize;
+    let puts: Vec<_> = (0..entries)
+        .map(|n| db.put(format!("k{n:05}"), "v"))
+        .collect();
+    for put in puts {
+        put.await.unwrap();
+    }
+    entries
+}
+
 async fn follower(dir: &std::path::Path) -> Db {
     let follower = open(dir, Options::default()).await.unwrap();
     assert_eq!(follower.ready().await.unwrap(), Role::Follower);
@@ -108,13 +120,7 @@ async fn an_iterator_past_the_limit_fails_and_the_open_ones_still_read() {
     let limits = Limits::default().max_iterators(2);
     let leader = leader_with(dir.path(), limits).await;
     // More than an iterator's window, so the first two stay open on the leader.
-    let entries = 3 * Options::default().iter_window as usize;
-    let puts: Vec<_> = (0..entries)
-        .map(|n| leader.put(format!("k{n:05}"), "v"))
-        .collect();
-    for put in puts {
-        put.await.unwrap();
-    }
+    let entries = past_a_window(&leader).await;
     let follower = follower(dir.path()).await;
     let mut open_ones = Vec::new();
     for _ in 0..2 {
@@ -332,13 +338,7 @@ async fn an_iterator_opening_given_up_on_holds_no_place_on_the_leader() {
     let limits = Limits::default().max_iterators(2);
     let leader = leader_with(dir.path(), limits).await;
     // More than an iterator's window, so that one left open stays open on the leader.
-    let entries = 3 * Options::default().iter_window as usize;
-    let puts: Vec<_> = (0..entries)
-        .map(|n| leader.put(format!("k{n:05}"), "v"))
-        .collect();
-    for put in puts {
-        put.await.unwrap();
-    }
+    let entries = past_a_window(&leader).await;
     let follower = follower(dir.path()).await;
     for _ in 0..4 {
         // Given up on before the driver answered, and (most likely) after.

@@ -378,12 +378,19 @@ proptest! {
 
 /// A leader's welcome, with the default limits.
 fn welcome() -> ClientInput {
+    welcome_with(|_| {})
+}
+
+/// A leader's welcome, with the default limits as `change` leaves them.
+fn welcome_with(change: impl FnOnce(&mut party_proto::wire::LeaderLimits)) -> ClientInput {
+    let mut limits = party_proto::ServerConfig::default().limits();
+    change(&mut limits);
     ClientInput::Message(ServerMessage::Welcome(Welcome {
         protocol: ProtocolId::CURRENT,
         leader_pid: 1,
         term: 1,
         store: "fjall".into(),
-        limits: party_proto::ServerConfig::default().limits(),
+        limits,
     }))
 }
 
@@ -605,10 +612,7 @@ fn an_iterator_opens_in_its_place_among_the_requests() {
     // Past the leader's cap of two requests in flight.
     let mut session = ClientSession::new(ClientId(5), ClientConfig::default());
     session.handle_input(now, ClientInput::Connected);
-    let mut capped = welcome();
-    if let ClientInput::Message(ServerMessage::Welcome(welcome)) = &mut capped {
-        welcome.limits.max_in_flight = 2;
-    }
+    let capped = welcome_with(|limits| limits.max_in_flight = 2);
     session.handle_input(now, capped);
     let first = session.write(now, put());
     session.write(now, put());
@@ -645,10 +649,7 @@ fn a_write_too_large_for_the_next_leader_has_an_unknown_outcome_if_it_was_sent()
     session.handle_input(now, ClientInput::Disconnected);
     let never_sent = session.write(now, big());
     session.handle_input(now, ClientInput::Connected);
-    let mut smaller = welcome();
-    if let ClientInput::Message(ServerMessage::Welcome(welcome)) = &mut smaller {
-        welcome.limits.max_frame_len = 1024;
-    }
+    let smaller = welcome_with(|limits| limits.max_frame_len = 1024);
     session.handle_input(now, smaller);
     let results: BTreeMap<_, _> = std::iter::from_fn(|| session.poll_output())
         .filter_map(|output| match output {
@@ -682,10 +683,7 @@ fn the_incoming_frame_limit_is_the_larger_of_both_ends_once_welcomed() {
         let mut session = ClientSession::new(ClientId(7), config.clone());
         session.handle_input(now, ClientInput::Connected);
         assert_eq!(session.incoming_frame_limit(), 4096, "before the welcome");
-        let mut welcomed = welcome();
-        if let ClientInput::Message(ServerMessage::Welcome(welcome)) = &mut welcomed {
-            welcome.limits.max_frame_len = leader_limit;
-        }
+        let welcomed = welcome_with(|limits| limits.max_frame_len = leader_limit);
         session.handle_input(now, welcomed);
         assert_eq!(session.incoming_frame_limit(), taken);
         session.handle_input(now, ClientInput::Disconnected);

@@ -320,24 +320,14 @@ fn closing_an_iterator_tells_the_leader() {
 /// connection that ends is an ordinary end (the lock at once), not a refusal (a wait).
 #[test]
 fn a_welcome_clears_an_earlier_refusal() {
-    let mut process = follower();
-    let refusal = ErrorCode::TooManyConnections { limit: 1 };
-    process.handle_input(
-        NOW,
-        ProcessInput::FromLeader(ServerMessage::Rejected(refusal)),
-    );
-    process.handle_input(NOW, ProcessInput::LinkClosed);
+    let mut process = refused_and_looking_again();
     assert!(process.role().rejected.is_some());
-    let later = process.poll_timeout().expect("a backoff");
-    drain(&mut process);
-    process.handle_input(later, ProcessInput::TimerFired);
-    drain(&mut process);
     answer(&mut process, ElectionInput::LockBusy);
     answer(&mut process, ElectionInput::Connected);
-    process.handle_input(later, welcome());
+    process.handle_input(NOW, welcome());
     assert_eq!(process.role().rejected, None);
     drain(&mut process);
-    process.handle_input(later, ProcessInput::LinkClosed);
+    process.handle_input(NOW, ProcessInput::LinkClosed);
     assert_eq!(
         drain(&mut process),
         [ProcessOutput::Election(ElectionOutput::TryLock)]
