@@ -191,7 +191,7 @@ impl Process {
 
     /// Takes up to `max` entries from an iterator.
     pub fn iter_take(&mut self, now: Timestamp, iter: IterId, max: usize) -> IterPoll {
-        let poll = self.client.iter_take(iter, max);
+        let poll = self.client.iter_take(now, iter, max);
         self.drive(now);
         poll
     }

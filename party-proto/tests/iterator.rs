@@ -6,6 +6,7 @@ mod support;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
+use std::time::Duration;
 
 use party_proto::wire::{ClientMessage, Entry, ProtocolId, ServerMessage, Welcome};
 use party_proto::{
@@ -252,17 +253,19 @@ impl Harness {
             }
             Action::Deliver if self.connected => self.deliver()?,
             Action::Receive(n) if self.connected => self.receive(n)?,
-            Action::Take(n) if !self.done => match self.session.iter_take(self.iter, n) {
-                IterPoll::Entries(entries) => {
-                    prop_assert!(!entries.is_empty() && entries.len() <= n);
-                    self.held.drain(..entries.len());
-                    self.delivered.extend(entries);
-                    self.drain()?;
+            Action::Take(n) if !self.done => {
+                match self.session.iter_take(Timestamp::ZERO, self.iter, n) {
+                    IterPoll::Entries(entries) => {
+                        prop_assert!(!entries.is_empty() && entries.len() <= n);
+                        self.held.drain(..entries.len());
+                        self.delivered.extend(entries);
+                        self.drain()?;
+                    }
+                    IterPoll::Pending => {}
+                    IterPoll::Done => self.done = true,
+                    IterPoll::Failed(error) => prop_assert!(false, "failed: {error}"),
                 }
-                IterPoll::Pending => {}
-                IterPoll::Done => self.done = true,
-                IterPoll::Failed(error) => prop_assert!(false, "failed: {error}"),
-            },
+            }
             Action::Disconnect if self.connected => {
                 self.connected = false;
                 self.leader.clear();
@@ -397,7 +400,7 @@ fn without_retry_a_lost_connection_fails_the_iterator() {
     );
     session.handle_input(now, ClientInput::Disconnected);
     assert_eq!(
-        session.iter_take(iter, 10),
+        session.iter_take(now, iter, 10),
         IterPoll::Failed(party_proto::ErrorCode::ConnectionLost),
         "buffered entries from another snapshot are not handed out"
     );
@@ -438,7 +441,7 @@ fn the_window_counts_bytes_and_entries() {
         let message = ServerMessage::IterData { iter, entries };
         session.handle_input(now, ClientInput::Message(message));
         assert!(matches!(
-            session.iter_take(iter, usize::MAX),
+            session.iter_take(now, iter, usize::MAX),
             IterPoll::Entries(taken) if taken.len() == count
         ));
         bytes
@@ -459,4 +462,81 @@ fn the_window_counts_bytes_and_entries() {
         "entries, not bytes, come to half first"
     );
     assert_eq!(grants(&mut session), [(2048, small + more)]);
+}
+
+/// With a request timeout, a caller that waits that long for an iterator's next entries
+/// gets `TimedOut`, and the leader is told to drop its side; the wait starts at the take
+/// that found nothing, not at the opening, and entries that came in time are handed over
+/// even when the deadline passes before the caller takes them.
+#[test]
+fn a_caller_waiting_its_request_timeout_for_entries_times_out() {
+    let timeout = Duration::from_millis(100);
+    let config = ClientConfig {
+        request_timeout: Some(timeout),
+        ..ClientConfig::default()
+    };
+    let (mut session, iter) = iterating(config);
+    std::iter::from_fn(|| session.poll_output()).for_each(drop);
+    let at = |ms: u64| Timestamp::ZERO + Duration::from_millis(ms);
+    let entry = |key: &str| Entry {
+        key: key.as_bytes().to_vec(),
+        value: Vec::new(),
+    };
+    assert_eq!(session.poll_timeout(), None, "nobody waits yet");
+
+    // Waiting from 50 ms; entries at 120 ms, not taken before the deadline at 150.
+    assert_eq!(session.iter_take(at(50), iter, 1), IterPoll::Pending);
+    assert_eq!(session.poll_timeout(), Some(at(150)));
+    let data = ServerMessage::IterData {
+        iter,
+        entries: vec![entry("a"), entry("b")],
+    };
+    session.handle_input(at(120), ClientInput::Message(data));
+    session.handle_timeout(at(150));
+    assert_eq!(
+        session.iter_take(at(160), iter, 1),
+        IterPoll::Entries(vec![entry("a")])
+    );
+    assert_eq!(session.poll_timeout(), None, "the wait ended with entries");
+    assert_eq!(
+        session.iter_take(at(170), iter, 1),
+        IterPoll::Entries(vec![entry("b")])
+    );
+    std::iter::from_fn(|| session.poll_output()).for_each(drop);
+
+    // A new wait from 200 ms: not over at 299, over at 300.
+    assert_eq!(session.iter_take(at(200), iter, 1), IterPoll::Pending);
+    assert_eq!(session.iter_take(at(250), iter, 1), IterPoll::Pending);
+    assert_eq!(
+        session.poll_timeout(),
+        Some(at(300)),
+        "a wait, however many takes"
+    );
+    session.handle_timeout(at(299));
+    assert_eq!(session.poll_output(), None);
+    session.handle_timeout(at(300));
+    let outputs: Vec<_> = std::iter::from_fn(|| session.poll_output()).collect();
+    assert_eq!(
+        outputs,
+        [
+            ClientOutput::Send(ClientMessage::IterClose { iter }),
+            ClientOutput::IterReady { iter },
+        ]
+    );
+    assert_eq!(
+        session.iter_take(at(301), iter, 1),
+        IterPoll::Failed(party_proto::ErrorCode::TimedOut)
+    );
+    assert_eq!(session.poll_timeout(), None);
+}
+
+/// Without a request timeout a caller waits for an iterator's entries for ever.
+#[test]
+fn without_a_request_timeout_an_iterator_waits() {
+    let (mut session, iter) = iterating(ClientConfig::default());
+    assert_eq!(
+        session.iter_take(Timestamp::ZERO, iter, 1),
+        IterPoll::Pending
+    );
+    assert_eq!(session.poll_timeout(), None);
 }

@@ -94,7 +94,7 @@ fn closing_an_open_iterator_tells_the_leader_and_one_never_opened_does_not() {
         [ClientMessage::IterClose { iter }]
     );
     assert_eq!(
-        session.iter_take(iter, 1),
+        session.iter_take(NOW, iter, 1),
         IterPoll::Failed(ErrorCode::NotFound),
         "a closed iterator is forgotten"
     );
@@ -236,7 +236,7 @@ fn an_iterator_grants_credits_at_half_its_window_and_closes_only_at_its_limit() 
     ));
     session.handle_input(NOW, data(iter, 0..8));
     drain(&mut session);
-    let taken = |session: &mut ClientSession, iter, max| match session.iter_take(iter, max) {
+    let taken = |session: &mut ClientSession, iter, max| match session.iter_take(NOW, iter, max) {
         IterPoll::Entries(entries) => entries.len(),
         other => panic!("{other:?}"),
     };
@@ -267,7 +267,7 @@ fn an_iterator_grants_credits_at_half_its_window_and_closes_only_at_its_limit() 
         }],
         "an empty buffer is not the end"
     );
-    assert_eq!(session.iter_take(iter, 1), IterPoll::Pending);
+    assert_eq!(session.iter_take(NOW, iter, 1), IterPoll::Pending);
 
     // With a limit of 2, reached before the leader's end: the iterator closes itself.
     let iter = session.open_iter(IterOptions {
@@ -284,7 +284,7 @@ fn an_iterator_grants_credits_at_half_its_window_and_closes_only_at_its_limit() 
         sent(&drain(&mut session)),
         [ClientMessage::IterClose { iter }]
     );
-    assert_eq!(session.iter_take(iter, 1), IterPoll::Done);
+    assert_eq!(session.iter_take(NOW, iter, 1), IterPoll::Done);
 }
 
 #[test]
@@ -582,8 +582,8 @@ fn a_refusal_fails_live_iterators_and_tells_the_caller() {
         ],
         "the ended iterator is not failed"
     );
-    assert_eq!(session.iter_take(open, 1), IterPoll::Failed(error));
-    assert_eq!(session.iter_take(ended, 1), IterPoll::Done);
+    assert_eq!(session.iter_take(NOW, open, 1), IterPoll::Failed(error));
+    assert_eq!(session.iter_take(NOW, ended, 1), IterPoll::Done);
 }
 
 #[test]
@@ -603,7 +603,7 @@ fn a_lost_connection_wakes_the_caller_of_an_iterator_only_when_it_fails() {
             vec![ClientOutput::IterReady { iter: open }]
         };
         assert_eq!(drain(&mut session), expected, "retry {retry}");
-        let poll = session.iter_take(open, 1);
+        let poll = session.iter_take(NOW, open, 1);
         if retry {
             assert_eq!(poll, IterPoll::Pending, "it resumes on the next leader");
         } else {
@@ -727,7 +727,7 @@ fn an_iterator_blanks_only_the_halves_the_caller_does_not_want() {
             },
         };
         assert_eq!(
-            session.iter_take(iter, 1),
+            session.iter_take(NOW, iter, 1),
             IterPoll::Entries(vec![expected]),
             "keys {keys}, values {values}"
         );

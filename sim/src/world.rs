@@ -257,6 +257,9 @@ struct Node {
     /// History index of each pending request and open iterator.
     requests: HashMap<RequestId, usize>,
     iters: HashMap<IterId, usize>,
+    /// Since when the caller has waited for each iterator's next entries (a take found
+    /// none): its request timeout may fail the iterator no sooner.
+    iter_waits: HashMap<IterId, u64>,
     reading: HashSet<IterId>,
     /// The subscriptions open, by their index among the world's watchers.
     watches: HashMap<WatchId, usize>,
@@ -656,6 +659,7 @@ impl World {
             leading: None,
             requests: HashMap::new(),
             iters: HashMap::new(),
+            iter_waits: HashMap::new(),
             reading: HashSet::new(),
             watches: HashMap::new(),
             watch_reading: HashSet::new(),

@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use crate::error::ErrorCode;
 use crate::ids::{IterId, RequestId};
 use crate::range::IterOptions;
+use crate::time::Timestamp;
 use crate::wire::{ClientMessage, Entry};
 
 /// What the caller gets when it asks an iterator for entries.
@@ -69,6 +70,9 @@ pub(crate) struct Cursor {
     /// request before it is sent, and before it, so that the leader's snapshot holds the
     /// operations issued before the iterator and none issued after.
     opens_before: RequestId,
+    /// When the caller, waiting for entries, gives up ([`super::ClientConfig::request_timeout`]):
+    /// set by a take that finds nothing, cleared by one that finds entries.
+    pub(super) deadline: Option<Timestamp>,
     status: Status,
     bugs: crate::bugs::Bugs,
 }
@@ -101,6 +105,7 @@ impl Cursor {
             taken_bytes: 0,
             at: None,
             opens_before,
+            deadline: None,
             status,
             bugs: crate::bugs::Bugs::default(),
         }
@@ -272,6 +277,12 @@ impl Cursor {
         self.credits += grant;
         self.credit_bytes += i128::from(grant_bytes);
         (grant > 0 || grant_bytes > 0).then_some((grant, grant_bytes))
+    }
+
+    /// Whether a take now would find nothing for the caller and wait.
+    pub(crate) fn would_wait(&self) -> bool {
+        let limit_reached = self.options.limit.is_some_and(|l| self.delivered >= l);
+        self.is_live() && self.buffer.is_empty() && !limit_reached
     }
 
     /// Still to be opened, or open: neither ended nor failed.

@@ -14,7 +14,7 @@ mod cursor;
 mod pending;
 mod subscription;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use cursor::Cursor;
@@ -150,6 +150,8 @@ pub struct ClientSession {
     leader: Option<Welcome>,
     pending: PendingTable,
     cursors: BTreeMap<IterId, Cursor>,
+    /// The iterators whose caller waits for entries, by when it gives up.
+    iter_deadlines: BTreeSet<(Timestamp, IterId)>,
     subscriptions: BTreeMap<WatchId, Subscription>,
     closed: bool,
     /// The time of the latest input.
@@ -171,6 +173,7 @@ impl ClientSession {
             leader: None,
             pending: PendingTable::default(),
             cursors: BTreeMap::new(),
+            iter_deadlines: BTreeSet::new(),
             subscriptions: BTreeMap::new(),
             closed: false,
             now: Timestamp::ZERO,
@@ -272,13 +275,29 @@ impl ClientSession {
     }
 
     /// Takes up to `max` entries from an iterator. An iterator that is done or failed is
-    /// forgotten after saying so once.
-    pub fn iter_take(&mut self, iter: IterId, max: usize) -> IterPoll {
+    /// forgotten after saying so once. A take that finds nothing starts the caller's wait:
+    /// with a [`ClientConfig::request_timeout`], an iterator that has shown the caller
+    /// nothing new by its end fails with [`ErrorCode::TimedOut`].
+    pub fn iter_take(&mut self, now: Timestamp, iter: IterId, max: usize) -> IterPoll {
+        self.now = self.now.max(now);
         let welcomed = self.welcomed();
         let Some(cursor) = self.cursors.get_mut(&iter) else {
             return IterPoll::Failed(ErrorCode::NotFound);
         };
         let (poll, grant) = cursor.take(max);
+        match (&poll, self.config.request_timeout) {
+            (IterPoll::Pending, Some(timeout)) if cursor.deadline.is_none() => {
+                let deadline = now + timeout;
+                cursor.deadline = Some(deadline);
+                self.iter_deadlines.insert((deadline, iter));
+            }
+            (IterPoll::Pending, _) => {}
+            _ => {
+                if let Some(deadline) = cursor.deadline.take() {
+                    self.iter_deadlines.remove(&(deadline, iter));
+                }
+            }
+        }
         let open_here = welcomed && cursor.is_open();
         let finished = cursor.is_finished();
         if let (Some((credits, bytes)), true, false) = (grant, open_here, finished) {
@@ -304,6 +323,9 @@ impl ClientSession {
     /// The caller is done with an iterator before its end.
     pub fn close_iter(&mut self, iter: IterId) {
         if let Some(cursor) = self.cursors.remove(&iter) {
+            if let Some(deadline) = cursor.deadline {
+                self.iter_deadlines.remove(&(deadline, iter));
+            }
             if self.welcomed() && cursor.is_open() {
                 self.send(ClientMessage::IterClose { iter });
             }
@@ -390,12 +412,38 @@ impl ClientSession {
         }
     }
 
-    /// Fails requests whose time is up.
+    /// Fails requests whose time is up, and iterators whose caller waited as long.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.now = self.now.max(now);
         for id in self.pending.take_expired(now) {
             self.complete(id, Err(ErrorCode::TimedOut));
         }
+        while let Some(&(deadline, iter)) = self.iter_deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.iter_deadlines.pop_first();
+            self.iter_timed_out(iter);
+        }
+    }
+
+    /// The caller of `iter` waited its request timeout: the iterator fails, unless entries
+    /// came meanwhile (they are the caller's, and its next take hands them over).
+    fn iter_timed_out(&mut self, iter: IterId) {
+        let welcomed = self.welcomed();
+        let Some(cursor) = self.cursors.get_mut(&iter) else {
+            return;
+        };
+        cursor.deadline = None;
+        if !cursor.would_wait() {
+            return;
+        }
+        let open_here = welcomed && cursor.is_open();
+        cursor.fail(ErrorCode::TimedOut);
+        if open_here {
+            self.send(ClientMessage::IterClose { iter });
+        }
+        self.outputs.push_back(ClientOutput::IterReady { iter });
     }
 
     pub fn poll_output(&mut self) -> Option<ClientOutput> {
@@ -404,7 +452,11 @@ impl ClientSession {
 
     /// When [`ClientSession::handle_timeout`] next has work.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.pending.next_deadline()
+        let iter_deadline = self.iter_deadlines.first().map(|(deadline, _)| *deadline);
+        [self.pending.next_deadline(), iter_deadline]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn submit(&mut self, now: Timestamp, op: RequestOp) -> RequestId {

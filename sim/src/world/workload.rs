@@ -195,7 +195,20 @@ impl World {
             return;
         };
         let now = self.timestamp();
-        match self.processes[process].machine.iter_take(now, iter, max) {
+        let poll = self.processes[process].machine.iter_take(now, iter, max);
+        match &poll {
+            IterPoll::Pending => {
+                self.processes[process]
+                    .iter_waits
+                    .entry(iter)
+                    .or_insert(self.now);
+            }
+            IterPoll::Failed(ErrorCode::TimedOut) => self.check_iter_timeout(process, iter, index),
+            _ => {
+                self.processes[process].iter_waits.remove(&iter);
+            }
+        }
+        match poll {
             IterPoll::Entries(taken) => {
                 if let Outcome::Iterated { entries, .. } = &mut self.history[index].outcome {
                     entries.extend(taken.into_iter().map(|e| (e.key, e.value)));
@@ -219,6 +232,21 @@ impl World {
         self.pump(process);
     }
 
+    /// An iterator failed `TimedOut`: its caller must have waited its request timeout.
+    fn check_iter_timeout(&mut self, process: ProcessId, iter: IterId, index: usize) {
+        let node = &mut self.processes[process];
+        let timeout = node.machine.client_config().request_timeout;
+        let waited = node
+            .iter_waits
+            .remove(&iter)
+            .map(|since| Duration::from_micros(self.now - since));
+        if !timeout.is_some_and(|timeout| waited.is_some_and(|waited| waited >= timeout)) {
+            self.violations.push(format!(
+                "op{index}: the iterator timed out after a wait of {waited:?} (request timeout {timeout:?})"
+            ));
+        }
+    }
+
     pub(super) fn end_iter(
         &mut self,
         process: ProcessId,
@@ -227,6 +255,7 @@ impl World {
         error: Option<party_proto::ErrorCode>,
     ) {
         self.processes[process].iters.remove(&iter);
+        self.processes[process].iter_waits.remove(&iter);
         let op = &mut self.history[index];
         op.complete = Some(self.now);
         if let Some(error) = error {
