@@ -240,7 +240,9 @@ impl World {
             .iter_waits
             .remove(&iter)
             .map(|since| Duration::from_micros(self.now - since));
-        if !timeout.is_some_and(|timeout| waited.is_some_and(|waited| waited >= timeout)) {
+        let waited_enough =
+            matches!((waited, timeout), (Some(waited), Some(timeout)) if waited >= timeout);
+        if !waited_enough {
             self.violations.push(format!(
                 "op{index}: the iterator timed out after a wait of {waited:?} (request timeout {timeout:?})"
             ));
