@@ -438,7 +438,9 @@ impl Iter {
     }
 
     /// The next entry, `None` after the last. Cancel-safe: a call given up on (a `select!`
-    /// that took another branch, a timeout) loses no entry.
+    /// that took another branch, a timeout) loses no entry. With a request timeout
+    /// ([`crate::Options::request_timeout`]), waiting that long for entries fails with
+    /// [`Error::TimedOut`], after which the iterator is done.
     pub async fn next(&mut self) -> Option<Result<Entry, Error>> {
         if self.buffered.is_empty() {
             match self.next_chunk(usize::MAX).await {

@@ -22,7 +22,8 @@ pub enum Error {
     /// directory needs the same party version.
     #[error("protocol mismatch: this build speaks version {ours}, the leader version {leader}")]
     ProtocolMismatch { ours: u16, leader: u16 },
-    /// The operation did not complete within the handle's request timeout.
+    /// The operation did not complete within the handle's request timeout, or an
+    /// iterator's caller waited as long for its next entries (which ends the iterator).
     #[error("the operation timed out")]
     TimedOut,
     /// The request does not fit in one message ([`crate::Limits::max_frame_len`]), or is

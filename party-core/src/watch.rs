@@ -178,7 +178,8 @@ impl Watch {
     /// subscription fell behind what the leader keeps and lost some commits; the next call
     /// goes on after them. Any other error ends the subscription: the call after it
     /// returns `None`. Cancel-safe: a call given up on (a `select!` that took another
-    /// branch, a timeout) loses no change.
+    /// branch, a timeout) loses no change. The handle's request timeout does not apply: a
+    /// quiet range may have no change for a long time.
     pub async fn next(&mut self) -> Option<Result<Change, Error>> {
         loop {
             if let Some((_, item)) = self.buffered.pop_front() {

@@ -3,7 +3,8 @@
 //! role changes are printed as `role NAME PID` lines whenever they happen.
 //!
 //! Usage: `party-node DIR [--backend NAME] [--no-retry] [--change-feed] [--put-first KEY VALUE]
-//! [--dedup-retention-ms MS] [--spin-us MICROS] [--etcd-endpoints URL,URL… [--etcd-prefix PREFIX]]`
+//! [--dedup-retention-ms MS] [--request-timeout-ms MS] [--spin-us MICROS]
+//! [--etcd-endpoints URL,URL… [--etcd-prefix PREFIX]]`
 //!
 //! Commands (keys and values are words without spaces):
 //! - `ready` → `ok ROLE`
@@ -42,7 +43,7 @@ async fn main() {
         eprintln!(
             "usage: party-node DIR [--backend NAME] [--no-retry] [--put-first KEY VALUE] \
              [--max-frame-len BYTES] [--iter-window ENTRIES] [--dedup-retention-ms MS] \
-             [--spin-us MICROS] \
+             [--request-timeout-ms MS] [--spin-us MICROS] \
              [--etcd-endpoints URL,URL… [--etcd-prefix PREFIX]]"
         );
         std::process::exit(2);
@@ -75,6 +76,9 @@ async fn main() {
     }
     if let Some(window) = number_option(&args, "--iter-window") {
         options.iter_window = window;
+    }
+    if let Some(ms) = number_option(&args, "--request-timeout-ms") {
+        options = options.request_timeout(Some(Duration::from_millis(u64::from(ms))));
     }
     if let Some(micros) = number_option(&args, "--spin-us") {
         options = options.spin(Some(Duration::from_micros(u64::from(micros))));

@@ -1,0 +1,55 @@
+//! The request timeout bounds what a follower waits for a leader that does not answer:
+//! the leader's process is stopped (SIGSTOP), holding its lock and socket, and the
+//! follower's get, its iterator's next entries, and a new iterator's first ones fail with
+//! `TimedOut` instead of waiting for ever. Once the leader goes on, so does the follower.
+
+use std::time::{Duration, Instant};
+
+use party_tests::Node;
+
+const NODE: &str = env!("CARGO_BIN_EXE_party-node");
+
+/// The follower's request timeout.
+const TIMEOUT: Duration = Duration::from_millis(300);
+
+#[test]
+fn a_stopped_leader_times_out_gets_and_iterators() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut leader = Node::spawn(NODE, dir.path(), &[]);
+    assert_eq!(leader.send("ready"), "ok leader");
+    let timeout_ms = TIMEOUT.as_millis().to_string();
+    // A window of one entry: most of the store is still at the leader when it stops.
+    let args = ["--request-timeout-ms", &timeout_ms, "--iter-window", "1"];
+    let mut follower = Node::spawn(NODE, dir.path(), &args);
+    assert_eq!(follower.send("ready"), "ok follower");
+    assert_eq!(follower.send("seq-puts k 20"), "ok 20");
+    assert_eq!(follower.send("open-iter"), "ok");
+    assert_eq!(follower.send("next-chunk 1"), "ok 1");
+
+    leader.stop();
+    let started = Instant::now();
+    assert!(follower.send("get k000001").starts_with("err timed_out"));
+    assert!(started.elapsed() >= TIMEOUT, "{:?}", started.elapsed());
+    // An entry or two may have come before the stop; the wait after them times out.
+    let mut answers = Vec::new();
+    while answers.len() < 4 {
+        let answer = follower.send("next-chunk 1");
+        let failed = answer.starts_with("err");
+        answers.push(answer);
+        if failed {
+            break;
+        }
+    }
+    assert!(
+        answers.last().unwrap().starts_with("err timed_out"),
+        "{answers:?}"
+    );
+    // A new iterator's opening is not answered either.
+    assert_eq!(follower.send("open-iter"), "ok");
+    assert!(follower.send("next-chunk 1").starts_with("err timed_out"));
+
+    leader.cont();
+    assert_eq!(follower.send("get k000001"), "ok 1");
+    assert_eq!(follower.send("open-iter"), "ok");
+    assert_eq!(follower.send("next-chunk 1"), "ok 1");
+}
