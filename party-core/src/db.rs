@@ -403,7 +403,9 @@ pub(crate) fn unexpected(response: Response) -> Error {
 }
 
 /// Entries of an iteration, in order. Survives failovers with no entry repeated or missed
-/// (with `retry`); dropping it tells the leader to stop.
+/// (with `retry`; with a request timeout too, unless its caller waits that long for the
+/// next entries, as through a long failover: then it fails with [`Error::TimedOut`]);
+/// dropping it tells the leader to stop.
 pub struct Iter {
     db: Db,
     iter: IterId,
@@ -455,7 +457,8 @@ impl Iter {
     /// Up to `max` next entries (at least one, whatever `max` says), `None` after the last.
     ///
     /// Cancel-safe, as [`Iter::next`] is: a call given up on (a `select!` that took another
-    /// branch, a timeout) loses no entry; what it was to get comes at the next call.
+    /// branch, a timeout) loses no entry; what it was to get comes at the next call. Fails
+    /// with [`Error::TimedOut`] as [`Iter::next`] does.
     pub async fn next_chunk(&mut self, max: usize) -> Result<Option<Vec<Entry>>, Error> {
         // Asked for none, the cursor would wait for entries it may never be sent, or end
         // past those it holds.
@@ -516,7 +519,8 @@ impl Iter {
         }
     }
 
-    /// Reads the rest of the iteration.
+    /// Reads the rest of the iteration (failing with [`Error::TimedOut`] if a request
+    /// timeout passes while it waits for entries).
     pub async fn collect(mut self) -> Result<Vec<Entry>, Error> {
         let mut all = Vec::new();
         while let Some(entries) = self.next_chunk(usize::MAX).await? {

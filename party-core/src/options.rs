@@ -20,7 +20,9 @@ pub struct Options {
     /// Re-send in-flight operations and resume iterators on the new leader after a
     /// failover (true, the default), or fail them with [`crate::Error::ConnectionLost`].
     pub retry: bool,
-    /// Fail an operation with [`crate::Error::TimedOut`] once it has waited this long.
+    /// Fail an operation with [`crate::Error::TimedOut`] once it has waited this long, and
+    /// an iterator once its caller has waited as long for its next entries (see
+    /// [`Options::request_timeout`]).
     pub request_timeout: Option<Duration>,
     /// Where the leader's socket lives, instead of `<dir>/party.sock` (or the short
     /// fallback used when that path is too long for a Unix socket). The waiting room of a

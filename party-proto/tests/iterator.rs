@@ -540,3 +540,53 @@ fn without_a_request_timeout_an_iterator_waits() {
     );
     assert_eq!(session.poll_timeout(), None);
 }
+
+/// An iterator cut off by a failover times out like any other wait: with no leader to
+/// tell, nothing is sent, and it is not opened again on the next leader.
+#[test]
+fn an_iterator_waiting_through_a_failover_times_out_and_is_not_reopened() {
+    let config = ClientConfig {
+        request_timeout: Some(Duration::from_millis(100)),
+        ..ClientConfig::default()
+    };
+    let (mut session, iter) = iterating(config);
+    let at = |ms: u64| Timestamp::ZERO + Duration::from_millis(ms);
+    assert_eq!(session.iter_take(at(0), iter, 1), IterPoll::Pending);
+    session.handle_input(at(10), ClientInput::Disconnected);
+    std::iter::from_fn(|| session.poll_output()).for_each(drop);
+    session.handle_timeout(at(100));
+    assert_eq!(
+        std::iter::from_fn(|| session.poll_output()).collect::<Vec<_>>(),
+        [ClientOutput::IterReady { iter }]
+    );
+    session.handle_input(at(110), ClientInput::Connected);
+    session.handle_input(at(110), ClientInput::Message(welcome()));
+    let sent: Vec<_> = std::iter::from_fn(|| session.poll_output()).collect();
+    assert!(
+        !sent
+            .iter()
+            .any(|output| matches!(output, ClientOutput::Send(ClientMessage::IterOpen { .. }))),
+        "{sent:?}"
+    );
+    assert_eq!(
+        session.iter_take(at(120), iter, 1),
+        IterPoll::Failed(party_proto::ErrorCode::TimedOut)
+    );
+}
+
+/// A caller that closes the iterator it waited on is not waited for any more.
+#[test]
+fn closing_an_iterator_ends_its_wait() {
+    let config = ClientConfig {
+        request_timeout: Some(Duration::from_millis(100)),
+        ..ClientConfig::default()
+    };
+    let (mut session, iter) = iterating(config);
+    assert_eq!(
+        session.iter_take(Timestamp::ZERO, iter, 1),
+        IterPoll::Pending
+    );
+    assert!(session.poll_timeout().is_some());
+    session.close_iter(iter);
+    assert_eq!(session.poll_timeout(), None);
+}

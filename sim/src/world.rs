@@ -258,8 +258,9 @@ struct Node {
     requests: HashMap<RequestId, usize>,
     iters: HashMap<IterId, usize>,
     /// Since when the caller has waited for each iterator's next entries (a take found
-    /// none): its request timeout may fail the iterator no sooner.
-    iter_waits: HashMap<IterId, u64>,
+    /// none), and when the machine last said it had something for it: its request timeout
+    /// may fail the iterator no sooner.
+    iter_waits: HashMap<IterId, (u64, Option<u64>)>,
     reading: HashSet<IterId>,
     /// The subscriptions open, by their index among the world's watchers.
     watches: HashMap<WatchId, usize>,

@@ -279,10 +279,10 @@ impl Cursor {
         (grant > 0 || grant_bytes > 0).then_some((grant, grant_bytes))
     }
 
-    /// Whether a take now would find nothing for the caller and wait.
+    /// Whether a take now would find nothing for the caller and wait (asked only of an
+    /// iterator a take found waiting, so short of its limit).
     pub(crate) fn would_wait(&self) -> bool {
-        let limit_reached = self.options.limit.is_some_and(|l| self.delivered >= l);
-        self.is_live() && self.buffer.is_empty() && !limit_reached
+        self.is_live() && self.buffer.is_empty()
     }
 
     /// Still to be opened, or open: neither ended nor failed.

@@ -40,7 +40,9 @@ pub struct ClientConfig {
     /// fail them with [`ErrorCode::ConnectionLost`] (false). Requests issued while no
     /// connection is up wait for one either way.
     pub retry: bool,
-    /// Fail a request with [`ErrorCode::TimedOut`] once it has waited this long.
+    /// Fail a request with [`ErrorCode::TimedOut`] once it has waited this long, and an
+    /// iterator once its caller has waited as long for its next entries (see
+    /// [`ClientSession::iter_take`]).
     pub request_timeout: Option<Duration>,
     /// How many entries an iterator may have buffered or on their way at once (at most
     /// what the leader allows, [`LeaderLimits::max_iter_credits`]).
@@ -428,7 +430,9 @@ impl ClientSession {
     }
 
     /// The caller of `iter` waited its request timeout: the iterator fails, unless entries
-    /// came meanwhile (they are the caller's, and its next take hands them over).
+    /// came meanwhile (they are the caller's, and its next take hands them over). Came
+    /// means handed to this session: entries the driver reads only after the deadline are
+    /// too late, as a request's answer is.
     fn iter_timed_out(&mut self, iter: IterId) {
         let welcomed = self.welcomed();
         let Some(cursor) = self.cursors.get_mut(&iter) else {

@@ -229,6 +229,9 @@ impl World {
                 self.transaction_step_ended(process, index);
             }
             ProcessOutput::IterReady { iter } => {
+                if let Some((_, ready)) = self.processes[process].iter_waits.get_mut(&iter) {
+                    *ready = Some(self.now);
+                }
                 if self.processes[process].iters.contains_key(&iter) {
                     self.schedule_read(process, iter);
                 }

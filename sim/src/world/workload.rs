@@ -201,7 +201,7 @@ impl World {
                 self.processes[process]
                     .iter_waits
                     .entry(iter)
-                    .or_insert(self.now);
+                    .or_insert((self.now, None));
             }
             IterPoll::Failed(ErrorCode::TimedOut) => self.check_iter_timeout(process, iter, index),
             _ => {
@@ -232,14 +232,15 @@ impl World {
         self.pump(process);
     }
 
-    /// An iterator failed `TimedOut`: its caller must have waited its request timeout.
+    /// An iterator failed `TimedOut`: its caller must have waited its request timeout by
+    /// the time the machine said so.
     fn check_iter_timeout(&mut self, process: ProcessId, iter: IterId, index: usize) {
         let node = &mut self.processes[process];
         let timeout = node.machine.client_config().request_timeout;
-        let waited = node
-            .iter_waits
-            .remove(&iter)
-            .map(|since| Duration::from_micros(self.now - since));
+        let waited = match node.iter_waits.remove(&iter) {
+            Some((since, Some(ready))) => Some(Duration::from_micros(ready - since)),
+            _ => None,
+        };
         let waited_enough =
             matches!((waited, timeout), (Some(waited), Some(timeout)) if waited >= timeout);
         if !waited_enough {
