@@ -47,11 +47,14 @@ pub struct Bugs {
     /// checkpoint left is replayed again at every later open, as long as the leaders after
     /// it only read.
     pub saved_at_takeover: bool,
+    /// The client opens an iterator ahead of the requests issued before it, so that its
+    /// snapshot may lack writes its own handle issued first.
+    pub iter_opens_early: bool,
 }
 
 impl Bugs {
     /// The bug classes by name, as `party-sim --inject NAME` and `PARTY_INJECT` take them.
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 16] = [
         "no-dedup",
         "inclusive-resume",
         "ignore-lock-loss",
@@ -67,6 +70,7 @@ impl Bugs {
         "resume-past",
         "keep-count-when-unsure",
         "saved-at-takeover",
+        "iter-opens-early",
     ];
 
     /// The bug class `name` (one of [`Bugs::NAMES`]) alone.
@@ -88,6 +92,7 @@ impl Bugs {
             "resume-past" => bugs.resume_past = true,
             "keep-count-when-unsure" => bugs.keep_count_when_unsure = true,
             "saved-at-takeover" => bugs.saved_at_takeover = true,
+            "iter-opens-early" => bugs.iter_opens_early = true,
             _ => return None,
         }
         Some(bugs)

@@ -162,6 +162,8 @@ pub fn write_counts(history: &[Op], committed: &HashMap<(Vec<u8>, Vec<u8>), u32>
 #[derive(Debug, Default)]
 pub struct Timeline {
     commits: Vec<(u64, u64, Effect)>,
+    /// For each value put, how many commits there were once it was first committed.
+    first_commits: HashMap<Vec<u8>, usize>,
     /// The latest answer up to each commit.
     answered_by: Vec<u64>,
     /// The store after each [`CHECKPOINT_EVERY`]th commit, so that finding the state at a
@@ -201,18 +203,27 @@ impl Timeline {
         apply(&mut self.last, &effect);
         let latest = self.answered_by.last().copied().unwrap_or(0);
         self.answered_by.push(latest.max(answered));
+        let through = self.commits.len() + 1;
+        for value in effect.values().flatten() {
+            self.first_commits.entry(value.clone()).or_insert(through);
+        }
         self.commits.push((issued, answered, effect));
         if self.commits.len().is_multiple_of(CHECKPOINT_EVERY) {
             self.checkpoints.push(self.last.clone());
         }
     }
 
+    /// How many commits there were once one that put `value` was (the first such).
+    fn commits_through(&self, value: &[u8]) -> Option<usize> {
+        self.first_commits.get(value).copied()
+    }
+
     /// Every state the store may have been in from `from` to `to`, as far as `keys`
     /// reach: the one before the first commit not answered before `from`, and the one
     /// after each commit from there that was asked by `to` (a commit at `from` or `to`
     /// itself may come before or after an operation that started or ended then, so both
-    /// sides count).
-    fn states(&self, from: u64, to: u64, keys: &KeyRange) -> Vec<State> {
+    /// sides count); none before the first `after` commits, known to precede.
+    fn states(&self, from: u64, after: usize, to: u64, keys: &KeyRange) -> Vec<State> {
         let within = |state: &State| -> State {
             if keys.is_empty() {
                 // (`BTreeMap::range` panics on an empty or inverted range.)
@@ -225,9 +236,10 @@ impl Timeline {
         };
         // Every commit answered before `from` is behind: start from the checkpoint before
         // the first that is not.
-        let behind = self
+        let behind_by_time = self
             .answered_by
             .partition_point(|answered| *answered < from);
+        let behind = behind_by_time.max(after);
         let checkpoint = behind / CHECKPOINT_EVERY;
         let mut state = match checkpoint {
             0 => State::new(),
@@ -237,7 +249,12 @@ impl Timeline {
             apply(&mut state, effect);
         }
         let mut states = Vec::new();
-        let mut started = false;
+        // Past the commits answered before `from`, the state after `after` is one the
+        // operation may see.
+        let mut started = after > behind_by_time;
+        if started {
+            states.push(within(&state));
+        }
         for (issued, answered, effect) in &self.commits[behind..] {
             if *issued > to {
                 break;
@@ -298,7 +315,7 @@ pub fn atomic_reads(history: &[Op], timeline: &Timeline) -> Option<String> {
             continue;
         };
         let seen_whole = timeline
-            .states(op.invoke, complete, &spanning(keys))
+            .states(op.invoke, 0, complete, &spanning(keys))
             .iter()
             .any(|state| {
                 keys.iter()
@@ -615,7 +632,7 @@ pub fn conflicts(history: &[Op], timeline: &Timeline) -> Option<String> {
             _ => None,
         });
         let held = timeline
-            .states(op.invoke, complete, &spanning([key]))
+            .states(op.invoke, 0, complete, &spanning([key]))
             .iter()
             .any(|state| state.get(key) == current.as_ref());
         if seen.is_none_or(|seen| seen == current.as_ref()) || !held {
@@ -632,7 +649,16 @@ pub fn conflicts(history: &[Op], timeline: &Timeline) -> Option<String> {
 /// limit, missed a key that was there all along, or delivered a value its key never held
 /// while it ran.
 pub fn iterators(history: &[Op], timeline: &Timeline) -> Option<String> {
+    // By handle, how many commits there were once every write it issued so far that
+    // committed had: an iterator reads a snapshot taken after all of them.
+    let mut writes_through: HashMap<(usize, u32), usize> = HashMap::new();
     for op in history {
+        if let Some(through) = commits_through(op, timeline) {
+            let handle = writes_through
+                .entry((op.process, op.incarnation))
+                .or_default();
+            *handle = (*handle).max(through);
+        }
         let (
             OpKind::Iterate(options),
             Outcome::Iterated {
@@ -652,7 +678,11 @@ pub fn iterators(history: &[Op], timeline: &Timeline) -> Option<String> {
                 "iterator {options:?} went past its limit: {entries:02x?}"
             ));
         }
-        let states = timeline.states(op.invoke, complete, &options.range);
+        let after = writes_through
+            .get(&(op.process, op.incarnation))
+            .copied()
+            .unwrap_or(0);
+        let states = timeline.states(op.invoke, after, complete, &options.range);
         if !options.keys {
             // Values only: each must be a value some key in range held meanwhile.
             let stray = entries
@@ -729,6 +759,19 @@ pub fn iterators(history: &[Op], timeline: &Timeline) -> Option<String> {
         }
     }
     None
+}
+
+/// How many commits there were once the write `op` committed, if it put a value that did
+/// (a write without one, a delete or a clear, cannot be told apart from others).
+fn commits_through(op: &Op, timeline: &Timeline) -> Option<usize> {
+    let writes = match &op.kind {
+        OpKind::Write(writes) | OpKind::Transaction { writes, .. } => writes,
+        _ => return None,
+    };
+    writes
+        .iter()
+        .filter_map(|(_, value)| timeline.commits_through(value.as_ref()?))
+        .min()
 }
 
 /// Every subscriber saw exactly the committed groups of its range from where it started,
@@ -974,6 +1017,7 @@ mod tests {
     fn finished(kind: OpKind, outcome: Outcome) -> Op {
         Op {
             process: 0,
+            incarnation: 0,
             kind,
             invoke: 8,
             complete: Some(12),
@@ -996,6 +1040,36 @@ mod tests {
             Outcome::ReadMany(vec![Some(bytes("1")), Some(bytes("0"))]),
         );
         assert!(atomic_reads(&[half], &timeline).is_some());
+    }
+
+    /// An iterator reads a snapshot with every write its handle issued before it: one
+    /// that shows the store from before such a write is caught, even while it ran when
+    /// the write committed; another handle's may show either.
+    #[test]
+    fn an_iterator_missing_a_write_its_handle_issued_before_it_is_caught() {
+        let timeline = batch_timeline();
+        let write = finished(
+            OpKind::Write(vec![
+                (bytes("a"), Some(bytes("1"))),
+                (bytes("b"), Some(bytes("1"))),
+            ]),
+            Outcome::Written,
+        );
+        let scan = |process: usize, incarnation: u32| Op {
+            process,
+            incarnation,
+            ..finished(
+                OpKind::Iterate(IterOptions::default()),
+                Outcome::Iterated {
+                    entries: vec![(bytes("a"), bytes("0")), (bytes("b"), bytes("0"))],
+                    closed_early: false,
+                },
+            )
+        };
+        assert!(iterators(&[write.clone(), scan(0, 0)], &timeline).is_some());
+        assert_eq!(iterators(&[scan(0, 0), write.clone()], &timeline), None);
+        assert_eq!(iterators(&[write.clone(), scan(1, 0)], &timeline), None);
+        assert_eq!(iterators(&[write, scan(0, 1)], &timeline), None);
     }
 
     #[test]
@@ -1042,6 +1116,7 @@ mod tests {
         let key = bytes("k");
         let write = |n: usize| Op {
             process: 0,
+            incarnation: 0,
             kind: OpKind::Write(vec![(key.clone(), Some(n.to_string().into_bytes()))]),
             invoke: n as u64,
             complete: None,
@@ -1052,6 +1127,7 @@ mod tests {
         let mut history: Vec<Op> = (0..60).map(write).collect();
         history.push(Op {
             process: 1,
+            incarnation: 0,
             kind: OpKind::Get(key.clone()),
             invoke: 100,
             complete: Some(110),

@@ -151,6 +151,9 @@ impl Excuses {
 #[derive(Debug, Clone)]
 pub struct Op {
     pub process: usize,
+    /// Which of the process's handles issued it: one more each time the process starts
+    /// again.
+    pub incarnation: u32,
     pub kind: OpKind,
     /// Virtual microseconds.
     pub invoke: u64,

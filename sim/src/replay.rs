@@ -634,6 +634,8 @@ impl<'a> ProcessRun<'a> {
             .push((self.now, format!("p{} op{index} {kind:?}", self.index)));
         self.history.push(Op {
             process: self.index,
+            // A recording is one handle's.
+            incarnation: 0,
             kind,
             invoke: self.now,
             complete: None,

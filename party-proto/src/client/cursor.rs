@@ -160,6 +160,10 @@ impl Cursor {
     /// Whether it waits for an opening on the current connection, and if so the first
     /// request that must not go out before it.
     pub(crate) fn awaits_opening(&self) -> Option<RequestId> {
+        #[cfg(feature = "bug-injection")]
+        if self.bugs.iter_opens_early {
+            return (self.status == Status::Unopened).then_some(RequestId(0));
+        }
         (self.status == Status::Unopened).then_some(self.opens_before)
     }
 

@@ -155,9 +155,10 @@ impl World {
             },
             None => Outcome::Unknown,
         };
-        let excuses = p.excuses;
+        let (excuses, incarnation) = (p.excuses, p.incarnation);
         self.history.push(Op {
             process,
+            incarnation,
             kind,
             invoke: self.now,
             complete: None,
