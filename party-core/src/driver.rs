@@ -346,6 +346,10 @@ impl Driver {
             IterPoll::Pending => {
                 self.iter_waiters.insert(iter, (max, reply));
             }
+            // With its cause, which the machine's code does not carry.
+            IterPoll::Failed(code @ ErrorCode::ElectionFailed(_)) => {
+                drop(reply.send(Err(self.error_of(code))));
+            }
             poll => drop(reply.send(Ok((poll, at)))),
         }
     }
@@ -359,6 +363,9 @@ impl Driver {
         match self.process.watch_take(clock::now(), watch, max) {
             WatchPoll::Pending => {
                 self.watch_waiters.insert(watch, (max, reply));
+            }
+            WatchPoll::Failed(code @ ErrorCode::ElectionFailed(_)) => {
+                drop(reply.send(Err(self.error_of(code))));
             }
             // A `Watch` keeps its receiver across calls given up on: one that is gone was
             // dropped, and its close follows.
@@ -379,7 +386,7 @@ impl Driver {
             return;
         }
         match self.process.watch_take(clock::now(), watch, 0) {
-            WatchPoll::Failed(error) => drop(opener.send(Err(error.into()))),
+            WatchPoll::Failed(error) => drop(opener.send(Err(self.error_of(error)))),
             _ => {
                 self.watch_openers.insert(watch, opener);
             }
@@ -452,7 +459,7 @@ impl Driver {
                 }
                 ProcessOutput::Completed { id, result } => {
                     if let Some(waiter) = self.waiters.remove(&id) {
-                        let _ = waiter.send(result.map_err(Error::from));
+                        let _ = waiter.send(result.map_err(|code| self.error_of(code)));
                     }
                     None
                 }
@@ -499,32 +506,20 @@ impl Driver {
     }
 
     /// The handle cannot join the party: every pending and later operation fails.
+    /// The election failed for `cause`: the machine fails what is pending next
+    /// ([`ErrorCode::ElectionFailed`], or `OutcomeUnknown` for a write a leader may have
+    /// taken), and each such error reaches its caller as this cause.
     fn fail(&mut self, cause: Error) {
         tracing::error!("{cause}");
-        let failure = Arc::new(cause);
-        let waiters: Vec<_> = self.waiters.drain().collect();
-        for (id, waiter) in waiters {
-            // A write a leader may have taken may have been applied, whatever failed the
-            // election after it.
-            let error = if self.process.write_sent(id) {
-                Error::OutcomeUnknown {
-                    cause: format!("sent to a leader, then the election failed: {failure}"),
-                }
-            } else {
-                Error::ElectionFailed(failure.clone())
-            };
-            let _ = waiter.send(Err(error));
+        self.failure = Some(Arc::new(cause));
+    }
+
+    /// The caller's error for the machine's `code`: an election failure with its cause.
+    fn error_of(&self, code: ErrorCode) -> Error {
+        match (&code, self.failed()) {
+            (ErrorCode::ElectionFailed(_), Some(failed)) => failed,
+            _ => code.into(),
         }
-        for (_, (_, waiter)) in self.iter_waiters.drain() {
-            let _ = waiter.send(Err(Error::ElectionFailed(failure.clone())));
-        }
-        for (_, opener) in self.watch_openers.drain() {
-            let _ = opener.send(Err(Error::ElectionFailed(failure.clone())));
-        }
-        for (_, (_, waiter)) in self.watch_waiters.drain() {
-            let _ = waiter.send(Err(Error::ElectionFailed(failure.clone())));
-        }
-        self.failure = Some(failure);
     }
 
     fn publish_role(&mut self) {

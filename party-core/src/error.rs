@@ -320,6 +320,10 @@ impl From<ErrorCode> for Error {
             other @ (ErrorCode::Locked | ErrorCode::Malformed(_)) => {
                 Error::Protocol(other.to_string())
             }
+            // The driver gives the cause it kept instead; this is the machine's word alone.
+            failed @ ErrorCode::ElectionFailed(_) => {
+                Error::ElectionFailed(Arc::new(Error::Protocol(failed.to_string())))
+            }
         }
     }
 }

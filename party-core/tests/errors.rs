@@ -70,6 +70,43 @@ async fn a_store_held_by_another_program_is_locked_and_named_as_the_source() {
     assert_eq!(source.to_string(), cause.to_string());
 }
 
+/// What waits on a handle whose election fails (a request, an iterator's entries, a
+/// subscription's start) fails with the election's cause, not a bare election failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_waits_on_a_failing_election_fails_with_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    let store = dir.join(BackendKind::Fjall.name());
+    let _held = BackendKind::Fjall.open(&store).unwrap();
+    let db = open(&dir, Options::default().backend(BackendKind::Fjall))
+        .await
+        .unwrap();
+    // Issued while the handle still tries to open the store (for up to 2 s).
+    let get = tokio::spawn(db.get("k"));
+    let mut iter = db.iter(IterOptions::default()).await.unwrap();
+    let next = tokio::spawn(async move { iter.next().await });
+    let watch = tokio::spawn({
+        let db = db.clone();
+        async move { db.watch(KeyRange::all()).await.map(drop) }
+    });
+    let locked = |error: &Error| {
+        matches!(error, Error::ElectionFailed(cause)
+            if matches!(cause.as_ref(), Error::Locked { path } if *path == store))
+    };
+    let failed = db.ready().await.unwrap_err();
+    assert!(locked(&failed), "{failed:?}");
+    let got = get.await.unwrap().unwrap_err();
+    assert!(locked(&got), "get: {got:?}");
+    let entry = next
+        .await
+        .unwrap()
+        .expect("an error, not the end")
+        .unwrap_err();
+    assert!(locked(&entry), "iterator: {entry:?}");
+    let started = watch.await.unwrap().unwrap_err();
+    assert!(locked(&started), "watch: {started:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_the_codec_cannot_decode_keeps_the_decoders_error_as_source() {
     let dir = tempfile::tempdir().unwrap();

@@ -139,7 +139,7 @@ pub enum ElectionOutput {
 }
 
 /// Why an election gave up.
-#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ElectionFailure {
     Lock,
     StoreOpen,

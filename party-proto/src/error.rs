@@ -102,6 +102,11 @@ pub enum ErrorCode {
     /// subscription.
     #[error("the leader keeps no change feed")]
     FeedOff,
+    /// This handle's election gave up (its lock file, its store or its socket could not be
+    /// used): it can neither lead nor follow. Decided by the process, never sent; the
+    /// driver knows the cause.
+    #[error("the election failed ({0:?})")]
+    ElectionFailed(crate::election::ElectionFailure),
 }
 
 /// Bytes of text one error carries on the wire at most. A store's own message (a path, an

@@ -520,7 +520,8 @@ impl Process {
                 self.failure = Some(reason);
                 // The driver hears of the failure before the completions it causes.
                 self.outputs.push_back(ProcessOutput::Election(output));
-                self.client.handle_input(now, ClientInput::Close);
+                let failed = ErrorCode::ElectionFailed(reason);
+                self.client.handle_input(now, ClientInput::Failed(failed));
                 return;
             }
             _ => {}

@@ -519,9 +519,9 @@ fn a_broken_connection_fails_what_is_pending_with_its_error() {
 }
 
 /// A write a leader may have taken, on this connection or an earlier one, may have been
-/// applied: a connection that then ends in garbage or a refusal fails it as of unknown
-/// outcome, not with the connection's error (which says it was not applied). Reads, and
-/// writes never sent, fail with that error.
+/// applied: a connection that then ends in garbage or a refusal, or the handle's failed
+/// election, fails it as of unknown outcome, not with the connection's error (which says
+/// it was not applied). Reads, and writes never sent, fail with that error.
 #[test]
 fn a_write_sent_before_a_broken_or_refused_connection_has_an_unknown_outcome() {
     let put = |value: &[u8]| WriteOp::Put {
@@ -531,8 +531,10 @@ fn a_write_sent_before_a_broken_or_refused_connection_has_an_unknown_outcome() {
     let now = Timestamp::ZERO;
     let refusal = ErrorCode::TooManyConnections { limit: 1 };
     let garbage = ErrorCode::Malformed("garbage".into());
+    let failed = ErrorCode::ElectionFailed(party_proto::election::ElectionFailure::StoreOpen);
     for (end, error) in [
         (ClientInput::Broken(garbage.clone()), garbage),
+        (ClientInput::Failed(failed.clone()), failed),
         (
             ClientInput::Message(ServerMessage::Rejected(refusal.clone())),
             refusal,

@@ -192,7 +192,7 @@ fn a_failed_election_is_reported_before_the_failures_it_causes() {
             ProcessOutput::Election(ElectionOutput::Failed(ElectionFailure::StoreOpen)),
             ProcessOutput::Completed {
                 id,
-                result: Err(ErrorCode::Closed)
+                result: Err(ErrorCode::ElectionFailed(ElectionFailure::StoreOpen))
             },
         ]
     );

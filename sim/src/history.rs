@@ -102,8 +102,11 @@ pub struct Excuses {
     pub connection_lost: bool,
     /// The client has a request timeout.
     pub timed_out: bool,
-    /// The process was closed, or its election failed, before the operation ended.
+    /// The process was closed before the operation ended.
     pub closed: bool,
+    /// The process's election failed (a fault of its store, or a store of another kind)
+    /// before the operation ended.
+    pub election_failed: bool,
     /// The store fails or refuses commits on this seed.
     pub store: bool,
     /// Writes may end with an unknown outcome on this seed: the store's answer lost, a
@@ -132,6 +135,7 @@ impl Excuses {
             ErrorCode::ConnectionLost => self.connection_lost,
             ErrorCode::TimedOut => self.timed_out,
             ErrorCode::Closed => self.closed,
+            ErrorCode::ElectionFailed(_) => self.election_failed,
             ErrorCode::Backend(_) | ErrorCode::StoreFull { .. } | ErrorCode::StoreReadOnly => {
                 self.store
             }

@@ -686,6 +686,9 @@ fn excuses_of(config: &ClientConfig) -> Excuses {
         connection_lost: !config.retry,
         timed_out: config.request_timeout.is_some(),
         closed: true,
+        // A real store, lock file or socket may fail the election: the recording cannot
+        // tell a fault from a bug.
+        election_failed: true,
         outcome_unknown: true,
         ..Excuses::default()
     }

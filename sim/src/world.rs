@@ -604,6 +604,7 @@ impl World {
                 || self.faults.foreign_peers,
             timed_out: request_timeout.is_some(),
             closed: false,
+            election_failed: false,
             store: self.faults.store,
             refused: self.faults.refusals,
             malformed: self.faults.garbage,

@@ -115,6 +115,10 @@ pub enum ClientInput {
     Broken(ErrorCode),
     /// The handle is closing: everything outstanding fails with [`ErrorCode::Closed`].
     Close,
+    /// The handle cannot go on (its election failed): everything pending fails with this
+    /// error, but a write a leader may have taken, whose outcome is unknown; an iterator
+    /// the leader had already ended still hands over what it holds.
+    Failed(ErrorCode),
 }
 
 /// What the driver must do or tell the caller.
@@ -411,6 +415,11 @@ impl ClientSession {
                 self.disconnected();
             }
             ClientInput::Close => self.close(),
+            ClientInput::Failed(error) => {
+                self.closed = true;
+                self.connected = false;
+                self.refused(error);
+            }
         }
     }
 
@@ -668,10 +677,10 @@ impl ClientSession {
         }
     }
 
-    /// The leader refuses this client on every connection alike: fail what is pending
-    /// rather than send it into the same refusal. A write a leader may have taken before
-    /// (on this connection or an earlier one) may have been applied: its outcome is
-    /// unknown, whatever ended this connection.
+    /// The leader refuses this client on every connection alike (or the handle cannot go
+    /// on at all): fail what is pending rather than send it into the same refusal. A write
+    /// a leader may have taken before (on this connection or an earlier one) may have
+    /// been applied: its outcome is unknown, whatever ended this connection.
     fn refused(&mut self, error: ErrorCode) {
         for id in self.pending.ids() {
             let result = if self.pending.write_sent(id) {

@@ -154,23 +154,29 @@ impl World {
 
     /// The process is closing (by its caller, or as its election failed): what it has
     /// pending may fail with `Closed`.
-    pub(super) fn closing(&mut self, process: ProcessId) {
+    /// Explains by `excuse` how what `process` has pending may end, and what it issues
+    /// from now on.
+    fn excuse_pending(&mut self, process: ProcessId, excuse: fn(&mut Excuses)) {
         let node = &mut self.processes[process];
-        node.closing = true;
-        node.excuses.closed = true;
+        excuse(&mut node.excuses);
         let pending: Vec<usize> = node
             .requests
             .values()
             .chain(node.iters.values())
             .copied()
             .collect();
-        for index in pending {
-            self.history[index].excuses.closed = true;
-        }
         let watchers: Vec<usize> = node.watches.values().copied().collect();
-        for index in watchers {
-            self.watchers[index].excuses.closed = true;
+        for index in pending {
+            excuse(&mut self.history[index].excuses);
         }
+        for index in watchers {
+            excuse(&mut self.watchers[index].excuses);
+        }
+    }
+
+    pub(super) fn closing(&mut self, process: ProcessId) {
+        self.processes[process].closing = true;
+        self.excuse_pending(process, |excuses| excuses.closed = true);
     }
 
     /// Carries out one output of a process's machine.
@@ -465,6 +471,8 @@ impl World {
                         self.now,
                         format_args!("p{process}: the election fails ({reason:?})"),
                     );
+                    // What it has pending fails with its election next.
+                    self.excuse_pending(process, |excuses| excuses.election_failed = true);
                     self.closing(process);
                 } else {
                     self.violations
