@@ -340,11 +340,6 @@ impl Process {
         self.client.client_id()
     }
 
-    /// See [`ClientSession::write_sent`].
-    pub fn write_sent(&self, id: RequestId) -> bool {
-        self.client.write_sent(id)
-    }
-
     /// How this process's handle behaves as a client.
     pub fn client_config(&self) -> &ClientConfig {
         self.client.config()

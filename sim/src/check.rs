@@ -162,8 +162,9 @@ pub fn write_counts(history: &[Op], committed: &HashMap<(Vec<u8>, Vec<u8>), u32>
 #[derive(Debug, Default)]
 pub struct Timeline {
     commits: Vec<(u64, u64, Effect)>,
-    /// For each value put, how many commits there were once it was first committed.
-    first_commits: HashMap<Vec<u8>, usize>,
+    /// For each key and value put, how many commits there were once it was first
+    /// committed.
+    first_commits: HashMap<(Vec<u8>, Vec<u8>), usize>,
     /// The latest answer up to each commit.
     answered_by: Vec<u64>,
     /// The store after each [`CHECKPOINT_EVERY`]th commit, so that finding the state at a
@@ -204,8 +205,11 @@ impl Timeline {
         let latest = self.answered_by.last().copied().unwrap_or(0);
         self.answered_by.push(latest.max(answered));
         let through = self.commits.len() + 1;
-        for value in effect.values().flatten() {
-            self.first_commits.entry(value.clone()).or_insert(through);
+        for (key, value) in &effect {
+            if let Some(value) = value {
+                let put = (key.clone(), value.clone());
+                self.first_commits.entry(put).or_insert(through);
+            }
         }
         self.commits.push((issued, answered, effect));
         if self.commits.len().is_multiple_of(CHECKPOINT_EVERY) {
@@ -213,9 +217,12 @@ impl Timeline {
         }
     }
 
-    /// How many commits there were once one that put `value` was (the first such).
-    fn commits_through(&self, value: &[u8]) -> Option<usize> {
-        self.first_commits.get(value).copied()
+    /// How many commits there were once one that left `key` with `value` was (the first
+    /// such).
+    fn commits_through(&self, key: &[u8], value: &[u8]) -> Option<usize> {
+        self.first_commits
+            .get(&(key.to_vec(), value.to_vec()))
+            .copied()
     }
 
     /// Every state the store may have been in from `from` to `to`, as far as `keys`
@@ -761,16 +768,19 @@ pub fn iterators(history: &[Op], timeline: &Timeline) -> Option<String> {
     None
 }
 
-/// How many commits there were once the write `op` committed, if it put a value that did
-/// (a write without one, a delete or a clear, cannot be told apart from others).
+/// How many commits there were once the write `op`, acknowledged, committed: known by a
+/// key it left with its value (a write of deletes or a clear cannot be told apart from
+/// others). A write that failed may still have committed, later than operations issued
+/// after it (sent before a connection was cut, and read by the leader after the next
+/// connection's requests): it says nothing.
 fn commits_through(op: &Op, timeline: &Timeline) -> Option<usize> {
-    let writes = match &op.kind {
-        OpKind::Write(writes) | OpKind::Transaction { writes, .. } => writes,
+    let writes = match (&op.kind, &op.outcome) {
+        (OpKind::Write(writes) | OpKind::Transaction { writes, .. }, Outcome::Written) => writes,
         _ => return None,
     };
     writes
         .iter()
-        .filter_map(|(_, value)| timeline.commits_through(value.as_ref()?))
+        .filter_map(|(key, value)| timeline.commits_through(key, value.as_ref()?))
         .min()
 }
 

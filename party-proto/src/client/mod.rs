@@ -116,8 +116,7 @@ pub enum ClientInput {
     /// The handle is closing: everything outstanding fails with [`ErrorCode::Closed`].
     Close,
     /// The handle cannot go on (its election failed): everything pending fails with this
-    /// error, but a write a leader may have taken, whose outcome is unknown; an iterator
-    /// the leader had already ended still hands over what it holds.
+    /// error, but a write a leader may have taken, whose outcome is unknown.
     Failed(ErrorCode),
 }
 
@@ -206,8 +205,10 @@ impl ClientSession {
         self.leader.as_ref().map(|welcome| welcome.leader_pid)
     }
 
-    /// The leader is closing and has answered everything sent to it: the connection can be
-    /// let go without failing anything, even without retries.
+    /// The leader is closing and has answered every request sent to it: the connection can
+    /// be let go without failing a request, even without retries (an iterator or a
+    /// subscription open on it cannot go on there either way: with retries it resumes on
+    /// the next leader, without them it fails `ConnectionLost`).
     pub fn drained(&self) -> bool {
         self.connected && self.draining && self.pending.in_flight() == 0
     }
