@@ -248,6 +248,7 @@ impl Driver {
                     self.process.handle_input(clock::now(), ProcessInput::TimerFired);
                 }
                 () = closing_of(&mut self.seat) => self.room_closed(),
+                () = store_failure(&self.leadership.leader) => self.store_failed(),
             }
         }
         self.publish_role();
@@ -274,6 +275,18 @@ impl Driver {
             .await;
         }
         self.released.send_replace(true);
+    }
+
+    /// Serving cannot go on without the store thread: the election fails (the machine
+    /// steps down, telling the followers, and fails what is pending), with this cause.
+    fn store_failed(&mut self) {
+        self.failure_cause = Some(Error::Backend {
+            message: "the store thread panicked; the store stays locked until this process exits"
+                .into(),
+            source: None,
+        });
+        let failed = ProcessInput::Election(ElectionInput::ServeFailed);
+        self.process.handle_input(clock::now(), failed);
     }
 
     fn room_closed(&mut self) {
@@ -505,10 +518,10 @@ impl Driver {
         ))))
     }
 
-    /// The handle cannot join the party: every pending and later operation fails.
-    /// The election failed for `cause`: the machine fails what is pending next
-    /// ([`ErrorCode::ElectionFailed`], or `OutcomeUnknown` for a write a leader may have
-    /// taken), and each such error reaches its caller as this cause.
+    /// The handle cannot join the party, for `cause`: the machine fails what is pending
+    /// next ([`ErrorCode::ElectionFailed`], which reaches its caller as this cause, or
+    /// `OutcomeUnknown` for a write a leader may have taken), and every later operation
+    /// fails here with it.
     fn fail(&mut self, cause: Error) {
         tracing::error!("{cause}");
         self.failure = Some(Arc::new(cause));
@@ -613,6 +626,14 @@ fn log_change(
 async fn closing_of(seat: &mut Option<Seat>) {
     match seat {
         Some(seat) => seat.closed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves once the store thread of this process's leadership, if it leads, panicked.
+async fn store_failure(leader: &Option<Leader>) {
+    match leader {
+        Some(leader) => leader.store_failed().await,
         None => std::future::pending().await,
     }
 }

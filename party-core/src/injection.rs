@@ -1,6 +1,7 @@
 //! The bug class a test asks a real process to re-create (`PARTY_INJECT=NAME`),
 //! acted on only in a build with the cargo feature `bug-injection`: see party-proto's
-//! `bugs`. Any other build re-creates none, whatever the environment says.
+//! `bugs`, and `store-thread-panic`, a panic of the leader's store thread. Any other build
+//! re-creates none, whatever the environment says.
 
 use party_proto::bugs::Bugs;
 
@@ -15,7 +16,7 @@ pub(crate) fn bugs() -> Bugs {
         static BUGS: std::sync::OnceLock<Bugs> = std::sync::OnceLock::new();
         *BUGS.get_or_init(|| {
             let name = std::env::var(INJECT_ENV).unwrap_or_default();
-            if name.is_empty() {
+            if name.is_empty() || name == STORE_PANIC {
                 return Bugs::default();
             }
             match Bugs::named(&name) {
@@ -34,4 +35,30 @@ pub(crate) fn bugs() -> Bugs {
     {
         Bugs::default()
     }
+}
+
+/// The name under `PARTY_INJECT` that makes the store thread panic (a bug of a store, or of
+/// party, re-created) when it writes the key [`PANIC_KEY`].
+#[cfg(feature = "bug-injection")]
+const STORE_PANIC: &str = "store-thread-panic";
+
+/// The key whose write panics the store thread where [`STORE_PANIC`] is injected.
+#[cfg(feature = "bug-injection")]
+const PANIC_KEY: &[u8] = b"store-thread-panic";
+
+/// Panics if `PARTY_INJECT` asks for it and `op` writes [`PANIC_KEY`] (in a
+/// `bug-injection` build; never in any other).
+pub(crate) fn panic_at(op: &party_proto::wire::WriteOp) {
+    #[cfg(feature = "bug-injection")]
+    {
+        static INJECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let injected =
+            *INJECTED.get_or_init(|| std::env::var(INJECT_ENV).is_ok_and(|n| n == STORE_PANIC));
+        if injected && matches!(op, party_proto::wire::WriteOp::Put { key, .. } if key == PANIC_KEY)
+        {
+            panic!("{INJECT_ENV}={STORE_PANIC}: the store thread panics");
+        }
+    }
+    #[cfg(not(feature = "bug-injection"))]
+    let _ = op;
 }

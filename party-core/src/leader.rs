@@ -81,6 +81,8 @@ pub(crate) struct Leader {
     /// Tells that the store thread has done its last job (and closes the store next).
     drained: tokio::sync::oneshot::Receiver<()>,
     cancel: CancellationToken,
+    /// Cancelled when the store thread panicked: nothing can be served any more.
+    store_failed: CancellationToken,
     /// Why the leader stops, for the connections to tell their followers; set before
     /// `cancel`.
     leaving: Leaving,
@@ -112,6 +114,8 @@ impl Leader {
         };
         let scans = crate::scans::Scans::default();
         let (queue, thread) = store::open(store.clone(), followers.clone(), writing, scans);
+        let store_failed = CancellationToken::new();
+        let failed = store_failed.clone();
         let store_thread = std::thread::Builder::new()
             .name("party-store".into())
             .spawn(move || {
@@ -123,6 +127,7 @@ impl Leader {
                     // it: the lock stays taken until this process exits.
                     tracing::error!("the store thread panicked; the store stays locked");
                     std::mem::forget(lock);
+                    failed.cancel();
                 }
             })?;
         let _ = hold.send(lock.take());
@@ -149,9 +154,17 @@ impl Leader {
             store_thread,
             drained,
             cancel,
+            store_failed,
             leaving,
             tasks,
         })
+    }
+
+    /// Resolves once the store thread has panicked (a bug of the store or of party): the
+    /// leader can serve nothing more, and its process keeps the store locked until it
+    /// exits.
+    pub async fn store_failed(&self) {
+        self.store_failed.cancelled().await;
     }
 
     /// A way to the store for the leader's own handle.

@@ -237,6 +237,7 @@ impl Worker {
         for job in jobs {
             match job {
                 StoreJob::Write { id, stamp, op, to } => {
+                    crate::injection::panic_at(&op);
                     self.writer.write(WriteReply { id, to }, stamp, op);
                 }
                 StoreJob::Read {
