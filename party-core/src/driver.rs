@@ -248,7 +248,7 @@ impl Driver {
                     self.process.handle_input(clock::now(), ProcessInput::TimerFired);
                 }
                 () = closing_of(&mut self.seat) => self.room_closed(),
-                () = store_failure(&self.leadership.leader) => self.store_failed(),
+                () = store_failure(&mut self.leadership.leader) => self.store_failed(),
             }
         }
         self.publish_role();
@@ -631,7 +631,7 @@ async fn closing_of(seat: &mut Option<Seat>) {
 }
 
 /// Resolves once the store thread of this process's leadership, if it leads, panicked.
-async fn store_failure(leader: &Option<Leader>) {
+async fn store_failure(leader: &mut Option<Leader>) {
     match leader {
         Some(leader) => leader.store_failed().await,
         None => std::future::pending().await,

@@ -81,8 +81,10 @@ pub(crate) struct Leader {
     /// Tells that the store thread has done its last job (and closes the store next).
     drained: tokio::sync::oneshot::Receiver<()>,
     cancel: CancellationToken,
-    /// Cancelled when the store thread panicked: nothing can be served any more.
-    store_failed: CancellationToken,
+    /// Told when the store thread panicked: nothing can be served any more. A oneshot,
+    /// polled at every turn of the driver's loop without a lock; `None` once its sender
+    /// went without a word (the thread ended as it should).
+    store_failed: Option<tokio::sync::oneshot::Receiver<()>>,
     /// Why the leader stops, for the connections to tell their followers; set before
     /// `cancel`.
     leaving: Leaving,
@@ -114,8 +116,7 @@ impl Leader {
         };
         let scans = crate::scans::Scans::default();
         let (queue, thread) = store::open(store.clone(), followers.clone(), writing, scans);
-        let store_failed = CancellationToken::new();
-        let failed = store_failed.clone();
+        let (failed, store_failed) = tokio::sync::oneshot::channel();
         let store_thread = std::thread::Builder::new()
             .name("party-store".into())
             .spawn(move || {
@@ -127,7 +128,7 @@ impl Leader {
                     // it: the lock stays taken until this process exits.
                     tracing::error!("the store thread panicked; the store stays locked");
                     std::mem::forget(lock);
-                    failed.cancel();
+                    let _ = failed.send(());
                 }
             })?;
         let _ = hold.send(lock.take());
@@ -154,7 +155,7 @@ impl Leader {
             store_thread,
             drained,
             cancel,
-            store_failed,
+            store_failed: Some(store_failed),
             leaving,
             tasks,
         })
@@ -163,8 +164,14 @@ impl Leader {
     /// Resolves once the store thread has panicked (a bug of the store or of party): the
     /// leader can serve nothing more, and its process keeps the store locked until it
     /// exits.
-    pub async fn store_failed(&self) {
-        self.store_failed.cancelled().await;
+    pub async fn store_failed(&mut self) {
+        if let Some(failed) = &mut self.store_failed {
+            if failed.await.is_ok() {
+                return;
+            }
+            self.store_failed = None;
+        }
+        std::future::pending().await
     }
 
     /// A way to the store for the leader's own handle.
