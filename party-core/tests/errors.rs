@@ -50,37 +50,52 @@ async fn a_key_over_the_stores_limit_is_key_too_large_on_the_leader_and_on_a_fol
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_held_by_another_program_is_locked_and_named_as_the_source() {
-    let dir = tempfile::tempdir().unwrap();
-    let dir = dir.path().canonicalize().unwrap();
-    // Another program with the store open, outside party's election lock.
-    let store = dir.join(BackendKind::Fjall.name());
-    let _held = BackendKind::Fjall.open(&store).unwrap();
-    let db = open(&dir, Options::default().backend(BackendKind::Fjall))
-        .await
-        .unwrap();
+    let held = held_store().await;
+    let (db, store) = (&held.db, &held.store);
     let failed = db.ready().await.unwrap_err();
     let Error::ElectionFailed(cause) = &failed else {
         panic!("{failed:?}");
     };
     assert!(
-        matches!(cause.as_ref(), Error::Locked { path } if *path == store),
+        matches!(cause.as_ref(), Error::Locked { path } if path == store),
         "{cause:?}"
     );
     let source = failed.source().expect("the cause is the source");
     assert_eq!(source.to_string(), cause.to_string());
 }
 
+/// A handle on a directory whose store another program holds open (outside party's
+/// election lock): it tries to open it for 2 s, then its election fails.
+struct HeldStore<Held> {
+    db: party_core::Db,
+    /// The store's path.
+    store: std::path::PathBuf,
+    _held: Held,
+    _dir: tempfile::TempDir,
+}
+
+async fn held_store() -> HeldStore<impl Sized> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().canonicalize().unwrap();
+    let store = path.join(BackendKind::Fjall.name());
+    let held = BackendKind::Fjall.open(&store).unwrap();
+    let db = open(&path, Options::default().backend(BackendKind::Fjall))
+        .await
+        .unwrap();
+    HeldStore {
+        db,
+        store,
+        _held: held,
+        _dir: dir,
+    }
+}
+
 /// What waits on a handle whose election fails (a request, an iterator's entries, a
 /// subscription's start) fails with the election's cause, not a bare election failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_waits_on_a_failing_election_fails_with_its_cause() {
-    let dir = tempfile::tempdir().unwrap();
-    let dir = dir.path().canonicalize().unwrap();
-    let store = dir.join(BackendKind::Fjall.name());
-    let _held = BackendKind::Fjall.open(&store).unwrap();
-    let db = open(&dir, Options::default().backend(BackendKind::Fjall))
-        .await
-        .unwrap();
+    let held = held_store().await;
+    let (db, store) = (&held.db, &held.store);
     // Issued while the handle still tries to open the store (for up to 2 s).
     let get = tokio::spawn(db.get("k"));
     let mut iter = db.iter(IterOptions::default()).await.unwrap();
@@ -91,7 +106,7 @@ async fn what_waits_on_a_failing_election_fails_with_its_cause() {
     });
     let locked = |error: &Error| {
         matches!(error, Error::ElectionFailed(cause)
-            if matches!(cause.as_ref(), Error::Locked { path } if *path == store))
+            if matches!(cause.as_ref(), Error::Locked { path } if path == store))
     };
     let failed = db.ready().await.unwrap_err();
     assert!(locked(&failed), "{failed:?}");

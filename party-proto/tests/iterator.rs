@@ -470,12 +470,7 @@ fn the_window_counts_bytes_and_entries() {
 /// even when the deadline passes before the caller takes them.
 #[test]
 fn a_caller_waiting_its_request_timeout_for_entries_times_out() {
-    let timeout = Duration::from_millis(100);
-    let config = ClientConfig {
-        request_timeout: Some(timeout),
-        ..ClientConfig::default()
-    };
-    let (mut session, iter) = iterating(config);
+    let (mut session, iter) = iterating_with_a_timeout();
     std::iter::from_fn(|| session.poll_output()).for_each(drop);
     let at = |ms: u64| Timestamp::ZERO + Duration::from_millis(ms);
     let entry = |key: &str| Entry {
@@ -545,11 +540,7 @@ fn without_a_request_timeout_an_iterator_waits() {
 /// tell, nothing is sent, and it is not opened again on the next leader.
 #[test]
 fn an_iterator_waiting_through_a_failover_times_out_and_is_not_reopened() {
-    let config = ClientConfig {
-        request_timeout: Some(Duration::from_millis(100)),
-        ..ClientConfig::default()
-    };
-    let (mut session, iter) = iterating(config);
+    let (mut session, iter) = iterating_with_a_timeout();
     let at = |ms: u64| Timestamp::ZERO + Duration::from_millis(ms);
     assert_eq!(session.iter_take(at(0), iter, 1), IterPoll::Pending);
     session.handle_input(at(10), ClientInput::Disconnected);
@@ -577,11 +568,7 @@ fn an_iterator_waiting_through_a_failover_times_out_and_is_not_reopened() {
 /// A caller that closes the iterator it waited on is not waited for any more.
 #[test]
 fn closing_an_iterator_ends_its_wait() {
-    let config = ClientConfig {
-        request_timeout: Some(Duration::from_millis(100)),
-        ..ClientConfig::default()
-    };
-    let (mut session, iter) = iterating(config);
+    let (mut session, iter) = iterating_with_a_timeout();
     assert_eq!(
         session.iter_take(Timestamp::ZERO, iter, 1),
         IterPoll::Pending
@@ -589,4 +576,12 @@ fn closing_an_iterator_ends_its_wait() {
     assert!(session.poll_timeout().is_some());
     session.close_iter(iter);
     assert_eq!(session.poll_timeout(), None);
+}
+
+/// [`iterating`], with a request timeout of 100 ms.
+fn iterating_with_a_timeout() -> (ClientSession, IterId) {
+    iterating(ClientConfig {
+        request_timeout: Some(Duration::from_millis(100)),
+        ..ClientConfig::default()
+    })
 }
