@@ -230,6 +230,8 @@ impl Segment {
 
             let mut reader = File::open(path)?;
             reader.seek(SeekFrom::Start(*ptr))?;
+            // PATCHED (party): decoded field by field, as the full block index.
+            let mut reader = std::io::BufReader::with_capacity(64 * 1024, reader);
             Some(BloomFilter::decode_from(&mut reader)?)
         } else {
             None
