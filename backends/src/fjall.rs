@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use fjall::{AbstractTree, Config, Keyspace, PartitionCreateOptions, PartitionHandle, Snapshot};
+use party_proto::feed::LogEnds;
 use party_proto::wire::Entry;
 use party_proto::{ClientId, CommitSeq, DedupRecord, KeyRange};
 
@@ -447,6 +448,14 @@ impl Backend for FjallBackend {
             let log = log_key(from)..=log_key(CommitSeq(u64::MAX));
             self.data.range(log).take(max).map(entry).collect()
         }
+    }
+
+    fn change_log_ends(&self) -> Result<Option<LogEnds>, BackendError> {
+        changes::ends_by_point_reads(self, |seq| {
+            self.data
+                .contains_key(log_key(seq))
+                .map_err(store_error(NAME))
+        })
     }
 
     fn remove_changes(&self, seqs: &[CommitSeq]) -> Result<(), BackendError> {

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use party_proto::feed::LogEnds;
 use party_proto::wire::Entry;
 use party_proto::{ClientId, CommitSeq, DedupRecord, KeyRange};
 use rocksdb::{DBIteratorWithThreadMode, IteratorMode, Options, ReadOptions, DB};
@@ -239,6 +240,16 @@ impl Backend for RocksBackend {
                 changes::stored(&key, value.into_vec())
             })
             .collect()
+    }
+
+    fn change_log_ends(&self) -> Result<Option<LogEnds>, BackendError> {
+        let family = self.changes_family()?;
+        changes::ends_by_point_reads(self, |seq| {
+            let entry = self.db.get_pinned_cf(family, seq.key());
+            entry
+                .map(|entry| entry.is_some())
+                .map_err(store_error(NAME))
+        })
     }
 
     fn remove_changes(&self, seqs: &[CommitSeq]) -> Result<(), BackendError> {

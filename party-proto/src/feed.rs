@@ -27,6 +27,9 @@ use crate::wire::{BatchOp, WriteOp};
 pub struct CommitSeq(pub u64);
 
 impl CommitSeq {
+    /// The number of the first commit a store logs.
+    pub const FIRST: CommitSeq = CommitSeq(1);
+
     pub fn next(self) -> CommitSeq {
         CommitSeq(self.0.saturating_add(1))
     }
