@@ -381,7 +381,10 @@ impl Worker {
             PullPlan::Answer { from, read, next } => (from, read, next),
         };
         let entries = if read {
-            self.store.change_entries(from, false, pull.max as usize)
+            // Nothing is stored before the oldest entry kept; from there, no trimmed
+            // entry's tombstone is on the way.
+            let start = self.writer.oldest_kept().map_or(from, |oldest| from.max(oldest));
+            self.store.change_entries(start, false, pull.max as usize)
         } else {
             Ok(Vec::new())
         };

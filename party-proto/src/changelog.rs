@@ -96,6 +96,11 @@ impl ChangeLog {
         (cut > first).then(|| (first, cut.min(CommitSeq(first.0 + TRIM_PAGE as u64))))
     }
 
+    /// The oldest entry kept; `None` for an empty log.
+    pub fn first(&self) -> Option<CommitSeq> {
+        self.first.map(|(seq, _)| seq)
+    }
+
     /// The entries before `to` are gone.
     pub fn trimmed(&mut self, to: CommitSeq) {
         if self.first.is_some_and(|(first, _)| first < to) {

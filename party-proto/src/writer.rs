@@ -389,6 +389,18 @@ impl<T> Writer<T> {
         }
     }
 
+    /// The oldest entry the change log keeps, once the writer knows it (`None` before the
+    /// log's ends are read, while they are read again, and for an empty log): no entry is
+    /// stored before it, so a read of the log from further back can start there. The
+    /// stores that keep the tombstones of trimmed entries (fjall, RocksDB) would otherwise
+    /// walk all of them.
+    pub fn oldest_kept(&self) -> Option<CommitSeq> {
+        match (&self.log, self.loading_log) {
+            (Some(log), false) => log.first(),
+            _ => None,
+        }
+    }
+
     /// The wall clock reads `wall` (since the Unix epoch) at `now`: the records' times follow
     /// it from then on. A driver whose `now` stops while the machine sleeps (a monotonic
     /// clock) tells this now and then, so that records are not dated in the past.

@@ -789,8 +789,10 @@ fn the_change_log_is_numbered_on_from_its_end_and_trimmed_past_its_retention() {
         first: span(3, 20),
         last: span(10, 90),
     };
+    assert_eq!(writer.oldest_kept(), None);
     writer.handle_input(NOW, WriterInput::LogEndsLoaded(Ok(Some(ends))));
     assert_eq!(writer.last_committed(), Some(CommitSeq(10)));
+    assert_eq!(writer.oldest_kept(), Some(CommitSeq(3)));
     let mut bytes_through = 100;
     for (to, seq) in (1..=2).zip(11..) {
         writer.write(to, stamp(1, u64::from(to)), put(to));
@@ -822,8 +824,10 @@ fn the_change_log_is_numbered_on_from_its_end_and_trimmed_past_its_retention() {
         "down to the newest 8"
     );
     assert!(!writer.is_idle(), "no group while a page is out");
+    assert_eq!(writer.oldest_kept(), Some(CommitSeq(3)), "not trimmed yet");
     let trimmed_at = NOW + Duration::from_millis(1);
     writer.handle_input(trimmed_at, WriterInput::LogTrimmed(Ok(())));
+    assert_eq!(writer.oldest_kept(), Some(CommitSeq(5)));
     assert_eq!(writer.poll_output(), None, "within its retention: done");
     assert_eq!(
         writer.poll_timeout(),
@@ -853,6 +857,7 @@ fn the_change_log_is_numbered_on_from_its_end_and_trimmed_past_its_retention() {
     );
     // A failed page pauses trimming for a while.
     writer.handle_input(NOW, WriterInput::LogTrimmed(Err(ErrorCode::StoreReadOnly)));
+    assert_eq!(writer.oldest_kept(), Some(CommitSeq(3)), "nothing trimmed");
     writer.handle_timeout(NOW);
     assert_eq!(writer.poll_output(), None);
     assert!(writer.poll_timeout().is_some_and(|at| at > NOW));
