@@ -120,6 +120,8 @@ pub(crate) struct Driver {
     /// The cause of the election failure the machine is about to report.
     failure_cause: Option<Error>,
     store_open_time: Option<Duration>,
+    /// The store this handle's leadership opens, while it opens.
+    opening: Option<Opening>,
     /// Who waits for the handle to stop.
     closers: Vec<oneshot::Sender<()>>,
     closing: bool,
@@ -198,6 +200,7 @@ impl Driver {
             failure: None,
             failure_cause: None,
             store_open_time: None,
+            opening: None,
             closers: Vec::new(),
             closing: false,
             releasing: Vec::new(),
@@ -248,6 +251,11 @@ impl Driver {
                     self.process.handle_input(clock::now(), ProcessInput::TimerFired);
                 }
                 () = closing_of(&mut self.seat) => self.room_closed(),
+                (took, opened) = store_opened(&mut self.opening) => {
+                    self.opening = None;
+                    let answer = self.store_opened(took, opened);
+                    self.process.handle_input(clock::now(), ProcessInput::Election(answer));
+                }
                 () = store_failure(&mut self.leadership.leader) => self.store_failed(),
             }
         }
@@ -628,6 +636,31 @@ async fn closing_of(seat: &mut Option<Seat>) {
         Some(seat) => seat.closed().await,
         None => std::future::pending().await,
     }
+}
+
+/// A store opening on a blocking thread (fjall replaying its journal, RocksDB, a connection
+/// to etcd: milliseconds to seconds): the driver goes on meanwhile, so that the request
+/// timeouts of what waits for a leader fire and commands are taken.
+struct Opening {
+    started: std::time::Instant,
+    opened: tokio::task::JoinHandle<Result<Arc<dyn party_backends::Backend>, Error>>,
+}
+
+/// Resolves once the store being opened, if one is, is open or failed to open: how long it
+/// took, and the store. Cancel-safe: the opening goes on until polled again.
+async fn store_opened(
+    opening: &mut Option<Opening>,
+) -> (Duration, Result<Arc<dyn party_backends::Backend>, Error>) {
+    let Some(opening) = opening else {
+        return std::future::pending().await;
+    };
+    let opened = (&mut opening.opened).await.unwrap_or_else(|panic| {
+        Err(Error::Backend {
+            message: "opening the store panicked".into(),
+            source: Some(Box::new(panic)),
+        })
+    });
+    (opening.started.elapsed(), opened)
 }
 
 /// Resolves once the store thread of this process's leadership, if it leads, panicked.

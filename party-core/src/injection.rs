@@ -1,6 +1,7 @@
 //! The bug class a test asks a real process to re-create (`PARTY_INJECT=NAME`),
 //! acted on only in a build with the cargo feature `bug-injection`: see party-proto's
-//! `bugs`, and `store-thread-panic`, a panic of the leader's store thread. Any other build
+//! `bugs`; `store-thread-panic`, a panic of the leader's store thread; and
+//! `store-open-hangs`, a store whose open never ends. Any other build
 //! re-creates none, whatever the environment says.
 
 use party_proto::bugs::Bugs;
@@ -16,7 +17,7 @@ pub(crate) fn bugs() -> Bugs {
         static BUGS: std::sync::OnceLock<Bugs> = std::sync::OnceLock::new();
         *BUGS.get_or_init(|| {
             let name = std::env::var(INJECT_ENV).unwrap_or_default();
-            if name.is_empty() || name == STORE_PANIC {
+            if name.is_empty() || name == STORE_PANIC || name == STORE_OPEN_HANGS {
                 return Bugs::default();
             }
             match Bugs::named(&name) {
@@ -61,4 +62,20 @@ pub(crate) fn panic_at(op: &party_proto::wire::WriteOp) {
     }
     #[cfg(not(feature = "bug-injection"))]
     let _ = op;
+}
+
+/// The name under `PARTY_INJECT` that makes every store open of the process hang (a store
+/// that takes for ever to open, re-created: an etcd cluster that does not answer, say).
+#[cfg(feature = "bug-injection")]
+const STORE_OPEN_HANGS: &str = "store-open-hangs";
+
+/// Never returns if `PARTY_INJECT` asks for it (in a `bug-injection` build; never in any
+/// other). Called on the thread that opens the store, before it does.
+pub(crate) fn hold_store_open() {
+    #[cfg(feature = "bug-injection")]
+    if std::env::var(INJECT_ENV).is_ok_and(|name| name == STORE_OPEN_HANGS) {
+        loop {
+            std::thread::park();
+        }
+    }
 }

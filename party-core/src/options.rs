@@ -187,9 +187,10 @@ impl Options {
     /// How long an operation may wait before it fails with `TimedOut`; `None` for ever. Zero
     /// is refused at open ([`crate::Error::InvalidOption`]). An iterator keeps to it too:
     /// a caller that waits this long for its next entries (through one call or several
-    /// given up on) gets `TimedOut`, which ends the iterator. A [`crate::Watch`] waits for
-    /// the next change however long it takes (wrap `Watch::next`, which is cancel-safe, in
-    /// a timeout of your own).
+    /// given up on) gets `TimedOut`, which ends the iterator. It holds while this handle's
+    /// own store is still opening as it takes over (a journal to replay, an etcd cluster
+    /// slow to answer). A [`crate::Watch`] waits for the next change however long it takes
+    /// (wrap `Watch::next`, which is cancel-safe, in a timeout of your own).
     pub fn request_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.request_timeout = timeout;
         self

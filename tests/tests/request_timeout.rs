@@ -2,6 +2,8 @@
 //! the leader's process is stopped (SIGSTOP), holding its lock and socket, and the
 //! follower's get, its iterator's next entries, and a new iterator's first ones fail with
 //! `TimedOut` instead of waiting for ever. Once the leader goes on, so does the follower.
+//! And a process whose store takes for ever to open as it takes over times out its own
+//! operations meanwhile.
 
 use std::time::{Duration, Instant};
 
@@ -58,4 +60,30 @@ fn a_stopped_leader_times_out_gets_and_iterators() {
     assert_eq!(follower.send("get k000001"), "ok 1");
     assert_eq!(follower.send("open-iter"), "ok");
     assert_eq!(follower.send("next-chunk 1"), "ok 1");
+}
+
+/// A store that never finishes opening (`PARTY_INJECT=store-open-hangs`, an etcd cluster
+/// that does not answer, say): the process that took the lock and opens it answers its own
+/// operations `TimedOut` a request timeout after they were asked, rather than once the open
+/// ends, and so does a process waiting for it to serve. Once the opener is gone, the other
+/// takes over, with nothing of what timed out applied.
+#[test]
+fn operations_time_out_while_the_leaders_store_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let timeout_ms = TIMEOUT.as_millis().to_string();
+    let args = ["--request-timeout-ms", &timeout_ms];
+    let hangs = [("PARTY_INJECT", "store-open-hangs")];
+    let mut opener = Node::spawn_with_env(NODE, dir.path(), &args, &hangs);
+    let asked = Instant::now();
+    assert!(opener.send("get k").starts_with("err timed_out"));
+    assert!(asked.elapsed() >= TIMEOUT, "{:?}", asked.elapsed());
+    let answer = opener.send("put k v");
+    assert!(answer.starts_with("err timed_out"), "{answer}");
+    assert_eq!(opener.role(), "electing");
+
+    let mut waiting = Node::spawn(NODE, dir.path(), &args);
+    assert!(waiting.send("get k").starts_with("err timed_out"));
+    opener.kill();
+    assert_eq!(waiting.send("ready"), "ok leader");
+    assert_eq!(waiting.send("get k"), "none");
 }

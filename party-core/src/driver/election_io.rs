@@ -2,7 +2,8 @@
 //! connection to a leader, serving and stepping down. Each answers the machine with what
 //! happened, and keeps the cause of a failure for the caller.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use party_proto::{ElectionInput, ElectionOutput, ProcessInput};
@@ -22,7 +23,10 @@ impl Driver {
         tracing::debug!(?action, "election");
         let answer = match action {
             ElectionOutput::TryLock => self.try_lock(),
-            ElectionOutput::OpenStore => self.open_store().await,
+            ElectionOutput::OpenStore => {
+                self.open_store();
+                return None;
+            }
             ElectionOutput::Bind => self.bind(),
             ElectionOutput::Serve => return Some(self.serve()),
             ElectionOutput::Connect => return Some(self.connect().await),
@@ -94,24 +98,31 @@ impl Driver {
         }
     }
 
-    async fn open_store(&mut self) -> ElectionInput {
+    /// Starts opening the store on a blocking thread; the driver's loop answers the machine
+    /// when it is done ([`Driver::store_opened`]).
+    fn open_store(&mut self) {
         let kind = self.options.backend;
         let etcd = self.options.etcd.clone();
         let dir = self.layout.dir.clone();
-        let started = Instant::now();
         let opened = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+            crate::injection::hold_store_open();
             crate::store_dir::open(&dir, kind, etcd.as_ref())
-        })
-        .await
-        .unwrap_or_else(|panic| {
-            Err(Error::Backend {
-                message: "opening the store panicked".into(),
-                source: Some(Box::new(panic)),
-            })
         });
+        self.opening = Some(super::Opening {
+            started: Instant::now(),
+            opened,
+        });
+    }
+
+    /// The machine's answer to its `OpenStore`, once the store is open (in `took`) or not.
+    pub(super) fn store_opened(
+        &mut self,
+        took: Duration,
+        opened: Result<Arc<dyn party_backends::Backend>, Error>,
+    ) -> ElectionInput {
         match opened {
             Ok(opened) => {
-                self.store_open_time = Some(started.elapsed());
+                self.store_open_time = Some(took);
                 self.leadership.store = Some(opened);
                 ElectionInput::StoreOpened
             }
