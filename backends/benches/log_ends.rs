@@ -5,10 +5,11 @@
 //! (a page of 1024 at a time), and fjall and RocksDB keep the tombstones of those entries
 //! until a compaction drops them, so a forward read from the log's start walks all of
 //! them. For each compiled-in store: 40 000 commits with a change log entry of 1 KiB each,
-//! all but the last 1 000 trimmed as the writer does; then, reopened (a takeover), the
+//! then all but the last 1 000 trimmed in the writer's pages (the writer trims as the log
+//! grows, so its tombstones lie among later commits); then, reopened (a takeover), the
 //! time `change_log_ends` takes, against the same store reopened before the trim (the
 //! baseline, same run). Target: the trimmed log's ends ≤ 4× the untrimmed one's (fjall
-//! with a forward read from the log's start, as before: ~340×, 71 ms). That forward read is
+//! with a forward read from the log's start, as before: 337×, 71 ms). That forward read is
 //! shown too.
 //!
 //! Run: `cargo bench -p party-backends --bench log_ends` (add `--features sled,rocksdb`
@@ -16,14 +17,13 @@
 
 use std::time::{Duration, Instant};
 
-use party_backends::{Backend, BackendKind, WriteBatch};
-use party_proto::feed::encode_entry;
+use party_backends::{Backend, BackendKind, OpenError, WriteBatch};
+use party_proto::feed::{encode_entry, TRIM_PAGE};
 use party_proto::wire::WriteOp;
 use party_proto::{CommitSeq, LogAppend};
 
 const COMMITS: u64 = 40_000;
 const KEPT: u64 = 1_000;
-const TRIM_PAGE: u64 = 1024;
 const ROUNDS: usize = 5;
 
 fn fill(store: &dyn Backend) {
@@ -51,7 +51,7 @@ fn fill(store: &dyn Backend) {
 fn trim(store: &dyn Backend) {
     let mut from = 1;
     while from <= COMMITS - KEPT {
-        let to = (from + TRIM_PAGE).min(COMMITS - KEPT + 1);
+        let to = (from + TRIM_PAGE as u64).min(COMMITS - KEPT + 1);
         let page: Vec<CommitSeq> = (from..to).map(CommitSeq).collect();
         store.remove_changes(&page).expect("a trim");
         from = to;
@@ -107,8 +107,10 @@ fn main() {
     );
     for kind in kinds {
         let dir = tempfile::tempdir().unwrap();
-        let Ok(store) = kind.open(dir.path()) else {
-            continue; // not compiled in
+        let store = match kind.open(dir.path()) {
+            Ok(store) => store,
+            Err(OpenError::NotCompiled { .. }) => continue,
+            Err(error) => panic!("{} does not open: {error}", kind.name()),
         };
         fill(&*store);
         store.checkpoint().expect("a checkpoint");
@@ -120,9 +122,14 @@ fn main() {
         drop(store);
         let trimmed = after_reopen(kind, dir.path(), ends(COMMITS - KEPT + 1));
         let forward = after_reopen(kind, dir.path(), forward_from_start);
+        // sled deletes for good: it keeps the forward read.
+        let name = match kind {
+            BackendKind::Sled => "sled (forward read)".to_owned(),
+            _ => kind.name().to_owned(),
+        };
         println!(
             "{:<8} {:>14.3} {:>12.3} {:>8.1} {:>22.3}",
-            kind.name(),
+            name,
             untrimmed.as_secs_f64() * 1e3,
             trimmed.as_secs_f64() * 1e3,
             trimmed.as_secs_f64() / untrimmed.as_secs_f64(),

@@ -9,7 +9,7 @@ use party_proto::CommitSeq;
 use crate::error::BackendError;
 use crate::Backend;
 
-/// Name of the reserved namespace (fjall partition, sled tree, rocksdb column family).
+/// Name of the reserved namespace (sled tree, rocksdb column family).
 pub const NAMESPACE: &str = "party_changes";
 
 /// The span of a stored entry, or why it is not one.
@@ -43,7 +43,12 @@ pub fn ends_by_point_reads(
     let first = oldest_entry(last, stored)?;
     // Read from an entry that is there: no tombstone on the way.
     let Some((first, oldest)) = store.change_entries(first, false, 1)?.pop() else {
-        return Ok(None);
+        // Never while one thread reads and writes the log; said rather than taken for an
+        // empty log, whose numbers would start again.
+        return Err(BackendError::CorruptRecord {
+            key: first.key().to_vec(),
+            reason: "the change log's oldest entry could not be read back".into(),
+        });
     };
     Ok(Some(LogEnds {
         first: span(first, &oldest)?,
@@ -61,8 +66,10 @@ pub fn ends_by_point_reads(
 ///
 /// Right because the log holds every number from its oldest entry to its newest: each
 /// commit appends the next number (the writer reads the log's end again when it cannot
-/// tell whether a commit landed), and a trim deletes the oldest entries up to a number, in
-/// one batch.
+/// tell whether a commit landed), and a trim deletes the oldest entries up to a number, a
+/// page of at most [`party_proto::feed::TRIM_PAGE`] at a time, each page in one batch.
+/// The in-memory store finds its ends this way too, so that the simulator's checks of the
+/// feed (no commit number skipped or taken twice) run through it.
 pub fn oldest_entry(
     last: CommitSeq,
     mut stored: impl FnMut(CommitSeq) -> Result<bool, BackendError>,

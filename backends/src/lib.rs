@@ -85,7 +85,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Removes these entries of the change log.
     fn remove_changes(&self, seqs: &[CommitSeq]) -> Result<(), BackendError>;
 
-    /// The oldest and the newest entry of the change log; `None` when it is empty.
+    /// The oldest and the newest entry of the change log; `None` when it is empty. The log
+    /// holds every number from its oldest entry to its newest (commits append the next
+    /// number; trims delete the oldest entries, a page at a time, each page in one batch
+    /// or oldest first), which lets a store find its oldest entry by point reads
+    /// ([`changes::ends_by_point_reads`]).
     fn change_log_ends(&self) -> Result<Option<LogEnds>, BackendError> {
         let first = self.change_entries(CommitSeq(0), false, 1)?;
         let last = self.change_entries(CommitSeq(u64::MAX), true, 1)?;

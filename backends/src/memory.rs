@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
+use party_proto::feed::LogEnds;
 use party_proto::wire::Entry;
 use party_proto::{ClientId, CommitSeq, DedupRecord, KeyRange};
 
 use crate::batch::{resolve, WriteBatch};
 use crate::error::BackendError;
 use crate::iter::EntryIter;
-use crate::{records, Backend};
+use crate::{changes, records, Backend};
 
 #[derive(Debug, Default)]
 struct State {
@@ -98,6 +99,11 @@ impl Backend for MemoryBackend {
         } else {
             state.changes.range(from..).take(max).map(entry).collect()
         })
+    }
+
+    /// As fjall and RocksDB find them, so that the simulator runs that search.
+    fn change_log_ends(&self) -> Result<Option<LogEnds>, BackendError> {
+        changes::ends_by_point_reads(self, |seq| Ok(self.state().changes.contains_key(&seq)))
     }
 
     fn remove_changes(&self, seqs: &[CommitSeq]) -> Result<(), BackendError> {

@@ -696,6 +696,38 @@ pub fn the_change_log_commits_with_its_group_and_is_read_and_trimmed_in_order(st
         read_all(store, &IterOptions::default(), 64),
         "data untouched"
     );
+
+    // Trimmed again in pages, with what was trimmed and what is kept checkpointed (on
+    // disk, in tables): the ends are found past the removed entries.
+    for n in 6..=40u64 {
+        let ops = [put(b"k", &n.to_be_bytes())];
+        let entry = encode_entry(bytes_before, &ops);
+        bytes_before += entry.len() as u64;
+        let log = Some(LogAppend {
+            seq: CommitSeq(n),
+            entry,
+        });
+        let batch = WriteBatch {
+            ops: ops.to_vec(),
+            records: Vec::new(),
+            log,
+        };
+        store.write(&batch).unwrap();
+    }
+    store.checkpoint().unwrap();
+    for page in [4..20, 20..31] {
+        let seqs: Vec<CommitSeq> = page.map(CommitSeq).collect();
+        store.remove_changes(&seqs).unwrap();
+    }
+    store.checkpoint().unwrap();
+    let ends = store.change_log_ends().unwrap().unwrap();
+    assert_eq!(
+        (ends.first.seq, ends.last.seq),
+        (CommitSeq(31), CommitSeq(40))
+    );
+    assert_eq!(ends.last.bytes_through, bytes_before);
+    let oldest = store.change_entries(CommitSeq(0), false, 1).unwrap();
+    assert_eq!(oldest[0].0, CommitSeq(31));
 }
 
 pub fn an_iterator_reads_the_store_as_it_was_when_opened(store: &dyn Backend) {
