@@ -383,7 +383,10 @@ impl Worker {
         let entries = if read {
             // Nothing is stored before the oldest entry kept; from there, no trimmed
             // entry's tombstone is on the way.
-            let start = self.writer.oldest_kept().map_or(from, |oldest| from.max(oldest));
+            let start = self
+                .writer
+                .oldest_kept()
+                .map_or(from, |oldest| from.max(oldest));
             self.store.change_entries(start, false, pull.max as usize)
         } else {
             Ok(Vec::new())
