@@ -106,6 +106,29 @@ impl World {
         }
     }
 
+    /// The change log holds every number from its oldest entry to its newest (what finding
+    /// its ends by point reads rests on: fjall, RocksDB and the memory store), and the ends
+    /// found are those a walk of the whole log sees.
+    fn check_log_ends(&mut self, process: ProcessId, ends: Option<party_proto::feed::LogEnds>) {
+        let all = self
+            .store
+            .change_entries(party_proto::CommitSeq(0), false, usize::MAX);
+        let numbers: Vec<u64> = all
+            .expect("the memory store cannot fail")
+            .iter()
+            .map(|(seq, _)| seq.0)
+            .collect();
+        let walked = numbers.first().zip(numbers.last());
+        let found = ends.map(|ends| (ends.first.seq.0, ends.last.seq.0));
+        let contiguous = numbers.windows(2).all(|pair| pair[1] == pair[0] + 1);
+        if !contiguous || found != walked.map(|(first, last)| (*first, *last)) {
+            self.violations.push(format!(
+                "p{process} at {}us found the change log's ends {found:?}; the log holds {numbers:?}",
+                self.now
+            ));
+        }
+    }
+
     /// Each failover a process's machine tells of must have the cause the world knows.
     fn check_takeovers(&mut self, process: ProcessId) {
         let node = &mut self.processes[process];
@@ -718,10 +741,10 @@ impl World {
                 WriterOutput::LoadLogEnds => {
                     WriterInput::LogEndsLoaded(self.store_fault().map_or_else(
                         || {
-                            Ok(self
-                                .store
-                                .change_log_ends()
-                                .expect("the memory store cannot fail"))
+                            let ends = self.store.change_log_ends();
+                            let ends = ends.expect("the memory store cannot fail");
+                            self.check_log_ends(process, ends);
+                            Ok(ends)
                         },
                         Err,
                     ))
