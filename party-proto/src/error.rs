@@ -109,6 +109,29 @@ pub enum ErrorCode {
     ElectionFailed(crate::election::ElectionFailure),
 }
 
+impl ErrorCode {
+    /// Whether a leader ever sends this code. Those a process decides about itself (its
+    /// own election's failure, a leader it refuses, a store locked outside the party) are
+    /// never sent.
+    pub fn is_sent_by_leaders(&self) -> bool {
+        !matches!(
+            self,
+            ErrorCode::Locked | ErrorCode::LeaderOfOtherUser { .. } | ErrorCode::ElectionFailed(_)
+        )
+    }
+
+    /// The code as taken from a leader: one no leader sends is the leader's mistake, and
+    /// becomes [`ErrorCode::Malformed`], so that a confused leader cannot make this process
+    /// report a state of its own that it is not in (a failed election, say, which a caller
+    /// would take for the end of its handle).
+    pub fn into_received(self) -> ErrorCode {
+        if self.is_sent_by_leaders() {
+            return self;
+        }
+        ErrorCode::Malformed(format!("the leader sent an error no leader sends: {self}"))
+    }
+}
+
 /// Bytes of text one error carries on the wire at most. A store's own message (a path, an
 /// etcd status with its metadata) or a name a follower sent can be of any length, but an
 /// error must fit in any frame a leader may be limited to (party-core's `MIN_FRAME_LEN`,

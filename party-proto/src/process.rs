@@ -256,6 +256,7 @@ impl Process {
                 self.takeovers.served(now, Some(term));
             }
             ProcessInput::FromLeader(message) => {
+                let message = message.into_received();
                 if matches!(
                     message,
                     ServerMessage::Welcome(_) | ServerMessage::Rejected(_)

@@ -177,6 +177,48 @@ fn a_broken_connection_fails_what_is_pending_and_backs_off() {
     );
 }
 
+/// The errors a process decides about itself (its election's failure, a leader it
+/// refuses, a store locked outside the party) are never sent: from a leader, in an answer
+/// or a refusal, they are its mistake, `Malformed`, not this process's state.
+#[test]
+fn an_error_no_leader_sends_is_taken_as_malformed() {
+    let never_sent = [
+        ErrorCode::ElectionFailed(ElectionFailure::StoreOpen),
+        ErrorCode::LeaderOfOtherUser { uid: 0 },
+        ErrorCode::Locked,
+    ];
+    for error in never_sent {
+        let malformed = |result: &Result<Response, ErrorCode>| {
+            matches!(result, Err(ErrorCode::Malformed(text)) if text.contains(&error.to_string()))
+        };
+        let mut process = follower();
+        process.handle_input(NOW, welcome());
+        drain(&mut process);
+        let id = process.read(NOW, ReadOp::Get { key: b"k".to_vec() });
+        drain(&mut process);
+        let answer = ServerMessage::Reply {
+            id,
+            result: Err(error.clone()),
+        };
+        process.handle_input(NOW, ProcessInput::FromLeader(answer));
+        match &drain(&mut process)[..] {
+            [ProcessOutput::Completed { id: done, result }] => {
+                assert_eq!(*done, id);
+                assert!(malformed(result), "{error:?} answered as {result:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let mut process = follower();
+        let refused = ServerMessage::Rejected(error.clone());
+        process.handle_input(NOW, ProcessInput::FromLeader(refused));
+        let rejected = process.role().rejected.map(Err);
+        assert!(rejected.as_ref().is_some_and(malformed), "{rejected:?}");
+    }
+    let sent = ErrorCode::TooManyConnections { limit: 1 };
+    assert_eq!(sent.clone().into_received(), sent, "what leaders send is kept");
+}
+
 #[test]
 fn a_failed_election_is_reported_before_the_failures_it_causes() {
     let mut process = process();

@@ -306,6 +306,29 @@ pub enum LeaveCause {
     LockLost,
 }
 
+impl ServerMessage {
+    /// The message with each error in it as taken from a leader
+    /// ([`ErrorCode::into_received`]).
+    pub fn into_received(self) -> ServerMessage {
+        match self {
+            ServerMessage::Rejected(error) => ServerMessage::Rejected(error.into_received()),
+            ServerMessage::Reply { id, result } => ServerMessage::Reply {
+                id,
+                result: result.map_err(ErrorCode::into_received),
+            },
+            ServerMessage::IterFailed { iter, error } => ServerMessage::IterFailed {
+                iter,
+                error: error.into_received(),
+            },
+            ServerMessage::WatchFailed { watch, error } => ServerMessage::WatchFailed {
+                watch,
+                error: error.into_received(),
+            },
+            other => other,
+        }
+    }
+}
+
 /// The successful result of a read or write.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Response {
