@@ -406,6 +406,50 @@ fn without_retry_a_lost_connection_fails_the_iterator() {
     );
 }
 
+/// A leader that sends more entries than the iterator's credits (a buggy one: the buffer
+/// would grow as long as it sent) fails the iterator `Malformed`, and is told to drop its
+/// side; what the credits allowed is taken in as ever.
+#[test]
+fn entries_past_the_credits_fail_the_iterator() {
+    let config = ClientConfig {
+        iter_window: 4,
+        ..ClientConfig::default()
+    };
+    let (mut session, iter) = iterating(config);
+    std::iter::from_fn(|| session.poll_output()).for_each(drop);
+    let now = Timestamp::ZERO;
+    let entries = |count: usize| -> Vec<Entry> {
+        (0..count)
+            .map(|n| Entry {
+                key: vec![n as u8],
+                value: Vec::new(),
+            })
+            .collect()
+    };
+    let sent = |session: &mut ClientSession, count: usize| {
+        let data = ServerMessage::IterData {
+            iter,
+            entries: entries(count),
+        };
+        session.handle_input(now, ClientInput::Message(data));
+        std::iter::from_fn(|| session.poll_output()).collect::<Vec<_>>()
+    };
+    let outputs = sent(&mut session, 3);
+    assert!(
+        !outputs.iter().any(|o| matches!(o, ClientOutput::Send(_))),
+        "{outputs:?}"
+    );
+    let outputs = sent(&mut session, 2);
+    assert!(
+        outputs.contains(&ClientOutput::Send(ClientMessage::IterClose { iter })),
+        "{outputs:?}"
+    );
+    assert!(matches!(
+        session.iter_take(now, iter, 10),
+        IterPoll::Failed(party_proto::ErrorCode::Malformed(text)) if text.contains("credits")
+    ));
+}
+
 /// An iterator's window counts bytes as well as entries: big values use up the bytes, small
 /// ones the entries, and each grant, once the caller has taken half a window of either,
 /// fills both again.

@@ -202,13 +202,22 @@ impl Cursor {
         }
     }
 
-    pub(crate) fn receive(&mut self, entries: Vec<Entry>) {
+    /// Takes entries the leader sent. More than the credits it was given is the leader's
+    /// mistake, and refused: the buffer could otherwise grow as long as it sent.
+    pub(crate) fn receive(&mut self, entries: Vec<Entry>) -> Result<(), ErrorCode> {
         let count = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+        if count > self.credits {
+            return Err(ErrorCode::Malformed(format!(
+                "the leader sent {count} entries of an iterator it had {} credits for",
+                self.credits
+            )));
+        }
         let bytes: u64 = entries.iter().map(Entry::len_bound).sum();
         self.credits = self.credits.saturating_sub(count);
         self.credit_bytes -= i128::from(bytes);
         self.buffered_bytes = self.buffered_bytes.saturating_add(bytes);
         self.buffer.extend(entries);
+        Ok(())
     }
 
     pub(crate) fn end(&mut self) {

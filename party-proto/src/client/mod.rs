@@ -444,16 +444,26 @@ impl ClientSession {
     /// means handed to this session: entries the driver reads only after the deadline are
     /// too late, as a request's answer is.
     fn iter_timed_out(&mut self, iter: IterId) {
-        let welcomed = self.welcomed();
         let Some(cursor) = self.cursors.get_mut(&iter) else {
             return;
         };
         cursor.deadline = None;
-        if !cursor.would_wait() {
+        if cursor.would_wait() {
+            self.fail_iter(iter, ErrorCode::TimedOut);
+        }
+    }
+
+    /// Fails an iterator here, and tells the leader to drop its side if it holds one.
+    fn fail_iter(&mut self, iter: IterId, error: ErrorCode) {
+        let welcomed = self.welcomed();
+        let Some(cursor) = self.cursors.get_mut(&iter) else {
             return;
+        };
+        if let Some(deadline) = cursor.deadline.take() {
+            self.iter_deadlines.remove(&(deadline, iter));
         }
         let open_here = welcomed && cursor.is_open();
-        cursor.fail(ErrorCode::TimedOut);
+        cursor.fail(error);
         if open_here {
             self.send(ClientMessage::IterClose { iter });
         }
@@ -613,7 +623,11 @@ impl ClientSession {
                 self.send_ready();
             }
             ServerMessage::IterData { iter, entries } => {
-                self.with_open_cursor(iter, |cursor| cursor.receive(entries));
+                let mut refused = None;
+                self.with_open_cursor(iter, |cursor| refused = cursor.receive(entries).err());
+                if let Some(error) = refused {
+                    self.fail_iter(iter, error);
+                }
             }
             ServerMessage::IterEnd { iter } => {
                 self.with_open_cursor(iter, Cursor::end);
