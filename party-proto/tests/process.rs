@@ -188,9 +188,7 @@ fn an_error_no_leader_sends_is_taken_as_malformed() {
         ErrorCode::Locked,
     ];
     for error in never_sent {
-        let malformed = |result: &Result<Response, ErrorCode>| {
-            matches!(result, Err(ErrorCode::Malformed(text)) if text.contains(&error.to_string()))
-        };
+        let malformed = |result: &Result<Response, ErrorCode>| matches!(result, Err(ErrorCode::Malformed(text)) if text.contains(&error.to_string()));
         let mut process = follower();
         process.handle_input(NOW, welcome());
         drain(&mut process);
@@ -216,7 +214,11 @@ fn an_error_no_leader_sends_is_taken_as_malformed() {
         assert!(rejected.as_ref().is_some_and(malformed), "{rejected:?}");
     }
     let sent = ErrorCode::TooManyConnections { limit: 1 };
-    assert_eq!(sent.clone().into_received(), sent, "what leaders send is kept");
+    assert_eq!(
+        sent.clone().into_received(),
+        sent,
+        "what leaders send is kept"
+    );
 }
 
 #[test]
