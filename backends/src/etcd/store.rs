@@ -59,8 +59,8 @@ pub struct EtcdBackend {
     records: Vec<u8>,
     /// `P l`: the change log, each entry under its commit sequence number (8 bytes,
     /// big-endian). A commit that keeps its writes (a change feed) creates its entry's key
-    /// only if it is absent and the one before is there, so two hosts' writers never take
-    /// the same number, nor one trimmed. A marker (no feed) takes its number without that
+    /// only if it is absent and the one before is there (the first number: only if the log
+    /// is empty), so two hosts' writers never take the same number, nor one trimmed. A marker (no feed) takes its number without that
     /// compare: two hosts without the feed do not contend on the log, and nobody subscribes
     /// to them (the hosts of one prefix must agree on the feed).
     changes: Vec<u8>,
@@ -674,9 +674,15 @@ impl Backend for EtcdBackend {
             let kept = party_proto::feed::decode_entry(&append.entry).is_ok_and(|c| c.is_some());
             if kept {
                 compares.push(Compare::version(key.clone(), CompareOp::Equal, 0));
-                if append.seq.0 > 1 {
+                if append.seq > CommitSeq::FIRST {
                     let before = self.change_key(CommitSeq(append.seq.0 - 1));
                     compares.push(Compare::version(before, CompareOp::Greater, 0));
+                } else {
+                    // The first number only on an empty log: another host's writer may
+                    // have taken it and trimmed it since (its key absent again) while
+                    // this one's ends still said the log was empty.
+                    let log = Compare::version(self.changes.clone(), CompareOp::Equal, 0);
+                    compares.push(log.with_range(prefix_end(&self.changes)));
                 }
             }
             ops.push(TxnOp::put(key, append.entry.clone(), None));
@@ -1148,6 +1154,51 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(here.get(b"out").unwrap(), Some(b"1".to_vec()));
+    }
+
+    /// Two hosts' writers on one log: one that read the log's ends while it was empty
+    /// cannot append the first number once the other has used it, whether that entry is
+    /// still there or was trimmed since (its key absent again): the commit is refused as
+    /// stale, nothing applied, and the log keeps every number from its oldest to its newest.
+    #[test]
+    fn the_first_number_of_the_log_is_taken_once_even_after_a_trim() {
+        let cluster = LocalCluster::start(1).unwrap();
+        let config = EtcdConfig {
+            endpoints: cluster.endpoints(),
+            prefix: b"shared/".to_vec(),
+        };
+        let (here, other) = (
+            EtcdBackend::connect(&config).unwrap(),
+            EtcdBackend::connect(&config).unwrap(),
+        );
+        let logged = |seq: u64, key: &[u8]| {
+            let ops = [WriteOp::Put {
+                key: key.to_vec(),
+                value: b"v".to_vec(),
+            }];
+            WriteBatch {
+                ops: ops.to_vec(),
+                records: Vec::new(),
+                log: Some(party_proto::LogAppend {
+                    seq: CommitSeq(seq),
+                    entry: party_proto::feed::encode_entry(0, &ops),
+                }),
+            }
+        };
+        other.write(&logged(1, b"a")).unwrap();
+        let taken = here.write(&logged(1, b"b"));
+        assert!(matches!(taken, Err(BackendError::Stale { .. })), "{taken:?}");
+        other.write(&logged(2, b"c")).unwrap();
+        other.remove_changes(&[CommitSeq(1)]).unwrap();
+        let trimmed = here.write(&logged(1, b"b"));
+        assert!(
+            matches!(trimmed, Err(BackendError::Stale { .. })),
+            "{trimmed:?}"
+        );
+        assert_eq!(here.get(b"b").unwrap(), None, "nothing of it applied");
+        let ends = here.change_log_ends().unwrap().unwrap();
+        assert_eq!((ends.first.seq, ends.last.seq), (CommitSeq(2), CommitSeq(2)));
+        here.write(&logged(3, b"b")).unwrap();
     }
 
     /// A store under `prefix` on a cluster of its own, of one member (kept while the
