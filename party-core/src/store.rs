@@ -373,23 +373,21 @@ impl Worker {
 
     /// Answers a subscription's read of the change log, or keeps it until a commit.
     fn watch_pull(&mut self, conn: ConnId, watch: WatchId, pull: WaitingPull) {
-        let (from, read, next) = match plan_pull(pull.from, self.writer.last_committed()) {
+        let (last, oldest) = (self.writer.last_committed(), self.writer.oldest_kept());
+        let (from, read_from, next) = match plan_pull(pull.from, last, oldest) {
             PullPlan::Wait => {
                 self.waiting.insert((conn, watch), pull);
                 return;
             }
-            PullPlan::Answer { from, read, next } => (from, read, next),
+            PullPlan::Answer {
+                from,
+                read_from,
+                next,
+            } => (from, read_from, next),
         };
-        let entries = if read {
-            // Nothing is stored before the oldest entry kept; from there, no trimmed
-            // entry's tombstone is on the way.
-            let start = self
-                .writer
-                .oldest_kept()
-                .map_or(from, |oldest| from.max(oldest));
-            self.store.change_entries(start, false, pull.max as usize)
-        } else {
-            Ok(Vec::new())
+        let entries = match read_from {
+            Some(start) => self.store.change_entries(start, false, pull.max as usize),
+            None => Ok(Vec::new()),
         };
         let result = entries
             .map(|entries| LogRead {

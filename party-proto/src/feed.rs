@@ -197,16 +197,25 @@ pub struct LogRead {
 pub enum PullPlan {
     /// Nothing to say yet: answer once a commit lands (or the log's end is known).
     Wait,
-    /// Answer now with a [`LogRead`] from `from`, holding the stored entries from there if
-    /// `read`, none otherwise.
+    /// Answer now with a [`LogRead`] from `from`, holding the stored entries from
+    /// `read_from` on if it is given, none otherwise.
     Answer {
         from: CommitSeq,
-        read: bool,
+        read_from: Option<CommitSeq>,
         next: CommitSeq,
     },
 }
 
-pub fn plan_pull(from: Option<CommitSeq>, last: Option<CommitSeq>) -> PullPlan {
+/// Plans the answer to a subscription's read from `from` (`None`: from the next commit),
+/// given the last commit the writer knows of and the oldest entry the log keeps. A read
+/// from before that entry starts at it: nothing is stored before it, and the stores that
+/// keep the tombstones of trimmed entries (fjall, RocksDB) would walk all of them on the
+/// way.
+pub fn plan_pull(
+    from: Option<CommitSeq>,
+    last: Option<CommitSeq>,
+    oldest_kept: Option<CommitSeq>,
+) -> PullPlan {
     let Some(last) = last else {
         return PullPlan::Wait;
     };
@@ -214,15 +223,41 @@ pub fn plan_pull(from: Option<CommitSeq>, last: Option<CommitSeq>) -> PullPlan {
     match from {
         None => PullPlan::Answer {
             from: next,
-            read: false,
+            read_from: None,
             next,
         },
         Some(from) if from == next => PullPlan::Wait,
         Some(from) => PullPlan::Answer {
             from,
-            read: from < next,
+            read_from: (from < next).then(|| oldest_kept.map_or(from, |oldest| from.max(oldest))),
             next,
         },
+    }
+}
+
+#[cfg(test)]
+mod pull_tests {
+    use super::*;
+
+    #[test]
+    fn a_read_from_before_the_oldest_entry_kept_starts_at_it() {
+        let seq = |n| Some(CommitSeq(n));
+        let read_from = |from, oldest| match plan_pull(seq(from), seq(20), oldest) {
+            PullPlan::Answer { read_from, .. } => read_from,
+            PullPlan::Wait => panic!("a read from {from} waits"),
+        };
+        assert_eq!(read_from(3, seq(10)), seq(10));
+        assert_eq!(read_from(15, seq(10)), seq(15));
+        assert_eq!(read_from(3, None), seq(3), "the log's start unknown");
+        assert_eq!(plan_pull(seq(21), seq(20), seq(10)), PullPlan::Wait);
+        assert_eq!(
+            plan_pull(None, seq(20), seq(10)),
+            PullPlan::Answer {
+                from: CommitSeq(21),
+                read_from: None,
+                next: CommitSeq(21)
+            }
+        );
     }
 }
 

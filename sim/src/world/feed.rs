@@ -162,19 +162,24 @@ impl World {
         let Some(leading) = &mut self.processes[process].leading else {
             return;
         };
-        let (from, read, next) = match plan_pull(pull.from, leading.writer.last_committed()) {
+        let (last, oldest) = (leading.writer.last_committed(), leading.writer.oldest_kept());
+        let (from, read_from, next) = match plan_pull(pull.from, last, oldest) {
             PullPlan::Wait => {
                 leading.waiting.insert((conn, watch), pull);
                 return;
             }
-            PullPlan::Answer { from, read, next } => (from, read, next),
+            PullPlan::Answer {
+                from,
+                read_from,
+                next,
+            } => (from, read_from, next),
         };
-        let entries = if read {
-            self.store
-                .change_entries(from, false, pull.max as usize)
-                .expect("the memory store cannot fail")
-        } else {
-            Vec::new()
+        let entries = match read_from {
+            Some(start) => self
+                .store
+                .change_entries(start, false, pull.max as usize)
+                .expect("the memory store cannot fail"),
+            None => Vec::new(),
         };
         let result = match self.store_fault() {
             Some(error) => Err(error),
