@@ -1187,7 +1187,10 @@ mod tests {
         };
         other.write(&logged(1, b"a")).unwrap();
         let taken = here.write(&logged(1, b"b"));
-        assert!(matches!(taken, Err(BackendError::Stale { .. })), "{taken:?}");
+        assert!(
+            matches!(taken, Err(BackendError::Stale { .. })),
+            "{taken:?}"
+        );
         other.write(&logged(2, b"c")).unwrap();
         other.remove_changes(&[CommitSeq(1)]).unwrap();
         let trimmed = here.write(&logged(1, b"b"));
@@ -1197,7 +1200,10 @@ mod tests {
         );
         assert_eq!(here.get(b"b").unwrap(), None, "nothing of it applied");
         let ends = here.change_log_ends().unwrap().unwrap();
-        assert_eq!((ends.first.seq, ends.last.seq), (CommitSeq(2), CommitSeq(2)));
+        assert_eq!(
+            (ends.first.seq, ends.last.seq),
+            (CommitSeq(2), CommitSeq(2))
+        );
         here.write(&logged(3, b"b")).unwrap();
     }
 

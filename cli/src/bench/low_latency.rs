@@ -4,6 +4,7 @@
 //! puts 64 in flight; full scans; and the share of a core an idle follower and its leader keep busy
 //! afterwards.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -13,17 +14,40 @@ use super::{fill, full_scans, on_runtime, pipelined, sequential, start_leader_as
 use crate::failure::Failure;
 use crate::tool_store::ToolStore;
 
-/// CPU time every thread of process `pid` has run, from the scheduler's own count.
-pub(super) fn cpu_time(pid: u32) -> Duration {
-    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Duration::ZERO;
-    };
-    let nanos: u64 = threads
-        .flatten()
-        .filter_map(|thread| std::fs::read_to_string(thread.path().join("schedstat")).ok())
-        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    Duration::from_nanos(nanos)
+/// The CPU time each thread of some processes has run, from the scheduler's own count.
+pub(super) struct ThreadCpu(HashMap<(u32, String), u64>);
+
+impl ThreadCpu {
+    pub(super) fn of(pids: &[u32]) -> ThreadCpu {
+        let mut threads = HashMap::new();
+        for &pid in pids {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                continue;
+            };
+            for task in tasks.flatten() {
+                let stat = std::fs::read_to_string(task.path().join("schedstat"));
+                let ran = stat
+                    .ok()
+                    .and_then(|stat| stat.split_whitespace().next()?.parse().ok());
+                if let Some(ran) = ran {
+                    let tid = task.file_name().to_string_lossy().into_owned();
+                    threads.insert((pid, tid), ran);
+                }
+            }
+        }
+        ThreadCpu(threads)
+    }
+
+    /// What the threads alive now ran since `before`. A thread that ended meanwhile (a
+    /// blocking-pool thread idle for 10 s, say) is not counted: a sum over the threads
+    /// alive at each end would go back by its whole run.
+    pub(super) fn since(&self, before: &ThreadCpu) -> Duration {
+        let nanos = self
+            .0
+            .iter()
+            .map(|(thread, ran)| ran.saturating_sub(before.0.get(thread).copied().unwrap_or(0)));
+        Duration::from_nanos(nanos.sum())
+    }
 }
 
 /// One mode's figures: sequential gets and puts, and the CPU of both processes per op;
@@ -44,9 +68,10 @@ async fn one_mode(
     fill(&db).await?;
     let mut measured = serde_json::Map::new();
     for (name, puts) in [("sync_get", false), ("sync_put", true)] {
-        let cpu_before = cpu_time(std::process::id()) + cpu_time(leader.id());
+        let both = [std::process::id(), leader.id()];
+        let cpu_before = ThreadCpu::of(&both);
         let (p50, p99, rate) = on_runtime(sequential(db.clone(), count, puts)).await?;
-        let cpu = cpu_time(std::process::id()) + cpu_time(leader.id()) - cpu_before;
+        let cpu = ThreadCpu::of(&both).since(&cpu_before);
         let busy_us = cpu.as_secs_f64() * 1e6 / count as f64;
         measured.insert(
             name.into(),
@@ -65,18 +90,20 @@ async fn one_mode(
     // Left alone after its last request: how much of a core each keeps busy (the leader's
     // share includes its store's compactions after the writes).
     let idle = Duration::from_millis(300);
-    let (follower_before, leader_before) = (cpu_time(std::process::id()), cpu_time(leader.id()));
+    let (follower_pid, leader_pid) = ([std::process::id()], [leader.id()]);
+    let follower_before = ThreadCpu::of(&follower_pid);
+    let leader_before = ThreadCpu::of(&leader_pid);
     let began = Instant::now();
     tokio::time::sleep(idle).await;
     let elapsed = began.elapsed().as_secs_f64();
     let share = |used: Duration| used.as_secs_f64() / elapsed;
     measured.insert(
         "idle_follower_cpu_share".into(),
-        share(cpu_time(std::process::id()) - follower_before).into(),
+        share(ThreadCpu::of(&follower_pid).since(&follower_before)).into(),
     );
     measured.insert(
         "idle_leader_cpu_share".into(),
-        share(cpu_time(leader.id()) - leader_before).into(),
+        share(ThreadCpu::of(&leader_pid).since(&leader_before)).into(),
     );
     db.close().await.map_err(|e| e.to_string())?;
     Ok(Value::Object(measured))

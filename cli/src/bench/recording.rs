@@ -11,7 +11,7 @@ use std::time::Duration;
 use party_core::Db;
 use serde_json::{json, Value};
 
-use super::low_latency::cpu_time;
+use super::low_latency::ThreadCpu;
 use super::{fill, full_scan, on_runtime, pipelined, start_leader_as, Workload};
 use crate::children::Worker;
 use crate::failure::Failure;
@@ -60,13 +60,13 @@ pub(super) async fn measure(
             leader.id(),
         );
         async move {
-            let cpu = || cpu_time(std::process::id()) + cpu_time(leader);
-            let before = cpu();
+            let both = [std::process::id(), leader];
+            let before = ThreadCpu::of(&both);
             let (done, rate) = match load {
                 Some((depth, workload)) => on_runtime(pipelined(db, span, depth, workload)).await?,
                 None => full_scan(&db).await?,
             };
-            let spent = (cpu() - before).as_secs_f64() * 1e6 / done as f64;
+            let spent = ThreadCpu::of(&both).since(&before).as_secs_f64() * 1e6 / done as f64;
             Ok::<_, Failure>((rate, spent))
         }
     };

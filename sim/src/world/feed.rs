@@ -162,7 +162,10 @@ impl World {
         let Some(leading) = &mut self.processes[process].leading else {
             return;
         };
-        let (last, oldest) = (leading.writer.last_committed(), leading.writer.oldest_kept());
+        let (last, oldest) = (
+            leading.writer.last_committed(),
+            leading.writer.oldest_kept(),
+        );
         let (from, read_from, next) = match plan_pull(pull.from, last, oldest) {
             PullPlan::Wait => {
                 leading.waiting.insert((conn, watch), pull);
