@@ -640,10 +640,10 @@ async fn closing_of(seat: &mut Option<Seat>) {
 
 /// A store opening on a blocking thread (fjall replaying its journal, RocksDB, a connection
 /// to etcd: milliseconds to seconds): the driver goes on meanwhile, so that the request
-/// timeouts of what waits for a leader fire and commands are taken.
+/// timeouts of what waits for a leader fire and commands are taken. The thread answers
+/// how long the open took, and the store.
 struct Opening {
-    started: std::time::Instant,
-    opened: tokio::task::JoinHandle<Result<Arc<dyn party_backends::Backend>, Error>>,
+    opened: tokio::task::JoinHandle<(Duration, Result<Arc<dyn party_backends::Backend>, Error>)>,
 }
 
 /// Resolves once the store being opened, if one is, is open or failed to open: how long it
@@ -654,13 +654,21 @@ async fn store_opened(
     let Some(opening) = opening else {
         return std::future::pending().await;
     };
-    let opened = (&mut opening.opened).await.unwrap_or_else(|panic| {
-        Err(Error::Backend {
-            message: "opening the store panicked".into(),
-            source: Some(Box::new(panic)),
-        })
-    });
-    (opening.started.elapsed(), opened)
+    (&mut opening.opened).await.unwrap_or_else(|failed| {
+        let message = if failed.is_panic() {
+            "opening the store panicked"
+        } else {
+            "the runtime shut down while the store opened"
+        };
+        let source: Option<Box<dyn std::error::Error + Send + Sync>> = Some(Box::new(failed));
+        (
+            Duration::ZERO,
+            Err(Error::Backend {
+                message: message.into(),
+                source,
+            }),
+        )
+    })
 }
 
 /// Resolves once the store thread of this process's leadership, if it leads, panicked.

@@ -109,7 +109,9 @@ pub enum ElectionInput {
 pub enum ElectionOutput {
     /// Try once, without waiting, to take the lock; answer `LockAcquired` or `LockBusy`.
     TryLock,
-    /// Open the store (the lock is held); answer `StoreOpened` or `StoreOpenFailed`.
+    /// Open the store (the lock is held); answer `StoreOpened`, `StoreOpenFailed` or
+    /// `StoreLocked`. The answer may take a while (a journal to replay, a cluster to reach):
+    /// the machine takes other inputs meanwhile.
     OpenStore,
     /// Remove any stale socket and bind it; answer `SocketBound` or `BindFailed`.
     Bind,

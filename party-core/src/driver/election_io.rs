@@ -1,6 +1,7 @@
 //! The election's actions carried out: the lock file, the store, the socket, the
 //! connection to a leader, serving and stepping down. Each answers the machine with what
-//! happened, and keeps the cause of a failure for the caller.
+//! happened (the store's open once it is done, from the driver's loop), and keeps the
+//! cause of a failure for the caller.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -104,14 +105,13 @@ impl Driver {
         let kind = self.options.backend;
         let etcd = self.options.etcd.clone();
         let dir = self.layout.dir.clone();
-        let opened = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+        let opened = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             crate::injection::hold_store_open();
-            crate::store_dir::open(&dir, kind, etcd.as_ref())
+            let opened = crate::store_dir::open(&dir, kind, etcd.as_ref());
+            (started.elapsed(), opened)
         });
-        self.opening = Some(super::Opening {
-            started: Instant::now(),
-            opened,
-        });
+        self.opening = Some(super::Opening { opened });
     }
 
     /// The machine's answer to its `OpenStore`, once the store is open (in `took`) or not.

@@ -324,7 +324,16 @@ impl ServerMessage {
                 watch,
                 error: error.into_received(),
             },
-            other => other,
+            // Named one by one, so that a message added with an error in it is looked at.
+            other @ (ServerMessage::Welcome(_)
+            | ServerMessage::IterData { .. }
+            | ServerMessage::IterEnd { .. }
+            | ServerMessage::Leaving(_)
+            | ServerMessage::IterAt { .. }
+            | ServerMessage::WatchStarted { .. }
+            | ServerMessage::WatchData { .. }
+            | ServerMessage::WatchProgress { .. }
+            | ServerMessage::WatchLagged { .. }) => other,
         }
     }
 }
