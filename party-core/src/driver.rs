@@ -643,14 +643,15 @@ async fn closing_of(seat: &mut Option<Seat>) {
 /// timeouts of what waits for a leader fire and commands are taken. The thread answers
 /// how long the open took, and the store.
 struct Opening {
-    opened: tokio::task::JoinHandle<(Duration, Result<Arc<dyn party_backends::Backend>, Error>)>,
+    opened: tokio::task::JoinHandle<(Duration, Opened)>,
 }
+
+/// A store's open: the store, or why not.
+type Opened = Result<Arc<dyn party_backends::Backend>, Error>;
 
 /// Resolves once the store being opened, if one is, is open or failed to open: how long it
 /// took, and the store. Cancel-safe: the opening goes on until polled again.
-async fn store_opened(
-    opening: &mut Option<Opening>,
-) -> (Duration, Result<Arc<dyn party_backends::Backend>, Error>) {
+async fn store_opened(opening: &mut Option<Opening>) -> (Duration, Opened) {
     let Some(opening) = opening else {
         return std::future::pending().await;
     };

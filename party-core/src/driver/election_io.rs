@@ -3,7 +3,6 @@
 //! happened (the store's open once it is done, from the driver's loop), and keeps the
 //! cause of a failure for the caller.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
@@ -115,11 +114,7 @@ impl Driver {
     }
 
     /// The machine's answer to its `OpenStore`, once the store is open (in `took`) or not.
-    pub(super) fn store_opened(
-        &mut self,
-        took: Duration,
-        opened: Result<Arc<dyn party_backends::Backend>, Error>,
-    ) -> ElectionInput {
+    pub(super) fn store_opened(&mut self, took: Duration, opened: super::Opened) -> ElectionInput {
         match opened {
             Ok(opened) => {
                 self.store_open_time = Some(took);
