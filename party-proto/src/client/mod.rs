@@ -470,6 +470,20 @@ impl ClientSession {
         self.outputs.push_back(ClientOutput::IterReady { iter });
     }
 
+    /// Fails a subscription here, and tells the leader to drop its side if it holds one.
+    fn fail_watch(&mut self, watch: WatchId, error: ErrorCode) {
+        let welcomed = self.welcomed();
+        let Some(subscription) = self.subscriptions.get_mut(&watch) else {
+            return;
+        };
+        let open_here = welcomed && subscription.is_open();
+        subscription.fail(error);
+        if open_here {
+            self.send(ClientMessage::WatchClose { watch });
+        }
+        self.outputs.push_back(ClientOutput::WatchReady { watch });
+    }
+
     pub fn poll_output(&mut self) -> Option<ClientOutput> {
         self.outputs.pop_front()
     }
@@ -648,7 +662,15 @@ impl ClientSession {
                 seq,
                 changes,
                 complete,
-            } => self.with_open_subscription(watch, |s| s.data(seq, changes, complete)),
+            } => {
+                let mut refused = None;
+                self.with_open_subscription(watch, |s| {
+                    refused = s.data(seq, changes, complete).err();
+                });
+                if let Some(error) = refused {
+                    self.fail_watch(watch, error);
+                }
+            }
             ServerMessage::WatchProgress { watch, through } => {
                 if let Some(subscription) = self.subscriptions.get_mut(&watch) {
                     subscription.progress(through);

@@ -149,21 +149,41 @@ impl Subscription {
         self.next.get_or_insert(from);
     }
 
-    pub(crate) fn data(&mut self, seq: CommitSeq, changes: Vec<Change>, complete: bool) {
+    /// Takes in a frame of a group. A leader that sends a group past the credits it was
+    /// given, or starts another group before it has ended one, is refused: the groups
+    /// waiting (or the frames of one) would grow for as long as it sent.
+    pub(crate) fn data(
+        &mut self,
+        seq: CommitSeq,
+        changes: Vec<Change>,
+        complete: bool,
+    ) -> Result<(), ErrorCode> {
         if self.next.is_some_and(|next| seq < next) {
             // Already handed over: a leader never sends this, the check keeps it once.
-            return;
+            return Ok(());
+        }
+        if self.credits == 0 {
+            return Err(ErrorCode::Malformed(format!(
+                "the leader sent group {} of a subscription it had no credits for",
+                seq.0
+            )));
         }
         let mut group = match self.partial.take() {
             Some((partial_seq, mut partial)) if partial_seq == seq => {
                 partial.extend(changes);
                 partial
             }
-            _ => changes,
+            Some((partial_seq, _)) => {
+                return Err(ErrorCode::Malformed(format!(
+                    "the leader sent group {} of a subscription before it ended group {}",
+                    seq.0, partial_seq.0
+                )));
+            }
+            None => changes,
         };
         if !complete {
             self.partial = Some((seq, std::mem::take(&mut group)));
-            return;
+            return Ok(());
         }
         self.credits = self.credits.saturating_sub(1);
         self.next = Some(seq.next());
@@ -171,6 +191,7 @@ impl Subscription {
             seq,
             changes: group,
         });
+        Ok(())
     }
 
     pub(crate) fn progress(&mut self, through: CommitSeq) {

@@ -1,0 +1,380 @@
+//! The follower's side of a change feed subscription across failovers: whatever the groups'
+//! sizes, how they are cut into frames, where the connection drops and how grants and
+//! groups cross on it, the caller receives every group once, whole, in commit order, and
+//! the session never grants past its window. A leader that breaks the credits or the
+//! framing fails the subscription instead of growing what the follower holds.
+
+use std::collections::VecDeque;
+
+use party_proto::wire::{ClientMessage, ProtocolId, ServerMessage, Welcome};
+use party_proto::{
+    Change, ClientConfig, ClientId, ClientInput, ClientOutput, ClientSession, CommitSeq, ErrorCode,
+    KeyRange, Timestamp, WatchEvent, WatchId, WatchPoll,
+};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Action {
+    /// The leader sends its next group, if it has credits.
+    Send,
+    /// The leader reads what the client sent it.
+    Deliver,
+    /// The client reads up to this many of the leader's messages.
+    Receive(usize),
+    /// The caller takes up to this many events.
+    Take(usize),
+    /// The leader dies; a new one is connected at once or later.
+    Disconnect,
+    Connect,
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        4 => Just(Action::Send),
+        3 => Just(Action::Deliver),
+        3 => (1usize..4).prop_map(Action::Receive),
+        4 => (1usize..4).prop_map(Action::Take),
+        1 => Just(Action::Disconnect),
+        1 => Just(Action::Connect),
+    ]
+}
+
+/// A committed group: its changes, and how many changes each of its frames carries.
+#[derive(Debug, Clone)]
+struct Group {
+    changes: Vec<Change>,
+    frames: Vec<usize>,
+}
+
+fn group() -> impl Strategy<Value = Group> {
+    prop::collection::vec(1usize..3, 1..4).prop_map(|frames| {
+        let count = frames.iter().sum::<usize>();
+        let changes = (0..count)
+            .map(|n| Change::Del { key: vec![n as u8] })
+            .collect();
+        Group { changes, frames }
+    })
+}
+
+/// The leader's side of the subscription on the current connection.
+#[derive(Debug)]
+struct LeaderWatch {
+    next: u64,
+    credits: u32,
+}
+
+struct Harness {
+    /// Group `n` (from 1) is `log[n - 1]`.
+    log: Vec<Group>,
+    session: ClientSession,
+    watch: WatchId,
+    window: u32,
+    connected: bool,
+    to_leader: VecDeque<ClientMessage>,
+    to_client: VecDeque<ServerMessage>,
+    /// Groups the client granted on this connection and has not received whole.
+    outstanding: i64,
+    /// Complete groups the session holds and the caller has not taken.
+    held: i64,
+    leader: Option<LeaderWatch>,
+    /// The seq of each group the caller took, with its changes.
+    delivered: Vec<(CommitSeq, Vec<Change>)>,
+}
+
+impl Harness {
+    /// Checks what the session sends against the window, and puts it on its way.
+    fn drain(&mut self) -> Result<(), TestCaseError> {
+        while let Some(output) = self.session.poll_output() {
+            let ClientOutput::Send(message) = output else {
+                continue;
+            };
+            prop_assert!(self.connected, "sent with no connection");
+            match &message {
+                ClientMessage::WatchOpen { credits, .. } => {
+                    self.outstanding = i64::from(*credits);
+                }
+                ClientMessage::WatchNext { credits, .. } => {
+                    self.outstanding += i64::from(*credits);
+                }
+                ClientMessage::Hello(_) => {}
+                other => prop_assert!(false, "unexpected {other:?}"),
+            }
+            prop_assert!(
+                self.outstanding + self.held <= i64::from(self.window),
+                "{message:?}: {} outstanding and {} held, past the window",
+                self.outstanding,
+                self.held
+            );
+            self.to_leader.push_back(message);
+        }
+        Ok(())
+    }
+
+    /// The leader reads everything the client sent.
+    fn deliver(&mut self) -> Result<(), TestCaseError> {
+        while let Some(message) = self.to_leader.pop_front() {
+            match message {
+                ClientMessage::WatchOpen { from, credits, .. } => {
+                    prop_assert!(self.leader.is_none(), "opened twice");
+                    let next = match from {
+                        Some(from) => from.0.max(1),
+                        None => {
+                            let from = CommitSeq(1);
+                            self.to_client.push_back(ServerMessage::WatchStarted {
+                                watch: self.watch,
+                                from,
+                            });
+                            from.0
+                        }
+                    };
+                    self.leader = Some(LeaderWatch { next, credits });
+                }
+                ClientMessage::WatchNext { credits, .. } => {
+                    if let Some(leader) = &mut self.leader {
+                        leader.credits += credits;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The client reads up to `n` of the leader's messages.
+    fn receive(&mut self, n: usize) -> Result<(), TestCaseError> {
+        for _ in 0..n {
+            let Some(message) = self.to_client.pop_front() else {
+                break;
+            };
+            if let ServerMessage::WatchData { complete: true, .. } = &message {
+                self.outstanding -= 1;
+                self.held += 1;
+            }
+            self.session
+                .handle_input(Timestamp::ZERO, ClientInput::Message(message));
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, action: Action) -> Result<(), TestCaseError> {
+        match action {
+            Action::Send if self.connected => {
+                let Some(leader) = &mut self.leader else {
+                    return Ok(());
+                };
+                let Some(group) = self.log.get(leader.next as usize - 1) else {
+                    return Ok(());
+                };
+                if leader.credits == 0 {
+                    return Ok(());
+                }
+                let seq = CommitSeq(leader.next);
+                let mut changes = group.changes.iter().cloned();
+                for (index, &count) in group.frames.iter().enumerate() {
+                    self.to_client.push_back(ServerMessage::WatchData {
+                        watch: self.watch,
+                        seq,
+                        changes: changes.by_ref().take(count).collect(),
+                        complete: index + 1 == group.frames.len(),
+                    });
+                }
+                leader.credits -= 1;
+                leader.next += 1;
+            }
+            Action::Deliver if self.connected => self.deliver()?,
+            Action::Receive(n) if self.connected => self.receive(n)?,
+            Action::Take(n) => match self.session.watch_take(self.watch, n) {
+                WatchPoll::Events(events) => {
+                    prop_assert!(!events.is_empty() && events.len() <= n);
+                    self.held -= events.len() as i64;
+                    for event in events {
+                        let WatchEvent::Changes { seq, changes } = event else {
+                            return Err(TestCaseError::fail(format!("unexpected {event:?}")));
+                        };
+                        self.delivered.push((seq, changes));
+                    }
+                    self.drain()?;
+                }
+                WatchPoll::Pending => {}
+                WatchPoll::Failed(error) => prop_assert!(false, "failed: {error}"),
+            },
+            Action::Disconnect if self.connected => {
+                self.connected = false;
+                self.leader = None;
+                self.to_leader.clear();
+                self.to_client.clear();
+                self.outstanding = 0;
+                self.session
+                    .handle_input(Timestamp::ZERO, ClientInput::Disconnected);
+                self.drain()?;
+            }
+            Action::Connect if !self.connected => {
+                self.connected = true;
+                self.session
+                    .handle_input(Timestamp::ZERO, ClientInput::Connected);
+                self.drain()?;
+                self.session
+                    .handle_input(Timestamp::ZERO, ClientInput::Message(welcome()));
+                self.drain()?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// What a leader says once it has taken a connection's hello.
+fn welcome() -> ServerMessage {
+    ServerMessage::Welcome(Welcome {
+        protocol: ProtocolId::CURRENT,
+        leader_pid: 1,
+        term: 1,
+        store: "fjall".into(),
+        limits: party_proto::ServerConfig::default().limits(),
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn every_group_once_whole_in_order_across_failovers(
+        log in prop::collection::vec(group(), 0..12),
+        window in 1u32..6,
+        from_start in any::<bool>(),
+        connect_first in any::<bool>(),
+        actions in prop::collection::vec(action(), 0..150),
+    ) {
+        let config = ClientConfig {
+            watch_window: window,
+            ..ClientConfig::default()
+        };
+        let mut session = ClientSession::new(ClientId(5), config);
+        let from = from_start.then_some(CommitSeq(1));
+        let watch = session.open_watch(KeyRange::all(), from);
+        let mut h = Harness {
+            log,
+            session,
+            watch,
+            window,
+            connected: false,
+            to_leader: VecDeque::new(),
+            to_client: VecDeque::new(),
+            outstanding: 0,
+            held: 0,
+            leader: None,
+            delivered: Vec::new(),
+        };
+        if connect_first {
+            h.run(Action::Connect)?;
+        }
+        for action in actions {
+            h.run(action)?;
+        }
+        // Settle on a last leader that stays.
+        h.run(Action::Connect)?;
+        let mut rounds = 0;
+        while h.delivered.len() < h.log.len() {
+            h.run(Action::Deliver)?;
+            h.run(Action::Send)?;
+            h.run(Action::Receive(usize::MAX))?;
+            h.run(Action::Take(3))?;
+            rounds += 1;
+            prop_assert!(rounds < 1000, "subscription stalled at {:?}", h.delivered.len());
+        }
+        prop_assert_eq!(h.delivered.len(), h.log.len());
+        for (index, (seq, changes)) in h.delivered.iter().enumerate() {
+            prop_assert_eq!(seq.0, index as u64 + 1);
+            prop_assert_eq!(changes, &h.log[index].changes);
+        }
+    }
+}
+
+/// A session connected and welcomed, with a subscription of `window` groups opened on it
+/// from commit 1; what it sent is dropped.
+fn subscribed(window: u32) -> (ClientSession, WatchId) {
+    let config = ClientConfig {
+        watch_window: window,
+        ..ClientConfig::default()
+    };
+    let mut session = ClientSession::new(ClientId(6), config);
+    let watch = session.open_watch(KeyRange::all(), Some(CommitSeq(1)));
+    session.handle_input(Timestamp::ZERO, ClientInput::Connected);
+    session.handle_input(Timestamp::ZERO, ClientInput::Message(welcome()));
+    std::iter::from_fn(|| session.poll_output()).for_each(drop);
+    (session, watch)
+}
+
+/// The outputs of the session's taking in a frame of group `seq` from its leader.
+fn frame(
+    session: &mut ClientSession,
+    watch: WatchId,
+    seq: u64,
+    complete: bool,
+) -> Vec<ClientOutput> {
+    let data = ServerMessage::WatchData {
+        watch,
+        seq: CommitSeq(seq),
+        changes: vec![Change::Del { key: vec![1] }],
+        complete,
+    };
+    session.handle_input(Timestamp::ZERO, ClientInput::Message(data));
+    std::iter::from_fn(|| session.poll_output()).collect()
+}
+
+fn closed(outputs: &[ClientOutput], watch: WatchId) -> bool {
+    outputs.contains(&ClientOutput::Send(ClientMessage::WatchClose { watch }))
+}
+
+/// A leader that sends more groups than the subscription's credits (a buggy one: the
+/// groups waiting would grow as long as it sent) fails the subscription `Malformed`, and
+/// is told to drop its side; what the credits allowed is taken in as ever.
+#[test]
+fn groups_past_the_credits_fail_the_subscription() {
+    let (mut session, watch) = subscribed(2);
+    for seq in 1..=2 {
+        let outputs = frame(&mut session, watch, seq, true);
+        assert!(!closed(&outputs, watch), "{outputs:?}");
+    }
+    // A frame that does not end its group is past the credits as well.
+    let outputs = frame(&mut session, watch, 3, false);
+    assert!(closed(&outputs, watch), "{outputs:?}");
+    assert!(matches!(
+        session.watch_take(watch, 10),
+        WatchPoll::Failed(ErrorCode::Malformed(text)) if text.contains("credits")
+    ));
+}
+
+/// A leader that starts a group before it has ended the one it was sending fails the
+/// subscription `Malformed` rather than have the follower drop the frames so far, or hold
+/// the frames of any number of groups.
+#[test]
+fn a_group_begun_before_the_last_one_ended_fails_the_subscription() {
+    let (mut session, watch) = subscribed(4);
+    let outputs = frame(&mut session, watch, 1, false);
+    assert!(!closed(&outputs, watch), "{outputs:?}");
+    let outputs = frame(&mut session, watch, 2, false);
+    assert!(closed(&outputs, watch), "{outputs:?}");
+    assert!(matches!(
+        session.watch_take(watch, 10),
+        WatchPoll::Failed(ErrorCode::Malformed(text)) if text.contains("before it ended")
+    ));
+}
+
+/// A group's frames are one event, handed over once its last frame came.
+#[test]
+fn a_group_in_several_frames_is_one_event() {
+    let (mut session, watch) = subscribed(4);
+    frame(&mut session, watch, 1, false);
+    assert_eq!(session.watch_take(watch, 10), WatchPoll::Pending);
+    frame(&mut session, watch, 1, true);
+    let change = Change::Del { key: vec![1] };
+    assert_eq!(
+        session.watch_take(watch, 10),
+        WatchPoll::Events(vec![WatchEvent::Changes {
+            seq: CommitSeq(1),
+            changes: vec![change.clone(), change],
+        }])
+    );
+}
