@@ -134,6 +134,11 @@ enum Event {
         incarnation: u32,
         step: transactions::TxnStep,
     },
+    /// The leader's driver learns that its store thread died.
+    StoreThreadDied {
+        process: ProcessId,
+        incarnation: u32,
+    },
 }
 
 /// How long a closing leader serves its followers' last requests, in virtual
@@ -244,6 +249,10 @@ struct Leading {
     holding: Option<(ProcessId, u64)>,
     /// Its last write to the store, or its takeover: see [`checkpoints`].
     quiet_since: u64,
+    /// Its store thread died (a panic): the store takes no more jobs and answers none,
+    /// and the lock is kept until the process exits (party-core: the store may still be
+    /// open through the leader's other handles to it).
+    store_died: bool,
 }
 
 /// One simulated OS process: an incarnation of party-proto's [`Process`] machine, and what
@@ -459,6 +468,7 @@ impl World {
             | Event::DrainEnd { process, .. }
             | Event::RoomClosed { process, .. }
             | Event::Transaction { process, .. }
+            | Event::StoreThreadDied { process, .. }
             | Event::Restart { process, .. } => *process,
             Event::Deliver {
                 conn, to_server, ..
@@ -752,6 +762,14 @@ impl World {
                 if self.is_current(process, incarnation) {
                     self.answer(process, action);
                     self.pump(process);
+                }
+            }
+            Event::StoreThreadDied {
+                process,
+                incarnation,
+            } => {
+                if self.is_current(process, incarnation) {
+                    self.store_thread_died(process);
                 }
             }
             Event::RoomClosed {

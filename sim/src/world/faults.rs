@@ -1,6 +1,6 @@
 //! The faults: crashes (also in the middle of a commit), cut connections, a lock taken
 //! away, garbage down a connection, and the store's fault layer that fails or refuses
-//! commits.
+//! commits (or whose thread dies in the middle of one).
 
 use super::*;
 
@@ -183,6 +183,7 @@ impl World {
             });
         }
         let mut unsettled = false;
+        let mut thread_dies = false;
         if self.faults.store && self.faults_on {
             let fault = match self.rng.next_u64() % 100 {
                 0..=7 => Some(CommitResult::Failed(ErrorCode::Backend("injected".into()))),
@@ -196,6 +197,12 @@ impl World {
                     unsettled = true;
                     None
                 }
+                // The store thread dies (a panic) in the middle of the commit: the batch
+                // landed or not, and no answer comes.
+                18 => {
+                    thread_dies = true;
+                    None
+                }
                 // Another host's leader changed what a transaction read (a shared store).
                 15..=17
                     if batch
@@ -207,11 +214,18 @@ impl World {
                 }
                 _ => None,
             };
-            if fault.is_some() || unsettled {
+            if fault.is_some() || unsettled || thread_dies {
                 self.store_failed();
             }
             if let Some(result) = fault {
                 return result;
+            }
+        }
+        if thread_dies {
+            self.store_thread_dies(process);
+            if self.chance(50) {
+                // Not landed; the writer is never told (`write_queued` stops here).
+                return CommitResult::Failed(ErrorCode::Closed);
             }
         }
         if self.faults_on && self.chance(2) {
@@ -249,6 +263,51 @@ impl World {
             return CommitResult::Unsettled("injected, landed".into());
         }
         CommitResult::Committed
+    }
+
+    /// The store thread of leader `process` dies: it takes no more jobs and answers none,
+    /// and the driver learns it a little later (party-core: when it sees the thread gone).
+    fn store_thread_dies(&mut self, process: ProcessId) {
+        self.trace
+            .line(self.now, format_args!("p{process}'s store thread dies"));
+        let incarnation = self.processes[process].incarnation;
+        if let Some(leading) = &mut self.processes[process].leading {
+            leading.store_died = true;
+        }
+        let delay = self.rand(0, 300);
+        self.schedule(
+            delay,
+            Event::StoreThreadDied {
+                process,
+                incarnation,
+            },
+        );
+    }
+
+    pub(super) fn store_died(&self, process: ProcessId) -> bool {
+        let leading = self.processes[process].leading.as_ref();
+        leading.is_some_and(|leading| leading.store_died)
+    }
+
+    /// The driver of `process` learns that its store thread died: its election fails (the
+    /// machine steps down, its connections told the lock is lost, and fails what is
+    /// pending). A leader draining after a close has stepped down already: its
+    /// connections wait for answers that never come until the drain's time is up, and
+    /// then end as if cut.
+    pub(super) fn store_thread_died(&mut self, process: ProcessId) {
+        let draining = self.processes[process]
+            .leading
+            .as_ref()
+            .is_some_and(|leading| leading.draining);
+        if draining {
+            for c in self.conns.values_mut() {
+                c.cut_short |= c.open && c.server == process;
+            }
+        }
+        let now = self.timestamp();
+        let failed = ProcessInput::Election(ElectionInput::ServeFailed);
+        self.processes[process].machine.handle_input(now, failed);
+        self.pump(process);
     }
 
     /// The store's failure to read or sweep dedup records, now and then on seeds whose

@@ -36,8 +36,10 @@ impl World {
         self.check_room(process);
         let node = &mut self.processes[process];
         if node.closing && node.machine.is_closed() && node.leading.is_none() {
-            // Closed, holding nothing: it starts again as a new process later.
+            // Closed, holding nothing: it starts again as a new process later. A lock its
+            // dead store thread kept goes with the process.
             node.alive = false;
+            self.lock.release(process);
             let incarnation = node.incarnation;
             let delay = self.rand(100, 5_000);
             self.schedule(
@@ -61,11 +63,13 @@ impl World {
         self.pump(process);
     }
 
-    /// Ends a leadership: its sessions go, its connections close, its lock is released.
+    /// Ends a leadership: its sessions go, its connections close, its lock is released
+    /// (unless its store thread died: then at the process's exit).
     pub(super) fn stop_serving(&mut self, process: ProcessId) {
         let holding = self.processes[process]
             .leading
             .take()
+            .filter(|leading| !leading.store_died)
             .and_then(|leading| leading.holding);
         let served: Vec<ConnId> = self
             .conns
@@ -381,6 +385,7 @@ impl World {
                     woken_at: None,
                     holding: self.lock.holding().filter(|(holder, _)| *holder == process),
                     quiet_since: self.now,
+                    store_died: false,
                 });
                 self.trace.line(self.now, format_args!("p{process} leads"));
                 self.processes[process]
@@ -406,6 +411,12 @@ impl World {
             ElectionOutput::StepDown => {
                 self.trace
                     .line(self.now, format_args!("p{process} steps down"));
+                if self.processes[process].leading.is_none() {
+                    // From an election that had taken the lock (opening the store,
+                    // binding): party-core lets it go at once. (The simulator kept it
+                    // until the process ended, so a close there held up every election.)
+                    self.lock.release(process);
+                }
                 // As party-core's leader: its connections are told why, then closed.
                 let cause = self.processes[process].machine.leave_cause();
                 let told = TakeoverCause::from(cause);
@@ -483,7 +494,10 @@ impl World {
             ElectionOutput::Failed(reason) => {
                 let faulty = matches!(
                     reason,
-                    ElectionFailure::Lock | ElectionFailure::StoreOpen | ElectionFailure::Bind
+                    ElectionFailure::Lock
+                        | ElectionFailure::StoreOpen
+                        | ElectionFailure::Bind
+                        | ElectionFailure::Serve
                 );
                 let other_store = reason == ElectionFailure::StoreOpen
                     && Some(self.processes[process].store) != self.store_kind;
@@ -554,8 +568,9 @@ impl World {
                 behind_writes,
             } => {
                 // As party-core does: a read behind its connection's writes waits for them;
-                // another runs at once, ahead of writes other connections have queued.
-                if behind_writes && !self.write_queued(process) {
+                // another runs at once, ahead of writes other connections have queued. A
+                // dead store thread answers neither.
+                if (behind_writes || self.store_died(process)) && !self.write_queued(process) {
                     return;
                 }
                 let result = match op {
@@ -686,13 +701,16 @@ impl World {
 
     /// Cuts the writer's group and carries out what it asks, as party-core's store thread
     /// does before any job that must see the writes before it. False if the process
-    /// crashed meanwhile (a crash in the middle of a commit).
+    /// crashed meanwhile (a crash in the middle of a commit), or its store thread died.
     pub(super) fn write_queued(&mut self, process: ProcessId) -> bool {
         let incarnation = self.processes[process].incarnation;
         let now = self.timestamp();
         let Some(leading) = &mut self.processes[process].leading else {
             return true;
         };
+        if leading.store_died {
+            return false;
+        }
         leading.writer.cut(now);
         loop {
             let Some(leading) = &mut self.processes[process].leading else {
@@ -705,7 +723,7 @@ impl World {
             let input = match output {
                 WriterOutput::Commit(batch) => {
                     let result = self.commit(process, &batch);
-                    if !self.is_current(process, incarnation) {
+                    if !self.is_current(process, incarnation) || self.store_died(process) {
                         return false;
                     }
                     WriterInput::Committed(result)
@@ -794,7 +812,13 @@ impl World {
             next = next
                 .into_iter()
                 .chain(leading.sessions.values().filter_map(|s| s.poll_timeout()))
-                .chain(leading.writer.poll_timeout())
+                // The writer's timers run on the store thread: none once it died.
+                .chain(
+                    leading
+                        .writer
+                        .poll_timeout()
+                        .filter(|_| !leading.store_died),
+                )
                 .min();
         }
         let Some(at) = next else { return };
