@@ -537,9 +537,14 @@ impl Driver {
 
     /// The caller's error for the machine's `code`: an election failure with its cause.
     fn error_of(&self, code: ErrorCode) -> Error {
-        match (&code, self.failed()) {
+        match (code, self.failed()) {
             (ErrorCode::ElectionFailed(_), Some(failed)) => failed,
-            _ => code.into(),
+            // A write a leader may have taken when the election failed: the machine names
+            // the failure's kind, this handle knows its cause.
+            (ErrorCode::OutcomeUnknown(cause), Some(failed)) => Error::OutcomeUnknown {
+                cause: format!("{cause} ({failed})"),
+            },
+            (code, _) => code.into(),
         }
     }
 

@@ -20,7 +20,10 @@ fn a_store_thread_panic_fails_the_leaders_handle_and_a_follower_takes_over_at_it
 
     // Handed to the store, which may have applied it before it panicked.
     let answer = leader.send("put store-thread-panic x");
-    assert!(answer.starts_with("err outcome_unknown"), "{answer}");
+    assert!(
+        answer.starts_with("err outcome_unknown") && answer.contains("the store thread panicked"),
+        "{answer}"
+    );
     let answer = leader.send("get k");
     assert!(
         answer.starts_with("err") && answer.contains("the store thread panicked"),
