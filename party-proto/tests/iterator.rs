@@ -8,13 +8,13 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::time::Duration;
 
-use party_proto::wire::{ClientMessage, Entry, ProtocolId, ServerMessage, Welcome};
+use party_proto::wire::{ClientMessage, Entry, ServerMessage};
 use party_proto::{
     ClientConfig, ClientId, ClientInput, ClientOutput, ClientSession, IterId, IterOptions,
     IterPoll, Timestamp,
 };
 use proptest::prelude::*;
-use support::{edge_key, iter_options};
+use support::{edge_key, iter_options, welcome};
 
 /// The range semantics written out independently of `KeyRange`.
 fn expected(keys: &BTreeSet<Vec<u8>>, options: &IterOptions) -> Vec<Vec<u8>> {
@@ -293,17 +293,6 @@ impl Harness {
         }
         Ok(())
     }
-}
-
-/// What a leader says once it has taken a connection's hello.
-fn welcome() -> ServerMessage {
-    ServerMessage::Welcome(Welcome {
-        protocol: ProtocolId::CURRENT,
-        leader_pid: 1,
-        term: 1,
-        store: "fjall".into(),
-        limits: party_proto::ServerConfig::default().limits(),
-    })
 }
 
 proptest! {

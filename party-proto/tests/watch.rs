@@ -4,14 +4,17 @@
 //! the session never grants past its window. A leader that breaks the credits or the
 //! framing fails the subscription instead of growing what the follower holds.
 
+mod support;
+
 use std::collections::VecDeque;
 
-use party_proto::wire::{ClientMessage, ProtocolId, ServerMessage, Welcome};
+use party_proto::wire::{ClientMessage, ServerMessage};
 use party_proto::{
     Change, ClientConfig, ClientId, ClientInput, ClientOutput, ClientSession, CommitSeq, ErrorCode,
     KeyRange, Timestamp, WatchEvent, WatchId, WatchPoll,
 };
 use proptest::prelude::*;
+use support::welcome;
 
 #[derive(Debug, Clone)]
 enum Action {
@@ -222,17 +225,6 @@ impl Harness {
         }
         Ok(())
     }
-}
-
-/// What a leader says once it has taken a connection's hello.
-fn welcome() -> ServerMessage {
-    ServerMessage::Welcome(Welcome {
-        protocol: ProtocolId::CURRENT,
-        leader_pid: 1,
-        term: 1,
-        store: "fjall".into(),
-        limits: party_proto::ServerConfig::default().limits(),
-    })
 }
 
 proptest! {

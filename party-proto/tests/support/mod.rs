@@ -1,4 +1,4 @@
-//! proptest strategies shared by party-proto's property tests.
+//! proptest strategies, and a leader's welcome, shared by party-proto's property tests.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::ops::Bound;
@@ -390,4 +390,16 @@ pub fn small_message() -> impl Strategy<Value = ClientMessage> {
 /// Byte credits: mostly a few entries' worth, sometimes anything.
 pub fn byte_credits() -> impl Strategy<Value = u64> {
     prop_oneof![8 => 0u64..200, 1 => any::<u64>()]
+}
+
+/// What a leader with the default configuration says once it has taken a connection's
+/// hello.
+pub fn welcome() -> ServerMessage {
+    ServerMessage::Welcome(Welcome {
+        protocol: ProtocolId::CURRENT,
+        leader_pid: 1,
+        term: 1,
+        store: "fjall".into(),
+        limits: party_proto::ServerConfig::default().limits(),
+    })
 }
