@@ -134,10 +134,11 @@ enum Event {
         incarnation: u32,
         step: transactions::TxnStep,
     },
-    /// The leader's driver learns that its store thread died.
+    /// The leader's driver learns that the store thread of its leadership `term` died.
     StoreThreadDied {
         process: ProcessId,
         incarnation: u32,
+        term: u64,
     },
 }
 
@@ -296,6 +297,9 @@ struct Node {
     /// Stopped (as by SIGSTOP, or a long pause of its runtime) until then: nothing happens
     /// to it, and what reaches it waits.
     paused_until: Option<u64>,
+    /// The lock holding a leadership whose store thread died kept: released when the
+    /// process ends, as party-core's lock is at the process's exit.
+    kept_lock: Option<(ProcessId, u64)>,
 }
 
 /// How one simulated run ended.
@@ -685,6 +689,7 @@ impl World {
             lost_leader: None,
             cut_short: false,
             paused_until: None,
+            kept_lock: None,
         }
     }
 
@@ -767,8 +772,14 @@ impl World {
             Event::StoreThreadDied {
                 process,
                 incarnation,
+                term,
             } => {
-                if self.is_current(process, incarnation) {
+                // As party-core's failure signal, it goes with the leadership it is of.
+                let of_this_leadership = self.processes[process]
+                    .leading
+                    .as_ref()
+                    .is_some_and(|leading| leading.term == term);
+                if self.is_current(process, incarnation) && of_this_leadership {
                     self.store_thread_died(process);
                 }
             }

@@ -151,7 +151,9 @@ impl Subscription {
 
     /// Takes in a frame of a group. A leader that sends a group past the credits it was
     /// given, or starts another group before it has ended one, is refused: the groups
-    /// waiting (or the frames of one) would grow for as long as it sent.
+    /// waiting, or the unfinished groups kept aside, would grow for as long as it sent.
+    /// (One group's frames are not bounded: a group is as large as the writes committed
+    /// together.)
     pub(crate) fn data(
         &mut self,
         seq: CommitSeq,

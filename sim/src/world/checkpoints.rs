@@ -50,7 +50,8 @@ impl World {
     /// the store is checkpointed.
     pub(super) fn check_checkpointed(&mut self, process: ProcessId) {
         let node = &self.processes[process];
-        let Some(leading) = &node.leading else {
+        // The store thread checkpoints: one that died cannot.
+        let Some(leading) = node.leading.as_ref().filter(|l| !l.store_died) else {
             return;
         };
         let quiet_from = leading

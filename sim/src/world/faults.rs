@@ -271,15 +271,18 @@ impl World {
         self.trace
             .line(self.now, format_args!("p{process}'s store thread dies"));
         let incarnation = self.processes[process].incarnation;
-        if let Some(leading) = &mut self.processes[process].leading {
-            leading.store_died = true;
-        }
+        let Some(leading) = &mut self.processes[process].leading else {
+            return;
+        };
+        leading.store_died = true;
+        let term = leading.term;
         let delay = self.rand(0, 300);
         self.schedule(
             delay,
             Event::StoreThreadDied {
                 process,
                 incarnation,
+                term,
             },
         );
     }
@@ -291,19 +294,10 @@ impl World {
 
     /// The driver of `process` learns that its store thread died: its election fails (the
     /// machine steps down, its connections told the lock is lost, and fails what is
-    /// pending). A leader draining after a close has stepped down already: its
-    /// connections wait for answers that never come until the drain's time is up, and
-    /// then end as if cut.
+    /// pending). A leader draining after a close has stepped down already (the machine
+    /// takes no notice): its connections wait for answers that never come until the
+    /// drain's time is up.
     pub(super) fn store_thread_died(&mut self, process: ProcessId) {
-        let draining = self.processes[process]
-            .leading
-            .as_ref()
-            .is_some_and(|leading| leading.draining);
-        if draining {
-            for c in self.conns.values_mut() {
-                c.cut_short |= c.open && c.server == process;
-            }
-        }
         let now = self.timestamp();
         let failed = ProcessInput::Election(ElectionInput::ServeFailed);
         self.processes[process].machine.handle_input(now, failed);

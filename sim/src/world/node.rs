@@ -39,7 +39,13 @@ impl World {
             // Closed, holding nothing: it starts again as a new process later. A lock its
             // dead store thread kept goes with the process.
             node.alive = false;
-            self.lock.release(process);
+            if let Some(kept) = node.kept_lock.take() {
+                self.lock.release_holding(kept);
+            }
+            if self.lock.holder() == Some(process) {
+                let violation = format!("p{process} closed, still holding the lock");
+                self.violations.push(violation);
+            }
             let incarnation = node.incarnation;
             let delay = self.rand(100, 5_000);
             self.schedule(
@@ -64,13 +70,12 @@ impl World {
     }
 
     /// Ends a leadership: its sessions go, its connections close, its lock is released
-    /// (unless its store thread died: then at the process's exit).
+    /// (unless its store thread died: then at the process's exit, and the connections end
+    /// with what they had not answered, as if cut).
     pub(super) fn stop_serving(&mut self, process: ProcessId) {
-        let holding = self.processes[process]
-            .leading
-            .take()
-            .filter(|leading| !leading.store_died)
-            .and_then(|leading| leading.holding);
+        let Some(leading) = self.processes[process].leading.take() else {
+            return;
+        };
         let served: Vec<ConnId> = self
             .conns
             .iter()
@@ -78,10 +83,19 @@ impl World {
             .map(|(id, _)| *id)
             .collect();
         for conn in served {
+            if leading.store_died {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.cut_short = true;
+                }
+            }
             self.close_conn(conn);
         }
-        if let Some(holding) = holding {
-            self.lock.release_holding(holding);
+        match leading.holding {
+            Some(holding) if leading.store_died => {
+                self.processes[process].kept_lock = Some(holding);
+            }
+            Some(holding) => self.lock.release_holding(holding),
+            None => {}
         }
     }
 
@@ -411,10 +425,16 @@ impl World {
             ElectionOutput::StepDown => {
                 self.trace
                     .line(self.now, format_args!("p{process} steps down"));
-                if self.processes[process].leading.is_none() {
-                    // From an election that had taken the lock (opening the store,
-                    // binding): party-core lets it go at once. (The simulator kept it
-                    // until the process ended, so a close there held up every election.)
+                // A lock an election took that has not led yet (opening the store, binding)
+                // goes at once, as in party-core (the simulator kept it until the process
+                // ended, so a close there held up every election meanwhile); one a
+                // leadership holds goes when it stops serving.
+                let leadership = self.processes[process]
+                    .leading
+                    .as_ref()
+                    .and_then(|leading| leading.holding);
+                let held = self.lock.holding();
+                if held.is_some_and(|(holder, _)| holder == process) && held != leadership {
                     self.lock.release(process);
                 }
                 // As party-core's leader: its connections are told why, then closed.
@@ -568,9 +588,9 @@ impl World {
                 behind_writes,
             } => {
                 // As party-core does: a read behind its connection's writes waits for them;
-                // another runs at once, ahead of writes other connections have queued. A
-                // dead store thread answers neither.
-                if (behind_writes || self.store_died(process)) && !self.write_queued(process) {
+                // another runs at once, ahead of writes other connections have queued (on
+                // the connection's task: still, once the store thread died).
+                if behind_writes && !self.write_queued(process) {
                     return;
                 }
                 let result = match op {
