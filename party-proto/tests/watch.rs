@@ -1,7 +1,8 @@
 //! The follower's side of a change feed subscription across failovers: whatever the groups'
-//! sizes, how they are cut into frames, where the connection drops and how grants and
-//! groups cross on it, the caller receives every group once, whole, in commit order, and
-//! the session never grants past its window. A leader that breaks the credits or the
+//! sizes, how they are cut into frames, which groups the log lost or hold nothing in the
+//! range, where the connection drops and how grants and groups cross on it, the caller
+//! receives every group once, whole, in commit order, each run of lost groups as one lag,
+//! and the session never grants past its window. A leader that breaks the credits or the
 //! framing fails the subscription instead of growing what the follower holds.
 
 mod support;
@@ -45,18 +46,73 @@ fn action() -> impl Strategy<Value = Action> {
 /// A committed group: its changes, and how many changes each of its frames carries.
 #[derive(Debug, Clone)]
 struct Group {
+    kind: Kind,
     changes: Vec<Change>,
     frames: Vec<usize>,
 }
 
+/// What the leader finds of a group in its change log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Changes in the subscription's range.
+    InRange,
+    /// None in the range: passed over, said as progress.
+    Quiet,
+    /// Trimmed before the subscription read it: said as a lag.
+    Lost,
+}
+
 fn group() -> impl Strategy<Value = Group> {
-    prop::collection::vec(1usize..3, 1..4).prop_map(|frames| {
+    let kind = prop_oneof![
+        6 => Just(Kind::InRange),
+        2 => Just(Kind::Quiet),
+        2 => Just(Kind::Lost),
+    ];
+    (kind, prop::collection::vec(1usize..3, 1..4)).prop_map(|(kind, frames)| {
         let count = frames.iter().sum::<usize>();
         let changes = (0..count)
             .map(|n| Change::Del { key: vec![n as u8] })
             .collect();
-        Group { changes, frames }
+        Group {
+            kind,
+            changes,
+            frames,
+        }
     })
+}
+
+/// What the caller must receive of `log`: each group with changes in the range, and each
+/// run of lost groups as one lag.
+fn expected(log: &[Group]) -> Vec<WatchEvent> {
+    let mut events = Vec::new();
+    let mut lost = 0;
+    for (index, group) in log.iter().enumerate() {
+        let seq = index as u64 + 1;
+        if group.kind == Kind::Lost {
+            lost += 1;
+            continue;
+        }
+        if lost > 0 {
+            events.push(WatchEvent::Lagged {
+                missed: lost,
+                resume: CommitSeq(seq),
+            });
+            lost = 0;
+        }
+        if group.kind == Kind::InRange {
+            events.push(WatchEvent::Changes {
+                seq: CommitSeq(seq),
+                changes: group.changes.clone(),
+            });
+        }
+    }
+    if lost > 0 {
+        events.push(WatchEvent::Lagged {
+            missed: lost,
+            resume: CommitSeq(log.len() as u64 + 1),
+        });
+    }
+    events
 }
 
 /// The leader's side of the subscription on the current connection.
@@ -77,11 +133,12 @@ struct Harness {
     to_client: VecDeque<ServerMessage>,
     /// Groups the client granted on this connection and has not received whole.
     outstanding: i64,
-    /// Complete groups the session holds and the caller has not taken.
+    /// Complete groups the session holds and the caller has not taken (lags aside: they
+    /// take no credit).
     held: i64,
     leader: Option<LeaderWatch>,
-    /// The seq of each group the caller took, with its changes.
-    delivered: Vec<(CommitSeq, Vec<Change>)>,
+    /// What the caller took.
+    delivered: Vec<WatchEvent>,
 }
 
 impl Harness {
@@ -169,7 +226,30 @@ impl Harness {
                 let Some(group) = self.log.get(leader.next as usize - 1) else {
                     return Ok(());
                 };
+                // As the leader's reads of the log: only while the follower has credits,
+                // though only groups in the range use them.
                 if leader.credits == 0 {
+                    return Ok(());
+                }
+                let kind = group.kind;
+                if kind != Kind::InRange {
+                    let run = self.log[leader.next as usize - 1..]
+                        .iter()
+                        .take_while(|group| group.kind == kind)
+                        .count() as u64;
+                    let resume = CommitSeq(leader.next + run);
+                    leader.next += run;
+                    self.to_client.push_back(match kind {
+                        Kind::Lost => ServerMessage::WatchLagged {
+                            watch: self.watch,
+                            missed: run,
+                            resume,
+                        },
+                        _ => ServerMessage::WatchProgress {
+                            watch: self.watch,
+                            through: resume,
+                        },
+                    });
                     return Ok(());
                 }
                 let seq = CommitSeq(leader.next);
@@ -190,12 +270,11 @@ impl Harness {
             Action::Take(n) => match self.session.watch_take(self.watch, n) {
                 WatchPoll::Events(events) => {
                     prop_assert!(!events.is_empty() && events.len() <= n);
-                    self.held -= events.len() as i64;
                     for event in events {
-                        let WatchEvent::Changes { seq, changes } = event else {
-                            return Err(TestCaseError::fail(format!("unexpected {event:?}")));
-                        };
-                        self.delivered.push((seq, changes));
+                        if let WatchEvent::Changes { .. } = event {
+                            self.held -= 1;
+                        }
+                        self.delivered.push(event);
                     }
                     self.drain()?;
                 }
@@ -266,8 +345,9 @@ proptest! {
         }
         // Settle on a last leader that stays.
         h.run(Action::Connect)?;
+        let want = expected(&h.log);
         let mut rounds = 0;
-        while h.delivered.len() < h.log.len() {
+        while h.delivered.len() < want.len() {
             h.run(Action::Deliver)?;
             h.run(Action::Send)?;
             h.run(Action::Receive(usize::MAX))?;
@@ -275,11 +355,7 @@ proptest! {
             rounds += 1;
             prop_assert!(rounds < 1000, "subscription stalled at {:?}", h.delivered.len());
         }
-        prop_assert_eq!(h.delivered.len(), h.log.len());
-        for (index, (seq, changes)) in h.delivered.iter().enumerate() {
-            prop_assert_eq!(seq.0, index as u64 + 1);
-            prop_assert_eq!(changes, &h.log[index].changes);
-        }
+        prop_assert_eq!(h.delivered, want);
     }
 }
 
