@@ -446,3 +446,25 @@ fn a_group_in_several_frames_is_one_event() {
         }])
     );
 }
+
+/// Commit 1 is a store's first: a subscription from 0 stands at 1, and asks its leader
+/// for that (as the leader would read it), so that its position is one a later
+/// subscription can go on from.
+#[test]
+fn a_subscription_from_zero_starts_at_the_first_commit() {
+    let mut session = ClientSession::new(ClientId(7), ClientConfig::default());
+    let watch = session.open_watch(KeyRange::all(), Some(CommitSeq(0)));
+    assert_eq!(session.watch_position(watch), Some(CommitSeq(1)));
+    session.handle_input(Timestamp::ZERO, ClientInput::Connected);
+    session.handle_input(Timestamp::ZERO, ClientInput::Message(welcome()));
+    let opened = std::iter::from_fn(|| session.poll_output()).any(|output| {
+        matches!(
+            output,
+            ClientOutput::Send(ClientMessage::WatchOpen {
+                from: Some(CommitSeq(1)),
+                ..
+            })
+        )
+    });
+    assert!(opened);
+}

@@ -71,7 +71,8 @@ impl Subscription {
     pub(crate) fn new(range: KeyRange, from: Option<CommitSeq>, window: u32) -> Self {
         Subscription {
             range,
-            next: from,
+            // Commit 1 is a store's first: from 0 is from there, as the leader reads it.
+            next: from.map(|from| from.max(CommitSeq::FIRST)),
             ready: VecDeque::new(),
             partial: None,
             wanted_window: window.max(1),
