@@ -235,6 +235,16 @@ impl BackendKind {
         self != BackendKind::Etcd
     }
 
+    /// Whether this build has the store (its cargo feature is on).
+    pub fn is_compiled(self) -> bool {
+        match self {
+            BackendKind::Fjall => cfg!(feature = "fjall"),
+            BackendKind::Sled => cfg!(feature = "sled"),
+            BackendKind::Rocksdb => cfg!(feature = "rocksdb"),
+            BackendKind::Etcd => cfg!(feature = "etcd"),
+        }
+    }
+
     /// Opens (creating if needed) this kind of store at `path`; etcd, which lives
     /// elsewhere, is opened with [`BackendKind::connect`].
     pub fn open(self, path: &Path) -> Result<Arc<dyn Backend>, OpenError> {

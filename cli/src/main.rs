@@ -134,9 +134,18 @@ enum DirCommand {
     Watch(watch::WatchArgs),
 }
 
+/// A store this binary has: one it was built without is a usage error here, rather than
+/// an election that fails once a command runs.
 pub(crate) fn parse_backend(name: &str) -> Result<BackendKind, String> {
-    name.parse()
-        .map_err(|e: party_core::UnknownBackend| e.to_string())
+    let kind: BackendKind = name
+        .parse()
+        .map_err(|e: party_core::UnknownBackend| e.to_string())?;
+    if !kind.is_compiled() {
+        return Err(format!(
+            "this party binary is built without the {name} backend (cargo feature `{name}`)"
+        ));
+    }
+    Ok(kind)
 }
 
 /// Opens `dir` on `store`, for the demo, the bench and the chaos run.
@@ -459,5 +468,33 @@ fn report(outcome: Result<Option<Outcome>, Failure>, encoding: Encoding, json: b
             ExitCode::from(3)
         }
         _ => code,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--backend` takes the stores this binary has, and names the one it lacks.
+    #[test]
+    fn a_backend_is_taken_only_if_compiled_in() {
+        for kind in [
+            BackendKind::Fjall,
+            BackendKind::Sled,
+            BackendKind::Rocksdb,
+            BackendKind::Etcd,
+        ] {
+            match parse_backend(kind.name()) {
+                Ok(parsed) => {
+                    assert!(kind.is_compiled(), "{kind:?} taken, not compiled in");
+                    assert_eq!(parsed, kind);
+                }
+                Err(error) => {
+                    assert!(!kind.is_compiled(), "{kind:?} refused: {error}");
+                    assert!(error.contains(kind.name()), "{error}");
+                }
+            }
+        }
+        assert!(parse_backend("leveldb").is_err());
     }
 }
