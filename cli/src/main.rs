@@ -22,6 +22,7 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use party_core::{open, BackendKind, Db, Options};
@@ -67,6 +68,12 @@ struct Global {
     /// Fail in-flight operations when the leader is lost instead of re-sending them.
     #[arg(long, global = true)]
     no_retry: bool,
+    /// Fail with `timed_out` (exit 3) after waiting this long for a leader, or for an
+    /// operation's answer: a leader that does not answer, or none at all while another
+    /// program holds the store's lock. Without it they wait for ever; `watch` waits for
+    /// changes regardless.
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = parse_timeout)]
+    timeout: Option<Duration>,
     /// Answer with one JSON object (the schema is in the README).
     #[arg(long, global = true)]
     json: bool,
@@ -84,7 +91,10 @@ impl Global {
     /// The options for a handle on DIR: the store (etcd with its settings), retries.
     fn options(&self) -> Options {
         // A `party` process that leads keeps the change feed, so that `watch` works.
-        let options = Options::default().retry(!self.no_retry).change_feed(true);
+        let options = Options::default()
+            .retry(!self.no_retry)
+            .request_timeout(self.timeout)
+            .change_feed(true);
         match self.backend() {
             BackendKind::Etcd => options.etcd(
                 self.etcd_endpoints.clone(),
@@ -134,12 +144,27 @@ enum DirCommand {
     Watch(watch::WatchArgs),
 }
 
+/// A positive number of seconds (fractions allowed).
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|timeout| !timeout.is_zero())
+        .ok_or_else(|| format!("{text}: a timeout is a positive number of seconds"))
+}
+
+/// A store by its name, whether this binary has it or not.
+pub(crate) fn backend_named(name: &str) -> Result<BackendKind, String> {
+    name.parse()
+        .map_err(|e: party_core::UnknownBackend| e.to_string())
+}
+
 /// A store this binary has: one it was built without is a usage error here, rather than
 /// an election that fails once a command runs.
 pub(crate) fn parse_backend(name: &str) -> Result<BackendKind, String> {
-    let kind: BackendKind = name
-        .parse()
-        .map_err(|e: party_core::UnknownBackend| e.to_string())?;
+    let kind = backend_named(name)?;
     if !kind.is_compiled() {
         return Err(format!(
             "this party binary is built without the {name} backend (cargo feature `{name}`)"
@@ -347,7 +372,12 @@ async fn store_command(global: Global, dir: PathBuf, command: DirCommand) -> Exi
         Err(error) => return report(Err(error.into()), encoding, global.json),
     };
     let outcome = async {
-        db.ready().await?;
+        match global.timeout {
+            Some(limit) => tokio::time::timeout(limit, db.ready())
+                .await
+                .map_err(|_| party_core::Error::TimedOut)??,
+            None => db.ready().await?,
+        };
         let space = global
             .sublevel
             .iter()

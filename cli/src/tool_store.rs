@@ -86,7 +86,7 @@ impl ToolStore {
     /// The store a worker was told of by [`ToolStore::word`].
     pub(crate) fn from_word(word: &str) -> Result<ToolStore, String> {
         let mut parts = word.splitn(3, SEPARATOR);
-        let kind = crate::parse_backend(parts.next().unwrap_or_default())?;
+        let kind = crate::backend_named(parts.next().unwrap_or_default())?;
         let etcd = match (parts.next(), parts.next()) {
             (Some(endpoints), Some(prefix)) => Some((
                 endpoints.split(',').map(str::to_owned).collect(),
