@@ -308,3 +308,29 @@ where
 {
     move |error| BackendError::store(backend, error)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `is_compiled` says what opening a store finds: only a store this build lacks is
+    /// `NotCompiled`.
+    #[test]
+    fn a_store_is_compiled_in_exactly_when_it_opens() {
+        for kind in [BackendKind::Fjall, BackendKind::Sled, BackendKind::Rocksdb] {
+            let dir = tempfile::tempdir().unwrap();
+            let opened = kind.open(dir.path());
+            let not_compiled = matches!(opened, Err(OpenError::NotCompiled { .. }));
+            assert_eq!(kind.is_compiled(), !not_compiled, "{}", kind.name());
+        }
+        // A build with etcd connects (its suites show it); one without says so at once.
+        if !BackendKind::Etcd.is_compiled() {
+            let config = EtcdConfig {
+                endpoints: vec!["http://127.0.0.1:9".into()],
+                prefix: b"t/".to_vec(),
+            };
+            let connected = BackendKind::connect(&config);
+            assert!(matches!(connected, Err(OpenError::NotCompiled { .. })));
+        }
+    }
+}

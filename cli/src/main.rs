@@ -68,10 +68,10 @@ struct Global {
     /// Fail in-flight operations when the leader is lost instead of re-sending them.
     #[arg(long, global = true)]
     no_retry: bool,
-    /// Fail with `timed_out` (exit 3) after waiting this long for a leader, or for an
-    /// operation's answer: a leader that does not answer, or none at all while another
-    /// program holds the store's lock. Without it they wait for ever; `watch` waits for
-    /// changes regardless.
+    /// DIR commands: fail with `timed_out` (exit 3) after waiting this long for a leader,
+    /// or for an answer (a leader that does not answer, or none at all while another
+    /// program holds the store's lock). Without it they wait for ever; `watch` waits for
+    /// changes regardless, once it has started.
     #[arg(long, global = true, value_name = "SECONDS", value_parser = parse_timeout)]
     timeout: Option<Duration>,
     /// Answer with one JSON object (the schema is in the README).
@@ -142,6 +142,19 @@ enum DirCommand {
     /// order, until interrupted: `SEQ put KEY VALUE`, `SEQ del KEY`, `SEQ clear START END`
     /// (tab-separated), and `lagged MISSED` if it fell behind what the leader keeps.
     Watch(watch::WatchArgs),
+}
+
+/// `waiting`, failed `TimedOut` once it has waited `limit` (`None`: for ever).
+pub(crate) async fn within<T>(
+    limit: Option<Duration>,
+    waiting: impl std::future::Future<Output = Result<T, party_core::Error>>,
+) -> Result<T, party_core::Error> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, waiting)
+            .await
+            .map_err(|_| party_core::Error::TimedOut)?,
+        None => waiting.await,
+    }
 }
 
 /// A positive number of seconds (fractions allowed).
@@ -372,17 +385,12 @@ async fn store_command(global: Global, dir: PathBuf, command: DirCommand) -> Exi
         Err(error) => return report(Err(error.into()), encoding, global.json),
     };
     let outcome = async {
-        match global.timeout {
-            Some(limit) => tokio::time::timeout(limit, db.ready())
-                .await
-                .map_err(|_| party_core::Error::TimedOut)??,
-            None => db.ready().await?,
-        };
+        within(global.timeout, db.ready()).await?;
         let space = global
             .sublevel
             .iter()
             .try_fold(db.clone(), |space, name| space.sublevel(name))?;
-        run_store_command(&space, &command, encoding, global.json).await
+        run_store_command(&space, &command, encoding, global.json, global.timeout).await
     };
     let terminal = TerminalMode::save();
     let outcome = tokio::select! {
@@ -440,6 +448,7 @@ async fn run_store_command(
     command: &DirCommand,
     encoding: Encoding,
     json: bool,
+    timeout: Option<Duration>,
 ) -> Result<Option<Outcome>, Failure> {
     let stdin = || std::io::stdin().lock();
     match command {
@@ -459,7 +468,9 @@ async fn run_store_command(
             .await
             .map(|n| Some(Outcome::Loaded(n))),
         DirCommand::Shell => shell::run(db, encoding, json).await.map(|()| None),
-        DirCommand::Watch(args) => watch::run(db, encoding, json, args).await.map(|()| None),
+        DirCommand::Watch(args) => watch::run(db, encoding, json, args, timeout)
+            .await
+            .map(|()| None),
     }
 }
 

@@ -14,6 +14,7 @@
 //! (`watching from commit N`), so that a later `watch --from N` goes on from there.
 
 use std::ops::Bound;
+use std::time::Duration;
 
 use clap::Args;
 use party_core::{Change, CommitSeq, Db, Error};
@@ -22,7 +23,7 @@ use serde_json::{json, Value};
 use crate::command::RangeArgs;
 use crate::encoding::Encoding;
 use crate::failure::Failure;
-use crate::out;
+use crate::{out, within};
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
@@ -36,11 +37,19 @@ pub struct WatchArgs {
     count: Option<u64>,
 }
 
-pub async fn run(db: &Db, encoding: Encoding, json: bool, args: &WatchArgs) -> Result<(), Failure> {
+/// Prints the changes `args` asks for; `timeout` bounds the wait for its start, not for
+/// the changes.
+pub async fn run(
+    db: &Db,
+    encoding: Encoding,
+    json: bool,
+    args: &WatchArgs,
+    timeout: Option<Duration>,
+) -> Result<(), Failure> {
     let range = args.range.range(encoding)?;
     let mut watch = match args.from {
-        Some(from) => db.watch_from(range, CommitSeq(from)).await?,
-        None => db.watch(range).await?,
+        Some(from) => within(timeout, db.watch_from(range, CommitSeq(from))).await?,
+        None => within(timeout, db.watch(range)).await?,
     };
     out::note(format_args!("watching from commit {}", watch.position().0));
     let mut printed = 0;

@@ -1,8 +1,9 @@
 //! The follower's side of a change feed subscription across failovers: whatever the groups'
 //! sizes, how they are cut into frames, which groups the log lost or hold nothing in the
 //! range, where the connection drops and how grants and groups cross on it, the caller
-//! receives every group once, whole, in commit order, each run of lost groups as one lag,
-//! and the session never grants past its window. A leader that breaks the credits or the
+//! receives every group once, whole, in commit order, each run of lost groups as one lag
+//! (in a log that every leader finds the same: trimming does not move between leaders
+//! here), and the session never grants past its window. A leader that breaks the credits or the
 //! framing fails the subscription instead of growing what the follower holds.
 
 mod support;
