@@ -117,9 +117,9 @@ pub struct ScanArgs {
     /// Last key first.
     #[arg(long)]
     reverse: bool,
-    /// At most N entries.
-    #[arg(long, value_name = "N")]
-    limit: Option<u64>,
+    /// At most N entries (-1: no limit, as level's `limit`).
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_limit)]
+    limit: Option<Limit>,
     /// Print keys only.
     #[arg(long, conflicts_with = "values_only")]
     keys_only: bool,
@@ -139,10 +139,23 @@ impl ScanArgs {
         Ok(IterOptions::default()
             .range(self.range.range(encoding)?)
             .reverse(self.reverse)
-            .limit(self.limit)
+            .limit(self.limit.and_then(|Limit(limit)| limit))
             .keys(keys)
             .values(values))
     }
+}
+
+/// A scan's `--limit`: a number of entries, or none (-1).
+#[derive(Debug, Clone, Copy)]
+struct Limit(Option<u64>);
+
+fn parse_limit(text: &str) -> Result<Limit, String> {
+    if text == "-1" {
+        return Ok(Limit(None));
+    }
+    text.parse()
+        .map(|count| Limit(Some(count)))
+        .map_err(|_| format!("{text:?}: a limit is a number of entries, or -1 for none"))
 }
 
 /// Streams a scan to stdout chunk by chunk, so a large one needs no memory for the whole

@@ -148,6 +148,14 @@ impl Failure {
         }
     }
 
+    /// Stdout could not be written (a full disk, say): `io`, as the store's own I/O errors.
+    pub fn stdout_unwritable(error: &std::io::Error) -> Failure {
+        Failure {
+            kind: Kind::Io,
+            message: format!("cannot write to stdout: {error}"),
+        }
+    }
+
     /// Stdout's reader went away: the command ends, quietly.
     pub fn stdout_closed() -> Failure {
         Failure {

@@ -505,7 +505,10 @@ fn report(outcome: Result<Option<Outcome>, Failure>, encoding: Encoding, json: b
     };
     match printed {
         Err(failure) if !failure.is_stdout_closed() => {
-            out::note(format_args!("party: {}", failure.message));
+            out::note(format_args!(
+                "party: {} ({})",
+                failure.message, failure.kind
+            ));
             ExitCode::from(3)
         }
         _ => code,

@@ -19,7 +19,7 @@ pub fn written(error: std::io::Error) -> Failure {
     if error.kind() == std::io::ErrorKind::BrokenPipe {
         Failure::stdout_closed()
     } else {
-        Failure::from(format!("cannot write to stdout: {error}"))
+        Failure::stdout_unwritable(&error)
     }
 }
 

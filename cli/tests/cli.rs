@@ -1057,3 +1057,50 @@ fn a_timeout_bounds_the_wait_for_a_leader() {
     assert!(put.status.success(), "{put:?}");
     assert_eq!(stdout(&party(&["--timeout", "30", dir, "get", "a"])), "1\n");
 }
+
+/// `scan --limit -1` is no limit, as level's `limit: -1`; other negative limits are bad
+/// usage.
+#[test]
+fn a_limit_of_minus_one_is_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    for key in ["a", "b", "c"] {
+        assert!(party(&[dir, "put", key, "1"]).status.success());
+    }
+    let all = party(&[dir, "scan", "--limit", "-1", "--keys-only"]);
+    assert_eq!(stdout(&all), "a\nb\nc\n");
+    let reversed = party(&[dir, "scan", "--reverse", "--limit=-1", "--keys-only"]);
+    assert_eq!(stdout(&reversed), "c\nb\na\n");
+    assert_eq!(
+        stdout(&party(&[dir, "scan", "--limit", "1", "--keys-only"])),
+        "a\n"
+    );
+    let refused = party(&[dir, "scan", "--limit", "-2"]);
+    assert_eq!(refused.status.code(), Some(2));
+}
+
+/// A stdout that cannot be written (a full disk) fails the command with one line on
+/// stderr naming the kind, `io`, exit 3: an answer, a JSON answer or a scan alike.
+#[test]
+fn a_stdout_that_cannot_be_written_is_an_io_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    assert!(party(&[dir, "put", "a", "1"]).status.success());
+    for args in [
+        &[dir, "get", "a"][..],
+        &["--json", dir, "get", "a"],
+        &[dir, "scan"],
+    ] {
+        let full = std::fs::File::create("/dev/full").unwrap();
+        let output = Command::new(PARTY)
+            .args(args)
+            .stdout(full)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(3), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.trim_end().ends_with("(io)"), "{args:?}: {stderr}");
+    }
+}
