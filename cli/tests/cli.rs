@@ -1104,3 +1104,21 @@ fn a_stdout_that_cannot_be_written_is_an_io_error() {
         assert!(stderr.trim_end().ends_with("(io)"), "{args:?}: {stderr}");
     }
 }
+
+/// A handle that cannot join the party (here: the directory holds another kind of store)
+/// says so in one stderr line naming the kind, not a log line and then the error.
+#[test]
+fn an_election_failure_is_one_line_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("party.store"), "party-store 1\nkind sled\n").unwrap();
+    let dir = dir.path().to_str().unwrap();
+    let failed = Command::new(PARTY)
+        .args([dir, "get", "a"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(3), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.trim_end().ends_with("(wrong_backend)"), "{stderr}");
+}

@@ -529,9 +529,10 @@ impl Driver {
     /// The handle cannot join the party, for `cause`: the machine fails what is pending
     /// next ([`ErrorCode::ElectionFailed`], which reaches its caller as this cause, or
     /// `OutcomeUnknown` for a write a leader may have taken), and every later operation
-    /// fails here with it.
+    /// fails here with it. Logged as an election's outcome, at info as the others: the
+    /// caller has the error itself (the CLI prints it once, as its one line).
     fn fail(&mut self, cause: Error) {
-        tracing::error!("{cause}");
+        tracing::info!("the election failed: {cause}");
         self.failure = Some(Arc::new(cause));
     }
 
