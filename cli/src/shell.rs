@@ -53,6 +53,11 @@ fn step(line: &[u8]) -> Result<Step, Failure> {
     Ok(match first {
         "exit" | "quit" if words.len() == 1 => Step::Exit,
         "help" if words.len() == 1 => Step::Help(help_text()),
+        "dump" | "load" | "watch" => {
+            return Err(Failure::usage(format!(
+                "{first} is a one-shot command: run `party DIR {first}` outside the shell"
+            )))
+        }
         _ => match Line::try_parse_from(&words) {
             Ok(Line {
                 op: Op::Batch { writes },
@@ -345,5 +350,10 @@ mod tests {
             );
         }
         assert!(help_text().contains("scan"));
+        for one_shot in ["dump", "load", "watch --from 3"] {
+            let refused = step(one_shot.as_bytes()).err().unwrap();
+            assert_eq!(refused.kind, crate::failure::Kind::Usage);
+            assert!(refused.message.contains("one-shot"), "{}", refused.message);
+        }
     }
 }
