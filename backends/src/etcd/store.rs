@@ -1070,20 +1070,23 @@ mod tests {
         assert!(merged(std::iter::empty()).is_empty());
     }
 
+    /// Two stores on one prefix of `cluster`, as the leaders of two hosts.
+    fn two_hosts(cluster: &LocalCluster) -> (EtcdBackend, EtcdBackend) {
+        let config = EtcdConfig {
+            endpoints: cluster.endpoints(),
+            prefix: b"shared/".to_vec(),
+        };
+        let connect = || EtcdBackend::connect(&config).unwrap();
+        (connect(), connect())
+    }
+
     /// Two stores on one prefix, as the leaders of two hosts: a transaction one checked
     /// is refused (nothing applied) if the other changed what it read, a value or a key
     /// new in a range, after the first read it; and lands if nothing did.
     #[test]
     fn a_transaction_another_host_changed_the_reads_of_is_stale_and_applies_nothing() {
         let cluster = LocalCluster::start(1).unwrap();
-        let config = EtcdConfig {
-            endpoints: cluster.endpoints(),
-            prefix: b"shared/".to_vec(),
-        };
-        let (here, other) = (
-            EtcdBackend::connect(&config).unwrap(),
-            EtcdBackend::connect(&config).unwrap(),
-        );
+        let (here, other) = two_hosts(&cluster);
         here.write(&put(b"k")).unwrap();
         let range = KeyRange {
             start: std::ops::Bound::Included(b"r/".to_vec()),
@@ -1163,14 +1166,7 @@ mod tests {
     #[test]
     fn the_first_number_of_the_log_is_taken_once_even_after_a_trim() {
         let cluster = LocalCluster::start(1).unwrap();
-        let config = EtcdConfig {
-            endpoints: cluster.endpoints(),
-            prefix: b"shared/".to_vec(),
-        };
-        let (here, other) = (
-            EtcdBackend::connect(&config).unwrap(),
-            EtcdBackend::connect(&config).unwrap(),
-        );
+        let (here, other) = two_hosts(&cluster);
         let logged = |seq: u64, key: &[u8]| {
             let ops = [WriteOp::Put {
                 key: key.to_vec(),
