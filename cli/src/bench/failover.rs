@@ -253,13 +253,18 @@ pub(super) fn failover_at_scale(
     let idle_follower_private = private_kib(probes[1].id());
     let mut leader = probes[0].id();
     let (mut recoveries, mut serving, mut opens) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cpu_each = Vec::new();
+    // The CPU time of every probe but the leader, before its kill and once all answered.
+    let cpu_of =
+        |probes: &[Worker]| -> Option<u64> { probes.iter().map(|p| cpu_micros(p.id())).sum() };
     for _ in 0..kills {
-        let killed_at = micros_now();
         let index = probes
             .iter()
             .position(|p| p.id() == leader)
             .ok_or("no leader")?;
         let mut killed = probes.swap_remove(index);
+        let cpu_before = cpu_of(&probes);
+        let killed_at = micros_now();
         let _ = killed.kill();
         let _ = killed.wait();
         // Every probe's answer by a term after the killed leader's: when its get
@@ -311,11 +316,16 @@ pub(super) fn failover_at_scale(
         let last = answers.values().map(|a| a.micros).max();
         let last = last.unwrap_or(killed_at).max(killed_at);
         recoveries.push(Duration::from_micros(last - killed_at));
+        if let (Some(before), Some(after)) = (cpu_before, cpu_of(&probes)) {
+            let each = after.saturating_sub(before) / probes.len().max(1) as u64;
+            cpu_each.push(Duration::from_micros(each));
+        }
         probes.push(probe("ready follower")?);
     }
     recoveries.sort();
     serving.sort();
     opens.sort();
+    cpu_each.sort();
     let per_follower = served_leader_rss
         .zip(fresh_leader_rss)
         .map(|(served, fresh)| (served as f64 - fresh as f64) / followers as f64);
@@ -325,6 +335,7 @@ pub(super) fn failover_at_scale(
         "all_answered_max_ms": percentile(&recoveries, 1.0) / 1000.0,
         "new_leader_answered_p50_ms": percentile(&serving, 0.5) / 1000.0,
         "new_leader_store_open_p50_ms": percentile(&opens, 0.5) / 1000.0,
+        "cpu_per_process_p50_us": (!cpu_each.is_empty()).then(|| percentile(&cpu_each, 0.5)),
         "fresh_leader_rss_kib": fresh_leader_rss,
         "leader_rss_with_followers_kib": served_leader_rss,
         "leader_rss_per_follower_kib": per_follower,

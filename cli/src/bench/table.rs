@@ -234,11 +234,12 @@ pub(super) fn table(report: &Value) -> Vec<String> {
         for followers in ["1", "16", "64"] {
             let o = &report["failover_idle_followers"][followers];
             lines.push(format!(
-                "failover, {followers:>2} idle followers  all answered p50 {} ms  max {} ms; the new leader answered p50 {} ms, its store open p50 {} ms (×{})",
+                "failover, {followers:>2} idle followers  all answered p50 {} ms  max {} ms; the new leader answered p50 {} ms, its store open p50 {} ms; CPU per process p50 {} µs (×{})",
                 number(&o["all_answered_p50_ms"]),
                 number(&o["all_answered_max_ms"]),
                 number(&o["new_leader_answered_p50_ms"]),
                 number(&o["new_leader_store_open_p50_ms"]),
+                number(&o["cpu_per_process_p50_us"]),
                 o["kills"]
             ));
         }
