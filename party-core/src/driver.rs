@@ -33,7 +33,7 @@ use crate::lock::{ElectionLock, LockFile};
 use crate::options::Options;
 use crate::paths::Layout;
 use crate::role::{Role, RoleState, Takeover};
-use crate::waiting_room::{Room, Seat};
+use crate::waiting_room::Room;
 use machine::Machine;
 
 /// Most requests in flight for which low-latency mode still polls for the answers.
@@ -134,9 +134,9 @@ pub(crate) struct Driver {
     leadership: Leadership,
     /// The lock file while another handle holds the lock, for the next try.
     lock_file: Option<LockFile>,
+    /// The connection to the leader, or the seat in a lock holder's waiting room (the
+    /// machine tells which).
     link: Option<Link>,
-    /// In the waiting room of the lock holder, while it is not serving yet.
-    seat: Option<Seat>,
     out: Vec<u8>,
     timer: clock::Timer,
 }
@@ -208,7 +208,6 @@ impl Driver {
             leadership: Leadership::default(),
             lock_file: None,
             link: None,
-            seat: None,
             out: Vec::new(),
             timer: clock::Timer::new(),
         };
@@ -244,13 +243,8 @@ impl Driver {
                     self.process.handle_input(clock::now(), ProcessInput::Store(answer));
                 }
                 _ = self.timer.until(timeout) => {
-                    // A room that closed as the patience ran out: the close comes first.
-                    if self.seat.as_ref().is_some_and(Seat::closed_now) {
-                        self.room_closed();
-                    }
                     self.process.handle_input(clock::now(), ProcessInput::TimerFired);
                 }
-                () = closing_of(&mut self.seat) => self.room_closed(),
                 (took, opened) = store_opened(&mut self.opening) => {
                     self.opening = None;
                     let answer = self.store_opened(took, opened);
@@ -295,12 +289,6 @@ impl Driver {
         });
         let failed = ProcessInput::Election(ElectionInput::ServeFailed);
         self.process.handle_input(clock::now(), failed);
-    }
-
-    fn room_closed(&mut self) {
-        self.seat = None;
-        let closed = ProcessInput::Election(ElectionInput::WaitingRoomClosed);
-        self.process.handle_input(clock::now(), closed);
     }
 
     fn command(&mut self, command: Command) {
@@ -634,13 +622,6 @@ fn log_change(
         Role::Electing if before.role != Role::Electing => tracing::info!("electing"),
         Role::Closed => tracing::info!("closed"),
         _ => {}
-    }
-}
-
-async fn closing_of(seat: &mut Option<Seat>) {
-    match seat {
-        Some(seat) => seat.closed().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -95,13 +95,14 @@ pub(crate) struct Leader {
 type Leaving = Arc<std::sync::OnceLock<LeaveCause>>;
 
 impl Leader {
-    /// Starts the store thread and accepts followers on `listener`. The store thread takes
+    /// Starts the store thread and accepts followers on `listener`, after serving those
+    /// already connected (the seats taken from the waiting room). The store thread takes
     /// `lock` and holds it until it has closed the store; if it cannot start, the lock
     /// stays where it was.
     pub fn start(
         store: Arc<dyn Backend>,
         lock: &mut Option<ElectionLock>,
-        listener: Listener,
+        (listener, seated): (Listener, Vec<Stream>),
         serving: Serving,
     ) -> std::io::Result<Leader> {
         let followers = Followers::default();
@@ -142,7 +143,7 @@ impl Leader {
             conn_ids: ConnIds::default(),
         };
         tasks.spawn(accept_loop(
-            listener,
+            (listener, seated),
             accesses.clone(),
             serving.connection,
             cancel.clone(),
@@ -227,8 +228,9 @@ const LONGEST_ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_secs
 /// runs out again each time a few connections end, and each of those would say so.
 const ACCEPT_WARNING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Serves the followers connected already (`seated`), then accepts more on `listener`.
 async fn accept_loop(
-    listener: Listener,
+    (listener, seated): (Listener, Vec<Stream>),
     accesses: Accesses,
     config: ConnectionConfig,
     cancel: CancellationToken,
@@ -236,6 +238,31 @@ async fn accept_loop(
     tasks: TaskTracker,
     followers: Followers,
 ) {
+    let admit = |stream: Stream| {
+        let peer = PeerFacts {
+            uid: peer_uid(&stream),
+            owner: config.owner,
+            connected: u32::try_from(followers.count()).unwrap_or(u32::MAX),
+            max_connections: config.max_connections,
+        };
+        if let Err(refusal) = admit_peer(peer) {
+            tasks.spawn(refuse(stream, refusal, cancel.clone()));
+            return;
+        }
+        let follower = followers.join();
+        let served = serve(
+            stream,
+            accesses.open(),
+            config.clone(),
+            cancel.clone(),
+            leaving.clone(),
+        );
+        tasks.spawn(async move {
+            served.await;
+            drop(follower);
+        });
+    };
+    seated.into_iter().for_each(admit);
     // While accepting fails (out of file descriptors, say, which fails again at once).
     let mut pause: Option<std::time::Duration> = None;
     let mut last_warning: Option<std::time::Instant> = None;
@@ -272,28 +299,7 @@ async fn accept_loop(
                 }
             },
         };
-        let peer = PeerFacts {
-            uid: peer_uid(&stream),
-            owner: config.owner,
-            connected: u32::try_from(followers.count()).unwrap_or(u32::MAX),
-            max_connections: config.max_connections,
-        };
-        if let Err(refusal) = admit_peer(peer) {
-            tasks.spawn(refuse(stream, refusal, cancel.clone()));
-            continue;
-        }
-        let follower = followers.join();
-        let served = serve(
-            stream,
-            accesses.open(),
-            config.clone(),
-            cancel.clone(),
-            leaving.clone(),
-        );
-        tasks.spawn(async move {
-            served.await;
-            drop(follower);
-        });
+        admit(stream);
     }
 }
 

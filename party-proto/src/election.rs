@@ -5,7 +5,7 @@
 //!               ▲                 │ failed                               │
 //!               │                 ▼                                      │
 //!               │         EnterWaitingRoom ──none──▶ wait (jittered backoff) ─┐
-//!               │                 │ in                                   │    │
+//!               │                 │ in ──admitted (the holder serves)──▶ Follower
 //!               │◀── closed (or 100 ms: looks again from its seat) ◀┘   │    │
 //!               │◀───────────────────────────────────────────────────────┴────┘
 //!               └─acquired─▶ OpenWaitingRoom, OpenStore ─▶ Bind ─▶ Serve, CloseWaitingRoom
@@ -17,14 +17,17 @@
 //! Losing a leader goes straight to the lock. The lock holder serves only once its store is
 //! open, which takes a while; a process that lost the race for the lock meanwhile finds
 //! nobody listening, and waits in the holder's *waiting room* (a second socket the holder
-//! binds as soon as it has the lock, and never accepts on) until the holder closes it: once
-//! serving, or on giving up, or by dying. Closing it tells every process in it at once,
-//! and nobody polls meanwhile (DESIGN: no fixed-interval polling). A process that finds no
-//! room (the holder has not opened it yet, has closed it already, or cannot open one) falls
-//! back to a short jittered backoff; one in a room looks again by itself after
-//! [`ElectionConfig::room_patience`] in case the room outlives its reason, keeping its seat
-//! (a seat given up would stay in the room's queue, never accepted, until the room closes),
-//! and leaves the room only once it leads or follows. Watching the
+//! binds as soon as it has the lock) until the holder closes it: once serving, or on giving
+//! up, or by dying. Closing it tells every process in it at once, and nobody polls
+//! meanwhile (DESIGN: no fixed-interval polling). A seat is a connection like any other:
+//! the process says hello on it as it sits down, and a holder that comes to serve takes
+//! every seat in its room as a follower connection before it closes the room
+//! ([`ElectionInput::Admitted`]), so that those waiting are answered without connecting
+//! again. A process that finds no room (the holder has not opened it yet, has closed it
+//! already, or cannot open one) falls back to a short jittered backoff; one in a room looks
+//! again by itself after [`ElectionConfig::room_patience`] in case the room outlives its
+//! reason, keeping its seat (its hello waits there), and leaves the room only once it leads,
+//! or follows on a connection that took the seat's place. Watching the
 //! directory (inotify) instead was measured to cost more than the retries it saves, the new
 //! leader paying for every watcher at each change of the directory.
 //!
@@ -83,9 +86,12 @@ pub enum ElectionInput {
     InWaitingRoom,
     /// Answer to [`ElectionOutput::EnterWaitingRoom`]: there is no room to wait in.
     NoWaitingRoom,
-    /// The waiting room this process waits in was closed: its holder serves now, or gave
-    /// up, or died.
+    /// The waiting room this process waits in was closed, its seat not taken: its holder
+    /// serves now, or gave up, or died.
     WaitingRoomClosed,
+    /// The holder of the waiting room serves, and answered this process on its seat: the
+    /// seat is now its connection to the leader.
+    Admitted,
     /// The follower's connection to the leader closed.
     Disconnected,
     /// The follower's connection closed after the leader refused this process (a limit,
@@ -117,7 +123,8 @@ pub enum ElectionOutput {
     Bind,
     /// Leadership is complete: accept followers and serve.
     Serve,
-    /// Connect to the leader's socket; answer `Connected` or `ConnectFailed`.
+    /// Connect to the leader's socket; answer `Connected` or `ConnectFailed`. A connection
+    /// made from a seat takes the seat's place (the seat's connection closes).
     Connect,
     /// The lock is held: open the waiting room, where the processes that find nobody
     /// listening yet wait for this one to serve. Best effort, no answer: a process that
@@ -126,9 +133,10 @@ pub enum ElectionOutput {
     /// Close the waiting room: every process waiting in it is told at once.
     CloseWaitingRoom,
     /// Nobody is listening: wait in the lock holder's waiting room; answer
-    /// `InWaitingRoom` or `NoWaitingRoom`, then `WaitingRoomClosed` when it closes.
+    /// `InWaitingRoom` or `NoWaitingRoom`, then `Admitted` when the holder answers on the
+    /// seat, or `WaitingRoomClosed` when the room closes first.
     EnterWaitingRoom,
-    /// Stop waiting in the waiting room.
+    /// Stop waiting in the waiting room: close the seat's connection.
     LeaveWaitingRoom,
     /// Give up leadership: stop serving, unbind, close the store, release the lock — each
     /// only if held, in that order.
@@ -313,11 +321,12 @@ impl Election {
         if input == In::LockLost {
             self.held.lock = false;
         }
-        if input == In::WaitingRoomClosed {
+        if input == In::WaitingRoomClosed || input == In::Admitted {
             if !self.held.seat {
                 return;
             }
-            // The driver let go of its seat when it saw the room close.
+            // The driver let go of its seat when it saw the room close; an admitted seat
+            // is the connection now, or is left below.
             self.held.seat = false;
         }
         self.state = match (self.state, input) {
@@ -399,7 +408,6 @@ impl Election {
             }
             (State::Electing(Awaiting::Bind), In::BindFailed) => self.fail(ElectionFailure::Bind),
             (State::Electing(Awaiting::Connect), In::Connected) => {
-                self.leave_room();
                 self.backoff.reset();
                 State::Follower
             }
@@ -417,6 +425,16 @@ impl Election {
                 until: now + self.backoff.next_wait(),
             },
             (State::Waiting { .. }, In::WaitingRoomClosed) => self.ask(Awaiting::Lock),
+            (State::Waiting { .. }, In::Admitted) => {
+                self.held.connection = true;
+                self.backoff.reset();
+                State::Follower
+            }
+            // Answered on its seat while it looked again: the seat is not taken up.
+            (state, In::Admitted) => {
+                self.emit(ElectionOutput::LeaveWaitingRoom);
+                state
+            }
             // Patience over: it looks again, keeping its seat, so that it leaves no dead
             // connection behind in a room nobody accepts on.
             (State::Waiting { .. }, In::TimerFired) => self.ask(Awaiting::Lock),
@@ -468,7 +486,11 @@ impl Election {
                 Awaiting::Lock => self.held.lock = true,
                 Awaiting::Store => self.held.store = true,
                 Awaiting::Bind => self.held.socket = true,
-                Awaiting::Connect => self.held.connection = true,
+                Awaiting::Connect => {
+                    // Made from a seat (looking again), the connection took its place.
+                    self.held.seat = false;
+                    self.held.connection = true;
+                }
                 Awaiting::Room => self.held.seat = true,
             }
         }

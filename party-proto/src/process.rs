@@ -4,7 +4,9 @@
 //! `poll_output()`, `poll_timeout()`, and the caller's operations as methods.
 //!
 //! What the driver does not see is decided here: a leader's own operations go to its
-//! in-process server session without a socket; a connection that ends after the leader
+//! in-process server session without a socket; a seat in a lock holder's waiting room
+//! carries the hello, and is the connection once the holder answers on it (its end before
+//! that is the room closing); a connection that ends after the leader
 //! refused this process (or sent bytes that do not decode) backs off instead of knocking
 //! again at once; a process that cannot join the party fails everything pending; a leader
 //! that steps down re-sends its own operations to whoever leads next; a peer of another
@@ -56,6 +58,13 @@ pub enum ProcessInput {
     /// `peer_uid` where the platform tells. (`Election(ElectionInput::Connected)` is the
     /// same with the user unknown.)
     Connected { peer_uid: Option<u32> },
+    /// Answer to [`ElectionOutput::EnterWaitingRoom`]: seated in the room of a process
+    /// running as `peer_uid`, where the platform tells. The seat is the connection from
+    /// then on: what arrives on it is [`ProcessInput::FromLeader`] (the first message
+    /// says the holder serves and took the seat), its end [`ProcessInput::LinkClosed`]
+    /// (the room closed first). (`Election(ElectionInput::InWaitingRoom)` is the same with
+    /// the user unknown.)
+    Seated { peer_uid: Option<u32> },
     /// A message from the leader on the current connection.
     FromLeader(ServerMessage),
     /// The connection to the leader ended.
@@ -123,8 +132,12 @@ pub struct Process {
     welcome_due: Option<Timestamp>,
     /// The session of this process's own handle while it leads.
     local: Option<ServerSession>,
-    /// A connection to a leader is open.
+    /// A connection to a leader is open (or a seat in a waiting room: see `seated`).
     linked: bool,
+    /// The connection is a seat in a waiting room: the hello is said on it, and the room's
+    /// holder does not serve yet. Waiting there has no welcome timeout: the holder's
+    /// store may take long to open, and the room's patience bounds the wait.
+    seated: bool,
     /// Why the last leader refused this process, until one welcomes it or it leads.
     rejected: Option<ErrorCode>,
     /// The peer of the current connection refused this process (a refusal, no welcome in
@@ -151,6 +164,7 @@ impl Process {
             welcome_due: None,
             local: None,
             linked: false,
+            seated: false,
             rejected: None,
             refused_here: false,
             failure: None,
@@ -248,6 +262,16 @@ impl Process {
                     self.link_ended(now, Some(refusal));
                 }
             }
+            ProcessInput::Seated { peer_uid } => match admit_leader(peer_uid, self.user) {
+                Ok(()) => self.election_answer(now, ElectionInput::InWaitingRoom),
+                // Another user's room: not sat in (the hello is not said), as if there were
+                // none.
+                Err(_) => {
+                    self.outputs
+                        .push_back(ProcessOutput::Election(ElectionOutput::LeaveWaitingRoom));
+                    self.election_answer(now, ElectionInput::NoWaitingRoom);
+                }
+            },
             ProcessInput::Served { term } => {
                 self.rejected = None;
                 self.server_config.term = term;
@@ -255,6 +279,7 @@ impl Process {
                 self.client.handle_input(now, ClientInput::Connected);
                 self.takeovers.served(now, Some(term));
             }
+            ProcessInput::FromLeader(_) if self.seated && !self.admitted(now) => {}
             ProcessInput::FromLeader(message) => {
                 let message = message.into_received();
                 if matches!(
@@ -282,6 +307,11 @@ impl Process {
                 if self.linked {
                     self.client.handle_input(now, ClientInput::Message(message));
                 }
+            }
+            ProcessInput::LinkClosed | ProcessInput::LinkBroken(_) if self.seated => {
+                self.unseat(now);
+                self.election
+                    .handle_input(now, ElectionInput::WaitingRoomClosed);
             }
             ProcessInput::LinkClosed => self.link_ended(now, None),
             ProcessInput::LinkBroken(error) => self.link_ended(now, Some(error)),
@@ -405,13 +435,43 @@ impl Process {
     }
 
     fn election_answer(&mut self, now: Timestamp, answer: ElectionInput) {
-        if answer == ElectionInput::Connected {
+        match answer {
+            // A connection made from a seat takes its place: the session says hello again
+            // on it (see `ClientSession`'s second `Connected`).
+            ElectionInput::Connected => {
+                self.seated = false;
+                self.welcome_due = Some(now + self.welcome_timeout);
+            }
+            ElectionInput::InWaitingRoom => self.seated = true,
+            _ => {}
+        }
+        if let ElectionInput::Connected | ElectionInput::InWaitingRoom = answer {
             self.linked = true;
             self.refused_here = false;
-            self.welcome_due = Some(now + self.welcome_timeout);
             self.client.handle_input(now, ClientInput::Connected);
         }
         self.election.handle_input(now, answer);
+    }
+
+    /// The holder of the room this process sits in answered on its seat: it serves, and
+    /// the seat is the connection now, if the election follows there. False when it left
+    /// the room instead (its `LeaveWaitingRoom` closes the seat): what came is not read.
+    fn admitted(&mut self, now: Timestamp) -> bool {
+        self.election.handle_input(now, ElectionInput::Admitted);
+        if self.election.role() == Role::Follower {
+            self.seated = false;
+            return true;
+        }
+        self.unseat(now);
+        false
+    }
+
+    /// The seat's connection is gone, unanswered: nothing was sent on it but the hello.
+    fn unseat(&mut self, now: Timestamp) {
+        if std::mem::take(&mut self.seated) {
+            self.linked = false;
+            self.client.handle_input(now, ClientInput::Disconnected);
+        }
     }
 
     /// The peer connected to never welcomed this process: whatever it is, it is no leader.
@@ -512,6 +572,7 @@ impl Process {
                 self.client.handle_input(now, ClientInput::Disconnected);
             }
             ElectionOutput::Disconnect => self.linked = false,
+            ElectionOutput::LeaveWaitingRoom => self.unseat(now),
             ElectionOutput::Failed(reason) => {
                 self.failure = Some(reason);
                 // The driver hears of the failure before the completions it causes.

@@ -31,7 +31,7 @@ use crate::writer::{CommitResult, WriteBatch};
 /// The format of recordings this build writes and reads. One more for any change to what
 /// is written, digests included ([`Gave`], [`Fingerprint`]): a replay refuses another
 /// format rather than report its differences as nondeterminism.
-pub const FORMAT: u32 = 12;
+pub const FORMAT: u32 = 13;
 
 /// What a segment's stream holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -544,6 +544,7 @@ mod tests {
             In::InWaitingRoom,
             In::NoWaitingRoom,
             In::WaitingRoomClosed,
+            In::Admitted,
             In::Disconnected,
             In::Refused,
             In::LockLost,
@@ -568,7 +569,7 @@ mod tests {
         let pinned = digest_of(&(&process, inputs, outputs), &mut Vec::new());
         assert_eq!(
             (FORMAT, pinned),
-            (12, 0x4ff8_200d_b240_e761),
+            (13, 0x009e_3e3b_ef44_ab36),
             "what a recording holds changed: move FORMAT on, then the pin"
         );
     }

@@ -32,6 +32,8 @@ enum Step {
     ServeFails,
     /// The waiting room this process waits in closes.
     RoomCloses,
+    /// The holder of the room this process waits in answers on its seat.
+    Admit,
     /// An answer to an action that is not outstanding.
     Stray(ElectionInput),
 }
@@ -49,10 +51,11 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::StoreBusy),
         1 => Just(Step::ServeFails),
         2 => Just(Step::RoomCloses),
+        2 => Just(Step::Admit),
         1 => prop::sample::select(vec![
             LockAcquired, LockBusy, LockFailed, StoreOpened, StoreOpenFailed, StoreLocked,
             SocketBound, BindFailed, Connected, ConnectFailed, ServeFailed, InWaitingRoom,
-            NoWaitingRoom, WaitingRoomClosed,
+            NoWaitingRoom, WaitingRoomClosed, Admitted,
         ]).prop_map(Step::Stray),
     ]
 }
@@ -169,6 +172,8 @@ impl World {
             }
             (ElectionOutput::Bind, false) => BindFailed,
             (ElectionOutput::Connect, true) => {
+                // Made from a seat, the connection takes its place.
+                self.seat = false;
                 self.connected = true;
                 Connected
             }
@@ -270,8 +275,22 @@ proptest! {
                     world.seat = false;
                     Some(ElectionInput::WaitingRoomClosed)
                 }
-                // A close the driver saw is not a stray: it let go of its seat.
-                Step::Stray(ElectionInput::WaitingRoomClosed) if world.seat => None,
+                Step::Admit if world.seat => {
+                    election.handle_input(now, ElectionInput::Admitted);
+                    // The seat is the connection now, unless the machine left the room
+                    // instead (its LeaveWaitingRoom, below, then drops it).
+                    if election.role() == Role::Follower {
+                        world.seat = false;
+                        world.connected = true;
+                    }
+                    None
+                }
+                // A close or an answer the driver saw on its seat is no stray.
+                Step::Stray(ElectionInput::WaitingRoomClosed | ElectionInput::Admitted)
+                    if world.seat =>
+                {
+                    None
+                }
                 Step::Stray(input) if !world.answers_outstanding(input) => Some(input),
                 _ => None,
             };
@@ -398,18 +417,21 @@ fn a_process_that_finds_nobody_listening_waits_in_the_holders_room_until_it_clos
     election.handle_input(due, ElectionInput::ConnectFailed);
     assert_eq!(election.poll_output(), None, "back on the same seat");
     assert_eq!(election.poll_timeout(), Some(due + config.room_patience));
-    // Once it follows, it leaves.
+    // A connection made from the seat takes its place: nothing to leave.
     let again = due + config.room_patience;
     election.handle_input(again, ElectionInput::TimerFired);
     assert_eq!(election.poll_output(), Some(ElectionOutput::TryLock));
     election.handle_input(again, ElectionInput::LockBusy);
     assert_eq!(election.poll_output(), Some(ElectionOutput::Connect));
     election.handle_input(again, ElectionInput::Connected);
+    assert_eq!(election.poll_output(), None);
+    assert_eq!(election.role(), Role::Follower);
+    election.handle_input(again, ElectionInput::Disconnected);
     assert_eq!(
         election.poll_output(),
-        Some(ElectionOutput::LeaveWaitingRoom)
+        Some(ElectionOutput::TryLock),
+        "no seat left to leave"
     );
-    assert_eq!(election.role(), Role::Follower);
     // Or once it leads: before it opens a room of its own.
     let mut election = seated(&config, now);
     let due = election.poll_timeout().unwrap();
@@ -425,6 +447,29 @@ fn a_process_that_finds_nobody_listening_waits_in_the_holders_room_until_it_clos
             ElectionOutput::OpenStore
         ]
     );
+
+    // The holder serves and answers on the seat: it follows there, without a connect; its
+    // connection is given back as any other.
+    let mut election = seated(&config, now);
+    election.handle_input(now, ElectionInput::Admitted);
+    assert_eq!(election.role(), Role::Follower);
+    assert_eq!(election.poll_output(), None, "no connect, no leaving");
+    assert_eq!(election.poll_timeout(), None, "no patience left to run out");
+    election.handle_input(now, ElectionInput::CloseRequested);
+    assert_eq!(election.poll_output(), Some(ElectionOutput::Disconnect));
+    assert!(election.is_closed());
+    // Answered on its seat while it looks again from it: the seat is left, not followed.
+    let mut election = seated(&config, now);
+    let due = election.poll_timeout().unwrap();
+    election.handle_input(due, ElectionInput::TimerFired);
+    assert_eq!(election.poll_output(), Some(ElectionOutput::TryLock));
+    election.handle_input(due, ElectionInput::Admitted);
+    assert_eq!(
+        election.poll_output(),
+        Some(ElectionOutput::LeaveWaitingRoom)
+    );
+    election.handle_input(due, ElectionInput::LockBusy);
+    assert_eq!(election.poll_output(), Some(ElectionOutput::Connect));
 
     // Closing the handle while in a room leaves it.
     let mut election = seated(&config, now);

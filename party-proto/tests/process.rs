@@ -9,7 +9,8 @@ use party_proto::election::ElectionFailure;
 use party_proto::wire::{ClientMessage, ProtocolId, ReadOp, Response, ServerMessage, Welcome};
 use party_proto::{
     ClientId, ElectionConfig, ElectionInput, ElectionOutput, ErrorCode, Process, ProcessConfig,
-    ProcessInput, ProcessOutput, Role, ServerConfig, ServerInput, ServerOutput, Timestamp,
+    ProcessInput, ProcessOutput, RequestId, Role, ServerConfig, ServerInput, ServerOutput,
+    Timestamp,
 };
 
 const NOW: Timestamp = Timestamp::ZERO;
@@ -594,4 +595,166 @@ fn a_closing_leader_is_drained_and_nothing_fails() {
             .any(|o| matches!(o, ProcessOutput::Completed { id, .. } if *id == second)),
         "the second waits for the next leader: {outputs:?}"
     );
+}
+
+/// Lost its leader, found the lock busy and nobody listening, and sat down in the lock
+/// holder's waiting room: its hello is said on the seat.
+fn seated() -> Process {
+    let mut process = process();
+    drain(&mut process);
+    answer(&mut process, ElectionInput::LockBusy);
+    let room = answer(&mut process, ElectionInput::ConnectFailed);
+    assert_eq!(
+        room,
+        [ProcessOutput::Election(ElectionOutput::EnterWaitingRoom)]
+    );
+    process.handle_input(NOW, ProcessInput::Seated { peer_uid: None });
+    let hello = drain(&mut process);
+    assert!(
+        matches!(&hello[..], [ProcessOutput::Send(ClientMessage::Hello(_))]),
+        "{hello:?}"
+    );
+    assert_eq!(process.role().role, Role::Electing);
+    process
+}
+
+#[test]
+fn a_seat_the_holder_takes_is_the_connection_to_it_and_its_requests_wait_for_the_welcome() {
+    let mut process = seated();
+    let id = process.read(NOW, ReadOp::Get { key: b"k".to_vec() });
+    assert!(
+        drain(&mut process).is_empty(),
+        "nothing but the hello before a welcome"
+    );
+    let patience = ElectionConfig::default().room_patience;
+    assert_eq!(
+        process.poll_timeout(),
+        Some(NOW + patience),
+        "no welcome deadline in a room: the holder's store may take long to open"
+    );
+    served_once_welcomed(
+        &mut process,
+        id,
+        "the read goes out on the seat, no connect",
+    );
+    assert_eq!(process.role().leader_pid, Some(9));
+    // Its end is a leader lost, as any connection's (not a room closing): the next leader
+    // is a failover.
+    process.handle_input(NOW, ProcessInput::LinkClosed);
+    answer(&mut process, ElectionInput::LockBusy);
+    answer(&mut process, ElectionInput::Connected);
+    process.handle_input(NOW, welcome_from(2));
+    assert_eq!(process.role().takeovers.count, 1);
+}
+
+#[test]
+fn a_seat_that_ends_unanswered_runs_for_the_lock_again_and_loses_nothing() {
+    let mut process = seated();
+    let id = process.read(NOW, ReadOp::Get { key: b"k".to_vec() });
+    process.handle_input(NOW, ProcessInput::LinkClosed);
+    assert_eq!(
+        drain(&mut process),
+        [ProcessOutput::Election(ElectionOutput::TryLock)],
+        "the room closed: straight to the lock, nothing failed"
+    );
+    answer(&mut process, ElectionInput::LockBusy);
+    let hello = answer(&mut process, ElectionInput::Connected);
+    assert!(
+        matches!(&hello[..], [ProcessOutput::Send(ClientMessage::Hello(_))]),
+        "{hello:?}"
+    );
+    served_once_welcomed(
+        &mut process,
+        id,
+        "the read waited, and goes to the leader found",
+    );
+}
+
+/// Welcomed, the process sends its waiting read `id` (the only thing it sends) and takes
+/// the answer; no failover is told, as it had no leader to lose.
+fn served_once_welcomed(process: &mut Process, id: RequestId, how: &str) {
+    process.handle_input(NOW, welcome());
+    assert_eq!(process.role().role, Role::Follower);
+    let sent = drain(process);
+    assert!(
+        matches!(&sent[..], [ProcessOutput::Send(ClientMessage::Read { .. })]),
+        "{how}: {sent:?}"
+    );
+    assert_eq!(process.role().takeovers.count, 0, "no leader lost");
+    let reply = ServerMessage::Reply {
+        id,
+        result: Ok(Response::Value(None)),
+    };
+    process.handle_input(NOW, ProcessInput::FromLeader(reply));
+    assert_eq!(
+        drain(process),
+        [ProcessOutput::Completed {
+            id,
+            result: Ok(Response::Value(None))
+        }]
+    );
+}
+
+#[test]
+fn a_connection_made_from_a_seat_takes_its_place() {
+    let mut process = seated();
+    let patience = process.poll_timeout().expect("the room's patience");
+    process.handle_input(patience, ProcessInput::TimerFired);
+    assert_eq!(
+        drain(&mut process),
+        [ProcessOutput::Election(ElectionOutput::TryLock)]
+    );
+    answer(&mut process, ElectionInput::LockBusy);
+    let hello = answer(&mut process, ElectionInput::Connected);
+    assert!(
+        matches!(&hello[..], [ProcessOutput::Send(ClientMessage::Hello(_))]),
+        "a hello on the new connection, no leaving to do: {hello:?}"
+    );
+    process.handle_input(NOW, welcome());
+    assert_eq!(process.role().role, Role::Follower);
+}
+
+#[test]
+fn a_seat_answered_while_looking_again_is_left_and_what_came_is_not_read() {
+    let mut process = seated();
+    let patience = process.poll_timeout().expect("the room's patience");
+    process.handle_input(patience, ProcessInput::TimerFired);
+    drain(&mut process);
+    process.handle_input(patience, welcome());
+    assert_eq!(
+        drain(&mut process),
+        [ProcessOutput::Election(ElectionOutput::LeaveWaitingRoom)]
+    );
+    assert_eq!(process.role().role, Role::Electing);
+    assert_eq!(process.role().leader_pid, None, "the welcome was not taken");
+    answer(&mut process, ElectionInput::LockBusy);
+    let hello = answer(&mut process, ElectionInput::Connected);
+    assert!(
+        matches!(&hello[..], [ProcessOutput::Send(ClientMessage::Hello(_))]),
+        "{hello:?}"
+    );
+}
+
+#[test]
+fn the_room_of_another_user_is_not_sat_in() {
+    let mut process = Process::new(
+        ClientId(1),
+        ProcessConfig {
+            user: Some(1000),
+            ..ProcessConfig::default()
+        },
+        3,
+    );
+    drain(&mut process);
+    answer(&mut process, ElectionInput::LockBusy);
+    answer(&mut process, ElectionInput::ConnectFailed);
+    process.handle_input(NOW, ProcessInput::Seated { peer_uid: Some(0) });
+    assert_eq!(
+        drain(&mut process),
+        [ProcessOutput::Election(ElectionOutput::LeaveWaitingRoom)],
+        "left unheard: no hello"
+    );
+    let wait = process.poll_timeout().expect("backs off as without a room");
+    assert!(wait > NOW);
+    assert!(wait.saturating_since(NOW) <= ElectionConfig::default().max_backoff);
 }

@@ -117,12 +117,6 @@ enum Event {
         process: ProcessId,
         incarnation: u32,
     },
-    /// The waiting room `process` waits in was closed.
-    RoomClosed {
-        process: ProcessId,
-        incarnation: u32,
-        entry: u64,
-    },
     /// A closing leader stops waiting for its followers to let go.
     DrainEnd {
         process: ProcessId,
@@ -222,6 +216,12 @@ struct Conn {
     /// The connection was cut, or its leader crashed, while it was open (perhaps after
     /// the leader said it was leaving, in the middle of its drain).
     cut_short: bool,
+    /// Made as a seat in the server's waiting room (taken or not).
+    from_room: bool,
+    /// A seat not taken yet: what reaches the server waits, unread, in `held_back` (the
+    /// kernel's buffer of a connection not accepted).
+    seated: bool,
+    held_back: Vec<u8>,
 }
 
 struct Leading {
@@ -470,7 +470,6 @@ impl World {
             | Event::ReadWatch { process, .. }
             | Event::Answer { process, .. }
             | Event::DrainEnd { process, .. }
-            | Event::RoomClosed { process, .. }
             | Event::Transaction { process, .. }
             | Event::StoreThreadDied { process, .. }
             | Event::Restart { process, .. } => *process,
@@ -781,15 +780,6 @@ impl World {
                     .is_some_and(|leading| leading.term == term);
                 if self.is_current(process, incarnation) && of_this_leadership {
                     self.store_thread_died(process);
-                }
-            }
-            Event::RoomClosed {
-                process,
-                incarnation,
-                entry,
-            } => {
-                if self.is_current(process, incarnation) {
-                    self.room_closed(process, incarnation, entry);
                 }
             }
             Event::Fault => self.fault(),

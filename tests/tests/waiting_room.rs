@@ -1,8 +1,8 @@
 //! A process that finds the lock taken and nobody listening yet waits in the lock holder's
-//! waiting room, without polling, and is told the moment the holder serves (see
+//! waiting room, without polling, and is served there the moment the holder serves (see
 //! party-proto's election). Real processes: the holder is kept from serving by another
 //! program holding its store, the waiting one records its machine's inputs, which tell how
-//! it waited and why it stopped.
+//! it waited and how it came to follow.
 
 #![cfg(target_os = "linux")]
 
@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 
 use party_core::BackendKind;
 use party_proto::recording::{decode_segment, Record};
+use party_proto::wire::{FrameDecoder, ServerMessage, DEFAULT_MAX_FRAME_LEN};
 use party_proto::{ElectionInput, ProcessInput};
 use party_tests::Node;
 
 const NODE: &str = env!("CARGO_BIN_EXE_party-node");
 
 #[test]
-fn a_follower_waits_for_a_slow_leader_in_its_room_and_is_told_when_it_serves() {
+fn a_follower_waits_for_a_slow_leader_in_its_room_and_is_served_there() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path().canonicalize().unwrap();
     let records = tempfile::tempdir().unwrap();
@@ -46,22 +47,52 @@ fn a_follower_waits_for_a_slow_leader_in_its_room_and_is_told_when_it_serves() {
     assert_eq!(waiting.send("ready"), "ok follower");
     assert_eq!(waiting.send("close"), "ok");
 
-    let inputs = election_inputs(records.path());
-    let count = |wanted: ElectionInput| inputs.iter().filter(|i| **i == wanted).count();
+    let seen = recorded(records.path());
+    let count = |wanted: Seen| seen.iter().filter(|s| **s == wanted).count();
     // Its first connect found the room open, and so did any after it: it never backed
-    // off on a timer, and it left the room when told, not when its patience ran out.
-    assert!(count(ElectionInput::InWaitingRoom) >= 1, "{inputs:?}");
-    assert_eq!(count(ElectionInput::NoWaitingRoom), 0, "{inputs:?}");
-    assert_eq!(count(ElectionInput::WaitingRoomClosed), 1, "{inputs:?}");
-    assert_eq!(
-        inputs[inputs.len() - 3..],
-        [
-            ElectionInput::WaitingRoomClosed,
-            ElectionInput::LockBusy,
-            ElectionInput::Connected
-        ],
-        "{inputs:?}"
+    // off on a timer. The holder took its seat as it came to serve: no room closed on it,
+    // and no connect after it sat down (a look again from its seat, its patience run out,
+    // finds the lock busy and nobody listening yet), only the welcome, there.
+    assert!(
+        count(Seen::Election(ElectionInput::InWaitingRoom)) >= 1,
+        "{seen:?}"
     );
+    assert_eq!(
+        count(Seen::Election(ElectionInput::NoWaitingRoom)),
+        0,
+        "{seen:?}"
+    );
+    assert_eq!(
+        count(Seen::Election(ElectionInput::WaitingRoomClosed)),
+        0,
+        "{seen:?}"
+    );
+    assert_eq!(
+        count(Seen::Election(ElectionInput::Connected)),
+        0,
+        "{seen:?}"
+    );
+    assert_eq!(count(Seen::Welcome), 1, "{seen:?}");
+    let seated = seen
+        .iter()
+        .position(|s| *s == Seen::Election(ElectionInput::InWaitingRoom))
+        .unwrap();
+    let (welcome, looked_again) = seen[seated + 1..].split_last().unwrap();
+    assert_eq!(*welcome, Seen::Welcome, "{seen:?}");
+    assert!(
+        looked_again.iter().all(|s| matches!(
+            s,
+            Seen::Election(ElectionInput::LockBusy | ElectionInput::ConnectFailed)
+        )),
+        "{seen:?}"
+    );
+}
+
+/// What a recording tells of how a handle found its leader.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Election(ElectionInput),
+    Welcome,
 }
 
 /// Where the waiting room of the leader's socket `socket` is.
@@ -92,8 +123,9 @@ fn wait_for(what: &str, reached: impl Fn() -> bool) {
     }
 }
 
-/// The election's inputs of every handle recorded in `dir`, in order.
-fn election_inputs(dir: &Path) -> Vec<ElectionInput> {
+/// The election's inputs and the welcomes (in the bytes read from a leader) of every
+/// handle recorded in `dir`, in order.
+fn recorded(dir: &Path) -> Vec<Seen> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())
@@ -101,19 +133,33 @@ fn election_inputs(dir: &Path) -> Vec<ElectionInput> {
         .collect();
     files.sort();
     assert!(!files.is_empty(), "nothing recorded in {}", dir.display());
-    let mut inputs = Vec::new();
+    let mut seen = Vec::new();
     for file in files {
         let segment = decode_segment(&std::fs::read(&file).unwrap()).unwrap();
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
         for record in segment.records {
             match record {
                 Record::Input { input, .. } => match input.into_owned() {
-                    ProcessInput::Election(input) => inputs.push(input),
-                    ProcessInput::Connected { .. } => inputs.push(ElectionInput::Connected),
+                    ProcessInput::Election(input) => seen.push(Seen::Election(input)),
+                    ProcessInput::Connected { .. } => {
+                        seen.push(Seen::Election(ElectionInput::Connected))
+                    }
+                    ProcessInput::Seated { .. } => {
+                        seen.push(Seen::Election(ElectionInput::InWaitingRoom))
+                    }
                     _ => {}
                 },
-                _ => continue,
+                Record::Received { bytes, .. } => {
+                    let mut read = &bytes.0[..];
+                    while let Some(message) = decoder.decode::<ServerMessage>(&mut read).unwrap() {
+                        if let ServerMessage::Welcome(_) = message {
+                            seen.push(Seen::Welcome);
+                        }
+                    }
+                }
+                _ => {}
             }
         }
     }
-    inputs
+    seen
 }

@@ -15,7 +15,7 @@ use crate::leader::{ConnectionConfig, Leader, Serving};
 use crate::link::Link;
 use crate::lock::LockFile;
 use crate::recording::Recorder;
-use crate::waiting_room::{Room, Seat};
+use crate::waiting_room::{self, Room};
 
 impl Driver {
     /// Carries out one election action; the machine's answer, where it expects one.
@@ -41,15 +41,10 @@ impl Driver {
                 self.leadership.room = None;
                 return None;
             }
-            ElectionOutput::EnterWaitingRoom => {
-                self.seat = Seat::enter(&self.layout.socket).await;
-                match self.seat {
-                    Some(_) => ElectionInput::InWaitingRoom,
-                    None => ElectionInput::NoWaitingRoom,
-                }
-            }
+            ElectionOutput::EnterWaitingRoom => return Some(self.enter_room().await),
             ElectionOutput::LeaveWaitingRoom => {
-                self.seat = None;
+                self.link = None;
+                self.out.clear();
                 return None;
             }
             ElectionOutput::StepDown => {
@@ -191,6 +186,9 @@ impl Driver {
                 Recorder::start(recording, header, None)
             }),
         };
+        // Those waiting in the room are followers now, answered without connecting again.
+        let seats = self.leadership.room.as_ref().map(Room::take_seats);
+        let listener = (listener, seats.unwrap_or_default());
         match Leader::start(store, &mut self.leadership.lock, listener, serving) {
             Ok(leader) => {
                 self.leadership.access = Some(leader.access());
@@ -221,6 +219,19 @@ impl Driver {
                 tracing::debug!("no leader at {}: {error}", self.layout.socket.display());
                 ProcessInput::Election(ElectionInput::ConnectFailed)
             }
+        }
+    }
+
+    /// Sits down in the lock holder's waiting room; the seat is the link from now on.
+    async fn enter_room(&mut self) -> ProcessInput {
+        let (max_frame_len, spin) = (self.options.limits.max_frame_len, self.options.spin);
+        match waiting_room::enter(&self.layout.socket, max_frame_len, spin).await {
+            Some(seat) => {
+                let peer_uid = seat.peer_uid();
+                self.link = Some(seat);
+                ProcessInput::Seated { peer_uid }
+            }
+            None => ProcessInput::Election(ElectionInput::NoWaitingRoom),
         }
     }
 

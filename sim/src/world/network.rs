@@ -11,41 +11,14 @@ impl World {
         else {
             return ElectionInput::ConnectFailed;
         };
-        let conn = self.next_conn;
-        self.next_conn += 1;
-        self.conns.insert(
-            conn,
-            Conn {
-                client: process,
-                server,
-                open: true,
-                server_decoder: FrameDecoder::new(self.frame_limit()),
-                client_decoder: FrameDecoder::new(self.frame_limit()),
-                last_to_server: self.now,
-                last_to_client: self.now,
-                ended_by: TakeoverCause::Crash,
-                heard: None,
-                foreign: false,
-                term: self.processes[server].leading.as_ref().map(|l| l.term),
-                cut_short: false,
-            },
-        );
-        self.processes[process].link = Some(conn);
-        // On seeds with refusals a leader serves at most two followers, as party-core's
-        // accept loop decides: one more is told why, and hung up on.
-        let connected = self.processes[server]
-            .leading
-            .as_ref()
-            .map_or(0, |leading| leading.sessions.len() as u32);
-        let peer = PeerFacts {
-            uid: None,
-            owner: None,
-            connected,
-            max_connections: if self.faults.refusals { 2 } else { u32::MAX },
-        };
-        if let Err(refusal) = admit_peer(peer) {
-            self.send(conn, false, &ServerMessage::Rejected(refusal));
-            self.close_conn(conn);
+        // Made from a seat, the connection takes its place, as party-core's driver drops
+        // the seat's.
+        if let Some(seat) = self.processes[process].link.take() {
+            self.rooms.leave(|(_, _, conn)| conn == seat);
+            self.close_conn(seat);
+        }
+        let conn = self.open_conn(process, server, false);
+        if self.refused(conn, server) {
             return ElectionInput::Connected;
         }
         if self.faults.foreign_peers && self.faults_on && self.chance(10) {
@@ -63,6 +36,68 @@ impl World {
                 .line(self.now, format_args!("conn{conn} is never answered"));
             return ElectionInput::Connected;
         }
+        self.open_session(conn, server);
+        ElectionInput::Connected
+    }
+
+    /// A new connection of `client` to `server`'s socket, or (`seated`) its waiting room;
+    /// the client's link from now on.
+    pub(super) fn open_conn(
+        &mut self,
+        client: ProcessId,
+        server: ProcessId,
+        seated: bool,
+    ) -> ConnId {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        self.conns.insert(
+            conn,
+            Conn {
+                client,
+                server,
+                open: true,
+                server_decoder: FrameDecoder::new(self.frame_limit()),
+                client_decoder: FrameDecoder::new(self.frame_limit()),
+                last_to_server: self.now,
+                last_to_client: self.now,
+                ended_by: TakeoverCause::Crash,
+                heard: None,
+                foreign: false,
+                term: self.processes[server].leading.as_ref().map(|l| l.term),
+                cut_short: false,
+                from_room: seated,
+                seated,
+                held_back: Vec::new(),
+            },
+        );
+        self.processes[client].link = Some(conn);
+        conn
+    }
+
+    /// Whether `server` turns the connection away: on seeds with refusals a leader serves
+    /// at most two followers, as party-core's accept loop decides; one more is told why,
+    /// and hung up on.
+    pub(super) fn refused(&mut self, conn: ConnId, server: ProcessId) -> bool {
+        let connected = self.processes[server]
+            .leading
+            .as_ref()
+            .map_or(0, |leading| leading.sessions.len() as u32);
+        let peer = PeerFacts {
+            uid: None,
+            owner: None,
+            connected,
+            max_connections: if self.faults.refusals { 2 } else { u32::MAX },
+        };
+        let Err(refusal) = admit_peer(peer) else {
+            return false;
+        };
+        self.send(conn, false, &ServerMessage::Rejected(refusal));
+        self.close_conn(conn);
+        true
+    }
+
+    /// `server` serves the connection: a session reads what comes on it.
+    pub(super) fn open_session(&mut self, conn: ConnId, server: ProcessId) {
         let now = self.timestamp();
         let session = ServerSession::new(
             now,
@@ -75,7 +110,6 @@ impl World {
         if let Some(leading) = &mut self.processes[server].leading {
             leading.sessions.insert(conn, session);
         }
-        ElectionInput::Connected
     }
 
     /// One of the open connections, picked by the seed.
@@ -173,16 +207,31 @@ impl World {
     }
 
     pub(super) fn deliver(&mut self, conn: ConnId, to_server: bool, bytes: &[u8]) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
+        if let Some(process) = self.take_delivery(conn, to_server, bytes) {
+            self.pump(process);
+        }
+    }
+
+    /// Hands what arrived to the machine at its end, without carrying out what it says:
+    /// the process to pump, if any.
+    pub(super) fn take_delivery(
+        &mut self,
+        conn: ConnId,
+        to_server: bool,
+        bytes: &[u8],
+    ) -> Option<ProcessId> {
+        let c = self.conns.get_mut(&conn)?;
+        if to_server && c.seated {
+            c.held_back.extend_from_slice(bytes);
+            return None;
+        }
         let process = if to_server { c.server } else { c.client };
         if c.foreign && to_server {
             self.violations.push(format!(
                 "conn{conn}: p{} told a process of another user something",
                 c.client
             ));
-            return;
+            return None;
         }
         let decoder = if to_server {
             &mut c.server_decoder
@@ -215,12 +264,15 @@ impl World {
         }
         if let Some(error) = &failed {
             if !self.faults.garbage {
-                self.violations
-                    .push(format!("conn{conn}: frames did not decode: {error}"));
+                self.violations.push(format!(
+                    "conn{conn}: frames did not decode at {}us, to the {}: {error}",
+                    self.now,
+                    if to_server { "server" } else { "client" }
+                ));
             }
         }
         if !self.processes[process].alive {
-            return;
+            return None;
         }
         let now = self.timestamp();
         for message in decoded {
@@ -265,7 +317,7 @@ impl World {
                 self.close_conn(conn);
             }
         }
-        self.pump(process);
+        Some(process)
     }
 
     pub(super) fn closed(&mut self, conn: ConnId, to_server: bool) {
@@ -274,7 +326,8 @@ impl World {
         };
         let process = if to_server { c.server } else { c.client };
         let ended_by = c.ended_by;
-        let cut_short = c.cut_short;
+        // A seat carried nothing in flight.
+        let cut_short = c.cut_short && !c.seated;
         if !to_server {
             self.conns.remove(&conn);
         }

@@ -1,15 +1,17 @@
 //! The waiting room, as party-core's Unix sockets behave: the lock holder opens one, those
-//! who find nobody listening wait in it, and closing it (or the holder's death) tells each
-//! of them, a little later. Checked: a leader never serves with its room still open (those
-//! waiting would wait for nothing), and a process never leaves a room it is not in (one it
-//! was told had closed, or never let into).
+//! who find nobody listening sit in it on a connection of their own (their hello waits
+//! there, unread), and a holder that comes to serve takes every seat as a follower
+//! connection before it closes the room; closing it otherwise (giving up, or dying) ends
+//! each seat's connection. Checked: a leader never serves with its room still open (those
+//! waiting would wait for nothing), and a process never leaves a room it is not in (one
+//! whose seat ended, or that never let it in).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 
-/// A process's seat in a room: the process, its incarnation, and which of its entries.
-type Seat = (ProcessId, u32, u64);
+/// A process's seat in a room: the process, its incarnation, and the seat's connection.
+type Seat = (ProcessId, u32, ConnId);
 
 /// The rooms of one data directory: one at most is reachable by its name, but a holder
 /// whose lock was taken away (a virtual lock) keeps its own open until it gives it back.
@@ -19,15 +21,12 @@ pub(super) struct Rooms {
     reachable: Option<ProcessId>,
     /// The open rooms, by holder, and who waits in each.
     seats: BTreeMap<ProcessId, BTreeSet<Seat>>,
-    /// Seats of closed rooms whose end has not reached them yet: a seat left meanwhile is
-    /// told nothing, as a connection dropped hears nothing more.
-    closing: BTreeSet<Seat>,
-    entries: u64,
 }
 
 impl World {
     /// Carries out a room action of `process`'s election; the answer to an
-    /// [`ElectionOutput::EnterWaitingRoom`].
+    /// [`ElectionOutput::EnterWaitingRoom`] when there is no room (a seat is told to the
+    /// machine here).
     pub(super) fn room_action(
         &mut self,
         process: ProcessId,
@@ -47,28 +46,46 @@ impl World {
                 .violations
                 .push(format!("p{process} closes a waiting room it does not hold")),
             ElectionOutput::EnterWaitingRoom => {
-                let room = self
+                let Some(holder) = self
                     .rooms
                     .reachable
-                    .and_then(|holder| self.rooms.seats.get_mut(&holder));
-                return Some(match room {
-                    Some(seats) => {
-                        self.rooms.entries += 1;
-                        seats.insert((process, incarnation, self.rooms.entries));
-                        ElectionInput::InWaitingRoom
-                    }
-                    None => ElectionInput::NoWaitingRoom,
-                });
+                    .filter(|holder| self.rooms.seats.contains_key(holder))
+                else {
+                    return Some(ElectionInput::NoWaitingRoom);
+                };
+                let conn = self.open_conn(process, holder, true);
+                if let Some(seats) = self.rooms.seats.get_mut(&holder) {
+                    seats.insert((process, incarnation, conn));
+                }
+                let now = self.timestamp();
+                let seated = ProcessInput::Seated {
+                    peer_uid: Some(SIM_USER),
+                };
+                self.processes[process].machine.handle_input(now, seated);
             }
             ElectionOutput::LeaveWaitingRoom => {
-                let its = |(p, i, _): Seat| (p, i) == (process, incarnation);
-                if !self.rooms.sits(its) {
-                    self.violations.push(format!(
-                        "p{process} leaves a waiting room it is not in (told it had closed, \
-                         or never let in)"
-                    ));
+                // Perhaps taken by now: the machine, looking again from its seat, leaves it
+                // rather than follow there.
+                let seat = self.processes[process]
+                    .link
+                    .filter(|conn| self.conns.get(conn).is_some_and(|c| c.from_room));
+                match seat {
+                    Some(conn) => {
+                        if self.conns.get(&conn).is_some_and(|c| !c.seated) {
+                            self.trace.line(
+                                self.now,
+                                format_args!("p{process} leaves its seat, taken meanwhile"),
+                            );
+                        }
+                        self.processes[process].link = None;
+                        self.rooms.leave(|(_, _, seated)| seated == conn);
+                        self.close_conn(conn);
+                    }
+                    None => self.violations.push(format!(
+                        "p{process} leaves a waiting room it is not in (its seat ended, or it \
+                         was never let in)"
+                    )),
                 }
-                self.rooms.leave(its);
             }
             _ => {}
         }
@@ -89,45 +106,46 @@ impl World {
         }
     }
 
-    /// Everyone waiting in `holder`'s room is told, each when its connection's end reaches
-    /// it.
+    /// A holder that serves takes every seat still open as a follower connection, and
+    /// reads the hello waiting on it; any other close ends them, each seat told when its
+    /// connection's end reaches it.
     fn close_room(&mut self, holder: ProcessId) {
         if self.rooms.reachable == Some(holder) {
             self.rooms.reachable = None;
         }
+        let serving = self.processes[holder].alive
+            && self.processes[holder]
+                .leading
+                .as_ref()
+                .is_some_and(|leading| !leading.draining);
         let seats = self.rooms.seats.remove(&holder).unwrap_or_default();
-        for seat in seats {
-            let (process, incarnation, entry) = seat;
-            self.rooms.closing.insert(seat);
-            let delay = self.rand(0, 200);
-            self.schedule(
-                delay,
-                Event::RoomClosed {
-                    process,
-                    incarnation,
-                    entry,
-                },
+        for (process, _, conn) in seats {
+            if !serving {
+                self.close_conn(conn);
+                continue;
+            }
+            let term = self.processes[holder].leading.as_ref().map(|l| l.term);
+            let Some(c) = self.conns.get_mut(&conn).filter(|c| c.open) else {
+                continue;
+            };
+            c.seated = false;
+            c.term = term;
+            let held_back = std::mem::take(&mut c.held_back);
+            self.trace.line(
+                self.now,
+                format_args!("p{holder} takes the seat of p{process} (conn{conn})"),
             );
+            if !self.refused(conn, holder) {
+                self.open_session(conn, holder);
+            }
+            // Read as what comes later is (by the session, if any), within the holder's
+            // own pump, which carries out what its session says next.
+            let _ = self.take_delivery(conn, true, &held_back);
         }
     }
 
-    /// The end of a closed room reaches the seat `entry` of `process`, if it still sits.
-    pub(super) fn room_closed(&mut self, process: ProcessId, incarnation: u32, entry: u64) {
-        if !self.rooms.closing.remove(&(process, incarnation, entry)) {
-            return;
-        }
-        self.trace.line(
-            self.now,
-            format_args!("p{process}: its waiting room closed"),
-        );
-        let now = self.timestamp();
-        let closed = ProcessInput::Election(ElectionInput::WaitingRoomClosed);
-        self.processes[process].machine.handle_input(now, closed);
-        self.pump(process);
-    }
-
-    /// A process that dies closes its room and leaves any it waited in, as the kernel
-    /// closes its sockets.
+    /// A process that dies closes its room (the kernel ends every seat's connection, as
+    /// every other of its connections).
     pub(super) fn rooms_after_crash(&mut self, process: ProcessId) {
         self.rooms.leave(|(seated, _, _)| seated == process);
         if self.rooms.seats.contains_key(&process) {
@@ -151,17 +169,15 @@ impl World {
 }
 
 impl Rooms {
-    /// Whether a seat `picked` picks is in a room, open or closing.
+    /// Whether a seat `picked` picks is in an open room.
     fn sits(&self, picked: impl Fn(Seat) -> bool) -> bool {
-        let mut seats = self.seats.values().flatten().chain(&self.closing);
-        seats.any(|seat| picked(*seat))
+        self.seats.values().flatten().any(|seat| picked(*seat))
     }
 
-    /// The seats `left` picks go, from open rooms and closing ones.
-    fn leave(&mut self, left: impl Fn(Seat) -> bool) {
+    /// The seats `left` picks go.
+    pub(super) fn leave(&mut self, left: impl Fn(Seat) -> bool) {
         for seats in self.seats.values_mut() {
             seats.retain(|seat| !left(*seat));
         }
-        self.closing.retain(|seat| !left(*seat));
     }
 }
