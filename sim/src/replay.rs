@@ -438,10 +438,13 @@ impl<'a> ProcessRun<'a> {
                 if let ProcessInput::Served { term } = input {
                     self.met(term);
                 }
+                // A seat in a waiting room is a new connection too.
                 if matches!(
                     input,
                     ProcessInput::Connected { .. }
                         | ProcessInput::Election(ElectionInput::Connected)
+                        | ProcessInput::Seated { .. }
+                        | ProcessInput::Election(ElectionInput::InWaitingRoom)
                 ) {
                     self.decoder = FrameDecoder::new(self.machine.client_config().max_frame_len);
                 }

@@ -3,7 +3,8 @@
 //! get of it) replays with every output alike and a clean history; the same recording with
 //! a check of outputs changed is nondeterminism, and with one output changed it is
 //! reported at the step that gave that output; an empty segment file is left out; a
-//! directory without recordings is an error. (Real processes' recordings are replayed in `tests/tests/recording.rs`.)
+//! directory without recordings is an error; a follower's seat in a waiting room is read
+//! apart from the connection before it, cut in the middle of a frame. (Real processes' recordings are replayed in `tests/tests/recording.rs`.)
 
 use std::borrow::Cow;
 use std::process::Command;
@@ -12,10 +13,13 @@ use std::time::Duration;
 use party_proto::recording::{
     decode_segment, encode_item, Fingerprint, Header, Record, Seal, Stream, FORMAT,
 };
-use party_proto::wire::{ReadOp, Response, WriteOp};
+use party_proto::wire::{
+    encode_frame, LeaveCause, ProtocolId, ReadOp, Response, ServerMessage, Welcome, WriteOp,
+    DEFAULT_MAX_FRAME_LEN,
+};
 use party_proto::{
     ClientId, CommitResult, ElectionInput, ElectionOutput, Process, ProcessConfig, ProcessInput,
-    ProcessOutput, ServerInput, ServerOutput, Timestamp, WriteBatch,
+    ProcessOutput, ServerConfig, ServerInput, ServerOutput, Timestamp, WriteBatch,
 };
 
 fn party_sim(args: &[&str]) -> (bool, String) {
@@ -127,6 +131,31 @@ impl Recorded {
                 self.answer(output, store);
             }
         }
+    }
+
+    /// Folds the machine's outputs, answering none (a follower's are answered by the calls
+    /// that follow).
+    fn fold_outputs(&mut self) {
+        let outputs: Vec<_> = std::iter::from_fn(|| self.process.poll_output()).collect();
+        for output in &outputs {
+            self.fold(output);
+        }
+    }
+
+    /// Bytes read from the leader's connection, and the machine given each whole message
+    /// in them, as the driver does (whose decoder is `decoder`).
+    fn received(&mut self, bytes: &[u8], decoder: &mut party_proto::wire::FrameDecoder) {
+        let at = self.tick();
+        self.call(&Record::Received {
+            at,
+            bytes: party_proto::recording::Bytes(Cow::Borrowed(bytes)),
+        });
+        let mut read = bytes;
+        while let Some(message) = decoder.decode::<ServerMessage>(&mut read).unwrap() {
+            self.process
+                .handle_input(at, ProcessInput::FromLeader(message));
+        }
+        self.fold_outputs();
     }
 
     /// Answers one output as its driver would, if it asks for an answer.
@@ -353,4 +382,69 @@ fn a_directory_without_recordings_is_an_error() {
     let (passed, printed) = party_sim(&["--replay", empty.path().to_str().unwrap()]);
     assert!(!passed);
     assert!(printed.contains("no recording"), "{printed}");
+}
+
+/// The framed welcome of the leader of generation `term`.
+fn welcome(term: u64) -> Vec<u8> {
+    let welcome = ServerMessage::Welcome(Welcome {
+        protocol: ProtocolId::CURRENT,
+        leader_pid: 9,
+        term,
+        store: "fjall".into(),
+        limits: ServerConfig::default().limits(),
+    });
+    let mut bytes = Vec::new();
+    encode_frame(&welcome, DEFAULT_MAX_FRAME_LEN, &mut bytes).unwrap();
+    bytes
+}
+
+#[test]
+fn a_seat_after_a_connection_cut_in_the_middle_of_a_frame_replays_alike() {
+    let mut recorded = Recorded::new();
+    recorded.fold_outputs();
+    let follow = |recorded: &mut Recorded, input: ProcessInput| {
+        recorded.input(input);
+        recorded.fold_outputs();
+    };
+    follow(
+        &mut recorded,
+        ProcessInput::Election(ElectionInput::LockBusy),
+    );
+    follow(&mut recorded, ProcessInput::Connected { peer_uid: None });
+    // The first leader's welcome, and the start of a frame it did not finish: it died.
+    let mut decoder = party_proto::wire::FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
+    let mut cut = welcome(1);
+    let mut leaving = Vec::new();
+    let message = ServerMessage::Leaving(LeaveCause::Closing);
+    encode_frame(&message, DEFAULT_MAX_FRAME_LEN, &mut leaving).unwrap();
+    cut.extend_from_slice(&leaving[..leaving.len() - 1]);
+    recorded.received(&cut, &mut decoder);
+    follow(&mut recorded, ProcessInput::LinkClosed);
+    follow(
+        &mut recorded,
+        ProcessInput::Election(ElectionInput::LockBusy),
+    );
+    follow(
+        &mut recorded,
+        ProcessInput::Election(ElectionInput::ConnectFailed),
+    );
+    follow(&mut recorded, ProcessInput::Seated { peer_uid: None });
+    let at = recorded.tick();
+    let op = ReadOp::Get { key: b"a".to_vec() };
+    recorded.call(&Record::Read {
+        at,
+        op: Cow::Borrowed(&op),
+    });
+    recorded.process.read(at, op);
+    recorded.fold_outputs();
+    // The next leader takes the seat: a new connection, read by a new decoder, on which
+    // the welcome lets the read go out.
+    let mut decoder = party_proto::wire::FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
+    recorded.received(&welcome(2), &mut decoder);
+    let (passed, printed) = replayed(&recorded.finish());
+    assert!(passed, "{printed}");
+    assert!(
+        printed.contains("every output matched the recording"),
+        "{printed}"
+    );
 }

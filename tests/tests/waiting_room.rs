@@ -139,16 +139,19 @@ fn recorded(dir: &Path) -> Vec<Seen> {
         let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
         for record in segment.records {
             match record {
-                Record::Input { input, .. } => match input.into_owned() {
-                    ProcessInput::Election(input) => seen.push(Seen::Election(input)),
-                    ProcessInput::Connected { .. } => {
-                        seen.push(Seen::Election(ElectionInput::Connected))
+                Record::Input { input, .. } => {
+                    let input = match input.into_owned() {
+                        ProcessInput::Election(input) => input,
+                        ProcessInput::Connected { .. } => ElectionInput::Connected,
+                        ProcessInput::Seated { .. } => ElectionInput::InWaitingRoom,
+                        _ => continue,
+                    };
+                    // Each connection's bytes apart, a seat's too.
+                    if let ElectionInput::Connected | ElectionInput::InWaitingRoom = input {
+                        decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
                     }
-                    ProcessInput::Seated { .. } => {
-                        seen.push(Seen::Election(ElectionInput::InWaitingRoom))
-                    }
-                    _ => {}
-                },
+                    seen.push(Seen::Election(input));
+                }
                 Record::Received { bytes, .. } => {
                     let mut read = &bytes.0[..];
                     while let Some(message) = decoder.decode::<ServerMessage>(&mut read).unwrap() {
