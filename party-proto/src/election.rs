@@ -26,8 +26,9 @@
 //! again. A process that finds no room (the holder has not opened it yet, has closed it
 //! already, or cannot open one) falls back to a short jittered backoff; one in a room looks
 //! again by itself after [`ElectionConfig::room_patience`] in case the room outlives its
-//! reason, keeping its seat (its hello waits there), and leaves the room only once it leads,
-//! or follows on a connection that took the seat's place. Watching the
+//! reason, keeping its seat (its hello waits there); it leaves the room when it leads, or
+//! closes, or is answered on its seat while it looks again (it follows where that look
+//! leads instead), and a connection it makes from the seat takes the seat's place. Watching the
 //! directory (inotify) instead was measured to cost more than the retries it saves, the new
 //! leader paying for every watcher at each change of the directory.
 //!
@@ -87,7 +88,8 @@ pub enum ElectionInput {
     /// Answer to [`ElectionOutput::EnterWaitingRoom`]: there is no room to wait in.
     NoWaitingRoom,
     /// The waiting room this process waits in was closed, its seat not taken: its holder
-    /// serves now, or gave up, or died.
+    /// serves now, or gave up, or died. (Told by the process machine, which sees the
+    /// seat's connection end: see `ProcessInput::Seated`.)
     WaitingRoomClosed,
     /// The holder of the waiting room serves, and answered this process on its seat: the
     /// seat is now its connection to the leader.
@@ -96,7 +98,8 @@ pub enum ElectionInput {
     Disconnected,
     /// The follower's connection closed after the leader refused this process (a limit,
     /// another user, another protocol): it waits [`ElectionConfig::refused_backoff`] before
-    /// trying again, rather than knocking at once.
+    /// trying again, rather than knocking at once. Also an answer to
+    /// [`ElectionOutput::EnterWaitingRoom`]: the room is another user's, not sat in.
     Refused,
     /// The leader learned it no longer holds the lock (only a virtual lock can do this).
     LockLost,
@@ -424,6 +427,9 @@ impl Election {
             (State::Electing(Awaiting::Room), In::NoWaitingRoom) => State::Backoff {
                 until: now + self.backoff.next_wait(),
             },
+            (State::Electing(Awaiting::Room), In::Refused) => State::Backoff {
+                until: now + self.refused_backoff,
+            },
             (State::Waiting { .. }, In::WaitingRoomClosed) => self.ask(Awaiting::Lock),
             (State::Waiting { .. }, In::Admitted) => {
                 self.held.connection = true;
@@ -435,8 +441,8 @@ impl Election {
                 self.emit(ElectionOutput::LeaveWaitingRoom);
                 state
             }
-            // Patience over: it looks again, keeping its seat, so that it leaves no dead
-            // connection behind in a room nobody accepts on.
+            // Patience over: it looks again, keeping its seat, where its hello waits for the
+            // holder to serve.
             (State::Waiting { .. }, In::TimerFired) => self.ask(Awaiting::Lock),
             (State::Backoff { .. }, In::TimerFired) => self.ask(Awaiting::Lock),
             (State::Follower, In::Disconnected) => {
@@ -561,7 +567,7 @@ fn answers(awaiting: Awaiting, input: ElectionInput) -> Option<bool> {
         | (Awaiting::Store, In::StoreOpenFailed | In::StoreLocked)
         | (Awaiting::Bind, In::BindFailed)
         | (Awaiting::Connect, In::ConnectFailed)
-        | (Awaiting::Room, In::NoWaitingRoom) => Some(false),
+        | (Awaiting::Room, In::NoWaitingRoom | In::Refused) => Some(false),
         _ => None,
     }
 }

@@ -264,12 +264,13 @@ impl Process {
             }
             ProcessInput::Seated { peer_uid } => match admit_leader(peer_uid, self.user) {
                 Ok(()) => self.election_answer(now, ElectionInput::InWaitingRoom),
-                // Another user's room: not sat in (the hello is not said), as if there were
-                // none.
-                Err(_) => {
+                // Another user's room: not sat in (the hello is not said), and not knocked
+                // at again at once, as another user's leader.
+                Err(refusal) => {
                     self.outputs
                         .push_back(ProcessOutput::Election(ElectionOutput::LeaveWaitingRoom));
-                    self.election_answer(now, ElectionInput::NoWaitingRoom);
+                    self.rejected = Some(refusal);
+                    self.election_answer(now, ElectionInput::Refused);
                 }
             },
             ProcessInput::Served { term } => {
@@ -466,7 +467,8 @@ impl Process {
         false
     }
 
-    /// The seat's connection is gone, unanswered: nothing was sent on it but the hello.
+    /// The seat's connection is gone before the process followed there: nothing was sent on
+    /// it but the hello.
     fn unseat(&mut self, now: Timestamp) {
         if std::mem::take(&mut self.seated) {
             self.linked = false;

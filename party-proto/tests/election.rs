@@ -34,6 +34,8 @@ enum Step {
     RoomCloses,
     /// The holder of the room this process waits in answers on its seat.
     Admit,
+    /// The room is another user's (answers an outstanding EnterWaitingRoom).
+    ForeignRoom,
     /// An answer to an action that is not outstanding.
     Stray(ElectionInput),
 }
@@ -52,6 +54,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::ServeFails),
         2 => Just(Step::RoomCloses),
         2 => Just(Step::Admit),
+        1 => Just(Step::ForeignRoom),
         1 => prop::sample::select(vec![
             LockAcquired, LockBusy, LockFailed, StoreOpened, StoreOpenFailed, StoreLocked,
             SocketBound, BindFailed, Connected, ConnectFailed, ServeFailed, InWaitingRoom,
@@ -202,7 +205,7 @@ impl World {
                 | (Some(ElectionOutput::Connect), Connected | ConnectFailed)
                 | (
                     Some(ElectionOutput::EnterWaitingRoom),
-                    InWaitingRoom | NoWaitingRoom
+                    InWaitingRoom | NoWaitingRoom | Refused
                 )
         )
     }
@@ -274,6 +277,12 @@ proptest! {
                 Step::RoomCloses if world.seat => {
                     world.seat = false;
                     Some(ElectionInput::WaitingRoomClosed)
+                }
+                Step::ForeignRoom
+                    if world.outstanding == Some(ElectionOutput::EnterWaitingRoom) =>
+                {
+                    world.outstanding = None;
+                    Some(ElectionInput::Refused)
                 }
                 Step::Admit if world.seat => {
                     election.handle_input(now, ElectionInput::Admitted);

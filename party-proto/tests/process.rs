@@ -754,7 +754,13 @@ fn the_room_of_another_user_is_not_sat_in() {
         [ProcessOutput::Election(ElectionOutput::LeaveWaitingRoom)],
         "left unheard: no hello"
     );
-    let wait = process.poll_timeout().expect("backs off as without a room");
-    assert!(wait > NOW);
-    assert!(wait.saturating_since(NOW) <= ElectionConfig::default().max_backoff);
+    assert!(process.role().rejected.is_some(), "{:?}", process.role());
+    let wait = process
+        .poll_timeout()
+        .expect("backs off as after a refusal");
+    assert_eq!(
+        wait.saturating_since(NOW),
+        ElectionConfig::default().refused_backoff,
+        "not knocking again at once"
+    );
 }
