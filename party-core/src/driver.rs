@@ -243,6 +243,11 @@ impl Driver {
                     self.process.handle_input(clock::now(), ProcessInput::Store(answer));
                 }
                 _ = self.timer.until(timeout) => {
+                    // What arrived as the time came is read first: a welcome on a seat as
+                    // the room's patience ran out is followed, not left for a new connect.
+                    if let Some(received) = received_now(&mut self.link) {
+                        self.received(received);
+                    }
                     self.process.handle_input(clock::now(), ProcessInput::TimerFired);
                 }
                 (took, opened) = store_opened(&mut self.opening) => {
@@ -671,6 +676,16 @@ async fn receive(link: &mut Option<Link>, answers_due: bool) -> Received {
     match link {
         Some(link) => link.receive(answers_due).await,
         None => std::future::pending().await,
+    }
+}
+
+/// What the link has for the driver already, without waiting (`receive` is cancel-safe).
+fn received_now(link: &mut Option<Link>) -> Option<Received> {
+    let receiving = std::pin::pin!(receive(link, false));
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::future::Future::poll(receiving, &mut context) {
+        std::task::Poll::Ready(received) => Some(received),
+        std::task::Poll::Pending => None,
     }
 }
 
