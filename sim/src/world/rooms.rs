@@ -76,6 +76,12 @@ impl World {
                                 self.now,
                                 format_args!("p{process} leaves its seat, taken meanwhile"),
                             );
+                            // Taken, and followed there: leaving it would cut the follower's
+                            // connection under its machine.
+                            if self.processes[process].machine.role().role == Role::Follower {
+                                self.violations
+                                    .push(format!("p{process} leaves the seat it follows on"));
+                            }
                         }
                         self.processes[process].link = None;
                         self.rooms.leave(|(_, _, seated)| seated == conn);
