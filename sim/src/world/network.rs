@@ -14,7 +14,7 @@ impl World {
         // Made from a seat, the connection takes its place, as party-core's driver drops
         // the seat's.
         if let Some(seat) = self.processes[process].link.take() {
-            self.rooms.leave(|(_, _, conn)| conn == seat);
+            self.rooms.leave(|(conn, _, _)| conn == seat);
             self.close_conn(seat);
         }
         let conn = self.open_conn(process, server, false);

@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 
-/// A process's seat in a room: the process, its incarnation, and the seat's connection.
-type Seat = (ProcessId, u32, ConnId);
+/// A seat in a room: its connection (numbered in the order made, the order the holder
+/// takes them in, as a listener's queue), the process, and its incarnation.
+type Seat = (ConnId, ProcessId, u32);
 
 /// The rooms of one data directory: one at most is reachable by its name, but a holder
 /// whose lock was taken away (a virtual lock) keeps its own open until it gives it back.
@@ -55,7 +56,7 @@ impl World {
                 };
                 let conn = self.open_conn(process, holder, true);
                 if let Some(seats) = self.rooms.seats.get_mut(&holder) {
-                    seats.insert((process, incarnation, conn));
+                    seats.insert((conn, process, incarnation));
                 }
                 let now = self.timestamp();
                 let seated = ProcessInput::Seated {
@@ -84,7 +85,7 @@ impl World {
                             }
                         }
                         self.processes[process].link = None;
-                        self.rooms.leave(|(_, _, seated)| seated == conn);
+                        self.rooms.leave(|(seated, _, _)| seated == conn);
                         self.close_conn(conn);
                     }
                     None => self.violations.push(format!(
@@ -103,7 +104,7 @@ impl World {
         let incarnation = self.processes[process].incarnation;
         if self
             .rooms
-            .sits(|(p, i, _)| (p, i) == (process, incarnation))
+            .sits(|(_, p, i)| (p, i) == (process, incarnation))
         {
             self.trace.line(
                 self.now,
@@ -125,7 +126,7 @@ impl World {
                 .as_ref()
                 .is_some_and(|leading| !leading.draining);
         let seats = self.rooms.seats.remove(&holder).unwrap_or_default();
-        for (process, _, conn) in seats {
+        for (conn, process, _) in seats {
             if !serving {
                 self.close_conn(conn);
                 continue;
@@ -153,7 +154,7 @@ impl World {
     /// A process that dies closes its room (the kernel ends every seat's connection, as
     /// every other of its connections).
     pub(super) fn rooms_after_crash(&mut self, process: ProcessId) {
-        self.rooms.leave(|(seated, _, _)| seated == process);
+        self.rooms.leave(|(_, seated, _)| seated == process);
         if self.rooms.seats.contains_key(&process) {
             self.close_room(process);
         }
