@@ -133,6 +133,16 @@ impl Recorded {
         }
     }
 
+    /// The caller issues a read.
+    fn read(&mut self, op: ReadOp) {
+        let at = self.tick();
+        self.call(&Record::Read {
+            at,
+            op: Cow::Borrowed(&op),
+        });
+        self.process.read(at, op);
+    }
+
     /// Folds the machine's outputs, answering none (a follower's are answered by the calls
     /// that follow).
     fn fold_outputs(&mut self) {
@@ -234,13 +244,7 @@ fn recorded(mut recorded: Recorded) -> Recorded {
     });
     recorded.process.write(at, op);
     recorded.carry_out(&mut store);
-    let at = recorded.tick();
-    let op = ReadOp::Get { key: b"a".to_vec() };
-    recorded.call(&Record::Read {
-        at,
-        op: Cow::Borrowed(&op),
-    });
-    recorded.process.read(at, op);
+    recorded.read(ReadOp::Get { key: b"a".to_vec() });
     recorded.carry_out(&mut store);
     recorded
 }
@@ -429,13 +433,7 @@ fn a_seat_after_a_connection_cut_in_the_middle_of_a_frame_replays_alike() {
         ProcessInput::Election(ElectionInput::ConnectFailed),
     );
     follow(&mut recorded, ProcessInput::Seated { peer_uid: None });
-    let at = recorded.tick();
-    let op = ReadOp::Get { key: b"a".to_vec() };
-    recorded.call(&Record::Read {
-        at,
-        op: Cow::Borrowed(&op),
-    });
-    recorded.process.read(at, op);
+    recorded.read(ReadOp::Get { key: b"a".to_vec() });
     recorded.fold_outputs();
     // The next leader takes the seat: a new connection, read by a new decoder, on which
     // the welcome lets the read go out.
