@@ -436,21 +436,18 @@ impl Process {
     }
 
     fn election_answer(&mut self, now: Timestamp, answer: ElectionInput) {
-        match answer {
+        let seated = match answer {
             // A connection made from a seat takes its place: the session says hello again
             // on it (see `ClientSession`'s second `Connected`).
-            ElectionInput::Connected => {
-                self.seated = false;
-                self.welcome_due = Some(now + self.welcome_timeout);
-            }
-            ElectionInput::InWaitingRoom => self.seated = true,
-            _ => {}
-        }
-        if let ElectionInput::Connected | ElectionInput::InWaitingRoom = answer {
-            self.linked = true;
-            self.refused_here = false;
-            self.client.handle_input(now, ClientInput::Connected);
-        }
+            ElectionInput::Connected => false,
+            ElectionInput::InWaitingRoom => true,
+            _ => return self.election.handle_input(now, answer),
+        };
+        self.seated = seated;
+        self.welcome_due = (!seated).then(|| now + self.welcome_timeout);
+        self.linked = true;
+        self.refused_here = false;
+        self.client.handle_input(now, ClientInput::Connected);
         self.election.handle_input(now, answer);
     }
 
