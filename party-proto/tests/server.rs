@@ -1,6 +1,7 @@
 //! The leader's session under any input: valid and invalid messages, completions, store
 //! chunks, bad frames and timeouts. It never panics, serves nothing before a valid hello or
-//! after closing, answers each request once, and never sends or pulls past the credits.
+//! after closing, answers each request once, never sends or pulls past the credits, and
+//! answers a read or an iterator only after the writes issued before it.
 
 mod support;
 
@@ -61,12 +62,16 @@ fn action() -> impl Strategy<Value = Action> {
 /// What the test has seen the session do, to judge each new output against.
 /// One open store iterator as the session must see it.
 struct Served {
-    /// Entries granted by the client (capped at 6) less those sent.
+    /// Entries granted by the client (capped at 6) less those the store gave.
     credits: u32,
-    /// Bytes granted less those sent: below zero when a pull passed them by one entry.
+    /// Bytes granted less those the store gave: below zero when a pull passed them by one
+    /// entry.
     bytes: i128,
     options: IterOptions,
-    sent: u64,
+    /// Entries the store gave.
+    given: u64,
+    /// Entries the store gave that the session has not sent yet (held behind writes).
+    unsent: u64,
     /// The pulls out, oldest first: entries and bytes.
     pulls: VecDeque<(u32, u64)>,
 }
@@ -88,6 +93,35 @@ struct Observed {
     granted: HashMap<IterId, (u32, u64)>,
     /// Subscriptions with a read of the log out.
     watch_reads: HashSet<party_proto::WatchId>,
+    /// Writes handed to the store whose reply has not been sent.
+    writes_unanswered: HashSet<RequestId>,
+    /// Of each read and iterator handed to the store, the writes handed over before it
+    /// whose replies have not been sent: its answers must wait for them.
+    read_waits: HashMap<RequestId, HashSet<RequestId>>,
+    iter_waits: HashMap<IterId, HashSet<RequestId>>,
+}
+
+impl Observed {
+    fn write_answered(&mut self, id: RequestId) {
+        if self.writes_unanswered.remove(&id) {
+            let waits = self
+                .read_waits
+                .values_mut()
+                .chain(self.iter_waits.values_mut());
+            for waiting in waits {
+                waiting.remove(&id);
+            }
+        }
+    }
+
+    fn iter_answer_waits(&self, iter: IterId) -> Result<(), TestCaseError> {
+        let waits = self.iter_waits.get(&iter);
+        prop_assert!(
+            waits.is_none_or(HashSet::is_empty),
+            "{iter:?} answered before the writes {waits:?} issued before it"
+        );
+        Ok(())
+    }
 }
 
 fn check(session: &mut ServerSession, seen: &mut Observed) -> Result<(), TestCaseError> {
@@ -123,22 +157,45 @@ fn check(session: &mut ServerSession, seen: &mut Observed) -> Result<(), TestCas
             }
             ServerOutput::Send(ServerMessage::Reply { id, result }) => {
                 match seen.completed.remove(&id) {
-                    Some(expected) => prop_assert_eq!(result, expected),
+                    Some(expected) => {
+                        prop_assert_eq!(result, expected);
+                        let waits = seen.read_waits.remove(&id);
+                        prop_assert!(
+                            waits.as_ref().is_none_or(HashSet::is_empty),
+                            "{id:?} answered before the writes {waits:?} issued before it"
+                        );
+                        seen.write_answered(id);
+                    }
                     None => prop_assert_eq!(result, Err(ErrorCode::TooManyRequests { limit: 3 })),
                 }
             }
+            // Not `NotFound`: the answer to credits for an iterator that is gone (or was
+            // never opened) carries nothing read, and may concern an earlier iterator of
+            // that id.
+            ServerOutput::Send(
+                ServerMessage::IterEnd { iter }
+                | ServerMessage::IterAt { iter, .. }
+                | ServerMessage::IterFailed { iter, .. },
+            ) if !matches!(
+                output,
+                ServerOutput::Send(ServerMessage::IterFailed {
+                    error: ErrorCode::NotFound,
+                    ..
+                })
+            ) =>
+            {
+                seen.iter_answer_waits(iter)?
+            }
             ServerOutput::Send(ServerMessage::IterData { iter, entries }) => {
+                seen.iter_answer_waits(iter)?;
                 let open = seen.open.get_mut(&iter);
                 prop_assert!(open.is_some(), "data for an iterator that is not open");
                 let served = open.unwrap();
                 prop_assert!(
-                    entries.len() as u32 <= served.credits,
-                    "sent past the credits"
+                    entries.len() as u64 <= served.unsent,
+                    "sent entries the store did not give"
                 );
-                served.credits -= entries.len() as u32;
-                served.sent += entries.len() as u64;
-                let bytes: u64 = entries.iter().map(Entry::len_bound).sum();
-                served.bytes -= i128::from(bytes);
+                served.unsent -= entries.len() as u64;
                 let options = &served.options;
                 if !options.values {
                     prop_assert!(entries.iter().all(|e| e.value.is_empty()));
@@ -148,15 +205,22 @@ fn check(session: &mut ServerSession, seen: &mut Observed) -> Result<(), TestCas
             ServerOutput::Read { id, .. } | ServerOutput::Write { id, .. } => {
                 prop_assert!(seen.running.insert(id), "{id:?} run twice at once");
                 prop_assert!(seen.running.len() <= 3, "more in flight than allowed");
+                if matches!(output, ServerOutput::Write { .. }) {
+                    seen.writes_unanswered.insert(id);
+                } else {
+                    seen.read_waits.insert(id, seen.writes_unanswered.clone());
+                }
             }
             ServerOutput::IterOpen { iter, options } => {
+                seen.iter_waits.insert(iter, seen.writes_unanswered.clone());
                 prop_assert!(seen.open.len() < 2, "more iterators than allowed");
                 let (credits, bytes) = seen.granted.remove(&iter).unwrap_or((0, 0));
                 let served = Served {
                     credits,
                     bytes: i128::from(bytes),
                     options,
-                    sent: 0,
+                    given: 0,
+                    unsent: 0,
                     pulls: VecDeque::new(),
                 };
                 seen.open.insert(iter, served);
@@ -188,7 +252,7 @@ fn check(session: &mut ServerSession, seen: &mut Observed) -> Result<(), TestCas
                     asked_bytes + i128::from(max_bytes) <= served.bytes,
                     "pull past the byte credits"
                 );
-                let left = served.options.limit.map(|limit| limit - served.sent);
+                let left = served.options.limit.map(|limit| limit - served.given);
                 prop_assert!(
                     left.is_none_or(|left| u64::from(asked + max) <= left),
                     "pull past the limit"
@@ -222,14 +286,20 @@ fn check(session: &mut ServerSession, seen: &mut Observed) -> Result<(), TestCas
         }
     }
     // Progress: an iterator of a live session has as many pulls out as allowed, or has
-    // asked for all its credits, bytes and limit allow.
-    for (iter, served) in seen.open.iter().filter(|_| !seen.closed) {
+    // asked for all its credits, bytes and limit allow; or has ended, its end and drop held
+    // behind writes.
+    let held = |iter: &IterId| seen.iter_waits.get(iter).is_some_and(|w| !w.is_empty());
+    for (iter, served) in seen
+        .open
+        .iter()
+        .filter(|(iter, _)| !seen.closed && !held(iter))
+    {
         let asked: u32 = served.pulls.iter().map(|(max, _)| max).sum();
         let asked_bytes: i128 = served.pulls.iter().map(|(_, b)| i128::from(*b)).sum();
         let left = served
             .options
             .limit
-            .map_or(u64::MAX, |limit| limit - served.sent);
+            .map_or(u64::MAX, |limit| limit - served.given);
         prop_assert!(
             served.pulls.len() == 2
                 || asked >= served.credits
@@ -283,8 +353,8 @@ proptest! {
                 }
                 Action::Chunk(iter, n, exhausted) => {
                     let iter = IterId(iter);
-                    let out = seen.open.get_mut(&iter).and_then(|served| served.pulls.pop_front());
-                    out.map(|(_, max_bytes)| {
+                    seen.open.get_mut(&iter).and_then(|served| {
+                        let (max, max_bytes) = served.pulls.pop_front()?;
                         // As the store reads: none after the entry that reaches the bytes.
                         let mut entries = Vec::new();
                         let mut bytes = 0;
@@ -296,7 +366,21 @@ proptest! {
                             bytes += entry.len_bound();
                             entries.push(entry);
                         }
-                        ServerInput::IterChunk { iter, entries, exhausted }
+                        // Taken by the session (more than asked fails the iterator): counted
+                        // as the follower will count them, values dropped if not wanted.
+                        if entries.len() <= max as usize {
+                            let count = entries.len() as u64;
+                            served.credits -= count as u32;
+                            served.given += count;
+                            served.unsent += count;
+                            let value_len = if served.options.values { 1 } else { 0 };
+                            let counted: u64 = entries
+                                .iter()
+                                .map(|e| Entry { key: e.key.clone(), value: vec![0; value_len] }.len_bound())
+                                .sum();
+                            served.bytes -= i128::from(counted);
+                        }
+                        Some(ServerInput::IterChunk { iter, entries, exhausted })
                     })
                 }
                 Action::StoreFails(iter) => Some(ServerInput::IterFailed {
@@ -467,6 +551,129 @@ fn a_read_behind_its_connections_write_is_marked_to_wait_for_it() {
     server.handle_input(now, written);
     server.handle_input(now, get(4));
     assert!(!behind(&mut server), "the put is done");
+}
+
+/// The store may answer a read or an iterator before the write issued ahead of it (another
+/// thread reads it): the session sends those answers after the write's, so that a follower
+/// that has them has the write's too, whenever its leader dies (a write refused by the store
+/// and sent again to the next leader would otherwise land after a read answered without it).
+#[test]
+fn answers_to_reads_and_iterators_go_after_the_writes_issued_before_them() {
+    let sent = |session: &mut ServerSession| -> Vec<ServerMessage> {
+        std::iter::from_fn(|| session.poll_output())
+            .filter_map(|output| match output {
+                ServerOutput::Send(message) => Some(message),
+                _ => None,
+            })
+            .collect()
+    };
+    let get = |id| {
+        ServerInput::Message(ClientMessage::Read {
+            id: RequestId(id),
+            op: party_proto::wire::ReadOp::Get { key: b"k".to_vec() },
+        })
+    };
+    let mut session = greeted();
+    let now = Timestamp::ZERO;
+    let welcome = sent(&mut session);
+    assert!(matches!(welcome[..], [ServerMessage::Welcome(_)]));
+    let put = ClientMessage::Write {
+        id: RequestId(1),
+        seq: party_proto::WriteSeq(1),
+        oldest_pending: party_proto::WriteSeq(1),
+        first_sent_ms: 0,
+        op: party_proto::wire::WriteOp::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        },
+    };
+    session.handle_input(now, ServerInput::Message(put));
+    session.handle_input(now, get(2));
+    session.handle_input(now, open(IterId(3), 4, 1000));
+    assert_eq!(sent(&mut session), vec![]);
+    let full = ErrorCode::StoreFull {
+        free: 0,
+        reserve: 1,
+    };
+    let answers = [
+        ServerInput::Completed {
+            id: RequestId(2),
+            result: Ok(Response::Value(None)),
+        },
+        ServerInput::IterAt {
+            iter: IterId(3),
+            seq: party_proto::CommitSeq(7),
+        },
+        ServerInput::IterChunk {
+            iter: IterId(3),
+            entries: vec![],
+            exhausted: true,
+        },
+    ];
+    for answer in answers {
+        session.handle_input(now, answer);
+        assert_eq!(sent(&mut session), vec![], "held behind the put");
+    }
+    // Credits crossing the held end: the iterator is gone, and the answer saying so must
+    // not overtake its end.
+    session.handle_input(now, grant(IterId(3), 4, 1000));
+    assert_eq!(sent(&mut session), vec![]);
+    // A read whose reply is held is still in flight (three at most here).
+    session.handle_input(now, get(6));
+    session.handle_input(now, get(7));
+    assert_eq!(
+        sent(&mut session),
+        vec![ServerMessage::Reply {
+            id: RequestId(7),
+            result: Err(ErrorCode::TooManyRequests { limit: 3 }),
+        }]
+    );
+    // Until its end is sent, an iterator counts toward the connection's iterators (two
+    // here).
+    session.handle_input(now, open(IterId(4), 4, 1000));
+    session.handle_input(now, open(IterId(5), 4, 1000));
+    assert_eq!(
+        sent(&mut session),
+        vec![ServerMessage::IterFailed {
+            iter: IterId(5),
+            error: ErrorCode::TooManyIterators { limit: 2 },
+        }]
+    );
+    let refused = ServerInput::Completed {
+        id: RequestId(1),
+        result: Err(full.clone()),
+    };
+    session.handle_input(now, refused);
+    assert_eq!(
+        sent(&mut session),
+        vec![
+            ServerMessage::Reply {
+                id: RequestId(1),
+                result: Err(full),
+            },
+            ServerMessage::Reply {
+                id: RequestId(2),
+                result: Ok(Response::Value(None)),
+            },
+            ServerMessage::IterAt {
+                iter: IterId(3),
+                seq: party_proto::CommitSeq(7),
+            },
+            ServerMessage::IterEnd { iter: IterId(3) },
+            ServerMessage::IterFailed {
+                iter: IterId(3),
+                error: ErrorCode::NotFound,
+            },
+        ]
+    );
+    // With no write running, a read is answered as soon as the store answers it.
+    session.handle_input(now, get(8));
+    let value = ServerInput::Completed {
+        id: RequestId(8),
+        result: Ok(Response::Value(None)),
+    };
+    session.handle_input(now, value);
+    assert_eq!(sent(&mut session).len(), 1);
 }
 
 /// A follower's opening of iterator `iter` over everything, with its first credits.

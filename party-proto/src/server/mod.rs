@@ -1,6 +1,7 @@
 //! The leader's side: one [`ServerSession`] per follower connection, and one [`DedupTable`]
 //! for the whole leader, consulted by its single writer.
 
+mod answer_order;
 pub mod dedup;
 pub mod peers;
 pub mod session;

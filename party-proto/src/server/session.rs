@@ -1,6 +1,7 @@
 //! The leader's session with one follower connection: the handshake, requests handed to the
 //! driver to run against the store, iterators paced by the follower's credits, and change
-//! feed subscriptions ([`super::subscriptions`]).
+//! feed subscriptions ([`super::subscriptions`]). Answers to reads and iterators go out after
+//! the answers of the connection's writes issued before them ([`super::answer_order`]).
 //!
 //! The session never holds entries of its own: it asks the driver to pull at most as many
 //! entries, and bytes of them, from a store iterator as the follower has granted credits
@@ -19,6 +20,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
+use super::answer_order::{AnswerOrder, Fence};
 use super::dedup::WriteStamp;
 use super::subscriptions::{Limits, Subscriptions, Verdict};
 use crate::error::ErrorCode;
@@ -205,6 +207,8 @@ struct ServedIter {
     pulls: VecDeque<(u32, u64)>,
     /// Entries still allowed by the iterator's limit.
     remaining: Option<u64>,
+    /// The writes issued before it whose answers go first.
+    fence: Option<Fence>,
 }
 
 /// The leader's session with one connection. See the module documentation.
@@ -213,8 +217,10 @@ pub struct ServerSession {
     config: ServerConfig,
     phase: Phase,
     in_flight: HashSet<RequestId>,
-    /// The writes among them.
-    writes_in_flight: HashSet<RequestId>,
+    /// The writes among them, and the answers that wait for them.
+    writes: AnswerOrder,
+    /// The reads among them that came behind writes: the writes issued before each.
+    read_fences: HashMap<RequestId, Fence>,
     iters: HashMap<IterId, ServedIter>,
     watches: Subscriptions,
     /// The leader stops leading, for this cause: a follower that says hello afterwards is
@@ -231,7 +237,8 @@ impl ServerSession {
             config,
             phase: Phase::AwaitingHello { deadline },
             in_flight: HashSet::new(),
-            writes_in_flight: HashSet::new(),
+            writes: AnswerOrder::default(),
+            read_fences: HashMap::new(),
             iters: HashMap::new(),
             watches: Subscriptions::default(),
             leaving: None,
@@ -253,7 +260,7 @@ impl ServerSession {
 
     /// Whether a write of this connection is at the store, not yet answered.
     pub fn writes_running(&self) -> bool {
-        !self.writes_in_flight.is_empty()
+        self.writes.writes_running()
     }
 
     pub fn handle_input(&mut self, now: Timestamp, input: ServerInput) {
@@ -271,10 +278,14 @@ impl ServerSession {
                 self.close(error);
             }
             ServerInput::Completed { id, result } => {
-                self.writes_in_flight.remove(&id);
-                if self.in_flight.remove(&id) {
+                let released = self.writes.write_answered(id);
+                if self.in_flight.contains(&id) {
                     let result = self.fitted(result);
-                    self.send(ServerMessage::Reply { id, result });
+                    let fence = self.read_fences.remove(&id);
+                    self.send_behind(fence, ServerMessage::Reply { id, result });
+                }
+                for output in released {
+                    self.answer(output);
                 }
             }
             ServerInput::IterChunk {
@@ -283,14 +294,14 @@ impl ServerSession {
                 exhausted,
             } => self.chunk(iter, entries, exhausted),
             ServerInput::IterFailed { iter, error } => {
-                if self.iters.remove(&iter).is_some() {
-                    self.send(ServerMessage::IterFailed { iter, error });
-                    self.outputs.push_back(ServerOutput::IterDrop { iter });
+                if let Some(served) = self.iters.remove(&iter) {
+                    self.send_behind(served.fence, ServerMessage::IterFailed { iter, error });
+                    self.drop_behind(served.fence, iter);
                 }
             }
             ServerInput::IterAt { iter, seq } => {
-                if self.iters.contains_key(&iter) {
-                    self.send(ServerMessage::IterAt { iter, seq });
+                if let Some(served) = self.iters.get(&iter) {
+                    self.send_behind(served.fence, ServerMessage::IterAt { iter, seq });
                 }
             }
             ServerInput::WatchRead { watch, result } => {
@@ -364,7 +375,11 @@ impl ServerSession {
             ClientMessage::Hello(_) => self.close(protocol_violation(&message, "a second time")),
             ClientMessage::Read { id, op } => {
                 if self.admit(id) {
-                    let behind_writes = !self.writes_in_flight.is_empty();
+                    let fence = self.writes.fence();
+                    let behind_writes = fence.is_some();
+                    if let Some(fence) = fence {
+                        self.read_fences.insert(id, fence);
+                    }
                     self.outputs.push_back(ServerOutput::Read {
                         id,
                         op,
@@ -380,7 +395,7 @@ impl ServerSession {
                 op,
             } => {
                 if self.admit(id) {
-                    self.writes_in_flight.insert(id);
+                    self.writes.write_admitted(id);
                     let stamp = WriteStamp {
                         client,
                         seq,
@@ -411,14 +426,19 @@ impl ServerSession {
                     self.pull(iter);
                 }
                 // It may have ended while the credits were on their way; the follower
-                // ignores this for an iterator it already saw end.
-                None => self.send(ServerMessage::IterFailed {
-                    iter,
-                    error: ErrorCode::NotFound,
-                }),
+                // ignores this for an iterator it already saw end. Behind every write in
+                // flight, it cannot overtake that end if it is held.
+                None => {
+                    let failed = ServerMessage::IterFailed {
+                        iter,
+                        error: ErrorCode::NotFound,
+                    };
+                    self.send_behind(self.writes.fence(), failed);
+                }
             },
             ClientMessage::IterClose { iter } => {
                 if self.iters.remove(&iter).is_some() {
+                    self.writes.forget_messages_of(iter);
                     self.outputs.push_back(ServerOutput::IterDrop { iter });
                 }
             }
@@ -487,14 +507,15 @@ impl ServerSession {
     }
 
     fn open_iter(&mut self, iter: IterId, options: IterOptions, credits: u32, bytes: u64) {
-        if self.iters.contains_key(&iter) {
+        // One whose end is held behind writes is still open for its follower.
+        if self.iters.contains_key(&iter) || self.writes.holds_drop_of(iter) {
             self.close(ErrorCode::Malformed(format!(
                 "iterator {} opened twice",
                 iter.0
             )));
             return;
         }
-        if self.iters.len() >= self.config.max_iterators as usize {
+        if self.iters.len() + self.writes.held_drops() >= self.config.max_iterators as usize {
             let limit = self.config.max_iterators;
             self.send(ServerMessage::IterFailed {
                 iter,
@@ -512,6 +533,7 @@ impl ServerSession {
             credit_bytes: i128::from(bytes),
             pulls: VecDeque::new(),
             remaining: options.limit,
+            fence: self.writes.fence(),
         };
         self.iters.insert(iter, served);
         self.outputs
@@ -561,6 +583,7 @@ impl ServerSession {
             // Not asked for.
             return;
         };
+        let fence = served.fence;
         if entries.len() > asked as usize {
             // The store read past the pull: the entries it skipped would be lost.
             self.iters.remove(&iter);
@@ -568,8 +591,8 @@ impl ServerSession {
                 "the store gave {} entries for a pull of {asked}",
                 entries.len()
             ));
-            self.send(ServerMessage::IterFailed { iter, error });
-            self.outputs.push_back(ServerOutput::IterDrop { iter });
+            self.send_behind(fence, ServerMessage::IterFailed { iter, error });
+            self.drop_behind(fence, iter);
             return;
         }
         // The pulls out never ask for more than the credits and the limit allow.
@@ -587,14 +610,14 @@ impl ServerSession {
         let bytes: u64 = entries.iter().map(Entry::len_bound).sum();
         served.credit_bytes -= i128::from(bytes);
         let finished = exhausted || served.remaining == Some(0);
-        if let Err(error) = self.send_entries(iter, entries) {
+        if let Err(error) = self.send_entries(iter, fence, entries) {
             self.iters.remove(&iter);
-            self.send(ServerMessage::IterFailed { iter, error });
-            self.outputs.push_back(ServerOutput::IterDrop { iter });
+            self.send_behind(fence, ServerMessage::IterFailed { iter, error });
+            self.drop_behind(fence, iter);
         } else if finished {
             self.iters.remove(&iter);
-            self.send(ServerMessage::IterEnd { iter });
-            self.outputs.push_back(ServerOutput::IterDrop { iter });
+            self.send_behind(fence, ServerMessage::IterEnd { iter });
+            self.drop_behind(fence, iter);
         } else {
             self.pull(iter);
         }
@@ -615,14 +638,19 @@ impl ServerSession {
 
     /// Sends entries in as many `IterData` frames as the frame limit needs; fails at the
     /// first entry that cannot fit in a frame of its own (after sending those before it).
-    fn send_entries(&mut self, iter: IterId, entries: Vec<Entry>) -> Result<(), ErrorCode> {
+    fn send_entries(
+        &mut self,
+        iter: IterId,
+        fence: Option<Fence>,
+        entries: Vec<Entry>,
+    ) -> Result<(), ErrorCode> {
         let max = u64::from(self.config.max_frame_len);
         // The entry count's varint is part of every frame.
         let empty_frame = Entry::DATA_OVERHEAD + 10;
         let total: u64 = entries.iter().map(Entry::len_bound).sum();
         if empty_frame + total <= max {
             // The usual case: one frame, sent as it came from the store.
-            self.send_data(iter, entries);
+            self.send_data(iter, fence, entries);
             return Ok(());
         }
         let mut frame = Vec::new();
@@ -630,33 +658,34 @@ impl ServerSession {
         for entry in entries {
             let len = entry.len_bound();
             if empty_frame + len > max {
-                self.send_data(iter, frame);
+                self.send_data(iter, fence, frame);
                 return Err(ErrorCode::ReplyTooLarge {
                     len: empty_frame + len,
                     max,
                 });
             }
             if frame_len + len > max {
-                self.send_data(iter, std::mem::take(&mut frame));
+                self.send_data(iter, fence, std::mem::take(&mut frame));
                 frame_len = empty_frame;
             }
             frame_len += len;
             frame.push(entry);
         }
-        self.send_data(iter, frame);
+        self.send_data(iter, fence, frame);
         Ok(())
     }
 
-    fn send_data(&mut self, iter: IterId, entries: Vec<Entry>) {
+    fn send_data(&mut self, iter: IterId, fence: Option<Fence>, entries: Vec<Entry>) {
         if !entries.is_empty() {
-            self.send(ServerMessage::IterData { iter, entries });
+            self.send_behind(fence, ServerMessage::IterData { iter, entries });
         }
     }
 
     fn close(&mut self, error: ErrorCode) {
         self.phase = Phase::Closed;
         self.in_flight.clear();
-        self.writes_in_flight.clear();
+        self.writes = AnswerOrder::default();
+        self.read_fences.clear();
         self.iters.clear();
         self.watches.clear();
         self.outputs.push_back(ServerOutput::Close(error));
@@ -664,6 +693,32 @@ impl ServerSession {
 
     fn send(&mut self, message: ServerMessage) {
         self.outputs.push_back(ServerOutput::Send(message));
+    }
+
+    /// Sends the answer of a read or an iterator once the writes issued before it are
+    /// answered ([`super::answer_order`]).
+    fn send_behind(&mut self, fence: Option<Fence>, message: ServerMessage) {
+        self.answer_behind(fence, ServerOutput::Send(message));
+    }
+
+    /// Drops a store iterator after the answers it gave: until then it counts toward the
+    /// connection's iterators.
+    fn drop_behind(&mut self, fence: Option<Fence>, iter: IterId) {
+        self.answer_behind(fence, ServerOutput::IterDrop { iter });
+    }
+
+    fn answer_behind(&mut self, fence: Option<Fence>, output: ServerOutput) {
+        if let Some(output) = self.writes.pass(fence, output) {
+            self.answer(output);
+        }
+    }
+
+    /// Gives an output no longer held; a read stays in flight until its reply is sent.
+    fn answer(&mut self, output: ServerOutput) {
+        if let ServerOutput::Send(ServerMessage::Reply { id, .. }) = &output {
+            self.in_flight.remove(id);
+        }
+        self.outputs.push_back(output);
     }
 }
 
