@@ -72,6 +72,9 @@ struct Served {
     given: u64,
     /// Entries the store gave that the session has not sent yet (held behind writes).
     unsent: u64,
+    /// The session has ended it (its store iterator exhausted or failed, or its limit
+    /// reached), its end perhaps held behind writes.
+    ended: bool,
     /// The pulls out, oldest first: entries and bytes.
     pulls: VecDeque<(u32, u64)>,
 }
@@ -221,6 +224,7 @@ fn check(session: &mut ServerSession, seen: &mut Observed) -> Result<(), TestCas
                     options,
                     given: 0,
                     unsent: 0,
+                    ended: false,
                     pulls: VecDeque::new(),
                 };
                 seen.open.insert(iter, served);
@@ -288,12 +292,7 @@ fn check(session: &mut ServerSession, seen: &mut Observed) -> Result<(), TestCas
     // Progress: an iterator of a live session has as many pulls out as allowed, or has
     // asked for all its credits, bytes and limit allow; or has ended, its end and drop held
     // behind writes.
-    let held = |iter: &IterId| seen.iter_waits.get(iter).is_some_and(|w| !w.is_empty());
-    for (iter, served) in seen
-        .open
-        .iter()
-        .filter(|(iter, _)| !seen.closed && !held(iter))
-    {
+    for (iter, served) in seen.open.iter().filter(|(_, s)| !seen.closed && !s.ended) {
         let asked: u32 = served.pulls.iter().map(|(max, _)| max).sum();
         let asked_bytes: i128 = served.pulls.iter().map(|(_, b)| i128::from(*b)).sum();
         let left = served
@@ -332,10 +331,14 @@ proptest! {
                         }
                         ClientMessage::IterOpen { iter, credits, bytes, .. } if !seen.open.contains_key(iter) => {
                             seen.granted.insert(*iter, ((*credits).min(6), *bytes));
+                            // A refusal reads nothing: it waits for no write.
+                            seen.iter_waits.remove(iter);
                         }
                         ClientMessage::IterNext { iter, credits, bytes } => {
                             if let Some(served) = seen.open.get_mut(iter) {
-                                served.credits = (served.credits + credits).min(6);
+                                // Entries held behind writes are out, as far as the cap goes.
+                                let cap = 6 - served.unsent as u32;
+                                served.credits = (served.credits + credits).min(cap);
                                 served.bytes += i128::from(*bytes);
                             }
                         }
@@ -368,6 +371,11 @@ proptest! {
                         }
                         // Taken by the session (more than asked fails the iterator): counted
                         // as the follower will count them, values dropped if not wanted.
+                        let limit_reached = served
+                            .options
+                            .limit
+                            .is_some_and(|limit| served.given + entries.len() as u64 >= limit);
+                        served.ended |= exhausted || limit_reached || entries.len() > max as usize;
                         if entries.len() <= max as usize {
                             let count = entries.len() as u64;
                             served.credits -= count as u32;
@@ -383,10 +391,15 @@ proptest! {
                         Some(ServerInput::IterChunk { iter, entries, exhausted })
                     })
                 }
-                Action::StoreFails(iter) => Some(ServerInput::IterFailed {
-                    iter: IterId(iter),
-                    error: ErrorCode::Backend("io".into()),
-                }),
+                Action::StoreFails(iter) => {
+                    if let Some(served) = seen.open.get_mut(&IterId(iter)) {
+                        served.ended = true;
+                    }
+                    Some(ServerInput::IterFailed {
+                        iter: IterId(iter),
+                        error: ErrorCode::Backend("io".into()),
+                    })
+                }
                 Action::BadFrame => Some(ServerInput::BadFrame(FrameError::TooLarge { len: 1 << 30, max: 1 << 26 })),
                 Action::Time(millis) => {
                     now = now + Duration::from_millis(millis);
@@ -401,6 +414,20 @@ proptest! {
         }
         if !seen.welcomed && !seen.closed {
             prop_assert!(session.poll_timeout().is_some(), "a silent peer must time out");
+        }
+        // Once the store has answered everything, nothing is held: every request is
+        // answered, and every iterator that ended is dropped.
+        let running: Vec<RequestId> = seen.running.drain().collect();
+        for id in running {
+            let result = Ok(Response::Written);
+            seen.completed.insert(id, result.clone());
+            session.handle_input(now, ServerInput::Completed { id, result });
+            check(&mut session, &mut seen)?;
+        }
+        if !seen.closed {
+            prop_assert!(seen.completed.is_empty(), "never answered: {:?}", seen.completed);
+            let ended: Vec<_> = seen.open.iter().filter(|(_, s)| s.ended).map(|(i, _)| i).collect();
+            prop_assert!(ended.is_empty(), "ended and never dropped: {ended:?}");
         }
     }
 
@@ -437,9 +464,30 @@ fn greeted() -> ServerSession {
 
 #[test]
 fn a_stalled_reader_costs_the_leader_only_its_credits() {
+    stalled_reader(false);
+}
+
+/// Entries held behind a write count as entries out: a follower that grants credits again
+/// and again while they wait makes the leader read no more than its cap.
+#[test]
+fn entries_held_behind_a_write_count_against_the_credits() {
+    stalled_reader(true);
+}
+
+fn stalled_reader(behind_a_write: bool) {
     let mut session = greeted();
     let now = Timestamp::ZERO;
     let iter = IterId(0);
+    if behind_a_write {
+        let put = ClientMessage::Write {
+            id: RequestId(1),
+            seq: party_proto::WriteSeq(1),
+            oldest_pending: party_proto::WriteSeq(1),
+            first_sent_ms: 0,
+            op: party_proto::wire::WriteOp::Del { key: vec![] },
+        };
+        session.handle_input(now, ServerInput::Message(put));
+    }
     session.handle_input(
         now,
         ServerInput::Message(ClientMessage::IterOpen {
@@ -483,6 +531,17 @@ fn a_stalled_reader_costs_the_leader_only_its_credits() {
                 },
             );
         }
+        if behind_a_write {
+            session.handle_input(now, grant(iter, 1000, 1 << 20));
+        }
+    }
+    if behind_a_write {
+        assert_eq!(sent, 0, "held behind the write");
+        let written = ServerInput::Completed {
+            id: RequestId(1),
+            result: Ok(Response::Written),
+        };
+        session.handle_input(now, written);
     }
     let trailing: usize = std::iter::from_fn(|| session.poll_output())
         .map(|o| match o {
@@ -559,14 +618,18 @@ fn a_read_behind_its_connections_write_is_marked_to_wait_for_it() {
 /// and sent again to the next leader would otherwise land after a read answered without it).
 #[test]
 fn answers_to_reads_and_iterators_go_after_the_writes_issued_before_them() {
-    let sent = |session: &mut ServerSession| -> Vec<ServerMessage> {
+    // What the session sends, and the store iterators it drops.
+    let sent = |session: &mut ServerSession| -> Vec<ServerOutput> {
         std::iter::from_fn(|| session.poll_output())
-            .filter_map(|output| match output {
-                ServerOutput::Send(message) => Some(message),
-                _ => None,
+            .filter(|output| {
+                matches!(
+                    output,
+                    ServerOutput::Send(_) | ServerOutput::IterDrop { .. }
+                )
             })
             .collect()
     };
+    let send = ServerOutput::Send;
     let get = |id| {
         ServerInput::Message(ClientMessage::Read {
             id: RequestId(id),
@@ -576,7 +639,10 @@ fn answers_to_reads_and_iterators_go_after_the_writes_issued_before_them() {
     let mut session = greeted();
     let now = Timestamp::ZERO;
     let welcome = sent(&mut session);
-    assert!(matches!(welcome[..], [ServerMessage::Welcome(_)]));
+    assert!(matches!(
+        welcome[..],
+        [ServerOutput::Send(ServerMessage::Welcome(_))]
+    ));
     let put = ClientMessage::Write {
         id: RequestId(1),
         seq: party_proto::WriteSeq(1),
@@ -614,8 +680,15 @@ fn answers_to_reads_and_iterators_go_after_the_writes_issued_before_them() {
         session.handle_input(now, answer);
         assert_eq!(sent(&mut session), vec![], "held behind the put");
     }
+    // A second answer from the store to the held read is no second reply.
+    let again = ServerInput::Completed {
+        id: RequestId(2),
+        result: Ok(Response::Value(Some(b"x".to_vec()))),
+    };
+    session.handle_input(now, again);
     // Credits crossing the held end: the iterator is gone, and the answer saying so must
     // not overtake its end.
+    session.handle_input(now, grant(IterId(3), 4, 1000));
     session.handle_input(now, grant(IterId(3), 4, 1000));
     assert_eq!(sent(&mut session), vec![]);
     // A read whose reply is held is still in flight (three at most here).
@@ -623,10 +696,10 @@ fn answers_to_reads_and_iterators_go_after_the_writes_issued_before_them() {
     session.handle_input(now, get(7));
     assert_eq!(
         sent(&mut session),
-        vec![ServerMessage::Reply {
+        vec![send(ServerMessage::Reply {
             id: RequestId(7),
             result: Err(ErrorCode::TooManyRequests { limit: 3 }),
-        }]
+        })]
     );
     // Until its end is sent, an iterator counts toward the connection's iterators (two
     // here).
@@ -634,10 +707,10 @@ fn answers_to_reads_and_iterators_go_after_the_writes_issued_before_them() {
     session.handle_input(now, open(IterId(5), 4, 1000));
     assert_eq!(
         sent(&mut session),
-        vec![ServerMessage::IterFailed {
+        vec![send(ServerMessage::IterFailed {
             iter: IterId(5),
             error: ErrorCode::TooManyIterators { limit: 2 },
-        }]
+        })]
     );
     let refused = ServerInput::Completed {
         id: RequestId(1),
@@ -647,23 +720,25 @@ fn answers_to_reads_and_iterators_go_after_the_writes_issued_before_them() {
     assert_eq!(
         sent(&mut session),
         vec![
-            ServerMessage::Reply {
+            send(ServerMessage::Reply {
                 id: RequestId(1),
                 result: Err(full),
-            },
-            ServerMessage::Reply {
+            }),
+            send(ServerMessage::Reply {
                 id: RequestId(2),
                 result: Ok(Response::Value(None)),
-            },
-            ServerMessage::IterAt {
+            }),
+            send(ServerMessage::IterAt {
                 iter: IterId(3),
                 seq: party_proto::CommitSeq(7),
-            },
-            ServerMessage::IterEnd { iter: IterId(3) },
-            ServerMessage::IterFailed {
+            }),
+            send(ServerMessage::IterEnd { iter: IterId(3) }),
+            ServerOutput::IterDrop { iter: IterId(3) },
+            // Once, however many grants crossed the end.
+            send(ServerMessage::IterFailed {
                 iter: IterId(3),
                 error: ErrorCode::NotFound,
-            },
+            }),
         ]
     );
     // With no write running, a read is answered as soon as the store answers it.

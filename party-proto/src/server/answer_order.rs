@@ -69,6 +69,11 @@ impl AnswerOrder {
         released.into_iter().map(|(_, output)| output).collect()
     }
 
+    /// Whether an answer behind this fence would be held now.
+    pub fn holds(&self, fence: Option<Fence>) -> bool {
+        fence.is_some_and(|fence| !self.is_clear(fence))
+    }
+
     /// The output to give now, or none if it must wait (held here).
     pub fn pass(&mut self, fence: Option<Fence>, output: ServerOutput) -> Option<ServerOutput> {
         match fence {
@@ -78,6 +83,25 @@ impl AnswerOrder {
             }
             _ => Some(output),
         }
+    }
+
+    /// An answer about an iterator that is gone: after its end if that is held (and then
+    /// that answer once, however often it is asked for), otherwise now.
+    pub fn pass_after_end_of(
+        &mut self,
+        gone: IterId,
+        output: ServerOutput,
+    ) -> Option<ServerOutput> {
+        let end = self.held.iter().find_map(|(fence, held)| {
+            matches!(held, ServerOutput::IterDrop { iter } if *iter == gone).then_some(*fence)
+        });
+        let Some(fence) = end else {
+            return Some(output);
+        };
+        if !self.held.iter().any(|(_, held)| *held == output) {
+            self.held.push_back((fence, output));
+        }
+        None
     }
 
     /// Store iterators whose drop is held: they count toward the connection's iterators
@@ -177,5 +201,23 @@ mod tests {
             vec![data(2), end(1), end(2)]
         );
         assert_eq!(order.held_drops(), 0);
+    }
+
+    #[test]
+    fn an_answer_about_a_gone_iterator_follows_its_held_end_once() {
+        let mut order = AnswerOrder::default();
+        let gone = |iter| {
+            ServerOutput::Send(ServerMessage::IterFailed {
+                iter: IterId(iter),
+                error: crate::ErrorCode::NotFound,
+            })
+        };
+        order.write_admitted(RequestId(1));
+        assert_eq!(order.pass_after_end_of(IterId(1), gone(1)), Some(gone(1)));
+        assert_eq!(order.pass(order.fence(), end(1)), None);
+        assert_eq!(order.pass_after_end_of(IterId(1), gone(1)), None);
+        assert_eq!(order.pass_after_end_of(IterId(1), gone(1)), None);
+        assert_eq!(order.pass_after_end_of(IterId(2), gone(2)), Some(gone(2)));
+        assert_eq!(order.write_answered(RequestId(1)), vec![end(1), gone(1)]);
     }
 }

@@ -209,6 +209,9 @@ struct ServedIter {
     remaining: Option<u64>,
     /// The writes issued before it whose answers go first.
     fence: Option<Fence>,
+    /// Entries taken from the store and held behind those writes: until sent, they count
+    /// against the cap on credits, as entries out.
+    held_entries: u32,
 }
 
 /// The leader's session with one connection. See the module documentation.
@@ -221,6 +224,8 @@ pub struct ServerSession {
     writes: AnswerOrder,
     /// The reads among them that came behind writes: the writes issued before each.
     read_fences: HashMap<RequestId, Fence>,
+    /// The reads among them whose reply is held: in flight until it is sent.
+    held_reads: HashSet<RequestId>,
     iters: HashMap<IterId, ServedIter>,
     watches: Subscriptions,
     /// The leader stops leading, for this cause: a follower that says hello afterwards is
@@ -239,6 +244,7 @@ impl ServerSession {
             in_flight: HashSet::new(),
             writes: AnswerOrder::default(),
             read_fences: HashMap::new(),
+            held_reads: HashSet::new(),
             iters: HashMap::new(),
             watches: Subscriptions::default(),
             leaving: None,
@@ -279,13 +285,16 @@ impl ServerSession {
             }
             ServerInput::Completed { id, result } => {
                 let released = self.writes.write_answered(id);
-                if self.in_flight.contains(&id) {
+                if self.in_flight.contains(&id) && !self.held_reads.contains(&id) {
                     let result = self.fitted(result);
                     let fence = self.read_fences.remove(&id);
+                    if self.writes.holds(fence) {
+                        self.held_reads.insert(id);
+                    }
                     self.send_behind(fence, ServerMessage::Reply { id, result });
                 }
                 for output in released {
-                    self.answer(output);
+                    self.release(output);
                 }
             }
             ServerInput::IterChunk {
@@ -418,22 +427,25 @@ impl ServerSession {
                 bytes,
             } => match self.iters.get_mut(&iter) {
                 Some(served) => {
-                    served.credits = served
-                        .credits
-                        .saturating_add(credits)
-                        .min(self.config.max_iter_credits);
+                    served.credits = served.credits.saturating_add(credits).min(
+                        self.config
+                            .max_iter_credits
+                            .saturating_sub(served.held_entries),
+                    );
                     served.credit_bytes += i128::from(bytes);
                     self.pull(iter);
                 }
                 // It may have ended while the credits were on their way; the follower
-                // ignores this for an iterator it already saw end. Behind every write in
-                // flight, it cannot overtake that end if it is held.
+                // ignores this for an iterator it already saw end, and it must not
+                // overtake that end if it is held.
                 None => {
-                    let failed = ServerMessage::IterFailed {
+                    let failed = ServerOutput::Send(ServerMessage::IterFailed {
                         iter,
                         error: ErrorCode::NotFound,
-                    };
-                    self.send_behind(self.writes.fence(), failed);
+                    });
+                    if let Some(failed) = self.writes.pass_after_end_of(iter, failed) {
+                        self.outputs.push_back(failed);
+                    }
                 }
             },
             ClientMessage::IterClose { iter } => {
@@ -534,6 +546,7 @@ impl ServerSession {
             pulls: VecDeque::new(),
             remaining: options.limit,
             fence: self.writes.fence(),
+            held_entries: 0,
         };
         self.iters.insert(iter, served);
         self.outputs
@@ -609,6 +622,9 @@ impl ServerSession {
         // As the follower counts them, as they arrive.
         let bytes: u64 = entries.iter().map(Entry::len_bound).sum();
         served.credit_bytes -= i128::from(bytes);
+        if self.writes.holds(fence) {
+            served.held_entries += count as u32;
+        }
         let finished = exhausted || served.remaining == Some(0);
         if let Err(error) = self.send_entries(iter, fence, entries) {
             self.iters.remove(&iter);
@@ -686,6 +702,7 @@ impl ServerSession {
         self.in_flight.clear();
         self.writes = AnswerOrder::default();
         self.read_fences.clear();
+        self.held_reads.clear();
         self.iters.clear();
         self.watches.clear();
         self.outputs.push_back(ServerOutput::Close(error));
@@ -713,12 +730,23 @@ impl ServerSession {
         }
     }
 
-    /// Gives an output no longer held; a read stays in flight until its reply is sent.
+    /// Gives an output that is not held; a read stays in flight until its reply is sent.
     fn answer(&mut self, output: ServerOutput) {
         if let ServerOutput::Send(ServerMessage::Reply { id, .. }) = &output {
             self.in_flight.remove(id);
+            self.held_reads.remove(id);
         }
         self.outputs.push_back(output);
+    }
+
+    /// Gives an output held until now.
+    fn release(&mut self, output: ServerOutput) {
+        if let ServerOutput::Send(ServerMessage::IterData { iter, entries }) = &output {
+            if let Some(served) = self.iters.get_mut(iter) {
+                served.held_entries = served.held_entries.saturating_sub(entries.len() as u32);
+            }
+        }
+        self.answer(output);
     }
 }
 
