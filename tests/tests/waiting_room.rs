@@ -52,7 +52,9 @@ fn a_follower_waits_for_a_slow_leader_in_its_room_and_is_served_there() {
     // Its first connect found the room open, and so did any after it: it never backed
     // off on a timer. The holder took its seat as it came to serve: no room closed on it,
     // and no connect after it sat down (a look again from its seat, its patience run out,
-    // finds the lock busy and nobody listening yet), only the welcome, there.
+    // finds the lock busy and nobody listening yet), only the welcome, there; unless a look
+    // again came between the holder binding its socket and taking the seats (a loaded
+    // machine): it then connects instead, once, and is welcomed there.
     assert!(
         count(Seen::Election(ElectionInput::InWaitingRoom)) >= 1,
         "{seen:?}"
@@ -67,18 +69,18 @@ fn a_follower_waits_for_a_slow_leader_in_its_room_and_is_served_there() {
         0,
         "{seen:?}"
     );
-    assert_eq!(
-        count(Seen::Election(ElectionInput::Connected)),
-        0,
-        "{seen:?}"
-    );
     assert_eq!(count(Seen::Welcome), 1, "{seen:?}");
     let seated = seen
         .iter()
         .position(|s| *s == Seen::Election(ElectionInput::InWaitingRoom))
         .unwrap();
-    let (welcome, looked_again) = seen[seated + 1..].split_last().unwrap();
+    let (welcome, mut looked_again) = seen[seated + 1..].split_last().unwrap();
     assert_eq!(*welcome, Seen::Welcome, "{seen:?}");
+    if let [before @ .., Seen::Election(ElectionInput::LockBusy), Seen::Election(ElectionInput::Connected)] =
+        looked_again
+    {
+        looked_again = before;
+    }
     assert!(
         looked_again.iter().all(|s| matches!(
             s,
