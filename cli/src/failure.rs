@@ -28,6 +28,8 @@ pub enum Kind {
     /// [`party_core::Error`]'s cause of that name.
     OutcomeUnknown,
     /// [`party_core::Error`]'s cause of that name.
+    FailedBefore,
+    /// [`party_core::Error`]'s cause of that name.
     LimitReached,
     /// [`party_core::Error`]'s cause of that name.
     TooLarge,
@@ -92,6 +94,7 @@ impl Kind {
             Kind::ProtocolMismatch => "protocol_mismatch",
             Kind::TimedOut => "timed_out",
             Kind::OutcomeUnknown => "outcome_unknown",
+            Kind::FailedBefore => "failed_before",
             Kind::LimitReached => "limit_reached",
             Kind::TooLarge => "too_large",
             Kind::ReplyTooLarge => "reply_too_large",
@@ -238,6 +241,7 @@ impl From<Error> for Failure {
             Error::ProtocolMismatch { .. } => Kind::ProtocolMismatch,
             Error::TimedOut => Kind::TimedOut,
             Error::OutcomeUnknown { .. } => Kind::OutcomeUnknown,
+            Error::FailedBefore => Kind::FailedBefore,
             Error::LimitReached { .. } => Kind::LimitReached,
             Error::TooLarge { .. } => Kind::TooLarge,
             Error::ReplyTooLarge { .. } => Kind::ReplyTooLarge,

@@ -76,6 +76,14 @@ pub enum Error {
     /// keys to find out.
     #[error("the write's outcome is unknown: {cause}")]
     OutcomeUnknown { cause: String },
+    /// The write failed at an earlier try whose answer was lost with its leader (the store
+    /// refused or failed it, or a transaction met a conflict), and a later write of this
+    /// handle has landed since: applied now, it would land after that write, out of the
+    /// order they were issued in. It was not applied; issue it again if it is still wanted.
+    #[error(
+        "the write failed at an earlier try, and a later write of this handle has landed since"
+    )]
+    FailedBefore,
     /// The leader refused the request, iterator or connection because one of its
     /// [`crate::Limits`] was reached. Only this one failed; it may succeed later.
     #[error("the leader's limit of {max} {limit} was reached")]
@@ -223,6 +231,7 @@ impl Error {
             Error::OutcomeUnknown { cause } => Error::OutcomeUnknown {
                 cause: cause.clone(),
             },
+            Error::FailedBefore => Error::FailedBefore,
             Error::LimitReached { limit, max } => Error::LimitReached {
                 limit: *limit,
                 max: *max,
@@ -285,6 +294,7 @@ impl From<ErrorCode> for Error {
             },
             ErrorCode::KeyTooLarge { len, max } => Error::KeyTooLarge { len, max },
             ErrorCode::OutcomeUnknown(cause) => Error::OutcomeUnknown { cause },
+            ErrorCode::FailedBefore => Error::FailedBefore,
             ErrorCode::BatchTooLarge { ops, max } => Error::BatchTooLarge { ops, max },
             ErrorCode::TooManyRequests { limit } => Error::LimitReached {
                 limit: Limit::InFlight,

@@ -50,11 +50,14 @@ pub struct Bugs {
     /// The client opens an iterator ahead of the requests issued before it, so that its
     /// snapshot may lack writes its own handle issued first.
     pub iter_opens_early: bool,
+    /// The dedup table applies a failed write re-sent after a later write of its client
+    /// landed (or joined the group), so that it lands after that one.
+    pub reapply_failed: bool,
 }
 
 impl Bugs {
     /// The bug classes by name, as `party-sim --inject NAME` and `PARTY_INJECT` take them.
-    pub const NAMES: [&'static str; 16] = [
+    pub const NAMES: [&'static str; 17] = [
         "no-dedup",
         "inclusive-resume",
         "ignore-lock-loss",
@@ -71,6 +74,7 @@ impl Bugs {
         "keep-count-when-unsure",
         "saved-at-takeover",
         "iter-opens-early",
+        "reapply-failed",
     ];
 
     /// The bug class `name` (one of [`Bugs::NAMES`]) alone.
@@ -93,6 +97,7 @@ impl Bugs {
             "keep-count-when-unsure" => bugs.keep_count_when_unsure = true,
             "saved-at-takeover" => bugs.saved_at_takeover = true,
             "iter-opens-early" => bugs.iter_opens_early = true,
+            "reapply-failed" => bugs.reapply_failed = true,
             _ => return None,
         }
         Some(bugs)

@@ -31,7 +31,7 @@ use crate::writer::{CommitResult, WriteBatch};
 /// The format of recordings this build writes and reads. One more for any change to what
 /// is written, digests included ([`Gave`], [`Fingerprint`]): a replay refuses another
 /// format rather than report its differences as nondeterminism.
-pub const FORMAT: u32 = 14;
+pub const FORMAT: u32 = 15;
 
 /// What a segment's stream holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -569,7 +569,7 @@ mod tests {
         let pinned = digest_of(&(&process, inputs, outputs), &mut Vec::new());
         assert_eq!(
             (FORMAT, pinned),
-            (14, 0x009e_3e3b_ef44_ab36),
+            (15, 0xb7dd_cb27_bbb7_b2a2),
             "what a recording holds changed: move FORMAT on, then the pin"
         );
     }

@@ -781,6 +781,7 @@ impl<T> Writer<T> {
                     }
                     Admission::InGroup => group.in_group.push(write),
                     Admission::AlreadyApplied => self.reply(write.to, Ok(Response::Written)),
+                    Admission::FailedBefore => self.reply(write.to, Err(ErrorCode::FailedBefore)),
                 }
             }
             if group.applied.is_empty() {
@@ -912,7 +913,11 @@ impl<T> Writer<T> {
             return Admission::Apply;
         }
         let _ = snapshot;
-        self.dedup.admit(write.stamp)
+        #[cfg(feature = "bug-injection")]
+        let keep_order = !self.config.bugs.reapply_failed;
+        #[cfg(not(feature = "bug-injection"))]
+        let keep_order = true;
+        self.dedup.admit_keeping_order(write.stamp, keep_order)
     }
 
     /// Whether a write admitted to the group applies: a transaction's reads must still

@@ -1,6 +1,6 @@
 //! Exactly-once writes through the dedup table, with failed batches, lost replies, re-sends
-//! and leader crashes: no write is applied twice, and no write is acknowledged unless it
-//! was applied.
+//! and leader crashes: no write is applied twice, no write is acknowledged unless it was
+//! applied, and a client's writes are applied in the order it issued them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -104,6 +104,7 @@ impl World {
             Admission::Apply => self.group.push((c, seq)),
             Admission::InGroup => self.waiting_on_group.push((c, seq)),
             Admission::AlreadyApplied => self.answer(c, seq, Some(true), false),
+            Admission::FailedBefore => self.answer(c, seq, Some(false), false),
         }
     }
 
@@ -201,8 +202,12 @@ proptest! {
             world.run(action);
         }
         let mut seen = BTreeSet::new();
+        let mut latest = [0u64; 2];
         for write in &world.applied {
             prop_assert!(seen.insert(*write), "{write:?} applied twice");
+            let (c, seq) = *write;
+            prop_assert!(seq > latest[c], "{write:?} applied after write {} of its client", latest[c]);
+            latest[c] = seq;
         }
         for (write, times) in &world.acknowledged {
             prop_assert_eq!(*times, 1, "{:?} acknowledged {} times", write, times);
@@ -226,7 +231,7 @@ proptest! {
 }
 
 #[test]
-fn a_failed_write_below_a_later_success_is_applied_when_re_sent() {
+fn a_failed_write_below_a_later_success_is_not_applied_when_re_sent() {
     let client = ClientId(1);
     let stamp = |seq, oldest| stamp_of(1, seq, oldest);
     let mut table = DedupTable::default();
@@ -254,8 +259,8 @@ fn a_failed_write_below_a_later_success_is_applied_when_re_sent() {
     next.learn(client, Some(records[0].1.clone()));
     assert_eq!(
         next.admit(stamp(1, 1)),
-        Admission::Apply,
-        "failed, so not applied yet"
+        Admission::FailedBefore,
+        "failed, and applied now it would land after write 2"
     );
     assert_eq!(next.admit(stamp(2, 1)), Admission::AlreadyApplied);
     next.commit_group(NOW_MS + 1);
@@ -310,7 +315,8 @@ fn clients_that_have_not_written_since_the_cutoff_are_forgotten_the_others_kept(
 
 /// A failure counts as the client's sign of life: a client whose last success is old but
 /// whose write just failed is not forgotten by the next sweep, so the failed write, re-sent
-/// after a later one committed, is still applied.
+/// after a later one committed, is still known to have failed (not acknowledged as applied;
+/// and not applied after the later one either).
 #[test]
 fn a_sweep_right_after_a_failure_keeps_the_failed_write_re_sendable() {
     let client = ClientId(1);
@@ -330,7 +336,7 @@ fn a_sweep_right_after_a_failure_keeps_the_failed_write_re_sendable() {
     table.commit_group(10_001);
     assert_eq!(
         table.admit(stamp(2, 2)),
-        Admission::Apply,
+        Admission::FailedBefore,
         "failed, not applied"
     );
 }

@@ -768,6 +768,30 @@ pub fn iterators(history: &[Op], timeline: &Timeline) -> Option<String> {
     None
 }
 
+/// Finds the first acknowledged write that committed before a write its handle issued
+/// earlier, also acknowledged (a handle's writes apply in the order they were issued; a
+/// write re-sent after its failure's answer was lost must not land after a later one).
+pub fn write_order(history: &[Op], timeline: &Timeline) -> Option<String> {
+    let mut latest: HashMap<(usize, u32), (usize, usize)> = HashMap::new();
+    for (index, op) in history.iter().enumerate() {
+        let Some(through) = commits_through(op, timeline) else {
+            continue;
+        };
+        let handle = latest
+            .entry((op.process, op.incarnation))
+            .or_insert((0, index));
+        if through < handle.0 {
+            return Some(format!(
+                "op{index} of p{} committed (commit {through}) before op{}, which its handle \
+                 issued earlier (commit {})",
+                op.process, handle.1, handle.0
+            ));
+        }
+        *handle = (through, index);
+    }
+    None
+}
+
 /// How many commits there were once the write `op`, acknowledged, committed: known by a
 /// key it left with its value (a write of deletes or a clear cannot be told apart from
 /// others). A write that failed may still have committed, later than operations issued
@@ -1050,6 +1074,40 @@ mod tests {
             Outcome::ReadMany(vec![Some(bytes("1")), Some(bytes("0"))]),
         );
         assert!(atomic_reads(&[half], &timeline).is_some());
+    }
+
+    /// A handle's acknowledged writes commit in the order it issued them: a write that
+    /// committed before one its handle issued earlier is caught; another handle's, or a
+    /// failed one, may commit in any order.
+    #[test]
+    fn a_write_committed_before_one_its_handle_issued_earlier_is_caught() {
+        let mut timeline = Timeline::default();
+        let put = |process: usize, key: &str, value: &str, outcome: Outcome| Op {
+            process,
+            ..finished(
+                OpKind::Write(vec![(bytes(key), Some(bytes(value)))]),
+                outcome,
+            )
+        };
+        timeline.commit(5, BTreeMap::from([(bytes("b"), Some(bytes("2")))]));
+        timeline.commit(10, BTreeMap::from([(bytes("a"), Some(bytes("1")))]));
+        let first = put(0, "a", "1", Outcome::Written);
+        let second = put(0, "b", "2", Outcome::Written);
+        assert!(write_order(&[first.clone(), second.clone()], &timeline).is_some());
+        assert_eq!(
+            write_order(&[second.clone(), first.clone()], &timeline),
+            None
+        );
+        let elsewhere = Op {
+            process: 1,
+            ..second.clone()
+        };
+        assert_eq!(write_order(&[first.clone(), elsewhere], &timeline), None);
+        let failed = Op {
+            outcome: Outcome::Failed(ErrorCode::FailedBefore),
+            ..first
+        };
+        assert_eq!(write_order(&[failed, second], &timeline), None);
     }
 
     /// An iterator reads a snapshot with every write its handle issued before it: one

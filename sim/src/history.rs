@@ -126,6 +126,9 @@ pub struct Excuses {
     pub other_store: bool,
     /// Some processes keep no change feed on this seed: a subscription may be refused.
     pub feed_off: bool,
+    /// A write may fail (a fault of the store, a transaction's conflict) and its answer be
+    /// lost with its leader, then be re-sent after a later write of its handle landed.
+    pub failed_before: bool,
 }
 
 impl Excuses {
@@ -147,6 +150,7 @@ impl Excuses {
             ErrorCode::FrameTooLarge { .. } => self.malformed || self.too_large,
             ErrorCode::ReplyTooLarge { .. } => self.too_large,
             ErrorCode::FeedOff => self.feed_off,
+            ErrorCode::FailedBefore => self.failed_before,
             _ => false,
         }
     }

@@ -31,7 +31,7 @@ pub struct Injection {
 
 impl Injection {
     /// The bug classes by name, as `party-sim --inject NAME` takes them.
-    pub const NAMES: [&'static str; 16] = Bugs::NAMES;
+    pub const NAMES: [&'static str; 17] = Bugs::NAMES;
 
     pub fn named(name: &str) -> Option<Injection> {
         Bugs::named(name).map(|bugs| Injection { bugs })

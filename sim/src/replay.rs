@@ -693,6 +693,7 @@ fn excuses_of(config: &ClientConfig) -> Excuses {
         // tell a fault from a bug.
         election_failed: true,
         outcome_unknown: true,
+        failed_before: true,
         ..Excuses::default()
     }
 }

@@ -530,6 +530,9 @@ impl World {
         if let Some(violation) = crate::check::iterators(&self.history, &self.timeline) {
             self.violations.push(violation);
         }
+        if let Some(violation) = crate::check::write_order(&self.history, &self.timeline) {
+            self.violations.push(violation);
+        }
         if let Some(violation) = crate::check::conflicts(&self.history, &self.timeline) {
             self.violations.push(violation);
         }
@@ -625,6 +628,8 @@ impl World {
             foreign: self.faults.foreign_peers,
             other_store: self.faults.other_stores,
             feed_off: self.faults.feed_off,
+            // Transactions meet conflicts on every seed, and leaders die on every seed.
+            failed_before: true,
         };
         // Its wall clock a little off, as each leader's (see `Leading`'s writer), by process
         // (not drawn, which would move every later draw): a write tells the leader when it

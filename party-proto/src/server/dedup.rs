@@ -15,7 +15,9 @@
 //!
 //! The record keeps the newest applied sequence number and the failed ones below it: "applied
 //! iff seq ≤ newest" would wrongly acknowledge a write that failed while a later one
-//! succeeded, if the failure's answer was lost in a failover. Failed numbers are forgotten
+//! succeeded, if the failure's answer was lost in a failover. Such a write is not applied
+//! when it comes again either: it would land after the later one, out of its client's
+//! order; it is answered [`crate::ErrorCode::FailedBefore`]. Failed numbers are forgotten
 //! once the client reports (`oldest_pending`) that it will never re-send them.
 
 use std::collections::{BTreeSet, HashMap};
@@ -65,6 +67,12 @@ pub enum Admission {
     AlreadyApplied,
     /// The same write is already in the current group: answer with that group's outcome.
     InGroup,
+    /// It failed, and a later write of its client has been applied since (or is in the
+    /// group being built): applied now, it would land after that write, out of the order
+    /// they were issued in. Answer
+    /// [`crate::ErrorCode::FailedBefore`] (its first answer was lost, or it would not have
+    /// been sent again).
+    FailedBefore,
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Default)]
@@ -150,6 +158,12 @@ impl DedupTable {
 
     /// Decides about one write of the group being built.
     pub fn admit(&mut self, stamp: WriteStamp) -> Admission {
+        self.admit_keeping_order(stamp, true)
+    }
+
+    /// [`DedupTable::admit`], or with `keep_order` false the re-created bug that applies a
+    /// failed write after a later one of its client ([`crate::bugs::Bugs::reapply_failed`]).
+    pub(crate) fn admit_keeping_order(&mut self, stamp: WriteStamp, keep_order: bool) -> Admission {
         let writes = self.clients.entry(stamp.client).or_default();
         writes.failed = writes.failed.split_off(&stamp.oldest_pending.0);
         let seq = stamp.seq.0;
@@ -158,6 +172,12 @@ impl DedupTable {
             Admission::InGroup
         } else if seq <= writes.applied_through && !writes.failed.contains(&seq) {
             Admission::AlreadyApplied
+        } else if keep_order
+            && (seq < writes.applied_through || group.last().is_some_and(|last| seq < *last))
+        {
+            // Only a write that failed comes after a later one of its client (a client
+            // sends in order, and again in order after a reconnect).
+            Admission::FailedBefore
         } else {
             group.insert(seq);
             Admission::Apply

@@ -12,7 +12,7 @@ use crate::ids::ClientId;
 pub const MAGIC: [u8; 4] = *b"PRTY";
 
 /// Bumped whenever a change would make an old peer misread a message.
-pub const PROTOCOL_VERSION: u16 = 10;
+pub const PROTOCOL_VERSION: u16 = 11;
 
 /// Which protocol a peer speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
