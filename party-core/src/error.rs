@@ -76,13 +76,12 @@ pub enum Error {
     /// keys to find out.
     #[error("the write's outcome is unknown: {cause}")]
     OutcomeUnknown { cause: String },
-    /// The write failed at an earlier try whose answer was lost with its leader (the store
-    /// refused or failed it, or a transaction met a conflict), and a later write of this
-    /// handle has landed since: applied now, it would land after that write, out of the
-    /// order they were issued in. It was not applied; issue it again if it is still wanted.
-    #[error(
-        "the write failed at an earlier try, and a later write of this handle has landed since"
-    )]
+    /// The write failed at an earlier try whose answer was lost (with its leader, or its
+    /// connection): the store refused or failed it, or a transaction met a conflict; and a
+    /// later write of this handle went ahead of it: applied now, it would land after that
+    /// write, out of the order they were issued in. It was not applied; issue it again if
+    /// it is still wanted. [`crate::Db::transaction`] runs its body again instead.
+    #[error("the write failed at an earlier try, and a later write of this handle went ahead")]
     FailedBefore,
     /// The leader refused the request, iterator or connection because one of its
     /// [`crate::Limits`] was reached. Only this one failed; it may succeed later.

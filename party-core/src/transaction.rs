@@ -370,13 +370,18 @@ impl Retries {
 
     /// Whether the commit's answer says it committed (false: a conflict, try again).
     pub(crate) fn committed(&mut self, answer: Result<Response, Error>) -> Result<bool, Error> {
-        match answer? {
-            Response::Written => Ok(true),
-            Response::Conflict { key, .. } => {
+        match answer {
+            Ok(Response::Written) => Ok(true),
+            Ok(Response::Conflict { key, .. }) => {
                 self.last_key = self.space.strip(key);
                 Ok(false)
             }
-            other => Err(crate::db::unexpected(other)),
+            // A try whose answer (a conflict, or a store's failure) was lost with its
+            // leader, and a later write of the handle went ahead: nothing landed, and the
+            // body may run again.
+            Err(Error::FailedBefore) => Ok(false),
+            Ok(other) => Err(crate::db::unexpected(other)),
+            Err(error) => Err(error),
         }
     }
 
@@ -385,5 +390,40 @@ impl Retries {
             attempts: self.attempts,
             key: self.last_key,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retries() -> Retries {
+        Retries {
+            attempts: 3,
+            made: 0,
+            backoff: Backoff::new(FIRST_WAIT, LONGEST_WAIT, 7),
+            last_key: Vec::new(),
+            space: KeySpace::default(),
+        }
+    }
+
+    /// An attempt runs again after a conflict, and after an earlier try that failed
+    /// unheard while a later write went ahead (nothing of it landed); other errors end
+    /// the transaction.
+    #[test]
+    fn a_conflict_or_a_failed_earlier_try_runs_the_body_again() {
+        let mut retries = retries();
+        let conflict = Response::Conflict {
+            key: b"k".to_vec(),
+            current: None,
+        };
+        assert!(!retries.committed(Ok(conflict)).unwrap());
+        assert_eq!(retries.last_key, b"k");
+        assert!(!retries.committed(Err(Error::FailedBefore)).unwrap());
+        assert!(retries.committed(Ok(Response::Written)).unwrap());
+        assert!(matches!(
+            retries.committed(Err(Error::TimedOut)),
+            Err(Error::TimedOut)
+        ));
     }
 }

@@ -108,12 +108,11 @@ pub enum ErrorCode {
     #[error("the election failed ({0:?})")]
     ElectionFailed(crate::election::ElectionFailure),
     /// The write failed at an earlier try whose answer was lost (its leader died before
-    /// sending it), and a later write of the same handle has landed since: applied now, it
-    /// would land after that write, out of the order they were issued in. It was not
-    /// applied; issue it again if it is still wanted.
-    #[error(
-        "the write failed at an earlier try, and a later write of this handle has landed since"
-    )]
+    /// sending it, or its connection was cut), and a later write of the same handle went
+    /// ahead of it (landed, or is committing): applied now, it would land after that write,
+    /// out of the order they were issued in. It was not applied; issue it again if it is
+    /// still wanted.
+    #[error("the write failed at an earlier try, and a later write of this handle went ahead")]
     FailedBefore,
 }
 

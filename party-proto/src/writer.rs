@@ -864,8 +864,9 @@ impl<T> Writer<T> {
     }
 
     /// Puts the writes of a group that did not land back at the front of the queue, each a
-    /// group of its own. A duplicate from the same group is admitted again and answered
-    /// with its original.
+    /// group of its own, in the order they came. A duplicate from the same group is
+    /// admitted again and answered with its original (or `FailedBefore`, if its original
+    /// failed again while a later write of its client landed).
     fn retry_alone(&mut self, now: Timestamp, group: Group<T>) {
         #[cfg(feature = "bug-injection")]
         let abort = !self.config.bugs.no_abort_before_retry;

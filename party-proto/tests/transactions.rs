@@ -221,9 +221,10 @@ fn a_transaction_re_sent_after_it_was_applied_is_answered_from_its_record() {
 }
 
 /// A transaction refused for a conflict may still be re-sent (its answer lost): it must
-/// not count as applied when a later write of its client commits.
+/// not count as applied when a later write of its client commits, nor be applied after
+/// that write (out of its client's order): it is answered `FailedBefore`.
 #[test]
-fn a_refused_transaction_counts_as_failed_and_a_re_send_is_decided_again() {
+fn a_refused_transaction_counts_as_failed_and_a_re_send_after_a_later_write_is_not_applied() {
     let mut model = Model::default();
     model.data.insert(bytes("k"), bytes("other"));
     let mut old_leader = writer();
@@ -240,6 +241,28 @@ fn a_refused_transaction_counts_as_failed_and_a_re_send_is_decided_again() {
     let (commits, answers) = run(&mut old_leader, &mut model);
     assert_eq!(answers[0], (1, conflict("k", Some("other"))));
     assert_eq!(commits[0].records[0].1.failed, [WriteSeq(1)]);
+    model.data.remove(&bytes("k"));
+    let mut new_leader = writer();
+    new_leader.write(1, stamp(1, 1), cas("k", None, "a"));
+    new_leader.cut(NOW);
+    let (commits, answers) = run(&mut new_leader, &mut model);
+    assert_eq!(answers, [(1, Err(ErrorCode::FailedBefore))]);
+    assert!(commits.is_empty(), "not applied: {commits:?}");
+    assert!(!model.data.contains_key(&bytes("k")));
+}
+
+/// With no later write of its client landed, a refused transaction re-sent (its answer
+/// lost) is decided again, and applied if its reads hold then.
+#[test]
+fn a_refused_transaction_re_sent_alone_is_decided_again() {
+    let mut model = Model::default();
+    model.data.insert(bytes("k"), bytes("other"));
+    let mut old_leader = writer();
+    old_leader.write(1, stamp(1, 1), cas("k", None, "a"));
+    old_leader.cut(NOW);
+    let (commits, answers) = run(&mut old_leader, &mut model);
+    assert_eq!(answers, [(1, conflict("k", Some("other")))]);
+    assert!(commits.is_empty());
     model.data.remove(&bytes("k"));
     let mut new_leader = writer();
     new_leader.write(1, stamp(1, 1), cas("k", None, "a"));

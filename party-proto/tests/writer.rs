@@ -190,12 +190,13 @@ fn a_failed_group_is_retried_one_by_one_and_the_bad_write_fails_alone() {
         answers,
         HashMap::from([(0, true), (1, true), (2, false), (3, true)])
     );
-    // The failed write may be re-sent, and is then applied.
+    // The failed write may be re-sent (its answer lost): it is not taken as applied, nor
+    // applied after the later write of its client that landed.
     writer.write(20, stamp(1, 3), put(2));
     writer.cut(NOW);
     let (commits, replies) = carry_out(&mut writer, |_| CommitResult::Committed);
-    assert_eq!(commits.len(), 1, "a failed write is not taken as applied");
-    assert_eq!(replies, [(20, Ok(Response::Written))]);
+    assert!(commits.is_empty(), "{commits:?}");
+    assert_eq!(replies, [(20, Err(ErrorCode::FailedBefore))]);
 }
 
 #[test]
@@ -669,36 +670,48 @@ fn after_an_unsettled_commit_the_records_are_read_again() {
 
 /// A write answered with an unknown outcome because its client's record could not be read
 /// is remembered as such: once the record is read, a later write of the client does not
-/// cover it, and when it is re-sent (its answer lost) it is applied.
+/// cover it; re-sent (its answer lost) before a later write landed, it is applied, and
+/// after one, it is answered `FailedBefore` (applied, it would land after that one).
 #[test]
-fn a_write_ended_unknown_before_admission_is_applied_when_re_sent_later() {
-    let mut writer = writer();
-    writer.write(1, stamp(1, 1), put(1));
-    writer.cut(NOW);
-    assert!(matches!(
-        writer.poll_output(),
-        Some(WriterOutput::LoadRecords(_))
-    ));
-    writer.handle_input(
-        NOW,
-        WriterInput::RecordsLoaded(Err(ErrorCode::StoreReadOnly)),
-    );
-    assert!(matches!(
-        writer.poll_output(),
-        Some(WriterOutput::Reply {
-            to: 1,
-            result: Err(ErrorCode::OutcomeUnknown(_))
-        })
-    ));
-    writer.write(2, stamp(1, 2), put(2));
-    writer.cut(NOW);
-    carry_out(&mut writer, |_| CommitResult::Committed);
+fn a_write_ended_unknown_before_admission_is_not_taken_as_applied_when_re_sent() {
+    let ended_unknown = || {
+        let mut writer = writer();
+        writer.write(1, stamp(1, 1), put(1));
+        writer.cut(NOW);
+        assert!(matches!(
+            writer.poll_output(),
+            Some(WriterOutput::LoadRecords(_))
+        ));
+        writer.handle_input(
+            NOW,
+            WriterInput::RecordsLoaded(Err(ErrorCode::StoreReadOnly)),
+        );
+        assert!(matches!(
+            writer.poll_output(),
+            Some(WriterOutput::Reply {
+                to: 1,
+                result: Err(ErrorCode::OutcomeUnknown(_))
+            })
+        ));
+        writer
+    };
+    let mut writer = ended_unknown();
     writer.write(3, stamp(1, 1), put(1));
     writer.cut(NOW);
     let (commits, replies) = carry_out(&mut writer, |_| CommitResult::Committed);
     assert_eq!(commits.len(), 1, "not taken as applied");
     assert_eq!(commits[0].ops, [put(1)]);
     assert_eq!(replies, [(3, Ok(Response::Written))]);
+
+    let mut writer = ended_unknown();
+    writer.write(2, stamp(1, 2), put(2));
+    writer.cut(NOW);
+    carry_out(&mut writer, |_| CommitResult::Committed);
+    writer.write(3, stamp(1, 1), put(1));
+    writer.cut(NOW);
+    let (commits, replies) = carry_out(&mut writer, |_| CommitResult::Committed);
+    assert!(commits.is_empty(), "not taken as applied, nor applied late");
+    assert_eq!(replies, [(3, Err(ErrorCode::FailedBefore))]);
 }
 
 /// The records' times follow the wall clock the driver last told: a leader whose monotonic

@@ -9,6 +9,7 @@
 //! - Iterators: keys strictly in order (no repeat), all inside the range, within the limit;
 //!   every key present in the store for the iterator's whole life delivered (unless the
 //!   caller closed it early); every value delivered one its key held during that life.
+//! - Write order: a handle's acknowledged writes commit in the order it issued them.
 //! - Outcomes: nothing fails unless a fault or the caller's settings explain it (see
 //!   [`crate::history::Excuses`]); a write acknowledged must have been committed, and one
 //!   that failed with an error that says it was not applied must not have been. Writes are judged by their content (each put

@@ -96,6 +96,8 @@ pub fn error_code() -> impl Strategy<Value = ErrorCode> {
         ".*".prop_map(ErrorCode::OutcomeUnknown),
         (any::<u64>(), any::<u64>()).prop_map(|(from, next)| ErrorCode::WatchAhead { from, next }),
         any::<u32>().prop_map(|limit| ErrorCode::TooManyWatches { limit }),
+        Just(ErrorCode::FeedOff),
+        Just(ErrorCode::FailedBefore),
     ]
 }
 
