@@ -126,8 +126,9 @@ pub struct Excuses {
     pub other_store: bool,
     /// Some processes keep no change feed on this seed: a subscription may be refused.
     pub feed_off: bool,
-    /// A write may fail (a fault of the store, a transaction's conflict) and its answer be
-    /// lost with its leader, then be re-sent after a later write of its handle landed.
+    /// The write was in flight when a connection of its ended: it may have failed (a fault
+    /// of the store, a transaction's conflict) with its answer lost, and be re-sent after a
+    /// later write of its handle went ahead.
     pub failed_before: bool,
 }
 

@@ -628,8 +628,8 @@ impl World {
             foreign: self.faults.foreign_peers,
             other_store: self.faults.other_stores,
             feed_off: self.faults.feed_off,
-            // Transactions meet conflicts on every seed, and leaders die on every seed.
-            failed_before: true,
+            // Only for the writes in flight when a connection of theirs ended (below).
+            failed_before: false,
         };
         // Its wall clock a little off, as each leader's (see `Leading`'s writer), by process
         // (not drawn, which would move every later draw): a write tells the leader when it

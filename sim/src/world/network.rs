@@ -347,6 +347,7 @@ impl World {
             }
         } else if p.link == Some(conn) {
             p.link = None;
+            self.answers_lost(process);
             self.leader_lost(process, ended_by);
             self.processes[process].cut_short |= cut_short;
             let p = &mut self.processes[process];

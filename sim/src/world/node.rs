@@ -76,6 +76,7 @@ impl World {
         let Some(leading) = self.processes[process].leading.take() else {
             return;
         };
+        self.answers_lost(process);
         let served: Vec<ConnId> = self
             .conns
             .iter()
@@ -96,6 +97,16 @@ impl World {
             }
             Some(holding) => self.lock.release_holding(holding),
             None => {}
+        }
+    }
+
+    /// What `process` has in flight may have failed (a store fault, a conflict) with its
+    /// answer lost, its connection to its leader (or its own leadership) ended: re-sent
+    /// after a later write of its handle went ahead, it is answered `FailedBefore`.
+    pub(super) fn answers_lost(&mut self, process: ProcessId) {
+        let pending: Vec<usize> = self.processes[process].requests.values().copied().collect();
+        for index in pending {
+            self.history[index].excuses.failed_before = true;
         }
     }
 
