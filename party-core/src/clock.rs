@@ -9,6 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use party_proto::Timestamp;
 
+use crate::alarm::{self, Alarm};
+
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
@@ -48,10 +50,14 @@ pub(crate) fn instant(at: Timestamp) -> tokio::time::Instant {
 
 /// A machine's timeout as one tokio timer that a loop moves, rather than a timer made
 /// and dropped at every turn: each of those took the runtime's timer lock twice, while
-/// moving a timer later (a request's timeout after the one before) takes no lock.
+/// moving a timer later (a request's timeout after the one before) takes no lock. A
+/// timeout closer than [`alarm::NEAR`] when it is set (the election's retries) rings on
+/// an [`Alarm`] instead, tokio's timer counting whole milliseconds.
 pub(crate) struct Timer {
     sleep: Pin<Box<tokio::time::Sleep>>,
     armed: Option<Timestamp>,
+    /// The armed timeout's alarm, if it was near when set.
+    alarm: Option<Alarm>,
 }
 
 /// Where a timer with no timeout waits: far enough never to fire, and later than any
@@ -63,24 +69,28 @@ impl Timer {
         Timer {
             sleep: Box::pin(tokio::time::sleep(PARKED)),
             armed: None,
+            alarm: None,
         }
     }
 
     /// Resolves at `at`; never when there is none.
     pub fn until(&mut self, at: Option<Timestamp>) -> impl Future<Output = ()> + '_ {
         if at != self.armed {
+            let after = at.map(|at| at.since_epoch().saturating_sub(elapsed()));
+            self.alarm = after
+                .filter(|after| *after < alarm::NEAR)
+                .map(Alarm::ring_in);
             let deadline = match at {
-                Some(at) => instant(at),
-                None => tokio::time::Instant::now() + PARKED,
+                Some(at) if self.alarm.is_none() => instant(at),
+                _ => tokio::time::Instant::now() + PARKED,
             };
             self.sleep.as_mut().reset(deadline);
             self.armed = at;
         }
-        std::future::poll_fn(move |context| {
-            if self.armed.is_none() {
-                return Poll::Pending;
-            }
-            self.sleep.as_mut().poll(context)
+        std::future::poll_fn(move |context| match (&mut self.alarm, self.armed) {
+            (_, None) => Poll::Pending,
+            (Some(alarm), _) => alarm.poll_rung(context),
+            (None, _) => self.sleep.as_mut().poll(context),
         })
     }
 }
@@ -159,5 +169,22 @@ mod tests {
         assert!(again.is_ok(), "a timeout already due fires at once");
         let next = now() + Duration::from_millis(10);
         assert!(fires_before(&mut timer, Some(next), next + Duration::from_millis(5)).await);
+    }
+
+    #[tokio::test]
+    async fn a_near_timeout_rings_on_an_alarm_and_a_far_one_on_tokios_timer() {
+        let mut timer = Timer::new();
+        let near = now() + alarm::NEAR / 4;
+        timer.until(Some(near)).await;
+        assert!(timer.alarm.is_some(), "a near timeout is not on an alarm");
+        assert!(now() >= near, "the alarm rang before the timeout");
+        let far = now() + alarm::NEAR * 5;
+        set(&mut timer, Some(far)).await;
+        assert!(timer.alarm.is_none(), "a far timeout kept the alarm");
+        // Near again, then none: nothing rings.
+        let _ = tokio::time::timeout(Duration::ZERO, timer.until(Some(now()))).await;
+        assert!(timer.alarm.is_some());
+        let none = tokio::time::timeout(alarm::NEAR, timer.until(None)).await;
+        assert!(none.is_err(), "the alarm of a timeout taken back rang");
     }
 }

@@ -49,6 +49,8 @@ mod sync;
 #[cfg(not(loom))]
 mod access;
 #[cfg(not(loom))]
+mod alarm;
+#[cfg(not(loom))]
 mod blocking;
 #[cfg(not(loom))]
 mod clock;

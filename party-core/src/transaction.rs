@@ -273,7 +273,7 @@ impl Db {
         let mut retries = Retries::new(self);
         while let Some(wait) = retries.next_wait() {
             if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+                crate::alarm::sleep(wait).await;
             }
             let tx = self.begin();
             let returned = body(tx.clone()).await;
