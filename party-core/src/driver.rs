@@ -102,6 +102,9 @@ struct Leadership {
     leader: Option<Leader>,
     /// The leader's own handle's way to the store.
     access: Option<StoreAccess>,
+    /// The generation this hold of the lock counts, written while its store opens rather
+    /// than once it is open, where it took 0.2 ms of a failover.
+    term: Option<u64>,
 }
 
 pub(crate) struct Driver {

@@ -106,6 +106,16 @@ impl Driver {
             (started.elapsed(), opened)
         });
         self.opening = Some(super::Opening { opened });
+        self.term();
+    }
+
+    /// This lock hold's generation: counted once, by its first store open.
+    fn term(&mut self) -> u64 {
+        let dir = &self.layout.dir;
+        *self
+            .leadership
+            .term
+            .get_or_insert_with(|| crate::term::next(dir))
     }
 
     /// The machine's answer to its `OpenStore`, once the store is open (in `took`) or not.
@@ -163,7 +173,7 @@ impl Driver {
             ));
             return ProcessInput::Election(ElectionInput::ServeFailed);
         };
-        let term = crate::term::next(&self.layout.dir);
+        let term = self.term();
         self.server.term = term;
         let limits = &self.options.limits;
         let serving = Serving {
@@ -253,6 +263,7 @@ impl Driver {
             room.unlink();
         }
         self.leadership.lock = None;
+        self.leadership.term = None;
     }
 }
 
