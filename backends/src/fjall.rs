@@ -171,6 +171,7 @@ impl FjallBackend {
             .write(true)
             .open(path.join("store.lock"))
             .map_err(|e| failed(e.into()))?;
+        let lock = crate::lock_order::to_the_top(lock, crate::lock_order::LockRank::Store);
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {

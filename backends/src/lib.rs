@@ -20,6 +20,7 @@ mod batch;
 pub mod changes;
 mod error;
 mod iter;
+pub mod lock_order;
 mod memory;
 pub mod records;
 
@@ -233,6 +234,15 @@ impl BackendKind {
     /// Whether the store lives in the data directory (all but etcd).
     pub fn is_local(self) -> bool {
         self != BackendKind::Etcd
+    }
+
+    /// Whether a killed leader lets this store's lock go before a directory lock moved to
+    /// the top of its descriptors ([`lock_order`]): fjall's lock is moved above it,
+    /// RocksDB's (`fcntl`) goes as its descriptor closes, before any `flock` is let go, and
+    /// etcd has none here. sled's, on a low descriptor, goes last: with the directory's
+    /// lock on top, the next leader would find sled's still held and wait a retry.
+    pub fn lets_its_lock_go_first(self) -> bool {
+        self != BackendKind::Sled
     }
 
     /// Whether this build has the store (its cargo feature is on).

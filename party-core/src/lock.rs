@@ -1,12 +1,16 @@
 //! The election lock: a dedicated file in the data directory, taken with an OS file lock.
 //!
 //! The lock file is never deleted: deleting it would let two processes lock two different
-//! inodes under the same name and both believe they lead. The OS releases the lock the
-//! instant its holder dies (also on `kill -9`), which is what lets a follower take over.
+//! inodes under the same name and both believe they lead. The OS releases the lock when its
+//! holder dies (also on `kill -9`), which is what lets a follower take over; a handle's
+//! lock file sits at the top of its descriptors, so that a killed leader lets it go before
+//! its followers see their connections end ([`LockFile::open_on_top`]).
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
+
+use party_backends::lock_order::LockRank;
 
 /// Name of the lock file inside the data directory.
 pub const LOCK_FILE_NAME: &str = "party.lock";
@@ -52,6 +56,16 @@ pub struct LockFile {
 }
 
 impl LockFile {
+    /// [`LockFile::open`], on a descriptor at the top of this process's table, so that a
+    /// holder killed lets the lock go before its sockets tell anyone it is gone
+    /// ([`party_backends::lock_order`]). A handle's own lock file, used for a store whose
+    /// lock goes before it ([`party_backends::BackendKind::lets_its_lock_go_first`]).
+    pub fn open_on_top(dir: &Path) -> Result<LockFile, LockError> {
+        let LockFile { file, path } = LockFile::open(dir)?;
+        let file = party_backends::lock_order::to_the_top(file, LockRank::Election);
+        Ok(LockFile { file, path })
+    }
+
     /// Opens the lock file of the data directory `dir`, creating it if need be.
     pub fn open(dir: &Path) -> Result<LockFile, LockError> {
         let path = dir.join(LOCK_FILE_NAME);

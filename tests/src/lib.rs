@@ -212,6 +212,12 @@ impl Node {
         signal("CONT", self.pid());
     }
 
+    /// SIGKILL, without waiting: the process may still be going away (closing its files)
+    /// when this returns.
+    pub fn sigkill(&self) {
+        signal("KILL", self.pid());
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

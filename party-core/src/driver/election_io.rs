@@ -71,6 +71,9 @@ impl Driver {
     fn try_lock(&mut self) -> ElectionInput {
         let file = match self.lock_file.take() {
             Some(file) => Ok(file),
+            None if self.options.backend.lets_its_lock_go_first() => {
+                LockFile::open_on_top(&self.layout.dir)
+            }
             None => LockFile::open(&self.layout.dir),
         };
         match file.and_then(LockFile::try_lock) {

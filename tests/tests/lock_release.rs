@@ -1,0 +1,85 @@
+//! A leader killed with SIGKILL lets its directory's lock go, and its store's, before its
+//! connections end (`party_backends::lock_order`): its follower, trying the lock the
+//! moment its connection ends, takes it at once and opens the store, rather than finding
+//! either still held by a process whose files are still closing and waiting out a retry.
+//! Real processes; the follower records its machine's inputs, which tell what its tries
+//! found.
+
+#![cfg(target_os = "linux")]
+
+use std::path::{Path, PathBuf};
+
+use party_proto::recording::{decode_segment, Record};
+use party_proto::{ElectionInput, ProcessInput};
+use party_tests::Node;
+
+const NODE: &str = env!("CARGO_BIN_EXE_party-node");
+
+/// Failovers: a lock let go after the connections was still held at the first try in
+/// about half of them (the dying leader's other files close in between).
+const ROUNDS: usize = 6;
+
+#[test]
+fn a_killed_leaders_follower_takes_its_locks_at_the_first_try() {
+    for round in 0..ROUNDS {
+        let dir = tempfile::tempdir().unwrap();
+        let records = tempfile::tempdir().unwrap();
+        let mut leader = Node::spawn(NODE, dir.path(), &[]);
+        assert_eq!(leader.send("ready"), "ok leader");
+        let mut follower = Node::spawn_with_env(
+            NODE,
+            dir.path(),
+            &[],
+            &[("PARTY_RECORD", records.path().to_str().unwrap())],
+        );
+        assert_eq!(follower.send("ready"), "ok follower");
+        // Killed while it serves the follower's writes.
+        follower.submit("seq-puts k 3000");
+        assert!(leader.send("seq-puts l 100").starts_with("ok"));
+        leader.sigkill();
+        assert!(follower.answer().starts_with("ok"), "round {round}");
+        assert_eq!(follower.send("ready"), "ok leader");
+        assert_eq!(follower.send("close"), "ok");
+        let tries = lock_tries(records.path());
+        assert_eq!(
+            tries.first(),
+            Some(&ElectionInput::LockAcquired),
+            "round {round}: the lock tries after the leader's death found {tries:?}"
+        );
+        assert!(
+            !tries.contains(&ElectionInput::StoreLocked),
+            "round {round}: the store was still locked: {tries:?}"
+        );
+    }
+}
+
+/// What the recorded handle's tries of the lock and opens of the store found after it
+/// lost its first leader, in order.
+fn lock_tries(dir: &Path) -> Vec<ElectionInput> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.to_string_lossy().contains("-process-"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "nothing recorded in {}", dir.display());
+    let mut found = Vec::new();
+    for file in files {
+        let segment = decode_segment(&std::fs::read(&file).unwrap()).unwrap();
+        for record in segment.records {
+            if let Record::Input { input, .. } = record {
+                if let ProcessInput::Election(
+                    input @ (ElectionInput::LockAcquired
+                    | ElectionInput::LockBusy
+                    | ElectionInput::StoreLocked),
+                ) = input.into_owned()
+                {
+                    found.push(input);
+                }
+            }
+        }
+    }
+    // The first try, at the start, found the first leader holding the lock.
+    assert_eq!(found.first(), Some(&ElectionInput::LockBusy), "{found:?}");
+    found.split_off(1)
+}
