@@ -1,16 +1,17 @@
 //! Short waits, to the tens of microseconds. tokio's timers count whole milliseconds and
 //! round a deadline up to the next one, so a wait of 125–500 µs (the election's first
-//! retries while a dead leader's lock is still going away, a transaction's first retry
-//! after a conflict) took 1–2 ms, on the failover's path. A wait shorter than [`NEAR`]
-//! sleeps on a thread of tokio's blocking pool instead (the kernel's timers, precise to
-//! its timer slack, 50 µs by default), which wakes the task when it is over.
+//! retries while a dead leader's lock is still going away) took 1–2 ms, on the failover's
+//! path. A wait shorter than [`NEAR`] also sleeps on a thread of tokio's blocking pool (the
+//! kernel's timers, precise to its timer slack, 50 µs by default), which wakes the task when
+//! it is over; the caller keeps tokio's timer armed beside it, so that a pool kept busy by
+//! the program makes the wait no later than tokio alone would.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// Waits shorter than this ring on an [`Alarm`]; longer ones on tokio's timers, whose
+/// Waits shorter than this ring on an [`Alarm`]; longer ones on tokio's timers alone, whose
 /// millisecond is close enough for them (and which move without a thread, as a request's
 /// timeout does at every request).
 pub(crate) const NEAR: Duration = Duration::from_millis(2);
@@ -18,31 +19,26 @@ pub(crate) const NEAR: Duration = Duration::from_millis(2);
 /// One short wait, on a blocking thread. Dropped before it rings, its thread still sleeps
 /// out the rest (under [`NEAR`]) and goes back to the pool.
 pub(crate) struct Alarm {
-    rung: tokio::task::JoinHandle<()>,
+    /// `None` once it has rung (a wait of zero rings at once, without a thread).
+    sleeping: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Alarm {
     /// Rings `after` from now. Must be called within a tokio runtime.
     pub fn ring_in(after: Duration) -> Alarm {
-        Alarm {
-            rung: tokio::task::spawn_blocking(move || std::thread::sleep(after)),
-        }
+        let sleeping =
+            (!after.is_zero()).then(|| tokio::task::spawn_blocking(move || std::thread::sleep(after)));
+        Alarm { sleeping }
     }
 
-    /// Ready once the alarm has rung.
+    /// Ready once the alarm has rung, and at every poll after.
     pub fn poll_rung(&mut self, context: &mut Context<'_>) -> Poll<()> {
-        // A sleep does not fail; a pool shutting down cancels it, which rings it too.
-        Pin::new(&mut self.rung).poll(context).map(|_| ())
-    }
-}
-
-/// Waits `wait`: on an [`Alarm`] if it is shorter than [`NEAR`], else on tokio's timer.
-pub(crate) async fn sleep(wait: Duration) {
-    if wait < NEAR {
-        let mut alarm = Alarm::ring_in(wait);
-        std::future::poll_fn(|context| alarm.poll_rung(context)).await;
-    } else {
-        tokio::time::sleep(wait).await;
+        if let Some(sleeping) = &mut self.sleeping {
+            // A sleep does not fail; a pool shutting down cancels it, which rings it too.
+            let _ = std::task::ready!(Pin::new(sleeping).poll(context));
+            self.sleeping = None;
+        }
+        Poll::Ready(())
     }
 }
 
@@ -51,23 +47,24 @@ mod tests {
     use super::*;
     use std::time::Instant;
 
-    #[tokio::test]
-    async fn a_wait_ends_after_its_time_on_either_side_of_near() {
-        for wait in [Duration::ZERO, Duration::from_micros(200), NEAR] {
-            let start = Instant::now();
-            sleep(wait).await;
-            assert!(
-                start.elapsed() >= wait,
-                "a wait of {wait:?} ended before its time"
-            );
-        }
+    async fn rung(alarm: &mut Alarm) {
+        std::future::poll_fn(|context| alarm.poll_rung(context)).await;
     }
 
     #[tokio::test]
-    async fn an_alarm_rings_once_its_time_is_over() {
+    async fn an_alarm_rings_once_its_time_is_over_and_stays_rung() {
         let start = Instant::now();
         let mut alarm = Alarm::ring_in(Duration::from_micros(300));
-        std::future::poll_fn(|context| alarm.poll_rung(context)).await;
+        rung(&mut alarm).await;
         assert!(start.elapsed() >= Duration::from_micros(300));
+        // Polled again (a loop's next turn): rung still, not a finished task polled anew.
+        rung(&mut alarm).await;
+    }
+
+    #[tokio::test]
+    async fn an_alarm_for_now_rings_at_once() {
+        let mut alarm = Alarm::ring_in(Duration::ZERO);
+        assert!(alarm.sleeping.is_none(), "a thread for a wait of zero");
+        rung(&mut alarm).await;
     }
 }

@@ -51,8 +51,9 @@ pub(crate) fn instant(at: Timestamp) -> tokio::time::Instant {
 /// A machine's timeout as one tokio timer that a loop moves, rather than a timer made
 /// and dropped at every turn: each of those took the runtime's timer lock twice, while
 /// moving a timer later (a request's timeout after the one before) takes no lock. A
-/// timeout closer than [`alarm::NEAR`] when it is set (the election's retries) rings on
-/// an [`Alarm`] instead, tokio's timer counting whole milliseconds.
+/// timeout closer than [`alarm::NEAR`] when it is set (the election's retries) also rings
+/// on an [`Alarm`], tokio's timer counting whole milliseconds; whichever rings first ends
+/// the wait.
 pub(crate) struct Timer {
     sleep: Pin<Box<tokio::time::Sleep>>,
     armed: Option<Timestamp>,
@@ -81,16 +82,22 @@ impl Timer {
                 .filter(|after| *after < alarm::NEAR)
                 .map(Alarm::ring_in);
             let deadline = match at {
-                Some(at) if self.alarm.is_none() => instant(at),
-                _ => tokio::time::Instant::now() + PARKED,
+                Some(at) => instant(at),
+                None => tokio::time::Instant::now() + PARKED,
             };
             self.sleep.as_mut().reset(deadline);
             self.armed = at;
         }
-        std::future::poll_fn(move |context| match (&mut self.alarm, self.armed) {
-            (_, None) => Poll::Pending,
-            (Some(alarm), _) => alarm.poll_rung(context),
-            (None, _) => self.sleep.as_mut().poll(context),
+        std::future::poll_fn(move |context| {
+            if self.armed.is_none() {
+                return Poll::Pending;
+            }
+            if let Some(alarm) = &mut self.alarm {
+                if alarm.poll_rung(context).is_ready() {
+                    return Poll::Ready(());
+                }
+            }
+            self.sleep.as_mut().poll(context)
         })
     }
 }
@@ -181,10 +188,19 @@ mod tests {
         let far = now() + alarm::NEAR * 5;
         set(&mut timer, Some(far)).await;
         assert!(timer.alarm.is_none(), "a far timeout kept the alarm");
-        // Near again, then none: nothing rings.
+        // Near again, then none: its alarm goes with it.
         let _ = tokio::time::timeout(Duration::ZERO, timer.until(Some(now()))).await;
         assert!(timer.alarm.is_some());
-        let none = tokio::time::timeout(alarm::NEAR, timer.until(None)).await;
-        assert!(none.is_err(), "the alarm of a timeout taken back rang");
+        set(&mut timer, None).await;
+        assert!(timer.alarm.is_none(), "a timeout taken back kept its alarm");
+    }
+
+    #[tokio::test]
+    async fn a_near_timeout_that_rang_rings_again_when_asked_for_again() {
+        let mut timer = Timer::new();
+        let near = now() + alarm::NEAR / 4;
+        timer.until(Some(near)).await;
+        let again = tokio::time::timeout(alarm::NEAR, timer.until(Some(near))).await;
+        assert!(again.is_ok(), "a near timeout already due rings at once");
     }
 }

@@ -3,8 +3,9 @@
 //! The lock file is never deleted: deleting it would let two processes lock two different
 //! inodes under the same name and both believe they lead. The OS releases the lock when its
 //! holder dies (also on `kill -9`), which is what lets a follower take over; a handle's
-//! lock file sits at the top of its descriptors, so that a killed leader lets it go before
-//! its followers see their connections end ([`LockFile::open_on_top`]).
+//! lock file sits at the top of its descriptors where it can (not with sled, see
+//! [`LockFile::open_on_top`]), so that a killed leader lets it go before its followers see
+//! their connections end.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;

@@ -1,7 +1,8 @@
-//! The leader's generation, counted in a file of the data directory: each new leader
-//! writes one more than the last. Only the lock holder writes it, so there is no race; it
-//! is for status displays and logs, so a file that cannot be read or written costs a
-//! warning, not the leadership.
+//! The leader's generation, counted in a file of the data directory: each hold of the lock
+//! writes one more than the last, as its store begins to open (so a hold whose store never
+//! opens counts too, and the terms leaders serve under may skip a number). Only the lock
+//! holder writes it, so there is no race; it is for status displays and logs, so a file
+//! that cannot be read or written costs a warning, not the leadership.
 
 use std::path::Path;
 

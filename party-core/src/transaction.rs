@@ -273,7 +273,7 @@ impl Db {
         let mut retries = Retries::new(self);
         while let Some(wait) = retries.next_wait() {
             if !wait.is_zero() {
-                crate::alarm::sleep(wait).await;
+                tokio::time::sleep(wait).await;
             }
             let tx = self.begin();
             let returned = body(tx.clone()).await;
