@@ -26,8 +26,8 @@ pub(crate) struct Alarm {
 impl Alarm {
     /// Rings `after` from now. Must be called within a tokio runtime.
     pub fn ring_in(after: Duration) -> Alarm {
-        let sleeping =
-            (!after.is_zero()).then(|| tokio::task::spawn_blocking(move || std::thread::sleep(after)));
+        let sleeping = (!after.is_zero())
+            .then(|| tokio::task::spawn_blocking(move || std::thread::sleep(after)));
         Alarm { sleeping }
     }
 
