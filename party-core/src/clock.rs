@@ -59,6 +59,10 @@ pub(crate) struct Timer {
     armed: Option<Timestamp>,
     /// The armed timeout's alarm, if it was near when set.
     alarm: Option<Alarm>,
+    /// When the thread of the last alarm is done sleeping: a near timeout set before then
+    /// (one moved, a request's timeout made under 2 ms by its caller) waits on tokio's
+    /// timer alone, so that a handle keeps at most one thread asleep.
+    alarm_asleep_until: Duration,
 }
 
 /// Where a timer with no timeout waits: far enough never to fire, and later than any
@@ -71,16 +75,14 @@ impl Timer {
             sleep: Box::pin(tokio::time::sleep(PARKED)),
             armed: None,
             alarm: None,
+            alarm_asleep_until: Duration::ZERO,
         }
     }
 
     /// Resolves at `at`; never when there is none.
     pub fn until(&mut self, at: Option<Timestamp>) -> impl Future<Output = ()> + '_ {
         if at != self.armed {
-            let after = at.map(|at| at.since_epoch().saturating_sub(elapsed()));
-            self.alarm = after
-                .filter(|after| *after < alarm::NEAR)
-                .map(Alarm::ring_in);
+            self.alarm = at.and_then(|at| self.alarm_for(elapsed(), at));
             let deadline = match at {
                 Some(at) => instant(at),
                 None => tokio::time::Instant::now() + PARKED,
@@ -99,6 +101,16 @@ impl Timer {
             }
             self.sleep.as_mut().poll(context)
         })
+    }
+
+    /// An alarm for `at`, set at `now`, if it is near and no alarm's thread still sleeps.
+    fn alarm_for(&mut self, now: Duration, at: Timestamp) -> Option<Alarm> {
+        let after = at.since_epoch().saturating_sub(now);
+        if after >= alarm::NEAR || now < self.alarm_asleep_until {
+            return None;
+        }
+        self.alarm_asleep_until = now + after;
+        Some(Alarm::ring_in(after))
     }
 }
 
@@ -193,6 +205,22 @@ mod tests {
         assert!(timer.alarm.is_some());
         set(&mut timer, None).await;
         assert!(timer.alarm.is_none(), "a timeout taken back kept its alarm");
+    }
+
+    #[tokio::test]
+    async fn a_handle_keeps_at_most_one_alarm_asleep() {
+        let mut timer = Timer::new();
+        let at = |micros| Timestamp::from_epoch(Duration::from_micros(micros));
+        let now = |micros| Duration::from_micros(micros);
+        assert!(timer.alarm_for(now(0), at(1_000)).is_some());
+        // Moved while that one sleeps: tokio's timer alone.
+        assert!(timer.alarm_for(now(500), at(750)).is_none());
+        assert!(timer.alarm_for(now(1_000), at(1_250)).is_some());
+        assert!(
+            timer.alarm_for(now(1_250), at(1_250 + 2_000)).is_none(),
+            "far"
+        );
+        assert!(timer.alarm_for(now(1_250), at(1_300)).is_some());
     }
 
     #[tokio::test]
