@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -265,4 +265,17 @@ fn signal(name: &str, pid: u32) {
         .status()
         .expect("kill runs");
     assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// The files of the processes' recordings in `dir` (`PARTY_RECORD`), in the order they
+/// were written; fails if there are none.
+pub fn recorded_processes(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.to_string_lossy().contains("-process-"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "nothing recorded in {}", dir.display());
+    files
 }

@@ -7,7 +7,7 @@
 
 #![cfg(target_os = "linux")]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use party_proto::recording::{decode_segment, Record};
 use party_proto::{ElectionInput, ProcessInput};
@@ -56,16 +56,9 @@ fn a_killed_leaders_follower_takes_its_locks_at_the_first_try() {
 /// What the recorded handle's tries of the lock and opens of the store found after its
 /// first connection ended (the leader's death), in order.
 fn lock_tries(dir: &Path) -> Vec<ElectionInput> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.to_string_lossy().contains("-process-"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "nothing recorded in {}", dir.display());
     let mut ended = false;
     let mut found = Vec::new();
-    for file in files {
+    for file in party_tests::recorded_processes(dir) {
         let segment = decode_segment(&std::fs::read(&file).unwrap()).unwrap();
         for record in segment.records {
             let Record::Input { input, .. } = record else {

@@ -128,15 +128,8 @@ fn wait_for(what: &str, reached: impl Fn() -> bool) {
 /// The election's inputs and the welcomes (in the bytes read from a leader) of every
 /// handle recorded in `dir`, in order.
 fn recorded(dir: &Path) -> Vec<Seen> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.to_string_lossy().contains("-process-"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "nothing recorded in {}", dir.display());
     let mut seen = Vec::new();
-    for file in files {
+    for file in party_tests::recorded_processes(dir) {
         let segment = decode_segment(&std::fs::read(&file).unwrap()).unwrap();
         let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
         for record in segment.records {
