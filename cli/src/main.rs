@@ -212,8 +212,22 @@ pub(crate) async fn open_child(dir: &str, store: &str) -> Result<Db, String> {
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc gives freed memory back to the system only as it allocates more, so a leader
+/// that went quiet after a burst of writes kept it all (30 MB after 100 000 puts, for
+/// ever), and a SIGKILL costs in proportion to it: the kernel lets a process's memory go
+/// before its sockets, and its followers learn of its death only then (5.6 ms at 30 MB
+/// here, 1.8 ms once down to 13 MB). A thread of jemalloc's own gives it back once unused
+/// for its decay time (10 s).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn free_memory_goes_back_when_quiet() {
+    // Refused (a jemalloc built without them): memory goes back as before.
+    let _ = tikv_jemalloc_ctl::background_thread::write(true);
+}
+
 fn main() -> ExitCode {
     log_as_rust_log_says();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    free_memory_goes_back_when_quiet();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -540,5 +554,12 @@ mod tests {
             }
         }
         assert!(parse_backend("leveldb").is_err());
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn the_binarys_allocator_gives_memory_back_from_a_thread_of_its_own() {
+        free_memory_goes_back_when_quiet();
+        assert_eq!(tikv_jemalloc_ctl::background_thread::read(), Ok(true));
     }
 }
