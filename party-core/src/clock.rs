@@ -53,15 +53,17 @@ pub(crate) fn instant(at: Timestamp) -> tokio::time::Instant {
 /// moving a timer later (a request's timeout after the one before) takes no lock. A
 /// timeout closer than [`alarm::NEAR`] when it is set (the election's retries) also rings
 /// on an [`Alarm`], tokio's timer counting whole milliseconds; whichever rings first ends
-/// the wait.
+/// the wait. One set while the last alarm's thread still sleeps waits on tokio's timer
+/// alone (a deadline left as it was gets no alarm later either).
 pub(crate) struct Timer {
     sleep: Pin<Box<tokio::time::Sleep>>,
     armed: Option<Timestamp>,
     /// The armed timeout's alarm, if it was near when set.
     alarm: Option<Alarm>,
-    /// When the thread of the last alarm is done sleeping: a near timeout set before then
-    /// (one moved, a request's timeout made under 2 ms by its caller) waits on tokio's
-    /// timer alone, so that a handle keeps at most one thread asleep.
+    /// When the thread of the last alarm is done sleeping (about: it starts once the pool
+    /// takes it up): a near timeout set before then (one moved, a request's timeout made
+    /// under 2 ms by its caller) waits on tokio's timer alone, so that a handle keeps about
+    /// one thread asleep at a time.
     alarm_asleep_until: Duration,
 }
 
@@ -103,9 +105,13 @@ impl Timer {
         })
     }
 
-    /// An alarm for `at`, set at `now`, if it is near and no alarm's thread still sleeps.
+    /// An alarm for `at`, set at `now`: at once if it is due, on a thread if it is near and
+    /// no alarm's thread still sleeps.
     fn alarm_for(&mut self, now: Duration, at: Timestamp) -> Option<Alarm> {
         let after = at.since_epoch().saturating_sub(now);
+        if after.is_zero() {
+            return Some(Alarm::ring_in(after));
+        }
         if after >= alarm::NEAR || now < self.alarm_asleep_until {
             return None;
         }
@@ -221,6 +227,9 @@ mod tests {
             "far"
         );
         assert!(timer.alarm_for(now(1_250), at(1_300)).is_some());
+        // Due already: rings at once, whatever sleeps.
+        let due = timer.alarm_for(now(1_260), at(1_260)).expect("a due timeout's alarm");
+        assert!(due.is_rung());
     }
 
     #[tokio::test]
