@@ -98,7 +98,10 @@ mod tests {
     /// top two).
     fn free_slots() -> Option<(i32, i32)> {
         use rustix::process::{getrlimit, Resource};
-        let limit = getrlimit(Resource::Nofile).current.unwrap_or(CEILING).min(CEILING);
+        let limit = getrlimit(Resource::Nofile)
+            .current
+            .unwrap_or(CEILING)
+            .min(CEILING);
         let top = i32::try_from(limit).ok()?.checked_sub(11)?;
         (top > 16).then_some((top, top - 1))
     }

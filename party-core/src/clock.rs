@@ -228,7 +228,9 @@ mod tests {
         );
         assert!(timer.alarm_for(now(1_250), at(1_300)).is_some());
         // Due already: rings at once, whatever sleeps.
-        let due = timer.alarm_for(now(1_260), at(1_260)).expect("a due timeout's alarm");
+        let due = timer
+            .alarm_for(now(1_260), at(1_260))
+            .expect("a due timeout's alarm");
         assert!(due.is_rung());
     }
 
