@@ -28,6 +28,18 @@ fn writer() -> Writer<u32> {
     support::new_writer(WriterConfig::default(), NOW)
 }
 
+/// A writer that took client 1's first write and asked for its record.
+fn loading_the_records_of_a_first_write() -> Writer<u32> {
+    let mut writer = writer();
+    writer.write(1, stamp(1, 1), put(1));
+    writer.cut(NOW);
+    assert!(matches!(
+        writer.poll_output(),
+        Some(WriterOutput::LoadRecords(_))
+    ));
+    writer
+}
+
 /// A write's destination and its answer.
 type Answer = (u32, Result<Response, ErrorCode>);
 
@@ -623,13 +635,7 @@ fn writes_whose_records_cannot_be_read_end_unknown_and_the_others_go_on() {
 /// applied twice.
 #[test]
 fn after_an_unsettled_commit_the_records_are_read_again() {
-    let mut writer = writer();
-    writer.write(1, stamp(1, 1), put(1));
-    writer.cut(NOW);
-    assert!(matches!(
-        writer.poll_output(),
-        Some(WriterOutput::LoadRecords(_))
-    ));
+    let mut writer = loading_the_records_of_a_first_write();
     writer.handle_input(NOW, no_records(vec![ClientId(1)]));
     let Some(WriterOutput::Commit(batch)) = writer.poll_output() else {
         panic!("a commit");
@@ -675,13 +681,7 @@ fn after_an_unsettled_commit_the_records_are_read_again() {
 #[test]
 fn a_write_ended_unknown_before_admission_is_not_taken_as_applied_when_re_sent() {
     let ended_unknown = || {
-        let mut writer = writer();
-        writer.write(1, stamp(1, 1), put(1));
-        writer.cut(NOW);
-        assert!(matches!(
-            writer.poll_output(),
-            Some(WriterOutput::LoadRecords(_))
-        ));
+        let mut writer = loading_the_records_of_a_first_write();
         writer.handle_input(
             NOW,
             WriterInput::RecordsLoaded(Err(ErrorCode::StoreReadOnly)),
