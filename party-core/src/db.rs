@@ -97,7 +97,8 @@ impl std::fmt::Debug for Db {
 
 impl Db {
     /// Waits until this handle leads or follows (welcomed by the leader); fails if it cannot
-    /// join the party or the leader refuses it.
+    /// join the party or the leader refuses it, and with [`Error::Closed`] once the handle
+    /// is closed (it will never lead or follow again).
     pub async fn ready(&self) -> Result<Role, Error> {
         let state = self
             .watch_role()
@@ -110,6 +111,9 @@ impl Db {
         }
         if let Some(reason) = state.rejected() {
             return Err(reason);
+        }
+        if state.role == Role::Closed {
+            return Err(Error::Closed);
         }
         Ok(state.role)
     }

@@ -685,6 +685,8 @@ async fn close_returns_with_the_lock_released() {
     db.put("k", "again").await.unwrap();
     db.close_before_exit().await.unwrap();
     assert!(matches!(db.get("k").await, Err(party_core::Error::Closed)));
+    // A closed handle will never lead or follow again: waiting for it says so.
+    assert!(matches!(db.ready().await, Err(party_core::Error::Closed)));
     // A close after it (the driver has stopped by then) still returns only once the store
     // is closed and the lock free.
     db.close().await.unwrap();
