@@ -107,8 +107,9 @@ fn from_hex(text: &str) -> Result<Vec<u8>, String> {
     hex::decode(text).map_err(|e| format!("{text:?} is not hex: {e}"))
 }
 
-/// JSON text, checked and kept as written: rewriting it would reorder object keys and
-/// round integers beyond 64 bits.
+/// JSON text, checked and kept as written: rewriting it would reorder object keys. Its
+/// numbers are read as written (serde_json's `arbitrary_precision`), so none is refused
+/// or rounded for being beyond a double.
 fn checked_json(text: &str) -> Result<Vec<u8>, String> {
     serde_json::from_str::<Value>(text).map_err(|e| format!("value is not JSON: {e}"))?;
     Ok(text.as_bytes().to_vec())

@@ -181,6 +181,32 @@ fn json_doubles_keep_every_bit_on_the_way_in_and_out() {
     }
 }
 
+/// A JSON value's numbers come back as written, in `get` and in JSON answers: integers
+/// past 64 bits and doubles past their range are not rounded or refused.
+#[test]
+fn json_numbers_beyond_doubles_come_back_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    let doc = r#"{"big":123456789012345678901234567890,"huge":1.0e400,"cents":1.50}"#;
+    let put = party(&["--encoding", "json", dir, "put", "doc", doc]);
+    assert!(put.status.success(), "{put:?}");
+    assert_eq!(
+        stdout(&party(&["--encoding", "json", dir, "get", "doc"])).trim(),
+        doc
+    );
+    for answer in [
+        party(&["--encoding", "json", "--json", dir, "get", "doc"]),
+        party(&["--encoding", "json", "--json", dir, "scan"]),
+    ] {
+        let text = stdout(&answer);
+        for number in ["123456789012345678901234567890", "1.50"] {
+            assert!(text.contains(number), "{number} not in {text}");
+        }
+        // serde_json writes the exponent's sign.
+        assert!(text.contains("1.0e+400"), "{text}");
+    }
+}
+
 /// RUST_LOG reaches party's tracing: elections and their generations at info level;
 /// without it, a command that works says nothing on stderr.
 #[test]
