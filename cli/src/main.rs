@@ -84,6 +84,21 @@ struct Global {
 }
 
 impl Global {
+    /// The first option given that `tool` has no use for: those of DIR commands, and
+    /// `--json` where the tool answers in text. Refused rather than ignored.
+    fn unused_by(&self, tool: &Top) -> Option<&'static str> {
+        let answers_in_json = matches!(tool, Top::Bench(_));
+        [
+            (self.encoding.is_some(), "--encoding"),
+            (self.no_retry, "--no-retry"),
+            (self.timeout.is_some(), "--timeout"),
+            (!self.sublevel.is_empty(), "--sublevel"),
+            (self.json && !answers_in_json, "--json"),
+        ]
+        .into_iter()
+        .find_map(|(given, option)| given.then_some(option))
+    }
+
     fn backend(&self) -> BackendKind {
         self.backend.unwrap_or(Options::default().backend)
     }
@@ -296,6 +311,15 @@ async fn command_line() -> ExitCode {
         Top::Bench(_) => "party bench",
         Top::Chaos(_) => "party chaos",
     };
+    if let Some(option) = global.unused_by(&cli.command) {
+        let message = format!("{option} is not an option of {tool}");
+        if global.json {
+            // A script that asked for JSON reads its answer on stdout.
+            let answer = command::json(&Err(Failure::usage(message.clone())), Encoding::Utf8);
+            let _ = out::line(answer);
+        }
+        return finish(tool, Err(Failure::usage(message)));
+    }
     let started = tool_store::ToolStore::start(
         global.backend(),
         &global.etcd_endpoints,

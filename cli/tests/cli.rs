@@ -444,7 +444,8 @@ fn a_failing_chaos_run_keeps_recordings_whose_replay_shows_the_violation() {
 }
 
 /// The tools are clap subcommands: --help answers without starting a run, bad usage
-/// exits 2, and a directory named like a tool is reached as ./NAME, never by accident.
+/// (options of DIR commands included) exits 2, and a directory named like a tool is
+/// reached as ./NAME, never by accident.
 #[test]
 fn tools_answer_help_and_refuse_bad_usage_with_exit_2() {
     for tool in ["bench", "chaos", "demo"] {
@@ -464,6 +465,11 @@ fn tools_answer_help_and_refuse_bad_usage_with_exit_2() {
         &["bench", "--bogus"],
         &["demo", "extra"],
         &[],
+        // Options of DIR commands are refused, not ignored.
+        &["--sublevel", "x", "demo"],
+        &["bench", "--sublevel", "x"],
+        &["chaos", "--encoding", "hex"],
+        &["--no-retry", "chaos"],
     ] {
         let output = party(bad);
         assert_eq!(output.status.code(), Some(2), "{bad:?}");
@@ -664,6 +670,9 @@ fn json_usage_errors_are_json() {
         &["--json", dir, "get"][..],
         &[dir, "scan", "--limit", "x", "--json"],
         &["--json", dir, "frobnicate"],
+        // A tool refuses the options of DIR commands, --json where it answers in text.
+        &["bench", "--json", "--timeout", "1"],
+        &["demo", "--json"],
     ] {
         let output = party(args);
         assert_eq!(output.status.code(), Some(2), "{args:?}");
