@@ -3,7 +3,8 @@
 //! - baseline ([`baseline`]): a raw local-socket ping-pong with party's framing (a child
 //!   echoes a get's reply for every request), sequential round trips and pipelined messages
 //!   per second;
-//! - in-process: this process as leader, gets and puts through its own handle;
+//! - in-process: this process as leader, gets and puts through its own handle; and
+//!   ([`store_alone`]) the same puts written straight into a store in groups, no party;
 //! - one follower: this process following a child leader, sequential and pipelined;
 //! - low-latency mode ([`low_latency`]): one follower's sequential gets and puts with
 //!   both ends polling before they park, against the default, with the CPU both spend;
@@ -41,6 +42,7 @@ mod node;
 mod one_shot;
 mod recording;
 mod scan_writes;
+mod store_alone;
 mod table;
 mod transactions;
 mod values;
@@ -475,7 +477,7 @@ async fn measure(base: &Path, store: &ToolStore, args: &BenchArgs) -> Result<Val
     Ok(report)
 }
 
-/// This process as leader: gets and puts, 256 in flight.
+/// This process as leader: gets and puts, 256 in flight; then the store alone.
 async fn in_process(base: &Path, store: &ToolStore, span: Duration) -> Result<Value, Failure> {
     let db = crate::open_on(&base.join("local"), store).await?;
     if db.ready().await.map_err(|e| e.to_string())? != Role::Leader {
@@ -490,7 +492,13 @@ async fn in_process(base: &Path, store: &ToolStore, span: Duration) -> Result<Va
         .1;
     let scan = on_runtime(full_scans(db.clone(), 5)).await?;
     db.close().await.map_err(|e| e.to_string())?;
-    Ok(json!({"get_ops_per_s": get, "put_ops_per_s": put, "scan_entries_per_s": scan}))
+    let alone = store_alone::store_alone(&base.join("store-alone"), store, span)?;
+    Ok(json!({
+        "get_ops_per_s": get,
+        "put_ops_per_s": put,
+        "scan_entries_per_s": scan,
+        "store_alone": alone,
+    }))
 }
 
 /// This process following a child leader: sequential round trips, pipelined at 16, 64 and
@@ -582,6 +590,8 @@ fn ratios(report: &Value) -> Value {
             number(&follower["pipelined"]["256"]["get_ops_per_s"]) / number(&local["get_ops_per_s"]),
         "follower_pipelined_put_vs_in_process":
             number(&follower["pipelined"]["256"]["put_ops_per_s"]) / number(&local["put_ops_per_s"]),
+        "follower_pipelined_64_put_vs_store_alone_16": number(&follower["pipelined"]["64"]["put_ops_per_s"])
+            / number(&local["store_alone"]["put_ops_per_s_in_groups_of"]["16"]),
         "follower_scan_vs_in_process":
             number(&follower["scan_entries_per_s"]) / number(&local["scan_entries_per_s"]),
         "follower_sync_p50_vs_socket_p50":

@@ -36,6 +36,12 @@ pub(super) fn table(report: &Value) -> Vec<String> {
             rate(&l["put_ops_per_s"]),
             rate(&l["scan_entries_per_s"])
         ));
+        let alone = &l["store_alone"]["put_ops_per_s_in_groups_of"];
+        lines.push(format!(
+            "store alone, no party       put {} ops/s in groups of 16, {} in groups of 64",
+            rate(&alone["16"]),
+            rate(&alone["64"])
+        ));
     }
     if measured("one_follower") {
         let f = &report["one_follower"];
@@ -273,7 +279,7 @@ pub(super) fn table(report: &Value) -> Vec<String> {
     }
     if measured("in_process") && measured("one_follower") {
         let r = &report["ratios"];
-        lines.push(format!("ratios                      pipelined get follower/in-process {}  put {}  full scan {}  sync p50 follower/socket {}", number(&r["follower_pipelined_get_vs_in_process"]), number(&r["follower_pipelined_put_vs_in_process"]), number(&r["follower_scan_vs_in_process"]), number(&r["follower_sync_p50_vs_socket_p50"])));
+        lines.push(format!("ratios                      pipelined get follower/in-process {}  put {}  full scan {}  sync p50 follower/socket {}  64 puts follower/store alone (groups of 16) {}", number(&r["follower_pipelined_get_vs_in_process"]), number(&r["follower_pipelined_put_vs_in_process"]), number(&r["follower_scan_vs_in_process"]), number(&r["follower_sync_p50_vs_socket_p50"]), number(&r["follower_pipelined_64_put_vs_store_alone_16"])));
     }
     lines
 }
