@@ -24,7 +24,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use party_core::{open, BackendKind, Db, Options};
 
 use command::{Op, Outcome, ScanArgs};
@@ -83,22 +84,35 @@ struct Global {
     sublevel: Vec<String>,
 }
 
-impl Global {
-    /// The first option given that `tool` has no use for: those of DIR commands, and
-    /// `--json` where the tool answers in text. Refused rather than ignored.
-    fn unused_by(&self, tool: &Top) -> Option<&'static str> {
-        let answers_in_json = matches!(tool, Top::Bench(_));
-        [
-            (self.encoding.is_some(), "--encoding"),
-            (self.no_retry, "--no-retry"),
-            (self.timeout.is_some(), "--timeout"),
-            (!self.sublevel.is_empty(), "--sublevel"),
-            (self.json && !answers_in_json, "--json"),
-        ]
-        .into_iter()
-        .find_map(|(given, option)| given.then_some(option))
-    }
+/// The options of DIR commands (their ids). No tool takes them (`bench` has a `--json` of
+/// its own): given before a tool's name they are refused rather than ignored, and after
+/// it they are unknown.
+const DIR_OPTIONS: [&str; 5] = ["encoding", "no_retry", "timeout", "sublevel", "json"];
 
+/// The top level when it runs a tool: the options of DIR commands are its own alone, not
+/// given to every tool as global options are (so the tools' help leaves them out).
+fn tools_command() -> clap::Command {
+    DIR_OPTIONS.into_iter().fold(Cli::command(), |top, id| {
+        top.mut_arg(id, |arg| arg.global(false))
+    })
+}
+
+/// An option of DIR commands given before a tool's name, as a usage failure; `--json`
+/// only where the tool answers in text.
+fn refused_option(matches: &ArgMatches) -> Option<Failure> {
+    let tool = matches.subcommand_name()?;
+    let given = |id: &&str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    let id = DIR_OPTIONS
+        .into_iter()
+        .filter(|id| !(*id == "json" && tool == "bench"))
+        .find(given)?;
+    Some(Failure::usage(format!(
+        "--{} is not an option of party {tool}",
+        id.replace('_', "-")
+    )))
+}
+
+impl Global {
     fn backend(&self) -> BackendKind {
         self.backend.unwrap_or(Options::default().backend)
     }
@@ -301,8 +315,11 @@ async fn command_line() -> ExitCode {
             Err(error) => usage_error(&error),
         };
     }
-    let cli = match Cli::try_parse_from(&args) {
-        Ok(cli) => cli,
+    let parsed = tools_command()
+        .try_get_matches_from(&args)
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, refused_option(&matches))));
+    let (cli, refused) = match parsed {
+        Ok(parsed) => parsed,
         Err(error) => return usage_error(&error),
     };
     let global = cli.global;
@@ -311,14 +328,13 @@ async fn command_line() -> ExitCode {
         Top::Bench(_) => "party bench",
         Top::Chaos(_) => "party chaos",
     };
-    if let Some(option) = global.unused_by(&cli.command) {
-        let message = format!("{option} is not an option of {tool}");
+    if let Some(failure) = refused {
+        let refusal = Err(failure);
         if global.json {
             // A script that asked for JSON reads its answer on stdout.
-            let answer = command::json(&Err(Failure::usage(message.clone())), Encoding::Utf8);
-            let _ = out::line(answer);
+            let _ = out::line(command::json(&refusal, Encoding::Utf8));
         }
-        return finish(tool, Err(Failure::usage(message)));
+        return finish(tool, refusal.map(|_: Outcome| ExitCode::SUCCESS));
     }
     let started = tool_store::ToolStore::start(
         global.backend(),
@@ -331,7 +347,7 @@ async fn command_line() -> ExitCode {
     };
     let result = match cli.command {
         Top::Demo(args) => demo::orchestrate(&store, args).await,
-        Top::Bench(args) => bench::run(&store, global.json, args).await,
+        Top::Bench(args) => bench::run(&store, global.json || args.json, args).await,
         Top::Chaos(args) => chaos::run(&store, args).await,
     };
     finish(tool, result)

@@ -194,17 +194,28 @@ fn json_numbers_beyond_doubles_come_back_as_written() {
         stdout(&party(&["--encoding", "json", dir, "get", "doc"])).trim(),
         doc
     );
-    for answer in [
-        party(&["--encoding", "json", "--json", dir, "get", "doc"]),
-        party(&["--encoding", "json", "--json", dir, "scan"]),
-    ] {
-        let text = stdout(&answer);
-        for number in ["123456789012345678901234567890", "1.50"] {
-            assert!(text.contains(number), "{number} not in {text}");
+    let answer = |args: &[&str]| -> serde_json::Value {
+        let output = party(&[&["--encoding", "json", "--json", dir][..], args].concat());
+        serde_json::from_slice(&output.stdout).expect("one JSON object")
+    };
+    let got = answer(&["get", "doc"]);
+    let scanned = answer(&["scan"]);
+    for value in [&got["value"], &scanned["entries"][0][1]] {
+        // Numbers, not strings, each with every digit (serde_json writes an exponent's
+        // sign).
+        for (name, digits) in [
+            ("big", "123456789012345678901234567890"),
+            ("huge", "1.0e+400"),
+            ("cents", "1.50"),
+        ] {
+            assert!(value[name].is_number(), "{name} in {got} / {scanned}");
+            assert_eq!(value[name].to_string(), digits, "{name}");
         }
-        // serde_json writes the exponent's sign.
-        assert!(text.contains("1.0e+400"), "{text}");
     }
+    // JSON text whose object has serde_json's reserved key for such numbers is JSON still.
+    let odd = r#"{"$serde_json::private::Number":"x"}"#;
+    let put = party(&["--encoding", "json", dir, "put", "odd", odd]);
+    assert!(put.status.success(), "{put:?}");
 }
 
 /// RUST_LOG reaches party's tracing: elections and their generations at info level;
@@ -454,12 +465,23 @@ fn tools_answer_help_and_refuse_bad_usage_with_exit_2() {
     for tool in ["bench", "chaos", "demo"] {
         let help = party(&[tool, "--help"]);
         assert_eq!(help.status.code(), Some(0));
-        assert!(
-            stdout(&help).contains(&format!("Usage: party {tool}")),
-            "{}",
-            stdout(&help)
-        );
+        let help = stdout(&help);
+        assert!(help.contains(&format!("Usage: party {tool}")), "{help}");
+        // It lists the options it takes, not those of DIR commands.
+        assert!(help.contains("--backend"), "{help}");
+        for refused in ["--encoding", "--no-retry", "--timeout", "--sublevel"] {
+            assert!(
+                !help.contains(refused),
+                "{tool} --help lists {refused}: {help}"
+            );
+        }
+        assert_eq!(help.contains("--json"), tool == "bench", "{help}");
     }
+    let top = stdout(&party(&["--help"]));
+    assert!(
+        top.contains("--sublevel") && top.contains("--json"),
+        "{top}"
+    );
     for bad in [
         &["chaos", "--secnds", "1"][..],
         &["chaos", "--seconds"],
@@ -468,11 +490,12 @@ fn tools_answer_help_and_refuse_bad_usage_with_exit_2() {
         &["bench", "--bogus"],
         &["demo", "extra"],
         &[],
-        // Options of DIR commands are refused, not ignored.
+        // Options of DIR commands are refused, not ignored, before or after the tool.
         &["--sublevel", "x", "demo"],
         &["bench", "--sublevel", "x"],
         &["chaos", "--encoding", "hex"],
         &["--no-retry", "chaos"],
+        &["--timeout", "1", "bench"],
     ] {
         let output = party(bad);
         assert_eq!(output.status.code(), Some(2), "{bad:?}");
@@ -674,7 +697,8 @@ fn json_usage_errors_are_json() {
         &[dir, "scan", "--limit", "x", "--json"],
         &["--json", dir, "frobnicate"],
         // A tool refuses the options of DIR commands, --json where it answers in text.
-        &["bench", "--json", "--timeout", "1"],
+        &["--json", "--timeout", "1", "bench"],
+        &["--json", "demo"],
         &["demo", "--json"],
     ] {
         let output = party(args);

@@ -96,9 +96,10 @@ impl std::fmt::Debug for Db {
 }
 
 impl Db {
-    /// Waits until this handle leads or follows (welcomed by the leader); fails if it cannot
-    /// join the party or the leader refuses it, and with [`Error::Closed`] once the handle
-    /// is closed (it will never lead or follow again).
+    /// Waits until this handle leads or follows (welcomed by the leader), and answers
+    /// [`Role::Leader`] or [`Role::Follower`]; fails if it cannot join the party or the
+    /// leader refuses it (that error stays its answer once the handle closed after it), and
+    /// with [`Error::Closed`] once the handle is closed (it will never lead or follow again).
     pub async fn ready(&self) -> Result<Role, Error> {
         let state = self
             .watch_role()

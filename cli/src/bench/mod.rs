@@ -309,6 +309,9 @@ fn leader_child(dir: &Path, store: &ToolStore, mode: &[&str]) -> Result<Worker, 
 /// `party bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
+    /// Answer with one JSON object (the schema is in the README).
+    #[arg(long)]
+    pub json: bool,
     /// Shorter runs: a quick look, not figures to compare.
     #[arg(long)]
     quick: bool,
