@@ -1059,7 +1059,7 @@ fn watch_tells_an_excluded_bound_on_a_key_starting_with_equals_from_an_included_
 }
 
 /// A watch asked to start past the store's next commit (a position from another store)
-/// fails with its own kind, which scripts can match on.
+/// fails with its own kind, which scripts can match on, before it says it is watching.
 #[test]
 fn a_watch_from_past_the_stores_next_commit_fails_as_watch_ahead() {
     let dir = tempfile::tempdir().unwrap();
@@ -1069,6 +1069,42 @@ fn a_watch_from_past_the_stores_next_commit_fails_as_watch_ahead() {
     assert_eq!(ahead.status.code(), Some(3), "{ahead:?}");
     let answer: serde_json::Value = serde_json::from_slice(&ahead.stdout).unwrap();
     assert_eq!(answer["error"]["kind"], "watch_ahead", "{answer}");
+    let said = String::from_utf8_lossy(&ahead.stderr);
+    assert!(!said.contains("watching from"), "{said}");
+}
+
+/// A follower's watch from the store's next commit starts at once, before any commit comes;
+/// one from past it is refused at its start, by a leader in another process.
+#[test]
+fn a_followers_watch_from_the_next_commit_starts_at_once_and_one_past_it_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    let mut leader = Shell::start(dir);
+    assert_eq!(leader.send("put k v")["ok"], true);
+    assert_eq!(leader.send("status")["role"], "leader");
+
+    let ahead = party(&["--json", dir, "watch", "--from", "1000000", "--count", "1"]);
+    assert_eq!(ahead.status.code(), Some(3), "{ahead:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&ahead.stdout).unwrap();
+    assert_eq!(answer["error"]["kind"], "watch_ahead", "{answer}");
+    assert!(answer["error"]["message"]
+        .as_str()
+        .is_some_and(|message| message.contains("next commit 2")));
+    let said = String::from_utf8_lossy(&ahead.stderr);
+    assert!(!said.contains("watching from"), "{said}");
+
+    let mut watch = Command::new(PARTY)
+        .args([dir, "watch", "--from", "2", "--count", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = BufReader::new(watch.stderr.take().unwrap()).lines();
+    assert_eq!(said.next().unwrap().unwrap(), "watching from commit 2");
+    assert_eq!(leader.send("put k2 v2")["ok"], true);
+    let watched = watch.wait_with_output().unwrap();
+    assert!(watched.status.success(), "{watched:?}");
+    assert_eq!(stdout(&watched), "2\tput\tk2\tv2\n");
 }
 
 /// The checkout the tests run in: cargo names it when it runs them (a name built in at

@@ -119,7 +119,9 @@ impl Db {
     /// Follows the writes committed to `range` from commit `from` on: after an iteration,
     /// from the commit after its [`Iter::seq`](crate::Iter::seq), so that the two together
     /// miss nothing; or from a [`Watch::position`] kept from before. Commits the leader no
-    /// longer keeps come as [`Error::Lagged`] first.
+    /// longer keeps come as [`Error::Lagged`] first. Returns once the leader has accepted
+    /// it (without waiting for a commit): a position past the store's next commit fails
+    /// here with [`Error::WatchAhead`], a leader without the feed with [`Error::FeedOff`].
     pub async fn watch_from(&self, range: KeyRange, from: CommitSeq) -> Result<Watch, Error> {
         self.open_watch(range, Some(from)).await
     }

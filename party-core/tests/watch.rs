@@ -247,14 +247,23 @@ async fn a_subscription_resumes_from_a_kept_position_and_refuses_one_ahead_of_th
     assert_eq!(next(&mut from_zero).await.unwrap(), first);
     assert_eq!(next(&mut from_zero).await.unwrap(), second);
 
-    let mut ahead = follower
+    // Refused by its opening, not by its first event.
+    match follower
         .watch_from(KeyRange::all(), CommitSeq(1_000_000))
         .await
-        .unwrap();
-    match next(&mut ahead).await {
-        Err(Error::WatchAhead { from, .. }) => assert_eq!(from, 1_000_000),
-        other => panic!("{other:?}"),
+    {
+        Err(Error::WatchAhead { from, next }) => {
+            assert_eq!((from, next), (1_000_000, second.seq().0 + 1))
+        }
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("a subscription past the store's next commit was opened"),
     }
+    // From the next commit it starts at once, before any commit comes.
+    let at_the_end = follower
+        .watch_from(KeyRange::all(), second.seq().next())
+        .await
+        .unwrap();
+    assert_eq!(at_the_end.position(), second.seq().next());
 }
 
 /// A leader without the change feed refuses subscriptions; its commits still take their
@@ -282,6 +291,10 @@ async fn commits_of_a_leader_without_the_feed_are_reported_lost_and_it_refuses_s
     }
     assert!(matches!(
         plain.watch(KeyRange::all()).await,
+        Err(Error::FeedOff)
+    ));
+    assert!(matches!(
+        plain.watch_from(KeyRange::all(), before).await,
         Err(Error::FeedOff)
     ));
     plain.close().await.unwrap();

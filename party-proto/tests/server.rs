@@ -8,12 +8,13 @@ mod support;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
+use party_proto::feed::{encode_entry, LogRead};
 use party_proto::wire::{
-    ClientMessage, Entry, FrameError, Hello, ProtocolId, Response, ServerMessage,
+    ClientMessage, Entry, FrameError, Hello, ProtocolId, Response, ServerMessage, WriteOp,
 };
 use party_proto::{
-    ClientId, ErrorCode, IterId, IterOptions, RequestId, ServerConfig, ServerInput, ServerOutput,
-    ServerSession, Timestamp,
+    ClientId, CommitSeq, ErrorCode, IterId, IterOptions, KeyRange, RequestId, ServerConfig,
+    ServerInput, ServerOutput, ServerSession, Timestamp, WatchId,
 };
 use proptest::prelude::*;
 use support::{error_code, small_message};
@@ -883,5 +884,92 @@ fn pulls_stay_within_the_byte_credits() {
         pulls(&mut session),
         [(3, 19)],
         "what a pull sent past the bytes is owed back from the next grant"
+    );
+}
+
+/// Every subscription is told where it starts before any of its groups, from a given
+/// commit too, so that its opener knows it is served: its first read only asks where the
+/// log ends (which a driver answers at once, where a read from the next commit waits for
+/// one). One that starts past the log's end is refused, never told it started.
+#[test]
+fn a_subscription_from_a_commit_is_told_its_start_before_its_groups_or_refused() {
+    let mut session = greeted();
+    while session.poll_output().is_some() {}
+    let (served, ahead) = (WatchId(1), WatchId(2));
+    for (watch, from) in [(served, 2), (ahead, 9)] {
+        let open = ClientMessage::WatchOpen {
+            watch,
+            range: KeyRange::all(),
+            from: Some(CommitSeq(from)),
+            credits: 4,
+        };
+        session.handle_input(Timestamp::ZERO, ServerInput::Message(open));
+    }
+    let pulls = |session: &mut ServerSession| -> Vec<(WatchId, Option<CommitSeq>)> {
+        std::iter::from_fn(|| session.poll_output())
+            .filter_map(|output| match output {
+                ServerOutput::WatchPull { watch, from, .. } => Some((watch, from)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(pulls(&mut session), [(served, None), (ahead, None)]);
+    // The log holds commits 1 and 2; the next one will be 3.
+    let put = WriteOp::Put {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+    };
+    let read = |from: Option<u64>| LogRead {
+        from: CommitSeq(from.unwrap_or(3)),
+        entries: from
+            .into_iter()
+            .flat_map(|from| from..3)
+            .map(|seq| (CommitSeq(seq), encode_entry(0, std::slice::from_ref(&put))))
+            .collect(),
+        next: CommitSeq(3),
+    };
+    let mut sent = Vec::new();
+    let mut answer = |session: &mut ServerSession, watch, from| {
+        let result = Ok(read(from));
+        session.handle_input(Timestamp::ZERO, ServerInput::WatchRead { watch, result });
+        let mut pulls = Vec::new();
+        while let Some(output) = session.poll_output() {
+            match output {
+                ServerOutput::Send(message) => sent.push(message),
+                ServerOutput::WatchPull { watch, from, .. } => pulls.push((watch, from)),
+                _ => {}
+            }
+        }
+        pulls
+    };
+    assert_eq!(
+        answer(&mut session, served, None),
+        [(served, Some(CommitSeq(2)))]
+    );
+    answer(&mut session, ahead, None);
+    answer(&mut session, served, Some(2));
+    let started = sent.iter().position(|message| {
+        *message
+            == ServerMessage::WatchStarted {
+                watch: served,
+                from: CommitSeq(2),
+            }
+    });
+    let group = sent.iter().position(|message| {
+        matches!(message, ServerMessage::WatchData { watch, seq: CommitSeq(2), .. } if *watch == served)
+    });
+    assert!(started.is_some() && started < group, "{sent:?}");
+    assert!(
+        sent.contains(&ServerMessage::WatchFailed {
+            watch: ahead,
+            error: ErrorCode::WatchAhead { from: 9, next: 3 },
+        }),
+        "{sent:?}"
+    );
+    assert!(
+        !sent.iter().any(
+            |message| matches!(message, ServerMessage::WatchStarted { watch, .. } if *watch == ahead)
+        ),
+        "{sent:?}"
     );
 }

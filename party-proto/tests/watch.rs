@@ -140,6 +140,8 @@ struct Harness {
     leader: Option<LeaderWatch>,
     /// What the caller took.
     delivered: Vec<WatchEvent>,
+    /// A leader has said where the subscription starts.
+    started: bool,
 }
 
 impl Harness {
@@ -177,18 +179,17 @@ impl Harness {
             match message {
                 ClientMessage::WatchOpen { from, credits, .. } => {
                     prop_assert!(self.leader.is_none(), "opened twice");
-                    let next = match from {
-                        Some(from) => from.0.max(1),
-                        None => {
-                            let from = CommitSeq(1);
-                            self.to_client.push_back(ServerMessage::WatchStarted {
-                                watch: self.watch,
-                                from,
-                            });
-                            from.0
-                        }
-                    };
-                    self.leader = Some(LeaderWatch { next, credits });
+                    // Every opening is answered with where it starts, from a given
+                    // commit too (the log here is never behind it).
+                    let from = from.map_or(CommitSeq(1), |from| from.max(CommitSeq(1)));
+                    self.to_client.push_back(ServerMessage::WatchStarted {
+                        watch: self.watch,
+                        from,
+                    });
+                    self.leader = Some(LeaderWatch {
+                        next: from.0,
+                        credits,
+                    });
                 }
                 ClientMessage::WatchNext { credits, .. } => {
                     if let Some(leader) = &mut self.leader {
@@ -211,8 +212,17 @@ impl Harness {
                 self.outstanding -= 1;
                 self.held += 1;
             }
+            let starts = matches!(message, ServerMessage::WatchStarted { .. });
             self.session
                 .handle_input(Timestamp::ZERO, ClientInput::Message(message));
+            if starts {
+                self.started = true;
+            }
+            // Its opener is answered once a leader said where it starts, not before.
+            prop_assert_eq!(
+                self.session.watch_position(self.watch).is_some(),
+                self.started
+            );
             self.drain()?;
         }
         Ok(())
@@ -337,6 +347,7 @@ proptest! {
             held: 0,
             leader: None,
             delivered: Vec::new(),
+            started: false,
         };
         if connect_first {
             h.run(Action::Connect)?;
@@ -455,7 +466,6 @@ fn a_group_in_several_frames_is_one_event() {
 fn a_subscription_from_zero_starts_at_the_first_commit() {
     let mut session = ClientSession::new(ClientId(7), ClientConfig::default());
     let watch = session.open_watch(KeyRange::all(), Some(CommitSeq(0)));
-    assert_eq!(session.watch_position(watch), Some(CommitSeq(1)));
     session.handle_input(Timestamp::ZERO, ClientInput::Connected);
     session.handle_input(Timestamp::ZERO, ClientInput::Message(welcome()));
     let opened = std::iter::from_fn(|| session.poll_output()).any(|output| {
@@ -468,4 +478,33 @@ fn a_subscription_from_zero_starts_at_the_first_commit() {
         )
     });
     assert!(opened);
+    // Not started until the leader says so: it might refuse it.
+    assert_eq!(session.watch_position(watch), None);
+    let started = ServerMessage::WatchStarted {
+        watch,
+        from: CommitSeq(1),
+    };
+    session.handle_input(Timestamp::ZERO, ClientInput::Message(started));
+    assert!(std::iter::from_fn(|| session.poll_output())
+        .any(|output| output == ClientOutput::WatchReady { watch }));
+    assert_eq!(session.watch_position(watch), Some(CommitSeq(1)));
+}
+
+/// A subscription from a given commit that its leader refuses (here: ahead of the log)
+/// never has a position: its opener gets the refusal, not a subscription.
+#[test]
+fn a_subscription_refused_at_its_opening_never_starts() {
+    let mut session = ClientSession::new(ClientId(8), ClientConfig::default());
+    let watch = session.open_watch(KeyRange::all(), Some(CommitSeq(50)));
+    session.handle_input(Timestamp::ZERO, ClientInput::Connected);
+    session.handle_input(Timestamp::ZERO, ClientInput::Message(welcome()));
+    std::iter::from_fn(|| session.poll_output()).for_each(drop);
+    let error = ErrorCode::WatchAhead { from: 50, next: 3 };
+    let refused = ServerMessage::WatchFailed {
+        watch,
+        error: error.clone(),
+    };
+    session.handle_input(Timestamp::ZERO, ClientInput::Message(refused));
+    assert_eq!(session.watch_position(watch), None);
+    assert_eq!(session.watch_take(watch, 1), WatchPoll::Failed(error));
 }

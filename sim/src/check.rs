@@ -845,7 +845,16 @@ pub fn feed(
             }
             continue;
         };
-        let mut next = start.0;
+        // From a given commit, every group of its range from there on is checked (commit
+        // 1 is a store's first: from 0 is from there). Its start was read when its caller
+        // first looked, perhaps past quiet groups, never before that commit.
+        let mut next = watcher.asked.map_or(start.0, |asked| asked.0.max(1));
+        if start.0 < next {
+            violations.push(format!(
+                "{name}: asked from commit {next}, started at {}",
+                start.0
+            ));
+        }
         for event in &watcher.events {
             match event {
                 WatchEvent::Changes { seq, changes } => {

@@ -368,8 +368,9 @@ impl ClientSession {
         watch
     }
 
-    /// The next commit the subscription will hand over: once it has started, every group
-    /// from there on reaches the caller (or is reported lost to a lag).
+    /// The next commit the subscription will hand over, once a leader has said where it
+    /// starts (`None` before, from a given commit too: it may still be refused): every
+    /// group from there on reaches the caller (or is reported lost to a lag).
     pub fn watch_position(&self, watch: WatchId) -> Option<CommitSeq> {
         self.subscriptions
             .get(&watch)

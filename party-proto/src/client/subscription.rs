@@ -63,6 +63,8 @@ pub(crate) struct Subscription {
     window: u32,
     /// Groups the leader may still send on the current opening.
     credits: u32,
+    /// A leader said where the subscription starts: it can be served.
+    started: bool,
     status: Status,
     bugs: crate::bugs::Bugs,
 }
@@ -78,6 +80,7 @@ impl Subscription {
             wanted_window: window.max(1),
             window: window.max(1),
             credits: 0,
+            started: false,
             status: Status::Unopened,
             bugs: crate::bugs::Bugs::default(),
         }
@@ -88,8 +91,12 @@ impl Subscription {
         self.bugs = bugs;
     }
 
-    /// The first group not handed to the caller yet; `None` until it has started.
+    /// The first group not handed to the caller yet; `None` until a leader said where it
+    /// starts, even from a given commit: until then it may still be refused.
     pub(crate) fn position(&self) -> Option<CommitSeq> {
+        if !self.started {
+            return None;
+        }
         match self.ready.front() {
             Some(WatchEvent::Changes { seq, .. }) => Some(*seq),
             Some(WatchEvent::Lagged { missed, resume }) => {
@@ -147,6 +154,7 @@ impl Subscription {
     }
 
     pub(crate) fn started(&mut self, from: CommitSeq) {
+        self.started = true;
         self.next.get_or_insert(from);
     }
 

@@ -31,6 +31,9 @@ struct Served {
     range: KeyRange,
     /// The next group to look at; `None` until the first read says where the log ends.
     next: Option<CommitSeq>,
+    /// The follower was told where the subscription starts: the first read found it could
+    /// be served (not ahead of the log).
+    started: bool,
     /// Groups with changes in the range the follower may still be sent.
     credits: u32,
     /// A read of the log is out.
@@ -97,6 +100,7 @@ impl Subscriptions {
             // made a gap of one before commit 1, said as a lag, and an empty store's log
             // was asked again and again, never reaching 0).
             next: from.map(|from| from.max(CommitSeq(1))),
+            started: false,
             credits: credits.min(limits.max_credits),
             reading: false,
             lost: None,
@@ -166,20 +170,23 @@ impl Subscriptions {
         }
     }
 
-    /// Reads the log on if the subscription has credits (or does not know its start yet).
+    /// Reads the log on if the subscription has credits (or has not started yet).
     fn read(&mut self, watch: WatchId, out: &mut VecDeque<ServerOutput>) {
         let Some(served) = self.served.get_mut(&watch) else {
             return;
         };
-        if served.reading || (served.credits == 0 && served.next.is_some()) {
+        if served.reading || (served.credits == 0 && served.started) {
             return;
         }
         served.reading = true;
-        // No more groups than it may be sent (one to learn where it starts), so that what
-        // a read holds is bounded by the follower's credits.
+        // The first read only learns where the log ends, which the driver answers at once,
+        // so that even a subscription from the next commit is told it started (or refused
+        // as ahead) without waiting for a commit. No more groups than it may be sent (one
+        // to learn where it starts), so that what a read holds is bounded by the
+        // follower's credits.
         out.push_back(ServerOutput::WatchPull {
             watch,
-            from: served.next,
+            from: served.next.filter(|_| served.started),
             max: served.credits.clamp(1, WATCH_READ_GROUPS),
         });
     }
@@ -194,24 +201,18 @@ fn deliver(
     limits: Limits,
     out: &mut VecDeque<ServerOutput>,
 ) -> Result<(), ErrorCode> {
-    let mut next = match served.next {
-        Some(next) => next,
-        None => {
-            send(
-                out,
-                ServerMessage::WatchStarted {
-                    watch,
-                    from: read.from,
-                },
-            );
-            read.from
-        }
-    };
+    let mut next = served.next.unwrap_or(read.from);
     if read.entries.is_empty() && next > read.next {
         return Err(ErrorCode::WatchAhead {
             from: next.0,
             next: read.next.0,
         });
+    }
+    // Said of every subscription, from a given commit too: its opener waits for this (or
+    // the refusal above) rather than learning of a refusal from its first events.
+    if !served.started {
+        served.started = true;
+        send(out, ServerMessage::WatchStarted { watch, from: next });
     }
     let mut quiet = false;
     // Where a run of groups lost to this subscription began: trimmed before it read them,

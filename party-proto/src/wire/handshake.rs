@@ -11,8 +11,9 @@ use crate::ids::ClientId;
 /// with a clear error instead of being misread.
 pub const MAGIC: [u8; 4] = *b"PRTY";
 
-/// Bumped whenever a change would make an old peer misread a message.
-pub const PROTOCOL_VERSION: u16 = 11;
+/// Bumped whenever a change would make an old peer misread a message, or wait for one it
+/// is never sent (12: a subscription from a given commit is answered `WatchStarted` too).
+pub const PROTOCOL_VERSION: u16 = 12;
 
 /// Which protocol a peer speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -14,7 +14,10 @@ pub struct Watcher {
     pub process: ProcessId,
     pub incarnation: u32,
     pub range: KeyRange,
-    /// Where the leader said it starts, once it did.
+    /// The commit it was asked to start from, if one was given.
+    pub asked: Option<CommitSeq>,
+    /// Where the leader said it starts, once it did (from a given commit too: until then
+    /// it could still be refused).
     pub start: Option<CommitSeq>,
     /// What it handed the caller, in order.
     pub events: Vec<WatchEvent>,
@@ -54,8 +57,8 @@ impl World {
             process,
             incarnation: node.incarnation,
             range,
-            // From a given commit it has started; from the next, the leader will say where.
-            start: from,
+            asked: from,
+            start: None,
             events: Vec::new(),
             failed: None,
             closed: false,
