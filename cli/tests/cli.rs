@@ -1099,8 +1099,23 @@ fn a_followers_watch_from_the_next_commit_starts_at_once_and_one_past_it_is_refu
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut said = BufReader::new(watch.stderr.take().unwrap()).lines();
-    assert_eq!(said.next().unwrap().unwrap(), "watching from commit 2");
+    let (told, heard) = std::sync::mpsc::channel();
+    let stderr = watch.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stderr).lines();
+        let _ = told.send(lines.next().and_then(Result::ok));
+        // Read on to its end: the watch may say more.
+        lines.for_each(drop);
+    });
+    // Generous: without the start said at once, it would wait for a commit for ever.
+    let first = heard.recv_timeout(std::time::Duration::from_secs(60));
+    if first.is_err() {
+        let _ = watch.kill();
+    }
+    assert_eq!(
+        first.expect("no word from the watch in 60 s").as_deref(),
+        Some("watching from commit 2")
+    );
     assert_eq!(leader.send("put k2 v2")["ok"], true);
     let watched = watch.wait_with_output().unwrap();
     assert!(watched.status.success(), "{watched:?}");

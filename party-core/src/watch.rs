@@ -120,8 +120,9 @@ impl Db {
     /// from the commit after its [`Iter::seq`](crate::Iter::seq), so that the two together
     /// miss nothing; or from a [`Watch::position`] kept from before. Commits the leader no
     /// longer keeps come as [`Error::Lagged`] first. Returns once the leader has accepted
-    /// it (without waiting for a commit): a position past the store's next commit fails
-    /// here with [`Error::WatchAhead`], a leader without the feed with [`Error::FeedOff`].
+    /// it (from the next commit too, without waiting for one): a position past the store's
+    /// next commit fails here with [`Error::WatchAhead`], a leader without the feed with
+    /// [`Error::FeedOff`].
     pub async fn watch_from(&self, range: KeyRange, from: CommitSeq) -> Result<Watch, Error> {
         self.open_watch(range, Some(from)).await
     }

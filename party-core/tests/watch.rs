@@ -258,10 +258,12 @@ async fn a_subscription_resumes_from_a_kept_position_and_refuses_one_ahead_of_th
         Err(other) => panic!("{other:?}"),
         Ok(_) => panic!("a subscription past the store's next commit was opened"),
     }
-    // From the next commit it starts at once, before any commit comes.
-    let at_the_end = follower
-        .watch_from(KeyRange::all(), second.seq().next())
+    // From the next commit it starts at once, before any commit comes (generous: without
+    // that it would wait for ever).
+    let opening = follower.watch_from(KeyRange::all(), second.seq().next());
+    let at_the_end = tokio::time::timeout(Duration::from_secs(30), opening)
         .await
+        .expect("a subscription from the next commit waited for a commit")
         .unwrap();
     assert_eq!(at_the_end.position(), second.seq().next());
 }

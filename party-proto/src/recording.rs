@@ -31,7 +31,7 @@ use crate::writer::{CommitResult, WriteBatch};
 /// The format of recordings this build writes and reads. One more for any change to what
 /// is written, digests included ([`Gave`], [`Fingerprint`]): a replay refuses another
 /// format rather than report its differences as nondeterminism.
-pub const FORMAT: u32 = 15;
+pub const FORMAT: u32 = 16;
 
 /// What a segment's stream holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -529,7 +529,25 @@ mod tests {
     fn the_format_moves_on_with_what_a_recording_holds() {
         use ElectionInput as In;
         use ElectionOutput as Out;
-        let process = Process::new(ClientId(1), ProcessConfig::default(), 7);
+        // With a subscription on each side, the follower's and the one a leader's session
+        // serves, whose states a segment's snapshot holds too.
+        let mut process = Process::new(ClientId(1), ProcessConfig::default(), 7);
+        process.open_watch(Timestamp::ZERO, KeyRange::all(), Some(CommitSeq(3)));
+        let mut served = crate::ServerSession::new(Timestamp::ZERO, Default::default());
+        let hello = crate::wire::Hello {
+            protocol: crate::wire::ProtocolId::CURRENT,
+            client_id: ClientId(2),
+            store: "fjall".into(),
+        };
+        let watch_open = crate::wire::ClientMessage::WatchOpen {
+            watch: crate::WatchId(1),
+            range: KeyRange::all(),
+            from: Some(CommitSeq(3)),
+            credits: 4,
+        };
+        for message in [crate::wire::ClientMessage::Hello(hello), watch_open] {
+            served.handle_input(Timestamp::ZERO, crate::ServerInput::Message(message));
+        }
         let inputs = [
             In::LockAcquired,
             In::LockBusy,
@@ -566,10 +584,10 @@ mod tests {
             Out::Disconnect,
             Out::Failed(ElectionFailure::Serve),
         ];
-        let pinned = digest_of(&(&process, inputs, outputs), &mut Vec::new());
+        let pinned = digest_of(&(&process, &served, inputs, outputs), &mut Vec::new());
         assert_eq!(
             (FORMAT, pinned),
-            (15, 0xb7dd_cb27_bbb7_b2a2),
+            (16, 0x369c_fabd_ffcd_5929),
             "what a recording holds changed: move FORMAT on, then the pin"
         );
     }

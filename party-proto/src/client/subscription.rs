@@ -52,8 +52,8 @@ enum Status {
 #[derive(serde::Serialize, serde::Deserialize, Debug)]
 pub(crate) struct Subscription {
     range: KeyRange,
-    /// The next group not received whole; `None` until the leader says where the
-    /// subscription starts.
+    /// The next group not received whole: from the asked commit, or (`None` until then)
+    /// where the leader says the subscription starts.
     next: Option<CommitSeq>,
     /// Complete groups and lag reports the caller has not taken, at most `window` groups.
     ready: VecDeque<WatchEvent>,

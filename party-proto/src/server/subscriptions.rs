@@ -29,7 +29,8 @@ const DATA_OVERHEAD: u64 = 48;
 #[derive(serde::Serialize, serde::Deserialize, Debug)]
 struct Served {
     range: KeyRange,
-    /// The next group to look at; `None` until the first read says where the log ends.
+    /// The next group to look at: the asked commit, or (`None` until then) where the
+    /// first read found the log's end.
     next: Option<CommitSeq>,
     /// The follower was told where the subscription starts: the first read found it could
     /// be served (not ahead of the log).
@@ -179,11 +180,11 @@ impl Subscriptions {
             return;
         }
         served.reading = true;
-        // The first read only learns where the log ends, which the driver answers at once,
-        // so that even a subscription from the next commit is told it started (or refused
-        // as ahead) without waiting for a commit. No more groups than it may be sent (one
-        // to learn where it starts), so that what a read holds is bounded by the
-        // follower's credits.
+        // The first read only learns where the log ends, which the driver answers without
+        // waiting for a commit, so that even a subscription from the next commit is told it
+        // started (or refused as ahead) at once. The next ones ask no more groups than it
+        // may be sent (at least one: the first may come while it has no credits), so that
+        // what a read holds is bounded by the follower's credits.
         out.push_back(ServerOutput::WatchPull {
             watch,
             from: served.next.filter(|_| served.started),
