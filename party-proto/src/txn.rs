@@ -17,7 +17,9 @@
 //! transaction that read a key an earlier write of the group writes ([`GroupWrites`]) is
 //! left for the next group, checked against a snapshot taken after this one commits.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap;
 use std::ops::Bound;
 
 use crate::error::ErrorCode;
@@ -94,7 +96,7 @@ impl From<Conflict> for Response {
 /// What the store held before the group being formed, for the reads of its transactions.
 #[derive(serde::Serialize, serde::Deserialize, Debug, Default)]
 pub struct Snapshot {
-    keys: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    keys: FxHashMap<Vec<u8>, Option<Vec<u8>>>,
     ranges: Vec<(KeyRange, Vec<Entry>)>,
 }
 

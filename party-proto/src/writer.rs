@@ -42,7 +42,9 @@
 //! stored records a page at a time, between groups, removing those whose client has not
 //! written for the retention ([`WriterOutput::ExpireRecords`]).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashSet;
 use std::time::Duration;
 
 use crate::changelog::ChangeLog;
@@ -730,7 +732,7 @@ impl<T> Writer<T> {
                 records_apart: None,
             };
             let mut batch = WriteBatch::new();
-            let mut clients = HashSet::new();
+            let mut clients = FxHashSet::default();
             let mut written = GroupWrites::default();
             let mut cost = 0;
             for _ in 0..=end {

@@ -18,7 +18,9 @@
 //! No write applied twice (by content) and at most one leader are checked while the run
 //! goes on (see `world.rs`); liveness at its end.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use party_backends::{resolve, Backend, MemoryBackend};
 use party_proto::wire::{BatchOp, ReadCheck, WriteOp};
@@ -28,7 +30,7 @@ use crate::history::{Op, OpKind, Outcome};
 use crate::world::feed::{inside, Watcher};
 
 /// The values a write puts, once each: the content that identifies it.
-pub fn put_values(op: &WriteOp) -> HashSet<Vec<u8>> {
+pub fn put_values(op: &WriteOp) -> FxHashSet<Vec<u8>> {
     put_pairs(op).into_iter().map(|(_, value)| value).collect()
 }
 
@@ -60,7 +62,7 @@ fn says_not_applied(error: &ErrorCode) -> bool {
 }
 
 /// Violations in how operations ended, against how often each value was committed.
-pub fn outcomes(history: &[Op], committed: &HashMap<Vec<u8>, u32>) -> Vec<String> {
+pub fn outcomes(history: &[Op], committed: &FxHashMap<Vec<u8>, u32>) -> Vec<String> {
     let mut violations = failures(history);
     for (index, op) in history.iter().enumerate() {
         let (OpKind::Write(writes) | OpKind::Transaction { writes, .. }) = &op.kind else {
@@ -105,7 +107,7 @@ pub fn failures(history: &[Op]) -> Vec<String> {
 /// the commits that put it against the operations that asked for it. Every acknowledged
 /// put must have been committed once; no put may have been committed more often than the
 /// operations that may have landed (acknowledged, or ended unknown) asked for it.
-pub fn write_counts(history: &[Op], committed: &HashMap<(Vec<u8>, Vec<u8>), u32>) -> Vec<String> {
+pub fn write_counts(history: &[Op], committed: &FxHashMap<(Vec<u8>, Vec<u8>), u32>) -> Vec<String> {
     #[derive(Default)]
     struct Asked {
         acknowledged: u32,
@@ -165,7 +167,7 @@ pub struct Timeline {
     commits: Vec<(u64, u64, Effect)>,
     /// For each key and value put, how many commits there were once it was first
     /// committed.
-    first_commits: HashMap<(Vec<u8>, Vec<u8>), usize>,
+    first_commits: FxHashMap<(Vec<u8>, Vec<u8>), usize>,
     /// The latest answer up to each commit.
     answered_by: Vec<u64>,
     /// The store after each [`CHECKPOINT_EVERY`]th commit, so that finding the state at a
@@ -414,7 +416,7 @@ pub fn linearizability(history: &[Op], keys: &[Vec<u8>]) -> Option<String> {
 
 /// Each key's operations, in the order of `keys`.
 fn key_ops(history: &[Op], keys: &[Vec<u8>]) -> Vec<Vec<KeyOp>> {
-    let index: HashMap<&[u8], usize> = keys
+    let index: FxHashMap<&[u8], usize> = keys
         .iter()
         .enumerate()
         .map(|(at, key)| (key.as_slice(), at))
@@ -477,7 +479,7 @@ fn key_ops(history: &[Op], keys: &[Vec<u8>]) -> Vec<Vec<KeyOp>> {
     // before another write replaces it). Dropping those keeps the search small when many
     // writes end unknown (clients without retry, timeouts).
     for ops in &mut ops {
-        let read_values: HashSet<Option<Vec<u8>>> = ops
+        let read_values: FxHashSet<Option<Vec<u8>>> = ops
             .iter()
             .filter(|op| op.read)
             .map(|op| op.value.clone())
@@ -503,7 +505,7 @@ fn linearizable_by_zones(ops: &[KeyOp]) -> Option<bool> {
         latest_start: u64,
         earliest_read_end: u64,
     }
-    let mut clusters: HashMap<&Option<Vec<u8>>, Cluster> = HashMap::new();
+    let mut clusters: FxHashMap<&Option<Vec<u8>>, Cluster> = FxHashMap::default();
     let none = None;
     clusters.insert(
         &none,
@@ -564,7 +566,7 @@ fn linearizable(ops: &[KeyOp]) -> bool {
         .filter(|(_, op)| op.required)
         .fold(0, |mask, (i, _)| mask | 1 << i);
     let mut values: Vec<Option<Vec<u8>>> = vec![None];
-    let mut value_ids = HashMap::from([(None, 0u32)]);
+    let mut value_ids = FxHashMap::from_iter([(None, 0u32)]);
     let op_values: Vec<u32> = ops
         .iter()
         .map(|op| {
@@ -574,7 +576,7 @@ fn linearizable(ops: &[KeyOp]) -> bool {
             })
         })
         .collect();
-    let mut seen = HashSet::new();
+    let mut seen = FxHashSet::default();
     search(ops, &op_values, required, 0, 0, &mut seen)
 }
 
@@ -584,7 +586,7 @@ fn search(
     required: u128,
     done: u128,
     value: u32,
-    seen: &mut HashSet<(u128, u32)>,
+    seen: &mut FxHashSet<(u128, u32)>,
 ) -> bool {
     if done & required == required {
         return true;
@@ -659,7 +661,7 @@ pub fn conflicts(history: &[Op], timeline: &Timeline) -> Option<String> {
 pub fn iterators(history: &[Op], timeline: &Timeline) -> Option<String> {
     // By handle, how many commits there were once every write it issued so far that
     // committed had: an iterator reads a snapshot taken after all of them.
-    let mut writes_through: HashMap<(usize, u32), usize> = HashMap::new();
+    let mut writes_through: FxHashMap<(usize, u32), usize> = FxHashMap::default();
     for op in history {
         if let Some(through) = commits_through(op, timeline) {
             let handle = writes_through
@@ -773,7 +775,7 @@ pub fn iterators(history: &[Op], timeline: &Timeline) -> Option<String> {
 /// earlier, also acknowledged (a handle's writes apply in the order they were issued; a
 /// write re-sent after its failure's answer was lost must not land after a later one).
 pub fn write_order(history: &[Op], timeline: &Timeline) -> Option<String> {
-    let mut latest: HashMap<(usize, u32), (usize, usize)> = HashMap::new();
+    let mut latest: FxHashMap<(usize, u32), (usize, usize)> = FxHashMap::default();
     for (index, op) in history.iter().enumerate() {
         let Some(through) = commits_through(op, timeline) else {
             continue;

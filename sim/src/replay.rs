@@ -7,7 +7,9 @@
 //!
 //! Nothing here reads files: the caller hands in each segment file's name and bytes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap;
 
 use party_backends::{Backend, MemoryBackend};
 use party_proto::recording::{
@@ -217,7 +219,7 @@ pub fn replay(files: &[(String, Vec<u8>)]) -> Result<Replayed, ReplayError> {
     replayed.commits = commits.len();
     let mut store = MemoryBackend::new();
     let mut timeline = Timeline::default();
-    let mut committed: HashMap<(Vec<u8>, Vec<u8>), u32> = HashMap::new();
+    let mut committed: FxHashMap<(Vec<u8>, Vec<u8>), u32> = FxHashMap::default();
     for (issued, answered, stream, batch, result) in commits {
         events.push((
             issued,
@@ -262,7 +264,7 @@ pub fn replay(files: &[(String, Vec<u8>)]) -> Result<Replayed, ReplayError> {
 fn check_history(
     history: &[Op],
     timeline: &Timeline,
-    committed: &HashMap<(Vec<u8>, Vec<u8>), u32>,
+    committed: &FxHashMap<(Vec<u8>, Vec<u8>), u32>,
     replayed: &mut Replayed,
 ) {
     let violations = &mut replayed.violations;
@@ -285,7 +287,7 @@ fn check_history(
 fn commit(
     store: &mut MemoryBackend,
     timeline: &mut Timeline,
-    committed: &mut HashMap<(Vec<u8>, Vec<u8>), u32>,
+    committed: &mut FxHashMap<(Vec<u8>, Vec<u8>), u32>,
     (issued, answered): (u64, u64),
     batch: &WriteBatch,
 ) {
@@ -369,8 +371,8 @@ struct ProcessRun<'a> {
     origin: u64,
     now: u64,
     excuses: Excuses,
-    requests: HashMap<RequestId, usize>,
-    iters: HashMap<IterId, usize>,
+    requests: FxHashMap<RequestId, usize>,
+    iters: FxHashMap<IterId, usize>,
     /// The leader's connection's bytes as the driver's decoder had them (a new one with
     /// each connection).
     decoder: FrameDecoder,
@@ -408,8 +410,8 @@ impl<'a> ProcessRun<'a> {
             origin,
             now: stream.time(Timestamp::ZERO, origin),
             excuses,
-            requests: HashMap::new(),
-            iters: HashMap::new(),
+            requests: FxHashMap::default(),
+            iters: FxHashMap::default(),
             decoder,
             outputs: Fingerprint::default(),
             given: Vec::new(),

@@ -18,7 +18,9 @@ mod transactions;
 mod workload;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::ops::Bound;
 use std::time::Duration;
 
@@ -238,9 +240,9 @@ struct Leading {
     local_conn: ConnId,
     /// party-proto's writer, the very one party-core's store thread carries out.
     writer: Writer<(ConnId, RequestId)>,
-    iters: HashMap<(ConnId, IterId), Chunks>,
+    iters: FxHashMap<(ConnId, IterId), Chunks>,
     /// When the last chunk of each iterator reaches its session: the next comes after it.
-    chunks_due: HashMap<(ConnId, IterId), u64>,
+    chunks_due: FxHashMap<(ConnId, IterId), u64>,
     /// Subscriptions' reads of the change log waiting for the next commit.
     waiting: BTreeMap<(ConnId, WatchId), feed::WaitingPull>,
     /// The last commit the waiting reads were looked at after.
@@ -265,18 +267,18 @@ struct Node {
     link: Option<ConnId>,
     leading: Option<Leading>,
     /// History index of each pending request and open iterator.
-    requests: HashMap<RequestId, usize>,
-    iters: HashMap<IterId, usize>,
+    requests: FxHashMap<RequestId, usize>,
+    iters: FxHashMap<IterId, usize>,
     /// Since when the caller has waited for each iterator's next entries (a take found
     /// none), and when the machine last said it had something for it: its request timeout
     /// may fail the iterator no sooner.
-    iter_waits: HashMap<IterId, (u64, Option<u64>)>,
-    reading: HashSet<IterId>,
+    iter_waits: FxHashMap<IterId, (u64, Option<u64>)>,
+    reading: FxHashSet<IterId>,
     /// The subscriptions open, by their index among the world's watchers.
-    watches: HashMap<WatchId, usize>,
-    watch_reading: HashSet<WatchId>,
+    watches: FxHashMap<WatchId, usize>,
+    watch_reading: FxHashSet<WatchId>,
     /// The transactions under way, by the history index of their pending step.
-    txns: HashMap<usize, transactions::TxnPlan>,
+    txns: FxHashMap<usize, transactions::TxnPlan>,
     wake_at: Option<u64>,
     /// The failures its operations may meet: its client's settings and the seed's faults.
     excuses: Excuses,
@@ -324,7 +326,7 @@ pub struct World {
     now: u64,
     seq: u64,
     queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
-    events: HashMap<usize, Event>,
+    events: FxHashMap<usize, Event>,
     processes: Vec<Node>,
     conns: BTreeMap<ConnId, Conn>,
     next_conn: ConnId,
@@ -336,7 +338,7 @@ pub struct World {
     timeline: Timeline,
     /// How many times each write's unique value was committed: judged by content, not by
     /// what the writer says.
-    committed: HashMap<Vec<u8>, u32>,
+    committed: FxHashMap<Vec<u8>, u32>,
     faults: SeedFaults,
     history: Vec<Op>,
     ops_left: usize,
@@ -395,7 +397,7 @@ impl World {
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
-            events: HashMap::new(),
+            events: FxHashMap::default(),
             processes: Vec::new(),
             conns: BTreeMap::new(),
             next_conn: 0,
@@ -405,7 +407,7 @@ impl World {
             store: MemoryBackend::new(),
             saving: checkpoints::Saving::default(),
             timeline: Timeline::default(),
-            committed: HashMap::new(),
+            committed: FxHashMap::default(),
             faults,
             history: Vec::new(),
             ops_left: 100,
@@ -677,13 +679,13 @@ impl World {
             machine: Process::new(ClientId(self.next_client), config, seed),
             link: None,
             leading: None,
-            requests: HashMap::new(),
-            iters: HashMap::new(),
-            iter_waits: HashMap::new(),
-            reading: HashSet::new(),
-            watches: HashMap::new(),
-            watch_reading: HashSet::new(),
-            txns: HashMap::new(),
+            requests: FxHashMap::default(),
+            iters: FxHashMap::default(),
+            iter_waits: FxHashMap::default(),
+            reading: FxHashSet::default(),
+            watches: FxHashMap::default(),
+            watch_reading: FxHashSet::default(),
+            txns: FxHashMap::default(),
             wake_at: None,
             excuses,
             closing: false,

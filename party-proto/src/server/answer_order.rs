@@ -10,7 +10,9 @@
 //! refused, or that had not reached it). Sent after the write's answer, on the same ordered
 //! connection, a read answered means the writes before it are answered too.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 
 use super::session::ServerOutput;
 use crate::ids::{IterId, RequestId};
@@ -24,7 +26,7 @@ pub struct AnswerOrder {
     /// The number the next write admitted takes.
     next: u64,
     /// The writes in flight, by request, with their numbers.
-    in_flight: HashMap<RequestId, u64>,
+    in_flight: FxHashMap<RequestId, u64>,
     /// Whether each write from the oldest one in flight on is still unanswered; the oldest
     /// is, and the first number not covered here is `next`.
     unanswered: VecDeque<bool>,

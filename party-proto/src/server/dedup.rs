@@ -20,7 +20,9 @@
 //! order; it is answered [`crate::ErrorCode::FailedBefore`]. Failed numbers are forgotten
 //! once the client reports (`oldest_pending`) that it will never re-send them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -88,12 +90,12 @@ struct ClientWrites {
 /// The leader's dedup table. See the module documentation.
 #[derive(serde::Serialize, serde::Deserialize, Debug, Default)]
 pub struct DedupTable {
-    clients: HashMap<ClientId, ClientWrites>,
+    clients: FxHashMap<ClientId, ClientWrites>,
     /// Writes admitted into the group being built, per client.
-    group: HashMap<ClientId, BTreeSet<u64>>,
+    group: FxHashMap<ClientId, BTreeSet<u64>>,
     /// Writes whose commit may or may not have landed, per client, and when the latest
     /// was: the client's stored record, once read again, says which did.
-    uncertain: HashMap<ClientId, (BTreeSet<u64>, u64)>,
+    uncertain: FxHashMap<ClientId, (BTreeSet<u64>, u64)>,
 }
 
 impl DedupTable {

@@ -17,7 +17,9 @@
 //! an iterator's [`ServerOutput::IterPull`]s in the order they are emitted, and after
 //! [`ServerOutput::Close`] drop the connection and every store iterator it had.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::time::Duration;
 
 use super::answer_order::{AnswerOrder, Fence};
@@ -219,14 +221,14 @@ struct ServedIter {
 pub struct ServerSession {
     config: ServerConfig,
     phase: Phase,
-    in_flight: HashSet<RequestId>,
+    in_flight: FxHashSet<RequestId>,
     /// The writes among them, and the answers that wait for them.
     writes: AnswerOrder,
     /// The reads among them that came behind writes: the writes issued before each.
-    read_fences: HashMap<RequestId, Fence>,
+    read_fences: FxHashMap<RequestId, Fence>,
     /// The reads among them whose reply is held: in flight until it is sent.
-    held_reads: HashSet<RequestId>,
-    iters: HashMap<IterId, ServedIter>,
+    held_reads: FxHashSet<RequestId>,
+    iters: FxHashMap<IterId, ServedIter>,
     watches: Subscriptions,
     /// The leader stops leading, for this cause: a follower that says hello afterwards is
     /// told so right after its welcome.
@@ -241,11 +243,11 @@ impl ServerSession {
         ServerSession {
             config,
             phase: Phase::AwaitingHello { deadline },
-            in_flight: HashSet::new(),
+            in_flight: FxHashSet::default(),
             writes: AnswerOrder::default(),
-            read_fences: HashMap::new(),
-            held_reads: HashSet::new(),
-            iters: HashMap::new(),
+            read_fences: FxHashMap::default(),
+            held_reads: FxHashSet::default(),
+            iters: FxHashMap::default(),
             watches: Subscriptions::default(),
             leaving: None,
             outputs: VecDeque::new(),

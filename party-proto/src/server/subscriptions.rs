@@ -10,7 +10,9 @@
 //! commits; and no group is read before the follower has a credit for it, so a slow
 //! follower costs the leader at most its credits' worth of groups, whatever it falls behind.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 
 use super::session::ServerOutput;
 use crate::error::ErrorCode;
@@ -56,7 +58,7 @@ pub(crate) struct Limits {
 
 #[derive(serde::Serialize, serde::Deserialize, Debug, Default)]
 pub(crate) struct Subscriptions {
-    served: HashMap<WatchId, Served>,
+    served: FxHashMap<WatchId, Served>,
 }
 
 /// What a message about a subscription asks of the connection beyond its outputs.
