@@ -1122,6 +1122,33 @@ fn a_followers_watch_from_the_next_commit_starts_at_once_and_one_past_it_is_refu
     assert_eq!(stdout(&watched), "2\tput\tk2\tv2\n");
 }
 
+/// A one-shot command exits once its handle has stopped, not once its store has closed
+/// (fjall's threads take up to 250 ms to stop; here the close never ends,
+/// `PARTY_INJECT=store-close-hangs`): its exit releases the lock, and the next command
+/// finds what it wrote.
+#[test]
+fn a_one_shot_command_exits_without_waiting_for_its_store_to_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    let child = Command::new(PARTY)
+        .args([dir, "put", "k", "v"])
+        .env("PARTY_INJECT", "store-close-hangs")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output().unwrap()));
+    // Generous: waiting for the close, it would never end.
+    let Ok(put) = finished.recv_timeout(std::time::Duration::from_secs(60)) else {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        panic!("the put waited for its store to close");
+    };
+    assert!(put.status.success(), "{put:?}");
+    assert_eq!(stdout(&party(&[dir, "get", "k"])), "v\n");
+}
+
 /// The checkout the tests run in: cargo names it when it runs them (a name built in at
 /// compile time is that of whichever checkout built the binary into a shared target dir;
 /// it stands in when the binary is run by hand).

@@ -274,17 +274,32 @@ impl Driver {
             let _ = closer.send(());
         }
         // Closes that wait for the stores' release (now, or asked later) learn it from
-        // `released`.
+        // `released`, told by a thread of its own once the stores have closed. Not a
+        // blocking task: the runtime's shutdown waits for those, and a process that exits
+        // after close_before_exit must not wait for its store to close (fjall's threads
+        // take up to 250 ms to stop; the exit releases the lock at once).
         let releasing = std::mem::take(&mut self.releasing);
-        if !releasing.is_empty() {
-            let _ = tokio::task::spawn_blocking(move || {
-                for thread in releasing {
-                    let _ = thread.join();
-                }
-            })
-            .await;
+        let released = self.released;
+        if releasing.is_empty() {
+            released.send_replace(true);
+            return;
         }
-        self.released.send_replace(true);
+        let (hand, take) = std::sync::mpsc::channel::<(_, watch::Sender<bool>)>();
+        let waiter = std::thread::Builder::new()
+            .name("party-release".into())
+            .spawn(move || {
+                if let Ok((threads, released)) = take.recv() {
+                    join_all(threads);
+                    released.send_replace(true);
+                }
+            });
+        if waiter.is_ok() {
+            let _ = hand.send((releasing, released));
+        } else {
+            // No thread to spare: wait in the runtime's blocking pool instead.
+            let _ = tokio::task::spawn_blocking(move || join_all(releasing)).await;
+            released.send_replace(true);
+        }
     }
 
     /// Serving cannot go on without the store thread: the election fails (the machine
@@ -698,5 +713,12 @@ async fn store_answer(access: &mut Option<StoreAccess>) -> Option<ServerInput> {
     match access {
         Some(access) => access.next_reply().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Waits for the store threads of past leaderships to close their stores.
+fn join_all(threads: Vec<std::thread::JoinHandle<()>>) {
+    for thread in threads {
+        let _ = thread.join();
     }
 }

@@ -1,8 +1,8 @@
 //! The bug class a test asks a real process to re-create (`PARTY_INJECT=NAME`),
 //! acted on only in a build with the cargo feature `bug-injection`: see party-proto's
 //! `bugs`; `store-thread-panic`, a panic of the leader's store thread; and
-//! `store-open-hangs`, a store whose open never ends. Any other build
-//! re-creates none, whatever the environment says.
+//! `store-open-hangs`, a store whose open never ends; `store-close-hangs`, a store whose
+//! close never ends. Any other build re-creates none, whatever the environment says.
 
 use party_proto::bugs::Bugs;
 
@@ -17,7 +17,9 @@ pub(crate) fn bugs() -> Bugs {
         static BUGS: std::sync::OnceLock<Bugs> = std::sync::OnceLock::new();
         *BUGS.get_or_init(|| {
             let name = std::env::var(INJECT_ENV).unwrap_or_default();
-            if name.is_empty() || name == STORE_PANIC || name == STORE_OPEN_HANGS {
+            if name.is_empty()
+                || [STORE_PANIC, STORE_OPEN_HANGS, STORE_CLOSE_HANGS].contains(&&*name)
+            {
                 return Bugs::default();
             }
             match Bugs::named(&name) {
@@ -74,6 +76,24 @@ const STORE_OPEN_HANGS: &str = "store-open-hangs";
 pub(crate) fn hold_store_open() {
     #[cfg(feature = "bug-injection")]
     if std::env::var(INJECT_ENV).is_ok_and(|name| name == STORE_OPEN_HANGS) {
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
+/// The name under `PARTY_INJECT` that makes every store close of the process hang, once
+/// the handle was told the store is checkpointed (fjall's threads take up to 250 ms to
+/// stop; a flush stuck on a slow disk, longer).
+#[cfg(feature = "bug-injection")]
+const STORE_CLOSE_HANGS: &str = "store-close-hangs";
+
+/// Never returns if `PARTY_INJECT` asks for it (in a `bug-injection` build; never in any
+/// other). Called on the store thread before it drops a store the process may exit
+/// without closing.
+pub(crate) fn hold_store_close() {
+    #[cfg(feature = "bug-injection")]
+    if std::env::var(INJECT_ENV).is_ok_and(|name| name == STORE_CLOSE_HANGS) {
         loop {
             std::thread::park();
         }

@@ -196,6 +196,7 @@ impl StoreThread {
         }
         if store.may_exit_while_closing() {
             let _ = drained.send(());
+            crate::injection::hold_store_close();
             drop(store);
         } else {
             drop(store);
