@@ -1146,6 +1146,11 @@ fn a_one_shot_command_exits_without_waiting_for_its_store_to_close() {
         panic!("the put waited for its store to close");
     };
     assert!(put.status.success(), "{put:?}");
+    let said = String::from_utf8_lossy(&put.stderr);
+    assert!(
+        said.contains("re-creating the fault store-close-hangs"),
+        "{said}"
+    );
     assert_eq!(stdout(&party(&[dir, "get", "k"])), "v\n");
 }
 

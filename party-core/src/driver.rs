@@ -293,12 +293,17 @@ impl Driver {
                     released.send_replace(true);
                 }
             });
-        if waiter.is_ok() {
-            let _ = hand.send((releasing, released));
-        } else {
-            // No thread to spare: wait in the runtime's blocking pool instead.
-            let _ = tokio::task::spawn_blocking(move || join_all(releasing)).await;
-            released.send_replace(true);
+        match waiter {
+            Ok(_) => {
+                let _ = hand.send((releasing, released));
+            }
+            Err(error) => {
+                // No thread to spare (nor, likely, in the runtime's blocking pool): wait
+                // here, so that a close still returns only once the stores are released.
+                tracing::warn!("cannot start a thread to wait for the store's close: {error}");
+                join_all(releasing);
+                released.send_replace(true);
+            }
         }
     }
 

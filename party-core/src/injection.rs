@@ -17,9 +17,12 @@ pub(crate) fn bugs() -> Bugs {
         static BUGS: std::sync::OnceLock<Bugs> = std::sync::OnceLock::new();
         *BUGS.get_or_init(|| {
             let name = std::env::var(INJECT_ENV).unwrap_or_default();
-            if name.is_empty()
-                || [STORE_PANIC, STORE_OPEN_HANGS, STORE_CLOSE_HANGS].contains(&&*name)
-            {
+            if name.is_empty() {
+                return Bugs::default();
+            }
+            // Said for these too, so that a test can tell its fault was re-created.
+            if [STORE_PANIC, STORE_OPEN_HANGS, STORE_CLOSE_HANGS].contains(&&*name) {
+                tracing::warn!("{INJECT_ENV}: re-creating the fault {name}");
                 return Bugs::default();
             }
             match Bugs::named(&name) {
