@@ -5,7 +5,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use common::{party, stdout, Shell, PARTY};
+use common::{party, party_within_a_minute, stdout, Shell, PARTY};
 
 #[test]
 fn put_in_one_process_get_in_another_and_the_exit_codes() {
@@ -1130,21 +1130,11 @@ fn a_followers_watch_from_the_next_commit_starts_at_once_and_one_past_it_is_refu
 fn a_one_shot_command_exits_without_waiting_for_its_store_to_close() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path().to_str().unwrap();
-    let child = Command::new(PARTY)
-        .args([dir, "put", "k", "v"])
-        .env("PARTY_INJECT", "store-close-hangs")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || done.send(child.wait_with_output().unwrap()));
-    // Generous: waiting for the close, it would never end.
-    let Ok(put) = finished.recv_timeout(std::time::Duration::from_secs(60)) else {
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        panic!("the put waited for its store to close");
-    };
+    let put = party_within_a_minute(
+        &[dir, "put", "k", "v"],
+        &[("PARTY_INJECT", "store-close-hangs")],
+        "the put waited for its store to close",
+    );
     assert!(put.status.success(), "{put:?}");
     let said = String::from_utf8_lossy(&put.stderr);
     assert!(
@@ -1172,20 +1162,12 @@ fn a_timeout_bounds_the_wait_for_a_leader() {
     let lock = std::fs::File::create(dir.path().join("party.lock")).unwrap();
     lock.lock().unwrap();
     let dir = dir.path().to_str().unwrap();
-    let child = Command::new(PARTY)
-        .args(["--timeout", "0.2", dir, "get", "a"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || done.send(child.wait_with_output().unwrap()));
-    // Generous: the bound under test is 0.2 s; without it the command would never end.
-    let Ok(waited) = finished.recv_timeout(std::time::Duration::from_secs(60)) else {
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        panic!("the command still waited for a leader after 60 s");
-    };
+    // The bound under test is 0.2 s; without it the command would never end.
+    let waited = party_within_a_minute(
+        &["--timeout", "0.2", dir, "get", "a"],
+        &[],
+        "the command still waited for a leader after 60 s",
+    );
     assert_eq!(waited.status.code(), Some(3));
     assert!(
         String::from_utf8_lossy(&waited.stderr).contains("(timed_out)"),

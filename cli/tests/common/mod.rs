@@ -10,6 +10,26 @@ pub fn party(args: &[&str]) -> Output {
     Command::new(PARTY).args(args).output().expect("run party")
 }
 
+/// Runs `party` with `args` and `env`, for at most 60 s (generous: the tests give it a
+/// wait that would otherwise never end); kills it and fails with `stuck` past that.
+pub fn party_within_a_minute(args: &[&str], env: &[(&str, &str)], stuck: &str) -> Output {
+    let child = Command::new(PARTY)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run party");
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output().expect("wait for party")));
+    let Ok(output) = finished.recv_timeout(std::time::Duration::from_secs(60)) else {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        panic!("{stuck}");
+    };
+    output
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
