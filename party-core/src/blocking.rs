@@ -1,6 +1,7 @@
 //! The same handle for programs without an async runtime: every call blocks until done.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::runtime::Runtime;
@@ -28,6 +29,9 @@ struct OwnRuntime {
     /// Taken only as it is dropped.
     runtime: Option<Runtime>,
     db: Db,
+    /// Set once [`BlockingDb::close_before_exit`] returned: the handle has stopped, and the
+    /// process means to exit without waiting for the store to close.
+    closed_for_exit: AtomicBool,
 }
 
 impl OwnRuntime {
@@ -51,8 +55,11 @@ impl Drop for OwnRuntime {
             return;
         };
         let db = self.db.clone();
+        let wait_for_the_store = !self.closed_for_exit.load(Ordering::Acquire);
         let close = move || {
-            let _ = runtime.block_on(db.close());
+            if wait_for_the_store {
+                let _ = runtime.block_on(db.close());
+            }
             drop(runtime);
         };
         if outside_runtime().is_ok() {
@@ -89,6 +96,7 @@ impl BlockingDb {
             runtime: Arc::new(OwnRuntime {
                 runtime: Some(runtime),
                 db: db.clone(),
+                closed_for_exit: AtomicBool::new(false),
             }),
             db,
         })
@@ -189,9 +197,12 @@ impl BlockingDb {
         self.block_on(self.db.close())
     }
 
-    /// See [`crate::Db::close_before_exit`].
+    /// See [`crate::Db::close_before_exit`]. Dropping the last clone afterwards does not
+    /// wait for the store to close either, so that the process exits at once.
     pub fn close_before_exit(&self) -> Result<(), Error> {
-        self.block_on(self.db.close_before_exit())
+        self.block_on(self.db.close_before_exit())?;
+        self.runtime.closed_for_exit.store(true, Ordering::Release);
+        Ok(())
     }
 
     fn block_on<T>(

@@ -267,6 +267,24 @@ fn signal(name: &str, pid: u32) {
     assert!(status.success(), "kill -{name} {pid}");
 }
 
+/// The output of `command` run to its end, or `None` (and the process killed) if it has
+/// not ended within [`ANSWER_TIMEOUT`].
+pub fn output_within_timeout(command: &mut Command) -> Option<std::process::Output> {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the command");
+    let pid = child.id();
+    let (done, finished) = channel();
+    std::thread::spawn(move || done.send(child.wait_with_output().expect("wait for it")));
+    let output = finished.recv_timeout(ANSWER_TIMEOUT).ok();
+    if output.is_none() {
+        signal("KILL", pid);
+    }
+    output
+}
+
 /// The files of the processes' recordings in `dir` (`PARTY_RECORD`), in the order they
 /// were written; fails if there are none.
 pub fn recorded_processes(dir: &Path) -> Vec<PathBuf> {

@@ -1,11 +1,14 @@
 //! A process that closes its handle with `close_before_exit` and then ends, as the CLI's
-//! one-shot commands do, exits cleanly on every store, and its writes are there for the
-//! next process.
+//! one-shot commands do, exits cleanly on every store, without waiting for its store to
+//! close, and its writes are there for the next process.
+
+use std::process::Command;
 
 use party_core::{open, BackendKind, Options};
-use party_tests::Node;
+use party_tests::{output_within_timeout, Node};
 
 const NODE: &str = env!("CARGO_BIN_EXE_party-node");
+const BLOCKING: &str = env!("CARGO_BIN_EXE_party-blocking");
 
 /// One-shot processes in a row, per store. RocksDB aborted about one exit in six when a
 /// process could exit while it closed; 30 exits all clean had a chance of about 1 in 200.
@@ -53,4 +56,34 @@ fn sled() {
 #[test]
 fn rocksdb() {
     one_shot_processes_exit_cleanly_with_their_writes_stored("rocksdb");
+}
+
+/// A blocking program that closes with `close_before_exit` and then drops its last handle
+/// exits at once, here with a store whose close never ends (`PARTY_INJECT`); the next
+/// process finds its write.
+#[test]
+fn a_blocking_program_exits_after_close_before_exit_without_waiting_for_its_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut program = Command::new(BLOCKING);
+    program
+        .arg(dir.path())
+        .args(["k", "written"])
+        .env("PARTY_INJECT", "store-close-hangs");
+    let output = output_within_timeout(&mut program)
+        .expect("the program exits although its store never closes");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{}: {stderr}", output.status);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "closed\n");
+    assert!(
+        stderr.contains("re-creating the fault store-close-hangs"),
+        "the fault was not re-created: {stderr}"
+    );
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let next = open(dir.path(), Options::default()).await.unwrap();
+        assert_eq!(
+            next.get("k").await.unwrap().as_deref(),
+            Some(&b"written"[..])
+        );
+        next.close().await.unwrap();
+    });
 }
