@@ -7,25 +7,48 @@
 //! with a typed error. The reserve also leaves room for the store's own flushes and
 //! compactions, which need space to free space.
 
+use std::cell::OnceCell;
 use std::path::PathBuf;
 
 use party_proto::ErrorCode;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Headroom {
     /// A directory on the store's file system.
-    pub path: PathBuf,
-    pub reserve: u64,
+    path: PathBuf,
+    reserve: u64,
+    /// `path`, opened at the first check: the checks after it ask the file system through
+    /// it, without looking the path up again (three quarters of a check's cost, one check
+    /// a group). `None` if it could not be opened; then each check looks the path up.
+    #[cfg(unix)]
+    opened: OnceCell<Option<std::os::fd::OwnedFd>>,
 }
 
 impl Headroom {
+    pub fn new(path: PathBuf, reserve: u64) -> Headroom {
+        Headroom {
+            path,
+            reserve,
+            #[cfg(unix)]
+            opened: OnceCell::new(),
+        }
+    }
+
     /// Whether a write may go to the store now.
     pub fn check(&self) -> Result<(), ErrorCode> {
         #[cfg(unix)]
         {
-            use rustix::fs::{statvfs, StatVfsMountFlags};
+            use rustix::fs::{fstatvfs, open, statvfs, Mode, OFlags, StatVfsMountFlags};
+            let opened = self.opened.get_or_init(|| {
+                let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+                open(&self.path, flags, Mode::empty()).ok()
+            });
+            let stat = match opened {
+                Some(dir) => fstatvfs(dir),
+                None => statvfs(&self.path),
+            };
             // When the file system cannot be asked, the store's own errors still apply.
-            let Ok(stat) = statvfs(&self.path) else {
+            let Ok(stat) = stat else {
                 return Ok(());
             };
             if stat.f_flag.contains(StatVfsMountFlags::RDONLY) {
@@ -40,5 +63,48 @@ impl Headroom {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reserve_larger_than_any_disk_refuses_every_check_through_the_opened_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let headroom = Headroom::new(dir.path().to_owned(), u64::MAX);
+        for _ in 0..2 {
+            let refused = headroom.check();
+            assert!(
+                matches!(
+                    refused,
+                    Err(ErrorCode::StoreFull {
+                        reserve: u64::MAX,
+                        ..
+                    })
+                ),
+                "{refused:?}"
+            );
+        }
+        assert!(
+            matches!(headroom.opened.get(), Some(Some(_))),
+            "opened once"
+        );
+        assert_eq!(Headroom::new(dir.path().to_owned(), 0).check(), Ok(()));
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_opened_is_looked_up_at_each_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-directory");
+        std::fs::write(&file, b"").unwrap();
+        let headroom = Headroom::new(file, u64::MAX);
+        let refused = headroom.check();
+        assert!(
+            matches!(refused, Err(ErrorCode::StoreFull { .. })),
+            "{refused:?}"
+        );
+        assert!(matches!(headroom.opened.get(), Some(None)), "not opened");
     }
 }

@@ -566,10 +566,7 @@ mod tests {
     fn open_on_memory() -> (StoreQueue, StoreThread, tempfile::TempDir, Arc<dyn Backend>) {
         let dir = tempfile::tempdir().unwrap();
         let writing = Writing {
-            headroom: Headroom {
-                path: dir.path().to_owned(),
-                reserve: 0,
-            },
+            headroom: Headroom::new(dir.path().to_owned(), 0),
             dedup_retention: std::time::Duration::from_secs(60),
             change_feed: false,
             change_retention: party_proto::ChangeRetention::default(),

@@ -187,10 +187,7 @@ impl Driver {
                 owner: owner_of(&self.layout.socket),
                 spin: self.options.spin,
             },
-            headroom: Headroom {
-                path: self.layout.store.clone(),
-                reserve: limits.min_free_space,
-            },
+            headroom: Headroom::new(self.layout.store.clone(), limits.min_free_space),
             dedup_retention: self.options.dedup_retention,
             change_feed: self.options.change_feed,
             change_retention: self.options.change_retention.into(),
