@@ -7,9 +7,10 @@ use std::ops::Bound;
 
 use clap::{Args, Subcommand};
 use party_core::{BatchOp, Db, Error, IterOptions, KeyRange, Status};
+use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::encoding::Encoding;
+use crate::encoding::{Encoding, JsonValue};
 use crate::failure::Failure;
 use crate::out;
 
@@ -592,35 +593,40 @@ pub fn text(outcome: &Outcome, encoding: Encoding) -> Vec<u8> {
     text
 }
 
-/// The outcome as one JSON object (the schema in the README).
-pub fn json(outcome: &Result<Outcome, Failure>, encoding: Encoding) -> Value {
-    match outcome {
+/// The outcome as one JSON object (the schema in the README), on one line.
+pub fn json(outcome: &Result<Outcome, Failure>, encoding: Encoding) -> String {
+    let answer = match outcome {
         Ok(Outcome::Done) => json!({"ok": true}),
         Ok(Outcome::Loaded(entries)) => json!({"ok": true, "loaded": entries}),
-        Ok(Outcome::Conflict(current)) => json!({
-            "ok": true,
-            "swapped": false,
-            "current": current.as_deref().map(|v| encoding.json_value(v)),
-        }),
+        Ok(Outcome::Conflict(current)) => {
+            return with_stored_values(&ConflictAnswer {
+                current: current.as_deref().map(|v| encoding.json_value(v)),
+                ok: true,
+                swapped: false,
+            })
+        }
         Ok(Outcome::Number(number)) => json!({"ok": true, "value": number}),
         Ok(Outcome::Names(names)) => json!({"ok": true, "sublevels": names}),
         Ok(Outcome::Value(value)) => {
-            json!({"ok": true, "value": value.as_deref().map(|v| encoding.json_value(v))})
+            return with_stored_values(&ValueAnswer {
+                ok: true,
+                value: value.as_deref().map(|v| encoding.json_value(v)),
+            })
         }
         Ok(Outcome::Entries {
             entries,
             keys,
             values,
         }) => {
-            let rows: Vec<Value> = entries
+            let entries = entries
                 .iter()
                 .map(|(k, v)| match (keys, values) {
-                    (true, true) => json!([encoding.json_bytes(k), encoding.json_value(v)]),
-                    (true, false) => encoding.json_bytes(k),
-                    _ => encoding.json_value(v),
+                    (true, true) => Row::Entry(encoding.json_bytes(k), encoding.json_value(v)),
+                    (true, false) => Row::Key(encoding.json_bytes(k)),
+                    _ => Row::Value(encoding.json_value(v)),
                 })
                 .collect();
-            json!({"ok": true, "entries": rows})
+            return with_stored_values(&EntriesAnswer { entries, ok: true });
         }
         Ok(Outcome::Status(status)) => json!({
             "ok": true,
@@ -639,5 +645,40 @@ pub fn json(outcome: &Result<Outcome, Failure>, encoding: Encoding) -> Value {
         Err(failure) => {
             json!({"ok": false, "error": {"kind": failure.kind.name(), "message": failure.message}})
         }
-    }
+    };
+    answer.to_string()
+}
+
+/// An answer that holds stored values, which a [`Value`] would rebuild (see
+/// [`JsonValue`]); its fields in the order a [`Value`] prints them.
+pub fn with_stored_values(answer: &impl Serialize) -> String {
+    serde_json::to_string(answer).expect("JSON values and text always serialize")
+}
+
+#[derive(Serialize)]
+struct ValueAnswer {
+    ok: bool,
+    value: Option<JsonValue>,
+}
+
+#[derive(Serialize)]
+struct ConflictAnswer {
+    current: Option<JsonValue>,
+    ok: bool,
+    swapped: bool,
+}
+
+#[derive(Serialize)]
+struct EntriesAnswer {
+    entries: Vec<Row>,
+    ok: bool,
+}
+
+/// A listed entry: `[key, value]`, the key alone, or the value alone.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Row {
+    Entry(Value, JsonValue),
+    Key(Value),
+    Value(JsonValue),
 }

@@ -9,6 +9,8 @@
 use std::ffi::OsStr;
 
 use clap::ValueEnum;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -82,15 +84,65 @@ impl Encoding {
         }
     }
 
-    /// A value in a JSON answer: with the JSON encoding the value itself, else as bytes.
-    pub fn json_value(self, value: &[u8]) -> Value {
+    /// A value in a JSON answer: with the JSON encoding the stored JSON text itself, else
+    /// (or if the stored bytes are not JSON) as bytes.
+    pub fn json_value(self, value: &[u8]) -> JsonValue {
+        let stored = match self {
+            Encoding::Json => std::str::from_utf8(value).ok().and_then(stored_json),
+            _ => None,
+        };
+        stored.unwrap_or_else(|| JsonValue::Bytes(self.json_bytes(value)))
+    }
+}
+
+/// A stored value as a JSON answer gives it.
+#[derive(Debug)]
+pub enum JsonValue {
+    /// JSON text, answered as written but for the whitespace between its tokens, which
+    /// would break the answer's line: its object keys in their order (repeated ones too),
+    /// its numbers with every digit, at any depth. Parsed into a [`Value`] it would lose
+    /// each of these.
+    Json(Box<RawValue>),
+    /// Bytes, as [`Encoding::json_bytes`] gives them.
+    Bytes(Value),
+}
+
+impl Serialize for JsonValue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
-            Encoding::Json => {
-                serde_json::from_slice(value).unwrap_or_else(|_| self.json_bytes(value))
-            }
-            _ => self.json_bytes(value),
+            JsonValue::Json(text) => text.serialize(serializer),
+            JsonValue::Bytes(bytes) => bytes.serialize(serializer),
         }
     }
+}
+
+/// `text` as [`JsonValue::Json`], if it is JSON.
+fn stored_json(text: &str) -> Option<JsonValue> {
+    RawValue::from_string(without_whitespace(text))
+        .ok()
+        .map(JsonValue::Json)
+}
+
+/// JSON text without the whitespace between its tokens (strings kept whole).
+fn without_whitespace(text: &str) -> String {
+    let mut kept = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if matches!(c, ' ' | '\t' | '\n' | '\r') {
+            continue;
+        }
+        kept.push(c);
+    }
+    kept
 }
 
 /// The bytes of an argument, as the operating system gave them.
@@ -108,8 +160,8 @@ fn from_hex(text: &str) -> Result<Vec<u8>, String> {
 }
 
 /// JSON text, checked and kept as written: rewriting it would reorder object keys. Only
-/// its syntax is checked, so no number is refused for being beyond a double; JSON answers
-/// give every digit of it too (serde_json's `arbitrary_precision`).
+/// its syntax is checked, so no number is refused for being beyond a double, and no
+/// nesting for its depth; JSON answers give it as written too ([`JsonValue`]).
 fn checked_json(text: &str) -> Result<Vec<u8>, String> {
     serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map_err(|e| format!("value is not JSON: {e}"))?;
@@ -206,10 +258,37 @@ mod tests {
             assert_eq!(json(written), Ok(written.as_bytes().to_vec()));
         }
         assert!(json("not json").is_err());
-        assert_eq!(
-            Encoding::Json.json_value(b"[1,2]"),
-            serde_json::json!([1, 2])
-        );
+    }
+
+    #[test]
+    fn json_answers_give_stored_json_as_written_and_anything_else_as_bytes() {
+        let answered = |encoding: Encoding, stored: &[u8]| {
+            serde_json::to_string(&encoding.json_value(stored)).unwrap()
+        };
+        let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+        for (stored, answer) in [
+            (
+                " {\n\t\"z\" : 1,\r\n \"a\": [2, 1e5], \"z\": \"x y\\\"\\n\" } ",
+                r#"{"z":1,"a":[2,1e5],"z":"x y\"\n"}"#,
+            ),
+            (
+                "123456789012345678901234567890",
+                "123456789012345678901234567890",
+            ),
+            ("\n\t-0.10\r\n", "-0.10"),
+            (
+                r#"{"$serde_json::private::Number":"12"}"#,
+                r#"{"$serde_json::private::Number":"12"}"#,
+            ),
+            (&deep, &deep),
+        ] {
+            assert_eq!(answered(Encoding::Json, stored.as_bytes()), answer);
+        }
+        assert_eq!(answered(Encoding::Json, b"not json"), r#""not json""#);
+        assert_eq!(answered(Encoding::Json, b"[1,"), r#""[1,""#);
+        assert_eq!(answered(Encoding::Json, b"\xff"), r#"{"hex":"ff"}"#);
+        assert_eq!(answered(Encoding::Utf8, b"[1]"), r#""[1]""#);
+        assert_eq!(answered(Encoding::Hex, b"[1]"), r#""5b315d""#);
     }
 
     #[test]

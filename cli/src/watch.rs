@@ -21,7 +21,7 @@ use party_core::{Change, CommitSeq, Db, Error};
 use serde_json::{json, Value};
 
 use crate::command::RangeArgs;
-use crate::encoding::Encoding;
+use crate::encoding::{Encoding, JsonValue};
 use crate::failure::Failure;
 use crate::{out, within};
 
@@ -61,7 +61,7 @@ pub async fn run(
             Ok(change) => {
                 printed += 1;
                 if json {
-                    json_line(encoding, &change).to_string()
+                    json_line(encoding, &change)
                 } else {
                     text_line(encoding, &change)
                 }
@@ -113,14 +113,16 @@ fn shown_bound(
     }
 }
 
-fn json_line(encoding: Encoding, change: &Change) -> Value {
-    match change {
-        Change::Put { seq, key, value } => json!({
-            "seq": seq.0,
-            "op": "put",
-            "key": encoding.json_bytes(key),
-            "value": encoding.json_value(value),
-        }),
+fn json_line(encoding: Encoding, change: &Change) -> String {
+    let line = match change {
+        Change::Put { seq, key, value } => {
+            return crate::command::with_stored_values(&PutLine {
+                key: encoding.json_bytes(key),
+                op: "put",
+                seq: seq.0,
+                value: encoding.json_value(value),
+            })
+        }
         Change::Del { seq, key } => json!({
             "seq": seq.0,
             "op": "del",
@@ -144,5 +146,15 @@ fn json_line(encoding: Encoding, change: &Change) -> Value {
             }
             json!({ "seq": seq.0, "op": "clear", "range": bounds })
         }
-    }
+    };
+    line.to_string()
+}
+
+/// A put's line (see [`crate::command::with_stored_values`]).
+#[derive(serde::Serialize)]
+struct PutLine {
+    key: Value,
+    op: &'static str,
+    seq: u64,
+    value: JsonValue,
 }

@@ -181,41 +181,47 @@ fn json_doubles_keep_every_bit_on_the_way_in_and_out() {
     }
 }
 
-/// A JSON value's numbers come back as written, in `get` and in JSON answers: integers
-/// past 64 bits and doubles past their range are not rounded or refused.
+/// A JSON value comes back as written, in `get` and in JSON answers (there on one line,
+/// without the whitespace between its tokens): integers past 64 bits and doubles past
+/// their range are not rounded or refused, object keys keep their order, nesting any
+/// depth, and an object with serde_json's reserved key for such numbers stays an object.
 #[test]
-fn json_numbers_beyond_doubles_come_back_as_written() {
+fn json_values_come_back_as_written() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path().to_str().unwrap();
-    let doc = r#"{"big":123456789012345678901234567890,"huge":1.0e400,"cents":1.50}"#;
-    let put = party(&["--encoding", "json", dir, "put", "doc", doc]);
-    assert!(put.status.success(), "{put:?}");
-    assert_eq!(
-        stdout(&party(&["--encoding", "json", dir, "get", "doc"])).trim(),
-        doc
-    );
-    let answer = |args: &[&str]| -> serde_json::Value {
-        let output = party(&[&["--encoding", "json", "--json", dir][..], args].concat());
-        serde_json::from_slice(&output.stdout).expect("one JSON object")
-    };
-    let got = answer(&["get", "doc"]);
-    let scanned = answer(&["scan"]);
-    for value in [&got["value"], &scanned["entries"][0][1]] {
-        // Numbers, not strings, each with every digit (serde_json writes an exponent's
-        // sign).
-        for (name, digits) in [
-            ("big", "123456789012345678901234567890"),
-            ("huge", "1.0e+400"),
-            ("cents", "1.50"),
-        ] {
-            assert!(value[name].is_number(), "{name} in {got} / {scanned}");
-            assert_eq!(value[name].to_string(), digits, "{name}");
-        }
+    let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+    let odd = r#"{"$serde_json::private::Number":"12"}"#;
+    let numbers = r#"{"z":123456789012345678901234567890,"huge":1.0e400,"cents":1.50,"a":1e5}"#;
+    for (key, doc, answered) in [
+        ("numbers", numbers, numbers.to_owned()),
+        (
+            "spaced",
+            "{ \"b\" : [1,\n 2],\n\t\"a\": \"x \\\" y\" }",
+            r#"{"b":[1,2],"a":"x \" y"}"#.to_owned(),
+        ),
+        ("deep", &deep, deep.clone()),
+        ("odd", odd, odd.to_owned()),
+    ] {
+        let put = party(&["--encoding", "json", dir, "put", key, doc]);
+        assert!(put.status.success(), "{put:?}");
+        let got = party(&["--encoding", "json", dir, "get", key]);
+        assert_eq!(stdout(&got).trim_end_matches('\n'), doc, "{key}");
+        let answer = |args: &[&str]| {
+            let output = party(&[&["--encoding", "json", "--json", dir][..], args].concat());
+            assert!(output.status.success(), "{output:?}");
+            stdout(&output)
+        };
+        assert_eq!(
+            answer(&["get", key]),
+            format!("{{\"ok\":true,\"value\":{answered}}}\n"),
+            "{key}"
+        );
+        assert_eq!(
+            answer(&["scan", "--gte", key, "--lte", key]),
+            format!("{{\"entries\":[[\"{key}\",{answered}]],\"ok\":true}}\n"),
+            "{key}"
+        );
     }
-    // JSON text whose object has serde_json's reserved key for such numbers is JSON still.
-    let odd = r#"{"$serde_json::private::Number":"x"}"#;
-    let put = party(&["--encoding", "json", dir, "put", "odd", odd]);
-    assert!(put.status.success(), "{put:?}");
 }
 
 /// RUST_LOG reaches party's tracing: elections and their generations at info level;
