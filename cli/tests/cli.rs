@@ -341,6 +341,7 @@ fn bench_quick_reports_every_measurement_as_json() {
         "/writes_during_scans/during_scans_put_p99_us",
         "/writes_during_scans/quiet_put_p99_us",
         "/memory_kib/fresh_leader_rss",
+        "/memory_kib/loaded_follower_rss",
         "/memory_kib/leader_rss_with_64_idle_followers",
         "/memory_kib/idle_follower_private",
         "/one_follower/sync_get/p50_us",

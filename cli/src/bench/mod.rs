@@ -26,8 +26,9 @@
 //! - failover at scale: the leader SIGKILLed with 1, 16 and 64 idle followers; the time
 //!   until every one of them has answered a get asked right after the kill, and until the
 //!   new leader has (and of that, its store's open);
-//! - memory: resident size of a follower, and of a fresh leader before and after 64 idle
-//!   followers joined (the cost of one follower to its leader).
+//! - memory: resident size of a follower after a load (one of the four followers), of an
+//!   idle follower, and of a fresh leader before and after 64 idle followers joined (the
+//!   cost of one follower to its leader).
 //!
 //! The child processes' roles are in [`node`]; the report for people in [`table`].
 //! Speed is only ever measured here, never asserted in tests.
@@ -408,8 +409,9 @@ async fn measure(base: &Path, store: &ToolStore, args: &BenchArgs) -> Result<Val
     }
     if wanted(Section::FourFollowers) {
         out::note(format_args!("bench: four followers…"));
-        let rate = four_followers(base, store, span).await?;
+        let (rate, rss) = four_followers(base, store, span).await?;
         report.insert("four_followers_get_ops_per_s".into(), rate.into());
+        report.insert("loaded_follower_rss_kib".into(), rss.into());
     }
     if wanted(Section::ScanWrites) {
         out::note(format_args!("bench: writes during full scans…"));
@@ -505,7 +507,7 @@ async fn in_process(base: &Path, store: &ToolStore, span: Duration) -> Result<Va
 }
 
 /// This process following a child leader: sequential round trips, pipelined at 16, 64 and
-/// 256 in flight, full scans, and this process's resident size after all that.
+/// 256 in flight, and full scans.
 async fn one_follower(base: &Path, store: &ToolStore, lengths: &Lengths) -> Result<Value, Failure> {
     let (span, quick) = (lengths.span, lengths.quick);
     let (_leader, db) = follow_child_leader(&base.join("shared"), store).await?;
@@ -528,7 +530,6 @@ async fn one_follower(base: &Path, store: &ToolStore, lengths: &Lengths) -> Resu
         );
     }
     let scan_rate = on_runtime(full_scans(db.clone(), if quick { 3 } else { 5 })).await?;
-    let rss = rss_kib(std::process::id());
     db.close().await.map_err(|e| e.to_string())?;
     Ok(json!({
         "sync_get": {"p50_us": get_p50, "p99_us": get_p99, "ops_per_s": get_rate},
@@ -536,12 +537,17 @@ async fn one_follower(base: &Path, store: &ToolStore, lengths: &Lengths) -> Resu
         "sync_get_from_block_on_thread_p50_us": main_thread_get_p50,
         "pipelined": depths,
         "scan_entries_per_s": scan_rate,
-        "rss_kib": rss,
     }))
 }
 
-/// Four follower processes at once, 64 gets in flight each: gets per second in all.
-async fn four_followers(base: &Path, store: &ToolStore, span: Duration) -> Result<f64, Failure> {
+/// Four follower processes at once, 64 gets in flight each: gets per second in all, and
+/// the largest resident size of one of them at the end (a follower's own memory under
+/// load, in a fresh process).
+async fn four_followers(
+    base: &Path,
+    store: &ToolStore,
+    span: Duration,
+) -> Result<(f64, Option<u64>), Failure> {
     let dir = base.join("four");
     let _leader = start_leader(&dir, store)?;
     let keys = crate::open_on(&dir, store).await?;
@@ -553,6 +559,7 @@ async fn four_followers(base: &Path, store: &ToolStore, span: Duration) -> Resul
         loaders.push(leader_child(&dir, store, &["load", &seconds])?);
     }
     let mut aggregate = 0u64;
+    let mut largest_rss = None;
     for mut loader in loaders {
         let _ready = first_line(&mut loader)?;
         let ops = first_line(&mut loader)?;
@@ -560,16 +567,19 @@ async fn four_followers(base: &Path, store: &ToolStore, span: Duration) -> Resul
             .strip_prefix("ops ")
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
+        let rss = first_line(&mut loader)?;
+        let rss: Option<u64> = rss.strip_prefix("rss ").and_then(|n| n.parse().ok());
+        largest_rss = largest_rss.max(rss);
         let _ = loader.wait();
     }
-    Ok(aggregate as f64 / span.as_secs_f64())
+    Ok((aggregate as f64 / span.as_secs_f64(), largest_rss))
 }
 
 /// The memory figures, gathered from the measurements that took them.
 fn memory(report: &Value) -> Value {
     let scale = &report["failover_idle_followers"]["64"];
     json!({
-        "follower_rss": report["one_follower"]["rss_kib"],
+        "loaded_follower_rss": report["loaded_follower_rss_kib"],
         "idle_follower_rss": scale["idle_follower_rss_kib"],
         "idle_follower_private": scale["idle_follower_private_kib"],
         "fresh_leader_rss": scale["fresh_leader_rss_kib"],

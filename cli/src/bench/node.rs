@@ -9,14 +9,15 @@ use party_core::Db;
 
 use super::feed::subscriber;
 use super::transactions::one_at_a_time;
-use super::{key, micros_now, on_runtime, pipelined, sequential, Workload, KEYS};
+use super::{key, micros_now, on_runtime, pipelined, rss_kib, sequential, Workload, KEYS};
 use crate::failure::Failure;
 use crate::out;
 
 /// The node worker `DIR BACKEND [feed] [spin] [record RECORD_DIR] MODE`: a handle (with a
 /// change feed, in low-latency mode with [`super::SPIN`], recording into RECORD_DIR, when
 /// told) that prints `ready ROLE` once settled, then
-/// `idle` (waits), `load SECONDS` (64 gets in flight, prints `ops N`), `puts COUNT` (one put
+/// `idle` (waits), `load SECONDS` (64 gets in flight, prints `ops N`, then `rss KIB`: its resident
+/// size then), `puts COUNT` (one put
 /// at a time, then prints `latency P50 P99` in µs), or `watch` (one get at
 /// a time forever, printing `gap FROM TO` in wall-clock microseconds after every stall over
 /// a millisecond, `role NAME` on every change, and `opened MICROS` with the store's open
@@ -70,6 +71,10 @@ pub async fn node(args: &[String]) -> Result<ExitCode, Failure> {
             .await?
             .0;
             out::line(format_args!("ops {ops}"))?;
+            match rss_kib(std::process::id()) {
+                Some(kib) => out::line(format_args!("rss {kib}"))?,
+                None => out::line("rss unknown")?,
+            }
         }
         [m] if m == "watch" => {
             let mut roles = db.watch_role();

@@ -265,11 +265,11 @@ pub(super) fn table(report: &Value) -> Vec<String> {
             ));
         }
     }
-    if measured("one_follower") || measured("failover_idle_followers") {
+    if measured("four_followers_get_ops_per_s") || measured("failover_idle_followers") {
         let m = &report["memory_kib"];
         lines.push(format!(
-            "memory                      follower {} KiB  idle follower {} KiB ({} KiB its own)  fresh leader {} KiB, with 64 idle followers {} KiB ({} KiB each)",
-            m["follower_rss"],
+            "memory                      follower after 64 gets in flight {} KiB  idle follower {} KiB ({} KiB its own)  fresh leader {} KiB, with 64 idle followers {} KiB ({} KiB each)",
+            m["loaded_follower_rss"],
             m["idle_follower_rss"],
             m["idle_follower_private"],
             m["fresh_leader_rss"],
