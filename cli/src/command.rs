@@ -7,10 +7,9 @@ use std::ops::Bound;
 
 use clap::{Args, Subcommand};
 use party_core::{BatchOp, Db, Error, IterOptions, KeyRange, Status};
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::encoding::{Encoding, JsonValue};
+use crate::encoding::Encoding;
 use crate::failure::Failure;
 use crate::out;
 
@@ -593,40 +592,42 @@ pub fn text(outcome: &Outcome, encoding: Encoding) -> Vec<u8> {
     text
 }
 
-/// The outcome as one JSON object (the schema in the README), on one line.
+/// The outcome as one JSON object (the schema in the README), on one line. Answers that
+/// hold stored values are written out here rather than built as a [`serde_json::Value`],
+/// which would rebuild those (see [`crate::encoding::JsonValue`]); their fields in the
+/// order a `Value` prints them.
 pub fn json(outcome: &Result<Outcome, Failure>, encoding: Encoding) -> String {
+    let stored = |value: &Option<Vec<u8>>| {
+        value
+            .as_deref()
+            .map_or_else(|| "null".to_owned(), |v| encoding.json_value(v).to_string())
+    };
     let answer = match outcome {
         Ok(Outcome::Done) => json!({"ok": true}),
         Ok(Outcome::Loaded(entries)) => json!({"ok": true, "loaded": entries}),
         Ok(Outcome::Conflict(current)) => {
-            return with_stored_values(&ConflictAnswer {
-                current: current.as_deref().map(|v| encoding.json_value(v)),
-                ok: true,
-                swapped: false,
-            })
+            let current = stored(current);
+            return format!(r#"{{"current":{current},"ok":true,"swapped":false}}"#);
         }
         Ok(Outcome::Number(number)) => json!({"ok": true, "value": number}),
         Ok(Outcome::Names(names)) => json!({"ok": true, "sublevels": names}),
-        Ok(Outcome::Value(value)) => {
-            return with_stored_values(&ValueAnswer {
-                ok: true,
-                value: value.as_deref().map(|v| encoding.json_value(v)),
-            })
-        }
+        Ok(Outcome::Value(value)) => return format!(r#"{{"ok":true,"value":{}}}"#, stored(value)),
         Ok(Outcome::Entries {
             entries,
             keys,
             values,
         }) => {
-            let entries = entries
+            let rows: Vec<String> = entries
                 .iter()
                 .map(|(k, v)| match (keys, values) {
-                    (true, true) => Row::Entry(encoding.json_bytes(k), encoding.json_value(v)),
-                    (true, false) => Row::Key(encoding.json_bytes(k)),
-                    _ => Row::Value(encoding.json_value(v)),
+                    (true, true) => {
+                        format!("[{},{}]", encoding.json_bytes(k), encoding.json_value(v))
+                    }
+                    (true, false) => encoding.json_bytes(k).to_string(),
+                    _ => encoding.json_value(v).to_string(),
                 })
                 .collect();
-            return with_stored_values(&EntriesAnswer { entries, ok: true });
+            return format!(r#"{{"entries":[{}],"ok":true}}"#, rows.join(","));
         }
         Ok(Outcome::Status(status)) => json!({
             "ok": true,
@@ -647,38 +648,4 @@ pub fn json(outcome: &Result<Outcome, Failure>, encoding: Encoding) -> String {
         }
     };
     answer.to_string()
-}
-
-/// An answer that holds stored values, which a [`Value`] would rebuild (see
-/// [`JsonValue`]); its fields in the order a [`Value`] prints them.
-pub fn with_stored_values(answer: &impl Serialize) -> String {
-    serde_json::to_string(answer).expect("JSON values and text always serialize")
-}
-
-#[derive(Serialize)]
-struct ValueAnswer {
-    ok: bool,
-    value: Option<JsonValue>,
-}
-
-#[derive(Serialize)]
-struct ConflictAnswer {
-    current: Option<JsonValue>,
-    ok: bool,
-    swapped: bool,
-}
-
-#[derive(Serialize)]
-struct EntriesAnswer {
-    entries: Vec<Row>,
-    ok: bool,
-}
-
-/// A listed entry: `[key, value]`, the key alone, or the value alone.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Row {
-    Entry(Value, JsonValue),
-    Key(Value),
-    Value(JsonValue),
 }

@@ -9,8 +9,6 @@
 use std::ffi::OsStr;
 
 use clap::ValueEnum;
-use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -88,46 +86,50 @@ impl Encoding {
     /// (or if the stored bytes are not JSON) as bytes.
     pub fn json_value(self, value: &[u8]) -> JsonValue {
         let stored = match self {
-            Encoding::Json => std::str::from_utf8(value).ok().and_then(stored_json),
+            Encoding::Json => std::str::from_utf8(value).ok().filter(|text| is_json(text)),
             _ => None,
         };
-        stored.unwrap_or_else(|| JsonValue::Bytes(self.json_bytes(value)))
-    }
-}
-
-/// A stored value as a JSON answer gives it.
-#[derive(Debug)]
-pub enum JsonValue {
-    /// JSON text, answered as written but for the whitespace between its tokens, which
-    /// would break the answer's line: its object keys in their order (repeated ones too),
-    /// its numbers with every digit, at any depth. Parsed into a [`Value`] it would lose
-    /// each of these.
-    Json(Box<RawValue>),
-    /// Bytes, as [`Encoding::json_bytes`] gives them.
-    Bytes(Value),
-}
-
-impl Serialize for JsonValue {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            JsonValue::Json(text) => text.serialize(serializer),
-            JsonValue::Bytes(bytes) => bytes.serialize(serializer),
+        match stored {
+            Some(text) => JsonValue::Json(without_whitespace(text)),
+            None => JsonValue::Bytes(self.json_bytes(value)),
         }
     }
 }
 
-/// `text` as [`JsonValue::Json`], if it is JSON.
-fn stored_json(text: &str) -> Option<JsonValue> {
-    RawValue::from_string(without_whitespace(text))
-        .ok()
-        .map(JsonValue::Json)
+/// A stored value as a JSON answer gives it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum JsonValue {
+    /// JSON text, answered as written but for the whitespace between its tokens, which
+    /// would break the answer's line: its object keys in their order (repeated ones too),
+    /// its numbers with every digit, its nesting at any depth. Parsed into a [`Value`]
+    /// it would lose each of these.
+    Json(String),
+    /// Bytes, as [`Encoding::json_bytes`] gives them.
+    Bytes(Value),
 }
 
-/// JSON text without the whitespace between its tokens (strings kept whole).
-fn without_whitespace(text: &str) -> String {
-    let mut kept = String::with_capacity(text.len());
+impl std::fmt::Display for JsonValue {
+    /// The value as it goes into an answer's JSON text.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JsonValue::Json(text) => f.write_str(text),
+            JsonValue::Bytes(bytes) => write!(f, "{bytes}"),
+        }
+    }
+}
+
+/// Whether `text` is JSON: its syntax alone, so no number is refused for being beyond a
+/// double, and no nesting for its depth (serde's `IgnoredAny` reads it without recursion).
+fn is_json(text: &str) -> bool {
+    serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+}
+
+/// JSON text without the whitespace between its tokens (strings kept whole); only for
+/// text that is JSON, since it would join the tokens of text that is not (`1 2`).
+fn without_whitespace(json: &str) -> String {
+    let mut kept = String::with_capacity(json.len());
     let (mut in_string, mut escaped) = (false, false);
-    for c in text.chars() {
+    for c in json.chars() {
         if in_string {
             match (escaped, c) {
                 (true, _) => escaped = false,
@@ -262,9 +264,7 @@ mod tests {
 
     #[test]
     fn json_answers_give_stored_json_as_written_and_anything_else_as_bytes() {
-        let answered = |encoding: Encoding, stored: &[u8]| {
-            serde_json::to_string(&encoding.json_value(stored)).unwrap()
-        };
+        let answered = |encoding: Encoding, stored: &[u8]| encoding.json_value(stored).to_string();
         let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
         for (stored, answer) in [
             (
@@ -284,7 +284,10 @@ mod tests {
         ] {
             assert_eq!(answered(Encoding::Json, stored.as_bytes()), answer);
         }
-        assert_eq!(answered(Encoding::Json, b"not json"), r#""not json""#);
+        for not_json in ["not json", "1 2", "[1 2]", "n u l l", "- 5", "\"a\" \"b\""] {
+            let as_a_string = serde_json::to_string(not_json).unwrap();
+            assert_eq!(answered(Encoding::Json, not_json.as_bytes()), as_a_string);
+        }
         assert_eq!(answered(Encoding::Json, b"[1,"), r#""[1,""#);
         assert_eq!(answered(Encoding::Json, b"\xff"), r#"{"hex":"ff"}"#);
         assert_eq!(answered(Encoding::Utf8, b"[1]"), r#""[1]""#);

@@ -18,10 +18,10 @@ use std::time::Duration;
 
 use clap::Args;
 use party_core::{Change, CommitSeq, Db, Error};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::command::RangeArgs;
-use crate::encoding::{Encoding, JsonValue};
+use crate::encoding::Encoding;
 use crate::failure::Failure;
 use crate::{out, within};
 
@@ -115,13 +115,13 @@ fn shown_bound(
 
 fn json_line(encoding: Encoding, change: &Change) -> String {
     let line = match change {
+        // Written out, as `command::json` writes answers that hold stored values.
         Change::Put { seq, key, value } => {
-            return crate::command::with_stored_values(&PutLine {
-                key: encoding.json_bytes(key),
-                op: "put",
-                seq: seq.0,
-                value: encoding.json_value(value),
-            })
+            let (key, value) = (encoding.json_bytes(key), encoding.json_value(value));
+            return format!(
+                r#"{{"key":{key},"op":"put","seq":{},"value":{value}}}"#,
+                seq.0
+            );
         }
         Change::Del { seq, key } => json!({
             "seq": seq.0,
@@ -148,13 +148,4 @@ fn json_line(encoding: Encoding, change: &Change) -> String {
         }
     };
     line.to_string()
-}
-
-/// A put's line (see [`crate::command::with_stored_values`]).
-#[derive(serde::Serialize)]
-struct PutLine {
-    key: Value,
-    op: &'static str,
-    seq: u64,
-    value: JsonValue,
 }
