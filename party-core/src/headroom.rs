@@ -7,7 +7,6 @@
 //! with a typed error. The reserve also leaves room for the store's own flushes and
 //! compactions, which need space to free space.
 
-use std::cell::OnceCell;
 use std::path::PathBuf;
 
 use party_proto::ErrorCode;
@@ -17,11 +16,12 @@ pub(crate) struct Headroom {
     /// A directory on the store's file system.
     path: PathBuf,
     reserve: u64,
-    /// `path`, opened at the first check: the checks after it ask the file system through
-    /// it, without looking the path up again (three quarters of a check's cost, one check
-    /// a group). `None` if it could not be opened; then each check looks the path up.
-    #[cfg(unix)]
-    opened: OnceCell<Option<std::os::fd::OwnedFd>>,
+    /// `path`, opened (`O_PATH`) at the first check: the checks after it ask the file
+    /// system through it, without looking the path up again (three quarters of a check's
+    /// cost, one check a group). `None` if it could not be opened; then, as where it does
+    /// not answer, each check looks the path up.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    opened: std::cell::OnceCell<Option<std::os::fd::OwnedFd>>,
 }
 
 impl Headroom {
@@ -29,8 +29,8 @@ impl Headroom {
         Headroom {
             path,
             reserve,
-            #[cfg(unix)]
-            opened: OnceCell::new(),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            opened: std::cell::OnceCell::new(),
         }
     }
 
@@ -38,17 +38,9 @@ impl Headroom {
     pub fn check(&self) -> Result<(), ErrorCode> {
         #[cfg(unix)]
         {
-            use rustix::fs::{fstatvfs, open, statvfs, Mode, OFlags, StatVfsMountFlags};
-            let opened = self.opened.get_or_init(|| {
-                let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-                open(&self.path, flags, Mode::empty()).ok()
-            });
-            let stat = match opened {
-                Some(dir) => fstatvfs(dir),
-                None => statvfs(&self.path),
-            };
+            use rustix::fs::StatVfsMountFlags;
             // When the file system cannot be asked, the store's own errors still apply.
-            let Ok(stat) = stat else {
+            let Some(stat) = self.file_system() else {
                 return Ok(());
             };
             if stat.f_flag.contains(StatVfsMountFlags::RDONLY) {
@@ -64,9 +56,27 @@ impl Headroom {
         }
         Ok(())
     }
+
+    /// The store's file system's figures: through the opened directory where it answers,
+    /// else by the path.
+    #[cfg(unix)]
+    fn file_system(&self) -> Option<rustix::fs::StatVfs> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use rustix::fs::{fstatvfs, open, Mode, OFlags};
+            let opened = self.opened.get_or_init(|| {
+                let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+                open(&self.path, flags, Mode::empty()).ok()
+            });
+            if let Some(stat) = opened.as_ref().and_then(|dir| fstatvfs(dir).ok()) {
+                return Some(stat);
+            }
+        }
+        rustix::fs::statvfs(&self.path).ok()
+    }
 }
 
-#[cfg(all(test, unix))]
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
 mod tests {
     use super::*;
 
