@@ -130,6 +130,9 @@ pub(crate) struct Driver {
     closing: bool,
     /// Store threads of past leaderships that may still be closing their store.
     releasing: Vec<std::thread::JoinHandle<()>>,
+    /// Set as the loop ends, which hands `releasing` over; a driver dropped before that
+    /// hands them over as it drops.
+    ended: bool,
     /// Set once the handle has stopped and every store it led is closed and its lock
     /// released: what a close that waits for release waits for, even one asked after the
     /// loop ended.
@@ -207,6 +210,7 @@ impl Driver {
             closers: Vec::new(),
             closing: false,
             releasing: Vec::new(),
+            ended: false,
             released,
             leadership: Leadership::default(),
             lock_file: None,
@@ -273,38 +277,9 @@ impl Driver {
         for closer in self.closers.drain(..) {
             let _ = closer.send(());
         }
-        // Closes that wait for the stores' release (now, or asked later) learn it from
-        // `released`, told by a thread of its own once the stores have closed. Not a
-        // blocking task: the runtime's shutdown waits for those, and a process that exits
-        // after close_before_exit must not wait for its store to close (fjall's threads
-        // take up to 250 ms to stop; the exit releases the lock at once).
+        self.ended = true;
         let releasing = std::mem::take(&mut self.releasing);
-        let released = self.released;
-        if releasing.is_empty() {
-            released.send_replace(true);
-            return;
-        }
-        let (hand, take) = std::sync::mpsc::channel::<(_, watch::Sender<bool>)>();
-        let waiter = std::thread::Builder::new()
-            .name("party-release".into())
-            .spawn(move || {
-                if let Ok((threads, released)) = take.recv() {
-                    join_all(threads);
-                    released.send_replace(true);
-                }
-            });
-        match waiter {
-            Ok(_) => {
-                let _ = hand.send((releasing, released));
-            }
-            Err(error) => {
-                // No thread to spare (nor, likely, in the runtime's blocking pool): wait
-                // here, so that a close still returns only once the stores are released.
-                tracing::warn!("cannot start a thread to wait for the store's close: {error}");
-                join_all(releasing);
-                released.send_replace(true);
-            }
-        }
+        release_once_joined(releasing, self.released.clone(), true);
     }
 
     /// Serving cannot go on without the store thread: the election fails (the machine
@@ -722,6 +697,65 @@ async fn store_answer(access: &mut Option<StoreAccess>) -> Option<ServerInput> {
 }
 
 /// Waits for the store threads of past leaderships to close their stores.
+/// Tells `released` once `threads`, store threads closing their stores, have ended. Closes
+/// that wait for the stores' release (now, or asked later) learn it so. The wait is a thread
+/// of its own: not a blocking task, which the runtime's shutdown waits for, since a process
+/// that exits after close_before_exit must not wait for its store to close (fjall's threads
+/// take up to 250 ms to stop; the exit releases the lock at once). If no thread can be
+/// started, the caller waits when it `may_wait`; else `released` goes untold, and those
+/// closes return without waiting.
+fn release_once_joined(
+    threads: Vec<std::thread::JoinHandle<()>>,
+    released: watch::Sender<bool>,
+    may_wait: bool,
+) {
+    if threads.is_empty() {
+        released.send_replace(true);
+        return;
+    }
+    // Handed over once the thread runs, so that they are still here if it cannot start.
+    let (hand, take) = std::sync::mpsc::channel::<(_, watch::Sender<bool>)>();
+    let waiter = std::thread::Builder::new()
+        .name("party-release".into())
+        .spawn(move || {
+            if let Ok((threads, released)) = take.recv() {
+                join_all(threads);
+                released.send_replace(true);
+            }
+        });
+    match waiter {
+        Ok(_) => {
+            let _ = hand.send((threads, released));
+        }
+        Err(error) => {
+            tracing::warn!("cannot start a thread to wait for the store's close: {error}");
+            // No thread to spare (nor, likely, in the runtime's blocking pool).
+            if may_wait {
+                join_all(threads);
+                released.send_replace(true);
+            }
+        }
+    }
+}
+
+/// A driver dropped before its loop ended, because its runtime shut down under it: its
+/// store threads go on closing their stores (the active one once the handle's and the
+/// connections' ways to it are gone), and closes that wait for the release (from another
+/// runtime) still wait for them rather than return at once. It cannot wait itself: the
+/// connections go with the runtime's other tasks, after it.
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let mut leadership = std::mem::take(&mut self.leadership);
+        let mut threads = std::mem::take(&mut self.releasing);
+        threads.extend(leadership.leader.take().map(Leader::abandon));
+        drop(leadership);
+        release_once_joined(threads, self.released.clone(), false);
+    }
+}
+
 fn join_all(threads: Vec<std::thread::JoinHandle<()>>) {
     for thread in threads {
         let _ = thread.join();

@@ -203,6 +203,14 @@ impl Leader {
         let _ = self.drained.await;
         self.store_thread
     }
+
+    /// The store thread, for a handle dropped before it stopped this leader: the rest goes
+    /// (the connections are told to stop), and the store thread closes the store once
+    /// every way to it is gone.
+    pub fn abandon(self) -> std::thread::JoinHandle<()> {
+        self.cancel.cancel();
+        self.store_thread
+    }
 }
 
 /// Paces the store thread's checkpoints.

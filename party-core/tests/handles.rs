@@ -697,6 +697,28 @@ async fn close_returns_with_the_lock_released() {
     );
 }
 
+/// A leading handle whose runtime shut down under it (its driver dropped mid-leadership): a
+/// close from another runtime still returns only once its store is closed and the lock
+/// free, not at once.
+#[test]
+fn a_close_after_the_handles_runtime_shut_down_waits_for_the_store_to_close() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..3 {
+        let first = tokio::runtime::Runtime::new().unwrap();
+        let db = first.block_on(async {
+            let db = open(dir.path(), Options::default()).await.unwrap();
+            assert_eq!(db.ready().await.unwrap(), Role::Leader);
+            db.put("k", "v").await.unwrap();
+            db
+        });
+        drop(first);
+        let second = tokio::runtime::Runtime::new().unwrap();
+        second.block_on(db.close()).unwrap();
+        let lock = party_core::lock::ElectionLock::try_acquire(dir.path()).unwrap();
+        assert!(lock.is_some(), "the lock is free once close returns");
+    }
+}
+
 /// Holds the lock and the socket, accepts connections and never says a word: a stuck
 /// leader, or another program on the socket.
 fn mute_leader(dir: &std::path::Path) -> party_core::lock::ElectionLock {
