@@ -312,7 +312,8 @@ impl Db {
     /// Closes the handle (for every clone): pending operations fail with
     /// [`Error::Closed`]; a leader hands over to a follower. Returns once the store is
     /// closed and its lock released, so that anything may use the directory next; also
-    /// when the runtime it was opened on has shut down under it. A handle
+    /// when the runtime it was opened on has shut down under it while it led or followed
+    /// (not while its store was still opening). A handle
     /// whose store is still opening as it takes over closes once the open is done (an
     /// open cannot be interrupted; the store must be closed after it).
     pub async fn close(&self) -> Result<(), Error> {

@@ -696,7 +696,6 @@ async fn store_answer(access: &mut Option<StoreAccess>) -> Option<ServerInput> {
     }
 }
 
-/// Waits for the store threads of past leaderships to close their stores.
 /// Tells `released` once `threads`, store threads closing their stores, have ended. Closes
 /// that wait for the stores' release (now, or asked later) learn it so. The wait is a thread
 /// of its own: not a blocking task, which the runtime's shutdown waits for, since a process
@@ -756,6 +755,7 @@ impl Drop for Driver {
     }
 }
 
+/// Waits for the store threads of past leaderships to close their stores.
 fn join_all(threads: Vec<std::thread::JoinHandle<()>>) {
     for thread in threads {
         let _ = thread.join();

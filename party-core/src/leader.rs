@@ -192,16 +192,32 @@ impl Leader {
     /// process may open it (RocksDB, which a process may not exit while it closes, is
     /// closed before this returns: `Backend::may_exit_while_closing`). A process
     /// that exits meanwhile loses nothing, since every commit is already with the OS, and
-    /// its exit releases the lock at once. Gives the store thread, to wait for the release.
-    pub async fn stop(self, cause: LeaveCause) -> std::thread::JoinHandle<()> {
+    /// its exit releases the lock at once. Gives the store thread at once, to wait for
+    /// the release (even if the stop is never awaited to its end), and the stop to await.
+    pub fn stop(
+        self,
+        cause: LeaveCause,
+    ) -> (
+        std::thread::JoinHandle<()>,
+        impl std::future::Future<Output = ()>,
+    ) {
         let _ = self.leaving.set(cause);
         self.cancel.cancel();
         self.tasks.close();
-        self.tasks.wait().await;
-        drop(self.accesses);
-        // An error here is a panic, which the store thread reports itself.
-        let _ = self.drained.await;
-        self.store_thread
+        let Leader {
+            accesses,
+            store_thread,
+            drained,
+            tasks,
+            ..
+        } = self;
+        let stopped = async move {
+            tasks.wait().await;
+            drop(accesses);
+            // An error here is a panic, which the store thread reports itself.
+            let _ = drained.await;
+        };
+        (store_thread, stopped)
     }
 
     /// The store thread, for a handle dropped before it stopped this leader: the rest goes

@@ -252,8 +252,11 @@ impl Driver {
         self.leadership.access = None;
         if let Some(leader) = self.leadership.leader.take() {
             let cause = self.process.leave_cause();
+            let (store_thread, stopped) = leader.stop(cause);
             self.releasing.retain(|thread| !thread.is_finished());
-            self.releasing.push(leader.stop(cause).await);
+            // Kept before the wait: a driver dropped during it still waits for the thread.
+            self.releasing.push(store_thread);
+            stopped.await;
         }
         self.leadership.listener = None;
         self.leadership.store = None;
