@@ -78,11 +78,7 @@ const STORE_OPEN_HANGS: &str = "store-open-hangs";
 /// other). Called on the thread that opens the store, before it does.
 pub(crate) fn hold_store_open() {
     #[cfg(feature = "bug-injection")]
-    if std::env::var(INJECT_ENV).is_ok_and(|name| name == STORE_OPEN_HANGS) {
-        loop {
-            std::thread::park();
-        }
-    }
+    hang_if_injected(STORE_OPEN_HANGS);
 }
 
 /// The name under `PARTY_INJECT` that makes every store close of the process hang, once
@@ -96,7 +92,13 @@ const STORE_CLOSE_HANGS: &str = "store-close-hangs";
 /// without closing.
 pub(crate) fn hold_store_close() {
     #[cfg(feature = "bug-injection")]
-    if std::env::var(INJECT_ENV).is_ok_and(|name| name == STORE_CLOSE_HANGS) {
+    hang_if_injected(STORE_CLOSE_HANGS);
+}
+
+/// Parks the calling thread for ever if `PARTY_INJECT` names `fault`.
+#[cfg(feature = "bug-injection")]
+fn hang_if_injected(fault: &str) {
+    if std::env::var(INJECT_ENV).is_ok_and(|name| name == fault) {
         loop {
             std::thread::park();
         }
