@@ -1,8 +1,9 @@
 //! The bug class a test asks a real process to re-create (`PARTY_INJECT=NAME`),
 //! acted on only in a build with the cargo feature `bug-injection`: see party-proto's
-//! `bugs`; `store-thread-panic`, a panic of the leader's store thread; and
+//! `bugs`; `store-thread-panic`, a panic of the leader's store thread;
 //! `store-open-hangs`, a store whose open never ends; `store-close-hangs`, a store whose
-//! close never ends. Any other build re-creates none, whatever the environment says.
+//! close never ends; and `die-after-commit`, a leader killed between a commit and its
+//! answers. Any other build re-creates none, whatever the environment says.
 
 use party_proto::bugs::Bugs;
 
@@ -10,22 +11,36 @@ use party_proto::bugs::Bugs;
 #[cfg(feature = "bug-injection")]
 const INJECT_ENV: &str = "PARTY_INJECT";
 
+/// What `PARTY_INJECT` names (empty if nothing), read once: some faults are looked for at
+/// every write.
+#[cfg(feature = "bug-injection")]
+fn injected() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| std::env::var(INJECT_ENV).unwrap_or_default())
+}
+
 /// The bugs to re-create: those `PARTY_INJECT` names in a `bug-injection` build, else none.
 pub(crate) fn bugs() -> Bugs {
     #[cfg(feature = "bug-injection")]
     {
         static BUGS: std::sync::OnceLock<Bugs> = std::sync::OnceLock::new();
         *BUGS.get_or_init(|| {
-            let name = std::env::var(INJECT_ENV).unwrap_or_default();
+            let name = injected();
             if name.is_empty() {
                 return Bugs::default();
             }
             // Said for these too, so that a test can tell its fault was re-created.
-            if [STORE_PANIC, STORE_OPEN_HANGS, STORE_CLOSE_HANGS].contains(&&*name) {
+            let faults = [
+                STORE_PANIC,
+                STORE_OPEN_HANGS,
+                STORE_CLOSE_HANGS,
+                DIE_AFTER_COMMIT,
+            ];
+            if faults.contains(&name) {
                 tracing::warn!("{INJECT_ENV}: re-creating the fault {name}");
                 return Bugs::default();
             }
-            match Bugs::named(&name) {
+            match Bugs::named(name) {
                 Some(bugs) => {
                     tracing::warn!("{INJECT_ENV}: re-creating the bug class {name}");
                     bugs
@@ -56,14 +71,10 @@ const PANIC_KEY: &[u8] = b"store-thread-panic";
 /// `bug-injection` build; never in any other).
 pub(crate) fn panic_at(op: &party_proto::wire::WriteOp) {
     #[cfg(feature = "bug-injection")]
+    if injected() == STORE_PANIC
+        && matches!(op, party_proto::wire::WriteOp::Put { key, .. } if key == PANIC_KEY)
     {
-        static INJECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        let injected =
-            *INJECTED.get_or_init(|| std::env::var(INJECT_ENV).is_ok_and(|n| n == STORE_PANIC));
-        if injected && matches!(op, party_proto::wire::WriteOp::Put { key, .. } if key == PANIC_KEY)
-        {
-            panic!("{INJECT_ENV}={STORE_PANIC}: the store thread panics");
-        }
+        panic!("{INJECT_ENV}={STORE_PANIC}: the store thread panics");
     }
     #[cfg(not(feature = "bug-injection"))]
     let _ = op;
@@ -98,9 +109,48 @@ pub(crate) fn hold_store_close() {
 /// Parks the calling thread for ever if `PARTY_INJECT` names `fault`.
 #[cfg(feature = "bug-injection")]
 fn hang_if_injected(fault: &str) {
-    if std::env::var(INJECT_ENV).is_ok_and(|name| name == fault) {
+    if injected() == fault {
         loop {
             std::thread::park();
         }
+    }
+}
+
+/// The name under `PARTY_INJECT` that kills the leader's process (SIGKILL, by itself) right
+/// after its store committed a group writing the key [`DIE_KEY`], before any answer of the
+/// group leaves: the crash after which a follower sends writes that did land again, to
+/// the next leader.
+#[cfg(feature = "bug-injection")]
+const DIE_AFTER_COMMIT: &str = "die-after-commit";
+
+/// The key whose commit kills the leader where [`DIE_AFTER_COMMIT`] is injected.
+#[cfg(feature = "bug-injection")]
+const DIE_KEY: &[u8] = b"die-after-commit";
+
+/// Kills this process if `PARTY_INJECT` asks for it and the committed `ops` write
+/// [`DIE_KEY`] (in a `bug-injection` build; never in any other).
+pub(crate) fn die_after_commit_of(ops: &[party_proto::wire::WriteOp]) {
+    #[cfg(feature = "bug-injection")]
+    if injected() == DIE_AFTER_COMMIT && ops.iter().any(writes_die_key) {
+        use rustix::process::{getpid, kill_process, Signal};
+        let _ = kill_process(getpid(), Signal::KILL);
+        // The signal is delivered before the call returns; nothing of this thread runs on.
+        loop {
+            std::thread::park();
+        }
+    }
+    #[cfg(not(feature = "bug-injection"))]
+    let _ = ops;
+}
+
+#[cfg(feature = "bug-injection")]
+fn writes_die_key(op: &party_proto::wire::WriteOp) -> bool {
+    use party_proto::wire::{BatchOp, WriteOp};
+    let in_steps = |steps: &[BatchOp]| steps.iter().any(|step| step.key() == DIE_KEY);
+    match op {
+        WriteOp::Put { key, .. } | WriteOp::Del { key } => key == DIE_KEY,
+        WriteOp::Batch { ops } => in_steps(ops),
+        WriteOp::Transaction { writes, .. } => in_steps(writes),
+        WriteOp::Clear { range } => range.contains(DIE_KEY),
     }
 }

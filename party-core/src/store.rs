@@ -428,7 +428,10 @@ impl Worker {
             return CommitResult::Refused(error);
         }
         match self.store.write(batch) {
-            Ok(()) => CommitResult::Committed,
+            Ok(()) => {
+                crate::injection::die_after_commit_of(&batch.ops);
+                CommitResult::Committed
+            }
             Err(unsettled @ BackendError::Unsettled { .. }) => {
                 CommitResult::Unsettled(unsettled.to_string())
             }

@@ -15,6 +15,11 @@ const SPIN_MICROS: u32 = 200;
 
 /// Starts a node of `dir` on `setup`: a store's name, with `+spin` for low-latency mode.
 fn node(setup: &str, dir: &std::path::Path, args: &[&str]) -> Node {
+    node_with_env(setup, dir, args, &[])
+}
+
+/// [`node`], with these environment variables set.
+fn node_with_env(setup: &str, dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Node {
     let (store, spin) = match setup.strip_suffix("+spin") {
         Some(store) => (store, true),
         None => (setup, false),
@@ -29,7 +34,7 @@ fn node(setup: &str, dir: &std::path::Path, args: &[&str]) -> Node {
     }
     all.extend(args.iter().map(|arg| arg.to_string()));
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    Node::spawn(NODE, dir, &all)
+    Node::spawn_with_env(NODE, dir, &all, env)
 }
 
 /// Where the etcd store of `dir` lives: the binary's cluster, under the directory's path.
@@ -124,6 +129,41 @@ fn leader_killed_with_writes_in_flight_all_land(store: &str) {
         scan.starts_with(&format!("ok {} ", burst + 1)),
         "the burst's keys and p/last"
     );
+}
+
+/// The leader dies (SIGKILL, by itself: `PARTY_INJECT=die-after-commit`) right after its
+/// store committed a follower's compare-and-swap, before answering it. The follower sends
+/// it again to the next leader, which must answer it as done, from the dedup record the
+/// commit carried: checked again instead, it would be refused (its key is no longer
+/// absent), and a write that landed would be reported as one that did not.
+fn a_write_committed_by_a_leader_killed_before_answering_is_answered_as_done(store: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let dies = [("PARTY_INJECT", "die-after-commit")];
+    let mut leader = node_with_env(store, dir.path(), &[], &dies);
+    assert_eq!(leader.send("ready"), "ok leader");
+    let mut writer = node(store, dir.path(), &[]);
+    assert_eq!(writer.send("ready"), "ok follower");
+    let mut standby = node(store, dir.path(), &[]);
+    assert_eq!(standby.send("ready"), "ok follower");
+    assert_eq!(
+        writer.send("put before 1"),
+        "ok",
+        "the fault spares other keys"
+    );
+
+    assert_eq!(writer.send("cas die-after-commit _ 1"), "ok");
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            leader.wait_exit().signal(),
+            Some(9),
+            "the leader killed itself at the commit"
+        );
+    }
+    assert_eq!(standby.send("get die-after-commit"), "ok 1");
+    assert_eq!(standby.send("cas die-after-commit _ 2"), "conflict 1");
+    assert_eq!(writer.send("get before"), "ok 1");
 }
 
 /// Two followers increment one counter by transaction, one increment after the other,
@@ -556,6 +596,12 @@ macro_rules! on_store {
             #[test]
             fn ten_processes_each_put_one_key_and_exit_and_a_fresh_handle_sees_all() {
                 super::ten_processes_each_put_one_key_and_exit_and_a_fresh_handle_sees_all($store);
+            }
+            #[test]
+            fn a_write_committed_by_a_leader_killed_before_answering_is_answered_as_done() {
+                super::a_write_committed_by_a_leader_killed_before_answering_is_answered_as_done(
+                    $store,
+                );
             }
             #[test]
             fn increments_from_two_processes_through_a_leader_kill_count_exactly_once() {
