@@ -182,6 +182,14 @@ impl FjallBackend {
             }
             Err(TryLockError::Error(e)) => return Err(failed(e.into())),
         }
+        // fjall's configuration resolves a default directory against the current one as it
+        // is made, and panics in a process whose current directory was removed.
+        std::env::current_dir().map_err(|error| {
+            failed(
+                format!("fjall needs the process's current directory, which is gone: {error}")
+                    .into(),
+            )
+        })?;
         let keyspace = Config::new(path.join("fjall"))
             .open()
             .map_err(|e| failed(e.into()))?;

@@ -767,6 +767,32 @@ pub fn a_second_opener_gets_locked(kind: BackendKind) {
         .expect("free again once the holder is dead");
 }
 
+/// A process whose current directory was removed cannot open fjall (its configuration
+/// resolves a default path against that directory, and panicked where there was none): the
+/// open fails with an error that says why.
+#[cfg(all(feature = "fjall", target_os = "linux"))]
+#[test]
+fn fjall_in_a_process_whose_current_directory_is_gone_fails_to_open_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let gone = tempfile::tempdir().unwrap();
+    let output = Command::new("sh")
+        .args([
+            "-c",
+            r#"cd "$1" && rmdir "$1" && exec "$2" fjall "$3" hold"#,
+            "sh",
+        ])
+        .arg(gone.path())
+        .arg(env!("CARGO_BIN_EXE_party-backend-writer"))
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run party-backend-writer");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(said.contains("current directory, which is gone"), "{said}");
+    assert!(!said.contains("panicked"), "{said}");
+}
+
 fn acked(line: std::io::Result<String>) -> u64 {
     let line = line.expect("writer output");
     line.strip_prefix("acked ")
