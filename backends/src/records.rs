@@ -198,5 +198,12 @@ mod tests {
         assert_eq!(first_key_after(None), Some(key(ClientId(0))));
         assert_eq!(first_key_after(Some(ClientId(2))), Some(key(ClientId(3))));
         assert_eq!(first_key_after(Some(ClientId(u128::MAX))), None);
+        // A client that last wrote at the cutoff itself did not write before it.
+        let one = |ms| std::iter::once(Ok((key(ClientId(9)), value(&record(ms)))));
+        assert!(sweep_page(one(20), 20, 10).unwrap().expired.is_empty());
+        assert_eq!(
+            sweep_page(one(19), 20, 10).unwrap().expired,
+            [key(ClientId(9))]
+        );
     }
 }

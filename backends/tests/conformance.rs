@@ -1075,6 +1075,84 @@ mod fjall {
         );
     }
 
+    /// A bound longer than fjall's longest key keeps its place in byte order against a key
+    /// of exactly that length (which is a prefix of it, so comes before it), and a bound of
+    /// exactly that length stays what it says.
+    #[test]
+    fn bounds_past_fjalls_longest_key_keep_their_place_against_a_key_that_long() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BackendKind::Fjall.open(dir.path()).unwrap();
+        let max = party_backends::FJALL_MAX_KEY_LEN;
+        let longest = vec![b'b'; max];
+        let longer = vec![b'b'; max + 1];
+        write(
+            &*store,
+            vec![put(b"a", b"1"), put(&longest, b"2"), put(b"c", b"3")],
+        );
+        let (a, c) = (b"a".to_vec(), b"c".to_vec());
+        let cases = [
+            (
+                Bound::Included(longer.clone()),
+                Bound::Unbounded,
+                vec![c.clone()],
+            ),
+            (
+                Bound::Excluded(longer.clone()),
+                Bound::Unbounded,
+                vec![c.clone()],
+            ),
+            (
+                Bound::Unbounded,
+                Bound::Included(longer.clone()),
+                vec![a.clone(), longest.clone()],
+            ),
+            (
+                Bound::Unbounded,
+                Bound::Excluded(longer),
+                vec![a.clone(), longest.clone()],
+            ),
+            (
+                Bound::Included(longest.clone()),
+                Bound::Unbounded,
+                vec![longest.clone(), c.clone()],
+            ),
+            (Bound::Excluded(longest.clone()), Bound::Unbounded, vec![c]),
+            (
+                Bound::Unbounded,
+                Bound::Included(longest.clone()),
+                vec![a.clone(), longest.clone()],
+            ),
+            (Bound::Unbounded, Bound::Excluded(longest), vec![a]),
+        ];
+        // Keys and bounds as their first byte and length: the longest would flood a report.
+        let shown = |keys: &[Vec<u8>]| -> Vec<String> {
+            keys.iter()
+                .map(|key| format!("{}×{}", char::from(key[0]), key.len()))
+                .collect()
+        };
+        for (start, end, want) in cases {
+            let range = KeyRange { start, end };
+            let bounds = [&range.start, &range.end].map(|bound| bound.as_ref().map(Vec::len));
+            for reverse in [false, true] {
+                let options = IterOptions {
+                    range: range.clone(),
+                    reverse,
+                    ..IterOptions::default()
+                };
+                let mut want = want.clone();
+                if reverse {
+                    want.reverse();
+                }
+                let read = keys(read_all(&*store, &options, 2));
+                assert_eq!(
+                    shown(&read),
+                    shown(&want),
+                    "bounds of {bounds:?} bytes, reverse={reverse}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_key_too_long_for_fjall_is_a_typed_error_and_nothing_of_its_batch_applies() {
         let dir = tempfile::tempdir().unwrap();
