@@ -40,19 +40,26 @@ impl Headroom {
         {
             use rustix::fs::StatVfsMountFlags;
             // When the file system cannot be asked, the store's own errors still apply.
-            let Some(stat) = self.file_system() else {
-                return Ok(());
-            };
-            if stat.f_flag.contains(StatVfsMountFlags::RDONLY) {
-                return Err(ErrorCode::StoreReadOnly);
+            if let Some(stat) = self.file_system() {
+                let read_only = stat.f_flag.contains(StatVfsMountFlags::RDONLY);
+                return self.verdict(read_only, stat.f_bavail.saturating_mul(stat.f_frsize));
             }
-            let free = stat.f_bavail.saturating_mul(stat.f_frsize);
-            if free < self.reserve {
-                return Err(ErrorCode::StoreFull {
-                    free,
-                    reserve: self.reserve,
-                });
-            }
+        }
+        Ok(())
+    }
+
+    /// Whether a write may go to a file system that is read-only or not, with `free` bytes
+    /// free to this process.
+    #[cfg(unix)]
+    fn verdict(&self, read_only: bool, free: u64) -> Result<(), ErrorCode> {
+        if read_only {
+            return Err(ErrorCode::StoreReadOnly);
+        }
+        if free < self.reserve {
+            return Err(ErrorCode::StoreFull {
+                free,
+                reserve: self.reserve,
+            });
         }
         Ok(())
     }
@@ -102,6 +109,26 @@ mod tests {
             "opened once"
         );
         assert_eq!(Headroom::new(dir.path().to_owned(), 0).check(), Ok(()));
+    }
+
+    /// A read-only file system refuses every write, whatever is free (a file system cannot
+    /// be made read-only under a running leader's open journal to test it whole: tmpfs says
+    /// it is busy); the reserve itself may be written into to its last byte.
+    #[test]
+    fn read_only_refuses_whatever_is_free_and_the_reserve_is_kept_to_the_byte() {
+        let headroom = Headroom::new(std::path::PathBuf::from("unused"), 100);
+        assert_eq!(
+            headroom.verdict(true, u64::MAX),
+            Err(ErrorCode::StoreReadOnly)
+        );
+        assert_eq!(headroom.verdict(false, 100), Ok(()));
+        assert_eq!(
+            headroom.verdict(false, 99),
+            Err(ErrorCode::StoreFull {
+                free: 99,
+                reserve: 100
+            })
+        );
     }
 
     #[test]

@@ -582,7 +582,7 @@ mod tests {
     }
 
     /// Through a connection's access: a lone small write commits at once, on the caller's
-    /// thread; a write of a burst, a clear and a transaction that checks a range go to the
+    /// thread; a write of a burst, a clear and a transaction that checks a range (a key too) go to the
     /// store thread (each tried on a store thread with nothing queued).
     #[test]
     fn a_connection_commits_only_its_lone_small_writes_itself() {
@@ -619,10 +619,16 @@ mod tests {
         };
         assert!(answer_at_once(1, 1, clear).is_none());
         let range_checked = WriteOp::Transaction {
-            reads: vec![party_proto::wire::ReadCheck::Range {
-                range: party_proto::KeyRange::default(),
-                entries: Vec::new(),
-            }],
+            reads: vec![
+                party_proto::wire::ReadCheck::Key {
+                    key: b"k".to_vec(),
+                    value: None,
+                },
+                party_proto::wire::ReadCheck::Range {
+                    range: party_proto::KeyRange::default(),
+                    entries: Vec::new(),
+                },
+            ],
             writes: Vec::new(),
         };
         assert!(answer_at_once(1, 1, range_checked).is_none());

@@ -316,6 +316,22 @@ mod tests {
         assert_eq!(end.into_state(), Some(vec![1, 3, 4]));
     }
 
+    /// A round that took several jobs counts them all done: a job may run where it was
+    /// sent again afterwards (else every later write would go to the thread).
+    #[test]
+    fn once_a_round_took_several_jobs_a_job_runs_here_again() {
+        let (intake, end) = intake::<u32, Vec<u32>>(Vec::new());
+        assert!(intake.send(1));
+        assert!(intake.send(2));
+        end.rounds(8, |log, jobs| {
+            log.extend(jobs);
+            ControlFlow::Break(())
+        });
+        assert_eq!(intake.run_here(3, |log, job| log.push(job)), None);
+        drop(intake);
+        assert_eq!(end.into_state(), Some(vec![1, 2, 3]));
+    }
+
     #[test]
     fn a_job_that_panics_where_it_was_sent_gives_the_state_up_there_and_on_the_thread() {
         let (intake, end) = intake::<u32, Vec<u32>>(Vec::new());
