@@ -186,8 +186,10 @@ impl FjallBackend {
         // is made, and panics in a process whose current directory was removed.
         std::env::current_dir().map_err(|error| {
             failed(
-                format!("fjall needs the process's current directory, which is gone: {error}")
-                    .into(),
+                format!(
+                    "fjall needs the process's current directory, which cannot be read: {error}"
+                )
+                .into(),
             )
         })?;
         let keyspace = Config::new(path.join("fjall"))

@@ -52,10 +52,13 @@ pub fn to_the_top(file: File, rank: LockRank) -> File {
 #[cfg(unix)]
 fn usable_limit() -> u64 {
     use rustix::process::{getrlimit, Resource};
-    getrlimit(Resource::Nofile)
-        .current
-        .unwrap_or(CEILING)
-        .min(CEILING)
+    capped(getrlimit(Resource::Nofile).current)
+}
+
+/// A limit on descriptors (`None`: none), at most [`CEILING`].
+#[cfg(unix)]
+fn capped(limit: Option<u64>) -> u64 {
+    limit.unwrap_or(CEILING).min(CEILING)
 }
 
 /// The descriptor for `rank` under a limit of `limit` descriptors.
@@ -89,12 +92,19 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     /// A process may open many more descriptors than the ceiling (20 000 on the machines
-    /// this was written on): a lock still goes no higher.
+    /// this was written on, or no limit at all): a lock still goes no higher.
     #[test]
     fn a_lock_goes_no_higher_than_the_ceiling_whatever_the_limit() {
-        use rustix::process::{getrlimit, Resource};
-        let limit = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
-        assert_eq!(usable_limit(), limit.min(CEILING));
+        for (limit, store_slot) in [
+            (None, 1023),
+            (Some(u64::MAX), 1023),
+            (Some(20_000), 1023),
+            (Some(1024), 1023),
+            (Some(256), 255),
+            (Some(FLOOR), 63),
+        ] {
+            assert_eq!(slot(capped(limit), LockRank::Store), Some(store_slot));
+        }
     }
 
     #[test]

@@ -198,8 +198,17 @@ mod tests {
         assert_eq!(first_key_after(None), Some(key(ClientId(0))));
         assert_eq!(first_key_after(Some(ClientId(2))), Some(key(ClientId(3))));
         assert_eq!(first_key_after(Some(ClientId(u128::MAX))), None);
-        // A client that last wrote at the cutoff itself did not write before it.
-        let one = |ms| std::iter::once(Ok((key(ClientId(9)), value(&record(ms)))));
+    }
+
+    /// A client that last wrote at the cutoff itself did not write before it: kept.
+    #[test]
+    fn a_record_written_at_the_cutoff_is_kept() {
+        let dated = |ms| DedupRecord {
+            applied_through: WriteSeq(1),
+            failed: Vec::new(),
+            last_write_ms: ms,
+        };
+        let one = |ms| std::iter::once(Ok((key(ClientId(9)), value(&dated(ms)))));
         assert!(sweep_page(one(20), 20, 10).unwrap().expired.is_empty());
         assert_eq!(
             sweep_page(one(19), 20, 10).unwrap().expired,

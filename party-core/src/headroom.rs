@@ -113,7 +113,7 @@ mod tests {
 
     /// A read-only file system refuses every write, whatever is free (a file system cannot
     /// be made read-only under a running leader's open journal to test it whole: tmpfs says
-    /// it is busy); the reserve itself may be written into to its last byte.
+    /// it is busy); writes go on with exactly the reserve free, and stop one byte below.
     #[test]
     fn read_only_refuses_whatever_is_free_and_the_reserve_is_kept_to_the_byte() {
         let headroom = Headroom::new(std::path::PathBuf::from("unused"), 100);

@@ -581,9 +581,10 @@ mod tests {
         (queue, thread, dir, store)
     }
 
-    /// Through a connection's access: a lone small write commits at once, on the caller's
-    /// thread; a write of a burst, a clear and a transaction that checks a range (a key too) go to the
-    /// store thread (each tried on a store thread with nothing queued).
+    /// Through a connection's access: a lone small write or transaction that checks keys
+    /// commits at once, on the caller's thread; a write of a burst, a clear and a
+    /// transaction that checks a range, even beside a key, go to the store thread (each
+    /// tried on a store thread with nothing queued).
     #[test]
     fn a_connection_commits_only_its_lone_small_writes_itself() {
         // What carrying `op` out on a fresh store answers at once.
@@ -618,20 +619,25 @@ mod tests {
             range: party_proto::KeyRange::default(),
         };
         assert!(answer_at_once(1, 1, clear).is_none());
-        let range_checked = WriteOp::Transaction {
-            reads: vec![
-                party_proto::wire::ReadCheck::Key {
-                    key: b"k".to_vec(),
-                    value: None,
-                },
-                party_proto::wire::ReadCheck::Range {
-                    range: party_proto::KeyRange::default(),
-                    entries: Vec::new(),
-                },
-            ],
+        let key_checked = party_proto::wire::ReadCheck::Key {
+            key: b"k".to_vec(),
+            value: None,
+        };
+        let transaction = |reads| WriteOp::Transaction {
+            reads,
             writes: Vec::new(),
         };
-        assert!(answer_at_once(1, 1, range_checked).is_none());
+        let answered = answer_at_once(1, 1, transaction(vec![key_checked.clone()]));
+        assert!(
+            matches!(&answered, Some(ServerInput::Completed { result, .. }) if *result == written),
+            "{answered:?}"
+        );
+        let range_checked = party_proto::wire::ReadCheck::Range {
+            range: party_proto::KeyRange::default(),
+            entries: Vec::new(),
+        };
+        let both = transaction(vec![key_checked, range_checked]);
+        assert!(answer_at_once(1, 1, both).is_none());
     }
 
     /// A turn's small writes in a row commit together on the connection's task while the

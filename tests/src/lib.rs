@@ -230,6 +230,24 @@ impl Node {
         self.child.wait().expect("wait for node")
     }
 
+    /// Waits at most `timeout` for the process to end by itself (its output ends with it):
+    /// its exit status, or `None` if it still runs. Lines it printed meanwhile are kept.
+    pub fn exit_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if !self.note_role(&line) {
+                        self.pending.push_back(line);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => return None,
+                Err(RecvTimeoutError::Disconnected) => return Some(self.wait_exit()),
+            }
+        }
+    }
+
     fn next_line(&mut self, deadline: Instant) -> Option<String> {
         let left = deadline.saturating_duration_since(Instant::now());
         match self.lines.recv_timeout(left) {
