@@ -609,6 +609,48 @@ mod tests {
         wait_for_journals(&store, 3);
     }
 
+    /// A seal that fails (its next journal cannot be created: a directory stands where it
+    /// goes here, a full disk in life) refuses every write after it, whose memtable might
+    /// never be flushed, until the store is opened again; the opening replays the journal,
+    /// so nothing committed before is lost.
+    #[test]
+    fn a_failed_seal_refuses_the_writes_after_it_until_the_store_is_opened_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallBackend::open(dir.path()).unwrap();
+        burst_with_records(&store, 2, 50, 1024);
+        let journals = dir.path().join("fjall").join("journals");
+        let newest = std::fs::read_dir(&journals)
+            .unwrap()
+            .filter_map(|entry| entry.unwrap().file_name().to_str()?.parse::<u64>().ok())
+            .max()
+            .expect("a journal");
+        let next = journals.join((newest + 1).to_string());
+        std::fs::create_dir(&next).unwrap();
+        assert!(store.checkpoint().is_err(), "the seal fails");
+        let refused = |store: &FjallBackend| {
+            store
+                .write(&WriteBatch {
+                    ops: vec![WriteOp::Put {
+                        key: b"after".to_vec(),
+                        value: b"1".to_vec(),
+                    }],
+                    records: Vec::new(),
+                    log: None,
+                })
+                .is_err()
+        };
+        assert!(refused(&store), "a write after the failed seal");
+        assert!(store.checkpoint().is_err(), "and a checkpoint");
+        drop(store);
+        std::fs::remove_dir(&next).unwrap();
+        let store = FjallBackend::open(dir.path()).unwrap();
+        assert!(!refused(&store), "opened again, it writes");
+        assert_eq!(
+            store.get(&99u64.to_be_bytes()).unwrap(),
+            Some(vec![b'v'; 1024])
+        );
+    }
+
     /// A store closed after a checkpoint before close leaves the next open nothing to
     /// replay of the writes it had not flushed, unless they were too small to flush.
     #[test]
