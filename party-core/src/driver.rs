@@ -268,8 +268,12 @@ impl Driver {
         self.publish_role();
         self.process.finish_recording();
         // A close asked for while closing (by another clone of the handle) is answered
-        // too; anything else asked meanwhile fails as closed.
-        while let Ok(command) = commands.try_recv() {
+        // too; anything else asked meanwhile fails as closed. The queue is closed first,
+        // then emptied to its end, which waits for the sends under way: a command sent as
+        // the queue was let go could otherwise stay in it, never answered, for as long as
+        // the handle lived (tokio's receiver, dropped, empties the queue only once).
+        commands.close();
+        while let Some(command) = commands.recv().await {
             if let Command::Close { reply } = command {
                 self.closers.push(reply);
             }

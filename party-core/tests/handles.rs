@@ -697,6 +697,81 @@ async fn close_returns_with_the_lock_released() {
     );
 }
 
+/// Operations asked as the handle's driver stops, from another thread, fail with `Closed`;
+/// none waits for ever. Once the handle says it is closed, a thread asks again and again
+/// until it has been refused many times in a row, so that some asks come exactly as the
+/// driver lets go of its queue: one sent then used to stay in the queue, unanswered for as
+/// long as the handle lived. Several handles (directories) at once, for more such moments.
+#[test]
+fn operations_asked_as_the_handle_stops_fail_as_closed() {
+    const HANDLES: usize = 4;
+    const ROUNDS: usize = 25;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let closers: Vec<_> = (0..HANDLES)
+        .map(|_| {
+            let runtime = runtime.handle().clone();
+            std::thread::spawn(move || {
+                let dir = tempfile::tempdir().unwrap();
+                for _ in 0..ROUNDS {
+                    ask_as_it_stops(dir.path(), &runtime);
+                }
+            })
+        })
+        .collect();
+    for closer in closers {
+        closer.join().unwrap();
+    }
+}
+
+/// Opens `dir`, closes it, and asks gets from another thread as it stops: each is answered
+/// `Closed`.
+fn ask_as_it_stops(dir: &std::path::Path, runtime: &tokio::runtime::Handle) {
+    /// Refusals in a row after which the asker takes the handle's queue for gone.
+    const REFUSED_IN_A_ROW: usize = 1000;
+    let db = runtime.block_on(async {
+        let db = open(dir, Options::default()).await.unwrap();
+        assert_eq!(db.ready().await.unwrap(), Role::Leader);
+        db
+    });
+    let asker = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            while db.role() != Role::Closed {
+                std::thread::yield_now();
+            }
+            let mut asked = Vec::new();
+            let mut refused = 0;
+            while refused < REFUSED_IN_A_ROW {
+                let mut get = Box::pin(db.get("k"));
+                match poll_once(get.as_mut()) {
+                    Poll::Ready(Err(party_core::Error::Closed)) => refused += 1,
+                    Poll::Ready(other) => panic!("a get as the handle stops: {other:?}"),
+                    Poll::Pending => {
+                        refused = 0;
+                        asked.push(get);
+                    }
+                }
+            }
+            asked
+        })
+    };
+    runtime.block_on(db.close_before_exit()).unwrap();
+    let asked = asker.join().unwrap();
+    runtime.block_on(async {
+        for get in asked {
+            let answer = tokio::time::timeout(std::time::Duration::from_secs(30), get)
+                .await
+                .expect("a get asked as the handle stopped never got its answer");
+            assert!(matches!(answer, Err(party_core::Error::Closed)));
+        }
+    });
+    runtime.block_on(db.close()).unwrap();
+}
+
 /// A leading handle whose runtime shut down under it (its driver dropped mid-leadership): a
 /// close from another runtime still returns only once its store is closed and the lock
 /// free, not at once.
