@@ -745,6 +745,17 @@ fn load(args: &[&str], listing: &str) -> std::process::Output {
     load.wait_with_output().unwrap()
 }
 
+/// A listing with Windows line ends, blank lines among them, loads as the same listing
+/// with Unix ones: no value keeps a carriage return.
+#[test]
+fn a_listing_with_crlf_line_ends_loads_without_carriage_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    let output = load(&[dir], "a\tone\r\n\r\nb\ttwo\r\n");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout(&party(&[dir, "scan"])), "a\tone\nb\ttwo\n");
+}
+
 /// A `load` the store refuses partway says how many entries went in before, and exactly
 /// those are in the store.
 #[test]
@@ -881,14 +892,28 @@ fn cas_swaps_only_from_the_old_value_and_incr_adds() {
 
     assert_eq!(stdout(&party(&[dir, "incr", "n"])), "1\n");
     assert_eq!(stdout(&party(&[dir, "incr", "n", "-5"])), "-4\n");
+    // Past 64 bits is refused, not wrapped around.
+    let most = i64::MAX.to_string();
+    assert!(party(&[dir, "put", "most", &most]).status.success());
+    let past = party(&[dir, "incr", "most"]);
+    assert_eq!(past.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&past.stderr).contains("does not fit in 64 bits"));
+    assert_eq!(stdout(&party(&[dir, "get", "most"])), format!("{most}\n"));
     assert!(party(&[dir, "put", "text", "abc"]).status.success());
     let not_a_number = party(&[dir, "incr", "text"]);
     assert_eq!(not_a_number.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&not_a_number.stderr).contains("(not_a_number)"));
 
     let mut shell = Shell::start(dir);
+    // `exit` with more after it is no `exit`: refused, and the shell goes on.
+    assert_eq!(shell.send("exit now")["ok"], false);
     assert_eq!(
         shell.send("incr n 10"),
+        serde_json::json!({"ok": true, "value": 6})
+    );
+    // A line's carriage return (a CRLF script) is no part of its command.
+    assert_eq!(
+        shell.send_bytes(b"incr n 0\r"),
         serde_json::json!({"ok": true, "value": 6})
     );
     assert_eq!(
