@@ -21,6 +21,7 @@ use party_proto::{
     IterOptions, IterPoll, KeyRange, Process, ProcessConfig, ProcessInput, ProcessOutput,
     RequestId, ServerConfig, ServerInput, ServerOutput, WatchId, WatchPoll,
 };
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{oneshot, watch};
 
@@ -38,6 +39,11 @@ use machine::Machine;
 
 /// Most requests in flight for which low-latency mode still polls for the answers.
 const SPIN_MAX_IN_FLIGHT: usize = 4;
+
+/// Most commands taken in one turn of the loop: enough for any burst of operations one
+/// round of outputs can serve, few enough that a flood of them cannot hold the loop (and
+/// the runtime's shutdown, which waits for the task to yield) for ever.
+const COMMANDS_PER_TURN: usize = 1024;
 
 /// What a [`crate::Db`] asks of its driver.
 pub(crate) enum Command {
@@ -221,7 +227,8 @@ impl Driver {
         (driver, role_rx, released_rx)
     }
 
-    pub async fn run(mut self, mut commands: UnboundedReceiver<Command>) {
+    pub async fn run(mut self, commands: UnboundedReceiver<Command>) {
+        let mut commands = Commands(commands);
         loop {
             self.carry_out().await;
             self.publish_role();
@@ -236,10 +243,13 @@ impl Driver {
             // Everything already waiting is taken in one go, so that one round of outputs
             // (and one socket write) serves a whole burst of operations or replies.
             tokio::select! {
-                command = commands.recv(), if !self.closing => match command {
+                command = commands.0.recv(), if !self.closing => match command {
                     Some(command) => {
                         self.command(command);
-                        while let Ok(command) = commands.try_recv() {
+                        for _ in 1..COMMANDS_PER_TURN {
+                            let Ok(command) = commands.0.try_recv() else {
+                                break;
+                            };
                             self.command(command);
                         }
                     }
@@ -268,12 +278,9 @@ impl Driver {
         self.publish_role();
         self.process.finish_recording();
         // A close asked for while closing (by another clone of the handle) is answered
-        // too; anything else asked meanwhile fails as closed. The queue is closed first,
-        // then emptied to its end, which waits for the sends under way: a command sent as
-        // the queue was let go could otherwise stay in it, never answered, for as long as
-        // the handle lived (tokio's receiver, dropped, empties the queue only once).
-        commands.close();
-        while let Some(command) = commands.recv().await {
+        // too; anything else asked meanwhile fails as closed (see `Commands`).
+        commands.0.close();
+        while let Some(command) = commands.0.recv().await {
             if let Command::Close { reply } = command {
                 self.closers.push(reply);
             }
@@ -697,6 +704,27 @@ async fn store_answer(access: &mut Option<StoreAccess>) -> Option<ServerInput> {
     match access {
         Some(access) => access.next_reply().await,
         None => std::future::pending().await,
+    }
+}
+
+/// A driver's queue of commands. Let go, it is closed, then emptied to its end, which waits
+/// for the sends under way: a command sent as the queue was let go could otherwise stay in
+/// it, never answered, for as long as the handle lived (tokio's receiver, dropped, empties
+/// the queue only once). A loop that ends does so itself, answering closes; a driver dropped
+/// by its runtime's shutdown leaves it to this.
+struct Commands(UnboundedReceiver<Command>);
+
+impl Drop for Commands {
+    fn drop(&mut self) {
+        self.0.close();
+        loop {
+            match self.0.try_recv() {
+                Ok(command) => drop(command),
+                // A send is under way: it takes a moment, which this thread cannot await.
+                Err(TryRecvError::Empty) => std::thread::yield_now(),
+                Err(TryRecvError::Disconnected) => break,
+            }
+        }
     }
 }
 

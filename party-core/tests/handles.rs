@@ -730,8 +730,6 @@ fn operations_asked_as_the_handle_stops_fail_as_closed() {
 /// Opens `dir`, closes it, and asks gets from another thread as it stops: each is answered
 /// `Closed`.
 fn ask_as_it_stops(dir: &std::path::Path, runtime: &tokio::runtime::Handle) {
-    /// Refusals in a row after which the asker takes the handle's queue for gone.
-    const REFUSED_IN_A_ROW: usize = 1000;
     let db = runtime.block_on(async {
         let db = open(dir, Options::default()).await.unwrap();
         assert_eq!(db.ready().await.unwrap(), Role::Leader);
@@ -743,33 +741,106 @@ fn ask_as_it_stops(dir: &std::path::Path, runtime: &tokio::runtime::Handle) {
             while db.role() != Role::Closed {
                 std::thread::yield_now();
             }
-            let mut asked = Vec::new();
-            let mut refused = 0;
-            while refused < REFUSED_IN_A_ROW {
-                let mut get = Box::pin(db.get("k"));
-                match poll_once(get.as_mut()) {
-                    Poll::Ready(Err(party_core::Error::Closed)) => refused += 1,
-                    Poll::Ready(other) => panic!("a get as the handle stops: {other:?}"),
-                    Poll::Pending => {
-                        refused = 0;
-                        asked.push(get);
-                    }
-                }
-            }
-            asked
+            ask_until_refused(&db)
         })
     };
     runtime.block_on(db.close_before_exit()).unwrap();
-    let asked = asker.join().unwrap();
-    runtime.block_on(async {
-        for get in asked {
-            let answer = tokio::time::timeout(std::time::Duration::from_secs(30), get)
-                .await
-                .expect("a get asked as the handle stopped never got its answer");
-            assert!(matches!(answer, Err(party_core::Error::Closed)));
-        }
-    });
+    let (asked, served) = asker.join().unwrap();
+    assert_eq!(served, 0, "gets asked of a closed handle were served");
+    for answer in runtime.block_on(answers(asked)) {
+        assert!(
+            matches!(answer, Err(party_core::Error::Closed)),
+            "{answer:?}"
+        );
+    }
     runtime.block_on(db.close()).unwrap();
+}
+
+/// A handle whose runtime shuts down under it (its driver dropped, not ended) while another
+/// thread asks gets: each is answered `Closed`, none waits for ever. The queue of such a
+/// driver goes with it, and a get sent just then used to stay in it unanswered.
+#[test]
+fn operations_asked_as_the_handles_runtime_shuts_down_fail_as_closed() {
+    const ROUNDS: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..ROUNDS {
+        let doomed = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let db = doomed.block_on(async {
+            let db = open(dir.path(), Options::default()).await.unwrap();
+            assert_eq!(db.ready().await.unwrap(), Role::Leader);
+            db
+        });
+        let asking = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let asker = {
+            let db = db.clone();
+            let asking = asking.clone();
+            std::thread::spawn(move || {
+                asking.wait();
+                ask_until_refused(&db)
+            })
+        };
+        asking.wait();
+        drop(doomed);
+        let (asked, _served) = asker.join().unwrap();
+        let after = tokio::runtime::Runtime::new().unwrap();
+        // Those the driver took in time are served, the others refused.
+        for answer in after.block_on(answers(asked)) {
+            assert!(
+                matches!(answer, Ok(None) | Err(party_core::Error::Closed)),
+                "{answer:?}"
+            );
+        }
+        after.block_on(db.close()).unwrap();
+    }
+}
+
+/// Gets of `db` not answered at once.
+type Asked = Vec<Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>, party_core::Error>> + Send>>>;
+
+/// Asks gets of `db` again and again until it has been refused many times in a row, so that
+/// some asks come exactly as its driver lets go of its queue. Returns those not answered at
+/// once, and how many were served at once. It keeps at most `MAX_WAITING` waiting, and
+/// stops asking then: a driver that takes gets as fast as they come would otherwise fill
+/// the memory with them.
+fn ask_until_refused(db: &party_core::Db) -> (Asked, usize) {
+    /// Refusals in a row after which the asker takes the handle's queue for gone.
+    const REFUSED_IN_A_ROW: usize = 1000;
+    const MAX_WAITING: usize = 100_000;
+    let mut asked: Asked = Vec::new();
+    let mut served = 0;
+    let mut refused = 0;
+    while refused < REFUSED_IN_A_ROW && asked.len() < MAX_WAITING {
+        let mut get = Box::pin(db.get("k"));
+        match poll_once(get.as_mut()) {
+            Poll::Ready(Err(party_core::Error::Closed)) => refused += 1,
+            Poll::Ready(Ok(None)) => {
+                refused = 0;
+                served += 1;
+            }
+            Poll::Ready(other) => panic!("a get as the handle stops: {other:?}"),
+            Poll::Pending => {
+                refused = 0;
+                asked.push(get);
+            }
+        }
+    }
+    (asked, served)
+}
+
+/// The answers of `asked`, each of which must come.
+async fn answers(asked: Asked) -> Vec<Result<Option<Vec<u8>>, party_core::Error>> {
+    let mut answers = Vec::new();
+    for get in asked {
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(30), get)
+            .await
+            .expect("a get asked as the handle stopped never got its answer");
+        answers.push(answer);
+    }
+    answers
 }
 
 /// A leading handle whose runtime shut down under it (its driver dropped mid-leadership): a
