@@ -91,6 +91,52 @@ fn a_directory_that_cannot_be_created_is_a_clear_error() {
     );
 }
 
+/// A data directory this process may not write to, or create, fails as
+/// `permission_denied`, a kind of its own that scripts can match on.
+#[test]
+fn a_directory_without_write_permission_is_permission_denied() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    let _unwritable = Unwritable::make(&dir);
+    let inside = dir.join("more");
+    for dir in [&dir, &inside] {
+        let output = party(&["--json", dir.to_str().unwrap(), "get", "k"]);
+        assert_eq!(output.status.code(), Some(3), "{dir:?}");
+        let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(answer["error"]["kind"], "permission_denied", "{answer}");
+    }
+}
+
+/// A directory made unwritable, for as long as this lives: by its mode, or, for root whom
+/// modes do not stop, by the immutable attribute.
+struct Unwritable<'a>(&'a std::path::Path);
+
+impl<'a> Unwritable<'a> {
+    fn make(dir: &'a std::path::Path) -> Unwritable<'a> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let unwritable = Unwritable(dir);
+        if std::fs::create_dir(dir.join("probe")).is_ok() {
+            let _ = std::fs::remove_dir(dir.join("probe"));
+            let chattr = Command::new("chattr").arg("+i").arg(dir).status();
+            assert!(
+                chattr.is_ok_and(|status| status.success()),
+                "cannot make a directory unwritable here (root, without chattr +i)"
+            );
+        }
+        unwritable
+    }
+}
+
+impl Drop for Unwritable<'_> {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = Command::new("chattr").arg("-i").arg(self.0).status();
+        let _ = std::fs::set_permissions(self.0, std::fs::Permissions::from_mode(0o755));
+    }
+}
+
 #[test]
 fn two_json_shells_the_leaders_is_killed_and_the_other_sees_every_acked_put() {
     let dir = tempfile::tempdir().unwrap();
@@ -380,7 +426,16 @@ fn bench_quick_reports_every_measurement_as_json() {
 /// `--only` measures the sections asked for and leaves the others out of the report.
 #[test]
 fn bench_only_measures_the_sections_asked_for() {
-    let report = bench_report(&["--only", "baseline,in-process"]);
+    // `--json` before the tool's name is the bench's own (after it: the other tests).
+    let output = party(&[
+        "--json",
+        "bench",
+        "--quick",
+        "--only",
+        "baseline,in-process",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert!(report.pointer("/baseline/rtt_p50_us").is_some(), "{report}");
     assert!(
         report.pointer("/in_process/put_ops_per_s").is_some(),
@@ -728,6 +783,10 @@ fn json_usage_errors_are_json() {
     );
     let help = party(&["--json", dir, "get", "--help"]);
     assert_eq!(help.status.code(), Some(0));
+    // After `--`, `--json` is a key, not the option: the usage error is text alone.
+    let keyed = party(&[dir, "put", "--", "--json"]);
+    assert_eq!(keyed.status.code(), Some(2));
+    assert!(keyed.stdout.is_empty(), "{}", stdout(&keyed));
 }
 
 /// Runs `party ARGS… load` with `listing` on its stdin.
@@ -1107,7 +1166,7 @@ fn watch_prints_each_change_of_its_range_once_in_commit_order() {
 fn watch_tells_an_excluded_bound_on_a_key_starting_with_equals_from_an_included_one() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path().to_str().unwrap();
-    let (watcher, _) = start_watch(&[dir, "watch", "--count", "2"]);
+    let (watcher, from) = start_watch(&[dir, "watch", "--count", "2"]);
     for args in [
         &["clear", "--gt", "=x", "--lt", "=z"][..],
         &["clear", "--gte", "x", "--lte", "z"],
@@ -1123,6 +1182,61 @@ fn watch_tells_an_excluded_bound_on_a_key_starting_with_equals_from_an_included_
         .map(|line| line.split('\t').skip(2).collect::<Vec<_>>().join(" "))
         .collect();
     assert_eq!(ranges, [r">\x3dx <\x3dz", ">=x <=z"]);
+    // In JSON each bound is named by how it bounds.
+    let replay = party(&[
+        "--json",
+        dir,
+        "watch",
+        "--from",
+        &from.to_string(),
+        "--count",
+        "2",
+    ]);
+    let ranges: Vec<serde_json::Value> = stdout(&replay)
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["range"].clone())
+        .collect();
+    assert_eq!(
+        ranges,
+        [
+            serde_json::json!({"gt": "=x", "lt": "=z"}),
+            serde_json::json!({"gte": "x", "lte": "z"})
+        ]
+    );
+}
+
+/// A signal stops a command that would run on (a watch without a count) with 128 + its
+/// number, as a shell reports it, and says so: on stderr, or in JSON on stdout.
+#[test]
+fn a_signal_stops_a_watch_with_its_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    for (signal, code, kind) in [
+        ("INT", 130, "interrupted"),
+        ("HUP", 129, "hung_up"),
+        ("TERM", 143, "terminated"),
+    ] {
+        for json in [false, true] {
+            let args = [&["--json"][..], &[dir, "watch"]].concat();
+            let (watcher, _) = start_watch(if json { &args } else { &args[1..] });
+            let sent = Command::new("kill")
+                .args([&format!("-{signal}"), &watcher.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(sent.success());
+            let output = watcher.wait_with_output().unwrap();
+            assert_eq!(output.status.code(), Some(code), "SIG{signal}");
+            if json {
+                let answer: serde_json::Value = serde_json::from_slice(&output.stdout)
+                    .unwrap_or_else(|e| panic!("SIG{signal}: {e}: {}", stdout(&output)));
+                assert_eq!(answer["error"]["kind"], kind, "{answer}");
+            } else {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                let said = format!("party: stopped by SIG{signal} ({kind})");
+                assert_eq!(stderr.trim_end(), said);
+            }
+        }
+    }
 }
 
 /// A watch asked to start past the store's next commit (a position from another store)
