@@ -5,7 +5,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use common::{party, party_within_a_minute, stdout, Shell, PARTY};
+use common::{output_within_a_minute, party, party_within_a_minute, stdout, Shell, PARTY};
 
 #[test]
 fn put_in_one_process_get_in_another_and_the_exit_codes() {
@@ -1183,15 +1183,12 @@ fn watch_tells_an_excluded_bound_on_a_key_starting_with_equals_from_an_included_
         .collect();
     assert_eq!(ranges, [r">\x3dx <\x3dz", ">=x <=z"]);
     // In JSON each bound is named by how it bounds.
-    let replay = party(&[
-        "--json",
-        dir,
-        "watch",
-        "--from",
-        &from.to_string(),
-        "--count",
-        "2",
-    ]);
+    let from = from.to_string();
+    let replay = party_within_a_minute(
+        &["--json", dir, "watch", "--from", &from, "--count", "2"],
+        &[],
+        "the replay of two changes never ended",
+    );
     let ranges: Vec<serde_json::Value> = stdout(&replay)
         .lines()
         .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["range"].clone())
@@ -1209,30 +1206,28 @@ fn watch_tells_an_excluded_bound_on_a_key_starting_with_equals_from_an_included_
 /// number, as a shell reports it, and says so: on stderr, or in JSON on stdout.
 #[test]
 fn a_signal_stops_a_watch_with_its_exit_code() {
+    use rustix::process::Signal;
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path().to_str().unwrap();
-    for (signal, code, kind) in [
-        ("INT", 130, "interrupted"),
-        ("HUP", 129, "hung_up"),
-        ("TERM", 143, "terminated"),
+    for (signal, name, code, kind) in [
+        (Signal::INT, "INT", 130, "interrupted"),
+        (Signal::HUP, "HUP", 129, "hung_up"),
+        (Signal::TERM, "TERM", 143, "terminated"),
     ] {
         for json in [false, true] {
             let args = [&["--json"][..], &[dir, "watch"]].concat();
             let (watcher, _) = start_watch(if json { &args } else { &args[1..] });
-            let sent = Command::new("kill")
-                .args([&format!("-{signal}"), &watcher.id().to_string()])
-                .status()
-                .unwrap();
-            assert!(sent.success());
-            let output = watcher.wait_with_output().unwrap();
-            assert_eq!(output.status.code(), Some(code), "SIG{signal}");
+            let pid = rustix::process::Pid::from_raw(watcher.id() as i32).unwrap();
+            rustix::process::kill_process(pid, signal).unwrap();
+            let output = output_within_a_minute(watcher, "the watch went on after the signal");
+            assert_eq!(output.status.code(), Some(code), "SIG{name}");
             if json {
                 let answer: serde_json::Value = serde_json::from_slice(&output.stdout)
-                    .unwrap_or_else(|e| panic!("SIG{signal}: {e}: {}", stdout(&output)));
+                    .unwrap_or_else(|e| panic!("SIG{name}: {e}: {}", stdout(&output)));
                 assert_eq!(answer["error"]["kind"], kind, "{answer}");
             } else {
                 let stderr = String::from_utf8_lossy(&output.stderr);
-                let said = format!("party: stopped by SIG{signal} ({kind})");
+                let said = format!("party: stopped by SIG{name} ({kind})");
                 assert_eq!(stderr.trim_end(), said);
             }
         }

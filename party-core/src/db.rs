@@ -11,12 +11,12 @@ use std::sync::Arc;
 use party_backends::BackendKind;
 use party_proto::wire::{self, ReadOp, Response, WriteOp};
 use party_proto::{ClientId, IterId, IterPoll};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::{oneshot, watch};
 
 use crate::codec::{Codec, Typed};
 use crate::data::{BatchOp, Entry, IterOptions, KeyRange};
-use crate::driver::{Command, Driver, IterAnswer};
+use crate::driver::{command_queue, Command, Driver, IterAnswer};
 use crate::error::Error;
 use crate::opening::Opening;
 use crate::options::Options;
@@ -34,14 +34,14 @@ use crate::watch::CommitSeq;
 pub async fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db, Error> {
     options.check()?;
     let layout = Layout::new(dir.as_ref(), &options)?;
-    let (commands, receiver) = unbounded_channel();
+    let (commands, queue) = command_queue();
     let backend = options.backend;
     let transaction_attempts = options.transaction_attempts.max(1);
     let client_id = ClientId(u128::from(random_u64()) << 64 | u128::from(random_u64()));
     let (driver, role, released) = Driver::new(layout.clone(), options, client_id, random_u64());
     // Every event of this handle names its directory: a program may open several.
     let span = tracing::info_span!("party", dir = %layout.dir.display());
-    tokio::spawn(tracing::Instrument::instrument(driver.run(receiver), span));
+    tokio::spawn(tracing::Instrument::instrument(driver.run(queue), span));
     Ok(Db {
         inner: Arc::new(Inner {
             commands,

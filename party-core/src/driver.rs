@@ -22,7 +22,7 @@ use party_proto::{
     RequestId, ServerConfig, ServerInput, ServerOutput, WatchId, WatchPoll,
 };
 use tokio::sync::mpsc::error::TryRecvError;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::{oneshot, watch};
 
 use crate::access::StoreAccess;
@@ -41,8 +41,9 @@ use machine::Machine;
 const SPIN_MAX_IN_FLIGHT: usize = 4;
 
 /// Most commands taken in one turn of the loop: enough for any burst of operations one
-/// round of outputs can serve, few enough that a flood of them cannot hold the loop (and
-/// the runtime's shutdown, which waits for the task to yield) for ever.
+/// round of outputs can serve. A turn that takes this many lets the runtime run others
+/// before the next: `try_recv` spends none of tokio's cooperative budget, so a flood of
+/// commands held the task (and a runtime's shutdown, which waits for it) for 128 turns.
 const COMMANDS_PER_TURN: usize = 1024;
 
 /// What a [`crate::Db`] asks of its driver.
@@ -227,10 +228,13 @@ impl Driver {
         (driver, role_rx, released_rx)
     }
 
-    pub async fn run(mut self, commands: UnboundedReceiver<Command>) {
-        let mut commands = Commands(commands);
+    pub async fn run(mut self, mut commands: Commands) {
+        let mut flooded = false;
         loop {
             self.carry_out().await;
+            if std::mem::take(&mut flooded) {
+                tokio::task::yield_now().await;
+            }
             self.publish_role();
             if self.closing && self.process.is_closed() {
                 break;
@@ -240,14 +244,16 @@ impl Driver {
             // the leader keeps both ends busy, and polling would take its cores.
             let in_flight = self.waiters.len() + self.iter_waiters.len();
             let answers_due = (1..=SPIN_MAX_IN_FLIGHT).contains(&in_flight);
-            // Everything already waiting is taken in one go, so that one round of outputs
-            // (and one socket write) serves a whole burst of operations or replies.
+            // What is already waiting is taken in one go (up to `COMMANDS_PER_TURN`), so that
+            // one round of outputs (and one socket write) serves a whole burst of operations.
             tokio::select! {
                 command = commands.0.recv(), if !self.closing => match command {
                     Some(command) => {
                         self.command(command);
+                        flooded = true;
                         for _ in 1..COMMANDS_PER_TURN {
                             let Ok(command) = commands.0.try_recv() else {
+                                flooded = false;
                                 break;
                             };
                             self.command(command);
@@ -707,12 +713,23 @@ async fn store_answer(access: &mut Option<StoreAccess>) -> Option<ServerInput> {
     }
 }
 
+/// A handle's way to its driver: the sender for the [`crate::Db`], the queue for
+/// [`Driver::run`]. The queue is wrapped at once, so that a driver dropped even before it
+/// first ran empties it as below.
+pub(crate) fn command_queue() -> (UnboundedSender<Command>, Commands) {
+    let (sender, queue) = unbounded_channel();
+    (sender, Commands(queue))
+}
+
 /// A driver's queue of commands. Let go, it is closed, then emptied to its end, which waits
 /// for the sends under way: a command sent as the queue was let go could otherwise stay in
 /// it, never answered, for as long as the handle lived (tokio's receiver, dropped, empties
 /// the queue only once). A loop that ends does so itself, answering closes; a driver dropped
-/// by its runtime's shutdown leaves it to this.
-struct Commands(UnboundedReceiver<Command>);
+/// by its runtime's shutdown leaves it to this. It relies on `try_recv` telling a send under
+/// way (`Empty`) from a queue closed and empty (`Disconnected`), as tokio does since 1.52.3
+/// (the least version party-core asks for): before, it said `Empty` after a close for as
+/// long as senders lived (before 1.49), or `Disconnected` while a send was under way.
+pub(crate) struct Commands(UnboundedReceiver<Command>);
 
 impl Drop for Commands {
     fn drop(&mut self) {

@@ -756,12 +756,15 @@ fn ask_as_it_stops(dir: &std::path::Path, runtime: &tokio::runtime::Handle) {
     runtime.block_on(db.close()).unwrap();
 }
 
-/// A handle whose runtime shuts down under it (its driver dropped, not ended) while another
-/// thread asks gets: each is answered `Closed`, none waits for ever. The queue of such a
-/// driver goes with it, and a get sent just then used to stay in it unanswered.
+/// A handle whose runtime shuts down under it (its driver dropped, not ended) while other
+/// threads ask gets: each is answered, none waits for ever. The queue of such a driver goes
+/// with it, and a get sent just then used to stay in it unanswered. And the shutdown comes
+/// soon: a driver flooded with gets used to take them for 128 turns of its loop before it
+/// let the runtime stop it, by which time the askers had given up.
 #[test]
 fn operations_asked_as_the_handles_runtime_shuts_down_fail_as_closed() {
     const ROUNDS: usize = 40;
+    const ASKERS: usize = 2;
     let dir = tempfile::tempdir().unwrap();
     for _ in 0..ROUNDS {
         let doomed = tokio::runtime::Builder::new_multi_thread()
@@ -774,25 +777,33 @@ fn operations_asked_as_the_handles_runtime_shuts_down_fail_as_closed() {
             assert_eq!(db.ready().await.unwrap(), Role::Leader);
             db
         });
-        let asking = std::sync::Arc::new(std::sync::Barrier::new(2));
-        let asker = {
-            let db = db.clone();
-            let asking = asking.clone();
-            std::thread::spawn(move || {
-                asking.wait();
-                ask_until_refused(&db)
+        let asking = std::sync::Arc::new(std::sync::Barrier::new(ASKERS + 1));
+        let askers: Vec<_> = (0..ASKERS)
+            .map(|_| {
+                let db = db.clone();
+                let asking = asking.clone();
+                std::thread::spawn(move || {
+                    asking.wait();
+                    ask_until_refused(&db)
+                })
             })
-        };
+            .collect();
         asking.wait();
         drop(doomed);
-        let (asked, _served) = asker.join().unwrap();
         let after = tokio::runtime::Runtime::new().unwrap();
-        // Those the driver took in time are served, the others refused.
-        for answer in after.block_on(answers(asked)) {
+        for asker in askers {
+            let (asked, _served) = asker.join().unwrap();
             assert!(
-                matches!(answer, Ok(None) | Err(party_core::Error::Closed)),
-                "{answer:?}"
+                asked.len() < MAX_WAITING,
+                "an asker gave up before the driver was dropped"
             );
+            // Those the driver took in time are served, the others refused.
+            for answer in after.block_on(answers(asked)) {
+                assert!(
+                    matches!(answer, Ok(None) | Err(party_core::Error::Closed)),
+                    "{answer:?}"
+                );
+            }
         }
         after.block_on(db.close()).unwrap();
     }
@@ -800,6 +811,9 @@ fn operations_asked_as_the_handles_runtime_shuts_down_fail_as_closed() {
 
 /// Gets of `db` not answered at once.
 type Asked = Vec<Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>, party_core::Error>> + Send>>>;
+
+/// Most gets [`ask_until_refused`] keeps waiting.
+const MAX_WAITING: usize = 100_000;
 
 /// Asks gets of `db` again and again until it has been refused many times in a row, so that
 /// some asks come exactly as its driver lets go of its queue. Returns those not answered at
@@ -809,7 +823,6 @@ type Asked = Vec<Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>, party_core:
 fn ask_until_refused(db: &party_core::Db) -> (Asked, usize) {
     /// Refusals in a row after which the asker takes the handle's queue for gone.
     const REFUSED_IN_A_ROW: usize = 1000;
-    const MAX_WAITING: usize = 100_000;
     let mut asked: Asked = Vec::new();
     let mut served = 0;
     let mut refused = 0;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::thread_cpu::{self, ThreadCpu};
 use super::{
     fill, first_line, leader_child, micros_now, percentile, private_kib, rss_kib, start_leader,
 };
@@ -255,8 +256,9 @@ pub(super) fn failover_at_scale(
     let (mut recoveries, mut serving, mut opens) = (Vec::new(), Vec::new(), Vec::new());
     let mut cpu_each = Vec::new();
     // The CPU time of every probe but the leader, before its kill and once all answered.
-    let cpu_of =
-        |probes: &[Worker]| -> Option<u64> { probes.iter().map(|p| cpu_micros(p.id())).sum() };
+    let cpu_of = |probes: &[Worker]| {
+        ThreadCpu::of(&probes.iter().map(|worker| worker.id()).collect::<Vec<_>>())
+    };
     for _ in 0..kills {
         let index = probes
             .iter()
@@ -316,9 +318,9 @@ pub(super) fn failover_at_scale(
         let last = answers.values().map(|a| a.micros).max();
         let last = last.unwrap_or(killed_at).max(killed_at);
         recoveries.push(Duration::from_micros(last - killed_at));
-        if let (Some(before), Some(after)) = (cpu_before, cpu_of(&probes)) {
-            let each = after.saturating_sub(before) / probes.len().max(1) as u64;
-            cpu_each.push(Duration::from_micros(each));
+        if thread_cpu::readable() {
+            let spent = cpu_of(&probes).since(&cpu_before);
+            cpu_each.push(spent / probes.len().max(1) as u32);
         }
         probes.push(probe("ready follower")?);
     }
@@ -360,7 +362,7 @@ pub(super) fn waiting_for_a_held_store(
     store: &ToolStore,
     followers: usize,
 ) -> Result<Value, Failure> {
-    if store.kind() == party_core::BackendKind::Etcd || cpu_micros(std::process::id()).is_none() {
+    if store.kind() == party_core::BackendKind::Etcd || !thread_cpu::readable() {
         return Ok(Value::Null);
     }
     // A party handle makes the store (a worker is killed when dropped), then it is held.
@@ -387,22 +389,13 @@ pub(super) fn waiting_for_a_held_store(
     }
     // Nothing says a process has started waiting: give them time to, then count.
     std::thread::sleep(Duration::from_millis(100));
-    let before: Option<Vec<u64>> = waiting.iter().map(|w| cpu_micros(w.id())).collect();
+    let pids: Vec<u32> = waiting.iter().map(|worker| worker.id()).collect();
+    let before = ThreadCpu::of(&pids);
     let started = Instant::now();
     std::thread::sleep(HELD_FOR);
-    let after: Option<Vec<u64>> = waiting.iter().map(|w| cpu_micros(w.id())).collect();
+    let spent = ThreadCpu::of(&pids).since(&before);
     let counted = started.elapsed();
     drop(held);
-    let (Some(before), Some(after)) = (before, after) else {
-        return Err("a waiting follower ended while the store was held".into());
-    };
-    // Summed over the threads alive at each reading: one that ended in between would count
-    // less, never below nothing.
-    let spent: u64 = after
-        .iter()
-        .zip(&before)
-        .map(|(a, b)| a.saturating_sub(*b))
-        .sum();
     for mut follower in waiting {
         match first_line(&mut follower)?.as_str() {
             "ready follower" => {}
@@ -412,16 +405,7 @@ pub(super) fn waiting_for_a_held_store(
     drop(holder);
     Ok(json!({
         "followers": followers,
-        "cpu_us_per_follower_second": spent as f64 / followers as f64 / counted.as_secs_f64(),
+        "cpu_us_per_follower_second":
+            spent.as_secs_f64() * 1e6 / followers as f64 / counted.as_secs_f64(),
     }))
-}
-
-/// The CPU time all threads of the process `pid` have run, in microseconds (Linux).
-fn cpu_micros(pid: u32) -> Option<u64> {
-    let mut nanos = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-        nanos += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(nanos / 1000)
 }

@@ -45,6 +45,7 @@ mod recording;
 mod scan_writes;
 mod store_alone;
 mod table;
+mod thread_cpu;
 mod transactions;
 mod values;
 

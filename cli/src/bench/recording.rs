@@ -11,7 +11,7 @@ use std::time::Duration;
 use party_core::Db;
 use serde_json::{json, Value};
 
-use super::low_latency::ThreadCpu;
+use super::thread_cpu::ThreadCpu;
 use super::{fill, full_scan, on_runtime, pipelined, start_leader_as, Workload};
 use crate::children::Worker;
 use crate::failure::Failure;

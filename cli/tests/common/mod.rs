@@ -20,6 +20,12 @@ pub fn party_within_a_minute(args: &[&str], env: &[(&str, &str)], stuck: &str) -
         .stderr(Stdio::piped())
         .spawn()
         .expect("run party");
+    output_within_a_minute(child, stuck)
+}
+
+/// Waits for `child` to end and takes its output, for at most 60 s; kills it and fails with
+/// `stuck` past that.
+pub fn output_within_a_minute(child: std::process::Child, stuck: &str) -> Output {
     let pid = child.id();
     let (done, finished) = std::sync::mpsc::channel();
     std::thread::spawn(move || done.send(child.wait_with_output().expect("wait for party")));
