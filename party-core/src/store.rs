@@ -681,7 +681,8 @@ mod tests {
             op: WriteOp::Put {
                 key: key.as_bytes().to_vec(),
                 value: vec![b'v'; lengths[id as usize - 1]],
-            },
+            }
+            .into(),
         };
         let hello = Hello {
             protocol: ProtocolId::CURRENT,

@@ -601,7 +601,8 @@ async fn requests_sent_in_one_write_are_all_answered_in_order_with_the_writes() 
             op: WriteOp::Put {
                 key: format!("k{n}").into_bytes(),
                 value: format!("v{n}").into_bytes(),
-            },
+            }
+            .into(),
         });
         frame(ClientMessage::Read {
             id: RequestId(2 * n + 1),

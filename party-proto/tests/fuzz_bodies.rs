@@ -62,7 +62,8 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         op: WriteOp::Put {
             key: b"k".to_vec(),
             value: b"v".to_vec(),
-        },
+        }
+        .into(),
     };
     let iterate = [
         hello(),

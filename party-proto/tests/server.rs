@@ -485,7 +485,7 @@ fn stalled_reader(behind_a_write: bool) {
             seq: party_proto::WriteSeq(1),
             oldest_pending: party_proto::WriteSeq(1),
             first_sent_ms: 0,
-            op: party_proto::wire::WriteOp::Del { key: vec![] },
+            op: party_proto::wire::WriteOp::Del { key: vec![] }.into(),
         };
         session.handle_input(now, ServerInput::Message(put));
     }
@@ -599,7 +599,8 @@ fn a_read_behind_its_connections_write_is_marked_to_wait_for_it() {
         op: WriteOp::Put {
             key: b"k".to_vec(),
             value: b"v".to_vec(),
-        },
+        }
+        .into(),
     };
     server.handle_input(now, ServerInput::Message(put));
     server.handle_input(now, get(3));
@@ -652,7 +653,8 @@ fn answers_to_reads_and_iterators_go_after_the_writes_issued_before_them() {
         op: party_proto::wire::WriteOp::Put {
             key: b"k".to_vec(),
             value: b"v".to_vec(),
-        },
+        }
+        .into(),
     };
     session.handle_input(now, ServerInput::Message(put));
     session.handle_input(now, get(2));

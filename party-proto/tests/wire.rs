@@ -53,7 +53,7 @@ proptest! {
             seq: WriteSeq(seq),
             oldest_pending: WriteSeq(oldest),
             first_sent_ms: 0,
-            op: write,
+            op: write.into(),
         };
         encode_frame(&message, u32::MAX, &mut frame).unwrap();
         prop_assert!(frame.len() as u64 <= bound, "write: {} > {}", frame.len(), bound);

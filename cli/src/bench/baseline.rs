@@ -299,7 +299,7 @@ pub(super) fn big_values_ceiling(
             seq: WriteSeq(0),
             oldest_pending: WriteSeq(0),
             first_sent_ms: 0,
-            op,
+            op: op.into(),
         };
         encode_frame(&write, CAP, &mut put).map_err(|e| e.to_string())?;
         let mut get = Vec::new();

@@ -257,7 +257,7 @@ impl ClientSession {
     /// Issues a write with the next sequence number of this client.
     pub fn write(&mut self, now: Timestamp, op: WriteOp) -> RequestId {
         self.next_seq += 1;
-        self.submit(now, RequestOp::Write(WriteSeq(self.next_seq), op))
+        self.submit(now, RequestOp::Write(WriteSeq(self.next_seq), op.into()))
     }
 
     /// Opens an iterator; ask for its entries with [`ClientSession::iter_take`].

@@ -18,6 +18,7 @@
 //! [`ServerOutput::Close`] drop the connection and every store iterator it had.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::time::Duration;
@@ -413,6 +414,9 @@ impl ServerSession {
                         oldest_pending,
                         first_sent_ms,
                     };
+                    // Unshared once decoded; the leader's own handle's shares it with the
+                    // handle's copy kept for a re-send, and is copied here.
+                    let op = Arc::unwrap_or_clone(op);
                     self.outputs
                         .push_back(ServerOutput::Write { id, stamp, op });
                 }

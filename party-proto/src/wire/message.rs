@@ -1,6 +1,8 @@
 //! The messages of the protocol. Only append variants to these enums: postcard numbers them
 //! by position, so reordering would make old and new peers misread each other.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::handshake::{Hello, Welcome};
@@ -30,7 +32,9 @@ pub enum ClientMessage {
         /// longer ago than half its dedup retention (the clients' resend window): its
         /// record may have expired, so the leader could not tell a re-send from a new one.
         first_sent_ms: u64,
-        op: WriteOp,
+        /// Shared with the client's copy kept for a re-send (encoded as the operation
+        /// itself): a message is not a copy of its values.
+        op: Arc<WriteOp>,
     },
     /// Opens an iterator and grants it `credits` entries and `bytes` bytes of entries
     /// ([`Entry::len_bound`]; a pull may pass them by one entry, so that an entry bigger

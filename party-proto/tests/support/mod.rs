@@ -155,7 +155,7 @@ pub fn client_message() -> impl Strategy<Value = ClientMessage> {
                 seq: WriteSeq(seq),
                 oldest_pending: WriteSeq(oldest),
                 first_sent_ms: 0,
-                op,
+                op: op.into(),
             }
         }),
         (any::<u64>(), iter_options(), any::<u32>(), any::<u64>()).prop_map(
@@ -377,7 +377,7 @@ pub fn small_message() -> impl Strategy<Value = ClientMessage> {
             seq: WriteSeq(seq),
             oldest_pending: WriteSeq(seq),
             first_sent_ms: 0,
-            op: WriteOp::Del { key },
+            op: WriteOp::Del { key }.into(),
         }),
         2 => (0u64..4, iter_options(), 0u32..10, byte_credits()).prop_map(|(iter, options, credits, bytes)| {
             ClientMessage::IterOpen { iter: IterId(iter), options, credits, bytes }
