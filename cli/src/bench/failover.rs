@@ -259,6 +259,7 @@ pub(super) fn failover_at_scale(
     let cpu_of = |probes: &[Worker]| {
         ThreadCpu::of(&probes.iter().map(|worker| worker.id()).collect::<Vec<_>>())
     };
+    let cpu_counted = thread_cpu::readable();
     for _ in 0..kills {
         let index = probes
             .iter()
@@ -318,7 +319,7 @@ pub(super) fn failover_at_scale(
         let last = answers.values().map(|a| a.micros).max();
         let last = last.unwrap_or(killed_at).max(killed_at);
         recoveries.push(Duration::from_micros(last - killed_at));
-        if thread_cpu::readable() {
+        if cpu_counted {
             let spent = cpu_of(&probes).since(&cpu_before);
             cpu_each.push(spent / probes.len().max(1) as u32);
         }
