@@ -368,7 +368,7 @@ async fn serve(
     leaving: Leaving,
 ) {
     let conn = access.conn();
-    let (mut recv, mut send) = (&stream, &stream);
+    let mut send = &stream;
     let mut session = ServerSession::new(clock::now(), config.session);
     let mut decoder = FrameDecoder::new(config.max_frame_len);
     // Read into its spare capacity, never zeroed: memory is touched only as far as a
@@ -472,7 +472,7 @@ async fn serve(
                 draining = Some(tokio::time::Instant::now() + DRAIN_WITHIN);
             }
             _ = until(draining) => return,
-            read = noting_wait(recv.read_buf(&mut buffer), &waited) => {
+            read = noting_wait(read_next(&stream, &mut buffer, &mut decoder), &waited) => {
                 if !take_messages(read, &mut buffer, &mut taken, &mut decoder, &mut session) {
                     return;
                 }
@@ -505,6 +505,20 @@ async fn noting_wait<F: std::future::Future>(future: F, waited: &AtomicBool) -> 
         poll
     })
     .await
+}
+
+/// Reads what the follower sends next: the rest of a big frame under way straight into the
+/// decoder, which saves copying a big value from `buffer` into it; anything else into
+/// `buffer`. Small frames keep to `buffer`, where a read takes many at once.
+async fn read_next(
+    mut stream: &Stream,
+    buffer: &mut Vec<u8>,
+    decoder: &mut FrameDecoder,
+) -> std::io::Result<usize> {
+    match decoder.unfinished_frame(READ_BUFFER) {
+        Some(mut frame) => stream.read_buf(&mut frame).await,
+        None => stream.read_buf(buffer).await,
+    }
 }
 
 /// What a spinning connection heard first.

@@ -2,8 +2,11 @@
 //!
 //! The decoder takes bytes in any chunking. A frame that arrives whole is decoded straight
 //! from the caller's buffer; only a frame split across reads is copied, and only after its
-//! header has passed the size cap, so the decoder never holds more than one frame.
+//! header has passed the size cap, so the decoder never holds more than one frame. The rest
+//! of a big frame can be read straight into the decoder ([`FrameDecoder::unfinished_frame`]),
+//! which saves that copy for big values.
 
+use bytes::buf::{BufMut, Limit};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -16,7 +19,8 @@ pub const HEADER_LEN: usize = 4;
 /// The default cap on a frame body: 64 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: u32 = 64 * 1024 * 1024;
 
-/// Most room a frame decoder makes for a frame beyond twice what has arrived of it.
+/// Room a frame decoder makes for a frame ahead of what has arrived of it, when less than
+/// this has: a frame of up to about this size is held in one allocation from its start.
 const RESERVE_AHEAD: usize = 1024 * 1024;
 
 /// Why bytes could not be turned into a message, or a message into a frame. Every variant
@@ -128,6 +132,27 @@ impl FrameDecoder {
         self.partial.len()
     }
 
+    /// Room for the rest of the frame under way, to read it into straight from the stream,
+    /// when at least `at_least` bytes of it are still missing; `None` between frames (and
+    /// after an error). It ends where the frame does, so a read into it takes nothing of the
+    /// next frame. What is written there is part of the frame: the next [`decode`] call (with
+    /// no new input, if need be) returns the message once the frame is whole.
+    ///
+    /// [`decode`]: FrameDecoder::decode
+    pub fn unfinished_frame(&mut self, at_least: usize) -> Option<Limit<&mut Vec<u8>>> {
+        if self.failed.is_some() || self.partial.len() < HEADER_LEN {
+            return None;
+        }
+        // A cap lowered since the header came is told by the next decode.
+        let body_len = self.checked_body_len(&self.partial[..HEADER_LEN]).ok()?;
+        let missing = HEADER_LEN + body_len - self.partial.len();
+        if missing < at_least.max(1) {
+            return None;
+        }
+        self.reserve_for(missing, 0);
+        Some((&mut self.partial).limit(missing))
+    }
+
     fn decode_unchecked<M: DeserializeOwned>(
         &mut self,
         input: &mut &[u8],
@@ -149,17 +174,24 @@ impl FrameDecoder {
         }
         let body_len = self.checked_body_len(&self.partial[..HEADER_LEN])?;
         let body_missing = HEADER_LEN + body_len - self.partial.len();
-        // Room for much of the frame at once: a big value arrives in many reads, and growing
-        // a little at a time would copy it again and again. Ahead of what has arrived, at
-        // most as much again (or 1 MiB), so that a header alone does not reserve the limit.
-        let ahead = (2 * self.partial.len() + input.len()).max(RESERVE_AHEAD);
-        self.partial.reserve_exact(body_missing.min(ahead));
+        self.reserve_for(body_missing, input.len());
         self.take(input, body_missing);
         if self.partial.len() < HEADER_LEN + body_len {
             return Ok(None);
         }
         let frame = std::mem::take(&mut self.partial);
         decode_body(&frame[HEADER_LEN..]).map(Some)
+    }
+
+    /// Makes room for much of a frame of which `missing` bytes have not been taken yet,
+    /// `at_hand` of them about to be: a big value arrives in many reads, and growing a little
+    /// at a time would copy it again and again. Ahead of what is at hand, at most as much as
+    /// the frame will then hold (or [`RESERVE_AHEAD`]), so that a header alone does not
+    /// reserve the cap, and room for the whole frame when that is little more.
+    fn reserve_for(&mut self, missing: usize, at_hand: usize) {
+        let ahead = (self.partial.len() + at_hand).max(RESERVE_AHEAD);
+        self.partial
+            .reserve_exact(missing.min(at_hand.saturating_add(ahead)));
     }
 
     fn take(&mut self, input: &mut &[u8], wanted: usize) {
@@ -263,6 +295,67 @@ mod tests {
         let error = encode_frame(&vec![0u8; 100], 10, &mut out).unwrap_err();
         assert!(matches!(error, FrameError::TooLarge { max: 10, .. }));
         assert_eq!(out, vec![9]);
+    }
+
+    /// A big value's frame read in pieces: its rest goes straight into the decoder, up to
+    /// its end and not a byte further, and the frame after it is decoded from the input.
+    #[test]
+    fn the_rest_of_a_big_frame_is_read_into_the_decoder_up_to_its_end() {
+        let value: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        let mut stream = Vec::new();
+        encode_frame(&value, u32::MAX, &mut stream).unwrap();
+        encode_frame(&7u8, u32::MAX, &mut stream).unwrap();
+        let mut decoder = FrameDecoder::new(u32::MAX);
+        assert!(decoder.unfinished_frame(1).is_none(), "between frames");
+        let mut input = &stream[..1000];
+        assert_eq!(decoder.decode::<Vec<u8>>(&mut input), Ok(None));
+        assert!(
+            decoder.unfinished_frame(usize::MAX).is_none(),
+            "less is missing"
+        );
+        let mut rest = &stream[1000..];
+        while let Some(mut room) = decoder.unfinished_frame(1) {
+            let piece = rest.len().min(room.remaining_mut()).min(30_000);
+            room.put_slice(&rest[..piece]);
+            rest = &rest[piece..];
+        }
+        assert_eq!(rest.len(), 5, "the next frame is left in the stream");
+        let mut nothing: &[u8] = &[];
+        assert_eq!(decoder.decode(&mut nothing), Ok(Some(value)));
+        assert_eq!(decoder.decode(&mut rest), Ok(Some(7u8)));
+    }
+
+    /// A frame a little over [`RESERVE_AHEAD`] gets room for all of it with its first piece:
+    /// room for exactly `RESERVE_AHEAD` made the next piece move it to a new allocation.
+    #[test]
+    fn a_frame_under_way_is_given_room_ahead_of_what_arrived() {
+        let value = vec![1u8; RESERVE_AHEAD + 10];
+        let mut stream = Vec::new();
+        encode_frame(&value, u32::MAX, &mut stream).unwrap();
+        for first in [4096, 65536] {
+            let mut decoder = FrameDecoder::new(u32::MAX);
+            let mut input = &stream[..first];
+            assert_eq!(decoder.decode::<Vec<u8>>(&mut input), Ok(None));
+            assert!(
+                decoder.partial.capacity() >= stream.len(),
+                "after {first} bytes"
+            );
+            let mut direct = FrameDecoder::new(u32::MAX);
+            let mut input = &stream[..first];
+            assert_eq!(direct.decode::<Vec<u8>>(&mut input), Ok(None));
+            direct.unfinished_frame(1).unwrap();
+            assert!(
+                direct.partial.capacity() >= stream.len(),
+                "after {first} bytes"
+            );
+        }
+        // A header alone does not reserve what it claims, only up to RESERVE_AHEAD more.
+        let mut decoder = FrameDecoder::new(u32::MAX);
+        let mut header: &[u8] = &(u32::MAX - 1).to_le_bytes();
+        assert_eq!(decoder.decode::<Vec<u8>>(&mut header), Ok(None));
+        assert!(decoder.partial.capacity() <= 3 * RESERVE_AHEAD);
+        decoder.unfinished_frame(1).unwrap();
+        assert!(decoder.partial.capacity() <= 3 * RESERVE_AHEAD);
     }
 
     #[test]
