@@ -47,16 +47,21 @@ pub(crate) struct Link {
     writer: Option<(UnboundedSender<Vec<u8>>, JoinHandle<()>)>,
     /// In low-latency mode, how long a wait for the leader polls before it parks.
     spinner: Option<Spinner>,
+    /// Whether [`Link::last_read`] must give every byte read (for a recording), those read
+    /// straight into the decoder included.
+    keep_reads: bool,
 }
 
 impl Link {
     /// Connects to the leader's socket; replies over `max_frame_len` bytes break the link
     /// (until [`Link::set_incoming_frame_limit`] moves it).
-    /// With `spin`, waits for the leader's answers poll for up to that long first.
+    /// With `spin`, waits for the leader's answers poll for up to that long first. With
+    /// `keep_reads`, [`Link::last_read`] gives every byte read.
     pub async fn connect(
         socket: &Path,
         max_frame_len: u32,
         spin: Option<std::time::Duration>,
+        keep_reads: bool,
     ) -> std::io::Result<Link> {
         let name = socket.to_fs_name::<GenericFilePath>()?;
         let stream = Arc::new(Stream::connect(name).await?);
@@ -67,6 +72,7 @@ impl Link {
             handover: Handover::default(),
             writer: None,
             spinner: spin.map(Spinner::new),
+            keep_reads,
         })
     }
 
@@ -94,16 +100,32 @@ impl Link {
             }
             _ => None,
         };
-        let read = match polled {
-            Some(read) => read,
-            None => (&*self.stream).read_buf(&mut self.buffer).await,
+        // The rest of a big reply straight into the decoder, as the leader's connections
+        // read a big request: a copy of a big value saved.
+        let (read, direct) = match polled {
+            Some(read) => (read, false),
+            None => match self.decoder.unfinished_frame(crate::leader::READ_BUFFER) {
+                Some(mut frame) => {
+                    let read = (&*self.stream).read_buf(&mut frame).await;
+                    if let (Ok(read), true) = (&read, self.keep_reads) {
+                        let frame = frame.into_inner();
+                        self.buffer.extend_from_slice(&frame[frame.len() - read..]);
+                    }
+                    (read, true)
+                }
+                None => ((&*self.stream).read_buf(&mut self.buffer).await, false),
+            },
         };
         if let Ok(0) | Err(_) = read {
             received.end = Some(LinkEnd::Closed);
             return received;
         }
-        crate::leader::grow_when_filled(&mut self.buffer);
-        let mut input = &self.buffer[..];
+        let mut input = if direct {
+            &[][..]
+        } else {
+            crate::leader::grow_when_filled(&mut self.buffer);
+            &self.buffer[..]
+        };
         loop {
             match self.decoder.decode::<ServerMessage>(&mut input) {
                 Ok(Some(message)) => received.messages.push(message),
@@ -116,7 +138,8 @@ impl Link {
         }
     }
 
-    /// The bytes the last [`Link::receive`] read, whole messages or not.
+    /// The bytes the last [`Link::receive`] read, whole messages or not (those read straight
+    /// into the decoder only with `keep_reads`).
     pub fn last_read(&self) -> &[u8] {
         &self.buffer
     }

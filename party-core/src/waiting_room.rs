@@ -119,16 +119,17 @@ pub(crate) async fn enter(
     socket: &Path,
     max_frame_len: u32,
     spin: Option<std::time::Duration>,
+    keep_reads: bool,
 ) -> Option<Link> {
     #[cfg(unix)]
     {
-        Link::connect(&room_path(socket), max_frame_len, spin)
+        Link::connect(&room_path(socket), max_frame_len, spin, keep_reads)
             .await
             .ok()
     }
     #[cfg(not(unix))]
     {
-        let _ = (socket, max_frame_len, spin);
+        let _ = (socket, max_frame_len, spin, keep_reads);
         None
     }
 }
@@ -143,7 +144,7 @@ mod tests {
     use super::*;
 
     async fn enter(socket: &Path) -> Option<Link> {
-        super::enter(socket, DEFAULT_MAX_FRAME_LEN, None).await
+        super::enter(socket, DEFAULT_MAX_FRAME_LEN, None, false).await
     }
 
     /// Whether the seat's connection is still waiting (nothing came, it did not end).

@@ -91,6 +91,35 @@ fn a_recorded_failover_replays_alike_and_its_history_passes_the_checks() {
     assert!(replay.commits >= 3, "{} commits", replay.commits);
 }
 
+/// Big values both ways, recorded: a follower's puts of 1 MiB values (read by the leader
+/// straight into its decoder) and its gets of them (read by the follower so). Every byte the
+/// follower read is in its recording, or the replay would miss the answers.
+#[test]
+fn big_values_through_a_follower_replay_alike() {
+    let (dir, recordings) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut leader = recorded(dir.path(), recordings.path(), &[], &[], "leader");
+    let mut follower = recorded(dir.path(), recordings.path(), &[], &[], "follower");
+    const VALUE: usize = 1 << 20;
+    assert_eq!(follower.send(&format!("fill-big 3 {VALUE}")), "ok 3");
+    assert_eq!(
+        follower.send("get-many big/000000 big/000002 big/000001"),
+        format!("ok {VALUE},{VALUE},{VALUE}")
+    );
+    assert_eq!(follower.send("close"), "ok");
+    assert_eq!(leader.send("close"), "ok");
+
+    let replay = replayed(recordings.path());
+    assert!(
+        replay.nondeterminism.is_empty(),
+        "{:?}",
+        replay.nondeterminism
+    );
+    assert!(replay.violations.is_empty(), "{:?}", replay.violations);
+    assert!(replay.unchecked.is_empty(), "{:?}", replay.unchecked);
+    assert_eq!(replay.processes, 2);
+    assert!(replay.ops >= 4, "{} operations", replay.ops);
+}
+
 /// A follower's scan is recorded once: as the bytes it read from the leader, while its
 /// takes from the iterator are recorded as a digest (in full, they doubled the recording).
 #[test]

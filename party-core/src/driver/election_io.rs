@@ -218,8 +218,9 @@ impl Driver {
 
     /// Connects, and tells the machine who answered (whether to trust it is its call).
     async fn connect(&mut self) -> ProcessInput {
-        let max_frame_len = self.options.limits.max_frame_len;
-        match Link::connect(&self.layout.socket, max_frame_len, self.options.spin).await {
+        let (max_frame_len, spin) = (self.options.limits.max_frame_len, self.options.spin);
+        let recording = self.options.record.is_some();
+        match Link::connect(&self.layout.socket, max_frame_len, spin, recording).await {
             Ok(link) => {
                 let peer_uid = link.peer_uid();
                 self.link = Some(link);
@@ -235,7 +236,8 @@ impl Driver {
     /// Sits down in the lock holder's waiting room; the seat is the link from now on.
     async fn enter_room(&mut self) -> ProcessInput {
         let (max_frame_len, spin) = (self.options.limits.max_frame_len, self.options.spin);
-        match waiting_room::enter(&self.layout.socket, max_frame_len, spin).await {
+        let recording = self.options.record.is_some();
+        match waiting_room::enter(&self.layout.socket, max_frame_len, spin, recording).await {
             Some(seat) => {
                 let peer_uid = seat.peer_uid();
                 self.link = Some(seat);
