@@ -65,25 +65,33 @@ impl StoreAccess {
         self.conn
     }
 
-    /// Carries out a session's outputs: messages to `send` (which says whether it could),
-    /// work to the store. True when the connection is to be closed.
+    /// Carries out a session's outputs: messages to `send` (which says whether it took them,
+    /// and whether it holds enough for now), work to the store.
     ///
     /// The small writes a turn of the session asks for in a row commit together, on this
-    /// task while the store thread has nothing to do ([`StoreAccess::commit_burst`]).
+    /// task while the store thread has nothing to do ([`StoreAccess::commit_burst`]). Once
+    /// the sender is full the rest of the outputs wait in the session for the next run.
     pub fn run_outputs(
         &mut self,
         session: &mut ServerSession,
-        mut send: impl FnMut(ServerMessage) -> bool,
-    ) -> bool {
-        let mut closing = false;
+        mut send: impl FnMut(ServerMessage) -> Sent,
+    ) -> Ran {
+        let mut ran = Ran::default();
         let mut burst = Burst::default();
         loop {
-            while let Some(output) = session.poll_output() {
+            while !ran.full {
+                let Some(output) = session.poll_output() else {
+                    break;
+                };
                 match output {
-                    ServerOutput::Send(message) => closing |= !send(message),
+                    ServerOutput::Send(message) => match send(message) {
+                        Sent::Taken => {}
+                        Sent::Full => ran.full = true,
+                        Sent::Failed => ran.closing = true,
+                    },
                     ServerOutput::Close(reason) => {
                         tracing::warn!("closing connection {}: {reason}", self.conn);
-                        closing = true;
+                        ran.closing = true;
                     }
                     ServerOutput::Write { id, stamp, op } if self.writes_here && is_small(&op) => {
                         let len = op.request_len_bound();
@@ -104,10 +112,13 @@ impl StoreAccess {
                 }
             }
             if burst.writes.is_empty() {
-                return closing;
+                return ran;
             }
             // Their answers, if they committed here, are the session's next messages.
             self.commit_burst(&mut burst, session);
+            if ran.full {
+                return ran;
+            }
         }
     }
 
@@ -227,6 +238,24 @@ impl StoreAccess {
             session.handle_input(clock::now(), answer);
         }
     }
+}
+
+/// What a sender did with a message it was handed.
+pub(crate) enum Sent {
+    Taken,
+    /// Taken, and the sender holds enough to send for now.
+    Full,
+    /// Not sent: the connection is to be closed.
+    Failed,
+}
+
+/// How a run of a session's outputs ended.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Ran {
+    /// The connection is to be closed.
+    pub closing: bool,
+    /// The sender filled up: outputs may be left in the session for the next run.
+    pub full: bool,
 }
 
 /// Small writes in a row, to commit together on a connection's task.

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::access::{Accesses, StoreAccess};
+use crate::access::{Accesses, Sent, StoreAccess};
 use crate::clock;
 use crate::headroom::Headroom;
 use crate::lock::ElectionLock;
@@ -392,10 +392,15 @@ async fn serve(
             tokio::task::yield_now().await;
             ran_from = std::time::Instant::now();
         }
-        let closing = access.run_outputs(&mut session, |message| {
-            encode_frame(&message, config.max_frame_len, &mut out)
-                .inspect_err(|error| tracing::warn!("connection {conn}: cannot send: {error}"))
-                .is_ok()
+        let ran = access.run_outputs(&mut session, |message| {
+            match encode_frame(&message, config.max_frame_len, &mut out) {
+                Err(error) => {
+                    tracing::warn!("connection {conn}: cannot send: {error}");
+                    Sent::Failed
+                }
+                Ok(()) if out.len() >= SEND_AT => Sent::Full,
+                Ok(()) => Sent::Taken,
+            }
         });
         // At once where the socket takes it, as it does almost always (and a new
         // connection's first write need not wait for tokio to see it writable).
@@ -416,8 +421,15 @@ async fn serve(
             }
         }
         out.clear();
-        if closing {
+        if out.capacity() > OUT_KEPT {
+            out = Vec::new();
+        }
+        if ran.closing {
             return;
+        }
+        // The session's next answers (big ones, then) before anything else.
+        if ran.full {
+            continue;
         }
         // The rest of a read goes before the next one; a leader that stops is heard first.
         if taken > 0 && !(cancel.is_cancelled() && draining.is_none()) {
@@ -552,6 +564,15 @@ fn take_messages(
 /// (64 gets in flight ran at half the rate of 256). Answered a few at a time, the follower
 /// sends its next requests while the leader still works on the rest.
 const TURN: usize = 16;
+
+/// Bytes of answers a connection encodes before it sends them, then the rest: the answers
+/// to a turn of 16 gets of 1 MiB values were all encoded before the first was sent, 16 MiB
+/// at once, and the buffer kept them for the connection's life.
+const SEND_AT: usize = 256 * 1024;
+
+/// Most room a connection's send buffer keeps from a turn to the next: a bigger one held a
+/// frame bigger than most (a `get_many` of big values), not worth holding on to.
+const OUT_KEPT: usize = 2 * 1024 * 1024;
 
 /// How long a connection works without waiting (the turns of a long read, exchanges the
 /// socket or the store answered at once) before it lets the worker's other tasks run: a

@@ -659,6 +659,65 @@ mod tests {
         assert_eq!(later.keys().copied().collect::<Vec<_>>(), [2, 3, 4]);
     }
 
+    /// A sender that says it is full gets no more of the session's answers in that run:
+    /// the rest come in the next runs, in order (the leader sends between runs, so that a
+    /// turn of big answers is not all encoded before the first goes out), and the writes
+    /// taken in that run still commit.
+    #[test]
+    fn a_full_sender_gets_the_next_answers_in_the_next_runs() {
+        use crate::access::{Ran, Sent};
+        use party_proto::wire::{ClientMessage, Hello, ProtocolId, ReadOp, ServerMessage};
+        use party_proto::{ServerConfig, ServerSession};
+
+        let (accesses, _thread, _dir) = accesses_on_memory();
+        let mut access = accesses.open();
+        let mut session = ServerSession::new(crate::clock::now(), ServerConfig::default());
+        let hello = Hello {
+            protocol: ProtocolId::CURRENT,
+            client_id: ClientId(1),
+            store: "fjall".into(),
+        };
+        let get = |id: u64| ClientMessage::Read {
+            id: RequestId(id),
+            op: ReadOp::Get { key: vec![b'k'] },
+        };
+        let first_sent_ms = crate::clock::wall_now().as_millis() as u64;
+        let put = |id: u64| ClientMessage::Write {
+            id: RequestId(id),
+            seq: WriteSeq(id),
+            oldest_pending: WriteSeq(3),
+            first_sent_ms,
+            op: WriteOp::Put {
+                key: vec![b'k'],
+                value: vec![b'v'],
+            }
+            .into(),
+        };
+        // The gets' answers come after the puts in the session's outputs: the first fills
+        // the sender while the puts wait in a burst, which must still commit.
+        let messages = [ClientMessage::Hello(hello), get(1), get(2), put(3), put(4)];
+        for message in messages {
+            session.handle_input(crate::clock::now(), ServerInput::Message(message));
+        }
+        let mut runs = Vec::new();
+        loop {
+            let mut answered = Vec::new();
+            let ran = access.run_outputs(&mut session, |message| match message {
+                ServerMessage::Reply { id, .. } => {
+                    answered.push(id.0);
+                    Sent::Full
+                }
+                _ => Sent::Taken,
+            });
+            runs.push(answered);
+            if !ran.full {
+                assert_eq!(ran, Ran::default());
+                break;
+            }
+        }
+        assert_eq!(runs, [vec![1], vec![2], vec![3], vec![4], vec![]]);
+    }
+
     /// Runs a connection's session on a fresh in-memory store, with no store thread running
     /// at first, through a hello, puts of `a`, `b` and `c` with values of the given
     /// lengths, then a `get_many` of `a` and `c`: which requests were answered at once, in
@@ -711,7 +770,7 @@ mod tests {
                 if let ServerMessage::Reply { id, result } = message {
                     answered.push((id.0, result.unwrap()));
                 }
-                true
+                crate::access::Sent::Taken
             });
             answered
         };

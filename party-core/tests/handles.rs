@@ -502,6 +502,34 @@ async fn status_counts_the_followers_the_leader_serves() {
     assert!(uncounted.is_ok(), "a closed follower is still counted");
 }
 
+/// Gets of big values asked at once are answered whole and each with its own value: the
+/// leader sends a turn's first answers before it encodes the rest, then goes on with the
+/// rest at once (nothing else comes to wake it: the follower only waits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gets_of_big_values_asked_at_once_are_all_answered() {
+    const VALUE_LEN: usize = 1 << 20;
+    const GETS: u8 = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), Options::default()).await.unwrap();
+    assert_eq!(leader.ready().await.unwrap(), Role::Leader);
+    for i in 0..GETS {
+        leader.put([i], vec![i; VALUE_LEN]).await.unwrap();
+    }
+    let follower = open(dir.path(), Options::default()).await.unwrap();
+    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+    // Each get is sent as it is called, so they reach the leader together.
+    let gets: Vec<_> = (0..GETS).map(|i| follower.get([i])).collect();
+    for (i, get) in (0..GETS).zip(gets) {
+        // The timeout only bounds a failure (a leader that stops after its first answers).
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(60), get).await;
+        let value = answer.expect("answered").unwrap().expect("a value");
+        assert!(
+            value.len() == VALUE_LEN && value.iter().all(|b| *b == i),
+            "get {i}"
+        );
+    }
+}
+
 /// A follower that sends requests but never reads the replies must not keep the leader from
 /// closing (its connection task used to block in a write the leader could not cancel).
 #[cfg(unix)]
