@@ -23,6 +23,9 @@ pub const DEFAULT_MAX_FRAME_LEN: u32 = 64 * 1024 * 1024;
 /// this has: a frame of up to about this size is held in one allocation from its start.
 const RESERVE_AHEAD: usize = 1024 * 1024;
 
+/// Least room a frame decoder keeps ahead for the rest of a frame, read into it.
+const MIN_ROOM: usize = 64 * 1024;
+
 /// Why bytes could not be turned into a message, or a message into a frame. Every variant
 /// means the connection can no longer be trusted and must be closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
@@ -183,15 +186,25 @@ impl FrameDecoder {
         decode_body(&frame[HEADER_LEN..]).map(Some)
     }
 
-    /// Makes room for much of a frame of which `missing` bytes have not been taken yet,
-    /// `at_hand` of them about to be: a big value arrives in many reads, and growing a little
-    /// at a time would copy it again and again. Ahead of what is at hand, at most as much as
-    /// the frame will then hold (or [`RESERVE_AHEAD`]), so that a header alone does not
-    /// reserve the cap, and room for the whole frame when that is little more.
+    /// Makes room for a frame of which `missing` bytes have not been taken yet, `at_hand` of
+    /// them about to be: a big value arrives in many reads, and growing a little at a time
+    /// would copy it again and again. So it grows only when the room left is short of what
+    /// is at hand (or of [`MIN_ROOM`]), and then by as much as the frame will hold (or
+    /// [`RESERVE_AHEAD`]): a frame moves a few times whatever its size, a header alone does
+    /// not reserve what it claims, and a frame little bigger than that gets all its room.
     fn reserve_for(&mut self, missing: usize, at_hand: usize) {
-        let ahead = (self.partial.len() + at_hand).max(RESERVE_AHEAD);
-        self.partial
-            .reserve_exact(missing.min(at_hand.saturating_add(ahead)));
+        let room_left = self.partial.capacity() - self.partial.len();
+        if room_left >= at_hand.max(MIN_ROOM).min(missing) {
+            return;
+        }
+        let ahead = at_hand.saturating_add((self.partial.len() + at_hand).max(RESERVE_AHEAD));
+        let whole_frame_within = ahead.saturating_add(ahead / 4);
+        let room = if missing <= whole_frame_within {
+            missing
+        } else {
+            ahead
+        };
+        self.partial.reserve_exact(room);
     }
 
     fn take(&mut self, input: &mut &[u8], wanted: usize) {
@@ -325,8 +338,9 @@ mod tests {
         assert_eq!(decoder.decode(&mut rest), Ok(Some(7u8)));
     }
 
-    /// A frame a little over [`RESERVE_AHEAD`] gets room for all of it with its first piece:
-    /// room for exactly `RESERVE_AHEAD` made the next piece move it to a new allocation.
+    /// A frame a little over [`RESERVE_AHEAD`] gets room for all of it with its first piece
+    /// (room for exactly `RESERVE_AHEAD` made the next piece move it to a new allocation),
+    /// and so it does from its header alone when its rest is read into the decoder.
     #[test]
     fn a_frame_under_way_is_given_room_ahead_of_what_arrived() {
         let value = vec![1u8; RESERVE_AHEAD + 10];
@@ -340,22 +354,61 @@ mod tests {
                 decoder.partial.capacity() >= stream.len(),
                 "after {first} bytes"
             );
-            let mut direct = FrameDecoder::new(u32::MAX);
-            let mut input = &stream[..first];
-            assert_eq!(direct.decode::<Vec<u8>>(&mut input), Ok(None));
-            direct.unfinished_frame(1).unwrap();
-            assert!(
-                direct.partial.capacity() >= stream.len(),
-                "after {first} bytes"
-            );
         }
+        let mut direct = FrameDecoder::new(u32::MAX);
+        let mut header = &stream[..HEADER_LEN];
+        assert_eq!(direct.decode::<Vec<u8>>(&mut header), Ok(None));
+        let room = direct.unfinished_frame(1).unwrap();
+        assert_eq!(room.remaining_mut(), stream.len() - HEADER_LEN);
+        assert!(direct.partial.capacity() >= stream.len());
         // A header alone does not reserve what it claims, only up to RESERVE_AHEAD more.
         let mut decoder = FrameDecoder::new(u32::MAX);
         let mut header: &[u8] = &(u32::MAX - 1).to_le_bytes();
         assert_eq!(decoder.decode::<Vec<u8>>(&mut header), Ok(None));
-        assert!(decoder.partial.capacity() <= 3 * RESERVE_AHEAD);
+        assert!(decoder.partial.capacity() <= 2 * RESERVE_AHEAD);
         decoder.unfinished_frame(1).unwrap();
-        assert!(decoder.partial.capacity() <= 3 * RESERVE_AHEAD);
+        assert!(decoder.partial.capacity() <= 2 * RESERVE_AHEAD);
+    }
+
+    /// A frame of 8 MiB read in pieces of 64 KiB, through the decoder or straight into it,
+    /// moves to a bigger allocation a few times, not at every piece.
+    #[test]
+    fn a_big_frame_moves_a_few_times_whatever_its_pieces() {
+        let value = vec![3u8; 8 << 20];
+        let mut stream = Vec::new();
+        encode_frame(&value, u32::MAX, &mut stream).unwrap();
+        for direct in [false, true] {
+            let mut decoder = FrameDecoder::new(u32::MAX);
+            let (mut moves, mut capacity) = (0, 0);
+            let mut moved = |decoder: &FrameDecoder| {
+                if decoder.partial.capacity() != capacity {
+                    capacity = decoder.partial.capacity();
+                    moves += 1;
+                }
+            };
+            let mut rest = stream.as_slice();
+            let mut decoded = None;
+            while decoded.is_none() {
+                let (mut piece, after) = rest.split_at(rest.len().min(64 << 10));
+                rest = after;
+                if direct {
+                    if let Some(mut room) = decoder.unfinished_frame(1) {
+                        let into = piece.len().min(room.remaining_mut());
+                        room.put_slice(&piece[..into]);
+                        piece = &piece[into..];
+                    }
+                    moved(&decoder);
+                }
+                decoded = decoder.decode::<Vec<u8>>(&mut piece).unwrap();
+                moved(&decoder);
+            }
+            assert_eq!(decoded, Some(value.clone()));
+            // Its first room, three doublings, let go once whole.
+            assert!(
+                moves <= 6,
+                "{moves} moves (read into the decoder: {direct})"
+            );
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! them late, in order within a connection and in any order across connections.
 
 use super::*;
+use bytes::BufMut;
 
 impl World {
     pub(super) fn connect(&mut self, process: ProcessId) -> ElectionInput {
@@ -242,6 +243,13 @@ impl World {
         let mut decoded = Vec::new();
         let mut failed = None;
         loop {
+            // The rest of a frame under way straight into the decoder first, as real
+            // connections read a big frame's (here whatever its size, to reach that path).
+            if let Some(mut frame) = decoder.unfinished_frame(1) {
+                let direct = input.len().min(frame.remaining_mut());
+                frame.put_slice(&input[..direct]);
+                input = &input[direct..];
+            }
             if to_server {
                 match decoder.decode::<ClientMessage>(&mut input) {
                     Ok(Some(message)) => decoded.push(Ok(message)),
