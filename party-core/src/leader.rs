@@ -25,7 +25,9 @@ use crate::spin::Spinner;
 use crate::store::{self, StoreJob, StoreQueue};
 use crate::sync::{ConnIds, Followers};
 
-/// Most bytes taken from a socket in one read (a follower's and a connection's alike).
+/// Most bytes a read takes into a connection's buffer (a follower's and the leader's
+/// alike); a frame with at least this much still missing is read straight into the decoder
+/// instead, as much of it as has arrived (see [`read_next`]).
 pub(crate) const READ_BUFFER: usize = 64 * 1024;
 
 /// What a connection's read buffer holds at first: most connections only ever carry small
@@ -427,12 +429,13 @@ async fn serve(
         if ran.closing {
             return;
         }
-        // The session's next answers (big ones, then) before anything else.
-        if ran.full {
+        // A leader that stops is heard first (the wait below tells the session), then the
+        // session's next answers (big ones, then), then the rest of a read.
+        let stopping = cancel.is_cancelled() && draining.is_none();
+        if ran.full && !stopping {
             continue;
         }
-        // The rest of a read goes before the next one; a leader that stops is heard first.
-        if taken > 0 && !(cancel.is_cancelled() && draining.is_none()) {
+        if taken > 0 && !stopping {
             // The store's answers that came meanwhile go out with this turn's.
             access.hand_waiting_replies(&mut session);
             take_turn(&mut buffer, &mut taken, &mut decoder, &mut session);
@@ -484,7 +487,7 @@ async fn serve(
                 draining = Some(tokio::time::Instant::now() + DRAIN_WITHIN);
             }
             _ = until(draining) => return,
-            read = noting_wait(read_next(&stream, &mut buffer, &mut decoder), &waited) => {
+            (read, _) = noting_wait(read_next(&stream, &mut buffer, &mut decoder, false), &waited) => {
                 if !take_messages(read, &mut buffer, &mut taken, &mut decoder, &mut session) {
                     return;
                 }
@@ -519,17 +522,27 @@ async fn noting_wait<F: std::future::Future>(future: F, waited: &AtomicBool) -> 
     .await
 }
 
-/// Reads what the follower sends next: the rest of a big frame under way straight into the
-/// decoder, which saves copying a big value from `buffer` into it; anything else into
-/// `buffer`. Small frames keep to `buffer`, where a read takes many at once.
-async fn read_next(
+/// Reads what the peer sends next: the rest of a big frame under way (at least
+/// [`READ_BUFFER`] bytes of it missing) straight into the decoder, which saves copying a big
+/// value from `buffer` into it; anything else into `buffer`, where a read takes many small
+/// frames at once. Says whether the read went into the decoder; with `keep_reads` what it
+/// read is copied into `buffer` too (a recording keeps every byte read).
+pub(crate) async fn read_next(
     mut stream: &Stream,
     buffer: &mut Vec<u8>,
     decoder: &mut FrameDecoder,
-) -> std::io::Result<usize> {
+    keep_reads: bool,
+) -> (std::io::Result<usize>, bool) {
     match decoder.unfinished_frame(READ_BUFFER) {
-        Some(mut frame) => stream.read_buf(&mut frame).await,
-        None => stream.read_buf(buffer).await,
+        Some(mut frame) => {
+            let read = stream.read_buf(&mut frame).await;
+            if let (Ok(read), true) = (&read, keep_reads) {
+                let frame = frame.into_inner();
+                buffer.extend_from_slice(&frame[frame.len() - read..]);
+            }
+            (read, true)
+        }
+        None => (stream.read_buf(buffer).await, false),
     }
 }
 

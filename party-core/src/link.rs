@@ -13,10 +13,11 @@ use interprocess::local_socket::tokio::prelude::*;
 use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::{GenericFilePath, ToFsName};
 use party_proto::wire::{FrameDecoder, FrameError, ServerMessage};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 
+use crate::leader::read_next;
 use crate::socket_now::{recv_now, send_now};
 use crate::spin::Spinner;
 use crate::sync::{Handed, Handover, Sink};
@@ -100,21 +101,14 @@ impl Link {
             }
             _ => None,
         };
-        // The rest of a big reply straight into the decoder, as the leader's connections
-        // read a big request: a copy of a big value saved.
         let (read, direct) = match polled {
             Some(read) => (read, false),
-            None => match self.decoder.unfinished_frame(crate::leader::READ_BUFFER) {
-                Some(mut frame) => {
-                    let read = (&*self.stream).read_buf(&mut frame).await;
-                    if let (Ok(read), true) = (&read, self.keep_reads) {
-                        let frame = frame.into_inner();
-                        self.buffer.extend_from_slice(&frame[frame.len() - read..]);
-                    }
-                    (read, true)
-                }
-                None => ((&*self.stream).read_buf(&mut self.buffer).await, false),
-            },
+            None => {
+                let (stream, buffer) = (&*self.stream, &mut self.buffer);
+                // A big answer's rest straight into the decoder, as the leader reads a big
+                // request's.
+                read_next(stream, buffer, &mut self.decoder, self.keep_reads).await
+            }
         };
         if let Ok(0) | Err(_) = read {
             received.end = Some(LinkEnd::Closed);
