@@ -52,6 +52,17 @@ fn replayed(dir: &Path) -> Replayed {
     replay(&segment_files(dir)).expect("the recordings replay")
 }
 
+/// The replay gave the recorded outputs, found the history clean, and checked all of it.
+fn assert_replays_clean(replay: &Replayed) {
+    assert!(
+        replay.nondeterminism.is_empty(),
+        "{:?}",
+        replay.nondeterminism
+    );
+    assert!(replay.violations.is_empty(), "{:?}", replay.violations);
+    assert!(replay.unchecked.is_empty(), "{:?}", replay.unchecked);
+}
+
 /// A leader and two followers, recorded: writes, a batch burst, reads and a scan, the
 /// leader SIGKILLed, more of the same on the next leader.
 fn recorded_failover(dir: &Path, recordings: &Path) {
@@ -78,13 +89,7 @@ fn a_recorded_failover_replays_alike_and_its_history_passes_the_checks() {
     recorded_failover(dir.path(), recordings.path());
 
     let replay = replayed(recordings.path());
-    assert!(
-        replay.nondeterminism.is_empty(),
-        "{:?}",
-        replay.nondeterminism
-    );
-    assert!(replay.violations.is_empty(), "{:?}", replay.violations);
-    assert!(replay.unchecked.is_empty(), "{:?}", replay.unchecked);
+    assert_replays_clean(&replay);
     assert_eq!(replay.processes, 3);
     // 2 puts, 70 batches, 2 gets, a scan, each once; at least one commit per put.
     assert!(replay.ops >= 75, "{} operations", replay.ops);
@@ -109,13 +114,7 @@ fn big_values_through_a_follower_replay_alike() {
     assert_eq!(leader.send("close"), "ok");
 
     let replay = replayed(recordings.path());
-    assert!(
-        replay.nondeterminism.is_empty(),
-        "{:?}",
-        replay.nondeterminism
-    );
-    assert!(replay.violations.is_empty(), "{:?}", replay.violations);
-    assert!(replay.unchecked.is_empty(), "{:?}", replay.unchecked);
+    assert_replays_clean(&replay);
     assert_eq!(replay.processes, 2);
     assert!(replay.ops >= 4, "{} operations", replay.ops);
 }
