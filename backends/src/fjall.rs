@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 
+use bytes::Bytes;
 use fjall::{AbstractTree, Config, Keyspace, PartitionCreateOptions, PartitionHandle, Snapshot};
 use party_proto::feed::LogEnds;
 use party_proto::wire::Entry;
@@ -286,6 +287,14 @@ impl FjallBackend {
         })
     }
 
+    /// The value under `key` as the store holds it (a key too long to store has none).
+    fn stored_value(&self, key: &[u8]) -> Result<Option<fjall::Slice>, BackendError> {
+        if key.len() > MAX_KEY_LEN {
+            return Ok(None);
+        }
+        self.data.get(stored_key(key)).map_err(store_error(NAME))
+    }
+
     fn refuse_if_poisoned(&self) -> Result<(), BackendError> {
         if self.poisoned.load(Ordering::Relaxed) {
             return Err(BackendError::store(
@@ -401,11 +410,11 @@ impl Backend for FjallBackend {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        if key.len() > MAX_KEY_LEN {
-            return Ok(None);
-        }
-        let value = self.data.get(stored_key(key)).map_err(store_error(NAME))?;
-        Ok(value.map(|v| v.to_vec()))
+        Ok(self.stored_value(key)?.map(|value| value.to_vec()))
+    }
+
+    fn get_shared(&self, key: &[u8]) -> Result<Option<Bytes>, BackendError> {
+        Ok(self.stored_value(key)?.map(Bytes::from_owner))
     }
 
     fn write(&self, batch: &WriteBatch) -> Result<(), BackendError> {

@@ -36,6 +36,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use party_proto::feed::LogEnds;
 use party_proto::txn::{CheckRead, CheckValue};
 use party_proto::{ClientId, CommitSeq, DedupRecord, IterOptions, KeyRange};
@@ -64,6 +65,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     fn name(&self) -> &'static str;
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError>;
+
+    /// [`Backend::get`], the value shared with the store where the store lends it (fjall,
+    /// sled): a leader sends a big value to a follower from there, without copying it.
+    fn get_shared(&self, key: &[u8]) -> Result<Option<Bytes>, BackendError> {
+        Ok(self.get(key)?.map(Bytes::from))
+    }
 
     /// One answer per key, in the order asked.
     fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {

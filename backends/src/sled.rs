@@ -18,6 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use party_proto::wire::Entry;
 use party_proto::{ClientId, CommitSeq, DedupRecord, KeyRange};
 use sled::transaction::{ConflictableTransactionResult, TransactionError};
@@ -104,6 +105,11 @@ impl Backend for SledBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         let value = self.data.get(key).map_err(store_error(NAME))?;
         Ok(value.map(|v| v.to_vec()))
+    }
+
+    fn get_shared(&self, key: &[u8]) -> Result<Option<Bytes>, BackendError> {
+        let value = self.data.get(key).map_err(store_error(NAME))?;
+        Ok(value.map(Bytes::from_owner))
     }
 
     fn write(&self, batch: &WriteBatch) -> Result<(), BackendError> {

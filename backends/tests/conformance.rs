@@ -357,9 +357,14 @@ pub fn reads_of_many_big_values_return_every_one(store: &dyn Backend) {
     let mut backwards = want.clone();
     backwards.reverse();
     assert!(read_all(store, &reverse, 1000) == backwards, "reverse");
-    let got = store.get_many(&all).expect("get_many");
+    let values: Vec<Option<Vec<u8>>> = want.into_iter().map(|(_, v)| Some(v)).collect();
+    let shared: Vec<Option<Vec<u8>>> = all
+        .iter()
+        .map(|key| store.get_shared(key).expect("get_shared").map(Vec::from))
+        .collect();
+    assert!(shared == values, "get_shared");
     assert!(
-        got.into_iter().eq(want.into_iter().map(|(_, v)| Some(v))),
+        store.get_many(&all).expect("get_many") == values,
         "get_many"
     );
     let read = store
@@ -470,6 +475,14 @@ pub fn get_many_answers_each_key_in_order(store: &dyn Backend) {
         ]
     );
     assert_eq!(store.get_many(&[]).unwrap(), Vec::<Option<Vec<u8>>>::new());
+    for key in &asked {
+        let shared = store.get_shared(key).unwrap();
+        assert_eq!(
+            shared.as_deref(),
+            store.get(key).unwrap().as_deref(),
+            "{key:?}"
+        );
+    }
 }
 
 pub fn clear_removes_the_range_in_order_with_other_writes(store: &dyn Backend) {
@@ -1174,6 +1187,7 @@ mod fjall {
         assert_eq!(store.get(b"fine").unwrap(), None, "all or nothing");
         assert_eq!(store.dedup_records_of(&[ClientId(1)]).unwrap(), [None]);
         assert_eq!(store.get(&vec![b'x'; max + 1]).unwrap(), None);
+        assert_eq!(store.get_shared(&vec![b'x'; max + 1]).unwrap(), None);
         write(&*store, vec![put(&vec![b'y'; max], b"longest")]);
         assert_eq!(
             store.get(&vec![b'y'; max]).unwrap(),

@@ -161,7 +161,9 @@ impl Db {
         });
         async move {
             match answer?.await.map_err(|_| Error::Closed)?? {
-                Response::Value(value) => Ok(value),
+                // A decoded value (a follower's) owns its buffer and is taken as it is; one
+                // the store lends (the leader's own) is copied here, once.
+                Response::Value(value) => Ok(value.map(Vec::from)),
                 other => Err(unexpected(other)),
             }
         }

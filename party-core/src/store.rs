@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use party_backends::{Backend, BackendError, WriteBatch};
 use party_proto::feed::{plan_pull, LogRead, PullPlan};
 use party_proto::recording::Record;
@@ -295,7 +296,7 @@ impl Worker {
                     ReadOp::GetMany { keys } => {
                         Response::Values(values.by_ref().take(keys.len()).collect())
                     }
-                    _ => Response::Value(values.next().flatten()),
+                    _ => Response::Value(values.next().flatten().map(Bytes::from)),
                 }),
             };
             let _ = to.send(ServerInput::Completed { id, result });
@@ -522,7 +523,7 @@ pub(crate) fn point_read(
     op: ReadOp,
 ) -> Result<Result<Response, ErrorCode>, ReadOp> {
     let result = match op {
-        ReadOp::Get { key } => store.get(&key).map(Response::Value),
+        ReadOp::Get { key } => store.get_shared(&key).map(Response::Value),
         ReadOp::GetMany { keys } => store.get_many(&keys).map(Response::Values),
         status @ ReadOp::Status => return Err(status),
     };
@@ -859,7 +860,7 @@ mod tests {
         while let Ok(ServerInput::Completed { id, result }) = answers.try_recv() {
             got.insert(id.0, result.unwrap());
         }
-        assert_eq!(got[&3], Response::Value(Some(b"first".to_vec())));
+        assert_eq!(got[&3], Response::Value(Some(Bytes::from_static(b"first"))));
         assert_eq!(got[&4], Response::Written);
     }
 
@@ -936,7 +937,7 @@ mod tests {
         while let Ok(ServerInput::Completed { id, result }) = answers.try_recv() {
             got.insert(id.0, result.unwrap());
         }
-        let value = |v: &str| Response::Value(Some(v.as_bytes().to_vec()));
+        let value = |v: &str| Response::Value(Some(v.as_bytes().to_vec().into()));
         assert_eq!(got[&1], Response::Value(None));
         assert_eq!(got[&2], Response::Value(None));
         assert_eq!(got[&5], value("second"));

@@ -263,7 +263,7 @@ impl Harness {
     fn reply(&mut self, i: usize, ok: bool) -> Result<(), TestCaseError> {
         let id = self.leader.unanswered.remove(i);
         let result = if ok {
-            Ok(Response::Value(Some(id.0.to_le_bytes().to_vec())))
+            Ok(Response::Value(Some(id.0.to_le_bytes().to_vec().into())))
         } else {
             Err(ErrorCode::Backend(format!("failed {}", id.0)))
         };

@@ -82,7 +82,7 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     ];
     let reply = ServerMessage::Reply {
         id: RequestId(1),
-        result: Ok(Response::Value(Some(b"v".to_vec()))),
+        result: Ok(Response::Value(Some(bytes::Bytes::from_static(b"v")))),
     };
     let hello_get_put = [hello(), get.clone(), put];
     let mut all = Vec::new();

@@ -372,9 +372,9 @@ fn a_session_knows_its_client_after_hello_and_closes_at_the_hello_deadline() {
 
 /// A value whose `Reply` has a size bound of exactly `len`.
 fn value_reply_of(len: u64) -> Response {
-    let value = Response::Value(Some(Vec::new()));
+    let value = Response::Value(Some(bytes::Bytes::new()));
     let extra = usize::try_from(len - value.reply_len_bound()).unwrap();
-    let response = Response::Value(Some(vec![7; extra]));
+    let response = Response::Value(Some(vec![7; extra].into()));
     assert_eq!(response.reply_len_bound(), len);
     response
 }

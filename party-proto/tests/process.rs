@@ -99,14 +99,14 @@ fn a_leaders_own_read_goes_to_the_store_through_its_own_session() {
     };
     let done = ServerInput::Completed {
         id: store_id,
-        result: Ok(Response::Value(Some(b"v".to_vec()))),
+        result: Ok(Response::Value(Some(bytes::Bytes::from_static(b"v")))),
     };
     process.handle_input(NOW, ProcessInput::Store(done));
     assert_eq!(
         drain(&mut process),
         [ProcessOutput::Completed {
             id,
-            result: Ok(Response::Value(Some(b"v".to_vec())))
+            result: Ok(Response::Value(Some(bytes::Bytes::from_static(b"v"))))
         }]
     );
 }

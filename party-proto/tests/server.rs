@@ -686,7 +686,7 @@ fn answers_to_reads_and_iterators_go_after_the_writes_issued_before_them() {
     // A second answer from the store to the held read is no second reply.
     let again = ServerInput::Completed {
         id: RequestId(2),
-        result: Ok(Response::Value(Some(b"x".to_vec()))),
+        result: Ok(Response::Value(Some(bytes::Bytes::from_static(b"x")))),
     };
     session.handle_input(now, again);
     // Credits crossing the held end: the iterator is gone, and the answer saying so must

@@ -84,7 +84,7 @@ impl Outcome {
     /// How a request the leader answered ended.
     pub fn of(result: Result<Response, ErrorCode>) -> Outcome {
         match result {
-            Ok(Response::Value(value)) => Outcome::Read(value),
+            Ok(Response::Value(value)) => Outcome::Read(value.map(Vec::from)),
             Ok(Response::Values(values)) => Outcome::ReadMany(values),
             Ok(Response::Written) => Outcome::Written,
             Ok(Response::Status(status)) => Outcome::Status(status.followers),

@@ -205,7 +205,7 @@ impl Recorded {
                     panic!("only gets here")
                 };
                 let value = store.iter().rev().find(|(k, _)| *k == key);
-                let result = Ok(Response::Value(value.map(|(_, v)| v.clone())));
+                let result = Ok(Response::Value(value.map(|(_, v)| v.clone().into())));
                 ProcessInput::Store(ServerInput::Completed { id, result })
             }
             _ => return,

@@ -102,7 +102,7 @@ pub fn echo(args: &[String]) -> Result<ExitCode, Failure> {
         Ok(frame)
     };
     let (read_reply, write_reply) = (
-        reply(Response::Value(Some(value)))?,
+        reply(Response::Value(Some(value.into())))?,
         reply(Response::Written)?,
     );
     let mut out = Vec::new();

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::handshake::{Hello, Welcome};
@@ -345,8 +346,9 @@ impl ServerMessage {
 /// The successful result of a read or write.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Response {
-    /// Answer to `Get`: the value, or `None` when the key is missing.
-    Value(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
+    /// Answer to `Get`: the value, or `None` when the key is missing. Shared rather than
+    /// owned, so that a leader can send a big value from where its store holds it.
+    Value(Option<Bytes>),
     /// Answer to `GetMany`, one slot per key in the order asked.
     Values(#[serde(with = "super::bytes::optional_seq")] Vec<Option<Vec<u8>>>),
     /// Answer to every write.
@@ -378,4 +380,20 @@ pub struct Entry {
     pub key: Vec<u8>,
     #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A value is one length-prefixed byte string on the wire, as when it was a `Vec`
+    /// written with `serde_bytes`: peers of either kind read each other.
+    #[test]
+    fn a_value_is_written_as_a_byte_string() {
+        let value = Response::Value(Some(Bytes::from_static(b"abc")));
+        let encoded = postcard::to_stdvec(&value).unwrap();
+        assert_eq!(encoded, [0, 1, 3, b'a', b'b', b'c']);
+        assert_eq!(postcard::from_bytes::<Response>(&encoded).unwrap(), value);
+        assert_eq!(postcard::to_stdvec(&Response::Value(None)).unwrap(), [0, 0]);
+    }
 }

@@ -206,7 +206,7 @@ pub fn change() -> impl Strategy<Value = Change> {
 
 pub fn response() -> impl Strategy<Value = Response> {
     prop_oneof![
-        prop::option::of(bytes()).prop_map(Response::Value),
+        prop::option::of(bytes()).prop_map(|value| Response::Value(value.map(Into::into))),
         vec(prop::option::of(bytes()), 0..5).prop_map(Response::Values),
         Just(Response::Written),
         any::<u32>().prop_map(|followers| Response::Status(LeaderStatus { followers })),

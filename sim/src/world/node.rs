@@ -605,7 +605,7 @@ impl World {
                     return;
                 }
                 let result = match op {
-                    ReadOp::Get { key } => self.store.get(&key).map(Response::Value),
+                    ReadOp::Get { key } => self.store.get_shared(&key).map(Response::Value),
                     ReadOp::GetMany { keys } => self.store.get_many(&keys).map(Response::Values),
                     ReadOp::Status => {
                         let leading = self.processes[process].leading.as_ref();
