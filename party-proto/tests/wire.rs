@@ -2,8 +2,13 @@
 
 mod support;
 
-use bytes::BufMut;
-use party_proto::wire::{encode_frame, ClientMessage, FrameDecoder, FrameError, ServerMessage};
+use std::io::IoSlice;
+
+use bytes::{BufMut, Bytes};
+use party_proto::wire::outgoing::LEND_AT;
+use party_proto::wire::{
+    encode_frame, ClientMessage, FrameDecoder, FrameError, Outgoing, Response, ServerMessage,
+};
 use party_proto::{RequestId, WriteSeq};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -44,7 +49,58 @@ where
     decoded
 }
 
+/// A leader's messages with answers to gets among them, some of values big enough to lend.
+fn leader_messages() -> impl Strategy<Value = Vec<ServerMessage>> {
+    let big_answer =
+        (any::<u64>(), LEND_AT - 2..LEND_AT + 300, any::<u8>()).prop_map(|(id, len, byte)| {
+            ServerMessage::Reply {
+                id: RequestId(id),
+                result: Ok(Response::Value(Some(Bytes::from(vec![byte; len])))),
+            }
+        });
+    vec(prop_oneof![server_message(), big_answer], 0..8)
+}
+
+/// What `outgoing` holds, gathered `slots` slices at a time, each write taking up to the
+/// next of `takes` bytes (round and round), as a socket takes part of a write.
+fn gather(outgoing: &Outgoing, slots: usize, takes: &[usize]) -> Vec<u8> {
+    let mut sent = Vec::new();
+    for take in takes.iter().cycle() {
+        let mut slices = vec![IoSlice::new(&[]); slots];
+        let filled = outgoing.slices(sent.len(), &mut slices);
+        if filled == 0 {
+            break;
+        }
+        let written: Vec<u8> = slices[..filled]
+            .iter()
+            .flat_map(|s| s.iter().copied())
+            .collect();
+        sent.extend_from_slice(&written[..written.len().min(*take)]);
+    }
+    sent
+}
+
 proptest! {
+    /// Frames with lent values send the very bytes of the frames encoded whole, however
+    /// a socket takes them.
+    #[test]
+    fn outgoing_frames_are_the_frames_encoded_whole(
+        messages in leader_messages(),
+        slots in 1usize..5,
+        takes in vec(1usize..3 * LEND_AT, 1..6),
+    ) {
+        let mut outgoing = Outgoing::default();
+        let mut whole = Vec::new();
+        for message in &messages {
+            outgoing.push_server(message, CAP, ).unwrap();
+            encode_frame(message, CAP, &mut whole).unwrap();
+        }
+        prop_assert_eq!(outgoing.len(), whole.len());
+        prop_assert!(gather(&outgoing, slots, &takes) == whole);
+        outgoing.clear(usize::MAX);
+        prop_assert!(outgoing.is_empty());
+    }
+
     /// The bound a handle checks against its frame limit before sending must hold.
     #[test]
     fn a_request_frame_never_exceeds_its_operations_bound(
@@ -152,4 +208,51 @@ proptest! {
         prop_assert_eq!(decoded, victim, "every frame before the corrupted one decodes");
         prop_assert_eq!(error, FrameError::TooLarge { len: u64::from(CAP) + 1, max: u64::from(CAP) });
     }
+}
+
+/// A big value is sent from where it lies, not copied: one of the slices is the value.
+#[test]
+fn a_big_value_is_lent_not_copied() {
+    let value = Bytes::from(vec![7; LEND_AT]);
+    let small = Bytes::from(vec![8; LEND_AT - 1]);
+    let answer = |value: &Bytes| ServerMessage::Reply {
+        id: RequestId(1),
+        result: Ok(Response::Value(Some(value.clone()))),
+    };
+    let mut outgoing = Outgoing::default();
+    outgoing.push_server(&answer(&small), CAP).unwrap();
+    outgoing.push_server(&answer(&value), CAP).unwrap();
+    let mut slices = [IoSlice::new(&[]); 8];
+    let filled = outgoing.slices(0, &mut slices);
+    let is = |value: &Bytes| {
+        slices[..filled]
+            .iter()
+            .any(|s| s.as_ptr() == value.as_ptr())
+    };
+    assert!(is(&value), "the big value is one of the slices");
+    assert!(!is(&small), "a value under LEND_AT is copied");
+    assert_eq!(
+        filled, 2,
+        "the bytes up to the value, then the value, last in its frame"
+    );
+}
+
+/// A frame over the cap is refused whole: nothing of it, lent value included, is kept.
+#[test]
+fn a_frame_over_the_cap_leaves_nothing_behind() {
+    let mut outgoing = Outgoing::default();
+    let fits = ServerMessage::Reply {
+        id: RequestId(1),
+        result: Ok(Response::Written),
+    };
+    outgoing.push_server(&fits, CAP).unwrap();
+    let before = gather(&outgoing, 4, &[usize::MAX]);
+    let too_big = ServerMessage::Reply {
+        id: RequestId(2),
+        result: Ok(Response::Value(Some(Bytes::from(vec![1; CAP as usize])))),
+    };
+    let error = outgoing.push_server(&too_big, CAP).unwrap_err();
+    assert!(matches!(error, FrameError::TooLarge { .. }), "{error}");
+    assert_eq!(outgoing.len(), before.len());
+    assert_eq!(gather(&outgoing, 4, &[usize::MAX]), before);
 }

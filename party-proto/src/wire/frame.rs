@@ -65,24 +65,37 @@ pub fn encode_frame<M: Serialize>(
 ) -> Result<(), FrameError> {
     let frame_start = out.len();
     out.extend_from_slice(&[0; HEADER_LEN]);
-    let body_len = match postcard::to_io(message, &mut *out) {
-        Ok(_) => out.len() - frame_start - HEADER_LEN,
-        Err(error) => {
-            out.truncate(frame_start);
-            return Err(FrameError::Encode(error));
-        }
-    };
-    match u32::try_from(body_len) {
-        Ok(len) if len <= max_frame_len => {
+    let encoded = postcard::to_io(message, &mut *out)
+        .map(drop)
+        .map_err(FrameError::Encode);
+    let body_len = out.len() - frame_start - HEADER_LEN;
+    close_frame(out, frame_start, encoded.map(|()| body_len), max_frame_len)
+}
+
+/// Writes the header of the frame begun at `frame_start` of `out`, whose body is `body_len`
+/// bytes long; or, when the body did not encode or is over the cap, takes the frame out
+/// again.
+pub(super) fn close_frame(
+    out: &mut Vec<u8>,
+    frame_start: usize,
+    body_len: Result<usize, FrameError>,
+    max_frame_len: u32,
+) -> Result<(), FrameError> {
+    let checked = body_len.and_then(|len| match u32::try_from(len) {
+        Ok(len) if len <= max_frame_len => Ok(len),
+        _ => Err(FrameError::TooLarge {
+            len: len as u64,
+            max: u64::from(max_frame_len),
+        }),
+    });
+    match checked {
+        Ok(len) => {
             out[frame_start..frame_start + HEADER_LEN].copy_from_slice(&len.to_le_bytes());
             Ok(())
         }
-        _ => {
+        Err(error) => {
             out.truncate(frame_start);
-            Err(FrameError::TooLarge {
-                len: body_len as u64,
-                max: u64::from(max_frame_len),
-            })
+            Err(error)
         }
     }
 }

@@ -5,6 +5,7 @@ mod bytes;
 pub mod frame;
 pub mod handshake;
 pub mod message;
+pub mod outgoing;
 
 pub use frame::{encode_frame, FrameDecoder, FrameError, DEFAULT_MAX_FRAME_LEN};
 pub use handshake::{Hello, LeaderLimits, ProtocolId, Welcome, MAGIC, PROTOCOL_VERSION};
@@ -12,3 +13,4 @@ pub use message::{
     BatchOp, ClientMessage, Entry, LeaderStatus, LeaveCause, ReadCheck, ReadOp, Response,
     ServerMessage, WriteOp,
 };
+pub use outgoing::Outgoing;

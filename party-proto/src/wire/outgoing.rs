@@ -1,0 +1,160 @@
+//! Frames on their way out, with big values lent rather than copied: a value the store
+//! lends (a [`Bytes`]) is written to the socket from where it lies, beside the bytes
+//! encoded around it. The bytes sent are those of [`encode_frame`](super::encode_frame)
+//! for the same messages, only gathered from more places.
+
+use std::io::IoSlice;
+
+use bytes::Bytes;
+use postcard::ser_flavors::Flavor;
+use serde::Serialize;
+
+use super::frame::{close_frame, FrameError, HEADER_LEN};
+use super::message::{Response, ServerMessage};
+
+/// Values from this size on are lent; below it, a copy costs less than keeping the value
+/// and one more slice in the write.
+pub const LEND_AT: usize = 16 * 1024;
+
+/// Encoded frames waiting to be sent, with the values they lend.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    encoded: Vec<u8>,
+    /// Each lent value, in order, with the place in `encoded` it goes before.
+    lent: Vec<(usize, Bytes)>,
+    lent_len: usize,
+}
+
+impl Outgoing {
+    /// Appends `message` as one frame, lending `lendable` (a value the message holds) if it
+    /// is big enough. On error nothing is appended.
+    pub fn push<M: Serialize>(
+        &mut self,
+        message: &M,
+        lendable: Option<&Bytes>,
+        max_frame_len: u32,
+    ) -> Result<(), FrameError> {
+        let frame_start = self.encoded.len();
+        let lent_before = (self.lent.len(), self.lent_len);
+        self.encoded.extend_from_slice(&[0; HEADER_LEN]);
+        let lending = Lending {
+            outgoing: self,
+            lendable: lendable.filter(|value| value.len() >= LEND_AT),
+        };
+        let encoded = postcard::serialize_with_flavor(message, lending).map_err(FrameError::Encode);
+        let body_len =
+            self.encoded.len() - frame_start - HEADER_LEN + self.lent_len - lent_before.1;
+        let closed = close_frame(
+            &mut self.encoded,
+            frame_start,
+            encoded.map(|()| body_len),
+            max_frame_len,
+        );
+        if closed.is_err() {
+            self.lent.truncate(lent_before.0);
+            self.lent_len = lent_before.1;
+        }
+        closed
+    }
+
+    /// Appends a message of a leader, lending the value of an answer to a get.
+    pub fn push_server(
+        &mut self,
+        message: &ServerMessage,
+        max_frame_len: u32,
+    ) -> Result<(), FrameError> {
+        let lendable = match message {
+            ServerMessage::Reply {
+                result: Ok(Response::Value(Some(value))),
+                ..
+            } => Some(value),
+            _ => None,
+        };
+        self.push(message, lendable, max_frame_len)
+    }
+
+    /// Bytes waiting, lent ones included.
+    pub fn len(&self) -> usize {
+        self.encoded.len() + self.lent_len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Fills `into` with the bytes from `from` on, in order, as far as it has room: how many
+    /// slices it filled (none once `from` is at the end).
+    pub fn slices<'a>(&'a self, from: usize, into: &mut [IoSlice<'a>]) -> usize {
+        let mut skip = from;
+        let mut filled = 0;
+        for piece in self.pieces() {
+            if filled == into.len() {
+                break;
+            }
+            if skip >= piece.len() {
+                skip -= piece.len();
+                continue;
+            }
+            into[filled] = IoSlice::new(&piece[skip..]);
+            skip = 0;
+            filled += 1;
+        }
+        filled
+    }
+
+    /// Forgets every frame, keeping the room for encoding of at most `keep` bytes.
+    pub fn clear(&mut self, keep: usize) {
+        self.encoded.clear();
+        if self.encoded.capacity() > keep {
+            self.encoded = Vec::new();
+        }
+        self.lent.clear();
+        self.lent_len = 0;
+    }
+
+    /// The bytes in order: encoded runs between the lent values.
+    fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        let mut at = 0;
+        let lent = self.lent.iter().flat_map(move |(before, value)| {
+            let run = &self.encoded[at..*before];
+            at = *before;
+            [run, &value[..]]
+        });
+        let last = self.lent.last().map_or(0, |(before, _)| *before);
+        lent.chain(std::iter::once(&self.encoded[last..]))
+            .filter(|piece| !piece.is_empty())
+    }
+}
+
+/// A postcard output that appends to an [`Outgoing`], keeping back the one value it may lend.
+struct Lending<'a> {
+    outgoing: &'a mut Outgoing,
+    lendable: Option<&'a Bytes>,
+}
+
+impl Flavor for Lending<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.outgoing.encoded.push(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        // The value itself, not bytes equal to it: lent once, where it is written.
+        match self.lendable {
+            Some(value) if std::ptr::eq(data, &value[..]) => {
+                let outgoing = &mut *self.outgoing;
+                outgoing.lent.push((outgoing.encoded.len(), value.clone()));
+                outgoing.lent_len += value.len();
+                self.lendable = None;
+            }
+            _ => self.outgoing.encoded.extend_from_slice(data),
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
