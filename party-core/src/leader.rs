@@ -1,6 +1,7 @@
 //! Serving as leader: the store thread, the accept loop, and one task per follower
 //! connection running a [`ServerSession`].
 
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use interprocess::local_socket::tokio::{Listener, Stream};
 use party_backends::Backend;
 use party_proto::wire::LeaveCause;
 use party_proto::wire::{
-    encode_frame, ClientMessage, FrameDecoder, ServerMessage, DEFAULT_MAX_FRAME_LEN,
+    encode_frame, ClientMessage, FrameDecoder, Outgoing, ServerMessage, DEFAULT_MAX_FRAME_LEN,
 };
 use party_proto::{admit_peer, ErrorCode, PeerFacts, ServerConfig, ServerInput, ServerSession};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,7 +21,7 @@ use crate::access::{Accesses, Sent, StoreAccess};
 use crate::clock;
 use crate::headroom::Headroom;
 use crate::lock::ElectionLock;
-use crate::socket_now::{recv_now, send_now};
+use crate::socket_now::{recv_now, send_now, MAX_SLICES};
 use crate::spin::Spinner;
 use crate::store::{self, StoreJob, StoreQueue};
 use crate::sync::{ConnIds, Followers};
@@ -342,6 +343,19 @@ pub(crate) fn peer_uid(stream: &Stream) -> Option<u32> {
     }
 }
 
+/// Writes `out` from byte `from` on, waiting for the socket as long as it takes.
+async fn write_rest(mut send: &Stream, out: &Outgoing, mut from: usize) -> std::io::Result<()> {
+    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+    while from < out.len() {
+        let filled = out.slices(from, &mut slices);
+        match send.write_vectored(&slices[..filled]).await? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            written => from += written,
+        }
+    }
+    Ok(())
+}
+
 /// Tells a follower why it is turned away, and hangs up.
 async fn refuse(stream: Stream, reason: ErrorCode, cancel: CancellationToken) {
     tracing::warn!("refused a follower: {reason}");
@@ -370,7 +384,6 @@ async fn serve(
     leaving: Leaving,
 ) {
     let conn = access.conn();
-    let mut send = &stream;
     let mut session = ServerSession::new(clock::now(), config.session);
     let mut decoder = FrameDecoder::new(config.max_frame_len);
     // Read into its spare capacity, never zeroed: memory is touched only as far as a
@@ -380,7 +393,7 @@ async fn serve(
     let mut taken = 0;
     // Since when the task has worked without waiting (see YIELD_AFTER).
     let mut ran_from = std::time::Instant::now();
-    let mut out = Vec::new();
+    let mut out = Outgoing::default();
     // Set once the leader stops while closing: until then the follower is served as ever.
     let mut draining: Option<tokio::time::Instant> = None;
     let mut spinner = config.spin.map(Spinner::new);
@@ -395,7 +408,7 @@ async fn serve(
             ran_from = std::time::Instant::now();
         }
         let ran = access.run_outputs(&mut session, |message| {
-            match encode_frame(&message, config.max_frame_len, &mut out) {
+            match out.push_server(&message, config.max_frame_len) {
                 Err(error) => {
                     tracing::warn!("connection {conn}: cannot send: {error}");
                     Sent::Failed
@@ -415,17 +428,14 @@ async fn serve(
             // to big gets are megabytes.
             let written = tokio::select! {
                 biased;
-                written = send.write_all(&out[sent..]) => written.is_ok(),
+                written = write_rest(&stream, &out, sent) => written.is_ok(),
                 _ = stopped(&cancel, draining) => false,
             };
             if !written {
                 return;
             }
         }
-        out.clear();
-        if out.capacity() > OUT_KEPT {
-            out = Vec::new();
-        }
+        out.clear(OUT_KEPT);
         if ran.closing {
             return;
         }

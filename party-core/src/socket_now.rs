@@ -8,7 +8,10 @@
 //! Tokio's readiness model allows it: tokio only learns "nothing to read" or "full" from a
 //! call of its own, and a change after that raises a new event.
 
+use std::io::IoSlice;
+
 use interprocess::local_socket::tokio::Stream;
+use party_proto::wire::Outgoing;
 
 /// Reads what `stream` holds now into `buffer`'s spare capacity, without waiting: `None`
 /// when nothing has arrived, `Some(Ok(0))` at the end of the connection.
@@ -36,24 +39,68 @@ pub(crate) fn recv_now(_: &Stream, _: &mut Vec<u8>) -> Option<std::io::Result<us
     None
 }
 
+/// Bytes to write that may lie in several places (a frame's encoded bytes and the big value
+/// it lends, say), handed to the socket as slices in one call.
+pub(crate) trait Gather {
+    /// Bytes in all.
+    fn len(&self) -> usize;
+    /// Fills `into` with the bytes from `from` on, as far as it has room: how many slices.
+    fn slices<'a>(&'a self, from: usize, into: &mut [IoSlice<'a>]) -> usize;
+}
+
+impl Gather for [u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+    fn slices<'a>(&'a self, from: usize, into: &mut [IoSlice<'a>]) -> usize {
+        match into.first_mut() {
+            Some(slot) if from < self.len() => {
+                *slot = IoSlice::new(&self[from..]);
+                1
+            }
+            _ => 0,
+        }
+    }
+}
+
+impl Gather for Outgoing {
+    fn len(&self) -> usize {
+        Outgoing::len(self)
+    }
+    fn slices<'a>(&'a self, from: usize, into: &mut [IoSlice<'a>]) -> usize {
+        Outgoing::slices(self, from, into)
+    }
+}
+
+/// Slices handed to the socket in one write, at most.
+pub(crate) const MAX_SLICES: usize = 32;
+
 /// Writes what `stream` takes of `bytes` now, without waiting: how many it took (none when
 /// it is full, or failed: a write that waits meets the error then).
 #[cfg(all(
     unix,
     not(any(target_vendor = "apple", target_os = "redox", target_os = "vita"))
 ))]
-pub(crate) fn send_now(stream: &Stream, bytes: &[u8]) -> usize {
-    use rustix::net::{send, SendFlags};
+pub(crate) fn send_now(stream: &Stream, bytes: &(impl Gather + ?Sized)) -> usize {
+    use rustix::net::{send, sendmsg, SendAncillaryBuffer, SendFlags};
     use std::os::fd::AsFd;
 
     let Stream::UdSocket(socket) = stream;
+    let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
     let mut sent = 0;
     while sent < bytes.len() {
-        match send(
-            socket.as_fd(),
-            &bytes[sent..],
-            SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
-        ) {
+        let written = match bytes.slices(sent, &mut slices) {
+            // The usual case, a run of small frames: the plainer call.
+            1 => send(socket.as_fd(), &slices[0], flags),
+            filled => sendmsg(
+                socket.as_fd(),
+                &slices[..filled],
+                &mut SendAncillaryBuffer::default(),
+                flags,
+            ),
+        };
+        match written {
             Err(rustix::io::Errno::INTR) => {}
             Ok(0) | Err(_) => break,
             Ok(n) => sent += n,
@@ -68,15 +115,17 @@ pub(crate) fn send_now(stream: &Stream, bytes: &[u8]) -> usize {
     unix,
     not(any(target_vendor = "apple", target_os = "redox", target_os = "vita"))
 )))]
-pub(crate) fn send_now(mut stream: &Stream, bytes: &[u8]) -> usize {
+pub(crate) fn send_now(mut stream: &Stream, bytes: &(impl Gather + ?Sized)) -> usize {
     use std::pin::Pin;
     use std::task::{Context, Poll, Waker};
     use tokio::io::AsyncWrite;
 
     let mut context = Context::from_waker(Waker::noop());
+    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
     let mut sent = 0;
     while sent < bytes.len() {
-        match Pin::new(&mut stream).poll_write(&mut context, &bytes[sent..]) {
+        let filled = bytes.slices(sent, &mut slices);
+        match Pin::new(&mut stream).poll_write_vectored(&mut context, &slices[..filled]) {
             Poll::Ready(Ok(n)) if n > 0 => sent += n,
             _ => break,
         }

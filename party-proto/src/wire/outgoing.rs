@@ -17,15 +17,34 @@ use super::message::{Response, ServerMessage};
 pub const LEND_AT: usize = 16 * 1024;
 
 /// Encoded frames waiting to be sent, with the values they lend.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Outgoing {
     encoded: Vec<u8>,
     /// Each lent value, in order, with the place in `encoded` it goes before.
     lent: Vec<(usize, Bytes)>,
     lent_len: usize,
+    /// Values from this size on are lent.
+    lend_at: usize,
+}
+
+impl Default for Outgoing {
+    fn default() -> Self {
+        Outgoing::lending_from(LEND_AT)
+    }
 }
 
 impl Outgoing {
+    /// Lends values from `lend_at` bytes on (the simulator lends small ones, to run this
+    /// path under every seed).
+    pub fn lending_from(lend_at: usize) -> Self {
+        Outgoing {
+            encoded: Vec::new(),
+            lent: Vec::new(),
+            lent_len: 0,
+            lend_at,
+        }
+    }
+
     /// Appends `message` as one frame, lending `lendable` (a value the message holds) if it
     /// is big enough. On error nothing is appended.
     pub fn push<M: Serialize>(
@@ -37,9 +56,10 @@ impl Outgoing {
         let frame_start = self.encoded.len();
         let lent_before = (self.lent.len(), self.lent_len);
         self.encoded.extend_from_slice(&[0; HEADER_LEN]);
+        let lend_at = self.lend_at;
         let lending = Lending {
             outgoing: self,
-            lendable: lendable.filter(|value| value.len() >= LEND_AT),
+            lendable: lendable.filter(|value| value.len() >= lend_at),
         };
         let encoded = postcard::serialize_with_flavor(message, lending).map_err(FrameError::Encode);
         let body_len =

@@ -92,7 +92,7 @@ impl World {
         let Err(refusal) = admit_peer(peer) else {
             return false;
         };
-        self.send(conn, false, &ServerMessage::Rejected(refusal));
+        self.send_to_client(conn, &ServerMessage::Rejected(refusal));
         self.close_conn(conn);
         true
     }
@@ -127,17 +127,31 @@ impl World {
         Some(open[(self.rng.next_u64() % open.len() as u64) as usize])
     }
 
-    /// Frames `message` at the seed's limit and sends it; one the machines let grow past
-    /// the limit is a violation.
-    pub(super) fn send<M: serde::Serialize + std::fmt::Debug>(
+    /// Frames a follower's `message` at the seed's limit and sends it.
+    pub(super) fn send_to_server(&mut self, conn: ConnId, message: &ClientMessage) {
+        let mut bytes = Vec::new();
+        let framed = encode_frame(message, self.frame_limit(), &mut bytes);
+        self.transmit_framed(conn, true, message, framed.map(|()| bytes));
+    }
+
+    /// Frames a leader's `message` as a leader does ([`Outgoing`]), lending every value (a
+    /// leader lends big ones only, bigger than the simulator's), and sends it.
+    pub(super) fn send_to_client(&mut self, conn: ConnId, message: &ServerMessage) {
+        let mut outgoing = Outgoing::lending_from(1);
+        let framed = outgoing.push_server(message, self.frame_limit());
+        self.transmit_framed(conn, false, message, framed.map(|()| gathered(&outgoing)));
+    }
+
+    /// Sends a framed message; one the machines let grow past the limit is a violation.
+    fn transmit_framed(
         &mut self,
         conn: ConnId,
         to_server: bool,
-        message: &M,
+        message: &impl std::fmt::Debug,
+        framed: Result<Vec<u8>, FrameError>,
     ) {
-        let mut bytes = Vec::new();
-        match encode_frame(message, self.frame_limit(), &mut bytes) {
-            Ok(()) => self.transmit(conn, to_server, bytes),
+        match framed {
+            Ok(bytes) => self.transmit(conn, to_server, bytes),
             Err(error) => self
                 .violations
                 .push(format!("conn{conn}: {message:?} did not encode: {error}")),
@@ -362,5 +376,20 @@ impl World {
             p.machine.handle_input(now, ProcessInput::LinkClosed);
         }
         self.pump(process);
+    }
+}
+
+/// The bytes of `outgoing` in order, gathered two slices at a time as a socket write would.
+fn gathered(outgoing: &Outgoing) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(outgoing.len());
+    let mut slices = [std::io::IoSlice::new(&[]); 2];
+    loop {
+        let filled = outgoing.slices(bytes.len(), &mut slices);
+        if filled == 0 {
+            return bytes;
+        }
+        for slice in &slices[..filled] {
+            bytes.extend_from_slice(slice);
+        }
     }
 }

@@ -237,7 +237,7 @@ impl World {
             ProcessOutput::Election(action) => self.election_action(process, action),
             ProcessOutput::Send(message) => {
                 if let Some(conn) = self.processes[process].link {
-                    self.send(conn, true, &message);
+                    self.send_to_server(conn, &message);
                 }
             }
             ProcessOutput::Store(work) => {
@@ -575,7 +575,7 @@ impl World {
     pub(super) fn server_output(&mut self, process: ProcessId, conn: ConnId, output: ServerOutput) {
         let reply = match output {
             ServerOutput::Send(message) => {
-                self.send(conn, false, &message);
+                self.send_to_client(conn, &message);
                 return;
             }
             ServerOutput::Close(reason) => {
