@@ -134,8 +134,8 @@ impl World {
         self.transmit_framed(conn, true, message, framed.map(|()| bytes));
     }
 
-    /// Frames a leader's `message` as a leader does ([`Outgoing`]), lending every value (a
-    /// leader lends big ones only, bigger than the simulator's), and sends it.
+    /// Frames a leader's `message` as a leader does ([`Outgoing`]), lending every value that
+    /// is not empty (a leader lends big ones only, bigger than the simulator's), and sends it.
     pub(super) fn send_to_client(&mut self, conn: ConnId, message: &ServerMessage) {
         let mut outgoing = Outgoing::lending_from(1);
         let framed = outgoing.push_server(message, self.frame_limit());
