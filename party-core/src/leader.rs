@@ -21,7 +21,8 @@ use crate::access::{Accesses, Sent, StoreAccess};
 use crate::clock;
 use crate::headroom::Headroom;
 use crate::lock::ElectionLock;
-use crate::socket_now::{recv_now, send_now, MAX_SLICES};
+use crate::send_buffer::SendBuffer;
+use crate::socket_now::{gathering, recv_now, send_now, MAX_SLICES};
 use crate::spin::Spinner;
 use crate::store::{self, StoreJob, StoreQueue};
 use crate::sync::{ConnIds, Followers};
@@ -344,7 +345,8 @@ pub(crate) fn peer_uid(stream: &Stream) -> Option<u32> {
 }
 
 /// Writes `out` from byte `from` on, waiting for the socket as long as it takes.
-async fn write_rest(mut send: &Stream, out: &Outgoing, mut from: usize) -> std::io::Result<()> {
+async fn write_rest(stream: &Stream, out: &Outgoing, mut from: usize) -> std::io::Result<()> {
+    let mut send = gathering(stream);
     let mut slices = [IoSlice::new(&[]); MAX_SLICES];
     while from < out.len() {
         let filled = out.slices(from, &mut slices);
@@ -394,6 +396,7 @@ async fn serve(
     // Since when the task has worked without waiting (see YIELD_AFTER).
     let mut ran_from = std::time::Instant::now();
     let mut out = Outgoing::default();
+    let mut send_buffer = SendBuffer::default();
     // Set once the leader stops while closing: until then the follower is served as ever.
     let mut draining: Option<tokio::time::Instant> = None;
     let mut spinner = config.spin.map(Spinner::new);
@@ -419,6 +422,7 @@ async fn serve(
         });
         // At once where the socket takes it, as it does almost always (and a new
         // connection's first write need not wait for tokio to see it writable).
+        send_buffer.before_sending(&stream, out.len());
         let sent = send_now(&stream, &out);
         if sent < out.len() {
             // A follower that stops reading fills its socket; the leader must still be
@@ -588,9 +592,9 @@ fn take_messages(
 /// sends its next requests while the leader still works on the rest.
 const TURN: usize = 16;
 
-/// Bytes of answers a connection encodes before it sends them, then the rest: the answers
-/// to a turn of 16 gets of 1 MiB values were all encoded before the first was sent, 16 MiB
-/// at once, and the buffer kept them for the connection's life.
+/// Bytes of answers (lent values counted) a connection encodes before it sends them, then
+/// the rest: the answers to a turn of 16 gets of 1 MiB values were all encoded before the
+/// first was sent, 16 MiB at once, and the buffer kept them for the connection's life.
 const SEND_AT: usize = 256 * 1024;
 
 /// Most room a connection's send buffer keeps from a turn to the next: a bigger one held a

@@ -87,6 +87,8 @@ mod role;
 #[cfg(not(loom))]
 mod scans;
 #[cfg(not(loom))]
+mod send_buffer;
+#[cfg(not(loom))]
 mod slow_writes;
 #[cfg(not(loom))]
 mod socket_now;

@@ -18,6 +18,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 
 use crate::leader::read_next;
+use crate::send_buffer::SendBuffer;
 use crate::socket_now::{recv_now, send_now};
 use crate::spin::Spinner;
 use crate::sync::{Handed, Handover, Sink};
@@ -46,6 +47,8 @@ pub(crate) struct Link {
     handover: Handover,
     /// The writer task and its queue, once the socket was first full.
     writer: Option<(UnboundedSender<Vec<u8>>, JoinHandle<()>)>,
+    /// Grown for a big write (a put of a big value).
+    send_buffer: SendBuffer,
     /// In low-latency mode, how long a wait for the leader polls before it parks.
     spinner: Option<Spinner>,
     /// Whether [`Link::last_read`] must give every byte read (for a recording), those read
@@ -72,6 +75,7 @@ impl Link {
             buffer: crate::leader::read_buffer(),
             handover: Handover::default(),
             writer: None,
+            send_buffer: SendBuffer::default(),
             spinner: spin.map(Spinner::new),
             keep_reads,
         })
@@ -141,6 +145,7 @@ impl Link {
     /// Sends the bytes (whole frames) in `out` to the leader, in order with everything sent
     /// before, and leaves `out` empty (its buffer kept when the socket took it all).
     pub fn send(&mut self, out: &mut Vec<u8>) {
+        self.send_buffer.before_sending(&self.stream, out.len());
         let (stream, handover, writer) = (&self.stream, &self.handover, &mut self.writer);
         handover.send(out, &mut Socket(stream), |bytes| {
             let (queue, _) = writer.get_or_insert_with(|| {
