@@ -37,10 +37,8 @@ impl SendBuffer {
 
 #[cfg(unix)]
 fn grow(stream: &Stream) -> std::io::Result<()> {
-    use std::os::fd::AsFd;
-
-    let Stream::UdSocket(socket) = stream;
-    rustix::net::sockopt::set_socket_send_buffer_size(socket.as_fd(), GROWN_SEND_BUFFER)?;
+    let socket = crate::socket_now::gathering(stream);
+    rustix::net::sockopt::set_socket_send_buffer_size(socket, GROWN_SEND_BUFFER)?;
     Ok(())
 }
 
@@ -53,18 +51,15 @@ fn grow(_: &Stream) -> std::io::Result<()> {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
-    use crate::socket_now::tests::socket_pair;
+    use crate::socket_now::{gathering, tests::socket_pair};
     use rustix::net::sockopt::{set_socket_send_buffer_size, socket_send_buffer_size};
-    use std::os::fd::AsFd;
 
     fn size(stream: &Stream) -> usize {
-        let Stream::UdSocket(socket) = stream;
-        socket_send_buffer_size(socket.as_fd()).unwrap()
+        socket_send_buffer_size(gathering(stream)).unwrap()
     }
 
     fn shrink(stream: &Stream) {
-        let Stream::UdSocket(socket) = stream;
-        set_socket_send_buffer_size(socket.as_fd(), 32 * 1024).unwrap();
+        set_socket_send_buffer_size(gathering(stream), 32 * 1024).unwrap();
     }
 
     #[tokio::test]
