@@ -816,20 +816,24 @@ fn acked(line: std::io::Result<String>) -> u64 {
         .unwrap_or_else(|| panic!("unexpected writer output {line:?}"))
 }
 
-/// A child commits numbered batches (20 keys and a dedup record each) and is killed with
-/// SIGKILL mid-stream. After reopening: every batch is all or nothing, every acknowledged
-/// batch is there, and the dedup record names exactly the last batch that is there.
-pub fn batches_survive_kill_9_whole_or_not_at_all(kind: BackendKind) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = writer(kind, dir.path(), "batches");
+/// Runs the writer in `mode` on `dir` until it has acknowledged `batches` batches (within
+/// `patience`), kills it with SIGKILL, and returns the last batch it acknowledged.
+fn killed_after(
+    kind: BackendKind,
+    dir: &Path,
+    mode: &str,
+    batches: u64,
+    patience: Duration,
+) -> u64 {
+    let mut child = writer(kind, dir, mode);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut last_acked = 0u64;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while last_acked < 40 && Instant::now() < deadline {
+    let deadline = Instant::now() + patience;
+    while last_acked < batches && Instant::now() < deadline {
         last_acked = acked(lines.next().expect("the writer died early"));
     }
     assert!(
-        last_acked >= 40,
+        last_acked >= batches,
         "the writer committed only {last_acked} batches in time"
     );
     child.kill().unwrap();
@@ -837,7 +841,15 @@ pub fn batches_survive_kill_9_whole_or_not_at_all(kind: BackendKind) {
     for line in lines {
         last_acked = acked(line);
     }
+    last_acked
+}
 
+/// A child commits numbered batches (20 keys and a dedup record each) and is killed with
+/// SIGKILL mid-stream. After reopening: every batch is all or nothing, every acknowledged
+/// batch is there, and the dedup record names exactly the last batch that is there.
+pub fn batches_survive_kill_9_whole_or_not_at_all(kind: BackendKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let last_acked = killed_after(kind, dir.path(), "batches", 40, Duration::from_secs(60));
     let store = kind.open(dir.path()).expect("reopens after kill -9");
     let mut present = Vec::new();
     for i in 1..=last_acked + 1 {
@@ -884,6 +896,50 @@ pub fn batches_survive_kill_9_whole_or_not_at_all(kind: BackendKind) {
         (CommitSeq(1), CommitSeq(last)),
         "the change log entry commits with its batch"
     );
+}
+
+/// A child writes the same 20 keys over and over with 64 KiB values, one numbered batch at
+/// a time (many flushes and compactions of big values written over), and is killed with
+/// SIGKILL. After reopening every key holds its value of one same batch, whole, at least
+/// the last acknowledged.
+pub fn big_values_written_over_survive_kill_9(kind: BackendKind) {
+    let dir = tempfile::tempdir().unwrap();
+    // 100 batches of 1.25 MiB: about 30 of fjall's 4 MiB memtables flushed.
+    let last_acked = killed_after(
+        kind,
+        dir.path(),
+        "overwrites",
+        100,
+        Duration::from_secs(120),
+    );
+    let store = kind.open(dir.path()).expect("reopens after kill -9");
+    let batch_of = |j: u32| {
+        let value = store
+            .get(format!("big/{j:02}").as_bytes())
+            .unwrap()
+            .unwrap_or_else(|| panic!("big/{j:02} has no value"));
+        let i: u64 = String::from_utf8_lossy(&value[..8])
+            .parse()
+            .expect("a batch number");
+        // As party-backend-writer makes it.
+        let whole = format!("{i:08}/{j:02}/")
+            .repeat(64 * 1024 / 12)
+            .into_bytes();
+        assert!(value == whole, "big/{j:02} of batch {i} is not whole");
+        i
+    };
+    let last = batch_of(0);
+    assert!(
+        last >= last_acked,
+        "acknowledged batch {last_acked} was lost (last {last})"
+    );
+    for j in 1..20 {
+        assert_eq!(
+            batch_of(j),
+            last,
+            "big/{j:02} is of another batch than big/00"
+        );
+    }
 }
 
 /// Writes `count` keys of 100 bytes, 100 per commit, with a dedup record on each commit.
@@ -1033,6 +1089,10 @@ macro_rules! conformance {
             #[test]
             fn a_checkpoint_keeps_every_write() {
                 super::super::a_checkpoint_keeps_every_write($kind);
+            }
+            #[test]
+            fn big_values_written_over_survive_kill_9() {
+                super::super::big_values_written_over_survive_kill_9($kind);
             }
         }
     };

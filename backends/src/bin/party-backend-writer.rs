@@ -1,14 +1,19 @@
 //! A tool for the crash tests and the reopen benchmark: it opens a store and either holds it
-//! open (`hold`), commits numbered batches until it is killed (`batches`), printing each
-//! batch number only after its commit has returned — the point at which a leader would
-//! acknowledge it — or writes `count` keys of 100 bytes, 100 per commit, prints `filled` and
-//! waits to be killed (`fill <count>`). Every commit carries a dedup record and a change log
-//! entry, as a leader's do.
+//! open (`hold`), commits numbered batches until it is killed (`batches`, or `overwrites`:
+//! the same few keys written over with big values), printing each batch number only after
+//! its commit has returned — the point at which a leader would acknowledge it — or writes
+//! `count` keys of 100 bytes, 100 per commit, prints `filled` and waits to be killed
+//! (`fill <count>`). Every commit carries a dedup record and a change log entry, as a
+//! leader's do.
 //!
 //! Batch `i` puts the keys `batch/<i>/<j>` for `j` in `0..KEYS_PER_BATCH` and stores the
 //! dedup record `applied_through = i` for client [`CLIENT`], all in one commit.
 //!
-//! Usage: `party-backend-writer <fjall|sled|rocksdb> <path> <hold|batches|fill COUNT>`
+//! Batch `i` of `overwrites` puts `big/<j>` for `j` in `0..KEYS_PER_BATCH`, each
+//! [`big_value`]`(i, j)`.
+//!
+//! Usage:
+//! `party-backend-writer <fjall|sled|rocksdb> <path> <hold|batches|overwrites|fill COUNT>`
 
 use std::io::Write;
 use std::path::Path;
@@ -29,7 +34,8 @@ fn main() -> ExitCode {
         [kind, path, mode, count] if mode == "fill" => (kind, path, count.as_str()),
         _ => {
             eprintln!(
-                "usage: party-backend-writer <fjall|sled|rocksdb> <path> <hold|batches|fill COUNT>"
+                "usage: party-backend-writer <fjall|sled|rocksdb> <path> \
+                 <hold|batches|overwrites|fill COUNT>"
             );
             return ExitCode::from(2);
         }
@@ -93,6 +99,21 @@ fn run(kind: &str, path: &Path, mode: Mode) -> Result<(), Box<dyn std::error::Er
             }
             Ok(())
         }
+        Mode::Named("overwrites") => {
+            let mut log = ChangeLog::default();
+            for i in 1u64.. {
+                let ops = (0..KEYS_PER_BATCH)
+                    .map(|j| BatchOp::Put {
+                        key: format!("big/{j:02}").into_bytes(),
+                        value: big_value(i, j),
+                    })
+                    .collect();
+                store.write(&log.batch(i, ops))?;
+                writeln!(out, "acked {i}")?;
+                out.flush()?;
+            }
+            Ok(())
+        }
         Mode::Named(other) => Err(format!("unknown mode {other:?}").into()),
     }
 }
@@ -125,6 +146,16 @@ impl ChangeLog {
         }
     }
 }
+
+/// The value of `big/<j>` in batch `i` of `overwrites`: its name, repeated to 64 KiB.
+fn big_value(i: u64, j: u32) -> Vec<u8> {
+    format!("{i:08}/{j:02}/")
+        .repeat(BIG_VALUE_LEN / 12)
+        .into_bytes()
+}
+
+/// About the length of a value of `overwrites` (a multiple of its 12-byte name).
+const BIG_VALUE_LEN: usize = 64 * 1024;
 
 fn park_forever() -> ! {
     loop {
