@@ -20,7 +20,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::str::FromStr;
 
-use party_backends::{BackendKind, WriteBatch};
+use party_backends::{Backend, BackendKind, WriteBatch};
 use party_proto::wire::{BatchOp, WriteOp};
 use party_proto::{ClientId, DedupRecord, WriteSeq};
 
@@ -84,38 +84,33 @@ fn run(kind: &str, path: &Path, mode: Mode) -> Result<(), Box<dyn std::error::Er
             out.flush()?;
             park_forever()
         }
-        Mode::Named("batches") => {
-            let mut log = ChangeLog::default();
-            for i in 1u64.. {
-                let ops = (0..KEYS_PER_BATCH)
-                    .map(|j| BatchOp::Put {
-                        key: format!("batch/{i:08}/{j:02}").into_bytes(),
-                        value: vec![b'v'; 100],
-                    })
-                    .collect();
-                store.write(&log.batch(i, ops))?;
-                writeln!(out, "acked {i}")?;
-                out.flush()?;
-            }
-            Ok(())
-        }
-        Mode::Named("overwrites") => {
-            let mut log = ChangeLog::default();
-            for i in 1u64.. {
-                let ops = (0..KEYS_PER_BATCH)
-                    .map(|j| BatchOp::Put {
-                        key: format!("big/{j:02}").into_bytes(),
-                        value: big_value(i, j),
-                    })
-                    .collect();
-                store.write(&log.batch(i, ops))?;
-                writeln!(out, "acked {i}")?;
-                out.flush()?;
-            }
-            Ok(())
-        }
+        Mode::Named("batches") => acked_until_killed(&*store, &mut out, |i, j| BatchOp::Put {
+            key: format!("batch/{i:08}/{j:02}").into_bytes(),
+            value: vec![b'v'; 100],
+        }),
+        Mode::Named("overwrites") => acked_until_killed(&*store, &mut out, |i, j| BatchOp::Put {
+            key: format!("big/{j:02}").into_bytes(),
+            value: big_value(i, j),
+        }),
         Mode::Named(other) => Err(format!("unknown mode {other:?}").into()),
     }
+}
+
+/// Commits batch after batch, each of [`KEYS_PER_BATCH`] puts `put(i, j)`, and says
+/// `acked i` once batch `i` has committed.
+fn acked_until_killed(
+    store: &dyn Backend,
+    out: &mut impl Write,
+    put: impl Fn(u64, u32) -> BatchOp,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut log = ChangeLog::default();
+    for i in 1u64.. {
+        let ops = (0..KEYS_PER_BATCH).map(|j| put(i, j)).collect();
+        store.write(&log.batch(i, ops))?;
+        writeln!(out, "acked {i}")?;
+        out.flush()?;
+    }
+    Ok(())
 }
 
 /// Commits as a leader's group commits do: with [`CLIENT`]'s dedup record and the
