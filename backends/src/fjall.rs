@@ -49,6 +49,17 @@ const NAME: &str = "fjall";
 /// keeps a partition's options from its creation: stores made before keep 2 MiB.
 const MAX_MEMTABLE_BYTES: u32 = 4 * 1024 * 1024;
 
+/// What fjall may count of sealed journals before it stalls writes (at 90 %: half a second
+/// a write) and then halts them. fjall counts a sealed journal at its file's length, which
+/// it sets to 32 MiB when it starts one, so a journal of a 4 MiB memtable counts 32 MiB;
+/// each seal of the data makes two (the records are sealed after it), and at its default
+/// of 512 MiB fjall stalled writes once 7 memtables waited for a flush: a burst of 64 KiB
+/// or 1 MiB puts slept 2.5 s in 12 (half-second sleeps, counted with strace). The bound
+/// that holds back writes whose flushes lag is fjall's write buffer instead (64 MiB of
+/// memtables, sealed or not, about 34 journals of this store; 2 MiB memtables of older
+/// stores, twice as many): this leaves room for four times that.
+const JOURNAL_BUDGET_BYTES: u64 = 128 * 32 * 1024 * 1024;
+
 /// Memtables smaller than this are not worth sealing at a checkpoint.
 const CHECKPOINT_MIN_BYTES: usize = 64 * 1024;
 
@@ -160,6 +171,15 @@ impl std::fmt::Debug for FjallBackend {
 
 impl FjallBackend {
     pub fn open(path: &Path) -> Result<Self, OpenError> {
+        Self::open_configured(path, |config| config)
+    }
+
+    /// [`FjallBackend::open`] with fjall's configuration changed by `configure` (tests
+    /// that keep fjall from flushing).
+    fn open_configured(
+        path: &Path,
+        configure: impl FnOnce(Config) -> Config,
+    ) -> Result<Self, OpenError> {
         let failed = |source: StoreError| OpenError::Store {
             backend: NAME,
             path: path.to_owned(),
@@ -193,9 +213,8 @@ impl FjallBackend {
                 .into(),
             )
         })?;
-        let keyspace = Config::new(path.join("fjall"))
-            .open()
-            .map_err(|e| failed(e.into()))?;
+        let config = Config::new(path.join("fjall")).max_journaling_size(JOURNAL_BUDGET_BYTES);
+        let keyspace = configure(config).open().map_err(|e| failed(e.into()))?;
         let data_options = PartitionCreateOptions::default().max_memtable_size(MAX_MEMTABLE_BYTES);
         let data = keyspace
             .open_partition("data", data_options)
@@ -616,6 +635,28 @@ mod tests {
         burst_with_records(&store, 600, 50, 1024);
         // The active journal, the last sealed one, and the records' seal beside it.
         wait_for_journals(&store, 3);
+    }
+
+    /// Ten memtables of puts whose flushes lag (here: no flush at all) commit without a
+    /// stall: fjall counts each of their 20 journals (the data's seal and the records')
+    /// at the 32 MiB it sets a journal's file to, and at its own budget of 512 MiB it
+    /// slept half a second at every seal past the 14th and halted writes past the 16th
+    /// until flushes caught up (here: for ever).
+    #[test]
+    fn journals_waiting_for_flushes_do_not_stall_the_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            FjallBackend::open_configured(dir.path(), |config| config.flush_workers(0)).unwrap();
+        let (done, burst_done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // 40 MiB: short of the 90 % of fjall's 64 MiB write buffer where it stalls too.
+            burst_with_records(&store, 40 * 32, 32, 1024);
+            let _ = done.send(store.keyspace.journal_count());
+        });
+        let journals = burst_done
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the burst stalled with its journals waiting for flushes");
+        assert!(journals > 18, "only {journals} journals waited for a flush");
     }
 
     /// A seal that fails (its next journal cannot be created: a directory stands where it
