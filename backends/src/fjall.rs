@@ -50,15 +50,22 @@ const NAME: &str = "fjall";
 const MAX_MEMTABLE_BYTES: u32 = 4 * 1024 * 1024;
 
 /// What fjall may count of sealed journals before it stalls writes (at 90 %: half a second
-/// a write) and then halts them. fjall counts a sealed journal at its file's length, which
-/// it sets to 32 MiB when it starts one, so a journal of a 4 MiB memtable counts 32 MiB;
-/// each seal of the data makes two (the records are sealed after it), and at its default
-/// of 512 MiB fjall stalled writes once 7 memtables waited for a flush: a burst of 64 KiB
-/// or 1 MiB puts slept 2.5 s in 12 (half-second sleeps, counted with strace). The bound
-/// that holds back writes whose flushes lag is fjall's write buffer instead (64 MiB of
-/// memtables, sealed or not, about 34 journals of this store; 2 MiB memtables of older
-/// stores, twice as many): this leaves room for four times that.
+/// at each seal) and then halts them. fjall counts a sealed journal at its file's length,
+/// which it sets to 32 MiB when it starts one, so a journal of a 4 MiB memtable counts 32
+/// MiB; each seal of the data makes two (the records are sealed after it), and at its
+/// default of 512 MiB fjall stalled writes once 7 memtables waited for a flush: a burst of
+/// 64 KiB or 1 MiB puts slept 2.5 s in 12 (half-second sleeps, counted with strace). The
+/// bound on writes whose flushes lag is [`WRITE_BUFFER_BYTES`] instead: this leaves room
+/// for 128 journals, and small ones (sealed at checkpoints) count as much as full ones.
 const JOURNAL_BUDGET_BYTES: u64 = 128 * 32 * 1024 * 1024;
+
+/// Most bytes of memtables, sealed or not, that fjall keeps before it holds back writes
+/// until its flushes catch up (at 90 %: a tenth of a second at each write; past it, until
+/// they have). Half fjall's default: as much as its journal stall let wait before (about
+/// 7 memtables), so that a leader killed in a burst whose flushes lag leaves about as
+/// much journal to replay (the bench's big puts: at most 45-55 MB of journals, against
+/// 115-156 MB with 64 MiB).
+const WRITE_BUFFER_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Memtables smaller than this are not worth sealing at a checkpoint.
 const CHECKPOINT_MIN_BYTES: usize = 64 * 1024;
@@ -213,7 +220,9 @@ impl FjallBackend {
                 .into(),
             )
         })?;
-        let config = Config::new(path.join("fjall")).max_journaling_size(JOURNAL_BUDGET_BYTES);
+        let config = Config::new(path.join("fjall"))
+            .max_journaling_size(JOURNAL_BUDGET_BYTES)
+            .max_write_buffer_size(WRITE_BUFFER_BYTES);
         let keyspace = configure(config).open().map_err(|e| failed(e.into()))?;
         let data_options = PartitionCreateOptions::default().max_memtable_size(MAX_MEMTABLE_BYTES);
         let data = keyspace
@@ -637,11 +646,13 @@ mod tests {
         wait_for_journals(&store, 3);
     }
 
-    /// Ten memtables of puts whose flushes lag (here: no flush at all) commit without a
-    /// stall: fjall counts each of their 20 journals (the data's seal and the records')
-    /// at the 32 MiB it sets a journal's file to, and at its own budget of 512 MiB it
-    /// slept half a second at every seal past the 14th and halted writes past the 16th
-    /// until flushes caught up (here: for ever).
+    /// Ten memtables of a MiB, each sealed (as checkpoints seal them), then a full one,
+    /// commit without a stall while their flushes lag (here: no flush at all). fjall
+    /// counts each of their journals (two a seal: the data's and the records') at the 32
+    /// MiB it sets a journal's file to, and checks them when a memtable fills: at its own
+    /// budget of 512 MiB it halted the writes past 16 journals until flushes caught up
+    /// (here: for ever), and it slept half a second at each seal past 14. 2 MiB memtables
+    /// (of stores made before 4 MiB) filled 16 journals with 16 MiB.
     #[test]
     fn journals_waiting_for_flushes_do_not_stall_the_writes() {
         let dir = tempfile::tempdir().unwrap();
@@ -649,14 +660,18 @@ mod tests {
             FjallBackend::open_configured(dir.path(), |config| config.flush_workers(0)).unwrap();
         let (done, burst_done) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            // 40 MiB: short of the 90 % of fjall's 64 MiB write buffer where it stalls too.
-            burst_with_records(&store, 40 * 32, 32, 1024);
+            // 15 MiB: short of the 90 % of the write buffer where fjall holds writes back.
+            for _ in 0..10 {
+                burst_with_records(&store, 32, 32, 1024);
+                store.seal_memtables().unwrap();
+            }
+            burst_with_records(&store, 5 * 32, 32, 1024);
             let _ = done.send(store.keyspace.journal_count());
         });
         let journals = burst_done
             .recv_timeout(std::time::Duration::from_secs(60))
             .expect("the burst stalled with its journals waiting for flushes");
-        assert!(journals > 18, "only {journals} journals waited for a flush");
+        assert!(journals > 20, "only {journals} journals waited for a flush");
     }
 
     /// A seal that fails (its next journal cannot be created: a directory stands where it
