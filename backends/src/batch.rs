@@ -1,6 +1,7 @@
 //! What the leader's writer hands a store: the writes of one group, applied all or nothing
 //! together with the dedup records that make them exactly-once.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use party_proto::wire::{BatchOp, WriteOp};
@@ -10,34 +11,36 @@ use crate::error::BackendError;
 
 pub use party_proto::WriteBatch;
 
-/// The net effect of `ops` applied in order: for each touched key, its final value or `None`
-/// for deleted. `scan` lists the keys the store holds in a range, for `Clear`.
+/// What a group leaves each key it touches with: its final value, or `None` for deleted.
+/// Keys and values are borrowed from the group's writes (a store copies each once, into
+/// its own batch); only the keys a `Clear` found in the store are owned.
+pub type Effect<'a> = BTreeMap<Cow<'a, [u8]>, Option<&'a [u8]>>;
+
+/// The net effect of `ops` applied in order. `scan` lists the keys the store holds in a
+/// range, for `Clear`.
 ///
 /// Every store applies this as one native atomic batch, so clear, batch and group commit
 /// behave the same on all of them.
-pub fn resolve(
-    ops: &[WriteOp],
+pub fn resolve<'a>(
+    ops: &'a [WriteOp],
     mut scan: impl FnMut(&KeyRange) -> Result<Vec<Vec<u8>>, BackendError>,
-) -> Result<BTreeMap<Vec<u8>, Option<Vec<u8>>>, BackendError> {
-    let mut effect: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+) -> Result<Effect<'a>, BackendError> {
+    let mut effect = Effect::new();
     for op in ops {
+        let mut put = |key: &'a [u8], value: Option<&'a [u8]>| {
+            effect.insert(Cow::Borrowed(key), value);
+        };
         match op {
-            WriteOp::Put { key, value } => {
-                effect.insert(key.clone(), Some(value.clone()));
-            }
-            WriteOp::Del { key } => {
-                effect.insert(key.clone(), None);
-            }
+            WriteOp::Put { key, value } => put(key, Some(value)),
+            WriteOp::Del { key } => put(key, None),
             // A transaction's reads were checked by the leader's writer: what is left is
             // its writes.
             WriteOp::Batch { ops } | WriteOp::Transaction { writes: ops, .. } => {
                 for op in ops {
                     match op {
-                        BatchOp::Put { key, value } => {
-                            effect.insert(key.clone(), Some(value.clone()))
-                        }
-                        BatchOp::Del { key } => effect.insert(key.clone(), None),
-                    };
+                        BatchOp::Put { key, value } => put(key, Some(value)),
+                        BatchOp::Del { key } => put(key, None),
+                    }
                 }
             }
             WriteOp::Clear { range } => {
@@ -47,7 +50,7 @@ pub fn resolve(
                     }
                 }
                 for key in scan(range)? {
-                    effect.insert(key, None);
+                    effect.insert(Cow::Owned(key), None);
                 }
             }
         }
@@ -57,10 +60,10 @@ pub fn resolve(
 
 /// [`resolve`] for a store that lists a `Clear` range with its own iterator.
 #[cfg(any(feature = "fjall", feature = "sled", feature = "rocksdb"))]
-pub(crate) fn resolve_in(
+pub(crate) fn resolve_in<'a>(
     store: &dyn crate::Backend,
-    ops: &[WriteOp],
-) -> Result<BTreeMap<Vec<u8>, Option<Vec<u8>>>, BackendError> {
+    ops: &'a [WriteOp],
+) -> Result<Effect<'a>, BackendError> {
     resolve(ops, |range| {
         store
             .iter(range, false)?

@@ -69,8 +69,8 @@ impl Backend for MemoryBackend {
         })?;
         for (key, value) in effect {
             match value {
-                Some(value) => state.data.insert(key, value),
-                None => state.data.remove(&key),
+                Some(value) => state.data.insert(key.into_owned(), value.to_vec()),
+                None => state.data.remove(&*key),
             };
         }
         state.records.extend(batch.records.iter().cloned());

@@ -117,8 +117,8 @@ impl Backend for SledBackend {
         let mut data = Batch::default();
         for (key, value) in effect {
             match value {
-                Some(value) => data.insert(key, value),
-                None => data.remove(key),
+                Some(value) => data.insert(&*key, value),
+                None => data.remove(&*key),
             }
         }
         let mut dedup = Batch::default();

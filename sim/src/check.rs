@@ -314,6 +314,9 @@ pub fn effect_of(store: &MemoryBackend, ops: &[WriteOp]) -> Effect {
             .collect()
     })
     .expect("the memory store cannot fail")
+    .into_iter()
+    .map(|(key, value)| (key.into_owned(), value.map(<[u8]>::to_vec)))
+    .collect()
 }
 
 /// Finds the first `get_many` that saw no single state of the store.

@@ -332,7 +332,7 @@ impl EtcdBackend {
         let mut ops: Vec<TxnOp> = effect
             .iter()
             .map(|(key, value)| match value {
-                Some(value) => TxnOp::put(self.data_key(key), value.clone(), None),
+                Some(value) => TxnOp::put(self.data_key(key), value.to_vec(), None),
                 None => TxnOp::delete(self.data_key(key), None::<DeleteOptions>),
             })
             .collect();

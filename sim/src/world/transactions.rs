@@ -259,8 +259,8 @@ impl World {
             .expect("resolving in memory cannot fail");
             for (key, value) in effect {
                 match value {
-                    Some(value) => state.insert(key, value),
-                    None => state.remove(&key),
+                    Some(value) => state.insert(key.into_owned(), value.to_vec()),
+                    None => state.remove(&*key),
                 };
             }
         }
