@@ -233,7 +233,7 @@ pub(crate) async fn open_child(dir: &str, store: &str) -> Result<Db, String> {
 /// The party binary allocates through jemalloc: under glibc's malloc a fifth of a leader's
 /// time went to the allocator, and `party bench` gives 8-40 % more pipelined operations and
 /// scans with jemalloc, at the same latency one at a time and 1-2 MB more resident per
-/// process (README, Benchmarks). mimalloc doubled an idle follower's memory. A program
+/// process (docs/benchmarks.md). mimalloc doubled an idle follower's memory. A program
 /// that embeds party-core chooses its own allocator. Only where it was measured against
 /// the system's (glibc); jemalloc fixes its page size when built, so a binary for kernels
 /// with larger pages is built with `JEMALLOC_SYS_WITH_LG_PAGE` set.
