@@ -523,13 +523,13 @@ impl Backend for FjallBackend {
 
     /// Seals the memtables: fjall flushes them in the background and then retires their
     /// journals, which an open after a crash would otherwise replay (about 6 ms per MiB
-    /// here). See [`FjallBackend::seal_memtables`].
+    /// here; how: `seal_memtables`).
     fn checkpoint(&self) -> Result<(), BackendError> {
         self.refuse_if_poisoned()?;
         self.seal_memtables()
     }
 
-    /// Seals the memtables and waits, at most [`CLOSE_FLUSH_PATIENCE`], until fjall has
+    /// Seals the memtables and waits, at most `CLOSE_FLUSH_PATIENCE` (2 s), until fjall has
     /// flushed every sealed one (sealed here or before) and retired its journals.
     fn checkpoint_before_close(&self) -> Result<(), BackendError> {
         self.checkpoint()?;

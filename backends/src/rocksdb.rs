@@ -206,7 +206,7 @@ impl Backend for RocksBackend {
         false
     }
 
-    /// Flushes the memtables and waits, at most [`CLOSE_FLUSH_PATIENCE`], until RocksDB has.
+    /// Flushes the memtables and waits, at most `CLOSE_FLUSH_PATIENCE` (2 s), until RocksDB has.
     fn checkpoint_before_close(&self) -> Result<(), BackendError> {
         let deadline = std::time::Instant::now() + CLOSE_FLUSH_PATIENCE;
         if self.flush()? {
