@@ -281,3 +281,131 @@ fn a_frame_over_the_cap_leaves_nothing_behind() {
     assert_eq!(outgoing.len(), before.len());
     assert_eq!(gather(&outgoing, 4, &[usize::MAX]), before);
 }
+
+/// An `Outgoing` cleared after a turn and used again sends only the new turn's frames:
+/// neither the bytes nor the lent values of the frames cleared come back.
+#[test]
+fn a_cleared_outgoing_sends_only_what_was_pushed_after() {
+    let answer = |id: u64, byte: u8| ServerMessage::Reply {
+        id: RequestId(id),
+        result: Ok(Response::Value(Some(Bytes::from(vec![byte; LEND_AT])))),
+    };
+    let mut outgoing = Outgoing::default();
+    outgoing.push_server(&answer(1, 1), CAP).unwrap();
+    outgoing.push_server(&answer(2, 2), CAP).unwrap();
+    for keep in [usize::MAX, 0] {
+        outgoing.clear(keep);
+        assert!(outgoing.is_empty(), "keeping {keep}");
+        let next = [
+            answer(3, 3),
+            ServerMessage::Reply {
+                id: RequestId(4),
+                result: Ok(Response::Written),
+            },
+        ];
+        let mut whole = Vec::new();
+        for message in &next {
+            outgoing.push_server(message, CAP).unwrap();
+            encode_frame(message, CAP, &mut whole).unwrap();
+        }
+        assert_eq!(outgoing.len(), whole.len(), "keeping {keep}");
+        assert!(
+            gather(&outgoing, 8, &[usize::MAX]) == whole,
+            "keeping {keep}: bytes differ"
+        );
+    }
+}
+
+/// The cap is the largest body allowed, not the first refused: a frame whose body is
+/// exactly the cap is encoded (whole or with its value lent) and decoded, one byte more
+/// is refused at both ends. A leader's limits are told in the handshake so that a client
+/// never sends what will be refused; a cap off by one breaks that promise.
+#[test]
+fn a_frame_of_exactly_the_cap_passes_and_one_byte_more_does_not() {
+    let answer = |len: usize| ServerMessage::Reply {
+        id: RequestId(1),
+        result: Ok(Response::Value(Some(Bytes::from(vec![5; len])))),
+    };
+    let body_len = |message: &ServerMessage| {
+        let mut frame = Vec::new();
+        encode_frame(message, u32::MAX, &mut frame).unwrap();
+        frame.len() - 4
+    };
+    let at_cap = answer(LEND_AT);
+    let cap = u32::try_from(body_len(&at_cap)).unwrap();
+    let mut frame = Vec::new();
+    encode_frame(&at_cap, cap, &mut frame).expect("a body of exactly the cap encodes");
+    let mut outgoing = Outgoing::default();
+    outgoing
+        .push_server(&at_cap, cap)
+        .expect("and is pushed, its value lent");
+    assert!(gather(&outgoing, 4, &[usize::MAX]) == frame);
+    let mut input = frame.as_slice();
+    let decoded = FrameDecoder::new(cap).decode::<ServerMessage>(&mut input);
+    assert_eq!(decoded, Ok(Some(at_cap)), "and decodes");
+
+    let over = answer(LEND_AT + 1);
+    assert_eq!(body_len(&over), cap as usize + 1);
+    let too_large = FrameError::TooLarge {
+        len: u64::from(cap) + 1,
+        max: u64::from(cap),
+    };
+    assert_eq!(
+        encode_frame(&over, cap, &mut Vec::new()),
+        Err(too_large.clone())
+    );
+    assert_eq!(outgoing.push_server(&over, cap), Err(too_large.clone()));
+    let mut frame = Vec::new();
+    encode_frame(&over, u32::MAX, &mut frame).unwrap();
+    let mut input = frame.as_slice();
+    let decoded = FrameDecoder::new(cap).decode::<ServerMessage>(&mut input);
+    assert_eq!(decoded, Err(too_large));
+}
+
+/// Room to read a frame's rest into is given when at least the bytes asked for are
+/// missing, exactly that many included; and it ends where the frame does.
+#[test]
+fn room_for_a_frames_rest_is_given_when_exactly_the_bytes_asked_for_are_missing() {
+    let mut frame = Vec::new();
+    encode_frame(&vec![9u8; 300], CAP, &mut frame).unwrap();
+    let mut decoder = FrameDecoder::new(CAP);
+    let mut start = &frame[..100];
+    assert_eq!(decoder.decode::<Vec<u8>>(&mut start), Ok(None));
+    let missing = frame.len() - 100;
+    assert!(decoder.unfinished_frame(missing + 1).is_none());
+    let mut room = decoder
+        .unfinished_frame(missing)
+        .expect("exactly the bytes asked for are missing");
+    assert_eq!(room.remaining_mut(), missing);
+    room.put_slice(&frame[100..]);
+    assert!(decoder.unfinished_frame(1).is_none(), "the frame is whole");
+    let mut nothing: &[u8] = &[];
+    assert_eq!(decoder.decode(&mut nothing), Ok(Some(vec![9u8; 300])));
+}
+
+/// A frame that fails once part of it was held lets that part go: the decoder holds
+/// nothing of a connection that is to be closed.
+#[test]
+fn a_frame_that_fails_after_arriving_in_pieces_leaves_nothing_held() {
+    let mut decoder = FrameDecoder::new(16);
+    // A header in two pieces, claiming one byte over the cap.
+    let mut first: &[u8] = &[17, 0];
+    assert_eq!(decoder.decode::<u8>(&mut first), Ok(None));
+    assert_eq!(decoder.buffered_len(), 2);
+    let mut second: &[u8] = &[0, 0, 1, 2];
+    let error = decoder.decode::<u8>(&mut second).unwrap_err();
+    assert_eq!(error, FrameError::TooLarge { len: 17, max: 16 });
+    assert_eq!(decoder.buffered_len(), 0, "the header's bytes are let go");
+    // And a body that does not decode, after its start was held.
+    let mut frame = Vec::new();
+    encode_frame(&(1u8, 2u8, 3u8), 16, &mut frame).unwrap();
+    let mut decoder = FrameDecoder::new(16);
+    let mut start = &frame[..5];
+    assert_eq!(decoder.decode::<u8>(&mut start), Ok(None));
+    let mut rest = &frame[5..];
+    assert_eq!(
+        decoder.decode::<u8>(&mut rest),
+        Err(FrameError::TrailingBytes { extra: 2 })
+    );
+    assert_eq!(decoder.buffered_len(), 0);
+}
