@@ -181,4 +181,38 @@ pub(crate) mod tests {
             "the enum writes the first slice alone"
         );
     }
+
+    /// Frames that lend more values than one write takes slices for go out whole while the
+    /// socket has room: the rest is written at once, not left to a write that waits.
+    #[tokio::test]
+    async fn everything_the_socket_has_room_for_is_sent_now_whatever_the_slices() {
+        use party_proto::wire::{encode_frame, Response, ServerMessage, DEFAULT_MAX_FRAME_LEN};
+        use std::io::Read;
+
+        let (stream, mut peer) = socket_pair();
+        // Each answer's value lent: two slices a frame, more than MAX_SLICES in all, and
+        // frames of different lengths.
+        let mut out = Outgoing::lending_from(1);
+        let mut whole = Vec::new();
+        for id in 0..MAX_SLICES as u64 {
+            let answer = ServerMessage::Reply {
+                id: party_proto::RequestId(id),
+                result: Ok(Response::Value(Some(
+                    vec![id as u8; 100 + id as usize].into(),
+                ))),
+            };
+            out.push_server(&answer, DEFAULT_MAX_FRAME_LEN).unwrap();
+            encode_frame(&answer, DEFAULT_MAX_FRAME_LEN, &mut whole).unwrap();
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        assert_eq!(
+            out.slices(0, &mut slices),
+            MAX_SLICES,
+            "more than one write takes"
+        );
+        assert_eq!(send_now(&stream, &out), out.len());
+        let mut received = vec![0; whole.len()];
+        peer.read_exact(&mut received).unwrap();
+        assert!(received == whole, "the bytes of the frames, in order");
+    }
 }

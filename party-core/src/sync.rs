@@ -348,4 +348,73 @@ mod tests {
         }));
         assert!(thread.is_err(), "the thread's next round panics");
     }
+
+    /// A socket that takes everything at once, or nothing while `full`.
+    #[derive(Default)]
+    struct TestSink {
+        full: bool,
+        written: Vec<u8>,
+    }
+
+    impl Sink for TestSink {
+        fn write_now(&mut self, bytes: &[u8]) -> usize {
+            if self.full {
+                return 0;
+            }
+            self.written.extend_from_slice(bytes);
+            bytes.len()
+        }
+
+        async fn write_all(&mut self, bytes: &[u8]) -> bool {
+            self.written.extend_from_slice(bytes);
+            true
+        }
+    }
+
+    /// The hand-off queue, its buffers all there from the start.
+    struct Queued(std::collections::VecDeque<Vec<u8>>);
+
+    impl Handed for Queued {
+        async fn next(&mut self) -> Option<Vec<u8>> {
+            self.0.pop_front()
+        }
+
+        fn queued(&mut self) -> Option<Vec<u8>> {
+            self.0.pop_front()
+        }
+    }
+
+    /// Once the writer has written out several buffers in one write, it holds none: the
+    /// driver writes to the socket itself again (else every later send of the link would
+    /// go through the writer task, a wake-up each).
+    #[test]
+    fn once_the_writer_wrote_several_buffers_together_the_driver_writes_directly_again() {
+        let handover = Handover::default();
+        let mut sink = TestSink {
+            full: true,
+            ..TestSink::default()
+        };
+        let mut handed = std::collections::VecDeque::new();
+        for frame in [&b"one"[..], b"two", b"three"] {
+            let mut out = frame.to_vec();
+            handover.send(&mut out, &mut sink, |buffer| handed.push_back(buffer));
+            assert!(out.is_empty());
+        }
+        assert_eq!(handed.len(), 3, "a full socket hands every frame over");
+        let mut queue = Queued(handed);
+        {
+            let writing = std::pin::pin!(handover.write_handed(&mut sink, &mut queue));
+            let waker = std::task::Waker::noop();
+            let polled = writing.poll(&mut std::task::Context::from_waker(waker));
+            assert!(polled.is_ready(), "the queue ended");
+        }
+        assert_eq!(sink.written, b"onetwothree");
+        sink.full = false;
+        let mut out = b"four".to_vec();
+        handover.send(&mut out, &mut sink, |_| {
+            panic!("handed over although the writer holds nothing")
+        });
+        assert!(out.is_empty());
+        assert_eq!(sink.written, b"onetwothreefour");
+    }
 }
