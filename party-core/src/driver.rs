@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use party_proto::wire::{encode_frame, ReadOp, Response, WriteOp};
+use party_proto::wire::{Outgoing, ReadOp, Response, WriteOp};
 use party_proto::{
     ClientConfig, ClientId, CommitSeq, ElectionConfig, ElectionInput, ErrorCode, IterId,
     IterOptions, IterPoll, KeyRange, Process, ProcessConfig, ProcessInput, ProcessOutput,
@@ -34,6 +34,7 @@ use crate::lock::{ElectionLock, LockFile};
 use crate::options::Options;
 use crate::paths::Layout;
 use crate::role::{Role, RoleState, Takeover};
+use crate::sync::Frames;
 use crate::waiting_room::Room;
 use machine::Machine;
 
@@ -150,7 +151,9 @@ pub(crate) struct Driver {
     /// The connection to the leader, or the seat in a lock holder's waiting room (the
     /// machine tells which).
     link: Option<Link>,
-    out: Vec<u8>,
+    /// This turn's frames for the leader. A recording handle lends no value: it records
+    /// every frame whole as it is encoded.
+    out: Outgoing,
     timer: clock::Timer,
 }
 
@@ -200,6 +203,10 @@ impl Driver {
             Process::new(client_id, config, seed),
             options.record.as_ref(),
         );
+        let out = match options.record {
+            Some(_) => Outgoing::lending_from(usize::MAX),
+            None => Outgoing::default(),
+        };
         let driver = Driver {
             layout,
             options,
@@ -222,7 +229,7 @@ impl Driver {
             leadership: Leadership::default(),
             lock_file: None,
             link: None,
-            out: Vec::new(),
+            out,
             timer: clock::Timer::new(),
         };
         (driver, role_rx, released_rx)
@@ -467,7 +474,7 @@ impl Driver {
                 ProcessOutput::Send(message) => {
                     let start = self.out.len();
                     let broken = self.encode(&message);
-                    let sent = self.out.get(start..).unwrap_or_default();
+                    let sent = self.out.tail(start).unwrap_or_default();
                     let output = ProcessOutput::Send(message);
                     self.process.record_sent(&output, sent);
                     broken
@@ -513,10 +520,10 @@ impl Driver {
         // Recorded before it is sent: a process killed in between leaves a write the
         // leader never saw, not one its recording lacks.
         self.process.flush_recording_lazily();
-        if let Some(link) = &mut self.link {
-            link.send(&mut self.out);
+        match &mut self.link {
+            Some(link) => link.send(&mut self.out),
+            None => Frames::clear(&mut self.out),
         }
-        self.out.clear();
     }
 
     /// Frames a message for the leader's socket. The machine sizes every request against
@@ -525,10 +532,10 @@ impl Driver {
     fn encode(&mut self, message: &party_proto::wire::ClientMessage) -> Option<ProcessInput> {
         self.link.as_ref()?;
         let max = self.options.limits.max_frame_len;
-        let error = encode_frame(message, max, &mut self.out).err()?;
+        let error = self.out.push_client(message, max).err()?;
         tracing::error!("cannot send a request: {error}");
         self.link = None;
-        self.out.clear();
+        Frames::clear(&mut self.out);
         Some(ProcessInput::LinkBroken(ErrorCode::Malformed(format!(
             "unsendable: {error}"
         ))))

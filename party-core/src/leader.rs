@@ -1,7 +1,6 @@
 //! Serving as leader: the store thread, the accept loop, and one task per follower
 //! connection running a [`ServerSession`].
 
-use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -22,7 +21,7 @@ use crate::clock;
 use crate::headroom::Headroom;
 use crate::lock::ElectionLock;
 use crate::send_buffer::SendBuffer;
-use crate::socket_now::{gathering, recv_now, send_now, MAX_SLICES};
+use crate::socket_now::{recv_now, send_now, write_rest};
 use crate::spin::Spinner;
 use crate::store::{self, StoreJob, StoreQueue};
 use crate::sync::{ConnIds, Followers};
@@ -344,20 +343,6 @@ pub(crate) fn peer_uid(stream: &Stream) -> Option<u32> {
     }
 }
 
-/// Writes `out` from byte `from` on, waiting for the socket as long as it takes.
-async fn write_rest(stream: &Stream, out: &Outgoing, mut from: usize) -> std::io::Result<()> {
-    let mut send = gathering(stream);
-    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-    while from < out.len() {
-        let filled = out.slices(from, &mut slices);
-        match send.write_vectored(&slices[..filled]).await? {
-            0 => return Err(std::io::ErrorKind::WriteZero.into()),
-            written => from += written,
-        }
-    }
-    Ok(())
-}
-
 /// Tells a follower why it is turned away, and hangs up.
 async fn refuse(stream: Stream, reason: ErrorCode, cancel: CancellationToken) {
     tracing::warn!("refused a follower: {reason}");
@@ -423,7 +408,7 @@ async fn serve(
         // At once where the socket takes it, as it does almost always (and a new
         // connection's first write need not wait for tokio to see it writable).
         send_buffer.before_sending(&stream, out.len());
-        let sent = send_now(&stream, &out);
+        let sent = send_now(&stream, &out, 0);
         if sent < out.len() {
             // A follower that stops reading fills its socket; the leader must still be
             // able to stop. A write that is ready goes first: cut short, it would leave

@@ -12,16 +12,15 @@ use std::sync::Arc;
 use interprocess::local_socket::tokio::prelude::*;
 use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::{GenericFilePath, ToFsName};
-use party_proto::wire::{FrameDecoder, FrameError, ServerMessage};
-use tokio::io::AsyncWriteExt;
+use party_proto::wire::{FrameDecoder, FrameError, Outgoing, ServerMessage};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 
 use crate::leader::read_next;
 use crate::send_buffer::SendBuffer;
-use crate::socket_now::{recv_now, send_now};
+use crate::socket_now::{recv_now, send_now, write_rest};
 use crate::spin::Spinner;
-use crate::sync::{Handed, Handover, Sink};
+use crate::sync::{Frames, Handed, Handover, Sink};
 
 /// What one read of the connection gave.
 #[derive(Debug, Default)]
@@ -38,6 +37,9 @@ pub(crate) enum LinkEnd {
     Garbage(FrameError),
 }
 
+/// A turn's frames handed to the writer task, with how many of their bytes the socket took.
+type Unwritten = (Outgoing, usize);
+
 /// An open connection to the leader. Dropping it closes the connection.
 pub(crate) struct Link {
     stream: Arc<Stream>,
@@ -46,7 +48,7 @@ pub(crate) struct Link {
     /// Whether the writer task holds buffers not yet written out.
     handover: Handover,
     /// The writer task and its queue, once the socket was first full.
-    writer: Option<(UnboundedSender<Vec<u8>>, JoinHandle<()>)>,
+    writer: Option<(UnboundedSender<Unwritten>, JoinHandle<()>)>,
     /// Grown for a big write (a put of a big value).
     send_buffer: SendBuffer,
     /// In low-latency mode, how long a wait for the leader polls before it parks.
@@ -142,14 +144,15 @@ impl Link {
         &self.buffer
     }
 
-    /// Sends the bytes (whole frames) in `out` to the leader, in order with everything sent
-    /// before, and leaves `out` empty (its buffer kept when the socket took it all).
-    pub fn send(&mut self, out: &mut Vec<u8>) {
+    /// Sends the frames in `out` to the leader, in order with everything sent before, and
+    /// leaves `out` empty (its buffer kept when the socket took it all). Values `out` lends
+    /// are kept until written.
+    pub fn send(&mut self, out: &mut Outgoing) {
         self.send_buffer.before_sending(&self.stream, out.len());
         let (stream, handover, writer) = (&self.stream, &self.handover, &mut self.writer);
-        handover.send(out, &mut Socket(stream), |bytes| {
+        handover.send(out, &mut Socket(stream), |frames, from| {
             let (queue, _) = writer.get_or_insert_with(|| {
-                let (queue, mut frames) = unbounded_channel::<Vec<u8>>();
+                let (queue, mut frames) = unbounded_channel::<Unwritten>();
                 let (writing, written) = (stream.clone(), handover.clone());
                 let task = tokio::spawn(async move {
                     written
@@ -158,33 +161,47 @@ impl Link {
                 });
                 (queue, task)
             });
-            let _ = queue.send(bytes);
+            let _ = queue.send((frames, from));
         });
+    }
+}
+
+/// A turn's encoded frames kept for the next turn, at most (a turn of big puts may encode
+/// more; those lent are not counted).
+const OUT_KEPT: usize = 256 * 1024;
+
+impl Frames for Outgoing {
+    fn len(&self) -> usize {
+        Outgoing::len(self)
+    }
+
+    fn clear(&mut self) {
+        Outgoing::clear(self, OUT_KEPT);
+    }
+
+    fn take(&mut self) -> Self {
+        Outgoing::take(self)
     }
 }
 
 /// The connection as the hand-off writes to it.
 struct Socket<'a>(&'a Stream);
 
-impl Sink for Socket<'_> {
-    fn write_now(&mut self, bytes: &[u8]) -> usize {
+impl Sink<Outgoing> for Socket<'_> {
+    fn write_now(&mut self, frames: &Outgoing, from: usize) -> usize {
         // Full, or failed: the writer task waits, or meets the error and stops (the driver
         // then reads the end of the connection).
-        send_now(self.0, bytes)
+        send_now(self.0, frames, from)
     }
 
-    async fn write_all(&mut self, bytes: &[u8]) -> bool {
-        self.0.write_all(bytes).await.is_ok()
+    async fn write_all(&mut self, frames: &Outgoing, from: usize) -> bool {
+        write_rest(self.0, frames, from).await.is_ok()
     }
 }
 
-impl Handed for UnboundedReceiver<Vec<u8>> {
-    fn next(&mut self) -> impl Future<Output = Option<Vec<u8>>> {
+impl Handed<Outgoing> for UnboundedReceiver<Unwritten> {
+    fn next(&mut self) -> impl Future<Output = Option<Unwritten>> {
         self.recv()
-    }
-
-    fn queued(&mut self) -> Option<Vec<u8>> {
-        self.try_recv().ok()
     }
 }
 

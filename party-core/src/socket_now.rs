@@ -39,39 +39,6 @@ pub(crate) fn recv_now(_: &Stream, _: &mut Vec<u8>) -> Option<std::io::Result<us
     None
 }
 
-/// Bytes to write that may lie in several places (a frame's encoded bytes and the big value
-/// it lends, say), handed to the socket as slices in one call.
-pub(crate) trait Gather {
-    /// Bytes in all.
-    fn len(&self) -> usize;
-    /// Fills `into` with the bytes from `from` on, as far as it has room: how many slices.
-    fn slices<'a>(&'a self, from: usize, into: &mut [IoSlice<'a>]) -> usize;
-}
-
-impl Gather for [u8] {
-    fn len(&self) -> usize {
-        <[u8]>::len(self)
-    }
-    fn slices<'a>(&'a self, from: usize, into: &mut [IoSlice<'a>]) -> usize {
-        match into.first_mut() {
-            Some(slot) if from < self.len() => {
-                *slot = IoSlice::new(&self[from..]);
-                1
-            }
-            _ => 0,
-        }
-    }
-}
-
-impl Gather for Outgoing {
-    fn len(&self) -> usize {
-        Outgoing::len(self)
-    }
-    fn slices<'a>(&'a self, from: usize, into: &mut [IoSlice<'a>]) -> usize {
-        Outgoing::slices(self, from, into)
-    }
-}
-
 /// The stream to write slices to: interprocess's `Stream` forwards only `poll_write`, so
 /// that a vectored write through it takes the first slice alone; its Unix-domain socket
 /// takes them all in one call.
@@ -91,22 +58,22 @@ pub(crate) fn gathering(stream: &Stream) -> &Stream {
 /// Slices handed to the socket in one write, at most.
 pub(crate) const MAX_SLICES: usize = 32;
 
-/// Writes what `stream` takes of `bytes` now, without waiting: how many it took (none when
-/// it is full, or failed: a write that waits meets the error then).
+/// Writes what `stream` takes of `out` from byte `from` on now, without waiting: how many
+/// bytes it took (none when it is full, or failed: a write that waits meets the error then).
 #[cfg(all(
     unix,
     not(any(target_vendor = "apple", target_os = "redox", target_os = "vita"))
 ))]
-pub(crate) fn send_now(stream: &Stream, bytes: &(impl Gather + ?Sized)) -> usize {
+pub(crate) fn send_now(stream: &Stream, out: &Outgoing, from: usize) -> usize {
     use rustix::net::{send, sendmsg, SendAncillaryBuffer, SendFlags};
     use std::os::fd::AsFd;
 
     let Stream::UdSocket(socket) = stream;
     let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
     let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-    let mut sent = 0;
-    while sent < bytes.len() {
-        let written = match bytes.slices(sent, &mut slices) {
+    let mut sent = from;
+    while sent < out.len() {
+        let written = match out.slices(sent, &mut slices) {
             // The usual case, a run of small frames: the plainer call.
             1 => send(socket.as_fd(), &slices[0], flags),
             filled => sendmsg(
@@ -122,7 +89,7 @@ pub(crate) fn send_now(stream: &Stream, bytes: &(impl Gather + ?Sized)) -> usize
             Ok(n) => sent += n,
         }
     }
-    sent
+    sent - from
 }
 
 /// Elsewhere (no `MSG_NOSIGNAL` on Apple's systems; Windows' pipes) through tokio, which
@@ -131,7 +98,7 @@ pub(crate) fn send_now(stream: &Stream, bytes: &(impl Gather + ?Sized)) -> usize
     unix,
     not(any(target_vendor = "apple", target_os = "redox", target_os = "vita"))
 )))]
-pub(crate) fn send_now(stream: &Stream, bytes: &(impl Gather + ?Sized)) -> usize {
+pub(crate) fn send_now(stream: &Stream, out: &Outgoing, from: usize) -> usize {
     use std::pin::Pin;
     use std::task::{Context, Poll, Waker};
     use tokio::io::AsyncWrite;
@@ -139,15 +106,35 @@ pub(crate) fn send_now(stream: &Stream, bytes: &(impl Gather + ?Sized)) -> usize
     let mut stream = gathering(stream);
     let mut context = Context::from_waker(Waker::noop());
     let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-    let mut sent = 0;
-    while sent < bytes.len() {
-        let filled = bytes.slices(sent, &mut slices);
+    let mut sent = from;
+    while sent < out.len() {
+        let filled = out.slices(sent, &mut slices);
         match Pin::new(&mut stream).poll_write_vectored(&mut context, &slices[..filled]) {
             Poll::Ready(Ok(n)) if n > 0 => sent += n,
             _ => break,
         }
     }
-    sent
+    sent - from
+}
+
+/// Writes `out` from byte `from` on, waiting for the socket as long as it takes.
+pub(crate) async fn write_rest(
+    stream: &Stream,
+    out: &Outgoing,
+    mut from: usize,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+
+    let mut send = gathering(stream);
+    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+    while from < out.len() {
+        let filled = out.slices(from, &mut slices);
+        match send.write_vectored(&slices[..filled]).await? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            written => from += written,
+        }
+    }
+    Ok(())
 }
 
 #[cfg(all(test, unix))]

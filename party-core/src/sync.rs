@@ -223,70 +223,83 @@ impl<T, S> IntakeEnd<T, S> {
     }
 }
 
-/// Where a follower's link writes: the socket to the leader.
-pub trait Sink {
-    /// Writes what the sink takes at once, without waiting; how many bytes that was.
-    fn write_now(&mut self, bytes: &[u8]) -> usize;
-    /// Writes all of `bytes`, waiting as needed; false when the sink failed.
-    fn write_all(&mut self, bytes: &[u8]) -> impl Future<Output = bool>;
+/// The frames of one turn of a follower's link, as the hand-off moves them.
+pub trait Frames {
+    /// Bytes in all.
+    fn len(&self) -> usize;
+    /// Empties them for the next turn.
+    fn clear(&mut self);
+    /// Takes them out, leaving an empty set for the next turn.
+    fn take(&mut self) -> Self;
 }
 
-/// The writer's end of the queue the driver hands buffers over (first in, first out).
-pub trait Handed {
-    /// Waits for the next buffer; `None` once the driver is gone.
-    fn next(&mut self) -> impl Future<Output = Option<Vec<u8>>>;
-    /// The next buffer if one is queued already.
-    fn queued(&mut self) -> Option<Vec<u8>>;
+/// Where a follower's link writes: the socket to the leader.
+pub trait Sink<F> {
+    /// Writes what the sink takes at once of `frames` from byte `from` on, without
+    /// waiting; how many bytes that was.
+    fn write_now(&mut self, frames: &F, from: usize) -> usize;
+    /// Writes all of `frames` from byte `from` on, waiting as needed; false when the sink
+    /// failed.
+    fn write_all(&mut self, frames: &F, from: usize) -> impl Future<Output = bool>;
+}
+
+/// The writer's end of the queue the driver hands frames over (first in, first out).
+pub trait Handed<F> {
+    /// Waits for the next frames, with the number of their bytes written already; `None`
+    /// once the driver is gone.
+    fn next(&mut self) -> impl Future<Output = Option<(F, usize)>>;
 }
 
 /// The hand-off between a follower's driver, which writes to the socket directly while the
 /// socket takes the bytes at once, and the link's writer task, which writes out what it did
 /// not take. Frames are never reordered or interleaved: the driver writes directly only
-/// while the writer holds no buffer, and hands over everything else in order.
+/// while the writer holds no frames, and hands over everything else in order.
 ///
-/// Counts the buffers handed to the writer and not yet written out. Only the driver hands
+/// Counts the turns handed to the writer and not yet written out. Only the driver hands
 /// over (counts up); only the writer counts down, after writing.
 #[derive(Debug, Clone, Default)]
 pub struct Handover(Arc<AtomicUsize>);
 
 impl Handover {
-    /// The driver's side: sends the bytes (whole frames) in `out`, in order with everything
-    /// sent before, and leaves `out` empty (its buffer kept when `sink` took it all). What
-    /// the sink does not take at once goes to `hand`, which queues it for the writer.
-    /// One thread only may send.
+    /// The driver's side: sends `out` (whole frames), in order with everything sent
+    /// before, and leaves it empty. What the sink does not take at once goes to `hand`,
+    /// with how much of it was written, and `hand` queues it for the writer. One thread
+    /// only may send.
     #[inline]
-    pub fn send(&self, out: &mut Vec<u8>, sink: &mut impl Sink, hand: impl FnOnce(Vec<u8>)) {
-        if out.is_empty() {
+    pub fn send<F: Frames>(
+        &self,
+        out: &mut F,
+        sink: &mut impl Sink<F>,
+        hand: impl FnOnce(F, usize),
+    ) {
+        if out.len() == 0 {
             return;
         }
-        // Only the sender hands buffers over, so once the writer has none left, writing here
+        // Only the sender hands frames over, so once the writer has none left, writing here
         // cannot overtake it. Acquire: the writer's last write happens before this one.
+        let mut sent = 0;
         if self.0.load(Ordering::Acquire) == 0 {
-            let sent = sink.write_now(out);
-            out.drain(..sent);
+            sent = sink.write_now(out, 0);
         }
-        if !out.is_empty() {
-            // The queue orders the hand-off itself; the writer counts down only after
-            // receiving the buffer, so the count cannot reach 0 before it.
-            self.0.fetch_add(1, Ordering::Relaxed);
-            hand(std::mem::take(out));
+        if sent == out.len() {
+            out.clear();
+            return;
         }
+        // The queue orders the hand-off itself; the writer counts down only after
+        // receiving the frames, so the count cannot reach 0 before it.
+        self.0.fetch_add(1, Ordering::Relaxed);
+        hand(out.take(), sent);
     }
 
-    /// The writer's side: writes out each buffer handed over, in order (those already
-    /// queued together), until the queue ends or the sink fails.
-    pub async fn write_handed(&self, sink: &mut impl Sink, handed: &mut impl Handed) {
-        while let Some(mut bytes) = handed.next().await {
-            let mut buffers = 1;
-            while let Some(more) = handed.queued() {
-                bytes.extend_from_slice(&more);
-                buffers += 1;
-            }
-            if !sink.write_all(&bytes).await {
+    /// The writer's side: writes out the frames handed over, in order, until the queue
+    /// ends or the sink fails.
+    pub async fn write_handed<F>(&self, sink: &mut impl Sink<F>, handed: &mut impl Handed<F>) {
+        while let Some((frames, from)) = handed.next().await {
+            if !sink.write_all(&frames, from).await {
                 return;
             }
             // Only once they are written. Release: pairs with the sender's Acquire.
-            self.0.fetch_sub(buffers, Ordering::Release);
+            self.0.fetch_sub(1, Ordering::Release);
         }
     }
 }

@@ -138,7 +138,10 @@ pub(crate) async fn enter(
 mod tests {
     use std::future::Future;
 
-    use party_proto::wire::{encode_frame, LeaveCause, ServerMessage, DEFAULT_MAX_FRAME_LEN};
+    use party_proto::wire::{
+        encode_frame, ClientMessage, LeaveCause, Outgoing, ServerMessage, DEFAULT_MAX_FRAME_LEN,
+    };
+    use party_proto::IterId;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
@@ -169,10 +172,14 @@ mod tests {
         );
         assert_eq!(mode & 0o777, 0o600, "owner-only, as the leader's socket");
         assert!(room.take_seats().is_empty(), "nobody waits yet");
+        // Any message stands for a hello: the room carries frames, whatever they say.
+        let hello = |iter| ClientMessage::IterClose { iter: IterId(iter) };
         let mut seats = Vec::new();
-        for hello in [b"one".as_slice(), b"two"] {
+        for said in [hello(1), hello(2)] {
             let mut seat = enter(&socket).await.expect("an open room");
-            seat.send(&mut hello.to_vec());
+            let mut frames = Outgoing::default();
+            frames.push_client(&said, DEFAULT_MAX_FRAME_LEN).unwrap();
+            seat.send(&mut frames);
             assert!(
                 waits(&mut seat).await,
                 "a seat waits while the room is open"
@@ -185,14 +192,12 @@ mod tests {
         let mut answer = Vec::new();
         let leaving = ServerMessage::Leaving(LeaveCause::Closing);
         encode_frame(&leaving, DEFAULT_MAX_FRAME_LEN, &mut answer).unwrap();
-        for (taken, (seat, hello)) in taken.iter().zip(seats.iter_mut().zip(["one", "two"])) {
-            let mut said = [0u8; 3];
+        for (taken, (seat, iter)) in taken.iter().zip(seats.iter_mut().zip([1, 2])) {
+            let mut frame = Vec::new();
+            encode_frame(&hello(iter), DEFAULT_MAX_FRAME_LEN, &mut frame).unwrap();
+            let mut said = vec![0; frame.len()];
             (&mut &*taken).read_exact(&mut said).await.unwrap();
-            assert_eq!(
-                &said,
-                hello.as_bytes(),
-                "the hello said in the room is read"
-            );
+            assert_eq!(said, frame, "the hello said in the room is read");
             (&mut &*taken).write_all(&answer).await.unwrap();
             let received = seat.receive(false).await;
             assert_eq!(received.messages, std::slice::from_ref(&leaving));

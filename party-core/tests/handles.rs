@@ -530,6 +530,45 @@ async fn gets_of_big_values_asked_at_once_are_all_answered() {
     }
 }
 
+/// Puts of big values a follower sends at once arrive whole, each with its own value: they
+/// are written from the operations the follower keeps, the socket takes part of a turn
+/// (each value is bigger than a socket's buffer), and the link's writer task writes the
+/// rest from where it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_of_big_values_sent_at_once_arrive_whole() {
+    const VALUE_LEN: usize = 8 << 20;
+    const PUTS: u8 = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), Options::default()).await.unwrap();
+    assert_eq!(leader.ready().await.unwrap(), Role::Leader);
+    let follower = open(dir.path(), Options::default()).await.unwrap();
+    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+    let value = |i: u8| {
+        (0..VALUE_LEN)
+            .map(|at| (at % 251) as u8 ^ i)
+            .collect::<Vec<u8>>()
+    };
+    let values: Vec<Vec<u8>> = (0..PUTS).map(value).collect();
+    // Each put is sent as it is called.
+    let puts: Vec<_> = (0..PUTS)
+        .map(|i| follower.put([i], &values[usize::from(i)]))
+        .collect();
+    for (i, put) in (0..PUTS).zip(puts) {
+        // The timeout only bounds a failure (a turn's rest never written).
+        let written = tokio::time::timeout(std::time::Duration::from_secs(60), put).await;
+        written
+            .expect("answered")
+            .unwrap_or_else(|e| panic!("put {i}: {e}"));
+    }
+    for i in 0..PUTS {
+        let stored = leader.get([i]).await.unwrap().expect("a value");
+        assert!(
+            stored == values[usize::from(i)],
+            "put {i} stored other bytes"
+        );
+    }
+}
+
 /// A follower that sends requests but never reads the replies must not keep the leader from
 /// closing (its connection task used to block in a write the leader could not cancel).
 #[cfg(unix)]

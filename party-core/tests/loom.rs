@@ -12,7 +12,9 @@ use loom::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 use loom::sync::mpsc::channel;
 use loom::sync::{Arc, Mutex};
 use loom::thread;
-use party_core::sync::{intake, rounds, ConnIds, Followers, Handed, Handover, Intake, Sink};
+use party_core::sync::{
+    intake, rounds, ConnIds, Followers, Frames, Handed, Handover, Intake, Sink,
+};
 
 #[test]
 fn connection_numbers_are_unique_across_threads() {
@@ -202,21 +204,40 @@ struct Socket<'a> {
     takes: std::slice::Iter<'a, Take>,
 }
 
-impl Sink for Socket<'_> {
-    fn write_now(&mut self, bytes: &[u8]) -> usize {
+/// A turn's frames, as the driver hands them over.
+#[derive(Debug, Default)]
+struct Turn(Vec<u8>);
+
+impl Frames for Turn {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    fn take(&mut self) -> Self {
+        std::mem::take(self)
+    }
+}
+
+impl Sink<Turn> for Socket<'_> {
+    fn write_now(&mut self, turn: &Turn, from: usize) -> usize {
+        let rest = &turn.0[from..];
         let n = match self.takes.next().expect("a take for each direct write") {
-            Take::All => bytes.len(),
+            Take::All => rest.len(),
             Take::One => 1,
             Take::Nothing => 0,
         };
-        for &byte in &bytes[..n] {
+        for &byte in &rest[..n] {
             self.bytes.push(byte);
         }
         n
     }
 
-    async fn write_all(&mut self, bytes: &[u8]) -> bool {
-        for &byte in bytes {
+    async fn write_all(&mut self, turn: &Turn, from: usize) -> bool {
+        for &byte in &turn.0[from..] {
             self.bytes.push(byte);
         }
         true
@@ -226,19 +247,19 @@ impl Sink for Socket<'_> {
 /// The hand-off queue (loom's channel does not model the sender going away).
 #[derive(Debug, Default)]
 struct Queue {
-    buffers: VecDeque<Vec<u8>>,
+    turns: VecDeque<(Turn, usize)>,
     closed: bool,
 }
 
 struct Receiver(Arc<Mutex<Queue>>);
 
-impl Handed for Receiver {
-    async fn next(&mut self) -> Option<Vec<u8>> {
+impl Handed<Turn> for Receiver {
+    async fn next(&mut self) -> Option<(Turn, usize)> {
         loop {
             {
                 let mut queue = self.0.lock().unwrap();
-                if let Some(buffer) = queue.buffers.pop_front() {
-                    return Some(buffer);
+                if let Some(turn) = queue.turns.pop_front() {
+                    return Some(turn);
                 }
                 if queue.closed {
                     return None;
@@ -246,10 +267,6 @@ impl Handed for Receiver {
             }
             thread::yield_now();
         }
-    }
-
-    fn queued(&mut self) -> Option<Vec<u8>> {
-        self.0.lock().unwrap().buffers.pop_front()
     }
 }
 
@@ -292,11 +309,11 @@ fn frames_arrive_in_order(takes: [Take; 3]) {
             takes: takes.iter(),
         };
         for frame in FRAMES {
-            let mut out = frame.to_vec();
-            handover.send(&mut out, &mut socket, |buffer| {
-                queue.lock().unwrap().buffers.push_back(buffer)
+            let mut out = Turn(frame.to_vec());
+            handover.send(&mut out, &mut socket, |turn, written| {
+                queue.lock().unwrap().turns.push_back((turn, written))
             });
-            assert!(out.is_empty(), "send leaves nothing behind");
+            assert!(out.0.is_empty(), "send leaves nothing behind");
         }
         queue.lock().unwrap().closed = true;
         writer.join().unwrap();

@@ -8,6 +8,7 @@ use bytes::{BufMut, Bytes};
 use party_proto::wire::outgoing::LEND_AT;
 use party_proto::wire::{
     encode_frame, ClientMessage, FrameDecoder, FrameError, Outgoing, Response, ServerMessage,
+    WriteOp,
 };
 use party_proto::{RequestId, WriteSeq};
 use proptest::collection::vec;
@@ -61,6 +62,27 @@ fn leader_messages() -> impl Strategy<Value = Vec<ServerMessage>> {
     vec(prop_oneof![server_message(), big_answer], 0..8)
 }
 
+/// A follower's messages with puts among them, some of values big enough to lend.
+fn follower_messages() -> impl Strategy<Value = Vec<ClientMessage>> {
+    let big_put = (any::<u64>(), LEND_AT - 2..LEND_AT + 300, any::<u8>())
+        .prop_map(|(seq, len, byte)| put(seq, vec![byte; len]));
+    vec(prop_oneof![client_message(), big_put], 0..8)
+}
+
+fn put(seq: u64, value: Vec<u8>) -> ClientMessage {
+    ClientMessage::Write {
+        id: RequestId(seq),
+        seq: WriteSeq(seq),
+        oldest_pending: WriteSeq(seq),
+        first_sent_ms: 0,
+        op: WriteOp::Put {
+            key: b"key".to_vec(),
+            value,
+        }
+        .into(),
+    }
+}
+
 /// What `outgoing` holds, gathered `slots` slices at a time, each write taking up to the
 /// next of `takes` bytes (round and round), as a socket takes part of a write.
 fn gather(outgoing: &Outgoing, slots: usize, takes: &[usize]) -> Vec<u8> {
@@ -99,6 +121,40 @@ proptest! {
         prop_assert!(gather(&outgoing, slots, &takes) == whole);
         outgoing.clear(usize::MAX);
         prop_assert!(outgoing.is_empty());
+    }
+
+    /// A follower's frames with lent values send the very bytes of the frames encoded
+    /// whole, however a socket takes them; each frame's bytes are at hand whole where
+    /// nothing was lent (a recording handle lends nothing).
+    #[test]
+    fn a_followers_outgoing_frames_are_the_frames_encoded_whole(
+        messages in follower_messages(),
+        slots in 1usize..5,
+        takes in vec(1usize..3 * LEND_AT, 1..6),
+        recording in any::<bool>(),
+    ) {
+        let mut outgoing = match recording {
+            true => Outgoing::lending_from(usize::MAX),
+            false => Outgoing::default(),
+        };
+        let mut whole = Vec::new();
+        for message in &messages {
+            let start = outgoing.len();
+            outgoing.push_client(message, CAP).unwrap();
+            let mut frame = Vec::new();
+            encode_frame(message, CAP, &mut frame).unwrap();
+            if let Some(tail) = outgoing.tail(start) {
+                prop_assert_eq!(tail, &frame[..]);
+            } else {
+                prop_assert!(!recording, "a recording handle's frames are whole");
+            }
+            whole.extend_from_slice(&frame);
+        }
+        prop_assert_eq!(outgoing.len(), whole.len());
+        prop_assert!(gather(&outgoing, slots, &takes) == whole);
+        let taken = outgoing.take();
+        prop_assert!(outgoing.is_empty());
+        prop_assert!(gather(&taken, slots, &takes) == whole);
     }
 
     /// The bound a handle checks against its frame limit before sending must hold.
@@ -235,6 +291,46 @@ fn a_big_value_is_lent_not_copied() {
         filled, 2,
         "the bytes up to the value, then the value, last in its frame"
     );
+}
+
+/// A follower's put of a big value is sent from the operation it keeps for a re-send, not
+/// copied; a smaller one is copied, and so is every value of a recording handle's puts.
+#[test]
+fn a_big_puts_value_is_lent_from_the_kept_operation() {
+    let big = put(1, vec![7; LEND_AT]);
+    let small = put(2, vec![8; LEND_AT - 1]);
+    let value_of = |message: &ClientMessage| match message {
+        ClientMessage::Write { op, .. } => match &**op {
+            WriteOp::Put { value, .. } => value.as_ptr(),
+            _ => unreachable!(),
+        },
+        _ => unreachable!(),
+    };
+    let lent = |outgoing: &Outgoing, message: &ClientMessage| {
+        let mut slices = [IoSlice::new(&[]); 8];
+        let filled = outgoing.slices(0, &mut slices);
+        slices[..filled]
+            .iter()
+            .any(|s| s.as_ptr() == value_of(message))
+    };
+    let mut outgoing = Outgoing::default();
+    outgoing.push_client(&small, CAP).unwrap();
+    outgoing.push_client(&big, CAP).unwrap();
+    assert!(lent(&outgoing, &big), "the big value is one of the slices");
+    assert!(!lent(&outgoing, &small), "a value under LEND_AT is copied");
+    assert_eq!(outgoing.tail(0), None, "a value was lent among the bytes");
+    let mut recording = Outgoing::lending_from(usize::MAX);
+    recording.push_client(&big, CAP).unwrap();
+    assert!(!lent(&recording, &big), "a recording handle copies");
+    let mut frame = Vec::new();
+    encode_frame(&big, CAP, &mut frame).unwrap();
+    assert_eq!(recording.tail(0), Some(&frame[..]));
+    // What comes after the last lent value is at hand whole.
+    let end = outgoing.len();
+    outgoing.push_client(&small, CAP).unwrap();
+    frame.clear();
+    encode_frame(&small, CAP, &mut frame).unwrap();
+    assert_eq!(outgoing.tail(end), Some(&frame[..]));
 }
 
 /// A lent value at the very threshold, sent a few bytes at a time through two slots,

@@ -29,8 +29,8 @@ use party_proto::election::ElectionFailure;
 use party_proto::jitter::SplitMix64;
 use party_proto::wire::LeaveCause;
 use party_proto::wire::{
-    encode_frame, BatchOp, ClientMessage, FrameDecoder, FrameError, LeaderStatus, Outgoing, ReadOp,
-    Response, ServerMessage, WriteOp,
+    BatchOp, ClientMessage, FrameDecoder, FrameError, LeaderStatus, Outgoing, ReadOp, Response,
+    ServerMessage, WriteOp,
 };
 use party_proto::{
     admit_peer, ClientConfig, ClientId, ElectionConfig, ElectionInput, ElectionOutput, IterId,

@@ -15,6 +15,7 @@ use crate::leader::{ConnectionConfig, Leader, Serving};
 use crate::link::Link;
 use crate::lock::LockFile;
 use crate::recording::Recorder;
+use crate::sync::Frames;
 use crate::waiting_room::{self, Room};
 
 impl Driver {
@@ -44,7 +45,7 @@ impl Driver {
             ElectionOutput::EnterWaitingRoom => return Some(self.enter_room().await),
             ElectionOutput::LeaveWaitingRoom => {
                 self.link = None;
-                self.out.clear();
+                Frames::clear(&mut self.out);
                 return None;
             }
             ElectionOutput::StepDown => {
@@ -53,7 +54,7 @@ impl Driver {
             }
             ElectionOutput::Disconnect => {
                 self.link = None;
-                self.out.clear();
+                Frames::clear(&mut self.out);
                 return None;
             }
             ElectionOutput::Failed(reason) => {

@@ -1,16 +1,18 @@
 //! Frames on their way out, with big values lent rather than copied: a value the store
-//! lends (a [`Bytes`]) is written to the socket from where it lies, beside the bytes
-//! encoded around it. The bytes sent are those of [`encode_frame`](super::encode_frame)
-//! for the same messages, only gathered from more places.
+//! lends to a leader's answer (a [`Bytes`]), or a put's value a follower keeps for a
+//! re-send, is written to the socket from where it lies, beside the bytes encoded around
+//! it. The bytes sent are those of [`encode_frame`](super::encode_frame) for the same
+//! messages, only gathered from more places.
 
 use std::io::IoSlice;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use postcard::ser_flavors::Flavor;
 use serde::Serialize;
 
 use super::frame::{close_frame, FrameError, HEADER_LEN};
-use super::message::{Response, ServerMessage};
+use super::message::{ClientMessage, Response, ServerMessage, WriteOp};
 
 /// Values from this size on are lent; below it, a copy costs less than keeping the value
 /// and one more slice in the write.
@@ -93,6 +95,43 @@ impl Outgoing {
         self.push(message, lendable, max_frame_len)
     }
 
+    /// Appends a message of a follower, lending the value of a put: the operation the
+    /// message shares with the client's copy kept for a re-send.
+    pub fn push_client(
+        &mut self,
+        message: &ClientMessage,
+        max_frame_len: u32,
+    ) -> Result<(), FrameError> {
+        let lendable = match message {
+            ClientMessage::Write { op, .. } => match &**op {
+                WriteOp::Put { value, .. } if value.len() >= self.lend_at => {
+                    Some(Bytes::from_owner(PutValue(Arc::clone(op))))
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        self.push(message, lendable.as_ref(), max_frame_len)
+    }
+
+    /// The bytes from `from` on, when they lie in one piece: no value was lent among them
+    /// (a recording handle, which keeps every frame it sends, lends none).
+    pub fn tail(&self, from: usize) -> Option<&[u8]> {
+        let lent_end = self
+            .lent
+            .last()
+            .map_or(0, |(before, _)| before + self.lent_len);
+        if from < lent_end {
+            return None;
+        }
+        self.encoded.get(from - self.lent_len..)
+    }
+
+    /// Takes the frames out, leaving this empty and lending as before.
+    pub fn take(&mut self) -> Outgoing {
+        std::mem::replace(self, Outgoing::lending_from(self.lend_at))
+    }
+
     /// Bytes waiting, lent ones included.
     pub fn len(&self) -> usize {
         self.encoded.len() + self.lent_len
@@ -143,6 +182,18 @@ impl Outgoing {
         let last = self.lent.last().map_or(0, |(before, _)| *before);
         lent.chain(std::iter::once(&self.encoded[last..]))
             .filter(|piece| !piece.is_empty())
+    }
+}
+
+/// A put's value, lent out of the operation that holds it.
+struct PutValue(Arc<WriteOp>);
+
+impl AsRef<[u8]> for PutValue {
+    fn as_ref(&self) -> &[u8] {
+        match &*self.0 {
+            WriteOp::Put { value, .. } => value,
+            _ => &[],
+        }
     }
 }
 

@@ -127,15 +127,17 @@ impl World {
         Some(open[(self.rng.next_u64() % open.len() as u64) as usize])
     }
 
-    /// Frames a follower's `message` at the seed's limit and sends it.
+    /// Frames a follower's `message` as a follower does ([`Outgoing`]), lending every put's
+    /// value that is not empty (a follower lends big ones only, bigger than the
+    /// simulator's), at the seed's limit, and sends it.
     pub(super) fn send_to_server(&mut self, conn: ConnId, message: &ClientMessage) {
-        let mut bytes = Vec::new();
-        let framed = encode_frame(message, self.frame_limit(), &mut bytes);
-        self.transmit_framed(conn, true, message, framed.map(|()| bytes));
+        let mut outgoing = Outgoing::lending_from(1);
+        let framed = outgoing.push_client(message, self.frame_limit());
+        self.transmit_framed(conn, true, message, framed.map(|()| gathered(&outgoing)));
     }
 
-    /// Frames a leader's `message` as a leader does ([`Outgoing`]), lending every value that
-    /// is not empty (a leader lends big ones only, bigger than the simulator's), and sends it.
+    /// Frames a leader's `message` as a leader does, lending every value that is not
+    /// empty, and sends it.
     pub(super) fn send_to_client(&mut self, conn: ConnId, message: &ServerMessage) {
         let mut outgoing = Outgoing::lending_from(1);
         let framed = outgoing.push_server(message, self.frame_limit());
