@@ -798,43 +798,4 @@ mod tests {
         grow_when_filled(&mut buffer);
         assert_eq!(buffer.capacity(), grown, "never past READ_BUFFER");
     }
-
-    /// What the socket did not take of a turn at once is written whole, from where it
-    /// stopped taking it, however many writes that takes.
-    #[cfg(unix)]
-    #[tokio::test]
-    async fn the_rest_of_a_turn_is_written_whole_however_many_writes_it_takes() {
-        use party_proto::wire::Response;
-        use std::io::Read;
-
-        let (stream, mut peer) = crate::socket_now::tests::socket_pair();
-        rustix::net::sockopt::set_socket_send_buffer_size(gathering(&stream), 16 * 1024).unwrap();
-        // Answers to gets of big values, lent, and a small answer after them.
-        let mut out = Outgoing::default();
-        let mut whole = Vec::new();
-        let answers = (0..4u8)
-            .map(|i| Response::Value(Some(vec![i; 256 * 1024].into())))
-            .chain([Response::Written]);
-        for (id, response) in (0..).zip(answers) {
-            let answer = ServerMessage::Reply {
-                id: RequestId(id),
-                result: Ok(response),
-            };
-            out.push_server(&answer, DEFAULT_MAX_FRAME_LEN).unwrap();
-            encode_frame(&answer, DEFAULT_MAX_FRAME_LEN, &mut whole).unwrap();
-        }
-        // Nobody reads yet: the socket takes what its buffer holds.
-        let sent = send_now(&stream, &out);
-        assert!(sent < out.len() / 4, "{sent} bytes taken at once");
-        let reader = std::thread::spawn(move || {
-            let mut received = Vec::new();
-            peer.read_to_end(&mut received).unwrap();
-            received
-        });
-        write_rest(&stream, &out, sent).await.unwrap();
-        drop(stream);
-        let received = reader.join().unwrap();
-        assert_eq!(received.len(), whole.len());
-        assert!(received == whole, "the bytes of the frames, in order");
-    }
 }

@@ -140,6 +140,9 @@ pub(crate) async fn write_rest(
 #[cfg(all(test, unix))]
 pub(crate) mod tests {
     use super::*;
+    use party_proto::wire::{encode_frame, Response, ServerMessage, DEFAULT_MAX_FRAME_LEN};
+    use party_proto::RequestId;
+    use std::io::Read;
     use std::os::fd::OwnedFd;
     use tokio::io::AsyncWriteExt;
 
@@ -173,9 +176,6 @@ pub(crate) mod tests {
     /// socket has room: the rest is written at once, not left to a write that waits.
     #[tokio::test]
     async fn everything_the_socket_has_room_for_is_sent_now_whatever_the_slices() {
-        use party_proto::wire::{encode_frame, Response, ServerMessage, DEFAULT_MAX_FRAME_LEN};
-        use std::io::Read;
-
         let (stream, mut peer) = socket_pair();
         // Each answer's value lent: two slices a frame, more than MAX_SLICES in all, and
         // frames of different lengths.
@@ -183,7 +183,7 @@ pub(crate) mod tests {
         let mut whole = Vec::new();
         for id in 0..MAX_SLICES as u64 {
             let answer = ServerMessage::Reply {
-                id: party_proto::RequestId(id),
+                id: RequestId(id),
                 result: Ok(Response::Value(Some(
                     vec![id as u8; 100 + id as usize].into(),
                 ))),
@@ -197,9 +197,44 @@ pub(crate) mod tests {
             MAX_SLICES,
             "more than one write takes"
         );
-        assert_eq!(send_now(&stream, &out), out.len());
+        assert_eq!(send_now(&stream, &out, 0), out.len());
         let mut received = vec![0; whole.len()];
         peer.read_exact(&mut received).unwrap();
+        assert!(received == whole, "the bytes of the frames, in order");
+    }
+
+    /// What the socket did not take of a turn at once is written whole, from where it
+    /// stopped taking it, however many writes that takes.
+    #[tokio::test]
+    async fn the_rest_of_a_turn_is_written_whole_however_many_writes_it_takes() {
+        let (stream, mut peer) = socket_pair();
+        rustix::net::sockopt::set_socket_send_buffer_size(gathering(&stream), 16 * 1024).unwrap();
+        // Answers to gets of big values, lent, and a small answer after them.
+        let mut out = Outgoing::default();
+        let mut whole = Vec::new();
+        let answers = (0..4u8)
+            .map(|i| Response::Value(Some(vec![i; 256 * 1024].into())))
+            .chain([Response::Written]);
+        for (id, response) in (0..).zip(answers) {
+            let answer = ServerMessage::Reply {
+                id: RequestId(id),
+                result: Ok(response),
+            };
+            out.push_server(&answer, DEFAULT_MAX_FRAME_LEN).unwrap();
+            encode_frame(&answer, DEFAULT_MAX_FRAME_LEN, &mut whole).unwrap();
+        }
+        // Nobody reads yet: the socket takes what its buffer holds.
+        let sent = send_now(&stream, &out, 0);
+        assert!(sent < out.len() / 4, "{sent} bytes taken at once");
+        let reader = std::thread::spawn(move || {
+            let mut received = Vec::new();
+            peer.read_to_end(&mut received).unwrap();
+            received
+        });
+        write_rest(&stream, &out, sent).await.unwrap();
+        drop(stream);
+        let received = reader.join().unwrap();
+        assert_eq!(received.len(), whole.len());
         assert!(received == whole, "the bytes of the frames, in order");
     }
 }

@@ -362,6 +362,24 @@ mod tests {
         assert!(thread.is_err(), "the thread's next round panics");
     }
 
+    /// A turn's frames, as the driver hands them over.
+    #[derive(Debug, Default)]
+    struct Turn(Vec<u8>);
+
+    impl Frames for Turn {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+
+        fn clear(&mut self) {
+            self.0.clear();
+        }
+
+        fn take(&mut self) -> Self {
+            std::mem::take(self)
+        }
+    }
+
     /// A socket that takes everything at once, or nothing while `full`.
     #[derive(Default)]
     struct TestSink {
@@ -369,39 +387,35 @@ mod tests {
         written: Vec<u8>,
     }
 
-    impl Sink for TestSink {
-        fn write_now(&mut self, bytes: &[u8]) -> usize {
+    impl Sink<Turn> for TestSink {
+        fn write_now(&mut self, turn: &Turn, from: usize) -> usize {
             if self.full {
                 return 0;
             }
-            self.written.extend_from_slice(bytes);
-            bytes.len()
+            self.written.extend_from_slice(&turn.0[from..]);
+            turn.0.len() - from
         }
 
-        async fn write_all(&mut self, bytes: &[u8]) -> bool {
-            self.written.extend_from_slice(bytes);
+        async fn write_all(&mut self, turn: &Turn, from: usize) -> bool {
+            self.written.extend_from_slice(&turn.0[from..]);
             true
         }
     }
 
-    /// The hand-off queue, its buffers all there from the start.
-    struct Queued(std::collections::VecDeque<Vec<u8>>);
+    /// The hand-off queue, its turns all there from the start.
+    struct Queued(std::collections::VecDeque<(Turn, usize)>);
 
-    impl Handed for Queued {
-        async fn next(&mut self) -> Option<Vec<u8>> {
-            self.0.pop_front()
-        }
-
-        fn queued(&mut self) -> Option<Vec<u8>> {
+    impl Handed<Turn> for Queued {
+        async fn next(&mut self) -> Option<(Turn, usize)> {
             self.0.pop_front()
         }
     }
 
-    /// Once the writer has written out several buffers in one write, it holds none: the
-    /// driver writes to the socket itself again (else every later send of the link would
-    /// go through the writer task, a wake-up each).
+    /// Once the writer has written out every turn handed over, it holds none: the driver
+    /// writes to the socket itself again (else every later send of the link would go
+    /// through the writer task, a wake-up each).
     #[test]
-    fn once_the_writer_wrote_several_buffers_together_the_driver_writes_directly_again() {
+    fn once_the_writer_wrote_every_turn_handed_over_the_driver_writes_directly_again() {
         let handover = Handover::default();
         let mut sink = TestSink {
             full: true,
@@ -409,11 +423,13 @@ mod tests {
         };
         let mut handed = std::collections::VecDeque::new();
         for frame in [&b"one"[..], b"two", b"three"] {
-            let mut out = frame.to_vec();
-            handover.send(&mut out, &mut sink, |buffer| handed.push_back(buffer));
-            assert!(out.is_empty());
+            let mut out = Turn(frame.to_vec());
+            handover.send(&mut out, &mut sink, |turn, written| {
+                handed.push_back((turn, written))
+            });
+            assert!(out.0.is_empty());
         }
-        assert_eq!(handed.len(), 3, "a full socket hands every frame over");
+        assert_eq!(handed.len(), 3, "a full socket hands every turn over");
         let mut queue = Queued(handed);
         {
             let writing = std::pin::pin!(handover.write_handed(&mut sink, &mut queue));
@@ -423,11 +439,11 @@ mod tests {
         }
         assert_eq!(sink.written, b"onetwothree");
         sink.full = false;
-        let mut out = b"four".to_vec();
-        handover.send(&mut out, &mut sink, |_| {
+        let mut out = Turn(b"four".to_vec());
+        handover.send(&mut out, &mut sink, |_, _| {
             panic!("handed over although the writer holds nothing")
         });
-        assert!(out.is_empty());
+        assert!(out.0.is_empty());
         assert_eq!(sink.written, b"onetwothreefour");
     }
 }
