@@ -80,6 +80,7 @@ impl Outgoing {
     }
 
     /// Appends a message of a leader, lending the value of an answer to a get.
+    #[inline]
     pub fn push_server(
         &mut self,
         message: &ServerMessage,
@@ -97,6 +98,7 @@ impl Outgoing {
 
     /// Appends a message of a follower, lending the value of a put: the operation the
     /// message shares with the client's copy kept for a re-send.
+    #[inline]
     pub fn push_client(
         &mut self,
         message: &ClientMessage,
@@ -116,6 +118,7 @@ impl Outgoing {
 
     /// The bytes from `from` on, when they lie in one piece: no value was lent among them
     /// (a recording handle, which keeps every frame it sends, lends none).
+    #[inline]
     pub fn tail(&self, from: usize) -> Option<&[u8]> {
         let lent_end = self
             .lent
@@ -128,21 +131,25 @@ impl Outgoing {
     }
 
     /// Takes the frames out, leaving this empty and lending as before.
+    #[inline]
     pub fn take(&mut self) -> Outgoing {
         std::mem::replace(self, Outgoing::lending_from(self.lend_at))
     }
 
     /// Bytes waiting, lent ones included.
+    #[inline]
     pub fn len(&self) -> usize {
         self.encoded.len() + self.lent_len
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Fills `into` with the bytes from `from` on, in order, as far as it has room: how many
     /// slices it filled (none once `from` is at the end).
+    #[inline]
     pub fn slices<'a>(&'a self, from: usize, into: &mut [IoSlice<'a>]) -> usize {
         let mut skip = from;
         let mut filled = 0;
@@ -162,6 +169,7 @@ impl Outgoing {
     }
 
     /// Forgets every frame, keeping the room for encoding of at most `keep` bytes.
+    #[inline]
     pub fn clear(&mut self, keep: usize) {
         self.encoded.clear();
         if self.encoded.capacity() > keep {
