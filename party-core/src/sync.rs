@@ -233,6 +233,22 @@ pub trait Frames {
     fn take(&mut self) -> Self;
 }
 
+/// Bytes as a turn's frames, for the models and tests of the hand-off.
+#[cfg(any(test, loom))]
+impl Frames for Vec<u8> {
+    fn len(&self) -> usize {
+        self.len()
+    }
+
+    fn clear(&mut self) {
+        self.clear();
+    }
+
+    fn take(&mut self) -> Self {
+        std::mem::take(self)
+    }
+}
+
 /// Where a follower's link writes: the socket to the leader.
 pub trait Sink<F> {
     /// Writes what the sink takes at once of `frames` from byte `from` on, without
@@ -362,24 +378,6 @@ mod tests {
         assert!(thread.is_err(), "the thread's next round panics");
     }
 
-    /// A turn's frames, as the driver hands them over.
-    #[derive(Debug, Default)]
-    struct Turn(Vec<u8>);
-
-    impl Frames for Turn {
-        fn len(&self) -> usize {
-            self.0.len()
-        }
-
-        fn clear(&mut self) {
-            self.0.clear();
-        }
-
-        fn take(&mut self) -> Self {
-            std::mem::take(self)
-        }
-    }
-
     /// A socket that takes everything at once, or nothing while `full`.
     #[derive(Default)]
     struct TestSink {
@@ -387,26 +385,26 @@ mod tests {
         written: Vec<u8>,
     }
 
-    impl Sink<Turn> for TestSink {
-        fn write_now(&mut self, turn: &Turn, from: usize) -> usize {
+    impl Sink<Vec<u8>> for TestSink {
+        fn write_now(&mut self, turn: &Vec<u8>, from: usize) -> usize {
             if self.full {
                 return 0;
             }
-            self.written.extend_from_slice(&turn.0[from..]);
-            turn.0.len() - from
+            self.written.extend_from_slice(&turn[from..]);
+            turn.len() - from
         }
 
-        async fn write_all(&mut self, turn: &Turn, from: usize) -> bool {
-            self.written.extend_from_slice(&turn.0[from..]);
+        async fn write_all(&mut self, turn: &Vec<u8>, from: usize) -> bool {
+            self.written.extend_from_slice(&turn[from..]);
             true
         }
     }
 
     /// The hand-off queue, its turns all there from the start.
-    struct Queued(std::collections::VecDeque<(Turn, usize)>);
+    struct Queued(std::collections::VecDeque<(Vec<u8>, usize)>);
 
-    impl Handed<Turn> for Queued {
-        async fn next(&mut self) -> Option<(Turn, usize)> {
+    impl Handed<Vec<u8>> for Queued {
+        async fn next(&mut self) -> Option<(Vec<u8>, usize)> {
             self.0.pop_front()
         }
     }
@@ -423,11 +421,11 @@ mod tests {
         };
         let mut handed = std::collections::VecDeque::new();
         for frame in [&b"one"[..], b"two", b"three"] {
-            let mut out = Turn(frame.to_vec());
+            let mut out = frame.to_vec();
             handover.send(&mut out, &mut sink, |turn, written| {
                 handed.push_back((turn, written))
             });
-            assert!(out.0.is_empty());
+            assert!(out.is_empty());
         }
         assert_eq!(handed.len(), 3, "a full socket hands every turn over");
         let mut queue = Queued(handed);
@@ -439,11 +437,11 @@ mod tests {
         }
         assert_eq!(sink.written, b"onetwothree");
         sink.full = false;
-        let mut out = Turn(b"four".to_vec());
+        let mut out = b"four".to_vec();
         handover.send(&mut out, &mut sink, |_, _| {
             panic!("handed over although the writer holds nothing")
         });
-        assert!(out.0.is_empty());
+        assert!(out.is_empty());
         assert_eq!(sink.written, b"onetwothreefour");
     }
 }

@@ -12,9 +12,7 @@ use loom::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 use loom::sync::mpsc::channel;
 use loom::sync::{Arc, Mutex};
 use loom::thread;
-use party_core::sync::{
-    intake, rounds, ConnIds, Followers, Frames, Handed, Handover, Intake, Sink,
-};
+use party_core::sync::{intake, rounds, ConnIds, Followers, Handed, Handover, Intake, Sink};
 
 #[test]
 fn connection_numbers_are_unique_across_threads() {
@@ -204,27 +202,9 @@ struct Socket<'a> {
     takes: std::slice::Iter<'a, Take>,
 }
 
-/// A turn's frames, as the driver hands them over.
-#[derive(Debug, Default)]
-struct Turn(Vec<u8>);
-
-impl Frames for Turn {
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn clear(&mut self) {
-        self.0.clear();
-    }
-
-    fn take(&mut self) -> Self {
-        std::mem::take(self)
-    }
-}
-
-impl Sink<Turn> for Socket<'_> {
-    fn write_now(&mut self, turn: &Turn, from: usize) -> usize {
-        let rest = &turn.0[from..];
+impl Sink<Vec<u8>> for Socket<'_> {
+    fn write_now(&mut self, turn: &Vec<u8>, from: usize) -> usize {
+        let rest = &turn[from..];
         let n = match self.takes.next().expect("a take for each direct write") {
             Take::All => rest.len(),
             Take::One => 1,
@@ -236,8 +216,8 @@ impl Sink<Turn> for Socket<'_> {
         n
     }
 
-    async fn write_all(&mut self, turn: &Turn, from: usize) -> bool {
-        for &byte in &turn.0[from..] {
+    async fn write_all(&mut self, turn: &Vec<u8>, from: usize) -> bool {
+        for &byte in &turn[from..] {
             self.bytes.push(byte);
         }
         true
@@ -247,14 +227,14 @@ impl Sink<Turn> for Socket<'_> {
 /// The hand-off queue (loom's channel does not model the sender going away).
 #[derive(Debug, Default)]
 struct Queue {
-    turns: VecDeque<(Turn, usize)>,
+    turns: VecDeque<(Vec<u8>, usize)>,
     closed: bool,
 }
 
 struct Receiver(Arc<Mutex<Queue>>);
 
-impl Handed<Turn> for Receiver {
-    async fn next(&mut self) -> Option<(Turn, usize)> {
+impl Handed<Vec<u8>> for Receiver {
+    async fn next(&mut self) -> Option<(Vec<u8>, usize)> {
         loop {
             {
                 let mut queue = self.0.lock().unwrap();
@@ -309,11 +289,11 @@ fn frames_arrive_in_order(takes: [Take; 3]) {
             takes: takes.iter(),
         };
         for frame in FRAMES {
-            let mut out = Turn(frame.to_vec());
+            let mut out = frame.to_vec();
             handover.send(&mut out, &mut socket, |turn, written| {
                 queue.lock().unwrap().turns.push_back((turn, written))
             });
-            assert!(out.0.is_empty(), "send leaves nothing behind");
+            assert!(out.is_empty(), "send leaves nothing behind");
         }
         queue.lock().unwrap().closed = true;
         writer.join().unwrap();
