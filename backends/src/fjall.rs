@@ -759,6 +759,32 @@ mod tests {
         wait_for_journals(&store, 3);
     }
 
+    /// Commits whose only data is a change log entry bigger than a memtable (a group whose
+    /// writes left no key, with its dedup record) seal the records' memtable too: each
+    /// seals the data's memtable alone, from empty to empty.
+    #[test]
+    fn journals_go_as_the_data_flushes_when_log_entries_alone_fill_memtables() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallBackend::open(dir.path()).unwrap();
+        for n in 0..8 {
+            let record = DedupRecord {
+                applied_through: WriteSeq(n + 1),
+                failed: Vec::new(),
+                last_write_ms: n,
+            };
+            let batch = WriteBatch {
+                ops: Vec::new(),
+                records: vec![(ClientId(1), record)],
+                log: Some(party_proto::LogAppend {
+                    seq: CommitSeq(n),
+                    entry: vec![b'e'; MAX_MEMTABLE_BYTES as usize + 1],
+                }),
+            };
+            store.write(&batch).unwrap();
+        }
+        wait_for_journals(&store, 3);
+    }
+
     /// After a burst of puts that filled several memtables, a checkpoint leaves a new
     /// leader one journal to replay.
     #[test]
