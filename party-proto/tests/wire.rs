@@ -97,6 +97,12 @@ fn gather(outgoing: &Outgoing, slots: usize, takes: &[usize]) -> Vec<u8> {
             .iter()
             .flat_map(|s| s.iter().copied())
             .collect();
+        // Slices that hold nothing would loop here for ever.
+        assert!(
+            !written.is_empty(),
+            "slices from byte {} gave no byte",
+            sent.len()
+        );
         sent.extend_from_slice(&written[..written.len().min(*take)]);
     }
     sent
