@@ -145,8 +145,8 @@ impl Link {
     }
 
     /// Sends the frames in `out` to the leader, in order with everything sent before, and
-    /// leaves `out` empty (its buffer kept when the socket took it all). Values `out` lends
-    /// are kept until written.
+    /// leaves `out` empty (its room kept, up to `OUT_KEPT`, when the socket took it all).
+    /// Values `out` lends are kept until written.
     pub fn send(&mut self, out: &mut Outgoing) {
         self.send_buffer.before_sending(&self.stream, out.len());
         let (stream, handover, writer) = (&self.stream, &self.handover, &mut self.writer);
