@@ -281,5 +281,23 @@ pub(super) fn table(report: &Value) -> Vec<String> {
         let r = &report["ratios"];
         lines.push(format!("ratios                      pipelined get follower/in-process {}  put {}  full scan {}  sync p50 follower/socket {}  64 puts follower/store alone (groups of 16) {}", number(&r["follower_pipelined_get_vs_in_process"]), number(&r["follower_pipelined_put_vs_in_process"]), number(&r["follower_scan_vs_in_process"]), number(&r["follower_sync_p50_vs_socket_p50"]), number(&r["follower_pipelined_64_put_vs_store_alone_16"])));
     }
+    let anchor = &report["ratios"]["times_rave_level"];
+    if anchor
+        .as_object()
+        .is_some_and(|rows| rows.values().any(|v| !v.is_null()))
+    {
+        lines.push(format!(
+            "× rave-level 1.0.0 (issue 18's figures; target {}×)  sync get {} put {}; low-latency sync get {} put {}; 64 in flight get {} put {}; full scan {}; failover {}",
+            super::anchor::TARGET,
+            number(&anchor["sync_get"]),
+            number(&anchor["sync_put"]),
+            number(&anchor["low_latency_sync_get"]),
+            number(&anchor["low_latency_sync_put"]),
+            number(&anchor["pipelined_64_get"]),
+            number(&anchor["pipelined_64_put"]),
+            number(&anchor["full_scan"]),
+            number(&anchor["failover"])
+        ));
+    }
     lines
 }
