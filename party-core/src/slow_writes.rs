@@ -31,6 +31,11 @@ impl SlowWrites {
     /// A commit on a caller's thread ended at `now` after `took`.
     pub fn took(&self, now: Duration, took: Duration) {
         if took > SLOW {
+            // What explains a run of slower writes after it (`RUST_LOG=party_core=debug`).
+            tracing::debug!(
+                ?took,
+                "a slow commit: writes go to the store thread for a while"
+            );
             self.0.fetch_max(micros(now + PAUSE), Ordering::Relaxed);
         }
     }
