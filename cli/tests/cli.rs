@@ -453,7 +453,8 @@ fn bench_only_measures_the_sections_asked_for() {
 
 /// A short (15 s) chaos run: leaders SIGKILLed every 200-500 ms under pipelined single-writer
 /// registers; exits 0 only if no acknowledged write is missing and no register was read
-/// going backwards. Recorded, and passing, it deletes its recordings.
+/// going backwards. Recorded, and passing, it deletes its recordings; failing, the test
+/// keeps them for `party-sim --replay` (its directory would go with the test otherwise).
 #[test]
 fn a_short_chaos_run_loses_nothing() {
     let recordings = tempfile::tempdir().unwrap();
@@ -461,8 +462,10 @@ fn a_short_chaos_run_loses_nothing() {
     let record = record.to_str().unwrap();
     let output = party(&["chaos", "--seconds", "15", "--record", record]);
     let text = stdout(&output);
-    assert_eq!(output.status.code(), Some(0), "{text}");
-    assert!(text.contains("violations: 0"), "{text}");
+    if output.status.code() != Some(0) || !text.contains("violations: 0") {
+        let kept = recordings.keep();
+        panic!("{text}\nthe recordings are kept in {}", kept.display());
+    }
     assert!(
         !std::path::Path::new(record).exists(),
         "a passing run keeps no recording"
