@@ -463,8 +463,14 @@ fn a_short_chaos_run_loses_nothing() {
     let output = party(&["chaos", "--seconds", "15", "--record", record]);
     let text = stdout(&output);
     if output.status.code() != Some(0) || !text.contains("violations: 0") {
+        // The workers' own errors (a worker that died early shows as one without progress).
+        let errors = String::from_utf8_lossy(&output.stderr);
+        let errors = &errors[errors.floor_char_boundary(errors.len().saturating_sub(4000))..];
         let kept = recordings.keep();
-        panic!("{text}\nthe recordings are kept in {}", kept.display());
+        panic!(
+            "{text}\nthe recordings are kept in {}\nstderr, its end:\n{errors}",
+            kept.display()
+        );
     }
     assert!(
         !std::path::Path::new(record).exists(),
