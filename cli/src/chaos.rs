@@ -26,6 +26,10 @@
 //! keys): an increment lost to a race, or applied twice after a failover, would show as a
 //! difference. The increments committed but never acknowledged can only be those of killed
 //! workers (one each at most) and those that ended unknown.
+//!
+//! A worker runs until it is killed: one that exits on its own failed (a write, a read or
+//! its watch met an error the run does not expect), and so does the run, with the last line
+//! the worker wrote on stderr. Every worker's stderr is shown with its register.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -81,6 +85,10 @@ fn positive_seconds(text: &str) -> Result<f64, String> {
 /// The counters the workers increment.
 const COUNTERS: usize = 2;
 
+/// How long a run may go without an acknowledged write: a failover on a loaded machine,
+/// a debug build's included, takes much less.
+const LONGEST_PAUSE: Duration = Duration::from_secs(5);
+
 /// The worker `DIR BACKEND REGISTER RETENTION [RECORD_DIR]` (RETENTION: the change log's
 /// commits): writes its register forever, reads all registers,
 /// prints `acked REGISTER N ROLE` per acknowledged write and `backwards REGISTER FROM TO`;
@@ -115,7 +123,7 @@ pub async fn worker(args: &[String]) -> Result<ExitCode, Failure> {
         db.clone()
     };
     let incrementing = tokio::spawn(increments(incrementer, register));
-    tokio::spawn(watching(db.clone(), register));
+    let watcher = tokio::spawn(watching(db.clone(), register));
     let mut seen: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
     // Several writes in flight: a write applied a second time after a failover would then
     // set the register back below a value others have already read.
@@ -166,6 +174,11 @@ pub async fn worker(args: &[String]) -> Result<ExitCode, Failure> {
         }
         if incrementing.is_finished() {
             break;
+        }
+        // A watch fails only for a reason the run must report: the worker exits with it.
+        if watcher.is_finished() {
+            watcher.await.map_err(|e| e.to_string())??;
+            return Err("the watch of the unique keys ended".into());
         }
     }
     incrementing.await.map_err(|e| e.to_string())?
@@ -256,15 +269,28 @@ async fn increments(db: party_core::Db, register: usize) -> Result<ExitCode, Fai
 }
 
 struct Worker {
-    /// Held only to be killed when the worker is dropped.
-    _process: children::Worker,
+    /// Killed when the worker is dropped.
+    process: children::Worker,
     register: usize,
     role: String,
     started: Instant,
 }
 
-/// What a worker printed, with the worker's register.
-type Report = (usize, String);
+impl Worker {
+    /// Kills the worker; tells how it had exited if it had already, on its own (a worker
+    /// runs until it is killed, unless it fails).
+    fn stop(mut self) -> Option<std::process::ExitStatus> {
+        self.process.try_wait().ok().flatten()
+    }
+}
+
+/// A line a worker printed, with the worker's register.
+enum Report {
+    /// On stdout: what it did (`acked …`, `backwards …`, see [`worker`]).
+    Said(usize, String),
+    /// On stderr: a warning, or the error it exits with.
+    Complained(usize, String),
+}
 
 fn spawn_worker(
     dir: &str,
@@ -281,10 +307,11 @@ fn spawn_worker(
         retention.to_string(),
     ];
     args.extend(record.map(str::to_owned));
-    let mut child = children::spawn(WORKER, &args)?;
-    child.forward_lines(reports, move |line| (register, line))?;
+    let mut child = children::spawn_with_errors(WORKER, &args)?;
+    child.forward_lines(reports, move |line| Report::Said(register, line))?;
+    child.forward_errors(reports, move |line| Report::Complained(register, line))?;
     Ok(Worker {
-        _process: child,
+        process: child,
         register,
         role: String::new(),
         started: Instant::now(),
@@ -296,22 +323,117 @@ fn spawn_worker(
 #[derive(Default)]
 struct Tally {
     acked: BTreeMap<usize, u64>,
+    /// When the last write of any worker was acknowledged (the run's start, before the
+    /// first).
+    last_ack: Option<Instant>,
+    /// The longest time the run went without an acknowledged write, until `last_ack`, and
+    /// when it ended.
+    longest_pause: (Duration, Option<Instant>),
     /// Each worker's acknowledged increments, and how many ended unknown.
     incremented: BTreeMap<usize, Vec<u64>>,
     unknown: u64,
     backwards: Vec<String>,
     /// The changes the workers' subscriptions saw, by the last count each reported.
     watched: BTreeMap<usize, u64>,
+    /// Each worker's last line on stderr (its error, if it failed).
+    complaints: BTreeMap<usize, String>,
+    /// The workers that exited on their own, and how.
+    exited: BTreeMap<usize, std::process::ExitStatus>,
 }
 
 impl Tally {
-    /// Takes one line of the worker of `register`; gives back the role an ack names.
+    /// Takes one report; gives back the worker's register and the role an ack names. A
+    /// complaint is shown at once on stderr, with the worker's register.
+    fn take(&mut self, report: Report) -> (usize, Option<String>) {
+        match report {
+            Report::Said(register, line) => (register, self.record(register, &line)),
+            Report::Complained(register, line) => {
+                out::note(format_args!("the worker of register {register}: {line}"));
+                self.complaints.insert(register, line);
+                (register, None)
+            }
+        }
+    }
+
+    /// Stops a worker, and keeps how it exited if it did on its own.
+    fn stop(&mut self, worker: Worker) {
+        let register = worker.register;
+        if let Some(status) = worker.stop() {
+            self.exited.insert(register, status);
+        }
+    }
+
+    /// How long the run had gone without an acknowledged write when it `ended`.
+    fn quiet(&self, ended: Instant) -> Duration {
+        self.last_ack
+            .map_or(Duration::ZERO, |at| ended.saturating_duration_since(at))
+    }
+
+    /// The longest time the run went without an acknowledged write, until it `ended`; and
+    /// when that pause ended.
+    fn longest_pause(&self, ended: Instant) -> (Duration, Instant) {
+        let quiet = self.quiet(ended);
+        match self.longest_pause {
+            (pause, Some(at)) if pause > quiet => (pause, at),
+            _ => (quiet, ended),
+        }
+    }
+
+    /// The run's failures to go on, once it `ended`: each worker that exited on its own,
+    /// with its last words; each worker alive at the end (`ages`: how long it ran) that got
+    /// no write through while others did, a second or more after it started; and a pause
+    /// of the whole run, no write acknowledged, longer than any failover takes (a pause
+    /// shorter than that at the run's end is not a worker's failure: the last failover
+    /// had not ended, slow on a loaded machine).
+    fn stalls(&self, ages: &BTreeMap<usize, Duration>, ended: Instant) -> Vec<String> {
+        let mut stalls = Vec::new();
+        for (register, status) in &self.exited {
+            let said = self
+                .complaints
+                .get(register)
+                .map_or("nothing", String::as_str);
+            stalls.push(format!(
+                "the worker of register {register} exited on its own ({status}); its last words: {said}"
+            ));
+        }
+        let quiet = self.quiet(ended);
+        for (register, age) in ages {
+            let others_went_on = age.saturating_sub(quiet) >= Duration::from_secs(1);
+            let progressed = self.acked.contains_key(register);
+            let exited = self.exited.contains_key(register);
+            if others_went_on && !progressed && !exited {
+                stalls.push(format!(
+                    "the worker of register {register} got no write through in its {:.1} s, \
+                     while others did",
+                    age.as_secs_f64()
+                ));
+            }
+        }
+        let (longest_pause, _) = self.longest_pause(ended);
+        if longest_pause >= LONGEST_PAUSE {
+            stalls.push(format!(
+                "no write was acknowledged for {:.1} s (a failover takes {} s at most)",
+                longest_pause.as_secs_f64(),
+                LONGEST_PAUSE.as_secs()
+            ));
+        }
+        stalls
+    }
+
+    /// Takes one line of the worker of `register`'s stdout; gives back the role an ack
+    /// names.
     fn record(&mut self, register: usize, line: &str) -> Option<String> {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["acked", _, n, role] => {
                 if let Ok(n) = n.parse() {
                     self.acked.insert(register, n);
+                    let now = Instant::now();
+                    if let Some(last) = self.last_ack.replace(now) {
+                        if now - last > self.longest_pause.0 {
+                            self.longest_pause = (now - last, Some(now));
+                        }
+                    }
                 }
                 Some((*role).to_owned())
             }
@@ -378,7 +500,11 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
         )?);
     }
     let mut next_register = processes;
-    let mut tally = Tally::default();
+    let begun = Instant::now();
+    let mut tally = Tally {
+        last_ack: Some(begun),
+        ..Tally::default()
+    };
     let mut kills = 0;
     let mut rng = u64::from(std::process::id()) | 1;
     let mut random = move |low: u64, high: u64| {
@@ -390,8 +516,8 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
     let end = Instant::now() + Duration::from_secs_f64(seconds);
     let mut next_kill = Instant::now() + Duration::from_millis(random(200, 500));
     while Instant::now() < end {
-        while let Ok((register, line)) = reports.recv_timeout(Duration::from_millis(5)) {
-            if let Some(role) = tally.record(register, &line) {
+        while let Ok(report) = reports.recv_timeout(Duration::from_millis(5)) {
+            if let (register, Some(role)) = tally.take(report) {
                 if let Some(worker) = workers.iter_mut().find(|w| w.register == register) {
                     worker.role = role;
                 }
@@ -411,7 +537,7 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
             workers.iter().position(|w| w.role == "leader")
         };
         if let Some(index) = victim {
-            drop(workers.remove(index));
+            tally.stop(workers.remove(index));
             kills += 1;
             workers.push(spawn_worker(
                 &dir_text,
@@ -430,19 +556,30 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
         .filter(|w| w.started.elapsed() >= Duration::from_secs(1))
         .map(|w| w.register)
         .collect();
+    // How long each worker alive at the end had run.
+    let ages: BTreeMap<usize, Duration> = workers
+        .iter()
+        .map(|w| (w.register, w.started.elapsed()))
+        .collect();
+    let ended = Instant::now();
     // Stopped at the end as the killed ones were: each with an increment in flight, maybe.
     let stopped = workers.len() as u64;
-    drop(workers);
-    drop(sender);
-    while let Ok((register, line)) = reports.recv_timeout(Duration::from_millis(200)) {
-        tally.record(register, &line);
+    for worker in workers {
+        tally.stop(worker);
     }
+    drop(sender);
+    while let Ok(report) = reports.recv_timeout(Duration::from_millis(200)) {
+        tally.take(report);
+    }
+    let stalls = tally.stalls(&ages, ended);
+    let (longest_pause, pause_end) = tally.longest_pause(ended);
     let Tally {
         acked,
         incremented,
         unknown,
         backwards,
         watched,
+        ..
     } = tally;
 
     // Every acknowledged write must be there, and no register behind its last ack.
@@ -480,19 +617,16 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
     let increments = check_counters(&db, &incremented, unanswered, &mut missing).await?;
     let replayed = check_change_log(&db, &acked, &settled, &mut missing).await?;
     db.close().await.map_err(|e| e.to_string())?;
-    for register in &settled {
-        if !acked.contains_key(register) {
-            missing.push(format!(
-                "the worker of register {register} ran a second or more without progress"
-            ));
-        }
-    }
+    missing.extend(stalls);
     let violations = missing.len() + backwards.len();
     let watched: u64 = watched.values().sum();
     out::line(format_args!(
         "kills survived: {kills}; writes acknowledged: {total}; increments acknowledged: \
          {increments} ({unknown} more ended unknown, without retries); changes watched live: \
-         {watched}, replayed: {replayed}; violations: {violations}"
+         {watched}, replayed: {replayed}; longest pause without an acknowledged write: {} ms, to {:.1} s into the \
+         run; violations: {violations}",
+        longest_pause.as_millis(),
+        (pause_end - begun).as_secs_f64()
     ))?;
     for line in missing.iter().chain(&backwards).take(10) {
         out::line(format_args!("  {line}"))?;
@@ -685,4 +819,76 @@ async fn check_counters(
         }
     }
     Ok(acknowledged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    /// A run whose last write was acknowledged `quiet` before its end, and whose longest
+    /// pause before that was `pause`; the worker of register 0 had acknowledged writes.
+    fn run(quiet: Duration, pause: Duration) -> (Tally, Instant) {
+        let ended = Instant::now() + 10 * SECOND;
+        let mut tally = Tally {
+            last_ack: Some(ended - quiet),
+            longest_pause: (pause, Some(ended - 5 * SECOND)),
+            ..Tally::default()
+        };
+        tally.acked.insert(0, 40);
+        (tally, ended)
+    }
+
+    #[test]
+    fn a_worker_without_writes_while_others_went_on_is_a_stall() {
+        let (tally, ended) = run(SECOND / 10, SECOND / 2);
+        let ages = BTreeMap::from([(0, 9 * SECOND), (1, 2 * SECOND), (2, SECOND / 2)]);
+        let stalls = tally.stalls(&ages, ended);
+        assert_eq!(stalls.len(), 1, "{stalls:?}");
+        assert!(
+            stalls[0].starts_with("the worker of register 1 got no write through in its 2.0 s"),
+            "{stalls:?}"
+        );
+    }
+
+    #[test]
+    fn a_run_paused_at_its_end_by_a_slow_failover_blames_no_worker() {
+        let (tally, ended) = run(2 * SECOND, SECOND / 2);
+        let ages = BTreeMap::from([(0, 9 * SECOND), (1, 2 * SECOND), (2, SECOND)]);
+        assert_eq!(tally.stalls(&ages, ended), Vec::<String>::new());
+        assert_eq!(tally.longest_pause(ended), (2 * SECOND, ended));
+    }
+
+    #[test]
+    fn a_pause_longer_than_a_failover_is_a_stall_wherever_it_was() {
+        for (quiet, pause) in [(LONGEST_PAUSE, SECOND), (SECOND, LONGEST_PAUSE)] {
+            let (tally, ended) = run(quiet, pause);
+            let stalls = tally.stalls(&BTreeMap::new(), ended);
+            assert_eq!(
+                stalls,
+                ["no write was acknowledged for 5.0 s (a failover takes 5 s at most)"]
+            );
+        }
+    }
+
+    #[test]
+    fn a_worker_that_exited_on_its_own_is_named_with_its_last_words() {
+        let (mut tally, ended) = run(SECOND / 10, SECOND / 2);
+        tally
+            .exited
+            .insert(3, std::process::ExitStatus::from_raw(3 << 8));
+        tally
+            .complaints
+            .insert(3, "party chaos-worker: the handle is closed".to_owned());
+        let ages = BTreeMap::from([(0, 9 * SECOND)]);
+        assert_eq!(
+            tally.stalls(&ages, ended),
+            [
+                "the worker of register 3 exited on its own (exit status: 3); its last words: \
+              party chaos-worker: the handle is closed"
+            ]
+        );
+    }
 }

@@ -61,13 +61,23 @@ impl Drop for Worker {
 /// Starts the worker `name` with `args`; its stdin and stdout are piped to us, its stderr
 /// is ours.
 pub fn spawn<S: AsRef<OsStr>>(name: &str, args: &[S]) -> Result<Worker, Failure> {
+    start(name, args, Stdio::inherit())
+}
+
+/// Starts the worker `name` with `args` as [`spawn`] does, but with its stderr piped to
+/// us too, for [`Worker::forward_errors`].
+pub fn spawn_with_errors<S: AsRef<OsStr>>(name: &str, args: &[S]) -> Result<Worker, Failure> {
+    start(name, args, Stdio::piped())
+}
+
+fn start<S: AsRef<OsStr>>(name: &str, args: &[S], stderr: Stdio) -> Result<Worker, Failure> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let child = Command::new(exe)
         .env(WORKER, name)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .map_err(|e| format!("cannot start a {name} process: {e}"))?;
     left_over().pids.push(child.id());
@@ -137,22 +147,42 @@ impl Worker {
         lines: &std::sync::mpsc::Sender<T>,
         report: impl Fn(String) -> T + Send + 'static,
     ) -> Result<(), Failure> {
-        use std::io::BufRead;
         let stdout = self
             .stdout
             .take()
             .ok_or("the worker's output is not piped")?;
-        let lines = lines.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if lines.send(report(line)).is_err() {
-                    return;
-                }
-            }
-        });
+        forward(stdout, lines, report);
         Ok(())
     }
+
+    /// As [`Worker::forward_lines`], the lines of the worker's stderr (started by
+    /// [`spawn_with_errors`]).
+    pub fn forward_errors<T: Send + 'static>(
+        &mut self,
+        lines: &std::sync::mpsc::Sender<T>,
+        report: impl Fn(String) -> T + Send + 'static,
+    ) -> Result<(), Failure> {
+        let stderr = self
+            .stderr
+            .take()
+            .ok_or("the worker's stderr is not piped")?;
+        forward(stderr, lines, report);
+        Ok(())
+    }
+}
+
+fn forward<T: Send + 'static>(
+    from: impl std::io::Read + Send + 'static,
+    lines: &std::sync::mpsc::Sender<T>,
+    report: impl Fn(String) -> T + Send + 'static,
+) {
+    use std::io::BufRead;
+    let lines = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+            if lines.send(report(line)).is_err() {
+                return;
+            }
+        }
+    });
 }

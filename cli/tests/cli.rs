@@ -463,7 +463,7 @@ fn a_short_chaos_run_loses_nothing() {
     let output = party(&["chaos", "--seconds", "15", "--record", record]);
     let text = stdout(&output);
     if output.status.code() != Some(0) || !text.contains("violations: 0") {
-        // The workers' own errors (a worker that died early shows as one without progress).
+        // Each worker's warnings and errors, named by its register.
         let errors = String::from_utf8_lossy(&output.stderr);
         let errors = &errors[errors.floor_char_boundary(errors.len().saturating_sub(4000))..];
         let kept = recordings.keep();
@@ -476,6 +476,54 @@ fn a_short_chaos_run_loses_nothing() {
         !std::path::Path::new(record).exists(),
         "a passing run keeps no recording"
     );
+}
+
+/// A chaos worker that dies when the run did not kill it (a worker's own error ends it so;
+/// here a SIGKILL from outside) fails the run, which names it, how it exited, and the last
+/// line it wrote on stderr.
+#[test]
+fn a_chaos_worker_that_dies_unasked_fails_the_run_and_is_named() {
+    let chaos = Command::new(PARTY)
+        .args(["chaos", "--seconds", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The run kills its first worker 200 ms after it started them at the earliest.
+    let worker = loop {
+        if let Some(pid) = children_of(chaos.id()).first() {
+            break *pid;
+        }
+        std::thread::yield_now();
+    };
+    let killed = Command::new("kill")
+        .args(["-KILL", &worker.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = chaos.wait_with_output().unwrap();
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("exited on its own (signal: 9 (SIGKILL)); its last words:"),
+        "{text}"
+    );
+}
+
+/// The processes `pid` started (`/proc/PID/task/*/children`).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("children")).ok())
+        .flat_map(|children| {
+            children
+                .split_whitespace()
+                .filter_map(|child| child.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
 
 /// A chaos run whose change log keeps fewer commits than it makes: the log is trimmed
