@@ -59,7 +59,9 @@ pub use crate::sled::SledBackend;
 /// A store the leader serves from. See the crate documentation for why it blocks.
 ///
 /// Writes happen only through [`Backend::write`]: one call is one atomic commit, durable
-/// against the death of the process (not necessarily against power loss) when it returns.
+/// against the death of the process (not necessarily against power loss) when it returns,
+/// and seen by no read before it is so durable (a read that saw it sooner could answer with
+/// a write that the leader's `kill -9` then loses: a value read, then gone).
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// The store's name, for errors and status displays.
     fn name(&self) -> &'static str;

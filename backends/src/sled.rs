@@ -4,6 +4,11 @@
 //! transaction over both trees. sled keeps writes in its own buffers and hands them to the
 //! OS only when it flushes (every 500 ms by default), so every commit ends with a flush —
 //! one per group of writes, not per write — to make an acknowledged write survive `kill -9`.
+//! sled shows a transaction to readers as soon as it applies, before that flush: a read in
+//! between would answer with a write a `kill -9` then loses (seen by `party chaos`: a
+//! register read going back after a failover). So a write holds `settling`
+//! from its transaction to the end of its flush, and every read (each step of an iterator)
+//! waits for it: readers see only what a `kill -9` keeps.
 //!
 //! sled iterators are **not snapshots**: they visit keys in order, each at most once, and
 //! see writes made while they run where those writes land ahead of them.
@@ -17,6 +22,7 @@
 //! from the snapshot before it and its log, as it would had the kill come a moment earlier.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 use party_proto::wire::Entry;
@@ -39,6 +45,9 @@ pub struct SledBackend {
     records: Tree,
     changes: Tree,
     path: PathBuf,
+    /// Written by a write from its transaction to the end of its flush, read by every
+    /// read: none sees a write before it is in the OS's hands.
+    settling: Arc<RwLock<()>>,
 }
 
 impl SledBackend {
@@ -61,12 +70,31 @@ impl SledBackend {
             records,
             changes,
             path: path.to_owned(),
+            settling: Arc::default(),
         })
+    }
+
+    /// Held while reading: no write is between its transaction and its flush.
+    fn settled(&self) -> RwLockReadGuard<'_, ()> {
+        settled(&self.settling)
+    }
+
+    /// Held from a write's transaction to the end of its flush.
+    fn settling(&self) -> RwLockWriteGuard<'_, ()> {
+        // A panic while it was held leaves nothing half-done that the lock guards.
+        self.settling
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Where the store lives.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn settled_get(&self, key: &[u8]) -> Result<Option<IVec>, BackendError> {
+        let _settled = self.settled();
+        self.data.get(key).map_err(store_error(NAME))
     }
 }
 
@@ -89,6 +117,25 @@ fn remove_unfinished_snapshots(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+fn settled(settling: &RwLock<()>) -> RwLockReadGuard<'_, ()> {
+    settling.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A sled iterator each of whose steps reads only settled writes.
+struct Settled<I> {
+    entries: I,
+    settling: Arc<RwLock<()>>,
+}
+
+impl<I: Iterator<Item = sled::Result<(IVec, IVec)>>> Iterator for Settled<I> {
+    type Item = Result<Entry, BackendError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let _settled = settled(&self.settling);
+        self.entries.next().map(entry)
+    }
+}
+
 fn entry(item: sled::Result<(IVec, IVec)>) -> Result<Entry, BackendError> {
     let (key, value) = item.map_err(store_error(NAME))?;
     Ok(Entry {
@@ -103,12 +150,12 @@ impl Backend for SledBackend {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        let value = self.data.get(key).map_err(store_error(NAME))?;
+        let value = self.settled_get(key)?;
         Ok(value.map(|v| v.to_vec()))
     }
 
     fn get_shared(&self, key: &[u8]) -> Result<Option<Bytes>, BackendError> {
-        let value = self.data.get(key).map_err(store_error(NAME))?;
+        let value = self.settled_get(key)?;
         Ok(value.map(Bytes::from_owner))
     }
 
@@ -129,6 +176,7 @@ impl Backend for SledBackend {
         if let Some(append) = &batch.log {
             log.insert(&append.seq.key(), append.entry.as_slice());
         }
+        let _settling = self.settling();
         (&self.data, &self.records, &self.changes)
             .transaction(
                 |(data_tx, records_tx, changes_tx)| -> ConflictableTransactionResult<()> {
@@ -155,6 +203,7 @@ impl Backend for SledBackend {
             let (key, value) = item.map_err(store_error(NAME))?;
             changes::stored(&key, value.to_vec())
         };
+        let _settled = self.settled();
         if newest_first {
             self.changes
                 .range(..=from.key())
@@ -176,6 +225,7 @@ impl Backend for SledBackend {
         for seq in seqs {
             removal.remove(&seq.key());
         }
+        let _settling = self.settling();
         self.changes
             .apply_batch(removal)
             .map_err(store_error(NAME))?;
@@ -188,10 +238,14 @@ impl Backend for SledBackend {
             return Ok(Box::new(std::iter::empty()));
         }
         let entries = self.data.range((range.start.clone(), range.end.clone()));
+        let settling = Arc::clone(&self.settling);
         Ok(if reverse {
-            Box::new(entries.rev().map(entry))
+            Box::new(Settled {
+                entries: entries.rev(),
+                settling,
+            })
         } else {
-            Box::new(entries.map(entry))
+            Box::new(Settled { entries, settling })
         })
     }
 

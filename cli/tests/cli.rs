@@ -457,15 +457,36 @@ fn bench_only_measures_the_sections_asked_for() {
 /// keeps them for `party-sim --replay` (its directory would go with the test otherwise).
 #[test]
 fn a_short_chaos_run_loses_nothing() {
+    a_short_chaos_run_loses_nothing_on("fjall");
+}
+
+/// The same on sled, which shows a transaction to readers before its flush hands it to the
+/// OS: unless reads wait for the flush, a register is read going back after a failover (two
+/// runs of three failed so).
+#[cfg(feature = "sled")]
+#[test]
+fn a_short_chaos_run_on_sled_loses_nothing() {
+    a_short_chaos_run_loses_nothing_on("sled");
+}
+
+fn a_short_chaos_run_loses_nothing_on(backend: &str) {
     let recordings = tempfile::tempdir().unwrap();
     let record = recordings.path().join("run");
     let record = record.to_str().unwrap();
-    let output = party(&["chaos", "--seconds", "15", "--record", record]);
+    let output = party(&[
+        "chaos",
+        "--backend",
+        backend,
+        "--seconds",
+        "15",
+        "--record",
+        record,
+    ]);
     let text = stdout(&output);
     if output.status.code() != Some(0) || !text.contains("violations: 0") {
         // Each worker's warnings and errors, named by its register.
-        let errors = String::from_utf8_lossy(&output.stderr);
-        let errors = &errors[errors.floor_char_boundary(errors.len().saturating_sub(4000))..];
+        let errors = &output.stderr[output.stderr.len().saturating_sub(4000)..];
+        let errors = String::from_utf8_lossy(errors);
         let kept = recordings.keep();
         panic!(
             "{text}\nthe recordings are kept in {}\nstderr, its end:\n{errors}",
