@@ -311,4 +311,42 @@ mod tests {
             "a failed flush is not a failed write"
         );
     }
+
+    /// A write between its transaction and its flush, as `write` holds one: every kind of
+    /// read waits until the flush is over (a leader killed before it would lose the write).
+    #[test]
+    fn no_read_sees_a_write_before_its_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(SledBackend::open(dir.path()).unwrap());
+        let settling = backend.settling();
+        backend.data.insert(b"key", b"value".to_vec()).unwrap();
+        backend
+            .changes
+            .insert(CommitSeq(1).key(), b"entry".to_vec())
+            .unwrap();
+        let (reads, read) = std::sync::mpsc::channel();
+        let everything = KeyRange::all();
+        let kinds: [(&str, fn(&SledBackend, &KeyRange) -> bool); 5] = [
+            ("get", |b, _| b.get(b"key").unwrap().is_some()),
+            ("get_shared", |b, _| b.get_shared(b"key").unwrap().is_some()),
+            ("iter", |b, r| b.iter(r, false).unwrap().next().is_some()),
+            ("reverse iter", |b, r| {
+                b.iter(r, true).unwrap().next().is_some()
+            }),
+            ("change_entries", |b, _| {
+                !b.change_entries(CommitSeq(0), false, 1).unwrap().is_empty()
+            }),
+        ];
+        for (name, saw_it) in kinds {
+            let (backend, reads, range) = (backend.clone(), reads.clone(), everything.clone());
+            std::thread::spawn(move || reads.send((name, saw_it(&backend, &range))));
+        }
+        // Each read answers at once unless it waits, and none may answer before the flush.
+        let early = read.recv_timeout(std::time::Duration::from_millis(300));
+        assert!(early.is_err(), "{early:?} answered before the flush");
+        drop(settling);
+        let mut answers: Vec<_> = (0..kinds.len()).map(|_| read.recv().unwrap()).collect();
+        answers.sort();
+        assert!(answers.iter().all(|(_, saw_it)| *saw_it), "{answers:?}");
+    }
 }
