@@ -312,6 +312,9 @@ mod tests {
         );
     }
 
+    /// A read of `key` (or of any entry) that tells whether it saw the write.
+    type SawIt = fn(&SledBackend, &KeyRange) -> bool;
+
     /// A write between its transaction and its flush, as `write` holds one: every kind of
     /// read waits until the flush is over (a leader killed before it would lose the write).
     #[test]
@@ -326,7 +329,7 @@ mod tests {
             .unwrap();
         let (reads, read) = std::sync::mpsc::channel();
         let everything = KeyRange::all();
-        let kinds: [(&str, fn(&SledBackend, &KeyRange) -> bool); 5] = [
+        let kinds: [(&str, SawIt); 5] = [
             ("get", |b, _| b.get(b"key").unwrap().is_some()),
             ("get_shared", |b, _| b.get_shared(b"key").unwrap().is_some()),
             ("iter", |b, r| b.iter(r, false).unwrap().next().is_some()),
