@@ -550,16 +550,16 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
             next_register += 1;
         }
     }
-    // Workers that ran for a second or more must have got writes through.
-    let settled: Vec<usize> = workers
-        .iter()
-        .filter(|w| w.started.elapsed() >= Duration::from_secs(1))
-        .map(|w| w.register)
-        .collect();
-    // How long each worker alive at the end had run.
+    // How long each worker alive at the end had run; those that ran a second or more were
+    // writing at the end, and the change log must keep their writes.
     let ages: BTreeMap<usize, Duration> = workers
         .iter()
         .map(|w| (w.register, w.started.elapsed()))
+        .collect();
+    let settled: Vec<usize> = ages
+        .iter()
+        .filter(|(_, age)| **age >= Duration::from_secs(1))
+        .map(|(register, _)| *register)
         .collect();
     let ended = Instant::now();
     // Stopped at the end as the killed ones were: each with an increment in flight, maybe.
