@@ -3,7 +3,7 @@
 //! role changes are printed as `role NAME PID` lines whenever they happen.
 //!
 //! Usage: `party-node DIR [--backend NAME] [--no-retry] [--change-feed] [--put-first KEY VALUE]
-//! [--dedup-retention-ms MS] [--request-timeout-ms MS] [--spin-us MICROS]
+//! [--dedup-retention-ms MS] [--request-timeout-ms MS] [--spin-us MICROS] [--transaction-attempts N]
 //! [--etcd-endpoints URL,URL… [--etcd-prefix PREFIX]]`
 //!
 //! Commands (keys and values are words without spaces):
@@ -43,7 +43,7 @@ async fn main() {
         eprintln!(
             "usage: party-node DIR [--backend NAME] [--no-retry] [--put-first KEY VALUE] \
              [--max-frame-len BYTES] [--iter-window ENTRIES] [--dedup-retention-ms MS] \
-             [--request-timeout-ms MS] [--spin-us MICROS] \
+             [--request-timeout-ms MS] [--spin-us MICROS] [--transaction-attempts N] \
              [--etcd-endpoints URL,URL… [--etcd-prefix PREFIX]]"
         );
         std::process::exit(2);
@@ -82,6 +82,9 @@ async fn main() {
     }
     if let Some(micros) = number_option(&args, "--spin-us") {
         options = options.spin(Some(Duration::from_micros(u64::from(micros))));
+    }
+    if let Some(attempts) = number_option(&args, "--transaction-attempts") {
+        options = options.transaction_attempts(attempts);
     }
     let db = match open(dir, options).await {
         Ok(db) => db,
