@@ -7,8 +7,9 @@
 //! than filling new ones and freeing the old (a third of the recording's cost at 256 gets
 //! in flight). Every write ends with the segment's [`Seal`], which tells its bytes from
 //! the older ones past them. A write the driver recorded is written to the file before it
-//! can take effect (see `driver/machine.rs`), and a commit before anyone hears of it: a
-//! process killed at any point leaves on disk every write it may have made.
+//! can take effect (see `driver/machine.rs`), and a commit before the store is asked: a
+//! process killed at any point leaves on disk every write and every commit it may have
+//! made.
 
 use std::collections::VecDeque;
 use std::fs::File;

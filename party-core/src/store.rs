@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use party_backends::{Backend, BackendError, WriteBatch};
-use party_proto::feed::{plan_pull, LogRead, PullPlan};
+use party_proto::feed::{plan_pull, LogEnds, LogRead, PullPlan};
 use party_proto::recording::Record;
 use party_proto::wire::{LeaderStatus, ReadOp, Response, WriteOp};
 use party_proto::{
@@ -335,9 +335,19 @@ impl Worker {
                 WriterOutput::ReadChecks(reads) => WriterInput::ChecksRead(
                     self.store.read_for_checks(&reads).map_err(ErrorCode::from),
                 ),
-                WriterOutput::LoadLogEnds => WriterInput::LogEndsLoaded(
-                    self.store.change_log_ends().map_err(ErrorCode::from),
-                ),
+                WriterOutput::LoadLogEnds => {
+                    let ends = self.store.change_log_ends();
+                    if let (Ok(ends), Some(recorder)) = (&ends, &mut self.recorder) {
+                        recorder.record(&Record::StoreNext {
+                            at: crate::clock::now(),
+                            next: LogEnds::next_commit(*ends),
+                        });
+                        if recorder.flush_later(None).is_err() {
+                            self.recorder = None;
+                        }
+                    }
+                    WriterInput::LogEndsLoaded(ends.map_err(ErrorCode::from))
+                }
                 WriterOutput::TrimLog { from, to } => {
                     let trimmed: Vec<CommitSeq> = (from.0..to.0).map(CommitSeq).collect();
                     WriterInput::LogTrimmed(
@@ -401,24 +411,30 @@ impl Worker {
         let _ = pull.to.send(ServerInput::WatchRead { watch, result });
     }
 
-    /// Commits `batch`, and records the commit, if the handle records, before anyone
-    /// hears of it.
+    /// Commits `batch`, if the handle records, recorded in the file before the store is
+    /// asked (a leader killed between the commit and a record after it would leave a
+    /// commit no recording tells of), and its answer recorded after.
     fn recorded_commit(&mut self, batch: &WriteBatch) -> CommitResult {
-        if self.recorder.is_none() {
+        let Some(recorder) = &mut self.recorder else {
             return self.commit(batch);
+        };
+        recorder.record(&Record::Committing {
+            issued: crate::clock::now(),
+            batch: Cow::Borrowed(batch),
+        });
+        if recorder.flush(None).is_err() {
+            self.recorder = None;
         }
-        let issued = crate::clock::now();
         let result = self.commit(batch);
         let Some(recorder) = &mut self.recorder else {
             return result;
         };
-        recorder.record(&Record::Commit {
-            issued,
+        recorder.record(&Record::Committed {
             answered: crate::clock::now(),
-            batch: Cow::Borrowed(batch),
             result: Cow::Borrowed(&result),
         });
-        if recorder.flush(None).is_err() {
+        // A replay can do without it (see `Record::Committing`), so nobody waits for it.
+        if recorder.flush_later(None).is_err() {
             self.recorder = None;
         }
         result

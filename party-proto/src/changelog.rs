@@ -33,7 +33,7 @@ impl ChangeLog {
     pub fn new(ends: Option<LogEnds>) -> Self {
         let start = |span: LogSpan| (span.seq, span.bytes_before);
         ChangeLog {
-            next: ends.map_or(CommitSeq::FIRST, |ends| ends.last.seq.next()),
+            next: LogEnds::next_commit(ends),
             bytes_through: ends.map_or(0, |ends| ends.last.bytes_through),
             first: ends.map(|ends| start(ends.first)),
             last: ends.map(|ends| start(ends.last)),

@@ -291,6 +291,14 @@ pub struct LogEnds {
     pub last: LogSpan,
 }
 
+impl LogEnds {
+    /// The number the next commit of a store whose log has these ends takes (`None`: an
+    /// empty log).
+    pub fn next_commit(ends: Option<LogEnds>) -> CommitSeq {
+        ends.map_or(CommitSeq::FIRST, |ends| ends.last.seq.next())
+    }
+}
+
 /// How much of the change log a store keeps. The writer trims it a page at a time once it
 /// is an eighth over either budget; the newest entry always stays.
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,7 +31,7 @@ use crate::writer::{CommitResult, WriteBatch};
 /// The format of recordings this build writes and reads. One more for any change to what
 /// is written, digests included ([`Gave`], [`Fingerprint`]): a replay refuses another
 /// format rather than report its differences as nondeterminism.
-pub const FORMAT: u32 = 16;
+pub const FORMAT: u32 = 17;
 
 /// What a segment's stream holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,12 +128,23 @@ pub enum Record<'a> {
         at: Timestamp,
         bytes: Bytes<'a>,
     },
-    /// A commit of the store: asked at `issued`, answered at `answered`.
-    Commit {
+    /// A commit asked of the store at `issued`, in the file before the store is asked: a
+    /// leader killed before its [`Record::Committed`] may have landed it or not (a replay
+    /// tells which by the number the next leader's first commit takes).
+    Committing {
         issued: Timestamp,
-        answered: Timestamp,
         batch: Cow<'a, WriteBatch>,
+    },
+    /// What the store answered, at `answered`, to the [`Record::Committing`] before it.
+    Committed {
+        answered: Timestamp,
         result: Cow<'a, CommitResult>,
+    },
+    /// The number the store's next commit takes, as the leader read it from the store at
+    /// `at` (as it starts, and again after a commit whose outcome it could not tell).
+    StoreNext {
+        at: Timestamp,
+        next: CommitSeq,
     },
 }
 
@@ -587,7 +598,7 @@ mod tests {
         let pinned = digest_of(&(&process, &served, inputs, outputs), &mut Vec::new());
         assert_eq!(
             (FORMAT, pinned),
-            (16, 0x369c_fabd_ffcd_5929),
+            (17, 0x369c_fabd_ffcd_5929),
             "what a recording holds changed: move FORMAT on, then the pin"
         );
     }

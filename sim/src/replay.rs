@@ -23,8 +23,12 @@ use party_proto::{
 };
 
 use crate::check::{self, Timeline};
+
+mod commits;
+
 use crate::history::{Excuses, Op, OpKind, Outcome};
 use crate::trace::Trace;
+use commits::{store_commits, Landing, StoreCommit};
 
 /// Why recordings cannot be replayed at all.
 #[derive(Debug, thiserror::Error)]
@@ -177,35 +181,19 @@ pub fn replay(files: &[(String, Vec<u8>)]) -> Result<Replayed, ReplayError> {
             leaders.join(", ")
         ));
     }
-    let mut commits = Vec::new();
-    for stream in &commit_streams {
-        if stream.truncated() {
-            replayed.unchecked.push(format!(
-                "{}: the ring dropped its first segments, so the store's content is unknown",
-                stream.name
-            ));
-        }
-        for record in stream.segments.iter().flat_map(|s| &s.records) {
-            if let Record::Commit {
-                issued,
-                answered,
-                batch,
-                result,
-            } = record
-            {
-                let (issued, answered) =
-                    (stream.time(*issued, origin), stream.time(*answered, origin));
-                commits.push((issued, answered, &stream.name, batch, result));
-            }
-        }
+    for stream in commit_streams.iter().filter(|stream| stream.truncated()) {
+        replayed.unchecked.push(format!(
+            "{}: the ring dropped its first segments, so the store's content is unknown",
+            stream.name
+        ));
     }
-    commits.sort_by_key(|(issued, ..)| *issued);
+    let commits = store_commits(&commit_streams, origin);
     // Each commit names the clients whose writes it holds (their dedup records): a writer
     // that left no recording would put values no recorded write put.
     let recorded_clients: BTreeSet<u128> = processes_clients;
     let unrecorded: BTreeSet<u128> = commits
         .iter()
-        .flat_map(|(_, _, _, batch, _)| &batch.records)
+        .flat_map(|commit| &commit.batch.records)
         .map(|(client, _)| client.0)
         .filter(|client| !recorded_clients.contains(client))
         .collect();
@@ -220,27 +208,51 @@ pub fn replay(files: &[(String, Vec<u8>)]) -> Result<Replayed, ReplayError> {
     let mut store = MemoryBackend::new();
     let mut timeline = Timeline::default();
     let mut committed: FxHashMap<(Vec<u8>, Vec<u8>), u32> = FxHashMap::default();
-    for (issued, answered, stream, batch, result) in commits {
+    for StoreCommit {
+        stream,
+        issued,
+        batch,
+        landing,
+    } in commits
+    {
         events.push((
             issued,
-            format!("{stream} commits {} writes: {result:?}", batch.ops.len()),
+            format!("{stream} commits {} writes: {landing}", batch.ops.len()),
         ));
-        match **result {
-            CommitResult::Committed => {
-                commit(
-                    &mut store,
-                    &mut timeline,
-                    &mut committed,
-                    (issued, answered),
-                    batch,
-                );
+        let landed = match landing {
+            Landing::Answered {
+                answered,
+                result: CommitResult::Committed,
+            } => answered,
+            // Somewhere between its asking and the next leader's look at the store.
+            Landing::Landed { found } => found,
+            Landing::Answered {
+                result: CommitResult::Unsettled(_),
+                ..
+            } => {
+                replayed.unchecked.push(format!(
+                    "{stream}: a commit whose outcome the store did not tell, so the \
+                     store's content is unknown"
+                ));
+                continue;
             }
-            CommitResult::Unsettled(_) => replayed.unchecked.push(format!(
-                "{stream}: a commit whose outcome the store did not tell, so the store's \
-                 content is unknown"
-            )),
-            _ => {}
-        }
+            Landing::Untold => {
+                replayed.unchecked.push(format!(
+                    "{stream}: its leader died during a commit, and no recorded leader \
+                     after it tells whether the commit landed, so the store's content is \
+                     unknown"
+                ));
+                continue;
+            }
+            Landing::Answered { .. } | Landing::Lost => continue,
+        };
+        commit(
+            &mut store,
+            &mut timeline,
+            &mut committed,
+            (issued, landed),
+            batch,
+        );
     }
     events.sort_by_key(|(at, _)| *at);
     for (at, event) in events {
@@ -537,7 +549,7 @@ impl<'a> ProcessRun<'a> {
                 let at = self.at(at);
                 self.machine.close_watch(at, watch);
             }
-            Record::Commit { .. } => {
+            Record::Committing { .. } | Record::Committed { .. } | Record::StoreNext { .. } => {
                 return Err(Difference::from("a commit in a stream of calls".to_owned()))
             }
         }

@@ -189,10 +189,15 @@ impl Recorded {
                     ..WriteBatch::default()
                 };
                 encode_item(
-                    &Record::Commit {
+                    &Record::Committing {
                         issued,
-                        answered: issued,
                         batch: Cow::Owned(batch),
+                    },
+                    &mut self.commits,
+                );
+                encode_item(
+                    &Record::Committed {
+                        answered: issued,
                         result: Cow::Owned(CommitResult::Committed),
                     },
                     &mut self.commits,
@@ -338,7 +343,7 @@ fn a_segment_cut_short_as_it_began_is_left_out_and_the_rest_replays() {
     let mut changed = Vec::new();
     encode_item(&commits.header, &mut changed);
     for mut record in commits.records {
-        if let Record::Commit { batch, .. } = &mut record {
+        if let Record::Committing { batch, .. } = &mut record {
             for op in &mut batch.to_mut().ops {
                 if let WriteOp::Put { value, .. } = op {
                     *value = b"2".to_vec();

@@ -96,6 +96,32 @@ fn a_recorded_failover_replays_alike_and_its_history_passes_the_checks() {
     assert!(replay.commits >= 3, "{} commits", replay.commits);
 }
 
+/// A leader killed between a commit and its record of it (`die-after-commit`: the commit
+/// landed, the recording never heard of it): the next leader answers the writer's re-sent
+/// write from the dedup record that commit left, and the replay must count that commit,
+/// not report an acknowledged write that was never committed.
+#[test]
+fn a_commit_its_leader_died_before_recording_is_counted_by_the_replay() {
+    let (dir, recordings) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (dir, recordings) = (dir.path(), recordings.path());
+    let dies = [("PARTY_INJECT", "die-after-commit")];
+    let mut leader = recorded(dir, recordings, &[], &dies, "leader");
+    let mut writer = recorded(dir, recordings, &[], &[], "follower");
+    let mut reader = recorded(dir, recordings, &[], &[], "follower");
+    assert_eq!(writer.send("put before 1"), "ok");
+    assert_eq!(writer.send("put die-after-commit 1"), "ok");
+    leader
+        .exit_within(SETTLE)
+        .expect("the leader did not kill itself at the commit");
+    assert_eq!(reader.send("get die-after-commit"), "ok 1");
+    assert_eq!(writer.send("put after 1"), "ok");
+    assert_eq!(reader.send("close"), "ok");
+    assert_eq!(writer.send("close"), "ok");
+
+    let replay = replayed(recordings);
+    assert_replays_clean(&replay);
+}
+
 /// Big values both ways, recorded: a follower's puts of 1 MiB values (read by the leader
 /// straight into its decoder) and its gets of them (read by the follower so). Every byte the
 /// follower read is in its recording, or the replay would miss the answers.

@@ -1,0 +1,251 @@
+//! The commits the leaders' stores made, read from the recordings' commit streams.
+//!
+//! A leader records each commit as asked before its store is asked, and the store's answer
+//! after it: a leader killed in between leaves a commit that may have landed or not. The
+//! next leadership tells which: its leader numbers commits on from the last that landed
+//! (it reads the number as it starts, [`Record::StoreNext`], and each commit it asks
+//! carries its own).
+
+use std::collections::BTreeMap;
+
+use party_proto::recording::Record;
+use party_proto::{CommitResult, CommitSeq, WriteBatch};
+
+use super::StreamSegments;
+
+/// One commit a leader asked of its store, on the host's clock from the run's origin.
+pub(super) struct StoreCommit<'a> {
+    pub stream: &'a str,
+    pub issued: u64,
+    pub batch: &'a WriteBatch,
+    pub landing: Landing<'a>,
+}
+
+/// What became of a commit.
+pub(super) enum Landing<'a> {
+    /// The store answered `result` at `answered`.
+    Answered {
+        answered: u64,
+        result: &'a CommitResult,
+    },
+    /// Its leader died before the answer; the next leader found it landed, at `found`.
+    Landed { found: u64 },
+    /// Its leader died before the answer; the next leader found it had not landed.
+    Lost,
+    /// Its leader died before the answer, and no recorded leadership after it tells.
+    Untold,
+}
+
+impl std::fmt::Display for Landing<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Landing::Answered { result, .. } => write!(f, "{result:?}"),
+            Landing::Landed { .. } => f.write_str("its leader died unanswered; it landed"),
+            Landing::Lost => f.write_str("its leader died unanswered; it did not land"),
+            Landing::Untold => f.write_str("its leader died unanswered; landed or not, untold"),
+        }
+    }
+}
+
+/// The commits of every stream of `streams` (commit streams), in the order they were asked.
+pub(super) fn store_commits(streams: &[StreamSegments], origin: u64) -> Vec<StoreCommit<'_>> {
+    // The first number each leadership found the store at, and when.
+    let mut first_numbers: BTreeMap<u64, Option<(u64, CommitSeq)>> = BTreeMap::new();
+    let mut commits = Vec::new();
+    // Each stream's commits left without an answer, with their leadership.
+    let mut unanswered = Vec::new();
+    for stream in streams {
+        let mut first_number = None;
+        let mut asked: Option<StoreCommit> = None;
+        for record in stream.segments.iter().flat_map(|s| &s.records) {
+            match record {
+                Record::StoreNext { at, next } => {
+                    first_number.get_or_insert((stream.time(*at, origin), *next));
+                }
+                Record::Committing { issued, batch } => {
+                    let issued = stream.time(*issued, origin);
+                    if let Some(log) = &batch.log {
+                        first_number.get_or_insert((issued, log.seq));
+                    }
+                    if let Some(before) = asked.replace(StoreCommit {
+                        stream: &stream.name,
+                        issued,
+                        batch,
+                        landing: Landing::Untold,
+                    }) {
+                        unanswered.push((commits.len(), stream.header.term));
+                        commits.push(before);
+                    }
+                }
+                Record::Committed { answered, result } => {
+                    // A stream whose ring dropped the asking holds the answer alone.
+                    if let Some(mut commit) = asked.take() {
+                        commit.landing = Landing::Answered {
+                            answered: stream.time(*answered, origin),
+                            result,
+                        };
+                        commits.push(commit);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(last) = asked {
+            unanswered.push((commits.len(), stream.header.term));
+            commits.push(last);
+        }
+        // A stream whose ring dropped its first segments lost its first number.
+        if let Some(term) = stream.header.term.filter(|_| !stream.truncated()) {
+            first_numbers.insert(term, first_number);
+        }
+    }
+    for (index, term) in unanswered {
+        let commit = &mut commits[index];
+        let asked = commit.batch.log.as_ref().map(|log| log.seq);
+        // Leaderships are numbered one after another: the next one's first number.
+        let found = term.and_then(|term| first_numbers.get(&(term + 1)).copied().flatten());
+        commit.landing = match (asked, found) {
+            (Some(asked), Some((at, next))) if next > asked => Landing::Landed { found: at },
+            (Some(_), Some(_)) => Landing::Lost,
+            _ => Landing::Untold,
+        };
+    }
+    commits.sort_by_key(|commit| commit.issued);
+    commits
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::time::Duration;
+
+    use party_proto::recording::{Header, Segment, Stream, FORMAT};
+    use party_proto::{ClientId, LogAppend, Timestamp};
+
+    use super::*;
+
+    fn at(micros: u64) -> Timestamp {
+        Timestamp::from_epoch(Duration::from_micros(micros))
+    }
+
+    /// A commit stream of leadership `term`, with these records, all on one clock.
+    fn leadership(term: u64, records: Vec<Record<'static>>) -> StreamSegments {
+        let header = Header {
+            format: FORMAT,
+            stream: Stream::Commits,
+            pid: 1,
+            client: ClientId(u128::from(term)),
+            epoch_us: 0,
+            segment: 0,
+            term: Some(term),
+        };
+        StreamSegments {
+            name: format!("term {term}"),
+            header: header.clone(),
+            segments: vec![Segment {
+                header,
+                snapshot: None,
+                records,
+                torn: false,
+            }],
+        }
+    }
+
+    fn asked(issued: u64, seq: u64) -> Record<'static> {
+        Record::Committing {
+            issued: at(issued),
+            batch: Cow::Owned(WriteBatch {
+                log: Some(LogAppend {
+                    seq: CommitSeq(seq),
+                    entry: Vec::new(),
+                }),
+                ..WriteBatch::default()
+            }),
+        }
+    }
+
+    fn answered(answered: u64) -> Record<'static> {
+        Record::Committed {
+            answered: at(answered),
+            result: Cow::Owned(CommitResult::Committed),
+        }
+    }
+
+    fn found(at_micros: u64, next: u64) -> Record<'static> {
+        Record::StoreNext {
+            at: at(at_micros),
+            next: CommitSeq(next),
+        }
+    }
+
+    /// Each commit's time asked and what became of it, in short.
+    fn landings(streams: &[StreamSegments]) -> Vec<(u64, String)> {
+        store_commits(streams, 0)
+            .iter()
+            .map(|commit| {
+                let landing = match commit.landing {
+                    Landing::Answered { answered, .. } => format!("answered at {answered}"),
+                    Landing::Landed { found } => format!("landed, found at {found}"),
+                    Landing::Lost => "lost".to_owned(),
+                    Landing::Untold => "untold".to_owned(),
+                };
+                (commit.issued, landing)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_commit_left_unanswered_landed_if_the_next_leader_numbered_past_it() {
+        let first = leadership(
+            1,
+            vec![found(1, 1), asked(10, 1), answered(12), asked(20, 2)],
+        );
+        let landed = leadership(2, vec![found(30, 3), asked(40, 3), answered(41)]);
+        assert_eq!(
+            landings(&[first, landed]),
+            [
+                (10, "answered at 12".to_owned()),
+                (20, "landed, found at 30".to_owned()),
+                (40, "answered at 41".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_commit_left_unanswered_was_lost_if_the_next_leader_took_its_number() {
+        let first = leadership(1, vec![asked(20, 2)]);
+        // No look at the store recorded: its first commit's number tells.
+        let lost = leadership(2, vec![asked(40, 2), answered(41)]);
+        assert_eq!(
+            landings(&[first, lost]),
+            [(20, "lost".to_owned()), (40, "answered at 41".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_commit_left_unanswered_is_untold_without_the_very_next_leadership() {
+        let untold = |streams: &[StreamSegments]| landings(streams)[0].1 == "untold";
+        let first = || leadership(1, vec![asked(20, 2)]);
+        assert!(untold(&[first()]), "no leadership after it");
+        assert!(
+            untold(&[first(), leadership(3, vec![found(30, 3)])]),
+            "the one between unrecorded: it may have taken the number"
+        );
+        assert!(
+            untold(&[first(), leadership(2, Vec::new())]),
+            "the next leader recorded no number"
+        );
+        let mut truncated = leadership(2, vec![found(30, 3)]);
+        truncated.header.segment = 1;
+        assert!(
+            untold(&[first(), truncated]),
+            "the next leader's first number dropped by its ring"
+        );
+    }
+
+    #[test]
+    fn an_answer_whose_asking_the_ring_dropped_is_left_out() {
+        let streams = [leadership(1, vec![answered(5), asked(10, 1), answered(12)])];
+        assert_eq!(landings(&streams), [(10, "answered at 12".to_owned())]);
+    }
+}
