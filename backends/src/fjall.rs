@@ -99,6 +99,18 @@ pub const MAX_KEY_LEN: usize = u16::MAX as usize - 1;
 /// Put before every data key, because fjall has no empty key.
 const KEY_PREFIX: u8 = b'k';
 
+/// The value under `key`, read by `read` under its stored key (a key too long to store
+/// has none).
+fn stored_value<E: Into<StoreError>>(
+    key: &[u8],
+    read: impl FnOnce(Vec<u8>) -> Result<Option<fjall::Slice>, E>,
+) -> Result<Option<fjall::Slice>, BackendError> {
+    if key.len() > MAX_KEY_LEN {
+        return Ok(None);
+    }
+    read(stored_key(key)).map_err(store_error(NAME))
+}
+
 fn stored_key(key: &[u8]) -> Vec<u8> {
     let mut stored = Vec::with_capacity(key.len() + 1);
     stored.push(KEY_PREFIX);
@@ -322,12 +334,9 @@ impl FjallBackend {
         })
     }
 
-    /// The value under `key` as the store holds it (a key too long to store has none).
+    /// The value under `key` as the store holds it now (a key too long to store has none).
     fn stored_value(&self, key: &[u8]) -> Result<Option<fjall::Slice>, BackendError> {
-        if key.len() > MAX_KEY_LEN {
-            return Ok(None);
-        }
-        self.data.get(stored_key(key)).map_err(store_error(NAME))
+        stored_value(key, |stored| self.data.get(stored))
     }
 
     fn refuse_if_poisoned(&self) -> Result<(), BackendError> {
@@ -339,6 +348,15 @@ impl FjallBackend {
             ));
         }
         Ok(())
+    }
+
+    /// The data as the last whole commit left it. fjall's `snapshot()` reads at the next
+    /// instant fjall hands out, which a commit under way already holds: such a snapshot
+    /// shows the part of that commit inserted so far, and the rest as it comes; the
+    /// keyspace's instant moves past a commit only once all of it is in.
+    fn snapshot(&self) -> fjall::Snapshot {
+        let _opening = self.opening();
+        self.data.snapshot_at(self.keyspace.instant())
     }
 
     /// Holds off snapshots opening and horizon moves elsewhere (a panic while holding it
@@ -452,6 +470,21 @@ impl Backend for FjallBackend {
         Ok(self.stored_value(key)?.map(Bytes::from_owner))
     }
 
+    /// From one snapshot: two keys of one commit are never read one before it and one after.
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        if let [key] = keys {
+            // One key needs no snapshot (the store thread's rounds often read just one).
+            return Ok(vec![self.get(key)?]);
+        }
+        let snapshot = self.snapshot();
+        keys.iter()
+            .map(|key| {
+                let value = stored_value(key, |stored| snapshot.get(stored))?;
+                Ok(value.map(|value| value.to_vec()))
+            })
+            .collect()
+    }
+
     fn write(&self, batch: &WriteBatch) -> Result<(), BackendError> {
         self.refuse_if_poisoned()?;
         let effect = resolve_in(self, &batch.ops)?;
@@ -545,12 +578,8 @@ impl Backend for FjallBackend {
         if range.is_empty() {
             return Ok(Box::new(std::iter::empty()));
         }
-        let snapshot = {
-            let _opening = self.opening();
-            self.data.snapshot()
-        };
         Ok(Box::new(SnapshotIter {
-            snapshot,
+            snapshot: self.snapshot(),
             rest: Some(range),
             reverse,
             buffer: Vec::new().into_iter(),

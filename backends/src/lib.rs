@@ -74,10 +74,10 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         Ok(self.get(key)?.map(Bytes::from))
     }
 
-    /// One answer per key, in the order asked.
-    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
-        keys.iter().map(|key| self.get(key)).collect()
-    }
+    /// One answer per key, in the order asked, all from the store as one commit left it:
+    /// a commit landing meanwhile is seen whole or not at all (party-core runs a
+    /// follower's `get_many` beside the commits of other threads).
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, BackendError>;
 
     /// Applies the writes and stores the dedup records and the change log entry, all or
     /// nothing, in one commit.

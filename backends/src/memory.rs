@@ -62,6 +62,14 @@ impl Backend for MemoryBackend {
         Ok(self.state().data.get(key).cloned())
     }
 
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let state = self.state();
+        Ok(keys
+            .iter()
+            .map(|key| state.data.get(key).cloned())
+            .collect())
+    }
+
     fn write(&self, batch: &WriteBatch) -> Result<(), BackendError> {
         let mut state = self.state();
         let effect = resolve(&batch.ops, |range| {

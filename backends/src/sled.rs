@@ -159,6 +159,17 @@ impl Backend for SledBackend {
         Ok(value.map(Bytes::from_owner))
     }
 
+    /// Under one hold of `settling`: no commit lands between two of the keys.
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let _settled = self.settled();
+        keys.iter()
+            .map(|key| {
+                let value = self.data.get(key).map_err(store_error(NAME))?;
+                Ok(value.map(|value| value.to_vec()))
+            })
+            .collect()
+    }
+
     fn write(&self, batch: &WriteBatch) -> Result<(), BackendError> {
         let effect = resolve_in(self, &batch.ops)?;
         let mut data = Batch::default();

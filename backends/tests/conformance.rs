@@ -455,6 +455,82 @@ pub fn expired_records_are_removed_page_by_page(store: &dyn Backend) {
     );
 }
 
+/// The keys [`reads_beside_commits`] writes.
+fn batched_keys() -> Vec<Vec<u8>> {
+    (0..8).map(|i| format!("many/{i}").into_bytes()).collect()
+}
+
+/// Reads each key of [`batched_keys`] with `read`, again and again, while another thread
+/// commits batches that give all of them one value, another each time: how many reads
+/// there were, and those that found the keys unlike (a commit seen in part).
+fn reads_beside_commits(
+    store: &dyn Backend,
+    read: impl Fn(&[Vec<u8>]) -> Vec<Option<Vec<u8>>>,
+) -> (usize, Vec<Vec<Option<Vec<u8>>>>) {
+    let keys = batched_keys();
+    let commits = if store.name() == "etcd" { 200 } else { 2_000 };
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for n in 0..commits {
+                let value = n.to_string().into_bytes();
+                write(store, keys.iter().map(|key| put(key, &value)).collect());
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+        });
+        let (mut reads, mut torn) = (0, Vec::new());
+        while !done.load(std::sync::atomic::Ordering::Acquire) {
+            let values = read(&keys);
+            reads += 1;
+            if values.iter().any(|value| *value != values[0]) {
+                torn.push(values);
+            }
+        }
+        (reads, torn)
+    })
+}
+
+/// A `get_many` sees the store as one commit left it, never a commit in part (party-core
+/// answers a follower's `get_many` on the connection's own task, beside the commits of
+/// the store thread and of other connections).
+pub fn get_many_sees_no_commit_in_part(store: &dyn Backend) {
+    let (reads, torn) = reads_beside_commits(store, |keys| store.get_many(keys).unwrap());
+    assert!(
+        torn.is_empty(),
+        "{} of {reads} get_many saw a commit in part, the first: {:?}",
+        torn.len(),
+        torn.first()
+    );
+}
+
+/// An iterator of a store whose iterators are snapshots sees a commit whole or not at
+/// all.
+fn an_iterator_sees_no_commit_in_part(store: &dyn Backend) {
+    let range = KeyRange {
+        start: Bound::Included(b"many/".to_vec()),
+        end: Bound::Excluded(b"many0".to_vec()),
+    };
+    let (reads, torn) = reads_beside_commits(store, |keys| {
+        let entries: Vec<Entry> = store
+            .iter(&range, false)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        keys.iter()
+            .map(|key| {
+                let found = entries.iter().find(|entry| entry.key == *key);
+                found.map(|entry| entry.value.clone())
+            })
+            .collect()
+    });
+    assert!(
+        torn.is_empty(),
+        "{} of {reads} scans saw a commit in part, the first: {:?}",
+        torn.len(),
+        torn.first()
+    );
+}
+
 pub fn get_many_answers_each_key_in_order(store: &dyn Backend) {
     write(store, vec![put(b"a", b"1"), put(b"c", b"3")]);
     let asked = vec![
@@ -1042,6 +1118,10 @@ macro_rules! conformance {
                 with_store(super::get_many_answers_each_key_in_order);
             }
             #[test]
+            fn get_many_sees_no_commit_in_part() {
+                with_store(super::get_many_sees_no_commit_in_part);
+            }
+            #[test]
             fn a_clear_of_many_keys_commits_whole() {
                 with_store(super::a_clear_of_many_keys_commits_whole);
             }
@@ -1098,10 +1178,15 @@ macro_rules! conformance {
     };
 }
 
-/// The stores with snapshot iterators (all but sled) also run this.
+/// The stores with snapshot iterators (all but sled) also run these.
 fn snapshot_test(kind: BackendKind) {
-    let dir = tempfile::tempdir().unwrap();
-    an_iterator_reads_the_store_as_it_was_when_opened(&*kind.open(dir.path()).unwrap());
+    for test in [
+        an_iterator_reads_the_store_as_it_was_when_opened,
+        an_iterator_sees_no_commit_in_part,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        test(&*kind.open(dir.path()).unwrap());
+    }
 }
 
 conformance!(memory, |_| Arc::new(MemoryBackend::new()));
@@ -1109,6 +1194,7 @@ conformance!(memory, |_| Arc::new(MemoryBackend::new()));
 #[test]
 fn memory_iterators_are_snapshots() {
     an_iterator_reads_the_store_as_it_was_when_opened(&MemoryBackend::new());
+    an_iterator_sees_no_commit_in_part(&MemoryBackend::new());
 }
 
 #[cfg(feature = "fjall")]
@@ -1393,6 +1479,8 @@ mod etcd {
     fn iterators_are_snapshots() {
         let dir = tempfile::tempdir().unwrap();
         an_iterator_reads_the_store_as_it_was_when_opened(&*open(dir.path()));
+        let dir = tempfile::tempdir().unwrap();
+        an_iterator_sees_no_commit_in_part(&*open(dir.path()));
     }
 
     /// Each member in turn is killed while the store writes, and comes back: no

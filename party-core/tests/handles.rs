@@ -1012,3 +1012,70 @@ async fn a_leader_that_closes_after_a_burst_leaves_nothing_to_replay() {
     assert_eq!(next.get("k95").await.unwrap(), Some(value));
     next.close().await.unwrap();
 }
+
+/// A `get_many` and a scan see each batch whole or not at all, whichever handle writes
+/// and whichever reads (a follower's reads run on its connection's task at the leader,
+/// beside commits made by the store thread and by other connections).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_see_no_batch_in_part_beside_writes_of_other_handles() {
+    const KEYS: [&str; 4] = ["many/0", "many/1", "many/2", "many/3"];
+    let unlike = |values: &[Option<Vec<u8>>]| values.iter().any(|value| *value != values[0]);
+    for (writer_leads, reader_leads) in [(true, false), (false, true), (false, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let leader = open(dir.path(), Options::default()).await.unwrap();
+        assert_eq!(leader.ready().await.unwrap(), Role::Leader);
+        let mut followers = Vec::new();
+        for _ in 0..2 {
+            let follower = open(dir.path(), Options::default()).await.unwrap();
+            assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+            followers.push(follower);
+        }
+        let writer = if writer_leads { &leader } else { &followers[0] }.clone();
+        let reader = if reader_leads { &leader } else { &followers[1] };
+        let writes = tokio::spawn(async move {
+            for n in 0..2_000u32 {
+                let value = n.to_string().into_bytes();
+                let ops = KEYS
+                    .iter()
+                    .map(|key| BatchOp::Put {
+                        key: key.as_bytes().to_vec(),
+                        value: value.clone(),
+                    })
+                    .collect();
+                writer.batch(ops).await.unwrap();
+            }
+        });
+        let (mut reads, mut torn) = (0, Vec::new());
+        while !writes.is_finished() {
+            let many = reader.get_many(&KEYS).await.unwrap();
+            let entries = reader
+                .iter(IterOptions::default())
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let scanned: Vec<Option<Vec<u8>>> = KEYS
+                .iter()
+                .map(|key| {
+                    let found = entries.iter().find(|entry| entry.key == key.as_bytes());
+                    found.map(|entry| entry.value.clone())
+                })
+                .collect();
+            reads += 1;
+            for values in [many, scanned] {
+                if unlike(&values) {
+                    torn.push(values);
+                }
+            }
+        }
+        writes.await.unwrap();
+        assert!(
+            torn.is_empty(),
+            "writer leads {writer_leads}, reader leads {reader_leads}: {} of {reads} reads \
+             saw a batch in part, the first: {:?}",
+            torn.len(),
+            torn.first()
+        );
+    }
+}
