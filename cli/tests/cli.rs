@@ -597,8 +597,9 @@ fn a_failing_chaos_run_keeps_recordings_whose_replay_shows_the_violation() {
         replayed.violations.iter().any(|v| v.starts_with("incr/")
             && v.contains("acknowledged")
             && v.ends_with("committed 0")),
-        "{:?}",
-        &replayed.violations[..replayed.violations.len().min(5)]
+        "{:?}, left unchecked: {:?}",
+        &replayed.violations[..replayed.violations.len().min(5)],
+        replayed.unchecked
     );
 }
 

@@ -49,7 +49,9 @@ impl std::fmt::Display for Landing<'_> {
 
 /// The commits of every stream of `streams` (commit streams), in the order they were asked.
 pub(super) fn store_commits(streams: &[StreamSegments], origin: u64) -> Vec<StoreCommit<'_>> {
-    // The first number each leadership found the store at, and when.
+    // The first number each leadership found the store at, and when (`None`: lost with
+    // the first segments its ring dropped). One that asked no commit and recorded no
+    // number took none, and is passed over.
     let mut first_numbers: BTreeMap<u64, Option<(u64, CommitSeq)>> = BTreeMap::new();
     let mut commits = Vec::new();
     // Each stream's commits left without an answer, with their leadership.
@@ -94,16 +96,24 @@ pub(super) fn store_commits(streams: &[StreamSegments], origin: u64) -> Vec<Stor
             unanswered.push((commits.len(), stream.header.term));
             commits.push(last);
         }
-        // A stream whose ring dropped its first segments lost its first number.
-        if let Some(term) = stream.header.term.filter(|_| !stream.truncated()) {
-            first_numbers.insert(term, first_number);
+        if let Some(term) = stream.header.term {
+            if stream.truncated() {
+                first_numbers.insert(term, None);
+            } else if first_number.is_some() {
+                first_numbers.insert(term, first_number);
+            }
         }
     }
     for (index, term) in unanswered {
         let commit = &mut commits[index];
         let asked = commit.batch.log.as_ref().map(|log| log.seq);
-        // Leaderships are numbered one after another: the next one's first number.
-        let found = term.and_then(|term| first_numbers.get(&(term + 1)).copied().flatten());
+        // The first number of the next leadership that took one. A leadership between
+        // without a commit stream never served (its stream starts as it begins to): one
+        // that did served its own handle, whose recording names it, and the replay then
+        // leaves the history unjudged.
+        let found = term
+            .and_then(|term| first_numbers.range(term + 1..).next())
+            .and_then(|(_, first)| *first);
         commit.landing = match (asked, found) {
             (Some(asked), Some((at, next))) if next > asked => Landing::Landed { found: at },
             (Some(_), Some(_)) => Landing::Lost,
@@ -223,17 +233,24 @@ mod tests {
     }
 
     #[test]
-    fn a_commit_left_unanswered_is_untold_without_the_very_next_leadership() {
+    fn a_leadership_between_that_took_no_number_is_passed_over() {
+        // Leadership 2 took the lock and died before it served.
+        let first = || leadership(1, vec![asked(20, 2)]);
+        let third = leadership(3, vec![found(30, 3)]);
+        assert_eq!(landings(&[first(), third])[0].1, "landed, found at 30");
+        // Leadership 2 served and asked nothing; 3 found the number 1 had taken.
+        let (second, third) = (leadership(2, Vec::new()), leadership(3, vec![found(30, 2)]));
+        assert_eq!(landings(&[first(), second, third])[0].1, "lost");
+    }
+
+    #[test]
+    fn a_commit_left_unanswered_is_untold_without_a_number_after_it() {
         let untold = |streams: &[StreamSegments]| landings(streams)[0].1 == "untold";
         let first = || leadership(1, vec![asked(20, 2)]);
         assert!(untold(&[first()]), "no leadership after it");
         assert!(
-            untold(&[first(), leadership(3, vec![found(30, 3)])]),
-            "the one between unrecorded: it may have taken the number"
-        );
-        assert!(
             untold(&[first(), leadership(2, Vec::new())]),
-            "the next leader recorded no number"
+            "the leadership after it took no number"
         );
         let mut truncated = leadership(2, vec![found(30, 3)]);
         truncated.header.segment = 1;
