@@ -335,8 +335,13 @@ impl FjallBackend {
     }
 
     /// The value under `key` as the store holds it now (a key too long to store has none).
+    ///
+    /// Read at the keyspace's instant, as snapshots are ([`FjallBackend::snapshot`]): a
+    /// read of the latest would see a commit under way, which a snapshot opened after it
+    /// may not yet, and the second read would go back.
     fn stored_value(&self, key: &[u8]) -> Result<Option<fjall::Slice>, BackendError> {
-        stored_value(key, |stored| self.data.get(stored))
+        let instant = self.keyspace.instant();
+        stored_value(key, |stored| self.data.tree.get(stored, Some(instant)))
     }
 
     fn refuse_if_poisoned(&self) -> Result<(), BackendError> {

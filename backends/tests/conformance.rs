@@ -460,46 +460,77 @@ fn batched_keys() -> Vec<Vec<u8>> {
     (0..8).map(|i| format!("many/{i}").into_bytes()).collect()
 }
 
-/// Reads each key of [`batched_keys`] with `read`, again and again, while another thread
-/// commits batches that give all of them one value, another each time: how many reads
-/// there were, and those that found the keys unlike (a commit seen in part).
+/// Reads the keys of [`batched_keys`] with `read`, again and again, while another thread
+/// commits batches that give all of them one value, a higher number each time (as many
+/// as it takes for 20 reads to meet them, or the test would prove nothing): how many reads
+/// there were, and what `read` found wrong.
 fn reads_beside_commits(
     store: &dyn Backend,
-    read: impl Fn(&[Vec<u8>]) -> Vec<Option<Vec<u8>>>,
-) -> (usize, Vec<Vec<Option<Vec<u8>>>>) {
+    read: impl Fn(&[Vec<u8>]) -> Option<String>,
+) -> (usize, Vec<String>) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let keys = batched_keys();
     let commits = if store.name() == "etcd" { 200 } else { 2_000 };
-    let done = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|scope| {
+    let (done, reads) = (AtomicBool::new(false), AtomicUsize::new(0));
+    let wrong = std::thread::scope(|scope| {
         scope.spawn(|| {
-            for n in 0..commits {
+            let mut n = 0;
+            while n < commits || reads.load(Ordering::Acquire) < 20 {
                 let value = n.to_string().into_bytes();
                 write(store, keys.iter().map(|key| put(key, &value)).collect());
+                n += 1;
             }
-            done.store(true, std::sync::atomic::Ordering::Release);
+            done.store(true, Ordering::Release);
         });
-        let (mut reads, mut torn) = (0, Vec::new());
-        while !done.load(std::sync::atomic::Ordering::Acquire) {
-            let values = read(&keys);
-            reads += 1;
-            if values.iter().any(|value| *value != values[0]) {
-                torn.push(values);
-            }
+        let mut wrong = Vec::new();
+        while !done.load(Ordering::Acquire) {
+            wrong.extend(read(&keys));
+            reads.fetch_add(1, Ordering::Release);
         }
-        (reads, torn)
-    })
+        wrong
+    });
+    (reads.into_inner(), wrong)
+}
+
+/// The values read, if they are not all alike (a commit seen in part).
+fn unlike(values: &[Option<Vec<u8>>]) -> Option<String> {
+    let alike = values.iter().all(|value| *value == values[0]);
+    (!alike).then(|| format!("{values:?}"))
+}
+
+/// The number a value of [`reads_beside_commits`] holds (-1: none yet).
+fn number(value: Option<Vec<u8>>) -> i64 {
+    value.map_or(-1, |v| String::from_utf8(v).unwrap().parse().unwrap())
 }
 
 /// A `get_many` sees the store as one commit left it, never a commit in part (party-core
 /// answers a follower's `get_many` on the connection's own task, beside the commits of
 /// the store thread and of other connections).
 pub fn get_many_sees_no_commit_in_part(store: &dyn Backend) {
-    let (reads, torn) = reads_beside_commits(store, |keys| store.get_many(keys).unwrap());
+    let (reads, torn) = reads_beside_commits(store, |keys| unlike(&store.get_many(keys).unwrap()));
     assert!(
         torn.is_empty(),
         "{} of {reads} get_many saw a commit in part, the first: {:?}",
         torn.len(),
         torn.first()
+    );
+}
+
+/// A point read, then a `get_many`, then a point read again, of a key every commit
+/// raises: none finds an older value than the read before it (fjall's point reads read
+/// the latest, a commit under way included, which a snapshot opened after may not see).
+pub fn reads_of_a_key_never_go_back_beside_commits(store: &dyn Backend) {
+    let (reads, back) = reads_beside_commits(store, |keys| {
+        let first = number(store.get(&keys[0]).unwrap());
+        let many = number(store.get_many(keys).unwrap().swap_remove(0));
+        let last = number(store.get(&keys[0]).unwrap());
+        (many < first || last < many).then(|| format!("{first}, {many}, {last}"))
+    });
+    assert!(
+        back.is_empty(),
+        "{} of {reads} reads went back (get, get_many, get): {:?}",
+        back.len(),
+        back.first()
     );
 }
 
@@ -516,12 +547,14 @@ fn an_iterator_sees_no_commit_in_part(store: &dyn Backend) {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        keys.iter()
+        let values: Vec<Option<Vec<u8>>> = keys
+            .iter()
             .map(|key| {
                 let found = entries.iter().find(|entry| entry.key == *key);
                 found.map(|entry| entry.value.clone())
             })
-            .collect()
+            .collect();
+        unlike(&values)
     });
     assert!(
         torn.is_empty(),
@@ -1120,6 +1153,10 @@ macro_rules! conformance {
             #[test]
             fn get_many_sees_no_commit_in_part() {
                 with_store(super::get_many_sees_no_commit_in_part);
+            }
+            #[test]
+            fn reads_of_a_key_never_go_back_beside_commits() {
+                with_store(super::reads_of_a_key_never_go_back_beside_commits);
             }
             #[test]
             fn a_clear_of_many_keys_commits_whole() {

@@ -1070,6 +1070,7 @@ async fn reads_see_no_batch_in_part_beside_writes_of_other_handles() {
             }
         }
         writes.await.unwrap();
+        assert!(reads >= 10, "only {reads} reads met the writes");
         assert!(
             torn.is_empty(),
             "writer leads {writer_leads}, reader leads {reader_leads}: {} of {reads} reads \

@@ -116,7 +116,8 @@ pub(super) fn store_commits(streams: &[StreamSegments], origin: u64) -> Vec<Stor
             .and_then(|(_, first)| *first);
         commit.landing = match (asked, found) {
             (Some(asked), Some((at, next))) if next > asked => Landing::Landed { found: at },
-            (Some(_), Some(_)) => Landing::Lost,
+            (Some(asked), Some((_, next))) if next == asked => Landing::Lost,
+            // No number, or the store's numbers went back: nothing to tell by.
             _ => Landing::Untold,
         };
     }
@@ -251,6 +252,10 @@ mod tests {
         assert!(
             untold(&[first(), leadership(2, Vec::new())]),
             "the leadership after it took no number"
+        );
+        assert!(
+            untold(&[first(), leadership(2, vec![found(30, 1)])]),
+            "the numbers went back"
         );
         let mut truncated = leadership(2, vec![found(30, 3)]);
         truncated.header.segment = 1;
