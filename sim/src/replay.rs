@@ -7,6 +7,8 @@
 //!
 //! Nothing here reads files: the caller hands in each segment file's name and bytes.
 
+mod commits;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::FxHashMap;
@@ -23,9 +25,6 @@ use party_proto::{
 };
 
 use crate::check::{self, Timeline};
-
-mod commits;
-
 use crate::history::{Excuses, Op, OpKind, Outcome};
 use crate::trace::Trace;
 use commits::{store_commits, Landing, StoreCommit};
