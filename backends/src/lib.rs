@@ -46,9 +46,9 @@ pub use error::{BackendError, OpenError, StoreError};
 pub use iter::{Chunks, EntryIter};
 pub use memory::MemoryBackend;
 
-pub use crate::etcd::EtcdConfig;
 #[cfg(feature = "etcd")]
 pub use crate::etcd::{EtcdBackend, LocalCluster};
+pub use crate::etcd::{EtcdConfig, Succession};
 #[cfg(feature = "fjall")]
 pub use crate::fjall::{FjallBackend, MAX_KEY_LEN as FJALL_MAX_KEY_LEN};
 #[cfg(feature = "rocksdb")]
@@ -286,15 +286,22 @@ impl BackendKind {
         }
     }
 
-    /// Connects to the etcd store `config` names.
-    pub fn connect(config: &EtcdConfig) -> Result<Arc<dyn Backend>, OpenError> {
+    /// Connects to the etcd store `config` names: as the next leader of `succession`
+    /// (fencing its predecessors' commits), or as a writer of its own.
+    pub fn connect(
+        config: &EtcdConfig,
+        succession: Option<Succession>,
+    ) -> Result<Arc<dyn Backend>, OpenError> {
         #[cfg(feature = "etcd")]
         {
-            Ok(Arc::new(EtcdBackend::connect(config)?))
+            Ok(Arc::new(match succession {
+                Some(succession) => EtcdBackend::connect_as_leader(config, succession)?,
+                None => EtcdBackend::connect(config)?,
+            }))
         }
         #[cfg(not(feature = "etcd"))]
         {
-            let _ = config;
+            let _ = (config, succession);
             Err(OpenError::NotCompiled { backend: "etcd" })
         }
     }
@@ -348,7 +355,7 @@ mod tests {
                 endpoints: vec!["http://127.0.0.1:9".into()],
                 prefix: b"t/".to_vec(),
             };
-            let connected = BackendKind::connect(&config);
+            let connected = BackendKind::connect(&config, None);
             assert!(matches!(connected, Err(OpenError::NotCompiled { .. })));
         }
     }

@@ -131,7 +131,7 @@ impl ToolStore {
     /// allowed.
     pub(crate) fn open_store(&self, dir: &Path) -> Result<Arc<dyn Backend>, String> {
         let opened = match self.etcd_config(dir) {
-            Some(config) => BackendKind::connect(&config),
+            Some(config) => BackendKind::connect(&config, None),
             None => self.kind.open(&dir.join(self.kind.name())),
         };
         opened.map_err(|e| e.to_string())

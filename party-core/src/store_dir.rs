@@ -8,12 +8,13 @@
 //! its start leaves no store (made afresh by the next), or a whole one; and whichever is
 //! there names the directory's kind, marker or not. (etcd keeps nothing in the directory:
 //! its marker alone names it, with the key prefix of its store, so that a handle
-//! configured for another prefix does not lead from that prefix's store.)
+//! configured for another prefix does not lead from that prefix's store, and the
+//! directory's [`Succession`] of leaders, so that each fences the commits of the one before.)
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use party_backends::{Backend, BackendKind, EtcdConfig, OpenError};
+use party_backends::{Backend, BackendKind, EtcdConfig, OpenError, Succession};
 
 use crate::error::Error;
 use crate::paths::{beside, create_private_dir, sync_parent, write_atomically};
@@ -48,6 +49,8 @@ pub(crate) fn open(
             });
         }
     }
+    let recorded_succession = recorded.as_ref().and_then(|m| m.etcd_succession);
+    let mut etcd_succession = None;
     let store = if wanted.is_local() {
         let path = store_path(dir, wanted);
         if !path.is_dir() {
@@ -58,13 +61,19 @@ pub(crate) fn open(
         let config = etcd.ok_or(OpenError::NotConfigured {
             backend: wanted.name(),
         })?;
-        BackendKind::connect(config)?
+        let succession = recorded_succession.unwrap_or_else(Succession::random);
+        etcd_succession = Some(succession);
+        BackendKind::connect(config, Some(succession))?
     };
     let etcd_prefix = etcd.filter(|_| !wanted.is_local()).map(|c| &c.prefix);
-    if recorded.is_none() || (recorded_prefix.is_none() && etcd_prefix.is_some()) {
+    if recorded.is_none() || (recorded_succession.is_none() && etcd_succession.is_some()) {
         let mut contents = format!("{FORMAT}\nkind {}\n", wanted.name());
-        if let Some(prefix) = etcd_prefix {
+        if let (Some(prefix), Some(succession)) = (etcd_prefix, etcd_succession) {
             contents.push_str(&format!("etcd-prefix {}\n", hex(prefix)));
+            contents.push_str(&format!(
+                "etcd-succession {}\n",
+                hex(&succession.0.to_be_bytes())
+            ));
         }
         write_atomically(&marker, contents.as_bytes(), true)
             .map_err(|e| io("cannot write the store marker", &marker, e))?;
@@ -94,11 +103,12 @@ fn create(kind: BackendKind, path: &Path) -> Result<(), Error> {
         .map_err(|e| io("cannot put the new store in place", path, e))
 }
 
-/// What the marker says: the kind, and for etcd the key prefix (markers written before
-/// the prefix was recorded have none).
+/// What the marker says: the kind, and for etcd the key prefix and the succession
+/// (markers written before they were recorded have none).
 struct Marker {
     kind: BackendKind,
     etcd_prefix: Option<Vec<u8>>,
+    etcd_succession: Option<Succession>,
 }
 
 fn read_marker(path: &Path) -> Result<Option<Marker>, Error> {
@@ -131,7 +141,18 @@ fn parse(text: &str) -> Option<Marker> {
         None => None,
         Some(line) => Some(unhex(line.strip_prefix("etcd-prefix ")?)?),
     };
-    Some(Marker { kind, etcd_prefix })
+    let etcd_succession = match lines.next() {
+        None => None,
+        Some(line) => {
+            let bytes = unhex(line.strip_prefix("etcd-succession ")?)?;
+            Some(Succession(u64::from_be_bytes(bytes.try_into().ok()?)))
+        }
+    };
+    Some(Marker {
+        kind,
+        etcd_prefix,
+        etcd_succession,
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -224,6 +245,23 @@ mod tests {
         );
         assert_eq!(unhex(&hex(b"\x00\xffa/")), Some(b"\x00\xffa/".to_vec()));
         assert_eq!(unhex("abc"), None);
+    }
+
+    /// The succession of leaders a directory on etcd records reads back; a marker from
+    /// before successions were recorded still reads, and a garbled succession is refused.
+    #[test]
+    fn a_directory_on_etcd_records_its_succession() {
+        let on_etcd = format!("{FORMAT}\nkind etcd\netcd-prefix {}\n", hex(b"app/"));
+        let with = |succession: &str| format!("{on_etcd}etcd-succession {succession}\n");
+        let marker = parse(&with("0102030405060708")).unwrap();
+        assert_eq!(marker.etcd_prefix.as_deref(), Some(&b"app/"[..]));
+        assert_eq!(
+            marker.etcd_succession,
+            Some(Succession(0x0102_0304_0506_0708))
+        );
+        assert_eq!(parse(&on_etcd).unwrap().etcd_succession, None);
+        assert!(parse(&with("0102")).is_none());
+        assert!(parse(&with("zz02030405060708")).is_none());
     }
 
     /// What a first leader killed while creating its store left aside is thrown away, and

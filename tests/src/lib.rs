@@ -1,6 +1,8 @@
 //! Helpers for party's real-process tests: a [`Node`] is a `party-node` child process with
 //! one handle, driven line by line.
 
+mod holding_proxy;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -8,6 +10,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+pub use holding_proxy::HoldingProxy;
 
 /// The keys `party-node fill-edge N` writes: keys at the byte edges (empty, 0x00, 0xff,
 /// prefixes of one another) and N 4-byte big-endian numbers, in no particular order.

@@ -5,7 +5,7 @@
 #![cfg(feature = "etcd")]
 
 use party_core::LocalCluster;
-use party_tests::Node;
+use party_tests::{HoldingProxy, Node};
 
 const NODE: &str = env!("CARGO_BIN_EXE_party-node");
 
@@ -130,6 +130,63 @@ fn two_hosts_on_one_etcd_prefix_increment_exactly_once_through_leader_kills() {
         scan.starts_with(&format!("ok {} ", 2 * each + 1)),
         "one key per increment, and the counter"
     );
+}
+
+/// A leader killed with a commit still on the network (held by a proxy between it and
+/// etcd): its follower takes over, commits the re-sent write itself and writes the key
+/// again; the dead leader's commit reaches etcd only then, and must apply nothing (the
+/// new leader moved the directory's commit marker as it connected), or the key would go
+/// back to a value overwritten since, and the write would be applied twice.
+#[test]
+fn a_dead_leaders_commit_reaching_etcd_after_the_takeover_applies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    late_commit_of_a_dead_leader(dir.path());
+}
+
+/// The same in a directory an earlier party marked as on etcd, before directories
+/// recorded their succession of leaders: its next leader records one.
+#[test]
+fn a_dead_leaders_late_commit_applies_nothing_in_a_directory_from_before_successions() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix: String = b"shared/".iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(
+        dir.path().join("party.store"),
+        format!("party-store 1\nkind etcd\netcd-prefix {prefix}\n"),
+    )
+    .unwrap();
+    late_commit_of_a_dead_leader(dir.path());
+}
+
+fn late_commit_of_a_dead_leader(dir: &std::path::Path) {
+    let cluster = LocalCluster::start(1).unwrap();
+    let proxy = HoldingProxy::start(&cluster.endpoints()[0]);
+    let through_proxy = [
+        "--etcd-endpoints",
+        &proxy.endpoint(),
+        "--etcd-prefix",
+        "shared/",
+    ];
+    let mut leader = Node::spawn(NODE, dir, &through_proxy);
+    assert_eq!(leader.send("ready"), "ok leader");
+    let mut follower = node(&cluster, dir);
+    assert_eq!(follower.send("ready"), "ok follower");
+    assert_eq!(follower.send("put k before"), "ok");
+
+    proxy.hold();
+    follower.submit("put k held-write");
+    let timeout = std::time::Duration::from_secs(30);
+    proxy.wait_held(b"held-write", timeout);
+    leader.kill();
+    assert_eq!(
+        follower.answer(),
+        "ok",
+        "the write, re-sent to the new leader"
+    );
+    assert_eq!(follower.send("ready"), "ok leader");
+    assert_eq!(follower.send("put k after"), "ok");
+
+    proxy.release(timeout);
+    assert_eq!(follower.send("get k"), "ok after");
 }
 
 /// A single write larger than one etcd transaction, in operations or in bytes, fails whole

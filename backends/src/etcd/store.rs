@@ -1,6 +1,5 @@
 //! The etcd store itself: requests, transactions, paged iterators.
 
-use std::hash::{BuildHasher, Hasher};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,9 +17,18 @@ use crate::error::{BackendError, OpenError};
 use crate::iter::EntryIter;
 use crate::{changes, records, Backend};
 
-use super::EtcdConfig;
+use super::{unique_id, EtcdConfig, Succession};
 
 const NAME: &str = "etcd";
+
+/// Why a commit is refused when its marker moved under it: another store instance commits
+/// under the same marker, a leader of another data directory with the same succession.
+const MARKER_MOVED: &str = "the store's commit marker moved: another writer commits under it (a \
+                            data directory copied with its party.store?)";
+/// The same, seen again each time the marker is read and moved.
+const MARKER_KEEPS_MOVING: &str = "the store's commit marker keeps moving: another writer \
+                                   commits under it (a data directory copied with its \
+                                   party.store?)";
 
 /// Entries the first page of an iterator asks etcd for; each page after it asks for as
 /// many as fit in [`PAGE_BYTES`] at the sizes the page before it read, at most four times
@@ -64,10 +72,12 @@ pub struct EtcdBackend {
     /// compare: two hosts without the feed do not contend on the log, and nobody subscribes
     /// to them (the hosts of one prefix must agree on the feed).
     changes: Vec<u8>,
-    /// `P c <instance>`: this instance's commit marker. Each commit compares it with the
+    /// `P c <writer>`: the commit marker of this store's writer, a data directory's
+    /// [`Succession`] of leaders or this instance alone. Each commit compares it with the
     /// token of the last one and sets it to a token never used before, so that a commit tried
-    /// again (etcd's leader died with it) applies at most once, and one whose reply was lost
-    /// is known to have landed exactly when the marker holds its token.
+    /// again (etcd's leader died with it) applies at most once, one whose reply was lost is
+    /// known to have landed exactly when the marker holds its token, and a commit of a
+    /// leader before this one never lands after this one moved the marker.
     marker_key: Vec<u8>,
     marker: Mutex<Marker>,
     /// The revision the leader's writer last read its transactions' reads at
@@ -77,20 +87,24 @@ pub struct EtcdBackend {
 }
 
 /// What this instance knows of its commit marker.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Marker {
-    /// The marker's value (`None`: never set), or `Err(())` after a commit whose outcome
-    /// could not be settled: read again before the next commit.
+    /// The marker's value (`None`: never set), or `Err(())` when not known: after a
+    /// commit whose outcome could not be settled, and before a leader's first commit
+    /// (its predecessor's may still land). Read and moved before the next commit.
     last: Result<Option<Vec<u8>>, ()>,
+    /// Unique to this instance, first in each of its tokens: leaders of one succession
+    /// share the marker, and a token of one must never be mistaken for another's.
+    instance: u64,
     /// Tokens used so far (commits and fences).
     tried: u64,
 }
 
 impl Marker {
-    /// A token this instance never used.
+    /// A token no instance ever used.
     fn next_token(&mut self) -> Vec<u8> {
         self.tried += 1;
-        self.tried.to_be_bytes().to_vec()
+        [self.instance.to_be_bytes(), self.tried.to_be_bytes()].concat()
     }
 }
 
@@ -147,10 +161,42 @@ fn store_error(error: etcd_client::Error) -> BackendError {
 }
 
 impl EtcdBackend {
-    /// Connects to the cluster; fails if no member answers. Blocks, like every call of the
-    /// store: call it where blocking is allowed (a thread of its own, `spawn_blocking`),
-    /// never on an async task.
+    /// Connects to the cluster as a writer of its own (a commit marker no other store
+    /// instance uses); fails if no member answers. Blocks, like every call of the store:
+    /// call it where blocking is allowed (a thread of its own, `spawn_blocking`), never on
+    /// an async task.
     pub fn connect(config: &EtcdConfig) -> Result<Self, OpenError> {
+        let instance = unique_id();
+        Self::connect_with_marker(config, instance, Ok(None), instance)
+    }
+
+    /// Connects to the cluster as the next leader of `succession`, and moves its commit
+    /// marker before returning: a commit an earlier leader of it left on the network has
+    /// landed by then or never will. Only one store of a succession may be open at once
+    /// (the data directory's lock sees to it); blocks, as [`EtcdBackend::connect`].
+    pub fn connect_as_leader(
+        config: &EtcdConfig,
+        succession: Succession,
+    ) -> Result<Self, OpenError> {
+        let store = Self::connect_with_marker(config, succession.0, Err(()), unique_id())?;
+        store
+            .settle(&mut store.marker.lock().unwrap_or_else(|e| e.into_inner()))
+            .map_err(|error| OpenError::Store {
+                backend: NAME,
+                path: config.endpoints.join(",").into(),
+                source: Box::new(error),
+            })?;
+        Ok(store)
+    }
+
+    /// Connects with the marker `P c <writer>`, whose value is `last` as far as this
+    /// instance knows.
+    fn connect_with_marker(
+        config: &EtcdConfig,
+        writer: u64,
+        last: Result<Option<Vec<u8>>, ()>,
+        instance: u64,
+    ) -> Result<Self, OpenError> {
         let open_error = |source: Box<dyn std::error::Error + Send + Sync>| OpenError::Store {
             backend: NAME,
             path: config.endpoints.join(",").into(),
@@ -176,29 +222,26 @@ impl EtcdBackend {
                 )
             })
             .map_err(|e| open_error(Box::new(e)))?;
-        // Unique to this instance: a seed the OS chose for std's hasher.
-        let instance = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
         Ok(EtcdBackend {
             client,
             runtime: Arc::new(ClientRuntime(Some(runtime))),
             data: [config.prefix.as_slice(), b"d"].concat(),
             records: [config.prefix.as_slice(), b"r"].concat(),
             changes: [config.prefix.as_slice(), b"l"].concat(),
-            marker_key: [config.prefix.as_slice(), b"c", &instance.to_be_bytes()].concat(),
+            marker_key: [config.prefix.as_slice(), b"c", &writer.to_be_bytes()].concat(),
             marker: Mutex::new(Marker {
-                last: Ok(None),
+                last,
+                instance,
                 tried: 0,
             }),
             checks_read_at: Mutex::new(None),
         })
     }
 
-    /// The marker's value, settled: after a commit whose outcome is unknown, the marker is
-    /// moved to a fresh token (if it still holds what was just read), so that the commit,
-    /// had it not landed yet, never will: what the store holds is then final, and the
-    /// records read next tell the truth about it.
+    /// The marker's value, settled: when it is not known (after a commit whose outcome is
+    /// unknown, or a predecessor's), the marker is moved to a fresh token (if it still holds
+    /// what was just read), so that such a commit, had it not landed yet, never will: what
+    /// the store holds is then final, and the records read next tell the truth about it.
     fn settle(&self, marker: &mut Marker) -> Result<Option<Vec<u8>>, BackendError> {
         if let Ok(last) = &marker.last {
             return Ok(last.clone());
@@ -210,13 +253,12 @@ impl EtcdBackend {
                 marker.last = Ok(Some(fence.clone()));
                 return Ok(Some(fence));
             }
-            // Moved between the read and the fence: the unsettled commit landed just now.
+            // Moved between the read and the fence: the unsettled commit (this instance's or
+            // a predecessor's) landed just now.
         }
         Err(BackendError::Store {
             backend: NAME,
-            source: "the store's commit marker keeps moving: another process commits as \
-                     this store instance"
-                .into(),
+            source: MARKER_KEEPS_MOVING.into(),
         })
     }
 
@@ -273,7 +315,7 @@ impl EtcdBackend {
             .log
             .as_ref()
             .map_or(0, |append| self.changes.len() + 24 + append.entry.len());
-        writes + records + log + 2 * (self.marker_key.len() + 16)
+        writes + records + log + 2 * (self.marker_key.len() + 24)
     }
 
     fn change_key(&self, seq: CommitSeq) -> Vec<u8> {
@@ -458,9 +500,7 @@ impl EtcdBackend {
                 Ok(now) if now.as_deref() == Some(token) => Fence::Landed,
                 Ok(_) => Fence::Unknown(BackendError::Store {
                     backend: NAME,
-                    source: "the store's commit marker moved: another process commits as this \
-                             store instance"
-                        .into(),
+                    source: MARKER_MOVED.into(),
                 }),
                 Err(error) => Fence::Unknown(error),
             },
@@ -554,7 +594,7 @@ impl EtcdBackend {
 
 /// Whether `error` says the request may not have reached a quorum (a member down, a
 /// connection broken, etcd's leader lost with the request): then it is tried again. Safe
-/// for reads, and for writes because each compares the instance's commit count first.
+/// for reads, and for writes because each compares the writer's commit marker first.
 fn retryable(error: &etcd_client::Error) -> bool {
     match error {
         etcd_client::Error::GRpcStatus(status) => {
@@ -718,9 +758,7 @@ impl Backend for EtcdBackend {
                     marker.last = Ok(now);
                     return Err(BackendError::Store {
                         backend: NAME,
-                        source: "the store's commit marker moved: another process commits as \
-                                 this store instance"
-                            .into(),
+                        source: MARKER_MOVED.into(),
                     });
                 }
                 Err(error) => Settled::Unknown(error),
@@ -1038,12 +1076,8 @@ mod tests {
 
     /// Sets the commit marker behind the store's back, as a try whose reply was lost (or
     /// another process) would, along with `also`.
-    fn move_marker(store: &EtcdBackend, token: u64, also: Option<&[u8]>) {
-        let mut ops = vec![TxnOp::put(
-            store.marker_key.clone(),
-            token.to_be_bytes(),
-            None,
-        )];
+    fn move_marker(store: &EtcdBackend, token: &[u8], also: Option<&[u8]>) {
+        let mut ops = vec![TxnOp::put(store.marker_key.clone(), token, None)];
         ops.extend(also.map(|key| TxnOp::put(store.data_key(key), "v", None)));
         store
             .block_on(|| {
@@ -1269,19 +1303,67 @@ mod tests {
         assert_eq!(keys, (0..255).collect::<Vec<u8>>());
     }
 
+    /// A leader of a directory killed with its next commit on the network: the commit
+    /// compares the marker with what that leader set last, and reaches etcd (twice, as a
+    /// try sent again would) once the next leader connected, and again once that one
+    /// committed too. It applies nothing: the successor moved the marker as it connected,
+    /// and its tokens are never its predecessor's. What the predecessor committed before is
+    /// there.
+    #[test]
+    fn a_commit_of_a_dead_leader_never_lands_after_its_successor_connected() {
+        let cluster = LocalCluster::start(1).unwrap();
+        let config = EtcdConfig {
+            endpoints: cluster.endpoints(),
+            prefix: b"directory/".to_vec(),
+        };
+        let succession = Succession::random();
+        let dead = EtcdBackend::connect_as_leader(&config, succession).unwrap();
+        dead.write(&put(b"before")).unwrap();
+        let on_the_network = {
+            let mut marker = dead.marker.lock().unwrap();
+            let last = marker.last.clone().unwrap();
+            let token = marker.next_token();
+            Txn::new().when([dead.marker_unchanged(&last)]).and_then([
+                TxnOp::put(dead.marker_key.clone(), token, None),
+                TxnOp::put(dead.data_key(b"late"), "v", None),
+            ])
+        };
+        let successor = EtcdBackend::connect_as_leader(&config, succession).unwrap();
+        let lands = || {
+            successor
+                .block_on(|| {
+                    let mut client = successor.client.clone();
+                    let txn = on_the_network.clone();
+                    async move { client.txn(txn).await }
+                })
+                .unwrap()
+                .succeeded()
+        };
+        assert!(!lands(), "landed after the successor connected");
+        successor.write(&put(b"after")).unwrap();
+        assert!(!lands(), "landed after the successor's first commit");
+        assert_eq!(successor.get(b"late").unwrap(), None);
+        assert_eq!(successor.get(b"before").unwrap(), Some(b"v".to_vec()));
+        // A writer of its own commits beside them, under a marker of its own.
+        let alone = EtcdBackend::connect(&config).unwrap();
+        alone.write(&put(b"alone")).unwrap();
+        successor.write(&put(b"next")).unwrap();
+    }
+
     #[test]
     fn a_commit_tried_again_applies_once_and_a_foreign_marker_refuses() {
         let (_cluster, store) = store_on_one_member(b"marker/");
         store.write(&put(b"a")).unwrap();
         // The next commit's first try landed, its reply lost: trying it again is
         // recognised by the marker, and applies nothing more.
-        move_marker(&store, 2, Some(b"b"));
+        let next_token = store.marker.lock().unwrap().clone().next_token();
+        move_marker(&store, &next_token, Some(b"b"));
         let landed = mod_revision(&store, b"b");
         store.write(&put(b"b")).unwrap();
         assert_eq!(mod_revision(&store, b"b"), landed, "applied once");
         // Someone else moves the marker: the commit is refused whole, and the store then
         // goes on from the marker it reads.
-        move_marker(&store, 99, None);
+        move_marker(&store, b"another writer", None);
         assert!(store.write(&put(b"c")).is_err());
         assert_eq!(store.get(b"c").unwrap(), None);
         store.write(&put(b"d")).unwrap();
