@@ -27,14 +27,38 @@ pub use world::RunResult;
 pub struct Injection {
     /// Bugs inside the proto machines.
     pub bugs: Bugs,
+    /// A store over the network lets a dead leader's commit land after the next leader
+    /// opened it (etcd without the directory's commit marker moved at takeover).
+    pub unfenced_late_commits: bool,
 }
 
+/// The name of [`Injection::unfenced_late_commits`].
+const UNFENCED_LATE_COMMITS: &str = "unfenced-late-commits";
+
 impl Injection {
-    /// The bug classes by name, as `party-sim --inject NAME` takes them.
-    pub const NAMES: [&'static str; 17] = Bugs::NAMES;
+    /// The bug classes by name, as `party-sim --inject NAME` takes them: the proto
+    /// machines' and the store's.
+    pub const NAMES: [&'static str; Bugs::NAMES.len() + 1] = {
+        let mut names = [UNFENCED_LATE_COMMITS; Bugs::NAMES.len() + 1];
+        let mut at = 0;
+        while at < Bugs::NAMES.len() {
+            names[at] = Bugs::NAMES[at];
+            at += 1;
+        }
+        names
+    };
 
     pub fn named(name: &str) -> Option<Injection> {
-        Bugs::named(name).map(|bugs| Injection { bugs })
+        if name == UNFENCED_LATE_COMMITS {
+            return Some(Injection {
+                unfenced_late_commits: true,
+                ..Injection::default()
+            });
+        }
+        Bugs::named(name).map(|bugs| Injection {
+            bugs,
+            ..Injection::default()
+        })
     }
 }
 

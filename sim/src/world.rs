@@ -136,6 +136,13 @@ enum Event {
         incarnation: u32,
         term: u64,
     },
+    /// A commit of a leader that died with it on its way reaches the store, which had
+    /// been opened `openings` times when it was sent.
+    LateCommit {
+        process: ProcessId,
+        batch: WriteBatch,
+        openings: u64,
+    },
 }
 
 /// How long a closing leader serves its followers' last requests, in virtual
@@ -352,6 +359,8 @@ pub struct World {
     term: u64,
     /// The kind of store the directory holds, once a leader has opened one.
     store_kind: Option<&'static str>,
+    /// How many times leaders opened the store.
+    store_openings: u64,
     /// Every group the store committed, by number: what subscribers are checked against.
     feed: BTreeMap<u64, Vec<Change>>,
     watchers: Vec<feed::Watcher>,
@@ -419,6 +428,7 @@ impl World {
             next_client: u128::from(seed) << 32,
             term: 0,
             store_kind: None,
+            store_openings: 0,
             feed: BTreeMap::new(),
             watchers: Vec::new(),
         };
@@ -486,7 +496,7 @@ impl World {
                     c.client
                 }
             }
-            Event::Fault => return None,
+            Event::Fault | Event::LateCommit { .. } => return None,
         };
         // Killed while stopped, it stays stopped until then too: what was sent to it
         // before keeps its order with what comes after, and it starts again only then.
@@ -790,6 +800,11 @@ impl World {
                 }
             }
             Event::Fault => self.fault(),
+            Event::LateCommit {
+                process,
+                batch,
+                openings,
+            } => self.late_commit(process, &batch, openings),
             Event::Transaction {
                 process,
                 incarnation,

@@ -231,9 +231,26 @@ impl World {
         if self.faults_on && self.chance(2) {
             self.trace
                 .line(self.now, format_args!("p{process} crashes before a commit"));
+            if self.faults.store && self.chance(50) {
+                self.send_late(process, batch);
+            }
             self.crash(process);
             return CommitResult::Failed(ErrorCode::Closed);
         }
+        self.land(process, batch);
+        if self.faults_on && self.chance(2) {
+            self.trace
+                .line(self.now, format_args!("p{process} crashes after a commit"));
+            self.crash(process);
+        }
+        if unsettled {
+            return CommitResult::Unsettled("injected, landed".into());
+        }
+        CommitResult::Committed
+    }
+
+    /// `batch` of `process` lands in the store.
+    fn land(&mut self, process: ProcessId, batch: &WriteBatch) {
         self.check_transactions(process, batch);
         let effect = crate::check::effect_of(&self.store, &batch.ops);
         self.record_commit(process, batch);
@@ -254,15 +271,43 @@ impl World {
                 }
             }
         }
-        if self.faults_on && self.chance(2) {
-            self.trace
-                .line(self.now, format_args!("p{process} crashes after a commit"));
-            self.crash(process);
+    }
+
+    /// `process` dies with `batch` on its way to a store over the network: the store gets
+    /// it a little later, maybe after the next leader opened the store.
+    fn send_late(&mut self, process: ProcessId, batch: &WriteBatch) {
+        self.trace.line(
+            self.now,
+            format_args!("p{process}'s commit is on its way to the store"),
+        );
+        let delay = self.rand(0, 10_000);
+        let openings = self.store_openings;
+        self.schedule(
+            delay,
+            Event::LateCommit {
+                process,
+                batch: batch.clone(),
+                openings,
+            },
+        );
+        self.last_fault = self.last_fault.max(self.now + delay);
+    }
+
+    /// A dead leader's commit reaches the store. Once a later leader opened the store it
+    /// must not land (etcd: that leader moved the directory's commit marker, which the
+    /// commit compares), or that leader may have applied a re-sent write of it already, and
+    /// later writes over it: the late one would apply it again, over them.
+    pub(super) fn late_commit(&mut self, process: ProcessId, batch: &WriteBatch, openings: u64) {
+        if self.store_openings > openings && !self.injection.unfenced_late_commits {
+            self.trace.line(
+                self.now,
+                format_args!("p{process}'s late commit refused: a later leader opened the store"),
+            );
+            return;
         }
-        if unsettled {
-            return CommitResult::Unsettled("injected, landed".into());
-        }
-        CommitResult::Committed
+        self.trace
+            .line(self.now, format_args!("p{process}'s late commit lands"));
+        self.land(process, batch);
     }
 
     /// The store thread of leader `process` dies: it takes no more jobs and answers none,

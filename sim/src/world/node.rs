@@ -362,6 +362,7 @@ impl World {
             }
             ElectionOutput::OpenStore => {
                 self.store_kind.get_or_insert(self.processes[process].store);
+                self.store_openings += 1;
                 Some(ElectionInput::StoreOpened)
             }
             ElectionOutput::Bind if self.faults.store && self.faults_on && self.chance(2) => {
