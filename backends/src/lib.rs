@@ -62,6 +62,13 @@ pub use crate::sled::SledBackend;
 /// against the death of the process (not necessarily against power loss) when it returns,
 /// and seen by no read before it is so durable (a read that saw it sooner could answer with
 /// a write that the leader's `kill -9` then loses: a value read, then gone).
+///
+/// A store opened by a new leader holds, from then on, every commit an earlier leader
+/// will ever make: none lands later. The embedded stores have it from their lock (a dead
+/// process writes nothing more); a store over the network must fence what a dead leader
+/// left on its way (etcd's `connect_as_leader` moves the directory's commit
+/// marker). Otherwise a leader that applied a re-sent write could see the first try land
+/// after it, over what was written since.
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// The store's name, for errors and status displays.
     fn name(&self) -> &'static str;
