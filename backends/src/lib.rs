@@ -106,17 +106,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// holds every number from its oldest entry to its newest (commits append the next
     /// number; trims delete the oldest entries, a page at a time, each page in one batch
     /// or oldest first), which lets a store find its oldest entry by point reads
-    /// ([`changes::ends_by_point_reads`]).
+    /// ([`changes::ends_by_point_reads`]). Read after a commit whose outcome the store could
+    /// not tell, they are final: that commit has landed by then or never will (etcd moves
+    /// its commit marker first), so the writer never numbers a commit with a number taken.
     fn change_log_ends(&self) -> Result<Option<LogEnds>, BackendError> {
-        let first = self.change_entries(CommitSeq(0), false, 1)?;
-        let last = self.change_entries(CommitSeq(u64::MAX), true, 1)?;
-        match (first.first(), last.first()) {
-            (Some((first, oldest)), Some((last, newest))) => Ok(Some(LogEnds {
-                first: changes::span(*first, oldest)?,
-                last: changes::span(*last, newest)?,
-            })),
-            _ => Ok(None),
-        }
+        changes::ends_by_two_reads(self)
     }
 
     /// The entries in `range`, in key order or reversed. Where the store has snapshots the

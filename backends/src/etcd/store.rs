@@ -8,6 +8,7 @@ use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, GetOptions, KvClient, SortOrder, SortTarget, Txn,
     TxnOp,
 };
+use party_proto::feed::LogEnds;
 use party_proto::txn::{CheckRead, CheckValue};
 use party_proto::wire::{BatchOp, Entry, ReadCheck, WriteOp};
 use party_proto::{ClientId, CommitSeq, DedupRecord, KeyRange};
@@ -869,6 +870,14 @@ impl Backend for EtcdBackend {
             .collect()
     }
 
+    /// After a commit whose outcome is unknown, the marker is settled first: the commit
+    /// lands before the ends are read or never, so the number they give the next commit
+    /// is not one it took meanwhile.
+    fn change_log_ends(&self) -> Result<Option<LogEnds>, BackendError> {
+        self.settle(&mut self.marker.lock().unwrap_or_else(|e| e.into_inner()))?;
+        changes::ends_by_two_reads(self)
+    }
+
     fn remove_changes(&self, seqs: &[CommitSeq]) -> Result<(), BackendError> {
         for chunk in seqs.chunks(MAX_TXN_OPS) {
             let deletes: Vec<TxnOp> = chunk
@@ -1348,6 +1357,46 @@ mod tests {
         let alone = EtcdBackend::connect(&config).unwrap();
         alone.write(&put(b"alone")).unwrap();
         successor.write(&put(b"next")).unwrap();
+    }
+
+    /// A commit whose outcome is unknown (its answer lost, the marker not moved since):
+    /// once the writer has read the log's ends, to number its next commit, the commit
+    /// cannot land any more, so the number it took is not taken twice.
+    #[test]
+    fn a_commit_of_unknown_outcome_never_lands_after_the_logs_ends_are_read() {
+        let (_cluster, store) = store_on_one_member(b"unsettled/");
+        let logged = |seq: u64| WriteBatch {
+            log: Some(party_proto::LogAppend {
+                seq: CommitSeq(seq),
+                entry: party_proto::feed::encode_entry(0, &put(b"k").ops),
+            }),
+            ..put(b"k")
+        };
+        store.write(&logged(1)).unwrap();
+        let on_the_network = {
+            let mut marker = store.marker.lock().unwrap();
+            let last = marker.last.clone().unwrap();
+            let token = marker.next_token();
+            marker.last = Err(());
+            Txn::new().when([store.marker_unchanged(&last)]).and_then([
+                TxnOp::put(store.marker_key.clone(), token, None),
+                TxnOp::put(store.change_key(CommitSeq(2)), "late", None),
+            ])
+        };
+        let ends = store.change_log_ends().unwrap().unwrap();
+        assert_eq!(ends.last.seq, CommitSeq(1));
+        let landed = store
+            .block_on(|| {
+                let mut client = store.client.clone();
+                let txn = on_the_network.clone();
+                async move { client.txn(txn).await }
+            })
+            .unwrap()
+            .succeeded();
+        assert!(!landed, "landed after the log's ends were read");
+        store.write(&logged(2)).unwrap();
+        let ends = store.change_log_ends().unwrap().unwrap();
+        assert_eq!(ends.last.seq, CommitSeq(2));
     }
 
     #[test]
