@@ -4,7 +4,9 @@
 //! after it: a leader killed in between leaves a commit that may have landed or not. The
 //! next leadership tells which: its leader numbers commits on from the last that landed
 //! (it reads the number as it starts, [`Record::StoreNext`], and each commit it asks
-//! carries its own).
+//! carries its own). A commit the store answered with an unknown outcome is told the same
+//! way by its own leader, which reads the number again at once (the store settles the
+//! commit first: it has landed by then or never will).
 
 use std::collections::BTreeMap;
 
@@ -28,9 +30,10 @@ pub(super) enum Landing<'a> {
         answered: u64,
         result: &'a CommitResult,
     },
-    /// Its leader died before the answer; the next leader found it landed, at `found`.
+    /// Its leader died before the answer, or the store answered that it could not tell;
+    /// the leader that next read the store's number found it landed, at `found`.
     Landed { found: u64 },
-    /// Its leader died before the answer; the next leader found it had not landed.
+    /// As [`Landing::Landed`], but found not landed.
     Lost,
     /// Its leader died before the answer, and no recorded leadership after it tells.
     Untold,
@@ -40,8 +43,8 @@ impl std::fmt::Display for Landing<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Landing::Answered { result, .. } => write!(f, "{result:?}"),
-            Landing::Landed { .. } => f.write_str("its leader died unanswered; it landed"),
-            Landing::Lost => f.write_str("its leader died unanswered; it did not land"),
+            Landing::Landed { .. } => f.write_str("no answer told; it landed"),
+            Landing::Lost => f.write_str("no answer told; it did not land"),
             Landing::Untold => f.write_str("its leader died unanswered; landed or not, untold"),
         }
     }
@@ -53,19 +56,30 @@ pub(super) fn store_commits(streams: &[StreamSegments], origin: u64) -> Vec<Stor
     // the first segments its ring dropped). One that asked no commit and recorded no
     // number took none, and is passed over.
     let mut first_numbers: BTreeMap<u64, Option<(u64, CommitSeq)>> = BTreeMap::new();
-    let mut commits = Vec::new();
+    let mut commits: Vec<StoreCommit> = Vec::new();
     // Each stream's commits left without an answer, with their leadership.
     let mut unanswered = Vec::new();
     for stream in streams {
         let mut first_number = None;
         let mut asked: Option<StoreCommit> = None;
+        // The last commit answered with an unknown outcome, until the number is read again.
+        let mut unsure: Option<usize> = None;
         for record in stream.segments.iter().flat_map(|s| &s.records) {
             match record {
                 Record::StoreNext { at, next } => {
-                    first_number.get_or_insert((stream.time(*at, origin), *next));
+                    let at = stream.time(*at, origin);
+                    first_number.get_or_insert((at, *next));
+                    if let Some(index) = unsure.take() {
+                        let commit = &mut commits[index];
+                        let asked = commit.batch.log.as_ref().map(|log| log.seq);
+                        if let Some(landing) = told_by(asked, Some((at, *next))) {
+                            commit.landing = landing;
+                        }
+                    }
                 }
                 Record::Committing { issued, batch } => {
                     let issued = stream.time(*issued, origin);
+                    unsure = None;
                     if let Some(log) = &batch.log {
                         first_number.get_or_insert((issued, log.seq));
                     }
@@ -86,6 +100,9 @@ pub(super) fn store_commits(streams: &[StreamSegments], origin: u64) -> Vec<Stor
                             answered: stream.time(*answered, origin),
                             result,
                         };
+                        if matches!(result.as_ref(), CommitResult::Unsettled(_)) {
+                            unsure = Some(commits.len());
+                        }
                         commits.push(commit);
                     }
                 }
@@ -114,15 +131,20 @@ pub(super) fn store_commits(streams: &[StreamSegments], origin: u64) -> Vec<Stor
         let found = term
             .and_then(|term| first_numbers.range(term + 1..).next())
             .and_then(|(_, first)| *first);
-        commit.landing = match (asked, found) {
-            (Some(asked), Some((at, next))) if next > asked => Landing::Landed { found: at },
-            (Some(asked), Some((_, next))) if next == asked => Landing::Lost,
-            // No number, or the store's numbers went back: nothing to tell by.
-            _ => Landing::Untold,
-        };
+        commit.landing = told_by(asked, found).unwrap_or(Landing::Untold);
     }
     commits.sort_by_key(|commit| commit.issued);
     commits
+}
+
+/// What the number the store's next commit takes, read at a time `found`, tells of a
+/// commit asked as number `asked`; `None` without a number, or if the numbers went back.
+fn told_by<'a>(asked: Option<CommitSeq>, found: Option<(u64, CommitSeq)>) -> Option<Landing<'a>> {
+    match (asked?, found?) {
+        (asked, (at, next)) if next > asked => Some(Landing::Landed { found: at }),
+        (asked, (_, next)) if next == asked => Some(Landing::Lost),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -262,6 +284,33 @@ mod tests {
         assert!(
             untold(&[first(), truncated]),
             "the next leader's first number dropped by its ring"
+        );
+    }
+
+    fn unsettled(answered: u64) -> Record<'static> {
+        Record::Committed {
+            answered: at(answered),
+            result: Cow::Owned(CommitResult::Unsettled("no answer".into())),
+        }
+    }
+
+    /// A commit the store could not tell the outcome of is told by the number its leader
+    /// reads at once after it: past it, it landed; its own, it did not; no number read
+    /// before the next commit, it stays unknown.
+    #[test]
+    fn a_commit_of_unknown_outcome_is_told_by_the_number_read_after_it() {
+        let after = |records: Vec<Record<'static>>| {
+            let mut all = vec![found(1, 1), asked(10, 1), unsettled(12)];
+            all.extend(records);
+            landings(&[leadership(1, all)])[0].1.clone()
+        };
+        assert_eq!(after(vec![found(13, 2)]), "landed, found at 13");
+        assert_eq!(after(vec![found(13, 1)]), "lost");
+        assert_eq!(after(Vec::new()), "answered at 12");
+        assert_eq!(
+            after(vec![asked(20, 1), answered(21), found(30, 2)]),
+            "answered at 12",
+            "a number read after a later commit tells nothing of this one"
         );
     }
 
