@@ -104,7 +104,10 @@ struct Leadership {
     /// Before the lock: dropped first, its name goes while the lock is still held (only the
     /// holder may remove it, or it could remove the next holder's).
     room: Option<Room>,
-    lock: Option<ElectionLock>,
+    /// Shared with the store's open while it runs: an open is not undone halfway (etcd's
+    /// moves the directory's commit marker, a new directory's records its store), so a
+    /// leadership that steps down meanwhile keeps the lock taken until its open ends.
+    lock: Option<Arc<ElectionLock>>,
     store: Option<Arc<dyn party_backends::Backend>>,
     listener: Option<interprocess::local_socket::tokio::Listener>,
     leader: Option<Leader>,

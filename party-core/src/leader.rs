@@ -104,7 +104,7 @@ impl Leader {
     /// stays where it was.
     pub fn start(
         store: Arc<dyn Backend>,
-        lock: &mut Option<ElectionLock>,
+        lock: &mut Option<Arc<ElectionLock>>,
         (listener, seated): (Listener, Vec<Stream>),
         serving: Serving,
     ) -> std::io::Result<Leader> {

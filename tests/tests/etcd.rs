@@ -189,6 +189,49 @@ fn late_commit_of_a_dead_leader(dir: &std::path::Path) {
     assert_eq!(follower.send("get k"), "ok after");
 }
 
+/// A handle's runtime shut down while its store opens (its etcd connection held up by a
+/// proxy): the open goes on, on its blocking thread, and moves the directory's commit
+/// marker as it ends. The directory's lock stays taken until then, so that no other process
+/// leads beside an open that still acts on the store (its commits would be refused as
+/// another writer's); once the open ended, another process leads.
+#[test]
+fn a_runtime_shut_down_while_the_store_opens_keeps_the_lock_until_the_open_ends() {
+    use party_core::lock::ElectionLock;
+    use party_core::{open, Options};
+    let cluster = LocalCluster::start(1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = std::sync::Arc::new(HoldingProxy::start(&cluster.endpoints()[0]));
+    proxy.hold();
+    // One thread: its shutdown drops the handle's tasks before it returns.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let options = Options::default().etcd(vec![proxy.endpoint()], "shared/");
+    let timeout = std::time::Duration::from_secs(30);
+    let connecting = proxy.clone();
+    let db = runtime.block_on(async {
+        let db = open(dir.path(), options).await.unwrap();
+        tokio::task::spawn_blocking(move || connecting.wait_held(b"PRI * HTTP/2.0", timeout))
+            .await
+            .unwrap();
+        db
+    });
+    runtime.shutdown_background();
+    assert!(
+        ElectionLock::try_acquire(dir.path()).unwrap().is_none(),
+        "the lock was let go while the store still opens"
+    );
+    proxy.release(timeout);
+    // The open's requests: the connection's check, the marker read, its move.
+    proxy.wait_answered(3, timeout);
+    let mut next = node(&cluster, dir.path());
+    assert_eq!(next.send("put k 1"), "ok");
+    assert_eq!(next.send("put k 2"), "ok");
+    assert_eq!(next.send("ready"), "ok leader");
+    drop(db);
+}
+
 /// A single write larger than one etcd transaction, in operations or in bytes, fails whole
 /// with a typed error; the largest that fits is applied.
 #[test]

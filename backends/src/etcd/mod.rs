@@ -30,7 +30,8 @@ pub use store::EtcdBackend;
 /// re-send of the same write, and overwrite what was acknowledged since.
 ///
 /// Random, recorded in the data directory by its first leader; two directories never
-/// share one, or each one's leaders refuse the other's commits.
+/// share one (a copied directory would), or their leaders take turns failing each other's
+/// next commit as another writer's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Succession(pub u64);
 

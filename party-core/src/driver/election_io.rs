@@ -79,7 +79,7 @@ impl Driver {
         };
         match file.and_then(LockFile::try_lock) {
             Ok(Ok(lock)) => {
-                self.leadership.lock = Some(lock);
+                self.leadership.lock = Some(std::sync::Arc::new(lock));
                 ElectionInput::LockAcquired
             }
             Ok(Err(file)) => {
@@ -103,10 +103,12 @@ impl Driver {
         let kind = self.options.backend;
         let etcd = self.options.etcd.clone();
         let dir = self.layout.dir.clone();
+        let lock = self.leadership.lock.clone();
         let opened = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             crate::injection::hold_store_open();
             let opened = crate::store_dir::open(&dir, kind, etcd.as_ref());
+            drop(lock);
             (started.elapsed(), opened)
         });
         self.opening = Some(super::Opening { opened });
