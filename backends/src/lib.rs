@@ -63,11 +63,12 @@ pub use crate::sled::SledBackend;
 /// and seen by no read before it is so durable (a read that saw it sooner could answer with
 /// a write that the leader's `kill -9` then loses: a value read, then gone).
 ///
-/// A store opened by a new leader holds, from then on, every commit an earlier leader
-/// will ever make: none lands later. The embedded stores have it from their lock (a dead
-/// process writes nothing more); a store over the network must fence what a dead leader
-/// left on its way (etcd's `connect_as_leader` moves the directory's commit
-/// marker). Otherwise a leader that applied a re-sent write could see the first try land
+/// A store opened by a new leader holds, once it has answered the leader's first
+/// [`Backend::change_log_ends`], [`Backend::dedup_records_of`] or [`Backend::write`], every
+/// commit an earlier leader will ever make: none lands later. The embedded stores have it
+/// from their lock (a dead process writes nothing more); a store over the network must
+/// fence what a dead leader left on its way (etcd moves the directory's commit marker
+/// first). Otherwise a leader that applied a re-sent write could see the first try land
 /// after it, over what was written since.
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// The store's name, for errors and status displays.

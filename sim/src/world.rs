@@ -136,12 +136,12 @@ enum Event {
         incarnation: u32,
         term: u64,
     },
-    /// A commit of a leader that died with it on its way reaches the store, which had
-    /// been opened `openings` times when it was sent.
+    /// A commit of a leader that died with it on its way reaches the store, whose marker
+    /// had been moved `fences` times when it was sent.
     LateCommit {
         process: ProcessId,
         batch: WriteBatch,
-        openings: u64,
+        fences: u64,
     },
 }
 
@@ -359,8 +359,9 @@ pub struct World {
     term: u64,
     /// The kind of store the directory holds, once a leader has opened one.
     store_kind: Option<&'static str>,
-    /// How many times leaders opened the store.
-    store_openings: u64,
+    /// How many times leaders' stores moved their commit marker, as etcd's does before it
+    /// first reads the log's ends or dedup records for a new leader.
+    fences: u64,
     /// Every group the store committed, by number: what subscribers are checked against.
     feed: BTreeMap<u64, Vec<Change>>,
     watchers: Vec<feed::Watcher>,
@@ -428,7 +429,7 @@ impl World {
             next_client: u128::from(seed) << 32,
             term: 0,
             store_kind: None,
-            store_openings: 0,
+            fences: 0,
             feed: BTreeMap::new(),
             watchers: Vec::new(),
         };
@@ -803,8 +804,8 @@ impl World {
             Event::LateCommit {
                 process,
                 batch,
-                openings,
-            } => self.late_commit(process, &batch, openings),
+                fences,
+            } => self.late_commit(process, &batch, fences),
             Event::Transaction {
                 process,
                 incarnation,

@@ -37,8 +37,6 @@ struct State {
     /// Streams (connection, stream id) a client opened while holding, not yet ended by
     /// the server.
     unanswered: HashSet<(usize, u32)>,
-    /// Streams the server ended, on every connection: requests answered.
-    answered: usize,
     /// The connections to the server, to close when the proxy goes.
     upstreams: Vec<TcpStream>,
     closed: bool,
@@ -111,24 +109,6 @@ impl HoldingProxy {
         while !state.unanswered.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(!left.is_zero(), "held requests never answered");
-            state = self.shared.changed.wait_timeout(state, left).unwrap().0;
-        }
-    }
-}
-
-impl HoldingProxy {
-    /// Waits until the server has answered `count` requests in all, since the proxy
-    /// started; panics after `timeout`.
-    pub fn wait_answered(&self, count: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let mut state = self.shared.state.lock().unwrap();
-        while state.answered < count {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "{} of {count} requests answered",
-                state.answered
-            );
             state = self.shared.changed.wait_timeout(state, left).unwrap().0;
         }
     }
@@ -212,7 +192,6 @@ fn forward(connection: usize, mut client: TcpStream, server: TcpStream, shared: 
             for (_, flags, stream) in frames.feed(bytes) {
                 if flags & END_STREAM != 0 {
                     state.unanswered.remove(&(connection, stream));
-                    state.answered += 1;
                 }
             }
             answering.changed.notify_all();

@@ -23,9 +23,10 @@ pub use cluster::LocalCluster;
 pub use store::EtcdBackend;
 
 /// The leaders of one data directory, one after another. They share one commit marker in
-/// etcd, and each moves it as it connects: a commit its predecessor sent and never saw
-/// answered (the predecessor was killed with it on the network) lands before that or
-/// never, so that what the new leader reads next (the log's ends, dedup records) is final.
+/// etcd, and each moves it before it first reads the log's ends or dedup records, or
+/// commits: a commit its predecessor sent and never saw answered (the predecessor was
+/// killed with it on the network) lands before that or never, so that what the new leader
+/// reads there is final.
 /// Without it a commit of a dead leader could land after its successor had committed a
 /// re-send of the same write, and overwrite what was acknowledged since.
 ///

@@ -274,34 +274,35 @@ impl World {
     }
 
     /// `process` dies with `batch` on its way to a store over the network: the store gets
-    /// it a little later, maybe after the next leader opened the store.
+    /// it a little later, maybe after the next leader's store fenced it.
     fn send_late(&mut self, process: ProcessId, batch: &WriteBatch) {
         self.trace.line(
             self.now,
             format_args!("p{process}'s commit is on its way to the store"),
         );
         let delay = self.rand(0, 10_000);
-        let openings = self.store_openings;
+        let fences = self.fences;
         self.schedule(
             delay,
             Event::LateCommit {
                 process,
                 batch: batch.clone(),
-                openings,
+                fences,
             },
         );
         self.last_fault = self.last_fault.max(self.now + delay);
     }
 
-    /// A dead leader's commit reaches the store. Once a later leader opened the store it
-    /// must not land (etcd: that leader moved the directory's commit marker, which the
-    /// commit compares), or that leader may have applied a re-sent write of it already, and
-    /// later writes over it: the late one would apply it again, over them.
-    pub(super) fn late_commit(&mut self, process: ProcessId, batch: &WriteBatch, openings: u64) {
-        if self.store_openings > openings && !self.injection.unfenced_late_commits {
+    /// A dead leader's commit reaches the store. Once a later leader's store read the log's
+    /// ends or dedup records it must not land (etcd: that store moved the directory's commit
+    /// marker first, which the commit compares), or that leader may have applied a re-sent
+    /// write of it already, and later writes over it: the late one would apply it again,
+    /// over them. Before that it may land: nothing was read that it changes.
+    pub(super) fn late_commit(&mut self, process: ProcessId, batch: &WriteBatch, fences: u64) {
+        if self.fences > fences && !self.injection.unfenced_late_commits {
             self.trace.line(
                 self.now,
-                format_args!("p{process}'s late commit refused: a later leader opened the store"),
+                format_args!("p{process}'s late commit refused: a later leader's store fenced it"),
             );
             return;
         }

@@ -362,7 +362,6 @@ impl World {
             }
             ElectionOutput::OpenStore => {
                 self.store_kind.get_or_insert(self.processes[process].store);
-                self.store_openings += 1;
                 Some(ElectionInput::StoreOpened)
             }
             ElectionOutput::Bind if self.faults.store && self.faults_on && self.chance(2) => {
@@ -773,7 +772,13 @@ impl World {
                 }
                 WriterOutput::LoadRecords(clients) => WriterInput::RecordsLoaded(
                     self.store_fault()
-                        .map_or_else(|| Ok(self.store.dedup_records_of(&clients)), Err)
+                        .map_or_else(
+                            || {
+                                self.fences += 1;
+                                Ok(self.store.dedup_records_of(&clients))
+                            },
+                            Err,
+                        )
                         .map(|records| {
                             let records = records.expect("the memory store cannot fail");
                             clients.into_iter().zip(records).collect()
@@ -791,6 +796,7 @@ impl World {
                 WriterOutput::LoadLogEnds => {
                     WriterInput::LogEndsLoaded(self.store_fault().map_or_else(
                         || {
+                            self.fences += 1;
                             let ends = self.store.change_log_ends();
                             let ends = ends.expect("the memory store cannot fail");
                             self.check_log_ends(process, ends);
