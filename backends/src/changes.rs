@@ -29,19 +29,6 @@ pub fn stored(key: &[u8], entry: Vec<u8>) -> Result<(CommitSeq, Vec<u8>), Backen
     Ok((seq, entry))
 }
 
-/// [`Backend::change_log_ends`] by reading the log's first entry and its last.
-pub fn ends_by_two_reads(store: &(impl Backend + ?Sized)) -> Result<Option<LogEnds>, BackendError> {
-    let first = store.change_entries(CommitSeq(0), false, 1)?;
-    let last = store.change_entries(CommitSeq(u64::MAX), true, 1)?;
-    match (first.first(), last.first()) {
-        (Some((first, oldest)), Some((last, newest))) => Ok(Some(LogEnds {
-            first: span(*first, oldest)?,
-            last: span(*last, newest)?,
-        })),
-        _ => Ok(None),
-    }
-}
-
 /// [`Backend::change_log_ends`] for a store that keeps the tombstones of deleted keys until
 /// a compaction drops them (fjall, RocksDB): the newest entry by a reverse read, the
 /// oldest by the point reads of `stored` (see [`oldest_entry`]), rather than by a forward

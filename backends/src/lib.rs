@@ -111,7 +111,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// not tell, they are final: that commit has landed by then or never will (etcd moves
     /// its commit marker first), so the writer never numbers a commit with a number taken.
     fn change_log_ends(&self) -> Result<Option<LogEnds>, BackendError> {
-        changes::ends_by_two_reads(self)
+        let first = self.change_entries(CommitSeq(0), false, 1)?;
+        let last = self.change_entries(CommitSeq(u64::MAX), true, 1)?;
+        match (first.first(), last.first()) {
+            (Some((first, oldest)), Some((last, newest))) => Ok(Some(LogEnds {
+                first: changes::span(*first, oldest)?,
+                last: changes::span(*last, newest)?,
+            })),
+            _ => Ok(None),
+        }
     }
 
     /// The entries in `range`, in key order or reversed. Where the store has snapshots the

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, GetOptions, KvClient, SortOrder, SortTarget, Txn,
-    TxnOp,
+    TxnOp, TxnOpResponse,
 };
 use party_proto::feed::LogEnds;
 use party_proto::txn::{CheckRead, CheckValue};
@@ -865,12 +865,58 @@ impl Backend for EtcdBackend {
             .collect()
     }
 
-    /// After a commit whose outcome is unknown, the marker is settled first: the commit
-    /// lands before the ends are read or never, so the number they give the next commit
-    /// is not one it took meanwhile.
+    /// One transaction, one round trip: the log's oldest entry and its newest, read after
+    /// the marker is moved if its value is not known (a new leader's first read, or after a
+    /// commit of unknown outcome): such a commit lands before the ends are read or never,
+    /// so the number they give the next commit is not one it took meanwhile. The move needs
+    /// no compare: whatever the marker held, no commit comparing with it lands after.
     fn change_log_ends(&self) -> Result<Option<LogEnds>, BackendError> {
-        self.settle(&mut self.marker.lock().unwrap_or_else(|e| e.into_inner()))?;
-        changes::ends_by_two_reads(self)
+        let mut marker = self.marker.lock().unwrap_or_else(|e| e.into_inner());
+        let fence = marker.last.is_err().then(|| marker.next_token());
+        let log = || {
+            GetOptions::new()
+                .with_range(prefix_end(&self.changes))
+                .with_limit(1)
+        };
+        let mut ops: Vec<TxnOp> = fence
+            .iter()
+            .map(|token| TxnOp::put(self.marker_key.clone(), token.clone(), None))
+            .collect();
+        ops.push(TxnOp::get(self.changes.clone(), Some(log())));
+        ops.push(TxnOp::get(
+            self.changes.clone(),
+            Some(log().with_sort(SortTarget::Key, SortOrder::Descend)),
+        ));
+        let response = self.block_on(|| {
+            let mut client = self.client.clone();
+            let txn = Txn::new().and_then(ops.clone());
+            async move { client.txn(txn).await }
+        })?;
+        if let Some(token) = fence {
+            marker.last = Ok(Some(token));
+        }
+        let strip = self.changes.len();
+        let mut entries = response
+            .op_responses()
+            .into_iter()
+            .filter_map(|op| match op {
+                TxnOpResponse::Get(read) => Some(
+                    read.kvs()
+                        .first()
+                        .map(|kv| changes::stored(&kv.key()[strip..], kv.value().to_vec())),
+                ),
+                _ => None,
+            });
+        match (entries.next().flatten(), entries.next().flatten()) {
+            (Some(oldest), Some(newest)) => {
+                let ((first, oldest), (last, newest)) = (oldest?, newest?);
+                Ok(Some(LogEnds {
+                    first: changes::span(first, &oldest)?,
+                    last: changes::span(last, &newest)?,
+                }))
+            }
+            _ => Ok(None),
+        }
     }
 
     fn remove_changes(&self, seqs: &[CommitSeq]) -> Result<(), BackendError> {
