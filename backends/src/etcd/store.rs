@@ -91,8 +91,9 @@ pub struct EtcdBackend {
 #[derive(Debug, Clone)]
 struct Marker {
     /// The marker's value (`None`: never set), or `Err(())` when not known: after a
-    /// commit whose outcome could not be settled, and before a leader's first commit
-    /// (its predecessor's may still land). Read and moved before the next commit.
+    /// commit whose outcome could not be settled, and before a leader's first read of the
+    /// log's ends (its predecessor's commit may still land). Moved before the next read of
+    /// the log's ends or dedup records, or commit.
     last: Result<Option<Vec<u8>>, ()>,
     /// Unique to this instance, first in each of its tokens: leaders of one succession
     /// share the marker, and a token of one must never be mistaken for another's.
@@ -174,10 +175,10 @@ impl EtcdBackend {
     /// Connects to the cluster as the next leader of `succession`, whose commit marker it
     /// moves before it first reads the log's ends or dedup records, or commits: a commit an
     /// earlier leader of it left on the network has landed by then or never will. (Not as
-    /// it connects: the move is a write etcd syncs to disk, about 2 ms of every failover,
-    /// and the store's first job, the log's ends, does it off the way followers take
-    /// back.) Only one store of a succession may be open at once (the data directory's lock
-    /// sees to it); blocks, as [`EtcdBackend::connect`].
+    /// it connects: the move is a write etcd syncs to disk, about 2 ms of every store open;
+    /// the store's first job, the read of the log's ends that the first writes wait for
+    /// anyway, does it in the same transaction.) Only one store of a succession may be open
+    /// at once (the data directory's lock sees to it); blocks, as [`EtcdBackend::connect`].
     pub fn connect_as_leader(
         config: &EtcdConfig,
         succession: Succession,
