@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, GetOptions, KvClient, SortOrder, SortTarget, Txn,
-    TxnOp, TxnOpResponse,
+    TxnOp, TxnOpResponse, TxnResponse,
 };
 use party_proto::feed::LogEnds;
 use party_proto::txn::{CheckRead, CheckValue};
@@ -26,10 +26,6 @@ const NAME: &str = "etcd";
 /// under the same marker, a leader of another data directory with the same succession.
 const MARKER_MOVED: &str = "the store's commit marker moved: another writer commits under it (a \
                             data directory copied with its party.store?)";
-/// The same, seen again each time the marker is read and moved.
-const MARKER_KEEPS_MOVING: &str = "the store's commit marker keeps moving: another writer \
-                                   commits under it (a data directory copied with its \
-                                   party.store?)";
 
 /// Entries the first page of an iterator asks etcd for; each page after it asks for as
 /// many as fit in [`PAGE_BYTES`] at the sizes the page before it read, at most four times
@@ -236,26 +232,32 @@ impl EtcdBackend {
     }
 
     /// The marker's value, settled: when it is not known (after a commit whose outcome is
-    /// unknown, or a predecessor's), the marker is moved to a fresh token (if it still holds
-    /// what was just read), so that such a commit, had it not landed yet, never will: what
-    /// the store holds is then final, and the records read next tell the truth about it.
+    /// unknown, or a predecessor's), the marker is moved to a fresh token, so that such a
+    /// commit, had it not landed yet, never will: what the store holds is then final, and
+    /// the records read next tell the truth about it.
     fn settle(&self, marker: &mut Marker) -> Result<Option<Vec<u8>>, BackendError> {
         if let Ok(last) = &marker.last {
             return Ok(last.clone());
         }
-        for _ in 0..3 {
-            let read = self.get_raw(&self.marker_key)?;
-            let fence = marker.next_token();
-            if self.swap_marker(&read, &fence)? {
-                marker.last = Ok(Some(fence.clone()));
-                return Ok(Some(fence));
-            }
-            // Moved between the read and the fence: the unsettled commit (this instance's or
-            // a predecessor's) landed just now.
-        }
-        Err(BackendError::Store {
-            backend: NAME,
-            source: MARKER_KEEPS_MOVING.into(),
+        let fence = marker.next_token();
+        self.send(Txn::new().and_then([self.put_marker(&fence)]))?;
+        marker.last = Ok(Some(fence.clone()));
+        Ok(Some(fence))
+    }
+
+    /// Sets the marker to `token`, a fence when what it holds is not known. The put compares
+    /// nothing: whatever the marker held, no commit comparing with that lands after it, and
+    /// a try of it sent again puts the same.
+    fn put_marker(&self, token: &[u8]) -> TxnOp {
+        TxnOp::put(self.marker_key.clone(), token, None)
+    }
+
+    /// Sends one transaction (tried again as [`EtcdBackend::block_on`] says).
+    fn send(&self, txn: Txn) -> Result<TxnResponse, BackendError> {
+        self.block_on(|| {
+            let mut client = self.client.clone();
+            let txn = txn.clone();
+            async move { client.txn(txn).await }
         })
     }
 
@@ -413,11 +415,7 @@ impl EtcdBackend {
                 .iter()
                 .map(|key| TxnOp::get(key.clone(), at.clone()))
                 .collect();
-            let response = self.block_on(|| {
-                let mut client = self.client.clone();
-                let txn = Txn::new().and_then(reads.clone());
-                async move { client.txn(txn).await }
-            })?;
+            let response = self.send(Txn::new().and_then(reads))?;
             if revision == 0 {
                 revision = response.header().map_or(0, |header| header.revision());
             }
@@ -455,12 +453,8 @@ impl EtcdBackend {
                 .iter()
                 .map(|(key, _)| TxnOp::delete(key.clone(), None::<DeleteOptions>))
                 .collect();
-            self.block_on(|| {
-                let mut client = self.client.clone();
-                let txn = Txn::new().when(unchanged.clone()).and_then(deletes.clone());
-                async move { client.txn(txn).await }
-            })
-            .map(|response| response.succeeded())
+            self.send(Txn::new().when(unchanged).and_then(deletes))
+                .map(|response| response.succeeded())
         };
         for chunk in stale.chunks(MAX_TXN_OPS) {
             if !remove(chunk)? && chunk.len() > 1 {
@@ -472,34 +466,32 @@ impl EtcdBackend {
         Ok(())
     }
 
-    /// Sets the marker to `to` if it holds `from`; whether it did.
-    fn swap_marker(&self, from: &Option<Vec<u8>>, to: &[u8]) -> Result<bool, BackendError> {
-        let response = self.block_on(|| {
-            let mut client = self.client.clone();
-            let txn = Txn::new()
-                .when([self.marker_unchanged(from)])
-                .and_then([TxnOp::put(self.marker_key.clone(), to.to_vec(), None)]);
-            async move { client.txn(txn).await }
-        })?;
-        Ok(response.succeeded())
-    }
-
     /// Moves the marker from `last` to a token never used, so that no try of the commit
-    /// `token` can land any more, unless one already has.
+    /// `token` can land any more, unless one already has. One transaction: the move, or if
+    /// the marker no longer holds `last`, a read of what it holds.
     fn fence(&self, marker: &mut Marker, last: &Option<Vec<u8>>, token: &[u8]) -> Fence {
         let fence = marker.next_token();
-        match self.swap_marker(last, &fence) {
-            Ok(true) => {
+        let txn = Txn::new()
+            .when([self.marker_unchanged(last)])
+            .and_then([self.put_marker(&fence)])
+            .or_else([TxnOp::get(self.marker_key.clone(), None)]);
+        match self.send(txn) {
+            Ok(response) if response.succeeded() => {
                 marker.last = Ok(Some(fence));
                 Fence::Fenced
             }
-            Ok(false) => match self.get_raw(&self.marker_key) {
-                Ok(now) if now.as_deref() == Some(token) => Fence::Landed,
-                Ok(_) => Fence::Unknown(BackendError::Store {
+            Ok(response) => match marker_read(&response) {
+                Some(now) if now == token => Fence::Landed,
+                // A try of this move landed, its answer lost: the try sent again finds the
+                // marker moved by it, from `last`, so the commit had not landed then.
+                Some(now) if now == fence => {
+                    marker.last = Ok(Some(fence));
+                    Fence::Fenced
+                }
+                _ => Fence::Unknown(BackendError::Store {
                     backend: NAME,
                     source: MARKER_MOVED.into(),
                 }),
-                Err(error) => Fence::Unknown(error),
             },
             Err(error) => Fence::Unknown(error),
         }
@@ -628,6 +620,18 @@ where
     })
 }
 
+/// The marker's value as the first read of a transaction's answer gave it.
+fn marker_read(response: &TxnResponse) -> Option<Vec<u8>> {
+    response
+        .op_responses()
+        .into_iter()
+        .find_map(|op| match op {
+            TxnOpResponse::Get(read) => Some(read.kvs().first().map(|kv| kv.value().to_vec())),
+            _ => None,
+        })
+        .flatten()
+}
+
 /// Deletes every key in `[start, end)`.
 fn delete_range(start: Vec<u8>, end: Vec<u8>) -> TxnOp {
     TxnOp::delete(start, Some(DeleteOptions::new().with_range(end)))
@@ -727,38 +731,34 @@ impl Backend for EtcdBackend {
         let mut marker = self.marker.lock().unwrap_or_else(|e| e.into_inner());
         let last = self.settle(&mut marker)?;
         let token = marker.next_token();
-        ops.push(TxnOp::put(self.marker_key.clone(), token.clone(), None));
+        ops.push(self.put_marker(&token));
         compares.push(self.marker_unchanged(&last));
-        let outcome = self.block_on(|| {
-            let mut client = self.client.clone();
-            let txn = Txn::new().when(compares.clone()).and_then(ops.clone());
-            async move { client.txn(txn).await }
-        });
-        let settled = match outcome {
+        let txn = Txn::new()
+            .when(compares)
+            .and_then(ops)
+            .or_else([TxnOp::get(self.marker_key.clone(), None)]);
+        let settled = match self.send(txn) {
             Ok(response) if response.succeeded() => Settled::Landed,
             // A compare failed: an earlier try of this very commit landed (its reply lost,
             // the marker holds its token), a transaction's read no longer holds (the
             // marker is unchanged), or another process moved the marker and nothing landed.
-            Ok(_) => match self.get_raw(&self.marker_key) {
-                Ok(now) if now.as_ref() == Some(&token) => Settled::Landed,
+            Ok(response) => match marker_read(&response) {
+                now if now.as_ref() == Some(&token) => Settled::Landed,
                 // A read no longer holds. An earlier try of this commit (sent again after
                 // no answer) may still be on its way, and land once the value is back:
                 // fenced, it never will.
-                Ok(now) if Ok(&now) == marker.last.as_ref() => {
-                    match self.fence(&mut marker, &last, &token) {
-                        Fence::Fenced => return Err(BackendError::Stale { backend: NAME }),
-                        Fence::Landed => Settled::Landed,
-                        Fence::Unknown(error) => Settled::Unknown(error),
-                    }
-                }
-                Ok(now) => {
+                now if now == last => match self.fence(&mut marker, &last, &token) {
+                    Fence::Fenced => return Err(BackendError::Stale { backend: NAME }),
+                    Fence::Landed => Settled::Landed,
+                    Fence::Unknown(error) => Settled::Unknown(error),
+                },
+                now => {
                     marker.last = Ok(now);
                     return Err(BackendError::Store {
                         backend: NAME,
                         source: MARKER_MOVED.into(),
                     });
                 }
-                Err(error) => Settled::Unknown(error),
             },
             // No answer: the transaction may land now or later. Moving the marker past
             // what it compares with settles that: if the move succeeds it never will.
@@ -879,20 +879,13 @@ impl Backend for EtcdBackend {
                 .with_range(prefix_end(&self.changes))
                 .with_limit(1)
         };
-        let mut ops: Vec<TxnOp> = fence
-            .iter()
-            .map(|token| TxnOp::put(self.marker_key.clone(), token.clone(), None))
-            .collect();
+        let mut ops: Vec<TxnOp> = fence.iter().map(|token| self.put_marker(token)).collect();
         ops.push(TxnOp::get(self.changes.clone(), Some(log())));
         ops.push(TxnOp::get(
             self.changes.clone(),
             Some(log().with_sort(SortTarget::Key, SortOrder::Descend)),
         ));
-        let response = self.block_on(|| {
-            let mut client = self.client.clone();
-            let txn = Txn::new().and_then(ops.clone());
-            async move { client.txn(txn).await }
-        })?;
+        let response = self.send(Txn::new().and_then(ops))?;
         if let Some(token) = fence {
             marker.last = Ok(Some(token));
         }
@@ -926,11 +919,7 @@ impl Backend for EtcdBackend {
                 .iter()
                 .map(|seq| TxnOp::delete(self.change_key(*seq), None::<DeleteOptions>))
                 .collect();
-            self.block_on(|| {
-                let mut client = self.client.clone();
-                let txn = Txn::new().and_then(deletes.clone());
-                async move { client.txn(txn).await }
-            })?;
+            self.send(Txn::new().and_then(deletes))?;
         }
         Ok(())
     }
@@ -1128,15 +1117,9 @@ mod tests {
     /// Sets the commit marker behind the store's back, as a try whose reply was lost (or
     /// another process) would, along with `also`.
     fn move_marker(store: &EtcdBackend, token: &[u8], also: Option<&[u8]>) {
-        let mut ops = vec![TxnOp::put(store.marker_key.clone(), token, None)];
+        let mut ops = vec![store.put_marker(token)];
         ops.extend(also.map(|key| TxnOp::put(store.data_key(key), "v", None)));
-        store
-            .block_on(|| {
-                let mut client = store.client.clone();
-                let txn = Txn::new().and_then(ops.clone());
-                async move { client.txn(txn).await }
-            })
-            .unwrap();
+        store.send(Txn::new().and_then(ops)).unwrap();
     }
 
     #[test]
@@ -1375,21 +1358,12 @@ mod tests {
             let last = marker.last.clone().unwrap();
             let token = marker.next_token();
             Txn::new().when([dead.marker_unchanged(&last)]).and_then([
-                TxnOp::put(dead.marker_key.clone(), token, None),
+                dead.put_marker(&token),
                 TxnOp::put(dead.data_key(b"late"), "v", None),
             ])
         };
         let successor = EtcdBackend::connect_as_leader(&config, succession).unwrap();
-        let lands = || {
-            successor
-                .block_on(|| {
-                    let mut client = successor.client.clone();
-                    let txn = on_the_network.clone();
-                    async move { client.txn(txn).await }
-                })
-                .unwrap()
-                .succeeded()
-        };
+        let lands = || successor.send(on_the_network.clone()).unwrap().succeeded();
         successor.change_log_ends().unwrap();
         assert!(!lands(), "landed after the successor read the log's ends");
         successor.write(&put(b"after")).unwrap();
@@ -1422,24 +1396,38 @@ mod tests {
             let token = marker.next_token();
             marker.last = Err(());
             Txn::new().when([store.marker_unchanged(&last)]).and_then([
-                TxnOp::put(store.marker_key.clone(), token, None),
+                store.put_marker(&token),
                 TxnOp::put(store.change_key(CommitSeq(2)), "late", None),
             ])
         };
         let ends = store.change_log_ends().unwrap().unwrap();
         assert_eq!(ends.last.seq, CommitSeq(1));
-        let landed = store
-            .block_on(|| {
-                let mut client = store.client.clone();
-                let txn = on_the_network.clone();
-                async move { client.txn(txn).await }
-            })
-            .unwrap()
-            .succeeded();
+        let landed = store.send(on_the_network).unwrap().succeeded();
         assert!(!landed, "landed after the log's ends were read");
         store.write(&logged(2)).unwrap();
         let ends = store.change_log_ends().unwrap().unwrap();
         assert_eq!(ends.last.seq, CommitSeq(2));
+    }
+
+    /// The fence of a commit of unknown outcome whose first try landed, its answer lost:
+    /// the try sent again finds the marker at the fence's own token. That says the commit
+    /// was fenced (the fence moved the marker from what the commit compares with, so the
+    /// commit had not landed), not that another writer moved the marker.
+    #[test]
+    fn a_fence_tried_again_after_its_answer_was_lost_knows_it_fenced() {
+        let (_cluster, store) = store_on_one_member(b"fence/");
+        store.write(&put(b"a")).unwrap();
+        let mut marker = store.marker.lock().unwrap();
+        let last = marker.last.clone().unwrap();
+        let commit = marker.next_token();
+        let first_try = marker.clone().next_token();
+        move_marker(&store, &first_try, None);
+        let fenced = store.fence(&mut marker, &last, &commit);
+        assert!(matches!(fenced, Fence::Fenced), "not known to be fenced");
+        assert_eq!(marker.last, Ok(Some(first_try)));
+        drop(marker);
+        store.write(&put(b"b")).unwrap();
+        assert_eq!(store.get(b"b").unwrap(), Some(b"v".to_vec()));
     }
 
     #[test]
