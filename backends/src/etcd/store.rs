@@ -70,11 +70,13 @@ pub struct EtcdBackend {
     /// to them (the hosts of one prefix must agree on the feed).
     changes: Vec<u8>,
     /// `P c <writer>`: the commit marker of this store's writer, a data directory's
-    /// [`Succession`] of leaders or this instance alone. Each commit compares it with the
-    /// token of the last one and sets it to a token never used before, so that a commit tried
-    /// again (etcd's leader died with it) applies at most once, one whose reply was lost is
-    /// known to have landed exactly when the marker holds its token, and a commit of a
-    /// leader before this one never lands after this one moved the marker.
+    /// [`Succession`] of leaders or this instance alone. Each commit compares that it was
+    /// last set where this writer set it (its revision) and sets it to a token never used
+    /// before, so that a commit tried again (etcd's leader died with it) applies at most
+    /// once, one whose reply was lost is known to have landed exactly when the marker holds
+    /// its token, and a commit of a leader before this one never lands after this one moved
+    /// the marker. The compare is on the revision, not the token: a fence puts its token
+    /// with no compare, and a try of it held up in the network may put it again later.
     marker_key: Vec<u8>,
     marker: Mutex<Marker>,
     /// The revision the leader's writer last read its transactions' reads at
@@ -86,16 +88,23 @@ pub struct EtcdBackend {
 /// What this instance knows of its commit marker.
 #[derive(Debug, Clone)]
 struct Marker {
-    /// The marker's value (`None`: never set), or `Err(())` when not known: after a
-    /// commit whose outcome could not be settled, and before a leader's first read of the
-    /// log's ends (its predecessor's commit may still land). Moved before the next read of
-    /// the log's ends or dedup records, or commit.
-    last: Result<Option<Vec<u8>>, ()>,
+    /// The marker as this instance set it last (`None`: never set), or `Err(())` when not
+    /// known: after a commit whose outcome could not be settled, and before a leader's
+    /// first read of the log's ends (its predecessor's commit may still land). Moved before
+    /// the next read of the log's ends or dedup records, or commit.
+    last: Result<Option<MarkerValue>, ()>,
     /// Unique to this instance, first in each of its tokens: leaders of one succession
     /// share the marker, and a token of one must never be mistaken for another's.
     instance: u64,
     /// Tokens used so far (commits and fences).
     tried: u64,
+}
+
+/// A value of the commit marker, and the revision that set it.
+#[derive(Debug, Clone, PartialEq)]
+struct MarkerValue {
+    token: Vec<u8>,
+    set_at: i64,
 }
 
 impl Marker {
@@ -110,15 +119,16 @@ impl Marker {
 enum Fence {
     /// The marker moved past what the commit compares with: it never lands.
     Fenced,
-    /// The commit had landed already.
-    Landed,
+    /// The commit had landed already, at this revision.
+    Landed(i64),
     /// Neither could be told.
     Unknown(BackendError),
 }
 
 /// Whether a commit landed, once known.
 enum Settled {
-    Landed,
+    /// At this revision, if the answer told it.
+    Landed(Option<i64>),
     Unknown(BackendError),
 }
 
@@ -187,7 +197,7 @@ impl EtcdBackend {
     fn connect_with_marker(
         config: &EtcdConfig,
         writer: u64,
-        last: Result<Option<Vec<u8>>, ()>,
+        last: Result<Option<MarkerValue>, ()>,
         instance: u64,
     ) -> Result<Self, OpenError> {
         let open_error = |source: Box<dyn std::error::Error + Send + Sync>| OpenError::Store {
@@ -235,19 +245,25 @@ impl EtcdBackend {
     /// unknown, or a predecessor's), the marker is moved to a fresh token, so that such a
     /// commit, had it not landed yet, never will: what the store holds is then final, and
     /// the records read next tell the truth about it.
-    fn settle(&self, marker: &mut Marker) -> Result<Option<Vec<u8>>, BackendError> {
+    fn settle(&self, marker: &mut Marker) -> Result<Option<MarkerValue>, BackendError> {
         if let Ok(last) = &marker.last {
             return Ok(last.clone());
         }
-        let fence = marker.next_token();
-        self.send(Txn::new().and_then([self.put_marker(&fence)]))?;
-        marker.last = Ok(Some(fence.clone()));
-        Ok(Some(fence))
+        let token = marker.next_token();
+        let response = self.send(Txn::new().and_then([self.put_marker(&token)]))?;
+        let last = MarkerValue {
+            token,
+            set_at: revision(&response)?,
+        };
+        marker.last = Ok(Some(last.clone()));
+        Ok(Some(last))
     }
 
     /// Sets the marker to `token`, a fence when what it holds is not known. The put compares
-    /// nothing: whatever the marker held, no commit comparing with that lands after it, and
-    /// a try of it sent again puts the same.
+    /// nothing: whatever the marker held, no commit comparing with that lands after it. (A
+    /// try of it held up in the network and put again later moves the marker once more,
+    /// which fences the commits under way then: they compare the revision the marker was
+    /// set at, not its token.)
     fn put_marker(&self, token: &[u8]) -> TxnOp {
         TxnOp::put(self.marker_key.clone(), token, None)
     }
@@ -321,11 +337,13 @@ impl EtcdBackend {
         [self.changes.as_slice(), &seq.key()].concat()
     }
 
-    /// The compare of a commit: the marker still holds `last` (`None`: was never set).
-    fn marker_unchanged(&self, last: &Option<Vec<u8>>) -> Compare {
+    /// The compare of a commit: nothing set the marker since `last` (`None`: was never set).
+    fn marker_unchanged(&self, last: &Option<MarkerValue>) -> Compare {
         match last {
             None => Compare::version(self.marker_key.clone(), CompareOp::Equal, 0),
-            Some(last) => Compare::value(self.marker_key.clone(), CompareOp::Equal, last.clone()),
+            Some(last) => {
+                Compare::mod_revision(self.marker_key.clone(), CompareOp::Equal, last.set_at)
+            }
         }
     }
 
@@ -469,7 +487,7 @@ impl EtcdBackend {
     /// Moves the marker from `last` to a token never used, so that no try of the commit
     /// `token` can land any more, unless one already has. One transaction: the move, or if
     /// the marker no longer holds `last`, a read of what it holds.
-    fn fence(&self, marker: &mut Marker, last: &Option<Vec<u8>>, token: &[u8]) -> Fence {
+    fn fence(&self, marker: &mut Marker, last: &Option<MarkerValue>, token: &[u8]) -> Fence {
         let fence = marker.next_token();
         let txn = Txn::new()
             .when([self.marker_unchanged(last)])
@@ -477,15 +495,22 @@ impl EtcdBackend {
             .or_else([TxnOp::get(self.marker_key.clone(), None)]);
         match self.send(txn) {
             Ok(response) if response.succeeded() => {
-                marker.last = Ok(Some(fence));
+                marker.last = revision(&response)
+                    .map(|set_at| {
+                        Some(MarkerValue {
+                            token: fence,
+                            set_at,
+                        })
+                    })
+                    .map_err(drop);
                 Fence::Fenced
             }
             Ok(response) => match marker_read(&response) {
-                Some(now) if now == token => Fence::Landed,
+                Some(now) if now.token == token => Fence::Landed(now.set_at),
                 // A try of this move landed, its answer lost: the try sent again finds the
                 // marker moved by it, from `last`, so the commit had not landed then.
-                Some(now) if now == fence => {
-                    marker.last = Ok(Some(fence));
+                Some(now) if now.token == fence => {
+                    marker.last = Ok(Some(now));
                     Fence::Fenced
                 }
                 _ => Fence::Unknown(BackendError::Store {
@@ -620,16 +645,31 @@ where
     })
 }
 
-/// The marker's value as the first read of a transaction's answer gave it.
-fn marker_read(response: &TxnResponse) -> Option<Vec<u8>> {
+/// The marker as the read in the answer of a transaction that failed its compares gave it
+/// (the marker's read is all its other branch does).
+fn marker_read(response: &TxnResponse) -> Option<MarkerValue> {
     response
         .op_responses()
         .into_iter()
         .find_map(|op| match op {
-            TxnOpResponse::Get(read) => Some(read.kvs().first().map(|kv| kv.value().to_vec())),
+            TxnOpResponse::Get(read) => Some(read.kvs().first().map(|kv| MarkerValue {
+                token: kv.value().to_vec(),
+                set_at: kv.mod_revision(),
+            })),
             _ => None,
         })
         .flatten()
+}
+
+/// The revision a transaction that wrote was applied at: each key it wrote was set at it.
+fn revision(response: &TxnResponse) -> Result<i64, BackendError> {
+    response
+        .header()
+        .map(|header| header.revision())
+        .ok_or_else(|| BackendError::Store {
+            backend: NAME,
+            source: "etcd answered a transaction without its revision".into(),
+        })
 }
 
 /// Deletes every key in `[start, end)`.
@@ -738,18 +778,18 @@ impl Backend for EtcdBackend {
             .and_then(ops)
             .or_else([TxnOp::get(self.marker_key.clone(), None)]);
         let settled = match self.send(txn) {
-            Ok(response) if response.succeeded() => Settled::Landed,
+            Ok(response) if response.succeeded() => Settled::Landed(revision(&response).ok()),
             // A compare failed: an earlier try of this very commit landed (its reply lost,
             // the marker holds its token), a transaction's read no longer holds (the
             // marker is unchanged), or another process moved the marker and nothing landed.
             Ok(response) => match marker_read(&response) {
-                now if now.as_ref() == Some(&token) => Settled::Landed,
+                Some(now) if now.token == token => Settled::Landed(Some(now.set_at)),
                 // A read no longer holds. An earlier try of this commit (sent again after
                 // no answer) may still be on its way, and land once the value is back:
                 // fenced, it never will.
                 now if now == last => match self.fence(&mut marker, &last, &token) {
                     Fence::Fenced => return Err(BackendError::Stale { backend: NAME }),
-                    Fence::Landed => Settled::Landed,
+                    Fence::Landed(set_at) => Settled::Landed(Some(set_at)),
                     Fence::Unknown(error) => Settled::Unknown(error),
                 },
                 now => {
@@ -764,13 +804,17 @@ impl Backend for EtcdBackend {
             // what it compares with settles that: if the move succeeds it never will.
             Err(error) => match self.fence(&mut marker, &last, &token) {
                 Fence::Fenced => return Err(error),
-                Fence::Landed => Settled::Landed,
+                Fence::Landed(set_at) => Settled::Landed(Some(set_at)),
                 Fence::Unknown(_) => Settled::Unknown(error),
             },
         };
         match settled {
-            Settled::Landed => {
-                marker.last = Ok(Some(token));
+            // Landed where the answer does not tell: the marker is moved before it is
+            // compared with again.
+            Settled::Landed(set_at) => {
+                marker.last = set_at
+                    .map(|set_at| Some(MarkerValue { token, set_at }))
+                    .ok_or(());
                 Ok(())
             }
             Settled::Unknown(error) => {
@@ -887,7 +931,8 @@ impl Backend for EtcdBackend {
         ));
         let response = self.send(Txn::new().and_then(ops))?;
         if let Some(token) = fence {
-            marker.last = Ok(Some(token));
+            let set_at = revision(&response)?;
+            marker.last = Ok(Some(MarkerValue { token, set_at }));
         }
         let strip = self.changes.len();
         let mut entries = response
@@ -1424,10 +1469,93 @@ mod tests {
         move_marker(&store, &first_try, None);
         let fenced = store.fence(&mut marker, &last, &commit);
         assert!(matches!(fenced, Fence::Fenced), "not known to be fenced");
-        assert_eq!(marker.last, Ok(Some(first_try)));
+        assert_eq!(marker.last.clone().unwrap().unwrap().token, first_try);
         drop(marker);
         store.write(&put(b"b")).unwrap();
         assert_eq!(store.get(b"b").unwrap(), Some(b"v".to_vec()));
+    }
+
+    /// The fence of a commit of unknown outcome that had landed (its answer lost, and every
+    /// try sent again refused): the fence finds the marker at the commit's token, set where
+    /// the commit landed.
+    #[test]
+    fn a_fence_finds_a_commit_that_landed() {
+        let (_cluster, store) = store_on_one_member(b"landed/");
+        store.write(&put(b"a")).unwrap();
+        let mut marker = store.marker.lock().unwrap();
+        let last = marker.last.clone().unwrap();
+        let commit = marker.next_token();
+        move_marker(&store, &commit, Some(b"b"));
+        let landed = store.fence(&mut marker, &last, &commit);
+        let Fence::Landed(set_at) = landed else {
+            panic!("not known to have landed");
+        };
+        assert_eq!(set_at, mod_revision(&store, b"b"), "landed elsewhere");
+    }
+
+    /// A commit whose outcome is unknown (its answer lost, the marker not moved since):
+    /// once the writer has read dedup records, it cannot land any more, so the records read
+    /// tell what the store holds.
+    #[test]
+    fn a_commit_of_unknown_outcome_never_lands_after_dedup_records_are_read() {
+        let (_cluster, store) = store_on_one_member(b"records/");
+        store.write(&put(b"k")).unwrap();
+        let on_the_network = {
+            let mut marker = store.marker.lock().unwrap();
+            let last = marker.last.clone().unwrap();
+            let token = marker.next_token();
+            marker.last = Err(());
+            Txn::new().when([store.marker_unchanged(&last)]).and_then([
+                store.put_marker(&token),
+                TxnOp::put(store.data_key(b"late"), "v", None),
+            ])
+        };
+        store.dedup_records_of(&[ClientId(7)]).unwrap();
+        let landed = store.send(on_the_network).unwrap().succeeded();
+        assert!(!landed, "landed after dedup records were read");
+        assert_eq!(store.get(b"late").unwrap(), None);
+        store.write(&put(b"next")).unwrap();
+    }
+
+    /// A leader's fence (the move of the marker when its value is not known) is held up in
+    /// the network, sent again and lands; the leader dies with its first commit, which
+    /// compares the marker with that fence, on the network too. Its successor moves the
+    /// marker and commits; then the held fence reaches etcd and puts the dead leader's
+    /// token back, and then the commit arrives. It applies nothing: it compares the
+    /// revision the marker was set at, which the late fence moved, not the token.
+    #[test]
+    fn a_late_copy_of_a_fence_lets_no_commit_under_it_land() {
+        let cluster = LocalCluster::start(1).unwrap();
+        let config = EtcdConfig {
+            endpoints: cluster.endpoints(),
+            prefix: b"late-fence/".to_vec(),
+        };
+        let succession = Succession::random();
+        let dead = EtcdBackend::connect_as_leader(&config, succession).unwrap();
+        let held_fence = {
+            let fence = dead.marker.lock().unwrap().clone().next_token();
+            Txn::new().and_then([dead.put_marker(&fence)])
+        };
+        dead.change_log_ends().unwrap();
+        let on_the_network = {
+            let mut marker = dead.marker.lock().unwrap();
+            let last = marker.last.clone().unwrap();
+            let token = marker.next_token();
+            Txn::new().when([dead.marker_unchanged(&last)]).and_then([
+                dead.put_marker(&token),
+                TxnOp::put(dead.data_key(b"late"), "v", None),
+            ])
+        };
+        let successor = EtcdBackend::connect_as_leader(&config, succession).unwrap();
+        successor.change_log_ends().unwrap();
+        successor.write(&put(b"k")).unwrap();
+        assert!(successor.send(held_fence).unwrap().succeeded());
+        let landed = successor.send(on_the_network).unwrap().succeeded();
+        assert!(
+            !landed,
+            "the dead leader's commit landed after its successor's fence"
+        );
+        assert_eq!(successor.get(b"late").unwrap(), None);
     }
 
     #[test]
