@@ -4,7 +4,9 @@
 //! goes away, as the kernel of a killed process still sends what it had written.
 //!
 //! It reads HTTP/2 frames as they pass, only to know when every request it held has been
-//! answered (the server ended each stream opened while holding).
+//! answered (the server ended each stream opened while holding). It can also lose those
+//! answers and cut its clients' connections, as a failing network would: a client then
+//! sends its request again, not knowing the first one landed.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{Read, Write};
@@ -39,6 +41,10 @@ struct State {
     unanswered: HashSet<(usize, u32)>,
     /// The connections to the server, to close when the proxy goes.
     upstreams: Vec<TcpStream>,
+    /// The connections of clients, to cut after losing answers.
+    clients: Vec<TcpStream>,
+    /// The server's answers go nowhere.
+    losing_answers: bool,
     closed: bool,
 }
 
@@ -112,6 +118,29 @@ impl HoldingProxy {
             state = self.shared.changed.wait_timeout(state, left).unwrap().0;
         }
     }
+
+    /// Sends on everything held, as [`HoldingProxy::release`], but loses what the server
+    /// answers (to every connection) until it answered each held request; then cuts every
+    /// client's connection and holds again, with nothing held: what a client sends again,
+    /// on a new connection, is held.
+    pub fn release_losing_answers(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.state.lock().unwrap();
+        state.losing_answers = true;
+        state.holding = false;
+        self.shared.changed.notify_all();
+        while !state.unanswered.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "held requests never answered");
+            state = self.shared.changed.wait_timeout(state, left).unwrap().0;
+        }
+        for client in state.clients.drain(..) {
+            let _ = client.shutdown(Shutdown::Both);
+        }
+        state.losing_answers = false;
+        state.holding = true;
+        state.held.clear();
+    }
 }
 
 impl Drop for HoldingProxy {
@@ -132,12 +161,11 @@ impl Drop for HoldingProxy {
 /// server whenever not holding, the server's bytes back to the client.
 fn forward(connection: usize, mut client: TcpStream, server: TcpStream, shared: &Arc<Shared>) {
     let queue = Arc::new(Mutex::new(VecDeque::<Vec<u8>>::new()));
-    shared
-        .state
-        .lock()
-        .unwrap()
-        .upstreams
-        .push(server.try_clone().unwrap());
+    {
+        let mut state = shared.state.lock().unwrap();
+        state.upstreams.push(server.try_clone().unwrap());
+        state.clients.push(client.try_clone().unwrap());
+    }
 
     let mut to_client = client.try_clone().unwrap();
     let (reading, into) = (shared.clone(), queue.clone());
@@ -186,8 +214,10 @@ fn forward(connection: usize, mut client: TcpStream, server: TcpStream, shared: 
         let mut buffer = vec![0; 64 * 1024];
         while let Ok(read @ 1..) = from_server.read(&mut buffer) {
             let bytes = &buffer[..read];
-            // The client may be dead: what it would have got goes nowhere.
-            let _ = to_client.write_all(bytes);
+            if !answering.state.lock().unwrap().losing_answers {
+                // The client may be dead: what it would have got goes nowhere.
+                let _ = to_client.write_all(bytes);
+            }
             let mut state = answering.state.lock().unwrap();
             for (_, flags, stream) in frames.feed(bytes) {
                 if flags & END_STREAM != 0 {

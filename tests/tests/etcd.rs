@@ -189,6 +189,52 @@ fn late_commit_of_a_dead_leader(dir: &std::path::Path) {
     assert_eq!(follower.send("get k"), "ok after");
 }
 
+/// A leader's commit lands, its answer lost (the connection cut), and before the etcd
+/// client's try of it again arrives, another writer moves the directory's commit marker
+/// (the leader of a copy of the directory, with its succession). The try sent again is
+/// refused, and its writer can no longer tell whether an earlier try landed: the write
+/// ends with `OutcomeUnknown`, not with an error that says nothing was applied, since it
+/// was.
+#[test]
+fn a_commit_tried_again_after_another_writer_moved_the_marker_has_an_unknown_outcome() {
+    let cluster = LocalCluster::start(1).unwrap();
+    let proxy = HoldingProxy::start(&cluster.endpoints()[0]);
+    let (dir, copy) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let through_proxy = [
+        "--etcd-endpoints",
+        &proxy.endpoint(),
+        "--etcd-prefix",
+        "shared/",
+    ];
+    let mut leader = Node::spawn(NODE, dir.path(), &through_proxy);
+    assert_eq!(leader.send("ready"), "ok leader");
+    assert_eq!(leader.send("put k before"), "ok");
+
+    proxy.hold();
+    leader.submit("put k first-try-landed");
+    let timeout = std::time::Duration::from_secs(30);
+    proxy.wait_held(b"first-try-landed", timeout);
+    proxy.release_losing_answers(timeout);
+    proxy.wait_held(b"first-try-landed", timeout);
+
+    std::fs::copy(
+        dir.path().join("party.store"),
+        copy.path().join("party.store"),
+    )
+    .unwrap();
+    let mut other_writer = node(&cluster, copy.path());
+    assert_eq!(other_writer.send("ready"), "ok leader");
+    assert_eq!(other_writer.send("get k"), "ok first-try-landed");
+    assert_eq!(other_writer.send("put other 1"), "ok");
+
+    proxy.release(timeout);
+    let answer = leader.answer();
+    assert!(
+        answer.starts_with("err outcome_unknown"),
+        "the write landed, but its writer said: {answer}"
+    );
+}
+
 /// A handle's runtime shut down while the store of a new directory opens (its etcd
 /// connection held up by a proxy): the open goes on, on its blocking thread, and as it ends
 /// it records the directory's succession. The directory's lock stays taken until then, so

@@ -270,11 +270,20 @@ impl EtcdBackend {
 
     /// Sends one transaction (tried again as [`EtcdBackend::block_on`] says).
     fn send(&self, txn: Txn) -> Result<TxnResponse, BackendError> {
-        self.block_on(|| {
+        self.send_telling_tries(txn).0
+    }
+
+    /// Sends one transaction, as [`EtcdBackend::send`], and tells whether it was sent more
+    /// than once: a try before the one answered may have landed.
+    fn send_telling_tries(&self, txn: Txn) -> (Result<TxnResponse, BackendError>, bool) {
+        let tries = std::cell::Cell::new(0_u32);
+        let answer = self.block_on(|| {
+            tries.set(tries.get() + 1);
             let mut client = self.client.clone();
             let txn = txn.clone();
             async move { client.txn(txn).await }
-        })
+        });
+        (answer, tries.get() > 1)
     }
 
     /// About how many bytes the transaction of `batch` takes: its keys (with their prefix)
@@ -777,11 +786,12 @@ impl Backend for EtcdBackend {
             .when(compares)
             .and_then(ops)
             .or_else([TxnOp::get(self.marker_key.clone(), None)]);
-        let settled = match self.send(txn) {
+        let (answer, tried_again) = self.send_telling_tries(txn);
+        let settled = match answer {
             Ok(response) if response.succeeded() => Settled::Landed(revision(&response).ok()),
             // A compare failed: an earlier try of this very commit landed (its reply lost,
             // the marker holds its token), a transaction's read no longer holds (the
-            // marker is unchanged), or another process moved the marker and nothing landed.
+            // marker is unchanged), or another process moved the marker.
             Ok(response) => match marker_read(&response) {
                 Some(now) if now.token == token => Settled::Landed(Some(now.set_at)),
                 // A read no longer holds. An earlier try of this commit (sent again after
@@ -792,6 +802,13 @@ impl Backend for EtcdBackend {
                     Fence::Landed(set_at) => Settled::Landed(Some(set_at)),
                     Fence::Unknown(error) => Settled::Unknown(error),
                 },
+                // An earlier try may have landed before the marker moved: nobody can tell
+                // any more (and the next commit moves the marker before it compares).
+                _ if tried_again => Settled::Unknown(BackendError::Store {
+                    backend: NAME,
+                    source: MARKER_MOVED.into(),
+                }),
+                // The one try sent, refused whole: nothing landed.
                 now => {
                     marker.last = Ok(now);
                     return Err(BackendError::Store {
