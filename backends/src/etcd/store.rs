@@ -1165,15 +1165,30 @@ mod tests {
     }
 
     fn mod_revision(store: &EtcdBackend, key: &[u8]) -> i64 {
-        let key = store.data_key(key);
-        let response = store
-            .block_on(|| {
-                let mut client = store.client.clone();
-                let key = key.clone();
-                async move { client.get(key, None).await }
-            })
-            .unwrap();
-        response.kvs()[0].mod_revision()
+        etcd_mod_revision(store, &store.data_key(key))
+    }
+
+    /// The revision that last set the etcd key `key` (the store's prefix included).
+    fn etcd_mod_revision(store: &EtcdBackend, key: &[u8]) -> i64 {
+        let read = TxnOp::get(key, None);
+        let response = store.send(Txn::new().and_then([read])).unwrap();
+        match &response.op_responses()[0] {
+            TxnOpResponse::Get(read) => read.kvs()[0].mod_revision(),
+            _ => unreachable!("a read answers a read"),
+        }
+    }
+
+    /// A batch of `key` that appends its change log entry as number `seq`.
+    fn logged(seq: u64, key: &[u8]) -> WriteBatch {
+        let ops = put(key).ops;
+        WriteBatch {
+            log: Some(party_proto::LogAppend {
+                seq: CommitSeq(seq),
+                entry: party_proto::feed::encode_entry(0, &ops),
+            }),
+            ops,
+            records: Vec::new(),
+        }
     }
 
     /// Sets the commit marker behind the store's back, as a try whose reply was lost (or
@@ -1278,15 +1293,29 @@ mod tests {
             key: b"r/phantom".to_vec(),
             value: b"v".to_vec(),
         }];
-        here.write(&txn(vec![
-            key_read(),
-            ReadCheck::Range {
-                range: range.clone(),
-                entries: seen,
-            },
-        ]))
-        .unwrap();
+        let range_read_seeing = || ReadCheck::Range {
+            range: range.clone(),
+            entries: seen.clone(),
+        };
+        here.write(&txn(vec![key_read(), range_read_seeing()]))
+            .unwrap();
         assert_eq!(here.get(b"out").unwrap(), Some(b"1".to_vec()));
+        // A key the range read saw is gone.
+        here.read_for_checks(&checks).unwrap();
+        other
+            .write(&WriteBatch {
+                ops: vec![WriteOp::Del {
+                    key: b"r/phantom".to_vec(),
+                }],
+                records: Vec::new(),
+                log: None,
+            })
+            .unwrap();
+        let refused = here.write(&txn(vec![range_read_seeing()]));
+        assert!(
+            matches!(refused, Err(BackendError::Stale { .. })),
+            "{refused:?}"
+        );
     }
 
     /// Two hosts' writers on one log: one that read the log's ends while it was empty
@@ -1297,20 +1326,6 @@ mod tests {
     fn the_first_number_of_the_log_is_taken_once_even_after_a_trim() {
         let cluster = LocalCluster::start(1).unwrap();
         let (here, other) = two_hosts(&cluster);
-        let logged = |seq: u64, key: &[u8]| {
-            let ops = [WriteOp::Put {
-                key: key.to_vec(),
-                value: b"v".to_vec(),
-            }];
-            WriteBatch {
-                ops: ops.to_vec(),
-                records: Vec::new(),
-                log: Some(party_proto::LogAppend {
-                    seq: CommitSeq(seq),
-                    entry: party_proto::feed::encode_entry(0, &ops),
-                }),
-            }
-        };
         other.write(&logged(1, b"a")).unwrap();
         let taken = here.write(&logged(1, b"b"));
         assert!(
@@ -1331,6 +1346,54 @@ mod tests {
             (CommitSeq(2), CommitSeq(2))
         );
         here.write(&logged(3, b"b")).unwrap();
+    }
+
+    /// Two hosts' writers on one log: one whose ends are behind cannot append a number the
+    /// other has taken, nor one past the log's end (a hole no subscriber could tell from a
+    /// trim): refused as stale, nothing applied, the other's entry kept.
+    #[test]
+    fn a_log_number_taken_or_past_the_end_is_refused() {
+        let cluster = LocalCluster::start(1).unwrap();
+        let (here, other) = two_hosts(&cluster);
+        other.write(&logged(1, b"a")).unwrap();
+        other.write(&logged(2, b"b")).unwrap();
+        for seq in [2, 4] {
+            let refused = here.write(&logged(seq, b"mine"));
+            assert!(
+                matches!(refused, Err(BackendError::Stale { .. })),
+                "{seq}: {refused:?}"
+            );
+        }
+        assert_eq!(here.get(b"mine").unwrap(), None, "nothing of them applied");
+        let ends = here.change_log_ends().unwrap().unwrap();
+        assert_eq!(
+            (ends.first.seq, ends.last.seq),
+            (CommitSeq(1), CommitSeq(2))
+        );
+        let kept = here.change_entries(CommitSeq(2), false, 1).unwrap();
+        assert_eq!(kept, [(CommitSeq(2), logged(2, b"b").log.unwrap().entry)]);
+        here.write(&logged(3, b"mine")).unwrap();
+    }
+
+    /// A sweep of expired dedup records removes one only if nobody rewrote it since the
+    /// sweep read it (another host's leader may have): the others of its transaction go.
+    #[test]
+    fn a_record_rewritten_after_the_sweep_read_it_stays() {
+        let (_cluster, store) = store_on_one_member(b"sweep/");
+        let (rewritten, expired) = (store.record_key(ClientId(1)), store.record_key(ClientId(2)));
+        let set = |key: &[u8], value: &str| {
+            let put = TxnOp::put(key, value, None);
+            store.send(Txn::new().and_then([put])).unwrap();
+            etcd_mod_revision(&store, key)
+        };
+        let read_at = set(&rewritten, "old");
+        let expired_at = set(&expired, "old");
+        set(&rewritten, "new");
+        store
+            .remove_unchanged(&[(rewritten.clone(), read_at), (expired.clone(), expired_at)])
+            .unwrap();
+        assert_eq!(store.get_raw(&rewritten).unwrap(), Some(b"new".to_vec()));
+        assert_eq!(store.get_raw(&expired).unwrap(), None);
     }
 
     /// A store under `prefix` on a cluster of its own, of one member (kept while the
@@ -1444,14 +1507,7 @@ mod tests {
     #[test]
     fn a_commit_of_unknown_outcome_never_lands_after_the_logs_ends_are_read() {
         let (_cluster, store) = store_on_one_member(b"unsettled/");
-        let logged = |seq: u64| WriteBatch {
-            log: Some(party_proto::LogAppend {
-                seq: CommitSeq(seq),
-                entry: party_proto::feed::encode_entry(0, &put(b"k").ops),
-            }),
-            ..put(b"k")
-        };
-        store.write(&logged(1)).unwrap();
+        store.write(&logged(1, b"k")).unwrap();
         let on_the_network = {
             let mut marker = store.marker.lock().unwrap();
             let last = marker.last.clone().unwrap();
@@ -1466,7 +1522,7 @@ mod tests {
         assert_eq!(ends.last.seq, CommitSeq(1));
         let landed = store.send(on_the_network).unwrap().succeeded();
         assert!(!landed, "landed after the log's ends were read");
-        store.write(&logged(2)).unwrap();
+        store.write(&logged(2, b"k")).unwrap();
         let ends = store.change_log_ends().unwrap().unwrap();
         assert_eq!(ends.last.seq, CommitSeq(2));
     }
