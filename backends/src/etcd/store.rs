@@ -1375,6 +1375,87 @@ mod tests {
         here.write(&logged(3, b"mine")).unwrap();
     }
 
+    /// Two leaders of one succession (a data directory copied with its `party.store`), their
+    /// tokens counted alike: one's commit, refused because the other moved the marker,
+    /// finds there a token with its own count, which is not its own (each token begins with
+    /// its instance), and fails as another writer's instead of passing for landed.
+    #[test]
+    fn a_token_of_another_leader_of_the_succession_is_never_taken_for_ones_own() {
+        let cluster = LocalCluster::start(1).unwrap();
+        let config = EtcdConfig {
+            endpoints: cluster.endpoints(),
+            prefix: b"copied/".to_vec(),
+        };
+        let succession = Succession::random();
+        let here = EtcdBackend::connect_as_leader(&config, succession).unwrap();
+        let copy = EtcdBackend::connect_as_leader(&config, succession).unwrap();
+        here.change_log_ends().unwrap();
+        here.write(&put(b"a")).unwrap();
+        copy.change_log_ends().unwrap();
+        copy.write(&put(b"b")).unwrap();
+        copy.write(&put(b"b2")).unwrap();
+        // Here's next token counts 3, as the one the copy set last.
+        let refused = here.write(&put(b"c"));
+        assert!(
+            matches!(refused, Err(BackendError::Store { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(here.get(b"c").unwrap(), None);
+    }
+
+    /// A transaction with more reads than etcd takes compares in one request fails whole
+    /// with `BatchTooLarge` before it is sent, however few its writes.
+    #[test]
+    fn a_transaction_of_more_reads_than_etcd_compares_is_too_large() {
+        let (_cluster, store) = store_on_one_member(b"compares/");
+        let most = store.max_batch_ops().unwrap();
+        let reads = (0..=most)
+            .map(|n| ReadCheck::Key {
+                key: format!("k{n}").into_bytes(),
+                value: None,
+            })
+            .collect();
+        let writes = vec![BatchOp::Put {
+            key: b"out".to_vec(),
+            value: b"1".to_vec(),
+        }];
+        let batch = WriteBatch {
+            ops: vec![WriteOp::Transaction { reads, writes }],
+            records: Vec::new(),
+            log: None,
+        };
+        let refused = store.write(&batch);
+        assert!(
+            matches!(refused, Err(BackendError::BatchTooLarge { ops, max, .. }) if ops == most + 1 && max == most),
+            "{refused:?}"
+        );
+        assert_eq!(store.get(b"out").unwrap(), None);
+    }
+
+    /// A client's dedup record is rewritten by each of its writes; once expired it is swept
+    /// all the same (the sweep compares the revision that last set it).
+    #[test]
+    fn an_expired_record_written_more_than_once_is_swept() {
+        let (_cluster, store) = store_on_one_member(b"expiry/");
+        let client = ClientId(3);
+        for applied in 1..=2 {
+            let record = DedupRecord {
+                applied_through: party_proto::WriteSeq(applied),
+                failed: Vec::new(),
+                last_write_ms: 1_000,
+            };
+            store
+                .write(&WriteBatch {
+                    records: vec![(client, record)],
+                    ..put(b"k")
+                })
+                .unwrap();
+        }
+        assert!(store.dedup_records_of(&[client]).unwrap()[0].is_some());
+        store.expire_dedup_records(2_000, None, 10).unwrap();
+        assert_eq!(store.dedup_records_of(&[client]).unwrap(), [None]);
+    }
+
     /// A sweep of expired dedup records removes one only if nobody rewrote it since the
     /// sweep read it (another host's leader may have): the others of its transaction go.
     #[test]
@@ -1645,7 +1726,11 @@ mod tests {
         // Someone else moves the marker: the commit is refused whole, and the store then
         // goes on from the marker it reads.
         move_marker(&store, b"another writer", None);
-        assert!(store.write(&put(b"c")).is_err());
+        let refused = store.write(&put(b"c"));
+        assert!(
+            matches!(refused, Err(BackendError::Store { .. })),
+            "not refused as another writer's: {refused:?}"
+        );
         assert_eq!(store.get(b"c").unwrap(), None);
         store.write(&put(b"d")).unwrap();
         assert_eq!(store.get(b"d").unwrap(), Some(b"v".to_vec()));
