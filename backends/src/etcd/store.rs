@@ -1318,6 +1318,45 @@ mod tests {
         );
     }
 
+    /// A transaction whose range read saw the store's newest write (the key was set at the
+    /// very revision the reads were made at) lands: that write is part of what it read,
+    /// not a change after it (were it taken for one, the transaction would be refused as
+    /// stale every time it was checked again, while nothing else was written).
+    #[test]
+    fn a_range_read_that_saw_the_newest_write_holds() {
+        let (_cluster, store) = store_on_one_member(b"newest/");
+        store.write(&put(b"r/newest")).unwrap();
+        let range = KeyRange {
+            start: std::ops::Bound::Included(b"r/".to_vec()),
+            end: std::ops::Bound::Excluded(b"r0".to_vec()),
+        };
+        let read = CheckRead::Range {
+            range: range.clone(),
+            limit: 10,
+        };
+        store.read_for_checks(&[read]).unwrap();
+        let seen = vec![Entry {
+            key: b"r/newest".to_vec(),
+            value: b"v".to_vec(),
+        }];
+        let txn = WriteBatch {
+            ops: vec![WriteOp::Transaction {
+                reads: vec![ReadCheck::Range {
+                    range,
+                    entries: seen,
+                }],
+                writes: vec![BatchOp::Put {
+                    key: b"out".to_vec(),
+                    value: b"1".to_vec(),
+                }],
+            }],
+            records: Vec::new(),
+            log: None,
+        };
+        store.write(&txn).unwrap();
+        assert_eq!(store.get(b"out").unwrap(), Some(b"1".to_vec()));
+    }
+
     /// Two hosts' writers on one log: one that read the log's ends while it was empty
     /// cannot append the first number once the other has used it, whether that entry is
     /// still there or was trimmed since (its key absent again): the commit is refused as
