@@ -1318,6 +1318,74 @@ mod tests {
         );
     }
 
+    /// A clear and a write of its range's first key in one group: the key is written, not
+    /// deleted by the clear's range delete (etcd refuses a key in two operations of one
+    /// transaction, so the range delete must start after it), and the rest is cleared.
+    #[test]
+    fn a_group_that_clears_a_range_and_writes_its_first_key_keeps_that_key() {
+        let (_cluster, store) = store_on_one_member(b"clear/");
+        store.write(&put(b"b")).unwrap();
+        store.write(&put(b"c")).unwrap();
+        let clear = WriteOp::Clear {
+            range: KeyRange {
+                start: std::ops::Bound::Included(b"a".to_vec()),
+                end: std::ops::Bound::Excluded(b"z".to_vec()),
+            },
+        };
+        let batch = WriteBatch {
+            ops: vec![clear, put(b"a").ops.remove(0)],
+            records: Vec::new(),
+            log: None,
+        };
+        store.write(&batch).unwrap();
+        assert_eq!(store.get(b"a").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(
+            store.get_many(&[b"b".to_vec(), b"c".to_vec()]).unwrap(),
+            [None, None]
+        );
+    }
+
+    /// A `get_many` of more keys than one etcd transaction reads is still one snapshot:
+    /// its later transactions read at the revision of the first, so two keys that every
+    /// write sets together are read alike however the writes fall between them.
+    #[test]
+    fn reads_of_more_keys_than_one_transaction_are_one_snapshot() {
+        let (_cluster, store) = store_on_one_member(b"snapshot/");
+        let keys: Vec<Vec<u8>> = (0..=MAX_TXN_OPS)
+            .map(|n| format!("k{n:03}").into_bytes())
+            .collect();
+        let (first, last) = (keys[0].clone(), keys[MAX_TXN_OPS].clone());
+        let set_both = |generation: u32| WriteBatch {
+            ops: [&first, &last]
+                .map(|key| WriteOp::Put {
+                    key: key.clone(),
+                    value: generation.to_be_bytes().to_vec(),
+                })
+                .to_vec(),
+            records: Vec::new(),
+            log: None,
+        };
+        store.write(&set_both(0)).unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let reads = std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                let mut generation = 1;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    store.write(&set_both(generation))?;
+                    generation += 1;
+                }
+                Ok::<_, BackendError>(())
+            });
+            let reads: Result<Vec<_>, _> = (0..200).map(|_| store.get_many(&keys)).collect();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            writer.join().unwrap().unwrap();
+            reads.unwrap()
+        });
+        for values in reads {
+            assert_eq!(values[0], values[MAX_TXN_OPS], "two snapshots in one read");
+        }
+    }
+
     /// A transaction whose range read saw the store's newest write (the key was set at the
     /// very revision the reads were made at) lands: that write is part of what it read,
     /// not a change after it (were it taken for one, the transaction would be refused as
