@@ -136,8 +136,9 @@ enum Event {
         incarnation: u32,
         term: u64,
     },
-    /// A commit of a leader that died with it on its way reaches the store, whose marker
-    /// had been moved `fences` times when it was sent.
+    /// A commit sent to a store over the network a while ago (its leader died, or was
+    /// told the outcome is unknown) reaches it; the store had been fenced `fences` times
+    /// when it was sent.
     LateCommit {
         process: ProcessId,
         batch: WriteBatch,
@@ -360,7 +361,8 @@ pub struct World {
     /// The kind of store the directory holds, once a leader has opened one.
     store_kind: Option<&'static str>,
     /// How many times leaders' stores moved their commit marker, as etcd's does before it
-    /// first reads the log's ends or dedup records for a new leader.
+    /// first reads the log's ends or dedup records for a new leader, or after a commit
+    /// whose outcome it could not tell.
     fences: u64,
     /// Every group the store committed, by number: what subscribers are checked against.
     feed: BTreeMap<u64, Vec<Change>>,

@@ -191,8 +191,14 @@ impl World {
                     free: 0,
                     reserve: 1,
                 })),
-                // The store's answer is lost (a network store): the batch landed or not.
-                11..=12 => Some(CommitResult::Unsettled("injected, not landed".into())),
+                // The store's answer is lost (a network store): the batch landed or not,
+                // or is still on its way.
+                11..=12 => {
+                    if self.chance(50) {
+                        self.send_late(process, batch, "its answer lost");
+                    }
+                    Some(CommitResult::Unsettled("injected, not landed".into()))
+                }
                 13..=14 => {
                     unsettled = true;
                     None
@@ -224,7 +230,11 @@ impl World {
         if thread_dies {
             self.store_thread_dies(process);
             if self.chance(50) {
-                // Not landed; the writer is never told (`write_queued` stops here).
+                // Not landed, or on its way; the writer is never told (`write_queued`
+                // stops here).
+                if self.chance(50) {
+                    self.send_late(process, batch, "its store thread dead");
+                }
                 return CommitResult::Failed(ErrorCode::Closed);
             }
         }
@@ -232,7 +242,7 @@ impl World {
             self.trace
                 .line(self.now, format_args!("p{process} crashes before a commit"));
             if self.faults.store && self.chance(50) {
-                self.send_late(process, batch);
+                self.send_late(process, batch, "its process dead");
             }
             self.crash(process);
             return CommitResult::Failed(ErrorCode::Closed);
@@ -273,12 +283,13 @@ impl World {
         }
     }
 
-    /// `process` dies with `batch` on its way to a store over the network: the store gets
-    /// it a little later, maybe after the next leader's store fenced it.
-    fn send_late(&mut self, process: ProcessId, batch: &WriteBatch) {
+    /// `batch` of `process` is on its way to a store over the network, its sender gone
+    /// (the process crashed, or its store thread died) or told only that the store's
+    /// answer was lost: the store gets it a little later, maybe after it was fenced.
+    fn send_late(&mut self, process: ProcessId, batch: &WriteBatch, why: &str) {
         self.trace.line(
             self.now,
-            format_args!("p{process}'s commit is on its way to the store"),
+            format_args!("p{process}'s commit is on its way to the store, {why}"),
         );
         let delay = self.rand(0, 10_000);
         let fences = self.fences;
@@ -293,22 +304,36 @@ impl World {
         self.last_fault = self.last_fault.max(self.now + delay);
     }
 
-    /// A dead leader's commit reaches the store. Once a later leader's store read the log's
-    /// ends or dedup records it must not land (etcd: that store moved the directory's commit
-    /// marker first, which the commit compares), or that leader may have applied a re-sent
-    /// write of it already, and later writes over it: the late one would apply it again,
-    /// over them. Before that it may land: nothing was read that it changes.
+    /// A commit sent a while ago reaches the store. Once a leader's store read the log's
+    /// ends or dedup records since, it must not land (etcd: that store moved the
+    /// directory's commit marker first, which the commit compares): a later leader may
+    /// have applied a re-sent write of it already, and later writes over it, and its own
+    /// leader, told that its outcome is unknown, numbers the next entry and reads its
+    /// clients' records again; the late one would apply it again, over them, or take a
+    /// number or a record they tell of. Before that it may land: nothing was read that it
+    /// changes. As every commit, it lands only if its transactions' reads still hold and
+    /// its log entry's number is the next (etcd compares both).
     pub(super) fn late_commit(&mut self, process: ProcessId, batch: &WriteBatch, fences: u64) {
-        if self.fences > fences && !self.injection.unfenced_late_commits {
-            self.trace.line(
+        let refused = if self.fences > fences && !self.injection.unfenced_late_commits {
+            Some("a store's read fenced it")
+        } else if self.reads_stale(batch) {
+            Some("a transaction's read no longer holds")
+        } else if self.log_number_taken(batch) {
+            Some("its log number is taken")
+        } else {
+            None
+        };
+        match refused {
+            Some(why) => self.trace.line(
                 self.now,
-                format_args!("p{process}'s late commit refused: a later leader's store fenced it"),
-            );
-            return;
+                format_args!("p{process}'s late commit refused: {why}"),
+            ),
+            None => {
+                self.trace
+                    .line(self.now, format_args!("p{process}'s late commit lands"));
+                self.land(process, batch);
+            }
         }
-        self.trace
-            .line(self.now, format_args!("p{process}'s late commit lands"));
-        self.land(process, batch);
     }
 
     /// The store thread of leader `process` dies: it takes no more jobs and answers none,
@@ -358,5 +383,100 @@ impl World {
             self.store_failed();
         }
         fault.then(|| ErrorCode::Backend("injected".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use party_proto::feed::{encode_entry, encode_unlogged, LogAppend};
+    use party_proto::wire::ReadCheck;
+    use party_proto::CommitSeq;
+
+    fn world() -> World {
+        World::new(Schedule::of(0), Injection::default())
+    }
+
+    fn put(key: &[u8], value: &[u8]) -> WriteOp {
+        WriteOp::Put {
+            key: key.to_vec(),
+            value: value.to_vec(),
+        }
+    }
+
+    /// A group of `ops` logged as number `seq` (kept, or taking its number only).
+    fn logged(seq: u64, ops: Vec<WriteOp>, kept: bool) -> WriteBatch {
+        let entry = if kept {
+            encode_entry(0, &ops)
+        } else {
+            encode_unlogged(0)
+        };
+        WriteBatch {
+            ops,
+            records: Vec::new(),
+            log: Some(LogAppend {
+                seq: CommitSeq(seq),
+                entry,
+            }),
+        }
+    }
+
+    fn stored(world: &World, key: &[u8]) -> Option<Vec<u8>> {
+        world.store.get(key).unwrap()
+    }
+
+    #[test]
+    fn a_late_commit_lands_until_a_store_read_fences_it() {
+        let mut world = world();
+        world.late_commit(0, &logged(1, vec![put(b"k", b"first")], true), 0);
+        assert_eq!(stored(&world, b"k"), Some(b"first".to_vec()));
+        let sent_at = world.fences;
+        world.fences += 1;
+        world.late_commit(0, &logged(2, vec![put(b"k", b"late")], true), sent_at);
+        assert_eq!(stored(&world, b"k"), Some(b"first".to_vec()));
+        assert!(world.violations.is_empty(), "{:?}", world.violations);
+    }
+
+    #[test]
+    fn a_late_commit_whose_log_number_was_taken_applies_nothing() {
+        let mut world = world();
+        world.late_commit(0, &logged(1, vec![put(b"k", b"taken")], true), 0);
+        world.late_commit(1, &logged(1, vec![put(b"k", b"late")], true), 0);
+        assert_eq!(stored(&world, b"k"), Some(b"taken".to_vec()));
+        assert!(world.violations.is_empty(), "{:?}", world.violations);
+    }
+
+    /// etcd compares no number for the entry of a leader without a feed: such a commit
+    /// landing late under a number taken is the numbering's violation.
+    #[test]
+    fn a_late_unkept_entry_under_a_taken_number_lands_and_is_found() {
+        let mut world = world();
+        world.late_commit(0, &logged(1, vec![put(b"k", b"taken")], false), 0);
+        world.late_commit(1, &logged(1, vec![put(b"k", b"late")], false), 0);
+        assert_eq!(stored(&world, b"k"), Some(b"late".to_vec()));
+        assert!(
+            world.violations.iter().any(|v| v.contains("as number 1")),
+            "{:?}",
+            world.violations
+        );
+    }
+
+    #[test]
+    fn a_late_transaction_whose_read_no_longer_holds_applies_nothing() {
+        let mut world = world();
+        let read_empty = WriteOp::Transaction {
+            reads: vec![ReadCheck::Key {
+                key: b"k".to_vec(),
+                value: None,
+            }],
+            writes: vec![BatchOp::Put {
+                key: b"k".to_vec(),
+                value: b"late".to_vec(),
+            }],
+        };
+        world.late_commit(0, &logged(1, vec![put(b"k", b"since")], true), 0);
+        world.late_commit(1, &logged(2, vec![read_empty], true), 0);
+        assert_eq!(stored(&world, b"k"), Some(b"since".to_vec()));
+        assert!(world.violations.is_empty(), "{:?}", world.violations);
     }
 }

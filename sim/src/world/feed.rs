@@ -239,7 +239,7 @@ impl World {
         let Some(append) = &batch.log else {
             return;
         };
-        let expected = self.feed.keys().next_back().map_or(1, |last| last + 1);
+        let expected = self.next_log_number();
         if append.seq.0 != expected {
             self.violations.push(format!(
                 "p{process} committed a group as number {}, the store's next is {expected}",
@@ -248,6 +248,22 @@ impl World {
         }
         let changes = decode_entry(&encode_entry(0, &batch.ops)).expect("entries decode");
         self.feed.insert(append.seq.0, changes.unwrap_or_default());
+    }
+
+    /// The number the store's change log gives its next entry.
+    fn next_log_number(&self) -> u64 {
+        self.feed.keys().next_back().map_or(1, |last| last + 1)
+    }
+
+    /// Whether `batch` appends a kept entry under a number other than the log's next: a
+    /// store shared over the network compares that as the batch reaches it and refuses
+    /// the batch whole (etcd), which matters to a batch that reaches it late. An entry of
+    /// a leader without a feed takes its number unchecked.
+    pub(super) fn log_number_taken(&self, batch: &WriteBatch) -> bool {
+        batch.log.as_ref().is_some_and(|append| {
+            let kept = decode_entry(&append.entry).is_ok_and(|changes| changes.is_some());
+            kept && append.seq.0 != self.next_log_number()
+        })
     }
 
     /// The subscribers of a process that ends stop where they are.

@@ -206,6 +206,57 @@ impl World {
     /// place (the state before the batch, then each earlier operation of the batch
     /// applied), and carry every write its caller gave it.
     pub(super) fn check_transactions(&mut self, process: ProcessId, batch: &WriteBatch) {
+        let mut found = Vec::new();
+        self.each_transaction(batch, |reads, writes, state| {
+            if let Some(stale) = reads.iter().find(|read| !holds(read, state)) {
+                found.push(format!(
+                    "p{process} committed a transaction whose read no longer held \
+                     (not serializable): {stale:02x?}"
+                ));
+            }
+            let given: Vec<(Vec<u8>, Option<Vec<u8>>)> = writes
+                .iter()
+                .map(|step| match step {
+                    BatchOp::Put { key, value } => (key.clone(), Some(value.clone())),
+                    BatchOp::Del { key } => (key.clone(), None),
+                })
+                .collect();
+            let caller = given
+                .iter()
+                .find_map(|(_, value)| value.as_deref().and_then(tag_index));
+            if let Some(index) = caller {
+                if let OpKind::Transaction { writes: sent, .. } = &self.history[index].kind {
+                    if *sent != given {
+                        found.push(format!(
+                            "p{process} applied transaction op{index} in part: \
+                             {given:02x?} of {sent:02x?}"
+                        ));
+                    }
+                }
+            }
+        });
+        self.violations.extend(found);
+    }
+
+    /// Whether a read of a transaction of `batch` no longer holds at its place: a store
+    /// shared over the network compares them as the batch reaches it, and refuses such a
+    /// batch whole (etcd), which matters to a batch that reaches it late.
+    pub(super) fn reads_stale(&self, batch: &WriteBatch) -> bool {
+        let mut stale = false;
+        self.each_transaction(batch, |reads, _, state| {
+            stale |= reads.iter().any(|read| !holds(read, state));
+        });
+        stale
+    }
+
+    /// Calls `visit` with the reads and writes of each transaction of `batch`, and the
+    /// store's state at its place: the state before the batch, then each earlier operation
+    /// of the batch applied.
+    fn each_transaction(
+        &self,
+        batch: &WriteBatch,
+        mut visit: impl FnMut(&[ReadCheck], &[BatchOp], &BTreeMap<Vec<u8>, Vec<u8>>),
+    ) {
         if !batch
             .ops
             .iter()
@@ -222,32 +273,7 @@ impl World {
             .expect("the memory store cannot fail");
         for op in &batch.ops {
             if let WriteOp::Transaction { reads, writes } = op {
-                if let Some(stale) = reads.iter().find(|read| !holds(read, &state)) {
-                    self.violations.push(format!(
-                        "p{process} committed a transaction whose read no longer held \
-                         (not serializable): {stale:02x?}"
-                    ));
-                }
-                let given: Vec<(Vec<u8>, Option<Vec<u8>>)> = writes
-                    .iter()
-                    .map(|step| match step {
-                        BatchOp::Put { key, value } => (key.clone(), Some(value.clone())),
-                        BatchOp::Del { key } => (key.clone(), None),
-                    })
-                    .collect();
-                let caller = given
-                    .iter()
-                    .find_map(|(_, value)| value.as_deref().and_then(tag_index));
-                if let Some(index) = caller {
-                    if let OpKind::Transaction { writes: sent, .. } = &self.history[index].kind {
-                        if *sent != given {
-                            self.violations.push(format!(
-                                "p{process} applied transaction op{index} in part: \
-                                 {given:02x?} of {sent:02x?}"
-                            ));
-                        }
-                    }
-                }
+                visit(reads, writes, &state);
             }
             let effect = resolve(std::slice::from_ref(op), |range| {
                 Ok(state
