@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 /// What a client sends first on an HTTP/2 connection, before any frame.
 const CLIENT_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
 const END_STREAM: u8 = 0x1;
 
 /// The proxy; dropping it closes every connection.
@@ -106,7 +107,8 @@ impl HoldingProxy {
     }
 
     /// Sends on everything held, and waits until the server answered each request among
-    /// it (ended its stream); panics after `timeout`.
+    /// it (ended its stream), or the client reset the stream (gave up on it: the server
+    /// may still apply it, but answers nothing); panics after `timeout`.
     pub fn release(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         let mut state = self.shared.state.lock().unwrap();
@@ -179,6 +181,10 @@ fn forward(connection: usize, mut client: TcpStream, server: TcpStream, shared: 
                 if state.holding && kind == HEADERS {
                     state.unanswered.insert((connection, stream));
                 }
+                // A request the client gave up on (its time ran out) gets no answer.
+                if kind == RST_STREAM {
+                    state.unanswered.remove(&(connection, stream));
+                }
             }
             if state.holding {
                 state.held.extend_from_slice(bytes);
@@ -219,8 +225,8 @@ fn forward(connection: usize, mut client: TcpStream, server: TcpStream, shared: 
                 let _ = to_client.write_all(bytes);
             }
             let mut state = answering.state.lock().unwrap();
-            for (_, flags, stream) in frames.feed(bytes) {
-                if flags & END_STREAM != 0 {
+            for (kind, flags, stream) in frames.feed(bytes) {
+                if flags & END_STREAM != 0 || kind == RST_STREAM {
                     state.unanswered.remove(&(connection, stream));
                 }
             }

@@ -235,6 +235,37 @@ fn a_commit_tried_again_after_another_writer_moved_the_marker_has_an_unknown_out
     );
 }
 
+/// The leader's only etcd member stops answering without a word (a proxy holds whatever
+/// reaches it, as a partition would, with no reset): a write ends `OutcomeUnknown` once its
+/// tries and the move of the marker that would settle it have each waited out their time,
+/// instead of holding the store thread until TCP gives up. Once the member answers again,
+/// the marker is settled and the store serves.
+#[test]
+fn a_write_to_a_member_that_stopped_answering_ends_unknown_and_the_store_serves_after() {
+    let cluster = LocalCluster::start(1).unwrap();
+    let proxy = HoldingProxy::start(&cluster.endpoints()[0]);
+    let dir = tempfile::tempdir().unwrap();
+    let through_proxy = [
+        "--etcd-endpoints",
+        &proxy.endpoint(),
+        "--etcd-prefix",
+        "shared/",
+    ];
+    let mut leader = Node::spawn(NODE, dir.path(), &through_proxy);
+    assert_eq!(leader.send("ready"), "ok leader");
+    assert_eq!(leader.send("put k before"), "ok");
+
+    proxy.hold();
+    let answer = leader.send("put k unanswered");
+    assert!(
+        answer.starts_with("err outcome_unknown"),
+        "a write no member answered: {answer}"
+    );
+    proxy.release(std::time::Duration::from_secs(30));
+    assert_eq!(leader.send("put k after"), "ok");
+    assert_eq!(leader.send("get k"), "ok after");
+}
+
 /// A handle's runtime shut down while the store of a new directory opens (its etcd
 /// connection held up by a proxy): the open goes on, on its blocking thread, and as it ends
 /// it records the directory's succession. The directory's lock stays taken until then, so

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, GetOptions, KvClient, SortOrder, SortTarget, Txn,
-    TxnOp, TxnOpResponse, TxnResponse,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KvClient, SortOrder,
+    SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 use party_proto::feed::LogEnds;
 use party_proto::txn::{CheckRead, CheckValue};
@@ -22,10 +22,12 @@ use super::{unique_id, EtcdConfig, Succession};
 
 const NAME: &str = "etcd";
 
-/// Why a commit is refused when its marker moved under it: another store instance commits
-/// under the same marker, a leader of another data directory with the same succession.
-const MARKER_MOVED: &str = "the store's commit marker moved: another writer commits under it (a \
-                            data directory copied with its party.store?)";
+/// Why a commit is refused when another store instance moved its marker under it: a
+/// leader before this one, whose move of the marker the network delivered late, or a
+/// leader of another data directory with the same succession.
+const MARKER_MOVED: &str = "the store's commit marker moved: a late copy of an earlier leader's \
+                            move, or another writer commits under it (a data directory copied \
+                            with its party.store?); nothing of the commit applied";
 
 /// Entries the first page of an iterator asks etcd for; each page after it asks for as
 /// many as fit in [`PAGE_BYTES`] at the sizes the page before it read, at most four times
@@ -46,6 +48,11 @@ const MAX_ANSWER_BYTES: usize = i32::MAX as usize;
 /// How long a request is tried again while members cannot be reached (one down, or the
 /// cluster electing its leader): longer than an etcd election takes.
 const UNREACHABLE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// How long one try of a request waits for its answer: a member cut off without a word
+/// (no reset, as behind a partition) would otherwise hold it until TCP gives up, minutes
+/// later, and the store thread with it. Far longer than etcd takes to sync a commit.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Operations in one etcd transaction: the server's default `--max-txn-ops`.
 const MAX_TXN_OPS: usize = 128;
@@ -71,12 +78,13 @@ pub struct EtcdBackend {
     changes: Vec<u8>,
     /// `P c <writer>`: the commit marker of this store's writer, a data directory's
     /// [`Succession`] of leaders or this instance alone. Each commit compares that it was
-    /// last set where this writer set it (its revision) and sets it to a token never used
-    /// before, so that a commit tried again (etcd's leader died with it) applies at most
-    /// once, one whose reply was lost is known to have landed exactly when the marker holds
-    /// its token, and a commit of a leader before this one never lands after this one moved
-    /// the marker. The compare is on the revision, not the token: a fence puts its token
-    /// with no compare, and a try of it held up in the network may put it again later.
+    /// last set at the revision this writer last knew of it and sets it to a token never
+    /// used before, so that a commit tried again (etcd's leader died with it) applies at
+    /// most once, one whose reply was lost has landed if the marker holds its token (once
+    /// the marker moved on, that cannot be told), and a commit of a leader before this one
+    /// never lands after this one moved the marker. The compare is on the revision, not the
+    /// token: a fence puts its token with no compare, and a try of it held up in the
+    /// network may put it again later.
     marker_key: Vec<u8>,
     marker: Mutex<Marker>,
     /// The revision the leader's writer last read its transactions' reads at
@@ -88,10 +96,11 @@ pub struct EtcdBackend {
 /// What this instance knows of its commit marker.
 #[derive(Debug, Clone)]
 struct Marker {
-    /// The marker as this instance set it last (`None`: never set), or `Err(())` when not
-    /// known: after a commit whose outcome could not be settled, and before a leader's
-    /// first read of the log's ends (its predecessor's commit may still land). Moved before
-    /// the next read of the log's ends or dedup records, or commit.
+    /// The marker as this instance last knew it (`None`: never set), or `Err(())` when not
+    /// known: after a commit whose outcome could not be settled, or whose answer did not
+    /// tell the revision, and before a leader's first read of the log's ends or dedup
+    /// records, or commit (its predecessor's commit may still land). Moved before the next
+    /// of those.
     last: Result<Option<MarkerValue>, ()>,
     /// Unique to this instance, first in each of its tokens: leaders of one succession
     /// share the marker, and a token of one must never be mistaken for another's.
@@ -112,6 +121,11 @@ impl Marker {
     fn next_token(&mut self) -> Vec<u8> {
         self.tried += 1;
         [self.instance.to_be_bytes(), self.tried.to_be_bytes()].concat()
+    }
+
+    /// Whether this instance made `token`.
+    fn made(&self, token: &[u8]) -> bool {
+        token.len() == 16 && token.starts_with(&self.instance.to_be_bytes())
     }
 }
 
@@ -213,7 +227,8 @@ impl EtcdBackend {
             .map_err(|e| open_error(Box::new(e)))?;
         let client = runtime
             .block_on(async {
-                let mut client = Client::connect(&config.endpoints, None).await?;
+                let options = ConnectOptions::new().with_timeout(REQUEST_TIMEOUT);
+                let mut client = Client::connect(&config.endpoints, Some(options)).await?;
                 // A member answering proves the endpoints; an empty read costs nothing.
                 client
                     .get(config.prefix.clone(), Some(GetOptions::new().with_limit(1)))
@@ -616,13 +631,16 @@ impl EtcdBackend {
 }
 
 /// Whether `error` says the request may not have reached a quorum (a member down, a
-/// connection broken, etcd's leader lost with the request): then it is tried again. Safe
-/// for reads, and for writes because each compares the writer's commit marker first.
+/// connection broken, etcd's leader lost with the request, no answer in
+/// [`REQUEST_TIMEOUT`]): then it is tried again. Safe for reads, and for commits because
+/// each compares the writer's commit marker first; a move of the marker without a compare
+/// (a fence) may land twice, the second time late, which the commits' compare of the
+/// revision the marker was set at, and [`Marker::made`], allow for.
 fn retryable(error: &etcd_client::Error) -> bool {
     match error {
         etcd_client::Error::GRpcStatus(status) => {
-            let broken = std::error::Error::source(status)
-                .is_some_and(|source| source.is::<tonic::transport::Error>());
+            let broken = std::iter::successors(std::error::Error::source(status), |e| e.source())
+                .any(|e| e.is::<tonic::transport::Error>() || e.is::<tonic::TimeoutExpired>());
             broken
                 || matches!(
                     status.code(),
@@ -737,7 +755,7 @@ impl Backend for EtcdBackend {
         ops.extend(batch.records.iter().map(|(client, record)| {
             TxnOp::put(self.record_key(*client), records::value(record), None)
         }));
-        if ops.is_empty() {
+        if ops.is_empty() && batch.log.is_none() {
             return Ok(());
         }
         let bytes = self.request_bytes(batch);
@@ -790,10 +808,16 @@ impl Backend for EtcdBackend {
         let settled = match answer {
             Ok(response) if response.succeeded() => Settled::Landed(revision(&response).ok()),
             // A compare failed: an earlier try of this very commit landed (its reply lost,
-            // the marker holds its token), a transaction's read no longer holds (the
-            // marker is unchanged), or another process moved the marker.
+            // the marker holds its token), a transaction's read or the log's number no
+            // longer holds (the marker is unchanged), or the marker moved: another
+            // process's move, or a late copy of this one's own.
             Ok(response) => match marker_read(&response) {
                 Some(now) if now.token == token => Settled::Landed(Some(now.set_at)),
+                // A read no longer holds, and the one try sent was refused: nothing of it
+                // is on its way.
+                now if now == last && !tried_again => {
+                    return Err(BackendError::Stale { backend: NAME })
+                }
                 // A read no longer holds. An earlier try of this commit (sent again after
                 // no answer) may still be on its way, and land once the value is back:
                 // fenced, it never will.
@@ -808,7 +832,13 @@ impl Backend for EtcdBackend {
                     backend: NAME,
                     source: MARKER_MOVED.into(),
                 }),
-                // The one try sent, refused whole: nothing landed.
+                // The one try sent, refused whole: nothing landed. This store's own move of
+                // the marker (a fence held up in the network, its try sent again) reached
+                // etcd late: committed again, the writes land.
+                Some(now) if marker.made(&now.token) => {
+                    marker.last = Ok(Some(now));
+                    return Err(BackendError::Stale { backend: NAME });
+                }
                 now => {
                     marker.last = Ok(now);
                     return Err(BackendError::Store {
@@ -991,8 +1021,10 @@ impl Backend for EtcdBackend {
         clients: &[ClientId],
     ) -> Result<Vec<Option<DedupRecord>>, BackendError> {
         // A commit of this instance whose outcome is unknown must not land after the
-        // records are read: they would then deny a write that did land.
-        self.settle(&mut self.marker.lock().unwrap_or_else(|e| e.into_inner()))?;
+        // records are read: they would then deny a write that did land. (The marker is
+        // held through the read, so that no commit becomes such a one meanwhile.)
+        let mut marker = self.marker.lock().unwrap_or_else(|e| e.into_inner());
+        self.settle(&mut marker)?;
         let keys: Vec<Vec<u8>> = clients.iter().map(|c| self.record_key(*c)).collect();
         self.get_raw_many(&keys, 0)?
             .into_iter()
@@ -1472,6 +1504,11 @@ mod tests {
             );
         }
         assert_eq!(here.get(b"mine").unwrap(), None, "nothing of them applied");
+        assert_eq!(
+            here.get_raw(&here.marker_key).unwrap(),
+            None,
+            "a commit refused at its one try has nothing on its way to fence"
+        );
         let ends = here.change_log_ends().unwrap().unwrap();
         assert_eq!(
             (ends.first.seq, ends.last.seq),
@@ -1817,6 +1854,56 @@ mod tests {
             "the dead leader's commit landed after its successor's fence"
         );
         assert_eq!(successor.get(b"late").unwrap(), None);
+    }
+
+    /// A leader's fence is held up in the network and sent again; its first try reaches
+    /// etcd after the leader's commits under the second: the next commit, refused, finds
+    /// the leader's own token there and is refused as stale (committed again, it lands),
+    /// not as another writer's.
+    #[test]
+    fn a_late_copy_of_a_stores_own_fence_makes_its_next_commit_stale() {
+        let cluster = LocalCluster::start(1).unwrap();
+        let config = EtcdConfig {
+            endpoints: cluster.endpoints(),
+            prefix: b"own-late-fence/".to_vec(),
+        };
+        let store = EtcdBackend::connect_as_leader(&config, Succession::random()).unwrap();
+        let held_fence = {
+            let fence = store.marker.lock().unwrap().clone().next_token();
+            Txn::new().and_then([store.put_marker(&fence)])
+        };
+        store.change_log_ends().unwrap();
+        store.write(&put(b"a")).unwrap();
+        assert!(store.send(held_fence).unwrap().succeeded());
+        let refused = store.write(&put(b"b"));
+        assert!(
+            matches!(refused, Err(BackendError::Stale { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(store.get(b"b").unwrap(), None);
+        store.write(&put(b"b")).unwrap();
+        assert_eq!(store.get(b"b").unwrap(), Some(b"v".to_vec()));
+    }
+
+    /// A batch of nothing but its change log entry (a group whose writes change nothing
+    /// still takes its number) appends the entry.
+    #[test]
+    fn a_batch_of_only_a_log_entry_appends_it() {
+        let (_cluster, store) = store_on_one_member(b"entry-only/");
+        let entry = party_proto::feed::encode_unlogged(0);
+        let batch = WriteBatch {
+            ops: Vec::new(),
+            records: Vec::new(),
+            log: Some(party_proto::LogAppend {
+                seq: CommitSeq(1),
+                entry: entry.clone(),
+            }),
+        };
+        store.write(&batch).unwrap();
+        assert_eq!(
+            store.change_entries(CommitSeq(1), false, 1).unwrap(),
+            [(CommitSeq(1), entry)]
+        );
     }
 
     #[test]
