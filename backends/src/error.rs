@@ -99,10 +99,16 @@ pub enum BackendError {
         bytes: usize,
         max: usize,
     },
-    /// What a transaction of the batch read changed in the store before the batch could
-    /// commit (another host's leader wrote it, on a store several hosts share); nothing of
-    /// the batch was applied. The leader's writer checks the transactions again.
-    #[error("a transaction's reads changed in the {backend} store before its commit")]
+    /// What the batch was formed on changed in the store before it could commit, on a
+    /// store several hosts share: another host's leader wrote what a transaction of it
+    /// read, or took the change log's next number, or a late copy of this store's own
+    /// move of its commit marker (etcd) moved it; nothing of the batch was applied. The
+    /// leader's writer reads the log's ends again and commits each write again alone,
+    /// checking transactions anew.
+    #[error(
+        "the {backend} store changed under the batch before its commit (a transaction's \
+         read, the change log's next number, or the commit marker)"
+    )]
     Stale { backend: &'static str },
     /// A dedup record in the reserved namespace does not decode: the store was written by
     /// something else, or is damaged.
