@@ -18,6 +18,16 @@ fn node(cluster: &LocalCluster, dir: &std::path::Path) -> Node {
     )
 }
 
+/// A process of `dir` whose etcd member is behind `proxy`, leading, with `k` written.
+fn leader_through(proxy: &HoldingProxy, dir: &std::path::Path) -> Node {
+    let endpoint = proxy.endpoint();
+    let args = ["--etcd-endpoints", &endpoint, "--etcd-prefix", "shared/"];
+    let mut leader = Node::spawn(NODE, dir, &args);
+    assert_eq!(leader.send("ready"), "ok leader");
+    assert_eq!(leader.send("put k before"), "ok");
+    leader
+}
+
 #[test]
 fn two_hosts_share_one_etcd_prefix_through_leader_kills_on_each() {
     let cluster = LocalCluster::start(3).unwrap();
@@ -200,15 +210,7 @@ fn a_commit_tried_again_after_another_writer_moved_the_marker_has_an_unknown_out
     let cluster = LocalCluster::start(1).unwrap();
     let proxy = HoldingProxy::start(&cluster.endpoints()[0]);
     let (dir, copy) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let through_proxy = [
-        "--etcd-endpoints",
-        &proxy.endpoint(),
-        "--etcd-prefix",
-        "shared/",
-    ];
-    let mut leader = Node::spawn(NODE, dir.path(), &through_proxy);
-    assert_eq!(leader.send("ready"), "ok leader");
-    assert_eq!(leader.send("put k before"), "ok");
+    let mut leader = leader_through(&proxy, dir.path());
 
     proxy.hold();
     leader.submit("put k first-try-landed");
@@ -245,15 +247,7 @@ fn a_write_to_a_member_that_stopped_answering_ends_unknown_and_the_store_serves_
     let cluster = LocalCluster::start(1).unwrap();
     let proxy = HoldingProxy::start(&cluster.endpoints()[0]);
     let dir = tempfile::tempdir().unwrap();
-    let through_proxy = [
-        "--etcd-endpoints",
-        &proxy.endpoint(),
-        "--etcd-prefix",
-        "shared/",
-    ];
-    let mut leader = Node::spawn(NODE, dir.path(), &through_proxy);
-    assert_eq!(leader.send("ready"), "ok leader");
-    assert_eq!(leader.send("put k before"), "ok");
+    let mut leader = leader_through(&proxy, dir.path());
 
     proxy.hold();
     let answer = leader.send("put k unanswered");
