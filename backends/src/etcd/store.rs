@@ -1535,12 +1535,7 @@ mod tests {
     /// its instance), and fails as another writer's instead of passing for landed.
     #[test]
     fn a_token_of_another_leader_of_the_succession_is_never_taken_for_ones_own() {
-        let cluster = LocalCluster::start(1).unwrap();
-        let config = EtcdConfig {
-            endpoints: cluster.endpoints(),
-            prefix: b"copied/".to_vec(),
-        };
-        let succession = Succession::random();
+        let (_cluster, config, succession) = directory_on_one_member(b"copied/");
         let here = EtcdBackend::connect_as_leader(&config, succession).unwrap();
         let copy = EtcdBackend::connect_as_leader(&config, succession).unwrap();
         here.change_log_ends().unwrap();
@@ -1634,13 +1629,21 @@ mod tests {
     /// A store under `prefix` on a cluster of its own, of one member (kept while the
     /// cluster lives).
     fn store_on_one_member(prefix: &[u8]) -> (LocalCluster, EtcdBackend) {
+        let (cluster, config, _) = directory_on_one_member(prefix);
+        let store = EtcdBackend::connect(&config).unwrap();
+        (cluster, store)
+    }
+
+    /// A data directory's configuration, under `prefix` on a cluster of its own of one
+    /// member (which lives as long as the cluster is kept), and a succession for the
+    /// directory's leaders.
+    fn directory_on_one_member(prefix: &[u8]) -> (LocalCluster, EtcdConfig, Succession) {
         let cluster = LocalCluster::start(1).unwrap();
         let config = EtcdConfig {
             endpoints: cluster.endpoints(),
             prefix: prefix.to_vec(),
         };
-        let store = EtcdBackend::connect(&config).unwrap();
-        (cluster, store)
+        (cluster, config, Succession::random())
     }
 
     /// A scan of big values asks for about a mebibyte of them a page after the first; one of
@@ -1705,12 +1708,7 @@ mod tests {
     /// before is there.
     #[test]
     fn a_commit_of_a_dead_leader_never_lands_after_its_successor_read_the_logs_ends() {
-        let cluster = LocalCluster::start(1).unwrap();
-        let config = EtcdConfig {
-            endpoints: cluster.endpoints(),
-            prefix: b"directory/".to_vec(),
-        };
-        let succession = Succession::random();
+        let (_cluster, config, succession) = directory_on_one_member(b"directory/");
         let dead = EtcdBackend::connect_as_leader(&config, succession).unwrap();
         dead.write(&put(b"before")).unwrap();
         let on_the_network = {
@@ -1833,12 +1831,7 @@ mod tests {
     /// revision the marker was set at, which the late fence moved, not the token.
     #[test]
     fn a_late_copy_of_a_fence_lets_no_commit_under_it_land() {
-        let cluster = LocalCluster::start(1).unwrap();
-        let config = EtcdConfig {
-            endpoints: cluster.endpoints(),
-            prefix: b"late-fence/".to_vec(),
-        };
-        let succession = Succession::random();
+        let (_cluster, config, succession) = directory_on_one_member(b"late-fence/");
         let dead = EtcdBackend::connect_as_leader(&config, succession).unwrap();
         let held_fence = {
             let fence = dead.marker.lock().unwrap().clone().next_token();
@@ -1872,12 +1865,8 @@ mod tests {
     /// not as another writer's.
     #[test]
     fn a_late_copy_of_a_stores_own_fence_makes_its_next_commit_stale() {
-        let cluster = LocalCluster::start(1).unwrap();
-        let config = EtcdConfig {
-            endpoints: cluster.endpoints(),
-            prefix: b"own-late-fence/".to_vec(),
-        };
-        let store = EtcdBackend::connect_as_leader(&config, Succession::random()).unwrap();
+        let (_cluster, config, succession) = directory_on_one_member(b"own-late-fence/");
+        let store = EtcdBackend::connect_as_leader(&config, succession).unwrap();
         let held_fence = {
             let fence = store.marker.lock().unwrap().clone().next_token();
             Txn::new().and_then([store.put_marker(&fence)])
