@@ -380,6 +380,7 @@ fn without_retry_an_iterator_on_a_killed_leader_fails_with_connection_lost(store
 }
 
 fn a_rogue_client_sending_garbage_does_not_disturb_the_others(store: &str) {
+    use party_proto::wire::{FrameDecoder, ServerMessage};
     use std::io::Write;
     use std::os::unix::net::UnixStream;
 
@@ -394,8 +395,7 @@ fn a_rogue_client_sending_garbage_does_not_disturb_the_others(store: &str) {
     huge.write_all(&u32::MAX.to_le_bytes()).unwrap();
     // A well-formed hello from another protocol version is answered with Rejected.
     {
-        use party_proto::wire::{encode_frame, FrameDecoder, ProtocolId, ServerMessage};
-        use std::io::Read;
+        use party_proto::wire::{encode_frame, ProtocolId};
         let mut other_version = UnixStream::connect(&socket).unwrap();
         // A hello as version 4 sent it, before the store kind was added: a layout this
         // version cannot decode, still answered as a protocol mismatch.
@@ -407,8 +407,7 @@ fn a_rogue_client_sending_garbage_does_not_disturb_the_others(store: &str) {
         let mut frame = Vec::new();
         encode_frame(&hello, 1 << 20, &mut frame).unwrap();
         other_version.write_all(&frame).unwrap();
-        let mut reply = Vec::new();
-        other_version.read_to_end(&mut reply).unwrap();
+        let reply = read_until_closed(&mut other_version);
         let answer: ServerMessage = FrameDecoder::new(1 << 20)
             .decode(&mut reply.as_slice())
             .unwrap()
@@ -421,9 +420,32 @@ fn a_rogue_client_sending_garbage_does_not_disturb_the_others(store: &str) {
             "{answer:?}"
         );
     }
+    // Both are told why and hung up on, not left waiting.
+    for stream in [&mut rogue, &mut huge] {
+        let reply = read_until_closed(stream);
+        let answer: ServerMessage = FrameDecoder::new(1 << 20)
+            .decode(&mut reply.as_slice())
+            .unwrap()
+            .expect("a whole frame before the leader closed");
+        assert!(matches!(answer, ServerMessage::Rejected(_)), "{answer:?}");
+    }
     assert_eq!(follower.send("put still fine"), "ok");
     assert_eq!(leader.send("get still"), "ok fine");
     assert_eq!(leader.role(), "leader");
+}
+
+/// What the peer sends until it closes the connection, failing if it keeps it open for
+/// 30 s (a bound against a hang, not a timing expectation).
+fn read_until_closed(stream: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut received = Vec::new();
+    stream
+        .read_to_end(&mut received)
+        .expect("the leader closes the connection");
+    received
 }
 
 fn a_data_directory_too_deep_for_a_unix_socket_path_still_works(store: &str) {
