@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use party_core::{open, Db, Error, IterOptions, Limit, Limits, Options, Role, MIN_FRAME_LEN};
+use party_core::{
+    open, Change, Db, Error, IterOptions, KeyRange, Limit, Limits, Options, Role, Watch,
+    MIN_FRAME_LEN,
+};
 
 async fn leader_with(dir: &std::path::Path, limits: Limits) -> Db {
     let options = Options::default().limits(limits);
@@ -358,6 +361,100 @@ async fn an_iterator_opening_given_up_on_holds_no_place_on_the_leader() {
     ];
     for iter in iters {
         assert_eq!(iter.collect().await.unwrap().len(), entries);
+    }
+}
+
+/// A leader that keeps the change feed, refusing a connection's third subscription.
+async fn leader_with_two_watches(dir: &std::path::Path) -> Db {
+    let options = Options::default()
+        .limits(Limits::default().max_watches(2))
+        .change_feed(true);
+    let leader = open(dir, options).await.unwrap();
+    assert_eq!(leader.ready().await.unwrap(), Role::Leader);
+    leader
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_past_the_limit_fails_and_the_open_ones_still_see_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = leader_with_two_watches(dir.path()).await;
+    let follower = follower(dir.path()).await;
+    let mut open_ones = [
+        follower.watch(KeyRange::all()).await.unwrap(),
+        follower.watch(KeyRange::all()).await.unwrap(),
+    ];
+    let refused = follower.watch(KeyRange::all()).await.err();
+    assert!(
+        matches!(
+            refused,
+            Some(Error::LimitReached {
+                limit: Limit::Watches,
+                max: 2
+            })
+        ),
+        "{refused:?}"
+    );
+    leader.put("k", "v").await.unwrap();
+    for watch in &mut open_ones {
+        assert_eq!(next_key(watch).await, b"k");
+    }
+}
+
+/// The key of the next change `watch` sees, a put, failing the test if none comes in time.
+async fn next_key(watch: &mut Watch) -> Vec<u8> {
+    let change = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("a change in time")
+        .expect("the subscription goes on")
+        .unwrap();
+    let Change::Put { key, .. } = change else {
+        panic!("a put: {change:?}")
+    };
+    key
+}
+
+/// A subscription whose opening the caller gave up on (its future dropped unpolled, after
+/// one poll, or after a round trip) is closed on the leader too: it does not
+/// hold one of the connection's places among the leader's subscriptions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_opening_given_up_on_holds_no_place_on_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = leader_with_two_watches(dir.path()).await;
+    let follower = follower(dir.path()).await;
+    for _ in 0..4 {
+        drop(follower.watch(KeyRange::all()));
+        let mut polled = Box::pin(follower.watch(KeyRange::all()));
+        let _ = poll_once(polled.as_mut());
+        drop(polled);
+        let mut answered = Box::pin(follower.watch(KeyRange::all()));
+        let _ = poll_once(answered.as_mut());
+        follower.get("k").await.unwrap();
+        drop(answered);
+    }
+    // An opening given up on before its answer is closed when the answer comes, which
+    // may be after the next request's: until then the leader may still count it.
+    let mut watches = [
+        refused_while_closing(&follower).await,
+        refused_while_closing(&follower).await,
+    ];
+    leader.put("k", "v").await.unwrap();
+    for watch in &mut watches {
+        assert_eq!(next_key(watch).await, b"k");
+    }
+}
+
+/// A subscription opened on `follower` once the openings given up on have closed: asked
+/// again after each round trip while the leader refuses it, for up to 10 s.
+async fn refused_while_closing(follower: &Db) -> Watch {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match follower.watch(KeyRange::all()).await {
+            Ok(watch) => return watch,
+            Err(Error::LimitReached { .. }) if tokio::time::Instant::now() < deadline => {
+                follower.get("k").await.unwrap();
+            }
+            Err(error) => panic!("the openings given up on still hold their places: {error:?}"),
+        }
     }
 }
 
