@@ -146,18 +146,23 @@ mod tests {
 
     use super::*;
 
-    fn started(scans: &Scans) -> bool {
-        scans.running.is_some()
-    }
-
-    #[test]
-    fn the_thread_starts_with_the_first_iterator_and_a_pull_before_it_fails() {
+    fn store_with_one_entry() -> MemoryBackend {
         let store = MemoryBackend::new();
         let put = WriteOp::Put {
             key: b"a".to_vec(),
             value: b"1".to_vec(),
         };
         store.write(WriteBatch::new().push(put)).unwrap();
+        store
+    }
+
+    fn started(scans: &Scans) -> bool {
+        scans.running.is_some()
+    }
+
+    #[test]
+    fn the_thread_starts_with_the_first_iterator_and_a_pull_before_it_fails() {
+        let store = store_with_one_entry();
         let (to, mut answers) = tokio::sync::mpsc::unbounded_channel();
         let (conn, iter) = (1, IterId(1));
         let pull = || ScanJob::Pull {
@@ -183,5 +188,39 @@ mod tests {
             panic!("the iterator's pull was not answered");
         };
         assert_eq!(entries.len(), 1);
+    }
+
+    /// Iterator ids are each connection's own: a connection that goes takes its iterators
+    /// and leaves another's with the same id reading.
+    #[test]
+    fn a_gone_connection_drops_only_its_own_iterators() {
+        let store = store_with_one_entry();
+        let (gone, staying, iter) = (1, 2, IterId(1));
+        let mut scans = Scans::default();
+        for conn in [gone, staying] {
+            let chunks = store.chunks(&IterOptions::default()).unwrap();
+            scans.open(conn, iter, chunks).unwrap();
+        }
+        scans.send(ScanJob::Disconnected { conn: gone });
+        let mut answers = [gone, staying].map(|conn| {
+            let (to, answers) = tokio::sync::mpsc::unbounded_channel();
+            scans.send(ScanJob::Pull {
+                conn,
+                iter,
+                max: 10,
+                max_bytes: u64::MAX,
+                to,
+            });
+            answers
+        });
+        scans.stop();
+        let Ok(ServerInput::IterChunk { entries, .. }) = answers[1].try_recv() else {
+            panic!("the staying connection's pull was not answered");
+        };
+        assert_eq!(entries.len(), 1);
+        assert!(
+            answers[0].try_recv().is_err(),
+            "the gone connection's iterator was dropped, its pull unanswered"
+        );
     }
 }
