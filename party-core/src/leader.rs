@@ -414,11 +414,18 @@ async fn serve(
             // able to stop. A write that is ready goes first: cut short, it would leave
             // half a frame, after which nothing more may be said. The rest is written from
             // where the socket stopped taking it, not moved to the front: a turn's answers
-            // to big gets are megabytes.
-            let written = tokio::select! {
-                biased;
-                written = write_rest(&stream, &out, sent) => written.is_ok(),
-                _ = stopped(&cancel, draining) => false,
+            // to big gets are megabytes. A leader that stops meanwhile drains: the write
+            // goes on until the drain's time is up.
+            let mut rest = std::pin::pin!(write_rest(&stream, &out, sent));
+            let written = loop {
+                tokio::select! {
+                    biased;
+                    written = &mut rest => break written.is_ok(),
+                    _ = cancel.cancelled(), if draining.is_none() => {
+                        draining = Some(leave(&mut session, &leaving));
+                    }
+                    _ = until(draining) => break false,
+                }
             };
             if !written {
                 return;
@@ -479,11 +486,7 @@ async fn serve(
         tokio::select! {
             biased;
             _ = cancel.cancelled(), if draining.is_none() => {
-                // The session says whether to serve on until the follower lets go (a close)
-                // or to go at once (a lost lock); a drain is bounded here.
-                let cause = leaving.get().copied().unwrap_or(LeaveCause::LockLost);
-                session.handle_input(clock::now(), ServerInput::Leave(cause));
-                draining = Some(tokio::time::Instant::now() + DRAIN_WITHIN);
+                draining = Some(leave(&mut session, &leaving));
             }
             _ = until(draining) => return,
             (read, _) = noting_wait(read_next(&stream, &mut buffer, &mut decoder, false), &waited) => {
@@ -634,13 +637,13 @@ fn take_replies(first: ServerInput, access: &mut StoreAccess, session: &mut Serv
 /// How long a closing leader serves a follower's last requests at most.
 const DRAIN_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Resolves when the connection must stop at once: the leader stops (before a drain), or
-/// the drain's time is up.
-async fn stopped(cancel: &CancellationToken, draining: Option<tokio::time::Instant>) {
-    match draining {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => cancel.cancelled().await,
-    }
+/// Tells the session that the leader stops, and why; the end of the drain. The session
+/// says whether to serve on until the follower lets go (a close) or to go at once (a lost
+/// lock); either way the drain is bounded here.
+fn leave(session: &mut ServerSession, leaving: &Leaving) -> tokio::time::Instant {
+    let cause = leaving.get().copied().unwrap_or(LeaveCause::LockLost);
+    session.handle_input(clock::now(), ServerInput::Leave(cause));
+    tokio::time::Instant::now() + DRAIN_WITHIN
 }
 
 /// Resolves when the drain's time is up; never, before a drain.

@@ -1,0 +1,135 @@
+//! A leader that closes hands over: it tells each follower it is closing and answers what
+//! the follower asked before it goes, within a bounded drain, rather than cutting the
+//! connection as a lost lock or a crash would (the follower would send its requests again,
+//! and a write older than the resend window would end `OutcomeUnknown`). Real processes: a
+//! leader, and a follower written by hand here, which can stop reading at a chosen moment.
+
+#![cfg(unix)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use party_proto::wire::{
+    encode_frame, ClientMessage, FrameDecoder, Hello, LeaveCause, ProtocolId, ReadOp, Response,
+    ServerMessage,
+};
+use party_proto::{ClientId, RequestId};
+use party_tests::Node;
+
+const NODE: &str = env!("CARGO_BIN_EXE_party-node");
+
+/// Values asked for at once, each far more than a socket holds: the leader cannot finish
+/// writing the first answer until its follower reads most of it.
+const VALUES: usize = 2;
+const VALUE_LEN: usize = 16 << 20;
+
+/// Bound on each wait, against a hang: no timing is expected of the leader.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+#[test]
+fn a_leader_closing_while_a_big_answer_waits_for_its_follower_sends_it_whole_then_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut leader = Node::spawn(NODE, dir.path(), &[]);
+    assert_eq!(leader.send("ready"), "ok leader");
+    assert_eq!(
+        leader.send(&format!("fill-big {VALUES} {VALUE_LEN}")),
+        format!("ok {VALUES}")
+    );
+    let socket = dir.path().canonicalize().unwrap().join("party.sock");
+    let mut follower = UnixStream::connect(&socket).expect("connect to the leader's socket");
+    follower.set_read_timeout(Some(PATIENCE)).unwrap();
+    follower.write_all(&hello_and_gets()).unwrap();
+    // Read until the first answer has begun to come: left unread from now on, it keeps the
+    // leader writing it when it is told to close.
+    let mut heard = Heard::default();
+    while !heard.welcomed || heard.decoder.as_ref().unwrap().buffered_len() == 0 {
+        heard.read(&mut follower);
+    }
+
+    leader.submit("close");
+    // The listener goes once the leader has begun to stop, and with it the socket's name.
+    let began = Instant::now();
+    while socket.exists() {
+        assert!(
+            began.elapsed() < PATIENCE,
+            "the leader never stopped serving"
+        );
+        std::thread::yield_now();
+    }
+
+    while heard.answered.len() < VALUES || heard.left.is_none() {
+        heard.read(&mut follower);
+    }
+    heard.answered.sort_unstable();
+    let asked: Vec<RequestId> = (0..VALUES as u64).map(RequestId).collect();
+    assert_eq!(heard.answered, asked, "each asked once, each answered once");
+    assert_eq!(heard.left, Some(LeaveCause::Closing));
+    // The follower lets go: the leader's drain ends.
+    drop(follower);
+    assert_eq!(leader.answer(), "ok", "the leader closed");
+}
+
+/// What the hand-written follower has heard from its leader.
+#[derive(Default)]
+struct Heard {
+    decoder: Option<FrameDecoder>,
+    welcomed: bool,
+    answered: Vec<RequestId>,
+    left: Option<LeaveCause>,
+}
+
+impl Heard {
+    /// Reads what the leader sent next and takes each whole message in it; the leader
+    /// ending the connection first fails the test.
+    fn read(&mut self, stream: &mut UnixStream) {
+        let mut chunk = vec![0; 1 << 16];
+        let len = stream.read(&mut chunk).expect("the leader goes on sending");
+        assert!(
+            len > 0,
+            "the leader ended the connection after {} answers (left: {:?})",
+            self.answered.len(),
+            self.left
+        );
+        let decoder = self
+            .decoder
+            .get_or_insert_with(|| FrameDecoder::new(u32::MAX));
+        let mut rest = &chunk[..len];
+        while let Some(message) = decoder.decode(&mut rest).unwrap() {
+            match message {
+                ServerMessage::Welcome(_) => self.welcomed = true,
+                ServerMessage::Reply {
+                    id,
+                    result: Ok(Response::Value(Some(value))),
+                } => {
+                    assert_eq!(value.len(), VALUE_LEN);
+                    self.answered.push(id);
+                }
+                ServerMessage::Leaving(cause) => self.left = Some(cause),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}
+
+/// A follower's hello, and a get of each big value the leader's `fill-big` wrote.
+fn hello_and_gets() -> Vec<u8> {
+    let mut frames = Vec::new();
+    let hello = Hello {
+        protocol: ProtocolId::CURRENT,
+        client_id: ClientId(std::process::id().into()),
+        store: "fjall".into(),
+    };
+    let messages = std::iter::once(ClientMessage::Hello(hello)).chain((0..VALUES).map(|i| {
+        ClientMessage::Read {
+            id: RequestId(i as u64),
+            op: ReadOp::Get {
+                key: format!("big/{i:06}").into_bytes(),
+            },
+        }
+    }));
+    for message in messages {
+        encode_frame(&message, u32::MAX, &mut frames).unwrap();
+    }
+    frames
+}
