@@ -103,6 +103,18 @@ mod tests {
         assert_eq!(spinner.budget, max / 8);
     }
 
+    /// The option's documented cap: a connection must notice its leader stopping.
+    #[tokio::test]
+    async fn a_bound_over_the_cap_counts_as_the_cap() {
+        let mut spinner = Spinner::new(Duration::from_secs(10));
+        assert_eq!((spinner.max, spinner.budget), (MAX_SPIN, MAX_SPIN));
+        spinner.spin(|| Some(())).await;
+        assert_eq!(
+            spinner.budget, MAX_SPIN,
+            "an answer in time does not pass it"
+        );
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_spinning_task_lets_the_others_run() {
         let (sender, mut receiver) = tokio::sync::oneshot::channel();
