@@ -375,7 +375,8 @@ async fn leader_with_two_watches(dir: &std::path::Path) -> Db {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subscription_past_the_limit_fails_and_the_open_ones_still_see_changes() {
+async fn a_subscription_past_the_limit_fails_the_open_ones_see_changes_a_dropped_one_frees_its_place(
+) {
     let dir = tempfile::tempdir().unwrap();
     let leader = leader_with_two_watches(dir.path()).await;
     let follower = follower(dir.path()).await;
@@ -397,6 +398,14 @@ async fn a_subscription_past_the_limit_fails_and_the_open_ones_still_see_changes
     leader.put("k", "v").await.unwrap();
     for watch in &mut open_ones {
         assert_eq!(next_key(watch).await, b"k");
+    }
+    // A subscription dropped frees its place: its close goes before the next opening.
+    let [kept, dropped] = open_ones;
+    drop(dropped);
+    let opened = follower.watch(KeyRange::all()).await.unwrap();
+    leader.put("l", "v").await.unwrap();
+    for mut watch in [kept, opened] {
+        assert_eq!(next_key(&mut watch).await, b"l");
     }
 }
 
