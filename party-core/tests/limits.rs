@@ -333,8 +333,9 @@ async fn a_request_timeout_past_the_clocks_reach_never_fires() {
 }
 
 /// An iterator whose opening the caller gave up on (its future dropped unpolled, or after
-/// one poll) is closed, on the leader too: it does not hold one of the connection's
-/// places among the leader's iterators for the rest of the handle's life.
+/// one poll), or dropped before its end, is closed, on the leader too: it does not hold
+/// one of the connection's places among the leader's iterators for the rest of the
+/// handle's life.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_iterator_opening_given_up_on_holds_no_place_on_the_leader() {
     let dir = tempfile::tempdir().unwrap();
@@ -354,6 +355,10 @@ async fn an_iterator_opening_given_up_on_holds_no_place_on_the_leader() {
         let answered = follower.iter(IterOptions::default());
         follower.get("k00000").await.unwrap();
         drop(answered);
+        // Opened, read from, and dropped before its end.
+        let mut read_from = follower.iter(IterOptions::default()).await.unwrap();
+        assert!(read_from.next().await.unwrap().is_ok());
+        drop(read_from);
     }
     let iters = [
         follower.iter(IterOptions::default()).await.unwrap(),
