@@ -584,6 +584,13 @@ mod tests {
     /// An in-memory store, its queue and its store thread's end (not running yet), the
     /// directory its headroom is checked in, and the store itself.
     fn open_on_memory() -> (StoreQueue, StoreThread, tempfile::TempDir, Arc<dyn Backend>) {
+        open_on(Arc::new(MemoryBackend::new()))
+    }
+
+    /// [`open_on_memory`] on the store given.
+    fn open_on(
+        store: Arc<dyn Backend>,
+    ) -> (StoreQueue, StoreThread, tempfile::TempDir, Arc<dyn Backend>) {
         let dir = tempfile::tempdir().unwrap();
         let writing = Writing {
             headroom: Headroom::new(dir.path().to_owned(), 0),
@@ -592,7 +599,6 @@ mod tests {
             change_retention: party_proto::ChangeRetention::default(),
             recorder: None,
         };
-        let store: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
         let scans = Scans::default();
         let (queue, thread) = open(store.clone(), Followers::default(), writing, scans);
         (queue, thread, dir, store)
@@ -823,7 +829,14 @@ mod tests {
     /// Connections' ways to a fresh in-memory store whose store thread is not running yet
     /// (its end given), and the directory its headroom is checked in.
     fn accesses_on_memory() -> (crate::access::Accesses, StoreThread, tempfile::TempDir) {
-        let (queue, thread, dir, backend) = open_on_memory();
+        accesses_on(Arc::new(MemoryBackend::new()))
+    }
+
+    /// [`accesses_on_memory`] on the store given.
+    fn accesses_on(
+        store: Arc<dyn Backend>,
+    ) -> (crate::access::Accesses, StoreThread, tempfile::TempDir) {
+        let (queue, thread, dir, backend) = open_on(store);
         let accesses = crate::access::Accesses {
             backend,
             queue,
@@ -963,5 +976,148 @@ mod tests {
         );
         assert_eq!(got[&8], value("third"));
         assert_eq!(got.len(), 8, "every job answered once");
+    }
+
+    /// A connection that goes lets go of its iterators on the leader at once, not when the
+    /// store closes: each holds a snapshot of the store (fjall's: its memtables, however
+    /// many flushes ago), and a leader outlives the followers that come and go, killed
+    /// mid-scan or not. Another connection's iterator reads on.
+    #[test]
+    fn a_gone_connection_lets_go_of_its_iterators_while_the_store_runs() {
+        use party_proto::ServerOutput;
+
+        let live = Arc::new(());
+        let store = MemoryBackend::new();
+        for key in ["a", "b", "c"] {
+            let put = WriteOp::Put {
+                key: key.into(),
+                value: key.into(),
+            };
+            store.write(WriteBatch::new().push(put)).unwrap();
+        }
+        let store = IteratorsCounted {
+            store,
+            live: live.clone(),
+        };
+        let (accesses, thread, _dir) = accesses_on(Arc::new(store));
+        // Besides the iterators' clones: this one and the store's.
+        let iterators_open = || Arc::strong_count(&live) - 2;
+        let store_thread = std::thread::spawn(move || run_until_closed(thread));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let iter = IterId(1);
+        // Pulls one entry of the connection's iterator, waiting for its answer.
+        let pull_one = |access: &mut crate::access::StoreAccess| {
+            let pull = ServerOutput::IterPull {
+                iter,
+                max: 1,
+                max_bytes: u64::MAX,
+            };
+            assert!(access.carry_out(pull).is_none());
+            loop {
+                match runtime.block_on(access.next_reply()).expect("an answer") {
+                    ServerInput::IterChunk { entries, .. } => return entries.len(),
+                    ServerInput::IterAt { .. } => {}
+                    other => panic!("unexpected answer {other:?}"),
+                }
+            }
+        };
+        let (mut gone, mut staying) = (accesses.open(), accesses.open());
+        for access in [&mut gone, &mut staying] {
+            let options = IterOptions::default();
+            assert!(access
+                .carry_out(ServerOutput::IterOpen { iter, options })
+                .is_none());
+            assert_eq!(pull_one(access), 1);
+        }
+        assert_eq!(iterators_open(), 2);
+        drop(gone);
+        // Jobs reach the scan thread in order: by this answer it took the going one's.
+        assert_eq!(pull_one(&mut staying), 1);
+        assert_eq!(
+            iterators_open(),
+            1,
+            "the gone connection's iterator is let go of"
+        );
+        drop((staying, accesses));
+        store_thread.join().unwrap();
+        assert_eq!(
+            Arc::strong_count(&live),
+            1,
+            "the store and its iterators are gone"
+        );
+    }
+
+    /// An in-memory store whose iterators each hold a clone of `live` while they live.
+    #[derive(Debug)]
+    struct IteratorsCounted {
+        store: MemoryBackend,
+        live: Arc<()>,
+    }
+
+    impl Backend for IteratorsCounted {
+        fn name(&self) -> &'static str {
+            self.store.name()
+        }
+
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+            self.store.get(key)
+        }
+
+        fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+            self.store.get_many(keys)
+        }
+
+        fn write(&self, batch: &WriteBatch) -> Result<(), BackendError> {
+            self.store.write(batch)
+        }
+
+        fn change_entries(
+            &self,
+            from: CommitSeq,
+            newest_first: bool,
+            max: usize,
+        ) -> Result<Vec<(CommitSeq, Vec<u8>)>, BackendError> {
+            self.store.change_entries(from, newest_first, max)
+        }
+
+        fn remove_changes(&self, seqs: &[CommitSeq]) -> Result<(), BackendError> {
+            self.store.remove_changes(seqs)
+        }
+
+        fn iter(
+            &self,
+            range: &party_proto::KeyRange,
+            reverse: bool,
+        ) -> Result<party_backends::EntryIter, BackendError> {
+            let live = self.live.clone();
+            // The clone lives as long as the iterator, in its closure.
+            let entries = self.store.iter(range, reverse)?.inspect(move |_| {
+                let _held = &live;
+            });
+            Ok(Box::new(entries))
+        }
+
+        fn dedup_records_of(
+            &self,
+            clients: &[ClientId],
+        ) -> Result<Vec<Option<party_proto::DedupRecord>>, BackendError> {
+            self.store.dedup_records_of(clients)
+        }
+
+        fn expire_dedup_records(
+            &self,
+            written_before_ms: u64,
+            after: Option<ClientId>,
+            max: usize,
+        ) -> Result<Option<ClientId>, BackendError> {
+            self.store
+                .expire_dedup_records(written_before_ms, after, max)
+        }
+
+        fn writes_fast(&self) -> bool {
+            self.store.writes_fast()
+        }
     }
 }
