@@ -549,6 +549,8 @@ pub(crate) fn point_read(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
     use party_backends::MemoryBackend;
     use party_proto::{ClientId, WriteSeq};
 
@@ -584,17 +586,18 @@ mod tests {
     /// An in-memory store, its queue and its store thread's end (not running yet), the
     /// directory its headroom is checked in, and the store itself.
     fn open_on_memory() -> (StoreQueue, StoreThread, tempfile::TempDir, Arc<dyn Backend>) {
-        open_on(Arc::new(MemoryBackend::new()))
+        open_on(Arc::new(MemoryBackend::new()), Duration::from_secs(60))
     }
 
-    /// [`open_on_memory`] on the store given.
+    /// [`open_on_memory`] on the store given, keeping dedup records for `dedup_retention`.
     fn open_on(
         store: Arc<dyn Backend>,
+        dedup_retention: Duration,
     ) -> (StoreQueue, StoreThread, tempfile::TempDir, Arc<dyn Backend>) {
         let dir = tempfile::tempdir().unwrap();
         let writing = Writing {
             headroom: Headroom::new(dir.path().to_owned(), 0),
-            dedup_retention: std::time::Duration::from_secs(60),
+            dedup_retention,
             change_feed: false,
             change_retention: party_proto::ChangeRetention::default(),
             recorder: None,
@@ -836,7 +839,7 @@ mod tests {
     fn accesses_on(
         store: Arc<dyn Backend>,
     ) -> (crate::access::Accesses, StoreThread, tempfile::TempDir) {
-        let (queue, thread, dir, backend) = open_on(store);
+        let (queue, thread, dir, backend) = open_on(store, Duration::from_secs(60));
         let accesses = crate::access::Accesses {
             backend,
             queue,
@@ -976,6 +979,45 @@ mod tests {
         );
         assert_eq!(got[&8], value("third"));
         assert_eq!(got.len(), 8, "every job answered once");
+    }
+
+    /// A client's dedup record goes once it is older than the retention: the store thread
+    /// carries out the writer's sweeps as its ticks come, or every process that ever wrote
+    /// would leave its record in the store for good.
+    #[test]
+    fn a_dedup_record_is_swept_from_the_store_once_past_its_retention() {
+        let retention = Duration::from_millis(20);
+        let (queue, thread, _dir, store) = open_on(Arc::new(MemoryBackend::new()), retention);
+        let store_thread = std::thread::spawn(move || run_until_closed(thread));
+        let (to, mut answers) = tokio::sync::mpsc::unbounded_channel();
+        assert!(queue.send(put(1, 1, "k", "v", &to)));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let answer = runtime.block_on(answers.recv());
+        assert!(
+            matches!(
+                &answer,
+                Some(ServerInput::Completed {
+                    result: Ok(Response::Written),
+                    ..
+                })
+            ),
+            "{answer:?}"
+        );
+        let record = || store.dedup_records_of(&[ClientId(1)]).unwrap().remove(0);
+        assert!(record().is_some(), "the write left its client's record");
+        let given_up = std::time::Instant::now() + Duration::from_secs(10);
+        while record().is_some() {
+            assert!(
+                std::time::Instant::now() < given_up,
+                "the record outlived its retention by 10 s"
+            );
+            assert!(queue.send(StoreJob::Tick));
+            std::thread::sleep(retention / 4);
+        }
+        drop(queue);
+        store_thread.join().unwrap();
     }
 
     /// A connection that goes lets go of its iterators on the leader at once, not when the
