@@ -72,6 +72,9 @@ struct Leader {
     /// The highest `oldest_pending` the client has announced: it promised never to send a
     /// write below it again.
     floor: WriteSeq,
+    /// The most requests it takes in flight on a connection (its welcome says so); those
+    /// the client gave up on (timed out) count until it answers them.
+    max_in_flight: u32,
 }
 
 struct Harness {
@@ -85,7 +88,7 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(retry: bool, timeout: Option<Duration>) -> Self {
+    fn new(retry: bool, timeout: Option<Duration>, max_in_flight: u32) -> Self {
         let config = ClientConfig {
             retry,
             request_timeout: timeout,
@@ -102,6 +105,7 @@ impl Harness {
                 seqs: HashMap::new(),
                 log: Vec::new(),
                 floor: WriteSeq(0),
+                max_in_flight,
             },
             issued: BTreeMap::new(),
             now: Timestamp::ZERO,
@@ -139,6 +143,17 @@ impl Harness {
             self.leader.welcomed || matches!(message, ClientMessage::Hello(_)),
             "{message:?} sent before the welcome"
         );
+        if matches!(
+            message,
+            ClientMessage::Read { .. } | ClientMessage::Write { .. }
+        ) {
+            prop_assert!(
+                self.leader.unanswered.len() < self.leader.max_in_flight as usize,
+                "{message:?} sent with {:?} in flight, past the leader's limit of {}",
+                self.leader.unanswered,
+                self.leader.max_in_flight
+            );
+        }
         match &message {
             ClientMessage::Read { id, .. } => self.leader.unanswered.push(*id),
             ClientMessage::Write {
@@ -217,7 +232,10 @@ impl Harness {
                     leader_pid: 1,
                     term: 1,
                     store: "fjall".into(),
-                    limits: party_proto::ServerConfig::default().limits(),
+                    limits: party_proto::wire::LeaderLimits {
+                        max_in_flight: self.leader.max_in_flight,
+                        ..party_proto::ServerConfig::default().limits()
+                    },
                 };
                 self.input(ClientInput::Message(ServerMessage::Welcome(welcome)))?;
             }
@@ -305,9 +323,10 @@ impl Harness {
 fn run_case(
     retry: bool,
     timeout: Option<Duration>,
+    max_in_flight: u32,
     actions: Vec<Action>,
 ) -> Result<(), TestCaseError> {
-    let mut h = Harness::new(retry, timeout);
+    let mut h = Harness::new(retry, timeout, max_in_flight);
     for action in actions {
         h.run(action)?;
         h.drain()?;
@@ -363,16 +382,18 @@ proptest! {
     fn with_retry_every_request_completes_exactly_once(
         actions in prop::collection::vec(action(), 0..80),
         timeout in prop::option::of(5u64..50),
+        max_in_flight in 1u32..12,
     ) {
-        run_case(true, timeout.map(Duration::from_millis), actions)?;
+        run_case(true, timeout.map(Duration::from_millis), max_in_flight, actions)?;
     }
 
     #[test]
     fn without_retry_in_flight_requests_fail_with_connection_lost(
         actions in prop::collection::vec(action(), 0..80),
         timeout in prop::option::of(5u64..50),
+        max_in_flight in 1u32..12,
     ) {
-        run_case(false, timeout.map(Duration::from_millis), actions)?;
+        run_case(false, timeout.map(Duration::from_millis), max_in_flight, actions)?;
     }
 }
 
