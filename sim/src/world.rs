@@ -907,6 +907,9 @@ impl World {
             max_pull_entries: 1 + (term % 3) as u32,
             max_pull_bytes: [u64::MAX, 12, 30][(term / 3 % 3) as usize],
             max_pulls_out: 1 + ((term + 1) % 3) as u32,
+            // And every other leader takes 2 requests in flight a connection: clients wait
+            // for room, counting those they gave up on (timed out) that it still holds.
+            max_in_flight: [4096, 2][(term % 2) as usize],
             max_frame_len: self.frame_limit(),
             ..ServerConfig::default()
         }
