@@ -975,3 +975,66 @@ fn a_subscription_from_a_commit_is_told_its_start_before_its_groups_or_refused()
         "{sent:?}"
     );
 }
+
+/// Groups that hold nothing of a subscription's range still move it on: the leader says
+/// how far it read (`WatchProgress`), so that the follower's position (`Watch::position`)
+/// passes them. Without it a quiet subscription's position would stay at its start, and
+/// after a failover it would read those groups again, or be told it lagged if they were
+/// trimmed meanwhile.
+#[test]
+fn a_subscription_is_told_how_far_it_read_when_no_group_touched_its_range() {
+    let mut session = greeted();
+    while session.poll_output().is_some() {}
+    let watch = WatchId(1);
+    let open = ClientMessage::WatchOpen {
+        watch,
+        range: KeyRange {
+            start: std::ops::Bound::Included(b"a".to_vec()),
+            end: std::ops::Bound::Excluded(b"b".to_vec()),
+        },
+        from: Some(CommitSeq(1)),
+        credits: 4,
+    };
+    session.handle_input(Timestamp::ZERO, ServerInput::Message(open));
+    // Commits 1 and 2 put `z`, outside the range; the next one will be 3.
+    let put = WriteOp::Put {
+        key: b"z".to_vec(),
+        value: b"v".to_vec(),
+    };
+    let read = LogRead {
+        from: CommitSeq(1),
+        entries: (1..3)
+            .map(|seq| (CommitSeq(seq), encode_entry(0, std::slice::from_ref(&put))))
+            .collect(),
+        next: CommitSeq(3),
+    };
+    // Its first read asks only where the log ends; the next one reads from commit 1.
+    let log_end = LogRead {
+        from: CommitSeq(3),
+        entries: Vec::new(),
+        next: CommitSeq(3),
+    };
+    let mut sent = Vec::new();
+    for read in [log_end, read] {
+        let result = Ok(read);
+        session.handle_input(Timestamp::ZERO, ServerInput::WatchRead { watch, result });
+        while let Some(output) = session.poll_output() {
+            if let ServerOutput::Send(message) = output {
+                sent.push(message);
+            }
+        }
+    }
+    assert!(
+        !sent
+            .iter()
+            .any(|message| matches!(message, ServerMessage::WatchData { .. })),
+        "{sent:?}"
+    );
+    assert!(
+        sent.contains(&ServerMessage::WatchProgress {
+            watch,
+            through: CommitSeq(3),
+        }),
+        "{sent:?}"
+    );
+}
