@@ -8,7 +8,7 @@ mod support;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
-use party_proto::feed::{encode_entry, LogRead};
+use party_proto::feed::{encode_entry, encode_unlogged, LogRead};
 use party_proto::wire::{
     ClientMessage, Entry, FrameError, Hello, ProtocolId, Response, ServerMessage, WriteOp,
 };
@@ -1036,5 +1036,54 @@ fn a_subscription_is_told_how_far_it_read_when_no_group_touched_its_range() {
             through: CommitSeq(3),
         }),
         "{sent:?}"
+    );
+}
+
+/// A run of groups lost to a subscription (a leader without the feed committed them) that
+/// spans several reads of the log is said once, when the read that ends it comes: one
+/// `WatchLagged` for the whole run, not one a read (10 000 such commits would be 157).
+#[test]
+fn a_lost_run_over_several_reads_is_said_once() {
+    let mut session = greeted();
+    while session.poll_output().is_some() {}
+    let watch = WatchId(1);
+    let open = ClientMessage::WatchOpen {
+        watch,
+        range: KeyRange::all(),
+        from: Some(CommitSeq(1)),
+        credits: 4,
+    };
+    session.handle_input(Timestamp::ZERO, ServerInput::Message(open));
+    // The log holds commits 1 to 4, none with its changes; the next one will be 5. Each
+    // read after the first (which asks only where the log ends) gives two of them.
+    let lost = |from: u64| LogRead {
+        from: CommitSeq(from),
+        entries: (from..from + 2)
+            .map(|seq| (CommitSeq(seq), encode_unlogged(0)))
+            .collect(),
+        next: CommitSeq(5),
+    };
+    let log_end = LogRead {
+        from: CommitSeq(5),
+        entries: Vec::new(),
+        next: CommitSeq(5),
+    };
+    let mut lagged = Vec::new();
+    for read in [log_end, lost(1), lost(3)] {
+        let result = Ok(read);
+        session.handle_input(Timestamp::ZERO, ServerInput::WatchRead { watch, result });
+        while let Some(output) = session.poll_output() {
+            if let ServerOutput::Send(message @ ServerMessage::WatchLagged { .. }) = output {
+                lagged.push(message);
+            }
+        }
+    }
+    assert_eq!(
+        lagged,
+        [ServerMessage::WatchLagged {
+            watch,
+            missed: 4,
+            resume: CommitSeq(5),
+        }]
     );
 }
