@@ -983,19 +983,7 @@ fn a_subscription_from_a_commit_is_told_its_start_before_its_groups_or_refused()
 /// trimmed meanwhile.
 #[test]
 fn a_subscription_is_told_how_far_it_read_when_no_group_touched_its_range() {
-    let mut session = greeted();
-    while session.poll_output().is_some() {}
     let watch = WatchId(1);
-    let open = ClientMessage::WatchOpen {
-        watch,
-        range: KeyRange {
-            start: std::ops::Bound::Included(b"a".to_vec()),
-            end: std::ops::Bound::Excluded(b"b".to_vec()),
-        },
-        from: Some(CommitSeq(1)),
-        credits: 4,
-    };
-    session.handle_input(Timestamp::ZERO, ServerInput::Message(open));
     // Commits 1 and 2 put `z`, outside the range; the next one will be 3.
     let put = WriteOp::Put {
         key: b"z".to_vec(),
@@ -1008,22 +996,11 @@ fn a_subscription_is_told_how_far_it_read_when_no_group_touched_its_range() {
             .collect(),
         next: CommitSeq(3),
     };
-    // Its first read asks only where the log ends; the next one reads from commit 1.
-    let log_end = LogRead {
-        from: CommitSeq(3),
-        entries: Vec::new(),
-        next: CommitSeq(3),
+    let range = KeyRange {
+        start: std::ops::Bound::Included(b"a".to_vec()),
+        end: std::ops::Bound::Excluded(b"b".to_vec()),
     };
-    let mut sent = Vec::new();
-    for read in [log_end, read] {
-        let result = Ok(read);
-        session.handle_input(Timestamp::ZERO, ServerInput::WatchRead { watch, result });
-        while let Some(output) = session.poll_output() {
-            if let ServerOutput::Send(message) = output {
-                sent.push(message);
-            }
-        }
-    }
+    let sent = sent_to_subscription(range, 3, [read]);
     assert!(
         !sent
             .iter()
@@ -1044,18 +1021,9 @@ fn a_subscription_is_told_how_far_it_read_when_no_group_touched_its_range() {
 /// `WatchLagged` for the whole run, not one a read (10 000 such commits would be 157).
 #[test]
 fn a_lost_run_over_several_reads_is_said_once() {
-    let mut session = greeted();
-    while session.poll_output().is_some() {}
     let watch = WatchId(1);
-    let open = ClientMessage::WatchOpen {
-        watch,
-        range: KeyRange::all(),
-        from: Some(CommitSeq(1)),
-        credits: 4,
-    };
-    session.handle_input(Timestamp::ZERO, ServerInput::Message(open));
     // The log holds commits 1 to 4, none with its changes; the next one will be 5. Each
-    // read after the first (which asks only where the log ends) gives two of them.
+    // read gives two of them.
     let lost = |from: u64| LogRead {
         from: CommitSeq(from),
         entries: (from..from + 2)
@@ -1063,21 +1031,10 @@ fn a_lost_run_over_several_reads_is_said_once() {
             .collect(),
         next: CommitSeq(5),
     };
-    let log_end = LogRead {
-        from: CommitSeq(5),
-        entries: Vec::new(),
-        next: CommitSeq(5),
-    };
-    let mut lagged = Vec::new();
-    for read in [log_end, lost(1), lost(3)] {
-        let result = Ok(read);
-        session.handle_input(Timestamp::ZERO, ServerInput::WatchRead { watch, result });
-        while let Some(output) = session.poll_output() {
-            if let ServerOutput::Send(message @ ServerMessage::WatchLagged { .. }) = output {
-                lagged.push(message);
-            }
-        }
-    }
+    let lagged: Vec<ServerMessage> = sent_to_subscription(KeyRange::all(), 5, [lost(1), lost(3)])
+        .into_iter()
+        .filter(|message| matches!(message, ServerMessage::WatchLagged { .. }))
+        .collect();
     assert_eq!(
         lagged,
         [ServerMessage::WatchLagged {
@@ -1086,4 +1043,40 @@ fn a_lost_run_over_several_reads_is_said_once() {
             resume: CommitSeq(5),
         }]
     );
+}
+
+/// What a session sends to subscription 1 on `range`, opened from commit 1, as its reads
+/// of the log are answered: the first only with where the log ends (`next`, as a driver
+/// answers it), then with `reads` in turn.
+fn sent_to_subscription<const N: usize>(
+    range: KeyRange,
+    next: u64,
+    reads: [LogRead; N],
+) -> Vec<ServerMessage> {
+    let mut session = greeted();
+    while session.poll_output().is_some() {}
+    let watch = WatchId(1);
+    let open = ClientMessage::WatchOpen {
+        watch,
+        range,
+        from: Some(CommitSeq(1)),
+        credits: 4,
+    };
+    session.handle_input(Timestamp::ZERO, ServerInput::Message(open));
+    let log_end = LogRead {
+        from: CommitSeq(next),
+        entries: Vec::new(),
+        next: CommitSeq(next),
+    };
+    let mut sent = Vec::new();
+    for read in std::iter::once(log_end).chain(reads) {
+        let result = Ok(read);
+        session.handle_input(Timestamp::ZERO, ServerInput::WatchRead { watch, result });
+        while let Some(output) = session.poll_output() {
+            if let ServerOutput::Send(message) = output {
+                sent.push(message);
+            }
+        }
+    }
+    sent
 }
