@@ -442,6 +442,33 @@ fn a_group_begun_before_the_last_one_ended_fails_the_subscription() {
     ));
 }
 
+/// A follower gives its leader credits back in batches of half the window, not one a
+/// group: a subscriber that takes its events one at a time would otherwise answer every
+/// group it is sent with a message of its own.
+#[test]
+fn credits_go_back_in_batches_of_half_the_window() {
+    let (mut session, watch) = subscribed(8);
+    for seq in 1..=8 {
+        frame(&mut session, watch, seq, true);
+    }
+    let mut grants = Vec::new();
+    for _ in 1..=8 {
+        assert!(
+            matches!(session.watch_take(watch, 1), WatchPoll::Events(events) if events.len() == 1)
+        );
+        for output in std::iter::from_fn(|| session.poll_output()) {
+            if let ClientOutput::Send(ClientMessage::WatchNext { credits, .. }) = output {
+                grants.push(credits);
+            }
+        }
+    }
+    assert_eq!(
+        grants,
+        [4, 4],
+        "granted once half the window was taken, each time"
+    );
+}
+
 /// A group's frames are one event, handed over once its last frame came.
 #[test]
 fn a_group_in_several_frames_is_one_event() {
