@@ -20,6 +20,7 @@ use support::edge_key;
 enum Action {
     Read(Vec<u8>),
     Write(Vec<u8>),
+    /// The driver connects; while connected, it says so again without a disconnect first.
     Connect,
     /// The leader welcomes the connection (until then the client sends only its hello).
     Welcome,
@@ -219,7 +220,12 @@ impl Harness {
                     .write(self.now, WriteOp::Del { key: key.clone() });
                 self.issue(id, Some(key));
             }
-            Action::Connect if !self.leader.connected => {
+            Action::Connect => {
+                if self.leader.connected {
+                    // A driver that says Connected again without Disconnected: the session
+                    // takes its first connection as lost.
+                    self.leader_loses_connection()?;
+                }
                 self.leader.connected = true;
                 self.leader.welcomed = false;
                 self.leader.log.clear();
@@ -240,11 +246,7 @@ impl Harness {
                 self.input(ClientInput::Message(ServerMessage::Welcome(welcome)))?;
             }
             Action::Disconnect if self.leader.connected => {
-                self.leader.connected = false;
-                self.leader.welcomed = false;
-                let lost = std::mem::take(&mut self.leader.unanswered);
-                self.leader.lost_in_flight.extend(lost);
-                self.check_write_order()?;
+                self.leader_loses_connection()?;
                 self.input(ClientInput::Disconnected)?;
             }
             Action::Reply(index, ok) if !self.leader.unanswered.is_empty() => {
@@ -275,6 +277,15 @@ impl Harness {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The connection ends on the leader's side: what it had not answered is lost with it.
+    fn leader_loses_connection(&mut self) -> Result<(), TestCaseError> {
+        self.leader.connected = false;
+        self.leader.welcomed = false;
+        let lost = std::mem::take(&mut self.leader.unanswered);
+        self.leader.lost_in_flight.extend(lost);
+        self.check_write_order()
     }
 
     /// The leader answers the `i`-th request it has not answered yet.
