@@ -469,6 +469,54 @@ fn credits_go_back_in_batches_of_half_the_window() {
     );
 }
 
+/// Closing a subscription tells its leader to drop its side: it would otherwise go on
+/// reading the log for it, and count it against the connection's `max_watches`, for as
+/// long as the connection lasts. What the leader sent before it heard is dropped.
+#[test]
+fn a_closed_subscription_is_dropped_on_the_leader_too() {
+    let (mut session, watch) = subscribed(4);
+    session.close_watch(watch);
+    let outputs: Vec<_> = std::iter::from_fn(|| session.poll_output()).collect();
+    assert!(closed(&outputs, watch), "{outputs:?}");
+    let outputs = frame(&mut session, watch, 1, true);
+    assert!(outputs.is_empty(), "{outputs:?}");
+    assert_eq!(
+        session.watch_take(watch, 10),
+        WatchPoll::Failed(ErrorCode::NotFound)
+    );
+}
+
+/// A subscription asks its leader for no more groups at once than the leader takes
+/// (`max_iter_credits`), opened before the welcome or after: the leader cuts the credits
+/// to that, and a follower that counted the rest as granted would wait for groups that
+/// never come before it granted more.
+#[test]
+fn a_subscription_asks_no_more_credits_than_its_leader_takes() {
+    let config = ClientConfig {
+        watch_window: 64,
+        ..ClientConfig::default()
+    };
+    let mut session = ClientSession::new(ClientId(9), config);
+    let ServerMessage::Welcome(mut capped) = welcome() else {
+        panic!("support's welcome is a Welcome");
+    };
+    capped.limits.max_iter_credits = 8;
+    let before = session.open_watch(KeyRange::all(), None);
+    session.handle_input(Timestamp::ZERO, ClientInput::Connected);
+    let welcomed = ClientInput::Message(ServerMessage::Welcome(capped));
+    session.handle_input(Timestamp::ZERO, welcomed);
+    let after = session.open_watch(KeyRange::all(), None);
+    let asked: Vec<_> = std::iter::from_fn(|| session.poll_output())
+        .filter_map(|output| match output {
+            ClientOutput::Send(ClientMessage::WatchOpen { watch, credits, .. }) => {
+                Some((watch, credits))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, [(before, 8), (after, 8)]);
+}
+
 /// A group's frames are one event, handed over once its last frame came.
 #[test]
 fn a_group_in_several_frames_is_one_event() {
