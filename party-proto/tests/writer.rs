@@ -694,6 +694,40 @@ fn after_an_unsettled_commit_the_records_are_read_again() {
     assert_eq!(replies, [(2, Ok(Response::Written))]);
 }
 
+/// A commit refused as stale (a store shared by several hosts changed under it) may have
+/// lost the log's next number to another host's writer: the writer reads the log's end
+/// again before its writes are tried again, and they take the number after the other's.
+#[test]
+fn after_a_stale_commit_the_logs_end_is_read_again() {
+    let mut writer = loading_the_records_of_a_first_write();
+    writer.handle_input(NOW, no_records(vec![ClientId(1)]));
+    let Some(WriterOutput::Commit(batch)) = writer.poll_output() else {
+        panic!("a commit");
+    };
+    let taken = batch.log.expect("a group takes a number").seq;
+    writer.handle_input(NOW, WriterInput::Committed(CommitResult::Stale));
+    assert_eq!(writer.last_committed(), None, "the number is not known now");
+    assert_eq!(writer.poll_output(), Some(WriterOutput::LoadLogEnds));
+    // Another host's writer committed under that number.
+    let theirs = LogSpan {
+        seq: taken,
+        bytes_before: 0,
+        bytes_through: 10,
+    };
+    let ends = LogEnds {
+        first: theirs,
+        last: theirs,
+    };
+    writer.handle_input(NOW, WriterInput::LogEndsLoaded(Ok(Some(ends))));
+    let (commits, replies) = carry_out(&mut writer, |_| CommitResult::Committed);
+    let numbers: Vec<_> = commits
+        .iter()
+        .map(|batch| batch.log.as_ref().unwrap().seq)
+        .collect();
+    assert_eq!(numbers, [taken.next()]);
+    assert_eq!(replies, [(1, Ok(Response::Written))]);
+}
+
 /// A write answered with an unknown outcome because its client's record could not be read
 /// is remembered as such: once the record is read, a later write of the client does not
 /// cover it; re-sent (its answer lost) before a later write landed, it is applied, and
