@@ -728,6 +728,30 @@ fn after_a_stale_commit_the_logs_end_is_read_again() {
     assert_eq!(replies, [(1, Ok(Response::Written))]);
 }
 
+/// Records that cannot be read end unknown only the writes of the group that needed them:
+/// a write queued behind its cut, for the next group, waits for that group (whose records
+/// are read then) and lands.
+#[test]
+fn a_failed_read_of_records_fails_only_the_closed_group() {
+    let mut writer = loading_the_records_of_a_first_write();
+    writer.write(2, stamp(2, 1), put(2));
+    writer.cut(NOW);
+    let unreadable = WriterInput::RecordsLoaded(Err(ErrorCode::StoreReadOnly));
+    writer.handle_input(NOW, unreadable);
+    let (commits, replies) = carry_out(&mut writer, |_| CommitResult::Committed);
+    assert!(
+        matches!(
+            &replies[..],
+            [
+                (1, Err(ErrorCode::OutcomeUnknown(_))),
+                (2, Ok(Response::Written))
+            ]
+        ),
+        "{replies:?}"
+    );
+    assert_eq!(commits.len(), 1);
+}
+
 /// A write answered with an unknown outcome because its client's record could not be read
 /// is remembered as such: once the record is read, a later write of the client does not
 /// cover it; re-sent (its answer lost) before a later write landed, it is applied, and
