@@ -752,6 +752,28 @@ fn a_failed_read_of_records_fails_only_the_closed_group() {
     assert_eq!(commits.len(), 1);
 }
 
+/// A read of the log's end that failed is tried again a quiet period later, not at once: a
+/// store that fails every read would otherwise be asked again as fast as it answers.
+#[test]
+fn a_failed_read_of_the_logs_end_waits_before_it_is_tried_again() {
+    let config = WriterConfig::default();
+    let mut writer: Writer<u32> = Writer::new(config.clone(), NOW);
+    assert_eq!(writer.poll_output(), Some(WriterOutput::LoadLogEnds));
+    let unreadable = WriterInput::LogEndsLoaded(Err(ErrorCode::StoreReadOnly));
+    writer.handle_input(NOW, unreadable);
+    assert_eq!(writer.poll_output(), None, "not at once");
+    let again = NOW + config.quiet_period;
+    assert_eq!(writer.poll_timeout(), Some(again));
+    writer.handle_timeout(again);
+    assert_eq!(
+        writer.poll_output(),
+        Some(WriterOutput::Checkpoint),
+        "what the store replayed at the takeover is saved first"
+    );
+    writer.handle_input(again, WriterInput::Checkpointed(true));
+    assert_eq!(writer.poll_output(), Some(WriterOutput::LoadLogEnds));
+}
+
 /// A write answered with an unknown outcome because its client's record could not be read
 /// is remembered as such: once the record is read, a later write of the client does not
 /// cover it; re-sent (its answer lost) before a later write landed, it is applied, and
