@@ -415,4 +415,40 @@ mod tests {
         };
         assert_eq!(outside.within(&watched), None);
     }
+
+    /// Short keys over a few bytes, so that bounds and keys meet often (a bound excluded
+    /// on one side and included on the other at the same key, prefixes of each other).
+    fn key() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        prop::collection::vec(prop_oneof![Just(0u8), Just(b'a'), Just(0xff)], 0..3)
+    }
+
+    fn bound() -> impl proptest::strategy::Strategy<Value = Bound<Vec<u8>>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(Bound::Unbounded),
+            key().prop_map(Bound::Included),
+            key().prop_map(Bound::Excluded),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Of a clear, a subscriber is told exactly the keys both ranges hold: none the
+        /// clear left alone, none outside the subscription, none it is owed left out.
+        #[test]
+        fn a_subscriber_is_told_a_clear_on_exactly_the_keys_both_ranges_hold(
+            cleared in (bound(), bound()),
+            watched in (bound(), bound()),
+            keys in proptest::collection::vec(key(), 1..12),
+        ) {
+            let cleared = KeyRange { start: cleared.0, end: cleared.1 };
+            let watched = KeyRange { start: watched.0, end: watched.1 };
+            let told = Change::Clear { range: cleared.clone() }.within(&watched);
+            for key in keys {
+                let owed = cleared.contains(&key) && watched.contains(&key);
+                let said = matches!(&told, Some(Change::Clear { range }) if range.contains(&key));
+                proptest::prop_assert_eq!(said, owed, "key {:?}, told {:?}", key, told);
+            }
+        }
+    }
 }
