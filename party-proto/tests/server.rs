@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use party_proto::feed::{encode_entry, encode_unlogged, LogRead};
 use party_proto::wire::{
-    ClientMessage, Entry, FrameError, Hello, ProtocolId, Response, ServerMessage, WriteOp,
+    encode_frame, ClientMessage, Entry, FrameError, Hello, ProtocolId, Response, ServerMessage,
+    WriteOp,
 };
 use party_proto::{
-    ClientId, CommitSeq, ErrorCode, IterId, IterOptions, KeyRange, RequestId, ServerConfig,
+    Change, ClientId, CommitSeq, ErrorCode, IterId, IterOptions, KeyRange, RequestId, ServerConfig,
     ServerInput, ServerOutput, ServerSession, Timestamp, WatchId,
 };
 use proptest::prelude::*;
@@ -450,7 +451,11 @@ proptest! {
 
 /// A session past its hello, with `CONFIG`.
 fn greeted() -> ServerSession {
-    let mut session = ServerSession::new(Timestamp::ZERO, CONFIG);
+    greeted_with(CONFIG)
+}
+
+fn greeted_with(config: ServerConfig) -> ServerSession {
+    let mut session = ServerSession::new(Timestamp::ZERO, config);
     let hello = Hello {
         protocol: ProtocolId::CURRENT,
         client_id: ClientId(1),
@@ -1000,7 +1005,7 @@ fn a_subscription_is_told_how_far_it_read_when_no_group_touched_its_range() {
         start: std::ops::Bound::Included(b"a".to_vec()),
         end: std::ops::Bound::Excluded(b"b".to_vec()),
     };
-    let sent = sent_to_subscription(range, 3, [read]);
+    let sent = sent_to_subscription(CONFIG, range, 3, [read]);
     assert!(
         !sent
             .iter()
@@ -1031,10 +1036,11 @@ fn a_lost_run_over_several_reads_is_said_once() {
             .collect(),
         next: CommitSeq(5),
     };
-    let lagged: Vec<ServerMessage> = sent_to_subscription(KeyRange::all(), 5, [lost(1), lost(3)])
-        .into_iter()
-        .filter(|message| matches!(message, ServerMessage::WatchLagged { .. }))
-        .collect();
+    let lagged: Vec<ServerMessage> =
+        sent_to_subscription(CONFIG, KeyRange::all(), 5, [lost(1), lost(3)])
+            .into_iter()
+            .filter(|message| matches!(message, ServerMessage::WatchLagged { .. }))
+            .collect();
     assert_eq!(
         lagged,
         [ServerMessage::WatchLagged {
@@ -1045,15 +1051,57 @@ fn a_lost_run_over_several_reads_is_said_once() {
     );
 }
 
+proptest! {
+    /// A group's changes go out in frames within the leader's frame limit, however many
+    /// and whatever they are (a clear counts its range's bounds).
+    #[test]
+    fn a_groups_frames_keep_to_the_frame_limit(
+        changes in prop::collection::vec(support::change(), 0..20),
+        clears in prop::collection::vec(support::key_range(), 1..80),
+        max_frame_len in 128u32..1024,
+    ) {
+        // Many clears: what a frame holds of them is only their bounds.
+        let clears = clears.into_iter().map(|range| Change::Clear { range });
+        let ops: Vec<WriteOp> = changes
+            .into_iter()
+            .chain(clears)
+            .map(|change| match change {
+                Change::Put { key, value } => WriteOp::Put { key, value },
+                Change::Del { key } => WriteOp::Del { key },
+                Change::Clear { range } => WriteOp::Clear { range },
+            })
+            .collect();
+        let read = LogRead {
+            from: CommitSeq(1),
+            entries: vec![(CommitSeq(1), encode_entry(0, &ops))],
+            next: CommitSeq(2),
+        };
+        let config = ServerConfig { max_frame_len, ..CONFIG };
+        let sent = sent_to_subscription(config, KeyRange::all(), 2, [read]);
+        prop_assert!(sent.iter().any(|m| matches!(m, ServerMessage::WatchData { complete: true, .. } | ServerMessage::WatchFailed { .. })), "{:?}", sent);
+        for message in sent {
+            let mut frame = Vec::new();
+            encode_frame(&message, u32::MAX, &mut frame).unwrap();
+            prop_assert!(
+                frame.len() as u64 <= u64::from(max_frame_len),
+                "{} bytes: {:?}",
+                frame.len(),
+                message
+            );
+        }
+    }
+}
+
 /// What a session sends to subscription 1 on `range`, opened from commit 1, as its reads
 /// of the log are answered: the first only with where the log ends (`next`, as a driver
 /// answers it), then with `reads` in turn.
 fn sent_to_subscription<const N: usize>(
+    config: ServerConfig,
     range: KeyRange,
     next: u64,
     reads: [LogRead; N],
 ) -> Vec<ServerMessage> {
-    let mut session = greeted();
+    let mut session = greeted_with(config);
     while session.poll_output().is_some() {}
     let watch = WatchId(1);
     let open = ClientMessage::WatchOpen {
