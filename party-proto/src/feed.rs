@@ -416,8 +416,9 @@ mod tests {
         assert_eq!(outside.within(&watched), None);
     }
 
-    /// Short keys over a few bytes, so that bounds and keys meet often (a bound excluded
-    /// on one side and included on the other at the same key, prefixes of each other).
+    /// Short keys over three bytes, narrower than the integration tests' `edge_key` on
+    /// purpose: bounds and keys meet often (a bound excluded on one side and included on
+    /// the other at the same key, prefixes of each other).
     fn key() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
         use proptest::prelude::*;
         prop::collection::vec(prop_oneof![Just(0u8), Just(b'a'), Just(0xff)], 0..3)

@@ -363,7 +363,8 @@ fn run_case(
     }
     prop_assert!(write_seqs.windows(2).all(|w| w[0] < w[1]));
 
-    // Settle: if open, connect and answer everything; then close. Every request ends once.
+    // Settle: if open, connect (again, if connected) and answer everything; then close.
+    // Every request ends once.
     if h.closed_at.is_none() {
         h.run(Action::Connect)?;
         h.run(Action::Welcome)?;
