@@ -416,15 +416,7 @@ fn welcome() -> ClientInput {
 
 /// A leader's welcome, with the default limits as `change` leaves them.
 fn welcome_with(change: impl FnOnce(&mut party_proto::wire::LeaderLimits)) -> ClientInput {
-    let mut limits = party_proto::ServerConfig::default().limits();
-    change(&mut limits);
-    ClientInput::Message(ServerMessage::Welcome(Welcome {
-        protocol: ProtocolId::CURRENT,
-        leader_pid: 1,
-        term: 1,
-        store: "fjall".into(),
-        limits,
-    }))
+    ClientInput::Message(support::welcome_with(change))
 }
 
 #[test]

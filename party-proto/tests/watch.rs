@@ -16,7 +16,7 @@ use party_proto::{
     KeyRange, Timestamp, WatchEvent, WatchId, WatchPoll,
 };
 use proptest::prelude::*;
-use support::welcome;
+use support::{welcome, welcome_with};
 
 #[derive(Debug, Clone)]
 enum Action {
@@ -497,13 +497,10 @@ fn a_subscription_asks_no_more_credits_than_its_leader_takes() {
         ..ClientConfig::default()
     };
     let mut session = ClientSession::new(ClientId(9), config);
-    let ServerMessage::Welcome(mut capped) = welcome() else {
-        panic!("support's welcome is a Welcome");
-    };
-    capped.limits.max_iter_credits = 8;
     let before = session.open_watch(KeyRange::all(), None);
     session.handle_input(Timestamp::ZERO, ClientInput::Connected);
-    let welcomed = ClientInput::Message(ServerMessage::Welcome(capped));
+    let capped = welcome_with(|limits| limits.max_iter_credits = 8);
+    let welcomed = ClientInput::Message(capped);
     session.handle_input(Timestamp::ZERO, welcomed);
     let after = session.open_watch(KeyRange::all(), None);
     let asked: Vec<_> = std::iter::from_fn(|| session.poll_output())

@@ -397,11 +397,18 @@ pub fn byte_credits() -> impl Strategy<Value = u64> {
 /// What a leader with the default configuration says once it has taken a connection's
 /// hello.
 pub fn welcome() -> ServerMessage {
+    welcome_with(|_| {})
+}
+
+/// The same welcome, with the default limits as `change` leaves them.
+pub fn welcome_with(change: impl FnOnce(&mut LeaderLimits)) -> ServerMessage {
+    let mut limits = party_proto::ServerConfig::default().limits();
+    change(&mut limits);
     ServerMessage::Welcome(Welcome {
         protocol: ProtocolId::CURRENT,
         leader_pid: 1,
         term: 1,
         store: "fjall".into(),
-        limits: party_proto::ServerConfig::default().limits(),
+        limits,
     })
 }
