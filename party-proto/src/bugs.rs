@@ -43,6 +43,10 @@ pub struct Bugs {
     /// The writer keeps counting on after a commit whose outcome is unknown, instead of
     /// reading the log's end again: a commit that did land has its number taken twice.
     pub keep_count_when_unsure: bool,
+    /// The writer keeps counting on after a commit the store refused as stale, instead of
+    /// reading the log's end again: another host's writer that took the number meanwhile
+    /// has it taken twice.
+    pub keep_count_when_stale: bool,
     /// A new writer takes its store as checkpointed: what a leader killed before its
     /// checkpoint left is replayed again at every later open, as long as the leaders after
     /// it only read.
@@ -57,7 +61,7 @@ pub struct Bugs {
 
 impl Bugs {
     /// The bug classes by name, as `party-sim --inject NAME` and `PARTY_INJECT` take them.
-    pub const NAMES: [&'static str; 17] = [
+    pub const NAMES: [&'static str; 18] = [
         "no-dedup",
         "inclusive-resume",
         "ignore-lock-loss",
@@ -72,6 +76,7 @@ impl Bugs {
         "hide-lag",
         "resume-past",
         "keep-count-when-unsure",
+        "keep-count-when-stale",
         "saved-at-takeover",
         "iter-opens-early",
         "reapply-failed",
@@ -95,6 +100,7 @@ impl Bugs {
             "hide-lag" => bugs.hide_lag = true,
             "resume-past" => bugs.resume_past = true,
             "keep-count-when-unsure" => bugs.keep_count_when_unsure = true,
+            "keep-count-when-stale" => bugs.keep_count_when_stale = true,
             "saved-at-takeover" => bugs.saved_at_takeover = true,
             "iter-opens-early" => bugs.iter_opens_early = true,
             "reapply-failed" => bugs.reapply_failed = true,

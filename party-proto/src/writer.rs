@@ -836,7 +836,13 @@ impl<T> Writer<T> {
             // bad one fails by itself; a transaction is checked against the store anew.
             CommitResult::Stale => {
                 // Another host's writer may have taken the number.
-                self.log = None;
+                #[cfg(feature = "bug-injection")]
+                let forget = !self.config.bugs.keep_count_when_stale;
+                #[cfg(not(feature = "bug-injection"))]
+                let forget = true;
+                if forget {
+                    self.log = None;
+                }
                 self.retry_alone(now, group)
             }
             CommitResult::Failed(_) if group.applied.len() > 1 => self.retry_alone(now, group),

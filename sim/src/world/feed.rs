@@ -3,7 +3,7 @@
 //! does: answer at once, or when the next commit lands), and the truth they are checked
 //! against: every group the store committed, under the number it was committed with.
 
-use party_proto::feed::{decode_entry, encode_entry, plan_pull, LogRead, PullPlan};
+use party_proto::feed::{decode_entry, encode_entry, plan_pull, LogAppend, LogRead, PullPlan};
 use party_proto::{Change, CommitSeq, WatchEvent, WatchId, WatchPoll};
 
 use super::*;
@@ -248,6 +248,29 @@ impl World {
         }
         let changes = decode_entry(&encode_entry(0, &batch.ops)).expect("entries decode");
         self.feed.insert(append.seq.0, changes.unwrap_or_default());
+    }
+
+    /// Another host's leader, on a store several hosts share (etcd), commits a group: it
+    /// takes the log's next number, which this host's writer must read again before it
+    /// numbers its next group. The group writes nothing this host's callers read.
+    pub(super) fn another_host_commits(&mut self) {
+        let seq = self.next_log_number();
+        self.trace.line(
+            self.now,
+            format_args!("another host's leader commits a group as number {seq}"),
+        );
+        let batch = WriteBatch {
+            ops: Vec::new(),
+            records: Vec::new(),
+            log: Some(LogAppend {
+                seq: CommitSeq(seq),
+                entry: encode_entry(0, &[]),
+            }),
+        };
+        self.store
+            .write(&batch)
+            .expect("the memory store cannot fail");
+        self.feed.insert(seq, Vec::new());
     }
 
     /// The number the store's change log gives its next entry.
