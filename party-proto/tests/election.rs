@@ -596,3 +596,39 @@ fn a_store_still_locked_is_tried_again_for_a_while_then_the_election_fails() {
     election.handle_input(retry, ElectionInput::StoreOpened);
     assert_eq!(election.poll_output(), Some(ElectionOutput::Bind));
 }
+
+/// A leadership lost while its store was still locked (a virtual lock can be) leaves no
+/// patience spent behind: the next leadership waits for a locked store as long again.
+#[test]
+fn each_leadership_waits_its_own_patience_for_a_locked_store() {
+    let config = ElectionConfig::default();
+    let mut election = Election::new(config.clone(), 6);
+    let outputs = |election: &mut Election| -> Vec<ElectionOutput> {
+        std::iter::from_fn(|| election.poll_output()).collect()
+    };
+    let first = Timestamp::ZERO;
+    assert_eq!(outputs(&mut election), [ElectionOutput::TryLock]);
+    election.handle_input(first, ElectionInput::LockAcquired);
+    let _ = outputs(&mut election);
+    election.handle_input(first, ElectionInput::StoreLocked);
+    election.handle_input(first, ElectionInput::LockLost);
+    assert_eq!(
+        outputs(&mut election),
+        [ElectionOutput::CloseWaitingRoom, ElectionOutput::TryLock],
+        "nothing held to step down from"
+    );
+
+    let later = first + config.store_patience * 2;
+    election.handle_input(later, ElectionInput::LockAcquired);
+    assert_eq!(
+        outputs(&mut election),
+        [ElectionOutput::OpenWaitingRoom, ElectionOutput::OpenStore]
+    );
+    election.handle_input(later, ElectionInput::StoreLocked);
+    assert_eq!(
+        outputs(&mut election),
+        [],
+        "the first locked answer of this leadership: it waits"
+    );
+    assert_eq!(election.poll_timeout(), Some(later + config.store_retry));
+}
