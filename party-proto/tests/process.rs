@@ -272,6 +272,38 @@ fn a_leader_that_steps_down_re_sends_its_own_operations_to_the_next_one() {
     );
 }
 
+/// Without retries, what a leader's own session had not answered when it stepped down
+/// fails then, as a follower's requests do when their connection ends: not when (or if)
+/// another connection comes.
+#[test]
+fn without_retry_a_leader_that_steps_down_fails_its_own_operations_at_once() {
+    let config = ProcessConfig {
+        client: party_proto::ClientConfig {
+            retry: false,
+            ..party_proto::ClientConfig::default()
+        },
+        ..ProcessConfig::default()
+    };
+    let mut process = Process::new(ClientId(1), config, 3);
+    drain(&mut process);
+    answer(&mut process, ElectionInput::LockAcquired);
+    answer(&mut process, ElectionInput::StoreOpened);
+    answer(&mut process, ElectionInput::SocketBound);
+    process.handle_input(NOW, ProcessInput::Served { term: 1 });
+    drain(&mut process);
+    let id = process.read(NOW, ReadOp::Get { key: b"k".to_vec() });
+    assert!(matches!(
+        &drain(&mut process)[..],
+        [ProcessOutput::Store(ServerOutput::Read { .. })]
+    ));
+    let outputs = answer(&mut process, ElectionInput::LockLost);
+    let failed = ProcessOutput::Completed {
+        id,
+        result: Err(ErrorCode::ConnectionLost),
+    };
+    assert!(outputs.contains(&failed), "{outputs:?}");
+}
+
 fn at(millis: u64) -> Timestamp {
     NOW + Duration::from_millis(millis)
 }
