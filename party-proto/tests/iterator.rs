@@ -618,3 +618,51 @@ fn iterating_with_a_timeout() -> (ClientSession, IterId) {
         ..ClientConfig::default()
     })
 }
+
+/// The commit an iteration's snapshot follows is the first opening's: the rest of an
+/// iteration resumed after a failover reads a later snapshot, and taking that one's
+/// commit would tell a subscriber following on from it that nothing between the two was
+/// missed. Without a first commit (the log could not be read), none is taken later once
+/// entries were handed out.
+#[test]
+fn an_iterations_commit_is_its_first_openings() {
+    use party_proto::CommitSeq;
+    for first in [Some(CommitSeq(5)), None] {
+        let (mut session, iter) = iterating(ClientConfig::default());
+        let now = Timestamp::ZERO;
+        let leader_says = |session: &mut ClientSession, message: ServerMessage| {
+            session.handle_input(now, ClientInput::Message(message));
+        };
+        let entry = |key: &[u8]| Entry {
+            key: key.to_vec(),
+            value: b"1".to_vec(),
+        };
+        if let Some(seq) = first {
+            leader_says(&mut session, ServerMessage::IterAt { iter, seq });
+        }
+        let entries = vec![entry(b"a")];
+        leader_says(&mut session, ServerMessage::IterData { iter, entries });
+        assert!(matches!(
+            session.iter_take(now, iter, 1),
+            IterPoll::Entries(_)
+        ));
+        assert_eq!(session.iter_at(iter), first);
+
+        session.handle_input(now, ClientInput::Disconnected);
+        session.handle_input(now, ClientInput::Connected);
+        session.handle_input(now, ClientInput::Message(welcome()));
+        let reopened = std::iter::from_fn(|| session.poll_output()).any(|output| {
+            matches!(output, ClientOutput::Send(ClientMessage::IterOpen { iter: i, .. }) if i == iter)
+        });
+        assert!(reopened, "the iteration goes on on the next leader");
+        let later = CommitSeq(9);
+        leader_says(&mut session, ServerMessage::IterAt { iter, seq: later });
+        let entries = vec![entry(b"b")];
+        leader_says(&mut session, ServerMessage::IterData { iter, entries });
+        assert!(matches!(
+            session.iter_take(now, iter, 1),
+            IterPoll::Entries(_)
+        ));
+        assert_eq!(session.iter_at(iter), first, "not the resumed snapshot's");
+    }
+}
