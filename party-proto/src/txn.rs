@@ -405,15 +405,17 @@ mod tests {
                 },
             ]),
         ];
-        assert_eq!(
-            reads_to_check(&ops),
-            vec![
-                CheckRead::Key(b"k".to_vec()),
-                CheckRead::Range {
-                    range: range("a", "c"),
-                    limit: 3
-                }
-            ]
-        );
+        let expected = vec![
+            CheckRead::Key(b"k".to_vec()),
+            CheckRead::Range {
+                range: range("a", "c"),
+                limit: 3,
+            },
+        ];
+        assert_eq!(reads_to_check(&ops), expected);
+        // The largest, not the last: the transaction that saw two entries must see a third
+        // appear, whichever comes first in the group.
+        let reversed: Vec<_> = ops.into_iter().rev().collect();
+        assert_eq!(reads_to_check(&reversed), expected);
     }
 }
