@@ -324,6 +324,14 @@ mod tests {
             snapshot.conflict(&[read("never asked", None)]).is_some(),
             "a read the snapshot cannot answer does not hold"
         );
+        let range_never_asked = ReadCheck::Range {
+            range: range("a", "z"),
+            entries: Vec::new(),
+        };
+        assert!(
+            snapshot.conflict(&[range_never_asked]).is_some(),
+            "nor a range read it cannot answer"
+        );
     }
 
     #[test]
@@ -357,6 +365,10 @@ mod tests {
         assert!(
             !written.overlap(&[scan("q", "q")]),
             "an empty range reads nothing"
+        );
+        assert!(
+            !written.overlap(&[scan("z", "a")]),
+            "nor a reversed one (a follower's to send), which a set cannot be asked for"
         );
     }
 
