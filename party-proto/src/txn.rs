@@ -295,6 +295,21 @@ mod tests {
     }
 
     #[test]
+    fn answers_that_do_not_match_the_reads_are_malformed() {
+        let reads = || vec![CheckRead::Key(b"k".to_vec()), CheckRead::Key(b"j".to_vec())];
+        let one_answer = vec![CheckValue::Value(None)];
+        assert!(matches!(
+            Snapshot::new(reads(), one_answer),
+            Err(ErrorCode::Malformed(_))
+        ));
+        let wrong_kind = vec![CheckValue::Value(None), CheckValue::Entries(Vec::new())];
+        assert!(matches!(
+            Snapshot::new(reads(), wrong_kind),
+            Err(ErrorCode::Malformed(_))
+        ));
+    }
+
+    #[test]
     fn a_key_read_holds_only_with_the_same_value_or_the_same_absence() {
         let reads = vec![
             CheckRead::Key(b"k".to_vec()),
