@@ -35,6 +35,20 @@ fn answer(process: &mut Process, input: ElectionInput) -> Vec<ProcessOutput> {
     drain(process)
 }
 
+/// A process whose handle does not retry, its first output (`TryLock`) taken.
+fn without_retry() -> Process {
+    let config = ProcessConfig {
+        client: party_proto::ClientConfig {
+            retry: false,
+            ..party_proto::ClientConfig::default()
+        },
+        ..ProcessConfig::default()
+    };
+    let mut process = Process::new(ClientId(1), config, 3);
+    drain(&mut process);
+    process
+}
+
 /// Takes the lock, opens, binds and serves.
 fn leader() -> Process {
     let mut process = process();
@@ -277,15 +291,7 @@ fn a_leader_that_steps_down_re_sends_its_own_operations_to_the_next_one() {
 /// another connection comes.
 #[test]
 fn without_retry_a_leader_that_steps_down_fails_its_own_operations_at_once() {
-    let config = ProcessConfig {
-        client: party_proto::ClientConfig {
-            retry: false,
-            ..party_proto::ClientConfig::default()
-        },
-        ..ProcessConfig::default()
-    };
-    let mut process = Process::new(ClientId(1), config, 3);
-    drain(&mut process);
+    let mut process = without_retry();
     answer(&mut process, ElectionInput::LockAcquired);
     answer(&mut process, ElectionInput::StoreOpened);
     answer(&mut process, ElectionInput::SocketBound);
@@ -584,15 +590,7 @@ fn a_leader_of_another_user_is_refused_before_the_hello() {
 #[test]
 fn a_closing_leader_is_drained_and_nothing_fails() {
     use party_proto::wire::LeaveCause;
-    let config = ProcessConfig {
-        client: party_proto::ClientConfig {
-            retry: false,
-            ..party_proto::ClientConfig::default()
-        },
-        ..ProcessConfig::default()
-    };
-    let mut process = Process::new(ClientId(1), config, 3);
-    drain(&mut process);
+    let mut process = without_retry();
     answer(&mut process, ElectionInput::LockBusy);
     answer(&mut process, ElectionInput::Connected);
     process.handle_input(NOW, welcome());
