@@ -57,11 +57,15 @@ pub struct Bugs {
     /// The dedup table applies a failed write re-sent after a later write of its client
     /// landed (or joined the group), so that it lands after that one.
     pub reapply_failed: bool,
+    /// An iterator resumed on a new leader takes that opening's commit as the one its
+    /// snapshot follows, so a subscription from the next one misses what was written
+    /// between the two snapshots to the part of the range it had already read.
+    pub iter_at_resumed: bool,
 }
 
 impl Bugs {
     /// The bug classes by name, as `party-sim --inject NAME` and `PARTY_INJECT` take them.
-    pub const NAMES: [&'static str; 18] = [
+    pub const NAMES: [&'static str; 19] = [
         "no-dedup",
         "inclusive-resume",
         "ignore-lock-loss",
@@ -80,6 +84,7 @@ impl Bugs {
         "saved-at-takeover",
         "iter-opens-early",
         "reapply-failed",
+        "iter-at-resumed",
     ];
 
     /// The bug class `name` (one of [`Bugs::NAMES`]) alone.
@@ -104,6 +109,7 @@ impl Bugs {
             "saved-at-takeover" => bugs.saved_at_takeover = true,
             "iter-opens-early" => bugs.iter_opens_early = true,
             "reapply-failed" => bugs.reapply_failed = true,
+            "iter-at-resumed" => bugs.iter_at_resumed = true,
             _ => return None,
         }
         Some(bugs)

@@ -175,6 +175,9 @@ pub struct Timeline {
     checkpoints: Vec<State>,
     /// The store after the last commit.
     last: State,
+    /// For each number the change log gave a group, how many commits there were once the
+    /// group was taken: an iterator's snapshot, said to follow that number, holds them all.
+    log_numbers: FxHashMap<u64, usize>,
 }
 
 /// How many commits apart [`Timeline`] keeps the store's state.
@@ -217,6 +220,21 @@ impl Timeline {
         self.commits.push((issued, answered, effect));
         if self.commits.len().is_multiple_of(CHECKPOINT_EVERY) {
             self.checkpoints.push(self.last.clone());
+        }
+    }
+
+    /// The change log gave the last commit (or a group of another host, which changed
+    /// nothing here) the number `seq`.
+    pub fn logged(&mut self, seq: u64) {
+        self.log_numbers.entry(seq).or_insert(self.commits.len());
+    }
+
+    /// How many commits there were once the group numbered `seq` was taken, if one was
+    /// (none for 0: a store that never committed one).
+    fn commits_at_log(&self, seq: u64) -> Option<usize> {
+        match seq {
+            0 => Some(0),
+            seq => self.log_numbers.get(&seq).copied(),
         }
     }
 
@@ -660,7 +678,7 @@ pub fn conflicts(history: &[Op], timeline: &Timeline) -> Option<String> {
 
 /// Finds the first iterator that repeated, reordered, strayed outside its range or its
 /// limit, missed a key that was there all along, or delivered a value its key never held
-/// while it ran.
+/// while it ran (from the commit its snapshot was said to follow, if it was).
 pub fn iterators(history: &[Op], timeline: &Timeline) -> Option<String> {
     // By handle, how many commits there were once every write it issued so far that
     // committed had: an iterator reads a snapshot taken after all of them.
@@ -677,6 +695,7 @@ pub fn iterators(history: &[Op], timeline: &Timeline) -> Option<String> {
             Outcome::Iterated {
                 entries,
                 closed_early,
+                follows,
             },
             Some(complete),
         ) = (&op.kind, &op.outcome, op.complete)
@@ -691,10 +710,14 @@ pub fn iterators(history: &[Op], timeline: &Timeline) -> Option<String> {
                 "iterator {options:?} went past its limit: {entries:02x?}"
             ));
         }
+        // A snapshot said to follow a commit holds it and every one before (a subscription
+        // from the next one would miss them otherwise).
+        let snapshot_holds = follows.and_then(|seq| timeline.commits_at_log(seq));
         let after = writes_through
             .get(&(op.process, op.incarnation))
             .copied()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .max(snapshot_holds.unwrap_or(0));
         let states = timeline.states(op.invoke, after, complete, &options.range);
         if !options.keys {
             // Values only: each must be a value some key in range held meanwhile.
@@ -1043,7 +1066,7 @@ mod tests {
         text.as_bytes().to_vec()
     }
 
-    /// A two-key batch committed at 10: a then b.
+    /// A two-key batch committed at 10: a then b (logged as group 2, after group 1 at 5).
     fn batch_timeline() -> Timeline {
         let mut timeline = Timeline::default();
         timeline.commit(
@@ -1053,6 +1076,7 @@ mod tests {
                 (bytes("b"), Some(bytes("0"))),
             ]),
         );
+        timeline.logged(1);
         timeline.commit(
             10,
             BTreeMap::from([
@@ -1060,6 +1084,7 @@ mod tests {
                 (bytes("b"), Some(bytes("1"))),
             ]),
         );
+        timeline.logged(2);
         timeline
     }
 
@@ -1146,6 +1171,7 @@ mod tests {
                 Outcome::Iterated {
                     entries: vec![(bytes("a"), bytes("0")), (bytes("b"), bytes("0"))],
                     closed_early: false,
+                    follows: None,
                 },
             )
         };
@@ -1164,6 +1190,7 @@ mod tests {
                 Outcome::Iterated {
                     entries: vec![(bytes("a"), bytes(value)), (bytes("b"), bytes("1"))],
                     closed_early: false,
+                    follows: None,
                 },
             )
         };
@@ -1175,6 +1202,33 @@ mod tests {
         assert!(iterators(&[scan("2")], &timeline).is_some());
     }
 
+    /// An iterator's snapshot holds every commit up to the one it is said to follow (so a
+    /// subscription from the next one misses nothing): showing the store from before it is
+    /// caught, even while the iterator ran when that commit landed. Another host's group
+    /// (3) takes a number and changes nothing.
+    #[test]
+    fn an_iterator_showing_less_than_the_commit_its_snapshot_follows_is_caught() {
+        let mut timeline = batch_timeline();
+        timeline.logged(3);
+        let scan = |value: &str, follows| {
+            finished(
+                OpKind::Iterate(IterOptions::default()),
+                Outcome::Iterated {
+                    entries: vec![(bytes("a"), bytes(value)), (bytes("b"), bytes(value))],
+                    closed_early: false,
+                    follows,
+                },
+            )
+        };
+        assert_eq!(iterators(&[scan("0", None)], &timeline), None);
+        assert_eq!(iterators(&[scan("0", Some(1))], &timeline), None);
+        assert!(iterators(&[scan("0", Some(2))], &timeline).is_some());
+        assert!(iterators(&[scan("0", Some(3))], &timeline).is_some());
+        assert_eq!(iterators(&[scan("1", Some(3))], &timeline), None);
+        // A number no group took bounds nothing.
+        assert_eq!(iterators(&[scan("0", Some(9))], &timeline), None);
+    }
+
     #[test]
     fn an_iterator_closed_early_need_not_reach_the_end() {
         let timeline = batch_timeline();
@@ -1184,6 +1238,7 @@ mod tests {
                 Outcome::Iterated {
                     entries: vec![(bytes("a"), bytes("1"))],
                     closed_early,
+                    follows: None,
                 },
             )
         };

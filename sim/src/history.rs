@@ -72,10 +72,12 @@ pub enum Outcome {
         current: Option<Vec<u8>>,
     },
     /// Every entry the iterator delivered, in order (a half the options left out is
-    /// empty); `closed_early` when the caller closed it before its end.
+    /// empty); `closed_early` when the caller closed it before its end; `follows`, the
+    /// commit its caller was last told the store snapshot follows (`Iter::seq`).
     Iterated {
         entries: Vec<(Vec<u8>, Vec<u8>)>,
         closed_early: bool,
+        follows: Option<u64>,
     },
     Failed(ErrorCode),
 }

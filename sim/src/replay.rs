@@ -305,6 +305,9 @@ fn commit(
     let effect = check::effect_of(store, &batch.ops);
     store.write(batch).expect("the memory store cannot fail");
     timeline.commit_between(issued, answered, effect);
+    if let Some(append) = &batch.log {
+        timeline.logged(append.seq.0);
+    }
     for op in &batch.ops {
         for pair in check::put_pairs(op) {
             *committed.entry(pair).or_default() += 1;
@@ -504,6 +507,7 @@ impl<'a> ProcessRun<'a> {
                 let outcome = Outcome::Iterated {
                     entries: Vec::new(),
                     closed_early: false,
+                    follows: None,
                 };
                 let index = self.issue(kind, outcome);
                 self.iters.insert(iter, index);
@@ -677,8 +681,13 @@ impl<'a> ProcessRun<'a> {
         };
         match poll {
             IterPoll::Entries(taken) => {
-                if let Outcome::Iterated { entries, .. } = &mut self.history[index].outcome {
+                let at = self.machine.iter_at(iter);
+                if let Outcome::Iterated {
+                    entries, follows, ..
+                } = &mut self.history[index].outcome
+                {
                     entries.extend(taken.into_iter().map(|e| (e.key, e.value)));
+                    *follows = at.map(|seq| seq.0).or(*follows);
                 }
             }
             IterPoll::Pending => {}

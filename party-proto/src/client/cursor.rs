@@ -175,6 +175,11 @@ impl Cursor {
     /// opening's counts, and only if it comes before any entry was taken (a later snapshot
     /// would say the iteration missed nothing it may have missed).
     pub(crate) fn opened_at(&mut self, seq: crate::feed::CommitSeq) {
+        #[cfg(feature = "bug-injection")]
+        if self.bugs.iter_at_resumed {
+            self.at = Some(seq);
+            return;
+        }
         if self.delivered == 0 && self.buffer.is_empty() {
             self.at.get_or_insert(seq);
         }

@@ -270,6 +270,9 @@ impl World {
             .expect("the memory store cannot fail");
         self.store_written(process);
         self.timeline.commit(self.now, effect);
+        if let Some(append) = &batch.log {
+            self.timeline.logged(append.seq.0);
+        }
         for op in &batch.ops {
             for value in crate::check::put_values(op) {
                 let count = self.committed.entry(value.clone()).or_default();

@@ -271,6 +271,7 @@ impl World {
             .write(&batch)
             .expect("the memory store cannot fail");
         self.feed.insert(seq, Vec::new());
+        self.timeline.logged(seq);
     }
 
     /// The number the store's change log gives its next entry.

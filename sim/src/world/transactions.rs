@@ -182,6 +182,7 @@ impl World {
                 Outcome::Iterated {
                     entries,
                     closed_early,
+                    ..
                 },
             ) => {
                 // A caller that stopped early read the range only up to its last entry.

@@ -152,6 +152,7 @@ impl World {
             Some(_) => Outcome::Iterated {
                 entries: Vec::new(),
                 closed_early: false,
+                follows: None,
             },
             None => Outcome::Unknown,
         };
@@ -211,8 +212,13 @@ impl World {
         }
         match poll {
             IterPoll::Entries(taken) => {
-                if let Outcome::Iterated { entries, .. } = &mut self.history[index].outcome {
+                let at = self.processes[process].machine.iter_at(iter);
+                if let Outcome::Iterated {
+                    entries, follows, ..
+                } = &mut self.history[index].outcome
+                {
                     entries.extend(taken.into_iter().map(|e| (e.key, e.value)));
+                    *follows = at.map(|seq| seq.0).or(*follows);
                 }
                 if self.chance(8) {
                     // The caller has what it wanted.
