@@ -128,16 +128,6 @@ pub enum ReadCheck {
     },
 }
 
-impl ReadCheck {
-    /// Whether a write of `key` could change what this read would read.
-    pub fn covers(&self, key: &[u8]) -> bool {
-        match self {
-            ReadCheck::Key { key: read, .. } => read == key,
-            ReadCheck::Range { range, .. } => range.contains(key),
-        }
-    }
-}
-
 /// Most bytes a request adds around its operation: the frame header, the message's tag,
 /// id, sequence numbers and the operation's tag.
 const REQUEST_OVERHEAD: u64 = 64;
