@@ -7,10 +7,10 @@ use std::io::IoSlice;
 use bytes::{BufMut, Bytes};
 use party_proto::wire::outgoing::LEND_AT;
 use party_proto::wire::{
-    encode_frame, ClientMessage, FrameDecoder, FrameError, Outgoing, Response, ServerMessage,
-    WriteOp,
+    encode_frame, ClientMessage, Entry, FrameDecoder, FrameError, Outgoing, Response,
+    ServerMessage, WriteOp,
 };
-use party_proto::{RequestId, WriteSeq};
+use party_proto::{IterId, RequestId, WriteSeq};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
@@ -163,11 +163,12 @@ proptest! {
         prop_assert!(gather(&taken, slots, &takes) == whole);
     }
 
-    /// The bound a handle checks against its frame limit before sending must hold.
+    /// The bound a handle checks against its frame limit before sending must hold, however
+    /// long the keys and values.
     #[test]
     fn a_request_frame_never_exceeds_its_operations_bound(
-        read in read_op(),
-        write in write_op(),
+        read in prop_oneof![read_op(), read_op_of(Strings::LONG)],
+        write in prop_oneof![write_op(), write_op_of(Strings::LONG)],
         id in any::<u64>(),
         seq in any::<u64>(),
         oldest in any::<u64>(),
@@ -187,6 +188,28 @@ proptest! {
         };
         encode_frame(&message, u32::MAX, &mut frame).unwrap();
         prop_assert!(frame.len() as u64 <= bound, "write: {} > {}", frame.len(), bound);
+    }
+
+    /// The bounds a leader checks against its follower's frame limit before answering
+    /// must hold, however long the keys and values: an answer over the limit fails its
+    /// request alone, never the connection. (An `IterData` frame is counted as the session
+    /// counts it: its overhead, the entry count's varint, and each entry's bound.)
+    #[test]
+    fn an_answer_frame_never_exceeds_its_bound(
+        response in prop_oneof![response(), response_of(Strings::LONG)],
+        entries in vec(prop_oneof![entry(), entry_of(Strings::LONG)], 0..6),
+        id in any::<u64>(),
+    ) {
+        let mut frame = Vec::new();
+        let bound = response.reply_len_bound();
+        let reply = ServerMessage::Reply { id: RequestId(id), result: Ok(response) };
+        encode_frame(&reply, u32::MAX, &mut frame).unwrap();
+        prop_assert!(frame.len() as u64 <= bound, "reply: {} > {}", frame.len(), bound);
+        frame.clear();
+        let bound = Entry::DATA_OVERHEAD + 10 + entries.iter().map(Entry::len_bound).sum::<u64>();
+        let data = ServerMessage::IterData { iter: IterId(id), entries };
+        encode_frame(&data, u32::MAX, &mut frame).unwrap();
+        prop_assert!(frame.len() as u64 <= bound, "entries: {} > {}", frame.len(), bound);
     }
 
     #[test]

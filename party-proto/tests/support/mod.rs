@@ -37,16 +37,48 @@ pub fn bytes() -> impl Strategy<Value = Vec<u8>> {
     vec(any::<u8>(), 0..40)
 }
 
+/// The byte strings of the messages below: keys at the byte edges and short values, as
+/// most tests want ([`Strings::EDGE`]), or long ones that outgrow the fixed allowances of
+/// a frame's size bound ([`Strings::LONG`]).
+#[derive(Clone, Copy)]
+pub struct Strings {
+    keys: fn() -> BoxedStrategy<Vec<u8>>,
+    values: fn() -> BoxedStrategy<Vec<u8>>,
+}
+
+impl Strings {
+    pub const EDGE: Strings = Strings {
+        keys: || edge_key().boxed(),
+        values: || bytes().boxed(),
+    };
+    pub const LONG: Strings = Strings {
+        keys: long_bytes,
+        values: long_bytes,
+    };
+}
+
+fn long_bytes() -> BoxedStrategy<Vec<u8>> {
+    vec(any::<u8>(), 0..400).boxed()
+}
+
 pub fn bound() -> impl Strategy<Value = Bound<Vec<u8>>> {
+    bound_of(Strings::EDGE)
+}
+
+pub fn bound_of(strings: Strings) -> impl Strategy<Value = Bound<Vec<u8>>> {
     prop_oneof![
         Just(Bound::Unbounded),
-        edge_key().prop_map(Bound::Included),
-        edge_key().prop_map(Bound::Excluded),
+        (strings.keys)().prop_map(Bound::Included),
+        (strings.keys)().prop_map(Bound::Excluded),
     ]
 }
 
 pub fn key_range() -> impl Strategy<Value = KeyRange> {
-    (bound(), bound()).prop_map(|(start, end)| KeyRange { start, end })
+    key_range_of(Strings::EDGE)
+}
+
+pub fn key_range_of(strings: Strings) -> impl Strategy<Value = KeyRange> {
+    (bound_of(strings), bound_of(strings)).prop_map(|(start, end)| KeyRange { start, end })
 }
 
 pub fn iter_options() -> impl Strategy<Value = IterOptions> {
@@ -102,36 +134,55 @@ pub fn error_code() -> impl Strategy<Value = ErrorCode> {
 }
 
 pub fn read_op() -> impl Strategy<Value = ReadOp> {
+    read_op_of(Strings::EDGE)
+}
+
+pub fn read_op_of(strings: Strings) -> impl Strategy<Value = ReadOp> {
     prop_oneof![
-        edge_key().prop_map(|key| ReadOp::Get { key }),
-        vec(edge_key(), 0..5).prop_map(|keys| ReadOp::GetMany { keys }),
+        (strings.keys)().prop_map(|key| ReadOp::Get { key }),
+        vec((strings.keys)(), 0..5).prop_map(|keys| ReadOp::GetMany { keys }),
         Just(ReadOp::Status),
     ]
 }
 
 pub fn batch_op() -> impl Strategy<Value = BatchOp> {
+    batch_op_of(Strings::EDGE)
+}
+
+pub fn batch_op_of(strings: Strings) -> impl Strategy<Value = BatchOp> {
     prop_oneof![
-        (edge_key(), bytes()).prop_map(|(key, value)| BatchOp::Put { key, value }),
-        edge_key().prop_map(|key| BatchOp::Del { key }),
+        ((strings.keys)(), (strings.values)()).prop_map(|(key, value)| BatchOp::Put { key, value }),
+        (strings.keys)().prop_map(|key| BatchOp::Del { key }),
     ]
 }
 
 pub fn write_op() -> impl Strategy<Value = WriteOp> {
+    write_op_of(Strings::EDGE)
+}
+
+pub fn write_op_of(strings: Strings) -> impl Strategy<Value = WriteOp> {
     prop_oneof![
-        (edge_key(), bytes()).prop_map(|(key, value)| WriteOp::Put { key, value }),
-        edge_key().prop_map(|key| WriteOp::Del { key }),
-        vec(batch_op(), 0..5).prop_map(|ops| WriteOp::Batch { ops }),
-        key_range().prop_map(|range| WriteOp::Clear { range }),
-        (vec(read_check(), 0..3), vec(batch_op(), 0..3))
+        ((strings.keys)(), (strings.values)()).prop_map(|(key, value)| WriteOp::Put { key, value }),
+        (strings.keys)().prop_map(|key| WriteOp::Del { key }),
+        vec(batch_op_of(strings), 0..5).prop_map(|ops| WriteOp::Batch { ops }),
+        key_range_of(strings).prop_map(|range| WriteOp::Clear { range }),
+        (
+            vec(read_check_of(strings), 0..3),
+            vec(batch_op_of(strings), 0..3)
+        )
             .prop_map(|(reads, writes)| WriteOp::Transaction { reads, writes }),
     ]
 }
 
 pub fn read_check() -> impl Strategy<Value = ReadCheck> {
+    read_check_of(Strings::EDGE)
+}
+
+pub fn read_check_of(strings: Strings) -> impl Strategy<Value = ReadCheck> {
     prop_oneof![
-        (edge_key(), prop::option::of(bytes()))
+        ((strings.keys)(), prop::option::of((strings.values)()))
             .prop_map(|(key, value)| ReadCheck::Key { key, value }),
-        (key_range(), vec(entry(), 0..3))
+        (key_range_of(strings), vec(entry_of(strings), 0..3))
             .prop_map(|(range, entries)| ReadCheck::Range { range, entries }),
     ]
 }
@@ -205,18 +256,27 @@ pub fn change() -> impl Strategy<Value = Change> {
 }
 
 pub fn response() -> impl Strategy<Value = Response> {
+    response_of(Strings::EDGE)
+}
+
+pub fn response_of(strings: Strings) -> impl Strategy<Value = Response> {
     prop_oneof![
-        prop::option::of(bytes()).prop_map(|value| Response::Value(value.map(Into::into))),
-        vec(prop::option::of(bytes()), 0..5).prop_map(Response::Values),
+        prop::option::of((strings.values)())
+            .prop_map(|value| Response::Value(value.map(Into::into))),
+        vec(prop::option::of((strings.values)()), 0..5).prop_map(Response::Values),
         Just(Response::Written),
         any::<u32>().prop_map(|followers| Response::Status(LeaderStatus { followers })),
-        (edge_key(), prop::option::of(bytes()))
+        ((strings.keys)(), prop::option::of((strings.values)()))
             .prop_map(|(key, current)| Response::Conflict { key, current }),
     ]
 }
 
 pub fn entry() -> impl Strategy<Value = Entry> {
-    (edge_key(), bytes()).prop_map(|(key, value)| Entry { key, value })
+    entry_of(Strings::EDGE)
+}
+
+pub fn entry_of(strings: Strings) -> impl Strategy<Value = Entry> {
+    ((strings.keys)(), (strings.values)()).prop_map(|(key, value)| Entry { key, value })
 }
 
 pub fn server_message() -> impl Strategy<Value = ServerMessage> {
