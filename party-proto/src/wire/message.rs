@@ -386,4 +386,33 @@ mod tests {
         assert_eq!(postcard::from_bytes::<Response>(&encoded).unwrap(), value);
         assert_eq!(postcard::to_stdvec(&Response::Value(None)).unwrap(), [0, 0]);
     }
+
+    /// Every message that carries an error takes it as received: one no leader sends
+    /// becomes `Malformed`, whichever message it came in.
+    #[test]
+    fn each_error_a_message_carries_is_taken_as_received() {
+        let never_sent = ErrorCode::Locked;
+        let received = never_sent.clone().into_received();
+        assert!(matches!(received, ErrorCode::Malformed(_)), "{received:?}");
+        let carrying = |error: ErrorCode| {
+            [
+                ServerMessage::Rejected(error.clone()),
+                ServerMessage::Reply {
+                    id: RequestId(1),
+                    result: Err(error.clone()),
+                },
+                ServerMessage::IterFailed {
+                    iter: IterId(2),
+                    error: error.clone(),
+                },
+                ServerMessage::WatchFailed {
+                    watch: WatchId(3),
+                    error,
+                },
+            ]
+        };
+        for (message, expected) in carrying(never_sent).into_iter().zip(carrying(received)) {
+            assert_eq!(message.into_received(), expected);
+        }
+    }
 }
