@@ -315,6 +315,24 @@ mod tests {
         assert_eq!(decoder.decode::<u8>(&mut more), Err(error), "errors stick");
     }
 
+    /// A follower takes its leader's larger frames once welcomed: a cap moved holds from
+    /// the next frame, up or down.
+    #[test]
+    fn a_cap_moved_holds_from_the_next_frame() {
+        let mut stream = Vec::new();
+        encode_frame(&vec![5u8; 20], u32::MAX, &mut stream).unwrap();
+        let mut decoder = FrameDecoder::new(16);
+        decoder.set_max_frame_len(32);
+        let mut input = stream.as_slice();
+        assert_eq!(decoder.decode(&mut input), Ok(Some(vec![5u8; 20])));
+        decoder.set_max_frame_len(20);
+        let mut input = stream.as_slice();
+        assert_eq!(
+            decoder.decode::<Vec<u8>>(&mut input),
+            Err(FrameError::TooLarge { len: 21, max: 20 })
+        );
+    }
+
     #[test]
     fn encoding_over_the_cap_leaves_the_buffer_untouched() {
         let mut out = vec![9];
