@@ -37,7 +37,7 @@ use std::process::ExitCode;
 use std::sync::mpsc::{channel, Sender};
 use std::time::{Duration, Instant};
 
-use party_core::BatchOp;
+use party_core::{BatchOp, Role};
 
 use crate::children;
 use crate::failure::Failure;
@@ -91,7 +91,8 @@ const LONGEST_PAUSE: Duration = Duration::from_secs(5);
 
 /// The worker `DIR BACKEND REGISTER RETENTION [RECORD_DIR]` (RETENTION: the change log's
 /// commits): writes its register forever, reads all registers,
-/// prints `acked REGISTER N ROLE` per acknowledged write and `backwards REGISTER FROM TO`;
+/// prints `acked REGISTER N ROLE` per acknowledged write (`leader` if either of its handles
+/// leads) and `backwards REGISTER FROM TO`;
 /// meanwhile increments the counters, printing `incremented REGISTER N` per increment, and
 /// watches the unique keys, printing `watched REGISTER COUNT` now and then and
 /// `feed-gap …` for a write seen out of turn.
@@ -122,6 +123,16 @@ pub async fn worker(args: &[String]) -> Result<ExitCode, Failure> {
     } else {
         db.clone()
     };
+    // The run kills the leader's process: that is this one when either handle leads (the
+    // incrementer's may take over while the writer's follows it).
+    let handles = [db.clone(), incrementer.clone()];
+    let process_role = move || {
+        if handles.iter().any(|db| db.role() == Role::Leader) {
+            Role::Leader.name()
+        } else {
+            handles[0].role().name()
+        }
+    };
     let incrementing = tokio::spawn(increments(incrementer, register));
     let watcher = tokio::spawn(watching(db.clone(), register));
     let mut seen: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
@@ -146,10 +157,7 @@ pub async fn worker(args: &[String]) -> Result<ExitCode, Failure> {
         }
         let (acked, write) = in_flight.pop_front().expect("full");
         write.await.map_err(|e| e.to_string())?;
-        out::line(format_args!(
-            "acked {register} {acked} {}",
-            db.role().name()
-        ))?;
+        out::line(format_args!("acked {register} {acked} {}", process_role()))?;
         let registers = party_core::IterOptions::default()
             .range(party_core::KeyRange::all().gte("reg/").lt("reg0"));
         for entry in db
