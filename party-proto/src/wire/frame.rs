@@ -304,6 +304,31 @@ mod tests {
         }
     }
 
+    /// A frame over the cap and another protocol's handshake each keep their own error
+    /// code, which the caller acts on (a smaller write; an upgrade), not `Malformed`.
+    #[test]
+    fn frame_errors_keep_their_causes_as_error_codes() {
+        let other = ProtocolId {
+            version: 4,
+            ..ProtocolId::CURRENT
+        };
+        assert_eq!(
+            ErrorCode::from(FrameError::TooLarge { len: 17, max: 16 }),
+            ErrorCode::FrameTooLarge { len: 17, max: 16 }
+        );
+        assert_eq!(
+            ErrorCode::from(FrameError::OtherProtocol { got: other }),
+            ErrorCode::ProtocolMismatch {
+                expected: ProtocolId::CURRENT,
+                got: other
+            }
+        );
+        assert!(matches!(
+            ErrorCode::from(FrameError::TrailingBytes { extra: 1 }),
+            ErrorCode::Malformed(_)
+        ));
+    }
+
     #[test]
     fn a_header_over_the_cap_fails_before_any_body_arrives() {
         let mut decoder = FrameDecoder::new(16);
