@@ -76,6 +76,19 @@ mod tests {
         assert!(backoff.next_wait() <= initial);
     }
 
+    /// A cap set below the initial step does not shorten the first waits below it: the
+    /// initial step is the least a caller asked to wait between tries. The waits spread
+    /// over the whole upper half of the step.
+    #[test]
+    fn a_cap_below_the_initial_step_is_the_initial_step() {
+        let initial = Duration::from_millis(10);
+        let mut backoff = Backoff::new(initial, Duration::from_millis(1), 7);
+        let waits: Vec<Duration> = (0..20).map(|_| backoff.next_wait()).collect();
+        assert!(waits.iter().all(|w| *w >= initial / 2 && *w <= initial));
+        assert!(waits.iter().any(|w| *w < Duration::from_millis(6)));
+        assert!(waits.iter().any(|w| *w > Duration::from_millis(9)));
+    }
+
     #[test]
     fn same_seed_same_waits_other_seed_other_waits() {
         let run = |seed| {
