@@ -229,8 +229,8 @@ impl Timeline {
         self.log_numbers.entry(seq).or_insert(self.commits.len());
     }
 
-    /// How many commits there were once the group numbered `seq` was taken, if one was
-    /// (none for 0: a store that never committed one).
+    /// How many commits there were once the group numbered `seq` was taken, if one was;
+    /// number 0 names a store that never committed one, so none.
     fn commits_at_log(&self, seq: u64) -> Option<usize> {
         match seq {
             0 => Some(0),
