@@ -1,8 +1,8 @@
 //! What the simulated callers did and saw: one record per operation, with its virtual
 //! invoke and completion times. The checks read this after the run.
 
-use party_proto::wire::{BatchOp, ReadCheck, ReadOp, Response, WriteOp};
-use party_proto::{ErrorCode, IterOptions, KeyRange};
+use party_proto::wire::{BatchOp, Entry, ReadCheck, ReadOp, Response, WriteOp};
+use party_proto::{CommitSeq, ErrorCode, IterOptions, KeyRange};
 
 /// A caller's operation.
 #[derive(Debug, Clone)]
@@ -83,6 +83,27 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// An iterator that has delivered nothing yet.
+    pub fn iterating() -> Outcome {
+        Outcome::Iterated {
+            entries: Vec::new(),
+            closed_early: false,
+            follows: None,
+        }
+    }
+
+    /// An iterator's take gave `taken`; its caller is told now that the snapshot follows
+    /// commit `follows_now` (if the leader said).
+    pub fn took(&mut self, taken: Vec<Entry>, follows_now: Option<CommitSeq>) {
+        if let Outcome::Iterated {
+            entries, follows, ..
+        } = self
+        {
+            entries.extend(taken.into_iter().map(|e| (e.key, e.value)));
+            *follows = follows_now.map(|seq| seq.0).or(*follows);
+        }
+    }
+
     /// How a request the leader answered ended.
     pub fn of(result: Result<Response, ErrorCode>) -> Outcome {
         match result {

@@ -504,12 +504,7 @@ impl<'a> ProcessRun<'a> {
                 let at = self.at(at);
                 let kind = OpKind::Iterate(options.clone().into_owned());
                 let iter = self.machine.open_iter(at, options.into_owned());
-                let outcome = Outcome::Iterated {
-                    entries: Vec::new(),
-                    closed_early: false,
-                    follows: None,
-                };
-                let index = self.issue(kind, outcome);
+                let index = self.issue(kind, Outcome::iterating());
                 self.iters.insert(iter, index);
             }
             Record::IterTake {
@@ -681,14 +676,8 @@ impl<'a> ProcessRun<'a> {
         };
         match poll {
             IterPoll::Entries(taken) => {
-                let at = self.machine.iter_at(iter);
-                if let Outcome::Iterated {
-                    entries, follows, ..
-                } = &mut self.history[index].outcome
-                {
-                    entries.extend(taken.into_iter().map(|e| (e.key, e.value)));
-                    *follows = at.map(|seq| seq.0).or(*follows);
-                }
+                let follows = self.machine.iter_at(iter);
+                self.history[index].outcome.took(taken, follows);
             }
             IterPoll::Pending => {}
             IterPoll::Done => {

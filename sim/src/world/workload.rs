@@ -149,11 +149,7 @@ impl World {
             p.requests.insert(id, index);
         }
         let outcome = match iter {
-            Some(_) => Outcome::Iterated {
-                entries: Vec::new(),
-                closed_early: false,
-                follows: None,
-            },
+            Some(_) => Outcome::iterating(),
             None => Outcome::Unknown,
         };
         let (excuses, incarnation) = (p.excuses, p.incarnation);
@@ -212,14 +208,8 @@ impl World {
         }
         match poll {
             IterPoll::Entries(taken) => {
-                let at = self.processes[process].machine.iter_at(iter);
-                if let Outcome::Iterated {
-                    entries, follows, ..
-                } = &mut self.history[index].outcome
-                {
-                    entries.extend(taken.into_iter().map(|e| (e.key, e.value)));
-                    *follows = at.map(|seq| seq.0).or(*follows);
-                }
+                let follows = self.processes[process].machine.iter_at(iter);
+                self.history[index].outcome.took(taken, follows);
                 if self.chance(8) {
                     // The caller has what it wanted.
                     self.processes[process].machine.close_iter(now, iter);
