@@ -24,6 +24,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use crate::clock;
 use crate::store::{point_read, ConnId, ReplyTo, StoreJob, StoreQueue};
 use crate::sync::ConnIds;
+use crate::value_ring::RingOffer;
 
 /// Hands out a [`StoreAccess`] to each new connection, numbered uniquely.
 #[derive(Clone)]
@@ -93,6 +94,9 @@ impl StoreAccess {
                         tracing::warn!("closing connection {}: {reason}", self.conn);
                         ran.closing = true;
                     }
+                    ServerOutput::RingOffered { fd, len, token } => {
+                        ran.ring_offered = Some(RingOffer { fd, len, token });
+                    }
                     ServerOutput::Write { id, stamp, op } if self.writes_here && is_small(&op) => {
                         let len = op.request_len_bound();
                         if burst.bytes + len > BURST_BYTES {
@@ -149,7 +153,9 @@ impl StoreAccess {
     pub fn carry_out(&mut self, work: ServerOutput) -> Option<ServerInput> {
         let conn = self.conn;
         let job = match work {
-            ServerOutput::Send(_) | ServerOutput::Close(_) => return None,
+            ServerOutput::Send(_) | ServerOutput::Close(_) | ServerOutput::RingOffered { .. } => {
+                return None
+            }
             ServerOutput::Read {
                 id,
                 op,
@@ -256,6 +262,8 @@ pub(crate) struct Ran {
     pub closing: bool,
     /// The sender filled up: outputs may be left in the session for the next run.
     pub full: bool,
+    /// The follower offered a ring for big answers.
+    pub ring_offered: Option<RingOffer>,
 }
 
 /// Small writes in a row, to commit together on a connection's task.

@@ -463,6 +463,11 @@ impl Driver {
                     let error = ErrorCode::Malformed(format!("from the leader: {error}"));
                     ProcessInput::LinkBroken(error)
                 }
+                LinkEnd::BadRing(error) => {
+                    tracing::warn!("the leader broke the ring's rules: {error}");
+                    let error = ErrorCode::Malformed(format!("from the leader: {error}"));
+                    ProcessInput::LinkBroken(error)
+                }
             };
             self.process.handle_input(now, ended);
         }

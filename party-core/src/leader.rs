@@ -25,6 +25,7 @@ use crate::socket_now::{recv_now, send_now, write_rest};
 use crate::spin::Spinner;
 use crate::store::{self, StoreJob, StoreQueue};
 use crate::sync::{ConnIds, Followers};
+use crate::value_ring::{LeaderRing, RingOffer};
 
 /// Most bytes a read takes into a connection's buffer (a follower's and the leader's
 /// alike); a frame with at least this much still missing is read straight into the decoder
@@ -343,6 +344,21 @@ pub(crate) fn peer_uid(stream: &Stream) -> Option<u32> {
     }
 }
 
+/// The ring the follower at the other end of `stream` offered, if this process can open
+/// it; big answers go through the socket otherwise.
+fn open_ring(stream: &Stream, offer: RingOffer) -> Option<LeaderRing> {
+    #[cfg(unix)]
+    let pid = stream.peer_creds().ok()?.pid()?;
+    #[cfg(not(unix))]
+    let pid = {
+        let _ = stream;
+        return None;
+    };
+    LeaderRing::open(pid, offer)
+        .inspect_err(|error| tracing::debug!("a follower's ring left unused: {error}"))
+        .ok()
+}
+
 /// Tells a follower why it is turned away, and hangs up.
 async fn refuse(stream: Stream, reason: ErrorCode, cancel: CancellationToken) {
     tracing::warn!("refused a follower: {reason}");
@@ -388,6 +404,10 @@ async fn serve(
     // Whether the last turn heard from the follower or the store, not just a timer.
     let mut exchanged = false;
     let mut timer = clock::Timer::new();
+    // The follower's ring for big answers, once it offers one, and the bytes of values a
+    // turn placed there.
+    let mut ring: Option<LeaderRing> = None;
+    let mut in_ring = 0;
     loop {
         // Neither a long read's turns (a burst's commits among them) nor a run of exchanges
         // answered at once may keep the other connections from the worker they wait for.
@@ -396,12 +416,23 @@ async fn serve(
             ran_from = std::time::Instant::now();
         }
         let ran = access.run_outputs(&mut session, |message| {
+            let message = match &mut ring {
+                Some(ring) => {
+                    let (message, placed) = ring.place(message);
+                    in_ring += placed;
+                    message
+                }
+                None => message,
+            };
             match out.push_server(&message, config.max_frame_len) {
                 Err(error) => {
                     tracing::warn!("connection {conn}: cannot send: {error}");
                     Sent::Failed
                 }
-                Ok(()) if out.len() >= SEND_AT => Sent::Full,
+                // Answers whose values went to the ring count as much as those lent to
+                // the socket: sent a few at a time, the follower copies the first values
+                // out while the leader places the next.
+                Ok(()) if out.len() + in_ring >= SEND_AT => Sent::Full,
                 Ok(()) => Sent::Taken,
             }
         });
@@ -432,8 +463,12 @@ async fn serve(
             }
         }
         out.clear(OUT_KEPT);
+        in_ring = 0;
         if ran.closing {
             return;
+        }
+        if let Some(offer) = ran.ring_offered {
+            ring = open_ring(&stream, offer);
         }
         // A leader that stops is heard first (the wait below tells the session), then the
         // session's next answers (big ones, then), then the rest of a read.

@@ -89,6 +89,8 @@ mod scans;
 #[cfg(not(loom))]
 mod send_buffer;
 #[cfg(not(loom))]
+mod shared_memory;
+#[cfg(not(loom))]
 mod slow_writes;
 #[cfg(not(loom))]
 mod socket_now;
@@ -104,6 +106,8 @@ mod sublevel;
 mod term;
 #[cfg(not(loom))]
 mod transaction;
+#[cfg(not(loom))]
+mod value_ring;
 #[cfg(not(loom))]
 mod waiting_room;
 #[cfg(not(loom))]

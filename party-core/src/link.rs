@@ -12,7 +12,9 @@ use std::sync::Arc;
 use interprocess::local_socket::tokio::prelude::*;
 use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::{GenericFilePath, ToFsName};
-use party_proto::wire::{FrameDecoder, FrameError, Outgoing, ServerMessage};
+use party_proto::wire::{
+    FrameDecoder, FrameError, Outgoing, RingError, ServerMessage, DEFAULT_MAX_FRAME_LEN,
+};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 
@@ -21,6 +23,7 @@ use crate::send_buffer::SendBuffer;
 use crate::socket_now::{recv_now, send_now, write_rest};
 use crate::spin::Spinner;
 use crate::sync::{Frames, Handed, Handover, Sink};
+use crate::value_ring::FollowerRing;
 
 /// What one read of the connection gave.
 #[derive(Debug, Default)]
@@ -35,6 +38,8 @@ pub(crate) enum LinkEnd {
     Closed,
     /// The leader sent bytes that do not decode.
     Garbage(FrameError),
+    /// The leader named a value in the ring that the ring does not hold.
+    BadRing(RingError),
 }
 
 /// A turn's frames handed to the writer task, with how many of their bytes the socket took.
@@ -56,6 +61,8 @@ pub(crate) struct Link {
     /// Whether [`Link::last_read`] must give every byte read (for a recording), those read
     /// straight into the decoder included.
     keep_reads: bool,
+    /// The ring big answers come through.
+    ring: FollowerRing,
 }
 
 impl Link {
@@ -80,6 +87,7 @@ impl Link {
             send_buffer: SendBuffer::default(),
             spinner: spin.map(Spinner::new),
             keep_reads,
+            ring: FollowerRing::new(!keep_reads),
         })
     }
 
@@ -128,8 +136,17 @@ impl Link {
         };
         loop {
             match self.decoder.decode::<ServerMessage>(&mut input) {
-                Ok(Some(message)) => received.messages.push(message),
-                Ok(None) => return received,
+                Ok(Some(message)) => match self.ring.resolve(message) {
+                    Ok(message) => received.messages.push(message),
+                    Err(error) => {
+                        received.end = Some(LinkEnd::BadRing(error));
+                        return received;
+                    }
+                },
+                Ok(None) => {
+                    self.ring.tell_taken();
+                    return received;
+                }
                 Err(error) => {
                     received.end = Some(LinkEnd::Garbage(error));
                     return received;
@@ -148,6 +165,9 @@ impl Link {
     /// leaves `out` empty (its room kept, up to `OUT_KEPT`, when the socket took it all).
     /// Values `out` lends are kept until written.
     pub fn send(&mut self, out: &mut Outgoing) {
+        if let Some(offer) = self.ring.take_offer() {
+            let _ = out.push_client(&offer, DEFAULT_MAX_FRAME_LEN);
+        }
         self.send_buffer.before_sending(&self.stream, out.len());
         let (stream, handover, writer) = (&self.stream, &self.handover, &mut self.writer);
         handover.send(out, &mut Socket(stream), |frames, from| {

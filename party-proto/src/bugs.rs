@@ -61,11 +61,14 @@ pub struct Bugs {
     /// snapshot follows, so a subscription from the next one misses what was written
     /// between the two snapshots to the part of the range it had already read.
     pub iter_at_resumed: bool,
+    /// A leader places a big answer's value in its follower's ring without waiting for the
+    /// follower to take the values already there, writing over those not yet read.
+    pub ring_ignores_room: bool,
 }
 
 impl Bugs {
     /// The bug classes by name, as `party-sim --inject NAME` and `PARTY_INJECT` take them.
-    pub const NAMES: [&'static str; 19] = [
+    pub const NAMES: [&'static str; 20] = [
         "no-dedup",
         "inclusive-resume",
         "ignore-lock-loss",
@@ -85,6 +88,7 @@ impl Bugs {
         "iter-opens-early",
         "reapply-failed",
         "iter-at-resumed",
+        "ring-ignores-room",
     ];
 
     /// The bug class `name` (one of [`Bugs::NAMES`]) alone.
@@ -110,6 +114,7 @@ impl Bugs {
             "iter-opens-early" => bugs.iter_opens_early = true,
             "reapply-failed" => bugs.reapply_failed = true,
             "iter-at-resumed" => bugs.iter_at_resumed = true,
+            "ring-ignores-room" => bugs.ring_ignores_room = true,
             _ => return None,
         }
         Some(bugs)

@@ -31,7 +31,7 @@ use crate::writer::{CommitResult, WriteBatch};
 /// The format of recordings this build writes and reads. One more for any change to what
 /// is written, digests included ([`Gave`], [`Fingerprint`]): a replay refuses another
 /// format rather than report its differences as nondeterminism.
-pub const FORMAT: u32 = 19;
+pub const FORMAT: u32 = 20;
 
 /// What a segment's stream holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -598,7 +598,7 @@ mod tests {
         let pinned = digest_of(&(&process, &served, inputs, outputs), &mut Vec::new());
         assert_eq!(
             (FORMAT, pinned),
-            (19, 0xdd44_c9a6_4e1f_9b15),
+            (20, 0x4bc2_f5c8_cfd4_36c9),
             "what a recording holds changed: move FORMAT on, then the pin"
         );
     }

@@ -139,6 +139,7 @@ fn check(session: &mut ServerSession, seen: &mut Observed) -> Result<(), TestCas
                 | ServerOutput::IterOpen { .. }
                 | ServerOutput::IterPull { .. }
                 | ServerOutput::WatchPull { .. }
+                | ServerOutput::RingOffered { .. }
         );
         prop_assert!(!serving || seen.welcomed, "{output:?} before a valid hello");
         match output {
@@ -206,7 +207,7 @@ fn check(session: &mut ServerSession, seen: &mut Observed) -> Result<(), TestCas
                     prop_assert!(entries.iter().all(|e| e.value.is_empty()));
                 }
             }
-            ServerOutput::Send(_) => {}
+            ServerOutput::Send(_) | ServerOutput::RingOffered { .. } => {}
             ServerOutput::Read { id, .. } | ServerOutput::Write { id, .. } => {
                 prop_assert!(seen.running.insert(id), "{id:?} run twice at once");
                 prop_assert!(seen.running.len() <= 3, "more in flight than allowed");

@@ -13,6 +13,7 @@ mod faults;
 pub mod feed;
 mod network;
 mod node;
+mod rings;
 mod rooms;
 mod transactions;
 mod workload;
@@ -30,7 +31,7 @@ use party_proto::jitter::SplitMix64;
 use party_proto::wire::LeaveCause;
 use party_proto::wire::{
     BatchOp, ClientMessage, FrameDecoder, FrameError, LeaderStatus, Outgoing, ReadOp, Response,
-    ServerMessage, WriteOp,
+    RingError, RingPlacer, RingTaker, ServerMessage, WriteOp,
 };
 use party_proto::{
     admit_peer, ClientConfig, ClientId, ElectionConfig, ElectionInput, ElectionOutput, IterId,
@@ -232,6 +233,9 @@ struct Conn {
     /// kernel's buffer of a connection not accepted).
     seated: bool,
     held_back: Vec<u8>,
+    /// Whether the client end has decided on a ring (once a value came), and the ring.
+    ring_decided: bool,
+    ring: Option<rings::SimRing>,
 }
 
 struct Leading {

@@ -690,6 +690,9 @@ impl ClientSession {
             // settled when the connection ends, as after a crash.
             ServerMessage::Leaving(LeaveCause::Closing) => self.draining = true,
             ServerMessage::Leaving(LeaveCause::LockLost) => {}
+            // The transport takes every value out of the ring before a message reaches the
+            // session (or drops the connection); this one had no value to give.
+            ServerMessage::ReplyInRing { .. } => {}
         }
     }
 

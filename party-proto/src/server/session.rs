@@ -187,6 +187,8 @@ pub enum ServerOutput {
     WatchDrop { watch: WatchId },
     /// Close the connection after sending what was queued; the error says why, for the log.
     Close(ErrorCode),
+    /// The follower shares memory for big answers (see [`ClientMessage::OfferRing`]).
+    RingOffered { fd: u32, len: u64, token: u64 },
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -480,6 +482,10 @@ impl ServerSession {
                     .grant(watch, credits, limits, &mut self.outputs);
             }
             ClientMessage::WatchClose { watch } => self.watches.close(watch, &mut self.outputs),
+            ClientMessage::OfferRing { fd, len, token } => {
+                let offer = ServerOutput::RingOffered { fd, len, token };
+                self.outputs.push_back(offer);
+            }
         }
     }
 
@@ -794,6 +800,7 @@ fn protocol_violation(message: &ClientMessage, when: &str) -> ErrorCode {
         ClientMessage::WatchOpen { .. } => "WatchOpen",
         ClientMessage::WatchNext { .. } => "WatchNext",
         ClientMessage::WatchClose { .. } => "WatchClose",
+        ClientMessage::OfferRing { .. } => "OfferRing",
     };
     ErrorCode::Malformed(format!("{name} {when}"))
 }

@@ -12,8 +12,9 @@ use crate::ids::ClientId;
 pub const MAGIC: [u8; 4] = *b"PRTY";
 
 /// Bumped whenever a change would make an old peer misread a message, or wait for one it
-/// is never sent (12: a subscription from a given commit is answered `WatchStarted` too).
-pub const PROTOCOL_VERSION: u16 = 12;
+/// is never sent (13: a follower may offer a ring for big answers, and a leader answer
+/// through it).
+pub const PROTOCOL_VERSION: u16 = 13;
 
 /// Which protocol a peer speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -68,6 +68,12 @@ pub enum ClientMessage {
     WatchNext { watch: WatchId, credits: u32 },
     /// The caller is done with a subscription; the leader drops it without answering.
     WatchClose { watch: WatchId },
+    /// The follower shares memory for big answers: a file of `len` bytes of values, its
+    /// descriptor `fd` in the follower's process, which holds `token` right after the
+    /// follower's position, so that a leader that opens another file by mistake (through a
+    /// process id that names another process where it runs) can tell (see
+    /// [`ServerMessage::ReplyInRing`]).
+    OfferRing { fd: u32, len: u64, token: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -290,6 +296,9 @@ pub enum ServerMessage {
     },
     /// The subscription failed; the leader has dropped it.
     WatchFailed { watch: WatchId, error: ErrorCode },
+    /// A `Reply` whose value the leader wrote to the memory the follower shared
+    /// ([`ClientMessage::OfferRing`]): `len` bytes ending at position `end` of the ring.
+    ReplyInRing { id: RequestId, end: u64, len: u32 },
 }
 
 /// Why a leader stops leading.
@@ -328,7 +337,8 @@ impl ServerMessage {
             | ServerMessage::WatchStarted { .. }
             | ServerMessage::WatchData { .. }
             | ServerMessage::WatchProgress { .. }
-            | ServerMessage::WatchLagged { .. }) => other,
+            | ServerMessage::WatchLagged { .. }
+            | ServerMessage::ReplyInRing { .. }) => other,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod frame;
 pub mod handshake;
 pub mod message;
 pub mod outgoing;
+pub mod ring;
 
 pub use frame::{encode_frame, FrameDecoder, FrameError, DEFAULT_MAX_FRAME_LEN};
 pub use handshake::{Hello, LeaderLimits, ProtocolId, Welcome, MAGIC, PROTOCOL_VERSION};
@@ -13,4 +14,5 @@ pub use message::{
     BatchOp, ClientMessage, Entry, LeaderStatus, LeaveCause, ReadCheck, ReadOp, Response,
     ServerMessage, WriteOp,
 };
-pub use outgoing::Outgoing;
+pub use outgoing::{Outgoing, LEND_AT};
+pub use ring::{Placed, RingError, RingPlacer, RingTaker};

@@ -244,6 +244,8 @@ pub fn client_message() -> impl Strategy<Value = ClientMessage> {
         any::<u64>().prop_map(|watch| ClientMessage::WatchClose {
             watch: WatchId(watch)
         }),
+        (any::<u32>(), any::<u64>(), any::<u64>())
+            .prop_map(|(fd, len, token)| ClientMessage::OfferRing { fd, len, token }),
     ]
 }
 
@@ -363,6 +365,13 @@ pub fn server_message() -> impl Strategy<Value = ServerMessage> {
         (any::<u64>(), error_code()).prop_map(|(watch, error)| ServerMessage::WatchFailed {
             watch: WatchId(watch),
             error
+        }),
+        (any::<u64>(), any::<u64>(), any::<u32>()).prop_map(|(id, end, len)| {
+            ServerMessage::ReplyInRing {
+                id: RequestId(id),
+                end,
+                len,
+            }
         }),
     ]
 }

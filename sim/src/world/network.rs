@@ -69,6 +69,8 @@ impl World {
                 from_room: seated,
                 seated,
                 held_back: Vec::new(),
+                ring_decided: false,
+                ring: None,
             },
         );
         self.processes[client].link = Some(conn);
@@ -139,6 +141,8 @@ impl World {
     /// Frames a leader's `message` as a leader does, lending every value that is not
     /// empty, and sends it.
     pub(super) fn send_to_client(&mut self, conn: ConnId, message: &ServerMessage) {
+        let in_ring = self.through_ring(conn, message);
+        let message = in_ring.as_ref().unwrap_or(message);
         let mut outgoing = Outgoing::lending_from(1);
         let framed = outgoing.push_server(message, self.frame_limit());
         self.transmit_framed(conn, false, message, framed.map(|()| gathered(&outgoing)));
@@ -309,6 +313,10 @@ impl World {
                     }
                 }
                 Err(reply) => {
+                    let Some(reply) = self.out_of_ring(conn, reply) else {
+                        continue;
+                    };
+                    self.maybe_offer_ring(conn, &reply);
                     if let (ServerMessage::Leaving(cause), Some(c)) =
                         (&reply, self.conns.get_mut(&conn))
                     {
@@ -321,6 +329,9 @@ impl World {
                     }
                 }
             }
+        }
+        if !to_server {
+            self.tell_ring_taken(conn);
         }
         if let Some(error) = failed {
             if to_server {

@@ -578,6 +578,10 @@ impl World {
                 self.send_to_client(conn, &message);
                 return;
             }
+            ServerOutput::RingOffered { len, .. } => {
+                self.ring_offered(conn, len);
+                return;
+            }
             ServerOutput::Close(reason) => {
                 // Only garbage from the follower, a follower configured for another store,
                 // or a leader going, is a reason to hang up on it.

@@ -81,6 +81,16 @@ impl World {
                 self.pump(process);
                 return true;
             }
+            0 if self.chance(50) => {
+                // Gets issued together, whose answers are on their way at once (through a
+                // follower's ring, where it has one, several values unread at a time).
+                for _ in 0..self.rand(2, 7) {
+                    let key = self.key();
+                    self.issue(process, OpKind::Get(key), false);
+                }
+                self.pump(process);
+                return true;
+            }
             0..=5 => OpKind::Get(self.key()),
             6..=10 => OpKind::Write(vec![(self.key(), Some(value))]),
             11..=12 => OpKind::Write(vec![(self.key(), None)]),

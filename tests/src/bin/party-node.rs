@@ -160,6 +160,12 @@ async fn main() {
                 fill_big(&db, count.parse().unwrap_or(0), size.parse().unwrap_or(0)).await
             }
             ["fill-edge", count] => fill_edge(&db, count.parse().unwrap_or(0)).await,
+            ["fill-marked", count, size] => {
+                fill_marked(&db, count.parse().unwrap_or(0), size.parse().unwrap_or(0)).await
+            }
+            ["check-marked", count, size] => {
+                check_marked(&db, count.parse().unwrap_or(0), size.parse().unwrap_or(0)).await
+            }
             ["scan", direction, pause] => {
                 scan(&db, *direction == "REVERSE", pause.parse().unwrap_or(0)).await
             }
@@ -216,6 +222,49 @@ async fn fill_big(db: &Db, count: u64, size: usize) -> Result<String, Error> {
         put.await?;
     }
     Ok(format!("ok {count}"))
+}
+
+/// A value of `marked/{i}` as `fill-marked` writes it: `size` bytes plus up to 4 KiB more,
+/// by `i`, so that values of one run differ in length as well as in every byte.
+fn marked_value(i: u64, size: usize) -> Vec<u8> {
+    let len = size + (i as usize * 1031) % 4096;
+    (0..len)
+        .map(|at| (i as usize * 7 + at * 13 + at / 251) as u8)
+        .collect()
+}
+
+/// Writes `count` values of [`marked_value`].
+async fn fill_marked(db: &Db, count: u64, size: usize) -> Result<String, Error> {
+    for i in 0..count {
+        db.put(format!("marked/{i:06}"), marked_value(i, size))
+            .await?;
+    }
+    Ok(format!("ok {count}"))
+}
+
+/// Reads `fill-marked`'s values back, 16 in flight, over and over until every one came
+/// back whole three times: `ok N` with the values read, or the first that differs.
+async fn check_marked(db: &Db, count: u64, size: usize) -> Result<String, Error> {
+    let mut in_flight = std::collections::VecDeque::new();
+    let mut read = 0u64;
+    for n in 0..count * 3 {
+        let i = n % count.max(1);
+        in_flight.push_back((i, db.get(format!("marked/{i:06}"))));
+        if in_flight.len() >= 16 {
+            let (i, get) = in_flight.pop_front().expect("non-empty");
+            if get.await? != Some(marked_value(i, size)) {
+                return Ok(format!("err marked/{i:06} differs"));
+            }
+            read += 1;
+        }
+    }
+    for (i, get) in in_flight {
+        if get.await? != Some(marked_value(i, size)) {
+            return Ok(format!("err marked/{i:06} differs"));
+        }
+        read += 1;
+    }
+    Ok(format!("ok {read}"))
 }
 
 /// Issues all the writes at once, in order (operations are issued when called), then waits

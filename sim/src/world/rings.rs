@@ -1,0 +1,144 @@
+//! Rings for big answers, as party-core's transport keeps them (`value_ring.rs`): a
+//! follower offers one once a value comes through the socket (on about half the
+//! connections, so that the socket's own path stays covered), the leader's session says so,
+//! and from then on the leader places each value in the ring where it has room and sends
+//! where it lies. The ring here is a few bytes long, so that values wrap, wait for room and
+//! go by the socket when there is none; its memory dies with the connection, as a real
+//! ring's does with the processes' handles on it.
+
+use super::*;
+
+/// A connection's ring: memory both ends see, and each end's count of it.
+pub(super) struct SimRing {
+    memory: Vec<u8>,
+    /// The leader's side, once its session has heard the offer.
+    placer: Option<RingPlacer>,
+    taker: RingTaker,
+    /// The follower's position as the leader reads it from the ring.
+    told: u64,
+}
+
+impl World {
+    /// After the client end of `conn` took `reply` from the socket: the transport offers a
+    /// ring, the first time a value comes, on connections the seed gives one.
+    pub(super) fn maybe_offer_ring(&mut self, conn: ConnId, reply: &ServerMessage) {
+        let big = matches!(reply, ServerMessage::Welcome(_));
+        let undecided = self.conns.get(&conn).is_some_and(|c| !c.ring_decided);
+        if !big || !undecided {
+            return;
+        }
+        let ring = self.chance(50).then(|| self.rand(1, 64));
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.ring_decided = true;
+        let Some(len) = ring else {
+            return;
+        };
+        c.ring = Some(SimRing {
+            memory: vec![0; len as usize],
+            placer: None,
+            taker: RingTaker::new(len),
+            told: 0,
+        });
+        self.trace
+            .line(self.now, format_args!("conn{conn} offers a ring of {len}"));
+        let offer = ClientMessage::OfferRing {
+            fd: 0,
+            len,
+            token: 0,
+        };
+        self.send_to_server(conn, &offer);
+    }
+
+    /// The leader's session heard the offer: its answers may go through the ring.
+    pub(super) fn ring_offered(&mut self, conn: ConnId, len: u64) {
+        let Some(ring) = self.conns.get_mut(&conn).and_then(|c| c.ring.as_mut()) else {
+            self.violations.push(format!(
+                "conn{conn}: a ring offered that the follower never made"
+            ));
+            return;
+        };
+        if ring.memory.len() as u64 != len {
+            self.violations.push(format!(
+                "conn{conn}: a ring offered as {len} bytes, made otherwise"
+            ));
+            return;
+        }
+        ring.placer = Some(RingPlacer::new(len).with_bugs(&self.injection.bugs));
+    }
+
+    /// A leader's `message` as it goes on `conn`: a value placed in the ring, if the ring
+    /// has room for it, named where it lies.
+    pub(super) fn through_ring(
+        &mut self,
+        conn: ConnId,
+        message: &ServerMessage,
+    ) -> Option<ServerMessage> {
+        let ServerMessage::Reply {
+            id,
+            result: Ok(Response::Value(Some(value))),
+        } = message
+        else {
+            return None;
+        };
+        let ring = self.conns.get_mut(&conn)?.ring.as_mut()?;
+        let placer = ring.placer.as_mut()?;
+        let len = value.len() as u64;
+        if placer.short_of_room(len) {
+            placer.taken(ring.told);
+        }
+        let placed = placer.place(len)?;
+        ring.memory[placed.at as usize..(placed.at + len) as usize].copy_from_slice(value);
+        self.trace.line(
+            self.now,
+            format_args!(
+                "conn{conn} {id:?}: {len} bytes in the ring at {}",
+                placed.at
+            ),
+        );
+        Some(ServerMessage::ReplyInRing {
+            id: *id,
+            end: placed.end,
+            len: len as u32,
+        })
+    }
+
+    /// A message the client end of `conn` took from the socket, with a value the leader put
+    /// in the ring taken out of it; `None` (a violation) if the ring does not hold it.
+    pub(super) fn out_of_ring(
+        &mut self,
+        conn: ConnId,
+        reply: ServerMessage,
+    ) -> Option<ServerMessage> {
+        let ServerMessage::ReplyInRing { id, end, len } = reply else {
+            return Some(reply);
+        };
+        let located = match self.conns.get_mut(&conn).and_then(|c| c.ring.as_mut()) {
+            None => Err(RingError::NoRing),
+            Some(ring) => ring.taker.locate(end, u64::from(len)).map(|at| {
+                let value = ring.memory[at as usize..at as usize + len as usize].to_vec();
+                ring.taker.took(end);
+                value
+            }),
+        };
+        match located {
+            Ok(value) => Some(ServerMessage::Reply {
+                id,
+                result: Ok(Response::Value(Some(value.into()))),
+            }),
+            Err(error) => {
+                self.violations.push(format!("conn{conn}: {error}"));
+                None
+            }
+        }
+    }
+
+    /// After the client end of `conn` read what arrived: the leader may read how far it
+    /// took the ring's values.
+    pub(super) fn tell_ring_taken(&mut self, conn: ConnId) {
+        if let Some(ring) = self.conns.get_mut(&conn).and_then(|c| c.ring.as_mut()) {
+            ring.told = ring.taker.position();
+        }
+    }
+}
