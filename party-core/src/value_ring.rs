@@ -7,9 +7,8 @@
 
 use std::sync::atomic::Ordering::{Acquire, Release};
 
-use bytes::Bytes;
 use party_proto::wire::{
-    ClientMessage, Response, RingError, RingPlacer, RingTaker, ServerMessage, LEND_AT,
+    ring_answer, ClientMessage, RingError, RingPlacer, RingTaker, ServerMessage, LEND_AT,
 };
 
 use crate::shared_memory::SharedMemory;
@@ -59,10 +58,15 @@ impl FollowerRing {
     /// `message`, with a value the leader placed in the ring taken out of it (a `Reply`
     /// again); an error if the leader named what the ring does not hold.
     pub fn resolve(&mut self, message: ServerMessage) -> Result<ServerMessage, RingError> {
-        let ServerMessage::ReplyInRing { id, end, len } = message else {
-            if !self.may_offer || self.ring.is_some() || !is_big_answer(&message) {
-                return Ok(message);
-            }
+        if let Some((memory, taker)) = &mut self.ring {
+            return taker.take_answer(message, |at, len| {
+                memory.read((HEADER + at) as usize, len as usize)
+            });
+        }
+        if matches!(message, ServerMessage::ReplyInRing { .. }) {
+            return Err(RingError::NoRing);
+        }
+        if self.may_offer && ring_answer(&message, LEND_AT).is_some() {
             self.may_offer = false;
             match offer_ring() {
                 Ok((memory, offer)) => {
@@ -71,23 +75,8 @@ impl FollowerRing {
                 }
                 Err(error) => tracing::debug!("big answers stay on the socket: {error}"),
             }
-            return Ok(message);
-        };
-        let (memory, taker) = self.ring.as_mut().ok_or(RingError::NoRing)?;
-        let len = u64::from(len);
-        let at = taker.locate(end, len)?;
-        let value =
-            memory
-                .read((HEADER + at) as usize, len as usize)
-                .ok_or(RingError::TooLong {
-                    len,
-                    ring_len: RING_LEN,
-                })?;
-        taker.took(end);
-        Ok(ServerMessage::Reply {
-            id,
-            result: Ok(Response::Value(Some(Bytes::from(value)))),
-        })
+        }
+        Ok(message)
     }
 
     /// The offer to send, once.
@@ -106,18 +95,6 @@ impl FollowerRing {
             }
         }
     }
-}
-
-/// Whether the ring is worth having for `message`: an answer with a value big enough to be
-/// lent (smaller ones go through the socket even with a ring).
-fn is_big_answer(message: &ServerMessage) -> bool {
-    matches!(
-        message,
-        ServerMessage::Reply {
-            result: Ok(Response::Value(Some(value))),
-            ..
-        } if value.len() >= LEND_AT
-    )
 }
 
 /// A new ring, mapped, and the message that offers it.
@@ -179,42 +156,25 @@ impl LeaderRing {
     /// The message to send for `message`: an answer whose big value is now in the ring,
     /// where it has room, with the bytes placed; otherwise `message` as it was, and 0.
     pub fn place(&mut self, message: ServerMessage) -> (ServerMessage, usize) {
-        if !is_big_answer(&message) {
-            return (message, 0);
+        let memory = &self.memory;
+        let in_ring = self.placer.place_answer(
+            &message,
+            LEND_AT,
+            || memory.counter().load(Acquire),
+            |at, value| memory.write((HEADER + at) as usize, value),
+        );
+        match in_ring {
+            Some(in_ring @ ServerMessage::ReplyInRing { len, .. }) => (in_ring, len as usize),
+            _ => (message, 0),
         }
-        let ServerMessage::Reply {
-            id,
-            result: Ok(Response::Value(Some(value))),
-        } = &message
-        else {
-            return (message, 0);
-        };
-        let Ok(len) = u32::try_from(value.len()) else {
-            return (message, 0);
-        };
-        if self.placer.short_of_room(u64::from(len)) {
-            self.placer.taken(self.memory.counter().load(Acquire));
-        }
-        let Some(placed) = self.placer.place(u64::from(len)) else {
-            return (message, 0);
-        };
-        if !self.memory.write((HEADER + placed.at) as usize, value) {
-            // Cannot happen with the ring's length checked at `open`; said, not assumed.
-            tracing::warn!("a value placed outside its follower's ring went by the socket");
-            return (message, 0);
-        }
-        let in_ring = ServerMessage::ReplyInRing {
-            id: *id,
-            end: placed.end,
-            len,
-        };
-        (in_ring, value.len())
     }
 }
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use party_proto::wire::Response;
     use party_proto::RequestId;
 
     fn answer(id: u64, value: Vec<u8>) -> ServerMessage {

@@ -15,4 +15,4 @@ pub use message::{
     ServerMessage, WriteOp,
 };
 pub use outgoing::{Outgoing, LEND_AT};
-pub use ring::{Placed, RingError, RingPlacer, RingTaker};
+pub use ring::{ring_answer, Placed, RingError, RingPlacer, RingTaker};

@@ -16,6 +16,24 @@
 //! [`ClientMessage::OfferRing`]: super::ClientMessage::OfferRing
 //! [`ServerMessage::ReplyInRing`]: super::ServerMessage::ReplyInRing
 
+use bytes::Bytes;
+
+use super::{Response, ServerMessage};
+use crate::RequestId;
+
+/// The request `message` answers and its value, if the value may go through a ring: a get's
+/// answer's, of at least `at_least` bytes (party-core's transport takes those it would lend
+/// to the socket, the simulator any that is not empty).
+pub fn ring_answer(message: &ServerMessage, at_least: usize) -> Option<(RequestId, &Bytes)> {
+    match message {
+        ServerMessage::Reply {
+            id,
+            result: Ok(Response::Value(Some(value))),
+        } if value.len() >= at_least.max(1) => Some((*id, value)),
+        _ => None,
+    }
+}
+
 /// Where a value goes in the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Placed {
@@ -95,6 +113,33 @@ impl RingPlacer {
         }
     }
 
+    /// What to send instead of `message` once its value lies in the ring: a
+    /// `ReplyInRing`, if `message` answers a get with a value of at least `at_least` bytes,
+    /// the ring has room for it, and `write` copied it to that offset of the ring's values
+    /// (`false` if it could not). The follower's position is read (`position`) only when
+    /// the one last read leaves no room.
+    pub fn place_answer(
+        &mut self,
+        message: &ServerMessage,
+        at_least: usize,
+        position: impl FnOnce() -> u64,
+        write: impl FnOnce(u64, &[u8]) -> bool,
+    ) -> Option<ServerMessage> {
+        let (id, value) = ring_answer(message, at_least)?;
+        let len = u32::try_from(value.len()).ok()?;
+        if self.short_of_room(u64::from(len)) {
+            self.taken(position());
+        }
+        let placed = self.place(u64::from(len))?;
+        // A value not written leaves a gap the follower never reads: the next value's
+        // start lies past it.
+        write(placed.at, value).then_some(ServerMessage::ReplyInRing {
+            id,
+            end: placed.end,
+            len,
+        })
+    }
+
     /// The follower's position, as read from the ring. A position behind the last one told,
     /// or past what was written, cannot be the follower's and is not taken.
     pub fn taken(&mut self, position: u64) {
@@ -155,6 +200,30 @@ impl RingTaker {
             return Err(RingError::Wraps { start, end });
         }
         Ok(at)
+    }
+
+    /// `message` as the follower takes it: a value in the ring read out (`read` copies the
+    /// bytes at an offset of the ring's values, `None` if it could not) and answered as a
+    /// `Reply` again; any other message as it is.
+    pub fn take_answer(
+        &mut self,
+        message: ServerMessage,
+        read: impl FnOnce(u64, u64) -> Option<Vec<u8>>,
+    ) -> Result<ServerMessage, RingError> {
+        let ServerMessage::ReplyInRing { id, end, len } = message else {
+            return Ok(message);
+        };
+        let len = u64::from(len);
+        let at = self.locate(end, len)?;
+        let value = read(at, len).ok_or(RingError::TooLong {
+            len,
+            ring_len: self.len,
+        })?;
+        self.took(end);
+        Ok(ServerMessage::Reply {
+            id,
+            result: Ok(Response::Value(Some(Bytes::from(value)))),
+        })
     }
 
     /// The value ending at `end` is copied out: its room, and any skipped before it, may be
@@ -257,6 +326,53 @@ mod tests {
             prop_assert!(model.send(len));
             prop_assert_eq!(sent + 1, model.next);
         }
+    }
+
+    /// An answer to a get goes through the ring and comes out as it went in; other
+    /// messages, values under the size asked for, and values with no room stay as they are.
+    #[test]
+    fn an_answer_goes_through_the_ring_and_comes_out_whole() {
+        let mut memory = [0u8; 10];
+        let mut placer = RingPlacer::new(10);
+        let mut taker = RingTaker::new(10);
+        let answer = |id, value: &[u8]| ServerMessage::Reply {
+            id: RequestId(id),
+            result: Ok(Response::Value(Some(Bytes::copy_from_slice(value)))),
+        };
+        let mut write = |at: u64, value: &[u8]| {
+            memory[at as usize..at as usize + value.len()].copy_from_slice(value);
+            true
+        };
+        let sent = placer.place_answer(&answer(1, b"abcdef"), 2, || 0, &mut write);
+        assert_eq!(
+            sent,
+            Some(ServerMessage::ReplyInRing {
+                id: RequestId(1),
+                end: 6,
+                len: 6
+            })
+        );
+        let none = ServerMessage::Reply {
+            id: RequestId(2),
+            result: Ok(Response::Value(None)),
+        };
+        assert_eq!(placer.place_answer(&none, 2, || 0, &mut write), None);
+        assert_eq!(
+            placer.place_answer(&answer(3, b"a"), 2, || 0, &mut write),
+            None
+        );
+        // Six of ten bytes unread: five more would wrap, and the ring's start is not free.
+        assert_eq!(
+            placer.place_answer(&answer(4, b"ghijk"), 2, || 0, &mut write),
+            None
+        );
+        let read = |at: u64, len: u64| Some(memory[at as usize..(at + len) as usize].to_vec());
+        assert_eq!(
+            taker.take_answer(sent.unwrap(), read),
+            Ok(answer(1, b"abcdef"))
+        );
+        assert_eq!(taker.take_answer(none.clone(), |_, _| None), Ok(none));
+        assert_eq!(taker.position(), 6);
     }
 
     /// A ring whose values are all taken has room for a value that must skip to the next

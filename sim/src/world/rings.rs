@@ -22,9 +22,9 @@ impl World {
     /// After the client end of `conn` took `reply` from the socket: the transport offers a
     /// ring, the first time a value comes, on connections the seed gives one.
     pub(super) fn maybe_offer_ring(&mut self, conn: ConnId, reply: &ServerMessage) {
-        let big = matches!(reply, ServerMessage::Welcome(_));
+        let welcomed = matches!(reply, ServerMessage::Welcome(_));
         let undecided = self.conns.get(&conn).is_some_and(|c| !c.ring_decided);
-        if !big || !undecided {
+        if !welcomed || !undecided {
             return;
         }
         let ring = self.chance(50).then(|| self.rand(1, 64));
@@ -68,40 +68,39 @@ impl World {
         ring.placer = Some(RingPlacer::new(len).with_bugs(&self.injection.bugs));
     }
 
-    /// A leader's `message` as it goes on `conn`: a value placed in the ring, if the ring
-    /// has room for it, named where it lies.
+    /// What a leader sends on `conn` instead of `message` once its value lies in the ring,
+    /// if the ring has room for it.
     pub(super) fn through_ring(
         &mut self,
         conn: ConnId,
         message: &ServerMessage,
     ) -> Option<ServerMessage> {
-        let ServerMessage::Reply {
-            id,
-            result: Ok(Response::Value(Some(value))),
-        } = message
+        let ring = self.conns.get_mut(&conn)?.ring.as_mut()?;
+        let SimRing {
+            memory,
+            placer: Some(placer),
+            told,
+            ..
+        } = ring
         else {
             return None;
         };
-        let ring = self.conns.get_mut(&conn)?.ring.as_mut()?;
-        let placer = ring.placer.as_mut()?;
-        let len = value.len() as u64;
-        if placer.short_of_room(len) {
-            placer.taken(ring.told);
+        let in_ring = placer.place_answer(
+            message,
+            1,
+            || *told,
+            |at, value| {
+                memory[at as usize..at as usize + value.len()].copy_from_slice(value);
+                true
+            },
+        )?;
+        if let ServerMessage::ReplyInRing { id, end, len } = &in_ring {
+            self.trace.line(
+                self.now,
+                format_args!("conn{conn} {id:?}: {len} bytes in the ring up to {end}"),
+            );
         }
-        let placed = placer.place(len)?;
-        ring.memory[placed.at as usize..(placed.at + len) as usize].copy_from_slice(value);
-        self.trace.line(
-            self.now,
-            format_args!(
-                "conn{conn} {id:?}: {len} bytes in the ring at {}",
-                placed.at
-            ),
-        );
-        Some(ServerMessage::ReplyInRing {
-            id: *id,
-            end: placed.end,
-            len: len as u32,
-        })
+        Some(in_ring)
     }
 
     /// A message the client end of `conn` took from the socket, with a value the leader put
@@ -111,27 +110,17 @@ impl World {
         conn: ConnId,
         reply: ServerMessage,
     ) -> Option<ServerMessage> {
-        let ServerMessage::ReplyInRing { id, end, len } = reply else {
-            return Some(reply);
-        };
-        let located = match self.conns.get_mut(&conn).and_then(|c| c.ring.as_mut()) {
-            None => Err(RingError::NoRing),
-            Some(ring) => ring.taker.locate(end, u64::from(len)).map(|at| {
-                let value = ring.memory[at as usize..at as usize + len as usize].to_vec();
-                ring.taker.took(end);
-                value
+        let ring = self.conns.get_mut(&conn).and_then(|c| c.ring.as_mut());
+        let taken = match ring {
+            Some(SimRing { memory, taker, .. }) => taker.take_answer(reply, |at, len| {
+                Some(memory[at as usize..(at + len) as usize].to_vec())
             }),
+            None if matches!(reply, ServerMessage::ReplyInRing { .. }) => Err(RingError::NoRing),
+            None => Ok(reply),
         };
-        match located {
-            Ok(value) => Some(ServerMessage::Reply {
-                id,
-                result: Ok(Response::Value(Some(value.into()))),
-            }),
-            Err(error) => {
-                self.violations.push(format!("conn{conn}: {error}"));
-                None
-            }
-        }
+        taken
+            .inspect_err(|error| self.violations.push(format!("conn{conn}: {error}")))
+            .ok()
     }
 
     /// After the client end of `conn` read what arrived: the leader may read how far it
