@@ -1,6 +1,8 @@
-//! Rings for big answers, as party-core's transport keeps them (`value_ring.rs`): a
-//! follower offers one once a value comes through the socket (on about half the
-//! connections, so that the socket's own path stays covered), the leader's session says so,
+//! Rings for big answers, as party-core's transport keeps them (`value_ring.rs`), through
+//! the same party-proto code (`RingPlacer::place_answer`, `RingTaker::take_answer`): a
+//! follower offers one (here at its welcome, on about half the connections, so that the
+//! socket's own path stays covered; party-core waits for the first big value, which would
+//! leave too few values in a ring here to reach its edges), the leader's session says so,
 //! and from then on the leader places each value in the ring where it has room and sends
 //! where it lies. The ring here is a few bytes long, so that values wrap, wait for room and
 //! go by the socket when there is none; its memory dies with the connection, as a real
@@ -19,8 +21,8 @@ pub(super) struct SimRing {
 }
 
 impl World {
-    /// After the client end of `conn` took `reply` from the socket: the transport offers a
-    /// ring, the first time a value comes, on connections the seed gives one.
+    /// After the client end of `conn` took `reply` from the socket: at the welcome, the
+    /// transport offers a ring on connections the seed gives one.
     pub(super) fn maybe_offer_ring(&mut self, conn: ConnId, reply: &ServerMessage) {
         let welcomed = matches!(reply, ServerMessage::Welcome(_));
         let undecided = self.conns.get(&conn).is_some_and(|c| !c.ring_decided);
