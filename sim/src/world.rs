@@ -131,6 +131,11 @@ enum Event {
         incarnation: u32,
         step: transactions::TxnStep,
     },
+    /// The leader's store thread is done with its group: it takes what queued meanwhile.
+    StoreFree {
+        process: ProcessId,
+        incarnation: u32,
+    },
     /// The leader's driver learns that the store thread of its leadership `term` died.
     StoreThreadDied {
         process: ProcessId,
@@ -268,6 +273,11 @@ struct Leading {
     /// and the lock is kept until the process exits (party-core: the store may still be
     /// open through the leader's other handles to it).
     store_died: bool,
+    /// When its store thread is done with the group it commits. The writes that come
+    /// until then make the next group, as party-core's store thread takes what queued
+    /// while it worked (without it, only writes that reach the leader at one instant
+    /// would share a group).
+    store_free_at: u64,
 }
 
 /// One simulated OS process: an incarnation of party-proto's [`Process`] machine, and what
@@ -291,6 +301,9 @@ struct Node {
     watch_reading: FxHashSet<WatchId>,
     /// The transactions under way, by the history index of their pending step.
     txns: FxHashMap<usize, transactions::TxnPlan>,
+    /// Transactions that commit together, by their number (the next is `next_together`).
+    together: FxHashMap<u64, transactions::Together>,
+    next_together: u64,
     wake_at: Option<u64>,
     /// The failures its operations may meet: its client's settings and the seed's faults.
     excuses: Excuses,
@@ -490,6 +503,7 @@ impl World {
             | Event::Answer { process, .. }
             | Event::DrainEnd { process, .. }
             | Event::Transaction { process, .. }
+            | Event::StoreFree { process, .. }
             | Event::StoreThreadDied { process, .. }
             | Event::Restart { process, .. } => *process,
             Event::Deliver {
@@ -703,6 +717,8 @@ impl World {
             watches: FxHashMap::default(),
             watch_reading: FxHashSet::default(),
             txns: FxHashMap::default(),
+            together: FxHashMap::default(),
+            next_together: 0,
             wake_at: None,
             excuses,
             closing: false,
@@ -819,6 +835,14 @@ impl World {
             } => {
                 if self.is_current(process, incarnation) {
                     self.transaction_step(process, step);
+                }
+            }
+            Event::StoreFree {
+                process,
+                incarnation,
+            } => {
+                if self.is_current(process, incarnation) {
+                    self.pump(process);
                 }
             }
             Event::DrainEnd {

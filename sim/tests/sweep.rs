@@ -45,7 +45,9 @@ fn twenty_thousand_seeds_without_a_violation() {
 fn every_injected_bug_class_is_caught() {
     for name in Injection::NAMES {
         let injection = Injection::named(name).unwrap();
-        let caught = (0..1000).find(|seed| !run(*seed, injection).violations.is_empty());
-        assert!(caught.is_some(), "{name} went unnoticed over 1000 seeds");
+        // The rarest classes show in about one seed of 500: 1000 seeds missed one of them
+        // about once in eight sweeps.
+        let caught = (0..3000).find(|seed| !run(*seed, injection).violations.is_empty());
+        assert!(caught.is_some(), "{name} went unnoticed over 3000 seeds");
     }
 }

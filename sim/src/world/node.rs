@@ -30,7 +30,13 @@ impl World {
                 break;
             }
         }
-        self.write_queued(process);
+        if self.processes[process]
+            .leading
+            .as_ref()
+            .is_none_or(|leading| leading.store_free_at <= self.now)
+        {
+            self.write_queued(process);
+        }
         self.check_takeovers(process);
         self.check_refusal_told(process);
         self.check_room(process);
@@ -411,6 +417,7 @@ impl World {
                     holding: self.lock.holding().filter(|(holder, _)| *holder == process),
                     quiet_since: self.now,
                     store_died: false,
+                    store_free_at: self.now,
                 });
                 self.trace.line(self.now, format_args!("p{process} leads"));
                 self.processes[process]
@@ -737,6 +744,23 @@ impl World {
     /// Cuts the writer's group and carries out what it asks, as party-core's store thread
     /// does before any job that must see the writes before it. False if the process
     /// crashed meanwhile (a crash in the middle of a commit), or its store thread died.
+    /// The store thread of `process` just committed a group: it is busy a while, and then
+    /// takes what queued meanwhile.
+    fn store_busy(&mut self, process: ProcessId) {
+        let free_at = self.now + self.rand(1, 200);
+        let incarnation = self.processes[process].incarnation;
+        if let Some(leading) = &mut self.processes[process].leading {
+            leading.store_free_at = free_at;
+            self.schedule_at(
+                free_at,
+                Event::StoreFree {
+                    process,
+                    incarnation,
+                },
+            );
+        }
+    }
+
     pub(super) fn write_queued(&mut self, process: ProcessId) -> bool {
         let incarnation = self.processes[process].incarnation;
         let now = self.timestamp();
@@ -761,6 +785,7 @@ impl World {
                     if !self.is_current(process, incarnation) || self.store_died(process) {
                         return false;
                     }
+                    self.store_busy(process);
                     WriterInput::Committed(result)
                 }
                 WriterOutput::Reply {
@@ -854,12 +879,17 @@ impl World {
             next = next
                 .into_iter()
                 .chain(leading.sessions.values().filter_map(|s| s.poll_timeout()))
-                // The writer's timers run on the store thread: none once it died.
+                // The writer's timers run on the store thread: none once it died, none
+                // before it is done with a group.
                 .chain(
                     leading
                         .writer
                         .poll_timeout()
-                        .filter(|_| !leading.store_died),
+                        .filter(|_| !leading.store_died)
+                        .map(|at| {
+                            let free = Duration::from_micros(leading.store_free_at);
+                            at.max(Timestamp::from_epoch(free))
+                        }),
                 )
                 .min();
         }

@@ -4,10 +4,14 @@
 //! A caller's transaction is two operations in the history, as party-core's
 //! `Db::transaction` makes them: a read through the leader (a `get_many` of the keys, or an
 //! iteration of the accounts), then a commit of what it read and what it writes. On a
-//! conflict it runs again from the read, a few times. Three kinds: a counter incremented,
-//! one unit moved between two accounts, and an audit that reads every account and writes
-//! nothing. Each value written carries the commit's history index, so the checks know
-//! which transaction a committed value came from.
+//! conflict it runs again from the read, a few times. Four kinds: a counter incremented,
+//! one unit moved between two accounts, an account closed (its balance moved to another
+//! and its key deleted: the next transfer to or from it opens it again), and an audit that
+//! reads every account and writes nothing. Closing deletes a key in a transaction, and
+//! makes the audits' range lose entries and gain them back. Each value written carries
+//! the commit's history index, so the checks know which transaction a committed value came
+//! from. A caller sometimes runs a few transactions side by side that commit together (see
+//! [`Together`]).
 //!
 //! The store applies the writer's batches in order, so the commit order is the
 //! serialization order: a transaction whose reads do not read the same at its place in it
@@ -28,23 +32,38 @@ const ATTEMPTS: u32 = 4;
 pub(super) enum TxnKind {
     Increment(Vec<u8>),
     Transfer { from: Vec<u8>, to: Vec<u8> },
+    Close { account: Vec<u8>, into: Vec<u8> },
     Audit,
 }
 
-/// A transaction under way: what it does, and how many times it ran into a conflict.
+/// A transaction under way: what it does, how many times it ran into a conflict, and the
+/// transactions it commits together with, if any.
 #[derive(Debug, Clone)]
 pub(super) struct TxnPlan {
     kind: TxnKind,
     attempt: u32,
+    together: Option<u64>,
 }
 
-/// The next step of a transaction, due after the caller's think time.
+/// Transactions a caller runs side by side: each reads at its own time, and all commit at
+/// once when the last has read. The leader's writer then takes them in one group, whose
+/// transactions are checked against one read of the store before it: one that read what
+/// an earlier one of the group writes must wait for the next group.
+#[derive(Debug, Default)]
+pub(super) struct Together {
+    /// How many have yet to read.
+    reading: usize,
+    /// Those that read: the history index of the read, and the plan.
+    read: Vec<(usize, TxnPlan)>,
+}
+
+/// The next step of transactions, due after the caller's think time.
 #[derive(Debug, Clone)]
 pub(super) enum TxnStep {
-    /// Its read (history index) is answered: commit.
-    Commit { read: usize, plan: TxnPlan },
-    /// It met a conflict: read again.
-    Retry(TxnPlan),
+    /// Their reads (history indexes) are answered: commit them, in this order.
+    Commit(Vec<(usize, TxnPlan)>),
+    /// A transaction reads: for the first time, or again after a conflict.
+    Read(TxnPlan),
 }
 
 fn accounts() -> KeyRange {
@@ -66,28 +85,86 @@ fn number(value: Option<&Vec<u8>>) -> i64 {
 impl World {
     /// A caller starts a transaction of a random kind.
     pub(super) fn start_transaction(&mut self, process: ProcessId) {
-        let kind = match self.rng.next_u64() % 5 {
+        let kind = self.transaction_kind();
+        self.transaction_read(
+            process,
+            TxnPlan {
+                kind,
+                attempt: 0,
+                together: None,
+            },
+        );
+    }
+
+    /// A caller starts two or three transactions of random kinds that commit together (see
+    /// [`Together`]), each reading after a while of its own.
+    pub(super) fn start_transactions_together(&mut self, process: ProcessId) {
+        let count = self.rand(2, 4) as usize;
+        let proc = &mut self.processes[process];
+        let id = proc.next_together;
+        proc.next_together += 1;
+        proc.together.insert(
+            id,
+            Together {
+                reading: count,
+                read: Vec::new(),
+            },
+        );
+        let incarnation = proc.incarnation;
+        for _ in 0..count {
+            let plan = TxnPlan {
+                kind: self.transaction_kind(),
+                attempt: 0,
+                together: Some(id),
+            };
+            let delay = self.rand(1, 1_500);
+            self.schedule(
+                delay,
+                Event::Transaction {
+                    process,
+                    incarnation,
+                    step: TxnStep::Read(plan),
+                },
+            );
+        }
+    }
+
+    fn transaction_kind(&mut self) -> TxnKind {
+        match self.rng.next_u64() % 6 {
             0 | 1 => {
                 let counter = COUNTERS[(self.rng.next_u64() % 2) as usize];
                 TxnKind::Increment(counter.to_vec())
             }
             2 | 3 => {
-                let from = (self.rng.next_u64() % 3) as usize;
-                let to = (from + 1 + (self.rng.next_u64() % 2) as usize) % 3;
-                TxnKind::Transfer {
-                    from: ACCOUNTS[from].to_vec(),
-                    to: ACCOUNTS[to].to_vec(),
-                }
+                let (from, to) = self.two_accounts();
+                TxnKind::Transfer { from, to }
+            }
+            4 => {
+                let (account, into) = self.two_accounts();
+                TxnKind::Close { account, into }
             }
             _ => TxnKind::Audit,
-        };
-        self.transaction_read(process, TxnPlan { kind, attempt: 0 });
+        }
+    }
+
+    /// Two different accounts, at random.
+    fn two_accounts(&mut self) -> (Vec<u8>, Vec<u8>) {
+        let first = (self.rng.next_u64() % 3) as usize;
+        let second = (first + 1 + (self.rng.next_u64() % 2) as usize) % 3;
+        (ACCOUNTS[first].to_vec(), ACCOUNTS[second].to_vec())
     }
 
     fn transaction_read(&mut self, process: ProcessId, plan: TxnPlan) {
         let read = match &plan.kind {
             TxnKind::Increment(counter) => OpKind::GetMany(vec![counter.clone()]),
-            TxnKind::Transfer { from, to } => OpKind::GetMany(vec![from.clone(), to.clone()]),
+            TxnKind::Transfer {
+                from: first,
+                to: second,
+            }
+            | TxnKind::Close {
+                account: first,
+                into: second,
+            } => OpKind::GetMany(vec![first.clone(), second.clone()]),
             TxnKind::Audit => OpKind::Iterate(IterOptions {
                 range: accounts(),
                 ..IterOptions::default()
@@ -104,16 +181,25 @@ impl World {
         let Some(plan) = self.processes[process].txns.remove(&index) else {
             return;
         };
-        let step = match (&self.history[index].kind, &self.history[index].outcome) {
+        let (kind, outcome) = (&self.history[index].kind, &self.history[index].outcome);
+        let committed = matches!(kind, OpKind::Transaction { .. });
+        let conflict = matches!(outcome, Outcome::Conflict { .. });
+        let answered = matches!(
+            (kind, outcome),
             (OpKind::GetMany(_), Outcome::ReadMany(_))
-            | (OpKind::Iterate(_), Outcome::Iterated { .. }) => {
-                TxnStep::Commit { read: index, plan }
-            }
-            (OpKind::Transaction { .. }, Outcome::Conflict { .. })
-                if plan.attempt + 1 < ATTEMPTS =>
-            {
-                TxnStep::Retry(TxnPlan {
+                | (OpKind::Iterate(_), Outcome::Iterated { .. })
+        );
+        let step = match plan.together {
+            Some(_) if !committed => match self.read_together(process, index, answered, plan) {
+                Some(all) => TxnStep::Commit(all),
+                None => return,
+            },
+            _ if answered => TxnStep::Commit(vec![(index, plan)]),
+            _ if committed && conflict && plan.attempt + 1 < ATTEMPTS => {
+                // Alone from now on: the others it committed with are done.
+                TxnStep::Read(TxnPlan {
                     attempt: plan.attempt + 1,
+                    together: None,
                     ..plan
                 })
             }
@@ -132,15 +218,44 @@ impl World {
         );
     }
 
+    /// The read `index` of a transaction that commits with others ended (`read`: it was
+    /// answered; else the caller gives that one up): once none is left to read, those
+    /// that read, in a random order.
+    fn read_together(
+        &mut self,
+        process: ProcessId,
+        index: usize,
+        read: bool,
+        plan: TxnPlan,
+    ) -> Option<Vec<(usize, TxnPlan)>> {
+        let id = plan.together?;
+        let together = self.processes[process].together.get_mut(&id)?;
+        together.reading -= 1;
+        if read {
+            together.read.push((index, plan));
+        }
+        if together.reading > 0 {
+            return None;
+        }
+        let mut all = self.processes[process].together.remove(&id)?.read;
+        for i in (1..all.len()).rev() {
+            let j = self.rand(0, i as u64 + 1) as usize;
+            all.swap(i, j);
+        }
+        (!all.is_empty()).then_some(all)
+    }
+
     pub(super) fn transaction_step(&mut self, process: ProcessId, step: TxnStep) {
         match step {
-            TxnStep::Retry(plan) => self.transaction_read(process, plan),
-            TxnStep::Commit { read, plan } => {
-                let index = self.history.len();
-                let tag = format!("p{process}.{index}");
-                let (reads, writes) = self.transaction_of(&plan.kind, read, &tag);
-                self.processes[process].txns.insert(index, plan);
-                self.issue(process, OpKind::Transaction { reads, writes }, true);
+            TxnStep::Read(plan) => self.transaction_read(process, plan),
+            TxnStep::Commit(all) => {
+                for (read, plan) in all {
+                    let index = self.history.len();
+                    let tag = format!("p{process}.{index}");
+                    let (reads, writes) = self.transaction_of(&plan.kind, read, &tag);
+                    self.processes[process].txns.insert(index, plan);
+                    self.issue(process, OpKind::Transaction { reads, writes }, true);
+                }
             }
         }
     }
@@ -172,6 +287,15 @@ impl World {
                     TxnKind::Transfer { from, to } => vec![
                         (from.clone(), value(number(values[0].as_ref()) - 1)),
                         (to.clone(), value(number(values[1].as_ref()) + 1)),
+                    ],
+                    // The credit first: a transaction applied in part (its first write
+                    // only) is still told by its tag, which a deletion lacks.
+                    TxnKind::Close { account, into } => vec![
+                        (
+                            into.clone(),
+                            value(number(values[0].as_ref()) + number(values[1].as_ref())),
+                        ),
+                        (account.clone(), None),
                     ],
                     TxnKind::Audit => Vec::new(),
                 };

@@ -54,8 +54,12 @@ impl World {
         }
         let value = format!("p{process}.{}", self.history.len()).into_bytes();
         let kind = match self.rng.next_u64() % 30 {
-            25..=29 => {
+            25..=28 => {
                 self.start_transaction(process);
+                return true;
+            }
+            29 => {
+                self.start_transactions_together(process);
                 return true;
             }
             24 => OpKind::Status,
