@@ -276,7 +276,9 @@ struct Leading {
     /// When its store thread is done with the group it commits. The writes that come
     /// until then make the next group, as party-core's store thread takes what queued
     /// while it worked (without it, only writes that reach the leader at one instant
-    /// would share a group).
+    /// would share a group). A job that must see the writes before it (a read behind its
+    /// connection's writes, an iterator's opening, a subscription's pull) cuts the group
+    /// at once all the same.
     store_free_at: u64,
 }
 
@@ -776,7 +778,10 @@ impl World {
                     for session in leading.sessions.values_mut() {
                         session.handle_timeout(now);
                     }
-                    leading.writer.handle_timeout(now);
+                    // The writer's timers run on the store thread, once it is free.
+                    if leading.store_free_at <= self.now && !leading.store_died {
+                        leading.writer.handle_timeout(now);
+                    }
                 }
                 self.pump(process);
             }

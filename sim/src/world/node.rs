@@ -657,7 +657,9 @@ impl World {
                 max,
                 max_bytes,
             } => {
-                if !self.write_queued(process) {
+                // Served beside the store thread, as by party-core's scan thread: a pull
+                // waits for no write, and cuts no group.
+                if self.store_died(process) {
                     return;
                 }
                 let Some(leading) = &mut self.processes[process].leading else {
@@ -741,15 +743,13 @@ impl World {
         );
     }
 
-    /// Cuts the writer's group and carries out what it asks, as party-core's store thread
-    /// does before any job that must see the writes before it. False if the process
-    /// crashed meanwhile (a crash in the middle of a commit), or its store thread died.
     /// The store thread of `process` just committed a group: it is busy a while, and then
     /// takes what queued meanwhile.
     fn store_busy(&mut self, process: ProcessId) {
-        let free_at = self.now + self.rand(1, 200);
+        let busy = self.rand(1, 200);
         let incarnation = self.processes[process].incarnation;
         if let Some(leading) = &mut self.processes[process].leading {
+            let free_at = self.now.max(leading.store_free_at) + busy;
             leading.store_free_at = free_at;
             self.schedule_at(
                 free_at,
@@ -761,6 +761,11 @@ impl World {
         }
     }
 
+    /// Cuts the writer's group and carries out what it asks, as party-core's store thread
+    /// does before any job that must see the writes before it. Such a job comes after the
+    /// group under way there; here it cuts and commits at once, busy store or not. False
+    /// if the process crashed meanwhile (a crash in the middle of a commit), or its store
+    /// thread died.
     pub(super) fn write_queued(&mut self, process: ProcessId) -> bool {
         let incarnation = self.processes[process].incarnation;
         let now = self.timestamp();

@@ -46,10 +46,11 @@ pub(super) struct TxnPlan {
 }
 
 /// Transactions a caller runs side by side: each reads at its own time, and all commit at
-/// once when the last has read. The leader's writer then takes them in one group, whose
+/// once when the last has read. The leader's writer then often takes them in one group
+/// (when they reach it while its store thread is busy, or all at once), whose
 /// transactions are checked against one read of the store before it: one that read what
 /// an earlier one of the group writes must wait for the next group.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Together {
     /// How many have yet to read.
     reading: usize,
@@ -96,24 +97,30 @@ impl World {
         );
     }
 
-    /// A caller starts two or three transactions of random kinds that commit together (see
-    /// [`Together`]), each reading after a while of its own.
+    /// A caller starts two audits, and now and then a transaction of a random kind, that
+    /// commit together (see [`Together`]), each reading after a while of its own.
     pub(super) fn start_transactions_together(&mut self, process: ProcessId) {
         let count = self.rand(2, 4) as usize;
-        let proc = &mut self.processes[process];
-        let id = proc.next_together;
-        proc.next_together += 1;
-        proc.together.insert(
+        let node = &mut self.processes[process];
+        let id = node.next_together;
+        node.next_together += 1;
+        node.together.insert(
             id,
             Together {
                 reading: count,
                 read: Vec::new(),
             },
         );
-        let incarnation = proc.incarnation;
-        for _ in 0..count {
+        let incarnation = node.incarnation;
+        for n in 0..count {
+            // Two audits among them: reading the accounts at different times, they may
+            // see different counts of entries in the one range the group reads.
+            let kind = match n {
+                0 | 1 => TxnKind::Audit,
+                _ => self.transaction_kind(),
+            };
             let plan = TxnPlan {
-                kind: self.transaction_kind(),
+                kind,
                 attempt: 0,
                 together: Some(id),
             };
@@ -190,13 +197,15 @@ impl World {
                 | (OpKind::Iterate(_), Outcome::Iterated { .. })
         );
         let step = match plan.together {
-            Some(_) if !committed => match self.read_together(process, index, answered, plan) {
-                Some(all) => TxnStep::Commit(all),
-                None => return,
-            },
+            Some(id) if !committed => {
+                match self.read_together(process, id, index, answered, plan) {
+                    Some(all) => TxnStep::Commit(all),
+                    None => return,
+                }
+            }
             _ if answered => TxnStep::Commit(vec![(index, plan)]),
             _ if committed && conflict && plan.attempt + 1 < ATTEMPTS => {
-                // Alone from now on: the others it committed with are done.
+                // Alone from now on: it no longer waits for those it committed with.
                 TxnStep::Read(TxnPlan {
                     attempt: plan.attempt + 1,
                     together: None,
@@ -218,17 +227,17 @@ impl World {
         );
     }
 
-    /// The read `index` of a transaction that commits with others ended (`read`: it was
-    /// answered; else the caller gives that one up): once none is left to read, those
-    /// that read, in a random order.
+    /// The read `index` of a transaction that commits with others (those of `id`) ended
+    /// (`read`: it was answered; else the caller gives that one up): once none is left to
+    /// read, those that read, in a random order.
     fn read_together(
         &mut self,
         process: ProcessId,
+        id: u64,
         index: usize,
         read: bool,
         plan: TxnPlan,
     ) -> Option<Vec<(usize, TxnPlan)>> {
-        let id = plan.together?;
         let together = self.processes[process].together.get_mut(&id)?;
         together.reading -= 1;
         if read {
@@ -249,13 +258,16 @@ impl World {
         match step {
             TxnStep::Read(plan) => self.transaction_read(process, plan),
             TxnStep::Commit(all) => {
+                // Issued together, then carried out: the leader's own handle commits them
+                // in one group too.
                 for (read, plan) in all {
                     let index = self.history.len();
                     let tag = format!("p{process}.{index}");
                     let (reads, writes) = self.transaction_of(&plan.kind, read, &tag);
                     self.processes[process].txns.insert(index, plan);
-                    self.issue(process, OpKind::Transaction { reads, writes }, true);
+                    self.issue(process, OpKind::Transaction { reads, writes }, false);
                 }
+                self.pump(process);
             }
         }
     }
