@@ -6,12 +6,12 @@
 //! iteration of the accounts), then a commit of what it read and what it writes. On a
 //! conflict it runs again from the read, a few times. Four kinds: a counter incremented,
 //! one unit moved between two accounts, an account closed (its balance moved to another
-//! and its key deleted: the next transfer to or from it opens it again), and an audit that
-//! reads every account and writes nothing. Closing deletes a key in a transaction, and
-//! makes the audits' range lose entries and gain them back. Each value written carries
-//! the commit's history index, so the checks know which transaction a committed value came
-//! from. A caller sometimes runs a few transactions side by side that commit together (see
-//! [`Together`]).
+//! and its key deleted: the next transaction that writes it opens it again), and an audit
+//! that reads every account and writes nothing. Closing deletes a key in a transaction,
+//! and makes the audits' range lose entries and gain them back. Each value written
+//! carries the commit's history index, so the checks know which transaction a committed
+//! value came from. A caller sometimes runs a few transactions side by side that commit
+//! together (see [`Together`]).
 //!
 //! The store applies the writer's batches in order, so the commit order is the
 //! serialization order: a transaction whose reads do not read the same at its place in it
