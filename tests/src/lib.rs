@@ -78,7 +78,8 @@ impl Node {
         Node::spawn_command(command)
     }
 
-    fn spawn_command(mut command: Command) -> Node {
+    /// Starts `command`, which runs a `party-node` (possibly through a wrapper).
+    pub fn spawn_command(mut command: Command) -> Node {
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -2,10 +2,13 @@
 //! sent big values offers its leader a memory file, and the leader writes each big value
 //! there. Real processes: values that differ in every byte and in length come back whole
 //! as they wrap round the ring and as it fills (the rest going by the socket), and after
-//! the leader is killed, through the ring the follower offers its new leader.
+//! the leader is killed, through the ring the follower offers its new leader. A leader finds
+//! the ring through the follower's process id, which it cannot see from another process id
+//! namespace: values then go by the socket.
 
 #![cfg(target_os = "linux")]
 
+use std::process::Command;
 use std::time::Duration;
 
 use party_tests::Node;
@@ -75,4 +78,61 @@ fn a_recording_follower_offers_no_ring_and_reads_big_values_whole() {
     assert_eq!(follower.send("check-marked 20 65536"), "ok 60");
     assert_eq!(rings_held(follower.pid()), 0);
     assert_eq!(rings_held(leader.pid()), 0);
+}
+
+/// `party-node DIR` in a process id namespace of its own (`unshare`, which needs root, as
+/// `peers.rs`'s other users do), killed with the `unshare` process the `Node` holds.
+fn spawn_in_new_pid_namespace(dir: &std::path::Path) -> Node {
+    let mut command = Command::new("unshare");
+    command.args(["--pid", "--kill-child", "--", NODE]).arg(dir);
+    Node::spawn_command(command)
+}
+
+/// The process id, as this process sees it, of the node `unshare` started (once it has
+/// answered: `unshare` has forked it by then).
+fn node_under(unshare: &Node) -> u32 {
+    let pid = unshare.pid();
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
+    let children = children.expect("unshare's children");
+    let node = children.split_whitespace().next().expect("unshare's node");
+    node.parse().expect("a process id")
+}
+
+/// A leader in a process id namespace of its own sees a follower outside it as process 0
+/// and cannot open its ring: big values come whole through the socket. A follower in its
+/// own namespace, whose process id its leader can see, has its ring used.
+#[test]
+fn a_leader_that_cannot_see_its_followers_process_sends_big_values_by_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut leader = spawn_in_new_pid_namespace(dir.path());
+    assert_eq!(leader.send("ready"), "ok leader");
+    let mut follower = Node::spawn(NODE, dir.path(), &[]);
+    assert_eq!(follower.send("ready"), "ok follower");
+    assert_eq!(leader.send("fill-marked 40 65536"), "ok 40");
+    assert_eq!(follower.send("check-marked 40 65536"), "ok 120");
+    assert_eq!(
+        rings_held(follower.pid()),
+        1,
+        "the follower offered no ring"
+    );
+    assert_eq!(
+        rings_held(node_under(&leader)),
+        0,
+        "the leader opened a ring"
+    );
+    drop(leader);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut leader = Node::spawn(NODE, dir.path(), &[]);
+    assert_eq!(leader.send("ready"), "ok leader");
+    let mut follower = spawn_in_new_pid_namespace(dir.path());
+    assert_eq!(follower.send("ready"), "ok follower");
+    assert_eq!(leader.send("fill-marked 40 65536"), "ok 40");
+    assert_eq!(follower.send("check-marked 40 65536"), "ok 120");
+    assert_eq!(
+        rings_held(node_under(&follower)),
+        1,
+        "the follower offered no ring"
+    );
+    assert_eq!(rings_held(leader.pid()), 1, "the leader opened no ring");
 }
