@@ -404,6 +404,11 @@ impl World {
                 };
                 self.term += 1;
                 let term = self.term;
+                if self.processes[process].leading.is_some() {
+                    self.violations.push(format!(
+                        "p{process} leads again while its last leadership still serves"
+                    ));
+                }
                 self.processes[process].leading = Some(Leading {
                     term,
                     draining: false,
@@ -493,10 +498,14 @@ impl World {
                 for conn in conns {
                     self.carry_out_session(process, conn);
                 }
-                let serving_on = self.processes[process]
-                    .leading
-                    .as_ref()
-                    .is_some_and(|l| l.sessions.values().any(|s| !s.is_closed()));
+                // A session whose connection is already cut has no follower left to serve
+                // (party-core's task for it ends with the connection): it holds up nothing.
+                let connections = &self.conns;
+                let serving_on = self.processes[process].leading.as_ref().is_some_and(|l| {
+                    l.sessions.iter().any(|(conn, session)| {
+                        !session.is_closed() && connections.get(conn).is_some_and(|c| c.open)
+                    })
+                });
                 if serving_on {
                     // As party-core's leader: it answers what its followers sent before they
                     // let go, still holding the lock, for a while at most.
