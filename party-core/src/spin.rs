@@ -34,19 +34,28 @@ impl Spinner {
 
     /// Polls `attempt` until it gives something, yielding to the runtime's other tasks
     /// every [`SLICE`]; `None` once the bound is spent (the caller then parks).
-    pub async fn spin<T>(&mut self, mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
-        let began = Instant::now();
+    pub async fn spin<T>(&mut self, attempt: impl FnMut() -> Option<T>) -> Option<T> {
+        self.spin_by(Instant::now, attempt).await
+    }
+
+    /// [`Spinner::spin`] by the clock `now` (a test's own, to count tries).
+    async fn spin_by<T>(
+        &mut self,
+        now: impl Fn() -> Instant,
+        mut attempt: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        let began = now();
         let budget = self.budget;
         let got = poll_fn(|context| {
-            let slice = Instant::now();
+            let slice = now();
             loop {
                 if let Some(got) = attempt() {
                     return Poll::Ready(Some(got));
                 }
-                if began.elapsed() >= budget {
+                if now() - began >= budget {
                     return Poll::Ready(None);
                 }
-                if slice.elapsed() >= SLICE {
+                if now() - slice >= SLICE {
                     // Scheduled again behind whatever else is ready: a yield, not a stall.
                     // Not after every try: each yield also wakes an idle worker to steal.
                     context.waker().wake_by_ref();
@@ -101,6 +110,29 @@ mod tests {
         assert_eq!(spinner.budget, max / 16);
         spinner.spin(|| Some(())).await;
         assert_eq!(spinner.budget, max / 8);
+    }
+
+    /// A bound halved by waits that ran out is the one the next wait keeps to: an end
+    /// whose other end is slow gives up its core sooner. By a clock that moves 100 µs at
+    /// each reading: a bound of 625 µs allows a few tries, the option's 10 ms dozens.
+    #[tokio::test]
+    async fn a_wait_gives_up_at_its_adapted_bound_not_the_options() {
+        let mut spinner = Spinner::new(MAX_SPIN);
+        spinner.budget = MAX_SPIN / 16;
+        let clock = std::cell::Cell::new(Instant::now());
+        let now = || {
+            clock.set(clock.get() + Duration::from_micros(100));
+            clock.get()
+        };
+        let mut tries = 0;
+        let got = spinner
+            .spin_by(now, || {
+                tries += 1;
+                None::<()>
+            })
+            .await;
+        assert_eq!(got, None);
+        assert!((2..8).contains(&tries), "{tries} tries");
     }
 
     /// The option's documented cap: a connection must notice its leader stopping.
