@@ -456,18 +456,15 @@ impl Driver {
         }
         if let Some(end) = received.end {
             self.link = None;
+            let broken = |what: &str, error: &dyn std::fmt::Display| {
+                tracing::warn!("the leader {what}: {error}");
+                let error = ErrorCode::Malformed(format!("from the leader: {error}"));
+                ProcessInput::LinkBroken(error)
+            };
             let ended = match end {
                 LinkEnd::Closed => ProcessInput::LinkClosed,
-                LinkEnd::Garbage(error) => {
-                    tracing::warn!("the leader sent bytes that do not decode: {error}");
-                    let error = ErrorCode::Malformed(format!("from the leader: {error}"));
-                    ProcessInput::LinkBroken(error)
-                }
-                LinkEnd::BadRing(error) => {
-                    tracing::warn!("the leader broke the ring's rules: {error}");
-                    let error = ErrorCode::Malformed(format!("from the leader: {error}"));
-                    ProcessInput::LinkBroken(error)
-                }
+                LinkEnd::Garbage(error) => broken("sent bytes that do not decode", &error),
+                LinkEnd::BadRing(error) => broken("broke the ring's rules", &error),
             };
             self.process.handle_input(now, ended);
         }
