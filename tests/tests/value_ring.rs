@@ -28,6 +28,15 @@ fn rings_held(pid: u32) -> usize {
         .count()
 }
 
+/// The rings process `pid` has mapped: each ring it holds, and none it let go of.
+fn rings_mapped(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .expect("the process's mappings")
+        .lines()
+        .filter(|mapping| mapping.contains("/memfd:party-ring"))
+        .count()
+}
+
 /// How far the follower `pid` has taken values from its ring, over every lap: the
 /// position it tells its leader, the ring's first 8 bytes (an atomic counter, in the
 /// machine's byte order).
@@ -89,8 +98,11 @@ fn big_values_come_whole_through_the_ring_and_through_the_next_leaders_after_a_k
     assert_eq!(follower.send("check-marked 24 1048576"), "ok 72");
     // The dead leader's ring went with its connection; the follower offered the new one
     // another, which the new leader holds alone (its own ring went with its link).
-    assert_eq!(rings_held(follower.pid()), 1);
-    assert_eq!(rings_held(followers[led].pid()), 1);
+    // Each holds one ring mapped too: none it let go of stays.
+    let follower = follower.pid();
+    assert_eq!((rings_held(follower), rings_mapped(follower)), (1, 1));
+    let leader = followers[led].pid();
+    assert_eq!((rings_held(leader), rings_mapped(leader)), (1, 1));
 }
 
 #[test]
