@@ -498,14 +498,14 @@ impl World {
                 for conn in conns {
                     self.carry_out_session(process, conn);
                 }
-                // A session whose connection is already cut has no follower left to serve
-                // (party-core's task for it ends with the connection): it holds up nothing.
-                let connections = &self.conns;
-                let serving_on = self.processes[process].leading.as_ref().is_some_and(|l| {
-                    l.sessions.iter().any(|(conn, session)| {
-                        !session.is_closed() && connections.get(conn).is_some_and(|c| c.open)
-                    })
-                });
+                // A leader that lost its lock serves nothing more, not even the sessions of
+                // connections already cut, which were not told (party-core closes every
+                // connection): one of those must not hold up its end.
+                let serving_on = cause == LeaveCause::Closing
+                    && self.processes[process]
+                        .leading
+                        .as_ref()
+                        .is_some_and(|l| l.sessions.values().any(|s| !s.is_closed()));
                 if serving_on {
                     // As party-core's leader: it answers what its followers sent before they
                     // let go, still holding the lock, for a while at most.
