@@ -233,6 +233,9 @@ mod tests {
             ..offer
         };
         assert!(LeaderRing::open(own_pid(), longer).is_err());
+        // A ring of no bytes holds no value: one offered is refused, not counted in.
+        let empty = RingOffer { len: 0, ..offer };
+        assert!(LeaderRing::open(own_pid(), empty).is_err());
         let unsealed = std::fs::File::from(
             rustix::fs::memfd_create("party-ring", rustix::fs::MemfdFlags::ALLOW_SEALING).unwrap(),
         );

@@ -92,8 +92,12 @@ impl RingPlacer {
 
     /// Whether a value of `value_len` bytes would need the follower to have taken more than
     /// it last said (worth reading its position again before giving up on the ring). With
-    /// nothing left to take, any value that fits the ring has room.
+    /// nothing left to take, any value that fits the ring has room; one that does not fit
+    /// (or a ring of no bytes, which a follower may offer) never has.
     pub fn short_of_room(&self, value_len: u64) -> bool {
+        if value_len == 0 || value_len > self.len {
+            return false;
+        }
         #[cfg(feature = "bug-injection")]
         if self.ignores_room {
             return false;
@@ -326,6 +330,22 @@ mod tests {
             prop_assert!(model.send(len));
             prop_assert_eq!(sent + 1, model.next);
         }
+    }
+
+    /// A ring of no bytes, as a follower may offer (party-core's leader refuses one, the
+    /// session passes the offer on as it came), places nothing and never fails.
+    #[test]
+    fn a_ring_of_no_bytes_places_nothing() {
+        let mut placer = RingPlacer::new(0);
+        for value_len in [0, 1, 100] {
+            assert!(!placer.short_of_room(value_len));
+            assert_eq!(placer.place(value_len), None);
+        }
+        let answer = ServerMessage::Reply {
+            id: RequestId(1),
+            result: Ok(Response::Value(Some(Bytes::from_static(b"value")))),
+        };
+        assert_eq!(placer.place_answer(&answer, 1, || 0, |_, _| true), None);
     }
 
     /// An answer to a get goes through the ring and comes out as it went in; other
