@@ -478,6 +478,34 @@ async fn garbage_from_the_leader_loses_the_connection_without_a_panic() {
     );
 }
 
+/// A leader that names a value in a ring the follower never offered breaks the protocol:
+/// the connection is lost with a clear error, not the answer dropped and the caller left
+/// waiting.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_in_a_ring_the_follower_never_offered_loses_the_connection() {
+    use party_proto::wire::{encode_frame, ServerMessage};
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    let in_ring = ServerMessage::ReplyInRing {
+        id: party_proto::RequestId(1),
+        end: 10,
+        len: 10,
+    };
+    let mut reply = Vec::new();
+    encode_frame(&in_ring, 1 << 20, &mut reply).unwrap();
+    let _leader = fake_leader(&dir, reply);
+    let db = open(&dir, Options::default().retry(false)).await.unwrap();
+    // The timeout only bounds a failure (the get left waiting for an answer dropped).
+    let result = tokio::time::timeout(std::time::Duration::from_secs(30), db.get("k")).await;
+    let result = result.expect("the get is answered");
+    assert!(
+        matches!(&result, Err(party_core::Error::Protocol(message))
+            if message.contains("from the leader") && message.contains("ring")),
+        "{result:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_counts_the_followers_the_leader_serves() {
     let dir = tempfile::tempdir().unwrap();
