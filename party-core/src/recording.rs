@@ -718,6 +718,30 @@ mod tests {
         sink.close();
     }
 
+    #[test]
+    fn a_writer_thread_that_never_runs_holds_at_most_its_queue_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment");
+        let mut sink = Sink::new(File::create(&path).unwrap());
+        // A writer thread that never takes a block, as one at the lowest priority on a
+        // busy machine may not for seconds.
+        sink.writer = Some(std::thread::spawn(|| {}));
+        let handed = QUEUED_BLOCKS + 8;
+        let blocks: Vec<Vec<u8>> = (0..handed).map(|n| vec![n as u8; 100 + n]).collect();
+        for block in &blocks {
+            sink.write_later(&mut block.clone()).unwrap();
+            assert!(lock(&sink.shared.jobs).blocks.len() <= QUEUED_BLOCKS);
+        }
+        // The block past a full queue was written by the caller, with the queue before
+        // it; the rest wait.
+        let written = QUEUED_BLOCKS + 1;
+        assert_eq!(std::fs::read(&path).unwrap(), blocks[..written].concat());
+        assert_eq!(lock(&sink.shared.jobs).blocks.len(), handed - written);
+        sink.write_now(&[]).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), blocks.concat());
+        sink.close();
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn after_a_failed_write_nothing_more_is_written() {
