@@ -6,7 +6,7 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use party_core::{
-    open, BackendKind, BatchOp, Error, IterOptions, Json, KeyRange, Limits, Options, Role,
+    open, BackendKind, BatchOp, Error, IterOptions, Json, KeyRange, Limits, Options, Role, Utf8,
 };
 
 /// The longest key party stores in fjall (fjall's 65 535 bytes less party's prefix).
@@ -135,6 +135,23 @@ async fn a_value_the_codec_cannot_decode_keeps_the_decoders_error_as_source() {
     assert!(matches!(error, Error::Codec(_)), "{error:?}");
     let source = error.source().expect("the decoder's error is the source");
     assert!(source.is::<serde_json::Error>(), "{source:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_that_is_not_utf8_is_a_codec_error_not_a_mangled_string() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), Options::default()).await.unwrap();
+    db.put("bytes", [0x66, 0x6f, 0xff, 0x6f]).await.unwrap();
+    db.put("text", "fo\u{e9}o").await.unwrap();
+    let strings = db.with_codec(Utf8);
+    assert_eq!(
+        strings.get("text").await.unwrap().as_deref(),
+        Some("fo\u{e9}o")
+    );
+    let error = strings.get("bytes").await.unwrap_err();
+    assert!(matches!(error, Error::Codec(_)), "{error:?}");
+    let source = error.source().expect("the decoder's error is the source");
+    assert!(source.is::<std::string::FromUtf8Error>(), "{source:?}");
 }
 
 /// Every setter chains, and what it set reads back from the fields.
