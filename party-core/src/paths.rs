@@ -131,6 +131,12 @@ mod tests {
             "every process derives the same path"
         );
         assert_ne!(socket, default_socket(&deep.join("other")).unwrap());
+        // Two stores of one name in different places: a follower of one must never reach
+        // the other's leader.
+        assert_ne!(
+            default_socket(&deep.join("a/db")).unwrap(),
+            default_socket(&deep.join("b/db")).unwrap()
+        );
     }
 
     /// Names another user could have planted in a shared `/tmp` are skipped: one open to
