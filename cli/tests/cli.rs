@@ -54,6 +54,13 @@ fn put_in_one_process_get_in_another_and_the_exit_codes() {
     assert!(batch.wait_with_output().unwrap().status.success());
     let scan = party(&[dir, "scan", "--gte", "a", "--lt", "c"]);
     assert_eq!(stdout(&scan), "a\t1\nb\t2\n");
+    // Two bounds on one side are a mistake to point out, not one to pick: nothing goes.
+    for both in [["--gt", "a", "--gte", "a"], ["--lt", "c", "--lte", "c"]] {
+        let refused = party(&[&[dir, "clear"][..], &both].concat());
+        assert_eq!(refused.status.code(), Some(2), "{both:?}");
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("at most one"));
+    }
+    assert_eq!(stdout(&party(&[dir, "scan", "--keys-only"])), "a\nb\ndoc\n");
     let reverse = party(&[dir, "scan", "--reverse", "--limit", "2", "--keys-only"]);
     assert_eq!(stdout(&reverse), "doc\nb\n");
     assert!(party(&[dir, "clear", "--lte", "b"]).status.success());
