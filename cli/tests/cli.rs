@@ -1388,6 +1388,31 @@ fn a_followers_watch_from_the_next_commit_starts_at_once_and_one_past_it_is_refu
     assert_eq!(stdout(&watched), "2\tput\tk2\tv2\n");
 }
 
+/// `--no-retry`: a watch on a follower whose leader is killed fails with
+/// `connection_lost`; without it the watch goes on from the next leader.
+#[test]
+fn without_retry_a_watch_ends_with_its_leader_and_with_retry_it_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    let mut leader = Shell::start(dir);
+    assert_eq!(leader.send("status")["role"], "leader");
+    let (no_retry, _) = start_watch(&["--json", "--no-retry", dir, "watch"]);
+    let (retry, _) = start_watch(&[dir, "watch", "--count", "1"]);
+    leader.child.kill().unwrap();
+    leader.child.wait().unwrap();
+    let ended = output_within_a_minute(no_retry, "the watch without retry outlived its leader");
+    assert_eq!(ended.status.code(), Some(3), "{ended:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&ended.stdout).unwrap();
+    assert_eq!(answer["error"]["kind"], "connection_lost", "{answer}");
+    assert!(party(&[dir, "put", "after", "failover"]).status.success());
+    let went_on = output_within_a_minute(retry, "the watch with retry missed the put");
+    assert!(went_on.status.success(), "{went_on:?}");
+    assert!(
+        stdout(&went_on).contains("put\tafter\tfailover"),
+        "{went_on:?}"
+    );
+}
+
 /// A one-shot command exits once its handle has stopped, not once its store has closed
 /// (fjall's threads take up to 250 ms to stop; here the close never ends,
 /// `PARTY_INJECT=store-close-hangs`): its exit releases the lock, and the next command
