@@ -118,7 +118,12 @@ async fn sublevels_nest_are_listed_and_dropped_whole() {
     // Under `!!` and under a name that is not UTF-8: no name `sublevel` would take.
     leader.put("!!empty-name", "6").await.unwrap();
     leader.put(b"!\xff!not-utf8", "7").await.unwrap();
-    assert_eq!(leader.sublevels().await.unwrap(), ["logs", "metrics"]);
+    // A `!` in a key that does not start with one is no sublevel's.
+    leader.put("ab!c", "8").await.unwrap();
+    logs.put("plain!x", "9").await.unwrap();
+    // Bounded: a listing that strayed past the `!` keys could go round for ever.
+    let listed = tokio::time::timeout(std::time::Duration::from_secs(60), leader.sublevels());
+    assert_eq!(listed.await.expect("listed").unwrap(), ["logs", "metrics"]);
     assert_eq!(
         logs.sublevels().await.unwrap(),
         ["2026-11-29", "2026-11-30"]
