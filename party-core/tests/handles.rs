@@ -180,6 +180,7 @@ async fn range_reads_with_every_bound_reverse_and_limit_through_a_follower() {
         (Included("a"), Unbounded, true, Some(2), "ed"), // reverse, limit
         (Excluded("a"), Excluded("e"), false, Some(2), "bc"),
         (Included("d"), Excluded("b"), false, None, ""), // inverted: empty
+        (Unbounded, Unbounded, false, Some(0), ""),      // a limit of 0: nothing
     ];
     for (start, end, reverse, limit, want) in cases {
         let range = KeyRange {
