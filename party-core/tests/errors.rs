@@ -135,6 +135,13 @@ async fn a_value_the_codec_cannot_decode_keeps_the_decoders_error_as_source() {
     assert!(matches!(error, Error::Codec(_)), "{error:?}");
     let source = error.source().expect("the decoder's error is the source");
     assert!(source.is::<serde_json::Error>(), "{source:?}");
+    // Read among others, the value is an error too, not an entry left out.
+    db.put("m", "7").await.unwrap();
+    let entries = db
+        .with_codec(Json::<u32>::default())
+        .entries(IterOptions::default())
+        .await;
+    assert!(matches!(entries, Err(Error::Codec(_))), "{entries:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
