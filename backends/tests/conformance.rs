@@ -1364,7 +1364,8 @@ mod fjall {
         );
         let error = store.write(&batch).unwrap_err();
         assert!(
-            matches!(error, party_backends::BackendError::KeyTooLarge { len, .. } if len == max + 1),
+            matches!(error, party_backends::BackendError::KeyTooLarge { len, max: told, .. }
+                if len == max + 1 && told == max),
             "{error}"
         );
         assert_eq!(store.get(b"fine").unwrap(), None, "all or nothing");
