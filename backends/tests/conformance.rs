@@ -321,6 +321,27 @@ pub fn bounds_longer_than_any_key_select_the_keys_they_would(store: &dyn Backend
     );
 }
 
+/// An iteration of keys alone reads no values, and counts only its keys against a chunk's
+/// bytes (a leader sends a follower's `keys(true).values(false)` scan keys only).
+pub fn keys_alone_come_without_their_values(store: &dyn Backend) {
+    let value = vec![7; 4096];
+    write(store, (0..8u8).map(|n| put(&[b'k', n], &value)).collect());
+    let keys_alone = IterOptions {
+        values: false,
+        ..IterOptions::default()
+    };
+    let read = read_all(store, &keys_alone, 100);
+    assert_eq!(read.len(), 8);
+    assert!(read.iter().all(|(_, value)| value.is_empty()));
+    let mut chunks = store.chunks(&keys_alone).unwrap();
+    let (entries, _) = chunks.next_chunk(100, 1024).unwrap();
+    assert_eq!(
+        entries.len(),
+        8,
+        "eight keys fit in 1 KiB, eight values would not"
+    );
+}
+
 pub fn reads_of_many_big_values_return_every_one(store: &dyn Backend) {
     const VALUE: usize = 64 * 1024;
     const PER_COMMIT: usize = 8;
@@ -1137,6 +1158,10 @@ macro_rules! conformance {
             #[test]
             fn bounds_longer_than_any_key_select_the_keys_they_would() {
                 with_store(super::bounds_longer_than_any_key_select_the_keys_they_would);
+            }
+            #[test]
+            fn keys_alone_come_without_their_values() {
+                with_store(super::keys_alone_come_without_their_values);
             }
             #[test]
             fn reads_of_many_big_values_return_every_one() {
