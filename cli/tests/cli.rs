@@ -274,6 +274,27 @@ fn json_values_come_back_as_written() {
             format!("{{\"entries\":[[\"{key}\",{answered}]],\"ok\":true}}\n"),
             "{key}"
         );
+        // A listing keeps an entry to a line (the document's newlines and tabs escaped),
+        // and loads back as it was.
+        let listed = party(&[
+            "--encoding",
+            "json",
+            dir,
+            "scan",
+            "--gte",
+            key,
+            "--lte",
+            key,
+        ]);
+        let listed = stdout(&listed);
+        assert_eq!(listed.lines().count(), 1, "{key}: {listed}");
+        let copy = tempfile::tempdir().unwrap();
+        let copy = copy.path().to_str().unwrap();
+        assert!(load(&["--encoding", "json", copy], &listed)
+            .status
+            .success());
+        let got = party(&["--encoding", "json", copy, "get", key]);
+        assert_eq!(stdout(&got).trim_end_matches('\n'), doc, "{key}");
     }
 }
 
