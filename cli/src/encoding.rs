@@ -300,6 +300,8 @@ mod tests {
             escape(b"a\tb\\c\nd\r\x00\x7f\xff\xc3\xa9"),
             "a\\tb\\\\c\\nd\\r\\x00\\x7f\\xffé"
         );
+        // A control character past ASCII too (NEL ends a line for some readers).
+        assert_eq!(escape("a\u{85}b".as_bytes()), "a\\xc2\\x85b");
         assert!(unescape("ends\\").is_err());
         assert!(unescape("\\q").is_err());
         assert!(unescape("\\x4").is_err());
