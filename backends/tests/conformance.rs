@@ -1299,6 +1299,22 @@ mod fjall {
         );
     }
 
+    /// A leader's last checkpoint returns once the journals holding its writes are gone,
+    /// so that the next process to open the store replays none of them.
+    #[test]
+    fn a_checkpoint_before_close_returns_with_the_journal_retired() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BackendKind::Fjall.open(dir.path()).unwrap();
+        fill_numbered(&*store, 5_000);
+        let holding_the_writes = journals(dir.path());
+        store.checkpoint_before_close().unwrap();
+        let now = journals(dir.path());
+        assert!(
+            holding_the_writes.iter().all(|old| !now.contains(old)),
+            "journals {holding_the_writes:?} are still there: {now:?}"
+        );
+    }
+
     /// A bound longer than fjall's longest key keeps its place in byte order against a key
     /// of exactly that length (which is a prefix of it, so comes before it), and a bound of
     /// exactly that length stays what it says.
