@@ -140,7 +140,7 @@ mod tests {
     }
 
     /// Names another user could have planted in a shared `/tmp` are skipped: one open to
-    /// others, a link, a file, one owned by someone else.
+    /// its group, one open to others, a link, a file, one owned by someone else.
     #[test]
     fn the_private_socket_directory_skips_what_is_not_this_users_alone() {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -148,22 +148,24 @@ mod tests {
         let base = base.path();
         let uid = rustix::process::geteuid().as_raw();
         let name = |n: u32| base.join(format!("party-{uid}-{n}"));
-        std::fs::DirBuilder::new()
-            .mode(0o755)
-            .create(name(0))
-            .unwrap();
-        std::fs::set_permissions(name(0), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::os::unix::fs::symlink(name(0), name(1)).unwrap();
-        std::fs::write(name(2), b"").unwrap();
-        let mut first_free = 3;
+        for (n, mode) in [(0, 0o750), (1, 0o705)] {
+            std::fs::DirBuilder::new()
+                .mode(mode)
+                .create(name(n))
+                .unwrap();
+            std::fs::set_permissions(name(n), std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        std::os::unix::fs::symlink(name(0), name(2)).unwrap();
+        std::fs::write(name(3), b"").unwrap();
+        let mut first_free = 4;
         if std::os::unix::fs::chown(base, Some(uid), None).is_ok() && uid == 0 {
             // As root, also a directory of another user (nobody), closed like ours.
             std::fs::DirBuilder::new()
                 .mode(0o700)
-                .create(name(3))
+                .create(name(4))
                 .unwrap();
-            std::os::unix::fs::chown(name(3), Some(65534), None).unwrap();
-            first_free = 4;
+            std::os::unix::fs::chown(name(4), Some(65534), None).unwrap();
+            first_free = 5;
         }
         let private = private_socket_dir(base, uid).unwrap();
         assert_eq!(private, name(first_free));
