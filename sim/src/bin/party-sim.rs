@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::{mpsc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use party_sim::replay::replay;
@@ -120,15 +121,24 @@ fn report(args: &Args, out: &mut impl Write) -> std::io::Result<bool> {
     let (from, to) = args.seeds.unwrap_or((0, 1000));
     let started = Instant::now();
     let mut failing = Vec::new();
-    for seed in from..to {
-        let result = run(seed, injection);
-        if let Some(first) = result.violations.first() {
-            writeln!(out, "seed {seed} FAILED: {first}")?;
-            writeln!(out, "  replay: party-sim --seed {seed}{inject_flag}")?;
-            out.flush()?;
-            failing.push(seed);
+    let running = Mutex::new((from, Instant::now()));
+    let (sweep_done, sweep_ended) = mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let (running, inject_flag) = (&running, &inject_flag);
+        scope.spawn(move || tell_progress(from, running, &sweep_ended, inject_flag));
+        for seed in from..to {
+            *running.lock().unwrap_or_else(PoisonError::into_inner) = (seed, Instant::now());
+            let result = run(seed, injection);
+            if let Some(first) = result.violations.first() {
+                writeln!(out, "seed {seed} FAILED: {first}")?;
+                writeln!(out, "  replay: party-sim --seed {seed}{inject_flag}")?;
+                out.flush()?;
+                failing.push(seed);
+            }
         }
-    }
+        drop(sweep_done);
+        std::io::Result::Ok(())
+    })?;
     let seconds = started.elapsed().as_secs_f64();
     let count = to - from;
     writeln!(
@@ -138,6 +148,43 @@ fn report(args: &Args, out: &mut impl Write) -> std::io::Result<bool> {
         count as f64 / seconds
     )?;
     Ok(failing.is_empty())
+}
+
+/// How often a sweep tells how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(60);
+
+/// Tells on stderr, every [`PROGRESS_EVERY`] until `ended` (its sender dropped), how far a
+/// sweep from `from` got: see [`progress_line`].
+fn tell_progress(
+    from: u64,
+    running: &Mutex<(u64, Instant)>,
+    ended: &mpsc::Receiver<()>,
+    inject_flag: &str,
+) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = ended.recv_timeout(PROGRESS_EVERY) {
+        let (seed, since) = *running.lock().unwrap_or_else(PoisonError::into_inner);
+        eprintln!(
+            "{}",
+            progress_line(from, seed, since.elapsed(), inject_flag)
+        );
+    }
+}
+
+/// How many seeds a sweep from `from` has done, and which one runs; one that has run for
+/// [`PROGRESS_EVERY`] or more is named with the command that runs it alone, so a seed that
+/// hangs (as one did, for 25 minutes, in the linearizability search) shows while it runs.
+fn progress_line(from: u64, seed: u64, ran_for: Duration, inject_flag: &str) -> String {
+    let mut line = format!(
+        "party-sim: {} seeds swept, seed {seed} running",
+        seed - from
+    );
+    if ran_for >= PROGRESS_EVERY {
+        line += &format!(
+            " for {} s (alone: party-sim --seed {seed}{inject_flag})",
+            ran_for.as_secs()
+        );
+    }
+    line
 }
 
 /// `--shrink`: the smallest schedule of the seed that fails alike, and its replay.
@@ -248,4 +295,21 @@ fn recordings(dir: &std::path::Path) -> std::io::Result<Vec<(String, Vec<u8>)>> 
     }
     files.sort();
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_running_past_the_progress_interval_is_named_with_its_replay() {
+        let quick = progress_line(100, 150, Duration::from_secs(3), "");
+        assert_eq!(quick, "party-sim: 50 seeds swept, seed 150 running");
+        let stuck = progress_line(100, 150, PROGRESS_EVERY * 3, " --inject no-dedup");
+        assert_eq!(
+            stuck,
+            "party-sim: 50 seeds swept, seed 150 running for 180 s \
+             (alone: party-sim --seed 150 --inject no-dedup)"
+        );
+    }
 }
