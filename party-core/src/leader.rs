@@ -9,10 +9,10 @@ use interprocess::local_socket::tokio::{Listener, Stream};
 use party_backends::Backend;
 use party_proto::wire::LeaveCause;
 use party_proto::wire::{
-    encode_frame, ClientMessage, FrameDecoder, Outgoing, ServerMessage, DEFAULT_MAX_FRAME_LEN,
+    ClientMessage, FrameDecoder, Outgoing, ServerMessage, DEFAULT_MAX_FRAME_LEN,
 };
 use party_proto::{admit_peer, ErrorCode, PeerFacts, ServerConfig, ServerInput, ServerSession};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -362,17 +362,13 @@ fn open_ring(stream: &Stream, offer: RingOffer) -> Option<LeaderRing> {
 /// Tells a follower why it is turned away, and hangs up.
 async fn refuse(stream: Stream, reason: ErrorCode, cancel: CancellationToken) {
     tracing::warn!("refused a follower: {reason}");
-    let mut frame = Vec::new();
-    if encode_frame(
-        &ServerMessage::Rejected(reason),
-        DEFAULT_MAX_FRAME_LEN,
-        &mut frame,
-    )
-    .is_ok()
+    let mut out = Outgoing::default();
+    if out
+        .push_server(&ServerMessage::Rejected(reason), DEFAULT_MAX_FRAME_LEN)
+        .is_ok()
     {
-        let mut send = &stream;
         tokio::select! {
-            _ = send.write_all(&frame) => {}
+            _ = write_rest(&stream, &out, 0) => {}
             _ = cancel.cancelled() => {}
         }
     }
@@ -692,7 +688,7 @@ async fn until(draining: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use party_proto::wire::{Hello, ProtocolId, ReadOp};
+    use party_proto::wire::{encode_frame, Hello, ProtocolId, ReadOp};
     use party_proto::{ClientId, RequestId, ServerConfig, ServerOutput};
 
     fn frame(message: &ClientMessage, into: &mut Vec<u8>) {

@@ -3,12 +3,11 @@
 //! tokio to learn the socket's readiness would cost a wake-up: a spinning wait for the
 //! other end, and a write to a connection tokio has not yet seen writable (every new one:
 //! its first write would otherwise wait for a turn of the I/O driver, and a follower's
-//! hello for a writer task of its own).
+//! hello for a writer task of its own). And every write, at once or waiting, with
+//! `MSG_NOSIGNAL` where there is one (see [`without_signal`]).
 //!
 //! Tokio's readiness model allows it: tokio only learns "nothing to read" or "full" from a
 //! call of its own, and a change after that raises a new event.
-
-use std::io::IoSlice;
 
 use interprocess::local_socket::tokio::Stream;
 use party_proto::wire::Outgoing;
@@ -58,22 +57,77 @@ pub(crate) fn gathering(stream: &Stream) -> &Stream {
 /// Slices handed to the socket in one write, at most.
 pub(crate) const MAX_SLICES: usize = 32;
 
-/// Writes what `stream` takes of `out` from byte `from` on now, without waiting: how many
-/// bytes it took (none when it is full, or failed: a write that waits meets the error then).
 #[cfg(all(
     unix,
     not(any(target_vendor = "apple", target_os = "redox", target_os = "vita"))
 ))]
-pub(crate) fn send_now(stream: &Stream, out: &Outgoing, from: usize) -> usize {
-    use rustix::net::{send, sendmsg, SendAncillaryBuffer, SendFlags};
-    use std::os::fd::AsFd;
+pub(crate) use without_signal::{send_now, write_rest};
 
-    let Stream::UdSocket(socket) = stream;
-    let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
-    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-    let mut sent = from;
-    while sent < out.len() {
-        let written = match out.slices(sent, &mut slices) {
+#[cfg(not(all(
+    unix,
+    not(any(target_vendor = "apple", target_os = "redox", target_os = "vita"))
+)))]
+pub(crate) use through_tokio::{send_now, write_rest};
+
+/// Sends with `MSG_NOSIGNAL`: a follower gone mid-answer is an error of its connection
+/// alone, not a SIGPIPE, which kills a process that has restored the signal's default (a C
+/// program embedding party, or a Rust one that wants `| head` to end it quietly). Tokio's
+/// own writes to a Unix socket use `write(2)`, which raises it.
+#[cfg(all(
+    unix,
+    not(any(target_vendor = "apple", target_os = "redox", target_os = "vita"))
+))]
+mod without_signal {
+    use super::{gathering, Outgoing, Stream, MAX_SLICES};
+    use std::io::IoSlice;
+
+    /// Writes what `stream` takes of `out` from byte `from` on now, without waiting: how
+    /// many bytes it took (none when it is full, or failed: a write that waits meets the
+    /// error then).
+    pub(crate) fn send_now(stream: &Stream, out: &Outgoing, from: usize) -> usize {
+        let mut sent = from;
+        while sent < out.len() {
+            match send_once(stream, out, sent) {
+                Err(rustix::io::Errno::INTR) => {}
+                Ok(0) | Err(_) => break,
+                Ok(n) => sent += n,
+            }
+        }
+        sent - from
+    }
+
+    /// Writes `out` from byte `from` on, waiting for the socket as long as it takes: a
+    /// send each time tokio has seen it writable.
+    pub(crate) async fn write_rest(
+        stream: &Stream,
+        out: &Outgoing,
+        mut from: usize,
+    ) -> std::io::Result<()> {
+        let socket = gathering(stream).inner();
+        while from < out.len() {
+            let send = || loop {
+                match send_once(stream, out, from) {
+                    Err(rustix::io::Errno::INTR) => {}
+                    sent => return sent.map_err(std::io::Error::from),
+                }
+            };
+            match socket.async_io(tokio::io::Interest::WRITABLE, send).await? {
+                0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                written => from += written,
+            }
+        }
+        Ok(())
+    }
+
+    /// One send of what `stream` takes of `out` from byte `from` on, without waiting.
+    fn send_once(stream: &Stream, out: &Outgoing, from: usize) -> rustix::io::Result<usize> {
+        use rustix::net::{send, sendmsg, SendAncillaryBuffer, SendFlags};
+        use std::os::fd::AsFd;
+
+        let Stream::UdSocket(socket) = stream;
+        let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        match out.slices(from, &mut slices) {
             // The usual case, a run of small frames: the plainer call.
             1 => send(socket.as_fd(), &slices[0], flags),
             filled => sendmsg(
@@ -82,14 +136,8 @@ pub(crate) fn send_now(stream: &Stream, out: &Outgoing, from: usize) -> usize {
                 &mut SendAncillaryBuffer::default(),
                 flags,
             ),
-        };
-        match written {
-            Err(rustix::io::Errno::INTR) => {}
-            Ok(0) | Err(_) => break,
-            Ok(n) => sent += n,
         }
     }
-    sent - from
 }
 
 /// Elsewhere (no `MSG_NOSIGNAL` on Apple's systems; Windows' pipes) through tokio, which
@@ -98,43 +146,50 @@ pub(crate) fn send_now(stream: &Stream, out: &Outgoing, from: usize) -> usize {
     unix,
     not(any(target_vendor = "apple", target_os = "redox", target_os = "vita"))
 )))]
-pub(crate) fn send_now(stream: &Stream, out: &Outgoing, from: usize) -> usize {
-    use std::pin::Pin;
-    use std::task::{Context, Poll, Waker};
-    use tokio::io::AsyncWrite;
+mod through_tokio {
+    use super::{gathering, Outgoing, Stream, MAX_SLICES};
+    use std::io::IoSlice;
 
-    let mut stream = gathering(stream);
-    let mut context = Context::from_waker(Waker::noop());
-    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-    let mut sent = from;
-    while sent < out.len() {
-        let filled = out.slices(sent, &mut slices);
-        match Pin::new(&mut stream).poll_write_vectored(&mut context, &slices[..filled]) {
-            Poll::Ready(Ok(n)) if n > 0 => sent += n,
-            _ => break,
+    /// Writes what `stream` takes of `out` from byte `from` on now, without waiting: how
+    /// many bytes it took.
+    pub(crate) fn send_now(stream: &Stream, out: &Outgoing, from: usize) -> usize {
+        use std::pin::Pin;
+        use std::task::{Context, Poll, Waker};
+        use tokio::io::AsyncWrite;
+
+        let mut stream = gathering(stream);
+        let mut context = Context::from_waker(Waker::noop());
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let mut sent = from;
+        while sent < out.len() {
+            let filled = out.slices(sent, &mut slices);
+            match Pin::new(&mut stream).poll_write_vectored(&mut context, &slices[..filled]) {
+                Poll::Ready(Ok(n)) if n > 0 => sent += n,
+                _ => break,
+            }
         }
+        sent - from
     }
-    sent - from
-}
 
-/// Writes `out` from byte `from` on, waiting for the socket as long as it takes.
-pub(crate) async fn write_rest(
-    stream: &Stream,
-    out: &Outgoing,
-    mut from: usize,
-) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
+    /// Writes `out` from byte `from` on, waiting for the socket as long as it takes.
+    pub(crate) async fn write_rest(
+        stream: &Stream,
+        out: &Outgoing,
+        mut from: usize,
+    ) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
 
-    let mut send = gathering(stream);
-    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-    while from < out.len() {
-        let filled = out.slices(from, &mut slices);
-        match send.write_vectored(&slices[..filled]).await? {
-            0 => return Err(std::io::ErrorKind::WriteZero.into()),
-            written => from += written,
+        let mut send = gathering(stream);
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        while from < out.len() {
+            let filled = out.slices(from, &mut slices);
+            match send.write_vectored(&slices[..filled]).await? {
+                0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                written => from += written,
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(all(test, unix))]
@@ -142,7 +197,7 @@ pub(crate) mod tests {
     use super::*;
     use party_proto::wire::{encode_frame, Response, ServerMessage, DEFAULT_MAX_FRAME_LEN};
     use party_proto::RequestId;
-    use std::io::Read;
+    use std::io::{IoSlice, Read};
     use std::os::fd::OwnedFd;
     use tokio::io::AsyncWriteExt;
 

@@ -1,8 +1,10 @@
 //! A leader that closes hands over: it tells each follower it is closing and answers what
 //! the follower asked before it goes, within a bounded drain, rather than cutting the
 //! connection as a lost lock or a crash would (the follower would send its requests again,
-//! and a write older than the resend window would end `OutcomeUnknown`). Real processes: a
-//! leader, and a follower written by hand here, which can stop reading at a chosen moment.
+//! and a write older than the resend window would end `OutcomeUnknown`). And a follower
+//! that goes away in the middle of an answer costs the leader that connection alone. Real
+//! processes: a leader, and a follower written by hand here, which can stop reading, or go,
+//! at a chosen moment.
 
 #![cfg(unix)]
 
@@ -68,6 +70,95 @@ fn a_leader_closing_while_a_big_answer_waits_for_its_follower_sends_it_whole_the
     // The follower lets go: the leader's drain ends.
     drop(follower);
     assert_eq!(leader.answer(), "ok", "the leader closed");
+}
+
+/// A follower that goes away while its leader waits to write it a big answer costs the
+/// leader that connection alone: the write fails, and the leader serves on. Even in a
+/// process where a write to a closed socket raises SIGPIPE with its default action (a C
+/// program embedding party, or a Rust one that restored it): every write goes with
+/// `MSG_NOSIGNAL`.
+#[test]
+fn a_follower_gone_while_its_big_answer_is_written_costs_the_leader_that_connection_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut leader = Node::spawn(NODE, dir.path(), &["--sigpipe-default"]);
+    assert_eq!(leader.send("ready"), "ok leader");
+    assert_eq!(
+        leader.send(&format!("fill-big {VALUES} {VALUE_LEN}")),
+        format!("ok {VALUES}")
+    );
+    let socket = dir.path().canonicalize().unwrap().join("party.sock");
+    let mut follower = UnixStream::connect(&socket).expect("connect to the leader's socket");
+    follower.set_read_timeout(Some(PATIENCE)).unwrap();
+    follower.write_all(&hello_and_gets()).unwrap();
+    let mut heard = Heard::default();
+    while !heard.welcomed || heard.decoder.as_ref().unwrap().buffered_len() == 0 {
+        heard.read(&mut follower);
+    }
+    assert_eq!(leader.send("followers"), "ok 1");
+
+    // The leader waits for room to write the rest of the first answer: the connection's
+    // end is what it meets next.
+    drop(follower);
+    let began = Instant::now();
+    loop {
+        assert_alive(&mut leader);
+        if leader.send("followers") == "ok 0" {
+            break;
+        }
+        assert!(
+            began.elapsed() < PATIENCE,
+            "the leader never let go of the connection"
+        );
+    }
+    assert_eq!(leader.send("put after gone"), "ok");
+    assert_eq!(leader.send("get after"), "ok gone");
+    assert_eq!(leader.send("close"), "ok");
+}
+
+/// Likewise for followers the leader turns away: a refusal written to a connection already
+/// closed costs the leader nothing.
+#[test]
+fn a_refusal_to_a_follower_already_gone_costs_the_leader_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut leader = Node::spawn(
+        NODE,
+        dir.path(),
+        &["--sigpipe-default", "--max-connections", "0"],
+    );
+    assert_eq!(leader.send("ready"), "ok leader");
+    let socket = dir.path().canonicalize().unwrap().join("party.sock");
+    // Stopped, the leader accepts nothing: these connect, wait in its backlog, and are
+    // gone before it writes each its refusal.
+    leader.stop();
+    for _ in 0..8 {
+        drop(UnixStream::connect(&socket).expect("connect to the leader's socket"));
+    }
+    let mut last = UnixStream::connect(&socket).expect("connect to the leader's socket");
+    leader.cont();
+    // Accepted in turn: once the last hears its refusal, the others were refused before it.
+    last.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut refusal = Vec::new();
+    last.read_to_end(&mut refusal)
+        .expect("the leader's refusal, then the connection's end");
+    let mut decoder = FrameDecoder::new(u32::MAX);
+    assert!(
+        matches!(
+            decoder.decode(&mut &refusal[..]).unwrap(),
+            Some(ServerMessage::Rejected(_))
+        ),
+        "{refusal:?}"
+    );
+    assert_alive(&mut leader);
+    assert_eq!(leader.send("put after refused"), "ok");
+    assert_eq!(leader.send("get after"), "ok refused");
+    assert_eq!(leader.send("close"), "ok");
+}
+
+/// Fails the test, telling how, if the node's process has ended.
+fn assert_alive(node: &mut Node) {
+    if let Some(status) = node.exit_within(Duration::ZERO) {
+        panic!("the leader's process ended: {status}");
+    }
 }
 
 /// What the hand-written follower has heard from its leader.

@@ -4,7 +4,7 @@
 //!
 //! Usage: `party-node DIR [--backend NAME] [--no-retry] [--change-feed] [--put-first KEY VALUE]
 //! [--dedup-retention-ms MS] [--request-timeout-ms MS] [--spin-us MICROS] [--transaction-attempts N]
-//! [--etcd-endpoints URL,URL… [--etcd-prefix PREFIX]]`
+//! [--max-connections N] [--sigpipe-default] [--etcd-endpoints URL,URL… [--etcd-prefix PREFIX]]`
 //!
 //! Commands (keys and values are words without spaces):
 //! - `ready` → `ok ROLE`
@@ -25,6 +25,7 @@
 //!   failed, or fell behind: `err lagged …`); `watch-list` → `ok KEY,KEY,…` of the puts seen, in order,
 //!   or `err order …` if commit numbers did not rise, `err lagged …` if any was lost
 //! - `socket` → `ok PATH`: where the directory's socket is
+//! - `followers` → `ok COUNT` of the followers the leader serves now
 //! - `close` → `ok` after the handle closed; `close-before-exit` → `ok` after
 //!   `Db::close_before_exit`, then returns from main; `exit` → ends the process without
 //!   closing
@@ -44,10 +45,13 @@ async fn main() {
             "usage: party-node DIR [--backend NAME] [--no-retry] [--put-first KEY VALUE] \
              [--max-frame-len BYTES] [--iter-window ENTRIES] [--dedup-retention-ms MS] \
              [--request-timeout-ms MS] [--spin-us MICROS] [--transaction-attempts N] \
-             [--etcd-endpoints URL,URL… [--etcd-prefix PREFIX]]"
+             [--max-connections N] [--sigpipe-default] [--etcd-endpoints URL,URL… [--etcd-prefix PREFIX]]"
         );
         std::process::exit(2);
     };
+    if args.iter().any(|a| a == "--sigpipe-default") {
+        restore_sigpipe_default();
+    }
     let mut options = Options::default()
         .retry(!args.iter().any(|a| a == "--no-retry"))
         .change_feed(args.iter().any(|a| a == "--change-feed"));
@@ -82,6 +86,9 @@ async fn main() {
     }
     if let Some(micros) = number_option(&args, "--spin-us") {
         options = options.spin(Some(Duration::from_micros(u64::from(micros))));
+    }
+    if let Some(connections) = number_option(&args, "--max-connections") {
+        options.limits.max_connections = connections;
     }
     if let Some(attempts) = number_option(&args, "--transaction-attempts") {
         options = options.transaction_attempts(attempts);
@@ -181,6 +188,10 @@ async fn main() {
                 None => Ok("err usage no iterator".into()),
             },
             ["socket"] => Ok(format!("ok {}", db.socket_path().display())),
+            ["followers"] => db
+                .status()
+                .await
+                .map(|status| format!("ok {}", status.followers)),
             ["close"] => db.close().await.map(|()| "ok".into()),
             ["close-before-exit"] => db.close_before_exit().await.map(|()| "ok".into()),
             ["exit"] => std::process::exit(0),
@@ -198,6 +209,19 @@ async fn main() {
 }
 
 /// The number after `name` in `args`; exits with a usage error if it is not one.
+/// `--sigpipe-default`: a write to a socket whose other end is gone kills this process, as
+/// it would a C program embedding party, or a Rust one that restored the signal's default
+/// (Rust's start-up ignores it).
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn restore_sigpipe_default() {
+    // SAFETY: installs no handler; called first thing in main, before any write.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
+#[cfg(not(unix))]
+fn restore_sigpipe_default() {}
+
 fn number_option(args: &[String], name: &str) -> Option<u32> {
     let i = args.iter().position(|a| a == name)?;
     match args.get(i + 1).map(|n| n.parse()) {
