@@ -409,8 +409,9 @@ fn simulator_source_uses_no_clock_files_network_or_randomness() {
         &[],
     );
     // The binary reads its arguments and prints; it times a range of seeds for its
-    // seeds-per-second report, a clock no run reads; and it reads the recordings
-    // `--replay DIR` names, whose bytes it hands to the library.
+    // seeds-per-second report, and a thread beside a sweep tells each minute which seed
+    // runs since when: clocks no run reads. And it reads the recordings `--replay DIR`
+    // names, whose bytes it hands to the library.
     assert_source_avoids(
         "sim/src/bin",
         None,
@@ -423,8 +424,23 @@ fn simulator_source_uses_no_clock_files_network_or_randomness() {
         &[
             (
                 "party-sim.rs",
-                "use std::time::Instant;",
-                "the throughput report",
+                "use std::time::{Duration, Instant};",
+                "the throughput and progress reports",
+            ),
+            (
+                "party-sim.rs",
+                "type Running = Mutex<(u64, Instant)>;",
+                "the progress report: it reads the sweep, never steers it",
+            ),
+            (
+                "party-sim.rs",
+                "= (seed, Instant::now());",
+                "the progress report: it reads the sweep, never steers it",
+            ),
+            (
+                "party-sim.rs",
+                "std::thread::scope(|scope| {",
+                "the progress report's thread, beside the sweep",
             ),
             (
                 "party-sim.rs",

@@ -121,7 +121,7 @@ fn report(args: &Args, out: &mut impl Write) -> std::io::Result<bool> {
     let (from, to) = args.seeds.unwrap_or((0, 1000));
     let started = Instant::now();
     let mut failing = Vec::new();
-    let running = Mutex::new((from, Instant::now()));
+    let running: Running = Mutex::new((from, started));
     let (sweep_done, sweep_ended) = mpsc::channel::<()>();
     std::thread::scope(|scope| {
         let (running, inject_flag) = (&running, &inject_flag);
@@ -150,23 +150,22 @@ fn report(args: &Args, out: &mut impl Write) -> std::io::Result<bool> {
     Ok(failing.is_empty())
 }
 
+/// The seed a sweep runs, and since when.
+type Running = Mutex<(u64, Instant)>;
+
 /// How often a sweep tells how far it got.
 const PROGRESS_EVERY: Duration = Duration::from_secs(60);
 
 /// Tells on stderr, every [`PROGRESS_EVERY`] until `ended` (its sender dropped), how far a
 /// sweep from `from` got: see [`progress_line`].
-fn tell_progress(
-    from: u64,
-    running: &Mutex<(u64, Instant)>,
-    ended: &mpsc::Receiver<()>,
-    inject_flag: &str,
-) {
+fn tell_progress(from: u64, running: &Running, ended: &mpsc::Receiver<()>, inject_flag: &str) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = ended.recv_timeout(PROGRESS_EVERY) {
         let (seed, since) = *running.lock().unwrap_or_else(PoisonError::into_inner);
-        eprintln!(
-            "{}",
-            progress_line(from, seed, since.elapsed(), inject_flag)
-        );
+        let line = progress_line(from, seed, since.elapsed(), inject_flag);
+        // A closed stderr ends the telling, not the sweep (`eprintln!` would panic).
+        if writeln!(std::io::stderr(), "{line}").is_err() {
+            return;
+        }
     }
 }
 
