@@ -9,6 +9,7 @@
 #![cfg(unix)]
 
 use std::io::{Read, Write};
+use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -115,8 +116,8 @@ fn a_follower_gone_while_its_big_answer_is_written_costs_the_leader_that_connect
     assert_eq!(leader.send("close"), "ok");
 }
 
-/// Likewise for followers the leader turns away: a refusal written to a connection already
-/// closed costs the leader nothing.
+/// Likewise for followers the leader turns away: a refusal written to a connection whose
+/// other end no longer reads costs the leader nothing.
 #[test]
 fn a_refusal_to_a_follower_already_gone_costs_the_leader_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -127,18 +128,27 @@ fn a_refusal_to_a_follower_already_gone_costs_the_leader_nothing() {
     );
     assert_eq!(leader.send("ready"), "ok leader");
     let socket = dir.path().canonicalize().unwrap().join("party.sock");
-    // Stopped, the leader accepts nothing: these connect, wait in its backlog, and are
-    // gone before it writes each its refusal.
+    let connect = || UnixStream::connect(&socket).expect("connect to the leader's socket");
+    // Stopped, the leader accepts nothing: these connect, wait in its backlog, and stop
+    // reading before it writes each its refusal, which then meets EPIPE.
     leader.stop();
-    for _ in 0..8 {
-        drop(UnixStream::connect(&socket).expect("connect to the leader's socket"));
-    }
-    let mut last = UnixStream::connect(&socket).expect("connect to the leader's socket");
+    let gone: Vec<UnixStream> = (0..8)
+        .map(|_| {
+            let stream = connect();
+            stream.shutdown(Shutdown::Read).unwrap();
+            stream
+        })
+        .collect();
+    let mut reading = connect();
     leader.cont();
-    // Accepted in turn: once the last hears its refusal, the others were refused before it.
-    last.set_read_timeout(Some(PATIENCE)).unwrap();
+    // The leader hangs up on each once it has written it its refusal.
+    for stream in &gone {
+        wait_hung_up(stream);
+    }
+    reading.set_read_timeout(Some(PATIENCE)).unwrap();
     let mut refusal = Vec::new();
-    last.read_to_end(&mut refusal)
+    reading
+        .read_to_end(&mut refusal)
         .expect("the leader's refusal, then the connection's end");
     let mut decoder = FrameDecoder::new(u32::MAX);
     assert!(
@@ -152,6 +162,23 @@ fn a_refusal_to_a_follower_already_gone_costs_the_leader_nothing() {
     assert_eq!(leader.send("put after refused"), "ok");
     assert_eq!(leader.send("get after"), "ok refused");
     assert_eq!(leader.send("close"), "ok");
+}
+
+/// Waits, at most [`PATIENCE`], until the other end of `stream` has closed.
+fn wait_hung_up(stream: &UnixStream) {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    // No events asked for: a hang-up is told whatever is asked.
+    let mut waiting = [PollFd::new(stream, PollFlags::empty())];
+    let patience = Timespec {
+        tv_sec: PATIENCE.as_secs().try_into().unwrap(),
+        tv_nsec: 0,
+    };
+    poll(&mut waiting, Some(&patience)).unwrap();
+    assert!(
+        waiting[0].revents().contains(PollFlags::HUP),
+        "the leader never hung up: {:?}",
+        waiting[0].revents()
+    );
 }
 
 /// Fails the test, telling how, if the node's process has ended.

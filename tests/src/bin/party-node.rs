@@ -208,20 +208,21 @@ async fn main() {
     }
 }
 
-/// The number after `name` in `args`; exits with a usage error if it is not one.
 /// `--sigpipe-default`: a write to a socket whose other end is gone kills this process, as
 /// it would a C program embedding party, or a Rust one that restored the signal's default
 /// (Rust's start-up ignores it).
 #[cfg(unix)]
 #[allow(unsafe_code)]
 fn restore_sigpipe_default() {
-    // SAFETY: installs no handler; called first thing in main, before any write.
+    // SAFETY: installs no handler, and the disposition is the process's whole, whichever
+    // thread sets it: nothing in this program depends on the signal being ignored.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
 #[cfg(not(unix))]
 fn restore_sigpipe_default() {}
 
+/// The number after `name` in `args`; exits with a usage error if it is not one.
 fn number_option(args: &[String], name: &str) -> Option<u32> {
     let i = args.iter().position(|a| a == name)?;
     match args.get(i + 1).map(|n| n.parse()) {
