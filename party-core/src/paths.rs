@@ -155,7 +155,13 @@ mod tests {
                 .unwrap();
             std::fs::set_permissions(name(n), std::fs::Permissions::from_mode(mode)).unwrap();
         }
-        std::os::unix::fs::symlink(name(0), name(2)).unwrap();
+        // A link to a directory that would pass: only the link itself is judged.
+        let closed = base.join("closed");
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&closed)
+            .unwrap();
+        std::os::unix::fs::symlink(&closed, name(2)).unwrap();
         std::fs::write(name(3), b"").unwrap();
         let mut first_free = 4;
         if std::os::unix::fs::chown(base, Some(uid), None).is_ok() && uid == 0 {
