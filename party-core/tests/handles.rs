@@ -743,6 +743,30 @@ async fn requests_sent_in_one_write_are_all_answered_in_order_with_the_writes() 
     leader.close().await.unwrap();
 }
 
+/// The state a role watch hands out counts as seen: once the role has settled, the watch
+/// tells no change until there is one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_role_state_read_now_counts_as_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), Options::default()).await.unwrap();
+    let mut roles = db.watch_role();
+    assert_eq!(db.ready().await.unwrap(), Role::Leader);
+    // Whatever the handle still publishes as it settles, a state read after the last
+    // publication leaves nothing unseen.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        assert_eq!(roles.current().role, Role::Leader);
+        if !roles.has_changed() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a state read never counted as seen"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Callers get copies of the role state, never a borrow: one held across awaits cannot hold
 /// up the handle's driver, which goes on publishing (it used to deadlock the handle).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,9 @@
 //! Compare-and-swap and transactions through the public API, on a leader and a follower in
 //! one process. The multi-process runs under SIGKILL live in the workspace's `tests/`.
 
-use party_core::{open, BlockingDb, Error, IterOptions, KeyRange, Options, TransactionError};
+use party_core::{
+    open, BatchOp, BlockingDb, Error, IterOptions, KeyRange, Options, TransactionError,
+};
 
 mod common;
 use common::pair;
@@ -121,6 +123,68 @@ async fn a_transaction_reads_its_own_writes_and_an_aborted_one_writes_nothing() 
         Err(TransactionError::Aborted("changed my mind"))
     ));
     assert_eq!(leader.get("a").await.unwrap(), Some(b"new".to_vec()));
+}
+
+/// A transaction's range read shows its own writes inside the range and none outside it,
+/// and a reverse read with a limit gives the last entries of the range, last first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_read_in_a_transaction_keeps_to_its_range_and_its_limit_counts_from_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, follower) = pair(dir.path()).await;
+    for key in ["a", "b", "c", "d"] {
+        leader.put(key, key).await.unwrap();
+    }
+    let (inside, last_two) = follower
+        .transaction(|tx| async move {
+            tx.put("bb", "mine");
+            tx.put("z", "outside");
+            tx.del("c");
+            let range = KeyRange::all().gte("b").lt("d");
+            let inside = tx.iter(IterOptions::default().range(range)).await?;
+            let last_two = tx
+                .iter(IterOptions::default().reverse(true).limit(Some(2)))
+                .await?;
+            Ok::<_, Error>((inside, last_two))
+        })
+        .await
+        .unwrap();
+    let keys = |entries: Vec<party_core::Entry>| -> Vec<Vec<u8>> {
+        entries.into_iter().map(|entry| entry.key).collect()
+    };
+    assert_eq!(keys(inside), [b"b".to_vec(), b"bb".to_vec()]);
+    assert_eq!(keys(last_two), [b"z".to_vec(), b"d".to_vec()]);
+}
+
+/// A transaction that only reads is checked at commit all the same: reads of two keys
+/// with a write to both between them (another process moving funds from one to the other)
+/// do not hold together, so the body runs again and sees the sum kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_that_only_reads_sees_its_reads_hold_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, follower) = pair(dir.path()).await;
+    leader.put("x", "60").await.unwrap();
+    leader.put("y", "40").await.unwrap();
+    let runs = std::sync::atomic::AtomicU32::new(0);
+    let sum = follower
+        .transaction(|tx| {
+            let (leader, runs) = (leader.clone(), &runs);
+            async move {
+                let x = number(tx.get("x").await?);
+                if runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    let put = |key: &str| BatchOp::Put {
+                        key: key.into(),
+                        value: b"50".to_vec(),
+                    };
+                    leader.batch(vec![put("x"), put("y")]).await?;
+                }
+                let y = number(tx.get("y").await?);
+                Ok::<_, Error>(x + y)
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(sum, 100, "the reads of one run held together");
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
 /// A body that gives up on what it read is believed only if what it read held together:

@@ -172,7 +172,17 @@ async fn a_subscriber_behind_the_kept_log_is_told_it_lagged_then_goes_on() {
         while seen.last().map(|c: &Change| c.seq().0) != Some(start.0 + written - 1) {
             match next(&mut watch).await {
                 Ok(change) => seen.push(change),
-                Err(Error::Lagged { missed }) => lost += missed,
+                Err(Error::Lagged { missed }) => {
+                    lost += missed;
+                    // The lost commits lie behind the subscription's position: one
+                    // reopened from there would not ask for them again.
+                    let unseen = seen.last().map_or(start.0, |c: &Change| c.seq().0 + 1);
+                    assert!(
+                        watch.position().0 >= unseen + missed,
+                        "position {} after {missed} lost from {unseen} on",
+                        watch.position().0
+                    );
+                }
                 Err(other) => panic!("{other}"),
             }
         }
@@ -205,9 +215,23 @@ async fn a_sublevel_watches_its_own_keys_as_it_names_them() {
         .put("alice", "a user")
         .await
         .unwrap();
+    leader
+        .sublevel("users")
+        .unwrap()
+        .del("alice")
+        .await
+        .unwrap();
     leader.drop_sublevel("users").await.unwrap();
     let change = next(&mut watch).await.unwrap();
     assert_eq!(change, put(change.seq(), "alice", "a user"));
+    let deleted = next(&mut watch).await.unwrap();
+    assert_eq!(
+        deleted,
+        Change::Del {
+            seq: deleted.seq(),
+            key: b"alice".to_vec(),
+        }
+    );
     let cleared = next(&mut watch).await.unwrap();
     assert_eq!(
         cleared,
