@@ -225,6 +225,10 @@ struct Conn {
     ended_by: TakeoverCause,
     /// Why its leader left, once the client has read it (a `Leaving` message).
     heard: Option<TakeoverCause>,
+    /// The client followed the leader here (its machine took the welcome): letting go of
+    /// it after a `Leaving` loses a leader. A seat whose welcome came too late for the
+    /// client's election never served it.
+    served: bool,
     /// The client reached a process of another user here.
     foreign: bool,
     /// The generation of the leader it reached.

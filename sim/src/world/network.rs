@@ -63,6 +63,7 @@ impl World {
                 last_to_client: self.now,
                 ended_by: TakeoverCause::Crash,
                 heard: None,
+                served: false,
                 foreign: false,
                 term: self.processes[server].leading.as_ref().map(|l| l.term),
                 cut_short: false,
@@ -323,9 +324,11 @@ impl World {
                         c.heard = Some(TakeoverCause::from(*cause));
                     }
                     if self.processes[process].link == Some(conn) {
-                        self.processes[process]
-                            .machine
-                            .handle_input(now, ProcessInput::FromLeader(reply));
+                        let machine = &mut self.processes[process].machine;
+                        machine.handle_input(now, ProcessInput::FromLeader(reply));
+                        if let Some(c) = self.conns.get_mut(&conn).filter(|c| !c.served) {
+                            c.served = machine.role().role == Role::Follower;
+                        }
                     }
                 }
             }

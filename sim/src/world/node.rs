@@ -530,7 +530,7 @@ impl World {
                     // Letting go of a leader that said it was closing: a hand-over.
                     if let Some(c) = self.conns.get(&conn) {
                         let node = &mut self.processes[process];
-                        if c.ended_by == TakeoverCause::HandOver && !node.closing {
+                        if c.ended_by == TakeoverCause::HandOver && c.served && !node.closing {
                             node.lost_leader.get_or_insert((c.ended_by, c.term));
                         }
                     }
