@@ -26,6 +26,7 @@
 //!   or `err order …` if commit numbers did not rise, `err lagged …` if any was lost
 //! - `socket` → `ok PATH`: where the directory's socket is
 //! - `followers` → `ok COUNT` of the followers the leader serves now
+//! - `takeover` → `ok CAUSE` of the last failover the handle lived through, or `none`
 //! - `close` → `ok` after the handle closed; `close-before-exit` → `ok` after
 //!   `Db::close_before_exit`, then returns from main; `exit` → ends the process without
 //!   closing
@@ -188,6 +189,10 @@ async fn main() {
                 None => Ok("err usage no iterator".into()),
             },
             ["socket"] => Ok(format!("ok {}", db.socket_path().display())),
+            ["takeover"] => Ok(match db.watch_role().current().last_takeover {
+                Some(takeover) => format!("ok {}", takeover.cause.name()),
+                None => "none".into(),
+            }),
             ["followers"] => db
                 .status()
                 .await
