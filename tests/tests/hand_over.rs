@@ -33,22 +33,10 @@ const PATIENCE: Duration = Duration::from_secs(30);
 #[test]
 fn a_leader_closing_while_a_big_answer_waits_for_its_follower_sends_it_whole_then_leaves() {
     let dir = tempfile::tempdir().unwrap();
-    let mut leader = Node::spawn(NODE, dir.path(), &[]);
-    assert_eq!(leader.send("ready"), "ok leader");
-    assert_eq!(
-        leader.send(&format!("fill-big {VALUES} {VALUE_LEN}")),
-        format!("ok {VALUES}")
-    );
+    // Left unread from now on, the first answer keeps the leader writing it when it is
+    // told to close.
+    let (mut leader, mut follower, mut heard) = writing_a_big_answer(dir.path(), &[]);
     let socket = dir.path().canonicalize().unwrap().join("party.sock");
-    let mut follower = UnixStream::connect(&socket).expect("connect to the leader's socket");
-    follower.set_read_timeout(Some(PATIENCE)).unwrap();
-    follower.write_all(&hello_and_gets()).unwrap();
-    // Read until the first answer has begun to come: left unread from now on, it keeps the
-    // leader writing it when it is told to close.
-    let mut heard = Heard::default();
-    while !heard.welcomed || heard.decoder.as_ref().unwrap().buffered_len() == 0 {
-        heard.read(&mut follower);
-    }
 
     leader.submit("close");
     // The listener goes once the leader has begun to stop, and with it the socket's name.
@@ -81,20 +69,7 @@ fn a_leader_closing_while_a_big_answer_waits_for_its_follower_sends_it_whole_the
 #[test]
 fn a_follower_gone_while_its_big_answer_is_written_costs_the_leader_that_connection_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let mut leader = Node::spawn(NODE, dir.path(), &["--sigpipe-default"]);
-    assert_eq!(leader.send("ready"), "ok leader");
-    assert_eq!(
-        leader.send(&format!("fill-big {VALUES} {VALUE_LEN}")),
-        format!("ok {VALUES}")
-    );
-    let socket = dir.path().canonicalize().unwrap().join("party.sock");
-    let mut follower = UnixStream::connect(&socket).expect("connect to the leader's socket");
-    follower.set_read_timeout(Some(PATIENCE)).unwrap();
-    follower.write_all(&hello_and_gets()).unwrap();
-    let mut heard = Heard::default();
-    while !heard.welcomed || heard.decoder.as_ref().unwrap().buffered_len() == 0 {
-        heard.read(&mut follower);
-    }
+    let (mut leader, follower, _) = writing_a_big_answer(dir.path(), &["--sigpipe-default"]);
     assert_eq!(leader.send("followers"), "ok 1");
 
     // The leader waits for room to write the rest of the first answer: the connection's
@@ -179,6 +154,27 @@ fn wait_hung_up(stream: &UnixStream) {
         "the leader never hung up: {:?}",
         waiting[0].revents()
     );
+}
+
+/// A leader (started with `args`) with [`VALUES`] big values, and a hand-written follower
+/// that asked for them all and read until the first answer began to come: the leader
+/// cannot finish writing it until the follower reads on.
+fn writing_a_big_answer(dir: &std::path::Path, args: &[&str]) -> (Node, UnixStream, Heard) {
+    let mut leader = Node::spawn(NODE, dir, args);
+    assert_eq!(leader.send("ready"), "ok leader");
+    assert_eq!(
+        leader.send(&format!("fill-big {VALUES} {VALUE_LEN}")),
+        format!("ok {VALUES}")
+    );
+    let socket = dir.canonicalize().unwrap().join("party.sock");
+    let mut follower = UnixStream::connect(&socket).expect("connect to the leader's socket");
+    follower.set_read_timeout(Some(PATIENCE)).unwrap();
+    follower.write_all(&hello_and_gets()).unwrap();
+    let mut heard = Heard::default();
+    while !heard.welcomed || heard.decoder.as_ref().unwrap().buffered_len() == 0 {
+        heard.read(&mut follower);
+    }
+    (leader, follower, heard)
 }
 
 /// Fails the test, telling how, if the node's process has ended.
