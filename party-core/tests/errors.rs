@@ -6,7 +6,8 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use party_core::{
-    open, BackendKind, BatchOp, Error, IterOptions, Json, KeyRange, Limits, Options, Role, Utf8,
+    open, BackendKind, BatchOp, ChangeRetention, Error, IterOptions, Json, KeyRange, Limits,
+    Options, Role, Utf8,
 };
 
 /// The longest key party stores in fjall (fjall's 65 535 bytes less party's prefix).
@@ -171,17 +172,39 @@ async fn options_are_built_by_chained_setters() {
         .max_connections(8)
         .max_in_flight(16)
         .max_iterators(4)
+        .max_watches(3)
         .min_free_space(0);
+    let retention = ChangeRetention {
+        groups: 1000,
+        bytes: 1 << 20,
+    };
     let options = Options::default()
         .backend(BackendKind::Fjall)
         .retry(false)
         .request_timeout(Some(Duration::from_secs(30)))
         .iter_window(2)
+        .iter_window_bytes(1 << 16)
         .socket_path(&socket)
-        .limits(limits);
+        .limits(limits)
+        .transaction_attempts(5)
+        .dedup_retention(Duration::from_secs(3600))
+        .change_feed(true)
+        .change_retention(retention)
+        .watch_window(3)
+        .spin(Some(Duration::from_micros(50)));
     assert!(!options.retry);
     assert_eq!(options.request_timeout, Some(Duration::from_secs(30)));
-    assert_eq!(options.iter_window, 2);
+    assert_eq!(
+        (options.iter_window, options.iter_window_bytes),
+        (2, 1 << 16)
+    );
+    assert_eq!(options.limits.max_watches, 3);
+    assert_eq!(options.transaction_attempts, 5);
+    assert_eq!(options.dedup_retention, Duration::from_secs(3600));
+    assert!(options.change_feed);
+    assert_eq!(options.change_retention, retention);
+    assert_eq!(options.watch_window, 3);
+    assert_eq!(options.spin, Some(Duration::from_micros(50)));
     assert_eq!(options.limits.max_frame_len, 1 << 20);
     assert_eq!(
         (options.limits.max_connections, options.limits.max_in_flight),

@@ -550,3 +550,41 @@ async fn a_follower_with_a_smaller_message_limit_reads_what_its_leader_sends() {
         "{too_large:?}"
     );
 }
+
+/// Every default is the one the docs (and the README's tables) give (the setters:
+/// `options_are_built_by_chained_setters`).
+#[test]
+fn every_default_is_the_documented_one() {
+    const MIB: u64 = 1 << 20;
+    let limits = Limits::default();
+    assert_eq!(
+        (
+            u64::from(limits.max_frame_len),
+            limits.max_connections,
+            limits.max_in_flight,
+            limits.max_iterators,
+            limits.max_watches,
+            limits.min_free_space,
+        ),
+        (64 * MIB, 1024, 4096, 256, 64, 64 * MIB)
+    );
+    let options = Options::default();
+    assert!(options.retry);
+    assert_eq!(options.request_timeout, None);
+    assert_eq!(
+        (options.iter_window, options.iter_window_bytes),
+        (4096, 4 * MIB)
+    );
+    assert_eq!(options.dedup_retention, Duration::from_secs(24 * 3600));
+    assert_eq!(options.transaction_attempts, 32);
+    assert!(!options.change_feed);
+    assert_eq!(
+        (
+            options.change_retention.groups,
+            options.change_retention.bytes
+        ),
+        (100_000, 64 * MIB)
+    );
+    assert_eq!(options.watch_window, 64);
+    assert_eq!(options.spin, None);
+}
