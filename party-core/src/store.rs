@@ -986,7 +986,10 @@ mod tests {
     /// would leave its record in the store for good.
     #[test]
     fn a_dedup_record_is_swept_from_the_store_once_past_its_retention() {
-        let retention = Duration::from_millis(20);
+        // Long enough that the write lands inside its re-send window (half the retention)
+        // on a loaded machine: at 20 ms, a store thread slow to start once answered it
+        // `OutcomeUnknown`.
+        let retention = Duration::from_secs(2);
         let (queue, thread, _dir, store) = open_on(Arc::new(MemoryBackend::new()), retention);
         let store_thread = std::thread::spawn(move || run_until_closed(thread));
         let (to, mut answers) = tokio::sync::mpsc::unbounded_channel();
@@ -1007,7 +1010,7 @@ mod tests {
         );
         let record = || store.dedup_records_of(&[ClientId(1)]).unwrap().remove(0);
         assert!(record().is_some(), "the write left its client's record");
-        let given_up = std::time::Instant::now() + Duration::from_secs(10);
+        let given_up = std::time::Instant::now() + retention + Duration::from_secs(10);
         while record().is_some() {
             assert!(
                 std::time::Instant::now() < given_up,
