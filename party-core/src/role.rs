@@ -92,6 +92,9 @@ pub enum TakeoverCause {
     HandOver,
     /// The leader lost its lock file.
     LockLost,
+    /// The leader's store failed (its store thread died: a bug of the store or of party).
+    /// Its process keeps the store locked until it exits, so the next leader comes then.
+    StoreFailed,
 }
 
 impl TakeoverCause {
@@ -101,6 +104,7 @@ impl TakeoverCause {
             TakeoverCause::Crash => "crash",
             TakeoverCause::HandOver => "hand_over",
             TakeoverCause::LockLost => "lock_lost",
+            TakeoverCause::StoreFailed => "store_failed",
         }
     }
 }
@@ -111,6 +115,7 @@ impl From<party_proto::Takeover> for Takeover {
             party_proto::TakeoverCause::Crash => TakeoverCause::Crash,
             party_proto::TakeoverCause::HandOver => TakeoverCause::HandOver,
             party_proto::TakeoverCause::LockLost => TakeoverCause::LockLost,
+            party_proto::TakeoverCause::StoreFailed => TakeoverCause::StoreFailed,
         };
         Takeover {
             cause,

@@ -109,7 +109,8 @@ pub enum ElectionInput {
     /// The handle is closing.
     CloseRequested,
     /// Serving could not start after [`ElectionOutput::Serve`] (the store thread could not
-    /// be started, say); the driver keeps the cause to report.
+    /// be started, say), or stopped (the store thread died); the driver keeps the cause to
+    /// report.
     ServeFailed,
 }
 

@@ -144,6 +144,9 @@ pub struct Process {
     /// time, garbage): the election backs off when it ends, rather than knock again.
     refused_here: bool,
     failure: Option<ElectionFailure>,
+    /// Its store failed while it led (`ElectionInput::ServeFailed`). Known before the
+    /// election's step-down is, unlike `failure`, which comes after it.
+    store_failed: bool,
     /// The leader said it was leaving, and why.
     leaving: Option<TakeoverCause>,
     takeovers: Takeovers,
@@ -168,6 +171,7 @@ impl Process {
             rejected: None,
             refused_here: false,
             failure: None,
+            store_failed: false,
             leaving: None,
             takeovers: Takeovers::default(),
             closing: false,
@@ -421,10 +425,12 @@ impl Process {
     }
 
     /// Why this process stops leading when its election steps down: its handle is closing,
-    /// or (else) it lost its lock. Its followers are told so.
+    /// its store failed, or (else) it lost its lock. Its followers are told so.
     pub fn leave_cause(&self) -> LeaveCause {
         if self.closing {
             LeaveCause::Closing
+        } else if self.store_failed {
+            LeaveCause::StoreFailed
         } else {
             LeaveCause::LockLost
         }
@@ -441,6 +447,10 @@ impl Process {
             // on it (see `ClientSession`'s second `Connected`).
             ElectionInput::Connected => false,
             ElectionInput::InWaitingRoom => true,
+            ElectionInput::ServeFailed => {
+                self.store_failed |= self.election.role() == Role::Leader;
+                return self.election.handle_input(now, answer);
+            }
             _ => return self.election.handle_input(now, answer),
         };
         self.seated = seated;
@@ -565,8 +575,8 @@ impl Process {
             ElectionOutput::StepDown if self.local.take().is_some() => {
                 if !self.closing {
                     let term = Some(self.server_config.term);
-                    self.takeovers
-                        .leader_lost(now, TakeoverCause::LockLost, term);
+                    let cause = self.leave_cause().into();
+                    self.takeovers.leader_lost(now, cause, term);
                 }
                 self.client.handle_input(now, ClientInput::Disconnected);
             }

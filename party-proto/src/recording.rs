@@ -31,7 +31,7 @@ use crate::writer::{CommitResult, WriteBatch};
 /// The format of recordings this build writes and reads. One more for any change to what
 /// is written, digests included ([`Gave`], [`Fingerprint`]): a replay refuses another
 /// format rather than report its differences as nondeterminism.
-pub const FORMAT: u32 = 20;
+pub const FORMAT: u32 = 21;
 
 /// What a segment's stream holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -598,7 +598,7 @@ mod tests {
         let pinned = digest_of(&(&process, &served, inputs, outputs), &mut Vec::new());
         assert_eq!(
             (FORMAT, pinned),
-            (20, 0x4bc2_f5c8_cfd4_36c9),
+            (21, 0xb7ae_eeb3_0b74_f7cd),
             "what a recording holds changed: move FORMAT on, then the pin"
         );
     }

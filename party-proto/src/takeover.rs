@@ -16,6 +16,8 @@ pub enum TakeoverCause {
     HandOver,
     /// The leader lost its lock (this handle's own, or the one it followed said so).
     LockLost,
+    /// The leader's store failed (this handle's own, or the one it followed said so).
+    StoreFailed,
 }
 
 impl From<LeaveCause> for TakeoverCause {
@@ -23,6 +25,7 @@ impl From<LeaveCause> for TakeoverCause {
         match cause {
             LeaveCause::Closing => TakeoverCause::HandOver,
             LeaveCause::LockLost => TakeoverCause::LockLost,
+            LeaveCause::StoreFailed => TakeoverCause::StoreFailed,
         }
     }
 }

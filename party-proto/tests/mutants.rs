@@ -734,8 +734,8 @@ fn an_iterator_blanks_only_the_halves_the_caller_does_not_want() {
     }
 }
 
-/// A leader that closes tells its follower and serves on; one that lost its lock tells it
-/// and hangs up at once.
+/// A leader that closes tells its follower and serves on; one that lost its lock or its
+/// store tells it and hangs up at once.
 #[test]
 fn a_leaving_session_serves_on_only_when_its_leader_closes() {
     use party_proto::wire::LeaveCause;
@@ -748,16 +748,18 @@ fn a_leaving_session_serves_on_only_when_its_leader_closes() {
         ))]
     );
     assert!(!server.is_closed(), "it answers what its follower sent");
-    let mut server = ready_server();
-    server.handle_input(NOW, ServerInput::Leave(LeaveCause::LockLost));
-    assert_eq!(
-        outputs(&mut server),
-        [
-            ServerOutput::Send(ServerMessage::Leaving(LeaveCause::LockLost)),
-            ServerOutput::Close(ErrorCode::Closed)
-        ]
-    );
-    assert!(server.is_closed());
+    for cause in [LeaveCause::LockLost, LeaveCause::StoreFailed] {
+        let mut server = ready_server();
+        server.handle_input(NOW, ServerInput::Leave(cause));
+        assert_eq!(
+            outputs(&mut server),
+            [
+                ServerOutput::Send(ServerMessage::Leaving(cause)),
+                ServerOutput::Close(ErrorCode::Closed)
+            ]
+        );
+        assert!(server.is_closed(), "{cause:?}");
+    }
 }
 
 /// A write first sent longer ago than the resend window is not sent again after a lost

@@ -375,10 +375,51 @@ fn failovers_are_counted_with_their_cause_and_pause() {
     assert_eq!(process.role().takeovers.count, 3);
     assert_eq!(cause(&process), Some(TakeoverCause::LockLost));
 
+    // Its leader's store failed, and the leader said so.
+    let leaving = ServerMessage::Leaving(LeaveCause::StoreFailed);
+    process.handle_input(at(26), ProcessInput::FromLeader(leaving));
+    process.handle_input(at(26), ProcessInput::LinkClosed);
+    drain(&mut process);
+    answer(&mut process, ElectionInput::LockBusy);
+    answer(&mut process, ElectionInput::Connected);
+    process.handle_input(at(28), welcome_from(7));
+    assert_eq!(process.role().takeovers.count, 4);
+    assert_eq!(cause(&process), Some(TakeoverCause::StoreFailed));
+
     // Closing is no failover.
     process.handle_input(at(30), ProcessInput::Close);
     process.handle_input(at(30), ProcessInput::LinkClosed);
-    assert_eq!(process.role().takeovers.count, 3);
+    assert_eq!(process.role().takeovers.count, 4);
+}
+
+/// A leader that steps down tells its followers why: it lost its lock, or its store failed
+/// (the election fails then, and the handle with it), or its handle is closing.
+#[test]
+fn a_leader_steps_down_for_the_cause_it_tells_its_followers() {
+    use party_proto::wire::LeaveCause;
+    let step_down = ProcessOutput::Election(ElectionOutput::StepDown);
+
+    let mut process = leader();
+    let outputs = answer(&mut process, ElectionInput::LockLost);
+    assert!(outputs.contains(&step_down), "{outputs:?}");
+    assert_eq!(process.leave_cause(), LeaveCause::LockLost);
+
+    let mut process = leader();
+    let outputs = answer(&mut process, ElectionInput::ServeFailed);
+    assert!(outputs.contains(&step_down), "{outputs:?}");
+    assert_eq!(process.leave_cause(), LeaveCause::StoreFailed);
+    assert_eq!(process.role().failure, Some(ElectionFailure::Serve));
+
+    let mut process = leader();
+    process.handle_input(NOW, ProcessInput::Close);
+    drain(&mut process);
+    assert_eq!(process.leave_cause(), LeaveCause::Closing);
+
+    // A store that fails to serve a process not leading (not possible in party-core) is
+    // no store failure to tell of.
+    let mut process = follower();
+    answer(&mut process, ElectionInput::ServeFailed);
+    assert_eq!(process.leave_cause(), LeaveCause::LockLost);
 }
 
 /// Closing an iterator tells the leader, so that it drops its side.

@@ -277,6 +277,9 @@ struct Leading {
     /// and the lock is kept until the process exits (party-core: the store may still be
     /// open through the leader's other handles to it).
     store_died: bool,
+    /// Its driver has heard of that death (`ServeFailed`): a leader that steps down for
+    /// it tells its followers its store failed.
+    death_heard: bool,
     /// When its store thread is done with the group it commits. The writes that come
     /// until then make the next group, as party-core's store thread takes what queued
     /// while it worked (without it, only writes that reach the leader at one instant

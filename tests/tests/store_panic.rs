@@ -36,7 +36,7 @@ fn a_store_thread_panic_fails_the_leaders_handle_and_a_follower_takes_over_at_it
     leader.kill();
     assert_eq!(follower.answer(), "ok v");
     assert_eq!(follower.send("get store-thread-panic"), "none");
-    // The leader stopped serving without closing, and said so: as a lost lock, not a
-    // crash (the connection ended with a word).
-    assert_eq!(follower.send("takeover"), "ok lock_lost");
+    // The leader stopped serving without closing, and said why: its store failed (not a
+    // crash: the connection ended with a word).
+    assert_eq!(follower.send("takeover"), "ok store_failed");
 }

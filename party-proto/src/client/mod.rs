@@ -686,10 +686,10 @@ impl ClientSession {
                 self.with_open_subscription(watch, |s| s.fail(error));
             }
             // A leader that closes answers what it was sent before it goes, so nothing more
-            // is sent to it; one that lost its lock goes at once, and what is in flight is
-            // settled when the connection ends, as after a crash.
+            // is sent to it; one that lost its lock or its store goes at once, and what is
+            // in flight is settled when the connection ends, as after a crash.
             ServerMessage::Leaving(LeaveCause::Closing) => self.draining = true,
-            ServerMessage::Leaving(LeaveCause::LockLost) => {}
+            ServerMessage::Leaving(LeaveCause::LockLost | LeaveCause::StoreFailed) => {}
             // The transport takes every value out of the ring before a message reaches the
             // session (or drops the connection); this one had no value to give.
             ServerMessage::ReplyInRing { .. } => {}

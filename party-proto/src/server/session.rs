@@ -329,8 +329,9 @@ impl ServerSession {
                     self.send(ServerMessage::Leaving(cause));
                 }
                 // A leader that closes answers what its follower sent until the follower
-                // lets go; one that lost its lock may no longer touch the store.
-                if cause == LeaveCause::LockLost {
+                // lets go; one that lost its lock may no longer touch the store, and one
+                // whose store failed has nothing to answer with.
+                if cause != LeaveCause::Closing {
                     self.close(ErrorCode::Closed);
                 }
             }

@@ -12,9 +12,8 @@ use crate::ids::ClientId;
 pub const MAGIC: [u8; 4] = *b"PRTY";
 
 /// Bumped whenever a change would make an old peer misread a message, or wait for one it
-/// is never sent (13: a follower may offer a ring for big answers, and a leader answer
-/// through it).
-pub const PROTOCOL_VERSION: u16 = 13;
+/// is never sent (14: a leader whose store failed says so as it leaves).
+pub const PROTOCOL_VERSION: u16 = 14;
 
 /// Which protocol a peer speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

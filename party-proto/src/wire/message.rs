@@ -308,6 +308,9 @@ pub enum LeaveCause {
     Closing,
     /// It lost its lock.
     LockLost,
+    /// Its store failed (its store thread died, in party-core): it can answer nothing
+    /// more. Its process keeps the store locked until it exits.
+    StoreFailed,
 }
 
 impl ServerMessage {

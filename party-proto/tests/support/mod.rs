@@ -329,8 +329,12 @@ pub fn server_message() -> impl Strategy<Value = ServerMessage> {
             iter: IterId(iter),
             error
         }),
-        prop_oneof![Just(LeaveCause::Closing), Just(LeaveCause::LockLost)]
-            .prop_map(ServerMessage::Leaving),
+        prop_oneof![
+            Just(LeaveCause::Closing),
+            Just(LeaveCause::LockLost),
+            Just(LeaveCause::StoreFailed)
+        ]
+        .prop_map(ServerMessage::Leaving),
         (any::<u64>(), any::<u64>()).prop_map(|(iter, seq)| ServerMessage::IterAt {
             iter: IterId(iter),
             seq: CommitSeq(seq)

@@ -368,11 +368,14 @@ impl World {
     }
 
     /// The driver of `process` learns that its store thread died: its election fails (the
-    /// machine steps down, its connections told the lock is lost, and fails what is
+    /// machine steps down, its connections told the store failed, and fails what is
     /// pending). A leader draining after a close has stepped down already (the machine
     /// takes no notice): its connections wait for answers that never come until the
     /// drain's time is up.
     pub(super) fn store_thread_died(&mut self, process: ProcessId) {
+        if let Some(leading) = &mut self.processes[process].leading {
+            leading.death_heard = true;
+        }
         let now = self.timestamp();
         let failed = ProcessInput::Election(ElectionInput::ServeFailed);
         self.processes[process].machine.handle_input(now, failed);

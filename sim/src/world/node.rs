@@ -164,6 +164,25 @@ impl World {
         }
     }
 
+    /// A leader stepping down tells its followers why, as the world knows it: its handle
+    /// is closing, its driver heard that its store thread died, or (else) it lost its lock.
+    fn check_leave_cause(&mut self, process: ProcessId, cause: LeaveCause) {
+        let node = &self.processes[process];
+        let known = if node.closing {
+            LeaveCause::Closing
+        } else if node.leading.as_ref().is_some_and(|l| l.death_heard) {
+            LeaveCause::StoreFailed
+        } else {
+            LeaveCause::LockLost
+        };
+        if cause != known {
+            self.violations.push(format!(
+                "p{process} at {}us steps down telling its followers {cause:?}; the world knows {known:?}",
+                self.now
+            ));
+        }
+    }
+
     /// Each failover a process's machine tells of must have the cause the world knows.
     fn check_takeovers(&mut self, process: ProcessId) {
         let node = &mut self.processes[process];
@@ -210,8 +229,6 @@ impl World {
         }
     }
 
-    /// The process is closing (by its caller, or as its election failed): what it has
-    /// pending may fail with `Closed`.
     /// Explains by `excuse` how what `process` has pending may end, and what it issues
     /// from now on.
     fn excuse_pending(&mut self, process: ProcessId, excuse: fn(&mut Excuses)) {
@@ -232,6 +249,8 @@ impl World {
         }
     }
 
+    /// The process is closing (by its caller, or as its election failed): what it has
+    /// pending may fail with `Closed`.
     pub(super) fn closing(&mut self, process: ProcessId) {
         self.processes[process].closing = true;
         self.excuse_pending(process, |excuses| excuses.closed = true);
@@ -422,6 +441,7 @@ impl World {
                     holding: self.lock.holding().filter(|(holder, _)| *holder == process),
                     quiet_since: self.now,
                     store_died: false,
+                    death_heard: false,
                     store_free_at: self.now,
                 });
                 self.trace.line(self.now, format_args!("p{process} leads"));
@@ -462,13 +482,14 @@ impl World {
                 }
                 // As party-core's leader: its connections are told why, then closed.
                 let cause = self.processes[process].machine.leave_cause();
+                self.check_leave_cause(process, cause);
                 let told = TakeoverCause::from(cause);
                 let term = self.processes[process].leading.as_ref().map(|l| l.term);
-                if let (Some(term), LeaveCause::LockLost) = (term, cause) {
+                if let (Some(term), false) = (term, cause == LeaveCause::Closing) {
                     // Its machine no longer says it leads by now: the world knows it did.
                     self.processes[process]
                         .lost_leader
-                        .get_or_insert((TakeoverCause::LockLost, Some(term)));
+                        .get_or_insert((told, Some(term)));
                 }
                 let conns: Vec<ConnId> = self.processes[process]
                     .leading
