@@ -300,3 +300,52 @@ fn the_blocking_forms() {
     assert_eq!(total, 2);
     assert_eq!(db.get("k").unwrap(), Some(b"2".to_vec()));
 }
+
+/// The blocking form, like the async one, runs its body again when what it read changed
+/// before its commit, and believes an abort only if what the body read held.
+#[test]
+fn a_blocking_transaction_runs_again_on_a_conflict_and_on_an_abort_on_stale_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = BlockingDb::open(dir.path(), Options::default()).unwrap();
+    db.put("counter", "0").unwrap();
+    let mut runs = 0;
+    let counted = db
+        .transaction(|tx| {
+            runs += 1;
+            let n = number(tx.get("counter")?);
+            if runs == 1 {
+                // Another write of what the first run read, before its commit.
+                db.put("counter", "10")?;
+            }
+            tx.put("counter", (n + 1).to_string());
+            Ok::<_, Error>(n + 1)
+        })
+        .unwrap();
+    assert_eq!((counted, runs), (11, 2));
+    assert_eq!(db.get("counter").unwrap(), Some(b"11".to_vec()));
+
+    db.put("funds", "0").unwrap();
+    let mut runs = 0;
+    let spent = db
+        .transaction(|tx| {
+            runs += 1;
+            let funds = number(tx.get("funds")?);
+            if runs == 1 {
+                // Funds arrive after the first run read none.
+                db.put("funds", "5")?;
+            }
+            if funds == 0 {
+                return Err(Error::Protocol("no funds".into()));
+            }
+            tx.put("funds", (funds - 1).to_string());
+            Ok(funds)
+        })
+        .unwrap();
+    assert_eq!((spent, runs), (5, 2));
+    assert_eq!(db.get("funds").unwrap(), Some(b"4".to_vec()));
+    let refused = db.transaction(|tx| {
+        tx.get("funds").map_err(|_| "the read failed")?;
+        Err::<(), _>("no")
+    });
+    assert!(matches!(refused, Err(TransactionError::Aborted("no"))));
+}
