@@ -1040,9 +1040,10 @@ mod tests {
             };
             store.write(WriteBatch::new().push(put)).unwrap();
         }
-        let store = IteratorsCounted {
+        let store = IteratorsWatched {
             store,
             live: live.clone(),
+            panic_at: None,
         };
         let (accesses, thread, _dir) = accesses_on(Arc::new(store));
         // Besides the iterators' clones: this one and the store's.
@@ -1094,14 +1095,82 @@ mod tests {
         );
     }
 
-    /// An in-memory store whose iterators each hold a clone of `live` while they live.
-    #[derive(Debug)]
-    struct IteratorsCounted {
-        store: MemoryBackend,
-        live: Arc<()>,
+    /// A store's iterator that panics (a bug of the store) fails its own scan with the
+    /// cause, and the scan thread reads on for every other iterator.
+    #[test]
+    fn an_iterator_that_panics_fails_its_own_scan_alone() {
+        use party_proto::ServerOutput;
+
+        let store = MemoryBackend::new();
+        for key in ["a", "b", "c"] {
+            let put = WriteOp::Put {
+                key: key.into(),
+                value: key.into(),
+            };
+            store.write(WriteBatch::new().push(put)).unwrap();
+        }
+        let store = IteratorsWatched {
+            store,
+            live: Arc::new(()),
+            panic_at: Some(b"b"),
+        };
+        let (accesses, thread, _dir) = accesses_on(Arc::new(store));
+        let store_thread = std::thread::spawn(move || run_until_closed(thread));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let iter = IterId(1);
+        // Opens the connection's iterator over `range` and pulls it once. A scan thread
+        // that died with the panic would leave the pull unanswered: bounded.
+        let scan = |access: &mut crate::access::StoreAccess, range: party_proto::KeyRange| {
+            let options = IterOptions {
+                range,
+                ..IterOptions::default()
+            };
+            assert!(access
+                .carry_out(ServerOutput::IterOpen { iter, options })
+                .is_none());
+            let pull = ServerOutput::IterPull {
+                iter,
+                max: 10,
+                max_bytes: u64::MAX,
+            };
+            assert!(access.carry_out(pull).is_none());
+            loop {
+                let reply = async {
+                    tokio::time::timeout(Duration::from_secs(10), access.next_reply()).await
+                };
+                match runtime.block_on(reply).expect("no answer in 10 s") {
+                    Some(ServerInput::IterAt { .. }) => {}
+                    answer => return answer.expect("an answer"),
+                }
+            }
+        };
+        let (mut panicking, mut other) = (accesses.open(), accesses.open());
+        let failed = scan(&mut panicking, party_proto::KeyRange::all());
+        let error = ErrorCode::Backend("reading the store panicked".into());
+        assert_eq!(failed, ServerInput::IterFailed { iter, error });
+        let past_the_panic = party_proto::KeyRange::all().after(b"b");
+        let ServerInput::IterChunk { entries, .. } = scan(&mut other, past_the_panic) else {
+            panic!("the other scan failed");
+        };
+        let keys: Vec<Vec<u8>> = entries.into_iter().map(|entry| entry.key).collect();
+        assert_eq!(keys, [b"c".to_vec()]);
+        drop((panicking, other, accesses));
+        store_thread.join().unwrap();
     }
 
-    impl Backend for IteratorsCounted {
+    /// An in-memory store whose iterators each hold a clone of `live` while they live, and
+    /// panic on reaching the key `panic_at`.
+    #[derive(Debug)]
+    struct IteratorsWatched {
+        store: MemoryBackend,
+        live: Arc<()>,
+        panic_at: Option<&'static [u8]>,
+    }
+
+    impl Backend for IteratorsWatched {
         fn name(&self) -> &'static str {
             self.store.name()
         }
@@ -1136,10 +1205,12 @@ mod tests {
             range: &party_proto::KeyRange,
             reverse: bool,
         ) -> Result<party_backends::EntryIter, BackendError> {
-            let live = self.live.clone();
+            let (live, panic_at) = (self.live.clone(), self.panic_at);
             // The clone lives as long as the iterator, in its closure.
-            let entries = self.store.iter(range, reverse)?.inspect(move |_| {
+            let entries = self.store.iter(range, reverse)?.inspect(move |entry| {
                 let _held = &live;
+                let key = entry.as_ref().map(|entry| entry.key.as_slice());
+                assert!(key.ok() != panic_at, "the store's iterator panics");
             });
             Ok(Box::new(entries))
         }
