@@ -409,6 +409,10 @@ fn the_blocking_handle_outside_and_inside_a_runtime() {
     // Even when the last handle goes inside an async runtime (tokio refuses to drop a
     // runtime there): it is closed all the same, the directory free when the drop returns.
     runtime.block_on(async move { drop(again) });
+    // It stepped down before the drop returned: its socket is gone (a close left running
+    // behind the drop would still serve on it now).
+    let socket = dir.path().join("party.sock");
+    assert!(!socket.exists(), "the dropped leader still serves");
     let third = party_core::BlockingDb::open(dir.path(), Options::default()).unwrap();
     assert!(third.is_leader());
     assert_eq!(third.get("a").unwrap(), Some(b"1".to_vec()));
