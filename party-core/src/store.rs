@@ -1032,19 +1032,7 @@ mod tests {
         use party_proto::ServerOutput;
 
         let live = Arc::new(());
-        let store = MemoryBackend::new();
-        for key in ["a", "b", "c"] {
-            let put = WriteOp::Put {
-                key: key.into(),
-                value: key.into(),
-            };
-            store.write(WriteBatch::new().push(put)).unwrap();
-        }
-        let store = IteratorsWatched {
-            store,
-            live: live.clone(),
-            panic_at: None,
-        };
+        let store = IteratorsWatched::over_abc(live.clone());
         let (accesses, thread, _dir) = accesses_on(Arc::new(store));
         // Besides the iterators' clones: this one and the store's.
         let iterators_open = || Arc::strong_count(&live) - 2;
@@ -1099,60 +1087,25 @@ mod tests {
     /// cause, and the scan thread reads on for every other iterator.
     #[test]
     fn an_iterator_that_panics_fails_its_own_scan_alone() {
-        use party_proto::ServerOutput;
-
-        let store = MemoryBackend::new();
-        for key in ["a", "b", "c"] {
-            let put = WriteOp::Put {
-                key: key.into(),
-                value: key.into(),
-            };
-            store.write(WriteBatch::new().push(put)).unwrap();
-        }
         let store = IteratorsWatched {
-            store,
-            live: Arc::new(()),
             panic_at: Some(b"b"),
+            ..IteratorsWatched::over_abc(Arc::new(()))
         };
         let (accesses, thread, _dir) = accesses_on(Arc::new(store));
         let store_thread = std::thread::spawn(move || run_until_closed(thread));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        let iter = IterId(1);
-        // Opens the connection's iterator over `range` and pulls it once. A scan thread
-        // that died with the panic would leave the pull unanswered: bounded.
-        let scan = |access: &mut crate::access::StoreAccess, range: party_proto::KeyRange| {
-            let options = IterOptions {
-                range,
-                ..IterOptions::default()
-            };
-            assert!(access
-                .carry_out(ServerOutput::IterOpen { iter, options })
-                .is_none());
-            let pull = ServerOutput::IterPull {
-                iter,
-                max: 10,
-                max_bytes: u64::MAX,
-            };
-            assert!(access.carry_out(pull).is_none());
-            loop {
-                let reply = async {
-                    tokio::time::timeout(Duration::from_secs(10), access.next_reply()).await
-                };
-                match runtime.block_on(reply).expect("no answer in 10 s") {
-                    Some(ServerInput::IterAt { .. }) => {}
-                    answer => return answer.expect("an answer"),
-                }
-            }
-        };
         let (mut panicking, mut other) = (accesses.open(), accesses.open());
-        let failed = scan(&mut panicking, party_proto::KeyRange::all());
+        let failed = scan_once(&mut panicking, party_proto::KeyRange::all(), 10);
         let error = ErrorCode::Backend("reading the store panicked".into());
-        assert_eq!(failed, ServerInput::IterFailed { iter, error });
+        assert_eq!(
+            failed,
+            ServerInput::IterFailed {
+                iter: IterId(1),
+                error
+            }
+        );
         let past_the_panic = party_proto::KeyRange::all().after(b"b");
-        let ServerInput::IterChunk { entries, .. } = scan(&mut other, past_the_panic) else {
+        let ServerInput::IterChunk { entries, .. } = scan_once(&mut other, past_the_panic, 10)
+        else {
             panic!("the other scan failed");
         };
         let keys: Vec<Vec<u8>> = entries.into_iter().map(|entry| entry.key).collect();
@@ -1161,13 +1114,120 @@ mod tests {
         store_thread.join().unwrap();
     }
 
-    /// An in-memory store whose iterators each hold a clone of `live` while they live, and
-    /// panic on reaching the key `panic_at`.
+    /// The store thread closes the store (and tells the handle so) only once the scan
+    /// thread has let go of every iterator: each holds a snapshot of the store, which would
+    /// stay open behind the lock's release otherwise.
+    #[test]
+    fn the_store_closes_only_once_the_scan_thread_let_go_of_its_iterators() {
+        let live = Arc::new(());
+        let store = IteratorsWatched {
+            drop_time: Duration::from_millis(100),
+            ..IteratorsWatched::over_abc(live.clone())
+        };
+        let (accesses, thread, _dir) = accesses_on(Arc::new(store));
+        let store_thread = std::thread::spawn(move || run_until_closed(thread));
+        let mut access = accesses.open();
+        let read = scan_once(&mut access, party_proto::KeyRange::all(), 1);
+        assert!(
+            matches!(
+                read,
+                ServerInput::IterChunk {
+                    exhausted: false,
+                    ..
+                }
+            ),
+            "{read:?}"
+        );
+        // The scan thread holds the iterator, not read to its end; the connection goes,
+        // and with the last way to the store, the store.
+        drop((access, accesses));
+        store_thread.join().unwrap();
+        assert_eq!(
+            Arc::strong_count(&live),
+            1,
+            "an iterator outlived the store thread"
+        );
+    }
+
+    /// Opens iterator 1 of `access` over `range`, pulls up to `max` entries of it and gives
+    /// the answer. Bounded: a scan thread that died would leave the pull unanswered.
+    fn scan_once(
+        access: &mut crate::access::StoreAccess,
+        range: party_proto::KeyRange,
+        max: u32,
+    ) -> ServerInput {
+        use party_proto::ServerOutput;
+
+        let iter = IterId(1);
+        let options = IterOptions {
+            range,
+            ..IterOptions::default()
+        };
+        assert!(access
+            .carry_out(ServerOutput::IterOpen { iter, options })
+            .is_none());
+        let pull = ServerOutput::IterPull {
+            iter,
+            max,
+            max_bytes: u64::MAX,
+        };
+        assert!(access.carry_out(pull).is_none());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        loop {
+            let reply =
+                async { tokio::time::timeout(Duration::from_secs(10), access.next_reply()).await };
+            match runtime.block_on(reply).expect("no answer in 10 s") {
+                Some(ServerInput::IterAt { .. }) => {}
+                answer => return answer.expect("an answer"),
+            }
+        }
+    }
+
+    /// An in-memory store whose iterators each hold a clone of `live` while they live,
+    /// panic on reaching the key `panic_at`, and take `drop_time` to let go of it (as a
+    /// store's iterator may take a while to release its snapshot).
     #[derive(Debug)]
     struct IteratorsWatched {
         store: MemoryBackend,
         live: Arc<()>,
         panic_at: Option<&'static [u8]>,
+        drop_time: Duration,
+    }
+
+    impl IteratorsWatched {
+        /// Over a store holding `a`, `b` and `c` (each its own value), its iterators plain.
+        fn over_abc(live: Arc<()>) -> Self {
+            let store = MemoryBackend::new();
+            for key in ["a", "b", "c"] {
+                let put = WriteOp::Put {
+                    key: key.into(),
+                    value: key.into(),
+                };
+                store.write(WriteBatch::new().push(put)).unwrap();
+            }
+            IteratorsWatched {
+                store,
+                live,
+                panic_at: None,
+                drop_time: Duration::ZERO,
+            }
+        }
+    }
+
+    /// An iterator's clone of `live`, let go of `drop_time` after its drop starts.
+    #[derive(Debug)]
+    struct Held {
+        _live: Arc<()>,
+        drop_time: Duration,
+    }
+
+    impl Drop for Held {
+        fn drop(&mut self) {
+            std::thread::sleep(self.drop_time);
+        }
     }
 
     impl Backend for IteratorsWatched {
@@ -1205,10 +1265,14 @@ mod tests {
             range: &party_proto::KeyRange,
             reverse: bool,
         ) -> Result<party_backends::EntryIter, BackendError> {
-            let (live, panic_at) = (self.live.clone(), self.panic_at);
+            let held = Held {
+                _live: self.live.clone(),
+                drop_time: self.drop_time,
+            };
+            let panic_at = self.panic_at;
             // The clone lives as long as the iterator, in its closure.
             let entries = self.store.iter(range, reverse)?.inspect(move |entry| {
-                let _held = &live;
+                let _held = &held;
                 let key = entry.as_ref().map(|entry| entry.key.as_slice());
                 assert!(key.ok() != panic_at, "the store's iterator panics");
             });
