@@ -72,7 +72,11 @@ impl ChangeLog {
         let (groups, bytes) = (keep.groups.max(1), keep.bytes.max(1));
         let held_groups = self.next.0 - first.0;
         let held_bytes = self.bytes_through.saturating_sub(first_bytes);
-        let slack = |budget: u64| if running { budget } else { budget + budget / 8 };
+        // Saturating: a retention of u64::MAX is "keep everything".
+        let slack = |budget: u64| match running {
+            true => budget,
+            false => budget.saturating_add(budget / 8),
+        };
         if held_groups <= slack(groups) && held_bytes <= slack(bytes) {
             return None;
         }
@@ -204,6 +208,12 @@ mod tests {
             Some((CommitSeq(5), CommitSeq(12))),
             "the newest stays"
         );
+        let everything = ChangeRetention {
+            groups: u64::MAX,
+            bytes: u64::MAX,
+        };
+        assert_eq!(log.trim(everything, false), None, "all kept, no overflow");
+        assert_eq!(log.trim(everything, true), None);
     }
 
     #[test]
