@@ -594,14 +594,23 @@ mod tests {
         store: Arc<dyn Backend>,
         dedup_retention: Duration,
     ) -> (StoreQueue, StoreThread, tempfile::TempDir, Arc<dyn Backend>) {
+        open_writing(store, |writing| writing.dedup_retention = dedup_retention)
+    }
+
+    /// [`open_on_memory`] on the store given, its writing set as `set` says.
+    fn open_writing(
+        store: Arc<dyn Backend>,
+        set: impl FnOnce(&mut Writing),
+    ) -> (StoreQueue, StoreThread, tempfile::TempDir, Arc<dyn Backend>) {
         let dir = tempfile::tempdir().unwrap();
-        let writing = Writing {
+        let mut writing = Writing {
             headroom: Headroom::new(dir.path().to_owned(), 0),
-            dedup_retention,
+            dedup_retention: Duration::from_secs(60),
             change_feed: false,
             change_retention: party_proto::ChangeRetention::default(),
             recorder: None,
         };
+        set(&mut writing);
         let scans = Scans::default();
         let (queue, thread) = open(store.clone(), Followers::default(), writing, scans);
         (queue, thread, dir, store)
@@ -1018,6 +1027,54 @@ mod tests {
             );
             assert!(queue.send(StoreJob::Tick));
             std::thread::sleep(retention / 4);
+        }
+        drop(queue);
+        store_thread.join().unwrap();
+    }
+
+    /// A trim of the change log deletes its oldest entries down to the retention, not one
+    /// more: however the trims fall between the commits, the log never holds fewer
+    /// entries than the retention keeps, and always the newest.
+    #[test]
+    fn the_change_log_is_trimmed_down_to_its_retention_and_no_further() {
+        let groups = 8;
+        let retention = party_proto::ChangeRetention {
+            groups,
+            bytes: u64::MAX,
+        };
+        let store = Arc::new(MemoryBackend::new());
+        let (queue, thread, _dir, store) = open_writing(store, |writing| {
+            writing.change_feed = true;
+            writing.change_retention = retention;
+        });
+        let store_thread = std::thread::spawn(move || run_until_closed(thread));
+        let (to, mut answers) = tokio::sync::mpsc::unbounded_channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for seq in 1..=30 {
+            assert!(queue.send(put(seq, seq, "k", "v", &to)));
+            // A tick (a trim due runs then) and a read behind it: by the read's answer,
+            // the store thread has done both.
+            assert!(queue.send(StoreJob::Tick));
+            assert!(queue.send(get(100 + seq, "k", &to)));
+            for _ in 0..2 {
+                let answer = runtime.block_on(answers.recv());
+                let answered =
+                    matches!(&answer, Some(ServerInput::Completed { result: Ok(_), .. }));
+                assert!(answered, "{answer:?}");
+            }
+            let log = store
+                .change_entries(party_proto::CommitSeq(0), false, usize::MAX)
+                .unwrap();
+            let numbers: Vec<u64> = log.iter().map(|(number, _)| number.0).collect();
+            let newest = *numbers.last().unwrap();
+            let kept = numbers.len() as u64;
+            assert!(
+                kept >= seq.min(groups) && kept <= groups + groups / 8 + 1,
+                "after {seq} commits the log holds {numbers:?}"
+            );
+            assert_eq!(numbers, (newest + 1 - kept..=newest).collect::<Vec<_>>());
         }
         drop(queue);
         store_thread.join().unwrap();
