@@ -210,12 +210,19 @@ mod tests {
             Some((BackendKind::Sled, BackendKind::Fjall))
         );
         assert!(!old.path().join("fjall").exists());
-        // A garbled marker is an error, not a fresh claim.
-        std::fs::write(old.path().join(STORE_MARKER_NAME), "what").unwrap();
-        assert!(matches!(
-            open(old.path(), BackendKind::Fjall, None),
-            Err(Error::Io { .. })
-        ));
+        // A garbled marker is an error, not a fresh claim; so is one of a format this
+        // build does not know (a later party's), however familiar its lines.
+        for marker in ["what", "party-store 2\nkind fjall\n"] {
+            std::fs::write(old.path().join(STORE_MARKER_NAME), marker).unwrap();
+            assert!(
+                matches!(
+                    open(old.path(), BackendKind::Fjall, None),
+                    Err(Error::Io { .. })
+                ),
+                "{marker:?}"
+            );
+        }
+        assert!(!old.path().join("fjall").exists());
     }
 
     /// A directory whose store is in etcd records the prefix: a handle configured for
