@@ -131,6 +131,37 @@ mod tests {
         );
     }
 
+    /// A file system mounted read-only is refused by the check itself, through the flag
+    /// it reports. Runs again as a child in a mount namespace of its own (`unshare`, as
+    /// root: CI runs as root), where a fresh tmpfs is mounted read-only on a directory.
+    #[test]
+    fn a_read_only_file_system_is_refused_by_the_check() {
+        const MOUNTED: &str = "PARTY_TEST_READ_ONLY_MOUNT";
+        const NAME: &str = "headroom::tests::a_read_only_file_system_is_refused_by_the_check";
+        if let Some(dir) = std::env::var_os(MOUNTED) {
+            let headroom = Headroom::new(dir.into(), 0);
+            assert_eq!(headroom.check(), Err(ErrorCode::StoreReadOnly));
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mount_then_test = r#"mount -t tmpfs -o ro party-test "$0" && exec "$@""#;
+        let output = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(mount_then_test)
+            .arg(dir.path())
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--test-threads", "1"])
+            .env(MOUNTED, dir.path())
+            .output()
+            .expect("unshare runs");
+        let said = String::from_utf8_lossy(&output.stdout);
+        let complained = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && said.contains("1 passed"),
+            "the check in a read-only mount (needs root): {said}{complained}"
+        );
+    }
+
     #[test]
     fn a_directory_that_cannot_be_opened_is_looked_up_at_each_check() {
         let dir = tempfile::tempdir().unwrap();
