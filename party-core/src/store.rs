@@ -1080,6 +1080,52 @@ mod tests {
         store_thread.join().unwrap();
     }
 
+    /// A group of writes the store cannot tell landed is answered `OutcomeUnknown` whole,
+    /// never failed (that would say nothing was applied, and a group of several is then
+    /// committed again write by write): here it landed, and the change log keeps its entry,
+    /// whose number the next commit must not take again.
+    #[test]
+    fn writes_the_store_cannot_settle_are_answered_outcome_unknown_and_keep_their_number() {
+        let store = QuirkyStore {
+            unsettled_writes: 1.into(),
+            ..QuirkyStore::over_abc(Arc::new(()))
+        };
+        let (queue, thread, _dir, store) = open_writing(Arc::new(store), |writing| {
+            writing.change_feed = true;
+        });
+        let (to, mut answers) = tokio::sync::mpsc::unbounded_channel();
+        // Queued before the store thread runs: one group.
+        assert!(queue.send(put(1, 1, "k", "first", &to)));
+        assert!(queue.send(put(2, 2, "l", "first", &to)));
+        let store_thread = std::thread::spawn(move || run_until_closed(thread));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut answer = || match runtime.block_on(answers.recv()) {
+            Some(ServerInput::Completed { id, result }) => (id.0, result),
+            other => panic!("{other:?}"),
+        };
+        for id in [1, 2] {
+            let (answered, result) = answer();
+            assert_eq!(answered, id);
+            assert!(
+                matches!(result, Err(ErrorCode::OutcomeUnknown(_))),
+                "write {id}: {result:?}"
+            );
+        }
+        assert!(queue.send(put(3, 3, "k", "second", &to)));
+        assert_eq!(answer(), (3, Ok(Response::Written)));
+        drop(queue);
+        store_thread.join().unwrap();
+        assert_eq!(store.get(b"l").unwrap(), Some(b"first".to_vec()));
+        let log = store
+            .change_entries(party_proto::CommitSeq(0), false, usize::MAX)
+            .unwrap();
+        let numbers: Vec<u64> = log.iter().map(|(number, _)| number.0).collect();
+        assert_eq!(numbers.len(), 2, "an entry for each commit: {numbers:?}");
+        assert_eq!(numbers[1], numbers[0] + 1);
+    }
+
     /// A connection that goes lets go of its iterators on the leader at once, not when the
     /// store closes: each holds a snapshot of the store (fjall's: its memtables, however
     /// many flushes ago), and a leader outlives the followers that come and go, killed
@@ -1089,7 +1135,7 @@ mod tests {
         use party_proto::ServerOutput;
 
         let live = Arc::new(());
-        let store = IteratorsWatched::over_abc(live.clone());
+        let store = QuirkyStore::over_abc(live.clone());
         let (accesses, thread, _dir) = accesses_on(Arc::new(store));
         // Besides the iterators' clones: this one and the store's.
         let iterators_open = || Arc::strong_count(&live) - 2;
@@ -1144,9 +1190,9 @@ mod tests {
     /// cause, and the scan thread reads on for every other iterator.
     #[test]
     fn an_iterator_that_panics_fails_its_own_scan_alone() {
-        let store = IteratorsWatched {
+        let store = QuirkyStore {
             panic_at: Some(b"b"),
-            ..IteratorsWatched::over_abc(Arc::new(()))
+            ..QuirkyStore::over_abc(Arc::new(()))
         };
         let (accesses, thread, _dir) = accesses_on(Arc::new(store));
         let store_thread = std::thread::spawn(move || run_until_closed(thread));
@@ -1177,9 +1223,9 @@ mod tests {
     #[test]
     fn the_store_closes_only_once_the_scan_thread_let_go_of_its_iterators() {
         let live = Arc::new(());
-        let store = IteratorsWatched {
+        let store = QuirkyStore {
             drop_time: Duration::from_millis(100),
-            ..IteratorsWatched::over_abc(live.clone())
+            ..QuirkyStore::over_abc(live.clone())
         };
         let (accesses, thread, _dir) = accesses_on(Arc::new(store));
         let store_thread = std::thread::spawn(move || run_until_closed(thread));
@@ -1245,16 +1291,19 @@ mod tests {
 
     /// An in-memory store whose iterators each hold a clone of `live` while they live,
     /// panic on reaching the key `panic_at`, and take `drop_time` to let go of it (as a
-    /// store's iterator may take a while to release its snapshot).
+    /// store's iterator may take a while to release its snapshot); and whose next
+    /// `unsettled_writes` writes land but say the store cannot tell whether they did (as a
+    /// network store's lost answer, or sled's failed flush after the commit).
     #[derive(Debug)]
-    struct IteratorsWatched {
+    struct QuirkyStore {
         store: MemoryBackend,
         live: Arc<()>,
         panic_at: Option<&'static [u8]>,
         drop_time: Duration,
+        unsettled_writes: std::sync::atomic::AtomicUsize,
     }
 
-    impl IteratorsWatched {
+    impl QuirkyStore {
         /// Over a store holding `a`, `b` and `c` (each its own value), its iterators plain.
         fn over_abc(live: Arc<()>) -> Self {
             let store = MemoryBackend::new();
@@ -1265,11 +1314,12 @@ mod tests {
                 };
                 store.write(WriteBatch::new().push(put)).unwrap();
             }
-            IteratorsWatched {
+            QuirkyStore {
                 store,
                 live,
                 panic_at: None,
                 drop_time: Duration::ZERO,
+                unsettled_writes: 0.into(),
             }
         }
     }
@@ -1287,7 +1337,7 @@ mod tests {
         }
     }
 
-    impl Backend for IteratorsWatched {
+    impl Backend for QuirkyStore {
         fn name(&self) -> &'static str {
             self.store.name()
         }
@@ -1301,7 +1351,21 @@ mod tests {
         }
 
         fn write(&self, batch: &WriteBatch) -> Result<(), BackendError> {
-            self.store.write(batch)
+            use std::sync::atomic::Ordering;
+
+            self.store.write(batch)?;
+            let unsettled =
+                self.unsettled_writes
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                        left.checked_sub(1)
+                    });
+            match unsettled {
+                Ok(_) => Err(BackendError::Unsettled {
+                    backend: self.name(),
+                    source: "the answer was lost".into(),
+                }),
+                Err(_) => Ok(()),
+            }
         }
 
         fn change_entries(
