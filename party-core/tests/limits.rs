@@ -76,6 +76,42 @@ async fn a_connection_past_the_limit_is_refused_and_the_others_go_on() {
     assert_eq!(second.get("k").await.unwrap(), Some(b"v".to_vec()));
 }
 
+/// A peer that connects and never says hello (a stuck process, or one that is no party
+/// handle) holds its seat only until the handshake's time is up: the leader hangs up on it,
+/// and a handle refused meanwhile gets in.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_says_hello_is_hung_up_on_and_gives_its_seat_back() {
+    use std::io::Read;
+
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits::default().max_connections(1);
+    let leader = leader_with(dir.path(), limits).await;
+    let mut silent = std::os::unix::net::UnixStream::connect(leader.socket_path()).unwrap();
+    let second = open(dir.path(), Options::default()).await.unwrap();
+    let refused = second.ready().await.unwrap_err();
+    assert!(matches!(refused, Error::LimitReached { .. }), "{refused:?}");
+    // The read timeout only bounds a failure: the handshake's time is 10 s.
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let hung_up = tokio::task::spawn_blocking(move || silent.read_to_end(&mut Vec::new()))
+        .await
+        .unwrap();
+    assert!(
+        hung_up.is_ok(),
+        "the silent peer kept its seat: {hung_up:?}"
+    );
+    let mut role = second.watch_role();
+    let welcomed = tokio::time::timeout(
+        Duration::from_secs(10),
+        role.wait_for(|state| state.role == Role::Follower),
+    )
+    .await
+    .is_ok_and(|changed| changed.is_ok());
+    assert!(welcomed, "the refused handle never got in");
+}
+
 /// A handle refused by its leader that then takes over is ready: the refusal was the last
 /// leader's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
