@@ -138,6 +138,31 @@ async fn an_iteration_then_a_subscription_from_its_snapshot_miss_nothing_and_rep
     assert_eq!(b, put(seq.next().next(), "k9", "new"));
 }
 
+/// An iteration of an empty range tells its snapshot as well, once it has ended: followed
+/// from there, the range's first write is seen. On both roles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_iteration_tells_its_snapshot_and_a_subscription_from_it_misses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, follower) = pair(dir.path()).await;
+    leader.put("a", "outside").await.unwrap();
+    for (n, handle) in [&leader, &follower].into_iter().enumerate() {
+        let range = KeyRange::all()
+            .gte(format!("empty{n}/"))
+            .lt(format!("empty{n}0"));
+        let options = IterOptions::default().range(range.clone());
+        let mut iter = handle.iter(options).await.unwrap();
+        assert!(iter.next().await.is_none(), "the range is empty");
+        let seq = iter
+            .seq()
+            .expect("the snapshot's commit is known at the end");
+        handle.put(format!("empty{n}/k"), "first").await.unwrap();
+        let mut watch = handle.watch_from(range, seq.next()).await.unwrap();
+        let change = next(&mut watch).await.unwrap();
+        assert_eq!(change, put(change.seq(), &format!("empty{n}/k"), "first"));
+        assert!(change.seq() > seq);
+    }
+}
+
 /// A subscriber that reads nothing while the log moves past what the leader keeps is told
 /// how many commits it lost, then goes on with the ones kept: never a silent gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
