@@ -250,6 +250,36 @@ async fn next_chunk_of_none_still_gives_each_entry_once() {
     }
 }
 
+/// `next_chunk(max)` gives at most `max` entries, also out of what an earlier call took
+/// and kept (`next` takes a whole chunk and gives one), and never skips or repeats one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_chunk_gives_at_most_what_it_is_asked_for_from_what_next_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, follower) = common::pair(dir.path()).await;
+    let wanted: Vec<_> = (0..20u32)
+        .map(|n| format!("k{n:05}").into_bytes())
+        .collect();
+    let ops = wanted.iter().map(|key| BatchOp::Put {
+        key: key.clone(),
+        value: b"v".to_vec(),
+    });
+    leader.batch(ops.collect()).await.unwrap();
+    for db in [&leader, &follower] {
+        let mut iter = db.iter(IterOptions::default()).await.unwrap();
+        let first = iter.next().await.unwrap().unwrap();
+        let mut keys = vec![first.key];
+        for max in [3, 1, 5] {
+            let chunk = iter.next_chunk(max).await.unwrap().unwrap();
+            assert_eq!(chunk.len(), max, "asked for {max}");
+            keys.extend(chunk.into_iter().map(|entry| entry.key));
+        }
+        while let Some(chunk) = iter.next_chunk(usize::MAX).await.unwrap() {
+            keys.extend(chunk.into_iter().map(|entry| entry.key));
+        }
+        assert_eq!(keys, wanted);
+    }
+}
+
 /// A call for the next entries given up on (a `select!` that took another branch, a
 /// timeout) loses none: what the driver hands it comes at the next call. A small window
 /// keeps the follower's cursor holding entries the driver hands out at once.
