@@ -301,6 +301,33 @@ fn the_blocking_forms() {
     assert_eq!(db.get("k").unwrap(), Some(b"2".to_vec()));
 }
 
+/// A handle asked for no transaction attempts still runs each transaction once (the
+/// option's floor), in both forms.
+#[test]
+fn a_transaction_runs_once_when_no_attempts_are_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options::default().transaction_attempts(0);
+    let db = BlockingDb::open(dir.path(), options).unwrap();
+    let ran = db
+        .transaction(|tx| {
+            tx.put("blocking", "ran");
+            Ok::<_, Error>(())
+        })
+        .map_err(|error| error.to_string());
+    assert_eq!(ran, Ok(()));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ran = runtime.block_on(db.db().transaction(|tx| async move {
+        tx.put("async", "ran");
+        Ok::<_, Error>(())
+    }));
+    assert_eq!(ran.map_err(|error| error.to_string()), Ok(()));
+    assert_eq!(db.get("blocking").unwrap(), Some(b"ran".to_vec()));
+    assert_eq!(db.get("async").unwrap(), Some(b"ran".to_vec()));
+}
+
 /// The blocking form, like the async one, runs its body again when what it read changed
 /// before its commit, and believes an abort only if what the body read held.
 #[test]
