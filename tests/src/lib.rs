@@ -13,6 +13,27 @@ use std::time::{Duration, Instant};
 
 pub use holding_proxy::HoldingProxy;
 
+/// The processes that hold the election lock of the data directory `dir`, as the kernel
+/// lists its file locks (`/proc/locks`): who leads, seen from outside, without waiting.
+pub fn lock_holders(dir: &Path) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+
+    let lock = std::fs::metadata(dir.join("party.lock")).expect("a lock file");
+    // `/proc/locks` names a file by its device's major and minor numbers and its inode.
+    let dev = lock.dev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let file = format!("{major:02x}:{minor:02x}:{}", lock.ino());
+    let locks = std::fs::read_to_string("/proc/locks").expect("/proc/locks");
+    locks
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        // A waiter's line has an arrow before its kind: party's tries never wait.
+        .filter(|fields| fields.get(5) == Some(&file.as_str()) && !fields.contains(&"->"))
+        .filter_map(|fields| fields[4].parse().ok())
+        .collect()
+}
+
 /// The keys `party-node fill-edge N` writes: keys at the byte edges (empty, 0x00, 0xff,
 /// prefixes of one another) and N 4-byte big-endian numbers, in no particular order.
 pub fn edge_and_numbered_keys(count: u32) -> Vec<Vec<u8>> {

@@ -30,8 +30,10 @@ fn a_store_thread_panic_fails_the_leaders_handle_and_a_follower_takes_over_at_it
         "{answer}"
     );
 
-    // The store stays locked while the leader's process lives, and is taken over once it
+    // The store stays locked while the leader's process lives (its lock neither let go
+    // nor taken by the follower, which heard the leader leave), and is taken over once it
     // is gone.
+    assert_eq!(party_tests::lock_holders(dir.path()), [leader.pid()]);
     follower.submit("get k");
     leader.kill();
     assert_eq!(follower.answer(), "ok v");
