@@ -216,6 +216,20 @@ async fn range_reads_with_every_bound_reverse_and_limit_through_a_follower() {
     assert!(entries.iter().all(|e| e.key.is_empty()) && entries[0].value == b"a");
 }
 
+/// Writes the keys `k00000`, `k00001`, … (`count` of them, each with the value `v`) in
+/// one batch through `db`, and gives them in order.
+async fn write_numbered(db: &party_core::Db, count: u32) -> Vec<Vec<u8>> {
+    let keys: Vec<_> = (0..count)
+        .map(|n| format!("k{n:05}").into_bytes())
+        .collect();
+    let ops = keys.iter().map(|key| BatchOp::Put {
+        key: key.clone(),
+        value: b"v".to_vec(),
+    });
+    db.batch(ops.collect()).await.unwrap();
+    keys
+}
+
 /// `next_chunk(0)` gives one entry at a time, as `next_chunk(1)` does, and every entry:
 /// asked for none, the cursor ended early past what it held (a small range), or waited for
 /// credits it never granted (a range past the window of 4096 entries).
@@ -223,13 +237,7 @@ async fn range_reads_with_every_bound_reverse_and_limit_through_a_follower() {
 async fn next_chunk_of_none_still_gives_each_entry_once() {
     let dir = tempfile::tempdir().unwrap();
     let (leader, follower) = common::pair(dir.path()).await;
-    let ops: Vec<_> = (0..5000u32)
-        .map(|n| BatchOp::Put {
-            key: format!("k{n:05}").into_bytes(),
-            value: b"v".to_vec(),
-        })
-        .collect();
-    leader.batch(ops).await.unwrap();
+    let written = write_numbered(&leader, 5000).await;
     for db in [&leader, &follower] {
         for (end, expected) in [("k00003", 3), ("k99999", 5000)] {
             let options = IterOptions::default().range(KeyRange::default().lt(end));
@@ -242,10 +250,7 @@ async fn next_chunk_of_none_still_gives_each_entry_once() {
                 }
             });
             drained.await.expect("the iteration ended");
-            let wanted: Vec<_> = (0..expected)
-                .map(|n| format!("k{n:05}").into_bytes())
-                .collect();
-            assert_eq!(keys, wanted);
+            assert_eq!(keys, written[..expected]);
         }
     }
 }
@@ -256,14 +261,7 @@ async fn next_chunk_of_none_still_gives_each_entry_once() {
 async fn next_chunk_gives_at_most_what_it_is_asked_for_from_what_next_kept() {
     let dir = tempfile::tempdir().unwrap();
     let (leader, follower) = common::pair(dir.path()).await;
-    let wanted: Vec<_> = (0..20u32)
-        .map(|n| format!("k{n:05}").into_bytes())
-        .collect();
-    let ops = wanted.iter().map(|key| BatchOp::Put {
-        key: key.clone(),
-        value: b"v".to_vec(),
-    });
-    leader.batch(ops.collect()).await.unwrap();
+    let wanted = write_numbered(&leader, 20).await;
     for db in [&leader, &follower] {
         let mut iter = db.iter(IterOptions::default()).await.unwrap();
         let first = iter.next().await.unwrap().unwrap();
@@ -288,14 +286,7 @@ async fn an_iterator_call_given_up_on_loses_no_entry() {
     let dir = tempfile::tempdir().unwrap();
     let (leader, follower) =
         common::pair_with(dir.path(), party_core::Options::default().iter_window(2)).await;
-    let wanted: Vec<_> = (0..200u32)
-        .map(|n| format!("k{n:05}").into_bytes())
-        .collect();
-    let ops = wanted.iter().map(|key| BatchOp::Put {
-        key: key.clone(),
-        value: b"v".to_vec(),
-    });
-    leader.batch(ops.collect()).await.unwrap();
+    let wanted = write_numbered(&leader, 200).await;
     for db in [&leader, &follower] {
         let mut iter = db.iter(IterOptions::default()).await.unwrap();
         let mut keys = Vec::new();
