@@ -53,6 +53,41 @@ fn a_killed_leaders_follower_takes_its_locks_at_the_first_try() {
     }
 }
 
+/// The order above rests on where a leader's locks sit: at the top of its descriptor
+/// table (its limit, at most 1024), the store's own lock on the highest descriptor and the
+/// directory's just below it, so that a killed leader lets go of the store's first.
+#[test]
+fn a_leaders_locks_sit_at_the_top_of_its_descriptors_the_stores_highest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut leader = Node::spawn(NODE, dir.path(), &[]);
+    assert_eq!(leader.send("ready"), "ok leader");
+    let process = Path::new("/proc").join(leader.pid().to_string());
+    // "Max open files  <soft>  <hard>  files"; "unlimited" leaves the ceiling.
+    let limits = std::fs::read_to_string(process.join("limits")).unwrap();
+    let soft = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .and_then(|line| line.split_whitespace().nth(3))
+        .and_then(|soft| soft.parse::<u32>().ok());
+    let top = soft.unwrap_or(u32::MAX).min(1024);
+    let file_on = |descriptor: u32| {
+        let target = std::fs::read_link(process.join("fd").join(descriptor.to_string()));
+        target
+            .ok()
+            .and_then(|path| Some(path.file_name()?.to_owned()))
+    };
+    assert_eq!(
+        file_on(top - 1),
+        Some("store.lock".into()),
+        "the store's lock"
+    );
+    assert_eq!(
+        file_on(top - 2),
+        Some("party.lock".into()),
+        "the directory's"
+    );
+}
+
 /// What the recorded handle's tries of the lock and opens of the store found after its
 /// first connection ended (the leader's death), in order.
 fn lock_tries(dir: &Path) -> Vec<ElectionInput> {
