@@ -1064,10 +1064,7 @@ mod tests {
                     matches!(&answer, Some(ServerInput::Completed { result: Ok(_), .. }));
                 assert!(answered, "{answer:?}");
             }
-            let log = store
-                .change_entries(party_proto::CommitSeq(0), false, usize::MAX)
-                .unwrap();
-            let numbers: Vec<u64> = log.iter().map(|(number, _)| number.0).collect();
+            let numbers = logged_numbers(&*store);
             let newest = *numbers.last().unwrap();
             let kept = numbers.len() as u64;
             assert!(
@@ -1078,6 +1075,14 @@ mod tests {
         }
         drop(queue);
         store_thread.join().unwrap();
+    }
+
+    /// The numbers of the entries in `store`'s change log, oldest first.
+    fn logged_numbers(store: &dyn Backend) -> Vec<u64> {
+        let log = store
+            .change_entries(party_proto::CommitSeq(0), false, usize::MAX)
+            .unwrap();
+        log.iter().map(|(number, _)| number.0).collect()
     }
 
     /// A group of writes the store cannot tell landed is answered `OutcomeUnknown` whole,
@@ -1118,10 +1123,7 @@ mod tests {
         drop(queue);
         store_thread.join().unwrap();
         assert_eq!(store.get(b"l").unwrap(), Some(b"first".to_vec()));
-        let log = store
-            .change_entries(party_proto::CommitSeq(0), false, usize::MAX)
-            .unwrap();
-        let numbers: Vec<u64> = log.iter().map(|(number, _)| number.0).collect();
+        let numbers = logged_numbers(&*store);
         assert_eq!(numbers.len(), 2, "an entry for each commit: {numbers:?}");
         assert_eq!(numbers[1], numbers[0] + 1);
     }
