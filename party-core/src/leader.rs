@@ -205,8 +205,7 @@ impl Leader {
         std::thread::JoinHandle<()>,
         impl std::future::Future<Output = ()>,
     ) {
-        let _ = self.leaving.set(cause);
-        self.cancel.cancel();
+        tell_leaving(&self.leaving, &self.cancel, cause);
         self.tasks.close();
         let Leader {
             accesses,
@@ -234,6 +233,14 @@ impl Leader {
 }
 
 /// Paces the store thread's checkpoints.
+/// Tells every task of the leader to stop, and why. The cause is set before they are
+/// woken: a connection reads it as it wakes, and one that found none would tell its
+/// follower `LockLost` (cut at once) where a close lets it drain.
+fn tell_leaving(leaving: &Leaving, cancel: &CancellationToken, cause: LeaveCause) {
+    let _ = leaving.set(cause);
+    cancel.cancel();
+}
+
 async fn tick(queue: StoreQueue, cancel: CancellationToken) {
     let mut ticks = tokio::time::interval(store::TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -831,5 +838,44 @@ mod tests {
         buffer.resize(grown, 7);
         grow_when_filled(&mut buffer);
         assert_eq!(buffer.capacity(), grown, "never past READ_BUFFER");
+    }
+
+    /// A waker that reads the leave cause as it is woken, as a connection does.
+    struct ReadsCause {
+        leaving: Leaving,
+        read: std::sync::Mutex<Option<Option<LeaveCause>>>,
+    }
+
+    impl std::task::Wake for ReadsCause {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            *self.read.lock().unwrap() = Some(self.leaving.get().copied());
+        }
+    }
+
+    #[test]
+    fn a_connection_woken_by_the_stop_finds_why() {
+        use std::future::Future;
+        let leaving = Leaving::default();
+        let cancel = CancellationToken::new();
+        let reader = Arc::new(ReadsCause {
+            leaving: leaving.clone(),
+            read: Default::default(),
+        });
+        let waker = std::task::Waker::from(reader.clone());
+        let mut cancelled = std::pin::pin!(cancel.cancelled());
+        let polled = cancelled
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker));
+        assert!(polled.is_pending());
+        tell_leaving(&leaving, &cancel, LeaveCause::Closing);
+        // Woken within the cancel, on this thread: the cause must be there already.
+        assert_eq!(
+            *reader.read.lock().unwrap(),
+            Some(Some(LeaveCause::Closing))
+        );
     }
 }
