@@ -4,6 +4,26 @@
 use party_core::{open, Json, Options, Role};
 use proptest::prelude::*;
 
+/// An empty value is a value: read through a codec it is `Some` of the empty value, not
+/// an absent key, on both roles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_value_reads_back_through_a_codec_as_present() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), Options::default()).await.unwrap();
+    assert_eq!(leader.ready().await.unwrap(), Role::Leader);
+    let follower = open(dir.path(), Options::default()).await.unwrap();
+    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+    for db in [&leader, &follower] {
+        let strings = db.with_codec(party_core::Utf8);
+        strings.put("empty", &String::new()).await.unwrap();
+        assert_eq!(strings.get("empty").await.unwrap(), Some(String::new()));
+        let raw = db.with_codec(party_core::Raw);
+        assert_eq!(raw.get("empty").await.unwrap(), Some(Vec::new()));
+        assert_eq!(raw.get("absent").await.unwrap(), None);
+    }
+    leader.close().await.unwrap();
+}
+
 /// JSON numbers are decimal text; a double must parse back to the very same bits, which
 /// serde_json does only with its `float_roundtrip` feature.
 #[test]
