@@ -456,6 +456,28 @@ fn fake_leader(dir: &std::path::Path, reply: Vec<u8>) -> party_core::lock::Elect
     lock
 }
 
+/// A leader that refuses this process as of another user (its `OtherUser`): the caller is
+/// told it was refused for its own user, not that it refused the leader.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_refusing_this_user_is_other_user_not_leader_of_other_user() {
+    use party_proto::wire::{encode_frame, ServerMessage};
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    let mut reply = Vec::new();
+    let rejected = ServerMessage::Rejected(party_proto::ErrorCode::OtherUser { uid: 4242 });
+    encode_frame(&rejected, 1 << 20, &mut reply).unwrap();
+    let _leader = fake_leader(&dir, reply);
+    let db = open(&dir, Options::default()).await.unwrap();
+    let result = tokio::time::timeout(std::time::Duration::from_secs(10), db.get("k"))
+        .await
+        .expect("a refused handle is answered");
+    assert!(
+        matches!(result, Err(party_core::Error::OtherUser { uid: 4242 })),
+        "{result:?}"
+    );
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_speaking_another_version_is_a_protocol_mismatch() {
