@@ -280,6 +280,47 @@ async fn a_failed_read_ends_the_transaction_with_the_stores_error_not_as_aborted
     );
 }
 
+/// A read whose answer is over the leader's message limit (a value written under a larger
+/// limit, read under a smaller one) fails in a transaction as a plain get does, for the
+/// body (which might read less) and for the caller alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_too_large_for_the_leaders_limit_fails_a_transaction_as_reply_too_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), Options::default()).await.unwrap();
+    db.put("big", vec![7u8; 4096]).await.unwrap();
+    db.close().await.unwrap();
+    let limits = party_core::Limits::default().max_frame_len(1024);
+    let db = open(dir.path(), Options::default().limits(limits))
+        .await
+        .unwrap();
+    let plain = db.get("big").await.unwrap_err();
+    assert!(
+        matches!(plain, Error::ReplyTooLarge { max: 1024, .. }),
+        "{plain:?}"
+    );
+    let seen_by_body = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let result = db
+        .transaction(|tx| {
+            let seen_by_body = seen_by_body.clone();
+            async move {
+                let read = tx.get("big").await;
+                let too_large = matches!(read, Err(Error::ReplyTooLarge { max: 1024, .. }));
+                *seen_by_body.lock().unwrap() = Some((too_large, format!("{read:?}")));
+                read.map(drop)
+            }
+        })
+        .await;
+    let (too_large, seen_by_body) = seen_by_body.lock().unwrap().take().unwrap();
+    assert!(too_large, "the body saw {seen_by_body}");
+    assert!(
+        matches!(
+            result,
+            Err(TransactionError::Db(Error::ReplyTooLarge { max: 1024, .. }))
+        ),
+        "{result:?}"
+    );
+}
+
 #[test]
 fn the_blocking_forms() {
     let dir = tempfile::tempdir().unwrap();
