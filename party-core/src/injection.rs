@@ -131,7 +131,7 @@ const DIE_KEY: &[u8] = b"die-after-commit";
 /// [`DIE_KEY`] (in a `bug-injection` build; never in any other).
 pub(crate) fn die_after_commit_of(ops: &[party_proto::wire::WriteOp]) {
     #[cfg(feature = "bug-injection")]
-    if injected() == DIE_AFTER_COMMIT && ops.iter().any(writes_die_key) {
+    if injected() == DIE_AFTER_COMMIT && commits_die_key(ops) {
         kill_this_process();
     }
     #[cfg(not(feature = "bug-injection"))]
@@ -151,6 +151,14 @@ fn kill_this_process() -> ! {
     std::process::abort()
 }
 
+/// Whether a committed group writes [`DIE_KEY`], alone or among other writes (of this
+/// connection's or others'): the crash matters most where a group's many writers lose
+/// their answers at once.
+#[cfg(feature = "bug-injection")]
+fn commits_die_key(ops: &[party_proto::wire::WriteOp]) -> bool {
+    ops.iter().any(writes_die_key)
+}
+
 #[cfg(feature = "bug-injection")]
 fn writes_die_key(op: &party_proto::wire::WriteOp) -> bool {
     use party_proto::wire::{BatchOp, WriteOp};
@@ -160,5 +168,33 @@ fn writes_die_key(op: &party_proto::wire::WriteOp) -> bool {
         WriteOp::Batch { ops } => in_steps(ops),
         WriteOp::Transaction { writes, .. } => in_steps(writes),
         WriteOp::Clear { range } => range.contains(DIE_KEY),
+    }
+}
+
+#[cfg(all(test, feature = "bug-injection"))]
+mod tests {
+    use super::*;
+    use party_proto::wire::{BatchOp, WriteOp};
+
+    fn put(key: &[u8]) -> WriteOp {
+        WriteOp::Put {
+            key: key.to_vec(),
+            value: b"1".to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_group_commits_the_die_key_alone_or_among_other_writes() {
+        assert!(commits_die_key(&[put(DIE_KEY)]));
+        assert!(commits_die_key(&[put(b"a"), put(DIE_KEY), put(b"b")]));
+        let steps = vec![
+            BatchOp::Del { key: b"a".to_vec() },
+            BatchOp::Del {
+                key: DIE_KEY.to_vec(),
+            },
+        ];
+        assert!(commits_die_key(&[put(b"a"), WriteOp::Batch { ops: steps }]));
+        assert!(!commits_die_key(&[put(b"a"), put(b"die-after-commit!")]));
+        assert!(!commits_die_key(&[]));
     }
 }
