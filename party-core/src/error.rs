@@ -388,4 +388,95 @@ mod tests {
             "{source:?}"
         );
     }
+
+    /// What a transaction's body is given in place of its failed read's error (the
+    /// caller gets the error itself): the same variant and fields, and where a source
+    /// cannot be copied, the same kind and text.
+    #[test]
+    fn a_duplicate_says_what_the_error_says() {
+        use party_backends::BackendKind;
+        let copied_whole = [
+            Error::Closed,
+            Error::ConnectionLost,
+            Error::ProtocolMismatch { ours: 1, leader: 2 },
+            Error::TimedOut,
+            Error::TooLarge { len: 3, max: 4 },
+            Error::ReplyTooLarge { len: 5, max: 6 },
+            Error::KeyTooLarge { len: 7, max: 8 },
+            Error::BatchTooLarge { ops: 9, max: 10 },
+            Error::OtherUser { uid: 11 },
+            Error::WrongBackend {
+                found: BackendKind::Fjall,
+                wanted: BackendKind::Sled,
+            },
+            Error::WrongEtcdPrefix {
+                found: b"a/".to_vec(),
+                wanted: b"b/".to_vec(),
+            },
+            Error::LeaderOfOtherUser { uid: 12 },
+            Error::OutcomeUnknown {
+                cause: "the leader went".into(),
+            },
+            Error::FailedBefore,
+            Error::LimitReached {
+                limit: Limit::Watches,
+                max: 13,
+            },
+            Error::IteratorGone,
+            Error::Locked {
+                path: "/data/store.lock".into(),
+            },
+            Error::StoreFull {
+                free: 14,
+                reserve: 15,
+            },
+            Error::StoreReadOnly,
+            Error::ElectionFailed(Arc::new(Error::TimedOut)),
+            Error::BlockingInRuntime,
+            Error::Protocol("an unknown message".into()),
+            Error::Lagged { missed: 16 },
+            Error::FeedOff,
+            Error::WatchAhead { from: 17, next: 18 },
+            Error::InvalidSublevelName { name: "a!b".into() },
+            Error::InvalidOption {
+                option: "max_in_flight",
+                reason: "at least 1",
+            },
+        ];
+        for error in copied_whole {
+            assert_eq!(format!("{:?}", error.duplicate()), format!("{error:?}"));
+        }
+        let io = Error::Io {
+            context: "cannot open",
+            path: "/data".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+        };
+        let Error::Io {
+            context,
+            path,
+            source,
+        } = io.duplicate()
+        else {
+            panic!("{:?}", io.duplicate());
+        };
+        assert_eq!((context, path), ("cannot open", "/data".into()));
+        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(io.duplicate().to_string(), io.to_string());
+        let codec = Error::Codec("not JSON".into());
+        assert!(matches!(codec.duplicate(), Error::Codec(_)));
+        assert_eq!(codec.duplicate().to_string(), codec.to_string());
+        let backend = Error::from(BackendError::CorruptRecord {
+            key: vec![1],
+            reason: "truncated".into(),
+        });
+        assert!(matches!(backend.duplicate(), Error::Backend { .. }));
+        assert_eq!(backend.duplicate().to_string(), backend.to_string());
+        let open = Error::Open(OpenError::Locked {
+            backend: "fjall",
+            path: "/data/store".into(),
+        });
+        // A store's error, as it says: "store error: " and the open's own text.
+        assert!(matches!(open.duplicate(), Error::Backend { .. }));
+        assert!(open.duplicate().to_string().ends_with(&open.to_string()));
+    }
 }
