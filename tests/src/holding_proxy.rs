@@ -6,7 +6,9 @@
 //! It reads HTTP/2 frames as they pass, only to know when every request it held has been
 //! answered (the server ended each stream opened while holding). It can also lose those
 //! answers and cut its clients' connections, as a failing network would: a client then
-//! sends its request again, not knowing the first one landed.
+//! sends its request again, not knowing the first one landed. Or hold only the connections
+//! open now, cut them, and pass the new ones: a request stays on the network while its
+//! client, cut off, sends it again, and the copy arrives first.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{Read, Write};
@@ -35,6 +37,10 @@ struct Shared {
 #[derive(Default)]
 struct State {
     holding: bool,
+    /// While holding, connections numbered from here on pass (`None`: none does).
+    passing_from: Option<usize>,
+    /// The number the next connection gets.
+    next_connection: usize,
     /// Everything clients sent while holding, in arrival order (of all connections).
     held: Vec<u8>,
     /// Streams (connection, stream id) a client opened while holding, not yet ended by
@@ -91,7 +97,25 @@ impl HoldingProxy {
 
     /// From now on what clients send is kept here, not sent on.
     pub fn hold(&self) {
-        self.shared.state.lock().unwrap().holding = true;
+        let mut state = self.shared.state.lock().unwrap();
+        state.holding = true;
+        state.passing_from = None;
+    }
+
+    /// From now on what clients send on the connections open now is kept here; what they
+    /// send on new ones goes on.
+    pub fn hold_open_connections(&self) {
+        let mut state = self.shared.state.lock().unwrap();
+        state.holding = true;
+        state.passing_from = Some(state.next_connection);
+    }
+
+    /// Cuts every client's connection, keeping what was held for the server: the clients
+    /// connect again.
+    pub fn cut_clients(&self) {
+        for client in self.shared.state.lock().unwrap().clients.drain(..) {
+            let _ = client.shutdown(Shutdown::Both);
+        }
     }
 
     /// Waits until what clients sent while holding contains `bytes`; panics after
@@ -113,6 +137,7 @@ impl HoldingProxy {
         let deadline = Instant::now() + timeout;
         let mut state = self.shared.state.lock().unwrap();
         state.holding = false;
+        state.passing_from = None;
         self.shared.changed.notify_all();
         while !state.unanswered.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -145,6 +170,13 @@ impl HoldingProxy {
     }
 }
 
+impl State {
+    /// Whether what the client of `connection` sends is held now.
+    fn holds(&self, connection: usize) -> bool {
+        self.holding && self.passing_from.is_none_or(|from| connection < from)
+    }
+}
+
 impl Drop for HoldingProxy {
     fn drop(&mut self) {
         let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -167,6 +199,7 @@ fn forward(connection: usize, mut client: TcpStream, server: TcpStream, shared: 
         let mut state = shared.state.lock().unwrap();
         state.upstreams.push(server.try_clone().unwrap());
         state.clients.push(client.try_clone().unwrap());
+        state.next_connection = connection + 1;
     }
 
     let mut to_client = client.try_clone().unwrap();
@@ -178,7 +211,7 @@ fn forward(connection: usize, mut client: TcpStream, server: TcpStream, shared: 
             let bytes = &buffer[..read];
             let mut state = reading.state.lock().unwrap();
             for (kind, _, stream) in frames.feed(bytes) {
-                if state.holding && kind == HEADERS {
+                if state.holds(connection) && kind == HEADERS {
                     state.unanswered.insert((connection, stream));
                 }
                 // A request the client gave up on (its time ran out) gets no answer.
@@ -186,7 +219,7 @@ fn forward(connection: usize, mut client: TcpStream, server: TcpStream, shared: 
                     state.unanswered.remove(&(connection, stream));
                 }
             }
-            if state.holding {
+            if state.holds(connection) {
                 state.held.extend_from_slice(bytes);
             }
             into.lock().unwrap().push_back(bytes.to_vec());
@@ -198,7 +231,7 @@ fn forward(connection: usize, mut client: TcpStream, server: TcpStream, shared: 
     let mut to_server = server.try_clone().unwrap();
     std::thread::spawn(move || loop {
         let mut state = sending.state.lock().unwrap();
-        while !state.closed && (state.holding || from.lock().unwrap().is_empty()) {
+        while !state.closed && (state.holds(connection) || from.lock().unwrap().is_empty()) {
             state = sending.changed.wait(state).unwrap();
         }
         if state.closed {

@@ -237,6 +237,77 @@ fn a_commit_tried_again_after_another_writer_moved_the_marker_has_an_unknown_out
     );
 }
 
+/// A transaction's commit is held on the network while its writer, cut off, sends it
+/// again; the copy arrives first and is refused, another host having changed what the
+/// transaction read. That host then sets the value back, and the first try arrives: it
+/// must not land, since its writer answered that the transaction did not apply (a
+/// compare-and-swap told it lost, say, while its write went in). The writer moved its
+/// commit marker before it answered so (it knew it had sent the commit twice), and the
+/// first try compares with the marker as it was.
+#[test]
+fn a_refused_commit_sent_twice_is_fenced_before_it_is_called_stale() {
+    use party_backends::{Backend, BackendError, EtcdBackend, EtcdConfig, WriteBatch};
+    use party_proto::wire::{BatchOp, ReadCheck, WriteOp};
+    let put = |key: &[u8], value: &[u8]| WriteBatch {
+        ops: vec![WriteOp::Put {
+            key: key.to_vec(),
+            value: value.to_vec(),
+        }],
+        records: Vec::new(),
+        log: None,
+    };
+    let cluster = LocalCluster::start(1).unwrap();
+    let proxy = HoldingProxy::start(&cluster.endpoints()[0]);
+    let connect = |endpoint: String| {
+        let config = EtcdConfig {
+            endpoints: vec![endpoint],
+            prefix: b"shared/".to_vec(),
+        };
+        EtcdBackend::connect(&config).unwrap()
+    };
+    // Two hosts' stores on one prefix, each with a commit marker of its own.
+    let writer = connect(proxy.endpoint());
+    let other = connect(cluster.endpoints()[0].clone());
+    other.write(&put(b"k", b"A")).unwrap();
+    writer.write(&put(b"settled", b"1")).unwrap();
+
+    proxy.hold_open_connections();
+    let committing = std::thread::spawn(move || {
+        let swap = WriteBatch {
+            ops: vec![WriteOp::Transaction {
+                reads: vec![ReadCheck::Key {
+                    key: b"k".to_vec(),
+                    value: Some(b"A".to_vec()),
+                }],
+                writes: vec![BatchOp::Put {
+                    key: b"out".to_vec(),
+                    value: b"swapped-by-the-held-try".to_vec(),
+                }],
+            }],
+            records: Vec::new(),
+            log: None,
+        };
+        writer.write(&swap)
+    });
+    let timeout = std::time::Duration::from_secs(30);
+    proxy.wait_held(b"swapped-by-the-held-try", timeout);
+    other.write(&put(b"k", b"B")).unwrap();
+    proxy.cut_clients();
+    let refused = committing.join().unwrap();
+    assert!(
+        matches!(refused, Err(BackendError::Stale { .. })),
+        "{refused:?}"
+    );
+
+    other.write(&put(b"k", b"A")).unwrap();
+    proxy.release(timeout);
+    assert_eq!(
+        other.get(b"out").unwrap(),
+        None,
+        "the first try landed after its writer called it stale"
+    );
+}
+
 /// The leader's only etcd member stops answering without a word (a proxy holds whatever
 /// reaches it, as a partition would, with no reset): a write ends `OutcomeUnknown` once its
 /// tries and the move of the marker that would settle it have each waited out their time,
