@@ -209,3 +209,30 @@ impl Drop for LocalCluster {
         let _ = std::fs::remove_dir_all(&self.data);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `kill` returns once the member is gone: its client port no longer takes
+    /// connections (a restart on the same ports and data then never meets the old one),
+    /// and dropping the cluster leaves no member listening either.
+    #[test]
+    fn a_killed_member_is_gone_when_kill_returns() {
+        let mut cluster = LocalCluster::start(1).unwrap();
+        let port = cluster.members[0].client_port;
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        cluster.kill(0);
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "the member still listens after kill returned"
+        );
+        cluster.restart(0).unwrap();
+        cluster.wait_until_serving().unwrap();
+        drop(cluster);
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "a member still listens after the cluster was dropped"
+        );
+    }
+}
