@@ -106,10 +106,12 @@ pub(crate) fn hold_store_close() {
     hang_if_injected(STORE_CLOSE_HANGS);
 }
 
-/// Parks the calling thread for ever if `PARTY_INJECT` names `fault`.
+/// Parks the calling thread for ever if `PARTY_INJECT` names `fault`, saying so on stderr
+/// first: a test waits for that line to know the fault was met, not just named.
 #[cfg(feature = "bug-injection")]
 fn hang_if_injected(fault: &str) {
     if injected() == fault {
+        eprintln!("{INJECT_ENV}={fault}: this thread hangs for ever");
         loop {
             std::thread::park();
         }

@@ -16,9 +16,15 @@ pub use holding_proxy::HoldingProxy;
 /// The processes that hold the election lock of the data directory `dir`, as the kernel
 /// lists its file locks (`/proc/locks`): who leads, seen from outside, without waiting.
 pub fn lock_holders(dir: &Path) -> Vec<u32> {
+    file_lock_holders(&dir.join("party.lock"))
+}
+
+/// The processes that hold a lock on the file at `path` (a store's own lock file, say), as
+/// `/proc/locks` lists them.
+pub fn file_lock_holders(path: &Path) -> Vec<u32> {
     use std::os::unix::fs::MetadataExt;
 
-    let lock = std::fs::metadata(dir.join("party.lock")).expect("a lock file");
+    let lock = std::fs::metadata(path).expect("a lock file");
     // `/proc/locks` names a file by its device's major and minor numbers and its inode.
     let dev = lock.dev();
     let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);

@@ -3,9 +3,10 @@
 //! close, and its writes are there for the next process.
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use party_core::{open, BackendKind, Options};
-use party_tests::{output_within_timeout, Node};
+use party_tests::{file_lock_holders, output_within_timeout, Node};
 
 const NODE: &str = env!("CARGO_BIN_EXE_party-node");
 const BLOCKING: &str = env!("CARGO_BIN_EXE_party-blocking");
@@ -56,6 +57,55 @@ fn sled() {
 #[test]
 fn rocksdb() {
     one_shot_processes_exit_cleanly_with_their_writes_stored("rocksdb");
+}
+
+/// `PARTY_INJECT=store-close-hangs` re-creates its fault, the premise of the test below:
+/// the store thread of a closing leader hangs before it drops the store, which stays open
+/// (its own lock held by the process) until the process ends; the next process finds
+/// what was written.
+#[test]
+fn the_close_hang_fault_keeps_the_store_open_until_its_process_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let stderr = logs.path().join("stderr");
+    // The node's stderr to a file, to wait for the fault's line.
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "exec \"$@\" 2>\"$NODE_STDERR\"", "sh", NODE])
+        .arg(dir.path())
+        .env("NODE_STDERR", &stderr)
+        .env("PARTY_INJECT", "store-close-hangs");
+    let mut node = Node::spawn_command(command);
+    assert_eq!(node.send("ready"), "ok leader");
+    assert_eq!(node.send("put k written"), "ok");
+    let store_lock = dir.path().join("fjall").join("store.lock");
+    assert_eq!(file_lock_holders(&store_lock), [node.pid()]);
+    // A plain close waits for the store to be dropped: it never answers here.
+    node.submit("close");
+    let hangs = "PARTY_INJECT=store-close-hangs: this thread hangs for ever";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&stderr).unwrap().contains(hangs) {
+        assert!(Instant::now() < deadline, "the store's close never hung");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        file_lock_holders(&store_lock),
+        [node.pid()],
+        "the store is still open"
+    );
+    node.kill();
+    assert!(
+        file_lock_holders(&store_lock).is_empty(),
+        "the store let go"
+    );
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let next = open(dir.path(), Options::default()).await.unwrap();
+        assert_eq!(
+            next.get("k").await.unwrap().as_deref(),
+            Some(&b"written"[..])
+        );
+        next.close().await.unwrap();
+    });
 }
 
 /// A blocking program that closes with `close_before_exit` and then drops its last handle
