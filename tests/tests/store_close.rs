@@ -59,6 +59,18 @@ fn rocksdb() {
     one_shot_processes_exit_cleanly_with_their_writes_stored("rocksdb");
 }
 
+/// The next process to open `dir` finds `k` = `written`, which the last one put.
+fn next_process_finds_k_written(dir: &std::path::Path) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let next = open(dir, Options::default()).await.unwrap();
+        assert_eq!(
+            next.get("k").await.unwrap().as_deref(),
+            Some(&b"written"[..])
+        );
+        next.close().await.unwrap();
+    });
+}
+
 /// `PARTY_INJECT=store-close-hangs` re-creates its fault, the premise of the test below:
 /// the store thread of a closing leader hangs before it drops the store, which stays open
 /// (its own lock held by the process) until the process ends; the next process finds
@@ -98,14 +110,7 @@ fn the_close_hang_fault_keeps_the_store_open_until_its_process_ends() {
         file_lock_holders(&store_lock).is_empty(),
         "the store let go"
     );
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let next = open(dir.path(), Options::default()).await.unwrap();
-        assert_eq!(
-            next.get("k").await.unwrap().as_deref(),
-            Some(&b"written"[..])
-        );
-        next.close().await.unwrap();
-    });
+    next_process_finds_k_written(dir.path());
 }
 
 /// A blocking program that closes with `close_before_exit` and then drops its last handle
@@ -128,12 +133,5 @@ fn a_blocking_program_exits_after_close_before_exit_without_waiting_for_its_stor
         stderr.contains("re-creating the fault store-close-hangs"),
         "the fault was not re-created: {stderr}"
     );
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let next = open(dir.path(), Options::default()).await.unwrap();
-        assert_eq!(
-            next.get("k").await.unwrap().as_deref(),
-            Some(&b"written"[..])
-        );
-        next.close().await.unwrap();
-    });
+    next_process_finds_k_written(dir.path());
 }
