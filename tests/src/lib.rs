@@ -107,10 +107,31 @@ impl Node {
 
     /// Starts `command`, which runs a `party-node` (possibly through a wrapper).
     pub fn spawn_command(mut command: Command) -> Node {
+        command.stderr(Stdio::inherit());
+        Node::spawn_talking(command)
+    }
+
+    /// Starts `command` as [`Node::spawn_command`] does, with what it writes on stderr
+    /// read here: each line comes out of the receiver, for a test to wait for one.
+    pub fn spawn_command_reading_stderr(mut command: Command) -> (Node, Receiver<String>) {
+        command.stderr(Stdio::piped());
+        let mut node = Node::spawn_talking(command);
+        let stderr = node.child.stderr.take().expect("stderr");
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            // Read to the end even once nobody listens: a full pipe would block the node.
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        (node, lines)
+    }
+
+    /// Starts `command`, its stdin and stdout the node's lines.
+    fn spawn_talking(mut command: Command) -> Node {
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn party-node");
         let stdin = child.stdin.take().expect("stdin");

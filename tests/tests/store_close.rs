@@ -78,16 +78,11 @@ fn next_process_finds_k_written(dir: &std::path::Path) {
 #[test]
 fn the_close_hang_fault_keeps_the_store_open_until_its_process_ends() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = tempfile::tempdir().unwrap();
-    let stderr = logs.path().join("stderr");
-    // The node's stderr to a file, to wait for the fault's line.
-    let mut command = Command::new("sh");
+    let mut command = Command::new(NODE);
     command
-        .args(["-c", "exec \"$@\" 2>\"$NODE_STDERR\"", "sh", NODE])
         .arg(dir.path())
-        .env("NODE_STDERR", &stderr)
         .env("PARTY_INJECT", "store-close-hangs");
-    let mut node = Node::spawn_command(command);
+    let (mut node, stderr) = Node::spawn_command_reading_stderr(command);
     assert_eq!(node.send("ready"), "ok leader");
     assert_eq!(node.send("put k written"), "ok");
     let store_lock = dir.path().join("fjall").join("store.lock");
@@ -96,9 +91,13 @@ fn the_close_hang_fault_keeps_the_store_open_until_its_process_ends() {
     node.submit("close");
     let hangs = "PARTY_INJECT=store-close-hangs: this thread hangs for ever";
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&stderr).unwrap().contains(hangs) {
-        assert!(Instant::now() < deadline, "the store's close never hung");
-        std::thread::sleep(Duration::from_millis(10));
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match stderr.recv_timeout(left) {
+            Ok(line) if line.contains(hangs) => break,
+            Ok(_) => {}
+            Err(error) => panic!("the store's close never hung: {error}"),
+        }
     }
     assert_eq!(
         file_lock_holders(&store_lock),
