@@ -232,7 +232,6 @@ impl Leader {
     }
 }
 
-/// Paces the store thread's checkpoints.
 /// Tells every task of the leader to stop, and why. The cause is set before they are
 /// woken: a connection reads it as it wakes, and one that found none would tell its
 /// follower `LockLost` (cut at once) where a close lets it drain.
@@ -241,6 +240,7 @@ fn tell_leaving(leaving: &Leaving, cancel: &CancellationToken, cause: LeaveCause
     cancel.cancel();
 }
 
+/// Paces the store thread's checkpoints.
 async fn tick(queue: StoreQueue, cancel: CancellationToken) {
     let mut ticks = tokio::time::interval(store::TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
