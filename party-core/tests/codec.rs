@@ -1,18 +1,17 @@
 #![cfg(not(loom))]
 //! Values through the codecs, on a follower: what goes in comes out exactly.
 
-use party_core::{open, Json, Options, Role};
+use party_core::Json;
 use proptest::prelude::*;
+
+mod common;
 
 /// An empty value is a value: read through a codec it is `Some` of the empty value, not
 /// an absent key, on both roles.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_value_reads_back_through_a_codec_as_present() {
     let dir = tempfile::tempdir().unwrap();
-    let leader = open(dir.path(), Options::default()).await.unwrap();
-    assert_eq!(leader.ready().await.unwrap(), Role::Leader);
-    let follower = open(dir.path(), Options::default()).await.unwrap();
-    assert_eq!(follower.ready().await.unwrap(), Role::Follower);
+    let (leader, follower) = common::pair(dir.path()).await;
     for db in [&leader, &follower] {
         let strings = db.with_codec(party_core::Utf8);
         strings.put("empty", &String::new()).await.unwrap();
@@ -30,13 +29,8 @@ async fn an_empty_value_reads_back_through_a_codec_as_present() {
 fn any_finite_double_survives_json_through_a_follower() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (leader, follower) = runtime.block_on(async {
-        let leader = open(dir.path(), Options::default()).await.unwrap();
-        assert_eq!(leader.ready().await.unwrap(), Role::Leader);
-        let follower = open(dir.path(), Options::default()).await.unwrap();
-        assert_eq!(follower.ready().await.unwrap(), Role::Follower);
-        (leader, follower.with_codec(Json::<f64>::default()))
-    });
+    let (leader, follower) = runtime.block_on(common::pair(dir.path()));
+    let follower = follower.with_codec(Json::<f64>::default());
     proptest!(ProptestConfig::with_cases(2000), |(value in any::<f64>().prop_filter("JSON has no NaN or infinity", |v| v.is_finite()))| {
         let back = runtime.block_on(async {
             follower.put("x", &value).await.unwrap();
