@@ -33,7 +33,7 @@
 //! The ratios the targets are set in close the report, among them each of issue 18's rows
 //! over the JavaScript anchor's ([`anchor`]).
 //!
-//! The child processes' roles are in [`node`]; the report for people in [`table`].
+//! The child processes' roles are in [`node`](mod@node); the report for people in [`table`].
 //! Speed is only ever measured here, never asserted in tests.
 
 mod anchor;
@@ -296,7 +296,7 @@ fn start_leader(dir: &Path, store: &ToolStore) -> Result<Worker, Failure> {
     start_leader_as(dir, store, &["idle"])
 }
 
-/// A child process that leads `dir` as `mode` says (see [`node`]).
+/// A child process that leads `dir` as `mode` says (see [`node`](mod@node)).
 fn start_leader_as(dir: &Path, store: &ToolStore, mode: &[&str]) -> Result<Worker, Failure> {
     let mut leader = leader_child(dir, store, mode)?;
     if first_line(&mut leader)? != "ready leader" {

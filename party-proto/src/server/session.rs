@@ -1,7 +1,7 @@
 //! The leader's session with one follower connection: the handshake, requests handed to the
 //! driver to run against the store, iterators paced by the follower's credits, and change
 //! feed subscriptions ([`super::subscriptions`]). Answers to reads and iterators go out after
-//! the answers of the connection's writes issued before them ([`super::answer_order`]).
+//! the answers of the connection's writes issued before them (`server/answer_order.rs`).
 //!
 //! The session never holds entries of its own: it asks the driver to pull at most as many
 //! entries, and bytes of them, from a store iterator as the follower has granted credits
