@@ -334,6 +334,93 @@ fn the_demo_exits_0() {
     assert_eq!(output.status.code(), Some(0), "{text}");
     assert!(text.contains("SIGKILL to the leader"), "{text}");
     assert!(text.contains("missing after the failover: 0"), "{text}");
+    // The writer said to have taken over is not the one killed.
+    let (killed, took_over) = text
+        .lines()
+        .find_map(|line| line.strip_prefix("leader killed: writer "))
+        .and_then(|rest| rest.split_once("; "))
+        .unwrap_or_else(|| panic!("no line names the killed leader: {text}"));
+    if let Some(new) = took_over.strip_prefix("writer ") {
+        assert_ne!(new.split(' ').next(), Some(killed), "{text}");
+    } else {
+        assert_eq!(took_over, "the reader took over", "{text}");
+    }
+}
+
+/// The demo's check finds every acknowledged write: one deleted behind its back while it
+/// runs (writer 0's first, once the reader has shown writer 0 past it) is named missing,
+/// and the demo fails.
+#[test]
+fn a_demo_missing_an_acknowledged_write_fails_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut demo = Command::new(PARTY)
+        .args(["demo", "--dir"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    // `  read w0=N …` with N at least 2: writer 0's write 1 was acknowledged (a writer
+    // writes its next only then).
+    loop {
+        let line = lines
+            .next()
+            .expect("the demo ended before its reader showed writer 0's writes")
+            .unwrap();
+        let shown = line
+            .trim_start()
+            .strip_prefix("read w0=")
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse::<u64>().ok());
+        if shown.is_some_and(|n| n >= 2) {
+            break;
+        }
+    }
+    let deleted = party(&[data.to_str().unwrap(), "del", "w0/000001"]);
+    assert!(deleted.status.success(), "{deleted:?}");
+    let text: Vec<String> = lines.map(Result::unwrap).collect();
+    let text = text.join("\n");
+    assert_eq!(demo.wait().unwrap().code(), Some(3), "{text}");
+    assert!(text.contains("missing after the failover: 1"), "{text}");
+    assert!(text.contains(r#"FAILED: missing ["w0/000001"]"#), "{text}");
+}
+
+/// An interrupted tool (SIGINT, SIGTERM) kills its workers and removes its temporary
+/// directory before it exits with 128 + the signal's number.
+#[test]
+fn an_interrupted_demo_removes_its_temporary_directory() {
+    use rustix::process::Signal;
+    let temp = tempfile::tempdir().unwrap();
+    for (signal, code) in [(Signal::INT, 130), (Signal::TERM, 143)] {
+        let mut demo = Command::new(PARTY)
+            .arg("demo")
+            .env("TMPDIR", temp.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read on until the reader's first line (every worker started); kept open to the
+        // end, as a closed stdout would stop the demo by itself.
+        let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        assert!(first.starts_with("party demo in "), "{first}");
+        while !lines
+            .next()
+            .expect("the demo ended before its reader's first line")
+            .unwrap()
+            .starts_with("  read ")
+        {}
+        let left: Vec<_> = std::fs::read_dir(temp.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "the demo's directory: {left:?}");
+        let pid = rustix::process::Pid::from_raw(demo.id() as i32).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
+        let output = output_within_a_minute(demo, "the demo went on after the signal");
+        drop(lines);
+        assert_eq!(output.status.code(), Some(code), "{signal:?}");
+        let left: Vec<_> = std::fs::read_dir(temp.path()).unwrap().collect();
+        assert!(left.is_empty(), "{signal:?}: left behind: {left:?}");
+    }
 }
 
 /// The README's CLI example, run as it stands, with this build's `party` first on PATH.
@@ -497,6 +584,19 @@ fn a_short_chaos_run_on_sled_loses_nothing() {
     a_short_chaos_run_loses_nothing_on("sled");
 }
 
+/// The tools run on the store `--backend` names: the demo on sled leaves a sled store
+/// (its workers' handles, and the check's, open sled).
+#[cfg(feature = "sled")]
+#[test]
+fn the_demo_on_sled_leaves_a_sled_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let output = party(&["demo", "--backend", "sled", "--dir", data.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    let store = std::fs::read_to_string(data.join("party.store")).unwrap();
+    assert!(store.contains("kind sled"), "{store}");
+}
+
 fn a_short_chaos_run_loses_nothing_on(backend: &str) {
     let recordings = tempfile::tempdir().unwrap();
     let record = recordings.path().join("run");
@@ -556,6 +656,111 @@ fn a_chaos_worker_that_dies_unasked_fails_the_run_and_is_named() {
     assert!(
         text.contains("exited on its own (signal: 9 (SIGKILL)); its last words:"),
         "{text}"
+    );
+}
+
+/// Chaos finds every acknowledged write: one deleted behind its back while it runs
+/// (register 0's first, once register 0's first 20 writes have committed) is named
+/// missing, and the run fails.
+#[test]
+fn a_chaos_run_missing_an_acknowledged_write_fails_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let chaos = Command::new(PARTY)
+        .args(["chaos", "--seconds", "3", "--dir", data])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Write 20 of register 0 committed: its worker had written 12 more, each only once
+    // write 1 was acknowledged (eight in flight at most).
+    let watched = party_within_a_minute(
+        &[
+            data,
+            "watch",
+            "--from",
+            "1",
+            "--gte",
+            "uniq/0000/",
+            "--lt",
+            "uniq/0001",
+            "--count",
+            "20",
+        ],
+        &[],
+        "register 0's writes did not come",
+    );
+    assert!(watched.status.success(), "{watched:?}");
+    let deleted = party(&[data, "del", "uniq/0000/00000001"]);
+    assert!(deleted.status.success(), "{deleted:?}");
+    let output = output_within_a_minute(chaos, "the chaos run did not end");
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(3), "{text}");
+    assert!(text.contains("\n  uniq/0000/00000001\n"), "{text}");
+}
+
+/// A chaos run whose processes' subscriptions skip a commit at each failover
+/// (`PARTY_INJECT=resume-past`) fails on the gaps its workers' watches report.
+#[test]
+fn a_chaos_run_whose_watches_skip_commits_fails_on_their_gaps() {
+    let output = Command::new(PARTY)
+        .args(["chaos", "--seconds", "3"])
+        .env("PARTY_INJECT", "resume-past")
+        .output()
+        .expect("run party");
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(3), "{text}");
+    assert!(text.contains("\n  feed-gap "), "{text}");
+}
+
+/// A worker that dies unasked is named with the last line it wrote on stderr: here the
+/// warning each process of a run under `PARTY_INJECT` gives as it starts (the fault named
+/// never fires: no worker writes its key). As in the test above, the run kills its first
+/// worker 200 ms after it started them at the earliest.
+#[test]
+fn a_chaos_worker_that_dies_unasked_is_named_with_its_last_words() {
+    let mut chaos = Command::new(PARTY)
+        .args(["chaos", "--seconds", "3"])
+        .env("PARTY_INJECT", "die-after-commit")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first worker to speak, as the run shows it: `the worker of register R: LINE`.
+    let mut errors = BufReader::new(chaos.stderr.take().unwrap()).lines();
+    let (register, said) = loop {
+        let line = errors.next().expect("no worker spoke").unwrap();
+        if let Some((register, said)) = line
+            .strip_prefix("the worker of register ")
+            .and_then(|rest| rest.split_once(": "))
+        {
+            break (register.to_owned(), said.to_owned());
+        }
+    };
+    // Its process: the child whose arguments (DIR STORE REGISTER …) name that register.
+    let worker = children_of(chaos.id())
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|args| args.split(|b| *b == 0).nth(3) == Some(register.as_bytes()))
+        })
+        .expect("the worker runs");
+    let killed = Command::new("kill")
+        .args(["-KILL", &worker.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = chaos.wait_with_output().unwrap();
+    drop(errors);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains(&format!(
+            "the worker of register {register} exited on its own (signal: 9 (SIGKILL)); its \
+             last words: {said}"
+        )),
+        "{said}: {text}"
     );
 }
 
@@ -823,6 +1028,40 @@ fn a_closed_stdout_ends_commands_quietly_and_cleans_up() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     let left: Vec<_> = std::fs::read_dir(&temp).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A leader that refuses this process's user (`OtherUser`: here a stand-in leader holding
+/// the directory's lock and socket) fails a command as `permission_denied`, the kind of a
+/// refusal of this process, not as `leader_of_other_user`, this process's refusal of the
+/// leader.
+#[test]
+fn a_leader_refusing_this_user_fails_a_command_as_permission_denied() {
+    use party_proto::wire::{encode_frame, ServerMessage};
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    let _lock = party_core::lock::ElectionLock::try_acquire(&dir)
+        .unwrap()
+        .expect("the directory is free");
+    let mut reply = Vec::new();
+    let rejected = ServerMessage::Rejected(party_proto::ErrorCode::OtherUser { uid: 4242 });
+    encode_frame(&rejected, 1 << 20, &mut reply).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(dir.join("party.sock")).unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut hello = [0u8; 64];
+            let _ = stream.read(&mut hello);
+            let _ = stream.write_all(&reply);
+        }
+    });
+    let refused = party_within_a_minute(
+        &["--json", dir.to_str().unwrap(), "get", "k"],
+        &[],
+        "the refused command went on",
+    );
+    assert_eq!(refused.status.code(), Some(3), "{refused:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(answer["error"]["kind"], "permission_denied", "{answer}");
 }
 
 #[test]

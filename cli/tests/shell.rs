@@ -191,3 +191,31 @@ fn sigterm_to_a_leading_shell_hands_over_without_failing_an_operation() {
         assert_eq!(scan["entries"].as_array().map(Vec::len), Some(writes));
     }
 }
+
+/// The text shell marks what a refused `cas` answers: the value the key holds, after
+/// `(not swapped) ` (so that it does not read as a `get`'s answer), or
+/// `(not swapped: absent)`.
+#[test]
+fn a_text_shell_marks_a_refused_cas() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut shell = Command::new(PARTY)
+        .args([dir.path().to_str().unwrap(), "shell"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    shell
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"put k held\ncas k --old other --new new\ncas absent --old other --new new\nget k\n",
+        )
+        .unwrap();
+    let output = shell.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "ok\n(not swapped) held\n(not swapped: absent)\nheld\n"
+    );
+}
