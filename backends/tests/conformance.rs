@@ -1518,15 +1518,116 @@ mod rocksdb {
         );
     }
 
-    /// After a checkpoint before close, the log holds nothing to replay.
+    /// What a reopen after a crash replays is the write-ahead log: a checkpoint (a leader's,
+    /// when writes pause) flushes the memtables, a few MB short of RocksDB's own flush,
+    /// and the log goes.
     #[test]
-    fn a_checkpoint_before_close_leaves_no_write_ahead_log_to_replay() {
+    fn a_checkpoint_retires_the_write_ahead_log() {
+        the_log_is_retired_by(|store| store.checkpoint());
+    }
+
+    /// Fills a store with 5 000 entries, which stay in its log (short of RocksDB's own
+    /// flush), calls `checkpoint` and waits for the log to go (RocksDB deletes a retired
+    /// log in the background).
+    fn the_log_is_retired_by(
+        checkpoint: impl Fn(&dyn Backend) -> Result<(), party_backends::BackendError>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let store = BackendKind::Rocksdb.open(dir.path()).unwrap();
         fill_numbered(&*store, 5_000);
         assert!(log_bytes(dir.path()) > 500_000, "the writes are in the log");
-        store.checkpoint_before_close().unwrap();
+        checkpoint(&*store).unwrap();
         wait_for_log(dir.path(), 0);
+    }
+
+    /// A store this process holds open is `Locked` to a second open in this same process
+    /// too (RocksDB words that lock apart from another process's), as a leader elected
+    /// again here while its last store still closes must be told, to try again.
+    #[test]
+    fn a_second_opener_in_the_same_process_gets_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = BackendKind::Rocksdb.open(dir.path()).unwrap();
+        let error = BackendKind::Rocksdb
+            .open(dir.path())
+            .expect_err("the store is held here");
+        assert!(matches!(error, OpenError::Locked { .. }), "{error}");
+        drop(held);
+        BackendKind::Rocksdb
+            .open(dir.path())
+            .expect("free again once dropped");
+    }
+
+    /// An open that fails for another cause than a held lock (here a file where the store's
+    /// directory would be) is an open error, not `Locked`: a new leader waits for a locked
+    /// store and tries again, and reports any other failure.
+    #[test]
+    fn an_open_failing_for_another_cause_than_a_lock_is_not_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a-file");
+        std::fs::write(&path, b"not a store").unwrap();
+        let error = BackendKind::Rocksdb
+            .open(&path)
+            .expect_err("a file is no store");
+        assert!(!matches!(error, OpenError::Locked { .. }), "{error}");
+    }
+
+    /// A commit's dedup record and change-log entry land in one batch with its data: a
+    /// reader that sees a commit's data, then reads the record and the log, finds both
+    /// (a store writing them apart, after the data, shows the data first for a moment).
+    #[test]
+    fn a_commits_record_and_log_entry_are_never_seen_after_its_data() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let store = BackendKind::Rocksdb.open(dir.path()).unwrap();
+        let done = AtomicBool::new(false);
+        let (mut reads, mut early) = (0u64, Vec::new());
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut bytes_before = 0;
+                for n in 1..=5_000u64 {
+                    let ops = [put(b"k", n.to_string().as_bytes())];
+                    let entry = encode_entry(bytes_before, &ops);
+                    bytes_before += entry.len() as u64;
+                    let mut batch = with_record(ops.to_vec(), 9, n);
+                    batch.log = Some(LogAppend {
+                        seq: CommitSeq(n),
+                        entry,
+                    });
+                    store.write(&batch).unwrap();
+                }
+                done.store(true, Ordering::Release);
+            });
+            while !done.load(Ordering::Acquire) {
+                let Some(value) = store.get(b"k").unwrap() else {
+                    continue;
+                };
+                let seen: u64 = String::from_utf8(value).unwrap().parse().unwrap();
+                let record = store.dedup_records_of(&[ClientId(9)]).unwrap()[0]
+                    .as_ref()
+                    .map_or(0, |record| record.applied_through.0);
+                let logged = store
+                    .change_entries(CommitSeq(seen), false, 1)
+                    .unwrap()
+                    .first()
+                    .map(|(seq, _)| *seq);
+                reads += 1;
+                if record < seen || logged != Some(CommitSeq(seen)) {
+                    early.push((seen, record, logged));
+                }
+            }
+        });
+        assert!(
+            early.is_empty(),
+            "{} of {reads} reads saw a commit's data before its record or log entry: {:?}",
+            early.len(),
+            &early[..early.len().min(5)]
+        );
+    }
+
+    /// After a checkpoint before close, the log holds nothing to replay.
+    #[test]
+    fn a_checkpoint_before_close_leaves_no_write_ahead_log_to_replay() {
+        the_log_is_retired_by(|store| store.checkpoint_before_close());
     }
 }
 
