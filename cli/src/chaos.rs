@@ -511,7 +511,7 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
         last_ack: Some(begun),
         ..Tally::default()
     };
-    let mut kills = 0;
+    let (mut kills, mut leader_kills) = (0, 0);
     let mut rng = u64::from(std::process::id()) | 1;
     let mut random = move |low: u64, high: u64| {
         rng ^= rng << 13;
@@ -543,7 +543,9 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
             workers.iter().position(|w| w.role == "leader")
         };
         if let Some(index) = victim {
-            tally.stop(workers.remove(index));
+            let killed = workers.remove(index);
+            leader_kills += usize::from(killed.role == "leader");
+            tally.stop(killed);
             kills += 1;
             workers.push(spawn_worker(
                 &dir_text,
@@ -627,10 +629,11 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
     let violations = missing.len() + backwards.len();
     let watched: u64 = watched.values().sum();
     out::line(format_args!(
-        "kills survived: {kills}; writes acknowledged: {total}; increments acknowledged: \
-         {increments} ({unknown} more ended unknown, without retries); changes watched live: \
-         {watched}, replayed: {replayed}; longest pause without an acknowledged write: {} ms, to {:.1} s into the \
-         run; violations: {violations}",
+        "kills survived: {kills} ({leader_kills} of them leaders); writes acknowledged: \
+         {total}; increments acknowledged: {increments} ({unknown} more ended unknown, \
+         without retries); changes watched live: {watched}, replayed: {replayed}; longest \
+         pause without an acknowledged write: {} ms, to {:.1} s into the run; violations: \
+         {violations}",
         longest_pause.as_millis(),
         (pause_end - begun).as_secs_f64()
     ))?;

@@ -625,6 +625,16 @@ fn a_short_chaos_run_loses_nothing_on(backend: &str) {
         !std::path::Path::new(record).exists(),
         "a passing run keeps no recording"
     );
+    // The run kills mostly leaders: four in five, of some 40 kills.
+    let (kills, leaders) = text
+        .split_once("kills survived: ")
+        .and_then(|(_, rest)| rest.split_once(" of them leaders"))
+        .and_then(|(counts, _)| counts.split_once(" ("))
+        .and_then(|(kills, leaders)| {
+            Some((kills.parse::<u32>().ok()?, leaders.parse::<u32>().ok()?))
+        })
+        .unwrap_or_else(|| panic!("no count of kills: {text}"));
+    assert!(leaders * 2 > kills, "{text}");
 }
 
 /// A chaos worker that dies when the run did not kill it (a worker's own error ends it so;
