@@ -190,6 +190,20 @@ pub async fn worker(args: &[String]) -> Result<ExitCode, Failure> {
     incrementing.await.map_err(|e| e.to_string())?
 }
 
+/// The highest value a worker has read in each register: a read below it went backwards.
+#[derive(Default)]
+struct HighestRead(BTreeMap<Vec<u8>, u64>);
+
+impl HighestRead {
+    /// Takes a read of `value` in `key`: the highest read before it, if `value` is below.
+    fn went_back(&mut self, key: &[u8], value: u64) -> Option<u64> {
+        let highest = self.0.entry(key.to_vec()).or_insert(0);
+        let before = *highest;
+        *highest = before.max(value);
+        (value < before).then_some(before)
+    }
+}
+
 /// The unique keys' range: `uniq/<register>/<n>`.
 fn unique_keys() -> party_core::KeyRange {
     party_core::KeyRange::all().gte("uniq/").lt("uniq0")
@@ -207,7 +221,7 @@ fn unique_key(key: &[u8]) -> Option<(usize, u64)> {
 /// 100 changes `watched WATCHER COUNT`.
 async fn watching(db: party_core::Db, watcher: usize) -> Result<(), Failure> {
     let mut watch = db.watch(unique_keys()).await.map_err(|e| e.to_string())?;
-    let mut last: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut order = FeedOrder::default();
     let mut count = 0u64;
     while let Some(change) = watch.next().await {
         match change {
@@ -215,10 +229,8 @@ async fn watching(db: party_core::Db, watcher: usize) -> Result<(), Failure> {
                 let Some((register, n)) = unique_key(&key) else {
                     continue;
                 };
-                if let Some(previous) = last.insert(register, n) {
-                    if n != previous + 1 {
-                        out::line(format_args!("feed-gap {watcher} {register} {previous} {n}"))?;
-                    }
+                if let Some(previous) = order.out_of_turn(register, n) {
+                    out::line(format_args!("feed-gap {watcher} {register} {previous} {n}"))?;
                 }
                 count += 1;
                 if count.is_multiple_of(100) {
@@ -226,12 +238,29 @@ async fn watching(db: party_core::Db, watcher: usize) -> Result<(), Failure> {
                 }
             }
             Ok(_) => {}
-            // Lost commits, said: the registers start over from what comes next.
-            Err(party_core::Error::Lagged { .. }) => last.clear(),
+            Err(party_core::Error::Lagged { .. }) => order.lagged(),
             Err(error) => return Err(error.to_string().into()),
         }
     }
     Ok(())
+}
+
+/// The last write a watch saw of each register: the next must be the one after it.
+#[derive(Default)]
+struct FeedOrder(BTreeMap<usize, u64>);
+
+impl FeedOrder {
+    /// Takes write `n` of `register`: the write seen before it, if `n` does not follow it.
+    fn out_of_turn(&mut self, register: usize, n: u64) -> Option<u64> {
+        let previous = self.0.insert(register, n)?;
+        (n != previous + 1).then_some(previous)
+    }
+
+    /// Commits were lost, and the feed said so: each register starts over from what comes
+    /// next.
+    fn lagged(&mut self) {
+        self.0.clear();
+    }
 }
 
 /// Increments the counters by transaction, one at a time, forever: increment `n` of this
@@ -660,20 +689,6 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
     })
 }
 
-/// The highest value a worker has read in each register: a read below it went backwards.
-#[derive(Default)]
-struct HighestRead(BTreeMap<Vec<u8>, u64>);
-
-impl HighestRead {
-    /// Takes a read of `value` in `key`: the highest read before it, if `value` is below.
-    fn went_back(&mut self, key: &[u8], value: u64) -> Option<u64> {
-        let highest = self.0.entry(key.to_vec()).or_insert(0);
-        let before = *highest;
-        *highest = before.max(value);
-        (value < before).then_some(before)
-    }
-}
-
 /// The options of every handle of a run: a change feed keeping `retention` commits,
 /// recording into `record` if given (else as `PARTY_RECORD` says).
 fn chaos_options(
@@ -877,6 +892,19 @@ mod tests {
         db
     }
 
+    /// The violations `check_counters` finds in `db`.
+    async fn counter_violations(
+        db: &party_core::Db,
+        incremented: &BTreeMap<usize, Vec<u64>>,
+        unanswered: u64,
+    ) -> Vec<String> {
+        let mut missing = Vec::new();
+        check_counters(db, incremented, unanswered, &mut missing)
+            .await
+            .unwrap();
+        missing
+    }
+
     /// A counter that holds fewer increments than were committed to it (two increments
     /// read the same count: one was lost) is a violation, and so is one that holds more (an
     /// increment applied twice); a counter that holds exactly its committed ones is not.
@@ -907,21 +935,16 @@ mod tests {
             "a lost increment"
         );
         db.put("count/1", "3").await.unwrap();
-        let mut missing = Vec::new();
-        check_counters(&db, &incremented, 0, &mut missing)
-            .await
-            .unwrap();
         assert_eq!(
-            missing,
+            counter_violations(&db, &incremented, 0).await,
             ["count/1 = 3, but 2 increments of it were committed"],
             "an increment applied twice"
         );
         db.put("count/1", "2").await.unwrap();
-        let mut missing = Vec::new();
-        check_counters(&db, &incremented, 0, &mut missing)
-            .await
-            .unwrap();
-        assert_eq!(missing, Vec::<String>::new());
+        assert_eq!(
+            counter_violations(&db, &incremented, 0).await,
+            Vec::<String>::new()
+        );
         db.close().await.unwrap();
     }
 
@@ -943,19 +966,14 @@ mod tests {
         )
         .await;
         let incremented = BTreeMap::from([(0, vec![1])]);
-        let mut missing = Vec::new();
-        check_counters(&db, &incremented, 0, &mut missing)
-            .await
-            .unwrap();
         assert_eq!(
-            missing,
+            counter_violations(&db, &incremented, 0).await,
             ["2 increments committed, but only 1 were acknowledged and 0 left unanswered"]
         );
-        let mut missing = Vec::new();
-        check_counters(&db, &incremented, 1, &mut missing)
-            .await
-            .unwrap();
-        assert_eq!(missing, Vec::<String>::new());
+        assert_eq!(
+            counter_violations(&db, &incremented, 1).await,
+            Vec::<String>::new()
+        );
         db.close().await.unwrap();
     }
 
@@ -987,6 +1005,21 @@ mod tests {
             ]
         );
         db.close().await.unwrap();
+    }
+
+    #[test]
+    fn a_write_out_of_turn_is_a_gap_unless_the_feed_said_it_lagged() {
+        let mut order = FeedOrder::default();
+        assert_eq!(order.out_of_turn(0, 1), None);
+        assert_eq!(order.out_of_turn(0, 2), None);
+        assert_eq!(order.out_of_turn(1, 7), None, "another register's first");
+        assert_eq!(order.out_of_turn(0, 4), Some(2), "one skipped");
+        assert_eq!(order.out_of_turn(0, 4), Some(4), "one seen twice");
+        assert_eq!(order.out_of_turn(0, 3), Some(4), "one seen late");
+        order.lagged();
+        assert_eq!(order.out_of_turn(0, 9), None, "the first after a lag");
+        assert_eq!(order.out_of_turn(1, 12), None, "the first after a lag");
+        assert_eq!(order.out_of_turn(1, 14), Some(12));
     }
 
     #[test]
