@@ -482,30 +482,43 @@ fn batched_keys() -> Vec<Vec<u8>> {
 }
 
 /// Reads the keys of [`batched_keys`] with `read`, again and again, while another thread
-/// commits batches that give all of them one value, a higher number each time (as many
-/// as it takes for 20 reads to meet them, or the test would prove nothing): how many reads
-/// there were, and what `read` found wrong.
+/// commits batches that give all of them one value, a higher number each time: how many
+/// reads there were, and what `read` found wrong (see [`reads_beside`]).
 fn reads_beside_commits(
     store: &dyn Backend,
     read: impl Fn(&[Vec<u8>]) -> Option<String>,
 ) -> (usize, Vec<String>) {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let keys = batched_keys();
+    let commit = |n: u64| {
+        let value = n.to_string().into_bytes();
+        write(store, keys.iter().map(|key| put(key, &value)).collect());
+    };
+    reads_beside(store, commit, || read(&keys))
+}
+
+/// Calls `read` again and again while another thread calls `commit` with 0, 1, 2, … (as
+/// many times as it takes for 20 reads to meet the commits, or the test would prove
+/// nothing): how many reads there were, and what `read` found wrong.
+fn reads_beside(
+    store: &dyn Backend,
+    mut commit: impl FnMut(u64) + Send,
+    read: impl Fn() -> Option<String>,
+) -> (usize, Vec<String>) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let commits = if store.name() == "etcd" { 200 } else { 2_000 };
     let (done, reads) = (AtomicBool::new(false), AtomicUsize::new(0));
     let wrong = std::thread::scope(|scope| {
         scope.spawn(|| {
             let mut n = 0;
             while n < commits || reads.load(Ordering::Acquire) < 20 {
-                let value = n.to_string().into_bytes();
-                write(store, keys.iter().map(|key| put(key, &value)).collect());
+                commit(n);
                 n += 1;
             }
             done.store(true, Ordering::Release);
         });
         let mut wrong = Vec::new();
         while !done.load(Ordering::Acquire) {
-            wrong.extend(read(&keys));
+            wrong.extend(read());
             reads.fetch_add(1, Ordering::Release);
         }
         wrong
@@ -1576,46 +1589,35 @@ mod rocksdb {
     /// (a store writing them apart, after the data, shows the data first for a moment).
     #[test]
     fn a_commits_record_and_log_entry_are_never_seen_after_its_data() {
-        use std::sync::atomic::{AtomicBool, Ordering};
         let dir = tempfile::tempdir().unwrap();
         let store = BackendKind::Rocksdb.open(dir.path()).unwrap();
-        let done = AtomicBool::new(false);
-        let (mut reads, mut early) = (0u64, Vec::new());
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                let mut bytes_before = 0;
-                for n in 1..=5_000u64 {
-                    let ops = [put(b"k", n.to_string().as_bytes())];
-                    let entry = encode_entry(bytes_before, &ops);
-                    bytes_before += entry.len() as u64;
-                    let mut batch = with_record(ops.to_vec(), 9, n);
-                    batch.log = Some(LogAppend {
-                        seq: CommitSeq(n),
-                        entry,
-                    });
-                    store.write(&batch).unwrap();
-                }
-                done.store(true, Ordering::Release);
+        let mut bytes_before = 0;
+        let commit = |n: u64| {
+            let n = n + 1;
+            let ops = [put(b"k", n.to_string().as_bytes())];
+            let entry = encode_entry(bytes_before, &ops);
+            bytes_before += entry.len() as u64;
+            let mut batch = with_record(ops.to_vec(), 9, n);
+            batch.log = Some(LogAppend {
+                seq: CommitSeq(n),
+                entry,
             });
-            while !done.load(Ordering::Acquire) {
-                let Some(value) = store.get(b"k").unwrap() else {
-                    continue;
-                };
-                let seen: u64 = String::from_utf8(value).unwrap().parse().unwrap();
-                let record = store.dedup_records_of(&[ClientId(9)]).unwrap()[0]
-                    .as_ref()
-                    .map_or(0, |record| record.applied_through.0);
-                let logged = store
-                    .change_entries(CommitSeq(seen), false, 1)
-                    .unwrap()
-                    .first()
-                    .map(|(seq, _)| *seq);
-                reads += 1;
-                if record < seen || logged != Some(CommitSeq(seen)) {
-                    early.push((seen, record, logged));
-                }
-            }
-        });
+            store.write(&batch).unwrap();
+        };
+        let read = || {
+            let seen = u64::try_from(number(store.get(b"k").unwrap())).ok()?;
+            let record = store.dedup_records_of(&[ClientId(9)]).unwrap()[0]
+                .as_ref()
+                .map_or(0, |record| record.applied_through.0);
+            let logged = store
+                .change_entries(CommitSeq(seen), false, 1)
+                .unwrap()
+                .first()
+                .map(|(seq, _)| *seq);
+            (record < seen || logged != Some(CommitSeq(seen)))
+                .then(|| format!("commit {seen}: record through {record}, log at {logged:?}"))
+        };
+        let (reads, early) = reads_beside(&*store, commit, read);
         assert!(
             early.is_empty(),
             "{} of {reads} reads saw a commit's data before its record or log entry: {:?}",
