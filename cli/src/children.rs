@@ -124,12 +124,18 @@ pub fn clean_up_when_interrupted() -> Result<(), Failure> {
             _ = hangup.recv() => 1,
         };
         let left = left_over();
-        for pid in left
+        let pids: Vec<_> = left
             .pids
             .iter()
             .filter_map(|pid| rustix::process::Pid::from_raw(*pid as i32))
-        {
+            .collect();
+        for &pid in &pids {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+        // Gone before their directories go: a child between two writes into one would
+        // leave it not empty.
+        for &pid in &pids {
+            let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
         }
         for dir in &left.dirs {
             let _ = std::fs::remove_dir_all(dir);

@@ -413,6 +413,8 @@ fn an_interrupted_demo_removes_its_temporary_directory() {
         {}
         let left: Vec<_> = std::fs::read_dir(temp.path()).unwrap().collect();
         assert_eq!(left.len(), 1, "the demo's directory: {left:?}");
+        let workers = children_of(demo.id());
+        assert!(!workers.is_empty(), "the demo's workers run");
         let pid = rustix::process::Pid::from_raw(demo.id() as i32).unwrap();
         rustix::process::kill_process(pid, signal).unwrap();
         let output = output_within_a_minute(demo, "the demo went on after the signal");
@@ -420,6 +422,14 @@ fn an_interrupted_demo_removes_its_temporary_directory() {
         assert_eq!(output.status.code(), Some(code), "{signal:?}");
         let left: Vec<_> = std::fs::read_dir(temp.path()).unwrap().collect();
         assert!(left.is_empty(), "{signal:?}: left behind: {left:?}");
+        // Killed and reaped before the demo exited (a zombie still has its /proc entry).
+        let alive: Vec<_> = (workers.iter())
+            .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        assert!(
+            alive.is_empty(),
+            "{signal:?}: workers left running: {alive:?}"
+        );
     }
 }
 
@@ -625,7 +635,9 @@ fn a_short_chaos_run_loses_nothing_on(backend: &str) {
         !std::path::Path::new(record).exists(),
         "a passing run keeps no recording"
     );
-    // The run kills mostly leaders: four in five, of some 40 kills.
+    // The run kills mostly leaders: four kills in five, of some 40 (20 on a slow day); more
+    // than a third is a bound a real run misses about once in 100 000, a run whose choice
+    // is the wrong way round meets only now and then.
     let (kills, leaders) = text
         .split_once("kills survived: ")
         .and_then(|(_, rest)| rest.split_once(" of them leaders"))
@@ -634,7 +646,7 @@ fn a_short_chaos_run_loses_nothing_on(backend: &str) {
             Some((kills.parse::<u32>().ok()?, leaders.parse::<u32>().ok()?))
         })
         .unwrap_or_else(|| panic!("no count of kills: {text}"));
-    assert!(leaders * 2 > kills, "{text}");
+    assert!(leaders * 3 > kills, "{text}");
 }
 
 /// A chaos worker that dies when the run did not kill it (a worker's own error ends it so;
@@ -676,8 +688,9 @@ fn a_chaos_run_missing_an_acknowledged_write_fails_and_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data = data.to_str().unwrap();
+    // Long enough that the delete lands before the run's end on a loaded machine.
     let chaos = Command::new(PARTY)
-        .args(["chaos", "--seconds", "3", "--dir", data])
+        .args(["chaos", "--seconds", "8", "--dir", data])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -723,8 +736,10 @@ fn a_chaos_run_missing_an_acknowledged_write_fails_and_names_it() {
 /// (`PARTY_INJECT=resume-past`) fails on the gaps its workers' watches report.
 #[test]
 fn a_chaos_run_whose_watches_skip_commits_fails_on_their_gaps() {
+    // A gap shows only where a watch was behind at a failover, the skipped commit was a
+    // register's write and its worker lives on: some 20 failovers, not a handful.
     let output = Command::new(PARTY)
-        .args(["chaos", "--seconds", "3"])
+        .args(["chaos", "--seconds", "8"])
         .env("PARTY_INJECT", "resume-past")
         .output()
         .expect("run party");
@@ -765,12 +780,9 @@ fn a_chaos_worker_that_dies_unasked_is_named_with_its_last_words() {
                 .is_ok_and(|args| args.split(|b| *b == 0).nth(3) == Some(register.as_bytes()))
         })
         .expect("the worker runs");
-    let killed = Command::new("kill")
-        .args(["-KILL", &worker.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let output = chaos.wait_with_output().unwrap();
+    let pid = rustix::process::Pid::from_raw(worker as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    let output = output_within_a_minute(chaos, "the chaos run did not end");
     drop(errors);
     let text = stdout(&output);
     assert_eq!(output.status.code(), Some(3), "{text}");
