@@ -568,13 +568,13 @@ pub async fn run(store: &ToolStore, args: ChaosArgs) -> Result<ExitCode, Failure
         }
         let role = if kill_leader { "leader" } else { "follower" };
         let victim = workers.iter().position(|w| w.role == role);
+        // No leader known while a failover is under way: the kill waits for the next report,
+        // so that leaders are the most killed however long failovers take. No follower (a
+        // run of one process): the next kill.
         if victim.is_some() || !kill_leader {
             next_kill = Instant::now() + Duration::from_millis(random(200, 500));
             kill_leader = random(0, 5) != 0;
         }
-        // No leader known while a failover is under way: the kill waits for the next report,
-        // so that leaders are the most killed however long failovers take. No follower (a
-        // run of one process): the next kill.
         if let Some(index) = victim {
             let killed = workers.remove(index);
             leader_kills += usize::from(killed.role == "leader");
