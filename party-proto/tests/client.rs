@@ -740,3 +740,177 @@ fn a_write_counts_as_sent_from_its_first_sending_on() {
     assert!(session.write_sent(queued), "sent on an earlier connection");
     assert!(!session.write_sent(later), "never sent");
 }
+
+/// What a follower's caller does, and what a leader that breaks the protocol sends it:
+/// answers to ids it never got or already answered, entries for iterators it never opened,
+/// welcomes of other versions, values in a ring never offered.
+#[derive(Debug, Clone)]
+enum Hostile {
+    Read,
+    Write,
+    OpenIter(party_proto::IterOptions),
+    IterTake(u64),
+    IterClose(u64),
+    OpenWatch(Option<u64>),
+    WatchTake(u64),
+    WatchClose(u64),
+    Connect,
+    Disconnect,
+    Broken,
+    Message(ServerMessage),
+    Time(u64),
+}
+
+fn hostile() -> impl Strategy<Value = Hostile> {
+    prop_oneof![
+        2 => Just(Hostile::Read),
+        2 => Just(Hostile::Write),
+        1 => support::iter_options().prop_map(Hostile::OpenIter),
+        2 => (0u64..IDS).prop_map(Hostile::IterTake),
+        1 => (0u64..IDS).prop_map(Hostile::IterClose),
+        1 => prop::option::of(0u64..20).prop_map(Hostile::OpenWatch),
+        2 => (0u64..IDS).prop_map(Hostile::WatchTake),
+        1 => (0u64..IDS).prop_map(Hostile::WatchClose),
+        2 => Just(Hostile::Connect),
+        3 => Just(Hostile::Message(support::welcome())),
+        1 => Just(Hostile::Disconnect),
+        1 => Just(Hostile::Broken),
+        10 => support::server_message().prop_map(|m| Hostile::Message(among_known_ids(m))),
+        1 => (0u64..30).prop_map(Hostile::Time),
+    ]
+}
+
+/// Ids the hostile leader names, so that it meets the session's own requests, iterators
+/// and subscriptions as well as unknown ones.
+const IDS: u64 = 8;
+
+fn among_known_ids(message: ServerMessage) -> ServerMessage {
+    let request = |id: RequestId| RequestId(id.0 % IDS);
+    let iter = |iter: party_proto::IterId| party_proto::IterId(iter.0 % IDS);
+    let watch = |watch: party_proto::WatchId| party_proto::WatchId(watch.0 % IDS);
+    match message {
+        ServerMessage::Reply { id, result } => ServerMessage::Reply {
+            id: request(id),
+            result,
+        },
+        ServerMessage::ReplyInRing { id, end, len } => ServerMessage::ReplyInRing {
+            id: request(id),
+            end,
+            len,
+        },
+        ServerMessage::IterData { iter: i, entries } => ServerMessage::IterData {
+            iter: iter(i),
+            entries,
+        },
+        ServerMessage::IterEnd { iter: i } => ServerMessage::IterEnd { iter: iter(i) },
+        ServerMessage::IterFailed { iter: i, error } => ServerMessage::IterFailed {
+            iter: iter(i),
+            error,
+        },
+        ServerMessage::IterAt { iter: i, seq } => ServerMessage::IterAt { iter: iter(i), seq },
+        ServerMessage::WatchStarted { watch: w, from } => ServerMessage::WatchStarted {
+            watch: watch(w),
+            from,
+        },
+        ServerMessage::WatchData {
+            watch: w,
+            seq,
+            changes,
+            complete,
+        } => ServerMessage::WatchData {
+            watch: watch(w),
+            seq,
+            changes,
+            complete,
+        },
+        ServerMessage::WatchProgress { watch: w, through } => ServerMessage::WatchProgress {
+            watch: watch(w),
+            through,
+        },
+        ServerMessage::WatchLagged {
+            watch: w,
+            missed,
+            resume,
+        } => ServerMessage::WatchLagged {
+            watch: watch(w),
+            missed,
+            resume,
+        },
+        ServerMessage::WatchFailed { watch: w, error } => ServerMessage::WatchFailed {
+            watch: watch(w),
+            error,
+        },
+        other => other,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Whatever its leader sends, a follower's session does not panic, answers each request
+    /// once at most, and once closed has answered every one.
+    #[test]
+    fn a_leader_that_breaks_the_protocol_never_panics_its_follower(
+        steps in prop::collection::vec(hostile(), 0..60),
+        retry in any::<bool>(),
+        timeout in prop::option::of(5u64..50),
+    ) {
+        let config = ClientConfig {
+            retry,
+            request_timeout: timeout.map(Duration::from_millis),
+            ..ClientConfig::default()
+        };
+        let mut session = ClientSession::new(ClientId(7), config);
+        let mut now = Timestamp::ZERO;
+        let mut issued = BTreeSet::new();
+        let mut completed = BTreeSet::new();
+        for step in steps {
+            match step {
+                Hostile::Read => {
+                    issued.insert(session.read(now, ReadOp::Get { key: b"k".to_vec() }));
+                }
+                Hostile::Write => {
+                    let put = WriteOp::Put { key: b"k".to_vec(), value: b"v".to_vec() };
+                    issued.insert(session.write(now, put));
+                }
+                Hostile::OpenIter(options) => drop(session.open_iter(options)),
+                Hostile::IterTake(iter) => drop(session.iter_take(now, party_proto::IterId(iter), 3)),
+                Hostile::IterClose(iter) => session.close_iter(party_proto::IterId(iter)),
+                Hostile::OpenWatch(from) => {
+                    let from = from.map(party_proto::CommitSeq);
+                    let _ = session.open_watch(party_proto::KeyRange::all(), from);
+                }
+                Hostile::WatchTake(watch) => drop(session.watch_take(party_proto::WatchId(watch), 3)),
+                Hostile::WatchClose(watch) => session.close_watch(party_proto::WatchId(watch)),
+                Hostile::Connect => session.handle_input(now, ClientInput::Connected),
+                Hostile::Disconnect => session.handle_input(now, ClientInput::Disconnected),
+                Hostile::Broken => {
+                    session.handle_input(now, ClientInput::Broken(ErrorCode::Malformed("garbage".into())))
+                }
+                Hostile::Message(message) => session.handle_input(now, ClientInput::Message(message)),
+                Hostile::Time(millis) => {
+                    now = now + Duration::from_millis(millis);
+                    session.handle_timeout(now);
+                }
+            }
+            answered(&mut session, &mut completed)?;
+        }
+        session.handle_input(now, ClientInput::Close);
+        answered(&mut session, &mut completed)?;
+        prop_assert_eq!(&completed, &issued, "answered, against issued");
+        prop_assert_eq!(session.pending_requests(), 0);
+    }
+}
+
+/// Takes the session's outputs, failing if a request completes a second time.
+fn answered(
+    session: &mut ClientSession,
+    completed: &mut BTreeSet<RequestId>,
+) -> Result<(), TestCaseError> {
+    while let Some(output) = session.poll_output() {
+        if let ClientOutput::Completed { id, .. } = output {
+            prop_assert!(completed.insert(id), "{id:?} completed twice");
+        }
+    }
+    Ok(())
+}
