@@ -766,82 +766,18 @@ fn hostile() -> impl Strategy<Value = Hostile> {
         2 => Just(Hostile::Read),
         2 => Just(Hostile::Write),
         1 => support::iter_options().prop_map(Hostile::OpenIter),
-        2 => (0u64..IDS).prop_map(Hostile::IterTake),
-        1 => (0u64..IDS).prop_map(Hostile::IterClose),
+        2 => (0u64..support::IDS).prop_map(Hostile::IterTake),
+        1 => (0u64..support::IDS).prop_map(Hostile::IterClose),
         1 => prop::option::of(0u64..20).prop_map(Hostile::OpenWatch),
-        2 => (0u64..IDS).prop_map(Hostile::WatchTake),
-        1 => (0u64..IDS).prop_map(Hostile::WatchClose),
+        2 => (0u64..support::IDS).prop_map(Hostile::WatchTake),
+        1 => (0u64..support::IDS).prop_map(Hostile::WatchClose),
         2 => Just(Hostile::Connect),
         3 => Just(Hostile::Message(support::welcome())),
         1 => Just(Hostile::Disconnect),
         1 => Just(Hostile::Broken),
-        10 => support::server_message().prop_map(|m| Hostile::Message(among_known_ids(m))),
+        10 => support::server_message().prop_map(|m| Hostile::Message(support::among_known_ids(m))),
         1 => (0u64..30).prop_map(Hostile::Time),
     ]
-}
-
-/// Ids the hostile leader names, so that it meets the session's own requests, iterators
-/// and subscriptions as well as unknown ones.
-const IDS: u64 = 8;
-
-fn among_known_ids(message: ServerMessage) -> ServerMessage {
-    let request = |id: RequestId| RequestId(id.0 % IDS);
-    let iter = |iter: party_proto::IterId| party_proto::IterId(iter.0 % IDS);
-    let watch = |watch: party_proto::WatchId| party_proto::WatchId(watch.0 % IDS);
-    match message {
-        ServerMessage::Reply { id, result } => ServerMessage::Reply {
-            id: request(id),
-            result,
-        },
-        ServerMessage::ReplyInRing { id, end, len } => ServerMessage::ReplyInRing {
-            id: request(id),
-            end,
-            len,
-        },
-        ServerMessage::IterData { iter: i, entries } => ServerMessage::IterData {
-            iter: iter(i),
-            entries,
-        },
-        ServerMessage::IterEnd { iter: i } => ServerMessage::IterEnd { iter: iter(i) },
-        ServerMessage::IterFailed { iter: i, error } => ServerMessage::IterFailed {
-            iter: iter(i),
-            error,
-        },
-        ServerMessage::IterAt { iter: i, seq } => ServerMessage::IterAt { iter: iter(i), seq },
-        ServerMessage::WatchStarted { watch: w, from } => ServerMessage::WatchStarted {
-            watch: watch(w),
-            from,
-        },
-        ServerMessage::WatchData {
-            watch: w,
-            seq,
-            changes,
-            complete,
-        } => ServerMessage::WatchData {
-            watch: watch(w),
-            seq,
-            changes,
-            complete,
-        },
-        ServerMessage::WatchProgress { watch: w, through } => ServerMessage::WatchProgress {
-            watch: watch(w),
-            through,
-        },
-        ServerMessage::WatchLagged {
-            watch: w,
-            missed,
-            resume,
-        } => ServerMessage::WatchLagged {
-            watch: watch(w),
-            missed,
-            resume,
-        },
-        ServerMessage::WatchFailed { watch: w, error } => ServerMessage::WatchFailed {
-            watch: watch(w),
-            error,
-        },
-        other => other,
-    }
 }
 
 proptest! {

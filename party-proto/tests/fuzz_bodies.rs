@@ -4,7 +4,8 @@
 //! fuzz, and their checks hold on every run of the test suite: the decoders never panic,
 //! buffer at most one frame and keep their first error; a leader's session never panics
 //! and never sends an iterator more entries than it was granted, through runs of small,
-//! mostly valid messages that open, stream and close iterators.
+//! mostly valid messages that open, stream and close iterators; a follower's session never
+//! panics and answers each request once, whatever its leader sends.
 //!
 //! The corpus seeds are the streams [`seeds`] makes, checked against the files so that a
 //! change of the wire format cannot leave a fuzzer starting from streams the leader now
@@ -12,6 +13,8 @@
 
 mod support;
 
+#[path = "../../fuzz/bodies/client_session.rs"]
+mod client_session;
 #[path = "../../fuzz/bodies/frame_decoder.rs"]
 mod frame_decoder;
 #[path = "../../fuzz/bodies/server_session.rs"]
@@ -20,9 +23,11 @@ mod server_session;
 use std::path::{Path, PathBuf};
 
 use party_proto::wire::{
-    encode_frame, ClientMessage, Hello, ProtocolId, ReadOp, Response, ServerMessage, WriteOp,
+    encode_frame, ClientMessage, Entry, Hello, ProtocolId, ReadOp, Response, ServerMessage, WriteOp,
 };
-use party_proto::{ClientId, IterId, IterOptions, RequestId, WriteSeq};
+use party_proto::{
+    Change, ClientId, CommitSeq, ErrorCode, IterId, IterOptions, RequestId, WatchId, WriteSeq,
+};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use support::*;
@@ -99,8 +104,55 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             framed(first, std::slice::from_ref(&get), &[]),
         ));
     }
-    all.push(("frame_decoder", "seed-reply", framed(3, &[reply], &[])));
+    all.push((
+        "frame_decoder",
+        "seed-reply",
+        framed(3, std::slice::from_ref(&reply), &[]),
+    ));
+    all.extend(client_seeds(reply));
     all
+}
+
+/// A leader's answers to what the client session body asks first (a read and a write,
+/// an iterator, a subscription), and a refusal; its first byte retries and lets 1 ms pass
+/// after each message.
+fn client_seeds(reply: ServerMessage) -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let (iter, watch) = (IterId(0), WatchId(0));
+    let answers = [
+        welcome(),
+        reply,
+        ServerMessage::Reply {
+            id: RequestId(1),
+            result: Ok(Response::Written),
+        },
+        ServerMessage::IterAt {
+            iter,
+            seq: CommitSeq(3),
+        },
+        ServerMessage::IterData {
+            iter,
+            entries: vec![Entry {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            }],
+        },
+        ServerMessage::IterEnd { iter },
+        ServerMessage::WatchStarted {
+            watch,
+            from: CommitSeq(4),
+        },
+        ServerMessage::WatchData {
+            watch,
+            seq: CommitSeq(4),
+            changes: vec![Change::Del { key: b"k".to_vec() }],
+            complete: true,
+        },
+    ];
+    let refused = [ServerMessage::Rejected(ErrorCode::Closed)];
+    vec![
+        ("client_session", "seed-answers", framed(5, &answers, &[])),
+        ("client_session", "seed-refused", framed(5, &refused, &[])),
+    ]
 }
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -129,18 +181,19 @@ fn the_corpus_seeds_are_valid_streams_of_this_protocol() {
 
 #[test]
 fn the_corpus_replays() {
-    for target in ["frame_decoder", "server_session"] {
+    for target in ["client_session", "frame_decoder", "server_session"] {
         let entries = std::fs::read_dir(corpus_dir(target)).expect("the corpus is there");
         let mut count = 0;
         for entry in entries {
             let input = std::fs::read(entry.expect("a corpus entry").path()).expect("a file");
             match target {
+                "client_session" => client_session::run(&input),
                 "frame_decoder" => frame_decoder::run(&input),
                 _ => server_session::run(&input),
             }
             count += 1;
         }
-        assert!(count >= 3, "{target}'s corpus has {count} inputs");
+        assert!(count >= 2, "{target}'s corpus has {count} inputs");
     }
 }
 
@@ -163,6 +216,17 @@ proptest! {
         garbage in vec(any::<u8>(), 0..8),
     ) {
         server_session::run(&framed(first, &messages, &garbage));
+    }
+
+    #[test]
+    fn the_client_session_body_holds_on_leader_frames(
+        first in any::<u8>(),
+        welcomed in any::<bool>(),
+        messages in vec(server_message().prop_map(among_known_ids), 0..24),
+        garbage in vec(any::<u8>(), 0..8),
+    ) {
+        let messages: Vec<_> = welcomed.then(welcome).into_iter().chain(messages).collect();
+        client_session::run(&framed(first, &messages, &garbage));
     }
 
     #[test]

@@ -380,6 +380,71 @@ pub fn server_message() -> impl Strategy<Value = ServerMessage> {
     ]
 }
 
+/// How many ids [`among_known_ids`] names.
+pub const IDS: u64 = 8;
+
+/// `message` naming requests, iterators and subscriptions among the first [`IDS`], so
+/// that a leader breaking the protocol meets a follower's own as well as unknown ones.
+pub fn among_known_ids(message: ServerMessage) -> ServerMessage {
+    let request = |id: RequestId| RequestId(id.0 % IDS);
+    let iter = |iter: IterId| IterId(iter.0 % IDS);
+    let watch = |watch: WatchId| WatchId(watch.0 % IDS);
+    match message {
+        ServerMessage::Reply { id, result } => ServerMessage::Reply {
+            id: request(id),
+            result,
+        },
+        ServerMessage::ReplyInRing { id, end, len } => ServerMessage::ReplyInRing {
+            id: request(id),
+            end,
+            len,
+        },
+        ServerMessage::IterData { iter: i, entries } => ServerMessage::IterData {
+            iter: iter(i),
+            entries,
+        },
+        ServerMessage::IterEnd { iter: i } => ServerMessage::IterEnd { iter: iter(i) },
+        ServerMessage::IterFailed { iter: i, error } => ServerMessage::IterFailed {
+            iter: iter(i),
+            error,
+        },
+        ServerMessage::IterAt { iter: i, seq } => ServerMessage::IterAt { iter: iter(i), seq },
+        ServerMessage::WatchStarted { watch: w, from } => ServerMessage::WatchStarted {
+            watch: watch(w),
+            from,
+        },
+        ServerMessage::WatchData {
+            watch: w,
+            seq,
+            changes,
+            complete,
+        } => ServerMessage::WatchData {
+            watch: watch(w),
+            seq,
+            changes,
+            complete,
+        },
+        ServerMessage::WatchProgress { watch: w, through } => ServerMessage::WatchProgress {
+            watch: watch(w),
+            through,
+        },
+        ServerMessage::WatchLagged {
+            watch: w,
+            missed,
+            resume,
+        } => ServerMessage::WatchLagged {
+            watch: watch(w),
+            missed,
+            resume,
+        },
+        ServerMessage::WatchFailed { watch: w, error } => ServerMessage::WatchFailed {
+            watch: watch(w),
+            error,
+        },
+        other => other,
+    }
+}
+
 /// Cut points that split a byte string into chunks, some of them empty.
 pub fn chunking() -> impl Strategy<Value = Vec<usize>> {
     vec(0usize..64, 0..40)
