@@ -3,6 +3,8 @@
 //! connection backing off, a failed election failing what is pending, a leader that steps
 //! down handing its operations to the next one.
 
+mod support;
+
 use std::time::Duration;
 
 use party_proto::election::ElectionFailure;
@@ -834,4 +836,87 @@ fn the_room_of_another_user_is_not_sat_in() {
         ElectionConfig::default().refused_backoff,
         "not knocking again at once"
     );
+}
+
+/// What reaches a follower's process from a leader that breaks the protocol, or from the
+/// link it comes through.
+#[derive(Debug, Clone)]
+enum FromLink {
+    Message(ServerMessage),
+    Closed,
+    Broken,
+    /// Time passes, by this many milliseconds.
+    Time(u64),
+}
+
+fn from_link() -> impl proptest::strategy::Strategy<Value = FromLink> {
+    use proptest::prelude::*;
+    prop_oneof![
+        12 => support::server_message().prop_map(|m| FromLink::Message(support::among_known_ids(m))),
+        3 => Just(FromLink::Message(support::welcome())),
+        1 => Just(FromLink::Closed),
+        1 => Just(FromLink::Broken),
+        2 => (0u64..2000).prop_map(FromLink::Time),
+    ]
+}
+
+proptest::proptest! {
+    /// A follower's whole process (its election, seat, takeovers and session) takes
+    /// whatever its leader sends without a panic, connecting again as often as its link
+    /// ends; closed, it has answered every request once.
+    #[test]
+    fn a_follower_process_takes_whatever_its_leader_sends(
+        inputs in proptest::collection::vec(from_link(), 0..60),
+    ) {
+        let mut process = follower();
+        let mut now = NOW;
+        let mut issued = std::collections::BTreeSet::new();
+        let mut completed = std::collections::BTreeSet::new();
+        for (n, input) in inputs.into_iter().enumerate() {
+            if n % 5 == 0 {
+                issued.insert(process.read(now, ReadOp::Get { key: b"k".to_vec() }));
+            }
+            let input = match input {
+                FromLink::Message(message) => ProcessInput::FromLeader(message),
+                FromLink::Closed => ProcessInput::LinkClosed,
+                FromLink::Broken => ProcessInput::LinkBroken(ErrorCode::Malformed("garbage".into())),
+                FromLink::Time(millis) => {
+                    now = now + Duration::from_millis(millis);
+                    ProcessInput::TimerFired
+                }
+            };
+            process.handle_input(now, input);
+            run_elsewhere_led(&mut process, now, &mut completed)?;
+        }
+        process.handle_input(now, ProcessInput::Close);
+        run_elsewhere_led(&mut process, now, &mut completed)?;
+        proptest::prop_assert_eq!(completed, issued);
+    }
+}
+
+/// Carries out what `process` asks while another process holds the lock (and listens),
+/// noting what it completes.
+fn run_elsewhere_led(
+    process: &mut Process,
+    now: Timestamp,
+    completed: &mut std::collections::BTreeSet<RequestId>,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    while let Some(output) = process.poll_output() {
+        let answer = match output {
+            ProcessOutput::Completed { id, .. } => {
+                proptest::prop_assert!(completed.insert(id), "{:?} completed twice", id);
+                None
+            }
+            ProcessOutput::Election(ElectionOutput::TryLock) => Some(ElectionInput::LockBusy),
+            ProcessOutput::Election(ElectionOutput::Connect) => Some(ElectionInput::Connected),
+            ProcessOutput::Election(ElectionOutput::EnterWaitingRoom) => {
+                Some(ElectionInput::NoWaitingRoom)
+            }
+            _ => None,
+        };
+        if let Some(answer) = answer {
+            process.handle_input(now, ProcessInput::Election(answer));
+        }
+    }
+    Ok(())
 }
