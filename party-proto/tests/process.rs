@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use party_proto::election::ElectionFailure;
@@ -14,6 +15,7 @@ use party_proto::{
     ProcessInput, ProcessOutput, RequestId, Role, ServerConfig, ServerInput, ServerOutput,
     Timestamp,
 };
+use proptest::prelude::*;
 
 const NOW: Timestamp = Timestamp::ZERO;
 
@@ -849,8 +851,7 @@ enum FromLink {
     Time(u64),
 }
 
-fn from_link() -> impl proptest::strategy::Strategy<Value = FromLink> {
-    use proptest::prelude::*;
+fn from_link() -> impl Strategy<Value = FromLink> {
     prop_oneof![
         12 => support::server_message().prop_map(|m| FromLink::Message(support::among_known_ids(m))),
         3 => Just(FromLink::Message(support::welcome())),
@@ -860,18 +861,18 @@ fn from_link() -> impl proptest::strategy::Strategy<Value = FromLink> {
     ]
 }
 
-proptest::proptest! {
-    /// A follower's whole process (its election, seat, takeovers and session) takes
-    /// whatever its leader sends without a panic, connecting again as often as its link
-    /// ends; closed, it has answered every request once.
+proptest! {
+    /// A follower's whole process (its election, takeovers and session) takes whatever
+    /// its leader sends without a panic, connecting again as often as its link ends;
+    /// closed, it has answered every request once.
     #[test]
     fn a_follower_process_takes_whatever_its_leader_sends(
-        inputs in proptest::collection::vec(from_link(), 0..60),
+        inputs in prop::collection::vec(from_link(), 0..60),
     ) {
         let mut process = follower();
         let mut now = NOW;
-        let mut issued = std::collections::BTreeSet::new();
-        let mut completed = std::collections::BTreeSet::new();
+        let mut issued = BTreeSet::new();
+        let mut completed = BTreeSet::new();
         for (n, input) in inputs.into_iter().enumerate() {
             if n % 5 == 0 {
                 issued.insert(process.read(now, ReadOp::Get { key: b"k".to_vec() }));
@@ -890,7 +891,7 @@ proptest::proptest! {
         }
         process.handle_input(now, ProcessInput::Close);
         run_elsewhere_led(&mut process, now, &mut completed)?;
-        proptest::prop_assert_eq!(completed, issued);
+        prop_assert_eq!(completed, issued);
     }
 }
 
@@ -899,19 +900,16 @@ proptest::proptest! {
 fn run_elsewhere_led(
     process: &mut Process,
     now: Timestamp,
-    completed: &mut std::collections::BTreeSet<RequestId>,
-) -> Result<(), proptest::test_runner::TestCaseError> {
+    completed: &mut BTreeSet<RequestId>,
+) -> Result<(), TestCaseError> {
     while let Some(output) = process.poll_output() {
         let answer = match output {
             ProcessOutput::Completed { id, .. } => {
-                proptest::prop_assert!(completed.insert(id), "{:?} completed twice", id);
+                prop_assert!(completed.insert(id), "{:?} completed twice", id);
                 None
             }
             ProcessOutput::Election(ElectionOutput::TryLock) => Some(ElectionInput::LockBusy),
             ProcessOutput::Election(ElectionOutput::Connect) => Some(ElectionInput::Connected),
-            ProcessOutput::Election(ElectionOutput::EnterWaitingRoom) => {
-                Some(ElectionInput::NoWaitingRoom)
-            }
             _ => None,
         };
         if let Some(answer) = answer {
