@@ -766,10 +766,6 @@ enum Hostile {
 
 fn hostile() -> impl Strategy<Value = Hostile> {
     let index = any::<prop::sample::Index>;
-    let result = prop_oneof![
-        support::response().prop_map(Ok),
-        support::error_code().prop_map(Err)
-    ];
     prop_oneof![
         3 => Just(Hostile::Read),
         3 => Just(Hostile::Write),
@@ -784,7 +780,7 @@ fn hostile() -> impl Strategy<Value = Hostile> {
         1 => Just(Hostile::Disconnect),
         1 => Just(Hostile::Broken),
         8 => support::server_message().prop_map(|m| Hostile::Message(support::among_known_ids(m))),
-        4 => (index(), result).prop_map(|(i, result)| Hostile::ReplyTo(i, result)),
+        4 => (index(), support::reply_result()).prop_map(|(i, result)| Hostile::ReplyTo(i, result)),
         1 => (0u64..30).prop_map(Hostile::Time),
     ]
 }

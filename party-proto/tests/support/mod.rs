@@ -281,6 +281,11 @@ pub fn entry_of(strings: Strings) -> impl Strategy<Value = Entry> {
     ((strings.keys)(), (strings.values)()).prop_map(|(key, value)| Entry { key, value })
 }
 
+/// What a leader's reply to a request carries: an answer or an error.
+pub fn reply_result() -> impl Strategy<Value = Result<Response, ErrorCode>> {
+    prop_oneof![response().prop_map(Ok), error_code().prop_map(Err)]
+}
+
 pub fn server_message() -> impl Strategy<Value = ServerMessage> {
     prop_oneof![
         (
@@ -312,14 +317,10 @@ pub fn server_message() -> impl Strategy<Value = ServerMessage> {
                 }
             ),
         error_code().prop_map(ServerMessage::Rejected),
-        (
-            any::<u64>(),
-            prop_oneof![response().prop_map(Ok), error_code().prop_map(Err)]
-        )
-            .prop_map(|(id, result)| ServerMessage::Reply {
-                id: RequestId(id),
-                result
-            }),
+        (any::<u64>(), reply_result()).prop_map(|(id, result)| ServerMessage::Reply {
+            id: RequestId(id),
+            result
+        }),
         (any::<u64>(), vec(entry(), 0..5)).prop_map(|(iter, entries)| ServerMessage::IterData {
             iter: IterId(iter),
             entries
