@@ -911,9 +911,11 @@ pub fn feed(
 ) -> Vec<String> {
     let mut violations = Vec::new();
     let last = truth.keys().next_back().copied().unwrap_or(0);
+    // Empty when `to` is not past `from` (a lag may claim to have lost from before where
+    // its subscription stood: said below, not a panic of `range`).
     let groups_inside = |from: u64, to: u64, range| -> Vec<u64> {
         truth
-            .range(from..to)
+            .range(from..to.max(from))
             .filter(|(_, changes)| !inside(changes, range).is_empty())
             .map(|(seq, _)| *seq)
             .collect()
@@ -1009,6 +1011,7 @@ pub fn feed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::Excuses;
     use party_proto::IterOptions;
 
     fn op(invoke: u64, complete: u64, read: bool, value: Option<&str>, required: bool) -> KeyOp {
@@ -1393,5 +1396,255 @@ mod tests {
         assert_eq!(linearizability(&history, std::slice::from_ref(&key)), None);
         history.last_mut().unwrap().outcome = Outcome::Read(Some(bytes("never written")));
         assert!(linearizability(&history, &[key]).is_some());
+    }
+
+    /// A put of `value` to `key`, ended as `outcome`, with every failure excused (the
+    /// checks below judge what committed, not whether the failure was explained).
+    fn put(key: &str, value: &str, outcome: Outcome) -> Op {
+        let excuses = Excuses {
+            store: true,
+            outcome_unknown: true,
+            connection_lost: true,
+            timed_out: true,
+            closed: true,
+            malformed: true,
+            failed_before: true,
+            ..Excuses::default()
+        };
+        Op {
+            excuses,
+            ..finished(
+                OpKind::Write(vec![(bytes(key), Some(bytes(value)))]),
+                outcome,
+            )
+        }
+    }
+
+    /// A write that failed with an error saying it was not applied must not have committed;
+    /// only the four errors that leave its outcome open may have; an acknowledged one must
+    /// have, and a transaction answered a conflict must not.
+    #[test]
+    fn a_write_that_failed_saying_it_was_not_applied_must_not_have_committed() {
+        let committed = FxHashMap::from_iter([(bytes("v"), 1)]);
+        let not_applied = [
+            ErrorCode::Backend("disk".into()),
+            ErrorCode::FailedBefore,
+            ErrorCode::Malformed("garbage".into()),
+        ];
+        for error in not_applied {
+            let failed = put("k", "v", Outcome::Failed(error.clone()));
+            let told = outcomes(&[failed], &committed);
+            assert!(
+                told.iter().any(|v| v.contains("but was committed")),
+                "{error:?}: {told:?}"
+            );
+        }
+        let open = [
+            ErrorCode::OutcomeUnknown("lost".into()),
+            ErrorCode::TimedOut,
+            ErrorCode::ConnectionLost,
+            ErrorCode::Closed,
+        ];
+        for error in open {
+            let failed = put("k", "v", Outcome::Failed(error.clone()));
+            assert_eq!(
+                outcomes(&[failed], &committed),
+                Vec::<String>::new(),
+                "{error:?}"
+            );
+        }
+        let never = FxHashMap::default();
+        assert_eq!(
+            outcomes(&[put("k", "v", Outcome::Written)], &committed),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            outcomes(&[put("k", "v", Outcome::Written)], &never).len(),
+            1
+        );
+        let conflict = Outcome::Conflict {
+            key: bytes("k"),
+            current: None,
+        };
+        assert_eq!(
+            outcomes(&[put("k", "v", conflict.clone())], &committed).len(),
+            1
+        );
+        assert_eq!(
+            outcomes(&[put("k", "v", conflict)], &never),
+            Vec::<String>::new()
+        );
+    }
+
+    /// A real run's exactly-once, where values repeat: each put of a value committed at
+    /// least as often as it was acknowledged, and no more often than the writes of it that
+    /// may have landed (acknowledged or unknown; not one refused or failed as not applied).
+    #[test]
+    fn a_put_committed_fewer_times_than_acknowledged_or_more_than_asked_is_caught() {
+        let counts = |times: u32| FxHashMap::from_iter([((bytes("k"), bytes("v")), times)]);
+        let acked = || put("k", "v", Outcome::Written);
+        let unknown = || put("k", "v", Outcome::Failed(ErrorCode::TimedOut));
+        let refused = || {
+            let conflict = Outcome::Conflict {
+                key: bytes("k"),
+                current: None,
+            };
+            put("k", "v", conflict)
+        };
+        let not_applied = || put("k", "v", Outcome::Failed(ErrorCode::Backend("disk".into())));
+        assert_eq!(
+            write_counts(&[acked(), acked()], &counts(2)),
+            Vec::<String>::new()
+        );
+        let told = write_counts(&[acked(), acked()], &counts(1));
+        assert!(
+            told.len() == 1 && told[0].contains("acknowledged 2 times"),
+            "{told:?}"
+        );
+        assert_eq!(
+            write_counts(&[acked(), unknown()], &counts(1)),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            write_counts(&[acked(), unknown()], &counts(2)),
+            Vec::<String>::new()
+        );
+        assert_eq!(write_counts(&[acked(), unknown()], &counts(3)).len(), 1);
+        assert_eq!(write_counts(&[refused()], &counts(0)), Vec::<String>::new());
+        assert_eq!(write_counts(&[refused()], &counts(1)).len(), 1);
+        assert_eq!(write_counts(&[not_applied()], &counts(1)).len(), 1);
+    }
+
+    /// A conflict must name a key the transaction read, with another value than it read,
+    /// and a value the key held while the transaction ran.
+    #[test]
+    fn a_conflict_on_a_value_its_key_never_held_is_caught() {
+        let timeline = batch_timeline();
+        let refused = |current: &str| {
+            finished(
+                OpKind::Transaction {
+                    reads: vec![ReadCheck::Key {
+                        key: bytes("a"),
+                        value: Some(bytes("0")),
+                    }],
+                    writes: vec![(bytes("a"), Some(bytes("t")))],
+                },
+                Outcome::Conflict {
+                    key: bytes("a"),
+                    current: Some(bytes(current)),
+                },
+            )
+        };
+        assert_eq!(conflicts(&[refused("1")], &timeline), None);
+        assert!(conflicts(&[refused("0")], &timeline).is_some(), "no change");
+        assert!(
+            conflicts(&[refused("2")], &timeline).is_some(),
+            "never held"
+        );
+    }
+
+    /// A `get_many`'s answer is a read of each of its keys, placed inside its own life: one
+    /// that saw a value written only after it ended is caught.
+    #[test]
+    fn a_get_many_seeing_a_value_written_after_it_ended_is_caught() {
+        let key = bytes("k");
+        let get_many = |invoke: u64| Op {
+            invoke,
+            complete: Some(invoke + 10),
+            ..finished(
+                OpKind::GetMany(vec![key.clone()]),
+                Outcome::ReadMany(vec![Some(bytes("a"))]),
+            )
+        };
+        let write = Op {
+            invoke: 20,
+            complete: Some(30),
+            ..put("k", "a", Outcome::Written)
+        };
+        let keys = std::slice::from_ref(&key);
+        assert_eq!(linearizability(&[write.clone(), get_many(40)], keys), None);
+        assert!(linearizability(&[get_many(0), write], keys).is_some());
+    }
+
+    /// A key with more operations than the search takes is still checked when the zones
+    /// can judge it, and found out when they say it is not linearizable; only one the
+    /// zones cannot judge (a value written twice) is left out.
+    #[test]
+    fn a_busy_key_the_zones_judge_is_checked() {
+        let writes = MOST_KEY_OPS + 2;
+        let mut history: Vec<Op> = (0..writes)
+            .map(|n| {
+                let at = n as u64 * 10;
+                Op {
+                    invoke: at,
+                    complete: Some(at + 5),
+                    ..put("k", &format!("w{n}"), Outcome::Written)
+                }
+            })
+            .collect();
+        let stale_read = Op {
+            invoke: writes as u64 * 10,
+            complete: Some(writes as u64 * 10 + 5),
+            ..finished(OpKind::Get(bytes("k")), Outcome::Read(Some(bytes("w0"))))
+        };
+        history.push(stale_read);
+        let (checkable, too_busy) = checkable_keys(&history);
+        assert_eq!((checkable, too_busy), (vec![bytes("k")], vec![]));
+        let told = linearizability(&history, &[bytes("k")]).unwrap();
+        assert!(told.contains("by zones"), "{told}");
+        history[1] = Op {
+            invoke: 10,
+            complete: Some(15),
+            ..put("k", "w0", Outcome::Written)
+        };
+        let (checkable, too_busy) = checkable_keys(&history);
+        assert_eq!(
+            (checkable, too_busy),
+            (vec![], vec![(bytes("k"), writes + 1)])
+        );
+    }
+
+    /// A subscription told of a lag that claims commits it was already given (the lag's
+    /// first lost commit before the one it stood at) is caught, as is one whose lag skips a
+    /// commit of its range unsaid; an honest lag passes.
+    #[test]
+    fn a_lag_claiming_commits_already_delivered_is_caught() {
+        let change = |n: u64| Change::Put {
+            key: bytes("k"),
+            value: n.to_string().into_bytes(),
+        };
+        let truth: BTreeMap<u64, Vec<Change>> = (1..=4).map(|n| (n, vec![change(n)])).collect();
+        let watcher = |missed: u64, resume: u64| Watcher {
+            process: 0,
+            incarnation: 0,
+            range: KeyRange::all(),
+            asked: None,
+            start: Some(party_proto::CommitSeq(1)),
+            events: vec![
+                WatchEvent::Changes {
+                    seq: party_proto::CommitSeq(1),
+                    changes: vec![change(1)],
+                },
+                WatchEvent::Lagged {
+                    missed,
+                    resume: party_proto::CommitSeq(resume),
+                },
+                WatchEvent::Changes {
+                    seq: party_proto::CommitSeq(resume),
+                    changes: vec![change(resume)],
+                },
+            ],
+            failed: None,
+            closed: true,
+            excuses: Excuses::default(),
+        };
+        let judge = |missed, resume| feed(&[watcher(missed, resume)], &[false], &truth);
+        assert_eq!(judge(2, 4), Vec::<String>::new());
+        let told = judge(3, 4);
+        assert!(
+            told.len() == 1 && told[0].contains("a lag of 3"),
+            "{told:?}"
+        );
+        assert_eq!(judge(1, 4).len(), 1, "commit 2 skipped unsaid");
     }
 }

@@ -193,3 +193,36 @@ pub struct Op {
     pub outcome: Outcome,
     pub excuses: Excuses,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str) -> Entry {
+        Entry {
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+        }
+    }
+
+    /// An iterator's record keeps every entry taken, in order, and the commit its caller
+    /// was told last that the snapshot follows (a resumed iterator is told a later one):
+    /// the check judges its entries against the states from there on.
+    #[test]
+    fn an_iterator_keeps_what_it_took_and_the_last_commit_it_was_told() {
+        let mut outcome = Outcome::iterating();
+        outcome.took(vec![entry("a")], Some(CommitSeq(3)));
+        outcome.took(vec![entry("b"), entry("c")], None);
+        outcome.took(vec![], Some(CommitSeq(5)));
+        outcome.took(vec![entry("d")], None);
+        let Outcome::Iterated {
+            entries, follows, ..
+        } = outcome
+        else {
+            panic!("not an iterator's: {outcome:?}");
+        };
+        let keys: Vec<&[u8]> = entries.iter().map(|(key, _)| key.as_slice()).collect();
+        assert_eq!(keys, [b"a", b"b", b"c", b"d"]);
+        assert_eq!(follows, Some(5));
+    }
+}
