@@ -12,11 +12,13 @@
 //! - Write order: a handle's acknowledged writes commit in the order it issued them.
 //! - Outcomes: nothing fails unless a fault or the caller's settings explain it (see
 //!   [`crate::history::Excuses`]); a write acknowledged must have been committed, and one
-//!   that failed with an error that says it was not applied must not have been. Writes are judged by their content (each put
-//!   of the workload writes a value of its own), not by what the writer claims.
+//!   that failed with an error that says it was not applied must not have been. Writes are
+//!   judged by their content (each put of the workload writes a value of its own), not by
+//!   what the writer claims.
+//! - Liveness: nothing pending at the end, requests and open iterators alike.
 //!
 //! No write applied twice (by content) and at most one leader are checked while the run
-//! goes on (see `world.rs`); liveness at its end.
+//! goes on (see `world.rs`).
 
 use std::collections::BTreeMap;
 
@@ -900,6 +902,23 @@ fn commits_through(op: &Op, timeline: &Timeline) -> Option<usize> {
         .min()
 }
 
+/// Liveness at a run's end, long after its last fault: what each process still alive
+/// (`None` for one that is not) has pending, as counts of requests and of open iterators,
+/// must be nothing (the workload closes every iterator it opens).
+pub fn pending_at_end(
+    processes: impl IntoIterator<Item = Option<(usize, usize)>>,
+) -> Option<String> {
+    let stuck: Vec<String> = processes
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, pending)| match pending? {
+            (0, 0) => None,
+            (requests, iters) => Some(format!("p{index}: {requests} requests, {iters} iterators")),
+        })
+        .collect();
+    (!stuck.is_empty()).then(|| stuck.join("; "))
+}
+
 /// Every subscriber saw exactly the committed groups of its range from where it started,
 /// in commit order, each once and whole; a lag was reported where groups were lost, never
 /// a silent gap; it failed only as a fault explains; and one still open at the end saw
@@ -1235,6 +1254,45 @@ mod tests {
             Outcome::ReadMany(vec![Some(bytes("1")), Some(bytes("0"))]),
         );
         assert!(atomic_reads(&[half], &timeline).is_some());
+    }
+
+    /// A run ends with nothing pending: a request or an open iterator of a process still
+    /// alive is named; a dead process's are not.
+    #[test]
+    fn a_request_or_an_iterator_pending_at_the_end_is_caught() {
+        assert_eq!(pending_at_end([Some((0, 0)), None, Some((0, 0))]), None);
+        assert_eq!(pending_at_end([None, Some((0, 0))]), None);
+        assert_eq!(
+            pending_at_end([Some((0, 0)), Some((0, 1))]).as_deref(),
+            Some("p1: 0 requests, 1 iterators")
+        );
+        assert_eq!(
+            pending_at_end([Some((2, 0)), None, Some((1, 3))]).as_deref(),
+            Some("p0: 2 requests, 0 iterators; p2: 1 requests, 3 iterators")
+        );
+    }
+
+    /// A `get_many` may see the store as it was after any commit answered while it ran, or
+    /// the last one answered before it started, never an older state.
+    #[test]
+    fn a_get_many_seeing_a_state_from_before_it_started_is_caught() {
+        let timeline = batch_timeline();
+        let read = |invoke: u64, value: &str| Op {
+            invoke,
+            complete: Some(invoke + 2),
+            ..finished(
+                OpKind::GetMany(vec![bytes("a"), bytes("b")]),
+                Outcome::ReadMany(vec![Some(bytes(value)), Some(bytes(value))]),
+            )
+        };
+        assert_eq!(atomic_reads(&[read(8, "0")], &timeline), None);
+        assert_eq!(
+            atomic_reads(&[read(10, "0")], &timeline),
+            None,
+            "at 10 itself"
+        );
+        assert!(atomic_reads(&[read(11, "0")], &timeline).is_some());
+        assert_eq!(atomic_reads(&[read(11, "1")], &timeline), None);
     }
 
     /// A handle's acknowledged writes commit in the order it issued them: a write that

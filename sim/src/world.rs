@@ -540,24 +540,13 @@ impl World {
                 self.check_checkpointed(process);
             }
         }
-        let stuck: Vec<String> = self
+        let pending = self
             .processes
             .iter()
-            .enumerate()
-            .filter(|(_, p)| p.alive && (!p.requests.is_empty() || !p.iters.is_empty()))
-            .map(|(i, p)| {
-                format!(
-                    "p{i}: {} requests, {} iterators",
-                    p.requests.len(),
-                    p.iters.len()
-                )
-            })
-            .collect();
-        if !stuck.is_empty() {
+            .map(|p| p.alive.then_some((p.requests.len(), p.iters.len())));
+        if let Some(stuck) = crate::check::pending_at_end(pending) {
             self.violations.push(format!(
-                "liveness: still pending {}us after the last fault: {}",
-                LIVENESS_BOUND_US,
-                stuck.join("; ")
+                "liveness: still pending {LIVENESS_BOUND_US}us after the last fault: {stuck}"
             ));
         }
         self.violations
