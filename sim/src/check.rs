@@ -1360,6 +1360,39 @@ mod tests {
         assert_eq!(iterators(&[write, scan(0, 1)], &timeline), None);
     }
 
+    /// An iterator delivers its keys strictly in its order: a key twice, or two keys the
+    /// wrong way round, is caught, forward and reverse.
+    #[test]
+    fn an_iterator_repeating_or_reordering_a_key_is_caught() {
+        let timeline = batch_timeline();
+        let scan = |reverse: bool, keys: &[&str]| {
+            let options = IterOptions {
+                reverse,
+                ..IterOptions::default()
+            };
+            let entries = keys.iter().map(|key| (bytes(key), bytes("1"))).collect();
+            finished(
+                OpKind::Iterate(options),
+                Outcome::Iterated {
+                    entries,
+                    closed_early: true,
+                    follows: None,
+                },
+            )
+        };
+        assert_eq!(iterators(&[scan(false, &["a", "b"])], &timeline), None);
+        assert_eq!(iterators(&[scan(true, &["b", "a"])], &timeline), None);
+        for (reverse, keys) in [
+            (false, ["a", "a"]),
+            (false, ["b", "a"]),
+            (true, ["b", "b"]),
+            (true, ["a", "b"]),
+        ] {
+            let told = iterators(&[scan(reverse, &keys)], &timeline);
+            assert!(told.is_some(), "{reverse} {keys:?}");
+        }
+    }
+
     #[test]
     fn an_iterator_value_its_key_never_held_is_caught() {
         let timeline = batch_timeline();

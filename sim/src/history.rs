@@ -225,4 +225,178 @@ mod tests {
         assert_eq!(keys, [b"a", b"b", b"c", b"d"]);
         assert_eq!(follows, Some(5));
     }
+
+    /// Each excuse explains its own errors and no other; errors no fault of the simulator
+    /// causes are never explained.
+    #[test]
+    fn each_excuse_explains_its_own_errors_and_no_other() {
+        use party_proto::election::ElectionFailure;
+        let errors = [
+            ("ConnectionLost", ErrorCode::ConnectionLost),
+            ("TimedOut", ErrorCode::TimedOut),
+            ("Closed", ErrorCode::Closed),
+            (
+                "ElectionFailed",
+                ErrorCode::ElectionFailed(ElectionFailure::Lock),
+            ),
+            ("Backend", ErrorCode::Backend("disk".into())),
+            (
+                "StoreFull",
+                ErrorCode::StoreFull {
+                    free: 0,
+                    reserve: 1,
+                },
+            ),
+            ("StoreReadOnly", ErrorCode::StoreReadOnly),
+            ("OutcomeUnknown", ErrorCode::OutcomeUnknown("lost".into())),
+            (
+                "TooManyConnections",
+                ErrorCode::TooManyConnections { limit: 2 },
+            ),
+            ("LeaderOfOtherUser", ErrorCode::LeaderOfOtherUser { uid: 7 }),
+            (
+                "WrongStore",
+                ErrorCode::WrongStore {
+                    found: "sled".into(),
+                    wanted: "fjall".into(),
+                },
+            ),
+            ("Malformed", ErrorCode::Malformed("garbage".into())),
+            ("FrameTooLarge", ErrorCode::FrameTooLarge { len: 9, max: 8 }),
+            ("ReplyTooLarge", ErrorCode::ReplyTooLarge { len: 9, max: 8 }),
+            ("FeedOff", ErrorCode::FeedOff),
+            ("FailedBefore", ErrorCode::FailedBefore),
+            ("NotFound", ErrorCode::NotFound),
+            ("Locked", ErrorCode::Locked),
+            ("TooManyRequests", ErrorCode::TooManyRequests { limit: 2 }),
+            ("TooManyIterators", ErrorCode::TooManyIterators { limit: 2 }),
+            ("OtherUser", ErrorCode::OtherUser { uid: 7 }),
+            ("KeyTooLarge", ErrorCode::KeyTooLarge { len: 9, max: 8 }),
+            ("BatchTooLarge", ErrorCode::BatchTooLarge { ops: 9, max: 8 }),
+            ("WatchAhead", ErrorCode::WatchAhead { from: 9, next: 8 }),
+            ("TooManyWatches", ErrorCode::TooManyWatches { limit: 2 }),
+        ];
+        let explained = |excuses: Excuses| -> Vec<&str> {
+            errors
+                .iter()
+                .filter(|(_, error)| excuses.allow(error))
+                .map(|(name, _)| *name)
+                .collect()
+        };
+        let none = Excuses::default();
+        let cases: [(Excuses, &[&str]); 13] = [
+            (
+                Excuses {
+                    connection_lost: true,
+                    ..none
+                },
+                &["ConnectionLost"],
+            ),
+            (
+                Excuses {
+                    timed_out: true,
+                    ..none
+                },
+                &["TimedOut"],
+            ),
+            (
+                Excuses {
+                    closed: true,
+                    ..none
+                },
+                &["Closed"],
+            ),
+            (
+                Excuses {
+                    election_failed: true,
+                    ..none
+                },
+                &["ElectionFailed"],
+            ),
+            (
+                Excuses {
+                    store: true,
+                    ..none
+                },
+                &["Backend", "StoreFull", "StoreReadOnly"],
+            ),
+            (
+                Excuses {
+                    outcome_unknown: true,
+                    ..none
+                },
+                &["OutcomeUnknown"],
+            ),
+            (
+                Excuses {
+                    refused: true,
+                    ..none
+                },
+                &["TooManyConnections"],
+            ),
+            (
+                Excuses {
+                    foreign: true,
+                    ..none
+                },
+                &["LeaderOfOtherUser"],
+            ),
+            (
+                Excuses {
+                    other_store: true,
+                    ..none
+                },
+                &["WrongStore"],
+            ),
+            (
+                Excuses {
+                    malformed: true,
+                    ..none
+                },
+                &["Malformed", "FrameTooLarge"],
+            ),
+            (
+                Excuses {
+                    too_large: true,
+                    ..none
+                },
+                &["FrameTooLarge", "ReplyTooLarge"],
+            ),
+            (
+                Excuses {
+                    feed_off: true,
+                    ..none
+                },
+                &["FeedOff"],
+            ),
+            (
+                Excuses {
+                    failed_before: true,
+                    ..none
+                },
+                &["FailedBefore"],
+            ),
+        ];
+        assert!(explained(none).is_empty());
+        for (excuses, expected) in cases {
+            assert_eq!(explained(excuses), expected, "{excuses:?}");
+        }
+        // Every field named: a new excuse must be added to the cases above.
+        let every = Excuses {
+            connection_lost: true,
+            timed_out: true,
+            closed: true,
+            election_failed: true,
+            store: true,
+            outcome_unknown: true,
+            refused: true,
+            foreign: true,
+            other_store: true,
+            malformed: true,
+            too_large: true,
+            feed_off: true,
+            failed_before: true,
+        };
+        assert_eq!(explained(every).len(), 16, "{:?}", explained(every));
+    }
 }
