@@ -1738,4 +1738,48 @@ mod tests {
         );
         assert_eq!(judge(1, 4).len(), 1, "commit 2 skipped unsaid");
     }
+
+    /// A subscription still open at the end has seen every commit of its range, the last
+    /// one included; one its caller closed, or whose process is gone, need not have.
+    #[test]
+    fn a_subscription_open_at_the_end_missing_the_last_commit_is_caught() {
+        let change = |n: u64| Change::Put {
+            key: bytes("k"),
+            value: n.to_string().into_bytes(),
+        };
+        let truth: BTreeMap<u64, Vec<Change>> = (1..=3).map(|n| (n, vec![change(n)])).collect();
+        let watcher = |through: u64, closed: bool| Watcher {
+            process: 0,
+            incarnation: 0,
+            range: KeyRange::all(),
+            asked: None,
+            start: Some(party_proto::CommitSeq(1)),
+            events: (1..=through)
+                .map(|n| WatchEvent::Changes {
+                    seq: party_proto::CommitSeq(n),
+                    changes: vec![change(n)],
+                })
+                .collect(),
+            failed: None,
+            closed,
+            excuses: Excuses::default(),
+        };
+        assert_eq!(
+            feed(&[watcher(3, false)], &[true], &truth),
+            Vec::<String>::new()
+        );
+        let told = feed(&[watcher(2, false)], &[true], &truth);
+        assert!(
+            told.len() == 1 && told[0].contains("commits [3] never came"),
+            "{told:?}"
+        );
+        assert_eq!(
+            feed(&[watcher(2, true)], &[true], &truth),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            feed(&[watcher(2, false)], &[false], &truth),
+            Vec::<String>::new()
+        );
+    }
 }
