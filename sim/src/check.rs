@@ -1461,6 +1461,28 @@ mod tests {
         );
     }
 
+    /// An acknowledged write is placed in the search though no read saw its value: a later
+    /// read of what was there before it is stale.
+    #[test]
+    fn an_acknowledged_write_no_read_saw_still_rules_out_a_stale_read() {
+        let write = Op {
+            invoke: 0,
+            complete: Some(10),
+            ..put("k", "a", Outcome::Written)
+        };
+        let read = |value: Option<&str>| Op {
+            invoke: 20,
+            complete: Some(30),
+            ..finished(OpKind::Get(bytes("k")), Outcome::Read(value.map(bytes)))
+        };
+        let keys = [bytes("k")];
+        assert_eq!(
+            linearizability(&[write.clone(), read(Some("a"))], &keys),
+            None
+        );
+        assert!(linearizability(&[write, read(None)], &keys).is_some());
+    }
+
     #[test]
     fn writes_of_unknown_outcome_no_read_saw_are_left_out_of_the_search() {
         let key = bytes("k");
