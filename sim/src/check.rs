@@ -903,8 +903,9 @@ fn commits_through(op: &Op, timeline: &Timeline) -> Option<usize> {
 }
 
 /// Liveness at a run's end, long after its last fault: what each process still alive
-/// (`None` for one that is not) has pending, as counts of requests and of open iterators,
-/// must be nothing (the workload closes every iterator it opens).
+/// (`None` for one that is not) has pending, as `(requests, open iterators)`, must be
+/// nothing (the workload closes every iterator it opens). Names each process that has
+/// some, with its counts.
 pub fn pending_at_end(
     processes: impl IntoIterator<Item = Option<(usize, usize)>>,
 ) -> Option<String> {
@@ -930,8 +931,10 @@ pub fn feed(
 ) -> Vec<String> {
     let mut violations = Vec::new();
     let last = truth.keys().next_back().copied().unwrap_or(0);
-    // Empty when `to` is not past `from` (a lag may claim to have lost from before where
-    // its subscription stood: said below, not a panic of `range`).
+    // Empty when `to` is not past `from`, where `range` would panic: a lag claiming to have
+    // lost commits from before its subscription's position, or a subscription moved past
+    // the log's next number (by changes of a commit that never was, or by a lag resuming
+    // there): each reported below as what it is.
     let groups_inside = |from: u64, to: u64, range| -> Vec<u64> {
         truth
             .range(from..to.max(from))
@@ -1001,6 +1004,13 @@ pub fn feed(
                     next = seq.0 + 1;
                 }
                 WatchEvent::Lagged { missed, resume } => {
+                    if resume.0 > last + 1 {
+                        violations.push(format!(
+                            "{name}: a lag resuming at {}, past the log's next number {}",
+                            resume.0,
+                            last + 1
+                        ));
+                    }
                     // The leader may have moved it past groups with nothing in its range.
                     let lost_from = resume.0.saturating_sub(*missed);
                     let skipped = groups_inside(next, lost_from, &watcher.range);
@@ -1031,7 +1041,7 @@ pub fn feed(
 mod tests {
     use super::*;
     use crate::history::Excuses;
-    use party_proto::IterOptions;
+    use party_proto::{CommitSeq, IterOptions};
 
     fn op(invoke: u64, complete: u64, read: bool, value: Option<&str>, required: bool) -> KeyOp {
         KeyOp {
@@ -1240,6 +1250,49 @@ mod tests {
         }
     }
 
+    /// A put of `value` to `key`, ended as `outcome`, every failure excused (the checks
+    /// that use it judge what committed, not whether a failure was explained).
+    fn put(key: &str, value: &str, outcome: Outcome) -> Op {
+        Op {
+            excuses: Excuses::all(),
+            ..finished(
+                OpKind::Write(vec![(bytes(key), Some(bytes(value)))]),
+                outcome,
+            )
+        }
+    }
+
+    /// A transaction that read nothing and puts `value` to `key`, ended as `outcome`.
+    fn transaction(key: &str, value: &str, outcome: Outcome) -> Op {
+        Op {
+            excuses: Excuses::all(),
+            ..finished(
+                OpKind::Transaction {
+                    reads: Vec::new(),
+                    writes: vec![(bytes(key), Some(bytes(value)))],
+                },
+                outcome,
+            )
+        }
+    }
+
+    /// A transaction's refusal naming `key` as absent.
+    fn conflict_on(key: &str) -> Outcome {
+        Outcome::Conflict {
+            key: bytes(key),
+            current: None,
+        }
+    }
+
+    /// `op`, run from `invoke` to `complete`.
+    fn during(invoke: u64, complete: u64, op: Op) -> Op {
+        Op {
+            invoke,
+            complete: Some(complete),
+            ..op
+        }
+    }
+
     #[test]
     fn a_batch_seen_half_done_is_caught() {
         let timeline = batch_timeline();
@@ -1277,12 +1330,14 @@ mod tests {
     #[test]
     fn a_get_many_seeing_a_state_from_before_it_started_is_caught() {
         let timeline = batch_timeline();
-        let read = |invoke: u64, value: &str| Op {
-            invoke,
-            complete: Some(invoke + 2),
-            ..finished(
-                OpKind::GetMany(vec![bytes("a"), bytes("b")]),
-                Outcome::ReadMany(vec![Some(bytes(value)), Some(bytes(value))]),
+        let read = |invoke: u64, value: &str| {
+            during(
+                invoke,
+                invoke + 2,
+                finished(
+                    OpKind::GetMany(vec![bytes("a"), bytes("b")]),
+                    Outcome::ReadMany(vec![Some(bytes(value)), Some(bytes(value))]),
+                ),
             )
         };
         assert_eq!(atomic_reads(&[read(8, "0")], &timeline), None);
@@ -1388,8 +1443,11 @@ mod tests {
             (true, ["b", "b"]),
             (true, ["a", "b"]),
         ] {
-            let told = iterators(&[scan(reverse, &keys)], &timeline);
-            assert!(told.is_some(), "{reverse} {keys:?}");
+            let told = iterators(&[scan(reverse, &keys)], &timeline).unwrap_or_default();
+            assert!(
+                told.contains("repeated or reordered"),
+                "{reverse} {keys:?}: {told}"
+            );
         }
     }
 
@@ -1465,15 +1523,10 @@ mod tests {
     /// read of what was there before it is stale.
     #[test]
     fn an_acknowledged_write_no_read_saw_still_rules_out_a_stale_read() {
-        let write = Op {
-            invoke: 0,
-            complete: Some(10),
-            ..put("k", "a", Outcome::Written)
-        };
-        let read = |value: Option<&str>| Op {
-            invoke: 20,
-            complete: Some(30),
-            ..finished(OpKind::Get(bytes("k")), Outcome::Read(value.map(bytes)))
+        let write = during(0, 10, put("k", "a", Outcome::Written));
+        let read = |value: Option<&str>| {
+            let get = finished(OpKind::Get(bytes("k")), Outcome::Read(value.map(bytes)));
+            during(20, 30, get)
         };
         let keys = [bytes("k")];
         assert_eq!(
@@ -1509,28 +1562,6 @@ mod tests {
         assert_eq!(linearizability(&history, std::slice::from_ref(&key)), None);
         history.last_mut().unwrap().outcome = Outcome::Read(Some(bytes("never written")));
         assert!(linearizability(&history, &[key]).is_some());
-    }
-
-    /// A put of `value` to `key`, ended as `outcome`, with every failure excused (the
-    /// checks below judge what committed, not whether the failure was explained).
-    fn put(key: &str, value: &str, outcome: Outcome) -> Op {
-        let excuses = Excuses {
-            store: true,
-            outcome_unknown: true,
-            connection_lost: true,
-            timed_out: true,
-            closed: true,
-            malformed: true,
-            failed_before: true,
-            ..Excuses::default()
-        };
-        Op {
-            excuses,
-            ..finished(
-                OpKind::Write(vec![(bytes(key), Some(bytes(value)))]),
-                outcome,
-            )
-        }
     }
 
     /// A write that failed with an error saying it was not applied must not have committed;
@@ -1575,18 +1606,13 @@ mod tests {
             outcomes(&[put("k", "v", Outcome::Written)], &never).len(),
             1
         );
-        let conflict = Outcome::Conflict {
-            key: bytes("k"),
-            current: None,
-        };
-        assert_eq!(
-            outcomes(&[put("k", "v", conflict.clone())], &committed).len(),
-            1
+        let refused = || transaction("k", "v", conflict_on("k"));
+        let told = outcomes(&[refused()], &committed);
+        assert!(
+            told.len() == 1 && told[0].contains("answered a conflict but was committed"),
+            "{told:?}"
         );
-        assert_eq!(
-            outcomes(&[put("k", "v", conflict)], &never),
-            Vec::<String>::new()
-        );
+        assert_eq!(outcomes(&[refused()], &never), Vec::<String>::new());
     }
 
     /// A real run's exactly-once, where values repeat: each put of a value committed at
@@ -1597,13 +1623,7 @@ mod tests {
         let counts = |times: u32| FxHashMap::from_iter([((bytes("k"), bytes("v")), times)]);
         let acked = || put("k", "v", Outcome::Written);
         let unknown = || put("k", "v", Outcome::Failed(ErrorCode::TimedOut));
-        let refused = || {
-            let conflict = Outcome::Conflict {
-                key: bytes("k"),
-                current: None,
-            };
-            put("k", "v", conflict)
-        };
+        let refused = || transaction("k", "v", conflict_on("k"));
         let not_applied = || put("k", "v", Outcome::Failed(ErrorCode::Backend("disk".into())));
         assert_eq!(
             write_counts(&[acked(), acked()], &counts(2)),
@@ -1661,19 +1681,14 @@ mod tests {
     #[test]
     fn a_get_many_seeing_a_value_written_after_it_ended_is_caught() {
         let key = bytes("k");
-        let get_many = |invoke: u64| Op {
-            invoke,
-            complete: Some(invoke + 10),
-            ..finished(
+        let get_many = |invoke: u64| {
+            let read = finished(
                 OpKind::GetMany(vec![key.clone()]),
                 Outcome::ReadMany(vec![Some(bytes("a"))]),
-            )
+            );
+            during(invoke, invoke + 10, read)
         };
-        let write = Op {
-            invoke: 20,
-            complete: Some(30),
-            ..put("k", "a", Outcome::Written)
-        };
+        let write = during(20, 30, put("k", "a", Outcome::Written));
         let keys = std::slice::from_ref(&key);
         assert_eq!(linearizability(&[write.clone(), get_many(40)], keys), None);
         assert!(linearizability(&[get_many(0), write], keys).is_some());
@@ -1688,28 +1703,18 @@ mod tests {
         let mut history: Vec<Op> = (0..writes)
             .map(|n| {
                 let at = n as u64 * 10;
-                Op {
-                    invoke: at,
-                    complete: Some(at + 5),
-                    ..put("k", &format!("w{n}"), Outcome::Written)
-                }
+                during(at, at + 5, put("k", &format!("w{n}"), Outcome::Written))
             })
             .collect();
-        let stale_read = Op {
-            invoke: writes as u64 * 10,
-            complete: Some(writes as u64 * 10 + 5),
-            ..finished(OpKind::Get(bytes("k")), Outcome::Read(Some(bytes("w0"))))
-        };
+        let at = writes as u64 * 10;
+        let stale_read = finished(OpKind::Get(bytes("k")), Outcome::Read(Some(bytes("w0"))));
+        let stale_read = during(at, at + 5, stale_read);
         history.push(stale_read);
         let (checkable, too_busy) = checkable_keys(&history);
         assert_eq!((checkable, too_busy), (vec![bytes("k")], vec![]));
         let told = linearizability(&history, &[bytes("k")]).unwrap();
         assert!(told.contains("by zones"), "{told}");
-        history[1] = Op {
-            invoke: 10,
-            complete: Some(15),
-            ..put("k", "w0", Outcome::Written)
-        };
+        history[1] = during(10, 15, put("k", "w0", Outcome::Written));
         let (checkable, too_busy) = checkable_keys(&history);
         assert_eq!(
             (checkable, too_busy),
@@ -1717,91 +1722,93 @@ mod tests {
         );
     }
 
+    /// Commit `n`'s one change: `k` put to `n`.
+    fn change(n: u64) -> Change {
+        Change::Put {
+            key: bytes("k"),
+            value: n.to_string().into_bytes(),
+        }
+    }
+
+    /// Commits 1 to `last`, each the change of [`change`].
+    fn commits(last: u64) -> BTreeMap<u64, Vec<Change>> {
+        (1..=last).map(|n| (n, vec![change(n)])).collect()
+    }
+
+    fn delivered(n: u64) -> WatchEvent {
+        WatchEvent::Changes {
+            seq: CommitSeq(n),
+            changes: vec![change(n)],
+        }
+    }
+
+    /// A subscription to every key from commit 1 that handed its caller `events`.
+    fn watcher(events: Vec<WatchEvent>, closed: bool) -> Watcher {
+        Watcher {
+            process: 0,
+            incarnation: 0,
+            range: KeyRange::all(),
+            asked: None,
+            start: Some(CommitSeq(1)),
+            events,
+            failed: None,
+            closed,
+            excuses: Excuses::default(),
+        }
+    }
+
     /// A subscription told of a lag that claims commits it was already given (the lag's
     /// first lost commit before the one it stood at) is caught, as is one whose lag skips a
     /// commit of its range unsaid; an honest lag passes.
     #[test]
     fn a_lag_claiming_commits_already_delivered_is_caught() {
-        let change = |n: u64| Change::Put {
-            key: bytes("k"),
-            value: n.to_string().into_bytes(),
+        let truth = commits(4);
+        let judge = |missed: u64| {
+            let resume = CommitSeq(4);
+            let lag = WatchEvent::Lagged { missed, resume };
+            let events = vec![delivered(1), lag, delivered(4)];
+            feed(&[watcher(events, true)], &[false], &truth)
         };
-        let truth: BTreeMap<u64, Vec<Change>> = (1..=4).map(|n| (n, vec![change(n)])).collect();
-        let watcher = |missed: u64, resume: u64| Watcher {
-            process: 0,
-            incarnation: 0,
-            range: KeyRange::all(),
-            asked: None,
-            start: Some(party_proto::CommitSeq(1)),
-            events: vec![
-                WatchEvent::Changes {
-                    seq: party_proto::CommitSeq(1),
-                    changes: vec![change(1)],
-                },
-                WatchEvent::Lagged {
-                    missed,
-                    resume: party_proto::CommitSeq(resume),
-                },
-                WatchEvent::Changes {
-                    seq: party_proto::CommitSeq(resume),
-                    changes: vec![change(resume)],
-                },
-            ],
-            failed: None,
-            closed: true,
-            excuses: Excuses::default(),
-        };
-        let judge = |missed, resume| feed(&[watcher(missed, resume)], &[false], &truth);
-        assert_eq!(judge(2, 4), Vec::<String>::new());
-        let told = judge(3, 4);
+        assert_eq!(judge(2), Vec::<String>::new());
+        let told = judge(3);
         assert!(
             told.len() == 1 && told[0].contains("a lag of 3"),
             "{told:?}"
         );
-        assert_eq!(judge(1, 4).len(), 1, "commit 2 skipped unsaid");
+        let told = judge(1);
+        assert!(
+            told.len() == 1 && told[0].contains("in between: [2]"),
+            "commit 2 skipped unsaid: {told:?}"
+        );
+        // Commits 2 to 5 lost, said whole, but a resume past the end.
+        let lag = WatchEvent::Lagged {
+            missed: 4,
+            resume: CommitSeq(6),
+        };
+        let past_the_end = watcher(vec![delivered(1), lag], false);
+        let told = feed(&[past_the_end], &[true], &truth);
+        assert!(
+            told.len() == 1 && told[0].contains("past the log's next number 5"),
+            "{told:?}"
+        );
     }
 
     /// A subscription still open at the end has seen every commit of its range, the last
     /// one included; one its caller closed, or whose process is gone, need not have.
     #[test]
     fn a_subscription_open_at_the_end_missing_the_last_commit_is_caught() {
-        let change = |n: u64| Change::Put {
-            key: bytes("k"),
-            value: n.to_string().into_bytes(),
-        };
-        let truth: BTreeMap<u64, Vec<Change>> = (1..=3).map(|n| (n, vec![change(n)])).collect();
-        let watcher = |through: u64, closed: bool| Watcher {
-            process: 0,
-            incarnation: 0,
-            range: KeyRange::all(),
-            asked: None,
-            start: Some(party_proto::CommitSeq(1)),
-            events: (1..=through)
-                .map(|n| WatchEvent::Changes {
-                    seq: party_proto::CommitSeq(n),
-                    changes: vec![change(n)],
-                })
-                .collect(),
-            failed: None,
-            closed,
-            excuses: Excuses::default(),
-        };
-        assert_eq!(
-            feed(&[watcher(3, false)], &[true], &truth),
-            Vec::<String>::new()
-        );
-        let told = feed(&[watcher(2, false)], &[true], &truth);
+        let truth = commits(3);
+        let through = |last: u64, closed| watcher((1..=last).map(delivered).collect(), closed);
+        let open = feed(&[through(3, false)], &[true], &truth);
+        assert_eq!(open, Vec::<String>::new());
+        let told = feed(&[through(2, false)], &[true], &truth);
         assert!(
             told.len() == 1 && told[0].contains("commits [3] never came"),
             "{told:?}"
         );
-        assert_eq!(
-            feed(&[watcher(2, true)], &[true], &truth),
-            Vec::<String>::new()
-        );
-        assert_eq!(
-            feed(&[watcher(2, false)], &[false], &truth),
-            Vec::<String>::new()
-        );
+        let closed = feed(&[through(2, true)], &[true], &truth);
+        assert_eq!(closed, Vec::<String>::new());
+        let gone = feed(&[through(2, false)], &[false], &truth);
+        assert_eq!(gone, Vec::<String>::new());
     }
 }

@@ -180,6 +180,29 @@ impl Excuses {
     }
 }
 
+#[cfg(test)]
+impl Excuses {
+    /// Every excuse at once. Each field named: a new excuse must be added here, and to the
+    /// table of `each_excuse_explains_its_own_errors_and_no_other`.
+    pub fn all() -> Excuses {
+        Excuses {
+            connection_lost: true,
+            timed_out: true,
+            closed: true,
+            election_failed: true,
+            store: true,
+            outcome_unknown: true,
+            refused: true,
+            foreign: true,
+            other_store: true,
+            malformed: true,
+            too_large: true,
+            feed_off: true,
+            failed_before: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Op {
     pub process: usize,
@@ -231,6 +254,7 @@ mod tests {
     #[test]
     fn each_excuse_explains_its_own_errors_and_no_other() {
         use party_proto::election::ElectionFailure;
+        use party_proto::wire::ProtocolId;
         let errors = [
             ("ConnectionLost", ErrorCode::ConnectionLost),
             ("TimedOut", ErrorCode::TimedOut),
@@ -275,6 +299,16 @@ mod tests {
             ("BatchTooLarge", ErrorCode::BatchTooLarge { ops: 9, max: 8 }),
             ("WatchAhead", ErrorCode::WatchAhead { from: 9, next: 8 }),
             ("TooManyWatches", ErrorCode::TooManyWatches { limit: 2 }),
+            (
+                "ProtocolMismatch",
+                ErrorCode::ProtocolMismatch {
+                    expected: ProtocolId::CURRENT,
+                    got: ProtocolId {
+                        magic: *b"nope",
+                        version: 1,
+                    },
+                },
+            ),
         ];
         let explained = |excuses: Excuses| -> Vec<&str> {
             errors
@@ -381,22 +415,7 @@ mod tests {
         for (excuses, expected) in cases {
             assert_eq!(explained(excuses), expected, "{excuses:?}");
         }
-        // Every field named: a new excuse must be added to the cases above.
-        let every = Excuses {
-            connection_lost: true,
-            timed_out: true,
-            closed: true,
-            election_failed: true,
-            store: true,
-            outcome_unknown: true,
-            refused: true,
-            foreign: true,
-            other_store: true,
-            malformed: true,
-            too_large: true,
-            feed_off: true,
-            failed_before: true,
-        };
+        let every = Excuses::all();
         assert_eq!(explained(every).len(), 16, "{:?}", explained(every));
     }
 }

@@ -944,3 +944,38 @@ impl World {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn world() -> World {
+        World::new(Schedule::of(0), Injection::default())
+    }
+
+    fn liveness(world: World) -> Vec<String> {
+        let violations = world.finish().violations;
+        violations
+            .into_iter()
+            .filter(|violation| violation.starts_with("liveness"))
+            .collect()
+    }
+
+    /// The run's end counts an iterator left open as pending, as a request is, in a
+    /// process still alive; a dead process's are not judged.
+    #[test]
+    fn an_iterator_left_open_at_the_end_is_a_liveness_violation() {
+        assert_eq!(liveness(world()), Vec::<String>::new());
+        let mut stuck = world();
+        stuck.processes[1].iters.insert(IterId(7), 0);
+        let told = liveness(stuck);
+        assert!(
+            told.len() == 1 && told[0].ends_with("p1: 0 requests, 1 iterators"),
+            "{told:?}"
+        );
+        let mut dead = world();
+        dead.processes[1].iters.insert(IterId(7), 0);
+        dead.processes[1].alive = false;
+        assert_eq!(liveness(dead), Vec::<String>::new());
+    }
+}
