@@ -1358,10 +1358,7 @@ mod tests {
         let mut timeline = Timeline::default();
         let put = |process: usize, key: &str, value: &str, outcome: Outcome| Op {
             process,
-            ..finished(
-                OpKind::Write(vec![(bytes(key), Some(bytes(value)))]),
-                outcome,
-            )
+            ..put(key, value, outcome)
         };
         timeline.commit(5, BTreeMap::from([(bytes("b"), Some(bytes("2")))]));
         timeline.commit(10, BTreeMap::from([(bytes("a"), Some(bytes("1")))]));

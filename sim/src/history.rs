@@ -318,98 +318,34 @@ mod tests {
                 .collect()
         };
         let none = Excuses::default();
+        let only = |set: fn(&mut Excuses)| {
+            let mut excuses = none;
+            set(&mut excuses);
+            excuses
+        };
         let cases: [(Excuses, &[&str]); 13] = [
+            (only(|e| e.connection_lost = true), &["ConnectionLost"]),
+            (only(|e| e.timed_out = true), &["TimedOut"]),
+            (only(|e| e.closed = true), &["Closed"]),
+            (only(|e| e.election_failed = true), &["ElectionFailed"]),
             (
-                Excuses {
-                    connection_lost: true,
-                    ..none
-                },
-                &["ConnectionLost"],
-            ),
-            (
-                Excuses {
-                    timed_out: true,
-                    ..none
-                },
-                &["TimedOut"],
-            ),
-            (
-                Excuses {
-                    closed: true,
-                    ..none
-                },
-                &["Closed"],
-            ),
-            (
-                Excuses {
-                    election_failed: true,
-                    ..none
-                },
-                &["ElectionFailed"],
-            ),
-            (
-                Excuses {
-                    store: true,
-                    ..none
-                },
+                only(|e| e.store = true),
                 &["Backend", "StoreFull", "StoreReadOnly"],
             ),
+            (only(|e| e.outcome_unknown = true), &["OutcomeUnknown"]),
+            (only(|e| e.refused = true), &["TooManyConnections"]),
+            (only(|e| e.foreign = true), &["LeaderOfOtherUser"]),
+            (only(|e| e.other_store = true), &["WrongStore"]),
             (
-                Excuses {
-                    outcome_unknown: true,
-                    ..none
-                },
-                &["OutcomeUnknown"],
-            ),
-            (
-                Excuses {
-                    refused: true,
-                    ..none
-                },
-                &["TooManyConnections"],
-            ),
-            (
-                Excuses {
-                    foreign: true,
-                    ..none
-                },
-                &["LeaderOfOtherUser"],
-            ),
-            (
-                Excuses {
-                    other_store: true,
-                    ..none
-                },
-                &["WrongStore"],
-            ),
-            (
-                Excuses {
-                    malformed: true,
-                    ..none
-                },
+                only(|e| e.malformed = true),
                 &["Malformed", "FrameTooLarge"],
             ),
             (
-                Excuses {
-                    too_large: true,
-                    ..none
-                },
+                only(|e| e.too_large = true),
                 &["FrameTooLarge", "ReplyTooLarge"],
             ),
-            (
-                Excuses {
-                    feed_off: true,
-                    ..none
-                },
-                &["FeedOff"],
-            ),
-            (
-                Excuses {
-                    failed_before: true,
-                    ..none
-                },
-                &["FailedBefore"],
-            ),
+            (only(|e| e.feed_off = true), &["FeedOff"]),
+            (only(|e| e.failed_before = true), &["FailedBefore"]),
         ];
         assert!(explained(none).is_empty());
         for (excuses, expected) in cases {
