@@ -1777,7 +1777,8 @@ mod tests {
             told.len() == 1 && told[0].contains("in between: [2]"),
             "commit 2 skipped unsaid: {told:?}"
         );
-        // Commits 2 to 5 lost, said whole, but a resume past the end.
+        // A lag covering every commit it missed (2 to 4) and one that never was (5): it
+        // resumes past the log's next number.
         let lag = WatchEvent::Lagged {
             missed: 4,
             resume: CommitSeq(6),
