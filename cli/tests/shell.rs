@@ -219,3 +219,55 @@ fn a_text_shell_marks_a_refused_cas() {
         "ok\n(not swapped) held\n(not swapped: absent)\nheld\n"
     );
 }
+
+/// level-party's own election test (its test/election.js), replayed through shells: six
+/// handles on one directory with JSON values; while any is open, each puts its key and the
+/// next one round reads it back, then one closes, here always the leader, by `exit` (a
+/// hand-over) and by SIGKILL (a crash) in turns, until none is left. Each close makes
+/// one new leader, whom the next round's reads already went through.
+#[test]
+fn level_partys_election_test_six_shells_whose_leaders_close_in_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    let json_shell = ["--encoding", "json", dir, "shell", "--json"];
+    let mut shells: Vec<(&str, Shell)> = ["a", "b", "c", "e", "f", "g"]
+        .into_iter()
+        .map(|key| (key, Shell::start_with(&json_shell)))
+        .collect();
+    let mut reads = 0;
+    for round in 0_u64.. {
+        let open = shells.len();
+        for writer in 0..open {
+            let key = shells[writer].0;
+            let value = json!([round, writer]);
+            let put = shells[writer].1.send(&format!("put {key} {value}"));
+            assert_eq!(put, json!({"ok": true}), "round {round}");
+            let get = shells[(writer + 1) % open].1.send(&format!("get {key}"));
+            assert_eq!(get, json!({"ok": true, "value": value}), "round {round}");
+            reads += 1;
+        }
+        let statuses: Vec<_> = shells.iter_mut().map(|(_, s)| s.send("status")).collect();
+        let leaders: Vec<_> = (0..open)
+            .filter(|&i| statuses[i]["role"] == "leader")
+            .collect();
+        assert_eq!(leaders.len(), 1, "round {round}: {statuses:?}");
+        assert_eq!(
+            statuses[leaders[0]]["term"],
+            round + 1,
+            "round {round}: one new leader a close"
+        );
+        let (_, mut leader) = shells.remove(leaders[0]);
+        if round % 2 == 0 {
+            let mut stdin = leader.child.stdin.take().unwrap();
+            stdin.write_all(b"exit\n").unwrap();
+        } else {
+            leader.child.kill().unwrap();
+        }
+        let status = leader.child.wait().unwrap();
+        assert_eq!(status.success(), round % 2 == 0, "round {round}: {status}");
+        if shells.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(reads, 6 * 7 / 2, "as many reads as election.js plans");
+}
