@@ -40,7 +40,8 @@
 //! ```
 
 // Under `--cfg loom` only the shared-memory pieces build (tokio leaves out the sockets
-// then); `tests/loom.rs` models them. See `sync.rs`.
+// then); `tests/loom.rs` models them. See `sync.rs`, and `value_ring.rs` for the memory a
+// follower shares with its leader's process.
 #[cfg(loom)]
 pub mod sync;
 #[cfg(not(loom))]
@@ -90,6 +91,10 @@ mod scans;
 mod send_buffer;
 #[cfg(not(loom))]
 mod shared_memory;
+// The loom models see the ring's memory as cells loom tracks, shared by two threads.
+#[cfg(loom)]
+#[path = "shared_memory_model.rs"]
+mod shared_memory;
 #[cfg(not(loom))]
 mod slow_writes;
 #[cfg(not(loom))]
@@ -108,6 +113,8 @@ mod term;
 mod transaction;
 #[cfg(not(loom))]
 mod value_ring;
+#[cfg(loom)]
+pub mod value_ring;
 #[cfg(not(loom))]
 mod waiting_room;
 #[cfg(not(loom))]

@@ -18,9 +18,11 @@ use crate::shared_memory::SharedMemory;
 const HEADER: u64 = 4096;
 
 /// Where the offer's token lies in the ring's file.
+#[cfg(not(loom))]
 const TOKEN_AT: usize = 8;
 
 /// A follower's offer of a ring, as its leader's session passes it on.
+#[cfg(not(loom))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RingOffer {
     pub fd: u32,
@@ -35,7 +37,7 @@ const RING_LEN: u64 = 4 * 1024 * 1024;
 /// A follower's side of its connection's ring: none until a big value comes through the
 /// socket, then one, offered to the leader with the next requests.
 #[derive(Debug)]
-pub(crate) struct FollowerRing {
+pub struct FollowerRing {
     may_offer: bool,
     ring: Option<(SharedMemory, RingTaker)>,
     offer: Option<ClientMessage>,
@@ -98,7 +100,7 @@ impl FollowerRing {
 }
 
 /// A new ring, mapped, and the message that offers it.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(loom)))]
 fn offer_ring() -> std::io::Result<(SharedMemory, ClientMessage)> {
     use rustix::fs::{MemfdFlags, SealFlags};
     use std::os::fd::AsRawFd;
@@ -120,20 +122,21 @@ fn offer_ring() -> std::io::Result<(SharedMemory, ClientMessage)> {
     Ok((memory, offer))
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(any(not(target_os = "linux"), loom))]
 fn offer_ring() -> std::io::Result<(SharedMemory, ClientMessage)> {
     Err(std::io::ErrorKind::Unsupported.into())
 }
 
 /// A leader's side of a follower's ring.
 #[derive(Debug)]
-pub(crate) struct LeaderRing {
+pub struct LeaderRing {
     memory: SharedMemory,
     placer: RingPlacer,
 }
 
 impl LeaderRing {
     /// Opens the ring that process `pid` offered.
+    #[cfg(not(loom))]
     pub fn open(pid: i32, offer: RingOffer) -> std::io::Result<LeaderRing> {
         let file = std::fs::File::options()
             .read(true)
@@ -170,7 +173,26 @@ impl LeaderRing {
     }
 }
 
-#[cfg(all(test, target_os = "linux"))]
+/// A follower's ring of `len` bytes, offered, and its leader's end of it: for the loom
+/// models, where the two are threads sharing a `SharedMemory` rather than processes mapping
+/// one file.
+#[cfg(loom)]
+pub fn offered_ring(len: u64) -> (FollowerRing, LeaderRing) {
+    let memory = SharedMemory::new((HEADER + len) as usize);
+    let follower = FollowerRing {
+        may_offer: false,
+        ring: Some((memory.clone(), RingTaker::new(len))),
+        offer: None,
+        told: 0,
+    };
+    let leader = LeaderRing {
+        memory,
+        placer: RingPlacer::new(len),
+    };
+    (follower, leader)
+}
+
+#[cfg(all(test, target_os = "linux", not(loom)))]
 mod tests {
     use super::*;
     use bytes::Bytes;

@@ -1,4 +1,5 @@
-//! loom models of the memory party-core shares between threads (`src/sync.rs`).
+//! loom models of the memory party-core shares between threads (`src/sync.rs`), and of the
+//! ring a follower shares with its leader's process (`src/value_ring.rs`).
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p party-core --release --test loom`.
 #![cfg(loom)]
 
@@ -13,6 +14,9 @@ use loom::sync::mpsc::channel;
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 use party_core::sync::{intake, rounds, ConnIds, Followers, Handed, Handover, Intake, Sink};
+use party_core::value_ring::offered_ring;
+use party_proto::wire::{Response, ServerMessage, LEND_AT};
+use party_proto::RequestId;
 
 #[test]
 fn connection_numbers_are_unique_across_threads() {
@@ -313,4 +317,48 @@ fn the_link_hand_off_neither_reorders_nor_interleaves_frames() {
             }
         }
     }
+}
+
+/// A get's answer whose value of `len` bytes holds its id in every byte.
+fn big_answer(id: u8, len: usize) -> ServerMessage {
+    ServerMessage::Reply {
+        id: RequestId(u64::from(id)),
+        result: Ok(Response::Value(Some(vec![id; len].into()))),
+    }
+}
+
+/// The ring big answers come through (`src/value_ring.rs`), its two processes as threads
+/// and the socket between them as a channel. The leader places four big answers in a ring
+/// with room for two at most, each where the follower's position says the values before
+/// were taken (or sends it as it is, where it finds no room); the follower takes each out,
+/// checks it whole, and tells its position, as it does after each read of its socket.
+/// loom fails the model where the leader could write bytes the follower is still copying
+/// out (the counter's Release and Acquire order the two), and the check fails where a value
+/// came out overwritten.
+#[test]
+fn a_leader_never_writes_over_a_value_its_follower_is_still_taking_out() {
+    // One value fills a lap to its end, one skips to the next lap, one fills the ring.
+    const SIZES: [usize; 4] = [LEND_AT, LEND_AT * 3 / 2, LEND_AT, 2 * LEND_AT];
+    loom::model(|| {
+        let (mut follower, mut leader) = offered_ring(2 * LEND_AT as u64);
+        let (socket, frames) = channel();
+        let taker = thread::spawn(move || {
+            for (id, len) in (0..).zip(SIZES) {
+                let message = frames.recv().unwrap();
+                assert_eq!(follower.resolve(message), Ok(big_answer(id, len)));
+                follower.tell_taken();
+            }
+        });
+        let mut in_ring = 0;
+        for (id, len) in (0..).zip(SIZES) {
+            let (message, placed) = leader.place(big_answer(id, len));
+            if placed > 0 {
+                assert!(matches!(message, ServerMessage::ReplyInRing { .. }));
+                in_ring += 1;
+            }
+            socket.send(message).unwrap();
+        }
+        taker.join().unwrap();
+        assert!(in_ring >= 1, "the first value always has room");
+    });
 }
