@@ -4,7 +4,8 @@
 //! planted in the processes (`PARTY_INJECT`) must show in the replay's checks; outputs
 //! changed in a recording must be reported as nondeterminism, at the first that differs
 //! when the recording's short digests tell which, and so must a take from an iterator
-//! recorded as having given other entries; a scan is recorded once; and a recording
+//! recorded as having given other entries (or a watch other changes), and so must a count of
+//! outputs the replay does not reach; a scan is recorded once; and a recording
 //! bounded in size keeps only its latest part, which still replays.
 
 use std::path::Path;
@@ -67,15 +68,18 @@ fn assert_replays_clean(replay: &Replayed) {
 /// leader SIGKILLed, more of the same on the next leader.
 fn recorded_failover(dir: &Path, recordings: &Path) {
     let mut leader = recorded(dir, recordings, &[], &[], "leader");
-    let mut first = recorded(dir, recordings, &[], &[], "follower");
-    let mut second = recorded(dir, recordings, &[], &[], "follower");
+    let first = recorded(dir, recordings, &[], &[], "follower");
+    let second = recorded(dir, recordings, &[], &[], "follower");
+    let mut followers = [first, second];
+    let [first, second] = &mut followers;
     assert_eq!(leader.send("put a 1"), "ok");
     assert_eq!(first.send("burst b 20"), "ok 20");
     assert_eq!(second.send("get a"), "ok 1");
     first.submit("burst c 50");
     leader.kill();
     assert_eq!(first.answer(), "ok 50");
-    assert!(first.wait_role("leader", SETTLE) || second.wait_role("leader", SETTLE));
+    assert!(Node::wait_any_role(&mut followers, "leader", SETTLE).is_some());
+    let [first, second] = &mut followers;
     assert_eq!(second.send("put a 2"), "ok");
     assert_eq!(first.send("get a"), "ok 2");
     assert!(second.send("scan FORWARD 0").starts_with("ok "));
@@ -287,6 +291,62 @@ fn a_take_from_an_iterator_changed_in_a_recording_is_reported_as_nondeterminism_
     let difference = the_difference(&changed);
     assert!(
         difference.contains(&format!("step {step}:")) && difference.contains("take gave"),
+        "{difference} ({file})"
+    );
+}
+
+/// A follower watching a prefix while the leader writes under it, both recorded.
+fn recorded_watch(dir: &Path, recordings: &Path) {
+    let feed = ["--change-feed"];
+    let mut leader = recorded(dir, recordings, &feed, &[], "leader");
+    let mut watcher = recorded(dir, recordings, &feed, &[], "follower");
+    assert!(watcher.send("watch-start w/").starts_with("ok "));
+    for n in 0..5 {
+        assert_eq!(leader.send(&format!("put w/{n} {n}")), "ok");
+    }
+    assert_eq!(watcher.send("watch-wait 5"), "ok 5");
+    assert_eq!(watcher.send("close"), "ok");
+    assert_eq!(leader.send("close"), "ok");
+}
+
+#[test]
+fn a_take_from_a_watch_changed_in_a_recording_is_reported_as_nondeterminism_at_its_step() {
+    let (dir, recordings) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    recorded_watch(dir.path(), recordings.path());
+    let files = segment_files(recordings.path());
+    assert_replays_clean(&replay(&files).unwrap());
+    let (changed, file, step) = with_a_record_changed(&files, |record| match record {
+        Record::WatchTake { gave, .. } if gave.items > 0 => {
+            gave.items += 1;
+            true
+        }
+        _ => false,
+    });
+    let difference = the_difference(&changed);
+    assert!(
+        difference.contains(&format!("step {step}:")) && difference.contains("take gave"),
+        "{difference} ({file})"
+    );
+}
+
+/// A recording whose check says the real machine had given more outputs than the replayed
+/// one gives from the same inputs.
+#[test]
+fn a_recording_counting_more_outputs_than_the_replay_gives_is_nondeterminism() {
+    let (dir, recordings) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    recorded_failover(dir.path(), recordings.path());
+    let files = segment_files(recordings.path());
+    let (changed, file, step) = with_a_record_changed(&files, |record| match record {
+        Record::Outputs { count, .. } if *count > 0 => {
+            *count += 1;
+            true
+        }
+        _ => false,
+    });
+    let difference = the_difference(&changed);
+    assert!(
+        difference.contains(&format!("step {step}:"))
+            && difference.contains("the real machine had given"),
         "{difference} ({file})"
     );
 }
