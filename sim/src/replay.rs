@@ -258,7 +258,9 @@ pub fn replay(files: &[(String, Vec<u8>)]) -> Result<Replayed, ReplayError> {
         replayed.trace.line(at, format_args!("{event}"));
     }
     if replayed.unchecked.is_empty() {
-        check_history(&history, &timeline, &committed, &mut replayed);
+        let (violations, unchecked) = check_history(&history, &timeline, &committed);
+        replayed.violations.extend(violations);
+        replayed.unchecked.extend(unchecked);
     }
     // Such a segment holds nothing: the history is whole without it.
     replayed.unchecked.extend(cut_short.into_iter().map(|file| {
@@ -271,28 +273,31 @@ pub fn replay(files: &[(String, Vec<u8>)]) -> Result<Replayed, ReplayError> {
 }
 
 /// The history checks of the simulator, with exactly-once judged by key and value (a real
-/// workload's values need not be unique).
+/// workload's values need not be unique): the violations they found, and what they could
+/// not judge.
 fn check_history(
     history: &[Op],
     timeline: &Timeline,
     committed: &FxHashMap<(Vec<u8>, Vec<u8>), u32>,
-    replayed: &mut Replayed,
-) {
-    let violations = &mut replayed.violations;
-    violations.extend(check::failures(history));
+) -> (Vec<String>, Vec<String>) {
+    let mut violations = check::failures(history);
     violations.extend(check::write_counts(history, committed));
     violations.extend(check::atomic_reads(history, timeline));
     let (keys, too_busy) = check::checkable_keys(history);
     violations.extend(check::linearizability(history, &keys));
-    for (key, ops) in too_busy {
-        replayed.unchecked.push(format!(
-            "key {}: {ops} operations, more than the linearizability search takes, and \
-             values written more than once (or deletes), which zones cannot judge",
-            key.escape_ascii()
-        ));
-    }
+    let unchecked = too_busy
+        .into_iter()
+        .map(|(key, ops)| {
+            format!(
+                "key {}: {ops} operations, more than the linearizability search takes, and \
+                 values written more than once (or deletes), which zones cannot judge",
+                key.escape_ascii()
+            )
+        })
+        .collect();
     violations.extend(check::iterators(history, timeline));
     violations.extend(check::conflicts(history, timeline));
+    (violations, unchecked)
 }
 
 fn commit(
@@ -763,4 +768,114 @@ fn shortened(value: &impl std::fmt::Debug) -> String {
         text.push('…');
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use party_proto::{ErrorCode, IterOptions};
+
+    fn bytes(text: &str) -> Vec<u8> {
+        text.as_bytes().to_vec()
+    }
+
+    /// `kind`, issued by process 0 at `invoke` and ended as `outcome` at `complete`.
+    fn op(invoke: u64, complete: u64, kind: OpKind, outcome: Outcome) -> Op {
+        Op {
+            process: 0,
+            incarnation: 0,
+            kind,
+            invoke,
+            complete: Some(complete),
+            outcome,
+            excuses: Excuses::default(),
+        }
+    }
+
+    /// A replayed history goes through each check, and each finds its own fault: a failure
+    /// nothing explains; an acknowledged write never committed (exactly-once); a read that
+    /// misses a write acknowledged before it began (linearizability); a `get_many` seeing
+    /// half of a batch it overlapped, which each key alone allows (atomicity); an iterator
+    /// giving its keys out of order; a conflict naming a value its key never held.
+    #[test]
+    fn a_replayed_history_goes_through_every_check() {
+        let put = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(key, value)| (bytes(key), Some(bytes(value))))
+                .collect::<Vec<_>>()
+        };
+        let mut timeline = Timeline::default();
+        let mut committed = FxHashMap::default();
+        for (at, pairs) in [(5, &[("a", "1")][..]), (40, &[("b", "1"), ("c", "1")])] {
+            timeline.commit(at, put(pairs).into_iter().collect());
+            for (key, value) in pairs {
+                committed.insert((bytes(key), bytes(value)), 1);
+            }
+        }
+        let history = [
+            op(0, 10, OpKind::Write(put(&[("a", "1")])), Outcome::Written),
+            op(20, 30, OpKind::Get(bytes("a")), Outcome::Read(None)),
+            op(
+                35,
+                45,
+                OpKind::Write(put(&[("b", "1"), ("c", "1")])),
+                Outcome::Written,
+            ),
+            op(
+                38,
+                50,
+                OpKind::GetMany(vec![bytes("b"), bytes("c")]),
+                Outcome::ReadMany(vec![Some(bytes("1")), None]),
+            ),
+            op(60, 70, OpKind::Write(put(&[("d", "1")])), Outcome::Written),
+            op(
+                80,
+                90,
+                OpKind::Get(bytes("e")),
+                Outcome::Failed(ErrorCode::ConnectionLost),
+            ),
+            op(
+                100,
+                110,
+                OpKind::Iterate(IterOptions::default()),
+                Outcome::Iterated {
+                    entries: vec![(bytes("b"), bytes("1")), (bytes("a"), bytes("1"))],
+                    closed_early: false,
+                    follows: None,
+                },
+            ),
+            op(
+                120,
+                130,
+                OpKind::Transaction {
+                    reads: Vec::new(),
+                    writes: put(&[("f", "1")]),
+                },
+                Outcome::Conflict {
+                    key: bytes("a"),
+                    current: Some(bytes("2")),
+                },
+            ),
+        ];
+        let (violations, unchecked) = check_history(&history, &timeline, &committed);
+        assert!(unchecked.is_empty(), "{unchecked:?}");
+        let found = |start: &str, says: &str| {
+            violations
+                .iter()
+                .any(|v| v.starts_with(start) && v.contains(says))
+        };
+        assert!(found("op5 failed", "no fault or setting"), "{violations:?}");
+        assert!(found("d = 1", "but committed 0"), "{violations:?}");
+        assert!(found("key [61]", "not linearizable"), "{violations:?}");
+        assert!(
+            found("op3: get_many", "never the store's state"),
+            "{violations:?}"
+        );
+        assert!(found("iterator", "repeated or reordered"), "{violations:?}");
+        assert!(
+            found("op7 was answered a conflict", "never held"),
+            "{violations:?}"
+        );
+    }
 }
