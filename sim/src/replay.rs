@@ -274,7 +274,8 @@ pub fn replay(files: &[(String, Vec<u8>)]) -> Result<Replayed, ReplayError> {
 
 /// The history checks of the simulator, with exactly-once judged by key and value (a real
 /// workload's values need not be unique): the violations they found, and what they could
-/// not judge.
+/// not judge. Not the write-order check: it finds a write's commit by the first that left
+/// its key with its value, which in a real workload may be an earlier write of that value.
 fn check_history(
     history: &[Op],
     timeline: &Timeline,
