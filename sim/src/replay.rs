@@ -793,6 +793,30 @@ mod tests {
         }
     }
 
+    /// What a real handle's settings excuse: a lost connection only without retries, a
+    /// time-out only with a request timeout; a close, a failed election, an unknown outcome
+    /// and a write failed before always (the recording cannot tell a fault from a bug
+    /// there); nothing else, a store's own failure included.
+    #[test]
+    fn a_handles_settings_excuse_only_the_errors_they_allow() {
+        let retrying = ClientConfig::default();
+        let excuses = excuses_of(&retrying);
+        assert!(!excuses.allow(&ErrorCode::ConnectionLost));
+        assert!(!excuses.allow(&ErrorCode::TimedOut));
+        assert!(!excuses.allow(&ErrorCode::Backend("disk".into())));
+        assert!(excuses.allow(&ErrorCode::Closed));
+        assert!(excuses.allow(&ErrorCode::FailedBefore));
+        assert!(excuses.allow(&ErrorCode::OutcomeUnknown("lost".into())));
+        let impatient = ClientConfig {
+            retry: false,
+            request_timeout: Some(std::time::Duration::from_secs(1)),
+            ..ClientConfig::default()
+        };
+        let excuses = excuses_of(&impatient);
+        assert!(excuses.allow(&ErrorCode::ConnectionLost));
+        assert!(excuses.allow(&ErrorCode::TimedOut));
+    }
+
     /// A replayed history goes through each check, and each finds its own fault: a failure
     /// nothing explains; an acknowledged write never committed (exactly-once); a read that
     /// misses a write acknowledged before it began (linearizability); a `get_many` seeing
