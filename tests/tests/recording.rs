@@ -6,13 +6,14 @@
 //! when the recording's short digests tell which, and so must a take from an iterator
 //! recorded as having given other entries (or a watch other changes), and so must a count of
 //! outputs the replay does not reach; a scan is recorded once; and a recording
-//! bounded in size keeps only its latest part, which still replays.
+//! bounded in size keeps only its latest part, which still replays (but not past a segment
+//! missing between those it kept).
 
 use std::path::Path;
 use std::time::Duration;
 
 use party_proto::recording::{decode_segment, encode_item, Record, Seal};
-use party_sim::replay::{replay, Replayed};
+use party_sim::replay::{replay, ReplayError, Replayed};
 use party_tests::Node;
 
 const NODE: &str = env!("CARGO_BIN_EXE_party-node");
@@ -414,9 +415,10 @@ fn a_bounded_recording_keeps_its_latest_part_and_that_part_replays() {
     assert_eq!(leader.send("close"), "ok");
 
     let files = segment_files(recordings.path());
+    let stream_of = |name: &str| name.rsplit_once('-').unwrap().0.to_owned();
     let mut streams = std::collections::BTreeMap::<String, (usize, usize)>::new();
     for (name, bytes) in &files {
-        let stream = name.rsplit_once('-').unwrap().0.to_owned();
+        let stream = stream_of(name);
         let (count, size) = streams.entry(stream).or_default();
         *count += 1;
         *size += bytes.len();
@@ -442,6 +444,30 @@ fn a_bounded_recording_keeps_its_latest_part_and_that_part_replays() {
         replay.unchecked
     );
     assert!(replay.violations.is_empty(), "{:?}", replay.violations);
+
+    // A segment missing between those kept is refused, not replayed past.
+    let (stream, _) = streams
+        .iter()
+        .find(|(_, (count, _))| *count >= 3)
+        .expect("a stream kept three segments");
+    let middle = files
+        .iter()
+        .filter(|(name, _)| stream_of(name) == *stream)
+        .nth(1)
+        .unwrap()
+        .0
+        .clone();
+    let gapped: Vec<_> = files
+        .into_iter()
+        .filter(|(name, _)| *name != middle)
+        .collect();
+    assert!(
+        matches!(
+            party_sim::replay::replay(&gapped),
+            Err(ReplayError::Gap { .. })
+        ),
+        "{middle} left out"
+    );
 }
 
 /// A follower recorded under a leader that was not: the replay cannot know the leader's
