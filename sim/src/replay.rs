@@ -774,6 +774,7 @@ fn shortened(value: &impl std::fmt::Debug) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use party_proto::wire::WriteOp;
     use party_proto::{ErrorCode, IterOptions};
 
     fn bytes(text: &str) -> Vec<u8> {
@@ -815,6 +816,37 @@ mod tests {
         let excuses = excuses_of(&impatient);
         assert!(excuses.allow(&ErrorCode::ConnectionLost));
         assert!(excuses.allow(&ErrorCode::TimedOut));
+    }
+
+    /// A replayed commit lands somewhere between its asking and its answer: a `get_many`
+    /// during it may see either side, one that ended before it was asked only the store
+    /// before it, one that began after its answer only the store after it.
+    #[test]
+    fn a_replayed_commit_lands_between_its_asking_and_its_answer() {
+        let mut store = MemoryBackend::new();
+        let (mut timeline, mut committed) = (Timeline::default(), FxHashMap::default());
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::Put {
+            key: bytes("k"),
+            value: bytes("1"),
+        });
+        commit(&mut store, &mut timeline, &mut committed, (40, 50), &batch);
+        assert_eq!(committed.get(&(bytes("k"), bytes("1"))), Some(&1));
+        let read = |invoke: u64, value: Option<&str>| {
+            [op(
+                invoke,
+                invoke + 10,
+                OpKind::GetMany(vec![bytes("k")]),
+                Outcome::ReadMany(vec![value.map(bytes)]),
+            )]
+        };
+        for seen in [None, Some("1")] {
+            assert_eq!(check::atomic_reads(&read(45, seen), &timeline), None);
+        }
+        assert!(check::atomic_reads(&read(10, None), &timeline).is_none());
+        assert!(check::atomic_reads(&read(10, Some("1")), &timeline).is_some());
+        assert!(check::atomic_reads(&read(60, Some("1")), &timeline).is_none());
+        assert!(check::atomic_reads(&read(60, None), &timeline).is_some());
     }
 
     /// A replayed history goes through each check, and each finds its own fault: a failure
