@@ -446,3 +446,39 @@ fn holds(read: &ReadCheck, state: &BTreeMap<Vec<u8>, Vec<u8>>) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every read of a transaction is judged against the store at its place, not only its
+    /// first: one committed although its second read no longer held is caught.
+    #[test]
+    fn a_transaction_committed_on_any_stale_read_is_caught() {
+        let mut world = World::new(Schedule::of(0), Injection::default());
+        let absent = |key: &str| ReadCheck::Key {
+            key: key.into(),
+            value: None,
+        };
+        let committed = |reads| {
+            let mut batch = WriteBatch::new();
+            batch.push(WriteOp::Transaction {
+                reads,
+                writes: Vec::new(),
+            });
+            batch
+        };
+        world.check_transactions(0, &committed(vec![absent("a"), absent("b")]));
+        assert_eq!(world.violations, Vec::<String>::new());
+        let held = ReadCheck::Key {
+            key: "b".into(),
+            value: Some("1".into()),
+        };
+        world.check_transactions(0, &committed(vec![absent("a"), held]));
+        assert!(
+            world.violations.len() == 1 && world.violations[0].contains("not serializable"),
+            "{:?}",
+            world.violations
+        );
+    }
+}
