@@ -266,6 +266,16 @@ mod tests {
         assert_eq!(landings(&[first(), second, third])[0].1, "lost");
     }
 
+    /// The next leadership that took a number tells, not a later one: here the next took
+    /// the commit's own number (it was lost) and a later one found the store past it.
+    #[test]
+    fn only_the_next_leadership_with_a_number_tells() {
+        let first = leadership(1, vec![asked(20, 2)]);
+        let next = leadership(2, vec![found(30, 2), asked(31, 2), answered(32)]);
+        let later = leadership(3, vec![found(40, 3)]);
+        assert_eq!(landings(&[first, next, later])[0].1, "lost");
+    }
+
     #[test]
     fn a_commit_left_unanswered_is_untold_without_a_number_after_it() {
         let untold = |streams: &[StreamSegments]| landings(streams)[0].1 == "untold";
