@@ -481,4 +481,28 @@ mod tests {
             world.violations
         );
     }
+
+    /// A transaction is judged at its place in its batch: after the batch's earlier
+    /// operations, deletes included.
+    #[test]
+    fn a_transaction_reads_the_deletes_before_it_in_its_batch() {
+        let mut world = World::new(Schedule::of(0), Injection::default());
+        let mut before = WriteBatch::new();
+        before.push(WriteOp::Put {
+            key: "a".into(),
+            value: "1".into(),
+        });
+        world.store.write(&before).unwrap();
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::Del { key: "a".into() });
+        batch.push(WriteOp::Transaction {
+            reads: vec![ReadCheck::Key {
+                key: "a".into(),
+                value: None,
+            }],
+            writes: Vec::new(),
+        });
+        world.check_transactions(0, &batch);
+        assert_eq!(world.violations, Vec::<String>::new());
+    }
 }
