@@ -305,3 +305,37 @@ pub fn inside(changes: &[Change], range: &KeyRange) -> Vec<Change> {
         .filter_map(|change| change.within(range))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A group numbered `seq`, its entry kept (a leader with a feed).
+    fn group(seq: u64) -> WriteBatch {
+        WriteBatch {
+            ops: Vec::new(),
+            records: Vec::new(),
+            log: Some(LogAppend {
+                seq: CommitSeq(seq),
+                entry: encode_entry(0, &[]),
+            }),
+        }
+    }
+
+    /// A group must take the log's next number: one taken already, and one past it (which
+    /// would leave a number no group holds), are both violations; a store shared over the
+    /// network refuses both.
+    #[test]
+    fn a_group_numbered_other_than_the_logs_next_is_caught() {
+        let mut world = World::new(Schedule::of(0), Injection::default());
+        assert!(!world.log_number_taken(&group(1)));
+        world.record_commit(0, &group(1));
+        assert_eq!(world.violations, Vec::<String>::new());
+        for wrong in [1, 3] {
+            assert!(world.log_number_taken(&group(wrong)), "number {wrong}");
+            world.record_commit(0, &group(wrong));
+            let told = world.violations.pop().expect("a violation");
+            assert!(told.ends_with("the store's next is 2"), "{told}");
+        }
+    }
+}
