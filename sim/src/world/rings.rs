@@ -133,3 +133,67 @@ impl World {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A world whose process 1 connected to process 0, and the connection.
+    fn connected() -> (World, ConnId) {
+        let mut world = World::new(Schedule::of(0), Injection::default());
+        let conn = world.open_conn(1, 0, false);
+        (world, conn)
+    }
+
+    /// The leader's session must pass on the length of the ring its follower made:
+    /// another, shorter or longer, is a violation; the same one arms the leader's placer.
+    #[test]
+    fn a_ring_offered_otherwise_than_made_is_caught() {
+        for told in [7, 8, 9] {
+            let (mut world, conn) = connected();
+            world.conns.get_mut(&conn).unwrap().ring = Some(SimRing {
+                memory: vec![0; 8],
+                placer: None,
+                taker: RingTaker::new(8),
+                told: 0,
+            });
+            world.ring_offered(conn, told);
+            let armed = world.conns[&conn].ring.as_ref().unwrap().placer.is_some();
+            if told == 8 {
+                assert!(
+                    armed && world.violations.is_empty(),
+                    "{:?}",
+                    world.violations
+                );
+            } else {
+                assert!(
+                    !armed && world.violations.len() == 1,
+                    "{told}: {:?}",
+                    world.violations
+                );
+            }
+        }
+    }
+
+    /// A value said to lie in a ring on a connection whose follower made none is a
+    /// violation, and the answer is dropped; an answer on the socket passes as it is.
+    #[test]
+    fn a_value_in_a_ring_never_made_is_caught() {
+        let (mut world, conn) = connected();
+        let on_socket = ServerMessage::Reply {
+            id: RequestId(2),
+            result: Ok(party_proto::wire::Response::Value(None)),
+        };
+        assert_eq!(world.out_of_ring(conn, on_socket.clone()), Some(on_socket));
+        let in_ring = ServerMessage::ReplyInRing {
+            id: RequestId(1),
+            end: 4,
+            len: 4,
+        };
+        assert_eq!(world.out_of_ring(conn, in_ring), None);
+        assert_eq!(
+            world.violations,
+            [format!("conn{conn}: {}", RingError::NoRing)]
+        );
+    }
+}
