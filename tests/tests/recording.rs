@@ -282,13 +282,22 @@ fn a_take_from_an_iterator_changed_in_a_recording_is_reported_as_nondeterminism_
     let files = segment_files(recordings.path());
     // What the scan's first take gave, as the recording has it, differs from what the
     // replayed machine gives from the same bytes.
-    let (changed, file, step) = with_a_record_changed(&files, |record| match record {
+    assert_a_changed_take_is_reported(&files, |record| match record {
         Record::IterTake { gave, .. } if gave.items > 0 => {
             gave.digest ^= 1;
             true
         }
         _ => false,
     });
+}
+
+/// A replay of `files` with the first record `change` changes reports one difference: a
+/// take's, at that record's step.
+fn assert_a_changed_take_is_reported(
+    files: &[(String, Vec<u8>)],
+    change: impl Fn(&mut Record) -> bool,
+) {
+    let (changed, file, step) = with_a_record_changed(files, change);
     let difference = the_difference(&changed);
     assert!(
         difference.contains(&format!("step {step}:")) && difference.contains("take gave"),
@@ -316,18 +325,13 @@ fn a_take_from_a_watch_changed_in_a_recording_is_reported_as_nondeterminism_at_i
     recorded_watch(dir.path(), recordings.path());
     let files = segment_files(recordings.path());
     assert_replays_clean(&replay(&files).unwrap());
-    let (changed, file, step) = with_a_record_changed(&files, |record| match record {
+    assert_a_changed_take_is_reported(&files, |record| match record {
         Record::WatchTake { gave, .. } if gave.items > 0 => {
             gave.items += 1;
             true
         }
         _ => false,
     });
-    let difference = the_difference(&changed);
-    assert!(
-        difference.contains(&format!("step {step}:")) && difference.contains("take gave"),
-        "{difference} ({file})"
-    );
 }
 
 /// A recording whose check says the real machine had given more outputs than the replayed
