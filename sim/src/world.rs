@@ -945,13 +945,17 @@ impl World {
     }
 }
 
+/// The world the checks' unit tests build: seed 0's schedule, no bug injected.
+#[cfg(test)]
+impl World {
+    fn quiet() -> World {
+        World::new(Schedule::of(0), Injection::default())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn world() -> World {
-        World::new(Schedule::of(0), Injection::default())
-    }
 
     fn liveness(world: World) -> Vec<String> {
         let violations = world.finish().violations;
@@ -965,15 +969,15 @@ mod tests {
     /// process still alive; a dead process's are not judged.
     #[test]
     fn an_iterator_left_open_at_the_end_is_a_liveness_violation() {
-        assert_eq!(liveness(world()), Vec::<String>::new());
-        let mut stuck = world();
+        assert_eq!(liveness(World::quiet()), Vec::<String>::new());
+        let mut stuck = World::quiet();
         stuck.processes[1].iters.insert(IterId(7), 0);
         let told = liveness(stuck);
         assert!(
             told.len() == 1 && told[0].ends_with("p1: 0 requests, 1 iterators"),
             "{told:?}"
         );
-        let mut dead = world();
+        let mut dead = World::quiet();
         dead.processes[1].iters.insert(IterId(7), 0);
         dead.processes[1].alive = false;
         assert_eq!(liveness(dead), Vec::<String>::new());

@@ -400,10 +400,6 @@ mod tests {
     use party_proto::wire::ReadCheck;
     use party_proto::CommitSeq;
 
-    fn world() -> World {
-        World::new(Schedule::of(0), Injection::default())
-    }
-
     fn put(key: &[u8], value: &[u8]) -> WriteOp {
         WriteOp::Put {
             key: key.to_vec(),
@@ -434,7 +430,7 @@ mod tests {
 
     #[test]
     fn a_late_commit_lands_until_a_store_read_fences_it() {
-        let mut world = world();
+        let mut world = World::quiet();
         world.late_commit(0, &logged(1, vec![put(b"k", b"first")], true), 0);
         assert_eq!(stored(&world, b"k"), Some(b"first".to_vec()));
         let sent_at = world.fences;
@@ -446,7 +442,7 @@ mod tests {
 
     #[test]
     fn a_late_commit_whose_log_number_was_taken_applies_nothing() {
-        let mut world = world();
+        let mut world = World::quiet();
         world.late_commit(0, &logged(1, vec![put(b"k", b"taken")], true), 0);
         world.late_commit(1, &logged(1, vec![put(b"k", b"late")], true), 0);
         assert_eq!(stored(&world, b"k"), Some(b"taken".to_vec()));
@@ -455,7 +451,7 @@ mod tests {
 
     #[test]
     fn another_hosts_group_takes_the_logs_next_number() {
-        let mut world = world();
+        let mut world = World::quiet();
         world.late_commit(0, &logged(1, vec![put(b"k", b"first")], true), 0);
         world.another_host_commits();
         world.late_commit(0, &logged(2, vec![put(b"k", b"taken")], true), 0);
@@ -473,7 +469,7 @@ mod tests {
     /// landing late under a number taken is the numbering's violation.
     #[test]
     fn a_late_unkept_entry_under_a_taken_number_lands_and_is_found() {
-        let mut world = world();
+        let mut world = World::quiet();
         world.late_commit(0, &logged(1, vec![put(b"k", b"taken")], false), 0);
         world.late_commit(1, &logged(1, vec![put(b"k", b"late")], false), 0);
         assert_eq!(stored(&world, b"k"), Some(b"late".to_vec()));
@@ -486,7 +482,7 @@ mod tests {
 
     #[test]
     fn a_late_transaction_whose_read_no_longer_holds_applies_nothing() {
-        let mut world = world();
+        let mut world = World::quiet();
         let read_empty = WriteOp::Transaction {
             reads: vec![ReadCheck::Key {
                 key: b"k".to_vec(),

@@ -327,7 +327,7 @@ mod tests {
     /// network refuses both.
     #[test]
     fn a_group_numbered_other_than_the_logs_next_is_caught() {
-        let mut world = World::new(Schedule::of(0), Injection::default());
+        let mut world = World::quiet();
         assert!(!world.log_number_taken(&group(1)));
         world.record_commit(0, &group(1));
         assert_eq!(world.violations, Vec::<String>::new());

@@ -140,7 +140,7 @@ mod tests {
 
     /// A world whose process 1 connected to process 0, and the connection.
     fn connected() -> (World, ConnId) {
-        let mut world = World::new(Schedule::of(0), Injection::default());
+        let mut world = World::quiet();
         let conn = world.open_conn(1, 0, false);
         (world, conn)
     }

@@ -455,7 +455,7 @@ mod tests {
     /// first: one committed although its second read no longer held is caught.
     #[test]
     fn a_transaction_committed_on_any_stale_read_is_caught() {
-        let mut world = World::new(Schedule::of(0), Injection::default());
+        let mut world = World::quiet();
         let absent = |key: &str| ReadCheck::Key {
             key: key.into(),
             value: None,
@@ -486,7 +486,7 @@ mod tests {
     /// operations, deletes included.
     #[test]
     fn a_transaction_reads_the_deletes_before_it_in_its_batch() {
-        let mut world = World::new(Schedule::of(0), Injection::default());
+        let mut world = World::quiet();
         let mut before = WriteBatch::new();
         before.push(WriteOp::Put {
             key: "a".into(),
