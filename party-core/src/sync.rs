@@ -227,6 +227,10 @@ impl<T, S> IntakeEnd<T, S> {
 pub trait Frames {
     /// Bytes in all.
     fn len(&self) -> usize;
+    /// Whether there are none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Empties them for the next turn.
     fn clear(&mut self);
     /// Takes them out, leaving an empty set for the next turn.
@@ -288,7 +292,7 @@ impl Handover {
         sink: &mut impl Sink<F>,
         hand: impl FnOnce(F, usize),
     ) {
-        if out.len() == 0 {
+        if out.is_empty() {
             return;
         }
         // Only the sender hands frames over, so once the writer has none left, writing here
