@@ -1,6 +1,7 @@
 //! Failover: the leader SIGKILLed while followers read, and the time until every follower
 //! is served again; with three busy followers, and with 1, 16 and 64 idle ones.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -260,6 +261,7 @@ pub(super) fn failover_at_scale(
         ThreadCpu::of(&probes.iter().map(|worker| worker.id()).collect::<Vec<_>>())
     };
     let cpu_counted = thread_cpu::readable();
+    let mut last_said = HashMap::new();
     for _ in 0..kills {
         let index = probes
             .iter()
@@ -273,13 +275,14 @@ pub(super) fn failover_at_scale(
         // Every probe's answer by a term after the killed leader's: when its get
         // completed, and whether it leads. (An answer given before it knew of the new term
         // is passed over; it asks again once it does.)
-        let mut answers = std::collections::HashMap::new();
+        let mut answers = HashMap::new();
         let deadline = Instant::now() + Duration::from_secs(10);
         while answers.len() < probes.len() {
             let wait = deadline.saturating_duration_since(Instant::now());
-            let (pid, line) = lines
-                .recv_timeout(wait)
-                .map_err(|_| "probes of the failover bench did not answer within 10 s")?;
+            let Ok((pid, line)) = lines.recv_timeout(wait) else {
+                return Err(unanswered(&mut probes, &answers, &last_said).into());
+            };
+            last_said.insert(pid, line.clone());
             let words: Vec<&str> = line.split(' ').collect();
             if words[0] == "term" {
                 continue; // what a probe says when it starts
@@ -345,6 +348,35 @@ pub(super) fn failover_at_scale(
         "idle_follower_rss_kib": idle_follower_rss,
         "idle_follower_private_kib": idle_follower_private,
     }))
+}
+
+/// Why the probes did not all answer after a kill: how many did, and of each of the
+/// others whether it still runs and what it said last.
+fn unanswered(
+    probes: &mut [Worker],
+    answers: &HashMap<u32, Answer>,
+    last_said: &HashMap<u32, String>,
+) -> String {
+    let silent: Vec<String> = probes
+        .iter_mut()
+        .filter(|probe| !answers.contains_key(&probe.id()))
+        .map(|probe| {
+            let pid = probe.id();
+            let state = match probe.try_wait() {
+                Ok(Some(status)) => format!("exited ({status})"),
+                Ok(None) => "running".to_owned(),
+                Err(error) => format!("in an unknown state ({error})"),
+            };
+            let said = last_said.get(&pid).map_or("nothing", String::as_str);
+            format!("probe {pid} {state}, last said {said:?}")
+        })
+        .collect();
+    format!(
+        "probes of the failover bench did not answer within 10 s: {} of {} answered; {}",
+        answers.len(),
+        probes.len(),
+        silent.join("; ")
+    )
 }
 
 /// How long the followers' CPU is counted while their next leader cannot open its store.
