@@ -409,3 +409,30 @@ fn gathered(outgoing: &Outgoing) -> Vec<u8> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes that are no frame, reaching either end of a connection, are a violation on a
+    /// seed that sends no garbage (what a machine or the world encoded is wrong), and
+    /// excused on one that does.
+    #[test]
+    fn frames_that_do_not_decode_are_caught_unless_the_seed_sends_garbage() {
+        for garbage in [false, true] {
+            for to_server in [false, true] {
+                let mut world = World::quiet();
+                world.faults.garbage = garbage;
+                let conn = world.open_conn(1, 0, false);
+                // A length prefix past every frame limit.
+                world.take_delivery(conn, to_server, &[0xff; 16]);
+                assert_eq!(
+                    world.violations.len(),
+                    usize::from(!garbage),
+                    "garbage {garbage}, to the server {to_server}: {:?}",
+                    world.violations
+                );
+            }
+        }
+    }
+}
