@@ -951,6 +951,13 @@ impl World {
     fn quiet() -> World {
         World::new(Schedule::of(0), Injection::default())
     }
+
+    /// A quiet world whose process 1 connected to process 0, and the connection.
+    fn connected() -> (World, ConnId) {
+        let mut world = World::quiet();
+        let conn = world.open_conn(1, 0, false);
+        (world, conn)
+    }
 }
 
 #[cfg(test)]

@@ -421,9 +421,8 @@ mod tests {
     fn frames_that_do_not_decode_are_caught_unless_the_seed_sends_garbage() {
         for garbage in [false, true] {
             for to_server in [false, true] {
-                let mut world = World::quiet();
+                let (mut world, conn) = World::connected();
                 world.faults.garbage = garbage;
-                let conn = world.open_conn(1, 0, false);
                 // A length prefix past every frame limit.
                 world.take_delivery(conn, to_server, &[0xff; 16]);
                 assert_eq!(

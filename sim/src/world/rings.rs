@@ -138,19 +138,12 @@ impl World {
 mod tests {
     use super::*;
 
-    /// A world whose process 1 connected to process 0, and the connection.
-    fn connected() -> (World, ConnId) {
-        let mut world = World::quiet();
-        let conn = world.open_conn(1, 0, false);
-        (world, conn)
-    }
-
     /// The leader's session must pass on the length of the ring its follower made:
     /// another, shorter or longer, is a violation; the same one arms the leader's placer.
     #[test]
     fn a_ring_offered_otherwise_than_made_is_caught() {
         for told in [7, 8, 9] {
-            let (mut world, conn) = connected();
+            let (mut world, conn) = World::connected();
             world.conns.get_mut(&conn).unwrap().ring = Some(SimRing {
                 memory: vec![0; 8],
                 placer: None,
@@ -179,7 +172,7 @@ mod tests {
     /// violation, and the answer is dropped; an answer on the socket passes as it is.
     #[test]
     fn a_value_in_a_ring_never_made_is_caught() {
-        let (mut world, conn) = connected();
+        let (mut world, conn) = World::connected();
         let on_socket = ServerMessage::Reply {
             id: RequestId(2),
             result: Ok(party_proto::wire::Response::Value(None)),
