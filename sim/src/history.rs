@@ -143,6 +143,9 @@ pub struct Excuses {
     /// Frames are limited to a few dozen bytes on this seed: bigger requests and answers
     /// fail alone.
     pub too_large: bool,
+    /// The write costs the store more operations than it commits at once on this seed (a
+    /// small-group seed's limit): it fails alone, nothing of it applied.
+    pub too_many_ops: bool,
     /// Connections may reach a process of another user on this seed.
     pub foreign: bool,
     /// Processes may be configured for another store than the directory's on this seed.
@@ -173,6 +176,7 @@ impl Excuses {
             ErrorCode::Malformed(_) => self.malformed,
             ErrorCode::FrameTooLarge { .. } => self.malformed || self.too_large,
             ErrorCode::ReplyTooLarge { .. } => self.too_large,
+            ErrorCode::BatchTooLarge { .. } => self.too_many_ops,
             ErrorCode::FeedOff => self.feed_off,
             ErrorCode::FailedBefore => self.failed_before,
             _ => false,
@@ -197,6 +201,7 @@ impl Excuses {
             other_store: true,
             malformed: true,
             too_large: true,
+            too_many_ops: true,
             feed_off: true,
             failed_before: true,
         }
@@ -323,7 +328,7 @@ mod tests {
             set(&mut excuses);
             excuses
         };
-        let cases: [(Excuses, &[&str]); 13] = [
+        let cases: [(Excuses, &[&str]); 14] = [
             (only(|e| e.connection_lost = true), &["ConnectionLost"]),
             (only(|e| e.timed_out = true), &["TimedOut"]),
             (only(|e| e.closed = true), &["Closed"]),
@@ -344,6 +349,7 @@ mod tests {
                 only(|e| e.too_large = true),
                 &["FrameTooLarge", "ReplyTooLarge"],
             ),
+            (only(|e| e.too_many_ops = true), &["BatchTooLarge"]),
             (only(|e| e.feed_off = true), &["FeedOff"]),
             (only(|e| e.failed_before = true), &["FailedBefore"]),
         ];
@@ -352,6 +358,6 @@ mod tests {
             assert_eq!(explained(excuses), expected, "{excuses:?}");
         }
         let every = Excuses::all();
-        assert_eq!(explained(every).len(), 16, "{:?}", explained(every));
+        assert_eq!(explained(every).len(), 17, "{:?}", explained(every));
     }
 }

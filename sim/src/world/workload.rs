@@ -98,6 +98,14 @@ impl World {
             0..=5 => OpKind::Get(self.key()),
             6..=10 => OpKind::Write(vec![(self.key(), Some(value))]),
             11..=12 => OpKind::Write(vec![(self.key(), None)]),
+            13..=14 if self.faults.small_groups && self.chance(30) => {
+                // Every key but one, or all: with its dedup record, a write that fills a
+                // small group or one over the store's limit, which must fail alone.
+                let count = self.rand(SMALL_GROUP as u64 - 1, SMALL_GROUP as u64 + 1) as usize;
+                let first = self.rng.next_u64() as usize;
+                let keys = (0..count).map(|n| KEYS[(first + n) % KEYS.len()].to_vec());
+                OpKind::Write(keys.map(|key| (key, Some(value.clone()))).collect())
+            }
             13..=14 => {
                 let (a, b) = (self.key(), self.key());
                 OpKind::Write(vec![(a, Some(value.clone())), (b, Some(value))])
@@ -131,6 +139,24 @@ impl World {
         self.trace
             .line(self.now, format_args!("p{process} op{index} {kind:?}"));
         let now = self.timestamp();
+        let write = match &kind {
+            OpKind::Write(writes) => Some(WriteOp::Batch {
+                ops: writes.iter().map(batch_op).collect(),
+            }),
+            OpKind::Clear(range) => Some(WriteOp::Clear {
+                range: range.clone(),
+            }),
+            OpKind::Transaction { reads, writes } => Some(WriteOp::Transaction {
+                reads: reads.clone(),
+                writes: writes.iter().map(batch_op).collect(),
+            }),
+            _ => None,
+        };
+        // A write costs the store its operations and its dedup record.
+        let too_many_ops = self.faults.small_groups
+            && write
+                .as_ref()
+                .is_some_and(|write| group_cost(write) + 1 > SMALL_GROUP);
         let p = &mut self.processes[process];
         let mut iter = None;
         let request = match &kind {
@@ -139,24 +165,14 @@ impl World {
                 Some(p.machine.read(now, ReadOp::GetMany { keys: keys.clone() }))
             }
             OpKind::Status => Some(p.machine.read(now, ReadOp::Status)),
-            OpKind::Write(writes) => {
-                let ops = writes.iter().map(batch_op).collect();
-                Some(p.machine.write(now, WriteOp::Batch { ops }))
-            }
-            OpKind::Clear(range) => {
-                let range = range.clone();
-                Some(p.machine.write(now, WriteOp::Clear { range }))
-            }
-            OpKind::Transaction { reads, writes } => {
-                let writes = writes.iter().map(batch_op).collect();
-                let reads = reads.clone();
-                Some(p.machine.write(now, WriteOp::Transaction { reads, writes }))
-            }
             OpKind::Iterate(options) => {
                 let opened = p.machine.open_iter(now, options.clone());
                 p.iters.insert(opened, index);
                 iter = Some(opened);
                 None
+            }
+            OpKind::Write(_) | OpKind::Clear(_) | OpKind::Transaction { .. } => {
+                write.map(|write| p.machine.write(now, write))
             }
         };
         if let Some(id) = request {
@@ -166,7 +182,8 @@ impl World {
             Some(_) => Outcome::iterating(),
             None => Outcome::Unknown,
         };
-        let (excuses, incarnation) = (p.excuses, p.incarnation);
+        let (mut excuses, incarnation) = (p.excuses, p.incarnation);
+        excuses.too_many_ops = too_many_ops;
         self.history.push(Op {
             process,
             incarnation,
