@@ -146,12 +146,20 @@ pub struct Excuses {
     /// The write costs the store more operations than it commits at once on this seed (a
     /// small-group seed's limit): it fails alone, nothing of it applied.
     pub too_many_ops: bool,
+    /// The write puts or deletes a key longer than this seed's store takes: it fails
+    /// alone, nothing of it applied.
+    pub key_too_large: bool,
     /// Connections may reach a process of another user on this seed.
     pub foreign: bool,
     /// Processes may be configured for another store than the directory's on this seed.
     pub other_store: bool,
     /// Some processes keep no change feed on this seed: a subscription may be refused.
     pub feed_off: bool,
+    /// Some leaders serve one iterator and one subscription a connection on this seed.
+    pub few_streams: bool,
+    /// The subscription asked to start past the store's next commit (a position another
+    /// store gave).
+    pub watch_ahead: bool,
     /// The write was in flight when a connection of its ended: it may have failed (a fault
     /// of the store, a transaction's conflict) with its answer lost, and be re-sent after a
     /// later write of its handle went ahead.
@@ -177,7 +185,12 @@ impl Excuses {
             ErrorCode::FrameTooLarge { .. } => self.malformed || self.too_large,
             ErrorCode::ReplyTooLarge { .. } => self.too_large,
             ErrorCode::BatchTooLarge { .. } => self.too_many_ops,
+            ErrorCode::KeyTooLarge { .. } => self.key_too_large,
             ErrorCode::FeedOff => self.feed_off,
+            ErrorCode::TooManyIterators { .. } | ErrorCode::TooManyWatches { .. } => {
+                self.few_streams
+            }
+            ErrorCode::WatchAhead { .. } => self.watch_ahead,
             ErrorCode::FailedBefore => self.failed_before,
             _ => false,
         }
@@ -202,7 +215,10 @@ impl Excuses {
             malformed: true,
             too_large: true,
             too_many_ops: true,
+            key_too_large: true,
             feed_off: true,
+            few_streams: true,
+            watch_ahead: true,
             failed_before: true,
         }
     }
@@ -328,7 +344,7 @@ mod tests {
             set(&mut excuses);
             excuses
         };
-        let cases: [(Excuses, &[&str]); 14] = [
+        let cases: [(Excuses, &[&str]); 17] = [
             (only(|e| e.connection_lost = true), &["ConnectionLost"]),
             (only(|e| e.timed_out = true), &["TimedOut"]),
             (only(|e| e.closed = true), &["Closed"]),
@@ -350,7 +366,13 @@ mod tests {
                 &["FrameTooLarge", "ReplyTooLarge"],
             ),
             (only(|e| e.too_many_ops = true), &["BatchTooLarge"]),
+            (only(|e| e.key_too_large = true), &["KeyTooLarge"]),
             (only(|e| e.feed_off = true), &["FeedOff"]),
+            (
+                only(|e| e.few_streams = true),
+                &["TooManyIterators", "TooManyWatches"],
+            ),
+            (only(|e| e.watch_ahead = true), &["WatchAhead"]),
             (only(|e| e.failed_before = true), &["FailedBefore"]),
         ];
         assert!(explained(none).is_empty());
@@ -358,6 +380,6 @@ mod tests {
             assert_eq!(explained(excuses), expected, "{excuses:?}");
         }
         let every = Excuses::all();
-        assert_eq!(explained(every).len(), 17, "{:?}", explained(every));
+        assert_eq!(explained(every).len(), 21, "{:?}", explained(every));
     }
 }

@@ -194,6 +194,14 @@ struct SeedFaults {
     /// Some processes keep no change feed when they lead: their commits reach subscribers
     /// as lost, and they refuse subscriptions.
     feed_off: bool,
+    /// Every third leader (by term) serves one iterator and one subscription a connection:
+    /// more fail `TooManyIterators` and `TooManyWatches`, also those resumed from a
+    /// leader that served them.
+    few_streams: bool,
+    /// The store takes keys of at most [`SHORT_KEY`] bytes (as fjall has a limit), and now
+    /// and then a write puts a longer one: it fails `KeyTooLarge` alone, the writes it was
+    /// grouped with committed without it.
+    short_keys: bool,
 }
 
 /// How long dedup records are kept on a seed with short retention, in milliseconds: the
@@ -203,6 +211,23 @@ const SHORT_RETENTIONS_MS: [u64; 3] = [2, 5, 20];
 
 /// The most operations one commit may hold on a seed with small groups.
 pub(super) const SMALL_GROUP: usize = 6;
+
+/// The longest key the store takes on a seed with short keys: every key of [`KEYS`].
+pub(super) const SHORT_KEY: usize = 2;
+/// A key over [`SHORT_KEY`], written on those seeds.
+const LONG_KEY: &[u8] = b"abc";
+
+/// The length of the longest key a write puts or deletes (0 for a clear: a store checks
+/// the keys it writes, not a range's bounds).
+fn longest_key(write: &WriteOp) -> usize {
+    match write {
+        WriteOp::Put { key, .. } | WriteOp::Del { key } => key.len(),
+        WriteOp::Batch { ops } | WriteOp::Transaction { writes: ops, .. } => {
+            ops.iter().map(|op| op.key().len()).max().unwrap_or(0)
+        }
+        WriteOp::Clear { .. } => 0,
+    }
+}
 
 /// The kinds of store a simulated process may be configured for: the directory holds
 /// whichever its first leader opened.
@@ -429,6 +454,8 @@ impl World {
             short_retention: (seed % 8 == 3).then(|| SHORT_RETENTIONS_MS[(seed / 8 % 3) as usize]),
             pauses: seed % 8 == 3 || seed % 16 == 5,
             feed_off: seed % 7 == 4,
+            few_streams: seed % 5 == 2,
+            short_keys: seed % 9 == 7,
         };
         let mut world = World {
             rng,
@@ -665,6 +692,11 @@ impl World {
             foreign: self.faults.foreign_peers,
             other_store: self.faults.other_stores,
             feed_off: self.faults.feed_off,
+            few_streams: self.faults.few_streams,
+            // Only for the writes of a key too long for a short-key seed's store.
+            key_too_large: false,
+            // Only for the subscriptions asked to start past the store's next commit.
+            watch_ahead: false,
             // Only for the writes in flight when a connection of theirs ended (below).
             failed_before: false,
         };
@@ -930,6 +962,8 @@ impl World {
     ) -> ServerConfig {
         let leading = self.processes.get(process).and_then(|p| p.leading.as_ref());
         let term = leading.map_or(0, |leading| leading.term);
+        let few_streams = self.faults.few_streams && term % 3 == 1;
+        let defaults = ServerConfig::default();
         ServerConfig {
             change_feed,
             leader_pid: process as u32,
@@ -946,7 +980,13 @@ impl World {
             // for room, counting those they gave up on (timed out) that it still holds.
             max_in_flight: [4096, 2][(term % 2) as usize],
             max_frame_len: self.frame_limit(),
-            ..ServerConfig::default()
+            max_iterators: if few_streams {
+                1
+            } else {
+                defaults.max_iterators
+            },
+            max_watches: if few_streams { 1 } else { defaults.max_watches },
+            ..defaults
         }
     }
 }

@@ -182,15 +182,25 @@ impl World {
                 max: SMALL_GROUP as u64,
             });
         }
+        if self.faults.short_keys {
+            let longest = batch.ops.iter().map(longest_key).max().unwrap_or(0);
+            if longest > SHORT_KEY {
+                return CommitResult::Failed(ErrorCode::KeyTooLarge {
+                    len: longest as u64,
+                    max: SHORT_KEY as u64,
+                });
+            }
+        }
         let mut unsettled = false;
         let mut thread_dies = false;
         if self.faults.store && self.faults_on {
             let fault = match self.rng.next_u64() % 100 {
                 0..=7 => Some(CommitResult::Failed(ErrorCode::Backend("injected".into()))),
-                8..=10 => Some(CommitResult::Refused(ErrorCode::StoreFull {
+                8..=9 => Some(CommitResult::Refused(ErrorCode::StoreFull {
                     free: 0,
                     reserve: 1,
                 })),
+                10 => Some(CommitResult::Refused(ErrorCode::StoreReadOnly)),
                 // The store's answer is lost (a network store): the batch landed or not,
                 // or is still on its way.
                 11..=12 => {

@@ -44,9 +44,16 @@ impl World {
         // Some start from a commit of the past (perhaps trimmed, or kept without its
         // writes by a leader without the feed), as a subscriber resuming from a position.
         let last = self.feed.keys().next_back().copied().unwrap_or(0);
-        let from = self.chance(30).then(|| CommitSeq(self.rand(1, last + 2)));
+        let mut from = self.chance(30).then(|| CommitSeq(self.rand(1, last + 2)));
+        // On seeds with processes of another store, some from a position that store gave,
+        // past this one's next commit (perhaps not by the time the leader reads it).
+        if self.faults.other_stores && self.chance(10) {
+            from = Some(CommitSeq(last + self.rand(2, 20)));
+        }
         let now = self.timestamp();
         let node = &mut self.processes[process];
+        let mut excuses = node.excuses;
+        excuses.watch_ahead = from.is_some_and(|from| from.0 > last + 1);
         let watch = node.machine.open_watch(now, range.clone(), from);
         let index = self.watchers.len();
         self.trace.line(
@@ -62,7 +69,7 @@ impl World {
             events: Vec::new(),
             failed: None,
             closed: false,
-            excuses: node.excuses,
+            excuses,
         });
         node.watches.insert(watch, index);
         self.pump(process);

@@ -96,6 +96,9 @@ impl World {
                 return true;
             }
             0..=5 => OpKind::Get(self.key()),
+            6..=10 if self.faults.short_keys && self.chance(10) => {
+                OpKind::Write(vec![(LONG_KEY.to_vec(), Some(value))])
+            }
             6..=10 => OpKind::Write(vec![(self.key(), Some(value))]),
             11..=12 => OpKind::Write(vec![(self.key(), None)]),
             13..=14 if self.faults.small_groups && self.chance(30) => {
@@ -157,6 +160,10 @@ impl World {
             && write
                 .as_ref()
                 .is_some_and(|write| group_cost(write) + 1 > SMALL_GROUP);
+        let key_too_large = self.faults.short_keys
+            && write
+                .as_ref()
+                .is_some_and(|write| longest_key(write) > SHORT_KEY);
         let p = &mut self.processes[process];
         let mut iter = None;
         let request = match &kind {
@@ -184,6 +191,7 @@ impl World {
         };
         let (mut excuses, incarnation) = (p.excuses, p.incarnation);
         excuses.too_many_ops = too_many_ops;
+        excuses.key_too_large = key_too_large;
         self.history.push(Op {
             process,
             incarnation,
