@@ -165,7 +165,7 @@ const DRAIN_US: u64 = 200_000;
 struct SeedFaults {
     /// The store fails or refuses commits, and sometimes cannot be opened.
     store: bool,
-    /// A leader serves at most two followers and refuses the rest.
+    /// A leader serves at most [`MOST_FOLLOWERS`] and refuses the rest.
     refusals: bool,
     /// Garbage frames are sometimes sent down a connection.
     garbage: bool,
@@ -208,6 +208,9 @@ struct SeedFaults {
 /// shorter, the more often a client waits past its record's life; the longer, the more
 /// re-sends happen within it.
 const SHORT_RETENTIONS_MS: [u64; 3] = [2, 5, 20];
+
+/// The most followers a leader serves on a seed with refusals.
+const MOST_FOLLOWERS: u32 = 2;
 
 /// The most operations one commit may hold on a seed with small groups.
 pub(super) const SMALL_GROUP: usize = 6;

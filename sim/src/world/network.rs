@@ -12,6 +12,18 @@ impl World {
         else {
             return ElectionInput::ConnectFailed;
         };
+        if self.processes[server]
+            .leading
+            .as_ref()
+            .is_some_and(|leading| leading.draining)
+        {
+            // party-core stops listening when it steps down: newcomers must not attach to
+            // a leader on its way out.
+            self.violations.push(format!(
+                "p{process} reaches p{server}'s socket, which it stopped listening on when it \
+                 stepped down"
+            ));
+        }
         // Made from a seat, the connection takes its place, as party-core's driver drops
         // the seat's.
         if let Some(seat) = self.processes[process].link.take() {
@@ -79,8 +91,8 @@ impl World {
     }
 
     /// Whether `server` turns the connection away: on seeds with refusals a leader serves
-    /// at most two followers, as party-core's accept loop decides; one more is told why,
-    /// and hung up on.
+    /// at most [`MOST_FOLLOWERS`], as party-core's accept loop decides; one more is told
+    /// why, and hung up on.
     pub(super) fn refused(&mut self, conn: ConnId, server: ProcessId) -> bool {
         let connected = self.processes[server]
             .leading
@@ -90,7 +102,11 @@ impl World {
             uid: None,
             owner: None,
             connected,
-            max_connections: if self.faults.refusals { 2 } else { u32::MAX },
+            max_connections: if self.faults.refusals {
+                MOST_FOLLOWERS
+            } else {
+                u32::MAX
+            },
         };
         let Err(refusal) = admit_peer(peer) else {
             return false;
@@ -112,6 +128,15 @@ impl World {
             ),
         );
         if let Some(leading) = &mut self.processes[server].leading {
+            // Every way in asks `refused` first (and so `admit_peer`, as party-core's accept
+            // loop does): one more over the limit came in unasked, or was let in.
+            if self.faults.refusals && leading.sessions.len() >= MOST_FOLLOWERS as usize {
+                self.violations.push(format!(
+                    "p{server} serves conn{conn} beside {} followers, over its limit of \
+                     {MOST_FOLLOWERS}",
+                    leading.sessions.len()
+                ));
+            }
             leading.sessions.insert(conn, session);
         }
     }

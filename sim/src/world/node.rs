@@ -816,6 +816,17 @@ impl World {
             };
             let input = match output {
                 WriterOutput::Commit(batch) => {
+                    if batch.records.len() > 1 {
+                        // Writes of several clients in one commit: they queued while the
+                        // store was busy with the last one.
+                        self.trace.line(
+                            self.now,
+                            format_args!(
+                                "p{process} commits writes of {} clients at once",
+                                batch.records.len()
+                            ),
+                        );
+                    }
                     let result = self.commit(process, &batch);
                     if !self.is_current(process, incarnation) || self.store_died(process) {
                         return false;
