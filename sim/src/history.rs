@@ -140,7 +140,7 @@ pub struct Excuses {
     pub refused: bool,
     /// Garbage frames are injected on this seed.
     pub malformed: bool,
-    /// Frames are limited to a few dozen bytes on this seed: bigger requests and answers
+    /// Frames are limited to 128 bytes on this seed: bigger requests and answers
     /// fail alone.
     pub too_large: bool,
     /// The write costs the store more operations than it commits at once on this seed (a

@@ -501,7 +501,7 @@ impl World {
             let store = world.processes[process].store;
             world
                 .trace
-                .line(0, format_args!("p{process} starts, for a {store} store"));
+                .line(0, format_args!("p{process} starts, for store \"{store}\""));
             world.pump(process);
             let start = world.rand(0, 2_000);
             world.schedule(start, Event::Workload(process));
@@ -909,7 +909,7 @@ impl World {
                 let store = self.processes[process].store;
                 self.trace.line(
                     self.now,
-                    format_args!("p{process} restarts, for a {store} store"),
+                    format_args!("p{process} restarts, for store \"{store}\""),
                 );
                 self.pump(process);
                 self.schedule(100, Event::Workload(process));

@@ -42,7 +42,7 @@ const REACHED: [&str; 50] = [
     "is never answered",
     "another host's leader commits",
     "closes its handle",
-    "for a other store",
+    "for store \"other\"",
     // the election, the waiting rooms and the hand-over
     "steps down",
     "the election fails",
