@@ -892,7 +892,7 @@ impl World {
                 incarnation,
             } => {
                 if self.is_current_or_draining(process, incarnation) {
-                    self.drained(process);
+                    self.drained(process, "its time is up");
                 }
             }
             Event::Restart {

@@ -29,7 +29,7 @@ fn the_same_seed_gives_the_same_trace() {
 /// (an error's name stands for the operations and subscriptions it ended). A simulator
 /// that stops injecting one, or a change that makes a path unreachable, passes every
 /// other check: the sweep would only find less.
-const REACHED: [&str; 50] = [
+const REACHED: [&str; 52] = [
     // the world's faults
     "cut conn",
     "crashes before a commit",
@@ -38,6 +38,7 @@ const REACHED: [&str; 50] = [
     "paused for",
     "store thread dies",
     "garbage down",
+    "reads garbage after its leader left",
     "reaches another user",
     "is never answered",
     "another host's leader commits",
@@ -49,7 +50,8 @@ const REACHED: [&str; 50] = [
     "takes the seat of",
     "looks again from its seat",
     "leaves its seat, taken meanwhile",
-    "has drained",
+    "has drained: its followers let go",
+    "has drained: its time is up",
     "stops draining",
     // the writer's groups of several clients' writes, which a busy store lets queue
     "clients at once",

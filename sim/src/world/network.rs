@@ -167,11 +167,21 @@ impl World {
     /// Frames a leader's `message` as a leader does, lending every value that is not
     /// empty, and sends it.
     pub(super) fn send_to_client(&mut self, conn: ConnId, message: &ServerMessage) {
+        let leaving = matches!(message, ServerMessage::Leaving(_));
         let in_ring = self.through_ring(conn, message);
         let message = in_ring.as_ref().unwrap_or(message);
         let mut outgoing = Outgoing::lending_from(1);
         let framed = outgoing.push_server(message, self.frame_limit());
         self.transmit_framed(conn, false, message, framed.map(|()| gathered(&outgoing)));
+        if leaving && self.faults.garbage && self.faults_on && self.chance(25) {
+            // Right behind the leader's word of why it leaves, which the follower has
+            // read by then: the failover it tells of keeps that cause.
+            self.trace.line(
+                self.now,
+                format_args!("garbage down conn{conn} after a Leaving"),
+            );
+            self.transmit(conn, false, vec![0xff; 4]);
+        }
     }
 
     /// Sends a framed message; one the machines let grow past the limit is a violation.
@@ -372,6 +382,12 @@ impl World {
                 self.processes[process].link = None;
                 // A crash, unless the client read why its leader left before the garbage.
                 let heard = self.conns.get(&conn).and_then(|c| c.heard);
+                if let Some(cause) = heard {
+                    self.trace.line(
+                        self.now,
+                        format_args!("p{process} reads garbage after its leader left ({cause:?})"),
+                    );
+                }
                 self.leader_lost(process, heard.unwrap_or(TakeoverCause::Crash));
                 let broken = ErrorCode::Malformed(format!("from the leader: {error}"));
                 self.processes[process]
@@ -405,7 +421,7 @@ impl World {
                 leading.iters.retain(|(c, _), _| *c != conn);
                 leading.chunks_due.retain(|(c, _), _| *c != conn);
                 if leading.draining && leading.sessions.is_empty() {
-                    return self.drained(process);
+                    return self.drained(process, "its followers let go");
                 }
             }
         } else if p.link == Some(conn) {

@@ -66,11 +66,11 @@ impl World {
         self.schedule_wake(process);
     }
 
-    /// A closing leader's drain is over (its followers let go, or its time is up): it
-    /// closes what is left, and releases the lock.
-    pub(super) fn drained(&mut self, process: ProcessId) {
+    /// A closing leader's drain is over (`why`: its followers let go, or its time is up):
+    /// it closes what is left, and releases the lock.
+    pub(super) fn drained(&mut self, process: ProcessId, why: &str) {
         self.trace
-            .line(self.now, format_args!("p{process} has drained"));
+            .line(self.now, format_args!("p{process} has drained: {why}"));
         self.stop_serving(process);
         self.pump(process);
     }
