@@ -956,3 +956,39 @@ impl World {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A leader hangs up on a follower only for a reason the seed brings about: a store of
+    /// another kind on a seed that configures some processes so, garbage on a seed that
+    /// sends it. Any other hang-up (a session refusing a follower of its own store) is a
+    /// violation.
+    #[test]
+    fn a_hang_up_is_a_violation_unless_the_seed_explains_it() {
+        let wrong_store = ErrorCode::WrongStore {
+            found: "memory".into(),
+            wanted: "other".into(),
+        };
+        let malformed = ErrorCode::Malformed("garbage".into());
+        for reason in [wrong_store, malformed] {
+            for seed_explains in [false, true] {
+                let (mut world, conn) = World::connected();
+                world.faults.other_stores = false;
+                world.faults.garbage = false;
+                match &reason {
+                    ErrorCode::WrongStore { .. } => world.faults.other_stores = seed_explains,
+                    _ => world.faults.garbage = seed_explains,
+                }
+                world.server_output(0, conn, ServerOutput::Close(reason.clone()));
+                assert_eq!(
+                    world.violations.len(),
+                    usize::from(!seed_explains),
+                    "{reason:?}, seed explains {seed_explains}: {:?}",
+                    world.violations
+                );
+            }
+        }
+    }
+}
