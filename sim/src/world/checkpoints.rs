@@ -67,3 +67,57 @@ impl World {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use party_proto::ElectionOutput;
+
+    use super::*;
+
+    /// A world whose process 0 leads and wrote the store at time 0.
+    fn written_at_zero() -> World {
+        let mut world = World::quiet();
+        world.answer(0, ElectionOutput::Serve);
+        world.store_written(0);
+        world
+    }
+
+    /// The bound is the writer's quiet period: one microsecond short of it a leader has not
+    /// yet failed to checkpoint, at it it has (mutation run 72's K18: a check that waited
+    /// twice the period passed every test, so a writer that checkpoints late went
+    /// unnoticed).
+    #[test]
+    fn a_store_left_quiet_for_the_quiet_period_unsaved_is_a_violation() {
+        for (quiet_for, violations) in [(quiet_us() - 1, 0), (quiet_us(), 1)] {
+            let mut world = written_at_zero();
+            world.now = quiet_for;
+            world.check_checkpointed(0);
+            assert_eq!(
+                world.violations.len(),
+                violations,
+                "quiet for {quiet_for}us: {:?}",
+                world.violations
+            );
+        }
+    }
+
+    /// A store fault starts the quiet period again: the writer the store failed waits to
+    /// read the log again before it counts quiet time (K20 took the excuse away unnoticed).
+    #[test]
+    fn a_store_fault_starts_the_quiet_period_again() {
+        let fault_at = quiet_us() / 2;
+        for (now, violations) in [(quiet_us(), 0), (fault_at + quiet_us(), 1)] {
+            let mut world = written_at_zero();
+            world.now = fault_at;
+            world.store_failed();
+            world.now = now;
+            world.check_checkpointed(0);
+            assert_eq!(
+                world.violations.len(),
+                violations,
+                "at {now}us: {:?}",
+                world.violations
+            );
+        }
+    }
+}
