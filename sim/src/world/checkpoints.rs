@@ -82,6 +82,13 @@ mod tests {
         world
     }
 
+    /// What the check says of process 0 at `now`.
+    fn checked_at(mut world: World, now: u64) -> Vec<String> {
+        world.now = now;
+        world.check_checkpointed(0);
+        world.violations
+    }
+
     /// The bound is the writer's quiet period: one microsecond short of it a leader has not
     /// yet failed to checkpoint, at it it has (mutation run 72's K18: a check that waited
     /// twice the period passed every test, so a writer that checkpoints late went
@@ -89,15 +96,8 @@ mod tests {
     #[test]
     fn a_store_left_quiet_for_the_quiet_period_unsaved_is_a_violation() {
         for (quiet_for, violations) in [(quiet_us() - 1, 0), (quiet_us(), 1)] {
-            let mut world = written_at_zero();
-            world.now = quiet_for;
-            world.check_checkpointed(0);
-            assert_eq!(
-                world.violations.len(),
-                violations,
-                "quiet for {quiet_for}us: {:?}",
-                world.violations
-            );
+            let told = checked_at(written_at_zero(), quiet_for);
+            assert_eq!(told.len(), violations, "quiet for {quiet_for}us: {told:?}");
         }
     }
 
@@ -110,14 +110,8 @@ mod tests {
             let mut world = written_at_zero();
             world.now = fault_at;
             world.store_failed();
-            world.now = now;
-            world.check_checkpointed(0);
-            assert_eq!(
-                world.violations.len(),
-                violations,
-                "at {now}us: {:?}",
-                world.violations
-            );
+            let told = checked_at(world, now);
+            assert_eq!(told.len(), violations, "at {now}us: {told:?}");
         }
     }
 }
