@@ -90,8 +90,7 @@ impl World {
                     let to_server = self.chance(50);
                     self.trace
                         .line(self.now, format_args!("garbage down conn{conn}"));
-                    // A frame header far over any limit, between two frames.
-                    self.transmit(conn, to_server, vec![0xff; 4]);
+                    self.transmit_garbage(conn, to_server);
                 }
             }
             _ => {}

@@ -180,8 +180,14 @@ impl World {
                 self.now,
                 format_args!("garbage down conn{conn} after a Leaving"),
             );
-            self.transmit(conn, false, vec![0xff; 4]);
+            self.transmit_garbage(conn, false);
         }
+    }
+
+    /// Sends a frame header far over any limit, between two frames: the reader must give
+    /// the connection up.
+    pub(super) fn transmit_garbage(&mut self, conn: ConnId, to_server: bool) {
+        self.transmit(conn, to_server, vec![0xff; 4]);
     }
 
     /// Sends a framed message; one the machines let grow past the limit is a violation.
