@@ -513,26 +513,34 @@ impl World {
 
     /// Runs until every event is spent, then checks what happened.
     pub fn run(mut self) -> RunResult {
-        while let Some(Reverse((at, seq, key))) = self.queue.pop() {
-            let event = self
-                .events
-                .remove(&key)
-                .expect("every queued key has an event");
-            if !self.faults_on && at > self.last_fault + LIVENESS_BOUND_US {
-                break;
-            }
-            self.now = at;
-            if let Some(until) = self.paused_until(&event) {
-                // Kept in its place among the events of that moment (by its sequence
-                // number), so that bytes sent in order arrive in order.
-                self.events.insert(key, event);
-                self.queue.push(Reverse((until, seq, key)));
-                continue;
-            }
-            self.handle(event);
-            self.check_single_leader();
-        }
+        while self.step() {}
         self.finish()
+    }
+
+    /// Handles the next event; false once the run is over (every event spent, or the
+    /// liveness bound past the last fault).
+    fn step(&mut self) -> bool {
+        let Some(Reverse((at, seq, key))) = self.queue.pop() else {
+            return false;
+        };
+        let event = self
+            .events
+            .remove(&key)
+            .expect("every queued key has an event");
+        if !self.faults_on && at > self.last_fault + LIVENESS_BOUND_US {
+            return false;
+        }
+        self.now = at;
+        if let Some(until) = self.paused_until(&event) {
+            // Kept in its place among the events of that moment (by its sequence
+            // number), so that bytes sent in order arrive in order.
+            self.events.insert(key, event);
+            self.queue.push(Reverse((until, seq, key)));
+            return true;
+        }
+        self.handle(event);
+        self.check_single_leader();
+        true
     }
 
     /// When the process an event happens to resumes, if it is paused now.

@@ -188,3 +188,78 @@ impl Rooms {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use party_proto::{ElectionOutput, Role};
+
+    use super::*;
+
+    /// A quiet world whose process 0 leads with its room still open (a leader whose
+    /// machine did not ask to close it).
+    fn serving_with_room_open() -> World {
+        let mut world = World::quiet();
+        world.room_action(0, ElectionOutput::OpenWaitingRoom);
+        world.answer(0, ElectionOutput::Serve);
+        world
+    }
+
+    /// A leader serving with its room open is a violation, unless it drains (it lost its
+    /// lock and runs for it again); once it closes the room, it is not (mutation run 72's
+    /// K14: the check disarmed passed every test, as no machine leaves its room open).
+    #[test]
+    fn serving_with_the_room_open_is_a_violation() {
+        let mut world = serving_with_room_open();
+        world.check_room(0);
+        assert_eq!(
+            world.violations,
+            ["p0 serves with its waiting room still open"]
+        );
+
+        let mut draining = serving_with_room_open();
+        if let Some(leading) = &mut draining.processes[0].leading {
+            leading.draining = true;
+        }
+        draining.check_room(0);
+        assert_eq!(draining.violations, Vec::<String>::new());
+
+        let mut closed = serving_with_room_open();
+        closed.room_action(0, ElectionOutput::CloseWaitingRoom);
+        closed.check_room(0);
+        assert_eq!(closed.violations, Vec::<String>::new());
+    }
+
+    /// Seed 0's world, run until a process follows on the seat it took in a room, and
+    /// that process.
+    fn following_on_a_seat() -> (World, ProcessId) {
+        let mut world = World::quiet();
+        loop {
+            let follows_on_seat = |process: &ProcessId| {
+                let node = &world.processes[*process];
+                let on_taken_seat = node
+                    .link
+                    .and_then(|conn| world.conns.get(&conn))
+                    .is_some_and(|c| c.from_room && !c.seated);
+                on_taken_seat && node.machine.role().role == Role::Follower
+            };
+            if let Some(process) = (0..world.processes.len()).find(follows_on_seat) {
+                return (world, process);
+            }
+            assert!(world.step(), "seed 0 never follows on a seat");
+        }
+    }
+
+    /// A process that leaves the seat it follows on cuts its own connection to the leader
+    /// under its machine: a violation (mutation run 72's K17, the check asking whether the
+    /// process leads instead, passed every test, as no machine does so).
+    #[test]
+    fn leaving_the_seat_one_follows_on_is_a_violation() {
+        let (mut world, follower) = following_on_a_seat();
+        assert_eq!(world.violations, Vec::<String>::new());
+        world.room_action(follower, ElectionOutput::LeaveWaitingRoom);
+        assert_eq!(
+            world.violations,
+            [format!("p{follower} leaves the seat it follows on")]
+        );
+    }
+}
