@@ -117,6 +117,8 @@ enum Event {
         process: ProcessId,
         incarnation: u32,
         action: ElectionOutput,
+        /// Whom a connect or a room entry would have reached when asked.
+        asked_of: Option<ProcessId>,
     },
     Fault,
     /// A process that ended starts again (unless that incarnation was restarted already).
@@ -852,8 +854,10 @@ impl World {
                 process,
                 incarnation,
                 action,
+                asked_of,
             } => {
                 if self.is_current(process, incarnation) {
+                    self.tell_if_moved(process, action, asked_of);
                     self.answer(process, action);
                     self.pump(process);
                 }

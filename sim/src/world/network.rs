@@ -6,10 +6,7 @@ use bytes::BufMut;
 
 impl World {
     pub(super) fn connect(&mut self, process: ProcessId) -> ElectionInput {
-        let Some(server) = self
-            .listener
-            .filter(|l| self.processes[*l].alive && self.processes[*l].leading.is_some())
-        else {
+        let Some(server) = self.listening_leader() else {
             return ElectionInput::ConnectFailed;
         };
         if self.processes[server]
@@ -51,6 +48,12 @@ impl World {
         }
         self.open_session(conn, server);
         ElectionInput::Connected
+    }
+
+    /// The leader whose socket a connect reaches, if one listens.
+    pub(super) fn listening_leader(&self) -> Option<ProcessId> {
+        self.listener
+            .filter(|l| self.processes[*l].alive && self.processes[*l].leading.is_some())
     }
 
     /// A new connection of `client` to `server`'s socket, or (`seated`) its waiting room;

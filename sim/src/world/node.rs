@@ -340,14 +340,49 @@ impl World {
             return self.answer(process, action);
         }
         let incarnation = self.processes[process].incarnation;
+        let asked_of = self.reached_by(action);
         self.schedule(
             delay,
             Event::Answer {
                 process,
                 incarnation,
                 action,
+                asked_of,
             },
         );
+    }
+
+    /// Whom a connect (the listening leader) or a room entry (the open room's holder)
+    /// reaches now.
+    fn reached_by(&self, action: ElectionOutput) -> Option<ProcessId> {
+        match action {
+            ElectionOutput::Connect => self.listening_leader(),
+            ElectionOutput::EnterWaitingRoom => self.open_room(),
+            _ => None,
+        }
+    }
+
+    /// The trace tells when a connect or a room entry, answered late, reaches someone
+    /// else than it would have when asked: the window in which a lock is lost or a room
+    /// closes under a process on its way in.
+    pub(super) fn tell_if_moved(
+        &mut self,
+        process: ProcessId,
+        action: ElectionOutput,
+        asked_of: Option<ProcessId>,
+    ) {
+        let reached = self.reached_by(action);
+        if reached != asked_of {
+            let named = |whom: Option<ProcessId>| whom.map_or("nobody".into(), |p| format!("p{p}"));
+            self.trace.line(
+                self.now,
+                format_args!(
+                    "p{process}'s {action:?} reaches {}, where it was asked of {}",
+                    named(reached),
+                    named(asked_of)
+                ),
+            );
+        }
     }
 
     /// Carries out an election action now, and answers the machine.

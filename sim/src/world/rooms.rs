@@ -47,11 +47,7 @@ impl World {
                 .violations
                 .push(format!("p{process} closes a waiting room it does not hold")),
             ElectionOutput::EnterWaitingRoom => {
-                let Some(holder) = self
-                    .rooms
-                    .reachable
-                    .filter(|holder| self.rooms.seats.contains_key(holder))
-                else {
+                let Some(holder) = self.open_room() else {
                     return Some(ElectionInput::NoWaitingRoom);
                 };
                 let conn = self.open_conn(process, holder, true);
@@ -97,6 +93,13 @@ impl World {
             _ => {}
         }
         None
+    }
+
+    /// The holder of the room the name leads to, if it is open.
+    pub(super) fn open_room(&self) -> Option<ProcessId> {
+        self.rooms
+            .reachable
+            .filter(|holder| self.rooms.seats.contains_key(holder))
     }
 
     /// `process` tries the lock again: from its seat, if its patience ran out in a room.
