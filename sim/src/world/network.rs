@@ -172,10 +172,12 @@ impl World {
     pub(super) fn send_to_client(&mut self, conn: ConnId, message: &ServerMessage) {
         let leaving = matches!(message, ServerMessage::Leaving(_));
         let in_ring = self.through_ring(conn, message);
-        let message = in_ring.as_ref().unwrap_or(message);
+        let sent = in_ring.as_ref().unwrap_or(message);
         let mut outgoing = Outgoing::lending_from(1);
-        let framed = outgoing.push_server(message, self.frame_limit());
-        self.transmit_framed(conn, false, message, framed.map(|()| gathered(&outgoing)));
+        let framed = outgoing.push_server(sent, self.frame_limit());
+        let framed_len = (in_ring.is_none() && framed.is_ok()).then(|| outgoing.len());
+        self.check_reply_bound(conn, message, framed_len);
+        self.transmit_framed(conn, false, sent, framed.map(|()| gathered(&outgoing)));
         if leaving && self.faults.garbage && self.faults_on && self.chance(25) {
             // Right behind the leader's word of why it leaves, which the follower has
             // read by then: the failover it tells of keeps that cause.
@@ -184,6 +186,38 @@ impl World {
                 format_args!("garbage down conn{conn} after a Leaving"),
             );
             self.transmit_garbage(conn, false);
+        }
+    }
+
+    /// A leader judges whether an answer fits a frame by its bound, before it encodes it:
+    /// one whose bound is over the frame limit fails alone (`ReplyTooLarge`) rather than
+    /// being sent, and no frame (`framed_len`, where the answer went whole down the
+    /// socket) may be longer than its answer's bound (or an answer the leader judged to fit
+    /// could break the connection, with values bigger than this world writes).
+    fn check_reply_bound(
+        &mut self,
+        conn: ConnId,
+        message: &ServerMessage,
+        framed_len: Option<usize>,
+    ) {
+        let ServerMessage::Reply {
+            id,
+            result: Ok(response),
+        } = message
+        else {
+            return;
+        };
+        let (bound, limit) = (response.reply_len_bound(), u64::from(self.frame_limit()));
+        if bound > limit {
+            self.violations.push(format!(
+                "conn{conn} {id:?}: an answer bounded at {bound} bytes sent, over the \
+                 {limit}-byte frame limit"
+            ));
+        }
+        if let Some(framed_len) = framed_len.filter(|len| *len as u64 > bound) {
+            self.violations.push(format!(
+                "conn{conn} {id:?}: a {framed_len}-byte frame for an answer bounded at {bound}"
+            ));
         }
     }
 
