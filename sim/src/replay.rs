@@ -18,9 +18,9 @@ use party_proto::recording::{
     decode_segment, Fingerprint, Gave, Header, Record, RecordingError, Segment, ShortDigest,
     Stream, OUTPUTS_PER_CHECK,
 };
-use party_proto::wire::{FrameDecoder, ServerMessage};
+use party_proto::wire::{FrameDecoder, ReadCheck, ServerMessage};
 use party_proto::{
-    ClientConfig, CommitResult, ElectionInput, IterId, IterPoll, Process, ProcessInput,
+    ClientConfig, CommitResult, ElectionInput, ErrorCode, IterId, IterPoll, Process, ProcessInput,
     ProcessOutput, RequestId, Timestamp, WriteBatch,
 };
 
@@ -669,6 +669,7 @@ impl<'a> ProcessRun<'a> {
     fn complete(&mut self, index: usize) {
         let op = &mut self.history[index];
         op.complete = Some(self.now);
+        excuse_input_over_limit(op);
         self.events.push((
             self.now,
             format!("p{} op{index} -> {:?}", self.index, op.outcome),
@@ -712,6 +713,52 @@ fn excuses_of(config: &ClientConfig) -> Excuses {
         outcome_unknown: true,
         failed_before: true,
         ..Excuses::default()
+    }
+}
+
+/// Excuses a failure that the operation's own input explains, as the error's figures tell
+/// it: a frame, an answer, a key or a write over a limit of the real handle, leader or
+/// store, which the recording does not hold. A limit error whose figures are within the
+/// limit, or a key too long that the operation does not name, stays unexplained.
+fn excuse_input_over_limit(op: &mut Op) {
+    let Outcome::Failed(error) = &op.outcome else {
+        return;
+    };
+    let writes = matches!(
+        op.kind,
+        OpKind::Write(_) | OpKind::Clear(_) | OpKind::Transaction { .. }
+    );
+    let excuses = &mut op.excuses;
+    match *error {
+        ErrorCode::FrameTooLarge { len, max } | ErrorCode::ReplyTooLarge { len, max }
+            if len > max =>
+        {
+            excuses.too_large = true;
+        }
+        ErrorCode::KeyTooLarge { len, max } if len > max && names_key_of_len(&op.kind, len) => {
+            excuses.key_too_large = true;
+        }
+        ErrorCode::BatchTooLarge { ops, max } if ops > max && writes => {
+            excuses.too_many_ops = true;
+        }
+        _ => {}
+    }
+}
+
+/// Whether `kind` names a key of `len` bytes: one it reads or writes.
+fn names_key_of_len(kind: &OpKind, len: u64) -> bool {
+    let of_len = |key: &[u8]| key.len() as u64 == len;
+    match kind {
+        OpKind::Get(key) => of_len(key),
+        OpKind::GetMany(keys) => keys.iter().any(|key| of_len(key)),
+        OpKind::Write(writes) => writes.iter().any(|(key, _)| of_len(key)),
+        OpKind::Transaction { reads, writes } => {
+            writes.iter().any(|(key, _)| of_len(key))
+                || reads
+                    .iter()
+                    .any(|read| matches!(read, ReadCheck::Key { key, .. } if of_len(key)))
+        }
+        OpKind::Status | OpKind::Clear(_) | OpKind::Iterate(_) => false,
     }
 }
 
@@ -775,7 +822,7 @@ fn shortened(value: &impl std::fmt::Debug) -> String {
 mod tests {
     use super::*;
     use party_proto::wire::WriteOp;
-    use party_proto::{ErrorCode, IterOptions};
+    use party_proto::IterOptions;
 
     fn bytes(text: &str) -> Vec<u8> {
         text.as_bytes().to_vec()
@@ -816,6 +863,63 @@ mod tests {
         let excuses = excuses_of(&impatient);
         assert!(excuses.allow(&ErrorCode::ConnectionLost));
         assert!(excuses.allow(&ErrorCode::TimedOut));
+    }
+
+    /// A real caller's input over a real limit is no fault of party's: a failure it explains
+    /// by the error's own figures is excused (a key too long that the operation names, a
+    /// write of more operations than the store takes, a frame or an answer over its limit);
+    /// the same error with figures within the limit, or naming a key the operation does not
+    /// hold, is not.
+    #[test]
+    fn a_failure_the_operations_own_input_explains_is_excused() {
+        let put = |key: &str| OpKind::Write(vec![(bytes(key), Some(bytes("v")))]);
+        let cases = [
+            (put("abc"), ErrorCode::KeyTooLarge { len: 3, max: 2 }, true),
+            (put("ab"), ErrorCode::KeyTooLarge { len: 3, max: 2 }, false),
+            (put("abc"), ErrorCode::KeyTooLarge { len: 3, max: 3 }, false),
+            (
+                OpKind::Get(bytes("abc")),
+                ErrorCode::KeyTooLarge { len: 3, max: 2 },
+                true,
+            ),
+            (put("a"), ErrorCode::BatchTooLarge { ops: 3, max: 2 }, true),
+            (put("a"), ErrorCode::BatchTooLarge { ops: 2, max: 2 }, false),
+            (
+                OpKind::Status,
+                ErrorCode::BatchTooLarge { ops: 3, max: 2 },
+                false,
+            ),
+            (
+                put("a"),
+                ErrorCode::FrameTooLarge { len: 129, max: 128 },
+                true,
+            ),
+            (
+                put("a"),
+                ErrorCode::FrameTooLarge { len: 128, max: 128 },
+                false,
+            ),
+            (
+                OpKind::Status,
+                ErrorCode::ReplyTooLarge { len: 129, max: 128 },
+                true,
+            ),
+            (
+                OpKind::Status,
+                ErrorCode::ReplyTooLarge { len: 64, max: 128 },
+                false,
+            ),
+            (put("a"), ErrorCode::Backend("disk".into()), false),
+        ];
+        for (kind, error, excused) in cases {
+            let mut failed = op(0, 1, kind.clone(), Outcome::Failed(error.clone()));
+            excuse_input_over_limit(&mut failed);
+            assert_eq!(
+                failed.excuses.allow(&error),
+                excused,
+                "{kind:?} failing {error:?}"
+            );
+        }
     }
 
     /// A replayed commit lands somewhere between its asking and its answer: a `get_many`

@@ -154,6 +154,41 @@ fn big_values_through_a_follower_replay_alike() {
     assert!(replay.ops >= 36, "{} operations", replay.ops);
 }
 
+/// A real caller's requests over the real limits fail alone: a key longer than fjall
+/// takes, an answer over the leader's frame limit, a write over the follower's own. The
+/// replay finds no fault in those failures (the errors' own figures and the operations
+/// explain them), and the recording replays alike.
+#[test]
+fn requests_over_the_real_limits_fail_alone_and_replay_clean() {
+    let (dir, recordings) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Frames of 70 000 bytes: room for a key just over fjall's limit, not for two values
+    // of 40 000.
+    let limits = ["--max-frame-len", "70000"];
+    let mut leader = recorded(dir.path(), recordings.path(), &limits, &[], "leader");
+    let mut follower = recorded(dir.path(), recordings.path(), &limits, &[], "follower");
+    assert_eq!(leader.send("fill-big 2 40000"), "ok 2");
+    let long_key = "k".repeat(65_600);
+    let refused = follower.send(&format!("put {long_key} v"));
+    assert!(
+        refused.starts_with("err other a key of 65600 bytes is longer than the store allows"),
+        "{refused}"
+    );
+    let too_big = follower.send("get-many big/000000 big/000001");
+    assert!(too_big.starts_with("err reply_too_large"), "{too_big}");
+    let unsent = follower.send("fill-big 1 80000");
+    assert!(
+        unsent.starts_with("err other the request needs up to"),
+        "{unsent}"
+    );
+    assert_eq!(follower.send("get-many big/000001"), "ok 40000");
+    assert_eq!(follower.send("close"), "ok");
+    assert_eq!(leader.send("close"), "ok");
+
+    let replay = replayed(recordings.path());
+    assert_replays_clean(&replay);
+    assert_eq!(replay.processes, 2);
+}
+
 /// A follower's scan is recorded once: as the bytes it read from the leader, while its
 /// takes from the iterator are recorded as a digest (in full, they doubled the recording).
 #[test]
