@@ -140,14 +140,15 @@ pub struct Excuses {
     pub refused: bool,
     /// Garbage frames are injected on this seed.
     pub malformed: bool,
-    /// Frames are limited to 128 bytes on this seed: bigger requests and answers
-    /// fail alone.
+    /// Frames are limited to 128 bytes on this seed (in a replay: the operation's request
+    /// or answer was over a real limit): bigger requests and answers fail alone.
     pub too_large: bool,
     /// The write costs the store more operations than it commits at once on this seed (a
-    /// small-group seed's limit): it fails alone, nothing of it applied.
+    /// small-group seed's limit; in a replay, a real store's): it fails alone, nothing of
+    /// it applied.
     pub too_many_ops: bool,
-    /// The write puts or deletes a key longer than this seed's store takes: it fails
-    /// alone, nothing of it applied.
+    /// The write puts or deletes a key longer than this seed's store takes (in a replay, a
+    /// real store's): it fails alone, nothing of it applied.
     pub key_too_large: bool,
     /// Connections may reach a process of another user on this seed.
     pub foreign: bool,

@@ -392,6 +392,8 @@ struct ProcessRun<'a> {
     now: u64,
     excuses: Excuses,
     requests: FxHashMap<RequestId, usize>,
+    /// The frame bound of each request pending, by its operation's index.
+    request_bounds: FxHashMap<usize, u64>,
     iters: FxHashMap<IterId, usize>,
     /// The leader's connection's bytes as the driver's decoder had them (a new one with
     /// each connection).
@@ -431,6 +433,7 @@ impl<'a> ProcessRun<'a> {
             now: stream.time(Timestamp::ZERO, origin),
             excuses,
             requests: FxHashMap::default(),
+            request_bounds: FxHashMap::default(),
             iters: FxHashMap::default(),
             decoder,
             outputs: Fingerprint::default(),
@@ -495,15 +498,15 @@ impl<'a> ProcessRun<'a> {
             } => return self.check_outputs(count, digest, &each.0),
             Record::Read { at, op } => {
                 let at = self.at(at);
-                let kind = OpKind::of_read(&op);
+                let (kind, bound) = (OpKind::of_read(&op), op.request_len_bound());
                 let id = self.machine.read(at, op.into_owned());
-                self.issue_request(id, kind);
+                self.issue_request(id, kind, bound);
             }
             Record::Write { at, op } => {
                 let at = self.at(at);
-                let kind = OpKind::of_write(&op);
+                let (kind, bound) = (OpKind::of_write(&op), op.request_len_bound());
                 let id = self.machine.write(at, op.into_owned());
-                self.issue_request(id, kind);
+                self.issue_request(id, kind, bound);
             }
             Record::WallClock { at, wall } => self.machine.set_wall_clock(at, wall),
             Record::OpenIter { at, options } => {
@@ -643,10 +646,12 @@ impl<'a> ProcessRun<'a> {
         }
     }
 
-    /// A request the machine numbered `id`, pending until it completes.
-    fn issue_request(&mut self, id: RequestId, kind: OpKind) {
+    /// A request the machine numbered `id`, pending until it completes; `bound` is the
+    /// size its frame is judged by.
+    fn issue_request(&mut self, id: RequestId, kind: OpKind, bound: u64) {
         let index = self.issue(kind, Outcome::Unknown);
         self.requests.insert(id, index);
+        self.request_bounds.insert(index, bound);
     }
 
     fn issue(&mut self, kind: OpKind, outcome: Outcome) -> usize {
@@ -669,7 +674,7 @@ impl<'a> ProcessRun<'a> {
     fn complete(&mut self, index: usize) {
         let op = &mut self.history[index];
         op.complete = Some(self.now);
-        excuse_input_over_limit(op);
+        excuse_input_over_limit(op, self.request_bounds.remove(&index));
         self.events.push((
             self.now,
             format!("p{} op{index} -> {:?}", self.index, op.outcome),
@@ -717,10 +722,12 @@ fn excuses_of(config: &ClientConfig) -> Excuses {
 }
 
 /// Excuses a failure that the operation's own input explains, as the error's figures tell
-/// it: a frame, an answer, a key or a write over a limit of the real handle, leader or
-/// store, which the recording does not hold. A limit error whose figures are within the
-/// limit, or a key too long that the operation does not name, stays unexplained.
-fn excuse_input_over_limit(op: &mut Op) {
+/// it: its request over a frame limit (by the very bound it was judged by, `request_bound`),
+/// an answer over one (of an operation that reads values), a key it names or a write over
+/// a real store's limit, which the recording does not hold. The same errors otherwise
+/// (figures within the limit, a frame another request made too large, a key the operation
+/// does not name) stay unexplained.
+fn excuse_input_over_limit(op: &mut Op, request_bound: Option<u64>) {
     let Outcome::Failed(error) = &op.outcome else {
         return;
     };
@@ -728,11 +735,17 @@ fn excuse_input_over_limit(op: &mut Op) {
         op.kind,
         OpKind::Write(_) | OpKind::Clear(_) | OpKind::Transaction { .. }
     );
+    // A transaction's conflict carries the value it found.
+    let answers_values = matches!(
+        op.kind,
+        OpKind::Get(_) | OpKind::GetMany(_) | OpKind::Iterate(_) | OpKind::Transaction { .. }
+    );
     let excuses = &mut op.excuses;
     match *error {
-        ErrorCode::FrameTooLarge { len, max } | ErrorCode::ReplyTooLarge { len, max }
-            if len > max =>
-        {
+        ErrorCode::FrameTooLarge { len, max } if len > max && request_bound == Some(len) => {
+            excuses.too_large = true;
+        }
+        ErrorCode::ReplyTooLarge { len, max } if len > max && answers_values => {
             excuses.too_large = true;
         }
         ErrorCode::KeyTooLarge { len, max } if len > max && names_key_of_len(&op.kind, len) => {
@@ -867,57 +880,78 @@ mod tests {
 
     /// A real caller's input over a real limit is no fault of party's: a failure it explains
     /// by the error's own figures is excused (a key too long that the operation names, a
-    /// write of more operations than the store takes, a frame or an answer over its limit);
-    /// the same error with figures within the limit, or naming a key the operation does not
-    /// hold, is not.
+    /// write of more operations than the store takes, its own request's frame over the
+    /// limit, an answer of values over it); the same error with figures within the limit,
+    /// naming a key the operation does not hold, a frame of another size than the
+    /// operation's own request, or an answer too large for an operation that reads no
+    /// values, is not.
     #[test]
     fn a_failure_the_operations_own_input_explains_is_excused() {
         let put = |key: &str| OpKind::Write(vec![(bytes(key), Some(bytes("v")))]);
+        let get = || OpKind::Get(bytes("a"));
+        let frame = |len| ErrorCode::FrameTooLarge { len, max: 128 };
+        let reply = |len| ErrorCode::ReplyTooLarge { len, max: 128 };
         let cases = [
-            (put("abc"), ErrorCode::KeyTooLarge { len: 3, max: 2 }, true),
-            (put("ab"), ErrorCode::KeyTooLarge { len: 3, max: 2 }, false),
-            (put("abc"), ErrorCode::KeyTooLarge { len: 3, max: 3 }, false),
             (
-                OpKind::Get(bytes("abc")),
+                put("abc"),
+                None,
                 ErrorCode::KeyTooLarge { len: 3, max: 2 },
                 true,
             ),
-            (put("a"), ErrorCode::BatchTooLarge { ops: 3, max: 2 }, true),
-            (put("a"), ErrorCode::BatchTooLarge { ops: 2, max: 2 }, false),
+            (
+                put("ab"),
+                None,
+                ErrorCode::KeyTooLarge { len: 3, max: 2 },
+                false,
+            ),
+            (
+                put("abc"),
+                None,
+                ErrorCode::KeyTooLarge { len: 3, max: 3 },
+                false,
+            ),
+            (
+                OpKind::Get(bytes("abc")),
+                None,
+                ErrorCode::KeyTooLarge { len: 3, max: 2 },
+                true,
+            ),
+            (
+                put("a"),
+                None,
+                ErrorCode::BatchTooLarge { ops: 3, max: 2 },
+                true,
+            ),
+            (
+                put("a"),
+                None,
+                ErrorCode::BatchTooLarge { ops: 2, max: 2 },
+                false,
+            ),
             (
                 OpKind::Status,
+                None,
                 ErrorCode::BatchTooLarge { ops: 3, max: 2 },
                 false,
             ),
-            (
-                put("a"),
-                ErrorCode::FrameTooLarge { len: 129, max: 128 },
-                true,
-            ),
-            (
-                put("a"),
-                ErrorCode::FrameTooLarge { len: 128, max: 128 },
-                false,
-            ),
-            (
-                OpKind::Status,
-                ErrorCode::ReplyTooLarge { len: 129, max: 128 },
-                true,
-            ),
-            (
-                OpKind::Status,
-                ErrorCode::ReplyTooLarge { len: 64, max: 128 },
-                false,
-            ),
-            (put("a"), ErrorCode::Backend("disk".into()), false),
+            (put("a"), Some(129), frame(129), true),
+            (put("a"), Some(128), frame(128), false),
+            // Another request's frame, refused by the leader, failing every one pending.
+            (put("a"), Some(90), frame(129), false),
+            (put("a"), None, frame(129), false),
+            (get(), None, reply(129), true),
+            (get(), None, reply(64), false),
+            (OpKind::Status, None, reply(129), false),
+            (put("a"), None, reply(129), false),
+            (put("a"), None, ErrorCode::Backend("disk".into()), false),
         ];
-        for (kind, error, excused) in cases {
+        for (kind, bound, error, excused) in cases {
             let mut failed = op(0, 1, kind.clone(), Outcome::Failed(error.clone()));
-            excuse_input_over_limit(&mut failed);
+            excuse_input_over_limit(&mut failed, bound);
             assert_eq!(
                 failed.excuses.allow(&error),
                 excused,
-                "{kind:?} failing {error:?}"
+                "{kind:?} (request bound {bound:?}) failing {error:?}"
             );
         }
     }

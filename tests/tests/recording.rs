@@ -187,6 +187,9 @@ fn requests_over_the_real_limits_fail_alone_and_replay_clean() {
     let replay = replayed(recordings.path());
     assert_replays_clean(&replay);
     assert_eq!(replay.processes, 2);
+    // The leader's two puts and the follower's four calls, the three that failed among
+    // them: judged, not left out.
+    assert_eq!(replay.ops, 6);
 }
 
 /// A follower's scan is recorded once: as the bytes it read from the leader, while its

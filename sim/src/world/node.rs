@@ -363,8 +363,9 @@ impl World {
     }
 
     /// The trace tells when a connect or a room entry, answered late, reaches someone
-    /// else than it would have when asked: the window in which a lock is lost or a room
-    /// closes under a process on its way in.
+    /// else than it would have when asked: above all when the leader or the room it was
+    /// asked of went meanwhile (the window in which a lock is lost or a room closes under a
+    /// process on its way in), and when one came where there was none.
     pub(super) fn tell_if_moved(
         &mut self,
         process: ProcessId,
@@ -372,16 +373,19 @@ impl World {
         asked_of: Option<ProcessId>,
     ) {
         let reached = self.reached_by(action);
-        if reached != asked_of {
-            let named = |whom: Option<ProcessId>| whom.map_or("nobody".into(), |p| format!("p{p}"));
-            self.trace.line(
+        match (asked_of, reached) {
+            (Some(gone), now) if now != Some(gone) => self.trace.line(
                 self.now,
                 format_args!(
-                    "p{process}'s {action:?} reaches {}, where it was asked of {}",
-                    named(reached),
-                    named(asked_of)
+                    "p{process}'s {action:?} no longer reaches p{gone}: {}",
+                    now.map_or("nobody".into(), |p| format!("p{p} now"))
                 ),
-            );
+            ),
+            (None, Some(came)) => self.trace.line(
+                self.now,
+                format_args!("p{process}'s {action:?} reaches p{came}, come since it was asked"),
+            ),
+            _ => {}
         }
     }
 
