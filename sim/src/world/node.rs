@@ -1031,6 +1031,27 @@ mod tests {
         }
     }
 
+    /// An iterator opens on the store only once the writes queued before it are committed;
+    /// a leader whose store thread died commits none, and opens none (as party-core's store
+    /// thread, gone, answers nothing). Mutation run 72's K30 opened it anyway, unnoticed.
+    #[test]
+    fn an_iterator_opens_only_on_a_store_thread_alive() {
+        for store_died in [false, true] {
+            let (mut world, conn) = World::connected();
+            world.answer(0, ElectionOutput::Serve);
+            if let Some(leading) = &mut world.processes[0].leading {
+                leading.store_died = store_died;
+            }
+            let (iter, options) = (IterId(1), IterOptions::default());
+            world.server_output(0, conn, ServerOutput::IterOpen { iter, options });
+            let opened = world.processes[0]
+                .leading
+                .as_ref()
+                .is_some_and(|leading| leading.iters.contains_key(&(conn, iter)));
+            assert_eq!(opened, !store_died, "store thread died: {store_died}");
+        }
+    }
+
     /// Letting go of a leader that said it was leaving is a hand-over lost only where that
     /// leader served the process (its welcome reached the machine); a connection whose
     /// welcome came too late for the election never served it (mutation run 72's K24, the
