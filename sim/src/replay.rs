@@ -721,12 +721,13 @@ fn excuses_of(config: &ClientConfig) -> Excuses {
     }
 }
 
-/// Excuses a failure that the operation's own input explains, as the error's figures tell
-/// it: its request over a frame limit (by the very bound it was judged by, `request_bound`),
-/// an answer over one (of an operation that reads values), a key it names or a write over
-/// a real store's limit, which the recording does not hold. The same errors otherwise
-/// (figures within the limit, a frame another request made too large, a key the operation
-/// does not name) stay unexplained.
+/// Excuses a failure that the operation's own input, or the leader's disk, explains as the
+/// error's figures tell it: its request over a frame limit (by the very bound it was judged
+/// by, `request_bound`), an answer over one (of an operation that reads values), a key it
+/// names or a write over a real store's limit, which the recording does not hold, or a
+/// write refused with less free space than the leader keeps in reserve. The same errors
+/// otherwise (figures within the limit, a frame another request made too large, a key the
+/// operation does not name) stay unexplained, and so does any other failure of the store.
 fn excuse_input_over_limit(op: &mut Op, request_bound: Option<u64>) {
     let Outcome::Failed(error) = &op.outcome else {
         return;
@@ -753,6 +754,10 @@ fn excuse_input_over_limit(op: &mut Op, request_bound: Option<u64>) {
         }
         ErrorCode::BatchTooLarge { ops, max } if ops > max && writes => {
             excuses.too_many_ops = true;
+        }
+        // The leader's disk, with less free than its reserve.
+        ErrorCode::StoreFull { free, reserve } if free < reserve && writes => {
+            excuses.store = true;
         }
         _ => {}
     }
@@ -881,7 +886,8 @@ mod tests {
     /// A real caller's input over a real limit is no fault of party's: a failure it explains
     /// by the error's own figures is excused (a key too long that the operation names, a
     /// write of more operations than the store takes, its own request's frame over the
-    /// limit, an answer of values over it); the same error with figures within the limit,
+    /// limit, an answer of values over it), and so is a write refused by a disk with less
+    /// free than the reserve; the same error with figures within the limit,
     /// naming a key the operation does not hold, a frame of another size than the
     /// operation's own request, or an answer too large for an operation that reads no
     /// values, is not.
@@ -944,6 +950,33 @@ mod tests {
             (OpKind::Status, None, reply(129), false),
             (put("a"), None, reply(129), false),
             (put("a"), None, ErrorCode::Backend("disk".into()), false),
+            (
+                put("a"),
+                None,
+                ErrorCode::StoreFull {
+                    free: 9,
+                    reserve: 10,
+                },
+                true,
+            ),
+            (
+                put("a"),
+                None,
+                ErrorCode::StoreFull {
+                    free: 10,
+                    reserve: 10,
+                },
+                false,
+            ),
+            (
+                get(),
+                None,
+                ErrorCode::StoreFull {
+                    free: 9,
+                    reserve: 10,
+                },
+                false,
+            ),
         ];
         for (kind, bound, error, excused) in cases {
             let mut failed = op(0, 1, kind.clone(), Outcome::Failed(error.clone()));

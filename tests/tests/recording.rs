@@ -192,6 +192,32 @@ fn requests_over_the_real_limits_fail_alone_and_replay_clean() {
     assert_eq!(replay.ops, 6);
 }
 
+/// A leader whose disk has less free space than it keeps in reserve refuses every write,
+/// its own and its followers', with the figures (`StoreFull`); the replay finds no fault in
+/// those refusals, and reads go on.
+#[test]
+fn writes_refused_by_a_full_disk_replay_clean() {
+    let (dir, recordings) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // A reserve of a million GiB: more than any disk here has free.
+    let full = ["--min-free-space-gib", "1000000"];
+    let mut leader = recorded(dir.path(), recordings.path(), &full, &[], "leader");
+    let mut follower = recorded(dir.path(), recordings.path(), &[], &[], "follower");
+    for node in [&mut leader, &mut follower] {
+        let refused = node.send("put k v");
+        assert!(
+            refused.starts_with("err other the store's disk is full"),
+            "{refused}"
+        );
+        assert_eq!(node.send("get k"), "none");
+    }
+    assert_eq!(follower.send("close"), "ok");
+    assert_eq!(leader.send("close"), "ok");
+
+    let replay = replayed(recordings.path());
+    assert_replays_clean(&replay);
+    assert_eq!(replay.ops, 4);
+}
+
 /// A follower's scan is recorded once: as the bytes it read from the leader, while its
 /// takes from the iterator are recorded as a digest (in full, they doubled the recording).
 #[test]

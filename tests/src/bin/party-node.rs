@@ -46,7 +46,8 @@ async fn main() {
             "usage: party-node DIR [--backend NAME] [--no-retry] [--put-first KEY VALUE] \
              [--max-frame-len BYTES] [--iter-window ENTRIES] [--dedup-retention-ms MS] \
              [--request-timeout-ms MS] [--spin-us MICROS] [--transaction-attempts N] \
-             [--max-connections N] [--sigpipe-default] [--etcd-endpoints URL,URL… [--etcd-prefix PREFIX]]"
+             [--max-connections N] [--min-free-space-gib GIB] [--sigpipe-default] \
+             [--etcd-endpoints URL,URL… [--etcd-prefix PREFIX]]"
         );
         std::process::exit(2);
     };
@@ -87,6 +88,9 @@ async fn main() {
     }
     if let Some(micros) = number_option(&args, "--spin-us") {
         options = options.spin(Some(Duration::from_micros(u64::from(micros))));
+    }
+    if let Some(gib) = number_option(&args, "--min-free-space-gib") {
+        options.limits.min_free_space = u64::from(gib) << 30;
     }
     if let Some(connections) = number_option(&args, "--max-connections") {
         options.limits.max_connections = connections;
