@@ -894,89 +894,33 @@ mod tests {
     #[test]
     fn a_failure_the_operations_own_input_explains_is_excused() {
         let put = |key: &str| OpKind::Write(vec![(bytes(key), Some(bytes("v")))]);
-        let get = || OpKind::Get(bytes("a"));
+        let get = |key: &str| OpKind::Get(bytes(key));
+        let key = |len, max| ErrorCode::KeyTooLarge { len, max };
+        let batch = |ops, max| ErrorCode::BatchTooLarge { ops, max };
         let frame = |len| ErrorCode::FrameTooLarge { len, max: 128 };
         let reply = |len| ErrorCode::ReplyTooLarge { len, max: 128 };
+        let full = |free| ErrorCode::StoreFull { free, reserve: 10 };
         let cases = [
-            (
-                put("abc"),
-                None,
-                ErrorCode::KeyTooLarge { len: 3, max: 2 },
-                true,
-            ),
-            (
-                put("ab"),
-                None,
-                ErrorCode::KeyTooLarge { len: 3, max: 2 },
-                false,
-            ),
-            (
-                put("abc"),
-                None,
-                ErrorCode::KeyTooLarge { len: 3, max: 3 },
-                false,
-            ),
-            (
-                OpKind::Get(bytes("abc")),
-                None,
-                ErrorCode::KeyTooLarge { len: 3, max: 2 },
-                true,
-            ),
-            (
-                put("a"),
-                None,
-                ErrorCode::BatchTooLarge { ops: 3, max: 2 },
-                true,
-            ),
-            (
-                put("a"),
-                None,
-                ErrorCode::BatchTooLarge { ops: 2, max: 2 },
-                false,
-            ),
-            (
-                OpKind::Status,
-                None,
-                ErrorCode::BatchTooLarge { ops: 3, max: 2 },
-                false,
-            ),
+            (put("abc"), None, key(3, 2), true),
+            (put("ab"), None, key(3, 2), false),
+            (put("abc"), None, key(3, 3), false),
+            (get("abc"), None, key(3, 2), true),
+            (put("a"), None, batch(3, 2), true),
+            (put("a"), None, batch(2, 2), false),
+            (OpKind::Status, None, batch(3, 2), false),
             (put("a"), Some(129), frame(129), true),
             (put("a"), Some(128), frame(128), false),
             // Another request's frame, refused by the leader, failing every one pending.
             (put("a"), Some(90), frame(129), false),
             (put("a"), None, frame(129), false),
-            (get(), None, reply(129), true),
-            (get(), None, reply(64), false),
+            (get("a"), None, reply(129), true),
+            (get("a"), None, reply(64), false),
             (OpKind::Status, None, reply(129), false),
             (put("a"), None, reply(129), false),
+            (put("a"), None, full(9), true),
+            (put("a"), None, full(10), false),
+            (get("a"), None, full(9), false),
             (put("a"), None, ErrorCode::Backend("disk".into()), false),
-            (
-                put("a"),
-                None,
-                ErrorCode::StoreFull {
-                    free: 9,
-                    reserve: 10,
-                },
-                true,
-            ),
-            (
-                put("a"),
-                None,
-                ErrorCode::StoreFull {
-                    free: 10,
-                    reserve: 10,
-                },
-                false,
-            ),
-            (
-                get(),
-                None,
-                ErrorCode::StoreFull {
-                    free: 9,
-                    reserve: 10,
-                },
-                false,
-            ),
         ];
         for (kind, bound, error, excused) in cases {
             let mut failed = op(0, 1, kind.clone(), Outcome::Failed(error.clone()));
