@@ -65,6 +65,16 @@ fn assert_replays_clean(replay: &Replayed) {
     assert!(replay.unchecked.is_empty(), "{:?}", replay.unchecked);
 }
 
+/// Closes `follower`, then `leader`, and replays what they recorded into `recordings`:
+/// alike, clean and all of it checked.
+fn closed_and_replayed_clean(mut leader: Node, mut follower: Node, recordings: &Path) -> Replayed {
+    assert_eq!(follower.send("close"), "ok");
+    assert_eq!(leader.send("close"), "ok");
+    let replay = replayed(recordings);
+    assert_replays_clean(&replay);
+    replay
+}
+
 /// A leader and two followers, recorded: writes, a batch burst, reads and a scan, the
 /// leader SIGKILLed, more of the same on the next leader.
 fn recorded_failover(dir: &Path, recordings: &Path) {
@@ -133,7 +143,7 @@ fn a_commit_its_leader_died_before_recording_is_counted_by_the_replay() {
 #[test]
 fn big_values_through_a_follower_replay_alike() {
     let (dir, recordings) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut leader = recorded(dir.path(), recordings.path(), &[], &[], "leader");
+    let leader = recorded(dir.path(), recordings.path(), &[], &[], "leader");
     let mut follower = recorded(dir.path(), recordings.path(), &[], &[], "follower");
     const VALUE: usize = 1 << 20;
     assert_eq!(follower.send(&format!("fill-big 3 {VALUE}")), "ok 3");
@@ -145,11 +155,7 @@ fn big_values_through_a_follower_replay_alike() {
     // recorded none of their bytes (had it taken them from a ring) would not replay.
     assert_eq!(follower.send("fill-marked 8 65536"), "ok 8");
     assert_eq!(follower.send("check-marked 8 65536"), "ok 24");
-    assert_eq!(follower.send("close"), "ok");
-    assert_eq!(leader.send("close"), "ok");
-
-    let replay = replayed(recordings.path());
-    assert_replays_clean(&replay);
+    let replay = closed_and_replayed_clean(leader, follower, recordings.path());
     assert_eq!(replay.processes, 2);
     assert!(replay.ops >= 36, "{} operations", replay.ops);
 }
@@ -181,11 +187,7 @@ fn requests_over_the_real_limits_fail_alone_and_replay_clean() {
         "{unsent}"
     );
     assert_eq!(follower.send("get-many big/000001"), "ok 40000");
-    assert_eq!(follower.send("close"), "ok");
-    assert_eq!(leader.send("close"), "ok");
-
-    let replay = replayed(recordings.path());
-    assert_replays_clean(&replay);
+    let replay = closed_and_replayed_clean(leader, follower, recordings.path());
     assert_eq!(replay.processes, 2);
     // The leader's two puts and the follower's four calls, the three that failed among
     // them: judged, not left out.
@@ -210,11 +212,7 @@ fn writes_refused_by_a_full_disk_replay_clean() {
         );
         assert_eq!(node.send("get k"), "none");
     }
-    assert_eq!(follower.send("close"), "ok");
-    assert_eq!(leader.send("close"), "ok");
-
-    let replay = replayed(recordings.path());
-    assert_replays_clean(&replay);
+    let replay = closed_and_replayed_clean(leader, follower, recordings.path());
     assert_eq!(replay.ops, 4);
 }
 
