@@ -391,9 +391,8 @@ struct ProcessRun<'a> {
     origin: u64,
     now: u64,
     excuses: Excuses,
-    requests: FxHashMap<RequestId, usize>,
-    /// The frame bound of each request pending, by its operation's index.
-    request_bounds: FxHashMap<usize, u64>,
+    /// Each request pending: its operation's index, and the size its frame is judged by.
+    requests: FxHashMap<RequestId, (usize, u64)>,
     iters: FxHashMap<IterId, usize>,
     /// The leader's connection's bytes as the driver's decoder had them (a new one with
     /// each connection).
@@ -433,7 +432,6 @@ impl<'a> ProcessRun<'a> {
             now: stream.time(Timestamp::ZERO, origin),
             excuses,
             requests: FxHashMap::default(),
-            request_bounds: FxHashMap::default(),
             iters: FxHashMap::default(),
             decoder,
             outputs: Fingerprint::default(),
@@ -535,7 +533,7 @@ impl<'a> ProcessRun<'a> {
                     if let Outcome::Iterated { closed_early, .. } = &mut op.outcome {
                         *closed_early = true;
                     }
-                    self.complete(index);
+                    self.complete(index, None);
                 }
             }
             Record::OpenWatch { at, range, from } => {
@@ -592,9 +590,9 @@ impl<'a> ProcessRun<'a> {
                 self.recent.pop_front();
             }
             if let ProcessOutput::Completed { id, result } = output {
-                if let Some(index) = self.requests.remove(&id) {
+                if let Some((index, bound)) = self.requests.remove(&id) {
                     self.history[index].outcome = Outcome::of(result);
-                    self.complete(index);
+                    self.complete(index, Some(bound));
                 }
             }
         }
@@ -650,8 +648,7 @@ impl<'a> ProcessRun<'a> {
     /// size its frame is judged by.
     fn issue_request(&mut self, id: RequestId, kind: OpKind, bound: u64) {
         let index = self.issue(kind, Outcome::Unknown);
-        self.requests.insert(id, index);
-        self.request_bounds.insert(index, bound);
+        self.requests.insert(id, (index, bound));
     }
 
     fn issue(&mut self, kind: OpKind, outcome: Outcome) -> usize {
@@ -671,10 +668,12 @@ impl<'a> ProcessRun<'a> {
         index
     }
 
-    fn complete(&mut self, index: usize) {
+    /// The operation `index` ended; `request_bound` is its request's frame bound (none for
+    /// an iterator).
+    fn complete(&mut self, index: usize, request_bound: Option<u64>) {
         let op = &mut self.history[index];
         op.complete = Some(self.now);
-        excuse_input_over_limit(op, self.request_bounds.remove(&index));
+        excuse_input_over_limit(op, request_bound);
         self.events.push((
             self.now,
             format!("p{} op{index} -> {:?}", self.index, op.outcome),
@@ -694,12 +693,12 @@ impl<'a> ProcessRun<'a> {
             IterPoll::Pending => {}
             IterPoll::Done => {
                 self.iters.remove(&iter);
-                self.complete(index);
+                self.complete(index, None);
             }
             IterPoll::Failed(error) => {
                 self.iters.remove(&iter);
                 self.history[index].outcome = Outcome::Failed(error);
-                self.complete(index);
+                self.complete(index, None);
             }
         }
     }
